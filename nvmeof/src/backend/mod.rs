@@ -1,0 +1,1 @@
+//! Block backends. Filled in by the backend work.

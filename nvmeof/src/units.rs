@@ -1,0 +1,1 @@
+//! Human-readable sizes. Filled in by the backend work.

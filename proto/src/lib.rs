@@ -1,0 +1,1 @@
+//! The ferrofab gRPC API (`ferrofab.v1`). Filled in by the controller issue.
