@@ -15,3 +15,4 @@
 
 pub mod backend;
 pub mod units;
+pub mod wire;
