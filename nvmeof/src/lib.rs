@@ -14,5 +14,6 @@
 //! * [`units`] — human sizes such as `4TiB`.
 
 pub mod backend;
+pub mod spec;
 pub mod units;
 pub mod wire;

@@ -15,7 +15,7 @@ pub use pdu::{
 /// Little-endian field readers. Callers pass slices whose length they have
 /// already checked; a short slice yields zeroes rather than a panic so that
 /// a framing bug can never crash the process.
-pub(crate) fn get_u16(b: &[u8], at: usize) -> u16 {
+pub fn get_u16(b: &[u8], at: usize) -> u16 {
     let mut v = [0u8; 2];
     if let Some(s) = b.get(at..at + 2) {
         v.copy_from_slice(s);
@@ -23,7 +23,7 @@ pub(crate) fn get_u16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes(v)
 }
 
-pub(crate) fn get_u32(b: &[u8], at: usize) -> u32 {
+pub fn get_u32(b: &[u8], at: usize) -> u32 {
     let mut v = [0u8; 4];
     if let Some(s) = b.get(at..at + 4) {
         v.copy_from_slice(s);
@@ -31,7 +31,7 @@ pub(crate) fn get_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(v)
 }
 
-pub(crate) fn get_u64(b: &[u8], at: usize) -> u64 {
+pub fn get_u64(b: &[u8], at: usize) -> u64 {
     let mut v = [0u8; 8];
     if let Some(s) = b.get(at..at + 8) {
         v.copy_from_slice(s);
