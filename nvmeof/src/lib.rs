@@ -14,6 +14,7 @@
 //! * [`units`] — human sizes such as `4TiB`.
 
 pub mod backend;
+pub mod cli;
 pub mod spec;
 pub mod units;
 pub mod wire;
