@@ -16,5 +16,6 @@
 pub mod backend;
 pub mod cli;
 pub mod spec;
+pub mod target;
 pub mod units;
 pub mod wire;
