@@ -119,7 +119,10 @@ pub enum StoreError {
     #[error(
         "revision {requested} is no longer kept (oldest resumable revision is {oldest}); list again and watch from the list's revision"
     )]
-    Compacted { requested: Revision, oldest: Revision },
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
 }
 
 /// A handle resolving once the transaction is durable or refused.

@@ -14,8 +14,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, error, info};
 
 use super::{
-    Compare, Event, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn, TxnFuture,
-    TxnResult,
+    Compare, Event, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn, TxnFuture, TxnResult,
 };
 use crate::watch::{Hub, WatchStream};
 
@@ -231,10 +230,7 @@ impl Store for RedbStore {
     fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
         let rtx = self.db.begin_read().map_err(io)?;
         let meta = rtx.open_table(META).map_err(io)?;
-        let rev = meta
-            .get(KEY_REVISION)
-            .map_err(io)?
-            .map_or(0, |v| v.value());
+        let rev = meta.get(KEY_REVISION).map_err(io)?.map_or(0, |v| v.value());
         let table = rtx.open_table(KV).map_err(io)?;
         let mut out = Vec::new();
         for item in table.range(prefix..).map_err(io)? {
@@ -369,10 +365,7 @@ impl Writer {
     }
 }
 
-fn current_mod_revision(
-    kv: &redb::Table<&str, &[u8]>,
-    key: &str,
-) -> Result<Revision, StoreError> {
+fn current_mod_revision(kv: &redb::Table<&str, &[u8]>, key: &str) -> Result<Revision, StoreError> {
     let got = kv.get(key).map_err(io)?;
     Ok(got
         .and_then(|v| decode_value(key, v.value()))
