@@ -13,7 +13,7 @@ use crate::api::admin::Admin;
 use crate::cache::Stored;
 use crate::error::ApiError;
 use crate::identity::Identity;
-use crate::resource::{owned_fields, Resource as _};
+use crate::resource::owned_fields;
 
 /// One planned step.
 struct Step {
