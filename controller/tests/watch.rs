@@ -21,9 +21,16 @@ async fn next(s: &mut tonic::Streaming<WatchEvent>) -> WatchEvent {
 async fn watch_delivers_every_change_in_order_and_resumes() {
     let ctl = Controller::start();
     let mut c = ctl.admin().await;
-    c.create_tenant(CreateTenantRequest { tenant: Some(tenant("pre", "", 0, &[])) }).await.expect("pre");
+    c.create_tenant(CreateTenantRequest {
+        tenant: Some(tenant("pre", "", 0, &[])),
+    })
+    .await
+    .expect("pre");
     let mut w = c
-        .watch_tenants(WatchRequest { from_revision: 0, label_selector: String::new() })
+        .watch_tenants(WatchRequest {
+            from_revision: 0,
+            label_selector: String::new(),
+        })
         .await
         .expect("watch")
         .into_inner();
@@ -34,25 +41,51 @@ async fn watch_delivers_every_change_in_order_and_resumes() {
 
     let n = 50;
     for i in 0..n {
-        c.create_tenant(CreateTenantRequest { tenant: Some(tenant(&format!("t{i}"), "", 0, &[])) }).await.expect("create");
+        c.create_tenant(CreateTenantRequest {
+            tenant: Some(tenant(&format!("t{i}"), "", 0, &[])),
+        })
+        .await
+        .expect("create");
     }
-    let mut t = c.get_tenant(GetTenantRequest { name: "t7".into() }).await.expect("get").into_inner();
+    let mut t = c
+        .get_tenant(GetTenantRequest { name: "t7".into() })
+        .await
+        .expect("get")
+        .into_inner();
     t.spec.as_mut().expect("s").volume_quota = 3;
-    c.update_tenant(UpdateTenantRequest { tenant: Some(t) }).await.expect("update");
-    c.delete_tenant(DeleteTenantRequest { name: "t9".into(), resource_version: 0 }).await.expect("delete");
+    c.update_tenant(UpdateTenantRequest { tenant: Some(t) })
+        .await
+        .expect("update");
+    c.delete_tenant(DeleteTenantRequest {
+        name: "t9".into(),
+        resource_version: 0,
+    })
+    .await
+    .expect("delete");
 
     let mut last = synced.revision;
     let mut seen = Vec::new();
     for _ in 0..n + 2 {
         let ev = next(&mut w).await;
-        assert!(ev.revision > last, "revisions increase: {} then {}", last, ev.revision);
+        assert!(
+            ev.revision > last,
+            "revisions increase: {} then {}",
+            last,
+            ev.revision
+        );
         last = ev.revision;
         seen.push(ev);
     }
     for (i, ev) in seen.iter().take(n).enumerate() {
         assert_eq!(ev.r#type, EventType::Added as i32);
-        let Some(watch_event::Object::Tenant(t)) = &ev.object else { panic!("tenant") };
-        assert_eq!(t.metadata.as_ref().expect("m").name, format!("t{i}"), "in creation order");
+        let Some(watch_event::Object::Tenant(t)) = &ev.object else {
+            panic!("tenant")
+        };
+        assert_eq!(
+            t.metadata.as_ref().expect("m").name,
+            format!("t{i}"),
+            "in creation order"
+        );
     }
     assert_eq!(seen[n].r#type, EventType::Modified as i32);
     assert_eq!(seen[n + 1].r#type, EventType::Deleted as i32);
@@ -60,7 +93,10 @@ async fn watch_delivers_every_change_in_order_and_resumes() {
     // Resume from the middle: exactly the events after that revision.
     let mid = seen[n / 2].revision;
     let mut r = c
-        .watch_tenants(WatchRequest { from_revision: mid, label_selector: String::new() })
+        .watch_tenants(WatchRequest {
+            from_revision: mid,
+            label_selector: String::new(),
+        })
         .await
         .expect("resume")
         .into_inner();
@@ -76,17 +112,32 @@ async fn watch_filters_by_label_selector() {
     let ctl = Controller::start();
     let mut c = ctl.admin().await;
     let mut w = c
-        .watch_tenants(WatchRequest { from_revision: 0, label_selector: "team=vision".into() })
+        .watch_tenants(WatchRequest {
+            from_revision: 0,
+            label_selector: "team=vision".into(),
+        })
         .await
         .expect("watch")
         .into_inner();
     assert_eq!(next(&mut w).await.r#type, EventType::Synced as i32);
-    c.create_tenant(CreateTenantRequest { tenant: Some(tenant("a", "", 0, &[])) }).await.expect("a");
+    c.create_tenant(CreateTenantRequest {
+        tenant: Some(tenant("a", "", 0, &[])),
+    })
+    .await
+    .expect("a");
     let mut b = tenant("b", "", 0, &[]);
-    b.metadata.as_mut().expect("m").labels.insert("team".into(), "vision".into());
-    c.create_tenant(CreateTenantRequest { tenant: Some(b) }).await.expect("b");
+    b.metadata
+        .as_mut()
+        .expect("m")
+        .labels
+        .insert("team".into(), "vision".into());
+    c.create_tenant(CreateTenantRequest { tenant: Some(b) })
+        .await
+        .expect("b");
     let ev = next(&mut w).await;
-    let Some(watch_event::Object::Tenant(t)) = ev.object else { panic!("tenant") };
+    let Some(watch_event::Object::Tenant(t)) = ev.object else {
+        panic!("tenant")
+    };
     assert_eq!(t.metadata.expect("m").name, "b");
 }
 
@@ -94,9 +145,21 @@ async fn watch_filters_by_label_selector() {
 async fn kill_9_loses_no_acknowledged_write() {
     let mut ctl = Controller::start();
     let mut c = ctl.admin().await;
-    c.create_tenant(CreateTenantRequest { tenant: Some(tenant("lab", "", 0, &[])) }).await.expect("lab");
-    c.create_node(CreateNodeRequest { node: Some(storage_node("s1", 4420)) }).await.expect("s1");
-    c.create_pool(CreatePoolRequest { pool: Some(pool("p1", "s1", "100TiB", &[])) }).await.expect("p1");
+    c.create_tenant(CreateTenantRequest {
+        tenant: Some(tenant("lab", "", 0, &[])),
+    })
+    .await
+    .expect("lab");
+    c.create_node(CreateNodeRequest {
+        node: Some(storage_node("s1", 4420)),
+    })
+    .await
+    .expect("s1");
+    c.create_pool(CreatePoolRequest {
+        pool: Some(pool("p1", "s1", "100TiB", &[])),
+    })
+    .await
+    .expect("p1");
     // Writers run concurrently; the controller dies under them.
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -106,7 +169,11 @@ async fn kill_9_loses_no_acknowledged_write() {
         tasks.push(tokio::spawn(async move {
             for i in 0..10_000 {
                 let name = format!("w{w}-{i}");
-                let r = cl.create_volume(CreateVolumeRequest { volume: Some(volume(&name, "lab", "1GiB", "p1")) }).await;
+                let r = cl
+                    .create_volume(CreateVolumeRequest {
+                        volume: Some(volume(&name, "lab", "1GiB", "p1")),
+                    })
+                    .await;
                 match r {
                     Ok(_) => acked.lock().expect("lock").push(name),
                     Err(_) => break,
@@ -120,15 +187,36 @@ async fn kill_9_loses_no_acknowledged_write() {
         let _ = t.await;
     }
     let acked = acked.lock().expect("lock").clone();
-    assert!(acked.len() > 20, "too few writes before the kill: {}", acked.len());
+    assert!(
+        acked.len() > 20,
+        "too few writes before the kill: {}",
+        acked.len()
+    );
     ctl.spawn();
     let mut c = ctl.admin().await;
-    let list = c.list_volumes(ListVolumesRequest::default()).await.expect("list").into_inner();
-    let present: std::collections::HashSet<String> = list.items.iter().map(|v| v.metadata.as_ref().expect("m").name.clone()).collect();
+    let list = c
+        .list_volumes(ListVolumesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    let present: std::collections::HashSet<String> = list
+        .items
+        .iter()
+        .map(|v| v.metadata.as_ref().expect("m").name.clone())
+        .collect();
     let missing: Vec<&String> = acked.iter().filter(|n| !present.contains(*n)).collect();
-    assert!(missing.is_empty(), "{} acknowledged writes lost, e.g. {:?}", missing.len(), missing.first());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
     // Usage aggregates are rebuilt from the store too.
-    let p = c.get_pool(GetPoolRequest { name: "p1".into() }).await.expect("pool").into_inner();
+    let p = c
+        .get_pool(GetPoolRequest { name: "p1".into() })
+        .await
+        .expect("pool")
+        .into_inner();
     assert_eq!(p.status.expect("st").volume_count as usize, present.len());
 }
 
@@ -154,5 +242,8 @@ async fn corrupt_store_and_bad_config_refuse_to_start() {
     let out = ctl.command().output().expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bogus_key") || err.contains("unknown field"), "{err}");
+    assert!(
+        err.contains("bogus_key") || err.contains("unknown field"),
+        "{err}"
+    );
 }

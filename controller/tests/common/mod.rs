@@ -57,7 +57,11 @@ impl TestPki {
 
     fn issue(&self, cn: &str, server: bool, valid_days: i64) -> Cred {
         let key = KeyPair::generate().expect("key");
-        let sans = if server { vec!["localhost".to_string()] } else { vec![] };
+        let sans = if server {
+            vec!["localhost".to_string()]
+        } else {
+            vec![]
+        };
         let mut p = CertificateParams::new(sans).expect("params");
         if server {
             p.subject_alt_names
@@ -163,7 +167,9 @@ impl Controller {
             .expect("spawn controller");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read ready line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read ready line");
         assert!(line.contains("ready"), "controller did not start: {line:?}");
         for word in line.split_whitespace() {
             if let Some(a) = word.strip_prefix("grpc=") {
@@ -185,10 +191,16 @@ impl Controller {
     }
 
     pub async fn channel(&self, cred: &Cred) -> Channel {
-        self.channel_with(cred, &self.pki.ca_cert).await.expect("connect")
+        self.channel_with(cred, &self.pki.ca_cert)
+            .await
+            .expect("connect")
     }
 
-    pub async fn channel_with(&self, cred: &Cred, server_ca: &str) -> Result<Channel, tonic::transport::Error> {
+    pub async fn channel_with(
+        &self,
+        cred: &Cred,
+        server_ca: &str,
+    ) -> Result<Channel, tonic::transport::Error> {
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(server_ca))
             .identity(Identity::from_pem(&cred.cert, &cred.key))
@@ -249,7 +261,11 @@ fn write_setup(dir: &Path, pki: &TestPki, opts: &Options) {
     write(&dir.join("server.key"), &server.key);
     write(&dir.join("ca.pem"), &pki.ca_cert);
     write(&dir.join("ca.key"), &pki.ca_key);
-    let clock = if opts.manual_clock { "clock = \"manual\"\n" } else { "" };
+    let clock = if opts.manual_clock {
+        "clock = \"manual\"\n"
+    } else {
+        ""
+    };
     let cfg = format!(
         r#"listen = "127.0.0.1:0"
 http_listen = "127.0.0.1:0"
@@ -393,18 +409,26 @@ pub fn attachment(name: &str, volume: &str, node: &str) -> Attachment {
 /// Creates tenant "lab" (allowing ws1), storage node s1, workstation ws1
 /// and pool p1 (100GiB, tier=fast) on s1.
 pub async fn basic_layout(c: &mut AdminServiceClient<Channel>) {
-    c.create_tenant(CreateTenantRequest { tenant: Some(tenant("lab", "", 0, &["ws1"])) })
-        .await
-        .expect("tenant");
-    c.create_node(CreateNodeRequest { node: Some(storage_node("s1", 4420)) })
-        .await
-        .expect("s1");
-    c.create_node(CreateNodeRequest { node: Some(workstation("ws1")) })
-        .await
-        .expect("ws1");
-    c.create_pool(CreatePoolRequest { pool: Some(pool("p1", "s1", "100GiB", &[("tier", "fast")])) })
-        .await
-        .expect("p1");
+    c.create_tenant(CreateTenantRequest {
+        tenant: Some(tenant("lab", "", 0, &["ws1"])),
+    })
+    .await
+    .expect("tenant");
+    c.create_node(CreateNodeRequest {
+        node: Some(storage_node("s1", 4420)),
+    })
+    .await
+    .expect("s1");
+    c.create_node(CreateNodeRequest {
+        node: Some(workstation("ws1")),
+    })
+    .await
+    .expect("ws1");
+    c.create_pool(CreatePoolRequest {
+        pool: Some(pool("p1", "s1", "100GiB", &[("tier", "fast")])),
+    })
+    .await
+    .expect("p1");
 }
 
 pub fn rv<T: HasMeta>(o: &T) -> u64 {
