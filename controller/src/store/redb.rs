@@ -351,7 +351,7 @@ impl Writer {
                 staged.push(Staged::Ok(rev, events));
             }
             self.commits += 1;
-            if rev > HISTORY && self.commits % 256 == 0 {
+            if rev > HISTORY && self.commits.is_multiple_of(256) {
                 evt.retain_in(..rev - HISTORY, |_, _| false).map_err(io)?;
             }
             if rev != start {
