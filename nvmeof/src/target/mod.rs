@@ -22,6 +22,8 @@ pub mod conn;
 pub mod controller;
 mod discovery;
 mod fabrics;
+#[cfg(test)]
+mod fuzz;
 mod io;
 pub mod listener;
 pub mod registry;
