@@ -681,7 +681,7 @@ fn store_piece(p: &mut PendingData, datao: u32, data: &[u8]) -> Result<(), Statu
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 impl Conn {
     /// Feed bytes as if they had arrived on the socket, in the pieces the
     /// receive buffer has room for, exactly as [`Conn::serve`] reads them.
@@ -698,15 +698,18 @@ impl Conn {
         Ok(())
     }
 
+    pub(crate) fn close_for_test(mut self) {
+        self.cleanup();
+    }
+}
+
+#[cfg(test)]
+impl Conn {
     pub(crate) fn rx_capacity(&self) -> usize {
         self.rx.len()
     }
 
     pub(crate) fn link_established(&self) -> bool {
         self.link.is_some()
-    }
-
-    pub(crate) fn close_for_test(mut self) {
-        self.cleanup();
     }
 }

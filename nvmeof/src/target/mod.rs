@@ -24,6 +24,8 @@ mod discovery;
 mod fabrics;
 #[cfg(test)]
 mod fuzz;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod io;
 pub mod listener;
 pub mod registry;
