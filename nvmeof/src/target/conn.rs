@@ -104,6 +104,8 @@ pub(crate) struct Conn {
     pending_ttags: HashMap<u16, u16>,
     next_ttag: u16,
     disconnect_requested: bool,
+    /// Commands of this connection being run by the I/O threads.
+    pub(crate) in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Conn {
@@ -129,6 +131,7 @@ impl Conn {
             pending_ttags: HashMap::new(),
             next_ttag: 0,
             disconnect_requested: false,
+            in_flight: Arc::default(),
         }
     }
 
@@ -361,10 +364,8 @@ impl Conn {
     fn handle_capsule(&mut self, sqe: Sqe, data: &[u8], data_digest_ok: bool) {
         if let Some(q) = &mut self.queue {
             q.sqhd = if q.sqhd >= q.sqsize { 0 } else { q.sqhd + 1 };
-            if q.qid == 0 {
-                if let Some(link) = &self.link {
-                    link.sqhd.store(q.sqhd, Ordering::Relaxed);
-                }
+            if let Some(link) = &self.link {
+                link.sqhd.store(q.sqhd, Ordering::Relaxed);
             }
             q.ctrl.touch();
         }
@@ -626,6 +627,23 @@ impl Conn {
             PendingKind::Write {
                 ns,
                 offset,
+                staged_from: Some(0),
+                staging,
+            } if ns.offload => {
+                let durable = self.write_must_be_durable(&p.sqe);
+                self.offload(
+                    &p.sqe,
+                    ns,
+                    super::executor::JobKind::Write {
+                        offset,
+                        data: staging,
+                        durable,
+                    },
+                );
+            }
+            PendingKind::Write {
+                ns,
+                offset,
                 staged_from,
                 staging,
             } => {
@@ -675,8 +693,74 @@ fn store_piece(p: &mut PendingData, datao: u32, data: &[u8]) -> Result<(), Statu
     }
     if staged_from.is_none() {
         *staged_from = Some(datao);
-        staging.reserve((p.len - datao) as usize);
+    }
+    if staging.is_empty() {
+        staging.reserve_exact((p.len - datao) as usize);
     }
     staging.extend_from_slice(data);
     Ok(())
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl Conn {
+    /// Feed bytes as if they had arrived on the socket, in the pieces the
+    /// receive buffer has room for, exactly as [`Conn::serve`] reads them.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Close> {
+        while !bytes.is_empty() {
+            self.make_rx_room();
+            let room = self.rx.len() - self.rx_end;
+            let n = room.min(bytes.len());
+            self.rx[self.rx_end..self.rx_end + n].copy_from_slice(&bytes[..n]);
+            self.rx_end += n;
+            bytes = &bytes[n..];
+            self.process_rx()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn close_for_test(mut self) {
+        self.cleanup();
+    }
+}
+
+#[cfg(test)]
+impl Conn {
+    pub(crate) fn rx_capacity(&self) -> usize {
+        self.rx.len()
+    }
+
+    pub(crate) fn link_established(&self) -> bool {
+        self.link.is_some()
+    }
+}
+
+impl Conn {
+    /// Hand a command's backend I/O to the I/O threads, which answer the
+    /// host themselves.
+    pub(crate) fn offload(
+        &mut self,
+        sqe: &Sqe,
+        ns: Arc<super::registry::Namespace>,
+        kind: super::executor::JobKind,
+    ) {
+        let (Some(executor), Some(link), Some(q)) =
+            (&self.target.executor, &self.link, &self.queue)
+        else {
+            self.complete(sqe.cid, Status::INTERNAL_ERROR, 0);
+            return;
+        };
+        let success_flag =
+            q.sqflow_disabled && matches!(kind, super::executor::JobKind::Read { .. });
+        executor.submit(super::executor::Job {
+            kind,
+            ns,
+            reply: super::executor::Reply {
+                link: link.clone(),
+                cid: sqe.cid,
+                sqid: q.qid,
+                success_flag,
+                in_flight: self.in_flight.clone(),
+            },
+        });
+    }
 }
