@@ -265,7 +265,7 @@ mod tests {
                     ..Default::default()
                 }),
                 spec: Some(TenantSpec {
-                    capacity_quota: "25GiB".into(),
+                    capacity_quota: "20GiB".into(),
                     volume_quota: 3,
                     ..Default::default()
                 }),

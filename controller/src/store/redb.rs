@@ -471,6 +471,24 @@ mod tests {
     }
 
     #[test]
+    fn newer_format_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.redb");
+        {
+            let db = Database::create(&path).expect("create");
+            let w = db.begin_write().expect("write");
+            w.open_table(META)
+                .expect("meta")
+                .insert(KEY_FORMAT, FORMAT_VERSION + 1)
+                .expect("insert");
+            w.commit().expect("commit");
+        }
+        let err = RedbStore::open(&path).err().expect("must fail");
+        assert!(matches!(err, StoreError::NewerFormat { .. }), "{err}");
+        assert!(err.to_string().contains("upgrade the controller"));
+    }
+
+    #[test]
     fn garbage_file_is_refused_clearly() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("store.redb");
