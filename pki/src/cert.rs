@@ -88,6 +88,14 @@ impl CertInfo {
         Self::from_der(&first_cert_from_pem("certificate", pem)?)
     }
 
+    /// Facts from the first certificate of a PEM file; errors name the file.
+    pub fn load(path: &std::path::Path) -> Result<Self, PkiError> {
+        let what = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|e| PkiError::io(path, e))?;
+        let der = first_cert_from_pem(&what, &pem)?;
+        Ok(Self::from_parsed(&parse_der(&what, &der)?))
+    }
+
     fn from_parsed(cert: &X509Certificate<'_>) -> Self {
         let common_name = cert
             .subject()

@@ -24,12 +24,15 @@ pub enum PkiError {
     InvalidIdentity(String),
 
     /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    ///
+    /// The I/O error is part of the message rather than a `source`, so
+    /// error chains printed with context do not repeat it.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The underlying I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A file that would be written already exists.
@@ -116,10 +119,10 @@ pub enum PkiError {
 
 impl PkiError {
     /// Wraps an I/O error with the path it concerns.
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 
