@@ -82,8 +82,16 @@ fn flatten_source(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Converts a gRPC status into an error whose message is one line, prefixed
 /// by what the request was about (e.g. `volume "scratch-1"`).
+///
+/// The prefix is left out when the server's message already names the
+/// object, so the line never reads `volume "a": volume "a" not found`.
 pub fn status_error(what: &str, status: Status) -> anyhow::Error {
-    anyhow!("{what}: {}", describe(&status))
+    let msg = describe(&status);
+    if msg.contains(what) {
+        anyhow!(msg)
+    } else {
+        anyhow!("{what}: {msg}")
+    }
 }
 
 /// The message for a status: the server's own words when it gave some (it
@@ -132,5 +140,7 @@ mod tests {
             "volume \"scratch-1\": over quota: tenant \"neuro\" has 3.9TiB of 4TiB left; pool a: full"
         );
         assert_eq!(describe(&Status::not_found("")), "not found");
+        let e = status_error("volume \"a\"", Status::not_found("volume \"a\" not found"));
+        assert_eq!(e.to_string(), "volume \"a\" not found");
     }
 }

@@ -30,6 +30,9 @@ pub(crate) trait Resource: Sized + Clone + Send + 'static {
     fn meta_mut(&mut self) -> &mut ObjectMeta;
     fn conditions(&self) -> &[Condition];
     fn observed_generation(&self) -> Option<u64>;
+    /// Whether the controller reports convergence for this kind at all.
+    /// Tenants are pure bookkeeping: existing is all "ready" can mean.
+    const CONVERGES: bool = true;
     /// Readiness from a kind-specific phase, where the kind has one.
     fn phase_readiness(&self) -> Option<Readiness> {
         None
@@ -63,11 +66,15 @@ pub(crate) fn what<R: Resource>(name: &str) -> String {
 ///
 /// A status describing an older generation says nothing about the current
 /// spec, so it counts as pending; an explicit `Ready` condition wins over a
-/// phase; kinds with neither (tenants) are ready once observed.
+/// phase; kinds with neither are ready once observed, and kinds that do not
+/// converge (tenants) as soon as they exist.
 pub(crate) fn readiness<R: Resource>(obj: &R) -> Readiness {
     let generation = obj.meta().map_or(0, |m| m.generation);
     if obj.meta().is_some_and(|m| m.deletion_timestamp.is_some()) {
         return Readiness::Pending("being deleted".into());
+    }
+    if !R::CONVERGES {
+        return Readiness::Ready;
     }
     if let Some(Readiness::Failed(m)) = obj.phase_readiness() {
         return Readiness::Failed(m);
@@ -543,6 +550,7 @@ impl Resource for v1::Attachment {
 impl Resource for v1::Tenant {
     const KIND: &'static str = "tenant";
     const TITLE: &'static str = "Tenant";
+    const CONVERGES: bool = false;
     rpcs!(
         v1::Tenant,
         tenant,
