@@ -1,0 +1,1198 @@
+//! AdminService: typed CRUD and watch per kind, Apply, bootstrap tokens and
+//! desired-state inspection.
+
+use std::sync::Arc;
+
+use ferrofab_proto::v1::{self as pb, admin_service_server::AdminService, *};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::{info, instrument};
+
+use super::{identity, merge_update, new_meta, Shared};
+use crate::apply;
+use crate::authz::{self, Owned, Verb};
+use crate::cache::{decode, Stored};
+use crate::error::ApiError;
+use crate::identity::Identity;
+use crate::placement::Request as Placement;
+use crate::resource::{
+    kind_name, parse_size, prefix, validate_name, validate_nqn, Resource, Selector,
+    FINALIZER_DETACH, FINALIZER_EXPORT,
+};
+use crate::store::{Event, EventKind};
+use crate::{enroll, planner};
+
+/// NQN prefix of every volume's subsystem; the rest is the volume uid, so
+/// the NQN never changes for the life of the volume.
+pub const VOLUME_NQN_PREFIX: &str = "nqn.2024-01.io.ferrofab:volume:";
+
+pub struct Admin {
+    pub s: Arc<Shared>,
+}
+
+type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
+
+// ------------------------------------------------------------ generic ops
+
+fn get_checked<R: Stored + Owned>(
+    s: &Shared,
+    id: &Identity,
+    action: &str,
+    name: &str,
+) -> Result<R, ApiError> {
+    let objs = s.cache.read();
+    let obj = R::map(&objs).get(name).cloned();
+    match obj {
+        Some(o) => {
+            authz::check(id, action, Verb::Read, &o, &objs)?;
+            Ok(o)
+        }
+        // Hiding existence from identities that could not read the object
+        // would need per-kind rules; NOT_FOUND is what an admin would see.
+        None => Err(ApiError::not_found(kind_name(R::KIND), name)),
+    }
+}
+
+fn list_checked<R: Stored + Owned>(
+    s: &Shared,
+    id: &Identity,
+    selector: &str,
+) -> Result<(Vec<R>, u64), ApiError> {
+    let sel = Selector::parse(selector)?;
+    let objs = s.cache.read();
+    let items = R::map(&objs)
+        .values()
+        .filter(|o| sel.matches_meta(o.meta()))
+        .filter(|o| authz::allowed(id, Verb::Read, &o.owners(&objs)))
+        .cloned()
+        .collect();
+    Ok((items, objs.revision))
+}
+
+fn event_type(ev: &Event) -> EventType {
+    match ev.kind {
+        EventKind::Delete => EventType::Deleted,
+        EventKind::Put if ev.kv.create_revision == ev.kv.mod_revision => EventType::Added,
+        EventKind::Put => EventType::Modified,
+    }
+}
+
+/// Streams events of kind R: a snapshot first when from_revision is 0,
+/// then every committed change in revision order.
+fn watch<R: Stored + Owned>(
+    s: &Arc<Shared>,
+    id: Identity,
+    req: WatchRequest,
+) -> Result<WatchStream, ApiError> {
+    let sel = Selector::parse(&req.label_selector)?;
+    let (tx, rx) = mpsc::channel(256);
+    let mut snapshot = Vec::new();
+    let from = if req.from_revision == 0 {
+        let objs = s.cache.read();
+        for o in R::map(&objs).values() {
+            if sel.matches_meta(o.meta()) && authz::allowed(&id, Verb::Read, &o.owners(&objs)) {
+                snapshot.push(WatchEvent {
+                    r#type: EventType::Added as i32,
+                    revision: o.meta().map_or(0, |m| m.resource_version),
+                    object: Some(o.clone().into_event_object()),
+                });
+            }
+        }
+        snapshot.push(WatchEvent {
+            r#type: EventType::Synced as i32,
+            revision: objs.revision,
+            object: None,
+        });
+        objs.revision
+    } else {
+        req.from_revision
+    };
+    let mut stream = s.store.watch(prefix(R::KIND), from)?;
+    let shared = s.clone();
+    shared.metrics.watchers.inc();
+    tokio::spawn(async move {
+        let _guard = shared.metrics.watch_guard();
+        for ev in snapshot {
+            if tx.send(Ok(ev)).await.is_err() {
+                return;
+            }
+        }
+        let backlog = std::mem::take(&mut stream.backlog);
+        for ev in backlog {
+            if !forward::<R>(&shared, &id, &sel, &ev, &tx).await {
+                return;
+            }
+        }
+        let mut last = from;
+        while let Some(ev) = stream.live.recv().await {
+            last = ev.revision;
+            if !forward::<R>(&shared, &id, &sel, &ev, &tx).await {
+                return;
+            }
+        }
+        if stream.lagged.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = tx
+                .send(Err(Status::resource_exhausted(format!(
+                    "watch fell behind; resume with from_revision={last}"
+                ))))
+                .await;
+        }
+    });
+    Ok(ReceiverStream::new(rx))
+}
+
+async fn forward<R: Stored + Owned>(
+    s: &Shared,
+    id: &Identity,
+    sel: &Selector,
+    ev: &Event,
+    tx: &mpsc::Sender<Result<WatchEvent, Status>>,
+) -> bool {
+    let Some(obj) = decode::<R>(&ev.kv) else {
+        return true;
+    };
+    let visible = sel.matches_meta(obj.meta())
+        && authz::allowed(id, Verb::Read, &obj.owners(&s.cache.read()));
+    if !visible {
+        return true;
+    }
+    s.metrics.observe_watch_lag(ev.revision, s.store.revision());
+    let out = WatchEvent {
+        r#type: event_type(ev) as i32,
+        revision: ev.revision,
+        object: Some(obj.into_event_object()),
+    };
+    tx.send(Ok(out)).await.is_ok()
+}
+
+/// Deletes now if no finalizer holds the object, else marks it deleting.
+async fn delete_or_mark<R: Stored>(s: &Shared, mut obj: R, rv: u64) -> Result<R, ApiError> {
+    let name = obj.name().to_string();
+    if obj.meta().is_none_or(|m| m.finalizers.is_empty()) {
+        s.remove::<R>(&name, rv).await?;
+        return Ok(obj);
+    }
+    if obj.meta().is_some_and(|m| m.deletion_timestamp.is_some()) {
+        return Ok(obj);
+    }
+    obj.meta_mut().deletion_timestamp = Some(s.clock.now_ts());
+    s.put(obj, rv).await
+}
+
+fn expected_rv<R: Resource>(obj: &R, given: u64) -> u64 {
+    if given == 0 {
+        obj.meta().map_or(0, |m| m.resource_version)
+    } else {
+        given
+    }
+}
+
+// ------------------------------------------------------------ validation
+
+fn validate_node(n: &Node) -> Result<(), ApiError> {
+    let spec = n.spec.clone().unwrap_or_default();
+    if !spec.host_nqn.is_empty() {
+        validate_nqn("spec.host_nqn", &spec.host_nqn)?;
+    }
+    for (i, a) in spec.data_addresses.iter().enumerate() {
+        if a.address.is_empty() || a.port > 65535 {
+            return Err(ApiError::invalid(
+                &format!("spec.data_addresses[{i}]"),
+                "needs an address and a port below 65536",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_pool(s: &Shared, p: &Pool) -> Result<(), ApiError> {
+    let spec = p.spec.clone().unwrap_or_default();
+    validate_name("spec.node", &spec.node)?;
+    if !s.cache.read().nodes.contains_key(&spec.node) {
+        return Err(ApiError::invalid(
+            "spec.node",
+            format!("node {:?} does not exist", spec.node),
+        ));
+    }
+    let b = spec.backing.unwrap_or_default();
+    if b.kind == BackingKind::Unspecified as i32 || BackingKind::try_from(b.kind).is_err() {
+        return Err(ApiError::invalid(
+            "spec.backing.kind",
+            "must be DIRECTORY or BLOCK_DEVICE",
+        ));
+    }
+    if !b.path.starts_with('/') {
+        return Err(ApiError::invalid(
+            "spec.backing.path",
+            "must be an absolute path",
+        ));
+    }
+    parse_size("spec.capacity", &spec.capacity)?;
+    if !(spec.overcommit_ratio == 0.0 || (1.0..=100.0).contains(&spec.overcommit_ratio)) {
+        return Err(ApiError::invalid(
+            "spec.overcommit_ratio",
+            "must be between 1.0 and 100 (0 means 1.0)",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_tenant(t: &Tenant) -> Result<(), ApiError> {
+    let spec = t.spec.clone().unwrap_or_default();
+    if !spec.capacity_quota.is_empty() {
+        parse_size("spec.capacity_quota", &spec.capacity_quota)?;
+    }
+    for (i, n) in spec.allowed_nodes.iter().enumerate() {
+        validate_name(&format!("spec.allowed_nodes[{i}]"), n)?;
+    }
+    Ok(())
+}
+
+fn validate_volume_spec(spec: &VolumeSpec) -> Result<u64, ApiError> {
+    validate_name("spec.tenant", &spec.tenant)?;
+    let bytes = parse_size("spec.size", &spec.size)?;
+    if ![0, 512, 4096].contains(&spec.block_size) {
+        return Err(ApiError::invalid("spec.block_size", "must be 512 or 4096"));
+    }
+    let bs = if spec.block_size == 0 {
+        4096
+    } else {
+        spec.block_size
+    };
+    if bytes % u64::from(bs) != 0 {
+        return Err(ApiError::invalid(
+            "spec.size",
+            format!("{bytes} bytes is not a multiple of the block size {bs}"),
+        ));
+    }
+    let has_sel = spec
+        .pool_selector
+        .as_ref()
+        .is_some_and(|s| !s.match_labels.is_empty());
+    if !spec.pool.is_empty() && has_sel {
+        return Err(ApiError::invalid(
+            "spec.pool",
+            "give either pool or pool_selector, not both",
+        ));
+    }
+    if !spec.pool.is_empty() {
+        validate_name("spec.pool", &spec.pool)?;
+    }
+    Ok(bytes)
+}
+
+/// Stable NVMe identity derived from the volume uid.
+fn identity_status(uid: &str) -> VolumeStatus {
+    let u = uuid::Uuid::parse_str(uid).unwrap_or_else(|_| uuid::Uuid::new_v4());
+    let simple = u.simple().to_string();
+    VolumeStatus {
+        uuid: u.to_string(),
+        nguid: simple.clone(),
+        serial: simple[..20].to_string(),
+        subsystem_nqn: format!("{VOLUME_NQN_PREFIX}{u}"),
+        ..Default::default()
+    }
+}
+
+fn condition(
+    kind: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    now: prost_types::Timestamp,
+    generation: u64,
+) -> Condition {
+    Condition {
+        r#type: kind.into(),
+        status: if ok {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        } as i32,
+        reason: reason.into(),
+        message,
+        last_transition_time: Some(now),
+        severity: Severity::Info as i32,
+        observed_generation: generation,
+    }
+}
+
+/// Sets a condition, keeping last_transition_time when the status holds.
+pub fn set_condition(conds: &mut Vec<Condition>, mut c: Condition) {
+    if let Some(old) = conds.iter_mut().find(|o| o.r#type == c.r#type) {
+        if old.status == c.status {
+            c.last_transition_time = old.last_transition_time;
+        }
+        *old = c;
+    } else {
+        conds.push(c);
+    }
+}
+
+// ------------------------------------------------------------ per-kind writes
+
+impl Admin {
+    pub(crate) async fn create_volume_inner(
+        &self,
+        id: &Identity,
+        v: Volume,
+    ) -> Result<Volume, ApiError> {
+        let s = &self.s;
+        let spec = v.spec.clone().unwrap_or_default();
+        let meta = new_meta(v.metadata.as_ref(), s.clock.now_ts())?;
+        let bytes = validate_volume_spec(&spec)?;
+        let mut vol = Volume {
+            metadata: Some(meta),
+            spec: Some(spec.clone()),
+            status: None,
+        };
+        let reserved = {
+            let objs = s.cache.read();
+            authz::check(id, "CreateVolume", Verb::Write, &vol, &objs)?;
+            let req = Placement {
+                tenant: spec.tenant.clone(),
+                bytes,
+                pool: (!spec.pool.is_empty()).then(|| spec.pool.clone()),
+                selector: spec
+                    .pool_selector
+                    .as_ref()
+                    .map(|s| Selector::from_match_labels(&s.match_labels))
+                    .unwrap_or_default(),
+                new_volume: true,
+            };
+            s.allocator.reserve(&objs, &req)?
+        };
+        let (node, base) = {
+            let objs = s.cache.read();
+            let p = objs
+                .pools
+                .get(&reserved.pool)
+                .and_then(|p| p.spec.clone())
+                .unwrap_or_default();
+            (p.node, p.backing.unwrap_or_default().path)
+        };
+        let now = s.clock.now_ts();
+        let m = vol.meta_mut();
+        m.finalizers.push(FINALIZER_EXPORT.into());
+        let uid = m.uid.clone();
+        let mut st = identity_status(&uid);
+        st.pool = reserved.pool.clone();
+        st.node = node.clone();
+        st.size_bytes = bytes;
+        st.backing_path = format!("{}/{}", base.trim_end_matches('/'), uid);
+        st.phase = VolumePhase::Placed as i32;
+        st.observed_generation = 1;
+        st.conditions.push(condition(
+            "Placed",
+            true,
+            "PlacedOnPool",
+            format!("placed on pool {} of node {node}", reserved.pool),
+            now,
+            1,
+        ));
+        st.conditions.push(condition(
+            "Exported",
+            false,
+            "WaitingForStorageNode",
+            format!("waiting for node {node} to report the export ready"),
+            now,
+            1,
+        ));
+        vol.status = Some(st);
+        let out = s.put(vol, 0).await;
+        drop(reserved);
+        let out = out?;
+        info!(volume = %out.name(), pool = %out.status.as_ref().map_or("", |s| s.pool.as_str()), "volume created");
+        Ok(out)
+    }
+
+    pub(crate) async fn update_volume_inner(
+        &self,
+        id: &Identity,
+        v: Volume,
+    ) -> Result<Volume, ApiError> {
+        let s = &self.s;
+        let name = v.name().to_string();
+        let cur: Volume = get_checked(s, id, "UpdateVolume", &name)?;
+        {
+            let objs = s.cache.read();
+            authz::check(id, "UpdateVolume", Verb::Write, &cur, &objs)?;
+        }
+        let old = cur.spec.clone().unwrap_or_default();
+        let new = v.spec.clone().unwrap_or_default();
+        let new_bytes = validate_volume_spec(&new)?;
+        for (field, same) in [
+            ("spec.tenant", old.tenant == new.tenant),
+            ("spec.block_size", old.block_size == new.block_size),
+            ("spec.pool", old.pool == new.pool),
+            ("spec.pool_selector", old.pool_selector == new.pool_selector),
+        ] {
+            if !same {
+                return Err(ApiError::invalid(field, "is immutable after creation"));
+            }
+        }
+        let old_bytes = cur.status.as_ref().map_or(0, |s| s.size_bytes);
+        if new_bytes < old_bytes {
+            return Err(ApiError::FailedPrecondition(format!(
+                "volume {name:?} cannot shrink from {old_bytes} to {new_bytes} bytes: volumes only grow (shrinking would destroy data past the new end)"
+            )));
+        }
+        let (mut merged, rv) = merge_update(&cur, v)?;
+        let _reserved = if new_bytes > old_bytes {
+            let objs = s.cache.read();
+            let req = Placement {
+                tenant: old.tenant.clone(),
+                bytes: new_bytes - old_bytes,
+                pool: cur.status.as_ref().map(|s| s.pool.clone()),
+                selector: Selector::default(),
+                new_volume: false,
+            };
+            Some(s.allocator.reserve(&objs, &req)?)
+        } else {
+            None
+        };
+        if let Some(st) = merged.status.as_mut() {
+            st.size_bytes = new_bytes;
+        }
+        s.put(merged, rv).await
+    }
+
+    pub(crate) async fn delete_volume_inner(
+        &self,
+        id: &Identity,
+        r: DeleteVolumeRequest,
+    ) -> Result<Volume, ApiError> {
+        let s = &self.s;
+        let cur: Volume = get_checked(s, id, "DeleteVolume", &r.name)?;
+        let attached: Vec<String> = {
+            let objs = s.cache.read();
+            authz::check(id, "DeleteVolume", Verb::Write, &cur, &objs)?;
+            objs.attachments
+                .values()
+                .filter(|a| a.spec.as_ref().is_some_and(|sp| sp.volume == r.name))
+                .map(|a| a.name().to_string())
+                .collect()
+        };
+        if !attached.is_empty() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "volume {:?} is attached (attachments: {}); delete those attachments first",
+                r.name,
+                attached.join(", ")
+            )));
+        }
+        let mut cur = cur;
+        let rv = expected_rv(&cur, r.resource_version);
+        // Never exported: there is nothing on the storage node to tear down.
+        if !cur.status.as_ref().is_some_and(|s| s.export_ready) {
+            cur.meta_mut().finalizers.retain(|f| f != FINALIZER_EXPORT);
+        }
+        if let Some(st) = cur.status.as_mut() {
+            st.phase = VolumePhase::Deleting as i32;
+        }
+        delete_or_mark(s, cur, rv).await
+    }
+
+    pub(crate) async fn create_attachment_inner(
+        &self,
+        id: &Identity,
+        a: Attachment,
+    ) -> Result<Attachment, ApiError> {
+        let s = &self.s;
+        let meta = new_meta(a.metadata.as_ref(), s.clock.now_ts())?;
+        let spec = a.spec.clone().unwrap_or_default();
+        let mut att = Attachment {
+            metadata: Some(meta),
+            spec: Some(spec.clone()),
+            status: None,
+        };
+        {
+            let objs = s.cache.read();
+            let vol = objs.volumes.get(&spec.volume).ok_or_else(|| {
+                ApiError::invalid(
+                    "spec.volume",
+                    format!("volume {:?} does not exist", spec.volume),
+                )
+            })?;
+            if !objs.nodes.contains_key(&spec.node) {
+                return Err(ApiError::invalid(
+                    "spec.node",
+                    format!("node {:?} does not exist", spec.node),
+                ));
+            }
+            authz::check(id, "CreateAttachment", Verb::Write, &att, &objs)?;
+            let tenant = vol.spec.as_ref().map_or("", |s| s.tenant.as_str());
+            let allowed = objs
+                .tenants
+                .get(tenant)
+                .and_then(|t| t.spec.as_ref())
+                .is_some_and(|t| t.allowed_nodes.contains(&spec.node));
+            if !allowed {
+                return Err(authz::deny(
+                    id,
+                    &format!("CreateAttachment {:?}", att.name()),
+                    &format!(
+                        "tenant {tenant} does not allow node {} (spec.allowed_nodes)",
+                        spec.node
+                    ),
+                ));
+            }
+            if vol
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.deletion_timestamp.is_some())
+            {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "volume {:?} is being deleted",
+                    spec.volume
+                )));
+            }
+        }
+        att.status = Some(AttachmentStatus {
+            observed_generation: 1,
+            phase: AttachmentPhase::Pending as i32,
+            ..Default::default()
+        });
+        s.put(att, 0).await
+    }
+
+    pub(crate) async fn delete_attachment_inner(
+        &self,
+        id: &Identity,
+        r: DeleteAttachmentRequest,
+    ) -> Result<Attachment, ApiError> {
+        let s = &self.s;
+        let mut cur: Attachment = get_checked(s, id, "DeleteAttachment", &r.name)?;
+        {
+            let objs = s.cache.read();
+            authz::check(id, "DeleteAttachment", Verb::Write, &cur, &objs)?;
+        }
+        let rv = expected_rv(&cur, r.resource_version);
+        let phase = cur.status.as_ref().map_or(0, |s| s.phase);
+        // Once the workstation was told to connect, it must confirm the
+        // disconnect before the host is revoked on the export.
+        if phase == AttachmentPhase::Connecting as i32 || phase == AttachmentPhase::Attached as i32
+        {
+            if !cur
+                .meta()
+                .is_some_and(|m| m.finalizers.iter().any(|f| f == FINALIZER_DETACH))
+            {
+                cur.meta_mut().finalizers.push(FINALIZER_DETACH.into());
+            }
+            if let Some(st) = cur.status.as_mut() {
+                st.phase = AttachmentPhase::Detaching as i32;
+            }
+        } else {
+            cur.meta_mut().finalizers.retain(|f| f != FINALIZER_DETACH);
+        }
+        delete_or_mark(s, cur, rv).await
+    }
+
+    async fn create_simple<R: Stored + Owned>(
+        &self,
+        id: &Identity,
+        action: &str,
+        obj: R,
+    ) -> Result<R, ApiError> {
+        let s = &self.s;
+        authz::admin_only(id, action)?;
+        let meta = new_meta(obj.meta(), s.clock.now_ts())?;
+        let mut obj = obj;
+        obj.clear_status();
+        *obj.meta_mut() = meta;
+        s.put(obj, 0).await
+    }
+
+    async fn update_simple<R: Stored + Owned>(
+        &self,
+        id: &Identity,
+        action: &str,
+        obj: R,
+    ) -> Result<R, ApiError> {
+        authz::admin_only(id, action)?;
+        let cur: R = self.s.get(obj.name())?;
+        let (merged, rv) = merge_update(&cur, obj)?;
+        self.s.put(merged, rv).await
+    }
+
+    /// Deletes an object unless other objects still reference it.
+    async fn delete_simple<R: Stored + Owned>(
+        &self,
+        id: &Identity,
+        action: &str,
+        name: &str,
+        rv: u64,
+        users: Vec<String>,
+    ) -> Result<R, ApiError> {
+        authz::admin_only(id, action)?;
+        let cur: R = self.s.get(name)?;
+        if !users.is_empty() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "{} {name:?} is still in use by {}",
+                kind_name(R::KIND),
+                users.join(", ")
+            )));
+        }
+        let rv = expected_rv(&cur, rv);
+        delete_or_mark(&self.s, cur, rv).await
+    }
+
+    fn users_of(&self, kind: Kind, name: &str) -> Vec<String> {
+        let objs = self.s.cache.read();
+        let mut out = Vec::new();
+        match kind {
+            Kind::Node => {
+                out.extend(
+                    objs.pools
+                        .values()
+                        .filter(|p| p.spec.as_ref().is_some_and(|s| s.node == name))
+                        .map(|p| format!("pool {}", p.name())),
+                );
+                out.extend(
+                    objs.attachments
+                        .values()
+                        .filter(|a| a.spec.as_ref().is_some_and(|s| s.node == name))
+                        .map(|a| format!("attachment {}", a.name())),
+                );
+            }
+            Kind::Pool => out.extend(
+                objs.volumes
+                    .values()
+                    .filter(|v| v.status.as_ref().is_some_and(|s| s.pool == name))
+                    .map(|v| format!("volume {}", v.name())),
+            ),
+            Kind::Tenant => out.extend(
+                objs.volumes
+                    .values()
+                    .filter(|v| v.spec.as_ref().is_some_and(|s| s.tenant == name))
+                    .map(|v| format!("volume {}", v.name())),
+            ),
+            _ => {}
+        }
+        out
+    }
+
+    /// Fills in computed status for pools and tenants (usage lives in the
+    /// cache's aggregates, not in the stored object).
+    fn with_pool_status(&self, mut p: Pool) -> Pool {
+        let objs = self.s.cache.read();
+        let u = objs.pool_usage(p.name());
+        let limit = crate::placement::pool_limit(&p).unwrap_or(0);
+        let cap = p
+            .spec
+            .as_ref()
+            .and_then(|s| parse_size("", &s.capacity).ok())
+            .unwrap_or(0);
+        let st = p.status.get_or_insert_with(Default::default);
+        st.capacity_bytes = cap;
+        st.allocated_bytes = u.bytes;
+        st.free_bytes = limit.saturating_sub(u.bytes);
+        st.volume_count = u.volumes;
+        st.observed_generation = p.metadata.as_ref().map_or(0, |m| m.generation);
+        p
+    }
+
+    fn with_tenant_status(&self, mut t: Tenant) -> Tenant {
+        let u = self.s.cache.read().tenant_usage(t.name());
+        let st = t.status.get_or_insert_with(Default::default);
+        st.used_bytes = u.bytes;
+        st.volume_count = u.volumes;
+        st.observed_generation = t.metadata.as_ref().map_or(0, |m| m.generation);
+        t
+    }
+}
+
+fn req_obj<T>(o: Option<T>, field: &str) -> Result<T, ApiError> {
+    o.ok_or_else(|| ApiError::invalid(field, "is required"))
+}
+
+macro_rules! timed {
+    ($self:ident, $name:literal, $req:ident, |$id:ident, $body:ident| $e:expr) => {{
+        let _t = $self.s.metrics.api_timer($name);
+        let $id = identity(&$req)?;
+        let $body = $req.into_inner();
+        let r: Result<_, ApiError> = async { $e }.await;
+        if let Err(e) = &r {
+            tracing::debug!(rpc = $name, identity = %$id, error = %e, "request refused");
+        }
+        Ok(Response::new(r?))
+    }};
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    // ---------------- nodes
+    #[instrument(skip_all, fields(rpc = "CreateNode"))]
+    async fn create_node(&self, req: Request<CreateNodeRequest>) -> Result<Response<Node>, Status> {
+        timed!(self, "CreateNode", req, |id, b| {
+            let n = req_obj(b.node, "node")?;
+            validate_node(&n)?;
+            self.create_simple(&id, "CreateNode", n).await
+        })
+    }
+    async fn get_node(&self, req: Request<GetNodeRequest>) -> Result<Response<Node>, Status> {
+        timed!(self, "GetNode", req, |id, b| get_checked(
+            &self.s, &id, "GetNode", &b.name
+        ))
+    }
+    async fn list_nodes(
+        &self,
+        req: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        timed!(self, "ListNodes", req, |id, b| {
+            let (items, revision) = list_checked(&self.s, &id, &b.label_selector)?;
+            Ok(ListNodesResponse { items, revision })
+        })
+    }
+    async fn update_node(&self, req: Request<UpdateNodeRequest>) -> Result<Response<Node>, Status> {
+        timed!(self, "UpdateNode", req, |id, b| {
+            let n = req_obj(b.node, "node")?;
+            validate_node(&n)?;
+            self.update_simple(&id, "UpdateNode", n).await
+        })
+    }
+    async fn delete_node(&self, req: Request<DeleteNodeRequest>) -> Result<Response<Node>, Status> {
+        timed!(self, "DeleteNode", req, |id, b| {
+            let users = self.users_of(Kind::Node, &b.name);
+            self.delete_simple(&id, "DeleteNode", &b.name, b.resource_version, users)
+                .await
+        })
+    }
+    type WatchNodesStream = WatchStream;
+    async fn watch_nodes(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        timed!(self, "WatchNodes", req, |id, b| watch::<Node>(
+            &self.s,
+            id.clone(),
+            b
+        ))
+    }
+
+    // ---------------- pools
+    async fn create_pool(&self, req: Request<CreatePoolRequest>) -> Result<Response<Pool>, Status> {
+        timed!(self, "CreatePool", req, |id, b| {
+            let p = req_obj(b.pool, "pool")?;
+            authz::admin_only(&id, "CreatePool")?;
+            validate_pool(&self.s, &p)?;
+            let p = self.create_simple(&id, "CreatePool", p).await?;
+            Ok(self.with_pool_status(p))
+        })
+    }
+    async fn get_pool(&self, req: Request<GetPoolRequest>) -> Result<Response<Pool>, Status> {
+        timed!(self, "GetPool", req, |id, b| {
+            authz::admin_only(&id, "GetPool")?;
+            Ok(self.with_pool_status(self.s.get(&b.name)?))
+        })
+    }
+    async fn list_pools(
+        &self,
+        req: Request<ListPoolsRequest>,
+    ) -> Result<Response<ListPoolsResponse>, Status> {
+        timed!(self, "ListPools", req, |id, b| {
+            authz::admin_only(&id, "ListPools")?;
+            let (items, revision) = list_checked::<Pool>(&self.s, &id, &b.label_selector)?;
+            let items = items
+                .into_iter()
+                .map(|p| self.with_pool_status(p))
+                .collect();
+            Ok(ListPoolsResponse { items, revision })
+        })
+    }
+    async fn update_pool(&self, req: Request<UpdatePoolRequest>) -> Result<Response<Pool>, Status> {
+        timed!(self, "UpdatePool", req, |id, b| {
+            let p = req_obj(b.pool, "pool")?;
+            authz::admin_only(&id, "UpdatePool")?;
+            validate_pool(&self.s, &p)?;
+            let cur: Pool = self.s.get(p.name())?;
+            if cur.spec.as_ref().map(|s| (&s.node, &s.backing))
+                != p.spec.as_ref().map(|s| (&s.node, &s.backing))
+            {
+                return Err(ApiError::invalid(
+                    "spec.node",
+                    "a pool's node and backing are immutable",
+                ));
+            }
+            let p = self.update_simple(&id, "UpdatePool", p).await?;
+            Ok(self.with_pool_status(p))
+        })
+    }
+    async fn delete_pool(&self, req: Request<DeletePoolRequest>) -> Result<Response<Pool>, Status> {
+        timed!(self, "DeletePool", req, |id, b| {
+            let users = self.users_of(Kind::Pool, &b.name);
+            self.delete_simple(&id, "DeletePool", &b.name, b.resource_version, users)
+                .await
+        })
+    }
+    type WatchPoolsStream = WatchStream;
+    async fn watch_pools(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        timed!(self, "WatchPools", req, |id, b| {
+            authz::admin_only(&id, "WatchPools")?;
+            watch::<Pool>(&self.s, id.clone(), b)
+        })
+    }
+
+    // ---------------- volumes
+    #[instrument(skip_all, fields(rpc = "CreateVolume"))]
+    async fn create_volume(
+        &self,
+        req: Request<CreateVolumeRequest>,
+    ) -> Result<Response<Volume>, Status> {
+        timed!(self, "CreateVolume", req, |id, b| {
+            let v = req_obj(b.volume, "volume")?;
+            self.create_volume_inner(&id, v).await
+        })
+    }
+    async fn get_volume(&self, req: Request<GetVolumeRequest>) -> Result<Response<Volume>, Status> {
+        timed!(self, "GetVolume", req, |id, b| get_checked(
+            &self.s,
+            &id,
+            "GetVolume",
+            &b.name
+        ))
+    }
+    async fn list_volumes(
+        &self,
+        req: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        timed!(self, "ListVolumes", req, |id, b| {
+            let (items, revision) = list_checked(&self.s, &id, &b.label_selector)?;
+            Ok(ListVolumesResponse { items, revision })
+        })
+    }
+    async fn update_volume(
+        &self,
+        req: Request<UpdateVolumeRequest>,
+    ) -> Result<Response<Volume>, Status> {
+        timed!(self, "UpdateVolume", req, |id, b| {
+            let v = req_obj(b.volume, "volume")?;
+            self.update_volume_inner(&id, v).await
+        })
+    }
+    async fn delete_volume(
+        &self,
+        req: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<Volume>, Status> {
+        timed!(self, "DeleteVolume", req, |id, b| self
+            .delete_volume_inner(&id, b)
+            .await)
+    }
+    type WatchVolumesStream = WatchStream;
+    async fn watch_volumes(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        timed!(self, "WatchVolumes", req, |id, b| watch::<Volume>(
+            &self.s,
+            id.clone(),
+            b
+        ))
+    }
+
+    // ---------------- attachments
+    async fn create_attachment(
+        &self,
+        req: Request<CreateAttachmentRequest>,
+    ) -> Result<Response<Attachment>, Status> {
+        timed!(self, "CreateAttachment", req, |id, b| {
+            let a = req_obj(b.attachment, "attachment")?;
+            self.create_attachment_inner(&id, a).await
+        })
+    }
+    async fn get_attachment(
+        &self,
+        req: Request<GetAttachmentRequest>,
+    ) -> Result<Response<Attachment>, Status> {
+        timed!(self, "GetAttachment", req, |id, b| get_checked(
+            &self.s,
+            &id,
+            "GetAttachment",
+            &b.name
+        ))
+    }
+    async fn list_attachments(
+        &self,
+        req: Request<ListAttachmentsRequest>,
+    ) -> Result<Response<ListAttachmentsResponse>, Status> {
+        timed!(self, "ListAttachments", req, |id, b| {
+            let (items, revision) = list_checked(&self.s, &id, &b.label_selector)?;
+            Ok(ListAttachmentsResponse { items, revision })
+        })
+    }
+    async fn update_attachment(
+        &self,
+        req: Request<UpdateAttachmentRequest>,
+    ) -> Result<Response<Attachment>, Status> {
+        timed!(self, "UpdateAttachment", req, |id, b| {
+            let a = req_obj(b.attachment, "attachment")?;
+            let cur: Attachment = get_checked(&self.s, &id, "UpdateAttachment", a.name())?;
+            authz::check(
+                &id,
+                "UpdateAttachment",
+                Verb::Write,
+                &cur,
+                &self.s.cache.read(),
+            )?;
+            if cur.spec != a.spec {
+                return Err(ApiError::invalid(
+                    "spec",
+                    "an attachment's spec is immutable; delete and recreate it",
+                ));
+            }
+            let (merged, rv) = merge_update(&cur, a)?;
+            self.s.put(merged, rv).await
+        })
+    }
+    async fn delete_attachment(
+        &self,
+        req: Request<DeleteAttachmentRequest>,
+    ) -> Result<Response<Attachment>, Status> {
+        timed!(self, "DeleteAttachment", req, |id, b| self
+            .delete_attachment_inner(&id, b)
+            .await)
+    }
+    type WatchAttachmentsStream = WatchStream;
+    async fn watch_attachments(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        timed!(self, "WatchAttachments", req, |id, b| watch::<Attachment>(
+            &self.s,
+            id.clone(),
+            b
+        ))
+    }
+
+    // ---------------- tenants
+    async fn create_tenant(
+        &self,
+        req: Request<CreateTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
+        timed!(self, "CreateTenant", req, |id, b| {
+            let t = req_obj(b.tenant, "tenant")?;
+            validate_tenant(&t)?;
+            let t = self.create_simple(&id, "CreateTenant", t).await?;
+            Ok(self.with_tenant_status(t))
+        })
+    }
+    async fn get_tenant(&self, req: Request<GetTenantRequest>) -> Result<Response<Tenant>, Status> {
+        timed!(self, "GetTenant", req, |id, b| {
+            let t = get_checked(&self.s, &id, "GetTenant", &b.name)?;
+            Ok(self.with_tenant_status(t))
+        })
+    }
+    async fn list_tenants(
+        &self,
+        req: Request<ListTenantsRequest>,
+    ) -> Result<Response<ListTenantsResponse>, Status> {
+        timed!(self, "ListTenants", req, |id, b| {
+            let (items, revision) = list_checked::<Tenant>(&self.s, &id, &b.label_selector)?;
+            let items = items
+                .into_iter()
+                .map(|t| self.with_tenant_status(t))
+                .collect();
+            Ok(ListTenantsResponse { items, revision })
+        })
+    }
+    async fn update_tenant(
+        &self,
+        req: Request<UpdateTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
+        timed!(self, "UpdateTenant", req, |id, b| {
+            let t = req_obj(b.tenant, "tenant")?;
+            validate_tenant(&t)?;
+            let t = self.update_simple(&id, "UpdateTenant", t).await?;
+            Ok(self.with_tenant_status(t))
+        })
+    }
+    async fn delete_tenant(
+        &self,
+        req: Request<DeleteTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
+        timed!(self, "DeleteTenant", req, |id, b| {
+            let users = self.users_of(Kind::Tenant, &b.name);
+            self.delete_simple(&id, "DeleteTenant", &b.name, b.resource_version, users)
+                .await
+        })
+    }
+    type WatchTenantsStream = WatchStream;
+    async fn watch_tenants(
+        &self,
+        req: Request<WatchRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        timed!(self, "WatchTenants", req, |id, b| watch::<Tenant>(
+            &self.s,
+            id.clone(),
+            b
+        ))
+    }
+
+    // ---------------- the rest
+    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        timed!(self, "Apply", req, |id, b| {
+            authz::admin_only(&id, "Apply")?;
+            apply::apply(self, &id, b).await
+        })
+    }
+    async fn create_bootstrap_token(
+        &self,
+        req: Request<CreateBootstrapTokenRequest>,
+    ) -> Result<Response<CreateBootstrapTokenResponse>, Status> {
+        timed!(self, "CreateBootstrapToken", req, |id, b| {
+            authz::admin_only(&id, "CreateBootstrapToken")?;
+            validate_name("node", &b.node)?;
+            enroll::create_token(&self.s, &b.node, b.ttl_seconds).await
+        })
+    }
+    async fn get_desired_state(
+        &self,
+        req: Request<GetDesiredStateRequest>,
+    ) -> Result<Response<DesiredState>, Status> {
+        timed!(self, "GetDesiredState", req, |id, b| {
+            if id != Identity::Admin && id != Identity::Node(b.node.clone()) {
+                return Err(authz::deny(
+                    &id,
+                    &format!("GetDesiredState of node {:?}", b.node),
+                    "a node may read only its own desired state",
+                ));
+            }
+            Ok(planner::desired_state(
+                &self.s.cache.read(),
+                &b.node,
+                &self.s.defaults,
+            ))
+        })
+    }
+}
+
+// Re-exports so apply.rs can drive the same per-kind write paths.
+impl Admin {
+    pub async fn apply_create(
+        &self,
+        id: &Identity,
+        obj: pb::watch_event::Object,
+    ) -> Result<(), ApiError> {
+        use pb::watch_event::Object as O;
+        match obj {
+            O::Tenant(t) => {
+                validate_tenant(&t)?;
+                self.create_simple(id, "CreateTenant", t).await.map(drop)
+            }
+            O::Node(n) => {
+                validate_node(&n)?;
+                self.create_simple(id, "CreateNode", n).await.map(drop)
+            }
+            O::Pool(p) => {
+                validate_pool(&self.s, &p)?;
+                self.create_simple(id, "CreatePool", p).await.map(drop)
+            }
+            O::Volume(v) => self.create_volume_inner(id, v).await.map(drop),
+            O::Attachment(a) => self.create_attachment_inner(id, a).await.map(drop),
+        }
+    }
+
+    pub async fn apply_update(
+        &self,
+        id: &Identity,
+        obj: pb::watch_event::Object,
+    ) -> Result<(), ApiError> {
+        use pb::watch_event::Object as O;
+        match obj {
+            O::Tenant(t) => {
+                validate_tenant(&t)?;
+                self.update_simple(id, "UpdateTenant", t).await.map(drop)
+            }
+            O::Node(n) => {
+                validate_node(&n)?;
+                self.update_simple(id, "UpdateNode", n).await.map(drop)
+            }
+            O::Pool(p) => {
+                validate_pool(&self.s, &p)?;
+                self.update_simple(id, "UpdatePool", p).await.map(drop)
+            }
+            O::Volume(v) => self.update_volume_inner(id, v).await.map(drop),
+            O::Attachment(a) => {
+                let cur: Attachment = self.s.get(a.name())?;
+                let (merged, rv) = merge_update(&cur, a)?;
+                self.s.put(merged, rv).await.map(drop)
+            }
+        }
+    }
+
+    pub async fn apply_delete(
+        &self,
+        id: &Identity,
+        kind: Kind,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        match kind {
+            Kind::Tenant => self
+                .delete_simple::<Tenant>(id, "DeleteTenant", name, 0, self.users_of(kind, name))
+                .await
+                .map(drop),
+            Kind::Node => self
+                .delete_simple::<Node>(id, "DeleteNode", name, 0, self.users_of(kind, name))
+                .await
+                .map(drop),
+            Kind::Pool => self
+                .delete_simple::<Pool>(id, "DeletePool", name, 0, self.users_of(kind, name))
+                .await
+                .map(drop),
+            Kind::Volume => self
+                .delete_volume_inner(
+                    id,
+                    DeleteVolumeRequest {
+                        name: name.into(),
+                        resource_version: 0,
+                    },
+                )
+                .await
+                .map(drop),
+            Kind::Attachment => self
+                .delete_attachment_inner(
+                    id,
+                    DeleteAttachmentRequest {
+                        name: name.into(),
+                        resource_version: 0,
+                    },
+                )
+                .await
+                .map(drop),
+            Kind::Unspecified => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_stable_and_well_formed() {
+        let uid = "6f1c2b8e-9d7a-4c3b-8a21-0f5e4d3c2b1a";
+        let a = identity_status(uid);
+        assert_eq!(a, identity_status(uid));
+        assert!(a.subsystem_nqn.starts_with(VOLUME_NQN_PREFIX));
+        assert_eq!(a.nguid.len(), 32);
+        assert_eq!(a.serial.len(), 20);
+    }
+
+    #[test]
+    fn shrink_checks_happen_on_sizes_not_strings() {
+        let spec = VolumeSpec {
+            tenant: "t".into(),
+            size: "1GiB".into(),
+            ..Default::default()
+        };
+        assert_eq!(validate_volume_spec(&spec).ok(), Some(1 << 30));
+        let bad = VolumeSpec {
+            size: "1000".into(),
+            ..spec
+        };
+        assert!(validate_volume_spec(&bad).is_err(), "not a block multiple");
+    }
+}

@@ -1,0 +1,433 @@
+//! AgentService: enrollment, per-node desired state streams, and status
+//! reports flowing back into the objects' status.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ferrofab_proto::v1::{agent_service_server::AgentService, *};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::{info, instrument, warn};
+
+use super::admin::set_condition;
+use super::{identity, Shared};
+use crate::authz;
+use crate::enroll;
+use crate::error::ApiError;
+use crate::identity::Identity;
+use crate::planner;
+use crate::resource::{validate_name, validate_nqn, Resource};
+
+pub struct Agent {
+    pub s: Arc<Shared>,
+}
+
+fn require_node(id: &Identity, node: &str, action: &str) -> Result<(), ApiError> {
+    match id {
+        Identity::Node(n) if n == node => Ok(()),
+        Identity::Admin if action == "WatchDesiredState" => Ok(()),
+        _ => Err(authz::deny(
+            id,
+            &format!("{action} for node {node:?}"),
+            "a node may only watch its own desired state and report its own status",
+        )),
+    }
+}
+
+fn cond(
+    kind: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    now: prost_types::Timestamp,
+) -> Condition {
+    Condition {
+        r#type: kind.into(),
+        status: if ok {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        } as i32,
+        reason: reason.into(),
+        message,
+        last_transition_time: Some(now),
+        severity: if ok {
+            Severity::Info
+        } else {
+            Severity::Warning
+        } as i32,
+        observed_generation: 0,
+    }
+}
+
+impl Agent {
+    async fn enroll_inner(&self, r: EnrollRequest) -> Result<EnrollResponse, ApiError> {
+        let s = &self.s;
+        validate_name("node_name", &r.node_name)?;
+        let signer = s.signer.as_ref().ok_or_else(|| {
+            ApiError::FailedPrecondition(
+                "enrollment is not configured on this controller ([enrollment] in its config)"
+                    .into(),
+            )
+        })?;
+        let spec = r.node.unwrap_or_default();
+        if !spec.host_nqn.is_empty() {
+            validate_nqn("node.host_nqn", &spec.host_nqn)?;
+        }
+        crate::resource::validate_labels("labels", &r.labels)?;
+        enroll::consume_token(s, &r.bootstrap_token, &r.node_name).await?;
+        let cert = signer.sign(&r.csr_pem, &r.node_name, s.clock.now())?;
+        let node = self.register(&r.node_name, spec, r.labels).await?;
+        info!(node = %r.node_name, "node enrolled");
+        Ok(EnrollResponse {
+            certificate_pem: cert,
+            ca_certificate_pem: signer.ca_pem().to_string(),
+            node: Some(node),
+        })
+    }
+
+    /// Creates the Node or updates its spec (re-enrollment after a rebuild).
+    async fn register(
+        &self,
+        name: &str,
+        spec: NodeSpec,
+        labels: HashMap<String, String>,
+    ) -> Result<Node, ApiError> {
+        let s = &self.s;
+        let updated = s
+            .modify::<Node>(name, |n, _| {
+                n.spec = Some(spec.clone());
+                n.meta_mut().labels.extend(labels.clone());
+                n.meta_mut().generation += 1;
+                true
+            })
+            .await?;
+        if let Some(n) = updated {
+            return Ok(n);
+        }
+        let mut meta = super::new_meta(
+            Some(&ObjectMeta {
+                name: name.into(),
+                labels,
+                ..Default::default()
+            }),
+            s.clock.now_ts(),
+        )?;
+        meta.resource_version = 0;
+        s.put(
+            Node {
+                metadata: Some(meta),
+                spec: Some(spec),
+                status: None,
+            },
+            0,
+        )
+        .await
+    }
+
+    async fn report_inner(
+        &self,
+        id: &Identity,
+        r: ReportStatusRequest,
+    ) -> Result<ReportStatusResponse, ApiError> {
+        require_node(id, &r.node, "ReportStatus")?;
+        let s = &self.s;
+        let now = s.clock.now_ts();
+        let status = r.node_status.clone().unwrap_or_default();
+        s.modify::<Node>(&r.node, |n, _| {
+            let generation = n.metadata.as_ref().map_or(0, |m| m.generation);
+            let mut st = status.clone();
+            st.last_heartbeat = Some(now);
+            st.observed_generation = generation;
+            let mut conds = n.status.take().map(|s| s.conditions).unwrap_or_default();
+            set_condition(
+                &mut conds,
+                cond(
+                    "Ready",
+                    true,
+                    "AgentReporting",
+                    "agent reported status".into(),
+                    now,
+                ),
+            );
+            for c in status.conditions.iter().cloned() {
+                set_condition(&mut conds, c);
+            }
+            st.conditions = conds;
+            n.status = Some(st);
+            true
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found("node", &r.node))?;
+        self.apply_exports(&r.node, &r.exports, now).await?;
+        self.apply_connections(&r.node, &r.connections, now).await?;
+        Ok(ReportStatusResponse {
+            revision: s.cache.revision(),
+        })
+    }
+
+    /// Export readiness into volume status; removal of deleted volumes
+    /// whose export is gone; workstations become eligible to connect.
+    async fn apply_exports(
+        &self,
+        node: &str,
+        reports: &[ExportStatus],
+        now: prost_types::Timestamp,
+    ) -> Result<(), ApiError> {
+        let s = &self.s;
+        let by_volume: HashMap<&str, &ExportStatus> =
+            reports.iter().map(|e| (e.volume.as_str(), e)).collect();
+        let mine: Vec<(String, bool, bool)> = {
+            let objs = s.cache.read();
+            objs.volumes
+                .values()
+                .filter(|v| v.status.as_ref().is_some_and(|st| st.node == node))
+                .map(|v| {
+                    let deleting = v
+                        .metadata
+                        .as_ref()
+                        .is_some_and(|m| m.deletion_timestamp.is_some());
+                    let ready = v.status.as_ref().is_some_and(|st| st.export_ready);
+                    (v.name().to_string(), deleting, ready)
+                })
+                .collect()
+        };
+        for (name, deleting, was_ready) in mine {
+            let rep = by_volume.get(name.as_str());
+            if deleting {
+                if rep.is_none() {
+                    let rv = s
+                        .get::<Volume>(&name)?
+                        .metadata
+                        .map_or(0, |m| m.resource_version);
+                    s.remove::<Volume>(&name, rv).await?;
+                    info!(volume = %name, %node, "export removed; volume deleted");
+                }
+                continue;
+            }
+            let ready = rep.is_some_and(|e| e.ready);
+            if ready != was_ready {
+                self.set_export_ready(&name, node, ready, rep.copied(), now)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_export_ready(
+        &self,
+        name: &str,
+        node: &str,
+        ready: bool,
+        rep: Option<&ExportStatus>,
+        now: prost_types::Timestamp,
+    ) -> Result<(), ApiError> {
+        let s = &self.s;
+        let extra: Vec<Condition> = rep.map(|r| r.conditions.clone()).unwrap_or_default();
+        s.modify::<Volume>(name, |v, _| {
+            let st = v.status.get_or_insert_with(Default::default);
+            st.export_ready = ready;
+            st.phase = if ready {
+                VolumePhase::Ready
+            } else {
+                VolumePhase::Placed
+            } as i32;
+            let msg = if ready {
+                format!("node {node} serves the export")
+            } else {
+                format!("node {node} does not report the export ready")
+            };
+            let reason = if ready {
+                "ExportReady"
+            } else {
+                "ExportNotReady"
+            };
+            set_condition(
+                &mut st.conditions,
+                cond("Exported", ready, reason, msg, now),
+            );
+            for c in &extra {
+                set_condition(&mut st.conditions, c.clone());
+            }
+            true
+        })
+        .await?;
+        if ready {
+            let pending: Vec<String> = {
+                let objs = s.cache.read();
+                objs.attachments
+                    .values()
+                    .filter(|a| a.spec.as_ref().is_some_and(|sp| sp.volume == name))
+                    .filter(|a| {
+                        a.status
+                            .as_ref()
+                            .is_none_or(|st| st.phase == AttachmentPhase::Pending as i32)
+                    })
+                    .map(|a| a.name().to_string())
+                    .collect()
+            };
+            for a in pending {
+                s.modify::<Attachment>(&a, |att, _| {
+                    let st = att.status.get_or_insert_with(Default::default);
+                    st.phase = AttachmentPhase::Connecting as i32;
+                    true
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Connection state into attachment status; removal of detaching
+    /// attachments once the workstation no longer reports them connected
+    /// (which is what finally revokes the host on the export).
+    async fn apply_connections(
+        &self,
+        node: &str,
+        reports: &[ConnectionStatus],
+        now: prost_types::Timestamp,
+    ) -> Result<(), ApiError> {
+        let s = &self.s;
+        let by_att: HashMap<&str, &ConnectionStatus> =
+            reports.iter().map(|c| (c.attachment.as_str(), c)).collect();
+        let mine: Vec<Attachment> = {
+            let objs = s.cache.read();
+            objs.attachments
+                .values()
+                .filter(|a| a.spec.as_ref().is_some_and(|sp| sp.node == node))
+                .cloned()
+                .collect()
+        };
+        for a in mine {
+            let name = a.name().to_string();
+            let rep = by_att.get(name.as_str());
+            let connected = rep.is_some_and(|c| c.connected);
+            let deleting = a
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.deletion_timestamp.is_some());
+            if deleting {
+                if !connected {
+                    let rv = a.metadata.as_ref().map_or(0, |m| m.resource_version);
+                    match s.remove::<Attachment>(&name, rv).await {
+                        Ok(()) | Err(ApiError::NotFound { .. }) => {}
+                        Err(ApiError::Conflict { .. }) => {
+                            warn!(attachment = %name, "changed while detaching; retried on next report")
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                continue;
+            }
+            let phase = a.status.as_ref().map_or(0, |s| s.phase);
+            let want = if connected {
+                AttachmentPhase::Attached as i32
+            } else if phase == AttachmentPhase::Attached as i32 {
+                AttachmentPhase::Connecting as i32
+            } else {
+                phase
+            };
+            let device = rep.map(|c| c.device_path.clone()).unwrap_or_default();
+            let cur_device = a
+                .status
+                .as_ref()
+                .map(|s| s.device_path.clone())
+                .unwrap_or_default();
+            if want != phase || device != cur_device {
+                let extra = rep.map(|c| c.conditions.clone()).unwrap_or_default();
+                s.modify::<Attachment>(&name, |att, _| {
+                    let st = att.status.get_or_insert_with(Default::default);
+                    st.phase = want;
+                    st.device_path = device.clone();
+                    let msg = if connected {
+                        format!("connected on {node} as {device}")
+                    } else {
+                        format!("{node} reports no connection")
+                    };
+                    set_condition(
+                        &mut st.conditions,
+                        cond(
+                            "Connected",
+                            connected,
+                            if connected {
+                                "HostConnected"
+                            } else {
+                                "HostNotConnected"
+                            },
+                            msg,
+                            now,
+                        ),
+                    );
+                    for c in &extra {
+                        set_condition(&mut st.conditions, c.clone());
+                    }
+                    true
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+type DesiredStream = ReceiverStream<Result<DesiredState, Status>>;
+
+#[tonic::async_trait]
+impl AgentService for Agent {
+    #[instrument(skip_all, fields(node = %req.get_ref().node_name))]
+    async fn enroll(
+        &self,
+        req: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let _t = self.s.metrics.api_timer("Enroll");
+        Ok(Response::new(self.enroll_inner(req.into_inner()).await?))
+    }
+
+    type WatchDesiredStateStream = DesiredStream;
+
+    #[instrument(skip_all, fields(node = %req.get_ref().node))]
+    async fn watch_desired_state(
+        &self,
+        req: Request<WatchDesiredStateRequest>,
+    ) -> Result<Response<DesiredStream>, Status> {
+        let id = identity(&req)?;
+        let node = req.into_inner().node;
+        require_node(&id, &node, "WatchDesiredState")?;
+        let s = self.s.clone();
+        let (tx, rx) = mpsc::channel(16);
+        let mut changes = s.cache.subscribe();
+        tokio::spawn(async move {
+            let _g = s.metrics.agent_guard();
+            info!(%node, "agent connected");
+            let mut last: Option<DesiredState> = None;
+            loop {
+                let ds = planner::desired_state(&s.cache.read(), &node, &s.defaults);
+                if last.as_ref().is_none_or(|l| !planner::same_content(l, &ds)) {
+                    if tx.send(Ok(ds.clone())).await.is_err() {
+                        break;
+                    }
+                    last = Some(ds);
+                }
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { break },
+                    _ = tx.closed() => break,
+                }
+            }
+            info!(%node, "agent disconnected");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    #[instrument(skip_all, fields(node = %req.get_ref().node))]
+    async fn report_status(
+        &self,
+        req: Request<ReportStatusRequest>,
+    ) -> Result<Response<ReportStatusResponse>, Status> {
+        let _t = self.s.metrics.api_timer("ReportStatus");
+        let id = identity(&req)?;
+        Ok(Response::new(
+            self.report_inner(&id, req.into_inner()).await?,
+        ))
+    }
+}

@@ -1,0 +1,204 @@
+//! gRPC services and the write paths they share. Writes go straight to the
+//! store as compare-and-swap transactions; reads come from the cache after
+//! it has caught up with the caller's last write.
+
+pub mod admin;
+pub mod agent;
+pub mod debug;
+
+use std::sync::Arc;
+
+use ferrofab_proto::v1::ObjectMeta;
+use tonic::Request;
+
+use crate::cache::{Cache, Objects, Stored};
+use crate::clock::Clock;
+use crate::config::ExpiryConfig;
+use crate::enroll::Signer;
+use crate::error::ApiError;
+use crate::identity::Identity;
+use crate::metrics::Metrics;
+use crate::placement::Allocator;
+use crate::planner::Defaults;
+use crate::resource::{key, kind_name, validate_labels, validate_name, Resource};
+use crate::store::{Revision, SharedStore, Txn, TxnResult};
+
+/// Everything the services share.
+pub struct Shared {
+    pub store: SharedStore,
+    pub cache: Arc<Cache>,
+    pub allocator: Arc<Allocator>,
+    pub clock: Clock,
+    pub signer: Option<Signer>,
+    pub metrics: Arc<Metrics>,
+    pub defaults: Defaults,
+    pub expiry: ExpiryConfig,
+}
+
+/// The caller's identity from its verified client certificate.
+pub fn identity<T>(req: &Request<T>) -> Result<Identity, ApiError> {
+    let certs = req.peer_certs().ok_or_else(|| {
+        ApiError::Unauthenticated("a client certificate is required for this call".into())
+    })?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| ApiError::Unauthenticated("empty client certificate chain".into()))?;
+    Identity::from_cert_der(leaf).map_err(|e| ApiError::Unauthenticated(e.to_string()))
+}
+
+impl Shared {
+    /// Commits and waits until the cache reflects the write.
+    pub async fn commit(&self, txn: Txn) -> Result<TxnResult, ApiError> {
+        let r = self
+            .store
+            .txn(txn)
+            .await
+            .map_err(|_| ApiError::Internal("store writer stopped".into()))??;
+        if let TxnResult::Committed { revision } = r {
+            self.cache.wait_for(revision).await;
+        }
+        Ok(r)
+    }
+
+    /// Reads one object from the cache.
+    pub fn get<R: Stored>(&self, name: &str) -> Result<R, ApiError> {
+        R::map(&self.cache.read())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(kind_name(R::KIND), name))
+    }
+
+    /// Writes `obj` if the stored object is still at `expected` (0: absent).
+    /// Returns the object as stored, with its new resource_version.
+    pub async fn put<R: Stored>(&self, mut obj: R, expected: Revision) -> Result<R, ApiError> {
+        let name = obj.name().to_string();
+        let k = key(R::KIND, &name);
+        obj.meta_mut().resource_version = 0;
+        let txn = Txn::new()
+            .when(k.clone(), expected)
+            .put(k, obj.encode_to_vec());
+        match self.commit(txn).await? {
+            TxnResult::Committed { revision } => {
+                obj.meta_mut().resource_version = revision;
+                Ok(obj)
+            }
+            TxnResult::CompareFailed { actual: 0, .. } => {
+                Err(ApiError::not_found(kind_name(R::KIND), &name))
+            }
+            TxnResult::CompareFailed { actual, .. } if expected == 0 => {
+                let _ = actual;
+                Err(ApiError::AlreadyExists {
+                    kind: kind_name(R::KIND),
+                    name,
+                })
+            }
+            TxnResult::CompareFailed { actual, .. } => Err(ApiError::Conflict {
+                kind: kind_name(R::KIND),
+                name,
+                current: actual,
+                given: expected,
+            }),
+        }
+    }
+
+    /// Removes an object if it is still at `expected`.
+    pub async fn remove<R: Stored>(&self, name: &str, expected: Revision) -> Result<(), ApiError> {
+        let k = key(R::KIND, name);
+        match self
+            .commit(Txn::new().when(k.clone(), expected).delete(k))
+            .await?
+        {
+            TxnResult::Committed { .. } => Ok(()),
+            TxnResult::CompareFailed { actual: 0, .. } => {
+                Err(ApiError::not_found(kind_name(R::KIND), name))
+            }
+            TxnResult::CompareFailed { actual, .. } => Err(ApiError::Conflict {
+                kind: kind_name(R::KIND),
+                name: name.to_string(),
+                current: actual,
+                given: expected,
+            }),
+        }
+    }
+
+    /// Re-reads and rewrites an object until the CAS succeeds (status
+    /// updates from the controller itself, which must not be lost to a
+    /// concurrent spec update). `f` returns false to skip the write.
+    pub async fn modify<R: Stored>(
+        &self,
+        name: &str,
+        mut f: impl FnMut(&mut R, &Objects) -> bool,
+    ) -> Result<Option<R>, ApiError> {
+        for _ in 0..16 {
+            let (mut obj, rv) = {
+                let objs = self.cache.read();
+                let Some(cur) = R::map(&objs).get(name) else {
+                    return Ok(None);
+                };
+                let mut obj = cur.clone();
+                let rv = obj.meta().map_or(0, |m| m.resource_version);
+                if !f(&mut obj, &objs) {
+                    return Ok(Some(obj));
+                }
+                (obj, rv)
+            };
+            obj.meta_mut().resource_version = rv;
+            match self.put(obj, rv).await {
+                Ok(o) => return Ok(Some(o)),
+                Err(ApiError::Conflict { .. }) => continue,
+                Err(ApiError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::Internal(format!(
+            "{} {name:?} kept changing; status update gave up",
+            kind_name(R::KIND)
+        )))
+    }
+}
+
+/// Fills in what the controller owns on a new object and validates what
+/// the client owns.
+pub fn new_meta(
+    meta: Option<&ObjectMeta>,
+    now: prost_types::Timestamp,
+) -> Result<ObjectMeta, ApiError> {
+    let given = meta.cloned().unwrap_or_default();
+    validate_name("metadata.name", &given.name)?;
+    validate_labels("metadata.labels", &given.labels)?;
+    Ok(ObjectMeta {
+        name: given.name,
+        uid: uuid::Uuid::new_v4().to_string(),
+        generation: 1,
+        resource_version: 0,
+        labels: given.labels,
+        annotations: given.annotations,
+        finalizers: Vec::new(),
+        creation_timestamp: Some(now),
+        deletion_timestamp: None,
+    })
+}
+
+/// Merges an update into the current object: the client's labels,
+/// annotations and spec; everything else stays. Bumps the generation when
+/// the spec changed. Returns the merged object and the revision to CAS on.
+pub fn merge_update<R: Resource>(current: &R, mut incoming: R) -> Result<(R, Revision), ApiError> {
+    let given = incoming.meta().cloned().unwrap_or_default();
+    validate_labels("metadata.labels", &given.labels)?;
+    let cur_meta = current.meta().cloned().unwrap_or_default();
+    let expected = if given.resource_version == 0 {
+        cur_meta.resource_version
+    } else {
+        given.resource_version
+    };
+    let spec_changed = current.spec_fields() != incoming.spec_fields();
+    incoming.keep_status(current);
+    let m = incoming.meta_mut();
+    *m = ObjectMeta {
+        labels: given.labels,
+        annotations: given.annotations,
+        generation: cur_meta.generation + u64::from(spec_changed),
+        ..cur_meta
+    };
+    Ok((incoming, expected))
+}

@@ -1,0 +1,86 @@
+//! API errors and their gRPC status codes. Every message names what was
+//! wrong (the field, the object, the identity) so operators can act on it
+//! without reading logs.
+
+use tonic::{Code, Status};
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid {field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists { kind: &'static str, name: String },
+    #[error("{kind} {name:?} was modified concurrently: current resource_version is {current}, request had {given}")]
+    Conflict {
+        kind: &'static str,
+        name: String,
+        current: u64,
+        given: u64,
+    },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Exhausted(String),
+    #[error("{identity} may not {action}: {reason}")]
+    Denied {
+        identity: String,
+        action: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(kind: &'static str, name: &str) -> Self {
+        Self::NotFound {
+            kind,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Invalid { .. } => Code::InvalidArgument,
+            Self::NotFound { .. } => Code::NotFound,
+            Self::AlreadyExists { .. } => Code::AlreadyExists,
+            Self::Conflict { .. } => Code::Aborted,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::Exhausted(_) => Code::ResourceExhausted,
+            Self::Denied { .. } => Code::PermissionDenied,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::OutOfRange(_) => Code::OutOfRange,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Compacted { .. } => Self::OutOfRange(e.to_string()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}

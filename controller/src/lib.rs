@@ -1,0 +1,21 @@
+//! ferrofab's controller: the single source of truth for nodes, pools,
+//! volumes, attachments and tenants. One-way flow: API → store → planner →
+//! per-node desired state → agents; agents report status back.
+
+pub mod api;
+pub mod apply;
+pub mod authz;
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod enroll;
+pub mod error;
+pub mod expiry;
+pub mod identity;
+pub mod metrics;
+pub mod placement;
+pub mod planner;
+pub mod resource;
+pub mod server;
+pub mod store;
+pub mod watch;

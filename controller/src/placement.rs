@@ -1,0 +1,324 @@
+//! Placement and quotas. A volume goes to its explicit pool, or to the pool
+//! matching its selector with the most free capacity. Capacity is
+//! `capacity × overcommit`, bounded by the pool's namespace limit; the
+//! tenant's quotas apply first. Refusals list every candidate and what it
+//! lacked, because "no space" alone does not tell an operator what to fix.
+//!
+//! Decisions are made against the cache plus in-flight reservations, so
+//! concurrent creates cannot oversubscribe a pool while their transactions
+//! are still being fsynced (the controller is the store's only writer).
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ferrofab_nvmeof::units::format_size;
+use ferrofab_proto::v1::{Pool, Tenant};
+
+use crate::cache::{Objects, Usage};
+use crate::error::ApiError;
+use crate::resource::{parse_size, Selector};
+
+pub const DEFAULT_NAMESPACE_LIMIT: u32 = 256;
+
+#[derive(Debug, Clone)]
+struct Reservation {
+    id: u64,
+    pool: String,
+    tenant: String,
+    bytes: u64,
+    /// A new volume (counts against namespace and volume-count limits).
+    new_volume: bool,
+}
+
+/// What to place.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub tenant: String,
+    pub bytes: u64,
+    /// Explicit pool, or None to use the selector.
+    pub pool: Option<String>,
+    pub selector: Selector,
+    /// False when growing an existing volume (only bytes are added).
+    pub new_volume: bool,
+}
+
+/// In-flight reservations; see the module docs.
+#[derive(Default)]
+pub struct Allocator {
+    inner: Mutex<(u64, Vec<Reservation>)>,
+}
+
+/// Holds capacity until the write that needed it is applied to the cache
+/// (or failed); dropping it releases the reservation.
+pub struct Reserved {
+    allocator: Arc<Allocator>,
+    id: u64,
+    pub pool: String,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        let mut g = self
+            .allocator
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        g.1.retain(|r| r.id != self.id);
+    }
+}
+
+fn pending(res: &[Reservation], f: impl Fn(&Reservation) -> bool) -> Usage {
+    res.iter()
+        .filter(|r| f(r))
+        .fold(Usage::default(), |u, r| Usage {
+            bytes: u.bytes.saturating_add(r.bytes),
+            volumes: u.volumes + u32::from(r.new_volume),
+        })
+}
+
+fn plus(a: Usage, b: Usage) -> Usage {
+    Usage {
+        bytes: a.bytes.saturating_add(b.bytes),
+        volumes: a.volumes.saturating_add(b.volumes),
+    }
+}
+
+/// Effective (overcommitted) capacity of a pool in bytes.
+pub fn pool_limit(pool: &Pool) -> Result<u64, ApiError> {
+    let spec = pool.spec.clone().unwrap_or_default();
+    let cap = parse_size("spec.capacity", &spec.capacity)?;
+    let ratio = if spec.overcommit_ratio > 0.0 {
+        spec.overcommit_ratio
+    } else {
+        1.0
+    };
+    Ok((cap as f64 * ratio) as u64)
+}
+
+pub fn namespace_limit(pool: &Pool) -> u32 {
+    match pool.spec.as_ref().map_or(0, |s| s.namespace_limit) {
+        0 => DEFAULT_NAMESPACE_LIMIT,
+        n => n,
+    }
+}
+
+impl Allocator {
+    /// Checks quotas, picks a pool and reserves the bytes on it.
+    pub fn reserve(self: &Arc<Self>, objs: &Objects, req: &Request) -> Result<Reserved, ApiError> {
+        let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let tenant = objs.tenants.get(&req.tenant).ok_or_else(|| {
+            ApiError::invalid(
+                "spec.tenant",
+                format!("tenant {:?} does not exist", req.tenant),
+            )
+        })?;
+        let t_used = plus(
+            objs.tenant_usage(&req.tenant),
+            pending(&g.1, |r| r.tenant == req.tenant),
+        );
+        check_tenant(tenant, t_used, req)?;
+        let pool = choose_pool(objs, &g.1, req)?;
+        g.0 += 1;
+        let id = g.0;
+        g.1.push(Reservation {
+            id,
+            pool: pool.clone(),
+            tenant: req.tenant.clone(),
+            bytes: req.bytes,
+            new_volume: req.new_volume,
+        });
+        Ok(Reserved {
+            allocator: self.clone(),
+            id,
+            pool,
+        })
+    }
+}
+
+fn check_tenant(tenant: &Tenant, used: Usage, req: &Request) -> Result<(), ApiError> {
+    let spec = tenant.spec.clone().unwrap_or_default();
+    let name = tenant.metadata.as_ref().map_or("", |m| m.name.as_str());
+    if req.new_volume && spec.volume_quota > 0 && used.volumes >= spec.volume_quota {
+        return Err(ApiError::Exhausted(format!(
+            "tenant {name:?} is at its volume quota: {} of {} volumes",
+            used.volumes, spec.volume_quota
+        )));
+    }
+    if !spec.capacity_quota.is_empty() {
+        let quota = parse_size("spec.capacity_quota", &spec.capacity_quota)?;
+        if used.bytes.saturating_add(req.bytes) > quota {
+            return Err(ApiError::Exhausted(format!(
+                "tenant {name:?} capacity quota exceeded: {} used + {} requested > {} quota",
+                format_size(used.bytes),
+                format_size(req.bytes),
+                format_size(quota)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Why a pool cannot take the request, or its free bytes if it can.
+fn fit(objs: &Objects, res: &[Reservation], pool: &Pool, req: &Request) -> Result<u64, String> {
+    let name = pool.metadata.as_ref().map_or("", |m| m.name.as_str());
+    if pool
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.deletion_timestamp.is_some())
+    {
+        return Err("is being deleted".into());
+    }
+    let limit = pool_limit(pool).map_err(|e| e.to_string())?;
+    let used = plus(objs.pool_usage(name), pending(res, |r| r.pool == name));
+    let free = limit.saturating_sub(used.bytes);
+    if req.new_volume && used.volumes >= namespace_limit(pool) {
+        return Err(format!(
+            "namespace limit reached ({} of {})",
+            used.volumes,
+            namespace_limit(pool)
+        ));
+    }
+    if free < req.bytes {
+        return Err(format!(
+            "only {} free of {} (capacity × overcommit), {} needed",
+            format_size(free),
+            format_size(limit),
+            format_size(req.bytes)
+        ));
+    }
+    Ok(free)
+}
+
+fn choose_pool(objs: &Objects, res: &[Reservation], req: &Request) -> Result<String, ApiError> {
+    if let Some(name) = &req.pool {
+        let pool = objs.pools.get(name).ok_or_else(|| {
+            ApiError::invalid("spec.pool", format!("pool {name:?} does not exist"))
+        })?;
+        return fit(objs, res, pool, req)
+            .map(|_| name.clone())
+            .map_err(|why| {
+                ApiError::Exhausted(format!("pool {name:?} cannot take the volume: {why}"))
+            });
+    }
+    let candidates: Vec<&Pool> = objs
+        .pools
+        .values()
+        .filter(|p| req.selector.matches_meta(p.metadata.as_ref()))
+        .collect();
+    if candidates.is_empty() {
+        return Err(ApiError::FailedPrecondition(format!(
+            "no pool matches the volume's pool selector ({} pools exist)",
+            objs.pools.len()
+        )));
+    }
+    let mut best: Option<(u64, String)> = None;
+    let mut refusals = Vec::new();
+    for p in candidates {
+        let name = p.metadata.as_ref().map_or("", |m| m.name.as_str());
+        match fit(objs, res, p, req) {
+            Ok(free) if best.as_ref().is_none_or(|(f, _)| free > *f) => {
+                best = Some((free, name.to_string()));
+            }
+            Ok(_) => {}
+            Err(why) => refusals.push(format!("pool {name:?}: {why}")),
+        }
+    }
+    best.map(|(_, n)| n).ok_or_else(|| {
+        ApiError::Exhausted(format!(
+            "no matching pool can take {}: {}",
+            format_size(req.bytes),
+            refusals.join("; ")
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrofab_proto::v1::{ObjectMeta, PoolSpec, TenantSpec};
+
+    fn pool(name: &str, cap: &str, tier: &str) -> Pool {
+        let mut m = ObjectMeta {
+            name: name.into(),
+            ..Default::default()
+        };
+        m.labels.insert("tier".into(), tier.into());
+        Pool {
+            metadata: Some(m),
+            spec: Some(PoolSpec {
+                capacity: cap.into(),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn objs() -> Objects {
+        let mut o = Objects::default();
+        o.pools.insert("a".into(), pool("a", "10GiB", "fast"));
+        o.pools.insert("b".into(), pool("b", "20GiB", "fast"));
+        o.pools.insert("c".into(), pool("c", "100GiB", "slow"));
+        o.tenants.insert(
+            "t".into(),
+            Tenant {
+                metadata: Some(ObjectMeta {
+                    name: "t".into(),
+                    ..Default::default()
+                }),
+                spec: Some(TenantSpec {
+                    capacity_quota: "25GiB".into(),
+                    volume_quota: 3,
+                    ..Default::default()
+                }),
+                status: None,
+            },
+        );
+        o
+    }
+
+    fn req(gib: u64) -> Request {
+        Request {
+            tenant: "t".into(),
+            bytes: gib << 30,
+            pool: None,
+            selector: Selector::parse("tier=fast").expect("selector"),
+            new_volume: true,
+        }
+    }
+
+    #[test]
+    fn picks_most_free_and_counts_reservations() {
+        let o = objs();
+        let a = Arc::new(Allocator::default());
+        let r1 = a.reserve(&o, &req(8)).expect("first");
+        assert_eq!(r1.pool, "b");
+        let r2 = a.reserve(&o, &req(8)).expect("second");
+        assert_eq!(r2.pool, "b", "b has 12GiB left, a 10GiB");
+        let e = a.reserve(&o, &req(8)).err().expect("quota");
+        assert!(e.to_string().contains("capacity quota"), "{e}");
+        drop(r2);
+        assert!(a.reserve(&o, &req(8)).is_ok());
+    }
+
+    #[test]
+    fn refusal_explains_each_pool() {
+        let mut o = objs();
+        o.tenants
+            .get_mut("t")
+            .and_then(|t| t.spec.as_mut())
+            .expect("tenant")
+            .capacity_quota = String::new();
+        let a = Arc::new(Allocator::default());
+        let e = a.reserve(&o, &req(21)).err().expect("too big");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("pool \"a\"") && msg.contains("pool \"b\""),
+            "{msg}"
+        );
+        let mut r = req(1);
+        r.selector = Selector::parse("tier=none").expect("selector");
+        assert!(matches!(
+            a.reserve(&o, &r),
+            Err(ApiError::FailedPrecondition(_))
+        ));
+    }
+}

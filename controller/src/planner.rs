@@ -1,0 +1,186 @@
+//! Computes a node's desired state from the objects. Pure: the same objects
+//! give the same desired state, which is what makes agent reconnects and
+//! controller restarts safe.
+//!
+//! Ordering rules encoded here:
+//! * a workstation is told to connect only once the volume's export is
+//!   reported ready;
+//! * a detaching attachment (deletion requested) disappears from the
+//!   workstation's connections at once, but its host stays allowed on the
+//!   export until the workstation reports the disconnect (then the
+//!   attachment object is removed and the host with it).
+
+use ferrofab_proto::v1::{
+    AccessMode, Attachment, BackingKind, Connection, DataAddress, DesiredState, Export, Listener,
+    Node, NodeRole, Pool, ReclaimPolicy, Removal, TransportOptions, Volume,
+};
+
+use crate::cache::Objects;
+
+/// NVMe/TCP's IANA port, used when an address has none.
+pub const DEFAULT_PORT: u32 = 4420;
+
+/// Transport settings every connection gets (from the controller config).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Defaults {
+    pub transport: TransportOptions,
+}
+
+fn deleting(m: Option<&ferrofab_proto::v1::ObjectMeta>) -> bool {
+    m.is_some_and(|m| m.deletion_timestamp.is_some())
+}
+
+fn has_role(node: &Node, role: NodeRole) -> bool {
+    node.spec
+        .as_ref()
+        .is_some_and(|s| s.roles.contains(&(role as i32)))
+}
+
+fn listener(a: &DataAddress) -> Listener {
+    Listener {
+        address: a.address.clone(),
+        port: if a.port == 0 { DEFAULT_PORT } else { a.port },
+        transport: if a.transport.is_empty() {
+            "tcp".into()
+        } else {
+            a.transport.clone()
+        },
+    }
+}
+
+fn volume_node(v: &Volume) -> &str {
+    v.status.as_ref().map_or("", |s| s.node.as_str())
+}
+
+fn attachments_of<'a>(o: &'a Objects, volume: &'a str) -> impl Iterator<Item = &'a Attachment> {
+    o.attachments
+        .values()
+        .filter(move |a| a.spec.as_ref().is_some_and(|s| s.volume == volume))
+}
+
+fn export(o: &Objects, v: &Volume, pool: Option<&Pool>) -> Export {
+    let name = v.metadata.as_ref().map_or("", |m| m.name.as_str());
+    let st = v.status.clone().unwrap_or_default();
+    let spec = v.spec.clone().unwrap_or_default();
+    let mut hosts: Vec<String> = attachments_of(o, name)
+        .filter_map(|a| a.spec.as_ref())
+        .filter_map(|s| o.nodes.get(&s.node))
+        .filter_map(|n| n.spec.as_ref().map(|s| s.host_nqn.clone()))
+        .filter(|h| !h.is_empty())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    Export {
+        volume: name.to_string(),
+        volume_uid: v.metadata.as_ref().map_or(String::new(), |m| m.uid.clone()),
+        subsystem_nqn: st.subsystem_nqn,
+        nsid: 1,
+        backing_kind: pool
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.backing.as_ref())
+            .map_or(BackingKind::Directory as i32, |b| b.kind),
+        backing_path: st.backing_path,
+        size_bytes: st.size_bytes,
+        block_size: if spec.block_size == 0 {
+            4096
+        } else {
+            spec.block_size
+        },
+        uuid: st.uuid,
+        nguid: st.nguid,
+        serial: st.serial,
+        allowed_hosts: hosts,
+    }
+}
+
+fn removal(v: &Volume, pool: Option<&Pool>) -> Removal {
+    let st = v.status.clone().unwrap_or_default();
+    let retain = pool
+        .and_then(|p| p.spec.as_ref())
+        .is_some_and(|s| s.reclaim_policy == ReclaimPolicy::Retain as i32);
+    Removal {
+        volume: v
+            .metadata
+            .as_ref()
+            .map_or(String::new(), |m| m.name.clone()),
+        subsystem_nqn: st.subsystem_nqn,
+        backing_path: st.backing_path,
+        delete_data: !retain,
+    }
+}
+
+fn storage_part(o: &Objects, node: &Node, name: &str, ds: &mut DesiredState) {
+    if let Some(spec) = &node.spec {
+        ds.listeners = spec.data_addresses.iter().map(listener).collect();
+    }
+    for v in o.volumes.values().filter(|v| volume_node(v) == name) {
+        let pool = v.status.as_ref().and_then(|s| o.pools.get(&s.pool));
+        if deleting(v.metadata.as_ref()) {
+            ds.removals.push(removal(v, pool));
+        } else {
+            ds.exports.push(export(o, v, pool));
+        }
+    }
+}
+
+fn connection(o: &Objects, a: &Attachment, defaults: &Defaults) -> Option<Connection> {
+    let spec = a.spec.as_ref()?;
+    let v = o.volumes.get(&spec.volume)?;
+    let st = v.status.as_ref()?;
+    if !st.export_ready || deleting(v.metadata.as_ref()) {
+        return None;
+    }
+    let storage = o.nodes.get(&st.node)?;
+    let addr = storage.spec.as_ref()?.data_addresses.first()?;
+    let l = listener(addr);
+    Some(Connection {
+        attachment: a.metadata.as_ref()?.name.clone(),
+        volume: spec.volume.clone(),
+        subsystem_nqn: st.subsystem_nqn.clone(),
+        address: l.address,
+        port: l.port,
+        transport: l.transport,
+        options: Some(defaults.transport),
+        exposure_name: spec.volume.clone(),
+        read_only: spec.mode == AccessMode::ReadOnly as i32,
+        uuid: st.uuid.clone(),
+    })
+}
+
+fn workstation_part(o: &Objects, name: &str, defaults: &Defaults, ds: &mut DesiredState) {
+    ds.connections = o
+        .attachments
+        .values()
+        .filter(|a| a.spec.as_ref().is_some_and(|s| s.node == name))
+        .filter(|a| !deleting(a.metadata.as_ref()))
+        .filter_map(|a| connection(o, a, defaults))
+        .collect();
+}
+
+/// The desired state of `name` (empty if the node is unknown).
+pub fn desired_state(o: &Objects, name: &str, defaults: &Defaults) -> DesiredState {
+    let mut ds = DesiredState {
+        node: name.to_string(),
+        revision: o.revision,
+        ..Default::default()
+    };
+    let Some(node) = o.nodes.get(name) else {
+        return ds;
+    };
+    if has_role(node, NodeRole::Storage) {
+        storage_part(o, node, name, &mut ds);
+    }
+    if has_role(node, NodeRole::Workstation) {
+        workstation_part(o, name, defaults, &mut ds);
+    }
+    ds
+}
+
+/// Equal ignoring the revision: decides whether a new snapshot is worth
+/// sending to an agent.
+pub fn same_content(a: &DesiredState, b: &DesiredState) -> bool {
+    a.listeners == b.listeners
+        && a.exports == b.exports
+        && a.removals == b.removals
+        && a.connections == b.connections
+}

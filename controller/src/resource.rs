@@ -1,0 +1,417 @@
+//! What the controller needs to know about each kind, in one place: its key
+//! prefix, its metadata, how its spec is compared (generation bumps, Apply
+//! diffs) and how it is validated.
+
+use std::collections::BTreeMap;
+
+use ferrofab_proto::v1::{
+    self, watch_event, Attachment, Kind, Node, ObjectMeta, Pool, Tenant, Volume,
+};
+use prost::Message;
+
+use crate::error::ApiError;
+
+/// Finalizer held by a volume until its storage node reports the export gone.
+pub const FINALIZER_EXPORT: &str = "ferrofab.io/export";
+/// Finalizer held by an attachment until its workstation reports it
+/// disconnected.
+pub const FINALIZER_DETACH: &str = "ferrofab.io/detach";
+
+/// Store key of an object.
+pub fn key(kind: Kind, name: &str) -> String {
+    format!("{}{}", prefix(kind), name)
+}
+
+/// Key prefix of a kind; the store lists and watches by it.
+pub fn prefix(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Node => "nodes/",
+        Kind::Pool => "pools/",
+        Kind::Volume => "volumes/",
+        Kind::Attachment => "attachments/",
+        Kind::Tenant => "tenants/",
+        Kind::Unspecified => "unspecified/",
+    }
+}
+
+/// Lower-case kind name used in messages ("volume scratch not found").
+pub fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Node => "node",
+        Kind::Pool => "pool",
+        Kind::Volume => "volume",
+        Kind::Attachment => "attachment",
+        Kind::Tenant => "tenant",
+        Kind::Unspecified => "object",
+    }
+}
+
+/// Behaviour shared by the five kinds so CRUD, watch and Apply are written
+/// once.
+pub trait Resource: Message + Default + Clone + PartialEq + 'static {
+    const KIND: Kind;
+    fn meta(&self) -> Option<&ObjectMeta>;
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+    /// Spec fields rendered as `path → value`; equality of these maps is
+    /// what "the spec changed" means, and their difference is Apply's diff.
+    fn spec_fields(&self) -> BTreeMap<String, String>;
+    /// Drops the status (clients never write it through AdminService).
+    fn clear_status(&mut self);
+    /// Moves the status of `old` into `self` (updates keep the status).
+    fn keep_status(&mut self, old: &Self);
+    fn into_event_object(self) -> watch_event::Object;
+
+    fn name(&self) -> &str {
+        self.meta().map_or("", |m| m.name.as_str())
+    }
+}
+
+/// Spec plus labels and annotations: everything an administrator owns.
+pub fn owned_fields<R: Resource>(r: &R) -> BTreeMap<String, String> {
+    let mut f = r.spec_fields();
+    if let Some(m) = r.meta() {
+        for (k, v) in &m.labels {
+            f.insert(format!("metadata.labels.{k}"), v.clone());
+        }
+        for (k, v) in &m.annotations {
+            f.insert(format!("metadata.annotations.{k}"), v.clone());
+        }
+    }
+    f
+}
+
+fn put(f: &mut BTreeMap<String, String>, k: &str, v: impl ToString) {
+    let v = v.to_string();
+    if !v.is_empty() && v != "0" && v != "false" {
+        f.insert(k.to_string(), v);
+    }
+}
+
+fn selector_string(s: Option<&v1::LabelSelector>) -> String {
+    s.map(|s| {
+        s.match_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+    .unwrap_or_default()
+}
+
+fn ts_string(t: Option<&prost_types::Timestamp>) -> String {
+    t.map(|t| format!("{}s", t.seconds)).unwrap_or_default()
+}
+
+macro_rules! resource_impl {
+    ($ty:ty, $kind:expr, $variant:ident) => {
+        impl Resource for $ty {
+            const KIND: Kind = $kind;
+            fn meta(&self) -> Option<&ObjectMeta> {
+                self.metadata.as_ref()
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                self.metadata.get_or_insert_with(Default::default)
+            }
+            fn spec_fields(&self) -> BTreeMap<String, String> {
+                spec_fields_of(self)
+            }
+            fn clear_status(&mut self) {
+                self.status = None;
+            }
+            fn keep_status(&mut self, old: &Self) {
+                self.status = old.status.clone();
+            }
+            fn into_event_object(self) -> watch_event::Object {
+                watch_event::Object::$variant(self)
+            }
+        }
+    };
+}
+
+resource_impl!(Node, Kind::Node, Node);
+resource_impl!(Pool, Kind::Pool, Pool);
+resource_impl!(Volume, Kind::Volume, Volume);
+resource_impl!(Attachment, Kind::Attachment, Attachment);
+resource_impl!(Tenant, Kind::Tenant, Tenant);
+
+trait SpecFields {
+    fn fields(&self) -> BTreeMap<String, String>;
+}
+
+fn spec_fields_of<T: SpecFields>(t: &T) -> BTreeMap<String, String> {
+    t.fields()
+}
+
+impl SpecFields for Node {
+    fn fields(&self) -> BTreeMap<String, String> {
+        let mut f = BTreeMap::new();
+        let Some(s) = &self.spec else { return f };
+        let roles: Vec<&str> = s
+            .roles
+            .iter()
+            .map(|r| match v1::NodeRole::try_from(*r) {
+                Ok(v1::NodeRole::Storage) => "storage",
+                Ok(v1::NodeRole::Workstation) => "workstation",
+                _ => "unspecified",
+            })
+            .collect();
+        put(&mut f, "spec.roles", roles.join(","));
+        let addrs: Vec<String> = s
+            .data_addresses
+            .iter()
+            .map(|a| format!("{}:{}/{}", a.address, a.port, a.transport))
+            .collect();
+        put(&mut f, "spec.data_addresses", addrs.join(","));
+        put(&mut f, "spec.host_nqn", &s.host_nqn);
+        f
+    }
+}
+
+impl SpecFields for Pool {
+    fn fields(&self) -> BTreeMap<String, String> {
+        let mut f = BTreeMap::new();
+        let Some(s) = &self.spec else { return f };
+        put(&mut f, "spec.node", &s.node);
+        if let Some(b) = &s.backing {
+            put(&mut f, "spec.backing.kind", b.kind);
+            put(&mut f, "spec.backing.path", &b.path);
+        }
+        put(&mut f, "spec.capacity", &s.capacity);
+        put(&mut f, "spec.overcommit_ratio", s.overcommit_ratio);
+        put(&mut f, "spec.namespace_limit", s.namespace_limit);
+        put(&mut f, "spec.reclaim_policy", s.reclaim_policy);
+        f
+    }
+}
+
+impl SpecFields for Volume {
+    fn fields(&self) -> BTreeMap<String, String> {
+        let mut f = BTreeMap::new();
+        let Some(s) = &self.spec else { return f };
+        put(&mut f, "spec.tenant", &s.tenant);
+        put(&mut f, "spec.size", &s.size);
+        put(&mut f, "spec.block_size", s.block_size);
+        put(&mut f, "spec.pool", &s.pool);
+        put(
+            &mut f,
+            "spec.pool_selector",
+            selector_string(s.pool_selector.as_ref()),
+        );
+        put(&mut f, "spec.expires_at", ts_string(s.expires_at.as_ref()));
+        f
+    }
+}
+
+impl SpecFields for Attachment {
+    fn fields(&self) -> BTreeMap<String, String> {
+        let mut f = BTreeMap::new();
+        let Some(s) = &self.spec else { return f };
+        put(&mut f, "spec.volume", &s.volume);
+        put(&mut f, "spec.node", &s.node);
+        put(&mut f, "spec.mode", s.mode);
+        f
+    }
+}
+
+impl SpecFields for Tenant {
+    fn fields(&self) -> BTreeMap<String, String> {
+        let mut f = BTreeMap::new();
+        let Some(s) = &self.spec else { return f };
+        put(&mut f, "spec.capacity_quota", &s.capacity_quota);
+        put(&mut f, "spec.volume_quota", s.volume_quota);
+        put(&mut f, "spec.allowed_nodes", s.allowed_nodes.join(","));
+        f
+    }
+}
+
+// ------------------------------------------------------------ validation
+
+/// Object names: DNS labels, so they can appear in NQNs, paths and CNs.
+pub fn validate_name(field: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("{name:?} is not a valid name (1-63 of a-z, 0-9 and '-', not starting or ending with '-')"),
+        ))
+    }
+}
+
+fn label_part_ok(s: &str, allow_empty: bool) -> bool {
+    (allow_empty || !s.is_empty())
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Label keys are `[prefix/]name`; values may be empty.
+pub fn validate_labels(
+    field: &str,
+    labels: &std::collections::HashMap<String, String>,
+) -> Result<(), ApiError> {
+    for (k, v) in labels {
+        let name = k.rsplit_once('/').map_or(k.as_str(), |(p, n)| {
+            if p.is_empty() || p.len() > 253 {
+                ""
+            } else {
+                n
+            }
+        });
+        if !label_part_ok(name, false) {
+            return Err(ApiError::invalid(
+                &format!("{field}.{k}"),
+                format!("label key {k:?} is invalid"),
+            ));
+        }
+        if !label_part_ok(v, true) {
+            return Err(ApiError::invalid(
+                &format!("{field}.{k}"),
+                format!(
+                    "label value {v:?} is invalid (at most 63 of A-Z, a-z, 0-9, '-', '_', '.')"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sizes accept plain bytes or units ("4TiB"), via the nvmeof crate's parser
+/// so that every ferrofab tool agrees on what a size means.
+pub fn parse_size(field: &str, s: &str) -> Result<u64, ApiError> {
+    match ferrofab_nvmeof::units::parse_size(s) {
+        Ok(0) => Err(ApiError::invalid(field, "size must be greater than zero")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(ApiError::invalid(field, format!("{s:?}: {e}"))),
+    }
+}
+
+/// NVMe Qualified Names: "nqn." prefix, at most 223 bytes, printable.
+pub fn validate_nqn(field: &str, nqn: &str) -> Result<(), ApiError> {
+    let ok =
+        nqn.starts_with("nqn.") && nqn.len() <= 223 && nqn.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("{nqn:?} is not an NVMe qualified name (nqn.*, at most 223 bytes)"),
+        ))
+    }
+}
+
+/// An equality label selector in string form: "a=b,c!=d,e".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    terms: Vec<Term>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Term {
+    Eq(String, String),
+    Ne(String, String),
+    Exists(String),
+}
+
+impl Selector {
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        let mut terms = Vec::new();
+        for raw in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let term = if let Some((k, v)) = raw.split_once("!=") {
+                Term::Ne(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = raw.split_once('=') {
+                Term::Eq(k.trim().into(), v.trim().trim_start_matches('=').into())
+            } else {
+                Term::Exists(raw.into())
+            };
+            let key = match &term {
+                Term::Eq(k, _) | Term::Ne(k, _) | Term::Exists(k) => k,
+            };
+            if key.is_empty() {
+                return Err(ApiError::invalid(
+                    "label_selector",
+                    format!("{raw:?} has no key"),
+                ));
+            }
+            terms.push(term);
+        }
+        Ok(Self { terms })
+    }
+
+    pub fn from_match_labels(m: &std::collections::HashMap<String, String>) -> Self {
+        Self {
+            terms: m
+                .iter()
+                .map(|(k, v)| Term::Eq(k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn matches(&self, labels: &std::collections::HashMap<String, String>) -> bool {
+        self.terms.iter().all(|t| match t {
+            Term::Eq(k, v) => labels.get(k) == Some(v),
+            Term::Ne(k, v) => labels.get(k) != Some(v),
+            Term::Exists(k) => labels.contains_key(k),
+        })
+    }
+
+    pub fn matches_meta(&self, m: Option<&ObjectMeta>) -> bool {
+        match m {
+            Some(m) => self.matches(&m.labels),
+            None => self.terms.is_empty(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("metadata.name", "vol-1").is_ok());
+        for bad in ["", "-a", "a-", "A", "a_b", &"x".repeat(64)] {
+            let e = validate_name("metadata.name", bad).expect_err(bad);
+            assert!(e.to_string().contains("metadata.name"));
+        }
+    }
+
+    #[test]
+    fn sizes_take_units_and_reject_zero() {
+        assert_eq!(parse_size("spec.size", "4TiB").ok(), Some(4 << 40));
+        assert!(parse_size("spec.size", "0").is_err());
+        let e = parse_size("spec.size", "lots").expect_err("bad");
+        assert!(e.to_string().contains("spec.size"));
+    }
+
+    #[test]
+    fn selectors() {
+        let s = Selector::parse("tier=fast, zone!=b,ssd").expect("parse");
+        let mut l = HashMap::new();
+        l.insert("tier".to_string(), "fast".to_string());
+        l.insert("ssd".to_string(), String::new());
+        assert!(s.matches(&l));
+        l.insert("zone".to_string(), "b".to_string());
+        assert!(!s.matches(&l));
+        assert!(Selector::parse("=x").is_err());
+    }
+
+    #[test]
+    fn labels_and_nqns() {
+        let mut l = HashMap::new();
+        l.insert("ferrofab.io/team".to_string(), "neuro".to_string());
+        assert!(validate_labels("metadata.labels", &l).is_ok());
+        l.insert("bad key".to_string(), "x".to_string());
+        assert!(validate_labels("metadata.labels", &l).is_err());
+        assert!(validate_nqn("spec.host_nqn", "nqn.2014-08.org.nvmexpress:uuid:1").is_ok());
+        assert!(validate_nqn("spec.host_nqn", "iqn.x").is_err());
+    }
+}

@@ -1,0 +1,147 @@
+//! The persistence boundary. Shaped like etcd's KV API (monotonic revisions,
+//! compare-and-swap transactions, prefix listing, watch from a revision) so
+//! that an etcd backend can replace the embedded one without touching the
+//! API layer.
+
+pub mod redb;
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::watch::WatchStream;
+
+/// A store-wide, strictly increasing commit counter; every committed write
+/// gets the next one. Revision 0 means "before anything was written".
+pub type Revision = u64;
+
+/// A stored key with the revisions etcd would report for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+}
+
+/// A guard evaluated atomically before a transaction's operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key's mod_revision equals this one; 0 means the key is absent.
+    ModRevision { key: String, equals: Revision },
+}
+
+/// A mutation inside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+/// All-or-nothing: if every compare holds, every op is applied under one
+/// new revision; otherwise nothing is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub ops: Vec<Op>,
+}
+
+impl Txn {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requires `key` to be at `rev` (0: absent).
+    pub fn when(mut self, key: impl Into<String>, rev: Revision) -> Self {
+        self.compares.push(Compare::ModRevision {
+            key: key.into(),
+            equals: rev,
+        });
+        self
+    }
+
+    pub fn put(mut self, key: impl Into<String>, value: Vec<u8>) -> Self {
+        self.ops.push(Op::Put {
+            key: key.into(),
+            value,
+        });
+        self
+    }
+
+    pub fn delete(mut self, key: impl Into<String>) -> Self {
+        self.ops.push(Op::Delete { key: key.into() });
+        self
+    }
+}
+
+/// The outcome of a transaction that reached the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnResult {
+    /// Durable (fsynced) at this revision.
+    Committed { revision: Revision },
+    /// A compare did not hold: `key` is at `actual` (0: absent).
+    CompareFailed { key: String, actual: Revision },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// A committed change. For deletes, `kv.value` is the last value the key had
+/// so that watchers can tell what disappeared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+    pub revision: Revision,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open store {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error(
+        "store {path} has format version {found}, newer than the {supported} this controller supports; upgrade the controller"
+    )]
+    NewerFormat {
+        path: String,
+        found: u64,
+        supported: u64,
+    },
+    #[error("store {path} is corrupt: {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error("store I/O failed: {0}")]
+    Io(String),
+    #[error("store is shut down")]
+    Closed,
+    #[error(
+        "revision {requested} is no longer kept (oldest resumable revision is {oldest}); list again and watch from the list's revision"
+    )]
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
+}
+
+/// A handle resolving once the transaction is durable or refused.
+pub type TxnFuture = oneshot::Receiver<Result<TxnResult, StoreError>>;
+
+/// The etcd-shaped store. Implementations must commit transactions in
+/// revision order and publish their events to watchers in that same order.
+pub trait Store: Send + Sync + 'static {
+    /// Reads one key.
+    fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+    /// Every key under `prefix`, with the revision the read was made at.
+    fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError>;
+    /// Queues a transaction; it is acknowledged only once durable.
+    fn txn(&self, txn: Txn) -> TxnFuture;
+    /// The latest committed revision.
+    fn revision(&self) -> Revision;
+    /// Every event under `prefix` after `from`, then live ones.
+    fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError>;
+}
+
+/// A shared store handle.
+pub type SharedStore = Arc<dyn Store>;

@@ -1,0 +1,332 @@
+//! Desired state and status flow between the controller and agents:
+//! export → ready → connect; detach → disconnect → revoke; burst expiry.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ferrofab_proto::v1::*;
+use tokio_stream::StreamExt;
+
+async fn next(s: &mut tonic::Streaming<DesiredState>) -> DesiredState {
+    tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .expect("state in time")
+        .expect("stream open")
+        .expect("state")
+}
+
+fn export_ready(volume: &str, nqn: &str) -> ExportStatus {
+    ExportStatus {
+        volume: volume.into(),
+        subsystem_nqn: nqn.into(),
+        ready: true,
+        conditions: vec![],
+    }
+}
+
+#[tokio::test]
+async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
+    let ctl = Controller::start();
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let mut ws1 = ctl.agent_as("node:ws1").await;
+    let mut s1_stream = s1
+        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect("s1 watch")
+        .into_inner();
+    let mut ws_stream = ws1
+        .watch_desired_state(WatchDesiredStateRequest { node: "ws1".into() })
+        .await
+        .expect("ws watch")
+        .into_inner();
+    let first = next(&mut s1_stream).await;
+    assert!(first.exports.is_empty());
+    assert_eq!(first.listeners.len(), 1);
+    assert!(next(&mut ws_stream).await.connections.is_empty());
+
+    let v = admin
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("data", "lab", "10GiB", "p1")),
+        })
+        .await
+        .expect("v")
+        .into_inner();
+    let nqn = v.status.as_ref().expect("st").subsystem_nqn.clone();
+    let ds = next(&mut s1_stream).await;
+    assert_eq!(ds.exports.len(), 1);
+    let ex = &ds.exports[0];
+    assert_eq!((ex.nsid, ex.size_bytes, ex.block_size), (1, 10 << 30, 4096));
+    assert_eq!(ex.subsystem_nqn, nqn);
+    assert!(ex.backing_path.starts_with("/srv/ferrofab/p1/"));
+    assert!(ex.allowed_hosts.is_empty());
+
+    admin
+        .create_attachment(CreateAttachmentRequest {
+            attachment: Some(attachment("data-ws1", "data", "ws1")),
+        })
+        .await
+        .expect("att");
+    let ds = next(&mut s1_stream).await;
+    assert_eq!(
+        ds.exports[0].allowed_hosts,
+        vec!["nqn.2014-08.org.nvmexpress:uuid:ws1".to_string()]
+    );
+    let ws_now = admin
+        .get_desired_state(GetDesiredStateRequest { node: "ws1".into() })
+        .await
+        .expect("ds")
+        .into_inner();
+    assert!(
+        ws_now.connections.is_empty(),
+        "no connect before the export is ready"
+    );
+
+    s1.report_status(ReportStatusRequest {
+        node: "s1".into(),
+        exports: vec![export_ready("data", &nqn)],
+        ..Default::default()
+    })
+    .await
+    .expect("report");
+    let ws = next(&mut ws_stream).await;
+    assert_eq!(ws.connections.len(), 1);
+    let conn = &ws.connections[0];
+    assert_eq!(
+        (
+            conn.address.as_str(),
+            conn.port,
+            conn.exposure_name.as_str()
+        ),
+        ("127.0.0.1", 4420, "data")
+    );
+    assert_eq!(conn.subsystem_nqn, nqn);
+    assert!(!conn.read_only);
+    let v = admin
+        .get_volume(GetVolumeRequest {
+            name: "data".into(),
+        })
+        .await
+        .expect("v")
+        .into_inner();
+    assert!(v.status.as_ref().expect("st").export_ready);
+    assert_eq!(v.status.expect("st").phase, VolumePhase::Ready as i32);
+
+    ws1.report_status(ReportStatusRequest {
+        node: "ws1".into(),
+        connections: vec![ConnectionStatus {
+            attachment: "data-ws1".into(),
+            volume: "data".into(),
+            connected: true,
+            device_path: "/dev/nvme1n1".into(),
+            conditions: vec![],
+        }],
+        ..Default::default()
+    })
+    .await
+    .expect("ws report");
+    let a = admin
+        .get_attachment(GetAttachmentRequest {
+            name: "data-ws1".into(),
+        })
+        .await
+        .expect("a")
+        .into_inner();
+    assert_eq!(
+        a.status.as_ref().expect("st").phase,
+        AttachmentPhase::Attached as i32
+    );
+    assert_eq!(a.status.expect("st").device_path, "/dev/nvme1n1");
+
+    // Detach: disconnect first, host revoked only after the report.
+    admin
+        .delete_attachment(DeleteAttachmentRequest {
+            name: "data-ws1".into(),
+            resource_version: 0,
+        })
+        .await
+        .expect("detach");
+    let ws = next(&mut ws_stream).await;
+    assert!(ws.connections.is_empty(), "told to disconnect");
+    let s1_now = admin
+        .get_desired_state(GetDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect("ds")
+        .into_inner();
+    assert_eq!(
+        s1_now.exports[0].allowed_hosts.len(),
+        1,
+        "host still allowed until disconnect reported"
+    );
+    let a = admin
+        .get_attachment(GetAttachmentRequest {
+            name: "data-ws1".into(),
+        })
+        .await
+        .expect("still there")
+        .into_inner();
+    assert_eq!(
+        a.status.expect("st").phase,
+        AttachmentPhase::Detaching as i32
+    );
+    ws1.report_status(ReportStatusRequest {
+        node: "ws1".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("disconnected");
+    let s1_now = admin
+        .get_desired_state(GetDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect("ds")
+        .into_inner();
+    assert!(
+        s1_now.exports[0].allowed_hosts.is_empty(),
+        "host revoked after disconnect"
+    );
+
+    // Volume deletion: the export goes into removals; gone once reported.
+    admin
+        .delete_volume(DeleteVolumeRequest {
+            name: "data".into(),
+            resource_version: 0,
+        })
+        .await
+        .expect("delete");
+    let s1_now = admin
+        .get_desired_state(GetDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect("ds")
+        .into_inner();
+    assert!(s1_now.exports.is_empty());
+    assert_eq!(s1_now.removals.len(), 1);
+    assert!(s1_now.removals[0].delete_data, "reclaim policy delete");
+    admin
+        .get_volume(GetVolumeRequest {
+            name: "data".into(),
+        })
+        .await
+        .expect("held by finalizer");
+    s1.report_status(ReportStatusRequest {
+        node: "s1".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("export gone");
+    let e = admin
+        .get_volume(GetVolumeRequest {
+            name: "data".into(),
+        })
+        .await
+        .expect_err("deleted");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let n = admin
+        .get_node(GetNodeRequest { name: "s1".into() })
+        .await
+        .expect("node")
+        .into_inner();
+    assert!(n.status.expect("st").last_heartbeat.is_some());
+}
+
+#[tokio::test]
+async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
+    let ctl = Controller::start_with(Options {
+        manual_clock: true,
+        ..Default::default()
+    });
+    let mut admin = ctl.admin().await;
+    let mut debug = ctl.debug().await;
+    basic_layout(&mut admin).await;
+    let now = debug
+        .advance_clock(AdvanceClockRequest { seconds: 0 })
+        .await
+        .expect("now")
+        .into_inner()
+        .now
+        .expect("ts")
+        .seconds;
+    let mut v = volume("burst", "lab", "1GiB", "p1");
+    v.spec.as_mut().expect("s").expires_at = Some(prost_types::Timestamp {
+        seconds: now + 7200,
+        nanos: 0,
+    });
+    admin
+        .create_volume(CreateVolumeRequest { volume: Some(v) })
+        .await
+        .expect("v");
+    admin
+        .create_attachment(CreateAttachmentRequest {
+            attachment: Some(attachment("burst-ws1", "burst", "ws1")),
+        })
+        .await
+        .expect("att");
+
+    // 1h before expiry (warn window is 1h): Warning condition.
+    debug
+        .advance_clock(AdvanceClockRequest { seconds: 3700 })
+        .await
+        .expect("advance");
+    let v = admin
+        .get_volume(GetVolumeRequest {
+            name: "burst".into(),
+        })
+        .await
+        .expect("v")
+        .into_inner();
+    let c = v
+        .status
+        .expect("st")
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "Expiring")
+        .expect("warning");
+    assert_eq!(c.severity, Severity::Warning as i32);
+    assert!(c.message.contains("detached and deleted"), "{}", c.message);
+
+    // Past expires_at but within grace: still there.
+    debug
+        .advance_clock(AdvanceClockRequest { seconds: 3600 })
+        .await
+        .expect("advance");
+    admin
+        .get_volume(GetVolumeRequest {
+            name: "burst".into(),
+        })
+        .await
+        .expect("grace");
+
+    // Past grace (600 s): never connected, so detach and delete are immediate.
+    debug
+        .advance_clock(AdvanceClockRequest { seconds: 700 })
+        .await
+        .expect("advance");
+    let e = admin
+        .get_attachment(GetAttachmentRequest {
+            name: "burst-ws1".into(),
+        })
+        .await
+        .expect_err("detached");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = admin
+        .get_volume(GetVolumeRequest {
+            name: "burst".into(),
+        })
+        .await
+        .expect_err("deleted");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn debug_service_is_absent_without_the_test_flag() {
+    let ctl = Controller::start();
+    let e = ctl
+        .debug()
+        .await
+        .advance_clock(AdvanceClockRequest { seconds: 1 })
+        .await
+        .expect_err("absent");
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+}

@@ -1,0 +1,360 @@
+//! CRUD, Apply, optimistic concurrency and input validation against a real
+//! controller process over mTLS.
+
+mod common;
+
+use common::*;
+use ferrofab_proto::v1::*;
+use tonic::Code;
+
+#[tokio::test]
+async fn crud_round_trip_for_every_kind() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    basic_layout(&mut c).await;
+
+    let v = c
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("scratch", "lab", "4GiB", "p1")),
+        })
+        .await
+        .expect("create volume")
+        .into_inner();
+    let st = v.status.clone().expect("status");
+    assert_eq!(st.pool, "p1");
+    assert_eq!(st.size_bytes, 4 << 30);
+    assert!(st.subsystem_nqn.starts_with("nqn."), "{st:?}");
+    assert_eq!(v.metadata.as_ref().expect("meta").generation, 1);
+
+    let got = c
+        .get_volume(GetVolumeRequest {
+            name: "scratch".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got, v);
+
+    let list = c
+        .list_volumes(ListVolumesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.items.len(), 1);
+    assert!(list.revision >= rv(&v));
+
+    let nodes = c
+        .list_nodes(ListNodesRequest {
+            label_selector: String::new(),
+        })
+        .await
+        .expect("nodes")
+        .into_inner();
+    assert_eq!(nodes.items.len(), 2);
+
+    // Update: labels only keeps the generation; a growth bumps it.
+    let mut upd = got.clone();
+    upd.metadata
+        .as_mut()
+        .expect("meta")
+        .labels
+        .insert("team".into(), "vision".into());
+    let upd = c
+        .update_volume(UpdateVolumeRequest { volume: Some(upd) })
+        .await
+        .expect("label")
+        .into_inner();
+    assert_eq!(upd.metadata.as_ref().expect("m").generation, 1);
+    let mut grow = upd.clone();
+    grow.spec.as_mut().expect("spec").size = "8GiB".into();
+    let grown = c
+        .update_volume(UpdateVolumeRequest { volume: Some(grow) })
+        .await
+        .expect("grow")
+        .into_inner();
+    assert_eq!(grown.metadata.as_ref().expect("m").generation, 2);
+    assert_eq!(grown.status.as_ref().expect("st").size_bytes, 8 << 30);
+    assert_eq!(
+        grown.status.as_ref().expect("st").uuid,
+        st.uuid,
+        "identity is stable"
+    );
+
+    let sel = c
+        .list_volumes(ListVolumesRequest {
+            label_selector: "team=vision".into(),
+        })
+        .await
+        .expect("list sel")
+        .into_inner();
+    assert_eq!(sel.items.len(), 1);
+    let sel = c
+        .list_volumes(ListVolumesRequest {
+            label_selector: "team=other".into(),
+        })
+        .await
+        .expect("list sel")
+        .into_inner();
+    assert!(sel.items.is_empty());
+
+    let pool = c
+        .get_pool(GetPoolRequest { name: "p1".into() })
+        .await
+        .expect("pool")
+        .into_inner();
+    assert_eq!(pool.status.as_ref().expect("st").allocated_bytes, 8 << 30);
+
+    // Never exported: deletion is immediate.
+    c.delete_volume(DeleteVolumeRequest {
+        name: "scratch".into(),
+        resource_version: 0,
+    })
+    .await
+    .expect("delete");
+    let e = c
+        .get_volume(GetVolumeRequest {
+            name: "scratch".into(),
+        })
+        .await
+        .expect_err("gone");
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("scratch"), "{}", e.message());
+
+    c.delete_pool(DeletePoolRequest {
+        name: "p1".into(),
+        resource_version: 0,
+    })
+    .await
+    .expect("pool");
+    c.delete_node(DeleteNodeRequest {
+        name: "s1".into(),
+        resource_version: 0,
+    })
+    .await
+    .expect("node");
+    c.delete_tenant(DeleteTenantRequest {
+        name: "lab".into(),
+        resource_version: 0,
+    })
+    .await
+    .expect("tenant");
+}
+
+#[tokio::test]
+async fn stale_update_is_aborted_with_current_version() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    let t = c
+        .create_tenant(CreateTenantRequest {
+            tenant: Some(tenant("lab", "1TiB", 0, &[])),
+        })
+        .await
+        .expect("t")
+        .into_inner();
+    let mut a = t.clone();
+    a.spec.as_mut().expect("s").volume_quota = 5;
+    let a = c
+        .update_tenant(UpdateTenantRequest { tenant: Some(a) })
+        .await
+        .expect("first")
+        .into_inner();
+    let mut b = t.clone();
+    b.spec.as_mut().expect("s").volume_quota = 7;
+    let e = c
+        .update_tenant(UpdateTenantRequest { tenant: Some(b) })
+        .await
+        .expect_err("stale");
+    assert_eq!(e.code(), Code::Aborted);
+    assert!(
+        e.message()
+            .contains(&format!("current resource_version is {}", rv(&a))),
+        "{}",
+        e.message()
+    );
+    let e = c
+        .delete_tenant(DeleteTenantRequest {
+            name: "lab".into(),
+            resource_version: rv(&t),
+        })
+        .await
+        .expect_err("stale delete");
+    assert_eq!(e.code(), Code::Aborted);
+}
+
+#[tokio::test]
+async fn bad_input_names_the_field() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    basic_layout(&mut c).await;
+    let cases = [
+        (volume("Bad_Name", "lab", "1GiB", "p1"), "metadata.name"),
+        (volume("v", "lab", "lots", "p1"), "spec.size"),
+        (volume("v", "lab", "1GiB", "nope"), "spec.pool"),
+        (volume("v", "ghost", "1GiB", "p1"), "spec.tenant"),
+    ];
+    for (v, field) in cases {
+        let e = c
+            .create_volume(CreateVolumeRequest { volume: Some(v) })
+            .await
+            .expect_err(field);
+        assert_eq!(e.code(), Code::InvalidArgument, "{field}: {}", e.message());
+        assert!(e.message().contains(field), "{field}: {}", e.message());
+    }
+    let mut n = workstation("ws2");
+    n.spec.as_mut().expect("s").host_nqn = "iqn.bad".into();
+    let e = c
+        .create_node(CreateNodeRequest { node: Some(n) })
+        .await
+        .expect_err("nqn");
+    assert!(e.message().contains("spec.host_nqn"), "{}", e.message());
+    let mut t = tenant("t2", "", 0, &[]);
+    t.metadata
+        .as_mut()
+        .expect("m")
+        .labels
+        .insert("bad key!".into(), "x".into());
+    let e = c
+        .create_tenant(CreateTenantRequest { tenant: Some(t) })
+        .await
+        .expect_err("label");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("metadata.labels"), "{}", e.message());
+    let e = c
+        .create_tenant(CreateTenantRequest {
+            tenant: Some(tenant("lab", "", 0, &[])),
+        })
+        .await
+        .expect_err("dup");
+    assert_eq!(e.code(), Code::AlreadyExists);
+}
+
+#[tokio::test]
+async fn oversized_request_is_refused() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    let mut t = tenant("big", "", 0, &[]);
+    t.metadata
+        .as_mut()
+        .expect("m")
+        .annotations
+        .insert("blob".into(), "x".repeat(2 << 20));
+    let e = c
+        .create_tenant(CreateTenantRequest { tenant: Some(t) })
+        .await
+        .expect_err("too big");
+    // tonic refuses over-limit messages before decoding them.
+    assert_eq!(e.code(), Code::OutOfRange, "{}", e.message());
+    assert!(e.message().contains("too large"), "{}", e.message());
+}
+
+#[tokio::test]
+async fn apply_reports_field_level_diff_and_honours_dry_run() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    let layout = Layout {
+        tenants: vec![tenant("lab", "1TiB", 10, &["ws1"])],
+        nodes: vec![storage_node("s1", 4420), workstation("ws1")],
+        pools: vec![pool("p1", "s1", "1TiB", &[("tier", "fast")])],
+        volumes: vec![volume_sel("data", "lab", "10GiB", &[("tier", "fast")])],
+        attachments: vec![attachment("data-ws1", "data", "ws1")],
+    };
+    let dry = c
+        .apply(ApplyRequest {
+            layout: Some(layout.clone()),
+            dry_run: true,
+            prune: false,
+        })
+        .await
+        .expect("dry run")
+        .into_inner();
+    assert!(dry.dry_run);
+    assert_eq!(dry.diffs.len(), 6);
+    assert!(dry
+        .diffs
+        .iter()
+        .all(|d| d.action == DiffAction::Created as i32));
+    assert!(
+        c.list_tenants(ListTenantsRequest::default())
+            .await
+            .expect("l")
+            .into_inner()
+            .items
+            .is_empty(),
+        "dry run wrote nothing"
+    );
+
+    let real = c
+        .apply(ApplyRequest {
+            layout: Some(layout.clone()),
+            dry_run: false,
+            prune: false,
+        })
+        .await
+        .expect("apply")
+        .into_inner();
+    assert!(real.revision > 0);
+    let v = c
+        .get_volume(GetVolumeRequest {
+            name: "data".into(),
+        })
+        .await
+        .expect("v")
+        .into_inner();
+    assert_eq!(v.status.as_ref().expect("st").pool, "p1");
+
+    // Second apply with a change: one UPDATED with the field, rest UNCHANGED.
+    let mut l2 = layout.clone();
+    l2.volumes[0].spec.as_mut().expect("s").size = "20GiB".into();
+    let again = c
+        .apply(ApplyRequest {
+            layout: Some(l2),
+            dry_run: false,
+            prune: false,
+        })
+        .await
+        .expect("apply2")
+        .into_inner();
+    let upd: Vec<&ObjectDiff> = again
+        .diffs
+        .iter()
+        .filter(|d| d.action == DiffAction::Updated as i32)
+        .collect();
+    assert_eq!(upd.len(), 1, "{:?}", again.diffs);
+    assert_eq!(upd[0].name, "data");
+    assert_eq!(upd[0].changes[0].path, "spec.size");
+    assert_eq!(upd[0].changes[0].old_value, "10GiB");
+    assert_eq!(upd[0].changes[0].new_value, "20GiB");
+    assert_eq!(
+        again
+            .diffs
+            .iter()
+            .filter(|d| d.action == DiffAction::Unchanged as i32)
+            .count(),
+        5
+    );
+
+    // Prune: dropping the attachment from the layout deletes it.
+    let mut l3 = layout;
+    l3.attachments.clear();
+    l3.volumes[0].spec.as_mut().expect("s").size = "20GiB".into();
+    let pruned = c
+        .apply(ApplyRequest {
+            layout: Some(l3),
+            dry_run: false,
+            prune: true,
+        })
+        .await
+        .expect("prune")
+        .into_inner();
+    assert!(pruned
+        .diffs
+        .iter()
+        .any(|d| d.action == DiffAction::Deleted as i32 && d.name == "data-ws1"));
+    let e = c
+        .get_attachment(GetAttachmentRequest {
+            name: "data-ws1".into(),
+        })
+        .await
+        .expect_err("gone");
+    assert_eq!(e.code(), Code::NotFound);
+}

@@ -1,0 +1,244 @@
+//! Authorization and authentication negatives.
+
+mod common;
+
+use common::*;
+use ferrofab_proto::v1::admin_service_client::AdminServiceClient;
+use ferrofab_proto::v1::agent_service_client::AgentServiceClient;
+use ferrofab_proto::v1::*;
+use tonic::Code;
+
+#[tokio::test]
+async fn tenant_is_confined_to_its_own_volumes_and_quota() {
+    let ctl = Controller::start();
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    admin
+        .create_tenant(CreateTenantRequest {
+            tenant: Some(tenant("other", "", 1, &[])),
+        })
+        .await
+        .expect("other");
+    admin
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("theirs", "other", "1GiB", "p1")),
+        })
+        .await
+        .expect("theirs");
+
+    let mut lab = ctl.admin_as("tenant:lab").await;
+    lab.create_volume(CreateVolumeRequest {
+        volume: Some(volume("mine", "lab", "1GiB", "p1")),
+    })
+    .await
+    .expect("own create");
+    let e = lab
+        .delete_volume(DeleteVolumeRequest {
+            name: "theirs".into(),
+            resource_version: 0,
+        })
+        .await
+        .expect_err("foreign delete");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message().contains("tenant:lab") && e.message().contains("DeleteVolume"),
+        "{}",
+        e.message()
+    );
+    let e = lab
+        .get_volume(GetVolumeRequest {
+            name: "theirs".into(),
+        })
+        .await
+        .expect_err("foreign get");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = lab
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("sneaky", "other", "1GiB", "p1")),
+        })
+        .await
+        .expect_err("foreign create");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let list = lab
+        .list_volumes(ListVolumesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.items.len(), 1, "sees only its own");
+    let e = lab
+        .create_pool(CreatePoolRequest {
+            pool: Some(pool("px", "s1", "1GiB", &[])),
+        })
+        .await
+        .expect_err("admin only");
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    let mut other = ctl.admin_as("tenant:other").await;
+    let e = other
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("more", "other", "1GiB", "p1")),
+        })
+        .await
+        .expect_err("over quota");
+    assert_eq!(e.code(), Code::ResourceExhausted);
+}
+
+#[tokio::test]
+async fn node_sees_only_its_own_state() {
+    let ctl = Controller::start();
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    let mut ws1 = ctl.agent_as("node:ws1").await;
+    let e = ws1
+        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect_err("other node");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("node:ws1"), "{}", e.message());
+    let e = ws1
+        .report_status(ReportStatusRequest {
+            node: "s1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("report other");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let mut ws1_admin = ctl.admin_as("node:ws1").await;
+    let e = ws1_admin
+        .get_desired_state(GetDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect_err("get other");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = ws1_admin
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("v", "lab", "1GiB", "p1")),
+        })
+        .await
+        .expect_err("node creating volume");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    // A node may request an attachment for itself, not for another node.
+    admin
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("v", "lab", "1GiB", "p1")),
+        })
+        .await
+        .expect("v");
+    ws1_admin
+        .create_attachment(CreateAttachmentRequest {
+            attachment: Some(attachment("v-ws1", "v", "ws1")),
+        })
+        .await
+        .expect("self attach");
+    admin
+        .create_node(CreateNodeRequest {
+            node: Some(workstation("ws2")),
+        })
+        .await
+        .expect("ws2");
+    let e = ws1_admin
+        .create_attachment(CreateAttachmentRequest {
+            attachment: Some(attachment("v-ws2", "v", "ws2")),
+        })
+        .await
+        .expect_err("attach other");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    ws1_admin
+        .delete_attachment(DeleteAttachmentRequest {
+            name: "v-ws1".into(),
+            resource_version: 0,
+        })
+        .await
+        .expect("self release");
+}
+
+#[tokio::test]
+async fn unknown_ca_and_expired_certs_are_rejected() {
+    let ctl = Controller::start();
+    let rogue = TestPki::new("rogue CA");
+    let cred = rogue.client("admin");
+    let refused = match ctl.channel_with(&cred, &ctl.pki.ca_cert).await {
+        Err(_) => true,
+        Ok(ch) => AdminServiceClient::new(ch)
+            .list_tenants(ListTenantsRequest::default())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "certificate from an unknown CA was accepted");
+    let expired = ctl.pki.expired_client("admin");
+    let refused = match ctl.channel_with(&expired, &ctl.pki.ca_cert).await {
+        Err(_) => true,
+        Ok(ch) => AdminServiceClient::new(ch)
+            .list_tenants(ListTenantsRequest::default())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "expired certificate was accepted");
+    // No certificate at all: only Enroll answers.
+    let e = AdminServiceClient::new(ctl.anonymous_channel().await)
+        .list_tenants(ListTenantsRequest::default())
+        .await
+        .expect_err("anonymous");
+    assert_eq!(e.code(), Code::Unauthenticated);
+}
+
+fn csr(cn: &str) -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.serialize_request(&key).expect("csr").pem().expect("pem")
+}
+
+#[tokio::test]
+async fn bootstrap_token_enrolls_once() {
+    let ctl = Controller::start();
+    let mut admin = ctl.admin().await;
+    let tok = admin
+        .create_bootstrap_token(CreateBootstrapTokenRequest {
+            node: "s7".into(),
+            ttl_seconds: 600,
+        })
+        .await
+        .expect("token")
+        .into_inner()
+        .token;
+    let mut anon = AgentServiceClient::new(ctl.anonymous_channel().await);
+    let req = EnrollRequest {
+        bootstrap_token: tok.clone(),
+        // The CSR asks for admin; the controller must ignore that.
+        csr_pem: csr("admin"),
+        node_name: "s7".into(),
+        node: Some(storage_node("s7", 4420).spec.expect("spec")),
+        labels: Default::default(),
+    };
+    let resp = anon.enroll(req.clone()).await.expect("enroll").into_inner();
+    assert!(resp.certificate_pem.contains("BEGIN CERTIFICATE"));
+    let der = x509_parser::pem::parse_x509_pem(resp.certificate_pem.as_bytes())
+        .expect("pem")
+        .1;
+    let cert = der.parse_x509().expect("x509");
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .expect("cn")
+        .to_string();
+    assert_eq!(cn, "node:s7");
+    admin
+        .get_node(GetNodeRequest { name: "s7".into() })
+        .await
+        .expect("node registered");
+    let e = anon.enroll(req).await.expect_err("reuse");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("already used"), "{}", e.message());
+    let e = anon
+        .enroll(EnrollRequest {
+            bootstrap_token: "ffbt.nope".into(),
+            csr_pem: csr("x"),
+            node_name: "s8".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bogus");
+    assert_eq!(e.code(), Code::PermissionDenied);
+}
