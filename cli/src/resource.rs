@@ -79,7 +79,10 @@ pub(crate) fn readiness<R: Resource>(obj: &R) -> Readiness {
     if let Some(Readiness::Failed(m)) = obj.phase_readiness() {
         return Readiness::Failed(m);
     }
-    if obj.observed_generation().unwrap_or(0) < generation {
+    let Some(observed) = obj.observed_generation() else {
+        return Readiness::Pending("no status reported yet".into());
+    };
+    if observed < generation {
         return Readiness::Pending("controller has not observed the latest change".into());
     }
     if let Some(c) = ready_condition(obj.conditions()) {
@@ -88,7 +91,19 @@ pub(crate) fn readiness<R: Resource>(obj: &R) -> Readiness {
             _ => Readiness::Pending(condition_text(c)),
         };
     }
-    obj.phase_readiness().unwrap_or(Readiness::Ready)
+    match obj.phase_readiness() {
+        Some(Readiness::Pending(phase)) => {
+            Readiness::Pending(first_unmet(obj.conditions()).map_or(phase, condition_text))
+        }
+        Some(other) => other,
+        None => Readiness::Ready,
+    }
+}
+
+/// The first condition that is not True: the most specific explanation
+/// of why an object without a `Ready` condition is still pending.
+fn first_unmet(conds: &[Condition]) -> Option<&Condition> {
+    conds.iter().find(|c| c.status() != ConditionStatus::True)
 }
 
 fn ready_condition(conds: &[Condition]) -> Option<&Condition> {
@@ -111,14 +126,21 @@ fn status_word(c: &Condition) -> &'static str {
     }
 }
 
-/// The READY table cell: `True`, `False (NoPoolFits)`, or `-`.
-pub(crate) fn ready_cell(conds: &[Condition]) -> String {
-    match ready_condition(conds) {
-        None => "-".into(),
-        Some(c) if c.reason.is_empty() || c.status() == ConditionStatus::True => {
-            status_word(c).into()
+/// The READY table cell, from the same rule `wait` uses: `True`,
+/// `False (Reason)` with the reason of the unmet condition, or `Failed`.
+pub(crate) fn ready_cell<R: Resource>(obj: &R) -> String {
+    match readiness(obj) {
+        Readiness::Ready => "True".into(),
+        Readiness::Failed(_) => "Failed".into(),
+        Readiness::Pending(_) => {
+            let unmet = ready_condition(obj.conditions())
+                .filter(|c| c.status() != ConditionStatus::True)
+                .or_else(|| first_unmet(obj.conditions()));
+            match unmet {
+                Some(c) if !c.reason.is_empty() => format!("False ({})", c.reason),
+                _ => "False".into(),
+            }
         }
-        Some(c) => format!("{} ({})", status_word(c), c.reason),
     }
 }
 
@@ -298,7 +320,7 @@ impl Resource for v1::Node {
                     .map(|r| enum_word(r.as_str_name(), "NODE_ROLE_")),
             ),
             list_cell(spec.data_addresses.iter().map(address_text)),
-            ready_cell(&st.conditions),
+            ready_cell(self),
             bytes_cell(st.capacity_bytes),
             bytes_cell(st.free_bytes),
             st.last_heartbeat.as_ref().map_or("-".into(), timestamp),
@@ -384,7 +406,7 @@ impl Resource for v1::Pool {
             bytes_cell(st.allocated_bytes),
             bytes_cell(st.free_bytes),
             st.volume_count.to_string(),
-            ready_cell(&st.conditions),
+            ready_cell(self),
         ]
     }
 }
@@ -476,7 +498,7 @@ impl Resource for v1::Volume {
             dash(&st.pool),
             dash(&st.node),
             enum_word(st.phase().as_str_name(), "VOLUME_PHASE_"),
-            ready_cell(&st.conditions),
+            ready_cell(self),
         ]
     }
 }
@@ -542,7 +564,7 @@ impl Resource for v1::Attachment {
             enum_word(spec.mode().as_str_name(), "ACCESS_MODE_"),
             enum_word(st.phase().as_str_name(), "ATTACHMENT_PHASE_"),
             dash(&st.device_path),
-            ready_cell(&st.conditions),
+            ready_cell(self),
         ]
     }
 }
@@ -606,7 +628,7 @@ impl Resource for v1::Tenant {
             },
             format!("{}/{}", st.volume_count, vol_quota),
             list_cell(spec.allowed_nodes.iter().cloned()),
-            ready_cell(&st.conditions),
+            ready_cell(self),
         ]
     }
 }
@@ -725,12 +747,26 @@ mod tests {
 
     #[test]
     fn ready_cells() {
-        assert_eq!(ready_cell(&[]), "-");
-        assert_eq!(ready_cell(&[cond(ConditionStatus::True, "Ok")]), "True");
+        use v1::VolumePhase as P;
+        assert_eq!(ready_cell(&volume(1, 1, P::Ready, vec![])), "True");
         assert_eq!(
-            ready_cell(&[cond(ConditionStatus::False, "NoPoolFits")]),
+            ready_cell(&volume(
+                1,
+                1,
+                P::Pending,
+                vec![cond(ConditionStatus::False, "NoPoolFits")]
+            )),
             "False (NoPoolFits)"
         );
+        let mut exported = cond(ConditionStatus::False, "WaitingForStorageNode");
+        exported.r#type = "Exported".into();
+        let v = volume(1, 1, P::Placed, vec![exported]);
+        assert_eq!(ready_cell(&v), "False (WaitingForStorageNode)");
+        assert_eq!(
+            readiness(&v),
+            Readiness::Pending("because WaitingForStorageNode".into())
+        );
+        assert_eq!(ready_cell(&volume(1, 1, P::Failed, vec![])), "Failed");
     }
 
     #[test]
