@@ -11,9 +11,11 @@
 //!   namespaces are stored on.
 //! * [`target`] — the target: subsystem registry, controller and queue
 //!   state machines, discovery, listeners.
+//! * [`bench`] — loopback baseline and workload engine behind `bench`.
 //! * [`units`] — human sizes such as `4TiB`.
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod spec;
 pub mod units;

@@ -1,0 +1,213 @@
+//! Block I/O abstractions the benchmark engine and the FUSE exposure run on.
+//!
+//! `BlockIo` is a stand-in: the initiator work defines the same trait in
+//! `crate::host`. When that lands, the trait definition here is to be
+//! replaced by `pub use crate::host::BlockIo;` so every caller keeps
+//! compiling unchanged. The in-memory and file implementations stay here
+//! because they are what the tests and the "local ceiling" measurement use.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::RwLock;
+
+/// A connected namespace seen as a flat array of bytes.
+///
+/// TODO(merge): replace with `pub use crate::host::BlockIo;` once the
+/// initiator branch lands; the signature is identical by agreement.
+pub trait BlockIo: Send + Sync {
+    /// Capacity in bytes.
+    fn size(&self) -> u64;
+    /// Logical block size in bytes; offsets and lengths are multiples of it.
+    fn block_size(&self) -> u32;
+    /// Read exactly `buf.len()` bytes at `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Write all of `buf` at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Make every completed write durable.
+    fn flush(&self) -> io::Result<()>;
+}
+
+/// Reject requests that a real namespace would reject, so tests written
+/// against the in-memory device catch alignment bugs in the callers.
+fn check_range(len: usize, offset: u64, size: u64, block_size: u32) -> io::Result<()> {
+    let bs = u64::from(block_size);
+    let len = len as u64;
+    if offset % bs != 0 || len % bs != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unaligned I/O: offset {offset} length {len} block size {bs}"),
+        ));
+    }
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("I/O past end: offset {offset} length {len} size {size}"),
+        )),
+    }
+}
+
+/// RAM-backed namespace for tests and for benchmarking the engine itself.
+///
+/// It enforces block alignment like a real namespace and can grow, which
+/// is how tests simulate a namespace resize followed by a rescan.
+#[derive(Debug)]
+pub struct MemBlockIo {
+    data: RwLock<Vec<u8>>,
+    block_size: u32,
+}
+
+impl MemBlockIo {
+    /// A zero-filled device of `size` bytes (rounded down to whole blocks).
+    pub fn new(size: u64, block_size: u32) -> Self {
+        let bs = u64::from(block_size.max(1));
+        let size = size - size % bs;
+        Self {
+            data: RwLock::new(vec![0; size as usize]),
+            block_size: block_size.max(1),
+        }
+    }
+
+    /// Change the capacity, as a target-side resize would; new space reads
+    /// as zeros.
+    pub fn resize(&self, size: u64) {
+        let bs = u64::from(self.block_size);
+        let size = size - size % bs;
+        let mut data = self.data.write().unwrap_or_else(|p| p.into_inner());
+        data.resize(size as usize, 0);
+    }
+}
+
+impl BlockIo for MemBlockIo {
+    fn size(&self) -> u64 {
+        self.data.read().unwrap_or_else(|p| p.into_inner()).len() as u64
+    }
+
+    fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let data = self.data.read().unwrap_or_else(|p| p.into_inner());
+        check_range(buf.len(), offset, data.len() as u64, self.block_size)?;
+        let start = offset as usize;
+        buf.copy_from_slice(&data[start..start + buf.len()]);
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut data = self.data.write().unwrap_or_else(|p| p.into_inner());
+        check_range(buf.len(), offset, data.len() as u64, self.block_size)?;
+        let start = offset as usize;
+        data[start..start + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A regular file or block device accessed with `pread`/`pwrite`: the
+/// "local ceiling" a remote namespace backed by the same file is compared
+/// against.
+#[derive(Debug)]
+pub struct FileBlockIo {
+    file: File,
+    size: u64,
+    block_size: u32,
+}
+
+impl FileBlockIo {
+    /// Open `path` read-write. The size is taken from the file, or for a
+    /// block device from seeking to its end (metadata reports 0 there).
+    pub fn open(path: &Path, block_size: u32) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let size = device_or_file_size(&file)?;
+        Ok(Self {
+            file,
+            size,
+            block_size: block_size.max(1),
+        })
+    }
+}
+
+fn device_or_file_size(file: &File) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        return Ok(meta.len());
+    }
+    let mut handle = file;
+    let end = handle.seek(SeekFrom::End(0))?;
+    handle.seek(SeekFrom::Start(0))?;
+    Ok(end)
+}
+
+impl BlockIo for FileBlockIo {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_round_trip_and_alignment() {
+        let dev = MemBlockIo::new(8192 + 100, 512);
+        assert_eq!(dev.size(), 8192);
+        dev.write_at(&[7u8; 512], 1024).expect("aligned write");
+        let mut buf = [0u8; 1024];
+        dev.read_at(&mut buf, 512).expect("aligned read");
+        assert!(buf[..512].iter().all(|&b| b == 0));
+        assert!(buf[512..].iter().all(|&b| b == 7));
+        assert!(dev.write_at(&[0u8; 100], 0).is_err());
+        assert!(dev.read_at(&mut [0u8; 512], 8192).is_err());
+    }
+
+    #[test]
+    fn mem_resize_grows_with_zeros() {
+        let dev = MemBlockIo::new(4096, 4096);
+        dev.resize(3 * 4096);
+        assert_eq!(dev.size(), 3 * 4096);
+        let mut buf = vec![1u8; 4096];
+        dev.read_at(&mut buf, 8192).expect("read new space");
+        assert!(buf.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn file_round_trip() {
+        let tmp = tempfile::NamedTempFile::new().expect("tempfile");
+        tmp.as_file().set_len(1 << 20).expect("set_len");
+        let dev = FileBlockIo::open(tmp.path(), 4096).expect("open");
+        assert_eq!(dev.size(), 1 << 20);
+        dev.write_at(&[9u8; 4096], 4096).expect("write");
+        dev.flush().expect("flush");
+        let mut buf = vec![0u8; 4096];
+        dev.read_at(&mut buf, 4096).expect("read");
+        assert!(buf.iter().all(|&b| b == 9));
+    }
+}
