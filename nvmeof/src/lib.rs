@@ -20,5 +20,6 @@ pub mod bench;
 pub mod cli;
 pub mod expose;
 pub mod spec;
+pub mod target;
 pub mod units;
 pub mod wire;
