@@ -6,11 +6,11 @@
 //! compiling unchanged. The in-memory and file implementations stay here
 //! because they are what the tests and the "local ceiling" measurement use.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+
+use crate::backend::{open_backend, BackendError, BlockBackend, FileOptions};
 
 /// A connected namespace seen as a flat array of bytes.
 ///
@@ -110,64 +110,52 @@ impl BlockIo for MemBlockIo {
     }
 }
 
-/// A regular file or block device accessed with `pread`/`pwrite`: the
-/// "local ceiling" a remote namespace backed by the same file is compared
-/// against.
-#[derive(Debug)]
-pub struct FileBlockIo {
-    file: File,
-    size: u64,
-    block_size: u32,
-}
+/// The target's own storage backend used directly: the "local ceiling".
+/// Measuring through the very backend a namespace is served from (same
+/// O_DIRECT choice, same bounce buffers) means the remote/local ratio
+/// isolates the cost of the network path.
+#[derive(Debug, Clone)]
+pub struct BackendBlockIo(pub Arc<dyn BlockBackend>);
 
-impl FileBlockIo {
-    /// Open `path` read-write. The size is taken from the file, or for a
-    /// block device from seeking to its end (metadata reports 0 there).
-    pub fn open(path: &Path, block_size: u32) -> io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)?;
-        let size = device_or_file_size(&file)?;
-        Ok(Self {
-            file,
-            size,
-            block_size: block_size.max(1),
-        })
+impl BackendBlockIo {
+    /// Open (and with `opts.create`, create) a file or block device the way
+    /// the target does.
+    pub fn open(path: &Path, opts: &FileOptions) -> io::Result<Self> {
+        open_backend(path, opts).map(Self).map_err(backend_err)
     }
 }
 
-fn device_or_file_size(file: &File) -> io::Result<u64> {
-    use std::io::{Seek, SeekFrom};
-    let meta = file.metadata()?;
-    if meta.is_file() {
-        return Ok(meta.len());
+/// Keep the errno (the FUSE layer reports it) and the backend's message.
+fn backend_err(e: BackendError) -> io::Error {
+    let kind = e
+        .raw_os_error()
+        .map(|c| io::Error::from_raw_os_error(c).kind())
+        .unwrap_or(io::ErrorKind::Other);
+    match e.raw_os_error() {
+        Some(code) if kind == io::ErrorKind::Other => io::Error::from_raw_os_error(code),
+        _ => io::Error::new(kind, e),
     }
-    let mut handle = file;
-    let end = handle.seek(SeekFrom::End(0))?;
-    handle.seek(SeekFrom::Start(0))?;
-    Ok(end)
 }
 
-impl BlockIo for FileBlockIo {
+impl BlockIo for BackendBlockIo {
     fn size(&self) -> u64 {
-        self.size
+        self.0.size()
     }
 
     fn block_size(&self) -> u32 {
-        self.block_size
+        self.0.logical_block_size()
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.file.read_exact_at(buf, offset)
+        self.0.read_at(buf, offset).map_err(backend_err)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.file.write_all_at(buf, offset)
+        self.0.write_at(buf, offset).map_err(backend_err)
     }
 
     fn flush(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.0.flush().map_err(backend_err)
     }
 }
 
@@ -199,11 +187,19 @@ mod tests {
     }
 
     #[test]
-    fn file_round_trip() {
-        let tmp = tempfile::NamedTempFile::new().expect("tempfile");
-        tmp.as_file().set_len(1 << 20).expect("set_len");
-        let dev = FileBlockIo::open(tmp.path(), 4096).expect("open");
+    fn backend_round_trip() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let opts = FileOptions {
+            create: true,
+            size: Some(1 << 20),
+            block_size: 4096,
+            ..Default::default()
+        };
+        let dev = BackendBlockIo::open(&tmp.path().join("ns.img"), &opts).expect("open");
         assert_eq!(dev.size(), 1 << 20);
+        assert_eq!(dev.block_size(), 4096);
+        let e = dev.read_at(&mut [0u8; 512], 0).expect_err("misaligned");
+        assert!(!e.to_string().is_empty());
         dev.write_at(&[9u8; 4096], 4096).expect("write");
         dev.flush().expect("flush");
         let mut buf = vec![0u8; 4096];

