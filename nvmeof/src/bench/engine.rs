@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::io::BlockIo;
+use super::io::DynBlockIo;
 use super::progress::{Counters, Progress};
 use super::queue::{BlockingQueue, IoCompletion, IoKind, IoQueue, IoRequest};
 use super::stats::{CpuSummary, CpuTimes, LatencyHist, OpSummary};
@@ -26,7 +26,7 @@ use super::BenchError;
 /// What a job runs against.
 pub enum Target {
     /// Any blocking `BlockIo`: queue depth through threads.
-    Blocking(Arc<dyn BlockIo>),
+    Blocking(Arc<DynBlockIo>),
     /// Pipelined queues (one per connection): queue depth on the wire.
     Pipelined {
         size: u64,
@@ -507,7 +507,7 @@ enum NextOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::io::MemBlockIo;
+    use crate::bench::io::{BlockIo, MemBlockIo};
     use crate::bench::workload::Pattern;
     use std::io;
 
@@ -563,7 +563,7 @@ mod tests {
 
     #[test]
     fn pipelined_queues_use_full_depth() {
-        let dev: Arc<dyn BlockIo> = Arc::new(MemBlockIo::new(1 << 20, 512));
+        let dev: Arc<DynBlockIo> = Arc::new(MemBlockIo::new(1 << 20, 512));
         let queues: Vec<Box<dyn IoQueue>> = (0..2)
             .map(|_| Box::new(BlockingQueue::new(Arc::clone(&dev), 8)) as Box<dyn IoQueue>)
             .collect();

@@ -12,6 +12,11 @@ use std::sync::{Arc, RwLock};
 
 use crate::backend::{open_backend, BackendError, BlockBackend, FileOptions};
 
+/// What the engine and the FUSE layer hold: a `BlockIo` shareable across
+/// threads. Spelled out as an alias because the initiator's trait may not
+/// carry the `Send + Sync` bounds itself.
+pub type DynBlockIo = dyn BlockIo + Send + Sync;
+
 /// A connected namespace seen as a flat array of bytes.
 ///
 /// TODO(merge): replace with `pub use crate::host::BlockIo;` once the

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 
-use super::io::BlockIo;
+use super::io::DynBlockIo;
 
 /// What an I/O does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +56,13 @@ pub trait IoQueue: Send {
 /// one synchronous call per I/O, which is how queue depth over a blocking
 /// API is built: one such queue per thread.
 pub struct BlockingQueue {
-    dev: Arc<dyn BlockIo>,
+    dev: Arc<DynBlockIo>,
     depth: usize,
     pending: VecDeque<IoRequest>,
 }
 
 impl BlockingQueue {
-    pub fn new(dev: Arc<dyn BlockIo>, depth: usize) -> Self {
+    pub fn new(dev: Arc<DynBlockIo>, depth: usize) -> Self {
         Self {
             dev,
             depth: depth.max(1),

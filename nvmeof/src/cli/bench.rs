@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::backend::{DirectIo, FileOptions};
 use crate::bench::baseline::{self, BaselineParams, BaselineReport};
 use crate::bench::engine::{self, JobReport, RunOptions, Target};
-use crate::bench::io::{BackendBlockIo, BlockIo, MemBlockIo};
+use crate::bench::io::{BackendBlockIo, DynBlockIo, MemBlockIo};
 use crate::bench::report;
 use crate::bench::workload::{JobParams, Limit, Pattern};
 
@@ -259,7 +259,7 @@ fn open_target(args: &BenchOptions) -> anyhow::Result<(Target, String)> {
         let dev = BackendBlockIo::open(path, &opts)
             .with_context(|| format!("opening {}", path.display()))?;
         let name = format!("file:{}", path.display());
-        return Ok((Target::Blocking(Arc::new(dev) as Arc<dyn BlockIo>), name));
+        return Ok((Target::Blocking(Arc::new(dev) as Arc<DynBlockIo>), name));
     }
     if let Some(size) = args.mem {
         let dev = MemBlockIo::new(size, 512);

@@ -21,7 +21,7 @@ use fuser::{
 };
 
 use super::rmw::{self, RangeLock};
-use crate::bench::io::BlockIo;
+use crate::bench::io::DynBlockIo;
 
 /// How long the kernel may cache names and attributes. Size changes and
 /// removals are pushed to the kernel explicitly, so this only bounds the
@@ -34,7 +34,7 @@ const ROOT: INodeNo = INodeNo::ROOT;
 pub struct Volume {
     pub name: String,
     pub ino: INodeNo,
-    pub dev: Arc<dyn BlockIo>,
+    pub dev: Arc<DynBlockIo>,
     /// Serialises writes per block range (read-modify-write safety).
     pub locks: RangeLock,
 }
@@ -59,7 +59,7 @@ impl Registry {
     /// Add a volume under a fresh inode number. Inode numbers are never
     /// reused, so a kernel still holding a removed volume's inode can never
     /// reach a different volume through it.
-    pub fn insert(&mut self, name: &str, dev: Arc<dyn BlockIo>) -> Option<INodeNo> {
+    pub fn insert(&mut self, name: &str, dev: Arc<DynBlockIo>) -> Option<INodeNo> {
         if self.by_name.contains_key(name) {
             return None;
         }
@@ -421,7 +421,7 @@ mod tests {
     #[test]
     fn registry_never_reuses_inodes() {
         let mut r = Registry::new();
-        let dev: Arc<dyn BlockIo> = Arc::new(MemBlockIo::new(4096, 512));
+        let dev: Arc<DynBlockIo> = Arc::new(MemBlockIo::new(4096, 512));
         let a = r.insert("a", Arc::clone(&dev)).expect("insert a");
         assert!(r.insert("a", Arc::clone(&dev)).is_none(), "duplicate name");
         assert!(r.remove("a").is_some());

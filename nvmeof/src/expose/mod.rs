@@ -33,7 +33,7 @@ use std::sync::{Arc, RwLock};
 use fuser::{BackgroundSession, Config, MountOption, Notifier, SessionACL};
 use thiserror::Error;
 
-use crate::bench::io::BlockIo;
+use crate::bench::io::DynBlockIo;
 use fs::{Registry, VolumeFs};
 
 /// Errors of the FUSE exposure.
@@ -130,7 +130,7 @@ impl Exposer {
     }
 
     /// Expose `dev` as file `name`; returns its path.
-    pub fn add(&self, name: &str, dev: Arc<dyn BlockIo>) -> Result<PathBuf, ExposeError> {
+    pub fn add(&self, name: &str, dev: Arc<DynBlockIo>) -> Result<PathBuf, ExposeError> {
         validate_name(name)?;
         let ino = self
             .registry

@@ -14,7 +14,7 @@
 use std::io;
 use std::sync::{Condvar, Mutex};
 
-use crate::bench::io::BlockIo;
+use crate::bench::io::DynBlockIo;
 
 /// Exclusive locks on half-open ranges of block numbers.
 ///
@@ -70,7 +70,7 @@ fn enospc() -> io::Error {
 
 /// Read up to `len` bytes at `offset`; short at the end of the device,
 /// empty past it (like a regular file at EOF).
-pub fn read(dev: &dyn BlockIo, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+pub fn read(dev: &DynBlockIo, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     let size = dev.size();
     if offset >= size || len == 0 {
         return Ok(Vec::new());
@@ -91,7 +91,7 @@ pub fn read(dev: &dyn BlockIo, offset: u64, len: usize) -> io::Result<Vec<u8>> {
 
 /// Write all of `data` at `offset`, merging partial blocks. Fails with
 /// ENOSPC past the end: a namespace cannot grow by being written to.
-pub fn write(dev: &dyn BlockIo, locks: &RangeLock, offset: u64, data: &[u8]) -> io::Result<()> {
+pub fn write(dev: &DynBlockIo, locks: &RangeLock, offset: u64, data: &[u8]) -> io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::bench::io::MemBlockIo;
+use crate::bench::io::{BlockIo, MemBlockIo};
 
 /// Fail loudly if a prerequisite is missing.
 fn require(tool: &str, package: &str) {
@@ -123,7 +123,7 @@ fn volumes_come_go_and_grow_while_mounted() {
     let (_tmp, exp) = mount_tmp();
     let grow = Arc::new(MemBlockIo::new(1 << 20, 512));
     let a = exp
-        .add("a", Arc::clone(&grow) as Arc<dyn BlockIo>)
+        .add("a", Arc::clone(&grow) as Arc<DynBlockIo>)
         .expect("add a");
     let b = exp
         .add("b", Arc::new(MemBlockIo::new(2 << 20, 512)))
@@ -209,7 +209,7 @@ fn fsync_returns_only_after_flush_completed() {
         done: AtomicBool::new(false),
     });
     let path = exp
-        .add("v", Arc::clone(&dev) as Arc<dyn BlockIo>)
+        .add("v", Arc::clone(&dev) as Arc<DynBlockIo>)
         .expect("add");
     let f = OpenOptions::new().write(true).open(&path).expect("open");
     f.write_all_at(&[1u8; 4096], 0).expect("write");
