@@ -28,7 +28,14 @@ pub fn job_table(r: &JobReport) -> String {
     let _ = writeln!(
         out,
         "target {}  pattern {}  bs {}  qd {}  queues {}  workers {}  limit {}  elapsed {:.2}s",
-        r.target, p.pattern, p.block_size, p.queue_depth, p.queues, r.workers, limit, r.elapsed_s
+        r.target,
+        format!("{:?}", p.pattern).to_lowercase(),
+        p.block_size,
+        p.queue_depth,
+        p.queues,
+        r.workers,
+        limit,
+        r.elapsed_s
     );
     let _ = writeln!(
         out,
