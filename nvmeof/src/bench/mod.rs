@@ -22,7 +22,20 @@ pub mod stats;
 pub mod verify;
 pub mod workload;
 
+use serde::Serialize;
 use thiserror::Error;
+
+/// How the initiator waits for completions; `bench --poll-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PollMode {
+    /// Sleep until the receiver thread completes the command.
+    Interrupt,
+    /// Spin on the socket briefly (the initiator's default), then sleep.
+    Adaptive,
+    /// Spin until the command completes.
+    Busy,
+}
 
 /// Everything that can go wrong in a benchmark.
 #[derive(Debug, Error)]
@@ -40,6 +53,8 @@ pub enum BenchError {
     Queue(#[source] std::io::Error),
     #[error("loopback baseline failed: {0}")]
     Baseline(#[source] std::io::Error),
+    #[error("remote namespace: {0}")]
+    Remote(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("a benchmark worker thread panicked")]
     WorkerPanicked,
     #[error("internal error: {0}")]

@@ -16,6 +16,7 @@ use crate::bench::engine::{self, JobReport, RunOptions, Target};
 use crate::bench::io::{BackendBlockIo, DynBlockIo, MemBlockIo};
 use crate::bench::report;
 use crate::bench::workload::{JobParams, Limit, Pattern};
+pub use crate::bench::PollMode;
 
 /// `--direct` values; mirrors [`DirectIo`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,18 +24,6 @@ pub enum DirectArg {
     Auto,
     On,
     Off,
-}
-
-/// How the initiator waits for completions (passed through to it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PollMode {
-    /// Sleep in the kernel until data arrives.
-    Interrupt,
-    /// Spin briefly, then sleep.
-    Adaptive,
-    /// Spin on the socket.
-    Busy,
 }
 
 /// Arguments of `bench`. The options are boxed so this subcommand does
