@@ -3,9 +3,82 @@
 
 use std::fmt::Write as _;
 
+use serde::Serialize;
+
 use super::baseline::BaselineReport;
 use super::engine::JobReport;
 use super::stats::OpSummary;
+use super::workload::Pattern;
+
+/// A job next to the loopback test that bounds it, from the same run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// The baseline test compared against (median over its rounds).
+    pub baseline_test: String,
+    /// Job ops/s divided by baseline ops/s (for 128 KiB and up: MB/s).
+    pub throughput_ratio: f64,
+    /// Job p50 latency divided by baseline p50 (0 when either is missing).
+    pub p50_ratio: f64,
+}
+
+/// Pick the loopback test that is the physical limit for `job`: the same
+/// direction and size class, QD1 against the sleeping-ends round trip
+/// (what a kernel host sees), deeper queues against QD32 on one connection.
+pub fn compare(job: &JobReport, base: &BaselineReport) -> Option<Comparison> {
+    let p = &job.params;
+    let reads = match p.pattern {
+        Pattern::Randread | Pattern::Read => true,
+        Pattern::Randwrite | Pattern::Write => false,
+        Pattern::Mixed => p.rwmixread >= 50,
+    };
+    let rw = if reads { "read" } else { "write" };
+    let (name, by_bytes) = if p.block_size >= 128 * 1024 {
+        ("stream_128k".to_string(), true)
+    } else if p.queue_depth * p.queues <= 1 {
+        (format!("qd1_{rw}_blocking"), false)
+    } else {
+        (format!("qd32_{rw}"), false)
+    };
+    let rows: Vec<&OpSummary> = base
+        .results
+        .iter()
+        .filter(|r| r.name == name)
+        .map(|r| &r.result)
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let median = |f: &dyn Fn(&OpSummary) -> f64| {
+        let mut v: Vec<f64> = rows.iter().map(|r| f(r)).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ratio = |a: f64, b: f64| if a > 0.0 && b > 0.0 { a / b } else { 0.0 };
+    let throughput_ratio = if by_bytes {
+        ratio(job.total.mb_per_s, median(&|r| r.mb_per_s))
+    } else {
+        ratio(job.total.ops_per_s, median(&|r| r.ops_per_s))
+    };
+    Some(Comparison {
+        baseline_test: name,
+        throughput_ratio,
+        p50_ratio: ratio(job.total.latency.p50_us, median(&|r| r.latency.p50_us)),
+    })
+}
+
+/// One line for the human output.
+pub fn comparison_line(c: &Comparison) -> String {
+    let p50 = if c.p50_ratio > 0.0 {
+        format!(", p50 {:.2}x", c.p50_ratio)
+    } else {
+        String::new()
+    };
+    format!(
+        "vs loopback {}: {:.0}% of its throughput{p50}\n",
+        c.baseline_test,
+        c.throughput_ratio * 100.0
+    )
+}
 
 const LAT_HEADER: &str = "p50(us)   p99(us) p99.9(us)   max(us)";
 
@@ -176,6 +249,54 @@ mod tests {
         assert!(v["total"]["latency"]["p999_us"].is_number());
         assert_eq!(v["verify"]["first_bad"]["offset"], 8192);
         assert_eq!(v["verify"]["first_bad"]["mismatch"]["kind"], "torn");
+    }
+
+    #[test]
+    fn compares_against_the_matching_baseline_test() {
+        let mut j = job();
+        j.total.ops_per_s = 500.0;
+        j.total.latency.p50_us = 40.0;
+        let row = |name: &str, ops: f64, p50: f64| BaselineResult {
+            name: name.into(),
+            round: 0,
+            queue_depth: 1,
+            request_bytes: 72,
+            response_bytes: 4120,
+            elapsed_s: 1.0,
+            result: OpSummary {
+                ops_per_s: ops,
+                latency: crate::bench::stats::LatencySummary {
+                    p50_us: p50,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            cpu: CpuSummary::default(),
+            client_cpu_s: 0.0,
+            server_cpu_s: 0.0,
+        };
+        let base = BaselineReport {
+            params: BaselineParams::default(),
+            pinned: false,
+            results: vec![
+                row("qd1_read_blocking", 1000.0, 20.0),
+                row("qd1_read_blocking", 900.0, 25.0),
+                row("qd1_read_blocking", 2000.0, 10.0),
+                row("qd32_read", 5000.0, 100.0),
+            ],
+        };
+        let c = compare(&j, &base).expect("comparison");
+        assert_eq!(c.baseline_test, "qd1_read_blocking");
+        assert!((c.throughput_ratio - 0.5).abs() < 1e-9, "{c:?}");
+        assert!((c.p50_ratio - 2.0).abs() < 1e-9, "{c:?}");
+        assert!(comparison_line(&c).contains("50%"));
+        j.params.queue_depth = 32;
+        assert_eq!(compare(&j, &base).expect("qd32").baseline_test, "qd32_read");
+        j.params.pattern = Pattern::Randwrite;
+        assert!(
+            compare(&j, &base).is_none(),
+            "no write rows in this baseline"
+        );
     }
 
     #[test]

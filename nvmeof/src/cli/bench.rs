@@ -125,6 +125,7 @@ pub struct BenchOptions {
 struct Combined<'a> {
     baseline: Option<&'a BaselineReport>,
     job: Option<&'a JobReport>,
+    comparison: Option<report::Comparison>,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -163,6 +164,10 @@ fn print(
     b: Option<&BaselineReport>,
     j: Option<&JobReport>,
 ) -> anyhow::Result<()> {
+    let comparison = match (j, b) {
+        (Some(j), Some(b)) => report::compare(j, b),
+        _ => None,
+    };
     if args.json {
         let text = match (b, j) {
             (Some(b), None) => serde_json::to_string_pretty(b)?,
@@ -170,6 +175,7 @@ fn print(
             _ => serde_json::to_string_pretty(&Combined {
                 baseline: b,
                 job: j,
+                comparison: comparison.clone(),
             })?,
         };
         println!("{text}");
@@ -179,6 +185,9 @@ fn print(
         }
         if let Some(j) = j {
             print!("{}", report::job_table(j));
+        }
+        if let Some(c) = &comparison {
+            print!("{}", report::comparison_line(c));
         }
     }
     Ok(())
