@@ -680,3 +680,36 @@ fn store_piece(p: &mut PendingData, datao: u32, data: &[u8]) -> Result<(), Statu
     staging.extend_from_slice(data);
     Ok(())
 }
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl Conn {
+    /// Feed bytes as if they had arrived on the socket, in the pieces the
+    /// receive buffer has room for, exactly as [`Conn::serve`] reads them.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Close> {
+        while !bytes.is_empty() {
+            self.make_rx_room();
+            let room = self.rx.len() - self.rx_end;
+            let n = room.min(bytes.len());
+            self.rx[self.rx_end..self.rx_end + n].copy_from_slice(&bytes[..n]);
+            self.rx_end += n;
+            bytes = &bytes[n..];
+            self.process_rx()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn close_for_test(mut self) {
+        self.cleanup();
+    }
+}
+
+#[cfg(test)]
+impl Conn {
+    pub(crate) fn rx_capacity(&self) -> usize {
+        self.rx.len()
+    }
+
+    pub(crate) fn link_established(&self) -> bool {
+        self.link.is_some()
+    }
+}

@@ -22,6 +22,10 @@ pub mod conn;
 pub mod controller;
 mod discovery;
 mod fabrics;
+#[cfg(test)]
+mod fuzz;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod io;
 pub mod listener;
 pub mod registry;
