@@ -79,12 +79,30 @@ impl Default for ExposeOptions {
     }
 }
 
-/// A mounted volume directory. Dropping it unmounts.
+/// A mounted volume directory. Dropping it unmounts. Volume management
+/// ([`Volumes`]) is reachable through `Deref`, and [`Exposer::volumes`]
+/// hands out a clone for other threads (e.g. a namespace-change watcher).
 pub struct Exposer {
+    volumes: Volumes,
+    session: Option<BackgroundSession>,
+}
+
+/// Adds, removes and resizes the files of a mounted directory. Cheap to
+/// clone; every clone acts on the same mount. After unmount, changes still
+/// succeed but are invisible.
+#[derive(Clone)]
+pub struct Volumes {
     mountpoint: PathBuf,
     registry: Arc<RwLock<Registry>>,
     notifier: Notifier,
-    session: Option<BackgroundSession>,
+}
+
+impl std::ops::Deref for Exposer {
+    type Target = Volumes;
+
+    fn deref(&self) -> &Volumes {
+        &self.volumes
+    }
 }
 
 impl Exposer {
@@ -113,13 +131,49 @@ impl Exposer {
             .map_err(|e| ExposeError::Mount(mountpoint.clone(), e))?;
         tracing::info!(mountpoint = %mountpoint.display(), threads = opts.threads, "volumes mounted");
         Ok(Self {
-            notifier: session.notifier(),
-            mountpoint,
-            registry,
+            volumes: Volumes {
+                notifier: session.notifier(),
+                mountpoint,
+                registry,
+            },
             session: Some(session),
         })
     }
 
+    /// A handle for managing volumes from other threads.
+    pub fn volumes(&self) -> Volumes {
+        self.volumes.clone()
+    }
+
+    /// Unmount and wait for the FUSE threads. If a file is still in use
+    /// (e.g. attached to a loop device) the mount is detached lazily
+    /// instead, the threads keep serving until the last user closes it,
+    /// and `Unmount` is returned with EBUSY.
+    pub fn unmount(mut self) -> Result<(), ExposeError> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> Result<(), ExposeError> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        let mp = &self.volumes.mountpoint;
+        match session.umount_and_join() {
+            Ok(()) => {
+                tracing::info!(mountpoint = %mp.display(), "volumes unmounted");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(mountpoint = %mp.display(), error = %e,
+                    "unmount failed; detaching lazily");
+                let _ = mountpoint::lazy_unmount(mp);
+                Err(ExposeError::Unmount(mp.clone(), e))
+            }
+        }
+    }
+}
+
+impl Volumes {
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
     }
@@ -183,32 +237,6 @@ impl Exposer {
     pub fn names(&self) -> Vec<String> {
         let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
         reg.names()
-    }
-
-    /// Unmount and wait for the FUSE threads. If a file is still in use
-    /// (e.g. attached to a loop device) the mount is detached lazily
-    /// instead, the threads keep serving until the last user closes it,
-    /// and `Unmount` is returned with EBUSY.
-    pub fn unmount(mut self) -> Result<(), ExposeError> {
-        self.unmount_inner()
-    }
-
-    fn unmount_inner(&mut self) -> Result<(), ExposeError> {
-        let Some(session) = self.session.take() else {
-            return Ok(());
-        };
-        match session.umount_and_join() {
-            Ok(()) => {
-                tracing::info!(mountpoint = %self.mountpoint.display(), "volumes unmounted");
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(mountpoint = %self.mountpoint.display(), error = %e,
-                    "unmount failed; detaching lazily");
-                let _ = mountpoint::lazy_unmount(&self.mountpoint);
-                Err(ExposeError::Unmount(self.mountpoint.clone(), e))
-            }
-        }
     }
 }
 

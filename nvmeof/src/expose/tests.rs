@@ -146,7 +146,12 @@ fn volumes_come_go_and_grow_while_mounted() {
 
     assert_eq!(std::fs::metadata(&a).expect("stat a").len(), 1 << 20);
     grow.resize(3 << 20);
-    assert_eq!(exp.refresh_size("a").expect("refresh"), 3 << 20);
+    // As a namespace-change watcher would: from another thread.
+    let volumes = exp.volumes();
+    let refreshed = std::thread::spawn(move || volumes.refresh_size("a"))
+        .join()
+        .expect("watcher thread");
+    assert_eq!(refreshed.expect("refresh"), 3 << 20);
     assert_eq!(std::fs::metadata(&a).expect("stat a again").len(), 3 << 20);
     // The new space is usable at once.
     let f = OpenOptions::new()
