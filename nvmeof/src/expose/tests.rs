@@ -383,3 +383,45 @@ fn stale_mount_from_a_dead_process_is_cleared() {
     exp.unmount().expect("unmount");
     assert!(!mountpoint::is_mount_point(&dir));
 }
+
+/// Cost of the FUSE layer itself: the benchmark engine on an exposed
+/// in-memory volume, through the target's file backend. A measurement, so
+/// ignored by default: `cargo test --release -p ferrofab-nvmeof
+/// fuse_overhead -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn fuse_overhead() {
+    use crate::backend::FileOptions;
+    use crate::bench::engine::{self, RunOptions, Target};
+    use crate::bench::io::BackendBlockIo;
+    use crate::bench::report;
+    use crate::bench::workload::{JobParams, Limit, Pattern};
+    let (_tmp, exp) = mount_tmp();
+    let path = exp
+        .add("v", Arc::new(MemBlockIo::new(256 << 20, 512)))
+        .expect("add");
+    let dev = Arc::new(BackendBlockIo::open(&path, &FileOptions::default()).expect("open"));
+    for (pattern, bs, qd) in [
+        (Pattern::Randread, 4096, 1),
+        (Pattern::Randread, 4096, 8),
+        (Pattern::Randwrite, 4096, 8),
+        (Pattern::Read, 1 << 20, 2),
+        (Pattern::Write, 1 << 20, 2),
+    ] {
+        let params = JobParams {
+            pattern,
+            block_size: bs,
+            queue_depth: qd,
+            limit: Limit::Time(Duration::from_secs(2)),
+            ..Default::default()
+        };
+        let opts = RunOptions {
+            target_name: "fuse-mem".into(),
+            ..Default::default()
+        };
+        let r = engine::run(Target::Blocking(dev.clone()), &params, &opts).expect("job");
+        print!("{}", report::job_table(&r));
+    }
+    drop(dev);
+    exp.unmount().expect("unmount");
+}
