@@ -425,3 +425,30 @@ fn fuse_overhead() {
     drop(dev);
     exp.unmount().expect("unmount");
 }
+
+#[test]
+fn unmount_while_a_loop_device_holds_a_file_detaches_lazily() {
+    require("losetup", "mount");
+    let (_tmp, exp) = mount_tmp();
+    let vol = exp
+        .add("busy", Arc::new(MemBlockIo::new(8 << 20, 512)))
+        .expect("add");
+    let mp = exp.mountpoint().to_path_buf();
+    let dev = sh(&format!("losetup --find --show '{}'", vol.display()))
+        .trim()
+        .to_string();
+    let guard = LoopGuard {
+        dev: dev.clone(),
+        mnt: mp.join("never-mounted"),
+    };
+    match exp.unmount() {
+        Err(ExposeError::Unmount(..)) => {}
+        other => panic!("expected EBUSY from unmount, got {other:?}"),
+    }
+    assert!(!mountpoint::is_mount_point(&mp), "mount not detached");
+    // The loop device still works: the FUSE threads keep serving it.
+    sh(&format!(
+        "dd if={dev} of=/dev/null bs=64k count=16 status=none"
+    ));
+    drop(guard);
+}
