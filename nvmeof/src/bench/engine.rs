@@ -9,7 +9,7 @@
 //! Time and CPU are sampled between two barriers that every worker passes,
 //! so verify prefill and the final read-back pass are never counted.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -85,28 +85,35 @@ struct Shared {
     params: JobParams,
     unit: u64,
     stop: Arc<AtomicBool>,
-    budget: AtomicU64,
     counters: Arc<Counters>,
     start_gate: Barrier,
     end_gate: Barrier,
 }
 
-impl Shared {
-    /// Reserve one I/O from the job's limit; false once the job is over.
-    fn claim(&self, deadline: Instant) -> bool {
-        if self.stop.load(Ordering::Relaxed) {
-            return false;
+/// Split a byte limit into per-worker I/O counts in proportion to the
+/// slices, as fio gives each job its own size. A shared budget would let
+/// fast workers take the I/Os of slow ones, so `--size` equal to the
+/// region would leave parts of it unwritten (and a later read test would
+/// read holes).
+fn split_budget(limit: Limit, unit: u64, slices: &[Slice]) -> Vec<u64> {
+    let Limit::Bytes(bytes) = limit else {
+        return vec![u64::MAX; slices.len()];
+    };
+    let total_ios = bytes / unit.max(1);
+    let units: u64 = slices.iter().map(|s| s.units).sum::<u64>().max(1);
+    let mut shares: Vec<u64> = slices
+        .iter()
+        .map(|s| (u128::from(total_ios) * u128::from(s.units) / u128::from(units)) as u64)
+        .collect();
+    let mut left = total_ios - shares.iter().sum::<u64>();
+    for share in shares.iter_mut() {
+        if left == 0 {
+            break;
         }
-        match self.params.limit {
-            Limit::Time(_) => Instant::now() < deadline,
-            Limit::Bytes(_) => self
-                .budget
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                    left.checked_sub(self.unit)
-                })
-                .is_ok(),
-        }
+        *share += 1;
+        left -= 1;
     }
+    shares
 }
 
 /// Run `params` against `target` to completion.
@@ -127,16 +134,12 @@ pub fn run(target: Target, params: &JobParams, opts: &RunOptions) -> Result<JobR
     };
     let region = params.region(size, dev_block)?;
     let slices = split(region, queues.len() as u64);
+    let budgets = split_budget(params.limit, region.unit, &slices);
     let counters = Arc::new(Counters::default());
-    let budget = match params.limit {
-        Limit::Bytes(b) => b,
-        Limit::Time(_) => u64::MAX,
-    };
     let shared = Shared {
         params: params.clone(),
         unit: region.unit,
         stop: opts.stop.clone().unwrap_or_default(),
-        budget: AtomicU64::new(budget),
         counters: Arc::clone(&counters),
         start_gate: Barrier::new(queues.len() + 1),
         end_gate: Barrier::new(queues.len() + 1),
@@ -148,11 +151,11 @@ pub fn run(target: Target, params: &JobParams, opts: &RunOptions) -> Result<JobR
     let (results, elapsed, cpu) = std::thread::scope(|scope| {
         let handles: Vec<_> = queues
             .into_iter()
-            .zip(slices)
+            .zip(slices.into_iter().zip(budgets))
             .enumerate()
-            .map(|(i, (q, slice))| {
+            .map(|(i, (q, (slice, budget)))| {
                 let shared = &shared;
-                scope.spawn(move || Worker::new(i as u64, q, slice, shared).run())
+                scope.spawn(move || Worker::new(i as u64, q, slice, shared).run(budget))
             })
             .collect();
         shared.start_gate.wait();
@@ -273,6 +276,8 @@ struct Worker<'a> {
     /// Verify: units with an I/O in flight; another one would be ambiguous.
     busy: Vec<bool>,
     cursor: u64,
+    /// I/Os this worker may still issue in the main phase.
+    budget: u64,
     out: Vec<IoCompletion>,
     res: WorkerResult,
 }
@@ -311,6 +316,7 @@ impl<'a> Worker<'a> {
             gens: vec![0; n],
             busy: vec![false; n],
             cursor: 0,
+            budget: 0,
             out: Vec::with_capacity(depth),
             res: WorkerResult::default(),
         }
@@ -318,7 +324,8 @@ impl<'a> Worker<'a> {
 
     /// Prefill, start gate, main phase, end gate, final check. Gates are
     /// always passed, even after an error, or the other threads would hang.
-    fn run(mut self) -> Result<WorkerResult, BenchError> {
+    fn run(mut self, budget: u64) -> Result<WorkerResult, BenchError> {
+        self.budget = budget;
         let p = &self.shared.params;
         let mut status = Ok(());
         if p.verify && !p.pattern.writes() {
@@ -384,7 +391,7 @@ impl<'a> Worker<'a> {
                 self.next_sequential(true)
             }
             Phase::Main => {
-                if !self.shared.claim(deadline) {
+                if !self.may_continue(deadline) {
                     return NextOp::Done;
                 }
                 // In verify mode, skip units with an I/O in flight; give up
@@ -392,17 +399,23 @@ impl<'a> Worker<'a> {
                 for _ in 0..64 {
                     let (unit, is_read) = self.picker.pick();
                     if self.busy.is_empty() || !self.busy[unit as usize] {
+                        self.budget -= 1;
                         return NextOp::Io(unit, is_read);
                     }
                 }
-                // Return the claimed bytes: nothing was submitted.
-                if let Limit::Bytes(_) = self.shared.params.limit {
-                    self.shared
-                        .budget
-                        .fetch_add(self.shared.unit, Ordering::Relaxed);
-                }
                 NextOp::Wait
             }
+        }
+    }
+
+    /// Whether the main phase may issue another I/O.
+    fn may_continue(&self, deadline: Instant) -> bool {
+        if self.budget == 0 || self.shared.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self.shared.params.limit {
+            Limit::Time(_) => Instant::now() < deadline,
+            Limit::Bytes(_) => true,
         }
     }
 
@@ -546,6 +559,49 @@ mod tests {
             assert_eq!(r.workers, 8);
             assert!(r.total.latency.p50_us > 0.0);
             assert!(r.verify.is_none());
+        }
+    }
+
+    #[test]
+    fn byte_limit_is_split_in_proportion_to_slices() {
+        let slices = [
+            Slice {
+                first_unit: 0,
+                units: 3,
+            },
+            Slice {
+                first_unit: 3,
+                units: 3,
+            },
+            Slice {
+                first_unit: 6,
+                units: 2,
+            },
+        ];
+        assert_eq!(
+            split_budget(Limit::Bytes(8 * 512), 512, &slices),
+            vec![3, 3, 2]
+        );
+        assert_eq!(
+            split_budget(Limit::Bytes(16 * 512 + 7), 512, &slices),
+            vec![6, 6, 4]
+        );
+        let t = split_budget(Limit::Time(Duration::from_secs(1)), 512, &slices);
+        assert!(t.iter().all(|&b| b == u64::MAX));
+    }
+
+    #[test]
+    fn sequential_fill_of_the_region_writes_every_block() {
+        // The prefill case: --size equal to the region must cover it all,
+        // however unevenly the workers progress.
+        let dev = Arc::new(MemBlockIo::new(1 << 20, 512));
+        let mut p = params(Pattern::Write, false);
+        p.limit = Limit::Bytes(1 << 20);
+        run(Target::Blocking(dev.clone()), &p, &opts()).expect("fill");
+        let mut all = vec![0u8; 1 << 20];
+        dev.read_at(&mut all, 0).expect("read");
+        for (i, block) in all.chunks(4096).enumerate() {
+            assert!(block.iter().any(|&b| b != 0), "block {i} never written");
         }
     }
 
