@@ -11,10 +11,14 @@
 //!   namespaces are stored on.
 //! * [`target`] — the target: subsystem registry, controller and queue
 //!   state machines, discovery, listeners.
+//! * [`bench`] — loopback baseline and workload engine behind `bench`.
+//! * [`expose`] — connected namespaces as regular files through FUSE.
 //! * [`units`] — human sizes such as `4TiB`.
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
+pub mod expose;
 pub mod spec;
 pub mod target;
 pub mod units;
