@@ -15,6 +15,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod host;
 pub mod spec;
 pub mod units;
 pub mod wire;
