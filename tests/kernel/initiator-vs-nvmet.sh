@@ -60,6 +60,8 @@ GROWN_MB=192
 PASSED=0
 FAILED=0
 pass() { PASSED=$((PASSED + 1)); echo "initiator-vs-nvmet: PASS: $*"; }
+# The driver's result line (its log goes to stderr, mixed in).
+result() { grep -E '^(io|grow|outage|denied): ' <<<"$1" | tail -n1; }
 fail() { FAILED=$((FAILED + 1)); echo "initiator-vs-nvmet: FAIL: $*" >&2; }
 
 echo "initiator-vs-nvmet: building"
@@ -118,7 +120,7 @@ fi
 ADDR=127.0.0.1:$GPORT
 RELEASE=127.0.0.1:$RPORT
 ID=(--hostnqn "$HOSTNQN" --hostid "$HOSTID")
-DRV=("$DRIVER" --addr "$ADDR" --nqn "$NQN" --hostnqn "$HOSTNQN" --hostid "$HOSTID")
+DRV=(env NO_COLOR=1 "$DRIVER" --addr "$ADDR" --nqn "$NQN" --hostnqn "$HOSTNQN" --hostid "$HOSTID")
 
 # 1. discovery
 if out=$("$CLI" discover -a 127.0.0.1 -s "$GPORT" "${ID[@]}" 2>&1) && grep -q "$NQN" <<<"$out"; then
@@ -134,13 +136,13 @@ else
 fi
 
 # 2./3. data
-if out=$("${DRV[@]}" io --mib "$MIB" --qd 32 2>&1); then pass "$(tail -n1 <<<"$out")"; else fail "io: $out"; fi
-if out=$("${DRV[@]}" --digests io --mib "$MIB" --qd 32 2>&1); then pass "$(tail -n1 <<<"$out")"; else fail "io with digests: $out"; fi
+if out=$("${DRV[@]}" io --mib "$MIB" --qd 32 2>&1); then pass "$(result "$out")"; else fail "io: $out"; fi
+if out=$("${DRV[@]}" --digests io --mib "$MIB" --qd 32 2>&1); then pass "$(result "$out")"; else fail "io with digests: $out"; fi
 
 # 4. host not allowed
-if out=$("$DRIVER" --addr "$ADDR" --nqn "$NQN" --hostnqn "$OTHERNQN" denied 2>&1) \
+if out=$(env NO_COLOR=1 "$DRIVER" --addr "$ADDR" --nqn "$NQN" --hostnqn "$OTHERNQN" denied 2>&1) \
         && grep -q "host $OTHERNQN not allowed" <<<"$out"; then
-    pass "$(tail -n1 <<<"$out")"
+    pass "$(result "$out")"
 else
     fail "not-allowed host: $out"
 fi
@@ -173,14 +175,14 @@ fi
 
 # 6. grow through the AEN
 if out=$("${DRV[@]}" grow --release "$RELEASE" --expect-bytes $((GROWN_MB << 20)) 2>&1); then
-    pass "$(tail -n1 <<<"$out")"
+    pass "$(result "$out")"
 else
     fail "grow: $out"
 fi
 
 # 7. outage within ctrl-loss-tmo
 if out=$("${DRV[@]}" --ctrl-loss-tmo 60 outage --release "$RELEASE" --seconds 60 2>&1); then
-    pass "$(tail -n1 <<<"$out")"
+    pass "$(result "$out")"
     grep -E "connection lost|reconnected|re-sending|kept" <<<"$out" | head -n 8 || true
 else
     fail "outage: $out"
