@@ -17,5 +17,6 @@ pub mod backend;
 pub mod cli;
 pub mod host;
 pub mod spec;
+pub mod target;
 pub mod units;
 pub mod wire;

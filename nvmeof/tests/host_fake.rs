@@ -1,12 +1,12 @@
 //! The initiator against the scripted fake target in `common`.
 
-mod common;
+mod fake_target;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{FakeTarget, Knobs, BS, SUBNQN};
+use fake_target::{FakeTarget, Knobs, BS, SUBNQN};
 use ferrofab_nvmeof::host::{
     discover, BlockIo, ConnectOptions, Controller, ControllerState, Digests, HostError,
     HostIdentity, IoOp, NamespaceEvent,

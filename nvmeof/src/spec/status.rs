@@ -34,6 +34,7 @@ impl Status {
     pub const DATA_SGL_LENGTH_INVALID: Status = Status::new(sct::GENERIC, 0x0D, true);
     pub const SGL_TYPE_INVALID: Status = Status::new(sct::GENERIC, 0x11, true);
     /// A data digest error or a lost connection: the host may retry.
+    pub const NAMESPACE_WRITE_PROTECTED: Status = Status::new(sct::GENERIC, 0x20, true);
     pub const TRANSIENT_TRANSPORT_ERROR: Status = Status::new(sct::GENERIC, 0x22, false);
     pub const LBA_OUT_OF_RANGE: Status = Status::new(sct::GENERIC, 0x80, true);
     pub const CAPACITY_EXCEEDED: Status = Status::new(sct::GENERIC, 0x81, true);
@@ -85,6 +86,7 @@ impl Status {
             (0, 0x0D) => "data SGL length invalid",
             (0, 0x0F) => "SGL data block invalid",
             (0, 0x11) => "SGL descriptor type invalid",
+            (0, 0x20) => "namespace is write protected",
             (0, 0x22) => "transient transport error",
             (0, 0x80) => "LBA out of range",
             (0, 0x81) => "capacity exceeded",

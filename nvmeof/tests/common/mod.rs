@@ -1,548 +1,409 @@
-//! A small scripted NVMe/TCP target for the initiator's tests.
-//!
-//! It serves one subsystem with one RAM namespace and a discovery
-//! controller, and has knobs the real target lacks: small MAXH2CDATA and
-//! R2T chunks (so writes take several R2Ts and H2CData PDUs), C2H data in
-//! several PDUs, dropping every connection, refusing new ones, resizing
-//! with an asynchronous event.
-
+//! A deliberately small NVMe/TCP host used to test the target on its own,
+//! byte by byte, without the real initiator. It sends one command at a time
+//! and checks every PDU it gets back.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
 
-use ferrofab_nvmeof::spec::identify::{
-    encode_discovery_log, encode_ns_descriptors, encode_ns_list, DiscoveryEntry,
-    IdentifyController, IdentifyNamespace,
-};
+use ferrofab_nvmeof::backend::{open_backend, DirectIo, FileOptions};
 use ferrofab_nvmeof::spec::status::Status;
-use ferrofab_nvmeof::spec::{get_str_nul, DISCOVERY_NQN};
-use ferrofab_nvmeof::wire::pdu::{
-    self, decode, encode_capsule_resp, encode_data_pdu, encode_ic_resp, encode_r2t, flags, pdu_type,
+use ferrofab_nvmeof::spec::{admin, fctype, nvm, prop};
+use ferrofab_nvmeof::target::{
+    derive_uuid, ListenerKind, NamespaceConfig, SubsystemConfig, Target, TargetOptions,
 };
-use ferrofab_nvmeof::wire::{Cqe, DecodeStatus, Digests, IcResp, Pdu, R2t, Sqe};
+use ferrofab_nvmeof::wire::command::{SGL_DATA_BLOCK_OFFSET, SGL_TRANSPORT_DATA_BLOCK};
+use ferrofab_nvmeof::wire::pdu::{self, flags, pdu_type};
+use ferrofab_nvmeof::wire::{Cqe, DataHeader, DecodeStatus, Digests, IcReq, Pdu, Sqe};
 
-pub const SUBNQN: &str = "nqn.2026-11.io.ferrofab:fake";
-pub const BS: usize = 512;
+pub const SUBNQN: &str = "nqn.2026-11.io.ferrofab:test";
+pub const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000001";
+pub const OTHER_HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000002";
 
-pub struct Knobs {
+/// A target on a free loopback port with one 64 MiB namespace.
+pub struct Fixture {
+    pub target: Target,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn fixture() -> Fixture {
+    fixture_with(TargetOptions::default())
+}
+
+pub fn fixture_with(opts: TargetOptions) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = Target::new(opts).expect("target");
+    let addr = target
+        .add_listener("127.0.0.1:0".parse().expect("addr"), ListenerKind::Io, None)
+        .expect("listen");
+    target
+        .add_subsystem(SubsystemConfig {
+            nqn: SUBNQN.into(),
+            serial: String::new(),
+            model: String::new(),
+            allow_any_host: false,
+            allowed_hosts: vec![HOSTNQN.into()],
+        })
+        .expect("subsystem");
+    let backend = open_backend(
+        dir.path().join("ns1.img"),
+        &FileOptions {
+            create: true,
+            size: Some(64 << 20),
+            direct_io: DirectIo::Auto,
+            block_size: 512,
+            preallocate: false,
+        },
+    )
+    .expect("backend");
+    let uuid = derive_uuid(SUBNQN, 1);
+    target
+        .add_namespace(
+            SUBNQN,
+            NamespaceConfig {
+                nsid: 1,
+                backend,
+                block_size: 512,
+                uuid,
+                nguid: *uuid.as_bytes(),
+                read_only: false,
+            },
+        )
+        .expect("namespace");
+    Fixture { target, addr, dir }
+}
+
+/// One queue connection.
+pub struct MiniHost {
+    pub stream: TcpStream,
+    pub digests: Digests,
+    buf: Vec<u8>,
+    next_cid: u16,
     pub maxh2cdata: u32,
-    /// Largest R2T; longer writes get several.
-    pub r2t_chunk: usize,
-    /// Largest C2HData PDU.
-    pub c2h_chunk: usize,
-    /// Use the SUCCESS flag instead of a CapsuleResp for reads.
-    pub c2h_success: bool,
-    pub ioccsz: u32,
-    pub mdts: u8,
-    pub allowed_host: Option<String>,
 }
 
-impl Default for Knobs {
-    fn default() -> Self {
-        Knobs {
-            maxh2cdata: 8192,
-            r2t_chunk: 32 * 1024,
-            c2h_chunk: 16 * 1024,
-            c2h_success: false,
-            ioccsz: 260, // 4096 bytes in capsule
-            mdts: 5,     // 128 KiB
-            allowed_host: None,
+/// What came back for a command.
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub cqe: Option<Cqe>,
+    pub data: Vec<u8>,
+    pub success_flag: bool,
+}
+
+impl Reply {
+    pub fn status(&self) -> Status {
+        match &self.cqe {
+            Some(c) => Status::from_field(c.status),
+            None if self.success_flag => Status::SUCCESS,
+            None => Status::INTERNAL_ERROR,
         }
     }
 }
 
-#[derive(Default)]
-struct CtrlState {
-    cc: u32,
-    aer: Option<(u16, Arc<Mutex<TcpStream>>, Digests)>,
-    event_pending: bool,
-}
-
-pub struct FakeTarget {
-    pub addr: String,
-    pub data: Arc<Mutex<Vec<u8>>>,
-    knobs: Arc<Knobs>,
-    ctrls: Arc<Mutex<HashMap<u16, CtrlState>>>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-    refusing: Arc<AtomicBool>,
-    next_cntlid: Arc<AtomicU16>,
-    pub writes: Arc<AtomicU64>,
-    pub commands: Arc<AtomicU64>,
-    /// Drop the connection instead of answering the Nth I/O command.
-    pub drop_at_command: Arc<AtomicU64>,
-}
-
-impl FakeTarget {
-    pub fn start(blocks: usize, knobs: Knobs) -> FakeTarget {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let t = FakeTarget {
-            addr: l.local_addr().unwrap().to_string(),
-            data: Arc::new(Mutex::new(vec![0u8; blocks * BS])),
-            knobs: Arc::new(knobs),
-            ctrls: Arc::default(),
-            conns: Arc::default(),
-            refusing: Arc::default(),
-            next_cntlid: Arc::new(AtomicU16::new(1)),
-            writes: Arc::default(),
-            commands: Arc::default(),
-            drop_at_command: Arc::new(AtomicU64::new(u64::MAX)),
+impl MiniHost {
+    pub fn open(addr: SocketAddr, digests: Digests) -> MiniHost {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut h = MiniHost {
+            stream,
+            digests: Digests::default(),
+            buf: Vec::new(),
+            next_cid: 1,
+            maxh2cdata: 0,
         };
-        let srv = t.clone_handles();
-        thread::spawn(move || {
-            for s in l.incoming() {
-                let Ok(s) = s else { continue };
-                if srv.refusing.load(Ordering::SeqCst) {
-                    let _ = s.shutdown(Shutdown::Both);
-                    continue;
-                }
-                srv.conns.lock().unwrap().push(s.try_clone().unwrap());
-                let c = srv.clone_handles();
-                thread::spawn(move || {
-                    let _ = c.serve(s);
-                });
+        let mut out = Vec::new();
+        pdu::encode_ic_req(
+            &mut out,
+            &IcReq {
+                pfv: 0,
+                hpda: 0,
+                digests,
+                maxr2t: 0,
+            },
+        );
+        h.stream.write_all(&out).expect("send icreq");
+        match h.recv_owned() {
+            Some(OwnedPdu::IcResp(r)) => {
+                assert_eq!(r.digests, digests);
+                assert_eq!(r.cpda, 0);
+                h.maxh2cdata = r.maxh2cdata;
             }
-        });
-        t
-    }
-
-    fn clone_handles(&self) -> FakeTarget {
-        FakeTarget {
-            addr: self.addr.clone(),
-            data: self.data.clone(),
-            knobs: self.knobs.clone(),
-            ctrls: self.ctrls.clone(),
-            conns: self.conns.clone(),
-            refusing: self.refusing.clone(),
-            next_cntlid: self.next_cntlid.clone(),
-            writes: self.writes.clone(),
-            commands: self.commands.clone(),
-            drop_at_command: self.drop_at_command.clone(),
+            other => panic!("expected ICResp, got {other:?}"),
         }
+        h.digests = digests;
+        h
     }
 
-    /// Reset every connection (a target crash or network cut).
-    pub fn drop_all(&self) {
-        for c in self.conns.lock().unwrap().drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-        self.ctrls.lock().unwrap().clear();
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
     }
 
-    pub fn set_refusing(&self, on: bool) {
-        self.refusing.store(on, Ordering::SeqCst);
-    }
-
-    /// Grow or shrink the namespace and raise a namespace-attribute event.
-    pub fn resize(&self, blocks: usize) {
-        self.data.lock().unwrap().resize(blocks * BS, 0);
-        let mut ctrls = self.ctrls.lock().unwrap();
-        for c in ctrls.values_mut() {
-            match c.aer.take() {
-                Some((cid, w, d)) => {
-                    let cqe = Cqe {
-                        cid,
-                        result: 0x0004_0002,
-                        ..Default::default()
-                    };
-                    let mut out = Vec::new();
-                    encode_capsule_resp(&mut out, &cqe, d);
-                    let _ = w.lock().unwrap().write_all(&out);
-                }
-                None => c.event_pending = true,
-            }
-        }
-    }
-
-    fn serve(&self, mut s: TcpStream) -> std::io::Result<()> {
-        s.set_nodelay(true)?;
-        let writer = Arc::new(Mutex::new(s.try_clone()?));
-        let mut buf = Vec::new();
-        let mut digests = Digests::default();
-        let mut qid = 0u16;
-        let mut cntlid = 0u16;
-        // Writes waiting for their data: cid -> (sqe, received data).
-        let mut writes: HashMap<u16, (Sqe, Vec<u8>)> = HashMap::new();
-        let mut chunk = [0u8; 65536];
+    /// Read the next PDU; None at end of file.
+    pub fn recv_owned(&mut self) -> Option<OwnedPdu> {
         loop {
-            let (len, action) = match decode(&buf, digests, 1 << 22) {
-                Ok(DecodeStatus::Need(_)) => {
-                    let n = s.read(&mut chunk)?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    continue;
+            match pdu::decode(&self.buf, self.digests, 16 << 20) {
+                Ok(DecodeStatus::Complete(d)) => {
+                    assert!(d.data_digest_ok, "data digest from target must match");
+                    let owned = OwnedPdu::from(d.pdu);
+                    self.buf.drain(..d.len);
+                    return Some(owned);
                 }
-                Ok(DecodeStatus::Complete(d)) => (d.len, self.classify(d.pdu)),
-                Err(e) => panic!("fake target: bad PDU from the host: {e}"),
-            };
-            buf.drain(..len);
-            let send = |out: &[u8]| writer.lock().unwrap().write_all(out);
-            match action {
-                Action::IcReq(d) => {
-                    digests = d;
-                    let mut out = Vec::new();
-                    encode_ic_resp(
-                        &mut out,
-                        &IcResp {
-                            pfv: 0,
-                            cpda: 0,
-                            digests: d,
-                            maxh2cdata: self.knobs.maxh2cdata,
-                        },
-                    );
-                    send(&out)?;
-                }
-                Action::Cmd(sqe, data) => {
-                    if sqe.opcode == 0x7F && sqe.fctype() == 1 {
-                        qid = (sqe.cdw10 >> 16) as u16;
-                        let (st, id) = self.connect(&sqe, &data);
-                        cntlid = id;
-                        self.respond(&send, digests, sqe.cid, qid, st, u64::from(id))?;
-                        continue;
-                    }
-                    if qid > 0 {
-                        let n = self.commands.fetch_add(1, Ordering::SeqCst) + 1;
-                        if n == self.drop_at_command.load(Ordering::SeqCst) {
-                            let _ = s.shutdown(Shutdown::Both);
-                            return Ok(());
-                        }
-                    }
-                    if sqe.opcode == 0x01 && qid > 0 && sqe.sgl.id == 0x5A {
-                        let len = sqe.sgl.length as usize;
-                        writes.insert(sqe.cid, (sqe, Vec::with_capacity(len)));
-                        self.send_r2t(&send, digests, sqe.cid, 0, len)?;
-                        continue;
-                    }
-                    self.command(&send, &writer, digests, qid, cntlid, sqe, &data)?;
-                }
-                Action::H2c(cid, off, data) => {
-                    let Some((sqe, got)) = writes.get_mut(&cid) else {
-                        panic!("H2CData for unknown cid {cid}")
-                    };
-                    assert_eq!(off as usize, got.len(), "H2C offsets are sequential");
-                    got.extend_from_slice(&data);
-                    let total = sqe.sgl.length as usize;
-                    let chunk = self.knobs.r2t_chunk;
-                    if got.len() == total {
-                        let (sqe, got) = writes.remove(&cid).unwrap();
-                        self.command(&send, &writer, digests, qid, cntlid, sqe, &got)?;
-                    } else if got.len() % chunk == 0 {
-                        self.send_r2t(&send, digests, cid, got.len(), total)?;
-                    }
-                }
+                Ok(DecodeStatus::Need(_)) => {}
+                Err(e) => panic!("target sent a bad PDU: {e}"),
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
     }
 
-    fn send_r2t(
-        &self,
-        send: &dyn Fn(&[u8]) -> std::io::Result<()>,
-        d: Digests,
-        cid: u16,
-        off: usize,
-        total: usize,
-    ) -> std::io::Result<()> {
+    pub fn cid(&mut self) -> u16 {
+        let c = self.next_cid;
+        self.next_cid = self.next_cid.wrapping_add(1).max(1);
+        c
+    }
+
+    /// Send a command, supplying `out_data` in-capsule or through R2T
+    /// as the target asks, and collect the reply.
+    pub fn command(&mut self, mut sqe: Sqe, out_data: &[u8], in_capsule: bool) -> Reply {
+        sqe.cid = self.cid();
         let mut out = Vec::new();
-        let r = R2t {
-            cccid: cid,
-            ttag: cid,
-            r2to: off as u32,
-            r2tl: (total - off).min(self.knobs.r2t_chunk) as u32,
-        };
-        encode_r2t(&mut out, &r, d);
-        send(&out)
-    }
-
-    fn classify(&self, p: Pdu<'_>) -> Action {
-        match p {
-            Pdu::IcReq(r) => Action::IcReq(r.digests),
-            Pdu::CapsuleCmd { sqe, data } => Action::Cmd(sqe, data.to_vec()),
-            Pdu::H2cData { hdr, data, .. } => Action::H2c(hdr.cccid, hdr.datao, data.to_vec()),
-            other => panic!("fake target: unexpected {other:?}"),
-        }
-    }
-
-    fn connect(&self, sqe: &Sqe, data: &[u8]) -> (Status, u16) {
-        let subnqn = get_str_nul(&data[256..512]);
-        let hostnqn = get_str_nul(&data[512..768]);
-        if subnqn != SUBNQN && subnqn != DISCOVERY_NQN {
-            return (Status::CONNECT_INVALID_PARAMETERS, 0);
-        }
-        if let Some(h) = &self.knobs.allowed_host {
-            if *h != hostnqn && subnqn == SUBNQN {
-                return (Status::CONNECT_INVALID_HOST, 0);
-            }
-        }
-        let qid = sqe.cdw10 >> 16;
-        if qid == 0 {
-            let id = self.next_cntlid.fetch_add(1, Ordering::SeqCst);
-            self.ctrls.lock().unwrap().insert(id, CtrlState::default());
-            (Status::SUCCESS, id)
+        if !out_data.is_empty() && in_capsule {
+            sqe.sgl.id = SGL_DATA_BLOCK_OFFSET;
+            sqe.sgl.length = out_data.len() as u32;
+            pdu::encode_capsule_cmd(&mut out, &sqe, out_data, self.digests);
         } else {
-            let id = u16::from_le_bytes([data[16], data[17]]);
-            if self.ctrls.lock().unwrap().contains_key(&id) {
-                (Status::SUCCESS, id)
-            } else {
-                (Status::CONNECT_INVALID_PARAMETERS, 0)
+            sqe.sgl.id = SGL_TRANSPORT_DATA_BLOCK;
+            if !out_data.is_empty() {
+                sqe.sgl.length = out_data.len() as u32;
+            }
+            pdu::encode_capsule_cmd(&mut out, &sqe, &[], self.digests);
+        }
+        self.send_raw(&out);
+        self.collect(sqe.cid, out_data)
+    }
+
+    fn collect(&mut self, cid: u16, out_data: &[u8]) -> Reply {
+        let mut reply = Reply::default();
+        loop {
+            match self.recv_owned() {
+                Some(OwnedPdu::CapsuleResp(c)) => {
+                    assert_eq!(c.cid, cid);
+                    reply.cqe = Some(c);
+                    return reply;
+                }
+                Some(OwnedPdu::C2hData {
+                    hdr,
+                    flags: f,
+                    data,
+                }) => {
+                    assert_eq!(hdr.cccid, cid);
+                    assert_eq!(hdr.datao as usize, reply.data.len());
+                    reply.data.extend_from_slice(&data);
+                    if f & flags::SUCCESS != 0 {
+                        reply.success_flag = true;
+                        return reply;
+                    }
+                }
+                Some(OwnedPdu::R2t(r)) => self.send_h2c(cid, r.ttag, r.r2to, r.r2tl, out_data),
+                other => panic!("unexpected {other:?}"),
             }
         }
     }
 
-    fn respond(
-        &self,
-        send: &dyn Fn(&[u8]) -> std::io::Result<()>,
-        d: Digests,
-        cid: u16,
-        qid: u16,
-        st: Status,
-        result: u64,
-    ) -> std::io::Result<()> {
+    fn send_h2c(&mut self, cid: u16, ttag: u16, r2to: u32, r2tl: u32, data: &[u8]) {
+        let mut off = r2to;
+        let end = r2to + r2tl;
         let mut out = Vec::new();
-        let mut cqe = Cqe {
-            cid,
-            sqid: qid,
-            result,
-            status: st.to_field(),
-            ..Default::default()
-        };
-        if st == Status::CONNECT_INVALID_PARAMETERS {
-            cqe.result = (1 << 16) | 256;
-        }
-        encode_capsule_resp(&mut out, &cqe, d);
-        send(&out)
-    }
-
-    /// Send `data` as C2HData PDUs, then a CapsuleResp unless SUCCESS is used.
-    fn send_data(
-        &self,
-        send: &dyn Fn(&[u8]) -> std::io::Result<()>,
-        d: Digests,
-        cid: u16,
-        qid: u16,
-        data: &[u8],
-    ) -> std::io::Result<()> {
-        let mut out = Vec::new();
-        let chunks: Vec<&[u8]> = data.chunks(self.knobs.c2h_chunk).collect();
-        let success = self.knobs.c2h_success && qid > 0;
-        for (i, c) in chunks.iter().enumerate() {
-            let last = i + 1 == chunks.len();
-            let mut fl = if last { flags::LAST_PDU } else { 0 };
-            if last && success {
-                fl |= flags::SUCCESS;
-            }
-            let hdr = pdu::DataHeader {
+        while off < end {
+            let n = (end - off).min(self.maxh2cdata);
+            let hdr = DataHeader {
                 cccid: cid,
-                ttag: 0,
-                datao: (i * self.knobs.c2h_chunk) as u32,
-                datal: 0,
+                ttag,
+                datao: off,
+                datal: n,
             };
-            encode_data_pdu(&mut out, pdu_type::C2H_DATA, &hdr, fl, c, d);
+            let last = if off + n == end { flags::LAST_PDU } else { 0 };
+            pdu::encode_data_pdu(
+                &mut out,
+                pdu_type::H2C_DATA,
+                &hdr,
+                last,
+                &data[off as usize..(off + n) as usize],
+                self.digests,
+            );
+            off += n;
         }
-        if !success {
-            let cqe = Cqe {
-                cid,
-                sqid: qid,
-                ..Default::default()
-            };
-            encode_capsule_resp(&mut out, &cqe, d);
-        }
-        send(&out)
+        self.send_raw(&out);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn command(
-        &self,
-        send: &dyn Fn(&[u8]) -> std::io::Result<()>,
-        writer: &Arc<Mutex<TcpStream>>,
-        d: Digests,
+    pub fn connect(
+        &mut self,
         qid: u16,
         cntlid: u16,
-        sqe: Sqe,
-        data: &[u8],
-    ) -> std::io::Result<()> {
-        let ok = |r: u64| self.respond(send, d, sqe.cid, qid, Status::SUCCESS, r);
-        if qid > 0 {
-            let bytes = |nlb: u32| nlb as usize * BS;
-            let off = sqe.slba() as usize * BS;
-            let size = self.data.lock().unwrap().len();
-            match sqe.opcode {
-                0x02 => {
-                    let n = bytes(sqe.nlb());
-                    if off + n > size {
-                        return self.respond(send, d, sqe.cid, qid, Status::LBA_OUT_OF_RANGE, 0);
-                    }
-                    let v = self.data.lock().unwrap()[off..off + n].to_vec();
-                    return self.send_data(send, d, sqe.cid, qid, &v);
-                }
-                0x01 => {
-                    assert_eq!(data.len(), bytes(sqe.nlb()), "write data length");
-                    self.data.lock().unwrap()[off..off + data.len()].copy_from_slice(data);
-                    self.writes.fetch_add(1, Ordering::SeqCst);
-                    return ok(0);
-                }
-                0x08 => {
-                    let n = bytes(sqe.nlb());
-                    self.data.lock().unwrap()[off..off + n].fill(0);
-                    return ok(0);
-                }
-                0x09 => {
-                    for r in data.chunks_exact(16) {
-                        let nlb = u32::from_le_bytes(r[4..8].try_into().unwrap()) as usize;
-                        let lba = u64::from_le_bytes(r[8..16].try_into().unwrap()) as usize;
-                        self.data.lock().unwrap()[lba * BS..(lba + nlb) * BS].fill(0xDD);
-                    }
-                    return ok(0);
-                }
-                0x00 => return ok(0),
-                _ => return self.respond(send, d, sqe.cid, qid, Status::INVALID_OPCODE, 0),
-            }
-        }
-        match (sqe.opcode, sqe.fctype()) {
-            (0x7F, 0x04) => {
-                let v = match sqe.cdw11 {
-                    0x00 => (1u64 << 37) | (15 << 24) | 127,
-                    0x08 => 0x0001_0400,
-                    0x14 => u64::from(self.ctrl(cntlid, |c| c.cc)),
-                    0x1C => {
-                        let cc = self.ctrl(cntlid, |c| c.cc);
-                        let mut v = u64::from(cc & 1);
-                        if (cc >> 14) & 3 == 1 {
-                            v |= 0b10 << 2;
-                        }
-                        v
-                    }
-                    _ => 0,
-                };
-                ok(v)
-            }
-            (0x7F, 0x00) => {
-                self.ctrl_mut(cntlid, |c| c.cc = sqe.cdw12);
-                ok(0)
-            }
-            (0x06, _) => {
-                let page = match sqe.cdw10 & 0xFF {
-                    1 => IdentifyController {
-                        cntlid,
-                        ver: 0x10400,
-                        oaes: 1 << 8,
-                        aerl: 3,
-                        kas: 10,
-                        sqes: 0x66,
-                        cqes: 0x44,
-                        maxcmd: 128,
-                        nn: 1,
-                        oncs: 0xC,
-                        sgls: 0x10_0001,
-                        subnqn: SUBNQN.into(),
-                        ioccsz: self.knobs.ioccsz,
-                        iorcsz: 1,
-                        mdts: self.knobs.mdts,
-                        ..Default::default()
-                    }
-                    .encode(),
-                    2 => encode_ns_list([1], sqe.nsid),
-                    0 => {
-                        let blocks = (self.data.lock().unwrap().len() / BS) as u64;
-                        IdentifyNamespace {
-                            nsze: blocks,
-                            ncap: blocks,
-                            nuse: blocks,
-                            nguid: [0x42; 16],
-                            lbads: 9,
-                            ..Default::default()
-                        }
-                        .encode()
-                    }
-                    3 => encode_ns_descriptors(&[0x42; 16], &[0x43; 16]),
-                    _ => return self.respond(send, d, sqe.cid, qid, Status::INVALID_FIELD, 0),
-                };
-                self.send_data(send, d, sqe.cid, qid, &page)
-            }
-            (0x09, _) => ok(if sqe.cdw10 & 0xFF == 7 {
-                0x0003_0003
-            } else {
-                0
-            }),
-            (0x18, _) => ok(0),
-            (0x0C, _) => {
-                let fire = self.ctrl_mut(cntlid, |c| {
-                    if c.event_pending {
-                        c.event_pending = false;
-                        true
-                    } else {
-                        c.aer = Some((sqe.cid, writer.clone(), d));
-                        false
-                    }
-                });
-                if fire {
-                    ok(0x0004_0002)
-                } else {
-                    Ok(())
-                }
-            }
-            (0x02, _) => {
-                let lid = sqe.cdw10 & 0xFF;
-                let len = (((sqe.cdw10 >> 16) | (sqe.cdw11 << 16)) as usize + 1) * 4;
-                let off = (u64::from(sqe.cdw12) | (u64::from(sqe.cdw13) << 32)) as usize;
-                let log = match lid {
-                    0x70 => {
-                        let (host, port) = self.addr.rsplit_once(':').unwrap();
-                        let e = DiscoveryEntry {
-                            trtype: 3,
-                            adrfam: 1,
-                            subtype: 2,
-                            treq: 0,
-                            portid: 1,
-                            cntlid: 0xFFFF,
-                            asqsz: 32,
-                            trsvcid: port.into(),
-                            subnqn: SUBNQN.into(),
-                            traddr: host.into(),
-                        };
-                        let entries: Vec<_> = (0..5)
-                            .map(|i| DiscoveryEntry {
-                                portid: i,
-                                ..e.clone()
-                            })
-                            .collect();
-                        encode_discovery_log(7, &entries)
-                    }
-                    _ => {
-                        let mut v = vec![0u8; 4096];
-                        v[0..4].copy_from_slice(&1u32.to_le_bytes());
-                        v
-                    }
-                };
-                let mut page = vec![0u8; len];
-                if off < log.len() {
-                    let n = len.min(log.len() - off);
-                    page[..n].copy_from_slice(&log[off..off + n]);
-                }
-                self.send_data(send, d, sqe.cid, qid, &page)
-            }
-            _ => self.respond(send, d, sqe.cid, qid, Status::INVALID_OPCODE, 0),
-        }
+        hostnqn: &str,
+        subnqn: &str,
+        kato_ms: u32,
+    ) -> Reply {
+        let mut data = vec![0u8; 1024];
+        data[..16].copy_from_slice(&[7u8; 16]);
+        data[16..18].copy_from_slice(&cntlid.to_le_bytes());
+        data[256..256 + subnqn.len()].copy_from_slice(subnqn.as_bytes());
+        data[512..512 + hostnqn.len()].copy_from_slice(hostnqn.as_bytes());
+        let sqe = Sqe {
+            opcode: admin::FABRICS,
+            nsid: u32::from(fctype::CONNECT),
+            cdw10: u32::from(qid) << 16,
+            cdw11: 31,
+            cdw12: kato_ms,
+            ..Default::default()
+        };
+        self.command(sqe, &data, true)
     }
 
-    fn ctrl<T>(&self, id: u16, f: impl FnOnce(&CtrlState) -> T) -> T {
-        let m = self.ctrls.lock().unwrap();
-        f(m.get(&id).unwrap_or(&CtrlState::default()))
+    pub fn prop_get(&mut self, offset: u32, eight: bool) -> Reply {
+        let sqe = Sqe {
+            opcode: admin::FABRICS,
+            nsid: u32::from(fctype::PROPERTY_GET),
+            cdw10: u32::from(eight),
+            cdw11: offset,
+            ..Default::default()
+        };
+        self.command(sqe, &[], true)
     }
 
-    fn ctrl_mut<T: Default>(&self, id: u16, f: impl FnOnce(&mut CtrlState) -> T) -> T {
-        let mut m = self.ctrls.lock().unwrap();
-        m.get_mut(&id).map(f).unwrap_or_default()
+    pub fn prop_set(&mut self, offset: u32, value: u32) -> Reply {
+        let sqe = Sqe {
+            opcode: admin::FABRICS,
+            nsid: u32::from(fctype::PROPERTY_SET),
+            cdw11: offset,
+            cdw12: value,
+            ..Default::default()
+        };
+        self.command(sqe, &[], true)
+    }
+
+    /// Enable the controller the way Linux does.
+    pub fn enable(&mut self) {
+        let cc = (6 << 16) | (4 << 20) | 1;
+        assert_eq!(self.prop_set(prop::CC, cc).status(), Status::SUCCESS);
+        let csts = self.prop_get(prop::CSTS, false);
+        assert_eq!(csts.cqe.map(|c| c.result & 1), Some(1), "CSTS.RDY");
+    }
+
+    pub fn admin(&mut self, opcode: u8, nsid: u32, cdw10: u32, cdw11: u32, len: u32) -> Reply {
+        let sqe = Sqe {
+            opcode,
+            nsid,
+            cdw10,
+            cdw11,
+            sgl: ferrofab_nvmeof::wire::Sgl {
+                address: 0,
+                length: len,
+                id: SGL_TRANSPORT_DATA_BLOCK,
+            },
+            ..Default::default()
+        };
+        self.command(sqe, &[], false)
+    }
+
+    pub fn read(&mut self, slba: u64, nlb: u32) -> Reply {
+        let sqe = rw_sqe(nvm::READ, slba, nlb, nlb * 512);
+        self.command(sqe, &[], false)
+    }
+
+    pub fn write(&mut self, slba: u64, data: &[u8], in_capsule: bool) -> Reply {
+        let nlb = (data.len() / 512) as u32;
+        let sqe = rw_sqe(nvm::WRITE, slba, nlb, data.len() as u32);
+        self.command(sqe, data, in_capsule)
     }
 }
 
-enum Action {
-    IcReq(Digests),
-    Cmd(Sqe, Vec<u8>),
-    H2c(u16, u32, Vec<u8>),
+pub fn rw_sqe(opcode: u8, slba: u64, nlb: u32, len: u32) -> Sqe {
+    Sqe {
+        opcode,
+        nsid: 1,
+        cdw10: slba as u32,
+        cdw11: (slba >> 32) as u32,
+        cdw12: nlb.saturating_sub(1),
+        sgl: ferrofab_nvmeof::wire::Sgl {
+            address: 0,
+            length: len,
+            id: SGL_TRANSPORT_DATA_BLOCK,
+        },
+        ..Default::default()
+    }
+}
+
+/// An admin queue connected and enabled, plus its cntlid.
+pub fn admin_queue(addr: SocketAddr, digests: Digests) -> (MiniHost, u16) {
+    let mut h = MiniHost::open(addr, digests);
+    let r = h.connect(0, 0xFFFF, HOSTNQN, SUBNQN, 5000);
+    assert_eq!(r.status(), Status::SUCCESS, "admin connect");
+    let cntlid = r.cqe.map(|c| c.result as u16).unwrap_or_default();
+    h.enable();
+    (h, cntlid)
+}
+
+pub fn io_queue(addr: SocketAddr, digests: Digests, cntlid: u16, qid: u16) -> MiniHost {
+    let mut h = MiniHost::open(addr, digests);
+    let r = h.connect(qid, cntlid, HOSTNQN, SUBNQN, 0);
+    assert_eq!(r.status(), Status::SUCCESS, "io connect");
+    h
+}
+
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// An owned copy of a PDU, so tests can hold it across reads.
+#[derive(Debug)]
+pub enum OwnedPdu {
+    IcResp(ferrofab_nvmeof::wire::IcResp),
+    CapsuleResp(Cqe),
+    C2hData {
+        hdr: DataHeader,
+        flags: u8,
+        data: Vec<u8>,
+    },
+    R2t(ferrofab_nvmeof::wire::R2t),
+    C2hTermReq {
+        fes: u16,
+        fei: u32,
+    },
+    Other(String),
+}
+
+impl From<Pdu<'_>> for OwnedPdu {
+    fn from(p: Pdu<'_>) -> Self {
+        match p {
+            Pdu::IcResp(r) => OwnedPdu::IcResp(r),
+            Pdu::CapsuleResp(c) => OwnedPdu::CapsuleResp(c),
+            Pdu::C2hData { hdr, flags, data } => OwnedPdu::C2hData {
+                hdr,
+                flags,
+                data: data.to_vec(),
+            },
+            Pdu::R2t(r) => OwnedPdu::R2t(r),
+            Pdu::C2hTermReq(t) => OwnedPdu::C2hTermReq {
+                fes: t.fes,
+                fei: t.fei,
+            },
+            other => OwnedPdu::Other(format!("{other:?}")),
+        }
+    }
+}
+
+pub fn arc_target(f: Fixture) -> (Arc<Target>, SocketAddr, tempfile::TempDir) {
+    (Arc::new(f.target), f.addr, f.dir)
 }

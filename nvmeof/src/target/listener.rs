@@ -1,0 +1,114 @@
+//! TCP listeners: accept connections and give each its own thread.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use super::conn::Conn;
+use super::TargetInner;
+
+/// What a listener is for. Both kinds accept Connects to any subsystem and
+/// to the discovery NQN; the kind decides whether discovery log entries
+/// point hosts at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    Io,
+    Discovery,
+}
+
+/// A bound listener.
+#[derive(Debug)]
+pub struct ListenerState {
+    pub bound: SocketAddr,
+    pub kind: ListenerKind,
+    pub portid: u16,
+    /// Address to put in discovery log entries instead of the bound one
+    /// (for hosts that reach the target through NAT).
+    pub advertise: Option<String>,
+    stop: AtomicBool,
+}
+
+impl ListenerState {
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Bind `addr` and start accepting. Returns the listener's state; the
+/// accept thread runs until [`ListenerState::stop`].
+pub(crate) fn spawn(
+    target: Arc<TargetInner>,
+    addr: SocketAddr,
+    kind: ListenerKind,
+    portid: u16,
+    advertise: Option<String>,
+) -> io::Result<Arc<ListenerState>> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let state = Arc::new(ListenerState {
+        bound: listener.local_addr()?,
+        kind,
+        portid,
+        advertise,
+        stop: AtomicBool::new(false),
+    });
+    let st = state.clone();
+    thread::Builder::new()
+        .name(format!("nvmeof-listen-{}", state.bound.port()))
+        .spawn(move || accept_loop(target, listener, st))?;
+    Ok(state)
+}
+
+fn accept_loop(target: Arc<TargetInner>, listener: TcpListener, state: Arc<ListenerState>) {
+    tracing::debug!(addr = %state.bound, "listening");
+    while !state.stop.load(Ordering::Acquire) && !target.stopping() {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                if let Err(e) = start_connection(&target, stream, peer) {
+                    tracing::warn!(%peer, error = %e, "could not start connection");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_readable(&listener),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // Out of file descriptors and the like: back off rather
+                // than spin, and keep serving.
+                tracing::warn!(addr = %state.bound, error = %e, "accept failed");
+                thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+    tracing::debug!(addr = %state.bound, "listener stopped");
+}
+
+/// Wait for a connection, waking regularly to notice a stop request.
+fn wait_readable(listener: &TcpListener) {
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, bounded timeout.
+    unsafe {
+        libc::poll(&mut pfd, 1, 200);
+    }
+}
+
+fn start_connection(
+    target: &Arc<TargetInner>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_nonblocking(true)?;
+    let local = stream.local_addr()?;
+    let conn = Conn::new(target.clone(), stream, peer, local);
+    thread::Builder::new()
+        .name(format!("nvmeof-conn-{}", peer.port()))
+        .spawn(move || conn.run())?;
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! The ferrofab PKI: CA, certificates, identities and bootstrap tokens.
