@@ -313,3 +313,88 @@ fn target_restart_within_ctrl_loss_tmo() {
     }
     assert_eq!(ctrl.state(), ControllerState::Live);
 }
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort_unstable();
+    v[((v.len() as f64 - 1.0) * p) as usize]
+}
+
+/// Raw loopback TCP, both ends spinning: 72 bytes out, 4144 bytes back
+/// (the size of a 4 KiB read's command and answer).
+fn raw_tcp_round_trips(n: usize) -> Vec<Duration> {
+    use std::io::{Read, Write};
+    fn read_spin(s: &mut std::net::TcpStream, buf: &mut [u8]) {
+        let mut got = 0;
+        while got < buf.len() {
+            match s.read(&mut buf[got..]) {
+                Ok(0) => panic!("eof"),
+                Ok(k) => got += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut req = [0u8; 72];
+        let resp = vec![7u8; 4144];
+        for _ in 0..n {
+            read_spin(&mut s, &mut req);
+            s.write_all(&resp).unwrap();
+        }
+    });
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    c.set_nonblocking(true).unwrap();
+    let mut resp = vec![0u8; 4144];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        c.write_all(&[1u8; 72]).unwrap();
+        read_spin(&mut c, &mut resp);
+        out.push(t.elapsed());
+    }
+    server.join().unwrap();
+    out
+}
+
+/// QD1 4 KiB read latency against the built-in target with busy polling on
+/// both sides, next to a raw TCP round trip. Run with
+/// `cargo test --release --test host_target -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn qd1_latency_vs_raw_tcp() {
+    use ferrofab_nvmeof::target::PollMode;
+    let n = 20000;
+    let f = target(TargetOptions {
+        poll_mode: PollMode::Busy,
+        ..TargetOptions::default()
+    });
+    let mut o = opts(f.addr, HOSTNQN);
+    o.nr_io_queues = 1;
+    o.poll_spin = Duration::from_secs(1);
+    let mut buf = vec![0u8; 4096];
+    for round in 0..3 {
+        // The baseline runs while no target thread spins.
+        let mut raw = raw_tcp_round_trips(n);
+        let ctrl = Controller::connect(o.clone()).unwrap();
+        let ns = ctrl.namespace(1).unwrap();
+        let mut lat = Vec::with_capacity(n);
+        for i in 0..n {
+            let t = Instant::now();
+            ns.read_at(&mut buf, (i as u64 % 4096) * 4096).unwrap();
+            lat.push(t.elapsed());
+        }
+        let (r50, r99) = (percentile(&mut raw, 0.5), percentile(&mut raw, 0.99));
+        let (h50, h99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
+        println!(
+            "round {round}: raw TCP p50 {r50:?} p99 {r99:?}; initiator QD1 4K read p50 {h50:?} p99 {h99:?}; ratio p50 {:.2}",
+            h50.as_secs_f64() / r50.as_secs_f64()
+        );
+        ctrl.disconnect().unwrap();
+    }
+}

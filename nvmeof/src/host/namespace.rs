@@ -332,6 +332,10 @@ impl Ticket {
         self.parts.iter().all(|r| r.is_done())
     }
 
+    fn spin_queue(&self) -> Option<Arc<super::queue::Queue>> {
+        self.parts.iter().find(|r| !r.is_done())?.spin_queue()
+    }
+
     fn poll_progress(&self) {
         if let Some(r) = self.parts.iter().find(|r| !r.is_done()) {
             r.poll_progress();
@@ -470,17 +474,36 @@ impl Pipeline {
         if self.inflight.is_empty() {
             return None;
         }
-        let spin_until = Instant::now() + self.ns.shared.opts.poll_spin;
+        let spin = self.ns.shared.opts.poll_spin;
+        let spin_until = Instant::now() + spin;
+        let mut spinning: Option<Arc<super::queue::Queue>> = None;
         loop {
             if let Some(c) = self.try_complete() {
+                if let Some(q) = spinning.take() {
+                    q.end_spin();
+                }
                 return Some(c);
             }
             if Instant::now() < spin_until {
-                if let Some((_, t)) = self.inflight.first() {
-                    t.poll_progress();
+                if spinning.is_none() && !spin.is_zero() {
+                    spinning = self.inflight.first().and_then(|(_, t)| t.spin_queue());
+                    if let Some(q) = &spinning {
+                        q.begin_spin();
+                    }
+                }
+                match &spinning {
+                    Some(q) => q.poll_progress(false),
+                    None => {
+                        if let Some((_, t)) = self.inflight.first() {
+                            t.poll_progress();
+                        }
+                    }
                 }
                 std::hint::spin_loop();
             } else {
+                if let Some(q) = spinning.take() {
+                    q.end_spin();
+                }
                 // Every request registered this thread as its waiter when
                 // it was created, so a completion unparks us.
                 thread::park_timeout(Duration::from_millis(1));

@@ -25,8 +25,8 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
@@ -173,6 +173,11 @@ impl Request {
         std::mem::take(&mut *plock(&self.data_in))
     }
 
+    /// The queue the request is on, for busy-polling.
+    pub fn spin_queue(&self) -> Option<Arc<Queue>> {
+        plock(&self.queue).upgrade()
+    }
+
     /// Read data from the socket if nobody else is, to get our completion
     /// without a thread hand-off.
     pub fn poll_progress(&self) {
@@ -190,22 +195,36 @@ impl Request {
         }
         let start = Instant::now();
         let spin_until = start + spin;
-        let mut polls = 0u32;
+        let mut spinning = self.spin_queue().filter(|_| !spin.is_zero());
+        if let Some(q) = &spinning {
+            q.begin_spin();
+        }
         loop {
             if self.is_done() {
+                if let Some(q) = spinning.take() {
+                    q.end_spin();
+                }
                 return self.take_result();
             }
             let now = Instant::now();
             if let Some(t) = timeout {
                 if now >= start + t {
+                    if let Some(q) = spinning.take() {
+                        q.end_spin();
+                    }
                     return Err(self.timeout_error(t));
                 }
             }
             if now < spin_until {
-                polls = polls.wrapping_add(1);
-                self.poll_progress();
+                match &spinning {
+                    Some(q) => q.poll_progress(false),
+                    None => self.poll_progress(),
+                }
                 std::hint::spin_loop();
                 continue;
+            }
+            if let Some(q) = spinning.take() {
+                q.end_spin();
             }
             let mut nap = Duration::from_millis(100);
             if let Some(t) = timeout {
@@ -341,6 +360,14 @@ pub(crate) struct Queue {
     dead: AtomicBool,
     hooks: Mutex<Hooks>,
     rx_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The receiver thread, to unpark it (see [`Queue::end_spin`]).
+    rx_thread_id: OnceLock<Thread>,
+    /// Threads busy-polling this queue right now. While there are any, the
+    /// receiver thread stays off the socket so that arriving data does not
+    /// wake it (a wake-up costs a core's worth of time on a small machine).
+    spinners: AtomicUsize,
+    /// Commands outstanding (mirrors `Slots::outstanding` without a lock).
+    inflight: AtomicUsize,
 }
 
 impl Queue {
@@ -377,12 +404,16 @@ impl Queue {
             dead: AtomicBool::new(false),
             hooks: Mutex::new(Hooks::default()),
             rx_thread: Mutex::new(None),
+            rx_thread_id: OnceLock::new(),
+            spinners: AtomicUsize::new(0),
+            inflight: AtomicUsize::new(0),
         });
         let rq = q.clone();
         let handle = thread::Builder::new()
             .name(format!("nvme-rx-q{}", cfg.qid))
             .spawn(move || rq.rx_loop())
             .map_err(|e| unreachable_err(cfg, "spawn the receiver thread", e))?;
+        let _ = q.rx_thread_id.set(handle.thread().clone());
         *plock(&q.rx_thread) = Some(handle);
         tracing::debug!(addr = %cfg.addr, qid = cfg.qid, maxh2cdata, "queue connected");
         Ok(q)
@@ -480,6 +511,7 @@ impl Queue {
                     digest_bad: false,
                 });
                 s.outstanding += 1;
+                self.inflight.fetch_add(1, Ordering::AcqRel);
                 return Ok(cid);
             }
             s = self
@@ -518,6 +550,7 @@ impl Queue {
             } else {
                 s.closed = true;
                 s.outstanding = 0;
+                self.inflight.store(0, Ordering::Release);
                 s.entries
                     .iter_mut()
                     .filter_map(Option::take)
@@ -562,6 +595,12 @@ impl Queue {
             if self.is_dead() {
                 break;
             }
+            if self.spinners.load(Ordering::Acquire) > 0 {
+                // A busy-polling waiter reads the socket; it unparks us
+                // when it stops while commands are still outstanding.
+                thread::park_timeout(Duration::from_millis(1));
+                continue;
+            }
             let mut p = libc::pollfd {
                 fd,
                 events: libc::POLLIN,
@@ -571,6 +610,25 @@ impl Queue {
             unsafe { libc::poll(&mut p, 1, RX_POLL_MS) };
         }
         tracing::debug!("receiver thread exits");
+    }
+
+    /// A waiter starts busy-polling this queue.
+    pub fn begin_spin(&self) {
+        self.spinners.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A waiter stops busy-polling. If it was the last one and commands are
+    /// still outstanding, the receiver thread must take over now. At queue
+    /// depth 1 nothing is outstanding when the waiter's command completed,
+    /// so the common case costs no wake-up.
+    pub fn end_spin(&self) {
+        if self.spinners.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.inflight.load(Ordering::Acquire) > 0
+        {
+            if let Some(t) = self.rx_thread_id.get() {
+                t.unpark();
+            }
+        }
     }
 
     /// Read and dispatch what has arrived, then send any H2CData owed.
@@ -662,6 +720,7 @@ impl Queue {
             let slot = s.entries.get_mut(usize::from(cid))?.take()?;
             s.free.push(cid);
             s.outstanding = s.outstanding.saturating_sub(1);
+            self.inflight.store(s.outstanding, Ordering::Release);
             slot
         };
         self.slot_freed.notify_one();
