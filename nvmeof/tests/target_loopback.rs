@@ -101,8 +101,14 @@ fn identify_and_features_match_what_linux_checks() {
     );
 }
 
-fn io_roundtrip(digests: Digests) {
-    let f = fixture();
+fn io_roundtrip(digests: Digests, direct: DirectIo) {
+    let f = fixture_with_io(TargetOptions::default(), direct);
+    let ns = f.target.subsystem(SUBNQN).unwrap().namespace(1).unwrap();
+    // Page-cache namespaces run inline; O_DIRECT ones on the I/O threads.
+    assert_eq!(ns.offload, ns.backend.info().direct_io);
+    if direct == DirectIo::Off {
+        assert!(!ns.offload);
+    }
     let (mut a, cntlid) = admin_queue(f.addr, digests);
     a.admin(
         admin::SET_FEATURES,
@@ -150,12 +156,39 @@ fn io_roundtrip(digests: Digests) {
 
 #[test]
 fn io_without_digests() {
-    io_roundtrip(Digests::default());
+    io_roundtrip(Digests::default(), DirectIo::Off);
 }
 
 #[test]
 fn io_with_header_and_data_digests() {
-    io_roundtrip(BOTH);
+    io_roundtrip(BOTH, DirectIo::Off);
+}
+
+/// With O_DIRECT (where the test directory's filesystem has it) the I/O
+/// runs on the I/O threads, which answer the host themselves.
+#[test]
+fn io_on_the_io_threads() {
+    io_roundtrip(Digests::default(), DirectIo::Auto);
+    io_roundtrip(BOTH, DirectIo::Auto);
+}
+
+#[test]
+fn io_inline_when_io_threads_are_off() {
+    let f = fixture_with_io(
+        TargetOptions {
+            io_threads: 0,
+            ..Default::default()
+        },
+        DirectIo::Auto,
+    );
+    assert!(
+        !f.target
+            .subsystem(SUBNQN)
+            .unwrap()
+            .namespace(1)
+            .unwrap()
+            .offload
+    );
 }
 
 #[test]

@@ -104,6 +104,8 @@ pub(crate) struct Conn {
     pending_ttags: HashMap<u16, u16>,
     next_ttag: u16,
     disconnect_requested: bool,
+    /// Commands of this connection being run by the I/O threads.
+    pub(crate) in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Conn {
@@ -129,6 +131,7 @@ impl Conn {
             pending_ttags: HashMap::new(),
             next_ttag: 0,
             disconnect_requested: false,
+            in_flight: Arc::default(),
         }
     }
 
@@ -361,10 +364,8 @@ impl Conn {
     fn handle_capsule(&mut self, sqe: Sqe, data: &[u8], data_digest_ok: bool) {
         if let Some(q) = &mut self.queue {
             q.sqhd = if q.sqhd >= q.sqsize { 0 } else { q.sqhd + 1 };
-            if q.qid == 0 {
-                if let Some(link) = &self.link {
-                    link.sqhd.store(q.sqhd, Ordering::Relaxed);
-                }
+            if let Some(link) = &self.link {
+                link.sqhd.store(q.sqhd, Ordering::Relaxed);
             }
             q.ctrl.touch();
         }
@@ -626,6 +627,23 @@ impl Conn {
             PendingKind::Write {
                 ns,
                 offset,
+                staged_from: Some(0),
+                staging,
+            } if ns.offload => {
+                let durable = self.write_must_be_durable(&p.sqe);
+                self.offload(
+                    &p.sqe,
+                    ns,
+                    super::executor::JobKind::Write {
+                        offset,
+                        data: staging,
+                        durable,
+                    },
+                );
+            }
+            PendingKind::Write {
+                ns,
+                offset,
                 staged_from,
                 staging,
             } => {
@@ -675,7 +693,9 @@ fn store_piece(p: &mut PendingData, datao: u32, data: &[u8]) -> Result<(), Statu
     }
     if staged_from.is_none() {
         *staged_from = Some(datao);
-        staging.reserve((p.len - datao) as usize);
+    }
+    if staging.is_empty() {
+        staging.reserve_exact((p.len - datao) as usize);
     }
     staging.extend_from_slice(data);
     Ok(())
@@ -711,5 +731,36 @@ impl Conn {
 
     pub(crate) fn link_established(&self) -> bool {
         self.link.is_some()
+    }
+}
+
+impl Conn {
+    /// Hand a command's backend I/O to the I/O threads, which answer the
+    /// host themselves.
+    pub(crate) fn offload(
+        &mut self,
+        sqe: &Sqe,
+        ns: Arc<super::registry::Namespace>,
+        kind: super::executor::JobKind,
+    ) {
+        let (Some(executor), Some(link), Some(q)) =
+            (&self.target.executor, &self.link, &self.queue)
+        else {
+            self.complete(sqe.cid, Status::INTERNAL_ERROR, 0);
+            return;
+        };
+        let success_flag =
+            q.sqflow_disabled && matches!(kind, super::executor::JobKind::Read { .. });
+        executor.submit(super::executor::Job {
+            kind,
+            ns,
+            reply: super::executor::Reply {
+                link: link.clone(),
+                cid: sqe.cid,
+                sqid: q.qid,
+                success_flag,
+                in_flight: self.in_flight.clone(),
+            },
+        });
     }
 }

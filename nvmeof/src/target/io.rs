@@ -14,6 +14,7 @@ use crate::wire::pdu::{self, begin_data_pdu, finish_data_pdu, pdu_type};
 use crate::wire::{DataHeader, Sqe};
 
 use super::conn::{Conn, PendingKind};
+use super::executor::JobKind;
 use super::registry::Namespace;
 
 /// The broadcast NSID: Flush applies to every namespace.
@@ -81,11 +82,14 @@ impl Conn {
 
     /// Read straight from the backend into the send buffer, behind a
     /// C2HData header: one copy from storage to the socket.
-    fn read(&mut self, sqe: &Sqe, ns: &Namespace) {
+    fn read(&mut self, sqe: &Sqe, ns: &Arc<Namespace>) {
         let (offset, len) = match self.transfer_len(sqe, ns) {
             Ok(r) => r,
             Err(status) => return self.complete(sqe.cid, status, 0),
         };
+        if ns.offload {
+            return self.offload(sqe, ns.clone(), JobKind::Read { offset, len });
+        }
         let started = Instant::now();
         let success = self.use_success_flag();
         let hdr = DataHeader {
@@ -127,6 +131,15 @@ impl Conn {
             Err(status) => return self.complete(sqe.cid, status, 0),
         };
         match data {
+            Some(data) if ns.offload => {
+                let durable = self.write_must_be_durable(&sqe);
+                let kind = JobKind::Write {
+                    offset,
+                    data: data.to_vec(),
+                    durable,
+                };
+                self.offload(&sqe, ns, kind);
+            }
             Some(data) => {
                 let started = Instant::now();
                 let durable = self.write_must_be_durable(&sqe);
@@ -139,21 +152,26 @@ impl Conn {
                     self.account_write(&ns, result.map_err(|e| backend_status(&e)), len, started);
                 self.complete(sqe.cid, status, 0);
             }
-            None => self.request_data(
-                sqe,
-                PendingKind::Write {
-                    ns,
-                    offset,
-                    staged_from: None,
-                    staging: Vec::new(),
-                },
-            ),
+            None => {
+                // Offloaded writes are collected whole, then written by an
+                // I/O thread in one call.
+                let staged_from = ns.offload.then_some(0);
+                self.request_data(
+                    sqe,
+                    PendingKind::Write {
+                        ns,
+                        offset,
+                        staged_from,
+                        staging: Vec::new(),
+                    },
+                )
+            }
         }
     }
 
     /// FUA, or a host that turned the volatile write cache off, needs the
     /// write durable before it completes.
-    fn write_must_be_durable(&self, sqe: &Sqe) -> bool {
+    pub(crate) fn write_must_be_durable(&self, sqe: &Sqe) -> bool {
         sqe.fua()
             || self
                 .queue
@@ -214,6 +232,7 @@ impl Conn {
                 .unwrap_or_default()
         } else {
             match self.namespace(sqe.nsid) {
+                Some(ns) if ns.offload => return self.offload(sqe, ns, JobKind::Flush),
                 Some(ns) => vec![ns],
                 None => return self.complete(sqe.cid, Status::INVALID_NAMESPACE, 0),
             }

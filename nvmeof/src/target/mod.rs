@@ -21,6 +21,7 @@ pub mod config;
 pub mod conn;
 pub mod controller;
 mod discovery;
+mod executor;
 mod fabrics;
 #[cfg(test)]
 mod fuzz;
@@ -74,6 +75,10 @@ pub struct TargetOptions {
     pub mdts_bytes: u32,
     /// Highest namespace ID (Identify NN).
     pub max_namespaces: u32,
+    /// Threads for backend I/O on namespaces that bypass the page cache
+    /// (`O_DIRECT`), so a queue keeps the device busy at the host's queue
+    /// depth. 0 runs all backend I/O on the queue's own thread.
+    pub io_threads: u16,
 }
 
 impl Default for TargetOptions {
@@ -87,6 +92,7 @@ impl Default for TargetOptions {
             max_h2c_data: 128 * 1024,
             mdts_bytes: 1024 * 1024,
             max_namespaces: 1024,
+            io_threads: 16,
         }
     }
 }
@@ -216,6 +222,7 @@ pub struct TargetInner {
     listeners: Mutex<Vec<Arc<listener::ListenerState>>>,
     next_portid: AtomicU16,
     stop: AtomicBool,
+    pub(crate) executor: Option<executor::Executor>,
 }
 
 impl TargetInner {
@@ -319,6 +326,12 @@ pub struct Target {
 impl Target {
     pub fn new(opts: TargetOptions) -> Result<Target, TargetError> {
         opts.validate()?;
+        let executor = match opts.io_threads {
+            0 => None,
+            n => Some(executor::Executor::start(usize::from(n)).map_err(|e| {
+                TargetError::InvalidOption(format!("cannot start {n} I/O threads: {e}"))
+            })?),
+        };
         let inner = Arc::new(TargetInner {
             opts,
             registry: Registry::default(),
@@ -327,6 +340,7 @@ impl Target {
             listeners: Mutex::new(Vec::new()),
             next_portid: AtomicU16::new(1),
             stop: AtomicBool::new(false),
+            executor,
         });
         spawn_keep_alive_watchdog(&inner);
         Ok(Target { inner })
@@ -490,7 +504,9 @@ impl Target {
                 block_size: cfg.block_size,
             });
         }
+        let offload = self.inner.executor.is_some() && cfg.backend.info().direct_io;
         let ns = Namespace {
+            offload,
             nsid: cfg.nsid,
             backend: cfg.backend,
             block_size: cfg.block_size,

@@ -23,6 +23,9 @@ pub struct Namespace {
     pub uuid: [u8; 16],
     pub nguid: [u8; 16],
     pub read_only: bool,
+    /// Backend I/O goes to the target's I/O threads (the backend bypasses
+    /// the page cache, so each I/O waits for the device).
+    pub offload: bool,
     pub stats: NamespaceStats,
 }
 

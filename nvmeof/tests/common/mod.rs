@@ -8,7 +8,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrofab_nvmeof::backend::{open_backend, DirectIo, FileOptions};
+pub use ferrofab_nvmeof::backend::DirectIo;
+use ferrofab_nvmeof::backend::{open_backend, FileOptions};
 use ferrofab_nvmeof::spec::status::Status;
 use ferrofab_nvmeof::spec::{admin, fctype, nvm, prop};
 use ferrofab_nvmeof::target::{
@@ -34,6 +35,12 @@ pub fn fixture() -> Fixture {
 }
 
 pub fn fixture_with(opts: TargetOptions) -> Fixture {
+    fixture_with_io(opts, DirectIo::Auto)
+}
+
+/// `direct` decides whether the namespace bypasses the page cache, and so
+/// whether its I/O runs on the queue thread or on the I/O threads.
+pub fn fixture_with_io(opts: TargetOptions, direct: DirectIo) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let target = Target::new(opts).expect("target");
     let addr = target
@@ -53,7 +60,7 @@ pub fn fixture_with(opts: TargetOptions) -> Fixture {
         &FileOptions {
             create: true,
             size: Some(64 << 20),
-            direct_io: DirectIo::Auto,
+            direct_io: direct,
             block_size: 512,
             preallocate: false,
         },
