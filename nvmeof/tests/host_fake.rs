@@ -290,3 +290,45 @@ fn ctrl_loss_tmo_fails_pending_io() {
         "{e}"
     );
 }
+
+/// The target keeps the connection but never answers one read: the I/O
+/// timeout resets the association and the read succeeds on the next one.
+#[test]
+fn io_timeout_resets_the_association() {
+    let t = FakeTarget::start(1024, Knobs::default());
+    let mut o = opts(&t);
+    o.kato = Duration::from_millis(400);
+    o.io_timeout = Some(Duration::from_millis(500));
+    let ctrl = Controller::connect(o).unwrap();
+    let ns = ctrl.namespace(1).unwrap();
+    ns.write_at(&pattern(3, 4096), 0).unwrap();
+    let n = t.commands.load(Ordering::SeqCst);
+    t.swallow_at_command.store(n + 1, Ordering::SeqCst);
+    let start = Instant::now();
+    let mut back = vec![0u8; 4096];
+    ns.read_at(&mut back, 0).unwrap();
+    assert_eq!(back, pattern(3, 4096));
+    assert!(start.elapsed() >= Duration::from_millis(500));
+    assert_eq!(ctrl.state(), ControllerState::Live);
+}
+
+/// A damaged data digest on read data is retried, not returned as data.
+#[test]
+fn data_digest_error_is_retried() {
+    let t = FakeTarget::start(1024, Knobs::default());
+    let mut o = opts(&t);
+    o.digests = Digests {
+        header: true,
+        data: true,
+    };
+    let ctrl = Controller::connect(o).unwrap();
+    let ns = ctrl.namespace(1).unwrap();
+    let data = pattern(11, 8192);
+    ns.write_at(&data, 4096).unwrap();
+    t.corrupt_next_c2h
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut back = vec![0u8; 8192];
+    ns.read_at(&mut back, 4096).unwrap();
+    assert!(back == data);
+    assert!(!t.corrupt_next_c2h.load(std::sync::atomic::Ordering::SeqCst));
+}

@@ -238,7 +238,10 @@ fn worker_loop(weak: Weak<Shared>, rx: Receiver<Event>) {
                     return;
                 }
             }
-            Err(RecvTimeoutError::Timeout) => s.keep_alive(),
+            Err(RecvTimeoutError::Timeout) => {
+                s.check_io_timeout();
+                s.keep_alive();
+            }
         }
     }
 }
@@ -428,6 +431,27 @@ impl Shared {
         let req = Request::new(cmd::async_event_request(), ReqKind::Aer);
         if let Err(e) = a.admin.submit(&req) {
             tracing::debug!(error = %e, "could not arm the asynchronous event request");
+        }
+    }
+
+    /// Tear the association down if an I/O command has waited longer than
+    /// `io_timeout` (a target that keeps the connection but stopped
+    /// answering). Checked every keep-alive tick.
+    fn check_io_timeout(&self) {
+        let Some(limit) = self.opts.io_timeout else {
+            return;
+        };
+        let Some(a) = self.assoc() else { return };
+        for q in &a.io {
+            if let Some(t) = q.oldest_outstanding().filter(|t| t.elapsed() >= limit) {
+                let e = HostError::Timeout {
+                    what: format!("I/O command on queue {}", q.qid),
+                    addr: self.opts.addr.clone(),
+                    after_ms: t.elapsed().as_millis() as u64,
+                };
+                self.fail_association(a.gen, e);
+                return;
+            }
         }
     }
 

@@ -29,6 +29,9 @@ use super::queue::{ReqKind, Request};
 use super::{BlockIo, HostError};
 use crate::spec::status::Status;
 
+/// How often a command is re-sent after a data digest error.
+const DIGEST_RETRIES: u32 = 3;
+
 /// Largest NLB of one Read, Write or Write Zeroes (16-bit, 0-based).
 const MAX_NLB: u64 = 1 << 16;
 
@@ -342,8 +345,21 @@ impl Ticket {
         }
     }
 
-    fn check(&self, r: &Request) -> Result<(), HostError> {
-        let cqe = r.wait(self.shared.opts.poll_spin, None)?;
+    /// Wait for one command; a data digest error (data damaged in
+    /// transit) is retried a few times before it is reported.
+    fn check(&self, r: &Arc<Request>) -> Result<(), HostError> {
+        let mut retries = 0;
+        let cqe = loop {
+            match r.wait(self.shared.opts.poll_spin, None) {
+                Err(e @ HostError::DataDigest { .. }) if retries < DIGEST_RETRIES => {
+                    tracing::warn!(error = %e, cmd = r.name, "retrying after a data digest error");
+                    retries += 1;
+                    r.reset_for_retry();
+                    self.shared.submit(r);
+                }
+                other => break other?,
+            }
+        };
         if cqe.is_success() {
             Ok(())
         } else {

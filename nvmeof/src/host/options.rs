@@ -43,6 +43,10 @@ pub struct ConnectOptions {
     /// parks. Longer is lower latency at the price of CPU; zero always parks
     /// and lets the receiver thread complete commands.
     pub poll_spin: Duration,
+    /// An I/O command without a response for this long means the
+    /// association is broken: it is torn down and the command re-sent on a
+    /// new one (as the Linux host's I/O timeout does). `None` waits forever.
+    pub io_timeout: Option<Duration>,
     /// Largest data transfer of one command; larger requests are split.
     /// Further limited by the controller's MDTS.
     pub max_io_size: usize,
@@ -66,6 +70,7 @@ impl ConnectOptions {
             admin_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
             poll_spin: Duration::from_micros(50),
+            io_timeout: Some(Duration::from_secs(30)),
             max_io_size: 1 << 20,
         }
     }

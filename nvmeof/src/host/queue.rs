@@ -116,6 +116,13 @@ impl Completion {
         })
     }
 
+    /// Make a completed request pending again, to send it once more.
+    fn reset(&self) {
+        let mut g = plock(&self.result);
+        *g = None;
+        self.state.store(PENDING, Ordering::Release);
+    }
+
     fn set_waiter(&self, t: Thread) {
         *plock(&self.waiter) = Some(t);
     }
@@ -161,6 +168,13 @@ impl Request {
     /// association exists).
     pub fn finish(&self, r: Result<Cqe, HostError>) {
         self.done.complete(r);
+    }
+
+    /// Prepare a completed request to be submitted again (after a data
+    /// digest error: the response has arrived, so no stale completion of
+    /// the earlier submission can follow).
+    pub fn reset_for_retry(&self) {
+        self.done.reset();
     }
 
     /// Take the result of a completed request.
@@ -260,6 +274,7 @@ struct Hooks {
 /// Per-command transfer state while the command is outstanding.
 struct Slot {
     req: Arc<Request>,
+    sent: Instant,
     epoch: u32,
     received: usize,
     h2c_next: usize,
@@ -505,6 +520,7 @@ impl Queue {
             if let Some(cid) = s.free.pop() {
                 s.entries[usize::from(cid)] = Some(Slot {
                     req: req.clone(),
+                    sent: Instant::now(),
                     epoch,
                     received: 0,
                     h2c_next: 0,
@@ -520,6 +536,16 @@ impl Queue {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// When the oldest outstanding command was sent; None if idle.
+    pub fn oldest_outstanding(&self) -> Option<Instant> {
+        plock(&self.slots)
+            .entries
+            .iter()
+            .flatten()
+            .map(|s| s.sent)
+            .min()
     }
 
     /// Mark the queue failed. The first failure wins; the hook (or, without

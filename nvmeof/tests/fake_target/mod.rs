@@ -75,6 +75,10 @@ pub struct FakeTarget {
     pub commands: Arc<AtomicU64>,
     /// Drop the connection instead of answering the Nth I/O command.
     pub drop_at_command: Arc<AtomicU64>,
+    /// Never answer the Nth I/O command (a hung target).
+    pub swallow_at_command: Arc<AtomicU64>,
+    /// Damage the data digest of the next C2HData PDU on an I/O queue.
+    pub corrupt_next_c2h: Arc<AtomicBool>,
 }
 
 impl FakeTarget {
@@ -91,6 +95,8 @@ impl FakeTarget {
             writes: Arc::default(),
             commands: Arc::default(),
             drop_at_command: Arc::new(AtomicU64::new(u64::MAX)),
+            swallow_at_command: Arc::new(AtomicU64::new(u64::MAX)),
+            corrupt_next_c2h: Arc::default(),
         };
         let srv = t.clone_handles();
         thread::spawn(move || {
@@ -122,6 +128,8 @@ impl FakeTarget {
             writes: self.writes.clone(),
             commands: self.commands.clone(),
             drop_at_command: self.drop_at_command.clone(),
+            swallow_at_command: self.swallow_at_command.clone(),
+            corrupt_next_c2h: self.corrupt_next_c2h.clone(),
         }
     }
 
@@ -211,6 +219,9 @@ impl FakeTarget {
                         if n == self.drop_at_command.load(Ordering::SeqCst) {
                             let _ = s.shutdown(Shutdown::Both);
                             return Ok(());
+                        }
+                        if n == self.swallow_at_command.load(Ordering::SeqCst) {
+                            continue;
                         }
                     }
                     if sqe.opcode == 0x01 && qid > 0 && sqe.sgl.id == 0x5A {
@@ -343,6 +354,10 @@ impl FakeTarget {
                 datal: 0,
             };
             encode_data_pdu(&mut out, pdu_type::C2H_DATA, &hdr, fl, c, d);
+            if d.data && qid > 0 && self.corrupt_next_c2h.swap(false, Ordering::SeqCst) {
+                let n = out.len();
+                out[n - 1] ^= 0xFF;
+            }
         }
         if !success {
             let cqe = Cqe {
