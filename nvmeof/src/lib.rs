@@ -11,6 +11,7 @@
 //!   namespaces are stored on.
 //! * [`target`] — the target: subsystem registry, controller and queue
 //!   state machines, discovery, listeners.
+//! * [`host`] — the initiator: discovery, controllers, queues, reconnect.
 //! * [`bench`] — loopback baseline and workload engine behind `bench`.
 //! * [`expose`] — connected namespaces as regular files through FUSE.
 //! * [`units`] — human sizes such as `4TiB`.
@@ -19,6 +20,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod expose;
+pub mod host;
 pub mod spec;
 pub mod target;
 pub mod units;
