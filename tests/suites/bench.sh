@@ -23,8 +23,25 @@ rm -rf "$out"
 mkdir -p "$out"
 bin=$(ff_release_bin ferrofab-nvmeof)
 
-# The local ceiling runs on the same kind of backing file a namespace uses.
+# The local ceiling runs on the same kind of backing file a namespace uses;
+# the target serves its own copy (a backend locks its file).
 img=$out/ceiling.img
+nsimg=$out/ns1.img
+port=$(ff_free_port)
+nqn=nqn.2026-11.io.ferrofab:bench
+cat >"$out/serve.toml" <<CFG
+[[listener]]
+address = "127.0.0.1:$port"
+
+[[subsystem]]
+nqn = "$nqn"
+allow_any_host = true
+
+[[subsystem.namespace]]
+nsid = 1
+path = "$nsimg"
+size = "1GiB"
+CFG
 
 run_job() { # NAME ARGS... : one workload run, JSON into $out/NAME-rROUND.json
     local name=$1
@@ -37,6 +54,14 @@ run_job() { # NAME ARGS... : one workload run, JSON into $out/NAME-rROUND.json
 # disk and would make the ceiling meaninglessly high.
 ff_say "prefilling the ceiling image"
 "$bin" bench --file "$img" --file-size 1GiB --pattern write --bs 1M --qd 4 --size 1GiB --json >"$out/prefill.json"
+"$bin" bench --file "$nsimg" --file-size 1GiB --pattern write --bs 1M --qd 4 --size 1GiB --json >"$out/prefill-ns.json"
+
+ff_say "starting the target on 127.0.0.1:$port"
+"$bin" serve -c "$out/serve.toml" --no-watch >"$out/serve.log" 2>&1 &
+serve_pid=$!
+trap 'kill $serve_pid 2>/dev/null || true' EXIT
+ff_wait_line "$out/serve.log" "ready, serving" 30 || ff_die "target did not start (see $out/serve.log)"
+remote=(-a 127.0.0.1 -s "$port" -n "$nqn")
 
 for ((round = 1; round <= rounds; round++)); do
     ff_say "round $round: loopback baseline"
@@ -47,6 +72,14 @@ for ((round = 1; round <= rounds; round++)); do
     run_job ceiling-read-128k --file "$img" --pattern read --bs 128k --qd 4 --time "$jobtime"
     run_job ceiling-mixed-verify --file "$img" --pattern mixed --rwmixread 70 --bs 4k --qd 8 --size 256MiB --verify
     run_job mem-randread-qd32 --mem 256MiB --pattern randread --bs 4k --qd 32 --time "$jobtime"
+    for pm in interrupt adaptive; do
+        run_job remote-randread-qd1-$pm "${remote[@]}" --poll-mode $pm --pattern randread --bs 4k --qd 1 --time "$jobtime"
+    done
+    run_job remote-randwrite-qd1 "${remote[@]}" --pattern randwrite --bs 4k --qd 1 --time "$jobtime"
+    run_job remote-randread-qd32 "${remote[@]}" --pattern randread --bs 4k --qd 32 --queues 2 --time "$jobtime"
+    run_job remote-randwrite-qd32 "${remote[@]}" --pattern randwrite --bs 4k --qd 32 --queues 2 --time "$jobtime"
+    run_job remote-read-128k "${remote[@]}" --pattern read --bs 128k --qd 4 --time "$jobtime"
+    run_job remote-mixed-verify "${remote[@]}" --pattern mixed --rwmixread 70 --bs 4k --qd 8 --queues 2 --size 256MiB --verify
 done
 
 python3 - "$out" <<'EOF' >"$out/summary.md"
@@ -84,5 +117,7 @@ for name, rs in runs.items():
     print(f"| {name} | {g(lambda r: r['total']['ops_per_s']):.0f} | {g(lambda r: r['total']['mb_per_s']):.1f} "
           f"| {t('p50_us'):.1f} | {t('p99_us'):.1f} | {t('p999_us'):.1f} | {g(lambda r: r['cpu']['per_op_us']):.2f} | {vs} |")
 EOF
-rm -f "$img"
+kill "$serve_pid" 2>/dev/null || true
+wait "$serve_pid" 2>/dev/null || true
+rm -f "$img" "$nsimg"
 cat "$out/summary.md"

@@ -1,10 +1,8 @@
 //! Block I/O abstractions the benchmark engine and the FUSE exposure run on.
 //!
-//! `BlockIo` is a stand-in: the initiator work defines the same trait in
-//! `crate::host`. When that lands, the trait definition here is to be
-//! replaced by `pub use crate::host::BlockIo;` so every caller keeps
-//! compiling unchanged. The in-memory and file implementations stay here
-//! because they are what the tests and the "local ceiling" measurement use.
+//! `BlockIo` is the initiator's trait (`crate::host::BlockIo`), re-exported
+//! here with the in-memory and backend implementations the tests and the
+//! "local ceiling" measurement use.
 
 use std::io;
 use std::path::Path;
@@ -17,22 +15,9 @@ use crate::backend::{open_backend, BackendError, BlockBackend, FileOptions};
 /// carry the `Send + Sync` bounds itself.
 pub type DynBlockIo = dyn BlockIo + Send + Sync;
 
-/// A connected namespace seen as a flat array of bytes.
-///
-/// TODO(merge): replace with `pub use crate::host::BlockIo;` once the
-/// initiator branch lands; the signature is identical by agreement.
-pub trait BlockIo: Send + Sync {
-    /// Capacity in bytes.
-    fn size(&self) -> u64;
-    /// Logical block size in bytes; offsets and lengths are multiples of it.
-    fn block_size(&self) -> u32;
-    /// Read exactly `buf.len()` bytes at `offset`.
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
-    /// Write all of `buf` at `offset`.
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
-    /// Make every completed write durable.
-    fn flush(&self) -> io::Result<()>;
-}
+/// A connected namespace seen as a flat array of bytes: the initiator's
+/// trait, implemented by `crate::host::Namespace`.
+pub use crate::host::BlockIo;
 
 /// Reject requests that a real namespace would reject, so tests written
 /// against the in-memory device catch alignment bugs in the callers.

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod io;
 pub mod progress;
 pub mod queue;
+pub mod remote;
 pub mod report;
 pub mod stats;
 pub mod verify;

@@ -14,6 +14,7 @@ use crate::backend::{DirectIo, FileOptions};
 use crate::bench::baseline::{self, BaselineParams, BaselineReport};
 use crate::bench::engine::{self, JobReport, RunOptions, Target};
 use crate::bench::io::{BackendBlockIo, DynBlockIo, MemBlockIo};
+use crate::bench::remote::{Remote, RemoteSpec};
 use crate::bench::report;
 use crate::bench::workload::{JobParams, Limit, Pattern};
 pub use crate::bench::PollMode;
@@ -228,7 +229,7 @@ fn job_params(args: &BenchOptions) -> anyhow::Result<JobParams> {
 
 fn run_job(args: &BenchOptions) -> anyhow::Result<JobReport> {
     let params = job_params(args)?;
-    let (target, name) = open_target(args)?;
+    let (target, name, remote) = open_target(args)?;
     let stop = Arc::new(AtomicBool::new(false));
     // Ctrl-C ends the job cleanly so a partial result is still reported.
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
@@ -238,10 +239,17 @@ fn run_job(args: &BenchOptions) -> anyhow::Result<JobReport> {
         stop: Some(stop),
         target_name: name,
     };
-    Ok(engine::run(target, &params, &opts)?)
+    let report = engine::run(target, &params, &opts);
+    if let Some(remote) = remote {
+        if let Err(e) = remote.disconnect() {
+            tracing::warn!(error = %e, "disconnect after bench failed");
+        }
+    }
+    Ok(report?)
 }
 
-fn open_target(args: &BenchOptions) -> anyhow::Result<(Target, String)> {
+/// The target to measure, and the remote connection to close afterwards.
+fn open_target(args: &BenchOptions) -> anyhow::Result<(Target, String, Option<Remote>)> {
     if let Some(path) = &args.file {
         let opts = FileOptions {
             create: args.file_size.is_some(),
@@ -257,25 +265,32 @@ fn open_target(args: &BenchOptions) -> anyhow::Result<(Target, String)> {
         let dev = BackendBlockIo::open(path, &opts)
             .with_context(|| format!("opening {}", path.display()))?;
         let name = format!("file:{}", path.display());
-        return Ok((Target::Blocking(Arc::new(dev) as Arc<DynBlockIo>), name));
+        return Ok((
+            Target::Blocking(Arc::new(dev) as Arc<DynBlockIo>),
+            name,
+            None,
+        ));
     }
     if let Some(size) = args.mem {
         let dev = MemBlockIo::new(size, 512);
-        return Ok((Target::Blocking(Arc::new(dev)), "mem".into()));
+        return Ok((Target::Blocking(Arc::new(dev)), "mem".into(), None));
     }
     let (Some(addr), Some(nqn)) = (&args.traddr, &args.nqn) else {
         bail!("remote mode needs both -a ADDR and -n SUBNQN");
     };
-    // TODO(merge): connect through crate::host once the initiator lands:
-    // one pipelined queue per --queues at depth --qd (Target::Pipelined),
-    // honouring --poll-mode.
-    bail!(
-        "remote bench of {nqn} nsid {} at {addr}:{} (poll mode {:?}) needs the NVMe/TCP \
-         initiator, which has not been merged yet; use --file PATH or --mem SIZE for now",
-        args.nsid,
-        args.trsvcid,
-        args.poll_mode
-    )
+    let spec = RemoteSpec {
+        addr: format!("{addr}:{}", args.trsvcid),
+        subnqn: nqn.clone(),
+        nsid: args.nsid,
+        queues: args.queues,
+        queue_depth: args.qd,
+        poll: args.poll_mode,
+        identity: None,
+    };
+    let remote = Remote::connect(&spec).context("connecting to the target")?;
+    let target = remote.target(args.queues, args.qd);
+    let name = format!("nvme-tcp:{}/{}/ns{}", spec.addr, spec.subnqn, spec.nsid);
+    Ok((target, name, Some(remote)))
 }
 
 /// Sizes follow the project-wide rules of [`crate::units::parse_size`]
@@ -341,7 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn remote_args_parse_and_report_missing_initiator() {
+    fn remote_args_parse() {
         let a = parse(&[
             "-a",
             "127.0.0.1",
@@ -365,12 +380,9 @@ mod tests {
         ])
         .expect("parse");
         assert_eq!(a.qd, 32);
+        assert_eq!(a.queues, 2);
+        assert_eq!(a.trsvcid, 4420);
         assert_eq!(a.poll_mode, PollMode::Busy);
-        let err = match open_target(&a) {
-            Err(e) => e.to_string(),
-            Ok(_) => String::new(),
-        };
-        assert!(err.contains("initiator"), "{err}");
     }
 
     #[test]
