@@ -11,10 +11,16 @@
 //!   namespaces are stored on.
 //! * [`target`] — the target: subsystem registry, controller and queue
 //!   state machines, discovery, listeners.
+//! * [`host`] — the initiator: discovery, controllers, queues, reconnect.
+//! * [`bench`] — loopback baseline and workload engine behind `bench`.
+//! * [`expose`] — connected namespaces as regular files through FUSE.
 //! * [`units`] — human sizes such as `4TiB`.
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
+pub mod expose;
+pub mod host;
 pub mod spec;
 pub mod target;
 pub mod units;

@@ -172,6 +172,52 @@ fn io_on_the_io_threads() {
     io_roundtrip(BOTH, DirectIo::Auto);
 }
 
+/// Many commands in one burst: on an O_DIRECT namespace they go to the I/O
+/// threads, complete in any order, and each gets its own data.
+#[test]
+fn pipelined_reads_complete_out_of_order() {
+    let f = fixture_with_io(TargetOptions::default(), DirectIo::Auto);
+    let (_a, cntlid) = admin_queue(f.addr, Digests::default());
+    let mut q = io_queue(f.addr, Digests::default(), cntlid, 1);
+    let ns = f.target.subsystem(SUBNQN).unwrap().namespace(1).unwrap();
+    for i in 0..32u64 {
+        assert_eq!(
+            q.write(i * 8, &pattern(4096, i as u8), true).status(),
+            Status::SUCCESS
+        );
+    }
+    let mut burst = Vec::new();
+    for i in 0..32u16 {
+        let mut sqe = rw_sqe(0x02, u64::from(i) * 8, 8, 4096);
+        sqe.cid = 1000 + i;
+        pdu::encode_capsule_cmd(&mut burst, &sqe, &[], q.digests);
+    }
+    q.send_raw(&burst);
+    let mut data = std::collections::HashMap::new();
+    let mut done = 0;
+    while done < 32 {
+        match q.recv_owned() {
+            Some(OwnedPdu::C2hData { hdr, data: d, .. }) => {
+                data.insert(hdr.cccid, d);
+            }
+            Some(OwnedPdu::CapsuleResp(c)) => {
+                assert_eq!(Status::from_field(c.status), Status::SUCCESS);
+                done += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for i in 0..32u16 {
+        assert_eq!(data[&(1000 + i)], pattern(4096, i as u8), "read {i}");
+    }
+    if ns.offload {
+        assert!(
+            ns.stats.snapshot().offloaded > 0,
+            "a burst should use the I/O threads"
+        );
+    }
+}
+
 #[test]
 fn io_inline_when_io_threads_are_off() {
     let f = fixture_with_io(
@@ -395,4 +441,60 @@ fn small_queue_depth_option_is_honoured() {
         h.connect(0, 0xFFFF, HOSTNQN, SUBNQN, 5000).status(),
         Status::CONNECT_INVALID_PARAMETERS
     );
+}
+
+/// Discovery as libnvme does it: the 1024-byte header first, then the
+/// entries from offset 1024; only subsystems the host may use appear, and
+/// the generation counter moves when they change.
+#[test]
+fn discovery_log_pages_by_offset_and_filters_by_host() {
+    use ferrofab_nvmeof::spec::identify::{decode_discovery_header, DiscoveryEntry};
+    let f = fixture();
+    f.target
+        .add_subsystem(ferrofab_nvmeof::target::SubsystemConfig {
+            nqn: "nqn.2026-11.io.ferrofab:hidden".into(),
+            serial: String::new(),
+            model: String::new(),
+            allow_any_host: false,
+            allowed_hosts: vec![OTHER_HOST.into()],
+        })
+        .unwrap();
+    let mut h = MiniHost::open(f.addr, Digests::default());
+    let r = h.connect(0, 0xFFFF, HOSTNQN, ferrofab_nvmeof::spec::DISCOVERY_NQN, 0);
+    assert_eq!(r.status(), Status::SUCCESS);
+    h.enable();
+    let id = IdentifyController::decode(&h.admin(admin::IDENTIFY, 0, 1, 0, 4096).data);
+    assert_eq!(id.cntrltype, 2, "discovery controller");
+    let get = |h: &mut MiniHost, offset: u64, len: u32| {
+        let numd = len / 4 - 1;
+        let sqe = Sqe {
+            opcode: admin::GET_LOG_PAGE,
+            cdw10: 0x70 | (numd << 16),
+            cdw12: offset as u32,
+            cdw13: (offset >> 32) as u32,
+            sgl: ferrofab_nvmeof::wire::Sgl {
+                address: 0,
+                length: len,
+                id: 0x5A,
+            },
+            ..Default::default()
+        };
+        h.command(sqe, &[], false)
+    };
+    let header = get(&mut h, 0, 1024);
+    let (genctr, numrec) = decode_discovery_header(&header.data);
+    assert_eq!(numrec, 1, "only the subsystem this host may use");
+    let entries = get(&mut h, 1024, 1024);
+    let e = DiscoveryEntry::decode(&entries.data);
+    assert_eq!(e.subnqn, SUBNQN);
+    assert_eq!(e.trsvcid, f.addr.port().to_string());
+    assert_eq!(e.traddr, "127.0.0.1");
+    f.target
+        .allow_host("nqn.2026-11.io.ferrofab:hidden", HOSTNQN)
+        .unwrap();
+    let (genctr2, numrec2) = decode_discovery_header(&get(&mut h, 0, 1024).data);
+    assert!(genctr2 > genctr, "genctr moves when the entries change");
+    assert_eq!(numrec2, 2);
+    // An offset past the page is an error, not a crash.
+    assert_eq!(get(&mut h, 1 << 20, 1024).status(), Status::INVALID_FIELD);
 }

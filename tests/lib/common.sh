@@ -44,7 +44,7 @@ ff_cargo() { (cd "$FF_REPO" && cargo "$@"); }
 # ff_release_bin NAME : path of a release binary, building it if needed.
 ff_release_bin() {
     ff_cargo build --release --quiet --bin "$1" >&2 || ff_die "building $1 failed"
-    echo "$FF_REPO/target/release/$1"
+    echo "${CARGO_TARGET_DIR:-$FF_REPO/target}/release/$1"
 }
 
 # ff_free_port : a TCP port nobody listens on right now.

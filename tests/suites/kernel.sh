@@ -10,3 +10,6 @@ nvmeof=$(ff_release_bin ferrofab-nvmeof)
 
 ff_say "kernel: Linux nvme-tcp host against the built-in target"
 python3 "$FF_REPO/tests/kernel/target/run.py" "$nvmeof"
+
+ff_say "kernel: built-in initiator against Linux nvmet"
+"$FF_REPO/tests/kernel/initiator-vs-nvmet.sh"

@@ -1,18 +1,445 @@
-//! `discover`, `connect` and `disconnect`. Filled in by the initiator work.
+//! `discover`, `connect` and `disconnect`: the initiator's command line.
+//!
+//! `connect` stays in the foreground holding the connection until SIGINT or
+//! SIGTERM. So that `disconnect` can find it, it writes a state file
+//! `<run-dir>/<subsystem NQN>.pid` (JSON: pid, subnqn, addr) and removes it
+//! on exit; `disconnect` signals the pid in it and waits for it to exit.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::host::{
+    discover_with, ConnectOptions, Controller, DiscoveryEntry, HostIdentity, NamespaceInfo,
+};
+use crate::spec::identify::subtype;
+use crate::spec::{DEFAULT_DISCOVERY_PORT, DEFAULT_IO_PORT, DISCOVERY_NQN};
+use crate::wire::Digests;
+
+/// Default directory of the state files of `connect`.
+pub const DEFAULT_RUN_DIR: &str = "/run/ferrofab/nvmeof";
+
+/// Who we are: explicit values, or the persisted files.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdentityArgs {
+    /// Host NQN to present (default: from --hostnqn-file, generated once).
+    #[arg(long)]
+    pub hostnqn: Option<String>,
+    /// Host ID (a UUID) to present (default: from --hostid-file).
+    #[arg(long)]
+    pub hostid: Option<String>,
+    #[arg(long, default_value = crate::host::identity::DEFAULT_HOSTNQN_PATH)]
+    pub hostnqn_file: PathBuf,
+    #[arg(long, default_value = crate::host::identity::DEFAULT_HOSTID_PATH)]
+    pub hostid_file: PathBuf,
+}
+
+impl IdentityArgs {
+    fn resolve(&self) -> anyhow::Result<HostIdentity> {
+        let parse_id = |s: &str| {
+            uuid::Uuid::parse_str(s).with_context(|| format!("--hostid {s:?} is not a UUID"))
+        };
+        match (&self.hostnqn, &self.hostid) {
+            (Some(nqn), Some(id)) => Ok(HostIdentity::new(nqn, parse_id(id)?)?),
+            (Some(nqn), None) => {
+                let stored = HostIdentity::load_or_create(&self.hostnqn_file, &self.hostid_file)?;
+                Ok(HostIdentity::new(nqn, stored.hostid)?)
+            }
+            (None, id) => {
+                let mut stored =
+                    HostIdentity::load_or_create(&self.hostnqn_file, &self.hostid_file)?;
+                if let Some(id) = id {
+                    stored.hostid = parse_id(id)?;
+                }
+                Ok(stored)
+            }
+        }
+    }
+}
 
 #[derive(Debug, clap::Args)]
-pub struct DiscoverArgs {}
-#[derive(Debug, clap::Args)]
-pub struct ConnectArgs {}
-#[derive(Debug, clap::Args)]
-pub struct DisconnectArgs {}
+pub struct DiscoverArgs {
+    /// Address of the discovery controller.
+    #[arg(short = 'a', long = "traddr")]
+    pub traddr: String,
+    #[arg(short = 's', long = "trsvcid", default_value_t = DEFAULT_DISCOVERY_PORT)]
+    pub trsvcid: u16,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn discover(_args: DiscoverArgs) -> anyhow::Result<()> {
-    anyhow::bail!("discover is not implemented yet")
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    #[arg(short = 'a', long = "traddr")]
+    pub traddr: String,
+    #[arg(short = 's', long = "trsvcid", default_value_t = DEFAULT_IO_PORT)]
+    pub trsvcid: u16,
+    /// NQN of the subsystem to connect to.
+    #[arg(short = 'n', long = "nqn")]
+    pub subnqn: String,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Request header digests (CRC-32C).
+    #[arg(long)]
+    pub hdr_digest: bool,
+    /// Request data digests (CRC-32C).
+    #[arg(long)]
+    pub data_digest: bool,
+    /// I/O queues (TCP connections); default: number of CPUs.
+    #[arg(long)]
+    pub nr_io_queues: Option<u16>,
+    /// Entries per I/O queue.
+    #[arg(long, default_value_t = 128)]
+    pub queue_size: u16,
+    /// Keep-alive timeout in seconds (0 disables keep-alive).
+    #[arg(long, default_value_t = 5)]
+    pub kato: u64,
+    /// Seconds to keep reconnecting after losing the connection before
+    /// failing I/O; negative retries forever.
+    #[arg(long, default_value_t = 600, allow_negative_numbers = true)]
+    pub ctrl_loss_tmo: i64,
+    /// Seconds before the first reconnect attempt (doubled per failure, at
+    /// most 10 s or this value if larger).
+    #[arg(long, default_value_t = 1.0)]
+    pub reconnect_delay: f64,
+    /// Directory for the state file that `disconnect` uses.
+    #[arg(long, default_value = DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
 }
-pub fn connect(_args: ConnectArgs) -> anyhow::Result<()> {
-    anyhow::bail!("connect is not implemented yet")
+
+#[derive(Debug, clap::Args)]
+pub struct DisconnectArgs {
+    /// NQN of the subsystem to disconnect.
+    #[arg(short = 'n', long = "nqn", required_unless_present = "all")]
+    pub subnqn: Option<String>,
+    /// Disconnect every connection made by `connect`.
+    #[arg(long, conflicts_with = "subnqn")]
+    pub all: bool,
+    #[arg(long, default_value = DEFAULT_RUN_DIR)]
+    pub run_dir: PathBuf,
+    /// Seconds to wait for each connect process to exit.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
 }
-pub fn disconnect(_args: DisconnectArgs) -> anyhow::Result<()> {
-    anyhow::bail!("disconnect is not implemented yet")
+
+/// `host:port`, bracketing IPv6 literals.
+fn host_port(addr: &str, port: u16) -> String {
+    if addr.contains(':') && !addr.starts_with('[') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
+pub fn discover(args: DiscoverArgs) -> anyhow::Result<()> {
+    let identity = args.identity.resolve()?;
+    let opts = ConnectOptions::new(
+        host_port(&args.traddr, args.trsvcid),
+        DISCOVERY_NQN,
+        identity,
+    );
+    let entries = discover_with(&opts)?;
+    if args.json {
+        let v: Vec<_> = entries.iter().map(entry_json).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "records": v }))?
+        );
+    } else {
+        print_entries(&entries);
+    }
+    Ok(())
+}
+
+fn subtype_name(s: u8) -> &'static str {
+    match s {
+        subtype::REFERRAL => "referral",
+        subtype::NVME => "nvme subsystem",
+        subtype::CURRENT_DISCOVERY => "current discovery subsystem",
+        _ => "unknown",
+    }
+}
+
+fn trtype_name(t: u8) -> &'static str {
+    match t {
+        1 => "rdma",
+        2 => "fc",
+        3 => "tcp",
+        254 => "loop",
+        _ => "unknown",
+    }
+}
+
+fn adrfam_name(a: u8) -> &'static str {
+    match a {
+        1 => "ipv4",
+        2 => "ipv6",
+        _ => "other",
+    }
+}
+
+fn entry_json(e: &DiscoveryEntry) -> serde_json::Value {
+    serde_json::json!({
+        "trtype": trtype_name(e.trtype),
+        "adrfam": adrfam_name(e.adrfam),
+        "subtype": subtype_name(e.subtype),
+        "treq": e.treq,
+        "portid": e.portid,
+        "trsvcid": e.trsvcid,
+        "subnqn": e.subnqn,
+        "traddr": e.traddr,
+        "cntlid": e.cntlid,
+        "asqsz": e.asqsz,
+    })
+}
+
+fn print_entries(entries: &[DiscoveryEntry]) {
+    println!(
+        "{:<4} {:<5} {:<6} {:<28} {:<7} {:<16} {:<8} SUBNQN",
+        "#", "TR", "ADRFAM", "SUBTYPE", "PORTID", "TRADDR", "TRSVCID"
+    );
+    for (i, e) in entries.iter().enumerate() {
+        println!(
+            "{:<4} {:<5} {:<6} {:<28} {:<7} {:<16} {:<8} {}",
+            i,
+            trtype_name(e.trtype),
+            adrfam_name(e.adrfam),
+            subtype_name(e.subtype),
+            e.portid,
+            e.traddr,
+            e.trsvcid,
+            e.subnqn
+        );
+    }
+}
+
+fn connect_options(args: &ConnectArgs) -> anyhow::Result<ConnectOptions> {
+    let identity = args.identity.resolve()?;
+    let mut o = ConnectOptions::new(
+        host_port(&args.traddr, args.trsvcid),
+        &args.subnqn,
+        identity,
+    );
+    o.digests = Digests {
+        header: args.hdr_digest,
+        data: args.data_digest,
+    };
+    if let Some(n) = args.nr_io_queues {
+        o.nr_io_queues = n.max(1);
+    }
+    o.queue_size = args.queue_size.max(2);
+    o.kato = Duration::from_secs(args.kato);
+    o.ctrl_loss_tmo = u64::try_from(args.ctrl_loss_tmo)
+        .ok()
+        .map(Duration::from_secs);
+    if !(args.reconnect_delay.is_finite() && args.reconnect_delay >= 0.0) {
+        bail!("--reconnect-delay must be a non-negative number of seconds");
+    }
+    o.reconnect_delay = Duration::from_secs_f64(args.reconnect_delay);
+    o.max_reconnect_delay = o.max_reconnect_delay.max(o.reconnect_delay);
+    Ok(o)
+}
+
+fn print_namespaces(ctrl: &Controller, namespaces: &[NamespaceInfo]) {
+    if let Some(id) = ctrl.identify() {
+        println!(
+            "connected to {} at {}: controller {} ({} {}), {} I/O queues",
+            ctrl.subnqn(),
+            ctrl.addr(),
+            id.cntlid,
+            id.model,
+            id.serial,
+            ctrl.io_queues()
+        );
+    }
+    println!("{:<6} {:>16} {:>8} UUID", "NSID", "SIZE", "BLOCK");
+    for n in namespaces {
+        let uuid = n
+            .uuid
+            .map(|u| uuid::Uuid::from_bytes(u).to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<6} {:>16} {:>8} {}",
+            n.nsid,
+            n.size_bytes(),
+            n.block_size,
+            uuid
+        );
+    }
+}
+
+/// What `connect` keeps running while it is connected. The FUSE exposure
+/// plugs in here: given the connected controller it returns a guard whose
+/// drop tears the exposure down (before the controller disconnects).
+pub fn expose(
+    ctrl: &Controller,
+    args: &ConnectArgs,
+) -> anyhow::Result<Option<Box<dyn std::any::Any>>> {
+    let _ = (ctrl, args);
+    Ok(None)
+}
+
+pub fn connect(args: ConnectArgs) -> anyhow::Result<()> {
+    let opts = connect_options(&args)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let state = StateFile::create(&args.run_dir, &opts.subnqn, &opts.addr)?;
+    let ctrl = Controller::connect(opts)?;
+    ctrl.watch(|ev| tracing::info!(event = ?ev, "namespace change"));
+    print_namespaces(&ctrl, &ctrl.namespaces());
+    let exposure = expose(&ctrl, &args)?;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!("signal received; disconnecting");
+    drop(exposure);
+    let res = ctrl.disconnect();
+    drop(state);
+    res?;
+    Ok(())
+}
+
+/// The state file of a running `connect`; removed on drop.
+struct StateFile {
+    path: PathBuf,
+}
+
+fn state_file_name(subnqn: &str) -> String {
+    let safe: String = subnqn
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._:".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}.pid")
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks whether the process exists.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+fn read_state(path: &Path) -> Option<(i32, String)> {
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).ok()?).ok()?;
+    let pid = i32::try_from(v.get("pid")?.as_i64()?).ok()?;
+    Some((pid, v.get("subnqn")?.as_str()?.to_string()))
+}
+
+impl StateFile {
+    fn create(dir: &Path, subnqn: &str, addr: &str) -> anyhow::Result<StateFile> {
+        fs::create_dir_all(dir)
+            .with_context(|| format!("creating run directory {}", dir.display()))?;
+        let path = dir.join(state_file_name(subnqn));
+        if let Some((pid, _)) = read_state(&path) {
+            if pid_alive(pid) && pid != std::process::id() as i32 {
+                bail!(
+                    "{subnqn} is already connected by process {pid} (state file {})",
+                    path.display()
+                );
+            }
+        }
+        let body = serde_json::json!({ "pid": std::process::id(), "subnqn": subnqn, "addr": addr });
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, body.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(StateFile { path })
+    }
+}
+
+impl Drop for StateFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+pub fn disconnect(args: DisconnectArgs) -> anyhow::Result<()> {
+    let entries = match fs::read_dir(&args.run_dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if args.all {
+                return Ok(());
+            }
+            bail!(
+                "no connections (run directory {} does not exist)",
+                args.run_dir.display()
+            );
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", args.run_dir.display())),
+    };
+    let mut targets = Vec::new();
+    for ent in entries.flatten() {
+        let path = ent.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("pid") {
+            continue;
+        }
+        let Some((pid, subnqn)) = read_state(&path) else {
+            continue;
+        };
+        if args.all || args.subnqn.as_deref() == Some(subnqn.as_str()) {
+            targets.push((pid, subnqn, path));
+        }
+    }
+    if targets.is_empty() && !args.all {
+        bail!(
+            "{} is not connected (no state file in {})",
+            args.subnqn.as_deref().unwrap_or(""),
+            args.run_dir.display()
+        );
+    }
+    let mut failed = Vec::new();
+    for (pid, subnqn, path) in targets {
+        if !pid_alive(pid) {
+            let _ = fs::remove_file(&path);
+            println!("{subnqn}: stale state file removed (process {pid} is gone)");
+            continue;
+        }
+        // SAFETY: sending SIGTERM to a pid we read from our own state file.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(args.timeout);
+        while pid_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if pid_alive(pid) {
+            failed.push(format!(
+                "{subnqn} (process {pid} still running after {} s)",
+                args.timeout
+            ));
+        } else {
+            println!("{subnqn}: disconnected");
+        }
+    }
+    if !failed.is_empty() {
+        bail!("could not disconnect: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_names() {
+        assert_eq!(host_port("10.0.0.1", 4420), "10.0.0.1:4420");
+        assert_eq!(host_port("::1", 4420), "[::1]:4420");
+        assert_eq!(
+            state_file_name("nqn.2026-11.io.ferrofab:a/b"),
+            "nqn.2026-11.io.ferrofab:a_b.pid"
+        );
+    }
 }

@@ -629,7 +629,7 @@ impl Conn {
                 offset,
                 staged_from: Some(0),
                 staging,
-            } if ns.offload => {
+            } if self.offload_now(&ns) => {
                 let durable = self.write_must_be_durable(&p.sqe);
                 self.offload(
                     &p.sqe,
@@ -735,6 +735,17 @@ impl Conn {
 }
 
 impl Conn {
+    /// Whether to run this command's backend I/O on the I/O threads.
+    ///
+    /// Only for namespaces that bypass the page cache, and only while the
+    /// queue is busy: more commands already received behind this one, or
+    /// others still on the I/O threads. A command alone on its queue runs
+    /// inline, because handing it to another thread would add a wake-up
+    /// to its latency and gain no parallelism.
+    pub(crate) fn offload_now(&self, ns: &super::registry::Namespace) -> bool {
+        ns.offload && (self.rx_end > self.rx_start || self.in_flight.load(Ordering::Acquire) > 0)
+    }
+
     /// Hand a command's backend I/O to the I/O threads, which answer the
     /// host themselves.
     pub(crate) fn offload(
@@ -751,6 +762,7 @@ impl Conn {
         };
         let success_flag =
             q.sqflow_disabled && matches!(kind, super::executor::JobKind::Read { .. });
+        ns.stats.offloaded.fetch_add(1, Ordering::Relaxed);
         executor.submit(super::executor::Job {
             kind,
             ns,

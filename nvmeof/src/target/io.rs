@@ -87,7 +87,7 @@ impl Conn {
             Ok(r) => r,
             Err(status) => return self.complete(sqe.cid, status, 0),
         };
-        if ns.offload {
+        if self.offload_now(ns) {
             return self.offload(sqe, ns.clone(), JobKind::Read { offset, len });
         }
         let started = Instant::now();
@@ -131,7 +131,7 @@ impl Conn {
             Err(status) => return self.complete(sqe.cid, status, 0),
         };
         match data {
-            Some(data) if ns.offload => {
+            Some(data) if self.offload_now(&ns) => {
                 let durable = self.write_must_be_durable(&sqe);
                 let kind = JobKind::Write {
                     offset,
@@ -232,7 +232,7 @@ impl Conn {
                 .unwrap_or_default()
         } else {
             match self.namespace(sqe.nsid) {
-                Some(ns) if ns.offload => return self.offload(sqe, ns, JobKind::Flush),
+                Some(ns) if self.offload_now(&ns) => return self.offload(sqe, ns, JobKind::Flush),
                 Some(ns) => vec![ns],
                 None => return self.complete(sqe.cid, Status::INVALID_NAMESPACE, 0),
             }

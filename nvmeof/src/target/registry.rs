@@ -52,6 +52,8 @@ pub struct NamespaceStats {
     pub errors: AtomicU64,
     /// Sum of command service times, for an average latency.
     pub busy_ns: AtomicU64,
+    /// Commands whose backend I/O ran on the I/O threads.
+    pub offloaded: AtomicU64,
 }
 
 impl NamespaceStats {
@@ -78,6 +80,7 @@ impl NamespaceStats {
             flushes: self.flushes.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             busy_ns: self.busy_ns.load(Ordering::Relaxed),
+            offloaded: self.offloaded.load(Ordering::Relaxed),
         }
     }
 }
@@ -92,6 +95,7 @@ pub struct NamespaceStatsSnapshot {
     pub flushes: u64,
     pub errors: u64,
     pub busy_ns: u64,
+    pub offloaded: u64,
 }
 
 /// An NVM subsystem.

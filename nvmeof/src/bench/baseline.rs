@@ -1,0 +1,469 @@
+//! Raw loopback TCP, measured in-process: the physical limit of this
+//! machine for the exchanges NVMe/TCP makes, so NVMe numbers can be quoted
+//! as a ratio of it rather than as absolutes on a VM that swings 2-3x.
+//!
+//! Sizes mirror NVMe/TCP: a read is a 72-byte command capsule answered by
+//! a 24-byte C2HData header plus 4 KiB (4120 bytes); a write is a capsule
+//! carrying 4 KiB in-capsule (72 + 4096) answered by a 24-byte response.
+//! Both ends run in this process, pinned to different CPUs when there are
+//! two, and CPU time is taken per thread so each end's cost is visible.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::stats::{CpuSummary, CpuTimes, LatencyHist, LatencySummary, OpSummary};
+use super::BenchError;
+
+/// NVMe/TCP command capsule (CapsuleCmd PDU header + SQE).
+pub const CAPSULE: usize = 72;
+/// NVMe/TCP C2HData / CapsuleResp PDU header.
+pub const PDU_HDR: usize = 24;
+/// Data size of the small I/O tests.
+pub const IO_4K: usize = 4096;
+/// Chunk size of the streaming test.
+pub const STREAM_CHUNK: usize = 128 * 1024;
+
+/// How the ends wait for data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitMode {
+    /// Both ends block in the kernel (sleep until woken).
+    Blocking,
+    /// The server spins on a non-blocking socket, the client blocks: what
+    /// a busy-polling target sees from a sleeping kernel host.
+    ServerBusy,
+    /// Both ends spin on non-blocking sockets.
+    Busy,
+}
+
+impl WaitMode {
+    fn server_spins(self) -> bool {
+        self != WaitMode::Blocking
+    }
+    fn client_spins(self) -> bool {
+        self == WaitMode::Busy
+    }
+}
+
+/// One baseline measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineTest {
+    /// Request/response at queue depth 1.
+    Qd1 { write: bool, mode: WaitMode },
+    /// 32 requests kept in flight on one connection, both ends blocking.
+    Qd32 { write: bool },
+    /// One-way stream of 128 KiB writes.
+    Stream,
+}
+
+impl BaselineTest {
+    /// The standard set, in the order rounds interleave them.
+    pub fn all() -> Vec<BaselineTest> {
+        let mut v = Vec::new();
+        for write in [false, true] {
+            for mode in [WaitMode::Blocking, WaitMode::ServerBusy, WaitMode::Busy] {
+                v.push(BaselineTest::Qd1 { write, mode });
+            }
+        }
+        v.push(BaselineTest::Qd32 { write: false });
+        v.push(BaselineTest::Qd32 { write: true });
+        v.push(BaselineTest::Stream);
+        v
+    }
+
+    /// Stable name used in tables and JSON.
+    pub fn name(self) -> String {
+        let rw = |w: bool| if w { "write" } else { "read" };
+        match self {
+            BaselineTest::Qd1 { write, mode } => {
+                let m = match mode {
+                    WaitMode::Blocking => "blocking",
+                    WaitMode::ServerBusy => "server_busy",
+                    WaitMode::Busy => "busy",
+                };
+                format!("qd1_{}_{m}", rw(write))
+            }
+            BaselineTest::Qd32 { write } => format!("qd32_{}", rw(write)),
+            BaselineTest::Stream => "stream_128k".into(),
+        }
+    }
+
+    /// (request bytes, response bytes) per operation.
+    pub fn sizes(self) -> (usize, usize) {
+        match self {
+            BaselineTest::Qd1 { write, .. } | BaselineTest::Qd32 { write } => {
+                if write {
+                    (CAPSULE + IO_4K, PDU_HDR)
+                } else {
+                    (CAPSULE, PDU_HDR + IO_4K)
+                }
+            }
+            BaselineTest::Stream => (STREAM_CHUNK, 0),
+        }
+    }
+
+    fn depth(self) -> usize {
+        match self {
+            BaselineTest::Qd32 { .. } => 32,
+            _ => 1,
+        }
+    }
+}
+
+/// Baseline settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineParams {
+    /// Length of each measurement.
+    #[serde(serialize_with = "ser_secs")]
+    pub duration: Duration,
+    /// Times the whole set is repeated, interleaved, so drift of the VM
+    /// shows up as spread rather than as a bias against one test.
+    pub rounds: u32,
+    /// Pin server and client to different CPUs.
+    pub pin: bool,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Default for BaselineParams {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(1),
+            rounds: 1,
+            pin: true,
+        }
+    }
+}
+
+/// Result of one baseline measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineResult {
+    pub name: String,
+    pub round: u32,
+    pub queue_depth: u32,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub elapsed_s: f64,
+    /// Operations, rate, payload MB/s (4 KiB or 128 KiB per op) and
+    /// client-observed latency (empty for the stream test).
+    pub result: OpSummary,
+    /// CPU of both ends together, per operation.
+    pub cpu: CpuSummary,
+    pub client_cpu_s: f64,
+    pub server_cpu_s: f64,
+}
+
+/// All baseline results of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineReport {
+    pub params: BaselineParams,
+    pub pinned: bool,
+    pub results: Vec<BaselineResult>,
+}
+
+/// Run the standard set.
+pub fn run(params: &BaselineParams) -> Result<BaselineReport, BenchError> {
+    run_tests(params, &BaselineTest::all())
+}
+
+/// Run `tests`, `params.rounds` times, interleaved.
+pub fn run_tests(
+    params: &BaselineParams,
+    tests: &[BaselineTest],
+) -> Result<BaselineReport, BenchError> {
+    let cpus = if params.pin { pick_cpus() } else { None };
+    let mut results = Vec::new();
+    for round in 0..params.rounds.max(1) {
+        for &t in tests {
+            tracing::debug!(test = %t.name(), round, "baseline");
+            results.push(measure(t, round, params.duration, cpus)?);
+        }
+    }
+    Ok(BaselineReport {
+        params: params.clone(),
+        pinned: cpus.is_some(),
+        results,
+    })
+}
+
+/// Outcome of the client end.
+struct ClientRun {
+    ops: u64,
+    elapsed: Duration,
+    hist: LatencyHist,
+    cpu: CpuTimes,
+}
+
+fn measure(
+    test: BaselineTest,
+    round: u32,
+    duration: Duration,
+    cpus: Option<(usize, usize)>,
+) -> Result<BaselineResult, BenchError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(BenchError::Baseline)?;
+    let addr = listener.local_addr().map_err(BenchError::Baseline)?;
+    let (req, resp) = test.sizes();
+    let server_spins = matches!(test, BaselineTest::Qd1 { mode, .. } if mode.server_spins());
+    let client_spins = matches!(test, BaselineTest::Qd1 { mode, .. } if mode.client_spins());
+    let (client, server_cpu) = std::thread::scope(|s| {
+        let server = s.spawn(move || -> io::Result<CpuTimes> {
+            let (stream, _) = listener.accept()?;
+            if let Some((c, _)) = cpus {
+                pin_to(c);
+            }
+            let start = CpuTimes::thread();
+            serve(stream, req, resp, server_spins)?;
+            Ok(CpuTimes::thread().since(start))
+        });
+        let client = (|| -> io::Result<ClientRun> {
+            let stream = TcpStream::connect(addr)?;
+            if let Some((_, c)) = cpus {
+                pin_to(c);
+            }
+            match test {
+                BaselineTest::Stream => stream_client(stream, duration),
+                _ => rr_client(stream, req, resp, test.depth(), client_spins, duration),
+            }
+        })();
+        let server = server
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("baseline server panicked")));
+        (client, server)
+    });
+    let client = client.map_err(BenchError::Baseline)?;
+    let server_cpu = server_cpu.map_err(BenchError::Baseline)?;
+    let payload = match test {
+        BaselineTest::Stream => STREAM_CHUNK,
+        _ => IO_4K,
+    } as u64;
+    Ok(BaselineResult {
+        name: test.name(),
+        round,
+        queue_depth: test.depth() as u32,
+        request_bytes: req as u64,
+        response_bytes: resp as u64,
+        elapsed_s: client.elapsed.as_secs_f64(),
+        result: OpSummary::new(
+            client.ops,
+            client.ops * payload,
+            client.elapsed,
+            &client.hist,
+        ),
+        cpu: CpuSummary::new(client.cpu.plus(server_cpu), client.ops),
+        client_cpu_s: client.cpu.total().as_secs_f64(),
+        server_cpu_s: server_cpu.total().as_secs_f64(),
+    })
+}
+
+/// Answer every `req`-byte request with `resp` bytes until the peer closes.
+/// With `resp == 0` it just drains (the streaming test).
+fn serve(mut s: TcpStream, req: usize, resp: usize, spin: bool) -> io::Result<()> {
+    s.set_nodelay(true)?;
+    s.set_nonblocking(spin)?;
+    let mut inbuf = vec![0u8; req];
+    let outbuf = vec![0xA5u8; resp];
+    loop {
+        if !read_full(&mut s, &mut inbuf, spin)? {
+            return Ok(());
+        }
+        if resp > 0 {
+            write_full(&mut s, &outbuf, spin)?;
+        }
+    }
+}
+
+/// Request/response client keeping `depth` requests in flight.
+fn rr_client(
+    mut s: TcpStream,
+    req: usize,
+    resp: usize,
+    depth: usize,
+    spin: bool,
+    duration: Duration,
+) -> io::Result<ClientRun> {
+    s.set_nodelay(true)?;
+    s.set_nonblocking(spin)?;
+    let outbuf = vec![0x5Au8; req];
+    let mut inbuf = vec![0u8; resp];
+    let mut hist = LatencyHist::new();
+    let mut sent = std::collections::VecDeque::with_capacity(depth);
+    let cpu0 = CpuTimes::thread();
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut ops = 0u64;
+    for _ in 0..depth {
+        sent.push_back(Instant::now());
+        write_full(&mut s, &outbuf, spin)?;
+    }
+    while let Some(t) = sent.pop_front() {
+        if !read_full(&mut s, &mut inbuf, spin)? {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "server closed",
+            ));
+        }
+        let now = Instant::now();
+        hist.record(now.duration_since(t));
+        ops += 1;
+        if now < deadline {
+            sent.push_back(Instant::now());
+            write_full(&mut s, &outbuf, spin)?;
+        }
+    }
+    let elapsed = start.elapsed();
+    let cpu = CpuTimes::thread().since(cpu0);
+    Ok(ClientRun {
+        ops,
+        elapsed,
+        hist,
+        cpu,
+    })
+}
+
+/// One-way stream; the elapsed time includes the server draining it.
+fn stream_client(mut s: TcpStream, duration: Duration) -> io::Result<ClientRun> {
+    s.set_nodelay(true)?;
+    let chunk = vec![0x3Cu8; STREAM_CHUNK];
+    let cpu0 = CpuTimes::thread();
+    let start = Instant::now();
+    let mut ops = 0u64;
+    while start.elapsed() < duration {
+        s.write_all(&chunk)?;
+        ops += 1;
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    // Wait for the server to see EOF so the data really arrived.
+    let mut sink = [0u8; 1];
+    let _ = s.read(&mut sink)?;
+    Ok(ClientRun {
+        ops,
+        elapsed: start.elapsed(),
+        hist: LatencyHist::new(),
+        cpu: CpuTimes::thread().since(cpu0),
+    })
+}
+
+/// Fill `buf`; false on a clean EOF before the first byte.
+fn read_full(s: &mut TcpStream, buf: &mut [u8], spin: bool) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if spin && e.kind() == io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+fn write_full(s: &mut TcpStream, buf: &[u8], spin: bool) -> io::Result<()> {
+    let mut put = 0;
+    while put < buf.len() {
+        match s.write(&buf[put..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => put += n,
+            Err(e) if spin && e.kind() == io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Two distinct CPUs this process may run on, for (server, client).
+fn pick_cpus() -> Option<(usize, usize)> {
+    // SAFETY: sched_getaffinity writes into the zeroed set we own.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return None;
+    }
+    let mut allowed =
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
+    let a = allowed.next()?;
+    let b = allowed.next()?;
+    Some((a, b))
+}
+
+/// Pin the calling thread to `cpu`; best effort (a failure only makes the
+/// numbers noisier).
+fn pin_to(cpu: usize) {
+    // SAFETY: plain libc calls on a zeroed set we own; pid 0 = this thread.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        tracing::debug!(cpu, "could not pin baseline thread");
+    }
+}
+
+/// Latency summary of a result, if it has one.
+pub fn latency(r: &BaselineResult) -> Option<LatencySummary> {
+    (r.result.latency.max_us > 0.0).then_some(r.result.latency)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quick(tests: &[BaselineTest]) -> BaselineReport {
+        let p = BaselineParams {
+            duration: Duration::from_millis(100),
+            rounds: 1,
+            pin: false,
+        };
+        run_tests(&p, tests).expect("baseline")
+    }
+
+    #[test]
+    fn names_are_unique_and_sizes_match_nvme() {
+        let all = BaselineTest::all();
+        let mut names: Vec<_> = all.iter().map(|t| t.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
+        assert_eq!(BaselineTest::Qd32 { write: false }.sizes(), (72, 4120));
+        assert_eq!(BaselineTest::Qd32 { write: true }.sizes(), (4168, 24));
+    }
+
+    #[test]
+    fn request_response_modes_complete() {
+        let r = quick(&[
+            BaselineTest::Qd1 {
+                write: false,
+                mode: WaitMode::Blocking,
+            },
+            BaselineTest::Qd1 {
+                write: true,
+                mode: WaitMode::Busy,
+            },
+            BaselineTest::Qd32 { write: false },
+        ]);
+        // Only sanity: spinning ends on a loaded 2-CPU machine can be very
+        // slow while tests run in parallel.
+        for x in &r.results {
+            assert!(x.result.ops > 0, "{x:?}");
+            assert!(x.result.latency.p50_us > 0.0, "{x:?}");
+            assert!(x.cpu.per_op_us > 0.0, "{x:?}");
+        }
+    }
+
+    #[test]
+    fn stream_moves_data() {
+        let r = quick(&[BaselineTest::Stream]);
+        assert!(r.results[0].result.mb_per_s > 1.0, "{:?}", r.results[0]);
+        assert!(latency(&r.results[0]).is_none());
+    }
+}

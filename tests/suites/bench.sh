@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Suite `bench`: measurements, not pass/fail tests (it fails only if a
+# benchmark cannot run or verify finds corruption).
+#
+# The development VMs swing 2-3x between runs, so every number is taken in
+# rounds that interleave the loopback baseline with the workloads, and the
+# summary quotes medians next to the baseline of the same run.
+#
+# Output: tests/.work/bench/*.json (one file per run and round) and
+# tests/.work/bench/summary.md (for docs/benchmarks.md).
+#
+# Knobs: FF_BENCH_ROUNDS (default 3), FF_BENCH_TIME (default 5s per job).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+
+ff_need_pkgs python3
+ff_need_cmd python3
+
+rounds=${FF_BENCH_ROUNDS:-3}
+jobtime=${FF_BENCH_TIME:-5s}
+out=$FF_WORK/bench
+rm -rf "$out"
+mkdir -p "$out"
+bin=$(ff_release_bin ferrofab-nvmeof)
+
+# The local ceiling runs on the same kind of backing file a namespace uses;
+# the target serves its own copy (a backend locks its file).
+img=$out/ceiling.img
+nsimg=$out/ns1.img
+port=$(ff_free_port)
+nqn=nqn.2026-11.io.ferrofab:bench
+cat >"$out/serve.toml" <<CFG
+[[listener]]
+address = "127.0.0.1:$port"
+
+[[subsystem]]
+nqn = "$nqn"
+allow_any_host = true
+
+[[subsystem.namespace]]
+nsid = 1
+path = "$nsimg"
+size = "1GiB"
+CFG
+
+run_job() { # NAME ARGS... : one workload run, JSON into $out/NAME-rROUND.json
+    local name=$1
+    shift
+    ff_say "round $round: $name"
+    "$bin" bench "$@" --json >"$out/$name-r$round.json"
+}
+
+# Write every block once: reads of a sparse file's holes never touch the
+# disk and would make the ceiling meaninglessly high.
+ff_say "prefilling the ceiling image"
+"$bin" bench --file "$img" --file-size 1GiB --pattern write --bs 1M --qd 4 --size 1GiB --json >"$out/prefill.json"
+"$bin" bench --file "$nsimg" --file-size 1GiB --pattern write --bs 1M --qd 4 --size 1GiB --json >"$out/prefill-ns.json"
+
+ff_say "starting the target on 127.0.0.1:$port"
+"$bin" serve -c "$out/serve.toml" --no-watch >"$out/serve.log" 2>&1 &
+serve_pid=$!
+trap 'kill $serve_pid 2>/dev/null || true' EXIT
+ff_wait_line "$out/serve.log" "ready, serving" 30 || ff_die "target did not start (see $out/serve.log)"
+remote=(-a 127.0.0.1 -s "$port" -n "$nqn")
+
+for ((round = 1; round <= rounds; round++)); do
+    ff_say "round $round: loopback baseline"
+    "$bin" bench --baseline --time 1s --json >"$out/baseline-r$round.json"
+    run_job ceiling-randread-qd1 --file "$img" --pattern randread --bs 4k --qd 1 --time "$jobtime"
+    run_job ceiling-randread-qd32 --file "$img" --pattern randread --bs 4k --qd 32 --time "$jobtime"
+    run_job ceiling-randwrite-qd32 --file "$img" --pattern randwrite --bs 4k --qd 32 --time "$jobtime"
+    run_job ceiling-read-128k --file "$img" --pattern read --bs 128k --qd 4 --time "$jobtime"
+    run_job ceiling-mixed-verify --file "$img" --pattern mixed --rwmixread 70 --bs 4k --qd 8 --size 256MiB --verify
+    run_job mem-randread-qd32 --mem 256MiB --pattern randread --bs 4k --qd 32 --time "$jobtime"
+    for pm in interrupt adaptive; do
+        run_job remote-randread-qd1-$pm "${remote[@]}" --poll-mode $pm --pattern randread --bs 4k --qd 1 --time "$jobtime"
+    done
+    run_job remote-randwrite-qd1 "${remote[@]}" --pattern randwrite --bs 4k --qd 1 --time "$jobtime"
+    run_job remote-randread-qd32 "${remote[@]}" --pattern randread --bs 4k --qd 32 --queues 2 --time "$jobtime"
+    run_job remote-randwrite-qd32 "${remote[@]}" --pattern randwrite --bs 4k --qd 32 --queues 2 --time "$jobtime"
+    run_job remote-read-128k "${remote[@]}" --pattern read --bs 128k --qd 4 --time "$jobtime"
+    run_job remote-mixed-verify "${remote[@]}" --pattern mixed --rwmixread 70 --bs 4k --qd 8 --queues 2 --size 256MiB --verify
+done
+
+python3 - "$out" <<'EOF' >"$out/summary.md"
+import json, pathlib, statistics, sys
+out = pathlib.Path(sys.argv[1])
+def med(xs):
+    return statistics.median(xs) if xs else 0.0
+def us(x):
+    return f"{x:.1f}" if x > 0 else "-"
+runs = {}
+for f in sorted(out.glob("*-r*.json")):
+    name = f.name.rsplit("-r", 1)[0]
+    runs.setdefault(name, []).append(json.loads(f.read_text()))
+print("# Benchmark summary (medians over rounds)\n")
+print("## Loopback TCP baseline\n")
+print("| test | ops/s | MB/s | p50 us | p99 us | CPU us/op |")
+print("|---|---:|---:|---:|---:|---:|")
+base = {}
+for rep in runs.pop("baseline", []):
+    for r in rep["results"]:
+        base.setdefault(r["name"], []).append(r)
+for name, rs in base.items():
+    g = lambda f: med([f(r) for r in rs])
+    print(f"| {name} | {g(lambda r: r['result']['ops_per_s']):.0f} | {g(lambda r: r['result']['mb_per_s']):.1f} "
+          f"| {us(g(lambda r: r['result']['latency']['p50_us']))} | {us(g(lambda r: r['result']['latency']['p99_us']))} "
+          f"| {g(lambda r: r['cpu']['per_op_us']):.2f} |")
+print("\n## Workloads\n")
+print("| run | IOPS | MB/s | p50 us | p99 us | p99.9 us | CPU us/IO | verify |")
+print("|---|---:|---:|---:|---:|---:|---:|---|")
+for name, rs in runs.items():
+    g = lambda f: med([f(r) for r in rs])
+    t = lambda k: g(lambda r: r["total"]["latency"][k])
+    v = [r.get("verify") for r in rs if r.get("verify") is not None]
+    vs = "-" if not v else ("OK" if all(x["failures"] == 0 for x in v) else "FAILED")
+    print(f"| {name} | {g(lambda r: r['total']['ops_per_s']):.0f} | {g(lambda r: r['total']['mb_per_s']):.1f} "
+          f"| {t('p50_us'):.1f} | {t('p99_us'):.1f} | {t('p999_us'):.1f} | {g(lambda r: r['cpu']['per_op_us']):.2f} | {vs} |")
+EOF
+kill "$serve_pid" 2>/dev/null || true
+wait "$serve_pid" 2>/dev/null || true
+rm -f "$img" "$nsimg"
+cat "$out/summary.md"
