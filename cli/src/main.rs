@@ -1,6 +1,69 @@
-//! Placeholder until its issue lands; see docs/architecture.md.
+//! `ferrofab`: the administrator's command-line client.
+//!
+//! This file is the binary edge: it parses arguments, sets up logging, runs
+//! the command, and turns any error into one line on stderr and exit
+//! status 1 (clap uses 2 for usage errors).
 
-fn main() {
-    eprintln!("ferrofab-cli: not implemented yet");
-    std::process::exit(2);
+mod args;
+mod client;
+mod cmd;
+mod config;
+mod layout;
+mod output;
+mod resource;
+mod yaml;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    init_tracing(cli.verbose);
+    match cmd::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferrofab: {}", error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The whole context chain, joined, on a single line.
+fn error_line(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+        .split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Warnings by default (e.g. a world-readable key); `-v` info, `-vv`
+/// debug; `RUST_LOG` overrides both.
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_one_line() {
+        let e = anyhow::anyhow!("inner\nsecond").context("outer");
+        assert_eq!(error_line(&e), "outer: inner; second");
+    }
 }

@@ -1,0 +1,146 @@
+//! Connecting to the controller and turning gRPC failures into one-line
+//! messages.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use ferrofab_proto::v1::admin_service_client::AdminServiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Status};
+
+use crate::config::ClientConfig;
+
+/// The admin API client.
+pub type Admin = AdminServiceClient<Channel>;
+
+/// How long to wait for each endpoint to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to the first reachable endpoint, in configuration order.
+///
+/// TLS files are loaded and checked by `ferrofab-pki` first, so a wrong
+/// path or an expired certificate is reported by file name rather than as
+/// a handshake failure.
+pub async fn connect(cfg: &ClientConfig) -> anyhow::Result<Admin> {
+    let tls = match &cfg.tls {
+        Some(files) => {
+            let pem = ferrofab_pki::load_client_tls(&files.ca, &files.cert, &files.key)?;
+            tracing::debug!(identity = %pem.identity, "loaded client certificate");
+            let mut tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&pem.ca))
+                .identity(Identity::from_pem(&pem.cert, &pem.key));
+            if let Some(name) = &files.server_name {
+                tls = tls.domain_name(name.clone());
+            }
+            Some(tls)
+        }
+        None => None,
+    };
+    let mut last_err = None;
+    for url in &cfg.endpoints {
+        match connect_one(url, tls.clone()).await {
+            Ok(ch) => {
+                tracing::debug!(%url, "connected");
+                return Ok(AdminServiceClient::new(ch)
+                    .max_decoding_message_size(ferrofab_proto::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(ferrofab_proto::MAX_MESSAGE_BYTES));
+            }
+            Err(e) => {
+                tracing::info!(%url, error = %e, "endpoint unreachable");
+                last_err = Some(e.context(format!("cannot reach the controller at {url}")));
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| anyhow!("no controller endpoint configured")))
+}
+
+async fn connect_one(url: &str, tls: Option<ClientTlsConfig>) -> anyhow::Result<Channel> {
+    let mut ep = Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("invalid endpoint {url:?}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        ep = ep.tls_config(tls).context("TLS configuration")?;
+    }
+    ep.connect().await.map_err(|e| anyhow!(flatten_source(&e)))
+}
+
+/// tonic's transport errors hide the useful part (connection refused,
+/// certificate unknown) in their source chain; join it into one line.
+fn flatten_source(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Converts a gRPC status into an error whose message is one line, prefixed
+/// by what the request was about (e.g. `volume "scratch-1"`).
+///
+/// The prefix is left out when the server's message already names the
+/// object, so the line never reads `volume "a": volume "a" not found`.
+pub fn status_error(what: &str, status: Status) -> anyhow::Error {
+    let msg = describe(&status);
+    if msg.contains(what) {
+        anyhow!(msg)
+    } else {
+        anyhow!("{what}: {msg}")
+    }
+}
+
+/// The message for a status: the server's own words when it gave some (it
+/// names fields and quotas), else a description of the code.
+pub fn describe(status: &Status) -> String {
+    let msg = one_line(status.message());
+    let fallback = match status.code() {
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::Unauthenticated => "not authenticated (is a client certificate configured?)",
+        Code::Unavailable => "controller unavailable",
+        Code::DeadlineExceeded => "timed out",
+        Code::Aborted => "changed concurrently; retry",
+        Code::Unimplemented => "not supported by this controller",
+        _ => "request failed",
+    };
+    match (msg.is_empty(), status.code()) {
+        (true, _) => fallback.to_owned(),
+        (false, Code::Unavailable) => format!("controller unavailable: {msg}"),
+        (false, _) => msg,
+    }
+}
+
+/// Server messages may span lines; an error on stderr is one line.
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_messages_are_one_line_and_prefixed() {
+        let s = Status::resource_exhausted(
+            "over quota: tenant \"neuro\" has 3.9TiB of 4TiB left\n  pool a: full",
+        );
+        let e = status_error("volume \"scratch-1\"", s);
+        assert_eq!(
+            e.to_string(),
+            "volume \"scratch-1\": over quota: tenant \"neuro\" has 3.9TiB of 4TiB left; pool a: full"
+        );
+        assert_eq!(describe(&Status::not_found("")), "not found");
+        let e = status_error("volume \"a\"", Status::not_found("volume \"a\" not found"));
+        assert_eq!(e.to_string(), "volume \"a\" not found");
+    }
+}

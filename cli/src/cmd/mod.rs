@@ -1,0 +1,67 @@
+//! Command implementations and the dispatcher.
+
+mod apply;
+mod pki;
+mod resources;
+mod token;
+mod wait;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::CommandFactory;
+
+use crate::args::{Cli, Command, Format};
+use crate::client::{self, Admin};
+use crate::config;
+
+/// What every command may need: where the controller is and how to print.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    config: Option<PathBuf>,
+    endpoint: Option<String>,
+    /// Output format.
+    pub format: Format,
+}
+
+impl Ctx {
+    /// Loads the client configuration and connects.
+    pub async fn admin(&self) -> anyhow::Result<Admin> {
+        let cfg = config::load(self.config.as_deref(), self.endpoint.as_deref())?;
+        client::connect(&cfg).await
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Ctx {
+        config: cli.config,
+        endpoint: cli.endpoint,
+        format: cli.output,
+    };
+    match cli.command {
+        Command::Pki(c) => pki::run(&ctx, c),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "ferrofab", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Node(c) => block_on(resources::node(&ctx, c)),
+        Command::Pool(c) => block_on(resources::pool(&ctx, c)),
+        Command::Volume(c) => block_on(resources::volume(&ctx, c)),
+        Command::Attachment(c) => block_on(resources::attachment(&ctx, c)),
+        Command::Tenant(c) => block_on(resources::tenant(&ctx, c)),
+        Command::Apply(a) => block_on(apply::run(&ctx, a)),
+        Command::Wait(a) => block_on(wait::run(&ctx, a)),
+    }
+}
+
+/// A single-threaded runtime: the CLI makes one request at a time, and
+/// local commands (pki, completions) should not pay for a runtime at all.
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}

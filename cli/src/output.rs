@@ -1,0 +1,200 @@
+//! Rendering: aligned tables, JSON, YAML, and the small formatting helpers
+//! (sizes, timestamps, enum names) the views share.
+
+use std::io::Write;
+
+use serde_json::Value;
+
+use crate::args::Format;
+use crate::resource::{document, Resource};
+use crate::yaml;
+
+/// `VOLUME_PHASE_READY` with prefix `VOLUME_PHASE_` → `ready`;
+/// `BLOCK_DEVICE` → `block-device`; `UNSPECIFIED` → `-`.
+pub fn enum_word(full: &str, prefix: &str) -> String {
+    let short = full.strip_prefix(prefix).unwrap_or(full);
+    if short == "UNSPECIFIED" {
+        return "-".to_owned();
+    }
+    short.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Approximate binary size for people, e.g. `3.9TiB`; exact sizes print
+/// without a fraction (`4TiB`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value.fract() == 0.0 {
+        format!("{value:.0}{}", UNITS[unit])
+    } else {
+        // Truncate rather than round, so "3.99TiB left" never shows as 4.0.
+        let truncated = (value * 10.0).floor() / 10.0;
+        format!("{truncated:.1}{}", UNITS[unit])
+    }
+}
+
+/// RFC 3339, UTC, whole seconds.
+pub fn timestamp(t: &prost_types::Timestamp) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp(t.seconds)
+        .ok()
+        .and_then(|d| d.format(&fmt).ok())
+        .unwrap_or_else(|| format!("@{}", t.seconds))
+}
+
+/// Lays out rows under a header, columns separated by two spaces; the
+/// last column is not padded so lines carry no trailing blanks.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let pad = widths.get(i).copied().unwrap_or(0);
+                line.push_str(&format!("{cell:<pad$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Renders a list of objects in `format`.
+pub(crate) fn render_list<R: Resource>(items: &[R], format: Format) -> String {
+    match format {
+        Format::Table => {
+            let rows: Vec<Vec<String>> = items.iter().map(R::row).collect();
+            table(R::columns(), &rows)
+        }
+        Format::Json => pretty_json(&Value::Array(items.iter().map(document).collect())),
+        Format::Yaml => yaml::to_string(&Value::Array(items.iter().map(document).collect())),
+    }
+}
+
+/// Renders one object in `format`.
+pub(crate) fn render_one<R: Resource>(obj: &R, format: Format) -> String {
+    match format {
+        Format::Table => table(R::columns(), &[obj.row()]),
+        other => render_value(&document(obj), other),
+    }
+}
+
+/// Renders an arbitrary value as JSON or YAML (tables fall back to YAML,
+/// which reads fine for small documents).
+pub fn render_value(v: &Value, format: Format) -> String {
+    match format {
+        Format::Json => pretty_json(v),
+        Format::Yaml | Format::Table => yaml::to_string(v),
+    }
+}
+
+fn pretty_json(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into());
+    s.push('\n');
+    s
+}
+
+/// Writes to stdout, ignoring a closed pipe (`ferrofab vol ls | head`).
+pub fn print(s: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrofab_proto::v1;
+
+    #[test]
+    fn enum_words() {
+        assert_eq!(enum_word("VOLUME_PHASE_READY", "VOLUME_PHASE_"), "ready");
+        assert_eq!(
+            enum_word("BACKING_KIND_BLOCK_DEVICE", "BACKING_KIND_"),
+            "block-device"
+        );
+        assert_eq!(enum_word("ACCESS_MODE_UNSPECIFIED", "ACCESS_MODE_"), "-");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(1023), "1023B");
+        assert_eq!(human_size(4 << 40), "4TiB");
+        assert_eq!(human_size((4u64 << 40) - (100 << 30)), "3.9TiB");
+        assert_eq!(human_size(1536 << 20), "1.5GiB");
+    }
+
+    #[test]
+    fn timestamps() {
+        let t = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5,
+        };
+        assert_eq!(timestamp(&t), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn table_alignment() {
+        let t = table(
+            &["NAME", "SIZE"],
+            &[
+                vec!["a".into(), "1GiB".into()],
+                vec!["longer-name".into(), "-".into()],
+            ],
+        );
+        assert_eq!(t, "NAME         SIZE\na            1GiB\nlonger-name  -\n");
+    }
+
+    fn vol(name: &str) -> v1::Volume {
+        v1::Volume {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::VolumeSpec {
+                tenant: "neuro".into(),
+                size: "4TiB".into(),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn list_renderings() {
+        let items = vec![vol("a"), vol("b")];
+        let t = render_list(&items, Format::Table);
+        assert!(
+            t.starts_with("NAME  TENANT  SIZE  POOL  NODE  PHASE  READY\n"),
+            "{t}"
+        );
+        assert_eq!(t.lines().count(), 3);
+        let j: Value = serde_json::from_str(&render_list(&items, Format::Json)).unwrap();
+        assert_eq!(j[1]["metadata"]["name"], "b");
+        assert_eq!(j[0]["spec"]["size"], "4TiB");
+        let y = render_list(&items, Format::Yaml);
+        assert!(y.starts_with("- kind: Volume\n"), "{y}");
+        assert!(y.contains("    size: 4TiB\n"), "{y}");
+        assert_eq!(render_list::<v1::Volume>(&[], Format::Json), "[]\n");
+    }
+}
