@@ -299,7 +299,14 @@ impl Connect {
 
     /// `disconnect -n NQN` must end the connect process cleanly, with the
     /// file and its mount gone.
-    fn disconnect(mut self) {
+    fn disconnect(self) {
+        let logs = self.disconnect_any();
+        assert!(logs.contains("files removed"), "{logs}");
+    }
+
+    /// Like `disconnect`, but the files may have been detached lazily
+    /// (still open); returns the connect log.
+    fn disconnect_any(mut self) -> String {
         let out = Command::new(BIN)
             .args([
                 "disconnect",
@@ -321,8 +328,6 @@ impl Connect {
         let mut child = self.child.take().expect("connect running");
         let status = wait_exit(&mut child, Duration::from_secs(10)).expect("connect exited");
         assert!(status.success(), "connect failed:\n{}", self.logs());
-        let logs = self.logs();
-        assert!(logs.contains("files removed"), "{logs}");
         assert!(
             fs::symlink_metadata(self.file()).is_err(),
             "file left behind"
@@ -332,6 +337,7 @@ impl Connect {
             "mount left behind under {}",
             self.volumes().display()
         );
+        self.logs()
     }
 }
 
@@ -587,4 +593,37 @@ fn online_grow_shows_in_the_file_size() {
     ));
     assert!(conn.logs().contains("resized to"), "{}", conn.logs());
     conn.disconnect();
+}
+
+/// With the target gone for good, a reader blocked on the file (its request
+/// waits for a reconnect that never comes) must not hang `disconnect`:
+/// teardown disconnects the controller after a grace period, the reader
+/// gets an error, and the file and mount are still cleaned up.
+#[test]
+fn disconnect_while_the_target_is_down() {
+    require_root_and_fuse();
+    require("dd", "coreutils");
+    let mut serve = Serve::start("down", 32);
+    let conn = Connect::start(&serve, &[]);
+    if let Some(mut c) = serve.child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let mut dd = Command::new("dd")
+        .arg(format!("if={}", conn.file().display()))
+        .args(["of=/dev/null", "bs=1M", "count=4", "status=none"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn dd");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        dd.try_wait().expect("try_wait").is_none(),
+        "dd should wait for the reconnect"
+    );
+    let start = Instant::now();
+    let logs = conn.disconnect_any();
+    assert!(start.elapsed() < Duration::from_secs(20));
+    assert!(logs.contains("detached lazily"), "{logs}");
+    let status = wait_exit(&mut dd, Duration::from_secs(10)).expect("dd ended");
+    assert!(!status.success(), "dd cannot have read from a dead target");
 }

@@ -463,7 +463,7 @@ fn teardown(files: Option<NamespaceFiles>, ctrl: Controller) -> anyhow::Result<(
     match unexposed {
         Some(Err(e)) => tracing::warn!(
             error = %e,
-            "files still in use (a loop device?); detached lazily, their I/O now fails"
+            "files still open (by a process or a loop device); detached lazily, their I/O fails from now on"
         ),
         Some(Ok(())) => tracing::info!("files removed"),
         None => {}
