@@ -75,10 +75,31 @@ fn sha256(path: &Path) -> String {
         .to_string()
 }
 
-/// A port nobody listens on right now.
+/// A port nobody uses right now, below the kernel's ephemeral range.
+///
+/// Why not bind port 0: that hands out an ephemeral port, and the many
+/// outgoing connections of the other tests (and of an initiator
+/// reconnecting while its target is down) draw their source ports from the
+/// same range, so the port could be taken before `serve` binds it, or
+/// while it is restarting.
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768)
+        .clamp(12000, 65535);
+    let span = low - 10000;
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let port = 10000 + (seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed) * 101)) % span;
+        let port = port as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {low}");
 }
 
 /// Poll `f` until it returns Some or `limit` passes.
@@ -198,7 +219,14 @@ impl Serve {
             .spawn()
             .expect("spawn serve");
         self.child = Some(child);
-        let ready = wait_for(Duration::from_secs(10), || {
+        let ready = wait_for(Duration::from_secs(20), || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("serve exited with {status}:\n{}", self.logs());
+            }
             let text = fs::read_to_string(&log).unwrap_or_default();
             text.contains("ready, serving").then_some(())
         });

@@ -21,6 +21,7 @@ CPU (from /proc/PID/stat), per I/O. Results: OUT/init-NAME-rROUND.json.
 import json
 import os
 import pathlib
+import random
 import resource
 import shlex
 import socket
@@ -36,9 +37,17 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the ephemeral range, so no outgoing connection
+    (an initiator reconnecting, say) can take it between check and use."""
+    low = int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(10000, max(low, 12000)), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise SystemExit("no free port")
 
 
 def proc_cpu_s(pid):
