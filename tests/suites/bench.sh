@@ -9,15 +9,24 @@
 # Output: tests/.work/bench/*.json (one file per run and round) and
 # tests/.work/bench/summary.md (for docs/benchmarks.md).
 #
-# Knobs: FF_BENCH_ROUNDS (default 3), FF_BENCH_TIME (default 5s per job).
+# Each round ends with the initiator section (bench_initiator.py): the
+# built-in initiator against the built-in target with both busy-polling and
+# both sleeping, the exposed FUSE file with dd and fio, and the local
+# ceiling of the same backing files, all against that round's baseline.
+#
+# Knobs: FF_BENCH_ROUNDS (default 3), FF_BENCH_TIME (default 5s per job),
+# FF_BENCH_INIT_TIME (default 3s per initiator job).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/../lib/common.sh"
 
-ff_need_pkgs python3
-ff_need_cmd python3
+ff_need_pkgs python3 fio fuse3 coreutils
+ff_need_cmd python3 fio dd fusermount3
+[ "$(id -u)" -eq 0 ] || ff_die "the bench suite mounts FUSE: run it as root"
 
 rounds=${FF_BENCH_ROUNDS:-3}
 jobtime=${FF_BENCH_TIME:-5s}
+inittime=${FF_BENCH_INIT_TIME:-3s}
 out=$FF_WORK/bench
 rm -rf "$out"
 mkdir -p "$out"
@@ -59,7 +68,7 @@ ff_say "prefilling the ceiling image"
 ff_say "starting the target on 127.0.0.1:$port"
 "$bin" serve -c "$out/serve.toml" --no-watch >"$out/serve.log" 2>&1 &
 serve_pid=$!
-trap 'kill $serve_pid 2>/dev/null || true' EXIT
+trap 'kill $serve_pid 2>/dev/null || true; python3 "$here/bench_initiator.py" "$bin" "$out" cleanup' EXIT
 ff_wait_line "$out/serve.log" "ready, serving" 30 || ff_die "target did not start (see $out/serve.log)"
 remote=(-a 127.0.0.1 -s "$port" -n "$nqn")
 
@@ -80,6 +89,8 @@ for ((round = 1; round <= rounds; round++)); do
     run_job remote-randwrite-qd32 "${remote[@]}" --pattern randwrite --bs 4k --qd 32 --queues 2 --time "$jobtime"
     run_job remote-read-128k "${remote[@]}" --pattern read --bs 128k --qd 4 --time "$jobtime"
     run_job remote-mixed-verify "${remote[@]}" --pattern mixed --rwmixread 70 --bs 4k --qd 8 --queues 2 --size 256MiB --verify
+    ff_say "round $round: initiator section"
+    python3 "$here/bench_initiator.py" "$bin" "$out" "$round" "$inittime"
 done
 
 python3 - "$out" <<'EOF' >"$out/summary.md"
@@ -91,6 +102,8 @@ def us(x):
     return f"{x:.1f}" if x > 0 else "-"
 runs = {}
 for f in sorted(out.glob("*-r*.json")):
+    if f.name.startswith("init-"):
+        continue  # the initiator section has its own table
     name = f.name.rsplit("-r", 1)[0]
     runs.setdefault(name, []).append(json.loads(f.read_text()))
 print("# Benchmark summary (medians over rounds)\n")
@@ -117,6 +130,13 @@ for name, rs in runs.items():
     print(f"| {name} | {g(lambda r: r['total']['ops_per_s']):.0f} | {g(lambda r: r['total']['mb_per_s']):.1f} "
           f"| {t('p50_us'):.1f} | {t('p99_us'):.1f} | {t('p999_us'):.1f} | {g(lambda r: r['cpu']['per_op_us']):.2f} | {vs} |")
 EOF
+python3 "$here/bench_initiator.py" "$bin" "$out" summary >>"$out/summary.md"
+{
+    echo
+    echo "Commands of the initiator section (round 1; the ports change per run):"
+    echo
+    sed -n '/^# round 1$/,/^# round 2$/p' "$out/initiator-commands.txt" | grep -v '^# round' | sed 's/^/    /'
+} >>"$out/summary.md"
 kill "$serve_pid" 2>/dev/null || true
 wait "$serve_pid" 2>/dev/null || true
 rm -f "$img" "$nsimg"

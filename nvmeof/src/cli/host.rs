@@ -4,17 +4,27 @@
 //! SIGTERM. So that `disconnect` can find it, it writes a state file
 //! `<run-dir>/<subsystem NQN>.pid` (JSON: pid, subnqn, addr) and removes it
 //! on exit; `disconnect` signals the pid in it and waits for it to exit.
+//!
+//! While connected, every namespace is a file in `--expose-dir` (see
+//! [`crate::expose::connected`]); the files follow namespace changes and
+//! are gone before the controller disconnects, so nothing is left that
+//! would fail with I/O errors.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::bench::PollMode;
+use crate::expose::connected::{default_base_name, NamespaceFiles};
+use crate::expose::ExposeOptions;
 use crate::host::{
-    discover_with, ConnectOptions, Controller, DiscoveryEntry, HostIdentity, NamespaceInfo,
+    discover_with, BlockIo, ConnectOptions, Controller, ControllerState, DiscoveryEntry,
+    HostIdentity, NamespaceEvent, NamespaceInfo,
 };
 use crate::spec::identify::subtype;
 use crate::spec::{DEFAULT_DISCOVERY_PORT, DEFAULT_IO_PORT, DISCOVERY_NQN};
@@ -22,6 +32,15 @@ use crate::wire::Digests;
 
 /// Default directory of the state files of `connect`.
 pub const DEFAULT_RUN_DIR: &str = "/run/ferrofab/nvmeof";
+
+/// Default directory in which `connect` exposes namespaces as files.
+pub const DEFAULT_EXPOSE_DIR: &str = "/run/ferrofab/volumes";
+
+/// How long teardown waits for the files to go before it disconnects
+/// anyway. A FUSE request stuck on a namespace (the target is away and the
+/// initiator still reconnecting) holds the unmount up; disconnecting fails
+/// that request, which lets the unmount finish.
+const UNEXPOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Who we are: explicit values, or the persisted files.
 #[derive(Debug, Clone, clap::Args)]
@@ -112,6 +131,20 @@ pub struct ConnectArgs {
     /// Directory for the state file that `disconnect` uses.
     #[arg(long, default_value = DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
+    /// How a thread waiting for a completion waits: `interrupt` sleeps,
+    /// `adaptive` spins 50 µs first, `busy` spins until it completes.
+    #[arg(long, value_enum, default_value_t = PollMode::Adaptive)]
+    pub poll_mode: PollMode,
+    /// Directory in which each namespace appears as a file.
+    #[arg(long, default_value = DEFAULT_EXPOSE_DIR)]
+    pub expose_dir: PathBuf,
+    /// File name of namespace 1; namespace N is NAME-nN (default: the part
+    /// of the subsystem NQN after the last ':').
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Connect without exposing the namespaces as files.
+    #[arg(long, conflicts_with = "name")]
+    pub no_expose: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -244,7 +277,18 @@ fn connect_options(args: &ConnectArgs) -> anyhow::Result<ConnectOptions> {
     }
     o.reconnect_delay = Duration::from_secs_f64(args.reconnect_delay);
     o.max_reconnect_delay = o.max_reconnect_delay.max(o.reconnect_delay);
+    o.poll_spin = poll_spin(args.poll_mode, o.poll_spin);
     Ok(o)
+}
+
+/// The spin budget of a poll mode; `busy` is longer than any I/O, so a
+/// waiter never sleeps (the same mapping as `bench --poll-mode`).
+fn poll_spin(mode: PollMode, default: Duration) -> Duration {
+    match mode {
+        PollMode::Interrupt => Duration::ZERO,
+        PollMode::Adaptive => default,
+        PollMode::Busy => Duration::from_secs(1),
+    }
 }
 
 fn print_namespaces(ctrl: &Controller, namespaces: &[NamespaceInfo]) {
@@ -275,15 +319,64 @@ fn print_namespaces(ctrl: &Controller, namespaces: &[NamespaceInfo]) {
     }
 }
 
-/// What `connect` keeps running while it is connected. The FUSE exposure
-/// plugs in here: given the connected controller it returns a guard whose
-/// drop tears the exposure down (before the controller disconnects).
-pub fn expose(
+/// Expose every namespace of `ctrl` as a file, unless `--no-expose`. The
+/// returned files follow namespace changes through [`apply_event`]; they
+/// must be closed before the controller disconnects (see [`teardown`]).
+pub fn expose(ctrl: &Controller, args: &ConnectArgs) -> anyhow::Result<Option<NamespaceFiles>> {
+    if args.no_expose {
+        return Ok(None);
+    }
+    let base = match &args.name {
+        Some(n) => n.clone(),
+        None => default_base_name(ctrl.subnqn()),
+    };
+    let mut files = NamespaceFiles::mount(
+        &args.expose_dir,
+        ctrl.subnqn(),
+        &base,
+        &ExposeOptions::default(),
+    )
+    .with_context(|| format!("exposing namespaces in {}", args.expose_dir.display()))?;
+    for info in ctrl.namespaces() {
+        expose_namespace(ctrl, &mut files, info.nsid)?;
+    }
+    Ok(Some(files))
+}
+
+fn expose_namespace(
     ctrl: &Controller,
-    args: &ConnectArgs,
-) -> anyhow::Result<Option<Box<dyn std::any::Any>>> {
-    let _ = (ctrl, args);
-    Ok(None)
+    files: &mut NamespaceFiles,
+    nsid: u32,
+) -> anyhow::Result<()> {
+    let ns = ctrl.namespace(nsid)?;
+    let size = ns.size();
+    let path = files
+        .add(nsid, Arc::new(ns))
+        .with_context(|| format!("exposing namespace {nsid}"))?;
+    println!(
+        "namespace {nsid} exposed at {} ({size} bytes)",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Make the files follow a namespace change. Failures are logged, not
+/// fatal: the other namespaces stay usable.
+fn apply_event(ctrl: &Controller, files: &mut NamespaceFiles, ev: &NamespaceEvent) {
+    let result = match ev {
+        NamespaceEvent::Added(info) => expose_namespace(ctrl, files, info.nsid),
+        NamespaceEvent::Removed(info) => files
+            .remove(info.nsid)
+            .map(|()| println!("namespace {} removed", info.nsid))
+            .map_err(Into::into),
+        NamespaceEvent::Resized { new, .. } => files
+            .refresh(new.nsid)
+            .map(|size| println!("namespace {} resized to {size} bytes", new.nsid))
+            .map_err(Into::into),
+    };
+    if let Err(e) = result {
+        tracing::warn!(event = ?ev, error = format!("{e:#}"), "namespace change not applied");
+    }
 }
 
 pub fn connect(args: ConnectArgs) -> anyhow::Result<()> {
@@ -294,17 +387,88 @@ pub fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     }
     let state = StateFile::create(&args.run_dir, &opts.subnqn, &opts.addr)?;
     let ctrl = Controller::connect(opts)?;
-    ctrl.watch(|ev| tracing::info!(event = ?ev, "namespace change"));
+    // Watchers run on the controller's worker thread and must not block,
+    // and changing files needs the controller: hand events to this thread.
+    let (tx, events) = mpsc::channel();
+    ctrl.watch(move |ev| {
+        let _ = tx.send(ev.clone());
+    });
     print_namespaces(&ctrl, &ctrl.namespaces());
-    let exposure = expose(&ctrl, &args)?;
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
+    let mut files = expose(&ctrl, &args)?;
+    let outcome = run_connected(&ctrl, files.as_mut(), &events, &stop);
+    if outcome.is_ok() {
+        tracing::info!("signal received; disconnecting");
     }
-    tracing::info!("signal received; disconnecting");
-    drop(exposure);
-    let res = ctrl.disconnect();
+    let res = teardown(files, ctrl);
     drop(state);
-    res?;
+    outcome.and(res)
+}
+
+/// Follow namespace changes until a signal arrives. Fails if the
+/// controller is lost for good (ctrl-loss-tmo expired), since the files
+/// could only return errors from then on.
+fn run_connected(
+    ctrl: &Controller,
+    mut files: Option<&mut NamespaceFiles>,
+    events: &Receiver<NamespaceEvent>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    while !stop.load(Ordering::Relaxed) {
+        match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(ev) => {
+                if let Some(f) = files.as_deref_mut() {
+                    apply_event(ctrl, f, &ev);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(100)),
+        }
+        if ctrl.state() == ControllerState::Failed {
+            bail!(
+                "lost {} at {} for longer than --ctrl-loss-tmo",
+                ctrl.subnqn(),
+                ctrl.addr()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Remove the files, then disconnect. The files go first so no user can
+/// open a file whose I/O would only fail; if that takes longer than
+/// [`UNEXPOSE_GRACE`], the controller is disconnected to unblock it.
+fn teardown(files: Option<NamespaceFiles>, ctrl: Controller) -> anyhow::Result<()> {
+    let closing = files.map(|f| {
+        let (tx, rx) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("unexpose".into())
+            .spawn(move || {
+                let _ = tx.send(f.close());
+            });
+        (rx, spawned)
+    });
+    let mut unexposed = None;
+    if let Some((rx, Ok(_))) = &closing {
+        match rx.recv_timeout(UNEXPOSE_GRACE) {
+            Ok(r) => unexposed = Some(r),
+            Err(_) => tracing::warn!(
+                "files still busy after {UNEXPOSE_GRACE:?}; disconnecting to unblock them"
+            ),
+        }
+    }
+    let disconnected = ctrl.disconnect();
+    if let (None, Some((rx, Ok(_)))) = (&unexposed, &closing) {
+        unexposed = rx.recv().ok();
+    }
+    match unexposed {
+        Some(Err(e)) => tracing::warn!(
+            error = %e,
+            "files still open (by a process or a loop device); detached lazily, their I/O fails from now on"
+        ),
+        Some(Ok(())) => tracing::info!("files removed"),
+        None => {}
+    }
+    disconnected?;
     Ok(())
 }
 
@@ -327,11 +491,26 @@ fn state_file_name(subnqn: &str) -> String {
     format!("{safe}.pid")
 }
 
+/// Whether `pid` still runs. A zombie (exited, not yet reaped by its
+/// parent) does not: it holds no connection any more, and waiting for its
+/// parent to reap it could take forever.
 fn pid_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks whether the process exists.
-    pid > 0
+    let exists = pid > 0
         && (unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+    exists && !is_zombie(pid)
+}
+
+/// The state letter in /proc/PID/stat follows the parenthesised command
+/// name, which may itself contain spaces and parentheses.
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .is_some_and(|state| state == "Z")
 }
 
 fn read_state(path: &Path) -> Option<(i32, String)> {
@@ -441,5 +620,20 @@ mod tests {
             state_file_name("nqn.2026-11.io.ferrofab:a/b"),
             "nqn.2026-11.io.ferrofab:a_b.pid"
         );
+    }
+
+    #[test]
+    fn reaped_and_zombie_processes_are_not_alive() {
+        assert!(pid_alive(std::process::id() as i32));
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = child.id() as i32;
+        let zombie = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            is_zombie(pid)
+        });
+        assert!(zombie, "child never became a zombie");
+        assert!(!pid_alive(pid));
+        child.wait().expect("reap");
+        assert!(!pid_alive(pid));
     }
 }

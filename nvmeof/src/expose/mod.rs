@@ -23,6 +23,7 @@
 //! * **Stale mounts** left by a process that died are lazily unmounted at
 //!   start ([`mountpoint::prepare`]).
 
+pub mod connected;
 pub mod fs;
 pub mod mountpoint;
 pub mod rmw;
@@ -55,6 +56,10 @@ pub enum ExposeError {
     Exists(String),
     #[error("no volume named {0:?}")]
     NotFound(String),
+    #[error("{0} exists and is not a link of ours (choose another --name)")]
+    NameTaken(PathBuf),
+    #[error("link {0}: {1}")]
+    Link(PathBuf, #[source] std::io::Error),
 }
 
 /// Mount settings.
