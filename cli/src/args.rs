@@ -66,6 +66,9 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Wait until objects are Ready.
     Wait(WaitArgs),
+    /// Run a whole cluster (controller, storage and workstation agents) in
+    /// this process on loopback, with a demo layout; Ctrl-C stops it.
+    Dev(DevArgs),
     /// Print a shell completion script.
     Completions {
         /// Shell to generate for.
@@ -488,6 +491,17 @@ pub struct WaitArgs {
     /// Give up after this long.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
+}
+
+// ------------------------------------------------------------------ dev
+
+/// `ferrofab dev`
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// State directory (PKI, store, pools, volumes, client.toml); created
+    /// if missing, resumed if it exists.
+    #[arg(long, default_value = "ferrofab-dev")]
+    pub dir: PathBuf,
 }
 
 // ------------------------------------------------------------------ value parsers

@@ -8,6 +8,7 @@ mod args;
 mod client;
 mod cmd;
 mod config;
+mod dev;
 mod layout;
 mod output;
 mod resource;

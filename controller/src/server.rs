@@ -154,6 +154,24 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 /// `ferrofab-controller ready grpc=ADDR http=ADDR` to stdout once serving
 /// (tests and supervisors wait for it; ports may be 0 in the config).
 pub async fn run(cfg: Config, flags: Flags) -> Result<(), ServerError> {
+    run_until(cfg, flags, shutdown(), |grpc, http| {
+        println!(
+            "ferrofab-controller ready grpc={grpc} http={}",
+            metrics::describe(http)
+        );
+    })
+    .await
+}
+
+/// Runs the controller until `stop` completes, calling `ready` with the
+/// bound gRPC and HTTP addresses once serving. For embedders (`ferrofab
+/// dev`) that own the signals and the process's stdout.
+pub async fn run_until(
+    cfg: Config,
+    flags: Flags,
+    stop: impl std::future::Future<Output = ()> + Send,
+    ready: impl FnOnce(SocketAddr, Option<SocketAddr>) + Send,
+) -> Result<(), ServerError> {
     let clock = clock(&cfg, &flags)?;
     let tls = tls_config(&cfg)?;
     let signer = match &cfg.enrollment {
@@ -208,10 +226,7 @@ pub async fn run(cfg: Config, flags: Flags) -> Result<(), ServerError> {
         .add_service(agent)
         .add_optional_service(debug);
     info!(grpc = %grpc_addr, http = %metrics::describe(http_addr), debug = flags.enable_debug_service, "serving");
-    println!(
-        "ferrofab-controller ready grpc={grpc_addr} http={}",
-        metrics::describe(http_addr)
-    );
+    ready(grpc_addr, http_addr);
     router
         // No Nagle: small unary replies would otherwise wait for the
         // client's delayed ACK (~40 ms per call).
@@ -219,7 +234,7 @@ pub async fn run(cfg: Config, flags: Flags) -> Result<(), ServerError> {
             TcpIncoming::from(grpc)
                 .with_nodelay(Some(true))
                 .with_keepalive(Some(Duration::from_secs(60))),
-            shutdown(),
+            stop,
         )
         .await
         .map_err(|e| ServerError::Serve(e.to_string()))

@@ -53,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant(c) => block_on(resources::tenant(&ctx, c)),
         Command::Apply(a) => block_on(apply::run(&ctx, a)),
         Command::Wait(a) => block_on(wait::run(&ctx, a)),
+        Command::Dev(a) => crate::dev::run(&a),
     }
 }
 
