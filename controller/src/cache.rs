@@ -7,11 +7,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use ferrofab_proto::v1::{Attachment, Kind, Node, Pool, Tenant, Volume};
+use std::sync::atomic::Ordering;
 use tokio::sync::watch;
-use tracing::warn;
+
+use tracing::{error, warn};
 
 use crate::resource::{prefix, Resource};
 use crate::store::{Event, EventKind, KeyValue, Revision, SharedStore, StoreError};
+use crate::watch::WatchStream;
 
 /// Bytes and volume count placed on a pool or owned by a tenant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -176,13 +179,35 @@ impl Cache {
             cache.apply(&ev);
         }
         let follower = cache.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = stream.live.recv().await {
-                follower.apply(&ev);
-            }
-            warn!("cache stopped following the store");
-        });
+        tokio::spawn(async move { follower.follow(store, stream).await });
         Ok(cache)
+    }
+
+    /// Applies live events; if the hub cut this subscriber off for falling
+    /// behind (a burst of writes while the runtime was busy), resumes from
+    /// the last applied revision out of the hub's history.
+    async fn follow(self: Arc<Self>, store: SharedStore, mut stream: WatchStream) {
+        loop {
+            while let Some(ev) = stream.live.recv().await {
+                self.apply(&ev);
+            }
+            if !stream.lagged.load(Ordering::SeqCst) {
+                break;
+            }
+            match store.watch("", self.revision()) {
+                Ok(mut s) => {
+                    for ev in std::mem::take(&mut s.backlog) {
+                        self.apply(&ev);
+                    }
+                    stream = s;
+                }
+                Err(e) => {
+                    error!(error = %e, "cache cannot resume following the store");
+                    break;
+                }
+            }
+        }
+        warn!("cache stopped following the store");
     }
 
     fn apply(&self, ev: &Event) {

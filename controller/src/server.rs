@@ -213,7 +213,14 @@ pub async fn run(cfg: Config, flags: Flags) -> Result<(), ServerError> {
         metrics::describe(http_addr)
     );
     router
-        .serve_with_incoming_shutdown(TcpIncoming::from(grpc), shutdown())
+        // No Nagle: small unary replies would otherwise wait for the
+        // client's delayed ACK (~40 ms per call).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60))),
+            shutdown(),
+        )
         .await
         .map_err(|e| ServerError::Serve(e.to_string()))
 }

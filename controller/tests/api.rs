@@ -358,3 +358,39 @@ async fn apply_reports_field_level_diff_and_honours_dry_run() {
         .expect_err("gone");
     assert_eq!(e.code(), Code::NotFound);
 }
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect http");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+#[tokio::test]
+async fn metrics_and_healthz_are_served_over_plain_http() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    basic_layout(&mut c).await;
+    let health = http_get(&ctl.http, "/healthz");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    let m = http_get(&ctl.http, "/metrics");
+    assert!(
+        m.contains("ferrofab_controller_api_latency_seconds_bucket"),
+        "{m}"
+    );
+    assert!(m.contains("method=\"CreatePool\""), "{m}");
+    assert!(
+        m.contains("ferrofab_controller_objects{kind=\"node\"} 2"),
+        "{m}"
+    );
+    assert!(m.contains("ferrofab_controller_connected_agents"), "{m}");
+}

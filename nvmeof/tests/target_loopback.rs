@@ -442,3 +442,59 @@ fn small_queue_depth_option_is_honoured() {
         Status::CONNECT_INVALID_PARAMETERS
     );
 }
+
+/// Discovery as libnvme does it: the 1024-byte header first, then the
+/// entries from offset 1024; only subsystems the host may use appear, and
+/// the generation counter moves when they change.
+#[test]
+fn discovery_log_pages_by_offset_and_filters_by_host() {
+    use ferrofab_nvmeof::spec::identify::{decode_discovery_header, DiscoveryEntry};
+    let f = fixture();
+    f.target
+        .add_subsystem(ferrofab_nvmeof::target::SubsystemConfig {
+            nqn: "nqn.2026-11.io.ferrofab:hidden".into(),
+            serial: String::new(),
+            model: String::new(),
+            allow_any_host: false,
+            allowed_hosts: vec![OTHER_HOST.into()],
+        })
+        .unwrap();
+    let mut h = MiniHost::open(f.addr, Digests::default());
+    let r = h.connect(0, 0xFFFF, HOSTNQN, ferrofab_nvmeof::spec::DISCOVERY_NQN, 0);
+    assert_eq!(r.status(), Status::SUCCESS);
+    h.enable();
+    let id = IdentifyController::decode(&h.admin(admin::IDENTIFY, 0, 1, 0, 4096).data);
+    assert_eq!(id.cntrltype, 2, "discovery controller");
+    let get = |h: &mut MiniHost, offset: u64, len: u32| {
+        let numd = len / 4 - 1;
+        let sqe = Sqe {
+            opcode: admin::GET_LOG_PAGE,
+            cdw10: 0x70 | (numd << 16),
+            cdw12: offset as u32,
+            cdw13: (offset >> 32) as u32,
+            sgl: ferrofab_nvmeof::wire::Sgl {
+                address: 0,
+                length: len,
+                id: 0x5A,
+            },
+            ..Default::default()
+        };
+        h.command(sqe, &[], false)
+    };
+    let header = get(&mut h, 0, 1024);
+    let (genctr, numrec) = decode_discovery_header(&header.data);
+    assert_eq!(numrec, 1, "only the subsystem this host may use");
+    let entries = get(&mut h, 1024, 1024);
+    let e = DiscoveryEntry::decode(&entries.data);
+    assert_eq!(e.subnqn, SUBNQN);
+    assert_eq!(e.trsvcid, f.addr.port().to_string());
+    assert_eq!(e.traddr, "127.0.0.1");
+    f.target
+        .allow_host("nqn.2026-11.io.ferrofab:hidden", HOSTNQN)
+        .unwrap();
+    let (genctr2, numrec2) = decode_discovery_header(&get(&mut h, 0, 1024).data);
+    assert!(genctr2 > genctr, "genctr moves when the entries change");
+    assert_eq!(numrec2, 2);
+    // An offset past the page is an error, not a crash.
+    assert_eq!(get(&mut h, 1 << 20, 1024).status(), Status::INVALID_FIELD);
+}

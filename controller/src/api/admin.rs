@@ -426,7 +426,11 @@ impl Admin {
             ("spec.tenant", old.tenant == new.tenant),
             ("spec.block_size", old.block_size == new.block_size),
             ("spec.pool", old.pool == new.pool),
-            ("spec.pool_selector", old.pool_selector == new.pool_selector),
+            (
+                "spec.pool_selector",
+                old.pool_selector.unwrap_or_default()
+                    == new.pool_selector.clone().unwrap_or_default(),
+            ),
         ] {
             if !same {
                 return Err(ApiError::invalid(field, "is immutable after creation"));

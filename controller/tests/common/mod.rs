@@ -182,6 +182,11 @@ impl Controller {
         self.child = Some(child);
     }
 
+    /// The controller's process id (for RSS measurements).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: no graceful shutdown, like a power cut of the process.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -18,7 +18,9 @@ const AERL: u8 = 3;
 const KAS: u16 = 10;
 
 impl Conn {
-    pub(crate) fn admin_command(&mut self, sqe: Sqe, data: Option<&[u8]>) {
+    /// `_data` is host-to-controller data; no admin command served here
+    /// takes any, but the dispatcher hands it over uniformly.
+    pub(crate) fn admin_command(&mut self, sqe: Sqe, _data: Option<&[u8]>) {
         let Some(ctrl) = self.queue.as_ref().map(|q| q.ctrl.clone()) else {
             return;
         };
@@ -28,7 +30,6 @@ impl Conn {
             self.complete(sqe.cid, Status::COMMAND_SEQUENCE_ERROR, 0);
             return;
         }
-        let _ = data;
         match sqe.opcode {
             admin::IDENTIFY => self.identify(&sqe, &ctrl),
             admin::GET_LOG_PAGE => self.get_log_page(&sqe, &ctrl),
@@ -139,9 +140,8 @@ impl Conn {
         }
         let page = match (lid, ctrl.is_discovery()) {
             (log::DISCOVERY, true) => Some(self.discovery_log(ctrl, rae)),
-            (log::ERROR_INFORMATION, _) => {
-                Some(vec![0; log::ERROR_ENTRY_LEN * (usize::from(0u8) + 1)])
-            }
+            // Nothing is logged: one empty entry (ELPE is 0).
+            (log::ERROR_INFORMATION, _) => Some(vec![0; log::ERROR_ENTRY_LEN]),
             (log::SMART_HEALTH, false) => Some(self.smart_log(ctrl)),
             (log::CHANGED_NS_LIST, false) => Some(changed_ns_log(ctrl, rae)),
             _ => None,
