@@ -52,7 +52,7 @@ use crate::resource::{readiness, Readiness, Resource};
 const STORAGE_NODE: &str = "storage-1";
 const WORKSTATION_NODE: &str = "ws-1";
 const POOL: &str = "pool-1";
-/// Enrolment happens right after the token is minted; ten minutes leaves
+/// Enrollment happens right after the token is minted; ten minutes leaves
 /// room for a slow first build without leaving a usable token around long.
 const TOKEN_TTL_SECONDS: u32 = 600;
 /// Long enough for a loaded laptop; the wait reports what is still pending.
@@ -391,8 +391,7 @@ async fn session(paths: Paths) -> anyhow::Result<()> {
     };
     let outcome = match started {
         Some(Ok(summary)) => {
-            print!("{summary}");
-            println!("ferrofab dev: ready");
+            announce(&summary);
             signals.recv().await;
             eprintln!("ferrofab dev: stopping (agents, then the controller)");
             Ok(())
@@ -417,6 +416,18 @@ async fn session(paths: Paths) -> anyhow::Result<()> {
     outcome
 }
 
+/// The summary and the ready line on stdout. A closed stdout (say, piped
+/// into `head`) must not take the cluster down, so write errors are
+/// logged rather than panicking like `println!`.
+fn announce(summary: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let r = writeln!(out, "{summary}ferrofab dev: ready").and_then(|()| out.flush());
+    if let Err(e) = r {
+        warn!(error = %e, "cannot write to stdout");
+    }
+}
+
 /// The workstation agent unmounts on shutdown; a mount left behind (agent
 /// timed out) would make DIR/volumes unusable until someone unmounts it.
 fn check_unmounted(dir: &Path) {
@@ -431,6 +442,9 @@ fn check_unmounted(dir: &Path) {
 
 /// Brings everything up and returns the summary to print.
 async fn start(paths: &Paths, stack: &mut Stack) -> anyhow::Result<String> {
+    // Progress on stderr: a first start can take a while on a busy machine,
+    // and silence would look like a hang.
+    eprintln!("ferrofab dev: starting in {}", paths.root.display());
     let mut state = DevState::load_or_create(paths)?;
     ensure_pki(paths)?;
     write_client_config(paths, &state)?;
@@ -452,6 +466,7 @@ async fn start(paths: &Paths, stack: &mut Stack) -> anyhow::Result<String> {
     stack.agents.push(start_agent(ws).await?);
 
     apply_demo_layout(&mut admin, paths, &mut state).await?;
+    eprintln!("ferrofab dev: controller and agents up; waiting for attached volumes");
     let exposed = wait_attached(&mut admin, &paths.volumes()).await?;
     let http = stack.controller.as_ref().and_then(|c| c.http);
     summary(&mut admin, paths, &state, http, &exposed).await
