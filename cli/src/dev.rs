@@ -144,7 +144,7 @@ impl Paths {
 }
 
 /// `Paths::create` checked the root is UTF-8, so every path under it is.
-fn text(p: &Path) -> String {
+fn path_text(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
@@ -503,7 +503,7 @@ fn write_client_config(paths: &Paths, state: &DevState) -> anyhow::Result<()> {
         "# Admin access to the `ferrofab dev` cluster in this directory:\n\
          #   ferrofab --config {} volume list\n\
          endpoint = \"{}\"\n\n[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/admin.crt\"\nkey = \"pki/admin.key\"\n",
-        text(&paths.client_config()),
+        path_text(&paths.client_config()),
         endpoint(state)
     );
     write_atomic(&paths.client_config(), &text)
@@ -517,12 +517,12 @@ fn write_controller_config(
 ) -> anyhow::Result<ferrofab_controller::config::Config> {
     let pki = paths.pki();
     let mut tls = toml::Table::new();
-    tls.insert("cert".into(), text(&pki.server_cert()).into());
-    tls.insert("key".into(), text(&pki.server_key()).into());
-    tls.insert("client_ca".into(), text(&pki.ca_cert()).into());
+    tls.insert("cert".into(), path_text(&pki.server_cert()).into());
+    tls.insert("key".into(), path_text(&pki.server_key()).into());
+    tls.insert("client_ca".into(), path_text(&pki.ca_cert()).into());
     let mut enrollment = toml::Table::new();
-    enrollment.insert("ca_cert".into(), text(&pki.ca_cert()).into());
-    enrollment.insert("ca_key".into(), text(&pki.ca_key()).into());
+    enrollment.insert("ca_cert".into(), path_text(&pki.ca_cert()).into());
+    enrollment.insert("ca_key".into(), path_text(&pki.ca_key()).into());
     let mut t = toml::Table::new();
     t.insert(
         "listen".into(),
@@ -534,7 +534,7 @@ fn write_controller_config(
     );
     t.insert(
         "store_path".into(),
-        text(&paths.root.join("controller.redb")).into(),
+        path_text(&paths.root.join("controller.redb")).into(),
     );
     t.insert("tls".into(), tls.into());
     t.insert("enrollment".into(), enrollment.into());
@@ -669,7 +669,7 @@ async fn start_agent(cfg: AgentConfig) -> anyhow::Result<AgentHandle> {
 
 /// The layout as a file the user can read, edit and re-apply.
 fn demo_layout(paths: &Paths) -> String {
-    let pool_path = toml::Value::String(text(&paths.pool()));
+    let pool_path = toml::Value::String(path_text(&paths.pool()));
     format!(
         r#"# The demo layout `ferrofab dev` applied on its first run. Edit and
 # re-apply with: ferrofab --config client.toml apply -f layout.toml
@@ -821,7 +821,7 @@ async fn summary(
     let volumes = <v1::Volume as Resource>::list(admin, "")
         .await
         .map_err(|s| status_error("volumes", s))?;
-    let client = text(&paths.client_config());
+    let client = path_text(&paths.client_config());
     let mut out = format!("ferrofab dev: cluster in {}\n", paths.root.display());
     out += &format!("  controller  {}", endpoint(state));
     if let Some(h) = http {
