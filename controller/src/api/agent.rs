@@ -77,13 +77,53 @@ impl Agent {
         }
         crate::resource::validate_labels("labels", &r.labels)?;
         enroll::consume_token(s, &r.bootstrap_token, &r.node_name).await?;
-        let cert = signer.sign(&r.csr_pem, &r.node_name, s.clock.now())?;
+        let cert = signer.sign(&r.csr_pem, &r.node_name)?;
         let node = self.register(&r.node_name, spec, r.labels).await?;
         info!(node = %r.node_name, "node enrolled");
         Ok(EnrollResponse {
             certificate_pem: cert,
             ca_certificate_pem: signer.ca_pem().to_string(),
             node: Some(node),
+        })
+    }
+
+    /// A new certificate for the caller's own node identity. Only a node
+    /// whose Node object still exists may renew: deleting the Node is how
+    /// an operator retires a machine, and its key must not outlive that.
+    async fn renew_inner(&self, id: &Identity, r: RenewRequest) -> Result<RenewResponse, ApiError> {
+        let s = &self.s;
+        let Identity::Node(node) = id else {
+            return Err(authz::deny(
+                id,
+                "Renew",
+                "only node certificates are renewed through the API; use `ferrofab pki issue` for others",
+            ));
+        };
+        let signer = s.signer.as_ref().ok_or_else(|| {
+            ApiError::FailedPrecondition(
+                "certificate signing is disabled on this controller (pki.enrollment = false)"
+                    .into(),
+            )
+        })?;
+        if !s.cache.read().nodes.contains_key(node) {
+            return Err(authz::deny(
+                id,
+                "Renew",
+                "the node no longer exists; enroll it again with a bootstrap token",
+            ));
+        }
+        let cert = signer.sign(&r.csr_pem, node)?;
+        let not_after = ferrofab_pki::CertInfo::from_pem(cert.as_bytes())
+            .map(|i| ferrofab_pki::validity::unix_seconds(i.not_after))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        info!(%node, not_after, "node certificate renewed");
+        Ok(RenewResponse {
+            certificate_pem: cert,
+            ca_certificate_pem: signer.ca_pem().to_string(),
+            not_after: Some(prost_types::Timestamp {
+                seconds: not_after,
+                nanos: 0,
+            }),
         })
     }
 
@@ -417,6 +457,15 @@ impl AgentService for Agent {
             info!(%node, "agent disconnected");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    #[instrument(skip_all)]
+    async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
+        let _t = self.s.metrics.api_timer("Renew");
+        let id = identity(&req)?;
+        Ok(Response::new(
+            self.renew_inner(&id, req.into_inner()).await?,
+        ))
     }
 
     #[instrument(skip_all, fields(node = %req.get_ref().node))]
