@@ -24,7 +24,7 @@ use crate::metrics::{self, Metrics};
 use crate::placement::Allocator;
 use crate::planner::Defaults;
 use crate::store::{redb::RedbStore, SharedStore};
-use crate::{expiry, store};
+use crate::{expiry, heartbeat, store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -152,6 +152,11 @@ pub async fn run(cfg: Config, flags: Flags) -> Result<(), ServerError> {
     tokio::spawn(expiry::run(
         shared.clone(),
         Duration::from_secs(cfg.expiry.interval_seconds),
+    ));
+    tokio::spawn(heartbeat::run(
+        shared.clone(),
+        Duration::from_secs(cfg.nodes.check_interval_seconds),
+        Duration::from_secs(cfg.nodes.heartbeat_timeout_seconds),
     ));
 
     let max = cfg.max_message_bytes;

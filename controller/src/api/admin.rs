@@ -552,11 +552,30 @@ impl Admin {
                 )));
             }
         }
-        att.status = Some(AttachmentStatus {
+        let mut st = AttachmentStatus {
             observed_generation: 1,
             phase: AttachmentPhase::Pending as i32,
             ..Default::default()
-        });
+        };
+        // Accepted anyway (the workstation picks it up when its agent is
+        // back), but the reason it will not connect soon is visible at once.
+        let not_ready = s
+            .cache
+            .read()
+            .nodes
+            .get(&spec.node)
+            .and_then(crate::heartbeat::not_ready);
+        if let Some(why) = not_ready {
+            st.conditions.push(condition(
+                "Connected",
+                false,
+                "WorkstationNotReady",
+                format!("node {} is NotReady ({why})", spec.node),
+                s.clock.now_ts(),
+                1,
+            ));
+        }
+        att.status = Some(st);
         s.put(att, 0).await
     }
 
