@@ -472,9 +472,7 @@ impl Admin {
         let attached: Vec<String> = {
             let objs = s.cache.read();
             authz::check(id, "DeleteVolume", Verb::Write, &cur, &objs)?;
-            objs.attachments
-                .values()
-                .filter(|a| a.spec.as_ref().is_some_and(|sp| sp.volume == r.name))
+            objs.attachments_of(&r.name)
                 .map(|a| a.name().to_string())
                 .collect()
         };

@@ -220,9 +220,7 @@ impl Agent {
             reports.iter().map(|e| (e.volume.as_str(), e)).collect();
         let mine: Vec<(String, bool, bool)> = {
             let objs = s.cache.read();
-            objs.volumes
-                .values()
-                .filter(|v| v.status.as_ref().is_some_and(|st| st.node == node))
+            objs.volumes_on(node)
                 .map(|v| {
                     let deleting = v
                         .metadata
@@ -296,9 +294,7 @@ impl Agent {
         if ready {
             let pending: Vec<String> = {
                 let objs = s.cache.read();
-                objs.attachments
-                    .values()
-                    .filter(|a| a.spec.as_ref().is_some_and(|sp| sp.volume == name))
+                objs.attachments_of(name)
                     .filter(|a| {
                         a.status
                             .as_ref()
@@ -333,11 +329,7 @@ impl Agent {
             reports.iter().map(|c| (c.attachment.as_str(), c)).collect();
         let mine: Vec<Attachment> = {
             let objs = s.cache.read();
-            objs.attachments
-                .values()
-                .filter(|a| a.spec.as_ref().is_some_and(|sp| sp.node == node))
-                .cloned()
-                .collect()
+            objs.attachments_for(node).cloned().collect()
         };
         for a in mine {
             let name = a.name().to_string();
@@ -441,9 +433,20 @@ impl AgentService for Agent {
             let _g = s.metrics.agent_guard();
             info!(%node, "agent connected");
             let mut last: Option<DesiredState> = None;
+            let mut computed_at = 0;
             loop {
-                let ds = planner::desired_state(&s.cache.read(), &node, &s.defaults);
-                if last.as_ref().is_none_or(|l| !planner::same_content(l, &ds)) {
+                // Recompute only when a change may have touched this node:
+                // most writes concern other nodes.
+                let ds = {
+                    let objs = s.cache.read();
+                    objs.index.node_changed_since(&node, computed_at).then(|| {
+                        computed_at = objs.revision.max(1);
+                        planner::desired_state(&objs, &node, &s.defaults)
+                    })
+                };
+                if let Some(ds) =
+                    ds.filter(|ds| last.as_ref().is_none_or(|l| !planner::same_content(l, ds)))
+                {
                     if tx.send(Ok(ds.clone())).await.is_err() {
                         break;
                     }
