@@ -440,7 +440,7 @@ impl AgentService for Agent {
                 let ds = {
                     let objs = s.cache.read();
                     objs.index.node_changed_since(&node, computed_at).then(|| {
-                        computed_at = objs.revision.max(1);
+                        computed_at = objs.revision;
                         planner::desired_state(&objs, &node, &s.defaults)
                     })
                 };
