@@ -14,7 +14,9 @@
 //!   agents watch their desired state (the planner's cost per change);
 //! * watch delivery latency, and RSS with 1,000 open watch streams.
 //!
-//! FERROFAB_BENCH_CREATES overrides the 10,000 creates per run.
+//! FERROFAB_BENCH_CREATES overrides the 10,000 creates per run;
+//! FERROFAB_BENCH_PHASES (comma list of baselines, single, multi, agents;
+//! default all) runs a subset, e.g. under a profiler.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -311,8 +313,9 @@ async fn run_all() {
     report("watch_delivery_p99", p99, "ms");
     let rss = watch_rss(&ctl, 1000).await;
     report("rss_1000_watch_streams", rss, "MB");
-    drop(ctl);
+}
 
+async fn with_agents(n: usize) {
     let ctl = Controller::start();
     setup(&ctl).await;
     let agents = start_agents(&ctl).await;

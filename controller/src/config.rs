@@ -84,6 +84,14 @@ pub struct NodesConfig {
     /// How often heartbeats are checked.
     #[serde(default = "default_heartbeat_check")]
     pub check_interval_seconds: u64,
+    /// Least time between two desired-state snapshots sent to one agent;
+    /// changes within it are coalesced into the next snapshot.
+    #[serde(default = "default_desired_state_interval")]
+    pub desired_state_interval_ms: u64,
+}
+
+fn default_desired_state_interval() -> u64 {
+    100
 }
 
 fn default_heartbeat_timeout() -> u64 {
@@ -98,6 +106,7 @@ impl Default for NodesConfig {
         Self {
             heartbeat_timeout_seconds: default_heartbeat_timeout(),
             check_interval_seconds: default_heartbeat_check(),
+            desired_state_interval_ms: default_desired_state_interval(),
         }
     }
 }

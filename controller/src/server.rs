@@ -135,6 +135,7 @@ pub async fn run(cfg: Config, flags: Flags) -> Result<(), ServerError> {
         metrics: metrics.clone(),
         defaults: defaults(&cfg),
         expiry: cfg.expiry.clone(),
+        desired_state_interval: Duration::from_millis(cfg.nodes.desired_state_interval_ms),
     });
     let grpc = bind(cfg.listen).await?;
     let grpc_addr = grpc

@@ -451,6 +451,11 @@ impl AgentService for Agent {
                         break;
                     }
                     last = Some(ds);
+                    // Each snapshot is the node's whole state; during a burst
+                    // of writes, sending one per change would cost O(node
+                    // size) per write. Pausing lets the burst coalesce into
+                    // the next snapshot.
+                    tokio::time::sleep(s.desired_state_interval).await;
                 }
                 tokio::select! {
                     r = changes.changed() => if r.is_err() { break },
