@@ -44,6 +44,17 @@ fn controller_bin() -> PathBuf {
     build_controller()
 }
 
+/// Prefixes of the variables cargo sets for a test run of this package.
+const INHERITED_FROM_CARGO: &[&str] = &[
+    "CARGO_MANIFEST_",
+    "CARGO_PKG_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+];
+
 /// `cargo build -p ferrofab-controller` in this workspace, with the same
 /// profile as the `ferrofab` binary under test; returns the executable
 /// path from cargo's JSON messages (so a custom target dir or target
@@ -63,6 +74,16 @@ fn build_controller() -> PathBuf {
     ]);
     if env!("CARGO_BIN_EXE_ferrofab").contains("/release/") {
         cmd.arg("--release");
+    }
+    // Variables cargo set for this test process describe the cli package;
+    // passed on, they would make build scripts that track them (ring's
+    // CARGO_MANIFEST_DIR) rebuild, and the nested build differ from a
+    // plain `cargo build`.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if INHERITED_FROM_CARGO.iter().any(|p| k.starts_with(p)) {
+            cmd.env_remove(k.as_ref());
+        }
     }
     let out = cmd
         .stderr(Stdio::inherit())

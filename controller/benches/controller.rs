@@ -287,24 +287,32 @@ async fn watch_rss(ctl: &Controller, streams: usize) -> f64 {
     rss
 }
 
+fn phase(name: &str) -> bool {
+    std::env::var("FERROFAB_BENCH_PHASES").map_or(true, |p| p.split(',').any(|x| x.trim() == name))
+}
+
 async fn run_all() {
     let n = creates();
-    report(
-        "redb_raw_durable_commits_per_s_1_writer",
-        redb_raw_commits(2_000),
-        "ops/s",
-    );
-    report(
-        "store_durable_commits_per_s_16_writers",
-        store_commits(n).await,
-        "ops/s",
-    );
+    if phase("baselines") {
+        let raw = redb_raw_commits(2_000);
+        report("redb_raw_durable_commits_per_s_1_writer", raw, "ops/s");
+        let store = store_commits(n).await;
+        report("store_durable_commits_per_s_16_writers", store, "ops/s");
+    }
+    if phase("single") {
+        let ctl = Controller::start();
+        setup(&ctl).await;
+        report_run("1_client", &create_run(&ctl, 1, n).await);
+    }
+    if phase("multi") {
+        multi(n).await;
+    }
+    if phase("agents") {
+        with_agents(n).await;
+    }
+}
 
-    let ctl = Controller::start();
-    setup(&ctl).await;
-    report_run("1_client", &create_run(&ctl, 1, n).await);
-    drop(ctl);
-
+async fn multi(n: usize) {
     let ctl = Controller::start();
     setup(&ctl).await;
     report_run("16_clients", &create_run(&ctl, CLIENTS, n).await);

@@ -14,7 +14,7 @@
 
 use ferrofab_proto::v1::{
     AccessMode, Attachment, BackingKind, Connection, DataAddress, DesiredState, Export, Listener,
-    Node, NodeRole, Pool, ReclaimPolicy, Removal, TransportOptions, Volume,
+    Node, NodeRole, Pool, ReclaimPolicy, Removal, TransportOptions, Volume, VolumeStatus,
 };
 
 use crate::cache::Objects;
@@ -52,8 +52,11 @@ fn listener(a: &DataAddress) -> Listener {
 
 fn export(o: &Objects, v: &Volume, pool: Option<&Pool>) -> Export {
     let name = v.metadata.as_ref().map_or("", |m| m.name.as_str());
-    let st = v.status.clone().unwrap_or_default();
-    let spec = v.spec.clone().unwrap_or_default();
+    // Borrowed, not cloned: the status carries conditions the export does
+    // not need, and this runs for every volume of a node per snapshot.
+    let empty = VolumeStatus::default();
+    let st = v.status.as_ref().unwrap_or(&empty);
+    let block_size = v.spec.as_ref().map_or(0, |s| s.block_size);
     let mut hosts: Vec<String> = o
         .attachments_of(name)
         .filter_map(|a| a.spec.as_ref())
@@ -66,28 +69,25 @@ fn export(o: &Objects, v: &Volume, pool: Option<&Pool>) -> Export {
     Export {
         volume: name.to_string(),
         volume_uid: v.metadata.as_ref().map_or(String::new(), |m| m.uid.clone()),
-        subsystem_nqn: st.subsystem_nqn,
+        subsystem_nqn: st.subsystem_nqn.clone(),
         nsid: 1,
         backing_kind: pool
             .and_then(|p| p.spec.as_ref())
             .and_then(|s| s.backing.as_ref())
             .map_or(BackingKind::Directory as i32, |b| b.kind),
-        backing_path: st.backing_path,
+        backing_path: st.backing_path.clone(),
         size_bytes: st.size_bytes,
-        block_size: if spec.block_size == 0 {
-            4096
-        } else {
-            spec.block_size
-        },
-        uuid: st.uuid,
-        nguid: st.nguid,
-        serial: st.serial,
+        block_size: if block_size == 0 { 4096 } else { block_size },
+        uuid: st.uuid.clone(),
+        nguid: st.nguid.clone(),
+        serial: st.serial.clone(),
         allowed_hosts: hosts,
     }
 }
 
 fn removal(v: &Volume, pool: Option<&Pool>) -> Removal {
-    let st = v.status.clone().unwrap_or_default();
+    let empty = VolumeStatus::default();
+    let st = v.status.as_ref().unwrap_or(&empty);
     let retain = pool
         .and_then(|p| p.spec.as_ref())
         .is_some_and(|s| s.reclaim_policy == ReclaimPolicy::Retain as i32);
@@ -96,8 +96,8 @@ fn removal(v: &Volume, pool: Option<&Pool>) -> Removal {
             .metadata
             .as_ref()
             .map_or(String::new(), |m| m.name.clone()),
-        subsystem_nqn: st.subsystem_nqn,
-        backing_path: st.backing_path,
+        subsystem_nqn: st.subsystem_nqn.clone(),
+        backing_path: st.backing_path.clone(),
         delete_data: !retain,
     }
 }
