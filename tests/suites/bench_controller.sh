@@ -47,6 +47,8 @@ def row(name, label, base=None, base_label=""):
     ratio = f"{v / base:.2f}x {base_label}" if base else ""
     print(f"| {label} | {v:,.1f} {unit} | {ratio} |")
 row("redb_raw_durable_commits_per_s_1_writer", "baseline: raw redb durable commits, 1 writer")
+raw_first = r.get("redb_raw_1_writer_first_fifth", (0, ""))[0]
+row("redb_raw_1_writer_last_fifth", "baseline: raw redb, 1 writer, last fifth", raw_first, "first fifth")
 row("store_durable_commits_per_s_16_writers", "baseline: store layer (group commit), 16 writers", raw, "raw redb")
 for tag, label in [("1_client", "1 client"), ("16_clients", "16 clients"),
                    ("16_clients_32_agents", "16 clients, 32 agents watching")]:
