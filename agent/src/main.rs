@@ -1,6 +1,326 @@
-//! Placeholder until its issue lands; see docs/architecture.md.
+//! `ferrofab-agent`: run the node agent, enroll the node, or talk to the
+//! running agent through its local API.
 
-fn main() {
-    eprintln!("ferrofab-agent: not implemented yet");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ferrofab_agent::config::DEFAULT_CONFIG_PATH;
+use ferrofab_agent::local_api::{self, ErrorCode, Request};
+use ferrofab_agent::{Agent, AgentConfig, Role, StartOptions};
+use tracing_subscriber::{reload, EnvFilter};
+
+#[derive(Parser, Debug)]
+#[command(name = "ferrofab-agent", version, about = "ferrofab node agent")]
+struct Cli {
+    /// Agent configuration file.
+    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Local API socket (default: the config's api_socket, else /run/ferrofab/agent.sock).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the agent (the daemon).
+    Run,
+    /// Enroll this node with a bootstrap token and write its config.
+    Enroll {
+        #[arg(long)]
+        token: String,
+        /// Controller address, HOST:PORT or https://HOST:PORT.
+        #[arg(long)]
+        controller: String,
+        /// CA certificate (PEM) of the controller.
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        node: String,
+        /// Roles, comma separated: storage, workstation.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Data address registered for the node (storage), HOST:PORT; repeatable.
+        #[arg(long = "data-address")]
+        data_addresses: Vec<String>,
+        /// State directory (host NQN, cache); default from the config.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Show the agent's status.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List local attachments.
+    Attachments {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach a volume to this workstation and wait until its file exists.
+    Attach {
+        volume: String,
+        #[arg(long)]
+        read_only: bool,
+        /// How long to wait, e.g. 60s or 5m.
+        #[arg(long, default_value = "60s")]
+        timeout: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detach a volume from this workstation and wait until its file is gone.
+    Detach {
+        volume: String,
+        #[arg(long, default_value = "60s")]
+        timeout: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exit codes: 0 success, 1 error, 2 usage (clap), 3 timeout.
+const EXIT_ERROR: u8 = 1;
+const EXIT_TIMEOUT: u8 = 3;
+
+fn init_logging(level: &str) -> Option<ferrofab_agent::LogReload> {
+    let filter = EnvFilter::try_from_env("FERROFAB_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let (layer, handle) = reload::Layer::new(filter);
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let ok = tracing_subscriber::registry()
+        .with(layer)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init()
+        .is_ok();
+    ok.then(|| {
+        let f: ferrofab_agent::LogReload = Arc::new(move |lvl: &str| {
+            let f = EnvFilter::try_new(lvl).map_err(|e| e.to_string())?;
+            handle.reload(f).map_err(|e| e.to_string())
+        });
+        f
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run_daemon(path: PathBuf) -> anyhow::Result<()> {
+    let cfg = AgentConfig::load(&path)?;
+    let log_reload = init_logging(&cfg.log_level);
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let opts = StartOptions {
+            config_path: Some(path),
+            log_reload,
+        };
+        let agent = Agent::start_with(cfg, opts).await?;
+        println!("ferrofab-agent ready");
+        wait_for_signal().await;
+        tracing::info!("signal received; shutting down");
+        agent.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn socket_path(cli: &Cli) -> PathBuf {
+    if let Some(s) = &cli.socket {
+        return s.clone();
+    }
+    AgentConfig::load(&cli.config)
+        .map(|c| c.api_socket)
+        .unwrap_or_else(|_| PathBuf::from(ferrofab_agent::config::DEFAULT_API_SOCKET))
+}
+
+fn parse_timeout(s: &str) -> anyhow::Result<Duration> {
+    ferrofab_pki::parse_duration(s).with_context(|| format!("--timeout {s:?}"))
+}
+
+/// Sends one local API request and prints the answer; returns the exit code.
+fn api_command(socket: PathBuf, req: Request, wait: Duration, json: bool) -> anyhow::Result<u8> {
+    let rt = runtime()?;
+    let resp = rt.block_on(local_api::call(
+        &socket,
+        req,
+        wait + Duration::from_secs(30),
+    ))?;
+    if let Some(err) = resp.error {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"schema_version": 1, "error": err})
+                )?
+            );
+        }
+        eprintln!("ferrofab-agent: {}", err.message);
+        return Ok(if err.code == ErrorCode::Timeout {
+            EXIT_TIMEOUT
+        } else {
+            EXIT_ERROR
+        });
+    }
+    let result = resp.result.unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print_human(&result);
+    }
+    Ok(0)
+}
+
+fn print_human(v: &serde_json::Value) {
+    if let Some(list) = v.get("attachments").and_then(|a| a.as_array()) {
+        if v.get("exports").is_some() {
+            println!(
+                "node {} ({}), controller {}, revision {}",
+                v["node"].as_str().unwrap_or(""),
+                v["version"].as_str().unwrap_or(""),
+                if v["controller_connected"].as_bool() == Some(true) {
+                    "connected"
+                } else {
+                    "unreachable"
+                },
+                v["desired_revision"]
+            );
+            for e in v["exports"].as_array().into_iter().flatten() {
+                println!(
+                    "export {} ready={} {}",
+                    e["volume"].as_str().unwrap_or(""),
+                    e["ready"],
+                    e["message"].as_str().unwrap_or("")
+                );
+            }
+        }
+        for a in list {
+            println!(
+                "{}\t{}\t{}\t{}",
+                a["attachment"].as_str().unwrap_or(""),
+                a["volume"].as_str().unwrap_or(""),
+                a["state"].as_str().unwrap_or(""),
+                a["path"].as_str().unwrap_or("")
+            );
+        }
+    } else if let Some(p) = v.get("path").and_then(|p| p.as_str()) {
+        println!("{p}");
+    } else if let Some(vol) = v.get("volume").and_then(|p| p.as_str()) {
+        println!("{vol} detached");
+    }
+}
+
+fn parse_roles(roles: &[String]) -> anyhow::Result<Vec<Role>> {
+    roles
+        .iter()
+        .map(|r| match r.trim() {
+            "storage" => Ok(Role::Storage),
+            "workstation" => Ok(Role::Workstation),
+            other => anyhow::bail!("--roles: unknown role {other:?} (storage, workstation)"),
+        })
+        .collect()
+}
+
+fn enroll(cli: &Cli, cmd: &Cmd) -> anyhow::Result<u8> {
+    let Cmd::Enroll {
+        token,
+        controller,
+        ca,
+        node,
+        roles,
+        data_addresses,
+        state_dir,
+    } = cmd
+    else {
+        return Ok(EXIT_ERROR);
+    };
+    init_logging("warn");
+    let args = ferrofab_agent::enroll::EnrollArgs {
+        token: token.clone(),
+        controller: controller.clone(),
+        ca: ca.clone(),
+        node: node.clone(),
+        roles: parse_roles(roles)?,
+        config: cli.config.clone(),
+        data_addresses: data_addresses.clone(),
+        state_dir: state_dir.clone(),
+    };
+    let out = runtime()?.block_on(ferrofab_agent::enroll::enroll(&args))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({"schema_version": 1, "enrolled": out}))?
+    );
+    Ok(0)
+}
+
+fn main_inner(cli: Cli) -> anyhow::Result<u8> {
+    let socket = socket_path(&cli);
+    let short = Duration::from_secs(10);
+    match &cli.cmd {
+        Cmd::Run => run_daemon(cli.config.clone()).map(|()| 0),
+        Cmd::Enroll { .. } => enroll(&cli, &cli.cmd),
+        Cmd::Status { json } => api_command(socket, Request::Status, short, *json),
+        Cmd::Attachments { json } => api_command(socket, Request::Attachments, short, *json),
+        Cmd::Attach {
+            volume,
+            read_only,
+            timeout,
+            json,
+        } => {
+            let t = parse_timeout(timeout)?;
+            let req = Request::Attach {
+                volume: volume.clone(),
+                read_only: *read_only,
+                timeout_seconds: t.as_secs(),
+            };
+            api_command(socket, req, t, *json)
+        }
+        Cmd::Detach {
+            volume,
+            timeout,
+            json,
+        } => {
+            let t = parse_timeout(timeout)?;
+            let req = Request::Detach {
+                volume: volume.clone(),
+                timeout_seconds: t.as_secs(),
+            };
+            api_command(socket, req, t, *json)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match main_inner(Cli::parse()) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("ferrofab-agent: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
 }

@@ -305,18 +305,21 @@ impl Filesystem for VolumeFs {
         }
     }
 
-    /// Called on every close(); flushing here means data written through a
-    /// descriptor is durable once close() returns, which is what tools that
-    /// never fsync (cp, dd without conv=fsync) implicitly rely on.
+    /// Called on every close() of every copy of a descriptor, including the
+    /// copies a forked child closes at exec. It does not flush: writes have
+    /// already reached the target when write() returned, and waiting here
+    /// for a Flush would make any close — even a child's — hang for the
+    /// whole reconnect window while a storage node is down. Durability
+    /// comes from fsync(), exactly as with a local disk's volatile cache.
     fn flush(
         &self,
         _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
+        _ino: INodeNo,
+        _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.flush_volume(ino, fh, reply);
+        reply.ok();
     }
 
     /// The reply is sent only after the namespace's Flush completed, so

@@ -1,0 +1,321 @@
+//! The agent's answers to local API requests. Attach and detach go to the
+//! controller under the node's own identity (`node:NAME` may create and
+//! delete attachments for itself) and then wait for the local data path,
+//! so "attach returned" means "the file exists and takes I/O".
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrofab_proto::v1::{
+    AccessMode, Attachment, AttachmentSpec, CreateAttachmentRequest, DeleteAttachmentRequest,
+    GetAttachmentRequest, ObjectMeta,
+};
+use serde_json::json;
+use tonic::Code;
+
+use crate::agent::Shared;
+use crate::client::ControllerClient;
+use crate::error::AgentError;
+use crate::local_api::{ApiError, ErrorCode, Handler, Request};
+use crate::reconcile::workstation::LocalAttachment;
+
+const POLL: Duration = Duration::from_millis(200);
+
+/// Serves the local API for one agent.
+pub(crate) struct AgentApi {
+    shared: Arc<Shared>,
+    client: ControllerClient,
+}
+
+impl AgentApi {
+    pub(crate) fn new(shared: Arc<Shared>, client: ControllerClient) -> Self {
+        AgentApi { shared, client }
+    }
+}
+
+impl Handler for AgentApi {
+    async fn handle(&self, req: Request) -> Result<serde_json::Value, ApiError> {
+        match req {
+            Request::Status => to_json(&self.shared.local_status()),
+            Request::Attachments => {
+                let list = self.live_attachments().await;
+                Ok(json!({"schema_version": 1, "node": self.shared.cfg.node, "attachments": list}))
+            }
+            Request::Attach {
+                volume,
+                read_only,
+                timeout_seconds,
+            } => {
+                self.attach(&volume, read_only, Duration::from_secs(timeout_seconds))
+                    .await
+            }
+            Request::Detach {
+                volume,
+                timeout_seconds,
+            } => {
+                self.detach(&volume, Duration::from_secs(timeout_seconds))
+                    .await
+            }
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// The attachment name a node uses for a volume it attaches itself:
+/// deterministic, so a repeated `attach` finds the same object.
+pub fn attachment_name(volume: &str, node: &str) -> String {
+    let name = format!("{volume}-{node}");
+    if name.len() <= 63 {
+        return name;
+    }
+    // FNV-1a keeps long names unique and still deterministic.
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let head: String = volume.chars().take(46).collect();
+    format!("{}-{:016x}", head.trim_end_matches('-'), h)
+}
+
+fn controller_error(e: AgentError) -> ApiError {
+    ApiError::new(ErrorCode::ControllerUnreachable, e.to_string())
+}
+
+fn refused(rpc: &str, s: &tonic::Status) -> ApiError {
+    ApiError::new(
+        ErrorCode::ControllerRefused,
+        format!("controller refused {rpc}: {}", s.message()),
+    )
+}
+
+impl AgentApi {
+    fn require_workstation(&self) -> Result<(), ApiError> {
+        if self.shared.hostnqn.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::NotWorkstation,
+                format!(
+                    "node {} does not have the workstation role",
+                    self.shared.cfg.node
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn live_attachments(&self) -> Vec<LocalAttachment> {
+        let s = self.shared.clone();
+        tokio::task::spawn_blocking(move || s.local_attachments())
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn attach(
+        &self,
+        volume: &str,
+        read_only: bool,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ApiError> {
+        self.require_workstation()?;
+        ferrofab_pki::validate_name(volume)
+            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("volume: {e}")))?;
+        let name = self.ensure_attachment(volume, read_only).await?;
+        self.shared.trigger.notify_one();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let live = self.live_attachments().await;
+            if let Some(a) = live
+                .iter()
+                .find(|a| a.attachment == name && a.state == "live")
+            {
+                if std::fs::metadata(&a.path).is_ok() {
+                    return to_json(&json!({
+                        "schema_version": 1,
+                        "attachment": a.attachment,
+                        "volume": a.volume,
+                        "path": a.path,
+                        "read_only": a.read_only,
+                        "size_bytes": a.size_bytes,
+                    }));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(self.attach_timeout(&name, timeout).await);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Finds this node's attachment of `volume` or creates it.
+    async fn ensure_attachment(&self, volume: &str, read_only: bool) -> Result<String, ApiError> {
+        let node = self.shared.cfg.node.clone();
+        let mode = if read_only {
+            AccessMode::ReadOnly
+        } else {
+            AccessMode::ReadWrite
+        } as i32;
+        let name = self
+            .shared
+            .desired()
+            .connections
+            .iter()
+            .find(|c| c.volume == volume)
+            .map(|c| c.attachment.clone())
+            .unwrap_or_else(|| attachment_name(volume, &node));
+        let mut admin = self.client.admin().await.map_err(controller_error)?;
+        let att = Attachment {
+            metadata: Some(ObjectMeta {
+                name: name.clone(),
+                ..Default::default()
+            }),
+            spec: Some(AttachmentSpec {
+                volume: volume.into(),
+                node: node.clone(),
+                mode,
+            }),
+            status: None,
+        };
+        match admin
+            .create_attachment(CreateAttachmentRequest {
+                attachment: Some(att),
+            })
+            .await
+        {
+            Ok(_) => Ok(name),
+            Err(s) if s.code() == Code::AlreadyExists => {
+                let cur = admin
+                    .get_attachment(GetAttachmentRequest { name: name.clone() })
+                    .await
+                    .map_err(|s| refused("GetAttachment", &s))?
+                    .into_inner();
+                let spec = cur.spec.unwrap_or_default();
+                let cur_ro = spec.mode == AccessMode::ReadOnly as i32;
+                if spec.volume != volume || spec.node != node || cur_ro != read_only {
+                    return Err(ApiError::new(
+                        ErrorCode::Conflict,
+                        format!(
+                            "attachment {name} exists for volume {} on {} ({}); detach it first",
+                            spec.volume,
+                            spec.node,
+                            if cur_ro { "read-only" } else { "read-write" }
+                        ),
+                    ));
+                }
+                Ok(name)
+            }
+            Err(s) => Err(refused("CreateAttachment", &s)),
+        }
+    }
+
+    /// A timeout error carrying the controller's view (phase, conditions).
+    async fn attach_timeout(&self, name: &str, timeout: Duration) -> ApiError {
+        let mut why = String::from("no status from the controller");
+        if let Ok(mut admin) = self.client.admin().await {
+            if let Ok(a) = admin
+                .get_attachment(GetAttachmentRequest { name: name.into() })
+                .await
+            {
+                let st = a.into_inner().status.unwrap_or_default();
+                let conds: Vec<String> = st
+                    .conditions
+                    .iter()
+                    .map(|c| format!("{} {}: {}", c.r#type, c.reason, c.message))
+                    .collect();
+                why = format!("phase {}; {}", st.phase, conds.join("; "));
+            }
+        }
+        let local = self
+            .shared
+            .last_report()
+            .connections
+            .iter()
+            .find(|c| c.attachment == name)
+            .and_then(|c| c.conditions.first())
+            .map(|c| format!("; locally: {}: {}", c.reason, c.message))
+            .unwrap_or_default();
+        ApiError::new(
+            ErrorCode::Timeout,
+            format!(
+                "attachment {name} not ready after {}s: {why}{local}",
+                timeout.as_secs()
+            ),
+        )
+    }
+
+    async fn detach(&self, volume: &str, timeout: Duration) -> Result<serde_json::Value, ApiError> {
+        self.require_workstation()?;
+        ferrofab_pki::validate_name(volume)
+            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("volume: {e}")))?;
+        let mut names: Vec<String> = self
+            .shared
+            .desired()
+            .connections
+            .iter()
+            .filter(|c| c.volume == volume)
+            .map(|c| c.attachment.clone())
+            .chain(
+                self.live_attachments()
+                    .await
+                    .into_iter()
+                    .filter(|a| a.volume == volume)
+                    .map(|a| a.attachment),
+            )
+            .collect();
+        names.push(attachment_name(volume, &self.shared.cfg.node));
+        names.sort();
+        names.dedup();
+        let mut admin = self.client.admin().await.map_err(controller_error)?;
+        let mut deleted = Vec::new();
+        for n in &names {
+            match admin
+                .delete_attachment(DeleteAttachmentRequest {
+                    name: n.clone(),
+                    resource_version: 0,
+                })
+                .await
+            {
+                Ok(_) => deleted.push(n.clone()),
+                Err(s) if s.code() == Code::NotFound => {}
+                Err(s) => return Err(refused("DeleteAttachment", &s)),
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let live = self.live_attachments().await;
+            if !live.iter().any(|a| a.volume == volume) {
+                return to_json(&json!({
+                    "schema_version": 1,
+                    "volume": volume,
+                    "detached": deleted,
+                }));
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "volume {volume} still attached locally after {}s (is the controller reachable?)",
+                        timeout.as_secs()
+                    ),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachment_names_are_valid_and_deterministic() {
+        assert_eq!(attachment_name("scratch", "ws1"), "scratch-ws1");
+        let long = "v".repeat(60);
+        let a = attachment_name(&long, "workstation-7");
+        assert!(a.len() <= 63, "{a}");
+        assert_eq!(a, attachment_name(&long, "workstation-7"));
+        assert_ne!(a, attachment_name(&long, "workstation-8"));
+        ferrofab_pki::validate_name(&a).unwrap();
+    }
+}

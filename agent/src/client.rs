@@ -1,0 +1,292 @@
+//! The controller connection: mTLS channels, the desired-state watch with
+//! reconnects (exponential backoff with jitter), status reports, and the
+//! few admin calls a node may make for itself (attachments).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrofab_proto::v1::admin_service_client::AdminServiceClient;
+use ferrofab_proto::v1::agent_service_client::AgentServiceClient;
+use ferrofab_proto::v1::{
+    DesiredState, EnrollRequest, EnrollResponse, ReportStatusRequest, WatchDesiredStateRequest,
+};
+use rand::Rng;
+use tokio::sync::watch;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tracing::{debug, info, warn};
+
+use crate::config::AgentConfig;
+use crate::error::{rpc_error, AgentError};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Exponential backoff with "equal jitter": each delay is between half and
+/// all of the current step, so a fleet of agents that lost the controller
+/// at the same moment does not reconnect in lockstep.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    step: Duration,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Backoff {
+            base,
+            max,
+            step: base,
+        }
+    }
+
+    /// The next delay; doubles the step up to `max`.
+    pub fn next_delay(&mut self) -> Duration {
+        let step = self.step;
+        self.step = (self.step * 2).min(self.max);
+        let half = step / 2;
+        let jitter = rand::thread_rng().gen_range(0..=half.as_millis().max(1) as u64);
+        half + Duration::from_millis(jitter)
+    }
+
+    pub fn reset(&mut self) {
+        self.step = self.base;
+    }
+}
+
+/// Builds channels to the controller under the node's identity.
+#[derive(Clone)]
+pub struct ControllerClient {
+    endpoints: Vec<String>,
+    tls: ClientTlsConfig,
+    node: String,
+}
+
+impl std::fmt::Debug for ControllerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerClient")
+            .field("endpoints", &self.endpoints)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControllerClient {
+    /// Loads and checks the TLS files named in the config.
+    pub fn new(cfg: &AgentConfig) -> Result<Self, AgentError> {
+        let pem = ferrofab_pki::load_client_tls(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
+        let want = ferrofab_pki::Identity::node(&cfg.node)?;
+        if pem.identity != want {
+            return Err(AgentError::Config {
+                key: "tls.cert".into(),
+                message: format!(
+                    "certificate is for {}, but this node is {want}",
+                    pem.identity
+                ),
+            });
+        }
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pem.ca))
+            .identity(Identity::from_pem(&pem.cert, &pem.key));
+        if let Some(name) = &cfg.tls.server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        Ok(ControllerClient {
+            endpoints: cfg.controller_endpoints.clone(),
+            tls,
+            node: cfg.node.clone(),
+        })
+    }
+
+    /// The first endpoint that accepts a connection, in config order.
+    pub async fn channel(&self) -> Result<Channel, AgentError> {
+        let mut last = None;
+        for url in &self.endpoints {
+            match connect(url, Some(self.tls.clone())).await {
+                Ok(ch) => return Ok(ch),
+                Err(e) => {
+                    debug!(%url, error = %e, "endpoint unreachable");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| AgentError::Other("no controller endpoint configured".into())))
+    }
+
+    pub async fn admin(&self) -> Result<AdminServiceClient<Channel>, AgentError> {
+        Ok(AdminServiceClient::new(self.channel().await?)
+            .max_decoding_message_size(ferrofab_proto::MAX_MESSAGE_BYTES))
+    }
+
+    /// Watches the desired state until shutdown, reconnecting forever.
+    /// Snapshots go to `desired`; every new value of `reports` is sent.
+    pub async fn run(
+        self,
+        desired: watch::Sender<Option<DesiredState>>,
+        mut reports: watch::Receiver<Option<ReportStatusRequest>>,
+        connected: Arc<AtomicBool>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            let res = self
+                .session(
+                    &desired,
+                    &mut reports,
+                    &connected,
+                    &mut backoff,
+                    &mut shutdown,
+                )
+                .await;
+            connected.store(false, Ordering::Release);
+            if *shutdown.borrow() {
+                return;
+            }
+            match res {
+                Ok(()) => info!(node = %self.node, "desired-state stream ended; reconnecting"),
+                Err(e) => {
+                    warn!(node = %self.node, error = %e, "controller unreachable; data path keeps serving")
+                }
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// One connection: watch + reports until the stream or the channel fails.
+    async fn session(
+        &self,
+        desired: &watch::Sender<Option<DesiredState>>,
+        reports: &mut watch::Receiver<Option<ReportStatusRequest>>,
+        connected: &AtomicBool,
+        backoff: &mut Backoff,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), AgentError> {
+        let ch = self.channel().await?;
+        let mut agent = AgentServiceClient::new(ch)
+            .max_decoding_message_size(ferrofab_proto::MAX_MESSAGE_BYTES);
+        let mut stream = agent
+            .watch_desired_state(WatchDesiredStateRequest {
+                node: self.node.clone(),
+            })
+            .await
+            .map_err(|s| rpc_error("WatchDesiredState", &s))?
+            .into_inner();
+        connected.store(true, Ordering::Release);
+        backoff.reset();
+        info!(node = %self.node, "watching desired state");
+        // The controller may have restarted: tell it what we have now.
+        let latest = reports.borrow_and_update().clone();
+        send_report(&mut agent, latest).await;
+        loop {
+            tokio::select! {
+                msg = stream.message() => match msg {
+                    Ok(Some(ds)) => {
+                        debug!(revision = ds.revision, "desired state received");
+                        let _ = desired.send(Some(ds));
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(s) => return Err(rpc_error("WatchDesiredState", &s)),
+                },
+                r = reports.changed() => {
+                    if r.is_err() {
+                        return Ok(());
+                    }
+                    let latest = reports.borrow_and_update().clone();
+                    send_report(&mut agent, latest).await;
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+}
+
+async fn send_report(agent: &mut AgentServiceClient<Channel>, r: Option<ReportStatusRequest>) {
+    let Some(r) = r else {
+        return;
+    };
+    if let Err(s) = agent.report_status(r).await {
+        warn!(error = %s.message(), code = ?s.code(), "ReportStatus failed; retried with the next report");
+    }
+}
+
+/// Normalises `host:port` to `https://host:port`.
+pub fn endpoint_url(addr: &str) -> String {
+    if addr.starts_with("https://") || addr.starts_with("http://") {
+        addr.to_string()
+    } else {
+        format!("https://{addr}")
+    }
+}
+
+async fn connect(url: &str, tls: Option<ClientTlsConfig>) -> Result<Channel, AgentError> {
+    let fail = |message: String| AgentError::Connect {
+        endpoint: url.to_string(),
+        message,
+    };
+    let mut ep = Endpoint::from_shared(url.to_string())
+        .map_err(|e| fail(e.to_string()))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        ep = ep.tls_config(tls).map_err(|e| fail(flatten(&e)))?;
+    }
+    ep.connect().await.map_err(|e| fail(flatten(&e)))
+}
+
+/// tonic hides the useful part of transport errors in the source chain.
+fn flatten(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// AgentService.Enroll over TLS without a client certificate.
+pub async fn enroll(
+    endpoint: &str,
+    ca_pem: &[u8],
+    server_name: Option<&str>,
+    req: EnrollRequest,
+) -> Result<EnrollResponse, AgentError> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    if let Some(n) = server_name {
+        tls = tls.domain_name(n.to_string());
+    }
+    let ch = connect(&endpoint_url(endpoint), Some(tls)).await?;
+    AgentServiceClient::new(ch)
+        .enroll(req)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| rpc_error("Enroll", &s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let d: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(50) && d[0] <= Duration::from_millis(100));
+        assert!(d[5] >= Duration::from_millis(400) && d[5] <= Duration::from_millis(800));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn endpoint_urls_are_normalised() {
+        assert_eq!(endpoint_url("127.0.0.1:7443"), "https://127.0.0.1:7443");
+        assert_eq!(endpoint_url("https://c:1"), "https://c:1");
+    }
+}

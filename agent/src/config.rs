@@ -1,0 +1,361 @@
+//! The agent's TOML configuration.
+//!
+//! Unknown keys are errors and every validation error names its key: a typo
+//! in a node's config must fail at start, not make the node silently do
+//! something else (e.g. export nothing because `pool` was spelt `pools`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::AgentError;
+
+/// Default path of the local API socket.
+pub const DEFAULT_API_SOCKET: &str = "/run/ferrofab/agent.sock";
+/// Default path of the config file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ferrofab/agent.toml";
+/// Resync interval when the config does not set one.
+pub const DEFAULT_RESYNC: &str = "30s";
+
+/// A node's role, as in `NodeSpec.roles`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Storage,
+    Workstation,
+}
+
+/// Which data path serves and consumes namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    /// The target and initiator of `ferrofab-nvmeof`, inside this process.
+    #[default]
+    Builtin,
+    /// Linux nvmet / nvme-tcp through configfs and sysfs (not implemented yet).
+    Kernel,
+}
+
+/// How a pool allocates a new backing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provisioning {
+    /// Sparse files: space is used as hosts write.
+    #[default]
+    Thin,
+    /// Fully allocated up front, so a write can never fail with ENOSPC.
+    Thick,
+}
+
+/// One local pool: where the controller's `backing_path`s may live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Backing directory (or block device) of the pool.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub provisioning: Provisioning,
+}
+
+/// TLS files for talking to the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Name to verify the controller's certificate against; defaults to the
+    /// endpoint's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+/// The whole agent configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The node's name (its certificate is `node:NAME`).
+    pub node: String,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// Controller gRPC endpoints (`https://host:port`), tried in order.
+    pub controller_endpoints: Vec<String>,
+    pub tls: TlsFiles,
+    /// Pool name → backing directory or block device.
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolConfig>,
+    /// Addresses the built-in target listens on. Empty: the listeners of
+    /// the desired state (the node's data addresses).
+    #[serde(default)]
+    pub data_listen: Vec<SocketAddr>,
+    #[serde(default)]
+    pub data_path: DriverKind,
+    /// Directory where attached volumes appear as files (one FUSE mount).
+    #[serde(default = "default_expose_dir")]
+    pub expose_dir: PathBuf,
+    /// Persistent state: desired-state cache, host identity.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Periodic full reconcile, e.g. "30s".
+    #[serde(default = "default_resync")]
+    pub resync_interval: String,
+    /// Plain-HTTP Prometheus endpoint; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    #[serde(default = "default_api_socket")]
+    pub api_socket: PathBuf,
+    /// tracing filter, e.g. "info" or "ferrofab_agent=debug".
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+}
+
+fn default_expose_dir() -> PathBuf {
+    PathBuf::from("/run/ferrofab/volumes")
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/ferrofab/agent")
+}
+fn default_resync() -> String {
+    DEFAULT_RESYNC.into()
+}
+fn default_api_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_API_SOCKET)
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> AgentError {
+    AgentError::Config {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl AgentConfig {
+    /// A minimal config for `node`, used by `enroll` when no file exists yet.
+    pub fn new(node: &str, endpoint: &str, tls: TlsFiles) -> Self {
+        AgentConfig {
+            node: node.into(),
+            roles: Vec::new(),
+            controller_endpoints: vec![endpoint.into()],
+            tls,
+            pools: BTreeMap::new(),
+            data_listen: Vec::new(),
+            data_path: DriverKind::Builtin,
+            expose_dir: default_expose_dir(),
+            state_dir: default_state_dir(),
+            resync_interval: default_resync(),
+            metrics_listen: None,
+            api_socket: default_api_socket(),
+            log_level: default_log_level(),
+        }
+    }
+
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, AgentError> {
+        let text = std::fs::read_to_string(path).map_err(|e| AgentError::Io {
+            what: format!("reading config {}", path.display()),
+            source: e,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            AgentError::Config { key, message } => AgentError::Config {
+                key,
+                message: format!("{message} (in {})", path.display()),
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, AgentError> {
+        let cfg: AgentConfig = toml::from_str(text).map_err(|e| {
+            let key = e
+                .span()
+                .and_then(|s| text.get(s))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            invalid(&key, e.message().to_string())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), AgentError> {
+        ferrofab_pki::validate_name(&self.node).map_err(|e| invalid("node", e.to_string()))?;
+        if self.controller_endpoints.is_empty() {
+            return Err(invalid("controller_endpoints", "at least one is required"));
+        }
+        for ep in &self.controller_endpoints {
+            if !ep.starts_with("https://") {
+                return Err(invalid(
+                    "controller_endpoints",
+                    format!("{ep:?} must start with https://"),
+                ));
+            }
+        }
+        self.resync()?;
+        for (name, pool) in &self.pools {
+            if !pool.path.is_absolute() {
+                return Err(invalid(
+                    &format!("pools.{name}.path"),
+                    "must be an absolute path",
+                ));
+            }
+        }
+        for (key, p) in [
+            ("expose_dir", &self.expose_dir),
+            ("state_dir", &self.state_dir),
+            ("api_socket", &self.api_socket),
+        ] {
+            if !p.is_absolute() {
+                return Err(invalid(key, "must be an absolute path"));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| invalid("log_level", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The resync interval as a duration.
+    pub fn resync(&self) -> Result<Duration, AgentError> {
+        let d = ferrofab_pki::parse_duration(&self.resync_interval)
+            .map_err(|e| invalid("resync_interval", e.to_string()))?;
+        if d.is_zero() {
+            return Err(invalid("resync_interval", "must be more than 0s"));
+        }
+        Ok(d)
+    }
+
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The TOML text of this config (for `enroll`, which writes it).
+    pub fn to_toml(&self) -> Result<String, AgentError> {
+        toml::to_string_pretty(self).map_err(|e| invalid("", e.to_string()))
+    }
+
+    /// Keys whose change needs a restart (everything but the live ones),
+    /// compared with `new`.
+    pub fn restart_keys(&self, new: &AgentConfig) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut check = |k: &'static str, same: bool| {
+            if !same {
+                keys.push(k);
+            }
+        };
+        check("node", self.node == new.node);
+        check("roles", self.roles == new.roles);
+        check(
+            "controller_endpoints",
+            self.controller_endpoints == new.controller_endpoints,
+        );
+        check("tls", self.tls == new.tls);
+        check("pools", self.pools == new.pools);
+        check("data_listen", self.data_listen == new.data_listen);
+        check("data_path", self.data_path == new.data_path);
+        check("expose_dir", self.expose_dir == new.expose_dir);
+        check("state_dir", self.state_dir == new.state_dir);
+        check("metrics_listen", self.metrics_listen == new.metrics_listen);
+        check("api_socket", self.api_socket == new.api_socket);
+        keys
+    }
+
+    /// The pool whose directory contains `path`, if any. Paths are compared
+    /// lexically after refusing `..`, so a desired state cannot point the
+    /// agent outside its pools.
+    pub fn pool_of(&self, path: &Path) -> Option<(&str, &PoolConfig)> {
+        if path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return None;
+        }
+        self.pools
+            .iter()
+            .find(|(_, p)| path == p.path || path.starts_with(&p.path))
+            .map(|(n, p)| (n.as_str(), p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+node = "s1"
+roles = ["storage"]
+controller_endpoints = ["https://127.0.0.1:7443"]
+[tls]
+ca = "/etc/ferrofab/ca.crt"
+cert = "/etc/ferrofab/node.crt"
+key = "/etc/ferrofab/node.key"
+[pools.fast]
+path = "/srv/ferrofab/fast"
+"#;
+
+    #[test]
+    fn parses_minimal_with_defaults() {
+        let c = AgentConfig::parse(MIN).unwrap();
+        assert_eq!(c.resync().unwrap(), Duration::from_secs(30));
+        assert_eq!(c.api_socket, PathBuf::from(DEFAULT_API_SOCKET));
+        assert_eq!(c.pools["fast"].provisioning, Provisioning::Thin);
+        assert_eq!(c.data_path, DriverKind::Builtin);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = AgentConfig::parse(&format!("{MIN}\nresync = \"1s\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("resync"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = AgentConfig::parse(&MIN.replace("/srv/ferrofab/fast", "rel"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pools.fast.path"), "{e}");
+        let e = AgentConfig::parse(&format!("resync_interval = \"soon\"\n{MIN}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("resync_interval"), "{e}");
+        let e = AgentConfig::parse(&MIN.replace("https://", "http://"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("controller_endpoints"), "{e}");
+    }
+
+    #[test]
+    fn pool_of_refuses_escapes() {
+        let c = AgentConfig::parse(MIN).unwrap();
+        assert!(c.pool_of(Path::new("/srv/ferrofab/fast/abc")).is_some());
+        assert!(c.pool_of(Path::new("/srv/ferrofab/fast/../x")).is_none());
+        assert!(c.pool_of(Path::new("/srv/ferrofab/fastest/x")).is_none());
+        assert!(c.pool_of(Path::new("/etc/passwd")).is_none());
+    }
+
+    #[test]
+    fn restart_keys_ignore_live_ones() {
+        let a = AgentConfig::parse(MIN).unwrap();
+        let mut b = a.clone();
+        b.resync_interval = "5s".into();
+        b.log_level = "debug".into();
+        assert!(a.restart_keys(&b).is_empty());
+        b.pools.clear();
+        assert_eq!(a.restart_keys(&b), vec!["pools"]);
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let a = AgentConfig::parse(MIN).unwrap();
+        let b = AgentConfig::parse(&a.to_toml().unwrap()).unwrap();
+        assert_eq!(a, b);
+    }
+}

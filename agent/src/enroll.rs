@@ -1,0 +1,194 @@
+//! One-step enrollment: make a key here, send its CSR with the bootstrap
+//! token, write certificate, key (0600) and CA where the config says, and
+//! write or update the config file. The private key never leaves the node.
+
+use std::path::{Path, PathBuf};
+
+use ferrofab_proto::v1::{DataAddress, EnrollRequest, NodeRole, NodeSpec};
+use tracing::info;
+
+use crate::cache::write_atomic;
+use crate::client::{self, endpoint_url};
+use crate::config::{AgentConfig, Role, TlsFiles};
+use crate::error::AgentError;
+
+/// What `ferrofab-agent enroll` needs.
+#[derive(Debug, Clone)]
+pub struct EnrollArgs {
+    pub token: String,
+    /// `host:port` or `https://host:port`.
+    pub controller: String,
+    /// CA that signed the controller's certificate (PEM file).
+    pub ca: PathBuf,
+    pub node: String,
+    /// Empty: keep the config's roles.
+    pub roles: Vec<Role>,
+    pub config: PathBuf,
+    /// Data addresses registered in the node spec (`IP:PORT`).
+    pub data_addresses: Vec<String>,
+    /// Overrides the config's state directory (where the host NQN lives).
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The outcome, for the CLI to print.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Enrolled {
+    pub node: String,
+    pub config: PathBuf,
+    pub cert: PathBuf,
+    pub host_nqn: String,
+}
+
+/// Runs the whole enrollment.
+pub async fn enroll(a: &EnrollArgs) -> Result<Enrolled, AgentError> {
+    let cfg = base_config(a)?;
+    let host_nqn = crate::reconcile::workstation::host_identity(&cfg.state_dir)?.hostnqn;
+    let identity = ferrofab_pki::Identity::node(&a.node)?;
+    let kc = ferrofab_pki::generate_key_and_csr(&identity)?;
+    let ca_pem = std::fs::read(&a.ca)
+        .map_err(|e| AgentError::io(format!("reading CA {}", a.ca.display()), e))?;
+    let req = EnrollRequest {
+        bootstrap_token: a.token.clone(),
+        csr_pem: kc.csr_pem.clone(),
+        node_name: a.node.clone(),
+        node: Some(node_spec(&cfg, &a.data_addresses, &host_nqn)?),
+        labels: Default::default(),
+    };
+    let resp = client::enroll(&a.controller, &ca_pem, cfg.tls.server_name.as_deref(), req).await?;
+    for p in [&cfg.tls.key, &cfg.tls.cert, &cfg.tls.ca] {
+        if let Some(d) = p.parent() {
+            crate::cache::ensure_dir(d)?;
+        }
+    }
+    write_atomic(&cfg.tls.key, kc.key_pem.as_bytes(), 0o600)?;
+    write_atomic(&cfg.tls.cert, resp.certificate_pem.as_bytes(), 0o644)?;
+    let ca_out = if resp.ca_certificate_pem.is_empty() {
+        ca_pem
+    } else {
+        resp.ca_certificate_pem.into_bytes()
+    };
+    write_atomic(&cfg.tls.ca, &ca_out, 0o644)?;
+    cfg.validate()?;
+    write_atomic(&a.config, cfg.to_toml()?.as_bytes(), 0o644)?;
+    info!(node = %a.node, config = %a.config.display(), "enrolled");
+    Ok(Enrolled {
+        node: a.node.clone(),
+        config: a.config.clone(),
+        cert: cfg.tls.cert.clone(),
+        host_nqn,
+    })
+}
+
+/// The existing config updated with the arguments, or a new one whose TLS
+/// files sit next to the config file.
+fn base_config(a: &EnrollArgs) -> Result<AgentConfig, AgentError> {
+    let endpoint = endpoint_url(&a.controller);
+    let mut cfg = if a.config.exists() {
+        AgentConfig::load(&a.config)?
+    } else {
+        let dir = a.config.parent().unwrap_or(Path::new("/etc/ferrofab"));
+        AgentConfig::new(
+            &a.node,
+            &endpoint,
+            TlsFiles {
+                ca: dir.join("ca.crt"),
+                cert: dir.join("node.crt"),
+                key: dir.join("node.key"),
+                server_name: None,
+            },
+        )
+    };
+    cfg.node = a.node.clone();
+    if !cfg.controller_endpoints.contains(&endpoint) {
+        cfg.controller_endpoints.insert(0, endpoint);
+    }
+    if !a.roles.is_empty() {
+        cfg.roles = a.roles.clone();
+        cfg.roles.sort();
+        cfg.roles.dedup();
+    }
+    if let Some(s) = &a.state_dir {
+        cfg.state_dir = s.clone();
+    }
+    Ok(cfg)
+}
+
+fn node_spec(cfg: &AgentConfig, addrs: &[String], host_nqn: &str) -> Result<NodeSpec, AgentError> {
+    let roles = cfg
+        .roles
+        .iter()
+        .map(|r| match r {
+            Role::Storage => NodeRole::Storage as i32,
+            Role::Workstation => NodeRole::Workstation as i32,
+        })
+        .collect();
+    let mut data_addresses = Vec::new();
+    for a in addrs {
+        let (host, port) = a.rsplit_once(':').ok_or_else(|| AgentError::Config {
+            key: "--data-address".into(),
+            message: format!("{a:?} must be HOST:PORT"),
+        })?;
+        let port: u32 = port.parse().map_err(|_| AgentError::Config {
+            key: "--data-address".into(),
+            message: format!("{a:?}: bad port"),
+        })?;
+        data_addresses.push(DataAddress {
+            address: host.trim_matches(['[', ']']).to_string(),
+            port,
+            transport: "tcp".into(),
+        });
+    }
+    Ok(NodeSpec {
+        roles,
+        data_addresses,
+        host_nqn: host_nqn.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_spec_parses_addresses_and_roles() {
+        let mut cfg = AgentConfig::new(
+            "n",
+            "https://c:1",
+            TlsFiles {
+                ca: "/a".into(),
+                cert: "/b".into(),
+                key: "/c".into(),
+                server_name: None,
+            },
+        );
+        cfg.roles = vec![Role::Storage, Role::Workstation];
+        let s = node_spec(
+            &cfg,
+            &["127.0.0.1:4420".into(), "[::1]:4421".into()],
+            "nqn.x",
+        )
+        .unwrap();
+        assert_eq!(s.roles.len(), 2);
+        assert_eq!(s.data_addresses[1].address, "::1");
+        assert_eq!(s.data_addresses[1].port, 4421);
+        assert!(node_spec(&cfg, &["nope".into()], "nqn.x").is_err());
+    }
+
+    #[test]
+    fn new_config_puts_tls_next_to_it() {
+        let a = EnrollArgs {
+            token: "t".into(),
+            controller: "127.0.0.1:7443".into(),
+            ca: "/ca.pem".into(),
+            node: "ws1".into(),
+            roles: vec![Role::Workstation],
+            config: "/etc/x/agent.toml".into(),
+            data_addresses: vec![],
+            state_dir: None,
+        };
+        let c = base_config(&a).unwrap();
+        assert_eq!(c.tls.key, PathBuf::from("/etc/x/node.key"));
+        assert_eq!(c.controller_endpoints, vec!["https://127.0.0.1:7443"]);
+        assert_eq!(c.roles, vec![Role::Workstation]);
+    }
+}

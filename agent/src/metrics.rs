@@ -1,0 +1,201 @@
+//! Prometheus metrics on a plain HTTP port.
+//!
+//! Everything is per agent instance (no global registry), so several
+//! agents can run in one process (`ferrofab dev`). The text format is
+//! written directly: the per-volume series come from `Target::status()` at
+//! scrape time, which a static registry would only duplicate.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use crate::error::AgentError;
+
+/// Upper bounds (seconds) of the reconcile-duration histogram.
+const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0];
+
+/// Counters the reconcile loop updates.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub reconciles: AtomicU64,
+    pub reconcile_errors: AtomicU64,
+    bucket_counts: [AtomicU64; BUCKETS.len()],
+    duration_micros: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one pass.
+    pub fn observe_pass(&self, d: Duration, errors: usize) {
+        self.reconciles.fetch_add(1, Ordering::Relaxed);
+        self.reconcile_errors
+            .fetch_add(errors as u64, Ordering::Relaxed);
+        self.duration_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        let secs = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.bucket_counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The agent's own series.
+    pub fn render_core(&self, out: &mut String) {
+        let n = self.reconciles.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP ferrofab_agent_reconcile_total Reconcile passes.\n# TYPE ferrofab_agent_reconcile_total counter\nferrofab_agent_reconcile_total {n}");
+        let e = self.reconcile_errors.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP ferrofab_agent_reconcile_errors_total Objects that failed to converge, summed over passes.\n# TYPE ferrofab_agent_reconcile_errors_total counter\nferrofab_agent_reconcile_errors_total {e}");
+        let _ = writeln!(out, "# HELP ferrofab_agent_reconcile_duration_seconds Duration of reconcile passes.\n# TYPE ferrofab_agent_reconcile_duration_seconds histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let c = self.bucket_counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "ferrofab_agent_reconcile_duration_seconds_bucket{{le=\"{b}\"}} {c}"
+            );
+        }
+        let sum = self.duration_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "ferrofab_agent_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {n}\nferrofab_agent_reconcile_duration_seconds_sum {sum}\nferrofab_agent_reconcile_duration_seconds_count {n}");
+    }
+}
+
+/// Per-volume data-path series of a storage node, from the target.
+pub fn render_target(st: &ferrofab_nvmeof::target::TargetStatus, out: &mut String) {
+    let series: [(&str, &str, &str); 6] = [
+        ("reads", "counter", "Read commands served."),
+        ("writes", "counter", "Write commands served."),
+        ("read_bytes", "counter", "Bytes read."),
+        ("write_bytes", "counter", "Bytes written."),
+        ("errors", "counter", "Commands that failed in the backend."),
+        ("busy_seconds", "counter", "Time spent in backend I/O; divide its rate by the rate of reads+writes for the mean latency."),
+    ];
+    for (name, kind, help) in series {
+        let _ = writeln!(out, "# HELP ferrofab_agent_volume_{name}_total {help}\n# TYPE ferrofab_agent_volume_{name}_total {kind}");
+        for s in &st.subsystems {
+            for ns in &s.namespaces {
+                let v = match name {
+                    "reads" => ns.stats.reads as f64,
+                    "writes" => ns.stats.writes as f64,
+                    "read_bytes" => ns.stats.read_bytes as f64,
+                    "write_bytes" => ns.stats.write_bytes as f64,
+                    "errors" => ns.stats.errors as f64,
+                    _ => ns.stats.busy_ns as f64 / 1e9,
+                };
+                let _ = writeln!(
+                    out,
+                    "ferrofab_agent_volume_{name}_total{{nqn=\"{}\"}} {v}",
+                    s.nqn
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP ferrofab_agent_volume_connected_hosts NVMe controllers connected to the volume's subsystem.\n# TYPE ferrofab_agent_volume_connected_hosts gauge");
+    for s in &st.subsystems {
+        let _ = writeln!(
+            out,
+            "ferrofab_agent_volume_connected_hosts{{nqn=\"{}\"}} {}",
+            s.nqn,
+            s.controllers.len()
+        );
+    }
+}
+
+/// Connection state series of a workstation: 1 for the current state.
+pub fn render_connections(conns: &[(String, String, String)], out: &mut String) {
+    let _ = writeln!(out, "# HELP ferrofab_agent_connection_state Initiator controller state per attachment (1 = current).\n# TYPE ferrofab_agent_connection_state gauge");
+    for (volume, attachment, state) in conns {
+        let _ = writeln!(out, "ferrofab_agent_connection_state{{volume=\"{volume}\",attachment=\"{attachment}\",state=\"{state}\"}} 1");
+    }
+}
+
+/// A gauge line with HELP and TYPE.
+pub fn render_gauge(name: &str, help: &str, v: u64, out: &mut String) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+/// Serves `GET /metrics` (and `/healthz`) until shutdown. `render`
+/// produces the body at scrape time.
+pub async fn serve(
+    addr: SocketAddr,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AgentError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| AgentError::io(format!("metrics listener on {addr}"), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| AgentError::io("metrics listener address", e))?;
+    info!(addr = %bound, "metrics listening");
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((sock, _)) => {
+                        let render = render.clone();
+                        tokio::spawn(async move { handle(sock, render).await });
+                    }
+                    Err(e) => debug!(error = %e, "metrics accept"),
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+    Ok((bound, task))
+}
+
+async fn handle(mut sock: tokio::net::TcpStream, render: Arc<dyn Fn() -> String + Send + Sync>) {
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    while len < buf.len() {
+        match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf[len..])).await {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => len += n,
+        }
+        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf[..len]);
+    let path = head.split_whitespace().nth(1).unwrap_or("");
+    let (status, ctype, body) = match path {
+        "/metrics" => {
+            let body = tokio::task::spawn_blocking(move || render())
+                .await
+                .unwrap_or_default();
+            ("200 OK", "text/plain; version=0.0.4", body)
+        }
+        "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+        _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = sock.write_all(resp.as_bytes()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.observe_pass(Duration::from_millis(2), 0);
+        m.observe_pass(Duration::from_millis(200), 1);
+        let mut s = String::new();
+        m.render_core(&mut s);
+        assert!(s.contains("ferrofab_agent_reconcile_total 2"), "{s}");
+        assert!(s.contains("ferrofab_agent_reconcile_errors_total 1"));
+        assert!(s.contains("le=\"0.005\"} 1"));
+        assert!(s.contains("le=\"0.5\"} 2"));
+        assert!(s.contains("le=\"+Inf\"} 2"));
+    }
+}

@@ -1,0 +1,489 @@
+//! Workstation role: each desired Connection becomes a built-in initiator
+//! controller whose namespace 1 is exposed as `EXPOSE_DIR/exposure_name`
+//! through one FUSE mount for the whole directory.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrofab_nvmeof::bench::io::DynBlockIo;
+use ferrofab_nvmeof::expose::{ExposeOptions, Exposer};
+use ferrofab_nvmeof::host::{
+    BlockIo, ConnectOptions, Controller, ControllerState, Digests, HostError, HostIdentity,
+    Namespace, NamespaceEvent,
+};
+use ferrofab_proto::v1::{Connection, ConnectionStatus, DesiredState};
+use tracing::{info, info_span, warn};
+
+use super::{condition, PassOutcome, Problem};
+use crate::config::AgentConfig;
+use crate::error::AgentError;
+
+/// File names of the persisted host identity inside the state directory.
+pub const HOSTNQN_FILE: &str = "hostnqn";
+pub const HOSTID_FILE: &str = "hostid";
+
+/// Loads (creating once) the node's NVMe host identity from `state_dir`.
+/// It is what storage nodes allow, so it must survive restarts.
+pub fn host_identity(state_dir: &Path) -> Result<HostIdentity, AgentError> {
+    crate::cache::ensure_dir(state_dir)?;
+    HostIdentity::load_or_create(&state_dir.join(HOSTNQN_FILE), &state_dir.join(HOSTID_FILE))
+        .map_err(|e| AgentError::Other(format!("host identity in {}: {e}", state_dir.display())))
+}
+
+/// One live attachment.
+struct Attached {
+    /// The desired connection it was made for; a change means reconnect.
+    conn: Connection,
+    ctrl: Controller,
+    path: PathBuf,
+}
+
+/// The workstation reconciler: the exposure mount and the controllers.
+pub struct WorkstationReconciler {
+    cfg: Arc<AgentConfig>,
+    identity: HostIdentity,
+    exposer: Option<Exposer>,
+    attached: HashMap<String, Attached>,
+    /// Failures of the last pass, by attachment.
+    problems: HashMap<String, Problem>,
+}
+
+impl std::fmt::Debug for WorkstationReconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkstationReconciler")
+            .field("hostnqn", &self.identity.hostnqn)
+            .field("attached", &self.attached.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the local API shows about one attachment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LocalAttachment {
+    pub attachment: String,
+    pub volume: String,
+    pub subsystem_nqn: String,
+    pub path: String,
+    pub read_only: bool,
+    pub state: String,
+    pub size_bytes: u64,
+}
+
+impl WorkstationReconciler {
+    pub fn new(cfg: Arc<AgentConfig>, identity: HostIdentity) -> Self {
+        WorkstationReconciler {
+            cfg,
+            identity,
+            exposer: None,
+            attached: HashMap::new(),
+            problems: HashMap::new(),
+        }
+    }
+
+    pub fn hostnqn(&self) -> &str {
+        &self.identity.hostnqn
+    }
+
+    /// One pass: detach what is no longer wanted (or changed, or failed
+    /// for good), attach what is missing, refresh sizes.
+    pub fn reconcile(&mut self, ds: &DesiredState) -> PassOutcome {
+        let mut out = PassOutcome::default();
+        self.problems.clear();
+        if let Err(p) = self.ensure_mounted() {
+            for c in &ds.connections {
+                self.problems.insert(c.attachment.clone(), p.clone());
+            }
+            out.errors += 1;
+            return out;
+        }
+        let wanted: HashMap<&str, &Connection> = ds
+            .connections
+            .iter()
+            .map(|c| (c.attachment.as_str(), c))
+            .collect();
+        let stale: Vec<String> = self
+            .attached
+            .iter()
+            .filter(|(name, a)| {
+                wanted.get(name.as_str()) != Some(&&a.conn)
+                    || a.ctrl.state() == ControllerState::Failed
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in stale {
+            self.detach(&name);
+            out.changes += 1;
+        }
+        for c in &ds.connections {
+            let span = info_span!("attach", attachment = %c.attachment, volume = %c.volume, nqn = %c.subsystem_nqn);
+            let _g = span.enter();
+            if self.attached.contains_key(&c.attachment) {
+                self.refresh_size(&c.attachment);
+                continue;
+            }
+            match self.attach(c) {
+                Ok(()) => out.changes += 1,
+                Err(p) => {
+                    warn!(reason = p.reason, "{}", p.message);
+                    self.problems.insert(c.attachment.clone(), p);
+                    out.errors += 1;
+                }
+            }
+        }
+        out
+    }
+
+    fn ensure_mounted(&mut self) -> Result<(), Problem> {
+        if self.exposer.is_some() {
+            return Ok(());
+        }
+        let opts = ExposeOptions {
+            allow_other: true,
+            ..Default::default()
+        };
+        let exp = Exposer::mount(&self.cfg.expose_dir, &opts)
+            .map_err(|e| Problem::new("ExposureUnavailable", e.to_string()))?;
+        self.exposer = Some(exp);
+        Ok(())
+    }
+
+    fn attach(&mut self, c: &Connection) -> Result<(), Problem> {
+        let exposer = self
+            .exposer
+            .as_ref()
+            .ok_or_else(|| Problem::new("ExposureUnavailable", "exposure directory not mounted"))?;
+        let ctrl = Controller::connect(connect_options(c, &self.identity))
+            .map_err(|e| connect_problem(&e))?;
+        let ns = ctrl
+            .namespace(1)
+            .map_err(|e| Problem::new("NamespaceMissing", e.to_string()))?;
+        check_identity(c, &ctrl)?;
+        let dev: Arc<DynBlockIo> = if c.read_only {
+            Arc::new(ReadOnly(ns))
+        } else {
+            Arc::new(ns)
+        };
+        if exposer.names().iter().any(|n| n == &c.exposure_name) {
+            let _ = exposer.remove(&c.exposure_name);
+        }
+        let path = exposer
+            .add(&c.exposure_name, dev)
+            .map_err(|e| Problem::new("ExposureFailed", e.to_string()))?;
+        let volumes = exposer.volumes();
+        let name = c.exposure_name.clone();
+        ctrl.watch(move |ev| {
+            if let NamespaceEvent::Resized { new, .. } = ev {
+                info!(volume = %name, size = new.size_bytes(), "namespace grew");
+                let _ = volumes.refresh_size(&name);
+            }
+        });
+        info!(path = %path.display(), read_only = c.read_only, "attached");
+        self.attached.insert(
+            c.attachment.clone(),
+            Attached {
+                conn: c.clone(),
+                ctrl,
+                path,
+            },
+        );
+        Ok(())
+    }
+
+    fn refresh_size(&self, attachment: &str) {
+        if let (Some(exp), Some(a)) = (&self.exposer, self.attached.get(attachment)) {
+            let _ = exp.refresh_size(&a.conn.exposure_name);
+        }
+    }
+
+    /// Removes the file, then disconnects (flushing through the shutdown
+    /// handshake).
+    fn detach(&mut self, attachment: &str) {
+        let Some(a) = self.attached.remove(attachment) else {
+            return;
+        };
+        let _span = info_span!("detach", attachment, volume = %a.conn.volume).entered();
+        if let Some(exp) = &self.exposer {
+            if let Err(e) = exp.remove(&a.conn.exposure_name) {
+                warn!(error = %e, "removing exposure");
+            }
+        }
+        if let Err(e) = a.ctrl.disconnect() {
+            warn!(error = %e, "disconnect");
+        }
+        info!("detached");
+    }
+
+    /// Detaches everything and unmounts (agent shutdown).
+    pub fn shutdown(&mut self) {
+        let names: Vec<String> = self.attached.keys().cloned().collect();
+        for n in names {
+            self.detach(&n);
+        }
+        if let Some(exp) = self.exposer.take() {
+            if let Err(e) = exp.unmount() {
+                warn!(error = %e, "unmount");
+            }
+        }
+    }
+
+    /// Connection statuses read back from the initiator.
+    pub fn observe(&self, ds: &DesiredState) -> Vec<ConnectionStatus> {
+        let mut out: Vec<ConnectionStatus> = ds
+            .connections
+            .iter()
+            .map(|c| self.connection_status(c))
+            .collect();
+        // Still connected but no longer desired (a detach in progress).
+        for (name, a) in &self.attached {
+            if !ds.connections.iter().any(|c| &c.attachment == name) {
+                out.push(ConnectionStatus {
+                    attachment: name.clone(),
+                    volume: a.conn.volume.clone(),
+                    connected: a.ctrl.state() == ControllerState::Live,
+                    device_path: a.path.display().to_string(),
+                    conditions: vec![condition(
+                        "Connected",
+                        false,
+                        "Detaching",
+                        "disconnect in progress",
+                    )],
+                });
+            }
+        }
+        out
+    }
+
+    fn connection_status(&self, c: &Connection) -> ConnectionStatus {
+        let mut st = ConnectionStatus {
+            attachment: c.attachment.clone(),
+            volume: c.volume.clone(),
+            ..Default::default()
+        };
+        if let Some(p) = self.problems.get(&c.attachment) {
+            st.conditions = vec![condition("Connected", false, p.reason, p.message.clone())];
+            return st;
+        }
+        let Some(a) = self.attached.get(&c.attachment) else {
+            st.conditions = vec![condition(
+                "Connected",
+                false,
+                "NotConnected",
+                "not connected yet",
+            )];
+            return st;
+        };
+        let state = a.ctrl.state();
+        let exposed = self.is_exposed(&a.conn.exposure_name);
+        st.connected = state == ControllerState::Live && exposed;
+        st.device_path = a.path.display().to_string();
+        st.conditions = vec![match (state, exposed) {
+            (ControllerState::Live, true) => condition(
+                "Connected",
+                true,
+                "HostConnected",
+                format!(
+                    "connected to {}:{}, exposed at {}",
+                    c.address,
+                    c.port,
+                    a.path.display()
+                ),
+            ),
+            (_, false) => condition(
+                "Connected",
+                false,
+                "ExposureMissing",
+                "exposed file missing",
+            ),
+            (ControllerState::Reconnecting, _) => condition(
+                "Connected",
+                false,
+                "Reconnecting",
+                format!(
+                    "connection to {}:{} lost; reconnecting within ctrl-loss timeout",
+                    c.address, c.port
+                ),
+            ),
+            (s, _) => condition(
+                "Connected",
+                false,
+                "ControllerLost",
+                format!("controller {s:?}"),
+            ),
+        }];
+        st
+    }
+
+    fn is_exposed(&self, name: &str) -> bool {
+        self.exposer
+            .as_ref()
+            .is_some_and(|e| e.names().iter().any(|n| n == name))
+    }
+
+    /// Attachments for the local API.
+    pub fn local_attachments(&self) -> Vec<LocalAttachment> {
+        let mut v: Vec<LocalAttachment> = self
+            .attached
+            .iter()
+            .map(|(name, a)| LocalAttachment {
+                attachment: name.clone(),
+                volume: a.conn.volume.clone(),
+                subsystem_nqn: a.conn.subsystem_nqn.clone(),
+                path: a.path.display().to_string(),
+                read_only: a.conn.read_only,
+                state: format!("{:?}", a.ctrl.state()).to_lowercase(),
+                size_bytes: a.ctrl.namespaces().first().map_or(0, |n| n.size_bytes()),
+            })
+            .collect();
+        v.sort_by(|a, b| a.attachment.cmp(&b.attachment));
+        v
+    }
+
+    /// Controller states for metrics: (volume, attachment, state).
+    pub fn controller_states(&self) -> Vec<(String, String, ControllerState)> {
+        self.attached
+            .iter()
+            .map(|(n, a)| (a.conn.volume.clone(), n.clone(), a.ctrl.state()))
+            .collect()
+    }
+}
+
+fn connect_options(c: &Connection, id: &HostIdentity) -> ConnectOptions {
+    let addr = if c.address.contains(':') && !c.address.starts_with('[') {
+        format!("[{}]:{}", c.address, c.port)
+    } else {
+        format!("{}:{}", c.address, c.port)
+    };
+    let mut o = ConnectOptions::new(addr, c.subsystem_nqn.clone(), id.clone());
+    if let Some(t) = &c.options {
+        o.digests = Digests {
+            header: t.header_digest,
+            data: t.data_digest,
+        };
+        if t.nr_io_queues > 0 {
+            o.nr_io_queues = u16::try_from(t.nr_io_queues).unwrap_or(u16::MAX);
+        }
+        if t.queue_size > 0 {
+            o.queue_size = u16::try_from(t.queue_size).unwrap_or(u16::MAX);
+        }
+        if t.ctrl_loss_tmo > 0 {
+            o.ctrl_loss_tmo = Some(Duration::from_secs(u64::from(t.ctrl_loss_tmo)));
+        }
+    }
+    o
+}
+
+/// The namespace must be the volume the controller means (same UUID), so
+/// a reused NQN can never expose someone else's data under this name.
+fn check_identity(c: &Connection, ctrl: &Controller) -> Result<(), Problem> {
+    let Ok(want) = uuid::Uuid::parse_str(&c.uuid) else {
+        return Ok(());
+    };
+    let got = ctrl
+        .namespaces()
+        .first()
+        .and_then(|n| n.uuid)
+        .map(uuid::Uuid::from_bytes);
+    match got {
+        Some(u) if u != want => Err(Problem::new(
+            "WrongNamespace",
+            format!("namespace UUID {u} is not the volume's {want}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn connect_problem(e: &HostError) -> Problem {
+    match e {
+        HostError::ConnectRejected { status, reason, .. }
+            if status.sct == 1 && status.sc == 0x84 =>
+        {
+            Problem::new(
+                "HostNotAllowed",
+                format!("connect refused: host not allowed ({reason})"),
+            )
+        }
+        HostError::ConnectRejected { reason, .. } => {
+            Problem::new("ConnectRefused", format!("connect refused: {reason}"))
+        }
+        HostError::Unreachable { .. } | HostError::Timeout { .. } => {
+            Problem::new("TargetUnreachable", e.to_string())
+        }
+        _ => Problem::new("ConnectFailed", e.to_string()),
+    }
+}
+
+/// A namespace exposed read-only: writes fail with EROFS on this host.
+struct ReadOnly(Namespace);
+
+impl BlockIo for ReadOnly {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn block_size(&self) -> u32 {
+        self.0.block_size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EROFS))
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_are_bracketed() {
+        let id = HostIdentity::ephemeral();
+        let c = Connection {
+            address: "::1".into(),
+            port: 4420,
+            subsystem_nqn: "nqn.2026-11.io.ferrofab:v".into(),
+            ..Default::default()
+        };
+        assert_eq!(connect_options(&c, &id).addr, "[::1]:4420");
+        let c = Connection {
+            address: "10.0.0.1".into(),
+            port: 4421,
+            ..c
+        };
+        assert_eq!(connect_options(&c, &id).addr, "10.0.0.1:4421");
+    }
+
+    #[test]
+    fn transport_options_apply() {
+        let c = Connection {
+            address: "10.0.0.1".into(),
+            port: 4420,
+            options: Some(ferrofab_proto::v1::TransportOptions {
+                header_digest: true,
+                data_digest: false,
+                nr_io_queues: 2,
+                queue_size: 64,
+                ctrl_loss_tmo: 30,
+            }),
+            ..Default::default()
+        };
+        let o = connect_options(&c, &HostIdentity::ephemeral());
+        assert!(o.digests.header);
+        assert_eq!(o.nr_io_queues, 2);
+        assert_eq!(o.queue_size, 64);
+        assert_eq!(o.ctrl_loss_tmo, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn host_identity_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = host_identity(dir.path()).unwrap();
+        let b = host_identity(dir.path()).unwrap();
+        assert_eq!(a, b);
+    }
+}

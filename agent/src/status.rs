@@ -1,0 +1,193 @@
+//! Observed state: what the agent reports to the controller (ReportStatus)
+//! and shows through the local API. Built from the live data path each
+//! time, never from what the agent believes it did.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use ferrofab_proto::v1::{Condition, NodeStatus, ReportStatusRequest};
+use serde::Serialize;
+
+use crate::config::AgentConfig;
+use crate::reconcile::condition;
+use crate::reconcile::workstation::LocalAttachment;
+
+/// The agent's version, reported in `NodeStatus.agent_version`.
+pub const AGENT_VERSION: &str = concat!("ferrofab-agent ", env!("CARGO_PKG_VERSION"));
+
+/// (total, free) bytes of the filesystem holding `path`.
+pub fn statvfs(path: &Path) -> Option<(u64, u64)> {
+    statvfs_raw(path).map(|(total, free, _)| (total, free))
+}
+
+fn statvfs_raw(path: &Path) -> Option<(u64, u64, u64)> {
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is a plain
+    // struct the kernel fills in.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return None;
+    }
+    let frsize = st.f_frsize;
+    Some((
+        st.f_blocks.saturating_mul(frsize),
+        st.f_bavail.saturating_mul(frsize),
+        st.f_fsid,
+    ))
+}
+
+/// Capacity of every pool, counting a filesystem shared by several pools
+/// once.
+pub fn pool_capacity(cfg: &AgentConfig) -> (u64, u64) {
+    let mut seen = BTreeSet::new();
+    let (mut total, mut free) = (0u64, 0u64);
+    for pool in cfg.pools.values() {
+        if let Some((t, f, fsid)) = statvfs_raw(&pool.path) {
+            if seen.insert(fsid) {
+                total = total.saturating_add(t);
+                free = free.saturating_add(f);
+            }
+        }
+    }
+    (total, free)
+}
+
+/// Node-level conditions beyond what the reconcilers report.
+#[derive(Debug, Clone, Default)]
+pub struct NodeNotes {
+    /// Config keys changed on disk that only take effect after a restart.
+    pub restart_keys: Vec<String>,
+    pub listener_errors: Vec<String>,
+    pub certificate_renewal_due: bool,
+    pub last_error: Option<String>,
+}
+
+/// The node part of a report.
+pub fn node_status(cfg: &AgentConfig, notes: &NodeNotes) -> NodeStatus {
+    let (capacity, free) = pool_capacity(cfg);
+    NodeStatus {
+        agent_version: AGENT_VERSION.into(),
+        capacity_bytes: capacity,
+        free_bytes: free,
+        conditions: node_conditions(notes),
+        ..Default::default()
+    }
+}
+
+fn node_conditions(notes: &NodeNotes) -> Vec<Condition> {
+    let mut v = Vec::new();
+    v.push(if notes.restart_keys.is_empty() {
+        condition(
+            "ConfigApplied",
+            true,
+            "ConfigCurrent",
+            "running config matches the file",
+        )
+    } else {
+        condition(
+            "ConfigApplied",
+            false,
+            "RestartRequired",
+            format!(
+                "changed keys need an agent restart: {}",
+                notes.restart_keys.join(", ")
+            ),
+        )
+    });
+    v.push(if notes.listener_errors.is_empty() {
+        condition(
+            "DataListeners",
+            true,
+            "Listening",
+            "all data listeners bound",
+        )
+    } else {
+        condition(
+            "DataListeners",
+            false,
+            "ListenFailed",
+            notes.listener_errors.join("; "),
+        )
+    });
+    if notes.certificate_renewal_due {
+        v.push(condition(
+            "Certificate",
+            false,
+            "RenewalDue",
+            "the node certificate is past two thirds of its lifetime; re-enroll the node",
+        ));
+    }
+    v
+}
+
+/// What `ferrofab-agent status` prints (schema_version 1).
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalStatus {
+    pub schema_version: u32,
+    pub node: String,
+    pub version: String,
+    pub roles: Vec<String>,
+    pub controller_connected: bool,
+    pub desired_revision: u64,
+    pub last_reconcile_unix: u64,
+    pub reconcile_errors: usize,
+    pub restart_required: Vec<String>,
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+    pub exports: Vec<LocalExport>,
+    pub attachments: Vec<LocalAttachment>,
+}
+
+/// One export as the local API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalExport {
+    pub volume: String,
+    pub subsystem_nqn: String,
+    pub ready: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The local view of a report.
+pub fn local_exports(report: &ReportStatusRequest) -> Vec<LocalExport> {
+    report
+        .exports
+        .iter()
+        .map(|e| {
+            let c = e.conditions.first();
+            LocalExport {
+                volume: e.volume.clone(),
+                subsystem_nqn: e.subsystem_nqn.clone(),
+                ready: e.ready,
+                reason: c.map(|c| c.reason.clone()).unwrap_or_default(),
+                message: c.map(|c| c.message.clone()).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statvfs_reports_something_for_tmp() {
+        let (t, f) = statvfs(Path::new("/tmp")).unwrap();
+        assert!(t > 0 && f <= t);
+        assert!(statvfs(Path::new("/nonexistent/x")).is_none());
+    }
+
+    #[test]
+    fn restart_condition_names_keys() {
+        let notes = NodeNotes {
+            restart_keys: vec!["pools".into()],
+            ..Default::default()
+        };
+        let c = node_conditions(&notes);
+        assert_eq!(c[0].reason, "RestartRequired");
+        assert!(c[0].message.contains("pools"));
+    }
+}
