@@ -153,6 +153,40 @@ pub async fn consume_token(s: &Shared, presented: &str, node: &str) -> Result<()
     }
 }
 
+/// How long a token record outlives its expiry, so that a late or repeated
+/// attempt is told "already used" or "expired" rather than "not valid".
+const TOKEN_RECORD_GRACE_S: i64 = 86_400;
+
+/// Whether a stored record can go: expired for longer than the grace.
+fn collectable(rec: &TokenRecord, now: i64) -> bool {
+    rec.expires_at.saturating_add(TOKEN_RECORD_GRACE_S) < now
+}
+
+/// Deletes token records that can no longer matter, so one-time tokens do
+/// not accumulate in the store forever. Returns how many went.
+pub async fn collect_tokens(s: &Shared) -> Result<usize, ApiError> {
+    let now = s.clock.now();
+    let (kvs, _) = s.store.list(TOKEN_PREFIX)?;
+    let mut removed = 0;
+    for kv in kvs {
+        // An unreadable record is kept: deleting what we cannot interpret
+        // would hide a bug.
+        let Ok(rec) = serde_json::from_slice::<TokenRecord>(&kv.value) else {
+            continue;
+        };
+        if !collectable(&rec, now) {
+            continue;
+        }
+        let txn = Txn::new()
+            .when(kv.key.clone(), kv.mod_revision)
+            .delete(kv.key);
+        if let TxnResult::Committed { .. } = s.commit(txn).await? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +202,14 @@ mod tests {
         assert_eq!(info.identity, Some(Identity::Node("ws1".into())));
         let e = signer.sign("garbage", "ws1").expect_err("bad csr");
         assert!(e.to_string().contains("csr_pem"), "{e}");
+    }
+
+    #[test]
+    fn records_are_collected_a_day_after_expiry() {
+        let (_, rec) =
+            Token::generate_at("ws1", Duration::from_secs(60), system_time(1_000)).expect("token");
+        assert!(!collectable(&rec, 1_060 + TOKEN_RECORD_GRACE_S));
+        assert!(collectable(&rec, 1_061 + TOKEN_RECORD_GRACE_S));
     }
 
     #[test]

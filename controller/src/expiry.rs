@@ -156,6 +156,11 @@ pub async fn run(s: Arc<Shared>, interval: Duration) {
         if let Err(e) = reconcile(&s).await {
             warn!(error = %e, "expiry pass failed");
         }
+        match crate::enroll::collect_tokens(&s).await {
+            Ok(0) => {}
+            Ok(n) => info!(removed = n, "expired bootstrap token records removed"),
+            Err(e) => warn!(error = %e, "token collection failed"),
+        }
     }
 }
 

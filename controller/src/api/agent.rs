@@ -67,7 +67,7 @@ impl Agent {
         validate_name("node_name", &r.node_name)?;
         let signer = s.signer.as_ref().ok_or_else(|| {
             ApiError::FailedPrecondition(
-                "enrollment is not configured on this controller ([enrollment] in its config)"
+                "enrollment is disabled on this controller (pki.enrollment = false in its config)"
                     .into(),
             )
         })?;
