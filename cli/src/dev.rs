@@ -515,14 +515,9 @@ fn write_controller_config(
     paths: &Paths,
     state: &DevState,
 ) -> anyhow::Result<ferrofab_controller::config::Config> {
-    let pki = paths.pki();
-    let mut tls = toml::Table::new();
-    tls.insert("cert".into(), path_text(&pki.server_cert()).into());
-    tls.insert("key".into(), path_text(&pki.server_key()).into());
-    tls.insert("client_ca".into(), path_text(&pki.ca_cert()).into());
-    let mut enrollment = toml::Table::new();
-    enrollment.insert("ca_cert".into(), path_text(&pki.ca_cert()).into());
-    enrollment.insert("ca_key".into(), path_text(&pki.ca_key()).into());
+    let mut pki = toml::Table::new();
+    pki.insert("dir".into(), path_text(paths.pki().root()).into());
+    pki.insert("enrollment".into(), true.into());
     let mut t = toml::Table::new();
     t.insert(
         "listen".into(),
@@ -536,8 +531,7 @@ fn write_controller_config(
         "store_path".into(),
         path_text(&paths.root.join("controller.redb")).into(),
     );
-    t.insert("tls".into(), tls.into());
-    t.insert("enrollment".into(), enrollment.into());
+    t.insert("pki".into(), pki.into());
     let text = format!(
         "# Written by `ferrofab dev` at every start (ports: dev.toml).\n{}",
         toml::to_string_pretty(&t).context("encoding controller.toml")?

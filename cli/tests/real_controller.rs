@@ -1,11 +1,12 @@
 //! The `ferrofab` binary against the real `ferrofab-controller` binary,
 //! with certificates from `ferrofab pki`.
 //!
-//! The controller binary is looked up next to `ferrofab` in the target
-//! directory (built by `cargo test --workspace`) or at
-//! `$FERROFAB_CONTROLLER_BIN`. When it is absent, or still the placeholder,
-//! the test says so on stderr and passes: the CLI's own behaviour is
-//! covered by `cli_e2e.rs` against the fake.
+//! The controller binary is `$FERROFAB_CONTROLLER_BIN` when set; otherwise
+//! this test builds it with `cargo build -p ferrofab-controller` (a no-op
+//! when `cargo test --workspace` already built it, and never stale when only
+//! this package's tests run) and takes the path cargo reports. If that
+//! fails, the test fails and says why: a test that cannot run its tool
+//! must never pass silently.
 
 #[allow(dead_code)]
 mod common;
@@ -28,43 +29,113 @@ impl Drop for Controller {
     }
 }
 
-fn controller_bin() -> Option<PathBuf> {
+/// The controller binary to test against; panics with the reason when it
+/// cannot be had.
+fn controller_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("FERROFAB_CONTROLLER_BIN") {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "FERROFAB_CONTROLLER_BIN={} is not a file",
+            p.display()
+        );
+        return p;
     }
-    let p = Path::new(env!("CARGO_BIN_EXE_ferrofab")).with_file_name("ferrofab-controller");
-    p.is_file().then_some(p)
+    build_controller()
+}
+
+/// Prefixes of the variables cargo sets for a test run of this package.
+const INHERITED_FROM_CARGO: &[&str] = &[
+    "CARGO_MANIFEST_",
+    "CARGO_PKG_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+];
+
+/// `cargo build -p ferrofab-controller` in this workspace, with the same
+/// profile as the `ferrofab` binary under test; returns the executable
+/// path from cargo's JSON messages (so a custom target dir or target
+/// triple needs no guessing).
+fn build_controller() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(workspace).args([
+        "build",
+        "-p",
+        "ferrofab-controller",
+        "--bin",
+        "ferrofab-controller",
+        "--message-format=json-render-diagnostics",
+    ]);
+    if env!("CARGO_BIN_EXE_ferrofab").contains("/release/") {
+        cmd.arg("--release");
+    }
+    // Variables cargo set for this test process describe the cli package;
+    // passed on, they would make build scripts that track them (ring's
+    // CARGO_MANIFEST_DIR) rebuild, and the nested build differ from a
+    // plain `cargo build`.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if INHERITED_FROM_CARGO.iter().any(|p| k.starts_with(p)) {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build ferrofab-controller: {e}"));
+    assert!(
+        out.status.success(),
+        "`cargo build -p ferrofab-controller` failed ({}); this test needs the real controller",
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|m| {
+            let is_bin = m["target"]["name"] == "ferrofab-controller";
+            m["executable"]
+                .as_str()
+                .filter(|_| is_bin)
+                .map(PathBuf::from)
+        })
+        .expect("cargo reported no ferrofab-controller executable")
 }
 
 /// Starts the controller with `dir/pki` and waits for its ready line.
-/// `None` means "not available here" (absent or placeholder binary).
-fn start(bin: &Path, dir: &Path) -> Option<Controller> {
+/// Panics with the controller's stderr when it does not come up.
+fn start(bin: &Path, dir: &Path) -> Controller {
     let pki = dir.join("pki");
     let config = dir.join("controller.toml");
     let text = format!(
         "listen = \"127.0.0.1:0\"\nstore_path = \"{store}\"\n\
-         [tls]\ncert = \"{p}/server.crt\"\nkey = \"{p}/server.key\"\nclient_ca = \"{p}/ca.crt\"\n\
-         [enrollment]\nca_cert = \"{p}/ca.crt\"\nca_key = \"{p}/ca.key\"\n",
+         [pki]\ndir = \"{p}\"\n",
         store = dir.join("store.redb").display(),
         p = pki.display()
     );
     std::fs::write(&config, text).unwrap();
+    // Logs go to a file, not a pipe nobody drains (a full pipe would
+    // block the controller mid-test).
+    let log_path = dir.join("controller.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(bin)
         .arg("--config")
         .arg(&config)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut line = String::new();
     let stdout = child.stdout.take().unwrap();
     BufReader::new(stdout).read_line(&mut line).unwrap();
     if !line.contains("ready") {
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("not implemented") {
-            return None;
-        }
+        let _ = child.wait();
+        let err = std::fs::read_to_string(&log_path).unwrap_or_default();
         panic!("controller did not start: {line:?} {err}");
     }
     let addr = line
@@ -72,15 +143,12 @@ fn start(bin: &Path, dir: &Path) -> Option<Controller> {
         .find_map(|w| w.strip_prefix("grpc="))
         .unwrap()
         .to_owned();
-    Some(Controller { child, addr })
+    Controller { child, addr }
 }
 
 #[test]
 fn cli_against_real_controller() {
-    let Some(bin) = controller_bin() else {
-        eprintln!("skipped: no ferrofab-controller binary next to ferrofab");
-        return;
-    };
+    let bin = controller_bin();
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     let p = pki.to_str().unwrap();
@@ -90,10 +158,7 @@ fn cli_against_real_controller() {
         None,
         None,
     ));
-    let Some(ctl) = start(&bin, dir.path()) else {
-        eprintln!("skipped: ferrofab-controller is still the placeholder");
-        return;
-    };
+    let ctl = start(&bin, dir.path());
     let port = ctl.addr.rsplit(':').next().unwrap();
     let cfg = dir.path().join("client.toml");
     std::fs::write(
@@ -157,8 +222,78 @@ capacity = "100GiB"
 
     let token = ok(&run(&["node", "token", "create", "--node", "stor-2"]));
     assert_eq!(token.lines().count(), 1, "{token}");
+    enroll_with_token(&pki, &ctl.addr, token.trim(), "stor-2");
+
+    // Diffs show enum names and addresses as written, not wire numbers.
+    let changed = std::fs::read_to_string(&layout)
+        .unwrap()
+        .replace("127.0.0.1:4420", "127.0.0.1:4421")
+        .replace("backing = \"directory\"", "backing = \"block-device\"");
+    std::fs::write(&layout, changed).unwrap();
+    let plan = ok(&run(&["apply", "-f", l, "--dry-run"]));
+    assert!(
+        plan.contains("spec.data_addresses: 127.0.0.1:4420 -> 127.0.0.1:4421\n"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("spec.backing.kind: directory -> block-device"),
+        "{plan}"
+    );
 
     let e = fails(&run(&["volume", "get", "nope"]));
     assert!(e.contains("nope"), "{e}");
     drop(ctl);
+}
+
+/// The enrollment flow a new workstation goes through: key and CSR made
+/// locally, exchanged with the token for a node certificate that then
+/// authenticates as node:NAME; the token cannot be used twice.
+fn enroll_with_token(pki: &Path, addr: &str, token: &str, node: &str) {
+    use ferrofab_proto::v1::agent_service_client::AgentServiceClient;
+    use ferrofab_proto::v1::{EnrollRequest, ReportStatusRequest};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ca = std::fs::read(pki.join("ca.crt")).unwrap();
+        let port = addr.rsplit(':').next().unwrap();
+        let connect = |id: Option<Identity>| {
+            let mut tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&ca))
+                .domain_name("localhost");
+            if let Some(id) = id {
+                tls = tls.identity(id);
+            }
+            let ch = Channel::from_shared(format!("https://localhost:{port}"))
+                .unwrap()
+                .tls_config(tls)
+                .unwrap();
+            async move { AgentServiceClient::new(ch.connect().await.unwrap()) }
+        };
+        let identity = ferrofab_pki::Identity::node(node).unwrap();
+        let kc = ferrofab_pki::generate_key_and_csr(&identity).unwrap();
+        let req = EnrollRequest {
+            bootstrap_token: token.to_owned(),
+            csr_pem: kc.csr_pem.clone(),
+            node_name: node.to_owned(),
+            ..Default::default()
+        };
+        let mut anon = connect(None).await;
+        let resp = anon.enroll(req.clone()).await.unwrap().into_inner();
+        let info = ferrofab_pki::CertInfo::from_pem(resp.certificate_pem.as_bytes()).unwrap();
+        assert_eq!(info.identity, Some(identity));
+        assert!(!info.is_expired());
+
+        let mut agent = connect(Some(Identity::from_pem(&resp.certificate_pem, &kc.key_pem))).await;
+        agent
+            .report_status(ReportStatusRequest {
+                node: node.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let e = anon.enroll(req).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("already used"), "{}", e.message());
+    });
 }

@@ -3,7 +3,7 @@
 //! scanning the store; writers wait for their revision to be applied so a
 //! client always reads its own writes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use ferrofab_proto::v1::{Attachment, Kind, Node, Pool, Tenant, Volume};
@@ -34,6 +34,78 @@ pub struct Objects {
     pub tenants: BTreeMap<String, Tenant>,
     pub pool_usage: HashMap<String, Usage>,
     pub tenant_usage: HashMap<String, Usage>,
+    /// Secondary indexes and per-node change tracking for the planner.
+    pub index: Index,
+}
+
+/// Lookups the planner and status handling need per node or per volume.
+/// Without them every agent's desired state was a scan of every volume and
+/// attachment on every change — O(objects) per write per connected agent,
+/// which is what made create throughput fall as the store grew.
+#[derive(Debug, Default)]
+pub struct Index {
+    /// Volume names by the storage node they are placed on.
+    volumes_by_node: HashMap<String, BTreeSet<String>>,
+    /// Attachment names by volume.
+    attachments_by_volume: HashMap<String, BTreeSet<String>>,
+    /// Attachment names by workstation node.
+    attachments_by_node: HashMap<String, BTreeSet<String>>,
+    /// Last revision that may have changed each node's desired state.
+    node_changed: HashMap<String, Revision>,
+    /// Last revision that may have changed every node's desired state
+    /// (node specs, pool specs: rare administrative changes).
+    all_changed: Revision,
+}
+
+fn link(map: &mut HashMap<String, BTreeSet<String>>, key: &str, name: &str) {
+    if !key.is_empty() {
+        map.entry(key.to_string())
+            .or_default()
+            .insert(name.to_string());
+    }
+}
+
+fn unlink(map: &mut HashMap<String, BTreeSet<String>>, key: &str, name: &str) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(name);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+fn names<'a>(
+    map: &'a HashMap<String, BTreeSet<String>>,
+    key: &str,
+) -> impl Iterator<Item = &'a String> + 'a {
+    map.get(key).into_iter().flatten()
+}
+
+impl Index {
+    /// Whether `node`'s desired state may differ from the one computed at
+    /// revision `since` (0: never computed).
+    pub fn node_changed_since(&self, node: &str, since: Revision) -> bool {
+        since == 0
+            || self.all_changed > since
+            || self.node_changed.get(node).is_some_and(|r| *r > since)
+    }
+
+    fn touch(&mut self, node: &str, rev: Revision) {
+        if !node.is_empty() {
+            self.node_changed.insert(node.to_string(), rev);
+        }
+    }
+}
+
+fn volume_node(v: &Volume) -> &str {
+    v.status.as_ref().map_or("", |s| s.node.as_str())
+}
+
+fn attachment_ends(a: &Attachment) -> (String, String) {
+    a.spec
+        .as_ref()
+        .map(|s| (s.volume.clone(), s.node.clone()))
+        .unwrap_or_default()
 }
 
 /// Access to the per-kind map, so generic code can read any kind.
@@ -115,21 +187,98 @@ impl Objects {
             return;
         };
         match pfx {
-            "nodes" => self.apply_kind::<Node>(name, kv, kind),
-            "pools" => self.apply_kind::<Pool>(name, kv, kind),
-            "attachments" => self.apply_kind::<Attachment>(name, kv, kind),
+            "nodes" => self.apply_spec_kind::<Node>(name, kv, kind, revision),
+            "pools" => self.apply_spec_kind::<Pool>(name, kv, kind, revision),
+            "attachments" => self.apply_attachment(name, kv, kind, revision),
             "tenants" => self.apply_kind::<Tenant>(name, kv, kind),
-            "volumes" => {
-                if let Some(old) = self.volumes.get(name).cloned() {
-                    self.account(&old, -1);
-                }
-                self.apply_kind::<Volume>(name, kv, kind);
-                if let Some(new) = self.volumes.get(name).cloned() {
-                    self.account(&new, 1);
-                }
-            }
+            "volumes" => self.apply_volume(name, kv, kind, revision),
             _ => {}
         }
+    }
+
+    /// Nodes and pools: the planner reads only their specs, so a status
+    /// write (every agent heartbeat) changes no desired state.
+    fn apply_spec_kind<R: Stored>(
+        &mut self,
+        name: &str,
+        kv: &KeyValue,
+        kind: EventKind,
+        revision: Revision,
+    ) {
+        let before = R::map(self).get(name).map(Resource::spec_fields);
+        self.apply_kind::<R>(name, kv, kind);
+        let after = R::map(self).get(name).map(Resource::spec_fields);
+        if before != after {
+            self.index.all_changed = revision;
+        }
+    }
+
+    fn apply_volume(&mut self, name: &str, kv: &KeyValue, kind: EventKind, revision: Revision) {
+        if let Some(old) = self.volumes.get(name).cloned() {
+            self.account(&old, -1);
+            unlink(&mut self.index.volumes_by_node, volume_node(&old), name);
+            self.index.touch(volume_node(&old), revision);
+        }
+        self.apply_kind::<Volume>(name, kv, kind);
+        if let Some(new) = self.volumes.get(name).cloned() {
+            self.account(&new, 1);
+            link(&mut self.index.volumes_by_node, volume_node(&new), name);
+            self.index.touch(volume_node(&new), revision);
+        }
+        // Workstations attached to it see its readiness and address.
+        let workstations: Vec<String> = names(&self.index.attachments_by_volume, name)
+            .filter_map(|a| self.attachments.get(a))
+            .map(|a| attachment_ends(a).1)
+            .collect();
+        for ws in workstations {
+            self.index.touch(&ws, revision);
+        }
+    }
+
+    fn apply_attachment(&mut self, name: &str, kv: &KeyValue, kind: EventKind, revision: Revision) {
+        if let Some(old) = self.attachments.get(name) {
+            let (volume, node) = attachment_ends(old);
+            self.unlink_attachment(name, &volume, &node, revision);
+        }
+        self.apply_kind::<Attachment>(name, kv, kind);
+        if let Some(new) = self.attachments.get(name) {
+            let (volume, node) = attachment_ends(new);
+            link(&mut self.index.attachments_by_volume, &volume, name);
+            link(&mut self.index.attachments_by_node, &node, name);
+            self.touch_attachment(&volume, &node, revision);
+        }
+    }
+
+    fn unlink_attachment(&mut self, name: &str, volume: &str, node: &str, revision: Revision) {
+        unlink(&mut self.index.attachments_by_volume, volume, name);
+        unlink(&mut self.index.attachments_by_node, node, name);
+        self.touch_attachment(volume, node, revision);
+    }
+
+    /// The workstation's connections and the storage node's allowed hosts.
+    fn touch_attachment(&mut self, volume: &str, node: &str, revision: Revision) {
+        let storage = self
+            .volumes
+            .get(volume)
+            .map(|v| volume_node(v).to_string())
+            .unwrap_or_default();
+        self.index.touch(node, revision);
+        self.index.touch(&storage, revision);
+    }
+
+    /// Volumes placed on storage node `node`.
+    pub fn volumes_on<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Volume> + 'a {
+        names(&self.index.volumes_by_node, node).filter_map(|n| self.volumes.get(n))
+    }
+
+    /// Attachments of volume `volume`.
+    pub fn attachments_of<'a>(&'a self, volume: &str) -> impl Iterator<Item = &'a Attachment> + 'a {
+        names(&self.index.attachments_by_volume, volume).filter_map(|n| self.attachments.get(n))
+    }
+
+    /// Attachments requested for workstation `node`.
+    pub fn attachments_for<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a Attachment> + 'a {
+        names(&self.index.attachments_by_node, node).filter_map(|n| self.attachments.get(n))
     }
 
     pub fn pool_usage(&self, pool: &str) -> Usage {
@@ -235,5 +384,110 @@ impl Cache {
     /// Notified after every applied change (planner streams use it).
     pub fn subscribe(&self) -> watch::Receiver<Revision> {
         self.applied.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrofab_proto::v1::{
+        AttachmentSpec, NodeSpec, NodeStatus, ObjectMeta, VolumeSpec, VolumeStatus,
+    };
+    use prost::Message;
+
+    fn put<R: Message>(o: &mut Objects, key: &str, obj: &R, rev: Revision) {
+        let kv = KeyValue {
+            key: key.into(),
+            value: obj.encode_to_vec(),
+            create_revision: rev,
+            mod_revision: rev,
+        };
+        o.apply(EventKind::Put, &kv, rev);
+    }
+
+    fn meta(name: &str) -> Option<ObjectMeta> {
+        Some(ObjectMeta {
+            name: name.into(),
+            ..Default::default()
+        })
+    }
+
+    fn volume(name: &str, node: &str) -> Volume {
+        Volume {
+            metadata: meta(name),
+            spec: Some(VolumeSpec::default()),
+            status: Some(VolumeStatus {
+                node: node.into(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn attachment(name: &str, volume: &str, node: &str) -> Attachment {
+        Attachment {
+            metadata: meta(name),
+            spec: Some(AttachmentSpec {
+                volume: volume.into(),
+                node: node.into(),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn indexes_follow_moves_and_deletes() {
+        let mut o = Objects::default();
+        put(&mut o, "volumes/v1", &volume("v1", "s1"), 1);
+        put(&mut o, "volumes/v2", &volume("v2", "s2"), 2);
+        put(&mut o, "attachments/a1", &attachment("a1", "v1", "ws1"), 3);
+        assert_eq!(o.volumes_on("s1").count(), 1);
+        assert_eq!(o.attachments_of("v1").count(), 1);
+        assert_eq!(o.attachments_for("ws1").count(), 1);
+        put(&mut o, "volumes/v1", &volume("v1", "s2"), 4);
+        assert_eq!(o.volumes_on("s1").count(), 0);
+        assert_eq!(o.volumes_on("s2").count(), 2);
+        let kv = KeyValue {
+            key: "attachments/a1".into(),
+            value: vec![],
+            create_revision: 3,
+            mod_revision: 5,
+        };
+        o.apply(EventKind::Delete, &kv, 5);
+        assert_eq!(o.attachments_of("v1").count(), 0);
+        assert_eq!(o.attachments_for("ws1").count(), 0);
+    }
+
+    #[test]
+    fn changes_touch_only_the_nodes_they_concern() {
+        let mut o = Objects::default();
+        put(&mut o, "volumes/v1", &volume("v1", "s1"), 1);
+        put(&mut o, "attachments/a1", &attachment("a1", "v1", "ws1"), 2);
+        let i = &o.index;
+        assert!(i.node_changed_since("s1", 1), "attachment adds a host");
+        assert!(i.node_changed_since("ws1", 1));
+        assert!(!i.node_changed_since("s2", 2));
+        put(&mut o, "volumes/v2", &volume("v2", "s2"), 3);
+        assert!(o.index.node_changed_since("s2", 2));
+        assert!(!o.index.node_changed_since("s1", 2));
+        assert!(!o.index.node_changed_since("ws1", 2));
+        // A volume change reaches the workstations attached to it.
+        put(&mut o, "volumes/v1", &volume("v1", "s1"), 4);
+        assert!(o.index.node_changed_since("ws1", 3));
+        // Node status (heartbeats) changes nobody's desired state; spec does.
+        let mut n = Node {
+            metadata: meta("ws9"),
+            spec: Some(NodeSpec::default()),
+            status: None,
+        };
+        put(&mut o, "nodes/ws9", &n, 5);
+        n.status = Some(NodeStatus::default());
+        n.status.as_mut().expect("status").agent_version = "x".into();
+        put(&mut o, "nodes/ws9", &n, 6);
+        assert!(!o.index.node_changed_since("s1", 5));
+        n.spec.as_mut().expect("spec").host_nqn = "nqn.2014-08.org.nvmexpress:uuid:x".into();
+        put(&mut o, "nodes/ws9", &n, 7);
+        assert!(o.index.node_changed_since("s1", 6));
+        assert!(o.index.node_changed_since("anything", 6));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -36,29 +37,78 @@ pub enum ClockKind {
     Manual,
 }
 
+/// Where the controller's certificates come from: a `ferrofab pki init`
+/// directory (`ca.crt`, `ca.key`, `server.crt`, `server.key`), so that the
+/// operator never has to wire four paths by hand and cannot mix files of
+/// different CAs without start-up refusing.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// Server certificate chain (PEM).
-    pub cert: PathBuf,
-    /// Server private key (PEM).
-    pub key: PathBuf,
-    /// CA whose certificates clients must present (PEM).
-    pub client_ca: PathBuf,
+pub struct PkiConfig {
+    /// The `pki init` directory.
+    pub dir: PathBuf,
+    /// Sign node certificates (Enroll, Renew) with `ca.key`. Off keeps the
+    /// CA key off the controller host; nodes then get certificates from
+    /// `ferrofab pki issue` instead, and client certificates are required
+    /// at the TLS handshake.
+    #[serde(default = "default_true")]
+    pub enrollment: bool,
+    /// Lifetime of node certificates, e.g. "90d". Nodes renew in the last
+    /// third of it (see `CertInfo::renew_after`).
+    #[serde(default = "default_node_validity")]
+    pub node_cert_validity: String,
 }
 
+fn default_true() -> bool {
+    true
+}
+
+fn default_node_validity() -> String {
+    "90d".into()
+}
+
+impl PkiConfig {
+    /// The parsed node certificate lifetime.
+    pub fn node_validity(&self) -> Result<Duration, ConfigError> {
+        ferrofab_pki::parse_duration(&self.node_cert_validity)
+            .map_err(|e| ConfigError::Invalid(format!("pki.node_cert_validity: {e}")))
+    }
+}
+
+/// When a node counts as gone: it has sent no ReportStatus for this long.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EnrollmentConfig {
-    /// CA certificate and key used to sign node CSRs at enrollment.
-    pub ca_cert: PathBuf,
-    pub ca_key: PathBuf,
-    #[serde(default = "default_node_cert_days")]
-    pub cert_validity_days: u32,
+pub struct NodesConfig {
+    /// Seconds without a heartbeat before the node is marked NotReady.
+    #[serde(default = "default_heartbeat_timeout")]
+    pub heartbeat_timeout_seconds: u64,
+    /// How often heartbeats are checked.
+    #[serde(default = "default_heartbeat_check")]
+    pub check_interval_seconds: u64,
+    /// Least time between two desired-state snapshots sent to one agent;
+    /// changes within it are coalesced into the next snapshot.
+    #[serde(default = "default_desired_state_interval")]
+    pub desired_state_interval_ms: u64,
 }
 
-fn default_node_cert_days() -> u32 {
-    365
+fn default_desired_state_interval() -> u64 {
+    100
+}
+
+fn default_heartbeat_timeout() -> u64 {
+    45
+}
+fn default_heartbeat_check() -> u64 {
+    5
+}
+
+impl Default for NodesConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_timeout_seconds: default_heartbeat_timeout(),
+            check_interval_seconds: default_heartbeat_check(),
+            desired_state_interval_ms: default_desired_state_interval(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,8 +169,7 @@ pub struct Config {
     pub http_listen: Option<SocketAddr>,
     /// The redb store file.
     pub store_path: PathBuf,
-    pub tls: TlsConfig,
-    pub enrollment: Option<EnrollmentConfig>,
+    pub pki: PkiConfig,
     #[serde(default)]
     pub log_format: LogFormat,
     #[serde(default)]
@@ -131,6 +180,8 @@ pub struct Config {
     pub expiry: ExpiryConfig,
     #[serde(default)]
     pub transport: TransportConfig,
+    #[serde(default)]
+    pub nodes: NodesConfig,
 }
 
 fn default_max_message() -> usize {
@@ -162,6 +213,13 @@ impl Config {
                 "expiry.interval_seconds must be positive".into(),
             ));
         }
+        if self.nodes.heartbeat_timeout_seconds == 0 || self.nodes.check_interval_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "nodes.heartbeat_timeout_seconds and nodes.check_interval_seconds must be positive"
+                    .into(),
+            ));
+        }
+        self.pki.node_validity()?;
         Ok(())
     }
 }
@@ -176,12 +234,30 @@ mod tests {
 listen = "127.0.0.1:1"
 store_path = "/x"
 colour = "blue"
-[tls]
-cert = "a"
-key = "b"
-client_ca = "c"
+[pki]
+dir = "/etc/ferrofab/pki"
 "#;
         let e = toml::from_str::<Config>(text).expect_err("unknown key");
         assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn pki_defaults_and_durations() {
+        let text = "listen = \"127.0.0.1:1\"\nstore_path = \"/x\"\n[pki]\ndir = \"/p\"\n";
+        let cfg: Config = toml::from_str(text).expect("parse");
+        assert!(cfg.pki.enrollment);
+        assert_eq!(
+            cfg.pki.node_validity().expect("90d"),
+            Duration::from_secs(90 * 86_400)
+        );
+        assert_eq!(cfg.nodes.heartbeat_timeout_seconds, 45);
+        cfg.validate().expect("valid");
+        let bad = text.replace(
+            "dir = \"/p\"",
+            "dir = \"/p\"\nnode_cert_validity = \"soon\"",
+        );
+        let cfg: Config = toml::from_str(&bad).expect("parse");
+        let e = cfg.validate().expect_err("bad duration");
+        assert!(e.to_string().contains("node_cert_validity"), "{e}");
     }
 }

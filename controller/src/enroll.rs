@@ -1,160 +1,139 @@
-//! Node enrollment: single-use bootstrap tokens and CSR signing.
+//! Node enrollment and renewal on top of `ferrofab-pki`.
 //!
-//! TEMPORARY signer: until `ferrofab-pki` lands on main this module signs
-//! CSRs itself with rcgen (`Ca::sign_csr` will replace [`Signer::sign`]).
-//! Tokens are stored hashed (SHA-256) so a store copy does not leak them.
+//! * Bootstrap tokens come from [`ferrofab_pki::Token`]; only the
+//!   [`TokenRecord`] (a salted hash, never the secret) is stored, under
+//!   `tokens/<id>`, so a copy of the store does not leak usable tokens.
+//! * Consuming a token is a compare-and-swap on that record, so two racing
+//!   enrollments with the same token cannot both succeed.
+//! * Certificates are signed with the `pki init` CA ([`Ca::sign_csr`]); the
+//!   CSR's requested subject is ignored, the identity comes from the token
+//!   (enrollment) or from the caller's current certificate (renewal).
 
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferrofab_pki::{Ca, Identity, PkiDir, Token, TokenError, TokenRecord, Validity};
 use ferrofab_proto::v1::CreateBootstrapTokenResponse;
-use rand::RngCore;
-use rcgen::{CertificateSigningRequestParams, DnType, Issuer, KeyPair};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use tracing::info;
 
 use crate::api::Shared;
 use crate::error::ApiError;
 use crate::store::{Txn, TxnResult};
 
+/// Store prefix of token records.
 const TOKEN_PREFIX: &str = "tokens/";
-const DEFAULT_TTL: u32 = 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignerError {
-    #[error("cannot read enrollment CA {path}: {reason}")]
-    Load { path: String, reason: String },
+    #[error("cannot load the enrollment CA from {dir}: {source}")]
+    Load {
+        dir: String,
+        source: ferrofab_pki::PkiError,
+    },
 }
 
-/// Signs node CSRs with the enrollment CA.
+/// Signs node CSRs with the PKI directory's CA.
 pub struct Signer {
-    ca_cert_pem: String,
-    ca_key_pem: String,
-    validity_days: u32,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct TokenRecord {
-    node: String,
-    expires_at: i64,
-    used: bool,
-}
-
-fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    ca: Ca,
+    node_validity: Duration,
 }
 
 impl Signer {
-    pub fn load(
-        cert: &std::path::Path,
-        key: &std::path::Path,
-        validity_days: u32,
-    ) -> Result<Self, SignerError> {
-        let read = |p: &std::path::Path| {
-            std::fs::read_to_string(p).map_err(|e| SignerError::Load {
-                path: p.display().to_string(),
-                reason: e.to_string(),
-            })
-        };
-        let s = Self {
-            ca_cert_pem: read(cert)?,
-            ca_key_pem: read(key)?,
-            validity_days,
-        };
-        s.issuer().map_err(|reason| SignerError::Load {
-            path: cert.display().to_string(),
-            reason,
-        })?;
-        Ok(s)
-    }
-
-    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, String> {
-        let key = KeyPair::from_pem(&self.ca_key_pem).map_err(|e| format!("CA key: {e}"))?;
-        Issuer::from_ca_cert_pem(&self.ca_cert_pem, key).map_err(|e| format!("CA certificate: {e}"))
+    /// Loads `ca.crt` and `ca.key` from a `ferrofab pki init` directory.
+    pub fn load(dir: &Path, node_validity: Duration) -> Result<Self, SignerError> {
+        let ca = PkiDir::new(dir)
+            .load_ca()
+            .map_err(|source| SignerError::Load {
+                dir: dir.display().to_string(),
+                source,
+            })?;
+        Ok(Self { ca, node_validity })
     }
 
     pub fn ca_pem(&self) -> &str {
-        &self.ca_cert_pem
+        self.ca.cert_pem()
     }
 
-    /// Issues a `node:NAME` client certificate for the CSR's key; the
-    /// subject requested in the CSR is ignored.
-    pub fn sign(&self, csr_pem: &str, node: &str, now: i64) -> Result<String, ApiError> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| ApiError::invalid("csr_pem", format!("not a valid PKCS#10 CSR: {e}")))?;
-        let p = &mut csr.params;
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name
-            .push(DnType::CommonName, format!("node:{node}"));
-        p.subject_alt_names.clear();
-        p.is_ca = rcgen::IsCa::NoCa;
-        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let start = time::OffsetDateTime::from_unix_timestamp(now - 300)
+    /// Issues a `node:NAME` certificate for the CSR's key.
+    ///
+    /// Validity is measured on the real clock even under the test-only
+    /// manual clock: TLS peers check certificates against real time.
+    pub fn sign(&self, csr_pem: &str, node: &str) -> Result<String, ApiError> {
+        let identity =
+            Identity::node(node).map_err(|e| ApiError::invalid("node_name", e.to_string()))?;
+        let validity = Validity::from_now(self.node_validity)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        p.not_before = start;
-        p.not_after = start + time::Duration::days(i64::from(self.validity_days));
-        let issuer = self.issuer().map_err(ApiError::Internal)?;
-        let cert = csr
-            .signed_by(&issuer)
-            .map_err(|e| ApiError::Internal(format!("signing failed: {e}")))?;
-        Ok(cert.pem())
+        self.ca
+            .sign_csr(csr_pem, &identity, validity)
+            .map_err(|e| match e {
+                ferrofab_pki::PkiError::BadCsr(why) => {
+                    ApiError::invalid("csr_pem", format!("not a usable PKCS#10 CSR: {why}"))
+                }
+                other => ApiError::Internal(format!("signing failed: {other}")),
+            })
     }
 }
 
-/// Mints a token for `node`.
+fn system_time(unix: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0))
+}
+
+fn record_key(id: &str) -> String {
+    format!("{TOKEN_PREFIX}{id}")
+}
+
+/// Mints a token for `node`; `ttl` 0 means the PKI default (one hour).
 pub async fn create_token(
     s: &Shared,
     node: &str,
     ttl: u32,
 ) -> Result<CreateBootstrapTokenResponse, ApiError> {
-    let mut raw = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let token = format!("ffbt.{}", hex::encode(raw));
-    let ttl = if ttl == 0 { DEFAULT_TTL } else { ttl };
-    let expires_at = s.clock.now() + i64::from(ttl);
-    let rec = TokenRecord {
-        node: node.to_string(),
-        expires_at,
-        used: false,
+    let ttl = match ttl {
+        0 => ferrofab_pki::validity::DEFAULT_TOKEN_TTL,
+        n => Duration::from_secs(u64::from(n)),
     };
-    let value = serde_json::to_vec(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let key = format!("{TOKEN_PREFIX}{}", hash(&token));
+    let (token, record) = Token::generate_at(node, ttl, system_time(s.clock.now()))
+        .map_err(|e| ApiError::invalid("node", e.to_string()))?;
+    let value = serde_json::to_vec(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let key = record_key(&record.id);
     s.commit(Txn::new().when(key.clone(), 0).put(key, value))
         .await?;
+    info!(%node, token_id = %record.id, expires_at = record.expires_at, "bootstrap token created");
     Ok(CreateBootstrapTokenResponse {
-        token,
+        token: token.to_string(),
         expires_at: Some(prost_types::Timestamp {
-            seconds: expires_at,
+            seconds: record.expires_at,
             nanos: 0,
         }),
     })
 }
 
-/// Marks the token used (atomically, so two racing enrollments cannot both
-/// succeed) after checking it is valid for `node`.
-pub async fn consume_token(s: &Shared, token: &str, node: &str) -> Result<(), ApiError> {
-    let denied = |why: &str| ApiError::Denied {
+/// Verifies `presented` for `node` and marks it used, atomically.
+pub async fn consume_token(s: &Shared, presented: &str, node: &str) -> Result<(), ApiError> {
+    let denied = |why: String| ApiError::Denied {
         identity: format!("bootstrap token for node:{node}"),
         action: "Enroll".into(),
-        reason: why.into(),
+        reason: why,
     };
-    let key = format!("{TOKEN_PREFIX}{}", hash(token));
+    let token: Token = presented
+        .parse()
+        .map_err(|e: TokenError| denied(e.to_string()))?;
+    let key = record_key(token.id());
     let kv = s
         .store
         .get(&key)?
-        .ok_or_else(|| denied("unknown bootstrap token"))?;
+        .ok_or_else(|| denied(TokenError::Mismatch.to_string()))?;
     let mut rec: TokenRecord =
         serde_json::from_slice(&kv.value).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if rec.used {
-        return Err(denied("bootstrap token was already used"));
-    }
-    if rec.expires_at < s.clock.now() {
-        return Err(denied("bootstrap token has expired"));
-    }
-    if rec.node != node {
-        return Err(denied(&format!(
-            "bootstrap token was minted for node {}",
-            rec.node
+    let minted_for = rec
+        .consume_at(&token, system_time(s.clock.now()))
+        .map_err(|e| denied(e.to_string()))?
+        .to_owned();
+    if minted_for != node {
+        return Err(denied(format!(
+            "bootstrap token was minted for node {minted_for:?}"
         )));
     }
-    rec.used = true;
     let value = serde_json::to_vec(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
     match s
         .commit(
@@ -165,6 +144,80 @@ pub async fn consume_token(s: &Shared, token: &str, node: &str) -> Result<(), Ap
         .await?
     {
         TxnResult::Committed { .. } => Ok(()),
-        TxnResult::CompareFailed { .. } => Err(denied("bootstrap token was already used")),
+        TxnResult::CompareFailed { .. } => Err(denied(
+            TokenError::AlreadyUsed {
+                node: node.to_owned(),
+            }
+            .to_string(),
+        )),
+    }
+}
+
+/// How long a token record outlives its expiry, so that a late or repeated
+/// attempt is told "already used" or "expired" rather than "not valid".
+const TOKEN_RECORD_GRACE_S: i64 = 86_400;
+
+/// Whether a stored record can go: expired for longer than the grace.
+fn collectable(rec: &TokenRecord, now: i64) -> bool {
+    rec.expires_at.saturating_add(TOKEN_RECORD_GRACE_S) < now
+}
+
+/// Deletes token records that can no longer matter, so one-time tokens do
+/// not accumulate in the store forever. Returns how many went.
+pub async fn collect_tokens(s: &Shared) -> Result<usize, ApiError> {
+    let now = s.clock.now();
+    let (kvs, _) = s.store.list(TOKEN_PREFIX)?;
+    let mut removed = 0;
+    for kv in kvs {
+        // An unreadable record is kept: deleting what we cannot interpret
+        // would hide a bug.
+        let Ok(rec) = serde_json::from_slice::<TokenRecord>(&kv.value) else {
+            continue;
+        };
+        if !collectable(&rec, now) {
+            continue;
+        }
+        let txn = Txn::new()
+            .when(kv.key.clone(), kv.mod_revision)
+            .delete(kv.key);
+        if let TxnResult::Committed { .. } = s.commit(txn).await? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signer_issues_node_identity_for_any_requested_subject() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        ferrofab_pki::init(dir.path(), &Default::default()).expect("init");
+        let signer = Signer::load(dir.path(), Duration::from_secs(3600)).expect("load");
+        let req = ferrofab_pki::generate_key_and_csr(&Identity::Admin).expect("csr");
+        let pem = signer.sign(&req.csr_pem, "ws1").expect("sign");
+        let info = ferrofab_pki::CertInfo::from_pem(pem.as_bytes()).expect("parse");
+        assert_eq!(info.identity, Some(Identity::Node("ws1".into())));
+        let e = signer.sign("garbage", "ws1").expect_err("bad csr");
+        assert!(e.to_string().contains("csr_pem"), "{e}");
+    }
+
+    #[test]
+    fn records_are_collected_a_day_after_expiry() {
+        let (_, rec) =
+            Token::generate_at("ws1", Duration::from_secs(60), system_time(1_000)).expect("token");
+        assert!(!collectable(&rec, 1_060 + TOKEN_RECORD_GRACE_S));
+        assert!(collectable(&rec, 1_061 + TOKEN_RECORD_GRACE_S));
+    }
+
+    #[test]
+    fn missing_ca_names_the_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = Signer::load(dir.path(), Duration::from_secs(1))
+            .err()
+            .expect("must fail");
+        assert!(e.to_string().contains("ca.crt"), "{e}");
     }
 }

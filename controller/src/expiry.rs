@@ -87,9 +87,7 @@ async fn warn_volume(s: &Shared, name: &str, expires: i64, deadline: i64) -> Res
 async fn reap(admin: &Admin, name: &str) -> Result<(), ApiError> {
     let attachments: Vec<String> = {
         let objs = admin.s.cache.read();
-        objs.attachments
-            .values()
-            .filter(|a| a.spec.as_ref().is_some_and(|s| s.volume == name))
+        objs.attachments_of(name)
             .map(|a| a.name().to_string())
             .collect()
     };
@@ -106,9 +104,8 @@ async fn reap(admin: &Admin, name: &str) -> Result<(), ApiError> {
     }
     let still_attached = {
         let objs = admin.s.cache.read();
-        objs.attachments
-            .values()
-            .any(|a| a.spec.as_ref().is_some_and(|s| s.volume == name))
+        let any = objs.attachments_of(name).next().is_some();
+        any
     };
     if still_attached {
         // Detach in progress: the workstation must confirm first.
@@ -158,6 +155,11 @@ pub async fn run(s: Arc<Shared>, interval: Duration) {
         tick.tick().await;
         if let Err(e) = reconcile(&s).await {
             warn!(error = %e, "expiry pass failed");
+        }
+        match crate::enroll::collect_tokens(&s).await {
+            Ok(0) => {}
+            Ok(n) => info!(removed = n, "expired bootstrap token records removed"),
+            Err(e) => warn!(error = %e, "token collection failed"),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod enroll;
 pub mod error;
 pub mod expiry;
+pub mod heartbeat;
 pub mod identity;
 pub mod metrics;
 pub mod placement;

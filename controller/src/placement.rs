@@ -167,6 +167,10 @@ fn fit(objs: &Objects, res: &[Reservation], pool: &Pool, req: &Request) -> Resul
     {
         return Err("is being deleted".into());
     }
+    let node = pool.spec.as_ref().map_or("", |s| s.node.as_str());
+    if let Some(why) = objs.nodes.get(node).and_then(crate::heartbeat::not_ready) {
+        return Err(format!("its node {node} is NotReady ({why})"));
+    }
     let limit = pool_limit(pool).map_err(|e| e.to_string())?;
     let used = plus(objs.pool_usage(name), pending(res, |r| r.pool == name));
     let free = limit.saturating_sub(used.bytes);
@@ -297,6 +301,42 @@ mod tests {
         assert!(e.to_string().contains("capacity quota"), "{e}");
         drop(r2);
         assert!(a.reserve(&o, &req(8)).is_ok());
+    }
+
+    #[test]
+    fn pools_on_not_ready_nodes_are_skipped_with_a_reason() {
+        use ferrofab_proto::v1::{Condition, ConditionStatus, Node, NodeStatus};
+        let mut o = objs();
+        for (name, node) in [("a", "dead"), ("b", "dead")] {
+            o.pools
+                .get_mut(name)
+                .and_then(|p| p.spec.as_mut())
+                .expect("pool")
+                .node = node.into();
+        }
+        o.nodes.insert(
+            "dead".into(),
+            Node {
+                status: Some(NodeStatus {
+                    conditions: vec![Condition {
+                        r#type: "Ready".into(),
+                        status: ConditionStatus::False as i32,
+                        reason: "NoHeartbeat".into(),
+                        message: "no heartbeat for 50s (timeout 45s)".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        let a = Arc::new(Allocator::default());
+        let e = a.reserve(&o, &req(1)).err().expect("refused");
+        assert!(
+            e.to_string()
+                .contains("NotReady (NoHeartbeat: no heartbeat for 50s"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Computes a node's desired state from the objects. Pure: the same objects
 //! give the same desired state, which is what makes agent reconnects and
-//! controller restarts safe.
+//! controller restarts safe. It reads only the node's own objects through
+//! the cache's indexes (volumes on the node, attachments of a volume or for
+//! a workstation), so its cost does not grow with the size of the store.
 //!
 //! Ordering rules encoded here:
 //! * a workstation is told to connect only once the volume's export is
@@ -12,7 +14,7 @@
 
 use ferrofab_proto::v1::{
     AccessMode, Attachment, BackingKind, Connection, DataAddress, DesiredState, Export, Listener,
-    Node, NodeRole, Pool, ReclaimPolicy, Removal, TransportOptions, Volume,
+    Node, NodeRole, Pool, ReclaimPolicy, Removal, TransportOptions, Volume, VolumeStatus,
 };
 
 use crate::cache::Objects;
@@ -48,21 +50,15 @@ fn listener(a: &DataAddress) -> Listener {
     }
 }
 
-fn volume_node(v: &Volume) -> &str {
-    v.status.as_ref().map_or("", |s| s.node.as_str())
-}
-
-fn attachments_of<'a>(o: &'a Objects, volume: &'a str) -> impl Iterator<Item = &'a Attachment> {
-    o.attachments
-        .values()
-        .filter(move |a| a.spec.as_ref().is_some_and(|s| s.volume == volume))
-}
-
 fn export(o: &Objects, v: &Volume, pool: Option<&Pool>) -> Export {
     let name = v.metadata.as_ref().map_or("", |m| m.name.as_str());
-    let st = v.status.clone().unwrap_or_default();
-    let spec = v.spec.clone().unwrap_or_default();
-    let mut hosts: Vec<String> = attachments_of(o, name)
+    // Borrowed, not cloned: the status carries conditions the export does
+    // not need, and this runs for every volume of a node per snapshot.
+    let empty = VolumeStatus::default();
+    let st = v.status.as_ref().unwrap_or(&empty);
+    let block_size = v.spec.as_ref().map_or(0, |s| s.block_size);
+    let mut hosts: Vec<String> = o
+        .attachments_of(name)
         .filter_map(|a| a.spec.as_ref())
         .filter_map(|s| o.nodes.get(&s.node))
         .filter_map(|n| n.spec.as_ref().map(|s| s.host_nqn.clone()))
@@ -73,28 +69,25 @@ fn export(o: &Objects, v: &Volume, pool: Option<&Pool>) -> Export {
     Export {
         volume: name.to_string(),
         volume_uid: v.metadata.as_ref().map_or(String::new(), |m| m.uid.clone()),
-        subsystem_nqn: st.subsystem_nqn,
+        subsystem_nqn: st.subsystem_nqn.clone(),
         nsid: 1,
         backing_kind: pool
             .and_then(|p| p.spec.as_ref())
             .and_then(|s| s.backing.as_ref())
             .map_or(BackingKind::Directory as i32, |b| b.kind),
-        backing_path: st.backing_path,
+        backing_path: st.backing_path.clone(),
         size_bytes: st.size_bytes,
-        block_size: if spec.block_size == 0 {
-            4096
-        } else {
-            spec.block_size
-        },
-        uuid: st.uuid,
-        nguid: st.nguid,
-        serial: st.serial,
+        block_size: if block_size == 0 { 4096 } else { block_size },
+        uuid: st.uuid.clone(),
+        nguid: st.nguid.clone(),
+        serial: st.serial.clone(),
         allowed_hosts: hosts,
     }
 }
 
 fn removal(v: &Volume, pool: Option<&Pool>) -> Removal {
-    let st = v.status.clone().unwrap_or_default();
+    let empty = VolumeStatus::default();
+    let st = v.status.as_ref().unwrap_or(&empty);
     let retain = pool
         .and_then(|p| p.spec.as_ref())
         .is_some_and(|s| s.reclaim_policy == ReclaimPolicy::Retain as i32);
@@ -103,8 +96,8 @@ fn removal(v: &Volume, pool: Option<&Pool>) -> Removal {
             .metadata
             .as_ref()
             .map_or(String::new(), |m| m.name.clone()),
-        subsystem_nqn: st.subsystem_nqn,
-        backing_path: st.backing_path,
+        subsystem_nqn: st.subsystem_nqn.clone(),
+        backing_path: st.backing_path.clone(),
         delete_data: !retain,
     }
 }
@@ -113,7 +106,7 @@ fn storage_part(o: &Objects, node: &Node, name: &str, ds: &mut DesiredState) {
     if let Some(spec) = &node.spec {
         ds.listeners = spec.data_addresses.iter().map(listener).collect();
     }
-    for v in o.volumes.values().filter(|v| volume_node(v) == name) {
+    for v in o.volumes_on(name) {
         let pool = v.status.as_ref().and_then(|s| o.pools.get(&s.pool));
         if deleting(v.metadata.as_ref()) {
             ds.removals.push(removal(v, pool));
@@ -149,9 +142,7 @@ fn connection(o: &Objects, a: &Attachment, defaults: &Defaults) -> Option<Connec
 
 fn workstation_part(o: &Objects, name: &str, defaults: &Defaults, ds: &mut DesiredState) {
     ds.connections = o
-        .attachments
-        .values()
-        .filter(|a| a.spec.as_ref().is_some_and(|s| s.node == name))
+        .attachments_for(name)
         .filter(|a| !deleting(a.metadata.as_ref()))
         .filter_map(|a| connection(o, a, defaults))
         .collect();

@@ -98,6 +98,64 @@ fn selector_string(s: Option<&v1::LabelSelector>) -> String {
     .unwrap_or_default()
 }
 
+/// An enum value as the layout files spell it (`BACKING_KIND_BLOCK_DEVICE`
+/// → `block-device`), so Apply diffs read like the input that caused them
+/// instead of wire numbers. Values this build does not know stay visible as
+/// `unknown(N)` rather than being hidden.
+fn enum_name(proto_name: Option<&str>, prefix: &str, raw: i32) -> String {
+    match proto_name {
+        Some(n) => n
+            .strip_prefix(prefix)
+            .unwrap_or(n)
+            .to_ascii_lowercase()
+            .replace('_', "-"),
+        None => format!("unknown({raw})"),
+    }
+}
+
+fn backing_name(raw: i32) -> String {
+    let n = v1::BackingKind::try_from(raw).ok().map(|k| k.as_str_name());
+    enum_name(n, "BACKING_KIND_", raw)
+}
+
+/// UNSPECIFIED means DELETE (see resources.proto), so both render alike and
+/// switching between them is not a change.
+fn reclaim_name(raw: i32) -> String {
+    let p = match v1::ReclaimPolicy::try_from(raw) {
+        Ok(v1::ReclaimPolicy::Unspecified) => Ok(v1::ReclaimPolicy::Delete),
+        other => other,
+    };
+    enum_name(p.ok().map(|p| p.as_str_name()), "RECLAIM_POLICY_", raw)
+}
+
+/// UNSPECIFIED means READ_WRITE (see resources.proto).
+fn mode_name(raw: i32) -> String {
+    let m = match v1::AccessMode::try_from(raw) {
+        Ok(v1::AccessMode::Unspecified) => Ok(v1::AccessMode::ReadWrite),
+        other => other,
+    };
+    enum_name(m.ok().map(|m| m.as_str_name()), "ACCESS_MODE_", raw)
+}
+
+/// `ADDR:PORT`, with `/TRANSPORT` only when it is not the default TCP; a
+/// port of 0 means NVMe/TCP's 4420 (as the planner treats it).
+fn address_string(a: &v1::DataAddress) -> String {
+    let port = if a.port == 0 {
+        crate::planner::DEFAULT_PORT
+    } else {
+        a.port
+    };
+    let host = if a.address.contains(':') {
+        format!("[{}]", a.address)
+    } else {
+        a.address.clone()
+    };
+    match a.transport.as_str() {
+        "" | "tcp" => format!("{host}:{port}"),
+        t => format!("{host}:{port}/{t}"),
+    }
+}
+
 fn ts_string(t: Option<&prost_types::Timestamp>) -> String {
     t.map(|t| format!("{}s", t.seconds)).unwrap_or_default()
 }
@@ -156,11 +214,7 @@ impl SpecFields for Node {
             })
             .collect();
         put(&mut f, "spec.roles", roles.join(","));
-        let addrs: Vec<String> = s
-            .data_addresses
-            .iter()
-            .map(|a| format!("{}:{}/{}", a.address, a.port, a.transport))
-            .collect();
+        let addrs: Vec<String> = s.data_addresses.iter().map(address_string).collect();
         put(&mut f, "spec.data_addresses", addrs.join(","));
         put(&mut f, "spec.host_nqn", &s.host_nqn);
         f
@@ -173,13 +227,17 @@ impl SpecFields for Pool {
         let Some(s) = &self.spec else { return f };
         put(&mut f, "spec.node", &s.node);
         if let Some(b) = &s.backing {
-            put(&mut f, "spec.backing.kind", b.kind);
+            put(&mut f, "spec.backing.kind", backing_name(b.kind));
             put(&mut f, "spec.backing.path", &b.path);
         }
         put(&mut f, "spec.capacity", &s.capacity);
         put(&mut f, "spec.overcommit_ratio", s.overcommit_ratio);
         put(&mut f, "spec.namespace_limit", s.namespace_limit);
-        put(&mut f, "spec.reclaim_policy", s.reclaim_policy);
+        put(
+            &mut f,
+            "spec.reclaim_policy",
+            reclaim_name(s.reclaim_policy),
+        );
         f
     }
 }
@@ -208,7 +266,7 @@ impl SpecFields for Attachment {
         let Some(s) = &self.spec else { return f };
         put(&mut f, "spec.volume", &s.volume);
         put(&mut f, "spec.node", &s.node);
-        put(&mut f, "spec.mode", s.mode);
+        put(&mut f, "spec.mode", mode_name(s.mode));
         f
     }
 }
@@ -374,6 +432,48 @@ impl Selector {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn diff_fields_show_enum_names_and_clean_addresses() {
+        let pool = Pool {
+            spec: Some(v1::PoolSpec {
+                backing: Some(v1::PoolBacking {
+                    kind: v1::BackingKind::BlockDevice as i32,
+                    path: "/dev/x".into(),
+                }),
+                reclaim_policy: 0,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let f = pool.spec_fields();
+        assert_eq!(f["spec.backing.kind"], "block-device");
+        assert_eq!(f["spec.reclaim_policy"], "delete");
+        let node = Node {
+            spec: Some(v1::NodeSpec {
+                data_addresses: vec![
+                    v1::DataAddress {
+                        address: "127.0.0.1".into(),
+                        port: 4420,
+                        transport: String::new(),
+                    },
+                    v1::DataAddress {
+                        address: "fd00::1".into(),
+                        port: 0,
+                        transport: "rdma".into(),
+                    },
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            node.spec_fields()["spec.data_addresses"],
+            "127.0.0.1:4420,[fd00::1]:4420/rdma"
+        );
+        assert_eq!(backing_name(99), "unknown(99)");
+        assert_eq!(mode_name(0), "read-write");
+    }
 
     #[test]
     fn names() {

@@ -3,7 +3,6 @@
 //! a message naming the file or setting at fault.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,6 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
 use tracing::info;
-use x509_parser::pem::Pem;
 
 use crate::api::{admin::Admin, agent::Agent, debug::Debug, Shared};
 use crate::cache::Cache;
@@ -26,7 +24,7 @@ use crate::metrics::{self, Metrics};
 use crate::placement::Allocator;
 use crate::planner::Defaults;
 use crate::store::{redb::RedbStore, SharedStore};
-use crate::{expiry, store};
+use crate::{expiry, heartbeat, store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -54,68 +52,36 @@ pub struct Flags {
     pub enable_debug_service: bool,
 }
 
-fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>, ServerError> {
-    std::fs::read(path)
-        .map_err(|e| ServerError::Tls(format!("cannot read {what} {}: {e}", path.display())))
-}
-
-/// Checks that `pem` holds at least one certificate, each currently valid.
-fn check_certs(what: &str, path: &Path, pem: &[u8]) -> Result<(), ServerError> {
-    let bad = |why: String| ServerError::Tls(format!("bad {what} {}: {why}", path.display()));
-    let mut n = 0;
-    for item in Pem::iter_from_buffer(pem) {
-        let p = item.map_err(|e| bad(format!("not PEM: {e}")))?;
-        if p.label != "CERTIFICATE" {
-            continue;
-        }
-        let cert = p
-            .parse_x509()
-            .map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
-        if !cert.validity().is_valid() {
-            return Err(bad(format!(
-                "certificate {} is not valid now (valid {} to {})",
-                cert.subject(),
-                cert.validity().not_before,
-                cert.validity().not_after
-            )));
-        }
-        n += 1;
-    }
-    if n == 0 {
-        return Err(bad("no CERTIFICATE block found".into()));
-    }
-    Ok(())
-}
-
-fn check_key(path: &Path, pem: &[u8]) -> Result<(), ServerError> {
-    let has_key = Pem::iter_from_buffer(pem)
-        .filter_map(Result::ok)
-        .any(|p| p.label.ends_with("PRIVATE KEY"));
-    if has_key {
-        Ok(())
-    } else {
-        Err(ServerError::Tls(format!(
-            "bad TLS key {}: no PRIVATE KEY block found",
-            path.display()
-        )))
-    }
-}
-
+/// TLS material from the `pki init` directory. `ferrofab-pki` checks the
+/// files exist, parse, belong together, chain to `ca.crt` and are in date,
+/// so a bad setup fails here with the file named instead of as an opaque
+/// handshake error on the first client.
 fn tls_config(cfg: &Config) -> Result<ServerTlsConfig, ServerError> {
-    let cert = read_pem("TLS certificate", &cfg.tls.cert)?;
-    let key = read_pem("TLS key", &cfg.tls.key)?;
-    let ca = read_pem("client CA", &cfg.tls.client_ca)?;
-    check_certs("TLS certificate", &cfg.tls.cert, &cert)?;
-    check_key(&cfg.tls.key, &key)?;
-    check_certs("client CA", &cfg.tls.client_ca, &ca)?;
+    let pem = ferrofab_pki::load_server_tls(&cfg.pki.dir).map_err(|e| {
+        ServerError::Tls(format!(
+            "TLS material in pki.dir {}: {e}",
+            cfg.pki.dir.display()
+        ))
+    })?;
     // Optional at the TLS layer only so that AgentService.Enroll (token
     // authenticated) works for nodes without a certificate yet; a presented
     // certificate is still verified against the CA, and every other RPC
     // refuses callers without one.
     Ok(ServerTlsConfig::new()
-        .identity(TlsIdentity::from_pem(cert, key))
-        .client_ca_root(Certificate::from_pem(ca))
-        .client_auth_optional(cfg.enrollment.is_some()))
+        .identity(TlsIdentity::from_pem(pem.cert, pem.key))
+        .client_ca_root(Certificate::from_pem(pem.client_ca))
+        .client_auth_optional(cfg.pki.enrollment))
+}
+
+fn signer(cfg: &Config) -> Result<Option<Signer>, ServerError> {
+    if !cfg.pki.enrollment {
+        return Ok(None);
+    }
+    let validity = cfg
+        .pki
+        .node_validity()
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    Ok(Some(Signer::load(&cfg.pki.dir, validity)?))
 }
 
 fn clock(cfg: &Config, flags: &Flags) -> Result<Clock, ServerError> {
@@ -174,10 +140,7 @@ pub async fn run_until(
 ) -> Result<(), ServerError> {
     let clock = clock(&cfg, &flags)?;
     let tls = tls_config(&cfg)?;
-    let signer = match &cfg.enrollment {
-        Some(e) => Some(Signer::load(&e.ca_cert, &e.ca_key, e.cert_validity_days)?),
-        None => None,
-    };
+    let signer = signer(&cfg)?;
     let store: SharedStore = Arc::new(RedbStore::open(&cfg.store_path)?);
     let cache = Cache::start(store.clone())?;
     let metrics = Arc::new(Metrics::new());
@@ -190,6 +153,7 @@ pub async fn run_until(
         metrics: metrics.clone(),
         defaults: defaults(&cfg),
         expiry: cfg.expiry.clone(),
+        desired_state_interval: Duration::from_millis(cfg.nodes.desired_state_interval_ms),
     });
     let grpc = bind(cfg.listen).await?;
     let grpc_addr = grpc
@@ -207,6 +171,11 @@ pub async fn run_until(
     tokio::spawn(expiry::run(
         shared.clone(),
         Duration::from_secs(cfg.expiry.interval_seconds),
+    ));
+    tokio::spawn(heartbeat::run(
+        shared.clone(),
+        Duration::from_secs(cfg.nodes.check_interval_seconds),
+        Duration::from_secs(cfg.nodes.heartbeat_timeout_seconds),
     ));
 
     let max = cfg.max_message_bytes;

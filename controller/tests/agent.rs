@@ -330,3 +330,79 @@ async fn debug_service_is_absent_without_the_test_flag() {
         .expect_err("absent");
     assert_eq!(e.code(), tonic::Code::Unimplemented);
 }
+
+fn ready_condition(n: &Node) -> Option<Condition> {
+    n.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "Ready")
+        .cloned()
+}
+
+#[tokio::test]
+async fn silent_node_becomes_not_ready_and_gets_no_new_volumes() {
+    let ctl = Controller::start_with(Options {
+        manual_clock: true,
+        extra_toml: "[nodes]\nheartbeat_timeout_seconds = 45\ncheck_interval_seconds = 1\n".into(),
+    });
+    let mut admin = ctl.admin().await;
+    let mut debug = ctl.debug().await;
+    basic_layout(&mut admin).await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let report = ReportStatusRequest {
+        node: "s1".into(),
+        ..Default::default()
+    };
+    s1.report_status(report.clone()).await.expect("report");
+    debug
+        .advance_clock(AdvanceClockRequest { seconds: 50 })
+        .await
+        .expect("advance");
+    let mut cond = None;
+    for _ in 0..50 {
+        let n = admin
+            .get_node(GetNodeRequest { name: "s1".into() })
+            .await
+            .expect("node")
+            .into_inner();
+        cond = ready_condition(&n);
+        if cond
+            .as_ref()
+            .is_some_and(|c| c.status == ConditionStatus::False as i32)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cond = cond.expect("Ready condition");
+    assert_eq!(cond.status, ConditionStatus::False as i32, "{cond:?}");
+    assert_eq!(cond.reason, "NoHeartbeat");
+    assert!(cond.message.contains("no heartbeat for 50s"), "{cond:?}");
+
+    let e = admin
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("v1", "lab", "1GiB", "p1")),
+        })
+        .await
+        .expect_err("placed on a silent node");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(e.message().contains("NotReady"), "{}", e.message());
+
+    s1.report_status(report).await.expect("report again");
+    let n = admin
+        .get_node(GetNodeRequest { name: "s1".into() })
+        .await
+        .expect("node")
+        .into_inner();
+    assert_eq!(
+        ready_condition(&n).map(|c| c.status),
+        Some(ConditionStatus::True as i32)
+    );
+    admin
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("v1", "lab", "1GiB", "p1")),
+        })
+        .await
+        .expect("placed once the node is back");
+}

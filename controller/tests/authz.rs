@@ -181,15 +181,18 @@ async fn unknown_ca_and_expired_certs_are_rejected() {
     assert_eq!(e.code(), Code::Unauthenticated);
 }
 
-fn csr(cn: &str) -> String {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    p.serialize_request(&key).expect("csr").pem().expect("pem")
+fn key_and_csr(requested: &str) -> ferrofab_pki::KeyAndCsr {
+    ferrofab_pki::generate_key_and_csr(&requested.parse().expect("identity")).expect("csr")
+}
+
+fn identity_of(pem: &str) -> Option<ferrofab_pki::Identity> {
+    ferrofab_pki::CertInfo::from_pem(pem.as_bytes())
+        .expect("certificate")
+        .identity
 }
 
 #[tokio::test]
-async fn bootstrap_token_enrolls_once() {
+async fn bootstrap_token_enrolls_once_and_node_renews() {
     let ctl = Controller::start();
     let mut admin = ctl.admin().await;
     let tok = admin
@@ -202,28 +205,20 @@ async fn bootstrap_token_enrolls_once() {
         .into_inner()
         .token;
     let mut anon = AgentServiceClient::new(ctl.anonymous_channel().await);
+    // The CSR asks for admin; the controller must ignore that.
+    let kc = key_and_csr("admin");
     let req = EnrollRequest {
         bootstrap_token: tok.clone(),
-        // The CSR asks for admin; the controller must ignore that.
-        csr_pem: csr("admin"),
+        csr_pem: kc.csr_pem.clone(),
         node_name: "s7".into(),
         node: Some(storage_node("s7", 4420).spec.expect("spec")),
         labels: Default::default(),
     };
     let resp = anon.enroll(req.clone()).await.expect("enroll").into_inner();
-    assert!(resp.certificate_pem.contains("BEGIN CERTIFICATE"));
-    let der = x509_parser::pem::parse_x509_pem(resp.certificate_pem.as_bytes())
-        .expect("pem")
-        .1;
-    let cert = der.parse_x509().expect("x509");
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|a| a.as_str().ok())
-        .expect("cn")
-        .to_string();
-    assert_eq!(cn, "node:s7");
+    assert_eq!(
+        identity_of(&resp.certificate_pem),
+        Some(ferrofab_pki::Identity::Node("s7".into()))
+    );
     admin
         .get_node(GetNodeRequest { name: "s7".into() })
         .await
@@ -233,12 +228,53 @@ async fn bootstrap_token_enrolls_once() {
     assert!(e.message().contains("already used"), "{}", e.message());
     let e = anon
         .enroll(EnrollRequest {
-            bootstrap_token: "ffbt.nope".into(),
-            csr_pem: csr("x"),
+            bootstrap_token: "fft1.nope.nope".into(),
+            csr_pem: key_and_csr("node:s8").csr_pem,
             node_name: "s8".into(),
             ..Default::default()
         })
         .await
         .expect_err("bogus");
     assert_eq!(e.code(), Code::PermissionDenied);
+
+    // The enrolled certificate works, and renews itself.
+    let cred = Cred {
+        cert: resp.certificate_pem.clone(),
+        key: kc.key_pem,
+    };
+    let mut agent = AgentServiceClient::new(ctl.channel(&cred).await);
+    let next = key_and_csr("node:s7");
+    let renewed = agent
+        .renew(RenewRequest {
+            csr_pem: next.csr_pem,
+        })
+        .await
+        .expect("renew")
+        .into_inner();
+    assert_eq!(
+        identity_of(&renewed.certificate_pem),
+        Some(ferrofab_pki::Identity::Node("s7".into()))
+    );
+    assert!(renewed.not_after.is_some_and(|t| t.seconds > 0));
+    let renewed_cred = Cred {
+        cert: renewed.certificate_pem,
+        key: next.key_pem,
+    };
+    AgentServiceClient::new(ctl.channel(&renewed_cred).await)
+        .report_status(ReportStatusRequest {
+            node: "s7".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("renewed certificate works");
+
+    // Admins and tenants do not renew through the API.
+    let e = AgentServiceClient::new(ctl.channel(&ctl.pki.client("tenant:lab")).await)
+        .renew(RenewRequest {
+            csr_pem: key_and_csr("tenant:lab").csr_pem,
+        })
+        .await
+        .expect_err("tenant renew");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("tenant:lab"), "{}", e.message());
 }

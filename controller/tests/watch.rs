@@ -231,11 +231,11 @@ async fn corrupt_store_and_bad_config_refuse_to_start() {
     assert!(err.contains("store.redb"), "{err}");
 
     std::fs::remove_file(ctl.dir.join("store.redb")).expect("rm");
-    std::fs::write(ctl.dir.join("server.pem"), "not a certificate").expect("bad cert");
+    std::fs::write(ctl.dir.join("pki/server.crt"), "not a certificate").expect("bad cert");
     let out = ctl.command().output().expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("server.pem"), "{err}");
+    assert!(err.contains("server.crt"), "{err}");
 
     let cfg = std::fs::read_to_string(ctl.config_path()).expect("cfg");
     std::fs::write(ctl.config_path(), format!("{cfg}\nbogus_key = 1\n")).expect("cfg");

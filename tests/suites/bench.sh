@@ -141,3 +141,8 @@ kill "$serve_pid" 2>/dev/null || true
 wait "$serve_pid" 2>/dev/null || true
 rm -f "$img" "$nsimg"
 cat "$out/summary.md"
+
+# Controller section: API throughput, watch latency, memory (see
+# bench_controller.sh; its table is appended to summary.md).
+"$here/bench_controller.sh"
+{ echo; cat "$out/controller.md"; } >>"$out/summary.md"

@@ -97,8 +97,7 @@ impl Controller {
         let port = free_port();
         let cfg = format!(
             "listen = \"127.0.0.1:{port}\"\nstore_path = \"{d}/store.redb\"\n\
-             [tls]\ncert = \"{p}/server.crt\"\nkey = \"{p}/server.key\"\nclient_ca = \"{p}/ca.crt\"\n\
-             [enrollment]\nca_cert = \"{p}/ca.crt\"\nca_key = \"{p}/ca.key\"\n",
+             [pki]\ndir = \"{p}\"\n",
             d = dir.display(),
             p = pki.display()
         );

@@ -472,9 +472,7 @@ impl Admin {
         let attached: Vec<String> = {
             let objs = s.cache.read();
             authz::check(id, "DeleteVolume", Verb::Write, &cur, &objs)?;
-            objs.attachments
-                .values()
-                .filter(|a| a.spec.as_ref().is_some_and(|sp| sp.volume == r.name))
+            objs.attachments_of(&r.name)
                 .map(|a| a.name().to_string())
                 .collect()
         };
@@ -552,11 +550,30 @@ impl Admin {
                 )));
             }
         }
-        att.status = Some(AttachmentStatus {
+        let mut st = AttachmentStatus {
             observed_generation: 1,
             phase: AttachmentPhase::Pending as i32,
             ..Default::default()
-        });
+        };
+        // Accepted anyway (the workstation picks it up when its agent is
+        // back), but the reason it will not connect soon is visible at once.
+        let not_ready = s
+            .cache
+            .read()
+            .nodes
+            .get(&spec.node)
+            .and_then(crate::heartbeat::not_ready);
+        if let Some(why) = not_ready {
+            st.conditions.push(condition(
+                "Connected",
+                false,
+                "WorkstationNotReady",
+                format!("node {} is NotReady ({why})", spec.node),
+                s.clock.now_ts(),
+                1,
+            ));
+        }
+        att.status = Some(st);
         s.put(att, 0).await
     }
 

@@ -67,7 +67,7 @@ impl Agent {
         validate_name("node_name", &r.node_name)?;
         let signer = s.signer.as_ref().ok_or_else(|| {
             ApiError::FailedPrecondition(
-                "enrollment is not configured on this controller ([enrollment] in its config)"
+                "enrollment is disabled on this controller (pki.enrollment = false in its config)"
                     .into(),
             )
         })?;
@@ -77,13 +77,53 @@ impl Agent {
         }
         crate::resource::validate_labels("labels", &r.labels)?;
         enroll::consume_token(s, &r.bootstrap_token, &r.node_name).await?;
-        let cert = signer.sign(&r.csr_pem, &r.node_name, s.clock.now())?;
+        let cert = signer.sign(&r.csr_pem, &r.node_name)?;
         let node = self.register(&r.node_name, spec, r.labels).await?;
         info!(node = %r.node_name, "node enrolled");
         Ok(EnrollResponse {
             certificate_pem: cert,
             ca_certificate_pem: signer.ca_pem().to_string(),
             node: Some(node),
+        })
+    }
+
+    /// A new certificate for the caller's own node identity. Only a node
+    /// whose Node object still exists may renew: deleting the Node is how
+    /// an operator retires a machine, and its key must not outlive that.
+    async fn renew_inner(&self, id: &Identity, r: RenewRequest) -> Result<RenewResponse, ApiError> {
+        let s = &self.s;
+        let Identity::Node(node) = id else {
+            return Err(authz::deny(
+                id,
+                "Renew",
+                "only node certificates are renewed through the API; use `ferrofab pki issue` for others",
+            ));
+        };
+        let signer = s.signer.as_ref().ok_or_else(|| {
+            ApiError::FailedPrecondition(
+                "certificate signing is disabled on this controller (pki.enrollment = false)"
+                    .into(),
+            )
+        })?;
+        if !s.cache.read().nodes.contains_key(node) {
+            return Err(authz::deny(
+                id,
+                "Renew",
+                "the node no longer exists; enroll it again with a bootstrap token",
+            ));
+        }
+        let cert = signer.sign(&r.csr_pem, node)?;
+        let not_after = ferrofab_pki::CertInfo::from_pem(cert.as_bytes())
+            .map(|i| ferrofab_pki::validity::unix_seconds(i.not_after))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        info!(%node, not_after, "node certificate renewed");
+        Ok(RenewResponse {
+            certificate_pem: cert,
+            ca_certificate_pem: signer.ca_pem().to_string(),
+            not_after: Some(prost_types::Timestamp {
+                seconds: not_after,
+                nanos: 0,
+            }),
         })
     }
 
@@ -180,9 +220,7 @@ impl Agent {
             reports.iter().map(|e| (e.volume.as_str(), e)).collect();
         let mine: Vec<(String, bool, bool)> = {
             let objs = s.cache.read();
-            objs.volumes
-                .values()
-                .filter(|v| v.status.as_ref().is_some_and(|st| st.node == node))
+            objs.volumes_on(node)
                 .map(|v| {
                     let deleting = v
                         .metadata
@@ -256,9 +294,7 @@ impl Agent {
         if ready {
             let pending: Vec<String> = {
                 let objs = s.cache.read();
-                objs.attachments
-                    .values()
-                    .filter(|a| a.spec.as_ref().is_some_and(|sp| sp.volume == name))
+                objs.attachments_of(name)
                     .filter(|a| {
                         a.status
                             .as_ref()
@@ -293,11 +329,7 @@ impl Agent {
             reports.iter().map(|c| (c.attachment.as_str(), c)).collect();
         let mine: Vec<Attachment> = {
             let objs = s.cache.read();
-            objs.attachments
-                .values()
-                .filter(|a| a.spec.as_ref().is_some_and(|sp| sp.node == node))
-                .cloned()
-                .collect()
+            objs.attachments_for(node).cloned().collect()
         };
         for a in mine {
             let name = a.name().to_string();
@@ -401,13 +433,29 @@ impl AgentService for Agent {
             let _g = s.metrics.agent_guard();
             info!(%node, "agent connected");
             let mut last: Option<DesiredState> = None;
+            let mut computed_at = 0;
             loop {
-                let ds = planner::desired_state(&s.cache.read(), &node, &s.defaults);
-                if last.as_ref().is_none_or(|l| !planner::same_content(l, &ds)) {
+                // Recompute only when a change may have touched this node:
+                // most writes concern other nodes.
+                let ds = {
+                    let objs = s.cache.read();
+                    objs.index.node_changed_since(&node, computed_at).then(|| {
+                        computed_at = objs.revision;
+                        planner::desired_state(&objs, &node, &s.defaults)
+                    })
+                };
+                if let Some(ds) =
+                    ds.filter(|ds| last.as_ref().is_none_or(|l| !planner::same_content(l, ds)))
+                {
                     if tx.send(Ok(ds.clone())).await.is_err() {
                         break;
                     }
                     last = Some(ds);
+                    // Each snapshot is the node's whole state; during a burst
+                    // of writes, sending one per change would cost O(node
+                    // size) per write. Pausing lets the burst coalesce into
+                    // the next snapshot.
+                    tokio::time::sleep(s.desired_state_interval).await;
                 }
                 tokio::select! {
                     r = changes.changed() => if r.is_err() { break },
@@ -417,6 +465,15 @@ impl AgentService for Agent {
             info!(%node, "agent disconnected");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    #[instrument(skip_all)]
+    async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
+        let _t = self.s.metrics.api_timer("Renew");
+        let id = identity(&req)?;
+        Ok(Response::new(
+            self.renew_inner(&id, req.into_inner()).await?,
+        ))
     }
 
     #[instrument(skip_all, fields(node = %req.get_ref().node))]

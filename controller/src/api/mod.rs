@@ -33,6 +33,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub defaults: Defaults,
     pub expiry: ExpiryConfig,
+    /// Least time between two desired-state snapshots to one agent.
+    pub desired_state_interval: std::time::Duration,
 }
 
 /// The caller's identity from its verified client certificate.

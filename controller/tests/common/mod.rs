@@ -1,25 +1,22 @@
 //! Shared harness for the controller's integration tests: spawns the built
 //! controller binary over mTLS on loopback and connects typed clients.
-//!
-//! TEST-ONLY PKI: `TestPki` mints throwaway certificates with rcgen. It is a
-//! stand-in until `ferrofab-pki` lands on main; it is not how production
-//! certificates are made.
+//! Certificates come from `ferrofab-pki`, exactly as `ferrofab pki init` and
+//! `ferrofab pki issue` make them in production.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use ferrofab_pki::{Ca, InitOptions, PkiDir, Validity};
 use ferrofab_proto::v1::admin_service_client::AdminServiceClient;
 use ferrofab_proto::v1::agent_service_client::AgentServiceClient;
 use ferrofab_proto::v1::debug_service_client::DebugServiceClient;
 use ferrofab_proto::v1::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+const DAY: Duration = Duration::from_secs(86_400);
 
 /// A certificate and its key, PEM.
 #[derive(Clone)]
@@ -28,74 +25,48 @@ pub struct Cred {
     pub key: String,
 }
 
-/// TEST-ONLY certificate authority (see module docs).
+/// A CA that issues client certificates for the tests.
 pub struct TestPki {
     pub ca_cert: String,
-    pub ca_key: String,
-    issuer: Issuer<'static, KeyPair>,
+    ca: Ca,
 }
 
 impl TestPki {
-    pub fn new(name: &str) -> Self {
-        let key = KeyPair::generate().expect("ca key");
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = p.self_signed(&key).expect("self-sign");
-        let ca_key = key.serialize_pem();
+    /// A CA of its own, unrelated to any controller (for "unknown CA" tests).
+    pub fn new(_name: &str) -> Self {
+        let ca = Ca::generate(Validity::from_now(DAY).expect("validity")).expect("CA");
+        Self::from_ca(ca)
+    }
+
+    /// The CA of a `pki init` directory.
+    pub fn load(dir: &Path) -> Self {
+        Self::from_ca(PkiDir::new(dir).load_ca().expect("load CA"))
+    }
+
+    fn from_ca(ca: Ca) -> Self {
         Self {
-            ca_cert: cert.pem(),
-            ca_key,
-            issuer: Issuer::new(p, key),
+            ca_cert: ca.cert_pem().to_string(),
+            ca,
         }
     }
 
-    fn issue(&self, cn: &str, server: bool, valid_days: i64) -> Cred {
-        let key = KeyPair::generate().expect("key");
-        let sans = if server {
-            vec!["localhost".to_string()]
-        } else {
-            vec![]
-        };
-        let mut p = CertificateParams::new(sans).expect("params");
-        if server {
-            p.subject_alt_names
-                .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
-            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        } else {
-            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        }
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let now = time::OffsetDateTime::now_utc();
-        if valid_days >= 0 {
-            p.not_before = now - time::Duration::hours(1);
-            p.not_after = now + time::Duration::days(valid_days.max(1));
-        } else {
-            p.not_before = now - time::Duration::days(30);
-            p.not_after = now - time::Duration::days(1);
-        }
-        let cert = p.signed_by(&key, &self.issuer).expect("sign");
+    fn issue(&self, identity: &str, validity: Validity) -> Cred {
+        let id = identity.parse().expect("test identity");
+        let c = self.ca.issue(&id, validity).expect("issue");
         Cred {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
+            cert: c.cert_pem,
+            key: c.key_pem,
         }
     }
 
-    pub fn server(&self) -> Cred {
-        self.issue("ferrofab-controller", true, 30)
+    pub fn client(&self, identity: &str) -> Cred {
+        self.issue(identity, Validity::from_now(DAY).expect("validity"))
     }
 
-    pub fn client(&self, cn: &str) -> Cred {
-        self.issue(cn, false, 30)
-    }
-
-    pub fn expired_client(&self, cn: &str) -> Cred {
-        self.issue(cn, false, -1)
+    pub fn expired_client(&self, identity: &str) -> Cred {
+        let now = SystemTime::now();
+        let v = Validity::between(now - 30 * DAY, now - DAY).expect("validity");
+        self.issue(identity, v)
     }
 }
 
@@ -129,8 +100,9 @@ impl Controller {
     pub fn start_with(opts: Options) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let pki = TestPki::new("ferrofab test CA");
-        write_setup(&dir, &pki, &opts);
+        ferrofab_pki::init(&dir.join("pki"), &InitOptions::default()).expect("pki init");
+        let pki = TestPki::load(&dir.join("pki"));
+        write_setup(&dir, &opts);
         let mut c = Self {
             dir,
             pki,
@@ -260,12 +232,7 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
 }
 
-fn write_setup(dir: &Path, pki: &TestPki, opts: &Options) {
-    let server = pki.server();
-    write(&dir.join("server.pem"), &server.cert);
-    write(&dir.join("server.key"), &server.key);
-    write(&dir.join("ca.pem"), &pki.ca_cert);
-    write(&dir.join("ca.key"), &pki.ca_key);
+fn write_setup(dir: &Path, opts: &Options) {
     let clock = if opts.manual_clock {
         "clock = \"manual\"\n"
     } else {
@@ -277,14 +244,8 @@ http_listen = "127.0.0.1:0"
 store_path = "{d}/store.redb"
 max_message_bytes = 1048576
 {clock}
-[tls]
-cert = "{d}/server.pem"
-key = "{d}/server.key"
-client_ca = "{d}/ca.pem"
-
-[enrollment]
-ca_cert = "{d}/ca.pem"
-ca_key = "{d}/ca.key"
+[pki]
+dir = "{d}/pki"
 
 [expiry]
 grace_seconds = 600
