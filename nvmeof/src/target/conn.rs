@@ -506,8 +506,14 @@ impl Conn {
             self.complete(sqe.cid, Status::COMMAND_SEQUENCE_ERROR, 0);
             return;
         }
-        let ttag = self.next_ttag;
-        self.next_ttag = self.next_ttag.wrapping_add(1);
+        // Tags wrap after 65536 transfers; never reuse one still awaiting
+        // data (a host may leave a transfer hanging). At most queue_depth
+        // are pending, so this ends quickly.
+        let mut ttag = self.next_ttag;
+        while self.pending_ttags.contains_key(&ttag) {
+            ttag = ttag.wrapping_add(1);
+        }
+        self.next_ttag = ttag.wrapping_add(1);
         let len = sqe.sgl.length;
         encode_r2t(
             &mut self.tx,
