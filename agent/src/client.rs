@@ -9,7 +9,8 @@ use std::time::Duration;
 use ferrofab_proto::v1::admin_service_client::AdminServiceClient;
 use ferrofab_proto::v1::agent_service_client::AgentServiceClient;
 use ferrofab_proto::v1::{
-    DesiredState, EnrollRequest, EnrollResponse, ReportStatusRequest, WatchDesiredStateRequest,
+    DesiredState, EnrollRequest, EnrollResponse, RenewRequest, ReportStatusRequest,
+    WatchDesiredStateRequest,
 };
 use rand::Rng;
 use tokio::sync::watch;
@@ -58,9 +59,24 @@ impl Backoff {
 #[derive(Clone)]
 pub struct ControllerClient {
     endpoints: Vec<String>,
-    tls: ClientTlsConfig,
+    /// Rebuilt from the files after the certificate is renewed.
+    tls: Arc<std::sync::RwLock<ClientTlsConfig>>,
+    files: TlsFiles,
     node: String,
 }
+
+/// Where the node's TLS material lives, for reloading after renewal.
+#[derive(Clone, Debug)]
+struct TlsFiles {
+    ca: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    server_name: Option<String>,
+}
+
+/// How often a connected agent checks whether its certificate is due for
+/// renewal (it also checks at every (re)connect).
+const RENEWAL_CHECK: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for ControllerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,8 +90,66 @@ impl std::fmt::Debug for ControllerClient {
 impl ControllerClient {
     /// Loads and checks the TLS files named in the config.
     pub fn new(cfg: &AgentConfig) -> Result<Self, AgentError> {
-        let pem = ferrofab_pki::load_client_tls(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
-        let want = ferrofab_pki::Identity::node(&cfg.node)?;
+        let files = TlsFiles {
+            ca: cfg.tls.ca.clone(),
+            cert: cfg.tls.cert.clone(),
+            key: cfg.tls.key.clone(),
+            server_name: cfg.tls.server_name.clone(),
+        };
+        let tls = load_tls(&files, &cfg.node)?;
+        Ok(ControllerClient {
+            endpoints: cfg.controller_endpoints.clone(),
+            tls: Arc::new(std::sync::RwLock::new(tls)),
+            files,
+            node: cfg.node.clone(),
+        })
+    }
+
+    fn tls(&self) -> ClientTlsConfig {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Renews the node certificate through AgentService.Renew once it is in
+    /// the last third of its lifetime, keeping the same key: only the
+    /// certificate file is replaced, atomically, so an agent that crashes
+    /// mid-way restarts with a matching key and certificate. Later
+    /// connections use the new certificate.
+    async fn renew_if_due(
+        &self,
+        agent: &mut AgentServiceClient<Channel>,
+    ) -> Result<bool, AgentError> {
+        let info = ferrofab_pki::CertInfo::load(&self.files.cert)?;
+        if !info.needs_renewal() {
+            return Ok(false);
+        }
+        let key_pem = std::fs::read_to_string(&self.files.key)
+            .map_err(|e| AgentError::Other(format!("reading {}: {e}", self.files.key.display())))?;
+        let identity = ferrofab_pki::Identity::node(&self.node)?;
+        let csr_pem = ferrofab_pki::csr_for_key(&key_pem, &identity)?;
+        let resp = agent
+            .renew(RenewRequest { csr_pem })
+            .await
+            .map_err(|s| rpc_error("Renew", &s))?
+            .into_inner();
+        crate::cache::write_atomic(&self.files.cert, resp.certificate_pem.as_bytes(), 0o644)?;
+        let fresh = load_tls(&self.files, &self.node)?;
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        info!(node = %self.node, "node certificate renewed");
+        Ok(true)
+    }
+
+    async fn renew_logged(&self, agent: &mut AgentServiceClient<Channel>) {
+        if let Err(e) = self.renew_if_due(agent).await {
+            warn!(node = %self.node, error = %e, "certificate renewal failed; will retry");
+        }
+    }
+}
+
+/// Loads and checks the TLS files: the certificate must be this node's.
+fn load_tls(files: &TlsFiles, node: &str) -> Result<ClientTlsConfig, AgentError> {
+    {
+        let pem = ferrofab_pki::load_client_tls(&files.ca, &files.cert, &files.key)?;
+        let want = ferrofab_pki::Identity::node(node)?;
         if pem.identity != want {
             return Err(AgentError::Config {
                 key: "tls.cert".into(),
@@ -88,21 +162,19 @@ impl ControllerClient {
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&pem.ca))
             .identity(Identity::from_pem(&pem.cert, &pem.key));
-        if let Some(name) = &cfg.tls.server_name {
+        if let Some(name) = &files.server_name {
             tls = tls.domain_name(name.clone());
         }
-        Ok(ControllerClient {
-            endpoints: cfg.controller_endpoints.clone(),
-            tls,
-            node: cfg.node.clone(),
-        })
+        Ok(tls)
     }
+}
 
+impl ControllerClient {
     /// The first endpoint that accepts a connection, in config order.
     pub async fn channel(&self) -> Result<Channel, AgentError> {
         let mut last = None;
         for url in &self.endpoints {
-            match connect(url, Some(self.tls.clone())).await {
+            match connect(url, Some(self.tls())).await {
                 Ok(ch) => return Ok(ch),
                 Err(e) => {
                     debug!(%url, error = %e, "endpoint unreachable");
@@ -178,6 +250,9 @@ impl ControllerClient {
         connected.store(true, Ordering::Release);
         backoff.reset();
         info!(node = %self.node, "watching desired state");
+        self.renew_logged(&mut agent).await;
+        let mut renewal = tokio::time::interval(RENEWAL_CHECK);
+        renewal.tick().await;
         // The controller may have restarted: tell it what we have now.
         let latest = reports.borrow_and_update().clone();
         send_report(&mut agent, latest).await;
@@ -198,6 +273,7 @@ impl ControllerClient {
                     let latest = reports.borrow_and_update().clone();
                     send_report(&mut agent, latest).await;
                 }
+                _ = renewal.tick() => self.renew_logged(&mut agent).await,
                 _ = shutdown.changed() => return Ok(()),
             }
         }

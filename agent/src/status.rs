@@ -117,7 +117,7 @@ fn node_conditions(notes: &NodeNotes) -> Vec<Condition> {
             "Certificate",
             false,
             "RenewalDue",
-            "the node certificate is past two thirds of its lifetime; re-enroll the node",
+            "the node certificate is past two thirds of its lifetime; the agent renews it through the controller (re-enroll if that keeps failing)",
         ));
     }
     v

@@ -41,6 +41,18 @@ pub fn generate_key_and_csr(requested: &Identity) -> Result<KeyAndCsr, PkiError>
     })
 }
 
+/// A CSR for a key the node already has, for certificate renewal: only
+/// the certificate file changes, in one atomic rename, so a crash mid-way
+/// can never leave a key that does not match its certificate.
+pub fn csr_for_key(key_pem: &str, requested: &Identity) -> Result<String, PkiError> {
+    let key = crate::keys::parse_key_pem("node key", key_pem.as_bytes())?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, requested.to_string());
+    params.distinguished_name = dn;
+    Ok(params.serialize_request(&key)?.pem()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

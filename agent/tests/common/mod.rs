@@ -83,6 +83,11 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with_pki(dir, "")
+    }
+
+    /// `extra_pki` is appended to the config's `[pki]` table.
+    pub fn start_with_pki(dir: &Path, extra_pki: &str) -> Self {
         let pki = dir.join("pki");
         ferrofab_pki::init(&pki, &ferrofab_pki::InitOptions::default()).expect("pki init");
         let ca = ferrofab_pki::PkiDir::new(&pki).load_ca().expect("ca");
@@ -97,7 +102,7 @@ impl Controller {
         let port = free_port();
         let cfg = format!(
             "listen = \"127.0.0.1:{port}\"\nstore_path = \"{d}/store.redb\"\n\
-             [pki]\ndir = \"{p}\"\n",
+             [pki]\ndir = \"{p}\"\n{extra_pki}",
             d = dir.display(),
             p = pki.display()
         );
