@@ -389,7 +389,7 @@ fn stale_mount_from_a_dead_process_is_cleared() {
 /// ignored by default: `cargo test --release -p ferrofab-nvmeof
 /// fuse_overhead -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a pass/fail test; run by hand in release mode"]
 fn fuse_overhead() {
     use crate::backend::FileOptions;
     use crate::bench::engine::{self, RunOptions, Target};

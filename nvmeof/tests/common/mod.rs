@@ -46,6 +46,15 @@ pub fn fixture_with_io(opts: TargetOptions, direct: DirectIo) -> Fixture {
     let addr = target
         .add_listener("127.0.0.1:0".parse().expect("addr"), ListenerKind::Io, None)
         .expect("listen");
+    serve(&target, dir.path(), direct);
+    Fixture { target, addr, dir }
+}
+
+/// Serve SUBNQN (allowing HOSTNQN) with namespace 1 stored in
+/// `dir`/ns1.img, creating the 64 MiB file the first time. Calling it again
+/// on a new target with the same `dir` serves the same data, as a restart
+/// would.
+pub fn serve(target: &Target, dir: &std::path::Path, direct: DirectIo) {
     target
         .add_subsystem(SubsystemConfig {
             nqn: SUBNQN.into(),
@@ -56,7 +65,7 @@ pub fn fixture_with_io(opts: TargetOptions, direct: DirectIo) -> Fixture {
         })
         .expect("subsystem");
     let backend = open_backend(
-        dir.path().join("ns1.img"),
+        dir.join("ns1.img"),
         &FileOptions {
             create: true,
             size: Some(64 << 20),
@@ -80,7 +89,6 @@ pub fn fixture_with_io(opts: TargetOptions, direct: DirectIo) -> Fixture {
             },
         )
         .expect("namespace");
-    Fixture { target, addr, dir }
 }
 
 /// One queue connection.
