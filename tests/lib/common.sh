@@ -22,11 +22,11 @@ ff_need_pkgs() {
     [ "$(id -u)" -eq 0 ] || ff_die "packages missing and not root: ${missing[*]}"
     if [ "$_ff_apt_updated" -eq 0 ]; then
         ff_say "apt-get update"
-        apt-get update -qq >/dev/null || ff_die "apt-get update failed"
+        apt-get update -qq -o DPkg::Lock::Timeout=600 >/dev/null || ff_die "apt-get update failed"
         _ff_apt_updated=1
     fi
     ff_say "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null \
         || ff_die "apt-get install ${missing[*]} failed"
 }
 
