@@ -34,6 +34,7 @@ unit_tests() {
     metadata-json-lint --strict-license --strict-dependencies "$MOD/metadata.json"
     ff_say "puppet: REFERENCE.md is up to date"
     local ref=$FF_WORK/puppet-REFERENCE.md
+    rm -rf "$MOD/.yardoc" # YARD's cache: always parse the sources afresh
     (cd "$MOD" && puppet strings generate --format markdown --out "$ref" \
         'manifests/**/*.pp' 'lib/puppet/type/*.rb' >/dev/null)
     diff -u "$MOD/REFERENCE.md" "$ref" \
