@@ -36,7 +36,8 @@ unit_tests() {
     local ref=$FF_WORK/puppet-REFERENCE.md
     rm -rf "$MOD/.yardoc" # YARD's cache: always parse the sources afresh
     (cd "$MOD" && puppet strings generate --format markdown --out "$ref" \
-        'manifests/**/*.pp' 'lib/puppet/type/*.rb' >/dev/null)
+        'manifests/**/*.pp' 'lib/puppet/type/*.rb' >"$FF_WORK/puppet-strings.log" 2>&1) \
+        || { cat "$FF_WORK/puppet-strings.log" >&2; ff_die "puppet strings generate failed"; }
     diff -u "$MOD/REFERENCE.md" "$ref" \
         || ff_die "puppet/REFERENCE.md is stale: regenerate it (puppet/README.md, Development)"
 }
@@ -159,7 +160,9 @@ check_data() {
     [ "$want" = "$got" ] || ff_die "volume $1 lost data: read $got, expected $want"
 }
 
-# manifest NAME BODY : a manifest with the agent class and BODY.
+# manifest NAME BODY : a manifest with the agent class (log level
+# $LOG_LEVEL) and BODY.
+LOG_LEVEL=info
 manifest() {
     cat >"$W/$1.pp" <<EOF
 class { 'ferrofab::agent':
@@ -178,6 +181,7 @@ class { 'ferrofab::agent':
   state_dir            => '$W/ws/state',
   api_socket           => '$W/ws/run/agent.sock',
   resync_interval      => '2s',
+  log_level            => '$LOG_LEVEL',
   unit_path            => '$W/ws/ferrofab-agent.service',
   service_provider     => 'base',
   service_options      => {
@@ -307,6 +311,8 @@ e2e_tests() {
         grep -q "$W/ws/volumes/$v" "$W/resource.out" || ff_die "puppet resource does not show the path of $v"
     done
 
+    config_change_restarts "$three"
+
     ff_say "puppet e2e: --noop with a changed manifest changes nothing"
     manifest changed "ferrofab_attachment { 'vol-a': ensure => present, read_only => true }
 ferrofab_attachment { 'vol-b': ensure => present }
@@ -366,6 +372,27 @@ ferrofab_attachment { 'vol-b': ensure => absent }"
     echo "puppet apply wall time: first run ${FIRST_SECS}s (install, enroll, start, 3 attachments; catalog applied in ${first_cat}s), second run ${SECOND_SECS}s (no changes; catalog applied in ${second_cat}s)" \
         >"$FF_WORK/puppet-apply-times.txt"
     cleanup
+}
+
+# A changed parameter rewrites the config, which restarts the agent (~>);
+# its attachments come back and keep their data.
+config_change_restarts() {
+    ff_say "puppet e2e: a config change restarts the agent"
+    local pid_before
+    pid_before=$(cat "$W/ws/run/agent.pid")
+    LOG_LEVEL=debug
+    manifest restart "$1"
+    papply restart "$W/restart.pp"
+    expect_rc 2 restart
+    expect_out restart "File\[$W/ws/etc/agent.toml\]/content: content changed"
+    expect_out restart "Service\[ferrofab-agent\]: Triggered 'refresh'"
+    grep -q '^log_level = "debug"$' "$W/ws/etc/agent.toml" || ff_die "log_level not written"
+    [ "$(cat "$W/ws/run/agent.pid")" != "$pid_before" ] || ff_die "the agent was not restarted"
+    [ "$(attached_volumes)" = "vol-a vol-b vol-c" ] || ff_die "after the restart: $(attached_volumes)"
+    check_data vol-a 1
+    check_data vol-b 2
+    papply restart-again "$W/restart.pp"
+    expect_rc 0 restart-again
 }
 
 # The README's filesystem pattern for the built-in driver (losetup, mkfs
