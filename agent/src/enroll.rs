@@ -1,6 +1,11 @@
 //! One-step enrollment: make a key here, send its CSR with the bootstrap
 //! token, write certificate, key (0600) and CA where the config says, and
 //! write or update the config file. The private key never leaves the node.
+//!
+//! With `keep_config` the config file is owned by configuration management
+//! (Puppet writes it from its own parameters): enrollment then only reads
+//! it and writes the TLS files, so the next Puppet run finds the file it
+//! wrote and does not restart the agent for a rewrite it did not ask for.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +33,8 @@ pub struct EnrollArgs {
     pub data_addresses: Vec<String>,
     /// Overrides the config's state directory (where the host NQN lives).
     pub state_dir: Option<PathBuf>,
+    /// Use the existing config as it is and never write it.
+    pub keep_config: bool,
 }
 
 /// The outcome, for the CLI to print.
@@ -69,7 +76,9 @@ pub async fn enroll(a: &EnrollArgs) -> Result<Enrolled, AgentError> {
     };
     write_atomic(&cfg.tls.ca, &ca_out, 0o644)?;
     cfg.validate()?;
-    write_atomic(&a.config, cfg.to_toml()?.as_bytes(), 0o644)?;
+    if !a.keep_config {
+        write_atomic(&a.config, cfg.to_toml()?.as_bytes(), 0o644)?;
+    }
     info!(node = %a.node, config = %a.config.display(), "enrolled");
     Ok(Enrolled {
         node: a.node.clone(),
@@ -82,6 +91,9 @@ pub async fn enroll(a: &EnrollArgs) -> Result<Enrolled, AgentError> {
 /// The existing config updated with the arguments, or a new one whose TLS
 /// files sit next to the config file.
 fn base_config(a: &EnrollArgs) -> Result<AgentConfig, AgentError> {
+    if a.keep_config {
+        return kept_config(a);
+    }
     let endpoint = endpoint_url(&a.controller);
     let mut cfg = if a.config.exists() {
         AgentConfig::load(&a.config)?
@@ -109,6 +121,55 @@ fn base_config(a: &EnrollArgs) -> Result<AgentConfig, AgentError> {
     }
     if let Some(s) = &a.state_dir {
         cfg.state_dir = s.clone();
+    }
+    Ok(cfg)
+}
+
+/// The existing config, unchanged, after checking that the arguments do
+/// not contradict it (a node enrolled under another name or roles than its
+/// config says would fail at its first connection instead of here).
+fn kept_config(a: &EnrollArgs) -> Result<AgentConfig, AgentError> {
+    let mismatch = |key: &str, message: String| AgentError::Config {
+        key: key.into(),
+        message,
+    };
+    if !a.config.exists() {
+        return Err(mismatch(
+            "--keep-config",
+            format!("config file {} does not exist", a.config.display()),
+        ));
+    }
+    let cfg = AgentConfig::load(&a.config)?;
+    if cfg.node != a.node {
+        return Err(mismatch(
+            "node",
+            format!(
+                "{} names node {:?} but --node is {:?}",
+                a.config.display(),
+                cfg.node,
+                a.node
+            ),
+        ));
+    }
+    let mut roles = a.roles.clone();
+    roles.sort();
+    roles.dedup();
+    if !roles.is_empty() && roles != cfg.roles {
+        return Err(mismatch(
+            "roles",
+            format!(
+                "{} has roles {:?} but --roles is {:?}",
+                a.config.display(),
+                cfg.roles,
+                roles
+            ),
+        ));
+    }
+    if a.state_dir.is_some() {
+        return Err(mismatch(
+            "--state-dir",
+            "cannot be combined with --keep-config; set state_dir in the config".into(),
+        ));
     }
     Ok(cfg)
 }
@@ -185,10 +246,46 @@ mod tests {
             config: "/etc/x/agent.toml".into(),
             data_addresses: vec![],
             state_dir: None,
+            keep_config: false,
         };
         let c = base_config(&a).unwrap();
         assert_eq!(c.tls.key, PathBuf::from("/etc/x/node.key"));
         assert_eq!(c.controller_endpoints, vec!["https://127.0.0.1:7443"]);
         assert_eq!(c.roles, vec![Role::Workstation]);
+    }
+
+    #[test]
+    fn kept_config_is_used_as_is_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let mut a = EnrollArgs {
+            token: "t".into(),
+            controller: "127.0.0.1:9".into(),
+            ca: "/ca.pem".into(),
+            node: "ws1".into(),
+            roles: vec![],
+            config: path.clone(),
+            data_addresses: vec![],
+            state_dir: None,
+            keep_config: true,
+        };
+        let err = base_config(&a).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        let text = "node = \"ws1\"\nroles = [\"workstation\"]\n\
+            controller_endpoints = [\"https://ctl:7443\"]\n\
+            [tls]\nca = \"/p/ca.crt\"\ncert = \"/p/n.crt\"\nkey = \"/p/n.key\"\n";
+        std::fs::write(&path, text).unwrap();
+        let c = base_config(&a).unwrap();
+        assert_eq!(c.controller_endpoints, vec!["https://ctl:7443"]);
+        assert_eq!(c.tls.key, PathBuf::from("/p/n.key"));
+        a.roles = vec![Role::Workstation];
+        assert!(base_config(&a).is_ok());
+        a.roles = vec![Role::Storage];
+        let err = base_config(&a).unwrap_err().to_string();
+        assert!(err.contains("roles"), "{err}");
+        a.roles = vec![];
+        a.node = "ws2".into();
+        let err = base_config(&a).unwrap_err().to_string();
+        assert!(err.contains("node") && err.contains("ws2"), "{err}");
     }
 }

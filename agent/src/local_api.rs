@@ -66,6 +66,9 @@ pub enum ErrorCode {
     Conflict,
     Timeout,
     Internal,
+    /// Only from the CLI: the agent's socket did not answer (agent not
+    /// running, wrong socket path, or no answer in time).
+    AgentUnreachable,
 }
 
 /// An error answer.

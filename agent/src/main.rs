@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferrofab_agent::config::DEFAULT_CONFIG_PATH;
-use ferrofab_agent::local_api::{self, ErrorCode, Request};
+use ferrofab_agent::local_api::{self, ApiError, ErrorCode, Request};
 use ferrofab_agent::{Agent, AgentConfig, Role, StartOptions};
 use tracing_subscriber::{reload, EnvFilter};
 
@@ -51,6 +51,10 @@ enum Cmd {
         /// State directory (host NQN, cache); default from the config.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Use the existing --config file as it is and only write the key,
+        /// certificate and CA (for a config managed by Puppet).
+        #[arg(long, conflicts_with = "state_dir")]
+        keep_config: bool,
     },
     /// Show the agent's status.
     Status {
@@ -166,26 +170,19 @@ fn parse_timeout(s: &str) -> anyhow::Result<Duration> {
 /// Sends one local API request and prints the answer; returns the exit code.
 fn api_command(socket: PathBuf, req: Request, wait: Duration, json: bool) -> anyhow::Result<u8> {
     let rt = runtime()?;
-    let resp = rt.block_on(local_api::call(
-        &socket,
-        req,
-        wait + Duration::from_secs(30),
-    ))?;
+    let resp = rt
+        .block_on(local_api::call(
+            &socket,
+            req,
+            wait + Duration::from_secs(30),
+        ))
+        .map_err(|e| ApiError::new(ErrorCode::AgentUnreachable, e.to_string()));
+    let resp = match resp {
+        Ok(r) => r,
+        Err(err) => return print_api_error(err, json),
+    };
     if let Some(err) = resp.error {
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(
-                    &serde_json::json!({"schema_version": 1, "error": err})
-                )?
-            );
-        }
-        eprintln!("ferrofab-agent: {}", err.message);
-        return Ok(if err.code == ErrorCode::Timeout {
-            EXIT_TIMEOUT
-        } else {
-            EXIT_ERROR
-        });
+        return print_api_error(err, json);
     }
     let result = resp.result.unwrap_or_default();
     if json {
@@ -194,6 +191,24 @@ fn api_command(socket: PathBuf, req: Request, wait: Duration, json: bool) -> any
         print_human(&result);
     }
     Ok(0)
+}
+
+/// Prints an error: with `--json` also as `{schema_version, error: {code,
+/// message}}` on stdout, so scripts (the Puppet provider) get the reason
+/// and its class in one stable shape; always the message on stderr.
+fn print_api_error(err: ApiError, json: bool) -> anyhow::Result<u8> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"schema_version": 1, "error": err}))?
+        );
+    }
+    eprintln!("ferrofab-agent: {}", err.message);
+    Ok(if err.code == ErrorCode::Timeout {
+        EXIT_TIMEOUT
+    } else {
+        EXIT_ERROR
+    })
 }
 
 fn print_human(v: &serde_json::Value) {
@@ -255,6 +270,7 @@ fn enroll(cli: &Cli, cmd: &Cmd) -> anyhow::Result<u8> {
         roles,
         data_addresses,
         state_dir,
+        keep_config,
     } = cmd
     else {
         return Ok(EXIT_ERROR);
@@ -269,6 +285,7 @@ fn enroll(cli: &Cli, cmd: &Cmd) -> anyhow::Result<u8> {
         config: cli.config.clone(),
         data_addresses: data_addresses.clone(),
         state_dir: state_dir.clone(),
+        keep_config: *keep_config,
     };
     let out = runtime()?.block_on(ferrofab_agent::enroll::enroll(&args))?;
     println!(

@@ -621,6 +621,7 @@ async fn enroll(
         config: file.to_path_buf(),
         data_addresses,
         state_dir: Some(paths.node(name).join("state")),
+        keep_config: false,
     };
     let out = ferrofab_agent::enroll::enroll(&args)
         .await

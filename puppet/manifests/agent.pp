@@ -1,0 +1,171 @@
+# @summary Installs, configures, enrolls and runs the ferrofab node agent.
+#
+# The agent is installed from a package, or from a binary path or URL
+# (`binary_source`). Its TOML config is written from the parameters below
+# with stdlib's `to_toml`; a change to it, to the binary or to the unit
+# restarts the service. On the first run the node enrolls once with a
+# single-use bootstrap token: the agent makes its key locally, sends a CSR
+# with the token and writes the key (mode 0600), the node certificate and
+# the CA to the `tls_*` paths. The `exec` is guarded by the node
+# certificate, so it never runs again once the node has one (the agent
+# renews the certificate itself). Enrollment keeps the config Puppet wrote
+# (`enroll --keep-config`), so the next run changes nothing.
+#
+# @example A workstation with the built-in driver
+#   class { 'ferrofab::agent':
+#     controller_endpoints => ['https://ctl.lab.example:7443'],
+#     ca_cert              => file('profile/ferrofab/ca.crt'),
+#     bootstrap_token      => Sensitive(lookup('ferrofab::bootstrap_token')),
+#   }
+#
+# @example A storage node with one pool, installed from a URL
+#   class { 'ferrofab::agent':
+#     controller_endpoints => ['https://ctl.lab.example:7443'],
+#     roles                => ['storage'],
+#     pools                => { 'fast' => { 'path' => '/srv/ferrofab/fast', 'provisioning' => 'thin' } },
+#     data_addresses       => ['10.0.0.10:4420'],
+#     binary_source        => 'https://artifacts.lab.example/ferrofab/0.1.0/ferrofab-agent',
+#     binary_checksum      => '5f2b…(sha256 of the binary)',
+#     ca_cert              => file('profile/ferrofab/ca.crt'),
+#     bootstrap_token      => Sensitive(lookup('ferrofab::bootstrap_token')),
+#   }
+#
+# @param controller_endpoints
+#   Controller gRPC endpoints (`https://host:port`), tried in order. The
+#   first one is used for enrollment.
+# @param node_name
+#   The node's name; its certificate will be `node:NAME`.
+# @param roles
+#   `workstation` (attaches volumes) and/or `storage` (serves pools).
+# @param pools
+#   Storage pools of this node: name => `{ path, provisioning }`, where
+#   provisioning is `thin` (default) or `thick`.
+# @param expose_dir
+#   Directory where attached volumes appear (built-in driver: one FUSE mount).
+# @param driver
+#   Data path: `builtin` (NVMe/TCP inside the agent, volumes as files) or
+#   `kernel` (Linux nvme-tcp; accepted by the config, refused by this agent
+#   version).
+# @param state_dir
+#   Persistent state: the desired-state cache and the host NQN.
+# @param api_socket
+#   The agent's local API socket, used by `ferrofab_attachment`.
+# @param resync_interval
+#   Periodic full reconcile, e.g. `30s`.
+# @param log_level
+#   tracing filter, e.g. `info` or `ferrofab_agent=debug`.
+# @param metrics_listen
+#   `IP:PORT` of the Prometheus endpoint; none when undef.
+# @param data_listen
+#   `IP:PORT`s the built-in target listens on (storage); empty: the node's
+#   data addresses.
+# @param data_addresses
+#   `HOST:PORT`s registered for the node at enrollment (storage nodes).
+# @param config_path
+#   The agent's config file.
+# @param config_mode
+#   Mode of the config file. The config names the key files but holds no
+#   key material; the key itself is written mode 0600 by the agent and kept
+#   so by this class.
+# @param tls_ca
+#   CA certificate of the controller (written from `ca_cert` when given).
+# @param tls_cert
+#   The node certificate; its presence means "enrolled".
+# @param tls_key
+#   The node's private key (mode 0600, created on the node, never leaves it).
+# @param tls_server_name
+#   Name to verify the controller's certificate against; default: the
+#   endpoint's host.
+# @param ca_cert
+#   PEM text of the controller's CA. When undef, `tls_ca` must already exist.
+# @param bootstrap_token
+#   Single-use bootstrap token (`ferrofab node token create --node NAME`).
+#   Only used while the node has no certificate.
+# @param package_name
+#   Package that installs the agent when `binary_source` is undef.
+# @param package_ensure
+#   `ensure` of that package.
+# @param binary_source
+#   Install the agent binary from this file `source` instead of a package:
+#   an absolute path, `puppet:///` URL or `https://` URL.
+# @param binary_checksum
+#   SHA-256 of the binary at `binary_source`; recommended for URLs.
+# @param binary_path
+#   Where the agent binary is (package) or is installed (`binary_source`).
+#   Default: `/usr/bin/ferrofab-agent` from a package,
+#   `/usr/local/bin/ferrofab-agent` otherwise.
+# @param service_manage
+#   Manage the systemd unit and the service.
+# @param service_name
+#   Name of the service.
+# @param service_ensure
+#   `running` or `stopped`.
+# @param service_enable
+#   Start the service at boot.
+# @param service_provider
+#   Service provider; undef lets Puppet choose (systemd on Debian). Hosts
+#   without systemd (containers, CI) can use `base` with `service_options`.
+# @param service_options
+#   Further attributes of the `service` resource, e.g. `start`, `stop` and
+#   `status` commands for the `base` provider.
+# @param unit_path
+#   Path of the systemd unit file.
+class ferrofab::agent (
+  Array[Stdlib::HTTPSUrl, 1] $controller_endpoints,
+  Pattern[/\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\z/] $node_name = $facts['networking']['hostname'],
+  Array[Enum['storage', 'workstation'], 1] $roles = ['workstation'],
+  Hash[Pattern[/\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\z/], Struct[{
+        path                   => Stdlib::Absolutepath,
+        Optional[provisioning] => Enum['thin', 'thick'],
+  }]] $pools = {},
+  Stdlib::Absolutepath $expose_dir = '/run/ferrofab/volumes',
+  Enum['builtin', 'kernel'] $driver = 'builtin',
+  Stdlib::Absolutepath $state_dir = '/var/lib/ferrofab/agent',
+  Stdlib::Absolutepath $api_socket = '/run/ferrofab/agent.sock',
+  Pattern[/\A[0-9]+(ms|s|m|h|d)\z/] $resync_interval = '30s',
+  String[1] $log_level = 'info',
+  Optional[String[1]] $metrics_listen = undef,
+  Array[String[1]] $data_listen = [],
+  Array[String[1]] $data_addresses = [],
+  Stdlib::Absolutepath $config_path = '/etc/ferrofab/agent.toml',
+  Stdlib::Filemode $config_mode = '0644',
+  Stdlib::Absolutepath $tls_ca = '/etc/ferrofab/ca.crt',
+  Stdlib::Absolutepath $tls_cert = '/etc/ferrofab/node.crt',
+  Stdlib::Absolutepath $tls_key = '/etc/ferrofab/node.key',
+  Optional[String[1]] $tls_server_name = undef,
+  Optional[String[1]] $ca_cert = undef,
+  Optional[Sensitive[String[1]]] $bootstrap_token = undef,
+  String[1] $package_name = 'ferrofab-agent',
+  String[1] $package_ensure = 'installed',
+  Optional[String[1]] $binary_source = undef,
+  Optional[Pattern[/\A[0-9a-f]{64}\z/]] $binary_checksum = undef,
+  Optional[Stdlib::Absolutepath] $binary_path = undef,
+  Boolean $service_manage = true,
+  String[1] $service_name = 'ferrofab-agent',
+  Enum['running', 'stopped'] $service_ensure = 'running',
+  Boolean $service_enable = true,
+  Optional[String[1]] $service_provider = undef,
+  Hash[String[1], Any] $service_options = {},
+  Stdlib::Absolutepath $unit_path = '/etc/systemd/system/ferrofab-agent.service',
+) {
+  $binary = $binary_path ? {
+    undef   => $binary_source ? {
+      undef   => '/usr/bin/ferrofab-agent',
+      default => '/usr/local/bin/ferrofab-agent',
+    },
+    default => $binary_path,
+  }
+
+  contain ferrofab::agent::install
+  contain ferrofab::agent::config
+  contain ferrofab::agent::enroll
+  contain ferrofab::agent::service
+
+  Class['ferrofab::agent::install']
+  -> Class['ferrofab::agent::config']
+  -> Class['ferrofab::agent::enroll']
+  -> Class['ferrofab::agent::service']
+
+  Class['ferrofab::agent::install'] ~> Class['ferrofab::agent::service']
+  Class['ferrofab::agent::config'] ~> Class['ferrofab::agent::service']
+}

@@ -1,0 +1,166 @@
+# frozen_string_literal: true
+
+require 'spec_helper'
+
+describe 'ferrofab::agent' do
+  let(:endpoint) { 'https://ctl.lab.example:7443' }
+  let(:minimal) { { controller_endpoints: [endpoint] } }
+
+  context 'with only the controller endpoint' do
+    let(:params) { minimal }
+
+    it { is_expected.to compile.with_all_deps }
+    it { is_expected.to contain_package('ferrofab-agent').with_ensure('installed') }
+    it { is_expected.to contain_file('/etc/ferrofab').with_ensure('directory') }
+
+    it 'writes the TOML config from the parameters' do
+      is_expected.to contain_file('/etc/ferrofab/agent.toml')
+        .with_mode('0644')
+        .with_content(%r{^node = "ws7"$})
+        .with_content(%r{^roles = \["workstation"\]$})
+        .with_content(%r{^controller_endpoints = \["https://ctl\.lab\.example:7443"\]$})
+        .with_content(%r{^data_path = "builtin"$})
+        .with_content(%r{^expose_dir = "/run/ferrofab/volumes"$})
+        .with_content(%r{^api_socket = "/run/ferrofab/agent\.sock"$})
+        .with_content(%r{^\[tls\]$})
+        .with_content(%r{^key = "/etc/ferrofab/node\.key"$})
+        .without_content(%r{server_name|metrics_listen})
+    end
+
+    it 'installs a systemd unit that runs the agent with this config' do
+      is_expected.to contain_file('/etc/systemd/system/ferrofab-agent.service')
+        .with_content(%r{^ExecStart=/usr/bin/ferrofab-agent --config /etc/ferrofab/agent\.toml run$})
+        .with_content(%r{^ExecStartPost=.*ferrofab-agent --config /etc/ferrofab/agent\.toml status})
+        .with_content(%r{^Restart=on-failure$})
+        .with_content(%r{^WantedBy=multi-user\.target$})
+    end
+
+    it 'runs the service and restarts it on config, unit or binary changes' do
+      is_expected.to contain_service('ferrofab-agent')
+        .with_ensure('running')
+        .with_enable(true)
+        .that_subscribes_to('File[/etc/systemd/system/ferrofab-agent.service]')
+      is_expected.to contain_class('ferrofab::agent::config').that_notifies('Class[ferrofab::agent::service]')
+      is_expected.to contain_class('ferrofab::agent::install').that_notifies('Class[ferrofab::agent::service]')
+    end
+
+    it 'does not enroll without a token' do
+      is_expected.not_to contain_exec('ferrofab-agent enroll')
+      is_expected.not_to contain_file('/etc/ferrofab/ca.crt')
+    end
+  end
+
+  context 'with a bootstrap token and the CA' do
+    let(:params) do
+      minimal.merge(
+        bootstrap_token: sensitive('tok-123'),
+        ca_cert: "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+        roles: ['workstation', 'storage'],
+        data_addresses: ['10.0.0.5:4420'],
+      )
+    end
+
+    it { is_expected.to compile.with_all_deps }
+    it { is_expected.to contain_file('/etc/ferrofab/ca.crt').with_content(%r{BEGIN CERTIFICATE}) }
+
+    it 'enrolls once, guarded by the node certificate, with the token kept sensitive' do
+      exec = catalogue.resource('Exec', 'ferrofab-agent enroll')
+      expect(exec).not_to be_nil
+      expect(exec[:creates]).to eq('/etc/ferrofab/node.crt')
+      # The catalog keeps the value and marks it sensitive: Puppet redacts
+      # it from logs and reports.
+      expect(exec.sensitive_parameters).to include(:command)
+      text = exec[:command]
+      expect(text).to include('/usr/bin/ferrofab-agent --config /etc/ferrofab/agent.toml enroll --keep-config')
+      expect(text).to include('--controller https://ctl.lab.example:7443')
+      expect(text).to include('--ca /etc/ferrofab/ca.crt --node ws7 --roles storage,workstation')
+      expect(text).to include('--data-address 10.0.0.5:4420')
+      expect(text).to end_with('--token tok-123')
+    end
+
+    it 'orders config, enrollment and service' do
+      is_expected.to contain_class('ferrofab::agent::config').that_comes_before('Class[ferrofab::agent::enroll]')
+      is_expected.to contain_class('ferrofab::agent::enroll').that_comes_before('Class[ferrofab::agent::service]')
+      is_expected.to contain_file('/etc/ferrofab/node.key').with_mode('0600').that_requires('Exec[ferrofab-agent enroll]')
+    end
+  end
+
+  context 'installed from a binary URL, storage role, custom paths' do
+    let(:params) do
+      minimal.merge(
+        node_name: 'stor-1',
+        roles: ['storage'],
+        pools: { 'fast' => { 'path' => '/srv/ferrofab/fast', 'provisioning' => 'thick' } },
+        binary_source: 'https://artifacts.lab.example/ferrofab-agent',
+        binary_checksum: 'a' * 64,
+        metrics_listen: '0.0.0.0:9478',
+        tls_server_name: 'ctl.lab.example',
+        config_path: '/opt/ff/agent.toml',
+        driver: 'kernel',
+      )
+    end
+
+    it { is_expected.to compile.with_all_deps }
+    it { is_expected.not_to contain_package('ferrofab-agent') }
+
+    it 'installs the binary from the source with its checksum' do
+      is_expected.to contain_file('/usr/local/bin/ferrofab-agent')
+        .with_source('https://artifacts.lab.example/ferrofab-agent')
+        .with_checksum('sha256')
+        .with_checksum_value('a' * 64)
+        .with_mode('0755')
+        .that_notifies('Class[ferrofab::agent::service]')
+    end
+
+    it 'writes pools, metrics, server name and driver' do
+      is_expected.to contain_file('/opt/ff/agent.toml')
+        .with_content(%r{^node = "stor-1"$})
+        .with_content(%r{^data_path = "kernel"$})
+        .with_content(%r{^metrics_listen = "0\.0\.0\.0:9478"$})
+        .with_content(%r{^server_name = "ctl\.lab\.example"$})
+        .with_content(%r{^\[pools\.fast\]\npath = "/srv/ferrofab/fast"\nprovisioning = "thick"$})
+    end
+
+    it { is_expected.to contain_file('/etc/systemd/system/ferrofab-agent.service').with_content(%r{^ExecStart=/usr/local/bin/ferrofab-agent --config /opt/ff/agent\.toml run$}) }
+  end
+
+  context 'without systemd (base provider with commands)' do
+    let(:params) do
+      minimal.merge(
+        service_provider: 'base',
+        service_options: { 'start' => '/bin/svc start', 'stop' => '/bin/svc stop', 'status' => '/bin/svc status' },
+      )
+    end
+
+    it do
+      is_expected.to contain_service('ferrofab-agent')
+        .with_provider('base')
+        .with_start('/bin/svc start')
+        .with_status('/bin/svc status')
+    end
+  end
+
+  context 'with service_manage false' do
+    let(:params) { minimal.merge(service_manage: false) }
+
+    it { is_expected.not_to contain_service('ferrofab-agent') }
+    it { is_expected.not_to contain_file('/etc/systemd/system/ferrofab-agent.service') }
+  end
+
+  context 'with bad parameters' do
+    [
+      [{ controller_endpoints: [] }, %r{controller_endpoints}],
+      [{ controller_endpoints: ['http://plain:7443'] }, %r{controller_endpoints}],
+      [{ controller_endpoints: ['https://c:1'], node_name: 'WS_7' }, %r{node_name}],
+      [{ controller_endpoints: ['https://c:1'], roles: ['gpu'] }, %r{roles}],
+      [{ controller_endpoints: ['https://c:1'], bootstrap_token: 'plain-text' }, %r{bootstrap_token}],
+      [{ controller_endpoints: ['https://c:1'], pools: { 'p' => { 'path' => 'relative' } } }, %r{pools}],
+    ].each do |bad, message|
+      context "(#{bad.keys.last})" do
+        let(:params) { bad }
+
+        it { is_expected.to compile.and_raise_error(message) }
+      end
+    end
+  end
+end

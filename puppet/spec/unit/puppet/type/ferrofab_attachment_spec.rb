@@ -1,0 +1,59 @@
+# frozen_string_literal: true
+
+require 'spec_helper'
+require 'puppet/type/ferrofab_attachment'
+
+RSpec.describe 'the ferrofab_attachment type' do
+  let(:type) { Puppet::Type.type(:ferrofab_attachment) }
+
+  it 'loads' do
+    expect(type).not_to be_nil
+  end
+
+  it 'has volume as its namevar and the documented attributes' do
+    definition = type.type_definition
+    expect(definition.namevars).to eq([:volume])
+    expect(definition.attributes.keys).to contain_exactly(:ensure, :volume, :read_only, :path, :wait_timeout)
+    expect(definition.attributes[:path][:behaviour]).to eq(:read_only)
+    expect(definition.attributes[:wait_timeout][:behaviour]).to eq(:parameter)
+    expect(definition.feature?('simple_get_filter')).to be(true)
+  end
+
+  it 'defaults to present, read-write, 60 s' do
+    res = type.new(volume: 'scratch')
+    expect(res[:ensure].to_s).to eq('present')
+    expect(res[:read_only].to_s).to eq('false')
+    expect(res[:wait_timeout]).to eq(60)
+  end
+
+  it 'accepts a full declaration' do
+    res = type.new(volume: 'atlas-2', ensure: 'absent', read_only: true, wait_timeout: 300)
+    expect(res[:ensure].to_s).to eq('absent')
+    expect(res[:read_only].to_s).to eq('true')
+    expect(res[:wait_timeout]).to eq(300)
+  end
+
+  ['Scratch', 'has_underscore', '-leading', 'trailing-', 'a' * 64, ''].each do |bad|
+    it "refuses the volume name #{bad.inspect}" do
+      expect { type.new(volume: bad) }.to raise_error(Puppet::ResourceError, %r{volume})
+    end
+  end
+
+  it 'refuses a bad ensure' do
+    expect { type.new(volume: 'v', ensure: 'mounted') }.to raise_error(Puppet::ResourceError, %r{ensure})
+  end
+
+  it 'refuses a non-boolean read_only' do
+    expect { type.new(volume: 'v', read_only: 'maybe') }.to raise_error(Puppet::ResourceError, %r{read_only})
+  end
+
+  [0, -5, 86_401, 'soon'].each do |bad|
+    it "refuses wait_timeout #{bad.inspect}" do
+      expect { type.new(volume: 'v', wait_timeout: bad) }.to raise_error(Puppet::ResourceError, %r{wait_timeout})
+    end
+  end
+
+  it 'refuses to set the read-only path' do
+    expect { type.new(volume: 'v', path: '/tmp/x') }.to raise_error(Puppet::ResourceError, %r{read-only|path})
+  end
+end

@@ -1,0 +1,460 @@
+#!/usr/bin/env bash
+# Suite `puppet`: the Puppet module in puppet/.
+#
+# Unit: rspec for the ferrofab_attachment type and provider (CLI stubbed
+# with JSON fixtures) and rspec-puppet for class ferrofab::agent;
+# puppet-lint, metadata-json-lint, and REFERENCE.md up to date.
+#
+# End to end, on loopback with this build's binaries: a real controller and
+# storage agent; `puppet apply` of class ferrofab::agent installs,
+# configures, enrolls (bootstrap token) and starts the workstation agent
+# (without systemd: base service provider with tests/puppet/agent-service.sh;
+# the unit file is checked separately), then ferrofab_attachment resources:
+# changes then idempotence, `puppet resource`, --noop, ensure => absent, a
+# refused volume, and a run with the controller down.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+
+ff_need_pkgs puppet ruby-puppet-resource-api ruby-rspec-puppet ruby-rspec \
+    puppet-module-puppetlabs-stdlib puppet-strings puppet-lint metadata-json-lint \
+    util-linux mount fuse3 kmod python3 e2fsprogs
+ff_need_cmd puppet rspec puppet-lint metadata-json-lint python3 sha256sum losetup blkid mkfs.ext4 findmnt
+[ -d /usr/share/puppet/modules/stdlib ] || ff_die "stdlib module missing in /usr/share/puppet/modules"
+
+MOD=$FF_REPO/puppet
+
+# ------------------------------------------------------------------ unit
+
+unit_tests() {
+    ff_say "puppet: rspec (type, provider, class)"
+    (cd "$MOD" && rspec --pattern 'spec/{classes,unit}/**/*_spec.rb')
+    ff_say "puppet: puppet-lint, parser, metadata"
+    (cd "$MOD" && puppet-lint --relative --fail-on-warnings manifests templates examples)
+    (cd "$MOD" && puppet parser validate manifests examples && puppet epp validate templates/*.epp)
+    metadata-json-lint --strict-license --strict-dependencies "$MOD/metadata.json"
+    ff_say "puppet: REFERENCE.md is up to date"
+    local ref=$FF_WORK/puppet-REFERENCE.md
+    rm -rf "$MOD/.yardoc" # YARD's cache: always parse the sources afresh
+    (cd "$MOD" && puppet strings generate --format markdown --out "$ref" \
+        'manifests/**/*.pp' 'lib/puppet/type/*.rb' >"$FF_WORK/puppet-strings.log" 2>&1) \
+        || { cat "$FF_WORK/puppet-strings.log" >&2; ff_die "puppet strings generate failed"; }
+    diff -u "$MOD/REFERENCE.md" "$ref" \
+        || ff_die "puppet/REFERENCE.md is stale: regenerate it (puppet/README.md, Development)"
+}
+
+# ------------------------------------------------------------ end to end
+
+W=$FF_WORK/puppet-e2e
+SVC=$FF_REPO/tests/puppet/agent-service.sh
+PIDS=()
+
+# Stops what an earlier run of this suite may have left (by its pid files
+# only) and unmounts its FUSE mount.
+cleanup() {
+    local f
+    [ -f "$W/ws/run/agent.pid" ] && "$SVC" stop "$W/ws/bin/ferrofab-agent" "$W/ws/etc/agent.toml" "$W/ws/run" || true
+    for f in "$W"/*.pid; do
+        [ -f "$f" ] || continue
+        kill -TERM "$(cat "$f")" 2>/dev/null || true
+        rm -f "$f"
+    done
+    sleep 0.5
+    umount "$W/mnt/fs" 2>/dev/null || true
+    losetup -j "$W/ws/volumes/vol-fs" -n -O NAME 2>/dev/null | xargs -r -n1 losetup -d 2>/dev/null || true
+    umount -l "$W/ws/volumes" 2>/dev/null || true
+}
+
+# start_bg NAME CMD... : runs CMD in the background, pid in $W/NAME.pid.
+start_bg() {
+    local name=$1
+    shift
+    "$@" >"$W/$name.log" 2>&1 </dev/null &
+    echo $! >"$W/$name.pid"
+}
+
+# stop_bg NAME [SIGNAL] : stops a start_bg process (SIGTERM, then SIGKILL after 30 s).
+stop_bg() {
+    local f=$W/$1.pid sig=${2:-TERM} pid i
+    [ -f "$f" ] || return 0
+    pid=$(cat "$f")
+    kill "-$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$f"
+}
+
+ff() { "$FF" --config "$W/client.toml" "$@"; }
+
+# papply NAME MANIFEST [ARGS...] : puppet apply with this module; output in
+# $W/NAME.out; sets RC and SECS.
+papply() {
+    local name=$1 manifest=$2 start end
+    shift 2
+    start=$(date +%s.%N)
+    set +e
+    FERROFAB_AGENT_BIN=$W/ws/bin/ferrofab-agent FERROFAB_AGENT_CONFIG=$W/ws/etc/agent.toml \
+        puppet apply --modulepath "$W/modules:/usr/share/puppet/modules" \
+        --confdir "$W/puppet/conf" --vardir "$W/puppet/var" --codedir "$W/puppet/code" \
+        --logdir "$W/puppet/log" --rundir "$W/puppet/run" \
+        --detailed-exitcodes --color false "$@" "$manifest" >"$W/$name.out" 2>&1
+    RC=$?
+    set -e
+    end=$(date +%s.%N)
+    SECS=$(python3 -c "print(f'{$end - $start:.1f}')")
+    ff_say "puppet apply $name: exit $RC in ${SECS}s"
+}
+
+# catalog_secs NAME : Puppet's own "Applied catalog in N seconds" of a run.
+catalog_secs() {
+    sed -n 's/.*Applied catalog in \([0-9.]*\) seconds.*/\1/p' "$W/$1.out"
+}
+
+expect_rc() {
+    local want=$1 name=$2
+    [ "$RC" -eq "$want" ] || { cat "$W/$name.out" >&2; ff_die "puppet apply $name: exit $RC, expected $want"; }
+}
+
+# expect_failures NAME : the run reported failed resources (--detailed-exitcodes
+# bit 4; the Resource API 1.8 glue also logs a failed create as a change, so
+# 6 is accepted as well).
+expect_failures() {
+    [ $((RC & 4)) -ne 0 ] || { cat "$W/$1.out" >&2; ff_die "puppet apply $1: exit $RC, expected failures (4 or 6)"; }
+}
+
+expect_out() {
+    local name=$1 pattern=$2
+    grep -Eq -- "$pattern" "$W/$name.out" || { cat "$W/$name.out" >&2; ff_die "puppet apply $name: no line matches /$pattern/"; }
+}
+
+attached_volumes() {
+    "$W/ws/bin/ferrofab-agent" --config "$W/ws/etc/agent.toml" attachments --json \
+        | python3 -c 'import json,sys; print(" ".join(sorted(a["volume"] for a in json.load(sys.stdin)["attachments"])))'
+}
+
+# write_and_check VOLUME SEED : 4 MiB of data through the exposed file, read back.
+write_and_check() {
+    local f=$W/ws/volumes/$1 want got
+    [ -f "$f" ] || ff_die "volume $1 is not exposed at $f"
+    python3 - "$f" "$2" <<'PY'
+import os, random, sys
+path, seed = sys.argv[1], int(sys.argv[2])
+data = random.Random(seed).randbytes(4 << 20)
+fd = os.open(path, os.O_WRONLY)
+os.pwrite(fd, data, 1 << 20)
+os.fsync(fd)
+os.close(fd)
+PY
+    want=$(python3 -c "import random,sys,hashlib; print(hashlib.sha256(random.Random($2).randbytes(4<<20)).hexdigest())")
+    got=$(dd if="$f" bs=1M skip=1 count=4 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+    [ "$want" = "$got" ] || ff_die "volume $1: read back $got, wrote $want"
+}
+
+# check_data VOLUME SEED : the 4 MiB write_and_check wrote are still there.
+check_data() {
+    local f=$W/ws/volumes/$1 want got
+    want=$(python3 -c "import random,sys,hashlib; print(hashlib.sha256(random.Random($2).randbytes(4<<20)).hexdigest())")
+    got=$(dd if="$f" bs=1M skip=1 count=4 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+    [ "$want" = "$got" ] || ff_die "volume $1 lost data: read $got, expected $want"
+}
+
+# manifest NAME BODY : a manifest with the agent class (log level
+# $LOG_LEVEL) and BODY.
+LOG_LEVEL=info
+manifest() {
+    cat >"$W/$1.pp" <<EOF
+class { 'ferrofab::agent':
+  controller_endpoints => ['https://127.0.0.1:$CTL_PORT'],
+  node_name            => 'ws-1',
+  roles                => ['workstation'],
+  binary_source        => '$AGENT',
+  binary_path          => '$W/ws/bin/ferrofab-agent',
+  config_path          => '$W/ws/etc/agent.toml',
+  tls_ca               => '$W/ws/etc/ca.crt',
+  tls_cert             => '$W/ws/etc/node.crt',
+  tls_key              => '$W/ws/etc/node.key',
+  ca_cert              => file('$W/pki/ca.crt'),
+  bootstrap_token      => Sensitive('$TOKEN'),
+  expose_dir           => '$W/ws/volumes',
+  state_dir            => '$W/ws/state',
+  api_socket           => '$W/ws/run/agent.sock',
+  resync_interval      => '2s',
+  log_level            => '$LOG_LEVEL',
+  unit_path            => '$W/ws/ferrofab-agent.service',
+  service_provider     => 'base',
+  service_options      => {
+    'start'  => '$SVC start $W/ws/bin/ferrofab-agent $W/ws/etc/agent.toml $W/ws/run',
+    'stop'   => '$SVC stop $W/ws/bin/ferrofab-agent $W/ws/etc/agent.toml $W/ws/run',
+    'status' => '$SVC status $W/ws/bin/ferrofab-agent $W/ws/etc/agent.toml $W/ws/run',
+  },
+}
+$2
+EOF
+}
+
+setup_cluster() {
+    CTL=$(ff_release_bin ferrofab-controller)
+    AGENT=$(ff_release_bin ferrofab-agent)
+    FF=$(ff_release_bin ferrofab)
+    cleanup
+    rm -rf "$W"
+    mkdir -p "$W/modules" "$W/stor/pool" "$W/ws/run" "$W/ws/bin" "$W/puppet"
+    ln -s "$MOD" "$W/modules/ferrofab"
+
+    ff_say "puppet e2e: controller and storage agent on loopback"
+    "$FF" pki init --dir "$W/pki" >/dev/null
+    "$FF" pki issue --dir "$W/pki" --identity admin >/dev/null
+    CTL_PORT=$(ff_free_port)
+    cat >"$W/controller.toml" <<EOF
+listen = "127.0.0.1:$CTL_PORT"
+store_path = "$W/controller.redb"
+[pki]
+dir = "$W/pki"
+EOF
+    start_controller
+    cat >"$W/client.toml" <<EOF
+endpoint = "https://127.0.0.1:$CTL_PORT"
+[tls]
+ca = "$W/pki/ca.crt"
+cert = "$W/pki/admin.crt"
+key = "$W/pki/admin.key"
+EOF
+    local data_port
+    data_port=$(ff_free_port)
+    cat >"$W/stor/agent.toml" <<EOF
+node = "stor-1"
+roles = ["storage"]
+controller_endpoints = ["https://127.0.0.1:$CTL_PORT"]
+data_listen = ["127.0.0.1:$data_port"]
+expose_dir = "$W/stor/volumes"
+state_dir = "$W/stor/state"
+api_socket = "$W/stor/agent.sock"
+resync_interval = "2s"
+[tls]
+ca = "$W/stor/ca.crt"
+cert = "$W/stor/node.crt"
+key = "$W/stor/node.key"
+[pools.p1]
+path = "$W/stor/pool"
+EOF
+    "$AGENT" --config "$W/stor/agent.toml" enroll --keep-config \
+        --token "$(ff node token create --node stor-1 --ttl 10m)" \
+        --controller "127.0.0.1:$CTL_PORT" --ca "$W/pki/ca.crt" --node stor-1 \
+        --roles storage --data-address "127.0.0.1:$data_port" >/dev/null
+    start_bg storage "$AGENT" --config "$W/stor/agent.toml" run
+    ff_wait_line "$W/storage.log" "ferrofab-agent ready" 30
+
+    cat >"$W/layout.toml" <<EOF
+[[tenant]]
+name = "lab"
+allowed_nodes = ["ws-1"]
+
+[[tenant]]
+name = "vault"
+allowed_nodes = ["ws-9"]
+
+[[pool]]
+name = "p1"
+node = "stor-1"
+backing = "directory"
+path = "$W/stor/pool"
+capacity = "4GiB"
+EOF
+    local v
+    for v in vol-a vol-b vol-c vol-d vol-fs; do
+        printf '\n[[volume]]\nname = "%s"\ntenant = "lab"\nsize = "64MiB"\npool = "p1"\n' "$v" >>"$W/layout.toml"
+    done
+    printf '\n[[volume]]\nname = "secret"\ntenant = "vault"\nsize = "64MiB"\npool = "p1"\n' >>"$W/layout.toml"
+    ff apply -f "$W/layout.toml" --yes >"$W/apply.log" 2>&1 || { cat "$W/apply.log" >&2; ff_die "ferrofab apply failed"; }
+    TOKEN=$(ff node token create --node ws-1 --ttl 30m)
+}
+
+start_controller() {
+    start_bg controller "$CTL" --config "$W/controller.toml"
+    ff_wait_line "$W/controller.log" "ferrofab-controller ready" 30
+}
+
+e2e_tests() {
+    setup_cluster
+    local three="ferrofab_attachment { ['vol-a', 'vol-b', 'vol-c']: ensure => present }"
+
+    ff_say "puppet e2e: first run installs, enrolls, starts the agent and attaches three volumes"
+    manifest site "$three"
+    papply first "$W/site.pp"
+    FIRST_SECS=$SECS
+    expect_rc 2 first
+    expect_out first "Exec\[ferrofab-agent enroll\]/returns: executed successfully"
+    for v in vol-a vol-b vol-c; do expect_out first "Ferrofab_attachment\[$v\]/ensure: defined 'ensure' as 'present'|ferrofab_attachment\[$v\]: Creating"; done
+    grep -q "$TOKEN" "$W/first.out" && ff_die "the bootstrap token appears in Puppet's output"
+    [ "$(attached_volumes)" = "vol-a vol-b vol-c" ] || ff_die "attached: $(attached_volumes)"
+    write_and_check vol-a 1
+    write_and_check vol-b 2
+    write_and_check vol-c 3
+    check_agent_files
+
+    ff_say "puppet e2e: second run changes nothing"
+    papply second "$W/site.pp"
+    SECOND_SECS=$SECS
+    expect_rc 0 second
+
+    filesystem_pattern "$three"
+
+    ff_say "puppet e2e: puppet resource ferrofab_attachment lists them"
+    FERROFAB_AGENT_BIN=$W/ws/bin/ferrofab-agent FERROFAB_AGENT_CONFIG=$W/ws/etc/agent.toml \
+        puppet resource --modulepath "$W/modules:/usr/share/puppet/modules" \
+        --confdir "$W/puppet/conf" --vardir "$W/puppet/var" --codedir "$W/puppet/code" \
+        ferrofab_attachment >"$W/resource.out" 2>&1 || { cat "$W/resource.out" >&2; ff_die "puppet resource failed"; }
+    for v in vol-a vol-b vol-c; do
+        grep -q "^ferrofab_attachment { '$v':" "$W/resource.out" || { cat "$W/resource.out" >&2; ff_die "puppet resource does not list $v"; }
+        grep -q "$W/ws/volumes/$v" "$W/resource.out" || ff_die "puppet resource does not show the path of $v"
+    done
+
+    config_change_restarts "$three"
+
+    ff_say "puppet e2e: --noop with a changed manifest changes nothing"
+    manifest changed "ferrofab_attachment { 'vol-a': ensure => present, read_only => true }
+ferrofab_attachment { 'vol-b': ensure => present }
+ferrofab_attachment { 'vol-c': ensure => absent }
+ferrofab_attachment { 'vol-d': ensure => present, read_only => true }"
+    local before
+    before=$(attached_volumes)
+    papply noop "$W/changed.pp" --noop
+    [ "$RC" -eq 0 ] || [ "$RC" -eq 2 ] || { cat "$W/noop.out" >&2; ff_die "noop run failed with $RC"; }
+    expect_out noop "vol-c.*\(noop\)"
+    expect_out noop "vol-d.*\(noop\)"
+    expect_out noop "vol-a\]/read_only: current_value '?false'?, should be 'true' \(noop\)"
+    [ "$(attached_volumes)" = "$before" ] || ff_die "--noop changed the attachments: $(attached_volumes)"
+    write_and_check vol-c 4
+
+    ff_say "puppet e2e: ensure => absent detaches; read-only attach and re-attach"
+    papply changed "$W/changed.pp"
+    expect_rc 2 changed
+    [ "$(attached_volumes)" = "vol-a vol-b vol-d" ] || ff_die "after the change: $(attached_volumes)"
+    [ -e "$W/ws/volumes/vol-c" ] && ff_die "vol-c is still exposed after ensure => absent"
+    local v
+    for v in vol-a vol-d; do
+        if dd if=/dev/zero of="$W/ws/volumes/$v" bs=4k count=1 conv=notrunc 2>/dev/null; then
+            ff_die "$v was attached read-only but takes writes"
+        fi
+    done
+    check_data vol-a 1
+    papply changed-again "$W/changed.pp"
+    expect_rc 0 changed-again
+
+    ff_say "puppet e2e: a volume not granted to this node fails with the controller's reason"
+    manifest refused "ferrofab_attachment { ['vol-a', 'vol-b', 'vol-c', 'secret']: ensure => present }
+ferrofab_attachment { 'vol-d': ensure => absent }"
+    papply refused "$W/refused.pp"
+    expect_failures refused
+    expect_out refused "ferrofab-agent attach secret failed \(controller_refused\).*tenant vault does not allow node ws-1"
+    [ "$(attached_volumes)" = "vol-a vol-b vol-c" ] || ff_die "the other resources did not apply: $(attached_volumes)"
+    write_and_check vol-c 5
+
+    ff_say "puppet e2e: controller down: attachment changes fail clearly, the data path keeps working"
+    stop_bg controller KILL
+    manifest down "ferrofab_attachment { ['vol-a', 'vol-c', 'vol-d']: ensure => present }
+ferrofab_attachment { 'vol-b': ensure => absent }"
+    papply down "$W/down.pp"
+    expect_failures down
+    expect_out down "ferrofab-agent attach vol-d failed \(controller_unreachable\)"
+    expect_out down "ferrofab-agent detach vol-b failed \(controller_unreachable\)"
+    [ "$(attached_volumes)" = "vol-a vol-b vol-c" ] || ff_die "attachments changed with the controller down: $(attached_volumes)"
+    write_and_check vol-a 6
+    write_and_check vol-b 7
+    write_and_check vol-c 8
+
+    local first_cat second_cat
+    first_cat=$(catalog_secs first)
+    second_cat=$(catalog_secs second)
+    ff_say "puppet e2e: first apply ${FIRST_SECS}s (catalog applied in ${first_cat}s), second apply ${SECOND_SECS}s (catalog ${second_cat}s)"
+    echo "puppet apply wall time: first run ${FIRST_SECS}s (install, enroll, start, 3 attachments; catalog applied in ${first_cat}s), second run ${SECOND_SECS}s (no changes; catalog applied in ${second_cat}s)" \
+        >"$FF_WORK/puppet-apply-times.txt"
+    cleanup
+}
+
+# A changed parameter rewrites the config, which restarts the agent (~>);
+# its attachments come back and keep their data.
+config_change_restarts() {
+    ff_say "puppet e2e: a config change restarts the agent"
+    local pid_before
+    pid_before=$(cat "$W/ws/run/agent.pid")
+    LOG_LEVEL=debug
+    manifest restart "$1"
+    papply restart "$W/restart.pp"
+    expect_rc 2 restart
+    expect_out restart "File\[$W/ws/etc/agent.toml\]/content: content changed"
+    expect_out restart "Service\[ferrofab-agent\]: Triggered 'refresh'"
+    grep -q '^log_level = "debug"$' "$W/ws/etc/agent.toml" || ff_die "log_level not written"
+    [ "$(cat "$W/ws/run/agent.pid")" != "$pid_before" ] || ff_die "the agent was not restarted"
+    [ "$(attached_volumes)" = "vol-a vol-b vol-c" ] || ff_die "after the restart: $(attached_volumes)"
+    check_data vol-a 1
+    check_data vol-b 2
+    papply restart-again "$W/restart.pp"
+    expect_rc 0 restart-again
+}
+
+# The README's filesystem pattern for the built-in driver (losetup, mkfs
+# guarded by blkid, mount), applied twice: the second run must not mkfs
+# again. `mount` is an exec here because the mount type always mounts
+# through /etc/fstab, which a test must not touch.
+filesystem_pattern() {
+    ff_say "puppet e2e: filesystem on an attached volume (losetup, mkfs guarded by blkid, mount)"
+    local file=$W/ws/volumes/vol-fs mnt=$W/mnt/fs
+    manifest fs "$1
+ferrofab_attachment { 'vol-fs': ensure => present }
+\$loop = \"\$(losetup -j $file -n -O NAME | head -n 1)\"
+exec { 'losetup vol-fs':
+  command  => 'losetup --find --direct-io=on $file',
+  unless   => 'losetup -j $file | grep -q .',
+  provider => shell,
+  path     => ['/usr/sbin', '/usr/bin', '/sbin', '/bin'],
+  require  => Ferrofab_attachment['vol-fs'],
+}
+exec { 'mkfs vol-fs':
+  command  => \"mkfs.ext4 -q -L ff-puppet-fs \${loop}\",
+  unless   => \"blkid \${loop}\",
+  provider => shell,
+  path     => ['/usr/sbin', '/usr/bin', '/sbin', '/bin'],
+  require  => Exec['losetup vol-fs'],
+}
+file { ['$W/mnt', '$mnt']: ensure => directory }
+exec { 'mount vol-fs':
+  command  => \"mount \${loop} $mnt\",
+  unless   => 'findmnt $mnt',
+  provider => shell,
+  path     => ['/usr/sbin', '/usr/bin', '/sbin', '/bin'],
+  require  => [Exec['mkfs vol-fs'], File['$mnt']],
+}"
+    papply fs "$W/fs.pp"
+    expect_rc 2 fs
+    expect_out fs "Exec\[mkfs vol-fs\]/returns: executed successfully"
+    findmnt "$mnt" >/dev/null || ff_die "vol-fs is not mounted at $mnt"
+    echo "written through ext4 on a ferrofab volume" >"$mnt/hello"
+    sync
+    papply fs-again "$W/fs.pp"
+    expect_rc 0 fs-again
+    umount "$mnt"
+    losetup -j "$file" -n -O NAME | xargs -r -n1 losetup -d
+    "$W/ws/bin/ferrofab-agent" --config "$W/ws/etc/agent.toml" detach vol-fs --timeout 60s >/dev/null \
+        || ff_die "detaching vol-fs failed"
+}
+
+# What the class wrote besides the service: config, key mode, unit file.
+check_agent_files() {
+    local cfg=$W/ws/etc/agent.toml
+    head -1 "$cfg" | grep -q "Managed by Puppet" || ff_die "$cfg was rewritten by enrollment"
+    grep -q '^node = "ws-1"$' "$cfg" || ff_die "$cfg: node"
+    [ "$(stat -c %a "$W/ws/etc/node.key")" = 600 ] || ff_die "node.key is not mode 0600"
+    [ -s "$W/ws/etc/node.crt" ] || ff_die "node certificate missing"
+    local unit=$W/ws/ferrofab-agent.service
+    grep -qx "ExecStart=$W/ws/bin/ferrofab-agent --config $cfg run" "$unit" || ff_die "unit: ExecStart"
+    grep -q "^ExecStartPost=.* --config $cfg status" "$unit" || ff_die "unit: ExecStartPost"
+    grep -qx "WantedBy=multi-user.target" "$unit" || ff_die "unit: WantedBy"
+    cmp -s "$AGENT" "$W/ws/bin/ferrofab-agent" || ff_die "the agent binary was not installed from binary_source"
+}
+
+trap cleanup EXIT
+unit_tests
+e2e_tests
