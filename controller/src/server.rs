@@ -144,6 +144,7 @@ pub async fn run_until(
     let store: SharedStore = Arc::new(RedbStore::open(&cfg.store_path)?);
     let cache = Cache::start(store.clone())?;
     let metrics = Arc::new(Metrics::new());
+    let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
         store,
         cache: cache.clone(),
@@ -154,6 +155,7 @@ pub async fn run_until(
         defaults: defaults(&cfg),
         expiry: cfg.expiry.clone(),
         desired_state_interval: Duration::from_millis(cfg.nodes.desired_state_interval_ms),
+        stopping,
     });
     let grpc = bind(cfg.listen).await?;
     let grpc_addr = grpc
@@ -196,6 +198,10 @@ pub async fn run_until(
         .add_optional_service(debug);
     info!(grpc = %grpc_addr, http = %metrics::describe(http_addr), debug = flags.enable_debug_service, "serving");
     ready(grpc_addr, http_addr);
+    let stop = async move {
+        stop.await;
+        let _ = stop_tx.send(true);
+    };
     router
         // No Nagle: small unary replies would otherwise wait for the
         // client's delayed ACK (~40 ms per call).

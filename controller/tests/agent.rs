@@ -406,3 +406,44 @@ async fn silent_node_becomes_not_ready_and_gets_no_new_volumes() {
         .await
         .expect("placed once the node is back");
 }
+
+/// Open desired-state and watch streams never end by themselves; SIGTERM
+/// must end them rather than wait for every agent to hang up.
+#[tokio::test]
+async fn sigterm_exits_promptly_with_streams_open() {
+    let mut ctl = Controller::start();
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let mut desired = s1
+        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect("s1 watch")
+        .into_inner();
+    next(&mut desired).await;
+    let mut events = admin
+        .watch_volumes(WatchRequest {
+            from_revision: 0,
+            label_selector: String::new(),
+        })
+        .await
+        .expect("watch volumes")
+        .into_inner();
+    let synced = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("snapshot in time");
+    assert!(synced.is_some(), "watch stream open");
+
+    let status = tokio::task::spawn_blocking(move || ctl.terminate(Duration::from_secs(10)))
+        .await
+        .expect("join");
+    let status = status.expect("controller still running 10 s after SIGTERM");
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    // Both streams end (cleanly or with an error), not hang.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = desired.next().await {}
+        while let Some(Ok(_)) = events.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "streams did not end after shutdown");
+}

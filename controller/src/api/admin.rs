@@ -9,7 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use super::{identity, merge_update, new_meta, Shared};
+use super::{identity, merge_update, new_meta, until_stopping, Shared};
 use crate::apply;
 use crate::authz::{self, Owned, Verb};
 use crate::cache::{decode, Stored};
@@ -125,7 +125,8 @@ fn watch<R: Stored + Owned>(
             }
         }
         let mut last = from;
-        while let Some(ev) = stream.live.recv().await {
+        let mut stopping = shared.stopping.clone();
+        while let Some(ev) = until_stopping(stream.live.recv(), &mut stopping).await {
             last = ev.revision;
             if !forward::<R>(&shared, &id, &sel, &ev, &tx).await {
                 return;

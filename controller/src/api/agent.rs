@@ -429,12 +429,13 @@ impl AgentService for Agent {
         let s = self.s.clone();
         let (tx, rx) = mpsc::channel(16);
         let mut changes = s.cache.subscribe();
+        let mut stopping = s.stopping.clone();
         tokio::spawn(async move {
             let _g = s.metrics.agent_guard();
             info!(%node, "agent connected");
             let mut last: Option<DesiredState> = None;
             let mut computed_at = 0;
-            loop {
+            while !*stopping.borrow() {
                 // Recompute only when a change may have touched this node:
                 // most writes concern other nodes.
                 let ds = {
@@ -460,6 +461,7 @@ impl AgentService for Agent {
                 tokio::select! {
                     r = changes.changed() => if r.is_err() { break },
                     _ = tx.closed() => break,
+                    _ = stopping.changed() => break,
                 }
             }
             info!(%node, "agent disconnected");

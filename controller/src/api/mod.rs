@@ -35,6 +35,11 @@ pub struct Shared {
     pub expiry: ExpiryConfig,
     /// Least time between two desired-state snapshots to one agent.
     pub desired_state_interval: std::time::Duration,
+    /// Turns true when the server begins to shut down. Desired-state
+    /// streams never end by themselves, and a graceful shutdown waits for
+    /// every open call: the streams watch this and end, so SIGTERM does not
+    /// hang until the last agent hangs up.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The caller's identity from its verified client certificate.
@@ -203,4 +208,20 @@ pub fn merge_update<R: Resource>(current: &R, mut incoming: R) -> Result<(R, Rev
         ..cur_meta
     };
     Ok((incoming, expected))
+}
+
+/// Awaits `next` unless the server is shutting down, in which case it gives
+/// `None` at once: a stream that ends this way lets the graceful shutdown
+/// finish instead of waiting for its client to hang up.
+pub async fn until_stopping<T>(
+    next: impl std::future::Future<Output = Option<T>>,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<T> {
+    if *stopping.borrow() {
+        return None;
+    }
+    tokio::select! {
+        v = next => v,
+        _ = stopping.changed() => None,
+    }
 }

@@ -159,6 +159,28 @@ impl Controller {
         self.child.as_ref().map(Child::id)
     }
 
+    /// SIGTERM, then waits up to `limit` for the process to exit. Returns
+    /// its exit status, or `None` if it was still running (it is then
+    /// killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .map(|s| s.success());
+        assert!(matches!(sent, Ok(true)), "kill -TERM failed: {sent:?}");
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// SIGKILL: no graceful shutdown, like a power cut of the process.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
