@@ -75,7 +75,11 @@ pub fn controller_bin() -> PathBuf {
                 cmd.env_remove(k.as_ref());
             }
         }
-        if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+        // A bench target (run with --bench) shares its dependencies'
+        // artifacts with the `bench` profile, a release test with `release`.
+        if std::env::args().any(|a| a == "--bench") {
+            cmd.args(["--profile", "bench"]);
+        } else if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
             cmd.arg("--release");
         }
         let st = cmd
@@ -169,6 +173,11 @@ impl Controller {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Resident memory of the controller process in MiB (0 if not running).
+    pub fn rss_mb(&self) -> f64 {
+        self.child.as_ref().map_or(0.0, |c| rss_mb_of(c.id()))
     }
 
     pub fn ca(&self) -> PathBuf {
@@ -330,6 +339,11 @@ impl AgentProc {
         self.child = Some(child);
     }
 
+    /// Resident memory of the agent process in MiB (0 if not running).
+    pub fn rss_mb(&self) -> f64 {
+        self.child.as_ref().map_or(0.0, |c| rss_mb_of(c.id()))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
@@ -413,6 +427,16 @@ impl Drop for AgentProc {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// VmRSS of process `pid` in MiB (0 when unreadable).
+pub fn rss_mb_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes (then panics with `what`).

@@ -630,9 +630,24 @@ impl Admin {
         }
         let rv = expected_rv(&cur, r.resource_version);
         let phase = cur.status.as_ref().map_or(0, |s| s.phase);
+        // The planner hands the workstation its connection as soon as the
+        // volume's export is ready, whatever the phase says (a Pending
+        // attachment to an exported volume may already be connected).
+        let export_ready = cur.spec.as_ref().is_some_and(|spec| {
+            s.cache
+                .read()
+                .volumes
+                .get(&spec.volume)
+                .and_then(|v| v.status.as_ref())
+                .is_some_and(|st| st.export_ready)
+        });
         // Once the workstation was told to connect, it must confirm the
-        // disconnect before the host is revoked on the export.
-        if phase == AttachmentPhase::Connecting as i32 || phase == AttachmentPhase::Attached as i32
+        // disconnect before the host is revoked on the export (revoking
+        // first cuts a live connection: the workstation's disconnect then
+        // waits for a controller that is gone).
+        if phase == AttachmentPhase::Connecting as i32
+            || phase == AttachmentPhase::Attached as i32
+            || export_ready
         {
             if !cur
                 .meta()
