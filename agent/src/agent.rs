@@ -29,7 +29,7 @@ use crate::status::{self, LocalStatus, NodeNotes};
 /// How often status is re-observed and reported between resyncs (heartbeat).
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// First retry delay after a pass with errors; doubles up to the resync.
-const RETRY_BASE: Duration = Duration::from_millis(500);
+const RETRY_BASE: Duration = Duration::from_millis(100);
 
 /// Sets the process's log filter (the binary passes a tracing reload handle).
 pub type LogReload = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;

@@ -2,43 +2,9 @@
 
 mod common;
 
-use std::io::BufRead;
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use ferrofab_proto::v1::{GetVolumeRequest, UpdateVolumeRequest};
-
-const MIB: usize = 1 << 20;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn attach(ws: &AgentProc, volume: &str) -> PathBuf {
-    let v = ws.cli_json(&["attach", volume, "--timeout", "90s", "--json"]);
-    assert_eq!(v["schema_version"], 1, "{v}");
-    PathBuf::from(v["path"].as_str().expect("path"))
-}
-
-async fn grow(ctl: &Controller, name: &str, size: &str) {
-    let mut admin = ctl.admin().await;
-    let mut v = admin
-        .get_volume(GetVolumeRequest { name: name.into() })
-        .await
-        .expect("get volume")
-        .into_inner();
-    v.spec.as_mut().expect("spec").size = size.into();
-    admin
-        .update_volume(UpdateVolumeRequest { volume: Some(v) })
-        .await
-        .expect("grow");
-}
 
 /// Converge a layout until the exposed file is writable; data survives a
 /// detach and a reattach to another workstation (sha256); a grow shows on
@@ -166,17 +132,7 @@ fn controller_outage_resync_and_drift() {
     );
 
     // Drift: remove the backing file of "victim" behind the agent's back.
-    let victim = std::fs::read_dir(s1.pool_dir())
-        .expect("pool dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_none())
-        .find(|p| {
-            let m = std::fs::read_to_string(format!("{}.ferrofab-owner", p.display()))
-                .unwrap_or_default();
-            m.contains("\"victim\"")
-        })
-        .expect("victim backing file with ownership marker");
+    let victim = backing_file_of(&s1, "victim");
     std::fs::remove_file(&victim).expect("remove backing file");
     wait_for("drift reported", Duration::from_secs(30), || {
         let st = s1.status();
@@ -190,40 +146,12 @@ fn controller_outage_resync_and_drift() {
     drop((ws1, s1));
 }
 
-fn sha256_of_bytes(b: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(b))
-}
-
-const BLOCKS: u64 = 1500;
-const BS: usize = 4096;
-
-fn stamp(i: u64) -> Vec<u8> {
-    let mut b = pattern(BS, 1000 + i);
-    b[..8].copy_from_slice(&i.to_le_bytes());
-    b
-}
-
-/// Not a test on its own: the writer process of the kill -9 test. Writes
-/// stamped blocks with an fsync each and prints "ack N" once N is durable.
+/// Not a test on its own: the writer process of the kill -9 test
+/// (see `common::write_stream_main`).
 #[test]
 #[ignore = "helper process of storage_agent_kill9_during_write_stream"]
 fn write_stream_helper() {
-    use std::io::Write;
-    let Some(path) = std::env::var_os("FF_STREAM_PATH") else {
-        return;
-    };
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open exposed file");
-    let mut out = std::io::stdout().lock();
-    for i in 0..BLOCKS {
-        f.write_all_at(&stamp(i), i * BS as u64).expect("write");
-        f.sync_data().expect("fsync");
-        writeln!(out, "ack {i}").expect("stdout");
-        out.flush().expect("flush");
-    }
+    write_stream_main();
 }
 
 /// kill -9 of the storage agent during a stream of verified, fsynced
@@ -242,54 +170,11 @@ fn storage_agent_kill9_during_write_stream() {
         (s1, ws1)
     });
     let path = attach(&ws1, "stream");
-    // The writer is another process: this one must not hold the exposed
-    // file open while it forks the restarted agent (a forked child closing
-    // its copy of the descriptor sends FUSE a FLUSH, which waits for the
-    // storage node that is being restarted).
-    let mut writer = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .args([
-            "--exact",
-            "write_stream_helper",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("FF_STREAM_PATH", &path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("spawn writer");
-    let mut lines = std::io::BufReader::new(writer.stdout.take().expect("stdout")).lines();
-    let mut acked = 0u64;
-    for line in lines.by_ref() {
-        if let Some(i) = line.expect("writer output").strip_prefix("ack ") {
-            acked = i.parse::<u64>().expect("ack number") + 1;
-            if acked >= 200 {
-                break;
-            }
-        }
-    }
-    assert!(acked >= 200, "write stream did not start");
+    let mut stream = WriteStream::start(&path);
+    stream.wait_acked(200);
     s1.kill9();
     std::thread::sleep(Duration::from_millis(500));
     s1.spawn();
-    for line in lines {
-        if let Some(i) = line.expect("writer output").strip_prefix("ack ") {
-            acked = i.parse::<u64>().expect("ack number") + 1;
-        }
-    }
-    let st = writer.wait().expect("writer exit");
-    assert!(
-        st.success(),
-        "write stream failed after {acked} acks; storage log:\n{}",
-        s1.log()
-    );
-    assert_eq!(acked, BLOCKS);
-    let f = std::fs::File::open(&path).expect("open");
-    for i in 0..BLOCKS {
-        let mut buf = vec![0u8; BS];
-        f.read_exact_at(&mut buf, i * BS as u64).expect("read back");
-        assert!(buf == stamp(i), "acknowledged block {i} lost or damaged");
-    }
+    stream.finish_and_verify(|| s1.log());
     drop((ws1, s1));
 }

@@ -20,6 +20,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ use common::*;
 use ferrofab_controller::store::{redb::RedbStore, Store, Txn};
 use ferrofab_proto::v1::*;
 use hdrhistogram::Histogram;
+use support::{env_count, measuring, report, rss_mb};
 use tokio_stream::StreamExt;
 
 const CLIENTS: usize = 16;
@@ -36,14 +38,7 @@ const WORKSTATIONS: usize = 16;
 const POOLS: usize = 64;
 
 fn creates() -> usize {
-    std::env::var("FERROFAB_BENCH_CREATES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000)
-}
-
-fn report(name: &str, value: f64, unit: &str) {
-    println!("bench: {name} {value:.2} {unit}");
+    env_count("FERROFAB_BENCH_CREATES", 10_000)
 }
 
 /// Raw redb: one durable (fsynced) write transaction per key, one writer;
@@ -263,19 +258,6 @@ async fn watch_latency(ctl: &Controller, n: usize) -> (f64, f64) {
     )
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| {
-            v.split_whitespace()
-                .next()
-                .and_then(|k| k.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 async fn watch_rss(ctl: &Controller, streams: usize) -> f64 {
     let mut held = Vec::new();
     let mut clients = Vec::new();
@@ -355,9 +337,7 @@ async fn with_agents(n: usize) {
 }
 
 fn main() {
-    // `cargo test --benches` runs this without --bench; measure only on
-    // `cargo bench`.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !measuring() {
         return;
     }
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -447,3 +447,84 @@ async fn sigterm_exits_promptly_with_streams_open() {
     .await;
     assert!(end.is_ok(), "streams did not end after shutdown");
 }
+
+/// The allowed hosts of `node`'s first export, as its desired state says.
+async fn first_export_hosts(
+    admin: &mut ferrofab_proto::v1::admin_service_client::AdminServiceClient<
+        tonic::transport::Channel,
+    >,
+    node: &str,
+) -> Vec<String> {
+    let ds = admin
+        .get_desired_state(GetDesiredStateRequest { node: node.into() })
+        .await
+        .expect("desired state")
+        .into_inner();
+    ds.exports[0].allowed_hosts.clone()
+}
+
+/// An attachment to a volume that is already exported reaches the
+/// workstation at once, while still Pending: deleting it before the
+/// workstation reports must still wait for the disconnect before the host
+/// is revoked (revoking first cuts a live connection).
+#[tokio::test]
+async fn pending_attachment_to_exported_volume_waits_for_disconnect() {
+    let ctl = Controller::start();
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let mut ws1 = ctl.agent_as("node:ws1").await;
+    let v = admin
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("data", "lab", "10GiB", "p1")),
+        })
+        .await
+        .expect("v")
+        .into_inner();
+    let nqn = v.status.expect("st").subsystem_nqn;
+    s1.report_status(ReportStatusRequest {
+        node: "s1".into(),
+        exports: vec![export_ready("data", &nqn)],
+        ..Default::default()
+    })
+    .await
+    .expect("export ready");
+    let att = attachment("data-ws1", "data", "ws1");
+    admin
+        .create_attachment(CreateAttachmentRequest {
+            attachment: Some(att),
+        })
+        .await
+        .expect("att");
+    let ws = admin
+        .get_desired_state(GetDesiredStateRequest { node: "ws1".into() })
+        .await
+        .expect("ds")
+        .into_inner();
+    assert_eq!(ws.connections.len(), 1, "handed to the workstation at once");
+
+    let name = GetAttachmentRequest {
+        name: "data-ws1".into(),
+    };
+    admin
+        .delete_attachment(DeleteAttachmentRequest {
+            name: name.name.clone(),
+            resource_version: 0,
+        })
+        .await
+        .expect("detach");
+    let a = admin.get_attachment(name.clone()).await.expect("kept");
+    let phase = a.into_inner().status.expect("st").phase;
+    assert_eq!(phase, AttachmentPhase::Detaching as i32);
+    assert_eq!(first_export_hosts(&mut admin, "s1").await.len(), 1);
+
+    ws1.report_status(ReportStatusRequest {
+        node: "ws1".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("disconnected");
+    assert!(first_export_hosts(&mut admin, "s1").await.is_empty());
+    let gone = admin.get_attachment(name).await;
+    assert_eq!(gone.expect_err("removed").code(), tonic::Code::NotFound);
+}

@@ -146,3 +146,9 @@ cat "$out/summary.md"
 # bench_controller.sh; its table is appended to summary.md).
 "$here/bench_controller.sh"
 { echo; cat "$out/controller.md"; } >>"$out/summary.md"
+
+# Agent section: single attach end to end, control plane at scale with
+# simulated agents, 256 real volumes (see bench_agent.sh; its table is
+# appended to summary.md).
+"$here/bench_agent.sh"
+{ echo; cat "$out/agent.md"; } >>"$out/summary.md"

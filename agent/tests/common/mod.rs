@@ -15,12 +15,34 @@ use ferrofab_proto::v1::admin_service_client::AdminServiceClient;
 use ferrofab_proto::v1::*;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+pub const MIB: usize = 1 << 20;
+
+/// The tokio runtime the tests drive the admin API with.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// Prefixes of the variables cargo sets for a test run of this package.
+const INHERITED_FROM_CARGO: &[&str] = &[
+    "CARGO_MANIFEST_",
+    "CARGO_PKG_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+];
 
 /// Builds the controller binary once (it is another package) and returns
 /// its path in this test's target directory.
@@ -44,7 +66,20 @@ pub fn controller_bin() -> PathBuf {
             "ferrofab-controller",
         ])
         .env("CARGO_TARGET_DIR", &target_dir);
-        if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+        // Variables cargo set for this test process describe this test
+        // target; passed on, they make build scripts that track them
+        // (ring's) rebuild for every test binary in turn.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if INHERITED_FROM_CARGO.iter().any(|p| k.starts_with(p)) {
+                cmd.env_remove(k.as_ref());
+            }
+        }
+        // A bench target (run with --bench) shares its dependencies'
+        // artifacts with the `bench` profile, a release test with `release`.
+        if std::env::args().any(|a| a == "--bench") {
+            cmd.args(["--profile", "bench"]);
+        } else if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
             cmd.arg("--release");
         }
         let st = cmd
@@ -138,6 +173,11 @@ impl Controller {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Resident memory of the controller process in MiB (0 if not running).
+    pub fn rss_mb(&self) -> f64 {
+        self.child.as_ref().map_or(0.0, |c| rss_mb_of(c.id()))
     }
 
     pub fn ca(&self) -> PathBuf {
@@ -265,6 +305,11 @@ impl AgentProc {
         self.dir.join("volumes")
     }
 
+    /// The agent's state directory (desired-state cache, host identity).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -292,6 +337,11 @@ impl AgentProc {
             self.log()
         );
         self.child = Some(child);
+    }
+
+    /// Resident memory of the agent process in MiB (0 if not running).
+    pub fn rss_mb(&self) -> f64 {
+        self.child.as_ref().map_or(0.0, |c| rss_mb_of(c.id()))
     }
 
     pub fn log(&self) -> String {
@@ -379,6 +429,16 @@ impl Drop for AgentProc {
     }
 }
 
+/// VmRSS of process `pid` in MiB (0 when unreadable).
+pub fn rss_mb_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 /// Polls `f` until it returns `Some` or `timeout` passes (then panics with `what`).
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -449,6 +509,19 @@ pub async fn layout(
     workstations: &[&str],
     vols: &[(&str, &str)],
 ) {
+    let vols: Vec<(&str, &str, &str)> = vols.iter().map(|(n, s)| (*n, *s, "p1")).collect();
+    layout_pools(ctl, workstations, &[("p1", storage)], &vols).await;
+}
+
+/// Creates tenant `lab` (allowing `workstations`), one pool per
+/// `(pool, storage agent)` on that agent's pool directory, and volumes
+/// `(name, size, pool)`.
+pub async fn layout_pools(
+    ctl: &Controller,
+    workstations: &[&str],
+    pools: &[(&str, &AgentProc)],
+    vols: &[(&str, &str, &str)],
+) {
     let mut admin = ctl.admin().await;
     admin
         .create_tenant(CreateTenantRequest {
@@ -456,20 +529,104 @@ pub async fn layout(
         })
         .await
         .expect("tenant");
-    admin
-        .create_pool(CreatePoolRequest {
-            pool: Some(pool("p1", &storage.name, &storage.pool_dir())),
-        })
-        .await
-        .expect("pool");
-    for (name, size) in vols {
+    for (name, storage) in pools {
         admin
-            .create_volume(CreateVolumeRequest {
-                volume: Some(volume(name, "lab", size, "p1")),
+            .create_pool(CreatePoolRequest {
+                pool: Some(pool(name, &storage.name, &storage.pool_dir())),
             })
             .await
-            .expect("volume");
+            .expect("pool");
     }
+    for (name, size, pool) in vols {
+        create_volume(ctl, name, size, pool).await;
+    }
+}
+
+/// Creates volume `name` of tenant `lab` in `pool`.
+pub async fn create_volume(ctl: &Controller, name: &str, size: &str, pool: &str) {
+    ctl.admin()
+        .await
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume(name, "lab", size, pool)),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("creating volume {name}: {e}"));
+}
+
+/// Sets volume `name`'s size to `size` through the API (a grow).
+pub async fn grow(ctl: &Controller, name: &str, size: &str) {
+    let mut admin = ctl.admin().await;
+    let mut v = admin
+        .get_volume(GetVolumeRequest { name: name.into() })
+        .await
+        .expect("get volume")
+        .into_inner();
+    v.spec.as_mut().expect("spec").size = size.into();
+    admin
+        .update_volume(UpdateVolumeRequest { volume: Some(v) })
+        .await
+        .expect("grow");
+}
+
+/// `ferrofab-agent attach VOLUME` on `ws` (waits for Ready); the exposed path.
+pub fn attach(ws: &AgentProc, volume: &str) -> PathBuf {
+    let v = ws.cli_json(&["attach", volume, "--timeout", "90s", "--json"]);
+    assert_eq!(v["schema_version"], 1, "{v}");
+    PathBuf::from(v["path"].as_str().expect("path"))
+}
+
+/// The backing file of `volume` in `storage`'s pool, found through the
+/// agent's ownership marker next to it.
+pub fn backing_file_of(storage: &AgentProc, volume: &str) -> PathBuf {
+    let quoted = format!("\"{volume}\"");
+    std::fs::read_dir(storage.pool_dir())
+        .expect("pool dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_none())
+        .find(|p| {
+            std::fs::read_to_string(format!("{}.ferrofab-owner", p.display()))
+                .unwrap_or_default()
+                .contains(&quoted)
+        })
+        .unwrap_or_else(|| panic!("no backing file with ownership marker for {volume}"))
+}
+
+/// The export entry of `volume` in `storage`'s local status, if listed.
+pub fn export_status(storage: &AgentProc, volume: &str) -> Option<serde_json::Value> {
+    storage.status()["exports"]
+        .as_array()?
+        .iter()
+        .find(|e| e["volume"] == volume)
+        .cloned()
+}
+
+/// Waits until every one of `volumes` is exported and ready on `storage`.
+pub fn wait_exports_ready(storage: &AgentProc, volumes: &[&str], timeout: Duration) {
+    wait_for(
+        &format!("exports {volumes:?} ready on {}", storage.name),
+        timeout,
+        || {
+            volumes
+                .iter()
+                .all(|v| export_status(storage, v).is_some_and(|e| e["ready"] == true))
+                .then_some(())
+        },
+    );
+}
+
+/// Waits until the controller link of every agent is `up` (or down).
+pub fn wait_connected(agents: &[&AgentProc], up: bool, timeout: Duration) {
+    wait_for(
+        &format!("controller_connected == {up} on every agent"),
+        timeout,
+        || {
+            agents
+                .iter()
+                .all(|a| a.status()["controller_connected"] == up)
+                .then_some(())
+        },
+    );
 }
 
 /// sha256 of `len` bytes at the start of `path`.
@@ -504,4 +661,128 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+pub fn sha256_of_bytes(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// Blocks written by the write stream (`STREAM_BS` bytes each).
+pub const STREAM_BLOCKS: u64 = 1500;
+pub const STREAM_BS: usize = 4096;
+
+/// Block `i` of the write stream: its number, then pseudo-random bytes.
+pub fn stream_stamp(i: u64) -> Vec<u8> {
+    let mut b = pattern(STREAM_BS, 1000 + i);
+    b[..8].copy_from_slice(&i.to_le_bytes());
+    b
+}
+
+/// Body of a test binary's ignored `write_stream_helper` test: writes the
+/// stamped blocks to `FF_STREAM_PATH` with an fsync each and prints
+/// "ack N" once block N is durable. Without the variable it does nothing.
+pub fn write_stream_main() {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let Some(path) = std::env::var_os("FF_STREAM_PATH") else {
+        return;
+    };
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open exposed file");
+    let mut out = std::io::stdout().lock();
+    for i in 0..STREAM_BLOCKS {
+        f.write_all_at(&stream_stamp(i), i * STREAM_BS as u64)
+            .expect("write");
+        f.sync_data().expect("fsync");
+        writeln!(out, "ack {i}").expect("stdout");
+        out.flush().expect("flush");
+    }
+}
+
+/// A write stream running in another process (the test binary's
+/// `write_stream_helper`): this process must not hold the exposed file
+/// open while it forks a restarted agent (a forked child closing its copy
+/// of the descriptor sends FUSE a FLUSH, which waits for the storage node
+/// that is being restarted).
+pub struct WriteStream {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    path: PathBuf,
+    /// Blocks acknowledged so far.
+    pub acked: u64,
+}
+
+impl WriteStream {
+    pub fn start(path: &Path) -> Self {
+        let mut child = Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "--exact",
+                "write_stream_helper",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("FF_STREAM_PATH", path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn writer");
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        WriteStream {
+            child,
+            lines,
+            path: path.to_path_buf(),
+            acked: 0,
+        }
+    }
+
+    fn next_ack(&mut self) -> Option<u64> {
+        for line in self.lines.by_ref() {
+            if let Some(i) = line.expect("writer output").strip_prefix("ack ") {
+                self.acked = i.parse::<u64>().expect("ack number") + 1;
+                return Some(self.acked);
+            }
+        }
+        None
+    }
+
+    /// Reads acks until `n` blocks are durable.
+    pub fn wait_acked(&mut self, n: u64) {
+        while self.acked < n {
+            assert!(
+                self.next_ack().is_some(),
+                "write stream ended after {} acks",
+                self.acked
+            );
+        }
+    }
+
+    /// Lets the stream finish; asserts it succeeded with every block
+    /// acknowledged and that every acknowledged block reads back.
+    /// `log` is shown when it failed.
+    pub fn finish_and_verify(mut self, log: impl Fn() -> String) {
+        use std::os::unix::fs::FileExt;
+        while self.next_ack().is_some() {}
+        let st = self.child.wait().expect("writer exit");
+        assert!(
+            st.success(),
+            "write stream failed after {} acks; storage log:\n{}",
+            self.acked,
+            log()
+        );
+        assert_eq!(self.acked, STREAM_BLOCKS);
+        let f = std::fs::File::open(&self.path).expect("open");
+        for i in 0..STREAM_BLOCKS {
+            let mut buf = vec![0u8; STREAM_BS];
+            f.read_exact_at(&mut buf, i * STREAM_BS as u64)
+                .expect("read back");
+            assert!(
+                buf == stream_stamp(i),
+                "acknowledged block {i} lost or damaged"
+            );
+        }
+    }
 }

@@ -181,6 +181,30 @@ async fn delete_or_mark<R: Stored>(s: &Shared, mut obj: R, rv: u64) -> Result<R,
     s.put(obj, rv).await
 }
 
+/// How often a request without a resource_version is retried when a
+/// status write (an agent's report) lands between its read and its write.
+const UNCONDITIONAL_RETRIES: usize = 16;
+
+/// Runs `attempt` again on a conflict when the caller gave no
+/// resource_version: the caller asked for "delete whatever is current", so
+/// a concurrent status update is no reason to fail. With a version the
+/// conflict is the answer the caller asked for.
+async fn retry_unconditional<T, F, Fut>(given: u64, mut attempt: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(ApiError::Conflict { .. }) if given == 0 && tries < UNCONDITIONAL_RETRIES => {
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn expected_rv<R: Resource>(obj: &R, given: u64) -> u64 {
     if given == 0 {
         obj.meta().map_or(0, |m| m.resource_version)
@@ -468,6 +492,14 @@ impl Admin {
         id: &Identity,
         r: DeleteVolumeRequest,
     ) -> Result<Volume, ApiError> {
+        retry_unconditional(r.resource_version, || self.delete_volume_once(id, &r)).await
+    }
+
+    async fn delete_volume_once(
+        &self,
+        id: &Identity,
+        r: &DeleteVolumeRequest,
+    ) -> Result<Volume, ApiError> {
         let s = &self.s;
         let cur: Volume = get_checked(s, id, "DeleteVolume", &r.name)?;
         let attached: Vec<String> = {
@@ -583,6 +615,14 @@ impl Admin {
         id: &Identity,
         r: DeleteAttachmentRequest,
     ) -> Result<Attachment, ApiError> {
+        retry_unconditional(r.resource_version, || self.delete_attachment_once(id, &r)).await
+    }
+
+    async fn delete_attachment_once(
+        &self,
+        id: &Identity,
+        r: &DeleteAttachmentRequest,
+    ) -> Result<Attachment, ApiError> {
         let s = &self.s;
         let mut cur: Attachment = get_checked(s, id, "DeleteAttachment", &r.name)?;
         {
@@ -591,9 +631,24 @@ impl Admin {
         }
         let rv = expected_rv(&cur, r.resource_version);
         let phase = cur.status.as_ref().map_or(0, |s| s.phase);
+        // The planner hands the workstation its connection as soon as the
+        // volume's export is ready, whatever the phase says (a Pending
+        // attachment to an exported volume may already be connected).
+        let export_ready = cur.spec.as_ref().is_some_and(|spec| {
+            s.cache
+                .read()
+                .volumes
+                .get(&spec.volume)
+                .and_then(|v| v.status.as_ref())
+                .is_some_and(|st| st.export_ready)
+        });
         // Once the workstation was told to connect, it must confirm the
-        // disconnect before the host is revoked on the export.
-        if phase == AttachmentPhase::Connecting as i32 || phase == AttachmentPhase::Attached as i32
+        // disconnect before the host is revoked on the export (revoking
+        // first cuts a live connection: the workstation's disconnect then
+        // waits for a controller that is gone).
+        if phase == AttachmentPhase::Connecting as i32
+            || phase == AttachmentPhase::Attached as i32
+            || export_ready
         {
             if !cur
                 .meta()
@@ -1216,5 +1271,52 @@ mod tests {
             ..spec
         };
         assert!(validate_volume_spec(&bad).is_err(), "not a block multiple");
+    }
+
+    fn conflict() -> ApiError {
+        ApiError::Conflict {
+            kind: "attachment",
+            name: "a".into(),
+            current: 2,
+            given: 1,
+        }
+    }
+
+    /// Conflicts `fail` times, then succeeds; returns (result, attempts).
+    fn flaky(given: u64, fail: usize) -> (Result<(), ApiError>, usize) {
+        let calls = std::cell::Cell::new(0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let r = rt.block_on(retry_unconditional(given, || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n <= fail {
+                    Err(conflict())
+                } else {
+                    Ok(())
+                }
+            }
+        }));
+        (r, calls.get())
+    }
+
+    #[test]
+    fn unconditional_requests_retry_conflicts() {
+        let (r, calls) = flaky(0, 3);
+        assert!(r.is_ok());
+        assert_eq!(calls, 4);
+        // Bounded: a conflict storm still ends with the conflict.
+        let (r, calls) = flaky(0, 1000);
+        assert!(matches!(r, Err(ApiError::Conflict { .. })));
+        assert_eq!(calls, UNCONDITIONAL_RETRIES + 1);
+    }
+
+    #[test]
+    fn conditional_requests_report_the_conflict() {
+        let (r, calls) = flaky(7, 3);
+        assert!(matches!(r, Err(ApiError::Conflict { .. })));
+        assert_eq!(calls, 1);
     }
 }
