@@ -350,6 +350,21 @@ impl WorkstationReconciler {
     }
 }
 
+impl crate::driver::WorkstationDriver for WorkstationReconciler {
+    fn reconcile(&mut self, ds: &DesiredState) -> PassOutcome {
+        WorkstationReconciler::reconcile(self, ds)
+    }
+    fn observe(&self, ds: &DesiredState) -> Vec<ConnectionStatus> {
+        WorkstationReconciler::observe(self, ds)
+    }
+    fn shutdown(&mut self) {
+        WorkstationReconciler::shutdown(self);
+    }
+    fn local_attachments(&self) -> Vec<LocalAttachment> {
+        WorkstationReconciler::local_attachments(self)
+    }
+}
+
 fn connect_options(c: &Connection, id: &HostIdentity) -> ConnectOptions {
     let addr = if c.address.contains(':') && !c.address.starts_with('[') {
         format!("[{}]:{}", c.address, c.port)
