@@ -199,6 +199,21 @@ impl AgentConfig {
         }
     }
 
+    /// A config for unit tests: no controller, placeholder TLS files.
+    #[cfg(test)]
+    pub(crate) fn for_tests(node: &str) -> Self {
+        Self::new(
+            node,
+            "https://127.0.0.1:1",
+            TlsFiles {
+                ca: "/x".into(),
+                cert: "/x".into(),
+                key: "/x".into(),
+                server_name: None,
+            },
+        )
+    }
+
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, AgentError> {
         let text = std::fs::read_to_string(path).map_err(|e| AgentError::Io {

@@ -68,8 +68,8 @@ cleanup() {
 trap cleanup EXIT
 
 # ---------------------------------------------------------------- host side
-"$FF" pki init --dir "$WORK/pki" >/dev/null
-"$FF" pki issue --dir "$WORK/pki" --identity admin >/dev/null
+"$FF" pki init --dir "$WORK/pki" >/dev/null 2>&1
+"$FF" pki issue --dir "$WORK/pki" --identity admin >/dev/null 2>&1
 for n in hs hw kg; do
     mkdir -p "$WORK/$n"
     "$FF" pki issue --dir "$WORK/pki" --identity "node:$n" --out "$WORK/$n" >/dev/null
@@ -225,11 +225,11 @@ EOF
     done
 }
 write_layout 64MiB >"$LAYOUT"
-ff apply -f "$LAYOUT" --yes >/dev/null
+ff apply -f "$LAYOUT" --yes >/dev/null 2>&1
 
-"$BIN/ferrofab-agent" --config "$WORK/hs/agent.toml" run 2>"$WORK/hs.log" &
+"$BIN/ferrofab-agent" --config "$WORK/hs/agent.toml" run >"$WORK/hs.log" 2>&1 &
 PIDS+=($!)
-"$BIN/ferrofab-agent" --config "$WORK/hw/agent.toml" run 2>"$WORK/hw.log" &
+"$BIN/ferrofab-agent" --config "$WORK/hw/agent.toml" run >"$WORK/hw.log" 2>&1 &
 PIDS+=($!)
 
 # ---------------------------------------------------------------- guest
@@ -323,15 +323,15 @@ check "nvmet subsystems carry the ownership marker and allow only hw" \
     "grep -l ferrofab /sys/kernel/config/nvmet/subsystems/*/attr_model | wc -l | grep -qx 2 && ls /sys/kernel/config/nvmet/subsystems/*/allowed_hosts/ | grep -q $HW_NQN && grep -h . /sys/kernel/config/nvmet/subsystems/*/attr_allow_any_host | sort | uniq -c | grep -q '2 0'"
 
 write_layout 96MiB vk-hw vh-kg vk2-kg >"$LAYOUT"
-ff apply -f "$LAYOUT" --yes >/dev/null
+ff apply -f "$LAYOUT" --yes >/dev/null 2>&1
 wait_host 90 "grow: vk is 96 MiB on the host (revalidate_size -> AEN)" \
     '[ "$(stat -c %s "$VK" 2>/dev/null)" = $((96 << 20)) ]' || true
 
 ff attachment delete vk-hw >/dev/null
 write_layout 96MiB vh-kg vk2-kg >"$LAYOUT"
 wait_host 60 "revoke: vk's file is gone on the host" '[ ! -e "$VK" ]' || true
-check "revoke: hw is no longer in any allowed_hosts" \
-    "ff-wait 30 '! ls /sys/kernel/config/nvmet/subsystems/*/allowed_hosts/ | grep -q $HW_NQN'"
+check "revoke: hw is no longer in any allowed_hosts, the port links were bounced" \
+    "ff-wait 30 '! ls /sys/kernel/config/nvmet/subsystems/*/allowed_hosts/ | grep -q $HW_NQN' && grep -q 'host revoked' /tmp/agent.log"
 
 # 2. host storage (builtin target) -> workstation guest (kernel host)
 VH=/run/ferrofab/volumes/vh

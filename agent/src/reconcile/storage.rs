@@ -498,19 +498,9 @@ fn pool_space_condition(cfg: &AgentConfig, e: &Export) -> Option<ferrofab_proto:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TlsFiles;
 
     fn cfg(pool: &Path) -> Arc<AgentConfig> {
-        let mut c = AgentConfig::new(
-            "s1",
-            "https://127.0.0.1:1",
-            TlsFiles {
-                ca: "/x".into(),
-                cert: "/x".into(),
-                key: "/x".into(),
-                server_name: None,
-            },
-        );
+        let mut c = AgentConfig::for_tests("s1");
         c.pools.insert(
             "p".into(),
             PoolConfig {

@@ -239,18 +239,12 @@ impl WorkstationReconciler {
         // Still connected but no longer desired (a detach in progress).
         for (name, a) in &self.attached {
             if !ds.connections.iter().any(|c| &c.attachment == name) {
-                out.push(ConnectionStatus {
-                    attachment: name.clone(),
-                    volume: a.conn.volume.clone(),
-                    connected: a.ctrl.state() == ControllerState::Live,
-                    device_path: a.path.display().to_string(),
-                    conditions: vec![condition(
-                        "Connected",
-                        false,
-                        "Detaching",
-                        "disconnect in progress",
-                    )],
-                });
+                out.push(detaching_status(
+                    name,
+                    &a.conn.volume,
+                    a.ctrl.state() == ControllerState::Live,
+                    a.path.display().to_string(),
+                ));
             }
         }
         out
@@ -362,6 +356,27 @@ impl crate::driver::WorkstationDriver for WorkstationReconciler {
     }
     fn local_attachments(&self) -> Vec<LocalAttachment> {
         WorkstationReconciler::local_attachments(self)
+    }
+}
+
+/// The status of a connection still up but no longer desired.
+pub(crate) fn detaching_status(
+    attachment: &str,
+    volume: &str,
+    connected: bool,
+    device_path: String,
+) -> ConnectionStatus {
+    ConnectionStatus {
+        attachment: attachment.to_string(),
+        volume: volume.to_string(),
+        connected,
+        device_path,
+        conditions: vec![condition(
+            "Connected",
+            false,
+            "Detaching",
+            "disconnect in progress",
+        )],
     }
 }
 

@@ -24,7 +24,7 @@ use super::{host_module, KernelPaths};
 use crate::config::AgentConfig;
 use crate::driver::builtin::NSID;
 use crate::driver::WorkstationDriver;
-use crate::reconcile::workstation::LocalAttachment;
+use crate::reconcile::workstation::{detaching_status, LocalAttachment};
 use crate::reconcile::{condition, PassOutcome, Problem};
 
 /// How long an attach waits for the namespace's block device to appear.
@@ -448,18 +448,12 @@ impl WorkstationDriver for KernelWorkstation {
         for (name, rec) in &self.owned.controllers {
             if !ds.connections.iter().any(|c| &c.attachment == name) {
                 let (connected, _) = self.read_back(rec);
-                out.push(ConnectionStatus {
-                    attachment: name.clone(),
-                    volume: rec.volume.clone(),
+                out.push(detaching_status(
+                    name,
+                    &rec.volume,
                     connected,
-                    device_path: rec.exposure_name.clone(),
-                    conditions: vec![condition(
-                        "Connected",
-                        false,
-                        "Detaching",
-                        "disconnect in progress",
-                    )],
-                });
+                    rec.exposure_name.clone(),
+                ));
             }
         }
         out
@@ -533,20 +527,10 @@ fn set_read_only(dev: &Path) -> Result<(), Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TlsFiles;
     use crate::driver::kernel::{sysfs::fake, testing};
 
     fn setup(root: &Path) -> (AgentConfig, KernelPaths) {
-        let mut cfg = AgentConfig::new(
-            "w1",
-            "https://127.0.0.1:1",
-            TlsFiles {
-                ca: "/x".into(),
-                cert: "/x".into(),
-                key: "/x".into(),
-                server_name: None,
-            },
-        );
+        let mut cfg = AgentConfig::for_tests("w1");
         cfg.state_dir = root.join("state");
         cfg.expose_dir = root.join("volumes");
         let paths = testing::paths(root);
