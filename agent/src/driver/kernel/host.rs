@@ -192,6 +192,12 @@ impl KernelWorkstation {
                 format!("connect failed ({e}): kernel module {module} is not loaded (modprobe {module})"),
             );
         }
+        if e.raw_os_error() == Some(libc::EALREADY) {
+            return Problem::new(
+                "AlreadyConnected",
+                format!("connect refused by the kernel ({e}): a controller this agent did not create is already connected to this subsystem with this host NQN; it is left untouched"),
+            );
+        }
         let reason = match e.raw_os_error() {
             Some(libc::ECONNREFUSED | libc::ETIMEDOUT | libc::EHOSTUNREACH | libc::ENETUNREACH) => {
                 "TargetUnreachable"
@@ -625,6 +631,30 @@ mod tests {
         assert_eq!(std::fs::read_to_string(del("nvme3")).unwrap(), "1\n");
         assert!(!del("nvme5").exists());
         assert!(w.owned.controllers.is_empty());
+    }
+
+    #[test]
+    fn connect_failures_are_explained() {
+        let root = tempfile::tempdir().unwrap();
+        let (cfg, paths) = setup(root.path());
+        let w = KernelWorkstation::new(&cfg, paths.clone(), HostIdentity::ephemeral());
+        let err = |n| std::io::Error::from_raw_os_error(n);
+        let p = w.connect_problem("tcp", &err(libc::EINVAL));
+        assert_eq!(p.reason, "KernelModuleMissing");
+        assert!(p.message.contains("nvme-tcp"), "{p}");
+        std::fs::create_dir_all(paths.sysfs.join("module/nvme_tcp")).unwrap();
+        assert_eq!(
+            w.connect_problem("tcp", &err(libc::EALREADY)).reason,
+            "AlreadyConnected"
+        );
+        assert_eq!(
+            w.connect_problem("tcp", &err(libc::ECONNREFUSED)).reason,
+            "TargetUnreachable"
+        );
+        assert_eq!(
+            w.connect_problem("tcp", &err(libc::EIO)).reason,
+            "ConnectFailed"
+        );
     }
 
     #[test]
