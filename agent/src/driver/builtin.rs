@@ -188,7 +188,8 @@ impl super::TargetDriver for BuiltinTarget {
     fn add_namespace(&self, e: &Export, backend: Arc<dyn BlockBackend>) -> Result<(), Problem> {
         BuiltinTarget::add_namespace(self, e, backend).map_err(|err| failed("ExportFailed", &err))
     }
-    fn grow(&self, nqn: &str, size: u64) -> Result<bool, Problem> {
+    /// The backend remembers whether it is thick and grows accordingly.
+    fn grow(&self, nqn: &str, size: u64, _thick: bool) -> Result<bool, Problem> {
         BuiltinTarget::grow(self, nqn, size).map_err(|err| failed(grow_reason(&err), &err))
     }
     fn sync_hosts(&self, nqn: &str, hosts: &[String]) -> Result<(), Problem> {

@@ -37,8 +37,9 @@ pub trait TargetDriver: Send + Sync + std::fmt::Debug {
     /// opened (created and sized); a driver that opens the path itself
     /// may simply drop it.
     fn add_namespace(&self, e: &Export, backend: Arc<dyn BlockBackend>) -> Result<(), Problem>;
-    /// Grows namespace 1 to `size` if smaller; whether it grew.
-    fn grow(&self, nqn: &str, size: u64) -> Result<bool, Problem>;
+    /// Grows namespace 1 to `size` if smaller; whether it grew. `thick`:
+    /// the pool preallocates, so the new space must be allocated too.
+    fn grow(&self, nqn: &str, size: u64, thick: bool) -> Result<bool, Problem>;
     /// Makes the allow-list exactly `hosts`.
     fn sync_hosts(&self, nqn: &str, hosts: &[String]) -> Result<(), Problem>;
     /// Host NQNs of connected controllers, where the data path can tell.

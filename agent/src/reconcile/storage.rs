@@ -143,7 +143,8 @@ impl StorageReconciler {
             changed = true;
         }
         self.driver.sync_hosts(nqn, &e.allowed_hosts)?;
-        if self.driver.grow(nqn, e.size_bytes)? {
+        let thick = pool.provisioning == Provisioning::Thick;
+        if self.driver.grow(nqn, e.size_bytes, thick)? {
             info!(size = e.size_bytes, "grown");
             changed = true;
         }

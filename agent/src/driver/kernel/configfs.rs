@@ -424,6 +424,24 @@ fn needs_buffered_io(path: &Path) -> bool {
             .is_err()
 }
 
+/// Extends a backing file from `from` to `to` bytes; a thick pool's file
+/// gets the new range allocated, so writes to it can never hit `ENOSPC`.
+fn extend_file(f: &std::fs::File, from: u64, to: u64, thick: bool) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    if thick {
+        let off =
+            libc::off_t::try_from(from).map_err(|_| std::io::Error::other("offset too large"))?;
+        let len = libc::off_t::try_from(to - from)
+            .map_err(|_| std::io::Error::other("size too large"))?;
+        // SAFETY: plain syscall on an open descriptor.
+        let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, off, len) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    f.set_len(to)
+}
+
 /// (size, logical block size) of a backing file or block device.
 fn backing_geometry(paths: &KernelPaths, path: &Path) -> (u64, u32) {
     use std::os::unix::fs::MetadataExt;
@@ -636,7 +654,7 @@ impl TargetDriver for KernelTarget {
         Ok(())
     }
 
-    fn grow(&self, nqn: &str, size: u64) -> Result<bool, Problem> {
+    fn grow(&self, nqn: &str, size: u64, thick: bool) -> Result<bool, Problem> {
         let dir = self.ns_dir(nqn);
         let Some(path) = read_attr(&dir.join("device_path")) else {
             return Ok(false);
@@ -664,7 +682,7 @@ impl TargetDriver for KernelTarget {
         let grow = OpenOptions::new()
             .write(true)
             .open(&path)
-            .and_then(|f| f.set_len(size));
+            .and_then(|f| extend_file(&f, meta.len(), size, thick));
         if let Err(e) = grow {
             let reason = if e.raw_os_error() == Some(libc::ENOSPC) {
                 "PoolFull"
@@ -854,10 +872,14 @@ mod tests {
         assert!(t.has_namespace(&e.subsystem_nqn));
 
         // Grow: the file is extended and revalidate_size written.
-        assert!(t.grow(&e.subsystem_nqn, 8192).unwrap());
-        assert!(!t.grow(&e.subsystem_nqn, 8192).unwrap());
+        assert!(t.grow(&e.subsystem_nqn, 8192, false).unwrap());
+        assert!(!t.grow(&e.subsystem_nqn, 8192, false).unwrap());
+        assert!(t.grow(&e.subsystem_nqn, 16384, true).unwrap());
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&e.backing_path).unwrap();
+        assert!(m.blocks() * 512 >= 16384 - 4096, "thick grow allocates");
         assert_eq!(read_attr(&ns.join("revalidate_size")).unwrap(), "1");
-        assert_eq!(t.status().subsystems[0].namespaces[0].size, 8192);
+        assert_eq!(t.status().subsystems[0].namespaces[0].size, 16384);
 
         // Revoke A, allow B: A's host entry (ours) goes away.
         t.sync_hosts(&e.subsystem_nqn, &[HOST_B.into()]).unwrap();
