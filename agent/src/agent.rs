@@ -17,8 +17,9 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::cache::Cache;
 use crate::client::ControllerClient;
-use crate::config::{AgentConfig, Role};
-use crate::driver::builtin::BuiltinTarget;
+use crate::config::{AgentConfig, DriverKind, Role};
+use crate::driver::kernel::{host::KernelWorkstation, KernelPaths};
+use crate::driver::{TargetDriver, WorkstationDriver};
 use crate::error::AgentError;
 use crate::metrics::{self, Metrics};
 use crate::reconcile::storage::StorageReconciler;
@@ -59,7 +60,6 @@ impl Agent {
         opts: StartOptions,
     ) -> Result<AgentHandle, AgentError> {
         config.validate()?;
-        crate::driver::check(config.data_path)?;
         let shared = Arc::new(Shared::new(config.clone())?);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (desired_tx, desired_rx) = watch::channel(None);
@@ -181,8 +181,8 @@ pub(crate) struct Shared {
     pub(crate) cfg: Arc<AgentConfig>,
     cache: Cache,
     storage: Option<Mutex<StorageReconciler>>,
-    target: Option<Arc<BuiltinTarget>>,
-    workstation: Option<Mutex<WorkstationReconciler>>,
+    target: Option<Arc<dyn TargetDriver>>,
+    workstation: Option<Mutex<Box<dyn WorkstationDriver>>>,
     pub(crate) hostnqn: Option<String>,
     /// The desired state last applied.
     desired: Mutex<DesiredState>,
@@ -216,7 +216,15 @@ impl Shared {
         let (workstation, hostnqn) = if cfg.has_role(Role::Workstation) {
             let id = workstation::host_identity(&cfg.state_dir)?;
             let nqn = id.hostnqn.clone();
-            (Some(WorkstationReconciler::new(cfg.clone(), id)), Some(nqn))
+            let w: Box<dyn WorkstationDriver> = match cfg.data_path {
+                DriverKind::Builtin => Box::new(WorkstationReconciler::new(cfg.clone(), id)),
+                DriverKind::Kernel => Box::new(KernelWorkstation::new(
+                    &cfg,
+                    KernelPaths::from_config(&cfg.kernel),
+                    id,
+                )),
+            };
+            (Some(w), Some(nqn))
         } else {
             (None, None)
         };
@@ -315,6 +323,7 @@ impl Shared {
             .as_ref()
             .map(|w| lock(w).observe(&ds))
             .unwrap_or_default();
+        lock(&self.notes).data_path_errors = self.data_path_errors();
         let notes = lock(&self.notes).clone();
         let r = ReportStatusRequest {
             node: self.cfg.node.clone(),
@@ -325,6 +334,23 @@ impl Shared {
         };
         *lock(&self.report) = r.clone();
         r
+    }
+
+    /// Missing kernel modules or configfs, for the node's conditions.
+    fn data_path_errors(&self) -> Vec<String> {
+        if self.cfg.data_path != DriverKind::Kernel {
+            return Vec::new();
+        }
+        let paths = KernelPaths::from_config(&self.cfg.kernel);
+        let target = self
+            .storage
+            .as_ref()
+            .and_then(|_| paths.target_unavailable());
+        let host = self
+            .workstation
+            .as_ref()
+            .and_then(|_| paths.host_unavailable());
+        target.into_iter().chain(host).collect()
     }
 
     pub(crate) fn local_attachments(&self) -> Vec<crate::reconcile::workstation::LocalAttachment> {

@@ -35,8 +35,48 @@ pub enum DriverKind {
     /// The target and initiator of `ferrofab-nvmeof`, inside this process.
     #[default]
     Builtin,
-    /// Linux nvmet / nvme-tcp through configfs and sysfs (not implemented yet).
+    /// Linux nvmet / nvme-fabrics through configfs, sysfs and
+    /// `/dev/nvme-fabrics`.
     Kernel,
+}
+
+/// Where the `kernel` driver finds the kernel's interfaces. Only tests
+/// and unusual mounts change these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelConfig {
+    #[serde(default = "default_configfs")]
+    pub configfs: PathBuf,
+    #[serde(default = "default_sysfs")]
+    pub sysfs: PathBuf,
+    #[serde(default = "default_dev")]
+    pub dev: PathBuf,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        KernelConfig {
+            configfs: default_configfs(),
+            sysfs: default_sysfs(),
+            dev: default_dev(),
+        }
+    }
+}
+
+impl KernelConfig {
+    fn is_default(&self) -> bool {
+        *self == KernelConfig::default()
+    }
+}
+
+fn default_configfs() -> PathBuf {
+    PathBuf::from("/sys/kernel/config")
+}
+fn default_sysfs() -> PathBuf {
+    PathBuf::from("/sys")
+}
+fn default_dev() -> PathBuf {
+    PathBuf::from("/dev")
 }
 
 /// How a pool allocates a new backing file.
@@ -93,6 +133,9 @@ pub struct AgentConfig {
     pub data_listen: Vec<SocketAddr>,
     #[serde(default)]
     pub data_path: DriverKind,
+    /// Kernel interface roots for `data_path = "kernel"`.
+    #[serde(default, skip_serializing_if = "KernelConfig::is_default")]
+    pub kernel: KernelConfig,
     /// Directory where attached volumes appear as files (one FUSE mount).
     #[serde(default = "default_expose_dir")]
     pub expose_dir: PathBuf,
@@ -146,6 +189,7 @@ impl AgentConfig {
             pools: BTreeMap::new(),
             data_listen: Vec::new(),
             data_path: DriverKind::Builtin,
+            kernel: KernelConfig::default(),
             expose_dir: default_expose_dir(),
             state_dir: default_state_dir(),
             resync_interval: default_resync(),
@@ -153,6 +197,21 @@ impl AgentConfig {
             api_socket: default_api_socket(),
             log_level: default_log_level(),
         }
+    }
+
+    /// A config for unit tests: no controller, placeholder TLS files.
+    #[cfg(test)]
+    pub(crate) fn for_tests(node: &str) -> Self {
+        Self::new(
+            node,
+            "https://127.0.0.1:1",
+            TlsFiles {
+                ca: "/x".into(),
+                cert: "/x".into(),
+                key: "/x".into(),
+                server_name: None,
+            },
+        )
     }
 
     /// Reads and validates `path`.
@@ -211,6 +270,9 @@ impl AgentConfig {
             ("expose_dir", &self.expose_dir),
             ("state_dir", &self.state_dir),
             ("api_socket", &self.api_socket),
+            ("kernel.configfs", &self.kernel.configfs),
+            ("kernel.sysfs", &self.kernel.sysfs),
+            ("kernel.dev", &self.kernel.dev),
         ] {
             if !p.is_absolute() {
                 return Err(invalid(key, "must be an absolute path"));
@@ -259,6 +321,7 @@ impl AgentConfig {
         check("pools", self.pools == new.pools);
         check("data_listen", self.data_listen == new.data_listen);
         check("data_path", self.data_path == new.data_path);
+        check("kernel", self.kernel == new.kernel);
         check("expose_dir", self.expose_dir == new.expose_dir);
         check("state_dir", self.state_dir == new.state_dir);
         check("metrics_listen", self.metrics_listen == new.metrics_listen);
@@ -306,6 +369,22 @@ path = "/srv/ferrofab/fast"
         assert_eq!(c.api_socket, PathBuf::from(DEFAULT_API_SOCKET));
         assert_eq!(c.pools["fast"].provisioning, Provisioning::Thin);
         assert_eq!(c.data_path, DriverKind::Builtin);
+        assert_eq!(c.kernel.configfs, PathBuf::from("/sys/kernel/config"));
+    }
+
+    #[test]
+    fn kernel_driver_and_roots_parse() {
+        let c = AgentConfig::parse(&format!(
+            "data_path = \"kernel\"\n{MIN}\n[kernel]\nsysfs = \"/tmp/sys\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.data_path, DriverKind::Kernel);
+        assert_eq!(c.kernel.sysfs, PathBuf::from("/tmp/sys"));
+        assert_eq!(c.kernel.dev, PathBuf::from("/dev"));
+        let e = AgentConfig::parse(&format!("{MIN}\n[kernel]\nsysfs = \"rel\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kernel.sysfs"), "{e}");
     }
 
     #[test]

@@ -21,8 +21,6 @@ pub enum AgentError {
     Connect { endpoint: String, message: String },
     #[error("controller refused {rpc}: {message}")]
     Rpc { rpc: &'static str, message: String },
-    #[error("data-path driver `{0}` is not implemented yet (use data_path = \"builtin\")")]
-    DriverNotImplemented(&'static str),
     #[error("state cache {path}: {message}")]
     Cache { path: PathBuf, message: String },
     #[error("local API: {0}")]

@@ -62,6 +62,9 @@ pub struct NodeNotes {
     pub restart_keys: Vec<String>,
     pub listener_errors: Vec<String>,
     pub certificate_renewal_due: bool,
+    /// Why the kernel data path cannot be driven (missing module or
+    /// configfs), one message per role.
+    pub data_path_errors: Vec<String>,
     pub last_error: Option<String>,
 }
 
@@ -112,6 +115,14 @@ fn node_conditions(notes: &NodeNotes) -> Vec<Condition> {
             notes.listener_errors.join("; "),
         )
     });
+    if !notes.data_path_errors.is_empty() {
+        v.push(condition(
+            "DataPath",
+            false,
+            "KernelModuleMissing",
+            notes.data_path_errors.join("; "),
+        ));
+    }
     if notes.certificate_renewal_due {
         v.push(condition(
             "Certificate",
@@ -189,5 +200,13 @@ mod tests {
         let c = node_conditions(&notes);
         assert_eq!(c[0].reason, "RestartRequired");
         assert!(c[0].message.contains("pools"));
+        let notes = NodeNotes {
+            data_path_errors: vec!["kernel module nvmet is not loaded".into()],
+            ..Default::default()
+        };
+        let c = node_conditions(&notes);
+        assert!(c
+            .iter()
+            .any(|c| c.reason == "KernelModuleMissing" && c.message.contains("nvmet")));
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
-use ferrofab_nvmeof::backend::BlockBackend;
+use ferrofab_nvmeof::backend::{BackendErrorKind, BlockBackend};
 use ferrofab_nvmeof::target::{
     ListenerKind, NamespaceConfig, SubsystemConfig, Target, TargetError, TargetOptions,
     TargetStatus,
@@ -17,6 +17,7 @@ use ferrofab_nvmeof::target::{
 use ferrofab_proto::v1::{Export, Listener};
 
 use crate::error::AgentError;
+use crate::reconcile::Problem;
 
 /// The namespace ID every export uses (one volume per subsystem).
 pub const NSID: u32 = 1;
@@ -160,6 +161,61 @@ impl BuiltinTarget {
             .iter()
             .map(|s| s.nqn.clone())
             .collect()
+    }
+}
+
+impl super::TargetDriver for BuiltinTarget {
+    fn status(&self) -> TargetStatus {
+        BuiltinTarget::status(self)
+    }
+    fn shutdown(&self) {
+        BuiltinTarget::shutdown(self);
+    }
+    fn sync_listeners(&self, wanted: &[Listener]) -> Vec<String> {
+        let (addrs, mut errors) = resolve_listeners(wanted);
+        errors.extend(BuiltinTarget::sync_listeners(self, &addrs));
+        errors
+    }
+    fn has_subsystem(&self, nqn: &str) -> bool {
+        BuiltinTarget::has_subsystem(self, nqn)
+    }
+    fn add_subsystem(&self, e: &Export) -> Result<(), Problem> {
+        BuiltinTarget::add_subsystem(self, e).map_err(|err| failed("ExportFailed", &err))
+    }
+    fn has_namespace(&self, nqn: &str) -> bool {
+        BuiltinTarget::has_namespace(self, nqn)
+    }
+    fn add_namespace(&self, e: &Export, backend: Arc<dyn BlockBackend>) -> Result<(), Problem> {
+        BuiltinTarget::add_namespace(self, e, backend).map_err(|err| failed("ExportFailed", &err))
+    }
+    /// The backend remembers whether it is thick and grows accordingly.
+    fn grow(&self, nqn: &str, size: u64, _thick: bool) -> Result<bool, Problem> {
+        BuiltinTarget::grow(self, nqn, size).map_err(|err| failed(grow_reason(&err), &err))
+    }
+    fn sync_hosts(&self, nqn: &str, hosts: &[String]) -> Result<(), Problem> {
+        BuiltinTarget::sync_hosts(self, nqn, hosts).map_err(|err| failed("HostsNotApplied", &err))
+    }
+    fn connected_hosts(&self, nqn: &str) -> Vec<String> {
+        BuiltinTarget::connected_hosts(self, nqn)
+    }
+    fn remove_subsystem(&self, nqn: &str) -> Result<(), Problem> {
+        BuiltinTarget::remove_subsystem(self, nqn).map_err(|err| failed("RemovalFailed", &err))
+    }
+    fn subsystems(&self) -> Vec<String> {
+        BuiltinTarget::subsystems(self)
+    }
+}
+
+fn failed(reason: &'static str, err: &TargetError) -> Problem {
+    Problem::new(reason, err.to_string())
+}
+
+/// A grow that failed for lack of space is the pool's problem, not the
+/// target's.
+fn grow_reason(e: &TargetError) -> &'static str {
+    match e {
+        TargetError::Backend(b) if b.kind() == BackendErrorKind::NoSpace => "PoolFull",
+        _ => "GrowFailed",
     }
 }
 

@@ -1,5 +1,5 @@
 //! Storage role: exports of the desired state become subsystems of the
-//! built-in target, removals tear them down (and delete data only when the
+//! node's target driver (built-in or kernel), removals tear them down (and delete data only when the
 //! policy says so, the agent created it, and no host is connected).
 
 use std::collections::{BTreeSet, HashMap};
@@ -8,20 +8,22 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ferrofab_nvmeof::backend::{open_backend, BackendErrorKind, BlockBackend, FileOptions};
-use ferrofab_proto::v1::{BackingKind, DesiredState, Export, ExportStatus, Removal};
+use ferrofab_proto::v1::{BackingKind, DesiredState, Export, ExportStatus, Listener, Removal};
 use tracing::{info, info_span, warn};
 
 use super::ownership::{self, Marker, MarkerState};
 use super::{condition, PassOutcome, Problem};
-use crate::config::{AgentConfig, PoolConfig, Provisioning};
-use crate::driver::builtin::{block_size, resolve_listeners, BuiltinTarget, NSID};
+use crate::config::{AgentConfig, DriverKind, PoolConfig, Provisioning};
+use crate::driver::builtin::{block_size, BuiltinTarget, NSID};
+use crate::driver::kernel::{configfs::KernelTarget, KernelPaths};
+use crate::driver::TargetDriver;
 use crate::error::AgentError;
 
 /// The storage reconciler and the target it drives.
 #[derive(Debug)]
 pub struct StorageReconciler {
     cfg: Arc<AgentConfig>,
-    driver: Arc<BuiltinTarget>,
+    driver: Arc<dyn TargetDriver>,
     /// Problems of the last pass, by volume.
     problems: HashMap<String, Problem>,
     /// Listener problems of the last pass.
@@ -33,22 +35,29 @@ pub struct StorageReconciler {
 
 impl StorageReconciler {
     pub fn new(cfg: Arc<AgentConfig>) -> Result<Self, AgentError> {
+        let driver: Arc<dyn TargetDriver> = match cfg.data_path {
+            DriverKind::Builtin => Arc::new(BuiltinTarget::new()?),
+            DriverKind::Kernel => Arc::new(KernelTarget::new(
+                KernelPaths::from_config(&cfg.kernel),
+                &cfg.state_dir,
+            )),
+        };
         Ok(StorageReconciler {
             cfg,
-            driver: Arc::new(BuiltinTarget::new()?),
+            driver,
             problems: HashMap::new(),
             listener_errors: Vec::new(),
             opened: HashMap::new(),
         })
     }
 
-    pub fn driver(&self) -> &BuiltinTarget {
-        &self.driver
+    pub fn driver(&self) -> &dyn TargetDriver {
+        self.driver.as_ref()
     }
 
     /// A handle on the target for readers that must not wait for a pass
     /// (metrics, shutdown).
-    pub fn driver_handle(&self) -> Arc<BuiltinTarget> {
+    pub fn driver_handle(&self) -> Arc<dyn TargetDriver> {
         self.driver.clone()
     }
 
@@ -88,12 +97,20 @@ impl StorageReconciler {
     }
 
     fn sync_listeners(&mut self, ds: &DesiredState) {
-        let (wanted, mut errors) = if self.cfg.data_listen.is_empty() {
-            resolve_listeners(&ds.listeners)
+        let wanted: Vec<Listener> = if self.cfg.data_listen.is_empty() {
+            ds.listeners.clone()
         } else {
-            (self.cfg.data_listen.iter().copied().collect(), Vec::new())
+            self.cfg
+                .data_listen
+                .iter()
+                .map(|a| Listener {
+                    address: a.ip().to_string(),
+                    port: u32::from(a.port()),
+                    transport: "tcp".into(),
+                })
+                .collect()
         };
-        errors.extend(self.driver.sync_listeners(&wanted));
+        let errors = self.driver.sync_listeners(&wanted);
         for e in &errors {
             warn!(error = %e, "listener");
         }
@@ -106,9 +123,7 @@ impl StorageReconciler {
         let nqn = &e.subsystem_nqn;
         let mut changed = false;
         if !self.driver.has_subsystem(nqn) {
-            self.driver
-                .add_subsystem(e)
-                .map_err(|err| Problem::new("ExportFailed", err.to_string()))?;
+            self.driver.add_subsystem(e)?;
             changed = true;
         }
         if !self.driver.has_namespace(nqn) {
@@ -120,23 +135,16 @@ impl StorageReconciler {
                     return Err(p);
                 }
             };
-            self.driver
-                .add_namespace(e, backend)
-                .map_err(|err| Problem::new("ExportFailed", err.to_string()))?;
+            self.driver.add_namespace(e, backend)?;
             if let Some(id) = file_id(Path::new(&e.backing_path)) {
                 self.opened.insert(nqn.clone(), id);
             }
             info!(size = e.size_bytes, path = %e.backing_path, "exported");
             changed = true;
         }
-        self.driver
-            .sync_hosts(nqn, &e.allowed_hosts)
-            .map_err(|err| Problem::new("HostsNotApplied", err.to_string()))?;
-        if self
-            .driver
-            .grow(nqn, e.size_bytes)
-            .map_err(|err| Problem::new(grow_reason(&err), err.to_string()))?
-        {
+        self.driver.sync_hosts(nqn, &e.allowed_hosts)?;
+        let thick = pool.provisioning == Provisioning::Thick;
+        if self.driver.grow(nqn, e.size_bytes, thick)? {
             info!(size = e.size_bytes, "grown");
             changed = true;
         }
@@ -203,9 +211,7 @@ impl StorageReconciler {
                     ),
                 ));
             }
-            self.driver
-                .remove_subsystem(nqn)
-                .map_err(|e| Problem::new("RemovalFailed", e.to_string()))?;
+            self.driver.remove_subsystem(nqn)?;
             self.opened.remove(nqn);
             info!("export removed");
         }
@@ -440,17 +446,6 @@ fn write_marker(node: &str, e: &Export, path: &Path, state: MarkerState) -> Resu
     })
 }
 
-fn grow_reason(e: &ferrofab_nvmeof::target::TargetError) -> &'static str {
-    match e {
-        ferrofab_nvmeof::target::TargetError::Backend(b)
-            if b.kind() == BackendErrorKind::NoSpace =>
-        {
-            "PoolFull"
-        }
-        _ => "GrowFailed",
-    }
-}
-
 /// (device, inode) of `path`, or `None` if it does not exist.
 fn file_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
@@ -504,19 +499,9 @@ fn pool_space_condition(cfg: &AgentConfig, e: &Export) -> Option<ferrofab_proto:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TlsFiles;
 
     fn cfg(pool: &Path) -> Arc<AgentConfig> {
-        let mut c = AgentConfig::new(
-            "s1",
-            "https://127.0.0.1:1",
-            TlsFiles {
-                ca: "/x".into(),
-                cert: "/x".into(),
-                key: "/x".into(),
-                server_name: None,
-            },
-        );
+        let mut c = AgentConfig::for_tests("s1");
         c.pools.insert(
             "p".into(),
             PoolConfig {

@@ -239,18 +239,12 @@ impl WorkstationReconciler {
         // Still connected but no longer desired (a detach in progress).
         for (name, a) in &self.attached {
             if !ds.connections.iter().any(|c| &c.attachment == name) {
-                out.push(ConnectionStatus {
-                    attachment: name.clone(),
-                    volume: a.conn.volume.clone(),
-                    connected: a.ctrl.state() == ControllerState::Live,
-                    device_path: a.path.display().to_string(),
-                    conditions: vec![condition(
-                        "Connected",
-                        false,
-                        "Detaching",
-                        "disconnect in progress",
-                    )],
-                });
+                out.push(detaching_status(
+                    name,
+                    &a.conn.volume,
+                    a.ctrl.state() == ControllerState::Live,
+                    a.path.display().to_string(),
+                ));
             }
         }
         out
@@ -347,6 +341,42 @@ impl WorkstationReconciler {
             .iter()
             .map(|(n, a)| (a.conn.volume.clone(), n.clone(), a.ctrl.state()))
             .collect()
+    }
+}
+
+impl crate::driver::WorkstationDriver for WorkstationReconciler {
+    fn reconcile(&mut self, ds: &DesiredState) -> PassOutcome {
+        WorkstationReconciler::reconcile(self, ds)
+    }
+    fn observe(&self, ds: &DesiredState) -> Vec<ConnectionStatus> {
+        WorkstationReconciler::observe(self, ds)
+    }
+    fn shutdown(&mut self) {
+        WorkstationReconciler::shutdown(self);
+    }
+    fn local_attachments(&self) -> Vec<LocalAttachment> {
+        WorkstationReconciler::local_attachments(self)
+    }
+}
+
+/// The status of a connection still up but no longer desired.
+pub(crate) fn detaching_status(
+    attachment: &str,
+    volume: &str,
+    connected: bool,
+    device_path: String,
+) -> ConnectionStatus {
+    ConnectionStatus {
+        attachment: attachment.to_string(),
+        volume: volume.to_string(),
+        connected,
+        device_path,
+        conditions: vec![condition(
+            "Connected",
+            false,
+            "Detaching",
+            "disconnect in progress",
+        )],
     }
 }
 

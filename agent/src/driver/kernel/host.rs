@@ -1,0 +1,684 @@
+//! Workstation role on the kernel data path: each desired connection is a
+//! fabrics controller made through `/dev/nvme-fabrics`, its namespace 1
+//! found through sysfs and exposed as the symlink
+//! `EXPOSE_DIR/<exposure name>` → `/dev/nvmeXnY`.
+//!
+//! Controllers are recorded (see [`super::ownership`]) before they are
+//! made; on start the recorded ones that still exist are adopted as they
+//! are, so I/O on them never stops for an agent restart. Controllers the
+//! agent did not make (an admin's `nvme connect`) are never touched.
+
+use std::collections::HashMap;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ferrofab_nvmeof::host::HostIdentity;
+use ferrofab_proto::v1::{Connection, ConnectionStatus, DesiredState};
+use tracing::{info, info_span, warn};
+
+use super::fabrics::{self, ConnectParams};
+use super::ownership::{OwnedController, OwnedHost, StateFile, HOST_STATE_FILE};
+use super::sysfs::{self, ControllerInfo};
+use super::{host_module, KernelPaths};
+use crate::config::AgentConfig;
+use crate::driver::builtin::NSID;
+use crate::driver::WorkstationDriver;
+use crate::reconcile::workstation::{detaching_status, LocalAttachment};
+use crate::reconcile::{condition, PassOutcome, Problem};
+
+/// How long an attach waits for the namespace's block device to appear.
+const NAMESPACE_WAIT: Duration = Duration::from_secs(15);
+
+/// `BLKROSET` (`_IO(0x12, 93)`): marks a block device read-only.
+const BLKROSET: libc::c_ulong = 0x125d;
+
+/// The kernel workstation reconciler.
+#[derive(Debug)]
+pub struct KernelWorkstation {
+    paths: KernelPaths,
+    expose_dir: PathBuf,
+    identity: HostIdentity,
+    record: StateFile,
+    owned: OwnedHost,
+    problems: HashMap<String, Problem>,
+}
+
+impl KernelWorkstation {
+    pub fn new(cfg: &AgentConfig, paths: KernelPaths, identity: HostIdentity) -> Self {
+        let record = StateFile::new(&cfg.state_dir, HOST_STATE_FILE);
+        let owned = record.load();
+        let mut w = KernelWorkstation {
+            paths,
+            expose_dir: cfg.expose_dir.clone(),
+            identity,
+            record,
+            owned,
+            problems: HashMap::new(),
+        };
+        w.adopt();
+        w
+    }
+
+    fn save(&self) -> Result<(), Problem> {
+        self.record
+            .store(&self.owned)
+            .map_err(|e| Problem::new("OwnershipRecordFailed", e.to_string()))
+    }
+
+    /// Whether the live controller `info` is the one recorded in `rec`.
+    fn is_ours(&self, rec: &OwnedController, info: &ControllerInfo) -> bool {
+        info.subsysnqn == rec.subsysnqn
+            && (info.hostnqn.is_empty() || info.hostnqn == self.identity.hostnqn)
+            && info.address_field("traddr") == Some(rec.traddr.as_str())
+            && info.address_field("trsvcid") == Some(rec.trsvcid.as_str())
+    }
+
+    /// Keeps the recorded controllers that still exist; an interrupted
+    /// connect (recorded without a name) is matched to a live controller
+    /// of the same subsystem, address and host that nobody else claims.
+    pub fn adopt(&mut self) {
+        let live = sysfs::controllers(&self.paths);
+        let mut claimed: Vec<String> = self
+            .owned
+            .controllers
+            .values()
+            .filter_map(|r| r.controller.clone())
+            .collect();
+        let before = self.owned.clone();
+        let mut keep = std::collections::BTreeMap::new();
+        for (name, mut rec) in before.controllers.clone() {
+            let found = match &rec.controller {
+                Some(c) => live.iter().find(|i| &i.name == c && self.is_ours(&rec, i)),
+                None => live
+                    .iter()
+                    .find(|i| !claimed.contains(&i.name) && self.is_ours(&rec, i)),
+            };
+            if let Some(i) = found {
+                claimed.push(i.name.clone());
+                rec.controller = Some(i.name.clone());
+                keep.insert(name, rec);
+            }
+        }
+        self.owned.controllers = keep;
+        info!(
+            controllers = self.owned.controllers.len(),
+            "kernel host: adopted the controllers this agent connected"
+        );
+        if self.owned != before {
+            if let Err(p) = self.save() {
+                warn!("{p}");
+            }
+        }
+    }
+
+    fn exposure_path(&self, c: &Connection) -> PathBuf {
+        let name = if c.exposure_name.is_empty() {
+            &c.volume
+        } else {
+            &c.exposure_name
+        };
+        self.expose_dir.join(name)
+    }
+
+    /// What a desired connection is recorded as.
+    fn wanted_record(&self, c: &Connection) -> Result<OwnedController, Problem> {
+        let p = ConnectParams::for_connection(
+            c,
+            &self.identity.hostnqn,
+            &self.identity.hostid.to_string(),
+        );
+        let options = p
+            .option_string()
+            .map_err(|m| Problem::new("InvalidConnection", m))?;
+        Ok(OwnedController {
+            controller: None,
+            subsysnqn: c.subsystem_nqn.clone(),
+            transport: p.transport,
+            traddr: p.traddr,
+            trsvcid: p.trsvcid,
+            exposure_name: self.exposure_path(c).display().to_string(),
+            volume: c.volume.clone(),
+            uuid: c.uuid.clone(),
+            read_only: c.read_only,
+            options,
+        })
+    }
+
+    /// A recorded controller that must be redone: gone, dead, or made for
+    /// a connection that changed.
+    fn is_stale(&self, rec: &OwnedController, want: Option<&OwnedController>) -> bool {
+        let Some(want) = want else { return true };
+        let same = OwnedController {
+            controller: rec.controller.clone(),
+            ..want.clone()
+        } == *rec;
+        let alive = rec
+            .controller
+            .as_deref()
+            .and_then(|c| sysfs::controller(&self.paths, c))
+            .is_some_and(|i| self.is_ours(rec, &i) && i.state != "dead" && i.state != "deleting");
+        !same || !alive
+    }
+
+    fn attach(&mut self, name: &str, c: &Connection) -> Result<(), Problem> {
+        let rec = self.wanted_record(c)?;
+        let options = rec.options.clone();
+        let transport = rec.transport.clone();
+        self.owned.controllers.insert(name.to_string(), rec);
+        self.save()?;
+        match fabrics::connect(&self.paths, &options) {
+            Ok(ctrl) => {
+                info!(controller = %ctrl, "connected");
+                if let Some(r) = self.owned.controllers.get_mut(name) {
+                    r.controller = Some(ctrl);
+                }
+                self.save()?;
+                self.expose(name)
+            }
+            Err(e) => {
+                self.owned.controllers.remove(name);
+                self.save()?;
+                Err(self.connect_problem(&transport, &e))
+            }
+        }
+    }
+
+    fn connect_problem(&self, transport: &str, e: &std::io::Error) -> Problem {
+        let module = host_module(transport);
+        if !self.paths.module_loaded(&module) {
+            return Problem::new(
+                "KernelModuleMissing",
+                format!("connect failed ({e}): kernel module {module} is not loaded (modprobe {module})"),
+            );
+        }
+        if e.raw_os_error() == Some(libc::EALREADY) {
+            return Problem::new(
+                "AlreadyConnected",
+                format!("connect refused by the kernel ({e}): a controller this agent did not create is already connected to this subsystem with this host NQN; it is left untouched"),
+            );
+        }
+        let reason = match e.raw_os_error() {
+            Some(libc::ECONNREFUSED | libc::ETIMEDOUT | libc::EHOSTUNREACH | libc::ENETUNREACH) => {
+                "TargetUnreachable"
+            }
+            _ => "ConnectFailed",
+        };
+        Problem::new(
+            reason,
+            format!("writing the connect options to /dev/nvme-fabrics failed: {e} (the kernel log says why)"),
+        )
+    }
+
+    /// Finds the namespace's block device (waiting for the scan) and makes
+    /// the exposure symlink point at it.
+    fn expose(&self, name: &str) -> Result<(), Problem> {
+        let rec = self
+            .owned
+            .controllers
+            .get(name)
+            .ok_or_else(|| Problem::new("NotConnected", "not connected"))?;
+        let ctrl = rec
+            .controller
+            .as_deref()
+            .ok_or_else(|| Problem::new("NotConnected", "connect did not finish"))?;
+        let want = uuid::Uuid::parse_str(&rec.uuid).ok();
+        let deadline = Instant::now() + NAMESPACE_WAIT;
+        let block = loop {
+            match sysfs::find_namespace(&self.paths, ctrl, NSID, want) {
+                Err(m) => return Err(Problem::new("WrongNamespace", m)),
+                Ok(Some(b)) => break b,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Ok(None) => {
+                    return Err(Problem::new(
+                        "NamespaceMissing",
+                        format!("controller {ctrl} shows no block device for namespace {NSID}"),
+                    ))
+                }
+            }
+        };
+        let dev = self.paths.dev.join(&block);
+        if rec.read_only {
+            set_read_only(&dev)?;
+        }
+        let link = PathBuf::from(&rec.exposure_name);
+        if std::fs::read_link(&link).ok().as_deref() != Some(dev.as_path()) {
+            replace_symlink(&dev, &link).map_err(|e| {
+                Problem::new("ExposureFailed", format!("symlink {}: {e}", link.display()))
+            })?;
+            info!(path = %link.display(), device = %dev.display(), "exposed");
+        }
+        Ok(())
+    }
+
+    /// Removes the symlink and deletes the controller (after checking it
+    /// is still the one recorded).
+    fn detach(&mut self, name: &str) -> Result<(), Problem> {
+        let Some(rec) = self.owned.controllers.get(name).cloned() else {
+            return Ok(());
+        };
+        let _span = info_span!("detach", attachment = name, volume = %rec.volume).entered();
+        let link = Path::new(&rec.exposure_name);
+        if std::fs::symlink_metadata(link).is_ok_and(|m| m.file_type().is_symlink()) {
+            let _ = std::fs::remove_file(link);
+        }
+        if let Some(ctrl) = &rec.controller {
+            if let Some(i) = sysfs::controller(&self.paths, ctrl) {
+                if self.is_ours(&rec, &i) && i.state != "deleting" {
+                    fabrics::delete_controller(&self.paths, ctrl).map_err(|e| {
+                        Problem::new(
+                            "DisconnectFailed",
+                            format!("deleting controller {ctrl}: {e}"),
+                        )
+                    })?;
+                }
+            }
+        }
+        self.owned.controllers.remove(name);
+        self.save()?;
+        info!("detached");
+        Ok(())
+    }
+
+    fn status_of(&self, c: &Connection) -> ConnectionStatus {
+        let mut st = ConnectionStatus {
+            attachment: c.attachment.clone(),
+            volume: c.volume.clone(),
+            ..Default::default()
+        };
+        if let Some(p) = self.problems.get(&c.attachment) {
+            st.conditions = vec![condition("Connected", false, p.reason, p.message.clone())];
+            return st;
+        }
+        let Some(rec) = self.owned.controllers.get(&c.attachment) else {
+            st.conditions = vec![condition(
+                "Connected",
+                false,
+                "NotConnected",
+                "not connected yet",
+            )];
+            return st;
+        };
+        let (connected, cond) = self.read_back(rec);
+        st.connected = connected;
+        st.device_path = rec.exposure_name.clone();
+        st.conditions = vec![cond];
+        st
+    }
+
+    /// Live state of a recorded controller, from sysfs and the symlink.
+    fn read_back(&self, rec: &OwnedController) -> (bool, ferrofab_proto::v1::Condition) {
+        let info = rec
+            .controller
+            .as_deref()
+            .and_then(|c| sysfs::controller(&self.paths, c));
+        let exposed = std::fs::metadata(&rec.exposure_name).is_ok();
+        match info {
+            None => (
+                false,
+                condition(
+                    "Connected",
+                    false,
+                    "ControllerLost",
+                    "the controller is gone",
+                ),
+            ),
+            Some(i) if i.state == "live" && exposed => (
+                true,
+                condition(
+                    "Connected",
+                    true,
+                    "HostConnected",
+                    format!(
+                        "kernel controller {} to {}:{}, exposed at {}",
+                        i.name, rec.traddr, rec.trsvcid, rec.exposure_name
+                    ),
+                ),
+            ),
+            Some(i) if i.state == "live" => (
+                false,
+                condition(
+                    "Connected",
+                    false,
+                    "ExposureMissing",
+                    "exposure symlink missing",
+                ),
+            ),
+            Some(i) if i.state == "connecting" || i.state == "resetting" => (
+                false,
+                condition(
+                    "Connected",
+                    false,
+                    "Reconnecting",
+                    format!(
+                        "controller {} is {}; the kernel retries within ctrl_loss_tmo",
+                        i.name, i.state
+                    ),
+                ),
+            ),
+            Some(i) => (
+                false,
+                condition(
+                    "Connected",
+                    false,
+                    "ControllerLost",
+                    format!("controller {} is {}", i.name, i.state),
+                ),
+            ),
+        }
+    }
+}
+
+impl WorkstationDriver for KernelWorkstation {
+    fn reconcile(&mut self, ds: &DesiredState) -> PassOutcome {
+        let mut out = PassOutcome::default();
+        self.problems.clear();
+        if let Some(m) = self.paths.host_unavailable() {
+            for c in &ds.connections {
+                self.problems.insert(
+                    c.attachment.clone(),
+                    Problem::new("KernelModuleMissing", m.clone()),
+                );
+            }
+            return PassOutcome {
+                changes: 0,
+                errors: usize::from(!ds.connections.is_empty()),
+            };
+        }
+        if let Err(e) = crate::cache::ensure_dir(&self.expose_dir) {
+            for c in &ds.connections {
+                self.problems.insert(
+                    c.attachment.clone(),
+                    Problem::new("ExposureUnavailable", e.to_string()),
+                );
+            }
+            return PassOutcome {
+                changes: 0,
+                errors: 1,
+            };
+        }
+        let mut wanted = HashMap::new();
+        for c in &ds.connections {
+            match self.wanted_record(c) {
+                Ok(r) => {
+                    wanted.insert(c.attachment.clone(), r);
+                }
+                Err(p) => {
+                    self.problems.insert(c.attachment.clone(), p);
+                    out.errors += 1;
+                }
+            }
+        }
+        let stale: Vec<String> = self
+            .owned
+            .controllers
+            .iter()
+            .filter(|(n, r)| self.is_stale(r, wanted.get(*n)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in stale {
+            match self.detach(&name) {
+                Ok(()) => out.changes += 1,
+                Err(p) => {
+                    warn!(attachment = %name, "{p}");
+                    out.errors += 1;
+                }
+            }
+        }
+        for c in &ds.connections {
+            if !wanted.contains_key(&c.attachment) {
+                continue;
+            }
+            let span = info_span!("attach", attachment = %c.attachment, volume = %c.volume, nqn = %c.subsystem_nqn);
+            let _g = span.enter();
+            let r = if self.owned.controllers.contains_key(&c.attachment) {
+                self.expose(&c.attachment)
+            } else {
+                out.changes += 1;
+                self.attach(&c.attachment, c)
+            };
+            if let Err(p) = r {
+                warn!(reason = p.reason, "{}", p.message);
+                self.problems.insert(c.attachment.clone(), p);
+                out.errors += 1;
+            }
+        }
+        out
+    }
+
+    fn observe(&self, ds: &DesiredState) -> Vec<ConnectionStatus> {
+        let mut out: Vec<ConnectionStatus> =
+            ds.connections.iter().map(|c| self.status_of(c)).collect();
+        for (name, rec) in &self.owned.controllers {
+            if !ds.connections.iter().any(|c| &c.attachment == name) {
+                let (connected, _) = self.read_back(rec);
+                out.push(detaching_status(
+                    name,
+                    &rec.volume,
+                    connected,
+                    rec.exposure_name.clone(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Controllers stay connected while the agent is down (adopted on
+    /// the next start), so applications keep their I/O.
+    fn shutdown(&mut self) {}
+
+    fn local_attachments(&self) -> Vec<LocalAttachment> {
+        let mut v: Vec<LocalAttachment> = self
+            .owned
+            .controllers
+            .iter()
+            .map(|(name, rec)| {
+                let info = rec
+                    .controller
+                    .as_deref()
+                    .and_then(|c| sysfs::controller(&self.paths, c));
+                LocalAttachment {
+                    attachment: name.clone(),
+                    volume: rec.volume.clone(),
+                    subsystem_nqn: rec.subsysnqn.clone(),
+                    path: rec.exposure_name.clone(),
+                    read_only: rec.read_only,
+                    state: info.map_or_else(|| "gone".into(), |i| i.state),
+                    size_bytes: device_size(&rec.exposure_name),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.attachment.cmp(&b.attachment));
+        v
+    }
+}
+
+/// Size of the block device behind `path` (0 if unknown).
+fn device_size(path: &str) -> u64 {
+    use std::io::{Seek, SeekFrom};
+    std::fs::File::open(path)
+        .and_then(|mut f| f.seek(SeekFrom::End(0)))
+        .unwrap_or(0)
+}
+
+/// Points `link` at `target`, replacing what is there atomically (a
+/// temporary link renamed over it).
+fn replace_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
+    let tmp = link.with_extension("ferrofab-tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    std::fs::rename(&tmp, link)
+}
+
+/// Marks the block device read-only on this host (`BLKROSET`).
+fn set_read_only(dev: &Path) -> Result<(), Problem> {
+    let f = std::fs::File::open(dev)
+        .map_err(|e| Problem::new("ExposureFailed", format!("opening {}: {e}", dev.display())))?;
+    let one: libc::c_int = 1;
+    // SAFETY: BLKROSET reads one int through the pointer, which is valid
+    // for the duration of the call; the descriptor is open.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), BLKROSET as _, &one) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Problem::new(
+            "ExposureFailed",
+            format!("marking {} read-only: {e}", dev.display()),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::kernel::{sysfs::fake, testing};
+
+    fn setup(root: &Path) -> (AgentConfig, KernelPaths) {
+        let mut cfg = AgentConfig::for_tests("w1");
+        cfg.state_dir = root.join("state");
+        cfg.expose_dir = root.join("volumes");
+        let paths = testing::paths(root);
+        std::fs::write(paths.dev.join("nvme-fabrics"), b"").unwrap();
+        (cfg, paths)
+    }
+
+    fn connection(uuid: &uuid::Uuid) -> Connection {
+        Connection {
+            attachment: "a1".into(),
+            volume: "v1".into(),
+            subsystem_nqn: "nqn.s".into(),
+            address: "10.0.2.2".into(),
+            port: 4420,
+            transport: "tcp".into(),
+            exposure_name: "v1".into(),
+            uuid: uuid.to_string(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn adopts_recorded_controllers_detaches_only_its_own() {
+        let root = tempfile::tempdir().unwrap();
+        let (cfg, paths) = setup(root.path());
+        let id = HostIdentity::ephemeral();
+        let u = uuid::Uuid::new_v4();
+        fake::controller(
+            &paths,
+            "nvme3",
+            "nqn.s",
+            "nvme1c3n1",
+            "nvme1n1",
+            &u.to_string(),
+        );
+        // An admin's controller to another subsystem.
+        fake::controller(
+            &paths,
+            "nvme5",
+            "nqn.admin",
+            "nvme2c5n1",
+            "nvme2n1",
+            &u.to_string(),
+        );
+        std::fs::write(paths.dev.join("nvme1n1"), b"").unwrap();
+        let c = connection(&u);
+
+        // What a previous run recorded.
+        let mut w = KernelWorkstation::new(&cfg, paths.clone(), id.clone());
+        let mut rec = w.wanted_record(&c).unwrap();
+        rec.controller = Some("nvme3".into());
+        w.owned.controllers.insert("a1".into(), rec);
+        w.save().unwrap();
+        drop(w);
+
+        let mut w = KernelWorkstation::new(&cfg, paths.clone(), id);
+        let ds = DesiredState {
+            connections: vec![c],
+            ..Default::default()
+        };
+        let out = w.reconcile(&ds);
+        assert_eq!(
+            out,
+            PassOutcome {
+                changes: 0,
+                errors: 0
+            },
+            "{:?}",
+            w.problems
+        );
+        let link = cfg.expose_dir.join("v1");
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            paths.dev.join("nvme1n1")
+        );
+        let st = w.observe(&ds);
+        assert!(st[0].connected, "{st:?}");
+        assert_eq!(w.local_attachments()[0].state, "live");
+
+        // Detach: the symlink goes, delete_controller is written for
+        // nvme3 only.
+        let out = w.reconcile(&DesiredState::default());
+        assert_eq!(out.changes, 1);
+        assert!(std::fs::symlink_metadata(&link).is_err());
+        let del = |c: &str| {
+            paths
+                .sysfs
+                .join("class/nvme")
+                .join(c)
+                .join("delete_controller")
+        };
+        assert_eq!(std::fs::read_to_string(del("nvme3")).unwrap(), "1\n");
+        assert!(!del("nvme5").exists());
+        assert!(w.owned.controllers.is_empty());
+    }
+
+    #[test]
+    fn connect_failures_are_explained() {
+        let root = tempfile::tempdir().unwrap();
+        let (cfg, paths) = setup(root.path());
+        let w = KernelWorkstation::new(&cfg, paths.clone(), HostIdentity::ephemeral());
+        let err = |n| std::io::Error::from_raw_os_error(n);
+        let p = w.connect_problem("tcp", &err(libc::EINVAL));
+        assert_eq!(p.reason, "KernelModuleMissing");
+        assert!(p.message.contains("nvme-tcp"), "{p}");
+        std::fs::create_dir_all(paths.sysfs.join("module/nvme_tcp")).unwrap();
+        assert_eq!(
+            w.connect_problem("tcp", &err(libc::EALREADY)).reason,
+            "AlreadyConnected"
+        );
+        assert_eq!(
+            w.connect_problem("tcp", &err(libc::ECONNREFUSED)).reason,
+            "TargetUnreachable"
+        );
+        assert_eq!(
+            w.connect_problem("tcp", &err(libc::EIO)).reason,
+            "ConnectFailed"
+        );
+    }
+
+    #[test]
+    fn gone_controllers_are_not_adopted_and_missing_modules_are_named() {
+        let root = tempfile::tempdir().unwrap();
+        let (cfg, paths) = setup(root.path());
+        let u = uuid::Uuid::new_v4();
+        let mut w = KernelWorkstation::new(&cfg, paths.clone(), HostIdentity::ephemeral());
+        let mut rec = w.wanted_record(&connection(&u)).unwrap();
+        rec.controller = Some("nvme7".into());
+        w.owned.controllers.insert("a1".into(), rec);
+        w.save().unwrap();
+        let w = KernelWorkstation::new(&cfg, paths.clone(), HostIdentity::ephemeral());
+        assert!(w.owned.controllers.is_empty());
+
+        std::fs::remove_file(paths.dev.join("nvme-fabrics")).unwrap();
+        let mut w = w;
+        let ds = DesiredState {
+            connections: vec![connection(&u)],
+            ..Default::default()
+        };
+        assert_eq!(w.reconcile(&ds).errors, 1);
+        let st = w.observe(&ds);
+        assert_eq!(st[0].conditions[0].reason, "KernelModuleMissing");
+        assert!(st[0].conditions[0].message.contains("nvme-fabrics"));
+    }
+}
