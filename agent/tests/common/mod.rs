@@ -466,6 +466,7 @@ pub async fn layout(
         admin
             .create_volume(CreateVolumeRequest {
                 volume: Some(volume(name, "lab", size, "p1")),
+            ..Default::default()
             })
             .await
             .expect("volume");
