@@ -35,7 +35,10 @@ async fn grow(ctl: &Controller, name: &str, size: &str) {
         .into_inner();
     v.spec.as_mut().expect("spec").size = size.into();
     admin
-        .update_volume(UpdateVolumeRequest { volume: Some(v), ..Default::default() })
+        .update_volume(UpdateVolumeRequest {
+            volume: Some(v),
+            ..Default::default()
+        })
         .await
         .expect("grow");
 }

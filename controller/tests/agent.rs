@@ -255,7 +255,10 @@ async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
         nanos: 0,
     });
     admin
-        .create_volume(CreateVolumeRequest { volume: Some(v), ..Default::default() })
+        .create_volume(CreateVolumeRequest {
+            volume: Some(v),
+            ..Default::default()
+        })
         .await
         .expect("v");
     admin

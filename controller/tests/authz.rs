@@ -30,7 +30,7 @@ async fn tenant_is_confined_to_its_own_volumes_and_quota() {
     let mut lab = ctl.admin_as("tenant:lab").await;
     lab.create_volume(CreateVolumeRequest {
         volume: Some(volume("mine", "lab", "1GiB", "p1")),
-            ..Default::default()
+        ..Default::default()
     })
     .await
     .expect("own create");

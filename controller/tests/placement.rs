@@ -79,13 +79,13 @@ async fn overcommit_and_namespace_limit() {
         .expect("thin");
     c.create_volume(CreateVolumeRequest {
         volume: Some(volume("v1", "lab", "15GiB", "thin")),
-            ..Default::default()
+        ..Default::default()
     })
     .await
     .expect("overcommitted fits");
     c.create_volume(CreateVolumeRequest {
         volume: Some(volume("v2", "lab", "1GiB", "thin")),
-            ..Default::default()
+        ..Default::default()
     })
     .await
     .expect("second");
@@ -112,7 +112,7 @@ async fn tenant_quotas_are_enforced() {
     .expect("small");
     c.create_volume(CreateVolumeRequest {
         volume: Some(volume("s-1", "small", "6GiB", "p1")),
-            ..Default::default()
+        ..Default::default()
     })
     .await
     .expect("1");
@@ -131,7 +131,7 @@ async fn tenant_quotas_are_enforced() {
     );
     c.create_volume(CreateVolumeRequest {
         volume: Some(volume("s-2", "small", "1GiB", "p1")),
-            ..Default::default()
+        ..Default::default()
     })
     .await
     .expect("2");
@@ -151,7 +151,10 @@ async fn tenant_quotas_are_enforced() {
         .into_inner();
     g.spec.as_mut().expect("s").size = "20GiB".into();
     let e = c
-        .update_volume(UpdateVolumeRequest { volume: Some(g), ..Default::default() })
+        .update_volume(UpdateVolumeRequest {
+            volume: Some(g),
+            ..Default::default()
+        })
         .await
         .expect_err("grow over quota");
     assert_eq!(e.code(), Code::ResourceExhausted);
@@ -187,7 +190,10 @@ async fn attached_volume_cannot_be_deleted_and_shrink_is_refused() {
     let mut s = v.clone();
     s.spec.as_mut().expect("s").size = "5GiB".into();
     let e = c
-        .update_volume(UpdateVolumeRequest { volume: Some(s), ..Default::default() })
+        .update_volume(UpdateVolumeRequest {
+            volume: Some(s),
+            ..Default::default()
+        })
         .await
         .expect_err("shrink");
     assert_eq!(e.code(), Code::FailedPrecondition);

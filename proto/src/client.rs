@@ -84,7 +84,9 @@ async fn connect_one(
         ep = ep.timeout(t);
     }
     if let Some(tls) = tls {
-        ep = ep.tls_config(tls).map_err(|e| invalid(flatten_source(&e)))?;
+        ep = ep
+            .tls_config(tls)
+            .map_err(|e| invalid(flatten_source(&e)))?;
     }
     ep.connect().await.map_err(|e| ConnectError::Unreachable {
         url: url.to_owned(),

@@ -192,7 +192,11 @@ pub fn validate_size_attr(cfg: &Value, attr: &str, diags: &mut crate::diag::Diag
     let s = cfg.get(attr).as_str()?;
     match ferrofab_nvmeof::units::parse_size(s) {
         Ok(0) => {
-            diags.attr_error(&[attr], format!("invalid {attr}"), "must be greater than zero");
+            diags.attr_error(
+                &[attr],
+                format!("invalid {attr}"),
+                "must be greater than zero",
+            );
             None
         }
         Ok(n) => Some(n),

@@ -68,11 +68,7 @@ fn pem(cfg: &Value, what: &str, env: &str) -> Result<Option<Vec<u8>>, Diag> {
     match setting(cfg, &attr_name, &format!("FERROFAB_{env}_FILE")) {
         None => Ok(None),
         Some(path) => std::fs::read(Path::new(&path)).map(Some).map_err(|e| {
-            Diag::new(
-                format!("cannot read {attr_name}"),
-                format!("{path}: {e}"),
-            )
-            .on(&attr_name)
+            Diag::new(format!("cannot read {attr_name}"), format!("{path}: {e}")).on(&attr_name)
         }),
     }
 }
@@ -141,7 +137,10 @@ mod tests {
     #[test]
     fn partial_tls_is_refused_and_endpoint_required() {
         let mut v = Value::object();
-        v.set("endpoints", Value::List(vec![Value::str("http://127.0.0.1:1")]));
+        v.set(
+            "endpoints",
+            Value::List(vec![Value::str("http://127.0.0.1:1")]),
+        );
         v.set("ca_pem", Value::str("x"));
         let e = resolve(&v).err().unwrap();
         assert_eq!(e.summary, "incomplete TLS configuration");
@@ -156,7 +155,10 @@ mod tests {
     #[test]
     fn unreadable_file_names_the_attribute() {
         let mut v = Value::object();
-        v.set("endpoints", Value::List(vec![Value::str("http://127.0.0.1:1")]));
+        v.set(
+            "endpoints",
+            Value::List(vec![Value::str("http://127.0.0.1:1")]),
+        );
         v.set("ca_file", Value::str("/nonexistent/ca.pem"));
         let e = resolve(&v).err().unwrap();
         assert_eq!(e.attr, vec!["ca_file".to_string()]);

@@ -49,6 +49,7 @@ impl Diags {
         });
     }
 
+    #[cfg(test)]
     pub fn has_errors(&self) -> bool {
         self.0
             .iter()
@@ -133,7 +134,9 @@ mod tests {
         let p = ds.0[0].attribute.as_ref().unwrap();
         assert_eq!(
             p.steps[0].selector,
-            Some(pb::attribute_path::step::Selector::AttributeName("size".into()))
+            Some(pb::attribute_path::step::Selector::AttributeName(
+                "size".into()
+            ))
         );
     }
 }

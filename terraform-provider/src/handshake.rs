@@ -120,9 +120,10 @@ pub fn server_cert() -> Result<ServerCert, HandshakeError> {
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "localhost");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::OrganizationName, "ferrofab terraform provider");
+    params.distinguished_name.push(
+        rcgen::DnType::OrganizationName,
+        "ferrofab terraform provider",
+    );
     // Terraform puts this very certificate in its root pool, so a
     // self-signed end-entity certificate is enough (and rustls-based
     // clients refuse a CA as the end entity).
@@ -315,7 +316,10 @@ mod tests {
     struct P521Key(Arc<aws_lc_rs::signature::EcdsaKeyPair>);
 
     impl rustls::sign::SigningKey for P521Key {
-        fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn rustls::sign::Signer>> {
+        fn choose_scheme(
+            &self,
+            offered: &[SignatureScheme],
+        ) -> Option<Box<dyn rustls::sign::Signer>> {
             offered
                 .contains(&SignatureScheme::ECDSA_NISTP521_SHA512)
                 .then(|| Box::new(P521Signer(self.0.clone())) as Box<dyn rustls::sign::Signer>)
@@ -345,7 +349,11 @@ mod tests {
     struct ClientCert(Arc<rustls::sign::CertifiedKey>);
 
     impl rustls::client::ResolvesClientCert for ClientCert {
-        fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        fn resolve(
+            &self,
+            _: &[&[u8]],
+            _: &[SignatureScheme],
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
             Some(self.0.clone())
         }
         fn has_certs(&self) -> bool {

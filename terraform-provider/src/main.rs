@@ -39,7 +39,9 @@ pub mod plugin_pb {
 
 fn main() {
     init_logging();
-    let debug = std::env::args().skip(1).any(|a| a == "--debug" || a == "-debug");
+    let debug = std::env::args()
+        .skip(1)
+        .any(|a| a == "--debug" || a == "-debug");
     if std::env::args().skip(1).any(|a| a == "--version") {
         println!("terraform-provider-ferrofab {}", env!("CARGO_PKG_VERSION"));
         return;
@@ -77,14 +79,20 @@ async fn run(debug: bool) -> anyhow::Result<()> {
     } else {
         handshake::read_env(|k| std::env::var(k).ok())?
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding a loopback port")?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let shutdown = Arc::new(Notify::new());
     let router = tonic::transport::Server::builder()
-        .add_service(pb::provider_server::ProviderServer::new(provider::FerrofabProvider::new()))
-        .add_service(plugin_pb::grpc_controller_server::GrpcControllerServer::new(
-            provider::Controller { shutdown: shutdown.clone() },
-        ));
+        .add_service(pb::provider_server::ProviderServer::new(
+            provider::FerrofabProvider::new(),
+        ))
+        .add_service(
+            plugin_pb::grpc_controller_server::GrpcControllerServer::new(provider::Controller {
+                shutdown: shutdown.clone(),
+            }),
+        );
     let stop = {
         let shutdown = shutdown.clone();
         async move {
@@ -109,7 +117,9 @@ async fn run(debug: bool) -> anyhow::Result<()> {
                 tracing::warn!("PLUGIN_CLIENT_CERT not set: serving without TLS");
                 announce(&handshake::handshake_line(addr, None))?;
             }
-            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop).await?;
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+                .await?;
         }
     }
     Ok(())
@@ -126,7 +136,10 @@ fn announce(line: &str) -> anyhow::Result<()> {
 fn announce_debug(addr: SocketAddr) -> anyhow::Result<()> {
     let value = handshake::reattach_json(addr, std::process::id());
     let mut out = std::io::stdout().lock();
-    writeln!(out, "Provider started. To attach Terraform, set:\n\n\tTF_REATTACH_PROVIDERS='{value}'\n")?;
+    writeln!(
+        out,
+        "Provider started. To attach Terraform, set:\n\n\tTF_REATTACH_PROVIDERS='{value}'\n"
+    )?;
     out.flush()?;
     Ok(())
 }

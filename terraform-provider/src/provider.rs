@@ -20,12 +20,17 @@ pub struct FerrofabProvider {
 
 impl FerrofabProvider {
     pub fn new() -> FerrofabProvider {
-        FerrofabProvider { ctx: RwLock::new(None) }
+        FerrofabProvider {
+            ctx: RwLock::new(None),
+        }
     }
 
     async fn ctx(&self) -> Result<Ctx, Diag> {
         self.ctx.read().await.clone().ok_or_else(|| {
-            Diag::new("provider not configured", "ConfigureProvider was not called before this request")
+            Diag::new(
+                "provider not configured",
+                "ConfigureProvider was not called before this request",
+            )
         })
     }
 }
@@ -50,18 +55,30 @@ fn decode(dv: Option<&pb::DynamicValue>, ty: &Type) -> Result<Value, Diag> {
 }
 
 fn encode(v: &Value, ty: &Type) -> Option<pb::DynamicValue> {
-    Some(pb::DynamicValue { msgpack: value::to_msgpack(v, ty), json: vec![] })
+    Some(pb::DynamicValue {
+        msgpack: value::to_msgpack(v, ty),
+        json: vec![],
+    })
 }
 
 fn resource_type(name: &str) -> Result<(Block, Type), Diag> {
-    let b = resources::resource_block(name)
-        .ok_or_else(|| Diag::new("unknown resource type", format!("{name:?} is not a ferrofab resource")))?;
+    let b = resources::resource_block(name).ok_or_else(|| {
+        Diag::new(
+            "unknown resource type",
+            format!("{name:?} is not a ferrofab resource"),
+        )
+    })?;
     let t = b.value_type();
     Ok((b, t))
 }
 
 fn id_of(state: &Value) -> String {
-    state.get("id").as_str().or_else(|| state.get("name").as_str()).unwrap_or_default().to_owned()
+    state
+        .get("id")
+        .as_str()
+        .or_else(|| state.get("name").as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tonic::async_trait]
@@ -97,7 +114,9 @@ impl Provider for FerrofabProvider {
         if let Err(d) = cfg {
             diags.push(d);
         }
-        Ok(Response::new(pb::validate_provider_config::Response { diagnostics: diags.0 }))
+        Ok(Response::new(pb::validate_provider_config::Response {
+            diagnostics: diags.0,
+        }))
     }
 
     async fn validate_resource_config(
@@ -110,7 +129,9 @@ impl Provider for FerrofabProvider {
             Ok(cfg) => resources::validate(&r.type_name, &cfg, &mut diags),
             Err(d) => diags.push(d),
         }
-        Ok(Response::new(pb::validate_resource_config::Response { diagnostics: diags.0 }))
+        Ok(Response::new(pb::validate_resource_config::Response {
+            diagnostics: diags.0,
+        }))
     }
 
     async fn validate_data_resource_config(
@@ -126,7 +147,9 @@ impl Provider for FerrofabProvider {
                 Err(d) => diags.push(d),
             },
         }
-        Ok(Response::new(pb::validate_data_resource_config::Response { diagnostics: diags.0 }))
+        Ok(Response::new(pb::validate_data_resource_config::Response {
+            diagnostics: diags.0,
+        }))
     }
 
     async fn upgrade_resource_state(
@@ -139,9 +162,16 @@ impl Provider for FerrofabProvider {
         match resource_type(&r.type_name) {
             Err(d) => diags.push(d),
             Ok((_, ty)) => {
-                let json = r.raw_state.as_ref().map(|s| s.json.as_slice()).unwrap_or_default();
+                let json = r
+                    .raw_state
+                    .as_ref()
+                    .map(|s| s.json.as_slice())
+                    .unwrap_or_default();
                 if json.is_empty() {
-                    diags.error("cannot upgrade state", "only JSON state is supported (no flatmap)");
+                    diags.error(
+                        "cannot upgrade state",
+                        "only JSON state is supported (no flatmap)",
+                    );
                 } else {
                     // Schema version 0 is the only one so far: re-encode the
                     // JSON with the current type (unknown attributes dropped).
@@ -152,7 +182,10 @@ impl Provider for FerrofabProvider {
                 }
             }
         }
-        Ok(Response::new(pb::upgrade_resource_state::Response { upgraded_state: upgraded, diagnostics: diags.0 }))
+        Ok(Response::new(pb::upgrade_resource_state::Response {
+            upgraded_state: upgraded,
+            diagnostics: diags.0,
+        }))
     }
 
     async fn configure_provider(
@@ -171,7 +204,9 @@ impl Provider for FerrofabProvider {
             Ok(admin) => *self.ctx.write().await = Some(Ctx::new(admin)),
             Err(d) => diags.push(d),
         }
-        Ok(Response::new(pb::configure_provider::Response { diagnostics: diags.0 }))
+        Ok(Response::new(pb::configure_provider::Response {
+            diagnostics: diags.0,
+        }))
     }
 
     async fn read_resource(
@@ -191,7 +226,11 @@ impl Provider for FerrofabProvider {
             Ok(s) => (s, Diags::default()),
             Err(d) => (r.current_state.clone(), Diags::from(d)),
         };
-        Ok(Response::new(pb::read_resource::Response { new_state, diagnostics: diags.0, private: r.private }))
+        Ok(Response::new(pb::read_resource::Response {
+            new_state,
+            diagnostics: diags.0,
+            private: r.private,
+        }))
     }
 
     async fn plan_resource_change(
@@ -209,7 +248,8 @@ impl Provider for FerrofabProvider {
                 return Ok::<_, Diag>((Value::Null, ty, vec![]));
             }
             let ctx = self.ctx().await?;
-            let replace = resources::plan(&ctx, &r.type_name, &prior, &mut planned, &mut diags).await;
+            let replace =
+                resources::plan(&ctx, &r.type_name, &prior, &mut planned, &mut diags).await;
             Ok((planned, ty, replace))
         }
         .await;
@@ -299,7 +339,10 @@ impl Provider for FerrofabProvider {
             Ok(i) => (vec![i], Diags::default()),
             Err(d) => (vec![], Diags::from(d)),
         };
-        Ok(Response::new(pb::import_resource_state::Response { imported_resources, diagnostics: diags.0 }))
+        Ok(Response::new(pb::import_resource_state::Response {
+            imported_resources,
+            diagnostics: diags.0,
+        }))
     }
 
     async fn read_data_source(
@@ -321,7 +364,10 @@ impl Provider for FerrofabProvider {
             Ok(s) => (s, Diags::default()),
             Err(d) => (None, Diags::from(d)),
         };
-        Ok(Response::new(pb::read_data_source::Response { state, diagnostics: diags.0 }))
+        Ok(Response::new(pb::read_data_source::Response {
+            state,
+            diagnostics: diags.0,
+        }))
     }
 
     async fn stop_provider(
@@ -329,7 +375,9 @@ impl Provider for FerrofabProvider {
         _req: Request<pb::stop_provider::Request>,
     ) -> Result<Response<pb::stop_provider::Response>, Status> {
         // Nothing long-running outlives its RPC; Terraform cancels those.
-        Ok(Response::new(pb::stop_provider::Response { error: String::new() }))
+        Ok(Response::new(pb::stop_provider::Response {
+            error: String::new(),
+        }))
     }
 }
 

@@ -66,11 +66,6 @@ impl Block {
         Type::Object(m)
     }
 
-    /// Names of the attributes with a given mode.
-    pub fn names(&self, pred: impl Fn(&Attr) -> bool) -> Vec<&'static str> {
-        self.attrs.iter().filter(|a| pred(a)).map(|a| a.name).collect()
-    }
-
     pub fn to_proto(&self) -> pb::schema::Block {
         pb::schema::Block {
             version: 0,

@@ -50,13 +50,15 @@ pub enum CodecError {
         expected: String,
         found: String,
     },
-    #[error("empty DynamicValue (neither msgpack nor json set)")]
-    Empty,
 }
 
 fn mismatch(path: &str, expected: &Type, found: impl std::fmt::Debug) -> CodecError {
     CodecError::Mismatch {
-        path: if path.is_empty() { ".".into() } else { path.into() },
+        path: if path.is_empty() {
+            ".".into()
+        } else {
+            path.into()
+        },
         expected: expected.json().to_string(),
         found: format!("{found:?}").chars().take(60).collect(),
     }
@@ -283,9 +285,6 @@ impl Value {
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
-    pub fn is_unknown(&self) -> bool {
-        matches!(self, Value::Unknown)
-    }
     /// True when the value and everything inside it is known.
     pub fn is_wholly_known(&self) -> bool {
         match self {
@@ -328,12 +327,6 @@ impl Value {
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Number(n) => Some(*n),
-            _ => None,
-        }
-    }
-    pub fn as_bool(&self) -> Option<bool> {
-        match self {
-            Value::Bool(b) => Some(*b),
             _ => None,
         }
     }
@@ -422,8 +415,14 @@ mod tests {
         // Terraform >= 1.6 sends refined unknowns as extension type 12
         // with a payload.
         let refined = [0xc7, 0x03, 0x0c, 0x81, 0x01, 0xc3];
-        assert_eq!(from_msgpack(&refined, &Type::String).unwrap(), Value::Unknown);
-        assert_eq!(from_msgpack(&[0xd4, 0, 0], &Type::Number).unwrap(), Value::Unknown);
+        assert_eq!(
+            from_msgpack(&refined, &Type::String).unwrap(),
+            Value::Unknown
+        );
+        assert_eq!(
+            from_msgpack(&[0xd4, 0, 0], &Type::Number).unwrap(),
+            Value::Unknown
+        );
     }
 
     #[test]
@@ -440,9 +439,15 @@ mod tests {
         let int = to_msgpack(&Value::Number(7.0), &Type::Number);
         assert_eq!(int, vec![0x07]);
         let float = to_msgpack(&Value::Number(0.5), &Type::Number);
-        assert_eq!(from_msgpack(&float, &Type::Number).unwrap(), Value::Number(0.5));
+        assert_eq!(
+            from_msgpack(&float, &Type::Number).unwrap(),
+            Value::Number(0.5)
+        );
         let s = [0xa2, b'4', b'2'];
-        assert_eq!(from_msgpack(&s, &Type::Number).unwrap(), Value::Number(42.0));
+        assert_eq!(
+            from_msgpack(&s, &Type::Number).unwrap(),
+            Value::Number(42.0)
+        );
     }
 
     #[test]

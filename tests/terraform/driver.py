@@ -252,9 +252,42 @@ def case_apply(c, tf):
 
 
 def case_noop(tf):
-    code, out = tf.plan_code()
-    expect(code == 0, f"second plan is not empty (exit {code})", out)
-    say("no-op plan: exit 0")
+    log = WORK / "noop-plan.log"
+    env = dict(tf.env, TF_LOG="debug", TF_LOG_PATH=str(log))
+    p = run([os.environ.get("TERRAFORM", "terraform"), "plan", "-detailed-exitcode", "-input=false", "-no-color"],
+            check=False, env=env, cwd=tf.dir)
+    expect(p.returncode == 0, f"second plan is not empty (exit {p.returncode})", p.stdout + p.stderr)
+    text = log.read_text()
+    # Every provider process must end through GRPCController.Shutdown, not
+    # go-plugin's kill after its grace period.
+    expect("plugin exited" in text and "failed to exit gracefully" not in text,
+           "provider processes did not shut down gracefully", text[-4000:])
+    say("no-op plan: exit 0, provider processes shut down gracefully")
+
+
+def case_reattach(tf):
+    """Debug mode: one long-lived provider, Terraform attached through the
+    TF_REATTACH_PROVIDERS value it prints."""
+    p = subprocess.Popen([BIN / "terraform-provider-ferrofab", "--debug"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, start_new_session=True, env=tf.env)
+    PROCS.append(p)
+    value = None
+    for _ in range(10):
+        line = p.stdout.readline()
+        m = re.search(r"TF_REATTACH_PROVIDERS='(.*)'", line)
+        if m:
+            value = m.group(1)
+            break
+    expect(value is not None, "debug mode printed no TF_REATTACH_PROVIDERS")
+    env = dict(tf.env, TF_REATTACH_PROVIDERS=value)
+    r = run([os.environ.get("TERRAFORM", "terraform"), "plan", "-detailed-exitcode", "-input=false", "-no-color"],
+            check=False, env=env, cwd=tf.dir)
+    expect(r.returncode == 0, f"plan through the reattached provider failed (exit {r.returncode})",
+           r.stdout + r.stderr)
+    expect(p.poll() is None, "the debug-mode provider exited during the plan")
+    p.terminate()
+    p.wait(timeout=10)
+    say("debug mode: plan through TF_REATTACH_PROVIDERS is empty")
 
 
 def case_grow(c, tf, base):
@@ -369,12 +402,33 @@ def suite():
     steps = [("apply", lambda: case_apply(c, tf)), ("noop", lambda: case_noop(tf)),
              ("grow", lambda: case_grow(c, tf, base)), ("shrink", lambda: case_shrink(tf, base)),
              ("replace", lambda: case_replace(c, tf, base)), ("drift", lambda: case_drift(c, tf)),
-             ("import", lambda: case_import(tf)), ("refusals", lambda: case_refusals(c)),
+             ("import", lambda: case_import(tf)), ("reattach", lambda: case_reattach(tf)), ("refusals", lambda: case_refusals(c)),
              ("destroy", lambda: case_destroy(c, tf))]
     for name, step in steps:
         t = time.time()
         step()
         say(f"case {name} passed in {time.time() - t:.1f}s")
+
+
+def baseline_apply(c, ws, n_vol):
+    """The same layout through `ferrofab apply --wait` (one declarative
+    Apply RPC, then polling until Ready): what Terraform is compared with."""
+    pools = sorted(c.pools)
+    out = [f'[[tenant]]\nname = "base-lab"\ncapacity_quota = "10TiB"\nallowed_nodes = {json.dumps(ws)}\n']
+    for n in pools:
+        out.append(f'[[pool]]\nname = "base-{n}"\nnode = "{n}"\nbacking = "directory"\n'
+                   f'path = "{c.pools[n]}"\ncapacity = "1TiB"\novercommit_ratio = 4.0\n')
+    for i in range(n_vol):
+        v = f"base-{i + 1:03d}"
+        out.append(f'[[volume]]\nname = "{v}"\ntenant = "base-lab"\nsize = "64MiB"\npool = "base-{pools[i % len(pools)]}"\n')
+    for i in range(n_vol):
+        v = f"base-{i + 1:03d}"
+        out.append(f'[[attachment]]\nname = "{v}-a"\nvolume = "{v}"\nnode = "{ws[i % len(ws)]}"\nmode = "read-write"\n')
+    layout = WORK / "baseline-layout.toml"
+    layout.write_text("\n".join(out))
+    t = time.time()
+    c.cli("apply", "-f", layout, "--wait", "--timeout", "10m")
+    return time.time() - t
 
 
 def bench():
@@ -415,9 +469,11 @@ def bench():
     t1 = time.time()
     tf("destroy", "-auto-approve", "-input=false", "-parallelism=20")
     destroy = time.time() - t1
+    base = baseline_apply(c, ws, n_vol)
     res = {"volumes": n_vol, "attachments": n_vol, "workstations": n_ws, "apply_wall_s": round(wall, 1),
            "waiting_share": round(covered / 1000 / wall, 3), "wait_sum_s": round(summed, 1),
-           "destroy_wall_s": round(destroy, 1), "goal_s": 60}
+           "destroy_wall_s": round(destroy, 1), "baseline_cli_apply_wait_s": round(base, 1),
+           "ratio_to_baseline": round(wall / base, 2), "goal_s": 60}
     print(json.dumps(res))
     (WORK / "bench.json").write_text(json.dumps(res, indent=1))
 

@@ -466,7 +466,7 @@ pub async fn layout(
         admin
             .create_volume(CreateVolumeRequest {
                 volume: Some(volume(name, "lab", size, "p1")),
-            ..Default::default()
+                ..Default::default()
             })
             .await
             .expect("volume");

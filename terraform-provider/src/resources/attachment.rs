@@ -21,7 +21,13 @@ const COMPUTED: &[&str] = &["status", "device_path"];
 
 /// The uuid of the volume an attachment names (empty if it is gone).
 async fn volume_uuid(ctx: &Ctx, volume: &str) -> Value {
-    match ctx.admin().get_volume(v1::GetVolumeRequest { name: volume.into() }).await {
+    match ctx
+        .admin()
+        .get_volume(v1::GetVolumeRequest {
+            name: volume.into(),
+        })
+        .await
+    {
         Ok(v) => Value::str(v.into_inner().status.unwrap_or_default().uuid),
         Err(_) => Value::str(""),
     }
@@ -68,7 +74,11 @@ pub fn validate(cfg: &Value, diags: &mut Diags) {
     common::validate_name_attr(cfg, "node", diags);
     if let Some(m) = cfg.get("mode").as_str() {
         if m != "read-write" && m != "read-only" {
-            diags.attr_error(&["mode"], "invalid mode", format!("{m:?}: use read-write or read-only"));
+            diags.attr_error(
+                &["mode"],
+                "invalid mode",
+                format!("{m:?}: use read-write or read-only"),
+            );
         }
     }
     common::validate_timeouts(cfg, diags);
@@ -92,10 +102,17 @@ pub fn to_state(a: &v1::Attachment, prior: &Value, volume_uuid: Value) -> Value 
 }
 
 pub async fn read(ctx: &Ctx, name: &str, prior: &Value) -> Result<Option<Value>, Diag> {
-    match ctx.admin().get_attachment(GetAttachmentRequest { name: name.into() }).await {
+    match ctx
+        .admin()
+        .get_attachment(GetAttachmentRequest { name: name.into() })
+        .await
+    {
         Ok(r) => {
             let a = r.into_inner();
-            if a.metadata.as_ref().is_some_and(|m| m.deletion_timestamp.is_some()) {
+            if a.metadata
+                .as_ref()
+                .is_some_and(|m| m.deletion_timestamp.is_some())
+            {
                 return Ok(None);
             }
             let uuid = volume_uuid(ctx, &a.spec.clone().unwrap_or_default().volume).await;
@@ -106,7 +123,12 @@ pub async fn read(ctx: &Ctx, name: &str, prior: &Value) -> Result<Option<Value>,
     }
 }
 
-pub async fn plan(ctx: &Ctx, prior: &Value, planned: &mut Value, diags: &mut Diags) -> Vec<&'static str> {
+pub async fn plan(
+    ctx: &Ctx,
+    prior: &Value,
+    planned: &mut Value,
+    diags: &mut Diags,
+) -> Vec<&'static str> {
     if planned.get("mode").is_null() {
         planned.set("mode", Value::str("read-write"));
     }
@@ -119,10 +141,21 @@ pub async fn plan(ctx: &Ctx, prior: &Value, planned: &mut Value, diags: &mut Dia
         let keep = !prior.is_null()
             && prior.get("volume") == planned.get("volume")
             && prior.get("node") == planned.get("node");
-        planned.set("name", if keep { prior.get("name").clone() } else { default });
+        planned.set(
+            "name",
+            if keep {
+                prior.get("name").clone()
+            } else {
+                default
+            },
+        );
     }
     let creating = prior.is_null();
-    let replace = if creating { vec![] } else { common::changed(prior, planned, REPLACE) };
+    let replace = if creating {
+        vec![]
+    } else {
+        common::changed(prior, planned, REPLACE)
+    };
     if creating || !replace.is_empty() {
         common::unknown_computed(planned, COMPUTED);
         planned.set("id", planned.get("name").clone());
@@ -162,40 +195,85 @@ pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>)
         _ => AccessMode::ReadWrite,
     };
     let att = v1::Attachment {
-        metadata: Some(v1::ObjectMeta { name: name.clone(), ..Default::default() }),
+        metadata: Some(v1::ObjectMeta {
+            name: name.clone(),
+            ..Default::default()
+        }),
         spec: Some(v1::AttachmentSpec {
-            volume: planned.get("volume").as_str().unwrap_or_default().to_owned(),
+            volume: planned
+                .get("volume")
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             node: planned.get("node").as_str().unwrap_or_default().to_owned(),
             mode: mode as i32,
         }),
         status: None,
     };
     if let Some(want) = planned.get("volume_uuid").as_str() {
-        let vol = planned.get("volume").as_str().unwrap_or_default().to_owned();
-        match ctx.admin().get_volume(v1::GetVolumeRequest { name: vol.clone() }).await {
+        let vol = planned
+            .get("volume")
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match ctx
+            .admin()
+            .get_volume(v1::GetVolumeRequest { name: vol.clone() })
+            .await
+        {
             Ok(v) => {
                 let uuid = v.into_inner().status.unwrap_or_default().uuid;
                 if uuid != want {
-                    let d = Diag::new("volume_uuid does not match", format!("volume {vol:?} has uuid {uuid}, not {want}")).on("volume_uuid");
+                    let d = Diag::new(
+                        "volume_uuid does not match",
+                        format!("volume {vol:?} has uuid {uuid}, not {want}"),
+                    )
+                    .on("volume_uuid");
                     return (None, Some(d));
                 }
             }
-            Err(s) => return (None, Some(Diag::api(&format!("volume {vol:?}"), &s).on("volume"))),
+            Err(s) => {
+                return (
+                    None,
+                    Some(Diag::api(&format!("volume {vol:?}"), &s).on("volume")),
+                )
+            }
         }
     }
-    if let Err(s) = ctx.admin().create_attachment(CreateAttachmentRequest { attachment: Some(att) }).await {
-        return (None, Some(Diag::api(&format!("creating attachment {name:?}"), &s)));
+    if let Err(s) = ctx
+        .admin()
+        .create_attachment(CreateAttachmentRequest {
+            attachment: Some(att),
+        })
+        .await
+    {
+        return (
+            None,
+            Some(Diag::api(&format!("creating attachment {name:?}"), &s)),
+        );
     }
     let limit = common::timeout(planned, "create", DEFAULT_TIMEOUT);
-    let waited = common::wait_until(&format!("attachment {name:?} to be exposed on its workstation"), limit, || async {
-        let a = ctx.admin().get_attachment(GetAttachmentRequest { name: name.clone() }).await?.into_inner();
-        let st = a.status.clone().unwrap_or_default();
-        Ok(if st.phase == AttachmentPhase::Attached as i32 {
-            Poll::Done(a)
-        } else {
-            Poll::Pending(format!("{}; {}", phase_name(st.phase), common::pending_reason(&st.conditions)))
-        })
-    })
+    let waited = common::wait_until(
+        &format!("attachment {name:?} to be exposed on its workstation"),
+        limit,
+        || async {
+            let a = ctx
+                .admin()
+                .get_attachment(GetAttachmentRequest { name: name.clone() })
+                .await?
+                .into_inner();
+            let st = a.status.clone().unwrap_or_default();
+            Ok(if st.phase == AttachmentPhase::Attached as i32 {
+                Poll::Done(a)
+            } else {
+                Poll::Pending(format!(
+                    "{}; {}",
+                    phase_name(st.phase),
+                    common::pending_reason(&st.conditions)
+                ))
+            })
+        },
+    )
     .await;
     match waited {
         Ok(a) => {
@@ -208,22 +286,36 @@ pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>)
 
 pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
     let name = prior.get("name").as_str().unwrap_or_default().to_owned();
-    let req = DeleteAttachmentRequest { name: name.clone(), resource_version: 0 };
+    let req = DeleteAttachmentRequest {
+        name: name.clone(),
+        resource_version: 0,
+    };
     match ctx.admin().delete_attachment(req).await {
         Ok(_) => {}
         Err(s) if common::is_not_found(&s) => return Ok(()),
         Err(s) => return Err(Diag::api(&format!("deleting attachment {name:?}"), &s)),
     }
     let limit = common::timeout(prior, "delete", DEFAULT_TIMEOUT);
-    common::wait_until(&format!("attachment {name:?} to be detached"), limit, || async {
-        match ctx.admin().get_attachment(GetAttachmentRequest { name: name.clone() }).await {
-            Ok(a) => {
-                let st = a.into_inner().status.unwrap_or_default();
-                Ok(Poll::Pending(format!("{}; waiting for the workstation to disconnect", phase_name(st.phase))))
+    common::wait_until(
+        &format!("attachment {name:?} to be detached"),
+        limit,
+        || async {
+            match ctx
+                .admin()
+                .get_attachment(GetAttachmentRequest { name: name.clone() })
+                .await
+            {
+                Ok(a) => {
+                    let st = a.into_inner().status.unwrap_or_default();
+                    Ok(Poll::Pending(format!(
+                        "{}; waiting for the workstation to disconnect",
+                        phase_name(st.phase)
+                    )))
+                }
+                Err(s) if common::is_not_found(&s) => Ok(Poll::Done(())),
+                Err(s) => Err(s),
             }
-            Err(s) if common::is_not_found(&s) => Ok(Poll::Done(())),
-            Err(s) => Err(s),
-        }
-    })
+        },
+    )
     .await
 }

@@ -26,10 +26,30 @@ pub fn nodes_block() -> Block {
     Block {
         attrs: vec![
             attr("id", Type::String, Computed, "A digest of the filter."),
-            attr("role", Type::String, Optional, "Only nodes with this role: `storage` or `workstation`."),
-            attr("labels", Type::map(Type::String), Optional, "Only nodes carrying all these labels."),
-            attr("names", Type::list(Type::String), Computed, "Names of the matching nodes, sorted."),
-            attr("nodes", Type::list(node_type()), Computed, "The matching nodes."),
+            attr(
+                "role",
+                Type::String,
+                Optional,
+                "Only nodes with this role: `storage` or `workstation`.",
+            ),
+            attr(
+                "labels",
+                Type::map(Type::String),
+                Optional,
+                "Only nodes carrying all these labels.",
+            ),
+            attr(
+                "names",
+                Type::list(Type::String),
+                Computed,
+                "Names of the matching nodes, sorted.",
+            ),
+            attr(
+                "nodes",
+                Type::list(node_type()),
+                Computed,
+                "The matching nodes.",
+            ),
         ],
         blocks: vec![],
         description: "Lists enrolled nodes, filtered by role and labels.",
@@ -40,11 +60,30 @@ pub fn nodes_block() -> Block {
 pub fn pool_block() -> Block {
     let mut b = pool::block();
     for a in &mut b.attrs {
-        a.mode = if a.name == "name" { Mode::Required } else { Mode::Computed };
+        a.mode = if a.name == "name" {
+            Mode::Required
+        } else {
+            Mode::Computed
+        };
     }
-    b.attrs.push(attr("allocated_bytes", Type::Number, Mode::Computed, "Sum of the sizes of the volumes placed on the pool."));
-    b.attrs.push(attr("free_bytes", Type::Number, Mode::Computed, "capacity × overcommit − allocated."));
-    b.attrs.push(attr("volume_count", Type::Number, Mode::Computed, "Number of volumes on the pool."));
+    b.attrs.push(attr(
+        "allocated_bytes",
+        Type::Number,
+        Mode::Computed,
+        "Sum of the sizes of the volumes placed on the pool.",
+    ));
+    b.attrs.push(attr(
+        "free_bytes",
+        Type::Number,
+        Mode::Computed,
+        "capacity × overcommit − allocated.",
+    ));
+    b.attrs.push(attr(
+        "volume_count",
+        Type::Number,
+        Mode::Computed,
+        "Number of volumes on the pool.",
+    ));
     b.blocks.clear();
     b.description = "Reads a pool and its usage.";
     b
@@ -53,7 +92,11 @@ pub fn pool_block() -> Block {
 pub fn volume_block() -> Block {
     let mut b = volume::block();
     for a in &mut b.attrs {
-        a.mode = if a.name == "name" { Mode::Required } else { Mode::Computed };
+        a.mode = if a.name == "name" {
+            Mode::Required
+        } else {
+            Mode::Computed
+        };
     }
     b.blocks.clear();
     b.description = "Reads a volume, e.g. one created outside Terraform.";
@@ -65,7 +108,11 @@ pub fn validate(type_name: &str, cfg: &Value, diags: &mut Diags) {
         "ferrofab_nodes" => {
             if let Some(r) = cfg.get("role").as_str() {
                 if r != "storage" && r != "workstation" {
-                    diags.attr_error(&["role"], "invalid role", format!("{r:?}: use storage or workstation"));
+                    diags.attr_error(
+                        &["role"],
+                        "invalid role",
+                        format!("{r:?}: use storage or workstation"),
+                    );
                 }
             }
         }
@@ -74,7 +121,11 @@ pub fn validate(type_name: &str, cfg: &Value, diags: &mut Diags) {
 }
 
 fn selector(labels: &BTreeMap<String, String>) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub async fn read(ctx: &Ctx, type_name: &str, cfg: &Value) -> Result<Value, Diag> {
@@ -82,7 +133,10 @@ pub async fn read(ctx: &Ctx, type_name: &str, cfg: &Value) -> Result<Value, Diag
         "ferrofab_nodes" => read_nodes(ctx, cfg).await,
         "ferrofab_pool" => {
             let name = cfg.get("name").as_str().unwrap_or_default().to_owned();
-            let p = ctx.admin().get_pool(GetPoolRequest { name: name.clone() }).await
+            let p = ctx
+                .admin()
+                .get_pool(GetPoolRequest { name: name.clone() })
+                .await
                 .map_err(|s| Diag::api(&format!("pool {name:?}"), &s).on("name"))?
                 .into_inner();
             let mut s = pool::to_state(&p, &Value::Null);
@@ -97,7 +151,10 @@ pub async fn read(ctx: &Ctx, type_name: &str, cfg: &Value) -> Result<Value, Diag
         }
         "ferrofab_volume" => {
             let name = cfg.get("name").as_str().unwrap_or_default().to_owned();
-            let v = ctx.admin().get_volume(GetVolumeRequest { name: name.clone() }).await
+            let v = ctx
+                .admin()
+                .get_volume(GetVolumeRequest { name: name.clone() })
+                .await
                 .map_err(|s| Diag::api(&format!("volume {name:?}"), &s).on("name"))?
                 .into_inner();
             let mut s = volume::to_state(&v, &Value::Null);
@@ -117,8 +174,11 @@ async fn read_nodes(ctx: &Ctx, cfg: &Value) -> Result<Value, Diag> {
         Some("workstation") => Some(NodeRole::Workstation as i32),
         _ => None,
     };
-    let list = ctx.admin()
-        .list_nodes(ListNodesRequest { label_selector: selector(&labels) })
+    let list = ctx
+        .admin()
+        .list_nodes(ListNodesRequest {
+            label_selector: selector(&labels),
+        })
         .await
         .map_err(|s| Diag::api("listing nodes", &s))?
         .into_inner();
@@ -127,30 +187,58 @@ async fn read_nodes(ctx: &Ctx, cfg: &Value) -> Result<Value, Diag> {
         .into_iter()
         .filter(|n| role.is_none_or(|r| n.spec.as_ref().is_some_and(|s| s.roles.contains(&r))))
         .collect();
-    nodes.sort_by(|a, b| a.metadata.as_ref().map(|m| &m.name).cmp(&b.metadata.as_ref().map(|m| &m.name)));
+    nodes.sort_by(|a, b| {
+        a.metadata
+            .as_ref()
+            .map(|m| &m.name)
+            .cmp(&b.metadata.as_ref().map(|m| &m.name))
+    });
     let mut names = Vec::new();
     let mut out = Vec::new();
     for n in nodes {
         let meta = n.metadata.unwrap_or_default();
         let spec = n.spec.unwrap_or_default();
         let st = n.status.unwrap_or_default();
-        let roles = spec.roles.iter().map(|r| match NodeRole::try_from(*r).unwrap_or(NodeRole::Unspecified) {
-            NodeRole::Storage => Value::str("storage"),
-            NodeRole::Workstation => Value::str("workstation"),
-            NodeRole::Unspecified => Value::str("unspecified"),
-        }).collect();
-        let ready = st.conditions.iter().any(|c| c.r#type == "Ready" && c.status == ferrofab_proto::v1::ConditionStatus::True as i32);
+        let roles = spec
+            .roles
+            .iter()
+            .map(
+                |r| match NodeRole::try_from(*r).unwrap_or(NodeRole::Unspecified) {
+                    NodeRole::Storage => Value::str("storage"),
+                    NodeRole::Workstation => Value::str("workstation"),
+                    NodeRole::Unspecified => Value::str("unspecified"),
+                },
+            )
+            .collect();
+        let ready = st.conditions.iter().any(|c| {
+            c.r#type == "Ready" && c.status == ferrofab_proto::v1::ConditionStatus::True as i32
+        });
         let mut o = Value::object();
         o.set("name", Value::str(&meta.name));
         o.set("roles", Value::List(roles));
         o.set("host_nqn", Value::str(&spec.host_nqn));
-        o.set("labels", Value::Map(meta.labels.iter().map(|(k, v)| (k.clone(), Value::str(v))).collect()));
+        o.set(
+            "labels",
+            Value::Map(
+                meta.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::str(v)))
+                    .collect(),
+            ),
+        );
         o.set("ready", Value::Bool(ready));
         names.push(Value::str(&meta.name));
         out.push(o);
     }
     let mut s = cfg.clone();
-    s.set("id", Value::str(format!("role={};labels={}", cfg.get("role").as_str().unwrap_or("*"), selector(&labels))));
+    s.set(
+        "id",
+        Value::str(format!(
+            "role={};labels={}",
+            cfg.get("role").as_str().unwrap_or("*"),
+            selector(&labels)
+        )),
+    );
     s.set("names", Value::List(names));
     s.set("nodes", Value::List(out));
     Ok(s)

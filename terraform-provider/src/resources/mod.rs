@@ -68,7 +68,12 @@ pub fn validate(type_name: &str, cfg: &Value, diags: &mut Diags) {
 
 /// Reads the object named `id`; `None` when it is gone (Terraform then
 /// plans to create it again).
-pub async fn read(ctx: &Ctx, type_name: &str, id: &str, prior: &Value) -> Result<Option<Value>, Diag> {
+pub async fn read(
+    ctx: &Ctx,
+    type_name: &str,
+    id: &str,
+    prior: &Value,
+) -> Result<Option<Value>, Diag> {
     match type_name {
         "ferrofab_pool" => pool::read(ctx, id, prior).await,
         "ferrofab_volume" => volume::read(ctx, id, prior).await,
@@ -79,7 +84,13 @@ pub async fn read(ctx: &Ctx, type_name: &str, id: &str, prior: &Value) -> Result
 }
 
 /// Plans a create (prior null) or update; returns replacement paths.
-pub async fn plan(ctx: &Ctx, type_name: &str, prior: &Value, planned: &mut Value, diags: &mut Diags) -> Vec<&'static str> {
+pub async fn plan(
+    ctx: &Ctx,
+    type_name: &str,
+    prior: &Value,
+    planned: &mut Value,
+    diags: &mut Diags,
+) -> Vec<&'static str> {
     match type_name {
         "ferrofab_pool" => pool::plan(prior, planned),
         "ferrofab_volume" => volume::plan(ctx, prior, planned, diags).await,
@@ -90,7 +101,12 @@ pub async fn plan(ctx: &Ctx, type_name: &str, prior: &Value, planned: &mut Value
 }
 
 /// Creates or updates; the state to record (if any) and an error (if any).
-pub async fn apply(ctx: &Ctx, type_name: &str, prior: &Value, planned: &Value) -> (Option<Value>, Option<Diag>) {
+pub async fn apply(
+    ctx: &Ctx,
+    type_name: &str,
+    prior: &Value,
+    planned: &Value,
+) -> (Option<Value>, Option<Diag>) {
     let creating = prior.is_null();
     match (type_name, creating) {
         ("ferrofab_pool", true) => pool::create(ctx, planned).await,
@@ -103,7 +119,10 @@ pub async fn apply(ctx: &Ctx, type_name: &str, prior: &Value, planned: &Value) -
         ("ferrofab_attachment", false) => (Some(planned.clone()), None),
         ("ferrofab_tenant", true) => tenant::create(ctx, planned).await,
         ("ferrofab_tenant", false) => tenant::update(ctx, prior, planned).await,
-        (other, _) => (None, Some(Diag::new("unknown resource type", other.to_owned()))),
+        (other, _) => (
+            None,
+            Some(Diag::new("unknown resource type", other.to_owned())),
+        ),
     }
 }
 

@@ -45,27 +45,47 @@ pub fn validate(cfg: &Value, diags: &mut Diags) {
     common::validate_size_attr(cfg, "capacity", diags);
     if let Some(b) = cfg.get("backing").as_str() {
         if b != "directory" && b != "block_device" {
-            diags.attr_error(&["backing"], "invalid backing", format!("{b:?}: use directory or block_device"));
+            diags.attr_error(
+                &["backing"],
+                "invalid backing",
+                format!("{b:?}: use directory or block_device"),
+            );
         }
     }
     if let Some(p) = cfg.get("path").as_str() {
         if !p.starts_with('/') {
-            diags.attr_error(&["path"], "invalid path", format!("{p:?} is not an absolute path"));
+            diags.attr_error(
+                &["path"],
+                "invalid path",
+                format!("{p:?} is not an absolute path"),
+            );
         }
     }
     if let Some(r) = cfg.get("reclaim_policy").as_str() {
         if r != "delete" && r != "retain" {
-            diags.attr_error(&["reclaim_policy"], "invalid reclaim_policy", format!("{r:?}: use delete or retain"));
+            diags.attr_error(
+                &["reclaim_policy"],
+                "invalid reclaim_policy",
+                format!("{r:?}: use delete or retain"),
+            );
         }
     }
     if let Some(r) = cfg.get("overcommit_ratio").as_f64() {
         if r < 1.0 {
-            diags.attr_error(&["overcommit_ratio"], "invalid overcommit_ratio", "must be at least 1");
+            diags.attr_error(
+                &["overcommit_ratio"],
+                "invalid overcommit_ratio",
+                "must be at least 1",
+            );
         }
     }
     if let Some(n) = cfg.get("namespace_limit").as_f64() {
         if !(1.0..=65535.0).contains(&n) || n.fract() != 0.0 {
-            diags.attr_error(&["namespace_limit"], "invalid namespace_limit", "must be a whole number from 1 to 65535");
+            diags.attr_error(
+                &["namespace_limit"],
+                "invalid namespace_limit",
+                "must be a whole number from 1 to 65535",
+            );
         }
     }
     common::validate_timeouts(cfg, diags);
@@ -86,14 +106,23 @@ pub fn to_state(p: &v1::Pool, prior: &Value) -> Value {
     s.set("backing", Value::str(kind));
     s.set("path", Value::str(&backing.path));
     s.set("capacity", Value::str(&spec.capacity));
-    let ratio = if spec.overcommit_ratio == 0.0 { 1.0 } else { spec.overcommit_ratio };
-    s.set("overcommit_ratio", Value::Number(ratio));
-    let limit = if spec.namespace_limit == 0 { 256 } else { spec.namespace_limit };
-    s.set("namespace_limit", Value::Number(f64::from(limit)));
-    let reclaim = match ReclaimPolicy::try_from(spec.reclaim_policy).unwrap_or(ReclaimPolicy::Unspecified) {
-        ReclaimPolicy::Retain => "retain",
-        _ => "delete",
+    let ratio = if spec.overcommit_ratio == 0.0 {
+        1.0
+    } else {
+        spec.overcommit_ratio
     };
+    s.set("overcommit_ratio", Value::Number(ratio));
+    let limit = if spec.namespace_limit == 0 {
+        256
+    } else {
+        spec.namespace_limit
+    };
+    s.set("namespace_limit", Value::Number(f64::from(limit)));
+    let reclaim =
+        match ReclaimPolicy::try_from(spec.reclaim_policy).unwrap_or(ReclaimPolicy::Unspecified) {
+            ReclaimPolicy::Retain => "retain",
+            _ => "delete",
+        };
     s.set("reclaim_policy", Value::str(reclaim));
     s.set("labels", common::labels_state(&meta.labels, prior));
     let bytes = ferrofab_nvmeof::units::parse_size(&spec.capacity).unwrap_or(0);
@@ -133,10 +162,17 @@ fn to_api(p: &Value) -> v1::Pool {
 }
 
 pub async fn read(ctx: &Ctx, name: &str, prior: &Value) -> Result<Option<Value>, Diag> {
-    match ctx.admin().get_pool(GetPoolRequest { name: name.into() }).await {
+    match ctx
+        .admin()
+        .get_pool(GetPoolRequest { name: name.into() })
+        .await
+    {
         Ok(r) => {
             let p = r.into_inner();
-            if p.metadata.as_ref().is_some_and(|m| m.deletion_timestamp.is_some()) {
+            if p.metadata
+                .as_ref()
+                .is_some_and(|m| m.deletion_timestamp.is_some())
+            {
                 return Ok(None);
             }
             Ok(Some(to_state(&p, prior)))
@@ -162,7 +198,10 @@ pub fn plan(prior: &Value, planned: &mut Value) -> Vec<&'static str> {
         .get("capacity")
         .as_str()
         .and_then(|s| ferrofab_nvmeof::units::parse_size(s).ok());
-    planned.set("capacity_bytes", bytes.map_or(Value::Unknown, |b| Value::Number(b as f64)));
+    planned.set(
+        "capacity_bytes",
+        bytes.map_or(Value::Unknown, |b| Value::Number(b as f64)),
+    );
     if prior.is_null() {
         vec![]
     } else {
@@ -172,30 +211,59 @@ pub fn plan(prior: &Value, planned: &mut Value) -> Vec<&'static str> {
 
 pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    match ctx.admin().create_pool(CreatePoolRequest { pool: Some(to_api(planned)) }).await {
+    match ctx
+        .admin()
+        .create_pool(CreatePoolRequest {
+            pool: Some(to_api(planned)),
+        })
+        .await
+    {
         Ok(p) => (Some(to_state(&p.into_inner(), planned)), None),
-        Err(s) => (None, Some(Diag::api(&format!("creating pool {name:?}"), &s))),
+        Err(s) => (
+            None,
+            Some(Diag::api(&format!("creating pool {name:?}"), &s)),
+        ),
     }
 }
 
 pub async fn update(ctx: &Ctx, prior: &Value, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    match ctx.admin().update_pool(UpdatePoolRequest { pool: Some(to_api(planned)) }).await {
+    match ctx
+        .admin()
+        .update_pool(UpdatePoolRequest {
+            pool: Some(to_api(planned)),
+        })
+        .await
+    {
         Ok(p) => (Some(to_state(&p.into_inner(), planned)), None),
-        Err(s) => (Some(prior.clone()), Some(Diag::api(&format!("updating pool {name:?}"), &s))),
+        Err(s) => (
+            Some(prior.clone()),
+            Some(Diag::api(&format!("updating pool {name:?}"), &s)),
+        ),
     }
 }
 
 pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
     let name = prior.get("name").as_str().unwrap_or_default().to_owned();
-    match ctx.admin().delete_pool(DeletePoolRequest { name: name.clone(), resource_version: 0 }).await {
+    match ctx
+        .admin()
+        .delete_pool(DeletePoolRequest {
+            name: name.clone(),
+            resource_version: 0,
+        })
+        .await
+    {
         Ok(_) => {}
         Err(s) if common::is_not_found(&s) => return Ok(()),
         Err(s) => return Err(Diag::api(&format!("deleting pool {name:?}"), &s)),
     }
     let limit = common::timeout(prior, "delete", DEFAULT_TIMEOUT);
     common::wait_until(&format!("pool {name:?} to be deleted"), limit, || async {
-        match ctx.admin().get_pool(GetPoolRequest { name: name.clone() }).await {
+        match ctx
+            .admin()
+            .get_pool(GetPoolRequest { name: name.clone() })
+            .await
+        {
             Ok(_) => Ok(Poll::Pending("finalizers pending".into())),
             Err(s) if common::is_not_found(&s) => Ok(Poll::Done(())),
             Err(s) => Err(s),

@@ -16,11 +16,36 @@ pub fn block() -> Block {
     Block {
         attrs: vec![
             attr("id", Type::String, Computed, "The tenant name."),
-            attr("name", Type::String, Required, "Tenant name. Changing it creates a new tenant."),
-            attr("capacity_quota", Type::String, Optional, "Total size of the tenant's volumes, bytes or with a unit; unset means unlimited."),
-            attr("volume_quota", Type::Number, Optional, "Maximum number of volumes; unset means unlimited."),
-            attr("allowed_nodes", Type::set(Type::String), Optional, "Workstation nodes the tenant's volumes may be attached to."),
-            attr("labels", Type::map(Type::String), Optional, "Labels of the tenant."),
+            attr(
+                "name",
+                Type::String,
+                Required,
+                "Tenant name. Changing it creates a new tenant.",
+            ),
+            attr(
+                "capacity_quota",
+                Type::String,
+                Optional,
+                "Total size of the tenant's volumes, bytes or with a unit; unset means unlimited.",
+            ),
+            attr(
+                "volume_quota",
+                Type::Number,
+                Optional,
+                "Maximum number of volumes; unset means unlimited.",
+            ),
+            attr(
+                "allowed_nodes",
+                Type::set(Type::String),
+                Optional,
+                "Workstation nodes the tenant's volumes may be attached to.",
+            ),
+            attr(
+                "labels",
+                Type::map(Type::String),
+                Optional,
+                "Labels of the tenant.",
+            ),
         ],
         blocks: vec![],
         description: "A tenant: the owner of volumes, with quotas.",
@@ -32,12 +57,20 @@ pub fn validate(cfg: &Value, diags: &mut Diags) {
     common::validate_size_attr(cfg, "capacity_quota", diags);
     if let Some(n) = cfg.get("volume_quota").as_f64() {
         if n < 1.0 || n.fract() != 0.0 || n > f64::from(u32::MAX) {
-            diags.attr_error(&["volume_quota"], "invalid volume_quota", "must be a whole number of at least 1 (leave it unset for unlimited)");
+            diags.attr_error(
+                &["volume_quota"],
+                "invalid volume_quota",
+                "must be a whole number of at least 1 (leave it unset for unlimited)",
+            );
         }
     }
     for n in cfg.get("allowed_nodes").strings() {
         if let Err(e) = ferrofab_pki::validate_name(&n) {
-            diags.attr_error(&["allowed_nodes"], "invalid node name", format!("{n:?}: {e}"));
+            diags.attr_error(
+                &["allowed_nodes"],
+                "invalid node name",
+                format!("{n:?}: {e}"),
+            );
         }
     }
 }
@@ -51,9 +84,15 @@ pub fn to_state(t: &v1::Tenant, prior: &Value) -> Value {
     s.set("capacity_quota", common::opt_str(&spec.capacity_quota));
     s.set(
         "volume_quota",
-        if spec.volume_quota == 0 { Value::Null } else { Value::Number(f64::from(spec.volume_quota)) },
+        if spec.volume_quota == 0 {
+            Value::Null
+        } else {
+            Value::Number(f64::from(spec.volume_quota))
+        },
     );
-    let nodes = if spec.allowed_nodes.is_empty() && !matches!(prior.get("allowed_nodes"), Value::Set(v) if v.is_empty()) {
+    let nodes = if spec.allowed_nodes.is_empty()
+        && !matches!(prior.get("allowed_nodes"), Value::Set(v) if v.is_empty())
+    {
         Value::Null
     } else {
         let mut n = spec.allowed_nodes.clone();
@@ -73,7 +112,11 @@ fn to_api(p: &Value) -> v1::Tenant {
             ..Default::default()
         }),
         spec: Some(v1::TenantSpec {
-            capacity_quota: p.get("capacity_quota").as_str().unwrap_or_default().to_owned(),
+            capacity_quota: p
+                .get("capacity_quota")
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             volume_quota: p.get("volume_quota").as_f64().unwrap_or(0.0) as u32,
             allowed_nodes: p.get("allowed_nodes").strings(),
         }),
@@ -82,10 +125,17 @@ fn to_api(p: &Value) -> v1::Tenant {
 }
 
 pub async fn read(ctx: &Ctx, name: &str, prior: &Value) -> Result<Option<Value>, Diag> {
-    match ctx.admin().get_tenant(GetTenantRequest { name: name.into() }).await {
+    match ctx
+        .admin()
+        .get_tenant(GetTenantRequest { name: name.into() })
+        .await
+    {
         Ok(r) => {
             let t = r.into_inner();
-            if t.metadata.as_ref().is_some_and(|m| m.deletion_timestamp.is_some()) {
+            if t.metadata
+                .as_ref()
+                .is_some_and(|m| m.deletion_timestamp.is_some())
+            {
                 return Ok(None);
             }
             Ok(Some(to_state(&t, prior)))
@@ -106,23 +156,48 @@ pub fn plan(prior: &Value, planned: &mut Value) -> Vec<&'static str> {
 
 pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    match ctx.admin().create_tenant(CreateTenantRequest { tenant: Some(to_api(planned)) }).await {
+    match ctx
+        .admin()
+        .create_tenant(CreateTenantRequest {
+            tenant: Some(to_api(planned)),
+        })
+        .await
+    {
         Ok(t) => (Some(to_state(&t.into_inner(), planned)), None),
-        Err(s) => (None, Some(Diag::api(&format!("creating tenant {name:?}"), &s))),
+        Err(s) => (
+            None,
+            Some(Diag::api(&format!("creating tenant {name:?}"), &s)),
+        ),
     }
 }
 
 pub async fn update(ctx: &Ctx, prior: &Value, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    match ctx.admin().update_tenant(UpdateTenantRequest { tenant: Some(to_api(planned)) }).await {
+    match ctx
+        .admin()
+        .update_tenant(UpdateTenantRequest {
+            tenant: Some(to_api(planned)),
+        })
+        .await
+    {
         Ok(t) => (Some(to_state(&t.into_inner(), planned)), None),
-        Err(s) => (Some(prior.clone()), Some(Diag::api(&format!("updating tenant {name:?}"), &s))),
+        Err(s) => (
+            Some(prior.clone()),
+            Some(Diag::api(&format!("updating tenant {name:?}"), &s)),
+        ),
     }
 }
 
 pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
     let name = prior.get("name").as_str().unwrap_or_default().to_owned();
-    match ctx.admin().delete_tenant(DeleteTenantRequest { name: name.clone(), resource_version: 0 }).await {
+    match ctx
+        .admin()
+        .delete_tenant(DeleteTenantRequest {
+            name: name.clone(),
+            resource_version: 0,
+        })
+        .await
+    {
         Ok(_) => Ok(()),
         Err(s) if common::is_not_found(&s) => Ok(()),
         Err(s) => Err(Diag::api(&format!("deleting tenant {name:?}"), &s)),

@@ -74,7 +74,11 @@ pub fn validate(cfg: &Value, diags: &mut Diags) {
         }
     }
     if !cfg.get("pool").is_null() && !cfg.get("pool_selector").is_null() {
-        diags.attr_error(&["pool_selector"], "conflicting placement", "give either pool or pool_selector, not both");
+        diags.attr_error(
+            &["pool_selector"],
+            "conflicting placement",
+            "give either pool or pool_selector, not both",
+        );
     }
     if let Some(t) = cfg.get("expires_at").as_str() {
         if let Err(e) = parse_time(t) {
@@ -97,7 +101,10 @@ fn format_time(ts: &prost_types::Timestamp) -> String {
     time::OffsetDateTime::from_unix_timestamp(ts.seconds)
         .ok()
         .and_then(|t| t.replace_nanosecond(ts.nanos.max(0) as u32).ok())
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -123,10 +130,17 @@ pub fn to_state(v: &v1::Volume, prior: &Value) -> Value {
     s.set("name", Value::str(&meta.name));
     s.set("tenant", Value::str(&spec.tenant));
     s.set("size", Value::str(&spec.size));
-    let bs = if spec.block_size == 0 { 4096 } else { spec.block_size };
+    let bs = if spec.block_size == 0 {
+        4096
+    } else {
+        spec.block_size
+    };
     s.set("block_size", Value::Number(f64::from(bs)));
     s.set("pool", common::opt_str(&spec.pool));
-    let sel = spec.pool_selector.map(|p| p.match_labels).unwrap_or_default();
+    let sel = spec
+        .pool_selector
+        .map(|p| p.match_labels)
+        .unwrap_or_default();
     s.set("pool_selector", Value::labels(&sel));
     let expires = match &spec.expires_at {
         None => Value::Null,
@@ -174,18 +188,28 @@ fn to_api(p: &Value) -> v1::Volume {
             pool_selector: (!sel.is_empty()).then(|| v1::LabelSelector {
                 match_labels: sel.into_iter().collect(),
             }),
-            expires_at: p.get("expires_at").as_str().and_then(|t| parse_time(t).ok()),
+            expires_at: p
+                .get("expires_at")
+                .as_str()
+                .and_then(|t| parse_time(t).ok()),
         }),
         status: None,
     }
 }
 
 pub async fn read(ctx: &Ctx, name: &str, prior: &Value) -> Result<Option<Value>, Diag> {
-    match ctx.admin().get_volume(GetVolumeRequest { name: name.into() }).await {
+    match ctx
+        .admin()
+        .get_volume(GetVolumeRequest { name: name.into() })
+        .await
+    {
         Ok(r) => {
             let v = r.into_inner();
             // A volume being deleted is gone as far as the layout goes.
-            if v.metadata.as_ref().is_some_and(|m| m.deletion_timestamp.is_some()) {
+            if v.metadata
+                .as_ref()
+                .is_some_and(|m| m.deletion_timestamp.is_some())
+            {
                 return Ok(None);
             }
             Ok(Some(to_state(&v, prior)))
@@ -196,7 +220,12 @@ pub async fn read(ctx: &Ctx, name: &str, prior: &Value) -> Result<Option<Value>,
 }
 
 /// Plans a create or update; returns the replacement paths.
-pub async fn plan(ctx: &Ctx, prior: &Value, planned: &mut Value, diags: &mut Diags) -> Vec<&'static str> {
+pub async fn plan(
+    ctx: &Ctx,
+    prior: &Value,
+    planned: &mut Value,
+    diags: &mut Diags,
+) -> Vec<&'static str> {
     if planned.get("block_size").is_null() {
         planned.set("block_size", Value::Number(4096.0));
     }
@@ -205,7 +234,11 @@ pub async fn plan(ctx: &Ctx, prior: &Value, planned: &mut Value, diags: &mut Dia
         .as_str()
         .and_then(|s| ferrofab_nvmeof::units::parse_size(s).ok());
     let creating = prior.is_null();
-    let replace = if creating { vec![] } else { common::changed(prior, planned, REPLACE) };
+    let replace = if creating {
+        vec![]
+    } else {
+        common::changed(prior, planned, REPLACE)
+    };
     if creating || !replace.is_empty() {
         common::unknown_computed(planned, COMPUTED);
         planned.set("id", planned.get("name").clone());
@@ -252,14 +285,24 @@ async fn dry_run(ctx: &Ctx, planned: &Value, create: bool, diags: &mut Diags) {
         return;
     }
     let vol = to_api(planned);
-    let name = vol.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+    let name = vol
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
     let res = if create {
         ctx.admin()
-            .create_volume(CreateVolumeRequest { volume: Some(vol), dry_run: true })
+            .create_volume(CreateVolumeRequest {
+                volume: Some(vol),
+                dry_run: true,
+            })
             .await
     } else {
         ctx.admin()
-            .update_volume(UpdateVolumeRequest { volume: Some(vol), dry_run: true })
+            .update_volume(UpdateVolumeRequest {
+                volume: Some(vol),
+                dry_run: true,
+            })
             .await
     };
     match res {
@@ -278,7 +321,11 @@ async fn dry_run(ctx: &Ctx, planned: &Value, create: bool, diags: &mut Diags) {
 /// not, it is (or should be) created by the same apply; the dry-run cannot
 /// say anything yet, and apply reports a reference that is still missing.
 async fn references_exist(ctx: &Ctx, planned: &Value) -> bool {
-    let tenant = planned.get("tenant").as_str().unwrap_or_default().to_owned();
+    let tenant = planned
+        .get("tenant")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let tenant_ok = ctx
         .admin()
         .get_tenant(v1::GetTenantRequest { name: tenant })
@@ -297,23 +344,39 @@ async fn references_exist(ctx: &Ctx, planned: &Value) -> bool {
 
 /// Waits until the volume is exported (Ready) or failed.
 async fn wait_ready(ctx: &Ctx, name: &str, limit: Duration) -> Result<v1::Volume, Diag> {
-    common::wait_until(&format!("volume {name:?} to become Ready"), limit, || async {
-        let v = ctx.admin().get_volume(GetVolumeRequest { name: name.into() }).await?.into_inner();
-        let st = v.status.clone().unwrap_or_default();
-        Ok(match VolumePhase::try_from(st.phase).unwrap_or(VolumePhase::Unspecified) {
-            VolumePhase::Ready if st.export_ready => Poll::Done(v),
-            VolumePhase::Failed => Poll::Failed(common::pending_reason(&st.conditions)),
-            _ => Poll::Pending(common::pending_reason(&st.conditions)),
-        })
-    })
+    common::wait_until(
+        &format!("volume {name:?} to become Ready"),
+        limit,
+        || async {
+            let v = ctx
+                .admin()
+                .get_volume(GetVolumeRequest { name: name.into() })
+                .await?
+                .into_inner();
+            let st = v.status.clone().unwrap_or_default();
+            Ok(
+                match VolumePhase::try_from(st.phase).unwrap_or(VolumePhase::Unspecified) {
+                    VolumePhase::Ready if st.export_ready => Poll::Done(v),
+                    VolumePhase::Failed => Poll::Failed(common::pending_reason(&st.conditions)),
+                    _ => Poll::Pending(common::pending_reason(&st.conditions)),
+                },
+            )
+        },
+    )
     .await
 }
 
 pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    let req = CreateVolumeRequest { volume: Some(to_api(planned)), dry_run: false };
+    let req = CreateVolumeRequest {
+        volume: Some(to_api(planned)),
+        dry_run: false,
+    };
     if let Err(s) = ctx.admin().create_volume(req).await {
-        return (None, Some(Diag::api(&format!("creating volume {name:?}"), &s)));
+        return (
+            None,
+            Some(Diag::api(&format!("creating volume {name:?}"), &s)),
+        );
     }
     let limit = common::timeout(planned, "create", DEFAULT_TIMEOUT);
     match wait_ready(ctx, &name, limit).await {
@@ -325,9 +388,15 @@ pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>)
 
 pub async fn update(ctx: &Ctx, prior: &Value, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    let req = UpdateVolumeRequest { volume: Some(to_api(planned)), dry_run: false };
+    let req = UpdateVolumeRequest {
+        volume: Some(to_api(planned)),
+        dry_run: false,
+    };
     if let Err(s) = ctx.admin().update_volume(req).await {
-        return (Some(prior.clone()), Some(Diag::api(&format!("updating volume {name:?}"), &s)));
+        return (
+            Some(prior.clone()),
+            Some(Diag::api(&format!("updating volume {name:?}"), &s)),
+        );
     }
     let limit = common::timeout(planned, "update", DEFAULT_TIMEOUT);
     match wait_ready(ctx, &name, limit).await {
@@ -338,7 +407,10 @@ pub async fn update(ctx: &Ctx, prior: &Value, planned: &Value) -> (Option<Value>
 
 pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
     let name = prior.get("name").as_str().unwrap_or_default().to_owned();
-    let req = DeleteVolumeRequest { name: name.clone(), resource_version: 0 };
+    let req = DeleteVolumeRequest {
+        name: name.clone(),
+        resource_version: 0,
+    };
     match ctx.admin().delete_volume(req).await {
         Ok(_) => {}
         Err(s) if common::is_not_found(&s) => return Ok(()),
@@ -346,10 +418,17 @@ pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
     }
     let limit = common::timeout(prior, "delete", DEFAULT_TIMEOUT);
     common::wait_until(&format!("volume {name:?} to be deleted"), limit, || async {
-        match ctx.admin().get_volume(GetVolumeRequest { name: name.clone() }).await {
+        match ctx
+            .admin()
+            .get_volume(GetVolumeRequest { name: name.clone() })
+            .await
+        {
             Ok(v) => {
                 let st = v.into_inner().status.unwrap_or_default();
-                Ok(Poll::Pending(format!("finalizers pending: {}", common::pending_reason(&st.conditions))))
+                Ok(Poll::Pending(format!(
+                    "finalizers pending: {}",
+                    common::pending_reason(&st.conditions)
+                )))
             }
             Err(s) if common::is_not_found(&s) => Ok(Poll::Done(())),
             Err(s) => Err(s),
