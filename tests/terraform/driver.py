@@ -427,7 +427,7 @@ def baseline_apply(c, ws, n_vol):
     layout = WORK / "baseline-layout.toml"
     layout.write_text("\n".join(out))
     t = time.time()
-    c.cli("apply", "-f", layout, "--wait", "--timeout", "10m")
+    c.cli("apply", "-f", layout, "--yes", "--wait", "--timeout", "10m")
     return time.time() - t
 
 
