@@ -50,17 +50,7 @@ pub fn status_error(what: &str, status: Status) -> anyhow::Error {
 /// names fields and quotas), else a description of the code.
 pub fn describe(status: &Status) -> String {
     let msg = one_line(status.message());
-    let fallback = match status.code() {
-        Code::NotFound => "not found",
-        Code::AlreadyExists => "already exists",
-        Code::PermissionDenied => "permission denied",
-        Code::Unauthenticated => "not authenticated (is a client certificate configured?)",
-        Code::Unavailable => "controller unavailable",
-        Code::DeadlineExceeded => "timed out",
-        Code::Aborted => "changed concurrently; retry",
-        Code::Unimplemented => "not supported by this controller",
-        _ => "request failed",
-    };
+    let fallback = ferrofab_proto::client::code_text(status.code());
     match (msg.is_empty(), status.code()) {
         (true, _) => fallback.to_owned(),
         (false, Code::Unavailable) => format!("controller unavailable: {msg}"),

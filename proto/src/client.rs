@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::Code;
 
 use crate::v1::admin_service_client::AdminServiceClient;
 
@@ -107,4 +108,23 @@ pub fn flatten_source(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     parts.join(": ")
+}
+
+/// What a gRPC code means for a controller call, in words, for messages
+/// where the server gave none or as a summary next to the server's text.
+pub fn code_text(code: Code) -> &'static str {
+    match code {
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::Unauthenticated => "not authenticated (is a client certificate configured?)",
+        Code::Unavailable => "controller unavailable",
+        Code::DeadlineExceeded => "timed out",
+        Code::Aborted => "changed concurrently; retry",
+        Code::Unimplemented => "not supported by this controller",
+        Code::ResourceExhausted => "refused: over quota or capacity",
+        Code::InvalidArgument => "invalid",
+        Code::FailedPrecondition => "refused",
+        _ => "request failed",
+    }
 }

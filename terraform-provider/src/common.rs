@@ -112,6 +112,39 @@ where
     }
 }
 
+/// Deletes an object and waits until reading it says NotFound (its
+/// finalizers have run). `delete` NotFound counts as done; `exists` returns
+/// why the object is still there.
+pub async fn delete_and_wait<T, D, DF, G, GF>(
+    what: &str,
+    limit: Duration,
+    delete: D,
+    mut exists: G,
+) -> Result<(), Diag>
+where
+    D: FnOnce() -> DF,
+    DF: Future<Output = Result<T, Status>>,
+    G: FnMut() -> GF,
+    GF: Future<Output = Result<String, Status>>,
+{
+    match delete().await {
+        Ok(_) => {}
+        Err(s) if is_not_found(&s) => return Ok(()),
+        Err(s) => return Err(Diag::api(&format!("deleting {what}"), &s)),
+    }
+    wait_until(&format!("{what} to be deleted"), limit, || {
+        let look = exists();
+        async move {
+            match look.await {
+                Ok(why) => Ok(Poll::Pending(why)),
+                Err(s) if is_not_found(&s) => Ok(Poll::Done(())),
+                Err(s) => Err(s),
+            }
+        }
+    })
+    .await
+}
+
 /// Appends the wait to `FERROFAB_TF_WAIT_LOG` when set: the benchmark sums
 /// these to report how much of an apply is spent waiting for convergence.
 fn record_wait(ms: u64) {

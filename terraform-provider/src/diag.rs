@@ -1,7 +1,7 @@
 //! Diagnostics as Terraform shows them: a summary, a detail and, when the
 //! problem is in one attribute, the path that points at its config line.
 
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::pb;
 
@@ -85,19 +85,7 @@ impl Diag {
     /// A controller refusal: the server's message (it names fields and
     /// quotas) under a summary saying what was attempted.
     pub fn api(what: &str, s: &Status) -> Diag {
-        let code = match s.code() {
-            Code::NotFound => "not found",
-            Code::AlreadyExists => "already exists",
-            Code::PermissionDenied => "permission denied",
-            Code::Unauthenticated => "not authenticated (is a client certificate configured?)",
-            Code::Unavailable => "controller unavailable",
-            Code::DeadlineExceeded => "timed out",
-            Code::ResourceExhausted => "refused: over quota or capacity",
-            Code::InvalidArgument => "invalid",
-            Code::FailedPrecondition => "refused",
-            Code::Aborted => "changed concurrently; retry",
-            _ => "request failed",
-        };
+        let code = ferrofab_proto::client::code_text(s.code());
         let msg: Vec<&str> = s
             .message()
             .lines()

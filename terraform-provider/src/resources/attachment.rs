@@ -286,35 +286,25 @@ pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>)
 
 pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
     let name = prior.get("name").as_str().unwrap_or_default().to_owned();
+    let limit = common::timeout(prior, "delete", DEFAULT_TIMEOUT);
     let req = DeleteAttachmentRequest {
         name: name.clone(),
         resource_version: 0,
     };
-    match ctx.admin().delete_attachment(req).await {
-        Ok(_) => {}
-        Err(s) if common::is_not_found(&s) => return Ok(()),
-        Err(s) => return Err(Diag::api(&format!("deleting attachment {name:?}"), &s)),
-    }
-    let limit = common::timeout(prior, "delete", DEFAULT_TIMEOUT);
-    common::wait_until(
-        &format!("attachment {name:?} to be detached"),
+    common::delete_and_wait(
+        &format!("attachment {name:?}"),
         limit,
+        || async move { ctx.admin().delete_attachment(req).await },
         || async {
-            match ctx
+            let a = ctx
                 .admin()
                 .get_attachment(GetAttachmentRequest { name: name.clone() })
-                .await
-            {
-                Ok(a) => {
-                    let st = a.into_inner().status.unwrap_or_default();
-                    Ok(Poll::Pending(format!(
-                        "{}; waiting for the workstation to disconnect",
-                        phase_name(st.phase)
-                    )))
-                }
-                Err(s) if common::is_not_found(&s) => Ok(Poll::Done(())),
-                Err(s) => Err(s),
-            }
+                .await?;
+            let st = a.into_inner().status.unwrap_or_default();
+            Ok(format!(
+                "{}; waiting for the workstation to disconnect",
+                phase_name(st.phase)
+            ))
         },
     )
     .await

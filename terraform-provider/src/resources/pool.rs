@@ -9,7 +9,7 @@ use ferrofab_proto::v1::{
     UpdatePoolRequest,
 };
 
-use crate::common::{self, Poll};
+use crate::common;
 use crate::diag::{Diag, Diags};
 use crate::resources::Ctx;
 use crate::schema::{attr, timeouts_block, Block, Mode};
@@ -245,29 +245,21 @@ pub async fn update(ctx: &Ctx, prior: &Value, planned: &Value) -> (Option<Value>
 
 pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
     let name = prior.get("name").as_str().unwrap_or_default().to_owned();
-    match ctx
-        .admin()
-        .delete_pool(DeletePoolRequest {
-            name: name.clone(),
-            resource_version: 0,
-        })
-        .await
-    {
-        Ok(_) => {}
-        Err(s) if common::is_not_found(&s) => return Ok(()),
-        Err(s) => return Err(Diag::api(&format!("deleting pool {name:?}"), &s)),
-    }
     let limit = common::timeout(prior, "delete", DEFAULT_TIMEOUT);
-    common::wait_until(&format!("pool {name:?} to be deleted"), limit, || async {
-        match ctx
-            .admin()
-            .get_pool(GetPoolRequest { name: name.clone() })
-            .await
-        {
-            Ok(_) => Ok(Poll::Pending("finalizers pending".into())),
-            Err(s) if common::is_not_found(&s) => Ok(Poll::Done(())),
-            Err(s) => Err(s),
-        }
-    })
+    let req = DeletePoolRequest {
+        name: name.clone(),
+        resource_version: 0,
+    };
+    common::delete_and_wait(
+        &format!("pool {name:?}"),
+        limit,
+        || async move { ctx.admin().delete_pool(req).await },
+        || async {
+            ctx.admin()
+                .get_pool(GetPoolRequest { name: name.clone() })
+                .await?;
+            Ok("finalizers pending".to_owned())
+        },
+    )
     .await
 }

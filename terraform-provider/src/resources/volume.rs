@@ -407,32 +407,26 @@ pub async fn update(ctx: &Ctx, prior: &Value, planned: &Value) -> (Option<Value>
 
 pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
     let name = prior.get("name").as_str().unwrap_or_default().to_owned();
+    let limit = common::timeout(prior, "delete", DEFAULT_TIMEOUT);
     let req = DeleteVolumeRequest {
         name: name.clone(),
         resource_version: 0,
     };
-    match ctx.admin().delete_volume(req).await {
-        Ok(_) => {}
-        Err(s) if common::is_not_found(&s) => return Ok(()),
-        Err(s) => return Err(Diag::api(&format!("deleting volume {name:?}"), &s)),
-    }
-    let limit = common::timeout(prior, "delete", DEFAULT_TIMEOUT);
-    common::wait_until(&format!("volume {name:?} to be deleted"), limit, || async {
-        match ctx
-            .admin()
-            .get_volume(GetVolumeRequest { name: name.clone() })
-            .await
-        {
-            Ok(v) => {
-                let st = v.into_inner().status.unwrap_or_default();
-                Ok(Poll::Pending(format!(
-                    "finalizers pending: {}",
-                    common::pending_reason(&st.conditions)
-                )))
-            }
-            Err(s) if common::is_not_found(&s) => Ok(Poll::Done(())),
-            Err(s) => Err(s),
-        }
-    })
+    common::delete_and_wait(
+        &format!("volume {name:?}"),
+        limit,
+        || async move { ctx.admin().delete_volume(req).await },
+        || async {
+            let v = ctx
+                .admin()
+                .get_volume(GetVolumeRequest { name: name.clone() })
+                .await?;
+            let st = v.into_inner().status.unwrap_or_default();
+            Ok(format!(
+                "finalizers pending: {}",
+                common::pending_reason(&st.conditions)
+            ))
+        },
+    )
     .await
 }
