@@ -229,6 +229,8 @@ macro_rules! rpcs {
             Ok(c.$list(req).await?.into_inner().items)
         }
         async fn create(c: &mut Admin, obj: Self) -> Result<Self, Status> {
+            // Only the volume requests have more fields (dry_run, left off).
+            #[allow(clippy::needless_update)]
             let req = v1::$createreq {
                 $field: Some(obj),
                 ..Default::default()
@@ -236,6 +238,8 @@ macro_rules! rpcs {
             Ok(c.$create(req).await?.into_inner())
         }
         async fn update(c: &mut Admin, obj: Self) -> Result<Self, Status> {
+            // Only the volume requests have more fields (dry_run, left off).
+            #[allow(clippy::needless_update)]
             let req = v1::$updatereq {
                 $field: Some(obj),
                 ..Default::default()

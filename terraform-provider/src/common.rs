@@ -237,7 +237,8 @@ pub fn validate_size_attr(cfg: &Value, attr: &str, diags: &mut crate::diag::Diag
             diags.attr_error(
                 &[attr],
                 format!("invalid {attr}"),
-                format!("{s:?}: {e} (use bytes or a unit, e.g. 100GiB, 1.5TiB, 500GB)"),
+                // The parser's message quotes the input and lists the units.
+                e.to_string(),
             );
             None
         }
