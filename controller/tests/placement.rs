@@ -221,3 +221,63 @@ async fn attached_volume_cannot_be_deleted_and_shrink_is_refused() {
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("ws9"), "{}", e.message());
 }
+
+/// `dry_run` runs the checks of a create or resize (placement, capacity,
+/// validation) and stores nothing; refusals are the real ones.
+#[tokio::test]
+async fn dry_run_checks_without_storing() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    basic_layout(&mut c).await;
+    let ok = c
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("dry", "lab", "10GiB", "p1")),
+            dry_run: true,
+        })
+        .await
+        .expect("fits")
+        .into_inner();
+    assert_eq!(ok.status.expect("status").pool, "p1");
+    let gone = c
+        .get_volume(GetVolumeRequest { name: "dry".into() })
+        .await
+        .expect_err("a dry run stores nothing");
+    assert_eq!(gone.code(), Code::NotFound);
+    let e = c
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("big", "lab", "500GiB", "p1")),
+            dry_run: true,
+        })
+        .await
+        .expect_err("over capacity");
+    assert_eq!(e.code(), Code::ResourceExhausted);
+
+    c.create_volume(CreateVolumeRequest {
+        volume: Some(volume("real", "lab", "10GiB", "p1")),
+        dry_run: false,
+    })
+    .await
+    .expect("real");
+    let e = c
+        .update_volume(UpdateVolumeRequest {
+            volume: Some(volume("real", "lab", "500GiB", "p1")),
+            dry_run: true,
+        })
+        .await
+        .expect_err("grow beyond capacity");
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    c.update_volume(UpdateVolumeRequest {
+        volume: Some(volume("real", "lab", "20GiB", "p1")),
+        dry_run: true,
+    })
+    .await
+    .expect("grow fits");
+    let v = c
+        .get_volume(GetVolumeRequest {
+            name: "real".into(),
+        })
+        .await
+        .expect("real")
+        .into_inner();
+    assert_eq!(v.status.expect("status").size_bytes, 10 << 30, "unchanged");
+}
