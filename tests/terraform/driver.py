@@ -356,6 +356,7 @@ REFUSALS = {
                  '  size = "12 parsecs"\n}\n', "invalid size"),
     "unknown-node": ('resource "ferrofab_attachment" "a" {\n  volume = "home-004"\n  node = "no-such-ws"\n}\n',
                      "unknown node"),
+    "bad-nqn": ('data "ferrofab_nodes" "n" {\n  host_nqn = "nqn.2014-08.org example"\n}\n', "invalid host_nqn"),
     "over-quota": ('resource "ferrofab_volume" "v" {\n  name = "huge-1"\n  tenant = "campus-lab"\n'
                    '  size = "900TiB"\n}\n', "over quota or capacity"),
 }

@@ -106,6 +106,11 @@ pub fn volume_block() -> Block {
 pub fn validate(type_name: &str, cfg: &Value, diags: &mut Diags) {
     match type_name {
         "ferrofab_nodes" => {
+            if let Some(nqn) = cfg.get("host_nqn").as_str() {
+                if let Err(e) = ferrofab_nvmeof::spec::validate_nqn(nqn) {
+                    diags.attr_error(&["host_nqn"], "invalid host_nqn", e);
+                }
+            }
             if let Some(r) = cfg.get("role").as_str() {
                 if r != "storage" && r != "workstation" {
                     diags.attr_error(
@@ -174,6 +179,7 @@ async fn read_nodes(ctx: &Ctx, cfg: &Value) -> Result<Value, Diag> {
         Some("workstation") => Some(NodeRole::Workstation as i32),
         _ => None,
     };
+    let nqn = cfg.get("host_nqn").as_str();
     let list = ctx
         .admin()
         .list_nodes(ListNodesRequest {
@@ -186,6 +192,7 @@ async fn read_nodes(ctx: &Ctx, cfg: &Value) -> Result<Value, Diag> {
         .items
         .into_iter()
         .filter(|n| role.is_none_or(|r| n.spec.as_ref().is_some_and(|s| s.roles.contains(&r))))
+        .filter(|n| nqn.is_none_or(|q| n.spec.as_ref().is_some_and(|s| s.host_nqn == q)))
         .collect();
     nodes.sort_by(|a, b| {
         a.metadata
