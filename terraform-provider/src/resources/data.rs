@@ -39,6 +39,12 @@ pub fn nodes_block() -> Block {
                 "Only nodes carrying all these labels.",
             ),
             attr(
+                "host_nqn",
+                Type::String,
+                Optional,
+                "Only the node with this NVMe host NQN (e.g. one seen in a storage node's log).",
+            ),
+            attr(
                 "names",
                 Type::list(Type::String),
                 Computed,
