@@ -1,20 +1,14 @@
 //! Connecting to the controller and turning gRPC failures into one-line
 //! messages.
 
-use std::time::Duration;
-
-use anyhow::{anyhow, Context};
-use ferrofab_proto::v1::admin_service_client::AdminServiceClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use anyhow::anyhow;
+use ferrofab_proto::client::TlsPem;
 use tonic::{Code, Status};
 
 use crate::config::ClientConfig;
 
 /// The admin API client.
-pub type Admin = AdminServiceClient<Channel>;
-
-/// How long to wait for each endpoint to accept a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub type Admin = ferrofab_proto::client::Admin;
 
 /// Connects to the first reachable endpoint, in configuration order.
 ///
@@ -26,58 +20,16 @@ pub async fn connect(cfg: &ClientConfig) -> anyhow::Result<Admin> {
         Some(files) => {
             let pem = ferrofab_pki::load_client_tls(&files.ca, &files.cert, &files.key)?;
             tracing::debug!(identity = %pem.identity, "loaded client certificate");
-            let mut tls = ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(&pem.ca))
-                .identity(Identity::from_pem(&pem.cert, &pem.key));
-            if let Some(name) = &files.server_name {
-                tls = tls.domain_name(name.clone());
-            }
-            Some(tls)
+            Some(TlsPem {
+                ca: pem.ca,
+                cert: pem.cert,
+                key: pem.key,
+                server_name: files.server_name.clone(),
+            })
         }
         None => None,
     };
-    let mut last_err = None;
-    for url in &cfg.endpoints {
-        match connect_one(url, tls.clone()).await {
-            Ok(ch) => {
-                tracing::debug!(%url, "connected");
-                return Ok(AdminServiceClient::new(ch)
-                    .max_decoding_message_size(ferrofab_proto::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(ferrofab_proto::MAX_MESSAGE_BYTES));
-            }
-            Err(e) => {
-                tracing::info!(%url, error = %e, "endpoint unreachable");
-                last_err = Some(e.context(format!("cannot reach the controller at {url}")));
-            }
-        }
-    }
-    Err(last_err.unwrap_or_else(|| anyhow!("no controller endpoint configured")))
-}
-
-async fn connect_one(url: &str, tls: Option<ClientTlsConfig>) -> anyhow::Result<Channel> {
-    let mut ep = Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("invalid endpoint {url:?}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    if let Some(tls) = tls {
-        ep = ep.tls_config(tls).context("TLS configuration")?;
-    }
-    ep.connect().await.map_err(|e| anyhow!(flatten_source(&e)))
-}
-
-/// tonic's transport errors hide the useful part (connection refused,
-/// certificate unknown) in their source chain; join it into one line.
-fn flatten_source(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
+    Ok(ferrofab_proto::client::connect(&cfg.endpoints, tls.as_ref(), None).await?)
 }
 
 /// Converts a gRPC status into an error whose message is one line, prefixed
@@ -98,17 +50,7 @@ pub fn status_error(what: &str, status: Status) -> anyhow::Error {
 /// names fields and quotas), else a description of the code.
 pub fn describe(status: &Status) -> String {
     let msg = one_line(status.message());
-    let fallback = match status.code() {
-        Code::NotFound => "not found",
-        Code::AlreadyExists => "already exists",
-        Code::PermissionDenied => "permission denied",
-        Code::Unauthenticated => "not authenticated (is a client certificate configured?)",
-        Code::Unavailable => "controller unavailable",
-        Code::DeadlineExceeded => "timed out",
-        Code::Aborted => "changed concurrently; retry",
-        Code::Unimplemented => "not supported by this controller",
-        _ => "request failed",
-    };
+    let fallback = ferrofab_proto::client::code_text(status.code());
     match (msg.is_empty(), status.code()) {
         (true, _) => fallback.to_owned(),
         (false, Code::Unavailable) => format!("controller unavailable: {msg}"),

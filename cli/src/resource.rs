@@ -229,11 +229,21 @@ macro_rules! rpcs {
             Ok(c.$list(req).await?.into_inner().items)
         }
         async fn create(c: &mut Admin, obj: Self) -> Result<Self, Status> {
-            let req = v1::$createreq { $field: Some(obj) };
+            // Only the volume requests have more fields (dry_run, left off).
+            #[allow(clippy::needless_update)]
+            let req = v1::$createreq {
+                $field: Some(obj),
+                ..Default::default()
+            };
             Ok(c.$create(req).await?.into_inner())
         }
         async fn update(c: &mut Admin, obj: Self) -> Result<Self, Status> {
-            let req = v1::$updatereq { $field: Some(obj) };
+            // Only the volume requests have more fields (dry_run, left off).
+            #[allow(clippy::needless_update)]
+            let req = v1::$updatereq {
+                $field: Some(obj),
+                ..Default::default()
+            };
             Ok(c.$update(req).await?.into_inner())
         }
         async fn delete(c: &mut Admin, name: &str, resource_version: u64) -> Result<Self, Status> {

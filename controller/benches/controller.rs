@@ -156,9 +156,12 @@ async fn create_run(ctl: &Controller, clients: usize, total: usize) -> Run {
             for i in 0..per {
                 let v = volume_sel(&format!("v-{w}-{i}"), "lab", "1GiB", &[("tier", "fast")]);
                 let t0 = Instant::now();
-                c.create_volume(CreateVolumeRequest { volume: Some(v) })
-                    .await
-                    .expect("create");
+                c.create_volume(CreateVolumeRequest {
+                    volume: Some(v),
+                    ..Default::default()
+                })
+                .await
+                .expect("create");
                 lat.push(t0.elapsed());
                 done.push(start.elapsed());
             }

@@ -51,6 +51,7 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
     let v = admin
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("data", "lab", "10GiB", "p1")),
+            ..Default::default()
         })
         .await
         .expect("v")
@@ -254,7 +255,10 @@ async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
         nanos: 0,
     });
     admin
-        .create_volume(CreateVolumeRequest { volume: Some(v) })
+        .create_volume(CreateVolumeRequest {
+            volume: Some(v),
+            ..Default::default()
+        })
         .await
         .expect("v");
     admin
@@ -383,6 +387,7 @@ async fn silent_node_becomes_not_ready_and_gets_no_new_volumes() {
     let e = admin
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("v1", "lab", "1GiB", "p1")),
+            ..Default::default()
         })
         .await
         .expect_err("placed on a silent node");
@@ -402,6 +407,7 @@ async fn silent_node_becomes_not_ready_and_gets_no_new_volumes() {
     admin
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("v1", "lab", "1GiB", "p1")),
+            ..Default::default()
         })
         .await
         .expect("placed once the node is back");

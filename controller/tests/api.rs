@@ -16,6 +16,7 @@ async fn crud_round_trip_for_every_kind() {
     let v = c
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("scratch", "lab", "4GiB", "p1")),
+            ..Default::default()
         })
         .await
         .expect("create volume")
@@ -60,7 +61,10 @@ async fn crud_round_trip_for_every_kind() {
         .labels
         .insert("team".into(), "vision".into());
     let upd = c
-        .update_volume(UpdateVolumeRequest { volume: Some(upd) })
+        .update_volume(UpdateVolumeRequest {
+            volume: Some(upd),
+            ..Default::default()
+        })
         .await
         .expect("label")
         .into_inner();
@@ -68,7 +72,10 @@ async fn crud_round_trip_for_every_kind() {
     let mut grow = upd.clone();
     grow.spec.as_mut().expect("spec").size = "8GiB".into();
     let grown = c
-        .update_volume(UpdateVolumeRequest { volume: Some(grow) })
+        .update_volume(UpdateVolumeRequest {
+            volume: Some(grow),
+            ..Default::default()
+        })
         .await
         .expect("grow")
         .into_inner();
@@ -194,7 +201,10 @@ async fn bad_input_names_the_field() {
     ];
     for (v, field) in cases {
         let e = c
-            .create_volume(CreateVolumeRequest { volume: Some(v) })
+            .create_volume(CreateVolumeRequest {
+                volume: Some(v),
+                ..Default::default()
+            })
             .await
             .expect_err(field);
         assert_eq!(e.code(), Code::InvalidArgument, "{field}: {}", e.message());

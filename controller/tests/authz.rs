@@ -22,6 +22,7 @@ async fn tenant_is_confined_to_its_own_volumes_and_quota() {
     admin
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("theirs", "other", "1GiB", "p1")),
+            ..Default::default()
         })
         .await
         .expect("theirs");
@@ -29,6 +30,7 @@ async fn tenant_is_confined_to_its_own_volumes_and_quota() {
     let mut lab = ctl.admin_as("tenant:lab").await;
     lab.create_volume(CreateVolumeRequest {
         volume: Some(volume("mine", "lab", "1GiB", "p1")),
+        ..Default::default()
     })
     .await
     .expect("own create");
@@ -55,6 +57,7 @@ async fn tenant_is_confined_to_its_own_volumes_and_quota() {
     let e = lab
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("sneaky", "other", "1GiB", "p1")),
+            ..Default::default()
         })
         .await
         .expect_err("foreign create");
@@ -77,6 +80,7 @@ async fn tenant_is_confined_to_its_own_volumes_and_quota() {
     let e = other
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("more", "other", "1GiB", "p1")),
+            ..Default::default()
         })
         .await
         .expect_err("over quota");
@@ -112,6 +116,7 @@ async fn node_sees_only_its_own_state() {
     let e = ws1_admin
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("v", "lab", "1GiB", "p1")),
+            ..Default::default()
         })
         .await
         .expect_err("node creating volume");
@@ -120,6 +125,7 @@ async fn node_sees_only_its_own_state() {
     admin
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("v", "lab", "1GiB", "p1")),
+            ..Default::default()
         })
         .await
         .expect("v");

@@ -24,6 +24,7 @@ async fn selector_picks_most_free_pool_and_refusal_explains_each() {
     let v = c
         .create_volume(CreateVolumeRequest {
             volume: Some(volume_sel("a", "lab", "150GiB", &[("tier", "fast")])),
+            ..Default::default()
         })
         .await
         .expect("a")
@@ -32,6 +33,7 @@ async fn selector_picks_most_free_pool_and_refusal_explains_each() {
     let v = c
         .create_volume(CreateVolumeRequest {
             volume: Some(volume_sel("b", "lab", "60GiB", &[("tier", "fast")])),
+            ..Default::default()
         })
         .await
         .expect("b")
@@ -44,6 +46,7 @@ async fn selector_picks_most_free_pool_and_refusal_explains_each() {
     let e = c
         .create_volume(CreateVolumeRequest {
             volume: Some(volume_sel("c", "lab", "60GiB", &[("tier", "fast")])),
+            ..Default::default()
         })
         .await
         .expect_err("no room");
@@ -56,6 +59,7 @@ async fn selector_picks_most_free_pool_and_refusal_explains_each() {
     let e = c
         .create_volume(CreateVolumeRequest {
             volume: Some(volume_sel("d", "lab", "1GiB", &[("tier", "none")])),
+            ..Default::default()
         })
         .await
         .expect_err("no match");
@@ -75,17 +79,20 @@ async fn overcommit_and_namespace_limit() {
         .expect("thin");
     c.create_volume(CreateVolumeRequest {
         volume: Some(volume("v1", "lab", "15GiB", "thin")),
+        ..Default::default()
     })
     .await
     .expect("overcommitted fits");
     c.create_volume(CreateVolumeRequest {
         volume: Some(volume("v2", "lab", "1GiB", "thin")),
+        ..Default::default()
     })
     .await
     .expect("second");
     let e = c
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("v3", "lab", "1GiB", "thin")),
+            ..Default::default()
         })
         .await
         .expect_err("limit");
@@ -105,12 +112,14 @@ async fn tenant_quotas_are_enforced() {
     .expect("small");
     c.create_volume(CreateVolumeRequest {
         volume: Some(volume("s-1", "small", "6GiB", "p1")),
+        ..Default::default()
     })
     .await
     .expect("1");
     let e = c
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("s-2", "small", "6GiB", "p1")),
+            ..Default::default()
         })
         .await
         .expect_err("bytes");
@@ -122,12 +131,14 @@ async fn tenant_quotas_are_enforced() {
     );
     c.create_volume(CreateVolumeRequest {
         volume: Some(volume("s-2", "small", "1GiB", "p1")),
+        ..Default::default()
     })
     .await
     .expect("2");
     let e = c
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("s-3", "small", "1GiB", "p1")),
+            ..Default::default()
         })
         .await
         .expect_err("count");
@@ -140,7 +151,10 @@ async fn tenant_quotas_are_enforced() {
         .into_inner();
     g.spec.as_mut().expect("s").size = "20GiB".into();
     let e = c
-        .update_volume(UpdateVolumeRequest { volume: Some(g) })
+        .update_volume(UpdateVolumeRequest {
+            volume: Some(g),
+            ..Default::default()
+        })
         .await
         .expect_err("grow over quota");
     assert_eq!(e.code(), Code::ResourceExhausted);
@@ -154,6 +168,7 @@ async fn attached_volume_cannot_be_deleted_and_shrink_is_refused() {
     let v = c
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("data", "lab", "10GiB", "p1")),
+            ..Default::default()
         })
         .await
         .expect("v")
@@ -175,7 +190,10 @@ async fn attached_volume_cannot_be_deleted_and_shrink_is_refused() {
     let mut s = v.clone();
     s.spec.as_mut().expect("s").size = "5GiB".into();
     let e = c
-        .update_volume(UpdateVolumeRequest { volume: Some(s) })
+        .update_volume(UpdateVolumeRequest {
+            volume: Some(s),
+            ..Default::default()
+        })
         .await
         .expect_err("shrink");
     assert_eq!(e.code(), Code::FailedPrecondition);
@@ -202,4 +220,64 @@ async fn attached_volume_cannot_be_deleted_and_shrink_is_refused() {
         .expect_err("not allowed");
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("ws9"), "{}", e.message());
+}
+
+/// `dry_run` runs the checks of a create or resize (placement, capacity,
+/// validation) and stores nothing; refusals are the real ones.
+#[tokio::test]
+async fn dry_run_checks_without_storing() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    basic_layout(&mut c).await;
+    let ok = c
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("dry", "lab", "10GiB", "p1")),
+            dry_run: true,
+        })
+        .await
+        .expect("fits")
+        .into_inner();
+    assert_eq!(ok.status.expect("status").pool, "p1");
+    let gone = c
+        .get_volume(GetVolumeRequest { name: "dry".into() })
+        .await
+        .expect_err("a dry run stores nothing");
+    assert_eq!(gone.code(), Code::NotFound);
+    let e = c
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("big", "lab", "500GiB", "p1")),
+            dry_run: true,
+        })
+        .await
+        .expect_err("over capacity");
+    assert_eq!(e.code(), Code::ResourceExhausted);
+
+    c.create_volume(CreateVolumeRequest {
+        volume: Some(volume("real", "lab", "10GiB", "p1")),
+        dry_run: false,
+    })
+    .await
+    .expect("real");
+    let e = c
+        .update_volume(UpdateVolumeRequest {
+            volume: Some(volume("real", "lab", "500GiB", "p1")),
+            dry_run: true,
+        })
+        .await
+        .expect_err("grow beyond capacity");
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    c.update_volume(UpdateVolumeRequest {
+        volume: Some(volume("real", "lab", "20GiB", "p1")),
+        dry_run: true,
+    })
+    .await
+    .expect("grow fits");
+    let v = c
+        .get_volume(GetVolumeRequest {
+            name: "real".into(),
+        })
+        .await
+        .expect("real")
+        .into_inner();
+    assert_eq!(v.status.expect("status").size_bytes, 10 << 30, "unchanged");
 }

@@ -172,6 +172,7 @@ async fn kill_9_loses_no_acknowledged_write() {
                 let r = cl
                     .create_volume(CreateVolumeRequest {
                         volume: Some(volume(&name, "lab", "1GiB", "p1")),
+                        ..Default::default()
                     })
                     .await;
                 match r {

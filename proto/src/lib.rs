@@ -12,6 +12,8 @@ pub mod v1 {
     tonic::include_proto!("ferrofab.v1");
 }
 
+pub mod client;
+
 /// Largest gRPC message the controller accepts or sends; requests above it
 /// are refused with RESOURCE_EXHAUSTED. Clients should use the same limit.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;

@@ -152,3 +152,21 @@ cat "$out/summary.md"
 # appended to summary.md).
 "$here/bench_agent.sh"
 { echo; cat "$out/agent.md"; } >>"$out/summary.md"
+
+# Terraform section: `terraform apply` of 200 volumes + 200 attachments
+# across 10 workstations through terraform-provider-ferrofab, against the
+# same layout through `ferrofab apply --wait` in the same run (see
+# tests/terraform/driver.py bench).
+bash "$here/terraform.sh" bench
+python3 - "$FF_WORK/terraform/bench.json" >"$out/terraform.md" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("## Terraform\n")
+print("| run | wall s | share waiting for convergence | ratio to `ferrofab apply --wait` | goal |")
+print("|---|---:|---:|---:|---|")
+print(f"| terraform apply, {r['volumes']} volumes + {r['attachments']} attachments, {r['workstations']} workstations "
+      f"| {r['apply_wall_s']} | {r['waiting_share'] * 100:.0f}% | {r['ratio_to_baseline']} | < {r['goal_s']} s |")
+print(f"| baseline: ferrofab apply --wait, same layout | {r['baseline_cli_apply_wait_s']} | - | 1.00 | |")
+print(f"| terraform destroy of the same | {r['destroy_wall_s']} | - | - | |")
+PY
+{ echo; cat "$out/terraform.md"; } >>"$out/summary.md"

@@ -358,10 +358,14 @@ pub fn set_condition(conds: &mut Vec<Condition>, mut c: Condition) {
 // ------------------------------------------------------------ per-kind writes
 
 impl Admin {
+    /// Creates a volume. With `dry_run`, runs every check (validation,
+    /// authorization, placement, quotas) and returns the volume as it would
+    /// be stored, without storing it (its uid and identity are not final).
     pub(crate) async fn create_volume_inner(
         &self,
         id: &Identity,
         v: Volume,
+        dry_run: bool,
     ) -> Result<Volume, ApiError> {
         let s = &self.s;
         let spec = v.spec.clone().unwrap_or_default();
@@ -425,6 +429,9 @@ impl Admin {
             1,
         ));
         vol.status = Some(st);
+        if dry_run {
+            return Ok(vol);
+        }
         let out = s.put(vol, 0).await;
         drop(reserved);
         let out = out?;
@@ -432,10 +439,12 @@ impl Admin {
         Ok(out)
     }
 
+    /// Updates a volume; `dry_run` as for [`Self::create_volume_inner`].
     pub(crate) async fn update_volume_inner(
         &self,
         id: &Identity,
         v: Volume,
+        dry_run: bool,
     ) -> Result<Volume, ApiError> {
         let s = &self.s;
         let name = v.name().to_string();
@@ -483,6 +492,9 @@ impl Admin {
         };
         if let Some(st) = merged.status.as_mut() {
             st.size_bytes = new_bytes;
+        }
+        if dry_run {
+            return Ok(merged);
         }
         s.put(merged, rv).await
     }
@@ -921,7 +933,7 @@ impl AdminService for Admin {
     ) -> Result<Response<Volume>, Status> {
         timed!(self, "CreateVolume", req, |id, b| {
             let v = req_obj(b.volume, "volume")?;
-            self.create_volume_inner(&id, v).await
+            self.create_volume_inner(&id, v, b.dry_run).await
         })
     }
     async fn get_volume(&self, req: Request<GetVolumeRequest>) -> Result<Response<Volume>, Status> {
@@ -947,7 +959,7 @@ impl AdminService for Admin {
     ) -> Result<Response<Volume>, Status> {
         timed!(self, "UpdateVolume", req, |id, b| {
             let v = req_obj(b.volume, "volume")?;
-            self.update_volume_inner(&id, v).await
+            self.update_volume_inner(&id, v, b.dry_run).await
         })
     }
     async fn delete_volume(
@@ -1167,7 +1179,7 @@ impl Admin {
                 validate_pool(&self.s, &p)?;
                 self.create_simple(id, "CreatePool", p).await.map(drop)
             }
-            O::Volume(v) => self.create_volume_inner(id, v).await.map(drop),
+            O::Volume(v) => self.create_volume_inner(id, v, false).await.map(drop),
             O::Attachment(a) => self.create_attachment_inner(id, a).await.map(drop),
         }
     }
@@ -1191,7 +1203,7 @@ impl Admin {
                 validate_pool(&self.s, &p)?;
                 self.update_simple(id, "UpdatePool", p).await.map(drop)
             }
-            O::Volume(v) => self.update_volume_inner(id, v).await.map(drop),
+            O::Volume(v) => self.update_volume_inner(id, v, false).await.map(drop),
             O::Attachment(a) => {
                 let cur: Attachment = self.s.get(a.name())?;
                 let (merged, rv) = merge_update(&cur, a)?;

@@ -1,0 +1,1 @@
+terraform import ferrofab_attachment.scratch_ws7 scratch-1-ws-7

@@ -1,0 +1,1 @@
+terraform import ferrofab_pool.fast fast-1

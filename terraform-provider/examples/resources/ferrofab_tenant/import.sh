@@ -1,0 +1,1 @@
+terraform import ferrofab_tenant.neuro neuro

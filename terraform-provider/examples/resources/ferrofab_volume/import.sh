@@ -1,0 +1,1 @@
+terraform import ferrofab_volume.scratch scratch-1

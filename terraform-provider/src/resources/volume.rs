@@ -1,0 +1,432 @@
+//! `ferrofab_volume`: one Volume. Size grows in place (a shrink is refused
+//! at plan time); tenant, pool, pool_selector and block_size force a new
+//! volume; placement and NVMe identity are computed.
+
+use std::time::Duration;
+
+use ferrofab_proto::v1::{
+    self, CreateVolumeRequest, DeleteVolumeRequest, GetVolumeRequest, UpdateVolumeRequest,
+    VolumePhase,
+};
+
+use crate::common::{self, Poll};
+use crate::diag::{Diag, Diags};
+use crate::resources::Ctx;
+use crate::schema::{attr, timeouts_block, Block, Mode};
+use crate::value::{Type, Value};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+const REPLACE: &[&str] = &["name", "tenant", "pool", "pool_selector", "block_size"];
+const COMPUTED: &[&str] = &[
+    "uuid",
+    "nguid",
+    "subsystem_nqn",
+    "status",
+    "placement_pool",
+    "placement_node",
+];
+
+pub fn block() -> Block {
+    use Mode::*;
+    Block {
+        attrs: vec![
+            attr("id", Type::String, Computed, "The volume name."),
+            attr("name", Type::String, Required, "Volume name (DNS-label-like). Changing it creates a new volume."),
+            attr("tenant", Type::String, Required, "Owning tenant. Changing it creates a new volume."),
+            attr("size", Type::String, Required, "Size in bytes or with a unit (`100GiB`, `1.5TiB`). Grows in place; a smaller size is refused at plan time."),
+            attr("block_size", Type::Number, OptionalComputed, "512 or 4096 (default). Changing it creates a new volume."),
+            attr("pool", Type::String, Optional, "Explicit pool. Changing it creates a new volume."),
+            attr("pool_selector", Type::map(Type::String), Optional, "Labels a pool must carry; the matching pool with the most free capacity is chosen. Changing it creates a new volume."),
+            attr("expires_at", Type::String, Optional, "RFC 3339 time after which the controller detaches and deletes the volume (burst allocation)."),
+            attr("labels", Type::map(Type::String), Optional, "Labels of the volume."),
+            attr("size_bytes", Type::Number, Computed, "The size in bytes."),
+            attr("uuid", Type::String, Computed, "NVMe namespace UUID (stable for the volume's life)."),
+            attr("nguid", Type::String, Computed, "NVMe namespace NGUID."),
+            attr("subsystem_nqn", Type::String, Computed, "NQN of the subsystem exporting the volume."),
+            attr("status", Type::String, Computed, "Phase: Pending, Placed, Ready, Deleting or Failed."),
+            attr("placement_pool", Type::String, Computed, "The pool the volume was placed on."),
+            attr("placement_node", Type::String, Computed, "The storage node of that pool."),
+        ],
+        blocks: vec![("timeouts", timeouts_block(&["create", "update", "delete"]))],
+        description: "A volume: an NVMe namespace carved from a pool and exported over NVMe/TCP.",
+    }
+}
+
+pub fn validate(cfg: &Value, diags: &mut Diags) {
+    common::validate_name_attr(cfg, "name", diags);
+    common::validate_name_attr(cfg, "tenant", diags);
+    common::validate_name_attr(cfg, "pool", diags);
+    let bytes = common::validate_size_attr(cfg, "size", diags);
+    let bs = cfg.get("block_size").as_f64();
+    if let Some(b) = bs {
+        if b != 512.0 && b != 4096.0 {
+            diags.attr_error(&["block_size"], "invalid block_size", "must be 512 or 4096");
+        }
+    }
+    if let Some(bytes) = bytes {
+        let b = bs.unwrap_or(4096.0) as u64;
+        if b > 0 && bytes % b != 0 {
+            diags.attr_error(
+                &["size"],
+                "invalid size",
+                format!("{bytes} bytes is not a multiple of the block size {b}"),
+            );
+        }
+    }
+    if !cfg.get("pool").is_null() && !cfg.get("pool_selector").is_null() {
+        diags.attr_error(
+            &["pool_selector"],
+            "conflicting placement",
+            "give either pool or pool_selector, not both",
+        );
+    }
+    if let Some(t) = cfg.get("expires_at").as_str() {
+        if let Err(e) = parse_time(t) {
+            diags.attr_error(&["expires_at"], "invalid expires_at", e);
+        }
+    }
+    common::validate_timeouts(cfg, diags);
+}
+
+fn parse_time(s: &str) -> Result<prost_types::Timestamp, String> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2027-01-31T18:00:00Z: {e}"))?;
+    Ok(prost_types::Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: t.nanosecond() as i32,
+    })
+}
+
+fn format_time(ts: &prost_types::Timestamp) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ts.seconds)
+        .ok()
+        .and_then(|t| t.replace_nanosecond(ts.nanos.max(0) as u32).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn phase_name(p: i32) -> &'static str {
+    match VolumePhase::try_from(p).unwrap_or(VolumePhase::Unspecified) {
+        VolumePhase::Pending => "Pending",
+        VolumePhase::Placed => "Placed",
+        VolumePhase::Ready => "Ready",
+        VolumePhase::Deleting => "Deleting",
+        VolumePhase::Failed => "Failed",
+        VolumePhase::Unspecified => "Unknown",
+    }
+}
+
+/// The state for an API volume; `prior` supplies what the API does not
+/// keep verbatim (timeouts, the spelling of expires_at, empty labels).
+pub fn to_state(v: &v1::Volume, prior: &Value) -> Value {
+    let meta = v.metadata.clone().unwrap_or_default();
+    let spec = v.spec.clone().unwrap_or_default();
+    let st = v.status.clone().unwrap_or_default();
+    let mut s = Value::object();
+    s.set("id", Value::str(&meta.name));
+    s.set("name", Value::str(&meta.name));
+    s.set("tenant", Value::str(&spec.tenant));
+    s.set("size", Value::str(&spec.size));
+    let bs = if spec.block_size == 0 {
+        4096
+    } else {
+        spec.block_size
+    };
+    s.set("block_size", Value::Number(f64::from(bs)));
+    s.set("pool", common::opt_str(&spec.pool));
+    let sel = spec
+        .pool_selector
+        .map(|p| p.match_labels)
+        .unwrap_or_default();
+    s.set("pool_selector", Value::labels(&sel));
+    let expires = match &spec.expires_at {
+        None => Value::Null,
+        Some(ts) => {
+            let same = prior
+                .get("expires_at")
+                .as_str()
+                .and_then(|p| parse_time(p).ok())
+                .is_some_and(|p| p == *ts);
+            if same {
+                prior.get("expires_at").clone()
+            } else {
+                Value::str(format_time(ts))
+            }
+        }
+    };
+    s.set("expires_at", expires);
+    s.set("labels", common::labels_state(&meta.labels, prior));
+    s.set("size_bytes", Value::Number(st.size_bytes as f64));
+    s.set("uuid", Value::str(&st.uuid));
+    s.set("nguid", Value::str(&st.nguid));
+    s.set("subsystem_nqn", Value::str(&st.subsystem_nqn));
+    s.set("status", Value::str(phase_name(st.phase)));
+    s.set("placement_pool", Value::str(&st.pool));
+    s.set("placement_node", Value::str(&st.node));
+    s.set("timeouts", prior.get("timeouts").clone());
+    s
+}
+
+/// The API object for a planned state (spec and labels only).
+fn to_api(p: &Value) -> v1::Volume {
+    let labels = p.get("labels").string_map().into_iter().collect();
+    let sel = p.get("pool_selector").string_map();
+    v1::Volume {
+        metadata: Some(v1::ObjectMeta {
+            name: p.get("name").as_str().unwrap_or_default().to_owned(),
+            labels,
+            ..Default::default()
+        }),
+        spec: Some(v1::VolumeSpec {
+            tenant: p.get("tenant").as_str().unwrap_or_default().to_owned(),
+            size: p.get("size").as_str().unwrap_or_default().to_owned(),
+            block_size: p.get("block_size").as_f64().unwrap_or(4096.0) as u32,
+            pool: p.get("pool").as_str().unwrap_or_default().to_owned(),
+            pool_selector: (!sel.is_empty()).then(|| v1::LabelSelector {
+                match_labels: sel.into_iter().collect(),
+            }),
+            expires_at: p
+                .get("expires_at")
+                .as_str()
+                .and_then(|t| parse_time(t).ok()),
+        }),
+        status: None,
+    }
+}
+
+pub async fn read(ctx: &Ctx, name: &str, prior: &Value) -> Result<Option<Value>, Diag> {
+    match ctx
+        .admin()
+        .get_volume(GetVolumeRequest { name: name.into() })
+        .await
+    {
+        Ok(r) => {
+            let v = r.into_inner();
+            // A volume being deleted is gone as far as the layout goes.
+            if v.metadata
+                .as_ref()
+                .is_some_and(|m| m.deletion_timestamp.is_some())
+            {
+                return Ok(None);
+            }
+            Ok(Some(to_state(&v, prior)))
+        }
+        Err(s) if common::is_not_found(&s) => Ok(None),
+        Err(s) => Err(Diag::api(&format!("reading volume {name:?}"), &s)),
+    }
+}
+
+/// Plans a create or update; returns the replacement paths.
+pub async fn plan(
+    ctx: &Ctx,
+    prior: &Value,
+    planned: &mut Value,
+    diags: &mut Diags,
+) -> Vec<&'static str> {
+    if planned.get("block_size").is_null() {
+        planned.set("block_size", Value::Number(4096.0));
+    }
+    let new_bytes = planned
+        .get("size")
+        .as_str()
+        .and_then(|s| ferrofab_nvmeof::units::parse_size(s).ok());
+    let creating = prior.is_null();
+    let replace = if creating {
+        vec![]
+    } else {
+        common::changed(prior, planned, REPLACE)
+    };
+    if creating || !replace.is_empty() {
+        common::unknown_computed(planned, COMPUTED);
+        planned.set("id", planned.get("name").clone());
+    }
+    planned.set(
+        "size_bytes",
+        new_bytes.map_or(Value::Unknown, |b| Value::Number(b as f64)),
+    );
+    if !creating && replace.is_empty() {
+        let old = prior.get("size_bytes").as_f64().unwrap_or(0.0) as u64;
+        if let Some(new) = new_bytes {
+            if new < old {
+                diags.attr_error(
+                    &["size"],
+                    "volumes cannot shrink",
+                    format!(
+                        "volume {:?} is {} ({old} bytes); the new size {} ({new} bytes) is smaller. \
+                         Shrinking would destroy the data past the new end; give a size of at least {}, \
+                         or replace the volume explicitly (terraform apply -replace=...).",
+                        prior.get("name").as_str().unwrap_or_default(),
+                        ferrofab_nvmeof::units::format_size(old),
+                        planned.get("size").as_str().unwrap_or_default(),
+                        ferrofab_nvmeof::units::format_size(old),
+                    ),
+                );
+                return replace;
+            }
+            if new > old {
+                dry_run(ctx, planned, false, diags).await;
+            }
+        }
+    } else if planned.is_wholly_known_except(COMPUTED) {
+        dry_run(ctx, planned, true, diags).await;
+    }
+    replace
+}
+
+/// Asks the controller whether the create or grow would be accepted
+/// (quota, capacity, placement) and turns a refusal into a diagnostic on
+/// `size`. A tenant or pool that does not exist yet may be created by the
+/// same apply, so NotFound is left for apply to report.
+async fn dry_run(ctx: &Ctx, planned: &Value, create: bool, diags: &mut Diags) {
+    if create && !references_exist(ctx, planned).await {
+        return;
+    }
+    let vol = to_api(planned);
+    let name = vol
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let res = if create {
+        ctx.admin()
+            .create_volume(CreateVolumeRequest {
+                volume: Some(vol),
+                dry_run: true,
+            })
+            .await
+    } else {
+        ctx.admin()
+            .update_volume(UpdateVolumeRequest {
+                volume: Some(vol),
+                dry_run: true,
+            })
+            .await
+    };
+    match res {
+        Ok(_) => {}
+        Err(s) if common::is_not_found(&s) || s.code() == tonic::Code::Unimplemented => {
+            tracing::debug!(volume = %name, error = %s.message(), "dry-run skipped");
+        }
+        Err(s) if create && s.code() == tonic::Code::AlreadyExists => {
+            diags.push(Diag::api(&format!("volume {name:?}"), &s).on("name"));
+        }
+        Err(s) => diags.push(Diag::api(&format!("volume {name:?}"), &s).on("size")),
+    }
+}
+
+/// Whether the tenant and the explicit pool exist already. When one does
+/// not, it is (or should be) created by the same apply; the dry-run cannot
+/// say anything yet, and apply reports a reference that is still missing.
+async fn references_exist(ctx: &Ctx, planned: &Value) -> bool {
+    let tenant = planned
+        .get("tenant")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let tenant_ok = ctx
+        .admin()
+        .get_tenant(v1::GetTenantRequest { name: tenant })
+        .await
+        .is_ok();
+    let pool_ok = match planned.get("pool").as_str() {
+        None => true,
+        Some(p) => ctx
+            .admin()
+            .get_pool(v1::GetPoolRequest { name: p.to_owned() })
+            .await
+            .is_ok(),
+    };
+    tenant_ok && pool_ok
+}
+
+/// Waits until the volume is exported (Ready) or failed.
+async fn wait_ready(ctx: &Ctx, name: &str, limit: Duration) -> Result<v1::Volume, Diag> {
+    common::wait_until(
+        &format!("volume {name:?} to become Ready"),
+        limit,
+        || async {
+            let v = ctx
+                .admin()
+                .get_volume(GetVolumeRequest { name: name.into() })
+                .await?
+                .into_inner();
+            let st = v.status.clone().unwrap_or_default();
+            Ok(
+                match VolumePhase::try_from(st.phase).unwrap_or(VolumePhase::Unspecified) {
+                    VolumePhase::Ready if st.export_ready => Poll::Done(v),
+                    VolumePhase::Failed => Poll::Failed(common::pending_reason(&st.conditions)),
+                    _ => Poll::Pending(common::pending_reason(&st.conditions)),
+                },
+            )
+        },
+    )
+    .await
+}
+
+pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>) {
+    let name = planned.get("name").as_str().unwrap_or_default().to_owned();
+    let req = CreateVolumeRequest {
+        volume: Some(to_api(planned)),
+        dry_run: false,
+    };
+    if let Err(s) = ctx.admin().create_volume(req).await {
+        return (
+            None,
+            Some(Diag::api(&format!("creating volume {name:?}"), &s)),
+        );
+    }
+    let limit = common::timeout(planned, "create", DEFAULT_TIMEOUT);
+    match wait_ready(ctx, &name, limit).await {
+        Ok(v) => (Some(to_state(&v, planned)), None),
+        // The volume exists: hand it back so Terraform keeps it (tainted).
+        Err(d) => (read(ctx, &name, planned).await.ok().flatten(), Some(d)),
+    }
+}
+
+pub async fn update(ctx: &Ctx, prior: &Value, planned: &Value) -> (Option<Value>, Option<Diag>) {
+    let name = planned.get("name").as_str().unwrap_or_default().to_owned();
+    let req = UpdateVolumeRequest {
+        volume: Some(to_api(planned)),
+        dry_run: false,
+    };
+    if let Err(s) = ctx.admin().update_volume(req).await {
+        return (
+            Some(prior.clone()),
+            Some(Diag::api(&format!("updating volume {name:?}"), &s)),
+        );
+    }
+    let limit = common::timeout(planned, "update", DEFAULT_TIMEOUT);
+    match wait_ready(ctx, &name, limit).await {
+        Ok(v) => (Some(to_state(&v, planned)), None),
+        Err(d) => (read(ctx, &name, planned).await.ok().flatten(), Some(d)),
+    }
+}
+
+pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
+    let name = prior.get("name").as_str().unwrap_or_default().to_owned();
+    let limit = common::timeout(prior, "delete", DEFAULT_TIMEOUT);
+    let req = DeleteVolumeRequest {
+        name: name.clone(),
+        resource_version: 0,
+    };
+    common::delete_and_wait(
+        &format!("volume {name:?}"),
+        limit,
+        || async move { ctx.admin().delete_volume(req).await },
+        || async {
+            let v = ctx
+                .admin()
+                .get_volume(GetVolumeRequest { name: name.clone() })
+                .await?;
+            let st = v.into_inner().status.unwrap_or_default();
+            Ok(format!(
+                "finalizers pending: {}",
+                common::pending_reason(&st.conditions)
+            ))
+        },
+    )
+    .await
+}

