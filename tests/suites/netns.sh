@@ -42,13 +42,14 @@
 # lazily unmounted, the namespaces are deleted. Logs stay in
 # tests/.work/netns/ for inspection.
 set -euo pipefail
+faults_pid=
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/lib/common.sh
 source "$here/../lib/common.sh"
 
 [ "$(id -u)" -eq 0 ] || ff_die "the netns suite creates network namespaces and mounts FUSE: run it as root"
 ff_need_pkgs iproute2 util-linux mount fuse3 python3 iputils-ping
-ff_need_cmd ip nsenter umount mountpoint python3 ping
+ff_need_cmd ip nsenter umount python3 ping
 [ -e /dev/fuse ] || ff_die "/dev/fuse is missing: the workstation agents expose volumes through FUSE"
 
 work=$FF_WORK/netns
@@ -70,6 +71,14 @@ ns_pids() {
 cleanup() {
     local rc=$? i n pids
     set +e
+    if [ -n "${faults_pid:-}" ] && kill -0 "$faults_pid" 2>/dev/null; then
+        kill -TERM "$faults_pid"
+        for ((i = 0; i < 600; i++)); do
+            kill -0 "$faults_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$faults_pid" 2>/dev/null
+    fi
     mapfile -t pids < <(ns_pids)
     [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null
     for ((i = 0; i < 150; i++)); do
@@ -78,8 +87,10 @@ cleanup() {
     done
     mapfile -t pids < <(ns_pids)
     [ ${#pids[@]} -gt 0 ] && kill -KILL "${pids[@]}" 2>/dev/null
+    # Not `mountpoint -q`: it fails on a FUSE mount whose agent was killed
+    # (ENOTCONN), which is exactly the mount that needs removing.
     for n in ws1 ws2; do
-        mountpoint -q "$work/$n/volumes" 2>/dev/null && umount -l "$work/$n/volumes"
+        umount -l "$work/$n/volumes" 2>/dev/null
     done
     for n in "${nodes[@]}" hub probe; do
         [ -e "/run/netns/$prefix-$n" ] && ip netns del "$prefix-$n"
@@ -118,17 +129,47 @@ setup_network() {
     done
 }
 
+# Namespaces of an earlier run that was SIGKILLed (its pid is in the name
+# and gone): stop what still runs there and delete them.
+sweep_stale() {
+    local ns pid pids
+    for ns in $(ip netns list | awk '$1 ~ /^ffnt-[0-9]+-/ {print $1}'); do
+        pid=${ns#ffnt-}
+        pid=${pid%%-*}
+        kill -0 "$pid" 2>/dev/null && continue
+        ff_say "netns: removing $ns left by an earlier run (pid $pid is gone)"
+        mapfile -t pids < <(ip netns pids "$ns")
+        [ ${#pids[@]} -gt 0 ] && kill -KILL "${pids[@]}"
+        ip netns del "$ns"
+    done
+    return 0
+}
+
 trap cleanup EXIT INT TERM
+sweep_stale
 check_kernel
-ff_say "netns: building the release binaries"
-ff_cargo build --release --quiet --bin ferrofab-controller --bin ferrofab-agent --bin ferrofab \
-    || ff_die "release build failed"
-bindir=${CARGO_TARGET_DIR:-$FF_REPO/target}/release
+# FF_NETNS_BIN=DIR runs prebuilt ferrofab, ferrofab-controller and
+# ferrofab-agent from DIR instead (e.g. to compare against another build).
+if [ -n "${FF_NETNS_BIN:-}" ]; then
+    bindir=$FF_NETNS_BIN
+else
+    ff_say "netns: building the release binaries"
+    ff_cargo build --release --quiet --bin ferrofab-controller --bin ferrofab-agent --bin ferrofab \
+        || ff_die "release build failed"
+    bindir=${CARGO_TARGET_DIR:-$FF_REPO/target}/release
+fi
+for b in ferrofab ferrofab-controller ferrofab-agent; do
+    [ -x "$bindir/$b" ] || ff_die "no $b in $bindir"
+done
 
 rm -rf "$work"
 mkdir -p "$work"
 ff_say "netns: namespaces $prefix-{hub,$(IFS=,; echo "${nodes[*]}")} on 10.213.77.0/24"
 setup_network
 
-export FF_NETNS_PREFIX=$prefix
-python3 "$here/netns_faults.py" --bin "$bindir" --work "$work" --prefix "$prefix"
+# In the background and waited for, so that a SIGTERM or SIGINT to this
+# script runs the trap at once (bash defers traps until a foreground child
+# exits); the trap passes it on to netns_faults.py, which stops its daemons.
+python3 "$here/netns_faults.py" --bin "$bindir" --work "$work" --prefix "$prefix" &
+faults_pid=$!
+wait "$faults_pid"

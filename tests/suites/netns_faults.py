@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import threading
@@ -110,8 +111,14 @@ class Cluster:
             raise Failure(f"{name} exited with {p.returncode}; log {log}:\n{log.read_text()[-3000:]}")
 
     def stop_all(self) -> None:
-        """Workstations first (they unmount), then storage, then the controller."""
-        for name in ["ws1", "ws2", "s1", "s2", "controller"]:
+        """Heals every link first (a run interrupted during a cut would
+        otherwise leave writes and disconnects waiting for an unreachable
+        node), then stops the writer, the workstations (they unmount), the
+        storage nodes and the controller."""
+        for node in ADDR:
+            subprocess.run(["ip", "-n", f"{self.prefix}-hub", "link", "set", f"h-{node}", "up"],
+                           stderr=subprocess.DEVNULL, check=False)
+        for name in ["writer", "ws1", "ws2", "s1", "s2", "controller"]:
             p = self.procs.pop(name, None)
             if p is None or p.poll() is not None:
                 continue
@@ -214,6 +221,7 @@ def test_link_cut(c: Cluster) -> None:
     say(f"test 1: streaming {STREAM_BLOCKS} x {BS // 1024} KiB fsynced blocks to {path}")
     w = subprocess.Popen(IO + ["stream", str(path), "--blocks", str(STREAM_BLOCKS), "--bs", str(BS), "--seed", "11"],
                          stdout=subprocess.PIPE, text=True)
+    c.procs["writer"] = w
     acks = []
     errors = []
 
@@ -360,6 +368,9 @@ def main() -> int:
     p.add_argument("--work", required=True, type=pathlib.Path)
     p.add_argument("--prefix", required=True)
     a = p.parse_args()
+    # netns.sh passes on SIGTERM/SIGINT: unwind through `finally` so the
+    # daemons are stopped cleanly (workstations unmount their exposures).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     c = Cluster(a.bin, a.work, a.prefix)
     started = time.monotonic()
     try:
@@ -371,6 +382,9 @@ def main() -> int:
         say(f"cluster converged {time.monotonic() - started:.1f}s after start")
         test_link_cut(c)
         test_partition(c)
+    except KeyboardInterrupt:
+        print("netns: interrupted", file=sys.stderr)
+        return 130
     except (Failure, subprocess.TimeoutExpired) as e:
         print(f"netns: FAILED: {e}\n(logs in {a.work})", file=sys.stderr)
         return 1
