@@ -21,6 +21,15 @@ use crate::config::AgentConfig;
 use crate::error::{rpc_error, AgentError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 PING period on controller channels. A partition drops packets
+/// without a reset, so without pings a watch stream would look alive for
+/// as long as TCP keeps retransmitting (many minutes), and the agent would
+/// neither reconnect nor notice it is cut off.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// A PING unanswered this long closes the channel (and fails its calls).
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound of the reconnect backoff, whatever the resync interval.
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 /// Exponential backoff with "equal jitter": each delay is between half and
 /// all of the current step, so a fleet of agents that lost the controller
@@ -63,6 +72,18 @@ pub struct ControllerClient {
     tls: Arc<std::sync::RwLock<ClientTlsConfig>>,
     files: TlsFiles,
     node: String,
+    /// Longest pause between reconnect attempts (see [`reconnect_cap`]).
+    reconnect_max: Duration,
+}
+
+/// The reconnect backoff is capped at a quarter of the resync interval (and
+/// at [`RECONNECT_MAX`]): once a partition heals, the agent is back on the
+/// controller, and converged, within one resync interval, the period in
+/// which the operator expects drift to be repaired anyway. A quarter leaves
+/// room for an attempt that was already timing out when the link came back
+/// ([`CONNECT_TIMEOUT`]) and for the reconcile pass itself.
+pub fn reconnect_cap(resync: Duration) -> Duration {
+    (resync / 4).clamp(Duration::from_millis(500), RECONNECT_MAX)
 }
 
 /// Where the node's TLS material lives, for reloading after renewal.
@@ -102,6 +123,7 @@ impl ControllerClient {
             tls: Arc::new(std::sync::RwLock::new(tls)),
             files,
             node: cfg.node.clone(),
+            reconnect_max: reconnect_cap(cfg.resync()?),
         })
     }
 
@@ -199,7 +221,7 @@ impl ControllerClient {
         connected: Arc<AtomicBool>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut backoff = Backoff::new(Duration::from_millis(500), self.reconnect_max);
         loop {
             let res = self
                 .session(
@@ -306,6 +328,9 @@ async fn connect(url: &str, tls: Option<ClientTlsConfig>) -> Result<Channel, Age
     let mut ep = Endpoint::from_shared(url.to_string())
         .map_err(|e| fail(e.to_string()))?
         .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true);
     if let Some(tls) = tls {
         ep = ep.tls_config(tls).map_err(|e| fail(flatten(&e)))?;
@@ -358,6 +383,23 @@ mod tests {
         assert!(d[5] >= Duration::from_millis(400) && d[5] <= Duration::from_millis(800));
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn reconnect_cap_is_a_quarter_of_the_resync_within_bounds() {
+        assert_eq!(
+            reconnect_cap(Duration::from_secs(10)),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            reconnect_cap(Duration::from_secs(30)),
+            Duration::from_millis(7500)
+        );
+        assert_eq!(reconnect_cap(Duration::from_secs(3600)), RECONNECT_MAX);
+        assert_eq!(
+            reconnect_cap(Duration::from_millis(200)),
+            Duration::from_millis(500)
+        );
     }
 
     #[test]

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Suite `netns`: multi-host fault tests. The controller and every agent run
+# as separate processes, each in its own network namespace:
+#
+#   netns ffnt-PID-hub : bridge br0 and the hub ends of the veth pairs (a switch)
+#   netns ffnt-PID-ctl : controller  10.213.77.1/24   (eth0 <-> hub h-ctl)
+#   netns ffnt-PID-s1  : storage     10.213.77.11/24  (eth0 <-> hub h-s1)
+#   netns ffnt-PID-s2  : storage     10.213.77.12/24
+#   netns ffnt-PID-ws1 : workstation 10.213.77.21/24
+#   netns ffnt-PID-ws2 : workstation 10.213.77.22/24
+#
+# Nothing is created in the host's network namespace: the veth pairs are
+# created inside the hub namespace and one end is moved into the node's.
+# A fault is the hub end of a node's link going down (a pulled cable or a
+# switch port shut). This kernel has no sch_netem, so `tc netem loss 100%`
+# is not an option; link down drops every packet the same way, without a
+# reset the endpoints could notice.
+#
+# Processes are started with `nsenter --net=...` (network namespace only;
+# `ip netns exec` would also unshare the mount namespace and hide the
+# workstations' FUSE exposures from everyone else), so exposures, pools
+# and logs are plain paths under tests/.work/netns/.
+#
+# Tests (netns_faults.py; timings in its output):
+#   1. link cut: the s1 <-> hub link goes down for 20 s while ws1 writes a
+#      fsynced, stamped block stream through its exposure of a volume on s1
+#      (longer than the initiator's 5 s keep-alive, so it really
+#      reconnects; shorter than the 45 s ctrl_loss_tmo configured in the
+#      controller). The stream must finish with no I/O error and every
+#      block must read back, through the exposure and from the backing file.
+#   2. partition: the controller's link goes down for 60 s. Meanwhile the
+#      admin (CLI inside the controller's namespace, over 127.0.0.1)
+#      creates a volume, attaches it, grows one and detaches one, and
+#      verified writes keep succeeding on existing exposures. The test
+#      asserts nothing converged during the partition, heals, and then
+#      measures, by polling the workstations' exposure files and the
+#      controller every 0.2 s, the time until every change is visible on
+#      the data path; it must be within one resync interval (10 s).
+#
+# Everything is removed on exit, after failures too (trap): processes in
+# the namespaces are stopped (SIGTERM, then SIGKILL), FUSE mounts are
+# lazily unmounted, the namespaces are deleted. Logs stay in
+# tests/.work/netns/ for inspection.
+set -euo pipefail
+faults_pid=
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/lib/common.sh
+source "$here/../lib/common.sh"
+
+[ "$(id -u)" -eq 0 ] || ff_die "the netns suite creates network namespaces and mounts FUSE: run it as root"
+ff_need_pkgs iproute2 util-linux mount fuse3 python3 iputils-ping
+ff_need_cmd ip nsenter umount python3 ping
+[ -e /dev/fuse ] || ff_die "/dev/fuse is missing: the workstation agents expose volumes through FUSE"
+
+work=$FF_WORK/netns
+prefix=ffnt-$$
+hub=$prefix-hub
+nodes=(ctl s1 s2 ws1 ws2)
+declare -A addr=([ctl]=10.213.77.1 [s1]=10.213.77.11 [s2]=10.213.77.12 [ws1]=10.213.77.21 [ws2]=10.213.77.22)
+
+# The pids of every process in our node namespaces.
+ns_pids() {
+    local n
+    for n in "${nodes[@]}"; do
+        [ -e "/run/netns/$prefix-$n" ] && ip netns pids "$prefix-$n" 2>/dev/null
+    done
+    return 0
+}
+
+# Stops whatever runs in our namespaces, unmounts, deletes the namespaces.
+cleanup() {
+    local rc=$? i n pids
+    set +e
+    if [ -n "${faults_pid:-}" ] && kill -0 "$faults_pid" 2>/dev/null; then
+        kill -TERM "$faults_pid"
+        for ((i = 0; i < 600; i++)); do
+            kill -0 "$faults_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$faults_pid" 2>/dev/null
+    fi
+    mapfile -t pids < <(ns_pids)
+    [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null
+    for ((i = 0; i < 150; i++)); do
+        [ -z "$(ns_pids)" ] && break
+        sleep 0.1
+    done
+    mapfile -t pids < <(ns_pids)
+    [ ${#pids[@]} -gt 0 ] && kill -KILL "${pids[@]}" 2>/dev/null
+    # Not `mountpoint -q`: it fails on a FUSE mount whose agent was killed
+    # (ENOTCONN), which is exactly the mount that needs removing.
+    for n in ws1 ws2; do
+        umount -l "$work/$n/volumes" 2>/dev/null
+    done
+    for n in "${nodes[@]}" hub probe; do
+        [ -e "/run/netns/$prefix-$n" ] && ip netns del "$prefix-$n"
+    done
+    rm -f "$work"/s*/pool/* 2>/dev/null
+    exit $rc
+}
+
+# Refuses to run on a kernel without network namespaces, veth or bridges.
+check_kernel() {
+    ip netns add "$prefix-probe" || ff_die "cannot create a network namespace (CONFIG_NET_NS)"
+    ip -n "$prefix-probe" link add br0 type bridge || { ip netns del "$prefix-probe"; ff_die "no bridge support (CONFIG_BRIDGE)"; }
+    ip -n "$prefix-probe" link add v0 type veth peer name v1 || { ip netns del "$prefix-probe"; ff_die "no veth support (CONFIG_VETH)"; }
+    ip netns del "$prefix-probe"
+}
+
+setup_network() {
+    local n ns
+    ip netns add "$hub"
+    ip -n "$hub" link set lo up
+    ip -n "$hub" link add br0 type bridge
+    ip -n "$hub" link set br0 up
+    for n in "${nodes[@]}"; do
+        ns=$prefix-$n
+        ip netns add "$ns"
+        ip -n "$ns" link set lo up
+        ip -n "$hub" link add "h-$n" type veth peer name eth0 netns "$ns"
+        ip -n "$hub" link set "h-$n" master br0 up
+        ip -n "$ns" addr add "${addr[$n]}/24" dev eth0
+        ip -n "$ns" link set eth0 up
+    done
+    # Everyone reaches everyone before the agents start.
+    for n in s1 s2 ws1 ws2; do
+        nsenter --net="/run/netns/$prefix-$n" ping -c1 -W5 "${addr[ctl]}" >/dev/null \
+            || ff_die "node $n cannot reach the controller at ${addr[ctl]} over the bridge"
+    done
+}
+
+# Namespaces of an earlier run that was SIGKILLed (its pid is in the name
+# and gone): stop what still runs there and delete them.
+sweep_stale() {
+    local ns pid pids
+    for ns in $(ip netns list | awk '$1 ~ /^ffnt-[0-9]+-/ {print $1}'); do
+        pid=${ns#ffnt-}
+        pid=${pid%%-*}
+        kill -0 "$pid" 2>/dev/null && continue
+        ff_say "netns: removing $ns left by an earlier run (pid $pid is gone)"
+        mapfile -t pids < <(ip netns pids "$ns")
+        [ ${#pids[@]} -gt 0 ] && kill -KILL "${pids[@]}"
+        ip netns del "$ns"
+    done
+    return 0
+}
+
+trap cleanup EXIT INT TERM
+sweep_stale
+check_kernel
+# FF_NETNS_BIN=DIR runs prebuilt ferrofab, ferrofab-controller and
+# ferrofab-agent from DIR instead (e.g. to compare against another build).
+if [ -n "${FF_NETNS_BIN:-}" ]; then
+    bindir=$FF_NETNS_BIN
+else
+    ff_say "netns: building the release binaries"
+    ff_cargo build --release --quiet --bin ferrofab-controller --bin ferrofab-agent --bin ferrofab \
+        || ff_die "release build failed"
+    bindir=${CARGO_TARGET_DIR:-$FF_REPO/target}/release
+fi
+for b in ferrofab ferrofab-controller ferrofab-agent; do
+    [ -x "$bindir/$b" ] || ff_die "no $b in $bindir"
+done
+
+rm -rf "$work"
+mkdir -p "$work"
+ff_say "netns: namespaces $prefix-{hub,$(IFS=,; echo "${nodes[*]}")} on 10.213.77.0/24"
+setup_network
+
+# In the background and waited for, so that a SIGTERM or SIGINT to this
+# script runs the trap at once (bash defers traps until a foreground child
+# exits); the trap passes it on to netns_faults.py, which stops its daemons.
+python3 "$here/netns_faults.py" --bin "$bindir" --work "$work" --prefix "$prefix" &
+faults_pid=$!
+wait "$faults_pid"
