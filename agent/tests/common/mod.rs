@@ -548,6 +548,7 @@ pub async fn create_volume(ctl: &Controller, name: &str, size: &str, pool: &str)
         .await
         .create_volume(CreateVolumeRequest {
             volume: Some(volume(name, "lab", size, pool)),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|e| panic!("creating volume {name}: {e}"));
@@ -563,7 +564,10 @@ pub async fn grow(ctl: &Controller, name: &str, size: &str) {
         .into_inner();
     v.spec.as_mut().expect("spec").size = size.into();
     admin
-        .update_volume(UpdateVolumeRequest { volume: Some(v) })
+        .update_volume(UpdateVolumeRequest {
+            volume: Some(v),
+            ..Default::default()
+        })
         .await
         .expect("grow");
 }
