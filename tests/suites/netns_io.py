@@ -7,7 +7,7 @@ makes FUSE send a FLUSH that waits for a storage node that may be cut off).
 
   stream PATH --blocks N --bs B --seed S
       writes block i (stamped with i and S) at offset i*B, fsync after each,
-      and prints "ack i" once it is durable; any I/O error is printed and
+      and prints "ack i T" once it is durable (T: CLOCK_MONOTONIC); any I/O error is printed and
       exits 1, so "no I/O errors" is the exit status.
   verify PATH --blocks N --bs B --seed S [--offset O]
       reads the N blocks back from PATH (an exposure or the backing file at
@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import os
 import sys
+import time
 
 
 def block(seed: int, i: int, bs: int) -> bytes:
@@ -40,7 +41,9 @@ def stream(a) -> int:
             except OSError as e:
                 print(f"error block {i}: {e}", flush=True)
                 return 1
-            print(f"ack {i}", flush=True)
+            # CLOCK_MONOTONIC is system-wide: the reader compares it with
+            # its own clock to tell which acks came while a link was down.
+            print(f"ack {i} {time.monotonic():.6f}", flush=True)
     finally:
         os.close(fd)
     return 0
