@@ -191,6 +191,11 @@ pub async fn run_until(
         .enable_debug_service
         .then(|| DebugServiceServer::new(Debug { s: shared.clone() }));
     let router = Server::builder()
+        // A partitioned agent's watch stream would otherwise stay open until
+        // TCP gives up (many minutes); PINGs end it within ~20 s so the
+        // watch task and its metrics go away with the agent.
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tls_config(tls)
         .map_err(|e| ServerError::Tls(format!("TLS setup failed: {e}")))?
         .add_service(admin)

@@ -483,6 +483,7 @@ async fn pending_attachment_to_exported_volume_waits_for_disconnect() {
     let v = admin
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("data", "lab", "10GiB", "p1")),
+            ..Default::default()
         })
         .await
         .expect("v")
