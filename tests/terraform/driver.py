@@ -446,6 +446,10 @@ def bench():
         waits.unlink()
     tf.env["FERROFAB_TF_WAIT_LOG"] = str(waits)
     par = os.environ.get("FF_TF_BENCH_PARALLELISM", "20")
+    # The plan on its own first (the apply below plans again, as always).
+    tp = time.time()
+    tf("plan", "-input=false", f"-parallelism={par}")
+    plan = time.time() - tp
     t0 = time.time()
     tf("apply", "-auto-approve", "-input=false", f"-parallelism={par}")
     wall = time.time() - t0
@@ -455,6 +459,8 @@ def bench():
     for line in waits.read_text().split("\n"):
         if line.strip():
             end_ms, dur = map(int, line.split())
+            if not t0 * 1000 <= end_ms <= (t0 + wall) * 1000 + 1000:
+                fail(f"malformed wait record {line!r}")
             spans.append((end_ms - dur, end_ms))
     spans.sort()
     covered, cur = 0, None
@@ -472,7 +478,7 @@ def bench():
     tf("destroy", "-auto-approve", "-input=false", f"-parallelism={par}")
     destroy = time.time() - t1
     base = baseline_apply(c, ws, n_vol)
-    res = {"volumes": n_vol, "attachments": n_vol, "workstations": n_ws, "apply_wall_s": round(wall, 1),
+    res = {"volumes": n_vol, "attachments": n_vol, "workstations": n_ws, "apply_wall_s": round(wall, 1), "plan_only_wall_s": round(plan, 1),
            "waiting_share": round(covered / 1000 / wall, 3), "wait_sum_s": round(summed, 1),
            "destroy_wall_s": round(destroy, 1), "baseline_cli_apply_wait_s": round(base, 1),
            "ratio_to_baseline": round(wall / base, 2), "parallelism": int(par), "goal_s": 60}
