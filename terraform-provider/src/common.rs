@@ -158,7 +158,9 @@ fn record_wait(ms: u64) {
         .append(true)
         .open(path)
     {
-        let _ = writeln!(f, "{now} {ms}");
+        // One write per line: several provider processes append at once,
+        // and write_fmt would split the line into several writes.
+        let _ = f.write_all(format!("{now} {ms}\n").as_bytes());
     }
 }
 

@@ -445,8 +445,13 @@ def bench():
     if waits.exists():
         waits.unlink()
     tf.env["FERROFAB_TF_WAIT_LOG"] = str(waits)
+    par = os.environ.get("FF_TF_BENCH_PARALLELISM", "20")
+    # The plan on its own first (the apply below plans again, as always).
+    tp = time.time()
+    tf("plan", "-input=false", f"-parallelism={par}")
+    plan = time.time() - tp
     t0 = time.time()
-    tf("apply", "-auto-approve", "-input=false", "-parallelism=20")
+    tf("apply", "-auto-approve", "-input=false", f"-parallelism={par}")
     wall = time.time() - t0
     # Share of the wall time during which at least one resource was waiting
     # for convergence (union of the wait intervals).
@@ -454,6 +459,8 @@ def bench():
     for line in waits.read_text().split("\n"):
         if line.strip():
             end_ms, dur = map(int, line.split())
+            if not t0 * 1000 <= end_ms <= (t0 + wall) * 1000 + 1000:
+                fail(f"malformed wait record {line!r}")
             spans.append((end_ms - dur, end_ms))
     spans.sort()
     covered, cur = 0, None
@@ -468,13 +475,13 @@ def bench():
         covered += cur[1] - cur[0]
     summed = sum(e - s for s, e in spans) / 1000
     t1 = time.time()
-    tf("destroy", "-auto-approve", "-input=false", "-parallelism=20")
+    tf("destroy", "-auto-approve", "-input=false", f"-parallelism={par}")
     destroy = time.time() - t1
     base = baseline_apply(c, ws, n_vol)
-    res = {"volumes": n_vol, "attachments": n_vol, "workstations": n_ws, "apply_wall_s": round(wall, 1),
+    res = {"volumes": n_vol, "attachments": n_vol, "workstations": n_ws, "apply_wall_s": round(wall, 1), "plan_only_wall_s": round(plan, 1),
            "waiting_share": round(covered / 1000 / wall, 3), "wait_sum_s": round(summed, 1),
            "destroy_wall_s": round(destroy, 1), "baseline_cli_apply_wait_s": round(base, 1),
-           "ratio_to_baseline": round(wall / base, 2), "goal_s": 60}
+           "ratio_to_baseline": round(wall / base, 2), "parallelism": int(par), "goal_s": 60}
     print(json.dumps(res))
     (WORK / "bench.json").write_text(json.dumps(res, indent=1))
 
