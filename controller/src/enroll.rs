@@ -134,7 +134,11 @@ fn denied(node: &str, why: String) -> ApiError {
 }
 
 /// The stored record of a presented token, with its store revision.
-fn lookup(s: &Shared, presented: &str, node: &str) -> Result<(Token, TokenRecord, Revision), ApiError> {
+fn lookup(
+    s: &Shared,
+    presented: &str,
+    node: &str,
+) -> Result<(Token, TokenRecord, Revision), ApiError> {
     let token: Token = presented
         .parse()
         .map_err(|e: TokenError| denied(node, e.to_string()))?;
@@ -180,11 +184,7 @@ pub async fn consume_token(s: &Shared, presented: &str, node: &str) -> Result<()
     }
     let value = serde_json::to_vec(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
     match s
-        .commit(
-            Txn::new()
-                .when(key.clone(), revision)
-                .put(key, value),
-        )
+        .commit(Txn::new().when(key.clone(), revision).put(key, value))
         .await?
     {
         TxnResult::Committed { .. } => Ok(()),

@@ -89,7 +89,10 @@ impl CaPin {
 
     /// The pin of the first certificate of a PEM document.
     pub fn of_pem(pem: &[u8]) -> Result<Self, PkiError> {
-        Ok(Self::of_der(&crate::first_cert_from_pem("CA certificate", pem)?))
+        Ok(Self::of_der(&crate::first_cert_from_pem(
+            "CA certificate",
+            pem,
+        )?))
     }
 
     /// Whether `der` is the pinned certificate (constant time, although the
@@ -311,7 +314,9 @@ impl FromStr for Token {
             parts.next(),
             parts.next(),
         ) else {
-            return Err(TokenError::Malformed("expected fft1.<id>.<secret>[.<ca-pin>]"));
+            return Err(TokenError::Malformed(
+                "expected fft1.<id>.<secret>[.<ca-pin>]",
+            ));
         };
         if prefix != TOKEN_PREFIX {
             return Err(TokenError::Malformed("unknown token version"));
