@@ -391,4 +391,40 @@ mod tests {
         let err = base_config(&a).unwrap_err().to_string();
         assert!(err.contains("node") && err.contains("ws2"), "{err}");
     }
+
+    fn two_flag_args(token: &str) -> EnrollArgs {
+        EnrollArgs {
+            token: token.into(),
+            controller: "127.0.0.1:9".into(),
+            ca: None,
+            node: None,
+            roles: vec![],
+            config: "/nonexistent/agent.toml".into(),
+            data_addresses: vec![],
+            state_dir: None,
+            keep_config: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn pinless_token_without_ca_asks_for_ca() {
+        let (t, _) = Token::generate("ws1", std::time::Duration::from_secs(60)).unwrap();
+        let a = two_flag_args(&t.to_string());
+        let e = controller_ca(&a, &t, None).await.unwrap_err().to_string();
+        assert!(e.contains("--ca") && e.contains("no CA pin"), "{e}");
+    }
+
+    #[test]
+    fn node_name_is_requested_only_when_known() {
+        let mut a = two_flag_args("t");
+        let cfg = AgentConfig::for_tests("from-config");
+        assert_eq!(requested_node(&a, &cfg), None);
+        a.keep_config = true;
+        assert_eq!(requested_node(&a, &cfg).as_deref(), Some("from-config"));
+        a.node = Some("ws1".into());
+        assert_eq!(requested_node(&a, &cfg).as_deref(), Some("ws1"));
+        assert_eq!(role_of(NodeRole::Storage as i32), Some(Role::Storage));
+        assert_eq!(role_of(0), None);
+        assert_eq!(role_of(99), None);
+    }
 }

@@ -62,42 +62,40 @@ pub fn cli_bin() -> PathBuf {
 /// Builds binary `bin` of workspace package `package` into this test's
 /// target directory and profile, and returns its path.
 fn workspace_bin(package: &str, bin: &str) -> PathBuf {
-    {
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>")
-            .to_path_buf();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", package, "--bin", bin])
-            .env("CARGO_TARGET_DIR", &target_dir);
-        // Variables cargo set for this test process describe this test
-        // target; passed on, they make build scripts that track them
-        // (ring's) rebuild for every test binary in turn.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if INHERITED_FROM_CARGO.iter().any(|p| k.starts_with(p)) {
-                cmd.env_remove(k.as_ref());
-            }
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf();
+    let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", package, "--bin", bin])
+        .env("CARGO_TARGET_DIR", &target_dir);
+    // Variables cargo set for this test process describe this test
+    // target; passed on, they make build scripts that track them
+    // (ring's) rebuild for every test binary in turn.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if INHERITED_FROM_CARGO.iter().any(|p| k.starts_with(p)) {
+            cmd.env_remove(k.as_ref());
         }
-        // A bench target (run with --bench) shares its dependencies'
-        // artifacts with the `bench` profile, a release test with `release`.
-        if std::env::args().any(|a| a == "--bench") {
-            cmd.args(["--profile", "bench"]);
-        } else if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-            cmd.arg("--release");
-        }
-        let st = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("running cargo build for {bin}: {e}"));
-        assert!(st.success(), "building {bin} failed");
-        let path = profile_dir.join(bin);
-        assert!(path.is_file(), "no {bin} binary at {}", path.display());
-        path
     }
+    // A bench target (run with --bench) shares its dependencies'
+    // artifacts with the `bench` profile, a release test with `release`.
+    if std::env::args().any(|a| a == "--bench") {
+        cmd.args(["--profile", "bench"]);
+    } else if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+        cmd.arg("--release");
+    }
+    let st = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo build for {bin}: {e}"));
+    assert!(st.success(), "building {bin} failed");
+    let path = profile_dir.join(bin);
+    assert!(path.is_file(), "no {bin} binary at {}", path.display());
+    path
 }
 
 pub fn agent_bin() -> &'static str {
