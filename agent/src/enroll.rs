@@ -63,11 +63,11 @@ const UNNAMED_CSR_NODE: &str = "enrolling";
 
 /// Runs the whole enrollment.
 pub async fn enroll(a: &EnrollArgs) -> Result<Enrolled, AgentError> {
+    let mut cfg = base_config(a)?;
     let token: Token = a.token.trim().parse().map_err(|e| AgentError::Config {
         key: "--token".into(),
         message: format!("{e}"),
     })?;
-    let mut cfg = base_config(a)?;
     let ca_pem = controller_ca(a, &token, cfg.tls.server_name.as_deref()).await?;
     let host_nqn = crate::reconcile::workstation::host_identity(&cfg.state_dir)?.hostnqn;
     let requested = requested_node(a, &cfg);
