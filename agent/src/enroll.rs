@@ -2,6 +2,14 @@
 //! token, write certificate, key (0600) and CA where the config says, and
 //! write or update the config file. The private key never leaves the node.
 //!
+//! The token and the controller's address are enough: without `--ca` the
+//! CA is learned from the controller's handshake and trusted only if it
+//! matches the token's pin ([`crate::bootstrap`]); without `--node` the
+//! node is the one the token was minted for (the controller signs for it
+//! and the certificate names it); without `--roles` the Node keeps the
+//! roles it was declared with. Nothing is written before the controller
+//! has answered, so a refused enrollment leaves the node as it was.
+//!
 //! With `keep_config` the config file is owned by configuration management
 //! (Puppet writes it from its own parameters): enrollment then only reads
 //! it and writes the TLS files, so the next Puppet run finds the file it
@@ -9,7 +17,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ferrofab_proto::v1::{DataAddress, EnrollRequest, NodeRole, NodeSpec};
+use ferrofab_pki::{Identity, Token};
+use ferrofab_proto::v1::{DataAddress, EnrollRequest, EnrollResponse, NodeRole, NodeSpec};
 use tracing::info;
 
 use crate::cache::write_atomic;
@@ -23,10 +32,12 @@ pub struct EnrollArgs {
     pub token: String,
     /// `host:port` or `https://host:port`.
     pub controller: String,
-    /// CA that signed the controller's certificate (PEM file).
-    pub ca: PathBuf,
-    pub node: String,
-    /// Empty: keep the config's roles.
+    /// CA that signed the controller's certificate (PEM file). `None`:
+    /// learn it from the controller, checked against the token's pin.
+    pub ca: Option<PathBuf>,
+    /// `None`: the node the token was minted for.
+    pub node: Option<String>,
+    /// Empty: keep the config's roles, or else the Node's in the controller.
     pub roles: Vec<Role>,
     pub config: PathBuf,
     /// Data addresses registered in the node spec (`IP:PORT`).
@@ -46,22 +57,31 @@ pub struct Enrolled {
     pub host_nqn: String,
 }
 
+/// CSR subject while the node's name is not known yet; the controller
+/// ignores the subject and signs for the token's node anyway.
+const UNNAMED_CSR_NODE: &str = "enrolling";
+
 /// Runs the whole enrollment.
 pub async fn enroll(a: &EnrollArgs) -> Result<Enrolled, AgentError> {
-    let cfg = base_config(a)?;
+    let mut cfg = base_config(a)?;
+    let token: Token = a.token.trim().parse().map_err(|e| AgentError::Config {
+        key: "--token".into(),
+        message: format!("{e}"),
+    })?;
+    let ca_pem = controller_ca(a, &token, cfg.tls.server_name.as_deref()).await?;
     let host_nqn = crate::reconcile::workstation::host_identity(&cfg.state_dir)?.hostnqn;
-    let identity = ferrofab_pki::Identity::node(&a.node)?;
+    let requested = requested_node(a, &cfg);
+    let identity = Identity::node(requested.as_deref().unwrap_or(UNNAMED_CSR_NODE))?;
     let kc = ferrofab_pki::generate_key_and_csr(&identity)?;
-    let ca_pem = std::fs::read(&a.ca)
-        .map_err(|e| AgentError::io(format!("reading CA {}", a.ca.display()), e))?;
     let req = EnrollRequest {
-        bootstrap_token: a.token.clone(),
+        bootstrap_token: a.token.trim().to_owned(),
         csr_pem: kc.csr_pem.clone(),
-        node_name: a.node.clone(),
+        node_name: requested.unwrap_or_default(),
         node: Some(node_spec(&cfg, &a.data_addresses, &host_nqn)?),
         labels: Default::default(),
     };
     let resp = client::enroll(&a.controller, &ca_pem, cfg.tls.server_name.as_deref(), req).await?;
+    let node = adopt(&mut cfg, a, &resp)?;
     for p in [&cfg.tls.key, &cfg.tls.cert, &cfg.tls.ca] {
         if let Some(d) = p.parent() {
             crate::cache::ensure_dir(d)?;
@@ -79,13 +99,95 @@ pub async fn enroll(a: &EnrollArgs) -> Result<Enrolled, AgentError> {
     if !a.keep_config {
         write_atomic(&a.config, cfg.to_toml()?.as_bytes(), 0o644)?;
     }
-    info!(node = %a.node, config = %a.config.display(), "enrolled");
+    info!(%node, config = %a.config.display(), "enrolled");
     Ok(Enrolled {
-        node: a.node.clone(),
+        node,
         config: a.config.clone(),
         cert: cfg.tls.cert.clone(),
         host_nqn,
     })
+}
+
+/// The CA to verify the controller with: `--ca` if given, else the
+/// certificate the controller presents that matches the token's pin.
+async fn controller_ca(
+    a: &EnrollArgs,
+    token: &Token,
+    server_name: Option<&str>,
+) -> Result<Vec<u8>, AgentError> {
+    if let Some(path) = &a.ca {
+        return std::fs::read(path)
+            .map_err(|e| AgentError::io(format!("reading CA {}", path.display()), e));
+    }
+    let pin = token.ca_pin().ok_or_else(|| AgentError::Config {
+        key: "--ca".into(),
+        message: "the token carries no CA pin (three-part token from an older controller): \
+                  pass the controller's CA certificate with --ca"
+            .into(),
+    })?;
+    let pem = crate::bootstrap::pinned_ca(&a.controller, server_name, &pin).await?;
+    Ok(pem.into_bytes())
+}
+
+/// The node name to put in the request: `--node`, or the kept config's
+/// (so the controller refuses a token for another node before using it),
+/// or none, meaning "the token's node".
+fn requested_node(a: &EnrollArgs, cfg: &AgentConfig) -> Option<String> {
+    match &a.node {
+        Some(n) => Some(n.clone()),
+        None if a.keep_config => Some(cfg.node.clone()),
+        None => None,
+    }
+}
+
+/// Takes the node name from the issued certificate and, without
+/// `--roles`, the roles from the registered Node; returns the name.
+fn adopt(
+    cfg: &mut AgentConfig,
+    a: &EnrollArgs,
+    resp: &EnrollResponse,
+) -> Result<String, AgentError> {
+    let info = ferrofab_pki::CertInfo::from_pem(resp.certificate_pem.as_bytes())?;
+    let Some(Identity::Node(node)) = info.identity else {
+        return Err(AgentError::Other(format!(
+            "the controller issued a certificate for {:?}, not for a node",
+            info.identity.map(|i| i.to_string())
+        )));
+    };
+    if a.keep_config {
+        if cfg.node != node {
+            return Err(AgentError::Config {
+                key: "node".into(),
+                message: format!(
+                    "{} names node {:?} but the token enrolled {node:?}",
+                    a.config.display(),
+                    cfg.node
+                ),
+            });
+        }
+        return Ok(node);
+    }
+    cfg.node = node.clone();
+    if a.roles.is_empty() {
+        let spec = resp.node.as_ref().and_then(|n| n.spec.as_ref());
+        let mut roles: Vec<Role> = spec
+            .map(|s| s.roles.iter().filter_map(|r| role_of(*r)).collect())
+            .unwrap_or_default();
+        roles.sort();
+        roles.dedup();
+        if !roles.is_empty() {
+            cfg.roles = roles;
+        }
+    }
+    Ok(node)
+}
+
+fn role_of(r: i32) -> Option<Role> {
+    match NodeRole::try_from(r).ok()? {
+        NodeRole::Storage => Some(Role::Storage),
+        NodeRole::Workstation => Some(Role::Workstation),
+        _ => None,
+    }
 }
 
 /// The existing config updated with the arguments, or a new one whose TLS
@@ -100,7 +202,7 @@ fn base_config(a: &EnrollArgs) -> Result<AgentConfig, AgentError> {
     } else {
         let dir = a.config.parent().unwrap_or(Path::new("/etc/ferrofab"));
         AgentConfig::new(
-            &a.node,
+            a.node.as_deref().unwrap_or_default(),
             &endpoint,
             TlsFiles {
                 ca: dir.join("ca.crt"),
@@ -110,7 +212,9 @@ fn base_config(a: &EnrollArgs) -> Result<AgentConfig, AgentError> {
             },
         )
     };
-    cfg.node = a.node.clone();
+    if let Some(n) = &a.node {
+        cfg.node = n.clone();
+    }
     if !cfg.controller_endpoints.contains(&endpoint) {
         cfg.controller_endpoints.insert(0, endpoint);
     }
@@ -140,14 +244,13 @@ fn kept_config(a: &EnrollArgs) -> Result<AgentConfig, AgentError> {
         ));
     }
     let cfg = AgentConfig::load(&a.config)?;
-    if cfg.node != a.node {
+    if let Some(node) = a.node.as_ref().filter(|n| **n != cfg.node) {
         return Err(mismatch(
             "node",
             format!(
-                "{} names node {:?} but --node is {:?}",
+                "{} names node {:?} but --node is {node:?}",
                 a.config.display(),
                 cfg.node,
-                a.node
             ),
         ));
     }
@@ -240,8 +343,8 @@ mod tests {
         let a = EnrollArgs {
             token: "t".into(),
             controller: "127.0.0.1:7443".into(),
-            ca: "/ca.pem".into(),
-            node: "ws1".into(),
+            ca: Some("/ca.pem".into()),
+            node: Some("ws1".into()),
             roles: vec![Role::Workstation],
             config: "/etc/x/agent.toml".into(),
             data_addresses: vec![],
@@ -261,8 +364,8 @@ mod tests {
         let mut a = EnrollArgs {
             token: "t".into(),
             controller: "127.0.0.1:9".into(),
-            ca: "/ca.pem".into(),
-            node: "ws1".into(),
+            ca: Some("/ca.pem".into()),
+            node: Some("ws1".into()),
             roles: vec![],
             config: path.clone(),
             data_addresses: vec![],
@@ -284,8 +387,44 @@ mod tests {
         let err = base_config(&a).unwrap_err().to_string();
         assert!(err.contains("roles"), "{err}");
         a.roles = vec![];
-        a.node = "ws2".into();
+        a.node = Some("ws2".into());
         let err = base_config(&a).unwrap_err().to_string();
         assert!(err.contains("node") && err.contains("ws2"), "{err}");
+    }
+
+    fn two_flag_args(token: &str) -> EnrollArgs {
+        EnrollArgs {
+            token: token.into(),
+            controller: "127.0.0.1:9".into(),
+            ca: None,
+            node: None,
+            roles: vec![],
+            config: "/nonexistent/agent.toml".into(),
+            data_addresses: vec![],
+            state_dir: None,
+            keep_config: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn pinless_token_without_ca_asks_for_ca() {
+        let (t, _) = Token::generate("ws1", std::time::Duration::from_secs(60)).unwrap();
+        let a = two_flag_args(&t.to_string());
+        let e = controller_ca(&a, &t, None).await.unwrap_err().to_string();
+        assert!(e.contains("--ca") && e.contains("no CA pin"), "{e}");
+    }
+
+    #[test]
+    fn node_name_is_requested_only_when_known() {
+        let mut a = two_flag_args("t");
+        let cfg = AgentConfig::for_tests("from-config");
+        assert_eq!(requested_node(&a, &cfg), None);
+        a.keep_config = true;
+        assert_eq!(requested_node(&a, &cfg).as_deref(), Some("from-config"));
+        a.node = Some("ws1".into());
+        assert_eq!(requested_node(&a, &cfg).as_deref(), Some("ws1"));
+        assert_eq!(role_of(NodeRole::Storage as i32), Some(Role::Storage));
+        assert_eq!(role_of(0), None);
+        assert_eq!(role_of(99), None);
     }
 }

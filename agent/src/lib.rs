@@ -18,6 +18,7 @@
 
 mod agent;
 mod api;
+pub mod bootstrap;
 pub mod cache;
 pub mod client;
 pub mod config;

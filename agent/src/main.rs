@@ -31,18 +31,26 @@ enum Cmd {
     /// Run the agent (the daemon).
     Run,
     /// Enroll this node with a bootstrap token and write its config.
+    ///
+    /// `--token T --controller ADDR` is enough: the CA is learned from the
+    /// controller and checked against the pin the token carries, the node
+    /// name comes from the token, and the roles from the declared Node.
     Enroll {
         #[arg(long)]
         token: String,
         /// Controller address, HOST:PORT or https://HOST:PORT.
         #[arg(long)]
         controller: String,
-        /// CA certificate (PEM) of the controller.
+        /// CA certificate (PEM) of the controller. Default: the certificate
+        /// the controller presents that matches the token's CA pin
+        /// (required for a token without a pin).
         #[arg(long)]
-        ca: PathBuf,
+        ca: Option<PathBuf>,
+        /// Node name; default: the node the token was minted for.
         #[arg(long)]
-        node: String,
-        /// Roles, comma separated: storage, workstation.
+        node: Option<String>,
+        /// Roles, comma separated: storage, workstation. Default: the
+        /// config's, or else the roles the Node is declared with.
         #[arg(long, value_delimiter = ',')]
         roles: Vec<String>,
         /// Data address registered for the node (storage), HOST:PORT; repeatable.

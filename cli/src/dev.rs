@@ -615,8 +615,8 @@ async fn enroll(
     let args = EnrollArgs {
         token,
         controller: format!("127.0.0.1:{}", state.controller_port),
-        ca: paths.pki().ca_cert(),
-        node: name.to_owned(),
+        ca: Some(paths.pki().ca_cert()),
+        node: Some(name.to_owned()),
         roles: vec![role],
         config: file.to_path_buf(),
         data_addresses,

@@ -276,6 +276,11 @@ fn enroll_with_token(pki: &Path, addr: &str, token: &str, node: &str) {
             bootstrap_token: token.to_owned(),
             csr_pem: kc.csr_pem.clone(),
             node_name: node.to_owned(),
+            // An undeclared node must be given its roles.
+            node: Some(ferrofab_proto::v1::NodeSpec {
+                roles: vec![ferrofab_proto::v1::NodeRole::Workstation as i32],
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let mut anon = connect(None).await;

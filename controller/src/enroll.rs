@@ -12,13 +12,13 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferrofab_pki::{Ca, Identity, PkiDir, Token, TokenError, TokenRecord, Validity};
+use ferrofab_pki::{Ca, CaPin, Identity, PkiDir, Token, TokenError, TokenRecord, Validity};
 use ferrofab_proto::v1::CreateBootstrapTokenResponse;
 use tracing::info;
 
 use crate::api::Shared;
 use crate::error::ApiError;
-use crate::store::{Txn, TxnResult};
+use crate::store::{Revision, Txn, TxnResult};
 
 /// Store prefix of token records.
 const TOKEN_PREFIX: &str = "tokens/";
@@ -54,6 +54,12 @@ impl Signer {
         self.ca.cert_pem()
     }
 
+    /// The pin printed in tokens, so nodes can trust this CA without a file.
+    pub fn ca_pin(&self) -> Result<CaPin, ApiError> {
+        CaPin::of_pem(self.ca.cert_pem().as_bytes())
+            .map_err(|e| ApiError::Internal(format!("cannot pin the CA certificate: {e}")))
+    }
+
     /// Issues a `node:NAME` certificate for the CSR's key.
     ///
     /// Validity is measured on the real clock even under the test-only
@@ -83,6 +89,8 @@ fn record_key(id: &str) -> String {
 }
 
 /// Mints a token for `node`; `ttl` 0 means the PKI default (one hour).
+/// With enrollment enabled the token carries the CA pin, so that
+/// `ferrofab-agent enroll` needs nothing but the token and the address.
 pub async fn create_token(
     s: &Shared,
     node: &str,
@@ -99,6 +107,10 @@ pub async fn create_token(
     s.commit(Txn::new().when(key.clone(), 0).put(key, value))
         .await?;
     info!(%node, token_id = %record.id, expires_at = record.expires_at, "bootstrap token created");
+    let token = match &s.signer {
+        Some(signer) => token.with_ca_pin(signer.ca_pin()?),
+        None => token,
+    };
     Ok(CreateBootstrapTokenResponse {
         token: token.to_string(),
         expires_at: Some(prost_types::Timestamp {
@@ -108,23 +120,59 @@ pub async fn create_token(
     })
 }
 
-/// Verifies `presented` for `node` and marks it used, atomically.
-pub async fn consume_token(s: &Shared, presented: &str, node: &str) -> Result<(), ApiError> {
-    let denied = |why: String| ApiError::Denied {
-        identity: format!("bootstrap token for node:{node}"),
+fn denied(node: &str, why: String) -> ApiError {
+    let who = if node.is_empty() {
+        "bootstrap token".to_owned()
+    } else {
+        format!("bootstrap token for node:{node}")
+    };
+    ApiError::Denied {
+        identity: who,
         action: "Enroll".into(),
         reason: why,
-    };
+    }
+}
+
+/// The stored record of a presented token, with its store revision.
+fn lookup(
+    s: &Shared,
+    presented: &str,
+    node: &str,
+) -> Result<(Token, TokenRecord, Revision), ApiError> {
     let token: Token = presented
         .parse()
-        .map_err(|e: TokenError| denied(e.to_string()))?;
-    let key = record_key(token.id());
+        .map_err(|e: TokenError| denied(node, e.to_string()))?;
     let kv = s
         .store
-        .get(&key)?
-        .ok_or_else(|| denied(TokenError::Mismatch.to_string()))?;
-    let mut rec: TokenRecord =
+        .get(&record_key(token.id()))?
+        .ok_or_else(|| denied(node, TokenError::Mismatch.to_string()))?;
+    let rec: TokenRecord =
         serde_json::from_slice(&kv.value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((token, rec, kv.mod_revision))
+}
+
+/// The node a presented token was minted for, after checking the token
+/// (secret, expiry, not used) without consuming it. `requested` is the
+/// caller's node name, empty for "the token's node"; a different name is
+/// refused. Lets Enroll check its request before burning the token.
+pub fn token_node(s: &Shared, presented: &str, requested: &str) -> Result<String, ApiError> {
+    let (token, rec, _) = lookup(s, presented, requested)?;
+    rec.verify_at(&token, system_time(s.clock.now()))
+        .map_err(|e| denied(requested, e.to_string()))?;
+    if !requested.is_empty() && rec.node != requested {
+        return Err(denied(
+            requested,
+            format!("bootstrap token was minted for node {:?}", rec.node),
+        ));
+    }
+    Ok(rec.node)
+}
+
+/// Verifies `presented` for `node` and marks it used, atomically.
+pub async fn consume_token(s: &Shared, presented: &str, node: &str) -> Result<(), ApiError> {
+    let denied = |why: String| denied(node, why);
+    let (token, mut rec, revision) = lookup(s, presented, node)?;
+    let key = record_key(token.id());
     let minted_for = rec
         .consume_at(&token, system_time(s.clock.now()))
         .map_err(|e| denied(e.to_string()))?
@@ -136,11 +184,7 @@ pub async fn consume_token(s: &Shared, presented: &str, node: &str) -> Result<()
     }
     let value = serde_json::to_vec(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
     match s
-        .commit(
-            Txn::new()
-                .when(key.clone(), kv.mod_revision)
-                .put(key, value),
-        )
+        .commit(Txn::new().when(key.clone(), revision).put(key, value))
         .await?
     {
         TxnResult::Committed { .. } => Ok(()),

@@ -284,3 +284,73 @@ async fn bootstrap_token_enrolls_once_and_node_renews() {
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("tenant:lab"), "{}", e.message());
 }
+
+/// The one-step enrollment: the token carries the CA pin, the request
+/// names no node and no roles; the controller signs for the token's node
+/// and keeps the declared roles. Refusals happen before the token burns.
+#[tokio::test]
+async fn enroll_without_node_name_or_roles_uses_the_token_and_declared_node() {
+    let ctl = Controller::start();
+    let mut admin = ctl.admin().await;
+    let mint = |node: &'static str| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .create_bootstrap_token(CreateBootstrapTokenRequest {
+                    node: node.into(),
+                    ttl_seconds: 600,
+                })
+                .await
+                .expect("token")
+                .into_inner()
+                .token
+        }
+    };
+    let tok = mint("s9").await;
+    let parsed: ferrofab_pki::Token = tok.parse().expect("token parses");
+    let pin = parsed.ca_pin().expect("token carries the CA pin");
+    let ca_der = ferrofab_pki::first_cert_from_pem("ca", ctl.pki.ca_cert.as_bytes()).expect("ca");
+    assert!(pin.matches(&ca_der), "pin is not the controller's CA");
+
+    let mut anon = AgentServiceClient::new(ctl.anonymous_channel().await);
+    let req = EnrollRequest {
+        bootstrap_token: tok.clone(),
+        csr_pem: key_and_csr("node:placeholder").csr_pem,
+        node_name: String::new(),
+        node: Some(NodeSpec::default()),
+        labels: Default::default(),
+    };
+    // Undeclared node, no roles: refused, naming --roles; token not burned.
+    let e = anon.enroll(req.clone()).await.expect_err("no roles");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("--roles"), "{}", e.message());
+    // Another node's name: refused.
+    let e = anon
+        .enroll(EnrollRequest {
+            node_name: "s10".into(),
+            ..req.clone()
+        })
+        .await
+        .expect_err("wrong node");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("s9"), "{}", e.message());
+
+    // Declared with roles and an address: enrollment keeps both.
+    let declared = storage_node("s9", 4420);
+    admin
+        .create_node(CreateNodeRequest {
+            node: Some(declared.clone()),
+        })
+        .await
+        .expect("declare");
+    let resp = anon.enroll(req).await.expect("enroll").into_inner();
+    assert_eq!(
+        identity_of(&resp.certificate_pem),
+        Some(ferrofab_pki::Identity::Node("s9".into()))
+    );
+    let node = resp.node.expect("node");
+    let spec = node.spec.expect("spec");
+    let want = declared.spec.expect("declared spec");
+    assert_eq!(spec.roles, want.roles);
+    assert_eq!(spec.data_addresses, want.data_addresses);
+}

@@ -44,6 +44,20 @@ pub fn first_cert_from_pem(what: &str, pem: &[u8]) -> Result<Vec<u8>, PkiError> 
     Ok(certs.swap_remove(0))
 }
 
+/// One certificate (DER) as a PEM document, 64 columns per line, so that
+/// a certificate learned from a handshake can be written as a CA file.
+pub fn cert_der_to_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {CERT_LABEL}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {CERT_LABEL}-----\n"));
+    out
+}
+
 /// Parses DER fully, insisting nothing trails the certificate.
 pub(crate) fn parse_der<'a>(what: &str, der: &'a [u8]) -> Result<X509Certificate<'a>, PkiError> {
     let (rest, cert) =

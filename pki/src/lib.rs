@@ -20,11 +20,11 @@ pub mod token;
 pub mod validity;
 
 pub use ca::{Ca, IssuedCert, DEFAULT_SERVER_SANS};
-pub use cert::{certs_from_pem, first_cert_from_pem, CertInfo};
+pub use cert::{cert_der_to_pem, certs_from_pem, first_cert_from_pem, CertInfo};
 pub use csr::{csr_for_key, generate_key_and_csr, KeyAndCsr};
 pub use error::PkiError;
 pub use identity::{validate_name, Identity};
 pub use layout::{init, issue_to_dir, InitOptions, PkiDir};
 pub use tls::{load_client_tls, load_server_tls, ClientTlsPem, ServerTlsPem};
-pub use token::{Token, TokenError, TokenRecord};
+pub use token::{CaPin, Token, TokenError, TokenRecord};
 pub use validity::{format_duration, parse_duration, Validity};

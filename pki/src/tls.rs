@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::cert::{first_cert_from_pem, parse_der};
+use crate::cert::{cert_der_to_pem, certs_from_pem, first_cert_from_pem, parse_der};
 use crate::keys::{key_matches, parse_key_pem};
 use crate::layout::{display, read_file, warn_if_key_exposed, PkiDir};
 use crate::validity::unix_seconds;
@@ -54,6 +54,10 @@ impl std::fmt::Debug for ClientTlsPem {
 
 /// Loads `server.crt`, `server.key` and `ca.crt` from a `pki init`
 /// directory.
+///
+/// The served chain always ends with the CA certificate: a node enrolling
+/// with only a pinned token learns the CA from the handshake (see
+/// [`crate::CaPin`]), so the CA must be in what the server presents.
 pub fn load_server_tls(dir: &Path) -> Result<ServerTlsPem, PkiError> {
     let layout = PkiDir::new(dir);
     let pair = load_checked(
@@ -61,11 +65,26 @@ pub fn load_server_tls(dir: &Path) -> Result<ServerTlsPem, PkiError> {
         &layout.server_cert(),
         &layout.server_key(),
     )?;
+    let cert = chain_with_ca(&display(&layout.server_cert()), pair.cert, &pair.ca)?;
     Ok(ServerTlsPem {
-        cert: pair.cert,
+        cert,
         key: pair.key,
         client_ca: pair.ca,
     })
+}
+
+/// `chain` (PEM) with the CA's first certificate appended unless the chain
+/// already contains it.
+fn chain_with_ca(what: &str, mut chain: Vec<u8>, ca: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let ca_der = first_cert_from_pem("CA certificate", ca)?;
+    if certs_from_pem(what, &chain)?.contains(&ca_der) {
+        return Ok(chain);
+    }
+    if !chain.ends_with(b"\n") {
+        chain.push(b'\n');
+    }
+    chain.extend_from_slice(cert_der_to_pem(&ca_der).as_bytes());
+    Ok(chain)
 }
 
 /// Loads a client's CA, certificate and key, checking the certificate
@@ -163,6 +182,13 @@ mod tests {
         init(tmp.path(), &InitOptions::default()).unwrap();
         let s = load_server_tls(tmp.path()).unwrap();
         assert!(!s.key.is_empty());
+        // The served chain is leaf + CA, and the CA is not appended twice.
+        let chain = certs_from_pem("chain", &s.cert).unwrap();
+        let ca_der = first_cert_from_pem("ca", &s.client_ca).unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[1], ca_der);
+        let again = chain_with_ca("chain", s.cert.clone(), &s.client_ca).unwrap();
+        assert_eq!(again, s.cert);
         let ca = PkiDir::new(tmp.path()).load_ca().unwrap();
         let (c, k) = issue_to_dir(&ca, &Identity::Admin, hour(), tmp.path(), false).unwrap();
         let l = PkiDir::new(tmp.path());

@@ -4,6 +4,14 @@
 //! presents it once to get its first certificate. Only a SHA-256 hash of the
 //! secret is stored, so a leaked controller store does not leak usable
 //! tokens. Storage is the controller's business: this module is pure.
+//!
+//! A token may also carry a pin of the controller's CA certificate
+//! (`fft1.<id>.<secret>.<pin>`, pin = base64url(SHA-256(CA cert DER)),
+//! like a discovery-token CA hash): a node holding only the token and the
+//! controller's address can then learn the CA from the TLS handshake and
+//! trust it only if it hashes to the pin. The pin is not secret and takes
+//! no part in the controller's check, which sees only id and secret; a
+//! three-part token (no pin) stays valid, the node then needs the CA file.
 
 use std::fmt;
 use std::str::FromStr;
@@ -47,12 +55,16 @@ pub enum TokenError {
         /// Node the token was for.
         node: String,
     },
+    /// The CA pin part is not base64url of 32 bytes.
+    #[error("malformed CA pin in bootstrap token: {0}")]
+    BadPin(&'static str),
     /// The requested time to live is zero or absurd.
     #[error("invalid token TTL: {0}")]
     InvalidTtl(&'static str),
 }
 
-/// A bootstrap token as handed to the operator: `fft1.<id>.<secret>`.
+/// A bootstrap token as handed to the operator: `fft1.<id>.<secret>`,
+/// optionally followed by `.<pin>` (see [`CaPin`]).
 ///
 /// `Display` reveals the secret (that is how it is shown once); `Debug`
 /// does not.
@@ -60,6 +72,65 @@ pub enum TokenError {
 pub struct Token {
     id: String,
     secret: [u8; SECRET_BYTES],
+    ca_pin: Option<CaPin>,
+}
+
+/// SHA-256 of a CA certificate's DER encoding; written base64url without
+/// padding. It lets a node recognise the controller's CA among the
+/// certificates of an unauthenticated handshake.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct CaPin([u8; 32]);
+
+impl CaPin {
+    /// The pin of one certificate (DER).
+    pub fn of_der(der: &[u8]) -> Self {
+        CaPin(Sha256::digest(der).into())
+    }
+
+    /// The pin of the first certificate of a PEM document.
+    pub fn of_pem(pem: &[u8]) -> Result<Self, PkiError> {
+        Ok(Self::of_der(&crate::first_cert_from_pem(
+            "CA certificate",
+            pem,
+        )?))
+    }
+
+    /// Whether `der` is the pinned certificate (constant time, although the
+    /// pin is not secret: it costs nothing).
+    pub fn matches(&self, der: &[u8]) -> bool {
+        bool::from(Self::of_der(der).0.ct_eq(&self.0))
+    }
+
+    /// The first certificate of `chain` that is the pinned one.
+    pub fn find_in<'a, C: AsRef<[u8]> + ?Sized + 'a>(
+        &self,
+        chain: impl IntoIterator<Item = &'a C>,
+    ) -> Option<&'a [u8]> {
+        chain
+            .into_iter()
+            .map(AsRef::as_ref)
+            .find(|der| self.matches(der))
+    }
+}
+
+impl fmt::Display for CaPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl FromStr for CaPin {
+    type Err = TokenError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| TokenError::BadPin("not base64url"))?;
+        let pin: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| TokenError::BadPin("not a SHA-256 (32 bytes)"))?;
+        Ok(CaPin(pin))
+    }
 }
 
 /// What the controller stores for a token; contains no secret.
@@ -104,6 +175,7 @@ impl Token {
         let token = Token {
             id: URL_SAFE_NO_PAD.encode(id),
             secret,
+            ca_pin: None,
         };
         let record = TokenRecord {
             id: token.id.clone(),
@@ -118,6 +190,17 @@ impl Token {
     /// The public id, for looking up the record.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The same token carrying `pin`, for printing to the operator.
+    pub fn with_ca_pin(mut self, pin: CaPin) -> Self {
+        self.ca_pin = Some(pin);
+        self
+    }
+
+    /// The CA pin, if the token carries one.
+    pub fn ca_pin(&self) -> Option<CaPin> {
+        self.ca_pin
     }
 
     fn hash(&self) -> [u8; 32] {
@@ -201,7 +284,11 @@ impl fmt::Display for Token {
             "{TOKEN_PREFIX}.{}.{}",
             self.id,
             URL_SAFE_NO_PAD.encode(self.secret)
-        )
+        )?;
+        match &self.ca_pin {
+            Some(pin) => write!(f, ".{pin}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -210,6 +297,7 @@ impl fmt::Debug for Token {
         f.debug_struct("Token")
             .field("id", &self.id)
             .field("secret", &"<redacted>")
+            .field("ca_pin", &self.ca_pin.map(|p| p.to_string()))
             .finish()
     }
 }
@@ -219,10 +307,16 @@ impl FromStr for Token {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut parts = s.trim().split('.');
-        let (Some(prefix), Some(id), Some(secret), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed("expected fft1.<id>.<secret>"));
+        let (Some(prefix), Some(id), Some(secret), pin, None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(TokenError::Malformed(
+                "expected fft1.<id>.<secret>[.<ca-pin>]",
+            ));
         };
         if prefix != TOKEN_PREFIX {
             return Err(TokenError::Malformed("unknown token version"));
@@ -238,9 +332,11 @@ impl FromStr for Token {
             .map_err(|_| TokenError::Malformed("bad secret encoding"))?
             .try_into()
             .map_err(|_| TokenError::Malformed("bad secret length"))?;
+        let ca_pin = pin.map(str::parse).transpose()?;
         Ok(Token {
             id: id.to_owned(),
             secret,
+            ca_pin,
         })
     }
 }
@@ -278,6 +374,7 @@ mod tests {
         let forged = Token {
             id: r.id.clone(),
             secret: other.secret,
+            ca_pin: None,
         };
         assert_eq!(r.verify_at(&forged, now), Err(TokenError::Mismatch));
     }
@@ -313,7 +410,7 @@ mod tests {
             "fft1.a.b",
             "fft2.AAAAAAAAAAAA.AAAA",
             "fft1..x",
-            "fft1.AAAAAAAAAAAA.x.y",
+            "fft1.AAAAAAAAAAAA.x.y.z",
         ] {
             assert!(s.parse::<Token>().is_err(), "{s:?} accepted");
         }
@@ -333,5 +430,48 @@ mod tests {
         let j = serde_json::to_string(&r).unwrap();
         let back: TokenRecord = serde_json::from_str(&j).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn pinned_token_round_trips_and_verifies_on_id_and_secret_only() {
+        let (t, r, now) = fresh();
+        let pin = CaPin::of_der(b"some CA");
+        let pinned = t.clone().with_ca_pin(pin);
+        let s = pinned.to_string();
+        assert_eq!(s.split('.').count(), 4, "{s}");
+        assert!(s.starts_with(&t.to_string()), "{s}");
+        let parsed: Token = s.parse().unwrap();
+        assert_eq!(parsed.ca_pin(), Some(pin));
+        assert_eq!(parsed, pinned);
+        r.verify_at(&parsed, now).unwrap();
+        // A three-part token parses without a pin and still verifies.
+        let plain: Token = t.to_string().parse().unwrap();
+        assert_eq!(plain.ca_pin(), None);
+        r.verify_at(&plain, now).unwrap();
+    }
+
+    #[test]
+    fn bad_pin_rejected() {
+        let (t, _, _) = fresh();
+        let base = t.to_string();
+        let short = URL_SAFE_NO_PAD.encode([0u8; 31]);
+        for pin in ["", "!!!", short.as_str()] {
+            let e = format!("{base}.{pin}").parse::<Token>().unwrap_err();
+            assert!(matches!(e, TokenError::BadPin(_)), "{pin:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn pin_finds_its_certificate_in_a_chain() {
+        let ca = b"ca der".to_vec();
+        let leaf = b"leaf der".to_vec();
+        let pin = CaPin::of_der(&ca);
+        assert!(pin.matches(&ca) && !pin.matches(&leaf));
+        let chain = vec![leaf.clone(), ca.clone()];
+        assert_eq!(pin.find_in(&chain), Some(ca.as_slice()));
+        assert_eq!(pin.find_in(&chain[..1]), None);
+        let text = pin.to_string();
+        assert_eq!(text.parse::<CaPin>().unwrap(), pin);
+        assert_eq!(text.len(), 43);
     }
 }

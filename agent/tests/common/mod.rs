@@ -48,49 +48,54 @@ const INHERITED_FROM_CARGO: &[&str] = &[
 /// its path in this test's target directory.
 pub fn controller_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>")
-            .to_path_buf();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-p",
-            "ferrofab-controller",
-            "--bin",
-            "ferrofab-controller",
-        ])
+    BIN.get_or_init(|| workspace_bin("ferrofab-controller", "ferrofab-controller"))
+        .clone()
+}
+
+/// The `ferrofab` CLI binary, built once like [`controller_bin`].
+pub fn cli_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("ferrofab-cli", "ferrofab"))
+        .clone()
+}
+
+/// Builds binary `bin` of workspace package `package` into this test's
+/// target directory and profile, and returns its path.
+fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf();
+    let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", package, "--bin", bin])
         .env("CARGO_TARGET_DIR", &target_dir);
-        // Variables cargo set for this test process describe this test
-        // target; passed on, they make build scripts that track them
-        // (ring's) rebuild for every test binary in turn.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if INHERITED_FROM_CARGO.iter().any(|p| k.starts_with(p)) {
-                cmd.env_remove(k.as_ref());
-            }
+    // Variables cargo set for this test process describe this test
+    // target; passed on, they make build scripts that track them
+    // (ring's) rebuild for every test binary in turn.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if INHERITED_FROM_CARGO.iter().any(|p| k.starts_with(p)) {
+            cmd.env_remove(k.as_ref());
         }
-        // A bench target (run with --bench) shares its dependencies'
-        // artifacts with the `bench` profile, a release test with `release`.
-        if std::env::args().any(|a| a == "--bench") {
-            cmd.args(["--profile", "bench"]);
-        } else if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-            cmd.arg("--release");
-        }
-        let st = cmd
-            .status()
-            .expect("running cargo build for the controller");
-        assert!(st.success(), "building ferrofab-controller failed");
-        let bin = profile_dir.join("ferrofab-controller");
-        assert!(bin.is_file(), "no controller binary at {}", bin.display());
-        bin
-    })
-    .clone()
+    }
+    // A bench target (run with --bench) shares its dependencies'
+    // artifacts with the `bench` profile, a release test with `release`.
+    if std::env::args().any(|a| a == "--bench") {
+        cmd.args(["--profile", "bench"]);
+    } else if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+        cmd.arg("--release");
+    }
+    let st = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo build for {bin}: {e}"));
+    assert!(st.success(), "building {bin} failed");
+    let path = profile_dir.join(bin);
+    assert!(path.is_file(), "no {bin} binary at {}", path.display());
+    path
 }
 
 pub fn agent_bin() -> &'static str {
@@ -285,6 +290,17 @@ impl AgentProc {
         cfg.resync_interval = "2s".into();
         cfg.metrics_listen = Some(format!("127.0.0.1:{metrics_port}").parse().expect("addr"));
         std::fs::write(&config, cfg.to_toml().expect("toml")).expect("write config");
+        Self::start(name, dir, config, data_port, metrics_port)
+    }
+
+    /// Starts `ferrofab-agent run` for an enrolled node's `config`.
+    pub fn start(
+        name: &str,
+        dir: PathBuf,
+        config: PathBuf,
+        data_port: u16,
+        metrics_port: u16,
+    ) -> Self {
         let mut a = AgentProc {
             name: name.into(),
             dir,

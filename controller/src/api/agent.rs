@@ -62,9 +62,16 @@ fn cond(
 }
 
 impl Agent {
+    /// Exchanges a bootstrap token and a CSR for a certificate of the
+    /// token's node. An empty `node_name` means "the token's node"; a
+    /// non-empty one must be it. Everything that can refuse the request is
+    /// checked before the token is consumed, so a mistake (a missing
+    /// `--roles`) does not burn it.
     async fn enroll_inner(&self, r: EnrollRequest) -> Result<EnrollResponse, ApiError> {
         let s = &self.s;
-        validate_name("node_name", &r.node_name)?;
+        if !r.node_name.is_empty() {
+            validate_name("node_name", &r.node_name)?;
+        }
         let signer = s.signer.as_ref().ok_or_else(|| {
             ApiError::FailedPrecondition(
                 "enrollment is disabled on this controller (pki.enrollment = false in its config)"
@@ -76,15 +83,52 @@ impl Agent {
             validate_nqn("node.host_nqn", &spec.host_nqn)?;
         }
         crate::resource::validate_labels("labels", &r.labels)?;
-        enroll::consume_token(s, &r.bootstrap_token, &r.node_name).await?;
-        let cert = signer.sign(&r.csr_pem, &r.node_name)?;
-        let node = self.register(&r.node_name, spec, r.labels).await?;
-        info!(node = %r.node_name, "node enrolled");
+        let name = enroll::token_node(s, &r.bootstrap_token, &r.node_name)?;
+        let spec = self.spec_for(&name, spec)?;
+        enroll::consume_token(s, &r.bootstrap_token, &name).await?;
+        let cert = signer.sign(&r.csr_pem, &name)?;
+        let node = self.register(&name, spec, r.labels).await?;
+        info!(node = %name, "node enrolled");
         Ok(EnrollResponse {
             certificate_pem: cert,
             ca_certificate_pem: signer.ca_pem().to_string(),
             node: Some(node),
         })
+    }
+
+    /// The spec to register: roles and data addresses the request leaves
+    /// empty are kept from the existing Node (nodes are often declared in a
+    /// layout before they enroll). A node that does not exist yet needs
+    /// roles from the request.
+    fn spec_for(&self, name: &str, mut spec: NodeSpec) -> Result<NodeSpec, ApiError> {
+        let current = self
+            .s
+            .cache
+            .read()
+            .nodes
+            .get(name)
+            .and_then(|n| n.spec.clone());
+        match current {
+            Some(cur) => {
+                if spec.roles.is_empty() {
+                    spec.roles = cur.roles;
+                }
+                if spec.data_addresses.is_empty() {
+                    spec.data_addresses = cur.data_addresses;
+                }
+            }
+            None if spec.roles.is_empty() => {
+                return Err(ApiError::invalid(
+                    "node.roles",
+                    format!(
+                        "node {name:?} is not declared yet, so its roles must be given \
+                         (ferrofab-agent enroll --roles storage|workstation)"
+                    ),
+                ));
+            }
+            None => {}
+        }
+        Ok(spec)
     }
 
     /// A new certificate for the caller's own node identity. Only a node
