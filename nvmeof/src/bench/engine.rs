@@ -10,7 +10,7 @@
 //! so verify prefill and the final read-back pass are never counted.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -88,6 +88,16 @@ struct Shared {
     counters: Arc<Counters>,
     start_gate: Barrier,
     end_gate: Barrier,
+    /// When the main phase began: set by the first thread past the start
+    /// gate, so the workers' deadline and the reported elapsed time start
+    /// at the same instant even if one thread is scheduled late.
+    began: OnceLock<Instant>,
+}
+
+impl Shared {
+    fn began(&self) -> Instant {
+        *self.began.get_or_init(Instant::now)
+    }
 }
 
 /// Split a byte limit into per-worker I/O counts in proportion to the
@@ -143,6 +153,7 @@ pub fn run(target: Target, params: &JobParams, opts: &RunOptions) -> Result<JobR
         counters: Arc::clone(&counters),
         start_gate: Barrier::new(queues.len() + 1),
         end_gate: Barrier::new(queues.len() + 1),
+        began: OnceLock::new(),
     };
     let workers = queues.len() as u32;
     tracing::debug!(workers, units = region.units, "starting job");
@@ -159,8 +170,8 @@ pub fn run(target: Target, params: &JobParams, opts: &RunOptions) -> Result<JobR
             })
             .collect();
         shared.start_gate.wait();
+        let (t0, c0) = (shared.began(), CpuTimes::process());
         let progress = Progress::start(progress_label, Arc::clone(&counters), opts.progress);
-        let (t0, c0) = (Instant::now(), CpuTimes::process());
         shared.end_gate.wait();
         let (elapsed, cpu) = (t0.elapsed(), CpuTimes::process().since(c0));
         progress.finish();
@@ -333,9 +344,10 @@ impl<'a> Worker<'a> {
         }
         self.shared.start_gate.wait();
         if status.is_ok() {
+            let began = self.shared.began();
             let deadline = match p.limit {
-                Limit::Time(d) => Instant::now() + d,
-                Limit::Bytes(_) => Instant::now(),
+                Limit::Time(d) => began + d,
+                Limit::Bytes(_) => began,
             };
             status = self.drive(Phase::Main, deadline);
         }
