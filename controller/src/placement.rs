@@ -210,23 +210,20 @@ fn choose_pool(objs: &Objects, res: &[Reservation], req: &Request) -> Result<Str
     })
 }
 
-/// The refusal a tenant gets: the same status code, the request's own
-/// figures, nothing about pools beyond the name the tenant gave.
-fn redact(e: ApiError, req: &Request) -> ApiError {
+/// The refusal a tenant gets: the request's own figures and nothing about
+/// pools beyond the name the tenant gave. One code and one message for
+/// every cause (missing, full, down, no match), so the refusal does not
+/// tell which pools exist or what state they are in.
+fn redact(_detailed: ApiError, req: &Request) -> ApiError {
     let size = format_size(req.bytes);
-    match (e, &req.pool) {
-        (e @ ApiError::Invalid { .. }, _) => e,
-        (ApiError::FailedPrecondition(_), _) => ApiError::FailedPrecondition(
-            "no pool your tenant may use matches the volume's pool selector; ask an administrator"
-                .into(),
+    ApiError::Exhausted(match &req.pool {
+        Some(pool) => format!(
+            "pool {pool:?} has no capacity available to your tenant for {size}; ask an administrator"
         ),
-        (_, Some(pool)) => ApiError::Exhausted(format!(
-            "pool {pool:?} has no capacity available for {size} for your tenant; ask an administrator"
-        )),
-        (_, None) => ApiError::Exhausted(format!(
+        None => format!(
             "no capacity available for {size} in the pools your tenant may use; ask an administrator"
-        )),
-    }
+        ),
+    })
 }
 
 fn choose_pool_detailed(
@@ -429,11 +426,18 @@ mod tests {
         }
         r.selector = Selector::parse("tier=none").expect("selector");
         let e = a.reserve(&o, &r).err().expect("no match");
-        assert!(matches!(e, ApiError::FailedPrecondition(_)), "{e}");
-        assert!(!e.to_string().contains("pools exist"), "{e}");
+        assert_eq!(e.to_string(), msg, "no match reads as no capacity");
         r.pool = Some("a".into());
         let e = a.reserve(&o, &r).err().expect("explicit pool full");
         let msg = e.to_string();
         assert!(msg.contains("\"a\"") && !msg.contains("10GiB"), "{msg}");
+        r.pool = Some("zz".into());
+        let e = a.reserve(&o, &r).err().expect("explicit pool missing");
+        assert!(matches!(e, ApiError::Exhausted(_)), "{e}");
+        assert_eq!(
+            e.to_string().replace("zz", "a"),
+            msg,
+            "missing reads as full"
+        );
     }
 }

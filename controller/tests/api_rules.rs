@@ -513,5 +513,23 @@ async fn tenant_placement_refusals_name_no_pool_capacity_or_node() {
         })
         .await
         .expect_err("no match");
+    assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(!e.message().contains("pools exist"), "{}", e.message());
+    // A pool that does not exist reads like a full one.
+    let full = lab
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("big", "lab", "8TiB", "p1")),
+            dry_run: false,
+        })
+        .await
+        .expect_err("full");
+    let missing = lab
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("big", "lab", "8TiB", "nope")),
+            dry_run: false,
+        })
+        .await
+        .expect_err("missing pool");
+    assert_eq!(missing.code(), full.code());
+    assert_eq!(missing.message().replace("nope", "p1"), full.message());
 }
