@@ -533,3 +533,55 @@ async fn tenant_placement_refusals_name_no_pool_capacity_or_node() {
     assert_eq!(missing.code(), full.code());
     assert_eq!(missing.message().replace("nope", "p1"), full.message());
 }
+
+/// A dry run judges a step against the store only when nothing earlier in
+/// the same layout changes what the step reads: raising a quota and adding
+/// the volume that needs it is not refused by the dry run.
+#[tokio::test]
+async fn dry_run_does_not_refuse_what_the_layout_itself_enables() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    basic_layout(&mut c).await;
+    c.update_tenant(UpdateTenantRequest {
+        tenant: Some(tenant("lab", "1GiB", 0, &["ws1"])),
+    })
+    .await
+    .expect("small quota");
+    let layout = Layout {
+        tenants: vec![tenant("lab", "10GiB", 0, &["ws1"])],
+        volumes: vec![volume("big", "lab", "4GiB", "p1")],
+        ..Default::default()
+    };
+    for dry_run in [true, false] {
+        c.apply(ApplyRequest {
+            layout: Some(layout.clone()),
+            dry_run,
+            prune: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("dry_run={dry_run}: {}", e.message()));
+    }
+    // Without the quota raise, the dry run refuses the volume like
+    // CreateVolume does.
+    let mut l2 = layout.clone();
+    l2.tenants.clear();
+    l2.volumes = vec![volume("bigger", "lab", "8GiB", "p1")];
+    let typed = c
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("bigger", "lab", "8GiB", "p1")),
+            dry_run: true,
+        })
+        .await
+        .expect_err("over quota");
+    assert_eq!(typed.code(), Code::ResourceExhausted);
+    let e = c
+        .apply(ApplyRequest {
+            layout: Some(l2),
+            dry_run: true,
+            prune: false,
+        })
+        .await
+        .expect_err("dry run over quota");
+    assert_eq!(e.code(), typed.code());
+    assert!(e.message().ends_with(typed.message()), "{}", e.message());
+}
