@@ -225,10 +225,13 @@ capacity = "100GiB"
     enroll_with_token(&pki, &ctl.addr, token.trim(), "stor-2");
 
     // Diffs show enum names and addresses as written, not wire numbers.
-    let changed = std::fs::read_to_string(&layout)
-        .unwrap()
+    let original = std::fs::read_to_string(&layout).unwrap();
+    let changed = original
         .replace("127.0.0.1:4420", "127.0.0.1:4421")
-        .replace("backing = \"directory\"", "backing = \"block-device\"");
+        .replace(
+            "capacity = \"100GiB\"",
+            "capacity = \"100GiB\"\nreclaim_policy = \"retain\"",
+        );
     std::fs::write(&layout, changed).unwrap();
     let plan = ok(&run(&["apply", "-f", l, "--dry-run"]));
     assert!(
@@ -236,8 +239,18 @@ capacity = "100GiB"
         "{plan}"
     );
     assert!(
-        plan.contains("spec.backing.kind: directory -> block-device"),
+        plan.contains("spec.reclaim_policy: delete -> retain"),
         "{plan}"
+    );
+    // A pool's backing is immutable: the dry run refuses it as UpdatePool
+    // would (it used to show the change, and Apply used to make it).
+    let moved = original.replace("backing = \"directory\"", "backing = \"block-device\"");
+    std::fs::write(&layout, moved).unwrap();
+    let e = fails(&run(&["apply", "-f", l, "--dry-run"]));
+    assert!(
+        e.contains("apply stopped at pool \"fast\": invalid spec.backing")
+            && e.contains("immutable"),
+        "{e}"
     );
 
     let e = fails(&run(&["volume", "get", "nope"]));

@@ -1,19 +1,28 @@
 //! Declarative Apply: compares a whole layout with the store, reports a
-//! field-level diff and (unless dry_run) performs it through the same write
-//! paths as the typed RPCs, so validation, placement, quotas and
-//! authorization are identical.
+//! field-level diff and performs it through the very per-kind operations
+//! the typed RPCs call (`Admin::create_*_inner`, `update_*_inner`,
+//! `delete_*`), so validation, immutability, placement, quotas and
+//! authorization are one code path: a refusal carries the typed RPC's
+//! status code and message, prefixed with the step.
+//!
+//! A dry run runs every step through the same operations without writing.
+//! A step whose checks read an object that an earlier step of the same
+//! layout creates, changes or deletes cannot be judged against the store
+//! (the pool of a node the layout adds, a volume under a quota the layout
+//! raises); such steps are checked when the layout is applied.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferrofab_proto::v1::{
     watch_event::Object, ApplyRequest, ApplyResponse, DiffAction, FieldChange, Kind, ObjectDiff,
+    Volume,
 };
 
 use crate::api::admin::Admin;
-use crate::cache::Stored;
+use crate::cache::{Objects, Stored};
 use crate::error::ApiError;
 use crate::identity::Identity;
-use crate::resource::owned_fields;
+use crate::resource::{owned_fields, Resource};
 
 /// One planned step.
 struct Step {
@@ -97,21 +106,101 @@ fn plan_prune<R: Stored>(admin: &Admin, wanted: &[R], steps: &mut Vec<Step>) {
     }
 }
 
-async fn execute(admin: &Admin, id: &Identity, step: Step) -> Result<(), ApiError> {
+/// What a step's checks read besides its own object, as (kind, name);
+/// an empty name stands for every object of the kind (a volume placed by
+/// selector may land on any pool).
+fn references(objs: &Objects, layout_volumes: &[Volume], obj: &Object) -> Vec<(Kind, String)> {
+    match obj {
+        Object::Tenant(_) | Object::Node(_) => Vec::new(),
+        Object::Pool(p) => {
+            vec![(Kind::Node, p.spec.clone().unwrap_or_default().node)]
+        }
+        Object::Volume(v) => {
+            let spec = v.spec.clone().unwrap_or_default();
+            vec![(Kind::Tenant, spec.tenant), (Kind::Pool, spec.pool)]
+        }
+        Object::Attachment(a) => {
+            let spec = a.spec.clone().unwrap_or_default();
+            let tenant = layout_volumes
+                .iter()
+                .find(|v| v.name() == spec.volume)
+                .or_else(|| objs.volumes.get(&spec.volume))
+                .and_then(|v| v.spec.as_ref())
+                .map(|s| s.tenant.clone())
+                .unwrap_or_default();
+            vec![
+                (Kind::Volume, spec.volume),
+                (Kind::Node, spec.node),
+                (Kind::Tenant, tenant),
+            ]
+        }
+    }
+}
+
+/// Kinds whose objects may keep an object of `kind` from being deleted.
+fn referrers(kind: Kind) -> &'static [Kind] {
+    match kind {
+        Kind::Node => &[Kind::Pool, Kind::Attachment],
+        Kind::Pool | Kind::Tenant => &[Kind::Volume],
+        Kind::Volume => &[Kind::Attachment],
+        Kind::Attachment | Kind::Unspecified => &[],
+    }
+}
+
+/// Which steps a dry run can judge against the store; see the module docs.
+fn checkable(admin: &Admin, steps: &[Step], layout_volumes: &[Volume]) -> Vec<bool> {
+    let changed: BTreeSet<(i32, &str)> = steps
+        .iter()
+        .filter(|s| s.diff.action != DiffAction::Unchanged as i32)
+        .map(|s| (s.diff.kind, s.diff.name.as_str()))
+        .collect();
+    let deleted_kinds: BTreeSet<i32> = steps
+        .iter()
+        .filter(|s| s.diff.action == DiffAction::Deleted as i32)
+        .map(|s| s.diff.kind)
+        .collect();
+    let objs = admin.s.cache.read();
+    steps
+        .iter()
+        .map(|s| match (&s.object, DiffAction::try_from(s.diff.action)) {
+            (_, Ok(DiffAction::Unchanged)) => false,
+            (_, Ok(DiffAction::Deleted)) => {
+                let kind = Kind::try_from(s.diff.kind).unwrap_or(Kind::Unspecified);
+                !referrers(kind)
+                    .iter()
+                    .any(|k| deleted_kinds.contains(&(*k as i32)))
+            }
+            (Some(o), _) => references(&objs, layout_volumes, o)
+                .iter()
+                .all(|(k, name)| {
+                    let kind = *k as i32;
+                    if name.is_empty() {
+                        !changed.iter().any(|(ck, _)| *ck == kind)
+                    } else {
+                        !changed.contains(&(kind, name.as_str()))
+                    }
+                }),
+            (None, _) => false,
+        })
+        .collect()
+}
+
+async fn execute(admin: &Admin, id: &Identity, step: Step, dry_run: bool) -> Result<(), ApiError> {
     let action = DiffAction::try_from(step.diff.action).unwrap_or(DiffAction::Unspecified);
     let kind = Kind::try_from(step.diff.kind).unwrap_or(Kind::Unspecified);
-    let failed = |e: ApiError| {
-        ApiError::FailedPrecondition(format!(
-            "apply stopped at {} {:?}: {e}",
+    let failed = |e: ApiError| ApiError::Step {
+        context: format!(
+            "apply stopped at {} {:?}",
             crate::resource::kind_name(kind),
             step.diff.name
-        ))
+        ),
+        source: Box::new(e),
     };
     match (action, step.object) {
-        (DiffAction::Created, Some(o)) => admin.apply_create(id, o).await.map_err(failed),
-        (DiffAction::Updated, Some(o)) => admin.apply_update(id, o).await.map_err(failed),
+        (DiffAction::Created, Some(o)) => admin.apply_create(id, o, dry_run).await.map_err(failed),
+        (DiffAction::Updated, Some(o)) => admin.apply_update(id, o, dry_run).await.map_err(failed),
         (DiffAction::Deleted, _) => admin
-            .apply_delete(id, kind, &step.diff.name)
+            .apply_delete(id, kind, &step.diff.name, dry_run)
             .await
             .map_err(failed),
         _ => Ok(()),
@@ -141,6 +230,12 @@ pub async fn apply(
     }
     let diffs: Vec<ObjectDiff> = steps.iter().map(|s| s.diff.clone()).collect();
     if req.dry_run {
+        let judge = checkable(admin, &steps, &l.volumes);
+        for (step, check) in steps.into_iter().zip(judge) {
+            if check {
+                execute(admin, id, step, true).await?;
+            }
+        }
         return Ok(ApplyResponse {
             diffs,
             revision: 0,
@@ -148,7 +243,7 @@ pub async fn apply(
         });
     }
     for step in steps {
-        execute(admin, id, step).await?;
+        execute(admin, id, step, false).await?;
     }
     Ok(ApplyResponse {
         diffs,

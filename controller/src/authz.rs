@@ -7,7 +7,10 @@
 //!   and requesting/releasing attachments for itself.
 //!
 //! Every denial names the identity and the action, so that a refused
-//! operator can tell which certificate to use instead.
+//! operator can tell which certificate to use instead. Objects an identity
+//! may not read are answered as missing (NOT_FOUND, the same message as for
+//! a name that does not exist), so a denial never reveals that another
+//! tenant's object exists or who owns it.
 
 use ferrofab_proto::v1::{Attachment, Node, Pool, Tenant, Volume};
 
@@ -103,7 +106,13 @@ pub fn allowed(id: &Identity, verb: Verb, owners: &Owners) -> bool {
     }
 }
 
-/// Checks `action` (e.g. "DeleteVolume") on `obj`.
+/// Checks `action` (e.g. "DeleteVolume") on the stored object `obj`.
+///
+/// An object the caller may not even read is reported exactly as a
+/// missing one ([`hidden`]): PERMISSION_DENIED with the owner's name told a
+/// tenant that another tenant's object exists and whom it belongs to. Only
+/// an object the caller can read but not change gets PERMISSION_DENIED,
+/// and its reason names no other owner.
 pub fn check<R: Owned>(
     id: &Identity,
     action: &str,
@@ -115,16 +124,44 @@ pub fn check<R: Owned>(
     if allowed(id, verb, &owners) {
         return Ok(());
     }
-    let whose = match (&owners.tenant, &owners.node) {
-        (Some(t), _) if matches!(id, Identity::Tenant(_)) => format!("it belongs to tenant {t}"),
-        (_, Some(n)) if matches!(id, Identity::Node(_)) => format!("it belongs to node {n}"),
-        _ => "not permitted for this identity".to_string(),
+    if !allowed(id, Verb::Read, &owners) {
+        return Err(hidden(R::KIND, obj.name()));
+    }
+    Err(deny(
+        id,
+        &format!("{action} {} {:?}", kind_name(R::KIND), obj.name()),
+        "not permitted for this identity",
+    ))
+}
+
+/// Checks `action` on an object the caller asks to create. The object is
+/// the caller's own input, so the refusal may say what ownership it needs,
+/// but names no other owner.
+pub fn check_new<R: Owned>(
+    id: &Identity,
+    action: &str,
+    obj: &R,
+    objs: &Objects,
+) -> Result<(), ApiError> {
+    if allowed(id, Verb::Write, &obj.owners(objs)) {
+        return Ok(());
+    }
+    let reason = match id {
+        Identity::Admin => "not permitted for this identity".to_string(),
+        Identity::Tenant(t) => format!("a tenant may only create objects of its own tenant {t}"),
+        Identity::Node(n) => format!("a node may only create attachments for itself ({n})"),
     };
     Err(deny(
         id,
         &format!("{action} {} {:?}", kind_name(R::KIND), obj.name()),
-        &whose,
+        &reason,
     ))
+}
+
+/// The refusal for an object the caller may not read: the very error a
+/// missing object gives, so the two cannot be told apart.
+pub fn hidden(kind: ferrofab_proto::v1::Kind, name: &str) -> ApiError {
+    ApiError::not_found(kind_name(kind), name)
 }
 
 /// Actions only administrators may perform.
@@ -168,10 +205,14 @@ mod tests {
         let o = Objects::default();
         let me = Identity::Tenant("a".into());
         assert!(check(&me, "DeleteVolume", Verb::Write, &vol("a"), &o).is_ok());
-        let e = check(&me, "DeleteVolume", Verb::Write, &vol("b"), &o).expect_err("denied");
+        let e = check(&me, "DeleteVolume", Verb::Write, &vol("b"), &o).expect_err("hidden");
+        assert!(matches!(e, ApiError::NotFound { .. }), "{e}");
+        assert_eq!(e.to_string(), hidden(Volume::KIND, "v").to_string());
+        assert!(!e.to_string().contains('b'), "names no owner: {e}");
+        let e = check_new(&me, "CreateVolume", &vol("b"), &o).expect_err("denied");
         let msg = e.to_string();
         assert!(
-            msg.contains("tenant:a") && msg.contains("DeleteVolume"),
+            msg.contains("tenant:a") && msg.contains("CreateVolume"),
             "{msg}"
         );
         let node = Identity::Node("n".into());

@@ -37,6 +37,14 @@ pub enum ApiError {
     OutOfRange(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error of one step of a larger request (an Apply): says which
+    /// step, and keeps the step's own status code, so a refusal through
+    /// Apply carries the same code and message as the typed RPC's.
+    #[error("{context}: {source}")]
+    Step {
+        context: String,
+        source: Box<ApiError>,
+    },
 }
 
 impl ApiError {
@@ -66,6 +74,7 @@ impl ApiError {
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::OutOfRange(_) => Code::OutOfRange,
             Self::Internal(_) => Code::Internal,
+            Self::Step { source, .. } => source.code(),
         }
     }
 }

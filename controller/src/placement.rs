@@ -1,8 +1,11 @@
 //! Placement and quotas. A volume goes to its explicit pool, or to the pool
 //! matching its selector with the most free capacity. Capacity is
 //! `capacity × overcommit`, bounded by the pool's namespace limit; the
-//! tenant's quotas apply first. Refusals list every candidate and what it
-//! lacked, because "no space" alone does not tell an operator what to fix.
+//! tenant's quotas apply first. Refusals to administrators list every
+//! candidate and what it lacked, because "no space" alone does not tell an
+//! operator what to fix. Refusals to tenants say only that no capacity is
+//! available to them: pool names, capacities and node readiness are the
+//! installation's (and other tenants') business, not theirs.
 //!
 //! Decisions are made against the cache plus in-flight reservations, so
 //! concurrent creates cannot oversubscribe a pool while their transactions
@@ -39,6 +42,9 @@ pub struct Request {
     pub selector: Selector,
     /// False when growing an existing volume (only bytes are added).
     pub new_volume: bool,
+    /// Whether a refusal may explain itself with pools, capacities and
+    /// nodes (administrators) or must not (tenants).
+    pub detail: bool,
 }
 
 /// In-flight reservations; see the module docs.
@@ -192,7 +198,39 @@ fn fit(objs: &Objects, res: &[Reservation], pool: &Pool, req: &Request) -> Resul
     Ok(free)
 }
 
+/// Picks a pool; a refusal is detailed or redacted as `req.detail` says.
 fn choose_pool(objs: &Objects, res: &[Reservation], req: &Request) -> Result<String, ApiError> {
+    choose_pool_detailed(objs, res, req).map_err(|e| {
+        if req.detail {
+            return e;
+        }
+        // The operator still finds the full reason in the log.
+        tracing::info!(tenant = %req.tenant, reason = %e, "placement refused a tenant");
+        redact(e, req)
+    })
+}
+
+/// The refusal a tenant gets: the request's own figures and nothing about
+/// pools beyond the name the tenant gave. One code and one message for
+/// every cause (missing, full, down, no match), so the refusal does not
+/// tell which pools exist or what state they are in.
+fn redact(_detailed: ApiError, req: &Request) -> ApiError {
+    let size = format_size(req.bytes);
+    ApiError::Exhausted(match &req.pool {
+        Some(pool) => format!(
+            "pool {pool:?} has no capacity available to your tenant for {size}; ask an administrator"
+        ),
+        None => format!(
+            "no capacity available for {size} in the pools your tenant may use; ask an administrator"
+        ),
+    })
+}
+
+fn choose_pool_detailed(
+    objs: &Objects,
+    res: &[Reservation],
+    req: &Request,
+) -> Result<String, ApiError> {
     if let Some(name) = &req.pool {
         let pool = objs.pools.get(name).ok_or_else(|| {
             ApiError::invalid("spec.pool", format!("pool {name:?} does not exist"))
@@ -286,6 +324,7 @@ mod tests {
             pool: None,
             selector: Selector::parse("tier=fast").expect("selector"),
             new_volume: true,
+            detail: true,
         }
     }
 
@@ -360,5 +399,45 @@ mod tests {
             a.reserve(&o, &r),
             Err(ApiError::FailedPrecondition(_))
         ));
+    }
+
+    /// Tenants learn that there is no room for them, not which pools
+    /// exist, how full they are, or which nodes are down.
+    #[test]
+    fn tenant_refusals_name_no_pool_capacity_or_node() {
+        let mut o = objs();
+        o.tenants
+            .get_mut("t")
+            .and_then(|t| t.spec.as_mut())
+            .expect("tenant")
+            .capacity_quota = String::new();
+        let a = Arc::new(Allocator::default());
+        let mut r = req(21);
+        r.detail = false;
+        let e = a.reserve(&o, &r).err().expect("too big");
+        assert!(matches!(e, ApiError::Exhausted(_)), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("21GiB") && msg.contains("administrator"),
+            "{msg}"
+        );
+        for leak in ["\"a\"", "\"b\"", "10GiB", "20GiB", "free", "node"] {
+            assert!(!msg.contains(leak), "{leak} in {msg}");
+        }
+        r.selector = Selector::parse("tier=none").expect("selector");
+        let e = a.reserve(&o, &r).err().expect("no match");
+        assert_eq!(e.to_string(), msg, "no match reads as no capacity");
+        r.pool = Some("a".into());
+        let e = a.reserve(&o, &r).err().expect("explicit pool full");
+        let msg = e.to_string();
+        assert!(msg.contains("\"a\"") && !msg.contains("10GiB"), "{msg}");
+        r.pool = Some("zz".into());
+        let e = a.reserve(&o, &r).err().expect("explicit pool missing");
+        assert!(matches!(e, ApiError::Exhausted(_)), "{e}");
+        assert_eq!(
+            e.to_string().replace("zz", "a"),
+            msg,
+            "missing reads as full"
+        );
     }
 }

@@ -41,19 +41,16 @@ async fn tenant_is_confined_to_its_own_volumes_and_quota() {
         })
         .await
         .expect_err("foreign delete");
-    assert_eq!(e.code(), Code::PermissionDenied);
-    assert!(
-        e.message().contains("tenant:lab") && e.message().contains("DeleteVolume"),
-        "{}",
-        e.message()
-    );
+    // Another tenant's volume is answered as a missing one (issue 12).
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(e.message(), "volume \"theirs\" not found");
     let e = lab
         .get_volume(GetVolumeRequest {
             name: "theirs".into(),
         })
         .await
         .expect_err("foreign get");
-    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(e.code(), Code::NotFound);
     let e = lab
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("sneaky", "other", "1GiB", "p1")),
@@ -62,6 +59,11 @@ async fn tenant_is_confined_to_its_own_volumes_and_quota() {
         .await
         .expect_err("foreign create");
     assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message().contains("tenant:lab") && e.message().contains("CreateVolume"),
+        "{}",
+        e.message()
+    );
     let list = lab
         .list_volumes(ListVolumesRequest::default())
         .await

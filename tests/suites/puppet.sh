@@ -348,7 +348,7 @@ ferrofab_attachment { 'vol-d': ensure => present, read_only => true }"
 ferrofab_attachment { 'vol-d': ensure => absent }"
     papply refused "$W/refused.pp"
     expect_failures refused
-    expect_out refused "ferrofab-agent attach secret failed \(controller_refused\).*tenant vault does not allow node ws-1"
+    expect_out refused "ferrofab-agent attach secret failed \(controller_refused\).*volume .secret. does not exist or is not granted to node ws-1"
     [ "$(attached_volumes)" = "vol-a vol-b vol-c" ] || ff_die "the other resources did not apply: $(attached_volumes)"
     write_and_check vol-c 5
 

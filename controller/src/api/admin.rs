@@ -12,7 +12,7 @@ use tracing::{info, instrument};
 use super::{identity, merge_update, new_meta, until_stopping, Shared};
 use crate::apply;
 use crate::authz::{self, Owned, Verb};
-use crate::cache::{decode, Stored};
+use crate::cache::{decode, Objects, Stored};
 use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::placement::Request as Placement;
@@ -35,6 +35,9 @@ type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
 
 // ------------------------------------------------------------ generic ops
 
+/// Reads an object the caller may read. A missing object and one the
+/// caller may not read give the same NOT_FOUND ([`authz::hidden`]), so no
+/// RPC that starts here tells a tenant what other tenants have.
 fn get_checked<R: Stored + Owned>(
     s: &Shared,
     id: &Identity,
@@ -48,9 +51,7 @@ fn get_checked<R: Stored + Owned>(
             authz::check(id, action, Verb::Read, &o, &objs)?;
             Ok(o)
         }
-        // Hiding existence from identities that could not read the object
-        // would need per-kind rules; NOT_FOUND is what an admin would see.
-        None => Err(ApiError::not_found(kind_name(R::KIND), name)),
+        None => Err(authz::hidden(R::KIND, name)),
     }
 }
 
@@ -378,7 +379,7 @@ impl Admin {
         };
         let reserved = {
             let objs = s.cache.read();
-            authz::check(id, "CreateVolume", Verb::Write, &vol, &objs)?;
+            authz::check_new(id, "CreateVolume", &vol, &objs)?;
             let req = Placement {
                 tenant: spec.tenant.clone(),
                 bytes,
@@ -389,6 +390,7 @@ impl Admin {
                     .map(|s| Selector::from_match_labels(&s.match_labels))
                     .unwrap_or_default(),
                 new_volume: true,
+                detail: *id == Identity::Admin,
             };
             s.allocator.reserve(&objs, &req)?
         };
@@ -470,6 +472,7 @@ impl Admin {
                 return Err(ApiError::invalid(field, "is immutable after creation"));
             }
         }
+        check_expiry_change(id, &name, old.expires_at.as_ref(), new.expires_at.as_ref())?;
         let old_bytes = cur.status.as_ref().map_or(0, |s| s.size_bytes);
         if new_bytes < old_bytes {
             return Err(ApiError::FailedPrecondition(format!(
@@ -485,6 +488,7 @@ impl Admin {
                 pool: cur.status.as_ref().map(|s| s.pool.clone()),
                 selector: Selector::default(),
                 new_volume: false,
+                detail: *id == Identity::Admin,
             };
             Some(s.allocator.reserve(&objs, &req)?)
         } else {
@@ -504,13 +508,18 @@ impl Admin {
         id: &Identity,
         r: DeleteVolumeRequest,
     ) -> Result<Volume, ApiError> {
-        retry_unconditional(r.resource_version, || self.delete_volume_once(id, &r)).await
+        retry_unconditional(r.resource_version, || {
+            self.delete_volume_once(id, &r, false)
+        })
+        .await
     }
 
-    async fn delete_volume_once(
+    /// One attempt; with `dry_run`, every check and no write.
+    pub(crate) async fn delete_volume_once(
         &self,
         id: &Identity,
         r: &DeleteVolumeRequest,
+        dry_run: bool,
     ) -> Result<Volume, ApiError> {
         let s = &self.s;
         let cur: Volume = get_checked(s, id, "DeleteVolume", &r.name)?;
@@ -537,13 +546,18 @@ impl Admin {
         if let Some(st) = cur.status.as_mut() {
             st.phase = VolumePhase::Deleting as i32;
         }
+        if dry_run {
+            return Ok(cur);
+        }
         delete_or_mark(s, cur, rv).await
     }
 
+    /// Creates an attachment; with `dry_run`, every check and no write.
     pub(crate) async fn create_attachment_inner(
         &self,
         id: &Identity,
         a: Attachment,
+        dry_run: bool,
     ) -> Result<Attachment, ApiError> {
         let s = &self.s;
         let meta = new_meta(a.metadata.as_ref(), s.clock.now_ts())?;
@@ -555,26 +569,18 @@ impl Admin {
         };
         {
             let objs = s.cache.read();
-            let vol = objs.volumes.get(&spec.volume).ok_or_else(|| {
-                ApiError::invalid(
-                    "spec.volume",
-                    format!("volume {:?} does not exist", spec.volume),
-                )
-            })?;
-            if !objs.nodes.contains_key(&spec.node) {
-                return Err(ApiError::invalid(
-                    "spec.node",
-                    format!("node {:?} does not exist", spec.node),
-                ));
-            }
-            authz::check(id, "CreateAttachment", Verb::Write, &att, &objs)?;
+            // A volume the caller may not use is answered exactly as a
+            // missing one (no owner, no existence).
+            let vol = objs
+                .volumes
+                .get(&spec.volume)
+                .filter(|v| volume_visible(id, v, &objs))
+                .ok_or_else(|| missing_volume(id, &spec.volume))?;
+            authz::check_new(id, "CreateAttachment", &att, &objs)?;
             let tenant = vol.spec.as_ref().map_or("", |s| s.tenant.as_str());
-            let allowed = objs
-                .tenants
-                .get(tenant)
-                .and_then(|t| t.spec.as_ref())
-                .is_some_and(|t| t.allowed_nodes.contains(&spec.node));
-            if !allowed {
+            // Checked before the node's existence, so that a tenant learns
+            // nothing about nodes it was not granted.
+            if !tenant_allows(&objs, tenant, &spec.node) {
                 return Err(authz::deny(
                     id,
                     &format!("CreateAttachment {:?}", att.name()),
@@ -582,6 +588,12 @@ impl Admin {
                         "tenant {tenant} does not allow node {} (spec.allowed_nodes)",
                         spec.node
                     ),
+                ));
+            }
+            if !objs.nodes.contains_key(&spec.node) {
+                return Err(ApiError::invalid(
+                    "spec.node",
+                    format!("node {:?} does not exist", spec.node),
                 ));
             }
             if vol
@@ -619,7 +631,43 @@ impl Admin {
             ));
         }
         att.status = Some(st);
+        if dry_run {
+            return Ok(att);
+        }
         s.put(att, 0).await
+    }
+
+    /// Updates an attachment's labels and annotations; its spec is
+    /// immutable (retargeting a live attachment to another volume or node
+    /// would bypass every check of its creation).
+    pub(crate) async fn update_attachment_inner(
+        &self,
+        id: &Identity,
+        a: Attachment,
+        dry_run: bool,
+    ) -> Result<Attachment, ApiError> {
+        let s = &self.s;
+        let cur: Attachment = get_checked(s, id, "UpdateAttachment", a.name())?;
+        authz::check(id, "UpdateAttachment", Verb::Write, &cur, &s.cache.read())?;
+        let old = cur.spec.clone().unwrap_or_default();
+        let new = a.spec.clone().unwrap_or_default();
+        for (field, same) in [
+            ("spec.volume", old.volume == new.volume),
+            ("spec.node", old.node == new.node),
+            ("spec.mode", old.mode == new.mode),
+        ] {
+            if !same {
+                return Err(ApiError::invalid(
+                    field,
+                    "an attachment's spec is immutable; delete and recreate it",
+                ));
+            }
+        }
+        let (merged, rv) = merge_update(&cur, a)?;
+        if dry_run {
+            return Ok(merged);
+        }
+        s.put(merged, rv).await
     }
 
     pub(crate) async fn delete_attachment_inner(
@@ -627,13 +675,18 @@ impl Admin {
         id: &Identity,
         r: DeleteAttachmentRequest,
     ) -> Result<Attachment, ApiError> {
-        retry_unconditional(r.resource_version, || self.delete_attachment_once(id, &r)).await
+        retry_unconditional(r.resource_version, || {
+            self.delete_attachment_once(id, &r, false)
+        })
+        .await
     }
 
-    async fn delete_attachment_once(
+    /// One attempt; with `dry_run`, every check and no write.
+    pub(crate) async fn delete_attachment_once(
         &self,
         id: &Identity,
         r: &DeleteAttachmentRequest,
+        dry_run: bool,
     ) -> Result<Attachment, ApiError> {
         let s = &self.s;
         let mut cur: Attachment = get_checked(s, id, "DeleteAttachment", &r.name)?;
@@ -674,47 +727,114 @@ impl Admin {
         } else {
             cur.meta_mut().finalizers.retain(|f| f != FINALIZER_DETACH);
         }
+        if dry_run {
+            return Ok(cur);
+        }
         delete_or_mark(s, cur, rv).await
     }
 
-    async fn create_simple<R: Stored + Owned>(
+    // ---------------- nodes, pools, tenants (administrators only)
+
+    /// Creates a node; with `dry_run`, every check and no write.
+    pub(crate) async fn create_node_inner(
         &self,
         id: &Identity,
-        action: &str,
-        obj: R,
-    ) -> Result<R, ApiError> {
-        let s = &self.s;
-        authz::admin_only(id, action)?;
-        let meta = new_meta(obj.meta(), s.clock.now_ts())?;
-        let mut obj = obj;
-        obj.clear_status();
-        *obj.meta_mut() = meta;
-        s.put(obj, 0).await
+        n: Node,
+        dry_run: bool,
+    ) -> Result<Node, ApiError> {
+        authz::admin_only(id, "CreateNode")?;
+        validate_node(&n)?;
+        self.create_simple(n, dry_run).await
     }
 
-    async fn update_simple<R: Stored + Owned>(
+    pub(crate) async fn update_node_inner(
         &self,
         id: &Identity,
-        action: &str,
-        obj: R,
-    ) -> Result<R, ApiError> {
-        authz::admin_only(id, action)?;
-        let cur: R = self.s.get(obj.name())?;
-        let (merged, rv) = merge_update(&cur, obj)?;
-        self.s.put(merged, rv).await
+        n: Node,
+        dry_run: bool,
+    ) -> Result<Node, ApiError> {
+        authz::admin_only(id, "UpdateNode")?;
+        validate_node(&n)?;
+        self.update_simple(n, dry_run).await
     }
 
-    /// Deletes an object unless other objects still reference it.
-    async fn delete_simple<R: Stored + Owned>(
+    pub(crate) async fn create_pool_inner(
         &self,
         id: &Identity,
-        action: &str,
+        p: Pool,
+        dry_run: bool,
+    ) -> Result<Pool, ApiError> {
+        authz::admin_only(id, "CreatePool")?;
+        validate_pool(&self.s, &p)?;
+        let p = self.create_simple(p, dry_run).await?;
+        Ok(self.with_pool_status(p))
+    }
+
+    /// Updates a pool. Its node and backing are immutable: moving them
+    /// would leave every volume's data behind (and Apply once moved a pool
+    /// to another node and a path under /etc this way).
+    pub(crate) async fn update_pool_inner(
+        &self,
+        id: &Identity,
+        p: Pool,
+        dry_run: bool,
+    ) -> Result<Pool, ApiError> {
+        authz::admin_only(id, "UpdatePool")?;
+        validate_pool(&self.s, &p)?;
+        let cur: Pool = self.s.get(p.name())?;
+        let old = cur.spec.clone().unwrap_or_default();
+        let new = p.spec.clone().unwrap_or_default();
+        for (field, same) in [
+            ("spec.node", old.node == new.node),
+            ("spec.backing", old.backing == new.backing),
+        ] {
+            if !same {
+                return Err(ApiError::invalid(
+                    field,
+                    "a pool's node and backing are immutable",
+                ));
+            }
+        }
+        let p = self.update_simple(p, dry_run).await?;
+        Ok(self.with_pool_status(p))
+    }
+
+    pub(crate) async fn create_tenant_inner(
+        &self,
+        id: &Identity,
+        t: Tenant,
+        dry_run: bool,
+    ) -> Result<Tenant, ApiError> {
+        authz::admin_only(id, "CreateTenant")?;
+        validate_tenant(&t)?;
+        let t = self.create_simple(t, dry_run).await?;
+        Ok(self.with_tenant_status(t))
+    }
+
+    pub(crate) async fn update_tenant_inner(
+        &self,
+        id: &Identity,
+        t: Tenant,
+        dry_run: bool,
+    ) -> Result<Tenant, ApiError> {
+        authz::admin_only(id, "UpdateTenant")?;
+        validate_tenant(&t)?;
+        let t = self.update_simple(t, dry_run).await?;
+        Ok(self.with_tenant_status(t))
+    }
+
+    /// Deletes a node, pool or tenant unless other objects still use it;
+    /// with `dry_run`, every check and no write.
+    pub(crate) async fn delete_admin_kind<R: Stored + Owned>(
+        &self,
+        id: &Identity,
         name: &str,
         rv: u64,
-        users: Vec<String>,
+        dry_run: bool,
     ) -> Result<R, ApiError> {
-        authz::admin_only(id, action)?;
+        authz::admin_only(id, delete_action(R::KIND))?;
         let cur: R = self.s.get(name)?;
+        let users = self.users_of(R::KIND, name);
         if !users.is_empty() {
             return Err(ApiError::FailedPrecondition(format!(
                 "{} {name:?} is still in use by {}",
@@ -722,8 +842,36 @@ impl Admin {
                 users.join(", ")
             )));
         }
+        if dry_run {
+            return Ok(cur);
+        }
         let rv = expected_rv(&cur, rv);
         delete_or_mark(&self.s, cur, rv).await
+    }
+
+    /// Stores a new object of an admin-only kind (the caller has been
+    /// authorized and the object validated).
+    async fn create_simple<R: Stored + Owned>(&self, obj: R, dry_run: bool) -> Result<R, ApiError> {
+        let s = &self.s;
+        let meta = new_meta(obj.meta(), s.clock.now_ts())?;
+        let mut obj = obj;
+        obj.clear_status();
+        *obj.meta_mut() = meta;
+        if dry_run {
+            return Ok(obj);
+        }
+        s.put(obj, 0).await
+    }
+
+    /// Merges an update into an object of an admin-only kind (the caller
+    /// has been authorized and the object validated).
+    async fn update_simple<R: Stored + Owned>(&self, obj: R, dry_run: bool) -> Result<R, ApiError> {
+        let cur: R = self.s.get(obj.name())?;
+        let (merged, rv) = merge_update(&cur, obj)?;
+        if dry_run {
+            return Ok(merged);
+        }
+        self.s.put(merged, rv).await
     }
 
     fn users_of(&self, kind: Kind, name: &str) -> Vec<String> {
@@ -791,6 +939,79 @@ impl Admin {
     }
 }
 
+/// The RPC name of deleting an object of `kind`, for refusals.
+fn delete_action(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Node => "DeleteNode",
+        Kind::Pool => "DeletePool",
+        Kind::Tenant => "DeleteTenant",
+        Kind::Volume => "DeleteVolume",
+        Kind::Attachment => "DeleteAttachment",
+        Kind::Unspecified => "Delete",
+    }
+}
+
+/// Whether tenant `tenant` lets `node` attach its volumes.
+fn tenant_allows(objs: &Objects, tenant: &str, node: &str) -> bool {
+    objs.tenants
+        .get(tenant)
+        .and_then(|t| t.spec.as_ref())
+        .is_some_and(|t| t.allowed_nodes.iter().any(|n| n == node))
+}
+
+/// Whether `id` may name volume `v` in an attachment: an admin, the
+/// volume's tenant, or a node that tenant allows (nodes attach volumes
+/// granted to them without being able to read them).
+fn volume_visible(id: &Identity, v: &Volume, objs: &Objects) -> bool {
+    let tenant = v.spec.as_ref().map_or("", |s| s.tenant.as_str());
+    match id {
+        Identity::Admin => true,
+        Identity::Tenant(t) => t == tenant,
+        Identity::Node(n) => tenant_allows(objs, tenant, n),
+    }
+}
+
+/// The refusal for a volume that does not exist or that the caller may not
+/// use: one message for both, so it reveals neither existence nor owner.
+fn missing_volume(id: &Identity, name: &str) -> ApiError {
+    let why = match id {
+        Identity::Node(n) => {
+            format!("volume {name:?} does not exist or is not granted to node {n}")
+        }
+        _ => format!("volume {name:?} does not exist"),
+    };
+    ApiError::invalid("spec.volume", why)
+}
+
+/// Who may change a volume's `spec.expires_at`. An expiry is how an
+/// administrator grants burst capacity for a limited time, so a tenant
+/// must not escape it: only an admin may remove or postpone it. A tenant
+/// may bring it forward, or put one on a volume that had none, which
+/// restricts nobody but itself.
+fn check_expiry_change(
+    id: &Identity,
+    volume: &str,
+    old: Option<&prost_types::Timestamp>,
+    new: Option<&prost_types::Timestamp>,
+) -> Result<(), ApiError> {
+    if *id == Identity::Admin {
+        return Ok(());
+    }
+    let at = |t: &prost_types::Timestamp| (t.seconds, t.nanos);
+    let reason = match (old, new) {
+        (Some(_), None) => "only an administrator may remove spec.expires_at",
+        (Some(o), Some(n)) if at(n) > at(o) => {
+            "only an administrator may postpone spec.expires_at; a tenant may only bring it forward"
+        }
+        _ => return Ok(()),
+    };
+    Err(authz::deny(
+        id,
+        &format!("UpdateVolume volume {volume:?}"),
+        reason,
+    ))
+}
+
 fn req_obj<T>(o: Option<T>, field: &str) -> Result<T, ApiError> {
     o.ok_or_else(|| ApiError::invalid(field, "is required"))
 }
@@ -815,8 +1036,7 @@ impl AdminService for Admin {
     async fn create_node(&self, req: Request<CreateNodeRequest>) -> Result<Response<Node>, Status> {
         timed!(self, "CreateNode", req, |id, b| {
             let n = req_obj(b.node, "node")?;
-            validate_node(&n)?;
-            self.create_simple(&id, "CreateNode", n).await
+            self.create_node_inner(&id, n, false).await
         })
     }
     async fn get_node(&self, req: Request<GetNodeRequest>) -> Result<Response<Node>, Status> {
@@ -836,16 +1056,13 @@ impl AdminService for Admin {
     async fn update_node(&self, req: Request<UpdateNodeRequest>) -> Result<Response<Node>, Status> {
         timed!(self, "UpdateNode", req, |id, b| {
             let n = req_obj(b.node, "node")?;
-            validate_node(&n)?;
-            self.update_simple(&id, "UpdateNode", n).await
+            self.update_node_inner(&id, n, false).await
         })
     }
     async fn delete_node(&self, req: Request<DeleteNodeRequest>) -> Result<Response<Node>, Status> {
-        timed!(self, "DeleteNode", req, |id, b| {
-            let users = self.users_of(Kind::Node, &b.name);
-            self.delete_simple(&id, "DeleteNode", &b.name, b.resource_version, users)
-                .await
-        })
+        timed!(self, "DeleteNode", req, |id, b| self
+            .delete_admin_kind(&id, &b.name, b.resource_version, false)
+            .await)
     }
     type WatchNodesStream = WatchStream;
     async fn watch_nodes(
@@ -863,10 +1080,7 @@ impl AdminService for Admin {
     async fn create_pool(&self, req: Request<CreatePoolRequest>) -> Result<Response<Pool>, Status> {
         timed!(self, "CreatePool", req, |id, b| {
             let p = req_obj(b.pool, "pool")?;
-            authz::admin_only(&id, "CreatePool")?;
-            validate_pool(&self.s, &p)?;
-            let p = self.create_simple(&id, "CreatePool", p).await?;
-            Ok(self.with_pool_status(p))
+            self.create_pool_inner(&id, p, false).await
         })
     }
     async fn get_pool(&self, req: Request<GetPoolRequest>) -> Result<Response<Pool>, Status> {
@@ -892,27 +1106,13 @@ impl AdminService for Admin {
     async fn update_pool(&self, req: Request<UpdatePoolRequest>) -> Result<Response<Pool>, Status> {
         timed!(self, "UpdatePool", req, |id, b| {
             let p = req_obj(b.pool, "pool")?;
-            authz::admin_only(&id, "UpdatePool")?;
-            validate_pool(&self.s, &p)?;
-            let cur: Pool = self.s.get(p.name())?;
-            if cur.spec.as_ref().map(|s| (&s.node, &s.backing))
-                != p.spec.as_ref().map(|s| (&s.node, &s.backing))
-            {
-                return Err(ApiError::invalid(
-                    "spec.node",
-                    "a pool's node and backing are immutable",
-                ));
-            }
-            let p = self.update_simple(&id, "UpdatePool", p).await?;
-            Ok(self.with_pool_status(p))
+            self.update_pool_inner(&id, p, false).await
         })
     }
     async fn delete_pool(&self, req: Request<DeletePoolRequest>) -> Result<Response<Pool>, Status> {
-        timed!(self, "DeletePool", req, |id, b| {
-            let users = self.users_of(Kind::Pool, &b.name);
-            self.delete_simple(&id, "DeletePool", &b.name, b.resource_version, users)
-                .await
-        })
+        timed!(self, "DeletePool", req, |id, b| self
+            .delete_admin_kind(&id, &b.name, b.resource_version, false)
+            .await)
     }
     type WatchPoolsStream = WatchStream;
     async fn watch_pools(
@@ -989,7 +1189,7 @@ impl AdminService for Admin {
     ) -> Result<Response<Attachment>, Status> {
         timed!(self, "CreateAttachment", req, |id, b| {
             let a = req_obj(b.attachment, "attachment")?;
-            self.create_attachment_inner(&id, a).await
+            self.create_attachment_inner(&id, a, false).await
         })
     }
     async fn get_attachment(
@@ -1018,22 +1218,7 @@ impl AdminService for Admin {
     ) -> Result<Response<Attachment>, Status> {
         timed!(self, "UpdateAttachment", req, |id, b| {
             let a = req_obj(b.attachment, "attachment")?;
-            let cur: Attachment = get_checked(&self.s, &id, "UpdateAttachment", a.name())?;
-            authz::check(
-                &id,
-                "UpdateAttachment",
-                Verb::Write,
-                &cur,
-                &self.s.cache.read(),
-            )?;
-            if cur.spec != a.spec {
-                return Err(ApiError::invalid(
-                    "spec",
-                    "an attachment's spec is immutable; delete and recreate it",
-                ));
-            }
-            let (merged, rv) = merge_update(&cur, a)?;
-            self.s.put(merged, rv).await
+            self.update_attachment_inner(&id, a, false).await
         })
     }
     async fn delete_attachment(
@@ -1063,9 +1248,7 @@ impl AdminService for Admin {
     ) -> Result<Response<Tenant>, Status> {
         timed!(self, "CreateTenant", req, |id, b| {
             let t = req_obj(b.tenant, "tenant")?;
-            validate_tenant(&t)?;
-            let t = self.create_simple(&id, "CreateTenant", t).await?;
-            Ok(self.with_tenant_status(t))
+            self.create_tenant_inner(&id, t, false).await
         })
     }
     async fn get_tenant(&self, req: Request<GetTenantRequest>) -> Result<Response<Tenant>, Status> {
@@ -1093,20 +1276,16 @@ impl AdminService for Admin {
     ) -> Result<Response<Tenant>, Status> {
         timed!(self, "UpdateTenant", req, |id, b| {
             let t = req_obj(b.tenant, "tenant")?;
-            validate_tenant(&t)?;
-            let t = self.update_simple(&id, "UpdateTenant", t).await?;
-            Ok(self.with_tenant_status(t))
+            self.update_tenant_inner(&id, t, false).await
         })
     }
     async fn delete_tenant(
         &self,
         req: Request<DeleteTenantRequest>,
     ) -> Result<Response<Tenant>, Status> {
-        timed!(self, "DeleteTenant", req, |id, b| {
-            let users = self.users_of(Kind::Tenant, &b.name);
-            self.delete_simple(&id, "DeleteTenant", &b.name, b.resource_version, users)
-                .await
-        })
+        timed!(self, "DeleteTenant", req, |id, b| self
+            .delete_admin_kind::<Tenant>(&id, &b.name, b.resource_version, false)
+            .await)
     }
     type WatchTenantsStream = WatchStream;
     async fn watch_tenants(
@@ -1158,29 +1337,23 @@ impl AdminService for Admin {
     }
 }
 
-// Re-exports so apply.rs can drive the same per-kind write paths.
+/// Apply's entry points: each step goes to the very per-kind operation
+/// the typed RPC uses, so validation, immutability and authorization are
+/// one code path.
 impl Admin {
     pub async fn apply_create(
         &self,
         id: &Identity,
         obj: pb::watch_event::Object,
+        dry_run: bool,
     ) -> Result<(), ApiError> {
         use pb::watch_event::Object as O;
         match obj {
-            O::Tenant(t) => {
-                validate_tenant(&t)?;
-                self.create_simple(id, "CreateTenant", t).await.map(drop)
-            }
-            O::Node(n) => {
-                validate_node(&n)?;
-                self.create_simple(id, "CreateNode", n).await.map(drop)
-            }
-            O::Pool(p) => {
-                validate_pool(&self.s, &p)?;
-                self.create_simple(id, "CreatePool", p).await.map(drop)
-            }
-            O::Volume(v) => self.create_volume_inner(id, v, false).await.map(drop),
-            O::Attachment(a) => self.create_attachment_inner(id, a).await.map(drop),
+            O::Tenant(t) => self.create_tenant_inner(id, t, dry_run).await.map(drop),
+            O::Node(n) => self.create_node_inner(id, n, dry_run).await.map(drop),
+            O::Pool(p) => self.create_pool_inner(id, p, dry_run).await.map(drop),
+            O::Volume(v) => self.create_volume_inner(id, v, dry_run).await.map(drop),
+            O::Attachment(a) => self.create_attachment_inner(id, a, dry_run).await.map(drop),
         }
     }
 
@@ -1188,27 +1361,15 @@ impl Admin {
         &self,
         id: &Identity,
         obj: pb::watch_event::Object,
+        dry_run: bool,
     ) -> Result<(), ApiError> {
         use pb::watch_event::Object as O;
         match obj {
-            O::Tenant(t) => {
-                validate_tenant(&t)?;
-                self.update_simple(id, "UpdateTenant", t).await.map(drop)
-            }
-            O::Node(n) => {
-                validate_node(&n)?;
-                self.update_simple(id, "UpdateNode", n).await.map(drop)
-            }
-            O::Pool(p) => {
-                validate_pool(&self.s, &p)?;
-                self.update_simple(id, "UpdatePool", p).await.map(drop)
-            }
-            O::Volume(v) => self.update_volume_inner(id, v, false).await.map(drop),
-            O::Attachment(a) => {
-                let cur: Attachment = self.s.get(a.name())?;
-                let (merged, rv) = merge_update(&cur, a)?;
-                self.s.put(merged, rv).await.map(drop)
-            }
+            O::Tenant(t) => self.update_tenant_inner(id, t, dry_run).await.map(drop),
+            O::Node(n) => self.update_node_inner(id, n, dry_run).await.map(drop),
+            O::Pool(p) => self.update_pool_inner(id, p, dry_run).await.map(drop),
+            O::Volume(v) => self.update_volume_inner(id, v, dry_run).await.map(drop),
+            O::Attachment(a) => self.update_attachment_inner(id, a, dry_run).await.map(drop),
         }
     }
 
@@ -1217,40 +1378,43 @@ impl Admin {
         id: &Identity,
         kind: Kind,
         name: &str,
+        dry_run: bool,
     ) -> Result<(), ApiError> {
         match kind {
             Kind::Tenant => self
-                .delete_simple::<Tenant>(id, "DeleteTenant", name, 0, self.users_of(kind, name))
+                .delete_admin_kind::<Tenant>(id, name, 0, dry_run)
                 .await
                 .map(drop),
             Kind::Node => self
-                .delete_simple::<Node>(id, "DeleteNode", name, 0, self.users_of(kind, name))
+                .delete_admin_kind::<Node>(id, name, 0, dry_run)
                 .await
                 .map(drop),
             Kind::Pool => self
-                .delete_simple::<Pool>(id, "DeletePool", name, 0, self.users_of(kind, name))
+                .delete_admin_kind::<Pool>(id, name, 0, dry_run)
                 .await
                 .map(drop),
-            Kind::Volume => self
-                .delete_volume_inner(
-                    id,
-                    DeleteVolumeRequest {
-                        name: name.into(),
-                        resource_version: 0,
-                    },
-                )
-                .await
-                .map(drop),
-            Kind::Attachment => self
-                .delete_attachment_inner(
-                    id,
-                    DeleteAttachmentRequest {
-                        name: name.into(),
-                        resource_version: 0,
-                    },
-                )
-                .await
-                .map(drop),
+            Kind::Volume => {
+                let r = DeleteVolumeRequest {
+                    name: name.into(),
+                    resource_version: 0,
+                };
+                if dry_run {
+                    self.delete_volume_once(id, &r, true).await.map(drop)
+                } else {
+                    self.delete_volume_inner(id, r).await.map(drop)
+                }
+            }
+            Kind::Attachment => {
+                let r = DeleteAttachmentRequest {
+                    name: name.into(),
+                    resource_version: 0,
+                };
+                if dry_run {
+                    self.delete_attachment_once(id, &r, true).await.map(drop)
+                } else {
+                    self.delete_attachment_inner(id, r).await.map(drop)
+                }
+            }
             Kind::Unspecified => Ok(()),
         }
     }

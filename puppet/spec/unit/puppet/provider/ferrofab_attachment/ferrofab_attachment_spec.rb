@@ -126,7 +126,7 @@ RSpec.describe Puppet::Provider::FerrofabAttachment::FerrofabAttachment do
       stub_cli(['attach', 'secret', '--timeout', '60s'], 'error_refused', failed)
       expect {
         provider.create(context, 'secret', volume: 'secret', ensure: 'present', read_only: false)
-      }.to raise_error(Puppet::ResourceError, %r{ferrofab-agent attach secret failed \(controller_refused\): controller refused CreateAttachment: node ws7 is not in the allowed_nodes})
+      }.to raise_error(Puppet::ResourceError, %r{ferrofab-agent attach secret failed \(controller_refused\): controller refused CreateAttachment: invalid spec.volume: volume "secret" does not exist or is not granted to node ws7})
     end
 
     it 'does nothing for an absent volume that should stay absent' do
