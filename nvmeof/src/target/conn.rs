@@ -400,7 +400,11 @@ impl Conn {
                 if len > limit {
                     return Err(Status::DATA_SGL_LENGTH_INVALID);
                 }
-                data.get(start..start + len)
+                // The offset is the host's: a sum past usize::MAX must be
+                // refused, not overflow.
+                start
+                    .checked_add(len)
+                    .and_then(|end| data.get(start..end))
                     .map(Some)
                     .ok_or(Status::DATA_SGL_LENGTH_INVALID)
             }
