@@ -28,6 +28,8 @@ mod fuzz;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod io;
+#[cfg(test)]
+mod limits_tests;
 pub mod listener;
 pub mod registry;
 pub mod socket;
