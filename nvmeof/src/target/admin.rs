@@ -583,6 +583,102 @@ mod tests {
     }
 
     #[test]
+    fn log_page_length_is_numd_plus_one_dwords() {
+        let sqe = |cdw10: u32, cdw11: u32| Sqe {
+            cdw10,
+            cdw11,
+            ..Default::default()
+        };
+        assert_eq!(log_page_len(&sqe(0x02 | (127 << 16), 0)), 512);
+        assert_eq!(log_page_len(&sqe(0xFFFF_0002, 0xFFFF)), 16 << 30);
+    }
+
+    #[test]
+    fn stored_features_read_back_what_was_set() {
+        let mut f = FeatureValues::default();
+        assert_eq!(get_stored_feature(&f, feature::ARBITRATION, 0), Ok(0b111));
+        set_stored_feature(&mut f, feature::ARBITRATION, 0x0302_01F5).unwrap();
+        // Reserved bits 7:3 are dropped.
+        assert_eq!(
+            get_stored_feature(&f, feature::ARBITRATION, 0),
+            Ok(0x0302_0105)
+        );
+
+        assert_eq!(get_stored_feature(&f, feature::POWER_MANAGEMENT, 0), Ok(0));
+        set_stored_feature(&mut f, feature::POWER_MANAGEMENT, 2 << 5).unwrap();
+        assert_eq!(
+            get_stored_feature(&f, feature::POWER_MANAGEMENT, 0),
+            Ok(2 << 5)
+        );
+        // Only power state 0 exists (NPSS 0).
+        assert_eq!(
+            set_stored_feature(&mut f, feature::POWER_MANAGEMENT, 1),
+            Err(Status::INVALID_FIELD)
+        );
+
+        set_stored_feature(&mut f, feature::ERROR_RECOVERY, 50).unwrap();
+        assert_eq!(get_stored_feature(&f, feature::ERROR_RECOVERY, 0), Ok(50));
+        assert_eq!(
+            set_stored_feature(&mut f, feature::ERROR_RECOVERY, ER_DULBE),
+            Err(Status::INVALID_FIELD)
+        );
+    }
+
+    #[test]
+    fn temperature_thresholds_round_trip_and_raise_the_smart_warning() {
+        let mut f = FeatureValues::default();
+        let over = |tmpsel: u32| tmpsel << 16;
+        let under = (THSEL_UNDER << 20) | (TMPSEL_COMPOSITE << 16);
+        assert_eq!(
+            get_stored_feature(&f, feature::TEMPERATURE_THRESHOLD, over(0)),
+            Ok(u32::from(WCTEMP_K))
+        );
+        assert_eq!(
+            get_stored_feature(&f, feature::TEMPERATURE_THRESHOLD, under),
+            Ok(under)
+        );
+        assert!(!f.temperature_warning());
+        set_stored_feature(&mut f, feature::TEMPERATURE_THRESHOLD, 350).unwrap();
+        set_stored_feature(&mut f, feature::TEMPERATURE_THRESHOLD, under | 273).unwrap();
+        assert_eq!(
+            get_stored_feature(&f, feature::TEMPERATURE_THRESHOLD, 0),
+            Ok(350)
+        );
+        assert_eq!(
+            get_stored_feature(&f, feature::TEMPERATURE_THRESHOLD, under),
+            Ok(under | 273)
+        );
+        // "All sensors" sets the composite one.
+        set_stored_feature(&mut f, feature::TEMPERATURE_THRESHOLD, over(0xF) | 290).unwrap();
+        assert_eq!(f.temp_over, 290);
+        assert!(f.temperature_warning(), "300 K is over a 290 K threshold");
+        // Sensors 1-8 are not reported; THSEL 2 and 3 are reserved.
+        for bad in [over(1) | 300, over(8), (2 << 20) | 300, 3 << 20] {
+            assert_eq!(
+                set_stored_feature(&mut f, feature::TEMPERATURE_THRESHOLD, bad),
+                Err(Status::INVALID_FIELD),
+                "{bad:#x}"
+            );
+        }
+        assert_eq!(
+            get_stored_feature(&f, feature::TEMPERATURE_THRESHOLD, over(1)),
+            Err(Status::INVALID_FIELD)
+        );
+    }
+
+    #[test]
+    fn firmware_slot_log_reports_slot_one_active() {
+        let page = firmware_slot_log();
+        assert_eq!(page.len(), 512);
+        assert_eq!(page[0], 1, "AFI");
+        assert_eq!(
+            crate::spec::get_ascii_padded(&page[8..16]),
+            super::super::FIRMWARE_REVISION
+        );
+        assert!(page[16..].iter().all(|&b| b == 0), "slots 2-7 empty");
+    }
+
+    #[test]
     fn queue_counts_are_zero_based() {
         assert_eq!(queues_dw0(2), 0x0001_0001);
         assert_eq!(queues_dw0(0), 0);
