@@ -95,6 +95,7 @@ pub fn render_target(st: &ferrofab_nvmeof::target::TargetStatus, out: &mut Strin
             }
         }
     }
+    let _ = writeln!(out, "# HELP ferrofab_agent_target_commands_refused_length_total NVMe commands refused because a length in them was over MDTS or disagreed with their SGL (built-in target).\n# TYPE ferrofab_agent_target_commands_refused_length_total counter\nferrofab_agent_target_commands_refused_length_total {}", st.commands_refused_length);
     let _ = writeln!(out, "# HELP ferrofab_agent_volume_connected_hosts NVMe controllers connected to the volume's subsystem.\n# TYPE ferrofab_agent_volume_connected_hosts gauge");
     for s in &st.subsystems {
         let _ = writeln!(

@@ -45,6 +45,11 @@ fn get_log_page_numd_all_ones_over_tcp() {
         assert_eq!(r.status(), Status::INVALID_FIELD, "log {lid:#x}");
         assert!(r.data.is_empty(), "no data for a refused command");
     }
+    assert_eq!(
+        f.target.status().commands_refused_length,
+        6,
+        "each refusal is counted for the metrics"
+    );
     let grown_mib = peak_rss_kib().saturating_sub(before) / 1024;
     assert!(grown_mib < 64, "peak RSS grew by {grown_mib} MiB");
     assert_eq!(

@@ -95,6 +95,7 @@ impl Conn {
             return;
         }
         if let Err(status) = self.check_admin_transfer(&sqe, data) {
+            self.target.count_length_refusal();
             tracing::debug!(
                 cid = sqe.cid,
                 opcode = sqe.opcode,

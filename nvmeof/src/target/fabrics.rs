@@ -282,6 +282,7 @@ impl Conn {
             return;
         };
         if let Err(status) = no_data(&sqe) {
+            self.target.count_length_refusal();
             return self.complete(sqe.cid, status, 0);
         }
         let eight_bytes = sqe.cdw10 & 0x7 == 1;
@@ -308,6 +309,7 @@ impl Conn {
             return;
         };
         if let Err(status) = no_data(&sqe) {
+            self.target.count_length_refusal();
             return self.complete(sqe.cid, status, 0);
         }
         let offset = sqe.cdw11;

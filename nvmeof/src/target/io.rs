@@ -36,6 +36,7 @@ pub(crate) fn backend_status(err: &BackendError) -> Status {
 impl Conn {
     pub(crate) fn io_command(&mut self, sqe: Sqe, data: Option<&[u8]>) {
         if let Err(status) = check_io_transfer(&sqe, data) {
+            self.target.count_length_refusal();
             return self.complete(sqe.cid, status, 0);
         }
         if sqe.opcode == nvm::FLUSH {
@@ -75,9 +76,11 @@ impl Conn {
     fn transfer_len(&self, sqe: &Sqe, ns: &Namespace) -> Result<(u64, usize), Status> {
         let (offset, len) = self.lba_range(sqe, ns)?;
         if len > self.target.opts.mdts_bytes as usize {
+            self.target.count_length_refusal();
             return Err(Status::INVALID_FIELD);
         }
         if sqe.sgl.length as usize != len {
+            self.target.count_length_refusal();
             return Err(Status::DATA_SGL_LENGTH_INVALID);
         }
         Ok((offset, len))
@@ -277,6 +280,7 @@ impl Conn {
         let deallocate = sqe.cdw11 & (1 << 2) != 0;
         let expected = nr * DSM_RANGE_LEN;
         if sqe.sgl.length as usize != expected {
+            self.target.count_length_refusal();
             return self.complete(sqe.cid, Status::DATA_SGL_LENGTH_INVALID, 0);
         }
         let Some(data) = data else {
