@@ -390,7 +390,7 @@ impl Conn {
         match sqe.sgl.id {
             SGL_DATA_BLOCK_OFFSET => {
                 let start =
-                    usize::try_from(sqe.sgl.address).map_err(|_| Status::SGL_DATA_BLOCK_INVALID)?;
+                    usize::try_from(sqe.sgl.address).map_err(|_| Status::SGL_OFFSET_INVALID)?;
                 let len = sqe.sgl.length as usize;
                 let limit = if self.is_admin() || sqe.opcode == admin::FABRICS {
                     self.target.opts.admin_in_capsule_data()
@@ -409,7 +409,7 @@ impl Conn {
                     .ok_or(Status::DATA_SGL_LENGTH_INVALID)
             }
             SGL_TRANSPORT_DATA_BLOCK if data.is_empty() => Ok(None),
-            SGL_TRANSPORT_DATA_BLOCK => Err(Status::SGL_DATA_BLOCK_INVALID),
+            SGL_TRANSPORT_DATA_BLOCK => Err(Status::SGL_OFFSET_INVALID),
             _ => Err(Status::SGL_TYPE_INVALID),
         }
     }
