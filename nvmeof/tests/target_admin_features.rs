@@ -184,3 +184,22 @@ fn firmware_slot_log_page() {
         "slot 1 holds the running firmware"
     );
 }
+
+/// Identify with the NSIDs the specification reserves: Invalid Namespace
+/// or Format, as Linux nvmet answers too.
+#[test]
+fn identify_reserved_nsids() {
+    let f = fixture();
+    let (mut h, _) = admin_queue(f.addr, Digests::default());
+    for (cns, nsid) in [(0u32, 0xFFFF_FFFFu32), (2, 0xFFFF_FFFE), (2, 0xFFFF_FFFF)] {
+        assert_eq!(
+            h.admin(admin::IDENTIFY, nsid, cns, 0, 4096).status(),
+            Status::INVALID_NAMESPACE,
+            "CNS {cns} NSID {nsid:#x}"
+        );
+    }
+    // An inactive NSID still reads as zeroes.
+    let r = h.admin(admin::IDENTIFY, 7, 0, 0, 4096);
+    assert_eq!(r.status(), Status::SUCCESS);
+    assert!(r.data.iter().all(|&b| b == 0));
+}

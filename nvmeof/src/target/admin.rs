@@ -19,6 +19,8 @@ use crate::wire::Sqe;
 use super::conn::Conn;
 use super::controller::Controller;
 
+/// The broadcast namespace ID.
+const NSID_ALL: u32 = 0xFFFF_FFFF;
 /// AERL: four asynchronous event requests may be outstanding (0-based).
 const AERL: u8 = 3;
 /// Keep-alive granularity advertised in KAS, in 100 ms units.
@@ -141,6 +143,17 @@ impl Conn {
 
     fn identify(&mut self, sqe: &Sqe, ctrl: &Controller) {
         let cns_value = (sqe.cdw10 & 0xFF) as u8;
+        // FFFFFFFFh (all namespaces) needs namespace management for CNS
+        // 00h, and FFFFFFFEh/FFFFFFFFh leave no ID above them for CNS 02h.
+        let bad_nsid = match cns_value {
+            cns::NAMESPACE => sqe.nsid == NSID_ALL,
+            cns::ACTIVE_NS_LIST => sqe.nsid >= NSID_ALL - 1,
+            _ => false,
+        };
+        if bad_nsid && !ctrl.is_discovery() {
+            self.complete(sqe.cid, Status::INVALID_NAMESPACE, 0);
+            return;
+        }
         let page = match (cns_value, ctrl.subsystem()) {
             (cns::CONTROLLER, _) => Some(self.identify_controller(ctrl).encode()),
             (cns::NAMESPACE, Some(subsys)) => Some(match subsys.namespace(sqe.nsid) {
@@ -148,9 +161,7 @@ impl Conn {
                 // An inactive namespace reads as all zeroes.
                 None => vec![0; IDENTIFY_LEN],
             }),
-            (cns::ACTIVE_NS_LIST, Some(subsys)) if sqe.nsid < 0xFFFF_FFFE => {
-                Some(encode_ns_list(subsys.nsids(), sqe.nsid))
-            }
+            (cns::ACTIVE_NS_LIST, Some(subsys)) => Some(encode_ns_list(subsys.nsids(), sqe.nsid)),
             (cns::NS_ID_DESCRIPTORS, Some(subsys)) => subsys
                 .namespace(sqe.nsid)
                 .map(|ns| encode_ns_descriptors(&ns.nguid, &ns.uuid)),
