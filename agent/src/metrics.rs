@@ -199,4 +199,20 @@ mod tests {
         assert!(s.contains("le=\"0.5\"} 2"));
         assert!(s.contains("le=\"+Inf\"} 2"));
     }
+
+    #[test]
+    fn target_length_refusals_are_exported() {
+        let st = ferrofab_nvmeof::target::TargetStatus {
+            listeners: vec![],
+            subsystems: vec![],
+            genctr: 0,
+            commands_refused_length: 3,
+        };
+        let mut s = String::new();
+        render_target(&st, &mut s);
+        assert!(
+            s.contains("ferrofab_agent_target_commands_refused_length_total 3"),
+            "{s}"
+        );
+    }
 }
