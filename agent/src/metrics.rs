@@ -95,6 +95,7 @@ pub fn render_target(st: &ferrofab_nvmeof::target::TargetStatus, out: &mut Strin
             }
         }
     }
+    let _ = writeln!(out, "# HELP ferrofab_agent_target_commands_refused_length_total NVMe commands refused because a length in them was over MDTS or disagreed with their SGL (built-in target).\n# TYPE ferrofab_agent_target_commands_refused_length_total counter\nferrofab_agent_target_commands_refused_length_total {}", st.commands_refused_length);
     let _ = writeln!(out, "# HELP ferrofab_agent_volume_connected_hosts NVMe controllers connected to the volume's subsystem.\n# TYPE ferrofab_agent_volume_connected_hosts gauge");
     for s in &st.subsystems {
         let _ = writeln!(
@@ -197,5 +198,21 @@ mod tests {
         assert!(s.contains("le=\"0.005\"} 1"));
         assert!(s.contains("le=\"0.5\"} 2"));
         assert!(s.contains("le=\"+Inf\"} 2"));
+    }
+
+    #[test]
+    fn target_length_refusals_are_exported() {
+        let st = ferrofab_nvmeof::target::TargetStatus {
+            listeners: vec![],
+            subsystems: vec![],
+            genctr: 0,
+            commands_refused_length: 3,
+        };
+        let mut s = String::new();
+        render_target(&st, &mut s);
+        assert!(
+            s.contains("ferrofab_agent_target_commands_refused_length_total 3"),
+            "{s}"
+        );
     }
 }

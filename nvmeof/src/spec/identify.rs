@@ -38,8 +38,15 @@ pub struct IdentifyController {
     pub acl: u8,
     /// Asynchronous event request limit, 0-based.
     pub aerl: u8,
+    /// Firmware updates: bit 0 slot 1 read-only, bits 3:1 number of slots.
+    pub frmw: u8,
     pub lpa: u8,
     pub elpe: u8,
+    /// Number of power states supported, 0-based.
+    pub npss: u8,
+    /// Warning and critical composite temperature thresholds, in Kelvin.
+    pub wctemp: u16,
+    pub cctemp: u16,
     /// Keep alive support: granularity in units of 100 ms; 0 means none.
     pub kas: u16,
     pub sqes: u8,
@@ -79,8 +86,12 @@ impl IdentifyController {
         put16(&mut b, 256, self.oacs);
         b[258] = self.acl;
         b[259] = self.aerl;
+        b[260] = self.frmw;
         b[261] = self.lpa;
         b[262] = self.elpe;
+        b[263] = self.npss;
+        put16(&mut b, 266, self.wctemp);
+        put16(&mut b, 268, self.cctemp);
         put16(&mut b, 320, self.kas);
         b[512] = self.sqes;
         b[513] = self.cqes;
@@ -118,8 +129,12 @@ impl IdentifyController {
             oacs: get_u16(b, 256),
             acl: byte(258),
             aerl: byte(259),
+            frmw: byte(260),
             lpa: byte(261),
             elpe: byte(262),
+            npss: byte(263),
+            wctemp: get_u16(b, 266),
+            cctemp: get_u16(b, 268),
             kas: get_u16(b, 320),
             sqes: byte(512),
             cqes: byte(513),
@@ -376,7 +391,11 @@ mod tests {
             oaes: 1 << 8,
             cntrltype: cntrltype::IO,
             aerl: 3,
+            frmw: 3,
             lpa: 4,
+            npss: 0,
+            wctemp: 343,
+            cctemp: 358,
             kas: 10,
             sqes: 0x66,
             cqes: 0x44,

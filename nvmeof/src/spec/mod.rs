@@ -87,16 +87,28 @@ pub mod csts {
 
 /// Feature identifiers.
 pub mod feature {
+    pub const ARBITRATION: u8 = 0x01;
+    pub const POWER_MANAGEMENT: u8 = 0x02;
+    pub const TEMPERATURE_THRESHOLD: u8 = 0x04;
+    pub const ERROR_RECOVERY: u8 = 0x05;
     pub const VOLATILE_WRITE_CACHE: u8 = 0x06;
     pub const NUMBER_OF_QUEUES: u8 = 0x07;
     pub const ASYNC_EVENT_CONFIG: u8 = 0x0B;
     pub const KEEP_ALIVE_TIMER: u8 = 0x0F;
+    pub const HOST_IDENTIFIER: u8 = 0x81;
+
+    /// Host Identifier: cdw11 bit 0 (EXHID) asks for the 128-bit form,
+    /// the only one a fabrics controller has.
+    pub const HOST_ID_EXHID: u32 = 1;
+    /// Size of the extended (128-bit) Host Identifier.
+    pub const HOST_ID_LEN: usize = 16;
 }
 
 /// Log page identifiers.
 pub mod log {
     pub const ERROR_INFORMATION: u8 = 0x01;
     pub const SMART_HEALTH: u8 = 0x02;
+    pub const FIRMWARE_SLOT: u8 = 0x03;
     pub const CHANGED_NS_LIST: u8 = 0x04;
     pub const DISCOVERY: u8 = 0x70;
 
@@ -105,6 +117,7 @@ pub mod log {
     /// An error information entry.
     pub const ERROR_ENTRY_LEN: usize = 64;
     pub const SMART_LEN: usize = 512;
+    pub const FIRMWARE_SLOT_LEN: usize = 512;
 }
 
 /// Identify CNS values.

@@ -30,8 +30,10 @@ impl Status {
     pub const ABORT_REQUESTED: Status = Status::new(sct::GENERIC, 0x07, false);
     pub const INVALID_NAMESPACE: Status = Status::new(sct::GENERIC, 0x0B, true);
     pub const COMMAND_SEQUENCE_ERROR: Status = Status::new(sct::GENERIC, 0x0C, true);
-    pub const SGL_DATA_BLOCK_INVALID: Status = Status::new(sct::GENERIC, 0x0F, true);
-    pub const DATA_SGL_LENGTH_INVALID: Status = Status::new(sct::GENERIC, 0x0D, true);
+    /// Generic 0Fh. (Until issue 12 this was sent as 0Dh, which is
+    /// "Invalid SGL Segment Descriptor", and hosts reported it as such.)
+    pub const DATA_SGL_LENGTH_INVALID: Status = Status::new(sct::GENERIC, 0x0F, true);
+    pub const SGL_OFFSET_INVALID: Status = Status::new(sct::GENERIC, 0x16, true);
     pub const SGL_TYPE_INVALID: Status = Status::new(sct::GENERIC, 0x11, true);
     /// A data digest error or a lost connection: the host may retry.
     pub const NAMESPACE_WRITE_PROTECTED: Status = Status::new(sct::GENERIC, 0x20, true);
@@ -83,8 +85,9 @@ impl Status {
             (0, 0x07) => "command abort requested",
             (0, 0x0B) => "invalid namespace or format",
             (0, 0x0C) => "command sequence error",
-            (0, 0x0D) => "data SGL length invalid",
-            (0, 0x0F) => "SGL data block invalid",
+            (0, 0x0D) => "invalid SGL segment descriptor",
+            (0, 0x0F) => "data SGL length invalid",
+            (0, 0x16) => "SGL offset invalid",
             (0, 0x11) => "SGL descriptor type invalid",
             (0, 0x20) => "namespace is write protected",
             (0, 0x22) => "transient transport error",
@@ -146,5 +149,14 @@ mod tests {
             assert_eq!(Status::from_field(s.to_field()), s);
         }
         assert_eq!(Status::LBA_OUT_OF_RANGE.to_field(), 0x8000 | (0x80 << 1));
+    }
+
+    /// Codes as the NVMe Base specification numbers them (Linux:
+    /// NVME_SC_SGL_INVALID_DATA is 0Fh, NVME_SC_SGL_INVALID_OFFSET 16h).
+    #[test]
+    fn sgl_status_codes_match_the_specification() {
+        assert_eq!(Status::DATA_SGL_LENGTH_INVALID.sc, 0x0F);
+        assert_eq!(Status::SGL_OFFSET_INVALID.sc, 0x16);
+        assert_eq!(Status::SGL_TYPE_INVALID.sc, 0x11);
     }
 }

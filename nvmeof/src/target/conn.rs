@@ -390,7 +390,7 @@ impl Conn {
         match sqe.sgl.id {
             SGL_DATA_BLOCK_OFFSET => {
                 let start =
-                    usize::try_from(sqe.sgl.address).map_err(|_| Status::SGL_DATA_BLOCK_INVALID)?;
+                    usize::try_from(sqe.sgl.address).map_err(|_| Status::SGL_OFFSET_INVALID)?;
                 let len = sqe.sgl.length as usize;
                 let limit = if self.is_admin() || sqe.opcode == admin::FABRICS {
                     self.target.opts.admin_in_capsule_data()
@@ -400,12 +400,16 @@ impl Conn {
                 if len > limit {
                     return Err(Status::DATA_SGL_LENGTH_INVALID);
                 }
-                data.get(start..start + len)
+                // The offset is the host's: a sum past usize::MAX must be
+                // refused, not overflow.
+                start
+                    .checked_add(len)
+                    .and_then(|end| data.get(start..end))
                     .map(Some)
                     .ok_or(Status::DATA_SGL_LENGTH_INVALID)
             }
             SGL_TRANSPORT_DATA_BLOCK if data.is_empty() => Ok(None),
-            SGL_TRANSPORT_DATA_BLOCK => Err(Status::SGL_DATA_BLOCK_INVALID),
+            SGL_TRANSPORT_DATA_BLOCK => Err(Status::SGL_OFFSET_INVALID),
             _ => Err(Status::SGL_TYPE_INVALID),
         }
     }

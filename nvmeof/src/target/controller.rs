@@ -36,6 +36,9 @@ pub struct CtrlState {
     /// I/O queues granted by Set Features Number of Queues; 0 = not set.
     pub io_queues_granted: u16,
     pub volatile_write_cache: bool,
+    /// Arbitration, Power Management, Temperature Threshold and Error
+    /// Recovery as the host last set them.
+    pub(crate) features: super::admin::FeatureValues,
     /// Command IDs of outstanding Asynchronous Event Requests.
     pub aers: Vec<u16>,
     /// Events waiting for an AER to complete.
@@ -296,6 +299,7 @@ fn reset_state(st: &mut CtrlState) {
     st.csts = 0;
     st.aec = 0;
     st.io_queues_granted = 0;
+    st.features = Default::default();
     st.aers.clear();
     st.events.clear();
     st.changed_ns.clear();

@@ -70,7 +70,10 @@ fn parse_connect(sqe: &Sqe, data: &[u8]) -> Result<ConnectRequest, Refusal> {
             why: format!("record format {recfmt} is not supported"),
         });
     }
-    if data.len() < CONNECT_DATA_LEN {
+    // Exactly 1024 bytes, as Linux nvmet requires too: in-capsule data
+    // is already capped by the capsule size, and nothing past the
+    // structure means anything.
+    if data.len() != CONNECT_DATA_LEN {
         return Err(Refusal::param(
             true,
             0,
@@ -278,6 +281,10 @@ impl Conn {
         let Some(ctrl) = self.queue.as_ref().map(|q| q.ctrl.clone()) else {
             return;
         };
+        if let Err(status) = no_data(&sqe) {
+            self.target.count_length_refusal();
+            return self.complete(sqe.cid, status, 0);
+        }
         let eight_bytes = sqe.cdw10 & 0x7 == 1;
         let offset = sqe.cdw11;
         let value = match offset {
@@ -301,6 +308,10 @@ impl Conn {
         let Some(ctrl) = self.queue.as_ref().map(|q| q.ctrl.clone()) else {
             return;
         };
+        if let Err(status) = no_data(&sqe) {
+            self.target.count_length_refusal();
+            return self.complete(sqe.cid, status, 0);
+        }
         let offset = sqe.cdw11;
         let value = sqe.cdw12;
         if offset != prop::CC {
@@ -330,6 +341,15 @@ impl Conn {
         }
         self.complete(sqe.cid, Status::SUCCESS, 0);
     }
+}
+
+/// Property Get and Set carry their value in the command: an SGL with a
+/// length is Data SGL Length Invalid.
+fn no_data(sqe: &Sqe) -> Result<(), Status> {
+    if sqe.sgl.length != 0 {
+        return Err(Status::DATA_SGL_LENGTH_INVALID);
+    }
+    Ok(())
 }
 
 impl ConnLink {

@@ -35,6 +35,10 @@ pub(crate) fn backend_status(err: &BackendError) -> Status {
 
 impl Conn {
     pub(crate) fn io_command(&mut self, sqe: Sqe, data: Option<&[u8]>) {
+        if let Err(status) = check_io_transfer(&sqe, data) {
+            self.target.count_length_refusal();
+            return self.complete(sqe.cid, status, 0);
+        }
         if sqe.opcode == nvm::FLUSH {
             self.flush(&sqe);
             return;
@@ -72,9 +76,11 @@ impl Conn {
     fn transfer_len(&self, sqe: &Sqe, ns: &Namespace) -> Result<(u64, usize), Status> {
         let (offset, len) = self.lba_range(sqe, ns)?;
         if len > self.target.opts.mdts_bytes as usize {
+            self.target.count_length_refusal();
             return Err(Status::INVALID_FIELD);
         }
         if sqe.sgl.length as usize != len {
+            self.target.count_length_refusal();
             return Err(Status::DATA_SGL_LENGTH_INVALID);
         }
         Ok((offset, len))
@@ -266,14 +272,18 @@ impl Conn {
         self.complete(sqe.cid, status, 0);
     }
 
+    /// NR (0-based, 8 bits) allows at most 256 ranges, 4 KiB; the SGL must
+    /// be exactly that long, whether the ranges come in the capsule or
+    /// through R2T, so nothing is sized by the SGL alone.
     fn dataset_management(&mut self, sqe: Sqe, ns: Arc<Namespace>, data: Option<&[u8]>) {
         let nr = (sqe.cdw10 & 0xFF) as usize + 1;
         let deallocate = sqe.cdw11 & (1 << 2) != 0;
         let expected = nr * DSM_RANGE_LEN;
+        if sqe.sgl.length as usize != expected {
+            self.target.count_length_refusal();
+            return self.complete(sqe.cid, Status::DATA_SGL_LENGTH_INVALID, 0);
+        }
         let Some(data) = data else {
-            if sqe.sgl.length as usize != expected {
-                return self.complete(sqe.cid, Status::DATA_SGL_LENGTH_INVALID, 0);
-            }
             return self.request_data(sqe, PendingKind::Collect(Vec::with_capacity(expected)));
         };
         if data.len() < expected {
@@ -289,6 +299,21 @@ impl Conn {
         }
         let status = deallocate_ranges(&ns, &data[..expected]);
         self.complete(sqe.cid, status, 0);
+    }
+}
+
+/// Lengths every I/O command must agree with before its handler runs:
+/// Flush and Write Zeroes move no data, so their SGL is empty; Read moves
+/// none from the host, so it has no in-capsule data. (Read and Write check
+/// NLB against MDTS and the SGL in `transfer_len`, Dataset Management its
+/// ranges in `dataset_management`.)
+fn check_io_transfer(sqe: &Sqe, data: Option<&[u8]>) -> Result<(), Status> {
+    match sqe.opcode {
+        nvm::FLUSH | nvm::WRITE_ZEROES if sqe.sgl.length != 0 => {
+            Err(Status::DATA_SGL_LENGTH_INVALID)
+        }
+        nvm::READ if data.is_some_and(|d| !d.is_empty()) => Err(Status::INVALID_FIELD),
+        _ => Ok(()),
     }
 }
 

@@ -28,13 +28,15 @@ mod fuzz;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod io;
+#[cfg(test)]
+mod limits_tests;
 pub mod listener;
 pub mod registry;
 pub mod socket;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 use std::time::Duration;
@@ -223,9 +225,18 @@ pub struct TargetInner {
     next_portid: AtomicU16,
     stop: AtomicBool,
     pub(crate) executor: Option<executor::Executor>,
+    /// Commands refused because a length in them was over MDTS or
+    /// disagreed with the command's SGL (see docs/nvmeof-target.md,
+    /// "Command limits"): a host doing this is broken or hostile.
+    refused_lengths: AtomicU64,
 }
 
 impl TargetInner {
+    /// Count a command refused for a length (MDTS, SGL mismatch).
+    pub(crate) fn count_length_refusal(&self) {
+        self.refused_lengths.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
@@ -341,6 +352,7 @@ impl Target {
             next_portid: AtomicU16::new(1),
             stop: AtomicBool::new(false),
             executor,
+            refused_lengths: AtomicU64::new(0),
         });
         spawn_keep_alive_watchdog(&inner);
         Ok(Target { inner })
@@ -595,6 +607,7 @@ impl Target {
             listeners,
             subsystems,
             genctr: self.inner.registry.genctr(),
+            commands_refused_length: self.inner.refused_lengths.load(Ordering::Relaxed),
         }
     }
 
@@ -671,6 +684,9 @@ pub struct TargetStatus {
     pub listeners: Vec<ListenerStatus>,
     pub subsystems: Vec<SubsystemStatus>,
     pub genctr: u64,
+    /// Commands refused since start because a length in them was over
+    /// MDTS or disagreed with their SGL.
+    pub commands_refused_length: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -76,6 +76,32 @@ ctl restart
 verify "$dev"
 dd if=/pat2 of="$dev" bs=64k count=1 seek=$((48 * 16)) conv=fsync 2>/dev/null || ff_die "write after restart failed"
 
+ff_log "5b. mandatory features, firmware log, host ID and hostile lengths through nvme-cli"
+for fid in 1 2 4 5; do
+    nvme get-feature "/dev/$c" -f $fid -n 1 >/tmp/feat 2>&1 || { cat /tmp/feat; ff_die "get-feature $fid failed"; }
+    cat /tmp/feat
+done
+ff_run nvme set-feature "/dev/$c" -f 4 -v 350
+nvme get-feature "/dev/$c" -f 4 >/tmp/feat 2>&1 || ff_die "get-feature 4 after set failed"
+grep -qi "0x0*15e" /tmp/feat || { cat /tmp/feat; ff_die "temperature threshold did not read back 350 K"; }
+nvme fw-log "/dev/$c" >/tmp/fw 2>&1 || { cat /tmp/fw; ff_die "fw-log failed"; }
+cat /tmp/fw
+want=$(echo "$HOSTID" | tr -d '-')
+got=$(nvme get-feature "/dev/$c" -f 0x81 -c 1 -b 2>/dev/null | od -An -tx1 | tr -d ' \n')
+case "$got" in *"$want"*) ff_log "host identifier $want read back" ;; *) ff_die "host identifier: got '$got', want $want" ;; esac
+if nvme admin-passthru "/dev/$c" --opcode=2 --cdw10=0xffff0002 --cdw11=0xffff --data-len=4096 --read >/tmp/pt 2>&1; then
+    ff_die "Get Log Page with NUMD=FFFFFFFFh succeeded"
+fi
+cat /tmp/pt
+grep -qi "invalid field" /tmp/pt || ff_die "NUMD=FFFFFFFFh: expected Invalid Field"
+if nvme admin-passthru "/dev/$c" --opcode=2 --cdw10=0x007f0002 --data-len=4096 --read >/tmp/pt 2>&1; then
+    ff_die "Get Log Page with NUMD disagreeing with the data length succeeded"
+fi
+cat /tmp/pt
+grep -qi "sgl length invalid" /tmp/pt || ff_die "NUMD disagreeing with the data length: expected Data SGL Length Invalid"
+ff_run nvme smart-log "/dev/$c"
+verify "$dev"
+
 ff_log "6. orderly disconnect"
 ff_nvme_disconnect "$c"
 

@@ -523,6 +523,8 @@ impl TargetDriver for KernelTarget {
                 .map(|n| self.subsystem_status(n))
                 .collect(),
             genctr: 0,
+            // The kernel target's refusals are not visible from configfs.
+            commands_refused_length: 0,
         }
     }
 
