@@ -215,7 +215,7 @@ fn expected_rv<R: Resource>(obj: &R, given: u64) -> u64 {
 
 // ------------------------------------------------------------ validation
 
-fn validate_node(n: &Node) -> Result<(), ApiError> {
+fn validate_node(s: &Shared, n: &Node) -> Result<(), ApiError> {
     let spec = n.spec.clone().unwrap_or_default();
     if !spec.host_nqn.is_empty() {
         validate_nqn("spec.host_nqn", &spec.host_nqn)?;
@@ -228,7 +228,8 @@ fn validate_node(n: &Node) -> Result<(), ApiError> {
             ));
         }
     }
-    Ok(())
+    crate::validate::check_node_unique(&s.cache.read(), n.name(), &spec)
+        .inspect_err(|_| s.metrics.refused("node_identity"))
 }
 
 fn validate_pool(s: &Shared, p: &Pool) -> Result<(), ApiError> {
@@ -247,12 +248,8 @@ fn validate_pool(s: &Shared, p: &Pool) -> Result<(), ApiError> {
             "must be DIRECTORY or BLOCK_DEVICE",
         ));
     }
-    if !b.path.starts_with('/') {
-        return Err(ApiError::invalid(
-            "spec.backing.path",
-            "must be an absolute path",
-        ));
-    }
+    crate::validate::validate_pool_path("spec.backing.path", &b.path)
+        .inspect_err(|_| s.metrics.refused("pool_path"))?;
     parse_size("spec.capacity", &spec.capacity)?;
     if !(spec.overcommit_ratio == 0.0 || (1.0..=100.0).contains(&spec.overcommit_ratio)) {
         return Err(ApiError::invalid(
@@ -815,7 +812,7 @@ impl AdminService for Admin {
     async fn create_node(&self, req: Request<CreateNodeRequest>) -> Result<Response<Node>, Status> {
         timed!(self, "CreateNode", req, |id, b| {
             let n = req_obj(b.node, "node")?;
-            validate_node(&n)?;
+            validate_node(&self.s, &n)?;
             self.create_simple(&id, "CreateNode", n).await
         })
     }
@@ -836,7 +833,7 @@ impl AdminService for Admin {
     async fn update_node(&self, req: Request<UpdateNodeRequest>) -> Result<Response<Node>, Status> {
         timed!(self, "UpdateNode", req, |id, b| {
             let n = req_obj(b.node, "node")?;
-            validate_node(&n)?;
+            validate_node(&self.s, &n)?;
             self.update_simple(&id, "UpdateNode", n).await
         })
     }
@@ -1172,7 +1169,7 @@ impl Admin {
                 self.create_simple(id, "CreateTenant", t).await.map(drop)
             }
             O::Node(n) => {
-                validate_node(&n)?;
+                validate_node(&self.s, &n)?;
                 self.create_simple(id, "CreateNode", n).await.map(drop)
             }
             O::Pool(p) => {
@@ -1196,7 +1193,7 @@ impl Admin {
                 self.update_simple(id, "UpdateTenant", t).await.map(drop)
             }
             O::Node(n) => {
-                validate_node(&n)?;
+                validate_node(&self.s, &n)?;
                 self.update_simple(id, "UpdateNode", n).await.map(drop)
             }
             O::Pool(p) => {
