@@ -42,6 +42,15 @@ pub struct ObjectLimits {
     /// Largest annotation value, bytes.
     #[serde(default = "default_max_annotation_value_bytes")]
     pub max_annotation_value_bytes: usize,
+    /// The gRPC message limit (top-level `max_message_bytes`), which bounds
+    /// List pages; set by [`ObjectLimits::with_message_limit`], not read
+    /// from `[objects]`.
+    #[serde(skip, default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn default_max_message_bytes() -> usize {
+    ferrofab_proto::MAX_MESSAGE_BYTES
 }
 
 fn default_max_object_bytes() -> usize {
@@ -64,11 +73,25 @@ impl Default for ObjectLimits {
             max_labels: default_max_labels(),
             max_annotations: default_max_annotations(),
             max_annotation_value_bytes: default_max_annotation_value_bytes(),
+            max_message_bytes: default_max_message_bytes(),
         }
     }
 }
 
 impl ObjectLimits {
+    /// These limits with the server's message limit, which bounds pages.
+    pub fn with_message_limit(mut self, max_message_bytes: usize) -> Self {
+        self.max_message_bytes = max_message_bytes;
+        self
+    }
+
+    /// Bytes of items one List response may carry: the message limit less
+    /// an eighth for the response's other fields, the per-item framing and
+    /// the status the pool and tenant lists add after paging.
+    pub fn page_budget(&self) -> usize {
+        self.max_message_bytes - self.max_message_bytes / 8
+    }
+
     /// Refuses settings that would let one object fill a whole message, or
     /// a value that could never fit in an object.
     pub fn check(&self, max_message_bytes: usize) -> Result<(), String> {
@@ -283,6 +306,64 @@ pub fn admit<R: Resource>(new: &R, old: Option<&R>, limits: &ObjectLimits) -> Re
         ));
     }
     Ok(())
+}
+
+// ------------------------------------------------------------ list pages
+
+/// One page of a List: the items after `token` (a name; items come in
+/// name order), at most `page_size` of them when it is not 0, and at most
+/// `budget` encoded bytes, but always at least one. Returns the items and
+/// the token of the next page, empty at the end.
+///
+/// A request without `page_size` and `token` is from a client that does
+/// not page (or an older one): its list is refused when it does not fit,
+/// rather than silently cut, so such a client never mistakes a partial
+/// list for the whole.
+pub fn page<R: Resource>(
+    items: Vec<R>,
+    page_size: u32,
+    token: &str,
+    budget: usize,
+) -> Result<(Vec<R>, String), ApiError> {
+    let paging = page_size != 0 || !token.is_empty();
+    let max_items = if page_size == 0 {
+        usize::MAX
+    } else {
+        page_size as usize
+    };
+    let total = items.len();
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let mut rest = items
+        .into_iter()
+        .filter(|o| token.is_empty() || o.name() > token)
+        .peekable();
+    while let Some(next) = rest.peek() {
+        let len = next.encoded_len();
+        let framed = len + prost::encoding::encoded_len_varint(len as u64) + 1;
+        let full = out.len() >= max_items || bytes.saturating_add(framed) > budget;
+        if full && !out.is_empty() {
+            break;
+        }
+        bytes += framed;
+        out.extend(rest.next());
+    }
+    let more = rest.peek().is_some();
+    if more && !paging {
+        let left: usize = rest.map(|o| o.encoded_len()).sum();
+        return Err(ApiError::Exhausted(format!(
+            "the {total} {}s are {} encoded, more than one response may carry ({}); \
+             set page_size and follow next_page_token (the ferrofab CLI does)",
+            kind_name(R::KIND),
+            human_bytes(bytes + left),
+            human_bytes(budget)
+        )));
+    }
+    let next = match (more, out.last()) {
+        (true, Some(last)) => last.name().to_string(),
+        _ => String::new(),
+    };
+    Ok((out, next))
 }
 
 // ------------------------------------------------------------ pool paths
@@ -614,6 +695,59 @@ mod tests {
         assert!(node_clash(&objs, "a", &spec(node("nqn.x:a", &[("10.0.0.1", 4420)]))).is_none());
         assert!(node_clash(&objs, "b", &spec(node("nqn.x:b", &[("10.0.0.1", 4421)]))).is_none());
         assert!(node_clash(&objs, "b", &spec(node("", &[]))).is_none());
+    }
+
+    fn named(n: usize, annotation: usize) -> Vec<Volume> {
+        (0..n)
+            .map(|i| {
+                let mut v = volume(1, annotation);
+                v.meta_mut().name = format!("v{i:03}");
+                v
+            })
+            .collect()
+    }
+
+    fn all_pages(items: Vec<Volume>, size: u32, budget: usize) -> Vec<Vec<String>> {
+        let mut token = String::new();
+        let mut pages = Vec::new();
+        loop {
+            let (page, next) = page(items.clone(), size, &token, budget).expect("page");
+            pages.push(page.iter().map(|v| v.name().to_string()).collect());
+            if next.is_empty() {
+                return pages;
+            }
+            token = next;
+        }
+    }
+
+    #[test]
+    fn pages_bound_count_and_bytes_and_cover_everything() {
+        let items = named(10, 1000);
+        let pages = all_pages(items.clone(), 4, usize::MAX);
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 2]);
+        // About three items of ~1 KiB fit in 3.5 KiB.
+        let pages = all_pages(items.clone(), 1000, 3500);
+        assert!(
+            pages.iter().all(|p| p.len() == 3 || p.len() == 1),
+            "{pages:?}"
+        );
+        let flat: Vec<String> = pages.concat();
+        let want: Vec<String> = items.iter().map(|v| v.name().to_string()).collect();
+        assert_eq!(flat, want, "every item once, in name order");
+        // One item larger than the budget still comes, alone.
+        let pages = all_pages(named(2, 5000), 1000, 100);
+        assert_eq!(pages.len(), 2);
+    }
+
+    #[test]
+    fn unpaged_lists_that_do_not_fit_are_refused_not_cut() {
+        let (all, next) = page(named(3, 100), 0, "", usize::MAX).expect("fits");
+        assert_eq!((all.len(), next.as_str()), (3, ""));
+        let e = page(named(10, 1000), 0, "", 3500)
+            .expect_err("does not fit")
+            .to_string();
+        assert!(e.contains("the 10 volumes are "), "{e}");
+        assert!(e.contains("set page_size"), "{e}");
     }
 
     #[test]

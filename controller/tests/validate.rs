@@ -117,6 +117,74 @@ async fn oversized_annotations_are_refused_and_lists_keep_working() {
     assert_eq!(items.len(), 1);
 }
 
+/// Every object within its limit can still add up to more than one
+/// message: List pages by size, and refuses (rather than cuts) a list for
+/// a client that does not page.
+#[tokio::test]
+async fn lists_never_exceed_the_message_limit() {
+    let ctl = Controller::start();
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    // Five volumes of about 240 KiB: 1.2 MiB, over the test's 1 MiB messages.
+    for i in 0..5 {
+        let notes: Vec<(String, usize)> = (0..4).map(|j| (format!("n{j}"), 60 << 10)).collect();
+        let notes: Vec<(&str, usize)> = notes.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        create_volume(
+            &mut admin,
+            annotated(volume(&format!("v{i}"), "lab", "1GiB", "p1"), &notes),
+        )
+        .await
+        .expect("volume within the object limit");
+    }
+    let e = admin
+        .list_volumes(ListVolumesRequest::default())
+        .await
+        .expect_err("unpaged list does not fit");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(
+        e.message().contains("the 5 volumes are 1.2 MiB"),
+        "{}",
+        e.message()
+    );
+    assert!(e.message().contains("set page_size"), "{}", e.message());
+
+    let mut names = Vec::new();
+    let mut pages = 0;
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .list_volumes(ListVolumesRequest {
+                page_size: 100,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        pages += 1;
+        names.extend(
+            page.items
+                .iter()
+                .map(|v| v.metadata.as_ref().expect("meta").name.clone()),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(names, ["v0", "v1", "v2", "v3", "v4"]);
+    assert_eq!(pages, 2, "896 KiB of items per page: three, then two");
+    let two = admin
+        .list_volumes(ListVolumesRequest {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("count-limited page")
+        .into_inner();
+    assert_eq!((two.items.len(), two.next_page_token.as_str()), (2, "v1"));
+}
+
 async fn create_pool_at(
     c: &mut AdminServiceClient<Channel>,
     name: &str,

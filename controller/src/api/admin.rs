@@ -723,6 +723,17 @@ impl Admin {
         delete_or_mark(&self.s, cur, rv).await
     }
 
+    /// One page of a List within the message limit (see [`crate::validate::page`]).
+    fn page<R: Resource>(
+        &self,
+        items: Vec<R>,
+        page_size: u32,
+        token: &str,
+    ) -> Result<(Vec<R>, String), ApiError> {
+        crate::validate::page(items, page_size, token, self.s.limits.page_budget())
+            .inspect_err(|_| self.s.metrics.refused("list_size"))
+    }
+
     fn users_of(&self, kind: Kind, name: &str) -> Vec<String> {
         let objs = self.s.cache.read();
         let mut out = Vec::new();
@@ -827,7 +838,12 @@ impl AdminService for Admin {
     ) -> Result<Response<ListNodesResponse>, Status> {
         timed!(self, "ListNodes", req, |id, b| {
             let (items, revision) = list_checked(&self.s, &id, &b.label_selector)?;
-            Ok(ListNodesResponse { items, revision })
+            let (items, next_page_token) = self.page(items, b.page_size, &b.page_token)?;
+            Ok(ListNodesResponse {
+                items,
+                revision,
+                next_page_token,
+            })
         })
     }
     async fn update_node(&self, req: Request<UpdateNodeRequest>) -> Result<Response<Node>, Status> {
@@ -879,11 +895,16 @@ impl AdminService for Admin {
         timed!(self, "ListPools", req, |id, b| {
             authz::admin_only(&id, "ListPools")?;
             let (items, revision) = list_checked::<Pool>(&self.s, &id, &b.label_selector)?;
+            let (items, next_page_token) = self.page(items, b.page_size, &b.page_token)?;
             let items = items
                 .into_iter()
                 .map(|p| self.with_pool_status(p))
                 .collect();
-            Ok(ListPoolsResponse { items, revision })
+            Ok(ListPoolsResponse {
+                items,
+                revision,
+                next_page_token,
+            })
         })
     }
     async fn update_pool(&self, req: Request<UpdatePoolRequest>) -> Result<Response<Pool>, Status> {
@@ -947,7 +968,12 @@ impl AdminService for Admin {
     ) -> Result<Response<ListVolumesResponse>, Status> {
         timed!(self, "ListVolumes", req, |id, b| {
             let (items, revision) = list_checked(&self.s, &id, &b.label_selector)?;
-            Ok(ListVolumesResponse { items, revision })
+            let (items, next_page_token) = self.page(items, b.page_size, &b.page_token)?;
+            Ok(ListVolumesResponse {
+                items,
+                revision,
+                next_page_token,
+            })
         })
     }
     async fn update_volume(
@@ -1006,7 +1032,12 @@ impl AdminService for Admin {
     ) -> Result<Response<ListAttachmentsResponse>, Status> {
         timed!(self, "ListAttachments", req, |id, b| {
             let (items, revision) = list_checked(&self.s, &id, &b.label_selector)?;
-            Ok(ListAttachmentsResponse { items, revision })
+            let (items, next_page_token) = self.page(items, b.page_size, &b.page_token)?;
+            Ok(ListAttachmentsResponse {
+                items,
+                revision,
+                next_page_token,
+            })
         })
     }
     async fn update_attachment(
@@ -1077,11 +1108,16 @@ impl AdminService for Admin {
     ) -> Result<Response<ListTenantsResponse>, Status> {
         timed!(self, "ListTenants", req, |id, b| {
             let (items, revision) = list_checked::<Tenant>(&self.s, &id, &b.label_selector)?;
+            let (items, next_page_token) = self.page(items, b.page_size, &b.page_token)?;
             let items = items
                 .into_iter()
                 .map(|t| self.with_tenant_status(t))
                 .collect();
-            Ok(ListTenantsResponse { items, revision })
+            Ok(ListTenantsResponse {
+                items,
+                revision,
+                next_page_token,
+            })
         })
     }
     async fn update_tenant(
