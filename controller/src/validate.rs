@@ -273,6 +273,27 @@ pub fn validate_meta(m: &ObjectMeta, limits: &ObjectLimits) -> Result<(), ApiErr
     validate_annotations(&m.annotations, limits)
 }
 
+/// Metadata may fill at most seven eighths of `max_object_bytes`: the rest
+/// is kept for the spec and for the status the controller and agents
+/// write later, so that a tenant filling its annotations to the limit
+/// cannot make the object's own status updates fail.
+fn check_meta_size(m: &ObjectMeta, limits: &ObjectLimits) -> Result<(), ApiError> {
+    let cap = limits.max_object_bytes - limits.max_object_bytes / 8;
+    let len = m.encoded_len();
+    if len > cap {
+        return Err(ApiError::invalid(
+            "metadata",
+            format!(
+                "labels and annotations are {} encoded, limit {} (seven eighths of \
+                 objects.max_object_bytes; the rest is kept for spec and status)",
+                human_bytes(len),
+                human_bytes(cap)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The admission check of every write to the store ([`crate::api::Shared::put`]):
 /// metadata is validated whenever it differs from the stored object's, and
 /// the encoded object must fit in `max_object_bytes`.
@@ -289,6 +310,10 @@ pub fn admit<R: Resource>(new: &R, old: Option<&R>, limits: &ObjectLimits) -> Re
     if meta_changed {
         if let Some(m) = new.meta() {
             validate_meta(m, limits)?;
+            let old_len = old.and_then(Resource::meta).map(Message::encoded_len);
+            if old_len.is_none_or(|o| m.encoded_len() > o) {
+                check_meta_size(m, limits)?;
+            }
         }
     }
     let size = new.encoded_len();
@@ -600,10 +625,22 @@ mod tests {
     #[test]
     fn total_size_is_bounded_but_big_old_objects_can_shrink() {
         let limits = ObjectLimits::default();
-        // Five 60 KiB annotations: each value is fine, the object is not.
+        // Five 60 KiB annotations: each value is fine, the metadata is not.
         let big = volume(5, 60 << 10);
         let e = admit(&big, None, &limits).expect_err("too big").to_string();
-        assert!(e.starts_with("invalid volume \"v\": object is 300."), "{e}");
+        assert!(
+            e.starts_with("invalid metadata: labels and annotations are 300."),
+            "{e}"
+        );
+        assert!(e.contains("limit 224 KiB"), "{e}");
+        // Metadata within its share, but with the status the object is too big.
+        let mut full = volume(3, 60 << 10);
+        full.status = Some(ferrofab_proto::v1::VolumeStatus {
+            backing_path: "p".repeat(80 << 10),
+            ..Default::default()
+        });
+        let e = admit(&full, None, &limits).expect_err("object").to_string();
+        assert!(e.starts_with("invalid volume \"v\": object is 260."), "{e}");
         assert!(
             e.contains("limit 256 KiB (objects.max_object_bytes)"),
             "{e}"

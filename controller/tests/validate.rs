@@ -57,7 +57,8 @@ async fn oversized_annotations_are_refused_and_lists_keep_working() {
         "invalid metadata.annotations[\"note\"]: value is 900 KiB, limit 64 KiB"
     );
 
-    // Each value within its limit, the object over 256 KiB.
+    // Each value within its limit, the metadata over its share (224 KiB)
+    // of the 256 KiB object.
     let many: Vec<(String, usize)> = (0..5).map(|i| (format!("n{i}"), 60 << 10)).collect();
     let many: Vec<(&str, usize)> = many.iter().map(|(k, n)| (k.as_str(), *n)).collect();
     let e = create_volume(
@@ -67,8 +68,13 @@ async fn oversized_annotations_are_refused_and_lists_keep_working() {
     .await
     .expect_err("300 KiB object");
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("object is 300."), "{}", e.message());
-    assert!(e.message().contains("limit 256 KiB"), "{}", e.message());
+    assert!(
+        e.message()
+            .starts_with("invalid metadata: labels and annotations are 300.1 KiB"),
+        "{}",
+        e.message()
+    );
+    assert!(e.message().contains("limit 224 KiB"), "{}", e.message());
 
     // An update may not grow a volume past the limits either.
     let v = create_volume(
@@ -125,9 +131,9 @@ async fn lists_never_exceed_the_message_limit() {
     let ctl = Controller::start();
     let mut admin = ctl.admin().await;
     basic_layout(&mut admin).await;
-    // Five volumes of about 240 KiB: 1.2 MiB, over the test's 1 MiB messages.
-    for i in 0..5 {
-        let notes: Vec<(String, usize)> = (0..4).map(|j| (format!("n{j}"), 60 << 10)).collect();
+    // Six volumes of about 192 KiB: 1.1 MiB, over the test's 1 MiB messages.
+    for i in 0..6 {
+        let notes: Vec<(String, usize)> = (0..3).map(|j| (format!("n{j}"), 64 << 10)).collect();
         let notes: Vec<(&str, usize)> = notes.iter().map(|(k, n)| (k.as_str(), *n)).collect();
         create_volume(
             &mut admin,
@@ -142,7 +148,7 @@ async fn lists_never_exceed_the_message_limit() {
         .expect_err("unpaged list does not fit");
     assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
     assert!(
-        e.message().contains("the 5 volumes are 1.2 MiB"),
+        e.message().contains("the 6 volumes are 1.1 MiB"),
         "{}",
         e.message()
     );
@@ -172,8 +178,8 @@ async fn lists_never_exceed_the_message_limit() {
         }
         page_token = page.next_page_token;
     }
-    assert_eq!(names, ["v0", "v1", "v2", "v3", "v4"]);
-    assert_eq!(pages, 2, "896 KiB of items per page: three, then two");
+    assert_eq!(names, ["v0", "v1", "v2", "v3", "v4", "v5"]);
+    assert_eq!(pages, 2, "896 KiB of items per page: four, then two");
     let two = admin
         .list_volumes(ListVolumesRequest {
             page_size: 2,
