@@ -243,6 +243,26 @@ async fn pool_paths_must_be_absolute_and_normal() {
         .await
         .expect_err("update to ..");
     assert!(e.message().contains("spec.backing.path"), "{}", e.message());
+
+    // Apply runs the same checks (issue 12 item 8's `…/../etc`).
+    let mut bad = pool("p2", "s1", "1GiB", &[]);
+    bad.spec
+        .as_mut()
+        .and_then(|s| s.backing.as_mut())
+        .expect("backing")
+        .path = "/srv/ferrofab/../../etc".into();
+    let e = admin
+        .apply(ApplyRequest {
+            layout: Some(Layout {
+                pools: vec![bad],
+                ..Default::default()
+            }),
+            dry_run: false,
+            prune: false,
+        })
+        .await
+        .expect_err("apply with ..");
+    assert!(e.message().contains("spec.backing.path"), "{}", e.message());
 }
 
 async fn token(admin: &mut AdminServiceClient<Channel>, node: &str) -> String {
