@@ -211,6 +211,10 @@ fn conditions_view(conds: &[Condition]) -> Value {
     )
 }
 
+/// Items asked for per List call; the controller may send fewer to stay
+/// within its message limit.
+const LIST_PAGE_SIZE: u32 = 500;
+
 /// Implements the RPC plumbing, which differs between kinds only in names.
 macro_rules! rpcs {
     ($ty:ty, $field:ident, $get:ident, $getreq:ident, $list:ident, $listreq:ident,
@@ -222,11 +226,24 @@ macro_rules! rpcs {
             };
             Ok(c.$get(req).await?.into_inner())
         }
+        /// All pages: the controller bounds each response by the message
+        /// size, so a long list comes in several.
         async fn list(c: &mut Admin, selector: &str) -> Result<Vec<Self>, Status> {
-            let req = v1::$listreq {
-                label_selector: selector.to_owned(),
-            };
-            Ok(c.$list(req).await?.into_inner().items)
+            let mut items = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let req = v1::$listreq {
+                    label_selector: selector.to_owned(),
+                    page_size: LIST_PAGE_SIZE,
+                    page_token,
+                };
+                let page = c.$list(req).await?.into_inner();
+                items.extend(page.items);
+                if page.next_page_token.is_empty() {
+                    return Ok(items);
+                }
+                page_token = page.next_page_token;
+            }
         }
         async fn create(c: &mut Admin, obj: Self) -> Result<Self, Status> {
             // Only the volume requests have more fields (dry_run, left off).

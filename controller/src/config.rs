@@ -182,6 +182,9 @@ pub struct Config {
     pub transport: TransportConfig,
     #[serde(default)]
     pub nodes: NodesConfig,
+    /// Limits on what clients may store in one object (`[objects]`).
+    #[serde(default)]
+    pub objects: crate::validate::ObjectLimits,
 }
 
 fn default_max_message() -> usize {
@@ -219,6 +222,9 @@ impl Config {
                     .into(),
             ));
         }
+        self.objects
+            .check(self.max_message_bytes)
+            .map_err(ConfigError::Invalid)?;
         self.pki.node_validity()?;
         Ok(())
     }
@@ -251,7 +257,12 @@ dir = "/etc/ferrofab/pki"
             Duration::from_secs(90 * 86_400)
         );
         assert_eq!(cfg.nodes.heartbeat_timeout_seconds, 45);
+        assert_eq!(cfg.objects.max_object_bytes, 256 * 1024);
         cfg.validate().expect("valid");
+        let big = format!("{text}[objects]\nmax_object_bytes = 4194304\n");
+        let cfg: Config = toml::from_str(&big).expect("parse");
+        let e = cfg.validate().expect_err("object as big as a message");
+        assert!(e.to_string().contains("objects.max_object_bytes"), "{e}");
         let bad = text.replace(
             "dir = \"/p\"",
             "dir = \"/p\"\nnode_cert_validity = \"soon\"",

@@ -19,4 +19,5 @@ pub mod planner;
 pub mod resource;
 pub mod server;
 pub mod store;
+pub mod validate;
 pub mod watch;

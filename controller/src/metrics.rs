@@ -11,6 +11,7 @@ use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -29,6 +30,7 @@ pub struct Metrics {
     pub agents: Gauge,
     pub watchers: Gauge,
     watch_lag: Histogram,
+    refusals: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,6 +74,12 @@ impl Metrics {
         let agents = Gauge::default();
         let watchers = Gauge::default();
         let watch_lag = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        let refusals = Family::<Labels, Counter>::default();
+        registry.register(
+            "limit_refusals",
+            "Requests refused by a limit or validation rule, by limit",
+            refusals.clone(),
+        );
         registry.register(
             "api_latency_seconds",
             "gRPC call latency by method",
@@ -100,7 +108,16 @@ impl Metrics {
             agents,
             watchers,
             watch_lag,
+            refusals,
         }
+    }
+
+    /// Counts one request refused by the named limit (`object_limits`,
+    /// `pool_path`, `node_identity`, `enroll_csr`).
+    pub fn refused(&self, limit: &str) {
+        self.refusals
+            .get_or_create(&vec![("limit".into(), limit.into())])
+            .inc();
     }
 
     pub fn api_timer(&self, method: &'static str) -> ApiTimer<'_> {

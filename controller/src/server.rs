@@ -154,6 +154,10 @@ pub async fn run_until(
         metrics: metrics.clone(),
         defaults: defaults(&cfg),
         expiry: cfg.expiry.clone(),
+        limits: cfg
+            .objects
+            .clone()
+            .with_message_limit(cfg.max_message_bytes),
         desired_state_interval: Duration::from_millis(cfg.nodes.desired_state_interval_ms),
         stopping,
     });

@@ -47,6 +47,7 @@ async fn crud_round_trip_for_every_kind() {
     let nodes = c
         .list_nodes(ListNodesRequest {
             label_selector: String::new(),
+            ..Default::default()
         })
         .await
         .expect("nodes")
@@ -90,6 +91,7 @@ async fn crud_round_trip_for_every_kind() {
     let sel = c
         .list_volumes(ListVolumesRequest {
             label_selector: "team=vision".into(),
+            ..Default::default()
         })
         .await
         .expect("list sel")
@@ -98,6 +100,7 @@ async fn crud_round_trip_for_every_kind() {
     let sel = c
         .list_volumes(ListVolumesRequest {
             label_selector: "team=other".into(),
+            ..Default::default()
         })
         .await
         .expect("list sel")

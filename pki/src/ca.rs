@@ -159,6 +159,7 @@ impl Ca {
         identity: &Identity,
         validity: Validity,
     ) -> Result<String, PkiError> {
+        crate::csr::check_csr(csr_pem)?;
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::BadCsr(e.to_string()))?;
         if csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
@@ -333,6 +334,19 @@ mod tests {
         let leaf = parse_der("leaf", &leaf_der).unwrap();
         let key = parse_key_pem("k", req.key_pem.as_bytes()).unwrap();
         assert!(key_matches(&leaf, &key), "cert must carry the CSR's key");
+    }
+
+    /// A P-384 key signed with ecdsa-with-SHA256 used to pass the P-256
+    /// check (rcgen reads the algorithm off the signature) and came out as
+    /// a certificate with a malformed key.
+    #[test]
+    fn csr_with_a_p384_key_is_refused_not_signed() {
+        let pem = include_str!("../tests/data/csr-p384-sha256.pem");
+        let e = ca().sign_csr(pem, &Identity::Admin, days(1)).unwrap_err();
+        assert!(
+            matches!(&e, PkiError::BadCsr(why) if why.contains("P-384")),
+            "{e}"
+        );
     }
 
     #[test]

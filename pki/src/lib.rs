@@ -21,7 +21,7 @@ pub mod validity;
 
 pub use ca::{Ca, IssuedCert, DEFAULT_SERVER_SANS};
 pub use cert::{cert_der_to_pem, certs_from_pem, first_cert_from_pem, CertInfo};
-pub use csr::{csr_for_key, generate_key_and_csr, KeyAndCsr};
+pub use csr::{check_csr, csr_for_key, generate_key_and_csr, KeyAndCsr, MAX_CSR_PEM_BYTES};
 pub use error::PkiError;
 pub use identity::{validate_name, Identity};
 pub use layout::{init, issue_to_dir, InitOptions, PkiDir};

@@ -276,6 +276,7 @@ admin_impl! {
         Ok(Response::new(ListTenantsResponse {
             items: st.tenants.values().cloned().collect(),
             revision: st.revision,
+            ..Default::default()
         }))
     }
 
@@ -313,6 +314,7 @@ admin_impl! {
         Ok(Response::new(ListVolumesResponse {
             items: st.volumes.values().cloned().collect(),
             revision: st.revision,
+            ..Default::default()
         }))
     }
 

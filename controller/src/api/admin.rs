@@ -216,7 +216,7 @@ fn expected_rv<R: Resource>(obj: &R, given: u64) -> u64 {
 
 // ------------------------------------------------------------ validation
 
-fn validate_node(n: &Node) -> Result<(), ApiError> {
+fn validate_node(s: &Shared, n: &Node) -> Result<(), ApiError> {
     let spec = n.spec.clone().unwrap_or_default();
     if !spec.host_nqn.is_empty() {
         validate_nqn("spec.host_nqn", &spec.host_nqn)?;
@@ -229,7 +229,8 @@ fn validate_node(n: &Node) -> Result<(), ApiError> {
             ));
         }
     }
-    Ok(())
+    crate::validate::check_node_unique(&s.cache.read(), n.name(), &spec)
+        .inspect_err(|_| s.metrics.refused("node_identity"))
 }
 
 fn validate_pool(s: &Shared, p: &Pool) -> Result<(), ApiError> {
@@ -248,12 +249,8 @@ fn validate_pool(s: &Shared, p: &Pool) -> Result<(), ApiError> {
             "must be DIRECTORY or BLOCK_DEVICE",
         ));
     }
-    if !b.path.starts_with('/') {
-        return Err(ApiError::invalid(
-            "spec.backing.path",
-            "must be an absolute path",
-        ));
-    }
+    crate::validate::validate_pool_path("spec.backing.path", &b.path)
+        .inspect_err(|_| s.metrics.refused("pool_path"))?;
     parse_size("spec.capacity", &spec.capacity)?;
     if !(spec.overcommit_ratio == 0.0 || (1.0..=100.0).contains(&spec.overcommit_ratio)) {
         return Err(ApiError::invalid(
@@ -743,7 +740,7 @@ impl Admin {
         dry_run: bool,
     ) -> Result<Node, ApiError> {
         authz::admin_only(id, "CreateNode")?;
-        validate_node(&n)?;
+        validate_node(&self.s, &n)?;
         self.create_simple(n, dry_run).await
     }
 
@@ -754,7 +751,7 @@ impl Admin {
         dry_run: bool,
     ) -> Result<Node, ApiError> {
         authz::admin_only(id, "UpdateNode")?;
-        validate_node(&n)?;
+        validate_node(&self.s, &n)?;
         self.update_simple(n, dry_run).await
     }
 
@@ -872,6 +869,17 @@ impl Admin {
             return Ok(merged);
         }
         self.s.put(merged, rv).await
+    }
+
+    /// One page of a List within the message limit (see [`crate::validate::page`]).
+    fn page<R: Resource>(
+        &self,
+        items: Vec<R>,
+        page_size: u32,
+        token: &str,
+    ) -> Result<(Vec<R>, String), ApiError> {
+        crate::validate::page(items, page_size, token, self.s.limits.page_budget())
+            .inspect_err(|_| self.s.metrics.refused("list_size"))
     }
 
     fn users_of(&self, kind: Kind, name: &str) -> Vec<String> {
@@ -1050,7 +1058,12 @@ impl AdminService for Admin {
     ) -> Result<Response<ListNodesResponse>, Status> {
         timed!(self, "ListNodes", req, |id, b| {
             let (items, revision) = list_checked(&self.s, &id, &b.label_selector)?;
-            Ok(ListNodesResponse { items, revision })
+            let (items, next_page_token) = self.page(items, b.page_size, &b.page_token)?;
+            Ok(ListNodesResponse {
+                items,
+                revision,
+                next_page_token,
+            })
         })
     }
     async fn update_node(&self, req: Request<UpdateNodeRequest>) -> Result<Response<Node>, Status> {
@@ -1096,11 +1109,16 @@ impl AdminService for Admin {
         timed!(self, "ListPools", req, |id, b| {
             authz::admin_only(&id, "ListPools")?;
             let (items, revision) = list_checked::<Pool>(&self.s, &id, &b.label_selector)?;
+            let (items, next_page_token) = self.page(items, b.page_size, &b.page_token)?;
             let items = items
                 .into_iter()
                 .map(|p| self.with_pool_status(p))
                 .collect();
-            Ok(ListPoolsResponse { items, revision })
+            Ok(ListPoolsResponse {
+                items,
+                revision,
+                next_page_token,
+            })
         })
     }
     async fn update_pool(&self, req: Request<UpdatePoolRequest>) -> Result<Response<Pool>, Status> {
@@ -1150,7 +1168,12 @@ impl AdminService for Admin {
     ) -> Result<Response<ListVolumesResponse>, Status> {
         timed!(self, "ListVolumes", req, |id, b| {
             let (items, revision) = list_checked(&self.s, &id, &b.label_selector)?;
-            Ok(ListVolumesResponse { items, revision })
+            let (items, next_page_token) = self.page(items, b.page_size, &b.page_token)?;
+            Ok(ListVolumesResponse {
+                items,
+                revision,
+                next_page_token,
+            })
         })
     }
     async fn update_volume(
@@ -1209,7 +1232,12 @@ impl AdminService for Admin {
     ) -> Result<Response<ListAttachmentsResponse>, Status> {
         timed!(self, "ListAttachments", req, |id, b| {
             let (items, revision) = list_checked(&self.s, &id, &b.label_selector)?;
-            Ok(ListAttachmentsResponse { items, revision })
+            let (items, next_page_token) = self.page(items, b.page_size, &b.page_token)?;
+            Ok(ListAttachmentsResponse {
+                items,
+                revision,
+                next_page_token,
+            })
         })
     }
     async fn update_attachment(
@@ -1263,11 +1291,16 @@ impl AdminService for Admin {
     ) -> Result<Response<ListTenantsResponse>, Status> {
         timed!(self, "ListTenants", req, |id, b| {
             let (items, revision) = list_checked::<Tenant>(&self.s, &id, &b.label_selector)?;
+            let (items, next_page_token) = self.page(items, b.page_size, &b.page_token)?;
             let items = items
                 .into_iter()
                 .map(|t| self.with_tenant_status(t))
                 .collect();
-            Ok(ListTenantsResponse { items, revision })
+            Ok(ListTenantsResponse {
+                items,
+                revision,
+                next_page_token,
+            })
         })
     }
     async fn update_tenant(

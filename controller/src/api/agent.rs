@@ -61,6 +61,24 @@ fn cond(
     }
 }
 
+/// Refuses an enrolling node whose host NQN or data address belongs to
+/// another node. The other node is named in the controller's log, not to
+/// the enrolling machine, which holds only a token for its own node.
+fn enroll_clash(s: &Shared, name: &str, spec: &NodeSpec) -> Result<(), ApiError> {
+    let Some(c) = crate::validate::node_clash(&s.cache.read(), name, spec) else {
+        return Ok(());
+    };
+    s.metrics.refused("node_identity");
+    tracing::warn!(node = %name, other = %c.other, field = %c.field, value = %c.value,
+        "enrollment refused: value already belongs to another node");
+    let field = c.field.replacen("spec.", "node.", 1);
+    Err(ApiError::FailedPrecondition(format!(
+        "{field}: {} already belongs to another node (an administrator can see which in the \
+         controller log); give this node its own",
+        c.value
+    )))
+}
+
 impl Agent {
     /// Exchanges a bootstrap token and a CSR for a certificate of the
     /// token's node. An empty `node_name` means "the token's node"; a
@@ -85,8 +103,17 @@ impl Agent {
         crate::resource::validate_labels("labels", &r.labels)?;
         let name = enroll::token_node(s, &r.bootstrap_token, &r.node_name)?;
         let spec = self.spec_for(&name, spec)?;
+        enroll_clash(s, &name, &spec)?;
+        // The same label rules the store's admission applies, checked now
+        // so that they cannot refuse the Node after the token is spent.
+        crate::validate::validate_labels(&r.labels, &s.limits)?;
+        // Signing is pure computation and checks the CSR fully: done before
+        // the token is consumed, a bad CSR leaves the token usable, and the
+        // certificate is returned only if the token is.
+        let cert = signer
+            .sign(&r.csr_pem, &name)
+            .inspect_err(|_| s.metrics.refused("enroll_csr"))?;
         enroll::consume_token(s, &r.bootstrap_token, &name).await?;
-        let cert = signer.sign(&r.csr_pem, &name)?;
         let node = self.register(&name, spec, r.labels).await?;
         info!(node = %name, "node enrolled");
         Ok(EnrollResponse {

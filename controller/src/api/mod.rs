@@ -33,6 +33,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub defaults: Defaults,
     pub expiry: ExpiryConfig,
+    /// What one object may hold (labels, annotations, encoded size).
+    pub limits: crate::validate::ObjectLimits,
     /// Least time between two desired-state snapshots to one agent.
     pub desired_state_interval: std::time::Duration,
     /// Turns true when the server begins to shut down. Desired-state
@@ -79,6 +81,7 @@ impl Shared {
     /// Returns the object as stored, with its new resource_version.
     pub async fn put<R: Stored>(&self, mut obj: R, expected: Revision) -> Result<R, ApiError> {
         let name = obj.name().to_string();
+        self.admit(&obj)?;
         let k = key(R::KIND, &name);
         obj.meta_mut().resource_version = 0;
         let txn = Txn::new()
@@ -106,6 +109,17 @@ impl Shared {
                 given: expected,
             }),
         }
+    }
+
+    /// Every write passes here, whichever API made it, so that no path can
+    /// store an object other paths could not list (see [`crate::validate`]).
+    fn admit<R: Stored>(&self, obj: &R) -> Result<(), ApiError> {
+        let objs = self.cache.read();
+        let old = R::map(&objs).get(obj.name());
+        crate::validate::admit(obj, old, &self.limits).inspect_err(|e| {
+            self.metrics.refused("object_limits");
+            tracing::info!(kind = kind_name(R::KIND), name = %obj.name(), error = %e, "write refused");
+        })
     }
 
     /// Removes an object if it is still at `expected`.

@@ -186,16 +186,27 @@ async fn read_nodes(ctx: &Ctx, cfg: &Value) -> Result<Value, Diag> {
         _ => None,
     };
     let nqn = cfg.get("host_nqn").as_str();
-    let list = ctx
-        .admin()
-        .list_nodes(ListNodesRequest {
-            label_selector: selector(&labels),
-        })
-        .await
-        .map_err(|s| Diag::api("listing nodes", &s))?
-        .into_inner();
-    let mut nodes: Vec<_> = list
-        .items
+    let mut items = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        // Pages, since the controller bounds each response by size.
+        let page = ctx
+            .admin()
+            .list_nodes(ListNodesRequest {
+                label_selector: selector(&labels),
+                page_size: 500,
+                page_token,
+            })
+            .await
+            .map_err(|s| Diag::api("listing nodes", &s))?
+            .into_inner();
+        items.extend(page.items);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let mut nodes: Vec<_> = items
         .into_iter()
         .filter(|n| role.is_none_or(|r| n.spec.as_ref().is_some_and(|s| s.roles.contains(&r))))
         .filter(|n| nqn.is_none_or(|q| n.spec.as_ref().is_some_and(|s| s.host_nqn == q)))
