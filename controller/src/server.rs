@@ -156,6 +156,7 @@ pub async fn run_until(
         expiry: cfg.expiry.clone(),
         desired_state_interval: Duration::from_millis(cfg.nodes.desired_state_interval_ms),
         stopping,
+        watches: crate::watch::WatchLimiter::new(cfg.server.max_watches_per_identity),
     });
     let grpc = bind(cfg.listen).await?;
     let grpc_addr = grpc
