@@ -13,6 +13,7 @@ pub mod error;
 pub mod expiry;
 pub mod heartbeat;
 pub mod identity;
+pub mod listener;
 pub mod metrics;
 pub mod placement;
 pub mod planner;

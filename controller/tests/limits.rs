@@ -127,3 +127,85 @@ async fn cancelled_watches_end_and_are_capped_per_identity() {
         .into_inner();
     assert!(w.message().await.expect("event").is_some());
 }
+
+/// True once the server has closed `s` (EOF or reset) within `limit`.
+fn closed_within(s: &mut std::net::TcpStream, limit: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(limit)).expect("timeout");
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// Raw TCP connections that never send a ClientHello are closed after the
+/// handshake timeout; beyond the connection cap they are closed at once;
+/// a real client still gets through afterwards.
+#[tokio::test]
+async fn silent_connections_time_out_and_are_capped() {
+    let ctl = Controller::start_with(Options {
+        extra_toml: "[server]\nmax_connections = 20\ntls_handshake_timeout_ms = 1500\n".into(),
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let mut idle: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(&ctl.addr).expect("connect"))
+        .collect();
+    assert_eq!(
+        wait_metric(&ctl, "grpc_connections", 20.0, Duration::from_secs(5)).await,
+        20.0
+    );
+    for i in 0..5 {
+        let mut extra = std::net::TcpStream::connect(&ctl.addr).expect("connect");
+        assert!(
+            closed_within(&mut extra, Duration::from_secs(1)),
+            "connection {i} beyond the cap stayed open"
+        );
+    }
+    assert_eq!(
+        wait_metric(
+            &ctl,
+            "grpc_connections_refused_total",
+            5.0,
+            Duration::from_secs(5)
+        )
+        .await,
+        5.0
+    );
+    for (i, s) in idle.iter_mut().enumerate() {
+        assert!(
+            closed_within(s, Duration::from_secs(10)),
+            "silent connection {i} still open"
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400),
+        "closed before the timeout: {took:?}"
+    );
+    assert_eq!(
+        wait_metric(
+            &ctl,
+            "tls_handshake_timeouts_total",
+            20.0,
+            Duration::from_secs(5)
+        )
+        .await,
+        20.0
+    );
+    assert_eq!(
+        wait_metric(&ctl, "grpc_connections", 0.0, Duration::from_secs(5)).await,
+        0.0
+    );
+    let mut admin = ctl.admin().await;
+    admin
+        .list_nodes(ListNodesRequest::default())
+        .await
+        .expect("a real client still works");
+    assert_eq!(metric(&ctl, "grpc_connections"), 1.0);
+}
