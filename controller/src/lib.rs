@@ -17,6 +17,7 @@ pub mod listener;
 pub mod metrics;
 pub mod placement;
 pub mod planner;
+pub mod report;
 pub mod resource;
 pub mod server;
 pub mod store;

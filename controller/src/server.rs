@@ -158,6 +158,7 @@ pub async fn run_until(
         desired_state_interval: Duration::from_millis(cfg.nodes.desired_state_interval_ms),
         stopping,
         watches: crate::watch::WatchLimiter::new(cfg.server.max_watches_per_identity),
+        reports: crate::report::ReportGate::new(&cfg.nodes),
     });
     let grpc = bind(cfg.listen).await?;
     let grpc_addr = grpc

@@ -209,3 +209,329 @@ async fn silent_connections_time_out_and_are_capped() {
         .expect("a real client still works");
     assert_eq!(metric(&ctl, "grpc_connections"), 1.0);
 }
+
+fn cond(kind: &str, ok: bool, message: &str) -> Condition {
+    Condition {
+        r#type: kind.into(),
+        status: if ok {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        } as i32,
+        reason: "Test".into(),
+        message: message.into(),
+        ..Default::default()
+    }
+}
+
+fn junk(prefix: &str, n: usize) -> Vec<Condition> {
+    (0..n)
+        .map(|i| cond(&format!("{prefix}{i}"), true, &"x".repeat(1000)))
+        .collect()
+}
+
+fn types(conds: &[Condition]) -> Vec<&str> {
+    conds.iter().map(|c| c.r#type.as_str()).collect()
+}
+
+async fn get_node(
+    c: &mut ferrofab_proto::v1::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
+    name: &str,
+) -> Node {
+    c.get_node(GetNodeRequest { name: name.into() })
+        .await
+        .expect("node")
+        .into_inner()
+}
+
+/// A node used to be able to add any number of condition types to its
+/// Node and its volumes, kept forever: two reports made the Node 6 MB and
+/// `node list` failed for everyone. Only known types are kept, the
+/// reported set replaces the previous one, and messages are bounded.
+#[tokio::test]
+async fn node_reports_keep_only_known_conditions_and_replace_them() {
+    use prost::Message;
+    let ctl = Controller::start();
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let mut conditions = junk("Junk", 400);
+    conditions.push(cond("DataPath", false, &"é".repeat(3000)));
+    let report = |conditions: Vec<Condition>, exports: Vec<ExportStatus>| ReportStatusRequest {
+        node: "s1".into(),
+        node_status: Some(NodeStatus {
+            conditions,
+            ..Default::default()
+        }),
+        exports,
+        ..Default::default()
+    };
+    s1.report_status(report(conditions, vec![]))
+        .await
+        .expect("report");
+    s1.report_status(report(junk("More", 400), vec![]))
+        .await
+        .expect("second report");
+    let n = get_node(&mut admin, "s1").await;
+    let st = n.status.clone().expect("status");
+    assert_eq!(
+        types(&st.conditions),
+        ["Ready"],
+        "junk dropped; DataPath no longer reported, so gone"
+    );
+    assert!(n.encoded_len() < 4096, "Node is {} bytes", n.encoded_len());
+    assert_eq!(metric(&ctl, "report_conditions_dropped_total"), 800.0);
+
+    s1.report_status(report(
+        vec![cond("DataPath", false, &"é".repeat(3000))],
+        vec![],
+    ))
+    .await
+    .expect("report");
+    let st = get_node(&mut admin, "s1").await.status.expect("status");
+    assert_eq!(types(&st.conditions), ["Ready", "DataPath"]);
+    assert!(st.conditions[1].message.len() <= 1024);
+    // The first report's DataPath message was cut too.
+    assert_eq!(metric(&ctl, "report_fields_truncated_total"), 2.0);
+
+    // Volumes through export reports.
+    let v = admin
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("v1", "lab", "1GiB", "p1")),
+            ..Default::default()
+        })
+        .await
+        .expect("volume")
+        .into_inner();
+    let nqn = v.status.expect("status").subsystem_nqn;
+    let export = ExportStatus {
+        volume: "v1".into(),
+        subsystem_nqn: nqn,
+        ready: true,
+        conditions: junk("VolJunk", 400),
+    };
+    s1.report_status(report(vec![], vec![export]))
+        .await
+        .expect("export report");
+    let v = admin
+        .get_volume(GetVolumeRequest { name: "v1".into() })
+        .await
+        .expect("volume")
+        .into_inner();
+    assert!(v.status.as_ref().expect("st").export_ready);
+    assert!(
+        !types(&v.status.as_ref().expect("st").conditions)
+            .iter()
+            .any(|t| t.starts_with("VolJunk")),
+        "{:?}",
+        v.status
+    );
+    assert!(
+        v.encoded_len() < 8192,
+        "Volume is {} bytes",
+        v.encoded_len()
+    );
+    admin
+        .list_nodes(ListNodesRequest::default())
+        .await
+        .expect("node list works");
+}
+
+/// More exports than `nodes.max_report_entries` in one report are refused
+/// with the field named.
+#[tokio::test]
+async fn oversized_reports_are_refused_by_field() {
+    let ctl = Controller::start_with(Options {
+        extra_toml: "[nodes]\nmax_report_entries = 10\n".into(),
+        ..Default::default()
+    });
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let e = s1
+        .report_status(ReportStatusRequest {
+            node: "s1".into(),
+            exports: vec![ExportStatus::default(); 11],
+            ..Default::default()
+        })
+        .await
+        .expect_err("too many exports");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("exports") && e.message().contains("nodes.max_report_entries"),
+        "{}",
+        e.message()
+    );
+}
+
+/// Each node has a token bucket of reports; over it, RESOURCE_EXHAUSTED
+/// says when to retry, and other nodes are unaffected.
+#[tokio::test]
+async fn report_status_is_rate_limited_per_node() {
+    let ctl = Controller::start_with(Options {
+        extra_toml: "[nodes]\nreport_rate_per_second = 0.5\nreport_burst = 5\n".into(),
+        ..Default::default()
+    });
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let report = |node: &str| ReportStatusRequest {
+        node: node.into(),
+        ..Default::default()
+    };
+    for i in 0..5 {
+        s1.report_status(report("s1"))
+            .await
+            .unwrap_or_else(|e| panic!("report {i} within the burst: {e:?}"));
+    }
+    let e = s1
+        .report_status(report("s1"))
+        .await
+        .expect_err("over the rate");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().contains("nodes.report_rate_per_second") && e.message().contains("retry in"),
+        "{}",
+        e.message()
+    );
+    let pushback: u64 = e
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("retry pushback trailer");
+    assert!(pushback > 0 && pushback <= 2000, "{pushback}");
+    let mut ws1 = ctl.agent_as("node:ws1").await;
+    ws1.report_status(report("ws1"))
+        .await
+        .expect("another node has its own bucket");
+    assert_eq!(metric(&ctl, "report_status_throttled_total"), 1.0);
+}
+
+async fn ready_status(
+    admin: &mut ferrofab_proto::v1::admin_service_client::AdminServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> Option<Condition> {
+    get_node(admin, "s1")
+        .await
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "Ready")
+}
+
+/// Waits a few heartbeat check passes (check_interval_seconds = 1) and
+/// returns the Ready condition then.
+async fn ready_after_checks(
+    admin: &mut ferrofab_proto::v1::admin_service_client::AdminServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> Condition {
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    ready_status(admin).await.expect("Ready condition")
+}
+
+/// Heartbeats live in memory: a report that changes nothing does not
+/// write the store, yet the node stays Ready on in-memory liveness and
+/// turns NotReady when silent.
+#[tokio::test]
+async fn heartbeats_are_kept_in_memory_and_readiness_still_works() {
+    let ctl = Controller::start_with(Options {
+        manual_clock: true,
+        extra_toml: "[nodes]\nheartbeat_timeout_seconds = 45\ncheck_interval_seconds = 1\n\
+                     heartbeat_persist_interval_seconds = 1000\n"
+            .into(),
+    });
+    let mut admin = ctl.admin().await;
+    let mut debug = ctl.debug().await;
+    basic_layout(&mut admin).await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let report = ReportStatusRequest {
+        node: "s1".into(),
+        node_status: Some(NodeStatus {
+            agent_version: "test".into(),
+            conditions: vec![cond("ConfigApplied", true, "ok")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let first = s1
+        .report_status(report.clone())
+        .await
+        .expect("report")
+        .into_inner()
+        .revision;
+    let advance = |secs| AdvanceClockRequest { seconds: secs };
+    for _ in 0..20 {
+        debug.advance_clock(advance(2)).await.expect("advance");
+        let rev = s1
+            .report_status(report.clone())
+            .await
+            .expect("heartbeat")
+            .into_inner()
+            .revision;
+        assert_eq!(rev, first, "a heartbeat-only report wrote the store");
+    }
+    assert_eq!(metric(&ctl, "report_status_unpersisted_total"), 20.0);
+    // Stored heartbeat is 40 s old; heard 0 s ago. 40 s more: still Ready
+    // on the in-memory heartbeat (stored one would say 80 s).
+    debug.advance_clock(advance(40)).await.expect("advance");
+    let c = ready_after_checks(&mut admin).await;
+    assert_eq!(c.status, ConditionStatus::True as i32, "{c:?}");
+    debug.advance_clock(advance(10)).await.expect("advance");
+    let c = ready_after_checks(&mut admin).await;
+    assert_eq!(c.status, ConditionStatus::False as i32, "{c:?}");
+    assert!(c.message.contains("no heartbeat for 50s"), "{c:?}");
+    s1.report_status(report.clone()).await.expect("back");
+    assert_eq!(
+        ready_status(&mut admin).await.map(|c| c.status),
+        Some(ConditionStatus::True as i32),
+        "a report after NotReady is a change and is written"
+    );
+}
+
+/// Liveness is not stored, so a restarted controller has heard from no
+/// one. It must give every node that reported before a full timeout from
+/// start-up (its agent reconnects with backoff), not mark them all
+/// NotReady on its first pass because the stored heartbeats are old.
+#[tokio::test]
+async fn restarted_controller_gives_nodes_a_full_timeout() {
+    let mut ctl = Controller::start_with(Options {
+        extra_toml: "[nodes]\nheartbeat_timeout_seconds = 3\ncheck_interval_seconds = 1\n".into(),
+        ..Default::default()
+    });
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    s1.report_status(ReportStatusRequest {
+        node: "s1".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("report");
+    ctl.kill9();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    ctl.spawn();
+    let restarted = Instant::now();
+    let mut admin = ctl.admin().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let c = ready_status(&mut admin).await.expect("Ready");
+    assert!(
+        restarted.elapsed() < Duration::from_secs(3),
+        "test too slow to judge"
+    );
+    assert_eq!(
+        c.status,
+        ConditionStatus::True as i32,
+        "marked at once after restart: {c:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(4500).saturating_sub(restarted.elapsed())).await;
+    let c = ready_status(&mut admin).await.expect("Ready");
+    assert_eq!(
+        c.status,
+        ConditionStatus::False as i32,
+        "silent node never marked: {c:?}"
+    );
+    assert_eq!(c.reason, "NoHeartbeat");
+}

@@ -42,6 +42,8 @@ pub struct Shared {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Open watch streams per identity (`server.max_watches_per_identity`).
     pub watches: Arc<crate::watch::WatchLimiter>,
+    /// ReportStatus rate limits, bounds and in-memory node liveness.
+    pub reports: crate::report::ReportGate,
 }
 
 /// The caller's identity from its verified client certificate.
