@@ -160,7 +160,8 @@ pub struct ServerConfig {
     /// (a peer that never sends a ClientHello is closed after this).
     #[serde(default = "default_tls_handshake_timeout")]
     pub tls_handshake_timeout_ms: u64,
-    /// Most AdminService watch streams one identity may hold open.
+    /// Most watch streams (AdminService watches and WatchDesiredState
+    /// together) one identity may hold open.
     #[serde(default = "default_max_watches")]
     pub max_watches_per_identity: usize,
 }

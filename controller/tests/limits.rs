@@ -119,6 +119,13 @@ async fn cancelled_watches_end_and_are_capped_per_identity() {
         e.message()
     );
     assert_eq!(metric(&ctl, "watch_refused_total"), 1.0);
+    // Desired-state streams count against the same allowance.
+    let mut agent = ctl.agent_as("node:s1").await;
+    let e = agent
+        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect_err("over the cap");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
     // Another identity has its own allowance.
     let mut w = admin
         .watch_volumes(watch_all())

@@ -516,11 +516,19 @@ impl AgentService for Agent {
         let node = req.into_inner().node;
         require_node(&id, &node, "WatchDesiredState")?;
         let s = self.s.clone();
+        // Counted with the identity's watches: each stream recomputes the
+        // node's desired state on every change, so one certificate must not
+        // open them without bound.
+        let permit = s.watches.acquire(&id.to_string()).map_err(|e| {
+            s.metrics.watches_refused.inc();
+            ApiError::Exhausted(e.to_string())
+        })?;
         let (tx, rx) = mpsc::channel(16);
         let mut changes = s.cache.subscribe();
         let mut stopping = s.stopping.clone();
         tokio::spawn(async move {
             let _g = s.metrics.agent_guard();
+            let _permit = permit;
             info!(%node, "agent connected");
             let mut last: Option<DesiredState> = None;
             let mut computed_at = 0;
