@@ -289,17 +289,15 @@ async fn node_reports_keep_only_known_conditions_and_replace_them() {
     assert!(n.encoded_len() < 4096, "Node is {} bytes", n.encoded_len());
     assert_eq!(metric(&ctl, "report_conditions_dropped_total"), 800.0);
 
-    s1.report_status(report(
-        vec![cond("DataPath", false, &"é".repeat(3000))],
-        vec![],
-    ))
-    .await
-    .expect("report");
+    let mut long = report(vec![cond("DataPath", false, &"é".repeat(3000))], vec![]);
+    long.node_status.as_mut().expect("st").agent_version = "v".repeat(500);
+    s1.report_status(long).await.expect("report");
     let st = get_node(&mut admin, "s1").await.status.expect("status");
     assert_eq!(types(&st.conditions), ["Ready", "DataPath"]);
     assert!(st.conditions[1].message.len() <= 1024);
-    // The first report's DataPath message was cut too.
-    assert_eq!(metric(&ctl, "report_fields_truncated_total"), 2.0);
+    assert!(st.agent_version.len() <= 128, "{}", st.agent_version.len());
+    // This message and version, and the first report's DataPath message.
+    assert_eq!(metric(&ctl, "report_fields_truncated_total"), 3.0);
 
     // Volumes through export reports.
     let v = admin

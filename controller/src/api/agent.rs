@@ -222,6 +222,9 @@ impl Agent {
         let now = s.clock.now_ts();
         let status = r.node_status.clone().unwrap_or_default();
         let agent_conditions = self.sanitized(&status.conditions, report::NODE_CONDITIONS, now);
+        if status.agent_version.len() > report::MAX_AGENT_VERSION_BYTES {
+            s.metrics.report_fields_truncated.inc();
+        }
         let mut written = false;
         s.modify::<Node>(&r.node, |n, _| {
             let generation = n.metadata.as_ref().map_or(0, |m| m.generation);
