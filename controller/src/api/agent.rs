@@ -254,6 +254,7 @@ impl Agent {
 
     /// The reported conditions of known types, bounded; what was dropped
     /// or cut is counted.
+    ///
     /// Transition times are `now` (kept from the stored condition when its
     /// status did not change, by `set_condition` or `next_node_status`).
     fn sanitized(
