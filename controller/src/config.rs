@@ -88,6 +88,38 @@ pub struct NodesConfig {
     /// changes within it are coalesced into the next snapshot.
     #[serde(default = "default_desired_state_interval")]
     pub desired_state_interval_ms: u64,
+    /// Sustained ReportStatus calls per second one node may make (token
+    /// bucket refill rate). The agent reports every 5 s and after each
+    /// reconcile pass, far below this.
+    #[serde(default = "default_report_rate")]
+    pub report_rate_per_second: f64,
+    /// Reports one node may make in a burst above the sustained rate
+    /// (bucket size): a flurry of desired-state changes makes a pass, and
+    /// so a report, every `desired_state_interval_ms`.
+    #[serde(default = "default_report_burst")]
+    pub report_burst: u32,
+    /// Most exports, and most connections, one report may list.
+    #[serde(default = "default_max_report_entries")]
+    pub max_report_entries: usize,
+    /// A report that changes nothing but the heartbeat (and capacity
+    /// figures) is kept in memory; the stored Node's `last_heartbeat` is
+    /// refreshed at most this often, so `node list` stays roughly current
+    /// without one durable write per heartbeat.
+    #[serde(default = "default_heartbeat_persist")]
+    pub heartbeat_persist_interval_seconds: u64,
+}
+
+fn default_report_rate() -> f64 {
+    10.0
+}
+fn default_report_burst() -> u32 {
+    100
+}
+fn default_max_report_entries() -> usize {
+    10_000
+}
+fn default_heartbeat_persist() -> u64 {
+    15
 }
 
 fn default_desired_state_interval() -> u64 {
@@ -107,6 +139,49 @@ impl Default for NodesConfig {
             heartbeat_timeout_seconds: default_heartbeat_timeout(),
             check_interval_seconds: default_heartbeat_check(),
             desired_state_interval_ms: default_desired_state_interval(),
+            report_rate_per_second: default_report_rate(),
+            report_burst: default_report_burst(),
+            max_report_entries: default_max_report_entries(),
+            heartbeat_persist_interval_seconds: default_heartbeat_persist(),
+        }
+    }
+}
+
+/// Limits on the gRPC listener and its streams: what one peer may hold
+/// open, so no client can exhaust the controller's tasks, sockets or memory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Most gRPC connections open at once (TLS pending or established);
+    /// more are closed at accept. Keep below the process's open-file limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Milliseconds a new connection has to complete its TLS handshake
+    /// (a peer that never sends a ClientHello is closed after this).
+    #[serde(default = "default_tls_handshake_timeout")]
+    pub tls_handshake_timeout_ms: u64,
+    /// Most watch streams (AdminService watches and WatchDesiredState
+    /// together) one identity may hold open.
+    #[serde(default = "default_max_watches")]
+    pub max_watches_per_identity: usize,
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_tls_handshake_timeout() -> u64 {
+    10_000
+}
+fn default_max_watches() -> usize {
+    64
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            tls_handshake_timeout_ms: default_tls_handshake_timeout(),
+            max_watches_per_identity: default_max_watches(),
         }
     }
 }
@@ -185,6 +260,8 @@ pub struct Config {
     /// Limits on what clients may store in one object (`[objects]`).
     #[serde(default)]
     pub objects: crate::validate::ObjectLimits,
+    #[serde(default)]
+    pub server: ServerConfig,
 }
 
 fn default_max_message() -> usize {
@@ -225,7 +302,41 @@ impl Config {
         self.objects
             .check(self.max_message_bytes)
             .map_err(ConfigError::Invalid)?;
+        self.validate_limits()?;
         self.pki.node_validity()?;
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("server.max_connections", self.server.max_connections as u64),
+            (
+                "server.tls_handshake_timeout_ms",
+                self.server.tls_handshake_timeout_ms,
+            ),
+            (
+                "server.max_watches_per_identity",
+                self.server.max_watches_per_identity as u64,
+            ),
+            ("nodes.report_burst", u64::from(self.nodes.report_burst)),
+            (
+                "nodes.max_report_entries",
+                self.nodes.max_report_entries as u64,
+            ),
+            (
+                "nodes.heartbeat_persist_interval_seconds",
+                self.nodes.heartbeat_persist_interval_seconds,
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!("{key} must be positive")));
+        }
+        let rate = self.nodes.report_rate_per_second;
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(ConfigError::Invalid(
+                "nodes.report_rate_per_second must be a positive number".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -248,6 +359,25 @@ dir = "/etc/ferrofab/pki"
     }
 
     #[test]
+    fn zero_limits_are_refused_by_name() {
+        let base = "listen = \"127.0.0.1:1\"\nstore_path = \"/x\"\n[pki]\ndir = \"/p\"\n";
+        for (section, key, value) in [
+            ("server", "max_connections", "0"),
+            ("server", "tls_handshake_timeout_ms", "0"),
+            ("server", "max_watches_per_identity", "0"),
+            ("nodes", "report_rate_per_second", "0.0"),
+            ("nodes", "report_burst", "0"),
+            ("nodes", "max_report_entries", "0"),
+            ("nodes", "heartbeat_persist_interval_seconds", "0"),
+        ] {
+            let text = format!("{base}[{section}]\n{key} = {value}\n");
+            let cfg: Config = toml::from_str(&text).expect("parse");
+            let e = cfg.validate().expect_err("zero refused");
+            assert!(e.to_string().contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
     fn pki_defaults_and_durations() {
         let text = "listen = \"127.0.0.1:1\"\nstore_path = \"/x\"\n[pki]\ndir = \"/p\"\n";
         let cfg: Config = toml::from_str(text).expect("parse");
@@ -258,6 +388,8 @@ dir = "/etc/ferrofab/pki"
         );
         assert_eq!(cfg.nodes.heartbeat_timeout_seconds, 45);
         assert_eq!(cfg.objects.max_object_bytes, 256 * 1024);
+        assert_eq!(cfg.server.max_watches_per_identity, 64);
+        assert_eq!(cfg.server.max_connections, 1024);
         cfg.validate().expect("valid");
         let big = format!("{text}[objects]\nmax_object_bytes = 4194304\n");
         let cfg: Config = toml::from_str(&big).expect("parse");

@@ -1,5 +1,9 @@
-//! Node liveness. Agents heartbeat through ReportStatus (which sets the
-//! node's `Ready` condition True and `status.last_heartbeat`). This loop
+//! Node liveness. Agents heartbeat through ReportStatus, which sets the
+//! node's `Ready` condition True and records the time in memory
+//! ([`crate::report::ReportGate`]); the stored `status.last_heartbeat` is
+//! refreshed only with other changes or every
+//! `nodes.heartbeat_persist_interval_seconds`, so that heartbeats do not
+//! rewrite the Node durably each time. This loop
 //! flips `Ready` to False, reason `NoHeartbeat`, once a node has been silent
 //! for the configured timeout, so `ferrofab node list` shows a dead agent
 //! instead of a stale "Ready", and placement stops choosing pools on it.
@@ -33,8 +37,17 @@ fn ready_condition(n: &Node) -> Option<&Condition> {
 
 /// Why the node must be marked NotReady now, if it must: it reported once,
 /// has been silent for `timeout_s` or more, and is not already marked.
-pub fn stale_message(n: &Node, now: i64, timeout_s: i64) -> Option<String> {
-    let last = n.status.as_ref()?.last_heartbeat.as_ref()?.seconds;
+/// `heard` is the in-memory time of its last report (see
+/// [`crate::report::ReportGate`]); the stored `last_heartbeat` is refreshed
+/// only now and then, so the later of the two counts.
+pub fn stale_message(n: &Node, heard: Option<i64>, now: i64, timeout_s: i64) -> Option<String> {
+    let stored = n
+        .status
+        .as_ref()?
+        .last_heartbeat
+        .as_ref()
+        .map(|t| t.seconds);
+    let last = stored.max(heard)?;
     let silent = now - last;
     if silent < timeout_s {
         return None;
@@ -56,7 +69,8 @@ async fn mark(s: &Shared, name: &str, timeout_s: i64) -> Result<(), ApiError> {
     let mut why = None;
     s.modify::<Node>(name, |n, _| {
         // Re-checked on the current object: a report may have just arrived.
-        let Some(msg) = stale_message(n, now, timeout_s) else {
+        let heard = s.reports.last_heard(name);
+        let Some(msg) = stale_message(n, heard, now, timeout_s) else {
             return false;
         };
         let st = n.status.get_or_insert_with(Default::default);
@@ -93,7 +107,7 @@ pub async fn check(s: &Shared, timeout_s: i64) -> Result<(), ApiError> {
         .read()
         .nodes
         .iter()
-        .filter(|(_, n)| stale_message(n, now, timeout_s).is_some())
+        .filter(|(name, n)| stale_message(n, s.reports.last_heard(name), now, timeout_s).is_some())
         .map(|(name, _)| name.clone())
         .collect();
     for name in stale {
@@ -102,9 +116,33 @@ pub async fn check(s: &Shared, timeout_s: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Liveness is kept in memory, so a restarted controller has heard from
+/// no one: it counts every node that has reported before as heard from
+/// now, giving each agent a full timeout to reconnect instead of marking
+/// every node NotReady on the first pass after a long downtime.
+pub fn seed(s: &Shared) {
+    let now = s.clock.now();
+    let reported: Vec<String> = s
+        .cache
+        .read()
+        .nodes
+        .iter()
+        .filter(|(_, n)| {
+            n.status
+                .as_ref()
+                .is_some_and(|st| st.last_heartbeat.is_some())
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in reported {
+        s.reports.heard(&name, now);
+    }
+}
+
 /// Runs [`check`] every `interval` until the process exits.
 pub async fn run(s: Arc<Shared>, interval: Duration, timeout: Duration) {
     let timeout_s = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
+    seed(&s);
     info!(timeout_s, "node heartbeat monitor started");
     let mut tick = tokio::time::interval(interval);
     loop {
@@ -143,16 +181,28 @@ mod tests {
     #[test]
     fn stale_only_after_timeout_and_only_once() {
         let n = node(Some(100), Some(ConditionStatus::True));
-        assert_eq!(stale_message(&n, 144, 45), None);
-        let msg = stale_message(&n, 150, 45).expect("stale");
+        assert_eq!(stale_message(&n, None, 144, 45), None);
+        let msg = stale_message(&n, None, 150, 45).expect("stale");
         assert_eq!(msg, "no heartbeat for 50s (timeout 45s)");
         let marked = node(Some(100), Some(ConditionStatus::False));
-        assert_eq!(stale_message(&marked, 500, 45), None);
+        assert_eq!(stale_message(&marked, None, 500, 45), None);
+    }
+
+    #[test]
+    fn in_memory_heartbeat_counts_over_the_stored_one() {
+        let n = node(Some(100), Some(ConditionStatus::True));
+        assert_eq!(stale_message(&n, Some(140), 150, 45), None, "heard at 140");
+        let msg = stale_message(&n, Some(140), 190, 45).expect("stale");
+        assert_eq!(msg, "no heartbeat for 50s (timeout 45s)");
+        assert!(
+            stale_message(&n, Some(90), 150, 45).is_some(),
+            "stored is later"
+        );
     }
 
     #[test]
     fn never_reported_nodes_are_left_alone() {
-        assert_eq!(stale_message(&node(None, None), 10_000, 45), None);
+        assert_eq!(stale_message(&node(None, None), None, 10_000, 45), None);
         assert_eq!(not_ready(&node(None, None)), None);
         assert!(not_ready(&node(Some(1), Some(ConditionStatus::False))).is_some());
         assert!(not_ready(&node(Some(1), Some(ConditionStatus::True))).is_none());

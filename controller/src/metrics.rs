@@ -31,6 +31,25 @@ pub struct Metrics {
     pub watchers: Gauge,
     watch_lag: Histogram,
     refusals: Family<Labels, Counter>,
+    /// Watch calls refused by `server.max_watches_per_identity`.
+    pub watches_refused: Counter,
+    /// Open gRPC connections (TCP accepted, TLS pending or done).
+    pub connections: Gauge,
+    /// Connections closed at accept by `server.max_connections`.
+    pub connections_refused: Counter,
+    /// Connections closed for not finishing TLS within the timeout.
+    pub tls_handshake_timeouts: Counter,
+    /// Connections whose TLS handshake failed (bad certificate, garbage).
+    pub tls_handshake_failures: Counter,
+    /// ReportStatus calls refused by the per-node rate limit.
+    pub reports_throttled: Counter,
+    /// Conditions of unknown types dropped from agents' reports.
+    pub report_conditions_dropped: Counter,
+    /// Condition reasons or messages cut to their limit.
+    pub report_fields_truncated: Counter,
+    /// ReportStatus calls that left the Node object as stored (heartbeat
+    /// kept in memory only).
+    pub reports_unpersisted: Counter,
 }
 
 impl Default for Metrics {
@@ -101,6 +120,7 @@ impl Metrics {
             "Revisions between the store head and an event when it is sent",
             watch_lag.clone(),
         );
+        let counters = Counters::register(&mut registry);
         Self {
             registry,
             api_latency,
@@ -109,6 +129,15 @@ impl Metrics {
             watchers,
             watch_lag,
             refusals,
+            watches_refused: counters.watches_refused,
+            connections: counters.connections,
+            connections_refused: counters.connections_refused,
+            tls_handshake_timeouts: counters.tls_handshake_timeouts,
+            tls_handshake_failures: counters.tls_handshake_failures,
+            reports_throttled: counters.reports_throttled,
+            report_conditions_dropped: counters.report_conditions_dropped,
+            report_fields_truncated: counters.report_fields_truncated,
+            reports_unpersisted: counters.reports_unpersisted,
         }
     }
 
@@ -165,6 +194,81 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// The hardening limits' metrics (issue 12), registered in one place.
+struct Counters {
+    watches_refused: Counter,
+    connections: Gauge,
+    connections_refused: Counter,
+    tls_handshake_timeouts: Counter,
+    tls_handshake_failures: Counter,
+    reports_throttled: Counter,
+    report_conditions_dropped: Counter,
+    report_fields_truncated: Counter,
+    reports_unpersisted: Counter,
+}
+
+impl Counters {
+    fn register(r: &mut Registry) -> Self {
+        let c = Self {
+            watches_refused: Counter::default(),
+            connections: Gauge::default(),
+            connections_refused: Counter::default(),
+            tls_handshake_timeouts: Counter::default(),
+            tls_handshake_failures: Counter::default(),
+            reports_throttled: Counter::default(),
+            report_conditions_dropped: Counter::default(),
+            report_fields_truncated: Counter::default(),
+            reports_unpersisted: Counter::default(),
+        };
+        r.register(
+            "watch_refused",
+            "Watch calls refused by server.max_watches_per_identity",
+            c.watches_refused.clone(),
+        );
+        r.register(
+            "grpc_connections",
+            "Open gRPC connections, TLS handshake pending or done",
+            c.connections.clone(),
+        );
+        r.register(
+            "grpc_connections_refused",
+            "Connections closed at accept by server.max_connections",
+            c.connections_refused.clone(),
+        );
+        r.register(
+            "tls_handshake_timeouts",
+            "Connections closed for not completing TLS within server.tls_handshake_timeout_ms",
+            c.tls_handshake_timeouts.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "Connections whose TLS handshake failed",
+            c.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "report_status_throttled",
+            "ReportStatus calls refused by the per-node rate limit (nodes.report_rate_per_second)",
+            c.reports_throttled.clone(),
+        );
+        r.register(
+            "report_conditions_dropped",
+            "Conditions of types the controller does not know, dropped from agents' reports",
+            c.report_conditions_dropped.clone(),
+        );
+        r.register(
+            "report_fields_truncated",
+            "Condition reasons or messages from agents cut to their length limit",
+            c.report_fields_truncated.clone(),
+        );
+        r.register(
+            "report_status_unpersisted",
+            "ReportStatus calls that changed nothing durable (heartbeat kept in memory)",
+            c.reports_unpersisted.clone(),
+        );
+        c
     }
 }
 

@@ -11,8 +11,7 @@ use ferrofab_proto::v1::{
     debug_service_server::DebugServiceServer, TransportOptions,
 };
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tracing::info;
 
 use crate::api::{admin::Admin, agent::Agent, debug::Debug, Shared};
@@ -24,7 +23,7 @@ use crate::metrics::{self, Metrics};
 use crate::placement::Allocator;
 use crate::planner::Defaults;
 use crate::store::{redb::RedbStore, SharedStore};
-use crate::{expiry, heartbeat, store};
+use crate::{expiry, heartbeat, listener, store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -56,7 +55,7 @@ pub struct Flags {
 /// files exist, parse, belong together, chain to `ca.crt` and are in date,
 /// so a bad setup fails here with the file named instead of as an opaque
 /// handshake error on the first client.
-fn tls_config(cfg: &Config) -> Result<ServerTlsConfig, ServerError> {
+fn tls_config(cfg: &Config) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let pem = ferrofab_pki::load_server_tls(&cfg.pki.dir).map_err(|e| {
         ServerError::Tls(format!(
             "TLS material in pki.dir {}: {e}",
@@ -67,10 +66,12 @@ fn tls_config(cfg: &Config) -> Result<ServerTlsConfig, ServerError> {
     // authenticated) works for nodes without a certificate yet; a presented
     // certificate is still verified against the CA, and every other RPC
     // refuses callers without one.
-    Ok(ServerTlsConfig::new()
-        .identity(TlsIdentity::from_pem(pem.cert, pem.key))
-        .client_ca_root(Certificate::from_pem(pem.client_ca))
-        .client_auth_optional(cfg.pki.enrollment))
+    listener::server_config(&pem.cert, &pem.key, &pem.client_ca, cfg.pki.enrollment).map_err(|e| {
+        ServerError::Tls(format!(
+            "TLS setup from pki.dir {} failed: {e}",
+            cfg.pki.dir.display()
+        ))
+    })
 }
 
 fn signer(cfg: &Config) -> Result<Option<Signer>, ServerError> {
@@ -160,6 +161,8 @@ pub async fn run_until(
             .with_message_limit(cfg.max_message_bytes),
         desired_state_interval: Duration::from_millis(cfg.nodes.desired_state_interval_ms),
         stopping,
+        watches: crate::watch::WatchLimiter::new(cfg.server.max_watches_per_identity),
+        reports: crate::report::ReportGate::new(&cfg.nodes),
     });
     let grpc = bind(cfg.listen).await?;
     let grpc_addr = grpc
@@ -200,8 +203,6 @@ pub async fn run_until(
         // watch task and its metrics go away with the agent.
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tls_config(tls)
-        .map_err(|e| ServerError::Tls(format!("TLS setup failed: {e}")))?
         .add_service(admin)
         .add_service(agent)
         .add_optional_service(debug);
@@ -211,15 +212,12 @@ pub async fn run_until(
         stop.await;
         let _ = stop_tx.send(true);
     };
+    let limits = listener::Limits {
+        max_connections: cfg.server.max_connections,
+        handshake_timeout: Duration::from_millis(cfg.server.tls_handshake_timeout_ms),
+    };
     router
-        // No Nagle: small unary replies would otherwise wait for the
-        // client's delayed ACK (~40 ms per call).
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(Duration::from_secs(60))),
-            stop,
-        )
+        .serve_with_incoming_shutdown(listener::incoming(grpc, tls, limits, metrics), stop)
         .await
         .map_err(|e| ServerError::Serve(e.to_string()))
 }

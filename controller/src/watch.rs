@@ -2,11 +2,11 @@
 //! order. It keeps a bounded in-memory history so that a watcher can resume
 //! from a recent revision (for example after a reconnect) without a relist.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::store::{Event, Revision, StoreError};
 
@@ -105,6 +105,9 @@ impl Hub {
             .filter(|e| e.revision > from && e.kv.key.starts_with(prefix))
             .cloned()
             .collect();
+        // Watchers that ended since the last publish still sit here; drop
+        // them now so a quiet store does not accumulate them.
+        inner.subscribers.retain(|s| !s.tx.is_closed());
         let (tx, live) = mpsc::channel(SUBSCRIBER_BUFFER);
         let lagged = Arc::new(AtomicBool::new(false));
         inner.subscribers.push(Subscriber {
@@ -117,6 +120,104 @@ impl Hub {
             live,
             lagged,
         })
+    }
+}
+
+/// The next live event for a watch task, or `None` once the client has
+/// gone (its response stream was dropped), the server is stopping, or the
+/// hub dropped the subscriber. A task that only noticed a departed client
+/// when sending would live forever when its identity may see none of the
+/// events (a node watching volumes of other nodes): it must wake on the
+/// client's departure itself.
+pub async fn next_live<T>(
+    live: &mut mpsc::Receiver<Arc<Event>>,
+    client: &mpsc::Sender<T>,
+    stopping: &mut watch::Receiver<bool>,
+) -> Option<Arc<Event>> {
+    if *stopping.borrow() {
+        return None;
+    }
+    tokio::select! {
+        ev = live.recv() => ev,
+        _ = client.closed() => None,
+        _ = stopping.changed() => None,
+    }
+}
+
+/// Why a watch was refused.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{identity} already has {open} watch streams open, the most one identity may have \
+     (server.max_watches_per_identity = {max}); close some before opening another"
+)]
+pub struct WatchLimitError {
+    pub identity: String,
+    pub open: usize,
+    pub max: usize,
+}
+
+/// Caps the watch streams one identity may hold open at once. Each stream
+/// costs a task, two channels and a hub subscriber; without a cap one
+/// certificate could open them until the controller runs out of memory.
+#[derive(Debug)]
+pub struct WatchLimiter {
+    max: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// One open watch stream of an identity; frees its slot when dropped
+/// (when the watch task ends).
+#[derive(Debug)]
+pub struct WatchPermit {
+    limiter: Arc<WatchLimiter>,
+    identity: String,
+}
+
+impl WatchLimiter {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot for one more stream of `identity`, or why there is none.
+    pub fn acquire(self: &Arc<Self>, identity: &str) -> Result<WatchPermit, WatchLimitError> {
+        let mut open = self.lock();
+        let n = open.entry(identity.to_string()).or_insert(0);
+        if *n >= self.max {
+            return Err(WatchLimitError {
+                identity: identity.to_string(),
+                open: *n,
+                max: self.max,
+            });
+        }
+        *n += 1;
+        Ok(WatchPermit {
+            limiter: self.clone(),
+            identity: identity.to_string(),
+        })
+    }
+
+    /// Streams `identity` holds open now.
+    pub fn open(&self, identity: &str) -> usize {
+        self.lock().get(identity).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for WatchPermit {
+    fn drop(&mut self) {
+        let mut open = self.limiter.lock();
+        if let Some(n) = open.get_mut(&self.identity) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.identity);
+            }
+        }
     }
 }
 
@@ -163,6 +264,47 @@ mod tests {
         let got = w.live.try_recv().expect("live event");
         assert_eq!(got.revision, 4);
         assert!(w.live.try_recv().is_err());
+    }
+
+    #[test]
+    fn watch_limiter_caps_per_identity_and_frees_on_drop() {
+        let l = WatchLimiter::new(2);
+        let a = l.acquire("node:a").expect("1st");
+        let _b = l.acquire("node:a").expect("2nd");
+        let e = l.acquire("node:a").expect_err("3rd refused");
+        assert!(
+            e.to_string().contains("max_watches_per_identity = 2"),
+            "{e}"
+        );
+        l.acquire("node:b").expect("other identities are separate");
+        drop(a);
+        assert_eq!(l.open("node:a"), 1);
+        l.acquire("node:a").expect("slot freed");
+    }
+
+    #[tokio::test]
+    async fn next_live_ends_when_the_client_goes_without_any_event() {
+        let hub = Hub::new(vec![], 0, 10);
+        let mut w = hub.subscribe("a/", 0).expect("subscribe");
+        let (tx, rx) = mpsc::channel::<()>(1);
+        let (_stop_tx, mut stopping) = watch::channel(false);
+        drop(rx);
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            next_live(&mut w.live, &tx, &mut stopping),
+        )
+        .await
+        .expect("ends at once");
+        assert!(got.is_none());
+    }
+
+    #[test]
+    fn subscribe_prunes_departed_subscribers() {
+        let hub = Hub::new(vec![], 0, 10);
+        for _ in 0..100 {
+            drop(hub.subscribe("a/", 0).expect("subscribe"));
+        }
+        assert_eq!(hub.subscribers(), 1);
     }
 
     #[test]

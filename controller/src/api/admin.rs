@@ -9,7 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use super::{identity, merge_update, new_meta, until_stopping, Shared};
+use super::{identity, merge_update, new_meta, Shared};
 use crate::apply;
 use crate::authz::{self, Owned, Verb};
 use crate::cache::{decode, Objects, Stored};
@@ -109,11 +109,16 @@ fn watch<R: Stored + Owned>(
     } else {
         req.from_revision
     };
+    let permit = s.watches.acquire(&id.to_string()).map_err(|e| {
+        s.metrics.watches_refused.inc();
+        ApiError::Exhausted(e.to_string())
+    })?;
     let mut stream = s.store.watch(prefix(R::KIND), from)?;
     let shared = s.clone();
     shared.metrics.watchers.inc();
     tokio::spawn(async move {
         let _guard = shared.metrics.watch_guard();
+        let _permit = permit;
         for ev in snapshot {
             if tx.send(Ok(ev)).await.is_err() {
                 return;
@@ -127,7 +132,7 @@ fn watch<R: Stored + Owned>(
         }
         let mut last = from;
         let mut stopping = shared.stopping.clone();
-        while let Some(ev) = until_stopping(stream.live.recv(), &mut stopping).await {
+        while let Some(ev) = crate::watch::next_live(&mut stream.live, &tx, &mut stopping).await {
             last = ev.revision;
             if !forward::<R>(&shared, &id, &sel, &ev, &tx).await {
                 return;

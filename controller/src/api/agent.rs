@@ -8,7 +8,7 @@ use ferrofab_proto::v1::{agent_service_server::AgentService, *};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use super::admin::set_condition;
 use super::{identity, Shared};
@@ -17,6 +17,7 @@ use crate::enroll;
 use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::planner;
+use crate::report;
 use crate::resource::{validate_name, validate_nqn, Resource};
 
 pub struct Agent {
@@ -244,38 +245,64 @@ impl Agent {
     ) -> Result<ReportStatusResponse, ApiError> {
         require_node(id, &r.node, "ReportStatus")?;
         let s = &self.s;
+        report::check_bounds(&r, s.reports.max_entries)?;
         let now = s.clock.now_ts();
         let status = r.node_status.clone().unwrap_or_default();
+        let agent_conditions = self.sanitized(&status.conditions, report::NODE_CONDITIONS, now);
+        if status.agent_version.len() > report::MAX_AGENT_VERSION_BYTES {
+            s.metrics.report_fields_truncated.inc();
+        }
+        let mut written = false;
         s.modify::<Node>(&r.node, |n, _| {
             let generation = n.metadata.as_ref().map_or(0, |m| m.generation);
-            let mut st = status.clone();
-            st.last_heartbeat = Some(now);
-            st.observed_generation = generation;
-            let mut conds = n.status.take().map(|s| s.conditions).unwrap_or_default();
-            set_condition(
-                &mut conds,
-                cond(
-                    "Ready",
-                    true,
-                    "AgentReporting",
-                    "agent reported status".into(),
-                    now,
-                ),
+            let next = report::next_node_status(
+                n.status.as_ref(),
+                &status,
+                agent_conditions.clone(),
+                generation,
+                now,
+                s.reports.persist_every_s,
             );
-            for c in status.conditions.iter().cloned() {
-                set_condition(&mut conds, c);
-            }
-            st.conditions = conds;
-            n.status = Some(st);
-            true
+            n.status = Some(next.status);
+            written = next.write;
+            next.write
         })
         .await?
         .ok_or_else(|| ApiError::not_found("node", &r.node))?;
+        if !written {
+            s.metrics.reports_unpersisted.inc();
+        }
         self.apply_exports(&r.node, &r.exports, now).await?;
         self.apply_connections(&r.node, &r.connections, now).await?;
         Ok(ReportStatusResponse {
             revision: s.cache.revision(),
         })
+    }
+
+    /// The reported conditions of known types, bounded; what was dropped
+    /// or cut is counted.
+    ///
+    /// Transition times are `now` (kept from the stored condition when its
+    /// status did not change, by `set_condition` or `next_node_status`).
+    fn sanitized(
+        &self,
+        given: &[Condition],
+        known: &[&str],
+        now: prost_types::Timestamp,
+    ) -> Vec<Condition> {
+        let mut out = report::sanitize(given, known);
+        for c in &mut out.conditions {
+            c.last_transition_time = Some(now);
+        }
+        if out.dropped > 0 {
+            self.s.metrics.report_conditions_dropped.inc_by(out.dropped);
+            debug!(
+                dropped = out.dropped,
+                "unknown condition types dropped from a report"
+            );
+        }
+        self.s.metrics.report_fields_truncated.inc_by(out.truncated);
+        out.conditions
     }
 
     /// Export readiness into volume status; removal of deleted volumes
@@ -333,7 +360,9 @@ impl Agent {
         now: prost_types::Timestamp,
     ) -> Result<(), ApiError> {
         let s = &self.s;
-        let extra: Vec<Condition> = rep.map(|r| r.conditions.clone()).unwrap_or_default();
+        let extra: Vec<Condition> = rep
+            .map(|r| self.sanitized(&r.conditions, report::EXPORT_CONDITIONS, now))
+            .unwrap_or_default();
         s.modify::<Volume>(name, |v, _| {
             let st = v.status.get_or_insert_with(Default::default);
             st.export_ready = ready;
@@ -438,7 +467,9 @@ impl Agent {
                 .map(|s| s.device_path.clone())
                 .unwrap_or_default();
             if want != phase || device != cur_device {
-                let extra = rep.map(|c| c.conditions.clone()).unwrap_or_default();
+                let extra = rep
+                    .map(|c| self.sanitized(&c.conditions, report::CONNECTION_CONDITIONS, now))
+                    .unwrap_or_default();
                 s.modify::<Attachment>(&name, |att, _| {
                     let st = att.status.get_or_insert_with(Default::default);
                     st.phase = want;
@@ -476,6 +507,24 @@ impl Agent {
 
 type DesiredStream = ReceiverStream<Result<DesiredState, Status>>;
 
+impl Agent {
+    /// The per-node rate limit, before any work: a node over its rate is
+    /// still alive (its liveness is recorded), but its report is refused
+    /// with the delay after which the next one will pass.
+    fn admit_report(&self, id: &Identity, node: &str) -> Result<(), Status> {
+        require_node(id, node, "ReportStatus")?;
+        let s = &self.s;
+        s.reports.heard(node, s.clock.now());
+        s.reports
+            .admit(node, std::time::Instant::now())
+            .map_err(|t| {
+                s.metrics.reports_throttled.inc();
+                debug!(%node, retry_ms = t.retry_after.as_millis() as u64, "ReportStatus throttled");
+                Status::from(t)
+            })
+    }
+}
+
 #[tonic::async_trait]
 impl AgentService for Agent {
     #[instrument(skip_all, fields(node = %req.get_ref().node_name))]
@@ -498,11 +547,19 @@ impl AgentService for Agent {
         let node = req.into_inner().node;
         require_node(&id, &node, "WatchDesiredState")?;
         let s = self.s.clone();
+        // Counted with the identity's watches: each stream recomputes the
+        // node's desired state on every change, so one certificate must not
+        // open them without bound.
+        let permit = s.watches.acquire(&id.to_string()).map_err(|e| {
+            s.metrics.watches_refused.inc();
+            ApiError::Exhausted(e.to_string())
+        })?;
         let (tx, rx) = mpsc::channel(16);
         let mut changes = s.cache.subscribe();
         let mut stopping = s.stopping.clone();
         tokio::spawn(async move {
             let _g = s.metrics.agent_guard();
+            let _permit = permit;
             info!(%node, "agent connected");
             let mut last: Option<DesiredState> = None;
             let mut computed_at = 0;
@@ -556,6 +613,7 @@ impl AgentService for Agent {
     ) -> Result<Response<ReportStatusResponse>, Status> {
         let _t = self.s.metrics.api_timer("ReportStatus");
         let id = identity(&req)?;
+        self.admit_report(&id, &req.get_ref().node)?;
         Ok(Response::new(
             self.report_inner(&id, req.into_inner()).await?,
         ))

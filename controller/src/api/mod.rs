@@ -42,6 +42,10 @@ pub struct Shared {
     /// every open call: the streams watch this and end, so SIGTERM does not
     /// hang until the last agent hangs up.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Open watch streams per identity (`server.max_watches_per_identity`).
+    pub watches: Arc<crate::watch::WatchLimiter>,
+    /// ReportStatus rate limits, bounds and in-memory node liveness.
+    pub reports: crate::report::ReportGate,
 }
 
 /// The caller's identity from its verified client certificate.

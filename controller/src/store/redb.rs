@@ -59,6 +59,7 @@ impl RedbStore {
     /// Opens (creating if absent) the store file and starts its writer.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
+        private_file(path, &shown)?;
         let db = Database::create(path).map_err(|e| classify_open_error(&shown, e))?;
         let revision = init_meta(&db, &shown)?;
         let history = load_history(&db, &shown)?;
@@ -94,6 +95,41 @@ impl RedbStore {
     pub fn hub(&self) -> Arc<Hub> {
         self.hub.clone()
     }
+}
+
+/// Mode of the store file: it holds every object, bootstrap token hashes
+/// included, so only the controller's user may read it.
+pub const STORE_MODE: u32 = 0o600;
+
+/// Creates the store file 0600 before redb opens it (redb would create it
+/// with the umask's mode, typically 0644), and narrows the mode of a file
+/// left readable to others by an older controller.
+fn private_file(path: &Path, shown: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let fail = |what: &str, e: std::io::Error| StoreError::Open {
+        path: shown.into(),
+        reason: format!("{what}: {e}"),
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(STORE_MODE)
+        .open(path)
+        .map_err(|e| fail("cannot create it with mode 0600", e))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| fail("cannot read its mode", e))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode != STORE_MODE {
+        file.set_permissions(std::fs::Permissions::from_mode(STORE_MODE))
+            .map_err(|e| fail(&format!("cannot narrow its mode {mode:o} to 0600"), e))?;
+        info!(path = %shown, old_mode = format!("{mode:o}"), "store file mode narrowed to 0600");
+    }
+    Ok(())
 }
 
 fn classify_open_error(path: &str, e: redb::DatabaseError) -> StoreError {
@@ -495,6 +531,23 @@ mod tests {
         std::fs::write(&path, vec![0x5a; 8192]).expect("write");
         let err = RedbStore::open(&path).err().expect("must fail");
         assert!(err.to_string().contains("store.redb"), "{err}");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn store_file_is_private_new_or_existing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("controller.redb");
+        drop(RedbStore::open(&path).expect("create"));
+        assert_eq!(mode(&path), 0o600, "new store file mode {:o}", mode(&path));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        drop(RedbStore::open(&path).expect("reopen"));
+        assert_eq!(mode(&path), 0o600, "existing 0644 store file narrowed");
     }
 
     #[test]
