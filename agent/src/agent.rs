@@ -74,9 +74,14 @@ impl Agent {
                 .instrument(info_span!("client", node = %config.node)),
         ));
         let api = crate::api::AgentApi::new(shared.clone(), ControllerClient::new(&config)?);
+        let limits = crate::local_api::ServeLimits {
+            config: config.local_api.clone(),
+            refused: shared.metrics.local_api_refused.clone(),
+        };
         tasks.push(crate::local_api::serve(
             &config.api_socket,
             Arc::new(api),
+            limits,
             shutdown_rx.clone(),
         )?);
         let metrics_addr = match config.metrics_listen {
@@ -253,6 +258,12 @@ impl Shared {
             last_errors: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         })
+    }
+
+    /// A `Shared` for unit tests of other modules.
+    #[cfg(test)]
+    pub(crate) fn new_for_tests(cfg: AgentConfig) -> Self {
+        Self::new(cfg).expect("test agent state")
     }
 
     pub(crate) fn desired(&self) -> DesiredState {

@@ -32,7 +32,7 @@ pub struct Metrics {
     /// an idle agent wakes a few times a minute, a busy loop millions.
     pub main_loop_wakeups: AtomicU64,
     /// Local API connections turned away, by reason.
-    pub local_api_refused: LocalApiRefusals,
+    pub local_api_refused: Arc<LocalApiRefusals>,
 }
 
 /// Local API connections or requests refused, by reason.
