@@ -281,6 +281,13 @@ impl Shared {
         if ds.revision < old_rev {
             warn!(old = old_rev, new = ds.revision, "controller sent an older revision than the cache (restored controller?); applying it");
         }
+        // Names that would become paths are checked on arrival too: a bad
+        // one is logged and counted now; the drivers refuse the object
+        // itself with a status (and touch nothing for it).
+        for m in crate::reconcile::names::refused(&ds) {
+            warn!(revision = ds.revision, "desired state: {m}");
+            self.metrics.refused_names.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(e) = self.cache.store(&ds) {
             error!(error = %e, "cannot persist the desired state; continuing from memory");
         }

@@ -31,6 +31,9 @@ pub struct Metrics {
     /// Times the main loop woke up (pass, desired state, heartbeat, ...):
     /// an idle agent wakes a few times a minute, a busy loop millions.
     pub main_loop_wakeups: AtomicU64,
+    /// Names in received desired states that are not one safe file name
+    /// (exposure names, NQNs); the objects are refused.
+    pub refused_names: AtomicU64,
     /// Local API connections turned away, by reason.
     pub local_api_refused: Arc<LocalApiRefusals>,
 }
@@ -80,6 +83,8 @@ impl Metrics {
         let _ = writeln!(out, "ferrofab_agent_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {n}\nferrofab_agent_reconcile_duration_seconds_sum {sum}\nferrofab_agent_reconcile_duration_seconds_count {n}");
         let w = self.main_loop_wakeups.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP ferrofab_agent_main_loop_wakeups_total Wake-ups of the agent's main loop (a few per minute when idle).\n# TYPE ferrofab_agent_main_loop_wakeups_total counter\nferrofab_agent_main_loop_wakeups_total {w}");
+        let n = self.refused_names.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP ferrofab_agent_desired_state_refused_names_total Names from the controller refused as file names (not one safe path component).\n# TYPE ferrofab_agent_desired_state_refused_names_total counter\nferrofab_agent_desired_state_refused_names_total {n}");
         let r = &self.local_api_refused;
         let _ = writeln!(out, "# HELP ferrofab_agent_local_api_refused_total Local API connections refused, by reason.\n# TYPE ferrofab_agent_local_api_refused_total counter");
         for (reason, c) in [
