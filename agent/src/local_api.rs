@@ -227,7 +227,9 @@ fn admit<H: Handler>(
         Err(_) => {
             count(&limits.refused.too_many_connections);
             let max = limits.config.max_connections;
-            warn!(
+            // debug, not warn: a flood of refusals must not flood the log
+            // too; the metric counts them.
+            debug!(
                 max_connections = max,
                 "local API: connection refused, too many open (local_api.max_connections)"
             );

@@ -177,7 +177,12 @@ pub async fn serve(
                         let render = render.clone();
                         tokio::spawn(async move { handle(sock, render).await });
                     }
-                    Err(e) => debug!(error = %e, "metrics accept"),
+                    Err(e) => {
+                        // Out of descriptors and the like: back off rather
+                        // than spin on an accept that fails at once.
+                        debug!(error = %e, "metrics accept");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 },
                 _ = shutdown.changed() => return,
             }
