@@ -79,6 +79,76 @@ fn default_dev() -> PathBuf {
     PathBuf::from("/dev")
 }
 
+/// Bounds of the local API socket (`[local_api]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalApiConfig {
+    /// A connection must send its whole request line within this (and
+    /// take its answer within it too), e.g. "10s".
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: String,
+    /// Connections served at once; more are answered `busy` and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+/// Default of `local_api.request_timeout`: clients send their one line at
+/// once; ten seconds covers a stalled scheduler, not an idle peer.
+pub const DEFAULT_LOCAL_API_REQUEST_TIMEOUT: &str = "10s";
+/// Default of `local_api.max_connections`: Puppet and scripts use one or a
+/// few at a time; an attach may hold one for its whole wait.
+pub const DEFAULT_LOCAL_API_MAX_CONNECTIONS: usize = 64;
+
+fn default_request_timeout() -> String {
+    DEFAULT_LOCAL_API_REQUEST_TIMEOUT.into()
+}
+fn default_max_connections() -> usize {
+    DEFAULT_LOCAL_API_MAX_CONNECTIONS
+}
+
+impl Default for LocalApiConfig {
+    fn default() -> Self {
+        LocalApiConfig {
+            request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+impl LocalApiConfig {
+    fn is_default(&self) -> bool {
+        *self == LocalApiConfig::default()
+    }
+
+    /// `request_timeout` as a duration (validated at load; the default
+    /// if it somehow does not parse).
+    pub fn request_timeout(&self) -> Duration {
+        self.parse_request_timeout()
+            .unwrap_or(Duration::from_secs(10))
+    }
+
+    fn parse_request_timeout(&self) -> Result<Duration, AgentError> {
+        let key = "local_api.request_timeout";
+        let d = ferrofab_pki::parse_duration(&self.request_timeout)
+            .map_err(|e| invalid(key, e.to_string()))?;
+        if d.is_zero() || d > Duration::from_secs(3600) {
+            return Err(invalid(key, "must be between 1ms and 1h"));
+        }
+        Ok(d)
+    }
+
+    fn validate(&self) -> Result<(), AgentError> {
+        self.parse_request_timeout()?;
+        if self.max_connections == 0 || self.max_connections > 65_536 {
+            return Err(invalid(
+                "local_api.max_connections",
+                "must be between 1 and 65536",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How a pool allocates a new backing file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -150,6 +220,9 @@ pub struct AgentConfig {
     pub metrics_listen: Option<SocketAddr>,
     #[serde(default = "default_api_socket")]
     pub api_socket: PathBuf,
+    /// Bounds of the local API socket.
+    #[serde(default, skip_serializing_if = "LocalApiConfig::is_default")]
+    pub local_api: LocalApiConfig,
     /// tracing filter, e.g. "info" or "ferrofab_agent=debug".
     #[serde(default = "default_log_level")]
     pub log_level: String,
@@ -195,6 +268,7 @@ impl AgentConfig {
             resync_interval: default_resync(),
             metrics_listen: None,
             api_socket: default_api_socket(),
+            local_api: LocalApiConfig::default(),
             log_level: default_log_level(),
         }
     }
@@ -258,6 +332,7 @@ impl AgentConfig {
             }
         }
         self.resync()?;
+        self.local_api.validate()?;
         for (name, pool) in &self.pools {
             if !pool.path.is_absolute() {
                 return Err(invalid(
@@ -326,6 +401,7 @@ impl AgentConfig {
         check("state_dir", self.state_dir == new.state_dir);
         check("metrics_listen", self.metrics_listen == new.metrics_listen);
         check("api_socket", self.api_socket == new.api_socket);
+        check("local_api", self.local_api == new.local_api);
         keys
     }
 

@@ -28,6 +28,25 @@ pub struct Metrics {
     pub reconcile_errors: AtomicU64,
     bucket_counts: [AtomicU64; BUCKETS.len()],
     duration_micros: AtomicU64,
+    /// Times the main loop woke up (pass, desired state, heartbeat, ...):
+    /// an idle agent wakes a few times a minute, a busy loop millions.
+    pub main_loop_wakeups: AtomicU64,
+    /// Names in received desired states that are not one safe file name
+    /// (exposure names, NQNs); the objects are refused.
+    pub refused_names: AtomicU64,
+    /// Local API connections turned away, by reason.
+    pub local_api_refused: Arc<LocalApiRefusals>,
+}
+
+/// Local API connections or requests refused, by reason.
+#[derive(Debug, Default)]
+pub struct LocalApiRefusals {
+    /// `local_api.max_connections` connections were already open.
+    pub too_many_connections: AtomicU64,
+    /// No complete request within `local_api.request_timeout`.
+    pub request_timeout: AtomicU64,
+    /// The request line was longer than the size bound.
+    pub request_too_large: AtomicU64,
 }
 
 impl Metrics {
@@ -62,6 +81,23 @@ impl Metrics {
         }
         let sum = self.duration_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "ferrofab_agent_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {n}\nferrofab_agent_reconcile_duration_seconds_sum {sum}\nferrofab_agent_reconcile_duration_seconds_count {n}");
+        let w = self.main_loop_wakeups.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP ferrofab_agent_main_loop_wakeups_total Wake-ups of the agent's main loop (a few per minute when idle).\n# TYPE ferrofab_agent_main_loop_wakeups_total counter\nferrofab_agent_main_loop_wakeups_total {w}");
+        let n = self.refused_names.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP ferrofab_agent_desired_state_refused_names_total Names from the controller refused as file names (not one safe path component).\n# TYPE ferrofab_agent_desired_state_refused_names_total counter\nferrofab_agent_desired_state_refused_names_total {n}");
+        let r = &self.local_api_refused;
+        let _ = writeln!(out, "# HELP ferrofab_agent_local_api_refused_total Local API connections refused, by reason.\n# TYPE ferrofab_agent_local_api_refused_total counter");
+        for (reason, c) in [
+            ("too_many_connections", &r.too_many_connections),
+            ("request_timeout", &r.request_timeout),
+            ("request_too_large", &r.request_too_large),
+        ] {
+            let v = c.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "ferrofab_agent_local_api_refused_total{{reason=\"{reason}\"}} {v}"
+            );
+        }
     }
 }
 
@@ -142,7 +178,12 @@ pub async fn serve(
                         let render = render.clone();
                         tokio::spawn(async move { handle(sock, render).await });
                     }
-                    Err(e) => debug!(error = %e, "metrics accept"),
+                    Err(e) => {
+                        // Out of descriptors and the like: back off rather
+                        // than spin on an accept that fails at once.
+                        debug!(error = %e, "metrics accept");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 },
                 _ = shutdown.changed() => return,
             }

@@ -153,6 +153,13 @@ cat "$out/summary.md"
 "$here/bench_agent.sh"
 { echo; cat "$out/agent.md"; } >>"$out/summary.md"
 
+# Idle section: CPU of a quiet `ferrofab dev` and of the standalone
+# controller, storage agent and workstation agent with attachments, goal
+# < 1% of a core each (see bench_idle.sh; its table is appended to
+# summary.md).
+"$here/bench_idle.sh"
+{ echo; cat "$out/idle.md"; } >>"$out/summary.md"
+
 # Terraform section: `terraform apply` of 200 volumes + 200 attachments
 # across 10 workstations through terraform-provider-ferrofab, against the
 # same layout through `ferrofab apply --wait` in the same run (see
