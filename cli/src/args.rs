@@ -468,9 +468,13 @@ pub struct ApplyArgs {
     /// Apply without asking for confirmation (required when stdin is not a terminal).
     #[arg(short = 'y', long)]
     pub yes: bool,
-    /// Also delete objects of the layout's kinds that the file does not list.
+    /// Also delete stored objects the file does not list, only of the kinds
+    /// the file has at least one object of (never nodes without --prune-nodes).
     #[arg(long)]
     pub prune: bool,
+    /// With --prune, also delete nodes the file does not list.
+    #[arg(long, requires = "prune")]
+    pub prune_nodes: bool,
     /// After applying, wait until the layout's objects are Ready.
     #[arg(long)]
     pub wait: bool,

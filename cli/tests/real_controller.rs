@@ -248,7 +248,7 @@ capacity = "100GiB"
     std::fs::write(&layout, moved).unwrap();
     let e = fails(&run(&["apply", "-f", l, "--dry-run"]));
     assert!(
-        e.contains("apply stopped at pool \"fast\": invalid spec.backing")
+        e.contains("apply refused at pool \"fast\", nothing was changed: invalid spec.backing")
             && e.contains("immutable"),
         "{e}"
     );

@@ -18,5 +18,6 @@ pub mod placement;
 pub mod planner;
 pub mod resource;
 pub mod server;
+pub mod staging;
 pub mod store;
 pub mod watch;
