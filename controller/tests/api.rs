@@ -481,6 +481,11 @@ async fn apply_prune_is_scoped_checked_and_all_or_nothing() {
         .await
         .expect_err("dry run refuses a shrink");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("cannot shrink from 10GiB to 5GiB"),
+        "sizes read as sizes: {}",
+        e.message()
+    );
 
     // All or nothing: a new tenant, a label change and a prune before a
     // refused step leave no trace.
