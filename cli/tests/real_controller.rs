@@ -448,6 +448,26 @@ capacity = "8TiB"
         None,
     ));
     assert!(e.contains("from 3TiB to 2TiB"), "{e}");
+
+    // Item 2: a file with one [[volume]] prunes only volumes, never the
+    // pool, the tenant or the nodes.
+    let one = dir.path().join("one-volume.toml");
+    std::fs::write(
+        &one,
+        "[[volume]]\nname = \"burst\"\ntenant = \"neuro\"\nsize = \"3TiB\"\n",
+    )
+    .unwrap();
+    let one = one.to_str().unwrap();
+    let plan = run(&["apply", "-f", one, "--prune", "--dry-run"]);
+    let deletions: Vec<&str> = plan.lines().filter(|l| l.starts_with("- ")).collect();
+    assert_eq!(deletions, ["- volume/home"], "{plan}");
+    // --prune-nodes only with --prune: a usage error (exit 2).
+    let alone = ferrofab(
+        &["apply", "-f", one, "--prune-nodes", "--dry-run"],
+        Some(&admin),
+        None,
+    );
+    assert_eq!(alone.status.code(), Some(2));
     drop(ctl);
 }
 
