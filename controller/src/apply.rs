@@ -170,6 +170,16 @@ fn fork(admin: &Admin) -> Result<(Admin, std::sync::Arc<Fork>), ApiError> {
     ))
 }
 
+/// Ends the fork's cache follower however the rehearsal ends, including
+/// when the caller goes away mid-plan and the future is dropped.
+struct CloseOnDrop(std::sync::Arc<Fork>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// Runs every step on a fork; returns the fork when all passed.
 async fn rehearse(
     admin: &Admin,
@@ -177,15 +187,11 @@ async fn rehearse(
     steps: Vec<Step>,
 ) -> Result<std::sync::Arc<Fork>, ApiError> {
     let (staged, fork) = fork(admin)?;
-    let mut outcome = Ok(());
+    let _close = CloseOnDrop(fork.clone());
     for step in steps {
-        outcome = execute(&staged, id, step, false).await;
-        if outcome.is_err() {
-            break;
-        }
+        execute(&staged, id, step, false).await?;
     }
-    fork.close();
-    outcome.map(|()| fork)
+    Ok(fork)
 }
 
 /// See the module docs. Creates and updates run in dependency order

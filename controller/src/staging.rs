@@ -23,9 +23,10 @@ use crate::store::{
 };
 use crate::watch::WatchStream;
 
-/// Events the fork's cache may have queued; a plan writes at most a few
-/// events per object of its layout, and the cache drains them as each
-/// step waits for its own write.
+/// Events the fork's cache may have queued. Every write of a step waits
+/// until the fork's cache has applied it (read-your-writes), so at most
+/// one transaction's events (one or two) are ever queued; the bound is
+/// far above that.
 const FORK_EVENT_BUFFER: usize = 1024;
 
 struct Inner {
@@ -146,8 +147,8 @@ impl Fork {
         }
         if let Some(tx) = &inner.follower {
             for ev in events {
-                // The buffer is far larger than a plan's burst; a full one
-                // only delays the step's read-your-writes wait.
+                // Cannot be full, see FORK_EVENT_BUFFER; closed only once
+                // the rehearsal is over.
                 let _ = tx.try_send(Arc::new(ev));
             }
         }
