@@ -97,8 +97,27 @@ fn connection(bed: &Bed) -> Conn {
     Conn::new(bed.target.inner.clone(), server, peer, local)
 }
 
+/// What the generated commands aim at.
+#[derive(Debug, Clone)]
+struct Spec {
+    /// Namespace size in 512-byte blocks.
+    blocks: u64,
+    /// Generated writes stay inside these LBAs (mutations may still move
+    /// them; see [`confine`] for runs that must not write elsewhere).
+    write: std::ops::Range<u64>,
+}
+
+impl Spec {
+    fn local() -> Spec {
+        Spec {
+            blocks: NS_BLOCKS,
+            write: 0..NS_BLOCKS,
+        }
+    }
+}
+
 /// A stream of PDUs a host might send, with random fields.
-fn random_stream(rng: &mut StdRng, digests: Digests) -> Vec<u8> {
+fn random_stream(rng: &mut StdRng, digests: Digests, spec: &Spec) -> Vec<u8> {
     let mut out = Vec::new();
     pdu::encode_ic_req(
         &mut out,
@@ -119,11 +138,11 @@ fn random_stream(rng: &mut StdRng, digests: Digests) -> Vec<u8> {
                 let qid = rng.gen_range(0..4);
                 connect_pdu(rng, qid, digests)
             }
-            1..=4 => io_pdu(rng, digests),
+            1..=4 => io_pdu(rng, digests, spec),
             5..=6 => admin_pdu(rng, digests),
             7 => h2c_pdu(rng, digests),
             8 => {
-                let mut p = io_pdu(rng, digests);
+                let mut p = io_pdu(rng, digests, spec);
                 corrupt(rng, &mut p);
                 p
             }
@@ -199,7 +218,7 @@ fn enable_pdu(digests: Digests) -> Vec<u8> {
     capsule(&sqe, &[], digests)
 }
 
-fn io_pdu(rng: &mut StdRng, digests: Digests) -> Vec<u8> {
+fn io_pdu(rng: &mut StdRng, digests: Digests, spec: &Spec) -> Vec<u8> {
     let opcode = [
         nvm::READ,
         nvm::WRITE,
@@ -208,20 +227,35 @@ fn io_pdu(rng: &mut StdRng, digests: Digests) -> Vec<u8> {
         nvm::DATASET_MANAGEMENT,
         rng.gen(),
     ][rng.gen_range(0..6)];
-    let slba: u64 = match rng.gen_range(0..4) {
-        0 => rng.gen(),
-        1 => NS_BLOCKS - rng.gen_range(0..8),
-        _ => rng.gen_range(0..NS_BLOCKS),
-    };
     let nlb: u32 = rng.gen_range(0..64);
+    // Now and then an LBA anywhere, for the out-of-range paths.
+    let wild = rng.gen_ratio(1, 8);
+    let slba: u64 = if matches!(opcode, nvm::WRITE | nvm::WRITE_ZEROES) && !wild {
+        in_window(rng, &spec.write, u64::from(nlb) + 1)
+    } else {
+        match rng.gen_range(0..4) {
+            0 => rng.gen(),
+            1 => spec.blocks - rng.gen_range(0..8),
+            _ => rng.gen_range(0..spec.blocks),
+        }
+    };
     let len = (nlb + 1) * 512;
     let in_capsule = rng.gen_bool(0.5) && len <= 16384;
     let data: Vec<u8> = if opcode == nvm::WRITE && in_capsule {
         vec![0xA5; len as usize]
     } else if opcode == nvm::DATASET_MANAGEMENT {
         let mut r = vec![0u8; 16];
-        r[4..8].copy_from_slice(&rng.gen_range(0..4096u32).to_le_bytes());
-        r[8..16].copy_from_slice(&rng.gen_range(0..NS_BLOCKS + 100).to_le_bytes());
+        let (count, start) = if wild {
+            (
+                rng.gen_range(0..4096u32),
+                rng.gen_range(0..spec.blocks + 100),
+            )
+        } else {
+            let count = rng.gen_range(0..64u32);
+            (count, in_window(rng, &spec.write, u64::from(count)))
+        };
+        r[4..8].copy_from_slice(&count.to_le_bytes());
+        r[8..16].copy_from_slice(&start.to_le_bytes());
         r
     } else {
         Vec::new()
@@ -255,6 +289,12 @@ fn io_pdu(rng: &mut StdRng, digests: Digests) -> Vec<u8> {
         ..Default::default()
     };
     capsule(&sqe, &data, digests)
+}
+
+/// A start LBA such that `len` blocks from it stay in `w`.
+fn in_window(rng: &mut StdRng, w: &std::ops::Range<u64>, len: u64) -> u64 {
+    let last = w.end.saturating_sub(len).max(w.start);
+    rng.gen_range(w.start..=last)
 }
 
 fn admin_pdu(rng: &mut StdRng, digests: Digests) -> Vec<u8> {
@@ -325,66 +365,137 @@ fn check_output(tx: &[u8], digests: Digests) {
     }
 }
 
-#[test]
-fn fuzz_queue_state_machine() {
-    let secs = std::env::var("FERROFAB_FUZZ_SECS")
+/// A number from the environment, or `default`.
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(12u64);
+        .unwrap_or(default)
+}
+
+fn seed(test: &str) -> u64 {
     let seed = std::env::var("FERROFAB_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random::<u64>);
-    eprintln!("fuzz_queue_state_machine: seed {seed}, {secs} s");
-    let mut rng = StdRng::seed_from_u64(seed);
+    eprintln!("{test}: seed {seed}");
+    seed
+}
+
+/// What must not change while the state machine is fuzzed: subsystem B,
+/// which the fuzzed host never connects to, and the size of A's file.
+struct Isolation {
+    b_before: Vec<u8>,
+    a_len: u64,
+}
+
+impl Isolation {
+    fn take(bed: &Bed) -> Isolation {
+        Isolation {
+            b_before: std::fs::read(bed.dir.path().join("b.img")).expect("read b"),
+            a_len: std::fs::metadata(bed.dir.path().join("a.img"))
+                .expect("meta")
+                .len(),
+        }
+    }
+
+    fn check(&self, bed: &Bed) {
+        let b_after = std::fs::read(bed.dir.path().join("b.img")).expect("read b");
+        assert!(
+            self.b_before == b_after,
+            "data of a subsystem the host never connected to changed"
+        );
+        let a_len_after = std::fs::metadata(bed.dir.path().join("a.img"))
+            .expect("meta")
+            .len();
+        assert_eq!(
+            self.a_len, a_len_after,
+            "namespace backing file changed size"
+        );
+    }
+}
+
+/// One fuzzed connection: a random stream fed in random pieces, every
+/// answer checked. Returns how many PDUs the state machine handled.
+fn queue_session(bed: &Bed, rng: &mut StdRng) -> u64 {
+    let digests = Digests {
+        header: rng.gen_bool(0.3),
+        data: rng.gen_bool(0.3),
+    };
+    let stream = random_stream(rng, digests, &Spec::local());
+    let mut conn = connection(bed);
+    let mut captured = Vec::new();
+    let mut rest = &stream[..];
+    while !rest.is_empty() {
+        let n = rng.gen_range(1..=rest.len());
+        let (piece, tail) = rest.split_at(n);
+        rest = tail;
+        let result = conn.feed(piece);
+        captured.extend_from_slice(&conn.tx);
+        conn.tx.clear();
+        assert!(
+            conn.rx_capacity() <= 4 << 20,
+            "receive buffer grew to {}",
+            conn.rx_capacity()
+        );
+        if result.is_err() {
+            break;
+        }
+    }
+    // ICResp was flushed straight to the socket, so skip checking the
+    // digest state change: decode what was captured with the
+    // negotiated digests once an ICResp has been seen.
+    check_output_after_icresp(&captured, digests, &conn);
+    let handled = conn.pdus_handled;
+    conn.close_for_test();
+    handled
+}
+
+/// One mutated stream through the decoder, PDU by PDU, plus every PDU
+/// boundary cut short. Returns how many inputs were decoded.
+fn decoder_round(rng: &mut StdRng) -> u64 {
+    let digests = Digests {
+        header: rng.gen(),
+        data: rng.gen(),
+    };
+    let mut bytes = random_stream(rng, digests, &Spec::local());
+    corrupt(rng, &mut bytes);
+    let mut inputs = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        inputs += 1;
+        match pdu::decode(&bytes[at..], digests, 1 << 20) {
+            Ok(DecodeStatus::Complete(x)) => {
+                assert!(x.len > 0 && at + x.len <= bytes.len());
+                // The same PDU cut short must ask for more, never decode.
+                let cut = rng.gen_range(0..x.len);
+                inputs += 1;
+                if let Ok(DecodeStatus::Complete(y)) =
+                    pdu::decode(&bytes[at..at + cut], digests, 1 << 20)
+                {
+                    panic!("a PDU cut to {cut} of {} bytes decoded: {y:?}", x.len);
+                }
+                at += x.len;
+            }
+            _ => break,
+        }
+    }
+    inputs
+}
+
+#[test]
+fn fuzz_queue_state_machine() {
+    let secs = env_u64("FERROFAB_FUZZ_SECS", 12);
+    let mut rng = StdRng::seed_from_u64(seed("fuzz_queue_state_machine"));
     let bed = bed();
-    let b_before = std::fs::read(bed.dir.path().join("b.img")).expect("read b");
-    let a_len = std::fs::metadata(bed.dir.path().join("a.img"))
-        .expect("meta")
-        .len();
+    let isolation = Isolation::take(&bed);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut runs = 0u64;
     while Instant::now() < deadline {
-        let digests = Digests {
-            header: rng.gen_bool(0.3),
-            data: rng.gen_bool(0.3),
-        };
-        let stream = random_stream(&mut rng, digests);
-        let mut conn = connection(&bed);
-        let mut captured = Vec::new();
-        let mut rest = &stream[..];
-        while !rest.is_empty() {
-            let n = rng.gen_range(1..=rest.len());
-            let (piece, tail) = rest.split_at(n);
-            rest = tail;
-            let result = conn.feed(piece);
-            captured.extend_from_slice(&conn.tx);
-            conn.tx.clear();
-            assert!(
-                conn.rx_capacity() <= 4 << 20,
-                "receive buffer grew to {}",
-                conn.rx_capacity()
-            );
-            if result.is_err() {
-                break;
-            }
-        }
-        // ICResp was flushed straight to the socket, so skip checking the
-        // digest state change: decode what was captured with the
-        // negotiated digests once an ICResp has been seen.
-        check_output_after_icresp(&captured, digests, &conn);
-        conn.close_for_test();
+        queue_session(&bed, &mut rng);
         runs += 1;
     }
-    let b_after = std::fs::read(bed.dir.path().join("b.img")).expect("read b");
-    assert!(
-        b_before == b_after,
-        "data of a subsystem the host never connected to changed"
-    );
-    let a_len_after = std::fs::metadata(bed.dir.path().join("a.img"))
-        .expect("meta")
-        .len();
-    assert_eq!(a_len, a_len_after, "namespace backing file changed size");
+    isolation.check(&bed);
     eprintln!("fuzz_queue_state_machine: {runs} connections");
     assert!(runs > 10);
 }
@@ -402,34 +513,58 @@ fn check_output_after_icresp(captured: &[u8], _intended: Digests, conn: &Conn) {
 
 #[test]
 fn fuzz_pdu_decoder_with_mutations() {
-    let secs = std::env::var("FERROFAB_FUZZ_SECS")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(12)
-        / 2;
-    let seed = rand::random::<u64>();
-    eprintln!("fuzz_pdu_decoder_with_mutations: seed {seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let secs = env_u64("FERROFAB_FUZZ_SECS", 12) / 2;
+    let mut rng = StdRng::seed_from_u64(seed("fuzz_pdu_decoder_with_mutations"));
     let deadline = Instant::now() + Duration::from_secs(secs.max(1));
     let mut n = 0u64;
     while Instant::now() < deadline {
-        let digests = Digests {
-            header: rng.gen(),
-            data: rng.gen(),
-        };
-        let mut bytes = random_stream(&mut rng, digests);
-        corrupt(&mut rng, &mut bytes);
-        let mut at = 0;
-        while at < bytes.len() {
-            match pdu::decode(&bytes[at..], digests, 1 << 20) {
-                Ok(DecodeStatus::Complete(x)) => {
-                    assert!(x.len > 0 && at + x.len <= bytes.len());
-                    at += x.len;
-                }
-                _ => break,
-            }
-        }
+        decoder_round(&mut rng);
         n += 1;
     }
     assert!(n > 100);
+}
+
+/// The long decoder run of `./tests/run bench`: at least
+/// `FERROFAB_FUZZ_DECODER_INPUTS` (default 10 million) inputs.
+#[test]
+#[ignore = "long run: tests/suites/bench_fuzz.sh"]
+fn fuzz_long_decoder() {
+    let want = env_u64("FERROFAB_FUZZ_DECODER_INPUTS", 10_000_000);
+    let mut rng = StdRng::seed_from_u64(seed("fuzz_long_decoder"));
+    let start = Instant::now();
+    let mut inputs = 0u64;
+    while inputs < want {
+        inputs += decoder_round(&mut rng);
+    }
+    report("decoder", inputs, start.elapsed());
+}
+
+/// The long state-machine run of `./tests/run bench`: at least
+/// `FERROFAB_FUZZ_QUEUE_INPUTS` (default 1 million) PDUs handled by
+/// fuzzed connections.
+#[test]
+#[ignore = "long run: tests/suites/bench_fuzz.sh"]
+fn fuzz_long_queue() {
+    let want = env_u64("FERROFAB_FUZZ_QUEUE_INPUTS", 1_000_000);
+    let mut rng = StdRng::seed_from_u64(seed("fuzz_long_queue"));
+    let bed = bed();
+    let isolation = Isolation::take(&bed);
+    let start = Instant::now();
+    let (mut pdus, mut conns) = (0u64, 0u64);
+    while pdus < want {
+        pdus += queue_session(&bed, &mut rng);
+        conns += 1;
+    }
+    isolation.check(&bed);
+    report("queue", pdus, start.elapsed());
+    eprintln!("fuzz_long_queue: {conns} connections");
+}
+
+/// One machine-readable line for the bench script.
+fn report(what: &str, inputs: u64, took: Duration) {
+    let secs = took.as_secs_f64();
+    println!(
+        "FUZZ-FIGURES {what} inputs={inputs} secs={secs:.1} per_s={:.0}",
+        inputs as f64 / secs.max(1e-9)
+    );
 }

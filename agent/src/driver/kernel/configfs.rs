@@ -523,6 +523,7 @@ impl TargetDriver for KernelTarget {
                 .map(|n| self.subsystem_status(n))
                 .collect(),
             genctr: 0,
+            connections: None,
         }
     }
 
