@@ -220,9 +220,14 @@ impl Conn {
         // A bug must cost one connection, never the whole target.
         let reason = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve())) {
             Ok(r) => r,
-            Err(_) => Ok(Close::Protocol(
-                "internal error while serving the connection".into(),
-            )),
+            Err(_) => {
+                // A bug: logged at error level so that runs which silence
+                // the per-connection warnings (the fuzzers) still see it.
+                tracing::error!("internal error (panic) while serving the connection");
+                Ok(Close::Protocol(
+                    "internal error while serving the connection".into(),
+                ))
+            }
         };
         match &reason {
             Ok(Close::Protocol(why)) => tracing::warn!(reason = %why, "connection terminated"),

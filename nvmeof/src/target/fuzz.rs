@@ -568,3 +568,258 @@ fn report(what: &str, inputs: u64, took: Duration) {
         inputs as f64 / secs.max(1e-9)
     );
 }
+
+/// Cut `stream` before the first command that could change data outside
+/// `window`, so a run against a live target can check that nothing else
+/// changed. The walk decodes exactly as the target does (digests from the
+/// leading ICReq), so what it lets through is what the target will see;
+/// past the first undecodable byte the target closes the connection, so
+/// the rest is sent as it is. Returns the bytes to send and how many
+/// complete PDUs they hold.
+fn confine(stream: &[u8], window: &std::ops::Range<u64>) -> (Vec<u8>, u64) {
+    let mut at = 0;
+    let mut pdus = 0;
+    let mut digests = Digests::default();
+    loop {
+        let d = match pdu::decode(&stream[at..], digests, 64 << 20) {
+            Ok(DecodeStatus::Complete(d)) => d,
+            _ => return (stream.to_vec(), pdus),
+        };
+        match &d.pdu {
+            crate::wire::Pdu::IcReq(req) if pdus == 0 => digests = req.digests,
+            crate::wire::Pdu::CapsuleCmd { sqe, data } if !stays_inside(sqe, data, window) => {
+                return (stream[..at].to_vec(), pdus);
+            }
+            _ => {}
+        }
+        at += d.len;
+        pdus += 1;
+    }
+}
+
+/// Whether a capsule, taken as an NVM command on namespace 1, writes only
+/// inside `window`. Conservative: anything that might write elsewhere
+/// (including admin opcodes that share a number with a write) is refused.
+fn stays_inside(sqe: &Sqe, data: &[u8], window: &std::ops::Range<u64>) -> bool {
+    let inside = |slba: u64, nlb: u64| {
+        slba >= window.start && slba.checked_add(nlb).is_some_and(|e| e <= window.end)
+    };
+    match sqe.opcode {
+        nvm::WRITE | nvm::WRITE_ZEROES => inside(sqe.slba(), u64::from(sqe.nlb())),
+        nvm::DATASET_MANAGEMENT if sqe.cdw11 & (1 << 2) == 0 => true,
+        nvm::DATASET_MANAGEMENT => {
+            let ranges = (sqe.cdw10 & 0xFF) as usize + 1;
+            data.len() >= ranges * 16
+                && data.chunks_exact(16).take(ranges).all(|r| {
+                    let nlb = u64::from(crate::wire::get_u32(r, 4));
+                    nlb == 0 || inside(crate::wire::get_u64(r, 8), nlb)
+                })
+        }
+        _ => true,
+    }
+}
+
+/// Totals of the live run.
+#[derive(Default)]
+struct RemoteTotals {
+    connections: std::sync::atomic::AtomicU64,
+    pdus: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
+    idle: std::sync::atomic::AtomicU64,
+}
+
+/// One fuzzing connection against a live target: a random, mutated and
+/// confined stream, sent in random pieces with now and then a pause, while
+/// a second thread reads whatever comes back.
+fn remote_session(
+    addr: std::net::SocketAddr,
+    rng: &mut StdRng,
+    spec: &Spec,
+    totals: &RemoteTotals,
+) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let digests = Digests {
+        header: rng.gen_bool(0.3),
+        data: rng.gen_bool(0.3),
+    };
+    let (stream, pdus) = confine(&random_stream(rng, digests, spec), &spec.write);
+    let Ok(mut sock) = TcpStream::connect(addr) else {
+        totals.refused.fetch_add(1, Relaxed);
+        return;
+    };
+    totals.connections.fetch_add(1, Relaxed);
+    let _ = sock.set_write_timeout(Some(Duration::from_secs(5)));
+    let reader = sock.try_clone().ok().map(|mut r| {
+        std::thread::spawn(move || {
+            let _ = r.set_read_timeout(Some(Duration::from_secs(15)));
+            let mut buf = vec![0u8; 256 * 1024];
+            while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+        })
+    });
+    let mut rest = &stream[..];
+    while !rest.is_empty() {
+        let n = rng.gen_range(1..=rest.len());
+        let (piece, tail) = rest.split_at(n);
+        if sock.write_all(piece).is_err() {
+            break;
+        }
+        totals.bytes.fetch_add(piece.len() as u64, Relaxed);
+        rest = tail;
+        if rng.gen_ratio(1, 50) {
+            std::thread::sleep(Duration::from_millis(rng.gen_range(1..50)));
+        }
+    }
+    totals.pdus.fetch_add(pdus, Relaxed);
+    // Give the target a moment to answer, then hang up.
+    std::thread::sleep(Duration::from_millis(rng.gen_range(0..5)));
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
+}
+
+/// The live multi-connection run of `./tests/run bench` against a
+/// `ferrofab-nvmeof serve` process (tests/suites/bench_fuzz.sh starts it
+/// and checks its health and the namespace afterwards).
+///
+/// Knobs: FERROFAB_FUZZ_REMOTE (address, required), FERROFAB_FUZZ_SECS
+/// (default 180), FERROFAB_FUZZ_CONNS (parallel connections, default 8),
+/// FERROFAB_FUZZ_NS_BLOCKS (namespace size in 512-byte blocks),
+/// FERROFAB_FUZZ_WRITE_LBAS (`START..END`, the only blocks written),
+/// FERROFAB_FUZZ_FLOOD (idle connections opened every 10 s, default 300).
+#[test]
+#[ignore = "long run against a live target: tests/suites/bench_fuzz.sh"]
+fn fuzz_remote_serve() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(addr) = std::env::var("FERROFAB_FUZZ_REMOTE")
+        .ok()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+    else {
+        panic!("set FERROFAB_FUZZ_REMOTE to the target's address");
+    };
+    let secs = env_u64("FERROFAB_FUZZ_SECS", 180);
+    let conns = env_u64("FERROFAB_FUZZ_CONNS", 8);
+    let flood = env_u64("FERROFAB_FUZZ_FLOOD", 300) as usize;
+    let blocks = env_u64("FERROFAB_FUZZ_NS_BLOCKS", 8192);
+    let write = std::env::var("FERROFAB_FUZZ_WRITE_LBAS")
+        .ok()
+        .and_then(|w| {
+            let (a, b) = w.split_once("..")?;
+            Some(a.parse().ok()?..b.parse().ok()?)
+        })
+        .unwrap_or(blocks / 4..blocks / 2);
+    let spec = Spec { blocks, write };
+    let seed = seed("fuzz_remote_serve");
+    let totals = std::sync::Arc::new(RemoteTotals::default());
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..conns {
+        let (spec, totals) = (spec.clone(), totals.clone());
+        workers.push(std::thread::spawn(move || {
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w));
+            while Instant::now() < deadline {
+                remote_session(addr, &mut rng, &spec, &totals);
+            }
+        }));
+    }
+    // Idle connections in bursts: they must be capped and timed out
+    // without disturbing the fuzzing connections.
+    let flooder = {
+        let totals = totals.clone();
+        std::thread::spawn(move || {
+            while Instant::now() + Duration::from_secs(10) < deadline {
+                let held: Vec<TcpStream> = (0..flood)
+                    .filter_map(|_| TcpStream::connect(addr).ok())
+                    .collect();
+                totals.idle.fetch_add(held.len() as u64, Relaxed);
+                std::thread::sleep(Duration::from_secs(10));
+                drop(held);
+            }
+        })
+    };
+    for w in workers {
+        w.join().expect("fuzz worker");
+    }
+    flooder.join().expect("flooder");
+    let took = start.elapsed();
+    report("remote", totals.pdus.load(Relaxed), took);
+    println!(
+        "FUZZ-FIGURES remote-connections inputs={} secs={:.1} per_s={:.0}",
+        totals.connections.load(Relaxed),
+        took.as_secs_f64(),
+        totals.connections.load(Relaxed) as f64 / took.as_secs_f64()
+    );
+    eprintln!(
+        "fuzz_remote_serve: {} bytes sent, {} idle connections, {} connects refused",
+        totals.bytes.load(Relaxed),
+        totals.idle.load(Relaxed),
+        totals.refused.load(Relaxed)
+    );
+    assert!(totals.connections.load(Relaxed) > 0);
+    check_remote_serves(addr, &spec);
+}
+
+/// After the run a well-behaved host still connects and reads the whole
+/// namespace.
+fn check_remote_serves(addr: std::net::SocketAddr, spec: &Spec) {
+    use crate::host::{BlockIo, ConnectOptions, Controller, HostIdentity};
+    let id = HostIdentity::new(HOST, uuid::Uuid::new_v4()).expect("host identity");
+    let mut o = ConnectOptions::new(addr.to_string(), NQN_A, id);
+    o.nr_io_queues = 1;
+    let ctrl = Controller::connect(o).expect("a real host connects after the run");
+    let ns = ctrl.namespace(1).expect("namespace 1");
+    let mut buf = vec![0u8; (spec.blocks * 512) as usize];
+    ns.read_at(&mut buf, 0)
+        .expect("reading the namespace after the run");
+    let _ = ctrl.disconnect();
+}
+
+#[test]
+fn confine_cuts_at_the_first_write_outside_the_window() {
+    let d = Digests::default();
+    let mut stream = Vec::new();
+    pdu::encode_ic_req(
+        &mut stream,
+        &IcReq {
+            pfv: 0,
+            hpda: 0,
+            digests: d,
+            maxr2t: 0,
+        },
+    );
+    let write = |slba: u64, nlb: u32| Sqe {
+        opcode: nvm::WRITE,
+        nsid: 1,
+        cdw10: slba as u32,
+        cdw11: (slba >> 32) as u32,
+        cdw12: nlb - 1,
+        sgl: Sgl {
+            address: 0,
+            length: nlb * 512,
+            id: SGL_TRANSPORT_DATA_BLOCK,
+        },
+        ..Default::default()
+    };
+    stream.extend(capsule(&write(100, 8), &[], d));
+    let inside = stream.len();
+    stream.extend(capsule(&write(107, 2), &[], d));
+    stream.extend(capsule(&write(0, 1), &[], d));
+    let (kept, pdus) = confine(&stream, &(100..108));
+    assert_eq!((kept.len(), pdus), (inside, 2));
+    // Deallocate needs its ranges in the capsule to be judged.
+    let dsm = Sqe {
+        opcode: nvm::DATASET_MANAGEMENT,
+        cdw11: 1 << 2,
+        ..Default::default()
+    };
+    assert!(!stays_inside(&dsm, &[], &(100..108)));
+    let mut range = [0u8; 16];
+    range[4..8].copy_from_slice(&8u32.to_le_bytes());
+    range[8..16].copy_from_slice(&100u64.to_le_bytes());
+    assert!(stays_inside(&dsm, &range, &(100..108)));
+    range[8..16].copy_from_slice(&101u64.to_le_bytes());
+    assert!(!stays_inside(&dsm, &range, &(100..108)));
+}
