@@ -132,6 +132,16 @@ fn random_stream(rng: &mut StdRng, digests: Digests, spec: &Spec) -> Vec<u8> {
         out.extend(connect_pdu(rng, 0, digests));
         out.extend(enable_pdu(digests));
     }
+    out.extend(commands(rng, digests, spec));
+    if rng.gen_ratio(1, 4) {
+        corrupt(rng, &mut out);
+    }
+    out
+}
+
+/// Commands, data and garbage, as a connected queue might receive them.
+fn commands(rng: &mut StdRng, digests: Digests, spec: &Spec) -> Vec<u8> {
+    let mut out = Vec::new();
     for _ in 0..rng.gen_range(1..40) {
         let piece = match rng.gen_range(0..10) {
             0 => {
@@ -149,9 +159,6 @@ fn random_stream(rng: &mut StdRng, digests: Digests, spec: &Spec) -> Vec<u8> {
             _ => (0..rng.gen_range(0..64)).map(|_| rng.gen()).collect(),
         };
         out.extend(piece);
-    }
-    if rng.gen_ratio(1, 4) {
-        corrupt(rng, &mut out);
     }
     out
 }
@@ -627,6 +634,7 @@ struct RemoteTotals {
     bytes: std::sync::atomic::AtomicU64,
     refused: std::sync::atomic::AtomicU64,
     idle: std::sync::atomic::AtomicU64,
+    io_sessions: std::sync::atomic::AtomicU64,
 }
 
 /// One fuzzing connection against a live target: a random, mutated and
@@ -680,6 +688,154 @@ fn remote_session(
     }
 }
 
+/// Read PDUs from a blocking socket until one decodes; returns it
+/// summarised: `Some(None)` for an ICResp, `Some(Some(cqe))` for a
+/// CapsuleResp, `None` when the connection ended or sent anything else.
+fn read_reply(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Option<crate::wire::Cqe>> {
+    loop {
+        match pdu::decode(buf, Digests::default(), 1 << 20) {
+            Ok(DecodeStatus::Complete(d)) => {
+                let len = d.len;
+                let reply = match d.pdu {
+                    crate::wire::Pdu::IcResp(_) => Some(None),
+                    crate::wire::Pdu::CapsuleResp(c) => Some(Some(c)),
+                    _ => None,
+                };
+                buf.drain(..len);
+                return reply;
+            }
+            Ok(DecodeStatus::Need(_)) => {}
+            Err(_) => return None,
+        }
+        let mut chunk = [0u8; 4096];
+        match sock.read(&mut chunk) {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// Set up a queue the way a host does: ICReq, Connect (and for the admin
+/// queue, CC.EN). Returns the socket and the controller ID.
+fn remote_queue(addr: std::net::SocketAddr, qid: u16, cntlid: u16) -> Option<(TcpStream, u16)> {
+    use std::io::Write;
+    let mut sock = TcpStream::connect(addr).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let none = Digests::default();
+    pdu::encode_ic_req(
+        &mut out,
+        &IcReq {
+            pfv: 0,
+            hpda: 0,
+            digests: none,
+            maxr2t: 0,
+        },
+    );
+    sock.write_all(&out).ok()?;
+    read_reply(&mut sock, &mut buf)?;
+    let mut data = vec![0u8; 1024];
+    data[16..18].copy_from_slice(&cntlid.to_le_bytes());
+    data[256..256 + NQN_A.len()].copy_from_slice(NQN_A.as_bytes());
+    data[512..512 + HOST.len()].copy_from_slice(HOST.as_bytes());
+    let connect = Sqe {
+        opcode: admin::FABRICS,
+        cid: 1,
+        nsid: u32::from(fctype::CONNECT),
+        cdw10: u32::from(qid) << 16,
+        cdw11: 31,
+        cdw12: if qid == 0 { 30_000 } else { 0 },
+        sgl: Sgl {
+            address: 0,
+            length: 1024,
+            id: SGL_DATA_BLOCK_OFFSET,
+        },
+        ..Default::default()
+    };
+    sock.write_all(&capsule(&connect, &data, none)).ok()?;
+    let cqe = read_reply(&mut sock, &mut buf)??;
+    if cqe.status >> 1 != 0 {
+        return None;
+    }
+    if qid == 0 {
+        sock.write_all(&enable_pdu(none)).ok()?;
+        read_reply(&mut sock, &mut buf)??;
+    }
+    Some((sock, cqe.result as u16))
+}
+
+/// An I/O queue of a real controller fed random, mutated and confined
+/// commands: the only way generated writes reach the namespace.
+fn remote_io_session(
+    addr: std::net::SocketAddr,
+    cntlid: u16,
+    qid: u16,
+    rng: &mut StdRng,
+    spec: &Spec,
+    totals: &RemoteTotals,
+) -> bool {
+    use std::io::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some((mut sock, _)) = remote_queue(addr, qid, cntlid) else {
+        return false;
+    };
+    totals.connections.fetch_add(1, Relaxed);
+    let mut cmds = commands(rng, Digests::default(), spec);
+    if rng.gen_ratio(1, 4) {
+        corrupt(rng, &mut cmds);
+    }
+    let (stream, pdus) = confine(&cmds, &spec.write);
+    let reader = sock.try_clone().ok().map(|mut r| {
+        std::thread::spawn(move || {
+            let _ = r.set_read_timeout(Some(Duration::from_secs(15)));
+            let mut buf = vec![0u8; 256 * 1024];
+            while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+        })
+    });
+    if sock.write_all(&stream).is_ok() {
+        totals.bytes.fetch_add(stream.len() as u64, Relaxed);
+        totals.pdus.fetch_add(pdus, Relaxed);
+        totals.io_sessions.fetch_add(1, Relaxed);
+    }
+    std::thread::sleep(Duration::from_millis(rng.gen_range(1..10)));
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
+    true
+}
+
+/// One worker of the live run: alternately raw fuzzed connections and
+/// I/O queues of its own controller, until `deadline`.
+fn remote_worker(
+    addr: std::net::SocketAddr,
+    rng: &mut StdRng,
+    spec: &Spec,
+    totals: &RemoteTotals,
+    deadline: Instant,
+) {
+    let mut admin: Option<(TcpStream, u16)> = None;
+    let mut qid = 0u16;
+    while Instant::now() < deadline {
+        if rng.gen_bool(0.5) {
+            remote_session(addr, rng, spec, totals);
+            continue;
+        }
+        if admin.is_none() {
+            admin = remote_queue(addr, 0, 0xFFFF);
+        }
+        let Some((_, cntlid)) = &admin else {
+            continue;
+        };
+        qid = qid % 8 + 1;
+        if !remote_io_session(addr, *cntlid, qid, rng, spec, totals) {
+            // The controller is gone (or busy): start a new one.
+            admin = None;
+        }
+    }
+}
+
 /// The live multi-connection run of `./tests/run bench` against a
 /// `ferrofab-nvmeof serve` process (tests/suites/bench_fuzz.sh starts it
 /// and checks its health and the namespace afterwards).
@@ -720,9 +876,7 @@ fn fuzz_remote_serve() {
         let (spec, totals) = (spec.clone(), totals.clone());
         workers.push(std::thread::spawn(move || {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w));
-            while Instant::now() < deadline {
-                remote_session(addr, &mut rng, &spec, &totals);
-            }
+            remote_worker(addr, &mut rng, &spec, &totals, deadline);
         }));
     }
     // Idle connections in bursts: they must be capped and timed out
@@ -753,12 +907,17 @@ fn fuzz_remote_serve() {
         totals.connections.load(Relaxed) as f64 / took.as_secs_f64()
     );
     eprintln!(
-        "fuzz_remote_serve: {} bytes sent, {} idle connections, {} connects refused",
+        "fuzz_remote_serve: {} bytes sent, {} I/O queue sessions, {} idle connections, {} connects refused",
         totals.bytes.load(Relaxed),
+        totals.io_sessions.load(Relaxed),
         totals.idle.load(Relaxed),
         totals.refused.load(Relaxed)
     );
     assert!(totals.connections.load(Relaxed) > 0);
+    assert!(
+        totals.io_sessions.load(Relaxed) > 0,
+        "no I/O queue could be set up"
+    );
     check_remote_serves(addr, &spec);
 }
 
