@@ -367,6 +367,7 @@ pub struct Target {
 impl Target {
     pub fn new(opts: TargetOptions) -> Result<Target, TargetError> {
         opts.validate()?;
+        conn::map_large_buffers_separately();
         let executor = match opts.io_threads {
             0 => None,
             n => Some(executor::Executor::start(usize::from(n)).map_err(|e| {
