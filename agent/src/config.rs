@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferrofab_nvmeof::target::TargetOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
@@ -38,6 +39,48 @@ pub enum DriverKind {
     /// Linux nvmet / nvme-fabrics through configfs, sysfs and
     /// `/dev/nvme-fabrics`.
     Kernel,
+}
+
+/// Connection limits of the built-in target (`data_path = "builtin"`):
+/// the keys of the same name in `ferrofab-nvmeof serve`'s `[target]`
+/// (docs/nvmeof-target.md). They protect the storage node from peers that
+/// open connections and never set them up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuiltinTargetConfig {
+    pub max_connections: u32,
+    pub max_connections_per_peer: u32,
+    pub icreq_timeout_ms: u32,
+    pub connect_timeout_ms: u32,
+}
+
+impl Default for BuiltinTargetConfig {
+    fn default() -> Self {
+        let d = TargetOptions::default();
+        BuiltinTargetConfig {
+            max_connections: d.max_connections,
+            max_connections_per_peer: d.max_connections_per_peer,
+            icreq_timeout_ms: d.icreq_timeout_ms,
+            connect_timeout_ms: d.connect_timeout_ms,
+        }
+    }
+}
+
+impl BuiltinTargetConfig {
+    /// The target's options: these limits, everything else default.
+    pub fn target_options(&self) -> TargetOptions {
+        TargetOptions {
+            max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+            icreq_timeout_ms: self.icreq_timeout_ms,
+            connect_timeout_ms: self.connect_timeout_ms,
+            ..TargetOptions::default()
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Where the `kernel` driver finds the kernel's interfaces. Only tests
@@ -206,6 +249,9 @@ pub struct AgentConfig {
     /// Kernel interface roots for `data_path = "kernel"`.
     #[serde(default, skip_serializing_if = "KernelConfig::is_default")]
     pub kernel: KernelConfig,
+    /// Connection limits of the built-in target.
+    #[serde(default, skip_serializing_if = "BuiltinTargetConfig::is_default")]
+    pub builtin_target: BuiltinTargetConfig,
     /// Directory where attached volumes appear as files (one FUSE mount).
     #[serde(default = "default_expose_dir")]
     pub expose_dir: PathBuf,
@@ -263,6 +309,7 @@ impl AgentConfig {
             data_listen: Vec::new(),
             data_path: DriverKind::Builtin,
             kernel: KernelConfig::default(),
+            builtin_target: BuiltinTargetConfig::default(),
             expose_dir: default_expose_dir(),
             state_dir: default_state_dir(),
             resync_interval: default_resync(),
@@ -355,6 +402,10 @@ impl AgentConfig {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| invalid("log_level", e.to_string()))?;
+        self.builtin_target
+            .target_options()
+            .validate()
+            .map_err(|e| invalid("builtin_target", e.to_string()))?;
         Ok(())
     }
 
@@ -397,6 +448,7 @@ impl AgentConfig {
         check("data_listen", self.data_listen == new.data_listen);
         check("data_path", self.data_path == new.data_path);
         check("kernel", self.kernel == new.kernel);
+        check("builtin_target", self.builtin_target == new.builtin_target);
         check("expose_dir", self.expose_dir == new.expose_dir);
         check("state_dir", self.state_dir == new.state_dir);
         check("metrics_listen", self.metrics_listen == new.metrics_listen);
@@ -505,6 +557,31 @@ path = "/srv/ferrofab/fast"
         assert!(a.restart_keys(&b).is_empty());
         b.pools.clear();
         assert_eq!(a.restart_keys(&b), vec!["pools"]);
+    }
+
+    #[test]
+    fn builtin_target_limits_are_read_and_checked() {
+        let a = AgentConfig::parse(MIN).unwrap();
+        assert_eq!(a.builtin_target, BuiltinTargetConfig::default());
+        assert_eq!(a.builtin_target.target_options(), TargetOptions::default());
+        let b = AgentConfig::parse(&format!(
+            "{MIN}\n[builtin_target]\nmax_connections = 100\nmax_connections_per_peer = 10\nicreq_timeout_ms = 1000\n"
+        ))
+        .unwrap();
+        let o = b.builtin_target.target_options();
+        assert_eq!((o.max_connections, o.max_connections_per_peer), (100, 10));
+        assert_eq!((o.icreq_timeout_ms, o.connect_timeout_ms), (1000, 10_000));
+        assert_eq!(a.restart_keys(&b), vec!["builtin_target"]);
+        assert_eq!(AgentConfig::parse(&b.to_toml().unwrap()).unwrap(), b);
+        let err = AgentConfig::parse(&format!(
+            "{MIN}\n[builtin_target]\nmax_connections = 10\nmax_connections_per_peer = 11\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("builtin_target") && err.contains("max_connections_per_peer"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -132,6 +132,9 @@ pub fn render_target(st: &ferrofab_nvmeof::target::TargetStatus, out: &mut Strin
         }
     }
     let _ = writeln!(out, "# HELP ferrofab_agent_target_commands_refused_length_total NVMe commands refused because a length in them was over MDTS or disagreed with their SGL (built-in target).\n# TYPE ferrofab_agent_target_commands_refused_length_total counter\nferrofab_agent_target_commands_refused_length_total {}", st.commands_refused_length);
+    if let Some(c) = &st.connections {
+        render_target_connections(c, out);
+    }
     let _ = writeln!(out, "# HELP ferrofab_agent_volume_connected_hosts NVMe controllers connected to the volume's subsystem.\n# TYPE ferrofab_agent_volume_connected_hosts gauge");
     for s in &st.subsystems {
         let _ = writeln!(
@@ -139,6 +142,34 @@ pub fn render_target(st: &ferrofab_nvmeof::target::TargetStatus, out: &mut Strin
             "ferrofab_agent_volume_connected_hosts{{nqn=\"{}\"}} {}",
             s.nqn,
             s.controllers.len()
+        );
+    }
+}
+
+/// The built-in target's connection admission series (absent for the
+/// kernel target, which keeps no such counters).
+pub fn render_target_connections(c: &ferrofab_nvmeof::target::ConnectionStats, out: &mut String) {
+    render_gauge(
+        "ferrofab_agent_target_connections",
+        "TCP connections open on the built-in target (max_connections caps them).",
+        c.open,
+        out,
+    );
+    let _ = writeln!(out, "# HELP ferrofab_agent_target_connections_refused_total Connections closed at accept because a cap was reached.\n# TYPE ferrofab_agent_target_connections_refused_total counter");
+    for (limit, v) in [
+        ("max_connections", c.refused_global),
+        ("max_connections_per_peer", c.refused_per_peer),
+    ] {
+        let _ = writeln!(
+            out,
+            "ferrofab_agent_target_connections_refused_total{{limit=\"{limit}\"}} {v}"
+        );
+    }
+    let _ = writeln!(out, "# HELP ferrofab_agent_target_connection_timeouts_total Connections closed because the host did not send ICReq or Connect in time.\n# TYPE ferrofab_agent_target_connection_timeouts_total counter");
+    for (stage, v) in [("icreq", c.icreq_timeouts), ("connect", c.connect_timeouts)] {
+        let _ = writeln!(
+            out,
+            "ferrofab_agent_target_connection_timeouts_total{{stage=\"{stage}\"}} {v}"
         );
     }
 }
@@ -248,6 +279,7 @@ mod tests {
             subsystems: vec![],
             genctr: 0,
             commands_refused_length: 3,
+            connections: None,
         };
         let mut s = String::new();
         render_target(&st, &mut s);
@@ -255,5 +287,44 @@ mod tests {
             s.contains("ferrofab_agent_target_commands_refused_length_total 3"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn target_connection_counters_are_exported() {
+        let st = ferrofab_nvmeof::target::TargetStatus {
+            listeners: vec![],
+            subsystems: vec![],
+            genctr: 0,
+            commands_refused_length: 0,
+            connections: Some(ferrofab_nvmeof::target::ConnectionStats {
+                open: 3,
+                accepted: 10,
+                refused_global: 4,
+                refused_per_peer: 5,
+                icreq_timeouts: 6,
+                connect_timeouts: 7,
+            }),
+        };
+        let mut s = String::new();
+        render_target(&st, &mut s);
+        assert!(s.contains("ferrofab_agent_target_connections 3"), "{s}");
+        assert!(s.contains(
+            "ferrofab_agent_target_connections_refused_total{limit=\"max_connections\"} 4"
+        ));
+        assert!(s.contains(
+            "ferrofab_agent_target_connections_refused_total{limit=\"max_connections_per_peer\"} 5"
+        ));
+        assert!(s.contains("ferrofab_agent_target_connection_timeouts_total{stage=\"icreq\"} 6"));
+        assert!(s.contains("ferrofab_agent_target_connection_timeouts_total{stage=\"connect\"} 7"));
+        // The kernel target keeps no such counters: no series at all.
+        let mut k = String::new();
+        render_target(
+            &ferrofab_nvmeof::target::TargetStatus {
+                connections: None,
+                ..st
+            },
+            &mut k,
+        );
+        assert!(!k.contains("ferrofab_agent_target_connections"), "{k}");
     }
 }

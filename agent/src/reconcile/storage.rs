@@ -36,7 +36,9 @@ pub struct StorageReconciler {
 impl StorageReconciler {
     pub fn new(cfg: Arc<AgentConfig>) -> Result<Self, AgentError> {
         let driver: Arc<dyn TargetDriver> = match cfg.data_path {
-            DriverKind::Builtin => Arc::new(BuiltinTarget::new()?),
+            DriverKind::Builtin => {
+                Arc::new(BuiltinTarget::new(cfg.builtin_target.target_options())?)
+            }
             DriverKind::Kernel => Arc::new(KernelTarget::new(
                 KernelPaths::from_config(&cfg.kernel),
                 &cfg.state_dir,
