@@ -167,6 +167,9 @@ fn fork(admin: &Admin) -> Result<(Admin, std::sync::Arc<Fork>), ApiError> {
         // Nothing watches or reports through the fork.
         watches: s.watches.clone(),
         reports: crate::report::ReportGate::new(&crate::config::NodesConfig::default()),
+        // The fork's own gate: the rehearsal runs while the real one is
+        // held exclusively by this apply.
+        capacity_gate: std::sync::Arc::default(),
     };
     Ok((
         Admin {
@@ -224,6 +227,9 @@ pub async fn apply(
         plan_prune_kind(admin, &l.tenants, &mut steps);
     }
     let diffs: Vec<ObjectDiff> = steps.iter().map(|s| s.diff.clone()).collect();
+    // No typed capacity-deciding write may land between the rehearsal and
+    // the commit (see `Shared::capacity_gate`).
+    let _capacity = admin.s.capacity_gate.write().await;
     let fork = rehearse(admin, id, steps).await?;
     if req.dry_run {
         return Ok(ApplyResponse {

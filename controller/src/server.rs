@@ -163,6 +163,7 @@ pub async fn run_until(
         stopping,
         watches: crate::watch::WatchLimiter::new(cfg.server.max_watches_per_identity),
         reports: crate::report::ReportGate::new(&cfg.nodes),
+        capacity_gate: Arc::default(),
     });
     let grpc = bind(cfg.listen).await?;
     let grpc_addr = grpc

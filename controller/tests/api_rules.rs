@@ -591,3 +591,44 @@ async fn dry_run_does_not_refuse_what_the_layout_itself_enables() {
     assert_eq!(e.code(), typed.code());
     assert!(e.message().ends_with(typed.message()), "{}", e.message());
 }
+
+/// An Apply rehearses against a private copy of the store, so a typed
+/// create landing between its rehearsal and its commit must not make both
+/// fit a quota that holds only one of them (`Shared::capacity_gate`).
+#[tokio::test]
+async fn apply_and_a_typed_create_never_both_take_the_last_quota() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    basic_layout(&mut c).await;
+    let mut d = ctl.admin().await;
+    for round in 0..12 {
+        let t = format!("q{round}");
+        c.create_tenant(CreateTenantRequest {
+            tenant: Some(tenant(&t, "10GiB", 0, &[])),
+        })
+        .await
+        .expect("tenant");
+        let layout = Layout {
+            volumes: vec![volume(&format!("a{round}"), &t, "6GiB", "p1")],
+            ..Default::default()
+        };
+        let (applied, created) = tokio::join!(
+            c.apply(ApplyRequest {
+                layout: Some(layout),
+                dry_run: false,
+                prune: false,
+                prune_nodes: false,
+            }),
+            d.create_volume(CreateVolumeRequest {
+                volume: Some(volume(&format!("b{round}"), &t, "6GiB", "p1")),
+                ..Default::default()
+            }),
+        );
+        assert!(
+            applied.is_ok() != created.is_ok(),
+            "round {round}: exactly one 6GiB volume fits tenant {t}'s 10GiB: apply {:?}, create {:?}",
+            applied.map(drop).map_err(|e| e.message().to_string()),
+            created.map(drop).map_err(|e| e.message().to_string()),
+        );
+    }
+}

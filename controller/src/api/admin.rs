@@ -374,6 +374,7 @@ impl Admin {
         v: Volume,
         dry_run: bool,
     ) -> Result<Volume, ApiError> {
+        let _capacity = self.s.capacity_gate.read().await;
         let s = &self.s;
         let spec = v.spec.clone().unwrap_or_default();
         let meta = new_meta(v.metadata.as_ref(), s.clock.now_ts())?;
@@ -454,6 +455,7 @@ impl Admin {
         v: Volume,
         dry_run: bool,
     ) -> Result<Volume, ApiError> {
+        let _capacity = self.s.capacity_gate.read().await;
         let s = &self.s;
         let name = v.name().to_string();
         let cur: Volume = get_checked(s, id, "UpdateVolume", &name)?;
@@ -787,6 +789,7 @@ impl Admin {
         p: Pool,
         dry_run: bool,
     ) -> Result<Pool, ApiError> {
+        let _capacity = self.s.capacity_gate.read().await;
         authz::admin_only(id, "UpdatePool")?;
         validate_pool(&self.s, &p)?;
         let cur: Pool = self.s.get(p.name())?;
@@ -825,6 +828,7 @@ impl Admin {
         t: Tenant,
         dry_run: bool,
     ) -> Result<Tenant, ApiError> {
+        let _capacity = self.s.capacity_gate.read().await;
         authz::admin_only(id, "UpdateTenant")?;
         validate_tenant(&t)?;
         let t = self.update_simple(t, dry_run).await?;

@@ -46,6 +46,16 @@ pub struct Shared {
     pub watches: Arc<crate::watch::WatchLimiter>,
     /// ReportStatus rate limits, bounds and in-memory node liveness.
     pub reports: crate::report::ReportGate,
+    /// Orders Apply against the typed writes that decide capacity and
+    /// quota. Typed volume creates and updates, pool and tenant updates
+    /// hold it shared (they stay concurrent; the [`Allocator`]'s
+    /// reservations keep them from over-committing each other). Apply
+    /// holds it exclusively from its rehearsal to its commit: the
+    /// rehearsal places volumes against a private copy of the store, and
+    /// its final transaction only guards the keys it writes, so a typed
+    /// create landing in between could otherwise over-commit a pool or a
+    /// quota that the rehearsal saw free.
+    pub capacity_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// The caller's identity from its verified client certificate.
