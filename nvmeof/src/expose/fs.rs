@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -105,6 +105,9 @@ pub struct VolumeFs {
     /// like an unlinked file, so in-flight users fail on the device rather
     /// than on a dangling handle.
     handles: Mutex<HashMap<u64, Arc<Volume>>>,
+    /// How many handles are open, shared with the [`super::Exposer`] so
+    /// that an unmount can wait for releases still in flight.
+    open_files: Arc<AtomicUsize>,
     next_fh: AtomicU64,
     max_write: u32,
     uid: u32,
@@ -113,12 +116,17 @@ pub struct VolumeFs {
 }
 
 impl VolumeFs {
-    pub fn new(registry: Arc<RwLock<Registry>>, max_write: u32) -> Self {
+    pub fn new(
+        registry: Arc<RwLock<Registry>>,
+        max_write: u32,
+        open_files: Arc<AtomicUsize>,
+    ) -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         Self {
             registry,
             handles: Mutex::new(HashMap::new()),
+            open_files,
             next_fh: AtomicU64::new(1),
             max_write,
             uid,
@@ -248,6 +256,7 @@ impl Filesystem for VolumeFs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(fh, vol);
+        self.open_files.fetch_add(1, Ordering::SeqCst);
         let flags = FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
         reply.opened(FileHandle(fh), flags);
     }
@@ -345,10 +354,14 @@ impl Filesystem for VolumeFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles
+        let removed = self
+            .handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&fh.0);
+        if removed.is_some() {
+            self.open_files.fetch_sub(1, Ordering::SeqCst);
+        }
         reply.ok();
     }
 

@@ -29,7 +29,9 @@ pub mod mountpoint;
 pub mod rmw;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use fuser::{BackgroundSession, Config, MountOption, Notifier, SessionACL};
 use thiserror::Error;
@@ -90,7 +92,16 @@ impl Default for ExposeOptions {
 pub struct Exposer {
     volumes: Volumes,
     session: Option<BackgroundSession>,
+    /// Open file handles of the mount (see [`RELEASE_GRACE`]).
+    open_files: Arc<AtomicUsize>,
 }
+
+/// How long an unmount waits for open files to be released. The kernel
+/// sends RELEASE after `close(2)` has returned, so a file closed just
+/// before an unmount can still count as open and make it fail with EBUSY
+/// (and fall back to a lazy detach); a file really in use (a loop device)
+/// costs this much extra before that fallback.
+const RELEASE_GRACE: Duration = Duration::from_secs(1);
 
 /// Adds, removes and resizes the files of a mounted directory. Cheap to
 /// clone; every clone acts on the same mount. After unmount, changes still
@@ -116,7 +127,12 @@ impl Exposer {
     pub fn mount(dir: &Path, opts: &ExposeOptions) -> Result<Self, ExposeError> {
         let mountpoint = mountpoint::prepare(dir)?;
         let registry = Arc::new(RwLock::new(Registry::new()));
-        let fs = VolumeFs::new(Arc::clone(&registry), opts.max_write);
+        let open_files = Arc::new(AtomicUsize::new(0));
+        let fs = VolumeFs::new(
+            Arc::clone(&registry),
+            opts.max_write,
+            Arc::clone(&open_files),
+        );
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::FSName("ferrofab".into()),
@@ -142,6 +158,7 @@ impl Exposer {
                 registry,
             },
             session: Some(session),
+            open_files,
         })
     }
 
@@ -158,11 +175,20 @@ impl Exposer {
         self.unmount_inner()
     }
 
+    /// Gives releases still in flight up to [`RELEASE_GRACE`] to arrive.
+    fn wait_for_releases(&self) {
+        let deadline = std::time::Instant::now() + RELEASE_GRACE;
+        while self.open_files.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn unmount_inner(&mut self) -> Result<(), ExposeError> {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
         let mp = &self.volumes.mountpoint;
+        self.wait_for_releases();
         match session.umount_and_join() {
             Ok(()) => {
                 tracing::info!(mountpoint = %mp.display(), "volumes unmounted");
