@@ -294,7 +294,10 @@ pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
     common::delete_and_wait(
         &format!("attachment {name:?}"),
         limit,
-        || async move { ctx.admin().delete_attachment(req).await },
+        || {
+            let req = req.clone();
+            async move { ctx.admin().delete_attachment(req).await }
+        },
         || async {
             let a = ctx
                 .admin()

@@ -253,7 +253,10 @@ pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
     common::delete_and_wait(
         &format!("pool {name:?}"),
         limit,
-        || async move { ctx.admin().delete_pool(req).await },
+        || {
+            let req = req.clone();
+            async move { ctx.admin().delete_pool(req).await }
+        },
         || async {
             ctx.admin()
                 .get_pool(GetPoolRequest { name: name.clone() })
