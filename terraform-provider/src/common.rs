@@ -9,6 +9,10 @@ use tonic::{Code, Status};
 use crate::diag::Diag;
 use crate::value::Value;
 
+/// Create/update/delete timeout of resources without a `timeouts` block
+/// in their schema (tenants): what their retries are bounded by.
+pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How often apply re-reads an object it waits for.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -109,6 +113,59 @@ where
             }
             _ => return Retried { result, lost_reply },
         }
+    }
+}
+
+/// What a create with retries came to.
+pub enum Created<T> {
+    /// The create call answered.
+    New(T),
+    /// An earlier attempt's reply was lost and the object now exists with
+    /// the configured spec: it is ours, the caller reads it back.
+    Ours,
+}
+
+/// Creates with [`retry`]. ALREADY_EXISTS after a lost reply is success
+/// when `same_spec` (a read-back comparison) says the stored object is the
+/// one configured; any other ALREADY_EXISTS becomes the diagnostic that
+/// gives the `terraform import` command.
+pub async fn create_with_retry<T, C, CF, S, SF>(
+    type_name: &str,
+    name: &str,
+    limit: Duration,
+    create: C,
+    same_spec: S,
+) -> Result<Created<T>, Diag>
+where
+    C: FnMut() -> CF,
+    CF: Future<Output = Result<T, Status>>,
+    S: FnOnce() -> SF,
+    SF: Future<Output = Option<bool>>,
+{
+    let kind = type_name.trim_start_matches("ferrofab_");
+    let what = format!("creating {kind} {name:?}");
+    let r = retry(&what, limit, create).await;
+    match r.result {
+        Ok(t) => Ok(Created::New(t)),
+        Err(s) if s.code() == Code::AlreadyExists => match (r.lost_reply, same_spec().await) {
+            (true, Some(true)) => {
+                tracing::info!(object = %name, kind, "create met already exists after a lost reply with the same spec: taken as created");
+                Ok(Created::Ours)
+            }
+            (_, Some(false)) => Err(Diag::already_exists(
+                type_name,
+                name,
+                &s,
+                "It is not in this Terraform state, and its spec differs from this configuration.",
+            )),
+            _ => Err(Diag::already_exists(
+                type_name,
+                name,
+                &s,
+                "It is not in this Terraform state.",
+            )),
+        },
+        Err(s) => Err(Diag::api(&what, &s)),
     }
 }
 
@@ -443,6 +500,43 @@ mod tests {
         .await;
         assert!(r.is_ok(), "{r:?}");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_create_whose_reply_was_lost_and_that_meets_its_own_object_succeeds() {
+        let calls = AtomicU32::new(0);
+        let create = || async {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err::<(), _>(Status::unavailable("connection reset"))
+            } else {
+                Err(Status::already_exists("volume \"v\" already exists"))
+            }
+        };
+        let r = create_with_retry(
+            "ferrofab_volume",
+            "v",
+            Duration::from_secs(5),
+            create,
+            || async { Some(true) },
+        )
+        .await;
+        assert!(matches!(r, Ok(Created::Ours)));
+        // The same answer without a lost reply is somebody else's object.
+        let r = create_with_retry(
+            "ferrofab_volume",
+            "v",
+            Duration::from_secs(5),
+            || async { Err::<(), _>(Status::already_exists("exists")) },
+            || async { Some(true) },
+        )
+        .await;
+        let d = r.err().expect("orphan");
+        assert!(
+            d.detail
+                .contains("terraform import ferrofab_volume.<name> v"),
+            "{}",
+            d.detail
+        );
     }
 
     #[test]

@@ -240,19 +240,31 @@ pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>)
             }
         }
     }
-    if let Err(s) = ctx
-        .admin()
-        .create_attachment(CreateAttachmentRequest {
-            attachment: Some(att),
-        })
-        .await
-    {
-        return (
-            None,
-            Some(Diag::api(&format!("creating attachment {name:?}"), &s)),
-        );
-    }
     let limit = common::timeout(planned, "create", DEFAULT_TIMEOUT);
+    let created = common::create_with_retry(
+        "ferrofab_attachment",
+        &name,
+        limit,
+        || {
+            let req = CreateAttachmentRequest {
+                attachment: Some(att.clone()),
+            };
+            async move { ctx.admin().create_attachment(req).await }
+        },
+        || async {
+            let have = ctx
+                .admin()
+                .get_attachment(GetAttachmentRequest { name: name.clone() })
+                .await
+                .ok()?
+                .into_inner();
+            Some(have.spec == att.spec)
+        },
+    )
+    .await;
+    if let Err(d) = created {
+        return (None, Some(d));
+    }
     let waited = common::wait_until(
         &format!("attachment {name:?} to be exposed on its workstation"),
         limit,

@@ -211,30 +211,49 @@ pub fn plan(prior: &Value, planned: &mut Value) -> Vec<&'static str> {
 
 pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    match ctx
-        .admin()
-        .create_pool(CreatePoolRequest {
-            pool: Some(to_api(planned)),
-        })
-        .await
-    {
-        Ok(p) => (Some(to_state(&p.into_inner(), planned)), None),
-        Err(s) => (
-            None,
-            Some(Diag::api(&format!("creating pool {name:?}"), &s)),
-        ),
+    let want = to_api(planned);
+    let limit = common::timeout(planned, "create", DEFAULT_TIMEOUT);
+    let get = || async {
+        ctx.admin()
+            .get_pool(GetPoolRequest { name: name.clone() })
+            .await
+            .map(tonic::Response::into_inner)
+    };
+    let created = common::create_with_retry(
+        "ferrofab_pool",
+        &name,
+        limit,
+        || {
+            let req = CreatePoolRequest {
+                pool: Some(want.clone()),
+            };
+            async move { ctx.admin().create_pool(req).await }
+        },
+        || async { Some(get().await.ok()?.spec == want.spec) },
+    )
+    .await;
+    match created {
+        Ok(common::Created::New(p)) => (Some(to_state(&p.into_inner(), planned)), None),
+        Ok(common::Created::Ours) => match get().await {
+            Ok(p) => (Some(to_state(&p, planned)), None),
+            Err(s) => (None, Some(Diag::api(&format!("reading pool {name:?}"), &s))),
+        },
+        Err(d) => (None, Some(d)),
     }
 }
 
 pub async fn update(ctx: &Ctx, prior: &Value, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    match ctx
-        .admin()
-        .update_pool(UpdatePoolRequest {
-            pool: Some(to_api(planned)),
-        })
-        .await
-    {
+    let want = to_api(planned);
+    let limit = common::timeout(planned, "update", DEFAULT_TIMEOUT);
+    let r = common::retry(&format!("updating pool {name:?}"), limit, || {
+        let req = UpdatePoolRequest {
+            pool: Some(want.clone()),
+        };
+        async move { ctx.admin().update_pool(req).await }
+    })
+    .await;
+    match r.result {
         Ok(p) => (Some(to_state(&p.into_inner(), planned)), None),
         Err(s) => (
             Some(prior.clone()),

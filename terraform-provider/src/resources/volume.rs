@@ -277,11 +277,9 @@ pub async fn plan(
                 forget(ctx, planned);
             }
         }
-    } else if planned.is_wholly_known_except(COMPUTED) {
-        if dry_run(ctx, planned, true, diags).await {
-            if let Some(b) = new_bytes {
-                whole_plan(ctx, planned, b, diags).await;
-            }
+    } else if planned.is_wholly_known_except(COMPUTED) && dry_run(ctx, planned, true, diags).await {
+        if let Some(b) = new_bytes {
+            whole_plan(ctx, planned, b, diags).await;
         }
     }
     replace
@@ -499,38 +497,25 @@ pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>)
     let limit = common::timeout(planned, "create", DEFAULT_TIMEOUT);
     let start = std::time::Instant::now();
     let want = to_api(planned);
-    let r = common::retry(&format!("creating volume {name:?}"), limit, || {
-        let req = CreateVolumeRequest {
-            volume: Some(want.clone()),
-            dry_run: false,
-        };
-        async move { ctx.admin().create_volume(req).await }
-    })
+    let created = common::create_with_retry(
+        "ferrofab_volume",
+        &name,
+        limit,
+        || {
+            let req = CreateVolumeRequest {
+                volume: Some(want.clone()),
+                dry_run: false,
+            };
+            async move { ctx.admin().create_volume(req).await }
+        },
+        || async {
+            let have = ctx.admin_get_volume(&name).await.ok()?;
+            Some(same_spec(&want, &have))
+        },
+    )
     .await;
-    match r.result {
-        Ok(_) => {}
-        Err(s) if s.code() == tonic::Code::AlreadyExists => {
-            let have = ctx.admin_get_volume(&name).await.ok();
-            let same = have.as_ref().is_some_and(|h| same_spec(&want, h));
-            // Our own earlier attempt, whose reply was lost: done.
-            if !(r.lost_reply && same) {
-                let why = match (r.lost_reply, same) {
-                    (_, false) if have.is_some() => "It is not in this Terraform state, and its spec differs from this configuration.",
-                    _ => "It is not in this Terraform state.",
-                };
-                return (
-                    None,
-                    Some(Diag::already_exists("ferrofab_volume", &name, &s, why)),
-                );
-            }
-            tracing::info!(volume = %name, "create met already exists after a lost reply with the same spec: taken as created");
-        }
-        Err(s) => {
-            return (
-                None,
-                Some(Diag::api(&format!("creating volume {name:?}"), &s)),
-            )
-        }
+    if let Err(d) = created {
+        return (None, Some(d));
     }
     ctx.demand.forget(&name);
     match wait_ready(ctx, &name, limit.saturating_sub(start.elapsed())).await {
