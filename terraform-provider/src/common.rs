@@ -33,6 +33,9 @@ pub const RETRY_CAP: Duration = Duration::from_secs(3);
 pub fn is_transient(s: &Status) -> bool {
     match s.code() {
         Code::Unavailable | Code::DeadlineExceeded | Code::Aborted => true,
+        // A controller shutting down cancels the calls in flight; our own
+        // cancellation (Terraform stopping) drops the future instead.
+        Code::Cancelled => true,
         // A connection reset mid-call surfaces as Unknown from hyper.
         Code::Unknown => {
             let m = s.message().to_ascii_lowercase();
@@ -254,7 +257,7 @@ where
                 return Err(Diag::new(format!("{what} failed"), why));
             }
             // Transient controller trouble does not end the wait.
-            Err(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) => {
+            Err(s) if is_transient(&s) => {
                 last = format!("controller unavailable: {}", s.message());
             }
             Err(s) => return Err(Diag::api(what, &s)),
@@ -477,6 +480,7 @@ mod tests {
         }
         assert!(backoff(30, first, cap) <= cap);
         assert!(is_transient(&Status::unknown("transport error")));
+        assert!(is_transient(&Status::cancelled("operation was canceled")));
         assert!(!is_transient(&Status::already_exists("x")));
     }
 

@@ -434,7 +434,7 @@ def case_already_exists(c):
     the campus state): the diagnostic gives the import command."""
     body = 'resource "ferrofab_volume" "o" {\n  name = "home-004"\n  tenant = "campus-lab"\n  size = "128MiB"\n}\n'
     tf = tf_dir(c, "already-exists", body)
-    p = tf("plan", "-input=false", check=False)
+    p = tf("apply", "-auto-approve", "-input=false", check=False)
     out = p.stdout + p.stderr
     expect(p.returncode == 1 and "terraform import ferrofab_volume.<name> home-004" in out,
            "'already exists' gives no import command", out)

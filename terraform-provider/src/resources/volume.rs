@@ -401,6 +401,10 @@ async fn dry_run(ctx: &Ctx, planned: &Value, create: bool, diags: &mut Diags) ->
     if create && !references_exist(ctx, planned).await {
         return false;
     }
+    // No look for an existing volume of this name here: Terraform plans
+    // the create half of a replacement with a null prior state too, so an
+    // existing name does not mean an object outside the state. Apply's
+    // create reports a real one, with the import command.
     let vol = to_api(planned);
     let name = vol
         .metadata
