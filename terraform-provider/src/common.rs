@@ -119,6 +119,21 @@ where
     }
 }
 
+/// How long a read (refresh, or a plan-time check) keeps retrying while
+/// the controller is unreachable: reads have no `timeouts` entry, and
+/// during apply Terraform plans each resource again just before applying
+/// it, so a plan-time read meets a controller restart as often as a create.
+pub const READ_RETRY_LIMIT: Duration = Duration::from_secs(60);
+
+/// A read with [`retry`] for up to [`READ_RETRY_LIMIT`].
+pub async fn reading<T, F, Fut>(what: &str, call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    retry(what, READ_RETRY_LIMIT, call).await.result
+}
+
 /// What a create with retries came to.
 pub enum Created<T> {
     /// The create call answered.

@@ -162,10 +162,12 @@ fn to_api(p: &Value) -> v1::Pool {
 }
 
 pub async fn read(ctx: &Ctx, name: &str, prior: &Value) -> Result<Option<Value>, Diag> {
-    match ctx
-        .admin()
-        .get_pool(GetPoolRequest { name: name.into() })
-        .await
+    match common::reading(&format!("reading pool {name:?}"), || async {
+        ctx.admin()
+            .get_pool(GetPoolRequest { name: name.into() })
+            .await
+    })
+    .await
     {
         Ok(r) => {
             let p = r.into_inner();

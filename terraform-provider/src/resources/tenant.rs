@@ -125,10 +125,12 @@ fn to_api(p: &Value) -> v1::Tenant {
 }
 
 pub async fn read(ctx: &Ctx, name: &str, prior: &Value) -> Result<Option<Value>, Diag> {
-    match ctx
-        .admin()
-        .get_tenant(GetTenantRequest { name: name.into() })
-        .await
+    match common::reading(&format!("reading tenant {name:?}"), || async {
+        ctx.admin()
+            .get_tenant(GetTenantRequest { name: name.into() })
+            .await
+    })
+    .await
     {
         Ok(r) => {
             let t = r.into_inner();

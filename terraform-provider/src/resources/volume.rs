@@ -17,9 +17,6 @@ use crate::schema::{attr, timeouts_block, Block, Mode};
 use crate::value::{Type, Value};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
-/// How long a refresh keeps retrying a read while the controller is
-/// unreachable (reads have no `timeouts` entry of their own).
-const READ_RETRY_LIMIT: Duration = Duration::from_secs(60);
 const REPLACE: &[&str] = &["name", "tenant", "pool", "pool_selector", "block_size"];
 const COMPUTED: &[&str] = &[
     "uuid",
@@ -203,10 +200,7 @@ fn to_api(p: &Value) -> v1::Volume {
 
 pub async fn read(ctx: &Ctx, name: &str, prior: &Value) -> Result<Option<Value>, Diag> {
     let get = || ctx.admin_get_volume(name);
-    match common::retry(&format!("reading volume {name:?}"), READ_RETRY_LIMIT, get)
-        .await
-        .result
-    {
+    match common::reading(&format!("reading volume {name:?}"), get).await {
         Ok(v) => {
             // A volume being deleted is gone as far as the layout goes.
             if v.metadata
@@ -315,25 +309,31 @@ async fn whole_plan(ctx: &Ctx, planned: &Value, bytes: u64, diags: &mut Diags) {
         return;
     }
     // Usage first, then the volumes: see the module docs of `demand`.
-    let t = ctx
-        .admin()
-        .get_tenant(v1::GetTenantRequest {
-            name: tenant.clone(),
-        })
-        .await;
-    let p = match &pool {
-        Some(p) => ctx
-            .admin()
-            .get_pool(v1::GetPoolRequest { name: p.clone() })
+    let t = common::reading("reading the tenant's usage", || async {
+        ctx.admin()
+            .get_tenant(v1::GetTenantRequest {
+                name: tenant.clone(),
+            })
             .await
-            .ok()
-            .map(|r| r.into_inner()),
+    })
+    .await;
+    let p = match &pool {
+        Some(p) => common::reading("reading the pool's usage", || async {
+            ctx.admin()
+                .get_pool(v1::GetPoolRequest { name: p.clone() })
+                .await
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner()),
         None => None,
     };
-    let Ok(list) = ctx
-        .admin()
-        .list_volumes(v1::ListVolumesRequest::default())
-        .await
+    let Ok(list) = common::reading("listing volumes", || async {
+        ctx.admin()
+            .list_volumes(v1::ListVolumesRequest::default())
+            .await
+    })
+    .await
     else {
         return;
     };
@@ -411,21 +411,24 @@ async fn dry_run(ctx: &Ctx, planned: &Value, create: bool, diags: &mut Diags) ->
         .as_ref()
         .map(|m| m.name.clone())
         .unwrap_or_default();
-    let res = if create {
-        ctx.admin()
-            .create_volume(CreateVolumeRequest {
-                volume: Some(vol),
-                dry_run: true,
-            })
-            .await
-    } else {
-        ctx.admin()
-            .update_volume(UpdateVolumeRequest {
-                volume: Some(vol),
-                dry_run: true,
-            })
-            .await
-    };
+    let res = common::reading(&format!("dry-running volume {name:?}"), || async {
+        if create {
+            ctx.admin()
+                .create_volume(CreateVolumeRequest {
+                    volume: Some(vol.clone()),
+                    dry_run: true,
+                })
+                .await
+        } else {
+            ctx.admin()
+                .update_volume(UpdateVolumeRequest {
+                    volume: Some(vol.clone()),
+                    dry_run: true,
+                })
+                .await
+        }
+    })
+    .await;
     match res {
         Ok(_) => return true,
         Err(s) if common::is_not_found(&s) || s.code() == tonic::Code::Unimplemented => {
@@ -456,18 +459,24 @@ async fn references_exist(ctx: &Ctx, planned: &Value) -> bool {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let tenant_ok = ctx
-        .admin()
-        .get_tenant(v1::GetTenantRequest { name: tenant })
-        .await
-        .is_ok();
+    let tenant_ok = common::reading("reading the volume's tenant", || async {
+        ctx.admin()
+            .get_tenant(v1::GetTenantRequest {
+                name: tenant.clone(),
+            })
+            .await
+    })
+    .await
+    .is_ok();
     let pool_ok = match planned.get("pool").as_str() {
         None => true,
-        Some(p) => ctx
-            .admin()
-            .get_pool(v1::GetPoolRequest { name: p.to_owned() })
-            .await
-            .is_ok(),
+        Some(p) => common::reading("reading the volume's pool", || async {
+            ctx.admin()
+                .get_pool(v1::GetPoolRequest { name: p.to_owned() })
+                .await
+        })
+        .await
+        .is_ok(),
     };
     tenant_ok && pool_ok
 }
