@@ -10,6 +10,11 @@
 //! Decisions are made against the cache plus in-flight reservations, so
 //! concurrent creates cannot oversubscribe a pool while their transactions
 //! are still being fsynced (the controller is the store's only writer).
+//! A reservation stops counting the moment the cache shows the write it was
+//! made for (see [`Settles`]), not when its guard is dropped: the writer
+//! drops the guard only after the cache has applied the write, and in
+//! between the volume would otherwise be counted twice (once in the cache's
+//! usage, once as a reservation) and refuse a create that fits exactly.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -30,6 +35,28 @@ struct Reservation {
     bytes: u64,
     /// A new volume (counts against namespace and volume-count limits).
     new_volume: bool,
+    settles: Option<Settles>,
+}
+
+/// The volume write a reservation is for. Once the cache holds volume
+/// `volume` with this `uid` at `size_bytes` or more, the cache's usage
+/// already counts the bytes and the reservation no longer does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settles {
+    pub volume: String,
+    pub uid: String,
+    pub size_bytes: u64,
+}
+
+impl Settles {
+    fn in_cache(&self, objs: &Objects) -> bool {
+        objs.volumes.get(&self.volume).is_some_and(|v| {
+            v.metadata.as_ref().is_some_and(|m| m.uid == self.uid)
+                && v.status
+                    .as_ref()
+                    .is_some_and(|s| s.size_bytes >= self.size_bytes)
+        })
+    }
 }
 
 /// What to place.
@@ -45,6 +72,9 @@ pub struct Request {
     /// Whether a refusal may explain itself with pools, capacities and
     /// nodes (administrators) or must not (tenants).
     pub detail: bool,
+    /// The write that will make the cache count these bytes; None keeps
+    /// the reservation counting until its guard is dropped.
+    pub settles: Option<Settles>,
 }
 
 /// In-flight reservations; see the module docs.
@@ -72,9 +102,11 @@ impl Drop for Reserved {
     }
 }
 
-fn pending(res: &[Reservation], f: impl Fn(&Reservation) -> bool) -> Usage {
+/// Reserved usage the cache does not show yet; see the module docs.
+fn pending(objs: &Objects, res: &[Reservation], f: impl Fn(&Reservation) -> bool) -> Usage {
     res.iter()
         .filter(|r| f(r))
+        .filter(|r| !r.settles.as_ref().is_some_and(|s| s.in_cache(objs)))
         .fold(Usage::default(), |u, r| Usage {
             bytes: u.bytes.saturating_add(r.bytes),
             volumes: u.volumes + u32::from(r.new_volume),
@@ -119,7 +151,7 @@ impl Allocator {
         })?;
         let t_used = plus(
             objs.tenant_usage(&req.tenant),
-            pending(&g.1, |r| r.tenant == req.tenant),
+            pending(objs, &g.1, |r| r.tenant == req.tenant),
         );
         check_tenant(tenant, t_used, req)?;
         let pool = choose_pool(objs, &g.1, req)?;
@@ -131,6 +163,7 @@ impl Allocator {
             tenant: req.tenant.clone(),
             bytes: req.bytes,
             new_volume: req.new_volume,
+            settles: req.settles.clone(),
         });
         Ok(Reserved {
             allocator: self.clone(),
@@ -178,7 +211,10 @@ fn fit(objs: &Objects, res: &[Reservation], pool: &Pool, req: &Request) -> Resul
         return Err(format!("its node {node} is NotReady ({why})"));
     }
     let limit = pool_limit(pool).map_err(|e| e.to_string())?;
-    let used = plus(objs.pool_usage(name), pending(res, |r| r.pool == name));
+    let used = plus(
+        objs.pool_usage(name),
+        pending(objs, res, |r| r.pool == name),
+    );
     let free = limit.saturating_sub(used.bytes);
     if req.new_volume && used.volumes >= namespace_limit(pool) {
         return Err(format!(
@@ -325,7 +361,82 @@ mod tests {
             selector: Selector::parse("tier=fast").expect("selector"),
             new_volume: true,
             detail: true,
+            settles: None,
         }
+    }
+
+    /// Puts volume `name` (uid `uid`, `gib` GiB on pool `pool`) in the
+    /// cache the way the store's watch does.
+    fn cache_volume(o: &mut Objects, name: &str, uid: &str, pool: &str, gib: u64) {
+        use crate::store::{EventKind, KeyValue};
+        use ferrofab_proto::v1::{Volume, VolumeSpec, VolumeStatus};
+        use prost::Message;
+        let v = Volume {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                uid: uid.into(),
+                ..Default::default()
+            }),
+            spec: Some(VolumeSpec {
+                tenant: "t".into(),
+                ..Default::default()
+            }),
+            status: Some(VolumeStatus {
+                pool: pool.into(),
+                size_bytes: gib << 30,
+                ..Default::default()
+            }),
+        };
+        let kv = KeyValue {
+            key: format!("volumes/{name}"),
+            value: v.encode_to_vec(),
+            create_revision: 1,
+            mod_revision: 1,
+        };
+        o.apply(EventKind::Put, &kv, 1);
+    }
+
+    /// The writer drops its reservation only after the cache has applied
+    /// the write; in between, the volume must count once, so a create that
+    /// fits the quota exactly is not refused (on main it was: "16GiB used +
+    /// 8GiB requested > 20GiB" with 8GiB committed).
+    #[test]
+    fn a_written_volume_counts_once_before_its_reservation_is_dropped() {
+        let mut o = objs();
+        let a = Arc::new(Allocator::default());
+        let mut r = req(8);
+        r.settles = Some(Settles {
+            volume: "v1".into(),
+            uid: "u1".into(),
+            size_bytes: 8 << 30,
+        });
+        let held = a.reserve(&o, &r).expect("first");
+        // The write reached the cache; the guard is still held.
+        cache_volume(&mut o, "v1", "u1", &held.pool, 8);
+        let second = a.reserve(&o, &req(8)).expect("8 + 8 of 20GiB fits");
+        let e = a.reserve(&o, &req(8)).err().expect("8 + 8 + 8 does not");
+        assert!(e.to_string().contains("16GiB used"), "{e}");
+        drop((held, second));
+        // A grow settles when the cache shows the new size.
+        let mut g = req(4);
+        g.new_volume = false;
+        g.pool = Some("b".into());
+        g.settles = Some(Settles {
+            volume: "v1".into(),
+            uid: "u1".into(),
+            size_bytes: 12 << 30,
+        });
+        let grow = a.reserve(&o, &g).expect("grow");
+        let e = a
+            .reserve(&o, &req(9))
+            .err()
+            .expect("8 + 4 pending + 9 > 20");
+        assert!(e.to_string().contains("12GiB used"), "{e}");
+        cache_volume(&mut o, "v1", "u1", "b", 12);
+        let e = a.reserve(&o, &req(9)).err().expect("12 + 9 > 20 once");
+        assert!(e.to_string().contains("12GiB used"), "{e}");
+        assert!(a.reserve(&o, &req(8)).is_ok(), "12 + 8 fits");
+        drop(grow);
     }
 
     #[test]

@@ -94,6 +94,25 @@ impl Diag {
             .collect();
         Diag::new(format!("{what}: {code}"), msg.join("; "))
     }
+
+    /// An object that is not in the Terraform state already exists on the
+    /// controller. ApplyResourceChange and PlanResourceChange carry the
+    /// resource type but not its address in the configuration, so the
+    /// import command has a placeholder where the resource's local name
+    /// goes.
+    pub fn already_exists(type_name: &str, id: &str, s: &Status, why: &str) -> Diag {
+        let kind = type_name.trim_start_matches("ferrofab_");
+        let server = Diag::api("", s).detail;
+        Diag::new(
+            format!("{kind} {id:?} already exists"),
+            format!(
+                "{server}. {why} To manage the existing {kind} with this configuration, import it into the state \
+                 (put your resource's address in place of {type_name}.<name>, e.g. {type_name}.<name>[\"key\"] under for_each), \
+                 then plan again:\n\n  terraform import {type_name}.<name> {id}\n\n\
+                 Otherwise delete the existing {kind} or choose another name."
+            ),
+        )
+    }
 }
 
 impl From<Diag> for Diags {
@@ -107,6 +126,23 @@ impl From<Diag> for Diags {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn already_exists_gives_the_import_command() {
+        let d = Diag::already_exists(
+            "ferrofab_volume",
+            "orphan-1",
+            &Status::already_exists("volume \"orphan-1\" already exists"),
+            "It is not in the Terraform state.",
+        );
+        assert_eq!(d.summary, "volume \"orphan-1\" already exists");
+        assert!(
+            d.detail
+                .contains("terraform import ferrofab_volume.<name> orphan-1"),
+            "{}",
+            d.detail
+        );
+    }
 
     #[test]
     fn api_diag_keeps_server_words_on_one_line() {

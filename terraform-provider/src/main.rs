@@ -9,6 +9,7 @@
 
 mod common;
 mod config;
+mod demand;
 mod diag;
 mod handshake;
 mod provider;

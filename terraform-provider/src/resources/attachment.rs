@@ -102,10 +102,12 @@ pub fn to_state(a: &v1::Attachment, prior: &Value, volume_uuid: Value) -> Value 
 }
 
 pub async fn read(ctx: &Ctx, name: &str, prior: &Value) -> Result<Option<Value>, Diag> {
-    match ctx
-        .admin()
-        .get_attachment(GetAttachmentRequest { name: name.into() })
-        .await
+    match common::reading(&format!("reading attachment {name:?}"), || async {
+        ctx.admin()
+            .get_attachment(GetAttachmentRequest { name: name.into() })
+            .await
+    })
+    .await
     {
         Ok(r) => {
             let a = r.into_inner();
@@ -172,7 +174,11 @@ pub async fn plan(
 /// Nodes enroll themselves and are not managed by Terraform, so a node
 /// that does not exist at plan time is a configuration error.
 async fn check_node(ctx: &Ctx, node: &str, diags: &mut Diags) {
-    match ctx.admin().get_node(GetNodeRequest { name: node.into() }).await {
+    match common::reading(&format!("reading node {node:?}"), || async {
+        ctx.admin().get_node(GetNodeRequest { name: node.into() }).await
+    })
+    .await
+    {
         Ok(n) => {
             let roles = n.into_inner().spec.unwrap_or_default().roles;
             if !roles.contains(&(NodeRole::Workstation as i32)) {
@@ -216,10 +222,12 @@ pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>)
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        match ctx
-            .admin()
-            .get_volume(v1::GetVolumeRequest { name: vol.clone() })
-            .await
+        match common::reading(&format!("reading volume {vol:?}"), || async {
+            ctx.admin()
+                .get_volume(v1::GetVolumeRequest { name: vol.clone() })
+                .await
+        })
+        .await
         {
             Ok(v) => {
                 let uuid = v.into_inner().status.unwrap_or_default().uuid;
@@ -240,19 +248,31 @@ pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>)
             }
         }
     }
-    if let Err(s) = ctx
-        .admin()
-        .create_attachment(CreateAttachmentRequest {
-            attachment: Some(att),
-        })
-        .await
-    {
-        return (
-            None,
-            Some(Diag::api(&format!("creating attachment {name:?}"), &s)),
-        );
-    }
     let limit = common::timeout(planned, "create", DEFAULT_TIMEOUT);
+    let created = common::create_with_retry(
+        "ferrofab_attachment",
+        &name,
+        limit,
+        || {
+            let req = CreateAttachmentRequest {
+                attachment: Some(att.clone()),
+            };
+            async move { ctx.admin().create_attachment(req).await }
+        },
+        || async {
+            let have = ctx
+                .admin()
+                .get_attachment(GetAttachmentRequest { name: name.clone() })
+                .await
+                .ok()?
+                .into_inner();
+            Some(have.spec == att.spec)
+        },
+    )
+    .await;
+    if let Err(d) = created {
+        return (None, Some(d));
+    }
     let waited = common::wait_until(
         &format!("attachment {name:?} to be exposed on its workstation"),
         limit,
@@ -294,7 +314,10 @@ pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
     common::delete_and_wait(
         &format!("attachment {name:?}"),
         limit,
-        || async move { ctx.admin().delete_attachment(req).await },
+        || {
+            let req = req.clone();
+            async move { ctx.admin().delete_attachment(req).await }
+        },
         || async {
             let a = ctx
                 .admin()

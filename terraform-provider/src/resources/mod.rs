@@ -13,19 +13,34 @@ use crate::diag::{Diag, Diags};
 use crate::schema::Block;
 use crate::value::Value;
 
-/// What every resource call needs: the controller client.
+/// What every resource call needs: the controller client, and the demand
+/// of the volumes planned so far by this provider process.
 #[derive(Clone)]
 pub struct Ctx {
     admin: Admin,
+    pub demand: std::sync::Arc<crate::demand::Demand>,
 }
 
 impl Ctx {
     pub fn new(admin: Admin) -> Ctx {
-        Ctx { admin }
+        Ctx {
+            admin,
+            demand: Default::default(),
+        }
     }
     /// A handle for one call (tonic clients are cheap clones of a channel).
     pub fn admin(&self) -> Admin {
         self.admin.clone()
+    }
+    /// Reads one volume.
+    pub async fn admin_get_volume(
+        &self,
+        name: &str,
+    ) -> Result<ferrofab_proto::v1::Volume, tonic::Status> {
+        self.admin()
+            .get_volume(ferrofab_proto::v1::GetVolumeRequest { name: name.into() })
+            .await
+            .map(tonic::Response::into_inner)
     }
 }
 

@@ -162,10 +162,12 @@ fn to_api(p: &Value) -> v1::Pool {
 }
 
 pub async fn read(ctx: &Ctx, name: &str, prior: &Value) -> Result<Option<Value>, Diag> {
-    match ctx
-        .admin()
-        .get_pool(GetPoolRequest { name: name.into() })
-        .await
+    match common::reading(&format!("reading pool {name:?}"), || async {
+        ctx.admin()
+            .get_pool(GetPoolRequest { name: name.into() })
+            .await
+    })
+    .await
     {
         Ok(r) => {
             let p = r.into_inner();
@@ -211,30 +213,49 @@ pub fn plan(prior: &Value, planned: &mut Value) -> Vec<&'static str> {
 
 pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    match ctx
-        .admin()
-        .create_pool(CreatePoolRequest {
-            pool: Some(to_api(planned)),
-        })
-        .await
-    {
-        Ok(p) => (Some(to_state(&p.into_inner(), planned)), None),
-        Err(s) => (
-            None,
-            Some(Diag::api(&format!("creating pool {name:?}"), &s)),
-        ),
+    let want = to_api(planned);
+    let limit = common::timeout(planned, "create", DEFAULT_TIMEOUT);
+    let get = || async {
+        ctx.admin()
+            .get_pool(GetPoolRequest { name: name.clone() })
+            .await
+            .map(tonic::Response::into_inner)
+    };
+    let created = common::create_with_retry(
+        "ferrofab_pool",
+        &name,
+        limit,
+        || {
+            let req = CreatePoolRequest {
+                pool: Some(want.clone()),
+            };
+            async move { ctx.admin().create_pool(req).await }
+        },
+        || async { Some(get().await.ok()?.spec == want.spec) },
+    )
+    .await;
+    match created {
+        Ok(common::Created::New(p)) => (Some(to_state(&p.into_inner(), planned)), None),
+        Ok(common::Created::Ours) => match get().await {
+            Ok(p) => (Some(to_state(&p, planned)), None),
+            Err(s) => (None, Some(Diag::api(&format!("reading pool {name:?}"), &s))),
+        },
+        Err(d) => (None, Some(d)),
     }
 }
 
 pub async fn update(ctx: &Ctx, prior: &Value, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    match ctx
-        .admin()
-        .update_pool(UpdatePoolRequest {
-            pool: Some(to_api(planned)),
-        })
-        .await
-    {
+    let want = to_api(planned);
+    let limit = common::timeout(planned, "update", DEFAULT_TIMEOUT);
+    let r = common::retry(&format!("updating pool {name:?}"), limit, || {
+        let req = UpdatePoolRequest {
+            pool: Some(want.clone()),
+        };
+        async move { ctx.admin().update_pool(req).await }
+    })
+    .await;
+    match r.result {
         Ok(p) => (Some(to_state(&p.into_inner(), planned)), None),
         Err(s) => (
             Some(prior.clone()),
@@ -253,7 +274,10 @@ pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
     common::delete_and_wait(
         &format!("pool {name:?}"),
         limit,
-        || async move { ctx.admin().delete_pool(req).await },
+        || {
+            let req = req.clone();
+            async move { ctx.admin().delete_pool(req).await }
+        },
         || async {
             ctx.admin()
                 .get_pool(GetPoolRequest { name: name.clone() })

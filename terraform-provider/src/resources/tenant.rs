@@ -125,10 +125,12 @@ fn to_api(p: &Value) -> v1::Tenant {
 }
 
 pub async fn read(ctx: &Ctx, name: &str, prior: &Value) -> Result<Option<Value>, Diag> {
-    match ctx
-        .admin()
-        .get_tenant(GetTenantRequest { name: name.into() })
-        .await
+    match common::reading(&format!("reading tenant {name:?}"), || async {
+        ctx.admin()
+            .get_tenant(GetTenantRequest { name: name.into() })
+            .await
+    })
+    .await
     {
         Ok(r) => {
             let t = r.into_inner();
@@ -156,30 +158,56 @@ pub fn plan(prior: &Value, planned: &mut Value) -> Vec<&'static str> {
 
 pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    match ctx
-        .admin()
-        .create_tenant(CreateTenantRequest {
-            tenant: Some(to_api(planned)),
-        })
-        .await
-    {
-        Ok(t) => (Some(to_state(&t.into_inner(), planned)), None),
-        Err(s) => (
-            None,
-            Some(Diag::api(&format!("creating tenant {name:?}"), &s)),
-        ),
+    let want = to_api(planned);
+    let limit = common::timeout(planned, "create", common::DEFAULT_CREATE_TIMEOUT);
+    let created = common::create_with_retry(
+        "ferrofab_tenant",
+        &name,
+        limit,
+        || {
+            let req = CreateTenantRequest {
+                tenant: Some(want.clone()),
+            };
+            async move { ctx.admin().create_tenant(req).await }
+        },
+        || async {
+            let have = get(ctx, &name).await.ok()?;
+            Some(have.spec == want.spec)
+        },
+    )
+    .await;
+    match created {
+        Ok(common::Created::New(t)) => (Some(to_state(&t.into_inner(), planned)), None),
+        Ok(common::Created::Ours) => match get(ctx, &name).await {
+            Ok(t) => (Some(to_state(&t, planned)), None),
+            Err(s) => (
+                None,
+                Some(Diag::api(&format!("reading tenant {name:?}"), &s)),
+            ),
+        },
+        Err(d) => (None, Some(d)),
     }
+}
+
+async fn get(ctx: &Ctx, name: &str) -> Result<v1::Tenant, tonic::Status> {
+    ctx.admin()
+        .get_tenant(GetTenantRequest { name: name.into() })
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 pub async fn update(ctx: &Ctx, prior: &Value, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    match ctx
-        .admin()
-        .update_tenant(UpdateTenantRequest {
-            tenant: Some(to_api(planned)),
-        })
-        .await
-    {
+    let want = to_api(planned);
+    let limit = common::timeout(planned, "update", common::DEFAULT_CREATE_TIMEOUT);
+    let r = common::retry(&format!("updating tenant {name:?}"), limit, || {
+        let req = UpdateTenantRequest {
+            tenant: Some(want.clone()),
+        };
+        async move { ctx.admin().update_tenant(req).await }
+    })
+    .await;
+    match r.result {
         Ok(t) => (Some(to_state(&t.into_inner(), planned)), None),
         Err(s) => (
             Some(prior.clone()),
@@ -190,14 +218,17 @@ pub async fn update(ctx: &Ctx, prior: &Value, planned: &Value) -> (Option<Value>
 
 pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
     let name = prior.get("name").as_str().unwrap_or_default().to_owned();
-    match ctx
-        .admin()
-        .delete_tenant(DeleteTenantRequest {
+    let limit = common::timeout(prior, "delete", common::DEFAULT_CREATE_TIMEOUT);
+    let r = common::retry(&format!("deleting tenant {name:?}"), limit, || {
+        let req = DeleteTenantRequest {
             name: name.clone(),
             resource_version: 0,
-        })
-        .await
-    {
+        };
+        async move { ctx.admin().delete_tenant(req).await }
+    })
+    .await;
+    // NotFound after a lost reply: the earlier attempt deleted it.
+    match r.result {
         Ok(_) => Ok(()),
         Err(s) if common::is_not_found(&s) => Ok(()),
         Err(s) => Err(Diag::api(&format!("deleting tenant {name:?}"), &s)),

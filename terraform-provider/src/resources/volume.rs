@@ -10,6 +10,7 @@ use ferrofab_proto::v1::{
 };
 
 use crate::common::{self, Poll};
+use crate::demand::{self, Limit, Planned};
 use crate::diag::{Diag, Diags};
 use crate::resources::Ctx;
 use crate::schema::{attr, timeouts_block, Block, Mode};
@@ -198,13 +199,9 @@ fn to_api(p: &Value) -> v1::Volume {
 }
 
 pub async fn read(ctx: &Ctx, name: &str, prior: &Value) -> Result<Option<Value>, Diag> {
-    match ctx
-        .admin()
-        .get_volume(GetVolumeRequest { name: name.into() })
-        .await
-    {
-        Ok(r) => {
-            let v = r.into_inner();
+    let get = || ctx.admin_get_volume(name);
+    match common::reading(&format!("reading volume {name:?}"), get).await {
+        Ok(v) => {
             // A volume being deleted is gone as far as the layout goes.
             if v.metadata
                 .as_ref()
@@ -267,54 +264,190 @@ pub async fn plan(
                 return replace;
             }
             if new > old {
-                dry_run(ctx, planned, false, diags).await;
+                if dry_run(ctx, planned, false, diags).await {
+                    whole_plan(ctx, planned, new, diags).await;
+                }
+            } else {
+                forget(ctx, planned);
             }
         }
-    } else if planned.is_wholly_known_except(COMPUTED) {
-        dry_run(ctx, planned, true, diags).await;
+    } else if planned.is_wholly_known_except(COMPUTED) && dry_run(ctx, planned, true, diags).await {
+        if let Some(b) = new_bytes {
+            whole_plan(ctx, planned, b, diags).await;
+        }
     }
     replace
+}
+
+fn forget(ctx: &Ctx, planned: &Value) {
+    if let Some(n) = planned.get("name").as_str() {
+        ctx.demand.forget(n);
+    }
+}
+
+/// Records this planned create or grow and checks it together with every
+/// other one planned by this process (see [`crate::demand`]). Failures to
+/// read usage skip the check: the per-volume dry run has passed, and the
+/// controller still enforces every limit at apply.
+async fn whole_plan(ctx: &Ctx, planned: &Value, bytes: u64, diags: &mut Diags) {
+    let name = planned.get("name").as_str().unwrap_or_default().to_owned();
+    let tenant = planned
+        .get("tenant")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let pool = planned.get("pool").as_str().map(str::to_owned);
+    let all = ctx.demand.record(
+        &name,
+        Planned {
+            tenant: tenant.clone(),
+            pool: pool.clone(),
+            bytes,
+        },
+    );
+    if all.len() < 2 {
+        return;
+    }
+    // Usage first, then the volumes: see the module docs of `demand`.
+    let t = common::reading("reading the tenant's usage", || async {
+        ctx.admin()
+            .get_tenant(v1::GetTenantRequest {
+                name: tenant.clone(),
+            })
+            .await
+    })
+    .await;
+    let p = match &pool {
+        Some(p) => common::reading("reading the pool's usage", || async {
+            ctx.admin()
+                .get_pool(v1::GetPoolRequest { name: p.clone() })
+                .await
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner()),
+        None => None,
+    };
+    let Ok(list) = common::reading("listing volumes", || async {
+        ctx.admin()
+            .list_volumes(v1::ListVolumesRequest::default())
+            .await
+    })
+    .await
+    else {
+        return;
+    };
+    let existing: std::collections::HashMap<String, u64> = list
+        .into_inner()
+        .items
+        .iter()
+        .filter_map(|v| {
+            let n = v.metadata.as_ref()?.name.clone();
+            Some((n, v.status.as_ref().map_or(0, |s| s.size_bytes)))
+        })
+        .collect();
+    let mut why = vec![];
+    if let Ok(t) = t {
+        let t = t.into_inner();
+        let spec = t.spec.unwrap_or_default();
+        let st = t.status.unwrap_or_default();
+        let limit = Limit {
+            bytes: ferrofab_nvmeof::units::parse_size(&spec.capacity_quota).ok(),
+            volumes: (spec.volume_quota > 0).then_some(spec.volume_quota),
+            used_bytes: st.used_bytes,
+            used_volumes: st.volume_count,
+        };
+        let pend = demand::pending(&all, &existing, |p| p.tenant == tenant);
+        why.extend(demand::overrun(
+            &format!("tenant {tenant:?} quota"),
+            &limit,
+            &pend,
+        ));
+    }
+    if let (Some(pool), Some(p)) = (&pool, p) {
+        let st = p.status.unwrap_or_default();
+        let limit = Limit {
+            bytes: Some(st.allocated_bytes.saturating_add(st.free_bytes)),
+            volumes: None,
+            used_bytes: st.allocated_bytes,
+            used_volumes: st.volume_count,
+        };
+        let pend = demand::pending(&all, &existing, |p| p.pool.as_deref() == Some(pool));
+        why.extend(demand::overrun(
+            &format!("the free capacity of pool {pool:?}"),
+            &limit,
+            &pend,
+        ));
+    }
+    if !why.is_empty() {
+        diags.push(
+            Diag::new(
+                format!("volume {name:?} does not fit with the rest of the plan"),
+                format!(
+                    "{} Each volume fits on its own; lower sizes, raise the quota, or apply in smaller steps (-target).",
+                    why.join(" ")
+                ),
+            )
+            .on("size"),
+        );
+    }
 }
 
 /// Asks the controller whether the create or grow would be accepted
 /// (quota, capacity, placement) and turns a refusal into a diagnostic on
 /// `size`. A tenant or pool that does not exist yet may be created by the
 /// same apply, so NotFound is left for apply to report.
-async fn dry_run(ctx: &Ctx, planned: &Value, create: bool, diags: &mut Diags) {
+async fn dry_run(ctx: &Ctx, planned: &Value, create: bool, diags: &mut Diags) -> bool {
     if create && !references_exist(ctx, planned).await {
-        return;
+        return false;
     }
+    // No look for an existing volume of this name here: Terraform plans
+    // the create half of a replacement with a null prior state too, so an
+    // existing name does not mean an object outside the state. Apply's
+    // create reports a real one, with the import command.
     let vol = to_api(planned);
     let name = vol
         .metadata
         .as_ref()
         .map(|m| m.name.clone())
         .unwrap_or_default();
-    let res = if create {
-        ctx.admin()
-            .create_volume(CreateVolumeRequest {
-                volume: Some(vol),
-                dry_run: true,
-            })
-            .await
-    } else {
-        ctx.admin()
-            .update_volume(UpdateVolumeRequest {
-                volume: Some(vol),
-                dry_run: true,
-            })
-            .await
-    };
+    let res = common::reading(&format!("dry-running volume {name:?}"), || async {
+        if create {
+            ctx.admin()
+                .create_volume(CreateVolumeRequest {
+                    volume: Some(vol.clone()),
+                    dry_run: true,
+                })
+                .await
+        } else {
+            ctx.admin()
+                .update_volume(UpdateVolumeRequest {
+                    volume: Some(vol.clone()),
+                    dry_run: true,
+                })
+                .await
+        }
+    })
+    .await;
     match res {
-        Ok(_) => {}
+        Ok(_) => return true,
         Err(s) if common::is_not_found(&s) || s.code() == tonic::Code::Unimplemented => {
             tracing::debug!(volume = %name, error = %s.message(), "dry-run skipped");
         }
         Err(s) if create && s.code() == tonic::Code::AlreadyExists => {
-            diags.push(Diag::api(&format!("volume {name:?}"), &s).on("name"));
+            diags.push(
+                Diag::already_exists(
+                    "ferrofab_volume",
+                    &name,
+                    &s,
+                    "It is not in this Terraform state.",
+                )
+                .on("name"),
+            );
         }
         Err(s) => diags.push(Diag::api(&format!("volume {name:?}"), &s).on("size")),
     }
+    false
 }
 
 /// Whether the tenant and the explicit pool exist already. When one does
@@ -326,18 +459,24 @@ async fn references_exist(ctx: &Ctx, planned: &Value) -> bool {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let tenant_ok = ctx
-        .admin()
-        .get_tenant(v1::GetTenantRequest { name: tenant })
-        .await
-        .is_ok();
+    let tenant_ok = common::reading("reading the volume's tenant", || async {
+        ctx.admin()
+            .get_tenant(v1::GetTenantRequest {
+                name: tenant.clone(),
+            })
+            .await
+    })
+    .await
+    .is_ok();
     let pool_ok = match planned.get("pool").as_str() {
         None => true,
-        Some(p) => ctx
-            .admin()
-            .get_pool(v1::GetPoolRequest { name: p.to_owned() })
-            .await
-            .is_ok(),
+        Some(p) => common::reading("reading the volume's pool", || async {
+            ctx.admin()
+                .get_pool(v1::GetPoolRequest { name: p.to_owned() })
+                .await
+        })
+        .await
+        .is_ok(),
     };
     tenant_ok && pool_ok
 }
@@ -368,38 +507,84 @@ async fn wait_ready(ctx: &Ctx, name: &str, limit: Duration) -> Result<v1::Volume
 
 pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    let req = CreateVolumeRequest {
-        volume: Some(to_api(planned)),
-        dry_run: false,
-    };
-    if let Err(s) = ctx.admin().create_volume(req).await {
-        return (
-            None,
-            Some(Diag::api(&format!("creating volume {name:?}"), &s)),
-        );
-    }
     let limit = common::timeout(planned, "create", DEFAULT_TIMEOUT);
-    match wait_ready(ctx, &name, limit).await {
+    let start = std::time::Instant::now();
+    let want = to_api(planned);
+    let created = common::create_with_retry(
+        "ferrofab_volume",
+        &name,
+        limit,
+        || {
+            let req = CreateVolumeRequest {
+                volume: Some(want.clone()),
+                dry_run: false,
+            };
+            async move { ctx.admin().create_volume(req).await }
+        },
+        || async {
+            let have = ctx.admin_get_volume(&name).await.ok()?;
+            Some(same_spec(&want, &have))
+        },
+    )
+    .await;
+    if let Err(d) = created {
+        return (None, Some(d));
+    }
+    ctx.demand.forget(&name);
+    match wait_ready(ctx, &name, limit.saturating_sub(start.elapsed())).await {
         Ok(v) => (Some(to_state(&v, planned)), None),
         // The volume exists: hand it back so Terraform keeps it (tainted).
         Err(d) => (read(ctx, &name, planned).await.ok().flatten(), Some(d)),
     }
 }
 
+/// Whether the stored volume has every spec field the configuration sets
+/// (sizes compared in bytes, so `1GiB` and `1073741824` are the same).
+fn same_spec(want: &v1::Volume, have: &v1::Volume) -> bool {
+    let (w, h) = (
+        want.spec.clone().unwrap_or_default(),
+        have.spec.clone().unwrap_or_default(),
+    );
+    let bytes = |s: &str| ferrofab_nvmeof::units::parse_size(s).ok();
+    let labels = |v: &v1::Volume| {
+        v.metadata
+            .as_ref()
+            .map(|m| m.labels.clone())
+            .unwrap_or_default()
+    };
+    w.tenant == h.tenant
+        && bytes(&w.size).is_some()
+        && bytes(&w.size) == bytes(&h.size)
+        && w.block_size == h.block_size
+        && w.pool == h.pool
+        && w.pool_selector.unwrap_or_default() == h.pool_selector.unwrap_or_default()
+        && w.expires_at == h.expires_at
+        && labels(want) == labels(have)
+}
+
 pub async fn update(ctx: &Ctx, prior: &Value, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    let req = UpdateVolumeRequest {
-        volume: Some(to_api(planned)),
-        dry_run: false,
-    };
-    if let Err(s) = ctx.admin().update_volume(req).await {
+    let limit = common::timeout(planned, "update", DEFAULT_TIMEOUT);
+    let start = std::time::Instant::now();
+    let want = to_api(planned);
+    // An update sends the whole spec: repeating it after a lost reply finds
+    // the volume already at the desired spec, which the controller accepts.
+    let r = common::retry(&format!("updating volume {name:?}"), limit, || {
+        let req = UpdateVolumeRequest {
+            volume: Some(want.clone()),
+            dry_run: false,
+        };
+        async move { ctx.admin().update_volume(req).await }
+    })
+    .await;
+    if let Err(s) = r.result {
         return (
             Some(prior.clone()),
             Some(Diag::api(&format!("updating volume {name:?}"), &s)),
         );
     }
-    let limit = common::timeout(planned, "update", DEFAULT_TIMEOUT);
-    match wait_ready(ctx, &name, limit).await {
+    ctx.demand.forget(&name);
+    match wait_ready(ctx, &name, limit.saturating_sub(start.elapsed())).await {
         Ok(v) => (Some(to_state(&v, planned)), None),
         Err(d) => (read(ctx, &name, planned).await.ok().flatten(), Some(d)),
     }
@@ -415,7 +600,10 @@ pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
     common::delete_and_wait(
         &format!("volume {name:?}"),
         limit,
-        || async move { ctx.admin().delete_volume(req).await },
+        || {
+            let req = req.clone();
+            async move { ctx.admin().delete_volume(req).await }
+        },
         || async {
             let v = ctx
                 .admin()
@@ -429,4 +617,36 @@ pub async fn delete(ctx: &Ctx, prior: &Value) -> Result<(), Diag> {
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned() -> Value {
+        let mut p = Value::object();
+        p.set("name", Value::str("v"));
+        p.set("tenant", Value::str("lab"));
+        p.set("size", Value::str("1GiB"));
+        p
+    }
+
+    #[test]
+    fn a_lost_create_is_recognised_by_its_spec() {
+        let want = to_api(&planned());
+        let mut have = want.clone();
+        if let Some(s) = have.spec.as_mut() {
+            s.size = "1073741824".into();
+        }
+        assert!(same_spec(&want, &have), "same bytes, other spelling");
+        if let Some(s) = have.spec.as_mut() {
+            s.size = "2GiB".into();
+        }
+        assert!(!same_spec(&want, &have));
+        let mut other_tenant = want.clone();
+        if let Some(s) = other_tenant.spec.as_mut() {
+            s.tenant = "ops".into();
+        }
+        assert!(!same_spec(&want, &other_tenant));
+    }
 }
