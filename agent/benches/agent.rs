@@ -249,6 +249,7 @@ fn real_layout(volumes: usize) {
         layout: Some(layout),
         dry_run: false,
         prune: false,
+        prune_nodes: false,
     }))
     .expect("apply");
     let applied = t0.elapsed();

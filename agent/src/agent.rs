@@ -74,9 +74,14 @@ impl Agent {
                 .instrument(info_span!("client", node = %config.node)),
         ));
         let api = crate::api::AgentApi::new(shared.clone(), ControllerClient::new(&config)?);
+        let limits = crate::local_api::ServeLimits {
+            config: config.local_api.clone(),
+            refused: shared.metrics.local_api_refused.clone(),
+        };
         tasks.push(crate::local_api::serve(
             &config.api_socket,
             Arc::new(api),
+            limits,
             shutdown_rx.clone(),
         )?);
         let metrics_addr = match config.metrics_listen {
@@ -255,6 +260,12 @@ impl Shared {
         })
     }
 
+    /// A `Shared` for unit tests of other modules.
+    #[cfg(test)]
+    pub(crate) fn new_for_tests(cfg: AgentConfig) -> Self {
+        Self::new(cfg).expect("test agent state")
+    }
+
     pub(crate) fn desired(&self) -> DesiredState {
         lock(&self.desired).clone()
     }
@@ -269,6 +280,13 @@ impl Shared {
         let old_rev = lock(&self.desired).revision;
         if ds.revision < old_rev {
             warn!(old = old_rev, new = ds.revision, "controller sent an older revision than the cache (restored controller?); applying it");
+        }
+        // Names that would become paths are checked on arrival too: a bad
+        // one is logged and counted now; the drivers refuse the object
+        // itself with a status (and touch nothing for it).
+        for m in crate::reconcile::names::refused(&ds) {
+            warn!(revision = ds.revision, "desired state: {m}");
+            self.metrics.refused_names.fetch_add(1, Ordering::Relaxed);
         }
         if let Err(e) = self.cache.store(&ds) {
             error!(error = %e, "cannot persist the desired state; continuing from memory");
@@ -480,15 +498,20 @@ async fn main_loop(
     shared: Arc<Shared>,
     mut desired_rx: watch::Receiver<Option<DesiredState>>,
     report_tx: watch::Sender<Option<ReportStatusRequest>>,
-    mut resync_rx: watch::Receiver<Duration>,
+    resync_rx: watch::Receiver<Duration>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut resync = *resync_rx.borrow();
+    let mut resync_rx = LiveSetting::new(resync_rx);
     let mut retry = RETRY_BASE;
     let mut next_pass = Instant::now();
     let mut heartbeat = tokio::time::interval(HEARTBEAT.min(resync));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        shared
+            .metrics
+            .main_loop_wakeups
+            .fetch_add(1, Ordering::Relaxed);
         if Instant::now() >= next_pass {
             let out = blocking(&shared, Shared::pass).await.unwrap_or_default();
             next_pass = if out.errors > 0 {
@@ -518,18 +541,114 @@ async fn main_loop(
             _ = shared.trigger.notified() => next_pass = Instant::now(),
             _ = heartbeat.tick() => publish(&shared, &report_tx).await,
             r = resync_rx.changed() => {
-                if r.is_ok() {
-                    resync = *resync_rx.borrow_and_update();
-                    info!(resync_s = resync.as_secs(), "resync interval changed");
-                    next_pass = next_pass.min(Instant::now() + resync);
-                }
+                resync = r;
+                info!(resync_s = resync.as_secs(), "resync interval changed");
+                next_pass = next_pass.min(Instant::now() + resync);
             }
         }
+    }
+}
+
+/// A live setting (from the watched config file) as a select! branch.
+///
+/// Without a watched config file (`ferrofab dev`, embedders) the sender is
+/// dropped at start, and a closed `watch::Receiver::changed` is ready at
+/// once on every poll: polled raw in the main loop's select! it turned the
+/// loop into a busy loop (a whole core per agent while idle). Once the
+/// sender is gone this branch never fires again instead.
+struct LiveSetting<T> {
+    rx: Option<watch::Receiver<T>>,
+}
+
+impl<T: Clone> LiveSetting<T> {
+    fn new(rx: watch::Receiver<T>) -> Self {
+        LiveSetting { rx: Some(rx) }
+    }
+
+    /// The new value when it changes; pending forever once nobody can
+    /// change it any more.
+    async fn changed(&mut self) -> T {
+        if let Some(rx) = self.rx.as_mut() {
+            if rx.changed().await.is_ok() {
+                return rx.borrow_and_update().clone();
+            }
+            self.rx = None;
+        }
+        std::future::pending().await
     }
 }
 
 async fn publish(shared: &Arc<Shared>, tx: &watch::Sender<Option<ReportStatusRequest>>) {
     if let Some(r) = blocking(shared, Shared::observe).await {
         let _ = tx.send(Some(r));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An agent started without a watched config file (as `ferrofab dev`
+    /// starts its two) must sleep between events: its main loop used to
+    /// spin on the closed resync channel. Counts wake-ups while another
+    /// task yields 200 times: a busy loop is polled again at each yield,
+    /// a sleeping one not at all. No clock is involved.
+    #[tokio::test]
+    async fn main_loop_sleeps_without_a_watched_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = AgentConfig::for_tests("n1");
+        cfg.state_dir = dir.path().join("state");
+        let shared = Arc::new(Shared::new(cfg).unwrap());
+        let (_shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (_desired_tx, desired_rx) = watch::channel(None);
+        let (report_tx, mut report_rx) = watch::channel(None);
+        // No config file is watched: the sender goes away at once.
+        let (resync_tx, resync_rx) = watch::channel(Duration::from_secs(3600));
+        drop(resync_tx);
+        let task = tokio::spawn(main_loop(
+            shared.clone(),
+            desired_rx,
+            report_tx,
+            resync_rx,
+            shutdown_rx,
+        ));
+        // The first pass and its report: the loop then waits.
+        report_rx.changed().await.unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let before = shared.metrics.main_loop_wakeups.load(Ordering::Relaxed);
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+        let after = shared.metrics.main_loop_wakeups.load(Ordering::Relaxed);
+        task.abort();
+        assert!(
+            after - before <= 2,
+            "the idle main loop woke {} times",
+            after - before
+        );
+    }
+
+    #[test]
+    fn a_closed_live_setting_stays_pending() {
+        use std::task::{Context, Poll, Waker};
+        fn poll_once<F: std::future::Future>(f: F) -> Poll<F::Output> {
+            let mut f = std::pin::pin!(f);
+            f.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        }
+        let (tx, rx) = watch::channel(1u32);
+        let mut raw = rx.clone();
+        let mut live = LiveSetting::new(rx);
+        assert!(poll_once(live.changed()).is_pending());
+        tx.send(2).unwrap();
+        assert_eq!(poll_once(live.changed()), Poll::Ready(2));
+        drop(tx);
+        // The hazard: a closed receiver is ready on every poll.
+        assert!(poll_once(raw.changed()).is_ready());
+        assert!(poll_once(raw.changed()).is_ready());
+        for _ in 0..3 {
+            assert!(poll_once(live.changed()).is_pending());
+        }
     }
 }

@@ -16,7 +16,7 @@ use tonic::Code;
 use crate::agent::Shared;
 use crate::client::ControllerClient;
 use crate::error::AgentError;
-use crate::local_api::{ApiError, ErrorCode, Handler, Request};
+use crate::local_api::{clamp_timeout, deadline_after, ApiError, ErrorCode, Handler, Request};
 use crate::reconcile::workstation::LocalAttachment;
 
 const POLL: Duration = Duration::from_millis(200);
@@ -46,16 +46,13 @@ impl Handler for AgentApi {
                 read_only,
                 timeout_seconds,
             } => {
-                self.attach(&volume, read_only, Duration::from_secs(timeout_seconds))
+                self.attach(&volume, read_only, clamp_timeout(timeout_seconds))
                     .await
             }
             Request::Detach {
                 volume,
                 timeout_seconds,
-            } => {
-                self.detach(&volume, Duration::from_secs(timeout_seconds))
-                    .await
-            }
+            } => self.detach(&volume, clamp_timeout(timeout_seconds)).await,
         }
     }
 }
@@ -117,12 +114,14 @@ impl AgentApi {
         read_only: bool,
         timeout: Duration,
     ) -> Result<serde_json::Value, ApiError> {
+        // First: the wait covers the controller calls too, and a
+        // peer-given timeout is never added to an Instant unchecked.
+        let deadline = deadline_after(timeout);
         self.require_workstation()?;
         ferrofab_pki::validate_name(volume)
             .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("volume: {e}")))?;
         let name = self.ensure_attachment(volume, read_only).await?;
         self.shared.trigger.notify_one();
-        let deadline = Instant::now() + timeout;
         loop {
             let live = self.live_attachments().await;
             if let Some(a) = live
@@ -244,6 +243,7 @@ impl AgentApi {
     }
 
     async fn detach(&self, volume: &str, timeout: Duration) -> Result<serde_json::Value, ApiError> {
+        let deadline = deadline_after(timeout);
         self.require_workstation()?;
         ferrofab_pki::validate_name(volume)
             .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("volume: {e}")))?;
@@ -280,7 +280,6 @@ impl AgentApi {
                 Err(s) => return Err(refused("DeleteAttachment", &s)),
             }
         }
-        let deadline = Instant::now() + timeout;
         loop {
             let live = self.live_attachments().await;
             if !live.iter().any(|a| a.volume == volume) {
@@ -317,5 +316,56 @@ mod tests {
         assert_eq!(a, attachment_name(&long, "workstation-7"));
         assert_ne!(a, attachment_name(&long, "workstation-8"));
         ferrofab_pki::validate_name(&a).unwrap();
+    }
+
+    /// An agent API over a node certificate of a throwaway CA; `roles` as
+    /// given. No controller runs: calls that need one fail fast.
+    fn api(dir: &std::path::Path, roles: Vec<crate::config::Role>) -> AgentApi {
+        let pki = dir.join("pki");
+        ferrofab_pki::init(&pki, &ferrofab_pki::InitOptions::default()).unwrap();
+        let pkidir = ferrofab_pki::PkiDir::new(&pki);
+        let ca = pkidir.load_ca().unwrap();
+        let id = ferrofab_pki::Identity::node("n1").unwrap();
+        let validity = ferrofab_pki::Validity::from_now(Duration::from_secs(3600)).unwrap();
+        ferrofab_pki::issue_to_dir(&ca, &id, validity, &pki, false).unwrap();
+        let mut cfg = crate::config::AgentConfig::for_tests("n1");
+        cfg.tls.ca = pkidir.ca_cert();
+        cfg.tls.cert = pkidir.client_cert(&id);
+        cfg.tls.key = pkidir.client_key(&id);
+        cfg.state_dir = dir.join("state");
+        cfg.expose_dir = dir.join("volumes");
+        cfg.roles = roles;
+        let client = ControllerClient::new(&cfg).unwrap();
+        let shared = Arc::new(crate::agent::Shared::new_for_tests(cfg));
+        AgentApi::new(shared, client)
+    }
+
+    /// `timeout_seconds` = u64::MAX used to panic the worker (overflow
+    /// adding it to an Instant); it is clamped and answered normally.
+    #[tokio::test]
+    async fn huge_timeouts_are_clamped_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(dir.path(), Vec::new());
+        for req in [
+            Request::Attach {
+                volume: "v".into(),
+                read_only: false,
+                timeout_seconds: u64::MAX,
+            },
+            Request::Detach {
+                volume: "v".into(),
+                timeout_seconds: u64::MAX,
+            },
+        ] {
+            let err = api.handle(req).await.unwrap_err();
+            assert_eq!(err.code, ErrorCode::NotWorkstation, "{err:?}");
+        }
+        assert_eq!(
+            clamp_timeout(u64::MAX),
+            Duration::from_secs(crate::local_api::MAX_TIMEOUT_SECONDS)
+        );
+        assert_eq!(clamp_timeout(5), Duration::from_secs(5));
+        // Even an unclamped maximum gives a deadline, not a panic.
+        assert!(deadline_after(Duration::MAX) >= Instant::now());
     }
 }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferrofab_nvmeof::target::TargetOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
@@ -38,6 +39,48 @@ pub enum DriverKind {
     /// Linux nvmet / nvme-fabrics through configfs, sysfs and
     /// `/dev/nvme-fabrics`.
     Kernel,
+}
+
+/// Connection limits of the built-in target (`data_path = "builtin"`):
+/// the keys of the same name in `ferrofab-nvmeof serve`'s `[target]`
+/// (docs/nvmeof-target.md). They protect the storage node from peers that
+/// open connections and never set them up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuiltinTargetConfig {
+    pub max_connections: u32,
+    pub max_connections_per_peer: u32,
+    pub icreq_timeout_ms: u32,
+    pub connect_timeout_ms: u32,
+}
+
+impl Default for BuiltinTargetConfig {
+    fn default() -> Self {
+        let d = TargetOptions::default();
+        BuiltinTargetConfig {
+            max_connections: d.max_connections,
+            max_connections_per_peer: d.max_connections_per_peer,
+            icreq_timeout_ms: d.icreq_timeout_ms,
+            connect_timeout_ms: d.connect_timeout_ms,
+        }
+    }
+}
+
+impl BuiltinTargetConfig {
+    /// The target's options: these limits, everything else default.
+    pub fn target_options(&self) -> TargetOptions {
+        TargetOptions {
+            max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+            icreq_timeout_ms: self.icreq_timeout_ms,
+            connect_timeout_ms: self.connect_timeout_ms,
+            ..TargetOptions::default()
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Where the `kernel` driver finds the kernel's interfaces. Only tests
@@ -77,6 +120,76 @@ fn default_sysfs() -> PathBuf {
 }
 fn default_dev() -> PathBuf {
     PathBuf::from("/dev")
+}
+
+/// Bounds of the local API socket (`[local_api]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalApiConfig {
+    /// A connection must send its whole request line within this (and
+    /// take its answer within it too), e.g. "10s".
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: String,
+    /// Connections served at once; more are answered `busy` and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+/// Default of `local_api.request_timeout`: clients send their one line at
+/// once; ten seconds covers a stalled scheduler, not an idle peer.
+pub const DEFAULT_LOCAL_API_REQUEST_TIMEOUT: &str = "10s";
+/// Default of `local_api.max_connections`: Puppet and scripts use one or a
+/// few at a time; an attach may hold one for its whole wait.
+pub const DEFAULT_LOCAL_API_MAX_CONNECTIONS: usize = 64;
+
+fn default_request_timeout() -> String {
+    DEFAULT_LOCAL_API_REQUEST_TIMEOUT.into()
+}
+fn default_max_connections() -> usize {
+    DEFAULT_LOCAL_API_MAX_CONNECTIONS
+}
+
+impl Default for LocalApiConfig {
+    fn default() -> Self {
+        LocalApiConfig {
+            request_timeout: default_request_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+impl LocalApiConfig {
+    fn is_default(&self) -> bool {
+        *self == LocalApiConfig::default()
+    }
+
+    /// `request_timeout` as a duration (validated at load; the default
+    /// if it somehow does not parse).
+    pub fn request_timeout(&self) -> Duration {
+        self.parse_request_timeout()
+            .unwrap_or(Duration::from_secs(10))
+    }
+
+    fn parse_request_timeout(&self) -> Result<Duration, AgentError> {
+        let key = "local_api.request_timeout";
+        let d = ferrofab_pki::parse_duration(&self.request_timeout)
+            .map_err(|e| invalid(key, e.to_string()))?;
+        if d.is_zero() || d > Duration::from_secs(3600) {
+            return Err(invalid(key, "must be between 1ms and 1h"));
+        }
+        Ok(d)
+    }
+
+    fn validate(&self) -> Result<(), AgentError> {
+        self.parse_request_timeout()?;
+        if self.max_connections == 0 || self.max_connections > 65_536 {
+            return Err(invalid(
+                "local_api.max_connections",
+                "must be between 1 and 65536",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How a pool allocates a new backing file.
@@ -136,6 +249,9 @@ pub struct AgentConfig {
     /// Kernel interface roots for `data_path = "kernel"`.
     #[serde(default, skip_serializing_if = "KernelConfig::is_default")]
     pub kernel: KernelConfig,
+    /// Connection limits of the built-in target.
+    #[serde(default, skip_serializing_if = "BuiltinTargetConfig::is_default")]
+    pub builtin_target: BuiltinTargetConfig,
     /// Directory where attached volumes appear as files (one FUSE mount).
     #[serde(default = "default_expose_dir")]
     pub expose_dir: PathBuf,
@@ -150,6 +266,9 @@ pub struct AgentConfig {
     pub metrics_listen: Option<SocketAddr>,
     #[serde(default = "default_api_socket")]
     pub api_socket: PathBuf,
+    /// Bounds of the local API socket.
+    #[serde(default, skip_serializing_if = "LocalApiConfig::is_default")]
+    pub local_api: LocalApiConfig,
     /// tracing filter, e.g. "info" or "ferrofab_agent=debug".
     #[serde(default = "default_log_level")]
     pub log_level: String,
@@ -190,11 +309,13 @@ impl AgentConfig {
             data_listen: Vec::new(),
             data_path: DriverKind::Builtin,
             kernel: KernelConfig::default(),
+            builtin_target: BuiltinTargetConfig::default(),
             expose_dir: default_expose_dir(),
             state_dir: default_state_dir(),
             resync_interval: default_resync(),
             metrics_listen: None,
             api_socket: default_api_socket(),
+            local_api: LocalApiConfig::default(),
             log_level: default_log_level(),
         }
     }
@@ -258,6 +379,7 @@ impl AgentConfig {
             }
         }
         self.resync()?;
+        self.local_api.validate()?;
         for (name, pool) in &self.pools {
             if !pool.path.is_absolute() {
                 return Err(invalid(
@@ -280,6 +402,10 @@ impl AgentConfig {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| invalid("log_level", e.to_string()))?;
+        self.builtin_target
+            .target_options()
+            .validate()
+            .map_err(|e| invalid("builtin_target", e.to_string()))?;
         Ok(())
     }
 
@@ -322,10 +448,12 @@ impl AgentConfig {
         check("data_listen", self.data_listen == new.data_listen);
         check("data_path", self.data_path == new.data_path);
         check("kernel", self.kernel == new.kernel);
+        check("builtin_target", self.builtin_target == new.builtin_target);
         check("expose_dir", self.expose_dir == new.expose_dir);
         check("state_dir", self.state_dir == new.state_dir);
         check("metrics_listen", self.metrics_listen == new.metrics_listen);
         check("api_socket", self.api_socket == new.api_socket);
+        check("local_api", self.local_api == new.local_api);
         keys
     }
 
@@ -429,6 +557,31 @@ path = "/srv/ferrofab/fast"
         assert!(a.restart_keys(&b).is_empty());
         b.pools.clear();
         assert_eq!(a.restart_keys(&b), vec!["pools"]);
+    }
+
+    #[test]
+    fn builtin_target_limits_are_read_and_checked() {
+        let a = AgentConfig::parse(MIN).unwrap();
+        assert_eq!(a.builtin_target, BuiltinTargetConfig::default());
+        assert_eq!(a.builtin_target.target_options(), TargetOptions::default());
+        let b = AgentConfig::parse(&format!(
+            "{MIN}\n[builtin_target]\nmax_connections = 100\nmax_connections_per_peer = 10\nicreq_timeout_ms = 1000\n"
+        ))
+        .unwrap();
+        let o = b.builtin_target.target_options();
+        assert_eq!((o.max_connections, o.max_connections_per_peer), (100, 10));
+        assert_eq!((o.icreq_timeout_ms, o.connect_timeout_ms), (1000, 10_000));
+        assert_eq!(a.restart_keys(&b), vec!["builtin_target"]);
+        assert_eq!(AgentConfig::parse(&b.to_toml().unwrap()).unwrap(), b);
+        let err = AgentConfig::parse(&format!(
+            "{MIN}\n[builtin_target]\nmax_connections = 10\nmax_connections_per_peer = 11\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("builtin_target") && err.contains("max_connections_per_peer"),
+            "{err}"
+        );
     }
 
     #[test]

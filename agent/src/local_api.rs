@@ -5,22 +5,49 @@
 //! docs/agent.md.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::config::LocalApiConfig;
 use crate::error::AgentError;
+use crate::metrics::LocalApiRefusals;
 
 /// Version of the request and response documents.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Largest request accepted.
-const MAX_REQUEST: usize = 64 * 1024;
+/// Largest request line accepted, newline included. A named constant, not
+/// a config key: every request of the schema fits in well under 1 KiB, so
+/// the bound only has to stop a client from making the agent buffer an
+/// endless line.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// Longest wait an `attach` or `detach` may ask for (`timeout_seconds`);
+/// larger values are clamped to it. An hour is far beyond any legitimate
+/// attach, and bounding it keeps deadline arithmetic far from overflow
+/// (`u64::MAX` seconds used to panic the worker adding it to an Instant).
+pub const MAX_TIMEOUT_SECONDS: u64 = 3600;
+
+/// A peer-given `timeout_seconds` as a duration, clamped to
+/// [`MAX_TIMEOUT_SECONDS`].
+pub fn clamp_timeout(seconds: u64) -> Duration {
+    Duration::from_secs(seconds.min(MAX_TIMEOUT_SECONDS))
+}
+
+/// `now + timeout` without the overflow panic of `Instant + Duration`: a
+/// deadline too far to represent becomes [`MAX_TIMEOUT_SECONDS`] from now.
+pub fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(MAX_TIMEOUT_SECONDS)))
+        .unwrap_or(now)
+}
 
 /// A request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +93,8 @@ pub enum ErrorCode {
     Conflict,
     Timeout,
     Internal,
+    /// `local_api.max_connections` connections are open: retry later.
+    Busy,
     /// Only from the CLI: the agent's socket did not answer (agent not
     /// running, wrong socket path, or no answer in time).
     AgentUnreachable,
@@ -125,10 +154,23 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<serde_json::Value, ApiError>> + Send;
 }
 
+/// Bounds of the socket server and where it counts refusals.
+#[derive(Debug, Clone, Default)]
+pub struct ServeLimits {
+    pub config: LocalApiConfig,
+    pub refused: Arc<LocalApiRefusals>,
+}
+
 /// Binds the socket (replacing a stale one) and serves until shutdown.
+///
+/// At most `max_connections` connections are served at once (more are
+/// answered `busy` and closed), and a connection must deliver its request
+/// line within `request_timeout`: an idle or trickling client cannot hold
+/// a task and a descriptor for ever.
 pub fn serve<H: Handler>(
     path: &Path,
     handler: Arc<H>,
+    limits: ServeLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, AgentError> {
     if let Some(dir) = path.parent() {
@@ -141,21 +183,69 @@ pub fn serve<H: Handler>(
     set_mode(path, 0o660);
     info!(socket = %path.display(), "local API listening");
     let owned = path.to_path_buf();
+    let slots = Arc::new(Semaphore::new(limits.config.max_connections));
     Ok(tokio::spawn(async move {
         loop {
             tokio::select! {
                 r = listener.accept() => match r {
-                    Ok((sock, _)) => {
-                        let h = handler.clone();
-                        tokio::spawn(async move { serve_one(sock, h).await });
+                    Ok((sock, _)) => admit(sock, &handler, &slots, &limits),
+                    Err(e) => {
+                        // Out of descriptors and the like: back off rather
+                        // than spin on an accept that fails at once.
+                        debug!(error = %e, "local API accept");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    Err(e) => debug!(error = %e, "local API accept"),
                 },
                 _ = shutdown.changed() => break,
             }
         }
         let _ = std::fs::remove_file(&owned);
     }))
+}
+
+/// Serves `sock` in its own task if a connection slot is free; otherwise
+/// answers `busy` without blocking and closes it.
+fn admit<H: Handler>(
+    sock: UnixStream,
+    handler: &Arc<H>,
+    slots: &Arc<Semaphore>,
+    limits: &ServeLimits,
+) {
+    match slots.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let h = handler.clone();
+            let timeout = limits.config.request_timeout();
+            let refused = limits.refused.clone();
+            tokio::spawn(
+                async move {
+                    serve_one(sock, h, timeout, &refused).await;
+                    drop(permit);
+                }
+                .instrument(info_span!("local_api")),
+            );
+        }
+        Err(_) => {
+            count(&limits.refused.too_many_connections);
+            let max = limits.config.max_connections;
+            // debug, not warn: a flood of refusals must not flood the log
+            // too; the metric counts them.
+            debug!(
+                max_connections = max,
+                "local API: connection refused, too many open (local_api.max_connections)"
+            );
+            let err = ApiError::new(
+                ErrorCode::Busy,
+                format!("the agent already serves {max} local API connections (local_api.max_connections); retry later"),
+            );
+            // Best effort and non-blocking: a fresh socket's buffer takes
+            // one short line, and a refused peer gets no more than that.
+            let _ = sock.try_write(response_line(&Response::from_result(Err(err))).as_bytes());
+        }
+    }
+}
+
+fn count(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A socket file nobody answers on is left over from a crash: remove it.
@@ -181,19 +271,73 @@ fn set_mode(path: &Path, mode: u32) {
     }
 }
 
-async fn serve_one<H: Handler>(sock: UnixStream, handler: Arc<H>) {
-    let (rd, mut wr) = sock.into_split();
+/// Why a request line could not be read.
+#[derive(Debug)]
+enum ReadFailure {
+    TimedOut,
+    TooLarge,
+    Io(std::io::Error),
+}
+
+/// Reads one request line: at most [`MAX_REQUEST`] bytes, within `timeout`.
+async fn read_request(
+    rd: tokio::net::unix::OwnedReadHalf,
+    timeout: Duration,
+) -> Result<String, ReadFailure> {
     let mut line = String::new();
     let mut reader = BufReader::new(rd.take(MAX_REQUEST as u64));
-    let resp = match reader.read_line(&mut line).await {
-        Ok(_) => Response::from_result(dispatch(&line, handler.as_ref()).await),
-        Err(e) => Response::from_result(Err(ApiError::new(ErrorCode::BadRequest, e.to_string()))),
+    match tokio::time::timeout(timeout, reader.read_line(&mut line)).await {
+        Err(_) => Err(ReadFailure::TimedOut),
+        Ok(Err(e)) => Err(ReadFailure::Io(e)),
+        Ok(Ok(n)) if n >= MAX_REQUEST && !line.ends_with('\n') => Err(ReadFailure::TooLarge),
+        Ok(Ok(_)) => Ok(line),
+    }
+}
+
+async fn serve_one<H: Handler>(
+    sock: UnixStream,
+    handler: Arc<H>,
+    timeout: Duration,
+    refused: &LocalApiRefusals,
+) {
+    let (rd, mut wr) = sock.into_split();
+    let result = match read_request(rd, timeout).await {
+        Ok(line) => dispatch(&line, handler.as_ref()).await,
+        Err(ReadFailure::TimedOut) => {
+            count(&refused.request_timeout);
+            debug!(
+                timeout_s = timeout.as_secs_f64(),
+                "local API: no request in time"
+            );
+            Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "no complete request line within {:?} (local_api.request_timeout)",
+                    timeout
+                ),
+            ))
+        }
+        Err(ReadFailure::TooLarge) => {
+            count(&refused.request_too_large);
+            Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("request line longer than {MAX_REQUEST} bytes"),
+            ))
+        }
+        Err(ReadFailure::Io(e)) => Err(ApiError::new(ErrorCode::BadRequest, e.to_string())),
     };
-    let mut text = serde_json::to_string(&resp).unwrap_or_else(|_| {
+    let text = response_line(&Response::from_result(result));
+    // A client that does not read its answer must not hold the task.
+    let _ = tokio::time::timeout(timeout, wr.write_all(text.as_bytes())).await;
+}
+
+/// The response as one newline-terminated JSON line.
+fn response_line(resp: &Response) -> String {
+    let mut text = serde_json::to_string(resp).unwrap_or_else(|_| {
         "{\"schema_version\":1,\"ok\":false,\"error\":{\"code\":\"internal\",\"message\":\"encoding failed\"}}".into()
     });
     text.push('\n');
-    let _ = wr.write_all(text.as_bytes()).await;
+    text
 }
 
 async fn dispatch<H: Handler>(line: &str, h: &H) -> Result<serde_json::Value, ApiError> {
@@ -290,7 +434,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.sock");
         let (tx, rx) = watch::channel(false);
-        let task = serve(&path, Arc::new(Echo), rx).unwrap();
+        let task = serve(&path, Arc::new(Echo), ServeLimits::default(), rx).unwrap();
         let r = call(&path, Request::Status, Duration::from_secs(5))
             .await
             .unwrap();
@@ -301,10 +445,134 @@ mod tests {
             .unwrap();
         assert_eq!(r.error.unwrap().code, ErrorCode::Conflict);
         // A second agent on the same socket is refused.
-        assert!(serve(&path, Arc::new(Echo), watch::channel(false).1).is_err());
+        assert!(serve(
+            &path,
+            Arc::new(Echo),
+            ServeLimits::default(),
+            watch::channel(false).1
+        )
+        .is_err());
         let _ = tx.send(true);
         task.await.unwrap();
         assert!(!path.exists());
+    }
+
+    /// Serves `Echo` with `limits` in a fresh directory.
+    fn echo_server(
+        limits: ServeLimits,
+    ) -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.sock");
+        let (tx, rx) = watch::channel(false);
+        let task = serve(&path, Arc::new(Echo), limits, rx).unwrap();
+        (dir, path, tx, task)
+    }
+
+    /// Reads the one response line the server sends, then expects EOF.
+    async fn response_of(sock: UnixStream) -> Response {
+        let mut r = BufReader::new(sock);
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        // Closed after the answer (a reset when the server left part of
+        // an oversized request unread).
+        let mut rest = Vec::new();
+        if r.read_to_end(&mut rest).await.is_ok() {
+            assert!(rest.is_empty(), "connection not closed after the answer");
+        }
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn error_of(r: &Response) -> &ApiError {
+        assert!(!r.ok, "{r:?}");
+        r.error.as_ref().unwrap()
+    }
+
+    /// An idle connection used to be held for ever; it is answered and
+    /// closed after `request_timeout` (virtual time: no real wait).
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_time_out() {
+        let limits = ServeLimits::default();
+        let refused = limits.refused.clone();
+        let (_dir, path, tx, task) = echo_server(limits);
+        let idle = UnixStream::connect(&path).await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        let r = response_of(idle).await;
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+            "{waited:?}"
+        );
+        let e = error_of(&r);
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(
+            e.message.contains("local_api.request_timeout"),
+            "{}",
+            e.message
+        );
+        assert_eq!(refused.request_timeout.load(Ordering::Relaxed), 1);
+        let _ = tx.send(true);
+        task.await.unwrap();
+    }
+
+    /// Beyond `max_connections` a client is answered `busy` at once; the
+    /// slots free again when the held connections end.
+    #[tokio::test(start_paused = true)]
+    async fn connections_beyond_the_cap_are_refused() {
+        let limits = ServeLimits {
+            config: LocalApiConfig {
+                max_connections: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let refused = limits.refused.clone();
+        let (_dir, path, tx, task) = echo_server(limits);
+        let held = [
+            UnixStream::connect(&path).await.unwrap(),
+            UnixStream::connect(&path).await.unwrap(),
+        ];
+        let third = UnixStream::connect(&path).await.unwrap();
+        let r = response_of(third).await;
+        let e = error_of(&r);
+        assert_eq!(e.code, ErrorCode::Busy);
+        assert!(
+            e.message.contains("local_api.max_connections"),
+            "{}",
+            e.message
+        );
+        assert_eq!(refused.too_many_connections.load(Ordering::Relaxed), 1);
+        // The held connections time out and free their slots.
+        for s in held {
+            let _ = response_of(s).await;
+        }
+        let r = call(&path, Request::Status, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(r.ok, "{r:?}");
+        let _ = tx.send(true);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn oversized_requests_are_refused() {
+        let limits = ServeLimits::default();
+        let refused = limits.refused.clone();
+        let (_dir, path, tx, task) = echo_server(limits);
+        let mut sock = UnixStream::connect(&path).await.unwrap();
+        let big = vec![b' '; MAX_REQUEST + 10];
+        sock.write_all(&big).await.unwrap();
+        let r = response_of(sock).await;
+        let e = error_of(&r);
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.message.contains("longer than 65536"), "{}", e.message);
+        assert_eq!(refused.request_too_large.load(Ordering::Relaxed), 1);
+        let _ = tx.send(true);
+        task.await.unwrap();
     }
 
     #[tokio::test]

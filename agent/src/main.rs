@@ -171,8 +171,11 @@ fn socket_path(cli: &Cli) -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from(ferrofab_agent::config::DEFAULT_API_SOCKET))
 }
 
+/// The agent clamps longer waits to its maximum, so the client does too
+/// (and never waits for an answer that cannot come later).
 fn parse_timeout(s: &str) -> anyhow::Result<Duration> {
-    ferrofab_pki::parse_duration(s).with_context(|| format!("--timeout {s:?}"))
+    let t = ferrofab_pki::parse_duration(s).with_context(|| format!("--timeout {s:?}"))?;
+    Ok(t.min(local_api::clamp_timeout(u64::MAX)))
 }
 
 /// Sends one local API request and prints the answer; returns the exit code.
@@ -182,7 +185,7 @@ fn api_command(socket: PathBuf, req: Request, wait: Duration, json: bool) -> any
         .block_on(local_api::call(
             &socket,
             req,
-            wait + Duration::from_secs(30),
+            wait.saturating_add(Duration::from_secs(30)),
         ))
         .map_err(|e| ApiError::new(ErrorCode::AgentUnreachable, e.to_string()));
     let resp = match resp {

@@ -28,6 +28,25 @@ pub struct Metrics {
     pub reconcile_errors: AtomicU64,
     bucket_counts: [AtomicU64; BUCKETS.len()],
     duration_micros: AtomicU64,
+    /// Times the main loop woke up (pass, desired state, heartbeat, ...):
+    /// an idle agent wakes a few times a minute, a busy loop millions.
+    pub main_loop_wakeups: AtomicU64,
+    /// Names in received desired states that are not one safe file name
+    /// (exposure names, NQNs); the objects are refused.
+    pub refused_names: AtomicU64,
+    /// Local API connections turned away, by reason.
+    pub local_api_refused: Arc<LocalApiRefusals>,
+}
+
+/// Local API connections or requests refused, by reason.
+#[derive(Debug, Default)]
+pub struct LocalApiRefusals {
+    /// `local_api.max_connections` connections were already open.
+    pub too_many_connections: AtomicU64,
+    /// No complete request within `local_api.request_timeout`.
+    pub request_timeout: AtomicU64,
+    /// The request line was longer than the size bound.
+    pub request_too_large: AtomicU64,
 }
 
 impl Metrics {
@@ -62,6 +81,23 @@ impl Metrics {
         }
         let sum = self.duration_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "ferrofab_agent_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {n}\nferrofab_agent_reconcile_duration_seconds_sum {sum}\nferrofab_agent_reconcile_duration_seconds_count {n}");
+        let w = self.main_loop_wakeups.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP ferrofab_agent_main_loop_wakeups_total Wake-ups of the agent's main loop (a few per minute when idle).\n# TYPE ferrofab_agent_main_loop_wakeups_total counter\nferrofab_agent_main_loop_wakeups_total {w}");
+        let n = self.refused_names.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP ferrofab_agent_desired_state_refused_names_total Names from the controller refused as file names (not one safe path component).\n# TYPE ferrofab_agent_desired_state_refused_names_total counter\nferrofab_agent_desired_state_refused_names_total {n}");
+        let r = &self.local_api_refused;
+        let _ = writeln!(out, "# HELP ferrofab_agent_local_api_refused_total Local API connections refused, by reason.\n# TYPE ferrofab_agent_local_api_refused_total counter");
+        for (reason, c) in [
+            ("too_many_connections", &r.too_many_connections),
+            ("request_timeout", &r.request_timeout),
+            ("request_too_large", &r.request_too_large),
+        ] {
+            let v = c.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "ferrofab_agent_local_api_refused_total{{reason=\"{reason}\"}} {v}"
+            );
+        }
     }
 }
 
@@ -96,6 +132,9 @@ pub fn render_target(st: &ferrofab_nvmeof::target::TargetStatus, out: &mut Strin
         }
     }
     let _ = writeln!(out, "# HELP ferrofab_agent_target_commands_refused_length_total NVMe commands refused because a length in them was over MDTS or disagreed with their SGL (built-in target).\n# TYPE ferrofab_agent_target_commands_refused_length_total counter\nferrofab_agent_target_commands_refused_length_total {}", st.commands_refused_length);
+    if let Some(c) = &st.connections {
+        render_target_connections(c, out);
+    }
     let _ = writeln!(out, "# HELP ferrofab_agent_volume_connected_hosts NVMe controllers connected to the volume's subsystem.\n# TYPE ferrofab_agent_volume_connected_hosts gauge");
     for s in &st.subsystems {
         let _ = writeln!(
@@ -103,6 +142,34 @@ pub fn render_target(st: &ferrofab_nvmeof::target::TargetStatus, out: &mut Strin
             "ferrofab_agent_volume_connected_hosts{{nqn=\"{}\"}} {}",
             s.nqn,
             s.controllers.len()
+        );
+    }
+}
+
+/// The built-in target's connection admission series (absent for the
+/// kernel target, which keeps no such counters).
+pub fn render_target_connections(c: &ferrofab_nvmeof::target::ConnectionStats, out: &mut String) {
+    render_gauge(
+        "ferrofab_agent_target_connections",
+        "TCP connections open on the built-in target (max_connections caps them).",
+        c.open,
+        out,
+    );
+    let _ = writeln!(out, "# HELP ferrofab_agent_target_connections_refused_total Connections closed at accept because a cap was reached.\n# TYPE ferrofab_agent_target_connections_refused_total counter");
+    for (limit, v) in [
+        ("max_connections", c.refused_global),
+        ("max_connections_per_peer", c.refused_per_peer),
+    ] {
+        let _ = writeln!(
+            out,
+            "ferrofab_agent_target_connections_refused_total{{limit=\"{limit}\"}} {v}"
+        );
+    }
+    let _ = writeln!(out, "# HELP ferrofab_agent_target_connection_timeouts_total Connections closed because the host did not send ICReq or Connect in time.\n# TYPE ferrofab_agent_target_connection_timeouts_total counter");
+    for (stage, v) in [("icreq", c.icreq_timeouts), ("connect", c.connect_timeouts)] {
+        let _ = writeln!(
+            out,
+            "ferrofab_agent_target_connection_timeouts_total{{stage=\"{stage}\"}} {v}"
         );
     }
 }
@@ -142,7 +209,12 @@ pub async fn serve(
                         let render = render.clone();
                         tokio::spawn(async move { handle(sock, render).await });
                     }
-                    Err(e) => debug!(error = %e, "metrics accept"),
+                    Err(e) => {
+                        // Out of descriptors and the like: back off rather
+                        // than spin on an accept that fails at once.
+                        debug!(error = %e, "metrics accept");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 },
                 _ = shutdown.changed() => return,
             }
@@ -207,6 +279,7 @@ mod tests {
             subsystems: vec![],
             genctr: 0,
             commands_refused_length: 3,
+            connections: None,
         };
         let mut s = String::new();
         render_target(&st, &mut s);
@@ -214,5 +287,44 @@ mod tests {
             s.contains("ferrofab_agent_target_commands_refused_length_total 3"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn target_connection_counters_are_exported() {
+        let st = ferrofab_nvmeof::target::TargetStatus {
+            listeners: vec![],
+            subsystems: vec![],
+            genctr: 0,
+            commands_refused_length: 0,
+            connections: Some(ferrofab_nvmeof::target::ConnectionStats {
+                open: 3,
+                accepted: 10,
+                refused_global: 4,
+                refused_per_peer: 5,
+                icreq_timeouts: 6,
+                connect_timeouts: 7,
+            }),
+        };
+        let mut s = String::new();
+        render_target(&st, &mut s);
+        assert!(s.contains("ferrofab_agent_target_connections 3"), "{s}");
+        assert!(s.contains(
+            "ferrofab_agent_target_connections_refused_total{limit=\"max_connections\"} 4"
+        ));
+        assert!(s.contains(
+            "ferrofab_agent_target_connections_refused_total{limit=\"max_connections_per_peer\"} 5"
+        ));
+        assert!(s.contains("ferrofab_agent_target_connection_timeouts_total{stage=\"icreq\"} 6"));
+        assert!(s.contains("ferrofab_agent_target_connection_timeouts_total{stage=\"connect\"} 7"));
+        // The kernel target keeps no such counters: no series at all.
+        let mut k = String::new();
+        render_target(
+            &ferrofab_nvmeof::target::TargetStatus {
+                connections: None,
+                ..st
+            },
+            &mut k,
+        );
+        assert!(!k.contains("ferrofab_agent_target_connections"), "{k}");
     }
 }

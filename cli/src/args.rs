@@ -333,6 +333,15 @@ pub enum VolumeCommand {
         #[arg(value_parser = parse_size_arg)]
         size: String,
     },
+    /// Postpone a burst volume's expiry (administrators only; a tenant may
+    /// only bring an expiry forward).
+    Extend {
+        /// Volume name.
+        name: String,
+        /// How much later it expires, e.g. 7d.
+        #[arg(long, value_parser = parse_duration)]
+        by: std::time::Duration,
+    },
     #[command(flatten)]
     Common(CommonVerb),
 }
@@ -448,8 +457,14 @@ pub struct TenantSpecArgs {
     #[arg(long)]
     pub volume_quota: Option<u32>,
     /// Workstation allowed to attach the tenant's volumes (repeatable; replaces the list).
-    #[arg(long = "allowed-node")]
+    #[arg(long = "allowed-node", conflicts_with_all = ["add_nodes", "remove_nodes"])]
     pub allowed_nodes: Vec<String>,
+    /// Add a workstation to the allowed list (repeatable; `update` only).
+    #[arg(long = "add-node", value_name = "NODE")]
+    pub add_nodes: Vec<String>,
+    /// Remove a workstation from the allowed list (repeatable; `update` only).
+    #[arg(long = "remove-node", value_name = "NODE")]
+    pub remove_nodes: Vec<String>,
     #[command(flatten)]
     pub labels: LabelArgs,
 }
@@ -468,9 +483,13 @@ pub struct ApplyArgs {
     /// Apply without asking for confirmation (required when stdin is not a terminal).
     #[arg(short = 'y', long)]
     pub yes: bool,
-    /// Also delete objects of the layout's kinds that the file does not list.
+    /// Also delete stored objects the file does not list, only of the kinds
+    /// the file has at least one object of (never nodes without --prune-nodes).
     #[arg(long)]
     pub prune: bool,
+    /// With --prune, also delete nodes the file does not list.
+    #[arg(long, requires = "prune")]
+    pub prune_nodes: bool,
     /// After applying, wait until the layout's objects are Ready.
     #[arg(long)]
     pub wait: bool,

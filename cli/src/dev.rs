@@ -718,6 +718,7 @@ async fn apply_demo_layout(
             layout: Some(layout),
             dry_run: false,
             prune: false,
+            prune_nodes: false,
         })
         .await
         .map_err(|s| status_error("demo layout", s))?

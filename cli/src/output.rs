@@ -47,6 +47,41 @@ pub fn timestamp(t: &prost_types::Timestamp) -> String {
         .unwrap_or_else(|| format!("@{}", t.seconds))
 }
 
+/// A time difference as a person reads it: "in 13d", "2h ago". The unit
+/// is the largest that still leaves at least two of it, rounded, so 36
+/// hours read "36h" rather than a misleading "2d".
+pub fn relative(delta_seconds: i64) -> String {
+    let a = delta_seconds.unsigned_abs();
+    let amount = if a >= 2 * 86_400 {
+        format!("{}d", (a + 43_200) / 86_400)
+    } else if a >= 2 * 3600 {
+        format!("{}h", (a + 1800) / 3600)
+    } else if a >= 120 {
+        format!("{}m", (a + 30) / 60)
+    } else {
+        format!("{a}s")
+    };
+    if delta_seconds >= 0 {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
+}
+
+/// The EXPIRES cell: "in 13d", "expired 2h ago", "-" without an expiry.
+pub fn expires_cell(at: Option<&prost_types::Timestamp>, now_seconds: i64) -> String {
+    match at {
+        None => "-".into(),
+        Some(t) if t.seconds > now_seconds => relative(t.seconds - now_seconds),
+        Some(t) => format!("expired {}", relative(t.seconds - now_seconds)),
+    }
+}
+
+/// Seconds since the Unix epoch now, for relative times.
+pub fn now_seconds() -> i64 {
+    ferrofab_pki::validity::unix_seconds(std::time::SystemTime::now())
+}
+
 /// Lays out rows under a header, columns separated by two spaces; the
 /// last column is not padded so lines carry no trailing blanks.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -181,11 +216,27 @@ mod tests {
     }
 
     #[test]
+    fn relative_times() {
+        assert_eq!(relative(13 * 86_400 - 5), "in 13d");
+        assert_eq!(relative(36 * 3600), "in 36h");
+        assert_eq!(relative(-2 * 3600), "2h ago");
+        assert_eq!(relative(-90), "90s ago");
+        assert_eq!(relative(300), "in 5m");
+        let at = prost_types::Timestamp {
+            seconds: 1000,
+            nanos: 0,
+        };
+        assert_eq!(expires_cell(Some(&at), 1000 - 13 * 86_400), "in 13d");
+        assert_eq!(expires_cell(Some(&at), 1000 + 7200), "expired 2h ago");
+        assert_eq!(expires_cell(None, 0), "-");
+    }
+
+    #[test]
     fn list_renderings() {
         let items = vec![vol("a"), vol("b")];
         let t = render_list(&items, Format::Table);
         assert!(
-            t.starts_with("NAME  TENANT  SIZE  POOL  NODE  PHASE  READY\n"),
+            t.starts_with("NAME  TENANT  SIZE  POOL  NODE  PHASE  READY  EXPIRES\n"),
             "{t}"
         );
         assert_eq!(t.lines().count(), 3);

@@ -512,7 +512,9 @@ impl Resource for v1::Volume {
     }
 
     fn columns() -> &'static [&'static str] {
-        &["NAME", "TENANT", "SIZE", "POOL", "NODE", "PHASE", "READY"]
+        &[
+            "NAME", "TENANT", "SIZE", "POOL", "NODE", "PHASE", "READY", "EXPIRES",
+        ]
     }
 
     fn row(&self) -> Vec<String> {
@@ -526,6 +528,7 @@ impl Resource for v1::Volume {
             dash(&st.node),
             enum_word(st.phase().as_str_name(), "VOLUME_PHASE_"),
             ready_cell(self),
+            crate::output::expires_cell(spec.expires_at.as_ref(), crate::output::now_seconds()),
         ]
     }
 }

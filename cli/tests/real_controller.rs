@@ -248,13 +248,226 @@ capacity = "100GiB"
     std::fs::write(&layout, moved).unwrap();
     let e = fails(&run(&["apply", "-f", l, "--dry-run"]));
     assert!(
-        e.contains("apply stopped at pool \"fast\": invalid spec.backing")
+        e.contains("apply refused at pool \"fast\", nothing was changed: invalid spec.backing")
             && e.contains("immutable"),
         "{e}"
     );
 
     let e = fails(&run(&["volume", "get", "nope"]));
     assert!(e.contains("nope"), "{e}");
+    drop(ctl);
+}
+
+/// Writes a client config for `stem` (admin, tenant-neuro) next to `dir/pki`.
+fn client_config(dir: &Path, ctl: &Controller, stem: &str) -> PathBuf {
+    let port = ctl.addr.rsplit(':').next().unwrap();
+    let cfg = dir.join(format!("{stem}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "endpoint = \"https://localhost:{port}\"\n[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/{stem}.crt\"\nkey = \"pki/{stem}.key\"\n"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Prints what a person would see, for the issue's transcript.
+fn shown(cmd: &[&str], out: &str) -> String {
+    eprintln!("$ ferrofab {}\n{out}", cmd.join(" "));
+    out.to_owned()
+}
+
+/// Issue 13 items 5 and 6: a tenant's node list changed by delta (also
+/// under concurrent updates), and a burst volume listed with EXPIRES and
+/// extended by an admin (a tenant may not).
+#[test]
+fn tenant_nodes_and_burst_expiry() {
+    let bin = controller_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("pki");
+    let p = p.to_str().unwrap();
+    ok(&ferrofab(&["pki", "init", "--dir", p], None, None));
+    for id in ["admin", "tenant:neuro"] {
+        ok(&ferrofab(
+            &["pki", "issue", "--dir", p, "--identity", id],
+            None,
+            None,
+        ));
+    }
+    let ctl = start(&bin, dir.path());
+    let admin = client_config(dir.path(), &ctl, "admin");
+    let tenant = client_config(dir.path(), &ctl, "tenant-neuro");
+    let run = |args: &[&str]| shown(args, &ok(&ferrofab(args, Some(&admin), None)));
+
+    let layout = dir.path().join("layout.toml");
+    std::fs::write(
+        &layout,
+        r#"
+[[tenant]]
+name = "neuro"
+capacity_quota = "4TiB"
+allowed_nodes = ["ws-1"]
+
+[[node]]
+name = "stor-1"
+roles = ["storage"]
+addresses = ["127.0.0.1:4420"]
+
+[[node]]
+name = "ws-1"
+roles = ["workstation"]
+
+[[node]]
+name = "ws-2"
+roles = ["workstation"]
+
+[[pool]]
+name = "fast"
+node = "stor-1"
+backing = "directory"
+path = "/srv/ferrofab/fast"
+capacity = "8TiB"
+"#,
+    )
+    .unwrap();
+    run(&["apply", "-f", layout.to_str().unwrap(), "--yes"]);
+
+    let allowed = |_: &dyn Fn(&[&str]) -> String| {
+        let json = ok(&ferrofab(
+            &["tenant", "get", "neuro", "-o", "json"],
+            Some(&admin),
+            None,
+        ));
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let mut n: Vec<String> = v["spec"]["allowed_nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    run(&["tenant", "update", "neuro", "--add-node", "ws-2"]);
+    assert_eq!(allowed(&run), ["ws-1", "ws-2"]);
+    run(&["tenant", "update", "neuro", "--remove-node", "ws-1"]);
+    assert_eq!(allowed(&run), ["ws-2"]);
+    run(&["tenant", "update", "neuro", "--allowed-node", "ws-1"]);
+    assert_eq!(allowed(&run), ["ws-1"]);
+    // Replacing and editing the list at once is a usage error (exit 2).
+    let both = ferrofab(
+        &[
+            "tenant",
+            "update",
+            "neuro",
+            "--allowed-node",
+            "ws-1",
+            "--add-node",
+            "ws-2",
+        ],
+        Some(&admin),
+        None,
+    );
+    assert_eq!(both.status.code(), Some(2));
+
+    // Concurrent deltas all land: each update is a conditional
+    // read-modify-write retried on conflict, never a lost update.
+    let extra: Vec<String> = (0..6).map(|i| format!("ws-x{i}")).collect();
+    let children: Vec<_> = extra
+        .iter()
+        .map(|n| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ferrofab"))
+                .args(["tenant", "update", "neuro", "--add-node", n])
+                .env("FERROFAB_CONFIG", &admin)
+                .env("HOME", "/nonexistent")
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let after = allowed(&run);
+    for n in &extra {
+        assert!(after.contains(n), "{n} lost: {after:?}");
+    }
+    run(&["tenant", "update", "neuro", "--allowed-node", "ws-2"]);
+
+    // The burst volume: EXPIRES in the list, extended by the admin only.
+    run(&[
+        "volume",
+        "create",
+        "burst",
+        "--tenant",
+        "neuro",
+        "--size",
+        "3TiB",
+        "--expires-in",
+        "13d",
+    ]);
+    run(&[
+        "volume", "create", "home", "--tenant", "neuro", "--size", "10GiB",
+    ]);
+    let list = run(&["volume", "list"]);
+    assert!(list.lines().next().unwrap().ends_with("EXPIRES"), "{list}");
+    let row = |list: &str, name: &str| {
+        list.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(row(&list, "burst").ends_with("in 13d"), "{list}");
+    assert!(row(&list, "home ").ends_with(" -"), "{list}");
+    let e = fails(&ferrofab(
+        &["volume", "extend", "burst", "--by", "7d"],
+        Some(&tenant),
+        None,
+    ));
+    eprintln!("$ ferrofab volume extend burst --by 7d   # as tenant:neuro\nferrofab: {e}");
+    assert!(e.contains("only an administrator may postpone"), "{e}");
+    run(&["volume", "extend", "burst", "--by", "7d"]);
+    assert!(row(&run(&["volume", "list"]), "burst").ends_with("in 20d"));
+    let e = fails(&ferrofab(
+        &["volume", "extend", "home", "--by", "7d"],
+        Some(&admin),
+        None,
+    ));
+    assert!(e.contains("no expiry to extend"), "{e}");
+    let e = fails(&ferrofab(
+        &["volume", "resize", "burst", "2TiB"],
+        Some(&admin),
+        None,
+    ));
+    assert!(e.contains("from 3TiB to 2TiB"), "{e}");
+
+    // Item 2: a file with one [[volume]] prunes only volumes, never the
+    // pool, the tenant or the nodes.
+    let one = dir.path().join("one-volume.toml");
+    std::fs::write(
+        &one,
+        "[[volume]]\nname = \"burst\"\ntenant = \"neuro\"\nsize = \"3TiB\"\n",
+    )
+    .unwrap();
+    let one = one.to_str().unwrap();
+    let plan = run(&["apply", "-f", one, "--prune", "--dry-run"]);
+    let deletions: Vec<&str> = plan.lines().filter(|l| l.starts_with("- ")).collect();
+    assert_eq!(deletions, ["- volume/home"], "{plan}");
+    // --prune-nodes only with --prune: a usage error (exit 2).
+    let alone = ferrofab(
+        &["apply", "-f", one, "--prune-nodes", "--dry-run"],
+        Some(&admin),
+        None,
+    );
+    assert_eq!(alone.status.code(), Some(2));
     drop(ctl);
 }
 

@@ -112,6 +112,7 @@ async fn apply(ctl: &Controller, n: usize) -> Duration {
             layout: Some(layout(n)),
             dry_run: false,
             prune: false,
+            prune_nodes: false,
         })
         .await
         .expect("apply");

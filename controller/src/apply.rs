@@ -5,24 +5,34 @@
 //! authorization are one code path: a refusal carries the typed RPC's
 //! status code and message, prefixed with the step.
 //!
-//! A dry run runs every step through the same operations without writing.
-//! A step whose checks read an object that an earlier step of the same
-//! layout creates, changes or deletes cannot be judged against the store
-//! (the pool of a node the layout adds, a volume under a quota the layout
-//! raises); such steps are checked when the layout is applied.
+//! All or nothing: the plan runs, step by step, against a private fork of
+//! the store ([`crate::staging`]), where every step sees what the earlier
+//! ones did. Only when every step passed is the fork's net effect written
+//! to the store, as one transaction guarded by the revision of every key
+//! it touches; a dry run is the same run with the fork discarded, so it
+//! refuses exactly what the apply would.
+//!
+//! Prune deletes stored objects absent from the layout only for the kinds
+//! the layout names (a file with one volume never deletes a pool), and
+//! nodes only when asked for explicitly: a node is machinery, not
+//! something a layout file of volumes should make disappear. A prune that
+//! would leave a reference dangling is refused by the delete's own check
+//! (a pool still used by a volume, a volume still attached).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferrofab_proto::v1::{
     watch_event::Object, ApplyRequest, ApplyResponse, DiffAction, FieldChange, Kind, ObjectDiff,
-    Volume,
 };
 
 use crate::api::admin::Admin;
-use crate::cache::{Objects, Stored};
+use crate::api::Shared;
+use crate::cache::{Cache, Stored};
 use crate::error::ApiError;
 use crate::identity::Identity;
-use crate::resource::{owned_fields, Resource};
+use crate::resource::owned_fields;
+use crate::staging::Fork;
+use crate::store::TxnResult;
 
 /// One planned step.
 struct Step {
@@ -106,91 +116,12 @@ fn plan_prune<R: Stored>(admin: &Admin, wanted: &[R], steps: &mut Vec<Step>) {
     }
 }
 
-/// What a step's checks read besides its own object, as (kind, name);
-/// an empty name stands for every object of the kind (a volume placed by
-/// selector may land on any pool).
-fn references(objs: &Objects, layout_volumes: &[Volume], obj: &Object) -> Vec<(Kind, String)> {
-    match obj {
-        Object::Tenant(_) | Object::Node(_) => Vec::new(),
-        Object::Pool(p) => {
-            vec![(Kind::Node, p.spec.clone().unwrap_or_default().node)]
-        }
-        Object::Volume(v) => {
-            let spec = v.spec.clone().unwrap_or_default();
-            vec![(Kind::Tenant, spec.tenant), (Kind::Pool, spec.pool)]
-        }
-        Object::Attachment(a) => {
-            let spec = a.spec.clone().unwrap_or_default();
-            let tenant = layout_volumes
-                .iter()
-                .find(|v| v.name() == spec.volume)
-                .or_else(|| objs.volumes.get(&spec.volume))
-                .and_then(|v| v.spec.as_ref())
-                .map(|s| s.tenant.clone())
-                .unwrap_or_default();
-            vec![
-                (Kind::Volume, spec.volume),
-                (Kind::Node, spec.node),
-                (Kind::Tenant, tenant),
-            ]
-        }
-    }
-}
-
-/// Kinds whose objects may keep an object of `kind` from being deleted.
-fn referrers(kind: Kind) -> &'static [Kind] {
-    match kind {
-        Kind::Node => &[Kind::Pool, Kind::Attachment],
-        Kind::Pool | Kind::Tenant => &[Kind::Volume],
-        Kind::Volume => &[Kind::Attachment],
-        Kind::Attachment | Kind::Unspecified => &[],
-    }
-}
-
-/// Which steps a dry run can judge against the store; see the module docs.
-fn checkable(admin: &Admin, steps: &[Step], layout_volumes: &[Volume]) -> Vec<bool> {
-    let changed: BTreeSet<(i32, &str)> = steps
-        .iter()
-        .filter(|s| s.diff.action != DiffAction::Unchanged as i32)
-        .map(|s| (s.diff.kind, s.diff.name.as_str()))
-        .collect();
-    let deleted_kinds: BTreeSet<i32> = steps
-        .iter()
-        .filter(|s| s.diff.action == DiffAction::Deleted as i32)
-        .map(|s| s.diff.kind)
-        .collect();
-    let objs = admin.s.cache.read();
-    steps
-        .iter()
-        .map(|s| match (&s.object, DiffAction::try_from(s.diff.action)) {
-            (_, Ok(DiffAction::Unchanged)) => false,
-            (_, Ok(DiffAction::Deleted)) => {
-                let kind = Kind::try_from(s.diff.kind).unwrap_or(Kind::Unspecified);
-                !referrers(kind)
-                    .iter()
-                    .any(|k| deleted_kinds.contains(&(*k as i32)))
-            }
-            (Some(o), _) => references(&objs, layout_volumes, o)
-                .iter()
-                .all(|(k, name)| {
-                    let kind = *k as i32;
-                    if name.is_empty() {
-                        !changed.iter().any(|(ck, _)| *ck == kind)
-                    } else {
-                        !changed.contains(&(kind, name.as_str()))
-                    }
-                }),
-            (None, _) => false,
-        })
-        .collect()
-}
-
 async fn execute(admin: &Admin, id: &Identity, step: Step, dry_run: bool) -> Result<(), ApiError> {
     let action = DiffAction::try_from(step.diff.action).unwrap_or(DiffAction::Unspecified);
     let kind = Kind::try_from(step.diff.kind).unwrap_or(Kind::Unspecified);
     let failed = |e: ApiError| ApiError::Step {
         context: format!(
-            "apply stopped at {} {:?}",
+            "apply refused at {} {:?}, nothing was changed",
             crate::resource::kind_name(kind),
             step.diff.name
         ),
@@ -205,6 +136,68 @@ async fn execute(admin: &Admin, id: &Identity, step: Step, dry_run: bool) -> Res
             .map_err(failed),
         _ => Ok(()),
     }
+}
+
+/// Kind-filtered prune, see the module docs.
+fn plan_prune_kind<R: Stored>(admin: &Admin, wanted: &[R], steps: &mut Vec<Step>) {
+    if !wanted.is_empty() {
+        plan_prune(admin, wanted, steps);
+    }
+}
+
+/// An Admin over a private fork of the store; see [`crate::staging`].
+fn fork(admin: &Admin) -> Result<(Admin, std::sync::Arc<Fork>), ApiError> {
+    let s = &admin.s;
+    let fork = Fork::snapshot(&s.store)?;
+    let cache = Cache::start_fork(fork.clone())?;
+    let shared = Shared {
+        store: fork.clone(),
+        cache,
+        allocator: std::sync::Arc::new(crate::placement::Allocator::default()),
+        clock: s.clock.clone(),
+        signer: None,
+        metrics: s.metrics.clone(),
+        defaults: s.defaults.clone(),
+        expiry: s.expiry.clone(),
+        // The rehearsal must refuse exactly what the real write path
+        // refuses, so it carries the same object limits.
+        limits: s.limits.clone(),
+        desired_state_interval: s.desired_state_interval,
+        stopping: s.stopping.clone(),
+        // Nothing watches or reports through the fork.
+        watches: s.watches.clone(),
+        reports: crate::report::ReportGate::new(&crate::config::NodesConfig::default()),
+    };
+    Ok((
+        Admin {
+            s: std::sync::Arc::new(shared),
+        },
+        fork,
+    ))
+}
+
+/// Ends the fork's cache follower however the rehearsal ends, including
+/// when the caller goes away mid-plan and the future is dropped.
+struct CloseOnDrop(std::sync::Arc<Fork>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Runs every step on a fork; returns the fork when all passed.
+async fn rehearse(
+    admin: &Admin,
+    id: &Identity,
+    steps: Vec<Step>,
+) -> Result<std::sync::Arc<Fork>, ApiError> {
+    let (staged, fork) = fork(admin)?;
+    let _close = CloseOnDrop(fork.clone());
+    for step in steps {
+        execute(&staged, id, step, false).await?;
+    }
+    Ok(fork)
 }
 
 /// See the module docs. Creates and updates run in dependency order
@@ -222,32 +215,53 @@ pub async fn apply(
     plan_kind(admin, &l.volumes, &mut steps)?;
     plan_kind(admin, &l.attachments, &mut steps)?;
     if req.prune {
-        plan_prune(admin, &l.attachments, &mut steps);
-        plan_prune(admin, &l.volumes, &mut steps);
-        plan_prune(admin, &l.pools, &mut steps);
-        plan_prune(admin, &l.nodes, &mut steps);
-        plan_prune(admin, &l.tenants, &mut steps);
+        plan_prune_kind(admin, &l.attachments, &mut steps);
+        plan_prune_kind(admin, &l.volumes, &mut steps);
+        plan_prune_kind(admin, &l.pools, &mut steps);
+        if req.prune_nodes {
+            plan_prune(admin, &l.nodes, &mut steps);
+        }
+        plan_prune_kind(admin, &l.tenants, &mut steps);
     }
     let diffs: Vec<ObjectDiff> = steps.iter().map(|s| s.diff.clone()).collect();
+    let fork = rehearse(admin, id, steps).await?;
     if req.dry_run {
-        let judge = checkable(admin, &steps, &l.volumes);
-        for (step, check) in steps.into_iter().zip(judge) {
-            if check {
-                execute(admin, id, step, true).await?;
-            }
-        }
         return Ok(ApplyResponse {
             diffs,
             revision: 0,
             dry_run: true,
         });
     }
-    for step in steps {
-        execute(admin, id, step, false).await?;
+    let txn = fork.net_txn();
+    if txn.ops.is_empty() {
+        return Ok(ApplyResponse {
+            diffs,
+            revision: admin.s.cache.revision(),
+            dry_run: false,
+        });
     }
-    Ok(ApplyResponse {
-        diffs,
-        revision: admin.s.cache.revision(),
-        dry_run: false,
-    })
+    let guards = txn.compares.clone();
+    match admin.s.commit(txn).await? {
+        TxnResult::Committed { revision } => Ok(ApplyResponse {
+            diffs,
+            revision,
+            dry_run: false,
+        }),
+        TxnResult::CompareFailed { key, actual } => {
+            let given = guards
+                .iter()
+                .map(|crate::store::Compare::ModRevision { key: k, equals }| (k, *equals))
+                .find(|(k, _)| **k == key)
+                .map_or(0, |(_, e)| e);
+            Err(ApiError::Step {
+                context: "apply aborted, nothing was changed (apply again)".into(),
+                source: Box::new(ApiError::Conflict {
+                    kind: "stored key",
+                    name: key,
+                    current: actual,
+                    given,
+                }),
+            })
+        }
+    }
 }

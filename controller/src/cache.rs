@@ -299,6 +299,16 @@ pub struct Cache {
 impl Cache {
     /// Loads every object and starts following the store.
     pub fn start(store: SharedStore) -> Result<Arc<Self>, StoreError> {
+        Self::start_following(store, true)
+    }
+
+    /// A cache of Apply's private fork ([`crate::staging`]), whose end is
+    /// expected and not worth a warning.
+    pub fn start_fork(store: SharedStore) -> Result<Arc<Self>, StoreError> {
+        Self::start_following(store, false)
+    }
+
+    fn start_following(store: SharedStore, warn_on_end: bool) -> Result<Arc<Self>, StoreError> {
         let mut objects = Objects::default();
         let mut max_rev = 0;
         for kind in [
@@ -328,14 +338,19 @@ impl Cache {
             cache.apply(&ev);
         }
         let follower = cache.clone();
-        tokio::spawn(async move { follower.follow(store, stream).await });
+        tokio::spawn(async move { follower.follow(store, stream, warn_on_end).await });
         Ok(cache)
     }
 
     /// Applies live events; if the hub cut this subscriber off for falling
     /// behind (a burst of writes while the runtime was busy), resumes from
     /// the last applied revision out of the hub's history.
-    async fn follow(self: Arc<Self>, store: SharedStore, mut stream: WatchStream) {
+    async fn follow(
+        self: Arc<Self>,
+        store: SharedStore,
+        mut stream: WatchStream,
+        warn_on_end: bool,
+    ) {
         loop {
             while let Some(ev) = stream.live.recv().await {
                 self.apply(&ev);
@@ -356,7 +371,9 @@ impl Cache {
                 }
             }
         }
-        warn!("cache stopped following the store");
+        if warn_on_end {
+            warn!("cache stopped following the store");
+        }
     }
 
     fn apply(&self, ev: &Event) {

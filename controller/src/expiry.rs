@@ -71,7 +71,9 @@ async fn warn_volume(s: &Shared, name: &str, expires: i64, deadline: i64) -> Res
                 status: ConditionStatus::True as i32,
                 reason: "BurstAllocationExpiring".into(),
                 message: format!(
-                    "burst volume expires at {expires} (unix s); it will be detached and deleted at {deadline} unless expires_at is extended"
+                    "burst volume expires at {}; it will be detached and deleted at {} unless expires_at is extended",
+                    crate::clock::when(expires, now.seconds),
+                    crate::clock::when(deadline, now.seconds)
                 ),
                 last_transition_time: Some(now),
                 severity: Severity::Warning as i32,

@@ -20,6 +20,7 @@ pub mod planner;
 pub mod report;
 pub mod resource;
 pub mod server;
+pub mod staging;
 pub mod store;
 pub mod validate;
 pub mod watch;

@@ -157,7 +157,8 @@ fn address_string(a: &v1::DataAddress) -> String {
 }
 
 fn ts_string(t: Option<&prost_types::Timestamp>) -> String {
-    t.map(|t| format!("{}s", t.seconds)).unwrap_or_default()
+    t.map(|t| crate::clock::rfc3339(t.seconds))
+        .unwrap_or_default()
 }
 
 macro_rules! resource_impl {

@@ -290,6 +290,9 @@ async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
         .expect("warning");
     assert_eq!(c.severity, Severity::Warning as i32);
     assert!(c.message.contains("detached and deleted"), "{}", c.message);
+    // Times read as RFC 3339 plus relative, never epoch seconds.
+    assert!(c.message.contains("Z (in 58m)"), "{}", c.message);
+    assert!(!c.message.contains(&now.to_string()[..6]), "{}", c.message);
 
     // Past expires_at but within grace: still there.
     debug

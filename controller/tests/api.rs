@@ -276,6 +276,7 @@ async fn apply_reports_field_level_diff_and_honours_dry_run() {
             layout: Some(layout.clone()),
             dry_run: true,
             prune: false,
+            prune_nodes: false,
         })
         .await
         .expect("dry run")
@@ -301,6 +302,7 @@ async fn apply_reports_field_level_diff_and_honours_dry_run() {
             layout: Some(layout.clone()),
             dry_run: false,
             prune: false,
+            prune_nodes: false,
         })
         .await
         .expect("apply")
@@ -323,6 +325,7 @@ async fn apply_reports_field_level_diff_and_honours_dry_run() {
             layout: Some(l2),
             dry_run: false,
             prune: false,
+            prune_nodes: false,
         })
         .await
         .expect("apply2")
@@ -346,7 +349,8 @@ async fn apply_reports_field_level_diff_and_honours_dry_run() {
         5
     );
 
-    // Prune: dropping the attachment from the layout deletes it.
+    // Prune touches only the kinds the layout names: without any
+    // attachment in the file, the attachment stays.
     let mut l3 = layout;
     l3.attachments.clear();
     l3.volumes[0].spec.as_mut().expect("s").size = "20GiB".into();
@@ -355,20 +359,190 @@ async fn apply_reports_field_level_diff_and_honours_dry_run() {
             layout: Some(l3),
             dry_run: false,
             prune: true,
+            prune_nodes: false,
         })
         .await
         .expect("prune")
         .into_inner();
-    assert!(pruned
-        .diffs
+    assert!(
+        !pruned
+            .diffs
+            .iter()
+            .any(|d| d.action == DiffAction::Deleted as i32),
+        "{:?}",
+        pruned.diffs
+    );
+    c.get_attachment(GetAttachmentRequest {
+        name: "data-ws1".into(),
+    })
+    .await
+    .expect("kept");
+}
+
+fn apply_req(layout: Layout, dry_run: bool, prune: bool, prune_nodes: bool) -> ApplyRequest {
+    ApplyRequest {
+        layout: Some(layout),
+        dry_run,
+        prune,
+        prune_nodes,
+    }
+}
+
+fn deleted(r: &ApplyResponse) -> Vec<String> {
+    r.diffs
         .iter()
-        .any(|d| d.action == DiffAction::Deleted as i32 && d.name == "data-ws1"));
-    let e = c
-        .get_attachment(GetAttachmentRequest {
-            name: "data-ws1".into(),
-        })
+        .filter(|d| d.action == DiffAction::Deleted as i32)
+        .map(|d| d.name.clone())
+        .collect()
+}
+
+fn labelled(mut v: Volume, k: &str, val: &str) -> Volume {
+    v.metadata
+        .as_mut()
+        .expect("meta")
+        .labels
+        .insert(k.into(), val.into());
+    v
+}
+
+/// Issue 13 item 2: prune scope, dangling references, dry-run parity and
+/// all-or-nothing.
+#[tokio::test]
+async fn apply_prune_is_scoped_checked_and_all_or_nothing() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    let full = Layout {
+        tenants: vec![tenant("lab", "1TiB", 10, &["ws1"])],
+        nodes: vec![storage_node("s1", 4420), workstation("ws1")],
+        pools: vec![pool("p1", "s1", "1TiB", &[])],
+        volumes: vec![
+            volume("a", "lab", "10GiB", "p1"),
+            volume("b", "lab", "10GiB", "p1"),
+            volume("c", "lab", "10GiB", "p1"),
+        ],
+        attachments: vec![attachment("a-ws1", "a", "ws1")],
+    };
+    c.apply(apply_req(full.clone(), false, false, false))
         .await
-        .expect_err("gone");
+        .expect("apply");
+
+    // One [[volume]]: only other volumes are planned for deletion, never
+    // the pool, the tenant, the nodes or the attachment.
+    let only_b = Layout {
+        volumes: vec![volume("b", "lab", "10GiB", "p1")],
+        ..Default::default()
+    };
+    let e = c
+        .apply(apply_req(only_b.clone(), true, true, false))
+        .await
+        .expect_err("volume a is attached");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("a-ws1"), "{}", e.message());
+    assert!(
+        e.message().contains("nothing was changed"),
+        "{}",
+        e.message()
+    );
+    let with_a = Layout {
+        volumes: vec![
+            volume("a", "lab", "10GiB", "p1"),
+            volume("b", "lab", "10GiB", "p1"),
+        ],
+        ..Default::default()
+    };
+    let plan = c
+        .apply(apply_req(with_a.clone(), true, true, false))
+        .await
+        .expect("plan")
+        .into_inner();
+    assert_eq!(deleted(&plan), vec!["c".to_string()]);
+
+    // Nodes only with prune_nodes; a node still in use is refused by name.
+    let only_s1 = Layout {
+        nodes: vec![storage_node("s1", 4420)],
+        ..Default::default()
+    };
+    let plan = c
+        .apply(apply_req(only_s1.clone(), true, true, false))
+        .await
+        .expect("plan")
+        .into_inner();
+    assert!(deleted(&plan).is_empty(), "{:?}", plan.diffs);
+    let e = c
+        .apply(apply_req(only_s1, false, true, true))
+        .await
+        .expect_err("ws1 is in use");
+    assert!(e.message().contains("attachment a-ws1"), "{}", e.message());
+
+    // The dry run refuses a shrink, as the apply does.
+    let shrink = Layout {
+        volumes: vec![volume("a", "lab", "5GiB", "p1")],
+        ..Default::default()
+    };
+    let e = c
+        .apply(apply_req(shrink, true, false, false))
+        .await
+        .expect_err("dry run refuses a shrink");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("cannot shrink from 10GiB to 5GiB"),
+        "sizes read as sizes: {}",
+        e.message()
+    );
+
+    // All or nothing: a new tenant, a label change and a prune before a
+    // refused step leave no trace.
+    let mixed = Layout {
+        tenants: vec![
+            tenant("lab", "1TiB", 10, &["ws1"]),
+            tenant("new", "1TiB", 1, &[]),
+        ],
+        volumes: vec![
+            labelled(volume("b", "lab", "10GiB", "p1"), "k", "v"),
+            volume("a", "lab", "5GiB", "p1"),
+        ],
+        ..Default::default()
+    };
+    let e = c
+        .apply(apply_req(mixed, false, true, false))
+        .await
+        .expect_err("shrink refused");
+    assert!(
+        e.message().contains("nothing was changed"),
+        "{}",
+        e.message()
+    );
+    let tenants = c
+        .list_tenants(ListTenantsRequest::default())
+        .await
+        .expect("t")
+        .into_inner();
+    assert_eq!(tenants.items.len(), 1, "tenant \"new\" was not created");
+    let vols = c
+        .list_volumes(ListVolumesRequest::default())
+        .await
+        .expect("v")
+        .into_inner();
+    assert_eq!(vols.items.len(), 3, "volume c was not pruned");
+    let b = vols
+        .items
+        .iter()
+        .find(|v| v.metadata.as_ref().is_some_and(|m| m.name == "b"));
+    assert!(b
+        .and_then(|v| v.metadata.as_ref())
+        .is_some_and(|m| m.labels.is_empty()));
+
+    // A valid plan commits in one revision.
+    let done = c
+        .apply(apply_req(with_a, false, true, false))
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!(deleted(&done), vec!["c".to_string()]);
+    let e = c
+        .get_volume(GetVolumeRequest { name: "c".into() })
+        .await
+        .expect_err("c pruned");
     assert_eq!(e.code(), Code::NotFound);
 }
 

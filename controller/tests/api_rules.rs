@@ -67,13 +67,17 @@ async fn apply_refuses_like(c: &mut Admin, layout: Layout, typed: &Status, step:
                 layout: Some(layout.clone()),
                 dry_run,
                 prune: false,
+                prune_nodes: false,
             })
             .await
             .expect_err("apply must refuse what the typed RPC refuses");
         assert_eq!(e.code(), typed.code(), "dry_run={dry_run}: {}", e.message());
         assert_eq!(
             e.message(),
-            format!("apply stopped at {step}: {}", typed.message()),
+            format!(
+                "apply refused at {step}, nothing was changed: {}",
+                typed.message()
+            ),
             "dry_run={dry_run}"
         );
     }
@@ -557,6 +561,7 @@ async fn dry_run_does_not_refuse_what_the_layout_itself_enables() {
             layout: Some(layout.clone()),
             dry_run,
             prune: false,
+            prune_nodes: false,
         })
         .await
         .unwrap_or_else(|e| panic!("dry_run={dry_run}: {}", e.message()));
@@ -579,6 +584,7 @@ async fn dry_run_does_not_refuse_what_the_layout_itself_enables() {
             layout: Some(l2),
             dry_run: true,
             prune: false,
+            prune_nodes: false,
         })
         .await
         .expect_err("dry run over quota");

@@ -259,6 +259,7 @@ async fn pool_paths_must_be_absolute_and_normal() {
             }),
             dry_run: false,
             prune: false,
+            prune_nodes: false,
         })
         .await
         .expect_err("apply with ..");

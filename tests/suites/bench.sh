@@ -15,7 +15,8 @@
 # ceiling of the same backing files, all against that round's baseline.
 #
 # Knobs: FF_BENCH_ROUNDS (default 3), FF_BENCH_TIME (default 5s per job),
-# FF_BENCH_INIT_TIME (default 3s per initiator job).
+# FF_BENCH_INIT_TIME (default 3s per initiator job); the fuzz section's
+# FF_FUZZ_* knobs are described in bench_fuzz.sh.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../lib/common.sh"
@@ -152,6 +153,19 @@ cat "$out/summary.md"
 # appended to summary.md).
 "$here/bench_agent.sh"
 { echo; cat "$out/agent.md"; } >>"$out/summary.md"
+
+# Idle section: CPU of a quiet `ferrofab dev` and of the standalone
+# controller, storage agent and workstation agent with attachments, goal
+# < 1% of a core each (see bench_idle.sh; its table is appended to
+# summary.md).
+"$here/bench_idle.sh"
+{ echo; cat "$out/idle.md"; } >>"$out/summary.md"
+
+# Fuzzing at scale: 10 million decoder inputs, the queue state machine,
+# and a live `serve` under random and mutated PDUs from several
+# connections (see bench_fuzz.sh; its table is appended to summary.md).
+"$here/bench_fuzz.sh"
+{ echo; cat "$out/fuzz/fuzz.md"; } >>"$out/summary.md"
 
 # Terraform section: `terraform apply` of 200 volumes + 200 attachments
 # across 10 workstations through terraform-provider-ferrofab, against the

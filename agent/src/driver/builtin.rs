@@ -29,8 +29,10 @@ pub struct BuiltinTarget {
 }
 
 impl BuiltinTarget {
-    pub fn new() -> Result<Self, AgentError> {
-        let target = Target::new(TargetOptions::default())
+    /// A target with `opts` (the agent's `[builtin_target]` limits; the
+    /// rest default).
+    pub fn new(opts: TargetOptions) -> Result<Self, AgentError> {
+        let target = Target::new(opts)
             .map_err(|e| AgentError::Other(format!("starting the built-in target: {e}")))?;
         Ok(BuiltinTarget { target })
     }
@@ -301,7 +303,7 @@ mod tests {
     #[test]
     fn export_lifecycle_on_a_live_target() {
         let dir = tempfile::tempdir().unwrap();
-        let t = BuiltinTarget::new().unwrap();
+        let t = BuiltinTarget::new(TargetOptions::default()).unwrap();
         let e = Export {
             subsystem_nqn: "nqn.2026-11.io.ferrofab:v1".into(),
             uuid: uuid::Uuid::new_v4().to_string(),

@@ -2,6 +2,7 @@
 //! what the data path really has and fixes the difference. Every step is
 //! safe to repeat, including after a crash half-way through a pass.
 
+pub mod names;
 pub mod ownership;
 pub mod storage;
 pub mod workstation;

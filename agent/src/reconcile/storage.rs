@@ -12,7 +12,7 @@ use ferrofab_proto::v1::{BackingKind, DesiredState, Export, ExportStatus, Listen
 use tracing::{info, info_span, warn};
 
 use super::ownership::{self, Marker, MarkerState};
-use super::{condition, PassOutcome, Problem};
+use super::{condition, names, PassOutcome, Problem};
 use crate::config::{AgentConfig, DriverKind, PoolConfig, Provisioning};
 use crate::driver::builtin::{block_size, BuiltinTarget, NSID};
 use crate::driver::kernel::{configfs::KernelTarget, KernelPaths};
@@ -36,7 +36,9 @@ pub struct StorageReconciler {
 impl StorageReconciler {
     pub fn new(cfg: Arc<AgentConfig>) -> Result<Self, AgentError> {
         let driver: Arc<dyn TargetDriver> = match cfg.data_path {
-            DriverKind::Builtin => Arc::new(BuiltinTarget::new()?),
+            DriverKind::Builtin => {
+                Arc::new(BuiltinTarget::new(cfg.builtin_target.target_options())?)
+            }
             DriverKind::Kernel => Arc::new(KernelTarget::new(
                 KernelPaths::from_config(&cfg.kernel),
                 &cfg.state_dir,
@@ -160,6 +162,8 @@ impl StorageReconciler {
                 "desired export lacks an NQN, a backing path or a size",
             ));
         }
+        // The kernel driver makes configfs directories of these.
+        names::export_names(&e.subsystem_nqn, &e.allowed_hosts)?;
         let path = Path::new(&e.backing_path);
         self.cfg
             .pool_of(path)
@@ -615,6 +619,25 @@ mod tests {
         assert!(!st[0].ready);
         assert_eq!(st[0].conditions[0].reason, "BackingFileMissing");
         assert!(st[0].conditions[0].message.contains("/proc/"), "{st:?}");
+    }
+
+    /// NQNs become configfs directories on the kernel driver: one that is
+    /// not a single safe file name is refused for either driver.
+    #[test]
+    fn unsafe_nqns_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = StorageReconciler::new(cfg(dir.path())).unwrap();
+        let mut e = export(dir.path(), "v1");
+        e.subsystem_nqn = "../../../etc".into();
+        let mut h = export(dir.path(), "v2");
+        h.allowed_hosts = vec!["nqn.x/../../y".into()];
+        let d = ds(vec![e.clone(), h], vec![]);
+        assert_eq!(r.reconcile(&d).errors, 2);
+        for st in r.observe(&d) {
+            assert_eq!(st.conditions[0].reason, "InvalidName", "{st:?}");
+        }
+        assert!(r.driver.subsystems().is_empty());
+        assert!(!Path::new(&e.backing_path).exists());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use ferrofab_nvmeof::host::{
 use ferrofab_proto::v1::{Connection, ConnectionStatus, DesiredState};
 use tracing::{info, info_span, warn};
 
-use super::{condition, PassOutcome, Problem};
+use super::{condition, names, PassOutcome, Problem};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 
@@ -151,6 +151,9 @@ impl WorkstationReconciler {
     }
 
     fn attach(&mut self, c: &Connection) -> Result<(), Problem> {
+        // Before connecting: a name that is not one safe file name is
+        // refused with a status, and no controller is made for it.
+        names::check("InvalidExposureName", "exposure name", &c.exposure_name)?;
         let exposer = self
             .exposer
             .as_ref()
@@ -469,6 +472,56 @@ impl BlockIo for ReadOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The built-in driver refuses the same names as the kernel driver,
+    /// before connecting, with a status; the FUSE directory stays empty
+    /// and nothing outside it is touched. Mounts FUSE: needs root and
+    /// /dev/fuse, like the exposure tests of ferrofab-nvmeof.
+    #[test]
+    fn unsafe_exposure_names_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let shadow = root.path().join("etc/shadow");
+        std::fs::create_dir_all(shadow.parent().unwrap()).unwrap();
+        std::fs::write(&shadow, b"root:secret\n").unwrap();
+        let mut cfg = AgentConfig::for_tests("w1");
+        cfg.expose_dir = root.path().join("x/volumes");
+        let mut w = WorkstationReconciler::new(Arc::new(cfg.clone()), HostIdentity::ephemeral());
+        let bad = |attachment: &str, name: &str| Connection {
+            attachment: attachment.into(),
+            volume: "v1".into(),
+            exposure_name: name.into(),
+            subsystem_nqn: "nqn.2026-11.io.ferrofab:v1".into(),
+            // Nothing listens on port 1: a connect would be refused.
+            address: "127.0.0.1".into(),
+            port: 1,
+            transport: "tcp".into(),
+            ..Default::default()
+        };
+        let ds = DesiredState {
+            connections: vec![
+                bad("a1", "../../etc/shadow"),
+                bad("a2", "a/b"),
+                bad("a3", "."),
+                bad("a4", "v\u{1b}[2J"),
+            ],
+            ..Default::default()
+        };
+        let out = w.reconcile(&ds);
+        let listed: Vec<_> = std::fs::read_dir(&cfg.expose_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        let st = w.observe(&ds);
+        w.shutdown();
+        assert_eq!(out.errors, 4, "{:?}", w.problems);
+        for s in st {
+            let c = &s.conditions[0];
+            assert_eq!(c.reason, "InvalidExposureName", "{s:?}");
+            assert!(c.message.contains("single file name"), "{}", c.message);
+        }
+        assert!(listed.is_empty(), "{listed:?}");
+        assert_eq!(std::fs::read(&shadow).unwrap(), b"root:secret\n");
+    }
 
     #[test]
     fn ipv6_addresses_are_bracketed() {

@@ -21,6 +21,7 @@ pub async fn run(ctx: &Ctx, a: ApplyArgs) -> anyhow::Result<()> {
         layout: Some(layout.clone()),
         dry_run,
         prune: a.prune,
+        prune_nodes: a.prune_nodes,
     };
     let plan = admin
         .apply(request(true))

@@ -56,6 +56,9 @@ pub async fn volume(ctx: &Ctx, cmd: VolumeCommand) -> anyhow::Result<()> {
         VolumeCommand::Resize { name, size } => {
             update(ctx, &name, |v: &mut v1::Volume| resize(v, &name, &size)).await
         }
+        VolumeCommand::Extend { name, by } => {
+            update(ctx, &name, |v: &mut v1::Volume| extend(v, by)).await
+        }
         VolumeCommand::Common(v) => common::<v1::Volume>(ctx, v).await,
     }
 }
@@ -79,6 +82,9 @@ pub async fn attachment(ctx: &Ctx, cmd: AttachmentCommand) -> anyhow::Result<()>
 pub async fn tenant(ctx: &Ctx, cmd: TenantCommand) -> anyhow::Result<()> {
     match cmd {
         TenantCommand::Create { name, spec } => {
+            if !spec.add_nodes.is_empty() || !spec.remove_nodes.is_empty() {
+                bail!("--add-node/--remove-node change an existing tenant; use --allowed-node with create");
+            }
             create(ctx, &name, |t| apply_tenant(t, &spec)).await
         }
         TenantCommand::Update { name, spec } => {
@@ -166,29 +172,45 @@ async fn create<R: Resource + Default>(
     Ok(())
 }
 
+/// How often `update` re-reads and retries after a concurrent change. A
+/// named constant rather than a flag: the changes are deltas on what was
+/// read (add a node, grow to a size), so a retry is always the intended
+/// change, and a handful covers any realistic contention.
+const UPDATE_RETRIES: usize = 5;
+
 /// Read-modify-write, conditional on the resource version read, so a
-/// concurrent change is reported (ABORTED) instead of silently overwritten.
+/// concurrent change is never silently overwritten: on a conflict
+/// (ABORTED) the object is read again and the change re-applied to it.
 async fn update<R: Resource>(
     ctx: &Ctx,
     name: &str,
-    modify: impl FnOnce(&mut R) -> anyhow::Result<()>,
+    mut modify: impl FnMut(&mut R) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut admin = ctx.admin().await?;
     let w = what::<R>(name);
-    let mut obj = R::get(&mut admin, name)
-        .await
-        .map_err(|s| status_error(&w, s))?;
-    let before = obj.clone();
-    modify(&mut obj).map_err(|e| anyhow!("{w}: {e}"))?;
-    if same_spec(&before, &obj) {
-        print(&done(ctx, &obj, name, "unchanged"))?;
-        return Ok(());
+    let mut attempt = 0;
+    loop {
+        let mut obj = R::get(&mut admin, name)
+            .await
+            .map_err(|s| status_error(&w, s))?;
+        let before = obj.clone();
+        modify(&mut obj).map_err(|e| anyhow!("{w}: {e}"))?;
+        if same_spec(&before, &obj) {
+            print(&done(ctx, &obj, name, "unchanged"))?;
+            return Ok(());
+        }
+        match R::update(&mut admin, obj).await {
+            Ok(updated) => {
+                print(&done(ctx, &updated, name, "updated"))?;
+                return Ok(());
+            }
+            Err(s) if s.code() == tonic::Code::Aborted && attempt < UPDATE_RETRIES => {
+                attempt += 1;
+                tracing::debug!(%w, attempt, "changed concurrently; reading it again");
+            }
+            Err(s) => return Err(status_error(&w, s)),
+        }
     }
-    let updated = R::update(&mut admin, obj)
-        .await
-        .map_err(|s| status_error(&w, s))?;
-    print(&done(ctx, &updated, name, "updated"))?;
-    Ok(())
 }
 
 fn same_spec<R: Resource>(a: &R, b: &R) -> bool {
@@ -376,6 +398,33 @@ fn apply_tenant(t: &mut v1::Tenant, a: &TenantSpecArgs) -> anyhow::Result<()> {
         }
         spec.allowed_nodes = a.allowed_nodes.clone();
     }
+    for n in &a.add_nodes {
+        ferrofab_pki::validate_name(n).map_err(|e| anyhow!("--add-node: {e}"))?;
+        if !spec.allowed_nodes.contains(n) {
+            spec.allowed_nodes.push(n.clone());
+        }
+    }
+    for n in &a.remove_nodes {
+        ferrofab_pki::validate_name(n).map_err(|e| anyhow!("--remove-node: {e}"))?;
+        spec.allowed_nodes.retain(|x| x != n);
+    }
+    Ok(())
+}
+
+/// Moves an expiry later by `by`. A volume without an expiry has nothing
+/// to extend: it never expires, and giving it one is `update --expires-in`.
+fn extend(v: &mut v1::Volume, by: std::time::Duration) -> anyhow::Result<()> {
+    let spec = v.spec.get_or_insert_with(Default::default);
+    let Some(at) = spec.expires_at.as_mut() else {
+        bail!(
+            "has no expiry to extend (it never expires; set one with `volume update --expires-in`)"
+        );
+    };
+    let by = i64::try_from(by.as_secs()).map_err(|_| anyhow!("--by is too long"))?;
+    at.seconds = at
+        .seconds
+        .checked_add(by)
+        .ok_or_else(|| anyhow!("--by is too long"))?;
     Ok(())
 }
 

@@ -22,6 +22,7 @@ use crate::resource::{
 };
 use crate::store::{Event, EventKind};
 use crate::{enroll, planner};
+use ferrofab_nvmeof::units::format_size;
 
 /// NQN prefix of every volume's subsystem; the rest is the volume uid, so
 /// the NQN never changes for the life of the volume.
@@ -291,7 +292,10 @@ fn validate_volume_spec(spec: &VolumeSpec) -> Result<u64, ApiError> {
     if bytes % u64::from(bs) != 0 {
         return Err(ApiError::invalid(
             "spec.size",
-            format!("{bytes} bytes is not a multiple of the block size {bs}"),
+            format!(
+                "{} is not a multiple of the block size {bs}",
+                format_size(bytes)
+            ),
         ));
     }
     let has_sel = spec
@@ -478,7 +482,9 @@ impl Admin {
         let old_bytes = cur.status.as_ref().map_or(0, |s| s.size_bytes);
         if new_bytes < old_bytes {
             return Err(ApiError::FailedPrecondition(format!(
-                "volume {name:?} cannot shrink from {old_bytes} to {new_bytes} bytes: volumes only grow (shrinking would destroy data past the new end)"
+                "volume {name:?} cannot shrink from {} to {}: volumes only grow (shrinking would destroy data past the new end)",
+                format_size(old_bytes),
+                format_size(new_bytes)
             )));
         }
         let (mut merged, rv) = merge_update(&cur, v)?;

@@ -251,17 +251,38 @@ impl Drop for Exposer {
     }
 }
 
-/// A volume name must be a single path component a shell can handle.
-fn validate_name(name: &str) -> Result<(), ExposeError> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\0']);
-    if ok {
-        Ok(())
+/// Longest name accepted by [`validate_name`], in bytes (Linux NAME_MAX).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Why `name` is not a single safe path component, or `None` if it is:
+/// non-empty, at most [`MAX_NAME_BYTES`], not `.` or `..`, no `/`, no NUL
+/// and no control characters (which would also mislead logs and shells).
+///
+/// The one check for every name that becomes a file name: the FUSE
+/// exposure here, and the node agent's built-in and kernel drivers, which
+/// join names from the controller's desired state to a directory.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > MAX_NAME_BYTES {
+        Some("it is longer than 255 bytes")
+    } else if name == "." || name == ".." {
+        Some("it is `.` or `..`")
+    } else if name.contains('/') {
+        Some("it contains `/`")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains NUL or control characters")
     } else {
-        Err(ExposeError::InvalidName(name.to_string()))
+        None
+    }
+}
+
+/// A volume name must be a single path component a shell can handle
+/// (see [`name_problem`]).
+pub fn validate_name(name: &str) -> Result<(), ExposeError> {
+    match name_problem(name) {
+        None => Ok(()),
+        Some(_) => Err(ExposeError::InvalidName(name.to_string())),
     }
 }
 

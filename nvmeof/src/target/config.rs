@@ -443,6 +443,33 @@ size = "1GiB"
     }
 
     #[test]
+    fn connection_limits_parse_and_are_checked() {
+        let text = "[target]\nmax_connections = 100\nmax_connections_per_peer = 10\nicreq_timeout_ms = 2000\nconnect_timeout_ms = 3000\n";
+        let cfg: ServeConfig = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.target.max_connections, 100);
+        assert_eq!(cfg.target.max_connections_per_peer, 10);
+        assert_eq!(cfg.target.icreq_timeout_ms, 2000);
+        assert_eq!(cfg.target.connect_timeout_ms, 3000);
+        let defaults = ServeConfig::default();
+        assert_eq!(defaults.target.max_connections, 4096);
+        assert_eq!(defaults.target.icreq_timeout_ms, 5000);
+        for bad in [
+            "[target]\nmax_connections = 0\n",
+            "[target]\nmax_connections = 10\nmax_connections_per_peer = 11\n",
+            "[target]\nicreq_timeout_ms = 0\n",
+            "[target]\nconnect_timeout_ms = 0\n",
+        ] {
+            let cfg: ServeConfig = toml::from_str(bad).unwrap();
+            let err = cfg.validate().unwrap_err();
+            assert!(
+                err.contains("max_connections") || err.contains("timeout_ms"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn rejects_bad_values_with_names() {
         let bad_bs = r#"
 [[subsystem]]

@@ -17,6 +17,7 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::spec::status::Status;
 use crate::spec::{admin, fctype};
@@ -29,14 +30,30 @@ use crate::wire::{
 };
 
 use super::controller::Controller;
+use super::limits::ConnPermit;
+use super::rxbuf::RxBuf;
 use super::socket::{read_some, ConnLink};
 use super::TargetInner;
 
 /// Flush the send buffer once it holds this much, even mid-batch, so a
 /// burst of large reads does not pile up in memory.
 const TX_FLUSH_THRESHOLD: usize = 256 * 1024;
-/// Smallest receive buffer; it grows up to the largest PDU allowed.
-const RX_MIN: usize = 64 * 1024;
+/// Starting size of the send buffer.
+const TX_INITIAL: usize = 64 * 1024;
+/// A send buffer that grew past this (one large read answered in one
+/// C2HData PDU) is given back after it is flushed, so an idle connection
+/// never keeps more than this.
+const TX_KEEP: usize = 1024 * 1024;
+/// A connection whose buffers ever grew past this asks the allocator to
+/// return free memory to the OS when it closes (see [`release_memory`]).
+const TRIM_AFTER: usize = 4 * 1024 * 1024;
+
+/// The setup step a new connection is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetupStage {
+    IcReq,
+    Connect,
+}
 
 /// Why a connection ends.
 #[derive(Debug)]
@@ -45,6 +62,10 @@ pub(crate) enum Close {
     Protocol(String),
     /// The host asked (Disconnect) or the peer hung up.
     Orderly(&'static str),
+    /// The peer did not finish setting up in time. Logged at debug level
+    /// only: a flood of idle connections must not flood the log as well
+    /// (the metrics count them).
+    SetupTimeout(String),
 }
 
 /// The queue this connection became at Connect.
@@ -95,10 +116,14 @@ pub(crate) struct Conn {
     pub(crate) link: Option<Arc<ConnLink>>,
     pub(crate) digests: Digests,
     pub(crate) queue: Option<QueueState>,
-    rx: Vec<u8>,
-    rx_start: usize,
-    rx_end: usize,
+    rx: RxBuf,
+    /// More received bytes follow the PDU being handled.
+    rx_backlog: bool,
     pub(crate) tx: Vec<u8>,
+    /// Largest size either buffer reached, to decide on trimming at close.
+    peak_buffer: usize,
+    /// PDUs handled so far (the fuzzers count their inputs with it).
+    pub(crate) pdus_handled: u64,
     pub(crate) pending: HashMap<u16, PendingData>,
     /// Transfer tag → command ID of the outstanding R2Ts.
     pending_ttags: HashMap<u16, u16>,
@@ -106,6 +131,13 @@ pub(crate) struct Conn {
     disconnect_requested: bool,
     /// Commands of this connection being run by the I/O threads.
     pub(crate) in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The connection's slot under the target's connection caps, given
+    /// back when the connection is dropped.
+    permit: Option<ConnPermit>,
+    /// When the connection was accepted (the ICReq timeout runs from here).
+    accepted_at: Instant,
+    /// When ICResp went out (the Connect timeout runs from here).
+    icresp_at: Option<Instant>,
 }
 
 impl Conn {
@@ -123,15 +155,61 @@ impl Conn {
             link: None,
             digests: Digests::default(),
             queue: None,
-            rx: vec![0; RX_MIN],
-            rx_start: 0,
-            rx_end: 0,
-            tx: Vec::with_capacity(64 * 1024),
+            rx: RxBuf::default(),
+            rx_backlog: false,
+            tx: Vec::with_capacity(TX_INITIAL),
+            peak_buffer: 0,
+            pdus_handled: 0,
             pending: HashMap::new(),
             pending_ttags: HashMap::new(),
             next_ttag: 0,
             disconnect_requested: false,
             in_flight: Arc::default(),
+            permit: None,
+            accepted_at: Instant::now(),
+            icresp_at: None,
+        }
+    }
+
+    /// Hold `permit` for as long as the connection lives.
+    pub(crate) fn with_permit(mut self, permit: ConnPermit) -> Conn {
+        self.permit = Some(permit);
+        self
+    }
+
+    /// Until the host has connected a queue, how long it may still take:
+    /// an ICReq within `icreq_timeout_ms` of the accept, a Connect within
+    /// `connect_timeout_ms` of the ICResp. Without these, idle
+    /// unauthenticated connections would hold a thread each forever.
+    fn setup_deadline(&self) -> Option<(Instant, SetupStage)> {
+        if self.queue.is_some() {
+            return None;
+        }
+        let opts = &self.target.opts;
+        Some(match self.icresp_at {
+            None => (self.accepted_at + opts.icreq_timeout(), SetupStage::IcReq),
+            Some(at) => (at + opts.connect_timeout(), SetupStage::Connect),
+        })
+    }
+
+    /// Count a setup timeout and say what timed out.
+    fn setup_timed_out(&self, stage: SetupStage) -> Close {
+        let c = &self.target.gate.counters;
+        match stage {
+            SetupStage::IcReq => {
+                c.icreq_timeouts.fetch_add(1, Ordering::Relaxed);
+                Close::SetupTimeout(format!(
+                    "no ICReq within icreq_timeout_ms = {}",
+                    self.target.opts.icreq_timeout_ms
+                ))
+            }
+            SetupStage::Connect => {
+                c.connect_timeouts.fetch_add(1, Ordering::Relaxed);
+                Close::SetupTimeout(format!(
+                    "no Connect within connect_timeout_ms = {} of the ICResp",
+                    self.target.opts.connect_timeout_ms
+                ))
+            }
         }
     }
 
@@ -142,13 +220,19 @@ impl Conn {
         // A bug must cost one connection, never the whole target.
         let reason = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve())) {
             Ok(r) => r,
-            Err(_) => Ok(Close::Protocol(
-                "internal error while serving the connection".into(),
-            )),
+            Err(_) => {
+                // A bug: logged at error level so that runs which silence
+                // the per-connection warnings (the fuzzers) still see it.
+                tracing::error!("internal error (panic) while serving the connection");
+                Ok(Close::Protocol(
+                    "internal error while serving the connection".into(),
+                ))
+            }
         };
         match &reason {
             Ok(Close::Protocol(why)) => tracing::warn!(reason = %why, "connection terminated"),
             Ok(Close::Orderly(why)) => tracing::debug!(reason = why, "connection closed"),
+            Ok(Close::SetupTimeout(why)) => tracing::debug!(reason = %why, "connection timed out"),
             Err(e) => tracing::debug!(error = %e, "connection lost"),
         }
         self.cleanup();
@@ -160,11 +244,24 @@ impl Conn {
             let mode = self
                 .target
                 .poll_mode(self.queue.as_ref().map_or(0, |q| q.qid));
-            let n = read_some(&mut self.stream, &mut self.rx[self.rx_end..], mode)?;
+            let deadline = self.setup_deadline();
+            let n = match read_some(
+                &mut self.stream,
+                self.rx.spare(),
+                mode,
+                deadline.map(|d| d.0),
+            ) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    let stage = deadline.map_or(SetupStage::IcReq, |d| d.1);
+                    return Ok(self.setup_timed_out(stage));
+                }
+                Err(e) => return Err(e),
+            };
             if n == 0 {
                 return Ok(Close::Orderly("peer closed the connection"));
             }
-            self.rx_end += n;
+            self.rx.filled(n);
             let outcome = self.process_rx();
             self.flush_tx()?;
             if let Err(close) = outcome {
@@ -175,23 +272,33 @@ impl Conn {
 
     /// Handle every complete PDU in the receive buffer.
     pub(crate) fn process_rx(&mut self) -> Result<(), Close> {
-        // The buffer is moved out while PDUs borrowed from it are handled.
-        let rx = std::mem::take(&mut self.rx);
-        let result = self.process_buffer(&rx);
+        // The buffer is moved out while PDUs borrowed from it are handled
+        // (the placeholder allocates nothing).
+        let mut rx = std::mem::replace(&mut self.rx, RxBuf::empty());
+        let mut consumed = 0;
+        let result = self.process_buffer(rx.pending(), &mut consumed);
+        rx.consume(consumed);
         self.rx = rx;
+        self.rx_backlog = false;
         let need = result?;
-        self.ensure_rx_capacity(need);
+        self.rx.ensure(need);
+        self.peak_buffer = self.peak_buffer.max(self.rx.capacity());
+        self.rx.shrink_if_drained();
         Ok(())
     }
 
-    /// Returns how many bytes the next, incomplete PDU needs in all.
-    fn process_buffer(&mut self, rx: &[u8]) -> Result<usize, Close> {
+    /// Handle the complete PDUs at the front of `pending`, counting the
+    /// bytes handled in `consumed`. Returns how many bytes the next,
+    /// incomplete PDU needs in all.
+    fn process_buffer(&mut self, pending: &[u8], consumed: &mut usize) -> Result<usize, Close> {
         loop {
-            let buf = &rx[self.rx_start..self.rx_end];
+            let buf = &pending[*consumed..];
             match pdu::decode(buf, self.digests, self.max_plen()) {
                 Ok(DecodeStatus::Need(n)) => return Ok(n),
                 Ok(DecodeStatus::Complete(d)) => {
-                    self.rx_start += d.len;
+                    *consumed += d.len;
+                    self.rx_backlog = *consumed < pending.len();
+                    self.pdus_handled += 1;
                     self.handle_pdu(d)?;
                     if self.tx.len() >= TX_FLUSH_THRESHOLD {
                         self.flush_tx().map_err(|_| Close::Orderly("send failed"))?;
@@ -236,33 +343,8 @@ impl Conn {
     }
 
     fn make_rx_room(&mut self) {
-        if self.rx_start == self.rx_end {
-            self.rx_start = 0;
-            self.rx_end = 0;
-        } else if self.rx_end == self.rx.len() && self.rx_start > 0 {
-            self.rx.copy_within(self.rx_start..self.rx_end, 0);
-            self.rx_end -= self.rx_start;
-            self.rx_start = 0;
-        }
-        if self.rx_end == self.rx.len() {
-            let grown = (self.rx.len() * 2).min(self.max_plen().max(RX_MIN) * 2);
-            if grown > self.rx.len() {
-                self.rx.resize(grown, 0);
-            }
-        }
-    }
-
-    /// Make sure a PDU of `need` bytes fits from `rx_start` on.
-    fn ensure_rx_capacity(&mut self, need: usize) {
-        if self.rx_start + need <= self.rx.len() {
-            return;
-        }
-        self.rx.copy_within(self.rx_start..self.rx_end, 0);
-        self.rx_end -= self.rx_start;
-        self.rx_start = 0;
-        if need > self.rx.len() {
-            self.rx.resize(need.next_power_of_two(), 0);
-        }
+        let limit = self.max_plen() * 2;
+        self.rx.make_room(limit);
     }
 
     pub(crate) fn flush_tx(&mut self) -> io::Result<()> {
@@ -275,8 +357,10 @@ impl Conn {
             None => super::socket::write_all(&mut self.stream, &self.tx),
         };
         self.tx.clear();
-        if self.tx.capacity() > 4 * TX_FLUSH_THRESHOLD {
-            self.tx.shrink_to(TX_FLUSH_THRESHOLD);
+        self.peak_buffer = self.peak_buffer.max(self.tx.capacity());
+        if self.tx.capacity() > TX_KEEP {
+            // A fresh, small buffer: the large block is freed whole.
+            self.tx = Vec::with_capacity(TX_INITIAL);
         }
         result
     }
@@ -344,6 +428,7 @@ impl Conn {
             .map_err(|_| Close::Orderly("could not clone socket"))?;
         self.digests = digests;
         self.link = Some(Arc::new(ConnLink::new(writer, self.peer, 0, digests)));
+        self.icresp_at = Some(Instant::now());
         tracing::debug!(
             hdgst = digests.header,
             ddgst = digests.data,
@@ -664,8 +749,13 @@ impl Conn {
         }
     }
 
-    /// Undo what this connection registered.
+    /// Undo what this connection registered, and give memory back.
     fn cleanup(&mut self) {
+        if self.peak_buffer > TRIM_AFTER {
+            self.rx = RxBuf::empty();
+            self.tx = Vec::new();
+            release_memory();
+        }
         let Some(q) = self.queue.take() else {
             return;
         };
@@ -675,6 +765,43 @@ impl Conn {
         } else if let Some(link) = &self.link {
             q.ctrl.remove_io_queue(q.qid, link);
         }
+    }
+}
+
+/// Make every allocation of 1 MiB or more its own mapping, for the whole
+/// process, so that freeing a large connection buffer returns it to the
+/// OS at once.
+///
+/// glibc otherwise raises its mapping threshold each time such a block is
+/// freed (up to 32 MiB), after which large buffers come from per-thread
+/// arenas and stay resident when freed: 16 idle connections that had each
+/// received one 8 MiB PDU kept 50 MiB even with their buffers shrunk.
+/// Setting the threshold explicitly turns that adjustment off.
+pub(crate) fn map_large_buffers_separately() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only changes allocator tuning; it is safe to
+        // call at any time.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, super::rxbuf::RX_KEEP as libc::c_int);
+        }
+    });
+}
+
+/// Ask the allocator to hand free memory back to the OS.
+///
+/// Freed buffers of closed connections otherwise stay in glibc's
+/// per-thread arenas (and large blocks stop being mapped on their own once
+/// the allocator's dynamic threshold rose past them), so RSS stayed high
+/// long after the connections that sent large PDUs were gone. Called only
+/// when a connection that grew large buffers closes, so it is rare.
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers and is safe to call at any
+    // time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -718,10 +845,10 @@ impl Conn {
     pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Close> {
         while !bytes.is_empty() {
             self.make_rx_room();
-            let room = self.rx.len() - self.rx_end;
-            let n = room.min(bytes.len());
-            self.rx[self.rx_end..self.rx_end + n].copy_from_slice(&bytes[..n]);
-            self.rx_end += n;
+            let spare = self.rx.spare();
+            let n = spare.len().min(bytes.len());
+            spare[..n].copy_from_slice(&bytes[..n]);
+            self.rx.filled(n);
             bytes = &bytes[n..];
             self.process_rx()?;
         }
@@ -736,7 +863,11 @@ impl Conn {
 #[cfg(test)]
 impl Conn {
     pub(crate) fn rx_capacity(&self) -> usize {
-        self.rx.len()
+        self.rx.capacity()
+    }
+
+    pub(crate) fn tx_capacity(&self) -> usize {
+        self.tx.capacity()
     }
 
     pub(crate) fn link_established(&self) -> bool {
@@ -753,7 +884,7 @@ impl Conn {
     /// inline, because handing it to another thread would add a wake-up
     /// to its latency and gain no parallelism.
     pub(crate) fn offload_now(&self, ns: &super::registry::Namespace) -> bool {
-        ns.offload && (self.rx_end > self.rx_start || self.in_flight.load(Ordering::Acquire) > 0)
+        ns.offload && (self.rx_backlog || self.in_flight.load(Ordering::Acquire) > 0)
     }
 
     /// Hand a command's backend I/O to the I/O threads, which answer the
@@ -784,5 +915,208 @@ impl Conn {
                 in_flight: self.in_flight.clone(),
             },
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::backend::{open_backend, DirectIo, FileOptions};
+    use crate::spec::{nvm, prop};
+    use crate::target::{derive_uuid, NamespaceConfig, SubsystemConfig, Target, TargetOptions};
+    use crate::wire::{IcReq, Sgl};
+
+    const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-0000000000b1";
+    const NQN: &str = "nqn.2026-11.io.ferrofab:buffers";
+    const BIG: u32 = 8 << 20;
+
+    fn target(dir: &std::path::Path) -> Target {
+        let target = Target::new(TargetOptions {
+            max_h2c_data: BIG,
+            mdts_bytes: BIG,
+            ..TargetOptions::default()
+        })
+        .unwrap();
+        target
+            .add_subsystem(SubsystemConfig {
+                nqn: NQN.into(),
+                serial: String::new(),
+                model: String::new(),
+                allow_any_host: false,
+                allowed_hosts: vec![HOST.into()],
+            })
+            .unwrap();
+        let backend = open_backend(
+            dir.join("ns1.img"),
+            &FileOptions {
+                create: true,
+                size: Some(32 << 20),
+                direct_io: DirectIo::Off,
+                block_size: 512,
+                preallocate: false,
+            },
+        )
+        .unwrap();
+        let uuid = derive_uuid(NQN, 1);
+        target
+            .add_namespace(
+                NQN,
+                NamespaceConfig {
+                    nsid: 1,
+                    backend,
+                    block_size: 512,
+                    uuid,
+                    nguid: *uuid.as_bytes(),
+                    read_only: false,
+                },
+            )
+            .unwrap();
+        target
+    }
+
+    /// A connection whose peer drains everything it is sent.
+    fn conn(target: &Target) -> Conn {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, peer) = l.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let mut c = client;
+            let mut buf = vec![0u8; 1 << 20];
+            while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        let local = server.local_addr().unwrap();
+        Conn::new(target.inner.clone(), server, peer, local)
+    }
+
+    fn capsule(sqe: &Sqe, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        pdu::encode_capsule_cmd(&mut out, sqe, data, Digests::default());
+        out
+    }
+
+    fn setup(c: &mut Conn, qid: u16, cntlid: u16) {
+        let mut out = Vec::new();
+        pdu::encode_ic_req(
+            &mut out,
+            &IcReq {
+                pfv: 0,
+                hpda: 0,
+                digests: Digests::default(),
+                maxr2t: 0,
+            },
+        );
+        let mut data = vec![0u8; 1024];
+        data[16..18].copy_from_slice(&cntlid.to_le_bytes());
+        data[256..256 + NQN.len()].copy_from_slice(NQN.as_bytes());
+        data[512..512 + HOST.len()].copy_from_slice(HOST.as_bytes());
+        out.extend(capsule(
+            &Sqe {
+                opcode: admin::FABRICS,
+                cid: 1,
+                nsid: u32::from(fctype::CONNECT),
+                cdw10: u32::from(qid) << 16,
+                cdw11: 31,
+                cdw12: if qid == 0 { 30_000 } else { 0 },
+                sgl: Sgl {
+                    address: 0,
+                    length: 1024,
+                    id: SGL_DATA_BLOCK_OFFSET,
+                },
+                ..Default::default()
+            },
+            &data,
+        ));
+        if qid == 0 {
+            out.extend(capsule(
+                &Sqe {
+                    opcode: admin::FABRICS,
+                    cid: 2,
+                    nsid: u32::from(fctype::PROPERTY_SET),
+                    cdw11: prop::CC,
+                    cdw12: (6 << 16) | (4 << 20) | 1,
+                    sgl: Sgl {
+                        id: SGL_TRANSPORT_DATA_BLOCK,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                &[],
+            ));
+        }
+        c.feed(&out).unwrap();
+        c.flush_tx().unwrap();
+        assert!(c.queue.is_some(), "queue {qid} connected");
+    }
+
+    fn rw(opcode: u8, cid: u16, len: u32) -> Sqe {
+        Sqe {
+            opcode,
+            cid,
+            nsid: 1,
+            cdw10: 0,
+            cdw12: len / 512 - 1,
+            sgl: Sgl {
+                address: 0,
+                length: len,
+                id: SGL_TRANSPORT_DATA_BLOCK,
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Item 3 of issue 12: buffers grown for one large PDU go back to
+    /// their small size once it is handled, so idle connections do not
+    /// each pin the largest PDU allowed.
+    #[test]
+    fn buffers_shrink_back_after_a_large_transfer() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = target(dir.path());
+        let mut admin = conn(&target);
+        setup(&mut admin, 0, 0xFFFF);
+        let cntlid = admin.queue.as_ref().unwrap().ctrl.cntlid;
+        let mut io = conn(&target);
+        setup(&mut io, 1, cntlid);
+
+        // An 8 MiB write: one R2T (transfer tag 0), one 8 MiB H2CData.
+        io.feed(&capsule(&rw(nvm::WRITE, 7, BIG), &[])).unwrap();
+        let mut h2c = Vec::new();
+        let hdr = DataHeader {
+            cccid: 7,
+            ttag: 0,
+            datao: 0,
+            datal: BIG,
+        };
+        let payload = vec![0x5Au8; BIG as usize];
+        pdu::encode_data_pdu(
+            &mut h2c,
+            pdu::pdu_type::H2C_DATA,
+            &hdr,
+            pdu::flags::LAST_PDU,
+            &payload,
+            Digests::default(),
+        );
+        // In two pieces, so the buffer has to grow to hold the PDU.
+        io.feed(&h2c[..h2c.len() / 2]).unwrap();
+        assert!(io.rx_capacity() >= BIG as usize, "grew for the PDU");
+        io.feed(&h2c[h2c.len() / 2..]).unwrap();
+        io.flush_tx().unwrap();
+        assert!(io.pending.is_empty(), "write completed");
+        assert_eq!(io.rx_capacity(), super::super::rxbuf::RX_MIN);
+
+        // An 8 MiB read: one 8 MiB C2HData in the send buffer.
+        io.feed(&capsule(&rw(nvm::READ, 8, BIG), &[])).unwrap();
+        io.flush_tx().unwrap();
+        assert!(
+            io.tx_capacity() <= TX_KEEP,
+            "send buffer kept {} bytes",
+            io.tx_capacity()
+        );
+        assert!(io.peak_buffer >= BIG as usize);
+        io.close_for_test();
+        admin.close_for_test();
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread;
 
 use super::conn::Conn;
+use super::limits::Refusal;
 use super::TargetInner;
 
 /// What a listener is for. Both kinds accept Connects to any subsystem and
@@ -85,6 +86,18 @@ fn accept_loop(target: Arc<TargetInner>, listener: TcpListener, state: Arc<Liste
     tracing::debug!(addr = %state.bound, "listener stopped");
 }
 
+/// Log a refusal: the first one, then one in every 1000, so a flood does
+/// not flood the log too (the metrics count every one).
+fn log_refusal(target: &TargetInner, peer: SocketAddr, refusal: Refusal) {
+    let stats = target.gate.stats();
+    let refused = stats.refused_global + stats.refused_per_peer;
+    if refused % 1000 == 1 {
+        tracing::warn!(%peer, refused_so_far = refused, "connection refused: {refusal}");
+    } else {
+        tracing::debug!(%peer, "connection refused: {refusal}");
+    }
+}
+
 /// Wait for a connection, waking regularly to notice a stop request.
 fn wait_readable(listener: &TcpListener) {
     let mut pfd = libc::pollfd {
@@ -98,15 +111,25 @@ fn wait_readable(listener: &TcpListener) {
     }
 }
 
+/// Admit the connection under the caps and give it a thread. A refused
+/// connection is closed at once: before ICReq there is no PDU that could
+/// carry a reason, so the reason goes to the log and the metrics.
 fn start_connection(
     target: &Arc<TargetInner>,
     stream: TcpStream,
     peer: SocketAddr,
 ) -> io::Result<()> {
+    let permit = match target.gate.admit(peer.ip()) {
+        Ok(p) => p,
+        Err(refusal) => {
+            log_refusal(target, peer, refusal);
+            return Ok(());
+        }
+    };
     stream.set_nodelay(true)?;
     stream.set_nonblocking(true)?;
     let local = stream.local_addr()?;
-    let conn = Conn::new(target.clone(), stream, peer, local);
+    let conn = Conn::new(target.clone(), stream, peer, local).with_permit(permit);
     thread::Builder::new()
         .name(format!("nvmeof-conn-{}", peer.port()))
         .spawn(move || conn.run())?;

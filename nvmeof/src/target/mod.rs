@@ -28,10 +28,12 @@ mod fuzz;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod io;
+pub mod limits;
 #[cfg(test)]
 mod limits_tests;
 pub mod listener;
 pub mod registry;
+mod rxbuf;
 pub mod socket;
 
 use std::collections::BTreeMap;
@@ -45,6 +47,7 @@ use crate::backend::{BackendError, BlockBackend};
 use crate::spec::identify::DiscoveryEntry;
 
 pub use controller::{Controller, ControllerKind};
+pub use limits::ConnectionStats;
 pub use listener::ListenerKind;
 pub use registry::{Namespace, NamespaceStatsSnapshot, Subsystem};
 pub use socket::PollMode;
@@ -81,6 +84,19 @@ pub struct TargetOptions {
     /// (`O_DIRECT`), so a queue keeps the device busy at the host's queue
     /// depth. 0 runs all backend I/O on the queue's own thread.
     pub io_threads: u16,
+    /// Open TCP connections at most, over all listeners. Each costs a
+    /// thread, so this bounds threads and memory whatever peers do; a
+    /// connection over the cap is closed at once.
+    pub max_connections: u32,
+    /// Open TCP connections from one peer IP address at most. A host
+    /// needs 1 + its I/O queue count per controller.
+    pub max_connections_per_peer: u32,
+    /// A connection that sends no complete ICReq within this many
+    /// milliseconds is closed.
+    pub icreq_timeout_ms: u32,
+    /// A connection that has no Fabrics Connect within this many
+    /// milliseconds of its ICResp is closed.
+    pub connect_timeout_ms: u32,
 }
 
 impl Default for TargetOptions {
@@ -95,6 +111,10 @@ impl Default for TargetOptions {
             mdts_bytes: 1024 * 1024,
             max_namespaces: 1024,
             io_threads: 16,
+            max_connections: 4096,
+            max_connections_per_peer: 512,
+            icreq_timeout_ms: 5_000,
+            connect_timeout_ms: 10_000,
         }
     }
 }
@@ -118,6 +138,17 @@ impl TargetOptions {
         if !self.in_capsule_data.is_multiple_of(16) || self.in_capsule_data > 1024 * 1024 {
             return bad("in_capsule_data must be a multiple of 16 up to 1 MiB");
         }
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1");
+        }
+        if self.max_connections_per_peer == 0
+            || self.max_connections_per_peer > self.max_connections
+        {
+            return bad("max_connections_per_peer must be between 1 and max_connections");
+        }
+        if self.icreq_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            return bad("icreq_timeout_ms and connect_timeout_ms must be at least 1");
+        }
         Ok(())
     }
 
@@ -133,6 +164,14 @@ impl TargetOptions {
     /// MDTS as Identify encodes it: a power of two of 4 KiB pages.
     pub(crate) fn mdts_field(&self) -> u8 {
         (self.mdts_bytes / crate::spec::PAGE_SIZE as u32).trailing_zeros() as u8
+    }
+
+    pub(crate) fn icreq_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.icreq_timeout_ms))
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.connect_timeout_ms))
     }
 
     /// Fabrics commands may carry up to 8 KiB in the capsule on any queue.
@@ -229,6 +268,8 @@ pub struct TargetInner {
     /// disagreed with the command's SGL (see docs/nvmeof-target.md,
     /// "Command limits"): a host doing this is broken or hostile.
     refused_lengths: AtomicU64,
+    /// Connection caps and counters.
+    pub(crate) gate: Arc<limits::ConnGate>,
 }
 
 impl TargetInner {
@@ -337,13 +378,19 @@ pub struct Target {
 impl Target {
     pub fn new(opts: TargetOptions) -> Result<Target, TargetError> {
         opts.validate()?;
+        conn::map_large_buffers_separately();
         let executor = match opts.io_threads {
             0 => None,
             n => Some(executor::Executor::start(usize::from(n)).map_err(|e| {
                 TargetError::InvalidOption(format!("cannot start {n} I/O threads: {e}"))
             })?),
         };
+        let gate = Arc::new(limits::ConnGate::new(
+            opts.max_connections,
+            opts.max_connections_per_peer,
+        ));
         let inner = Arc::new(TargetInner {
+            gate,
             opts,
             registry: Registry::default(),
             controllers: Mutex::new(BTreeMap::new()),
@@ -608,6 +655,7 @@ impl Target {
             subsystems,
             genctr: self.inner.registry.genctr(),
             commands_refused_length: self.inner.refused_lengths.load(Ordering::Relaxed),
+            connections: Some(self.inner.gate.stats()),
         }
     }
 
@@ -687,6 +735,9 @@ pub struct TargetStatus {
     /// Commands refused since start because a length in them was over
     /// MDTS or disagreed with their SGL.
     pub commands_refused_length: u64,
+    /// Connection counters; `None` for targets that do not keep them
+    /// (the kernel's).
+    pub connections: Option<ConnectionStats>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -92,8 +92,14 @@ impl From<PollMode> for String {
 }
 
 /// Read whatever is available into `buf`, waiting according to `mode`.
-/// Returns 0 at end of file.
-pub fn read_some(stream: &mut TcpStream, buf: &mut [u8], mode: PollMode) -> io::Result<usize> {
+/// Returns 0 at end of file, and an error of kind `TimedOut` when nothing
+/// arrived before `deadline`.
+pub fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    mode: PollMode,
+    deadline: Option<Instant>,
+) -> io::Result<usize> {
     let spin_until = mode.spin_budget().map(|b| Instant::now().checked_add(b));
     loop {
         match stream.read(buf) {
@@ -102,15 +108,21 @@ pub fn read_some(stream: &mut TcpStream, buf: &mut [u8], mode: PollMode) -> io::
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
+        let now = Instant::now();
+        let left = match deadline {
+            Some(d) if now >= d => return Err(io::ErrorKind::TimedOut.into()),
+            Some(d) => Some(d - now),
+            None => None,
+        };
         let spinning = match spin_until {
             Some(None) => true, // busy: the deadline overflowed, spin forever
-            Some(Some(deadline)) => Instant::now() < deadline,
+            Some(Some(spin_deadline)) => now < spin_deadline,
             None => false,
         };
         if spinning {
             std::hint::spin_loop();
         } else {
-            wait_fd(stream, libc::POLLIN)?;
+            wait_fd_for(stream, libc::POLLIN, left)?;
         }
     }
 }
@@ -130,15 +142,30 @@ pub fn write_all(stream: &mut TcpStream, mut buf: &[u8]) -> io::Result<()> {
 }
 
 fn wait_fd(stream: &TcpStream, events: libc::c_short) -> io::Result<()> {
+    wait_fd_for(stream, events, None)
+}
+
+/// Wait until the socket is ready for `events`, or `limit` has passed
+/// (forever when `None`). A timeout returns `Ok`: the caller retries its
+/// operation and checks its own deadline.
+fn wait_fd_for(
+    stream: &TcpStream,
+    events: libc::c_short,
+    limit: Option<Duration>,
+) -> io::Result<()> {
     let mut pfd = libc::pollfd {
         fd: stream.as_raw_fd(),
         events,
         revents: 0,
     };
+    // Round up so a sub-millisecond remainder does not spin.
+    let timeout_ms = limit.map_or(-1, |d| {
+        libc::c_int::try_from(d.as_millis().saturating_add(1)).unwrap_or(libc::c_int::MAX)
+    });
     loop {
         // SAFETY: `pfd` is a valid pollfd for the duration of the call and
         // the count passed is 1.
-        let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
+        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
         if rc >= 0 {
             return Ok(());
         }

@@ -525,6 +525,7 @@ impl TargetDriver for KernelTarget {
             genctr: 0,
             // The kernel target's refusals are not visible from configfs.
             commands_refused_length: 0,
+            connections: None,
         }
     }
 

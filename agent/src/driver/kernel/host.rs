@@ -25,7 +25,7 @@ use crate::config::AgentConfig;
 use crate::driver::builtin::NSID;
 use crate::driver::WorkstationDriver;
 use crate::reconcile::workstation::{detaching_status, LocalAttachment};
-use crate::reconcile::{condition, PassOutcome, Problem};
+use crate::reconcile::{condition, names, PassOutcome, Problem};
 
 /// How long an attach waits for the namespace's block device to appear.
 const NAMESPACE_WAIT: Duration = Duration::from_secs(15);
@@ -112,17 +112,16 @@ impl KernelWorkstation {
         }
     }
 
-    fn exposure_path(&self, c: &Connection) -> PathBuf {
-        let name = if c.exposure_name.is_empty() {
-            &c.volume
-        } else {
-            &c.exposure_name
-        };
-        self.expose_dir.join(name)
+    /// `EXPOSE_DIR/<exposure name>`, only for a name that is one safe
+    /// path component: the name comes from the controller, and the link
+    /// is renamed into place (which would replace any file it named).
+    fn exposure_path(&self, c: &Connection) -> Result<PathBuf, Problem> {
+        Ok(self.expose_dir.join(names::exposure_name(c)?))
     }
 
     /// What a desired connection is recorded as.
     fn wanted_record(&self, c: &Connection) -> Result<OwnedController, Problem> {
+        let exposure = self.exposure_path(c)?;
         let p = ConnectParams::for_connection(
             c,
             &self.identity.hostnqn,
@@ -137,7 +136,7 @@ impl KernelWorkstation {
             transport: p.transport,
             traddr: p.traddr,
             trsvcid: p.trsvcid,
-            exposure_name: self.exposure_path(c).display().to_string(),
+            exposure_name: exposure.display().to_string(),
             volume: c.volume.clone(),
             uuid: c.uuid.clone(),
             read_only: c.read_only,
@@ -631,6 +630,70 @@ mod tests {
         assert_eq!(std::fs::read_to_string(del("nvme3")).unwrap(), "1\n");
         assert!(!del("nvme5").exists());
         assert!(w.owned.controllers.is_empty());
+    }
+
+    /// A controller naming `../../etc/shadow` as the exposure used to get
+    /// the device symlink renamed over that file. Every name that is not
+    /// one safe file name is refused before anything is recorded or
+    /// connected, with a status naming it.
+    #[test]
+    fn unsafe_exposure_names_are_refused_and_nothing_outside_is_touched() {
+        let root = tempfile::tempdir().unwrap();
+        let (mut cfg, paths) = setup(root.path());
+        // ../../etc/shadow from here is ROOT/etc/shadow.
+        cfg.expose_dir = root.path().join("x/volumes");
+        let shadow = root.path().join("etc/shadow");
+        std::fs::create_dir_all(shadow.parent().unwrap()).unwrap();
+        std::fs::write(&shadow, b"root:secret\n").unwrap();
+        let u = uuid::Uuid::new_v4();
+        fake::controller(
+            &paths,
+            "nvme3",
+            "nqn.s",
+            "nvme1c3n1",
+            "nvme1n1",
+            &u.to_string(),
+        );
+        std::fs::write(paths.dev.join("nvme1n1"), b"").unwrap();
+        let mut w = KernelWorkstation::new(&cfg, paths.clone(), HostIdentity::ephemeral());
+        // A fake /dev/nvme-fabrics whose answer (read after the options
+        // written) names nvme3: a connect would succeed and expose.
+        let opts = w.wanted_record(&connection(&u)).unwrap().options;
+        let fabrics = format!("{}instance=3,cntlid=1\n", " ".repeat(opts.len()));
+        std::fs::write(paths.dev.join("nvme-fabrics"), &fabrics).unwrap();
+        let bad = |attachment: &str, name: &str| Connection {
+            attachment: attachment.into(),
+            exposure_name: name.into(),
+            ..connection(&u)
+        };
+        let ds = DesiredState {
+            connections: vec![
+                bad("a1", "../../etc/shadow"),
+                bad("a2", "a/b"),
+                bad("a3", ".."),
+                bad("a4", "v\n1"),
+            ],
+            ..Default::default()
+        };
+        let out = w.reconcile(&ds);
+        let meta = std::fs::symlink_metadata(&shadow).unwrap();
+        assert!(meta.file_type().is_file(), "shadow replaced: {meta:?}");
+        assert_eq!(std::fs::read(&shadow).unwrap(), b"root:secret\n");
+        assert_eq!(out.errors, 4, "{:?}", w.problems);
+        assert_eq!(out.changes, 0);
+        for st in w.observe(&ds) {
+            let c = &st.conditions[0];
+            assert_eq!(c.reason, "InvalidExposureName", "{st:?}");
+            assert!(c.message.contains("single file name"), "{}", c.message);
+            assert!(!st.connected);
+        }
+        assert!(w.owned.controllers.is_empty(), "nothing recorded");
+        assert_eq!(
+            std::fs::read_to_string(paths.dev.join("nvme-fabrics")).unwrap(),
+            fabrics,
+            "no connect was attempted"
+        );
+        assert!(!root.path().join("x/volumes/a").exists());
     }
 
     #[test]
