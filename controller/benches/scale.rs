@@ -133,6 +133,7 @@ fn observe(node: &str, ds: &DesiredState) -> ReportStatusRequest {
                 subsystem_nqn: e.subsystem_nqn.clone(),
                 ready: true,
                 conditions: vec![],
+                generation: e.generation,
             })
             .collect(),
         connections: ds

@@ -82,6 +82,10 @@ fn export(o: &Objects, v: &Volume, pool: Option<&Pool>) -> Export {
         nguid: st.nguid.clone(),
         serial: st.serial.clone(),
         allowed_hosts: hosts,
+        // Echoed by the agent once served: a spec change that needs no
+        // data-path work (a new expiry) still changes the snapshot, and the
+        // echo is what lets the controller observe it.
+        generation: v.metadata.as_ref().map_or(0, |m| m.generation),
     }
 }
 

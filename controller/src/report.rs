@@ -22,8 +22,12 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ferrofab_proto::v1::{Condition, ConditionStatus, NodeStatus, ReportStatusRequest, Severity};
+use ferrofab_proto::v1::{
+    Condition, ConditionStatus, ExportStatus, NodeStatus, ReportStatusRequest, Severity,
+    VolumePhase, VolumeStatus,
+};
 
+use crate::api::admin::set_condition;
 use crate::config::NodesConfig;
 use crate::error::ApiError;
 
@@ -207,6 +211,95 @@ pub fn next_node_status(
         },
     };
     NodeUpdate { status, write }
+}
+
+/// What a storage node said about one volume's export, its conditions
+/// already sanitised.
+#[derive(Debug, Default, Clone)]
+pub struct ExportReport {
+    pub ready: bool,
+    /// The volume generation the agent checked the export against.
+    pub generation: u64,
+    pub conditions: Vec<Condition>,
+}
+
+impl ExportReport {
+    pub fn new(e: &ExportStatus, conditions: Vec<Condition>) -> Self {
+        Self {
+            ready: e.ready,
+            generation: e.generation,
+            conditions,
+        }
+    }
+}
+
+/// The volume status after a report about its export on `node`, or `None`
+/// when the report changes nothing (the common case: no store write).
+///
+/// `observed_generation` advances to `generation` only when the export is
+/// ready *for* that generation: a ready report about an older one (sent
+/// before the agent saw the resize) says nothing about the new size. The
+/// agent's conditions are refreshed on every report that changes them, so
+/// the `Exported` message follows the size and the hosts. This is a status
+/// write: it never touches the spec or the generation.
+pub fn next_volume_status(
+    cur: &VolumeStatus,
+    generation: u64,
+    node: &str,
+    rep: Option<&ExportReport>,
+    now: prost_types::Timestamp,
+) -> Option<VolumeStatus> {
+    let mut st = cur.clone();
+    let ready = rep.is_some_and(|r| r.ready);
+    let reported_gen = rep.map_or(0, |r| r.generation);
+    if ready != cur.export_ready {
+        st.export_ready = ready;
+        st.phase = if ready {
+            VolumePhase::Ready
+        } else {
+            VolumePhase::Placed
+        } as i32;
+        set_condition(&mut st.conditions, exported(ready, node, now));
+    }
+    if ready && reported_gen >= generation && cur.observed_generation < generation {
+        st.observed_generation = generation;
+    }
+    for c in rep.map_or(&[][..], |r| r.conditions.as_slice()) {
+        let mut c = c.clone();
+        c.observed_generation = reported_gen;
+        c.last_transition_time = Some(now);
+        set_condition(&mut st.conditions, c);
+    }
+    (st != *cur).then_some(st)
+}
+
+/// The controller's own `Exported` condition, which the agent's (more
+/// detailed) one replaces when the report carries it.
+fn exported(ready: bool, node: &str, now: prost_types::Timestamp) -> Condition {
+    let (status, reason, message, severity) = if ready {
+        (
+            ConditionStatus::True,
+            "ExportReady",
+            format!("node {node} serves the export"),
+            Severity::Info,
+        )
+    } else {
+        (
+            ConditionStatus::False,
+            "ExportNotReady",
+            format!("node {node} does not report the export ready"),
+            Severity::Warning,
+        )
+    };
+    Condition {
+        r#type: "Exported".into(),
+        status: status as i32,
+        reason: reason.into(),
+        message,
+        last_transition_time: Some(now),
+        severity: severity as i32,
+        observed_generation: 0,
+    }
 }
 
 /// A node's report allowance.
@@ -442,6 +535,91 @@ mod tests {
             flipped.status.conditions[1].last_transition_time,
             Some(ts(116))
         );
+    }
+
+    fn exported(msg: &str) -> Vec<Condition> {
+        let mut c = c("Exported", true, msg);
+        c.last_transition_time = None;
+        vec![c]
+    }
+
+    fn ready_for(generation: u64, msg: &str) -> ExportReport {
+        ExportReport {
+            ready: true,
+            generation,
+            conditions: exported(msg),
+        }
+    }
+
+    #[test]
+    fn observed_generation_follows_only_reports_for_the_current_generation() {
+        let placed = VolumeStatus {
+            observed_generation: 1,
+            ..Default::default()
+        };
+        let first = next_volume_status(&placed, 1, "s1", Some(&ready_for(1, "1 MiB")), ts(10))
+            .expect("became ready");
+        assert!(first.export_ready);
+        assert_eq!(first.phase, VolumePhase::Ready as i32);
+        assert_eq!(first.observed_generation, 1);
+        assert_eq!(
+            next_volume_status(&first, 1, "s1", Some(&ready_for(1, "1 MiB")), ts(11)),
+            None,
+            "the same report again writes nothing"
+        );
+        // Resized: generation 2. The agent has not seen it yet.
+        let stale = next_volume_status(&first, 2, "s1", Some(&ready_for(1, "1 MiB")), ts(12));
+        assert_eq!(stale, None, "a report about generation 1 observes nothing");
+        let grown = next_volume_status(&first, 2, "s1", Some(&ready_for(2, "4 MiB")), ts(13))
+            .expect("generation 2 confirmed");
+        assert_eq!(grown.observed_generation, 2);
+        let e = grown.conditions.iter().find(|c| c.r#type == "Exported");
+        let e = e.expect("Exported");
+        assert_eq!(e.message, "4 MiB", "the message follows the new size");
+        assert_eq!(e.observed_generation, 2);
+        assert_eq!(
+            e.last_transition_time,
+            Some(ts(10)),
+            "status held: no transition"
+        );
+    }
+
+    #[test]
+    fn a_changed_message_is_written_without_a_generation_change() {
+        let cur = next_volume_status(
+            &VolumeStatus::default(),
+            1,
+            "s1",
+            Some(&ready_for(1, "0 connected")),
+            ts(10),
+        )
+        .expect("ready");
+        let next = next_volume_status(&cur, 1, "s1", Some(&ready_for(1, "1 connected")), ts(11))
+            .expect("message changed");
+        assert_eq!(next.conditions[0].message, "1 connected");
+    }
+
+    #[test]
+    fn a_lost_export_is_not_ready_and_keeps_controller_conditions() {
+        let mut cur = next_volume_status(
+            &VolumeStatus::default(),
+            1,
+            "s1",
+            Some(&ready_for(1, "ok")),
+            ts(10),
+        )
+        .expect("ready");
+        cur.conditions.push(c("Placed", true, "on pool p"));
+        let lost = next_volume_status(&cur, 2, "s1", None, ts(11)).expect("lost");
+        assert!(!lost.export_ready);
+        assert_eq!(lost.phase, VolumePhase::Placed as i32);
+        assert_eq!(
+            lost.observed_generation, 1,
+            "nothing confirmed generation 2"
+        );
+        let types: Vec<_> = lost.conditions.iter().map(|c| c.r#type.as_str()).collect();
+        assert_eq!(types, ["Exported", "Placed"]);
+        assert_eq!(lost.conditions[0].status, ConditionStatus::False as i32);
     }
 
     #[test]

@@ -23,6 +23,7 @@ fn export_ready(volume: &str, nqn: &str) -> ExportStatus {
         subsystem_nqn: nqn.into(),
         ready: true,
         conditions: vec![],
+        generation: 1,
     }
 }
 
@@ -537,4 +538,106 @@ async fn pending_attachment_to_exported_volume_waits_for_disconnect() {
     assert!(first_export_hosts(&mut admin, "s1").await.is_empty());
     let gone = admin.get_attachment(name).await;
     assert_eq!(gone.expect_err("removed").code(), tonic::Code::NotFound);
+}
+
+fn exported_for(volume: &str, nqn: &str, generation: u64, msg: &str) -> ExportStatus {
+    ExportStatus {
+        conditions: vec![Condition {
+            r#type: "Exported".into(),
+            status: ConditionStatus::True as i32,
+            reason: "ExportReady".into(),
+            message: msg.into(),
+            ..Default::default()
+        }],
+        generation,
+        ..export_ready(volume, nqn)
+    }
+}
+
+/// A resize is observed only once the storage node reports the export
+/// ready for the new generation; the `Exported` message follows each
+/// report; a status write does not bump the generation.
+#[tokio::test]
+async fn observed_generation_follows_the_generation_the_agent_confirms() {
+    let ctl = Controller::start();
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let v = admin
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("data", "lab", "1GiB", "p1")),
+            ..Default::default()
+        })
+        .await
+        .expect("v")
+        .into_inner();
+    let nqn = v.status.as_ref().expect("st").subsystem_nqn.clone();
+    let get = |mut a: admin_service_client::AdminServiceClient<tonic::transport::Channel>| async move {
+        let v = a
+            .get_volume(GetVolumeRequest {
+                name: "data".into(),
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        let st = v.status.clone().expect("st");
+        let msg = st
+            .conditions
+            .iter()
+            .find(|c| c.r#type == "Exported")
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        (v, st.observed_generation, msg)
+    };
+    let report = |e: ExportStatus| ReportStatusRequest {
+        node: "s1".into(),
+        exports: vec![e],
+        ..Default::default()
+    };
+    s1.report_status(report(exported_for("data", &nqn, 1, "1 GiB")))
+        .await
+        .expect("report");
+    let (mut v, observed, msg) = get(admin.clone()).await;
+    assert_eq!((observed, msg.as_str()), (1, "1 GiB"));
+
+    v.spec.as_mut().expect("spec").size = "2GiB".into();
+    admin
+        .update_volume(UpdateVolumeRequest {
+            volume: Some(v),
+            ..Default::default()
+        })
+        .await
+        .expect("resize");
+    let ds = admin
+        .get_desired_state(GetDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect("ds")
+        .into_inner();
+    assert_eq!(
+        ds.exports[0].generation, 2,
+        "the export carries the generation"
+    );
+
+    s1.report_status(report(exported_for("data", &nqn, 1, "1 GiB")))
+        .await
+        .expect("stale report");
+    let (_, observed, _) = get(admin.clone()).await;
+    assert_eq!(observed, 1, "a report about generation 1 observes nothing");
+
+    s1.report_status(report(exported_for("data", &nqn, 2, "2 GiB")))
+        .await
+        .expect("report");
+    let (v, observed, msg) = get(admin.clone()).await;
+    assert_eq!((observed, msg.as_str()), (2, "2 GiB"));
+    assert_eq!(
+        v.metadata.expect("meta").generation,
+        2,
+        "status writes keep it"
+    );
+
+    s1.report_status(report(exported_for("data", &nqn, 2, "2 GiB, 1 connected")))
+        .await
+        .expect("report");
+    let (_, _, msg) = get(admin.clone()).await;
+    assert_eq!(msg, "2 GiB, 1 connected", "refreshed without a spec change");
 }

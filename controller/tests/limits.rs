@@ -314,6 +314,7 @@ async fn node_reports_keep_only_known_conditions_and_replace_them() {
         subsystem_nqn: nqn,
         ready: true,
         conditions: junk("VolJunk", 400),
+        generation: 1,
     };
     s1.report_status(report(vec![], vec![export]))
         .await

@@ -301,6 +301,7 @@ impl StorageReconciler {
                 subsystem_nqn: s.nqn.clone(),
                 ready: false,
                 conditions: vec![condition("Exported", false, p.reason, p.message)],
+                generation: 0,
             });
         }
         out
@@ -319,11 +320,15 @@ impl StorageReconciler {
         if let Some(c) = pool_space_condition(&self.cfg, e) {
             conditions.push(c);
         }
+        // The verdict compares the target with `e`, so this status speaks
+        // for the generation `e` was computed from: echoing it lets the
+        // controller tell a report about the new size from one about the old.
         ExportStatus {
             volume: e.volume.clone(),
             subsystem_nqn: e.subsystem_nqn.clone(),
             ready: verdict.is_ok(),
             conditions,
+            generation: e.generation,
         }
     }
 
@@ -568,6 +573,30 @@ mod tests {
         assert_eq!(r.reconcile(&d).errors, 0);
         let st = r.driver.status();
         assert_eq!(st.subsystems[0].namespaces[0].size, 4 << 20);
+    }
+
+    #[test]
+    fn status_echoes_the_generation_it_was_checked_against() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = StorageReconciler::new(cfg(dir.path())).unwrap();
+        let mut e = export(dir.path(), "v1");
+        e.generation = 1;
+        let d = ds(vec![e.clone()], vec![]);
+        r.reconcile(&d);
+        let st = r.observe(&d);
+        assert!(st[0].ready && st[0].generation == 1, "{st:?}");
+        e.generation = 2;
+        e.size_bytes = 4 << 20;
+        let d = ds(vec![e.clone()], vec![]);
+        assert!(
+            !r.observe(&d)[0].ready,
+            "not grown yet: not ready for generation 2"
+        );
+        r.reconcile(&d);
+        let st = r.observe(&d);
+        assert!(st[0].ready && st[0].generation == 2, "{st:?}");
+        let msg = &st[0].conditions[0].message;
+        assert!(msg.contains(&(4u64 << 20).to_string()), "{msg}");
     }
 
     #[test]

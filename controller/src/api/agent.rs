@@ -305,7 +305,8 @@ impl Agent {
         out.conditions
     }
 
-    /// Export readiness into volume status; removal of deleted volumes
+    /// Export readiness, the generation it was confirmed for and the
+    /// agent's conditions into volume status; removal of deleted volumes
     /// whose export is gone; workstations become eligible to connect.
     async fn apply_exports(
         &self,
@@ -316,7 +317,7 @@ impl Agent {
         let s = &self.s;
         let by_volume: HashMap<&str, &ExportStatus> =
             reports.iter().map(|e| (e.volume.as_str(), e)).collect();
-        let mine: Vec<(String, bool, bool)> = {
+        let mine: Vec<(String, bool)> = {
             let objs = s.cache.read();
             objs.volumes_on(node)
                 .map(|v| {
@@ -324,12 +325,11 @@ impl Agent {
                         .metadata
                         .as_ref()
                         .is_some_and(|m| m.deletion_timestamp.is_some());
-                    let ready = v.status.as_ref().is_some_and(|st| st.export_ready);
-                    (v.name().to_string(), deleting, ready)
+                    (v.name().to_string(), deleting)
                 })
                 .collect()
         };
-        for (name, deleting, was_ready) in mine {
+        for (name, deleting) in mine {
             let rep = by_volume.get(name.as_str());
             if deleting {
                 if rep.is_none() {
@@ -342,56 +342,43 @@ impl Agent {
                 }
                 continue;
             }
-            let ready = rep.is_some_and(|e| e.ready);
-            if ready != was_ready {
-                self.set_export_ready(&name, node, ready, rep.copied(), now)
-                    .await?;
-            }
+            let rep = rep.map(|e| {
+                let conds = self.sanitized(&e.conditions, report::EXPORT_CONDITIONS, now);
+                report::ExportReport::new(e, conds)
+            });
+            self.set_export_status(&name, node, rep.as_ref(), now)
+                .await?;
         }
         Ok(())
     }
 
-    async fn set_export_ready(
+    /// Writes the volume status a report implies, when it differs from the
+    /// stored one (see [`report::next_volume_status`]).
+    async fn set_export_status(
         &self,
         name: &str,
         node: &str,
-        ready: bool,
-        rep: Option<&ExportStatus>,
+        rep: Option<&report::ExportReport>,
         now: prost_types::Timestamp,
     ) -> Result<(), ApiError> {
         let s = &self.s;
-        let extra: Vec<Condition> = rep
-            .map(|r| self.sanitized(&r.conditions, report::EXPORT_CONDITIONS, now))
-            .unwrap_or_default();
+        let mut became_ready = false;
         s.modify::<Volume>(name, |v, _| {
-            let st = v.status.get_or_insert_with(Default::default);
-            st.export_ready = ready;
-            st.phase = if ready {
-                VolumePhase::Ready
-            } else {
-                VolumePhase::Placed
-            } as i32;
-            let msg = if ready {
-                format!("node {node} serves the export")
-            } else {
-                format!("node {node} does not report the export ready")
+            became_ready = false;
+            let generation = v.metadata.as_ref().map_or(0, |m| m.generation);
+            let cur = v.status.clone().unwrap_or_default();
+            let Some(next) = report::next_volume_status(&cur, generation, node, rep, now) else {
+                return false;
             };
-            let reason = if ready {
-                "ExportReady"
-            } else {
-                "ExportNotReady"
-            };
-            set_condition(
-                &mut st.conditions,
-                cond("Exported", ready, reason, msg, now),
-            );
-            for c in &extra {
-                set_condition(&mut st.conditions, c.clone());
+            became_ready = next.export_ready && !cur.export_ready;
+            if next.observed_generation != cur.observed_generation {
+                debug!(volume = %name, generation = next.observed_generation, "spec change observed");
             }
+            v.status = Some(next);
             true
         })
         .await?;
-        if ready {
+        if became_ready {
             let pending: Vec<String> = {
                 let objs = s.cache.read();
                 objs.attachments_of(name)
@@ -466,7 +453,15 @@ impl Agent {
                 .as_ref()
                 .map(|s| s.device_path.clone())
                 .unwrap_or_default();
-            if want != phase || device != cur_device {
+            // Attachment specs are immutable today, so this only matters
+            // if that changes: a connection reported for the attachment is
+            // the attachment's current generation carried out.
+            let generation = a.metadata.as_ref().map_or(0, |m| m.generation);
+            let behind = connected
+                && a.status
+                    .as_ref()
+                    .is_none_or(|s| s.observed_generation < generation);
+            if want != phase || device != cur_device || behind {
                 let extra = rep
                     .map(|c| self.sanitized(&c.conditions, report::CONNECTION_CONDITIONS, now))
                     .unwrap_or_default();
@@ -474,6 +469,9 @@ impl Agent {
                     let st = att.status.get_or_insert_with(Default::default);
                     st.phase = want;
                     st.device_path = device.clone();
+                    if connected {
+                        st.observed_generation = st.observed_generation.max(generation);
+                    }
                     let msg = if connected {
                         format!("connected on {node} as {device}")
                     } else {
