@@ -2,8 +2,25 @@
 #
 # The agent is installed from a package, or from a binary path or URL
 # (`binary_source`). Its TOML config is written from the parameters below
-# with stdlib's `to_toml`; a change to it, to the binary or to the unit
-# restarts the service. On the first run the node enrolls once with a
+# with stdlib's `to_toml`. A change to the binary, to the unit or to a
+# setting that needs a restart restarts the service; a change to the live
+# settings only (`log_level`, `resync_interval`) does not: the agent watches
+# its config file and applies them at once, without interrupting attached
+# volumes.
+#
+# Which changes restart the agent:
+#
+# * **Applied live, no restart:** `log_level` and `resync_interval`.
+# * **Restart:** every other setting written to the config: `node_name`,
+#   `roles`, `controller_endpoints`, `pools`, `driver`, `expose_dir`,
+#   `state_dir`, `api_socket`, `metrics_listen`, `data_listen`, `tls_ca`,
+#   `tls_cert`, `tls_key`, `tls_server_name`; the CA's content (`ca_cert`);
+#   a new binary (`binary_source`, `binary_checksum`, the package); the
+#   systemd unit.
+#
+# The restart-requiring part is tracked by its SHA-256 in
+# `<config_path>.restart-digest`, which notifies the service; the config
+# file itself notifies nothing. On the first run the node enrolls once with a
 # single-use bootstrap token: the agent makes its key locally, sends a CSR
 # with the token and writes the key (mode 0600), the node certificate and
 # the CA to the `tls_*` paths. The `exec` is guarded by the node
@@ -109,7 +126,12 @@
 #   Further attributes of the `service` resource, e.g. `start`, `stop` and
 #   `status` commands for the `base` provider.
 # @param unit_path
-#   Path of the systemd unit file.
+#   Path of the systemd unit file. Installed only when the service provider
+#   is systemd (`service_provider` undef on a systemd host, or `systemd`).
+# @param attachments
+#   Volumes to attach (or detach), as `ferrofab_attachment` resources:
+#   volume => attributes (`ensure`, `read_only`, `wait_timeout`), e.g. from
+#   Hiera: `ferrofab::agent::attachments: { scratch: {}, atlas: { read_only: true } }`.
 class ferrofab::agent (
   Array[Stdlib::HTTPSUrl, 1] $controller_endpoints,
   Pattern[/\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\z/] $node_name = $facts['networking']['hostname'],
@@ -147,7 +169,16 @@ class ferrofab::agent (
   Optional[String[1]] $service_provider = undef,
   Hash[String[1], Any] $service_options = {},
   Stdlib::Absolutepath $unit_path = '/etc/systemd/system/ferrofab-agent.service',
+  Hash[Pattern[/\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\z/], Struct[{
+        Optional[ensure]       => Enum['present', 'absent'],
+        Optional[read_only]    => Boolean,
+        Optional[wait_timeout] => Integer[1, 86400],
+  }]] $attachments = {},
 ) {
+  # Written next to the config; see class ferrofab::agent::config.
+  $restart_digest_path = "${config_path}.restart-digest"
+  $systemd = pick($service_provider, $facts['service_provider'], 'systemd') == 'systemd'
+
   $binary = $binary_path ? {
     undef   => $binary_source ? {
       undef   => '/usr/bin/ferrofab-agent',
@@ -167,5 +198,11 @@ class ferrofab::agent (
   -> Class['ferrofab::agent::service']
 
   Class['ferrofab::agent::install'] ~> Class['ferrofab::agent::service']
-  Class['ferrofab::agent::config'] ~> Class['ferrofab::agent::service']
+
+  $attachments.each |$volume, $attributes| {
+    ferrofab_attachment { $volume:
+      *       => $attributes,
+      require => Class['ferrofab::agent::service'],
+    }
+  }
 }
