@@ -47,6 +47,29 @@
 #     bootstrap_token      => Sensitive(lookup('ferrofab::bootstrap_token')),
 #   }
 #
+# @example Remove the agent, its attachments and the node object in one run
+#   class { 'ferrofab::agent':
+#     ensure               => absent,
+#     controller_endpoints => ['https://ctl.lab.example:7443'],
+#     delete_node          => { 'cli' => '/usr/bin/ferrofab', 'config' => '/root/.config/ferrofab/admin.toml' },
+#   }
+#
+# @param ensure
+#   `present` installs and runs the agent. `absent` removes it in one run
+#   (class ferrofab::agent::remove): detaches every attachment while the
+#   agent still runs, stops and disables the service, optionally deletes
+#   the Node object (`delete_node`), and removes the unit, the config, the
+#   CA, certificate and key, the state directory, the binary or package,
+#   the socket, the expose directory and the empty `ferrofab` directories.
+#   `attachments` are ignored then. A failed detach (controller down) fails
+#   the run before the service stops.
+# @param delete_node
+#   With `ensure => absent`: delete this node's Node object from the
+#   controller with the `ferrofab` CLI (`cli`) and an administrator's
+#   client config (`config`); the node's own certificate may not do it.
+#   Undef (default): the Node object stays.
+# @param detach_timeout
+#   Seconds each detach may take when removing the agent.
 # @param controller_endpoints
 #   Controller gRPC endpoints (`https://host:port`), tried in order. The
 #   first one is used for enrollment.
@@ -134,6 +157,9 @@
 #   Hiera: `ferrofab::agent::attachments: { scratch: {}, atlas: { read_only: true } }`.
 class ferrofab::agent (
   Array[Stdlib::HTTPSUrl, 1] $controller_endpoints,
+  Enum['present', 'absent'] $ensure = 'present',
+  Optional[Struct[{ cli => Stdlib::Absolutepath, config => Stdlib::Absolutepath }]] $delete_node = undef,
+  Integer[1, 86400] $detach_timeout = 60,
   Pattern[/\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\z/] $node_name = $facts['networking']['hostname'],
   Array[Enum['storage', 'workstation'], 1] $roles = ['workstation'],
   Hash[Pattern[/\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\z/], Struct[{
@@ -187,22 +213,26 @@ class ferrofab::agent (
     default => $binary_path,
   }
 
-  contain ferrofab::agent::install
-  contain ferrofab::agent::config
-  contain ferrofab::agent::enroll
-  contain ferrofab::agent::service
+  if $ensure == 'absent' {
+    contain ferrofab::agent::remove
+  } else {
+    contain ferrofab::agent::install
+    contain ferrofab::agent::config
+    contain ferrofab::agent::enroll
+    contain ferrofab::agent::service
 
-  Class['ferrofab::agent::install']
-  -> Class['ferrofab::agent::config']
-  -> Class['ferrofab::agent::enroll']
-  -> Class['ferrofab::agent::service']
+    Class['ferrofab::agent::install']
+    -> Class['ferrofab::agent::config']
+    -> Class['ferrofab::agent::enroll']
+    -> Class['ferrofab::agent::service']
 
-  Class['ferrofab::agent::install'] ~> Class['ferrofab::agent::service']
+    Class['ferrofab::agent::install'] ~> Class['ferrofab::agent::service']
 
-  $attachments.each |$volume, $attributes| {
-    ferrofab_attachment { $volume:
-      *       => $attributes,
-      require => Class['ferrofab::agent::service'],
+    $attachments.each |$volume, $attributes| {
+      ferrofab_attachment { $volume:
+        *       => $attributes,
+        require => Class['ferrofab::agent::service'],
+      }
     }
   }
 }

@@ -107,6 +107,59 @@ describe 'ferrofab::agent' do
     it { is_expected.to contain_ferrofab_attachment('old').with_ensure('absent') }
   end
 
+  context 'with ensure => absent' do
+    let(:params) do
+      minimal.merge(ensure: 'absent', attachments: { 'scratch' => {} },
+                    delete_node: { 'cli' => '/usr/bin/ferrofab', 'config' => '/root/admin.toml' })
+    end
+
+    it { is_expected.to compile.with_all_deps }
+    it { is_expected.not_to contain_ferrofab_attachment('scratch') }
+    it { is_expected.not_to contain_class('ferrofab::agent::service') }
+
+    it 'detaches everything through the running agent before stopping it' do
+      is_expected.to contain_exec('ferrofab-agent detach all')
+        .with_onlyif(%r{ferrofab-agent --config /etc/ferrofab/agent\.toml attachments})
+        .with_command(%r{detach "\$v" --timeout 60s})
+      is_expected.to contain_service('ferrofab-agent').with_ensure('stopped').with_enable(false)
+                                                     .that_requires('Exec[ferrofab-agent detach all]')
+    end
+
+    it 'removes the unit, config, keys, state and package after the stop' do
+      ['/etc/systemd/system/ferrofab-agent.service', '/etc/ferrofab/agent.toml', '/etc/ferrofab/agent.toml.restart-digest',
+       '/etc/ferrofab/ca.crt', '/etc/ferrofab/node.crt', '/etc/ferrofab/node.key', '/run/ferrofab/agent.sock'].each do |f|
+        is_expected.to contain_file(f).with_ensure('absent').that_requires('Service[ferrofab-agent]')
+      end
+      is_expected.to contain_file('/var/lib/ferrofab/agent').with_ensure('absent').with_force(true)
+      is_expected.to contain_package('ferrofab-agent').with_ensure('absent').that_requires('Service[ferrofab-agent]')
+      is_expected.to contain_exec('ferrofab-agent rmdir /run/ferrofab/volumes').that_requires('Service[ferrofab-agent]')
+      ['/etc/ferrofab', '/var/lib/ferrofab', '/run/ferrofab'].each do |d|
+        is_expected.to contain_exec("ferrofab-agent rmdir #{d}").with_command("rmdir #{d}")
+      end
+    end
+
+    it 'deletes the node from the controller after the stop' do
+      is_expected.to contain_exec('ferrofab node delete')
+        .with_command('/usr/bin/ferrofab --config /root/admin.toml node delete ws7')
+        .with_onlyif(%r{node get ws7})
+        .that_requires('Service[ferrofab-agent]')
+    end
+  end
+
+  context 'with ensure => absent, a binary install and no systemd' do
+    let(:params) do
+      minimal.merge(ensure: 'absent', binary_source: '/srv/ferrofab-agent', service_provider: 'base',
+                    service_options: { 'stop' => '/bin/svc stop', 'status' => '/bin/svc status' })
+    end
+
+    it { is_expected.to compile.with_all_deps }
+    it { is_expected.to contain_file('/usr/local/bin/ferrofab-agent').with_ensure('absent') }
+    it { is_expected.not_to contain_package('ferrofab-agent') }
+    it { is_expected.not_to contain_file('/etc/systemd/system/ferrofab-agent.service') }
+    it { is_expected.not_to contain_exec('ferrofab node delete') }
+    it { is_expected.to contain_service('ferrofab-agent').with_provider('base').with_stop('/bin/svc stop') }
+  end
+
   context 'with a bad attachment' do
     let(:params) { minimal.merge(attachments: { 'scratch' => { 'mode' => 'rw' } }) }
 
