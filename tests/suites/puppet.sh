@@ -99,7 +99,7 @@ papply() {
     shift 2
     start=$(date +%s.%N)
     set +e
-    FERROFAB_AGENT_BIN=$W/ws/bin/ferrofab-agent FERROFAB_AGENT_CONFIG=$W/ws/etc/agent.toml \
+    FERROFAB_AGENT_BIN=${PUPPET_AGENT_BIN:-$W/ws/bin/ferrofab-agent} FERROFAB_AGENT_CONFIG=$W/ws/etc/agent.toml \
         puppet apply --modulepath "$W/modules:/usr/share/puppet/modules" \
         --confdir "$W/puppet/conf" --vardir "$W/puppet/var" --codedir "$W/puppet/code" \
         --logdir "$W/puppet/log" --rundir "$W/puppet/run" \
@@ -389,12 +389,18 @@ ferrofab_attachment { 'vol-b': ensure => absent }"
     write_and_check vol-b 7
     write_and_check vol-c 8
 
+    uninstall
+
     local first_cat second_cat
     first_cat=$(catalog_secs first)
     second_cat=$(catalog_secs second)
     ff_say "puppet e2e: first apply ${FIRST_SECS}s (catalog applied in ${first_cat}s), second apply ${SECOND_SECS}s (catalog ${second_cat}s)"
-    echo "puppet apply wall time: first run ${FIRST_SECS}s (install, enroll, start, 3 attachments; catalog applied in ${first_cat}s), second run ${SECOND_SECS}s (no changes; catalog applied in ${second_cat}s)" \
-        >"$FF_WORK/puppet-apply-times.txt"
+    {
+        echo "puppet apply wall time: first run ${FIRST_SECS}s (install, enroll, start, 3 attachments; catalog applied in ${first_cat}s), second run ${SECOND_SECS}s (no changes; catalog applied in ${second_cat}s)"
+        echo "uninstall (ensure => absent, 3 attachments, delete_node): ${UNINSTALL_SECS}s (catalog applied in $(catalog_secs uninstall)s); second run ${UNINSTALL_AGAIN_SECS}s"
+        echo "write stream during the log_level run: $LIVE_STREAM"
+    } >"$FF_WORK/puppet-apply-times.txt"
+    cat "$FF_WORK/puppet-apply-times.txt"
     cleanup
 }
 
@@ -509,6 +515,54 @@ teardown_filesystem() {
         || ff_die "detaching vol-fs failed"
 }
 
+# ensure => absent with three volumes attached: one run detaches them,
+# stops the agent, deletes the node and removes every file; a second run
+# changes nothing; purging afterwards has nothing to do.
+uninstall() {
+    ff_say "puppet e2e: ensure => absent removes everything in one run"
+    start_controller
+    local i pid
+    for ((i = 0; i < 300; i++)); do
+        "$W/ws/bin/ferrofab-agent" --config "$W/ws/etc/agent.toml" status --json 2>/dev/null \
+            | grep -q '"controller_connected": true' && break
+        sleep 0.1
+    done
+    [ "$(attached_volumes)" = "vol-a vol-b vol-c" ] || ff_die "before the uninstall: $(attached_volumes)"
+    pid=$(cat "$W/ws/run/agent.pid")
+    EXTRA_PARAMS="ensure => 'absent', delete_node => { 'cli' => '$FF', 'config' => '$W/client.toml' }, attachments => { 'vol-a' => {} },"
+    manifest uninstall ""
+    EXTRA_PARAMS=
+    papply uninstall "$W/uninstall.pp"
+    UNINSTALL_SECS=$SECS
+    expect_rc 2 uninstall
+    expect_out uninstall "Exec\[ferrofab-agent detach all\]/returns: executed successfully"
+    expect_out uninstall "Exec\[ferrofab node delete\]/returns: executed successfully"
+    # What was checked:
+    kill -0 "$pid" 2>/dev/null && ff_die "uninstall: the agent ($pid) still runs"
+    ff node get ws-1 >/dev/null 2>&1 && ff_die "uninstall: node ws-1 is still in the controller"
+    ff attachment list >"$W/attachments-after.txt" 2>&1 || { cat "$W/attachments-after.txt" >&2; ff_die "ferrofab attachment list failed"; }
+    grep -q "ws-1" "$W/attachments-after.txt" && { cat "$W/attachments-after.txt" >&2; ff_die "uninstall: attachments of ws-1 remain"; }
+    local f
+    for f in "$W/ws/bin/ferrofab-agent" "$W/ws/etc/agent.toml" "$W/ws/etc/agent.toml.restart-digest" \
+        "$W/ws/etc/ca.crt" "$W/ws/etc/node.crt" "$W/ws/etc/node.key" "$W/ws/run/agent.sock" \
+        "$W/ws/state" "$W/ws/volumes" "$W/ws/ferrofab-agent.service"; do
+        [ -e "$f" ] && ff_die "uninstall left $f"
+    done
+    findmnt "$W/ws/volumes" >/dev/null 2>&1 && ff_die "uninstall left the FUSE mount"
+    losetup -a | grep -q "$W/ws/" && ff_die "uninstall left a loop device: $(losetup -a | grep "$W/ws/")"
+    papply uninstall-again "$W/uninstall.pp"
+    UNINSTALL_AGAIN_SECS=$SECS
+    expect_rc 0 uninstall-again
+    ff_say "puppet e2e: purge after the uninstall (no agent binary) has nothing to do"
+    papply purge-gone "$W/purge.pp"
+    expect_rc 0 purge-gone
+    if [ ! -e /run/ferrofab/agent.sock ]; then
+        ff_say "puppet e2e: purge with the binary present but no agent running has nothing to do"
+        PUPPET_AGENT_BIN=$AGENT papply purge-stopped "$W/purge.pp"
+        expect_rc 0 purge-stopped
+    fi
+}
+
 # purge on a host without the agent (not installed, not running): exit 0,
 # nothing to do.
 purge_fresh_host() {
@@ -517,8 +571,8 @@ purge_fresh_host() {
     [ -e "$W/ws/bin/ferrofab-agent" ] && ff_die "not a fresh host: the agent is installed"
     papply purge-fresh "$W/purge.pp"
     expect_rc 0 purge-fresh
-    PATH=/nonexistent:$PATH papply purge-fresh-nobin "$W/purge.pp"
-    expect_rc 0 purge-fresh-nobin
+    papply purge-fresh-again "$W/purge.pp"
+    expect_rc 0 purge-fresh-again
 }
 
 # What the class wrote besides the service: config, key mode, restart
