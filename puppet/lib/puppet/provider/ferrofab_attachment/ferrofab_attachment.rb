@@ -101,8 +101,10 @@ class Puppet::Provider::FerrofabAttachment::FerrofabAttachment < Puppet::Resourc
   def agent_binary
     found = find_agent_binary
     return found if found
+    explicit = ENV['FERROFAB_AGENT_BIN']
+    where = explicit && !explicit.empty? ? "at #{explicit} (FERROFAB_AGENT_BIN)" : 'on PATH or in /usr/local/bin, /usr/bin'
     raise Puppet::ResourceError,
-          "ferrofab-agent not found on PATH or in /usr/local/bin, /usr/bin; install it (class ferrofab::agent) before managing ferrofab_attachment resources"
+          "ferrofab-agent not found #{where}; install it (class ferrofab::agent) before managing ferrofab_attachment resources"
   end
 
   # FERROFAB_AGENT_BIN when set and executable, else the first
