@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require 'spec_helper'
+require 'open3'
 require 'puppet/type/ferrofab_attachment'
 
 RSpec.describe 'the ferrofab_attachment type' do
@@ -64,16 +65,19 @@ RSpec.describe 'applying ferrofab_attachment' do
   let(:type) { Puppet::Type.type(:ferrofab_attachment) }
   let(:ok) { instance_double('Process::Status', success?: true, exitstatus: 0) }
   let(:failed) { instance_double('Process::Status', success?: false, exitstatus: 1) }
-  let(:provider_class) { Puppet::Provider::FerrofabAttachment::FerrofabAttachment }
 
   before(:each) do
     type.new(volume: 'loader') # loads the provider
-    allow_any_instance_of(provider_class).to receive(:find_agent_binary).and_return('/usr/bin/ferrofab-agent')
-    allow_any_instance_of(provider_class).to receive(:agent_binary).and_return('/usr/bin/ferrofab-agent')
+    # Any executable will do: the CLI itself is stubbed (run_cli).
+    ENV['FERROFAB_AGENT_BIN'] = '/bin/true'
   end
 
+  after(:each) { ENV.delete('FERROFAB_AGENT_BIN') }
+
   def stub_answers(attach_fixture, attach_status)
-    allow_any_instance_of(provider_class).to receive(:run_cli) do |_p, cmd|
+    # Open3, not the provider's run_cli: Puppet may load the provider file
+    # again during the run, which would redefine a stubbed method.
+    allow(Open3).to receive(:capture3) do |*cmd|
       if cmd.include?('attachments')
         [cli_fixture('attachments_empty'), '', ok]
       else
