@@ -7,16 +7,12 @@ class { 'ferrofab::agent':
   node_name            => 'ws-7',
   ca_cert              => "-----BEGIN CERTIFICATE-----\n(the controller's CA)\n-----END CERTIFICATE-----\n",
   bootstrap_token      => Sensitive('token-from-ferrofab-node-token-create'),
-}
-
-ferrofab_attachment { ['lightsheet-scratch', 'analysis-scratch']:
-  ensure       => present,
-  wait_timeout => 120,
-}
-
-ferrofab_attachment { 'reference-atlas':
-  ensure    => present,
-  read_only => true,
+  # Usually from Hiera: ferrofab::agent::attachments
+  attachments          => {
+    'lightsheet-scratch' => { 'wait_timeout' => 120 },
+    'analysis-scratch'   => { 'wait_timeout' => 120 },
+    'reference-atlas'    => { 'read_only' => true },
+  },
 }
 
 # The built-in driver exposes the volume as a file; a loop device makes it

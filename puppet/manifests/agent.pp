@@ -2,8 +2,25 @@
 #
 # The agent is installed from a package, or from a binary path or URL
 # (`binary_source`). Its TOML config is written from the parameters below
-# with stdlib's `to_toml`; a change to it, to the binary or to the unit
-# restarts the service. On the first run the node enrolls once with a
+# with stdlib's `to_toml`. A change to the binary, to the unit or to a
+# setting that needs a restart restarts the service; a change to the live
+# settings only (`log_level`, `resync_interval`) does not: the agent watches
+# its config file and applies them at once, without interrupting attached
+# volumes.
+#
+# Which changes restart the agent:
+#
+# * **Applied live, no restart:** `log_level` and `resync_interval`.
+# * **Restart:** every other setting written to the config: `node_name`,
+#   `roles`, `controller_endpoints`, `pools`, `driver`, `expose_dir`,
+#   `state_dir`, `api_socket`, `metrics_listen`, `data_listen`, `tls_ca`,
+#   `tls_cert`, `tls_key`, `tls_server_name`; the CA's content (`ca_cert`);
+#   a new binary (`binary_source`, `binary_checksum`, the package); the
+#   systemd unit.
+#
+# The restart-requiring part is tracked by its SHA-256 in
+# `<config_path>.restart-digest`, which notifies the service; the config
+# file itself notifies nothing. On the first run the node enrolls once with a
 # single-use bootstrap token: the agent makes its key locally, sends a CSR
 # with the token and writes the key (mode 0600), the node certificate and
 # the CA to the `tls_*` paths. The `exec` is guarded by the node
@@ -30,6 +47,29 @@
 #     bootstrap_token      => Sensitive(lookup('ferrofab::bootstrap_token')),
 #   }
 #
+# @example Remove the agent, its attachments and the node object in one run
+#   class { 'ferrofab::agent':
+#     ensure               => absent,
+#     controller_endpoints => ['https://ctl.lab.example:7443'],
+#     delete_node          => { 'cli' => '/usr/bin/ferrofab', 'config' => '/root/.config/ferrofab/admin.toml' },
+#   }
+#
+# @param ensure
+#   `present` installs and runs the agent. `absent` removes it in one run
+#   (class ferrofab::agent::remove): detaches every attachment while the
+#   agent still runs, stops and disables the service, optionally deletes
+#   the Node object (`delete_node`), and removes the unit, the config, the
+#   CA, certificate and key, the state directory, the binary or package,
+#   the socket, the expose directory and the empty `ferrofab` directories.
+#   `attachments` are ignored then. A failed detach (controller down) fails
+#   the run before the service stops.
+# @param delete_node
+#   With `ensure => absent`: delete this node's Node object from the
+#   controller with the `ferrofab` CLI (`cli`) and an administrator's
+#   client config (`config`); the node's own certificate may not do it.
+#   Undef (default): the Node object stays.
+# @param detach_timeout
+#   Seconds each detach may take when removing the agent.
 # @param controller_endpoints
 #   Controller gRPC endpoints (`https://host:port`), tried in order. The
 #   first one is used for enrollment.
@@ -109,9 +149,17 @@
 #   Further attributes of the `service` resource, e.g. `start`, `stop` and
 #   `status` commands for the `base` provider.
 # @param unit_path
-#   Path of the systemd unit file.
+#   Path of the systemd unit file. Installed only when the service provider
+#   is systemd (`service_provider` undef on a systemd host, or `systemd`).
+# @param attachments
+#   Volumes to attach (or detach), as `ferrofab_attachment` resources:
+#   volume => attributes (`ensure`, `read_only`, `wait_timeout`), e.g. from
+#   Hiera: `ferrofab::agent::attachments: { scratch: {}, atlas: { read_only: true } }`.
 class ferrofab::agent (
   Array[Stdlib::HTTPSUrl, 1] $controller_endpoints,
+  Enum['present', 'absent'] $ensure = 'present',
+  Optional[Struct[{ cli => Stdlib::Absolutepath, config => Stdlib::Absolutepath }]] $delete_node = undef,
+  Integer[1, 86400] $detach_timeout = 60,
   Pattern[/\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\z/] $node_name = $facts['networking']['hostname'],
   Array[Enum['storage', 'workstation'], 1] $roles = ['workstation'],
   Hash[Pattern[/\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\z/], Struct[{
@@ -147,7 +195,16 @@ class ferrofab::agent (
   Optional[String[1]] $service_provider = undef,
   Hash[String[1], Any] $service_options = {},
   Stdlib::Absolutepath $unit_path = '/etc/systemd/system/ferrofab-agent.service',
+  Hash[Pattern[/\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\z/], Struct[{
+        Optional[ensure]       => Enum['present', 'absent'],
+        Optional[read_only]    => Boolean,
+        Optional[wait_timeout] => Integer[1, 86400],
+  }]] $attachments = {},
 ) {
+  # Written next to the config; see class ferrofab::agent::config.
+  $restart_digest_path = "${config_path}.restart-digest"
+  $systemd = pick($service_provider, $facts['service_provider'], 'systemd') == 'systemd'
+
   $binary = $binary_path ? {
     undef   => $binary_source ? {
       undef   => '/usr/bin/ferrofab-agent',
@@ -156,16 +213,26 @@ class ferrofab::agent (
     default => $binary_path,
   }
 
-  contain ferrofab::agent::install
-  contain ferrofab::agent::config
-  contain ferrofab::agent::enroll
-  contain ferrofab::agent::service
+  if $ensure == 'absent' {
+    contain ferrofab::agent::remove
+  } else {
+    contain ferrofab::agent::install
+    contain ferrofab::agent::config
+    contain ferrofab::agent::enroll
+    contain ferrofab::agent::service
 
-  Class['ferrofab::agent::install']
-  -> Class['ferrofab::agent::config']
-  -> Class['ferrofab::agent::enroll']
-  -> Class['ferrofab::agent::service']
+    Class['ferrofab::agent::install']
+    -> Class['ferrofab::agent::config']
+    -> Class['ferrofab::agent::enroll']
+    -> Class['ferrofab::agent::service']
 
-  Class['ferrofab::agent::install'] ~> Class['ferrofab::agent::service']
-  Class['ferrofab::agent::config'] ~> Class['ferrofab::agent::service']
+    Class['ferrofab::agent::install'] ~> Class['ferrofab::agent::service']
+
+    $attachments.each |$volume, $attributes| {
+      ferrofab_attachment { $volume:
+        *       => $attributes,
+        require => Class['ferrofab::agent::service'],
+      }
+    }
+  }
 }

@@ -11,6 +11,10 @@ RSpec.configure { |c| c.mock_with :rspec }
 require 'fileutils'
 require 'tmpdir'
 require 'rspec-puppet'
+# The Resource API's transport code needs hocon; rspec-puppet compiles with
+# a load path where Puppet's autoloader cannot find it, so load it first.
+require 'hocon'
+require 'hocon/config_syntax'
 
 module_root = File.expand_path('..', __dir__)
 $LOAD_PATH.unshift(File.join(module_root, 'lib'))

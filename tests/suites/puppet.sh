@@ -8,10 +8,14 @@
 # End to end, on loopback with this build's binaries: a real controller and
 # storage agent; `puppet apply` of class ferrofab::agent installs,
 # configures, enrolls (bootstrap token) and starts the workstation agent
-# (without systemd: base service provider with tests/puppet/agent-service.sh;
-# the unit file is checked separately), then ferrofab_attachment resources:
-# changes then idempotence, `puppet resource`, --noop, ensure => absent, a
-# refused volume, and a run with the controller down.
+# (without systemd: base service provider with tests/puppet/agent-service.sh,
+# and then no unit file), then ferrofab_attachment resources through the
+# class's `attachments` parameter: changes then idempotence, `puppet
+# resource`, --noop, ensure => absent, a refused volume (a failure, not a
+# change), and a run with the controller down. Purging on a fresh host (no
+# agent) has nothing to do. A `log_level` change with an fsync'd write
+# stream on a mounted ext4 does not restart the agent; a change of a key
+# that needs a restart does.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
@@ -95,7 +99,7 @@ papply() {
     shift 2
     start=$(date +%s.%N)
     set +e
-    FERROFAB_AGENT_BIN=$W/ws/bin/ferrofab-agent FERROFAB_AGENT_CONFIG=$W/ws/etc/agent.toml \
+    FERROFAB_AGENT_BIN=${PUPPET_AGENT_BIN:-$W/ws/bin/ferrofab-agent} FERROFAB_AGENT_CONFIG=$W/ws/etc/agent.toml \
         puppet apply --modulepath "$W/modules:/usr/share/puppet/modules" \
         --confdir "$W/puppet/conf" --vardir "$W/puppet/var" --codedir "$W/puppet/code" \
         --logdir "$W/puppet/log" --rundir "$W/puppet/run" \
@@ -118,8 +122,7 @@ expect_rc() {
 }
 
 # expect_failures NAME : the run reported failed resources (--detailed-exitcodes
-# bit 4; the Resource API 1.8 glue also logs a failed create as a change, so
-# 6 is accepted as well).
+# bit 4; 6 when other resources of the run changed).
 expect_failures() {
     [ $((RC & 4)) -ne 0 ] || { cat "$W/$1.out" >&2; ff_die "puppet apply $1: exit $RC, expected failures (4 or 6)"; }
 }
@@ -161,11 +164,18 @@ check_data() {
 }
 
 # manifest NAME BODY : a manifest with the agent class (log level
-# $LOG_LEVEL) and BODY.
+# $LOG_LEVEL, metrics endpoint $METRICS when set, further class parameters
+# $EXTRA_PARAMS) and BODY.
 LOG_LEVEL=info
+METRICS=
+EXTRA_PARAMS=
 manifest() {
+    local metrics=
+    [ -z "$METRICS" ] || metrics="metrics_listen => '$METRICS',"
     cat >"$W/$1.pp" <<EOF
 class { 'ferrofab::agent':
+  $metrics
+  $EXTRA_PARAMS
   controller_endpoints => ['https://127.0.0.1:$CTL_PORT'],
   node_name            => 'ws-1',
   roles                => ['workstation'],
@@ -280,8 +290,12 @@ e2e_tests() {
     setup_cluster
     local three="ferrofab_attachment { ['vol-a', 'vol-b', 'vol-c']: ensure => present }"
 
-    ff_say "puppet e2e: first run installs, enrolls, starts the agent and attaches three volumes"
-    manifest site "$three"
+    purge_fresh_host
+
+    ff_say "puppet e2e: first run installs, enrolls, starts the agent and attaches three volumes (attachments parameter)"
+    EXTRA_PARAMS="attachments => { 'vol-a' => {}, 'vol-b' => { 'ensure' => 'present' }, 'vol-c' => { 'wait_timeout' => 120 } },"
+    manifest site ""
+    EXTRA_PARAMS=
     papply first "$W/site.pp"
     FIRST_SECS=$SECS
     expect_rc 2 first
@@ -300,6 +314,8 @@ e2e_tests() {
     expect_rc 0 second
 
     filesystem_pattern "$three"
+    live_change_no_restart "$three"
+    teardown_filesystem
 
     ff_say "puppet e2e: puppet resource ferrofab_attachment lists them"
     FERROFAB_AGENT_BIN=$W/ws/bin/ferrofab-agent FERROFAB_AGENT_CONFIG=$W/ws/etc/agent.toml \
@@ -352,6 +368,14 @@ ferrofab_attachment { 'vol-d': ensure => absent }"
     [ "$(attached_volumes)" = "vol-a vol-b vol-c" ] || ff_die "the other resources did not apply: $(attached_volumes)"
     write_and_check vol-c 5
 
+    ff_say "puppet e2e: a refused attach alone is a failure, not a change (exit 4)"
+    manifest refused-only "ferrofab_attachment { 'secret': ensure => present }"
+    papply refused-only "$W/refused-only.pp"
+    expect_rc 4 refused-only
+    expect_out refused-only "ferrofab-agent attach secret failed \(controller_refused\)"
+    grep -Eq "Ferrofab_attachment\[secret\]/ensure: (defined|created)" "$W/refused-only.out" \
+        && ff_die "a failed attach was logged as a change"
+
     ff_say "puppet e2e: controller down: attachment changes fail clearly, the data path keeps working"
     stop_bg controller KILL
     manifest down "ferrofab_attachment { ['vol-a', 'vol-c', 'vol-d']: ensure => present }
@@ -365,28 +389,36 @@ ferrofab_attachment { 'vol-b': ensure => absent }"
     write_and_check vol-b 7
     write_and_check vol-c 8
 
+    uninstall
+
     local first_cat second_cat
     first_cat=$(catalog_secs first)
     second_cat=$(catalog_secs second)
     ff_say "puppet e2e: first apply ${FIRST_SECS}s (catalog applied in ${first_cat}s), second apply ${SECOND_SECS}s (catalog ${second_cat}s)"
-    echo "puppet apply wall time: first run ${FIRST_SECS}s (install, enroll, start, 3 attachments; catalog applied in ${first_cat}s), second run ${SECOND_SECS}s (no changes; catalog applied in ${second_cat}s)" \
-        >"$FF_WORK/puppet-apply-times.txt"
+    {
+        echo "puppet apply wall time: first run ${FIRST_SECS}s (install, enroll, start, 3 attachments; catalog applied in ${first_cat}s), second run ${SECOND_SECS}s (no changes; catalog applied in ${second_cat}s)"
+        echo "uninstall (ensure => absent, 3 attachments, delete_node): ${UNINSTALL_SECS}s (catalog applied in $(catalog_secs uninstall)s); second run ${UNINSTALL_AGAIN_SECS}s"
+        echo "write stream during the log_level run: $LIVE_STREAM"
+    } >"$FF_WORK/puppet-apply-times.txt"
+    cat "$FF_WORK/puppet-apply-times.txt"
     cleanup
 }
 
-# A changed parameter rewrites the config, which restarts the agent (~>);
-# its attachments come back and keep their data.
+# A changed parameter that needs a restart (metrics_listen) rewrites the
+# config and the restart digest, which restarts the agent; its attachments
+# come back and keep their data.
 config_change_restarts() {
-    ff_say "puppet e2e: a config change restarts the agent"
+    ff_say "puppet e2e: a change of a key that needs a restart (metrics_listen) restarts the agent"
     local pid_before
     pid_before=$(cat "$W/ws/run/agent.pid")
-    LOG_LEVEL=debug
+    METRICS=127.0.0.1:$(ff_free_port)
     manifest restart "$1"
     papply restart "$W/restart.pp"
     expect_rc 2 restart
     expect_out restart "File\[$W/ws/etc/agent.toml\]/content: content changed"
+    expect_out restart "File\[$W/ws/etc/agent.toml.restart-digest\]/content: content changed"
     expect_out restart "Service\[ferrofab-agent\]: Triggered 'refresh'"
-    grep -q '^log_level = "debug"$' "$W/ws/etc/agent.toml" || ff_die "log_level not written"
+    grep -q "^metrics_listen = \"$METRICS\"$" "$W/ws/etc/agent.toml" || ff_die "metrics_listen not written"
     [ "$(cat "$W/ws/run/agent.pid")" != "$pid_before" ] || ff_die "the agent was not restarted"
     [ "$(attached_volumes)" = "vol-a vol-b vol-c" ] || ff_die "after the restart: $(attached_volumes)"
     check_data vol-a 1
@@ -402,7 +434,7 @@ config_change_restarts() {
 filesystem_pattern() {
     ff_say "puppet e2e: filesystem on an attached volume (losetup, mkfs guarded by blkid, mount)"
     local file=$W/ws/volumes/vol-fs mnt=$W/mnt/fs
-    manifest fs "$1
+    FS_BODY="$1
 ferrofab_attachment { 'vol-fs': ensure => present }
 \$loop = \"\$(losetup -j $file -n -O NAME | head -n 1)\"
 exec { 'losetup vol-fs':
@@ -427,6 +459,7 @@ exec { 'mount vol-fs':
   path     => ['/usr/sbin', '/usr/bin', '/sbin', '/bin'],
   require  => [Exec['mkfs vol-fs'], File['$mnt']],
 }"
+    manifest fs "$FS_BODY"
     papply fs "$W/fs.pp"
     expect_rc 2 fs
     expect_out fs "Exec\[mkfs vol-fs\]/returns: executed successfully"
@@ -435,23 +468,123 @@ exec { 'mount vol-fs':
     sync
     papply fs-again "$W/fs.pp"
     expect_rc 0 fs-again
+}
+
+# A log_level change while an fsync'd write stream runs on the ext4 of
+# filesystem_pattern: Puppet rewrites the config but does not restart the
+# agent (same pid); the agent applies the level live; the stream sees no
+# error and every block reads back. The second run changes nothing.
+live_change_no_restart() {
+    ff_say "puppet e2e: a log_level change with a write stream running: no restart, no I/O error"
+    local mnt=$W/mnt/fs pid_before report=$W/stream-live.json
+    pid_before=$(cat "$W/ws/run/agent.pid")
+    rm -f "$W/stream.stop" "$report"
+    start_bg stream python3 "$FF_REPO/tests/puppet/write-stream.py" "$mnt/stream" "$W/stream.stop" "$report"
+    sleep 1
+    LOG_LEVEL=debug
+    manifest live "$FS_BODY"
+    papply live "$W/live.pp"
+    expect_rc 2 live
+    expect_out live "File\[$W/ws/etc/agent.toml\]/content: content changed"
+    grep -q "Service\[ferrofab-agent\]" "$W/live.out" && { cat "$W/live.out" >&2; ff_die "a log_level change touched the service"; }
+    grep -q "restart-digest" "$W/live.out" && ff_die "a log_level change changed the restart digest"
+    grep -q '^log_level = "debug"$' "$W/ws/etc/agent.toml" || ff_die "log_level not written"
+    ff_wait_line "$W/ws/run/agent.log" "log level changed" 10 || ff_die "the agent did not apply the log level live"
+    sleep 2
+    touch "$W/stream.stop"
+    local pid i
+    pid=$(cat "$W/stream.pid")
+    for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    wait "$pid" || { cat "$report" >&2 2>/dev/null; ff_die "the write stream failed during a log_level change"; }
+    rm -f "$W/stream.pid"
+    [ "$(cat "$W/ws/run/agent.pid")" = "$pid_before" ] || ff_die "the agent was restarted for a log_level change"
+    kill -0 "$pid_before" || ff_die "the agent is gone"
+    ff_say "puppet e2e: write stream during the log_level run: $(cat "$report")"
+    LIVE_STREAM=$(cat "$report")
+    papply live-again "$W/live.pp"
+    expect_rc 0 live-again
+}
+
+# Unmounts the filesystem of filesystem_pattern, frees its loop device and
+# detaches vol-fs.
+teardown_filesystem() {
+    local file=$W/ws/volumes/vol-fs mnt=$W/mnt/fs
     umount "$mnt"
     losetup -j "$file" -n -O NAME | xargs -r -n1 losetup -d
     "$W/ws/bin/ferrofab-agent" --config "$W/ws/etc/agent.toml" detach vol-fs --timeout 60s >/dev/null \
         || ff_die "detaching vol-fs failed"
 }
 
-# What the class wrote besides the service: config, key mode, unit file.
+# ensure => absent with three volumes attached: one run detaches them,
+# stops the agent, deletes the node and removes every file; a second run
+# changes nothing; purging afterwards has nothing to do.
+uninstall() {
+    ff_say "puppet e2e: ensure => absent removes everything in one run"
+    start_controller
+    local i pid
+    for ((i = 0; i < 300; i++)); do
+        "$W/ws/bin/ferrofab-agent" --config "$W/ws/etc/agent.toml" status --json 2>/dev/null \
+            | grep -q '"controller_connected": true' && break
+        sleep 0.1
+    done
+    [ "$(attached_volumes)" = "vol-a vol-b vol-c" ] || ff_die "before the uninstall: $(attached_volumes)"
+    pid=$(cat "$W/ws/run/agent.pid")
+    EXTRA_PARAMS="ensure => 'absent', delete_node => { 'cli' => '$FF', 'config' => '$W/client.toml' }, attachments => { 'vol-a' => {} },"
+    manifest uninstall ""
+    EXTRA_PARAMS=
+    papply uninstall "$W/uninstall.pp"
+    UNINSTALL_SECS=$SECS
+    expect_rc 2 uninstall
+    expect_out uninstall "Exec\[ferrofab-agent detach all\]/returns: executed successfully"
+    expect_out uninstall "Exec\[ferrofab node delete\]/returns: executed successfully"
+    # What was checked:
+    kill -0 "$pid" 2>/dev/null && ff_die "uninstall: the agent ($pid) still runs"
+    ff node get ws-1 >/dev/null 2>&1 && ff_die "uninstall: node ws-1 is still in the controller"
+    ff attachment list >"$W/attachments-after.txt" 2>&1 || { cat "$W/attachments-after.txt" >&2; ff_die "ferrofab attachment list failed"; }
+    grep -q "ws-1" "$W/attachments-after.txt" && { cat "$W/attachments-after.txt" >&2; ff_die "uninstall: attachments of ws-1 remain"; }
+    local f
+    for f in "$W/ws/bin/ferrofab-agent" "$W/ws/etc/agent.toml" "$W/ws/etc/agent.toml.restart-digest" \
+        "$W/ws/etc/ca.crt" "$W/ws/etc/node.crt" "$W/ws/etc/node.key" "$W/ws/run/agent.sock" \
+        "$W/ws/state" "$W/ws/volumes" "$W/ws/ferrofab-agent.service"; do
+        [ -e "$f" ] && ff_die "uninstall left $f"
+    done
+    findmnt "$W/ws/volumes" >/dev/null 2>&1 && ff_die "uninstall left the FUSE mount"
+    losetup -a | grep -q "$W/ws/" && ff_die "uninstall left a loop device: $(losetup -a | grep "$W/ws/")"
+    papply uninstall-again "$W/uninstall.pp"
+    UNINSTALL_AGAIN_SECS=$SECS
+    expect_rc 0 uninstall-again
+    ff_say "puppet e2e: purge after the uninstall (no agent binary) has nothing to do"
+    papply purge-gone "$W/purge.pp"
+    expect_rc 0 purge-gone
+    if [ ! -e /run/ferrofab/agent.sock ]; then
+        ff_say "puppet e2e: purge with the binary present but no agent running has nothing to do"
+        PUPPET_AGENT_BIN=$AGENT papply purge-stopped "$W/purge.pp"
+        expect_rc 0 purge-stopped
+    fi
+}
+
+# purge on a host without the agent (not installed, not running): exit 0,
+# nothing to do.
+purge_fresh_host() {
+    ff_say "puppet e2e: purging ferrofab_attachment on a fresh host has nothing to do"
+    echo "resources { 'ferrofab_attachment': purge => true }" >"$W/purge.pp"
+    [ -e "$W/ws/bin/ferrofab-agent" ] && ff_die "not a fresh host: the agent is installed"
+    papply purge-fresh "$W/purge.pp"
+    expect_rc 0 purge-fresh
+    papply purge-fresh-again "$W/purge.pp"
+    expect_rc 0 purge-fresh-again
+}
+
+# What the class wrote besides the service: config, key mode, restart
+# digest, no unit file (the base provider is not systemd).
 check_agent_files() {
     local cfg=$W/ws/etc/agent.toml
     head -1 "$cfg" | grep -q "Managed by Puppet" || ff_die "$cfg was rewritten by enrollment"
     grep -q '^node = "ws-1"$' "$cfg" || ff_die "$cfg: node"
     [ "$(stat -c %a "$W/ws/etc/node.key")" = 600 ] || ff_die "node.key is not mode 0600"
     [ -s "$W/ws/etc/node.crt" ] || ff_die "node certificate missing"
-    local unit=$W/ws/ferrofab-agent.service
-    grep -qx "ExecStart=$W/ws/bin/ferrofab-agent --config $cfg run" "$unit" || ff_die "unit: ExecStart"
-    grep -q "^ExecStartPost=.* --config $cfg status" "$unit" || ff_die "unit: ExecStartPost"
-    grep -qx "WantedBy=multi-user.target" "$unit" || ff_die "unit: WantedBy"
+    grep -Eq '^[0-9a-f]{64}$' "$cfg.restart-digest" || ff_die "$cfg.restart-digest: no digest"
+    [ -e "$W/ws/ferrofab-agent.service" ] && ff_die "a systemd unit was installed with the base service provider"
     cmp -s "$AGENT" "$W/ws/bin/ferrofab-agent" || ff_die "the agent binary was not installed from binary_source"
 }
 

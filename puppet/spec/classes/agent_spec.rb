@@ -35,19 +35,135 @@ describe 'ferrofab::agent' do
         .with_content(%r{^WantedBy=multi-user\.target$})
     end
 
-    it 'runs the service and restarts it on config, unit or binary changes' do
+    it 'runs the service and restarts it on restart-digest, unit or binary changes' do
       is_expected.to contain_service('ferrofab-agent')
         .with_ensure('running')
         .with_enable(true)
-        .that_subscribes_to('File[/etc/systemd/system/ferrofab-agent.service]')
-      is_expected.to contain_class('ferrofab::agent::config').that_notifies('Class[ferrofab::agent::service]')
+        .that_subscribes_to('File[/etc/ferrofab/agent.toml.restart-digest]')
+      is_expected.to contain_file('/etc/systemd/system/ferrofab-agent.service').that_notifies('Service[ferrofab-agent]')
       is_expected.to contain_class('ferrofab::agent::install').that_notifies('Class[ferrofab::agent::service]')
+    end
+
+    it 'does not restart the service for the config file itself (the agent reloads it)' do
+      is_expected.to contain_class('ferrofab::agent::config').that_comes_before('Class[ferrofab::agent::service]')
+      is_expected.not_to contain_class('ferrofab::agent::config').that_notifies('Class[ferrofab::agent::service]')
+      is_expected.not_to contain_file('/etc/ferrofab/agent.toml').that_notifies('Service[ferrofab-agent]')
+      is_expected.to contain_file('/etc/ferrofab/agent.toml.restart-digest').with_content(%r{\A# Managed by Puppet.*\n[0-9a-f]{64}\n\z})
     end
 
     it 'does not enroll without a token' do
       is_expected.not_to contain_exec('ferrofab-agent enroll')
       is_expected.not_to contain_file('/etc/ferrofab/ca.crt')
     end
+  end
+
+  describe 'the restart digest' do
+    # Two catalogs in one example: `params` reads @params (not a memoized
+    # `let`), and rspec-puppet caches catalogs by their manifest, so each
+    # set compiles afresh.
+    def params
+      @params
+    end
+
+    def digest_with(extra)
+      @params = minimal.merge(extra)
+      load_catalogue(:class).resource('File', '/etc/ferrofab/agent.toml.restart-digest')[:content]
+    end
+
+    {
+      'log_level' => [{ log_level: 'info' }, { log_level: 'ferrofab_agent=debug' }, :same],
+      'resync_interval' => [{ resync_interval: '30s' }, { resync_interval: '5s' }, :same],
+      'metrics_listen' => [{}, { metrics_listen: '127.0.0.1:9478' }, :different],
+      'controller_endpoints' => [{}, { controller_endpoints: ['https://ctl2.lab.example:7443'] }, :different],
+      'pools' => [{}, { pools: { 'p' => { 'path' => '/srv/p' } } }, :different],
+      'expose_dir' => [{}, { expose_dir: '/srv/volumes' }, :different],
+      'ca_cert' => [{}, { ca_cert: "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n" }, :different],
+    }.each do |key, (a, b, want)|
+      it "#{want == :same ? 'stays the same (live, no restart)' : 'changes (restart)'} when #{key} changes" do
+        first = digest_with(a)
+        second = digest_with(b)
+        expect(first).to match(%r{\n[0-9a-f]{64}\n\z})
+        if want == :same
+          expect(second).to eq(first)
+        else
+          expect(second).not_to eq(first)
+        end
+      end
+    end
+  end
+
+  context 'with attachments from Hiera' do
+    let(:params) do
+      minimal.merge(attachments: {
+                      'scratch' => {},
+                      'atlas' => { 'read_only' => true, 'wait_timeout' => 120 },
+                      'old' => { 'ensure' => 'absent' },
+                    })
+    end
+
+    it { is_expected.to compile.with_all_deps }
+    it { is_expected.to contain_ferrofab_attachment('scratch').that_requires('Class[ferrofab::agent::service]') }
+    it { is_expected.to contain_ferrofab_attachment('atlas').with_read_only(true).with_wait_timeout(120) }
+    it { is_expected.to contain_ferrofab_attachment('old').with_ensure('absent') }
+  end
+
+  context 'with ensure => absent' do
+    let(:params) do
+      minimal.merge(ensure: 'absent', attachments: { 'scratch' => {} },
+                    delete_node: { 'cli' => '/usr/bin/ferrofab', 'config' => '/root/admin.toml' })
+    end
+
+    it { is_expected.to compile.with_all_deps }
+    it { is_expected.not_to contain_ferrofab_attachment('scratch') }
+    it { is_expected.not_to contain_class('ferrofab::agent::service') }
+
+    it 'detaches everything through the running agent before stopping it' do
+      is_expected.to contain_exec('ferrofab-agent detach all')
+        .with_onlyif(%r{ferrofab-agent --config /etc/ferrofab/agent\.toml attachments})
+        .with_command(%r{detach "\$v" --timeout 60s})
+      is_expected.to contain_service('ferrofab-agent').with_ensure('stopped').with_enable(false)
+                                                     .that_requires('Exec[ferrofab-agent detach all]')
+    end
+
+    it 'removes the unit, config, keys, state and package after the stop' do
+      ['/etc/systemd/system/ferrofab-agent.service', '/etc/ferrofab/agent.toml', '/etc/ferrofab/agent.toml.restart-digest',
+       '/etc/ferrofab/ca.crt', '/etc/ferrofab/node.crt', '/etc/ferrofab/node.key', '/run/ferrofab/agent.sock'].each do |f|
+        is_expected.to contain_file(f).with_ensure('absent').that_requires('Service[ferrofab-agent]')
+      end
+      is_expected.to contain_file('/var/lib/ferrofab/agent').with_ensure('absent').with_force(true)
+      is_expected.to contain_package('ferrofab-agent').with_ensure('absent').that_requires('Service[ferrofab-agent]')
+      is_expected.to contain_exec('ferrofab-agent rmdir /run/ferrofab/volumes').that_requires('Service[ferrofab-agent]')
+      ['/etc/ferrofab', '/var/lib/ferrofab', '/run/ferrofab'].each do |d|
+        is_expected.to contain_exec("ferrofab-agent rmdir #{d}").with_command("rmdir #{d}")
+      end
+    end
+
+    it 'deletes the node from the controller after the stop' do
+      is_expected.to contain_exec('ferrofab node delete')
+        .with_command('/usr/bin/ferrofab --config /root/admin.toml node delete ws7')
+        .with_onlyif(%r{node get ws7})
+        .that_requires('Service[ferrofab-agent]')
+    end
+  end
+
+  context 'with ensure => absent, a binary install and no systemd' do
+    let(:params) do
+      minimal.merge(ensure: 'absent', binary_source: '/srv/ferrofab-agent', service_provider: 'base',
+                    service_options: { 'stop' => '/bin/svc stop', 'status' => '/bin/svc status' })
+    end
+
+    it { is_expected.to compile.with_all_deps }
+    it { is_expected.to contain_file('/usr/local/bin/ferrofab-agent').with_ensure('absent') }
+    it { is_expected.not_to contain_package('ferrofab-agent') }
+    it { is_expected.not_to contain_file('/etc/systemd/system/ferrofab-agent.service') }
+    it { is_expected.not_to contain_exec('ferrofab node delete') }
+    it { is_expected.to contain_service('ferrofab-agent').with_provider('base').with_stop('/bin/svc stop') }
+  end
+
+  context 'with a bad attachment' do
+    let(:params) { minimal.merge(attachments: { 'scratch' => { 'mode' => 'rw' } }) }
+
+    it { is_expected.to compile.and_raise_error(%r{attachments}) }
   end
 
   context 'with a bootstrap token and the CA' do
@@ -138,6 +254,7 @@ describe 'ferrofab::agent' do
         .with_start('/bin/svc start')
         .with_status('/bin/svc status')
     end
+    it { is_expected.not_to contain_file('/etc/systemd/system/ferrofab-agent.service') }
   end
 
   context 'with service_manage false' do

@@ -26,6 +26,16 @@ there).
 A change of `read_only` on an attached volume detaches and attaches it
 again. `--noop` never calls attach or detach.
 
+Where the agent cannot answer yet (its binary is not installed, or it is
+not running), the provider lists no attachments: `puppet resource` and
+`resources { 'ferrofab_attachment': purge => true }` then have nothing to
+do, `ensure => absent` is in sync, and only a resource that needs an attach
+fails, saying the agent is not there.
+
+A failed attach or detach is reported as a failed change only: the run's
+report counts it as a failure, not as a change, so `--detailed-exitcodes`
+gives 4, not 6.
+
 @example Attach two volumes, one of them read-only
   ferrofab_attachment { 'lightsheet-scratch': ensure => present }
   ferrofab_attachment { 'reference-atlas':
@@ -72,3 +82,17 @@ EOS
     },
   },
 )
+
+# The Resource API 1.8 glue applies a resource in `flush`, after Puppet has
+# already recorded the property change as successful, so a refused attach
+# showed up both as a change and as a failure (exit code 6). Doing the work
+# while the property itself syncs makes a failure fail that change alone
+# (exit code 4); the glue's own flush afterwards finds nothing left to do.
+Puppet::Type.type(:ferrofab_attachment).properties.each do |property|
+  property.class_eval do
+    def set(value)
+      super
+      resource.flush
+    end
+  end
+end

@@ -14,13 +14,33 @@ class Puppet::Provider::FerrofabAttachment::FerrofabAttachment < Puppet::Resourc
   # Every attachment of this node in one CLI call, filtered to `names` when
   # Puppet asks for some (simple_get_filter); nil or empty means all, as
   # `puppet resource ferrofab_attachment` does.
+  #
+  # An agent that is not installed or not running has nothing attached
+  # that Puppet could change: the list is empty, so purging and `absent`
+  # have nothing to do on a fresh or stopped host, and only an attach fails.
   def get(context, names = nil)
-    doc = agent_json(context, ['attachments'])
+    doc = listing(context)
+    return [] if doc.nil?
     list = doc['attachments']
     raise Puppet::ResourceError, "ferrofab-agent attachments: expected a list of attachments, got #{doc.inspect}" unless list.is_a?(Array)
     resources = list.map { |a| to_resource(a) }.compact.uniq { |r| r[:volume] }
     return resources if names.nil? || names.empty?
     resources.select { |r| names.include?(r[:volume]) }
+  end
+
+  # The `attachments` document, or nil when the agent cannot answer yet
+  # (no binary, or the CLI says `agent_unreachable`). Any other failure
+  # (a broken config, an unknown schema) still raises.
+  def listing(context)
+    binary = find_agent_binary
+    if binary.nil?
+      context.debug('ferrofab-agent is not installed: no attachments')
+      return nil
+    end
+    agent_json(context, ['attachments'], binary: binary)
+  rescue AgentAbsent => e
+    context.debug("#{e.message}: no attachments")
+    nil
   end
 
   # The change loop of SimpleProvider, keyed on our namevar `volume`
@@ -51,35 +71,65 @@ class Puppet::Provider::FerrofabAttachment::FerrofabAttachment < Puppet::Resourc
   # Runs `ferrofab-agent ARGS --json` and returns the parsed result. A
   # failure raises with the agent's error code and message, which carries
   # the controller's reason for a refusal.
-  def agent_json(context, args)
-    cmd = [agent_binary] + config_args + args + ['--json']
+  #
+  # An agent that is not there (binary missing, or `agent_unreachable`)
+  # raises AgentAbsent, a ResourceError, so callers may tell it apart.
+  def agent_json(context, args, binary: nil)
+    cmd = [binary || agent_binary] + config_args + args + ['--json']
     context.debug("running #{cmd.join(' ')}")
     stdout, stderr, status = run_cli(cmd)
     doc = parse_json(stdout)
-    raise Puppet::ResourceError, failure_message(args, doc, stderr, status) unless status.success?
+    unless status.success?
+      message = failure_message(args, doc, stderr, status)
+      raise AgentAbsent, message if error_code(doc) == 'agent_unreachable'
+      raise Puppet::ResourceError, message
+    end
     check_document(args, doc, stdout)
   end
 
-  # The command runner; specs stub it.
+  # The command runner; specs stub it. A binary that vanished between the
+  # lookup and the call counts as an absent agent.
   def run_cli(cmd)
     Open3.capture3(*cmd)
+  rescue Errno::ENOENT => e
+    raise AgentAbsent, "cannot run #{cmd.first}: #{e.message}"
   rescue SystemCallError => e
     raise Puppet::ResourceError, "cannot run #{cmd.first}: #{e.message}"
   end
 
-  # The agent binary: FERROFAB_AGENT_BIN, else the first `ferrofab-agent`
-  # on PATH or in the usual install directories.
+  # The agent binary, or a ResourceError saying how to install it.
   def agent_binary
-    explicit = ENV['FERROFAB_AGENT_BIN']
-    return explicit if explicit && !explicit.empty?
-    dirs = ENV.fetch('PATH', '').split(File::PATH_SEPARATOR) + ['/usr/local/bin', '/usr/bin']
-    found = dirs.map { |d| File.join(d, 'ferrofab-agent') }.find { |p| File.executable?(p) && !File.directory?(p) }
+    found = find_agent_binary
     return found if found
+    explicit = ENV['FERROFAB_AGENT_BIN']
+    where = explicit && !explicit.empty? ? "at #{explicit} (FERROFAB_AGENT_BIN)" : 'on PATH or in /usr/local/bin, /usr/bin'
     raise Puppet::ResourceError,
-          "ferrofab-agent not found on PATH or in /usr/local/bin, /usr/bin; install it (class ferrofab::agent) before managing ferrofab_attachment resources"
+          "ferrofab-agent not found #{where}; install it (class ferrofab::agent) before managing ferrofab_attachment resources"
   end
 
+  # FERROFAB_AGENT_BIN when set and executable, else the first
+  # `ferrofab-agent` on PATH or in the usual install directories; nil when
+  # there is none.
+  def find_agent_binary
+    explicit = ENV['FERROFAB_AGENT_BIN']
+    return (executable_file?(explicit) ? explicit : nil) if explicit && !explicit.empty?
+    dirs = ENV.fetch('PATH', '').split(File::PATH_SEPARATOR) + ['/usr/local/bin', '/usr/bin']
+    dirs.map { |d| File.join(d, 'ferrofab-agent') }.find { |p| executable_file?(p) }
+  end
+
+  # Raised when the agent cannot answer: not installed or not running.
+  class AgentAbsent < Puppet::ResourceError; end
+
   private
+
+  def executable_file?(path)
+    File.executable?(path) && !File.directory?(path)
+  end
+
+  def error_code(doc)
+    err = doc.is_a?(Hash) ? doc['error'] : nil
+    err.is_a?(Hash) ? err['code'] : nil
+  end
 
   def apply_change(context, volume, is_ensure, should)
     if is_ensure == 'absent' && should[:ensure].to_s == 'present'

@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require 'spec_helper'
+require 'open3'
 require 'puppet/type/ferrofab_attachment'
 
 RSpec.describe 'the ferrofab_attachment type' do
@@ -55,5 +56,59 @@ RSpec.describe 'the ferrofab_attachment type' do
 
   it 'refuses to set the read-only path' do
     expect { type.new(volume: 'v', path: '/tmp/x') }.to raise_error(Puppet::ResourceError, %r{read-only|path})
+  end
+end
+
+# A real Puppet transaction with the CLI stubbed: what the run report (and
+# so --detailed-exitcodes) says about an attach.
+RSpec.describe 'applying ferrofab_attachment' do
+  let(:type) { Puppet::Type.type(:ferrofab_attachment) }
+  let(:ok) { instance_double('Process::Status', success?: true, exitstatus: 0) }
+  let(:failed) { instance_double('Process::Status', success?: false, exitstatus: 1) }
+
+  before(:each) do
+    type.new(volume: 'loader') # loads the provider
+    # Any executable will do: the CLI itself is stubbed (run_cli).
+    ENV['FERROFAB_AGENT_BIN'] = '/bin/true'
+  end
+
+  after(:each) { ENV.delete('FERROFAB_AGENT_BIN') }
+
+  def stub_answers(attach_fixture, attach_status)
+    # Open3, not the provider's run_cli: Puppet may load the provider file
+    # again during the run, which would redefine a stubbed method.
+    allow(Open3).to receive(:capture3) do |*cmd|
+      if cmd.include?('attachments')
+        [cli_fixture('attachments_empty'), '', ok]
+      else
+        [cli_fixture(attach_fixture), '', attach_status]
+      end
+    end
+  end
+
+  def apply(volume)
+    dir = Dir.mktmpdir('ferrofab-spec-state')
+    Puppet[:statedir] = dir
+    Puppet[:statefile] = File.join(dir, 'state.yaml')
+    Puppet[:transactionstorefile] = File.join(dir, 'transactionstore.yaml')
+    res = type.new(volume: volume)
+    catalog = Puppet::Resource::Catalog.new
+    catalog.add_resource(res)
+    transaction = catalog.apply
+    transaction.report.resource_statuses[res.ref]
+  end
+
+  it 'reports a refused attach as a failure and not as a change' do
+    stub_answers('error_refused', failed)
+    status = apply('secret')
+    expect(status.failed).to be(true)
+    expect(status.changed).to be(false)
+  end
+
+  it 'reports a successful attach as a change' do
+    stub_answers('attach', ok)
+    status = apply('scratch')
+    expect(status.failed).to be(false)
+    expect(status.changed).to be(true)
   end
 end

@@ -19,6 +19,7 @@ RSpec.describe Puppet::Provider::FerrofabAttachment::FerrofabAttachment do
     allow(context).to receive(:debug)
     allow(context).to receive(:type).and_return(Puppet::Type.type(:ferrofab_attachment).type_definition)
     allow(provider).to receive(:agent_binary).and_return(agent)
+    allow(provider).to receive(:find_agent_binary).and_return(agent)
     ENV.delete('FERROFAB_AGENT_CONFIG')
   end
 
@@ -61,9 +62,25 @@ RSpec.describe Puppet::Provider::FerrofabAttachment::FerrofabAttachment do
       ENV.delete('FERROFAB_AGENT_CONFIG')
     end
 
-    it 'fails clearly when the agent is not running' do
+    it 'lists nothing when the agent is not running (a stopped host: purge has nothing to do)' do
       stub_cli(['attachments'], 'error_unreachable', failed)
-      expect { provider.get(context) }.to raise_error(Puppet::ResourceError, %r{ferrofab-agent attachments failed \(agent_unreachable\): .*is ferrofab-agent running})
+      expect(provider.get(context)).to eq([])
+    end
+
+    it 'lists nothing when the agent is not installed (a fresh host), without running anything' do
+      allow(provider).to receive(:find_agent_binary).and_return(nil)
+      expect(provider).not_to receive(:run_cli)
+      expect(provider.get(context)).to eq([])
+    end
+
+    it 'lists nothing when the binary vanished before it could run' do
+      expect(provider).to receive(:run_cli).and_raise(described_class::AgentAbsent, 'cannot run /usr/local/bin/ferrofab-agent: No such file or directory')
+      expect(provider.get(context)).to eq([])
+    end
+
+    it 'still fails on other errors of the agent (a broken config is not "nothing attached")' do
+      stub_cli(['attachments'], 'error_refused', failed)
+      expect { provider.get(context) }.to raise_error(Puppet::ResourceError, %r{ferrofab-agent attachments failed \(controller_refused\)})
     end
 
     it 'refuses an unknown schema version' do
@@ -129,6 +146,21 @@ RSpec.describe Puppet::Provider::FerrofabAttachment::FerrofabAttachment do
       }.to raise_error(Puppet::ResourceError, %r{ferrofab-agent attach secret failed \(controller_refused\): controller refused CreateAttachment: invalid spec.volume: volume "secret" does not exist or is not granted to node ws7})
     end
 
+    it 'fails an attach clearly when the agent is not running' do
+      stub_cli(['attach', 'scratch', '--timeout', '60s'], 'error_unreachable', failed)
+      expect {
+        provider.create(context, 'scratch', volume: 'scratch', ensure: 'present', read_only: false)
+      }.to raise_error(Puppet::ResourceError, %r{ferrofab-agent attach scratch failed \(agent_unreachable\): .*is ferrofab-agent running})
+    end
+
+    it 'fails an attach clearly when the agent is not installed' do
+      allow(provider).to receive(:agent_binary).and_call_original
+      allow(provider).to receive(:find_agent_binary).and_return(nil)
+      expect {
+        provider.create(context, 'scratch', volume: 'scratch', ensure: 'present', read_only: false)
+      }.to raise_error(Puppet::ResourceError, %r{ferrofab-agent not found.*class ferrofab::agent})
+    end
+
     it 'does nothing for an absent volume that should stay absent' do
       expect(provider).not_to receive(:run_cli)
       provider.set(context, 'gone' => { is: { volume: 'gone', ensure: 'absent' }, should: { volume: 'gone', ensure: 'absent' } })
@@ -136,10 +168,15 @@ RSpec.describe Puppet::Provider::FerrofabAttachment::FerrofabAttachment do
   end
 
   describe '#agent_binary' do
-    before(:each) { allow(provider).to receive(:agent_binary).and_call_original }
+    before(:each) do
+      allow(provider).to receive(:agent_binary).and_call_original
+      allow(provider).to receive(:find_agent_binary).and_call_original
+    end
 
     it 'prefers FERROFAB_AGENT_BIN' do
       ENV['FERROFAB_AGENT_BIN'] = '/opt/ff/bin/ferrofab-agent'
+      allow(File).to receive(:executable?).and_call_original
+      allow(File).to receive(:executable?).with('/opt/ff/bin/ferrofab-agent').and_return(true)
       expect(provider.agent_binary).to eq('/opt/ff/bin/ferrofab-agent')
     ensure
       ENV.delete('FERROFAB_AGENT_BIN')

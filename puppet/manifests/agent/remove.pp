@@ -1,0 +1,134 @@
+# @summary Removes the agent from this node in one run (`ensure => absent`).
+#
+# In this order: every attachment of the node is detached through the
+# running agent (so the controller's Attachment objects go too, and nothing
+# is left using a volume); then the service is stopped and disabled; then,
+# when asked, the Node object is deleted from the controller; then the
+# unit (systemd only), the config and its restart digest, the CA,
+# certificate and key, the state directory, the binary or package, the
+# socket, the expose directory and the `ferrofab` directories left empty
+# are removed. Each step is guarded, so a second run changes nothing and a
+# host where the agent never ran has nothing to detach.
+#
+# A detach that fails (the controller is down, say) fails the run before
+# the service stops: nothing is removed under a volume still attached.
+#
+# @api private
+class ferrofab::agent::remove {
+  assert_private()
+  $bin = $ferrofab::agent::binary
+  # `command` first: an exec autorequires a File at the start of its
+  # command, and the binary's File is removed after these run.
+  $cli = "command ${shell_escape($bin)} --config ${shell_escape($ferrofab::agent::config_path)}"
+  $path = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']
+  $timeout = $ferrofab::agent::detach_timeout
+
+  # `attachments` prints one tab-separated line per attachment (volume in
+  # the second field) and fails when the agent does not answer.
+  $detach_one = "${cli} detach \"\$v\" --timeout ${timeout}s >/dev/null || exit 1"
+  exec { 'ferrofab-agent detach all':
+    command  => "${cli} attachments | cut -f2 | while read -r v; do [ -z \"\$v\" ] || ${detach_one}; done",
+    onlyif   => "${cli} attachments 2>/dev/null | grep -q .",
+    provider => shell,
+    path     => $path,
+    timeout  => 0,
+  }
+
+  if $ferrofab::agent::service_manage {
+    service { $ferrofab::agent::service_name:
+      ensure   => stopped,
+      enable   => false,
+      provider => $ferrofab::agent::service_provider,
+      require  => Exec['ferrofab-agent detach all'],
+      *        => $ferrofab::agent::service_options,
+    }
+    $stopped = Service[$ferrofab::agent::service_name]
+  } else {
+    $stopped = Exec['ferrofab-agent detach all']
+  }
+
+  $delete = $ferrofab::agent::delete_node
+  if $delete {
+    $ff = "${shell_escape($delete['cli'])} --config ${shell_escape($delete['config'])}"
+    $node = shell_escape($ferrofab::agent::node_name)
+    exec { 'ferrofab node delete':
+      command  => "${ff} node delete ${node}",
+      onlyif   => "${ff} node get ${node} >/dev/null 2>&1",
+      provider => shell,
+      path     => $path,
+      require  => $stopped,
+    }
+  }
+
+  if $ferrofab::agent::systemd and $ferrofab::agent::service_manage {
+    file { $ferrofab::agent::unit_path:
+      ensure  => absent,
+      require => $stopped,
+      notify  => Exec['ferrofab-agent systemctl daemon-reload'],
+    }
+    exec { 'ferrofab-agent systemctl daemon-reload':
+      command     => 'systemctl daemon-reload',
+      path        => $path,
+      refreshonly => true,
+    }
+  }
+
+  $files = [
+    $ferrofab::agent::config_path,
+    $ferrofab::agent::restart_digest_path,
+    $ferrofab::agent::tls_ca,
+    $ferrofab::agent::tls_cert,
+    $ferrofab::agent::tls_key,
+    $ferrofab::agent::api_socket,
+  ]
+  file { $files:
+    ensure  => absent,
+    require => $stopped,
+  }
+  file { $ferrofab::agent::state_dir:
+    ensure  => absent,
+    force   => true,
+    recurse => true,
+    require => $stopped,
+  }
+
+  if $ferrofab::agent::binary_source {
+    file { $bin:
+      ensure  => absent,
+      require => $stopped,
+    }
+  } else {
+    package { $ferrofab::agent::package_name:
+      ensure  => absent,
+      require => $stopped,
+    }
+  }
+
+  # Directories: removed only when empty (rmdir), so a FUSE mount left
+  # behind or files of someone else are never deleted. The expose
+  # directory first, then the parents named like ferrofab.
+  $expose = $ferrofab::agent::expose_dir
+  $parents = unique([
+      dirname($ferrofab::agent::config_path),
+      dirname($ferrofab::agent::state_dir),
+      dirname($ferrofab::agent::api_socket),
+      dirname($expose),
+  ].filter |$d| { basename($d) =~ /ferrofab/ and !($d in [$expose]) })
+  $e = shell_escape($expose)
+  exec { "ferrofab-agent rmdir ${expose}":
+    command  => "rmdir ${e}",
+    onlyif   => "test -d ${e} && ! findmnt ${e} >/dev/null && [ -z \"\$(ls -A ${e})\" ]",
+    provider => shell,
+    path     => $path,
+    require  => $stopped,
+  }
+  $parents.each |$dir| {
+    exec { "ferrofab-agent rmdir ${dir}":
+      command  => "rmdir ${shell_escape($dir)}",
+      onlyif   => "test -d ${shell_escape($dir)} && [ -z \"\$(ls -A ${shell_escape($dir)})\" ]",
+      provider => shell,
+      path     => $path,
+      require  => [Exec["ferrofab-agent rmdir ${expose}"], File[$files], File[$ferrofab::agent::state_dir]],
+    }
+  }
+}
