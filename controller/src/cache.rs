@@ -334,9 +334,7 @@ impl Cache {
             objects: RwLock::new(objects),
             applied,
         });
-        for ev in std::mem::take(&mut stream.backlog) {
-            cache.apply(&ev);
-        }
+        cache.apply_backlog(std::mem::take(&mut stream.backlog));
         let follower = cache.clone();
         tokio::spawn(async move { follower.follow(store, stream, warn_on_end).await });
         Ok(cache)
@@ -360,9 +358,7 @@ impl Cache {
             }
             match store.watch("", self.revision()) {
                 Ok(mut s) => {
-                    for ev in std::mem::take(&mut s.backlog) {
-                        self.apply(&ev);
-                    }
+                    self.apply_backlog(std::mem::take(&mut s.backlog));
                     stream = s;
                 }
                 Err(e) => {
@@ -376,12 +372,32 @@ impl Cache {
         }
     }
 
+    /// Applies one live event. The revision counts as applied only at the
+    /// end of its transaction (see [`Event::batch_end`]), so `wait_for`
+    /// never wakes with part of a multi-key write missing.
     fn apply(&self, ev: &Event) {
-        {
-            let mut o = self.objects.write().unwrap_or_else(PoisonError::into_inner);
-            o.apply(ev.kind, &ev.kv, ev.revision);
+        self.apply_object(ev);
+        if ev.batch_end {
+            self.applied.send_replace(ev.revision);
         }
-        self.applied.send_replace(ev.revision);
+    }
+
+    /// Applies a watch backlog. It holds whole transactions (the hub takes
+    /// the same lock to publish a batch and to cut a backlog), so its last
+    /// revision is complete whatever the flags say.
+    fn apply_backlog(&self, backlog: Vec<Arc<Event>>) {
+        let Some(last) = backlog.last().map(|e| e.revision) else {
+            return;
+        };
+        for ev in &backlog {
+            self.apply_object(ev);
+        }
+        self.applied.send_replace(last);
+    }
+
+    fn apply_object(&self, ev: &Event) {
+        let mut o = self.objects.write().unwrap_or_else(PoisonError::into_inner);
+        o.apply(ev.kind, &ev.kv, ev.revision);
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, Objects> {
@@ -506,5 +522,41 @@ mod tests {
         put(&mut o, "nodes/ws9", &n, 7);
         assert!(o.index.node_changed_since("s1", 6));
         assert!(o.index.node_changed_since("anything", 6));
+    }
+
+    fn event(rev: Revision, key: &str, batch_end: bool) -> Event {
+        Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: key.into(),
+                value: VolumeSpec::default().encode_to_vec(),
+                create_revision: rev,
+                mod_revision: rev,
+            },
+            revision: rev,
+            batch_end,
+        }
+    }
+
+    /// A transaction that writes two keys arrives as two events with one
+    /// revision: a reader waiting for that revision must find both (an
+    /// Apply that wrote a whole layout was read back with a volume missing).
+    #[test]
+    fn a_revision_counts_as_applied_only_at_the_end_of_its_transaction() {
+        let (applied, _) = watch::channel(0);
+        let cache = Cache {
+            objects: RwLock::new(Objects::default()),
+            applied,
+        };
+        cache.apply(&event(5, "volumes/a", false));
+        assert_eq!(cache.revision(), 0, "half a transaction is not applied");
+        cache.apply(&event(5, "volumes/b", true));
+        assert_eq!(cache.revision(), 5);
+        // A backlog holds whole transactions whatever its flags say.
+        cache.apply_backlog(vec![
+            Arc::new(event(6, "volumes/c", false)),
+            Arc::new(event(6, "volumes/d", false)),
+        ]);
+        assert_eq!(cache.revision(), 6);
     }
 }

@@ -132,6 +132,7 @@ impl Fork {
                         kind: EventKind::Put,
                         kv,
                         revision,
+                        batch_end: false,
                     });
                 }
                 Op::Delete { key } => {
@@ -140,10 +141,14 @@ impl Fork {
                             kind: EventKind::Delete,
                             kv,
                             revision,
+                            batch_end: false,
                         });
                     }
                 }
             }
+        }
+        if let Some(last) = events.last_mut() {
+            last.batch_end = true;
         }
         if let Some(tx) = &inner.follower {
             for ev in events {

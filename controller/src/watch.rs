@@ -74,7 +74,9 @@ impl Hub {
     /// Publishes events committed in one batch, already in revision order.
     pub fn publish(&self, events: Vec<Event>) {
         let mut inner = self.lock();
-        for ev in events {
+        let last = events.len().saturating_sub(1);
+        for (i, mut ev) in events.into_iter().enumerate() {
+            ev.batch_end = i == last;
             let ev = Arc::new(ev);
             inner.revision = inner.revision.max(ev.revision);
             inner.history.push_back(ev.clone());
@@ -251,6 +253,7 @@ mod tests {
                 mod_revision: rev,
             },
             revision: rev,
+            batch_end: false,
         }
     }
 
@@ -316,5 +319,17 @@ mod tests {
         ));
         assert!(hub.subscribe("", 4).is_ok());
         assert!(hub.subscribe("", 6).is_ok());
+    }
+
+    #[test]
+    fn publish_marks_the_last_event_of_each_batch() {
+        let hub = Hub::new(Vec::new(), 0, 16);
+        let mut sub = hub.subscribe("", 0).expect("subscribe");
+        hub.publish(vec![ev(1, "a"), ev(1, "b"), ev(1, "c")]);
+        hub.publish(vec![ev(2, "d")]);
+        let flags: Vec<(Revision, bool)> = std::iter::from_fn(|| sub.live.try_recv().ok())
+            .map(|e| (e.revision, e.batch_end))
+            .collect();
+        assert_eq!(flags, [(1, false), (1, false), (1, true), (2, true)]);
     }
 }

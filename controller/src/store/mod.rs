@@ -96,6 +96,12 @@ pub struct Event {
     pub kind: EventKind,
     pub kv: KeyValue,
     pub revision: Revision,
+    /// True on the last event of one committed transaction as delivered
+    /// live. A transaction that writes several keys (Apply writes a whole
+    /// layout in one) yields one event per key with the same revision; a
+    /// follower must not count the revision as applied before the last of
+    /// them, or a reader waiting for its own write could miss part of it.
+    pub batch_end: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

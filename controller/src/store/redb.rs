@@ -252,7 +252,12 @@ fn decode_event(raw: &[u8]) -> Option<Event> {
     let klen = u32::from_le_bytes(raw.get(9..13)?.try_into().ok()?) as usize;
     let key = std::str::from_utf8(raw.get(13..13 + klen)?).ok()?;
     let kv = decode_value(key, raw.get(13 + klen..)?)?;
-    Some(Event { kind, kv, revision })
+    Some(Event {
+        kind,
+        kv,
+        revision,
+        batch_end: false,
+    })
 }
 
 impl Store for RedbStore {
@@ -447,6 +452,7 @@ fn apply(
                         mod_revision: rev,
                     },
                     revision: rev,
+                    batch_end: false,
                 });
             }
             Op::Delete { key } => {
@@ -462,6 +468,7 @@ fn apply(
                             ..prev
                         },
                         revision: rev,
+                        batch_end: false,
                     });
                 }
             }
@@ -561,6 +568,7 @@ mod tests {
                 mod_revision: 9,
             },
             revision: 9,
+            batch_end: false,
         };
         assert_eq!(decode_event(&encode_event(&ev)), Some(ev));
     }
