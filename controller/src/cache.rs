@@ -376,7 +376,18 @@ impl Cache {
     /// end of its transaction (see [`Event::batch_end`]), so `wait_for`
     /// never wakes with part of a multi-key write missing.
     fn apply(&self, ev: &Event) {
-        self.apply_object(ev);
+        {
+            let mut o = self.objects.write().unwrap_or_else(PoisonError::into_inner);
+            let complete = o.revision;
+            o.apply(ev.kind, &ev.kv, ev.revision);
+            // `Objects::revision` is what a watch snapshot or a List says
+            // it reflects, so it too moves only at a transaction's end: a
+            // snapshot taken mid-transaction says the revision before it,
+            // and the watch that follows it replays the whole transaction.
+            if !ev.batch_end {
+                o.revision = complete;
+            }
+        }
         if ev.batch_end {
             self.applied.send_replace(ev.revision);
         }
@@ -389,15 +400,13 @@ impl Cache {
         let Some(last) = backlog.last().map(|e| e.revision) else {
             return;
         };
-        for ev in &backlog {
-            self.apply_object(ev);
+        {
+            let mut o = self.objects.write().unwrap_or_else(PoisonError::into_inner);
+            for ev in &backlog {
+                o.apply(ev.kind, &ev.kv, ev.revision);
+            }
         }
         self.applied.send_replace(last);
-    }
-
-    fn apply_object(&self, ev: &Event) {
-        let mut o = self.objects.write().unwrap_or_else(PoisonError::into_inner);
-        o.apply(ev.kind, &ev.kv, ev.revision);
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, Objects> {
@@ -550,8 +559,14 @@ mod tests {
         };
         cache.apply(&event(5, "volumes/a", false));
         assert_eq!(cache.revision(), 0, "half a transaction is not applied");
+        assert_eq!(
+            cache.read().revision,
+            0,
+            "nor is it what a snapshot reflects"
+        );
         cache.apply(&event(5, "volumes/b", true));
         assert_eq!(cache.revision(), 5);
+        assert_eq!(cache.read().revision, 5);
         // A backlog holds whole transactions whatever its flags say.
         cache.apply_backlog(vec![
             Arc::new(event(6, "volumes/c", false)),

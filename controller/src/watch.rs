@@ -35,6 +35,27 @@ struct Inner {
     subscribers: Vec<Subscriber>,
 }
 
+impl Inner {
+    /// Trims the history to `capacity` events by dropping whole revisions
+    /// from the front: a backlog is promised to hold every event after its
+    /// start, so the oldest kept revision must be complete. The newest
+    /// revision is kept even when it alone is over capacity.
+    fn evict_whole_revisions(&mut self) {
+        let newest = self.history.back().map(|e| e.revision);
+        while self.history.len() > self.capacity {
+            let Some(oldest) = self.history.front().map(|e| e.revision) else {
+                break;
+            };
+            if Some(oldest) == newest {
+                break;
+            }
+            while self.history.front().is_some_and(|e| e.revision == oldest) {
+                self.history.pop_front();
+            }
+        }
+    }
+}
+
 /// See the module docs.
 pub struct Hub {
     inner: Mutex<Inner>,
@@ -80,11 +101,9 @@ impl Hub {
             let ev = Arc::new(ev);
             inner.revision = inner.revision.max(ev.revision);
             inner.history.push_back(ev.clone());
-            if inner.history.len() > inner.capacity {
-                inner.history.pop_front();
-            }
             inner.subscribers.retain(|s| deliver(s, &ev));
         }
+        inner.evict_whole_revisions();
     }
 
     /// Subscribes to events under `prefix` with revision > `from`.
@@ -331,5 +350,21 @@ mod tests {
             .map(|e| (e.revision, e.batch_end))
             .collect();
         assert_eq!(flags, [(1, false), (1, false), (1, true), (2, true)]);
+    }
+
+    #[test]
+    fn history_drops_whole_revisions() {
+        let hub = Hub::new(Vec::new(), 0, 3);
+        hub.publish(vec![ev(1, "a"), ev(1, "b")]);
+        hub.publish(vec![ev(2, "c"), ev(2, "d")]);
+        // Four events over a capacity of 3: revision 1 goes whole, never
+        // half of it, so a backlog from revision 1 is complete.
+        let revs: Vec<Revision> = hub.lock().history.iter().map(|e| e.revision).collect();
+        assert_eq!(revs, [2, 2]);
+        assert!(hub.subscribe("", 0).is_err(), "revision 1 is gone");
+        assert_eq!(hub.subscribe("", 1).expect("from 1").backlog.len(), 2);
+        // A revision larger than the capacity is kept whole.
+        hub.publish(vec![ev(3, "e"), ev(3, "f"), ev(3, "g"), ev(3, "h")]);
+        assert_eq!(hub.lock().history.len(), 4);
     }
 }

@@ -131,10 +131,16 @@ fn watch<R: Stored + Owned>(
                 return;
             }
         }
+        // The last revision delivered whole: a watcher cut off in the
+        // middle of a multi-key transaction must resume before it.
         let mut last = from;
         let mut stopping = shared.stopping.clone();
         while let Some(ev) = crate::watch::next_live(&mut stream.live, &tx, &mut stopping).await {
-            last = ev.revision;
+            last = if ev.batch_end {
+                ev.revision
+            } else {
+                ev.revision.saturating_sub(1)
+            };
             if !forward::<R>(&shared, &id, &sel, &ev, &tx).await {
                 return;
             }
@@ -547,6 +553,7 @@ impl Admin {
         r: &DeleteVolumeRequest,
         dry_run: bool,
     ) -> Result<Volume, ApiError> {
+        let _capacity = self.s.capacity_gate.read().await;
         let s = &self.s;
         let cur: Volume = get_checked(s, id, "DeleteVolume", &r.name)?;
         let attached: Vec<String> = {
@@ -585,6 +592,7 @@ impl Admin {
         a: Attachment,
         dry_run: bool,
     ) -> Result<Attachment, ApiError> {
+        let _capacity = self.s.capacity_gate.read().await;
         let s = &self.s;
         let meta = new_meta(a.metadata.as_ref(), s.clock.now_ts())?;
         let spec = a.spec.clone().unwrap_or_default();
@@ -672,6 +680,7 @@ impl Admin {
         a: Attachment,
         dry_run: bool,
     ) -> Result<Attachment, ApiError> {
+        let _capacity = self.s.capacity_gate.read().await;
         let s = &self.s;
         let cur: Attachment = get_checked(s, id, "UpdateAttachment", a.name())?;
         authz::check(id, "UpdateAttachment", Verb::Write, &cur, &s.cache.read())?;
@@ -714,6 +723,7 @@ impl Admin {
         r: &DeleteAttachmentRequest,
         dry_run: bool,
     ) -> Result<Attachment, ApiError> {
+        let _capacity = self.s.capacity_gate.read().await;
         let s = &self.s;
         let mut cur: Attachment = get_checked(s, id, "DeleteAttachment", &r.name)?;
         {
@@ -768,6 +778,7 @@ impl Admin {
         n: Node,
         dry_run: bool,
     ) -> Result<Node, ApiError> {
+        let _capacity = self.s.capacity_gate.read().await;
         authz::admin_only(id, "CreateNode")?;
         validate_node(&self.s, &n)?;
         self.create_simple(n, dry_run).await
@@ -779,6 +790,7 @@ impl Admin {
         n: Node,
         dry_run: bool,
     ) -> Result<Node, ApiError> {
+        let _capacity = self.s.capacity_gate.read().await;
         authz::admin_only(id, "UpdateNode")?;
         validate_node(&self.s, &n)?;
         self.update_simple(n, dry_run).await
@@ -790,6 +802,7 @@ impl Admin {
         p: Pool,
         dry_run: bool,
     ) -> Result<Pool, ApiError> {
+        let _capacity = self.s.capacity_gate.read().await;
         authz::admin_only(id, "CreatePool")?;
         validate_pool(&self.s, &p)?;
         let p = self.create_simple(p, dry_run).await?;
@@ -832,6 +845,7 @@ impl Admin {
         t: Tenant,
         dry_run: bool,
     ) -> Result<Tenant, ApiError> {
+        let _capacity = self.s.capacity_gate.read().await;
         authz::admin_only(id, "CreateTenant")?;
         validate_tenant(&t)?;
         let t = self.create_simple(t, dry_run).await?;
@@ -860,6 +874,7 @@ impl Admin {
         rv: u64,
         dry_run: bool,
     ) -> Result<R, ApiError> {
+        let _capacity = self.s.capacity_gate.read().await;
         authz::admin_only(id, delete_action(R::KIND))?;
         let cur: R = self.s.get(name)?;
         let users = self.users_of(R::KIND, name);

@@ -207,6 +207,8 @@ impl Agent {
         labels: HashMap<String, String>,
     ) -> Result<Node, ApiError> {
         let s = &self.s;
+        // A node write, like the typed ones (see `Shared::capacity_gate`).
+        let _gate = s.capacity_gate.read().await;
         let updated = s
             .modify::<Node>(name, |n, _| {
                 n.spec = Some(spec.clone());

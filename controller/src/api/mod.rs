@@ -46,15 +46,17 @@ pub struct Shared {
     pub watches: Arc<crate::watch::WatchLimiter>,
     /// ReportStatus rate limits, bounds and in-memory node liveness.
     pub reports: crate::report::ReportGate,
-    /// Orders Apply against the typed writes that decide capacity and
-    /// quota. Typed volume creates and updates, pool and tenant updates
-    /// hold it shared (they stay concurrent; the [`Allocator`]'s
-    /// reservations keep them from over-committing each other). Apply
-    /// holds it exclusively from its rehearsal to its commit: the
-    /// rehearsal places volumes against a private copy of the store, and
-    /// its final transaction only guards the keys it writes, so a typed
-    /// create landing in between could otherwise over-commit a pool or a
-    /// quota that the rehearsal saw free.
+    /// Orders Apply against every typed write. Typed creates, updates
+    /// and deletes (and Enroll's node write) hold it shared, so they stay
+    /// concurrent with each other (the [`Allocator`]'s reservations keep
+    /// them from over-committing). Apply holds it exclusively from its
+    /// rehearsal to its commit: the rehearsal checks quotas, capacity and
+    /// references against a private copy of the store, and its final
+    /// transaction guards only the keys it writes, so a typed write landing
+    /// in between (a create taking the same quota, a delete of a pool the
+    /// layout places on) could otherwise invalidate what was checked.
+    /// Holders never take it twice: tokio's lock is fair, so a nested read
+    /// behind a queued writer would deadlock.
     pub capacity_gate: Arc<tokio::sync::RwLock<()>>,
 }
 

@@ -42,8 +42,12 @@ const TX_FLUSH_THRESHOLD: usize = 256 * 1024;
 const TX_INITIAL: usize = 64 * 1024;
 /// A send buffer that grew past this (one large read answered in one
 /// C2HData PDU) is given back after it is flushed, so an idle connection
-/// never keeps more than this.
-const TX_KEEP: usize = 1024 * 1024;
+/// never keeps more than this. It covers a read at the default MDTS (1 MiB)
+/// on top of a flush threshold's worth of earlier replies, so ordinary
+/// I/O never reallocates (each reallocation of a buffer this size is an
+/// mmap and munmap, see [`release_memory`]); a larger `mdts_bytes` pays
+/// that for reads above it.
+const TX_KEEP: usize = 2 * 1024 * 1024;
 /// A connection whose buffers ever grew past this asks the allocator to
 /// return free memory to the OS when it closes (see [`release_memory`]).
 const TRIM_AFTER: usize = 4 * 1024 * 1024;
