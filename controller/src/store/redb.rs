@@ -23,8 +23,15 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
 /// On-disk layout version written by this code. Bump on incompatible
-/// changes; older controllers then refuse to open the file.
-pub const FORMAT_VERSION: u64 = 1;
+/// changes; older controllers then refuse to open the file. Version 2
+/// keeps all the events of one revision in one `events` record (version 1
+/// kept one event per revision, so a multi-key transaction lost all but
+/// its last event from the resume history); opening a version-1 store
+/// upgrades it, its records stay readable.
+pub const FORMAT_VERSION: u64 = 2;
+/// First byte of a version-2 `events` record (version-1 records start
+/// with the event kind, 1 or 2).
+const EVENTS_RECORD: u8 = 3;
 const KEY_FORMAT: &str = "format_version";
 const KEY_REVISION: &str = "revision";
 /// How many events are kept for watch resume, on disk and in memory.
@@ -175,8 +182,8 @@ fn init_meta(db: &Database, path: &str) -> Result<Revision, StoreError> {
                     supported: FORMAT_VERSION,
                 })
             }
-            Some(_) => {}
-            None => {
+            Some(v) if v == FORMAT_VERSION => {}
+            Some(_) | None => {
                 meta.insert(KEY_FORMAT, FORMAT_VERSION).map_err(io)?;
             }
         }
@@ -195,13 +202,43 @@ fn load_history(db: &Database, path: &str) -> Result<Vec<Event>, StoreError> {
     let mut out = Vec::new();
     for item in table.iter().map_err(io)? {
         let (_, v) = item.map_err(io)?;
-        let ev = decode_event(v.value()).ok_or_else(|| StoreError::Corrupt {
+        let events = decode_record(v.value()).ok_or_else(|| StoreError::Corrupt {
             path: path.into(),
             reason: "undecodable event record".into(),
         })?;
-        out.push(ev);
+        out.extend(events);
     }
     Ok(out)
+}
+
+/// One `events` record: every event of one revision, in order.
+fn encode_record(events: &[Event]) -> Vec<u8> {
+    let mut v = vec![EVENTS_RECORD];
+    v.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    for ev in events {
+        let e = encode_event(ev);
+        v.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        v.extend_from_slice(&e);
+    }
+    v
+}
+
+/// Reads a version-2 record, or a version-1 record of a single event.
+fn decode_record(raw: &[u8]) -> Option<Vec<Event>> {
+    if raw.first() != Some(&EVENTS_RECORD) {
+        return decode_event(raw).map(|e| vec![e]);
+    }
+    let count = u32::from_le_bytes(raw.get(1..5)?.try_into().ok()?) as usize;
+    let mut at = 5;
+    // Bounded by the record: every event takes at least its length word.
+    let mut out = Vec::with_capacity(count.min(raw.len() / 4));
+    for _ in 0..count {
+        let len = u32::from_le_bytes(raw.get(at..at + 4)?.try_into().ok()?) as usize;
+        at += 4;
+        out.push(decode_event(raw.get(at..at.checked_add(len)?)?)?);
+        at += len;
+    }
+    (at == raw.len()).then_some(out)
 }
 
 fn encode_value(create: Revision, modr: Revision, data: &[u8]) -> Vec<u8> {
@@ -385,8 +422,8 @@ impl Writer {
                 }
                 rev += 1;
                 let events = apply(&mut kv, txn, rev)?;
-                for ev in &events {
-                    evt.insert(ev.revision, encode_event(ev).as_slice())
+                if !events.is_empty() {
+                    evt.insert(rev, encode_record(&events).as_slice())
                         .map_err(io)?;
                 }
                 staged.push(Staged::Ok(rev, events));
@@ -571,5 +608,60 @@ mod tests {
             batch_end: false,
         };
         assert_eq!(decode_event(&encode_event(&ev)), Some(ev));
+    }
+
+    #[test]
+    fn event_records_hold_every_event_of_a_revision() {
+        let ev = |key: &str, kind| Event {
+            kind,
+            kv: KeyValue {
+                key: key.into(),
+                value: vec![7],
+                create_revision: 3,
+                mod_revision: 9,
+            },
+            revision: 9,
+            batch_end: false,
+        };
+        let events = vec![
+            ev("volumes/a", EventKind::Put),
+            ev("volumes/b", EventKind::Put),
+            ev("pools/p", EventKind::Delete),
+        ];
+        assert_eq!(decode_record(&encode_record(&events)), Some(events.clone()));
+        // A version-1 record (one event) still reads.
+        assert_eq!(
+            decode_record(&encode_event(&events[0])),
+            Some(vec![events[0].clone()])
+        );
+        // A cut or padded record is refused, not misread.
+        let raw = encode_record(&events);
+        assert_eq!(decode_record(&raw[..raw.len() - 1]), None);
+        assert_eq!(decode_record(&[raw.as_slice(), &[0]].concat()), None);
+    }
+
+    /// A transaction that writes several keys (Apply writes a layout in
+    /// one) is resumable whole after a restart.
+    #[tokio::test]
+    async fn a_multi_key_transaction_survives_a_restart_in_the_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.redb");
+        {
+            let store = RedbStore::open(&path).expect("open");
+            let txn = Txn::new()
+                .put("volumes/a".to_string(), vec![1])
+                .put("volumes/b".to_string(), vec![2])
+                .put("pools/p".to_string(), vec![3]);
+            store.txn(txn).await.expect("writer").expect("txn");
+        }
+        let store = RedbStore::open(&path).expect("reopen");
+        let keys: Vec<String> = store
+            .watch("", 0)
+            .expect("watch")
+            .backlog
+            .iter()
+            .map(|e| e.kv.key.clone())
+            .collect();
+        assert_eq!(keys, ["volumes/a", "volumes/b", "pools/p"]);
     }
 }
