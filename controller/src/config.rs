@@ -156,6 +156,11 @@ pub struct ServerConfig {
     /// more are closed at accept. Keep below the process's open-file limit.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most gRPC connections open at once from one IP address, so that one
+    /// host (TLS needs no client certificate while enrollment is on)
+    /// cannot take every slot.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
     /// Milliseconds a new connection has to complete its TLS handshake
     /// (a peer that never sends a ClientHello is closed after this).
     #[serde(default = "default_tls_handshake_timeout")]
@@ -169,6 +174,9 @@ pub struct ServerConfig {
 fn default_max_connections() -> usize {
     1024
 }
+fn default_max_connections_per_peer() -> usize {
+    128
+}
 fn default_tls_handshake_timeout() -> u64 {
     10_000
 }
@@ -180,6 +188,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_connections: default_max_connections(),
+            max_connections_per_peer: default_max_connections_per_peer(),
             tls_handshake_timeout_ms: default_tls_handshake_timeout(),
             max_watches_per_identity: default_max_watches(),
         }
@@ -310,6 +319,10 @@ impl Config {
     fn validate_limits(&self) -> Result<(), ConfigError> {
         let positive = [
             ("server.max_connections", self.server.max_connections as u64),
+            (
+                "server.max_connections_per_peer",
+                self.server.max_connections_per_peer as u64,
+            ),
             (
                 "server.tls_handshake_timeout_ms",
                 self.server.tls_handshake_timeout_ms,

@@ -5,10 +5,11 @@
 //! connections and sends nothing would hold them (and their memory and
 //! file descriptors) for as long as it likes.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
+    pub max_connections_per_peer: usize,
     pub handshake_timeout: Duration,
 }
 
@@ -81,23 +83,52 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
-/// One slot under `max_connections`, freed when the connection is dropped
-/// (closed by either side, handshake failed or timed out).
+/// Open connections, in total and per peer address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+/// Why a connection got no slot.
+enum Refused {
+    Total,
+    PerPeer,
+}
+
+/// One slot under `max_connections` and `max_connections_per_peer`, freed
+/// when the connection is dropped (closed by either side, handshake failed
+/// or timed out).
 struct Slot {
-    open: Arc<AtomicUsize>,
+    open: Arc<Mutex<Open>>,
+    peer: IpAddr,
     metrics: Arc<Metrics>,
 }
 
 impl Slot {
-    /// A slot if fewer than `max` connections are open.
-    fn take(open: &Arc<AtomicUsize>, max: usize, metrics: &Arc<Metrics>) -> Option<Self> {
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .ok()?;
+    /// A slot if both caps leave room for one more connection from `peer`.
+    fn take(
+        open: &Arc<Mutex<Open>>,
+        peer: IpAddr,
+        limits: &Limits,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, Refused> {
+        {
+            let mut o = open.lock().unwrap_or_else(PoisonError::into_inner);
+            if o.total >= limits.max_connections {
+                return Err(Refused::Total);
+            }
+            let mine = o.per_peer.entry(peer).or_insert(0);
+            if *mine >= limits.max_connections_per_peer {
+                return Err(Refused::PerPeer);
+            }
+            *mine += 1;
+            o.total += 1;
+        }
         metrics.connections.inc();
-        Some(Self {
+        Ok(Self {
             open: open.clone(),
+            peer,
             metrics: metrics.clone(),
         })
     }
@@ -105,7 +136,18 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
+        {
+            let mut o = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+            o.total = o.total.saturating_sub(1);
+            // Entries go with their last connection: the map never holds
+            // more peers than there are open connections.
+            if let Some(n) = o.per_peer.get_mut(&self.peer) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    o.per_peer.remove(&self.peer);
+                }
+            }
+        }
         self.metrics.connections.dec();
     }
 }
@@ -200,7 +242,7 @@ async fn accept_loop(
     metrics: Arc<Metrics>,
     ready: Ready,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(Mutex::new(Open::default()));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -214,10 +256,19 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Some(slot) = Slot::take(&open, limits.max_connections, &metrics) else {
-            metrics.connections_refused.inc();
-            debug!(%peer, max = limits.max_connections, "connection refused: server.max_connections reached");
-            continue;
+        let slot = match Slot::take(&open, peer.ip(), &limits, &metrics) {
+            Ok(slot) => slot,
+            Err(Refused::Total) => {
+                metrics.connections_refused.inc();
+                debug!(%peer, max = limits.max_connections, "connection refused: server.max_connections reached");
+                continue;
+            }
+            Err(Refused::PerPeer) => {
+                metrics.connections_refused_per_peer.inc();
+                debug!(%peer, max = limits.max_connections_per_peer,
+                    "connection refused: server.max_connections_per_peer reached");
+                continue;
+            }
         };
         tune(&tcp);
         let conn = Conn { tcp, _slot: slot };

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Connections closed at accept by `server.max_connections`.
     pub connections_refused: Counter,
+    /// Connections closed at accept by `server.max_connections_per_peer`.
+    pub connections_refused_per_peer: Counter,
     /// Connections closed for not finishing TLS within the timeout.
     pub tls_handshake_timeouts: Counter,
     /// Connections whose TLS handshake failed (bad certificate, garbage).
@@ -132,6 +134,7 @@ impl Metrics {
             watches_refused: counters.watches_refused,
             connections: counters.connections,
             connections_refused: counters.connections_refused,
+            connections_refused_per_peer: counters.connections_refused_per_peer,
             tls_handshake_timeouts: counters.tls_handshake_timeouts,
             tls_handshake_failures: counters.tls_handshake_failures,
             reports_throttled: counters.reports_throttled,
@@ -202,6 +205,7 @@ struct Counters {
     watches_refused: Counter,
     connections: Gauge,
     connections_refused: Counter,
+    connections_refused_per_peer: Counter,
     tls_handshake_timeouts: Counter,
     tls_handshake_failures: Counter,
     reports_throttled: Counter,
@@ -216,6 +220,7 @@ impl Counters {
             watches_refused: Counter::default(),
             connections: Gauge::default(),
             connections_refused: Counter::default(),
+            connections_refused_per_peer: Counter::default(),
             tls_handshake_timeouts: Counter::default(),
             tls_handshake_failures: Counter::default(),
             reports_throttled: Counter::default(),
@@ -237,6 +242,11 @@ impl Counters {
             "grpc_connections_refused",
             "Connections closed at accept by server.max_connections",
             c.connections_refused.clone(),
+        );
+        r.register(
+            "grpc_connections_refused_per_peer",
+            "Connections closed at accept by server.max_connections_per_peer",
+            c.connections_refused_per_peer.clone(),
         );
         r.register(
             "tls_handshake_timeouts",

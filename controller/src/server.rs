@@ -215,6 +215,7 @@ pub async fn run_until(
     };
     let limits = listener::Limits {
         max_connections: cfg.server.max_connections,
+        max_connections_per_peer: cfg.server.max_connections_per_peer,
         handshake_timeout: Duration::from_millis(cfg.server.tls_handshake_timeout_ms),
     };
     router

@@ -497,6 +497,72 @@ async fn heartbeats_are_kept_in_memory_and_readiness_still_works() {
     );
 }
 
+/// One host cannot take every connection slot: while enrollment is on, TLS
+/// needs no client certificate, so connections from one address are
+/// capped on their own (issue 12, item 9).
+#[tokio::test]
+async fn one_peer_cannot_take_every_connection_slot() {
+    let ctl = Controller::start_with(Options {
+        extra_toml: "[server]\nmax_connections_per_peer = 5\ntls_handshake_timeout_ms = 30000\n"
+            .into(),
+        ..Default::default()
+    });
+    let port: u16 = ctl
+        .addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let from_other_host = || {
+        let s = tokio::net::TcpSocket::new_v4().expect("socket");
+        s.bind("127.0.0.2:0".parse().expect("addr"))
+            .expect("bind 127.0.0.2");
+        s
+    };
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let s = from_other_host()
+            .connect(([127, 0, 0, 1], port).into())
+            .await
+            .expect("connect");
+        held.push(s.into_std().expect("std"));
+    }
+    assert_eq!(
+        wait_metric(&ctl, "grpc_connections", 5.0, Duration::from_secs(5)).await,
+        5.0
+    );
+    for i in 0..3 {
+        let s = from_other_host()
+            .connect(([127, 0, 0, 1], port).into())
+            .await
+            .expect("connect");
+        let mut s = s.into_std().expect("std");
+        s.set_nonblocking(false).expect("blocking");
+        assert!(
+            closed_within(&mut s, Duration::from_secs(2)),
+            "connection {i} beyond the per-peer cap stayed open"
+        );
+    }
+    assert_eq!(
+        wait_metric(
+            &ctl,
+            "grpc_connections_refused_per_peer_total",
+            3.0,
+            Duration::from_secs(5)
+        )
+        .await,
+        3.0
+    );
+    // Another address (127.0.0.1) still gets in while 127.0.0.2 is full.
+    let mut admin = ctl.admin().await;
+    admin
+        .list_nodes(ListNodesRequest::default())
+        .await
+        .expect("another host still connects");
+    assert_eq!(metric(&ctl, "grpc_connections_refused_total"), 0.0);
+    drop(held);
+}
+
 /// Liveness is not stored, so a restarted controller has heard from no
 /// one. It must give every node that reported before a full timeout from
 /// start-up (its agent reconnects with backoff), not mark them all
