@@ -368,6 +368,11 @@ async fn oversized_reports_are_refused_by_field() {
         "{}",
         e.message()
     );
+    assert_eq!(
+        metric(&ctl, "limit_refusals_total{limit=\"report_size\"}"),
+        1.0,
+        "refusal counted"
+    );
 }
 
 /// Each node has a token bucket of reports; over it, RESOURCE_EXHAUSTED

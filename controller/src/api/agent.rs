@@ -247,7 +247,8 @@ impl Agent {
     ) -> Result<ReportStatusResponse, ApiError> {
         require_node(id, &r.node, "ReportStatus")?;
         let s = &self.s;
-        report::check_bounds(&r, s.reports.max_entries)?;
+        report::check_bounds(&r, s.reports.max_entries)
+            .inspect_err(|_| s.metrics.refused("report_size"))?;
         let now = s.clock.now_ts();
         let status = r.node_status.clone().unwrap_or_default();
         let agent_conditions = self.sanitized(&status.conditions, report::NODE_CONDITIONS, now);
