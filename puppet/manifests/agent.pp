@@ -61,8 +61,10 @@
 #   the Node object (`delete_node`), and removes the unit, the config, the
 #   CA, certificate and key, the state directory, the binary or package,
 #   the socket, the expose directory and the empty `ferrofab` directories.
-#   `attachments` are ignored then. A failed detach (controller down) fails
-#   the run before the service stops.
+#   `attachments` and `filesystems` are ignored then: every filesystem the
+#   module mounted (`ferrofab::filesystem`) is unmounted and its loop device
+#   detached first, keeping the data. A failed detach (controller down)
+#   fails the run before the service stops.
 # @param delete_node
 #   With `ensure => absent`: delete this node's Node object from the
 #   controller with the `ferrofab` CLI (`cli`) and an administrator's
@@ -155,6 +157,19 @@
 #   Volumes to attach (or detach), as `ferrofab_attachment` resources:
 #   volume => attributes (`ensure`, `read_only`, `wait_timeout`), e.g. from
 #   Hiera: `ferrofab::agent::attachments: { scratch: {}, atlas: { read_only: true } }`.
+# @param filesystems
+#   Filesystems on attached volumes, as `ferrofab::filesystem` resources:
+#   name => attributes (`mountpoint`, `volume` (default: the name),
+#   `fstype`, `mkfs_options`, `mount_options`, `owner`, `group`, `mode`,
+#   `ensure`), e.g. from Hiera:
+#   `ferrofab::agent::filesystems: { scratch: { mountpoint: /data/scratch } }`.
+#   Each is ordered after its volume's attachment.
+# @param filesystem_helper
+#   Where the `ferrofab-filesystem` helper of `ferrofab::filesystem` is
+#   installed (removed again with `ensure => absent`).
+# @param filesystem_state_dir
+#   Where that helper records the loop devices and mounts it made (so the
+#   uninstall undoes exactly those).
 class ferrofab::agent (
   Array[Stdlib::HTTPSUrl, 1] $controller_endpoints,
   Enum['present', 'absent'] $ensure = 'present',
@@ -200,6 +215,9 @@ class ferrofab::agent (
         Optional[read_only]    => Boolean,
         Optional[wait_timeout] => Integer[1, 86400],
   }]] $attachments = {},
+  Hash[String[1], Hash[String[1], Any]] $filesystems = {},
+  Stdlib::Absolutepath $filesystem_helper = '/usr/local/sbin/ferrofab-filesystem',
+  Stdlib::Absolutepath $filesystem_state_dir = '/var/lib/ferrofab/filesystems',
 ) {
   # Written next to the config; see class ferrofab::agent::config.
   $restart_digest_path = "${config_path}.restart-digest"
@@ -220,6 +238,7 @@ class ferrofab::agent (
     contain ferrofab::agent::config
     contain ferrofab::agent::enroll
     contain ferrofab::agent::service
+    contain ferrofab::agent::filesystems
 
     Class['ferrofab::agent::install']
     -> Class['ferrofab::agent::config']

@@ -1,13 +1,15 @@
 # @summary Removes the agent from this node in one run (`ensure => absent`).
 #
-# In this order: every attachment of the node is detached through the
+# In this order: every filesystem the module mounted (`ferrofab::filesystem`,
+# recorded by its helper) is unmounted and its loop device detached, the
+# data kept; every attachment of the node is detached through the
 # running agent (so the controller's Attachment objects go too, and nothing
 # is left using a volume); then the service is stopped and disabled; then,
 # when asked, the Node object is deleted from the controller; then the
 # unit (systemd only), the config and its restart digest, the CA,
 # certificate and key, the state directory, the binary or package, the
-# socket, the expose directory and the `ferrofab` directories left empty
-# are removed. Each step is guarded, so a second run changes nothing and a
+# filesystem helper and its state, the socket, the expose directory and the
+# `ferrofab` directories left empty are removed. Each step is guarded, so a second run changes nothing and a
 # host where the agent never ran has nothing to detach.
 #
 # A detach that fails (the controller is down, say) fails the run before
@@ -22,6 +24,20 @@ class ferrofab::agent::remove {
   $cli = "command ${shell_escape($bin)} --config ${shell_escape($ferrofab::agent::config_path)}"
   $path = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']
   $timeout = $ferrofab::agent::detach_timeout
+
+  # Filesystems first: a volume detached under a mounted filesystem would
+  # fail its I/O. A busy mount fails the run here, before anything else.
+  $helper = $ferrofab::agent::filesystem_helper
+  $fs_state = $ferrofab::agent::filesystem_state_dir
+  exec { 'ferrofab-filesystem remove-all':
+    # `command` first: the helper's File is removed later in this run.
+    command   => "command ${shell_join([$helper, '--state-dir', $fs_state])} remove-all",
+    onlyif    => "test -x ${shell_escape($helper)} && [ -n \"\$(ls -A ${shell_escape($fs_state)} 2>/dev/null)\" ]",
+    provider  => shell,
+    path      => $path,
+    logoutput => true,
+    before    => Exec['ferrofab-agent detach all'],
+  }
 
   # `attachments` prints one tab-separated line per attachment (volume in
   # the second field) and fails when the agent does not answer.
@@ -85,7 +101,11 @@ class ferrofab::agent::remove {
     ensure  => absent,
     require => $stopped,
   }
-  file { $ferrofab::agent::state_dir:
+  file { $helper:
+    ensure  => absent,
+    require => [$stopped, Exec['ferrofab-filesystem remove-all']],
+  }
+  file { [$ferrofab::agent::state_dir, $fs_state]:
     ensure  => absent,
     force   => true,
     recurse => true,
@@ -111,6 +131,7 @@ class ferrofab::agent::remove {
   $parents = unique([
       dirname($ferrofab::agent::config_path),
       dirname($ferrofab::agent::state_dir),
+      dirname($fs_state),
       dirname($ferrofab::agent::api_socket),
       dirname($expose),
   ].filter |$d| { basename($d) =~ /ferrofab/ and !($d in [$expose]) })
@@ -128,7 +149,7 @@ class ferrofab::agent::remove {
       onlyif   => "test -d ${shell_escape($dir)} && [ -z \"\$(ls -A ${shell_escape($dir)})\" ]",
       provider => shell,
       path     => $path,
-      require  => [Exec["ferrofab-agent rmdir ${expose}"], File[$files], File[$ferrofab::agent::state_dir]],
+      require  => [Exec["ferrofab-agent rmdir ${expose}"], File[$files], File[$ferrofab::agent::state_dir, $fs_state]],
     }
   }
 }

@@ -107,6 +107,31 @@ describe 'ferrofab::agent' do
     it { is_expected.to contain_ferrofab_attachment('old').with_ensure('absent') }
   end
 
+  context 'with filesystems from Hiera' do
+    let(:params) do
+      minimal.merge(attachments: { 'scratch' => {}, 'old' => { 'ensure' => 'absent' } },
+                    filesystems: {
+                      'scratch' => { 'mountpoint' => '/data/scratch', 'mode' => '0775' },
+                      'raw' => { 'volume' => 'old', 'mountpoint' => '/data/raw', 'ensure' => 'absent' },
+                    })
+    end
+
+    it { is_expected.to compile.with_all_deps }
+    it { is_expected.to contain_file('/usr/local/sbin/ferrofab-filesystem').with_ensure('file').with_mode('0755') }
+    it { is_expected.to contain_ferrofab__filesystem('scratch').with_mountpoint('/data/scratch').with_mode('0775') }
+
+    it 'mounts after the attachment, unmounts before the detach' do
+      is_expected.to contain_exec('ferrofab::filesystem scratch').that_requires('Ferrofab_attachment[scratch]')
+      is_expected.to contain_exec('ferrofab::filesystem raw').that_comes_before('Ferrofab_attachment[old]')
+    end
+  end
+
+  context 'with a filesystem without a mount point' do
+    let(:params) { minimal.merge(filesystems: { 'scratch' => { 'fstype' => 'ext4' } }) }
+
+    it { is_expected.to compile.and_raise_error(%r{mountpoint}) }
+  end
+
   context 'with ensure => absent' do
     let(:params) do
       minimal.merge(ensure: 'absent', attachments: { 'scratch' => {} },
@@ -136,6 +161,16 @@ describe 'ferrofab::agent' do
       ['/etc/ferrofab', '/var/lib/ferrofab', '/run/ferrofab'].each do |d|
         is_expected.to contain_exec("ferrofab-agent rmdir #{d}").with_command("rmdir #{d}")
       end
+    end
+
+    it 'first unmounts every filesystem the module mounted and detaches their loop devices' do
+      is_expected.to contain_exec('ferrofab-filesystem remove-all')
+        .with_command('command /usr/local/sbin/ferrofab-filesystem --state-dir /var/lib/ferrofab/filesystems remove-all')
+        .with_onlyif(%r{ls -A /var/lib/ferrofab/filesystems})
+        .that_comes_before('Exec[ferrofab-agent detach all]')
+      is_expected.to contain_file('/usr/local/sbin/ferrofab-filesystem').with_ensure('absent')
+                                                                      .that_requires('Exec[ferrofab-filesystem remove-all]')
+      is_expected.to contain_file('/var/lib/ferrofab/filesystems').with_ensure('absent').with_force(true)
     end
 
     it 'deletes the node from the controller after the stop' do
