@@ -1,7 +1,7 @@
 # A workstation profile (built-in driver): the agent from the lab's
 # package repository, enrolled with a token, two scratch volumes, a
 # read-only reference volume, and an ext4 filesystem on one scratch volume
-# through a loop device, mounted at /data/scratch.
+# (ferrofab::filesystem), mounted at /data/scratch.
 class { 'ferrofab::agent':
   controller_endpoints => ['https://ctl.lab.example:7443'],
   node_name            => 'ws-7',
@@ -15,37 +15,13 @@ class { 'ferrofab::agent':
   },
 }
 
-# The built-in driver exposes the volume as a file; a loop device makes it
-# a block device. The filesystem gets a label so that the mount does not
-# depend on which /dev/loopN it got.
-$file = '/run/ferrofab/volumes/lightsheet-scratch'
-$loop = "$(losetup -j ${file} -n -O NAME | head -n 1)"
-
-exec { 'losetup lightsheet-scratch':
-  command  => "losetup --find --direct-io=on ${file}",
-  unless   => "losetup -j ${file} | grep -q .",
-  provider => shell,
-  path     => ['/usr/sbin', '/usr/bin', '/sbin', '/bin'],
-  require  => Ferrofab_attachment['lightsheet-scratch'],
-}
-
-# mkfs only when blkid finds no filesystem: never over data.
-exec { 'mkfs lightsheet-scratch':
-  command  => "mkfs.ext4 -q -L ls-scratch ${loop}",
-  unless   => "blkid ${loop}",
-  provider => shell,
-  path     => ['/usr/sbin', '/usr/bin', '/sbin', '/bin'],
-  require  => Exec['losetup lightsheet-scratch'],
-}
-
-file { '/data/scratch':
-  ensure => directory,
-}
-
-mount { '/data/scratch':
-  ensure  => mounted,
-  device  => 'LABEL=ls-scratch',
-  fstype  => 'ext4',
-  options => 'noauto,nofail',
-  require => [Exec['mkfs lightsheet-scratch'], File['/data/scratch']],
+# ext4 on the scratch volume, through a loop device over the exposed file
+# that ferrofab::filesystem creates and tracks; mkfs only where blkid finds
+# nothing; a mount that died under the filesystem is repaired on the next
+# run. Usually from Hiera too: ferrofab::agent::filesystems.
+ferrofab::filesystem { 'lightsheet-scratch':
+  mountpoint   => '/data/scratch',
+  mkfs_options => ['-L', 'ls-scratch'],
+  group        => 'lab',
+  mode         => '2775',
 }

@@ -2,7 +2,7 @@
 
 # Offline spec setup with Debian's packages only (no PDK, no
 # puppetlabs_spec_helper): rspec-puppet for the class, plain rspec for the
-# type and provider. Run with `rspec --pattern 'spec/{classes,unit}/**/*_spec.rb'`
+# type and provider. Run with `rspec --pattern 'spec/{classes,defines,unit}/**/*_spec.rb'`
 # from the module root (tests/suites/puppet.sh does).
 
 # rspec mocks (`allow`, `instance_double`), not mocha.
