@@ -2,8 +2,10 @@
 # Suite `puppet`: the Puppet module in puppet/.
 #
 # Unit: rspec for the ferrofab_attachment type and provider (CLI stubbed
-# with JSON fixtures) and rspec-puppet for class ferrofab::agent;
-# puppet-lint, metadata-json-lint, and REFERENCE.md up to date.
+# with JSON fixtures), rspec-puppet for class ferrofab::agent and type
+# ferrofab::filesystem; the ferrofab-filesystem helper against a stand-in
+# agent and an image file (tests/puppet/filesystem-helper.sh); puppet-lint,
+# metadata-json-lint, and REFERENCE.md up to date.
 #
 # End to end, on loopback with this build's binaries: a real controller and
 # storage agent; `puppet apply` of class ferrofab::agent installs,
@@ -13,9 +15,14 @@
 # class's `attachments` parameter: changes then idempotence, `puppet
 # resource`, --noop, ensure => absent, a refused volume (a failure, not a
 # change), and a run with the controller down. Purging on a fresh host (no
-# agent) has nothing to do. A `log_level` change with an fsync'd write
-# stream on a mounted ext4 does not restart the agent; a change of a key
-# that needs a restart does.
+# agent) has nothing to do. ferrofab::filesystem through the `filesystems`
+# parameter makes and mounts ext4 on a volume. A `log_level` change with an
+# fsync'd write stream on it does not restart the agent; a change of a key
+# that needs a restart does. A dead mount (loop device left on a replaced
+# exposure) is repaired with its data intact. An agent upgrade with the
+# filesystem mounted and a write stream running (needs issue 15 part 1).
+# `ensure => absent` on the class, with a filesystem mounted, removes
+# everything in one run. Every step's second run changes nothing.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
@@ -36,6 +43,8 @@ unit_tests() {
     (cd "$MOD" && puppet-lint --relative --fail-on-warnings manifests templates examples)
     (cd "$MOD" && puppet parser validate manifests examples && puppet epp validate templates/*.epp)
     metadata-json-lint --strict-license --strict-dependencies "$MOD/metadata.json"
+    ff_say "puppet: the ferrofab-filesystem helper (loop device, mkfs guard, remove)"
+    bash "$FF_REPO/tests/puppet/filesystem-helper.sh" "$MOD/files/ferrofab-filesystem" "$FF_WORK/puppet-fs-helper"
     ff_say "puppet: REFERENCE.md is up to date"
     local ref=$FF_WORK/puppet-REFERENCE.md
     rm -rf "$MOD/.yardoc" # YARD's cache: always parse the sources afresh
@@ -57,6 +66,9 @@ PIDS=()
 cleanup() {
     local f
     [ -f "$W/ws/run/agent.pid" ] && "$SVC" stop "$W/ws/bin/ferrofab-agent" "$W/ws/etc/agent.toml" "$W/ws/run" || true
+    # The data-path holder, where the agent has one (it outlives the agent).
+    [ -S "$W/ws/state/holder.sock" ] && "$W/ws/bin/ferrofab-agent" --config "$W/ws/etc/agent.toml" \
+        holder stop --state-dir "$W/ws/state" --timeout 30s 2>/dev/null || true
     for f in "$W"/*.pid; do
         [ -f "$f" ] || continue
         kill -TERM "$(cat "$f")" 2>/dev/null || true
@@ -406,7 +418,7 @@ ferrofab_attachment { 'vol-b': ensure => absent }"
     ff_say "puppet e2e: first apply ${FIRST_SECS}s (catalog applied in ${first_cat}s), second apply ${SECOND_SECS}s (catalog ${second_cat}s)"
     {
         echo "puppet apply wall time: first run ${FIRST_SECS}s (install, enroll, start, 3 attachments; catalog applied in ${first_cat}s), second run ${SECOND_SECS}s (no changes; catalog applied in ${second_cat}s)"
-        echo "uninstall (ensure => absent, 3 attachments, delete_node): ${UNINSTALL_SECS}s (catalog applied in $(catalog_secs uninstall)s); second run ${UNINSTALL_AGAIN_SECS}s"
+        echo "uninstall (ensure => absent, 4 attachments, 1 filesystem mounted, delete_node): ${UNINSTALL_SECS}s (catalog applied in $(catalog_secs uninstall)s); second run ${UNINSTALL_AGAIN_SECS}s"
         echo "write stream during the log_level run: $LIVE_STREAM"
         echo "write stream during the agent upgrade run: $UPGRADE_STREAM"
     } >"$FF_WORK/puppet-apply-times.txt"
@@ -466,6 +478,18 @@ filesystem_profile() {
     expect_rc 0 fs-again
 }
 
+# agent_binary_pids : pids of the processes running the suite's installed
+# agent binary (the agent, and the data-path holder where there is one),
+# also after the file was replaced or removed.
+agent_binary_pids() {
+    local p exe
+    for p in /proc/[0-9]*; do
+        exe=$(readlink "$p/exe" 2>/dev/null) || continue
+        [ "${exe% (deleted)}" = "$W/ws/bin/ferrofab-agent" ] && echo "${p#/proc/}"
+    done
+    return 0
+}
+
 # fs_loop : the loop device mounted at FS_MNT.
 fs_loop() { findmnt -n -o SOURCE --mountpoint "$FS_MNT" | tail -n 1; }
 
@@ -495,10 +519,12 @@ dead_mount_repaired() {
     old_loop=$(fs_loop)
     echo "$old_loop" >"$W/old-loop"
     umount -l "$W/ws/volumes"
+    # The agent and, where it has one, its data-path holder: every process
+    # running this suite's installed binary.
     local i apid
-    apid=$(cat "$W/ws/run/agent.pid")
-    kill -KILL "$apid"
-    for ((i = 0; i < 300; i++)); do kill -0 "$apid" 2>/dev/null || break; sleep 0.1; done
+    for apid in $(agent_binary_pids); do kill -KILL "$apid" 2>/dev/null || true; done
+    for ((i = 0; i < 300; i++)); do [ -z "$(agent_binary_pids)" ] && break; sleep 0.1; done
+    [ -z "$(agent_binary_pids)" ] || ff_die "agent processes survived kill -9: $(agent_binary_pids)"
     "$SVC" start "$W/ws/bin/ferrofab-agent" "$W/ws/etc/agent.toml" "$W/ws/run"
     for ((i = 0; i < 300; i++)); do [ -f "$W/ws/volumes/vol-fs" ] && break; sleep 0.1; done
     [ -f "$W/ws/volumes/vol-fs" ] || ff_die "vol-fs was not exposed again after the agent restart"
@@ -538,11 +564,12 @@ dead_mount_repaired() {
 # DEPENDS ON ISSUE 15 PART 1 (the workstation data path in a long-lived
 # holder process): without it the restart replaces the FUSE exposure and
 # the stream fails with EIO, which is the bug. Runs when
-# FF_PUPPET_UPGRADE=1, or (default "auto") when the agent has the holder.
+# FF_PUPPET_UPGRADE=1, or (default "auto") when the agent has the holder
+# (`ferrofab-agent holder --help` succeeds).
 upgrade_with_filesystem() {
     local want=${FF_PUPPET_UPGRADE:-auto}
     if [ "$want" = auto ]; then
-        if grep -qi "holder" "$FF_REPO/docs/architecture.md" 2>/dev/null; then want=1; else want=0; fi
+        if "$AGENT" holder --help >/dev/null 2>&1; then want=1; else want=0; fi
     fi
     if [ "$want" != 1 ]; then
         ff_say "puppet e2e: SKIPPED agent upgrade with a mounted filesystem (needs issue 15 part 1, the holder process; FF_PUPPET_UPGRADE=1 forces it)"
@@ -631,7 +658,7 @@ teardown_filesystem() {
     expect_rc 2 fs-absent
     expect_out fs-absent "ferrofab-filesystem: vol-fs: unmounted $FS_MNT"
     findmnt "$FS_MNT" >/dev/null && ff_die "$FS_MNT is still mounted"
-    losetup -l -n -O NAME | grep -qx "$loop" && ff_die "loop device $loop is still set up: $(losetup -l)"
+    losetup -n -O BACK-FILE "$loop" 2>/dev/null | grep -q "vol-fs" && ff_die "loop device $loop is still set up: $(losetup -l)"
     [ -e "$W/ws/fs-state/vol-fs" ] && ff_die "the state of vol-fs remains"
     [ -e "$W/ws/volumes/vol-fs" ] && ff_die "vol-fs is still attached"
     papply fs-absent-again "$W/fs-absent.pp"
@@ -686,7 +713,8 @@ uninstall() {
     done
     findmnt "$W/ws/volumes" >/dev/null 2>&1 && ff_die "uninstall left the FUSE mount"
     findmnt "$FS_MNT" >/dev/null 2>&1 && ff_die "uninstall left the ext4 mount at $FS_MNT"
-    losetup -l -n -O NAME | grep -qx "$loop" && ff_die "uninstall left loop device $loop: $(losetup -l)"
+    [ -z "$(agent_binary_pids)" ] || ff_die "uninstall left agent processes (holder?): $(agent_binary_pids)"
+    losetup -n -O BACK-FILE "$loop" 2>/dev/null | grep -q "vol-fs" && ff_die "uninstall left loop device $loop: $(losetup -l)"
     losetup -a | grep -q "$W/ws/" && ff_die "uninstall left a loop device: $(losetup -a | grep "$W/ws/")"
     papply uninstall-again "$W/uninstall.pp"
     UNINSTALL_AGAIN_SECS=$SECS

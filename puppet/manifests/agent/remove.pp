@@ -4,13 +4,15 @@
 # recorded by its helper) is unmounted and its loop device detached, the
 # data kept; every attachment of the node is detached through the
 # running agent (so the controller's Attachment objects go too, and nothing
-# is left using a volume); then the service is stopped and disabled; then,
+# is left using a volume); then the service is stopped and disabled, and
+# the data-path holder (if the agent has one) is stopped; then,
 # when asked, the Node object is deleted from the controller; then the
 # unit (systemd only), the config and its restart digest, the CA,
 # certificate and key, the state directory, the binary or package, the
 # filesystem helper and its state, the socket, the expose directory and the
-# `ferrofab` directories left empty are removed. Each step is guarded, so a second run changes nothing and a
-# host where the agent never ran has nothing to detach.
+# `ferrofab` directories left empty are removed. Each step is guarded, so a
+# second run changes nothing and a host where the agent never ran has
+# nothing to detach.
 #
 # A detach that fails (the controller is down, say) fails the run before
 # the service stops: nothing is removed under a volume still attached.
@@ -58,10 +60,25 @@ class ferrofab::agent::remove {
       require  => Exec['ferrofab-agent detach all'],
       *        => $ferrofab::agent::service_options,
     }
-    $stopped = Service[$ferrofab::agent::service_name]
+    $service_stopped = Service[$ferrofab::agent::service_name]
   } else {
-    $stopped = Exec['ferrofab-agent detach all']
+    $service_stopped = Exec['ferrofab-agent detach all']
   }
+
+  # The built-in driver's data-path holder (a long-lived process that owns
+  # the FUSE mount across agent restarts, when the agent has one) outlives
+  # the service by design: stop it once nothing is attached. Guarded by its
+  # socket, so agents without a holder have nothing to do.
+  $state = $ferrofab::agent::state_dir
+  $holder_socket = "${state}/holder.sock"
+  exec { 'ferrofab-agent holder stop':
+    command  => "${cli} holder stop --state-dir ${shell_escape($state)} --timeout ${timeout}s",
+    onlyif   => "test -S ${shell_escape($holder_socket)}",
+    provider => shell,
+    path     => $path,
+    require  => $service_stopped,
+  }
+  $stopped = Exec['ferrofab-agent holder stop']
 
   $delete = $ferrofab::agent::delete_node
   if $delete {

@@ -173,6 +173,15 @@ describe 'ferrofab::agent' do
       is_expected.to contain_file('/var/lib/ferrofab/filesystems').with_ensure('absent').with_force(true)
     end
 
+    it 'stops the data-path holder (when there is one) after the service, before removing files' do
+      is_expected.to contain_exec('ferrofab-agent holder stop')
+        .with_command('command /usr/bin/ferrofab-agent --config /etc/ferrofab/agent.toml holder stop --state-dir /var/lib/ferrofab/agent --timeout 60s')
+        .with_onlyif('test -S /var/lib/ferrofab/agent/holder.sock')
+        .that_requires('Service[ferrofab-agent]')
+      is_expected.to contain_file('/var/lib/ferrofab/agent').that_requires('Exec[ferrofab-agent holder stop]')
+      is_expected.to contain_package('ferrofab-agent').that_requires('Exec[ferrofab-agent holder stop]')
+    end
+
     it 'deletes the node from the controller after the stop' do
       is_expected.to contain_exec('ferrofab node delete')
         .with_command('/usr/bin/ferrofab --config /root/admin.toml node delete ws7')
