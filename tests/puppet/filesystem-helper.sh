@@ -53,6 +53,20 @@ chmod 0700 "$mnt"
 "${H[@]}" apply "${args[@]}" >"$dir/out" || fail "apply of the mode failed"
 grep -q "fixed mode" "$dir/out" || fail "mode not fixed: $(cat "$dir/out")"
 
+# Remounted read-only (as ext4 does after I/O errors): repaired.
+mount -o remount,ro "$mnt"
+"${H[@]}" check "${args[@]}" >"$dir/out" && fail "check passed on a read-only remount"
+grep -q "^dead: mounted read-only" "$dir/out" || fail "unclear: $(cat "$dir/out")"
+"${H[@]}" apply "${args[@]}" >"$dir/out" || fail "repair of a read-only mount failed: $(cat "$dir/out")"
+grep -q "repairing: dead: mounted read-only" "$dir/out" || fail "no repair: $(cat "$dir/out")"
+"${H[@]}" check "${args[@]}" || fail "check fails after the repair"
+[ "$(cat "$mnt/file")" = data ] || fail "data lost in the repair"
+
+# Declared as xfs while an ext4 is mounted: a failure, and it stays mounted.
+"${H[@]}" apply vol-x --volume vol-x --mountpoint "$mnt" --fstype xfs >"$dir/out" 2>&1 && fail "apply with another fstype succeeded"
+grep -q "mounted as ext4, wanted xfs" "$dir/out" || fail "unclear: $(cat "$dir/out")"
+findmnt "$mnt" >/dev/null || fail "a healthy mount of another type was unmounted"
+
 # A busy mount: `remove` fails and leaves it mounted.
 exec 9<"$mnt/file"
 "${H[@]}" remove "${args[@]}" >"$dir/out" 2>&1 && fail "remove of a busy mount succeeded"

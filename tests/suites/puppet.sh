@@ -521,10 +521,15 @@ dead_mount_repaired() {
     umount -l "$W/ws/volumes"
     # The agent and, where it has one, its data-path holder: every process
     # running this suite's installed binary.
-    local i apid
-    for apid in $(agent_binary_pids); do kill -KILL "$apid" 2>/dev/null || true; done
-    for ((i = 0; i < 300; i++)); do [ -z "$(agent_binary_pids)" ] && break; sleep 0.1; done
-    [ -z "$(agent_binary_pids)" ] || ff_die "agent processes survived kill -9: $(agent_binary_pids)"
+    local i apid pids
+    pids=$(agent_binary_pids)
+    [ -n "$pids" ] || ff_die "no agent process found"
+    for apid in $pids; do kill -KILL "$apid" 2>/dev/null || true; done
+    # Until reaped (a zombie still counts for the service script's status).
+    for apid in $pids; do
+        for ((i = 0; i < 300; i++)); do kill -0 "$apid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$apid" 2>/dev/null && ff_die "agent process $apid survived kill -9"
+    done
     "$SVC" start "$W/ws/bin/ferrofab-agent" "$W/ws/etc/agent.toml" "$W/ws/run"
     for ((i = 0; i < 300; i++)); do [ -f "$W/ws/volumes/vol-fs" ] && break; sleep 0.1; done
     [ -f "$W/ws/volumes/vol-fs" ] || ff_die "vol-fs was not exposed again after the agent restart"
