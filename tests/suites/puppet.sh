@@ -225,7 +225,8 @@ EOF
 
 setup_cluster() {
     CTL=$(ff_release_bin ferrofab-controller)
-    AGENT=$(ff_release_bin ferrofab-agent)
+    # FF_PUPPET_AGENT: another agent build to test (e.g. a branch's).
+    AGENT=${FF_PUPPET_AGENT:-$(ff_release_bin ferrofab-agent)}
     FF=$(ff_release_bin ferrofab)
     cleanup
     rm -rf "$W"
