@@ -65,6 +65,12 @@ PIDS=()
 # only) and unmounts its FUSE mount.
 cleanup() {
     local f
+    # The filesystem first, while its exposure is still there: the write
+    # stream, the mount, then the loop devices on this suite's volumes.
+    [ -f "$W/stream.pid" ] && kill -TERM "$(cat "$W/stream.pid")" 2>/dev/null && sleep 0.5
+    umount "$W/mnt/fs" 2>/dev/null || umount -l "$W/mnt/fs" 2>/dev/null || true
+    losetup -l -n -O NAME,BACK-FILE 2>/dev/null | awk -v d="$W/ws/volumes/" 'index($2, d) == 1 { print $1 }' \
+        | xargs -r -n1 losetup -d 2>/dev/null || true
     [ -f "$W/ws/run/agent.pid" ] && "$SVC" stop "$W/ws/bin/ferrofab-agent" "$W/ws/etc/agent.toml" "$W/ws/run" || true
     # The data-path holder, where the agent has one (it outlives the agent).
     [ -S "$W/ws/state/holder.sock" ] && "$W/ws/bin/ferrofab-agent" --config "$W/ws/etc/agent.toml" \
@@ -75,10 +81,7 @@ cleanup() {
         rm -f "$f"
     done
     sleep 0.5
-    umount "$W/mnt/fs" 2>/dev/null || umount -l "$W/mnt/fs" 2>/dev/null || true
-    # Loop devices on this suite's volumes, live or on a replaced exposure.
-    losetup -l -n -O NAME,BACK-FILE 2>/dev/null | awk -v d="$W/ws/volumes/" 'index($2, d) == 1 { print $1 }' \
-        | xargs -r -n1 losetup -d 2>/dev/null || true
+    # The loop device of the dead-mount case, if the run stopped there.
     [ -f "$W/old-loop" ] && losetup -n -O BACK-FILE "$(cat "$W/old-loop")" 2>/dev/null | grep -q 'vol-fs' \
         && losetup -d "$(cat "$W/old-loop")" 2>/dev/null
     rm -f "$W/old-loop"
@@ -545,6 +548,7 @@ dead_mount_repaired() {
     expect_out repair "ferrofab-filesystem: vol-fs: repairing: (dead|stale): "
     expect_out repair "Exec\[ferrofab::filesystem vol-fs\]/returns: executed successfully"
     fs_helper check >/dev/null || ff_die "still not healthy after the repair: $(fs_helper check)"
+    rm -f "$W/old-loop"
     [ "$(sha256sum <"$FS_MNT/before")" = "$sum" ] || ff_die "the data written before the failure changed"
     grep -q "written through ext4" "$FS_MNT/hello" || ff_die "$FS_MNT/hello lost"
     head -c 1M /dev/urandom >"$FS_MNT/after" && sync || ff_die "writes fail after the repair"
