@@ -593,8 +593,9 @@ upgrade_with_filesystem() {
     # checksum, so Puppet replaces the file and restarts the service).
     cp "$AGENT" "$W/agent-v2"
     printf 'ferrofab puppet suite upgrade marker\n' >>"$W/agent-v2"
-    rm -f "$W/stream.stop" "$report"
-    start_bg stream python3 "$FF_REPO/tests/puppet/write-stream.py" "$FS_MNT/stream-upgrade" "$W/stream.stop" "$report"
+    # The 64 MiB filesystem holds one 32 MiB stream file at a time.
+    rm -f "$W/stream.stop" "$report" "$FS_MNT/stream"
+    start_bg stream python3 "$FF_REPO/tests/puppet/write-stream.py" "$FS_MNT/stream" "$W/stream.stop" "$report"
     sleep 1
     AGENT_SRC=$W/agent-v2
     manifest upgrade "$1"
