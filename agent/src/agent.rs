@@ -222,6 +222,15 @@ impl Shared {
             let id = workstation::host_identity(&cfg.state_dir)?;
             let nqn = id.hostnqn.clone();
             let w: Box<dyn WorkstationDriver> = match cfg.data_path {
+                DriverKind::Builtin if cfg.holder.enabled => {
+                    let (start, request) = cfg.holder.timeouts()?;
+                    Box::new(crate::holder::driver::HolderWorkstation::new(
+                        holder_spawn_spec(&cfg)?,
+                        nqn.clone(),
+                        start,
+                        request,
+                    ))
+                }
                 DriverKind::Builtin => Box::new(WorkstationReconciler::new(cfg.clone(), id)),
                 DriverKind::Kernel => Box::new(KernelWorkstation::new(
                     &cfg,
@@ -441,6 +450,24 @@ impl Shared {
             t.shutdown();
         }
     }
+}
+
+/// How this agent starts its data-path holder: the configured binary, or
+/// its own executable (which has the `holder run` subcommand).
+fn holder_spawn_spec(cfg: &AgentConfig) -> Result<crate::holder::SpawnSpec, AgentError> {
+    let binary = match &cfg.holder.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().map_err(|e| AgentError::Io {
+            what: "locating the agent executable for the data-path holder".into(),
+            source: e,
+        })?,
+    };
+    Ok(crate::holder::SpawnSpec {
+        binary,
+        state_dir: cfg.state_dir.clone(),
+        expose_dir: cfg.expose_dir.clone(),
+        log_level: cfg.log_level.clone(),
+    })
 }
 
 /// Attachments as the local API shows them, from the last observation
