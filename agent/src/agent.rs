@@ -218,18 +218,22 @@ impl Shared {
             None
         };
         let target = storage.as_ref().map(|s| s.driver_handle());
+        let metrics = Metrics::default();
         let (workstation, hostnqn) = if cfg.has_role(Role::Workstation) {
             let id = workstation::host_identity(&cfg.state_dir)?;
             let nqn = id.hostnqn.clone();
             let w: Box<dyn WorkstationDriver> = match cfg.data_path {
                 DriverKind::Builtin if cfg.holder.enabled => {
                     let (start, request) = cfg.holder.timeouts()?;
-                    Box::new(crate::holder::driver::HolderWorkstation::new(
-                        holder_spawn_spec(&cfg)?,
-                        nqn.clone(),
-                        start,
-                        request,
-                    ))
+                    Box::new(
+                        crate::holder::driver::HolderWorkstation::new(
+                            holder_spawn_spec(&cfg)?,
+                            nqn.clone(),
+                            start,
+                            request,
+                        )
+                        .with_counters(metrics.holder.clone()),
+                    )
                 }
                 DriverKind::Builtin => Box::new(WorkstationReconciler::new(cfg.clone(), id)),
                 DriverKind::Kernel => Box::new(KernelWorkstation::new(
@@ -260,7 +264,7 @@ impl Shared {
             hostnqn,
             report: Mutex::new(ReportStatusRequest::default()),
             notes: Mutex::new(NodeNotes::default()),
-            metrics: Metrics::default(),
+            metrics,
             controller_connected: Arc::new(AtomicBool::new(false)),
             trigger: Notify::new(),
             last_reconcile: AtomicU64::new(0),

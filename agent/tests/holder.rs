@@ -191,6 +191,15 @@ fn holder_pid(ws: &AgentProc) -> u64 {
     v["holder"]["pid"].as_u64().expect("pid")
 }
 
+/// The restarted agent adopted the running holder (started none).
+fn assert_adopted(ws: &AgentProc) {
+    let m = ws.metrics();
+    assert!(
+        m.contains("ferrofab_agent_holder_starts_total 0"),
+        "the restarted agent started a holder:\n{m}"
+    );
+}
+
 /// Cleans up the loop device and mount even when the test fails.
 struct LoopMount {
     dev: String,
@@ -248,6 +257,7 @@ fn workstation_data_path_survives_agent_restarts() {
     ws.spawn();
     wait_connected(&[&ws], true, Duration::from_secs(60));
     stream.wait_more(100, "the stream after kill -9");
+    assert_adopted(&ws);
     pauses.push(("agent kill -9 + restart", stream.max_latency_since(t)));
 
     // (b) a graceful restart (SIGTERM, start).
@@ -256,6 +266,7 @@ fn workstation_data_path_survives_agent_restarts() {
     ws.spawn();
     wait_connected(&[&ws], true, Duration::from_secs(60));
     stream.wait_more(100, "the stream after a graceful restart");
+    assert_adopted(&ws);
     pauses.push(("agent graceful restart", stream.max_latency_since(t)));
 
     // (c) an upgrade: another copy of the binary (new path and mtime)
@@ -272,6 +283,7 @@ fn workstation_data_path_survives_agent_restarts() {
     ws.spawn();
     wait_connected(&[&ws], true, Duration::from_secs(60));
     stream.wait_more(100, "the stream after an upgrade");
+    assert_adopted(&ws);
     pauses.push(("agent upgrade (new binary)", stream.max_latency_since(t)));
     assert!(
         ws.log().contains("99.0.0-upgrade"),

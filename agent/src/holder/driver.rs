@@ -3,6 +3,8 @@
 //! stopping the agent leaves the holder (and every exposure) running.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrofab_proto::v1::{ConnectionStatus, DesiredState};
@@ -10,6 +12,7 @@ use tracing::{info, warn};
 
 use super::proto::{ExposureSpec, ExposureStatus, Hello, Op, PROTOCOL_VERSION};
 use super::{spawn, HolderClient, HolderError, HolderPaths, SpawnSpec};
+use crate::metrics::HolderCounters;
 use crate::reconcile::workstation::{detaching_status, live_status, LocalAttachment};
 use crate::reconcile::{condition, PassOutcome, Problem};
 
@@ -32,6 +35,7 @@ pub struct HolderWorkstation {
     blocked: Option<Problem>,
     /// Failures of the last pass, by attachment.
     problems: HashMap<String, Problem>,
+    counters: Arc<HolderCounters>,
 }
 
 impl HolderWorkstation {
@@ -50,7 +54,26 @@ impl HolderWorkstation {
             holder: None,
             blocked: None,
             problems: HashMap::new(),
+            counters: Arc::default(),
         }
+    }
+
+    /// Counts starts and failed requests into the agent's metrics.
+    pub fn with_counters(mut self, counters: Arc<HolderCounters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    /// Counts a request that got no answer.
+    fn failed<T>(&self, r: Result<T, HolderError>) -> Result<T, HolderError> {
+        if let Err(e) = &r {
+            if !matches!(e, HolderError::Refused { .. }) {
+                self.counters
+                    .request_failures
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
     }
 
     /// A holder this agent can manage: the running one if it speaks our
@@ -91,6 +114,7 @@ impl HolderWorkstation {
     }
 
     fn start(&mut self) -> Result<(), Problem> {
+        self.counters.starts.fetch_add(1, Ordering::Relaxed);
         let h = spawn(&self.spawn, self.start_timeout)
             .map_err(|e| Problem::new(HOLDER_UNAVAILABLE, e.to_string()))?;
         self.adopt(h);
@@ -98,7 +122,10 @@ impl HolderWorkstation {
     }
 
     fn list(&self) -> Result<Vec<ExposureStatus>, HolderError> {
-        Ok(self.client.call(Op::List)?.exposures.unwrap_or_default())
+        Ok(self
+            .failed(self.client.call(Op::List))?
+            .exposures
+            .unwrap_or_default())
     }
 
     /// One pass: remove what is not desired, ensure every desired one.
@@ -123,9 +150,9 @@ impl HolderWorkstation {
                     .iter()
                     .filter(|e| !wanted.contains(e.spec.attachment.as_str()))
                 {
-                    match self.client.call(Op::Remove {
+                    match self.failed(self.client.call(Op::Remove {
                         attachment: e.spec.attachment.clone(),
-                    }) {
+                    })) {
                         Ok(r) if r.changed == Some(true) => out.changes += 1,
                         Ok(_) => {}
                         Err(err) => {
@@ -142,7 +169,7 @@ impl HolderWorkstation {
         }
         for c in &ds.connections {
             let spec = ExposureSpec::from_connection(c, &self.hostnqn);
-            match self.client.call(Op::Ensure { spec }) {
+            match self.failed(self.client.call(Op::Ensure { spec })) {
                 Ok(r) => {
                     if r.changed == Some(true) {
                         out.changes += 1;
@@ -370,7 +397,7 @@ mod tests {
     #[test]
     fn no_holder_and_no_binary_is_a_clear_condition() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = HolderWorkstation::new(
+        let w = HolderWorkstation::new(
             SpawnSpec {
                 binary: "/nonexistent/ferrofab-agent".into(),
                 state_dir: dir.path().into(),
@@ -382,7 +409,10 @@ mod tests {
             Duration::from_secs(1),
         );
         let ds = DesiredState::default();
+        let counters = Arc::new(HolderCounters::default());
+        let mut w = w.with_counters(counters.clone());
         assert_eq!(w.reconcile(&ds).errors, 1);
+        assert_eq!(counters.starts.load(Ordering::Relaxed), 1);
         let p = w.blocked.clone().unwrap();
         assert_eq!(p.reason, HOLDER_UNAVAILABLE);
         assert!(
