@@ -461,10 +461,10 @@ impl Shared {
 fn holder_spawn_spec(cfg: &AgentConfig) -> Result<crate::holder::SpawnSpec, AgentError> {
     let binary = match &cfg.holder.binary {
         Some(b) => b.clone(),
-        None => std::env::current_exe().map_err(|e| AgentError::Io {
+        None => live_exe_path(std::env::current_exe().map_err(|e| AgentError::Io {
             what: "locating the agent executable for the data-path holder".into(),
             source: e,
-        })?,
+        })?),
     };
     Ok(crate::holder::SpawnSpec {
         binary,
@@ -472,6 +472,15 @@ fn holder_spawn_spec(cfg: &AgentConfig) -> Result<crate::holder::SpawnSpec, Agen
         expose_dir: cfg.expose_dir.clone(),
         log_level: cfg.log_level.clone(),
     })
+}
+
+/// After a package upgrade replaced the running binary, Linux reports it
+/// as `PATH (deleted)`; the new binary at `PATH` is the one to start.
+fn live_exe_path(p: PathBuf) -> PathBuf {
+    match p.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(live) => PathBuf::from(live),
+        None => p,
+    }
 }
 
 /// Attachments as the local API shows them, from the last observation
@@ -618,6 +627,18 @@ async fn publish(shared: &Arc<Shared>, tx: &watch::Sender<Option<ReportStatusReq
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replaced_binary_is_started_from_its_live_path() {
+        assert_eq!(
+            live_exe_path("/usr/bin/ferrofab-agent (deleted)".into()),
+            PathBuf::from("/usr/bin/ferrofab-agent")
+        );
+        assert_eq!(
+            live_exe_path("/usr/bin/ferrofab-agent".into()),
+            PathBuf::from("/usr/bin/ferrofab-agent")
+        );
+    }
 
     /// An agent started without a watched config file (as `ferrofab dev`
     /// starts its two) must sleep between events: its main loop used to
