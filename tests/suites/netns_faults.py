@@ -454,7 +454,11 @@ def test_agent_restarts(c: Cluster) -> None:
             if w.poll() is not None:
                 raise Failure(f"test 3: the write stream failed {what}")
 
-        more(100, "the stream to start")
+        more(20, "the stream to start")
+        t0 = time.monotonic()
+        more(100, "the stream to run")
+        baseline = max(ms for _, ms, t in acks if t >= t0)
+        say(f"test 3: no restart (baseline): max write+fsync {baseline:.0f} ms")
         v2 = c.work / "ferrofab-agent-v2"
         subprocess.run(["cp", str(c.bin / "ferrofab-agent"), str(v2)], check=True)
         pauses = []
@@ -503,7 +507,7 @@ def test_agent_restarts(c: Cluster) -> None:
                 if f.read(bs) != block(seed, i, bs):
                     raise Failure(f"test 3: block {off} (write {i}) does not read back")
         say(f"test 3 passed: {len(acks)} fsync'd writes, none failed, all read back, e2fsck clean; pauses: "
-            + ", ".join(f"{k} {ms:.0f} ms" for k, ms in pauses))
+            + ", ".join(f"{k} {ms:.0f} ms" for k, ms in pauses) + f" (no restart: {baseline:.0f} ms)")
     finally:
         stop.touch()
         writer = c.procs.pop("writer", None)
