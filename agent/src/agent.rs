@@ -218,10 +218,23 @@ impl Shared {
             None
         };
         let target = storage.as_ref().map(|s| s.driver_handle());
+        let metrics = Metrics::default();
         let (workstation, hostnqn) = if cfg.has_role(Role::Workstation) {
             let id = workstation::host_identity(&cfg.state_dir)?;
             let nqn = id.hostnqn.clone();
             let w: Box<dyn WorkstationDriver> = match cfg.data_path {
+                DriverKind::Builtin if cfg.holder.enabled => {
+                    let (start, request) = cfg.holder.timeouts()?;
+                    Box::new(
+                        crate::holder::driver::HolderWorkstation::new(
+                            holder_spawn_spec(&cfg)?,
+                            nqn.clone(),
+                            start,
+                            request,
+                        )
+                        .with_counters(metrics.holder.clone()),
+                    )
+                }
                 DriverKind::Builtin => Box::new(WorkstationReconciler::new(cfg.clone(), id)),
                 DriverKind::Kernel => Box::new(KernelWorkstation::new(
                     &cfg,
@@ -251,7 +264,7 @@ impl Shared {
             hostnqn,
             report: Mutex::new(ReportStatusRequest::default()),
             notes: Mutex::new(NodeNotes::default()),
-            metrics: Metrics::default(),
+            metrics,
             controller_connected: Arc::new(AtomicBool::new(false)),
             trigger: Notify::new(),
             last_reconcile: AtomicU64::new(0),
@@ -443,6 +456,33 @@ impl Shared {
     }
 }
 
+/// How this agent starts its data-path holder: the configured binary, or
+/// its own executable (which has the `holder run` subcommand).
+fn holder_spawn_spec(cfg: &AgentConfig) -> Result<crate::holder::SpawnSpec, AgentError> {
+    let binary = match &cfg.holder.binary {
+        Some(b) => b.clone(),
+        None => live_exe_path(std::env::current_exe().map_err(|e| AgentError::Io {
+            what: "locating the agent executable for the data-path holder".into(),
+            source: e,
+        })?),
+    };
+    Ok(crate::holder::SpawnSpec {
+        binary,
+        state_dir: cfg.state_dir.clone(),
+        expose_dir: cfg.expose_dir.clone(),
+        log_level: cfg.log_level.clone(),
+    })
+}
+
+/// After a package upgrade replaced the running binary, Linux reports it
+/// as `PATH (deleted)`; the new binary at `PATH` is the one to start.
+fn live_exe_path(p: PathBuf) -> PathBuf {
+    match p.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(live) => PathBuf::from(live),
+        None => p,
+    }
+}
+
 /// Attachments as the local API shows them, from the last observation
 /// (never blocked by a pass in progress).
 fn attachments_from_report(
@@ -587,6 +627,18 @@ async fn publish(shared: &Arc<Shared>, tx: &watch::Sender<Option<ReportStatusReq
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replaced_binary_is_started_from_its_live_path() {
+        assert_eq!(
+            live_exe_path("/usr/bin/ferrofab-agent (deleted)".into()),
+            PathBuf::from("/usr/bin/ferrofab-agent")
+        );
+        assert_eq!(
+            live_exe_path("/usr/bin/ferrofab-agent".into()),
+            PathBuf::from("/usr/bin/ferrofab-agent")
+        );
+    }
 
     /// An agent started without a watched config file (as `ferrofab dev`
     /// starts its two) must sleep between events: its main loop used to

@@ -122,6 +122,77 @@ fn default_dev() -> PathBuf {
     PathBuf::from("/dev")
 }
 
+/// The workstation data-path holder (`[holder]`, built-in driver only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HolderConfig {
+    /// Run the built-in workstation data path (FUSE mount, initiator) in
+    /// a separate long-lived process that outlives agent restarts. Off:
+    /// it runs inside the agent and a restart breaks every exposure.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The binary started as `BINARY holder run ...`; default: the
+    /// running agent's own executable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<PathBuf>,
+    /// How long a newly started holder has to answer, e.g. "10s".
+    #[serde(default = "default_holder_start_timeout")]
+    pub start_timeout: String,
+    /// How long one request may take to be answered (an `ensure` includes
+    /// connecting to the storage node), e.g. "60s".
+    #[serde(default = "default_holder_request_timeout")]
+    pub request_timeout: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+/// Default of `holder.start_timeout`: a holder binds its socket within
+/// milliseconds; seconds cover a loaded host.
+pub const DEFAULT_HOLDER_START_TIMEOUT: &str = "10s";
+/// Default of `holder.request_timeout`: longer than the initiator's
+/// connect timeout so a slow connect is reported as the holder saw it.
+pub const DEFAULT_HOLDER_REQUEST_TIMEOUT: &str = "60s";
+
+fn default_holder_start_timeout() -> String {
+    DEFAULT_HOLDER_START_TIMEOUT.into()
+}
+fn default_holder_request_timeout() -> String {
+    DEFAULT_HOLDER_REQUEST_TIMEOUT.into()
+}
+
+impl Default for HolderConfig {
+    fn default() -> Self {
+        HolderConfig {
+            enabled: true,
+            binary: None,
+            start_timeout: default_holder_start_timeout(),
+            request_timeout: default_holder_request_timeout(),
+        }
+    }
+}
+
+impl HolderConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// (start timeout, request timeout), both more than zero.
+    pub fn timeouts(&self) -> Result<(Duration, Duration), AgentError> {
+        let parse = |key: &str, v: &str| {
+            let d = ferrofab_pki::parse_duration(v).map_err(|e| invalid(key, e.to_string()))?;
+            if d.is_zero() {
+                return Err(invalid(key, "must be more than 0s"));
+            }
+            Ok(d)
+        };
+        Ok((
+            parse("holder.start_timeout", &self.start_timeout)?,
+            parse("holder.request_timeout", &self.request_timeout)?,
+        ))
+    }
+}
+
 /// Bounds of the local API socket (`[local_api]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -272,13 +343,19 @@ pub struct AgentConfig {
     /// tracing filter, e.g. "info" or "ferrofab_agent=debug".
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// `[holder]`: the workstation data-path holder process.
+    #[serde(default, skip_serializing_if = "HolderConfig::is_default")]
+    pub holder: HolderConfig,
 }
 
 fn default_expose_dir() -> PathBuf {
     PathBuf::from("/run/ferrofab/volumes")
 }
+/// Default `state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ferrofab/agent";
+
 fn default_state_dir() -> PathBuf {
-    PathBuf::from("/var/lib/ferrofab/agent")
+    PathBuf::from(DEFAULT_STATE_DIR)
 }
 fn default_resync() -> String {
     DEFAULT_RESYNC.into()
@@ -317,13 +394,14 @@ impl AgentConfig {
             api_socket: default_api_socket(),
             local_api: LocalApiConfig::default(),
             log_level: default_log_level(),
+            holder: HolderConfig::default(),
         }
     }
 
     /// A config for unit tests: no controller, placeholder TLS files.
     #[cfg(test)]
     pub(crate) fn for_tests(node: &str) -> Self {
-        Self::new(
+        let mut cfg = Self::new(
             node,
             "https://127.0.0.1:1",
             TlsFiles {
@@ -332,7 +410,10 @@ impl AgentConfig {
                 key: "/x".into(),
                 server_name: None,
             },
-        )
+        );
+        // In-process unit tests have no agent binary to start a holder.
+        cfg.holder.enabled = false;
+        cfg
     }
 
     /// Reads and validates `path`.
@@ -380,6 +461,12 @@ impl AgentConfig {
         }
         self.resync()?;
         self.local_api.validate()?;
+        self.holder.timeouts()?;
+        if let Some(b) = &self.holder.binary {
+            if !b.is_absolute() {
+                return Err(invalid("holder.binary", "must be an absolute path"));
+            }
+        }
         for (name, pool) in &self.pools {
             if !pool.path.is_absolute() {
                 return Err(invalid(
@@ -454,6 +541,7 @@ impl AgentConfig {
         check("metrics_listen", self.metrics_listen == new.metrics_listen);
         check("api_socket", self.api_socket == new.api_socket);
         check("local_api", self.local_api == new.local_api);
+        check("holder", self.holder == new.holder);
         keys
     }
 

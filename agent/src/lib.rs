@@ -25,6 +25,7 @@ pub mod config;
 pub mod driver;
 pub mod enroll;
 mod error;
+pub mod holder;
 pub mod local_api;
 pub mod metrics;
 pub mod reconcile;
@@ -33,5 +34,5 @@ pub mod status;
 
 pub use agent::{Agent, AgentHandle, LogReload, StartOptions};
 pub use api::attachment_name;
-pub use config::{AgentConfig, DriverKind, PoolConfig, Provisioning, Role, TlsFiles};
+pub use config::{AgentConfig, DriverKind, HolderConfig, PoolConfig, Provisioning, Role, TlsFiles};
 pub use error::AgentError;

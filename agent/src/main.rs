@@ -85,6 +85,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The workstation data-path holder (status, stop).
+    Holder {
+        #[command(subcommand)]
+        cmd: ferrofab_agent::holder::cli::HolderCmd,
+    },
     /// Detach a volume from this workstation and wait until its file is gone.
     Detach {
         volume: String,
@@ -307,11 +312,15 @@ fn enroll(cli: &Cli, cmd: &Cmd) -> anyhow::Result<u8> {
 }
 
 fn main_inner(cli: Cli) -> anyhow::Result<u8> {
+    if let Cmd::Holder { cmd } = &cli.cmd {
+        return ferrofab_agent::holder::cli::run(cmd, &cli.config);
+    }
     let socket = socket_path(&cli);
     let short = Duration::from_secs(10);
     match &cli.cmd {
         Cmd::Run => run_daemon(cli.config.clone()).map(|()| 0),
         Cmd::Enroll { .. } => enroll(&cli, &cli.cmd),
+        Cmd::Holder { .. } => Ok(EXIT_ERROR),
         Cmd::Status { json } => api_command(socket, Request::Status, short, *json),
         Cmd::Attachments { json } => api_command(socket, Request::Attachments, short, *json),
         Cmd::Attach {

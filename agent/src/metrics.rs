@@ -36,6 +36,19 @@ pub struct Metrics {
     pub refused_names: AtomicU64,
     /// Local API connections turned away, by reason.
     pub local_api_refused: Arc<LocalApiRefusals>,
+    /// The workstation data-path holder, shared with its driver.
+    pub holder: Arc<HolderCounters>,
+}
+
+/// What the agent saw of its data-path holder.
+#[derive(Debug, Default)]
+pub struct HolderCounters {
+    /// Holders this agent started (none ran, or an idle outdated one was
+    /// replaced); more than one per host boot means holders die.
+    pub starts: AtomicU64,
+    /// Requests to the holder that got no answer (unreachable, timed out
+    /// after `holder.request_timeout`, unreadable answer).
+    pub request_failures: AtomicU64,
 }
 
 /// Local API connections or requests refused, by reason.
@@ -85,6 +98,13 @@ impl Metrics {
         let _ = writeln!(out, "# HELP ferrofab_agent_main_loop_wakeups_total Wake-ups of the agent's main loop (a few per minute when idle).\n# TYPE ferrofab_agent_main_loop_wakeups_total counter\nferrofab_agent_main_loop_wakeups_total {w}");
         let n = self.refused_names.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP ferrofab_agent_desired_state_refused_names_total Names from the controller refused as file names (not one safe path component).\n# TYPE ferrofab_agent_desired_state_refused_names_total counter\nferrofab_agent_desired_state_refused_names_total {n}");
+        let h = &self.holder;
+        let (starts, failures) = (
+            h.starts.load(Ordering::Relaxed),
+            h.request_failures.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(out, "# HELP ferrofab_agent_holder_starts_total Data-path holders this agent started.\n# TYPE ferrofab_agent_holder_starts_total counter\nferrofab_agent_holder_starts_total {starts}");
+        let _ = writeln!(out, "# HELP ferrofab_agent_holder_request_failures_total Requests to the data-path holder with no answer (unreachable, holder.request_timeout, unreadable).\n# TYPE ferrofab_agent_holder_request_failures_total counter\nferrofab_agent_holder_request_failures_total {failures}");
         let r = &self.local_api_refused;
         let _ = writeln!(out, "# HELP ferrofab_agent_local_api_refused_total Local API connections refused, by reason.\n# TYPE ferrofab_agent_local_api_refused_total counter");
         for (reason, c) in [

@@ -69,6 +69,10 @@ pub enum Command {
     /// Run a whole cluster (controller, storage and workstation agents) in
     /// this process on loopback, with a demo layout; Ctrl-C stops it.
     Dev(DevArgs),
+    /// The workstation data-path holder that `dev` starts from this
+    /// executable (internal; `ferrofab-agent holder` is the user's one).
+    #[command(subcommand, hide = true)]
+    Holder(ferrofab_agent::holder::cli::HolderCmd),
     /// Print a shell completion script.
     Completions {
         /// Shell to generate for.

@@ -290,20 +290,35 @@ fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
 #[derive(Default)]
 struct Stack {
     controller: Option<ControllerTask>,
-    /// In start order: storage, then workstation.
-    agents: Vec<AgentHandle>,
+    /// In start order: storage, then workstation; with the state
+    /// directory of the workstation's data-path holder.
+    agents: Vec<(AgentHandle, Option<PathBuf>)>,
 }
 
 impl Stack {
     /// Workstation first (its detach flushes through the storage target),
     /// then storage, then the controller the agents were talking to.
     async fn shutdown(mut self) {
-        while let Some(agent) = self.agents.pop() {
+        while let Some((agent, holder)) = self.agents.pop() {
             if tokio::time::timeout(STOP_TIMEOUT, agent.shutdown())
                 .await
                 .is_err()
             {
                 warn!("an agent did not stop within {STOP_TIMEOUT:?}; leaving it to process exit");
+            }
+            // The holder outlives its agent by design; `dev` leaves no
+            // mount behind, so it goes too (before storage: its detach
+            // flushes through the storage target).
+            if let Some(dir) = holder {
+                let stopped = tokio::task::spawn_blocking(move || {
+                    ferrofab_agent::holder::cli::stop(&dir, STOP_TIMEOUT)
+                })
+                .await;
+                match stopped {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => warn!(error = %e, "stopping the data-path holder"),
+                    Err(e) => warn!(error = %e, "stopping the data-path holder"),
+                }
             }
         }
         if let Some(c) = self.controller.take() {
@@ -454,7 +469,7 @@ async fn start(paths: &Paths, stack: &mut Stack) -> anyhow::Result<String> {
 
     let storage = node_config(&mut admin, paths, &state, STORAGE_NODE, Role::Storage).await?;
     ensure_data_address(&mut admin, &state).await?;
-    stack.agents.push(start_agent(storage).await?);
+    stack.agents.push((start_agent(storage).await?, None));
     let ws = node_config(
         &mut admin,
         paths,
@@ -463,7 +478,10 @@ async fn start(paths: &Paths, stack: &mut Stack) -> anyhow::Result<String> {
         Role::Workstation,
     )
     .await?;
-    stack.agents.push(start_agent(ws).await?);
+    let holder_dir = ws.state_dir.clone();
+    stack
+        .agents
+        .push((start_agent(ws).await?, Some(holder_dir)));
 
     apply_demo_layout(&mut admin, paths, &mut state).await?;
     eprintln!("ferrofab dev: controller and agents up; waiting for attached volumes");

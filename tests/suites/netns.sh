@@ -36,8 +36,16 @@
 #      measures, by polling the workstations' exposure files and the
 #      controller every 0.2 s, the time until every change is visible on
 #      the data path; it must be within one resync interval (10 s).
+#   3. agent restarts: ext4 on a loop device on ws2's exposure, mounted,
+#      with a timed fsync'd write stream, through kill -9, a graceful
+#      restart and an upgrade (a copy of the binary reporting another
+#      version) of ws2's agent. The data-path holder must stay the same
+#      process, the stream see no I/O error, the loop device keep its live
+#      file, e2fsck -f -n be clean and every acknowledged block read back;
+#      the longest write+fsync during each restart is printed.
 #
-# Everything is removed on exit, after failures too (trap): processes in
+# Everything is removed on exit, after failures too (trap): the
+# workstations' data-path holders are stopped by netns_faults.py; processes in
 # the namespaces are stopped (SIGTERM, then SIGKILL), FUSE mounts are
 # lazily unmounted, the namespaces are deleted. Logs stay in
 # tests/.work/netns/ for inspection.

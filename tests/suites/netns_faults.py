@@ -10,6 +10,13 @@ in them with `nsenter --net` and runs:
   2. partition: the controller loses its link for PARTITION_S while the
      admin changes the layout; after the heal every change is visible on
      the workstations within one resync interval.
+  3. agent restarts: ext4 on a loop device on ws2's exposure of b,
+     mounted, with a timed fsync'd stream running, through kill -9 of
+     ws2's agent, a graceful restart and an upgrade (a copy of the binary
+     reporting another version); no I/O error, the data-path holder never
+     changes, the loop device keeps its live file, e2fsck -f -n is clean
+     and every acknowledged block reads back. Prints the I/O pause (max
+     write+fsync) of each.
 
 Fails (exit 1) with a message naming what went wrong; the namespaces and
 what runs in them are cleaned up by netns.sh.
@@ -111,6 +118,25 @@ class Cluster:
         if p.poll() is not None:
             raise Failure(f"{name} exited with {p.returncode}; log {log}:\n{log.read_text()[-3000:]}")
 
+    def restart_agent(self, node: str, binary: pathlib.Path | None = None, env: dict | None = None) -> None:
+        """Starts NODE's agent again on its existing config and state."""
+        d = self.work / node
+        argv = [f"{k}={v}" for k, v in (env or {}).items()]
+        argv = (["env", *argv] if argv else []) + [str(binary or self.bin / "ferrofab-agent"), "run",
+                                                   "--config", str(d / "etc" / "agent.toml")]
+        self.spawn(node, node, argv, d / "agent.log")
+
+    def stop_holder(self, node: str) -> None:
+        """The data-path holder outlives its agent by design; stop it."""
+        subprocess.run(self.ns(node) + [str(self.bin / "ferrofab-agent"), "holder", "stop",
+                                        "--state-dir", str(self.work / node / "state"), "--timeout", "20s"],
+                       stderr=subprocess.DEVNULL, check=False, timeout=60)
+
+    def holder_pid(self, node: str) -> int:
+        r = run([str(self.bin / "ferrofab-agent"), "holder", "status", "--state-dir",
+                 str(self.work / node / "state")])
+        return json.loads(r)["holder"]["pid"]
+
     def stop_all(self) -> None:
         """Heals every link first (a run interrupted during a cut would
         otherwise leave writes and disconnects waiting for an unreachable
@@ -120,6 +146,11 @@ class Cluster:
             subprocess.run(["ip", "-n", f"{self.prefix}-hub", "link", "set", f"h-{node}", "up"],
                            stderr=subprocess.DEVNULL, check=False)
         for name in ["writer", "ws1", "ws2", "s1", "s2", "controller"]:
+            if name in ("s1",):
+                # Workstation holders go before storage: their detach
+                # flushes through the storage targets.
+                for ws in ("ws1", "ws2"):
+                    self.stop_holder(ws)
             p = self.procs.pop(name, None)
             if p is None or p.poll() is not None:
                 continue
@@ -375,6 +406,129 @@ def test_partition(c: Cluster) -> None:
     say(f"test 2 passed: every change converged {slowest:.1f}s after the heal (resync interval {RESYNC_S}s)")
 
 
+# -------------------------------------------------------------------- test 3
+
+def sh(*argv: str) -> str:
+    r = subprocess.run(list(argv), capture_output=True, text=True)
+    if r.returncode != 0:
+        raise Failure(f"{' '.join(argv)}: {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+def loop_backing(dev: str) -> str:
+    return pathlib.Path(f"/sys/block/{dev.removeprefix('/dev/')}/loop/backing_file").read_text().strip()
+
+
+def test_agent_restarts(c: Cluster) -> None:
+    exposure = c.exposure("ws2", "b")
+    mnt = c.work / "mnt-b"
+    mnt.mkdir(exist_ok=True)
+    dev = sh("losetup", "-f", "--show", str(exposure))
+    blocks, bs, seed = 2048, 4096, 33
+    stop = c.work / "timed.stop"
+    acks: list[tuple[int, float, float]] = []
+    try:
+        sh("mkfs.ext4", "-q", "-F", dev)
+        sh("mount", dev, str(mnt))
+        live = loop_backing(dev)
+        holder = c.holder_pid("ws2")
+        say(f"test 3: ext4 on {dev} -> {exposure}, mounted at {mnt}; holder pid {holder}")
+        w = subprocess.Popen(IO + ["timed", str(mnt / "stream.dat"), "--stop", str(stop), "--blocks",
+                                   str(blocks), "--bs", str(bs), "--seed", str(seed)],
+                             stdout=subprocess.PIPE, text=True)
+        c.procs["writer"] = w
+
+        def reader():
+            for line in w.stdout:
+                parts = line.split()
+                if parts[:1] == ["ack"]:
+                    acks.append((int(parts[1]), float(parts[2]), time.monotonic()))
+                elif parts[:1] == ["error"]:
+                    say(f"test 3: writer: {line.strip()}")
+
+        threading.Thread(target=reader, daemon=True).start()
+
+        def more(n: int, what: str) -> None:
+            target = len(acks) + n
+            wait_for(what, 90, lambda: len(acks) >= target or w.poll() is not None)
+            if w.poll() is not None:
+                raise Failure(f"test 3: the write stream failed {what}")
+
+        more(20, "the stream to start")
+        t0 = time.monotonic()
+        more(100, "the stream to run")
+        baseline = max(ms for _, ms, t in acks if t >= t0)
+        say(f"test 3: no restart (baseline): max write+fsync {baseline:.0f} ms")
+        v2 = c.work / "ferrofab-agent-v2"
+        subprocess.run(["cp", str(c.bin / "ferrofab-agent"), str(v2)], check=True)
+        pauses = []
+        for kind in ["kill -9", "graceful restart", "upgrade"]:
+            t0 = time.monotonic()
+            p = c.procs.pop("ws2")
+            if kind == "kill -9":
+                p.kill()
+            else:
+                p.terminate()
+            p.wait(timeout=30)
+            time.sleep(0.5)
+            if kind == "upgrade":
+                c.restart_agent("ws2", v2, {"FERROFAB_AGENT_VERSION_OVERRIDE": "ferrofab-agent 99.0.0-netns"})
+            else:
+                c.restart_agent("ws2")
+            wait_for("ws2's attachment of b connected again", 60,
+                     lambda: any(a["volume"] == "b" and a["state"] == "live"
+                                 for a in c.agent_cli("ws2", "attachments").get("attachments", [])))
+            more(100, f"after the {kind}")
+            worst = max(ms for _, ms, t in acks if t >= t0)
+            pauses.append((kind, worst))
+            say(f"test 3: {kind} of ws2's agent: stream kept going, max write+fsync {worst:.0f} ms")
+        if c.holder_pid("ws2") != holder:
+            raise Failure("test 3: the data-path holder was replaced")
+        if loop_backing(dev) != live:
+            raise Failure(f"test 3: {dev} now refers to {loop_backing(dev)}, not {live}")
+        if "99.0.0-netns" not in (c.work / "ws2" / "agent.log").read_text():
+            raise Failure("test 3: the upgraded agent did not adopt the holder")
+        stop.touch()
+        w.wait(timeout=60)
+        c.procs.pop("writer", None)
+        if w.returncode != 0:
+            raise Failure(f"test 3: the write stream exited {w.returncode} (I/O error)")
+        last = {}
+        for i, _, _ in acks:
+            last[i % blocks] = i
+        sh("umount", str(mnt))
+        r = subprocess.run(["e2fsck", "-f", "-n", dev], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise Failure(f"test 3: e2fsck -f -n {dev}: {r.stdout}{r.stderr}")
+        sh("mount", "-o", "ro", dev, str(mnt))
+        with open(mnt / "stream.dat", "rb") as f:
+            for off, i in sorted(last.items()):
+                f.seek(off * bs)
+                if f.read(bs) != block(seed, i, bs):
+                    raise Failure(f"test 3: block {off} (write {i}) does not read back")
+        say(f"test 3 passed: {len(acks)} fsync'd writes, none failed, all read back, e2fsck clean; pauses: "
+            + ", ".join(f"{k} {ms:.0f} ms" for k, ms in pauses) + f" (no restart: {baseline:.0f} ms)")
+    finally:
+        stop.touch()
+        writer = c.procs.pop("writer", None)
+        if writer is not None and writer.poll() is None:
+            try:
+                writer.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                writer.kill()
+                writer.wait()
+        subprocess.run(["umount", str(mnt)], stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(["losetup", "-d", dev], stderr=subprocess.DEVNULL, check=False)
+
+
+def block(seed: int, i: int, bs: int) -> bytes:
+    """netns_io.py's block content."""
+    import hashlib
+    head = f"ferrofab-netns seed={seed} block={i};".encode()
+    body = hashlib.sha256(head).digest() * (bs // 32 + 1)
+    return (head + body)[:bs]
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--bin", required=True, type=pathlib.Path)
@@ -395,6 +549,7 @@ def main() -> int:
         say(f"cluster converged {time.monotonic() - started:.1f}s after start")
         test_link_cut(c)
         test_partition(c)
+        test_agent_restarts(c)
     except KeyboardInterrupt:
         print("netns: interrupted", file=sys.stderr)
         return 130
@@ -403,7 +558,7 @@ def main() -> int:
         return 1
     finally:
         c.stop_all()
-    say(f"both tests passed in {time.monotonic() - started:.0f}s")
+    say(f"all three tests passed in {time.monotonic() - started:.0f}s")
     return 0
 
 

@@ -12,6 +12,11 @@ makes FUSE send a FLUSH that waits for a storage node that may be cut off).
   verify PATH --blocks N --bs B --seed S [--offset O]
       reads the N blocks back from PATH (an exposure or the backing file at
       byte offset O) and exits 1 naming the first block that differs.
+  timed PATH --stop STOPFILE --blocks N --bs B --seed S
+      until STOPFILE exists, writes block (i mod N) stamped with i, fsync
+      after each, and prints "ack i MS" with MS the milliseconds that
+      write+fsync took (the I/O pause a restart causes); exits 1 on an
+      I/O error.
   probe PATH --bs B --seed S --index I
       one verified round trip: write block I, fsync, drop it from the page
       cache, read it back and compare (data path alive check).
@@ -44,6 +49,27 @@ def stream(a) -> int:
             # CLOCK_MONOTONIC is system-wide: the reader compares it with
             # its own clock to tell which acks came while a link was down.
             print(f"ack {i} {time.monotonic():.6f}", flush=True)
+    finally:
+        os.close(fd)
+    return 0
+
+
+def timed(a) -> int:
+    fd = os.open(a.path, os.O_WRONLY | os.O_CREAT, 0o644)
+    i = 0
+    try:
+        while not os.path.exists(a.stop):
+            data = block(a.seed, i, a.bs)
+            t0 = time.monotonic()
+            try:
+                os.pwrite(fd, data, (i % a.blocks) * a.bs)
+                os.fdatasync(fd)
+            except OSError as e:
+                print(f"error block {i}: {e}", flush=True)
+                return 1
+            print(f"ack {i} {(time.monotonic() - t0) * 1000:.1f}", flush=True)
+            i += 1
+            time.sleep(0.005)
     finally:
         os.close(fd)
     return 0
@@ -89,15 +115,16 @@ def probe(a) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["stream", "verify", "probe"])
+    p.add_argument("mode", choices=["stream", "verify", "probe", "timed"])
     p.add_argument("path")
     p.add_argument("--blocks", type=int, default=1)
     p.add_argument("--bs", type=int, default=65536)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--index", type=int, default=0)
+    p.add_argument("--stop", default="")
     a = p.parse_args()
-    return {"stream": stream, "verify": verify, "probe": probe}[a.mode](a)
+    return {"stream": stream, "verify": verify, "probe": probe, "timed": timed}[a.mode](a)
 
 
 if __name__ == "__main__":

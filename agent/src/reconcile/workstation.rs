@@ -43,7 +43,7 @@ struct Attached {
 
 /// The workstation reconciler: the exposure mount and the controllers.
 pub struct WorkstationReconciler {
-    cfg: Arc<AgentConfig>,
+    expose_dir: PathBuf,
     identity: HostIdentity,
     exposer: Option<Exposer>,
     attached: HashMap<String, Attached>,
@@ -74,8 +74,14 @@ pub struct LocalAttachment {
 
 impl WorkstationReconciler {
     pub fn new(cfg: Arc<AgentConfig>, identity: HostIdentity) -> Self {
+        Self::with_expose_dir(cfg.expose_dir.clone(), identity)
+    }
+
+    /// The reconciler the data-path holder runs: only the exposure
+    /// directory matters there.
+    pub fn with_expose_dir(expose_dir: PathBuf, identity: HostIdentity) -> Self {
         WorkstationReconciler {
-            cfg,
+            expose_dir,
             identity,
             exposer: None,
             attached: HashMap::new(),
@@ -118,22 +124,72 @@ impl WorkstationReconciler {
             out.changes += 1;
         }
         for c in &ds.connections {
-            let span = info_span!("attach", attachment = %c.attachment, volume = %c.volume, nqn = %c.subsystem_nqn);
-            let _g = span.enter();
-            if self.attached.contains_key(&c.attachment) {
-                self.refresh_size(&c.attachment);
-                continue;
-            }
-            match self.attach(c) {
-                Ok(()) => out.changes += 1,
+            match self.ensure_one(c) {
+                Ok(true) => out.changes += 1,
+                Ok(false) => {}
                 Err(p) => {
-                    warn!(reason = p.reason, "{}", p.message);
                     self.problems.insert(c.attachment.clone(), p);
                     out.errors += 1;
                 }
             }
         }
         out
+    }
+
+    /// Makes one desired connection true, level-triggered: an attachment
+    /// already live with the same spec only has its size refreshed; one
+    /// whose spec changed or whose controller failed for good is
+    /// reconnected. Whether anything changed. (The holder's `ensure`.)
+    pub fn ensure_one(&mut self, c: &Connection) -> Result<bool, Problem> {
+        let span = info_span!("attach", attachment = %c.attachment, volume = %c.volume, nqn = %c.subsystem_nqn);
+        let _g = span.enter();
+        self.ensure_mounted()?;
+        let mut changed = false;
+        if let Some(a) = self.attached.get(&c.attachment) {
+            if a.conn == *c && a.ctrl.state() != ControllerState::Failed {
+                self.refresh_size(&c.attachment);
+                return Ok(false);
+            }
+            self.detach(&c.attachment);
+            changed = true;
+        }
+        match self.attach(c) {
+            Ok(()) => Ok(true),
+            Err(p) => {
+                warn!(reason = p.reason, "{}", p.message);
+                if changed {
+                    info!("detached before a failed re-attach");
+                }
+                Err(p)
+            }
+        }
+    }
+
+    /// Detaches `attachment` if attached; whether it was. (The holder's
+    /// `remove`.)
+    pub fn remove_one(&mut self, attachment: &str) -> bool {
+        let was = self.attached.contains_key(attachment);
+        self.detach(attachment);
+        was
+    }
+
+    /// Every live attachment with its connection, controller state (lower
+    /// case), whether its file is exposed, its path and size. (The
+    /// holder's `list`.)
+    pub fn exposures(&self) -> Vec<Exposure> {
+        let mut v: Vec<Exposure> = self
+            .attached
+            .values()
+            .map(|a| Exposure {
+                conn: a.conn.clone(),
+                state: a.ctrl.state(),
+                exposed: self.is_exposed(&a.conn.exposure_name),
+                path: a.path.display().to_string(),
+                size_bytes: a.ctrl.namespaces().first().map_or(0, |n| n.size_bytes()),
+            })
+            .collect();
+        v.sort_by(|a, b| a.conn.attachment.cmp(&b.conn.attachment));
+        v
     }
 
     fn ensure_mounted(&mut self) -> Result<(), Problem> {
@@ -144,7 +200,7 @@ impl WorkstationReconciler {
             allow_other: true,
             ..Default::default()
         };
-        let exp = Exposer::mount(&self.cfg.expose_dir, &opts)
+        let exp = Exposer::mount(&self.expose_dir, &opts)
             .map_err(|e| Problem::new("ExposureUnavailable", e.to_string()))?;
         self.exposer = Some(exp);
         Ok(())
@@ -272,45 +328,8 @@ impl WorkstationReconciler {
             )];
             return st;
         };
-        let state = a.ctrl.state();
         let exposed = self.is_exposed(&a.conn.exposure_name);
-        st.connected = state == ControllerState::Live && exposed;
-        st.device_path = a.path.display().to_string();
-        st.conditions = vec![match (state, exposed) {
-            (ControllerState::Live, true) => condition(
-                "Connected",
-                true,
-                "HostConnected",
-                format!(
-                    "connected to {}:{}, exposed at {}",
-                    c.address,
-                    c.port,
-                    a.path.display()
-                ),
-            ),
-            (_, false) => condition(
-                "Connected",
-                false,
-                "ExposureMissing",
-                "exposed file missing",
-            ),
-            (ControllerState::Reconnecting, _) => condition(
-                "Connected",
-                false,
-                "Reconnecting",
-                format!(
-                    "connection to {}:{} lost; reconnecting within ctrl-loss timeout",
-                    c.address, c.port
-                ),
-            ),
-            (s, _) => condition(
-                "Connected",
-                false,
-                "ControllerLost",
-                format!("controller {s:?}"),
-            ),
-        }];
-        st
+        live_status(c, a.ctrl.state(), exposed, &a.path.display().to_string())
     }
 
     fn is_exposed(&self, name: &str) -> bool {
@@ -360,6 +379,64 @@ impl crate::driver::WorkstationDriver for WorkstationReconciler {
     fn local_attachments(&self) -> Vec<LocalAttachment> {
         WorkstationReconciler::local_attachments(self)
     }
+}
+
+/// One live attachment as the holder lists it.
+#[derive(Debug, Clone)]
+pub struct Exposure {
+    pub conn: Connection,
+    pub state: ControllerState,
+    pub exposed: bool,
+    pub path: String,
+    pub size_bytes: u64,
+}
+
+/// The status of desired connection `c` whose controller is in `state`
+/// and whose file at `path` is (or is not) `exposed`: shared by the
+/// in-process reconciler and the holder client, so both report alike.
+pub(crate) fn live_status(
+    c: &Connection,
+    state: ControllerState,
+    exposed: bool,
+    path: &str,
+) -> ConnectionStatus {
+    let mut st = ConnectionStatus {
+        attachment: c.attachment.clone(),
+        volume: c.volume.clone(),
+        ..Default::default()
+    };
+    st.connected = state == ControllerState::Live && exposed;
+    st.device_path = path.to_string();
+    st.conditions = vec![match (state, exposed) {
+        (ControllerState::Live, true) => condition(
+            "Connected",
+            true,
+            "HostConnected",
+            format!("connected to {}:{}, exposed at {path}", c.address, c.port),
+        ),
+        (_, false) => condition(
+            "Connected",
+            false,
+            "ExposureMissing",
+            "exposed file missing",
+        ),
+        (ControllerState::Reconnecting, _) => condition(
+            "Connected",
+            false,
+            "Reconnecting",
+            format!(
+                "connection to {}:{} lost; reconnecting within ctrl-loss timeout",
+                c.address, c.port
+            ),
+        ),
+        (s, _) => condition(
+            "Connected",
+            false,
+            "ControllerLost",
+            format!("controller {s:?}"),
+        ),
+    }];
+    st
 }
 
 /// The status of a connection still up but no longer desired.

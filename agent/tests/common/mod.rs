@@ -224,6 +224,10 @@ pub struct AgentProc {
     pub config: PathBuf,
     pub data_port: u16,
     pub metrics_port: u16,
+    /// The agent binary `spawn` runs (a copy stands for an upgrade).
+    pub bin: PathBuf,
+    /// Extra environment for `spawn`.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -307,6 +311,8 @@ impl AgentProc {
             config,
             data_port,
             metrics_port,
+            bin: agent_bin().into(),
+            env: Vec::new(),
             child: None,
         };
         a.spawn();
@@ -332,11 +338,12 @@ impl AgentProc {
             .append(true)
             .open(self.dir.join("agent.log"))
             .expect("log file");
-        let mut child = Command::new(agent_bin())
+        let mut child = Command::new(&self.bin)
             .arg("run")
             .arg("--config")
             .arg(&self.config)
             .env("FERROFAB_LOG", "info,ferrofab_nvmeof=warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -372,7 +379,7 @@ impl AgentProc {
         }
     }
 
-    /// SIGTERM and wait (unmounts the exposure cleanly).
+    /// SIGTERM and wait (a workstation's holder keeps its exposures).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // SAFETY: plain kill(2) on our own child's pid.
@@ -435,8 +442,15 @@ impl AgentProc {
 }
 
 impl Drop for AgentProc {
+    /// Stops the agent and then its data-path holder (which outlives the
+    /// agent by design), so no mount or process is left behind.
     fn drop(&mut self) {
         self.stop();
+        let _ = Command::new(agent_bin())
+            .args(["holder", "stop", "--timeout", "20s", "--state-dir"])
+            .arg(self.state_dir())
+            .stderr(Stdio::null())
+            .status();
         let _ = Command::new("umount")
             .arg("-l")
             .arg(self.expose_dir())

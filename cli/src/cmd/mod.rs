@@ -54,6 +54,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(a) => block_on(apply::run(&ctx, a)),
         Command::Wait(a) => block_on(wait::run(&ctx, a)),
         Command::Dev(a) => crate::dev::run(&a),
+        Command::Holder(h) => {
+            let config = std::path::Path::new(ferrofab_agent::config::DEFAULT_CONFIG_PATH);
+            match ferrofab_agent::holder::cli::run(&h, config)? {
+                0 => Ok(()),
+                code => anyhow::bail!("holder command failed (exit {code})"),
+            }
+        }
     }
 }
 
