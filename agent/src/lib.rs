@@ -25,6 +25,7 @@ pub mod config;
 pub mod driver;
 pub mod enroll;
 mod error;
+pub mod expiry;
 pub mod local_api;
 pub mod metrics;
 pub mod reconcile;
