@@ -90,6 +90,31 @@ fn to_offset(t: SystemTime) -> Result<OffsetDateTime, PkiError> {
         .map_err(|_| PkiError::InvalidValidity(format!("date {secs} out of range")))
 }
 
+/// `2026-12-01T00:00:00Z (3d ago)`: a Unix time as people read it in
+/// messages (RFC 3339 UTC plus the distance from now), never raw epoch
+/// seconds.
+pub fn describe_time(secs: i64) -> String {
+    let at = match OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => return format!("{secs} s after 1970-01-01T00:00:00Z"),
+    };
+    let delta = secs.saturating_sub(unix_seconds(SystemTime::now()));
+    let d = format_duration(Duration::from_secs(delta.unsigned_abs()));
+    if delta >= 0 {
+        format!("{at} (in {d})")
+    } else {
+        format!("{at} ({d} ago)")
+    }
+}
+
 /// Seconds since the Unix epoch, negative before it.
 pub fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
