@@ -206,6 +206,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn times_in_messages_are_rfc3339_and_relative() {
+        assert!(describe_time(1_796_083_200).starts_with("2026-12-01T00:00:00Z ("));
+        let now = unix_seconds(SystemTime::now());
+        let past = describe_time(now - 3 * 86_400);
+        // ("3d ago", or "3d1s ago" when the second ticked in between)
+        assert!(past.contains("Z (3d") && past.ends_with(" ago)"), "{past}");
+        assert!(!past.contains(&(now - 3 * 86_400).to_string()), "{past}");
+        let e = PkiError::Expired {
+            what: "node.crt".into(),
+            not_after: 1_796_083_200,
+        };
+        assert!(
+            e.to_string()
+                .starts_with("node.crt: certificate expired at 2026-12-01T00:00:00Z ("),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn parses_units_and_sums() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
