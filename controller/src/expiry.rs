@@ -241,10 +241,10 @@ pub fn check_attachable(v: &Volume, now: i64) -> Result<(), ApiError> {
         .and_then(|s| s.expiry_deletes_at.as_ref())
         .map_or(String::new(), |d| {
             format!(
-                " ({} until {})",
+                "; {} {}",
                 match action(v) {
-                    ExpiryAction::Delete => "deletion scheduled",
-                    _ => "data kept",
+                    ExpiryAction::Delete => "it will be deleted at",
+                    _ => "its data is kept until",
                 },
                 when(d.seconds, now)
             )
