@@ -322,8 +322,15 @@ async fn reap(admin: &Admin, name: &str) -> Result<(), ApiError> {
 }
 
 /// Whether the volume's shown expiry state may be stale: it has an
-/// expiry, or still shows one (an extension removed it).
+/// expiry, or still shows one (an extension removed it). A volume being
+/// deleted is left to the deletion.
 fn concerned(v: &Volume) -> bool {
+    if v.metadata
+        .as_ref()
+        .is_some_and(|m| m.deletion_timestamp.is_some())
+    {
+        return false;
+    }
     v.spec.as_ref().is_some_and(|s| s.expires_at.is_some())
         || v.status.as_ref().is_some_and(|s| {
             s.expiry_deletes_at.is_some()
