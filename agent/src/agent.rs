@@ -201,6 +201,8 @@ pub(crate) struct Shared {
     last_reconcile: AtomicU64,
     last_errors: AtomicU64,
     stopped: AtomicBool,
+    /// Expiries already warned about (logged once each).
+    expiry_warned: Mutex<crate::expiry::Warned>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -270,6 +272,7 @@ impl Shared {
             last_reconcile: AtomicU64::new(0),
             last_errors: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
+            expiry_warned: Mutex::new(crate::expiry::Warned::default()),
         })
     }
 
@@ -355,6 +358,13 @@ impl Shared {
             .map(|w| lock(w).observe(&ds))
             .unwrap_or_default();
         lock(&self.notes).data_path_errors = self.data_path_errors();
+        if self.workstation.is_some() {
+            // Every heartbeat: an expiry entering the window is warned
+            // about within seconds even when nothing else changes.
+            let now = crate::expiry::now();
+            let list = self.expiries(now);
+            lock(&self.expiry_warned).check(&list, now);
+        }
         let notes = lock(&self.notes).clone();
         let r = ReportStatusRequest {
             node: self.cfg.node.clone(),
@@ -385,10 +395,20 @@ impl Shared {
     }
 
     pub(crate) fn local_attachments(&self) -> Vec<crate::reconcile::workstation::LocalAttachment> {
-        self.workstation
+        let mut list = self
+            .workstation
             .as_ref()
             .map(|w| lock(w).local_attachments())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let now = crate::expiry::now();
+        crate::expiry::annotate(&mut list, &self.expiries(now), now);
+        list
+    }
+
+    /// The exposed volumes' expiries, from the desired connections.
+    fn expiries(&self, now: i64) -> Vec<crate::expiry::VolumeExpiry> {
+        let window = self.cfg.expiry_warning().unwrap_or(86_400);
+        crate::expiry::expiries(&lock(&self.desired).connections, now, window)
     }
 
     pub(crate) fn local_status(&self) -> LocalStatus {
@@ -412,7 +432,12 @@ impl Shared {
             capacity_bytes: node.capacity_bytes,
             free_bytes: node.free_bytes,
             exports: status::local_exports(&report),
-            attachments: attachments_from_report(&report, &self.cfg),
+            attachments: {
+                let mut list = attachments_from_report(&report, &self.cfg);
+                let now = crate::expiry::now();
+                crate::expiry::annotate(&mut list, &self.expiries(now), now);
+                list
+            },
         }
     }
 
@@ -442,6 +467,9 @@ impl Shared {
             })
             .collect();
         metrics::render_connections(&conns, &mut out);
+        if self.workstation.is_some() {
+            crate::expiry::render(&self.expiries(crate::expiry::now()), &mut out);
+        }
         out
     }
 
@@ -510,6 +538,7 @@ fn attachments_from_report(
                     cond.map_or("pending".into(), |c| c.reason.clone())
                 },
                 size_bytes: 0,
+                ..Default::default()
             }
         })
         .collect();

@@ -346,6 +346,23 @@ pub struct AgentConfig {
     /// `[holder]`: the workstation data-path holder process.
     #[serde(default, skip_serializing_if = "HolderConfig::is_default")]
     pub holder: HolderConfig,
+    /// How long before an exposed burst volume expires the agent logs a
+    /// warning and sets `ferrofab_agent_volume_expiry_warning`, e.g. "24h".
+    #[serde(
+        default = "default_expiry_warning",
+        skip_serializing_if = "is_default_expiry_warning"
+    )]
+    pub expiry_warning: String,
+}
+
+/// Default of `expiry_warning`: a working day's notice.
+pub const DEFAULT_EXPIRY_WARNING: &str = "24h";
+
+fn default_expiry_warning() -> String {
+    DEFAULT_EXPIRY_WARNING.into()
+}
+fn is_default_expiry_warning(v: &String) -> bool {
+    v == DEFAULT_EXPIRY_WARNING
 }
 
 fn default_expose_dir() -> PathBuf {
@@ -395,6 +412,7 @@ impl AgentConfig {
             local_api: LocalApiConfig::default(),
             log_level: default_log_level(),
             holder: HolderConfig::default(),
+            expiry_warning: default_expiry_warning(),
         }
     }
 
@@ -460,6 +478,7 @@ impl AgentConfig {
             }
         }
         self.resync()?;
+        self.expiry_warning()?;
         self.local_api.validate()?;
         self.holder.timeouts()?;
         if let Some(b) = &self.holder.binary {
@@ -494,6 +513,16 @@ impl AgentConfig {
             .validate()
             .map_err(|e| invalid("builtin_target", e.to_string()))?;
         Ok(())
+    }
+
+    /// The expiry warning window in seconds.
+    pub fn expiry_warning(&self) -> Result<i64, AgentError> {
+        let d = ferrofab_pki::parse_duration(&self.expiry_warning)
+            .map_err(|e| invalid("expiry_warning", e.to_string()))?;
+        if d > Duration::from_secs(366 * 86_400) {
+            return Err(invalid("expiry_warning", "must be at most 366d"));
+        }
+        Ok(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
     }
 
     /// The resync interval as a duration.
@@ -542,6 +571,7 @@ impl AgentConfig {
         check("api_socket", self.api_socket == new.api_socket);
         check("local_api", self.local_api == new.local_api);
         check("holder", self.holder == new.holder);
+        check("expiry_warning", self.expiry_warning == new.expiry_warning);
         keys
     }
 
@@ -670,6 +700,20 @@ path = "/srv/ferrofab/fast"
             err.contains("builtin_target") && err.contains("max_connections_per_peer"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn expiry_warning_defaults_to_a_day_and_is_checked() {
+        let a = AgentConfig::parse(MIN).unwrap();
+        assert_eq!(a.expiry_warning().unwrap(), 86_400);
+        assert!(!a.to_toml().unwrap().contains("expiry_warning"));
+        let b = AgentConfig::parse(&format!("expiry_warning = \"2h\"\n{MIN}")).unwrap();
+        assert_eq!(b.expiry_warning().unwrap(), 7200);
+        assert_eq!(a.restart_keys(&b), vec!["expiry_warning"]);
+        let e = AgentConfig::parse(&format!("expiry_warning = \"soon\"\n{MIN}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expiry_warning"), "{e}");
     }
 
     #[test]

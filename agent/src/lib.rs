@@ -26,6 +26,7 @@ pub mod driver;
 pub mod enroll;
 mod error;
 pub mod holder;
+pub mod expiry;
 pub mod local_api;
 pub mod metrics;
 pub mod reconcile;

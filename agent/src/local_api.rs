@@ -321,7 +321,10 @@ async fn serve_one<H: Handler>(
             count(&refused.request_too_large);
             Err(ApiError::new(
                 ErrorCode::BadRequest,
-                format!("request line longer than {MAX_REQUEST} bytes"),
+                format!(
+                    "request line longer than {}",
+                    ferrofab_nvmeof::units::format_size(MAX_REQUEST as u64)
+                ),
             ))
         }
         Err(ReadFailure::Io(e)) => Err(ApiError::new(ErrorCode::BadRequest, e.to_string())),
@@ -569,7 +572,7 @@ mod tests {
         let r = response_of(sock).await;
         let e = error_of(&r);
         assert_eq!(e.code, ErrorCode::BadRequest);
-        assert!(e.message.contains("longer than 65536"), "{}", e.message);
+        assert!(e.message.contains("longer than 64KiB"), "{}", e.message);
         assert_eq!(refused.request_too_large.load(Ordering::Relaxed), 1);
         let _ = tx.send(true);
         task.await.unwrap();

@@ -252,11 +252,12 @@ fn print_human(v: &serde_json::Value) {
         }
         for a in list {
             println!(
-                "{}\t{}\t{}\t{}",
+                "{}\t{}\t{}\t{}{}",
                 a["attachment"].as_str().unwrap_or(""),
                 a["volume"].as_str().unwrap_or(""),
                 a["state"].as_str().unwrap_or(""),
-                a["path"].as_str().unwrap_or("")
+                a["path"].as_str().unwrap_or(""),
+                expiry_note(a)
             );
         }
     } else if let Some(p) = v.get("path").and_then(|p| p.as_str()) {
@@ -264,6 +265,20 @@ fn print_human(v: &serde_json::Value) {
     } else if let Some(vol) = v.get("volume").and_then(|p| p.as_str()) {
         println!("{vol} detached");
     }
+}
+
+/// `\texpires 2026-12-01T00:00:00Z (in 13h)`, with a warning mark inside
+/// the agent's `expiry_warning` window; empty without an expiry.
+fn expiry_note(a: &serde_json::Value) -> String {
+    let (Some(at), Some(rel)) = (a["expires_at"].as_str(), a["expires_in"].as_str()) else {
+        return String::new();
+    };
+    let mark = if a["expiry_warning"].as_bool() == Some(true) {
+        "  WARNING: expires soon"
+    } else {
+        ""
+    };
+    format!("\texpires {at} ({rel}){mark}")
 }
 
 fn parse_roles(roles: &[String]) -> anyhow::Result<Vec<Role>> {

@@ -178,3 +178,93 @@ fn every_spec_change_is_observed_and_wait_returns() {
     );
     drop((ws1, ws2, s1));
 }
+
+/// Burst expiry on the workstation: the agent learns the volume's
+/// `expires_at` from its desired connection, shows it in `status` and
+/// `attachments` (RFC 3339 and relative), warns once inside its
+/// `expiry_warning` window (24 h by default) and exports it per exposed
+/// volume; an extension moves it without reconnecting the volume.
+#[test]
+fn workstation_shows_warns_and_exports_the_expiry() {
+    require_tool("umount", "mount");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = rt();
+    let ctl = Controller::start(tmp.path());
+    let (s1, ws1) = rt.block_on(async {
+        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
+        let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
+        layout(&ctl, &s1, &["ws1"], &[("scratch", "64MiB")]).await;
+        (s1, ws1)
+    });
+    let path = attach(&ws1, "scratch");
+    // Expires in 3 h: inside the default 24 h window.
+    ok(&ctl, &["volume", "update", "scratch", "--expires-in", "3h"]);
+    wait_volume(&ctl, "scratch", "an expiry");
+    let expires = get_volume_expiry(&rt, &ctl);
+    let a = wait_for("expiry in status", Duration::from_secs(15), || {
+        let st = ws1.status();
+        let a = st["attachments"].as_array()?.first()?.clone();
+        a.get("expires_at").is_some().then_some(a)
+    });
+    assert_eq!(
+        a["expires_at"].as_str(),
+        Some(ferrofab_agent::expiry::rfc3339(expires).as_str()),
+        "{a}"
+    );
+    assert_eq!(a["expires_in"].as_str(), Some("in 3h"), "{a}");
+    assert_eq!(a["expiry_warning"], true, "{a}");
+    let (_, human, _) = ws1.cli(&["attachments"]);
+    assert!(
+        human.contains("expires ") && human.contains("(in 3h)  WARNING"),
+        "{human}"
+    );
+    let m = ws1.metrics();
+    assert!(
+        m.contains(&format!(
+            "ferrofab_agent_volume_expiry_timestamp_seconds{{volume=\"scratch\"}} {expires}"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains("ferrofab_agent_volume_expiry_warning{volume=\"scratch\"} 1"),
+        "{m}"
+    );
+    wait_for("one warning in the log", Duration::from_secs(15), || {
+        ws1.log()
+            .contains("burst volume scratch expires at")
+            .then_some(())
+    });
+
+    // Extended by a week: the warning clears, the volume stays connected.
+    ok(&ctl, &["volume", "extend", "scratch", "--by", "7d"]);
+    wait_volume(&ctl, "scratch", "an extension");
+    wait_for("extension seen", Duration::from_secs(15), || {
+        let st = ws1.status();
+        let a = st["attachments"].as_array()?.first()?.clone();
+        (a["expires_in"].as_str() == Some("in 7d")).then_some(())
+    });
+    let m = ws1.metrics();
+    assert!(
+        m.contains("ferrofab_agent_volume_expiry_warning{volume=\"scratch\"} 0"),
+        "{m}"
+    );
+    assert_eq!(
+        ws1.log().matches("burst volume scratch expires at").count(),
+        1
+    );
+    // No detach span: the extension did not reconnect the volume.
+    assert!(!ws1.log().contains("detach{"), "{}", ws1.log());
+    assert_eq!(
+        std::fs::metadata(&path).expect("exposed").len(),
+        64 * MIB as u64
+    );
+    drop((ws1, s1));
+}
+
+fn get_volume_expiry(rt: &tokio::runtime::Runtime, ctl: &Controller) -> i64 {
+    let v = rt.block_on(get_volume(ctl, "scratch"));
+    v.spec
+        .and_then(|s| s.expires_at)
+        .expect("expires_at")
+        .seconds
+}

@@ -368,14 +368,28 @@ pub struct VolumeSpecArgs {
     /// Pool label to match (repeatable): key=value.
     #[arg(long = "pool-selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub pool_selector: Vec<(String, String)>,
-    /// Delete the volume at this time (RFC 3339).
+    /// Expire the volume at this time (RFC 3339); see --expiry-action.
     #[arg(long, conflicts_with = "expires_in")]
     pub expires_at: Option<String>,
-    /// Delete the volume after this long, e.g. 8h.
+    /// Expire the volume after this long, e.g. 8h.
     #[arg(long, value_parser = parse_duration)]
     pub expires_in: Option<std::time::Duration>,
+    /// What happens at expiry: retain (the default: detach, keep the data
+    /// for the controller's expiry.retain_grace_seconds, then delete) or
+    /// delete (detach and delete after expiry.grace_seconds).
+    #[arg(long, value_enum)]
+    pub expiry_action: Option<ExpiryActionArg>,
     #[command(flatten)]
     pub labels: LabelArgs,
+}
+
+/// Expiry actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExpiryActionArg {
+    /// Detach, keep the data for a grace period, then delete.
+    Retain,
+    /// Detach and delete.
+    Delete,
 }
 
 // ------------------------------------------------------------------ attachment

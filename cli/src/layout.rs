@@ -26,6 +26,7 @@
 //! size = "1TiB"
 //! pool_selector = { tier = "nvme" }   # or pool = "fast"
 //! expires_at = 2026-12-01T00:00:00Z
+//! expiry_action = "retain"            # default; or "delete"
 //!
 //! [[attachment]]
 //! name = "scratch-1-ws-1"
@@ -141,6 +142,7 @@ struct VolumeEntry {
     pool: Option<String>,
     pool_selector: Option<BTreeMap<String, String>>,
     expires_at: Option<DateValue>,
+    expiry_action: Option<String>,
 }
 
 /// TOML datetimes and RFC 3339 strings are both accepted.
@@ -360,6 +362,12 @@ fn volume(e: VolumeEntry) -> Result<v1::Volume, LayoutError> {
         Some(d) => Some(parse_date(d).map_err(|m| invalid("volume", n, "expires_at", m))?),
         None => None,
     };
+    let expiry_action = match &e.expiry_action {
+        Some(a) => {
+            parse_expiry_action(a).map_err(|m| invalid("volume", n, "expiry_action", m))? as i32
+        }
+        None => 0,
+    };
     Ok(v1::Volume {
         spec: Some(v1::VolumeSpec {
             tenant: e.tenant,
@@ -370,6 +378,7 @@ fn volume(e: VolumeEntry) -> Result<v1::Volume, LayoutError> {
                 match_labels: m.into_iter().collect(),
             }),
             expires_at,
+            expiry_action,
         }),
         metadata: meta(e.name, e.labels),
         status: None,
@@ -422,6 +431,17 @@ pub fn parse_reclaim(s: &str) -> Result<v1::ReclaimPolicy, String> {
         "retain" => Ok(v1::ReclaimPolicy::Retain),
         _ => Err(format!(
             "unknown reclaim policy {s:?} (use delete or retain)"
+        )),
+    }
+}
+
+/// `retain` / `delete`: what a burst volume's expiry does.
+pub fn parse_expiry_action(s: &str) -> Result<v1::ExpiryAction, String> {
+    match s {
+        "retain" => Ok(v1::ExpiryAction::Retain),
+        "delete" => Ok(v1::ExpiryAction::Delete),
+        _ => Err(format!(
+            "unknown expiry action {s:?} (use retain or delete)"
         )),
     }
 }
@@ -536,6 +556,7 @@ tenant = "neuro"
 size = "1TiB"
 pool_selector = { tier = "nvme" }
 expires_at = 2026-12-01T00:00:00Z
+expiry_action = "delete"
 
 [[volume]]
 name = "scratch-2"
@@ -561,6 +582,7 @@ mode = "ro"
         assert_eq!(n.data_addresses[2].port, 0);
         let v = l.volumes[0].spec.as_ref().unwrap();
         assert_eq!(v.expires_at.as_ref().unwrap().seconds, 1_796_083_200);
+        assert_eq!(v.expiry_action(), v1::ExpiryAction::Delete);
         assert_eq!(
             v.pool_selector.as_ref().unwrap().match_labels["tier"],
             "nvme"
@@ -616,6 +638,8 @@ mode = "ro"
         assert!(err("[[node]]\nname = \"n\"\naddresses = [\"h:0\"]\n").contains("addresses"));
         assert!(err("[[volume]]\nname = \"a\"\ntenant = \"t\"\nsize = \"1GiB\"\nexpires_at = \"tomorrow\"\n")
             .contains("expires_at"));
+        assert!(err("[[volume]]\nname = \"a\"\ntenant = \"t\"\nsize = \"1GiB\"\nexpiry_action = \"archive\"\n")
+            .contains("expiry_action: unknown expiry action \"archive\" (use retain or delete)"));
         assert!(err(
             "[[attachment]]\nname = \"a\"\nvolume = \"v\"\nnode = \"n\"\nmode = \"rwx\"\n"
         )

@@ -68,13 +68,39 @@ pub fn relative(delta_seconds: i64) -> String {
     }
 }
 
-/// The EXPIRES cell: "in 13d", "expired 2h ago", "-" without an expiry.
-pub fn expires_cell(at: Option<&prost_types::Timestamp>, now_seconds: i64) -> String {
-    match at {
-        None => "-".into(),
-        Some(t) if t.seconds > now_seconds => relative(t.seconds - now_seconds),
-        Some(t) => format!("expired {}", relative(t.seconds - now_seconds)),
+/// The EXPIRES cell: "in 13d", "-" without an expiry; once expired, what
+/// the controller scheduled (`status.expiry_deletes_at`): "expired, kept
+/// 6d" for a retained volume (its data stays that long), "expired,
+/// deleted in 50m" for `delete`, or "expired 2h ago" before the
+/// controller's expiry pass has run.
+pub fn expires_cell(
+    at: Option<&prost_types::Timestamp>,
+    deletes_at: Option<&prost_types::Timestamp>,
+    retain: bool,
+    now_seconds: i64,
+) -> String {
+    match (at, deletes_at) {
+        (None, _) => "-".into(),
+        (Some(t), _) if t.seconds > now_seconds => relative(t.seconds - now_seconds),
+        (Some(_), Some(d)) if retain => format!(
+            "expired, kept {}",
+            amount(d.seconds.saturating_sub(now_seconds).max(0))
+        ),
+        (Some(_), Some(d)) => format!(
+            "expired, deleted {}",
+            relative(d.seconds.saturating_sub(now_seconds).max(0))
+        ),
+        (Some(t), None) => format!("expired {}", relative(t.seconds - now_seconds)),
     }
+}
+
+/// The amount of a time difference without its direction ("6d").
+fn amount(delta_seconds: i64) -> String {
+    let r = relative(delta_seconds);
+    r.strip_prefix("in ")
+        .or_else(|| r.strip_suffix(" ago"))
+        .unwrap_or(&r)
+        .to_owned()
 }
 
 /// Seconds since the Unix epoch now, for relative times.
@@ -226,9 +252,31 @@ mod tests {
             seconds: 1000,
             nanos: 0,
         };
-        assert_eq!(expires_cell(Some(&at), 1000 - 13 * 86_400), "in 13d");
-        assert_eq!(expires_cell(Some(&at), 1000 + 7200), "expired 2h ago");
-        assert_eq!(expires_cell(None, 0), "-");
+        assert_eq!(
+            expires_cell(Some(&at), None, true, 1000 - 13 * 86_400),
+            "in 13d"
+        );
+        assert_eq!(
+            expires_cell(Some(&at), None, true, 1000 + 7200),
+            "expired 2h ago"
+        );
+        assert_eq!(expires_cell(None, None, true, 0), "-");
+        let kept = prost_types::Timestamp {
+            seconds: 1000 + 7 * 86_400,
+            nanos: 0,
+        };
+        assert_eq!(
+            expires_cell(Some(&at), Some(&kept), true, 1000 + 86_400),
+            "expired, kept 6d"
+        );
+        let gone = prost_types::Timestamp {
+            seconds: 1000 + 3600,
+            nanos: 0,
+        };
+        assert_eq!(
+            expires_cell(Some(&at), Some(&gone), false, 1000 + 600),
+            "expired, deleted in 50m"
+        );
     }
 
     #[test]

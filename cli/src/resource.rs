@@ -491,9 +491,15 @@ impl Resource for v1::Volume {
         }
         if let Some(t) = &spec.expires_at {
             spec_v["expires_at"] = json!(timestamp(t));
+            spec_v["expiry_action"] =
+                json!(if spec.expiry_action == v1::ExpiryAction::Delete as i32 {
+                    "delete"
+                } else {
+                    "retain"
+                });
         }
         let status_v = self.status.as_ref().map_or(Value::Null, |s| {
-            json!({
+            let mut v = json!({
                 "observed_generation": s.observed_generation,
                 "conditions": conditions_view(&s.conditions),
                 "phase": enum_word(s.phase().as_str_name(), "VOLUME_PHASE_"),
@@ -506,7 +512,11 @@ impl Resource for v1::Volume {
                 "subsystem_nqn": s.subsystem_nqn,
                 "backing_path": s.backing_path,
                 "export_ready": s.export_ready,
-            })
+            });
+            if let Some(t) = &s.expiry_deletes_at {
+                v["expiry_deletes_at"] = json!(timestamp(t));
+            }
+            v
         });
         (spec_v, status_v)
     }
@@ -528,7 +538,12 @@ impl Resource for v1::Volume {
             dash(&st.node),
             enum_word(st.phase().as_str_name(), "VOLUME_PHASE_"),
             ready_cell(self),
-            crate::output::expires_cell(spec.expires_at.as_ref(), crate::output::now_seconds()),
+            crate::output::expires_cell(
+                spec.expires_at.as_ref(),
+                st.expiry_deletes_at.as_ref(),
+                spec.expiry_action != v1::ExpiryAction::Delete as i32,
+                crate::output::now_seconds(),
+            ),
         ]
     }
 }

@@ -198,9 +198,15 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpiryConfig {
-    /// Seconds after expires_at before the volume is detached and deleted.
+    /// Seconds after expires_at before a volume with `expiry_action =
+    /// delete` is detached and deleted.
     #[serde(default = "default_grace")]
     pub grace_seconds: u64,
+    /// Seconds a volume with `expiry_action = retain` (the default) keeps
+    /// its data after expires_at, detached, before it is deleted; an
+    /// administrator can extend it back to life until then.
+    #[serde(default = "default_retain_grace")]
+    pub retain_grace_seconds: u64,
     /// Seconds before expires_at from which an Expiring warning is shown.
     #[serde(default = "default_warn")]
     pub warn_seconds: u64,
@@ -211,6 +217,9 @@ pub struct ExpiryConfig {
 
 fn default_grace() -> u64 {
     3600
+}
+fn default_retain_grace() -> u64 {
+    7 * 86_400
 }
 fn default_warn() -> u64 {
     86_400
@@ -223,6 +232,7 @@ impl Default for ExpiryConfig {
     fn default() -> Self {
         Self {
             grace_seconds: default_grace(),
+            retain_grace_seconds: default_retain_grace(),
             warn_seconds: default_warn(),
             interval_seconds: default_interval(),
         }

@@ -106,7 +106,7 @@ pub async fn create_token(
     let key = record_key(&record.id);
     s.commit(Txn::new().when(key.clone(), 0).put(key, value))
         .await?;
-    info!(%node, token_id = %record.id, expires_at = record.expires_at, "bootstrap token created");
+    info!(%node, token_id = %record.id, expires_at = %crate::clock::rfc3339(record.expires_at), "bootstrap token created");
     let token = match &s.signer {
         Some(signer) => token.with_ca_pin(signer.ca_pin()?),
         None => token,

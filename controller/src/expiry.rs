@@ -1,99 +1,292 @@
 //! Burst volumes: a volume with `spec.expires_at` is flagged with a Warning
-//! condition `Expiring` ahead of time, and once `expires_at + grace` has
-//! passed its attachments are detached and the volume deleted. Time comes
-//! from the injectable clock so tests can drive it.
+//! condition `Expiring` ahead of time; what happens once `expires_at` has
+//! passed depends on `spec.expiry_action`:
+//!
+//! * `retain` (the default): the volume is detached at once (its
+//!   attachments are deleted, so the workstations disconnect and the
+//!   storage node revokes their hosts) and its data kept for
+//!   `expiry.retain_grace_seconds`. An administrator's `volume extend`
+//!   within that time brings it back (attach it again); after it, the
+//!   volume is deleted.
+//! * `delete`: detached and deleted once `expires_at + expiry.grace_seconds`
+//!   has passed.
+//!
+//! The state is shown as a condition `Expired` (reason `Retained` or
+//! `DeletionScheduled`) and as `status.expiry_deletes_at`. Messages carry
+//! RFC 3339 times with the relative time as of the last pass; each pass
+//! rewrites a message whose relative part has changed, so it never reads
+//! "in 7d" six days later. Time comes from the injectable clock so tests can
+//! drive it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferrofab_proto::v1::{
-    Condition, ConditionStatus, DeleteAttachmentRequest, DeleteVolumeRequest, Severity, Volume,
+    Condition, ConditionStatus, DeleteAttachmentRequest, DeleteVolumeRequest, ExpiryAction,
+    Severity, Volume,
 };
 use tracing::{info, warn};
 
 use crate::api::admin::{set_condition, Admin};
 use crate::api::Shared;
+use crate::clock::when;
+use crate::config::ExpiryConfig;
 use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::resource::Resource;
 
-/// What to do with one burst volume now.
-#[derive(Debug, PartialEq, Eq)]
-enum Due {
-    Nothing,
-    Warn { expires: i64, deadline: i64 },
+/// Condition type shown ahead of expiry.
+pub const EXPIRING: &str = "Expiring";
+/// Condition type shown once expires_at has passed.
+pub const EXPIRED: &str = "Expired";
+
+/// The expiry settings in seconds, as the reconciler uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    /// Before expires_at: from when the `Expiring` warning shows.
+    pub warn: i64,
+    /// After expires_at: when a `delete` volume is detached and deleted.
+    pub grace: i64,
+    /// After expires_at: how long a `retain` volume's data is kept.
+    pub retain_grace: i64,
+}
+
+impl From<&ExpiryConfig> for Windows {
+    fn from(c: &ExpiryConfig) -> Self {
+        let s = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Windows {
+            warn: s(c.warn_seconds),
+            grace: s(c.grace_seconds),
+            retain_grace: s(c.retain_grace_seconds),
+        }
+    }
+}
+
+/// The effective action: unspecified (and unknown values) mean retain,
+/// the safe one.
+pub fn action(v: &Volume) -> ExpiryAction {
+    match v
+        .spec
+        .as_ref()
+        .and_then(|s| ExpiryAction::try_from(s.expiry_action).ok())
+    {
+        Some(ExpiryAction::Delete) => ExpiryAction::Delete,
+        _ => ExpiryAction::Retain,
+    }
+}
+
+/// The word users type for an action (`--expiry-action`, layouts,
+/// Terraform).
+pub fn action_word(a: ExpiryAction) -> &'static str {
+    match a {
+        ExpiryAction::Delete => "delete",
+        _ => "retain",
+    }
+}
+
+/// What the expiry of one volume asks for at one time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// No expiry, or not yet within the warning window.
+    Quiet,
+    /// Within the warning window before expires_at.
+    Warn { expires: i64, deletes: i64 },
+    /// Past expires_at, data kept until `deletes`: detach now.
+    Retained { expires: i64, deletes: i64 },
+    /// Past expires_at, deleted (and detached) at `deletes`.
+    DeletionScheduled { expires: i64, deletes: i64 },
+    /// Past the deletion time: detach and delete.
     Reap,
 }
 
-fn due(v: &Volume, now: i64, warn_s: i64, grace_s: i64) -> Due {
+/// The expiry state of `v` at `now`. A volume being deleted is left alone.
+pub fn state(v: &Volume, now: i64, w: Windows) -> State {
     let Some(exp) = v.spec.as_ref().and_then(|s| s.expires_at.as_ref()) else {
-        return Due::Nothing;
+        return State::Quiet;
     };
     if v.metadata
         .as_ref()
         .is_some_and(|m| m.deletion_timestamp.is_some())
     {
-        return Due::Nothing;
+        return State::Quiet;
     }
-    let deadline = exp.seconds + grace_s;
-    if now >= deadline {
-        Due::Reap
-    } else if now >= exp.seconds - warn_s {
-        Due::Warn {
-            expires: exp.seconds,
-            deadline,
+    let expires = exp.seconds;
+    let act = action(v);
+    let deletes = expires.saturating_add(match act {
+        ExpiryAction::Delete => w.grace,
+        _ => w.retain_grace,
+    });
+    if now >= deletes {
+        State::Reap
+    } else if now >= expires {
+        match act {
+            ExpiryAction::Delete => State::DeletionScheduled { expires, deletes },
+            _ => State::Retained { expires, deletes },
         }
+    } else if now >= expires.saturating_sub(w.warn) {
+        State::Warn { expires, deletes }
     } else {
-        Due::Nothing
+        State::Quiet
     }
 }
 
-fn has_warning(v: &Volume) -> bool {
-    v.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.r#type == "Expiring" && c.status == ConditionStatus::True as i32)
-    })
+/// The condition (and deletion time) a state shows, worded for `name`.
+fn shown(name: &str, act: ExpiryAction, st: &State, now: i64) -> Option<(Condition, Option<i64>)> {
+    let (kind, reason, message, deletes_at) = match *st {
+        State::Quiet | State::Reap => return None,
+        State::Warn { expires, deletes } => {
+            let then = match act {
+                ExpiryAction::Delete => format!(
+                    "it will be detached and deleted at {} unless extended",
+                    when(deletes, now)
+                ),
+                _ => format!(
+                    "it will be detached then, its data kept until {} unless extended",
+                    when(deletes, now)
+                ),
+            };
+            (
+                EXPIRING,
+                "BurstAllocationExpiring",
+                format!("burst volume expires at {}; {then}", when(expires, now)),
+                None,
+            )
+        }
+        State::Retained { expires, deletes } => (
+            EXPIRED,
+            "Retained",
+            format!(
+                "expired at {}: detached, data kept until {}; `ferrofab volume extend {name} --by 7d` brings it back (then attach it again)",
+                when(expires, now),
+                when(deletes, now)
+            ),
+            Some(deletes),
+        ),
+        State::DeletionScheduled { expires, deletes } => (
+            EXPIRED,
+            "DeletionScheduled",
+            format!(
+                "expired at {}: it will be detached and deleted at {} unless extended",
+                when(expires, now),
+                when(deletes, now)
+            ),
+            Some(deletes),
+        ),
+    };
+    Some((
+        Condition {
+            r#type: kind.into(),
+            status: ConditionStatus::True as i32,
+            reason: reason.into(),
+            message,
+            last_transition_time: Some(prost_types::Timestamp {
+                seconds: now,
+                nanos: 0,
+            }),
+            severity: Severity::Warning as i32,
+            observed_generation: 0,
+        },
+        deletes_at,
+    ))
 }
 
-async fn warn_volume(s: &Shared, name: &str, expires: i64, deadline: i64) -> Result<(), ApiError> {
-    let now = s.clock.now_ts();
-    s.modify::<Volume>(name, |v, _| {
-        if has_warning(v) {
-            return false;
+/// Brings the expiry part of `v`'s status in line with `st`: at most one
+/// of the `Expiring`/`Expired` conditions, and `expiry_deletes_at`.
+/// Returns whether anything changed (so that an unchanged volume is not
+/// written).
+pub fn apply_state(v: &mut Volume, st: &State, now: i64) -> bool {
+    let generation = v.metadata.as_ref().map_or(0, |m| m.generation);
+    let want = shown(v.name(), action(v), st, now);
+    let status = v.status.get_or_insert_with(Default::default);
+    let before = (status.conditions.clone(), status.expiry_deletes_at);
+    let keep = want.as_ref().map(|(c, _)| c.r#type.clone());
+    status.conditions.retain(|c| {
+        (c.r#type != EXPIRING && c.r#type != EXPIRED) || Some(&c.r#type) == keep.as_ref()
+    });
+    let deletes_at = match want {
+        Some((mut c, deletes_at)) => {
+            c.observed_generation = generation;
+            let same = status.conditions.iter().any(|o| {
+                o.r#type == c.r#type
+                    && o.reason == c.reason
+                    && o.message == c.message
+                    && o.status == c.status
+                    && o.observed_generation == c.observed_generation
+            });
+            if !same {
+                set_condition(&mut status.conditions, c);
+            }
+            deletes_at
         }
-        let generation = v.metadata.as_ref().map_or(0, |m| m.generation);
-        let st = v.status.get_or_insert_with(Default::default);
-        set_condition(
-            &mut st.conditions,
-            Condition {
-                r#type: "Expiring".into(),
-                status: ConditionStatus::True as i32,
-                reason: "BurstAllocationExpiring".into(),
-                message: format!(
-                    "burst volume expires at {}; it will be detached and deleted at {} unless expires_at is extended",
-                    crate::clock::when(expires, now.seconds),
-                    crate::clock::when(deadline, now.seconds)
-                ),
-                last_transition_time: Some(now),
-                severity: Severity::Warning as i32,
-                observed_generation: generation,
-            },
-        );
-        true
+        None => None,
+    };
+    status.expiry_deletes_at =
+        deletes_at.map(|seconds| prost_types::Timestamp { seconds, nanos: 0 });
+    (status.conditions.clone(), status.expiry_deletes_at) != before
+}
+
+/// Refuses a new attachment to a volume past its expires_at: a retained
+/// volume is detached on every pass, and one scheduled for deletion is
+/// about to go. The message says how to bring it back.
+pub fn check_attachable(v: &Volume, now: i64) -> Result<(), ApiError> {
+    let Some(exp) = v.spec.as_ref().and_then(|s| s.expires_at.as_ref()) else {
+        return Ok(());
+    };
+    if exp.seconds > now {
+        return Ok(());
+    }
+    let kept = v
+        .status
+        .as_ref()
+        .and_then(|s| s.expiry_deletes_at.as_ref())
+        .map_or(String::new(), |d| {
+            format!(
+                "; {} {}",
+                match action(v) {
+                    ExpiryAction::Delete => "it will be deleted at",
+                    _ => "its data is kept until",
+                },
+                when(d.seconds, now)
+            )
+        });
+    Err(ApiError::FailedPrecondition(format!(
+        "volume {:?} expired at {}{kept}; an administrator can extend it first (`ferrofab volume extend {} --by 7d`)",
+        v.name(),
+        when(exp.seconds, now),
+        v.name()
+    )))
+}
+
+async fn refresh(s: &Shared, name: &str, w: Windows) -> Result<(), ApiError> {
+    let now = s.clock.now();
+    s.modify::<Volume>(name, |v, _| {
+        let st = state(v, now, w);
+        apply_state(v, &st, now)
     })
     .await?;
     Ok(())
 }
 
-async fn reap(admin: &Admin, name: &str) -> Result<(), ApiError> {
-    let attachments: Vec<String> = {
+/// Deletes the volume's attachments (the workstations disconnect, then
+/// the storage node revokes their hosts). Returns whether any remain
+/// (a detach waits for the workstation to confirm).
+async fn detach(admin: &Admin, name: &str) -> Result<bool, ApiError> {
+    let attachments: Vec<(String, bool)> = {
         let objs = admin.s.cache.read();
         objs.attachments_of(name)
-            .map(|a| a.name().to_string())
+            .map(|a| {
+                let deleting = a
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.deletion_timestamp.is_some());
+                (a.name().to_string(), deleting)
+            })
             .collect()
     };
-    for a in &attachments {
+    for (a, deleting) in &attachments {
+        if *deleting {
+            continue;
+        }
         admin
             .delete_attachment_inner(
                 &Identity::Admin,
@@ -103,13 +296,15 @@ async fn reap(admin: &Admin, name: &str) -> Result<(), ApiError> {
                 },
             )
             .await?;
+        info!(volume = name, attachment = %a, "expired burst volume detached");
     }
-    let still_attached = {
-        let objs = admin.s.cache.read();
-        let any = objs.attachments_of(name).next().is_some();
-        any
-    };
-    if still_attached {
+    let objs = admin.s.cache.read();
+    let any = objs.attachments_of(name).next().is_some();
+    Ok(any)
+}
+
+async fn reap(admin: &Admin, name: &str) -> Result<(), ApiError> {
+    if detach(admin, name).await? {
         // Detach in progress: the workstation must confirm first.
         return Ok(());
     }
@@ -126,25 +321,46 @@ async fn reap(admin: &Admin, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Whether the volume's shown expiry state may be stale: it has an
+/// expiry, or still shows one (an extension removed it). A volume being
+/// deleted is left to the deletion.
+fn concerned(v: &Volume) -> bool {
+    if v.metadata
+        .as_ref()
+        .is_some_and(|m| m.deletion_timestamp.is_some())
+    {
+        return false;
+    }
+    v.spec.as_ref().is_some_and(|s| s.expires_at.is_some())
+        || v.status.as_ref().is_some_and(|s| {
+            s.expiry_deletes_at.is_some()
+                || s.conditions
+                    .iter()
+                    .any(|c| c.r#type == EXPIRING || c.r#type == EXPIRED)
+        })
+}
+
 /// One pass over every burst volume.
 pub async fn reconcile(s: &Arc<Shared>) -> Result<(), ApiError> {
     let now = s.clock.now();
-    let warn_s = s.expiry.warn_seconds as i64;
-    let grace_s = s.expiry.grace_seconds as i64;
-    let work: Vec<(String, Due)> = {
+    let w = Windows::from(&s.expiry);
+    let work: Vec<(String, State)> = {
         let objs = s.cache.read();
         objs.volumes
             .values()
-            .map(|v| (v.name().to_string(), due(v, now, warn_s, grace_s)))
-            .filter(|(_, d)| *d != Due::Nothing)
+            .filter(|v| concerned(v))
+            .map(|v| (v.name().to_string(), state(v, now, w)))
             .collect()
     };
     let admin = Admin { s: s.clone() };
-    for (name, d) in work {
-        match d {
-            Due::Warn { expires, deadline } => warn_volume(s, &name, expires, deadline).await?,
-            Due::Reap => reap(&admin, &name).await?,
-            Due::Nothing => {}
+    for (name, st) in work {
+        match st {
+            State::Reap => reap(&admin, &name).await?,
+            State::Retained { .. } => {
+                detach(&admin, &name).await?;
+                refresh(s, &name, w).await?;
+            }
+            _ => refresh(s, &name, w).await?,
         }
     }
     Ok(())
@@ -169,35 +385,149 @@ pub async fn run(s: Arc<Shared>, interval: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrofab_proto::v1::VolumeSpec;
+    use ferrofab_proto::v1::{ObjectMeta, VolumeSpec};
 
-    #[test]
-    fn warns_then_reaps() {
-        let v = Volume {
+    const W: Windows = Windows {
+        warn: 100,
+        grace: 50,
+        retain_grace: 500,
+    };
+
+    fn burst(action: ExpiryAction) -> Volume {
+        Volume {
+            metadata: Some(ObjectMeta {
+                name: "scratch".into(),
+                generation: 3,
+                ..Default::default()
+            }),
             spec: Some(VolumeSpec {
                 expires_at: Some(prost_types::Timestamp {
                     seconds: 1000,
                     nanos: 0,
                 }),
+                expiry_action: action as i32,
                 ..Default::default()
             }),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn delete_warns_then_schedules_then_reaps() {
+        let v = burst(ExpiryAction::Delete);
+        assert_eq!(state(&v, 500, W), State::Quiet);
+        let scheduled = State::DeletionScheduled {
+            expires: 1000,
+            deletes: 1050,
         };
-        assert_eq!(due(&v, 500, 100, 50), Due::Nothing);
         assert_eq!(
-            due(&v, 950, 100, 50),
-            Due::Warn {
+            state(&v, 950, W),
+            State::Warn {
                 expires: 1000,
-                deadline: 1050
+                deletes: 1050
             }
         );
+        assert_eq!(state(&v, 1000, W), scheduled);
+        assert_eq!(state(&v, 1049, W), scheduled);
+        assert_eq!(state(&v, 1050, W), State::Reap);
+    }
+
+    #[test]
+    fn unspecified_action_retains_for_the_retain_grace() {
+        let v = burst(ExpiryAction::Unspecified);
+        assert_eq!(action(&v), ExpiryAction::Retain);
         assert_eq!(
-            due(&v, 1049, 100, 50),
-            Due::Warn {
+            state(&v, 1000, W),
+            State::Retained {
                 expires: 1000,
-                deadline: 1050
+                deletes: 1500
             }
         );
-        assert_eq!(due(&v, 1050, 100, 50), Due::Reap);
+        assert_eq!(state(&v, 1499, W).clone(), state(&v, 1200, W));
+        assert_eq!(state(&v, 1500, W), State::Reap);
+    }
+
+    fn step(v: &mut Volume, now: i64, w: Windows) -> bool {
+        let st = state(v, now, w);
+        apply_state(v, &st, now)
+    }
+
+    fn cond<'a>(v: &'a Volume, kind: &str) -> Option<&'a Condition> {
+        v.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.r#type == kind)
+    }
+
+    #[test]
+    fn status_reads_with_rfc3339_and_relative_times() {
+        let t = 1_796_083_200; // 2026-12-01T00:00:00Z
+        let w = Windows {
+            warn: 86_400,
+            grace: 3600,
+            retain_grace: 7 * 86_400,
+        };
+        let mut v = burst(ExpiryAction::Retain);
+        v.spec.as_mut().unwrap().expires_at = Some(prost_types::Timestamp {
+            seconds: t,
+            nanos: 0,
+        });
+        let now = t + 3600;
+        assert!(step(&mut v, now, w));
+        let c = cond(&v, EXPIRED).expect("expired");
+        assert_eq!(c.reason, "Retained");
+        assert_eq!(c.observed_generation, 3);
+        assert!(
+            c.message
+                .contains("expired at 2026-12-01T00:00:00Z (60m ago)"),
+            "{}",
+            c.message
+        );
+        assert!(
+            c.message
+                .contains("data kept until 2026-12-08T00:00:00Z (in 7d)"),
+            "{}",
+            c.message
+        );
+        assert_eq!(
+            v.status.as_ref().unwrap().expiry_deletes_at,
+            Some(prost_types::Timestamp {
+                seconds: t + 7 * 86_400,
+                nanos: 0
+            })
+        );
+        // Same rendering: nothing to write.
+        assert!(!step(&mut v, now + 1, w));
+        // A day later the relative part moved: rewritten, transition kept.
+        let later = now + 86_400;
+        assert!(step(&mut v, later, w));
+        let c = cond(&v, EXPIRED).expect("expired");
+        assert!(c.message.contains("(in 6d)"), "{}", c.message);
+        assert_eq!(c.last_transition_time.as_ref().unwrap().seconds, now);
+        // Extended: every trace of expiry goes.
+        v.spec.as_mut().unwrap().expires_at = Some(prost_types::Timestamp {
+            seconds: later + 30 * 86_400,
+            nanos: 0,
+        });
+        assert!(step(&mut v, later, w));
+        assert!(cond(&v, EXPIRED).is_none() && cond(&v, EXPIRING).is_none());
+        assert_eq!(v.status.as_ref().unwrap().expiry_deletes_at, None);
+        assert!(!v
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.message.contains(&t.to_string())));
+    }
+
+    #[test]
+    fn expired_volumes_refuse_new_attachments_with_a_way_out() {
+        let v = burst(ExpiryAction::Retain);
+        assert!(check_attachable(&v, 999).is_ok());
+        let e = check_attachable(&v, 1010).expect_err("expired").to_string();
+        assert!(e.contains("volume extend scratch --by"), "{e}");
+        assert!(e.contains("1970-01-01T00:16:40Z (10s ago)"), "{e}");
     }
 }

@@ -365,6 +365,31 @@ mod tests {
         }
     }
 
+    /// Quota and capacity refusals read in binary units, never as raw byte
+    /// counts (issue 13: "8 TiB", not 8796093022208).
+    #[test]
+    fn quota_and_capacity_refusals_name_human_sizes() {
+        let mut o = objs();
+        if let Some(t) = o.tenants.get_mut("t") {
+            t.spec.as_mut().expect("spec").capacity_quota = "8TiB".into();
+        }
+        o.pools.insert("a".into(), pool("a", "16TiB", "fast"));
+        o.pools.remove("b");
+        let a = Arc::new(Allocator::default());
+        let e = a.reserve(&o, &req(9 << 10)).err().expect("over quota");
+        let m = e.to_string();
+        assert!(m.contains("0B used + 9TiB requested > 8TiB quota"), "{m}");
+        assert!(!m.contains(&(8u64 << 40).to_string()), "{m}");
+        if let Some(t) = o.tenants.get_mut("t") {
+            t.spec.as_mut().expect("spec").capacity_quota = "64TiB".into();
+        }
+        let e = a.reserve(&o, &req(20 << 10)).err().expect("over capacity");
+        let m = e.to_string();
+        assert!(m.contains("only 16TiB free of 16TiB"), "{m}");
+        assert!(m.contains("20TiB needed"), "{m}");
+        assert!(!m.contains(&(16u64 << 40).to_string()), "{m}");
+    }
+
     /// Puts volume `name` (uid `uid`, `gib` GiB on pool `pool`) in the
     /// cache the way the store's watch does.
     fn cache_volume(o: &mut Objects, name: &str, uid: &str, pool: &str, gib: u64) {

@@ -141,6 +141,7 @@ fn connection(o: &Objects, a: &Attachment, defaults: &Defaults) -> Option<Connec
         exposure_name: spec.volume.clone(),
         read_only: spec.mode == AccessMode::ReadOnly as i32,
         uuid: st.uuid.clone(),
+        expires_at: v.spec.as_ref().and_then(|s| s.expires_at),
     })
 }
 

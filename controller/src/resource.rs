@@ -257,6 +257,20 @@ impl SpecFields for Volume {
             selector_string(s.pool_selector.as_ref()),
         );
         put(&mut f, "spec.expires_at", ts_string(s.expires_at.as_ref()));
+        // UNSPECIFIED means RETAIN: only the other choice is a field, so
+        // spelling out the default is not a change.
+        if s.expiry_action != v1::ExpiryAction::Unspecified as i32
+            && s.expiry_action != v1::ExpiryAction::Retain as i32
+        {
+            let n = v1::ExpiryAction::try_from(s.expiry_action)
+                .ok()
+                .map(|a| a.as_str_name());
+            put(
+                &mut f,
+                "spec.expiry_action",
+                enum_name(n, "EXPIRY_ACTION_", s.expiry_action),
+            );
+        }
         f
     }
 }

@@ -255,6 +255,7 @@ async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
         seconds: now + 7200,
         nanos: 0,
     });
+    v.spec.as_mut().expect("s").expiry_action = ExpiryAction::Delete as i32;
     admin
         .create_volume(CreateVolumeRequest {
             volume: Some(v),
@@ -294,17 +295,37 @@ async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
     assert!(c.message.contains("Z (in 58m)"), "{}", c.message);
     assert!(!c.message.contains(&now.to_string()[..6]), "{}", c.message);
 
-    // Past expires_at but within grace: still there.
+    // Past expires_at but within grace: still there, still attached,
+    // and the status says when it goes.
     debug
         .advance_clock(AdvanceClockRequest { seconds: 3600 })
         .await
         .expect("advance");
-    admin
+    let v = admin
         .get_volume(GetVolumeRequest {
             name: "burst".into(),
         })
         .await
-        .expect("grace");
+        .expect("grace")
+        .into_inner();
+    let c = condition(&v, "Expired").expect("expired");
+    assert_eq!(c.reason, "DeletionScheduled");
+    assert!(c.message.contains("Z (in 8m)"), "{}", c.message);
+    assert!(condition(&v, "Expiring").is_none());
+    assert_eq!(
+        v.status
+            .expect("st")
+            .expiry_deletes_at
+            .expect("when")
+            .seconds,
+        now + 7200 + 600
+    );
+    admin
+        .get_attachment(GetAttachmentRequest {
+            name: "burst-ws1".into(),
+        })
+        .await
+        .expect("still attached within the grace");
 
     // Past grace (600 s): never connected, so detach and delete are immediate.
     debug
@@ -324,6 +345,166 @@ async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
         })
         .await
         .expect_err("deleted");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+}
+
+type AdminClient = admin_service_client::AdminServiceClient<tonic::transport::Channel>;
+
+fn condition(v: &Volume, kind: &str) -> Option<Condition> {
+    v.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.r#type == kind)
+        .cloned()
+}
+
+async fn attach(admin: &mut AdminClient, name: &str, volume: &str) -> Result<(), tonic::Status> {
+    admin
+        .create_attachment(CreateAttachmentRequest {
+            attachment: Some(attachment(name, volume, "ws1")),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// The default expiry action: detached at expires_at, data kept for
+/// `expiry.retain_grace_seconds` (7 days by default), an extension
+/// revives it, then it is deleted.
+#[tokio::test]
+async fn expired_burst_volume_is_retained_detached_then_extended_then_deleted() {
+    let ctl = Controller::start_with(Options {
+        manual_clock: true,
+        ..Default::default()
+    });
+    let mut admin = ctl.admin().await;
+    let mut debug = ctl.debug().await;
+    basic_layout(&mut admin).await;
+    let advance = |seconds| AdvanceClockRequest { seconds };
+    let now = debug
+        .advance_clock(advance(0))
+        .await
+        .expect("now")
+        .into_inner()
+        .now
+        .expect("ts")
+        .seconds;
+    let expires = now + 7200;
+    let mut v = volume("keep", "lab", "1GiB", "p1");
+    v.spec.as_mut().expect("s").expires_at = Some(prost_types::Timestamp {
+        seconds: expires,
+        nanos: 0,
+    });
+    admin
+        .create_volume(CreateVolumeRequest {
+            volume: Some(v),
+            ..Default::default()
+        })
+        .await
+        .expect("v");
+    attach(&mut admin, "keep-ws1", "keep").await.expect("att");
+    let get = |admin: &mut AdminClient| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .get_volume(GetVolumeRequest {
+                    name: "keep".into(),
+                })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+
+    // Just past expires_at: detached at once (no short grace), data kept.
+    debug.advance_clock(advance(7210)).await.expect("advance");
+    let e = admin
+        .get_attachment(GetAttachmentRequest {
+            name: "keep-ws1".into(),
+        })
+        .await
+        .expect_err("detached");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let v = get(&mut admin).await.expect("kept");
+    let c = condition(&v, "Expired").expect("expired");
+    assert_eq!(
+        (c.reason.as_str(), c.severity),
+        ("Retained", Severity::Warning as i32)
+    );
+    assert!(c.message.contains("expired at "), "{}", c.message);
+    assert!(c.message.contains("Z (10s ago)"), "{}", c.message);
+    assert!(c.message.contains("data kept until "), "{}", c.message);
+    assert!(c.message.contains("Z (in 7d)"), "{}", c.message);
+    assert!(!c.message.contains(&expires.to_string()), "{}", c.message);
+    assert_eq!(
+        v.status
+            .as_ref()
+            .expect("st")
+            .expiry_deletes_at
+            .expect("when")
+            .seconds,
+        expires + 7 * 86_400
+    );
+    // The data is still on the storage node: an export, no removal.
+    let ds = admin
+        .get_desired_state(GetDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect("ds")
+        .into_inner();
+    assert!(ds.exports.iter().any(|x| x.volume == "keep"), "{ds:?}");
+    assert!(ds.removals.is_empty(), "{ds:?}");
+    // No new attachment while expired; the refusal says how to revive it.
+    let e = attach(&mut admin, "again", "keep")
+        .await
+        .expect_err("expired");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        e.message().contains("volume extend keep --by"),
+        "{}",
+        e.message()
+    );
+
+    // Six days later: still there, the message counts down.
+    debug
+        .advance_clock(advance(6 * 86_400))
+        .await
+        .expect("advance");
+    let v = get(&mut admin).await.expect("kept");
+    let c = condition(&v, "Expired").expect("expired");
+    assert!(c.message.contains("Z (in 24h)"), "{}", c.message);
+
+    // An administrator extends it by 7 days: alive again at once, and it
+    // can be attached again.
+    let mut v = v;
+    v.spec.as_mut().expect("s").expires_at = Some(prost_types::Timestamp {
+        seconds: expires + 7 * 86_400,
+        nanos: 0,
+    });
+    let v = admin
+        .update_volume(UpdateVolumeRequest {
+            volume: Some(v),
+            ..Default::default()
+        })
+        .await
+        .expect("extend")
+        .into_inner();
+    assert!(condition(&v, "Expired").is_none(), "{:?}", v.status);
+    assert_eq!(v.status.as_ref().expect("st").expiry_deletes_at, None);
+    attach(&mut admin, "keep-ws1", "keep")
+        .await
+        .expect("re-attach");
+
+    // Expires again, then the retain grace runs out: deleted.
+    debug.advance_clock(advance(86_400)).await.expect("advance");
+    let v = get(&mut admin).await.expect("kept");
+    assert_eq!(
+        condition(&v, "Expired").expect("expired").reason,
+        "Retained"
+    );
+    debug
+        .advance_clock(advance(7 * 86_400))
+        .await
+        .expect("advance");
+    let e = get(&mut admin).await.expect_err("deleted");
     assert_eq!(e.code(), tonic::Code::NotFound);
 }
 

@@ -65,7 +65,7 @@ pub enum PkiError {
     BadCsr(String),
 
     /// A certificate is past its `notAfter`.
-    #[error("{what}: certificate expired at {not_after} (unix time)")]
+    #[error("{what}: certificate expired at {}", crate::validity::describe_time(*.not_after))]
     Expired {
         /// The file (or "certificate") it came from.
         what: String,

@@ -90,6 +90,31 @@ fn to_offset(t: SystemTime) -> Result<OffsetDateTime, PkiError> {
         .map_err(|_| PkiError::InvalidValidity(format!("date {secs} out of range")))
 }
 
+/// `2026-12-01T00:00:00Z (3d ago)`: a Unix time as people read it in
+/// messages (RFC 3339 UTC plus the distance from now), never raw epoch
+/// seconds.
+pub fn describe_time(secs: i64) -> String {
+    let at = match OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => return format!("{secs} s after 1970-01-01T00:00:00Z"),
+    };
+    let delta = secs.saturating_sub(unix_seconds(SystemTime::now()));
+    let d = format_duration(Duration::from_secs(delta.unsigned_abs()));
+    if delta >= 0 {
+        format!("{at} (in {d})")
+    } else {
+        format!("{at} ({d} ago)")
+    }
+}
+
 /// Seconds since the Unix epoch, negative before it.
 pub fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
@@ -179,6 +204,25 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_in_messages_are_rfc3339_and_relative() {
+        assert!(describe_time(1_796_083_200).starts_with("2026-12-01T00:00:00Z ("));
+        let now = unix_seconds(SystemTime::now());
+        let past = describe_time(now - 3 * 86_400);
+        // ("3d ago", or "3d1s ago" when the second ticked in between)
+        assert!(past.contains("Z (3d") && past.ends_with(" ago)"), "{past}");
+        assert!(!past.contains(&(now - 3 * 86_400).to_string()), "{past}");
+        let e = PkiError::Expired {
+            what: "node.crt".into(),
+            not_after: 1_796_083_200,
+        };
+        assert!(
+            e.to_string()
+                .starts_with("node.crt: certificate expired at 2026-12-01T00:00:00Z ("),
+            "{e}"
+        );
+    }
 
     #[test]
     fn parses_units_and_sums() {

@@ -336,6 +336,8 @@ e2e_tests() {
     SECOND_SECS=$SECS
     expect_rc 0 second
 
+    resize_in_sync "$W/site.pp"
+
     filesystem_profile "$three"
     live_change_no_restart "$three"
     dead_mount_repaired "$three"
@@ -428,6 +430,27 @@ ferrofab_attachment { 'vol-b': ensure => absent }"
     } >"$FF_WORK/puppet-apply-times.txt"
     cat "$FF_WORK/puppet-apply-times.txt"
     cleanup
+}
+
+# The module manages attachments, not volumes: a volume grown with the CLI
+# (`volume resize`, then `wait`, which returns once the storage node serves
+# the new size) must leave its attachment in sync. The exposed file has the
+# new size as soon as `wait` returns (no polling), a Puppet run right after
+# changes nothing (exit 0), and `puppet resource` shows the same path.
+resize_in_sync() {
+    local site=$1 file=$W/ws/volumes/vol-b size
+    ff_say "puppet e2e: a CLI resize leaves the attachment in sync at the new size"
+    ff volume resize vol-b 128MiB >"$W/resize.log" 2>&1 || { cat "$W/resize.log" >&2; ff_die "volume resize failed"; }
+    ff wait volume/vol-b --timeout 30s >>"$W/resize.log" 2>&1 || { cat "$W/resize.log" >&2; ff_die "wait volume/vol-b after the resize failed"; }
+    size=$(stat -c %s "$file")
+    [ "$size" -eq $((128 << 20)) ] || ff_die "right after wait, $file is $size bytes, not 128 MiB"
+    papply resized "$site"
+    expect_rc 0 resized
+    size=$("$W/ws/bin/ferrofab-agent" --config "$W/ws/etc/agent.toml" attachments --json \
+        | python3 -c 'import json,sys; print([a["size_bytes"] for a in json.load(sys.stdin)["attachments"] if a["volume"] == "vol-b"][0])')
+    [ "$size" -eq $((128 << 20)) ] || ff_die "the agent reports vol-b at $size bytes, not 128 MiB"
+    check_data vol-b 2
+    ff_say "puppet e2e: vol-b grown to 128 MiB, exposed at once, Puppet run in sync (exit 0)"
 }
 
 # A changed parameter that needs a restart (metrics_listen) rewrites the

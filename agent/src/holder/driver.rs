@@ -273,6 +273,11 @@ impl HolderWorkstation {
                 read_only: e.spec.read_only,
                 state: e.state,
                 size_bytes: e.size_bytes,
+                // Filled in from the desired state by the agent
+                // (`expiry::annotate`): the holder does not know expiries.
+                expires_at: None,
+                expires_in: None,
+                expiry_warning: false,
             })
             .collect();
         v.sort_by(|a, b| a.attachment.cmp(&b.attachment));

@@ -119,6 +119,9 @@ impl ExposureSpec {
             exposure_name: self.exposure_name.clone(),
             read_only: self.read_only,
             uuid: self.uuid.clone(),
+            // Informational only; the holder never needs it (a change of
+            // expiry is not a reconnect).
+            expires_at: None,
         }
     }
 }
@@ -358,6 +361,7 @@ mod tests {
             exposure_name: "v".into(),
             read_only: true,
             uuid: "u".into(),
+            expires_at: None,
         };
         let s = ExposureSpec::from_connection(&c, "nqn.h");
         assert_eq!(s.to_connection(), c);

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ferrofab_nvmeof::backend::{open_backend, BackendErrorKind, BlockBackend, FileOptions};
+use ferrofab_nvmeof::units::format_size;
 use ferrofab_proto::v1::{BackingKind, DesiredState, Export, ExportStatus, Listener, Removal};
 use tracing::{info, info_span, warn};
 
@@ -350,7 +351,11 @@ impl StorageReconciler {
         if ns.size < e.size_bytes {
             return Err(Problem::new(
                 "Growing",
-                format!("namespace is {} bytes, {} desired", ns.size, e.size_bytes),
+                format!(
+                    "namespace is {}, {} desired",
+                    format_size(ns.size),
+                    format_size(e.size_bytes)
+                ),
             ));
         }
         let mut have = sub.allowed_hosts.clone();
@@ -370,7 +375,8 @@ impl StorageReconciler {
             ));
         }
         Ok(format!(
-            "serving {} bytes (block size {}) to {} allowed host(s), {} connected",
+            "serving {} ({} bytes, block size {}) to {} allowed host(s), {} connected",
+            format_size(ns.size),
             ns.size,
             ns.block_size,
             want.len(),

@@ -61,7 +61,7 @@ impl std::fmt::Debug for WorkstationReconciler {
 }
 
 /// What the local API shows about one attachment.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LocalAttachment {
     pub attachment: String,
     pub volume: String,
@@ -70,6 +70,15 @@ pub struct LocalAttachment {
     pub read_only: bool,
     pub state: String,
     pub size_bytes: u64,
+    /// The burst volume's expiry, RFC 3339 (absent: it never expires).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// The same, relative to now ("in 13h", "2h ago").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+    /// Within the agent's `expiry_warning` window.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub expiry_warning: bool,
 }
 
 impl WorkstationReconciler {
@@ -114,7 +123,9 @@ impl WorkstationReconciler {
             .attached
             .iter()
             .filter(|(name, a)| {
-                wanted.get(name.as_str()) != Some(&&a.conn)
+                !wanted
+                    .get(name.as_str())
+                    .is_some_and(|c| same_session(c, &a.conn))
                     || a.ctrl.state() == ControllerState::Failed
             })
             .map(|(n, _)| n.clone())
@@ -145,8 +156,10 @@ impl WorkstationReconciler {
         let _g = span.enter();
         self.ensure_mounted()?;
         let mut changed = false;
-        if let Some(a) = self.attached.get(&c.attachment) {
-            if a.conn == *c && a.ctrl.state() != ControllerState::Failed {
+        if let Some(a) = self.attached.get_mut(&c.attachment) {
+            if same_session(c, &a.conn) && a.ctrl.state() != ControllerState::Failed {
+                // Same session; informational fields (the expiry) follow.
+                a.conn = c.clone();
                 self.refresh_size(&c.attachment);
                 return Ok(false);
             }
@@ -351,6 +364,7 @@ impl WorkstationReconciler {
                 read_only: a.conn.read_only,
                 state: format!("{:?}", a.ctrl.state()).to_lowercase(),
                 size_bytes: a.ctrl.namespaces().first().map_or(0, |n| n.size_bytes()),
+                ..Default::default()
             })
             .collect();
         v.sort_by(|a, b| a.attachment.cmp(&b.attachment));
@@ -437,6 +451,15 @@ pub(crate) fn live_status(
         ),
     }];
     st
+}
+
+/// Whether a live controller made for `old` still serves `new`: every
+/// field matters except the expiry, which is informational (an extension
+/// must not disconnect a researcher's mounted volume).
+fn same_session(new: &Connection, old: &Connection) -> bool {
+    let mut n = new.clone();
+    n.expires_at = old.expires_at;
+    n == *old
 }
 
 /// The status of a connection still up but no longer desired.

@@ -8,9 +8,9 @@ use ferrofab_proto::v1::{self, ObjectMeta};
 
 use super::{token, Ctx};
 use crate::args::{
-    AttachmentCommand, AttachmentSpecArgs, BackingArg, CommonVerb, Format, LabelArgs, ModeArg,
-    NodeCommand, NodeSpecArgs, PoolCommand, PoolSpecArgs, ReclaimArg, RoleArg, TenantCommand,
-    TenantSpecArgs, VolumeCommand, VolumeSpecArgs,
+    AttachmentCommand, AttachmentSpecArgs, BackingArg, CommonVerb, ExpiryActionArg, Format,
+    LabelArgs, ModeArg, NodeCommand, NodeSpecArgs, PoolCommand, PoolSpecArgs, ReclaimArg, RoleArg,
+    TenantCommand, TenantSpecArgs, VolumeCommand, VolumeSpecArgs,
 };
 use crate::client::status_error;
 use crate::layout::{parse_address, parse_rfc3339};
@@ -57,7 +57,8 @@ pub async fn volume(ctx: &Ctx, cmd: VolumeCommand) -> anyhow::Result<()> {
             update(ctx, &name, |v: &mut v1::Volume| resize(v, &name, &size)).await
         }
         VolumeCommand::Extend { name, by } => {
-            update(ctx, &name, |v: &mut v1::Volume| extend(v, by)).await
+            let now = crate::output::now_seconds();
+            update(ctx, &name, |v: &mut v1::Volume| extend(v, by, now)).await
         }
         VolumeCommand::Common(v) => common::<v1::Volume>(ctx, v).await,
     }
@@ -332,6 +333,12 @@ fn apply_volume(v: &mut v1::Volume, a: &VolumeSpecArgs) -> anyhow::Result<()> {
             nanos: 0,
         });
     }
+    if let Some(x) = a.expiry_action {
+        spec.expiry_action = match x {
+            ExpiryActionArg::Retain => v1::ExpiryAction::Retain,
+            ExpiryActionArg::Delete => v1::ExpiryAction::Delete,
+        } as i32;
+    }
     Ok(())
 }
 
@@ -413,7 +420,10 @@ fn apply_tenant(t: &mut v1::Tenant, a: &TenantSpecArgs) -> anyhow::Result<()> {
 
 /// Moves an expiry later by `by`. A volume without an expiry has nothing
 /// to extend: it never expires, and giving it one is `update --expires-in`.
-fn extend(v: &mut v1::Volume, by: std::time::Duration) -> anyhow::Result<()> {
+/// An expiry already past (a retained volume) counts from `now`: reviving
+/// a volume that expired five days ago `--by 7d` gives it seven more days,
+/// not two.
+fn extend(v: &mut v1::Volume, by: std::time::Duration, now: i64) -> anyhow::Result<()> {
     let spec = v.spec.get_or_insert_with(Default::default);
     let Some(at) = spec.expires_at.as_mut() else {
         bail!(
@@ -423,6 +433,7 @@ fn extend(v: &mut v1::Volume, by: std::time::Duration) -> anyhow::Result<()> {
     let by = i64::try_from(by.as_secs()).map_err(|_| anyhow!("--by is too long"))?;
     at.seconds = at
         .seconds
+        .max(now)
         .checked_add(by)
         .ok_or_else(|| anyhow!("--by is too long"))?;
     Ok(())
@@ -431,6 +442,29 @@ fn extend(v: &mut v1::Volume, by: std::time::Duration) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extend_counts_from_now_once_expired() {
+        let mut v = vol("1GiB");
+        v.spec.as_mut().unwrap().expires_at = Some(prost_types::Timestamp {
+            seconds: 1_000,
+            nanos: 0,
+        });
+        let week = std::time::Duration::from_secs(7 * 86_400);
+        // Not yet expired: moved later by the amount.
+        extend(&mut v, week, 500).expect("extend");
+        assert_eq!(
+            v.spec.as_ref().unwrap().expires_at.unwrap().seconds,
+            1_000 + 7 * 86_400
+        );
+        // Expired (retained): a week from now.
+        let now = 1_000 + 10 * 86_400;
+        extend(&mut v, week, now).expect("extend");
+        assert_eq!(
+            v.spec.as_ref().unwrap().expires_at.unwrap().seconds,
+            now + 7 * 86_400
+        );
+    }
 
     fn vol(size: &str) -> v1::Volume {
         v1::Volume {

@@ -287,6 +287,12 @@ fn validate_tenant(t: &Tenant) -> Result<(), ApiError> {
 fn validate_volume_spec(spec: &VolumeSpec) -> Result<u64, ApiError> {
     validate_name("spec.tenant", &spec.tenant)?;
     let bytes = parse_size("spec.size", &spec.size)?;
+    if ferrofab_proto::v1::ExpiryAction::try_from(spec.expiry_action).is_err() {
+        return Err(ApiError::invalid(
+            "spec.expiry_action",
+            format!("unknown value {} (retain or delete)", spec.expiry_action),
+        ));
+    }
     if ![0, 512, 4096].contains(&spec.block_size) {
         return Err(ApiError::invalid("spec.block_size", "must be 512 or 4096"));
     }
@@ -529,6 +535,11 @@ impl Admin {
         if let Some(st) = merged.status.as_mut() {
             st.size_bytes = new_bytes;
         }
+        // An extension shows at once (the Expired condition goes), not
+        // only at the expiry reconciler's next pass.
+        let now = s.clock.now();
+        let expiry = crate::expiry::state(&merged, now, (&s.expiry).into());
+        crate::expiry::apply_state(&mut merged, &expiry, now);
         if dry_run {
             return Ok(merged);
         }
@@ -640,6 +651,7 @@ impl Admin {
                     spec.volume
                 )));
             }
+            crate::expiry::check_attachable(vol, s.clock.now())?;
         }
         let mut st = AttachmentStatus {
             observed_generation: 1,

@@ -188,7 +188,7 @@ impl Agent {
         let not_after = ferrofab_pki::CertInfo::from_pem(cert.as_bytes())
             .map(|i| ferrofab_pki::validity::unix_seconds(i.not_after))
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        info!(%node, not_after, "node certificate renewed");
+        info!(%node, not_after = %crate::clock::rfc3339(not_after), "node certificate renewed");
         Ok(RenewResponse {
             certificate_pem: cert,
             ca_certificate_pem: signer.ca_pem().to_string(),

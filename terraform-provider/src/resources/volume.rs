@@ -38,7 +38,8 @@ pub fn block() -> Block {
             attr("block_size", Type::Number, OptionalComputed, "512 or 4096 (default). Changing it creates a new volume."),
             attr("pool", Type::String, Optional, "Explicit pool. Changing it creates a new volume."),
             attr("pool_selector", Type::map(Type::String), Optional, "Labels a pool must carry; the matching pool with the most free capacity is chosen. Changing it creates a new volume."),
-            attr("expires_at", Type::String, Optional, "RFC 3339 time after which the controller detaches and deletes the volume (burst allocation)."),
+            attr("expires_at", Type::String, Optional, "RFC 3339 time at which the burst volume expires; `expiry_action` says what happens then."),
+            attr("expiry_action", Type::String, OptionalComputed, "`retain` (default): at expiry the volume is detached and its data kept for the controller's `expiry.retain_grace_seconds` (7 days), during which an administrator can extend it, then deleted. `delete`: detached and deleted after the controller's `expiry.grace_seconds`."),
             attr("labels", Type::map(Type::String), Optional, "Labels of the volume."),
             attr("size_bytes", Type::Number, Computed, "The size in bytes."),
             attr("uuid", Type::String, Computed, "NVMe namespace UUID (stable for the volume's life)."),
@@ -86,6 +87,15 @@ pub fn validate(cfg: &Value, diags: &mut Diags) {
             diags.attr_error(&["expires_at"], "invalid expires_at", e);
         }
     }
+    if let Some(a) = cfg.get("expiry_action").as_str() {
+        if parse_action(a).is_none() {
+            diags.attr_error(
+                &["expiry_action"],
+                "invalid expiry_action",
+                format!("{a:?} is not an expiry action: use \"retain\" or \"delete\""),
+            );
+        }
+    }
     common::validate_timeouts(cfg, diags);
 }
 
@@ -107,6 +117,24 @@ fn format_time(ts: &prost_types::Timestamp) -> String {
                 .ok()
         })
         .unwrap_or_default()
+}
+
+/// `retain` / `delete` as the API's enum.
+fn parse_action(s: &str) -> Option<v1::ExpiryAction> {
+    match s {
+        "retain" => Some(v1::ExpiryAction::Retain),
+        "delete" => Some(v1::ExpiryAction::Delete),
+        _ => None,
+    }
+}
+
+/// The word for a stored action; unspecified reads as the default, retain.
+fn action_name(a: i32) -> &'static str {
+    if a == v1::ExpiryAction::Delete as i32 {
+        "delete"
+    } else {
+        "retain"
+    }
 }
 
 fn phase_name(p: i32) -> &'static str {
@@ -159,6 +187,7 @@ pub fn to_state(v: &v1::Volume, prior: &Value) -> Value {
         }
     };
     s.set("expires_at", expires);
+    s.set("expiry_action", Value::str(action_name(spec.expiry_action)));
     s.set("labels", common::labels_state(&meta.labels, prior));
     s.set("size_bytes", Value::Number(st.size_bytes as f64));
     s.set("uuid", Value::str(&st.uuid));
@@ -193,6 +222,11 @@ fn to_api(p: &Value) -> v1::Volume {
                 .get("expires_at")
                 .as_str()
                 .and_then(|t| parse_time(t).ok()),
+            expiry_action: p
+                .get("expiry_action")
+                .as_str()
+                .and_then(parse_action)
+                .map_or(0, |a| a as i32),
         }),
         status: None,
     }
@@ -225,6 +259,9 @@ pub async fn plan(
 ) -> Vec<&'static str> {
     if planned.get("block_size").is_null() {
         planned.set("block_size", Value::Number(4096.0));
+    }
+    if planned.get("expiry_action").is_null() {
+        planned.set("expiry_action", Value::str("retain"));
     }
     let new_bytes = planned
         .get("size")
@@ -559,6 +596,7 @@ fn same_spec(want: &v1::Volume, have: &v1::Volume) -> bool {
         && w.pool == h.pool
         && w.pool_selector.unwrap_or_default() == h.pool_selector.unwrap_or_default()
         && w.expires_at == h.expires_at
+        && action_name(w.expiry_action) == action_name(h.expiry_action)
         && labels(want) == labels(have)
 }
 
@@ -648,5 +686,36 @@ mod tests {
             s.tenant = "ops".into();
         }
         assert!(!same_spec(&want, &other_tenant));
+    }
+
+    #[test]
+    fn expiry_action_is_validated_sent_and_read_back() {
+        let mut cfg = planned();
+        cfg.set("expiry_action", Value::str("archive"));
+        let mut diags = Diags::default();
+        validate(&cfg, &mut diags);
+        let text = format!("{diags:?}");
+        assert!(text.contains("invalid expiry_action"), "{text}");
+        assert!(text.contains("retain") && text.contains("delete"), "{text}");
+        cfg.set("expiry_action", Value::str("delete"));
+        let v = to_api(&cfg);
+        assert_eq!(
+            v.spec.as_ref().map(|s| s.expiry_action),
+            Some(v1::ExpiryAction::Delete as i32)
+        );
+        let st = to_state(&v, &Value::Null);
+        assert_eq!(st.get("expiry_action").as_str(), Some("delete"));
+        // Unset: the controller's default, retain, in state and compare.
+        let plain = to_api(&planned());
+        assert_eq!(
+            to_state(&plain, &Value::Null).get("expiry_action").as_str(),
+            Some("retain")
+        );
+        let mut explicit = plain.clone();
+        if let Some(s) = explicit.spec.as_mut() {
+            s.expiry_action = v1::ExpiryAction::Retain as i32;
+        }
+        assert!(same_spec(&plain, &explicit));
+        assert!(!same_spec(&v, &plain));
     }
 }

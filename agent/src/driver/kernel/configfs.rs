@@ -673,8 +673,10 @@ impl TargetDriver for KernelTarget {
                 Err(Problem::new(
                     "GrowFailed",
                     format!(
-                        "block device {} has {have} bytes, {size} desired: grow it first",
-                        path.display()
+                        "block device {} has {}, {} desired: grow it first",
+                        path.display(),
+                        ferrofab_nvmeof::units::format_size(have),
+                        ferrofab_nvmeof::units::format_size(size)
                     ),
                 ))
             };

@@ -486,6 +486,7 @@ impl WorkstationDriver for KernelWorkstation {
                     read_only: rec.read_only,
                     state: info.map_or_else(|| "gone".into(), |i| i.state),
                     size_bytes: device_size(&rec.exposure_name),
+                    ..Default::default()
                 }
             })
             .collect();
