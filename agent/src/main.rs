@@ -14,7 +14,11 @@ use ferrofab_agent::{Agent, AgentConfig, Role, StartOptions};
 use tracing_subscriber::{reload, EnvFilter};
 
 #[derive(Parser, Debug)]
-#[command(name = "ferrofab-agent", version, about = "ferrofab node agent")]
+#[command(
+    name = "ferrofab-agent",
+    version = ferrofab_buildinfo::VERSION_LINE,
+    about = "ferrofab node agent"
+)]
 struct Cli {
     /// Agent configuration file.
     #[arg(long, short, global = true, default_value = DEFAULT_CONFIG_PATH)]

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// ferrofab: manage a ferrofab NVMe-over-Fabrics storage cluster.
 #[derive(Debug, Parser)]
-#[command(name = "ferrofab", version, propagate_version = true)]
+#[command(
+    name = "ferrofab",
+    version = ferrofab_buildinfo::VERSION_LINE,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Client configuration file (endpoints and TLS files).
     #[arg(long, global = true, env = "FERROFAB_CONFIG", value_name = "FILE")]
@@ -35,6 +39,10 @@ pub struct Cli {
 pub enum Format {
     /// Aligned columns for people.
     Table,
+    /// The table with more columns (lists and get).
+    Wide,
+    /// Only KIND/NAME, one per line (lists, get, create, update, delete).
+    Name,
     /// JSON for programs.
     Json,
     /// YAML for people who like to diff.
@@ -69,6 +77,12 @@ pub enum Command {
     /// Run a whole cluster (controller, storage and workstation agents) in
     /// this process on loopback, with a demo layout; Ctrl-C stops it.
     Dev(DevArgs),
+    /// Show this client's version and the controller's.
+    Version {
+        /// Only this client's version (no controller needed).
+        #[arg(long)]
+        client: bool,
+    },
     /// Print a shell completion script.
     Completions {
         /// Shell to generate for.

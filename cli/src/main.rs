@@ -12,6 +12,7 @@ mod dev;
 mod layout;
 mod output;
 mod resource;
+mod wide;
 mod yaml;
 
 use std::process::ExitCode;

@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser, Debug)]
 #[command(
     name = "ferrofab-controller",
-    version,
+    version = ferrofab_buildinfo::VERSION_LINE,
     about = "ferrofab control plane"
 )]
 struct Cli {

@@ -44,7 +44,10 @@ fn main() {
         .skip(1)
         .any(|a| a == "--debug" || a == "-debug");
     if std::env::args().skip(1).any(|a| a == "--version") {
-        println!("terraform-provider-ferrofab {}", env!("CARGO_PKG_VERSION"));
+        println!(
+            "terraform-provider-ferrofab {}",
+            ferrofab_buildinfo::VERSION_LINE
+        );
         return;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -4,6 +4,7 @@ mod apply;
 mod pki;
 mod resources;
 mod token;
+mod version;
 mod wait;
 
 use std::path::PathBuf;
@@ -20,8 +21,11 @@ use crate::config;
 pub struct Ctx {
     config: Option<PathBuf>,
     endpoint: Option<String>,
-    /// Output format.
+    /// Output format, with `wide` and `name` read as `table`: the
+    /// commands that do not print objects have no other columns or names.
     pub format: Format,
+    /// The output format as given, for the commands that print objects.
+    pub output: Format,
 }
 
 impl Ctx {
@@ -37,7 +41,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx {
         config: cli.config,
         endpoint: cli.endpoint,
-        format: cli.output,
+        format: match cli.output {
+            Format::Wide | Format::Name => Format::Table,
+            f => f,
+        },
+        output: cli.output,
     };
     match cli.command {
         Command::Pki(c) => pki::run(&ctx, c),
@@ -54,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(a) => block_on(apply::run(&ctx, a)),
         Command::Wait(a) => block_on(wait::run(&ctx, a)),
         Command::Dev(a) => crate::dev::run(&a),
+        Command::Version { client } => block_on(version::run(&ctx, client)),
     }
 }
 

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "ferrofab-nvmeof",
-    version,
+    version = ferrofab_buildinfo::VERSION_LINE,
     about = "NVMe/TCP target, discovery controller and initiator"
 )]
 pub struct Cli {
