@@ -272,6 +272,25 @@ pub struct AgentConfig {
     /// tracing filter, e.g. "info" or "ferrofab_agent=debug".
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Log lines on stderr: "human" (default) or "json" (one object a line,
+    /// for journald/log shippers), like the controller's `log_format`.
+    #[serde(default, skip_serializing_if = "LogFormat::is_default")]
+    pub log_format: LogFormat,
+}
+
+/// The agent's log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+impl LogFormat {
+    fn is_default(&self) -> bool {
+        *self == LogFormat::Human
+    }
 }
 
 fn default_expose_dir() -> PathBuf {
@@ -317,6 +336,7 @@ impl AgentConfig {
             api_socket: default_api_socket(),
             local_api: LocalApiConfig::default(),
             log_level: default_log_level(),
+            log_format: LogFormat::Human,
         }
     }
 
@@ -454,6 +474,7 @@ impl AgentConfig {
         check("metrics_listen", self.metrics_listen == new.metrics_listen);
         check("api_socket", self.api_socket == new.api_socket);
         check("local_api", self.local_api == new.local_api);
+        check("log_format", self.log_format == new.log_format);
         keys
     }
 

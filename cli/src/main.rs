@@ -31,14 +31,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// The whole context chain, joined, on a single line.
+/// The whole context chain, joined, on a single line, each cause's text
+/// once (see [`ferrofab_buildinfo::error_line`]).
 fn error_line(e: &anyhow::Error) -> String {
-    format!("{e:#}")
-        .split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
+    ferrofab_buildinfo::error_line(e.as_ref())
 }
 
 /// Warnings by default (e.g. a world-readable key); `-v` info, `-vv`
@@ -55,6 +51,7 @@ fn init_tracing(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod apply;
 pub mod authz;
 pub mod cache;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod enroll;

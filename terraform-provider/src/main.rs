@@ -62,7 +62,10 @@ fn main() {
         }
     };
     if let Err(e) = rt.block_on(run(debug)) {
-        eprintln!("terraform-provider-ferrofab: {e:#}");
+        eprintln!(
+            "terraform-provider-ferrofab: {}",
+            ferrofab_buildinfo::error_line(e.as_ref())
+        );
         std::process::exit(1);
     }
 }
