@@ -1,8 +1,9 @@
 //! `ferrofab`: the administrator's command-line client.
 //!
 //! This file is the binary edge: it parses arguments, sets up logging, runs
-//! the command, and turns any error into one line on stderr and exit
-//! status 1 (clap uses 2 for usage errors).
+//! the command, and turns any error into one line on stderr and an exit
+//! status: 1, or 3 when the object does not exist (clap uses 2 for usage
+//! errors).
 
 mod args;
 mod client;
@@ -26,7 +27,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferrofab: {}", error_line(&e));
-            ExitCode::FAILURE
+            ExitCode::from(client::exit_code(&e))
         }
     }
 }
