@@ -77,6 +77,18 @@ pub enum Command {
     /// Run a whole cluster (controller, storage and workstation agents) in
     /// this process on loopback, with a demo layout; Ctrl-C stops it.
     Dev(DevArgs),
+    /// The cluster on one screen: controller, nodes, pools, what is not
+    /// ready and why, expiring bursts, recent warnings.
+    Status,
+    /// One object in full: every field, conditions with reasons and ages,
+    /// expiry, placement and where it is exposed.
+    Describe {
+        /// Kind: node, pool, volume, attachment or tenant.
+        #[arg(value_enum)]
+        kind: KindArg,
+        /// Object name.
+        name: String,
+    },
     /// Show this client's version and the controller's.
     Version {
         /// Only this client's version (no controller needed).
@@ -89,6 +101,21 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// Kinds, as `describe` takes them (singular, plural or short).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    #[value(alias = "nodes")]
+    Node,
+    #[value(alias = "pools")]
+    Pool,
+    #[value(aliases = ["volumes", "vol"])]
+    Volume,
+    #[value(aliases = ["attachments", "att"])]
+    Attachment,
+    #[value(alias = "tenants")]
+    Tenant,
 }
 
 // ------------------------------------------------------------------ pki

@@ -1,8 +1,10 @@
 //! Command implementations and the dispatcher.
 
 mod apply;
+mod describe;
 mod pki;
 mod resources;
+mod status;
 mod token;
 mod version;
 mod wait;
@@ -62,6 +64,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(a) => block_on(apply::run(&ctx, a)),
         Command::Wait(a) => block_on(wait::run(&ctx, a)),
         Command::Dev(a) => crate::dev::run(&a),
+        Command::Status => block_on(status::run(&ctx)),
+        Command::Describe { kind, name } => block_on(describe::run(&ctx, kind, &name)),
         Command::Version { client } => block_on(version::run(&ctx, client)),
     }
 }
