@@ -8,6 +8,7 @@ pub mod authz;
 pub mod cache;
 pub mod check;
 pub mod clock;
+pub mod cluster_metrics;
 pub mod config;
 pub mod enroll;
 pub mod error;
