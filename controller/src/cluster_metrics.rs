@@ -7,7 +7,7 @@
 //! disagree with what `ferrofab pool list` / `node list` show. Series of
 //! deleted pools and nodes are dropped by clearing the families first.
 
-use ferrofab_proto::v1::{ConditionStatus, Node};
+use ferrofab_proto::v1::{ConditionStatus, Node, Pool};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -30,7 +30,7 @@ impl ClusterGauges {
         let g = Self::default();
         r.register(
             "pool_capacity_bytes",
-            "Pool capacity as reported in its status, by pool and node",
+            "Pool capacity (spec.capacity), by pool and node",
             g.pool_capacity.clone(),
         );
         r.register(
@@ -64,10 +64,10 @@ impl ClusterGauges {
         for (name, p) in &o.pools {
             let node = p.spec.as_ref().map_or("", |s| s.node.as_str());
             let labels = vec![("pool".into(), name.clone()), ("node".into(), node.into())];
-            let st = p.status.clone().unwrap_or_default();
-            set(&self.pool_capacity, &labels, st.capacity_bytes);
-            set(&self.pool_allocated, &labels, st.allocated_bytes);
-            set(&self.pool_free, &labels, st.free_bytes);
+            let (capacity, allocated, free) = pool_figures(o, name, p);
+            set(&self.pool_capacity, &labels, capacity);
+            set(&self.pool_allocated, &labels, allocated);
+            set(&self.pool_free, &labels, free);
         }
         for (name, n) in &o.nodes {
             self.node_ready
@@ -75,6 +75,20 @@ impl ClusterGauges {
                 .set(i64::from(is_ready(n)));
         }
     }
+}
+
+/// (capacity, allocated, free) as `GetPool`/`ListPools` report them: the
+/// stored pool carries no usage, the cache's aggregates do, and free is
+/// what placement may still give out (capacity × overcommit − allocated).
+fn pool_figures(o: &Objects, name: &str, p: &Pool) -> (u64, u64, u64) {
+    let allocated = o.pool_usage(name).bytes;
+    let capacity = p
+        .spec
+        .as_ref()
+        .and_then(|s| crate::resource::parse_size("", &s.capacity).ok())
+        .unwrap_or(0);
+    let limit = crate::placement::pool_limit(p).unwrap_or(0);
+    (capacity, allocated, limit.saturating_sub(allocated))
 }
 
 fn set(f: &Family<Labels, Gauge>, labels: &Labels, v: u64) {

@@ -592,15 +592,35 @@ async fn metrics_and_healthz_are_served_over_plain_http() {
         "{head}"
     );
     assert!(
-        m.contains("ferrofab_controller_pool_capacity_bytes{pool=\"p1\",node=\"s1\"} "),
+        m.contains(
+            "ferrofab_controller_pool_capacity_bytes{pool=\"p1\",node=\"s1\"} 107374182400\n"
+        ),
         "{m}"
     );
     assert!(
-        m.contains("ferrofab_controller_pool_allocated_bytes{pool=\"p1\",node=\"s1\"} 0"),
+        m.contains("ferrofab_controller_pool_allocated_bytes{pool=\"p1\",node=\"s1\"} 0\n"),
         "{m}"
     );
     assert!(
-        m.contains("ferrofab_controller_pool_free_bytes{pool=\"p1\",node=\"s1\"} "),
+        m.contains("ferrofab_controller_pool_free_bytes{pool=\"p1\",node=\"s1\"} 107374182400\n"),
+        "{m}"
+    );
+    // The same figures as GetPool once a volume takes space.
+    c.create_volume(CreateVolumeRequest {
+        volume: Some(volume("v1", "lab", "1GiB", "p1")),
+        ..Default::default()
+    })
+    .await
+    .expect("v1");
+    let m = http_get(&ctl.http, "/metrics");
+    assert!(
+        m.contains(
+            "ferrofab_controller_pool_allocated_bytes{pool=\"p1\",node=\"s1\"} 1073741824\n"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains("ferrofab_controller_pool_free_bytes{pool=\"p1\",node=\"s1\"} 106300440576\n"),
         "{m}"
     );
     // No agent ever reported: not ready.
