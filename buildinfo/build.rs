@@ -1,8 +1,9 @@
 //! Records the git commit and the build date for `--version`.
 //!
-//! The commit comes from `git rev-parse --short HEAD` when the source is a
-//! git checkout with git installed, else `FERROFAB_BUILD_COMMIT`, else
-//! "unknown" (a source tarball). The date is SOURCE_DATE_EPOCH when set, so
+//! The commit is `FERROFAB_BUILD_COMMIT` when set (a package build from a
+//! tarball, or inside a packaging repository whose HEAD is not ferrofab's),
+//! else `git rev-parse --short HEAD` when the source is a git checkout with
+//! git installed, else "unknown". The date is SOURCE_DATE_EPOCH when set, so
 //! package builds are reproducible, else the time of this build script run.
 //!
 //! Cargo reruns this script only when HEAD or the branch it points to moves
@@ -18,8 +19,10 @@ fn main() {
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     println!("cargo:rerun-if-env-changed=FERROFAB_BUILD_COMMIT");
     println!("cargo:rerun-if-changed=build.rs");
-    let commit = git(&["rev-parse", "--short=10", "HEAD"])
-        .or_else(|| std::env::var("FERROFAB_BUILD_COMMIT").ok())
+    let commit = std::env::var("FERROFAB_BUILD_COMMIT")
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .or_else(|| git(&["rev-parse", "--short=10", "HEAD"]))
         .unwrap_or_else(|| "unknown".into());
     watch_git_head();
     println!("cargo:rustc-env=FERROFAB_COMMIT={commit}");
