@@ -22,6 +22,9 @@ pub struct ClusterGauges {
     pool_allocated: Family<Labels, Gauge>,
     pool_free: Family<Labels, Gauge>,
     node_ready: Family<Labels, Gauge>,
+    /// Held from refresh through encoding: a second scrape clearing the
+    /// families in between would make the first one miss series.
+    scrape: std::sync::Mutex<()>,
 }
 
 impl ClusterGauges {
@@ -51,7 +54,14 @@ impl ClusterGauges {
         g
     }
 
-    /// Sets every series from `o`.
+    /// Serializes scrapes; hold the guard until the text is encoded.
+    pub fn scrape_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.scrape
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets every series from `o` (call with [`Self::scrape_guard`] held).
     pub fn refresh(&self, o: &Objects) {
         for f in [
             &self.pool_capacity,

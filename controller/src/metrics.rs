@@ -198,6 +198,7 @@ impl Metrics {
     }
 
     pub fn render(&self, cache: &Cache) -> String {
+        let _scrape = self.cluster.scrape_guard();
         self.refresh_objects(cache);
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
