@@ -444,6 +444,7 @@ impl Shared {
     /// Prometheus text for this agent.
     fn render_metrics(&self) -> String {
         let mut out = String::new();
+        metrics::render_build_info("agent", &mut out);
         self.metrics.render_core(&mut out);
         metrics::render_gauge(
             "ferrofab_agent_controller_connected",
@@ -451,10 +452,15 @@ impl Shared {
             u64::from(self.controller_connected.load(Ordering::Acquire)),
             &mut out,
         );
-        if let Some(t) = &self.target {
-            metrics::render_target(&t.status(), &mut out);
-        }
         let report = self.last_report();
+        if let Some(t) = &self.target {
+            let names = report
+                .exports
+                .iter()
+                .map(|e| (e.subsystem_nqn.clone(), e.volume.clone()))
+                .collect();
+            metrics::render_target_named(&t.status(), &names, &mut out);
+        }
         let conns: Vec<(String, String, String)> = report
             .connections
             .iter()

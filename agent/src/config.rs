@@ -353,6 +353,10 @@ pub struct AgentConfig {
         skip_serializing_if = "is_default_expiry_warning"
     )]
     pub expiry_warning: String,
+    /// Log lines on stderr: "human" (default) or "json" (one object a line,
+    /// for journald/log shippers), like the controller's `log_format`.
+    #[serde(default, skip_serializing_if = "LogFormat::is_default")]
+    pub log_format: LogFormat,
 }
 
 /// Default of `expiry_warning`: a working day's notice.
@@ -363,6 +367,21 @@ fn default_expiry_warning() -> String {
 }
 fn is_default_expiry_warning(v: &String) -> bool {
     v == DEFAULT_EXPIRY_WARNING
+}
+
+/// The agent's log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+impl LogFormat {
+    fn is_default(&self) -> bool {
+        *self == LogFormat::Human
+    }
 }
 
 fn default_expose_dir() -> PathBuf {
@@ -413,6 +432,7 @@ impl AgentConfig {
             log_level: default_log_level(),
             holder: HolderConfig::default(),
             expiry_warning: default_expiry_warning(),
+            log_format: LogFormat::Human,
         }
     }
 
@@ -572,6 +592,7 @@ impl AgentConfig {
         check("local_api", self.local_api == new.local_api);
         check("holder", self.holder == new.holder);
         check("expiry_warning", self.expiry_warning == new.expiry_warning);
+        check("log_format", self.log_format == new.log_format);
         keys
     }
 

@@ -20,6 +20,7 @@ mod agent;
 mod api;
 pub mod bootstrap;
 pub mod cache;
+pub mod check;
 pub mod client;
 pub mod config;
 pub mod driver;

@@ -98,6 +98,13 @@ pub enum ErrorCode {
     /// Only from the CLI: the agent's socket did not answer (agent not
     /// running, wrong socket path, or no answer in time).
     AgentUnreachable,
+    /// Only from the CLI: the `--config` file (which names the socket) does
+    /// not exist and no `--socket` was given. Not configured yet, so for a
+    /// script the agent is as absent as with `agent_unreachable`; the CLI
+    /// never guesses a socket, which could belong to another agent.
+    ConfigMissing,
+    /// Only from the CLI: the `--config` file exists but cannot be used.
+    ConfigInvalid,
 }
 
 /// An error answer.

@@ -8,22 +8,30 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferrofab_agent::config::DEFAULT_CONFIG_PATH;
+use ferrofab_agent::config::{LogFormat, DEFAULT_CONFIG_PATH};
 use ferrofab_agent::local_api::{self, ApiError, ErrorCode, Request};
 use ferrofab_agent::{Agent, AgentConfig, Role, StartOptions};
 use tracing_subscriber::{reload, EnvFilter};
 
 #[derive(Parser, Debug)]
-#[command(name = "ferrofab-agent", version, about = "ferrofab node agent")]
+#[command(
+    name = "ferrofab-agent",
+    version = ferrofab_buildinfo::VERSION_LINE,
+    about = "ferrofab node agent"
+)]
 struct Cli {
     /// Agent configuration file.
     #[arg(long, short, global = true, default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
-    /// Local API socket (default: the config's api_socket, else /run/ferrofab/agent.sock).
+    /// Local API socket (default: the config's api_socket).
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
+    /// Load and validate the configuration and the files it names (TLS
+    /// files, pool paths), print "config OK: PATH" and exit; starts nothing.
+    #[arg(long)]
+    check_config: bool,
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,16 +112,23 @@ enum Cmd {
 const EXIT_ERROR: u8 = 1;
 const EXIT_TIMEOUT: u8 = 3;
 
-fn init_logging(level: &str) -> Option<ferrofab_agent::LogReload> {
+/// Logging on stderr; colours only on a terminal (a journal or a log file
+/// would keep the escape codes), JSON lines with `log_format = "json"`.
+fn init_logging(level: &str, format: LogFormat) -> Option<ferrofab_agent::LogReload> {
     let filter = EnvFilter::try_from_env("FERROFAB_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let (layer, handle) = reload::Layer::new(filter);
+    use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let ok = tracing_subscriber::registry()
-        .with(layer)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .try_init()
-        .is_ok();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry().with(layer);
+    let ok = match format {
+        LogFormat::Json => registry.with(fmt.json()).try_init(),
+        LogFormat::Human => registry.with(fmt).try_init(),
+    }
+    .is_ok();
     ok.then(|| {
         let f: ferrofab_agent::LogReload = Arc::new(move |lvl: &str| {
             let f = EnvFilter::try_new(lvl).map_err(|e| e.to_string())?;
@@ -133,7 +148,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run_daemon(path: PathBuf) -> anyhow::Result<()> {
     let cfg = AgentConfig::load(&path)?;
-    let log_reload = init_logging(&cfg.log_level);
+    let log_reload = init_logging(&cfg.log_level, cfg.log_format);
     let rt = runtime()?;
     rt.block_on(async move {
         let opts = StartOptions {
@@ -167,13 +182,27 @@ async fn wait_for_signal() {
     }
 }
 
-fn socket_path(cli: &Cli) -> PathBuf {
+/// `--socket`, else the config's `api_socket`. A missing or broken config
+/// is an error, never a fall-back to the default socket: that socket may
+/// belong to another agent, whose status would then be shown as this one's.
+fn socket_path(cli: &Cli) -> Result<PathBuf, ApiError> {
     if let Some(s) = &cli.socket {
-        return s.clone();
+        return Ok(s.clone());
     }
-    AgentConfig::load(&cli.config)
-        .map(|c| c.api_socket)
-        .unwrap_or_else(|_| PathBuf::from(ferrofab_agent::config::DEFAULT_API_SOCKET))
+    match AgentConfig::load(&cli.config) {
+        Ok(c) => Ok(c.api_socket),
+        Err(_) if !cli.config.exists() => Err(ApiError::new(
+            ErrorCode::ConfigMissing,
+            format!(
+                "config {} does not exist (it names the agent's socket); pass --config FILE or --socket PATH",
+                cli.config.display()
+            ),
+        )),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::ConfigInvalid,
+            ferrofab_buildinfo::error_line(&e),
+        )),
+    }
 }
 
 /// The agent clamps longer waits to its maximum, so the client does too
@@ -184,7 +213,16 @@ fn parse_timeout(s: &str) -> anyhow::Result<Duration> {
 }
 
 /// Sends one local API request and prints the answer; returns the exit code.
-fn api_command(socket: PathBuf, req: Request, wait: Duration, json: bool) -> anyhow::Result<u8> {
+fn api_command(
+    socket: Result<PathBuf, ApiError>,
+    req: Request,
+    wait: Duration,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let socket = match socket {
+        Ok(s) => s,
+        Err(err) => return print_api_error(err, json),
+    };
     let rt = runtime()?;
     let resp = rt
         .block_on(local_api::call(
@@ -306,7 +344,7 @@ fn enroll(cli: &Cli, cmd: &Cmd) -> anyhow::Result<u8> {
     else {
         return Ok(EXIT_ERROR);
     };
-    init_logging("warn");
+    init_logging("warn", LogFormat::Human);
     let args = ferrofab_agent::enroll::EnrollArgs {
         token: token.clone(),
         controller: controller.clone(),
@@ -326,15 +364,36 @@ fn enroll(cli: &Cli, cmd: &Cmd) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `--check-config`: exit 0 with "config OK: PATH", else 1 naming the fault.
+fn check_config(cli: &Cli) -> anyhow::Result<u8> {
+    init_logging("warn", LogFormat::Human);
+    ferrofab_agent::check::check_config(&cli.config)
+        .with_context(|| format!("config {}", cli.config.display()))?;
+    println!("config OK: {}", cli.config.display());
+    Ok(0)
+}
+
 fn main_inner(cli: Cli) -> anyhow::Result<u8> {
-    if let Cmd::Holder { cmd } = &cli.cmd {
+    if cli.check_config {
+        return check_config(&cli);
+    }
+    let Some(cmd) = &cli.cmd else {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingSubcommand,
+                "a command is required (or --check-config)",
+            )
+            .exit();
+    };
+    if let Cmd::Holder { cmd } = cmd {
         return ferrofab_agent::holder::cli::run(cmd, &cli.config);
     }
     let socket = socket_path(&cli);
     let short = Duration::from_secs(10);
-    match &cli.cmd {
+    match cmd {
         Cmd::Run => run_daemon(cli.config.clone()).map(|()| 0),
-        Cmd::Enroll { .. } => enroll(&cli, &cli.cmd),
+        Cmd::Enroll { .. } => enroll(&cli, cmd),
         Cmd::Holder { .. } => Ok(EXIT_ERROR),
         Cmd::Status { json } => api_command(socket, Request::Status, short, *json),
         Cmd::Attachments { json } => api_command(socket, Request::Attachments, short, *json),
@@ -371,7 +430,10 @@ fn main() -> ExitCode {
     match main_inner(Cli::parse()) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("ferrofab-agent: {e:#}");
+            eprintln!(
+                "ferrofab-agent: {}",
+                ferrofab_buildinfo::error_line(e.as_ref())
+            );
             ExitCode::from(EXIT_ERROR)
         }
     }

@@ -123,6 +123,37 @@ impl Metrics {
 
 /// Per-volume data-path series of a storage node, from the target.
 pub fn render_target(st: &ferrofab_nvmeof::target::TargetStatus, out: &mut String) {
+    render_target_named(st, &std::collections::HashMap::new(), out);
+}
+
+/// `nqn="..."`, plus `volume="NAME"` when the export's volume is known
+/// (from the last status report), so dashboards can show volume names.
+fn export_labels(nqn: &str, volumes: &std::collections::HashMap<String, String>) -> String {
+    match volumes.get(nqn) {
+        Some(v) => format!("nqn=\"{nqn}\",volume=\"{v}\""),
+        None => format!("nqn=\"{nqn}\""),
+    }
+}
+
+/// `ferrofab_build_info{component,version,commit,build_date} 1`: the same
+/// series name the controller exports.
+pub fn render_build_info(component: &str, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "# HELP ferrofab_build_info Build of this binary (value is always 1)\n# TYPE ferrofab_build_info gauge\nferrofab_build_info{{component=\"{component}\",version=\"{}\",commit=\"{}\",build_date=\"{}\"}} 1",
+        ferrofab_buildinfo::VERSION,
+        ferrofab_buildinfo::COMMIT,
+        ferrofab_buildinfo::BUILD_DATE
+    );
+}
+
+/// [`render_target`] with volume names: `volumes` maps subsystem NQN to
+/// volume name.
+pub fn render_target_named(
+    st: &ferrofab_nvmeof::target::TargetStatus,
+    volumes: &std::collections::HashMap<String, String>,
+    out: &mut String,
+) {
     let series: [(&str, &str, &str); 6] = [
         ("reads", "counter", "Read commands served."),
         ("writes", "counter", "Write commands served."),
@@ -145,8 +176,8 @@ pub fn render_target(st: &ferrofab_nvmeof::target::TargetStatus, out: &mut Strin
                 };
                 let _ = writeln!(
                     out,
-                    "ferrofab_agent_volume_{name}_total{{nqn=\"{}\"}} {v}",
-                    s.nqn
+                    "ferrofab_agent_volume_{name}_total{{{}}} {v}",
+                    export_labels(&s.nqn, volumes)
                 );
             }
         }
@@ -159,8 +190,8 @@ pub fn render_target(st: &ferrofab_nvmeof::target::TargetStatus, out: &mut Strin
     for s in &st.subsystems {
         let _ = writeln!(
             out,
-            "ferrofab_agent_volume_connected_hosts{{nqn=\"{}\"}} {}",
-            s.nqn,
+            "ferrofab_agent_volume_connected_hosts{{{}}} {}",
+            export_labels(&s.nqn, volumes),
             s.controllers.len()
         );
     }
@@ -262,7 +293,7 @@ async fn handle(mut sock: tokio::net::TcpStream, render: Arc<dyn Fn() -> String 
             let body = tokio::task::spawn_blocking(move || render())
                 .await
                 .unwrap_or_default();
-            ("200 OK", "text/plain; version=0.0.4", body)
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
         }
         "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
         _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
@@ -290,6 +321,31 @@ mod tests {
         assert!(s.contains("le=\"0.005\"} 1"));
         assert!(s.contains("le=\"0.5\"} 2"));
         assert!(s.contains("le=\"+Inf\"} 2"));
+    }
+
+    #[test]
+    fn export_series_carry_the_volume_name_and_build_info_is_exported() {
+        let st = ferrofab_nvmeof::target::TargetStatus {
+            listeners: vec![],
+            subsystems: vec![],
+            genctr: 0,
+            commands_refused_length: 0,
+            connections: None,
+        };
+        let names: std::collections::HashMap<String, String> =
+            [("nqn.x:volume:1".to_owned(), "scratch".to_owned())].into();
+        assert_eq!(
+            export_labels("nqn.x:volume:1", &names),
+            "nqn=\"nqn.x:volume:1\",volume=\"scratch\""
+        );
+        assert_eq!(export_labels("nqn.other", &names), "nqn=\"nqn.other\"");
+        let mut s = String::new();
+        render_target_named(&st, &names, &mut s);
+        render_build_info("agent", &mut s);
+        assert!(
+            s.contains("ferrofab_build_info{component=\"agent\",version=\""),
+            "{s}"
+        );
     }
 
     #[test]

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// ferrofab: manage a ferrofab NVMe-over-Fabrics storage cluster.
 #[derive(Debug, Parser)]
-#[command(name = "ferrofab", version, propagate_version = true)]
+#[command(
+    name = "ferrofab",
+    version = ferrofab_buildinfo::VERSION_LINE,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Client configuration file (endpoints and TLS files).
     #[arg(long, global = true, env = "FERROFAB_CONFIG", value_name = "FILE")]
@@ -35,6 +39,10 @@ pub struct Cli {
 pub enum Format {
     /// Aligned columns for people.
     Table,
+    /// The table with more columns (lists and get).
+    Wide,
+    /// Only KIND/NAME, one per line (lists, get, create, update, delete).
+    Name,
     /// JSON for programs.
     Json,
     /// YAML for people who like to diff.
@@ -73,12 +81,45 @@ pub enum Command {
     /// executable (internal; `ferrofab-agent holder` is the user's one).
     #[command(subcommand, hide = true)]
     Holder(ferrofab_agent::holder::cli::HolderCmd),
+    /// The cluster on one screen: controller, nodes, pools, what is not
+    /// ready and why, expiring bursts, recent warnings.
+    Status,
+    /// One object in full: every field, conditions with reasons and ages,
+    /// expiry, placement and where it is exposed.
+    Describe {
+        /// Kind: node, pool, volume, attachment or tenant.
+        #[arg(value_enum)]
+        kind: KindArg,
+        /// Object name.
+        name: String,
+    },
+    /// Show this client's version and the controller's.
+    Version {
+        /// Only this client's version (no controller needed).
+        #[arg(long)]
+        client: bool,
+    },
     /// Print a shell completion script.
     Completions {
         /// Shell to generate for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// Kinds, as `describe` takes them (singular, plural or short).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    #[value(alias = "nodes")]
+    Node,
+    #[value(alias = "pools")]
+    Pool,
+    #[value(aliases = ["volumes", "vol"])]
+    Volume,
+    #[value(aliases = ["attachments", "att"])]
+    Attachment,
+    #[value(alias = "tenants")]
+    Tenant,
 }
 
 // ------------------------------------------------------------------ pki

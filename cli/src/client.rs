@@ -1,7 +1,6 @@
 //! Connecting to the controller and turning gRPC failures into one-line
 //! messages.
 
-use anyhow::anyhow;
 use ferrofab_proto::client::TlsPem;
 use tonic::{Code, Status};
 
@@ -39,10 +38,51 @@ pub async fn connect(cfg: &ClientConfig) -> anyhow::Result<Admin> {
 /// object, so the line never reads `volume "a": volume "a" not found`.
 pub fn status_error(what: &str, status: Status) -> anyhow::Error {
     let msg = describe(&status);
-    if msg.contains(what) {
-        anyhow!(msg)
+    let message = if msg.contains(what) {
+        msg
     } else {
-        anyhow!("{what}: {msg}")
+        format!("{what}: {msg}")
+    };
+    anyhow::Error::new(RpcError {
+        code: status.code(),
+        message,
+    })
+}
+
+/// A refused or failed request, keeping the gRPC code so `main` can pick
+/// the exit status (not found is 3, see [`exit_code`]).
+#[derive(Debug)]
+pub struct RpcError {
+    pub code: Code,
+    message: String,
+}
+
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+/// Exit status for usage by scripts: 0 ok, 1 error, 2 usage (clap), 3 the
+/// object (or one it refers to) does not exist — or, for a tenant, is not
+/// visible, which the controller answers identically.
+pub const EXIT_ERROR: u8 = 1;
+/// See [`EXIT_ERROR`].
+pub const EXIT_NOT_FOUND: u8 = 3;
+
+/// The exit status for an error: [`EXIT_NOT_FOUND`] when any layer of it
+/// is a NOT_FOUND answer, else [`EXIT_ERROR`].
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    let not_found = e.chain().any(|c| {
+        c.downcast_ref::<RpcError>()
+            .is_some_and(|r| r.code == Code::NotFound)
+    });
+    if not_found {
+        EXIT_NOT_FOUND
+    } else {
+        EXIT_ERROR
     }
 }
 
@@ -84,5 +124,14 @@ mod tests {
         assert_eq!(describe(&Status::not_found("")), "not found");
         let e = status_error("volume \"a\"", Status::not_found("volume \"a\" not found"));
         assert_eq!(e.to_string(), "volume \"a\" not found");
+    }
+
+    #[test]
+    fn not_found_has_its_own_exit_code_through_context() {
+        let e = status_error("volume \"a\"", Status::not_found("")).context("describing");
+        assert_eq!(exit_code(&e), EXIT_NOT_FOUND);
+        let e = status_error("volume \"a\"", Status::permission_denied("no"));
+        assert_eq!(exit_code(&e), EXIT_ERROR);
+        assert_eq!(exit_code(&anyhow::anyhow!("other")), EXIT_ERROR);
     }
 }

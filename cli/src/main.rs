@@ -1,8 +1,9 @@
 //! `ferrofab`: the administrator's command-line client.
 //!
 //! This file is the binary edge: it parses arguments, sets up logging, runs
-//! the command, and turns any error into one line on stderr and exit
-//! status 1 (clap uses 2 for usage errors).
+//! the command, and turns any error into one line on stderr and an exit
+//! status: 1, or 3 when the object does not exist (clap uses 2 for usage
+//! errors).
 
 mod args;
 mod client;
@@ -12,6 +13,7 @@ mod dev;
 mod layout;
 mod output;
 mod resource;
+mod wide;
 mod yaml;
 
 use std::process::ExitCode;
@@ -25,19 +27,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferrofab: {}", error_line(&e));
-            ExitCode::FAILURE
+            ExitCode::from(client::exit_code(&e))
         }
     }
 }
 
-/// The whole context chain, joined, on a single line.
+/// The whole context chain, joined, on a single line, each cause's text
+/// once (see [`ferrofab_buildinfo::error_line`]).
 fn error_line(e: &anyhow::Error) -> String {
-    format!("{e:#}")
-        .split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
+    ferrofab_buildinfo::error_line(e.as_ref())
 }
 
 /// Warnings by default (e.g. a world-readable key); `-v` info, `-vv`
@@ -54,6 +52,7 @@ fn init_tracing(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
 }

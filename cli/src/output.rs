@@ -144,6 +144,11 @@ pub(crate) fn render_list<R: Resource>(items: &[R], format: Format) -> String {
             let rows: Vec<Vec<String>> = items.iter().map(R::row).collect();
             table(R::columns(), &rows)
         }
+        Format::Wide => {
+            let rows: Vec<Vec<String>> = items.iter().map(crate::wide::row).collect();
+            table(&crate::wide::columns::<R>(), &rows)
+        }
+        Format::Name => items.iter().map(crate::wide::kind_name).collect(),
         Format::Json => pretty_json(&Value::Array(items.iter().map(document).collect())),
         Format::Yaml => yaml::to_string(&Value::Array(items.iter().map(document).collect())),
     }
@@ -153,6 +158,7 @@ pub(crate) fn render_list<R: Resource>(items: &[R], format: Format) -> String {
 pub(crate) fn render_one<R: Resource>(obj: &R, format: Format) -> String {
     match format {
         Format::Table => table(R::columns(), &[obj.row()]),
+        Format::Wide | Format::Name => render_list(std::slice::from_ref(obj), format),
         other => render_value(&document(obj), other),
     }
 }
@@ -162,7 +168,7 @@ pub(crate) fn render_one<R: Resource>(obj: &R, format: Format) -> String {
 pub fn render_value(v: &Value, format: Format) -> String {
     match format {
         Format::Json => pretty_json(v),
-        Format::Yaml | Format::Table => yaml::to_string(v),
+        Format::Yaml | Format::Table | Format::Wide | Format::Name => yaml::to_string(v),
     }
 }
 

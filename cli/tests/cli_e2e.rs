@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fails, ferrofab, ok, stderr, stdout, Harness};
+use common::{fails, fails_with, ferrofab, ok, stderr, stdout, Harness};
 
 const LAYOUT: &str = r#"
 [[tenant]]
@@ -109,7 +109,8 @@ fn volume_lifecycle_and_errors() {
 
     let yaml = ok(&h.run(&["volume", "delete", "scratch-1", "-o", "yaml"]));
     assert!(yaml.starts_with("kind: Volume\n"), "{yaml}");
-    let e = fails(&h.run(&["volume", "get", "scratch-1"]));
+    // Not found has its own exit status (3), for scripts.
+    let e = fails_with(&h.run(&["volume", "get", "scratch-1"]), 3);
     assert_eq!(e, "volume \"scratch-1\" not found");
     let e = fails(&h.run(&["pool", "list"]));
     assert!(e.contains("not in the fake"), "{e}");

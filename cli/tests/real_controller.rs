@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{fails, ferrofab, ok};
+use common::{fails, fails_with, ferrofab, ok};
 
 struct Controller {
     child: Child,
@@ -253,8 +253,58 @@ capacity = "100GiB"
         "{e}"
     );
 
-    let e = fails(&run(&["volume", "get", "nope"]));
+    let e = fails_with(&run(&["volume", "get", "nope"]), 3);
     assert!(e.contains("nope"), "{e}");
+
+    // Issue 18: status, describe and version from the real controller.
+    let version = shown(&["version"], &ok(&run(&["version"])));
+    assert!(
+        version.contains("\ncontroller  0.1.0 (commit "),
+        "{version}"
+    );
+    let status = shown(&["status"], &ok(&run(&["status"])));
+    for want in [
+        "controller:  0.1.0 (commit ",
+        "store redb at revision ",
+        "pools:       1 pool, ",
+        "volumes:     1 total, 1 not ready\n",
+        "volumes not ready:\n  volume/v1  ",
+    ] {
+        assert!(status.contains(want), "missing {want:?} in\n{status}");
+    }
+    // Only stor-2 enrolled; the declared nodes never reported, and say so.
+    assert!(
+        status.contains("nodes:       1 ready, 2 not ready\n"),
+        "{status}"
+    );
+    assert!(
+        status.contains("  node/stor-1  no status reported yet\n"),
+        "{status}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["status", "-o", "json"]))).unwrap();
+    assert_eq!(doc["volumes"]["total"], 1, "{doc}");
+    let d = shown(
+        &["describe", "volume", "v1"],
+        &ok(&run(&["describe", "volume", "v1"])),
+    );
+    for want in [
+        "Name:        v1\n",
+        "Kind:        Volume\n",
+        "Expires:     never\n",
+        "Placement:   ",
+        "Exposure:    not attached\n",
+        "Spec:\n",
+        "  tenant: neuro\n",
+        "  size: 6GiB\n",
+        "Conditions:\n  TYPE ",
+    ] {
+        assert!(d.contains(want), "missing {want:?} in\n{d}");
+    }
+    let e = fails_with(&run(&["describe", "pool", "nope"]), 3);
+    assert!(e.contains("nope"), "{e}");
+    let names = ok(&run(&["node", "list", "-o", "name"]));
+    assert_eq!(names, "node/stor-1\nnode/stor-2\nnode/ws-1\n");
     drop(ctl);
 }
 

@@ -52,6 +52,8 @@ pub struct Metrics {
     /// ReportStatus calls that left the Node object as stored (heartbeat
     /// kept in memory only).
     pub reports_unpersisted: Counter,
+    /// Pool and node gauges set from the cache at scrape time.
+    cluster: crate::cluster_metrics::ClusterGauges,
 }
 
 impl Default for Metrics {
@@ -87,7 +89,9 @@ impl Drop for GaugeGuard {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("ferrofab_controller");
+        let mut root = Registry::default();
+        crate::cluster_metrics::register_build_info(&mut root, "controller");
+        let registry = root.sub_registry_with_prefix("ferrofab_controller");
         let api_latency = Family::<Labels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
         });
@@ -122,9 +126,11 @@ impl Metrics {
             "Revisions between the store head and an event when it is sent",
             watch_lag.clone(),
         );
-        let counters = Counters::register(&mut registry);
+        let counters = Counters::register(registry);
+        let cluster = crate::cluster_metrics::ClusterGauges::register(registry);
         Self {
-            registry,
+            registry: root,
+            cluster,
             api_latency,
             objects,
             agents,
@@ -177,6 +183,7 @@ impl Metrics {
 
     fn refresh_objects(&self, cache: &Cache) {
         let o = cache.read();
+        self.cluster.refresh(&o);
         for (kind, n) in [
             ("node", o.nodes.len()),
             ("pool", o.pools.len()),
@@ -191,6 +198,7 @@ impl Metrics {
     }
 
     pub fn render(&self, cache: &Cache) -> String {
+        let _scrape = self.cluster.scrape_guard();
         self.refresh_objects(cache);
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
@@ -282,9 +290,21 @@ impl Counters {
     }
 }
 
+/// `prometheus-client` writes OpenMetrics text (`# EOF`, `_total`
+/// counters), so that is what the body is declared as; Prometheus then
+/// parses it with the matching parser and keeps the metric types.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 fn respond(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    respond_as(status, "text/plain; charset=utf-8", body)
+}
+
+fn respond_as(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
     r
 }
 
@@ -304,7 +324,9 @@ pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>, cache: Arc
                 let (m, c) = (m.clone(), c.clone());
                 async move {
                     Ok::<_, Infallible>(match req.uri().path() {
-                        "/metrics" => respond(StatusCode::OK, m.render(&c)),
+                        "/metrics" => {
+                            respond_as(StatusCode::OK, METRICS_CONTENT_TYPE, m.render(&c))
+                        }
                         "/healthz" => respond(StatusCode::OK, "ok\n".into()),
                         _ => respond(StatusCode::NOT_FOUND, "not found\n".into()),
                     })

@@ -55,7 +55,7 @@ pub struct Flags {
 /// files exist, parse, belong together, chain to `ca.crt` and are in date,
 /// so a bad setup fails here with the file named instead of as an opaque
 /// handshake error on the first client.
-fn tls_config(cfg: &Config) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+pub(crate) fn tls_config(cfg: &Config) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let pem = ferrofab_pki::load_server_tls(&cfg.pki.dir).map_err(|e| {
         ServerError::Tls(format!(
             "TLS material in pki.dir {}: {e}",
@@ -74,7 +74,7 @@ fn tls_config(cfg: &Config) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     })
 }
 
-fn signer(cfg: &Config) -> Result<Option<Signer>, ServerError> {
+pub(crate) fn signer(cfg: &Config) -> Result<Option<Signer>, ServerError> {
     if !cfg.pki.enrollment {
         return Ok(None);
     }
@@ -85,7 +85,7 @@ fn signer(cfg: &Config) -> Result<Option<Signer>, ServerError> {
     Ok(Some(Signer::load(&cfg.pki.dir, validity)?))
 }
 
-fn clock(cfg: &Config, flags: &Flags) -> Result<Clock, ServerError> {
+pub(crate) fn clock(cfg: &Config, flags: &Flags) -> Result<Clock, ServerError> {
     match (cfg.clock, flags.enable_debug_service) {
         (ClockKind::System, false) => Ok(Clock::System),
         (ClockKind::Manual, true) => Ok(Clock::manual()),

@@ -580,4 +580,59 @@ async fn metrics_and_healthz_are_served_over_plain_http() {
         "{m}"
     );
     assert!(m.contains("ferrofab_controller_connected_agents"), "{m}");
+    // Issue 18: the body is OpenMetrics and says so; per-pool capacity
+    // gauges, per-node readiness and the build, by label.
+    let head = m
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        head.contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        m.contains(
+            "ferrofab_controller_pool_capacity_bytes{pool=\"p1\",node=\"s1\"} 107374182400\n"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains("ferrofab_controller_pool_allocated_bytes{pool=\"p1\",node=\"s1\"} 0\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ferrofab_controller_pool_free_bytes{pool=\"p1\",node=\"s1\"} 107374182400\n"),
+        "{m}"
+    );
+    // The same figures as GetPool once a volume takes space.
+    c.create_volume(CreateVolumeRequest {
+        volume: Some(volume("v1", "lab", "1GiB", "p1")),
+        ..Default::default()
+    })
+    .await
+    .expect("v1");
+    let m = http_get(&ctl.http, "/metrics");
+    assert!(
+        m.contains(
+            "ferrofab_controller_pool_allocated_bytes{pool=\"p1\",node=\"s1\"} 1073741824\n"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains("ferrofab_controller_pool_free_bytes{pool=\"p1\",node=\"s1\"} 106300440576\n"),
+        "{m}"
+    );
+    // No agent ever reported: not ready.
+    assert!(
+        m.contains("ferrofab_controller_node_ready{node=\"s1\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "ferrofab_build_info{{component=\"controller\",version=\"{}\",commit=\"",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{m}"
+    );
 }

@@ -44,7 +44,10 @@ fn main() {
         .skip(1)
         .any(|a| a == "--debug" || a == "-debug");
     if std::env::args().skip(1).any(|a| a == "--version") {
-        println!("terraform-provider-ferrofab {}", env!("CARGO_PKG_VERSION"));
+        println!(
+            "terraform-provider-ferrofab {}",
+            ferrofab_buildinfo::VERSION_LINE
+        );
         return;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -59,7 +62,10 @@ fn main() {
         }
     };
     if let Err(e) = rt.block_on(run(debug)) {
-        eprintln!("terraform-provider-ferrofab: {e:#}");
+        eprintln!(
+            "terraform-provider-ferrofab: {}",
+            ferrofab_buildinfo::error_line(e.as_ref())
+        );
         std::process::exit(1);
     }
 }

@@ -1,9 +1,12 @@
 //! Command implementations and the dispatcher.
 
 mod apply;
+mod describe;
 mod pki;
 mod resources;
+mod status;
 mod token;
+mod version;
 mod wait;
 
 use std::path::PathBuf;
@@ -20,8 +23,11 @@ use crate::config;
 pub struct Ctx {
     config: Option<PathBuf>,
     endpoint: Option<String>,
-    /// Output format.
+    /// Output format, with `wide` and `name` read as `table`: the
+    /// commands that do not print objects have no other columns or names.
     pub format: Format,
+    /// The output format as given, for the commands that print objects.
+    pub output: Format,
 }
 
 impl Ctx {
@@ -37,7 +43,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Ctx {
         config: cli.config,
         endpoint: cli.endpoint,
-        format: cli.output,
+        format: match cli.output {
+            Format::Wide | Format::Name => Format::Table,
+            f => f,
+        },
+        output: cli.output,
     };
     match cli.command {
         Command::Pki(c) => pki::run(&ctx, c),
@@ -61,6 +71,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 code => anyhow::bail!("holder command failed (exit {code})"),
             }
         }
+        Command::Status => block_on(status::run(&ctx)),
+        Command::Describe { kind, name } => block_on(describe::run(&ctx, kind, &name)),
+        Command::Version { client } => block_on(version::run(&ctx, client)),
     }
 }
 

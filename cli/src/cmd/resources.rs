@@ -117,13 +117,13 @@ async fn common<R: Resource>(ctx: &Ctx, verb: CommonVerb) -> anyhow::Result<()> 
             let obj = R::get(&mut admin, &name)
                 .await
                 .map_err(|s| status_error(&what::<R>(&name), s))?;
-            render_one(&obj, ctx.format)
+            render_one(&obj, ctx.output)
         }
         CommonVerb::List { selector } => {
             let items = R::list(&mut admin, selector.as_deref().unwrap_or(""))
                 .await
                 .map_err(|s| status_error(&format!("listing {}s", R::KIND), s))?;
-            render_list(&items, ctx.format)
+            render_list(&items, ctx.output)
         }
         CommonVerb::Delete {
             name,
@@ -150,8 +150,9 @@ fn deleted_word<R: Resource>(obj: &R) -> &'static str {
 
 /// Table mode prints `volume/NAME created`; JSON/YAML print the object.
 fn done<R: Resource>(ctx: &Ctx, obj: &R, name: &str, verb: &str) -> String {
-    match ctx.format {
-        Format::Table => format!("{}/{name} {verb}\n", R::KIND),
+    match ctx.output {
+        Format::Table | Format::Wide => format!("{}/{name} {verb}\n", R::KIND),
+        Format::Name => format!("{}/{name}\n", R::KIND),
         f => render_one(obj, f),
     }
 }

@@ -212,6 +212,7 @@ macro_rules! admin_impl {
 
 admin_impl! {
     stubs {
+        get_server_info(GetServerInfoRequest) -> ServerInfo;
         create_node(CreateNodeRequest) -> Node;
         get_node(GetNodeRequest) -> Node;
         list_nodes(ListNodesRequest) -> ListNodesResponse;

@@ -139,9 +139,15 @@ pub fn ok(o: &Output) -> String {
 
 /// Asserts failure with exit 1 and a single `ferrofab: ` line; returns it.
 pub fn fails(o: &Output) -> String {
+    fails_with(o, 1)
+}
+
+/// Asserts failure with exit `code` (3: not found) and a single
+/// `ferrofab: ` line; returns it.
+pub fn fails_with(o: &Output, code: i32) -> String {
     assert_eq!(
         o.status.code(),
-        Some(1),
+        Some(code),
         "stdout: {}\nstderr: {}",
         stdout(o),
         stderr(o)

@@ -1426,6 +1426,26 @@ impl AdminService for Admin {
             ))
         })
     }
+    async fn get_server_info(
+        &self,
+        req: Request<GetServerInfoRequest>,
+    ) -> Result<Response<ServerInfo>, Status> {
+        timed!(self, "GetServerInfo", req, |_id, _b| Ok(server_info(
+            self.s.cache.read().revision
+        )))
+    }
+}
+
+/// Build facts of this binary and the store revision: nothing a tenant
+/// could not learn from its own list responses (they carry the revision).
+fn server_info(revision: u64) -> ServerInfo {
+    ServerInfo {
+        version: ferrofab_buildinfo::VERSION.into(),
+        commit: ferrofab_buildinfo::COMMIT.into(),
+        build_date: ferrofab_buildinfo::BUILD_DATE.into(),
+        store: "redb".into(),
+        revision,
+    }
 }
 
 /// Apply's entry points: each step goes to the very per-kind operation

@@ -15,7 +15,10 @@ fn main() {
         Command::Bench(args) => ferrofab_nvmeof::cli::bench::run(args),
     };
     if let Err(err) = result {
-        eprintln!("ferrofab-nvmeof: {err:#}");
+        eprintln!(
+            "ferrofab-nvmeof: {}",
+            ferrofab_buildinfo::error_line(err.as_ref())
+        );
         std::process::exit(1);
     }
 }

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "ferrofab-nvmeof",
-    version,
+    version = ferrofab_buildinfo::VERSION_LINE,
     about = "NVMe/TCP target, discovery controller and initiator"
 )]
 pub struct Cli {
@@ -56,7 +56,8 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

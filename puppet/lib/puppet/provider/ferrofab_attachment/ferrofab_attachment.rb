@@ -29,7 +29,8 @@ class Puppet::Provider::FerrofabAttachment::FerrofabAttachment < Puppet::Resourc
   end
 
   # The `attachments` document, or nil when the agent cannot answer yet
-  # (no binary, or the CLI says `agent_unreachable`). Any other failure
+  # (no binary, or the CLI says `agent_unreachable`, or `config_missing`:
+  # not configured yet). Any other failure
   # (a broken config, an unknown schema) still raises.
   def listing(context)
     binary = find_agent_binary
@@ -72,8 +73,9 @@ class Puppet::Provider::FerrofabAttachment::FerrofabAttachment < Puppet::Resourc
   # failure raises with the agent's error code and message, which carries
   # the controller's reason for a refusal.
   #
-  # An agent that is not there (binary missing, or `agent_unreachable`)
-  # raises AgentAbsent, a ResourceError, so callers may tell it apart.
+  # An agent that is not there (binary missing, `agent_unreachable`, or
+  # `config_missing`: its config file does not exist yet) raises
+  # AgentAbsent, a ResourceError, so callers may tell it apart.
   def agent_json(context, args, binary: nil)
     cmd = [binary || agent_binary] + config_args + args + ['--json']
     context.debug("running #{cmd.join(' ')}")
@@ -81,7 +83,7 @@ class Puppet::Provider::FerrofabAttachment::FerrofabAttachment < Puppet::Resourc
     doc = parse_json(stdout)
     unless status.success?
       message = failure_message(args, doc, stderr, status)
-      raise AgentAbsent, message if error_code(doc) == 'agent_unreachable'
+      raise AgentAbsent, message if ABSENT_CODES.include?(error_code(doc))
       raise Puppet::ResourceError, message
     end
     check_document(args, doc, stdout)
@@ -119,6 +121,10 @@ class Puppet::Provider::FerrofabAttachment::FerrofabAttachment < Puppet::Resourc
 
   # Raised when the agent cannot answer: not installed or not running.
   class AgentAbsent < Puppet::ResourceError; end
+
+  # CLI error codes that mean "no agent here (yet)": not running, or its
+  # config file (which names the socket) not written yet.
+  ABSENT_CODES = ['agent_unreachable', 'config_missing'].freeze
 
   private
 

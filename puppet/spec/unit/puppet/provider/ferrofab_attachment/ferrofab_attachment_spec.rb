@@ -67,6 +67,11 @@ RSpec.describe Puppet::Provider::FerrofabAttachment::FerrofabAttachment do
       expect(provider.get(context)).to eq([])
     end
 
+    it 'lists nothing when the agent config does not exist yet (not enrolled)' do
+      stub_cli(['attachments'], 'error_config_missing', failed)
+      expect(provider.get(context)).to eq([])
+    end
+
     it 'lists nothing when the agent is not installed (a fresh host), without running anything' do
       allow(provider).to receive(:find_agent_binary).and_return(nil)
       expect(provider).not_to receive(:run_cli)
