@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,31 @@ pub struct Etcd {
     pub dir: tempfile::TempDir,
     pub client_url: String,
     pub addr: SocketAddr,
+    tls: Option<Tls>,
+}
+
+/// Files for an etcd serving mTLS: its server certificate and key, the CA
+/// it trusts for clients, and a client certificate the tests use.
+#[derive(Clone)]
+pub struct Tls {
+    pub ca_file: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Tls {
+    fn options(&self) -> etcd_client::ConnectOptions {
+        let read = |p: &PathBuf| std::fs::read(p).expect("read TLS file");
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&self.ca_file)))
+            .identity(etcd_client::Identity::from_pem(
+                read(&self.client_cert),
+                read(&self.client_key),
+            ));
+        etcd_client::ConnectOptions::new().with_tls(tls)
+    }
 }
 
 fn free_port() -> u16 {
@@ -43,13 +68,30 @@ impl Etcd {
 
     /// Starts (or restarts) etcd on the data directory `dir`.
     pub fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::launch(dir, None)
+    }
+
+    /// An etcd that serves https only and requires client certificates.
+    pub fn start_tls(tls: Tls) -> Self {
+        Self::launch(tempfile::tempdir().expect("tempdir"), Some(tls))
+    }
+
+    fn launch(dir: tempfile::TempDir, tls: Option<Tls>) -> Self {
         let bin = etcd_binary();
         let client = free_port();
         let peer = free_port();
-        let client_url = format!("http://127.0.0.1:{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log file");
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some(t) = &tls {
+            cmd.arg(format!("--cert-file={}", t.server_cert.display()))
+                .arg(format!("--key-file={}", t.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", t.ca_file.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name=t")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client_url}"))
@@ -68,6 +110,7 @@ impl Etcd {
             dir,
             client_url,
             addr,
+            tls,
         };
         e.wait_ready();
         e
@@ -80,10 +123,11 @@ impl Etcd {
                 // The port accepts before the member has elected itself;
                 // a client call is the real readiness check.
                 let url = self.client_url.clone();
+                let opts = self.tls.as_ref().map(Tls::options);
                 // On a thread of its own: the caller may be async.
                 let probe = std::thread::spawn(move || {
                     rt().block_on(async move {
-                        match etcd_client::Client::connect([url], None).await {
+                        match etcd_client::Client::connect([url], opts).await {
                             Ok(mut c) => c.get("ready-probe", None).await.is_ok(),
                             Err(_) => false,
                         }
@@ -109,7 +153,8 @@ impl Etcd {
     }
 
     pub async fn client(&self) -> etcd_client::Client {
-        etcd_client::Client::connect([self.client_url.clone()], None)
+        let opts = self.tls.as_ref().map(Tls::options);
+        etcd_client::Client::connect([self.client_url.clone()], opts)
             .await
             .expect("connect to test etcd")
     }
