@@ -355,6 +355,10 @@ async fn etcd_compaction_relists_and_resumes() {
     assert_eq!(seen["volumes/new"], (EventKind::Put, vec![5]));
     assert_eq!(s.relists(), 1);
     assert!(
+        ferrofab_controller::store::etcd::RELISTS.get() >= 1,
+        "counted in /metrics"
+    );
+    assert!(
         !seen.contains_key("volumes/keep"),
         "unchanged keys are not re-sent"
     );

@@ -45,13 +45,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions,
     Identity, TlsOptions, Txn as EtcdTxn, TxnOp, TxnOpResponse, WatchOptions,
 };
+use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use tokio::runtime::Runtime;
 use tokio::sync::{oneshot, watch};
@@ -165,7 +166,15 @@ fn is_loopback(host_port: &str) -> bool {
     host.starts_with("127.") || host.starts_with("localhost:") || host.starts_with("[::1]:")
 }
 
+/// Re-lists after a compaction, process-wide, for `/metrics`
+/// (`ferrofab_controller_store_etcd_relists_total`).
+pub static RELISTS: LazyLock<Counter> = LazyLock::new(Counter::default);
+/// etcd requests that failed or timed out, process-wide, for `/metrics`
+/// (`ferrofab_controller_store_etcd_errors_total`).
+pub static ERRORS: LazyLock<Counter> = LazyLock::new(Counter::default);
+
 fn io<E: std::fmt::Display>(e: E) -> StoreError {
+    ERRORS.inc();
     StoreError::Io(format!("etcd: {e}"))
 }
 
@@ -280,6 +289,11 @@ impl EtcdStore {
     }
 }
 
+fn timed_out(msg: String) -> StoreError {
+    ERRORS.inc();
+    StoreError::Io(msg)
+}
+
 /// A runtime that shuts down in the background when dropped.
 struct BackgroundDrop(Option<Runtime>);
 
@@ -313,7 +327,7 @@ fn block_on<T: Send + 'static>(
     rt.spawn(async move {
         let r = match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(StoreError::Io(format!(
+            Err(_) => Err(timed_out(format!(
                 "etcd did not answer within {} ms (store.etcd.timeout_ms)",
                 timeout.as_millis()
             ))),
@@ -457,7 +471,7 @@ impl Store for EtcdStore {
                     Ok(r)
                 }
                 Ok(Err(e)) => Err(e),
-                Err(_) => Err(StoreError::Io(format!(
+                Err(_) => Err(timed_out(format!(
                     "etcd transaction not answered within {} ms (store.etcd.timeout_ms); it may or may not have committed",
                     timeout.as_millis()
                 ))),
@@ -715,6 +729,7 @@ impl Follower {
             m.revision = at.max(m.revision);
         }
         self.relists.fetch_add(1, Ordering::SeqCst);
+        RELISTS.inc();
         info!(
             revision = at,
             changes = batch.len(),
