@@ -742,3 +742,52 @@ impl Follower {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(endpoints: &[&str]) -> EtcdConfig {
+        EtcdConfig {
+            endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            ..EtcdConfig::default()
+        }
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let err = |c: EtcdConfig| c.validate().expect_err("invalid");
+        assert!(err(cfg(&[])).contains("store.etcd.endpoints is empty"));
+        assert!(err(cfg(&["http://10.0.0.1:2379"])).contains("non-loopback"));
+        assert!(err(cfg(&["https://10.0.0.1:2379"])).contains("store.etcd.ca_file"));
+        assert!(err(cfg(&["tcp://127.0.0.1:2379"])).contains("https:// or http://"));
+        let mut c = cfg(&["http://127.0.0.1:2379"]);
+        assert!(c.validate().is_ok(), "plain http to loopback is allowed");
+        c.cert_file = Some("/c".into());
+        assert!(err(c.clone()).contains("go together"));
+        c.cert_file = None;
+        c.prefix = "ferrofab".into();
+        assert!(err(c.clone()).contains("store.etcd.prefix"));
+        c.prefix = "/p/".into();
+        c.timeout_ms = 0;
+        assert!(err(c).contains("timeout_ms"));
+    }
+
+    #[test]
+    fn prefix_end_covers_exactly_the_prefix() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
+        assert_eq!(prefix_end(&[b'a', 0xff]), b"b".to_vec());
+        assert_eq!(prefix_end(&[0xff]), vec![0]);
+    }
+
+    #[test]
+    fn config_section_parses_with_defaults() {
+        let c: crate::store::StoreConfig =
+            toml::from_str("backend = \"etcd\"\n[etcd]\nendpoints = [\"http://127.0.0.1:1\"]\n")
+                .expect("parse");
+        assert_eq!(c.backend, crate::store::Backend::Etcd);
+        assert_eq!(c.etcd.prefix, "/ferrofab/v1/objects/");
+        assert_eq!((c.etcd.timeout_ms, c.etcd.list_page_size), (5_000, 1_000));
+        assert!(toml::from_str::<crate::store::StoreConfig>("backend = \"zk\"").is_err());
+    }
+}
