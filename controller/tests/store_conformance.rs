@@ -370,3 +370,27 @@ async fn etcd_compaction_relists_and_resumes() {
         .expect("event");
     assert_eq!((ev.kv.key.as_str(), ev.revision), ("volumes/after", r));
 }
+
+/// An unreachable etcd stops start-up within `timeout_ms`, naming etcd,
+/// instead of hanging or starting with an empty store.
+#[test]
+fn unreachable_etcd_fails_open_clearly() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let cfg = EtcdConfig {
+        timeout_ms: 500,
+        ..etcd_cfg(&format!("http://127.0.0.1:{port}"), 10)
+    };
+    let started = std::time::Instant::now();
+    let err = EtcdStore::open(&cfg).err().expect("must fail");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded by timeout_ms"
+    );
+    eprintln!("open failed as expected: {err}");
+    assert!(err.to_string().contains("store.etcd.endpoints"), "{err}");
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+}

@@ -240,6 +240,10 @@ impl EtcdStore {
             let p = prefix.clone();
             block_on(runtime.get()?, timeout, async move {
                 list_paged(c, &p, "", page).await
+            })
+            .map_err(|e| StoreError::Open {
+                path: cfg.endpoints.join(","),
+                reason: format!("{e} (is etcd up and reachable at store.etcd.endpoints?)"),
             })?
         };
         info!(endpoints = %cfg.endpoints.join(","), prefix = %prefix, revision, keys = kvs.len(), "etcd store opened");
