@@ -82,11 +82,19 @@ impl Hub {
         Self::with_floor(h, revision, capacity, complete_after)
     }
 
-    /// A hub whose history is known complete above `complete_after`
-    /// (for stores whose revisions are not dense, see
-    /// [`crate::store::etcd`]).
-    pub fn sparse(revision: Revision, capacity: usize) -> Self {
-        Self::with_floor(VecDeque::new(), revision, capacity, revision)
+    /// A hub whose `history` (oldest first) holds every event above
+    /// `complete_after`, for stores whose revisions are not dense (see
+    /// [`crate::store::etcd`]). Trimmed to `capacity` by whole revisions.
+    pub fn sparse(
+        history: Vec<Event>,
+        revision: Revision,
+        capacity: usize,
+        complete_after: Revision,
+    ) -> Self {
+        let h = history.into_iter().map(Arc::new).collect();
+        let hub = Self::with_floor(h, revision, capacity, complete_after);
+        hub.lock().evict_whole_revisions();
+        hub
     }
 
     fn with_floor(

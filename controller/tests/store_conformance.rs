@@ -227,9 +227,15 @@ async fn etcd_conforms() {
 #[tokio::test]
 async fn etcd_restart_resume() {
     let etcd = Etcd::start();
-    let r = {
+    let (before, r) = {
         let s = open_etcd(&etcd.client_url, 100);
-        committed(commit(&s, Txn::new().put("nodes/a", b"1".to_vec())).await)
+        let before = s.revision();
+        committed(commit(&s, Txn::new().put("nodes/gone", b"g".to_vec())).await);
+        committed(commit(&s, Txn::new().delete("nodes/gone")).await);
+        (
+            before,
+            committed(commit(&s, Txn::new().put("nodes/a", b"1".to_vec())).await),
+        )
     };
     let dir = etcd.kill();
     let etcd = Etcd::start_in(dir);
@@ -254,6 +260,25 @@ async fn etcd_restart_resume() {
         .watch("", r)
         .expect("watch from the restart revision");
     assert_eq!(w.backlog.len(), 1);
+    // The history from before the restart was reloaded from etcd: a
+    // watcher resumes from a pre-restart revision, deletes with their value.
+    let w = shared
+        .watch("", before)
+        .expect("resume from before the restart");
+    let got: Vec<(EventKind, &str, &[u8])> = w
+        .backlog
+        .iter()
+        .map(|e| (e.kind, e.kv.key.as_str(), e.kv.value.as_slice()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (EventKind::Put, "nodes/gone", &b"g"[..]),
+            (EventKind::Delete, "nodes/gone", &b"g"[..]),
+            (EventKind::Put, "nodes/a", &b"1"[..]),
+            (EventKind::Put, "nodes/a", &b"2"[..]),
+        ]
+    );
 }
 
 #[tokio::test]

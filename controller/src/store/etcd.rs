@@ -25,13 +25,18 @@
 //! **Watch.** One etcd watch on the prefix feeds an in-process [`Hub`]; the
 //! cache and every API watch subscribe to the hub, as with redb. The etcd
 //! watch starts at the revision of the initial list, so the hub's history is
-//! complete from there. If etcd compacted past the revision the watch must
+//! complete from there (and before it, as far as the replayed history
+//! goes). If etcd compacted past the revision the watch must
 //! resume from (after a partition or a slow restart), etcd cancels it with
 //! a `compact_revision`; the backend then lists the prefix again and
 //! publishes the difference to what it had seen as one synthetic batch at
 //! the list's revision (puts for new or changed keys, deletes for vanished
 //! ones), then watches on from there. Followers stay correct without
 //! knowing that a compaction happened.
+//!
+//! **History across restarts.** At open, what etcd still keeps of the
+//! prefix's history (up to `history` events) is replayed into the hub, so
+//! a watcher resumes across a controller restart; see [`load_history`].
 //!
 //! **Acknowledgement.** A committed transaction is acknowledged once its
 //! revision went through the hub, so that (as with redb) a watch opened
@@ -247,7 +252,28 @@ impl EtcdStore {
             })?
         };
         info!(endpoints = %cfg.endpoints.join(","), prefix = %prefix, revision, keys = kvs.len(), "etcd store opened");
-        let hub = Arc::new(Hub::sparse(revision, cfg.history));
+        // The resume history survives restarts as far as etcd still has
+        // it; failing to load it only makes older resumes re-list.
+        let (history, floor) = {
+            let c = client.clone();
+            let p = prefix.clone();
+            let cap = cfg.history;
+            match block_on(runtime.get()?, timeout, async move {
+                load_history(c, &p, revision, cap).await
+            }) {
+                Ok(h) => h,
+                Err(e) => {
+                    warn!(error = %e, "cannot load the watch history from etcd; resumes from before this start will list again");
+                    (Vec::new(), revision)
+                }
+            }
+        };
+        info!(
+            events = history.len(),
+            complete_after = floor,
+            "watch history loaded from etcd"
+        );
+        let hub = Arc::new(Hub::sparse(history, revision, cfg.history, floor));
         let (published_tx, published) = watch::channel(revision);
         let relists = Arc::new(AtomicU64::new(0));
         let follower = Follower {
@@ -491,6 +517,119 @@ impl Store for EtcdStore {
 
     fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
         self.hub.subscribe(prefix, from)
+    }
+}
+
+/// The key the history load writes to know when etcd has replayed
+/// everything: `PREFIX` without its last `/`, plus `-history-mark`. It
+/// sorts just before `PREFIX`, so one watch range covers it and the
+/// objects, and it is outside the objects themselves. (etcd 3.4 answers a
+/// progress request at once, even from a watch still replaying history, so
+/// progress reports cannot mark the end of the replay.)
+fn history_mark(prefix: &str) -> String {
+    format!("{}-history-mark", prefix.trim_end_matches('/'))
+}
+
+/// Replays what etcd still keeps of the prefix's history up to `upto`
+/// (the revision of the initial list), keeping at most about `capacity`
+/// events by whole revisions. Returns the events and the revision above
+/// which they are complete. A delete whose previous value etcd no longer
+/// has restarts the history after it (a delete event carries the value).
+async fn load_history(
+    client: Client,
+    prefix: &str,
+    upto: Revision,
+    capacity: usize,
+) -> Result<(Vec<Event>, Revision), StoreError> {
+    let mark = history_mark(prefix);
+    let mut start: i64 = 1;
+    'watch: loop {
+        let opts = WatchOptions::new()
+            .with_range(prefix_end(prefix.as_bytes()))
+            .with_start_revision(start)
+            .with_prev_key();
+        let mut stream = client
+            .watch_client()
+            .watch(mark.clone(), Some(opts))
+            .await
+            .map_err(io)?;
+        let mut marked = false;
+        let mut events: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
+        let mut floor = rev(start).saturating_sub(1);
+        loop {
+            let Some(resp) = stream.message().await.map_err(io)? else {
+                return Err(io("the history watch ended"));
+            };
+            if resp.canceled() {
+                if resp.compact_revision() > 0 {
+                    start = resp.compact_revision();
+                    continue 'watch;
+                }
+                return Err(io(format!(
+                    "history watch canceled: {}",
+                    resp.cancel_reason()
+                )));
+            }
+            if resp.created() && !marked {
+                // Written once the watch exists: its event ends the replay.
+                client
+                    .kv_client()
+                    .put(mark.clone(), upto.to_string(), None)
+                    .await
+                    .map_err(io)?;
+                marked = true;
+            }
+            for e in resp.events() {
+                let Some(raw) = e.kv() else { continue };
+                if raw.key() == mark.as_bytes() && rev(raw.mod_revision()) > upto {
+                    break 'watch Ok((events.into(), floor));
+                }
+                let Some(kv) = to_kv(raw, prefix) else {
+                    continue;
+                };
+                let revision = kv.mod_revision;
+                if revision > upto {
+                    continue; // the follower delivers these
+                }
+                let ev = match e.event_type() {
+                    EventType::Put => Event {
+                        kind: EventKind::Put,
+                        kv,
+                        revision,
+                        batch_end: false,
+                    },
+                    EventType::Delete => match e.prev_kv().and_then(|k| to_kv(k, prefix)) {
+                        Some(prev) => Event {
+                            kind: EventKind::Delete,
+                            kv: KeyValue {
+                                mod_revision: revision,
+                                ..prev
+                            },
+                            revision,
+                            batch_end: false,
+                        },
+                        None => {
+                            events.clear();
+                            floor = revision;
+                            continue;
+                        }
+                    },
+                };
+                events.push_back(ev);
+                while events.len() > capacity {
+                    let Some(oldest) = events.front().map(|e| e.revision) else {
+                        break;
+                    };
+                    if oldest == revision {
+                        break;
+                    }
+                    while events.front().is_some_and(|e| e.revision == oldest) {
+                        events.pop_front();
+                    }
+                    floor = oldest;
+                }
+            }
+        }
     }
 }
 
