@@ -281,6 +281,9 @@ pub struct Config {
     pub objects: crate::validate::ObjectLimits,
     #[serde(default)]
     pub server: ServerConfig,
+    /// Which store backend (`[store]`, default redb at `store_path`).
+    #[serde(default)]
+    pub store: crate::store::StoreConfig,
 }
 
 fn default_max_message() -> usize {
@@ -323,6 +326,7 @@ impl Config {
             .map_err(ConfigError::Invalid)?;
         self.validate_limits()?;
         self.pki.node_validity()?;
+        self.store.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

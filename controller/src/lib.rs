@@ -5,6 +5,7 @@
 pub mod api;
 pub mod apply;
 pub mod authz;
+pub mod backup;
 pub mod cache;
 pub mod check;
 pub mod clock;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use ferrofab_controller::backup;
 use ferrofab_controller::config::{Config, LogFormat};
 use ferrofab_controller::server::{self, Flags};
 use tracing_subscriber::EnvFilter;
@@ -29,6 +30,59 @@ struct Cli {
     /// Test-only: serve DebugService (needs clock = "manual"). Never in production.
     #[arg(long, hide = true)]
     enable_debug_service: bool,
+    /// Without a command the controller serves.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Write an encrypted, consistent backup of the store's objects and the
+    /// PKI directory (CA, server and issued keys). With redb, stop the
+    /// controller first (the file is locked); with etcd it may run.
+    Backup {
+        /// The backup file to write (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        key: BackupKey,
+    },
+    /// Restore a backup into the configured store and PKI directory. A store
+    /// holding any object, or PKI files that differ, are refused unless
+    /// --force. Backing up from a redb configuration and restoring with an
+    /// etcd one (or back) migrates between stores.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace a non-empty store's content and differing PKI files.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        key: BackupKey,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+struct BackupKey {
+    /// File whose first line is the passphrase (Argon2id-derived key).
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+    /// File holding a 32-byte key, raw or as 64 hex digits.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+}
+
+impl BackupKey {
+    fn source(&self) -> backup::KeySource {
+        match (&self.passphrase_file, &self.key_file) {
+            (Some(p), _) => backup::KeySource::PassphraseFile(p.clone()),
+            (None, Some(k)) => backup::KeySource::KeyFile(k.clone()),
+            // clap's required group makes this unreachable; a key file
+            // that does not exist then fails with its name.
+            (None, None) => backup::KeySource::KeyFile(PathBuf::from("--key-file")),
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -69,10 +123,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let flags = Flags {
-        enable_debug_service: cli.enable_debug_service,
-    };
-    rt.block_on(server::run(cfg, flags))?;
+    match cli.command {
+        Some(Command::Backup { out, key }) => {
+            let s = rt.block_on(backup::backup(&cfg, &key.source(), &out))?;
+            println!(
+                "backup written to {}: {} objects at store revision {}, {} PKI files",
+                out.display(),
+                s.objects,
+                s.revision,
+                s.files
+            );
+        }
+        Some(Command::Restore { from, force, key }) => {
+            let s = rt.block_on(backup::restore(&cfg, &key.source(), &from, force))?;
+            println!(
+                "restored {} objects and {} PKI files from {}",
+                s.objects,
+                s.files,
+                from.display()
+            );
+        }
+        None => {
+            let flags = Flags {
+                enable_debug_service: cli.enable_debug_service,
+            };
+            rt.block_on(server::run(cfg, flags))?;
+        }
+    }
     Ok(())
 }
 

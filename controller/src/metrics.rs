@@ -126,6 +126,16 @@ impl Metrics {
             "Revisions between the store head and an event when it is sent",
             watch_lag.clone(),
         );
+        registry.register(
+            "store_etcd_relists",
+            "Full re-lists of the etcd prefix after etcd compacted past the watch",
+            crate::store::etcd::RELISTS.clone(),
+        );
+        registry.register(
+            "store_etcd_errors",
+            "etcd requests that failed or timed out (store.etcd.timeout_ms)",
+            crate::store::etcd::ERRORS.clone(),
+        );
         let counters = Counters::register(registry);
         let cluster = crate::cluster_metrics::ClusterGauges::register(registry);
         Self {

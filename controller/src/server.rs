@@ -22,7 +22,7 @@ use crate::enroll::Signer;
 use crate::metrics::{self, Metrics};
 use crate::placement::Allocator;
 use crate::planner::Defaults;
-use crate::store::{redb::RedbStore, SharedStore};
+use crate::store::SharedStore;
 use crate::{expiry, heartbeat, listener, store};
 
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +142,7 @@ pub async fn run_until(
     let clock = clock(&cfg, &flags)?;
     let tls = tls_config(&cfg)?;
     let signer = signer(&cfg)?;
-    let store: SharedStore = Arc::new(RedbStore::open(&cfg.store_path)?);
+    let store: SharedStore = store::open(&cfg.store, &cfg.store_path)?;
     let cache = Cache::start(store.clone())?;
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);

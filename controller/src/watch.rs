@@ -32,6 +32,12 @@ struct Inner {
     history: VecDeque<Arc<Event>>,
     capacity: usize,
     revision: Revision,
+    /// The history holds every event with a revision above this one.
+    /// Kept explicitly rather than derived from the oldest event because
+    /// revisions need not be dense: an etcd-backed store skips the
+    /// revisions of writes outside its prefix, so "oldest kept is
+    /// `from + 1`" would refuse sound resumes.
+    complete_after: Revision,
     subscribers: Vec<Subscriber>,
 }
 
@@ -52,6 +58,7 @@ impl Inner {
             while self.history.front().is_some_and(|e| e.revision == oldest) {
                 self.history.pop_front();
             }
+            self.complete_after = oldest;
         }
     }
 }
@@ -69,11 +76,39 @@ impl Hub {
         while h.len() > capacity {
             h.pop_front();
         }
+        // Dense revisions (redb): complete from just before the oldest kept
+        // event, or from `revision` when nothing is kept.
+        let complete_after = h.front().map_or(revision, |e| e.revision.saturating_sub(1));
+        Self::with_floor(h, revision, capacity, complete_after)
+    }
+
+    /// A hub whose `history` (oldest first) holds every event above
+    /// `complete_after`, for stores whose revisions are not dense (see
+    /// [`crate::store::etcd`]). Trimmed to `capacity` by whole revisions.
+    pub fn sparse(
+        history: Vec<Event>,
+        revision: Revision,
+        capacity: usize,
+        complete_after: Revision,
+    ) -> Self {
+        let h = history.into_iter().map(Arc::new).collect();
+        let hub = Self::with_floor(h, revision, capacity, complete_after);
+        hub.lock().evict_whole_revisions();
+        hub
+    }
+
+    fn with_floor(
+        history: VecDeque<Arc<Event>>,
+        revision: Revision,
+        capacity: usize,
+        complete_after: Revision,
+    ) -> Self {
         Self {
             inner: Mutex::new(Inner {
-                history: h,
+                history,
                 capacity,
                 revision,
+                complete_after,
                 subscribers: Vec::new(),
             }),
         }
@@ -109,16 +144,12 @@ impl Hub {
     /// Subscribes to events under `prefix` with revision > `from`.
     pub fn subscribe(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
         let mut inner = self.lock();
-        let oldest_kept = inner.history.front().map(|e| e.revision);
-        if from < inner.revision {
-            // The backlog must be contiguous: every revision after `from`.
-            let ok = matches!(oldest_kept, Some(o) if o <= from + 1);
-            if !ok {
-                return Err(StoreError::Compacted {
-                    requested: from,
-                    oldest: oldest_kept.map_or(inner.revision, |o| o.saturating_sub(1)),
-                });
-            }
+        // The backlog must be contiguous: every event after `from`.
+        if from < inner.revision && from < inner.complete_after {
+            return Err(StoreError::Compacted {
+                requested: from,
+                oldest: inner.complete_after,
+            });
         }
         let backlog: Vec<Arc<Event>> = inner
             .history

@@ -38,8 +38,12 @@ ff_need_cmd() {
     done
 }
 
-# ff_cargo ARGS... : cargo with the repository as working directory.
-ff_cargo() { (cd "$FF_REPO" && cargo "$@"); }
+# ff_cargo ARGS... : cargo with the repository as working directory. The
+# etcd client crate compiles etcd's protos at build time with protoc.
+ff_cargo() {
+    ff_need_pkgs protobuf-compiler
+    (cd "$FF_REPO" && cargo "$@")
+}
 
 # ff_release_bin NAME : path of a release binary, building it if needed.
 ff_release_bin() {

@@ -38,6 +38,7 @@ for k in FERROFAB_BENCH_SCALE_VOLUMES FERROFAB_BENCH_ATTACH_CYCLES FERROFAB_BENC
     [ -n "${!k:-}" ] && knobs="$knobs$k=${!k} "
 done
 : >"$out/agent.txt"
+ff_need_pkgs protobuf-compiler   # the etcd client crate compiles protos
 for b in "ferrofab-controller --bench scale" "ferrofab-agent --bench agent"; do
     ff_say "agent: ${knobs}cargo bench -p $b"
     # shellcheck disable=SC2086 # $b is two words on purpose

@@ -16,6 +16,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 out=$FF_WORK/bench
 mkdir -p "$out"
+# protoc builds the etcd client; etcd-server runs the store_backends bench.
+ff_need_pkgs protobuf-compiler etcd-server
 creates=${FF_BENCH_CREATES:-10000}
 cmd="FERROFAB_BENCH_CREATES=$creates cargo bench -p ferrofab-controller --bench controller"
 ff_say "controller: $cmd"
@@ -24,6 +26,10 @@ ff_say "controller: $cmd"
     || ff_die "controller benchmark failed"
 grep -q '^bench: rss_1000_watch_streams' "$out/controller.txt" \
     || ff_die "controller benchmark printed no results"
+ff_say "controller: cargo bench -p ferrofab-controller --bench store_backends (redb vs etcd)"
+(cd "$FF_REPO" && cargo bench -q -p ferrofab-controller --bench store_backends) \
+    | tee -a "$out/controller.txt" | grep '^bench:' >&2 \
+    || ff_die "store backends benchmark failed"
 
 python3 - "$out/controller.txt" "$cmd" "$(nproc)" <<'EOF' >"$out/controller.md"
 import sys
@@ -63,5 +69,10 @@ row("watch_delivery_p99", "watch delivery p99")
 row("rss_1000_watch_streams", "RSS with 1,000 open watch streams")
 row("rss_after_creates_with_agents", "RSS after the agents run")
 row("desired_state_snapshots_sent", "desired-state snapshots sent to agents")
+redb16 = r.get("store_redb_creates_16_clients", (0, ""))[0]
+row("store_redb_creates_16_clients", "store: redb creates, 16 clients (store_backends)")
+row("store_etcd_creates_16_clients", "store: etcd creates, 16 clients (goal >= 0.5x redb)", redb16, "redb")
+row("store_redb_create_p99", "store: redb create p99")
+row("store_etcd_create_p99", "store: etcd create p99")
 EOF
 cat "$out/controller.md"

@@ -7,6 +7,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 # Loop devices and filesystems for the backend and FUSE tests.
 ff_need_pkgs util-linux mount e2fsprogs fuse3 kmod
 ff_need_cmd cargo losetup mkfs.ext4 e2fsck
+# A real etcd for the etcd store backend's tests (controller/tests/
+# store_conformance.rs, etcd_backend.rs); they fail loudly without it.
+ff_need_pkgs etcd-server
+ff_need_cmd etcd
 
 ff_say "cargo fmt --check"
 ff_cargo fmt --all -- --check

@@ -3,6 +3,7 @@
 //! that an etcd backend can replace the embedded one without touching the
 //! API layer.
 
+pub mod etcd;
 pub mod redb;
 
 use std::sync::Arc;
@@ -151,3 +152,42 @@ pub trait Store: Send + Sync + 'static {
 
 /// A shared store handle.
 pub type SharedStore = Arc<dyn Store>;
+
+/// Which backend holds the objects (`[store] backend`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The embedded redb file at `store_path` (one machine, `ferrofab dev`).
+    #[default]
+    Redb,
+    /// An etcd cluster (`[store.etcd]`), see [`etcd`].
+    Etcd,
+}
+
+/// `[store]` in the controller configuration.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default)]
+    pub etcd: etcd::EtcdConfig,
+}
+
+impl StoreConfig {
+    /// Checks the section without connecting; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.backend {
+            Backend::Redb => Ok(()),
+            Backend::Etcd => self.etcd.validate(),
+        }
+    }
+}
+
+/// Opens the configured backend; `store_path` is the redb file.
+pub fn open(cfg: &StoreConfig, store_path: &std::path::Path) -> Result<SharedStore, StoreError> {
+    Ok(match cfg.backend {
+        Backend::Redb => Arc::new(redb::RedbStore::open(store_path)?),
+        Backend::Etcd => Arc::new(etcd::EtcdStore::open(&cfg.etcd)?),
+    })
+}
