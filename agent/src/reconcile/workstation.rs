@@ -467,6 +467,9 @@ impl BlockIo for ReadOnly {
     fn flush(&self) -> io::Result<()> {
         Ok(())
     }
+    fn read_only(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
