@@ -1,6 +1,7 @@
 //! Command implementations and the dispatcher.
 
 mod apply;
+mod moving;
 mod pki;
 mod resources;
 mod token;

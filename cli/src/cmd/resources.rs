@@ -59,6 +59,23 @@ pub async fn volume(ctx: &Ctx, cmd: VolumeCommand) -> anyhow::Result<()> {
         VolumeCommand::Extend { name, by } => {
             update(ctx, &name, |v: &mut v1::Volume| extend(v, by)).await
         }
+        VolumeCommand::Move {
+            name,
+            to,
+            force,
+            timeout,
+        } => {
+            super::moving::run(
+                ctx,
+                super::moving::MoveArgs {
+                    volume: name,
+                    to,
+                    force,
+                    timeout,
+                },
+            )
+            .await
+        }
         VolumeCommand::Common(v) => common::<v1::Volume>(ctx, v).await,
     }
 }
@@ -372,6 +389,7 @@ fn apply_attachment(at: &mut v1::Attachment, a: &AttachmentSpecArgs) -> anyhow::
         spec.mode = match m {
             ModeArg::ReadWrite => v1::AccessMode::ReadWrite,
             ModeArg::ReadOnly => v1::AccessMode::ReadOnly,
+            ModeArg::ReadWriteMany => v1::AccessMode::ReadWriteMany,
         } as i32;
     }
     Ok(())
