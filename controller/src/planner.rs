@@ -180,6 +180,7 @@ fn connection(o: &Objects, a: &Attachment, defaults: &Defaults) -> Option<Connec
         options: Some(defaults.transport),
         exposure_name: spec.volume.clone(),
         read_only: access::mode_of(a) == AccessMode::ReadOnly,
+        access_mode: access::mode_of(a) as i32,
         uuid: st.uuid.clone(),
     })
 }
