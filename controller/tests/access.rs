@@ -425,3 +425,20 @@ async fn apply_moves_an_attachment() {
     // same until ws1 reports.
     assert_eq!(a.status.expect("status").moved_from_node, "ws1");
 }
+
+/// Readers and clustered writers move without a fence (they may overlap),
+/// but the status no longer claims the old node's exposure.
+#[tokio::test]
+async fn a_reader_moves_without_a_fence() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    layout(&mut c).await;
+    create(&mut c, att("a", "ws1", AccessMode::ReadOnly))
+        .await
+        .expect("attach");
+    let moved = move_to(&mut c, "ws2", false).await;
+    let st = moved.status.expect("status");
+    assert!(st.moved_from_node.is_empty(), "{st:?}");
+    assert_eq!(st.phase, AttachmentPhase::Pending as i32);
+    assert!(st.device_path.is_empty());
+}

@@ -707,8 +707,9 @@ impl Admin {
             self.check_move(id, &cur, &new.node)?;
         }
         let (mut merged, rv) = merge_update(&cur, a)?;
-        if (moving || force) && access::fenced_mode(&merged) {
-            mark_move(&mut merged, &old.node, force, s.clock.now_ts());
+        if moving || force {
+            let fence = access::fenced_mode(&merged);
+            mark_move(&mut merged, &old.node, force, fence, s.clock.now_ts());
         }
         if dry_run {
             return Ok(merged);
@@ -1079,11 +1080,26 @@ fn check_access(id: &Identity, objs: &Objects, a: &Attachment, node: &str) -> Re
 /// Starts (or forces) the fence of a move away from `from`: the new node
 /// waits for the storage node to prove `from`'s host revoked. A second
 /// move before the fence completed keeps the first holder (the node in
-/// between never connected); a move back to it cancels the fence.
-fn mark_move(a: &mut Attachment, from: &str, force: bool, now: prost_types::Timestamp) {
+/// between never connected); a move back to it cancels the fence. Without
+/// `fence` (readers, clustered writers) the move only resets the phase:
+/// the status must not keep saying "attached" about the old node.
+fn mark_move(
+    a: &mut Attachment,
+    from: &str,
+    force: bool,
+    fence: bool,
+    now: prost_types::Timestamp,
+) {
     let to = a.spec.as_ref().map_or(String::new(), |s| s.node.clone());
     let generation = a.metadata.as_ref().map_or(0, |m| m.generation);
     let st = a.status.get_or_insert_with(Default::default);
+    if from != to {
+        st.phase = AttachmentPhase::Pending as i32;
+        st.device_path.clear();
+    }
+    if !fence {
+        return;
+    }
     if st.moved_from_node.is_empty() && from != to {
         st.moved_from_node = from.to_string();
         st.moved_from_released = false;

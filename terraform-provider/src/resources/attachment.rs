@@ -20,7 +20,9 @@ use crate::schema::{attr, timeouts_block, Block, Mode};
 use crate::value::{Type, Value};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-const REPLACE: &[&str] = &["name", "volume", "volume_uuid", "mode", "access_mode"];
+/// `mode` and `access_mode` are planned equal, so `mode` alone decides (a
+/// state written before `access_mode` existed must not force a replace).
+const REPLACE: &[&str] = &["name", "volume", "volume_uuid", "mode"];
 /// The accepted access-mode words (also the layout file's and the CLI's).
 const MODES: &[&str] = &["read-write", "read-only", "read-write-many"];
 const COMPUTED: &[&str] = &["status", "device_path"];
