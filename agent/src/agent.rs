@@ -538,6 +538,7 @@ fn attachments_from_report(
                     c.device_path.clone()
                 },
                 read_only: false,
+                access_mode: String::new(),
                 state: if c.connected {
                     "connected".into()
                 } else {

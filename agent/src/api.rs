@@ -44,9 +44,11 @@ impl Handler for AgentApi {
             Request::Attach {
                 volume,
                 read_only,
+                access_mode,
                 timeout_seconds,
             } => {
-                self.attach(&volume, read_only, clamp_timeout(timeout_seconds))
+                let mode = requested_mode(read_only, access_mode.as_deref())?;
+                self.attach(&volume, mode, clamp_timeout(timeout_seconds))
                     .await
             }
             Request::Detach {
@@ -103,15 +105,27 @@ impl AgentApi {
 
     async fn live_attachments(&self) -> Vec<LocalAttachment> {
         let s = self.shared.clone();
-        tokio::task::spawn_blocking(move || s.local_attachments())
+        let mut list = tokio::task::spawn_blocking(move || s.local_attachments())
             .await
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // The access mode comes from the desired state (the data path only
+        // knows whether it may write).
+        let ds = self.shared.desired();
+        for a in &mut list {
+            let conn = ds.connections.iter().find(|c| c.attachment == a.attachment);
+            a.access_mode = match conn {
+                Some(c) => mode_word(c.access_mode, c.read_only).into(),
+                None if a.read_only => "read-only".into(),
+                None => "read-write".into(),
+            };
+        }
+        list
     }
 
     async fn attach(
         &self,
         volume: &str,
-        read_only: bool,
+        mode: AccessMode,
         timeout: Duration,
     ) -> Result<serde_json::Value, ApiError> {
         // First: the wait covers the controller calls too, and a
@@ -120,7 +134,7 @@ impl AgentApi {
         self.require_workstation()?;
         ferrofab_pki::validate_name(volume)
             .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("volume: {e}")))?;
-        let name = self.ensure_attachment(volume, read_only).await?;
+        let name = self.ensure_attachment(volume, mode).await?;
         self.shared.trigger.notify_one();
         loop {
             let live = self.live_attachments().await;
@@ -135,6 +149,7 @@ impl AgentApi {
                         "volume": a.volume,
                         "path": a.path,
                         "read_only": a.read_only,
+                        "access_mode": mode_word(mode as i32, a.read_only),
                         "size_bytes": a.size_bytes,
                     }));
                 }
@@ -147,13 +162,13 @@ impl AgentApi {
     }
 
     /// Finds this node's attachment of `volume` or creates it.
-    async fn ensure_attachment(&self, volume: &str, read_only: bool) -> Result<String, ApiError> {
+    async fn ensure_attachment(
+        &self,
+        volume: &str,
+        wanted: AccessMode,
+    ) -> Result<String, ApiError> {
         let node = self.shared.cfg.node.clone();
-        let mode = if read_only {
-            AccessMode::ReadOnly
-        } else {
-            AccessMode::ReadWrite
-        } as i32;
+        let mode = wanted as i32;
         let name = self
             .shared
             .desired()
@@ -189,15 +204,14 @@ impl AgentApi {
                     .map_err(|s| refused("GetAttachment", &s))?
                     .into_inner();
                 let spec = cur.spec.unwrap_or_default();
-                let cur_ro = spec.mode == AccessMode::ReadOnly as i32;
-                if spec.volume != volume || spec.node != node || cur_ro != read_only {
+                let cur_mode = mode_word(spec.mode, false);
+                if spec.volume != volume || spec.node != node || cur_mode != mode_word(mode, false)
+                {
                     return Err(ApiError::new(
                         ErrorCode::Conflict,
                         format!(
-                            "attachment {name} exists for volume {} on {} ({}); detach it first",
-                            spec.volume,
-                            spec.node,
-                            if cur_ro { "read-only" } else { "read-write" }
+                            "attachment {name} exists for volume {} on {} ({cur_mode}); detach it first",
+                            spec.volume, spec.node,
                         ),
                     ));
                 }
@@ -303,9 +317,58 @@ impl AgentApi {
     }
 }
 
+/// An access mode as the local API and its callers spell it; `read_only`
+/// decides for an UNSPECIFIED (or unknown) mode.
+fn mode_word(mode: i32, read_only: bool) -> &'static str {
+    match AccessMode::try_from(mode) {
+        Ok(AccessMode::ReadOnly) => "read-only",
+        Ok(AccessMode::ReadWriteMany) => "read-write-many",
+        Ok(AccessMode::ReadWrite) => "read-write",
+        _ if read_only => "read-only",
+        _ => "read-write",
+    }
+}
+
+/// The mode an attach asks for: `access_mode` when given (it wins), else
+/// `read_only`.
+fn requested_mode(read_only: bool, access_mode: Option<&str>) -> Result<AccessMode, ApiError> {
+    match access_mode {
+        None if read_only => Ok(AccessMode::ReadOnly),
+        None => Ok(AccessMode::ReadWrite),
+        Some("read-write" | "rw") if !read_only => Ok(AccessMode::ReadWrite),
+        Some("read-only" | "ro") => Ok(AccessMode::ReadOnly),
+        Some("read-write-many" | "rwx") if !read_only => Ok(AccessMode::ReadWriteMany),
+        Some(m) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("access_mode {m:?}: use read-write, read-only or read-write-many (and read_only only with read-only)"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_mode_words() {
+        assert_eq!(requested_mode(false, None).unwrap(), AccessMode::ReadWrite);
+        assert_eq!(requested_mode(true, None).unwrap(), AccessMode::ReadOnly);
+        assert_eq!(
+            requested_mode(false, Some("rwx")).unwrap(),
+            AccessMode::ReadWriteMany
+        );
+        assert_eq!(
+            requested_mode(true, Some("read-only")).unwrap(),
+            AccessMode::ReadOnly
+        );
+        assert!(requested_mode(true, Some("read-write")).is_err());
+        assert!(requested_mode(false, Some("write-only")).is_err());
+        assert_eq!(
+            mode_word(AccessMode::ReadWriteMany as i32, false),
+            "read-write-many"
+        );
+        assert_eq!(mode_word(0, true), "read-only");
+    }
 
     #[test]
     fn attachment_names_are_valid_and_deterministic() {
@@ -350,6 +413,7 @@ mod tests {
             Request::Attach {
                 volume: "v".into(),
                 read_only: false,
+                access_mode: None,
                 timeout_seconds: u64::MAX,
             },
             Request::Detach {

@@ -59,6 +59,10 @@ pub enum Request {
         volume: String,
         #[serde(default)]
         read_only: bool,
+        /// `read-write`, `read-only` or `read-write-many`; absent: decided
+        /// by `read_only`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        access_mode: Option<String>,
         #[serde(default = "default_timeout")]
         timeout_seconds: u64,
     },
@@ -419,6 +423,7 @@ mod tests {
             request: Request::Attach {
                 volume: "v".into(),
                 read_only: true,
+                access_mode: None,
                 timeout_seconds: 5,
             },
         };

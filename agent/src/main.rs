@@ -87,6 +87,10 @@ enum Cmd {
         volume: String,
         #[arg(long)]
         read_only: bool,
+        /// read-write (rw, the default), read-only (ro) or read-write-many
+        /// (rwx: several writers, clustered filesystems only).
+        #[arg(long, value_parser = ["read-write", "rw", "read-only", "ro", "read-write-many", "rwx"])]
+        access_mode: Option<String>,
         /// How long to wait, e.g. 60s or 5m.
         #[arg(long, default_value = "60s")]
         timeout: String,
@@ -400,6 +404,7 @@ fn main_inner(cli: Cli) -> anyhow::Result<u8> {
         Cmd::Attach {
             volume,
             read_only,
+            access_mode,
             timeout,
             json,
         } => {
@@ -407,6 +412,7 @@ fn main_inner(cli: Cli) -> anyhow::Result<u8> {
             let req = Request::Attach {
                 volume: volume.clone(),
                 read_only: *read_only,
+                access_mode: access_mode.clone(),
                 timeout_seconds: t.as_secs(),
             };
             api_command(socket, req, t, *json)

@@ -183,6 +183,7 @@ pub fn render_target_named(
         }
     }
     let _ = writeln!(out, "# HELP ferrofab_agent_target_commands_refused_length_total NVMe commands refused because a length in them was over MDTS or disagreed with their SGL (built-in target).\n# TYPE ferrofab_agent_target_commands_refused_length_total counter\nferrofab_agent_target_commands_refused_length_total {}", st.commands_refused_length);
+    let _ = writeln!(out, "# HELP ferrofab_agent_target_commands_refused_write_protected_total Write-class NVMe commands refused to read-only hosts (built-in target).\n# TYPE ferrofab_agent_target_commands_refused_write_protected_total counter\nferrofab_agent_target_commands_refused_write_protected_total {}", st.commands_refused_write_protected);
     if let Some(c) = &st.connections {
         render_target_connections(c, out);
     }
@@ -330,6 +331,7 @@ mod tests {
             subsystems: vec![],
             genctr: 0,
             commands_refused_length: 0,
+            commands_refused_write_protected: 0,
             connections: None,
         };
         let names: std::collections::HashMap<String, String> =
@@ -355,12 +357,14 @@ mod tests {
             subsystems: vec![],
             genctr: 0,
             commands_refused_length: 3,
+            commands_refused_write_protected: 2,
             connections: None,
         };
         let mut s = String::new();
         render_target(&st, &mut s);
         assert!(
-            s.contains("ferrofab_agent_target_commands_refused_length_total 3"),
+            s.contains("ferrofab_agent_target_commands_refused_length_total 3")
+                && s.contains("ferrofab_agent_target_commands_refused_write_protected_total 2"),
             "{s}"
         );
     }
@@ -372,6 +376,7 @@ mod tests {
             subsystems: vec![],
             genctr: 0,
             commands_refused_length: 0,
+            commands_refused_write_protected: 0,
             connections: Some(ferrofab_nvmeof::target::ConnectionStats {
                 open: 3,
                 accepted: 10,

@@ -387,6 +387,24 @@ pub enum VolumeCommand {
         #[arg(long, value_parser = parse_duration)]
         by: std::time::Duration,
     },
+    /// Reassign a volume to another workstation: detach it from its
+    /// current node, wait until the storage node has revoked that node's
+    /// host and seen it disconnect, then attach it to the new one. Never a
+    /// moment with two writers.
+    Move {
+        /// Volume name.
+        name: String,
+        /// Workstation node to move it to.
+        #[arg(long)]
+        to: String,
+        /// Proceed although the current node is not ready: the storage
+        /// node revokes its host first (that revocation is the fence).
+        #[arg(long)]
+        force: bool,
+        /// Give up waiting after this long (the move itself goes on).
+        #[arg(long, default_value = "2m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
     #[command(flatten)]
     Common(CommonVerb),
 }
@@ -465,15 +483,18 @@ pub struct AttachmentSpecArgs {
     /// Workstation node.
     #[arg(long)]
     pub node: Option<String>,
-    /// Access mode.
-    #[arg(long, value_enum)]
+    /// Access mode: rw (read-write by this node only; the default), ro
+    /// (read-only, any number of nodes) or rwx (read-write by several nodes:
+    /// only for clustered filesystems). Immutable once created.
+    #[arg(long, visible_alias = "access-mode", value_enum)]
     pub mode: Option<ModeArg>,
     #[command(flatten)]
     pub labels: LabelArgs,
 }
 
-/// Access modes.
+/// Access modes (the value names are the words users type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[allow(clippy::enum_variant_names)]
 pub enum ModeArg {
     /// Read and write.
     #[value(alias = "rw")]
@@ -481,6 +502,9 @@ pub enum ModeArg {
     /// Read only.
     #[value(alias = "ro")]
     ReadOnly,
+    /// Read and write from several nodes at once (clustered filesystems).
+    #[value(alias = "rwx")]
+    ReadWriteMany,
 }
 
 // ------------------------------------------------------------------ tenant

@@ -446,12 +446,15 @@ pub fn parse_expiry_action(s: &str) -> Result<v1::ExpiryAction, String> {
     }
 }
 
-/// `read-write` (`rw`) / `read-only` (`ro`).
+/// `read-write` (`rw`) / `read-only` (`ro`) / `read-write-many` (`rwx`).
 pub fn parse_mode(s: &str) -> Result<v1::AccessMode, String> {
     match s {
         "read-write" | "rw" => Ok(v1::AccessMode::ReadWrite),
         "read-only" | "ro" => Ok(v1::AccessMode::ReadOnly),
-        _ => Err(format!("unknown mode {s:?} (use read-write or read-only)")),
+        "read-write-many" | "rwx" => Ok(v1::AccessMode::ReadWriteMany),
+        _ => Err(format!(
+            "unknown mode {s:?} (use read-write, read-only or read-write-many)"
+        )),
     }
 }
 
@@ -641,7 +644,7 @@ mode = "ro"
         assert!(err("[[volume]]\nname = \"a\"\ntenant = \"t\"\nsize = \"1GiB\"\nexpiry_action = \"archive\"\n")
             .contains("expiry_action: unknown expiry action \"archive\" (use retain or delete)"));
         assert!(err(
-            "[[attachment]]\nname = \"a\"\nvolume = \"v\"\nnode = \"n\"\nmode = \"rwx\"\n"
+            "[[attachment]]\nname = \"a\"\nvolume = \"v\"\nnode = \"n\"\nmode = \"write-only\"\n"
         )
         .contains("mode"));
     }

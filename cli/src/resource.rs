@@ -548,6 +548,16 @@ impl Resource for v1::Volume {
     }
 }
 
+/// An access mode as the CLI takes it: `read-write` (also for
+/// UNSPECIFIED, which means it), `read-only`, `read-write-many`.
+fn mode_word(raw: i32) -> String {
+    match v1::AccessMode::try_from(raw) {
+        Ok(v1::AccessMode::Unspecified) | Ok(v1::AccessMode::ReadWrite) => "read-write".into(),
+        Ok(m) => enum_word(m.as_str_name(), "ACCESS_MODE_"),
+        Err(_) => format!("unknown ({raw})"),
+    }
+}
+
 impl Resource for v1::Attachment {
     const KIND: &'static str = "attachment";
     const TITLE: &'static str = "Attachment";
@@ -582,7 +592,7 @@ impl Resource for v1::Attachment {
         let spec_v = json!({
             "volume": spec.volume,
             "node": spec.node,
-            "mode": enum_word(spec.mode().as_str_name(), "ACCESS_MODE_"),
+            "mode": mode_word(spec.mode),
         });
         let status_v = self.status.as_ref().map_or(Value::Null, |s| {
             json!({
@@ -590,6 +600,7 @@ impl Resource for v1::Attachment {
                 "conditions": conditions_view(&s.conditions),
                 "phase": enum_word(s.phase().as_str_name(), "ATTACHMENT_PHASE_"),
                 "device_path": s.device_path,
+                "moved_from_node": s.moved_from_node,
             })
         });
         (spec_v, status_v)
@@ -606,7 +617,7 @@ impl Resource for v1::Attachment {
             name_of(self).to_owned(),
             spec.volume.clone(),
             spec.node.clone(),
-            enum_word(spec.mode().as_str_name(), "ACCESS_MODE_"),
+            mode_word(spec.mode),
             enum_word(st.phase().as_str_name(), "ATTACHMENT_PHASE_"),
             dash(&st.device_path),
             ready_cell(self),

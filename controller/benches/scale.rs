@@ -134,6 +134,7 @@ fn observe(node: &str, ds: &DesiredState) -> ReportStatusRequest {
                 ready: true,
                 conditions: vec![],
                 generation: e.generation,
+                ..Default::default()
             })
             .collect(),
         connections: ds

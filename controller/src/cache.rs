@@ -50,6 +50,9 @@ pub struct Index {
     attachments_by_volume: HashMap<String, BTreeSet<String>>,
     /// Attachment names by workstation node.
     attachments_by_node: HashMap<String, BTreeSet<String>>,
+    /// Attachments being moved away from a workstation node, by that node
+    /// (status.moved_from_node): its reports release them.
+    attachments_moving_from: HashMap<String, BTreeSet<String>>,
     /// Last revision that may have changed each node's desired state.
     node_changed: HashMap<String, Revision>,
     /// Last revision that may have changed every node's desired state
@@ -99,6 +102,13 @@ impl Index {
 
 fn volume_node(v: &Volume) -> &str {
     v.status.as_ref().map_or("", |s| s.node.as_str())
+}
+
+fn moved_from(a: &Attachment) -> String {
+    a.status
+        .as_ref()
+        .map(|s| s.moved_from_node.clone())
+        .unwrap_or_default()
 }
 
 fn attachment_ends(a: &Attachment) -> (String, String) {
@@ -238,14 +248,20 @@ impl Objects {
     fn apply_attachment(&mut self, name: &str, kv: &KeyValue, kind: EventKind, revision: Revision) {
         if let Some(old) = self.attachments.get(name) {
             let (volume, node) = attachment_ends(old);
+            let prev = moved_from(old);
             self.unlink_attachment(name, &volume, &node, revision);
+            unlink(&mut self.index.attachments_moving_from, &prev, name);
+            self.index.touch(&prev, revision);
         }
         self.apply_kind::<Attachment>(name, kv, kind);
         if let Some(new) = self.attachments.get(name) {
             let (volume, node) = attachment_ends(new);
+            let prev = moved_from(new);
             link(&mut self.index.attachments_by_volume, &volume, name);
             link(&mut self.index.attachments_by_node, &node, name);
+            link(&mut self.index.attachments_moving_from, &prev, name);
             self.touch_attachment(&volume, &node, revision);
+            self.index.touch(&prev, revision);
         }
     }
 
@@ -274,6 +290,15 @@ impl Objects {
     /// Attachments of volume `volume`.
     pub fn attachments_of<'a>(&'a self, volume: &str) -> impl Iterator<Item = &'a Attachment> + 'a {
         names(&self.index.attachments_by_volume, volume).filter_map(|n| self.attachments.get(n))
+    }
+
+    /// Attachments being moved away from workstation `node` whose fence is
+    /// not complete yet.
+    pub fn attachments_moving_from<'a>(
+        &'a self,
+        node: &str,
+    ) -> impl Iterator<Item = &'a Attachment> + 'a {
+        names(&self.index.attachments_moving_from, node).filter_map(|n| self.attachments.get(n))
     }
 
     /// Attachments requested for workstation `node`.

@@ -2,6 +2,7 @@
 //! volumes, attachments and tenants. One-way flow: API → store → planner →
 //! per-node desired state → agents; agents report status back.
 
+pub mod access;
 pub mod api;
 pub mod apply;
 pub mod authz;

@@ -10,13 +10,26 @@
 //! * a detaching attachment (deletion requested) disappears from the
 //!   workstation's connections at once, but its host stays allowed on the
 //!   export until the workstation reports the disconnect (then the
-//!   attachment object is removed and the host with it).
+//!   attachment object is removed and the host with it);
+//! * the fence of a move (see [`crate::access`]): a moved attachment's new
+//!   node gets no connection while `status.moved_from_node` is set, and the
+//!   previous node's host stays allowed until it is released (its
+//!   workstation reported the disconnect, or the move was forced). The
+//!   controller clears `moved_from_node` only once the storage node has
+//!   reported, for a desired state at least as new as the attachment, that
+//!   the old host is neither allowed nor connected. So no node is ever told
+//!   to connect while another one that held the volume may still write.
+//! * an export's read-only hosts are those whose every attachment of the
+//!   volume is READ_ONLY; the target refuses their writes.
 
 use ferrofab_proto::v1::{
     AccessMode, Attachment, BackingKind, Connection, DataAddress, DesiredState, Export, Listener,
     Node, NodeRole, Pool, ReclaimPolicy, Removal, TransportOptions, Volume, VolumeStatus,
 };
 
+use std::collections::BTreeMap;
+
+use crate::access;
 use crate::cache::Objects;
 
 /// NVMe/TCP's IANA port, used when an address has none.
@@ -57,15 +70,7 @@ fn export(o: &Objects, v: &Volume, pool: Option<&Pool>) -> Export {
     let empty = VolumeStatus::default();
     let st = v.status.as_ref().unwrap_or(&empty);
     let block_size = v.spec.as_ref().map_or(0, |s| s.block_size);
-    let mut hosts: Vec<String> = o
-        .attachments_of(name)
-        .filter_map(|a| a.spec.as_ref())
-        .filter_map(|s| o.nodes.get(&s.node))
-        .filter_map(|n| n.spec.as_ref().map(|s| s.host_nqn.clone()))
-        .filter(|h| !h.is_empty())
-        .collect();
-    hosts.sort();
-    hosts.dedup();
+    let (hosts, read_only_hosts) = export_hosts(o, name);
     Export {
         volume: name.to_string(),
         volume_uid: v.metadata.as_ref().map_or(String::new(), |m| m.uid.clone()),
@@ -82,11 +87,39 @@ fn export(o: &Objects, v: &Volume, pool: Option<&Pool>) -> Export {
         nguid: st.nguid.clone(),
         serial: st.serial.clone(),
         allowed_hosts: hosts,
+        read_only_hosts,
         // Echoed by the agent once served: a spec change that needs no
         // data-path work (a new expiry) still changes the snapshot, and the
         // echo is what lets the controller observe it.
         generation: v.metadata.as_ref().map_or(0, |m| m.generation),
     }
+}
+
+/// The hosts an export allows, and the subset that may only read.
+fn export_hosts(o: &Objects, volume: &str) -> (Vec<String>, Vec<String>) {
+    // host -> whether some attachment lets it write.
+    let mut hosts: BTreeMap<String, bool> = BTreeMap::new();
+    for a in o.attachments_of(volume) {
+        let Some(spec) = a.spec.as_ref() else {
+            continue;
+        };
+        let writes = access::mode_of(a) != AccessMode::ReadOnly;
+        let mut holders = vec![spec.node.as_str()];
+        if let Some(st) = a.status.as_ref() {
+            if !st.moved_from_node.is_empty() && !st.moved_from_released {
+                holders.push(st.moved_from_node.as_str());
+            }
+        }
+        for h in holders.into_iter().filter_map(|n| access::host_of(o, n)) {
+            *hosts.entry(h.to_string()).or_default() |= writes;
+        }
+    }
+    let read_only = hosts
+        .iter()
+        .filter(|(_, w)| !**w)
+        .map(|(h, _)| h.clone())
+        .collect();
+    (hosts.into_keys().collect(), read_only)
 }
 
 fn removal(v: &Volume, pool: Option<&Pool>) -> Removal {
@@ -122,6 +155,13 @@ fn storage_part(o: &Objects, node: &Node, name: &str, ds: &mut DesiredState) {
 
 fn connection(o: &Objects, a: &Attachment, defaults: &Defaults) -> Option<Connection> {
     let spec = a.spec.as_ref()?;
+    // Fenced: the previous holder is not proven gone yet.
+    if a.status
+        .as_ref()
+        .is_some_and(|s| !s.moved_from_node.is_empty())
+    {
+        return None;
+    }
     let v = o.volumes.get(&spec.volume)?;
     let st = v.status.as_ref()?;
     if !st.export_ready || deleting(v.metadata.as_ref()) {
@@ -139,7 +179,8 @@ fn connection(o: &Objects, a: &Attachment, defaults: &Defaults) -> Option<Connec
         transport: l.transport,
         options: Some(defaults.transport),
         exposure_name: spec.volume.clone(),
-        read_only: spec.mode == AccessMode::ReadOnly as i32,
+        read_only: access::mode_of(a) == AccessMode::ReadOnly,
+        access_mode: access::mode_of(a) as i32,
         uuid: st.uuid.clone(),
         expires_at: v.spec.as_ref().and_then(|s| s.expires_at),
     })

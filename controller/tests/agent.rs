@@ -24,6 +24,7 @@ fn export_ready(volume: &str, nqn: &str) -> ExportStatus {
         ready: true,
         conditions: vec![],
         generation: 1,
+        ..Default::default()
     }
 }
 

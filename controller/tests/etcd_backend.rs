@@ -88,6 +88,7 @@ async fn controller_on_etcd_over_mtls_serves_admin_and_agents_and_survives_kill9
             ready: true,
             conditions: vec![],
             generation: 1,
+            ..Default::default()
         }],
         ..Default::default()
     })

@@ -315,6 +315,7 @@ async fn node_reports_keep_only_known_conditions_and_replace_them() {
         ready: true,
         conditions: junk("VolJunk", 400),
         generation: 1,
+        ..Default::default()
     };
     s1.report_status(report(vec![], vec![export]))
         .await

@@ -155,8 +155,9 @@
 #   is systemd (`service_provider` undef on a systemd host, or `systemd`).
 # @param attachments
 #   Volumes to attach (or detach), as `ferrofab_attachment` resources:
-#   volume => attributes (`ensure`, `read_only`, `wait_timeout`), e.g. from
-#   Hiera: `ferrofab::agent::attachments: { scratch: {}, atlas: { read_only: true } }`.
+#   volume => attributes (`ensure`, `access_mode`, `read_only`,
+#   `wait_timeout`), e.g. from Hiera:
+#   `ferrofab::agent::attachments: { scratch: {}, atlas: { access_mode: read-only } }`.
 # @param filesystems
 #   Filesystems on attached volumes, as `ferrofab::filesystem` resources:
 #   name => attributes (`mountpoint`, `volume` (default: the name),
@@ -212,6 +213,7 @@ class ferrofab::agent (
   Stdlib::Absolutepath $unit_path = '/etc/systemd/system/ferrofab-agent.service',
   Hash[Pattern[/\A[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\z/], Struct[{
         Optional[ensure]       => Enum['present', 'absent'],
+        Optional[access_mode]  => Enum['read-write', 'read-only', 'read-write-many'],
         Optional[read_only]    => Boolean,
         Optional[wait_timeout] => Integer[1, 86400],
   }]] $attachments = {},

@@ -23,6 +23,8 @@
 # filesystem mounted and a write stream running (needs issue 15 part 1).
 # `ensure => absent` on the class, with a filesystem mounted, removes
 # everything in one run. Every step's second run changes nothing.
+# A read-write attachment held by another node refuses ferrofab_attachment
+# with the reason, and `ferrofab volume move --force` brings the volume over.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
@@ -403,6 +405,8 @@ ferrofab_attachment { 'vol-d': ensure => absent }"
     grep -Eq "Ferrofab_attachment\[secret\]/ensure: (defined|created)" "$W/refused-only.out" \
         && ff_die "a failed attach was logged as a change"
 
+    exclusive_and_move
+
     ff_say "puppet e2e: controller down: attachment changes fail clearly, the data path keeps working"
     stop_bg controller KILL
     manifest down "ferrofab_attachment { ['vol-a', 'vol-c', 'vol-d']: ensure => present }
@@ -451,6 +455,33 @@ resize_in_sync() {
     [ "$size" -eq $((128 << 20)) ] || ff_die "the agent reports vol-b at $size bytes, not 128 MiB"
     check_data vol-b 2
     ff_say "puppet e2e: vol-b grown to 128 MiB, exposed at once, Puppet run in sync (exit 0)"
+}
+
+# Access modes and moves (issue 13): vol-d attached read-write to another
+# workstation (ws-2, a node without an agent) refuses this node's
+# ferrofab_attachment with the reason; `ferrofab volume move --force` then
+# fences ws-2 and brings vol-d here, where the resource is in sync, and
+# `ensure => absent` detaches it again.
+exclusive_and_move() {
+    ff_say "puppet e2e: a second read-write attachment is refused with the reason; a forced move brings the volume here"
+    ff node create ws-2 --role workstation --host-nqn "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-0000000000f2" >/dev/null
+    ff tenant update lab --add-node ws-2 >/dev/null
+    ff attachment create vol-d-ws-2 --volume vol-d --node ws-2 --access-mode rw >/dev/null
+    manifest second-writer "ferrofab_attachment { 'vol-d': ensure => present, access_mode => 'read-write' }"
+    papply second-writer "$W/second-writer.pp"
+    expect_rc 4 second-writer
+    expect_out second-writer "ferrofab-agent attach vol-d failed \(controller_refused\).*volume .vol-d. is attached read-write to another node"
+    ff volume move vol-d --to ws-1 --force --timeout 60s >"$W/move.out" 2>&1 || { cat "$W/move.out" >&2; ff_die "volume move --force failed"; }
+    grep -q "attached on ws-1" "$W/move.out" || { cat "$W/move.out" >&2; ff_die "volume move did not report the attach"; }
+    papply moved "$W/second-writer.pp"
+    expect_rc 0 moved
+    write_and_check vol-d 9
+    manifest moved-away "ferrofab_attachment { 'vol-d': ensure => absent }"
+    papply moved-away "$W/moved-away.pp"
+    expect_rc 2 moved-away
+    [ -e "$W/ws/volumes/vol-d" ] && ff_die "vol-d is still exposed after ensure => absent"
+    ff tenant update lab --remove-node ws-2 >/dev/null
+    ff node delete ws-2 >/dev/null
 }
 
 # A changed parameter that needs a restart (metrics_listen) rewrites the

@@ -5,8 +5,10 @@
 # (2 storage nodes, 5 workstations): apply of the examples/campus layout
 # with data written and read through an exposed volume, no-op plan, grow in
 # place, shrink refused at plan, replacement on a pool change, drift after
-# an out-of-band delete, import of every resource type, plan-time refusals
-# and a destroy that leaves no exports. Driver: tests/terraform/driver.py.
+# an out-of-band delete, import of every resource type, a second read-write
+# attachment refused at apply naming the holder, a node change applied as an
+# in-place move with the data intact, plan-time refusals and a destroy that
+# leaves no exports. Driver: tests/terraform/driver.py.
 #
 # FF_TF_PROFILE=debug uses debug binaries (faster to build while iterating).
 # FF_TF_TERRAFORM=/path/to/terraform runs the suite with that Terraform

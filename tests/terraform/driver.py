@@ -390,7 +390,53 @@ def case_import(tf):
     say("import: tenant, pool, volume, attachment imported; plan empty")
 
 
+def case_second_writer(c):
+    """A second read-write attachment of home-004 (attached read-write to
+    ws-4 by the campus state) on another node fails at apply, naming the
+    holder; so does a reader beside that writer."""
+    for mode in ("read-write", "read-only"):
+        body = ('resource "ferrofab_attachment" "w" {\n  name = "home-004-second"\n  volume = "home-004"\n'
+                f'  node = "ws-1"\n  access_mode = "{mode}"\n}}\n')
+        tf = tf_dir(c, f"second-{mode}", body)
+        p = tf("apply", "-auto-approve", "-input=false", check=False)
+        out = p.stdout + p.stderr
+        want = 'volume "home-004" is attached read-write to node "ws-4" (attachment "home-004-ws-4")'
+        expect(p.returncode == 1 and want in " ".join(out.split()),
+               f"a second attachment ({mode}) beside a writer was not refused with the holder named", out)
+        expect(c.cli("attachment", "get", "home-004-second", check=False).returncode != 0,
+               "the refused attachment exists")
+    say("second writer: refused at apply, naming ws-4 and home-004-ws-4")
+
+
+def case_move(c, tf, base):
+    """Changing an attachment's node is an in-place move: data written on
+    ws-5 is read back on ws-1, and the next plan is empty."""
+    ws, path, _ = c.exposed()["home-005"]
+    expect(ws == "ws-5", f"home-005 is exposed on {ws}, not ws-5")
+    data = os.urandom(MiB)
+    with open(path, "r+b") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    base["volume_workstations"] = {"home-005": "ws-1"}
+    tf.vars(**base)
+    code, out = tf.plan_code()
+    expect(code == 2 and "1 to change, 0 to destroy" in out and "forces replacement" not in out,
+           "a node change is not an in-place update", out)
+    tf("apply", "-auto-approve", "-input=false")
+    ws, path, _ = wait_for("home-005 exposed on ws-1",
+                           lambda: c.exposed().get("home-005") if c.exposed().get("home-005", ("",))[0] == "ws-1"
+                           else None, 60, 0.5)
+    with open(path, "rb") as f:
+        expect(f.read(MiB) == data, "data differs after the move")
+    code, out = tf.plan_code()
+    expect(code == 0, "plan after the move is not empty", out)
+    say("move: node change applied in place; 1 MiB written on ws-5 read back on ws-1")
+
+
 REFUSALS = {
+    "bad-access-mode": ('resource "ferrofab_attachment" "a" {\n  volume = "home-004"\n  node = "ws-1"\n'
+                        '  access_mode = "write-only"\n}\n', "invalid access mode"),
     "bad-size": ('resource "ferrofab_volume" "v" {\n  name = "bad-1"\n  tenant = "campus-lab"\n'
                  '  size = "12 parsecs"\n}\n', "invalid size"),
     "unknown-node": ('resource "ferrofab_attachment" "a" {\n  volume = "home-004"\n  node = "no-such-ws"\n}\n',
@@ -492,7 +538,8 @@ def suite():
     steps = [("apply", lambda: case_apply(c, tf)), ("noop", lambda: case_noop(tf)),
              ("grow", lambda: case_grow(c, tf, base)), ("shrink", lambda: case_shrink(tf, base)),
              ("replace", lambda: case_replace(c, tf, base)), ("drift", lambda: case_drift(c, tf)),
-             ("import", lambda: case_import(tf)), ("reattach", lambda: case_reattach(tf)), ("refusals", lambda: case_refusals(c)),
+             ("import", lambda: case_import(tf)),
+             ("second-writer", lambda: case_second_writer(c)), ("move", lambda: case_move(c, tf, base)), ("reattach", lambda: case_reattach(tf)), ("refusals", lambda: case_refusals(c)),
              ("whole-plan-quota", lambda: case_whole_plan_quota(c)), ("already-exists", lambda: case_already_exists(c)),
              ("exact-fit", lambda: case_exact_fit(c)),
              ("destroy", lambda: case_destroy(c, tf))]

@@ -139,6 +139,22 @@ impl BuiltinTarget {
         Ok(())
     }
 
+    /// Makes the read-only hosts of `nqn` exactly `hosts`.
+    pub fn sync_read_only_hosts(&self, nqn: &str, hosts: &[String]) -> Result<(), TargetError> {
+        let Some(sub) = self.target.subsystem(nqn) else {
+            return Err(TargetError::UnknownSubsystem(nqn.to_string()));
+        };
+        let have: BTreeSet<String> = sub.read_only_hosts().into_iter().collect();
+        let want: BTreeSet<String> = hosts.iter().cloned().collect();
+        for h in want.difference(&have) {
+            self.target.set_host_read_only(nqn, h, true)?;
+        }
+        for h in have.difference(&want) {
+            self.target.set_host_read_only(nqn, h, false)?;
+        }
+        Ok(())
+    }
+
     /// Host NQNs of the controllers connected to `nqn` now.
     pub fn connected_hosts(&self, nqn: &str) -> Vec<String> {
         self.status()
@@ -196,6 +212,10 @@ impl super::TargetDriver for BuiltinTarget {
     }
     fn sync_hosts(&self, nqn: &str, hosts: &[String]) -> Result<(), Problem> {
         BuiltinTarget::sync_hosts(self, nqn, hosts).map_err(|err| failed("HostsNotApplied", &err))
+    }
+    fn sync_read_only_hosts(&self, nqn: &str, hosts: &[String]) -> Result<(), Problem> {
+        BuiltinTarget::sync_read_only_hosts(self, nqn, hosts)
+            .map_err(|err| failed("HostsNotApplied", &err))
     }
     fn connected_hosts(&self, nqn: &str) -> Vec<String> {
         BuiltinTarget::connected_hosts(self, nqn)

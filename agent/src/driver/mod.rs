@@ -42,6 +42,14 @@ pub trait TargetDriver: Send + Sync + std::fmt::Debug {
     fn grow(&self, nqn: &str, size: u64, thick: bool) -> Result<bool, Problem>;
     /// Makes the allow-list exactly `hosts`.
     fn sync_hosts(&self, nqn: &str, hosts: &[String]) -> Result<(), Problem>;
+    /// Makes the read-only subset of the allow-list exactly `hosts`: their
+    /// write-class commands are refused. The kernel target (nvmet) has no
+    /// per-host read-only, so its driver keeps this default and read-only
+    /// attachments are enforced on the workstation alone (see
+    /// docs/agent.md, "Access modes").
+    fn sync_read_only_hosts(&self, _nqn: &str, _hosts: &[String]) -> Result<(), Problem> {
+        Ok(())
+    }
     /// Host NQNs of connected controllers, where the data path can tell.
     fn connected_hosts(&self, nqn: &str) -> Vec<String>;
     /// Removes a subsystem this agent owns (a no-op if absent).

@@ -278,6 +278,7 @@ impl HolderWorkstation {
                 expires_at: None,
                 expires_in: None,
                 expiry_warning: false,
+                access_mode: String::new(),
             })
             .collect();
         v.sort_by(|a, b| a.attachment.cmp(&b.attachment));

@@ -122,6 +122,9 @@ impl ExposureSpec {
             // Informational only; the holder never needs it (a change of
             // expiry is not a reconnect).
             expires_at: None,
+            // The local API's word for the mode comes from the agent's
+            // desired state; the holder needs only `read_only`.
+            access_mode: 0,
         }
     }
 }
@@ -362,6 +365,7 @@ mod tests {
             read_only: true,
             uuid: "u".into(),
             expires_at: None,
+            access_mode: 0,
         };
         let s = ExposureSpec::from_connection(&c, "nqn.h");
         assert_eq!(s.to_connection(), c);

@@ -145,6 +145,9 @@ impl StorageReconciler {
             info!(size = e.size_bytes, path = %e.backing_path, "exported");
             changed = true;
         }
+        // Read-only first: a host that becomes a reader is never allowed
+        // to write in between.
+        self.driver.sync_read_only_hosts(nqn, &e.read_only_hosts)?;
         self.driver.sync_hosts(nqn, &e.allowed_hosts)?;
         let thick = pool.provisioning == Provisioning::Thick;
         if self.driver.grow(nqn, e.size_bytes, thick)? {
@@ -303,6 +306,8 @@ impl StorageReconciler {
                 ready: false,
                 conditions: vec![condition("Exported", false, p.reason, p.message)],
                 generation: 0,
+                allowed_hosts: s.allowed_hosts.clone(),
+                connected_hosts: s.controllers.iter().map(|c| c.hostnqn.clone()).collect(),
             });
         }
         out
@@ -324,12 +329,22 @@ impl StorageReconciler {
         // The verdict compares the target with `e`, so this status speaks
         // for the generation `e` was computed from: echoing it lets the
         // controller tell a report about the new size from one about the old.
+        // What the target really lets in and has connected: the
+        // controller completes the fence of a move on these.
+        let (allowed_hosts, connected_hosts) = sub
+            .map(|s| {
+                let connected = s.controllers.iter().map(|c| c.hostnqn.clone()).collect();
+                (s.allowed_hosts.clone(), connected)
+            })
+            .unwrap_or_default();
         ExportStatus {
             volume: e.volume.clone(),
             subsystem_nqn: e.subsystem_nqn.clone(),
             ready: verdict.is_ok(),
             conditions,
             generation: e.generation,
+            allowed_hosts,
+            connected_hosts,
         }
     }
 

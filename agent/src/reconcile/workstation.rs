@@ -68,6 +68,9 @@ pub struct LocalAttachment {
     pub subsystem_nqn: String,
     pub path: String,
     pub read_only: bool,
+    /// `read-write`, `read-only` or `read-write-many` (filled in by the
+    /// local API from the desired state; empty when unknown).
+    pub access_mode: String,
     pub state: String,
     pub size_bytes: u64,
     /// The burst volume's expiry, RFC 3339 (absent: it never expires).
@@ -362,6 +365,7 @@ impl WorkstationReconciler {
                 subsystem_nqn: a.conn.subsystem_nqn.clone(),
                 path: a.path.display().to_string(),
                 read_only: a.conn.read_only,
+                access_mode: String::new(),
                 state: format!("{:?}", a.ctrl.state()).to_lowercase(),
                 size_bytes: a.ctrl.namespaces().first().map_or(0, |n| n.size_bytes()),
                 ..Default::default()
@@ -566,6 +570,9 @@ impl BlockIo for ReadOnly {
     }
     fn flush(&self) -> io::Result<()> {
         Ok(())
+    }
+    fn read_only(&self) -> bool {
+        true
     }
 }
 

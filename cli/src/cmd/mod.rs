@@ -2,6 +2,7 @@
 
 mod apply;
 mod describe;
+mod moving;
 mod pki;
 mod resources;
 mod status;

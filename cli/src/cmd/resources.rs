@@ -60,6 +60,23 @@ pub async fn volume(ctx: &Ctx, cmd: VolumeCommand) -> anyhow::Result<()> {
             let now = crate::output::now_seconds();
             update(ctx, &name, |v: &mut v1::Volume| extend(v, by, now)).await
         }
+        VolumeCommand::Move {
+            name,
+            to,
+            force,
+            timeout,
+        } => {
+            super::moving::run(
+                ctx,
+                super::moving::MoveArgs {
+                    volume: name,
+                    to,
+                    force,
+                    timeout,
+                },
+            )
+            .await
+        }
         VolumeCommand::Common(v) => common::<v1::Volume>(ctx, v).await,
     }
 }
@@ -380,6 +397,7 @@ fn apply_attachment(at: &mut v1::Attachment, a: &AttachmentSpecArgs) -> anyhow::
         spec.mode = match m {
             ModeArg::ReadWrite => v1::AccessMode::ReadWrite,
             ModeArg::ReadOnly => v1::AccessMode::ReadOnly,
+            ModeArg::ReadWriteMany => v1::AccessMode::ReadWriteMany,
         } as i32;
     }
     Ok(())

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
 use super::{identity, merge_update, new_meta, Shared};
+use crate::access;
 use crate::apply;
 use crate::authz::{self, Owned, Verb};
 use crate::cache::{decode, Objects, Stored};
@@ -652,6 +653,7 @@ impl Admin {
                 )));
             }
             crate::expiry::check_attachable(vol, s.clock.now())?;
+            check_access(id, &objs, &att, &spec.node)?;
         }
         let mut st = AttachmentStatus {
             observed_generation: 1,
@@ -683,14 +685,17 @@ impl Admin {
         s.put(att, 0).await
     }
 
-    /// Updates an attachment's labels and annotations; its spec is
-    /// immutable (retargeting a live attachment to another volume or node
-    /// would bypass every check of its creation).
+    /// Updates an attachment's labels and annotations, or moves it: a
+    /// changed `spec.node` is a move, checked like a creation on the new
+    /// node (tenant's allowed nodes, access modes) and fenced (see
+    /// [`crate::access`] and the planner). The volume and the mode are
+    /// immutable. `force` releases the previous node's host at once.
     pub(crate) async fn update_attachment_inner(
         &self,
         id: &Identity,
         a: Attachment,
         dry_run: bool,
+        force: bool,
     ) -> Result<Attachment, ApiError> {
         let _capacity = self.s.capacity_gate.read().await;
         let s = &self.s;
@@ -700,21 +705,76 @@ impl Admin {
         let new = a.spec.clone().unwrap_or_default();
         for (field, same) in [
             ("spec.volume", old.volume == new.volume),
-            ("spec.node", old.node == new.node),
-            ("spec.mode", old.mode == new.mode),
+            ("spec.mode", access::mode_of(&cur) == access::mode_of(&a)),
         ] {
             if !same {
                 return Err(ApiError::invalid(
                     field,
-                    "an attachment's spec is immutable; delete and recreate it",
+                    "is immutable; delete the attachment and create it again",
                 ));
             }
         }
-        let (merged, rv) = merge_update(&cur, a)?;
+        let moving = old.node != new.node;
+        if moving {
+            self.check_move(id, &cur, &new.node)?;
+        }
+        let (mut merged, rv) = merge_update(&cur, a)?;
+        if moving || force {
+            let fence = access::fenced_mode(&merged);
+            mark_move(&mut merged, &old.node, force, fence, s.clock.now_ts());
+        }
         if dry_run {
             return Ok(merged);
         }
-        s.put(merged, rv).await
+        if moving {
+            info!(attachment = %merged.name(), from = %old.node, to = %new.node, force, "attachment moved");
+        }
+        let stored = s.put(merged, rv).await?;
+        let forced = stored
+            .status
+            .as_ref()
+            .is_some_and(|st| st.moved_from_released && st.fence_revision == 0);
+        if forced {
+            let rv = stored.metadata.as_ref().map_or(0, |m| m.resource_version);
+            access::stamp_fence(s, stored.name(), rv).await?;
+            return get_checked(s, id, "UpdateAttachment", stored.name());
+        }
+        Ok(stored)
+    }
+
+    /// The checks of a creation, for the node an attachment moves to.
+    fn check_move(&self, id: &Identity, cur: &Attachment, to: &str) -> Result<(), ApiError> {
+        let objs = self.s.cache.read();
+        if cur
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.deletion_timestamp.is_some())
+        {
+            return Err(ApiError::FailedPrecondition(format!(
+                "attachment {:?} is being detached; it cannot move",
+                cur.name()
+            )));
+        }
+        let volume = cur.spec.as_ref().map_or("", |s| s.volume.as_str());
+        let tenant = objs
+            .volumes
+            .get(volume)
+            .and_then(|v| v.spec.as_ref())
+            .map_or("", |s| s.tenant.as_str());
+        if !tenant_allows(&objs, tenant, to) {
+            return Err(authz::deny(
+                id,
+                &format!("UpdateAttachment {:?}", cur.name()),
+                &format!("tenant {tenant} does not allow node {to} (spec.allowed_nodes)"),
+            ));
+        }
+        if !objs.nodes.contains_key(to) {
+            return Err(ApiError::invalid(
+                "spec.node",
+                format!("node {to:?} does not exist"),
+            ));
+        }
+        check_access(id, &objs, cur, to)
     }
 
     pub(crate) async fn delete_attachment_inner(
@@ -1017,6 +1077,71 @@ fn delete_action(kind: Kind) -> &'static str {
     }
 }
 
+/// Refuses attachment `a` on `node` when another node holds its volume in
+/// an incompatible access mode (see [`crate::access`]).
+fn check_access(id: &Identity, objs: &Objects, a: &Attachment, node: &str) -> Result<(), ApiError> {
+    let volume = a.spec.as_ref().map_or("", |s| s.volume.as_str());
+    match access::conflict(objs, volume, node, access::mode_of(a), a.name()) {
+        Some(holder) => Err(ApiError::FailedPrecondition(access::conflict_message(
+            id, volume, node, holder,
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Starts (or forces) the fence of a move away from `from`: the new node
+/// waits for the storage node to prove `from`'s host revoked. A second
+/// move before the fence completed keeps the first holder (the node in
+/// between never connected); a move back to it cancels the fence. Without
+/// `fence` (readers, clustered writers) the move only resets the phase:
+/// the status must not keep saying "attached" about the old node.
+fn mark_move(
+    a: &mut Attachment,
+    from: &str,
+    force: bool,
+    fence: bool,
+    now: prost_types::Timestamp,
+) {
+    let to = a.spec.as_ref().map_or(String::new(), |s| s.node.clone());
+    let generation = a.metadata.as_ref().map_or(0, |m| m.generation);
+    let st = a.status.get_or_insert_with(Default::default);
+    if from != to {
+        st.phase = AttachmentPhase::Pending as i32;
+        st.device_path.clear();
+    }
+    if !fence {
+        return;
+    }
+    if st.moved_from_node.is_empty() && from != to {
+        st.moved_from_node = from.to_string();
+        st.moved_from_released = false;
+        st.fence_revision = 0;
+    }
+    if st.moved_from_node == to {
+        st.moved_from_node.clear();
+        st.moved_from_released = false;
+        st.fence_revision = 0;
+    }
+    if force && !st.moved_from_node.is_empty() {
+        st.moved_from_released = true;
+    }
+    if st.moved_from_node.is_empty() {
+        return;
+    }
+    st.phase = AttachmentPhase::Pending as i32;
+    st.device_path.clear();
+    let how = if st.moved_from_released {
+        "revoking its host on the storage node"
+    } else {
+        "waiting for it to disconnect"
+    };
+    let msg = format!("moving from {}: {how}", st.moved_from_node);
+    set_condition(
+        &mut st.conditions,
+        condition("Connected", false, "Moving", msg, now, generation),
+    );
+}
+
 /// Whether tenant `tenant` lets `node` attach its volumes.
 fn tenant_allows(objs: &Objects, tenant: &str, node: &str) -> bool {
     objs.tenants
@@ -1304,7 +1429,7 @@ impl AdminService for Admin {
     ) -> Result<Response<Attachment>, Status> {
         timed!(self, "UpdateAttachment", req, |id, b| {
             let a = req_obj(b.attachment, "attachment")?;
-            self.update_attachment_inner(&id, a, false).await
+            self.update_attachment_inner(&id, a, false, b.force).await
         })
     }
     async fn delete_attachment(
@@ -1480,7 +1605,10 @@ impl Admin {
             O::Node(n) => self.update_node_inner(id, n, dry_run).await.map(drop),
             O::Pool(p) => self.update_pool_inner(id, p, dry_run).await.map(drop),
             O::Volume(v) => self.update_volume_inner(id, v, dry_run).await.map(drop),
-            O::Attachment(a) => self.update_attachment_inner(id, a, dry_run).await.map(drop),
+            O::Attachment(a) => self
+                .update_attachment_inner(id, a, dry_run, false)
+                .await
+                .map(drop),
         }
     }
 

@@ -12,6 +12,7 @@ use tracing::{debug, info, instrument, warn};
 
 use super::admin::set_condition;
 use super::{identity, Shared};
+use crate::access;
 use crate::authz;
 use crate::enroll;
 use crate::error::ApiError;
@@ -276,6 +277,9 @@ impl Agent {
             s.metrics.reports_unpersisted.inc();
         }
         self.apply_exports(&r.node, &r.exports, now).await?;
+        self.fence_moves(&r.node, &r.exports, r.desired_revision)
+            .await?;
+        self.release_moves(&r.node, &r.connections, now).await?;
         self.apply_connections(&r.node, &r.connections, now).await?;
         Ok(ReportStatusResponse {
             revision: s.cache.revision(),
@@ -405,6 +409,112 @@ impl Agent {
         Ok(())
     }
 
+    /// Completes the fence of moved attachments whose volume this storage
+    /// node serves, once its report proves the previous holder's host
+    /// revoked and disconnected (see [`crate::access::fence_done`]).
+    async fn fence_moves(
+        &self,
+        node: &str,
+        reports: &[ExportStatus],
+        desired_revision: u64,
+    ) -> Result<(), ApiError> {
+        let s = &self.s;
+        let done: Vec<(String, String)> = {
+            let objs = s.cache.read();
+            // Only the storage node serving a volume speaks for its export.
+            let serves = |e: &&ExportStatus| {
+                objs.volumes
+                    .get(&e.volume)
+                    .and_then(|v| v.status.as_ref())
+                    .is_some_and(|st| st.node == node)
+            };
+            reports
+                .iter()
+                .filter(serves)
+                .flat_map(|e| objs.attachments_of(&e.volume).map(move |a| (e, a)))
+                .filter_map(|(e, a)| {
+                    let st = a.status.as_ref()?;
+                    if st.moved_from_node.is_empty() || !st.moved_from_released {
+                        return None;
+                    }
+                    let old = access::host_of(&objs, &st.moved_from_node);
+                    access::fence_done(
+                        desired_revision,
+                        st.fence_revision,
+                        old,
+                        &e.allowed_hosts,
+                        &e.connected_hosts,
+                    )
+                    .then(|| (a.name().to_string(), st.moved_from_node.clone()))
+                })
+                .collect()
+        };
+        for (name, from) in done {
+            s.modify::<Attachment>(&name, |att, _| {
+                let Some(st) = att.status.as_mut() else {
+                    return false;
+                };
+                if st.moved_from_node != from || !st.moved_from_released {
+                    return false;
+                }
+                st.moved_from_node.clear();
+                st.moved_from_released = false;
+                st.fence_revision = 0;
+                true
+            })
+            .await?;
+            info!(attachment = %name, %from, "move fenced: previous host revoked and disconnected");
+        }
+        Ok(())
+    }
+
+    /// Releases the previous holder's host of attachments moved away from
+    /// workstation `node` once it no longer reports them connected.
+    async fn release_moves(
+        &self,
+        node: &str,
+        reports: &[ConnectionStatus],
+        now: prost_types::Timestamp,
+    ) -> Result<(), ApiError> {
+        let s = &self.s;
+        let gone: Vec<String> = {
+            let objs = s.cache.read();
+            objs.attachments_moving_from(node)
+                .filter(|a| a.status.as_ref().is_some_and(|st| !st.moved_from_released))
+                .filter(|a| {
+                    !reports
+                        .iter()
+                        .any(|c| c.attachment == a.name() && c.connected)
+                })
+                .map(|a| a.name().to_string())
+                .collect()
+        };
+        for name in gone {
+            let released = s.modify::<Attachment>(&name, |att, _| {
+                let Some(st) = att.status.as_mut() else {
+                    return false;
+                };
+                if st.moved_from_node != node || st.moved_from_released {
+                    return false;
+                }
+                st.moved_from_released = true;
+                let msg = format!("moving from {node}: disconnected there; revoking its host on the storage node");
+                set_condition(
+                    &mut st.conditions,
+                    cond("Connected", false, "Moving", msg, now),
+                );
+                true
+            })
+            .await?;
+            if let Some(a) = released {
+                let rv = a.metadata.as_ref().map_or(0, |m| m.resource_version);
+                access::stamp_fence(s, &name, rv).await?;
+            }
+            info!(attachment = %name, %node, "moved attachment disconnected from its previous node");
+        }
+        Ok(())
+    }
+
     /// Connection state into attachment status; removal of detaching
     /// attachments once the workstation no longer reports them connected
     /// (which is what finally revokes the host on the export).
@@ -429,8 +539,14 @@ impl Agent {
                 .metadata
                 .as_ref()
                 .is_some_and(|m| m.deletion_timestamp.is_some());
+            // A move's previous holder may still be connected: the object
+            // (and with it that host) goes only once it was released.
+            let fenced = a
+                .status
+                .as_ref()
+                .is_some_and(|st| !st.moved_from_node.is_empty() && !st.moved_from_released);
             if deleting {
-                if !connected {
+                if !connected && !fenced {
                     let rv = a.metadata.as_ref().map_or(0, |m| m.resource_version);
                     match s.remove::<Attachment>(&name, rv).await {
                         Ok(()) | Err(ApiError::NotFound { .. }) => {}

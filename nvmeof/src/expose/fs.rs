@@ -174,7 +174,11 @@ impl VolumeFs {
 
     fn vol_attr(&self, v: &Volume) -> FileAttr {
         let bs = v.dev.block_size().max(512);
-        self.attr(v.ino, FileType::RegularFile, v.dev.size(), bs)
+        let mut a = self.attr(v.ino, FileType::RegularFile, v.dev.size(), bs);
+        if v.dev.read_only() {
+            a.perm = 0o400;
+        }
+        a
     }
 
     fn attr_of(&self, ino: INodeNo) -> Option<FileAttr> {
@@ -242,7 +246,7 @@ impl Filesystem for VolumeFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let Some(vol) = self.reg().get(ino) else {
             reply.error(if ino == ROOT {
                 Errno::EISDIR
@@ -251,6 +255,12 @@ impl Filesystem for VolumeFs {
             });
             return;
         };
+        // A read-only attachment: even root (who ignores the mode bits)
+        // gets EROFS at open, not a surprise at the first write.
+        if vol.dev.read_only() && flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
+            reply.error(Errno::EROFS);
+            return;
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
             .lock()

@@ -66,4 +66,10 @@ pub trait BlockIo {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     fn flush(&self) -> io::Result<()>;
+    /// A device that refuses every write (a read-only attachment): an
+    /// exposure shows it without write permission and refuses to open it
+    /// for writing.
+    fn read_only(&self) -> bool {
+        false
+    }
 }

@@ -164,6 +164,8 @@ pub struct IdentifyNamespace {
     pub nsfeat: u8,
     pub nmic: u8,
     pub dlfeat: u8,
+    /// Namespace attributes; bit 0: write protected.
+    pub nsattr: u8,
     pub nguid: [u8; 16],
     pub eui64: [u8; 8],
     /// log2 of the logical block size of LBA format 0.
@@ -181,6 +183,7 @@ impl IdentifyNamespace {
         b[26] = 0; // FLBAS: format 0
         b[30] = self.nmic;
         b[33] = self.dlfeat;
+        b[99] = self.nsattr;
         b[104..120].copy_from_slice(&self.nguid);
         b[120..128].copy_from_slice(&self.eui64);
         // LBA format 0: no metadata, LBADS, best relative performance.
@@ -206,6 +209,7 @@ impl IdentifyNamespace {
             nsfeat: b.get(24).copied().unwrap_or(0),
             nmic: b.get(30).copied().unwrap_or(0),
             dlfeat: b.get(33).copied().unwrap_or(0),
+            nsattr: b.get(99).copied().unwrap_or(0),
             nguid,
             eui64,
             lbads: b.get(lbaf_at + 2).copied().unwrap_or(0),
@@ -423,6 +427,7 @@ mod tests {
             nsfeat: 1,
             nmic: 1,
             dlfeat: 9,
+            nsattr: 1,
             nguid: [7; 16],
             eui64: [0; 8],
             lbads: 12,

@@ -157,7 +157,7 @@ impl Conn {
         let page = match (cns_value, ctrl.subsystem()) {
             (cns::CONTROLLER, _) => Some(self.identify_controller(ctrl).encode()),
             (cns::NAMESPACE, Some(subsys)) => Some(match subsys.namespace(sqe.nsid) {
-                Some(ns) => identify_namespace(&ns).encode(),
+                Some(ns) => identify_namespace(&ns, ctrl.write_protected()).encode(),
                 // An inactive namespace reads as all zeroes.
                 None => vec![0; IDENTIFY_LEN],
             }),
@@ -526,7 +526,11 @@ fn queues_dw0(n: u16) -> u64 {
     v | (v << 16)
 }
 
-pub(crate) fn identify_namespace(ns: &super::registry::Namespace) -> IdentifyNamespace {
+/// `write_protected`: the asking host may only read (NSATTR bit 0).
+pub(crate) fn identify_namespace(
+    ns: &super::registry::Namespace,
+    write_protected: bool,
+) -> IdentifyNamespace {
     let nblocks = ns.nblocks();
     let info = ns.backend.info();
     IdentifyNamespace {
@@ -544,6 +548,7 @@ pub(crate) fn identify_namespace(ns: &super::registry::Namespace) -> IdentifyNam
         } else {
             0b1000
         },
+        nsattr: u8::from(write_protected),
         nguid: ns.nguid,
         eui64: [0; 8],
         lbads: ns.block_shift() as u8,

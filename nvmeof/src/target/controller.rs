@@ -67,6 +67,10 @@ pub struct Controller {
     state: Mutex<CtrlState>,
     io_queues: Mutex<BTreeMap<u16, Arc<ConnLink>>>,
     dead: AtomicBool,
+    /// The host may only read: write-class commands get "Namespace is
+    /// Write Protected". Kept here (not looked up per command) so the I/O
+    /// path pays one atomic load; the subsystem updates it.
+    write_protected: AtomicBool,
 }
 
 impl Controller {
@@ -93,7 +97,17 @@ impl Controller {
             }),
             io_queues: Mutex::new(BTreeMap::new()),
             dead: AtomicBool::new(false),
+            write_protected: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this controller's host may only read.
+    pub fn write_protected(&self) -> bool {
+        self.write_protected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_write_protected(&self, on: bool) {
+        self.write_protected.store(on, Ordering::Release);
     }
 
     pub fn subsystem(&self) -> Option<&Arc<Subsystem>> {

@@ -47,6 +47,10 @@ impl Conn {
             self.complete(sqe.cid, Status::INVALID_NAMESPACE, 0);
             return;
         };
+        if is_write_class(sqe.opcode) && self.write_protected() {
+            self.target.count_write_protected();
+            return self.complete(sqe.cid, Status::NAMESPACE_WRITE_PROTECTED, 0);
+        }
         match sqe.opcode {
             nvm::READ => self.read(&sqe, &ns),
             nvm::WRITE => self.write(sqe, ns, data),
@@ -54,6 +58,13 @@ impl Conn {
             nvm::DATASET_MANAGEMENT => self.dataset_management(sqe, ns, data),
             _ => self.complete(sqe.cid, Status::INVALID_OPCODE, 0),
         }
+    }
+
+    /// Whether this queue's host may only read.
+    fn write_protected(&self) -> bool {
+        self.queue
+            .as_ref()
+            .is_some_and(|q| q.ctrl.write_protected())
     }
 
     fn namespace(&self, nsid: u32) -> Option<Arc<Namespace>> {
@@ -307,6 +318,16 @@ impl Conn {
 /// none from the host, so it has no in-capsule data. (Read and Write check
 /// NLB against MDTS and the SGL in `transfer_len`, Dataset Management its
 /// ranges in `dataset_management`.)
+/// Commands that change a namespace's data: refused to a read-only host.
+/// Dataset Management is refused whole, deallocate or not (its other
+/// attributes are only hints, and a read-only host has no use for them).
+fn is_write_class(opcode: u8) -> bool {
+    matches!(
+        opcode,
+        nvm::WRITE | nvm::WRITE_ZEROES | nvm::DATASET_MANAGEMENT
+    )
+}
+
 fn check_io_transfer(sqe: &Sqe, data: Option<&[u8]>) -> Result<(), Status> {
     match sqe.opcode {
         nvm::FLUSH | nvm::WRITE_ZEROES if sqe.sgl.length != 0 => {

@@ -268,6 +268,8 @@ pub struct TargetInner {
     /// disagreed with the command's SGL (see docs/nvmeof-target.md,
     /// "Command limits"): a host doing this is broken or hostile.
     refused_lengths: AtomicU64,
+    /// Write-class commands refused to a read-only host.
+    refused_write_protected: AtomicU64,
     /// Connection caps and counters.
     pub(crate) gate: Arc<limits::ConnGate>,
 }
@@ -276,6 +278,11 @@ impl TargetInner {
     /// Count a command refused for a length (MDTS, SGL mismatch).
     pub(crate) fn count_length_refusal(&self) {
         self.refused_lengths.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a write-class command refused to a read-only host.
+    pub(crate) fn count_write_protected(&self) {
+        self.refused_write_protected.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn stopping(&self) -> bool {
@@ -400,6 +407,7 @@ impl Target {
             stop: AtomicBool::new(false),
             executor,
             refused_lengths: AtomicU64::new(0),
+            refused_write_protected: AtomicU64::new(0),
         });
         spawn_keep_alive_watchdog(&inner);
         Ok(Target { inner })
@@ -524,6 +532,25 @@ impl Target {
         if removed {
             tracing::info!(nqn, hostnqn, "host revoked");
             self.inner.discovery_changed();
+        }
+        Ok(())
+    }
+
+    /// Lets `hostnqn` only read namespaces of subsystem `nqn` (or write
+    /// again): write-class commands (Write, Write Zeroes, Dataset
+    /// Management) from it complete with "Namespace is Write Protected",
+    /// and Identify Namespace shows it the namespace as write protected.
+    /// Applies to its live controllers at once.
+    pub fn set_host_read_only(
+        &self,
+        nqn: &str,
+        hostnqn: &str,
+        read_only: bool,
+    ) -> Result<(), TargetError> {
+        crate::spec::validate_nqn(hostnqn).map_err(TargetError::InvalidNqn)?;
+        let subsys = self.inner.subsystem(nqn)?;
+        if subsys.set_host_read_only(hostnqn, read_only) {
+            tracing::info!(nqn, hostnqn, read_only, "host access mode changed");
         }
         Ok(())
     }
@@ -655,6 +682,10 @@ impl Target {
             subsystems,
             genctr: self.inner.registry.genctr(),
             commands_refused_length: self.inner.refused_lengths.load(Ordering::Relaxed),
+            commands_refused_write_protected: self
+                .inner
+                .refused_write_protected
+                .load(Ordering::Relaxed),
             connections: Some(self.inner.gate.stats()),
         }
     }
@@ -735,6 +766,8 @@ pub struct TargetStatus {
     /// Commands refused since start because a length in them was over
     /// MDTS or disagreed with their SGL.
     pub commands_refused_length: u64,
+    /// Write-class commands refused since start to read-only hosts.
+    pub commands_refused_write_protected: u64,
     /// Connection counters; `None` for targets that do not keep them
     /// (the kernel's).
     pub connections: Option<ConnectionStats>,
@@ -752,6 +785,8 @@ pub struct SubsystemStatus {
     pub serial: String,
     pub allow_any_host: bool,
     pub allowed_hosts: Vec<String>,
+    /// Allowed hosts that may only read.
+    pub read_only_hosts: Vec<String>,
     pub namespaces: Vec<NamespaceStatus>,
     pub controllers: Vec<ControllerStatus>,
 }
@@ -780,6 +815,7 @@ fn subsystem_status(s: &Subsystem) -> SubsystemStatus {
         serial: s.serial.clone(),
         allow_any_host: s.allow_any_host(),
         allowed_hosts: s.hosts(),
+        read_only_hosts: s.read_only_hosts(),
         namespaces: s
             .namespaces()
             .iter()

@@ -106,6 +106,9 @@ pub struct Subsystem {
     pub model: String,
     allow_any_host: AtomicBool,
     hosts: RwLock<BTreeSet<String>>,
+    /// Hosts that may connect but only read (a subset of `hosts` in
+    /// practice; a host listed here and not allowed simply cannot connect).
+    read_only_hosts: RwLock<BTreeSet<String>>,
     namespaces: RwLock<BTreeMap<u32, Arc<Namespace>>>,
     controllers: Mutex<Vec<Weak<Controller>>>,
 }
@@ -124,6 +127,7 @@ impl Subsystem {
             model,
             allow_any_host: AtomicBool::new(allow_any_host),
             hosts: RwLock::new(hosts),
+            read_only_hosts: RwLock::new(BTreeSet::new()),
             namespaces: RwLock::new(BTreeMap::new()),
             controllers: Mutex::new(Vec::new()),
         }
@@ -156,6 +160,36 @@ impl Subsystem {
         write(&self.hosts).remove(hostnqn)
     }
 
+    pub fn read_only_hosts(&self) -> Vec<String> {
+        read(&self.read_only_hosts).iter().cloned().collect()
+    }
+
+    pub fn host_read_only(&self, hostnqn: &str) -> bool {
+        read(&self.read_only_hosts).contains(hostnqn)
+    }
+
+    /// Marks a host read-only (or not); its live controllers follow at
+    /// once. Returns whether anything changed.
+    pub(crate) fn set_host_read_only(&self, hostnqn: &str, on: bool) -> bool {
+        let changed = {
+            let mut set = write(&self.read_only_hosts);
+            if on {
+                set.insert(hostnqn.to_string())
+            } else {
+                set.remove(hostnqn)
+            }
+        };
+        // The set is written before the controllers are visited, and
+        // `attach_controller` reads it after registering: either way a new
+        // controller ends up with the current value.
+        for c in self.controllers() {
+            if c.hostnqn == hostnqn {
+                c.set_write_protected(on);
+            }
+        }
+        changed
+    }
+
     pub fn namespace(&self, nsid: u32) -> Option<Arc<Namespace>> {
         read(&self.namespaces).get(&nsid).cloned()
     }
@@ -186,6 +220,8 @@ impl Subsystem {
         let mut list = lock(&self.controllers);
         list.retain(|w| w.strong_count() > 0);
         list.push(Arc::downgrade(ctrl));
+        drop(list);
+        ctrl.set_write_protected(self.host_read_only(&ctrl.hostnqn));
     }
 
     /// Live controllers of this subsystem.

@@ -46,6 +46,12 @@ variable "volume_pools" {
   default     = {}
 }
 
+variable "volume_workstations" {
+  description = "Per-volume workstation overrides: volume name => workstation. Changing one moves that attachment (detached there, its host revoked on the storage node, then attached on the new workstation)."
+  type        = map(string)
+  default     = {}
+}
+
 variable "volume_size" {
   type    = string
   default = "100GiB"
@@ -62,7 +68,8 @@ locals {
     for i in range(var.volume_count) : format("home-%03d", i + 1) => {
       pool = lookup(var.volume_pools, format("home-%03d", i + 1),
       local.storage_nodes[i % length(local.storage_nodes)])
-      workstation = var.workstations[i % length(var.workstations)]
+      workstation = lookup(var.volume_workstations, format("home-%03d", i + 1),
+      var.workstations[i % length(var.workstations)])
     }
   }
 }

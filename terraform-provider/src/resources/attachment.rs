@@ -1,12 +1,16 @@
 //! `ferrofab_attachment`: one Attachment of a volume to a workstation.
-//! Every attribute forces replacement; apply waits until the workstation
-//! has exposed the volume, and destroy until it has detached.
+//! A changed `node` is a move (an in-place update: the controller detaches
+//! from the old node, waits until the storage node revoked its host, then
+//! attaches on the new one); a replacement would be refused, since the
+//! new read-write attachment would conflict with the old one still there.
+//! Every other attribute forces replacement; apply waits until the
+//! workstation has exposed the volume, and destroy until it has detached.
 
 use std::time::Duration;
 
 use ferrofab_proto::v1::{
     self, AccessMode, AttachmentPhase, CreateAttachmentRequest, DeleteAttachmentRequest,
-    GetAttachmentRequest, GetNodeRequest, NodeRole,
+    GetAttachmentRequest, GetNodeRequest, NodeRole, UpdateAttachmentRequest,
 };
 
 use crate::common::{self, Poll};
@@ -16,7 +20,11 @@ use crate::schema::{attr, timeouts_block, Block, Mode};
 use crate::value::{Type, Value};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-const REPLACE: &[&str] = &["name", "volume", "volume_uuid", "node", "mode"];
+/// `mode` and `access_mode` are planned equal, so `mode` alone decides (a
+/// state written before `access_mode` existed must not force a replace).
+const REPLACE: &[&str] = &["name", "volume", "volume_uuid", "mode"];
+/// The accepted access-mode words (also the layout file's and the CLI's).
+const MODES: &[&str] = &["read-write", "read-only", "read-write-many"];
 const COMPUTED: &[&str] = &["status", "device_path"];
 
 /// The uuid of the volume an attachment names (empty if it is gone).
@@ -41,21 +49,40 @@ pub fn block() -> Block {
             attr("name", Type::String, OptionalComputed, "Attachment name; defaults to `<volume>-<node>`."),
             attr("volume", Type::String, Required, "The volume to attach."),
             attr("volume_uuid", Type::String, OptionalComputed, "Set it to the volume's `uuid` so that replacing the volume also replaces the attachment (the attachment is checked against it)."),
-            attr("node", Type::String, Required, "The workstation node (it must be allowed by the volume's tenant)."),
-            attr("mode", Type::String, OptionalComputed, "`read-write` (default) or `read-only`."),
+            attr("node", Type::String, Required, "The workstation node (it must be allowed by the volume's tenant). Changing it moves the attachment in place: detached from the old node, its host revoked on the storage node, then attached on the new one."),
+            attr("access_mode", Type::String, OptionalComputed, "`read-write` (default: read-write by this node only; any attachment of the volume on another node is refused), `read-only` (any number of nodes) or `read-write-many` (several writers: only for clustered filesystems). Changing it replaces the attachment."),
+            attr("mode", Type::String, OptionalComputed, "Deprecated spelling of `access_mode`."),
             attr("status", Type::String, Computed, "Phase: Pending, Connecting, Attached or Detaching."),
             attr("device_path", Type::String, Computed, "Where the workstation exposes the volume."),
         ],
-        blocks: vec![("timeouts", timeouts_block(&["create", "delete"]))],
-        description: "Attaches a volume to a workstation node. Any change detaches and re-attaches.",
+        blocks: vec![("timeouts", timeouts_block(&["create", "update", "delete"]))],
+        description: "Attaches a volume to a workstation node. Changing `node` moves it; any other change detaches and re-attaches.",
     }
 }
 
 fn mode_name(m: i32) -> &'static str {
     match AccessMode::try_from(m).unwrap_or(AccessMode::Unspecified) {
         AccessMode::ReadOnly => "read-only",
+        AccessMode::ReadWriteMany => "read-write-many",
         _ => "read-write",
     }
+}
+
+fn mode_of(word: Option<&str>) -> AccessMode {
+    match word {
+        Some("read-only") => AccessMode::ReadOnly,
+        Some("read-write-many") => AccessMode::ReadWriteMany,
+        _ => AccessMode::ReadWrite,
+    }
+}
+
+/// The access mode a configuration asks for: `access_mode`, else the
+/// deprecated `mode`, else read-write.
+fn wanted_mode(v: &Value) -> Option<String> {
+    v.get("access_mode")
+        .as_str()
+        .or_else(|| v.get("mode").as_str())
+        .map(str::to_owned)
 }
 
 fn phase_name(p: i32) -> &'static str {
@@ -72,12 +99,23 @@ pub fn validate(cfg: &Value, diags: &mut Diags) {
     common::validate_name_attr(cfg, "name", diags);
     common::validate_name_attr(cfg, "volume", diags);
     common::validate_name_attr(cfg, "node", diags);
-    if let Some(m) = cfg.get("mode").as_str() {
-        if m != "read-write" && m != "read-only" {
+    for a in ["access_mode", "mode"] {
+        if let Some(m) = cfg.get(a).as_str() {
+            if !MODES.contains(&m) {
+                diags.attr_error(
+                    &[a],
+                    "invalid access mode",
+                    format!("{m:?}: use read-write, read-only or read-write-many"),
+                );
+            }
+        }
+    }
+    if let (Some(a), Some(m)) = (cfg.get("access_mode").as_str(), cfg.get("mode").as_str()) {
+        if a != m {
             diags.attr_error(
                 &["mode"],
-                "invalid mode",
-                format!("{m:?}: use read-write or read-only"),
+                "conflicting access modes",
+                format!("access_mode = {a:?} but mode = {m:?}; set only access_mode"),
             );
         }
     }
@@ -95,6 +133,7 @@ pub fn to_state(a: &v1::Attachment, prior: &Value, volume_uuid: Value) -> Value 
     s.set("node", Value::str(&spec.node));
     s.set("volume_uuid", volume_uuid);
     s.set("mode", Value::str(mode_name(spec.mode)));
+    s.set("access_mode", Value::str(mode_name(spec.mode)));
     s.set("status", Value::str(phase_name(st.phase)));
     s.set("device_path", Value::str(&st.device_path));
     s.set("timeouts", prior.get("timeouts").clone());
@@ -131,18 +170,17 @@ pub async fn plan(
     planned: &mut Value,
     diags: &mut Diags,
 ) -> Vec<&'static str> {
-    if planned.get("mode").is_null() {
-        planned.set("mode", Value::str("read-write"));
-    }
+    let mode = wanted_mode(planned).unwrap_or_else(|| "read-write".into());
+    planned.set("mode", Value::str(&mode));
+    planned.set("access_mode", Value::str(&mode));
     if planned.get("name").is_null() {
         let default = match (planned.get("volume").as_str(), planned.get("node").as_str()) {
             (Some(v), Some(n)) => Value::str(format!("{v}-{n}")),
             _ => Value::Unknown,
         };
-        // Keep the name chosen at creation while nothing else changes.
-        let keep = !prior.is_null()
-            && prior.get("volume") == planned.get("volume")
-            && prior.get("node") == planned.get("node");
+        // Keep the name chosen at creation while the volume stays (a move
+        // to another node keeps its name: it is the same attachment).
+        let keep = !prior.is_null() && prior.get("volume") == planned.get("volume");
         planned.set(
             "name",
             if keep {
@@ -158,6 +196,13 @@ pub async fn plan(
     } else {
         common::changed(prior, planned, REPLACE)
     };
+    let moving = !creating && replace.is_empty() && prior.get("node") != planned.get("node");
+    if moving {
+        common::unknown_computed(planned, COMPUTED);
+        if let Some(node) = planned.get("node").as_str() {
+            check_node(ctx, node, diags).await;
+        }
+    }
     if creating || !replace.is_empty() {
         common::unknown_computed(planned, COMPUTED);
         planned.set("id", planned.get("name").clone());
@@ -196,10 +241,7 @@ async fn check_node(ctx: &Ctx, node: &str, diags: &mut Diags) {
 
 pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>) {
     let name = planned.get("name").as_str().unwrap_or_default().to_owned();
-    let mode = match planned.get("mode").as_str() {
-        Some("read-only") => AccessMode::ReadOnly,
-        _ => AccessMode::ReadWrite,
-    };
+    let mode = mode_of(wanted_mode(planned).as_deref());
     let att = v1::Attachment {
         metadata: Some(v1::ObjectMeta {
             name: name.clone(),
@@ -273,29 +315,80 @@ pub async fn create(ctx: &Ctx, planned: &Value) -> (Option<Value>, Option<Diag>)
     if let Err(d) = created {
         return (None, Some(d));
     }
-    let waited = common::wait_until(
+    let waited = wait_attached(ctx, &name, limit).await;
+    match waited {
+        Ok(a) => {
+            let uuid = volume_uuid(ctx, planned.get("volume").as_str().unwrap_or_default()).await;
+            (Some(to_state(&a, planned, uuid)), None)
+        }
+        Err(d) => (read(ctx, &name, planned).await.ok().flatten(), Some(d)),
+    }
+}
+
+/// Until the attachment is Attached on its (current) node, with no move
+/// still fenced.
+async fn wait_attached(ctx: &Ctx, name: &str, limit: Duration) -> Result<v1::Attachment, Diag> {
+    common::wait_until(
         &format!("attachment {name:?} to be exposed on its workstation"),
         limit,
         || async {
             let a = ctx
                 .admin()
-                .get_attachment(GetAttachmentRequest { name: name.clone() })
+                .get_attachment(GetAttachmentRequest { name: name.into() })
                 .await?
                 .into_inner();
             let st = a.status.clone().unwrap_or_default();
-            Ok(if st.phase == AttachmentPhase::Attached as i32 {
-                Poll::Done(a)
-            } else {
-                Poll::Pending(format!(
-                    "{}; {}",
-                    phase_name(st.phase),
-                    common::pending_reason(&st.conditions)
-                ))
-            })
+            Ok(
+                if st.phase == AttachmentPhase::Attached as i32 && st.moved_from_node.is_empty() {
+                    Poll::Done(a)
+                } else {
+                    Poll::Pending(format!(
+                        "{}; {}",
+                        phase_name(st.phase),
+                        common::pending_reason(&st.conditions)
+                    ))
+                },
+            )
         },
     )
-    .await;
-    match waited {
+    .await
+}
+
+/// A move (the only in-place change besides `timeouts`): the controller
+/// fences it; this waits until the volume is exposed on the new node. A
+/// node that is down never reports its disconnect, so the wait times out
+/// naming it; `ferrofab volume move --force` fences such a node.
+pub async fn update(ctx: &Ctx, prior: &Value, planned: &Value) -> (Option<Value>, Option<Diag>) {
+    let name = prior.get("name").as_str().unwrap_or_default().to_owned();
+    if prior.get("node") == planned.get("node") {
+        return (Some(planned.clone()), None);
+    }
+    let to = planned.get("node").as_str().unwrap_or_default().to_owned();
+    let limit = common::timeout(planned, "update", DEFAULT_TIMEOUT);
+    let what = format!("moving attachment {name:?} to {to:?}");
+    let cur = match ctx
+        .admin()
+        .get_attachment(GetAttachmentRequest { name: name.clone() })
+        .await
+    {
+        Ok(a) => a.into_inner(),
+        Err(s) => return (None, Some(Diag::api(&what, &s))),
+    };
+    let mut moved = cur.clone();
+    if let Some(spec) = moved.spec.as_mut() {
+        spec.node = to.clone();
+    }
+    if let Err(s) = ctx
+        .admin()
+        .update_attachment(UpdateAttachmentRequest {
+            attachment: Some(moved),
+            force: false,
+        })
+        .await
+    {
+        return (None, Some(Diag::api(&what, &s).on("node")));
+    }
+    match wait_attached(ctx, &name, limit).await {
         Ok(a) => {
             let uuid = volume_uuid(ctx, planned.get("volume").as_str().unwrap_or_default()).await;
             (Some(to_state(&a, planned, uuid)), None)

@@ -129,9 +129,9 @@ pub async fn apply(
         ("ferrofab_volume", true) => volume::create(ctx, planned).await,
         ("ferrofab_volume", false) => volume::update(ctx, prior, planned).await,
         ("ferrofab_attachment", true) => attachment::create(ctx, planned).await,
-        // Every attachment attribute forces replacement, so there is no
-        // update: Terraform only gets here if the plan said so.
-        ("ferrofab_attachment", false) => (Some(planned.clone()), None),
+        // A changed node is a move; every other attribute forces
+        // replacement.
+        ("ferrofab_attachment", false) => attachment::update(ctx, prior, planned).await,
         ("ferrofab_tenant", true) => tenant::create(ctx, planned).await,
         ("ferrofab_tenant", false) => tenant::update(ctx, prior, planned).await,
         (other, _) => (

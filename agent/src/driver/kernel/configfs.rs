@@ -372,6 +372,8 @@ impl KernelTarget {
             serial: read_attr(&dir.join("attr_serial")).unwrap_or_default(),
             allow_any_host: read_attr(&dir.join("attr_allow_any_host")).as_deref() == Some("1"),
             allowed_hosts: entries(&dir.join("allowed_hosts")),
+            // nvmet has no per-host read-only (docs/agent.md).
+            read_only_hosts: Vec::new(),
             namespaces: entries(&dir.join("namespaces"))
                 .iter()
                 .filter_map(|n| self.namespace_status(nqn, n))
@@ -525,6 +527,7 @@ impl TargetDriver for KernelTarget {
             genctr: 0,
             // The kernel target's refusals are not visible from configfs.
             commands_refused_length: 0,
+            commands_refused_write_protected: 0,
             connections: None,
         }
     }

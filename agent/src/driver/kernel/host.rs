@@ -484,6 +484,7 @@ impl WorkstationDriver for KernelWorkstation {
                     subsystem_nqn: rec.subsysnqn.clone(),
                     path: rec.exposure_name.clone(),
                     read_only: rec.read_only,
+                    access_mode: String::new(),
                     state: info.map_or_else(|| "gone".into(), |i| i.state),
                     size_bytes: device_size(&rec.exposure_name),
                     ..Default::default()

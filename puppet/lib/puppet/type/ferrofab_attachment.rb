@@ -23,8 +23,24 @@ The provider runs `ferrofab-agent` from `PATH` (then `/usr/local/bin`,
 file than `/etc/ferrofab/agent.toml` (the CLI finds the agent's socket
 there).
 
-A change of `read_only` on an attached volume detaches and attaches it
+Access modes (`access_mode`): `read-write` (the default: read-write by
+this node only; the controller refuses it while another node has the volume
+attached), `read-only` (any number of nodes; the storage node refuses the
+node's writes) and `read-write-many` (several writers at once: only for
+clustered filesystems such as GFS2 or OCFS2). A refused attach fails the
+resource with the reason. `read_only => true` is the older spelling of
+`access_mode => 'read-only'`; with `access_mode` set, `read_only` follows it.
+A change of the access mode on an attached volume detaches and attaches it
 again. `--noop` never calls attach or detach.
+
+Moving a read-write volume to another workstation: declare it `absent` on
+the old node and `present` on the new one. The new node's attach is refused
+until the old node has detached (its next Puppet run), so there is never a
+moment with two writers; the new node succeeds on its run after that. For a
+move in one step (or away from a node that is down), an administrator runs
+`ferrofab volume move VOLUME --to NODE [--force]`; the new node's resource
+then finds the volume attached, and the old node's `present` would be
+refused, so update both manifests.
 
 Where the agent cannot answer yet (its binary is not installed, or it is
 not running), the provider lists no attachments: `puppet resource` and
@@ -39,14 +55,14 @@ gives 4, not 6.
 @example Attach two volumes, one of them read-only
   ferrofab_attachment { 'lightsheet-scratch': ensure => present }
   ferrofab_attachment { 'reference-atlas':
-    ensure    => present,
-    read_only => true,
+    ensure      => present,
+    access_mode => 'read-only',
   }
 
 @example Detach a volume
   ferrofab_attachment { 'old-scratch': ensure => absent }
 EOS
-  features: ['simple_get_filter'],
+  features: ['simple_get_filter', 'canonicalize'],
   autorequire: {
     service: 'ferrofab-agent',
     exec: 'ferrofab-agent enroll',
@@ -64,9 +80,13 @@ EOS
       desc: 'The volume to attach: a ferrofab object name (lowercase letters, digits and "-", at most 63 characters).',
       behaviour: :namevar,
     },
+    access_mode: {
+      type: "Optional[Enum['read-write', 'read-only', 'read-write-many']]",
+      desc: "How this node may use the volume: `read-write` (this node only), `read-only` (any number of nodes) or `read-write-many` (several writers: clustered filesystems only). Unset: decided by `read_only`. Changing it on an attached volume detaches and attaches it again.",
+    },
     read_only: {
       type: 'Boolean',
-      desc: 'Attach read-only. Changing it on an attached volume detaches and attaches it again.',
+      desc: "Attach read-only (the older spelling of `access_mode => 'read-only'`; follows `access_mode` when that is set). Changing it on an attached volume detaches and attaches it again.",
       default: false,
     },
     path: {

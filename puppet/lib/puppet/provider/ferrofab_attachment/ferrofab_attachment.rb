@@ -54,12 +54,22 @@ class Puppet::Provider::FerrofabAttachment::FerrofabAttachment < Puppet::Resourc
     end
   end
 
+  # `access_mode` wins over `read_only` (its older spelling): with an
+  # access mode given, `read_only` is made to agree, so the two never
+  # disagree into a change on every run.
+  def canonicalize(_context, resources)
+    resources.each do |r|
+      next unless r.is_a?(Hash) && r[:access_mode]
+      r[:read_only] = (r[:access_mode].to_s == 'read-only')
+    end
+  end
+
   def create(context, volume, should)
     attach(context, volume, should)
   end
 
   # The agent refuses to change the access mode of an existing attachment,
-  # so a read_only change is a detach followed by an attach.
+  # so an access mode change is a detach followed by an attach.
   def update(context, volume, should)
     detach(context, volume, should)
     attach(context, volume, should)
@@ -149,7 +159,11 @@ class Puppet::Provider::FerrofabAttachment::FerrofabAttachment < Puppet::Resourc
 
   def attach(context, volume, should)
     args = ['attach', volume, '--timeout', timeout_arg(should)]
-    args << '--read-only' if should[:read_only]
+    if should[:access_mode]
+      args += ['--access-mode', should[:access_mode].to_s]
+    elsif should[:read_only]
+      args << '--read-only'
+    end
     agent_json(context, args)
   end
 
@@ -169,10 +183,13 @@ class Puppet::Provider::FerrofabAttachment::FerrofabAttachment < Puppet::Resourc
 
   def to_resource(att)
     return nil unless att.is_a?(Hash) && att['volume'].is_a?(String)
+    read_only = att['read_only'] == true
+    mode = att['access_mode'].is_a?(String) && !att['access_mode'].empty? ? att['access_mode'] : nil
     {
       volume: att['volume'],
       ensure: 'present',
-      read_only: att['read_only'] == true,
+      access_mode: mode || (read_only ? 'read-only' : 'read-write'),
+      read_only: read_only,
       path: att['path'].to_s,
     }
   end

@@ -14,7 +14,7 @@ RSpec.describe 'the ferrofab_attachment type' do
   it 'has volume as its namevar and the documented attributes' do
     definition = type.type_definition
     expect(definition.namevars).to eq([:volume])
-    expect(definition.attributes.keys).to contain_exactly(:ensure, :volume, :read_only, :path, :wait_timeout)
+    expect(definition.attributes.keys).to contain_exactly(:ensure, :volume, :access_mode, :read_only, :path, :wait_timeout)
     expect(definition.attributes[:path][:behaviour]).to eq(:read_only)
     expect(definition.attributes[:wait_timeout][:behaviour]).to eq(:parameter)
     expect(definition.feature?('simple_get_filter')).to be(true)
@@ -42,6 +42,13 @@ RSpec.describe 'the ferrofab_attachment type' do
 
   it 'refuses a bad ensure' do
     expect { type.new(volume: 'v', ensure: 'mounted') }.to raise_error(Puppet::ResourceError, %r{ensure})
+  end
+
+  it 'takes the three access modes and refuses others' do
+    %w[read-write read-only read-write-many].each do |m|
+      expect(type.new(volume: 'v', access_mode: m)[:access_mode].to_s).to eq(m)
+    end
+    expect { type.new(volume: 'v', access_mode: 'write-only') }.to raise_error(Puppet::ResourceError, %r{access_mode})
   end
 
   it 'refuses a non-boolean read_only' do

@@ -32,15 +32,15 @@ RSpec.describe Puppet::Provider::FerrofabAttachment::FerrofabAttachment do
     it 'lists every attachment in one call' do
       stub_cli(['attachments'], 'attachments')
       expect(provider.get(context)).to eq [
-        { volume: 'scratch', ensure: 'present', read_only: false, path: '/run/ferrofab/volumes/scratch' },
-        { volume: 'atlas', ensure: 'present', read_only: true, path: '/run/ferrofab/volumes/atlas' },
+        { volume: 'scratch', ensure: 'present', access_mode: 'read-write', read_only: false, path: '/run/ferrofab/volumes/scratch' },
+        { volume: 'atlas', ensure: 'present', access_mode: 'read-only', read_only: true, path: '/run/ferrofab/volumes/atlas' },
       ]
     end
 
     it 'filters to the names Puppet asks for (simple_get_filter), still in one call' do
       stub_cli(['attachments'], 'attachments')
       expect(provider.get(context, ['atlas', 'missing'])).to eq [
-        { volume: 'atlas', ensure: 'present', read_only: true, path: '/run/ferrofab/volumes/atlas' },
+        { volume: 'atlas', ensure: 'present', access_mode: 'read-only', read_only: true, path: '/run/ferrofab/volumes/atlas' },
       ]
     end
 
@@ -132,6 +132,18 @@ RSpec.describe Puppet::Provider::FerrofabAttachment::FerrofabAttachment do
                      should: { volume: 'scratch', ensure: 'absent', wait_timeout: 60 },
                    })
       expect(context).to have_received(:deleting).with('scratch')
+    end
+
+    it 'attaches with an explicit access mode (read-write-many)' do
+      stub_cli(['attach', 'gfs', '--timeout', '60s', '--access-mode', 'read-write-many'], 'attach')
+      provider.set(context, 'gfs' => { is: nil, should: { volume: 'gfs', ensure: 'present', access_mode: 'read-write-many', read_only: false } })
+    end
+
+    it 'makes read_only follow access_mode' do
+      r = provider.canonicalize(context, [{ volume: 'a', access_mode: 'read-only', read_only: false },
+                                          { volume: 'b', access_mode: 'read-write-many', read_only: true },
+                                          { volume: 'c', read_only: true }])
+      expect(r.map { |x| x[:read_only] }).to eq([true, false, true])
     end
 
     it 'changes the access mode by detaching and attaching again' do

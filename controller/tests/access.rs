@@ -1,0 +1,444 @@
+//! Access modes of attachments and the fence of a move (issue 13, items 3
+//! and 4): conflicting attachments are refused on every path with the
+//! holder named, and a moved read-write attachment reaches its new node
+//! only once the storage node proved the old host revoked and gone.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ferrofab_proto::v1::admin_service_client::AdminServiceClient;
+use ferrofab_proto::v1::*;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic::Code;
+
+type Admin = AdminServiceClient<Channel>;
+
+const WS1: &str = "nqn.2014-08.org.nvmexpress:uuid:ws1";
+const WS2: &str = "nqn.2014-08.org.nvmexpress:uuid:ws2";
+
+/// basic_layout plus workstations ws2 and ws3 allowed by "lab", and lab's
+/// volume "v".
+async fn layout(c: &mut Admin) -> String {
+    basic_layout(c).await;
+    for ws in ["ws2", "ws3"] {
+        c.create_node(CreateNodeRequest {
+            node: Some(workstation(ws)),
+        })
+        .await
+        .expect("workstation");
+    }
+    let mut t = c
+        .get_tenant(GetTenantRequest { name: "lab".into() })
+        .await
+        .expect("lab")
+        .into_inner();
+    t.spec.as_mut().expect("spec").allowed_nodes = vec!["ws1".into(), "ws2".into(), "ws3".into()];
+    c.update_tenant(UpdateTenantRequest { tenant: Some(t) })
+        .await
+        .expect("tenant update");
+    let v = c
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("v", "lab", "1GiB", "p1")),
+            ..Default::default()
+        })
+        .await
+        .expect("volume")
+        .into_inner();
+    v.status.expect("status").subsystem_nqn
+}
+
+fn att(name: &str, node: &str, mode: AccessMode) -> Attachment {
+    let mut a = attachment(name, "v", node);
+    a.spec.as_mut().expect("spec").mode = mode as i32;
+    a
+}
+
+async fn create(c: &mut Admin, a: Attachment) -> Result<Attachment, tonic::Status> {
+    c.create_attachment(CreateAttachmentRequest {
+        attachment: Some(a),
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+async fn get_att(c: &mut Admin, name: &str) -> Attachment {
+    c.get_attachment(GetAttachmentRequest { name: name.into() })
+        .await
+        .expect("get attachment")
+        .into_inner()
+}
+
+async fn delete(c: &mut Admin, name: &str) {
+    c.delete_attachment(DeleteAttachmentRequest {
+        name: name.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("delete");
+}
+
+/// Apply of one attachment, dry and real, refuses with the typed message.
+async fn apply_refuses(c: &mut Admin, a: Attachment, typed: &tonic::Status) {
+    for dry_run in [true, false] {
+        let e = c
+            .apply(ApplyRequest {
+                layout: Some(Layout {
+                    attachments: vec![a.clone()],
+                    ..Default::default()
+                }),
+                dry_run,
+                ..Default::default()
+            })
+            .await
+            .expect_err("apply must refuse the conflict");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+        assert!(
+            e.message().ends_with(typed.message()),
+            "dry_run={dry_run}: {} vs {}",
+            e.message(),
+            typed.message()
+        );
+    }
+}
+
+#[tokio::test]
+async fn conflicting_attachments_are_refused_naming_the_holder() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    layout(&mut c).await;
+    create(&mut c, att("v-ws1", "ws1", AccessMode::Unspecified))
+        .await
+        .expect("first read-write attachment");
+
+    // A second read-write attachment on another node.
+    let second = att("v-ws2", "ws2", AccessMode::ReadWrite);
+    let e = create(&mut c, second.clone())
+        .await
+        .expect_err("second writer refused");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(
+        e.message(),
+        "volume \"v\" is attached read-write to node \"ws1\" (attachment \"v-ws1\"); \
+         detach it first or run: ferrofab volume move v --to ws2"
+    );
+    apply_refuses(&mut c, second, &e).await;
+
+    // Read-only on another node is refused too while a writer holds it.
+    let e = create(&mut c, att("v-ro", "ws2", AccessMode::ReadOnly))
+        .await
+        .expect_err("RO beside RW refused");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+
+    // The same node may attach again (re-create after a delete too).
+    create(&mut c, att("v-ws1-ro", "ws1", AccessMode::ReadOnly))
+        .await
+        .expect("same node");
+
+    // The volume's tenant learns the holder too (its own volume).
+    let mut lab = ctl.admin_as("tenant:lab").await;
+    let e = create(&mut lab, att("v-lab", "ws3", AccessMode::ReadWrite))
+        .await
+        .expect_err("tenant refused");
+    assert!(e.message().contains("\"ws1\""), "{}", e.message());
+
+    // Gone writer: readers on many nodes.
+    for n in ["v-ws1", "v-ws1-ro"] {
+        delete(&mut c, n).await;
+    }
+    for (name, ws) in [("r1", "ws1"), ("r2", "ws2")] {
+        create(&mut c, att(name, ws, AccessMode::ReadOnly))
+            .await
+            .expect("RO + RO");
+    }
+    create(&mut c, att("m3", "ws3", AccessMode::ReadWriteMany))
+        .await
+        .expect("RWX beside RO");
+    let e = create(&mut c, att("w3", "ws3", AccessMode::ReadWrite))
+        .await
+        .expect_err("RW beside readers");
+    assert!(e.message().contains("read-only"), "{}", e.message());
+
+    // Readers and clustered writers are served accordingly.
+    let ds = c
+        .get_desired_state(GetDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect("ds")
+        .into_inner();
+    let ex = &ds.exports[0];
+    assert_eq!(ex.allowed_hosts.len(), 3);
+    assert_eq!(ex.read_only_hosts, vec![WS1.to_string(), WS2.to_string()]);
+}
+
+#[tokio::test]
+async fn many_writers_only_by_opt_in() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    layout(&mut c).await;
+    for (name, ws) in [("m1", "ws1"), ("m2", "ws2")] {
+        create(&mut c, att(name, ws, AccessMode::ReadWriteMany))
+            .await
+            .expect("RWX + RWX");
+    }
+    let e = create(&mut c, att("w3", "ws3", AccessMode::ReadWrite))
+        .await
+        .expect_err("RW beside RWX");
+    assert!(e.message().contains("read-write-many"), "{}", e.message());
+}
+
+async fn next(s: &mut tonic::Streaming<DesiredState>) -> DesiredState {
+    tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .expect("state in time")
+        .expect("stream open")
+        .expect("state")
+}
+
+/// The storage node's report: ready, with what the target allows and has
+/// connected, made against desired state `rev`.
+fn s1_report(nqn: &str, rev: u64, allowed: &[&str], connected: &[&str]) -> ReportStatusRequest {
+    ReportStatusRequest {
+        node: "s1".into(),
+        exports: vec![ExportStatus {
+            volume: "v".into(),
+            subsystem_nqn: nqn.into(),
+            ready: true,
+            generation: 1,
+            allowed_hosts: allowed.iter().map(|s| s.to_string()).collect(),
+            connected_hosts: connected.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }],
+        desired_revision: rev,
+        ..Default::default()
+    }
+}
+
+fn ws_report(node: &str, connected: bool) -> ReportStatusRequest {
+    ReportStatusRequest {
+        node: node.into(),
+        connections: if connected {
+            vec![ConnectionStatus {
+                attachment: "a".into(),
+                volume: "v".into(),
+                connected: true,
+                device_path: "/run/ferrofab/v".into(),
+                conditions: vec![],
+            }]
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    }
+}
+
+async fn desired(c: &mut Admin, node: &str) -> DesiredState {
+    c.get_desired_state(GetDesiredStateRequest { node: node.into() })
+        .await
+        .expect("ds")
+        .into_inner()
+}
+
+async fn move_to(c: &mut Admin, to: &str, force: bool) -> Attachment {
+    let mut a = get_att(c, "a").await;
+    a.spec.as_mut().expect("spec").node = to.into();
+    c.update_attachment(UpdateAttachmentRequest {
+        attachment: Some(a),
+        force,
+    })
+    .await
+    .expect("move")
+    .into_inner()
+}
+
+/// The fence rule: the new node gets no connection until the storage
+/// node's report, made against a desired state that no longer allows the
+/// old host, shows that host neither allowed nor connected.
+#[tokio::test]
+async fn a_move_connects_the_new_node_only_after_the_old_host_is_fenced() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    let nqn = layout(&mut c).await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let mut ws1 = ctl.agent_as("node:ws1").await;
+    let mut ws2 = ctl.agent_as("node:ws2").await;
+    create(&mut c, att("a", "ws1", AccessMode::ReadWrite))
+        .await
+        .expect("attach");
+    let rev = desired(&mut c, "s1").await.revision;
+    s1.report_status(s1_report(&nqn, rev, &[WS1], &[]))
+        .await
+        .expect("ready");
+    ws1.report_status(ws_report("ws1", true))
+        .await
+        .expect("ws1 connected");
+    assert_eq!(desired(&mut c, "ws1").await.connections.len(), 1);
+
+    let moved = move_to(&mut c, "ws2", false).await;
+    let st = moved.status.expect("status");
+    assert_eq!(st.moved_from_node, "ws1");
+    assert!(!st.moved_from_released);
+    assert!(
+        desired(&mut c, "ws1").await.connections.is_empty(),
+        "old node told to disconnect"
+    );
+    assert!(
+        desired(&mut c, "ws2").await.connections.is_empty(),
+        "fenced"
+    );
+    let ex = desired(&mut c, "s1").await.exports.remove(0);
+    assert!(
+        ex.allowed_hosts.contains(&WS1.to_string()),
+        "old host kept until it disconnects"
+    );
+
+    // ws1 still reports the connection: nothing moves.
+    ws1.report_status(ws_report("ws1", true)).await.expect("r");
+    assert!(desired(&mut c, "s1").await.exports[0]
+        .allowed_hosts
+        .contains(&WS1.to_string()));
+    // ws1 disconnected: its host is revoked on the export.
+    ws1.report_status(ws_report("ws1", false)).await.expect("r");
+    let ds = desired(&mut c, "s1").await;
+    assert_eq!(ds.exports[0].allowed_hosts, vec![WS2.to_string()]);
+    let a = get_att(&mut c, "a").await.status.expect("status");
+    assert!(a.moved_from_released && a.fence_revision > 0);
+    assert!(desired(&mut c, "ws2").await.connections.is_empty());
+
+    // A report against an older desired state proves nothing, nor one
+    // where the old host is still connected (or still allowed).
+    s1.report_status(s1_report(&nqn, a.fence_revision - 1, &[WS2], &[]))
+        .await
+        .expect("r");
+    assert!(
+        desired(&mut c, "ws2").await.connections.is_empty(),
+        "stale report"
+    );
+    s1.report_status(s1_report(&nqn, ds.revision, &[WS2], &[WS1]))
+        .await
+        .expect("r");
+    assert!(
+        desired(&mut c, "ws2").await.connections.is_empty(),
+        "still connected"
+    );
+    s1.report_status(s1_report(&nqn, ds.revision, &[WS1, WS2], &[]))
+        .await
+        .expect("r");
+    assert!(
+        desired(&mut c, "ws2").await.connections.is_empty(),
+        "still allowed"
+    );
+    // A workstation's word about the export counts for nothing.
+    let mut fake = s1_report(&nqn, ds.revision, &[WS2], &[]);
+    fake.node = "ws2".into();
+    ws2.report_status(fake).await.expect("r");
+    assert!(
+        desired(&mut c, "ws2").await.connections.is_empty(),
+        "not the storage node"
+    );
+
+    s1.report_status(s1_report(&nqn, ds.revision, &[WS2], &[]))
+        .await
+        .expect("r");
+    let conns = desired(&mut c, "ws2").await.connections;
+    assert_eq!(conns.len(), 1, "fenced: the new node connects");
+    assert!(!conns[0].read_only);
+    let a = get_att(&mut c, "a").await.status.expect("status");
+    assert!(a.moved_from_node.is_empty());
+}
+
+#[tokio::test]
+async fn a_forced_move_revokes_the_old_host_at_once() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    let nqn = layout(&mut c).await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let mut s1_stream = s1
+        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect("watch")
+        .into_inner();
+    next(&mut s1_stream).await;
+    create(&mut c, att("a", "ws1", AccessMode::ReadWrite))
+        .await
+        .expect("attach");
+    let rev = desired(&mut c, "s1").await.revision;
+    s1.report_status(s1_report(&nqn, rev, &[WS1], &[WS1]))
+        .await
+        .expect("ready");
+
+    // ws1 is down: it will never report the disconnect.
+    let moved = move_to(&mut c, "ws2", true).await;
+    let st = moved.status.expect("status");
+    assert!(st.moved_from_released && st.fence_revision > 0, "{st:?}");
+    let ds = desired(&mut c, "s1").await;
+    assert_eq!(
+        ds.exports[0].allowed_hosts,
+        vec![WS2.to_string()],
+        "revoked at once"
+    );
+    assert!(desired(&mut c, "ws2").await.connections.is_empty());
+    s1.report_status(s1_report(&nqn, ds.revision, &[WS2], &[]))
+        .await
+        .expect("r");
+    assert_eq!(desired(&mut c, "ws2").await.connections.len(), 1);
+
+    // Moving to a node the tenant does not allow, or onto a reader's
+    // conflict, is refused like a creation.
+    let mut a = get_att(&mut c, "a").await;
+    a.spec.as_mut().expect("spec").node = "s1".into();
+    let e = c
+        .update_attachment(UpdateAttachmentRequest {
+            attachment: Some(a),
+            force: false,
+        })
+        .await
+        .expect_err("not allowed");
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+}
+
+/// A move through Apply (a changed node in the layout) is the same move.
+#[tokio::test]
+async fn apply_moves_an_attachment() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    layout(&mut c).await;
+    create(&mut c, att("a", "ws1", AccessMode::ReadWrite))
+        .await
+        .expect("attach");
+    let r = c
+        .apply(ApplyRequest {
+            layout: Some(Layout {
+                attachments: vec![att("a", "ws2", AccessMode::ReadWrite)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("apply move")
+        .into_inner();
+    assert_eq!(r.diffs.len(), 1);
+    let a = get_att(&mut c, "a").await;
+    assert_eq!(a.spec.expect("spec").node, "ws2");
+    // Never connected on ws1 (no export ready yet), but fenced all the
+    // same until ws1 reports.
+    assert_eq!(a.status.expect("status").moved_from_node, "ws1");
+}
+
+/// Readers and clustered writers move without a fence (they may overlap),
+/// but the status no longer claims the old node's exposure.
+#[tokio::test]
+async fn a_reader_moves_without_a_fence() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    layout(&mut c).await;
+    create(&mut c, att("a", "ws1", AccessMode::ReadOnly))
+        .await
+        .expect("attach");
+    let moved = move_to(&mut c, "ws2", false).await;
+    let st = moved.status.expect("status");
+    assert!(st.moved_from_node.is_empty(), "{st:?}");
+    assert_eq!(st.phase, AttachmentPhase::Pending as i32);
+    assert!(st.device_path.is_empty());
+}
