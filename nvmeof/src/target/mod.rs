@@ -17,6 +17,7 @@
 //! * [`listener`] — TCP accept loops.
 
 mod admin;
+mod auth;
 pub mod config;
 pub mod conn;
 pub mod controller;
@@ -49,7 +50,7 @@ use crate::spec::identify::DiscoveryEntry;
 pub use controller::{Controller, ControllerKind};
 pub use limits::ConnectionStats;
 pub use listener::ListenerKind;
-pub use registry::{Namespace, NamespaceStatsSnapshot, Subsystem};
+pub use registry::{HostAuth, Namespace, NamespaceStatsSnapshot, Subsystem};
 pub use socket::PollMode;
 
 use registry::{lock, Registry};
@@ -534,6 +535,55 @@ impl Target {
             subsys.set_allow_any_host(allow);
             self.drop_disallowed(&subsys);
             self.inner.discovery_changed();
+        }
+        Ok(())
+    }
+
+    /// Give `hostnqn` a DH-HMAC-CHAP key (and optionally a controller key)
+    /// on subsystem `nqn`. From its next Connect on, the host must
+    /// authenticate every queue; queues already connected re-check at their
+    /// next (re-)authentication, which uses the new key (rotation).
+    pub fn set_host_key(
+        &self,
+        nqn: &str,
+        hostnqn: &str,
+        auth: HostAuth,
+    ) -> Result<(), TargetError> {
+        crate::spec::validate_nqn(hostnqn).map_err(TargetError::InvalidNqn)?;
+        let subsys = self.inner.subsystem(nqn)?;
+        if subsys.set_host_auth(hostnqn, auth) {
+            // Never the key itself.
+            tracing::info!(nqn, hostnqn, "host key set");
+        }
+        Ok(())
+    }
+
+    /// Remove a host's key. Its live queues keep running; unless the
+    /// subsystem requires authentication, its next Connect is accepted
+    /// without authentication.
+    pub fn remove_host_key(&self, nqn: &str, hostnqn: &str) -> Result<(), TargetError> {
+        let subsys = self.inner.subsystem(nqn)?;
+        if subsys.remove_host_auth(hostnqn) {
+            tracing::info!(nqn, hostnqn, "host key removed");
+        }
+        Ok(())
+    }
+
+    /// Require authentication on `nqn`: a host without a key is refused
+    /// at Connect (Authentication Required). Controllers of hosts without
+    /// a key that are connected now end when this is switched on.
+    pub fn set_require_auth(&self, nqn: &str, on: bool) -> Result<(), TargetError> {
+        let subsys = self.inner.subsystem(nqn)?;
+        if subsys.require_auth() != on {
+            subsys.set_require_auth(on);
+            tracing::info!(nqn, require_auth = on, "authentication policy changed");
+            if on {
+                for ctrl in subsys.controllers() {
+                    if subsys.host_auth(&ctrl.hostnqn).is_none() {
+                        ctrl.teardown("subsystem now requires authentication");
+                    }
+                }
+            }
         }
         Ok(())
     }
