@@ -360,3 +360,78 @@ fn target_refuses_until_authenticated() {
     assert!(counters(&f).auth_required_rejections >= 3);
     let _ = auth_id::REPLY;
 }
+
+/// An admin queue that never authenticates is torn down after
+/// `auth_timeout_ms`, even with keep-alive off; while it authenticates, a
+/// KATO shorter than the DH computation does not cut it off.
+#[test]
+fn unauthenticated_admin_queue_times_out() {
+    let f = common::fixture_with(TargetOptions {
+        auth_timeout_ms: 400,
+        ..TargetOptions::default()
+    });
+    f.target
+        .set_host_key(SUBNQN, HOSTNQN, host_auth(secret(1, None), None))
+        .unwrap();
+    let mut h = MiniHost::open(f.addr, Default::default());
+    let r = h.connect(0, 0xFFFF, HOSTNQN, SUBNQN, 0);
+    assert_eq!(r.status(), Status::SUCCESS);
+    let t0 = Instant::now();
+    assert!(h.recv_owned().is_none(), "connection closed");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(counters(&f).auth_failures, 1);
+
+    // KATO 100 ms, but ffdhe8192 with a debug build takes longer: the
+    // admin queue's authentication is not cut off by the keep-alive timer.
+    let f = common::fixture();
+    let mut auth = host_auth(secret(1, None), None);
+    auth.dhgroup = Some(DhGroup::Ffdhe8192);
+    f.target.set_host_key(SUBNQN, HOSTNQN, auth).unwrap();
+    let mut o = opts(&f, Some(secret(1, None)), None);
+    o.kato = Duration::from_millis(100);
+    o.nr_io_queues = 1;
+    let ctrl = Controller::connect(o).unwrap();
+    write_verify(&ctrl, 8);
+    ctrl.disconnect().unwrap();
+}
+
+/// Connect time (admin + 1 I/O queue) without authentication and with each
+/// DH group, our host against our target on loopback. A measurement, not a
+/// check: `cargo test --release -p ferrofab-nvmeof --test auth_loopback
+/// connect_time -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn connect_time_per_dh_group() {
+    let f = common::fixture();
+    let rounds = 10;
+    let measure = |key: Option<DhchapSecret>| {
+        let mut times: Vec<f64> = (0..rounds)
+            .map(|_| {
+                let mut o = opts(&f, key.clone(), None);
+                o.nr_io_queues = 1;
+                let t0 = Instant::now();
+                let c = Controller::connect(o).unwrap();
+                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                c.disconnect().unwrap();
+                ms
+            })
+            .collect();
+        times.sort_by(|a, b| a.total_cmp(b));
+        times[rounds / 2]
+    };
+    println!("| authentication | connect, median of {rounds} (ms) |");
+    println!("|---|---|");
+    println!("| none | {:.1} |", measure(None));
+    for g in DhGroup::ALL {
+        let mut auth = host_auth(secret(1, None), None);
+        auth.hash = Some(HashId::Sha256);
+        auth.dhgroup = Some(g);
+        f.target.set_host_key(SUBNQN, HOSTNQN, auth).unwrap();
+        println!("| sha256 + {g} | {:.1} |", measure(Some(secret(1, None))));
+        f.target.remove_host_key(SUBNQN, HOSTNQN).unwrap();
+    }
+}

@@ -115,8 +115,12 @@ pub enum Message {
     Challenge(Challenge),
     Reply(Reply),
     /// The controller's response to the host's challenge, if it had one.
+    /// `hl` is the hash length of the transaction, sent even without a
+    /// response (the Linux host refuses a Success1 whose HL differs), and
+    /// the response field is then HL zero bytes.
     Success1 {
         tid: u16,
+        hl: u8,
         response: Option<Vec<u8>>,
     },
     Success2 {
@@ -242,16 +246,15 @@ impl Message {
                 }
                 out.extend_from_slice(&r.dh_public);
             }
-            Message::Success1 { tid, response } => {
+            Message::Success1 { tid, hl, response } => {
                 header(&mut out, auth_type::DHCHAP, auth_id::SUCCESS1, *tid);
-                let hl = response.as_ref().map_or(0, Vec::len);
-                out.push(hl as u8);
+                out.push(*hl);
                 out.push(0);
                 out.push(u8::from(response.is_some()));
                 out.extend_from_slice(&[0; 7]);
-                if let Some(r) = response {
-                    out.extend_from_slice(r);
-                }
+                let mut field = response.clone().unwrap_or_default();
+                field.resize(usize::from(*hl), 0);
+                out.extend_from_slice(&field);
             }
             Message::Success2 { tid } => {
                 header(&mut out, auth_type::DHCHAP, auth_id::SUCCESS2, *tid);
@@ -402,7 +405,11 @@ fn decode_success1(b: &[u8], tid: u16) -> Result<Message, MsgError> {
     } else {
         None
     };
-    Ok(Message::Success1 { tid, response })
+    Ok(Message::Success1 {
+        tid,
+        hl: b[6],
+        response,
+    })
 }
 
 #[cfg(test)]
@@ -443,10 +450,12 @@ mod tests {
             }),
             Message::Success1 {
                 tid: 7,
+                hl: 64,
                 response: Some(vec![4; 64]),
             },
             Message::Success1 {
                 tid: 7,
+                hl: 48,
                 response: None,
             },
             Message::Success2 { tid: 7 },

@@ -184,7 +184,11 @@ pub(crate) fn authenticate(
     exec(q, auth_send(&reply), ctx)?;
     let (_, data) = exec(q, auth_recv(), ctx)?;
     let ctrl_response = match Message::decode(&data) {
-        Ok(Message::Success1 { tid: t, response }) if t == tid => response,
+        Ok(Message::Success1 {
+            tid: t,
+            hl,
+            response,
+        }) if t == tid && usize::from(hl) == hash.digest_len() => response,
         Ok(m) => return Err(unexpected(q, ctx, tid, &m, "DH-HMAC-CHAP_Success1")),
         Err(e) => return Err(bad(format!("malformed Success1: {e}"))),
     };

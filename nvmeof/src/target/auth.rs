@@ -37,6 +37,9 @@ use super::registry::HostAuth;
 #[derive(Default)]
 pub(crate) struct QueueAuth {
     pub authenticated: bool,
+    /// The controller counts this queue as authenticating (its first
+    /// transaction has not succeeded yet).
+    pub counted: bool,
     step: Step,
 }
 
@@ -50,7 +53,11 @@ enum Step {
     /// Challenge sent: waiting for the Reply.
     AwaitReply(Box<Txn>),
     /// The Reply checked out: the next Receive returns Success1.
-    Success1Ready { tid: u16, response: Option<Vec<u8>> },
+    Success1Ready {
+        tid: u16,
+        hl: u8,
+        response: Option<Vec<u8>>,
+    },
     /// Success1 with the controller's response sent: waiting for the
     /// host to accept it.
     AwaitSuccess2 { tid: u16 },
@@ -289,6 +296,7 @@ impl Conn {
         let Some((s2, c2)) = r.ctrl_challenge else {
             return Step::Success1Ready {
                 tid: txn.tid,
+                hl: hl as u8,
                 response: None,
             };
         };
@@ -314,6 +322,7 @@ impl Conn {
         });
         Step::Success1Ready {
             tid: txn.tid,
+            hl: hl as u8,
             response: Some(response),
         }
     }
@@ -340,9 +349,9 @@ impl Conn {
                 });
                 (m, Step::AwaitReply(txn))
             }
-            Step::Success1Ready { tid, response } => {
+            Step::Success1Ready { tid, hl, response } => {
                 let bidirectional = response.is_some();
-                let m = Message::Success1 { tid, response };
+                let m = Message::Success1 { tid, hl, response };
                 if bidirectional {
                     (m, Step::AwaitSuccess2 { tid })
                 } else {
@@ -382,8 +391,15 @@ impl Conn {
     }
 
     fn auth_succeeded(&mut self, tid: u16) {
+        let mut was_counted = false;
         if let Some(a) = &mut self.auth {
             a.authenticated = true;
+            was_counted = std::mem::take(&mut a.counted);
+        }
+        if was_counted {
+            if let Some(q) = &self.queue {
+                q.ctrl.end_auth();
+            }
         }
         self.target
             .gate

@@ -773,6 +773,9 @@ impl Conn {
         let Some(q) = self.queue.take() else {
             return;
         };
+        if self.auth.as_ref().is_some_and(|a| a.counted) {
+            q.ctrl.end_auth();
+        }
         if q.qid == 0 {
             q.ctrl.teardown("admin queue closed");
             self.target.forget_controller(q.ctrl.cntlid);

@@ -295,6 +295,14 @@ impl Conn {
         if self.host_has_key() {
             self.auth = Some(super::auth::QueueAuth::default());
             dw0 |= crate::auth::CONNECT_ATR;
+            if req.qid == 0 {
+                if let Some(q) = &self.queue {
+                    q.ctrl
+                        .begin_auth(std::time::Duration::from_millis(u64::from(
+                            self.target.opts.auth_timeout_ms,
+                        )));
+                }
+            }
         }
         self.complete(cid, Status::SUCCESS, u64::from(dw0));
     }

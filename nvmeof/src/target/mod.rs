@@ -98,6 +98,11 @@ pub struct TargetOptions {
     /// A connection that has no Fabrics Connect within this many
     /// milliseconds of its ICResp is closed.
     pub connect_timeout_ms: u32,
+    /// A controller whose admin queue must authenticate (DH-HMAC-CHAP) and
+    /// has not succeeded within this many milliseconds of its Connect is
+    /// torn down. Meanwhile it replaces the keep-alive timeout, which the
+    /// host cannot honour before it has authenticated.
+    pub auth_timeout_ms: u32,
 }
 
 impl Default for TargetOptions {
@@ -116,6 +121,7 @@ impl Default for TargetOptions {
             max_connections_per_peer: 512,
             icreq_timeout_ms: 5_000,
             connect_timeout_ms: 10_000,
+            auth_timeout_ms: 120_000,
         }
     }
 }
@@ -149,6 +155,9 @@ impl TargetOptions {
         }
         if self.icreq_timeout_ms == 0 || self.connect_timeout_ms == 0 {
             return bad("icreq_timeout_ms and connect_timeout_ms must be at least 1");
+        }
+        if self.auth_timeout_ms == 0 {
+            return bad("auth_timeout_ms must be at least 1");
         }
         Ok(())
     }
@@ -764,7 +773,12 @@ fn spawn_keep_alive_watchdog(inner: &Arc<TargetInner>) {
             return;
         }
         for ctrl in inner.all_controllers() {
-            if ctrl.kato_expired() {
+            if ctrl.auth_expired() {
+                tracing::warn!(cntlid = ctrl.cntlid, hostnqn = %ctrl.hostnqn, auth_timeout_ms = inner.opts.auth_timeout_ms, "admin queue did not authenticate in time");
+                inner.gate.counters.auth_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ctrl.teardown("authentication timeout");
+                inner.forget_controller(ctrl.cntlid);
+            } else if ctrl.kato_expired() {
                 tracing::warn!(cntlid = ctrl.cntlid, hostnqn = %ctrl.hostnqn, kato_ms = ctrl.kato_ms(), "keep-alive timeout");
                 ctrl.teardown("keep-alive timeout");
                 inner.forget_controller(ctrl.cntlid);
