@@ -647,6 +647,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dhchap_secret_from_the_command_line_or_a_file() {
+        let secret = crate::auth::DhchapSecret::new(&[9u8; 32], None).unwrap();
+        let text = secret.encode();
+        assert_eq!(load_secret("--dhchap-secret", &text).unwrap(), secret);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, format!("{text}\n")).unwrap();
+        assert_eq!(
+            load_secret("--dhchap-secret", path.to_str().unwrap()).unwrap(),
+            secret
+        );
+        let e = load_secret("--dhchap-ctrl-secret", "/nonexistent/key").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--dhchap-ctrl-secret: cannot read"),
+            "{e}"
+        );
+        let bad = text.replace(":00:", ":09:");
+        let e = load_secret("--dhchap-secret", &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--dhchap-secret") && !e.contains(&text[10..]),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn addresses_and_names() {
         assert_eq!(host_port("10.0.0.1", 4420), "10.0.0.1:4420");
         assert_eq!(host_port("::1", 4420), "[::1]:4420");
