@@ -134,6 +134,16 @@ fn wrong_key_is_refused_with_an_authentication_error() {
     assert_eq!(counters(&f).auth_failures, 1);
     assert_eq!(counters(&f).auth_successes, 0);
 
+    // A host that insists on authenticating the controller, which has no
+    // key for it and did not ask.
+    f.target.remove_host_key(SUBNQN, HOSTNQN).unwrap();
+    let e =
+        Controller::connect(opts(&f, Some(secret(2, None)), Some(secret(3, None)))).unwrap_err();
+    assert!(matches!(e, HostError::AuthenticationFailed { .. }), "{e:?}");
+    f.target
+        .set_host_key(SUBNQN, HOSTNQN, host_auth(secret(1, None), None))
+        .unwrap();
+
     // A host that has no secret while the target has a key for it.
     let e = Controller::connect(opts(&f, None, None)).unwrap_err();
     assert!(e.is_auth_failure(), "{e}");

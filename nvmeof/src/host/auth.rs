@@ -85,12 +85,24 @@ fn give_up(q: &Arc<Queue>, ctx: &Ctx, tid: u16, reason: FailureReason, why: Stri
     failed(ctx, q.qid, why)
 }
 
-/// One authentication transaction on queue `q`.
+/// One authentication transaction on queue `q`. An Authentication
+/// Send/Receive the controller fails (say, one that has no key for us and
+/// was asked anyway because we hold a controller secret) is an
+/// authentication failure too.
 pub(crate) fn authenticate(
     q: &Arc<Queue>,
     ctx: &Ctx,
     secrets: &Secrets<'_>,
 ) -> Result<(), HostError> {
+    transaction(q, ctx, secrets).map_err(|e| match e {
+        HostError::Command { cmd, status, .. } => {
+            failed(ctx, q.qid, format!("{cmd} failed: {status}"))
+        }
+        other => other,
+    })
+}
+
+fn transaction(q: &Arc<Queue>, ctx: &Ctx, secrets: &Secrets<'_>) -> Result<(), HostError> {
     let qid = q.qid;
     let tid = NEXT_TID.fetch_add(1, Ordering::Relaxed);
     let _span = tracing::debug_span!("authenticate", qid, tid).entered();
