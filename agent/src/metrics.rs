@@ -224,6 +224,18 @@ pub fn render_target_connections(c: &ferrofab_nvmeof::target::ConnectionStats, o
             "ferrofab_agent_target_connection_timeouts_total{{stage=\"{stage}\"}} {v}"
         );
     }
+    let _ = writeln!(out, "# HELP ferrofab_agent_target_auth_total DH-HMAC-CHAP in-band authentication outcomes on the built-in target (refused_connect: no key where the subsystem requires one; rejected_command: a command before the queue authenticated).\n# TYPE ferrofab_agent_target_auth_total counter");
+    for (result, v) in [
+        ("success", c.auth_successes),
+        ("failure", c.auth_failures),
+        ("refused_connect", c.auth_refused_connects),
+        ("rejected_command", c.auth_required_rejections),
+    ] {
+        let _ = writeln!(
+            out,
+            "ferrofab_agent_target_auth_total{{result=\"{result}\"}} {v}"
+        );
+    }
 }
 
 /// Connection state series of a workstation: 1 for the current state.
@@ -384,6 +396,10 @@ mod tests {
                 refused_per_peer: 5,
                 icreq_timeouts: 6,
                 connect_timeouts: 7,
+                auth_successes: 8,
+                auth_failures: 9,
+                auth_refused_connects: 1,
+                auth_required_rejections: 2,
             }),
         };
         let mut s = String::new();
@@ -397,6 +413,10 @@ mod tests {
         ));
         assert!(s.contains("ferrofab_agent_target_connection_timeouts_total{stage=\"icreq\"} 6"));
         assert!(s.contains("ferrofab_agent_target_connection_timeouts_total{stage=\"connect\"} 7"));
+        assert!(s.contains("ferrofab_agent_target_auth_total{result=\"success\"} 8"));
+        assert!(s.contains("ferrofab_agent_target_auth_total{result=\"failure\"} 9"));
+        assert!(s.contains("ferrofab_agent_target_auth_total{result=\"refused_connect\"} 1"));
+        assert!(s.contains("ferrofab_agent_target_auth_total{result=\"rejected_command\"} 2"));
         // The kernel target keeps no such counters: no series at all.
         let mut k = String::new();
         render_target(

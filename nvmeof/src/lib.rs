@@ -16,6 +16,7 @@
 //! * [`expose`] — connected namespaces as regular files through FUSE.
 //! * [`units`] — human sizes such as `4TiB`.
 
+pub mod auth;
 pub mod backend;
 pub mod bench;
 pub mod cli;

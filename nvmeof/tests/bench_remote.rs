@@ -77,6 +77,7 @@ fn connect(f: &Fixture, queues: u32, qd: u32) -> Remote {
         queues,
         queue_depth: qd,
         poll: PollMode::Adaptive,
+        dhchap: Default::default(),
         identity: Some(HostIdentity::ephemeral()),
     })
     .expect("connect")

@@ -271,6 +271,13 @@ ensure_kernel() {
         dpkg -x "$deb" "$root.tmp" || die "dpkg -x $deb failed"
         [ -f "$root.tmp/boot/vmlinuz-$kver" ] || die "$deb has no boot/vmlinuz-$kver"
         [ -d "$root.tmp/lib/modules/$kver" ] || die "$deb has no lib/modules/$kver"
+        # Newer Debian kernels (6.12) ship xz-compressed modules, which
+        # busybox insmod/modprobe cannot load: decompress them first.
+        if find "$root.tmp/lib/modules/$kver" -name '*.ko.xz' -print -quit | grep -q .; then
+            say "decompressing the kernel modules (.ko.xz)"
+            find "$root.tmp/lib/modules/$kver" -name '*.ko.xz' -print0 \
+                | xargs -0 -r -n 64 xz -d || die "xz -d of the modules failed"
+        fi
         depmod -b "$root.tmp" "$kver" || die "depmod -b $root.tmp $kver failed"
         mv "$root.tmp" "$root"
         rm -f "$dir/vmlinux" "$dir/.vmlinux-done"

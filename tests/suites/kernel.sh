@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Suite `kernel`: Linux 6.1's NVMe/TCP drivers under qemu (TCG) against
-# ferrofab's target and initiator, and the agent's `kernel` driver in the
-# guest under a real controller. See tests/kernel/README.md.
+# ferrofab's target and initiator, the agent's `kernel` driver in the
+# guest under a real controller, and DH-HMAC-CHAP in-band authentication
+# against Linux 6.12 (6.1 has none) in both directions. See
+# tests/kernel/README.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
@@ -18,3 +20,8 @@ ff_say "kernel: built-in initiator against Linux nvmet"
 
 ff_say "kernel: the agent's kernel driver (nvmet / nvme-fabrics) under a controller"
 "$FF_REPO/tests/kernel/kdriver.sh"
+
+ff_say "kernel: DH-HMAC-CHAP authentication against Linux 6.12 (host and nvmet)"
+ff_cargo build --release --quiet -p ferrofab-nvmeof --example auth_interop >&2 \
+    || ff_die "building the auth_interop example failed"
+"$FF_REPO/tests/kernel/auth.sh" "$nvmeof" "${CARGO_TARGET_DIR:-$FF_REPO/target}/release/examples/auth_interop"

@@ -28,6 +28,8 @@ pub struct RemoteSpec {
     /// Host identity; `None` uses the one `connect` uses (created under
     /// /etc/nvme if missing), so targets that restrict hosts accept us.
     pub identity: Option<HostIdentity>,
+    /// DH-HMAC-CHAP secrets, for targets that require authentication.
+    pub dhchap: crate::auth::HostSecrets,
 }
 
 /// Spin budget per wait for each poll mode. "Busy" is a budget longer than
@@ -63,6 +65,8 @@ impl Remote {
             .queue_size
             .max(u16::try_from(wanted).unwrap_or(u16::MAX));
         opts.poll_spin = poll_spin(spec.poll, opts.poll_spin);
+        opts.dhchap_secret = spec.dhchap.host.clone();
+        opts.dhchap_ctrl_secret = spec.dhchap.ctrl.clone();
         let ctrl = Controller::connect(opts).map_err(remote_err)?;
         let ns = ctrl.namespace(spec.nsid).map_err(remote_err)?;
         tracing::info!(

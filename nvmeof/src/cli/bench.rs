@@ -81,6 +81,12 @@ pub struct BenchOptions {
     /// Completion polling of the initiator, where it supports it.
     #[arg(long, value_enum, default_value_t = PollMode::Interrupt)]
     pub poll_mode: PollMode,
+    /// DH-HMAC-CHAP host secret (remote mode): `DHHC-1:...` or a file.
+    #[arg(long, value_name = "SECRET|FILE")]
+    pub dhchap_secret: Option<String>,
+    /// DH-HMAC-CHAP controller secret (remote mode, bidirectional).
+    #[arg(long, value_name = "SECRET|FILE")]
+    pub dhchap_ctrl_secret: Option<String>,
 
     #[arg(long, value_enum, default_value_t = Pattern::Randread)]
     pub pattern: Pattern,
@@ -286,6 +292,18 @@ fn open_target(args: &BenchOptions) -> anyhow::Result<(Target, String, Option<Re
         queue_depth: args.qd,
         poll: args.poll_mode,
         identity: None,
+        dhchap: crate::auth::HostSecrets {
+            host: args
+                .dhchap_secret
+                .as_deref()
+                .map(|v| super::host::load_secret("--dhchap-secret", v))
+                .transpose()?,
+            ctrl: args
+                .dhchap_ctrl_secret
+                .as_deref()
+                .map(|v| super::host::load_secret("--dhchap-ctrl-secret", v))
+                .transpose()?,
+        },
     };
     let remote = Remote::connect(&spec).context("connecting to the target")?;
     let target = remote.target(args.queues, args.qd);

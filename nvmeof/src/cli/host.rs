@@ -145,6 +145,27 @@ pub struct ConnectArgs {
     /// Connect without exposing the namespaces as files.
     #[arg(long, conflicts_with = "name")]
     pub no_expose: bool,
+    /// DH-HMAC-CHAP host secret for in-band authentication: a
+    /// `DHHC-1:XX:...:` string, or the path of a file holding one (better:
+    /// command lines are visible to every user of the machine).
+    #[arg(long, value_name = "SECRET|FILE")]
+    pub dhchap_secret: Option<String>,
+    /// DH-HMAC-CHAP controller secret (bidirectional authentication: the
+    /// controller must prove it knows it), as for --dhchap-secret.
+    #[arg(long, value_name = "SECRET|FILE")]
+    pub dhchap_ctrl_secret: Option<String>,
+}
+
+/// A secret given on the command line: the `DHHC-1:` string itself, or a
+/// file that holds it. Errors name the flag, never the secret.
+pub fn load_secret(flag: &str, value: &str) -> anyhow::Result<crate::auth::DhchapSecret> {
+    let text = if value.trim_start().starts_with("DHHC-1:") {
+        value.to_string()
+    } else {
+        std::fs::read_to_string(value)
+            .map_err(|e| anyhow::anyhow!("{flag}: cannot read {value}: {e}"))?
+    };
+    crate::auth::DhchapSecret::parse(&text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -278,6 +299,19 @@ fn connect_options(args: &ConnectArgs) -> anyhow::Result<ConnectOptions> {
     o.reconnect_delay = Duration::from_secs_f64(args.reconnect_delay);
     o.max_reconnect_delay = o.max_reconnect_delay.max(o.reconnect_delay);
     o.poll_spin = poll_spin(args.poll_mode, o.poll_spin);
+    o.dhchap_secret = args
+        .dhchap_secret
+        .as_deref()
+        .map(|v| load_secret("--dhchap-secret", v))
+        .transpose()?;
+    o.dhchap_ctrl_secret = args
+        .dhchap_ctrl_secret
+        .as_deref()
+        .map(|v| load_secret("--dhchap-ctrl-secret", v))
+        .transpose()?;
+    if o.dhchap_ctrl_secret.is_some() && o.dhchap_secret.is_none() {
+        bail!("--dhchap-ctrl-secret needs --dhchap-secret too (the host authenticates first)");
+    }
     Ok(o)
 }
 
@@ -611,6 +645,34 @@ pub fn disconnect(args: DisconnectArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dhchap_secret_from_the_command_line_or_a_file() {
+        let secret = crate::auth::DhchapSecret::new(&[9u8; 32], None).unwrap();
+        let text = secret.encode();
+        assert_eq!(load_secret("--dhchap-secret", &text).unwrap(), secret);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, format!("{text}\n")).unwrap();
+        assert_eq!(
+            load_secret("--dhchap-secret", path.to_str().unwrap()).unwrap(),
+            secret
+        );
+        let e = load_secret("--dhchap-ctrl-secret", "/nonexistent/key").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--dhchap-ctrl-secret: cannot read"),
+            "{e}"
+        );
+        let bad = text.replace(":00:", ":09:");
+        let e = load_secret("--dhchap-secret", &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--dhchap-secret") && !e.contains(&text[10..]),
+            "{e}"
+        );
+    }
 
     #[test]
     fn addresses_and_names() {

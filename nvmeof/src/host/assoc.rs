@@ -106,6 +106,10 @@ pub(crate) fn connect_refusal(cqe: &Cqe, ctx: &Ctx, qid: u16) -> HostError {
             _ => format!("invalid parameter at byte {ipo} of the Connect command"),
         },
         (1, 0x81) => "controller busy".to_string(),
+        (1, 0x91) => format!(
+            "the subsystem requires authentication and has no key for host {}",
+            ctx.hostnqn
+        ),
         (1, 0x80) => "incompatible Connect format".to_string(),
         _ => format!("Connect of queue {qid} failed"),
     };
@@ -140,13 +144,47 @@ pub(crate) fn fabric_connect(
         return Err(connect_refusal(&cqe, ctx, q.qid));
     }
     let dw0 = cqe.result as u32;
-    if dw0 & 0x3_0000 != 0 {
-        return Err(ctx.controller_err(
-            "the controller requires in-band authentication, which this host does not support"
-                .into(),
+    authenticate_if_needed(q, opts, ctx, dw0)?;
+    Ok(dw0 as u16)
+}
+
+/// After a successful Connect: authenticate the queue when the controller
+/// asks (AUTHREQ.ATR), or when we hold a controller secret (then we insist
+/// on the controller proving itself even if it did not ask).
+fn authenticate_if_needed(
+    q: &Arc<Queue>,
+    opts: &ConnectOptions,
+    ctx: &Ctx,
+    dw0: u32,
+) -> Result<(), HostError> {
+    let auth_err = |why: &str| HostError::AuthenticationFailed {
+        subnqn: ctx.subnqn.clone(),
+        addr: ctx.addr.clone(),
+        qid: q.qid,
+        why: why.to_string(),
+    };
+    if dw0 & crate::auth::CONNECT_ASCR != 0 {
+        return Err(auth_err(
+            "the controller requires secure channel concatenation (TLS), which is not supported",
         ));
     }
-    Ok(dw0 as u16)
+    let asked = dw0 & crate::auth::CONNECT_ATR != 0;
+    if !asked && opts.dhchap_ctrl_secret.is_none() {
+        return Ok(());
+    }
+    let Some(host) = &opts.dhchap_secret else {
+        return Err(auth_err(
+            "the controller requires authentication and no DH-HMAC-CHAP secret is configured (dhchap_secret)",
+        ));
+    };
+    super::auth::authenticate(
+        q,
+        ctx,
+        &super::auth::Secrets {
+            host,
+            ctrl: opts.dhchap_ctrl_secret.as_ref(),
+        },
+    )
 }
 
 pub(crate) fn prop_get(

@@ -90,6 +90,9 @@ pub(crate) struct Shared {
     next_queue: AtomicUsize,
     gen: AtomicU64,
     max_transfer: AtomicUsize,
+    /// The DH-HMAC-CHAP secrets in force: those of `opts` until
+    /// [`Controller::set_dhchap_secrets`] replaces them (key rotation).
+    secrets: Mutex<crate::auth::HostSecrets>,
 }
 
 /// A connected NVMe/TCP controller. Dropping it disconnects (see
@@ -117,6 +120,10 @@ impl Controller {
         validate_nqn(&opts.subnqn)
             .map_err(|why| HostError::InvalidArgument(format!("subsystem NQN: {why}")))?;
         let (tx, rx) = mpsc::channel();
+        let secrets = crate::auth::HostSecrets {
+            host: opts.dhchap_secret.clone(),
+            ctrl: opts.dhchap_ctrl_secret.clone(),
+        };
         let shared = Arc::new(Shared {
             ctx: Ctx::from_opts(&opts),
             opts,
@@ -134,6 +141,7 @@ impl Controller {
             next_queue: AtomicUsize::new(0),
             gen: AtomicU64::new(1),
             max_transfer: AtomicUsize::new(4096),
+            secrets: Mutex::new(secrets),
         });
         let a = assoc::establish(&shared.opts, 1)?;
         let ctrl = Controller {
@@ -205,6 +213,26 @@ impl Controller {
         self.shared.rescan()
     }
 
+    /// Re-authenticate every queue of the live association now (a new
+    /// DH-HMAC-CHAP transaction per queue, with the current secrets), while
+    /// I/O goes on. On failure the controller may refuse further commands
+    /// on that queue; the error says which queue and why.
+    pub fn reauthenticate(&self) -> Result<(), HostError> {
+        self.shared.reauthenticate()
+    }
+
+    /// Replace the DH-HMAC-CHAP secrets (key rotation) and re-authenticate
+    /// every queue with them. Later reconnects use them too. The
+    /// controller must already accept the new host secret.
+    pub fn set_dhchap_secrets(
+        &self,
+        host: Option<crate::auth::DhchapSecret>,
+        ctrl: Option<crate::auth::DhchapSecret>,
+    ) -> Result<(), HostError> {
+        *plock(&self.shared.secrets) = crate::auth::HostSecrets { host, ctrl };
+        self.shared.reauthenticate()
+    }
+
     /// Orderly disconnect: let in-flight I/O finish (bounded), close the
     /// I/O queues, shut the controller down (CC.SHN, wait for CSTS.SHST)
     /// and close the admin queue. I/O still pending fails with
@@ -247,6 +275,39 @@ fn worker_loop(weak: Weak<Shared>, rx: Receiver<Event>) {
 }
 
 impl Shared {
+    /// The connect options with the secrets now in force.
+    fn current_opts(&self) -> ConnectOptions {
+        let mut o = self.opts.clone();
+        let s = plock(&self.secrets).clone();
+        o.dhchap_secret = s.host;
+        o.dhchap_ctrl_secret = s.ctrl;
+        o
+    }
+
+    fn reauthenticate(&self) -> Result<(), HostError> {
+        let Some(a) = self.assoc() else {
+            return Err(HostError::Disconnected {
+                subnqn: self.opts.subnqn.clone(),
+                addr: self.opts.addr.clone(),
+            });
+        };
+        let secrets = plock(&self.secrets).clone();
+        let Some(host) = &secrets.host else {
+            return Err(HostError::InvalidArgument(
+                "re-authentication needs a DH-HMAC-CHAP secret".into(),
+            ));
+        };
+        let s = super::auth::Secrets {
+            host,
+            ctrl: secrets.ctrl.as_ref(),
+        };
+        for q in std::iter::once(&a.admin).chain(a.io.iter()) {
+            super::auth::authenticate(q, &self.ctx, &s)?;
+        }
+        tracing::info!(queues = a.io.len() + 1, "re-authenticated");
+        Ok(())
+    }
+
     pub(crate) fn assoc(&self) -> Option<Arc<Association>> {
         plock(&self.core).assoc.clone()
     }
@@ -566,7 +627,7 @@ impl Shared {
             }
             attempt += 1;
             let gen = self.gen.fetch_add(1, Ordering::AcqRel) + 1;
-            match assoc::establish(&self.opts, gen) {
+            match assoc::establish(&self.current_opts(), gen) {
                 Ok(a) => match self.install(a) {
                     Ok(()) => {
                         tracing::info!(attempt, "reconnected");

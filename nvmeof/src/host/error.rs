@@ -77,6 +77,16 @@ pub enum HostError {
         addr: String,
         why: String,
     },
+    /// In-band authentication (DH-HMAC-CHAP) failed on a queue: a wrong
+    /// key on either side, no key where one is required, nothing in common,
+    /// or a controller that could not prove itself.
+    #[error("authentication with {subnqn} at {addr} failed (queue {qid}): {why}")]
+    AuthenticationFailed {
+        subnqn: String,
+        addr: String,
+        qid: u16,
+        why: String,
+    },
     /// The caller asked for something impossible (unaligned I/O, beyond the
     /// end of the namespace, unknown namespace, bad NQN).
     #[error("invalid request: {0}")]
@@ -103,6 +113,18 @@ impl HostError {
         )
     }
 
+    /// Whether this is an authentication failure (a Connect refused with
+    /// Authentication Required counts too).
+    pub fn is_auth_failure(&self) -> bool {
+        match self {
+            HostError::AuthenticationFailed { .. } => true,
+            HostError::ConnectRejected { status, .. } | HostError::Command { status, .. } => {
+                *status == Status::AUTH_REQUIRED
+            }
+            _ => false,
+        }
+    }
+
     /// The NVMe status, if the error is a completion status.
     pub fn status(&self) -> Option<Status> {
         match self {
@@ -124,7 +146,9 @@ impl From<HostError> for io::Error {
             HostError::Disconnected { .. } | HostError::ControllerLost { .. } => {
                 io::ErrorKind::NotConnected
             }
-            HostError::ConnectRejected { .. } => io::ErrorKind::PermissionDenied,
+            HostError::ConnectRejected { .. } | HostError::AuthenticationFailed { .. } => {
+                io::ErrorKind::PermissionDenied
+            }
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, e)

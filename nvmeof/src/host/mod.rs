@@ -35,6 +35,7 @@
 //! No async runtime: std threads and non-blocking sockets with `poll(2)`.
 
 mod assoc;
+mod auth;
 pub mod cmd;
 mod controller;
 mod discovery;

@@ -50,6 +50,14 @@ pub struct ConnectOptions {
     /// Largest data transfer of one command; larger requests are split.
     /// Further limited by the controller's MDTS.
     pub max_io_size: usize,
+    /// DH-HMAC-CHAP host secret (`DHHC-1:..`): answers the controller's
+    /// challenge on every queue when the controller asks for
+    /// authentication. Without it such a controller cannot be used.
+    pub dhchap_secret: Option<crate::auth::DhchapSecret>,
+    /// DH-HMAC-CHAP controller secret: with it the host also challenges
+    /// the controller (bidirectional authentication), on every queue, and
+    /// refuses a controller that cannot answer or does not authenticate.
+    pub dhchap_ctrl_secret: Option<crate::auth::DhchapSecret>,
 }
 
 impl ConnectOptions {
@@ -72,6 +80,8 @@ impl ConnectOptions {
             poll_spin: Duration::from_micros(50),
             io_timeout: Some(Duration::from_secs(30)),
             max_io_size: 1 << 20,
+            dhchap_secret: None,
+            dhchap_ctrl_secret: None,
         }
     }
 }

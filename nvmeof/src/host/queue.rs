@@ -39,7 +39,7 @@ use crate::wire::pdu::{
     begin_data_pdu, decode, encode_capsule_cmd, encode_ic_req, encode_term_req, flags, pdu_type,
     CAPSULE_CMD_HLEN, CH_LEN, IC_HLEN, TERM_REQ_MAX_PLEN,
 };
-use crate::wire::{Cqe, DataHeader, DecodeStatus, Decoded, Digests, IcReq, Pdu, R2t, Sgl};
+use crate::wire::{Cqe, DataHeader, DecodeStatus, Decoded, Digests, IcReq, Pdu, R2t, Sgl, Sqe};
 
 /// Lock a mutex, ignoring poisoning: every critical section here leaves its
 /// data consistent, and a panicking thread must not take the queue down.
@@ -766,7 +766,8 @@ impl Queue {
                 addr: self.addr.clone(),
                 qid: self.qid,
             })
-        } else if cqe.is_success() && slot.received != req.data_in_len {
+        } else if cqe.is_success() && slot.received != req.data_in_len && !short_reply_ok(&req.sqe)
+        {
             Err(self.protocol(format!(
                 "{} completed with {} of {} data bytes",
                 req.name, slot.received, req.data_in_len
@@ -968,6 +969,13 @@ impl Queue {
         unsafe { libc::poll(&mut p, 1, 10) };
         Ok(false)
     }
+}
+
+/// Authentication Receive returns as many bytes as the message has: its
+/// allocation length is only the room the host offers. Every other command
+/// must transfer exactly what it asked for.
+fn short_reply_ok(sqe: &Sqe) -> bool {
+    sqe.opcode == admin::FABRICS && sqe.fctype() == crate::spec::fctype::AUTH_RECV
 }
 
 fn pdu_name(p: &Pdu<'_>) -> &'static str {

@@ -51,6 +51,10 @@ impl Status {
     pub const CONNECT_CONTROLLER_BUSY: Status = Status::new(sct::COMMAND_SPECIFIC, 0x81, false);
     pub const CONNECT_INVALID_PARAMETERS: Status = Status::new(sct::COMMAND_SPECIFIC, 0x82, true);
     pub const CONNECT_INVALID_HOST: Status = Status::new(sct::COMMAND_SPECIFIC, 0x84, true);
+    /// "Authentication Required" (Linux: NVME_SC_AUTH_REQUIRED, 0x191):
+    /// the queue has not authenticated, or (at Connect) the subsystem
+    /// requires authentication and the host has no key.
+    pub const AUTH_REQUIRED: Status = Status::new(sct::COMMAND_SPECIFIC, 0x91, true);
     pub const INVALID_PROPERTY: Status = Status::new(sct::COMMAND_SPECIFIC, 0x82, true);
 
     pub const WRITE_FAULT: Status = Status::new(sct::MEDIA, 0x80, false);
@@ -103,6 +107,7 @@ impl Status {
             (1, 0x81) => "connect: controller busy",
             (1, 0x82) => "connect: invalid parameters",
             (1, 0x84) => "connect: host not allowed",
+            (1, 0x91) => "authentication required",
             (2, 0x80) => "write fault",
             (2, 0x81) => "unrecovered read error",
             _ => "unknown status",

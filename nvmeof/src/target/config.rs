@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::auth::{DhGroup, DhchapSecret, HashId};
 use crate::backend::{open_backend, DirectIo, FileOptions};
 use crate::units::Size;
 
 use super::{
-    derive_uuid, ListenerKind, NamespaceConfig, SubsystemConfig, Target, TargetError, TargetOptions,
+    derive_uuid, HostAuth, ListenerKind, NamespaceConfig, SubsystemConfig, Target, TargetError,
+    TargetOptions,
 };
 
 /// The whole file.
@@ -60,6 +62,106 @@ pub struct SubsystemFile {
     pub allowed_hosts: Vec<String>,
     #[serde(default, rename = "namespace")]
     pub namespaces: Vec<NamespaceFile>,
+    /// Refuse at Connect every host without a `host_key` here.
+    #[serde(default)]
+    pub require_auth: bool,
+    /// DH-HMAC-CHAP keys of hosts: a host with a key must authenticate.
+    #[serde(default, rename = "host_key")]
+    pub host_keys: Vec<HostKeyFile>,
+}
+
+/// One host's in-band authentication settings. Each secret is given either
+/// inline (`key`) or, better, in a file readable only by the target
+/// (`key_file`), holding a `DHHC-1:XX:...:` string as `nvme
+/// gen-dhchap-key` prints it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostKeyFile {
+    pub host: String,
+    #[serde(default)]
+    pub key: Option<SecretText>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Controller secret for bidirectional authentication.
+    #[serde(default)]
+    pub ctrl_key: Option<SecretText>,
+    #[serde(default)]
+    pub ctrl_key_file: Option<PathBuf>,
+    /// sha256, sha384 or sha512; default: the host's first choice.
+    #[serde(default)]
+    pub hash: Option<String>,
+    /// null, ffdhe2048 .. ffdhe8192; default: ffdhe2048 if the host offers
+    /// it.
+    #[serde(default)]
+    pub dhgroup: Option<String>,
+}
+
+/// A secret in the configuration file; never shown by Debug.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl HostKeyFile {
+    /// The settings with the secrets read and checked. Errors name the
+    /// host and the field, never the secret.
+    pub fn resolve(&self) -> Result<HostAuth, String> {
+        let what = |field: &str, e: &dyn std::fmt::Display| {
+            format!("host_key for {}: {field}: {e}", self.host)
+        };
+        let load = |inline: &Option<SecretText>,
+                    file: &Option<PathBuf>,
+                    field: &str|
+         -> Result<Option<DhchapSecret>, String> {
+            let text = match (inline, file) {
+                (Some(_), Some(_)) => {
+                    return Err(what(
+                        field,
+                        &"give the secret inline or in a file, not both",
+                    ))
+                }
+                (Some(t), None) => t.0.clone(),
+                (None, Some(p)) => std::fs::read_to_string(p)
+                    .map_err(|e| what(field, &format!("cannot read {}: {e}", p.display())))?,
+                (None, None) => return Ok(None),
+            };
+            DhchapSecret::parse(&text)
+                .map(Some)
+                .map_err(|e| what(field, &e))
+        };
+        let key = load(&self.key, &self.key_file, "key")?
+            .ok_or_else(|| what("key", &"missing (set key or key_file)"))?;
+        let ctrl_key = load(&self.ctrl_key, &self.ctrl_key_file, "ctrl_key")?;
+        let hash =
+            match &self.hash {
+                None => None,
+                Some(h) => Some(HashId::from_name(h).ok_or_else(|| {
+                    what("hash", &format!("{h:?} (use sha256, sha384 or sha512)"))
+                })?),
+            };
+        let dhgroup = match &self.dhgroup {
+            None => None,
+            Some(g) => Some(DhGroup::from_name(g).ok_or_else(|| {
+                what(
+                    "dhgroup",
+                    &format!(
+                        "{g:?} (use null, ffdhe2048, ffdhe3072, ffdhe4096, ffdhe6144 or ffdhe8192)"
+                    ),
+                )
+            })?),
+        };
+        Ok(HostAuth {
+            key,
+            ctrl_key,
+            hash,
+            dhgroup,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -160,6 +262,19 @@ impl ServeConfig {
             for h in &s.allowed_hosts {
                 crate::spec::validate_nqn(h)
                     .map_err(|e| format!("subsystem {}: allowed host {h:?}: {e}", s.nqn))?;
+            }
+            let mut keyed = BTreeSet::new();
+            for k in &s.host_keys {
+                crate::spec::validate_nqn(&k.host)
+                    .map_err(|e| format!("subsystem {}: host_key {:?}: {e}", s.nqn, k.host))?;
+                if !keyed.insert(&k.host) {
+                    return Err(format!(
+                        "subsystem {}: host_key for {} appears twice",
+                        s.nqn, k.host
+                    ));
+                }
+                k.resolve()
+                    .map_err(|e| format!("subsystem {}: {e}", s.nqn))?;
             }
             let mut nsids = BTreeSet::new();
             for ns in &s.namespaces {
@@ -280,6 +395,7 @@ fn apply_subsystem(target: &Target, s: &SubsystemFile, report: &mut ApplyReport)
         let ok = result.is_ok();
         record(report, format!("added subsystem {nqn}"), result, nqn);
         if ok {
+            apply_auth(target, s, report);
             apply_namespaces(target, s, report);
         }
         return;
@@ -311,7 +427,57 @@ fn apply_subsystem(target: &Target, s: &SubsystemFile, report: &mut ApplyReport)
             nqn,
         );
     }
+    apply_auth(target, s, report);
     apply_namespaces(target, s, report);
+}
+
+/// Make the subsystem's host keys and `require_auth` those of the file.
+/// Keys go first, so switching `require_auth` on in the same edit that
+/// gives hosts their keys drops nobody who now has one. Changed keys apply
+/// at each host's next (re-)authentication.
+fn apply_auth(target: &Target, s: &SubsystemFile, report: &mut ApplyReport) {
+    let nqn = s.nqn.as_str();
+    let Some(subsys) = target.subsystem(nqn) else {
+        return;
+    };
+    let mut wanted = BTreeSet::new();
+    for k in &s.host_keys {
+        wanted.insert(k.host.clone());
+        let auth = match k.resolve() {
+            Ok(a) => a,
+            Err(e) => {
+                report.errors.push(format!("{nqn}: {e}"));
+                continue;
+            }
+        };
+        if subsys.host_auth(&k.host).is_some_and(|a| *a == auth) {
+            continue;
+        }
+        record(
+            report,
+            format!("set the key of {} on {nqn}", k.host),
+            target.set_host_key(nqn, &k.host, auth),
+            nqn,
+        );
+    }
+    for h in subsys.hosts_with_keys() {
+        if !wanted.contains(&h) {
+            record(
+                report,
+                format!("removed the key of {h} on {nqn}"),
+                target.remove_host_key(nqn, &h),
+                nqn,
+            );
+        }
+    }
+    if subsys.require_auth() != s.require_auth {
+        record(
+            report,
+            format!("require_auth = {} on {nqn}", s.require_auth),
+            target.set_require_auth(nqn, s.require_auth),
+            nqn,
+        );
+    }
 }
 
 fn apply_namespaces(target: &Target, s: &SubsystemFile, report: &mut ApplyReport) {
@@ -440,6 +606,70 @@ size = "1GiB"
         assert_eq!(cfg.target.queue_depth, 256);
         assert_eq!(cfg.listeners[1].kind, ListenerKind::Discovery);
         assert_eq!(cfg.subsystems[0].namespaces[0].size, Some(Size(1 << 30)));
+    }
+
+    const HOST1: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000001";
+
+    #[test]
+    fn host_keys_parse_apply_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = DhchapSecret::new(&[3u8; 32], Some(HashId::Sha256))
+            .unwrap()
+            .encode();
+        let ckey = DhchapSecret::new(&[4u8; 48], None).unwrap().encode();
+        let key_file = dir.path().join("host1.key");
+        std::fs::write(&key_file, format!("{ckey}\n")).unwrap();
+        let text = format!(
+            r#"
+[[subsystem]]
+nqn = "nqn.2026-11.io.ferrofab:demo"
+allowed_hosts = ["{HOST1}"]
+require_auth = true
+[[subsystem.host_key]]
+host = "{HOST1}"
+key = "{key}"
+ctrl_key_file = "{}"
+hash = "sha384"
+dhgroup = "ffdhe3072"
+"#,
+            key_file.display()
+        );
+        let cfg: ServeConfig = toml::from_str(&text).unwrap();
+        cfg.validate().unwrap();
+        assert!(!format!("{cfg:?}").contains(&key), "Debug shows no secret");
+        let auth = cfg.subsystems[0].host_keys[0].resolve().unwrap();
+        assert_eq!(auth.hash, Some(HashId::Sha384));
+        assert_eq!(auth.dhgroup, Some(DhGroup::Ffdhe3072));
+        assert_eq!(auth.ctrl_key.unwrap().encode(), ckey);
+
+        let target = Target::new(TargetOptions::default()).unwrap();
+        let report = apply(&target, &cfg);
+        assert!(report.errors.is_empty(), "{report:?}");
+        let subsys = target.subsystem("nqn.2026-11.io.ferrofab:demo").unwrap();
+        assert!(subsys.require_auth());
+        assert_eq!(subsys.hosts_with_keys(), vec![HOST1.to_string()]);
+        // Applying again changes nothing; dropping the key removes it.
+        assert!(apply(&target, &cfg).changes.is_empty());
+        let mut cfg2 = cfg.clone();
+        cfg2.subsystems[0].host_keys.clear();
+        cfg2.subsystems[0].require_auth = false;
+        let report = apply(&target, &cfg2);
+        assert_eq!(report.changes.len(), 2, "{report:?}");
+        assert!(subsys.hosts_with_keys().is_empty() && !subsys.require_auth());
+
+        for (bad, needle) in [
+            (text.replace("sha384", "md5"), "hash"),
+            (text.replace("ffdhe3072", "ffdhe1024"), "dhgroup"),
+            (text.replace(&key, "DHHC-1:01:AAAA:"), "key"),
+            (text.replace("ctrl_key_file", "ctrl_key_filex"), "unknown"),
+        ] {
+            let err = match toml::from_str::<ServeConfig>(&bad) {
+                Ok(c) => c.validate().unwrap_err(),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(needle), "{err}");
+            assert!(!err.contains(&key[10..]), "no secret in {err}");
+        }
     }
 
     #[test]

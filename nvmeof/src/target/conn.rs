@@ -120,6 +120,8 @@ pub(crate) struct Conn {
     pub(crate) link: Option<Arc<ConnLink>>,
     pub(crate) digests: Digests,
     pub(crate) queue: Option<QueueState>,
+    /// In-band authentication of this queue, when its host has a key.
+    pub(crate) auth: Option<super::auth::QueueAuth>,
     rx: RxBuf,
     /// More received bytes follow the PDU being handled.
     rx_backlog: bool,
@@ -159,6 +161,7 @@ impl Conn {
             link: None,
             digests: Digests::default(),
             queue: None,
+            auth: None,
             rx: RxBuf::default(),
             rx_backlog: false,
             tx: Vec::with_capacity(TX_INITIAL),
@@ -518,6 +521,9 @@ impl Conn {
             self.complete(sqe.cid, Status::COMMAND_SEQUENCE_ERROR, 0);
             return;
         }
+        if self.refuse_unauthenticated(&sqe) {
+            return;
+        }
         if self.is_admin() {
             self.admin_command(sqe, data);
         } else {
@@ -530,6 +536,10 @@ impl Conn {
             (fctype::CONNECT, false) => self.connect(sqe, data),
             (fctype::CONNECT, true) => self.complete(sqe.cid, Status::COMMAND_SEQUENCE_ERROR, 0),
             (_, false) => self.complete(sqe.cid, Status::COMMAND_SEQUENCE_ERROR, 0),
+            (fctype::AUTH_SEND, true) => self.auth_send(sqe, data),
+            (fctype::AUTH_RECV, true) => self.auth_recv(sqe),
+            (fctype::PROPERTY_GET | fctype::PROPERTY_SET, true)
+                if self.refuse_unauthenticated(&sqe) => {}
             (fctype::PROPERTY_GET, true) if self.is_admin() => self.property_get(sqe),
             (fctype::PROPERTY_SET, true) if self.is_admin() => self.property_set(sqe),
             (fctype::DISCONNECT, true) => {
@@ -763,6 +773,9 @@ impl Conn {
         let Some(q) = self.queue.take() else {
             return;
         };
+        if self.auth.as_ref().is_some_and(|a| a.counted) {
+            q.ctrl.end_auth();
+        }
         if q.qid == 0 {
             q.ctrl.teardown("admin queue closed");
             self.target.forget_controller(q.ctrl.cntlid);

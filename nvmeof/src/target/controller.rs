@@ -64,6 +64,14 @@ pub struct Controller {
     created: Instant,
     /// Milliseconds since `created` of the last command on any queue.
     last_seen_ms: AtomicU64,
+    /// While the admin queue authenticates: the time (ms since creation)
+    /// by which it must have succeeded, 0 otherwise. It replaces the
+    /// keep-alive timer meanwhile: the host cannot send Keep Alive before
+    /// it has authenticated, and a slow DH group on a slow host may take
+    /// longer than KATO.
+    auth_deadline_ms: AtomicU64,
+    /// Queues of this controller authenticating for the first time.
+    authenticating: std::sync::atomic::AtomicU32,
     state: Mutex<CtrlState>,
     io_queues: Mutex<BTreeMap<u16, Arc<ConnLink>>>,
     dead: AtomicBool,
@@ -91,6 +99,8 @@ impl Controller {
             kato_ms: AtomicU32::new(kato_ms),
             created: Instant::now(),
             last_seen_ms: AtomicU64::new(0),
+            auth_deadline_ms: AtomicU64::new(0),
+            authenticating: std::sync::atomic::AtomicU32::new(0),
             state: Mutex::new(CtrlState {
                 volatile_write_cache: true,
                 ..Default::default()
@@ -147,8 +157,41 @@ impl Controller {
         self.last_seen_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Whether the keep-alive timer has expired.
+    /// A queue starts its first authentication: it has `limit` to
+    /// succeed, and until then the keep-alive timer waits (the host sends
+    /// no Keep Alive while it computes a DH value for a new queue).
+    pub(crate) fn begin_auth(&self, limit: std::time::Duration) {
+        let now = self.created.elapsed().as_millis() as u64;
+        let until = now.saturating_add(limit.as_millis() as u64).max(1);
+        self.authenticating.fetch_add(1, Ordering::AcqRel);
+        self.auth_deadline_ms.fetch_max(until, Ordering::AcqRel);
+    }
+
+    /// A queue authenticated (or closed before it did): once no queue is
+    /// authenticating, the keep-alive timer applies again, from now.
+    pub(crate) fn end_auth(&self) {
+        self.touch();
+        let before = self
+            .authenticating
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .unwrap_or(0);
+        if before <= 1 {
+            self.auth_deadline_ms.store(0, Ordering::Release);
+        }
+    }
+
+    /// Whether the admin queue is authenticating past its deadline.
+    pub fn auth_expired(&self) -> bool {
+        let until = self.auth_deadline_ms.load(Ordering::Relaxed);
+        until != 0 && self.created.elapsed().as_millis() as u64 > until
+    }
+
+    /// Whether the keep-alive timer has expired (never while the admin
+    /// queue authenticates, see [`Controller::auth_expired`]).
     pub fn kato_expired(&self) -> bool {
+        if self.auth_deadline_ms.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
         let kato = u64::from(self.kato_ms());
         if kato == 0 {
             return false;

@@ -150,6 +150,22 @@ impl Conn {
                 why: format!("host {:?} is not allowed on {:?}", req.hostnqn, req.subnqn),
             });
         }
+        if subsys.require_auth() && subsys.host_auth(&req.hostnqn).is_none() {
+            self.target
+                .gate
+                .counters
+                .auth_refused_connects
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(Refusal {
+                status: Status::AUTH_REQUIRED,
+                in_data: true,
+                offset: OFF_HOSTNQN,
+                why: format!(
+                    "{:?} requires authentication and host {:?} has no key",
+                    req.subnqn, req.hostnqn
+                ),
+            });
+        }
         Ok(ControllerKind::Io(subsys))
     }
 
@@ -273,8 +289,22 @@ impl Conn {
             sqhd: 0,
             sqflow_disabled: req.sqflow_disabled,
         });
-        // DW0: the controller ID; bits 17:16 stay 0 (no authentication).
-        self.complete(cid, Status::SUCCESS, u64::from(cntlid));
+        // DW0: the controller ID, plus AUTHREQ.ATR when the host has a key:
+        // it must authenticate this queue before anything else.
+        let mut dw0 = u32::from(cntlid);
+        if self.host_has_key() {
+            self.auth = Some(super::auth::QueueAuth::default());
+            dw0 |= crate::auth::CONNECT_ATR;
+            if req.qid == 0 {
+                if let Some(q) = &self.queue {
+                    q.ctrl
+                        .begin_auth(std::time::Duration::from_millis(u64::from(
+                            self.target.opts.auth_timeout_ms,
+                        )));
+                }
+            }
+        }
+        self.complete(cid, Status::SUCCESS, u64::from(dw0));
     }
 
     pub(crate) fn property_get(&mut self, sqe: Sqe) {

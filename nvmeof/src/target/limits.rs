@@ -45,6 +45,10 @@ pub(crate) struct ConnCounters {
     pub refused_per_peer: AtomicU64,
     pub icreq_timeouts: AtomicU64,
     pub connect_timeouts: AtomicU64,
+    pub auth_successes: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub auth_refused_connects: AtomicU64,
+    pub auth_required_rejections: AtomicU64,
 }
 
 /// A copy of the connection counters at one moment.
@@ -63,6 +67,18 @@ pub struct ConnectionStats {
     /// Closed because no Connect came within `connect_timeout_ms` of the
     /// ICResp.
     pub connect_timeouts: u64,
+    /// DH-HMAC-CHAP transactions that succeeded (every queue of every
+    /// association authenticates, and again on re-authentication).
+    pub auth_successes: u64,
+    /// DH-HMAC-CHAP transactions that ended in AUTH_Failure1/2 (wrong
+    /// key, nothing in common, malformed messages).
+    pub auth_failures: u64,
+    /// Connects refused because the subsystem requires authentication
+    /// and the host has no key.
+    pub auth_refused_connects: u64,
+    /// Commands refused with Authentication Required on a queue that had
+    /// not authenticated.
+    pub auth_required_rejections: u64,
 }
 
 /// Counts open connections in total and per peer address.
@@ -140,6 +156,10 @@ impl ConnGate {
             refused_per_peer: c.refused_per_peer.load(Ordering::Relaxed),
             icreq_timeouts: c.icreq_timeouts.load(Ordering::Relaxed),
             connect_timeouts: c.connect_timeouts.load(Ordering::Relaxed),
+            auth_successes: c.auth_successes.load(Ordering::Relaxed),
+            auth_failures: c.auth_failures.load(Ordering::Relaxed),
+            auth_refused_connects: c.auth_refused_connects.load(Ordering::Relaxed),
+            auth_required_rejections: c.auth_required_rejections.load(Ordering::Relaxed),
         }
     }
 }

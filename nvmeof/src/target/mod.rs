@@ -17,6 +17,7 @@
 //! * [`listener`] — TCP accept loops.
 
 mod admin;
+mod auth;
 pub mod config;
 pub mod conn;
 pub mod controller;
@@ -49,7 +50,7 @@ use crate::spec::identify::DiscoveryEntry;
 pub use controller::{Controller, ControllerKind};
 pub use limits::ConnectionStats;
 pub use listener::ListenerKind;
-pub use registry::{Namespace, NamespaceStatsSnapshot, Subsystem};
+pub use registry::{HostAuth, Namespace, NamespaceStatsSnapshot, Subsystem};
 pub use socket::PollMode;
 
 use registry::{lock, Registry};
@@ -97,6 +98,11 @@ pub struct TargetOptions {
     /// A connection that has no Fabrics Connect within this many
     /// milliseconds of its ICResp is closed.
     pub connect_timeout_ms: u32,
+    /// A controller whose admin queue must authenticate (DH-HMAC-CHAP) and
+    /// has not succeeded within this many milliseconds of its Connect is
+    /// torn down. Meanwhile it replaces the keep-alive timeout, which the
+    /// host cannot honour before it has authenticated.
+    pub auth_timeout_ms: u32,
 }
 
 impl Default for TargetOptions {
@@ -115,6 +121,7 @@ impl Default for TargetOptions {
             max_connections_per_peer: 512,
             icreq_timeout_ms: 5_000,
             connect_timeout_ms: 10_000,
+            auth_timeout_ms: 120_000,
         }
     }
 }
@@ -148,6 +155,9 @@ impl TargetOptions {
         }
         if self.icreq_timeout_ms == 0 || self.connect_timeout_ms == 0 {
             return bad("icreq_timeout_ms and connect_timeout_ms must be at least 1");
+        }
+        if self.auth_timeout_ms == 0 {
+            return bad("auth_timeout_ms must be at least 1");
         }
         Ok(())
     }
@@ -565,6 +575,55 @@ impl Target {
         Ok(())
     }
 
+    /// Give `hostnqn` a DH-HMAC-CHAP key (and optionally a controller key)
+    /// on subsystem `nqn`. From its next Connect on, the host must
+    /// authenticate every queue; queues already connected re-check at their
+    /// next (re-)authentication, which uses the new key (rotation).
+    pub fn set_host_key(
+        &self,
+        nqn: &str,
+        hostnqn: &str,
+        auth: HostAuth,
+    ) -> Result<(), TargetError> {
+        crate::spec::validate_nqn(hostnqn).map_err(TargetError::InvalidNqn)?;
+        let subsys = self.inner.subsystem(nqn)?;
+        if subsys.set_host_auth(hostnqn, auth) {
+            // Never the key itself.
+            tracing::info!(nqn, hostnqn, "host key set");
+        }
+        Ok(())
+    }
+
+    /// Remove a host's key. Its live queues keep running; unless the
+    /// subsystem requires authentication, its next Connect is accepted
+    /// without authentication.
+    pub fn remove_host_key(&self, nqn: &str, hostnqn: &str) -> Result<(), TargetError> {
+        let subsys = self.inner.subsystem(nqn)?;
+        if subsys.remove_host_auth(hostnqn) {
+            tracing::info!(nqn, hostnqn, "host key removed");
+        }
+        Ok(())
+    }
+
+    /// Require authentication on `nqn`: a host without a key is refused
+    /// at Connect (Authentication Required). Controllers of hosts without
+    /// a key that are connected now end when this is switched on.
+    pub fn set_require_auth(&self, nqn: &str, on: bool) -> Result<(), TargetError> {
+        let subsys = self.inner.subsystem(nqn)?;
+        if subsys.require_auth() != on {
+            subsys.set_require_auth(on);
+            tracing::info!(nqn, require_auth = on, "authentication policy changed");
+            if on {
+                for ctrl in subsys.controllers() {
+                    if subsys.host_auth(&ctrl.hostnqn).is_none() {
+                        ctrl.teardown("subsystem now requires authentication");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn drop_disallowed(&self, subsys: &Subsystem) {
         for ctrl in subsys.controllers() {
             if !subsys.host_allowed(&ctrl.hostnqn) {
@@ -745,7 +804,12 @@ fn spawn_keep_alive_watchdog(inner: &Arc<TargetInner>) {
             return;
         }
         for ctrl in inner.all_controllers() {
-            if ctrl.kato_expired() {
+            if ctrl.auth_expired() {
+                tracing::warn!(cntlid = ctrl.cntlid, hostnqn = %ctrl.hostnqn, auth_timeout_ms = inner.opts.auth_timeout_ms, "admin queue did not authenticate in time");
+                inner.gate.counters.auth_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ctrl.teardown("authentication timeout");
+                inner.forget_controller(ctrl.cntlid);
+            } else if ctrl.kato_expired() {
                 tracing::warn!(cntlid = ctrl.cntlid, hostnqn = %ctrl.hostnqn, kato_ms = ctrl.kato_ms(), "keep-alive timeout");
                 ctrl.teardown("keep-alive timeout");
                 inner.forget_controller(ctrl.cntlid);

@@ -111,6 +111,41 @@ pub struct Subsystem {
     read_only_hosts: RwLock<BTreeSet<String>>,
     namespaces: RwLock<BTreeMap<u32, Arc<Namespace>>>,
     controllers: Mutex<Vec<Weak<Controller>>>,
+    /// DH-HMAC-CHAP keys per host NQN. A host with a key must
+    /// authenticate on every queue; see [`HostAuth`].
+    host_keys: RwLock<BTreeMap<String, Arc<HostAuth>>>,
+    /// Refuse at Connect any host that has no key here.
+    require_auth: AtomicBool,
+}
+
+/// In-band authentication settings of one host on one subsystem.
+///
+/// The secrets are read afresh at the start of every authentication
+/// transaction, so replacing them (key rotation) takes effect at the
+/// host's next (re-)authentication without touching live queues.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HostAuth {
+    /// The host's secret: the host proves it knows it.
+    pub key: crate::auth::DhchapSecret,
+    /// The controller's secret, for bidirectional authentication: used
+    /// only when the host asks the controller to prove itself.
+    pub ctrl_key: Option<crate::auth::DhchapSecret>,
+    /// Hash to use; `None` takes the first the host offers.
+    pub hash: Option<crate::auth::HashId>,
+    /// DH group to use; `None` prefers ffdhe2048, then the first the
+    /// host offers.
+    pub dhgroup: Option<crate::auth::DhGroup>,
+}
+
+impl std::fmt::Debug for HostAuth {
+    /// Never prints the secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostAuth")
+            .field("ctrl_key", &self.ctrl_key.is_some())
+            .field("hash", &self.hash)
+            .field("dhgroup", &self.dhgroup)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Subsystem {
@@ -130,7 +165,41 @@ impl Subsystem {
             read_only_hosts: RwLock::new(BTreeSet::new()),
             namespaces: RwLock::new(BTreeMap::new()),
             controllers: Mutex::new(Vec::new()),
+            host_keys: RwLock::new(BTreeMap::new()),
+            require_auth: AtomicBool::new(false),
         }
+    }
+
+    /// The host's authentication settings, if it has a key here.
+    pub fn host_auth(&self, hostnqn: &str) -> Option<Arc<HostAuth>> {
+        read(&self.host_keys).get(hostnqn).cloned()
+    }
+
+    /// Hosts that have a key (the keys themselves stay inside).
+    pub fn hosts_with_keys(&self) -> Vec<String> {
+        read(&self.host_keys).keys().cloned().collect()
+    }
+
+    /// Returns whether anything changed.
+    pub(crate) fn set_host_auth(&self, hostnqn: &str, auth: HostAuth) -> bool {
+        let mut map = write(&self.host_keys);
+        if map.get(hostnqn).is_some_and(|a| **a == auth) {
+            return false;
+        }
+        map.insert(hostnqn.to_string(), Arc::new(auth));
+        true
+    }
+
+    pub(crate) fn remove_host_auth(&self, hostnqn: &str) -> bool {
+        write(&self.host_keys).remove(hostnqn).is_some()
+    }
+
+    pub fn require_auth(&self) -> bool {
+        self.require_auth.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_require_auth(&self, on: bool) {
+        self.require_auth.store(on, Ordering::Release);
     }
 
     /// Deny by default: a host gets in only if it is listed or the
