@@ -445,3 +445,100 @@ fn connect_time_per_dh_group() {
         f.target.remove_host_key(SUBNQN, HOSTNQN).unwrap();
     }
 }
+
+/// Drive a queue of `h` through DH-HMAC-CHAP (SHA-256, null DH group) up to
+/// the point where the target has checked the Reply: the next Receive
+/// returns AUTH_Success1.
+fn mini_reply(h: &mut MiniHost, key: &DhchapSecret, tid: u16) {
+    use ferrofab_nvmeof::auth::crypto::{chap_response, ResponseInput, Role};
+    let n = negotiate(tid, vec![0]);
+    let r = h.command(auth_sqe(fctype::AUTH_SEND, n.len() as u32), &n, true);
+    assert_eq!(r.status(), Status::SUCCESS);
+    let c = match recv(h) {
+        (Status::SUCCESS, Some(Message::Challenge(c))) => c,
+        other => panic!("{other:?}"),
+    };
+    let tkey = key.transformed(HOSTNQN);
+    let response = chap_response(&ResponseInput {
+        hash: HashId::Sha256,
+        key: &tkey,
+        challenge: &c.challenge,
+        seqnum: c.seqnum,
+        tid,
+        sc_c: 0,
+        role: Role::Host,
+        hostnqn: HOSTNQN,
+        subnqn: SUBNQN,
+        dh_shared: None,
+    });
+    let reply = Message::Reply(ferrofab_nvmeof::auth::msg::Reply {
+        tid,
+        response,
+        ctrl_challenge: None,
+        dh_public: Vec::new(),
+    })
+    .encode();
+    let r = h.command(
+        auth_sqe(fctype::AUTH_SEND, reply.len() as u32),
+        &reply,
+        true,
+    );
+    assert_eq!(r.status(), Status::SUCCESS);
+}
+
+/// Authenticate one queue of `h` by hand.
+fn mini_authenticate(h: &mut MiniHost, key: &DhchapSecret, tid: u16) {
+    mini_reply(h, key, tid);
+    match recv(h) {
+        (Status::SUCCESS, Some(Message::Success1 { tid: t, .. })) => assert_eq!(t, tid),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Once the admin queue has authenticated, the authentication deadline is
+/// over: the controller outlives `auth_timeout_ms`, and the keep-alive
+/// timer applies again (it was paused while authenticating).
+#[test]
+fn authenticated_controller_outlives_auth_timeout() {
+    let f = common::fixture_with(TargetOptions {
+        auth_timeout_ms: 400,
+        ..TargetOptions::default()
+    });
+    let key = secret(1, None);
+    f.target
+        .set_host_key(SUBNQN, HOSTNQN, host_auth(key.clone(), None))
+        .unwrap();
+    let mut h = MiniHost::open(f.addr, Default::default());
+    let r = h.connect(0, 0xFFFF, HOSTNQN, SUBNQN, 1000);
+    assert_eq!(r.status(), Status::SUCCESS);
+    let cntlid = r.cqe.map(|c| c.result as u16).unwrap_or_default();
+    mini_authenticate(&mut h, &key, 1);
+    h.enable();
+    let mut io = common::io_queue(f.addr, Default::default(), cntlid, 1);
+    mini_authenticate(&mut io, &key, 2);
+    let data = common::pattern(4096, 3);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1200) {
+        assert_eq!(io.write(8, &data, true).status(), Status::SUCCESS);
+        let r = io.read(8, 8);
+        assert_eq!((r.status(), &r.data), (Status::SUCCESS, &data));
+        assert_eq!(h.prop_get(prop::CSTS, false).status(), Status::SUCCESS);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let c = counters(&f);
+    assert_eq!((c.auth_successes, c.auth_failures), (2, 0));
+
+    // Silence: the keep-alive timer (1 s) ends the controller.
+    let t0 = Instant::now();
+    assert!(h.recv_owned().is_none(), "connection closed");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(
+        counters(&f).auth_failures,
+        0,
+        "not an authentication timeout"
+    );
+}

@@ -43,6 +43,17 @@ pub(crate) struct QueueAuth {
     step: Step,
 }
 
+impl QueueAuth {
+    /// A queue about to authenticate; `counted` when it holds the
+    /// controller's authentication deadline (see `Controller::begin_auth`).
+    pub(crate) fn new(counted: bool) -> QueueAuth {
+        QueueAuth {
+            counted,
+            ..QueueAuth::default()
+        }
+    }
+}
+
 #[derive(Default)]
 enum Step {
     /// Waiting for AUTH_Negotiate.

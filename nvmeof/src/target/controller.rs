@@ -180,7 +180,7 @@ impl Controller {
         }
     }
 
-    /// Whether the admin queue is authenticating past its deadline.
+    /// Whether a queue is authenticating past the deadline.
     pub fn auth_expired(&self) -> bool {
         let until = self.auth_deadline_ms.load(Ordering::Relaxed);
         until != 0 && self.created.elapsed().as_millis() as u64 > until

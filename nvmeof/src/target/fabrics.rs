@@ -293,15 +293,19 @@ impl Conn {
         // it must authenticate this queue before anything else.
         let mut dw0 = u32::from(cntlid);
         if self.host_has_key() {
-            self.auth = Some(super::auth::QueueAuth::default());
+            // Every queue that must authenticate holds the controller's
+            // authentication deadline (and pauses its keep-alive timer: the
+            // host sends no Keep Alive while it computes a DH value for a new
+            // queue). `counted` makes its first success, or its close, end
+            // that hold again; without it the deadline outlived the
+            // authentication and tore the healthy controller down.
+            self.auth = Some(super::auth::QueueAuth::new(true));
             dw0 |= crate::auth::CONNECT_ATR;
-            if req.qid == 0 {
-                if let Some(q) = &self.queue {
-                    q.ctrl
-                        .begin_auth(std::time::Duration::from_millis(u64::from(
-                            self.target.opts.auth_timeout_ms,
-                        )));
-                }
+            if let Some(q) = &self.queue {
+                q.ctrl
+                    .begin_auth(std::time::Duration::from_millis(u64::from(
+                        self.target.opts.auth_timeout_ms,
+                    )));
             }
         }
         self.complete(cid, Status::SUCCESS, u64::from(dw0));

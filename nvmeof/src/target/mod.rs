@@ -805,7 +805,7 @@ fn spawn_keep_alive_watchdog(inner: &Arc<TargetInner>) {
         }
         for ctrl in inner.all_controllers() {
             if ctrl.auth_expired() {
-                tracing::warn!(cntlid = ctrl.cntlid, hostnqn = %ctrl.hostnqn, auth_timeout_ms = inner.opts.auth_timeout_ms, "admin queue did not authenticate in time");
+                tracing::warn!(cntlid = ctrl.cntlid, hostnqn = %ctrl.hostnqn, auth_timeout_ms = inner.opts.auth_timeout_ms, "a queue did not authenticate in time");
                 inner.gate.counters.auth_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 ctrl.teardown("authentication timeout");
                 inner.forget_controller(ctrl.cntlid);
