@@ -162,8 +162,11 @@ pub fn load_secret(flag: &str, value: &str) -> anyhow::Result<crate::auth::Dhcha
     let text = if value.trim_start().starts_with("DHHC-1:") {
         value.to_string()
     } else {
-        std::fs::read_to_string(value)
-            .map_err(|e| anyhow::anyhow!("{flag}: cannot read {value}: {e}"))?
+        // Never echo `value`: it may be a mistyped secret (a stray space,
+        // a lower-case prefix), and stderr ends up in logs.
+        std::fs::read_to_string(value).map_err(|e| {
+            anyhow::anyhow!("{flag}: not a DHHC-1 secret and not a readable file ({e})")
+        })?
     };
     crate::auth::DhchapSecret::parse(&text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
 }
@@ -661,7 +664,7 @@ mod tests {
         let e = load_secret("--dhchap-ctrl-secret", "/nonexistent/key").unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("--dhchap-ctrl-secret: cannot read"),
+                .starts_with("--dhchap-ctrl-secret: not a DHHC-1 secret and not a readable file"),
             "{e}"
         );
         let bad = text.replace(":00:", ":09:");
@@ -672,6 +675,26 @@ mod tests {
             e.contains("--dhchap-secret") && !e.contains(&text[10..]),
             "{e}"
         );
+    }
+
+    /// A mistyped secret (not starting exactly with `DHHC-1:`) is tried
+    /// as a path; the error must not print it.
+    #[test]
+    fn mistyped_secret_is_not_echoed() {
+        let text = crate::auth::DhchapSecret::new(&[7u8; 32], None)
+            .unwrap()
+            .encode();
+        for typo in [
+            format!("dhhc-1{}", &text[6..]),
+            format!("DHHC-1 {}", &text[7..]),
+            format!("\"{text}\""),
+        ] {
+            let e = load_secret("--dhchap-secret", &typo)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("--dhchap-secret: not a DHHC-1 secret"), "{e}");
+            assert!(!e.contains(&text[10..40]), "the secret leaked: {e}");
+        }
     }
 
     #[test]
