@@ -542,3 +542,38 @@ fn authenticated_controller_outlives_auth_timeout() {
         "not an authentication timeout"
     );
 }
+
+/// An Authentication Receive whose allocation length exceeds the host's
+/// buffer is refused and changes nothing; one too short for the message
+/// keeps it for the next try. Neither authenticates the queue.
+#[test]
+fn auth_receive_larger_than_buffer_is_refused() {
+    let f = common::fixture_with(TargetOptions::default());
+    let key = secret(1, None);
+    f.target
+        .set_host_key(SUBNQN, HOSTNQN, host_auth(key.clone(), None))
+        .unwrap();
+    let mut h = MiniHost::open(f.addr, Default::default());
+    assert_eq!(
+        h.connect(0, 0xFFFF, HOSTNQN, SUBNQN, 5000).status(),
+        Status::SUCCESS
+    );
+    mini_reply(&mut h, &key, 7);
+    // AL 4096 over a 16-byte buffer: the Success1 would be cut.
+    let mut sqe = auth_sqe(fctype::AUTH_RECV, 4096);
+    sqe.sgl.length = 16;
+    let r = h.command(sqe, &[], false);
+    assert_eq!(r.status(), Status::DATA_SGL_LENGTH_INVALID);
+    assert!(r.data.is_empty(), "{:?}", r.data);
+    assert_eq!(h.prop_get(prop::CAP, true).status(), Status::AUTH_REQUIRED);
+    // AL and buffer both too short: refused, the message is kept.
+    let r = h.command(auth_sqe(fctype::AUTH_RECV, 16), &[], false);
+    assert_eq!(r.status(), Status::INVALID_FIELD);
+    assert_eq!(h.prop_get(prop::CAP, true).status(), Status::AUTH_REQUIRED);
+    match recv(&mut h) {
+        (Status::SUCCESS, Some(Message::Success1 { tid: 7, .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.prop_get(prop::CAP, true).status(), Status::SUCCESS);
+    assert_eq!(counters(&f).auth_successes, 1);
+}

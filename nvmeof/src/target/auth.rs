@@ -339,64 +339,72 @@ impl Conn {
     }
 
     /// Authentication Receive: the controller's next message.
+    ///
+    /// The state machine advances (and a Success1 or Failure1 takes
+    /// effect) only once the whole message is known to reach the host:
+    /// a message cut to the host's buffer would leave the queue
+    /// authenticated by the target but not by the host.
     pub(crate) fn auth_recv(&mut self, sqe: Sqe) {
         if !is_dhchap_cdw10(sqe.cdw10) {
             return self.complete(sqe.cid, Status::INVALID_FIELD, 0);
         }
         let al = sqe.cdw11 as usize;
-        if al == 0 || al > MAX_AUTH_MESSAGE.max(sqe.sgl.length as usize) {
+        if al == 0 {
             return self.complete(sqe.cid, Status::INVALID_FIELD, 0);
         }
+        if al > sqe.sgl.length as usize {
+            // The host allows more than its buffer holds.
+            self.target.count_length_refusal();
+            return self.complete(sqe.cid, Status::DATA_SGL_LENGTH_INVALID, 0);
+        }
         let step = self.take_step();
-        let (message, next) = match step {
-            Step::ChallengeReady(txn) => {
-                let m = Message::Challenge(Challenge {
-                    tid: txn.tid,
-                    hash: txn.hash as u8,
-                    dhgroup: txn.dh.as_ref().map_or(0, |d| d.group() as u8),
-                    seqnum: txn.seqnum,
-                    challenge: txn.challenge.clone(),
-                    dh_public: txn.dh.as_ref().map(DhKeyPair::public).unwrap_or_default(),
-                });
-                (m, Step::AwaitReply(txn))
-            }
-            Step::Success1Ready { tid, hl, response } => {
-                let bidirectional = response.is_some();
-                let m = Message::Success1 { tid, hl, response };
-                if bidirectional {
-                    (m, Step::AwaitSuccess2 { tid })
-                } else {
-                    self.auth_succeeded(tid);
-                    (m, Step::Idle)
-                }
-            }
-            Step::FailureReady { tid, reason } => {
-                self.auth_failed(tid, reason.describe());
-                let m = Message::Failure {
-                    tid,
-                    from_host: false,
-                    rc: msg::RC_FAILURE,
-                    rce: reason as u8,
-                };
-                (m, Step::Idle)
-            }
-            other => {
-                self.set_step(other);
+        let message = match &step {
+            Step::ChallengeReady(txn) => Message::Challenge(Challenge {
+                tid: txn.tid,
+                hash: txn.hash as u8,
+                dhgroup: txn.dh.as_ref().map_or(0, |d| d.group() as u8),
+                seqnum: txn.seqnum,
+                challenge: txn.challenge.clone(),
+                dh_public: txn.dh.as_ref().map(DhKeyPair::public).unwrap_or_default(),
+            }),
+            Step::Success1Ready { tid, hl, response } => Message::Success1 {
+                tid: *tid,
+                hl: *hl,
+                response: response.clone(),
+            },
+            Step::FailureReady { tid, reason } => Message::Failure {
+                tid: *tid,
+                from_host: false,
+                rc: msg::RC_FAILURE,
+                rce: *reason as u8,
+            },
+            _ => {
+                self.set_step(step);
                 return self.complete(sqe.cid, Status::COMMAND_SEQUENCE_ERROR, 0);
             }
         };
         let bytes = message.encode();
         if bytes.len() > al {
             // Keep the state: the host may ask again with room enough.
-            let back = match message {
-                Message::Success1 { .. } | Message::Failure { .. } => None,
-                _ => Some(next),
-            };
-            if let Some(step) = back {
-                self.set_step(step);
-            }
+            self.set_step(step);
             return self.complete(sqe.cid, Status::INVALID_FIELD, 0);
         }
+        let next = match step {
+            Step::ChallengeReady(txn) => Step::AwaitReply(txn),
+            Step::Success1Ready { tid, response, .. } => {
+                if response.is_some() {
+                    Step::AwaitSuccess2 { tid }
+                } else {
+                    self.auth_succeeded(tid);
+                    Step::Idle
+                }
+            }
+            Step::FailureReady { tid, reason } => {
+                self.auth_failed(tid, reason.describe());
+                Step::Idle
+            }
+            other => other,
+        };
         self.set_step(next);
         self.send_to_host(&sqe, &bytes, 0);
     }
