@@ -1556,19 +1556,20 @@ impl AdminService for Admin {
         req: Request<GetServerInfoRequest>,
     ) -> Result<Response<ServerInfo>, Status> {
         timed!(self, "GetServerInfo", req, |_id, _b| Ok(server_info(
-            self.s.cache.read().revision
+            self.s.cache.read().revision,
+            self.s.store_backend,
         )))
     }
 }
 
 /// Build facts of this binary and the store revision: nothing a tenant
 /// could not learn from its own list responses (they carry the revision).
-fn server_info(revision: u64) -> ServerInfo {
+fn server_info(revision: u64, backend: crate::store::Backend) -> ServerInfo {
     ServerInfo {
         version: ferrofab_buildinfo::VERSION.into(),
         commit: ferrofab_buildinfo::COMMIT.into(),
         build_date: ferrofab_buildinfo::BUILD_DATE.into(),
-        store: "redb".into(),
+        store: backend.name().into(),
         revision,
     }
 }
