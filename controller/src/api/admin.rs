@@ -730,6 +730,17 @@ impl Admin {
             info!(attachment = %merged.name(), from = %old.node, to = %new.node, force, "attachment moved");
         }
         let stored = s.put(merged, rv).await?;
+        let unstamped = stored
+            .status
+            .as_ref()
+            .is_some_and(|st| !st.moved_from_node.is_empty() && st.move_revision == 0);
+        let stored = if unstamped {
+            let rv = stored.metadata.as_ref().map_or(0, |m| m.resource_version);
+            access::stamp_move(s, stored.name(), rv).await?;
+            get_checked(s, id, "UpdateAttachment", stored.name())?
+        } else {
+            stored
+        };
         let forced = stored
             .status
             .as_ref()
@@ -1116,11 +1127,13 @@ fn mark_move(
         st.moved_from_node = from.to_string();
         st.moved_from_released = false;
         st.fence_revision = 0;
+        st.move_revision = 0;
     }
     if st.moved_from_node == to {
         st.moved_from_node.clear();
         st.moved_from_released = false;
         st.fence_revision = 0;
+        st.move_revision = 0;
     }
     if force && !st.moved_from_node.is_empty() {
         st.moved_from_released = true;
