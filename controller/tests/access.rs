@@ -512,3 +512,65 @@ async fn a_reader_moves_without_a_fence() {
     assert_eq!(st.phase, AttachmentPhase::Pending as i32);
     assert!(st.device_path.is_empty());
 }
+
+/// A move is checked like a creation on the new node: a node identity may
+/// hold attachments only for itself, so it cannot hand its own over.
+#[tokio::test]
+async fn a_node_cannot_move_its_attachment_to_another_node() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    layout(&mut c).await;
+    let mut ws1 = ctl.admin_as("node:ws1").await;
+    create(&mut ws1, att("a", "ws1", AccessMode::ReadWrite))
+        .await
+        .expect("self attach");
+    let mut a = get_att(&mut c, "a").await;
+    a.spec.as_mut().expect("spec").node = "ws2".into();
+    let e = ws1
+        .update_attachment(UpdateAttachmentRequest {
+            attachment: Some(a),
+            force: false,
+        })
+        .await
+        .expect_err("node moving its attachment away");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());
+    let a = get_att(&mut c, "a").await;
+    assert_eq!(a.spec.expect("spec").node, "ws1", "not moved");
+}
+
+/// An expired volume's attachment cannot move, as it could not be created.
+#[tokio::test]
+async fn an_expired_volumes_attachment_cannot_move() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    layout(&mut c).await;
+    create(&mut c, att("a", "ws1", AccessMode::ReadWrite))
+        .await
+        .expect("attach");
+    let mut v = c
+        .get_volume(GetVolumeRequest { name: "v".into() })
+        .await
+        .expect("v")
+        .into_inner();
+    v.spec.as_mut().expect("spec").expires_at = Some(prost_types::Timestamp {
+        seconds: 1_000,
+        nanos: 0,
+    });
+    c.update_volume(UpdateVolumeRequest {
+        volume: Some(v),
+        dry_run: false,
+    })
+    .await
+    .expect("expire");
+    let mut a = get_att(&mut c, "a").await;
+    a.spec.as_mut().expect("spec").node = "ws2".into();
+    let e = c
+        .update_attachment(UpdateAttachmentRequest {
+            attachment: Some(a),
+            force: false,
+        })
+        .await
+        .expect_err("moving an expired volume's attachment");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
+    assert!(e.message().contains("expired"), "{}", e.message());
+}

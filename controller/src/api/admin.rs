@@ -766,10 +766,16 @@ impl Admin {
                 cur.name()
             )));
         }
+        // The moved object must pass the create-time rule too: a node may
+        // hold attachments only for itself, so it cannot hand one over.
+        let mut moved = cur.clone();
+        if let Some(spec) = moved.spec.as_mut() {
+            spec.node = to.to_string();
+        }
+        authz::check_new(id, "UpdateAttachment", &moved, &objs)?;
         let volume = cur.spec.as_ref().map_or("", |s| s.volume.as_str());
-        let tenant = objs
-            .volumes
-            .get(volume)
+        let vol = objs.volumes.get(volume);
+        let tenant = vol
             .and_then(|v| v.spec.as_ref())
             .map_or("", |s| s.tenant.as_str());
         if !tenant_allows(&objs, tenant, to) {
@@ -784,6 +790,18 @@ impl Admin {
                 "spec.node",
                 format!("node {to:?} does not exist"),
             ));
+        }
+        if let Some(vol) = vol {
+            if vol
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.deletion_timestamp.is_some())
+            {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "volume {volume:?} is being deleted; its attachment cannot move"
+                )));
+            }
+            crate::expiry::check_attachable(vol, self.s.clock.now())?;
         }
         check_access(id, &objs, cur, to)
     }
