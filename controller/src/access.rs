@@ -116,9 +116,28 @@ pub async fn stamp_fence(s: &Shared, name: &str, rv: u64) -> Result<(), ApiError
         if host_of(objs, &st.moved_from_node).is_none() {
             st.moved_from_node.clear();
             st.moved_from_released = false;
+            st.move_revision = 0;
         } else {
             st.fence_revision = rv;
         }
+        true
+    })
+    .await
+    .map(drop)
+}
+
+/// Records `rv`, the revision of the write that moved attachment `name`,
+/// so that only a report of the old node made against a desired state at
+/// least that new (one that no longer lists the attachment) releases it.
+pub async fn stamp_move(s: &Shared, name: &str, rv: u64) -> Result<(), ApiError> {
+    s.modify::<Attachment>(name, |a, _| {
+        let Some(st) = a.status.as_mut() else {
+            return false;
+        };
+        if st.moved_from_node.is_empty() || st.move_revision != 0 {
+            return false;
+        }
+        st.move_revision = rv;
         true
     })
     .await

@@ -152,6 +152,7 @@ fn fork(admin: &Admin) -> Result<(Admin, std::sync::Arc<Fork>), ApiError> {
     let cache = Cache::start_fork(fork.clone())?;
     let shared = Shared {
         store: fork.clone(),
+        store_backend: s.store_backend,
         cache,
         allocator: std::sync::Arc::new(crate::placement::Allocator::default()),
         clock: s.clock.clone(),

@@ -468,7 +468,9 @@ fn parse_key(raw: &[u8]) -> anyhow::Result<[u8; 32]> {
         return Ok(k);
     }
     let text = std::str::from_utf8(raw).unwrap_or("").trim();
-    if text.len() != 64 {
+    // Byte slicing below needs one byte per char: refuse non-ASCII text
+    // instead of panicking on a char boundary.
+    if text.len() != 64 || !text.is_ascii() {
         bail!("must hold 32 raw bytes or 64 hex digits");
     }
     let mut k = [0u8; 32];
@@ -482,6 +484,14 @@ fn parse_key(raw: &[u8]) -> anyhow::Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_key_text_is_refused_without_panic() {
+        // "é" (2 bytes) at byte 61: the pair 60..62 ends inside it.
+        let text = format!("{}é0", "0".repeat(61));
+        assert_eq!(text.len(), 64);
+        assert!(parse_key(text.as_bytes()).is_err());
+    }
 
     fn key_file(dir: &Path) -> KeySource {
         let p = dir.join("k");

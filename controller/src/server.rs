@@ -148,6 +148,7 @@ pub async fn run_until(
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
         store,
+        store_backend: cfg.store.backend,
         cache: cache.clone(),
         allocator: Arc::new(Allocator::default()),
         clock,

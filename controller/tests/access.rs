@@ -299,7 +299,9 @@ async fn a_move_connects_the_new_node_only_after_the_old_host_is_fenced() {
         .allowed_hosts
         .contains(&WS1.to_string()));
     // ws1 disconnected: its host is revoked on the export.
-    ws1.report_status(ws_report("ws1", false)).await.expect("r");
+    let mut gone = ws_report("ws1", false);
+    gone.desired_revision = desired(&mut c, "ws1").await.revision;
+    ws1.report_status(gone).await.expect("r");
     let ds = desired(&mut c, "s1").await;
     assert_eq!(ds.exports[0].allowed_hosts, vec![WS2.to_string()]);
     let a = get_att(&mut c, "a").await.status.expect("status");
@@ -346,6 +348,74 @@ async fn a_move_connects_the_new_node_only_after_the_old_host_is_fenced() {
     assert!(!conns[0].read_only);
     let a = get_att(&mut c, "a").await.status.expect("status");
     assert!(a.moved_from_node.is_empty());
+}
+
+/// The old workstation releases its host only by a report made after it
+/// saw the move and no longer listing the attachment: "listed but not
+/// connected" (reconnecting) or a stale report keeps the host allowed.
+#[tokio::test]
+async fn a_move_is_released_only_by_a_current_report_without_the_attachment() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    let nqn = layout(&mut c).await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let mut ws1 = ctl.agent_as("node:ws1").await;
+    create(&mut c, att("a", "ws1", AccessMode::ReadWrite))
+        .await
+        .expect("attach");
+    let rev = desired(&mut c, "s1").await.revision;
+    s1.report_status(s1_report(&nqn, rev, &[WS1], &[]))
+        .await
+        .expect("ready");
+    ws1.report_status(ws_report("ws1", true)).await.expect("r");
+    move_to(&mut c, "ws2", false).await;
+    let rev = desired(&mut c, "ws1").await.revision;
+    let still_allowed = |ds: DesiredState| ds.exports[0].allowed_hosts.contains(&WS1.to_string());
+
+    // Still listed, not connected (reconnecting): not released.
+    let mut blip = ws_report("ws1", true);
+    blip.connections[0].connected = false;
+    blip.desired_revision = rev;
+    ws1.report_status(blip).await.expect("r");
+    assert!(
+        still_allowed(desired(&mut c, "s1").await),
+        "listed, reconnecting"
+    );
+    assert!(
+        !get_att(&mut c, "a")
+            .await
+            .status
+            .expect("st")
+            .moved_from_released
+    );
+
+    // Absent, but made before ws1 saw the move: not released.
+    let mut stale = ws_report("ws1", false);
+    let moved_at = get_att(&mut c, "a").await.status.expect("st").move_revision;
+    assert!(moved_at > 0 && moved_at <= rev, "move revision recorded");
+    stale.desired_revision = moved_at - 1;
+    ws1.report_status(stale).await.expect("r");
+    assert!(still_allowed(desired(&mut c, "s1").await), "stale report");
+    assert!(
+        !get_att(&mut c, "a")
+            .await
+            .status
+            .expect("st")
+            .moved_from_released
+    );
+
+    // Absent, made against the move: released.
+    let mut gone = ws_report("ws1", false);
+    gone.desired_revision = rev;
+    ws1.report_status(gone).await.expect("r");
+    assert!(!still_allowed(desired(&mut c, "s1").await), "released");
+    assert!(
+        get_att(&mut c, "a")
+            .await
+            .status
+            .expect("st")
+            .moved_from_released
+    );
 }
 
 #[tokio::test]
@@ -441,4 +511,66 @@ async fn a_reader_moves_without_a_fence() {
     assert!(st.moved_from_node.is_empty(), "{st:?}");
     assert_eq!(st.phase, AttachmentPhase::Pending as i32);
     assert!(st.device_path.is_empty());
+}
+
+/// A move is checked like a creation on the new node: a node identity may
+/// hold attachments only for itself, so it cannot hand its own over.
+#[tokio::test]
+async fn a_node_cannot_move_its_attachment_to_another_node() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    layout(&mut c).await;
+    let mut ws1 = ctl.admin_as("node:ws1").await;
+    create(&mut ws1, att("a", "ws1", AccessMode::ReadWrite))
+        .await
+        .expect("self attach");
+    let mut a = get_att(&mut c, "a").await;
+    a.spec.as_mut().expect("spec").node = "ws2".into();
+    let e = ws1
+        .update_attachment(UpdateAttachmentRequest {
+            attachment: Some(a),
+            force: false,
+        })
+        .await
+        .expect_err("node moving its attachment away");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());
+    let a = get_att(&mut c, "a").await;
+    assert_eq!(a.spec.expect("spec").node, "ws1", "not moved");
+}
+
+/// An expired volume's attachment cannot move, as it could not be created.
+#[tokio::test]
+async fn an_expired_volumes_attachment_cannot_move() {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    layout(&mut c).await;
+    create(&mut c, att("a", "ws1", AccessMode::ReadWrite))
+        .await
+        .expect("attach");
+    let mut v = c
+        .get_volume(GetVolumeRequest { name: "v".into() })
+        .await
+        .expect("v")
+        .into_inner();
+    v.spec.as_mut().expect("spec").expires_at = Some(prost_types::Timestamp {
+        seconds: 1_000,
+        nanos: 0,
+    });
+    c.update_volume(UpdateVolumeRequest {
+        volume: Some(v),
+        dry_run: false,
+    })
+    .await
+    .expect("expire");
+    let mut a = get_att(&mut c, "a").await;
+    a.spec.as_mut().expect("spec").node = "ws2".into();
+    let e = c
+        .update_attachment(UpdateAttachmentRequest {
+            attachment: Some(a),
+            force: false,
+        })
+        .await
+        .expect_err("moving an expired volume's attachment");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
+    assert!(e.message().contains("expired"), "{}", e.message());
 }

@@ -95,6 +95,16 @@ async fn controller_on_etcd_over_mtls_serves_admin_and_agents_and_survives_kill9
     .await
     .expect("report");
 
+    let info = admin
+        .get_server_info(GetServerInfoRequest {})
+        .await
+        .expect("server info")
+        .into_inner();
+    assert_eq!(
+        info.store, "etcd",
+        "GetServerInfo names the configured backend"
+    );
+
     // The objects are in etcd, under the documented prefix.
     let mut direct = etcd.client().await;
     let got = direct

@@ -20,6 +20,9 @@ use crate::reconcile::{condition, PassOutcome, Problem};
 pub const HOLDER_OUTDATED: &str = "HolderOutdated";
 /// Condition reason while no holder answers and none could be started.
 pub const HOLDER_UNAVAILABLE: &str = "HolderUnavailable";
+/// Condition type added to exposures reported from the last successful
+/// listing because the holder could not be listed now.
+pub const HOLDER_LISTED: &str = "HolderListed";
 
 /// The workstation driver that reconciles through a holder.
 #[derive(Debug)]
@@ -35,6 +38,12 @@ pub struct HolderWorkstation {
     blocked: Option<Problem>,
     /// Failures of the last pass, by attachment.
     problems: HashMap<String, Problem>,
+    /// The last successful listing. A failed listing (a busy holder timing
+    /// out, an outdated or unreachable one) says nothing about the
+    /// exposures, which keep serving: they are reported as last seen, never
+    /// as gone, or the controller would revoke a host under a mounted
+    /// filesystem. A Mutex because `observe` takes `&self`.
+    last_listed: std::sync::Mutex<Vec<ExposureStatus>>,
     counters: Arc<HolderCounters>,
 }
 
@@ -54,6 +63,7 @@ impl HolderWorkstation {
             holder: None,
             blocked: None,
             problems: HashMap::new(),
+            last_listed: std::sync::Mutex::default(),
             counters: Arc::default(),
         }
     }
@@ -122,10 +132,19 @@ impl HolderWorkstation {
     }
 
     fn list(&self) -> Result<Vec<ExposureStatus>, HolderError> {
-        Ok(self
+        let v = self
             .failed(self.client.call(Op::List))?
             .exposures
-            .unwrap_or_default())
+            .unwrap_or_default();
+        *self.last_seen() = v.clone();
+        Ok(v)
+    }
+
+    fn last_seen(&self) -> std::sync::MutexGuard<'_, Vec<ExposureStatus>> {
+        // A poisoned lock still holds a whole Vec: use it.
+        self.last_listed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// One pass: remove what is not desired, ensure every desired one.
@@ -194,13 +213,15 @@ impl HolderWorkstation {
                 .list()
                 .map_err(|e| Problem::new(HOLDER_UNAVAILABLE, e.to_string())),
         };
-        let have: HashMap<String, ExposureStatus> = match &listed {
-            Ok(v) => v
-                .iter()
-                .map(|e| (e.spec.attachment.clone(), e.clone()))
-                .collect(),
-            Err(_) => HashMap::new(),
+        let seen = match &listed {
+            Ok(v) => v.clone(),
+            Err(_) => self.last_seen().clone(),
         };
+        let have: HashMap<String, ExposureStatus> = seen
+            .into_iter()
+            .map(|e| (e.spec.attachment.clone(), e))
+            .collect();
+        let stale = listed.as_ref().err();
         let mut out: Vec<ConnectionStatus> = ds
             .connections
             .iter()
@@ -210,10 +231,10 @@ impl HolderWorkstation {
                     volume: c.volume.clone(),
                     ..Default::default()
                 };
-                let problem = listed
-                    .as_ref()
-                    .err()
-                    .or_else(|| self.problems.get(&c.attachment));
+                if let (Some(p), Some(e)) = (stale, have.get(&c.attachment)) {
+                    return last_seen_status(c, e, p);
+                }
+                let problem = stale.or_else(|| self.problems.get(&c.attachment));
                 if let Some(p) = problem {
                     st.conditions =
                         vec![condition("Connected", false, p.reason, p.message.clone())];
@@ -299,6 +320,26 @@ impl crate::driver::WorkstationDriver for HolderWorkstation {
     fn local_attachments(&self) -> Vec<LocalAttachment> {
         HolderWorkstation::local_attachments(self)
     }
+}
+
+/// An exposure as last listed, marked as such: the holder could not be
+/// listed now (`p`), which is no sign that the exposure went away.
+fn last_seen_status(
+    c: &ferrofab_proto::v1::Connection,
+    e: &ExposureStatus,
+    p: &Problem,
+) -> ConnectionStatus {
+    let mut st = live_status(c, e.controller_state(), e.exposed, &e.path);
+    st.conditions.push(condition(
+        HOLDER_LISTED,
+        false,
+        p.reason,
+        format!(
+            "as last listed; the holder could not be listed now: {}",
+            p.message
+        ),
+    ));
+    st
 }
 
 fn outdated(h: &Hello) -> Problem {
@@ -398,6 +439,57 @@ mod tests {
         let c = &st[0].conditions[0];
         assert_eq!(c.reason, HOLDER_OUTDATED, "{c:?}");
         assert!(c.message.contains("holder stop"), "{}", c.message);
+    }
+
+    fn exposure(attachment: &str) -> ExposureStatus {
+        ExposureStatus {
+            spec: ExposureSpec {
+                attachment: attachment.into(),
+                volume: format!("v-{attachment}"),
+                ..Default::default()
+            },
+            state: "live".into(),
+            exposed: true,
+            path: format!("/run/ferrofab/{attachment}"),
+            size_bytes: 1,
+        }
+    }
+
+    /// A failed listing is no disconnect: desired exposures stay connected
+    /// as last seen and undesired ones stay "detaching", so the controller
+    /// neither releases a move nor removes a deleting attachment.
+    #[test]
+    fn a_failed_listing_reports_exposures_as_last_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = HolderWorkstation::new(
+            SpawnSpec {
+                binary: "/nonexistent/ferrofab-agent".into(),
+                state_dir: dir.path().into(),
+                expose_dir: dir.path().join("volumes"),
+                log_level: "info".into(),
+            },
+            "nqn.h".into(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        *w.last_seen() = vec![exposure("a1"), exposure("gone")];
+        w.blocked = Some(Problem::new(HOLDER_UNAVAILABLE, "timed out"));
+        let ds = DesiredState {
+            connections: vec![ferrofab_proto::v1::Connection {
+                attachment: "a1".into(),
+                volume: "v-a1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let st = w.observe(&ds);
+        assert_eq!(st.len(), 2, "{st:?}");
+        let a1 = st.iter().find(|s| s.attachment == "a1").unwrap();
+        assert!(a1.connected, "{a1:?}");
+        let c = a1.conditions.iter().find(|c| c.r#type == HOLDER_LISTED);
+        assert_eq!(c.map(|c| c.reason.as_str()), Some(HOLDER_UNAVAILABLE));
+        let gone = st.iter().find(|s| s.attachment == "gone").unwrap();
+        assert!(gone.connected, "still detaching: {gone:?}");
     }
 
     #[test]

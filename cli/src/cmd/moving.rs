@@ -41,16 +41,20 @@ pub async fn run(ctx: &Ctx, a: MoveArgs) -> anyhow::Result<()> {
         .metadata
         .as_ref()
         .map_or(String::new(), |m| m.name.clone());
-    let from = att.spec.as_ref().map_or(String::new(), |s| s.node.clone());
-    if from == a.to {
-        print(&format!(
-            "volume {} is already attached to {} (attachment {name})\n",
-            a.volume, a.to
-        ))?;
-        return Ok(());
-    }
+    let from = match plan(&att, &a.to, a.force) {
+        Plan::AlreadyThere => {
+            print(&format!(
+                "volume {} is already attached to {} (attachment {name})\n",
+                a.volume, a.to
+            ))?;
+            return Ok(());
+        }
+        Plan::Move { from } | Plan::ForcePending { from } => from,
+    };
     check_alive(&mut admin, &from, a.force).await?;
     let storage = storage_node(&mut admin, &a.volume).await;
+    // For a pending move this leaves spec.node as it is: only `force` is
+    // news to the controller.
     let mut moved = att.clone();
     if let Some(spec) = moved.spec.as_mut() {
         spec.node = a.to.clone();
@@ -70,6 +74,36 @@ pub async fn run(ctx: &Ctx, a: MoveArgs) -> anyhow::Result<()> {
         print(&format!("detaching from {from} …\n"))?;
     }
     follow(&mut admin, &name, &from, &a, &storage).await
+}
+
+/// What `volume move` has to do for the attachment as found.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// Already on the target and nothing pending: nothing to do.
+    AlreadyThere,
+    /// A new move away from `from`.
+    Move { from: String },
+    /// Already moved to the target but still waiting for `from` to
+    /// disconnect, and `--force` given: the timeout message tells the
+    /// operator to re-run with --force when `from` died, so this must
+    /// send `force` (the fence) instead of saying "already attached".
+    ForcePending { from: String },
+}
+
+fn plan(att: &v1::Attachment, to: &str, force: bool) -> Plan {
+    let node = att.spec.as_ref().map_or("", |s| s.node.as_str());
+    if node != to {
+        return Plan::Move {
+            from: node.to_string(),
+        };
+    }
+    let st = att.status.clone().unwrap_or_default();
+    if force && !st.moved_from_node.is_empty() && !st.moved_from_released {
+        return Plan::ForcePending {
+            from: st.moved_from_node,
+        };
+    }
+    Plan::AlreadyThere
 }
 
 /// The one attachment of `volume`. Several (readers, clustered writers)
@@ -238,5 +272,48 @@ fn waiting_for(st: &v1::AttachmentStatus, from: &str) -> String {
             .iter()
             .find(|c| c.r#type == "Connected")
             .map_or_else(|| "not connected yet".into(), |c| c.message.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn att(node: &str, moved_from: &str, released: bool) -> v1::Attachment {
+        v1::Attachment {
+            spec: Some(v1::AttachmentSpec {
+                node: node.into(),
+                ..Default::default()
+            }),
+            status: Some(v1::AttachmentStatus {
+                moved_from_node: moved_from.into(),
+                moved_from_released: released,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rerun_with_force_forces_a_pending_move() {
+        let pending = att("ws2", "ws1", false);
+        assert_eq!(
+            plan(&pending, "ws2", true),
+            Plan::ForcePending { from: "ws1".into() }
+        );
+        // Without --force, or once released or done: nothing to send.
+        assert_eq!(plan(&pending, "ws2", false), Plan::AlreadyThere);
+        assert_eq!(
+            plan(&att("ws2", "ws1", true), "ws2", true),
+            Plan::AlreadyThere
+        );
+        assert_eq!(
+            plan(&att("ws2", "", false), "ws2", true),
+            Plan::AlreadyThere
+        );
+        assert_eq!(
+            plan(&att("ws1", "", false), "ws2", false),
+            Plan::Move { from: "ws1".into() }
+        );
     }
 }

@@ -730,6 +730,17 @@ impl Admin {
             info!(attachment = %merged.name(), from = %old.node, to = %new.node, force, "attachment moved");
         }
         let stored = s.put(merged, rv).await?;
+        let unstamped = stored
+            .status
+            .as_ref()
+            .is_some_and(|st| !st.moved_from_node.is_empty() && st.move_revision == 0);
+        let stored = if unstamped {
+            let rv = stored.metadata.as_ref().map_or(0, |m| m.resource_version);
+            access::stamp_move(s, stored.name(), rv).await?;
+            get_checked(s, id, "UpdateAttachment", stored.name())?
+        } else {
+            stored
+        };
         let forced = stored
             .status
             .as_ref()
@@ -755,10 +766,16 @@ impl Admin {
                 cur.name()
             )));
         }
+        // The moved object must pass the create-time rule too: a node may
+        // hold attachments only for itself, so it cannot hand one over.
+        let mut moved = cur.clone();
+        if let Some(spec) = moved.spec.as_mut() {
+            spec.node = to.to_string();
+        }
+        authz::check_new(id, "UpdateAttachment", &moved, &objs)?;
         let volume = cur.spec.as_ref().map_or("", |s| s.volume.as_str());
-        let tenant = objs
-            .volumes
-            .get(volume)
+        let vol = objs.volumes.get(volume);
+        let tenant = vol
             .and_then(|v| v.spec.as_ref())
             .map_or("", |s| s.tenant.as_str());
         if !tenant_allows(&objs, tenant, to) {
@@ -773,6 +790,18 @@ impl Admin {
                 "spec.node",
                 format!("node {to:?} does not exist"),
             ));
+        }
+        if let Some(vol) = vol {
+            if vol
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.deletion_timestamp.is_some())
+            {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "volume {volume:?} is being deleted; its attachment cannot move"
+                )));
+            }
+            crate::expiry::check_attachable(vol, self.s.clock.now())?;
         }
         check_access(id, &objs, cur, to)
     }
@@ -1116,11 +1145,13 @@ fn mark_move(
         st.moved_from_node = from.to_string();
         st.moved_from_released = false;
         st.fence_revision = 0;
+        st.move_revision = 0;
     }
     if st.moved_from_node == to {
         st.moved_from_node.clear();
         st.moved_from_released = false;
         st.fence_revision = 0;
+        st.move_revision = 0;
     }
     if force && !st.moved_from_node.is_empty() {
         st.moved_from_released = true;
@@ -1556,19 +1587,20 @@ impl AdminService for Admin {
         req: Request<GetServerInfoRequest>,
     ) -> Result<Response<ServerInfo>, Status> {
         timed!(self, "GetServerInfo", req, |_id, _b| Ok(server_info(
-            self.s.cache.read().revision
+            self.s.cache.read().revision,
+            self.s.store_backend,
         )))
     }
 }
 
 /// Build facts of this binary and the store revision: nothing a tenant
 /// could not learn from its own list responses (they carry the revision).
-fn server_info(revision: u64) -> ServerInfo {
+fn server_info(revision: u64, backend: crate::store::Backend) -> ServerInfo {
     ServerInfo {
         version: ferrofab_buildinfo::VERSION.into(),
         commit: ferrofab_buildinfo::COMMIT.into(),
         build_date: ferrofab_buildinfo::BUILD_DATE.into(),
-        store: "redb".into(),
+        store: backend.name().into(),
         revision,
     }
 }

@@ -279,7 +279,8 @@ impl Agent {
         self.apply_exports(&r.node, &r.exports, now).await?;
         self.fence_moves(&r.node, &r.exports, r.desired_revision)
             .await?;
-        self.release_moves(&r.node, &r.connections, now).await?;
+        self.release_moves(&r.node, &r.connections, r.desired_revision, now)
+            .await?;
         self.apply_connections(&r.node, &r.connections, now).await?;
         Ok(ReportStatusResponse {
             revision: s.cache.revision(),
@@ -460,6 +461,7 @@ impl Agent {
                 st.moved_from_node.clear();
                 st.moved_from_released = false;
                 st.fence_revision = 0;
+                st.move_revision = 0;
                 true
             })
             .await?;
@@ -469,23 +471,29 @@ impl Agent {
     }
 
     /// Releases the previous holder's host of attachments moved away from
-    /// workstation `node` once it no longer reports them connected.
+    /// workstation `node` once it no longer lists them, in a report made
+    /// against a desired state at least as new as the move. "Listed but not
+    /// connected" is not enough: a reconnecting workstation reports that
+    /// while a filesystem is still mounted on the device.
     async fn release_moves(
         &self,
         node: &str,
         reports: &[ConnectionStatus],
+        desired_revision: u64,
         now: prost_types::Timestamp,
     ) -> Result<(), ApiError> {
         let s = &self.s;
         let gone: Vec<String> = {
             let objs = s.cache.read();
             objs.attachments_moving_from(node)
-                .filter(|a| a.status.as_ref().is_some_and(|st| !st.moved_from_released))
                 .filter(|a| {
-                    !reports
-                        .iter()
-                        .any(|c| c.attachment == a.name() && c.connected)
+                    a.status.as_ref().is_some_and(|st| {
+                        !st.moved_from_released
+                            && st.move_revision != 0
+                            && desired_revision >= st.move_revision
+                    })
                 })
+                .filter(|a| !reports.iter().any(|c| c.attachment == a.name()))
                 .map(|a| a.name().to_string())
                 .collect()
         };

@@ -26,6 +26,8 @@ use crate::store::{Revision, SharedStore, Txn, TxnResult};
 /// Everything the services share.
 pub struct Shared {
     pub store: SharedStore,
+    /// `[store] backend`, reported by GetServerInfo.
+    pub store_backend: crate::store::Backend,
     pub cache: Arc<Cache>,
     pub allocator: Arc<Allocator>,
     pub clock: Clock,

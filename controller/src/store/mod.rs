@@ -164,6 +164,16 @@ pub enum Backend {
     Etcd,
 }
 
+impl Backend {
+    /// The name GetServerInfo reports, as written in `[store] backend`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Redb => "redb",
+            Backend::Etcd => "etcd",
+        }
+    }
+}
+
 /// `[store]` in the controller configuration.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
