@@ -146,6 +146,7 @@ fn observe(node: &str, ds: &DesiredState) -> ReportStatusRequest {
                 connected: true,
                 device_path: format!("/sim/{}", c.exposure_name),
                 conditions: vec![],
+                size_bytes: 0,
             })
             .collect(),
         desired_revision: ds.revision,

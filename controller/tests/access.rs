@@ -225,6 +225,7 @@ fn ws_report(node: &str, connected: bool) -> ReportStatusRequest {
                 connected: true,
                 device_path: "/run/ferrofab/v".into(),
                 conditions: vec![],
+                size_bytes: 0,
             }]
         } else {
             vec![]

@@ -126,6 +126,7 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
             connected: true,
             device_path: "/dev/nvme1n1".into(),
             conditions: vec![],
+            size_bytes: 1 << 30,
         }],
         ..Default::default()
     })
@@ -142,7 +143,11 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
         a.status.as_ref().expect("st").phase,
         AttachmentPhase::Attached as i32
     );
-    assert_eq!(a.status.expect("st").device_path, "/dev/nvme1n1");
+    let st = a.status.expect("st");
+    assert_eq!(st.device_path, "/dev/nvme1n1");
+    // The exposed size the workstation reported, for clients that wait
+    // for a grow to reach the workstation.
+    assert_eq!(st.size_bytes, 1 << 30);
 
     // Detach: disconnect first, host revoked only after the report.
     admin

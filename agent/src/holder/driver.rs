@@ -241,7 +241,9 @@ impl HolderWorkstation {
                     return st;
                 }
                 match have.get(&c.attachment) {
-                    Some(e) => live_status(c, e.controller_state(), e.exposed, &e.path),
+                    Some(e) => {
+                        live_status(c, e.controller_state(), e.exposed, &e.path, e.size_bytes)
+                    }
                     None => {
                         st.conditions = vec![condition(
                             "Connected",
@@ -329,7 +331,7 @@ fn last_seen_status(
     e: &ExposureStatus,
     p: &Problem,
 ) -> ConnectionStatus {
-    let mut st = live_status(c, e.controller_state(), e.exposed, &e.path);
+    let mut st = live_status(c, e.controller_state(), e.exposed, &e.path, e.size_bytes);
     st.conditions.push(condition(
         HOLDER_LISTED,
         false,

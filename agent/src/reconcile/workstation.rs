@@ -345,7 +345,14 @@ impl WorkstationReconciler {
             return st;
         };
         let exposed = self.is_exposed(&a.conn.exposure_name);
-        live_status(c, a.ctrl.state(), exposed, &a.path.display().to_string())
+        let size = a.ctrl.namespaces().first().map_or(0, |n| n.size_bytes());
+        live_status(
+            c,
+            a.ctrl.state(),
+            exposed,
+            &a.path.display().to_string(),
+            size,
+        )
     }
 
     fn is_exposed(&self, name: &str) -> bool {
@@ -417,10 +424,12 @@ pub(crate) fn live_status(
     state: ControllerState,
     exposed: bool,
     path: &str,
+    size_bytes: u64,
 ) -> ConnectionStatus {
     let mut st = ConnectionStatus {
         attachment: c.attachment.clone(),
         volume: c.volume.clone(),
+        size_bytes: if exposed { size_bytes } else { 0 },
         ..Default::default()
     };
     st.connected = state == ControllerState::Live && exposed;
@@ -484,6 +493,8 @@ pub(crate) fn detaching_status(
             "Detaching",
             "disconnect in progress",
         )],
+        // Not desired any more: no size is promised for it.
+        size_bytes: 0,
     }
 }
 

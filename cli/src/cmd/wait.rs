@@ -74,7 +74,10 @@ impl Target {
         match self.kind {
             Kind::Node => check::<v1::Node>(admin, &self.name).await,
             Kind::Pool => check::<v1::Pool>(admin, &self.name).await,
-            Kind::Volume => check::<v1::Volume>(admin, &self.name).await,
+            Kind::Volume => match check::<v1::Volume>(admin, &self.name).await? {
+                Readiness::Ready => exposed_at_size(admin, &self.name).await,
+                other => Ok(other),
+            },
             Kind::Attachment => check::<v1::Attachment>(admin, &self.name).await,
             Kind::Tenant => check::<v1::Tenant>(admin, &self.name).await,
         }
@@ -90,6 +93,48 @@ async fn check<R: Resource>(admin: &mut Admin, name: &str) -> anyhow::Result<Rea
             Ok(Readiness::Pending("does not exist (yet)".into()))
         }
         Err(s) => Err(status_error(&what::<R>(name), s)),
+    }
+}
+
+/// A Ready volume is also waited for on its workstations: the storage node
+/// serves a grow before the workstations learn of it (an asynchronous
+/// event, then their next report), and whoever waits after a resize wants
+/// the researcher's file at the new size. Attachments that are not
+/// connected, and workstations that report no size (0: the kernel driver),
+/// are not waited for.
+async fn exposed_at_size(admin: &mut Admin, volume: &str) -> anyhow::Result<Readiness> {
+    let size = match v1::Volume::get(admin, volume).await {
+        Ok(v) => v.status.map_or(0, |s| s.size_bytes),
+        Err(s) => return Err(status_error(&what::<v1::Volume>(volume), s)),
+    };
+    let attachments = v1::Attachment::list(admin, "")
+        .await
+        .map_err(|s| status_error("attachments", s))?;
+    Ok(exposure_readiness(volume, size, &attachments))
+}
+
+/// Pending while an attached workstation reports exposing `volume` below
+/// `size` bytes.
+fn exposure_readiness(volume: &str, size: u64, attachments: &[v1::Attachment]) -> Readiness {
+    let lagging: Vec<String> = attachments
+        .iter()
+        .filter(|a| a.spec.as_ref().is_some_and(|s| s.volume == volume))
+        .filter_map(|a| {
+            let st = a.status.as_ref()?;
+            let attached = st.phase == v1::AttachmentPhase::Attached as i32;
+            (attached && st.size_bytes != 0 && st.size_bytes < size).then(|| {
+                let node = a.spec.as_ref().map_or("", |s| s.node.as_str());
+                format!(
+                    "{node} still exposes {}",
+                    crate::output::human_size(st.size_bytes)
+                )
+            })
+        })
+        .collect();
+    if lagging.is_empty() {
+        Readiness::Ready
+    } else {
+        Readiness::Pending(lagging.join(", "))
     }
 }
 
@@ -245,6 +290,53 @@ mod tests {
         assert!(Target::parse("volume").is_err());
         assert!(Target::parse("disk/a").is_err());
         assert!(Target::parse("volume/A").is_err());
+    }
+
+    fn attachment(
+        volume: &str,
+        node: &str,
+        phase: v1::AttachmentPhase,
+        size: u64,
+    ) -> v1::Attachment {
+        v1::Attachment {
+            spec: Some(v1::AttachmentSpec {
+                volume: volume.into(),
+                node: node.into(),
+                ..Default::default()
+            }),
+            status: Some(v1::AttachmentStatus {
+                phase: phase as i32,
+                size_bytes: size,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_grown_volume_waits_for_its_attached_workstations() {
+        use v1::AttachmentPhase::{Attached, Connecting};
+        let gib = 1u64 << 30;
+        let lagging = [
+            attachment("v", "ws1", Attached, gib),
+            attachment("v", "ws2", Attached, 2 * gib),
+        ];
+        match exposure_readiness("v", 2 * gib, &lagging) {
+            Readiness::Pending(why) => assert_eq!(why, "ws1 still exposes 1GiB"),
+            other => panic!("{other:?}"),
+        }
+        // Caught up, not connected, other volumes, no size reported (the
+        // kernel driver): nothing to wait for.
+        let fine = [
+            attachment("v", "ws1", Attached, 2 * gib),
+            attachment("v", "ws2", Connecting, gib),
+            attachment("w", "ws3", Attached, gib),
+            attachment("v", "ws4", Attached, 0),
+        ];
+        assert!(matches!(
+            exposure_readiness("v", 2 * gib, &fine),
+            Readiness::Ready
+        ));
     }
 
     #[test]

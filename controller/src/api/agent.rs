@@ -580,6 +580,10 @@ impl Agent {
                 .as_ref()
                 .map(|s| s.device_path.clone())
                 .unwrap_or_default();
+            // The exposed size follows the workstation's report (0 while
+            // not connected: nothing is exposed then).
+            let size = rep.filter(|_| connected).map_or(0, |c| c.size_bytes);
+            let cur_size = a.status.as_ref().map_or(0, |s| s.size_bytes);
             // Attachment specs are immutable today, so this only matters
             // if that changes: a connection reported for the attachment is
             // the attachment's current generation carried out.
@@ -588,7 +592,7 @@ impl Agent {
                 && a.status
                     .as_ref()
                     .is_none_or(|s| s.observed_generation < generation);
-            if want != phase || device != cur_device || behind {
+            if want != phase || device != cur_device || size != cur_size || behind {
                 let extra = rep
                     .map(|c| self.sanitized(&c.conditions, report::CONNECTION_CONDITIONS, now))
                     .unwrap_or_default();
@@ -596,6 +600,7 @@ impl Agent {
                     let st = att.status.get_or_insert_with(Default::default);
                     st.phase = want;
                     st.device_path = device.clone();
+                    st.size_bytes = size;
                     if connected {
                         st.observed_generation = st.observed_generation.max(generation);
                     }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use ferrofab_proto::v1::{
-    self, CreateVolumeRequest, DeleteVolumeRequest, GetVolumeRequest, UpdateVolumeRequest,
-    VolumePhase,
+    self, AttachmentPhase, CreateVolumeRequest, DeleteVolumeRequest, GetVolumeRequest,
+    ListAttachmentsRequest, UpdateVolumeRequest, VolumePhase,
 };
 
 use crate::common::{self, Poll};
@@ -622,9 +622,74 @@ pub async fn update(ctx: &Ctx, prior: &Value, planned: &Value) -> (Option<Value>
         );
     }
     ctx.demand.forget(&name);
-    match wait_ready(ctx, &name, limit.saturating_sub(start.elapsed())).await {
-        Ok(v) => (Some(to_state(&v, planned)), None),
-        Err(d) => (read(ctx, &name, planned).await.ok().flatten(), Some(d)),
+    let ready = match wait_ready(ctx, &name, limit.saturating_sub(start.elapsed())).await {
+        Ok(v) => v,
+        Err(d) => return (read(ctx, &name, planned).await.ok().flatten(), Some(d)),
+    };
+    let size = ready.status.as_ref().map_or(0, |s| s.size_bytes);
+    match wait_exposed(ctx, &name, size, limit.saturating_sub(start.elapsed())).await {
+        Ok(()) => (Some(to_state(&ready, planned)), None),
+        Err(d) => (Some(to_state(&ready, planned)), Some(d)),
+    }
+}
+
+/// Waits until every workstation the volume is attached to exposes it at
+/// `size` bytes or more. The storage node serves a grow before the
+/// workstations learn of it (an asynchronous event, then their next
+/// report), so "Ready" alone would let `apply` return while a researcher's
+/// file still has the old size. Attachments not connected, and
+/// workstations that do not report a size (0: the kernel driver), are not
+/// waited for.
+async fn wait_exposed(ctx: &Ctx, volume: &str, size: u64, limit: Duration) -> Result<(), Diag> {
+    common::wait_until(
+        &format!("volume {volume:?} to be exposed at its new size on its workstations"),
+        limit,
+        || async {
+            let lagging: Vec<String> = attachments_of(ctx, volume)
+                .await?
+                .into_iter()
+                .filter_map(|a| {
+                    let st = a.status.as_ref()?;
+                    let attached = st.phase == AttachmentPhase::Attached as i32;
+                    (attached && st.size_bytes != 0 && st.size_bytes < size).then(|| {
+                        let node = a.spec.as_ref().map_or("", |s| s.node.as_str());
+                        format!("{node} exposes {} bytes", st.size_bytes)
+                    })
+                })
+                .collect();
+            Ok(if lagging.is_empty() {
+                Poll::Done(())
+            } else {
+                Poll::Pending(lagging.join(", "))
+            })
+        },
+    )
+    .await
+}
+
+/// Every attachment of `volume` (all pages).
+async fn attachments_of(ctx: &Ctx, volume: &str) -> Result<Vec<v1::Attachment>, tonic::Status> {
+    let mut items = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = ctx
+            .admin()
+            .list_attachments(ListAttachmentsRequest {
+                label_selector: String::new(),
+                page_size: 500,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        items.extend(
+            page.items
+                .into_iter()
+                .filter(|a| a.spec.as_ref().is_some_and(|s| s.volume == volume)),
+        );
+        if page.next_page_token.is_empty() {
+            return Ok(items);
+        }
+        page_token = page.next_page_token;
     }
 }
 
