@@ -62,6 +62,10 @@ cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    # The workstation's data-path holder outlives its agent by design.
+    if [ -S "$WORK/hw/state/holder.sock" ]; then
+        "$BIN/ferrofab-agent" holder stop --state-dir "$WORK/hw/state" --timeout 20s >/dev/null 2>&1 || true
+    fi
     fusermount3 -u "$WORK/hw/volumes" 2>/dev/null || true
     if [ "$KEEP" = 1 ]; then echo "kdriver: kept $WORK"; else rm -rf "$WORK"; fi
 }

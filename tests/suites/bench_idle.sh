@@ -41,6 +41,11 @@ cleanup() {
     local p
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    # The workstation's data-path holder outlives its agent by design.
+    local st
+    for st in "$dir"/nodes/*/state; do
+        [ -S "$st/holder.sock" ] && "$AGENT" holder stop --state-dir "$st" --timeout 20s >/dev/null 2>&1
+    done
     mountpoint -q "$dir/volumes" 2>/dev/null && umount -l "$dir/volumes" || true
 }
 trap cleanup EXIT

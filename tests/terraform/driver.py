@@ -201,6 +201,13 @@ def free_port():
 
 
 def stop_all():
+    # The workstations' data-path holders outlive their agents by design
+    # (issue 15); stop them (detach, unmount) so no process or FUSE mount
+    # is left behind. `ferrofab dev` stops its own.
+    for state in sorted((WORK / "cluster").glob("ws-*/state")):
+        if (state / "holder.sock").exists():
+            subprocess.run([BIN / "ferrofab-agent", "holder", "stop", "--state-dir", state, "--timeout", "20s"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     for p in reversed(PROCS):
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGTERM)
