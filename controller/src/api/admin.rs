@@ -730,13 +730,17 @@ impl Admin {
             info!(attachment = %merged.name(), from = %old.node, to = %new.node, force, "attachment moved");
         }
         let stored = s.put(merged, rv).await?;
+        // The revision of the move itself (and, when forced, of the
+        // release): what the nodes' desired states reach. The stamps below
+        // are status-only writes that change no node's desired state, so
+        // their revisions must not be what a report is compared with.
+        let move_rv = stored.metadata.as_ref().map_or(0, |m| m.resource_version);
         let unstamped = stored
             .status
             .as_ref()
             .is_some_and(|st| !st.moved_from_node.is_empty() && st.move_revision == 0);
         let stored = if unstamped {
-            let rv = stored.metadata.as_ref().map_or(0, |m| m.resource_version);
-            access::stamp_move(s, stored.name(), rv).await?;
+            access::stamp_move(s, stored.name(), move_rv).await?;
             get_checked(s, id, "UpdateAttachment", stored.name())?
         } else {
             stored
@@ -746,8 +750,7 @@ impl Admin {
             .as_ref()
             .is_some_and(|st| st.moved_from_released && st.fence_revision == 0);
         if forced {
-            let rv = stored.metadata.as_ref().map_or(0, |m| m.resource_version);
-            access::stamp_fence(s, stored.name(), rv).await?;
+            access::stamp_fence(s, stored.name(), move_rv).await?;
             return get_checked(s, id, "UpdateAttachment", stored.name());
         }
         Ok(stored)
