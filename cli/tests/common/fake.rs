@@ -228,7 +228,6 @@ admin_impl! {
         watch_volumes(WatchRequest) -> Stream;
         create_attachment(CreateAttachmentRequest) -> Attachment;
         get_attachment(GetAttachmentRequest) -> Attachment;
-        list_attachments(ListAttachmentsRequest) -> ListAttachmentsResponse;
         update_attachment(UpdateAttachmentRequest) -> Attachment;
         delete_attachment(DeleteAttachmentRequest) -> Attachment;
         watch_attachments(WatchRequest) -> Stream;
@@ -304,6 +303,21 @@ admin_impl! {
             .advance(&name)
             .map(Response::new)
             .ok_or_else(|| Status::not_found(format!("volume {name:?} not found")))
+    }
+
+    /// The fake holds no attachments; `wait volume/X` lists them to see
+    /// whether a grow has reached the workstations.
+    async fn list_attachments(
+        &self,
+        r: Request<ListAttachmentsRequest>,
+    ) -> Result<Response<ListAttachmentsResponse>, Status> {
+        require_admin(&r)?;
+        let st = self.lock();
+        Ok(Response::new(ListAttachmentsResponse {
+            items: vec![],
+            revision: st.revision,
+            ..Default::default()
+        }))
     }
 
     async fn list_volumes(
