@@ -414,7 +414,7 @@ fn unauthenticated_admin_queue_times_out() {
 /// check: `cargo test --release -p ferrofab-nvmeof --test auth_loopback
 /// connect_time -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "measurement, not a pass/fail test: run by hand with --ignored --nocapture (docs/benchmarks.md)"]
 fn connect_time_per_dh_group() {
     let f = common::fixture();
     let rounds = 10;
