@@ -122,46 +122,8 @@ pub fn render(list: &[VolumeExpiry], out: &mut String) {
     }
 }
 
-/// RFC 3339 UTC, whole seconds.
-pub fn rfc3339(secs: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(secs) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        Err(_) => format!("{secs} s after 1970-01-01T00:00:00Z"),
-    }
-}
-
-/// "in 13d", "2h ago": the largest unit that leaves at least two of it,
-/// as the CLI and the controller's messages read.
-pub fn relative(delta_seconds: i64) -> String {
-    let a = delta_seconds.unsigned_abs();
-    let amount = if a >= 2 * 86_400 {
-        format!("{}d", (a + 43_200) / 86_400)
-    } else if a >= 2 * 3600 {
-        format!("{}h", (a + 1800) / 3600)
-    } else if a >= 120 {
-        format!("{}m", (a + 30) / 60)
-    } else {
-        format!("{a}s")
-    };
-    if delta_seconds >= 0 {
-        format!("in {amount}")
-    } else {
-        format!("{amount} ago")
-    }
-}
-
-/// `2026-12-01T00:00:00Z (in 13h)`.
-pub fn when(secs: i64, now: i64) -> String {
-    format!("{} ({})", rfc3339(secs), relative(secs - now))
-}
+/// RFC 3339 and relative times, as the controller and the CLI write them.
+pub use ferrofab_proto::time::{relative, rfc3339, when};
 
 /// Seconds since the Unix epoch now.
 pub fn now() -> i64 {

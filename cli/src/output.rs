@@ -47,26 +47,8 @@ pub fn timestamp(t: &prost_types::Timestamp) -> String {
         .unwrap_or_else(|| format!("@{}", t.seconds))
 }
 
-/// A time difference as a person reads it: "in 13d", "2h ago". The unit
-/// is the largest that still leaves at least two of it, rounded, so 36
-/// hours read "36h" rather than a misleading "2d".
-pub fn relative(delta_seconds: i64) -> String {
-    let a = delta_seconds.unsigned_abs();
-    let amount = if a >= 2 * 86_400 {
-        format!("{}d", (a + 43_200) / 86_400)
-    } else if a >= 2 * 3600 {
-        format!("{}h", (a + 1800) / 3600)
-    } else if a >= 120 {
-        format!("{}m", (a + 30) / 60)
-    } else {
-        format!("{a}s")
-    };
-    if delta_seconds >= 0 {
-        format!("in {amount}")
-    } else {
-        format!("{amount} ago")
-    }
-}
+/// "in 13d", "2h ago": shared with the controller's and the agent's messages.
+pub use ferrofab_proto::time::relative;
 
 /// The EXPIRES cell: "in 13d", "-" without an expiry; once expired, what
 /// the controller scheduled (`status.expiry_deletes_at`): "expired, kept

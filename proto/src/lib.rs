@@ -13,6 +13,7 @@ pub mod v1 {
 }
 
 pub mod client;
+pub mod time;
 
 /// Largest gRPC message the controller accepts or sends; requests above it
 /// are refused with RESOURCE_EXHAUSTED. Clients should use the same limit.
