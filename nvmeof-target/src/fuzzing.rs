@@ -1,4 +1,4 @@
-//! Entry points for the cargo-fuzz targets in `nvmeof/fuzz/` (feature
+//! Entry points for the cargo-fuzz targets in `nvmeof-target/fuzz/` (feature
 //! `fuzzing`). They are thin: the interesting checks are the ones the state
 //! machine makes on every input, and the fuzzer looks for panics.
 

@@ -2,8 +2,8 @@
 //! Any byte string, with any digest settings, must decode to PDUs that lie
 //! inside the buffer, or to an error — never a panic.
 
-use ferrofab_nvmeof::wire::pdu::decode;
-use ferrofab_nvmeof::wire::{DecodeStatus, Digests};
+use ferrofab_nvmeof_wire::wire::pdu::decode;
+use ferrofab_nvmeof_wire::wire::{DecodeStatus, Digests};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

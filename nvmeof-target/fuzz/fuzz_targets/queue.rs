@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    ferrofab_nvmeof::target::fuzzing::run_connection(data);
+    ferrofab_nvmeof_target::fuzzing::run_connection(data);
 });
