@@ -1,13 +1,24 @@
 //! Benchmarks: the engine behind `ferrofab-nvmeof bench` and
 //! `./tests/run bench`.
 //!
+//! # Layout
+//!
 //! * [`baseline`] measures raw loopback TCP with the same message sizes as
 //!   NVMe/TCP, the physical limit our NVMe numbers are quoted against.
 //! * [`engine`] runs fio-like workloads ([`workload::JobParams`]) through an
 //!   [`queue::IoQueue`]: any [`io::BlockIo`] (queue depth through threads),
 //!   the initiator's pipelined queues, or a local file (the local ceiling).
 //! * [`verify`] stamps blocks so lost, torn and misplaced writes are caught.
+//! * [`io`] — the devices a job runs on: the initiator's [`io::BlockIo`]
+//!   (from `ferrofab-nvmeof-host`), RAM ([`io::MemBlockIo`]) and the
+//!   target's backends ([`io::BackendBlockIo`]); [`remote`] opens remote
+//!   namespaces with pipelined queues.
+//! * [`stats`] (latency histograms, CPU time), [`workload`] (job
+//!   parameters) and [`progress`] (live progress on a terminal).
 //! * [`report`] prints results as a table or stable JSON.
+//!
+//! Production code (the FUSE exposure, the agent) never depends on this
+//! crate; the block-I/O interface it measures lives in the initiator.
 //!
 //! Numbers on the 2-vCPU development VMs swing 2-3x between runs, so a
 //! result is only meaningful next to a baseline measured in the same run.

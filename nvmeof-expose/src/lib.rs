@@ -22,6 +22,21 @@
 //!   No libfuse headers or library are needed to build.
 //! * **Stale mounts** left by a process that died are lazily unmounted at
 //!   start ([`mountpoint::prepare`]).
+//!
+//! # Layout
+//!
+//! * here — [`Exposer`]: the mount and the volumes added, resized and
+//!   removed while mounted; [`validate_name`] for file names.
+//! * [`fs`] — the FUSE filesystem (one flat directory, one file per
+//!   volume) over [`DynBlockIo`](ferrofab_nvmeof_host::DynBlockIo) devices.
+//! * [`rmw`] — byte-granular reads and writes on whole blocks, under range
+//!   locks.
+//! * [`connected`] — the files of one connected controller, following its
+//!   namespace events (`ferrofab-nvmeof connect`).
+//! * [`mountpoint`] — preparing the mount point, stale-mount recovery.
+//!
+//! The devices come from the initiator (`ferrofab-nvmeof-host`); this
+//! crate is the only one in the workspace that links FUSE.
 
 pub mod connected;
 pub mod fs;

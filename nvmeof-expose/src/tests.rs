@@ -386,7 +386,7 @@ fn stale_mount_from_a_dead_process_is_cleared() {
 
 /// Cost of the FUSE layer itself: the benchmark engine on an exposed
 /// in-memory volume, through the target's file backend. A measurement, so
-/// ignored by default: `cargo test --release -p ferrofab-nvmeof
+/// ignored by default: `cargo test --release -p ferrofab-nvmeof-expose
 /// fuse_overhead -- --ignored --nocapture`.
 #[test]
 #[ignore = "a measurement, not a pass/fail test; run by hand in release mode"]

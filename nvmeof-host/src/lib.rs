@@ -24,6 +24,26 @@
 //! * [`Namespace`] does I/O: [`BlockIo`] for simple blocking use,
 //!   [`Namespace::submit`]/[`Ticket`] and [`Pipeline`] for queue depth.
 //!
+//! # Layout
+//!
+//! From one connection up to what the layers above use:
+//!
+//! * `queue` — one NVMe/TCP connection (a submission/completion queue
+//!   pair): ICReq/ICResp, command IDs, the receiver thread, polling.
+//! * `auth` — the host side of DH-HMAC-CHAP on one queue, on the message
+//!   formats and crypto of `ferrofab_nvmeof_wire::auth`.
+//! * `assoc` — one association: admin queue, enable, Identify, I/O queues,
+//!   shutdown.
+//! * `controller` — [`Controller`]: an association kept alive and replaced
+//!   after a connection loss; asynchronous events; namespace tracking.
+//! * `namespace` — [`Namespace`]: blocking I/O, tickets and pipelines.
+//! * `discovery` — [`discover`]; [`cmd`] builds the commands; [`identity`]
+//!   keeps the host NQN and ID; `options` is [`ConnectOptions`]; [`error`]
+//!   is [`HostError`].
+//! * [`BlockIo`] and [`DynBlockIo`] (here) — the byte-addressed device the
+//!   FUSE exposure (`ferrofab-nvmeof-expose`), the agent and the benchmark
+//!   engine run on; [`Namespace`] implements it.
+//!
 //! # Latency
 //!
 //! A thread waiting for a command busy-polls the queue's socket itself for

@@ -5,16 +5,23 @@
 //! subsystems, namespaces and allowed hosts while hosts are connected, and
 //! each change disturbs only what it touches.
 //!
-//! Modules, from the wire up:
+//! # Layout
+//!
+//! Modules, from the wire up (PDUs, spec structures and the DH-HMAC-CHAP
+//! formats come from `ferrofab-nvmeof-wire`):
+//!
 //! * [`socket`] — poll modes and non-blocking socket I/O;
 //! * [`conn`] — the per-connection queue state machine (ICReq, Connect,
 //!   command dispatch, R2T/H2CData);
-//! * [`fabrics`], [`admin`], [`io`] — the command handlers;
+//! * [`fabrics`], [`admin`], [`io`] — the command handlers; [`auth`] — the
+//!   target's side of DH-HMAC-CHAP;
 //! * [`controller`] — per-association state: properties, features, AERs,
 //!   keep-alive;
 //! * [`registry`] — subsystems, namespaces and allow-lists;
 //! * [`discovery`] — the discovery log page;
-//! * [`listener`] — TCP accept loops;
+//! * [`listener`] — TCP accept loops; [`limits`] — connection admission
+//!   and setup deadlines; [`config`] — the `serve` TOML file and its apply;
+//!   [`executor`] — I/O threads for O_DIRECT namespaces;
 //! * [`backend`] — the block backends (regular files and block devices)
 //!   namespaces are stored on; the agent opens them directly too.
 

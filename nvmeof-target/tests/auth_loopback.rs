@@ -413,7 +413,7 @@ fn unauthenticated_admin_queue_times_out() {
 
 /// Connect time (admin + 1 I/O queue) without authentication and with each
 /// DH group, our host against our target on loopback. A measurement, not a
-/// check: `cargo test --release -p ferrofab-nvmeof --test auth_loopback
+/// check: `cargo test --release -p ferrofab-nvmeof-target --test auth_loopback
 /// connect_time -- --ignored --nocapture`.
 #[test]
 #[ignore = "measurement, not a pass/fail test: run by hand with --ignored --nocapture (docs/benchmarks.md)"]
