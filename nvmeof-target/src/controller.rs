@@ -16,8 +16,9 @@ use ferrofab_nvmeof_wire::spec::{aen, cc, csts, log};
 use ferrofab_nvmeof_wire::wire::pdu::encode_capsule_resp;
 use ferrofab_nvmeof_wire::wire::Cqe;
 
-use super::registry::{lock, Subsystem};
+use super::registry::Subsystem;
 use super::socket::ConnLink;
+use super::sync::lock;
 
 /// What a controller serves.
 #[derive(Debug, Clone)]

@@ -21,8 +21,9 @@ use ferrofab_nvmeof_wire::wire::pdu::{
 use ferrofab_nvmeof_wire::wire::{Cqe, DataHeader};
 
 use super::io::backend_status;
-use super::registry::{lock, Namespace};
+use super::registry::Namespace;
 use super::socket::ConnLink;
+use super::sync::lock;
 
 /// What to do.
 #[derive(Debug)]

@@ -21,7 +21,8 @@
 //! * [`discovery`] — the discovery log page;
 //! * [`listener`] — TCP accept loops; [`limits`] — connection admission
 //!   and setup deadlines; [`config`] — the `serve` TOML file and its apply;
-//!   [`executor`] — I/O threads for O_DIRECT namespaces;
+//!   [`executor`] — I/O threads for O_DIRECT namespaces; `sync` — the
+//!   poison-tolerant lock helpers every module uses;
 //! * [`backend`] — the block backends (regular files and block devices)
 //!   namespaces are stored on; the agent opens them directly too.
 
@@ -46,6 +47,7 @@ pub mod listener;
 pub mod registry;
 mod rxbuf;
 pub mod socket;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -63,7 +65,8 @@ pub use listener::ListenerKind;
 pub use registry::{HostAuth, Namespace, NamespaceStatsSnapshot, Subsystem};
 pub use socket::PollMode;
 
-use registry::{lock, Registry};
+use registry::Registry;
+use sync::lock;
 
 /// NVMe version reported in VS and Identify: 1.3.
 pub const NVME_VERSION: u32 = 0x0001_0300;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::backend::BlockBackend;
 
 use super::controller::Controller;
+use super::sync::{lock, read, write};
 
 /// A namespace: a backend plus the identity the host sees.
 #[derive(Debug)]
@@ -338,20 +339,4 @@ impl Registry {
     pub(crate) fn bump_genctr(&self) -> u64 {
         self.genctr.fetch_add(1, Ordering::AcqRel) + 1
     }
-}
-
-// Lock helpers. A poisoned lock means another thread panicked while
-// holding it; the data it guards is still structurally valid (every
-// mutation here is a single insert or remove), so carry on rather than
-// take the whole target down.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|e| e.into_inner())
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ferrofab_nvmeof_wire::wire::Digests;
 
-use super::registry::lock;
+use super::sync::lock;
 
 /// How a connection thread waits for the next PDU.
 ///
