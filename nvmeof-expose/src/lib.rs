@@ -28,7 +28,7 @@
 //! * here — [`Exposer`]: the mount and the volumes added, resized and
 //!   removed while mounted; [`validate_name`] for file names.
 //! * [`fs`] — the FUSE filesystem (one flat directory, one file per
-//!   volume) over [`DynBlockIo`](ferrofab_nvmeof_host::DynBlockIo) devices.
+//!   volume) over [`DynBlockIo`] devices.
 //! * [`rmw`] — byte-granular reads and writes on whole blocks, under range
 //!   locks.
 //! * [`connected`] — the files of one connected controller, following its

@@ -13,7 +13,7 @@
 //! * [`socket`] — poll modes and non-blocking socket I/O;
 //! * [`conn`] — the per-connection queue state machine (ICReq, Connect,
 //!   command dispatch, R2T/H2CData);
-//! * [`fabrics`], [`admin`], [`io`] — the command handlers; [`auth`] — the
+//! * [`fabrics`], [`admin`], [`io`] — the command handlers; `auth` — the
 //!   target's side of DH-HMAC-CHAP;
 //! * [`controller`] — per-association state: properties, features, AERs,
 //!   keep-alive;
@@ -21,7 +21,7 @@
 //! * [`discovery`] — the discovery log page;
 //! * [`listener`] — TCP accept loops; [`limits`] — connection admission
 //!   and setup deadlines; [`config`] — the `serve` TOML file and its apply;
-//!   [`executor`] — I/O threads for O_DIRECT namespaces; `sync` — the
+//!   `executor` — I/O threads for O_DIRECT namespaces; `sync` — the
 //!   poison-tolerant lock helpers every module uses;
 //! * [`backend`] — the block backends (regular files and block devices)
 //!   namespaces are stored on; the agent opens them directly too.
