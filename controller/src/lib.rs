@@ -3,6 +3,7 @@
 //! per-node desired state → agents; agents report status back.
 
 pub mod access;
+pub mod action;
 pub mod api;
 pub mod apply;
 pub mod authz;
@@ -11,14 +12,17 @@ pub mod cache;
 pub mod check;
 pub mod clock;
 pub mod cluster_metrics;
+pub mod conditions;
 pub mod config;
-pub mod enroll;
+pub use ops::enroll;
 pub mod error;
 pub mod expiry;
 pub mod heartbeat;
 pub mod identity;
 pub mod listener;
+pub mod loops;
 pub mod metrics;
+pub mod ops;
 pub mod placement;
 pub mod planner;
 pub mod report;
@@ -27,4 +31,3 @@ pub mod server;
 pub mod staging;
 pub mod store;
 pub mod validate;
-pub mod watch;

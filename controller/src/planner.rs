@@ -32,8 +32,7 @@ use std::collections::BTreeMap;
 use crate::access;
 use crate::cache::Objects;
 
-/// NVMe/TCP's IANA port, used when an address has none.
-pub const DEFAULT_PORT: u32 = 4420;
+pub use crate::resource::DEFAULT_PORT;
 
 /// Transport settings every connection gets (from the controller config).
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -10,13 +10,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, instrument, warn};
 
-use super::admin::set_condition;
 use super::{identity, Shared};
 use crate::access;
+use crate::action::Action;
 use crate::authz;
-use crate::enroll;
+use crate::conditions::set_condition;
 use crate::error::ApiError;
 use crate::identity::Identity;
+use crate::ops::enroll;
 use crate::planner;
 use crate::report;
 use crate::resource::{validate_name, validate_nqn, Resource};
@@ -25,10 +26,10 @@ pub struct Agent {
     pub s: Arc<Shared>,
 }
 
-fn require_node(id: &Identity, node: &str, action: &str) -> Result<(), ApiError> {
+fn require_node(id: &Identity, node: &str, action: Action) -> Result<(), ApiError> {
     match id {
         Identity::Node(n) if n == node => Ok(()),
-        Identity::Admin if action == "WatchDesiredState" => Ok(()),
+        Identity::Admin if action == Action::WatchDesiredState => Ok(()),
         _ => Err(authz::deny(
             id,
             &format!("{action} for node {node:?}"),
@@ -168,7 +169,7 @@ impl Agent {
         let Identity::Node(node) = id else {
             return Err(authz::deny(
                 id,
-                "Renew",
+                Action::Renew.as_str(),
                 "only node certificates are renewed through the API; use `ferrofab pki issue` for others",
             ));
         };
@@ -181,7 +182,7 @@ impl Agent {
         if !s.cache.read().nodes.contains_key(node) {
             return Err(authz::deny(
                 id,
-                "Renew",
+                Action::Renew.as_str(),
                 "the node no longer exists; enroll it again with a bootstrap token",
             ));
         }
@@ -246,7 +247,7 @@ impl Agent {
         id: &Identity,
         r: ReportStatusRequest,
     ) -> Result<ReportStatusResponse, ApiError> {
-        require_node(id, &r.node, "ReportStatus")?;
+        require_node(id, &r.node, Action::ReportStatus)?;
         let s = &self.s;
         report::check_bounds(&r, s.reports.max_entries)
             .inspect_err(|_| s.metrics.refused("report_size"))?;
@@ -516,7 +517,7 @@ impl Agent {
             .await?;
             if let Some(a) = released {
                 let rv = a.metadata.as_ref().map_or(0, |m| m.resource_version);
-                access::stamp_fence(s, &name, rv).await?;
+                crate::ops::attachment::stamp_fence(s, &name, rv).await?;
             }
             info!(attachment = %name, %node, "moved attachment disconnected from its previous node");
         }
@@ -642,7 +643,7 @@ impl Agent {
     /// still alive (its liveness is recorded), but its report is refused
     /// with the delay after which the next one will pass.
     fn admit_report(&self, id: &Identity, node: &str) -> Result<(), Status> {
-        require_node(id, node, "ReportStatus")?;
+        require_node(id, node, Action::ReportStatus)?;
         let s = &self.s;
         s.reports.heard(node, s.clock.now());
         s.reports
@@ -662,7 +663,6 @@ impl AgentService for Agent {
         &self,
         req: Request<EnrollRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
-        let _t = self.s.metrics.api_timer("Enroll");
         Ok(Response::new(self.enroll_inner(req.into_inner()).await?))
     }
 
@@ -675,7 +675,7 @@ impl AgentService for Agent {
     ) -> Result<Response<DesiredStream>, Status> {
         let id = identity(&req)?;
         let node = req.into_inner().node;
-        require_node(&id, &node, "WatchDesiredState")?;
+        require_node(&id, &node, Action::WatchDesiredState)?;
         let s = self.s.clone();
         // Counted with the identity's watches: each stream recomputes the
         // node's desired state on every change, so one certificate must not
@@ -729,7 +729,6 @@ impl AgentService for Agent {
 
     #[instrument(skip_all)]
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
-        let _t = self.s.metrics.api_timer("Renew");
         let id = identity(&req)?;
         Ok(Response::new(
             self.renew_inner(&id, req.into_inner()).await?,
@@ -741,7 +740,6 @@ impl AgentService for Agent {
         &self,
         req: Request<ReportStatusRequest>,
     ) -> Result<Response<ReportStatusResponse>, Status> {
-        let _t = self.s.metrics.api_timer("ReportStatus");
         let id = identity(&req)?;
         self.admit_report(&id, &req.get_ref().node)?;
         Ok(Response::new(

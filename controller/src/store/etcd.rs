@@ -63,10 +63,10 @@ use tokio::runtime::Runtime;
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
+use super::watch::{Hub, WatchStream};
 use super::{
     Compare, Event, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn, TxnFuture, TxnResult,
 };
-use crate::watch::{Hub, WatchStream};
 
 /// `[store.etcd]` in the controller configuration.
 #[derive(Debug, Clone, Deserialize)]
