@@ -75,6 +75,11 @@ impl Action {
         timed.then_some(action)
     }
 
+    /// Whether the action creates an object (else it changes one).
+    pub fn is_create(self) -> bool {
+        self.as_str().starts_with("Create")
+    }
+
     fn is_admin_rpc(self) -> bool {
         !matches!(
             self,

@@ -150,9 +150,34 @@ pub(super) async fn delete_unused<R: Stored + Owned>(
     delete_or_mark(s, cur, rv).await
 }
 
+/// The create or update (as `action` says) of an object of an admin-only
+/// kind: the capacity gate, the admin check, the kind's own `check`, then
+/// the write; with `dry_run`, every check and no write.
+pub(super) async fn admin_write<R, F>(
+    s: &Shared,
+    id: &Identity,
+    action: Action,
+    obj: R,
+    dry_run: bool,
+    check: F,
+) -> Result<R, ApiError>
+where
+    R: Stored + Owned,
+    F: FnOnce(&Shared, &R) -> Result<(), ApiError>,
+{
+    let _capacity = s.capacity_gate.read().await;
+    authz::admin_only(id, action)?;
+    check(s, &obj)?;
+    if action.is_create() {
+        create_simple(s, obj, dry_run).await
+    } else {
+        update_simple(s, obj, dry_run).await
+    }
+}
+
 /// Stores a new object of an admin-only kind (the caller has been
 /// authorized and the object validated).
-pub(super) async fn create_simple<R: Stored + Owned>(
+async fn create_simple<R: Stored + Owned>(
     s: &Shared,
     obj: R,
     dry_run: bool,
@@ -169,7 +194,7 @@ pub(super) async fn create_simple<R: Stored + Owned>(
 
 /// Merges an update into an object of an admin-only kind (the caller
 /// has been authorized and the object validated).
-pub(super) async fn update_simple<R: Stored + Owned>(
+async fn update_simple<R: Stored + Owned>(
     s: &Shared,
     obj: R,
     dry_run: bool,

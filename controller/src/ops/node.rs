@@ -4,10 +4,9 @@
 
 use ferrofab_proto::v1::Node;
 
-use super::common::{create_simple, delete_unused, update_simple};
+use super::common::{admin_write, delete_unused};
 use super::{Delete, Shared};
 use crate::action::Action;
-use crate::authz;
 use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::resource::{validate_nqn, Resource};
@@ -31,18 +30,12 @@ fn validate(s: &Shared, n: &Node) -> Result<(), ApiError> {
 
 /// Creates a node; with `dry_run`, every check and no write.
 pub async fn create(s: &Shared, id: &Identity, n: Node, dry_run: bool) -> Result<Node, ApiError> {
-    let _capacity = s.capacity_gate.read().await;
-    authz::admin_only(id, Action::CreateNode)?;
-    validate(s, &n)?;
-    create_simple(s, n, dry_run).await
+    admin_write(s, id, Action::CreateNode, n, dry_run, validate).await
 }
 
 /// Updates a node's spec, labels and annotations.
 pub async fn update(s: &Shared, id: &Identity, n: Node, dry_run: bool) -> Result<Node, ApiError> {
-    let _capacity = s.capacity_gate.read().await;
-    authz::admin_only(id, Action::UpdateNode)?;
-    validate(s, &n)?;
-    update_simple(s, n, dry_run).await
+    admin_write(s, id, Action::UpdateNode, n, dry_run, validate).await
 }
 
 /// Deletes a node no pool or attachment uses.

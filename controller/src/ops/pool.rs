@@ -5,10 +5,9 @@
 
 use ferrofab_proto::v1::{BackingKind, Pool};
 
-use super::common::{create_simple, delete_unused, update_simple};
+use super::common::{admin_write, delete_unused};
 use super::{Delete, Shared};
 use crate::action::Action;
-use crate::authz;
 use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::resource::{parse_size, validate_name, Resource};
@@ -43,19 +42,23 @@ fn validate(s: &Shared, p: &Pool) -> Result<(), ApiError> {
 
 /// Creates a pool; with `dry_run`, every check and no write.
 pub async fn create(s: &Shared, id: &Identity, p: Pool, dry_run: bool) -> Result<Pool, ApiError> {
-    let _capacity = s.capacity_gate.read().await;
-    authz::admin_only(id, Action::CreatePool)?;
-    validate(s, &p)?;
-    let p = create_simple(s, p, dry_run).await?;
+    let p = admin_write(s, id, Action::CreatePool, p, dry_run, validate).await?;
     Ok(with_status(s, p))
 }
 
 /// Updates a pool's capacity, ratio, labels and annotations (see the
 /// module docs for what may not change).
 pub async fn update(s: &Shared, id: &Identity, p: Pool, dry_run: bool) -> Result<Pool, ApiError> {
-    let _capacity = s.capacity_gate.read().await;
-    authz::admin_only(id, Action::UpdatePool)?;
-    validate(s, &p)?;
+    let check = |s: &Shared, p: &Pool| {
+        validate(s, p)?;
+        immutable(s, p)
+    };
+    let p = admin_write(s, id, Action::UpdatePool, p, dry_run, check).await?;
+    Ok(with_status(s, p))
+}
+
+/// Refuses a change of the pool's node or backing.
+fn immutable(s: &Shared, p: &Pool) -> Result<(), ApiError> {
     let cur: Pool = s.get(p.name())?;
     let old = cur.spec.clone().unwrap_or_default();
     let new = p.spec.clone().unwrap_or_default();
@@ -70,8 +73,7 @@ pub async fn update(s: &Shared, id: &Identity, p: Pool, dry_run: bool) -> Result
             ));
         }
     }
-    let p = update_simple(s, p, dry_run).await?;
-    Ok(with_status(s, p))
+    Ok(())
 }
 
 /// Deletes a pool no volume is placed on.

@@ -3,10 +3,9 @@
 
 use ferrofab_proto::v1::Tenant;
 
-use super::common::{create_simple, delete_unused, update_simple};
+use super::common::{admin_write, delete_unused};
 use super::{Delete, Shared};
 use crate::action::Action;
-use crate::authz;
 use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::resource::{parse_size, validate_name, Resource};
@@ -29,10 +28,7 @@ pub async fn create(
     t: Tenant,
     dry_run: bool,
 ) -> Result<Tenant, ApiError> {
-    let _capacity = s.capacity_gate.read().await;
-    authz::admin_only(id, Action::CreateTenant)?;
-    validate(&t)?;
-    let t = create_simple(s, t, dry_run).await?;
+    let t = admin_write(s, id, Action::CreateTenant, t, dry_run, |_, t| validate(t)).await?;
     Ok(with_status(s, t))
 }
 
@@ -43,10 +39,7 @@ pub async fn update(
     t: Tenant,
     dry_run: bool,
 ) -> Result<Tenant, ApiError> {
-    let _capacity = s.capacity_gate.read().await;
-    authz::admin_only(id, Action::UpdateTenant)?;
-    validate(&t)?;
-    let t = update_simple(s, t, dry_run).await?;
+    let t = admin_write(s, id, Action::UpdateTenant, t, dry_run, |_, t| validate(t)).await?;
     Ok(with_status(s, t))
 }
 
