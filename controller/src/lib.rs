@@ -26,8 +26,9 @@
 //!    rate limit), [`config`], [`metrics`] and [`cluster_metrics`].
 //! 5. [`ops`]: every write, one module per kind ([`ops::volume`],
 //!    [`ops::attachment`], [`ops::node`], [`ops::pool`], [`ops::tenant`],
-//!    [`ops::enroll`] for tokens), over [`ops::Shared`]. Operations take
-//!    typed inputs and return [`error::ApiError`]; they know no wire format.
+//!    [`ops::enroll`] for tokens, [`ops::status`] for agents' reports),
+//!    over [`ops::Shared`]. Operations take typed inputs and return
+//!    [`error::ApiError`]; they know no wire format.
 //! 6. Callers of the operations, side by side: [`api`] (the gRPC adapters:
 //!    decode, call an operation, encode; latency recorded by one tower
 //!    layer, [`api::timing`]), [`apply`] (a whole layout, rehearsed on a

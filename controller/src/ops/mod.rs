@@ -15,6 +15,7 @@ mod common;
 pub mod enroll;
 pub mod node;
 pub mod pool;
+pub mod status;
 pub mod tenant;
 pub mod volume;
 
