@@ -11,12 +11,13 @@ use tracing::{debug, info, warn};
 
 use super::Shared;
 use crate::access;
-use crate::conditions::set_condition;
+use crate::conditions::{condition, set_condition};
 use crate::error::ApiError;
 use crate::report;
 use crate::resource::Resource;
 
-/// A condition the controller derives from a report: Warning when false.
+/// A condition the controller derives from a report: Warning when false,
+/// for no particular generation.
 fn cond(
     kind: &str,
     ok: bool,
@@ -24,22 +25,14 @@ fn cond(
     message: String,
     now: prost_types::Timestamp,
 ) -> Condition {
+    let severity = if ok {
+        Severity::Info
+    } else {
+        Severity::Warning
+    };
     Condition {
-        r#type: kind.into(),
-        status: if ok {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        } as i32,
-        reason: reason.into(),
-        message,
-        last_transition_time: Some(now),
-        severity: if ok {
-            Severity::Info
-        } else {
-            Severity::Warning
-        } as i32,
-        observed_generation: 0,
+        severity: severity as i32,
+        ..condition(kind, ok, reason, message, now, 0)
     }
 }
 
