@@ -299,16 +299,10 @@ impl SpecFields for Tenant {
 
 // ------------------------------------------------------------ validation
 
-/// Object names: DNS labels, so they can appear in NQNs, paths and CNs.
+/// Object names: DNS labels, so they can appear in NQNs, paths and CNs
+/// (the rule is `ferrofab_types::name`'s, shared with the PKI).
 pub fn validate_name(field: &str, name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
+    if ferrofab_types::name::is_valid_name(name) {
         Ok(())
     } else {
         Err(ApiError::invalid(
@@ -356,27 +350,25 @@ pub fn validate_labels(
     Ok(())
 }
 
-/// Sizes accept plain bytes or units ("4TiB"), via the nvmeof crate's parser
+/// Sizes accept plain bytes or units ("4TiB"), via `ferrofab_types`' parser
 /// so that every ferrofab tool agrees on what a size means.
 pub fn parse_size(field: &str, s: &str) -> Result<u64, ApiError> {
-    match ferrofab_nvmeof::units::parse_size(s) {
+    match ferrofab_types::size::parse_size(s) {
         Ok(0) => Err(ApiError::invalid(field, "size must be greater than zero")),
         Ok(n) => Ok(n),
         Err(e) => Err(ApiError::invalid(field, format!("{s:?}: {e}"))),
     }
 }
 
-/// NVMe Qualified Names: "nqn." prefix, at most 223 bytes, printable.
+/// NVMe Qualified Names: "nqn." prefix, at most 223 bytes, printable
+/// (`ferrofab_types::nqn::check_shape`; the data path checks the full form).
 pub fn validate_nqn(field: &str, nqn: &str) -> Result<(), ApiError> {
-    let ok =
-        nqn.starts_with("nqn.") && nqn.len() <= 223 && nqn.bytes().all(|b| b.is_ascii_graphic());
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
+    match ferrofab_types::nqn::check_shape(nqn) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(ApiError::invalid(
             field,
             format!("{nqn:?} is not an NVMe qualified name (nqn.*, at most 223 bytes)"),
-        ))
+        )),
     }
 }
 

@@ -143,15 +143,7 @@ fn key_problem(key: &str) -> Option<String> {
     if let Some(p) = prefix {
         let dns_ok = !p.is_empty()
             && p.len() <= MAX_KEY_PREFIX_BYTES
-            && p.split('.').all(|part| {
-                !part.is_empty()
-                    && part.len() <= 63
-                    && part
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !part.starts_with('-')
-                    && !part.ends_with('-')
-            });
+            && p.split('.').all(ferrofab_types::name::is_valid_name);
         if !dns_ok {
             return Some(format!(
                 "key prefix {} is not a DNS subdomain (lower-case, at most {MAX_KEY_PREFIX_BYTES} bytes)",

@@ -3,8 +3,8 @@
 use std::time::SystemTime;
 
 use anyhow::{anyhow, bail};
-use ferrofab_nvmeof::units::{format_size, parse_size};
 use ferrofab_proto::v1::{self, ObjectMeta};
+use ferrofab_types::size::{format_size, parse_size};
 
 use super::{token, Ctx};
 use crate::args::{
