@@ -109,7 +109,7 @@ fn labels<R: Resource>(obj: &R) -> String {
 mod tests {
     use super::*;
     use crate::args::Format;
-    use crate::output::{render_list, render_one};
+    use crate::render::{render_list, render_one};
     use ferrofab_proto::v1;
 
     fn vol(name: &str) -> v1::Volume {

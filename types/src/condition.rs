@@ -157,7 +157,8 @@ mod tests {
             assert_eq!(r.as_str(), s);
             assert_eq!(r.as_ref(), s);
             assert_eq!(Reason::from_wire(s), Some(r));
-            assert!(r == *s && r == s.to_owned());
+            let owned: String = s.into();
+            assert!(r == *s && r == owned);
         }
         assert_eq!(Reason::from_wire("nope"), None);
     }

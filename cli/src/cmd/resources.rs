@@ -14,7 +14,8 @@ use crate::args::{
 };
 use crate::client::status_error;
 use crate::layout::{parse_address, parse_rfc3339};
-use crate::output::{print, render_list, render_one};
+use crate::output::print;
+use crate::render::{render_list, render_one};
 use crate::resource::{what, Resource};
 
 pub async fn node(ctx: &Ctx, cmd: NodeCommand) -> anyhow::Result<()> {
