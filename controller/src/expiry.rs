@@ -21,13 +21,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrofab_proto::condition::{self, ConditionType, Reason};
 use ferrofab_proto::v1::{
-    Condition, ConditionStatus, DeleteAttachmentRequest, DeleteVolumeRequest, ExpiryAction,
-    Severity, Volume,
+    Condition, DeleteAttachmentRequest, DeleteVolumeRequest, ExpiryAction, Severity, Volume,
 };
 use tracing::{info, warn};
 
-use crate::api::admin::{set_condition, Admin};
+use crate::api::admin::Admin;
 use crate::api::Shared;
 use crate::clock::when;
 use crate::config::ExpiryConfig;
@@ -36,9 +36,9 @@ use crate::identity::Identity;
 use crate::resource::Resource;
 
 /// Condition type shown ahead of expiry.
-pub const EXPIRING: &str = "Expiring";
+pub const EXPIRING: &str = ConditionType::Expiring.as_str();
 /// Condition type shown once expires_at has passed.
-pub const EXPIRED: &str = "Expired";
+pub const EXPIRED: &str = ConditionType::Expired.as_str();
 
 /// The expiry settings in seconds, as the reconciler uses them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,14 +147,14 @@ fn shown(name: &str, act: ExpiryAction, st: &State, now: i64) -> Option<(Conditi
             };
             (
                 EXPIRING,
-                "BurstAllocationExpiring",
+                Reason::BurstAllocationExpiring,
                 format!("burst volume expires at {}; {then}", when(expires, now)),
                 None,
             )
         }
         State::Retained { expires, deletes } => (
             EXPIRED,
-            "Retained",
+            Reason::Retained,
             format!(
                 "expired at {}: detached, data kept until {}; `ferrofab volume extend {name} --by 7d` brings it back (then attach it again)",
                 when(expires, now),
@@ -164,7 +164,7 @@ fn shown(name: &str, act: ExpiryAction, st: &State, now: i64) -> Option<(Conditi
         ),
         State::DeletionScheduled { expires, deletes } => (
             EXPIRED,
-            "DeletionScheduled",
+            Reason::DeletionScheduled,
             format!(
                 "expired at {}: it will be detached and deleted at {} unless extended",
                 when(expires, now),
@@ -173,18 +173,14 @@ fn shown(name: &str, act: ExpiryAction, st: &State, now: i64) -> Option<(Conditi
             Some(deletes),
         ),
     };
+    let at = prost_types::Timestamp {
+        seconds: now,
+        nanos: 0,
+    };
     Some((
         Condition {
-            r#type: kind.into(),
-            status: ConditionStatus::True as i32,
-            reason: reason.into(),
-            message,
-            last_transition_time: Some(prost_types::Timestamp {
-                seconds: now,
-                nanos: 0,
-            }),
             severity: Severity::Warning as i32,
-            observed_generation: 0,
+            ..condition::new(kind, true, reason, message, at)
         },
         deletes_at,
     ))
@@ -214,7 +210,7 @@ pub fn apply_state(v: &mut Volume, st: &State, now: i64) -> bool {
                     && o.observed_generation == c.observed_generation
             });
             if !same {
-                set_condition(&mut status.conditions, c);
+                condition::set(&mut status.conditions, c);
             }
             deletes_at
         }

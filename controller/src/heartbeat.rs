@@ -15,17 +15,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrofab_proto::v1::{Condition, ConditionStatus, Node, Severity};
+use ferrofab_proto::condition::{self, ConditionType, Reason};
+use ferrofab_proto::v1::{Condition, ConditionStatus, Node};
 use tracing::{info, warn};
 
-use crate::api::admin::set_condition;
 use crate::api::Shared;
 use crate::error::ApiError;
 
 /// Condition type agents' heartbeats keep True.
-pub const READY: &str = "Ready";
+pub const READY: &str = ConditionType::Ready.as_str();
 /// Reason of a Ready=False set by this module.
-pub const REASON_NO_HEARTBEAT: &str = "NoHeartbeat";
+pub const REASON_NO_HEARTBEAT: &str = Reason::NoHeartbeat.as_str();
 
 fn ready_condition(n: &Node) -> Option<&Condition> {
     n.status
@@ -74,19 +74,15 @@ async fn mark(s: &Shared, name: &str, timeout_s: i64) -> Result<(), ApiError> {
             return false;
         };
         let st = n.status.get_or_insert_with(Default::default);
-        set_condition(
+        let at = prost_types::Timestamp {
+            seconds: now,
+            nanos: 0,
+        };
+        condition::set(
             &mut st.conditions,
             Condition {
-                r#type: READY.into(),
-                status: ConditionStatus::False as i32,
-                reason: REASON_NO_HEARTBEAT.into(),
-                message: msg.clone(),
-                last_transition_time: Some(prost_types::Timestamp {
-                    seconds: now,
-                    nanos: 0,
-                }),
-                severity: Severity::Warning as i32,
                 observed_generation: st.observed_generation,
+                ..condition::new(READY, false, REASON_NO_HEARTBEAT, msg.clone(), at)
             },
         );
         why = Some(msg);

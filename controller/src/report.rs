@@ -22,12 +22,12 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use ferrofab_proto::condition::{self, ConditionType, Reason};
 use ferrofab_proto::v1::{
     Condition, ConditionStatus, ExportStatus, NodeStatus, ReportStatusRequest, Severity,
     VolumePhase, VolumeStatus,
 };
 
-use crate::api::admin::set_condition;
 use crate::config::NodesConfig;
 use crate::error::ApiError;
 
@@ -49,9 +49,6 @@ pub const MAX_MESSAGE_BYTES: usize = 1024;
 pub const MAX_AGENT_VERSION_BYTES: usize = 128;
 /// Longest device path accepted in a connection report (Linux PATH_MAX).
 pub const MAX_DEVICE_PATH_BYTES: usize = 4096;
-
-/// Condition type the controller keeps True while a node reports.
-const READY: &str = crate::heartbeat::READY;
 
 /// What sanitising a list of reported conditions did.
 #[derive(Debug, Default, PartialEq)]
@@ -172,15 +169,13 @@ pub fn next_node_status(
     persist_every_s: i64,
 ) -> NodeUpdate {
     let old = cur.cloned().unwrap_or_default();
-    let mut conditions = vec![Condition {
-        r#type: READY.into(),
-        status: ConditionStatus::True as i32,
-        reason: "AgentReporting".into(),
-        message: "agent reported status".into(),
-        last_transition_time: None,
-        severity: Severity::Info as i32,
-        observed_generation: 0,
-    }];
+    let mut conditions = vec![condition::new(
+        ConditionType::Ready,
+        true,
+        Reason::AgentReporting,
+        "agent reported status",
+        None,
+    )];
     conditions.extend(agent_conditions);
     stamp(&mut conditions, &old.conditions, now);
     let mut agent_version = reported.agent_version.clone();
@@ -259,7 +254,7 @@ pub fn next_volume_status(
         } else {
             VolumePhase::Placed
         } as i32;
-        set_condition(&mut st.conditions, exported(ready, node, now));
+        condition::set(&mut st.conditions, exported(ready, node, now));
     }
     if ready && reported_gen >= generation && cur.observed_generation < generation {
         st.observed_generation = generation;
@@ -268,7 +263,7 @@ pub fn next_volume_status(
         let mut c = c.clone();
         c.observed_generation = reported_gen;
         c.last_transition_time = Some(now);
-        set_condition(&mut st.conditions, c);
+        condition::set(&mut st.conditions, c);
     }
     (st != *cur).then_some(st)
 }
@@ -276,30 +271,18 @@ pub fn next_volume_status(
 /// The controller's own `Exported` condition, which the agent's (more
 /// detailed) one replaces when the report carries it.
 fn exported(ready: bool, node: &str, now: prost_types::Timestamp) -> Condition {
-    let (status, reason, message, severity) = if ready {
+    let (reason, message) = if ready {
         (
-            ConditionStatus::True,
-            "ExportReady",
+            Reason::ExportReady,
             format!("node {node} serves the export"),
-            Severity::Info,
         )
     } else {
         (
-            ConditionStatus::False,
-            "ExportNotReady",
+            Reason::ExportNotReady,
             format!("node {node} does not report the export ready"),
-            Severity::Warning,
         )
     };
-    Condition {
-        r#type: "Exported".into(),
-        status: status as i32,
-        reason: reason.into(),
-        message,
-        last_transition_time: Some(now),
-        severity: severity as i32,
-        observed_generation: 0,
-    }
+    condition::new(ConditionType::Exported, ready, reason, message, now)
 }
 
 /// A node's report allowance.

@@ -13,6 +13,7 @@ pub mod v1 {
 }
 
 pub mod client;
+pub mod condition;
 pub mod time;
 
 /// Largest gRPC message the controller accepts or sends; requests above it

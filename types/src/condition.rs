@@ -63,6 +63,18 @@ macro_rules! string_enum {
                 self.as_str() == other
             }
         }
+
+        impl PartialEq<$ty> for str {
+            fn eq(&self, other: &$ty) -> bool {
+                self == other.as_str()
+            }
+        }
+
+        impl PartialEq<$ty> for String {
+            fn eq(&self, other: &$ty) -> bool {
+                self == other.as_str()
+            }
+        }
     };
 }
 
@@ -158,7 +170,7 @@ mod tests {
             assert_eq!(r.as_ref(), s);
             assert_eq!(Reason::from_wire(s), Some(r));
             let owned: String = s.into();
-            assert!(r == *s && r == owned);
+            assert!(r == *s && r == owned && *s == r && owned == r);
         }
         assert_eq!(Reason::from_wire("nope"), None);
     }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use ferrofab_proto::condition::{self, ConditionType, Reason};
 use ferrofab_proto::v1::{self as pb, admin_service_server::AdminService, *};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -340,38 +341,20 @@ fn identity_status(uid: &str) -> VolumeStatus {
     }
 }
 
+/// A condition the API sets on a write: Info whatever its status (it
+/// describes progress, not a fault), for `generation`.
 fn condition(
-    kind: &str,
+    kind: ConditionType,
     ok: bool,
-    reason: &str,
+    reason: Reason,
     message: String,
     now: prost_types::Timestamp,
     generation: u64,
 ) -> Condition {
     Condition {
-        r#type: kind.into(),
-        status: if ok {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        } as i32,
-        reason: reason.into(),
-        message,
-        last_transition_time: Some(now),
         severity: Severity::Info as i32,
         observed_generation: generation,
-    }
-}
-
-/// Sets a condition, keeping last_transition_time when the status holds.
-pub fn set_condition(conds: &mut Vec<Condition>, mut c: Condition) {
-    if let Some(old) = conds.iter_mut().find(|o| o.r#type == c.r#type) {
-        if old.status == c.status {
-            c.last_transition_time = old.last_transition_time;
-        }
-        *old = c;
-    } else {
-        conds.push(c);
+        ..condition::new(kind, ok, reason, message, now)
     }
 }
 
@@ -443,17 +426,17 @@ impl Admin {
         st.phase = VolumePhase::Placed as i32;
         st.observed_generation = 1;
         st.conditions.push(condition(
-            "Placed",
+            ConditionType::Placed,
             true,
-            "PlacedOnPool",
+            Reason::PlacedOnPool,
             format!("placed on pool {} of node {node}", reserved.pool),
             now,
             1,
         ));
         st.conditions.push(condition(
-            "Exported",
+            ConditionType::Exported,
             false,
-            "WaitingForStorageNode",
+            Reason::WaitingForStorageNode,
             format!("waiting for node {node} to report the export ready"),
             now,
             1,
@@ -670,9 +653,9 @@ impl Admin {
             .and_then(crate::heartbeat::not_ready);
         if let Some(why) = not_ready {
             st.conditions.push(condition(
-                "Connected",
+                ConditionType::Connected,
                 false,
-                "WorkstationNotReady",
+                Reason::WorkstationNotReady,
                 format!("node {} is NotReady ({why})", spec.node),
                 s.clock.now_ts(),
                 1,
@@ -1170,9 +1153,16 @@ fn mark_move(
         "waiting for it to disconnect"
     };
     let msg = format!("moving from {}: {how}", st.moved_from_node);
-    set_condition(
+    condition::set(
         &mut st.conditions,
-        condition("Connected", false, "Moving", msg, now, generation),
+        condition(
+            ConditionType::Connected,
+            false,
+            Reason::Moving,
+            msg,
+            now,
+            generation,
+        ),
     );
 }
 

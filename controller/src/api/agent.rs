@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use ferrofab_proto::condition::{self, ConditionType, Reason};
 use ferrofab_proto::v1::{agent_service_server::AgentService, *};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, instrument, warn};
 
-use super::admin::set_condition;
 use super::{identity, Shared};
 use crate::access;
 use crate::authz;
@@ -34,32 +34,6 @@ fn require_node(id: &Identity, node: &str, action: &str) -> Result<(), ApiError>
             &format!("{action} for node {node:?}"),
             "a node may only watch its own desired state and report its own status",
         )),
-    }
-}
-
-fn cond(
-    kind: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    now: prost_types::Timestamp,
-) -> Condition {
-    Condition {
-        r#type: kind.into(),
-        status: if ok {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        } as i32,
-        reason: reason.into(),
-        message,
-        last_transition_time: Some(now),
-        severity: if ok {
-            Severity::Info
-        } else {
-            Severity::Warning
-        } as i32,
-        observed_generation: 0,
     }
 }
 
@@ -507,9 +481,9 @@ impl Agent {
                 }
                 st.moved_from_released = true;
                 let msg = format!("moving from {node}: disconnected there; revoking its host on the storage node");
-                set_condition(
+                condition::set(
                     &mut st.conditions,
-                    cond("Connected", false, "Moving", msg, now),
+                    condition::new(ConditionType::Connected, false, Reason::Moving, msg, now),
                 );
                 true
             })
@@ -609,22 +583,22 @@ impl Agent {
                     } else {
                         format!("{node} reports no connection")
                     };
-                    set_condition(
+                    condition::set(
                         &mut st.conditions,
-                        cond(
-                            "Connected",
+                        condition::new(
+                            ConditionType::Connected,
                             connected,
                             if connected {
-                                "HostConnected"
+                                Reason::HostConnected
                             } else {
-                                "HostNotConnected"
+                                Reason::HostNotConnected
                             },
                             msg,
                             now,
                         ),
                     );
                     for c in &extra {
-                        set_condition(&mut st.conditions, c.clone());
+                        condition::set(&mut st.conditions, c.clone());
                     }
                     true
                 })
