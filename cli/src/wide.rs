@@ -35,7 +35,7 @@ fn extras(kind: &str) -> &'static [(&'static str, &'static str)] {
 /// The normal header, the kind's extras, then AGE and LABELS.
 pub(crate) fn columns<R: Resource>() -> Vec<&'static str> {
     let mut c: Vec<&'static str> = R::columns().to_vec();
-    c.extend(extras(R::KIND).iter().map(|(h, _)| *h));
+    c.extend(extras(R::NOUN).iter().map(|(h, _)| *h));
     c.extend(["AGE", "LABELS"]);
     c
 }
@@ -44,7 +44,7 @@ pub(crate) fn columns<R: Resource>() -> Vec<&'static str> {
 pub(crate) fn row<R: Resource>(obj: &R) -> Vec<String> {
     let doc = document(obj);
     let mut cells = obj.row();
-    for (_, pointer) in extras(R::KIND) {
+    for (_, pointer) in extras(R::NOUN) {
         let cell = if pointer.is_empty() {
             unmet_reason(obj)
         } else {
@@ -59,7 +59,7 @@ pub(crate) fn row<R: Resource>(obj: &R) -> Vec<String> {
 
 /// `volume/scratch-1`.
 pub(crate) fn kind_name<R: Resource>(obj: &R) -> String {
-    format!("{}/{}\n", R::KIND, name_of(obj))
+    format!("{}/{}\n", R::NOUN, name_of(obj))
 }
 
 fn cell_text(v: &Value) -> String {

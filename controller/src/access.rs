@@ -17,7 +17,7 @@ use crate::api::Shared;
 use crate::cache::Objects;
 use crate::error::ApiError;
 use crate::identity::Identity;
-use crate::resource::Resource;
+use crate::resource::Object;
 
 /// UNSPECIFIED and unknown values mean READ_WRITE: the safe reading.
 pub fn mode_of(a: &Attachment) -> AccessMode {

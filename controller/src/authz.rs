@@ -17,7 +17,7 @@ use ferrofab_proto::v1::{Attachment, Node, Pool, Tenant, Volume};
 use crate::cache::Objects;
 use crate::error::ApiError;
 use crate::identity::Identity;
-use crate::resource::{kind_name, Resource};
+use crate::resource::{kind_name, Object, Resource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {

@@ -33,7 +33,7 @@ use crate::clock::when;
 use crate::config::ExpiryConfig;
 use crate::error::ApiError;
 use crate::identity::Identity;
-use crate::resource::Resource;
+use crate::resource::Object;
 
 /// Condition type shown ahead of expiry.
 pub const EXPIRING: &str = ConditionType::Expiring.as_str();

@@ -294,7 +294,7 @@ fn check_meta_size(m: &ObjectMeta, limits: &ObjectLimits) -> Result<(), ApiError
 /// under a larger setting) may still be written if the write does not
 /// grow it, so that it can be shrunk, finalized and deleted.
 pub fn admit<R: Resource>(new: &R, old: Option<&R>, limits: &ObjectLimits) -> Result<(), ApiError> {
-    let meta_changed = match (new.meta(), old.and_then(Resource::meta)) {
+    let meta_changed = match (new.meta(), old.and_then(R::meta)) {
         (Some(n), Some(o)) => n.labels != o.labels || n.annotations != o.annotations,
         (Some(_), None) => true,
         (None, _) => false,
@@ -302,7 +302,7 @@ pub fn admit<R: Resource>(new: &R, old: Option<&R>, limits: &ObjectLimits) -> Re
     if meta_changed {
         if let Some(m) = new.meta() {
             validate_meta(m, limits)?;
-            let old_len = old.and_then(Resource::meta).map(Message::encoded_len);
+            let old_len = old.and_then(R::meta).map(Message::encoded_len);
             if old_len.is_none_or(|o| m.encoded_len() > o) {
                 check_meta_size(m, limits)?;
             }
@@ -529,6 +529,7 @@ pub fn check_node_unique(objs: &Objects, name: &str, spec: &NodeSpec) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::Object;
     use ferrofab_proto::v1::{Node, Volume};
 
     fn meta_with(annotations: &[(&str, String)]) -> ObjectMeta {

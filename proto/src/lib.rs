@@ -14,6 +14,7 @@ pub mod v1 {
 
 pub mod client;
 pub mod condition;
+pub mod object;
 pub mod time;
 
 /// Largest gRPC message the controller accepts or sends; requests above it

@@ -170,7 +170,10 @@ mod tests {
             assert_eq!(r.as_ref(), s);
             assert_eq!(Reason::from_wire(s), Some(r));
             let owned: String = s.into();
-            assert!(r == *s && r == owned && *s == r && owned == r);
+            assert!(r == *s, "{r:?} == str");
+            assert!(r == owned, "{r:?} == String");
+            assert!(*s == r, "str == {r:?}");
+            assert!(owned == r, "String == {r:?}");
         }
         assert_eq!(Reason::from_wire("nope"), None);
     }

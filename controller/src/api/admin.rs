@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::placement::{Request as Placement, Settles};
 use crate::resource::{
-    kind_name, parse_size, prefix, validate_name, validate_nqn, Resource, Selector,
+    kind_name, parse_size, prefix, validate_name, validate_nqn, Object, Resource, Selector,
     FINALIZER_DETACH, FINALIZER_EXPORT,
 };
 use crate::store::{Event, EventKind};
