@@ -40,21 +40,49 @@ pub(crate) fn render_one<R: Resource>(obj: &R, format: Format) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::now_seconds;
     use ferrofab_proto::v1;
 
     fn vol(name: &str) -> v1::Volume {
         v1::Volume {
             metadata: Some(v1::ObjectMeta {
                 name: name.into(),
+                labels: [("team".to_owned(), "neuro".to_owned())].into(),
+                creation_timestamp: Some(prost_types::Timestamp {
+                    seconds: now_seconds() - 3 * 86_400,
+                    nanos: 0,
+                }),
                 ..Default::default()
             }),
             spec: Some(v1::VolumeSpec {
                 tenant: "neuro".into(),
                 size: "4TiB".into(),
+                block_size: 4096,
                 ..Default::default()
             }),
-            status: None,
+            status: Some(v1::VolumeStatus {
+                subsystem_nqn: "nqn.x:volume:1".into(),
+                ..Default::default()
+            }),
         }
+    }
+
+    #[test]
+    fn wide_adds_columns_and_name_prints_kind_slash_name() {
+        let items = vec![vol("a"), vol("b")];
+        let t = render_list(&items, Format::Wide);
+        let header = t.lines().next().unwrap();
+        assert!(
+            header.starts_with("NAME  TENANT  SIZE")
+                && header.ends_with("BLOCK  SUBSYSTEM NQN   BACKING PATH  AGE  LABELS"),
+            "{t}"
+        );
+        let first = t.lines().nth(1).unwrap();
+        assert!(first.contains("4096"), "{first}");
+        assert!(first.contains("nqn.x:volume:1"), "{first}");
+        assert!(first.ends_with("3d   team=neuro"), "{first}");
+        assert_eq!(render_list(&items, Format::Name), "volume/a\nvolume/b\n");
+        assert_eq!(render_one(&items[0], Format::Name), "volume/a\n");
     }
 
     #[test]

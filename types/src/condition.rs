@@ -132,6 +132,24 @@ string_enum!(
 mod tests {
     use super::*;
 
+    /// Checks one enum against the table of its wire strings.
+    fn check<T>(table: &[(T, &str)], all: &[T], from_wire: fn(&str) -> Option<T>)
+    where
+        T: Copy + fmt::Debug + fmt::Display + PartialEq + AsRef<str> + PartialEq<str>,
+        T: PartialEq<String>,
+    {
+        assert_eq!(table.len(), all.len(), "every value is in the table");
+        for &(v, s) in table {
+            let owned: String = s.into();
+            assert_eq!(v.as_ref(), s);
+            assert_eq!(v.to_string(), s);
+            assert_eq!(from_wire(s), Some(v));
+            let (eq_str, eq_string) = (<T as PartialEq<str>>::eq, <T as PartialEq<String>>::eq);
+            assert!(eq_str(&v, s) && eq_string(&v, &owned), "{v:?} == {s:?}");
+        }
+        assert_eq!(from_wire("nope"), None);
+    }
+
     /// The strings clients match on: a change here is a breaking API change.
     #[test]
     fn wire_strings_are_unchanged() {
@@ -143,12 +161,7 @@ mod tests {
             (ConditionType::Expiring, "Expiring"),
             (ConditionType::Expired, "Expired"),
         ];
-        assert_eq!(types.len(), ConditionType::ALL.len());
-        for (t, s) in types {
-            assert_eq!(t.as_str(), s);
-            assert_eq!(t.to_string(), s);
-            assert_eq!(ConditionType::from_wire(s), Some(t));
-        }
+        check(&types, ConditionType::ALL, ConditionType::from_wire);
         let reasons = [
             (Reason::AgentReporting, "AgentReporting"),
             (Reason::NoHeartbeat, "NoHeartbeat"),
@@ -164,17 +177,9 @@ mod tests {
             (Reason::Retained, "Retained"),
             (Reason::DeletionScheduled, "DeletionScheduled"),
         ];
-        assert_eq!(reasons.len(), Reason::ALL.len());
-        for (r, s) in reasons {
-            assert_eq!(r.as_str(), s);
-            assert_eq!(r.as_ref(), s);
-            assert_eq!(Reason::from_wire(s), Some(r));
-            let owned: String = s.into();
-            assert!(r == *s, "{r:?} == str");
-            assert!(r == owned, "{r:?} == String");
-            assert!(*s == r, "str == {r:?}");
-            assert!(owned == r, "String == {r:?}");
-        }
-        assert_eq!(Reason::from_wire("nope"), None);
+        check(&reasons, Reason::ALL, Reason::from_wire);
+        // And from the other side, as `c.reason == Reason::Moving` reads.
+        let reason: String = "Moving".into();
+        assert!(*"Moving" == Reason::Moving && reason == Reason::Moving);
     }
 }

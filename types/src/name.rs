@@ -42,13 +42,12 @@ pub fn name_problem(name: &str) -> Option<&'static str> {
 
 /// Checks an object name (see the [module documentation](self)).
 pub fn validate_name(name: &str) -> Result<(), NameError> {
-    match name_problem(name) {
-        None => Ok(()),
-        Some(reason) => Err(NameError {
+    name_problem(name).map_or(Ok(()), |reason| {
+        Err(NameError {
             name: name.to_owned(),
             reason,
-        }),
-    }
+        })
+    })
 }
 
 /// Whether `name` is a valid name.

@@ -148,26 +148,22 @@ mod tests {
         assert_eq!(validate_nqn(""), Err(NqnError::Empty));
         let long = format!("nqn.2014-08.org.x:{}", "a".repeat(300));
         assert_eq!(validate_nqn(&long), Err(NqnError::TooLong { len: 318 }));
-        for bad in ["nqn.2014-08.org.x:a b", "nqn.2014-08.org.x:é", "nqn.x\n"] {
-            assert!(
-                matches!(validate_nqn(bad), Err(NqnError::BadCharacters { .. })),
-                "{bad}"
-            );
+        // The variant's name is enough to tell the refusals apart.
+        let cases = [
+            ("nqn.2014-08.org.x:a b", "BadCharacters"),
+            ("nqn.2014-08.org.x:é", "BadCharacters"),
+            ("nqn.x\n", "BadCharacters"),
+            ("iqn.2014-08.x", "NoPrefix"),
+            ("nqn.14-08.x:y", "NoDate"),
+            ("nqn.2014-8.x:y", "NoDate"),
+            ("nqn.", "NoDate"),
+            ("nqn.host:ws1", "NoDate"),
+            ("nqn.2014-08org", "NoDomain"),
+        ];
+        for (bad, variant) in cases {
+            let err = validate_nqn(bad).unwrap_err();
+            assert!(format!("{err:?}").starts_with(variant), "{bad:?}: {err:?}");
         }
-        assert!(matches!(
-            validate_nqn("iqn.2014-08.x"),
-            Err(NqnError::NoPrefix { .. })
-        ));
-        for bad in ["nqn.14-08.x:y", "nqn.2014-8.x:y", "nqn.", "nqn.host:ws1"] {
-            assert!(
-                matches!(validate_nqn(bad), Err(NqnError::NoDate { .. })),
-                "{bad}"
-            );
-        }
-        assert!(matches!(
-            validate_nqn("nqn.2014-08org"),
-            Err(NqnError::NoDomain { .. })
-        ));
     }
 
     #[test]
