@@ -7,7 +7,7 @@ pub mod ownership;
 pub mod storage;
 pub mod workstation;
 
-use ferrofab_proto::v1::{Condition, ConditionStatus, Severity};
+use ferrofab_proto::v1::{Condition, Severity};
 
 /// Something a pass could not do, with a machine-readable reason
 /// (CamelCase, for conditions) and a message for the operator.
@@ -46,20 +46,18 @@ impl PassOutcome {
     }
 }
 
-/// A status condition stamped now.
+/// A status condition stamped now (the controller's builder, with the
+/// agent's rule that a condition that does not hold is an Error: it is a
+/// fault on this node, not progress).
 pub fn condition(kind: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
-    Condition {
-        r#type: kind.into(),
-        status: if ok {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        } as i32,
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time: Some(now_ts()),
-        severity: if ok { Severity::Info } else { Severity::Error } as i32,
-        observed_generation: 0,
+    let c = ferrofab_proto::condition::new(kind, ok, reason, message, now_ts());
+    if ok {
+        c
+    } else {
+        Condition {
+            severity: Severity::Error as i32,
+            ..c
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 use ferrofab_proto::v1::Kind;
 
 use super::{merge_update, new_meta, Shared};
+use crate::resource::Object;
 use crate::action::Action;
 use crate::authz::{self, Owned, Verb};
 use crate::cache::Stored;
