@@ -18,6 +18,7 @@
 
 mod agent;
 mod api;
+pub mod backing;
 pub mod bootstrap;
 pub mod cache;
 pub mod check;
@@ -27,14 +28,19 @@ pub mod driver;
 pub mod enroll;
 mod error;
 pub mod expiry;
+pub mod factory;
 pub mod holder;
 pub mod local_api;
 pub mod metrics;
+pub mod names;
+pub mod problem;
 pub mod reconcile;
 mod reload;
+mod shared;
 pub mod status;
 
-pub use agent::{Agent, AgentHandle, LogReload, StartOptions};
+pub use agent::{Agent, AgentHandle, StartOptions};
 pub use api::attachment_name;
 pub use config::{AgentConfig, DriverKind, HolderConfig, PoolConfig, Provisioning, Role, TlsFiles};
 pub use error::AgentError;
+pub use reload::LogReload;
