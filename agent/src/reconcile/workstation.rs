@@ -219,11 +219,14 @@ impl<D: WorkstationDriver + ?Sized> WorkstationReconciler<D> {
         }
     }
 
-    /// Attachments for the local API.
+    /// Attachments for the local API: only what the data path shows now
+    /// (none while it cannot be listed; the last report still has them).
     pub fn local_attachments(&self) -> Vec<LocalAttachment> {
-        let mut v: Vec<LocalAttachment> = self
-            .driver
-            .list()
+        let listing = self.driver.list();
+        if listing.stale.is_some() {
+            return Vec::new();
+        }
+        let mut v: Vec<LocalAttachment> = listing
             .attachments
             .into_iter()
             .map(|a| LocalAttachment {
@@ -270,5 +273,151 @@ fn detaching_status(
         )],
         // Not desired any more: no size is promised for it.
         size_bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::Attachment;
+
+    /// A driver that records every call and holds attachments in memory.
+    #[derive(Debug, Default)]
+    struct Fake {
+        have: HashMap<String, Connection>,
+        calls: Vec<String>,
+        stale: Option<Problem>,
+        disconnect_fails: bool,
+    }
+
+    impl WorkstationDriver for Fake {
+        fn prepare(&mut self, _wanted: &[Connection]) -> Result<(), Problem> {
+            Ok(())
+        }
+        fn check(&self, c: &Connection) -> Result<(), Problem> {
+            crate::names::check("InvalidExposureName", "exposure name", &c.exposure_name)
+        }
+        fn list(&self) -> Listing {
+            let mut attachments: Vec<Attachment> = self
+                .have
+                .values()
+                .map(|c| Attachment {
+                    attachment: c.attachment.clone(),
+                    volume: c.volume.clone(),
+                    live: true,
+                    status: ConnectionStatus {
+                        attachment: c.attachment.clone(),
+                        connected: true,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                })
+                .collect();
+            attachments.sort_by(|a, b| a.attachment.cmp(&b.attachment));
+            Listing {
+                attachments,
+                stale: self.stale.clone(),
+            }
+        }
+        fn serves(&self, attachment: &str, c: &Connection) -> bool {
+            self.have.get(attachment) == Some(c)
+        }
+        fn connect(&mut self, c: &Connection) -> Result<bool, Problem> {
+            self.calls.push(format!("connect {}", c.attachment));
+            self.have.insert(c.attachment.clone(), c.clone());
+            Ok(true)
+        }
+        fn expose(&mut self, c: &Connection) -> Result<bool, Problem> {
+            self.calls.push(format!("expose {}", c.attachment));
+            Ok(false)
+        }
+        fn disconnect(&mut self, attachment: &str) -> Result<bool, Problem> {
+            self.calls.push(format!("disconnect {attachment}"));
+            if self.disconnect_fails {
+                return Err(Problem::new("DisconnectFailed", "busy"));
+            }
+            Ok(self.have.remove(attachment).is_some())
+        }
+        fn shutdown(&mut self) {}
+    }
+
+    fn conn(attachment: &str, port: u32) -> Connection {
+        Connection {
+            attachment: attachment.into(),
+            volume: format!("v-{attachment}"),
+            exposure_name: format!("v-{attachment}"),
+            port,
+            ..Default::default()
+        }
+    }
+
+    fn ds(connections: Vec<Connection>) -> DesiredState {
+        DesiredState {
+            connections,
+            ..Default::default()
+        }
+    }
+
+    fn calls(r: &mut WorkstationReconciler<Fake>) -> Vec<String> {
+        std::mem::take(&mut r.driver.calls)
+    }
+
+    #[test]
+    fn a_pass_is_level_triggered_and_idempotent() {
+        let mut r = WorkstationReconciler::new(Box::<Fake>::default());
+        let d = ds(vec![conn("a1", 1), conn("a2", 1)]);
+        assert_eq!(r.reconcile(&d).changes, 2);
+        assert_eq!(calls(&mut r), ["connect a1", "connect a2"]);
+        assert_eq!(r.reconcile(&d), PassOutcome::default());
+        assert_eq!(calls(&mut r), ["expose a1", "expose a2"]);
+        // A changed session is reconnected; an undesired one disconnected.
+        let d = ds(vec![conn("a1", 2)]);
+        assert_eq!(r.reconcile(&d).changes, 3);
+        let mut c = calls(&mut r);
+        c.sort();
+        assert_eq!(c, ["connect a1", "disconnect a1", "disconnect a2"]);
+        let st = r.observe(&d);
+        assert_eq!(st.len(), 1);
+        assert!(st[0].connected, "{st:?}");
+    }
+
+    /// A listing that could not be read now removes nothing, and the
+    /// attachments are reported as last seen, never as gone.
+    #[test]
+    fn a_stale_listing_removes_nothing() {
+        let mut r = WorkstationReconciler::new(Box::<Fake>::default());
+        r.reconcile(&ds(vec![conn("a1", 1)]));
+        calls(&mut r);
+        r.driver.stale = Some(Problem::new("HolderUnavailable", "timed out"));
+        let out = r.reconcile(&ds(vec![]));
+        assert_eq!(out.errors, 1);
+        assert!(calls(&mut r).is_empty());
+        let st = r.observe(&ds(vec![conn("a1", 1)]));
+        assert!(st[0].connected, "{st:?}");
+        assert!(r.local_attachments().is_empty());
+    }
+
+    /// An attachment that could not be disconnected is still attached: it
+    /// is kept exposed, never connected a second time.
+    #[test]
+    fn a_failed_disconnect_never_connects_twice() {
+        let mut r = WorkstationReconciler::new(Box::<Fake>::default());
+        r.reconcile(&ds(vec![conn("a1", 1)]));
+        calls(&mut r);
+        r.driver.disconnect_fails = true;
+        let out = r.reconcile(&ds(vec![conn("a1", 2)]));
+        assert_eq!(out.errors, 1);
+        assert_eq!(calls(&mut r), ["disconnect a1", "expose a1"]);
+    }
+
+    #[test]
+    fn refused_names_touch_nothing_and_are_reported() {
+        let mut r = WorkstationReconciler::new(Box::<Fake>::default());
+        let mut bad = conn("a1", 1);
+        bad.exposure_name = "../x".into();
+        let d = ds(vec![bad]);
+        assert_eq!(r.reconcile(&d).errors, 1);
+        assert!(calls(&mut r).is_empty());
+        assert_eq!(r.observe(&d)[0].conditions[0].reason, "InvalidExposureName");
     }
 }
