@@ -82,8 +82,29 @@ pub fn grow(path: &Path, size: u64, thick: bool) -> Result<bool, Problem> {
         // through this handle, so no need to probe O_DIRECT.
         direct_io: DirectIo::Off,
     };
-    open_backend(path, &opts).map_err(|err| backend_problem("growing: ", &err))?;
+    if let Err(err) = open_backend(path, &opts) {
+        // A thick grow that could not allocate has already extended the
+        // file: shrink it back, so the next pass tries again instead of
+        // finding it "grown" but unallocated. Nobody can have written past
+        // the old size yet (the target has not been told of it).
+        undo_extension(path, meta.len());
+        return Err(backend_problem("growing: ", &err));
+    }
     Ok(true)
+}
+
+fn undo_extension(path: &Path, len: u64) {
+    let grown = std::fs::metadata(path).is_ok_and(|m| m.len() > len);
+    if !grown {
+        return;
+    }
+    let undo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(len));
+    if let Err(e) = undo {
+        warn!(path = %path.display(), error = %e, "undoing a failed grow");
+    }
 }
 
 /// Deletes the backing data of `volume` at `path` if (and only if) its
@@ -226,6 +247,31 @@ mod tests {
         assert!(m.blocks() * 512 >= (1 << 20) - 8192, "thick grow allocates");
         let p = grow(&dir.path().join("gone"), 8192, false).unwrap_err();
         assert_eq!(p.reason, "GrowFailed", "{p}");
+    }
+
+    /// A thick grow the pool has no room for fails with `PoolFull` and
+    /// leaves the file as it was, so the next pass retries it (instead of
+    /// finding it long enough but unallocated). Mounts a 1 MiB tmpfs:
+    /// needs root, like the FUSE tests of this crate.
+    #[test]
+    fn a_thick_grow_without_room_leaves_the_file_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs (needs root)");
+        let f = dir.path().join("data");
+        std::fs::write(&f, vec![1u8; 4096]).unwrap();
+        let r = grow(&f, 8 << 20, true);
+        let len = std::fs::metadata(&f).unwrap().len();
+        let _ = std::process::Command::new("umount")
+            .arg(dir.path())
+            .status();
+        let p = r.unwrap_err();
+        assert_eq!(p.reason, "PoolFull", "{p}");
+        assert_eq!(len, 4096);
     }
 
     #[test]
