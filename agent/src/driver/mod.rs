@@ -8,14 +8,14 @@
 //! | role        | trait                 | built-in                                   | kernel                   |
 //! |-------------|-----------------------|--------------------------------------------|--------------------------|
 //! | storage     | [`TargetDriver`]      | [`builtin::BuiltinTarget`] (in process)    | [`kernel::configfs`]     |
-//! | workstation | [`WorkstationDriver`] | [`initiator::BuiltinInitiator`] in the holder process, reached through `holder::driver` | [`kernel::host`] |
+//! | workstation | [`WorkstationDriver`] | [`initiator::BuiltinInitiator`] in the holder process, reached through `holder::driver` (or in process with `holder.enabled = false`) | [`kernel::host`] |
 //!
-//! * `builtin`: the `ferrofab-nvmeof` target and initiator.
+//! * `builtin` and `initiator`: the `ferrofab-nvmeof` target and initiator.
 //! * `kernel`: Linux nvmet (configfs) and the nvme-fabrics host (sysfs,
 //!   `/dev/nvme-fabrics`), driven directly with no helper tools.
 //!
-//! Backing files are not the drivers' business: `backing` makes,
-//! grows and deletes them.
+//! Backing files are not the drivers' business: `backing` makes, grows
+//! and deletes them (nvmet's driver asks it to grow the file nvmet opened).
 
 pub mod builtin;
 pub mod initiator;
