@@ -34,8 +34,8 @@ fn require(tool: &str, package: &str) {
 }
 
 fn require_root_and_fuse() {
-    // SAFETY: geteuid cannot fail.
     assert_eq!(
+        // SAFETY: geteuid cannot fail and touches no memory of ours.
         unsafe { libc::geteuid() },
         0,
         "these tests must run as root"
