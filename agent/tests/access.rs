@@ -7,33 +7,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use common::*;
 
 const CONVERGE: Duration = Duration::from_secs(60);
-
-/// Runs the `ferrofab` CLI as admin against `ctl`.
-fn ferrofab(ctl: &Controller, args: &[&str]) -> Output {
-    let cfg = ctl.dir.join("client.toml");
-    if !cfg.exists() {
-        let text = format!(
-            "endpoint = \"https://localhost:{}\"\n[tls]\nca = \"{p}/ca.crt\"\n\
-             cert = \"{p}/admin.crt\"\nkey = \"{p}/admin.key\"\n",
-            ctl.port,
-            p = ctl.dir.join("pki").display()
-        );
-        std::fs::write(&cfg, text).expect("client config");
-    }
-    Command::new(cli_bin())
-        .args(args)
-        .env("FERROFAB_CONFIG", &cfg)
-        .env_remove("FERROFAB_ENDPOINT")
-        .env("HOME", "/nonexistent")
-        .output()
-        .expect("run ferrofab")
-}
 
 fn text(o: &Output) -> String {
     format!(
@@ -78,7 +57,7 @@ fn exclusive_attachments_read_only_exposure_and_volume_move() {
     let rt = rt();
     // NotReady after 3 s without a report, so the "old node is down" step
     // does not wait the default 45 s.
-    let ctl = Controller::start_with_pki(
+    let ctl = start_controller_with_pki(
         tmp.path(),
         "[nodes]\nheartbeat_timeout_seconds = 3\ncheck_interval_seconds = 1\n",
     );

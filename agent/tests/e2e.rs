@@ -14,7 +14,7 @@ fn converge_attach_detach_reattach_and_grow() {
     require_tool("umount", "mount");
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let ctl = Controller::start(tmp.path());
+    let ctl = start_controller(tmp.path());
     let (s1, ws1, ws2) = rt.block_on(async {
         let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
         let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
@@ -78,7 +78,7 @@ fn controller_outage_resync_and_drift() {
     require_tool("umount", "mount");
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let mut ctl = Controller::start(tmp.path());
+    let mut ctl = start_controller(tmp.path());
     let (s1, ws1) = rt.block_on(async {
         let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
         let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
@@ -162,7 +162,7 @@ fn storage_agent_kill9_during_write_stream() {
     require_tool("umount", "mount");
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let ctl = Controller::start(tmp.path());
+    let ctl = start_controller(tmp.path());
     let (mut s1, ws1) = rt.block_on(async {
         let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
         let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;

@@ -225,7 +225,7 @@ fn workstation_data_path_survives_agent_restarts() {
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let ctl = Controller::start(tmp.path());
+    let ctl = start_controller(tmp.path());
     let (mut s1, mut ws) = rt.block_on(async {
         let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
         let ws = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;

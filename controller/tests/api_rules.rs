@@ -3,11 +3,9 @@
 //! caller may not read look exactly like missing ones (issue 12, items 8,
 //! 10 and 12).
 
-mod common;
-
-use common::*;
 use ferrofab_proto::v1::admin_service_client::AdminServiceClient;
 use ferrofab_proto::v1::*;
+use ferrofab_testkit::prelude::*;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -17,45 +15,27 @@ type Admin = AdminServiceClient<Channel>;
 /// "theirs", and lab's volume "v" attached to ws1 as "v-ws1".
 async fn two_tenants(c: &mut Admin) {
     basic_layout(c).await;
-    c.create_tenant(CreateTenantRequest {
-        tenant: Some(tenant("other", "", 0, &[])),
-    })
-    .await
-    .expect("other");
+    c.create(tenant("other", "", 0, &[])).await.expect("other");
     for (name, t) in [("v", "lab"), ("theirs", "other")] {
-        c.create_volume(CreateVolumeRequest {
-            volume: Some(volume(name, t, "1GiB", "p1")),
-            ..Default::default()
-        })
-        .await
-        .expect("volume");
+        c.create(volume(name, t, "1GiB", "p1"))
+            .await
+            .expect("volume");
     }
-    c.create_attachment(CreateAttachmentRequest {
-        attachment: Some(attachment("v-ws1", "v", "ws1")),
-    })
-    .await
-    .expect("attachment");
+    c.create(attachment("v-ws1", "v", "ws1"))
+        .await
+        .expect("attachment");
 }
 
 async fn get_att(c: &mut Admin, name: &str) -> Attachment {
-    c.get_attachment(GetAttachmentRequest { name: name.into() })
-        .await
-        .expect("get attachment")
-        .into_inner()
+    c.get::<Attachment>(name).await.expect("get attachment")
 }
 
 async fn get_pool(c: &mut Admin, name: &str) -> Pool {
-    c.get_pool(GetPoolRequest { name: name.into() })
-        .await
-        .expect("get pool")
-        .into_inner()
+    c.get::<Pool>(name).await.expect("get pool")
 }
 
 async fn get_vol(c: &mut Admin, name: &str) -> Volume {
-    c.get_volume(GetVolumeRequest { name: name.into() })
-        .await
-        .expect("get volume")
-        .into_inner()
+    c.get::<Volume>(name).await.expect("get volume")
 }
 
 /// Apply of `layout`, dry and real, fails with the typed RPC's refusal:
@@ -99,13 +79,7 @@ async fn apply_refuses_the_three_attacks_like_the_typed_rpcs() {
     // 1. Retarget a live attachment to another tenant's volume.
     let mut a = get_att(&mut c, "v-ws1").await;
     a.spec.as_mut().expect("spec").volume = "theirs".into();
-    let typed = c
-        .update_attachment(UpdateAttachmentRequest {
-            attachment: Some(a.clone()),
-            ..Default::default()
-        })
-        .await
-        .expect_err("typed retarget");
+    let typed = c.update(a.clone()).await.expect_err("typed retarget");
     assert_eq!(typed.code(), Code::InvalidArgument, "{}", typed.message());
     apply_refuses_like(&mut c, only_attachment(a), &typed, "attachment \"v-ws1\"").await;
     let now = get_att(&mut c, "v-ws1").await;
@@ -118,12 +92,7 @@ async fn apply_refuses_the_three_attacks_like_the_typed_rpcs() {
         spec.node = "ws1".into();
         spec.backing.as_mut().expect("backing").path = "/srv/ferrofab/p1/../../../etc".into();
     }
-    let typed = c
-        .update_pool(UpdatePoolRequest {
-            pool: Some(p.clone()),
-        })
-        .await
-        .expect_err("typed pool move");
+    let typed = c.update(p.clone()).await.expect_err("typed pool move");
     assert_eq!(typed.code(), Code::InvalidArgument, "{}", typed.message());
     let layout = Layout {
         pools: vec![p],
@@ -138,13 +107,7 @@ async fn apply_refuses_the_three_attacks_like_the_typed_rpcs() {
     //    afterwards would wait forever for that node to confirm).
     let mut a = get_att(&mut c, "v-ws1").await;
     a.spec.as_mut().expect("spec").node = "ghost".into();
-    let typed = c
-        .update_attachment(UpdateAttachmentRequest {
-            attachment: Some(a.clone()),
-            ..Default::default()
-        })
-        .await
-        .expect_err("typed ghost node");
+    let typed = c.update(a.clone()).await.expect_err("typed ghost node");
     apply_refuses_like(&mut c, only_attachment(a), &typed, "attachment \"v-ws1\"").await;
     assert_eq!(
         get_att(&mut c, "v-ws1").await.spec.expect("spec").node,
@@ -157,17 +120,12 @@ async fn apply_keeps_every_immutable_field() {
     let ctl = Controller::start();
     let mut c = ctl.admin().await;
     two_tenants(&mut c).await;
-    c.create_pool(CreatePoolRequest {
-        pool: Some(pool("p2", "s1", "100GiB", &[("tier", "slow")])),
-    })
-    .await
-    .expect("p2");
-    c.create_volume(CreateVolumeRequest {
-        volume: Some(volume_sel("vs", "lab", "1GiB", &[("tier", "fast")])),
-        ..Default::default()
-    })
-    .await
-    .expect("vs");
+    c.create(pool("p2", "s1", "100GiB", &[("tier", "slow")]))
+        .await
+        .expect("p2");
+    c.create(volume_sel("vs", "lab", "1GiB", &[("tier", "fast")]))
+        .await
+        .expect("vs");
 
     type Edit<T> = (&'static str, fn(&mut T));
     let volume_edits: [(&str, Edit<VolumeSpec>); 5] = [
@@ -215,12 +173,7 @@ async fn apply_keeps_every_immutable_field() {
     for (field, edit) in pool_edits {
         let mut p = get_pool(&mut c, "p1").await;
         edit(p.spec.as_mut().expect("spec"));
-        let typed = c
-            .update_pool(UpdatePoolRequest {
-                pool: Some(p.clone()),
-            })
-            .await
-            .expect_err(field);
+        let typed = c.update(p.clone()).await.expect_err(field);
         assert!(typed.message().contains(field), "{}", typed.message());
         let layout = Layout {
             pools: vec![p],
@@ -238,13 +191,7 @@ async fn apply_keeps_every_immutable_field() {
     for (field, edit) in attachment_edits {
         let mut a = get_att(&mut c, "v-ws1").await;
         edit(a.spec.as_mut().expect("spec"));
-        let typed = c
-            .update_attachment(UpdateAttachmentRequest {
-                attachment: Some(a.clone()),
-                ..Default::default()
-            })
-            .await
-            .expect_err(field);
+        let typed = c.update(a.clone()).await.expect_err(field);
         assert!(typed.message().contains(field), "{}", typed.message());
         apply_refuses_like(&mut c, only_attachment(a), &typed, "attachment \"v-ws1\"").await;
     }
@@ -277,13 +224,7 @@ async fn only_admins_lift_or_postpone_an_expiry() {
     let t0 = 4_000_000_000;
     let mut burst = volume("burst", "lab", "1GiB", "p1");
     burst.spec.as_mut().expect("spec").expires_at = ts(t0);
-    admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(burst),
-            ..Default::default()
-        })
-        .await
-        .expect("burst");
+    admin.create(burst).await.expect("burst");
     let mut lab = ctl.admin_as("tenant:lab").await;
 
     let e = set_expiry(&mut lab, "burst", None)
@@ -359,15 +300,11 @@ async fn foreign_objects_look_exactly_like_missing_ones() {
     two_tenants(&mut admin).await;
     // Other's own attachment (other now allows ws1).
     admin
-        .update_tenant(UpdateTenantRequest {
-            tenant: Some(tenant("other", "", 0, &["ws1"])),
-        })
+        .update(tenant("other", "", 0, &["ws1"]))
         .await
         .expect("allow ws1");
     admin
-        .create_attachment(CreateAttachmentRequest {
-            attachment: Some(attachment("theirs-ws1", "theirs", "ws1")),
-        })
+        .create(attachment("theirs-ws1", "theirs", "ws1"))
         .await
         .expect("their attachment");
     let mut lab = ctl.admin_as("tenant:lab").await;
@@ -551,11 +488,9 @@ async fn dry_run_does_not_refuse_what_the_layout_itself_enables() {
     let ctl = Controller::start();
     let mut c = ctl.admin().await;
     basic_layout(&mut c).await;
-    c.update_tenant(UpdateTenantRequest {
-        tenant: Some(tenant("lab", "1GiB", 0, &["ws1"])),
-    })
-    .await
-    .expect("small quota");
+    c.update(tenant("lab", "1GiB", 0, &["ws1"]))
+        .await
+        .expect("small quota");
     let layout = Layout {
         tenants: vec![tenant("lab", "10GiB", 0, &["ws1"])],
         volumes: vec![volume("big", "lab", "4GiB", "p1")],
@@ -608,11 +543,7 @@ async fn apply_and_a_typed_create_never_both_take_the_last_quota() {
     let mut d = ctl.admin().await;
     for round in 0..12 {
         let t = format!("q{round}");
-        c.create_tenant(CreateTenantRequest {
-            tenant: Some(tenant(&t, "10GiB", 0, &[])),
-        })
-        .await
-        .expect("tenant");
+        c.create(tenant(&t, "10GiB", 0, &[])).await.expect("tenant");
         let layout = Layout {
             volumes: vec![volume(&format!("a{round}"), &t, "6GiB", "p1")],
             ..Default::default()
@@ -624,10 +555,7 @@ async fn apply_and_a_typed_create_never_both_take_the_last_quota() {
                 prune: false,
                 prune_nodes: false,
             }),
-            d.create_volume(CreateVolumeRequest {
-                volume: Some(volume(&format!("b{round}"), &t, "6GiB", "p1")),
-                ..Default::default()
-            }),
+            d.create(volume(&format!("b{round}"), &t, "6GiB", "p1")),
         );
         assert!(
             applied.is_ok() != created.is_ok(),

@@ -1,26 +1,11 @@
 //! Hardening (issue 12): what one client, node or raw TCP peer may hold
 //! open or send is bounded, and the limits are visible in /metrics.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use ferrofab_proto::v1::*;
+use ferrofab_testkit::prelude::*;
 use tokio_stream::StreamExt;
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect http");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
-}
 
 /// The value of an unlabelled metric (`ferrofab_controller_` + `name`).
 fn metric(ctl: &Controller, name: &str) -> f64 {
@@ -94,9 +79,7 @@ async fn cancelled_watches_end_and_are_capped_per_identity() {
         assert_eq!(metric(&ctl, "watch_streams"), 16.0, "round {round}");
         // Writes the node may not see: nothing is ever sent on its streams.
         admin
-            .create_tenant(CreateTenantRequest {
-                tenant: Some(tenant(&format!("t{round}"), "", 0, &[])),
-            })
+            .create(tenant(&format!("t{round}"), "", 0, &[]))
             .await
             .expect("tenant");
         drop(watches);
@@ -245,10 +228,7 @@ async fn get_node(
     c: &mut ferrofab_proto::v1::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
     name: &str,
 ) -> Node {
-    c.get_node(GetNodeRequest { name: name.into() })
-        .await
-        .expect("node")
-        .into_inner()
+    c.get::<Node>(name).await.expect("node")
 }
 
 /// A node used to be able to add any number of condition types to its
@@ -301,13 +281,9 @@ async fn node_reports_keep_only_known_conditions_and_replace_them() {
 
     // Volumes through export reports.
     let v = admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("v1", "lab", "1GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("v1", "lab", "1GiB", "p1"))
         .await
-        .expect("volume")
-        .into_inner();
+        .expect("volume");
     let nqn = v.status.expect("status").subsystem_nqn;
     let export = ExportStatus {
         volume: "v1".into(),
@@ -320,11 +296,7 @@ async fn node_reports_keep_only_known_conditions_and_replace_them() {
     s1.report_status(report(vec![], vec![export]))
         .await
         .expect("export report");
-    let v = admin
-        .get_volume(GetVolumeRequest { name: "v1".into() })
-        .await
-        .expect("volume")
-        .into_inner();
+    let v = admin.get::<Volume>("v1").await.expect("volume");
     assert!(v.status.as_ref().expect("st").export_ready);
     assert!(
         !types(&v.status.as_ref().expect("st").conditions)
@@ -454,6 +426,7 @@ async fn heartbeats_are_kept_in_memory_and_readiness_still_works() {
         extra_toml: "[nodes]\nheartbeat_timeout_seconds = 45\ncheck_interval_seconds = 1\n\
                      heartbeat_persist_interval_seconds = 1000\n"
             .into(),
+        ..Options::default()
     });
     let mut admin = ctl.admin().await;
     let mut debug = ctl.debug().await;

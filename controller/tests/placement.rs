@@ -1,9 +1,7 @@
 //! Placement, quotas, finalizers and shrink refusal.
 
-mod common;
-
-use common::*;
 use ferrofab_proto::v1::*;
+use ferrofab_testkit::prelude::*;
 use tonic::Code;
 
 #[tokio::test]
@@ -11,43 +9,28 @@ async fn selector_picks_most_free_pool_and_refusal_explains_each() {
     let ctl = Controller::start();
     let mut c = ctl.admin().await;
     basic_layout(&mut c).await;
-    c.create_pool(CreatePoolRequest {
-        pool: Some(pool("p2", "s1", "200GiB", &[("tier", "fast")])),
-    })
-    .await
-    .expect("p2");
-    c.create_pool(CreatePoolRequest {
-        pool: Some(pool("slow", "s1", "10TiB", &[("tier", "slow")])),
-    })
-    .await
-    .expect("slow");
-    let v = c
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume_sel("a", "lab", "150GiB", &[("tier", "fast")])),
-            ..Default::default()
-        })
+    c.create(pool("p2", "s1", "200GiB", &[("tier", "fast")]))
         .await
-        .expect("a")
-        .into_inner();
+        .expect("p2");
+    c.create(pool("slow", "s1", "10TiB", &[("tier", "slow")]))
+        .await
+        .expect("slow");
+    let v = c
+        .create(volume_sel("a", "lab", "150GiB", &[("tier", "fast")]))
+        .await
+        .expect("a");
     assert_eq!(v.status.expect("st").pool, "p2");
     let v = c
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume_sel("b", "lab", "60GiB", &[("tier", "fast")])),
-            ..Default::default()
-        })
+        .create(volume_sel("b", "lab", "60GiB", &[("tier", "fast")]))
         .await
-        .expect("b")
-        .into_inner();
+        .expect("b");
     assert_eq!(
         v.status.expect("st").pool,
         "p1",
         "p1 has 100GiB free, p2 50GiB"
     );
     let e = c
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume_sel("c", "lab", "60GiB", &[("tier", "fast")])),
-            ..Default::default()
-        })
+        .create(volume_sel("c", "lab", "60GiB", &[("tier", "fast")]))
         .await
         .expect_err("no room");
     assert_eq!(e.code(), Code::ResourceExhausted);
@@ -57,10 +40,7 @@ async fn selector_picks_most_free_pool_and_refusal_explains_each() {
         "{m}"
     );
     let e = c
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume_sel("d", "lab", "1GiB", &[("tier", "none")])),
-            ..Default::default()
-        })
+        .create(volume_sel("d", "lab", "1GiB", &[("tier", "none")]))
         .await
         .expect_err("no match");
     assert_eq!(e.code(), Code::FailedPrecondition);
@@ -74,26 +54,15 @@ async fn overcommit_and_namespace_limit() {
     let mut p = pool("thin", "s1", "10GiB", &[]);
     p.spec.as_mut().expect("s").overcommit_ratio = 2.0;
     p.spec.as_mut().expect("s").namespace_limit = 2;
-    c.create_pool(CreatePoolRequest { pool: Some(p) })
+    c.create(p).await.expect("thin");
+    c.create(volume("v1", "lab", "15GiB", "thin"))
         .await
-        .expect("thin");
-    c.create_volume(CreateVolumeRequest {
-        volume: Some(volume("v1", "lab", "15GiB", "thin")),
-        ..Default::default()
-    })
-    .await
-    .expect("overcommitted fits");
-    c.create_volume(CreateVolumeRequest {
-        volume: Some(volume("v2", "lab", "1GiB", "thin")),
-        ..Default::default()
-    })
-    .await
-    .expect("second");
+        .expect("overcommitted fits");
+    c.create(volume("v2", "lab", "1GiB", "thin"))
+        .await
+        .expect("second");
     let e = c
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("v3", "lab", "1GiB", "thin")),
-            ..Default::default()
-        })
+        .create(volume("v3", "lab", "1GiB", "thin"))
         .await
         .expect_err("limit");
     assert_eq!(e.code(), Code::ResourceExhausted);
@@ -105,22 +74,14 @@ async fn tenant_quotas_are_enforced() {
     let ctl = Controller::start();
     let mut c = ctl.admin().await;
     basic_layout(&mut c).await;
-    c.create_tenant(CreateTenantRequest {
-        tenant: Some(tenant("small", "10GiB", 2, &[])),
-    })
-    .await
-    .expect("small");
-    c.create_volume(CreateVolumeRequest {
-        volume: Some(volume("s-1", "small", "6GiB", "p1")),
-        ..Default::default()
-    })
-    .await
-    .expect("1");
+    c.create(tenant("small", "10GiB", 2, &[]))
+        .await
+        .expect("small");
+    c.create(volume("s-1", "small", "6GiB", "p1"))
+        .await
+        .expect("1");
     let e = c
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("s-2", "small", "6GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("s-2", "small", "6GiB", "p1"))
         .await
         .expect_err("bytes");
     assert_eq!(e.code(), Code::ResourceExhausted);
@@ -129,34 +90,18 @@ async fn tenant_quotas_are_enforced() {
         "{}",
         e.message()
     );
-    c.create_volume(CreateVolumeRequest {
-        volume: Some(volume("s-2", "small", "1GiB", "p1")),
-        ..Default::default()
-    })
-    .await
-    .expect("2");
+    c.create(volume("s-2", "small", "1GiB", "p1"))
+        .await
+        .expect("2");
     let e = c
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("s-3", "small", "1GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("s-3", "small", "1GiB", "p1"))
         .await
         .expect_err("count");
     assert!(e.message().contains("volume quota"), "{}", e.message());
     // Growth counts against the quota too.
-    let mut g = c
-        .get_volume(GetVolumeRequest { name: "s-1".into() })
-        .await
-        .expect("get")
-        .into_inner();
+    let mut g = c.get::<Volume>("s-1").await.expect("get");
     g.spec.as_mut().expect("s").size = "20GiB".into();
-    let e = c
-        .update_volume(UpdateVolumeRequest {
-            volume: Some(g),
-            ..Default::default()
-        })
-        .await
-        .expect_err("grow over quota");
+    let e = c.update(g).await.expect_err("grow over quota");
     assert_eq!(e.code(), Code::ResourceExhausted);
 }
 
@@ -166,18 +111,12 @@ async fn attached_volume_cannot_be_deleted_and_shrink_is_refused() {
     let mut c = ctl.admin().await;
     basic_layout(&mut c).await;
     let v = c
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("data", "lab", "10GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("data", "lab", "10GiB", "p1"))
         .await
-        .expect("v")
-        .into_inner();
-    c.create_attachment(CreateAttachmentRequest {
-        attachment: Some(attachment("data-ws1", "data", "ws1")),
-    })
-    .await
-    .expect("att");
+        .expect("v");
+    c.create(attachment("data-ws1", "data", "ws1"))
+        .await
+        .expect("att");
     let e = c
         .delete_volume(DeleteVolumeRequest {
             name: "data".into(),
@@ -189,13 +128,7 @@ async fn attached_volume_cannot_be_deleted_and_shrink_is_refused() {
     assert!(e.message().contains("data-ws1"), "{}", e.message());
     let mut s = v.clone();
     s.spec.as_mut().expect("s").size = "5GiB".into();
-    let e = c
-        .update_volume(UpdateVolumeRequest {
-            volume: Some(s),
-            ..Default::default()
-        })
-        .await
-        .expect_err("shrink");
+    let e = c.update(s).await.expect_err("shrink");
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("only grow"), "{}", e.message());
     let e = c
@@ -207,15 +140,9 @@ async fn attached_volume_cannot_be_deleted_and_shrink_is_refused() {
         .expect_err("in use");
     assert!(e.message().contains("volume data"), "{}", e.message());
     // Not allowed by the tenant.
-    c.create_node(CreateNodeRequest {
-        node: Some(workstation("ws9")),
-    })
-    .await
-    .expect("ws9");
+    c.create(workstation("ws9")).await.expect("ws9");
     let e = c
-        .create_attachment(CreateAttachmentRequest {
-            attachment: Some(attachment("x", "data", "ws9")),
-        })
+        .create(attachment("x", "data", "ws9"))
         .await
         .expect_err("not allowed");
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -239,7 +166,7 @@ async fn dry_run_checks_without_storing() {
         .into_inner();
     assert_eq!(ok.status.expect("status").pool, "p1");
     let gone = c
-        .get_volume(GetVolumeRequest { name: "dry".into() })
+        .get::<Volume>("dry")
         .await
         .expect_err("a dry run stores nothing");
     assert_eq!(gone.code(), Code::NotFound);
@@ -272,12 +199,6 @@ async fn dry_run_checks_without_storing() {
     })
     .await
     .expect("grow fits");
-    let v = c
-        .get_volume(GetVolumeRequest {
-            name: "real".into(),
-        })
-        .await
-        .expect("real")
-        .into_inner();
+    let v = c.get::<Volume>("real").await.expect("real");
     assert_eq!(v.status.expect("status").size_bytes, 10 << 30, "unchanged");
 }
