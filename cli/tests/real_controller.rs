@@ -12,6 +12,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use common::{fails, fails_with, ferrofab, ok};
 use ferrofab_testkit::client::write_client_toml;

@@ -69,14 +69,13 @@ async fn delete(c: &mut Admin, name: &str) {
 async fn apply_refuses(c: &mut Admin, a: Attachment, typed: &tonic::Status) {
     for dry_run in [true, false] {
         let e = c
-            .apply(ApplyRequest {
-                layout: Some(Layout {
+            .apply_layout(
+                Layout {
                     attachments: vec![a.clone()],
                     ..Default::default()
-                }),
+                },
                 dry_run,
-                ..Default::default()
-            })
+            )
             .await
             .expect_err("apply must refuse the conflict");
         assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
@@ -413,16 +412,15 @@ async fn apply_moves_an_attachment() {
     let (_ctl, mut c, _) = start().await;
     attach_a(&mut c, "ws1", AccessMode::ReadWrite).await;
     let r = c
-        .apply(ApplyRequest {
-            layout: Some(Layout {
+        .apply_layout(
+            Layout {
                 attachments: vec![att("a", "ws2", AccessMode::ReadWrite)],
                 ..Default::default()
-            }),
-            ..Default::default()
-        })
+            },
+            false,
+        )
         .await
-        .expect("apply move")
-        .into_inner();
+        .expect("apply move");
     assert_eq!(r.diffs.len(), 1);
     let a = get_att(&mut c, "a").await;
     assert_eq!(a.spec.expect("spec").node, "ws2");

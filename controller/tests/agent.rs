@@ -9,9 +9,7 @@ use tokio_stream::StreamExt;
 
 #[tokio::test]
 async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let mut ws1 = ctl.agent_as("node:ws1").await;
     let mut s1_stream = s1
@@ -523,9 +521,7 @@ async fn first_export_hosts(
 /// is revoked (revoking first cuts a live connection).
 #[tokio::test]
 async fn pending_attachment_to_exported_volume_waits_for_disconnect() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let mut ws1 = ctl.agent_as("node:ws1").await;
     let v = admin
@@ -590,9 +586,7 @@ fn exported_for(volume: &str, nqn: &str, generation: u64, msg: &str) -> ExportSt
 /// report; a status write does not bump the generation.
 #[tokio::test]
 async fn observed_generation_follows_the_generation_the_agent_confirms() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let v = admin
         .create(volume("data", "lab", "1GiB", "p1"))

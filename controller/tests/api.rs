@@ -7,9 +7,7 @@ use tonic::Code;
 
 #[tokio::test]
 async fn crud_round_trip_for_every_kind() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
+    let (_ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
 
     let v = c
         .create(volume("scratch", "lab", "4GiB", "p1"))
@@ -145,9 +143,7 @@ async fn stale_update_is_aborted_with_current_version() {
 
 #[tokio::test]
 async fn bad_input_names_the_field() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
+    let (_ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
     let cases = [
         (volume("Bad_Name", "lab", "1GiB", "p1"), "metadata.name"),
         (volume("v", "lab", "lots", "p1"), "spec.size"),
@@ -203,16 +199,7 @@ async fn apply_reports_field_level_diff_and_honours_dry_run() {
         volumes: vec![volume_sel("data", "lab", "10GiB", &[("tier", "fast")])],
         attachments: vec![attachment("data-ws1", "data", "ws1")],
     };
-    let dry = c
-        .apply(ApplyRequest {
-            layout: Some(layout.clone()),
-            dry_run: true,
-            prune: false,
-            prune_nodes: false,
-        })
-        .await
-        .expect("dry run")
-        .into_inner();
+    let dry = c.apply_layout(layout.clone(), true).await.expect("dry run");
     assert!(dry.dry_run);
     assert_eq!(dry.diffs.len(), 6);
     assert!(dry
@@ -229,16 +216,7 @@ async fn apply_reports_field_level_diff_and_honours_dry_run() {
         "dry run wrote nothing"
     );
 
-    let real = c
-        .apply(ApplyRequest {
-            layout: Some(layout.clone()),
-            dry_run: false,
-            prune: false,
-            prune_nodes: false,
-        })
-        .await
-        .expect("apply")
-        .into_inner();
+    let real = c.apply_layout(layout.clone(), false).await.expect("apply");
     assert!(real.revision > 0);
     let v = c.get::<Volume>("data").await.expect("v");
     assert_eq!(v.status.as_ref().expect("st").pool, "p1");
@@ -246,16 +224,7 @@ async fn apply_reports_field_level_diff_and_honours_dry_run() {
     // Second apply with a change: one UPDATED with the field, rest UNCHANGED.
     let mut l2 = layout.clone();
     l2.volumes[0].spec.as_mut().expect("s").size = "20GiB".into();
-    let again = c
-        .apply(ApplyRequest {
-            layout: Some(l2),
-            dry_run: false,
-            prune: false,
-            prune_nodes: false,
-        })
-        .await
-        .expect("apply2")
-        .into_inner();
+    let again = c.apply_layout(l2, false).await.expect("apply2");
     let upd: Vec<&ObjectDiff> = again
         .diffs
         .iter()
@@ -467,9 +436,7 @@ async fn apply_prune_is_scoped_checked_and_all_or_nothing() {
 
 #[tokio::test]
 async fn metrics_and_healthz_are_served_over_plain_http() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
+    let (ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
     let health = http_get(&ctl.http, "/healthz");
     assert!(
         health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),

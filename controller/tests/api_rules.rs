@@ -43,12 +43,7 @@ async fn get_vol(c: &mut Admin, name: &str) -> Volume {
 async fn apply_refuses_like(c: &mut Admin, layout: Layout, typed: &Status, step: &str) {
     for dry_run in [true, false] {
         let e = c
-            .apply(ApplyRequest {
-                layout: Some(layout.clone()),
-                dry_run,
-                prune: false,
-                prune_nodes: false,
-            })
+            .apply_layout(layout.clone(), dry_run)
             .await
             .expect_err("apply must refuse what the typed RPC refuses");
         assert_eq!(e.code(), typed.code(), "dry_run={dry_run}: {}", e.message());
@@ -218,9 +213,7 @@ async fn set_expiry(
 
 #[tokio::test]
 async fn only_admins_lift_or_postpone_an_expiry() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let t0 = 4_000_000_000;
     let mut burst = volume("burst", "lab", "1GiB", "p1");
     burst.spec.as_mut().expect("spec").expires_at = ts(t0);
@@ -404,9 +397,7 @@ async fn foreign_objects_look_exactly_like_missing_ones() {
 
 #[tokio::test]
 async fn tenant_placement_refusals_name_no_pool_capacity_or_node() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut lab = ctl.admin_as("tenant:lab").await;
     let leaks = ["p1", "s1", "100GiB", "free", "overcommit", "NotReady"];
     for (what, v) in [
@@ -485,9 +476,7 @@ async fn tenant_placement_refusals_name_no_pool_capacity_or_node() {
 /// the volume that needs it is not refused by the dry run.
 #[tokio::test]
 async fn dry_run_does_not_refuse_what_the_layout_itself_enables() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
+    let (_ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
     c.update(tenant("lab", "1GiB", 0, &["ws1"]))
         .await
         .expect("small quota");
@@ -497,14 +486,9 @@ async fn dry_run_does_not_refuse_what_the_layout_itself_enables() {
         ..Default::default()
     };
     for dry_run in [true, false] {
-        c.apply(ApplyRequest {
-            layout: Some(layout.clone()),
-            dry_run,
-            prune: false,
-            prune_nodes: false,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("dry_run={dry_run}: {}", e.message()));
+        c.apply_layout(layout.clone(), dry_run)
+            .await
+            .unwrap_or_else(|e| panic!("dry_run={dry_run}: {}", e.message()));
     }
     // Without the quota raise, the dry run refuses the volume like
     // CreateVolume does.
@@ -520,12 +504,7 @@ async fn dry_run_does_not_refuse_what_the_layout_itself_enables() {
         .expect_err("over quota");
     assert_eq!(typed.code(), Code::ResourceExhausted);
     let e = c
-        .apply(ApplyRequest {
-            layout: Some(l2),
-            dry_run: true,
-            prune: false,
-            prune_nodes: false,
-        })
+        .apply_layout(l2, true)
         .await
         .expect_err("dry run over quota");
     assert_eq!(e.code(), typed.code());
@@ -537,9 +516,7 @@ async fn dry_run_does_not_refuse_what_the_layout_itself_enables() {
 /// fit a quota that holds only one of them (`Shared::capacity_gate`).
 #[tokio::test]
 async fn apply_and_a_typed_create_never_both_take_the_last_quota() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
+    let (ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
     let mut d = ctl.admin().await;
     for round in 0..12 {
         let t = format!("q{round}");
@@ -549,12 +526,7 @@ async fn apply_and_a_typed_create_never_both_take_the_last_quota() {
             ..Default::default()
         };
         let (applied, created) = tokio::join!(
-            c.apply(ApplyRequest {
-                layout: Some(layout),
-                dry_run: false,
-                prune: false,
-                prune_nodes: false,
-            }),
+            c.apply_layout(layout, false),
             d.create(volume(&format!("b{round}"), &t, "6GiB", "p1")),
         );
         assert!(

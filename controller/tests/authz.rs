@@ -8,9 +8,7 @@ use tonic::Code;
 
 #[tokio::test]
 async fn tenant_is_confined_to_its_own_volumes_and_quota() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     admin
         .create(tenant("other", "", 1, &[]))
         .await
@@ -68,9 +66,7 @@ async fn tenant_is_confined_to_its_own_volumes_and_quota() {
 
 #[tokio::test]
 async fn node_sees_only_its_own_state() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut ws1 = ctl.agent_as("node:ws1").await;
     let e = ws1
         .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
@@ -162,15 +158,7 @@ fn identity_of(pem: &str) -> Option<ferrofab_pki::Identity> {
 async fn bootstrap_token_enrolls_once_and_node_renews() {
     let ctl = Controller::start();
     let mut admin = ctl.admin().await;
-    let tok = admin
-        .create_bootstrap_token(CreateBootstrapTokenRequest {
-            node: "s7".into(),
-            ttl_seconds: 600,
-        })
-        .await
-        .expect("token")
-        .into_inner()
-        .token;
+    let tok = admin.bootstrap_token("s7").await;
     let mut anon = AgentServiceClient::new(ctl.anonymous_channel().await);
     // The CSR asks for admin; the controller must ignore that.
     let kc = key_and_csr("admin");
@@ -252,17 +240,7 @@ async fn enroll_without_node_name_or_roles_uses_the_token_and_declared_node() {
     let mut admin = ctl.admin().await;
     let mint = |node: &'static str| {
         let mut admin = admin.clone();
-        async move {
-            admin
-                .create_bootstrap_token(CreateBootstrapTokenRequest {
-                    node: node.into(),
-                    ttl_seconds: 600,
-                })
-                .await
-                .expect("token")
-                .into_inner()
-                .token
-        }
+        async move { admin.bootstrap_token(node).await }
     };
     let tok = mint("s9").await;
     let parsed: ferrofab_pki::Token = tok.parse().expect("token parses");

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use ferrofab_proto::v1::*;
 use ferrofab_testkit::prelude::*;
+use ferrofab_testkit::process::closed_by_peer;
 use tokio_stream::StreamExt;
 
 /// The value of an unlabelled metric (`ferrofab_controller_` + `name`).
@@ -67,12 +68,11 @@ async fn open_watches(
 /// client goes, and one identity may hold only so many at once.
 #[tokio::test]
 async fn cancelled_watches_end_and_are_capped_per_identity() {
-    let ctl = Controller::start_with(Options {
+    let (ctl, mut admin) = Controller::with_basic_layout(Options {
         extra_toml: "[server]\nmax_watches_per_identity = 16\n".into(),
         ..Default::default()
-    });
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    })
+    .await;
     let mut node = ctl.admin_as("node:s1").await;
     for round in 0..5 {
         let watches = open_watches(&mut node, 16).await;
@@ -118,21 +118,6 @@ async fn cancelled_watches_end_and_are_capped_per_identity() {
     assert!(w.message().await.expect("event").is_some());
 }
 
-/// True once the server has closed `s` (EOF or reset) within `limit`.
-fn closed_within(s: &mut std::net::TcpStream, limit: Duration) -> bool {
-    use std::io::Read;
-    s.set_read_timeout(Some(limit)).expect("timeout");
-    let mut b = [0u8; 1];
-    match s.read(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
-    }
-}
-
 /// Raw TCP connections that never send a ClientHello are closed after the
 /// handshake timeout; beyond the connection cap they are closed at once;
 /// a real client still gets through afterwards.
@@ -153,7 +138,7 @@ async fn silent_connections_time_out_and_are_capped() {
     for i in 0..5 {
         let mut extra = std::net::TcpStream::connect(&ctl.addr).expect("connect");
         assert!(
-            closed_within(&mut extra, Duration::from_secs(1)),
+            closed_by_peer(&mut extra, Duration::from_secs(1)),
             "connection {i} beyond the cap stayed open"
         );
     }
@@ -169,7 +154,7 @@ async fn silent_connections_time_out_and_are_capped() {
     );
     for (i, s) in idle.iter_mut().enumerate() {
         assert!(
-            closed_within(s, Duration::from_secs(10)),
+            closed_by_peer(s, Duration::from_secs(10)),
             "silent connection {i} still open"
         );
     }
@@ -238,9 +223,7 @@ async fn get_node(
 #[tokio::test]
 async fn node_reports_keep_only_known_conditions_and_replace_them() {
     use prost::Message;
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let mut conditions = junk("Junk", 400);
     conditions.push(cond("DataPath", false, &"é".repeat(3000)));
@@ -320,12 +303,11 @@ async fn node_reports_keep_only_known_conditions_and_replace_them() {
 /// with the field named.
 #[tokio::test]
 async fn oversized_reports_are_refused_by_field() {
-    let ctl = Controller::start_with(Options {
+    let (ctl, _admin) = Controller::with_basic_layout(Options {
         extra_toml: "[nodes]\nmax_report_entries = 10\n".into(),
         ..Default::default()
-    });
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    })
+    .await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let e = s1
         .report_status(ReportStatusRequest {
@@ -352,12 +334,11 @@ async fn oversized_reports_are_refused_by_field() {
 /// says when to retry, and other nodes are unaffected.
 #[tokio::test]
 async fn report_status_is_rate_limited_per_node() {
-    let ctl = Controller::start_with(Options {
+    let (ctl, _admin) = Controller::with_basic_layout(Options {
         extra_toml: "[nodes]\nreport_rate_per_second = 0.5\nreport_burst = 5\n".into(),
         ..Default::default()
-    });
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    })
+    .await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let report = |node: &str| ReportStatusRequest {
         node: node.into(),
@@ -518,7 +499,7 @@ async fn one_peer_cannot_take_every_connection_slot() {
         let mut s = s.into_std().expect("std");
         s.set_nonblocking(false).expect("blocking");
         assert!(
-            closed_within(&mut s, Duration::from_secs(2)),
+            closed_by_peer(&mut s, Duration::from_secs(2)),
             "connection {i} beyond the per-peer cap stayed open"
         );
     }

@@ -6,9 +6,7 @@ use tonic::Code;
 
 #[tokio::test]
 async fn selector_picks_most_free_pool_and_refusal_explains_each() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
+    let (_ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
     c.create(pool("p2", "s1", "200GiB", &[("tier", "fast")]))
         .await
         .expect("p2");
@@ -48,9 +46,7 @@ async fn selector_picks_most_free_pool_and_refusal_explains_each() {
 
 #[tokio::test]
 async fn overcommit_and_namespace_limit() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
+    let (_ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
     let mut p = pool("thin", "s1", "10GiB", &[]);
     p.spec.as_mut().expect("s").overcommit_ratio = 2.0;
     p.spec.as_mut().expect("s").namespace_limit = 2;
@@ -71,9 +67,7 @@ async fn overcommit_and_namespace_limit() {
 
 #[tokio::test]
 async fn tenant_quotas_are_enforced() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
+    let (_ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
     c.create(tenant("small", "10GiB", 2, &[]))
         .await
         .expect("small");
@@ -107,9 +101,7 @@ async fn tenant_quotas_are_enforced() {
 
 #[tokio::test]
 async fn attached_volume_cannot_be_deleted_and_shrink_is_refused() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
+    let (_ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
     let v = c
         .create(volume("data", "lab", "10GiB", "p1"))
         .await
@@ -153,9 +145,7 @@ async fn attached_volume_cannot_be_deleted_and_shrink_is_refused() {
 /// validation) and stores nothing; refusals are the real ones.
 #[tokio::test]
 async fn dry_run_checks_without_storing() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
+    let (_ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
     let ok = c
         .create_volume(CreateVolumeRequest {
             volume: Some(volume("dry", "lab", "10GiB", "p1")),

@@ -24,9 +24,7 @@ fn annotated(mut v: Volume, annotations: &[(&str, usize)]) -> Volume {
 /// field, and listing keeps working.
 #[tokio::test]
 async fn oversized_annotations_are_refused_and_lists_keep_working() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut lab = ctl.admin_as("tenant:lab").await;
 
     // The test controller's messages are 1 MiB (max_message_bytes), so
@@ -105,9 +103,7 @@ async fn oversized_annotations_are_refused_and_lists_keep_working() {
 /// a client that does not page.
 #[tokio::test]
 async fn lists_never_exceed_the_message_limit() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (_ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     // Six volumes of about 192 KiB: 1.1 MiB, over the test's 1 MiB messages.
     for i in 0..6 {
         let notes: Vec<(String, usize)> = (0..3).map(|j| (format!("n{j}"), 64 << 10)).collect();
@@ -185,9 +181,7 @@ async fn create_pool_at(
 
 #[tokio::test]
 async fn pool_paths_must_be_absolute_and_normal() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (_ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     for (path, says) in [
         ("/srv/ferrofab/../../etc", "\"..\""),
         ("/srv/ferro\0fab", "U+0000"),
@@ -225,30 +219,20 @@ async fn pool_paths_must_be_absolute_and_normal() {
         .expect("backing")
         .path = "/srv/ferrofab/../../etc".into();
     let e = admin
-        .apply(ApplyRequest {
-            layout: Some(Layout {
+        .apply_layout(
+            Layout {
                 pools: vec![bad],
                 ..Default::default()
-            }),
-            dry_run: false,
-            prune: false,
-            prune_nodes: false,
-        })
+            },
+            false,
+        )
         .await
         .expect_err("apply with ..");
     assert!(e.message().contains("spec.backing.path"), "{}", e.message());
 }
 
 async fn token(admin: &mut AdminServiceClient<Channel>, node: &str) -> String {
-    admin
-        .create_bootstrap_token(CreateBootstrapTokenRequest {
-            node: node.into(),
-            ttl_seconds: 600,
-        })
-        .await
-        .expect("token")
-        .into_inner()
-        .token
+    admin.bootstrap_token(node).await
 }
 
 fn good_csr() -> String {
@@ -314,9 +298,7 @@ fn node_with(name: &str, nqn: &str, addr: &str, port: u32) -> Node {
 
 #[tokio::test]
 async fn host_nqns_and_data_addresses_belong_to_one_node() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let s1_nqn = "nqn.2014-08.org.nvmexpress:uuid:s1";
 
     // Admins are told which node has it.

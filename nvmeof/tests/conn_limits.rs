@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::FromRawFd;
 use std::time::Duration;
@@ -13,6 +12,7 @@ use std::time::Duration;
 use common::{fixture_with, HOSTNQN, SUBNQN};
 use ferrofab_nvmeof::host::{BlockIo, ConnectOptions, Controller, Digests, HostIdentity};
 use ferrofab_nvmeof::target::{ConnectionStats, Target, TargetOptions};
+use ferrofab_testkit::process::closed_by_peer;
 use ferrofab_testkit::wait::holds_within;
 
 /// Threads of this process now.
@@ -91,20 +91,6 @@ fn wait_handled(t: &Target, offered: u64) {
         handled(stats(t)),
         stats(t)
     );
-}
-
-/// Whether the target closed this connection (end of file or reset).
-fn closed_by_target(s: &mut TcpStream) -> bool {
-    s.set_read_timeout(Some(Duration::from_millis(1))).ok();
-    let mut b = [0u8; 64];
-    match s.read(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
-    }
 }
 
 fn host_options(addr: SocketAddr) -> ConnectOptions {
@@ -188,7 +174,10 @@ fn connection_flood_is_capped_timed_out_and_a_real_host_still_gets_in() {
     let s = stats(&f.target);
     assert_eq!(s.icreq_timeouts, s.accepted - 3, "{s:?}");
     for c in flood_ab.iter_mut().chain(flood_cde.iter_mut()) {
-        assert!(closed_by_target(c), "a flood connection is still open");
+        assert!(
+            closed_by_peer(c, Duration::from_millis(1)),
+            "a flood connection is still open"
+        );
     }
     assert!(
         holds_within(Duration::from_secs(5), || threads()

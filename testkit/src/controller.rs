@@ -97,6 +97,15 @@ impl Controller {
         Self::start_with(Options::default())
     }
 
+    /// The scenario most controller tests start from: a controller with
+    /// `opts`, its admin client, and [`crate::objects::basic_layout`].
+    pub async fn with_basic_layout(opts: Options) -> (Self, crate::objects::Admin) {
+        let ctl = Self::start_with(opts);
+        let mut admin = ctl.admin().await;
+        crate::objects::basic_layout(&mut admin).await;
+        (ctl, admin)
+    }
+
     /// A controller with `opts` in a temp dir of its own.
     pub fn start_with(opts: Options) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");

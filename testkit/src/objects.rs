@@ -248,6 +248,14 @@ pub trait AdminExt {
     async fn update<T: Object>(&mut self, o: T) -> Result<T, Status>;
     /// Node `node`'s desired state, as its agent would get it.
     async fn desired_state(&mut self, node: impl AsRef<str>) -> Result<DesiredState, Status>;
+    /// Applies `layout` (a dry run or for real), pruning nothing.
+    async fn apply_layout(
+        &mut self,
+        layout: Layout,
+        dry_run: bool,
+    ) -> Result<ApplyResponse, Status>;
+    /// A bootstrap token for `node`, valid for ten minutes.
+    async fn bootstrap_token(&mut self, node: impl AsRef<str>) -> String;
 }
 
 impl AdminExt for Admin {
@@ -270,5 +278,26 @@ impl AdminExt for Admin {
         self.get_desired_state(req)
             .await
             .map(tonic::Response::into_inner)
+    }
+    async fn apply_layout(
+        &mut self,
+        layout: Layout,
+        dry_run: bool,
+    ) -> Result<ApplyResponse, Status> {
+        let req = ApplyRequest {
+            layout: Some(layout),
+            dry_run,
+            prune: false,
+            prune_nodes: false,
+        };
+        self.apply(req).await.map(tonic::Response::into_inner)
+    }
+    async fn bootstrap_token(&mut self, node: impl AsRef<str>) -> String {
+        let req = CreateBootstrapTokenRequest {
+            node: node.as_ref().into(),
+            ttl_seconds: 600,
+        };
+        let resp = self.create_bootstrap_token(req).await.expect("token");
+        resp.into_inner().token
     }
 }

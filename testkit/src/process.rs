@@ -153,3 +153,19 @@ pub fn package_bin(package: &str, bin: &str) -> PathBuf {
         None => workspace_bin(package, bin),
     }
 }
+
+/// Whether the peer has closed `s` (end of file or reset), waiting up to
+/// `limit` for a read. Bytes the peer sent first count as "not closed".
+pub fn closed_by_peer(s: &mut std::net::TcpStream, limit: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(limit)).expect("read timeout");
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}

@@ -97,17 +97,7 @@ impl AgentProc {
         let dir = base.join(name);
         std::fs::create_dir_all(dir.join("pool")).expect("mkdir");
         let data_port = free_port();
-        let token = ctl
-            .admin()
-            .await
-            .create_bootstrap_token(CreateBootstrapTokenRequest {
-                node: name.into(),
-                ttl_seconds: 600,
-            })
-            .await
-            .expect("token")
-            .into_inner()
-            .token;
+        let token = ctl.admin().await.bootstrap_token(name).await;
         let config = dir.join("etc/agent.toml");
         let out = Command::new(agent_bin())
             .args([
