@@ -39,32 +39,7 @@ fn cli_against_real_controller() {
     let run = |args: &[&str]| ferrofab(args, Some(&cfg), None);
 
     let layout = dir.path().join("layout.toml");
-    std::fs::write(
-        &layout,
-        r#"
-[[tenant]]
-name = "neuro"
-capacity_quota = "10GiB"
-allowed_nodes = ["ws-1"]
-
-[[node]]
-name = "stor-1"
-roles = ["storage"]
-addresses = ["127.0.0.1:4420"]
-
-[[node]]
-name = "ws-1"
-roles = ["workstation"]
-
-[[pool]]
-name = "fast"
-node = "stor-1"
-backing = "directory"
-path = "/srv/ferrofab/fast"
-capacity = "100GiB"
-"#,
-    )
-    .unwrap();
+    std::fs::write(&layout, layout_toml("10GiB", &["ws-1"], "100GiB")).unwrap();
     let l = layout.to_str().unwrap();
     let plan = ok(&run(&["apply", "-f", l, "--dry-run"]));
     assert!(plan.contains("+ tenant/neuro"), "{plan}");
@@ -176,6 +151,26 @@ capacity = "100GiB"
     drop(ctl);
 }
 
+/// The layout both tests apply: tenant neuro with `quota`, allowed on
+/// ws-1; storage node stor-1; `workstations`; pool fast of `capacity` on
+/// stor-1.
+fn layout_toml(quota: &str, workstations: &[&str], capacity: &str) -> String {
+    let mut t = format!(
+        "[[tenant]]\nname = \"neuro\"\ncapacity_quota = \"{quota}\"\nallowed_nodes = [\"ws-1\"]\n\n\
+         [[node]]\nname = \"stor-1\"\nroles = [\"storage\"]\naddresses = [\"127.0.0.1:4420\"]\n\n"
+    );
+    for ws in workstations {
+        t.push_str(&format!(
+            "[[node]]\nname = \"{ws}\"\nroles = [\"workstation\"]\n\n"
+        ));
+    }
+    t.push_str(&format!(
+        "[[pool]]\nname = \"fast\"\nnode = \"stor-1\"\nbacking = \"directory\"\n\
+         path = \"/srv/ferrofab/fast\"\ncapacity = \"{capacity}\"\n"
+    ));
+    t
+}
+
 /// Writes `dir/<file>.toml`, a client config for `stem` (admin,
 /// tenant-neuro) with the certificates in `pki/` beside it.
 fn client_config(dir: &Path, ctl: &Controller, file: &str, stem: &str) -> PathBuf {
@@ -211,36 +206,7 @@ fn tenant_nodes_and_burst_expiry() {
     let run = |args: &[&str]| shown(args, &ok(&ferrofab(args, Some(&admin), None)));
 
     let layout = dir.path().join("layout.toml");
-    std::fs::write(
-        &layout,
-        r#"
-[[tenant]]
-name = "neuro"
-capacity_quota = "4TiB"
-allowed_nodes = ["ws-1"]
-
-[[node]]
-name = "stor-1"
-roles = ["storage"]
-addresses = ["127.0.0.1:4420"]
-
-[[node]]
-name = "ws-1"
-roles = ["workstation"]
-
-[[node]]
-name = "ws-2"
-roles = ["workstation"]
-
-[[pool]]
-name = "fast"
-node = "stor-1"
-backing = "directory"
-path = "/srv/ferrofab/fast"
-capacity = "8TiB"
-"#,
-    )
-    .unwrap();
+    std::fs::write(&layout, layout_toml("4TiB", &["ws-1", "ws-2"], "8TiB")).unwrap();
     run(&["apply", "-f", layout.to_str().unwrap(), "--yes"]);
 
     let allowed = |_: &dyn Fn(&[&str]) -> String| {

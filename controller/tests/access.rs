@@ -202,6 +202,12 @@ fn ws_report(node: &str, connected: bool) -> ReportStatusRequest {
     }
 }
 
+/// Whether the move of attachment "a" has released its old node.
+async fn released(c: &mut Admin) -> bool {
+    let a = get_att(c, "a").await;
+    a.status.expect("st").moved_from_released
+}
+
 async fn desired(c: &mut Admin, node: &str) -> DesiredState {
     c.desired_state(node).await.expect("ds")
 }
@@ -327,13 +333,7 @@ async fn a_move_is_released_only_by_a_current_report_without_the_attachment() {
         still_allowed(desired(&mut c, "s1").await),
         "listed, reconnecting"
     );
-    assert!(
-        !get_att(&mut c, "a")
-            .await
-            .status
-            .expect("st")
-            .moved_from_released
-    );
+    assert!(!released(&mut c).await);
 
     // Absent, but made before ws1 saw the move: not released.
     let mut stale = ws_report("ws1", false);
@@ -342,37 +342,21 @@ async fn a_move_is_released_only_by_a_current_report_without_the_attachment() {
     stale.desired_revision = moved_at - 1;
     ws1.report_status(stale).await.expect("r");
     assert!(still_allowed(desired(&mut c, "s1").await), "stale report");
-    assert!(
-        !get_att(&mut c, "a")
-            .await
-            .status
-            .expect("st")
-            .moved_from_released
-    );
+    assert!(!released(&mut c).await);
 
     // Absent, made against the move: released.
     let mut gone = ws_report("ws1", false);
     gone.desired_revision = rev;
     ws1.report_status(gone).await.expect("r");
     assert!(!still_allowed(desired(&mut c, "s1").await), "released");
-    assert!(
-        get_att(&mut c, "a")
-            .await
-            .status
-            .expect("st")
-            .moved_from_released
-    );
+    assert!(released(&mut c).await);
 }
 
 #[tokio::test]
 async fn a_forced_move_revokes_the_old_host_at_once() {
     let (ctl, mut c, nqn) = start().await;
     let mut s1 = ctl.agent_as("node:s1").await;
-    let mut s1_stream = s1
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut s1_stream = s1.watch_desired("s1").await;
     next(&mut s1_stream).await;
     attach_a(&mut c, "ws1", AccessMode::ReadWrite).await;
     let rev = desired(&mut c, "s1").await.revision;

@@ -12,16 +12,8 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
     let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let mut ws1 = ctl.agent_as("node:ws1").await;
-    let mut s1_stream = s1
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("s1 watch")
-        .into_inner();
-    let mut ws_stream = ws1
-        .watch_desired_state(WatchDesiredStateRequest { node: "ws1".into() })
-        .await
-        .expect("ws watch")
-        .into_inner();
+    let mut s1_stream = s1.watch_desired("s1").await;
+    let mut ws_stream = ws1.watch_desired("ws1").await;
     let first = next(&mut s1_stream).await;
     assert!(first.exports.is_empty());
     assert_eq!(first.listeners.len(), 1);
@@ -106,10 +98,7 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
 
     // Detach: disconnect first, host revoked only after the report.
     admin
-        .delete_attachment(DeleteAttachmentRequest {
-            name: "data-ws1".into(),
-            resource_version: 0,
-        })
+        .delete::<Attachment>("data-ws1")
         .await
         .expect("detach");
     let ws = next(&mut ws_stream).await;
@@ -141,13 +130,7 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
     );
 
     // Volume deletion: the export goes into removals; gone once reported.
-    admin
-        .delete_volume(DeleteVolumeRequest {
-            name: "data".into(),
-            resource_version: 0,
-        })
-        .await
-        .expect("delete");
+    admin.delete::<Volume>("data").await.expect("delete");
     let s1_now = admin.desired_state("s1").await.expect("ds");
     assert!(s1_now.exports.is_empty());
     assert_eq!(s1_now.removals.len(), 1);
@@ -170,13 +153,12 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
 
 #[tokio::test]
 async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
-    let ctl = Controller::start_with(Options {
+    let (ctl, mut admin) = Controller::with_basic_layout(Options {
         manual_clock: true,
         ..Default::default()
-    });
-    let mut admin = ctl.admin().await;
+    })
+    .await;
     let mut debug = ctl.debug().await;
-    basic_layout(&mut admin).await;
     let now = debug
         .advance_clock(AdvanceClockRequest { seconds: 0 })
         .await
@@ -277,13 +259,12 @@ async fn attach(admin: &mut AdminClient, name: &str, volume: &str) -> Result<(),
 /// revives it, then it is deleted.
 #[tokio::test]
 async fn expired_burst_volume_is_retained_detached_then_extended_then_deleted() {
-    let ctl = Controller::start_with(Options {
+    let (ctl, mut admin) = Controller::with_basic_layout(Options {
         manual_clock: true,
         ..Default::default()
-    });
-    let mut admin = ctl.admin().await;
+    })
+    .await;
     let mut debug = ctl.debug().await;
-    basic_layout(&mut admin).await;
     let advance = |seconds| AdvanceClockRequest { seconds };
     let now = debug
         .advance_clock(advance(0))
@@ -409,14 +390,13 @@ fn ready_condition(n: &Node) -> Option<Condition> {
 
 #[tokio::test]
 async fn silent_node_becomes_not_ready_and_gets_no_new_volumes() {
-    let ctl = Controller::start_with(Options {
+    let (ctl, mut admin) = Controller::with_basic_layout(Options {
         manual_clock: true,
         extra_toml: "[nodes]\nheartbeat_timeout_seconds = 45\ncheck_interval_seconds = 1\n".into(),
         ..Options::default()
-    });
-    let mut admin = ctl.admin().await;
+    })
+    .await;
     let mut debug = ctl.debug().await;
-    basic_layout(&mut admin).await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let report = ReportStatusRequest {
         node: "s1".into(),
@@ -471,11 +451,7 @@ async fn sigterm_exits_promptly_with_streams_open() {
     let mut admin = ctl.admin().await;
     basic_layout(&mut admin).await;
     let mut s1 = ctl.agent_as("node:s1").await;
-    let mut desired = s1
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("s1 watch")
-        .into_inner();
+    let mut desired = s1.watch_desired("s1").await;
     next(&mut desired).await;
     let mut events = admin
         .watch_volumes(WatchRequest {
@@ -545,10 +521,7 @@ async fn pending_attachment_to_exported_volume_waits_for_disconnect() {
         name: "data-ws1".into(),
     };
     admin
-        .delete_attachment(DeleteAttachmentRequest {
-            name: name.name.clone(),
-            resource_version: 0,
-        })
+        .delete::<Attachment>(name.name.clone())
         .await
         .expect("detach");
     let a = admin.get_attachment(name.clone()).await.expect("kept");

@@ -83,34 +83,14 @@ async fn crud_round_trip_for_every_kind() {
     assert_eq!(pool.status.as_ref().expect("st").allocated_bytes, 8 << 30);
 
     // Never exported: deletion is immediate.
-    c.delete_volume(DeleteVolumeRequest {
-        name: "scratch".into(),
-        resource_version: 0,
-    })
-    .await
-    .expect("delete");
+    c.delete::<Volume>("scratch").await.expect("delete");
     let e = c.get::<Volume>("scratch").await.expect_err("gone");
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("scratch"), "{}", e.message());
 
-    c.delete_pool(DeletePoolRequest {
-        name: "p1".into(),
-        resource_version: 0,
-    })
-    .await
-    .expect("pool");
-    c.delete_node(DeleteNodeRequest {
-        name: "s1".into(),
-        resource_version: 0,
-    })
-    .await
-    .expect("node");
-    c.delete_tenant(DeleteTenantRequest {
-        name: "lab".into(),
-        resource_version: 0,
-    })
-    .await
-    .expect("tenant");
+    c.delete::<Pool>("p1").await.expect("pool");
+    c.delete::<Node>("s1").await.expect("node");
+    c.delete::<Tenant>("lab").await.expect("tenant");
 }
 
 #[tokio::test]

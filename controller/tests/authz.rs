@@ -23,10 +23,7 @@ async fn tenant_is_confined_to_its_own_volumes_and_quota() {
         .await
         .expect("own create");
     let e = lab
-        .delete_volume(DeleteVolumeRequest {
-            name: "theirs".into(),
-            resource_version: 0,
-        })
+        .delete::<Volume>("theirs")
         .await
         .expect_err("foreign delete");
     // Another tenant's volume is answered as a missing one (issue 12).
@@ -106,10 +103,7 @@ async fn node_sees_only_its_own_state() {
         .expect_err("attach other");
     assert_eq!(e.code(), Code::PermissionDenied);
     ws1_admin
-        .delete_attachment(DeleteAttachmentRequest {
-            name: "v-ws1".into(),
-            resource_version: 0,
-        })
+        .delete::<Attachment>("v-ws1")
         .await
         .expect("self release");
 }

@@ -51,11 +51,7 @@ async fn controller_on_etcd_over_mtls_serves_admin_and_agents_and_survives_kill9
     let mut admin = ctl.admin().await;
     basic_layout(&mut admin).await;
     let mut s1 = ctl.agent_as("node:s1").await;
-    let mut s1_stream = s1
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("s1 watch")
-        .into_inner();
+    let mut s1_stream = s1.watch_desired("s1").await;
     assert!(next(&mut s1_stream).await.exports.is_empty());
     let v = admin
         .create(volume("data", "lab", "10GiB", "p1"))
@@ -118,11 +114,7 @@ async fn controller_on_etcd_over_mtls_serves_admin_and_agents_and_survives_kill9
         "the reported status was durable"
     );
     let mut ws1 = ctl.agent_as("node:ws1").await;
-    let mut ws_stream = ws1
-        .watch_desired_state(WatchDesiredStateRequest { node: "ws1".into() })
-        .await
-        .expect("ws watch")
-        .into_inner();
+    let mut ws_stream = ws1.watch_desired("ws1").await;
     let ws = next(&mut ws_stream).await;
     assert_eq!(
         ws.connections.len(),

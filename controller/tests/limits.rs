@@ -402,16 +402,15 @@ async fn ready_after_checks(
 /// turns NotReady when silent.
 #[tokio::test]
 async fn heartbeats_are_kept_in_memory_and_readiness_still_works() {
-    let ctl = Controller::start_with(Options {
+    let (ctl, mut admin) = Controller::with_basic_layout(Options {
         manual_clock: true,
         extra_toml: "[nodes]\nheartbeat_timeout_seconds = 45\ncheck_interval_seconds = 1\n\
                      heartbeat_persist_interval_seconds = 1000\n"
             .into(),
         ..Options::default()
-    });
-    let mut admin = ctl.admin().await;
+    })
+    .await;
     let mut debug = ctl.debug().await;
-    basic_layout(&mut admin).await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let report = ReportStatusRequest {
         node: "s1".into(),

@@ -109,13 +109,7 @@ async fn attached_volume_cannot_be_deleted_and_shrink_is_refused() {
     c.create(attachment("data-ws1", "data", "ws1"))
         .await
         .expect("att");
-    let e = c
-        .delete_volume(DeleteVolumeRequest {
-            name: "data".into(),
-            resource_version: 0,
-        })
-        .await
-        .expect_err("attached");
+    let e = c.delete::<Volume>("data").await.expect_err("attached");
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("data-ws1"), "{}", e.message());
     let mut s = v.clone();
@@ -123,13 +117,7 @@ async fn attached_volume_cannot_be_deleted_and_shrink_is_refused() {
     let e = c.update(s).await.expect_err("shrink");
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("only grow"), "{}", e.message());
-    let e = c
-        .delete_pool(DeletePoolRequest {
-            name: "p1".into(),
-            resource_version: 0,
-        })
-        .await
-        .expect_err("in use");
+    let e = c.delete::<Pool>("p1").await.expect_err("in use");
     assert!(e.message().contains("volume data"), "{}", e.message());
     // Not allowed by the tenant.
     c.create(workstation("ws9")).await.expect("ws9");

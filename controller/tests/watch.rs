@@ -33,12 +33,7 @@ async fn watch_delivers_every_change_in_order_and_resumes() {
     let mut t = c.get::<Tenant>("t7").await.expect("get");
     t.spec.as_mut().expect("s").volume_quota = 3;
     c.update(t).await.expect("update");
-    c.delete_tenant(DeleteTenantRequest {
-        name: "t9".into(),
-        resource_version: 0,
-    })
-    .await
-    .expect("delete");
+    c.delete::<Tenant>("t9").await.expect("delete");
 
     let mut last = synced.revision;
     let mut seen = Vec::new();

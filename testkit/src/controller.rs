@@ -158,14 +158,9 @@ impl Controller {
         cmd
     }
 
-    /// Starts the process and waits for its ready line. Logs go to a
-    /// file, not a pipe nobody drains (a full pipe would block it).
+    /// Starts the process and waits for its ready line.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("controller.log"))
-            .expect("controller log");
+        let log = process::log_file(&self.dir.join("controller.log"));
         let mut child = self
             .command()
             .stdout(Stdio::piped())

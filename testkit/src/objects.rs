@@ -301,3 +301,23 @@ impl AdminExt for Admin {
         resp.into_inner().token
     }
 }
+
+/// The agent service calls the suites repeat, on an agent's client.
+#[allow(async_fn_in_trait)] // used only in tests, never across threads generically
+pub trait AgentExt {
+    /// Opens node `node`'s desired-state stream.
+    async fn watch_desired(&mut self, node: impl AsRef<str>) -> tonic::Streaming<DesiredState>;
+}
+
+impl AgentExt for Agent {
+    async fn watch_desired(&mut self, node: impl AsRef<str>) -> tonic::Streaming<DesiredState> {
+        let req = WatchDesiredStateRequest {
+            node: node.as_ref().into(),
+        };
+        let resp = self
+            .watch_desired_state(req)
+            .await
+            .expect("watch desired state");
+        resp.into_inner()
+    }
+}

@@ -40,6 +40,17 @@ pub fn ready_field(line: &str, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// `path` opened for appending (created if missing): a daemon's stderr
+/// goes to a file, never to a pipe nobody drains (a full pipe would block
+/// it), and a restart adds to the same log.
+pub fn log_file(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("log file")
+}
+
 /// SIGKILL and reap: no graceful shutdown, like a power cut.
 pub fn kill9(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {

@@ -183,11 +183,7 @@ impl AgentProc {
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("agent.log"))
-            .expect("log file");
+        let log = process::log_file(&self.dir.join("agent.log"));
         let mut child = Command::new(&self.bin)
             .arg("run")
             .arg("--config")
