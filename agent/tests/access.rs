@@ -61,19 +61,11 @@ fn exclusive_attachments_read_only_exposure_and_volume_move() {
         tmp.path(),
         "[nodes]\nheartbeat_timeout_seconds = 3\ncheck_interval_seconds = 1\n",
     );
-    let (s1, ws1, mut ws2) = rt.block_on(async {
-        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
-        let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
-        let ws2 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws2", "workstation").await;
-        layout(
-            &ctl,
-            &s1,
-            &["ws1", "ws2"],
-            &[("scratch", "16MiB"), ("shared", "16MiB")],
-        )
-        .await;
-        (s1, ws1, ws2)
-    });
+    let (s1, [ws1, mut ws2]) = rt.block_on(s1_and_workstations(
+        &ctl,
+        ["ws1", "ws2"],
+        &[("scratch", "16MiB"), ("shared", "16MiB")],
+    ));
     wait_exports_ready(&s1, &["scratch", "shared"], CONVERGE);
 
     // Read-write on ws2; a second writer on ws1 is refused, naming it.

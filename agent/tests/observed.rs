@@ -74,13 +74,12 @@ fn every_spec_change_is_observed_and_wait_returns() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
     let ctl = start_controller(tmp.path());
-    let (s1, ws1, ws2) = rt.block_on(async {
-        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
-        let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
-        let ws2 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws2", "workstation").await;
-        layout(&ctl, &s1, &["ws1"], &[("scratch", "64MiB")]).await;
-        (s1, ws1, ws2)
-    });
+    let (s1, [ws1, ws2]) = rt.block_on(s1_and_workstations_allowing(
+        &ctl,
+        ["ws1", "ws2"],
+        &["ws1"],
+        &[("scratch", "64MiB")],
+    ));
     let path = attach(&ws1, "scratch");
     wait_volume(&ctl, "scratch", "creation");
 
@@ -160,12 +159,7 @@ fn workstation_shows_warns_and_exports_the_expiry() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
     let ctl = start_controller(tmp.path());
-    let (s1, ws1) = rt.block_on(async {
-        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
-        let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
-        layout(&ctl, &s1, &["ws1"], &[("scratch", "64MiB")]).await;
-        (s1, ws1)
-    });
+    let (s1, [ws1]) = rt.block_on(s1_and_workstations(&ctl, ["ws1"], &[("scratch", "64MiB")]));
     let path = attach(&ws1, "scratch");
     // Expires in 3 h: inside the default 24 h window.
     ok(&ctl, &["volume", "update", "scratch", "--expires-in", "3h"]);

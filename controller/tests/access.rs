@@ -457,12 +457,7 @@ async fn an_expired_volumes_attachment_cannot_move() {
         seconds: 1_000,
         nanos: 0,
     });
-    c.update_volume(UpdateVolumeRequest {
-        volume: Some(v),
-        dry_run: false,
-    })
-    .await
-    .expect("expire");
+    c.update_volume_with(v, false).await.expect("expire");
     let mut a = get_att(&mut c, "a").await;
     a.spec.as_mut().expect("spec").node = "ws2".into();
     let e = c

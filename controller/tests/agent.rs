@@ -153,11 +153,7 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
 
 #[tokio::test]
 async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
-    let (ctl, mut admin) = Controller::with_basic_layout(Options {
-        manual_clock: true,
-        ..Default::default()
-    })
-    .await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::manual_clock("")).await;
     let mut debug = ctl.debug().await;
     let now = debug
         .advance_clock(AdvanceClockRequest { seconds: 0 })
@@ -259,11 +255,7 @@ async fn attach(admin: &mut AdminClient, name: &str, volume: &str) -> Result<(),
 /// revives it, then it is deleted.
 #[tokio::test]
 async fn expired_burst_volume_is_retained_detached_then_extended_then_deleted() {
-    let (ctl, mut admin) = Controller::with_basic_layout(Options {
-        manual_clock: true,
-        ..Default::default()
-    })
-    .await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::manual_clock("")).await;
     let mut debug = ctl.debug().await;
     let advance = |seconds| AdvanceClockRequest { seconds };
     let now = debug
@@ -390,11 +382,9 @@ fn ready_condition(n: &Node) -> Option<Condition> {
 
 #[tokio::test]
 async fn silent_node_becomes_not_ready_and_gets_no_new_volumes() {
-    let (ctl, mut admin) = Controller::with_basic_layout(Options {
-        manual_clock: true,
-        extra_toml: "[nodes]\nheartbeat_timeout_seconds = 45\ncheck_interval_seconds = 1\n".into(),
-        ..Options::default()
-    })
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::manual_clock(
+        "[nodes]\nheartbeat_timeout_seconds = 45\ncheck_interval_seconds = 1\n",
+    ))
     .await;
     let mut debug = ctl.debug().await;
     let mut s1 = ctl.agent_as("node:s1").await;

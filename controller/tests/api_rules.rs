@@ -141,10 +141,7 @@ async fn apply_keeps_every_immutable_field() {
         let mut v = get_vol(&mut c, name).await;
         edit(v.spec.as_mut().expect("spec"));
         let typed = c
-            .update_volume(UpdateVolumeRequest {
-                volume: Some(v.clone()),
-                dry_run: false,
-            })
+            .update_volume_with(v.clone(), false)
             .await
             .expect_err(field);
         assert_eq!(typed.code(), Code::InvalidArgument, "{field}");
@@ -203,12 +200,7 @@ async fn set_expiry(
 ) -> Result<Volume, Status> {
     let mut v = get_vol(c, name).await;
     v.spec.as_mut().expect("spec").expires_at = at;
-    c.update_volume(UpdateVolumeRequest {
-        volume: Some(v),
-        dry_run: false,
-    })
-    .await
-    .map(|r| r.into_inner())
+    c.update_volume_with(v, false).await
 }
 
 #[tokio::test]
@@ -431,10 +423,7 @@ async fn tenant_placement_refusals_name_no_pool_capacity_or_node() {
         }
         // The administrator keeps the full explanation.
         let e = admin
-            .create_volume(CreateVolumeRequest {
-                volume: Some(v),
-                dry_run: true,
-            })
+            .create_volume_with(v, true)
             .await
             .expect_err("too big for admin too");
         assert!(
@@ -444,27 +433,18 @@ async fn tenant_placement_refusals_name_no_pool_capacity_or_node() {
         );
     }
     let e = lab
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume_sel("big", "lab", "1GiB", &[("tier", "none")])),
-            dry_run: false,
-        })
+        .create_volume_with(volume_sel("big", "lab", "1GiB", &[("tier", "none")]), false)
         .await
         .expect_err("no match");
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(!e.message().contains("pools exist"), "{}", e.message());
     // A pool that does not exist reads like a full one.
     let full = lab
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("big", "lab", "8TiB", "p1")),
-            dry_run: false,
-        })
+        .create_volume_with(volume("big", "lab", "8TiB", "p1"), false)
         .await
         .expect_err("full");
     let missing = lab
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("big", "lab", "8TiB", "nope")),
-            dry_run: false,
-        })
+        .create_volume_with(volume("big", "lab", "8TiB", "nope"), false)
         .await
         .expect_err("missing pool");
     assert_eq!(missing.code(), full.code());
@@ -496,10 +476,7 @@ async fn dry_run_does_not_refuse_what_the_layout_itself_enables() {
     l2.tenants.clear();
     l2.volumes = vec![volume("bigger", "lab", "8GiB", "p1")];
     let typed = c
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("bigger", "lab", "8GiB", "p1")),
-            dry_run: true,
-        })
+        .create_volume_with(volume("bigger", "lab", "8GiB", "p1"), true)
         .await
         .expect_err("over quota");
     assert_eq!(typed.code(), Code::ResourceExhausted);

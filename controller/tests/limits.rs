@@ -402,13 +402,10 @@ async fn ready_after_checks(
 /// turns NotReady when silent.
 #[tokio::test]
 async fn heartbeats_are_kept_in_memory_and_readiness_still_works() {
-    let (ctl, mut admin) = Controller::with_basic_layout(Options {
-        manual_clock: true,
-        extra_toml: "[nodes]\nheartbeat_timeout_seconds = 45\ncheck_interval_seconds = 1\n\
-                     heartbeat_persist_interval_seconds = 1000\n"
-            .into(),
-        ..Options::default()
-    })
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::manual_clock(
+        "[nodes]\nheartbeat_timeout_seconds = 45\ncheck_interval_seconds = 1\n\
+                     heartbeat_persist_interval_seconds = 1000\n",
+    ))
     .await;
     let mut debug = ctl.debug().await;
     let mut s1 = ctl.agent_as("node:s1").await;

@@ -135,13 +135,9 @@ async fn attached_volume_cannot_be_deleted_and_shrink_is_refused() {
 async fn dry_run_checks_without_storing() {
     let (_ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
     let ok = c
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("dry", "lab", "10GiB", "p1")),
-            dry_run: true,
-        })
+        .create_volume_with(volume("dry", "lab", "10GiB", "p1"), true)
         .await
-        .expect("fits")
-        .into_inner();
+        .expect("fits");
     assert_eq!(ok.status.expect("status").pool, "p1");
     let gone = c
         .get::<Volume>("dry")
@@ -149,34 +145,22 @@ async fn dry_run_checks_without_storing() {
         .expect_err("a dry run stores nothing");
     assert_eq!(gone.code(), Code::NotFound);
     let e = c
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("big", "lab", "500GiB", "p1")),
-            dry_run: true,
-        })
+        .create_volume_with(volume("big", "lab", "500GiB", "p1"), true)
         .await
         .expect_err("over capacity");
     assert_eq!(e.code(), Code::ResourceExhausted);
 
-    c.create_volume(CreateVolumeRequest {
-        volume: Some(volume("real", "lab", "10GiB", "p1")),
-        dry_run: false,
-    })
-    .await
-    .expect("real");
+    c.create_volume_with(volume("real", "lab", "10GiB", "p1"), false)
+        .await
+        .expect("real");
     let e = c
-        .update_volume(UpdateVolumeRequest {
-            volume: Some(volume("real", "lab", "500GiB", "p1")),
-            dry_run: true,
-        })
+        .update_volume_with(volume("real", "lab", "500GiB", "p1"), true)
         .await
         .expect_err("grow beyond capacity");
     assert_eq!(e.code(), Code::ResourceExhausted);
-    c.update_volume(UpdateVolumeRequest {
-        volume: Some(volume("real", "lab", "20GiB", "p1")),
-        dry_run: true,
-    })
-    .await
-    .expect("grow fits");
+    c.update_volume_with(volume("real", "lab", "20GiB", "p1"), true)
+        .await
+        .expect("grow fits");
     let v = c.get::<Volume>("real").await.expect("real");
     assert_eq!(v.status.expect("status").size_bytes, 10 << 30, "unchanged");
 }

@@ -67,6 +67,16 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The suite's settings with the debug service's manual clock, and
+    /// `extra_toml` appended.
+    pub fn manual_clock(extra_toml: &str) -> Self {
+        Self {
+            manual_clock: true,
+            extra_toml: extra_toml.into(),
+            ..Self::default()
+        }
+    }
+
     /// Only a listener, the store and the PKI: the controller's defaults
     /// for everything else (the agent and CLI suites).
     pub fn plain(port: u16) -> Self {

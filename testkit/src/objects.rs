@@ -248,6 +248,10 @@ pub trait AdminExt {
     async fn update<T: Object>(&mut self, o: T) -> Result<T, Status>;
     /// Node `node`'s desired state, as its agent would get it.
     async fn desired_state(&mut self, node: impl AsRef<str>) -> Result<DesiredState, Status>;
+    /// Creates volume `v`, or with `dry_run` only checks that it could be.
+    async fn create_volume_with(&mut self, v: Volume, dry_run: bool) -> Result<Volume, Status>;
+    /// Updates volume `v`, or with `dry_run` only checks that it could be.
+    async fn update_volume_with(&mut self, v: Volume, dry_run: bool) -> Result<Volume, Status>;
     /// Applies `layout` (a dry run or for real), pruning nothing.
     async fn apply_layout(
         &mut self,
@@ -276,6 +280,24 @@ impl AdminExt for Admin {
             node: node.as_ref().into(),
         };
         self.get_desired_state(req)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+    async fn create_volume_with(&mut self, v: Volume, dry_run: bool) -> Result<Volume, Status> {
+        let req = CreateVolumeRequest {
+            volume: Some(v),
+            dry_run,
+        };
+        self.create_volume(req)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+    async fn update_volume_with(&mut self, v: Volume, dry_run: bool) -> Result<Volume, Status> {
+        let req = UpdateVolumeRequest {
+            volume: Some(v),
+            dry_run,
+        };
+        self.update_volume(req)
             .await
             .map(tonic::Response::into_inner)
     }

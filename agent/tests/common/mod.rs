@@ -282,6 +282,36 @@ impl Drop for AgentProc {
     }
 }
 
+/// The usual cluster beside the controller (in `ctl.dir`): storage agent
+/// s1, then workstation agents `workstations` (enrolled and started in
+/// that order), then [`layout`] allowing all of them, with `vols` on s1.
+pub async fn s1_and_workstations<const N: usize>(
+    ctl: &Controller,
+    workstations: [&str; N],
+    vols: &[(&str, &str)],
+) -> (AgentProc, [AgentProc; N]) {
+    s1_and_workstations_allowing(ctl, workstations, &workstations, vols).await
+}
+
+/// [`s1_and_workstations`] with tenant `lab` allowing only `allowed`.
+pub async fn s1_and_workstations_allowing<const N: usize>(
+    ctl: &Controller,
+    workstations: [&str; N],
+    allowed: &[&str],
+    vols: &[(&str, &str)],
+) -> (AgentProc, [AgentProc; N]) {
+    let s1 = AgentProc::enroll_and_start(ctl, &ctl.dir, "s1", "storage").await;
+    let mut wss = Vec::new();
+    for w in workstations {
+        wss.push(AgentProc::enroll_and_start(ctl, &ctl.dir, w, "workstation").await);
+    }
+    layout(ctl, &s1, allowed, vols).await;
+    let Ok(wss) = wss.try_into() else {
+        unreachable!("one agent per workstation name")
+    };
+    (s1, wss)
+}
+
 /// Creates tenant `lab` (allowing `workstations`), pool `p1` on `storage`
 /// and volume `name` of `size`.
 pub async fn layout(
