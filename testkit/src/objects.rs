@@ -284,22 +284,14 @@ impl AdminExt for Admin {
             .map(tonic::Response::into_inner)
     }
     async fn create_volume_with(&mut self, v: Volume, dry_run: bool) -> Result<Volume, Status> {
-        let req = CreateVolumeRequest {
-            volume: Some(v),
-            dry_run,
-        };
-        self.create_volume(req)
-            .await
-            .map(tonic::Response::into_inner)
+        let volume = Some(v);
+        let r = self.create_volume(CreateVolumeRequest { volume, dry_run });
+        Ok(r.await?.into_inner())
     }
     async fn update_volume_with(&mut self, v: Volume, dry_run: bool) -> Result<Volume, Status> {
-        let req = UpdateVolumeRequest {
-            volume: Some(v),
-            dry_run,
-        };
-        self.update_volume(req)
-            .await
-            .map(tonic::Response::into_inner)
+        let volume = Some(v);
+        let r = self.update_volume(UpdateVolumeRequest { volume, dry_run });
+        Ok(r.await?.into_inner())
     }
     async fn apply_layout(
         &mut self,
