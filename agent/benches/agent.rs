@@ -153,7 +153,7 @@ fn attachment(name: &str, volume: &str, node: &str) -> Attachment {
 fn attach_cycles(n: usize) -> (Vec<Duration>, Vec<Duration>) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let ctl = Controller::start(tmp.path());
+    let ctl = start_controller(tmp.path());
     let (s1, ws1) = rt.block_on(async {
         let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
         let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
@@ -166,10 +166,8 @@ fn attach_cycles(n: usize) -> (Vec<Duration>, Vec<Duration>) {
     let (mut attach, mut detach) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
         let t0 = Instant::now();
-        rt.block_on(admin.create_attachment(CreateAttachmentRequest {
-            attachment: Some(attachment("bench-a", "bench", "ws1")),
-        }))
-        .expect("create attachment");
+        rt.block_on(admin.create(attachment("bench-a", "bench", "ws1")))
+            .expect("create attachment");
         spin_until("exposure", || exposed.exists());
         attach.push(t0.elapsed());
         if let Some(dir) = std::env::var_os("FERROFAB_BENCH_SLOW_LOGS") {
@@ -183,18 +181,13 @@ fn attach_cycles(n: usize) -> (Vec<Duration>, Vec<Duration>) {
         }
 
         let t1 = Instant::now();
-        rt.block_on(admin.delete_attachment(DeleteAttachmentRequest {
-            name: "bench-a".into(),
-            ..Default::default()
-        }))
-        .expect("delete attachment");
+        rt.block_on(admin.delete::<Attachment>("bench-a"))
+            .expect("delete attachment");
         spin_until("exposure gone", || !exposed.exists());
         spin_until("attachment removed", || {
             std::thread::sleep(Duration::from_millis(4));
-            rt.block_on(admin.get_attachment(GetAttachmentRequest {
-                name: "bench-a".into(),
-            }))
-            .is_err_and(|e| e.code() == tonic::Code::NotFound)
+            rt.block_on(admin.get::<Attachment>("bench-a"))
+                .is_err_and(|e| e.code() == tonic::Code::NotFound)
         });
         detach.push(t1.elapsed());
     }
@@ -211,7 +204,7 @@ fn exposed_count(dir: &Path) -> usize {
 fn real_layout(volumes: usize) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let ctl = Controller::start(tmp.path());
+    let ctl = start_controller(tmp.path());
     let ws_names: Vec<String> = (0..WORKSTATIONS).map(|i| format!("ws{i}")).collect();
     let (s1, wss) = rt.block_on(async {
         let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
@@ -222,12 +215,12 @@ fn real_layout(volumes: usize) {
         (s1, wss)
     });
     let refs: Vec<&str> = ws_names.iter().map(String::as_str).collect();
-    let mut p = pool("p1", "s1", &s1.pool_dir());
+    let mut p = pool_at("p1", "s1", &s1.pool_dir(), "10GiB", &[]);
     let spec = p.spec.as_mut().expect("spec");
     spec.capacity = "1TiB".into();
     spec.namespace_limit = 4096;
     let layout = Layout {
-        tenants: vec![tenant("lab", &refs)],
+        tenants: vec![tenant("lab", "", 0, &refs)],
         pools: vec![p],
         volumes: (0..volumes)
             .map(|i| volume(&format!("v{i}"), "lab", "16MiB", "p1"))

@@ -1,5 +1,6 @@
 //! `ferrofab-agent`: run the node agent, enroll the node, or talk to the
 //! running agent through its local API.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

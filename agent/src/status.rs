@@ -47,9 +47,10 @@ pub fn statvfs(path: &Path) -> Option<(u64, u64)> {
 
 fn statvfs_raw(path: &Path) -> Option<(u64, u64, u64)> {
     let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is a plain struct of integers: all zeroes is valid.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` is a plain
     // struct the kernel fills in.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
     if rc != 0 {
         return None;

@@ -7,33 +7,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use common::*;
 
 const CONVERGE: Duration = Duration::from_secs(60);
-
-/// Runs the `ferrofab` CLI as admin against `ctl`.
-fn ferrofab(ctl: &Controller, args: &[&str]) -> Output {
-    let cfg = ctl.dir.join("client.toml");
-    if !cfg.exists() {
-        let text = format!(
-            "endpoint = \"https://localhost:{}\"\n[tls]\nca = \"{p}/ca.crt\"\n\
-             cert = \"{p}/admin.crt\"\nkey = \"{p}/admin.key\"\n",
-            ctl.port,
-            p = ctl.dir.join("pki").display()
-        );
-        std::fs::write(&cfg, text).expect("client config");
-    }
-    Command::new(cli_bin())
-        .args(args)
-        .env("FERROFAB_CONFIG", &cfg)
-        .env_remove("FERROFAB_ENDPOINT")
-        .env("HOME", "/nonexistent")
-        .output()
-        .expect("run ferrofab")
-}
 
 fn text(o: &Output) -> String {
     format!(
@@ -78,23 +57,15 @@ fn exclusive_attachments_read_only_exposure_and_volume_move() {
     let rt = rt();
     // NotReady after 3 s without a report, so the "old node is down" step
     // does not wait the default 45 s.
-    let ctl = Controller::start_with_pki(
+    let ctl = start_controller_with_pki(
         tmp.path(),
         "[nodes]\nheartbeat_timeout_seconds = 3\ncheck_interval_seconds = 1\n",
     );
-    let (s1, ws1, mut ws2) = rt.block_on(async {
-        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
-        let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
-        let ws2 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws2", "workstation").await;
-        layout(
-            &ctl,
-            &s1,
-            &["ws1", "ws2"],
-            &[("scratch", "16MiB"), ("shared", "16MiB")],
-        )
-        .await;
-        (s1, ws1, ws2)
-    });
+    let (s1, [ws1, mut ws2]) = rt.block_on(s1_and_workstations(
+        &ctl,
+        ["ws1", "ws2"],
+        &[("scratch", "16MiB"), ("shared", "16MiB")],
+    ));
     wait_exports_ready(&s1, &["scratch", "shared"], CONVERGE);
 
     // Read-write on ws2; a second writer on ws1 is refused, naming it.

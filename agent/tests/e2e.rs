@@ -14,14 +14,12 @@ fn converge_attach_detach_reattach_and_grow() {
     require_tool("umount", "mount");
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let ctl = Controller::start(tmp.path());
-    let (s1, ws1, ws2) = rt.block_on(async {
-        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
-        let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
-        let ws2 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws2", "workstation").await;
-        layout(&ctl, &s1, &["ws1", "ws2"], &[("scratch", "64MiB")]).await;
-        (s1, ws1, ws2)
-    });
+    let ctl = start_controller(tmp.path());
+    let (s1, [ws1, ws2]) = rt.block_on(s1_and_workstations(
+        &ctl,
+        ["ws1", "ws2"],
+        &[("scratch", "64MiB")],
+    ));
 
     let path = attach(&ws1, "scratch");
     assert_eq!(path, ws1.expose_dir().join("scratch"));
@@ -78,19 +76,12 @@ fn controller_outage_resync_and_drift() {
     require_tool("umount", "mount");
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let mut ctl = Controller::start(tmp.path());
-    let (s1, ws1) = rt.block_on(async {
-        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
-        let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
-        layout(
-            &ctl,
-            &s1,
-            &["ws1"],
-            &[("data", "32MiB"), ("victim", "16MiB")],
-        )
-        .await;
-        (s1, ws1)
-    });
+    let mut ctl = start_controller(tmp.path());
+    let (s1, [ws1]) = rt.block_on(s1_and_workstations(
+        &ctl,
+        ["ws1"],
+        &[("data", "32MiB"), ("victim", "16MiB")],
+    ));
     let path = attach(&ws1, "data");
 
     ctl.kill9();
@@ -162,13 +153,8 @@ fn storage_agent_kill9_during_write_stream() {
     require_tool("umount", "mount");
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let ctl = Controller::start(tmp.path());
-    let (mut s1, ws1) = rt.block_on(async {
-        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
-        let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
-        layout(&ctl, &s1, &["ws1"], &[("stream", "32MiB")]).await;
-        (s1, ws1)
-    });
+    let ctl = start_controller(tmp.path());
+    let (mut s1, [ws1]) = rt.block_on(s1_and_workstations(&ctl, ["ws1"], &[("stream", "32MiB")]));
     let path = attach(&ws1, "stream");
     let mut stream = WriteStream::start(&path);
     stream.wait_acked(200);

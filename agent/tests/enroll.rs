@@ -15,29 +15,7 @@ use std::time::Duration;
 
 use common::*;
 use ferrofab_agent::{AgentConfig, Role};
-use ferrofab_proto::v1::{ConditionStatus, GetNodeRequest};
-
-/// Runs the `ferrofab` CLI as admin against `ctl`.
-fn ferrofab(ctl: &Controller, args: &[&str]) -> Output {
-    let cfg = ctl.dir.join("client.toml");
-    if !cfg.exists() {
-        let pki = ctl.dir.join("pki");
-        let text = format!(
-            "endpoint = \"https://localhost:{}\"\n[tls]\nca = \"{p}/ca.crt\"\n\
-             cert = \"{p}/admin.crt\"\nkey = \"{p}/admin.key\"\n",
-            ctl.port,
-            p = pki.display()
-        );
-        std::fs::write(&cfg, text).expect("client config");
-    }
-    Command::new(cli_bin())
-        .args(args)
-        .env("FERROFAB_CONFIG", &cfg)
-        .env_remove("FERROFAB_ENDPOINT")
-        .env("HOME", "/nonexistent")
-        .output()
-        .expect("run ferrofab")
-}
+use ferrofab_proto::v1::{ConditionStatus, Node};
 
 fn ok(what: &str, o: Output) -> String {
     assert!(
@@ -53,7 +31,7 @@ fn ok(what: &str, o: Output) -> String {
 /// flags that keep it inside `dir`.
 fn enroll(ctl: &Controller, dir: &Path, token: &str) -> Output {
     Command::new(agent_bin())
-        .args(["enroll", "--token", token, "--controller", &ctl.addr()])
+        .args(["enroll", "--token", token, "--controller", &ctl.addr])
         .arg("--config")
         .arg(dir.join("etc/agent.toml"))
         .arg("--state-dir")
@@ -72,7 +50,7 @@ fn mint(ctl: &Controller, node: &str) -> String {
 #[test]
 fn token_and_address_are_enough_and_a_wrong_pin_writes_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let ctl = Controller::start(tmp.path());
+    let ctl = start_controller(tmp.path());
     let data_port = free_port();
     ok(
         "node create",
@@ -147,16 +125,8 @@ fn token_and_address_are_enough_and_a_wrong_pin_writes_nothing() {
     let rt = rt();
     wait_for("stor-9 Ready", Duration::from_secs(30), || {
         let node = rt
-            .block_on(async {
-                ctl.admin()
-                    .await
-                    .get_node(GetNodeRequest {
-                        name: "stor-9".into(),
-                    })
-                    .await
-            })
-            .ok()?
-            .into_inner();
+            .block_on(async { ctl.admin().await.get::<Node>("stor-9").await })
+            .ok()?;
         let spec = node.spec.as_ref()?;
         assert_eq!(spec.data_addresses.len(), 1, "declared address kept");
         node.status

@@ -225,13 +225,9 @@ fn workstation_data_path_survives_agent_restarts() {
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let ctl = Controller::start(tmp.path());
-    let (mut s1, mut ws) = rt.block_on(async {
-        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
-        let ws = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
-        layout(&ctl, &s1, &["ws1"], &[("scratch", "64MiB")]).await;
-        (s1, ws)
-    });
+    let ctl = start_controller(tmp.path());
+    let (mut s1, [mut ws]) =
+        rt.block_on(s1_and_workstations(&ctl, ["ws1"], &[("scratch", "64MiB")]));
     let file = attach(&ws, "scratch");
     let holder = holder_pid(&ws);
     let dev = sh("losetup", &["-f", "--show", file.to_str().expect("utf-8")]);

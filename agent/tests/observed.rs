@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -15,27 +14,6 @@ use ferrofab_proto::v1::*;
 /// How long a `wait` after a change may take: the data path converges
 /// within a second, so this is generous and still "a few seconds".
 const WAIT: &str = "10s";
-
-/// Runs the `ferrofab` CLI as admin against `ctl`.
-fn ferrofab(ctl: &Controller, args: &[&str]) -> Output {
-    let cfg = ctl.dir.join("client.toml");
-    if !cfg.exists() {
-        let text = format!(
-            "endpoint = \"https://localhost:{}\"\n[tls]\nca = \"{p}/ca.crt\"\n\
-             cert = \"{p}/admin.crt\"\nkey = \"{p}/admin.key\"\n",
-            ctl.port,
-            p = ctl.dir.join("pki").display()
-        );
-        std::fs::write(&cfg, text).expect("client config");
-    }
-    Command::new(cli_bin())
-        .args(args)
-        .env("FERROFAB_CONFIG", &cfg)
-        .env_remove("FERROFAB_ENDPOINT")
-        .env("HOME", "/nonexistent")
-        .output()
-        .expect("run ferrofab")
-}
 
 fn ok(ctl: &Controller, args: &[&str]) {
     let o = ferrofab(ctl, args);
@@ -64,23 +42,15 @@ fn wait_volume(ctl: &Controller, name: &str, after: &str) {
 async fn get_volume(ctl: &Controller, name: &str) -> Volume {
     ctl.admin()
         .await
-        .get_volume(GetVolumeRequest { name: name.into() })
+        .get::<Volume>(name)
         .await
         .expect("get volume")
-        .into_inner()
 }
 
 async fn update_volume(ctl: &Controller, f: impl FnOnce(&mut Volume)) {
     let mut v = get_volume(ctl, "scratch").await;
     f(&mut v);
-    ctl.admin()
-        .await
-        .update_volume(UpdateVolumeRequest {
-            volume: Some(v),
-            ..Default::default()
-        })
-        .await
-        .expect("update volume");
+    ctl.admin().await.update(v).await.expect("update volume");
 }
 
 fn exported_message(v: &Volume) -> String {
@@ -103,14 +73,13 @@ fn every_spec_change_is_observed_and_wait_returns() {
     require_tool("umount", "mount");
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let ctl = Controller::start(tmp.path());
-    let (s1, ws1, ws2) = rt.block_on(async {
-        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
-        let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
-        let ws2 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws2", "workstation").await;
-        layout(&ctl, &s1, &["ws1"], &[("scratch", "64MiB")]).await;
-        (s1, ws1, ws2)
-    });
+    let ctl = start_controller(tmp.path());
+    let (s1, [ws1, ws2]) = rt.block_on(s1_and_workstations_allowing(
+        &ctl,
+        ["ws1", "ws2"],
+        &["ws1"],
+        &[("scratch", "64MiB")],
+    ));
     let path = attach(&ws1, "scratch");
     wait_volume(&ctl, "scratch", "creation");
 
@@ -189,13 +158,8 @@ fn workstation_shows_warns_and_exports_the_expiry() {
     require_tool("umount", "mount");
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let ctl = Controller::start(tmp.path());
-    let (s1, ws1) = rt.block_on(async {
-        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
-        let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
-        layout(&ctl, &s1, &["ws1"], &[("scratch", "64MiB")]).await;
-        (s1, ws1)
-    });
+    let ctl = start_controller(tmp.path());
+    let (s1, [ws1]) = rt.block_on(s1_and_workstations(&ctl, ["ws1"], &[("scratch", "64MiB")]));
     let path = attach(&ws1, "scratch");
     // Expires in 3 h: inside the default 24 h window.
     ok(&ctl, &["volume", "update", "scratch", "--expires-in", "3h"]);

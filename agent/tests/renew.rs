@@ -13,7 +13,7 @@ async fn agent_renews_its_certificate_before_expiry() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // One-minute node certificates: issued backdated by five minutes for
     // clock skew, so they are in their last third at once.
-    let ctl = Controller::start_with_pki(tmp.path(), "node_cert_validity = \"1m\"\n");
+    let ctl = start_controller_with_pki(tmp.path(), "node_cert_validity = \"1m\"\n");
     let mut ws = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws-renew", "workstation").await;
     let etc = tmp.path().join("ws-renew/etc");
     let cert = etc.join("node.crt");

@@ -48,7 +48,7 @@ fn two_storage_three_workstations() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = tmp.path();
     let rt = rt();
-    let mut ctl = Controller::start(base);
+    let mut ctl = start_controller(base);
     let (mut s1, mut s2, ws1, ws2, ws3) = rt.block_on(async {
         let s1 = AgentProc::enroll_and_start(&ctl, base, "s1", "storage").await;
         let s2 = AgentProc::enroll_and_start(&ctl, base, "s2", "storage").await;

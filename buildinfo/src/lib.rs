@@ -1,6 +1,7 @@
 //! Build information every ferrofab binary prints with `--version` and
 //! exports as `ferrofab_build_info`: the workspace version, the git commit
 //! the binary was built from and the build date (see `build.rs`).
+#![forbid(unsafe_code)]
 
 /// The workspace version, e.g. `0.1.0`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -11,10 +11,13 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use ferrofab_testkit::data::pattern;
+use ferrofab_testkit::process::require_tool;
+use ferrofab_testkit::MIB;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ferrofab");
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
-const MIB: usize = 1 << 20;
 
 fn require_environment() {
     // SAFETY: geteuid has no preconditions.
@@ -24,12 +27,8 @@ fn require_environment() {
         Path::new("/dev/fuse").exists(),
         "this test needs /dev/fuse (FUSE)"
     );
-    for (tool, package) in [("dd", "coreutils"), ("umount", "mount")] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-            .unwrap_or(false);
-        assert!(found, "this test needs `{tool}` (Debian package {package})");
-    }
+    require_tool("dd", "coreutils");
+    require_tool("umount", "mount");
 }
 
 /// A running `ferrofab dev --dir DIR`.
@@ -156,19 +155,6 @@ fn dd(args: &[String]) {
     );
 }
 
-/// Deterministic, incompressible-looking bytes.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Volume names and sizes from `ferrofab --config DIR/client.toml volume list -o json`.
 fn volume_list(dir: &Path) -> Vec<(String, String)> {
     let out = Command::new(BIN)
@@ -228,14 +214,8 @@ fn dev_runs_stops_and_resumes() {
         "count=4".into(),
         "conv=fsync".into(),
     ]);
-    dd(&[
-        format!("if={}", exposed.display()),
-        format!("of={}", back.display()),
-        "bs=1M".into(),
-        "count=4".into(),
-    ]);
     assert!(
-        std::fs::read(&back).expect("read output") == data,
+        read_back(&exposed, &back) == data,
         "data read back through the exposure differs"
     );
 
@@ -245,13 +225,7 @@ fn dev_runs_stops_and_resumes() {
     ];
     assert_eq!(volume_list(&dir), want);
 
-    let st = dev.interrupt();
-    assert!(
-        st.success(),
-        "exit status {st:?}; stderr:\n{}",
-        dev.stderr()
-    );
-    assert!(!is_mounted(&dir.join("volumes")), "FUSE mount left behind");
+    stop_cleanly(&mut dev, &dir);
     assert!(!exposed.exists(), "exposed file visible after stop");
     drop(dev);
 
@@ -259,16 +233,26 @@ fn dev_runs_stops_and_resumes() {
     dev.wait_ready();
     assert_eq!(volume_list(&dir), want);
     let again = tmp.path().join("again.bin");
+    assert!(
+        read_back(&exposed, &again) == data,
+        "data written before the restart is gone"
+    );
+    stop_cleanly(&mut dev, &dir);
+}
+
+/// The first 4 MiB of `exposed`, copied to `out` with dd.
+fn read_back(exposed: &Path, out: &Path) -> Vec<u8> {
     dd(&[
         format!("if={}", exposed.display()),
-        format!("of={}", again.display()),
+        format!("of={}", out.display()),
         "bs=1M".into(),
         "count=4".into(),
     ]);
-    assert!(
-        std::fs::read(&again).expect("read output") == data,
-        "data written before the restart is gone"
-    );
+    std::fs::read(out).expect("read output")
+}
+
+/// SIGINT: `ferrofab dev` exits 0 and leaves no FUSE mount behind.
+fn stop_cleanly(dev: &mut Dev, dir: &Path) {
     let st = dev.interrupt();
     assert!(
         st.success(),

@@ -4,151 +4,27 @@
 //! The controller binary is `$FERROFAB_CONTROLLER_BIN` when set; otherwise
 //! this test builds it with `cargo build -p ferrofab-controller` (a no-op
 //! when `cargo test --workspace` already built it, and never stale when only
-//! this package's tests run) and takes the path cargo reports. If that
+//! this package's tests run; see `ferrofab_testkit::controller`). If that
 //! fails, the test fails and says why: a test that cannot run its tool
 //! must never pass silently.
 
 #[allow(dead_code)]
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
 use common::{fails, fails_with, ferrofab, ok};
+use ferrofab_testkit::client::write_client_toml;
+use ferrofab_testkit::controller::{Controller, Options};
 
-struct Controller {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The controller binary to test against; panics with the reason when it
-/// cannot be had.
-fn controller_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERROFAB_CONTROLLER_BIN") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "FERROFAB_CONTROLLER_BIN={} is not a file",
-            p.display()
-        );
-        return p;
-    }
-    build_controller()
-}
-
-/// Prefixes of the variables cargo sets for a test run of this package.
-const INHERITED_FROM_CARGO: &[&str] = &[
-    "CARGO_MANIFEST_",
-    "CARGO_PKG_",
-    "CARGO_CRATE_NAME",
-    "CARGO_BIN_",
-    "CARGO_PRIMARY_PACKAGE",
-    "CARGO_TARGET_TMPDIR",
-    "CARGO_RUSTC_CURRENT_DIR",
-];
-
-/// `cargo build -p ferrofab-controller` in this workspace, with the same
-/// profile as the `ferrofab` binary under test; returns the executable
-/// path from cargo's JSON messages (so a custom target dir or target
-/// triple needs no guessing).
-fn build_controller() -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli/ has a parent");
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(workspace).args([
-        "build",
-        "-p",
-        "ferrofab-controller",
-        "--bin",
-        "ferrofab-controller",
-        "--message-format=json-render-diagnostics",
-    ]);
-    if env!("CARGO_BIN_EXE_ferrofab").contains("/release/") {
-        cmd.arg("--release");
-    }
-    // Variables cargo set for this test process describe the cli package;
-    // passed on, they would make build scripts that track them (ring's
-    // CARGO_MANIFEST_DIR) rebuild, and the nested build differ from a
-    // plain `cargo build`.
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if INHERITED_FROM_CARGO.iter().any(|p| k.starts_with(p)) {
-            cmd.env_remove(k.as_ref());
-        }
-    }
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build ferrofab-controller: {e}"));
-    assert!(
-        out.status.success(),
-        "`cargo build -p ferrofab-controller` failed ({}); this test needs the real controller",
-        out.status
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find_map(|m| {
-            let is_bin = m["target"]["name"] == "ferrofab-controller";
-            m["executable"]
-                .as_str()
-                .filter(|_| is_bin)
-                .map(PathBuf::from)
-        })
-        .expect("cargo reported no ferrofab-controller executable")
-}
-
-/// Starts the controller with `dir/pki` and waits for its ready line.
-/// Panics with the controller's stderr when it does not come up.
-fn start(bin: &Path, dir: &Path) -> Controller {
-    let pki = dir.join("pki");
-    let config = dir.join("controller.toml");
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\nstore_path = \"{store}\"\n\
-         [pki]\ndir = \"{p}\"\n",
-        store = dir.join("store.redb").display(),
-        p = pki.display()
-    );
-    std::fs::write(&config, text).unwrap();
-    // Logs go to a file, not a pipe nobody drains (a full pipe would
-    // block the controller mid-test).
-    let log_path = dir.join("controller.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let stdout = child.stdout.take().unwrap();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    if !line.contains("ready") {
-        let _ = child.wait();
-        let err = std::fs::read_to_string(&log_path).unwrap_or_default();
-        panic!("controller did not start: {line:?} {err}");
-    }
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("grpc="))
-        .unwrap()
-        .to_owned();
-    Controller { child, addr }
+/// The controller on `dir/pki` (made beforehand with `ferrofab pki`).
+fn start(dir: &Path) -> Controller {
+    Controller::start_in(dir, Options::plain(0))
 }
 
 #[test]
 fn cli_against_real_controller() {
-    let bin = controller_bin();
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     let p = pki.to_str().unwrap();
@@ -158,45 +34,12 @@ fn cli_against_real_controller() {
         None,
         None,
     ));
-    let ctl = start(&bin, dir.path());
-    let port = ctl.addr.rsplit(':').next().unwrap();
-    let cfg = dir.path().join("client.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "endpoint = \"https://localhost:{port}\"\n[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/admin.crt\"\nkey = \"pki/admin.key\"\n"
-        ),
-    )
-    .unwrap();
+    let ctl = start(dir.path());
+    let cfg = client_config(dir.path(), &ctl, "client", "admin");
     let run = |args: &[&str]| ferrofab(args, Some(&cfg), None);
 
     let layout = dir.path().join("layout.toml");
-    std::fs::write(
-        &layout,
-        r#"
-[[tenant]]
-name = "neuro"
-capacity_quota = "10GiB"
-allowed_nodes = ["ws-1"]
-
-[[node]]
-name = "stor-1"
-roles = ["storage"]
-addresses = ["127.0.0.1:4420"]
-
-[[node]]
-name = "ws-1"
-roles = ["workstation"]
-
-[[pool]]
-name = "fast"
-node = "stor-1"
-backing = "directory"
-path = "/srv/ferrofab/fast"
-capacity = "100GiB"
-"#,
-    )
-    .unwrap();
+    std::fs::write(&layout, layout_toml("10GiB", &["ws-1"], "100GiB")).unwrap();
     let l = layout.to_str().unwrap();
     let plan = ok(&run(&["apply", "-f", l, "--dry-run"]));
     assert!(plan.contains("+ tenant/neuro"), "{plan}");
@@ -308,18 +151,31 @@ capacity = "100GiB"
     drop(ctl);
 }
 
-/// Writes a client config for `stem` (admin, tenant-neuro) next to `dir/pki`.
-fn client_config(dir: &Path, ctl: &Controller, stem: &str) -> PathBuf {
-    let port = ctl.addr.rsplit(':').next().unwrap();
-    let cfg = dir.join(format!("{stem}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            "endpoint = \"https://localhost:{port}\"\n[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/{stem}.crt\"\nkey = \"pki/{stem}.key\"\n"
-        ),
-    )
-    .unwrap();
-    cfg
+/// The layout both tests apply: tenant neuro with `quota`, allowed on
+/// ws-1; storage node stor-1; `workstations`; pool fast of `capacity` on
+/// stor-1.
+fn layout_toml(quota: &str, workstations: &[&str], capacity: &str) -> String {
+    let mut t = format!(
+        "[[tenant]]\nname = \"neuro\"\ncapacity_quota = \"{quota}\"\nallowed_nodes = [\"ws-1\"]\n\n\
+         [[node]]\nname = \"stor-1\"\nroles = [\"storage\"]\naddresses = [\"127.0.0.1:4420\"]\n\n"
+    );
+    for ws in workstations {
+        t.push_str(&format!(
+            "[[node]]\nname = \"{ws}\"\nroles = [\"workstation\"]\n\n"
+        ));
+    }
+    t.push_str(&format!(
+        "[[pool]]\nname = \"fast\"\nnode = \"stor-1\"\nbacking = \"directory\"\n\
+         path = \"/srv/ferrofab/fast\"\ncapacity = \"{capacity}\"\n"
+    ));
+    t
+}
+
+/// Writes `dir/<file>.toml`, a client config for `stem` (admin,
+/// tenant-neuro) with the certificates in `pki/` beside it.
+fn client_config(dir: &Path, ctl: &Controller, file: &str, stem: &str) -> PathBuf {
+    let cfg = dir.join(format!("{file}.toml"));
+    write_client_toml(&cfg, ctl.port(), Path::new("pki"), stem)
 }
 
 /// Prints what a person would see, for the issue's transcript.
@@ -333,7 +189,6 @@ fn shown(cmd: &[&str], out: &str) -> String {
 /// extended by an admin (a tenant may not).
 #[test]
 fn tenant_nodes_and_burst_expiry() {
-    let bin = controller_bin();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("pki");
     let p = p.to_str().unwrap();
@@ -345,42 +200,13 @@ fn tenant_nodes_and_burst_expiry() {
             None,
         ));
     }
-    let ctl = start(&bin, dir.path());
-    let admin = client_config(dir.path(), &ctl, "admin");
-    let tenant = client_config(dir.path(), &ctl, "tenant-neuro");
+    let ctl = start(dir.path());
+    let admin = client_config(dir.path(), &ctl, "admin", "admin");
+    let tenant = client_config(dir.path(), &ctl, "tenant-neuro", "tenant-neuro");
     let run = |args: &[&str]| shown(args, &ok(&ferrofab(args, Some(&admin), None)));
 
     let layout = dir.path().join("layout.toml");
-    std::fs::write(
-        &layout,
-        r#"
-[[tenant]]
-name = "neuro"
-capacity_quota = "4TiB"
-allowed_nodes = ["ws-1"]
-
-[[node]]
-name = "stor-1"
-roles = ["storage"]
-addresses = ["127.0.0.1:4420"]
-
-[[node]]
-name = "ws-1"
-roles = ["workstation"]
-
-[[node]]
-name = "ws-2"
-roles = ["workstation"]
-
-[[pool]]
-name = "fast"
-node = "stor-1"
-backing = "directory"
-path = "/srv/ferrofab/fast"
-capacity = "8TiB"
-"#,
-    )
-    .unwrap();
+    std::fs::write(&layout, layout_toml("4TiB", &["ws-1", "ws-2"], "8TiB")).unwrap();
     run(&["apply", "-f", layout.to_str().unwrap(), "--yes"]);
 
     let allowed = |_: &dyn Fn(&[&str]) -> String| {

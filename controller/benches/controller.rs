@@ -18,16 +18,14 @@
 //! FERROFAB_BENCH_PHASES (comma list of baselines, single, multi, agents;
 //! default all) runs a subset, e.g. under a profiler.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
 mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use ferrofab_controller::store::{redb::RedbStore, Store, Txn};
 use ferrofab_proto::v1::*;
+use ferrofab_testkit::prelude::*;
 use hdrhistogram::Histogram;
 use support::{env_count, measuring, report, rss_mb};
 use tokio_stream::StreamExt;
@@ -106,32 +104,22 @@ async fn setup(ctl: &Controller) {
     let mut c = ctl.admin().await;
     let ws: Vec<String> = (0..WORKSTATIONS).map(|i| format!("ws{i}")).collect();
     let ws_refs: Vec<&str> = ws.iter().map(String::as_str).collect();
-    c.create_tenant(CreateTenantRequest {
-        tenant: Some(tenant("lab", "", 0, &ws_refs)),
-    })
-    .await
-    .expect("tenant");
-    for i in 0..STORAGE_NODES {
-        c.create_node(CreateNodeRequest {
-            node: Some(storage_node(&format!("s{i}"), 4420)),
-        })
+    c.create(tenant("lab", "", 0, &ws_refs))
         .await
-        .expect("node");
+        .expect("tenant");
+    for i in 0..STORAGE_NODES {
+        c.create(storage_node(&format!("s{i}"), 4420))
+            .await
+            .expect("node");
     }
     for w in &ws {
-        c.create_node(CreateNodeRequest {
-            node: Some(workstation(w)),
-        })
-        .await
-        .expect("workstation");
+        c.create(workstation(w)).await.expect("workstation");
     }
     for p in 0..POOLS {
         let node = format!("s{}", p % STORAGE_NODES);
         let mut pl = pool(&format!("p{p}"), &node, "1PiB", &[("tier", "fast")]);
         pl.spec.as_mut().expect("s").namespace_limit = 100_000;
-        c.create_pool(CreatePoolRequest { pool: Some(pl) })
-            .await
-            .expect("pool");
+        c.create(pl).await.expect("pool");
     }
 }
 
@@ -156,12 +144,7 @@ async fn create_run(ctl: &Controller, clients: usize, total: usize) -> Run {
             for i in 0..per {
                 let v = volume_sel(&format!("v-{w}-{i}"), "lab", "1GiB", &[("tier", "fast")]);
                 let t0 = Instant::now();
-                c.create_volume(CreateVolumeRequest {
-                    volume: Some(v),
-                    ..Default::default()
-                })
-                .await
-                .expect("create");
+                c.create(v).await.expect("create");
                 lat.push(t0.elapsed());
                 done.push(start.elapsed());
             }
@@ -247,11 +230,9 @@ async fn watch_latency(ctl: &Controller, n: usize) -> (f64, f64) {
     let mut h = Histogram::<u64>::new(3).expect("hist");
     for i in 0..n {
         let t0 = Instant::now();
-        c.create_tenant(CreateTenantRequest {
-            tenant: Some(tenant(&format!("w{i}"), "", 0, &[])),
-        })
-        .await
-        .expect("create");
+        c.create(tenant(&format!("w{i}"), "", 0, &[]))
+            .await
+            .expect("create");
         w.next().await.expect("open").expect("ev");
         h.record(t0.elapsed().as_micros() as u64).expect("record");
     }

@@ -19,16 +19,14 @@
 //! FERROFAB_BENCH_SCALE_VOLUMES overrides the 1,000 volumes (quick runs),
 //! FERROFAB_BENCH_SCALE_ROUNDS the 3 rounds (medians are reported).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
 mod support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::*;
 use ferrofab_proto::v1::agent_service_client::AgentServiceClient;
 use ferrofab_proto::v1::*;
+use ferrofab_testkit::prelude::*;
 use futures::FutureExt;
 use support::{env_count, measuring, report, rss_mb};
 use tokio_stream::StreamExt;
@@ -51,30 +49,20 @@ async fn setup(ctl: &Controller) {
     let mut c = ctl.admin().await;
     let ws: Vec<String> = (0..WORKSTATIONS).map(ws_name).collect();
     let ws_refs: Vec<&str> = ws.iter().map(String::as_str).collect();
-    c.create_tenant(CreateTenantRequest {
-        tenant: Some(tenant("lab", "", 0, &ws_refs)),
-    })
-    .await
-    .expect("tenant");
+    c.create(tenant("lab", "", 0, &ws_refs))
+        .await
+        .expect("tenant");
     for i in 0..STORAGE_NODES {
         let s = storage_name(i);
-        c.create_node(CreateNodeRequest {
-            node: Some(storage_node(&s, 4420)),
-        })
-        .await
-        .expect("storage node");
+        c.create(storage_node(&s, 4420))
+            .await
+            .expect("storage node");
         let mut p = pool(&format!("p{i}"), &s, "1PiB", &[]);
         p.spec.as_mut().expect("spec").namespace_limit = 100_000;
-        c.create_pool(CreatePoolRequest { pool: Some(p) })
-            .await
-            .expect("pool");
+        c.create(p).await.expect("pool");
     }
     for w in &ws {
-        c.create_node(CreateNodeRequest {
-            node: Some(workstation(w)),
-        })
-        .await
-        .expect("workstation");
+        c.create(workstation(w)).await.expect("workstation");
     }
 }
 

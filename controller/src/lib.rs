@@ -40,6 +40,7 @@
 //! A `CreateVolume` thus goes `api::admin` → `ops::volume::create` (authz,
 //! placement) → `ops::Shared::put` (admission, CAS) → store → watch hub →
 //! cache → `planner::desired_state` for the storage node's agent stream.
+#![forbid(unsafe_code)]
 
 pub mod access;
 pub mod action;

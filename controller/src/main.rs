@@ -1,4 +1,5 @@
 //! `ferrofab-controller --config controller.toml`
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -3,18 +3,9 @@
 //! holder named, and a moved read-write attachment reaches its new node
 //! only once the storage node proved the old host revoked and gone.
 
-mod common;
-
-use std::time::Duration;
-
-use common::*;
-use ferrofab_proto::v1::admin_service_client::AdminServiceClient;
 use ferrofab_proto::v1::*;
-use tokio_stream::StreamExt;
-use tonic::transport::Channel;
+use ferrofab_testkit::prelude::*;
 use tonic::Code;
-
-type Admin = AdminServiceClient<Channel>;
 
 const WS1: &str = "nqn.2014-08.org.nvmexpress:uuid:ws1";
 const WS2: &str = "nqn.2014-08.org.nvmexpress:uuid:ws2";
@@ -24,30 +15,36 @@ const WS2: &str = "nqn.2014-08.org.nvmexpress:uuid:ws2";
 async fn layout(c: &mut Admin) -> String {
     basic_layout(c).await;
     for ws in ["ws2", "ws3"] {
-        c.create_node(CreateNodeRequest {
-            node: Some(workstation(ws)),
-        })
-        .await
-        .expect("workstation");
+        c.create(workstation(ws)).await.expect("workstation");
     }
-    let mut t = c
-        .get_tenant(GetTenantRequest { name: "lab".into() })
-        .await
-        .expect("lab")
-        .into_inner();
+    let mut t = c.get::<Tenant>("lab").await.expect("lab");
     t.spec.as_mut().expect("spec").allowed_nodes = vec!["ws1".into(), "ws2".into(), "ws3".into()];
-    c.update_tenant(UpdateTenantRequest { tenant: Some(t) })
-        .await
-        .expect("tenant update");
+    c.update(t).await.expect("tenant update");
     let v = c
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("v", "lab", "1GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("v", "lab", "1GiB", "p1"))
         .await
-        .expect("volume")
-        .into_inner();
+        .expect("volume");
     v.status.expect("status").subsystem_nqn
+}
+
+/// A controller with [`layout`]: its admin client and volume v's NQN.
+async fn start() -> (Controller, Admin, String) {
+    let ctl = Controller::start();
+    let mut c = ctl.admin().await;
+    let nqn = layout(&mut c).await;
+    (ctl, c, nqn)
+}
+
+/// Creates attachment "a" of volume "v" on `node` through `c`.
+async fn attach_a(c: &mut Admin, node: &str, mode: AccessMode) {
+    c.create(att("a", node, mode)).await.expect("attach");
+}
+
+/// The storage node's report ([`s1_report`]) sent by s1.
+async fn s1_says(s1: &mut Agent, nqn: &str, rev: u64, allowed: &[&str], connected: &[&str]) {
+    s1.report_status(s1_report(nqn, rev, allowed, connected))
+        .await
+        .expect("s1 report");
 }
 
 fn att(name: &str, node: &str, mode: AccessMode) -> Attachment {
@@ -57,41 +54,28 @@ fn att(name: &str, node: &str, mode: AccessMode) -> Attachment {
 }
 
 async fn create(c: &mut Admin, a: Attachment) -> Result<Attachment, tonic::Status> {
-    c.create_attachment(CreateAttachmentRequest {
-        attachment: Some(a),
-    })
-    .await
-    .map(|r| r.into_inner())
+    c.create(a).await
 }
 
 async fn get_att(c: &mut Admin, name: &str) -> Attachment {
-    c.get_attachment(GetAttachmentRequest { name: name.into() })
-        .await
-        .expect("get attachment")
-        .into_inner()
+    c.get::<Attachment>(name).await.expect("get attachment")
 }
 
 async fn delete(c: &mut Admin, name: &str) {
-    c.delete_attachment(DeleteAttachmentRequest {
-        name: name.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("delete");
+    c.delete::<Attachment>(name).await.expect("delete");
 }
 
 /// Apply of one attachment, dry and real, refuses with the typed message.
 async fn apply_refuses(c: &mut Admin, a: Attachment, typed: &tonic::Status) {
     for dry_run in [true, false] {
         let e = c
-            .apply(ApplyRequest {
-                layout: Some(Layout {
+            .apply_layout(
+                Layout {
                     attachments: vec![a.clone()],
                     ..Default::default()
-                }),
+                },
                 dry_run,
-                ..Default::default()
-            })
+            )
             .await
             .expect_err("apply must refuse the conflict");
         assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
@@ -106,9 +90,7 @@ async fn apply_refuses(c: &mut Admin, a: Attachment, typed: &tonic::Status) {
 
 #[tokio::test]
 async fn conflicting_attachments_are_refused_naming_the_holder() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    layout(&mut c).await;
+    let (ctl, mut c, _) = start().await;
     create(&mut c, att("v-ws1", "ws1", AccessMode::Unspecified))
         .await
         .expect("first read-write attachment");
@@ -162,11 +144,7 @@ async fn conflicting_attachments_are_refused_naming_the_holder() {
     assert!(e.message().contains("read-only"), "{}", e.message());
 
     // Readers and clustered writers are served accordingly.
-    let ds = c
-        .get_desired_state(GetDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("ds")
-        .into_inner();
+    let ds = c.desired_state("s1").await.expect("ds");
     let ex = &ds.exports[0];
     assert_eq!(ex.allowed_hosts.len(), 3);
     assert_eq!(ex.read_only_hosts, vec![WS1.to_string(), WS2.to_string()]);
@@ -174,9 +152,7 @@ async fn conflicting_attachments_are_refused_naming_the_holder() {
 
 #[tokio::test]
 async fn many_writers_only_by_opt_in() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    layout(&mut c).await;
+    let (_ctl, mut c, _) = start().await;
     for (name, ws) in [("m1", "ws1"), ("m2", "ws2")] {
         create(&mut c, att(name, ws, AccessMode::ReadWriteMany))
             .await
@@ -186,14 +162,6 @@ async fn many_writers_only_by_opt_in() {
         .await
         .expect_err("RW beside RWX");
     assert!(e.message().contains("read-write-many"), "{}", e.message());
-}
-
-async fn next(s: &mut tonic::Streaming<DesiredState>) -> DesiredState {
-    tokio::time::timeout(Duration::from_secs(10), s.next())
-        .await
-        .expect("state in time")
-        .expect("stream open")
-        .expect("state")
 }
 
 /// The storage node's report: ready, with what the target allows and has
@@ -234,11 +202,14 @@ fn ws_report(node: &str, connected: bool) -> ReportStatusRequest {
     }
 }
 
+/// Whether the move of attachment "a" has released its old node.
+async fn released(c: &mut Admin) -> bool {
+    let a = get_att(c, "a").await;
+    a.status.expect("st").moved_from_released
+}
+
 async fn desired(c: &mut Admin, node: &str) -> DesiredState {
-    c.get_desired_state(GetDesiredStateRequest { node: node.into() })
-        .await
-        .expect("ds")
-        .into_inner()
+    c.desired_state(node).await.expect("ds")
 }
 
 async fn move_to(c: &mut Admin, to: &str, force: bool) -> Attachment {
@@ -258,19 +229,13 @@ async fn move_to(c: &mut Admin, to: &str, force: bool) -> Attachment {
 /// old host, shows that host neither allowed nor connected.
 #[tokio::test]
 async fn a_move_connects_the_new_node_only_after_the_old_host_is_fenced() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    let nqn = layout(&mut c).await;
+    let (ctl, mut c, nqn) = start().await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let mut ws1 = ctl.agent_as("node:ws1").await;
     let mut ws2 = ctl.agent_as("node:ws2").await;
-    create(&mut c, att("a", "ws1", AccessMode::ReadWrite))
-        .await
-        .expect("attach");
+    attach_a(&mut c, "ws1", AccessMode::ReadWrite).await;
     let rev = desired(&mut c, "s1").await.revision;
-    s1.report_status(s1_report(&nqn, rev, &[WS1], &[]))
-        .await
-        .expect("ready");
+    s1_says(&mut s1, &nqn, rev, &[WS1], &[]).await;
     ws1.report_status(ws_report("ws1", true))
         .await
         .expect("ws1 connected");
@@ -311,23 +276,17 @@ async fn a_move_connects_the_new_node_only_after_the_old_host_is_fenced() {
 
     // A report against an older desired state proves nothing, nor one
     // where the old host is still connected (or still allowed).
-    s1.report_status(s1_report(&nqn, a.fence_revision - 1, &[WS2], &[]))
-        .await
-        .expect("r");
+    s1_says(&mut s1, &nqn, a.fence_revision - 1, &[WS2], &[]).await;
     assert!(
         desired(&mut c, "ws2").await.connections.is_empty(),
         "stale report"
     );
-    s1.report_status(s1_report(&nqn, ds.revision, &[WS2], &[WS1]))
-        .await
-        .expect("r");
+    s1_says(&mut s1, &nqn, ds.revision, &[WS2], &[WS1]).await;
     assert!(
         desired(&mut c, "ws2").await.connections.is_empty(),
         "still connected"
     );
-    s1.report_status(s1_report(&nqn, ds.revision, &[WS1, WS2], &[]))
-        .await
-        .expect("r");
+    s1_says(&mut s1, &nqn, ds.revision, &[WS1, WS2], &[]).await;
     assert!(
         desired(&mut c, "ws2").await.connections.is_empty(),
         "still allowed"
@@ -341,9 +300,7 @@ async fn a_move_connects_the_new_node_only_after_the_old_host_is_fenced() {
         "not the storage node"
     );
 
-    s1.report_status(s1_report(&nqn, ds.revision, &[WS2], &[]))
-        .await
-        .expect("r");
+    s1_says(&mut s1, &nqn, ds.revision, &[WS2], &[]).await;
     let conns = desired(&mut c, "ws2").await.connections;
     assert_eq!(conns.len(), 1, "fenced: the new node connects");
     assert!(!conns[0].read_only);
@@ -356,18 +313,12 @@ async fn a_move_connects_the_new_node_only_after_the_old_host_is_fenced() {
 /// connected" (reconnecting) or a stale report keeps the host allowed.
 #[tokio::test]
 async fn a_move_is_released_only_by_a_current_report_without_the_attachment() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    let nqn = layout(&mut c).await;
+    let (ctl, mut c, nqn) = start().await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let mut ws1 = ctl.agent_as("node:ws1").await;
-    create(&mut c, att("a", "ws1", AccessMode::ReadWrite))
-        .await
-        .expect("attach");
+    attach_a(&mut c, "ws1", AccessMode::ReadWrite).await;
     let rev = desired(&mut c, "s1").await.revision;
-    s1.report_status(s1_report(&nqn, rev, &[WS1], &[]))
-        .await
-        .expect("ready");
+    s1_says(&mut s1, &nqn, rev, &[WS1], &[]).await;
     ws1.report_status(ws_report("ws1", true)).await.expect("r");
     move_to(&mut c, "ws2", false).await;
     let rev = desired(&mut c, "ws1").await.revision;
@@ -382,13 +333,7 @@ async fn a_move_is_released_only_by_a_current_report_without_the_attachment() {
         still_allowed(desired(&mut c, "s1").await),
         "listed, reconnecting"
     );
-    assert!(
-        !get_att(&mut c, "a")
-            .await
-            .status
-            .expect("st")
-            .moved_from_released
-    );
+    assert!(!released(&mut c).await);
 
     // Absent, but made before ws1 saw the move: not released.
     let mut stale = ws_report("ws1", false);
@@ -397,47 +342,25 @@ async fn a_move_is_released_only_by_a_current_report_without_the_attachment() {
     stale.desired_revision = moved_at - 1;
     ws1.report_status(stale).await.expect("r");
     assert!(still_allowed(desired(&mut c, "s1").await), "stale report");
-    assert!(
-        !get_att(&mut c, "a")
-            .await
-            .status
-            .expect("st")
-            .moved_from_released
-    );
+    assert!(!released(&mut c).await);
 
     // Absent, made against the move: released.
     let mut gone = ws_report("ws1", false);
     gone.desired_revision = rev;
     ws1.report_status(gone).await.expect("r");
     assert!(!still_allowed(desired(&mut c, "s1").await), "released");
-    assert!(
-        get_att(&mut c, "a")
-            .await
-            .status
-            .expect("st")
-            .moved_from_released
-    );
+    assert!(released(&mut c).await);
 }
 
 #[tokio::test]
 async fn a_forced_move_revokes_the_old_host_at_once() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    let nqn = layout(&mut c).await;
+    let (ctl, mut c, nqn) = start().await;
     let mut s1 = ctl.agent_as("node:s1").await;
-    let mut s1_stream = s1
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut s1_stream = s1.watch_desired("s1").await;
     next(&mut s1_stream).await;
-    create(&mut c, att("a", "ws1", AccessMode::ReadWrite))
-        .await
-        .expect("attach");
+    attach_a(&mut c, "ws1", AccessMode::ReadWrite).await;
     let rev = desired(&mut c, "s1").await.revision;
-    s1.report_status(s1_report(&nqn, rev, &[WS1], &[WS1]))
-        .await
-        .expect("ready");
+    s1_says(&mut s1, &nqn, rev, &[WS1], &[WS1]).await;
 
     // ws1 is down: it will never report the disconnect.
     let moved = move_to(&mut c, "ws2", true).await;
@@ -450,9 +373,7 @@ async fn a_forced_move_revokes_the_old_host_at_once() {
         "revoked at once"
     );
     assert!(desired(&mut c, "ws2").await.connections.is_empty());
-    s1.report_status(s1_report(&nqn, ds.revision, &[WS2], &[]))
-        .await
-        .expect("r");
+    s1_says(&mut s1, &nqn, ds.revision, &[WS2], &[]).await;
     assert_eq!(desired(&mut c, "ws2").await.connections.len(), 1);
 
     // Moving to a node the tenant does not allow, or onto a reader's
@@ -472,23 +393,18 @@ async fn a_forced_move_revokes_the_old_host_at_once() {
 /// A move through Apply (a changed node in the layout) is the same move.
 #[tokio::test]
 async fn apply_moves_an_attachment() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    layout(&mut c).await;
-    create(&mut c, att("a", "ws1", AccessMode::ReadWrite))
-        .await
-        .expect("attach");
+    let (_ctl, mut c, _) = start().await;
+    attach_a(&mut c, "ws1", AccessMode::ReadWrite).await;
     let r = c
-        .apply(ApplyRequest {
-            layout: Some(Layout {
+        .apply_layout(
+            Layout {
                 attachments: vec![att("a", "ws2", AccessMode::ReadWrite)],
                 ..Default::default()
-            }),
-            ..Default::default()
-        })
+            },
+            false,
+        )
         .await
-        .expect("apply move")
-        .into_inner();
+        .expect("apply move");
     assert_eq!(r.diffs.len(), 1);
     let a = get_att(&mut c, "a").await;
     assert_eq!(a.spec.expect("spec").node, "ws2");
@@ -501,12 +417,8 @@ async fn apply_moves_an_attachment() {
 /// but the status no longer claims the old node's exposure.
 #[tokio::test]
 async fn a_reader_moves_without_a_fence() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    layout(&mut c).await;
-    create(&mut c, att("a", "ws1", AccessMode::ReadOnly))
-        .await
-        .expect("attach");
+    let (_ctl, mut c, _) = start().await;
+    attach_a(&mut c, "ws1", AccessMode::ReadOnly).await;
     let moved = move_to(&mut c, "ws2", false).await;
     let st = moved.status.expect("status");
     assert!(st.moved_from_node.is_empty(), "{st:?}");
@@ -518,13 +430,9 @@ async fn a_reader_moves_without_a_fence() {
 /// hold attachments only for itself, so it cannot hand its own over.
 #[tokio::test]
 async fn a_node_cannot_move_its_attachment_to_another_node() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    layout(&mut c).await;
+    let (ctl, mut c, _) = start().await;
     let mut ws1 = ctl.admin_as("node:ws1").await;
-    create(&mut ws1, att("a", "ws1", AccessMode::ReadWrite))
-        .await
-        .expect("self attach");
+    attach_a(&mut ws1, "ws1", AccessMode::ReadWrite).await;
     let mut a = get_att(&mut c, "a").await;
     a.spec.as_mut().expect("spec").node = "ws2".into();
     let e = ws1
@@ -542,27 +450,14 @@ async fn a_node_cannot_move_its_attachment_to_another_node() {
 /// An expired volume's attachment cannot move, as it could not be created.
 #[tokio::test]
 async fn an_expired_volumes_attachment_cannot_move() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    layout(&mut c).await;
-    create(&mut c, att("a", "ws1", AccessMode::ReadWrite))
-        .await
-        .expect("attach");
-    let mut v = c
-        .get_volume(GetVolumeRequest { name: "v".into() })
-        .await
-        .expect("v")
-        .into_inner();
+    let (_ctl, mut c, _) = start().await;
+    attach_a(&mut c, "ws1", AccessMode::ReadWrite).await;
+    let mut v = c.get::<Volume>("v").await.expect("v");
     v.spec.as_mut().expect("spec").expires_at = Some(prost_types::Timestamp {
         seconds: 1_000,
         nanos: 0,
     });
-    c.update_volume(UpdateVolumeRequest {
-        volume: Some(v),
-        dry_run: false,
-    })
-    .await
-    .expect("expire");
+    c.update_volume_with(v, false).await.expect("expire");
     let mut a = get_att(&mut c, "a").await;
     a.spec.as_mut().expect("spec").node = "ws2".into();
     let e = c

@@ -1,63 +1,28 @@
 //! Desired state and status flow between the controller and agents:
 //! export → ready → connect; detach → disconnect → revoke; burst expiry.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use ferrofab_proto::v1::*;
+use ferrofab_testkit::prelude::*;
 use tokio_stream::StreamExt;
-
-async fn next(s: &mut tonic::Streaming<DesiredState>) -> DesiredState {
-    tokio::time::timeout(Duration::from_secs(10), s.next())
-        .await
-        .expect("state in time")
-        .expect("stream open")
-        .expect("state")
-}
-
-fn export_ready(volume: &str, nqn: &str) -> ExportStatus {
-    ExportStatus {
-        volume: volume.into(),
-        subsystem_nqn: nqn.into(),
-        ready: true,
-        conditions: vec![],
-        generation: 1,
-        ..Default::default()
-    }
-}
 
 #[tokio::test]
 async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let mut ws1 = ctl.agent_as("node:ws1").await;
-    let mut s1_stream = s1
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("s1 watch")
-        .into_inner();
-    let mut ws_stream = ws1
-        .watch_desired_state(WatchDesiredStateRequest { node: "ws1".into() })
-        .await
-        .expect("ws watch")
-        .into_inner();
+    let mut s1_stream = s1.watch_desired("s1").await;
+    let mut ws_stream = ws1.watch_desired("ws1").await;
     let first = next(&mut s1_stream).await;
     assert!(first.exports.is_empty());
     assert_eq!(first.listeners.len(), 1);
     assert!(next(&mut ws_stream).await.connections.is_empty());
 
     let v = admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("data", "lab", "10GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("data", "lab", "10GiB", "p1"))
         .await
-        .expect("v")
-        .into_inner();
+        .expect("v");
     let nqn = v.status.as_ref().expect("st").subsystem_nqn.clone();
     let ds = next(&mut s1_stream).await;
     assert_eq!(ds.exports.len(), 1);
@@ -68,9 +33,7 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
     assert!(ex.allowed_hosts.is_empty());
 
     admin
-        .create_attachment(CreateAttachmentRequest {
-            attachment: Some(attachment("data-ws1", "data", "ws1")),
-        })
+        .create(attachment("data-ws1", "data", "ws1"))
         .await
         .expect("att");
     let ds = next(&mut s1_stream).await;
@@ -78,11 +41,7 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
         ds.exports[0].allowed_hosts,
         vec!["nqn.2014-08.org.nvmexpress:uuid:ws1".to_string()]
     );
-    let ws_now = admin
-        .get_desired_state(GetDesiredStateRequest { node: "ws1".into() })
-        .await
-        .expect("ds")
-        .into_inner();
+    let ws_now = admin.desired_state("ws1").await.expect("ds");
     assert!(
         ws_now.connections.is_empty(),
         "no connect before the export is ready"
@@ -108,13 +67,7 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
     );
     assert_eq!(conn.subsystem_nqn, nqn);
     assert!(!conn.read_only);
-    let v = admin
-        .get_volume(GetVolumeRequest {
-            name: "data".into(),
-        })
-        .await
-        .expect("v")
-        .into_inner();
+    let v = admin.get::<Volume>("data").await.expect("v");
     assert!(v.status.as_ref().expect("st").export_ready);
     assert_eq!(v.status.expect("st").phase, VolumePhase::Ready as i32);
 
@@ -132,13 +85,7 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
     })
     .await
     .expect("ws report");
-    let a = admin
-        .get_attachment(GetAttachmentRequest {
-            name: "data-ws1".into(),
-        })
-        .await
-        .expect("a")
-        .into_inner();
+    let a = admin.get::<Attachment>("data-ws1").await.expect("a");
     assert_eq!(
         a.status.as_ref().expect("st").phase,
         AttachmentPhase::Attached as i32
@@ -151,31 +98,21 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
 
     // Detach: disconnect first, host revoked only after the report.
     admin
-        .delete_attachment(DeleteAttachmentRequest {
-            name: "data-ws1".into(),
-            resource_version: 0,
-        })
+        .delete::<Attachment>("data-ws1")
         .await
         .expect("detach");
     let ws = next(&mut ws_stream).await;
     assert!(ws.connections.is_empty(), "told to disconnect");
-    let s1_now = admin
-        .get_desired_state(GetDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("ds")
-        .into_inner();
+    let s1_now = admin.desired_state("s1").await.expect("ds");
     assert_eq!(
         s1_now.exports[0].allowed_hosts.len(),
         1,
         "host still allowed until disconnect reported"
     );
     let a = admin
-        .get_attachment(GetAttachmentRequest {
-            name: "data-ws1".into(),
-        })
+        .get::<Attachment>("data-ws1")
         .await
-        .expect("still there")
-        .into_inner();
+        .expect("still there");
     assert_eq!(
         a.status.expect("st").phase,
         AttachmentPhase::Detaching as i32
@@ -186,36 +123,20 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
     })
     .await
     .expect("disconnected");
-    let s1_now = admin
-        .get_desired_state(GetDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("ds")
-        .into_inner();
+    let s1_now = admin.desired_state("s1").await.expect("ds");
     assert!(
         s1_now.exports[0].allowed_hosts.is_empty(),
         "host revoked after disconnect"
     );
 
     // Volume deletion: the export goes into removals; gone once reported.
-    admin
-        .delete_volume(DeleteVolumeRequest {
-            name: "data".into(),
-            resource_version: 0,
-        })
-        .await
-        .expect("delete");
-    let s1_now = admin
-        .get_desired_state(GetDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("ds")
-        .into_inner();
+    admin.delete::<Volume>("data").await.expect("delete");
+    let s1_now = admin.desired_state("s1").await.expect("ds");
     assert!(s1_now.exports.is_empty());
     assert_eq!(s1_now.removals.len(), 1);
     assert!(s1_now.removals[0].delete_data, "reclaim policy delete");
     admin
-        .get_volume(GetVolumeRequest {
-            name: "data".into(),
-        })
+        .get::<Volume>("data")
         .await
         .expect("held by finalizer");
     s1.report_status(ReportStatusRequest {
@@ -224,30 +145,16 @@ async fn connect_only_after_export_ready_and_revoke_after_disconnect() {
     })
     .await
     .expect("export gone");
-    let e = admin
-        .get_volume(GetVolumeRequest {
-            name: "data".into(),
-        })
-        .await
-        .expect_err("deleted");
+    let e = admin.get::<Volume>("data").await.expect_err("deleted");
     assert_eq!(e.code(), tonic::Code::NotFound);
-    let n = admin
-        .get_node(GetNodeRequest { name: "s1".into() })
-        .await
-        .expect("node")
-        .into_inner();
+    let n = admin.get::<Node>("s1").await.expect("node");
     assert!(n.status.expect("st").last_heartbeat.is_some());
 }
 
 #[tokio::test]
 async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
-    let ctl = Controller::start_with(Options {
-        manual_clock: true,
-        ..Default::default()
-    });
-    let mut admin = ctl.admin().await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::manual_clock("")).await;
     let mut debug = ctl.debug().await;
-    basic_layout(&mut admin).await;
     let now = debug
         .advance_clock(AdvanceClockRequest { seconds: 0 })
         .await
@@ -262,17 +169,9 @@ async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
         nanos: 0,
     });
     v.spec.as_mut().expect("s").expiry_action = ExpiryAction::Delete as i32;
+    admin.create(v).await.expect("v");
     admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(v),
-            ..Default::default()
-        })
-        .await
-        .expect("v");
-    admin
-        .create_attachment(CreateAttachmentRequest {
-            attachment: Some(attachment("burst-ws1", "burst", "ws1")),
-        })
+        .create(attachment("burst-ws1", "burst", "ws1"))
         .await
         .expect("att");
 
@@ -281,13 +180,7 @@ async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
         .advance_clock(AdvanceClockRequest { seconds: 3700 })
         .await
         .expect("advance");
-    let v = admin
-        .get_volume(GetVolumeRequest {
-            name: "burst".into(),
-        })
-        .await
-        .expect("v")
-        .into_inner();
+    let v = admin.get::<Volume>("burst").await.expect("v");
     let c = v
         .status
         .expect("st")
@@ -307,13 +200,7 @@ async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
         .advance_clock(AdvanceClockRequest { seconds: 3600 })
         .await
         .expect("advance");
-    let v = admin
-        .get_volume(GetVolumeRequest {
-            name: "burst".into(),
-        })
-        .await
-        .expect("grace")
-        .into_inner();
+    let v = admin.get::<Volume>("burst").await.expect("grace");
     let c = condition(&v, "Expired").expect("expired");
     assert_eq!(c.reason, "DeletionScheduled");
     assert!(c.message.contains("Z (in 8m)"), "{}", c.message);
@@ -327,9 +214,7 @@ async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
         now + 7200 + 600
     );
     admin
-        .get_attachment(GetAttachmentRequest {
-            name: "burst-ws1".into(),
-        })
+        .get::<Attachment>("burst-ws1")
         .await
         .expect("still attached within the grace");
 
@@ -339,18 +224,11 @@ async fn expired_burst_volume_is_warned_then_detached_and_deleted() {
         .await
         .expect("advance");
     let e = admin
-        .get_attachment(GetAttachmentRequest {
-            name: "burst-ws1".into(),
-        })
+        .get::<Attachment>("burst-ws1")
         .await
         .expect_err("detached");
     assert_eq!(e.code(), tonic::Code::NotFound);
-    let e = admin
-        .get_volume(GetVolumeRequest {
-            name: "burst".into(),
-        })
-        .await
-        .expect_err("deleted");
+    let e = admin.get::<Volume>("burst").await.expect_err("deleted");
     assert_eq!(e.code(), tonic::Code::NotFound);
 }
 
@@ -367,9 +245,7 @@ fn condition(v: &Volume, kind: &str) -> Option<Condition> {
 
 async fn attach(admin: &mut AdminClient, name: &str, volume: &str) -> Result<(), tonic::Status> {
     admin
-        .create_attachment(CreateAttachmentRequest {
-            attachment: Some(attachment(name, volume, "ws1")),
-        })
+        .create(attachment(name, volume, "ws1"))
         .await
         .map(|_| ())
 }
@@ -379,13 +255,8 @@ async fn attach(admin: &mut AdminClient, name: &str, volume: &str) -> Result<(),
 /// revives it, then it is deleted.
 #[tokio::test]
 async fn expired_burst_volume_is_retained_detached_then_extended_then_deleted() {
-    let ctl = Controller::start_with(Options {
-        manual_clock: true,
-        ..Default::default()
-    });
-    let mut admin = ctl.admin().await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::manual_clock("")).await;
     let mut debug = ctl.debug().await;
-    basic_layout(&mut admin).await;
     let advance = |seconds| AdvanceClockRequest { seconds };
     let now = debug
         .advance_clock(advance(0))
@@ -401,32 +272,17 @@ async fn expired_burst_volume_is_retained_detached_then_extended_then_deleted() 
         seconds: expires,
         nanos: 0,
     });
-    admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(v),
-            ..Default::default()
-        })
-        .await
-        .expect("v");
+    admin.create(v).await.expect("v");
     attach(&mut admin, "keep-ws1", "keep").await.expect("att");
     let get = |admin: &mut AdminClient| {
         let mut admin = admin.clone();
-        async move {
-            admin
-                .get_volume(GetVolumeRequest {
-                    name: "keep".into(),
-                })
-                .await
-                .map(|r| r.into_inner())
-        }
+        async move { admin.get::<Volume>("keep").await }
     };
 
     // Just past expires_at: detached at once (no short grace), data kept.
     debug.advance_clock(advance(7210)).await.expect("advance");
     let e = admin
-        .get_attachment(GetAttachmentRequest {
-            name: "keep-ws1".into(),
-        })
+        .get::<Attachment>("keep-ws1")
         .await
         .expect_err("detached");
     assert_eq!(e.code(), tonic::Code::NotFound);
@@ -451,11 +307,7 @@ async fn expired_burst_volume_is_retained_detached_then_extended_then_deleted() 
         expires + 7 * 86_400
     );
     // The data is still on the storage node: an export, no removal.
-    let ds = admin
-        .get_desired_state(GetDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("ds")
-        .into_inner();
+    let ds = admin.desired_state("s1").await.expect("ds");
     assert!(ds.exports.iter().any(|x| x.volume == "keep"), "{ds:?}");
     assert!(ds.removals.is_empty(), "{ds:?}");
     // No new attachment while expired; the refusal says how to revive it.
@@ -485,14 +337,7 @@ async fn expired_burst_volume_is_retained_detached_then_extended_then_deleted() 
         seconds: expires + 7 * 86_400,
         nanos: 0,
     });
-    let v = admin
-        .update_volume(UpdateVolumeRequest {
-            volume: Some(v),
-            ..Default::default()
-        })
-        .await
-        .expect("extend")
-        .into_inner();
+    let v = admin.update(v).await.expect("extend");
     assert!(condition(&v, "Expired").is_none(), "{:?}", v.status);
     assert_eq!(v.status.as_ref().expect("st").expiry_deletes_at, None);
     attach(&mut admin, "keep-ws1", "keep")
@@ -537,13 +382,11 @@ fn ready_condition(n: &Node) -> Option<Condition> {
 
 #[tokio::test]
 async fn silent_node_becomes_not_ready_and_gets_no_new_volumes() {
-    let ctl = Controller::start_with(Options {
-        manual_clock: true,
-        extra_toml: "[nodes]\nheartbeat_timeout_seconds = 45\ncheck_interval_seconds = 1\n".into(),
-    });
-    let mut admin = ctl.admin().await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::manual_clock(
+        "[nodes]\nheartbeat_timeout_seconds = 45\ncheck_interval_seconds = 1\n",
+    ))
+    .await;
     let mut debug = ctl.debug().await;
-    basic_layout(&mut admin).await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let report = ReportStatusRequest {
         node: "s1".into(),
@@ -556,11 +399,7 @@ async fn silent_node_becomes_not_ready_and_gets_no_new_volumes() {
         .expect("advance");
     let mut cond = None;
     for _ in 0..50 {
-        let n = admin
-            .get_node(GetNodeRequest { name: "s1".into() })
-            .await
-            .expect("node")
-            .into_inner();
+        let n = admin.get::<Node>("s1").await.expect("node");
         cond = ready_condition(&n);
         if cond
             .as_ref()
@@ -576,30 +415,20 @@ async fn silent_node_becomes_not_ready_and_gets_no_new_volumes() {
     assert!(cond.message.contains("no heartbeat for 50s"), "{cond:?}");
 
     let e = admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("v1", "lab", "1GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("v1", "lab", "1GiB", "p1"))
         .await
         .expect_err("placed on a silent node");
     assert_eq!(e.code(), tonic::Code::ResourceExhausted);
     assert!(e.message().contains("NotReady"), "{}", e.message());
 
     s1.report_status(report).await.expect("report again");
-    let n = admin
-        .get_node(GetNodeRequest { name: "s1".into() })
-        .await
-        .expect("node")
-        .into_inner();
+    let n = admin.get::<Node>("s1").await.expect("node");
     assert_eq!(
         ready_condition(&n).map(|c| c.status),
         Some(ConditionStatus::True as i32)
     );
     admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("v1", "lab", "1GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("v1", "lab", "1GiB", "p1"))
         .await
         .expect("placed once the node is back");
 }
@@ -612,11 +441,7 @@ async fn sigterm_exits_promptly_with_streams_open() {
     let mut admin = ctl.admin().await;
     basic_layout(&mut admin).await;
     let mut s1 = ctl.agent_as("node:s1").await;
-    let mut desired = s1
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("s1 watch")
-        .into_inner();
+    let mut desired = s1.watch_desired("s1").await;
     next(&mut desired).await;
     let mut events = admin
         .watch_volumes(WatchRequest {
@@ -652,11 +477,7 @@ async fn first_export_hosts(
     >,
     node: &str,
 ) -> Vec<String> {
-    let ds = admin
-        .get_desired_state(GetDesiredStateRequest { node: node.into() })
-        .await
-        .expect("desired state")
-        .into_inner();
+    let ds = admin.desired_state(node).await.expect("desired state");
     ds.exports[0].allowed_hosts.clone()
 }
 
@@ -666,19 +487,13 @@ async fn first_export_hosts(
 /// is revoked (revoking first cuts a live connection).
 #[tokio::test]
 async fn pending_attachment_to_exported_volume_waits_for_disconnect() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let mut ws1 = ctl.agent_as("node:ws1").await;
     let v = admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("data", "lab", "10GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("data", "lab", "10GiB", "p1"))
         .await
-        .expect("v")
-        .into_inner();
+        .expect("v");
     let nqn = v.status.expect("st").subsystem_nqn;
     s1.report_status(ReportStatusRequest {
         node: "s1".into(),
@@ -688,27 +503,15 @@ async fn pending_attachment_to_exported_volume_waits_for_disconnect() {
     .await
     .expect("export ready");
     let att = attachment("data-ws1", "data", "ws1");
-    admin
-        .create_attachment(CreateAttachmentRequest {
-            attachment: Some(att),
-        })
-        .await
-        .expect("att");
-    let ws = admin
-        .get_desired_state(GetDesiredStateRequest { node: "ws1".into() })
-        .await
-        .expect("ds")
-        .into_inner();
+    admin.create(att).await.expect("att");
+    let ws = admin.desired_state("ws1").await.expect("ds");
     assert_eq!(ws.connections.len(), 1, "handed to the workstation at once");
 
     let name = GetAttachmentRequest {
         name: "data-ws1".into(),
     };
     admin
-        .delete_attachment(DeleteAttachmentRequest {
-            name: name.name.clone(),
-            resource_version: 0,
-        })
+        .delete::<Attachment>(name.name.clone())
         .await
         .expect("detach");
     let a = admin.get_attachment(name.clone()).await.expect("kept");
@@ -746,27 +549,15 @@ fn exported_for(volume: &str, nqn: &str, generation: u64, msg: &str) -> ExportSt
 /// report; a status write does not bump the generation.
 #[tokio::test]
 async fn observed_generation_follows_the_generation_the_agent_confirms() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let v = admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("data", "lab", "1GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("data", "lab", "1GiB", "p1"))
         .await
-        .expect("v")
-        .into_inner();
+        .expect("v");
     let nqn = v.status.as_ref().expect("st").subsystem_nqn.clone();
     let get = |mut a: admin_service_client::AdminServiceClient<tonic::transport::Channel>| async move {
-        let v = a
-            .get_volume(GetVolumeRequest {
-                name: "data".into(),
-            })
-            .await
-            .expect("get")
-            .into_inner();
+        let v = a.get::<Volume>("data").await.expect("get");
         let st = v.status.clone().expect("st");
         let msg = st
             .conditions
@@ -788,18 +579,8 @@ async fn observed_generation_follows_the_generation_the_agent_confirms() {
     assert_eq!((observed, msg.as_str()), (1, "1 GiB"));
 
     v.spec.as_mut().expect("spec").size = "2GiB".into();
-    admin
-        .update_volume(UpdateVolumeRequest {
-            volume: Some(v),
-            ..Default::default()
-        })
-        .await
-        .expect("resize");
-    let ds = admin
-        .get_desired_state(GetDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("ds")
-        .into_inner();
+    admin.update(v).await.expect("resize");
+    let ds = admin.desired_state("s1").await.expect("ds");
     assert_eq!(
         ds.exports[0].generation, 2,
         "the export carries the generation"

@@ -1,39 +1,25 @@
 //! CRUD, Apply, optimistic concurrency and input validation against a real
 //! controller process over mTLS.
 
-mod common;
-
-use common::*;
 use ferrofab_proto::v1::*;
+use ferrofab_testkit::prelude::*;
 use tonic::Code;
 
 #[tokio::test]
 async fn crud_round_trip_for_every_kind() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
+    let (_ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
 
     let v = c
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("scratch", "lab", "4GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("scratch", "lab", "4GiB", "p1"))
         .await
-        .expect("create volume")
-        .into_inner();
+        .expect("create volume");
     let st = v.status.clone().expect("status");
     assert_eq!(st.pool, "p1");
     assert_eq!(st.size_bytes, 4 << 30);
     assert!(st.subsystem_nqn.starts_with("nqn."), "{st:?}");
     assert_eq!(v.metadata.as_ref().expect("meta").generation, 1);
 
-    let got = c
-        .get_volume(GetVolumeRequest {
-            name: "scratch".into(),
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let got = c.get::<Volume>("scratch").await.expect("get");
     assert_eq!(got, v);
 
     let list = c
@@ -61,25 +47,11 @@ async fn crud_round_trip_for_every_kind() {
         .expect("meta")
         .labels
         .insert("team".into(), "vision".into());
-    let upd = c
-        .update_volume(UpdateVolumeRequest {
-            volume: Some(upd),
-            ..Default::default()
-        })
-        .await
-        .expect("label")
-        .into_inner();
+    let upd = c.update(upd).await.expect("label");
     assert_eq!(upd.metadata.as_ref().expect("m").generation, 1);
     let mut grow = upd.clone();
     grow.spec.as_mut().expect("spec").size = "8GiB".into();
-    let grown = c
-        .update_volume(UpdateVolumeRequest {
-            volume: Some(grow),
-            ..Default::default()
-        })
-        .await
-        .expect("grow")
-        .into_inner();
+    let grown = c.update(grow).await.expect("grow");
     assert_eq!(grown.metadata.as_ref().expect("m").generation, 2);
     assert_eq!(grown.status.as_ref().expect("st").size_bytes, 8 << 30);
     assert_eq!(
@@ -107,73 +79,31 @@ async fn crud_round_trip_for_every_kind() {
         .into_inner();
     assert!(sel.items.is_empty());
 
-    let pool = c
-        .get_pool(GetPoolRequest { name: "p1".into() })
-        .await
-        .expect("pool")
-        .into_inner();
+    let pool = c.get::<Pool>("p1").await.expect("pool");
     assert_eq!(pool.status.as_ref().expect("st").allocated_bytes, 8 << 30);
 
     // Never exported: deletion is immediate.
-    c.delete_volume(DeleteVolumeRequest {
-        name: "scratch".into(),
-        resource_version: 0,
-    })
-    .await
-    .expect("delete");
-    let e = c
-        .get_volume(GetVolumeRequest {
-            name: "scratch".into(),
-        })
-        .await
-        .expect_err("gone");
+    c.delete::<Volume>("scratch").await.expect("delete");
+    let e = c.get::<Volume>("scratch").await.expect_err("gone");
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("scratch"), "{}", e.message());
 
-    c.delete_pool(DeletePoolRequest {
-        name: "p1".into(),
-        resource_version: 0,
-    })
-    .await
-    .expect("pool");
-    c.delete_node(DeleteNodeRequest {
-        name: "s1".into(),
-        resource_version: 0,
-    })
-    .await
-    .expect("node");
-    c.delete_tenant(DeleteTenantRequest {
-        name: "lab".into(),
-        resource_version: 0,
-    })
-    .await
-    .expect("tenant");
+    c.delete::<Pool>("p1").await.expect("pool");
+    c.delete::<Node>("s1").await.expect("node");
+    c.delete::<Tenant>("lab").await.expect("tenant");
 }
 
 #[tokio::test]
 async fn stale_update_is_aborted_with_current_version() {
     let ctl = Controller::start();
     let mut c = ctl.admin().await;
-    let t = c
-        .create_tenant(CreateTenantRequest {
-            tenant: Some(tenant("lab", "1TiB", 0, &[])),
-        })
-        .await
-        .expect("t")
-        .into_inner();
+    let t = c.create(tenant("lab", "1TiB", 0, &[])).await.expect("t");
     let mut a = t.clone();
     a.spec.as_mut().expect("s").volume_quota = 5;
-    let a = c
-        .update_tenant(UpdateTenantRequest { tenant: Some(a) })
-        .await
-        .expect("first")
-        .into_inner();
+    let a = c.update(a).await.expect("first");
     let mut b = t.clone();
     b.spec.as_mut().expect("s").volume_quota = 7;
-    let e = c
-        .update_tenant(UpdateTenantRequest { tenant: Some(b) })
-        .await
-        .expect_err("stale");
+    let e = c.update(b).await.expect_err("stale");
     assert_eq!(e.code(), Code::Aborted);
     assert!(
         e.message()
@@ -193,9 +123,7 @@ async fn stale_update_is_aborted_with_current_version() {
 
 #[tokio::test]
 async fn bad_input_names_the_field() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
+    let (_ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
     let cases = [
         (volume("Bad_Name", "lab", "1GiB", "p1"), "metadata.name"),
         (volume("v", "lab", "lots", "p1"), "spec.size"),
@@ -203,22 +131,13 @@ async fn bad_input_names_the_field() {
         (volume("v", "ghost", "1GiB", "p1"), "spec.tenant"),
     ];
     for (v, field) in cases {
-        let e = c
-            .create_volume(CreateVolumeRequest {
-                volume: Some(v),
-                ..Default::default()
-            })
-            .await
-            .expect_err(field);
+        let e = c.create(v).await.expect_err(field);
         assert_eq!(e.code(), Code::InvalidArgument, "{field}: {}", e.message());
         assert!(e.message().contains(field), "{field}: {}", e.message());
     }
     let mut n = workstation("ws2");
     n.spec.as_mut().expect("s").host_nqn = "iqn.bad".into();
-    let e = c
-        .create_node(CreateNodeRequest { node: Some(n) })
-        .await
-        .expect_err("nqn");
+    let e = c.create(n).await.expect_err("nqn");
     assert!(e.message().contains("spec.host_nqn"), "{}", e.message());
     let mut t = tenant("t2", "", 0, &[]);
     t.metadata
@@ -226,18 +145,10 @@ async fn bad_input_names_the_field() {
         .expect("m")
         .labels
         .insert("bad key!".into(), "x".into());
-    let e = c
-        .create_tenant(CreateTenantRequest { tenant: Some(t) })
-        .await
-        .expect_err("label");
+    let e = c.create(t).await.expect_err("label");
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("metadata.labels"), "{}", e.message());
-    let e = c
-        .create_tenant(CreateTenantRequest {
-            tenant: Some(tenant("lab", "", 0, &[])),
-        })
-        .await
-        .expect_err("dup");
+    let e = c.create(tenant("lab", "", 0, &[])).await.expect_err("dup");
     assert_eq!(e.code(), Code::AlreadyExists);
 }
 
@@ -251,10 +162,7 @@ async fn oversized_request_is_refused() {
         .expect("m")
         .annotations
         .insert("blob".into(), "x".repeat(2 << 20));
-    let e = c
-        .create_tenant(CreateTenantRequest { tenant: Some(t) })
-        .await
-        .expect_err("too big");
+    let e = c.create(t).await.expect_err("too big");
     // tonic refuses over-limit messages before decoding them.
     assert_eq!(e.code(), Code::OutOfRange, "{}", e.message());
     assert!(e.message().contains("too large"), "{}", e.message());
@@ -271,16 +179,7 @@ async fn apply_reports_field_level_diff_and_honours_dry_run() {
         volumes: vec![volume_sel("data", "lab", "10GiB", &[("tier", "fast")])],
         attachments: vec![attachment("data-ws1", "data", "ws1")],
     };
-    let dry = c
-        .apply(ApplyRequest {
-            layout: Some(layout.clone()),
-            dry_run: true,
-            prune: false,
-            prune_nodes: false,
-        })
-        .await
-        .expect("dry run")
-        .into_inner();
+    let dry = c.apply_layout(layout.clone(), true).await.expect("dry run");
     assert!(dry.dry_run);
     assert_eq!(dry.diffs.len(), 6);
     assert!(dry
@@ -297,39 +196,15 @@ async fn apply_reports_field_level_diff_and_honours_dry_run() {
         "dry run wrote nothing"
     );
 
-    let real = c
-        .apply(ApplyRequest {
-            layout: Some(layout.clone()),
-            dry_run: false,
-            prune: false,
-            prune_nodes: false,
-        })
-        .await
-        .expect("apply")
-        .into_inner();
+    let real = c.apply_layout(layout.clone(), false).await.expect("apply");
     assert!(real.revision > 0);
-    let v = c
-        .get_volume(GetVolumeRequest {
-            name: "data".into(),
-        })
-        .await
-        .expect("v")
-        .into_inner();
+    let v = c.get::<Volume>("data").await.expect("v");
     assert_eq!(v.status.as_ref().expect("st").pool, "p1");
 
     // Second apply with a change: one UPDATED with the field, rest UNCHANGED.
     let mut l2 = layout.clone();
     l2.volumes[0].spec.as_mut().expect("s").size = "20GiB".into();
-    let again = c
-        .apply(ApplyRequest {
-            layout: Some(l2),
-            dry_run: false,
-            prune: false,
-            prune_nodes: false,
-        })
-        .await
-        .expect("apply2")
-        .into_inner();
+    let again = c.apply_layout(l2, false).await.expect("apply2");
     let upd: Vec<&ObjectDiff> = again
         .diffs
         .iter()
@@ -372,11 +247,7 @@ async fn apply_reports_field_level_diff_and_honours_dry_run() {
         "{:?}",
         pruned.diffs
     );
-    c.get_attachment(GetAttachmentRequest {
-        name: "data-ws1".into(),
-    })
-    .await
-    .expect("kept");
+    c.get::<Attachment>("data-ws1").await.expect("kept");
 }
 
 fn apply_req(layout: Layout, dry_run: bool, prune: bool, prune_nodes: bool) -> ApplyRequest {
@@ -539,31 +410,13 @@ async fn apply_prune_is_scoped_checked_and_all_or_nothing() {
         .expect("apply")
         .into_inner();
     assert_eq!(deleted(&done), vec!["c".to_string()]);
-    let e = c
-        .get_volume(GetVolumeRequest { name: "c".into() })
-        .await
-        .expect_err("c pruned");
+    let e = c.get::<Volume>("c").await.expect_err("c pruned");
     assert_eq!(e.code(), Code::NotFound);
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect http");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
 }
 
 #[tokio::test]
 async fn metrics_and_healthz_are_served_over_plain_http() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
+    let (ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
     let health = http_get(&ctl.http, "/healthz");
     assert!(
         health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
@@ -606,12 +459,9 @@ async fn metrics_and_healthz_are_served_over_plain_http() {
         "{m}"
     );
     // The same figures as GetPool once a volume takes space.
-    c.create_volume(CreateVolumeRequest {
-        volume: Some(volume("v1", "lab", "1GiB", "p1")),
-        ..Default::default()
-    })
-    .await
-    .expect("v1");
+    c.create(volume("v1", "lab", "1GiB", "p1"))
+        .await
+        .expect("v1");
     let m = http_get(&ctl.http, "/metrics");
     assert!(
         m.contains(

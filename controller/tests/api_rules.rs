@@ -3,11 +3,9 @@
 //! caller may not read look exactly like missing ones (issue 12, items 8,
 //! 10 and 12).
 
-mod common;
-
-use common::*;
 use ferrofab_proto::v1::admin_service_client::AdminServiceClient;
 use ferrofab_proto::v1::*;
+use ferrofab_testkit::prelude::*;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -17,45 +15,27 @@ type Admin = AdminServiceClient<Channel>;
 /// "theirs", and lab's volume "v" attached to ws1 as "v-ws1".
 async fn two_tenants(c: &mut Admin) {
     basic_layout(c).await;
-    c.create_tenant(CreateTenantRequest {
-        tenant: Some(tenant("other", "", 0, &[])),
-    })
-    .await
-    .expect("other");
+    c.create(tenant("other", "", 0, &[])).await.expect("other");
     for (name, t) in [("v", "lab"), ("theirs", "other")] {
-        c.create_volume(CreateVolumeRequest {
-            volume: Some(volume(name, t, "1GiB", "p1")),
-            ..Default::default()
-        })
-        .await
-        .expect("volume");
+        c.create(volume(name, t, "1GiB", "p1"))
+            .await
+            .expect("volume");
     }
-    c.create_attachment(CreateAttachmentRequest {
-        attachment: Some(attachment("v-ws1", "v", "ws1")),
-    })
-    .await
-    .expect("attachment");
+    c.create(attachment("v-ws1", "v", "ws1"))
+        .await
+        .expect("attachment");
 }
 
 async fn get_att(c: &mut Admin, name: &str) -> Attachment {
-    c.get_attachment(GetAttachmentRequest { name: name.into() })
-        .await
-        .expect("get attachment")
-        .into_inner()
+    c.get::<Attachment>(name).await.expect("get attachment")
 }
 
 async fn get_pool(c: &mut Admin, name: &str) -> Pool {
-    c.get_pool(GetPoolRequest { name: name.into() })
-        .await
-        .expect("get pool")
-        .into_inner()
+    c.get::<Pool>(name).await.expect("get pool")
 }
 
 async fn get_vol(c: &mut Admin, name: &str) -> Volume {
-    c.get_volume(GetVolumeRequest { name: name.into() })
-        .await
-        .expect("get volume")
-        .into_inner()
+    c.get::<Volume>(name).await.expect("get volume")
 }
 
 /// Apply of `layout`, dry and real, fails with the typed RPC's refusal:
@@ -63,12 +43,7 @@ async fn get_vol(c: &mut Admin, name: &str) -> Volume {
 async fn apply_refuses_like(c: &mut Admin, layout: Layout, typed: &Status, step: &str) {
     for dry_run in [true, false] {
         let e = c
-            .apply(ApplyRequest {
-                layout: Some(layout.clone()),
-                dry_run,
-                prune: false,
-                prune_nodes: false,
-            })
+            .apply_layout(layout.clone(), dry_run)
             .await
             .expect_err("apply must refuse what the typed RPC refuses");
         assert_eq!(e.code(), typed.code(), "dry_run={dry_run}: {}", e.message());
@@ -99,13 +74,7 @@ async fn apply_refuses_the_three_attacks_like_the_typed_rpcs() {
     // 1. Retarget a live attachment to another tenant's volume.
     let mut a = get_att(&mut c, "v-ws1").await;
     a.spec.as_mut().expect("spec").volume = "theirs".into();
-    let typed = c
-        .update_attachment(UpdateAttachmentRequest {
-            attachment: Some(a.clone()),
-            ..Default::default()
-        })
-        .await
-        .expect_err("typed retarget");
+    let typed = c.update(a.clone()).await.expect_err("typed retarget");
     assert_eq!(typed.code(), Code::InvalidArgument, "{}", typed.message());
     apply_refuses_like(&mut c, only_attachment(a), &typed, "attachment \"v-ws1\"").await;
     let now = get_att(&mut c, "v-ws1").await;
@@ -118,12 +87,7 @@ async fn apply_refuses_the_three_attacks_like_the_typed_rpcs() {
         spec.node = "ws1".into();
         spec.backing.as_mut().expect("backing").path = "/srv/ferrofab/p1/../../../etc".into();
     }
-    let typed = c
-        .update_pool(UpdatePoolRequest {
-            pool: Some(p.clone()),
-        })
-        .await
-        .expect_err("typed pool move");
+    let typed = c.update(p.clone()).await.expect_err("typed pool move");
     assert_eq!(typed.code(), Code::InvalidArgument, "{}", typed.message());
     let layout = Layout {
         pools: vec![p],
@@ -138,13 +102,7 @@ async fn apply_refuses_the_three_attacks_like_the_typed_rpcs() {
     //    afterwards would wait forever for that node to confirm).
     let mut a = get_att(&mut c, "v-ws1").await;
     a.spec.as_mut().expect("spec").node = "ghost".into();
-    let typed = c
-        .update_attachment(UpdateAttachmentRequest {
-            attachment: Some(a.clone()),
-            ..Default::default()
-        })
-        .await
-        .expect_err("typed ghost node");
+    let typed = c.update(a.clone()).await.expect_err("typed ghost node");
     apply_refuses_like(&mut c, only_attachment(a), &typed, "attachment \"v-ws1\"").await;
     assert_eq!(
         get_att(&mut c, "v-ws1").await.spec.expect("spec").node,
@@ -157,17 +115,12 @@ async fn apply_keeps_every_immutable_field() {
     let ctl = Controller::start();
     let mut c = ctl.admin().await;
     two_tenants(&mut c).await;
-    c.create_pool(CreatePoolRequest {
-        pool: Some(pool("p2", "s1", "100GiB", &[("tier", "slow")])),
-    })
-    .await
-    .expect("p2");
-    c.create_volume(CreateVolumeRequest {
-        volume: Some(volume_sel("vs", "lab", "1GiB", &[("tier", "fast")])),
-        ..Default::default()
-    })
-    .await
-    .expect("vs");
+    c.create(pool("p2", "s1", "100GiB", &[("tier", "slow")]))
+        .await
+        .expect("p2");
+    c.create(volume_sel("vs", "lab", "1GiB", &[("tier", "fast")]))
+        .await
+        .expect("vs");
 
     type Edit<T> = (&'static str, fn(&mut T));
     let volume_edits: [(&str, Edit<VolumeSpec>); 5] = [
@@ -188,10 +141,7 @@ async fn apply_keeps_every_immutable_field() {
         let mut v = get_vol(&mut c, name).await;
         edit(v.spec.as_mut().expect("spec"));
         let typed = c
-            .update_volume(UpdateVolumeRequest {
-                volume: Some(v.clone()),
-                dry_run: false,
-            })
+            .update_volume_with(v.clone(), false)
             .await
             .expect_err(field);
         assert_eq!(typed.code(), Code::InvalidArgument, "{field}");
@@ -215,12 +165,7 @@ async fn apply_keeps_every_immutable_field() {
     for (field, edit) in pool_edits {
         let mut p = get_pool(&mut c, "p1").await;
         edit(p.spec.as_mut().expect("spec"));
-        let typed = c
-            .update_pool(UpdatePoolRequest {
-                pool: Some(p.clone()),
-            })
-            .await
-            .expect_err(field);
+        let typed = c.update(p.clone()).await.expect_err(field);
         assert!(typed.message().contains(field), "{}", typed.message());
         let layout = Layout {
             pools: vec![p],
@@ -238,13 +183,7 @@ async fn apply_keeps_every_immutable_field() {
     for (field, edit) in attachment_edits {
         let mut a = get_att(&mut c, "v-ws1").await;
         edit(a.spec.as_mut().expect("spec"));
-        let typed = c
-            .update_attachment(UpdateAttachmentRequest {
-                attachment: Some(a.clone()),
-                ..Default::default()
-            })
-            .await
-            .expect_err(field);
+        let typed = c.update(a.clone()).await.expect_err(field);
         assert!(typed.message().contains(field), "{}", typed.message());
         apply_refuses_like(&mut c, only_attachment(a), &typed, "attachment \"v-ws1\"").await;
     }
@@ -261,29 +200,16 @@ async fn set_expiry(
 ) -> Result<Volume, Status> {
     let mut v = get_vol(c, name).await;
     v.spec.as_mut().expect("spec").expires_at = at;
-    c.update_volume(UpdateVolumeRequest {
-        volume: Some(v),
-        dry_run: false,
-    })
-    .await
-    .map(|r| r.into_inner())
+    c.update_volume_with(v, false).await
 }
 
 #[tokio::test]
 async fn only_admins_lift_or_postpone_an_expiry() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let t0 = 4_000_000_000;
     let mut burst = volume("burst", "lab", "1GiB", "p1");
     burst.spec.as_mut().expect("spec").expires_at = ts(t0);
-    admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(burst),
-            ..Default::default()
-        })
-        .await
-        .expect("burst");
+    admin.create(burst).await.expect("burst");
     let mut lab = ctl.admin_as("tenant:lab").await;
 
     let e = set_expiry(&mut lab, "burst", None)
@@ -359,15 +285,11 @@ async fn foreign_objects_look_exactly_like_missing_ones() {
     two_tenants(&mut admin).await;
     // Other's own attachment (other now allows ws1).
     admin
-        .update_tenant(UpdateTenantRequest {
-            tenant: Some(tenant("other", "", 0, &["ws1"])),
-        })
+        .update(tenant("other", "", 0, &["ws1"]))
         .await
         .expect("allow ws1");
     admin
-        .create_attachment(CreateAttachmentRequest {
-            attachment: Some(attachment("theirs-ws1", "theirs", "ws1")),
-        })
+        .create(attachment("theirs-ws1", "theirs", "ws1"))
         .await
         .expect("their attachment");
     let mut lab = ctl.admin_as("tenant:lab").await;
@@ -467,9 +389,7 @@ async fn foreign_objects_look_exactly_like_missing_ones() {
 
 #[tokio::test]
 async fn tenant_placement_refusals_name_no_pool_capacity_or_node() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut lab = ctl.admin_as("tenant:lab").await;
     let leaks = ["p1", "s1", "100GiB", "free", "overcommit", "NotReady"];
     for (what, v) in [
@@ -503,10 +423,7 @@ async fn tenant_placement_refusals_name_no_pool_capacity_or_node() {
         }
         // The administrator keeps the full explanation.
         let e = admin
-            .create_volume(CreateVolumeRequest {
-                volume: Some(v),
-                dry_run: true,
-            })
+            .create_volume_with(v, true)
             .await
             .expect_err("too big for admin too");
         assert!(
@@ -516,27 +433,18 @@ async fn tenant_placement_refusals_name_no_pool_capacity_or_node() {
         );
     }
     let e = lab
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume_sel("big", "lab", "1GiB", &[("tier", "none")])),
-            dry_run: false,
-        })
+        .create_volume_with(volume_sel("big", "lab", "1GiB", &[("tier", "none")]), false)
         .await
         .expect_err("no match");
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert!(!e.message().contains("pools exist"), "{}", e.message());
     // A pool that does not exist reads like a full one.
     let full = lab
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("big", "lab", "8TiB", "p1")),
-            dry_run: false,
-        })
+        .create_volume_with(volume("big", "lab", "8TiB", "p1"), false)
         .await
         .expect_err("full");
     let missing = lab
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("big", "lab", "8TiB", "nope")),
-            dry_run: false,
-        })
+        .create_volume_with(volume("big", "lab", "8TiB", "nope"), false)
         .await
         .expect_err("missing pool");
     assert_eq!(missing.code(), full.code());
@@ -548,28 +456,19 @@ async fn tenant_placement_refusals_name_no_pool_capacity_or_node() {
 /// the volume that needs it is not refused by the dry run.
 #[tokio::test]
 async fn dry_run_does_not_refuse_what_the_layout_itself_enables() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
-    c.update_tenant(UpdateTenantRequest {
-        tenant: Some(tenant("lab", "1GiB", 0, &["ws1"])),
-    })
-    .await
-    .expect("small quota");
+    let (_ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
+    c.update(tenant("lab", "1GiB", 0, &["ws1"]))
+        .await
+        .expect("small quota");
     let layout = Layout {
         tenants: vec![tenant("lab", "10GiB", 0, &["ws1"])],
         volumes: vec![volume("big", "lab", "4GiB", "p1")],
         ..Default::default()
     };
     for dry_run in [true, false] {
-        c.apply(ApplyRequest {
-            layout: Some(layout.clone()),
-            dry_run,
-            prune: false,
-            prune_nodes: false,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("dry_run={dry_run}: {}", e.message()));
+        c.apply_layout(layout.clone(), dry_run)
+            .await
+            .unwrap_or_else(|e| panic!("dry_run={dry_run}: {}", e.message()));
     }
     // Without the quota raise, the dry run refuses the volume like
     // CreateVolume does.
@@ -577,20 +476,12 @@ async fn dry_run_does_not_refuse_what_the_layout_itself_enables() {
     l2.tenants.clear();
     l2.volumes = vec![volume("bigger", "lab", "8GiB", "p1")];
     let typed = c
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("bigger", "lab", "8GiB", "p1")),
-            dry_run: true,
-        })
+        .create_volume_with(volume("bigger", "lab", "8GiB", "p1"), true)
         .await
         .expect_err("over quota");
     assert_eq!(typed.code(), Code::ResourceExhausted);
     let e = c
-        .apply(ApplyRequest {
-            layout: Some(l2),
-            dry_run: true,
-            prune: false,
-            prune_nodes: false,
-        })
+        .apply_layout(l2, true)
         .await
         .expect_err("dry run over quota");
     assert_eq!(e.code(), typed.code());
@@ -602,32 +493,18 @@ async fn dry_run_does_not_refuse_what_the_layout_itself_enables() {
 /// fit a quota that holds only one of them (`Shared::capacity_gate`).
 #[tokio::test]
 async fn apply_and_a_typed_create_never_both_take_the_last_quota() {
-    let ctl = Controller::start();
-    let mut c = ctl.admin().await;
-    basic_layout(&mut c).await;
+    let (ctl, mut c) = Controller::with_basic_layout(Options::default()).await;
     let mut d = ctl.admin().await;
     for round in 0..12 {
         let t = format!("q{round}");
-        c.create_tenant(CreateTenantRequest {
-            tenant: Some(tenant(&t, "10GiB", 0, &[])),
-        })
-        .await
-        .expect("tenant");
+        c.create(tenant(&t, "10GiB", 0, &[])).await.expect("tenant");
         let layout = Layout {
             volumes: vec![volume(&format!("a{round}"), &t, "6GiB", "p1")],
             ..Default::default()
         };
         let (applied, created) = tokio::join!(
-            c.apply(ApplyRequest {
-                layout: Some(layout),
-                dry_run: false,
-                prune: false,
-                prune_nodes: false,
-            }),
-            d.create_volume(CreateVolumeRequest {
-                volume: Some(volume(&format!("b{round}"), &t, "6GiB", "p1")),
-                ..Default::default()
-            }),
+            c.apply_layout(layout, false),
+            d.create(volume(&format!("b{round}"), &t, "6GiB", "p1")),
         );
         assert!(
             applied.is_ok() != created.is_ok(),

@@ -1,61 +1,38 @@
 //! Authorization and authentication negatives.
 
-mod common;
-
-use common::*;
 use ferrofab_proto::v1::admin_service_client::AdminServiceClient;
 use ferrofab_proto::v1::agent_service_client::AgentServiceClient;
 use ferrofab_proto::v1::*;
+use ferrofab_testkit::prelude::*;
 use tonic::Code;
 
 #[tokio::test]
 async fn tenant_is_confined_to_its_own_volumes_and_quota() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     admin
-        .create_tenant(CreateTenantRequest {
-            tenant: Some(tenant("other", "", 1, &[])),
-        })
+        .create(tenant("other", "", 1, &[]))
         .await
         .expect("other");
     admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("theirs", "other", "1GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("theirs", "other", "1GiB", "p1"))
         .await
         .expect("theirs");
 
     let mut lab = ctl.admin_as("tenant:lab").await;
-    lab.create_volume(CreateVolumeRequest {
-        volume: Some(volume("mine", "lab", "1GiB", "p1")),
-        ..Default::default()
-    })
-    .await
-    .expect("own create");
+    lab.create(volume("mine", "lab", "1GiB", "p1"))
+        .await
+        .expect("own create");
     let e = lab
-        .delete_volume(DeleteVolumeRequest {
-            name: "theirs".into(),
-            resource_version: 0,
-        })
+        .delete::<Volume>("theirs")
         .await
         .expect_err("foreign delete");
     // Another tenant's volume is answered as a missing one (issue 12).
     assert_eq!(e.code(), Code::NotFound);
     assert_eq!(e.message(), "volume \"theirs\" not found");
-    let e = lab
-        .get_volume(GetVolumeRequest {
-            name: "theirs".into(),
-        })
-        .await
-        .expect_err("foreign get");
+    let e = lab.get::<Volume>("theirs").await.expect_err("foreign get");
     assert_eq!(e.code(), Code::NotFound);
     let e = lab
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("sneaky", "other", "1GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("sneaky", "other", "1GiB", "p1"))
         .await
         .expect_err("foreign create");
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -71,19 +48,14 @@ async fn tenant_is_confined_to_its_own_volumes_and_quota() {
         .into_inner();
     assert_eq!(list.items.len(), 1, "sees only its own");
     let e = lab
-        .create_pool(CreatePoolRequest {
-            pool: Some(pool("px", "s1", "1GiB", &[])),
-        })
+        .create(pool("px", "s1", "1GiB", &[]))
         .await
         .expect_err("admin only");
     assert_eq!(e.code(), Code::PermissionDenied);
 
     let mut other = ctl.admin_as("tenant:other").await;
     let e = other
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("more", "other", "1GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("more", "other", "1GiB", "p1"))
         .await
         .expect_err("over quota");
     assert_eq!(e.code(), Code::ResourceExhausted);
@@ -91,9 +63,7 @@ async fn tenant_is_confined_to_its_own_volumes_and_quota() {
 
 #[tokio::test]
 async fn node_sees_only_its_own_state() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut ws1 = ctl.agent_as("node:ws1").await;
     let e = ws1
         .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
@@ -110,51 +80,30 @@ async fn node_sees_only_its_own_state() {
         .expect_err("report other");
     assert_eq!(e.code(), Code::PermissionDenied);
     let mut ws1_admin = ctl.admin_as("node:ws1").await;
-    let e = ws1_admin
-        .get_desired_state(GetDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect_err("get other");
+    let e = ws1_admin.desired_state("s1").await.expect_err("get other");
     assert_eq!(e.code(), Code::PermissionDenied);
     let e = ws1_admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("v", "lab", "1GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("v", "lab", "1GiB", "p1"))
         .await
         .expect_err("node creating volume");
     assert_eq!(e.code(), Code::PermissionDenied);
     // A node may request an attachment for itself, not for another node.
     admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("v", "lab", "1GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("v", "lab", "1GiB", "p1"))
         .await
         .expect("v");
     ws1_admin
-        .create_attachment(CreateAttachmentRequest {
-            attachment: Some(attachment("v-ws1", "v", "ws1")),
-        })
+        .create(attachment("v-ws1", "v", "ws1"))
         .await
         .expect("self attach");
-    admin
-        .create_node(CreateNodeRequest {
-            node: Some(workstation("ws2")),
-        })
-        .await
-        .expect("ws2");
+    admin.create(workstation("ws2")).await.expect("ws2");
     let e = ws1_admin
-        .create_attachment(CreateAttachmentRequest {
-            attachment: Some(attachment("v-ws2", "v", "ws2")),
-        })
+        .create(attachment("v-ws2", "v", "ws2"))
         .await
         .expect_err("attach other");
     assert_eq!(e.code(), Code::PermissionDenied);
     ws1_admin
-        .delete_attachment(DeleteAttachmentRequest {
-            name: "v-ws1".into(),
-            resource_version: 0,
-        })
+        .delete::<Attachment>("v-ws1")
         .await
         .expect("self release");
 }
@@ -203,15 +152,7 @@ fn identity_of(pem: &str) -> Option<ferrofab_pki::Identity> {
 async fn bootstrap_token_enrolls_once_and_node_renews() {
     let ctl = Controller::start();
     let mut admin = ctl.admin().await;
-    let tok = admin
-        .create_bootstrap_token(CreateBootstrapTokenRequest {
-            node: "s7".into(),
-            ttl_seconds: 600,
-        })
-        .await
-        .expect("token")
-        .into_inner()
-        .token;
+    let tok = admin.bootstrap_token("s7").await;
     let mut anon = AgentServiceClient::new(ctl.anonymous_channel().await);
     // The CSR asks for admin; the controller must ignore that.
     let kc = key_and_csr("admin");
@@ -227,10 +168,7 @@ async fn bootstrap_token_enrolls_once_and_node_renews() {
         identity_of(&resp.certificate_pem),
         Some(ferrofab_pki::Identity::Node("s7".into()))
     );
-    admin
-        .get_node(GetNodeRequest { name: "s7".into() })
-        .await
-        .expect("node registered");
+    admin.get::<Node>("s7").await.expect("node registered");
     let e = anon.enroll(req).await.expect_err("reuse");
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("already used"), "{}", e.message());
@@ -296,17 +234,7 @@ async fn enroll_without_node_name_or_roles_uses_the_token_and_declared_node() {
     let mut admin = ctl.admin().await;
     let mint = |node: &'static str| {
         let mut admin = admin.clone();
-        async move {
-            admin
-                .create_bootstrap_token(CreateBootstrapTokenRequest {
-                    node: node.into(),
-                    ttl_seconds: 600,
-                })
-                .await
-                .expect("token")
-                .into_inner()
-                .token
-        }
+        async move { admin.bootstrap_token(node).await }
     };
     let tok = mint("s9").await;
     let parsed: ferrofab_pki::Token = tok.parse().expect("token parses");
@@ -339,12 +267,7 @@ async fn enroll_without_node_name_or_roles_uses_the_token_and_declared_node() {
 
     // Declared with roles and an address: enrollment keeps both.
     let declared = storage_node("s9", 4420);
-    admin
-        .create_node(CreateNodeRequest {
-            node: Some(declared.clone()),
-        })
-        .await
-        .expect("declare");
+    admin.create(declared.clone()).await.expect("declare");
     let resp = anon.enroll(req).await.expect("enroll").into_inner();
     assert_eq!(
         identity_of(&resp.certificate_pem),

@@ -44,6 +44,11 @@ fn run(cfg: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// A path as a command-line argument.
+fn arg(p: &Path) -> &str {
+    p.to_str().expect("utf8")
+}
+
 fn dump(s: &dyn Store) -> Vec<(String, Vec<u8>)> {
     let (kvs, _) = s.list("").expect("list");
     kvs.into_iter().map(|kv| (kv.key, kv.value)).collect()
@@ -87,13 +92,7 @@ async fn migrate_redb_to_etcd_and_back() {
     let bk1 = work.path().join("one.ffbackup");
     let (ok, out) = run(
         &config(&a, None),
-        &[
-            "backup",
-            "--out",
-            bk1.to_str().expect("utf8"),
-            "--key-file",
-            key.to_str().expect("utf8"),
-        ],
+        &["backup", "--out", arg(&bk1), "--key-file", arg(&key)],
     );
     assert!(ok, "backup from redb: {out}");
     assert!(out.contains("3 objects"), "{out}");
@@ -109,13 +108,7 @@ async fn migrate_redb_to_etcd_and_back() {
     let cfg_b = config(&b, Some(&etcd.client_url));
     let (ok, out) = run(
         &cfg_b,
-        &[
-            "restore",
-            "--from",
-            bk1.to_str().expect("utf8"),
-            "--key-file",
-            key.to_str().expect("utf8"),
-        ],
+        &["restore", "--from", arg(&bk1), "--key-file", arg(&key)],
     );
     assert!(ok, "restore into etcd: {out}");
     {
@@ -135,13 +128,7 @@ async fn migrate_redb_to_etcd_and_back() {
     // A second restore into the now non-empty store is refused...
     let (ok, out) = run(
         &cfg_b,
-        &[
-            "restore",
-            "--from",
-            bk1.to_str().expect("utf8"),
-            "--key-file",
-            key.to_str().expect("utf8"),
-        ],
+        &["restore", "--from", arg(&bk1), "--key-file", arg(&key)],
     );
     assert!(
         !ok && out.contains("non-empty") && out.contains("--force"),
@@ -154,9 +141,9 @@ async fn migrate_redb_to_etcd_and_back() {
             "restore",
             "--force",
             "--from",
-            bk1.to_str().expect("utf8"),
+            arg(&bk1),
             "--key-file",
-            key.to_str().expect("utf8"),
+            arg(&key),
         ],
     );
     assert!(ok, "forced restore: {out}");
@@ -168,22 +155,16 @@ async fn migrate_redb_to_etcd_and_back() {
         &[
             "backup",
             "--out",
-            bk2.to_str().expect("utf8"),
+            arg(&bk2),
             "--passphrase-file",
-            pass.to_str().expect("utf8"),
+            arg(&pass),
         ],
     );
     assert!(ok, "backup from etcd: {out}");
     let cfg_c = config(&c, None);
     let (ok, out) = run(
         &cfg_c,
-        &[
-            "restore",
-            "--from",
-            bk2.to_str().expect("utf8"),
-            "--key-file",
-            key.to_str().expect("utf8"),
-        ],
+        &["restore", "--from", arg(&bk2), "--key-file", arg(&key)],
     );
     assert!(
         !ok && out.contains("--passphrase-file"),
@@ -194,9 +175,9 @@ async fn migrate_redb_to_etcd_and_back() {
         &[
             "restore",
             "--from",
-            bk2.to_str().expect("utf8"),
+            arg(&bk2),
             "--passphrase-file",
-            pass.to_str().expect("utf8"),
+            arg(&pass),
         ],
     );
     assert!(ok, "restore into redb: {out}");

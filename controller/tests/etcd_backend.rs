@@ -3,23 +3,17 @@
 //! certificate, serving the admin API (what the CLI speaks) and agents'
 //! desired-state streams; the state survives a kill -9 of the controller.
 
-mod common;
 mod etcd_harness;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
 use etcd_harness::{Etcd, Tls};
 use ferrofab_proto::v1::*;
-use tokio_stream::StreamExt;
+use ferrofab_testkit::prelude::*;
 
 async fn next(s: &mut tonic::Streaming<DesiredState>) -> DesiredState {
-    tokio::time::timeout(Duration::from_secs(15), s.next())
-        .await
-        .expect("state in time")
-        .expect("stream open")
-        .expect("state")
+    next_within(s, Duration::from_secs(15)).await
 }
 
 /// etcd's own PKI, unrelated to the controller's: server certificate for
@@ -57,27 +51,17 @@ async fn controller_on_etcd_over_mtls_serves_admin_and_agents_and_survives_kill9
     let mut admin = ctl.admin().await;
     basic_layout(&mut admin).await;
     let mut s1 = ctl.agent_as("node:s1").await;
-    let mut s1_stream = s1
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("s1 watch")
-        .into_inner();
+    let mut s1_stream = s1.watch_desired("s1").await;
     assert!(next(&mut s1_stream).await.exports.is_empty());
     let v = admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("data", "lab", "10GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("data", "lab", "10GiB", "p1"))
         .await
-        .expect("create volume")
-        .into_inner();
+        .expect("create volume");
     let nqn = v.status.as_ref().expect("status").subsystem_nqn.clone();
     let ds = next(&mut s1_stream).await;
     assert_eq!(ds.exports.len(), 1, "the storage agent is told to export");
     admin
-        .create_attachment(CreateAttachmentRequest {
-            attachment: Some(attachment("data-ws1", "data", "ws1")),
-        })
+        .create(attachment("data-ws1", "data", "ws1"))
         .await
         .expect("attachment");
     s1.report_status(ReportStatusRequest {
@@ -122,22 +106,15 @@ async fn controller_on_etcd_over_mtls_serves_admin_and_agents_and_survives_kill9
     ctl.spawn();
     let mut admin = ctl.admin().await;
     let v = admin
-        .get_volume(GetVolumeRequest {
-            name: "data".into(),
-        })
+        .get::<Volume>("data")
         .await
-        .expect("volume after restart")
-        .into_inner();
+        .expect("volume after restart");
     assert!(
         v.status.expect("status").export_ready,
         "the reported status was durable"
     );
     let mut ws1 = ctl.agent_as("node:ws1").await;
-    let mut ws_stream = ws1
-        .watch_desired_state(WatchDesiredStateRequest { node: "ws1".into() })
-        .await
-        .expect("ws watch")
-        .into_inner();
+    let mut ws_stream = ws1.watch_desired("ws1").await;
     let ws = next(&mut ws_stream).await;
     assert_eq!(
         ws.connections.len(),

@@ -1,26 +1,12 @@
 //! Hardening (issue 12): what one client, node or raw TCP peer may hold
 //! open or send is bounded, and the limits are visible in /metrics.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use ferrofab_proto::v1::*;
+use ferrofab_testkit::prelude::*;
+use ferrofab_testkit::process::closed_by_peer;
 use tokio_stream::StreamExt;
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect http");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out
-}
 
 /// The value of an unlabelled metric (`ferrofab_controller_` + `name`).
 fn metric(ctl: &Controller, name: &str) -> f64 {
@@ -82,21 +68,18 @@ async fn open_watches(
 /// client goes, and one identity may hold only so many at once.
 #[tokio::test]
 async fn cancelled_watches_end_and_are_capped_per_identity() {
-    let ctl = Controller::start_with(Options {
+    let (ctl, mut admin) = Controller::with_basic_layout(Options {
         extra_toml: "[server]\nmax_watches_per_identity = 16\n".into(),
         ..Default::default()
-    });
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    })
+    .await;
     let mut node = ctl.admin_as("node:s1").await;
     for round in 0..5 {
         let watches = open_watches(&mut node, 16).await;
         assert_eq!(metric(&ctl, "watch_streams"), 16.0, "round {round}");
         // Writes the node may not see: nothing is ever sent on its streams.
         admin
-            .create_tenant(CreateTenantRequest {
-                tenant: Some(tenant(&format!("t{round}"), "", 0, &[])),
-            })
+            .create(tenant(&format!("t{round}"), "", 0, &[]))
             .await
             .expect("tenant");
         drop(watches);
@@ -135,21 +118,6 @@ async fn cancelled_watches_end_and_are_capped_per_identity() {
     assert!(w.message().await.expect("event").is_some());
 }
 
-/// True once the server has closed `s` (EOF or reset) within `limit`.
-fn closed_within(s: &mut std::net::TcpStream, limit: Duration) -> bool {
-    use std::io::Read;
-    s.set_read_timeout(Some(limit)).expect("timeout");
-    let mut b = [0u8; 1];
-    match s.read(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
-    }
-}
-
 /// Raw TCP connections that never send a ClientHello are closed after the
 /// handshake timeout; beyond the connection cap they are closed at once;
 /// a real client still gets through afterwards.
@@ -170,7 +138,7 @@ async fn silent_connections_time_out_and_are_capped() {
     for i in 0..5 {
         let mut extra = std::net::TcpStream::connect(&ctl.addr).expect("connect");
         assert!(
-            closed_within(&mut extra, Duration::from_secs(1)),
+            closed_by_peer(&mut extra, Duration::from_secs(1)),
             "connection {i} beyond the cap stayed open"
         );
     }
@@ -186,7 +154,7 @@ async fn silent_connections_time_out_and_are_capped() {
     );
     for (i, s) in idle.iter_mut().enumerate() {
         assert!(
-            closed_within(s, Duration::from_secs(10)),
+            closed_by_peer(s, Duration::from_secs(10)),
             "silent connection {i} still open"
         );
     }
@@ -245,10 +213,7 @@ async fn get_node(
     c: &mut ferrofab_proto::v1::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
     name: &str,
 ) -> Node {
-    c.get_node(GetNodeRequest { name: name.into() })
-        .await
-        .expect("node")
-        .into_inner()
+    c.get::<Node>(name).await.expect("node")
 }
 
 /// A node used to be able to add any number of condition types to its
@@ -258,9 +223,7 @@ async fn get_node(
 #[tokio::test]
 async fn node_reports_keep_only_known_conditions_and_replace_them() {
     use prost::Message;
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let mut conditions = junk("Junk", 400);
     conditions.push(cond("DataPath", false, &"é".repeat(3000)));
@@ -301,13 +264,9 @@ async fn node_reports_keep_only_known_conditions_and_replace_them() {
 
     // Volumes through export reports.
     let v = admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("v1", "lab", "1GiB", "p1")),
-            ..Default::default()
-        })
+        .create(volume("v1", "lab", "1GiB", "p1"))
         .await
-        .expect("volume")
-        .into_inner();
+        .expect("volume");
     let nqn = v.status.expect("status").subsystem_nqn;
     let export = ExportStatus {
         volume: "v1".into(),
@@ -320,11 +279,7 @@ async fn node_reports_keep_only_known_conditions_and_replace_them() {
     s1.report_status(report(vec![], vec![export]))
         .await
         .expect("export report");
-    let v = admin
-        .get_volume(GetVolumeRequest { name: "v1".into() })
-        .await
-        .expect("volume")
-        .into_inner();
+    let v = admin.get::<Volume>("v1").await.expect("volume");
     assert!(v.status.as_ref().expect("st").export_ready);
     assert!(
         !types(&v.status.as_ref().expect("st").conditions)
@@ -348,12 +303,11 @@ async fn node_reports_keep_only_known_conditions_and_replace_them() {
 /// with the field named.
 #[tokio::test]
 async fn oversized_reports_are_refused_by_field() {
-    let ctl = Controller::start_with(Options {
+    let (ctl, _admin) = Controller::with_basic_layout(Options {
         extra_toml: "[nodes]\nmax_report_entries = 10\n".into(),
         ..Default::default()
-    });
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    })
+    .await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let e = s1
         .report_status(ReportStatusRequest {
@@ -380,12 +334,11 @@ async fn oversized_reports_are_refused_by_field() {
 /// says when to retry, and other nodes are unaffected.
 #[tokio::test]
 async fn report_status_is_rate_limited_per_node() {
-    let ctl = Controller::start_with(Options {
+    let (ctl, _admin) = Controller::with_basic_layout(Options {
         extra_toml: "[nodes]\nreport_rate_per_second = 0.5\nreport_burst = 5\n".into(),
         ..Default::default()
-    });
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    })
+    .await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let report = |node: &str| ReportStatusRequest {
         node: node.into(),
@@ -449,15 +402,12 @@ async fn ready_after_checks(
 /// turns NotReady when silent.
 #[tokio::test]
 async fn heartbeats_are_kept_in_memory_and_readiness_still_works() {
-    let ctl = Controller::start_with(Options {
-        manual_clock: true,
-        extra_toml: "[nodes]\nheartbeat_timeout_seconds = 45\ncheck_interval_seconds = 1\n\
-                     heartbeat_persist_interval_seconds = 1000\n"
-            .into(),
-    });
-    let mut admin = ctl.admin().await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::manual_clock(
+        "[nodes]\nheartbeat_timeout_seconds = 45\ncheck_interval_seconds = 1\n\
+                     heartbeat_persist_interval_seconds = 1000\n",
+    ))
+    .await;
     let mut debug = ctl.debug().await;
-    basic_layout(&mut admin).await;
     let mut s1 = ctl.agent_as("node:s1").await;
     let report = ReportStatusRequest {
         node: "s1".into(),
@@ -545,7 +495,7 @@ async fn one_peer_cannot_take_every_connection_slot() {
         let mut s = s.into_std().expect("std");
         s.set_nonblocking(false).expect("blocking");
         assert!(
-            closed_within(&mut s, Duration::from_secs(2)),
+            closed_by_peer(&mut s, Duration::from_secs(2)),
             "connection {i} beyond the per-peer cap stayed open"
         );
     }

@@ -2,14 +2,12 @@
 //! metadata limits, pool backing paths, CSR checks before the bootstrap
 //! token is consumed, and unique host NQNs and data addresses.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
 use ferrofab_proto::v1::admin_service_client::AdminServiceClient;
 use ferrofab_proto::v1::agent_service_client::AgentServiceClient;
 use ferrofab_proto::v1::*;
+use ferrofab_testkit::prelude::*;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -21,36 +19,23 @@ fn annotated(mut v: Volume, annotations: &[(&str, usize)]) -> Volume {
     v
 }
 
-async fn create_volume(
-    c: &mut AdminServiceClient<Channel>,
-    v: Volume,
-) -> Result<Volume, tonic::Status> {
-    c.create_volume(CreateVolumeRequest {
-        volume: Some(v),
-        ..Default::default()
-    })
-    .await
-    .map(|r| r.into_inner())
-}
-
 /// Two volumes with 3 MiB annotations made `volume list` fail for every
 /// user on the 4 MiB message limit. Now the write is refused, naming the
 /// field, and listing keeps working.
 #[tokio::test]
 async fn oversized_annotations_are_refused_and_lists_keep_working() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut lab = ctl.admin_as("tenant:lab").await;
 
     // The test controller's messages are 1 MiB (max_message_bytes), so
     // 900 KiB stands in for the 3 MiB of the report.
-    let e = create_volume(
-        &mut lab,
-        annotated(volume("big", "lab", "1GiB", "p1"), &[("note", 900 << 10)]),
-    )
-    .await
-    .expect_err("900 KiB annotation");
+    let e = lab
+        .create(annotated(
+            volume("big", "lab", "1GiB", "p1"),
+            &[("note", 900 << 10)],
+        ))
+        .await
+        .expect_err("900 KiB annotation");
     assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
     assert_eq!(
         e.message(),
@@ -61,12 +46,10 @@ async fn oversized_annotations_are_refused_and_lists_keep_working() {
     // of the 256 KiB object.
     let many: Vec<(String, usize)> = (0..5).map(|i| (format!("n{i}"), 60 << 10)).collect();
     let many: Vec<(&str, usize)> = many.iter().map(|(k, n)| (k.as_str(), *n)).collect();
-    let e = create_volume(
-        &mut lab,
-        annotated(volume("wide", "lab", "1GiB", "p1"), &many),
-    )
-    .await
-    .expect_err("300 KiB object");
+    let e = lab
+        .create(annotated(volume("wide", "lab", "1GiB", "p1"), &many))
+        .await
+        .expect_err("300 KiB object");
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(
         e.message()
@@ -77,20 +60,15 @@ async fn oversized_annotations_are_refused_and_lists_keep_working() {
     assert!(e.message().contains("limit 224 KiB"), "{}", e.message());
 
     // An update may not grow a volume past the limits either.
-    let v = create_volume(
-        &mut lab,
-        annotated(volume("ok", "lab", "1GiB", "p1"), &[("note", 1024)]),
-    )
-    .await
-    .expect("small annotation");
-    let grown = annotated(v, &[("more", 100 << 10)]);
-    let e = lab
-        .update_volume(UpdateVolumeRequest {
-            volume: Some(grown),
-            ..Default::default()
-        })
+    let v = lab
+        .create(annotated(
+            volume("ok", "lab", "1GiB", "p1"),
+            &[("note", 1024)],
+        ))
         .await
-        .expect_err("grown annotation");
+        .expect("small annotation");
+    let grown = annotated(v, &[("more", 100 << 10)]);
+    let e = lab.update(grown).await.expect_err("grown annotation");
     assert!(
         e.message().contains("metadata.annotations[\"more\"]"),
         "{}",
@@ -104,10 +82,7 @@ async fn oversized_annotations_are_refused_and_lists_keep_working() {
         .expect("meta")
         .annotations
         .insert("not a key".into(), "x".into());
-    let e = admin
-        .create_pool(CreatePoolRequest { pool: Some(p) })
-        .await
-        .expect_err("bad key");
+    let e = admin.create(p).await.expect_err("bad key");
     assert!(
         e.message().contains("metadata.annotations[\"not a key\"]"),
         "{}",
@@ -128,19 +103,18 @@ async fn oversized_annotations_are_refused_and_lists_keep_working() {
 /// a client that does not page.
 #[tokio::test]
 async fn lists_never_exceed_the_message_limit() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (_ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     // Six volumes of about 192 KiB: 1.1 MiB, over the test's 1 MiB messages.
     for i in 0..6 {
         let notes: Vec<(String, usize)> = (0..3).map(|j| (format!("n{j}"), 64 << 10)).collect();
         let notes: Vec<(&str, usize)> = notes.iter().map(|(k, n)| (k.as_str(), *n)).collect();
-        create_volume(
-            &mut admin,
-            annotated(volume(&format!("v{i}"), "lab", "1GiB", "p1"), &notes),
-        )
-        .await
-        .expect("volume within the object limit");
+        admin
+            .create(annotated(
+                volume(&format!("v{i}"), "lab", "1GiB", "p1"),
+                &notes,
+            ))
+            .await
+            .expect("volume within the object limit");
     }
     let e = admin
         .list_volumes(ListVolumesRequest::default())
@@ -202,16 +176,12 @@ async fn create_pool_at(
         .and_then(|s| s.backing.as_mut())
         .expect("backing")
         .path = path.into();
-    c.create_pool(CreatePoolRequest { pool: Some(p) })
-        .await
-        .map(|r| r.into_inner())
+    c.create(p).await
 }
 
 #[tokio::test]
 async fn pool_paths_must_be_absolute_and_normal() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (_ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     for (path, says) in [
         ("/srv/ferrofab/../../etc", "\"..\""),
         ("/srv/ferro\0fab", "U+0000"),
@@ -238,10 +208,7 @@ async fn pool_paths_must_be_absolute_and_normal() {
         .and_then(|s| s.backing.as_mut())
         .expect("backing")
         .path = "/srv/ferrofab/p2/../../../etc".into();
-    let e = admin
-        .update_pool(UpdatePoolRequest { pool: Some(p) })
-        .await
-        .expect_err("update to ..");
+    let e = admin.update(p).await.expect_err("update to ..");
     assert!(e.message().contains("spec.backing.path"), "{}", e.message());
 
     // Apply runs the same checks (issue 12 item 8's `…/../etc`).
@@ -252,30 +219,20 @@ async fn pool_paths_must_be_absolute_and_normal() {
         .expect("backing")
         .path = "/srv/ferrofab/../../etc".into();
     let e = admin
-        .apply(ApplyRequest {
-            layout: Some(Layout {
+        .apply_layout(
+            Layout {
                 pools: vec![bad],
                 ..Default::default()
-            }),
-            dry_run: false,
-            prune: false,
-            prune_nodes: false,
-        })
+            },
+            false,
+        )
         .await
         .expect_err("apply with ..");
     assert!(e.message().contains("spec.backing.path"), "{}", e.message());
 }
 
 async fn token(admin: &mut AdminServiceClient<Channel>, node: &str) -> String {
-    admin
-        .create_bootstrap_token(CreateBootstrapTokenRequest {
-            node: node.into(),
-            ttl_seconds: 600,
-        })
-        .await
-        .expect("token")
-        .into_inner()
-        .token
+    admin.bootstrap_token(node).await
 }
 
 fn good_csr() -> String {
@@ -341,16 +298,12 @@ fn node_with(name: &str, nqn: &str, addr: &str, port: u32) -> Node {
 
 #[tokio::test]
 async fn host_nqns_and_data_addresses_belong_to_one_node() {
-    let ctl = Controller::start();
-    let mut admin = ctl.admin().await;
-    basic_layout(&mut admin).await;
+    let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let s1_nqn = "nqn.2014-08.org.nvmexpress:uuid:s1";
 
     // Admins are told which node has it.
     let e = admin
-        .create_node(CreateNodeRequest {
-            node: Some(node_with("s2", s1_nqn, "10.0.0.2", 4420)),
-        })
+        .create(node_with("s2", s1_nqn, "10.0.0.2", 4420))
         .await
         .expect_err("same host NQN");
     assert_eq!(e.code(), Code::FailedPrecondition);
@@ -361,9 +314,7 @@ async fn host_nqns_and_data_addresses_belong_to_one_node() {
     );
     assert!(e.message().contains("node \"s1\""), "{}", e.message());
     let e = admin
-        .create_node(CreateNodeRequest {
-            node: Some(node_with("s2", "nqn.x:s2", "127.0.0.1", 0)),
-        })
+        .create(node_with("s2", "nqn.x:s2", "127.0.0.1", 0))
         .await
         .expect_err("same data address (port 0 is 4420)");
     assert!(
@@ -374,15 +325,10 @@ async fn host_nqns_and_data_addresses_belong_to_one_node() {
     assert!(e.message().contains("node \"s1\""), "{}", e.message());
     let mut ws1 = workstation("ws1");
     ws1.spec.as_mut().expect("spec").host_nqn = s1_nqn.into();
-    let e = admin
-        .update_node(UpdateNodeRequest { node: Some(ws1) })
-        .await
-        .expect_err("update to s1's NQN");
+    let e = admin.update(ws1).await.expect_err("update to s1's NQN");
     assert!(e.message().contains("node \"s1\""), "{}", e.message());
     admin
-        .create_node(CreateNodeRequest {
-            node: Some(node_with("s2", "nqn.x:s2", "127.0.0.1", 4421)),
-        })
+        .create(node_with("s2", "nqn.x:s2", "127.0.0.1", 4421))
         .await
         .expect("another port is another address");
 

@@ -1,31 +1,16 @@
 //! Watch streams deliver every change in revision order and resume from a
 //! revision; kill -9 loses no acknowledged write.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use ferrofab_proto::v1::*;
-use tokio_stream::StreamExt;
-
-async fn next(s: &mut tonic::Streaming<WatchEvent>) -> WatchEvent {
-    tokio::time::timeout(Duration::from_secs(10), s.next())
-        .await
-        .expect("event in time")
-        .expect("stream open")
-        .expect("event")
-}
+use ferrofab_testkit::prelude::*;
 
 #[tokio::test]
 async fn watch_delivers_every_change_in_order_and_resumes() {
     let ctl = Controller::start();
     let mut c = ctl.admin().await;
-    c.create_tenant(CreateTenantRequest {
-        tenant: Some(tenant("pre", "", 0, &[])),
-    })
-    .await
-    .expect("pre");
+    c.create(tenant("pre", "", 0, &[])).await.expect("pre");
     let mut w = c
         .watch_tenants(WatchRequest {
             from_revision: 0,
@@ -41,27 +26,14 @@ async fn watch_delivers_every_change_in_order_and_resumes() {
 
     let n = 50;
     for i in 0..n {
-        c.create_tenant(CreateTenantRequest {
-            tenant: Some(tenant(&format!("t{i}"), "", 0, &[])),
-        })
-        .await
-        .expect("create");
+        c.create(tenant(&format!("t{i}"), "", 0, &[]))
+            .await
+            .expect("create");
     }
-    let mut t = c
-        .get_tenant(GetTenantRequest { name: "t7".into() })
-        .await
-        .expect("get")
-        .into_inner();
+    let mut t = c.get::<Tenant>("t7").await.expect("get");
     t.spec.as_mut().expect("s").volume_quota = 3;
-    c.update_tenant(UpdateTenantRequest { tenant: Some(t) })
-        .await
-        .expect("update");
-    c.delete_tenant(DeleteTenantRequest {
-        name: "t9".into(),
-        resource_version: 0,
-    })
-    .await
-    .expect("delete");
+    c.update(t).await.expect("update");
+    c.delete::<Tenant>("t9").await.expect("delete");
 
     let mut last = synced.revision;
     let mut seen = Vec::new();
@@ -120,20 +92,14 @@ async fn watch_filters_by_label_selector() {
         .expect("watch")
         .into_inner();
     assert_eq!(next(&mut w).await.r#type, EventType::Synced as i32);
-    c.create_tenant(CreateTenantRequest {
-        tenant: Some(tenant("a", "", 0, &[])),
-    })
-    .await
-    .expect("a");
+    c.create(tenant("a", "", 0, &[])).await.expect("a");
     let mut b = tenant("b", "", 0, &[]);
     b.metadata
         .as_mut()
         .expect("m")
         .labels
         .insert("team".into(), "vision".into());
-    c.create_tenant(CreateTenantRequest { tenant: Some(b) })
-        .await
-        .expect("b");
+    c.create(b).await.expect("b");
     let ev = next(&mut w).await;
     let Some(watch_event::Object::Tenant(t)) = ev.object else {
         panic!("tenant")
@@ -145,21 +111,9 @@ async fn watch_filters_by_label_selector() {
 async fn kill_9_loses_no_acknowledged_write() {
     let mut ctl = Controller::start();
     let mut c = ctl.admin().await;
-    c.create_tenant(CreateTenantRequest {
-        tenant: Some(tenant("lab", "", 0, &[])),
-    })
-    .await
-    .expect("lab");
-    c.create_node(CreateNodeRequest {
-        node: Some(storage_node("s1", 4420)),
-    })
-    .await
-    .expect("s1");
-    c.create_pool(CreatePoolRequest {
-        pool: Some(pool("p1", "s1", "100TiB", &[])),
-    })
-    .await
-    .expect("p1");
+    c.create(tenant("lab", "", 0, &[])).await.expect("lab");
+    c.create(storage_node("s1", 4420)).await.expect("s1");
+    c.create(pool("p1", "s1", "100TiB", &[])).await.expect("p1");
     // Writers run concurrently; the controller dies under them.
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -169,12 +123,7 @@ async fn kill_9_loses_no_acknowledged_write() {
         tasks.push(tokio::spawn(async move {
             for i in 0..10_000 {
                 let name = format!("w{w}-{i}");
-                let r = cl
-                    .create_volume(CreateVolumeRequest {
-                        volume: Some(volume(&name, "lab", "1GiB", "p1")),
-                        ..Default::default()
-                    })
-                    .await;
+                let r = cl.create(volume(&name, "lab", "1GiB", "p1")).await;
                 match r {
                     Ok(_) => acked.lock().expect("lock").push(name),
                     Err(_) => break,
@@ -213,11 +162,7 @@ async fn kill_9_loses_no_acknowledged_write() {
         missing.first()
     );
     // Usage aggregates are rebuilt from the store too.
-    let p = c
-        .get_pool(GetPoolRequest { name: "p1".into() })
-        .await
-        .expect("pool")
-        .into_inner();
+    let p = c.get::<Pool>("p1").await.expect("pool");
     assert_eq!(p.status.expect("st").volume_count as usize, present.len());
 }
 

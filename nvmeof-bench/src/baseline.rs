@@ -381,15 +381,19 @@ fn write_full(s: &mut TcpStream, buf: &[u8], spin: bool) -> io::Result<()> {
 
 /// Two distinct CPUs this process may run on, for (server, client).
 fn pick_cpus() -> Option<(usize, usize)> {
-    // SAFETY: sched_getaffinity writes into the zeroed set we own.
+    // SAFETY: cpu_set_t is a plain bit array, for which all zeroes is valid.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sched_getaffinity writes at most the size we pass into the set
+    // we own; pid 0 is this thread.
     let rc =
         unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return None;
     }
-    let mut allowed =
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
+    let mut allowed = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET only reads bit `c` of the initialised set, and
+        // `c` stays below CPU_SETSIZE.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
     let a = allowed.next()?;
     let b = allowed.next()?;
     Some((a, b))

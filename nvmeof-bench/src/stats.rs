@@ -110,8 +110,9 @@ impl CpuTimes {
 }
 
 fn rusage(who: libc::c_int) -> CpuTimes {
-    // SAFETY: getrusage only writes into the zeroed struct we pass.
+    // SAFETY: rusage is plain integers and timevals: all zeroes is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes into the struct we own and pass.
     let rc = unsafe { libc::getrusage(who, &mut ru) };
     if rc != 0 {
         return CpuTimes::default();

@@ -35,8 +35,8 @@ fn require_fuse_root() {
         Path::new("/dev/fuse").exists(),
         "/dev/fuse is missing: the FUSE exposure tests need a kernel with FUSE"
     );
-    // SAFETY: geteuid cannot fail.
     assert_eq!(
+        // SAFETY: geteuid cannot fail and touches no memory of ours.
         unsafe { libc::geteuid() },
         0,
         "the FUSE exposure tests must run as root"

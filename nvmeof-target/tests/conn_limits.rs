@@ -5,14 +5,15 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::FromRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{fixture_with, HOSTNQN, SUBNQN};
 use ferrofab_nvmeof_host::{BlockIo, ConnectOptions, Controller, Digests, HostIdentity};
 use ferrofab_nvmeof_target::{ConnectionStats, Target, TargetOptions};
+use ferrofab_testkit::process::closed_by_peer;
+use ferrofab_testkit::wait::holds_within;
 
 /// Threads of this process now.
 fn threads() -> usize {
@@ -85,37 +86,11 @@ fn stats(t: &Target) -> ConnectionStats {
 fn wait_handled(t: &Target, offered: u64) {
     let handled = |s: ConnectionStats| s.accepted + s.refused_global + s.refused_per_peer;
     assert!(
-        wait_for(Duration::from_secs(20), || handled(stats(t)) >= offered),
+        holds_within(Duration::from_secs(20), || handled(stats(t)) >= offered),
         "the target handled {} of {offered} connections: {:?}",
         handled(stats(t)),
         stats(t)
     );
-}
-
-/// Wait until `f` holds, for at most `limit`.
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
-
-/// Whether the target closed this connection (end of file or reset).
-fn closed_by_target(s: &mut TcpStream) -> bool {
-    s.set_read_timeout(Some(Duration::from_millis(1))).ok();
-    let mut b = [0u8; 64];
-    match s.read(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
-    }
 }
 
 fn host_options(addr: SocketAddr) -> ConnectOptions {
@@ -192,17 +167,20 @@ fn connection_flood_is_capped_timed_out_and_a_real_host_still_gets_in() {
     // After the ICReq timeout every idle connection is gone; the host's
     // connected queues are not.
     assert!(
-        wait_for(Duration::from_secs(12), || stats(&f.target).open == 3),
+        holds_within(Duration::from_secs(12), || stats(&f.target).open == 3),
         "idle connections still open: {:?}",
         stats(&f.target)
     );
     let s = stats(&f.target);
     assert_eq!(s.icreq_timeouts, s.accepted - 3, "{s:?}");
     for c in flood_ab.iter_mut().chain(flood_cde.iter_mut()) {
-        assert!(closed_by_target(c), "a flood connection is still open");
+        assert!(
+            closed_by_peer(c, Duration::from_millis(1)),
+            "a flood connection is still open"
+        );
     }
     assert!(
-        wait_for(Duration::from_secs(5), || threads()
+        holds_within(Duration::from_secs(5), || threads()
             <= threads_peak - (CAP as usize - 3)),
         "connection threads did not exit: {} (peak {threads_peak})",
         threads()

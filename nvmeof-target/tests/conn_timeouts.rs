@@ -10,23 +10,12 @@ use std::time::{Duration, Instant};
 use common::{fixture_with, MiniHost};
 use ferrofab_nvmeof_host::Digests;
 use ferrofab_nvmeof_target::{ConnectionStats, Target, TargetOptions};
+use ferrofab_testkit::wait::holds_within;
 
 fn stats(t: &Target) -> ConnectionStats {
     t.status()
         .connections
         .expect("built-in target keeps counters")
-}
-
-/// Wait until `f` holds, for at most `limit`.
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 #[test]
@@ -47,7 +36,9 @@ fn stalled_icreq_is_closed_after_the_icreq_timeout() {
     assert_eq!(n, 0, "the target closes the connection");
     assert!(took < Duration::from_secs(5), "closed after {took:?}");
     assert_eq!(stats(&f.target).icreq_timeouts, 1);
-    assert!(wait_for(Duration::from_secs(2), || stats(&f.target).open == 0));
+    assert!(holds_within(Duration::from_secs(2), || stats(&f.target)
+        .open
+        == 0));
 }
 
 #[test]

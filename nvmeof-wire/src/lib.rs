@@ -17,6 +17,8 @@
 //! (`ferrofab-nvmeof-host`) both build on this crate and on nothing of
 //! each other.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod spec;
 pub mod units;

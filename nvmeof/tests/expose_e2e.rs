@@ -14,8 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use ferrofab_testkit::wait::poll;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ferrofab-nvmeof");
 const MIB: u64 = 1 << 20;
+/// How often a wait here looks again.
+const POLL: Duration = Duration::from_millis(50);
 
 // ---------------------------------------------------------------- helpers
 
@@ -34,8 +38,8 @@ fn require(tool: &str, package: &str) {
 }
 
 fn require_root_and_fuse() {
-    // SAFETY: geteuid cannot fail.
     assert_eq!(
+        // SAFETY: geteuid cannot fail and touches no memory of ours.
         unsafe { libc::geteuid() },
         0,
         "these tests must run as root"
@@ -102,20 +106,6 @@ fn free_port() -> u16 {
     panic!("no free port below {low}");
 }
 
-/// Poll `f` until it returns Some or `limit` passes.
-fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Deterministic pseudo-random bytes (xorshift), so a failure reproduces.
 fn pattern_file(path: &Path, len: u64, seed: u64) {
     let mut s = seed | 1;
@@ -145,7 +135,7 @@ fn signal(child: &Child, sig: i32) {
 
 /// Wait for a child to exit, at most `limit`.
 fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    wait_for(limit, || child.try_wait().ok().flatten())
+    poll(limit, POLL, || child.try_wait().ok().flatten())
 }
 
 /// Whether anything is mounted at or below `path`.
@@ -219,7 +209,7 @@ impl Serve {
             .spawn()
             .expect("spawn serve");
         self.child = Some(child);
-        let ready = wait_for(Duration::from_secs(20), || {
+        let ready = poll(Duration::from_secs(20), POLL, || {
             if let Some(status) = self
                 .child
                 .as_mut()
@@ -305,7 +295,7 @@ impl Connect {
             dir,
             nqn: serve.nqn.clone(),
         };
-        let up = wait_for(Duration::from_secs(10), || {
+        let up = poll(Duration::from_secs(10), POLL, || {
             fs::metadata(c.file()).ok().filter(|m| m.len() > 0)
         });
         assert!(up.is_some(), "the file did not appear:\n{}", c.logs());
@@ -572,7 +562,7 @@ fn dd_through_the_file_survives_a_target_restart() {
         .spawn()
         .expect("spawn dd");
     // Kill the target once dd is well into the file, not before or after.
-    let into = wait_for(Duration::from_secs(20), || {
+    let into = poll(Duration::from_secs(20), POLL, || {
         let written = bytes_written(dd.id())?;
         (written >= 2 * MIB).then_some(written)
     });
@@ -603,7 +593,7 @@ fn online_grow_shows_in_the_file_size() {
     assert_eq!(fs::metadata(conn.file()).expect("stat").len(), 32 * MIB);
     serve.write_config(48);
     signal(serve.child(), libc::SIGHUP);
-    let grown = wait_for(Duration::from_secs(5), || {
+    let grown = poll(Duration::from_secs(5), POLL, || {
         let len = fs::metadata(conn.file()).ok()?.len();
         (len == 48 * MIB).then_some(len)
     });

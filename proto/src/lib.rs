@@ -13,6 +13,7 @@
 //!   controller and the agent; the condition words are `ferrofab-types`'.
 //! * [`time`]: RFC 3339 and relative times for messages and output.
 //! * [`client`]: client-side connection helpers.
+#![forbid(unsafe_code)]
 
 /// Everything in the `ferrofab.v1` protobuf package: messages, enums, and the
 /// `*_client` / `*_server` modules for AdminService, AgentService and

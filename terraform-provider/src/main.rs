@@ -6,6 +6,7 @@
 //! thing ever written to stdout); logs go to stderr, which Terraform relays
 //! under TF_LOG. With `--debug` it serves in plaintext for a Terraform
 //! started with the printed TF_REATTACH_PROVIDERS.
+#![forbid(unsafe_code)]
 
 mod common;
 mod config;

@@ -13,8 +13,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferrofab_nvmeof_host::DynBlockIo;
 use ferrofab_nvmeof_expose::{ExposeOptions, Exposer};
+use ferrofab_nvmeof_host::DynBlockIo;
 use ferrofab_nvmeof_host::{
     BlockIo, ConnectOptions, Controller, ControllerState, Digests, HostError, HostIdentity,
     Namespace, NamespaceEvent,

@@ -1,21 +1,23 @@
 //! Harness for the agent's end-to-end tests: a real `ferrofab-controller`
-//! process with certificates from `ferrofab-pki`, and `ferrofab-agent`
-//! processes enrolled through it, all on loopback.
-#![allow(dead_code)]
+//! process (from `ferrofab-testkit`) and `ferrofab-agent` processes
+//! enrolled through it, all on loopback.
+#![allow(dead_code, unused_imports)] // each test binary uses a part
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrofab_agent::{AgentConfig, PoolConfig, Provisioning};
-use ferrofab_proto::v1::admin_service_client::AdminServiceClient;
 use ferrofab_proto::v1::*;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-
-pub const MIB: usize = 1 << 20;
+pub use ferrofab_testkit::controller::Controller;
+pub use ferrofab_testkit::data::{pattern, sha256_of, sha256_of_bytes, write_sync};
+pub use ferrofab_testkit::objects::{pool_at, tenant, volume, Admin, AdminExt};
+pub use ferrofab_testkit::process::{free_port, rss_mb_of};
+pub use ferrofab_testkit::wait::wait_until as wait_for;
+pub use ferrofab_testkit::MIB;
+use ferrofab_testkit::{client, controller, process};
 
 /// The tokio runtime the tests drive the admin API with.
 pub fn rt() -> tokio::runtime::Runtime {
@@ -26,195 +28,53 @@ pub fn rt() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Prefixes of the variables cargo sets for a test run of this package.
-const INHERITED_FROM_CARGO: &[&str] = &[
-    "CARGO_MANIFEST_",
-    "CARGO_PKG_",
-    "CARGO_CRATE_NAME",
-    "CARGO_BIN_",
-    "CARGO_PRIMARY_PACKAGE",
-    "CARGO_TARGET_TMPDIR",
-    "CARGO_RUSTC_CURRENT_DIR",
-];
-
-/// Builds the controller binary once (it is another package) and returns
-/// its path in this test's target directory.
-pub fn controller_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| workspace_bin("ferrofab-controller", "ferrofab-controller"))
-        .clone()
-}
-
-/// The `ferrofab` CLI binary, built once like [`controller_bin`].
+/// The `ferrofab` CLI binary, built once (it is another package).
 pub fn cli_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| workspace_bin("ferrofab-cli", "ferrofab"))
+    BIN.get_or_init(|| process::package_bin("ferrofab-cli", "ferrofab"))
         .clone()
-}
-
-/// Builds binary `bin` of workspace package `package` into this test's
-/// target directory and profile, and returns its path.
-fn workspace_bin(package: &str, bin: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf();
-    let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-p", package, "--bin", bin])
-        .env("CARGO_TARGET_DIR", &target_dir);
-    // Variables cargo set for this test process describe this test
-    // target; passed on, they make build scripts that track them
-    // (ring's) rebuild for every test binary in turn.
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if INHERITED_FROM_CARGO.iter().any(|p| k.starts_with(p)) {
-            cmd.env_remove(k.as_ref());
-        }
-    }
-    // A bench target (run with --bench) shares its dependencies'
-    // artifacts with the `bench` profile, a release test with `release`.
-    if std::env::args().any(|a| a == "--bench") {
-        cmd.args(["--profile", "bench"]);
-    } else if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-        cmd.arg("--release");
-    }
-    let st = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("running cargo build for {bin}: {e}"));
-    assert!(st.success(), "building {bin} failed");
-    let path = profile_dir.join(bin);
-    assert!(path.is_file(), "no {bin} binary at {}", path.display());
-    path
 }
 
 pub fn agent_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ferrofab-agent")
 }
 
-/// Fails loudly (never skips) when a tool the test needs is missing.
+/// Fails loudly (never skips) when a tool the test needs, or FUSE, is
+/// missing.
 pub fn require_tool(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(found, "this test needs `{tool}` (Debian package {package})");
+    process::require_tool(tool, package);
     assert!(
         Path::new("/dev/fuse").exists(),
         "this test needs /dev/fuse (FUSE exposure)"
     );
 }
 
-/// A running controller with its PKI directory.
-pub struct Controller {
-    pub dir: PathBuf,
-    pub port: u16,
-    child: Option<Child>,
+/// A controller with its config, store and PKI in `dir`, on a fixed port
+/// so that a restart keeps the address the agents know.
+pub fn start_controller(dir: &Path) -> Controller {
+    start_controller_with_pki(dir, "")
 }
 
-impl Controller {
-    pub fn start(dir: &Path) -> Self {
-        Self::start_with_pki(dir, "")
-    }
-
-    /// `extra_pki` is appended to the config's `[pki]` table.
-    pub fn start_with_pki(dir: &Path, extra_pki: &str) -> Self {
-        let pki = dir.join("pki");
-        ferrofab_pki::init(&pki, &ferrofab_pki::InitOptions::default()).expect("pki init");
-        let ca = ferrofab_pki::PkiDir::new(&pki).load_ca().expect("ca");
-        ferrofab_pki::issue_to_dir(
-            &ca,
-            &ferrofab_pki::Identity::Admin,
-            ferrofab_pki::Validity::from_now(Duration::from_secs(86400)).expect("validity"),
-            &pki,
-            false,
-        )
-        .expect("admin cert");
-        let port = free_port();
-        let cfg = format!(
-            "listen = \"127.0.0.1:{port}\"\nstore_path = \"{d}/store.redb\"\n\
-             [pki]\ndir = \"{p}\"\n{extra_pki}",
-            d = dir.display(),
-            p = pki.display()
-        );
-        std::fs::write(dir.join("controller.toml"), cfg).expect("write config");
-        let mut c = Controller {
-            dir: dir.to_path_buf(),
-            port,
-            child: None,
-        };
-        c.spawn();
-        c
-    }
-
-    pub fn spawn(&mut self) {
-        let mut child = Command::new(controller_bin())
-            .arg("--config")
-            .arg(self.dir.join("controller.toml"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn controller");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
-        assert!(line.contains("ready"), "controller did not start: {line:?}");
-        self.child = Some(child);
-    }
-
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Resident memory of the controller process in MiB (0 if not running).
-    pub fn rss_mb(&self) -> f64 {
-        self.child.as_ref().map_or(0.0, |c| rss_mb_of(c.id()))
-    }
-
-    pub fn ca(&self) -> PathBuf {
-        self.dir.join("pki/ca.crt")
-    }
-
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub async fn admin(&self) -> AdminServiceClient<Channel> {
-        let pki = self.dir.join("pki");
-        let read = |n: &str| std::fs::read(pki.join(n)).expect("pki file");
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read("ca.crt")))
-            .identity(Identity::from_pem(read("admin.crt"), read("admin.key")))
-            .domain_name("localhost");
-        let ch = Channel::from_shared(format!("https://127.0.0.1:{}", self.port))
-            .expect("uri")
-            .tls_config(tls)
-            .expect("tls")
-            .connect()
-            .await
-            .expect("connect to controller");
-        AdminServiceClient::new(ch)
-    }
+/// [`start_controller`] with `extra_pki` appended to the `[pki]` table.
+pub fn start_controller_with_pki(dir: &Path, extra_pki: &str) -> Controller {
+    let mut opts = controller::Options::plain(free_port());
+    opts.extra_pki = extra_pki.into();
+    Controller::start_in(dir, opts)
 }
 
-impl Drop for Controller {
-    fn drop(&mut self) {
-        self.kill9();
+/// Runs the `ferrofab` CLI as admin against `ctl`.
+pub fn ferrofab(ctl: &Controller, args: &[&str]) -> Output {
+    let cfg = ctl.dir.join("client.toml");
+    if !cfg.exists() {
+        client::write_client_toml(&cfg, ctl.port(), &ctl.dir.join("pki"), "admin");
     }
+    Command::new(cli_bin())
+        .args(args)
+        .env("FERROFAB_CONFIG", &cfg)
+        .env_remove("FERROFAB_ENDPOINT")
+        .env("HOME", "/nonexistent")
+        .output()
+        .expect("run ferrofab")
 }
 
 /// A `ferrofab-agent run` process.
@@ -237,17 +97,7 @@ impl AgentProc {
         let dir = base.join(name);
         std::fs::create_dir_all(dir.join("pool")).expect("mkdir");
         let data_port = free_port();
-        let token = ctl
-            .admin()
-            .await
-            .create_bootstrap_token(CreateBootstrapTokenRequest {
-                node: name.into(),
-                ttl_seconds: 600,
-            })
-            .await
-            .expect("token")
-            .into_inner()
-            .token;
+        let token = ctl.admin().await.bootstrap_token(name).await;
         let config = dir.join("etc/agent.toml");
         let out = Command::new(agent_bin())
             .args([
@@ -255,7 +105,7 @@ impl AgentProc {
                 "--token",
                 &token,
                 "--controller",
-                &ctl.addr(),
+                &ctl.addr,
                 "--node",
                 name,
             ])
@@ -333,11 +183,7 @@ impl AgentProc {
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("agent.log"))
-            .expect("log file");
+        let log = process::log_file(&self.dir.join("agent.log"));
         let mut child = Command::new(&self.bin)
             .arg("run")
             .arg("--config")
@@ -348,17 +194,7 @@ impl AgentProc {
             .stderr(log)
             .spawn()
             .expect("spawn agent");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
-        assert!(
-            line.contains("ready"),
-            "agent {} did not start: {line:?}; log:\n{}",
-            self.name,
-            self.log()
-        );
+        process::read_ready_line(&mut child, &format!("agent {}", self.name), || self.log());
         self.child = Some(child);
     }
 
@@ -373,29 +209,16 @@ impl AgentProc {
 
     /// SIGKILL: no clean shutdown at all.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        process::kill9(&mut self.child);
     }
 
     /// SIGTERM and wait (a workstation's holder keeps its exposures).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: plain kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        process::terminate(
+            &mut self.child,
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+        );
     }
 
     /// Runs `ferrofab-agent ARGS --socket S`; returns (exit code, stdout, stderr).
@@ -459,76 +282,34 @@ impl Drop for AgentProc {
     }
 }
 
-/// VmRSS of process `pid` in MiB (0 when unreadable).
-pub fn rss_mb_of(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+/// The usual cluster beside the controller (in `ctl.dir`): storage agent
+/// s1, then workstation agents `workstations` (enrolled and started in
+/// that order), then [`layout`] allowing all of them, with `vols` on s1.
+pub async fn s1_and_workstations<const N: usize>(
+    ctl: &Controller,
+    workstations: [&str; N],
+    vols: &[(&str, &str)],
+) -> (AgentProc, [AgentProc; N]) {
+    s1_and_workstations_allowing(ctl, workstations, &workstations, vols).await
 }
 
-/// Polls `f` until it returns `Some` or `timeout` passes (then panics with `what`).
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
+/// [`s1_and_workstations`] with tenant `lab` allowing only `allowed`.
+pub async fn s1_and_workstations_allowing<const N: usize>(
+    ctl: &Controller,
+    workstations: [&str; N],
+    allowed: &[&str],
+    vols: &[(&str, &str)],
+) -> (AgentProc, [AgentProc; N]) {
+    let s1 = AgentProc::enroll_and_start(ctl, &ctl.dir, "s1", "storage").await;
+    let mut wss = Vec::new();
+    for w in workstations {
+        wss.push(AgentProc::enroll_and_start(ctl, &ctl.dir, w, "workstation").await);
     }
-}
-
-pub fn tenant(name: &str, nodes: &[&str]) -> Tenant {
-    Tenant {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            ..Default::default()
-        }),
-        spec: Some(TenantSpec {
-            allowed_nodes: nodes.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-pub fn pool(name: &str, node: &str, path: &Path) -> Pool {
-    Pool {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            ..Default::default()
-        }),
-        spec: Some(PoolSpec {
-            node: node.into(),
-            backing: Some(PoolBacking {
-                kind: BackingKind::Directory as i32,
-                path: path.display().to_string(),
-            }),
-            capacity: "10GiB".into(),
-            reclaim_policy: ReclaimPolicy::Delete as i32,
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-pub fn volume(name: &str, tenant: &str, size: &str, pool: &str) -> Volume {
-    Volume {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            ..Default::default()
-        }),
-        spec: Some(VolumeSpec {
-            tenant: tenant.into(),
-            size: size.into(),
-            pool: pool.into(),
-            ..Default::default()
-        }),
-        status: None,
-    }
+    layout(ctl, &s1, allowed, vols).await;
+    let Ok(wss) = wss.try_into() else {
+        unreachable!("one agent per workstation name")
+    };
+    (s1, wss)
 }
 
 /// Creates tenant `lab` (allowing `workstations`), pool `p1` on `storage`
@@ -554,16 +335,18 @@ pub async fn layout_pools(
 ) {
     let mut admin = ctl.admin().await;
     admin
-        .create_tenant(CreateTenantRequest {
-            tenant: Some(tenant("lab", workstations)),
-        })
+        .create(tenant("lab", "", 0, workstations))
         .await
         .expect("tenant");
     for (name, storage) in pools {
         admin
-            .create_pool(CreatePoolRequest {
-                pool: Some(pool(name, &storage.name, &storage.pool_dir())),
-            })
+            .create(pool_at(
+                name,
+                &storage.name,
+                &storage.pool_dir(),
+                "10GiB",
+                &[],
+            ))
             .await
             .expect("pool");
     }
@@ -576,10 +359,7 @@ pub async fn layout_pools(
 pub async fn create_volume(ctl: &Controller, name: &str, size: &str, pool: &str) {
     ctl.admin()
         .await
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume(name, "lab", size, pool)),
-            ..Default::default()
-        })
+        .create(volume(name, "lab", size, pool))
         .await
         .unwrap_or_else(|e| panic!("creating volume {name}: {e}"));
 }
@@ -587,19 +367,9 @@ pub async fn create_volume(ctl: &Controller, name: &str, size: &str, pool: &str)
 /// Sets volume `name`'s size to `size` through the API (a grow).
 pub async fn grow(ctl: &Controller, name: &str, size: &str) {
     let mut admin = ctl.admin().await;
-    let mut v = admin
-        .get_volume(GetVolumeRequest { name: name.into() })
-        .await
-        .expect("get volume")
-        .into_inner();
+    let mut v = admin.get::<Volume>(name).await.expect("get volume");
     v.spec.as_mut().expect("spec").size = size.into();
-    admin
-        .update_volume(UpdateVolumeRequest {
-            volume: Some(v),
-            ..Default::default()
-        })
-        .await
-        .expect("grow");
+    admin.update(v).await.expect("grow");
 }
 
 /// `ferrofab-agent attach VOLUME` on `ws` (waits for Ready); the exposed path.
@@ -661,45 +431,6 @@ pub fn wait_connected(agents: &[&AgentProc], up: bool, timeout: Duration) {
                 .then_some(())
         },
     );
-}
-
-/// sha256 of `len` bytes at the start of `path`.
-pub fn sha256_of(path: &Path, len: usize) -> String {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).expect("open");
-    let mut buf = vec![0u8; len];
-    f.read_exact(&mut buf).expect("read");
-    hex::encode(sha2::Sha256::digest(&buf))
-}
-
-/// Writes `data` at offset 0 of `path` and fsyncs.
-pub fn write_sync(path: &Path, data: &[u8]) {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("open rw");
-    f.write_all(data).expect("write");
-    f.sync_all().expect("fsync");
-}
-
-/// Deterministic pseudo-random bytes.
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-pub fn sha256_of_bytes(b: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(b))
 }
 
 /// Blocks written by the write stream (`STREAM_BS` bytes each).

@@ -7,10 +7,10 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-use ferrofab_pki::{Identity, InitOptions, PkiDir, Validity};
+use ferrofab_pki::Identity;
 use ferrofab_proto::v1::admin_service_server::AdminServiceServer;
+use ferrofab_testkit::client::write_client_toml;
 use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
 
 pub struct Harness {
@@ -25,12 +25,8 @@ impl Harness {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki = dir.path().join("pki");
-        ferrofab_pki::init(&pki, &InitOptions::default()).unwrap();
-        let ca = PkiDir::new(&pki).load_ca().unwrap();
-        let year = Validity::from_now(Duration::from_secs(86_400)).unwrap();
-        ferrofab_pki::issue_to_dir(&ca, &Identity::Admin, year, &pki, false).unwrap();
-        ferrofab_pki::issue_to_dir(&ca, &Identity::tenant("neuro").unwrap(), year, &pki, false)
-            .unwrap();
+        let ids = [Identity::Admin, Identity::tenant("neuro").unwrap()];
+        ferrofab_testkit::pki::init_dir(&pki, &ids);
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -39,7 +35,13 @@ impl Harness {
             .unwrap();
         let fake = fake::Fake::default();
         let addr = runtime.block_on(serve(&pki, fake.clone()));
-        let config = write_config(dir.path(), addr, "admin");
+        let port = addr.port().to_string();
+        let config = write_client_toml(
+            &dir.path().join("client.toml"),
+            &port,
+            Path::new("pki"),
+            "admin",
+        );
         Self {
             dir,
             config,
@@ -81,16 +83,6 @@ async fn serve(pki: &Path, fake: fake::Fake) -> SocketAddr {
         .serve_with_incoming(incoming);
     tokio::spawn(server);
     addr
-}
-
-fn write_config(dir: &Path, addr: SocketAddr, stem: &str) -> PathBuf {
-    let path = dir.join("client.toml");
-    let text = format!(
-        "endpoint = \"https://localhost:{}\"\n[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/{stem}.crt\"\nkey = \"pki/{stem}.key\"\n",
-        addr.port()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// Runs the binary with a clean environment for its own variables.

@@ -17,12 +17,7 @@ pub fn report(name: &str, value: f64, unit: &str) {
 
 /// VmRSS of process `pid` in MiB (0 when unreadable).
 pub fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    ferrofab_testkit::process::rss_mb_of(pid)
 }
 
 /// `cargo test --benches` runs bench targets without `--bench`: they

@@ -9,11 +9,11 @@ use std::time::Duration;
 use ferrofab_proto::v1::Volume;
 use tracing::{info, warn};
 
-use crate::resource::Object;
 use crate::error::ApiError;
 use crate::expiry::{apply_state, state, State, Windows, EXPIRED, EXPIRING};
 use crate::identity::Identity;
 use crate::ops::{self, Shared};
+use crate::resource::Object;
 
 async fn refresh(s: &Shared, name: &str, w: Windows) -> Result<(), ApiError> {
     let now = s.clock.now();

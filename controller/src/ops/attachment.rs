@@ -8,7 +8,6 @@ use tracing::info;
 
 use super::common::{delete_or_mark, expected_rv, retry_unconditional};
 use super::{get_checked, merge_update, new_meta, Delete, Shared};
-use crate::resource::Object;
 use crate::access;
 use crate::action::Action;
 use crate::authz::{self, Verb};
@@ -16,6 +15,7 @@ use crate::cache::Objects;
 use crate::conditions::{condition, set_condition};
 use crate::error::ApiError;
 use crate::identity::Identity;
+use crate::resource::Object;
 use crate::resource::FINALIZER_DETACH;
 
 /// Creates an attachment; with `dry_run`, every check and no write.

@@ -10,11 +10,11 @@ use ferrofab_proto::v1::*;
 use tracing::{debug, info, warn};
 
 use super::Shared;
-use crate::resource::Object;
 use crate::access;
 use crate::conditions::{condition, set_condition};
 use crate::error::ApiError;
 use crate::report;
+use crate::resource::Object;
 
 /// A condition the controller derives from a report: Warning when false,
 /// for no particular generation.

@@ -3,8 +3,8 @@
 //! (refused while attached; the export finalizer waits for the storage
 //! node's teardown).
 
-use ferrofab_types::size::format_size;
 use ferrofab_proto::v1::{Volume, VolumePhase, VolumeSpec, VolumeStatus};
+use ferrofab_types::size::format_size;
 use tracing::info;
 
 use super::common::{delete_or_mark, expected_rv, retry_unconditional};

@@ -1,5 +1,6 @@
 //! The standalone `ferrofab-nvmeof` command: serve a target, or use one as
 //! a host (discover, connect, disconnect, bench).
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use ferrofab_nvmeof::cli::{Cli, Command};
