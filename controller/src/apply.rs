@@ -171,6 +171,7 @@ fn fork(admin: &Admin) -> Result<(Admin, std::sync::Arc<Fork>), ApiError> {
         // The fork's own gate: the rehearsal runs while the real one is
         // held exclusively by this apply.
         capacity_gate: std::sync::Arc::default(),
+        keys: None,
     };
     Ok((
         Admin {

@@ -284,6 +284,21 @@ pub struct Config {
     /// Which store backend (`[store]`, default redb at `store_path`).
     #[serde(default)]
     pub store: crate::store::StoreConfig,
+    /// Data-path authentication (`[auth]`).
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: DH-HMAC-CHAP between hosts and exports (docs/security.md).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Every export refuses at Connect a host without a key. Off (the
+    /// default), hosts that can authenticate (built-in initiator) get keys
+    /// and must use them, and the others still connect unauthenticated;
+    /// switch it on once every workstation authenticates.
+    #[serde(default)]
+    pub require: bool,
 }
 
 fn default_max_message() -> usize {

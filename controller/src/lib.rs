@@ -17,6 +17,7 @@ pub mod error;
 pub mod expiry;
 pub mod heartbeat;
 pub mod identity;
+pub mod keys;
 pub mod listener;
 pub mod metrics;
 pub mod placement;

@@ -165,6 +165,10 @@ pub async fn run_until(
         watches: crate::watch::WatchLimiter::new(cfg.server.max_watches_per_identity),
         reports: crate::report::ReportGate::new(&cfg.nodes),
         capacity_gate: Arc::default(),
+        keys: Some(Arc::new(
+            crate::keys::Keys::open(&cfg.pki.dir, cfg.auth.require)
+                .map_err(|e| ServerError::Config(e.to_string()))?,
+        )),
     });
     let grpc = bind(cfg.listen).await?;
     let grpc_addr = grpc

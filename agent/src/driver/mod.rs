@@ -9,13 +9,15 @@
 //! `data_path` in the agent config.
 
 pub mod builtin;
+pub mod host_auth;
 pub mod kernel;
+pub mod target_auth;
 
 use std::sync::Arc;
 
 use ferrofab_nvmeof::backend::BlockBackend;
 use ferrofab_nvmeof::target::TargetStatus;
-use ferrofab_proto::v1::{ConnectionStatus, DesiredState, Export, Listener};
+use ferrofab_proto::v1::{ConnectionStatus, DesiredState, Export, KeyApplied, Listener};
 
 use crate::reconcile::workstation::LocalAttachment;
 use crate::reconcile::{PassOutcome, Problem};
@@ -49,6 +51,16 @@ pub trait TargetDriver: Send + Sync + std::fmt::Debug {
     /// docs/agent.md, "Access modes").
     fn sync_read_only_hosts(&self, _nqn: &str, _hosts: &[String]) -> Result<(), Problem> {
         Ok(())
+    }
+    /// Makes the DH-HMAC-CHAP keys and policy of `e`'s subsystem what `e`
+    /// says (before hosts are admitted). A driver without authentication
+    /// support keeps this default, and reports no keys held.
+    fn sync_auth(&self, _e: &Export) -> Result<(), Problem> {
+        Ok(())
+    }
+    /// The host key generations the target holds for `nqn`.
+    fn host_keys_applied(&self, _nqn: &str) -> Vec<KeyApplied> {
+        Vec::new()
     }
     /// Host NQNs of connected controllers, where the data path can tell.
     fn connected_hosts(&self, nqn: &str) -> Vec<String>;

@@ -187,7 +187,7 @@ impl HolderWorkstation {
             }
         }
         for c in &ds.connections {
-            let spec = ExposureSpec::from_connection(c, &self.hostnqn);
+            let spec = Box::new(ExposureSpec::from_connection(c, &self.hostnqn));
             match self.failed(self.client.call(Op::Ensure { spec })) {
                 Ok(r) => {
                     if r.changed == Some(true) {

@@ -161,6 +161,7 @@ impl WorkstationReconciler {
         let mut changed = false;
         if let Some(a) = self.attached.get_mut(&c.attachment) {
             if same_session(c, &a.conn) && a.ctrl.state() != ControllerState::Failed {
+                crate::driver::host_auth::follow_keys(&a.ctrl, &a.conn, c)?;
                 // Same session; informational fields (the expiry) follow.
                 a.conn = c.clone();
                 self.refresh_size(&c.attachment);
@@ -472,6 +473,9 @@ pub(crate) fn live_status(
 fn same_session(new: &Connection, old: &Connection) -> bool {
     let mut n = new.clone();
     n.expires_at = old.expires_at;
+    // A new key re-authenticates the live session (rotation).
+    n.host_key.clone_from(&old.host_key);
+    n.ctrl_key.clone_from(&old.ctrl_key);
     n == *old
 }
 
@@ -505,6 +509,7 @@ fn connect_options(c: &Connection, id: &HostIdentity) -> ConnectOptions {
         format!("{}:{}", c.address, c.port)
     };
     let mut o = ConnectOptions::new(addr, c.subsystem_nqn.clone(), id.clone());
+    (o.dhchap_secret, o.dhchap_ctrl_secret) = crate::driver::host_auth::secrets(c);
     if let Some(t) = &c.options {
         o.digests = Digests {
             header: t.header_digest,
@@ -555,6 +560,9 @@ fn connect_problem(e: &HostError) -> Problem {
         }
         HostError::ConnectRejected { reason, .. } => {
             Problem::new("ConnectRefused", format!("connect refused: {reason}"))
+        }
+        HostError::AuthenticationFailed { .. } => {
+            Problem::new("AuthenticationFailed", e.to_string())
         }
         HostError::Unreachable { .. } | HostError::Timeout { .. } => {
             Problem::new("TargetUnreachable", e.to_string())

@@ -1585,6 +1585,15 @@ impl AdminService for Admin {
             ))
         })
     }
+    async fn rotate_node_key(
+        &self,
+        req: Request<RotateNodeKeyRequest>,
+    ) -> Result<Response<RotateNodeKeyResponse>, Status> {
+        timed!(self, "RotateNodeKey", req, |id, b| {
+            authz::admin_only(&id, "RotateNodeKey")?;
+            crate::keys::rotate_node_key(&self.s, &b.node).await
+        })
+    }
     async fn get_server_info(
         &self,
         req: Request<GetServerInfoRequest>,

@@ -250,6 +250,7 @@ impl Agent {
         let s = &self.s;
         report::check_bounds(&r, s.reports.max_entries)
             .inspect_err(|_| s.metrics.refused("report_size"))?;
+        crate::keys::note_report(s, &r.node, &r.exports);
         let now = s.clock.now_ts();
         let status = r.node_status.clone().unwrap_or_default();
         let agent_conditions = self.sanitized(&status.conditions, report::NODE_CONDITIONS, now);
@@ -686,6 +687,9 @@ impl AgentService for Agent {
         })?;
         let (tx, rx) = mpsc::channel(16);
         let mut changes = s.cache.subscribe();
+        let mut rotations = crate::keys::subscribe(&s);
+        // Secrets go only to the node itself, never to an admin watching.
+        let with_keys = matches!(&id, Identity::Node(_));
         let mut stopping = s.stopping.clone();
         tokio::spawn(async move {
             let _g = s.metrics.agent_guard();
@@ -696,13 +700,22 @@ impl AgentService for Agent {
             while !*stopping.borrow() {
                 // Recompute only when a change may have touched this node:
                 // most writes concern other nodes.
-                let ds = {
+                let mut ds = {
                     let objs = s.cache.read();
                     objs.index.node_changed_since(&node, computed_at).then(|| {
                         computed_at = objs.revision;
                         planner::desired_state(&objs, &node, &s.defaults)
                     })
                 };
+                if let (Some(d), true) = (ds.as_mut(), with_keys) {
+                    if let Err(e) = crate::keys::fill(&s, &node, d).await {
+                        // Without its keys the node would drop authentication:
+                        // send nothing and let the next change retry.
+                        warn!(%node, error = %e, "desired state not sent: authentication keys unavailable");
+                        computed_at = 0;
+                        ds = None;
+                    }
+                }
                 if let Some(ds) =
                     ds.filter(|ds| last.as_ref().is_none_or(|l| !planner::same_content(l, ds)))
                 {
@@ -718,6 +731,13 @@ impl AgentService for Agent {
                 }
                 tokio::select! {
                     r = changes.changed() => if r.is_err() { break },
+                    // A rotated key is not in the cache's index: recompute.
+                    r = async {
+                        match rotations.as_mut() {
+                            Some(r) => r.changed().await,
+                            None => std::future::pending().await,
+                        }
+                    } => { if r.is_err() { break } computed_at = 0; }
                     _ = tx.closed() => break,
                     _ = stopping.changed() => break,
                 }

@@ -60,6 +60,8 @@ pub struct Shared {
     /// Holders never take it twice: tokio's lock is fair, so a nested read
     /// behind a queued writer would deadlock.
     pub capacity_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Data-path authentication keys (`crate::keys`); `None` in forks.
+    pub keys: Option<Arc<crate::keys::Keys>>,
 }
 
 /// The caller's identity from its verified client certificate.

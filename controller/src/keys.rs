@@ -1,0 +1,547 @@
+//! DH-HMAC-CHAP keys issued by the controller (issue 16, control plane).
+//!
+//! * One host secret per workstation node that can authenticate
+//!   (`NodeStatus.dhchap_capable`), stored under `authkeys/host/<node>`;
+//!   one controller secret per exported subsystem (bidirectional
+//!   authentication), under `authkeys/ctrl/<subsystem NQN>`.
+//! * Secrets are sealed with XChaCha20-Poly1305 under a 32-byte key kept in
+//!   [`KEY_FILE`] beside the CA key (mode 0600, created on first start), so
+//!   a copy of the store alone does not leak them; the AEAD's associated
+//!   data is the store key, so a sealed secret cannot be moved to another
+//!   slot. Backups carry both the store and the PKI directory, sealed again.
+//! * Secrets leave the controller only in desired-state snapshots sent over
+//!   mTLS to the two nodes that need them ([`fill`]); everything else (logs,
+//!   metrics, admin APIs) sees the generation and a fingerprint at most.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::XChaCha20Poly1305;
+use ferrofab_nvmeof::auth::{DhchapSecret, HashId};
+use ferrofab_proto::v1::{DesiredState, DhchapKey, ExportStatus, HostKey, NodeRole};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::api::Shared;
+use crate::error::ApiError;
+use crate::store::{Txn, TxnResult};
+
+/// The sealing key's file name in the PKI directory.
+pub const KEY_FILE: &str = "authkeys.key";
+const HOST_PREFIX: &str = "authkeys/host/";
+const CTRL_PREFIX: &str = "authkeys/ctrl/";
+/// Bytes of a generated secret: 32 is what `nvme gen-dhchap-key` makes by
+/// default and what every Linux host and target accepts.
+const SECRET_BYTES: usize = 32;
+/// Hex digits of the fingerprint shown instead of a secret: 64 bits are
+/// enough to tell keys apart and say nothing useful about the key.
+const FINGERPRINT_HEX: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot {what} the authentication key file {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the authentication key file {path} must hold exactly 32 bytes (it holds {len}); restore it from a backup")]
+    Length { path: String, len: usize },
+}
+
+/// One sealed secret as stored.
+#[derive(Clone, Serialize, Deserialize)]
+struct Sealed {
+    generation: u64,
+    fingerprint: String,
+    nonce: String,
+    data: String,
+}
+
+/// The secrets of one slot: the one in force and, during a rotation, the
+/// one it replaced (kept so the record shows what was rolled).
+#[derive(Clone, Serialize, Deserialize)]
+struct Record {
+    current: Sealed,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous: Option<Sealed>,
+}
+
+/// The sealing key, and a signal that wakes every desired-state stream
+/// when a key changed (a rotation).
+pub struct Keys {
+    cipher: XChaCha20Poly1305,
+    /// `[auth] require`.
+    require: bool,
+    changed: tokio::sync::watch::Sender<u64>,
+    /// Host key generations each storage node's target holds, from its
+    /// reports: (storage node, host NQN) -> generation.
+    /// In memory only: after a restart the next reports refill it.
+    applied: Mutex<HashMap<(String, String), u64>>,
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+fn internal(why: &str) -> ApiError {
+    ApiError::Internal(format!("authentication keys: {why}"))
+}
+
+/// Reads the key file, creating it (0600, fresh random bytes) if absent.
+fn load_or_create(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let err = |what, source| KeyError::Io {
+        what,
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(b) => {
+            let b = Zeroizing::new(b);
+            if b.len() != 32 {
+                return Err(KeyError::Length {
+                    path: path.display().to_string(),
+                    len: b.len(),
+                });
+            }
+            Ok(b)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = Zeroizing::new(vec![0u8; 32]);
+            rand::rngs::OsRng.fill_bytes(&mut key);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| err("create", e))?;
+            f.write_all(&key).map_err(|e| err("write", e))?;
+            f.sync_all().map_err(|e| err("sync", e))?;
+            tracing::info!(path = %path.display(), "authentication key file created");
+            Ok(key)
+        }
+        Err(e) => Err(err("read", e)),
+    }
+}
+
+fn fingerprint(secret: &str) -> String {
+    let d = HashId::Sha256.digest(secret.as_bytes());
+    let mut s = String::with_capacity(FINGERPRINT_HEX);
+    for b in d.iter().take(FINGERPRINT_HEX / 2) {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+impl Keys {
+    /// The key file in `pki_dir` (created on first start).
+    pub fn open(pki_dir: &Path, require: bool) -> Result<Keys, KeyError> {
+        let path: PathBuf = pki_dir.join(KEY_FILE);
+        let key = load_or_create(&path)?;
+        let cipher = XChaCha20Poly1305::new_from_slice(&key).map_err(|_| KeyError::Length {
+            path: path.display().to_string(),
+            len: key.len(),
+        })?;
+        Ok(Keys {
+            cipher,
+            require,
+            changed: tokio::sync::watch::channel(0).0,
+            applied: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether every export requires authentication (`[auth] require`).
+    pub fn require(&self) -> bool {
+        self.require
+    }
+
+    /// Fires whenever a key is rotated.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn seal(&self, slot: &str, generation: u64, secret: &str) -> Result<Sealed, ApiError> {
+        let mut nonce = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let ct = self
+            .cipher
+            .encrypt(
+                (&nonce).into(),
+                Payload {
+                    msg: secret.as_bytes(),
+                    aad: slot.as_bytes(),
+                },
+            )
+            .map_err(|_| internal("sealing failed"))?;
+        Ok(Sealed {
+            generation,
+            fingerprint: fingerprint(secret),
+            nonce: b64().encode(nonce),
+            data: b64().encode(ct),
+        })
+    }
+
+    fn unseal(&self, slot: &str, s: &Sealed) -> Result<DhchapKey, ApiError> {
+        let nonce: [u8; 24] = b64()
+            .decode(&s.nonce)
+            .ok()
+            .and_then(|n| n.try_into().ok())
+            .ok_or_else(|| internal(&format!("{slot}: bad nonce")))?;
+        let ct = b64()
+            .decode(&s.data)
+            .map_err(|_| internal(&format!("{slot}: bad ciphertext")))?;
+        let plain = Zeroizing::new(
+            self.cipher
+                .decrypt(
+                    (&nonce).into(),
+                    Payload {
+                        msg: &ct,
+                        aad: slot.as_bytes(),
+                    },
+                )
+                .map_err(|_| {
+                    internal(&format!(
+                        "{slot} does not open with {KEY_FILE} (a different key file?)"
+                    ))
+                })?,
+        );
+        let secret = String::from_utf8(plain.to_vec())
+            .map_err(|_| internal(&format!("{slot}: not text")))?;
+        Ok(DhchapKey {
+            secret,
+            generation: s.generation,
+            fingerprint: s.fingerprint.clone(),
+        })
+    }
+
+    fn fresh(&self, slot: &str, generation: u64) -> Result<Sealed, ApiError> {
+        let secret = DhchapSecret::generate(SECRET_BYTES, Some(HashId::Sha256))
+            .map_err(|e| internal(&e.to_string()))?;
+        let text = Zeroizing::new(secret.encode());
+        self.seal(slot, generation, &text)
+    }
+}
+
+fn host_slot(node: &str) -> String {
+    format!("{HOST_PREFIX}{node}")
+}
+
+fn ctrl_slot(subsystem_nqn: &str) -> String {
+    format!("{CTRL_PREFIX}{subsystem_nqn}")
+}
+
+fn read_record(s: &Shared, slot: &str) -> Result<Option<(Record, u64)>, ApiError> {
+    let Some(kv) = s.store.get(slot)? else {
+        return Ok(None);
+    };
+    let rec: Record = serde_json::from_slice(&kv.value)
+        .map_err(|e| internal(&format!("{slot} unreadable: {e}")))?;
+    Ok(Some((rec, kv.mod_revision)))
+}
+
+/// The key of `slot`, generated (generation 1) if it has none yet. Two
+/// streams racing to create it both end up with the one that committed.
+async fn get_or_create(s: &Shared, keys: &Keys, slot: &str) -> Result<DhchapKey, ApiError> {
+    if let Some((rec, _)) = read_record(s, slot)? {
+        return keys.unseal(slot, &rec.current);
+    }
+    let rec = Record {
+        current: keys.fresh(slot, 1)?,
+        previous: None,
+    };
+    let value = serde_json::to_vec(&rec).map_err(|e| internal(&e.to_string()))?;
+    let txn = Txn::new()
+        .when(slot.to_string(), 0)
+        .put(slot.to_string(), value);
+    match s.commit(txn).await? {
+        TxnResult::Committed { .. } => {
+            tracing::info!(slot, fingerprint = %rec.current.fingerprint, "authentication key issued");
+            // The other side (a storage node computed before this host
+            // could authenticate) must learn it too.
+            keys.changed.send_modify(|n| *n = n.wrapping_add(1));
+            keys.unseal(slot, &rec.current)
+        }
+        TxnResult::CompareFailed { .. } => {
+            let (rec, _) = read_record(s, slot)?
+                .ok_or_else(|| internal(&format!("{slot} vanished while being created")))?;
+            keys.unseal(slot, &rec.current)
+        }
+    }
+}
+
+/// The host key workstation `node` may use towards storage node
+/// `storage`: the one that node's target holds (it reported its
+/// generation). Before the target holds any, none: the workstation
+/// connects unauthenticated until the storage node is ready, rather than
+/// fail authenticating against a target that does not know its key yet.
+/// After a rotation, the previous key until the target holds the new one.
+async fn host_key_towards(
+    s: &Shared,
+    keys: &Keys,
+    node: &str,
+    host_nqn: &str,
+    storage: &str,
+) -> Result<Option<DhchapKey>, ApiError> {
+    let held = applied(keys)
+        .get(&(storage.to_string(), host_nqn.to_string()))
+        .copied();
+    let Some(held) = held else {
+        return Ok(None);
+    };
+    let slot = host_slot(node);
+    let current = get_or_create(s, keys, &slot).await?;
+    if held >= current.generation {
+        return Ok(Some(current));
+    }
+    match read_record(s, &slot)?.and_then(|(r, _)| r.previous) {
+        Some(prev) if prev.generation == held => Ok(Some(keys.unseal(&slot, &prev)?)),
+        _ => Ok(Some(current)),
+    }
+}
+
+/// `RotateNodeKey`: the node must be a workstation.
+pub async fn rotate_node_key(
+    s: &Shared,
+    node: &str,
+) -> Result<ferrofab_proto::v1::RotateNodeKeyResponse, ApiError> {
+    crate::resource::validate_name("node", node)?;
+    let is_ws = {
+        let objs = s.cache.read();
+        let n = objs
+            .nodes
+            .get(node)
+            .ok_or_else(|| ApiError::not_found("node", node))?;
+        n.spec
+            .as_ref()
+            .is_some_and(|sp| sp.roles.contains(&(NodeRole::Workstation as i32)))
+    };
+    if !is_ws {
+        return Err(ApiError::FailedPrecondition(format!(
+            "node {node:?} is not a workstation: only workstations (hosts) have a host key"
+        )));
+    }
+    let r = rotate_host_key(s, node).await?;
+    Ok(ferrofab_proto::v1::RotateNodeKeyResponse {
+        node: node.to_string(),
+        generation: r.generation,
+        fingerprint: r.fingerprint,
+    })
+}
+
+/// What `ferrofab node rotate-key` reports: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    pub generation: u64,
+    pub fingerprint: String,
+}
+
+/// Replaces `node`'s host secret with a fresh one (generation + 1) and
+/// wakes every desired-state stream: the storage nodes get the new key for
+/// their targets and the workstation re-authenticates its live
+/// connections with it, without reconnecting.
+pub async fn rotate_host_key(s: &Shared, node: &str) -> Result<Rotated, ApiError> {
+    let keys = s.keys.as_ref().ok_or_else(disabled)?;
+    let slot = host_slot(node);
+    let (old, rev) = match read_record(s, &slot)? {
+        Some((rec, rev)) => (Some(rec.current), rev),
+        None => (None, 0),
+    };
+    let generation = old.as_ref().map_or(1, |o| o.generation.saturating_add(1));
+    let rec = Record {
+        current: keys.fresh(&slot, generation)?,
+        previous: old,
+    };
+    let value = serde_json::to_vec(&rec).map_err(|e| internal(&e.to_string()))?;
+    match s
+        .commit(Txn::new().when(slot.clone(), rev).put(slot.clone(), value))
+        .await?
+    {
+        TxnResult::Committed { .. } => {}
+        TxnResult::CompareFailed { .. } => {
+            return Err(ApiError::FailedPrecondition(format!(
+                "the host key of node {node:?} changed meanwhile; try again"
+            )))
+        }
+    }
+    tracing::info!(%node, generation, fingerprint = %rec.current.fingerprint, "host key rotated");
+    keys.changed.send_modify(|n| *n = n.wrapping_add(1));
+    Ok(Rotated {
+        generation,
+        fingerprint: rec.current.fingerprint,
+    })
+}
+
+fn disabled() -> ApiError {
+    ApiError::FailedPrecondition(
+        "data-path authentication keys are not available on this controller (no pki.dir key file)"
+            .into(),
+    )
+}
+
+/// Whether `node` is a workstation whose data path can authenticate.
+fn capable(node: &ferrofab_proto::v1::Node) -> bool {
+    let ws = node
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.roles.contains(&(NodeRole::Workstation as i32)));
+    ws && node.status.as_ref().is_some_and(|st| st.dhchap_capable)
+}
+
+/// The node (capable of authenticating) whose host NQN is `nqn`.
+fn node_of(objs: &crate::cache::Objects, nqn: &str) -> Option<String> {
+    objs.nodes
+        .iter()
+        .find(|(_, n)| capable(n) && n.spec.as_ref().is_some_and(|s| s.host_nqn == nqn))
+        .map(|(name, _)| name.clone())
+}
+
+/// Puts the secrets `node` needs into its desired state, and nothing else:
+/// a storage node gets, per export, the key of each allowed host that
+/// authenticates and the subsystem's controller key; a workstation gets
+/// its own host key and the controller key of each subsystem it connects
+/// to. Called only for the node's own stream.
+pub async fn fill(s: &Shared, node: &str, ds: &mut DesiredState) -> Result<(), ApiError> {
+    let Some(keys) = s.keys.as_ref() else {
+        return Ok(());
+    };
+    for e in &mut ds.exports {
+        e.require_auth = keys.require();
+        let owners: Vec<(String, String)> = {
+            let objs = s.cache.read();
+            e.allowed_hosts
+                .iter()
+                .filter_map(|h| node_of(&objs, h).map(|n| (h.clone(), n)))
+                .collect()
+        };
+        for (host_nqn, owner) in owners {
+            let key = get_or_create(s, keys, &host_slot(&owner)).await?;
+            e.host_keys.push(HostKey {
+                host_nqn,
+                key: Some(key),
+            });
+        }
+        if !e.host_keys.is_empty() {
+            e.ctrl_key = Some(get_or_create(s, keys, &ctrl_slot(&e.subsystem_nqn)).await?);
+        }
+    }
+    if ds.connections.is_empty() {
+        return Ok(());
+    }
+    let (host_nqn, storage_of) = {
+        let objs = s.cache.read();
+        let Some(me) = objs.nodes.get(node).filter(|n| capable(n)) else {
+            return Ok(());
+        };
+        let nqn = me
+            .spec
+            .as_ref()
+            .map(|sp| sp.host_nqn.clone())
+            .unwrap_or_default();
+        let storage: Vec<String> = ds
+            .connections
+            .iter()
+            .map(|c| {
+                objs.volumes
+                    .get(&c.volume)
+                    .and_then(|v| v.status.as_ref())
+                    .map(|st| st.node.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        (nqn, storage)
+    };
+    for (c, storage) in ds.connections.iter_mut().zip(storage_of) {
+        c.host_key = host_key_towards(s, keys, node, &host_nqn, &storage).await?;
+        if c.host_key.is_some() {
+            c.ctrl_key = Some(get_or_create(s, keys, &ctrl_slot(&c.subsystem_nqn)).await?);
+        }
+    }
+    Ok(())
+}
+
+fn applied(keys: &Keys) -> std::sync::MutexGuard<'_, HashMap<(String, String), u64>> {
+    keys.applied.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records which host key generations storage node `node`'s target holds
+/// (its report's exports; the lowest generation across its exports
+/// counts). Wakes the streams when one went up, so that a workstation
+/// waiting for its rotated key gets it.
+pub fn note_report(s: &Shared, node: &str, exports: &[ExportStatus]) {
+    let Some(keys) = s.keys.as_ref() else {
+        return;
+    };
+    let mut now_held: HashMap<String, u64> = HashMap::new();
+    for hk in exports.iter().flat_map(|e| &e.host_keys) {
+        let g = now_held.entry(hk.host_nqn.clone()).or_insert(hk.generation);
+        *g = (*g).min(hk.generation);
+    }
+    let mut went_up = false;
+    {
+        let mut map = applied(keys);
+        map.retain(|(n, h), _| n != node || now_held.contains_key(h));
+        for (host, generation) in now_held {
+            let prev = map.insert((node.to_string(), host), generation);
+            went_up |= prev.is_none_or(|g| g < generation);
+        }
+    }
+    if went_up {
+        keys.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Wakes on every key change (rotation, a rolled-out key); `None`
+/// without keys (a rehearsal fork).
+pub fn subscribe(s: &Shared) -> Option<tokio::sync::watch::Receiver<u64>> {
+    s.keys.as_ref().map(|k| k.subscribe())
+}
+
+/// Public facts about a node's host key, for `describe`-style output.
+pub fn host_key_info(s: &Shared, node: &str) -> Result<Option<Rotated>, ApiError> {
+    Ok(read_record(s, &host_slot(node))?.map(|(r, _)| Rotated {
+        generation: r.current.generation,
+        fingerprint: r.current.fingerprint,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_is_private_and_stable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Keys::open(dir.path(), false).expect("create");
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let sealed = a.fresh("authkeys/host/ws1", 1).expect("seal");
+        let b = Keys::open(dir.path(), false).expect("reopen");
+        let k = b.unseal("authkeys/host/ws1", &sealed).expect("unseal");
+        assert!(k.secret.starts_with("DHHC-1:01:"));
+        assert!(DhchapSecret::parse(&k.secret).is_ok());
+        assert_eq!(k.fingerprint, fingerprint(&k.secret));
+        // Bound to its slot: moved elsewhere it does not open.
+        assert!(b.unseal("authkeys/host/ws2", &sealed).is_err());
+        // The stored record never holds the secret in clear.
+        let json = serde_json::to_string(&sealed).expect("json");
+        assert!(!json.contains(&k.secret));
+    }
+
+    #[test]
+    fn a_truncated_key_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(KEY_FILE), b"short").expect("write");
+        let e = Keys::open(dir.path(), false).err().expect("refused");
+        assert!(e.to_string().contains(KEY_FILE), "{e}");
+    }
+}
