@@ -14,6 +14,24 @@ use ferrofab_proto::v1::{GetNodeRequest, GetVolumeRequest, RotateNodeKeyRequest}
 /// `[auth] require = true`: every export refuses hosts without a key.
 const REQUIRE: &str = "\n[auth]\nrequire = true\n";
 
+/// A controller requiring authentication, storage node s1 and
+/// workstation ws1 (built-in drivers), and one volume for ws1.
+fn required_cluster(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    volume: &str,
+    size: &str,
+) -> (Controller, AgentProc, AgentProc) {
+    let ctl = Controller::start_with_pki(dir, REQUIRE);
+    let (s1, ws1) = rt.block_on(async {
+        let s1 = AgentProc::enroll_and_start(&ctl, dir, "s1", "storage").await;
+        let ws1 = AgentProc::enroll_and_start(&ctl, dir, "ws1", "workstation").await;
+        layout(&ctl, &s1, &["ws1"], &[(volume, size)]).await;
+        (s1, ws1)
+    });
+    (ctl, s1, ws1)
+}
+
 /// Not a test on its own: the writer process of the rotation test.
 #[test]
 #[ignore = "helper process of key_rotation_during_a_write_stream_loses_nothing"]
@@ -51,13 +69,7 @@ fn key_rotation_during_a_write_stream_loses_nothing() {
     require_tool("umount", "mount");
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let ctl = Controller::start_with_pki(tmp.path(), REQUIRE);
-    let (s1, ws1) = rt.block_on(async {
-        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
-        let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
-        layout(&ctl, &s1, &["ws1"], &[("stream", "32MiB")]).await;
-        (s1, ws1)
-    });
+    let (ctl, s1, ws1) = required_cluster(&rt, tmp.path(), "stream", "32MiB");
     let path = attach(&ws1, "stream");
     assert!(
         s1.log().contains("host key applied"),
@@ -103,13 +115,7 @@ fn stolen_host_nqn_without_key_is_refused_at_connect() {
     require_tool("umount", "mount");
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
-    let ctl = Controller::start_with_pki(tmp.path(), REQUIRE);
-    let (s1, ws1) = rt.block_on(async {
-        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
-        let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
-        layout(&ctl, &s1, &["ws1"], &[("secret", "16MiB")]).await;
-        (s1, ws1)
-    });
+    let (ctl, s1, ws1) = required_cluster(&rt, tmp.path(), "secret", "16MiB");
     let path = attach(&ws1, "secret");
     write_sync(&path, &pattern(MIB, 3));
     let (hostnqn, subnqn) = rt.block_on(async {

@@ -71,6 +71,9 @@ struct Record {
     current: Sealed,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     previous: Option<Sealed>,
+    /// When `current` was issued (unix seconds), for `auth.rotate_every`.
+    #[serde(default)]
+    issued_at: i64,
 }
 
 /// The sealing key, and a signal that wakes every desired-state stream
@@ -254,6 +257,7 @@ async fn get_or_create(s: &Shared, keys: &Keys, slot: &str) -> Result<DhchapKey,
     let rec = Record {
         current: keys.fresh(slot, 1)?,
         previous: None,
+        issued_at: s.clock.now(),
     };
     let value = serde_json::to_vec(&rec).map_err(|e| internal(&e.to_string()))?;
     let txn = Txn::new()
@@ -356,6 +360,7 @@ pub async fn rotate_host_key(s: &Shared, node: &str) -> Result<Rotated, ApiError
     let rec = Record {
         current: keys.fresh(&slot, generation)?,
         previous: old,
+        issued_at: s.clock.now(),
     };
     let value = serde_json::to_vec(&rec).map_err(|e| internal(&e.to_string()))?;
     match s
@@ -502,6 +507,46 @@ pub fn subscribe(s: &Shared) -> Option<tokio::sync::watch::Receiver<u64>> {
     s.keys.as_ref().map(|k| k.subscribe())
 }
 
+/// How often the periodic rotation looks for old keys. Rotation periods
+/// are hours at least (`MIN_ROTATE_EVERY`), so a minute late is nothing.
+const ROTATION_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a key issued at `issued_at` is due for rotation at `now`.
+fn due(issued_at: i64, every: std::time::Duration, now: i64) -> bool {
+    let every = i64::try_from(every.as_secs()).unwrap_or(i64::MAX);
+    issued_at.saturating_add(every) <= now
+}
+
+/// `auth.rotate_every`: rotates each workstation's host key once it is
+/// that old, the same way `ferrofab node rotate-key` does.
+pub async fn run_rotation(s: std::sync::Arc<Shared>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(ROTATION_CHECK);
+    loop {
+        tick.tick().await;
+        if let Err(e) = rotate_due(&s, every).await {
+            tracing::warn!(error = %e, "periodic key rotation");
+        }
+    }
+}
+
+async fn rotate_due(s: &Shared, every: std::time::Duration) -> Result<(), ApiError> {
+    let now = s.clock.now();
+    let (kvs, _) = s.store.list(HOST_PREFIX)?;
+    for kv in kvs {
+        let Some(node) = kv.key.strip_prefix(HOST_PREFIX) else {
+            continue;
+        };
+        let Ok(rec) = serde_json::from_slice::<Record>(&kv.value) else {
+            continue;
+        };
+        if due(rec.issued_at, every, now) && s.cache.read().nodes.contains_key(node) {
+            let r = rotate_host_key(s, node).await?;
+            tracing::info!(%node, generation = r.generation, "periodic host key rotation");
+        }
+    }
+    Ok(())
+}
+
 /// Public facts about a node's host key, for `describe`-style output.
 pub fn host_key_info(s: &Shared, node: &str) -> Result<Option<Rotated>, ApiError> {
     Ok(read_record(s, &host_slot(node))?.map(|(r, _)| Rotated {
@@ -535,6 +580,15 @@ mod tests {
         // The stored record never holds the secret in clear.
         let json = serde_json::to_string(&sealed).expect("json");
         assert!(!json.contains(&k.secret));
+    }
+
+    #[test]
+    fn keys_are_due_once_rotate_every_has_passed() {
+        let day = std::time::Duration::from_secs(86_400);
+        assert!(!due(1_000, day, 1_000 + 86_399));
+        assert!(due(1_000, day, 1_000 + 86_400));
+        // Records written before issued_at existed (0) are due at once.
+        assert!(due(0, day, 86_400));
     }
 
     #[test]

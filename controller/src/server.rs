@@ -187,6 +187,13 @@ pub async fn run_until(
         shared.clone(),
         Duration::from_secs(cfg.expiry.interval_seconds),
     ));
+    if let Some(every) = cfg
+        .auth
+        .rotate_every()
+        .map_err(|e| ServerError::Config(e.to_string()))?
+    {
+        tokio::spawn(crate::keys::run_rotation(shared.clone(), every));
+    }
     tokio::spawn(heartbeat::run(
         shared.clone(),
         Duration::from_secs(cfg.nodes.check_interval_seconds),
