@@ -29,9 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ferrofab_nvmeof::backend::{open_backend, FileOptions};
-use ferrofab_nvmeof::host::{ConnectOptions, Controller as HostController, HostIdentity};
-use ferrofab_nvmeof::target::{
+use ferrofab_nvmeof_host::{ConnectOptions, Controller as HostController, HostIdentity};
+use ferrofab_nvmeof_target::backend::{open_backend, FileOptions};
+use ferrofab_nvmeof_target::{
     ListenerKind, NamespaceConfig, SubsystemConfig, Target, TargetOptions,
 };
 use ferrofab_proto::v1::*;

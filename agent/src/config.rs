@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferrofab_nvmeof::target::TargetOptions;
+use ferrofab_nvmeof_target::TargetOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;

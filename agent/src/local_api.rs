@@ -334,7 +334,7 @@ async fn serve_one<H: Handler>(
                 ErrorCode::BadRequest,
                 format!(
                     "request line longer than {}",
-                    ferrofab_nvmeof::units::format_size(MAX_REQUEST as u64)
+                    ferrofab_nvmeof_wire::units::format_size(MAX_REQUEST as u64)
                 ),
             ))
         }

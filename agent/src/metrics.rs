@@ -122,7 +122,7 @@ impl Metrics {
 }
 
 /// Per-volume data-path series of a storage node, from the target.
-pub fn render_target(st: &ferrofab_nvmeof::target::TargetStatus, out: &mut String) {
+pub fn render_target(st: &ferrofab_nvmeof_target::TargetStatus, out: &mut String) {
     render_target_named(st, &std::collections::HashMap::new(), out);
 }
 
@@ -150,7 +150,7 @@ pub fn render_build_info(component: &str, out: &mut String) {
 /// [`render_target`] with volume names: `volumes` maps subsystem NQN to
 /// volume name.
 pub fn render_target_named(
-    st: &ferrofab_nvmeof::target::TargetStatus,
+    st: &ferrofab_nvmeof_target::TargetStatus,
     volumes: &std::collections::HashMap<String, String>,
     out: &mut String,
 ) {
@@ -200,7 +200,7 @@ pub fn render_target_named(
 
 /// The built-in target's connection admission series (absent for the
 /// kernel target, which keeps no such counters).
-pub fn render_target_connections(c: &ferrofab_nvmeof::target::ConnectionStats, out: &mut String) {
+pub fn render_target_connections(c: &ferrofab_nvmeof_target::ConnectionStats, out: &mut String) {
     render_gauge(
         "ferrofab_agent_target_connections",
         "TCP connections open on the built-in target (max_connections caps them).",
@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn export_series_carry_the_volume_name_and_build_info_is_exported() {
-        let st = ferrofab_nvmeof::target::TargetStatus {
+        let st = ferrofab_nvmeof_target::TargetStatus {
             listeners: vec![],
             subsystems: vec![],
             genctr: 0,
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn target_length_refusals_are_exported() {
-        let st = ferrofab_nvmeof::target::TargetStatus {
+        let st = ferrofab_nvmeof_target::TargetStatus {
             listeners: vec![],
             subsystems: vec![],
             genctr: 0,
@@ -383,13 +383,13 @@ mod tests {
 
     #[test]
     fn target_connection_counters_are_exported() {
-        let st = ferrofab_nvmeof::target::TargetStatus {
+        let st = ferrofab_nvmeof_target::TargetStatus {
             listeners: vec![],
             subsystems: vec![],
             genctr: 0,
             commands_refused_length: 0,
             commands_refused_write_protected: 0,
-            connections: Some(ferrofab_nvmeof::target::ConnectionStats {
+            connections: Some(ferrofab_nvmeof_target::ConnectionStats {
                 open: 3,
                 accepted: 10,
                 refused_global: 4,
@@ -420,7 +420,7 @@ mod tests {
         // The kernel target keeps no such counters: no series at all.
         let mut k = String::new();
         render_target(
-            &ferrofab_nvmeof::target::TargetStatus {
+            &ferrofab_nvmeof_target::TargetStatus {
                 connections: None,
                 ..st
             },

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use ferrofab_nvmeof::host::{ConnectOptions, Controller as Initiator, HostError, HostIdentity};
+use ferrofab_nvmeof_host::{ConnectOptions, Controller as Initiator, HostError, HostIdentity};
 use ferrofab_proto::v1::{GetNodeRequest, GetVolumeRequest, RotateNodeKeyRequest};
 
 /// `[auth] require = true`: every export refuses hosts without a key.

@@ -446,7 +446,7 @@ fn announce(summary: &str) {
 /// The workstation agent unmounts on shutdown; a mount left behind (agent
 /// timed out) would make DIR/volumes unusable until someone unmounts it.
 fn check_unmounted(dir: &Path) {
-    use ferrofab_nvmeof::expose::mountpoint;
+    use ferrofab_nvmeof_expose::mountpoint;
     if mountpoint::is_mount_point(dir) {
         warn!(dir = %dir.display(), "FUSE mount still present; detaching it");
         if let Err(e) = mountpoint::lazy_unmount(dir) {

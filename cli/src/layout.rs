@@ -41,7 +41,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use ferrofab_nvmeof::units::parse_size;
+use ferrofab_nvmeof_wire::units::parse_size;
 use ferrofab_proto::v1;
 use serde::Deserialize;
 

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::XChaCha20Poly1305;
-use ferrofab_nvmeof::auth::{DhchapSecret, HashId};
+use ferrofab_nvmeof_wire::auth::{DhchapSecret, HashId};
 use ferrofab_proto::v1::{DesiredState, DhchapKey, ExportStatus, HostKey, NodeRole};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};

@@ -18,7 +18,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ferrofab_nvmeof::units::format_size;
+use ferrofab_nvmeof_wire::units::format_size;
 use ferrofab_proto::v1::{Pool, Tenant};
 
 use crate::cache::{Objects, Usage};

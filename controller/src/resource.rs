@@ -359,7 +359,7 @@ pub fn validate_labels(
 /// Sizes accept plain bytes or units ("4TiB"), via the nvmeof crate's parser
 /// so that every ferrofab tool agrees on what a size means.
 pub fn parse_size(field: &str, s: &str) -> Result<u64, ApiError> {
-    match ferrofab_nvmeof::units::parse_size(s) {
+    match ferrofab_nvmeof_wire::units::parse_size(s) {
         Ok(0) => Err(ApiError::invalid(field, "size must be greater than zero")),
         Ok(n) => Ok(n),
         Err(e) => Err(ApiError::invalid(field, format!("{s:?}: {e}"))),

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use ferrofab_nvmeof::auth::DhchapSecret;
-use ferrofab_nvmeof::host::{BlockIo, ConnectOptions, Controller, HostIdentity};
+use ferrofab_nvmeof_host::{BlockIo, ConnectOptions, Controller, HostIdentity};
+use ferrofab_nvmeof_wire::auth::DhchapSecret;
 
 #[derive(Parser)]
 struct Args {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use ferrofab_nvmeof::host::{
+use ferrofab_nvmeof_host::{
     BlockIo, ConnectOptions, Controller, ControllerState, Digests, HostIdentity, IoOp,
     NamespaceEvent,
 };
@@ -157,7 +157,7 @@ fn io(a: &Args, mib: u64, qd: usize) -> anyhow::Result<()> {
     let wt = t0.elapsed();
     let t1 = Instant::now();
     let mut bad = 0;
-    let mut check = |c: ferrofab_nvmeof::host::Completed| -> anyhow::Result<()> {
+    let mut check = |c: ferrofab_nvmeof_host::Completed| -> anyhow::Result<()> {
         let (off, len) = ops[c.tag as usize];
         if c.result? != pattern(off, len) {
             bad += 1;

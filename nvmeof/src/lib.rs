@@ -1,28 +1,27 @@
-//! `ferrofab-nvmeof`: the embedded NVMe/TCP data path of ferrofab.
+//! `ferrofab-nvmeof`: the command line over ferrofab's embedded NVMe/TCP
+//! data path. The data path itself lives in focused crates; this one only
+//! parses arguments and wires them together.
 //!
-//! The crate is layered so that each layer can be tested without the ones
-//! above it:
+//! # Layout
 //!
-//! * [`wire`] — byte-exact encoding of NVMe/TCP PDUs, submission and
-//!   completion queue entries, and the CRC-32C digests. No I/O.
-//! * [`spec`] — constants and data structures from the NVMe Base and
-//!   NVMe-oF specifications (opcodes, status codes, Identify pages).
-//! * [`backend`] — block backends (regular files and block devices) that
-//!   namespaces are stored on.
-//! * [`target`] — the target: subsystem registry, controller and queue
-//!   state machines, discovery, listeners.
-//! * [`host`] — the initiator: discovery, controllers, queues, reconnect.
-//! * [`bench`] — loopback baseline and workload engine behind `bench`.
-//! * [`expose`] — connected namespaces as regular files through FUSE.
-//! * [`units`] — human sizes such as `4TiB`.
+//! * [`cli`] — the `ferrofab-nvmeof` subcommands: `serve`
+//!   ([`cli::serve`], a target from a TOML file, reloaded on change),
+//!   `discover`/`connect`/`disconnect` ([`cli::host`], the initiator with
+//!   namespaces exposed as files) and `bench` ([`cli::bench`]).
+//!
+//! The crates it runs on, lowest first (each testable without the ones
+//! above it):
+//!
+//! * `ferrofab-nvmeof-wire` — PDUs, queue entries, digests, spec
+//!   structures, DH-HMAC-CHAP messages and crypto, human sizes. No I/O.
+//! * `ferrofab-nvmeof-target` — the target with its block backends:
+//!   subsystem registry, controller and queue state machines, discovery,
+//!   listeners.
+//! * `ferrofab-nvmeof-host` — the initiator: discovery, controllers,
+//!   queues, reconnect; and `BlockIo`, the byte-addressed device interface
+//!   the layers above run on.
+//! * `ferrofab-nvmeof-expose` — connected namespaces as regular files
+//!   through FUSE.
+//! * `ferrofab-nvmeof-bench` — loopback baseline and workload engine.
 
-pub mod auth;
-pub mod backend;
-pub mod bench;
 pub mod cli;
-pub mod expose;
-pub mod host;
-pub mod spec;
-pub mod target;
-pub mod units;
-pub mod wire;

@@ -4,6 +4,9 @@
 //! their 16 MiB receive buffers, neither while they stay connected and
 //! idle nor after they close.
 
+// The target's test fixture (a served namespace, a raw-PDU host), shared
+// rather than copied.
+#[path = "../../nvmeof-target/tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -12,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 
 use common::{admin_queue, io_queue, pattern, SUBNQN};
-use ferrofab_nvmeof::spec::status::Status;
-use ferrofab_nvmeof::wire::Digests;
+use ferrofab_nvmeof_wire::spec::status::Status;
+use ferrofab_nvmeof_wire::wire::Digests;
 
 const BIG: usize = 8 << 20;
 const QUEUES: u16 = 16;
@@ -129,7 +132,7 @@ fn memory_goes_back_after_large_pdus() {
     );
     assert_eq!(
         admin
-            .admin(ferrofab_nvmeof::spec::admin::KEEP_ALIVE, 0, 0, 0, 0)
+            .admin(ferrofab_nvmeof_wire::spec::admin::KEEP_ALIVE, 0, 0, 0, 0)
             .status(),
         Status::SUCCESS
     );

@@ -5,7 +5,7 @@
 # 1. The PDU decoder: FF_FUZZ_DECODER_INPUTS (default 10,000,000) mutated
 #    inputs, and the queue state machine: FF_FUZZ_QUEUE_INPUTS (default
 #    1,000,000) PDUs through fuzzed connections (cargo test --release,
-#    ignored tests target::fuzz::fuzz_long_*).
+#    ignored tests fuzz::fuzz_long_* of ferrofab-nvmeof-target).
 # 2. A live `ferrofab-nvmeof serve` (release build) fuzzed for
 #    FF_FUZZ_LIVE_SECS (default 180) by FF_FUZZ_CONNS (default 8) parallel
 #    connections with random and mutated PDUs, plus bursts of idle
@@ -44,14 +44,14 @@ case " $parts " in *" long "*) rm -f "$out/long.log" ;; esac
 rm -f "$out"/{live.log,serve.log,samples.txt,fuzz.md,ns1.img,ns1.orig}
 
 ff_say "fuzz: building the release test binary"
-ff_cargo test --release -p ferrofab-nvmeof --lib --no-run --quiet >&2 || ff_die "building the fuzz tests failed"
+ff_cargo test --release -p ferrofab-nvmeof-target --lib --no-run --quiet >&2 || ff_die "building the fuzz tests failed"
 
 long_wall=-
 if [[ " $parts " == *" long "* ]]; then
     ff_say "fuzz: $decoder_inputs decoder inputs, $queue_inputs queue PDUs"
     start=$SECONDS
     FERROFAB_FUZZ_DECODER_INPUTS=$decoder_inputs FERROFAB_FUZZ_QUEUE_INPUTS=$queue_inputs \
-        ff_cargo test --release -p ferrofab-nvmeof --lib target::fuzz::fuzz_long -- --ignored --nocapture \
+        ff_cargo test --release -p ferrofab-nvmeof-target --lib fuzz::fuzz_long -- --ignored --nocapture \
         >"$out/long.log" 2>&1 || { tail -30 "$out/long.log" >&2; ff_die "long fuzz run failed (see $out/long.log)"; }
     long_wall=$((SECONDS - start))
 fi
@@ -111,7 +111,7 @@ sampler_pid=$!
 
 FERROFAB_FUZZ_REMOTE=127.0.0.1:$port FERROFAB_FUZZ_SECS=$live_secs FERROFAB_FUZZ_CONNS=$conns \
     FERROFAB_FUZZ_NS_BLOCKS=$blocks FERROFAB_FUZZ_WRITE_LBAS=$write_lbas \
-    ff_cargo test --release -p ferrofab-nvmeof --lib target::fuzz::fuzz_remote_serve -- --ignored --exact --nocapture \
+    ff_cargo test --release -p ferrofab-nvmeof-target --lib fuzz::fuzz_remote_serve -- --ignored --exact --nocapture \
     >"$out/live.log" 2>&1 || { tail -30 "$out/live.log" >&2; ff_die "live fuzz run failed (see $out/live.log)"; }
 
 kill -0 "$serve_pid" 2>/dev/null || ff_die "the target died during the live run (see $out/serve.log)"

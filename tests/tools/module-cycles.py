@@ -52,8 +52,9 @@ def edges(src, prefix=()):
             names = set(re.findall(path_re + r"(\w+)", text))
             for group in re.findall(path_re + r"\{([^}]*)\}", text):
                 names.update(re.findall(r"(?:^|,)\s*(\w+)", group))
-            if prefix and os.path.dirname(path) == src:
-                # `super::x` from a direct child names a sibling.
+            if os.path.dirname(path) == src:
+                # `super::x` from a direct child names a sibling (at the
+                # crate root too: there `super::x` is `crate::x`).
                 names.update(re.findall(r"\bsuper::(\w+)", text))
             deps.setdefault(mod, set()).update(n for n in names if n != mod)
     return deps

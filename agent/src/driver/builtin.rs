@@ -1,4 +1,4 @@
-//! The built-in target: one `ferrofab_nvmeof::target::Target` living in the
+//! The built-in target: one `ferrofab_nvmeof_target::Target` living in the
 //! agent process, driven through its live reconfiguration API.
 //!
 //! Every function here is idempotent and touches only the object it names,
@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
-use ferrofab_nvmeof::backend::{BackendErrorKind, BlockBackend};
-use ferrofab_nvmeof::target::{
+use ferrofab_nvmeof_target::backend::{BackendErrorKind, BlockBackend};
+use ferrofab_nvmeof_target::{
     ListenerKind, NamespaceConfig, SubsystemConfig, Target, TargetError, TargetOptions,
     TargetStatus,
 };
@@ -99,7 +99,7 @@ impl BuiltinTarget {
         backend: Arc<dyn BlockBackend>,
     ) -> Result<(), TargetError> {
         let uuid = uuid::Uuid::parse_str(&e.uuid)
-            .unwrap_or_else(|_| ferrofab_nvmeof::target::derive_uuid(&e.subsystem_nqn, NSID));
+            .unwrap_or_else(|_| ferrofab_nvmeof_target::derive_uuid(&e.subsystem_nqn, NSID));
         let nguid = parse_nguid(&e.nguid).unwrap_or(*uuid.as_bytes());
         self.target.add_namespace(
             &e.subsystem_nqn,
@@ -345,9 +345,9 @@ mod tests {
             ..Default::default()
         };
         t.add_subsystem(&e).unwrap();
-        let be = ferrofab_nvmeof::backend::open_backend(
+        let be = ferrofab_nvmeof_target::backend::open_backend(
             dir.path().join("f"),
-            &ferrofab_nvmeof::backend::FileOptions {
+            &ferrofab_nvmeof_target::backend::FileOptions {
                 create: true,
                 size: Some(1 << 20),
                 block_size: 4096,

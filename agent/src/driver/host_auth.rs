@@ -2,8 +2,8 @@
 //! (`Connection.host_key`, `ctrl_key`): the secrets a connect uses, and
 //! key rotation on a live controller (re-authentication, no reconnect).
 
-use ferrofab_nvmeof::auth::DhchapSecret;
-use ferrofab_nvmeof::host::Controller;
+use ferrofab_nvmeof_host::Controller;
+use ferrofab_nvmeof_wire::auth::DhchapSecret;
 use ferrofab_proto::v1::{Connection, DhchapKey};
 use tracing::{info, warn};
 

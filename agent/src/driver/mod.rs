@@ -15,8 +15,8 @@ pub mod target_auth;
 
 use std::sync::Arc;
 
-use ferrofab_nvmeof::backend::BlockBackend;
-use ferrofab_nvmeof::target::TargetStatus;
+use ferrofab_nvmeof_target::backend::BlockBackend;
+use ferrofab_nvmeof_target::TargetStatus;
 use ferrofab_proto::v1::{ConnectionStatus, DesiredState, Export, KeyApplied, Listener};
 
 use crate::reconcile::workstation::LocalAttachment;

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use ferrofab_nvmeof::auth::DhchapSecret;
-use ferrofab_nvmeof::target::{HostAuth, Target, TargetError};
+use ferrofab_nvmeof_target::{HostAuth, Target, TargetError};
+use ferrofab_nvmeof_wire::auth::DhchapSecret;
 use ferrofab_proto::v1::{DhchapKey, Export, KeyApplied};
 
 /// What the target holds for one host: (key generation, fingerprint of the

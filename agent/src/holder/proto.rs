@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use ferrofab_nvmeof::host::ControllerState;
+use ferrofab_nvmeof_host::ControllerState;
 use ferrofab_proto::v1::{Connection, TransportOptions};
 
 /// The protocol this build speaks. Bump on any change an older peer

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use ferrofab_nvmeof::host::HostIdentity;
+use ferrofab_nvmeof_host::HostIdentity;
 use tracing::{info, info_span, warn};
 
 use super::proto::{self, ExposureStatus, Hello, LineError, Op, Response, PROTOCOL_VERSION};

@@ -6,10 +6,10 @@
 //! buggy controller sending `../../etc/shadow` must not make the agent
 //! touch anything outside those directories, so every such name is
 //! checked as one safe path component with the same function
-//! ([`ferrofab_nvmeof::expose::name_problem`]) the FUSE exposure uses,
+//! ([`ferrofab_nvmeof_expose::name_problem`]) the FUSE exposure uses,
 //! by both drivers, and already when the desired state arrives.
 
-use ferrofab_nvmeof::expose::name_problem;
+use ferrofab_nvmeof_expose::name_problem;
 use ferrofab_proto::v1::{Connection, DesiredState};
 
 use super::Problem;

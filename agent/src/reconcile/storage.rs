@@ -7,8 +7,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use ferrofab_nvmeof::backend::{open_backend, BackendErrorKind, BlockBackend, FileOptions};
-use ferrofab_nvmeof::units::format_size;
+use ferrofab_nvmeof_target::backend::{open_backend, BackendErrorKind, BlockBackend, FileOptions};
+use ferrofab_nvmeof_wire::units::format_size;
 use ferrofab_proto::v1::{BackingKind, DesiredState, Export, ExportStatus, Listener, Removal};
 use tracing::{info, info_span, warn};
 
@@ -318,7 +318,7 @@ impl StorageReconciler {
     fn export_status(
         &self,
         e: &Export,
-        sub: Option<&ferrofab_nvmeof::target::SubsystemStatus>,
+        sub: Option<&ferrofab_nvmeof_target::SubsystemStatus>,
     ) -> ExportStatus {
         let verdict = self.verdict(e, sub);
         let mut conditions = vec![match &verdict {
@@ -355,7 +355,7 @@ impl StorageReconciler {
     fn verdict(
         &self,
         e: &Export,
-        sub: Option<&ferrofab_nvmeof::target::SubsystemStatus>,
+        sub: Option<&ferrofab_nvmeof_target::SubsystemStatus>,
     ) -> Result<String, Problem> {
         if let Some(p) = self.problems.get(&e.volume) {
             return Err(p.clone());

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrofab_nvmeof::bench::io::DynBlockIo;
-use ferrofab_nvmeof::expose::{ExposeOptions, Exposer};
-use ferrofab_nvmeof::host::{
+use ferrofab_nvmeof_expose::{ExposeOptions, Exposer};
+use ferrofab_nvmeof_host::DynBlockIo;
+use ferrofab_nvmeof_host::{
     BlockIo, ConnectOptions, Controller, ControllerState, Digests, HostError, HostIdentity,
     Namespace, NamespaceEvent,
 };

@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use anyhow::{anyhow, bail};
-use ferrofab_nvmeof::units::{format_size, parse_size};
+use ferrofab_nvmeof_wire::units::{format_size, parse_size};
 use ferrofab_proto::v1::{self, ObjectMeta};
 
 use super::{token, Ctx};

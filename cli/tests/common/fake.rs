@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use ferrofab_nvmeof::units::parse_size;
+use ferrofab_nvmeof_wire::units::parse_size;
 use ferrofab_pki::Identity;
 use ferrofab_proto::v1::admin_service_server::AdminService;
 use ferrofab_proto::v1::*;

@@ -23,7 +23,7 @@ use crate::resource::{
 };
 use crate::store::{Event, EventKind};
 use crate::{enroll, planner};
-use ferrofab_nvmeof::units::format_size;
+use ferrofab_nvmeof_wire::units::format_size;
 
 /// NQN prefix of every volume's subsystem; the rest is the volume uid, so
 /// the NQN never changes for the life of the volume.

@@ -10,14 +10,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::backend::{DirectIo, FileOptions};
-use crate::bench::baseline::{self, BaselineParams, BaselineReport};
-use crate::bench::engine::{self, JobReport, RunOptions, Target};
-use crate::bench::io::{BackendBlockIo, DynBlockIo, MemBlockIo};
-use crate::bench::remote::{Remote, RemoteSpec};
-use crate::bench::report;
-use crate::bench::workload::{JobParams, Limit, Pattern};
-pub use crate::bench::PollMode;
+use ferrofab_nvmeof_bench::baseline::{self, BaselineParams, BaselineReport};
+use ferrofab_nvmeof_bench::engine::{self, JobReport, RunOptions, Target};
+use ferrofab_nvmeof_bench::io::{BackendBlockIo, DynBlockIo, MemBlockIo};
+use ferrofab_nvmeof_bench::remote::{Remote, RemoteSpec};
+use ferrofab_nvmeof_bench::report;
+use ferrofab_nvmeof_bench::workload::{JobParams, Limit, Pattern};
+pub use ferrofab_nvmeof_bench::PollMode;
+use ferrofab_nvmeof_target::backend::{DirectIo, FileOptions};
 
 /// `--direct` values; mirrors [`DirectIo`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -292,7 +292,7 @@ fn open_target(args: &BenchOptions) -> anyhow::Result<(Target, String, Option<Re
         queue_depth: args.qd,
         poll: args.poll_mode,
         identity: None,
-        dhchap: crate::auth::HostSecrets {
+        dhchap: ferrofab_nvmeof_wire::auth::HostSecrets {
             host: args
                 .dhchap_secret
                 .as_deref()
@@ -311,10 +311,10 @@ fn open_target(args: &BenchOptions) -> anyhow::Result<(Target, String, Option<Re
     Ok((target, name, Some(remote)))
 }
 
-/// Sizes follow the project-wide rules of [`crate::units::parse_size`]
+/// Sizes follow the project-wide rules of [`ferrofab_nvmeof_wire::units::parse_size`]
 /// (`4k` and `4KiB` are binary, `4KB` decimal).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    crate::units::parse_size(s).map_err(|e| e.to_string())
+    ferrofab_nvmeof_wire::units::parse_size(s).map_err(|e| e.to_string())
 }
 
 /// Parse `10s`, `500ms`, `2m`, `1.5s`, or plain seconds.

@@ -6,7 +6,7 @@
 //! on exit; `disconnect` signals the pid in it and waits for it to exit.
 //!
 //! While connected, every namespace is a file in `--expose-dir` (see
-//! [`crate::expose::connected`]); the files follow namespace changes and
+//! [`ferrofab_nvmeof_expose::connected`]); the files follow namespace changes and
 //! are gone before the controller disconnects, so nothing is left that
 //! would fail with I/O errors.
 
@@ -19,16 +19,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::bench::PollMode;
-use crate::expose::connected::{default_base_name, NamespaceFiles};
-use crate::expose::ExposeOptions;
-use crate::host::{
+use ferrofab_nvmeof_bench::PollMode;
+use ferrofab_nvmeof_expose::connected::{default_base_name, NamespaceFiles};
+use ferrofab_nvmeof_expose::ExposeOptions;
+use ferrofab_nvmeof_host::{
     discover_with, BlockIo, ConnectOptions, Controller, ControllerState, DiscoveryEntry,
     HostIdentity, NamespaceEvent, NamespaceInfo,
 };
-use crate::spec::identify::subtype;
-use crate::spec::{DEFAULT_DISCOVERY_PORT, DEFAULT_IO_PORT, DISCOVERY_NQN};
-use crate::wire::Digests;
+use ferrofab_nvmeof_wire::spec::identify::subtype;
+use ferrofab_nvmeof_wire::spec::{DEFAULT_DISCOVERY_PORT, DEFAULT_IO_PORT, DISCOVERY_NQN};
+use ferrofab_nvmeof_wire::wire::Digests;
 
 /// Default directory of the state files of `connect`.
 pub const DEFAULT_RUN_DIR: &str = "/run/ferrofab/nvmeof";
@@ -51,9 +51,9 @@ pub struct IdentityArgs {
     /// Host ID (a UUID) to present (default: from --hostid-file).
     #[arg(long)]
     pub hostid: Option<String>,
-    #[arg(long, default_value = crate::host::identity::DEFAULT_HOSTNQN_PATH)]
+    #[arg(long, default_value = ferrofab_nvmeof_host::identity::DEFAULT_HOSTNQN_PATH)]
     pub hostnqn_file: PathBuf,
-    #[arg(long, default_value = crate::host::identity::DEFAULT_HOSTID_PATH)]
+    #[arg(long, default_value = ferrofab_nvmeof_host::identity::DEFAULT_HOSTID_PATH)]
     pub hostid_file: PathBuf,
 }
 
@@ -158,7 +158,10 @@ pub struct ConnectArgs {
 
 /// A secret given on the command line: the `DHHC-1:` string itself, or a
 /// file that holds it. Errors name the flag, never the secret.
-pub fn load_secret(flag: &str, value: &str) -> anyhow::Result<crate::auth::DhchapSecret> {
+pub fn load_secret(
+    flag: &str,
+    value: &str,
+) -> anyhow::Result<ferrofab_nvmeof_wire::auth::DhchapSecret> {
     let text = if value.trim_start().starts_with("DHHC-1:") {
         value.to_string()
     } else {
@@ -168,7 +171,8 @@ pub fn load_secret(flag: &str, value: &str) -> anyhow::Result<crate::auth::Dhcha
             anyhow::anyhow!("{flag}: not a DHHC-1 secret and not a readable file ({e})")
         })?
     };
-    crate::auth::DhchapSecret::parse(&text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+    ferrofab_nvmeof_wire::auth::DhchapSecret::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -651,7 +655,7 @@ mod tests {
 
     #[test]
     fn dhchap_secret_from_the_command_line_or_a_file() {
-        let secret = crate::auth::DhchapSecret::new(&[9u8; 32], None).unwrap();
+        let secret = ferrofab_nvmeof_wire::auth::DhchapSecret::new(&[9u8; 32], None).unwrap();
         let text = secret.encode();
         assert_eq!(load_secret("--dhchap-secret", &text).unwrap(), secret);
         let dir = tempfile::tempdir().unwrap();
@@ -681,7 +685,7 @@ mod tests {
     /// as a path; the error must not print it.
     #[test]
     fn mistyped_secret_is_not_echoed() {
-        let text = crate::auth::DhchapSecret::new(&[7u8; 32], None)
+        let text = ferrofab_nvmeof_wire::auth::DhchapSecret::new(&[7u8; 32], None)
             .unwrap()
             .encode();
         for typo in [

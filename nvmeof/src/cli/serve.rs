@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use notify::Watcher;
 
-use crate::target::config::{apply, ApplyReport, ServeConfig};
-use crate::target::Target;
+use ferrofab_nvmeof_target::config::{apply, ApplyReport, ServeConfig};
+use ferrofab_nvmeof_target::Target;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {

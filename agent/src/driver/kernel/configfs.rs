@@ -23,8 +23,8 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ferrofab_nvmeof::backend::BlockBackend;
-use ferrofab_nvmeof::target::{
+use ferrofab_nvmeof_target::backend::BlockBackend;
+use ferrofab_nvmeof_target::{
     ListenerKind, ListenerStatus, NamespaceStatus, SubsystemStatus, TargetStatus,
 };
 use ferrofab_proto::v1::{Export, Listener};
@@ -678,8 +678,8 @@ impl TargetDriver for KernelTarget {
                     format!(
                         "block device {} has {}, {} desired: grow it first",
                         path.display(),
-                        ferrofab_nvmeof::units::format_size(have),
-                        ferrofab_nvmeof::units::format_size(size)
+                        ferrofab_nvmeof_wire::units::format_size(have),
+                        ferrofab_nvmeof_wire::units::format_size(size)
                     ),
                 ))
             };
@@ -834,9 +834,9 @@ mod tests {
     }
 
     fn backend(e: &Export) -> Arc<dyn BlockBackend> {
-        ferrofab_nvmeof::backend::open_backend(
+        ferrofab_nvmeof_target::backend::open_backend(
             &e.backing_path,
-            &ferrofab_nvmeof::backend::FileOptions::default(),
+            &ferrofab_nvmeof_target::backend::FileOptions::default(),
         )
         .unwrap()
     }

@@ -13,7 +13,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ferrofab_nvmeof::host::HostIdentity;
+use ferrofab_nvmeof_host::HostIdentity;
 use ferrofab_proto::v1::{Connection, ConnectionStatus, DesiredState};
 use tracing::{info, info_span, warn};
 

@@ -1,0 +1,479 @@
+//! The FUSE filesystem: one flat directory, one regular file per volume.
+//!
+//! Files are opened with `FOPEN_DIRECT_IO`: the kernel page cache is
+//! bypassed, so every read reaches the namespace and data written by
+//! another host is never served stale from this host's cache (the price is
+//! no readahead; with a 1 MiB max_write large sequential I/O is still
+//! efficient). `FOPEN_PARALLEL_DIRECT_WRITES` lets the kernel send
+//! concurrent writes to the same file, which the per-block range lock in
+//! [`super::rmw`] keeps consistent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use super::rmw::{self, RangeLock};
+use ferrofab_nvmeof_host::DynBlockIo;
+
+/// How long the kernel may cache names and attributes. Size changes and
+/// removals are pushed to the kernel explicitly, so this only bounds the
+/// damage if such a notification is lost.
+pub const TTL: Duration = Duration::from_secs(1);
+
+const ROOT: INodeNo = INodeNo::ROOT;
+
+/// One exposed volume.
+pub struct Volume {
+    pub name: String,
+    pub ino: INodeNo,
+    pub dev: Arc<DynBlockIo>,
+    /// Serialises writes per block range (read-modify-write safety).
+    pub locks: RangeLock,
+}
+
+/// Name ↔ inode bookkeeping, shared between the filesystem threads and
+/// the [`super::Exposer`] that adds and removes volumes.
+#[derive(Default)]
+pub struct Registry {
+    by_name: BTreeMap<String, INodeNo>,
+    by_ino: HashMap<u64, Arc<Volume>>,
+    next_ino: u64,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self {
+            next_ino: 2,
+            ..Default::default()
+        }
+    }
+
+    /// Add a volume under a fresh inode number. Inode numbers are never
+    /// reused, so a kernel still holding a removed volume's inode can never
+    /// reach a different volume through it.
+    pub fn insert(&mut self, name: &str, dev: Arc<DynBlockIo>) -> Option<INodeNo> {
+        if self.by_name.contains_key(name) {
+            return None;
+        }
+        let ino = INodeNo(self.next_ino);
+        self.next_ino += 1;
+        let vol = Arc::new(Volume {
+            name: name.to_string(),
+            ino,
+            dev,
+            locks: RangeLock::new(),
+        });
+        self.by_name.insert(name.to_string(), ino);
+        self.by_ino.insert(ino.0, vol);
+        Some(ino)
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Arc<Volume>> {
+        let ino = self.by_name.remove(name)?;
+        self.by_ino.remove(&ino.0)
+    }
+
+    pub fn get(&self, ino: INodeNo) -> Option<Arc<Volume>> {
+        self.by_ino.get(&ino.0).cloned()
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<Arc<Volume>> {
+        self.by_name.get(name).and_then(|ino| self.get(*ino))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.by_name.keys().cloned().collect()
+    }
+
+    fn list(&self) -> Vec<(String, INodeNo)> {
+        self.by_name.iter().map(|(n, i)| (n.clone(), *i)).collect()
+    }
+}
+
+/// The `fuser::Filesystem` implementation.
+pub struct VolumeFs {
+    registry: Arc<RwLock<Registry>>,
+    /// Open file handles. A handle keeps its volume alive after removal,
+    /// like an unlinked file, so in-flight users fail on the device rather
+    /// than on a dangling handle.
+    handles: Mutex<HashMap<u64, Arc<Volume>>>,
+    /// How many handles are open, shared with the [`super::Exposer`] so
+    /// that an unmount can wait for releases still in flight.
+    open_files: Arc<AtomicUsize>,
+    next_fh: AtomicU64,
+    max_write: u32,
+    uid: u32,
+    gid: u32,
+    mtime: SystemTime,
+}
+
+impl VolumeFs {
+    pub fn new(
+        registry: Arc<RwLock<Registry>>,
+        max_write: u32,
+        open_files: Arc<AtomicUsize>,
+    ) -> Self {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Self {
+            registry,
+            handles: Mutex::new(HashMap::new()),
+            open_files,
+            next_fh: AtomicU64::new(1),
+            max_write,
+            uid,
+            gid,
+            mtime: SystemTime::now(),
+        }
+    }
+
+    fn reg(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn handle(&self, fh: FileHandle, ino: INodeNo) -> Option<Arc<Volume>> {
+        let h = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        h.get(&fh.0).cloned().or_else(|| self.reg().get(ino))
+    }
+
+    fn attr(&self, ino: INodeNo, kind: FileType, size: u64, blksize: u32) -> FileAttr {
+        FileAttr {
+            ino,
+            size,
+            blocks: size.div_ceil(512),
+            atime: self.mtime,
+            mtime: self.mtime,
+            ctime: self.mtime,
+            crtime: self.mtime,
+            kind,
+            perm: if kind == FileType::Directory {
+                0o755
+            } else {
+                0o600
+            },
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize,
+            flags: 0,
+        }
+    }
+
+    fn root_attr(&self) -> FileAttr {
+        self.attr(ROOT, FileType::Directory, 0, 4096)
+    }
+
+    fn vol_attr(&self, v: &Volume) -> FileAttr {
+        let bs = v.dev.block_size().max(512);
+        let mut a = self.attr(v.ino, FileType::RegularFile, v.dev.size(), bs);
+        if v.dev.read_only() {
+            a.perm = 0o400;
+        }
+        a
+    }
+
+    fn attr_of(&self, ino: INodeNo) -> Option<FileAttr> {
+        if ino == ROOT {
+            return Some(self.root_attr());
+        }
+        self.reg().get(ino).map(|v| self.vol_attr(&v))
+    }
+}
+
+fn errno(e: &std::io::Error) -> Errno {
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+impl Filesystem for VolumeFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(max) = config.set_max_write(self.max_write) {
+            tracing::warn!(wanted = self.max_write, max, "kernel limits max_write");
+            let _ = config.set_max_write(max);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let vol = (parent == ROOT)
+            .then(|| name.to_str().and_then(|n| self.reg().by_name(n)))
+            .flatten();
+        match vol {
+            Some(v) => reply.entry(&TTL, &self.vol_attr(&v), Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr_of(ino) {
+            Some(a) => reply.attr(&TTL, &a),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    /// Attribute changes are accepted and ignored, including truncation:
+    /// a volume's size is the namespace's, exactly as `O_TRUNC` on a block
+    /// device is ignored. This keeps tools like `dd of=FILE` working.
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.attr_of(ino) {
+            Some(a) => reply.attr(&TTL, &a),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let Some(vol) = self.reg().get(ino) else {
+            reply.error(if ino == ROOT {
+                Errno::EISDIR
+            } else {
+                Errno::ENOENT
+            });
+            return;
+        };
+        // A read-only attachment: even root (who ignores the mode bits)
+        // gets EROFS at open, not a surprise at the first write.
+        if vol.dev.read_only() && flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
+            reply.error(Errno::EROFS);
+            return;
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, vol);
+        self.open_files.fetch_add(1, Ordering::SeqCst);
+        let flags = FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
+        reply.opened(FileHandle(fh), flags);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(vol) = self.handle(fh, ino) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        match rmw::read(&*vol.dev, offset, size as usize) {
+            Ok(data) => reply.data(&data),
+            Err(e) => {
+                tracing::warn!(volume = %vol.name, offset, size, error = %e, "read failed");
+                reply.error(errno(&e));
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let Some(vol) = self.handle(fh, ino) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let Ok(len) = u32::try_from(data.len()) else {
+            reply.error(Errno::EINVAL);
+            return;
+        };
+        match rmw::write(&*vol.dev, &vol.locks, offset, data) {
+            Ok(()) => reply.written(len),
+            Err(e) => {
+                tracing::warn!(volume = %vol.name, offset, len, error = %e, "write failed");
+                reply.error(errno(&e));
+            }
+        }
+    }
+
+    /// Called on every close() of every copy of a descriptor, including the
+    /// copies a forked child closes at exec. It does not flush: writes have
+    /// already reached the target when write() returned, and waiting here
+    /// for a Flush would make any close — even a child's — hang for the
+    /// whole reconnect window while a storage node is down. Durability
+    /// comes from fsync(), exactly as with a local disk's volatile cache.
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    /// The reply is sent only after the namespace's Flush completed, so
+    /// fsync() never returns before the data is durable.
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.flush_volume(ino, fh, reply);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let removed = self
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        if removed.is_some() {
+            self.open_files.fetch_sub(1, Ordering::SeqCst);
+        }
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if ino == ROOT {
+            reply.opened(FileHandle(0), FopenFlags::empty());
+        } else {
+            reply.error(Errno::ENOTDIR);
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if ino != ROOT {
+            reply.error(Errno::ENOTDIR);
+            return;
+        }
+        let mut entries = vec![
+            (".".to_string(), ROOT, FileType::Directory),
+            ("..".to_string(), ROOT, FileType::Directory),
+        ];
+        entries.extend(
+            self.reg()
+                .list()
+                .into_iter()
+                .map(|(n, i)| (n, i, FileType::RegularFile)),
+        );
+        // Offsets are positions in this listing; a volume added between two
+        // readdir calls may be skipped or repeated, as POSIX allows.
+        for (i, (name, ino, kind)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(ino, i as u64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    /// Volumes have no extended attributes. ENOSYS (what fuser's default
+    /// answers too, but with a warning each time) makes the kernel stop
+    /// asking, so `ls -l` and SELinux-aware tools cost one request per
+    /// mount and no log noise.
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let reg = self.reg();
+        let bytes: u64 = reg.by_ino.values().map(|v| v.dev.size()).sum();
+        let files = reg.by_ino.len() as u64;
+        reply.statfs(bytes / 4096, 0, 0, files, 0, 4096, 255, 4096);
+    }
+}
+
+impl VolumeFs {
+    fn flush_volume(&self, ino: INodeNo, fh: FileHandle, reply: ReplyEmpty) {
+        let Some(vol) = self.handle(fh, ino) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        match vol.dev.flush() {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                tracing::warn!(volume = %vol.name, error = %e, "flush failed");
+                reply.error(errno(&e));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrofab_nvmeof_bench::io::MemBlockIo;
+
+    #[test]
+    fn registry_never_reuses_inodes() {
+        let mut r = Registry::new();
+        let dev: Arc<DynBlockIo> = Arc::new(MemBlockIo::new(4096, 512));
+        let a = r.insert("a", Arc::clone(&dev)).expect("insert a");
+        assert!(r.insert("a", Arc::clone(&dev)).is_none(), "duplicate name");
+        assert!(r.remove("a").is_some());
+        let a2 = r.insert("a", dev).expect("re-insert a");
+        assert_ne!(a, a2);
+        assert!(r.get(a).is_none());
+        assert_eq!(r.by_name("a").map(|v| v.ino), Some(a2));
+        assert_eq!(r.list().len(), 1);
+    }
+}

@@ -1,0 +1,331 @@
+//! Local exposure of connected namespaces as regular files, through FUSE.
+//!
+//! The development and CI kernels have no NBD, ublk or NVMe host driver,
+//! but FUSE works; a file that `losetup` can attach gives every local tool
+//! (mkfs, mount, dd, fio) access to a remote namespace.
+//!
+//! [`Exposer::mount`] mounts one flat directory (e.g. `/run/ferrofab/volumes`)
+//! with one file per volume; volumes are added, removed and resized while
+//! mounted. Design choices, and why:
+//!
+//! * **Direct I/O, no page cache** (`FOPEN_DIRECT_IO`): data is never served
+//!   stale from this host's cache after another host wrote the namespace.
+//! * **Read-modify-write under per-block range locks** ([`rmw`]): files
+//!   take any offset and length; namespaces take whole blocks.
+//! * **fsync and close flush the namespace** and reply only after the
+//!   Flush completed.
+//! * **1 MiB max_write** and **several FUSE threads** (fuser `n_threads`
+//!   with cloned /dev/fuse descriptors) so large and concurrent I/O reach
+//!   the initiator in parallel.
+//! * **Mounting** uses fuser's pure-Rust path: as root it calls mount(2)
+//!   directly; otherwise it runs `fusermount3` (Debian package `fuse3`).
+//!   No libfuse headers or library are needed to build.
+//! * **Stale mounts** left by a process that died are lazily unmounted at
+//!   start ([`mountpoint::prepare`]).
+//!
+//! # Layout
+//!
+//! * here — [`Exposer`]: the mount and the volumes added, resized and
+//!   removed while mounted; [`validate_name`] for file names.
+//! * [`fs`] — the FUSE filesystem (one flat directory, one file per
+//!   volume) over [`DynBlockIo`] devices.
+//! * [`rmw`] — byte-granular reads and writes on whole blocks, under range
+//!   locks.
+//! * [`connected`] — the files of one connected controller, following its
+//!   namespace events (`ferrofab-nvmeof connect`).
+//! * [`mountpoint`] — preparing the mount point, stale-mount recovery.
+//!
+//! The devices come from the initiator (`ferrofab-nvmeof-host`); this
+//! crate is the only one in the workspace that links FUSE.
+
+pub mod connected;
+pub mod fs;
+pub mod mountpoint;
+pub mod rmw;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use fuser::{BackgroundSession, Config, MountOption, Notifier, SessionACL};
+use thiserror::Error;
+
+use ferrofab_nvmeof_host::DynBlockIo;
+use fs::{Registry, VolumeFs};
+
+/// Errors of the FUSE exposure.
+#[derive(Debug, Error)]
+pub enum ExposeError {
+    #[error("mount point {0}: {1}")]
+    MountPoint(PathBuf, #[source] std::io::Error),
+    #[error("{0} is already a mount point (is another ferrofab process serving it?)")]
+    AlreadyMounted(PathBuf),
+    #[error("could not clear the stale mount at {0}: {1}")]
+    StaleUnmount(PathBuf, #[source] std::io::Error),
+    #[error("mounting FUSE at {0} failed (is /dev/fuse present, and fuse3 installed for non-root?): {1}")]
+    Mount(PathBuf, #[source] std::io::Error),
+    #[error("unmounting {0} failed: {1}")]
+    Unmount(PathBuf, #[source] std::io::Error),
+    #[error("invalid volume name {0:?}")]
+    InvalidName(String),
+    #[error("volume {0:?} already exists")]
+    Exists(String),
+    #[error("no volume named {0:?}")]
+    NotFound(String),
+    #[error("{0} exists and is not a link of ours (choose another --name)")]
+    NameTaken(PathBuf),
+    #[error("link {0}: {1}")]
+    Link(PathBuf, #[source] std::io::Error),
+}
+
+/// Mount settings.
+#[derive(Debug, Clone)]
+pub struct ExposeOptions {
+    /// FUSE worker threads; each blocks in one I/O, so this bounds the
+    /// queue depth a single mount can present to the initiator.
+    pub threads: usize,
+    /// Largest write the kernel sends in one request.
+    pub max_write: u32,
+    /// Let users other than the mounting one open the files.
+    pub allow_other: bool,
+}
+
+impl Default for ExposeOptions {
+    fn default() -> Self {
+        Self {
+            threads: 4,
+            max_write: 1 << 20,
+            allow_other: false,
+        }
+    }
+}
+
+/// A mounted volume directory. Dropping it unmounts. Volume management
+/// ([`Volumes`]) is reachable through `Deref`, and [`Exposer::volumes`]
+/// hands out a clone for other threads (e.g. a namespace-change watcher).
+pub struct Exposer {
+    volumes: Volumes,
+    session: Option<BackgroundSession>,
+    /// Open file handles of the mount (see [`RELEASE_GRACE`]).
+    open_files: Arc<AtomicUsize>,
+}
+
+/// How long an unmount waits for open files to be released. The kernel
+/// sends RELEASE after `close(2)` has returned, so a file closed just
+/// before an unmount can still count as open and make it fail with EBUSY
+/// (and fall back to a lazy detach); a file really in use (a loop device)
+/// costs this much extra before that fallback.
+const RELEASE_GRACE: Duration = Duration::from_secs(1);
+
+/// Adds, removes and resizes the files of a mounted directory. Cheap to
+/// clone; every clone acts on the same mount. After unmount, changes still
+/// succeed but are invisible.
+#[derive(Clone)]
+pub struct Volumes {
+    mountpoint: PathBuf,
+    registry: Arc<RwLock<Registry>>,
+    notifier: Notifier,
+}
+
+impl std::ops::Deref for Exposer {
+    type Target = Volumes;
+
+    fn deref(&self) -> &Volumes {
+        &self.volumes
+    }
+}
+
+impl Exposer {
+    /// Mount an empty volume directory at `dir` (created if missing, a
+    /// stale mount from a dead process cleared first).
+    pub fn mount(dir: &Path, opts: &ExposeOptions) -> Result<Self, ExposeError> {
+        let mountpoint = mountpoint::prepare(dir)?;
+        let registry = Arc::new(RwLock::new(Registry::new()));
+        let open_files = Arc::new(AtomicUsize::new(0));
+        let fs = VolumeFs::new(
+            Arc::clone(&registry),
+            opts.max_write,
+            Arc::clone(&open_files),
+        );
+        let mut config = Config::default();
+        config.mount_options = vec![
+            MountOption::FSName("ferrofab".into()),
+            MountOption::Subtype("ferrofab".into()),
+            MountOption::NoDev,
+            MountOption::NoSuid,
+            MountOption::NoExec,
+        ];
+        config.acl = if opts.allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        };
+        config.n_threads = Some(opts.threads.max(1));
+        config.clone_fd = true;
+        let session = fuser::spawn_mount(fs, &mountpoint, &config)
+            .map_err(|e| ExposeError::Mount(mountpoint.clone(), e))?;
+        tracing::info!(mountpoint = %mountpoint.display(), threads = opts.threads, "volumes mounted");
+        Ok(Self {
+            volumes: Volumes {
+                notifier: session.notifier(),
+                mountpoint,
+                registry,
+            },
+            session: Some(session),
+            open_files,
+        })
+    }
+
+    /// A handle for managing volumes from other threads.
+    pub fn volumes(&self) -> Volumes {
+        self.volumes.clone()
+    }
+
+    /// Unmount and wait for the FUSE threads. If a file is still in use
+    /// (e.g. attached to a loop device) the mount is detached lazily
+    /// instead, the threads keep serving until the last user closes it,
+    /// and `Unmount` is returned with EBUSY.
+    pub fn unmount(mut self) -> Result<(), ExposeError> {
+        self.unmount_inner()
+    }
+
+    /// Gives releases still in flight up to [`RELEASE_GRACE`] to arrive.
+    fn wait_for_releases(&self) {
+        let deadline = std::time::Instant::now() + RELEASE_GRACE;
+        while self.open_files.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn unmount_inner(&mut self) -> Result<(), ExposeError> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        let mp = &self.volumes.mountpoint;
+        self.wait_for_releases();
+        match session.umount_and_join() {
+            Ok(()) => {
+                tracing::info!(mountpoint = %mp.display(), "volumes unmounted");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(mountpoint = %mp.display(), error = %e,
+                    "unmount failed; detaching lazily");
+                let _ = mountpoint::lazy_unmount(mp);
+                Err(ExposeError::Unmount(mp.clone(), e))
+            }
+        }
+    }
+}
+
+impl Volumes {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Path of the file for volume `name`.
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.mountpoint.join(name)
+    }
+
+    /// Expose `dev` as file `name`; returns its path.
+    pub fn add(&self, name: &str, dev: Arc<DynBlockIo>) -> Result<PathBuf, ExposeError> {
+        validate_name(name)?;
+        let ino = self
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, dev)
+            .ok_or_else(|| ExposeError::Exists(name.to_string()))?;
+        tracing::info!(volume = name, ino = ino.0, "volume exposed");
+        Ok(self.path_of(name))
+    }
+
+    /// Remove file `name`. Descriptors already open keep working on the
+    /// device until closed, as with an unlinked file.
+    pub fn remove(&self, name: &str) -> Result<(), ExposeError> {
+        self.registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .ok_or_else(|| ExposeError::NotFound(name.to_string()))?;
+        // Drop the kernel's cached name now rather than after the TTL.
+        if let Err(e) = self
+            .notifier
+            .inval_entry(fuser::INodeNo::ROOT, name.as_ref())
+        {
+            tracing::debug!(volume = name, error = %e, "inval_entry");
+        }
+        tracing::info!(volume = name, "volume removed");
+        Ok(())
+    }
+
+    /// Re-read the size of volume `name` after a namespace rescan and make
+    /// the kernel drop its cached attributes; returns the new size.
+    pub fn refresh_size(&self, name: &str) -> Result<u64, ExposeError> {
+        let vol = self
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_name(name)
+            .ok_or_else(|| ExposeError::NotFound(name.to_string()))?;
+        let size = vol.dev.size();
+        if let Err(e) = self.notifier.inval_inode(vol.ino, 0, 0) {
+            // ENOENT: the kernel has not looked the file up; nothing cached.
+            tracing::debug!(volume = name, error = %e, "inval_inode");
+        }
+        tracing::info!(volume = name, size, "volume size refreshed");
+        Ok(size)
+    }
+
+    /// Names of the exposed volumes.
+    pub fn names(&self) -> Vec<String> {
+        let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        reg.names()
+    }
+}
+
+impl Drop for Exposer {
+    fn drop(&mut self) {
+        let _ = self.unmount_inner();
+    }
+}
+
+/// Longest name accepted by [`validate_name`], in bytes (Linux NAME_MAX).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Why `name` is not a single safe path component, or `None` if it is:
+/// non-empty, at most [`MAX_NAME_BYTES`], not `.` or `..`, no `/`, no NUL
+/// and no control characters (which would also mislead logs and shells).
+///
+/// The one check for every name that becomes a file name: the FUSE
+/// exposure here, and the node agent's built-in and kernel drivers, which
+/// join names from the controller's desired state to a directory.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > MAX_NAME_BYTES {
+        Some("it is longer than 255 bytes")
+    } else if name == "." || name == ".." {
+        Some("it is `.` or `..`")
+    } else if name.contains('/') {
+        Some("it contains `/`")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains NUL or control characters")
+    } else {
+        None
+    }
+}
+
+/// A volume name must be a single path component a shell can handle
+/// (see [`name_problem`]).
+pub fn validate_name(name: &str) -> Result<(), ExposeError> {
+    match name_problem(name) {
+        None => Ok(()),
+        Some(_) => Err(ExposeError::InvalidName(name.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,529 @@
+//! I/O on one namespace: blocking calls, tickets and pipelines.
+//!
+//! Three ways to do I/O, from simplest to fastest:
+//!
+//! * [`BlockIo`] (`read_at`, `write_at`, `flush`): blocking, byte offsets.
+//! * [`Namespace::submit`] returns a [`Ticket`] at once; many can be in
+//!   flight from one thread; [`Ticket::wait`] collects each.
+//! * [`Pipeline`]: a fixed-depth window of tagged operations that completes
+//!   in any order, the shape a queue-depth-N benchmark or a FUSE request
+//!   loop wants.
+//!
+//! Offsets and lengths are bytes and must be multiples of the block size,
+//! except for `BlockIo::read_at`/`write_at`, which handle unaligned ranges
+//! (writes by read-modify-write, which is not atomic against concurrent
+//! writers of the same block). Operations larger than the controller's
+//! MDTS are split into several commands, spread over the I/O queues.
+//!
+//! All of it survives reconnects: an operation issued while the connection
+//! is down waits for the next association (up to ctrl-loss-tmo).
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::assoc::NamespaceInfo;
+use super::cmd::{self, Cmd, DSM_MAX_RANGES};
+use super::controller::Shared;
+use super::queue::{ReqKind, Request};
+use super::{BlockIo, HostError};
+use ferrofab_nvmeof_wire::spec::status::Status;
+
+/// How often a command is re-sent after a data digest error.
+const DIGEST_RETRIES: u32 = 3;
+
+/// Largest NLB of one Read, Write or Write Zeroes (16-bit, 0-based).
+const MAX_NLB: u64 = 1 << 16;
+
+/// One operation on a namespace. Offsets and lengths are in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IoOp {
+    Read {
+        offset: u64,
+        len: usize,
+    },
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Flush,
+    WriteZeroes {
+        offset: u64,
+        len: u64,
+    },
+    /// Dataset Management, deallocate (discard/trim).
+    Deallocate {
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// A handle for I/O on one namespace. Clone it freely (it is an `Arc`);
+/// size and block size always reflect the latest scan.
+#[derive(Clone)]
+pub struct Namespace {
+    shared: Arc<Shared>,
+    nsid: u32,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace")
+            .field("nsid", &self.nsid)
+            .field("info", &self.info())
+            .finish()
+    }
+}
+
+impl Namespace {
+    pub(crate) fn new(shared: Arc<Shared>, nsid: u32) -> Namespace {
+        Namespace { shared, nsid }
+    }
+
+    pub fn nsid(&self) -> u32 {
+        self.nsid
+    }
+
+    /// The latest scan of this namespace, None if it has disappeared.
+    pub fn info(&self) -> Option<NamespaceInfo> {
+        self.shared.namespace_info(self.nsid)
+    }
+
+    fn geometry(&self) -> Result<(u32, u64), HostError> {
+        let info = self.info().ok_or_else(|| {
+            HostError::InvalidArgument(format!(
+                "namespace {} no longer exists on {}",
+                self.nsid, self.shared.opts.subnqn
+            ))
+        })?;
+        Ok((info.block_size, info.blocks))
+    }
+
+    /// Check that `[offset, offset+len)` is whole blocks inside the
+    /// namespace; return the block size and first LBA.
+    fn blocks_of(&self, offset: u64, len: u64) -> Result<(u32, u64), HostError> {
+        let (bs, blocks) = self.geometry()?;
+        let bs64 = u64::from(bs);
+        if !offset.is_multiple_of(bs64) || !len.is_multiple_of(bs64) {
+            return Err(HostError::InvalidArgument(format!(
+                "offset {offset} and length {len} must be multiples of the {bs}-byte block size of namespace {}",
+                self.nsid
+            )));
+        }
+        let end = offset.saturating_add(len);
+        if end > blocks * bs64 {
+            return Err(HostError::InvalidArgument(format!(
+                "range {offset}+{len} is beyond the end of namespace {} ({} bytes)",
+                self.nsid,
+                blocks * bs64
+            )));
+        }
+        Ok((bs, offset / bs64))
+    }
+
+    /// Start `op` and return at once (blocking only if every queue slot is
+    /// busy). Errors here are argument errors; I/O errors come from
+    /// [`Ticket::wait`].
+    pub fn submit(&self, op: IoOp) -> Result<Ticket, HostError> {
+        let (cmds, read_len) = self.commands(op)?;
+        let parts: Vec<Arc<Request>> = cmds
+            .into_iter()
+            .map(|c| Request::new(c, ReqKind::Io))
+            .collect();
+        for r in &parts {
+            self.shared.submit(r);
+        }
+        Ok(Ticket {
+            parts,
+            read_len,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Split an operation into commands.
+    fn commands(&self, op: IoOp) -> Result<(Vec<Cmd>, Option<usize>), HostError> {
+        let nsid = self.nsid;
+        match op {
+            IoOp::Read { offset, len } => {
+                let (bs, slba) = self.blocks_of(offset, len as u64)?;
+                let per = self.blocks_per_command(bs);
+                let mut cmds = Vec::new();
+                let total = len as u64 / u64::from(bs);
+                let mut done = 0;
+                while done < total {
+                    let n = (total - done).min(per);
+                    cmds.push(cmd::read(nsid, slba + done, n as u32, bs));
+                    done += n;
+                }
+                Ok((cmds, Some(len)))
+            }
+            IoOp::Write { offset, data } => {
+                let (bs, slba) = self.blocks_of(offset, data.len() as u64)?;
+                let per = self.blocks_per_command(bs);
+                let total = data.len() as u64 / u64::from(bs);
+                if total <= per {
+                    return Ok((
+                        if total == 0 {
+                            Vec::new()
+                        } else {
+                            vec![cmd::write(nsid, slba, total as u32, data)]
+                        },
+                        None,
+                    ));
+                }
+                let chunk = (per * u64::from(bs)) as usize;
+                let cmds = data
+                    .chunks(chunk)
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let lba = slba + (i * chunk / bs as usize) as u64;
+                        cmd::write(nsid, lba, (c.len() / bs as usize) as u32, c.to_vec())
+                    })
+                    .collect();
+                Ok((cmds, None))
+            }
+            IoOp::Flush => Ok((vec![cmd::flush(nsid)], None)),
+            IoOp::WriteZeroes { offset, len } => {
+                let (bs, slba) = self.blocks_of(offset, len)?;
+                let total = len / u64::from(bs);
+                let mut cmds = Vec::new();
+                let mut done = 0;
+                while done < total {
+                    let n = (total - done).min(MAX_NLB);
+                    cmds.push(cmd::write_zeroes(nsid, slba + done, n as u32));
+                    done += n;
+                }
+                Ok((cmds, None))
+            }
+            IoOp::Deallocate { offset, len } => {
+                let (bs, slba) = self.blocks_of(offset, len)?;
+                let total = len / u64::from(bs);
+                let mut ranges = Vec::new();
+                let mut done = 0;
+                while done < total {
+                    let n = (total - done).min(u64::from(u32::MAX));
+                    ranges.push((slba + done, n as u32));
+                    done += n;
+                }
+                Ok((
+                    ranges
+                        .chunks(DSM_MAX_RANGES)
+                        .map(|r| cmd::deallocate(nsid, r))
+                        .collect(),
+                    None,
+                ))
+            }
+        }
+    }
+
+    fn blocks_per_command(&self, bs: u32) -> u64 {
+        ((self.shared.max_transfer() / bs as usize) as u64).clamp(1, MAX_NLB)
+    }
+
+    /// Read `buf.len()` bytes at block-aligned `offset` (blocking).
+    pub fn read_blocks(&self, offset: u64, buf: &mut [u8]) -> Result<(), HostError> {
+        self.submit(IoOp::Read {
+            offset,
+            len: buf.len(),
+        })?
+        .wait_into(buf)
+    }
+
+    /// Write `data` at block-aligned `offset` (blocking).
+    pub fn write_blocks(&self, offset: u64, data: &[u8]) -> Result<(), HostError> {
+        self.submit(IoOp::Write {
+            offset,
+            data: data.to_vec(),
+        })?
+        .wait()
+        .map(|_| ())
+    }
+
+    pub fn flush_blocking(&self) -> Result<(), HostError> {
+        self.submit(IoOp::Flush)?.wait().map(|_| ())
+    }
+
+    pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), HostError> {
+        self.submit(IoOp::WriteZeroes { offset, len })?
+            .wait()
+            .map(|_| ())
+    }
+
+    pub fn deallocate(&self, offset: u64, len: u64) -> Result<(), HostError> {
+        self.submit(IoOp::Deallocate { offset, len })?
+            .wait()
+            .map(|_| ())
+    }
+
+    /// A window of up to `depth` operations in flight.
+    pub fn pipeline(&self, depth: usize) -> Pipeline {
+        Pipeline {
+            ns: self.clone(),
+            depth: depth.max(1),
+            inflight: Vec::with_capacity(depth),
+        }
+    }
+
+    /// Block-aligned range covering `[offset, offset+len)`.
+    fn covering(&self, offset: u64, len: usize) -> Result<(u64, usize), HostError> {
+        let (bs, _) = self.geometry()?;
+        let bs = u64::from(bs);
+        let start = offset / bs * bs;
+        let end = (offset + len as u64).div_ceil(bs) * bs;
+        Ok((start, (end - start) as usize))
+    }
+}
+
+impl BlockIo for Namespace {
+    fn size(&self) -> u64 {
+        self.info().map_or(0, |i| i.size_bytes())
+    }
+
+    fn block_size(&self) -> u32 {
+        self.info().map_or(0, |i| i.block_size)
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (start, len) = self.covering(offset, buf.len())?;
+        if start == offset && len == buf.len() {
+            return Ok(self.read_blocks(offset, buf)?);
+        }
+        let data = self.submit(IoOp::Read { offset: start, len })?.wait()?;
+        let at = (offset - start) as usize;
+        buf.copy_from_slice(&data[at..at + buf.len()]);
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (start, len) = self.covering(offset, buf.len())?;
+        if start == offset && len == buf.len() {
+            return Ok(self.write_blocks(offset, buf)?);
+        }
+        let mut data = self.submit(IoOp::Read { offset: start, len })?.wait()?;
+        let at = (offset - start) as usize;
+        data[at..at + buf.len()].copy_from_slice(buf);
+        self.submit(IoOp::Write {
+            offset: start,
+            data,
+        })?
+        .wait()?;
+        Ok(())
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(self.flush_blocking()?)
+    }
+}
+
+/// An operation in flight. Dropping it does not cancel the operation (NVMe
+/// has no cheap cancel); the result is just discarded.
+pub struct Ticket {
+    parts: Vec<Arc<Request>>,
+    read_len: Option<usize>,
+    shared: Arc<Shared>,
+}
+
+impl Ticket {
+    /// Whether every command of the operation has completed.
+    pub fn is_done(&self) -> bool {
+        self.parts.iter().all(|r| r.is_done())
+    }
+
+    fn spin_queue(&self) -> Option<Arc<super::queue::Queue>> {
+        self.parts.iter().find(|r| !r.is_done())?.spin_queue()
+    }
+
+    fn poll_progress(&self) {
+        if let Some(r) = self.parts.iter().find(|r| !r.is_done()) {
+            r.poll_progress();
+        }
+    }
+
+    /// Wait for one command; a data digest error (data damaged in
+    /// transit) is retried a few times before it is reported.
+    fn check(&self, r: &Arc<Request>) -> Result<(), HostError> {
+        let mut retries = 0;
+        let cqe = loop {
+            match r.wait(self.shared.opts.poll_spin, None) {
+                Err(e @ HostError::DataDigest { .. }) if retries < DIGEST_RETRIES => {
+                    tracing::warn!(error = %e, cmd = r.name, "retrying after a data digest error");
+                    retries += 1;
+                    r.reset_for_retry();
+                    self.shared.submit(r);
+                }
+                other => break other?,
+            }
+        };
+        if cqe.is_success() {
+            Ok(())
+        } else {
+            Err(HostError::Command {
+                cmd: r.name.to_string(),
+                subnqn: self.shared.opts.subnqn.clone(),
+                addr: self.shared.opts.addr.clone(),
+                status: Status::from_field(cqe.status),
+            })
+        }
+    }
+
+    /// Wait for the operation. Returns the data of a read (empty for other
+    /// operations). Busy-polls for the controller's `poll_spin`, then parks.
+    pub fn wait(self) -> Result<Vec<u8>, HostError> {
+        let mut out = Vec::with_capacity(self.read_len.unwrap_or(0));
+        let mut first_err = None;
+        for r in &self.parts {
+            match self.check(r) {
+                Ok(()) if self.read_len.is_some() => {
+                    if out.is_empty() {
+                        out = r.take_data();
+                    } else {
+                        out.extend_from_slice(&r.take_data());
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Wait for a read and copy its data into `buf` (which must be the
+    /// read's length).
+    pub fn wait_into(self, buf: &mut [u8]) -> Result<(), HostError> {
+        if self.read_len != Some(buf.len()) {
+            return Err(HostError::InvalidArgument(format!(
+                "buffer of {} bytes for a read of {:?}",
+                buf.len(),
+                self.read_len
+            )));
+        }
+        let mut at = 0;
+        let mut first_err = None;
+        for r in &self.parts {
+            match self.check(r) {
+                Ok(()) => {
+                    let d = r.take_data();
+                    buf[at..at + d.len()].copy_from_slice(&d);
+                    at += d.len();
+                }
+                Err(e) => {
+                    at += r.data_in_len;
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// A completed pipeline operation.
+#[derive(Debug)]
+pub struct Completed {
+    pub tag: u64,
+    /// Read data, or empty.
+    pub result: Result<Vec<u8>, HostError>,
+}
+
+/// Up to `depth` tagged operations in flight, completed in any order. Use
+/// it from one thread:
+///
+/// ```ignore
+/// let mut p = ns.pipeline(32);
+/// for i in 0..n {
+///     if p.is_full() { handle(p.wait_any().unwrap()); }
+///     p.submit(i, IoOp::Read { offset: i * 4096, len: 4096 })?;
+/// }
+/// while let Some(c) = p.wait_any() { handle(c); }
+/// ```
+pub struct Pipeline {
+    ns: Namespace,
+    depth: usize,
+    inflight: Vec<(u64, Ticket)>,
+}
+
+impl Pipeline {
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.inflight.len() >= self.depth
+    }
+
+    /// Start an operation tagged `tag`. Fails if the window is full (call
+    /// [`Pipeline::wait_any`] first) or the operation is invalid.
+    pub fn submit(&mut self, tag: u64, op: IoOp) -> Result<(), HostError> {
+        if self.is_full() {
+            return Err(HostError::InvalidArgument(format!(
+                "pipeline full ({} operations in flight)",
+                self.depth
+            )));
+        }
+        let t = self.ns.submit(op)?;
+        self.inflight.push((tag, t));
+        Ok(())
+    }
+
+    /// A completed operation if there is one, without waiting.
+    pub fn try_complete(&mut self) -> Option<Completed> {
+        let i = self.inflight.iter().position(|(_, t)| t.is_done())?;
+        let (tag, t) = self.inflight.swap_remove(i);
+        Some(Completed {
+            tag,
+            result: t.wait(),
+        })
+    }
+
+    /// Wait for any operation to complete; None if nothing is in flight.
+    pub fn wait_any(&mut self) -> Option<Completed> {
+        if self.inflight.is_empty() {
+            return None;
+        }
+        let spin = self.ns.shared.opts.poll_spin;
+        let spin_until = Instant::now() + spin;
+        let mut spinning: Option<Arc<super::queue::Queue>> = None;
+        loop {
+            if let Some(c) = self.try_complete() {
+                if let Some(q) = spinning.take() {
+                    q.end_spin();
+                }
+                return Some(c);
+            }
+            if Instant::now() < spin_until {
+                if spinning.is_none() && !spin.is_zero() {
+                    spinning = self.inflight.first().and_then(|(_, t)| t.spin_queue());
+                    if let Some(q) = &spinning {
+                        q.begin_spin();
+                    }
+                }
+                match &spinning {
+                    Some(q) => q.poll_progress(false),
+                    None => {
+                        if let Some((_, t)) = self.inflight.first() {
+                            t.poll_progress();
+                        }
+                    }
+                }
+                std::hint::spin_loop();
+            } else {
+                if let Some(q) = spinning.take() {
+                    q.end_spin();
+                }
+                // Every request registered this thread as its waiter when
+                // it was created, so a completion unparks us.
+                thread::park_timeout(Duration::from_millis(1));
+            }
+        }
+    }
+}

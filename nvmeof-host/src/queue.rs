@@ -1,0 +1,1164 @@
+//! One NVMe/TCP connection: a submission/completion queue pair.
+//!
+//! # Threads and locks
+//!
+//! Every queue has a receiver thread that sleeps in `poll(2)` and, when the
+//! socket is readable, takes the receive lock, reads whatever is there and
+//! completes commands. A thread waiting for its own command may instead
+//! *busy-poll*: it takes the receive lock with `try_lock` and reads the
+//! socket itself, so that at queue depth 1 the response is consumed by the
+//! thread that wants it, without waking anything (see [`Request::wait`]).
+//! The socket is non-blocking so nobody ever sleeps while holding the
+//! receive lock.
+//!
+//! Sends are serialised by the transmit lock. The two locks are never
+//! *waited for* in the order rx→tx: R2T replies are collected while the
+//! receive lock is held and sent after it is released, and a sender that
+//! finds the socket full only `try_lock`s the receive side to keep
+//! draining incoming data (so a thread-per-connection target that is itself
+//! blocked sending to us cannot deadlock against us).
+//!
+//! Command IDs are slot indices; a slot is held from submission until the
+//! response, so a CID is never reused while the controller may still refer
+//! to it.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use super::cmd::Cmd;
+use super::HostError;
+use ferrofab_nvmeof_wire::spec::admin;
+use ferrofab_nvmeof_wire::wire::command::{SGL_DATA_BLOCK_OFFSET, SGL_TRANSPORT_DATA_BLOCK};
+use ferrofab_nvmeof_wire::wire::digest::digest_bytes;
+use ferrofab_nvmeof_wire::wire::pdu::{
+    begin_data_pdu, decode, encode_capsule_cmd, encode_ic_req, encode_term_req, flags, pdu_type,
+    CAPSULE_CMD_HLEN, CH_LEN, IC_HLEN, TERM_REQ_MAX_PLEN,
+};
+use ferrofab_nvmeof_wire::wire::{
+    Cqe, DataHeader, DecodeStatus, Decoded, Digests, IcReq, Pdu, R2t, Sgl, Sqe,
+};
+
+/// Lock a mutex, ignoring poisoning: every critical section here leaves its
+/// data consistent, and a panicking thread must not take the queue down.
+pub(crate) fn plock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Smallest free space kept for one `read` call.
+const MIN_READ: usize = 64 * 1024;
+/// How long the receiver thread sleeps in `poll` before rechecking whether
+/// the queue was closed.
+const RX_POLL_MS: i32 = 250;
+
+/// What a command is for; decides what happens to it when the connection
+/// is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReqKind {
+    /// Namespace I/O: kept and re-sent on the next association.
+    Io,
+    /// Admin or fabrics command of the initiator itself: fails.
+    Admin,
+    /// The outstanding Asynchronous Event Request: its completion goes to
+    /// the queue's AEN hook.
+    Aer,
+}
+
+const PENDING: u8 = 0;
+const DONE: u8 = 1;
+
+/// A one-shot completion that a waiter can spin on (one atomic load) or
+/// park on.
+pub(crate) struct Completion {
+    state: AtomicU8,
+    result: Mutex<Option<Result<Cqe, HostError>>>,
+    waiter: Mutex<Option<Thread>>,
+}
+
+impl Completion {
+    fn new() -> Completion {
+        Completion {
+            state: AtomicU8::new(PENDING),
+            result: Mutex::new(None),
+            // The submitter is the usual waiter; registering it now saves a
+            // lock on the fast path.
+            waiter: Mutex::new(Some(thread::current())),
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DONE
+    }
+
+    /// Complete once; later calls (a stale duplicate) are ignored.
+    fn complete(&self, r: Result<Cqe, HostError>) -> bool {
+        {
+            let mut g = plock(&self.result);
+            if self.state.load(Ordering::Acquire) == DONE {
+                return false;
+            }
+            *g = Some(r);
+            self.state.store(DONE, Ordering::Release);
+        }
+        if let Some(t) = plock(&self.waiter).as_ref() {
+            t.unpark();
+        }
+        true
+    }
+
+    fn take(&self) -> Result<Cqe, HostError> {
+        plock(&self.result).take().unwrap_or_else(|| {
+            Err(HostError::InvalidArgument(
+                "command result was already taken".into(),
+            ))
+        })
+    }
+
+    /// Make a completed request pending again, to send it once more.
+    fn reset(&self) {
+        let mut g = plock(&self.result);
+        *g = None;
+        self.state.store(PENDING, Ordering::Release);
+    }
+
+    fn set_waiter(&self, t: Thread) {
+        *plock(&self.waiter) = Some(t);
+    }
+}
+
+/// One command and its buffers, shared between the submitter, the queue it
+/// is on and (across a reconnect) the controller.
+pub(crate) struct Request {
+    pub name: &'static str,
+    pub sqe: ferrofab_nvmeof_wire::wire::Sqe,
+    pub data_out: Vec<u8>,
+    pub data_in_len: usize,
+    pub data_in: Mutex<Vec<u8>>,
+    pub kind: ReqKind,
+    pub done: Completion,
+    /// The queue it was last submitted on, for busy-polling.
+    queue: Mutex<Weak<Queue>>,
+    /// Bumped on every submission; data from an older submission of the
+    /// same request (a connection that died mid-transfer) is dropped.
+    epoch: AtomicU32,
+}
+
+impl Request {
+    pub fn new(cmd: Cmd, kind: ReqKind) -> Arc<Request> {
+        Arc::new(Request {
+            name: cmd.name,
+            sqe: cmd.sqe,
+            data_in: Mutex::new(vec![0u8; cmd.data_in_len]),
+            data_in_len: cmd.data_in_len,
+            data_out: cmd.data_out,
+            kind,
+            done: Completion::new(),
+            queue: Mutex::new(Weak::new()),
+            epoch: AtomicU32::new(0),
+        })
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done.is_done()
+    }
+
+    /// Complete with a result from outside a queue (e.g. a failure while no
+    /// association exists).
+    pub fn finish(&self, r: Result<Cqe, HostError>) {
+        self.done.complete(r);
+    }
+
+    /// Prepare a completed request to be submitted again (after a data
+    /// digest error: the response has arrived, so no stale completion of
+    /// the earlier submission can follow).
+    pub fn reset_for_retry(&self) {
+        self.done.reset();
+    }
+
+    /// Take the result of a completed request.
+    pub fn take_result(&self) -> Result<Cqe, HostError> {
+        self.done.take()
+    }
+
+    /// Take the received data of a completed request.
+    pub fn take_data(&self) -> Vec<u8> {
+        std::mem::take(&mut *plock(&self.data_in))
+    }
+
+    /// The queue the request is on, for busy-polling.
+    pub fn spin_queue(&self) -> Option<Arc<Queue>> {
+        plock(&self.queue).upgrade()
+    }
+
+    /// Read data from the socket if nobody else is, to get our completion
+    /// without a thread hand-off.
+    pub fn poll_progress(&self) {
+        let q = plock(&self.queue).upgrade();
+        if let Some(q) = q {
+            q.poll_progress(false);
+        }
+    }
+
+    /// Wait for completion: busy-poll for `spin`, then park. With
+    /// `timeout`, give up after it and return a timeout error naming `addr`.
+    pub fn wait(&self, spin: Duration, timeout: Option<Duration>) -> Result<Cqe, HostError> {
+        if !self.is_done() {
+            self.done.set_waiter(thread::current());
+        }
+        let start = Instant::now();
+        let spin_until = start + spin;
+        let mut spinning = self.spin_queue().filter(|_| !spin.is_zero());
+        if let Some(q) = &spinning {
+            q.begin_spin();
+        }
+        loop {
+            if self.is_done() {
+                if let Some(q) = spinning.take() {
+                    q.end_spin();
+                }
+                return self.take_result();
+            }
+            let now = Instant::now();
+            if let Some(t) = timeout {
+                if now >= start + t {
+                    if let Some(q) = spinning.take() {
+                        q.end_spin();
+                    }
+                    return Err(self.timeout_error(t));
+                }
+            }
+            if now < spin_until {
+                match &spinning {
+                    Some(q) => q.poll_progress(false),
+                    None => self.poll_progress(),
+                }
+                std::hint::spin_loop();
+                continue;
+            }
+            if let Some(q) = spinning.take() {
+                q.end_spin();
+            }
+            let mut nap = Duration::from_millis(100);
+            if let Some(t) = timeout {
+                nap = nap.min((start + t).saturating_duration_since(now));
+            }
+            thread::park_timeout(nap);
+        }
+    }
+
+    fn timeout_error(&self, t: Duration) -> HostError {
+        let addr = plock(&self.queue)
+            .upgrade()
+            .map(|q| format!("{} (queue {})", q.addr, q.qid))
+            .unwrap_or_else(|| "an unconnected queue".into());
+        HostError::Timeout {
+            what: self.name.to_string(),
+            addr,
+            after_ms: t.as_millis() as u64,
+        }
+    }
+}
+
+/// Callbacks the owner of a queue installs.
+type FailHook = Arc<dyn Fn(HostError) + Send + Sync>;
+type AenHook = Arc<dyn Fn(Result<Cqe, HostError>) + Send + Sync>;
+
+#[derive(Default)]
+struct Hooks {
+    on_fail: Option<FailHook>,
+    on_aen: Option<AenHook>,
+}
+
+/// Per-command transfer state while the command is outstanding.
+struct Slot {
+    req: Arc<Request>,
+    sent: Instant,
+    epoch: u32,
+    received: usize,
+    h2c_next: usize,
+    digest_bad: bool,
+}
+
+struct Slots {
+    entries: Vec<Option<Slot>>,
+    free: Vec<u16>,
+    closed: bool,
+    outstanding: usize,
+}
+
+/// Receive buffer: PDUs are decoded in place between `start` and `end`.
+struct RxBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Bytes the decoder asked for to finish the next PDU.
+    need: usize,
+}
+
+impl RxBuf {
+    /// Read what the non-blocking socket has. Ok(false) when it had nothing.
+    fn fill(&mut self, mut sock: &TcpStream) -> io::Result<bool> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        let pending = self.end - self.start;
+        let target = self.need.max(pending + MIN_READ);
+        if self.buf.len() - self.start < target || self.buf.len() - self.end < MIN_READ {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = pending;
+        }
+        if self.buf.len() < target {
+            self.buf.resize(target, 0);
+        }
+        loop {
+            match sock.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed by the controller",
+                    ))
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// H2CData owed to the controller for one R2T.
+struct H2cWork {
+    req: Arc<Request>,
+    epoch: u32,
+    r2t: R2t,
+}
+
+/// How to open a queue.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueConfig {
+    /// `host:port` as given by the user (used in messages and resolved).
+    pub addr: String,
+    pub qid: u16,
+    pub digests: Digests,
+    pub connect_timeout: Duration,
+    /// Largest write data sent inside the capsule (IOCCSZ*16-64 on I/O
+    /// queues; 0 on the admin queue, where only fabrics commands carry
+    /// in-capsule data).
+    pub incapsule_max: usize,
+    /// Largest PDU accepted from the controller.
+    pub max_plen: usize,
+    /// Command slots (at most the queue size minus one).
+    pub slots: u16,
+}
+
+/// An open queue.
+pub(crate) struct Queue {
+    pub qid: u16,
+    pub addr: String,
+    sock: TcpStream,
+    digests: Digests,
+    maxh2cdata: usize,
+    incapsule_max: usize,
+    max_plen: usize,
+    tx: Mutex<()>,
+    rx: Mutex<RxBuf>,
+    slots: Mutex<Slots>,
+    slot_freed: Condvar,
+    dead: AtomicBool,
+    hooks: Mutex<Hooks>,
+    rx_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The receiver thread, to unpark it (see [`Queue::end_spin`]).
+    rx_thread_id: OnceLock<Thread>,
+    /// Threads busy-polling this queue right now. While there are any, the
+    /// receiver thread stays off the socket so that arriving data does not
+    /// wake it (a wake-up costs a core's worth of time on a small machine).
+    spinners: AtomicUsize,
+    /// Commands outstanding (mirrors `Slots::outstanding` without a lock).
+    inflight: AtomicUsize,
+}
+
+impl Queue {
+    /// Connect, exchange ICReq/ICResp and start the receiver thread.
+    pub fn open(cfg: &QueueConfig) -> Result<Arc<Queue>, HostError> {
+        let _span = tracing::debug_span!("queue_open", addr = %cfg.addr, qid = cfg.qid).entered();
+        let sock = tcp_connect(&cfg.addr, cfg.qid, cfg.connect_timeout)?;
+        let maxh2cdata = initialize_connection(&sock, cfg)?;
+        sock.set_nonblocking(true)
+            .map_err(|e| unreachable_err(cfg, "set non-blocking", e))?;
+        let slots = cfg.slots.max(1);
+        let q = Arc::new(Queue {
+            qid: cfg.qid,
+            addr: cfg.addr.clone(),
+            sock,
+            digests: cfg.digests,
+            maxh2cdata,
+            incapsule_max: cfg.incapsule_max,
+            max_plen: cfg.max_plen,
+            tx: Mutex::new(()),
+            rx: Mutex::new(RxBuf {
+                buf: vec![0u8; 256 * 1024],
+                start: 0,
+                end: 0,
+                need: 0,
+            }),
+            slots: Mutex::new(Slots {
+                entries: (0..slots).map(|_| None).collect(),
+                free: (0..slots).rev().collect(),
+                closed: false,
+                outstanding: 0,
+            }),
+            slot_freed: Condvar::new(),
+            dead: AtomicBool::new(false),
+            hooks: Mutex::new(Hooks::default()),
+            rx_thread: Mutex::new(None),
+            rx_thread_id: OnceLock::new(),
+            spinners: AtomicUsize::new(0),
+            inflight: AtomicUsize::new(0),
+        });
+        let rq = q.clone();
+        let handle = thread::Builder::new()
+            .name(format!("nvme-rx-q{}", cfg.qid))
+            .spawn(move || rq.rx_loop())
+            .map_err(|e| unreachable_err(cfg, "spawn the receiver thread", e))?;
+        let _ = q.rx_thread_id.set(handle.thread().clone());
+        *plock(&q.rx_thread) = Some(handle);
+        tracing::debug!(addr = %cfg.addr, qid = cfg.qid, maxh2cdata, "queue connected");
+        Ok(q)
+    }
+
+    /// Route failures of this queue to `hook` instead of failing its
+    /// commands. If the queue already died, the hook runs now.
+    pub fn set_fail_hook(&self, hook: FailHook) {
+        plock(&self.hooks).on_fail = Some(hook.clone());
+        if self.is_dead() {
+            hook(self.lost_error("the connection closed during set-up"));
+        }
+    }
+
+    pub fn set_aen_hook(&self, hook: AenHook) {
+        plock(&self.hooks).on_aen = Some(hook);
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    /// Commands outstanding on this queue.
+    pub fn outstanding(&self) -> usize {
+        plock(&self.slots).outstanding
+    }
+
+    fn lost_error(&self, why: &str) -> HostError {
+        HostError::ConnectionLost {
+            addr: self.addr.clone(),
+            qid: self.qid,
+            why: why.to_string(),
+        }
+    }
+
+    fn io_error(&self, what: &str, e: &io::Error) -> HostError {
+        self.lost_error(&format!("{what}: {e}"))
+    }
+
+    fn protocol(&self, why: String) -> HostError {
+        HostError::Protocol {
+            addr: self.addr.clone(),
+            qid: self.qid,
+            why,
+        }
+    }
+
+    /// Send a request. Blocks while all slots are busy. Err means the queue
+    /// is dead and the request was *not* taken; Ok means it is now owned by
+    /// the queue (if sending fails the failure path takes it).
+    pub fn submit(self: &Arc<Self>, req: &Arc<Request>) -> Result<(), HostError> {
+        let epoch = req.epoch.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+        let cid = self.take_slot(req, epoch)?;
+        *plock(&req.queue) = Arc::downgrade(self);
+        let mut sqe = req.sqe;
+        sqe.cid = cid;
+        let out_len = req.data_out.len();
+        let incapsule =
+            out_len > 0 && (out_len <= self.incapsule_max || sqe.opcode == admin::FABRICS);
+        sqe.sgl = if incapsule {
+            Sgl {
+                address: 0,
+                length: out_len as u32,
+                id: SGL_DATA_BLOCK_OFFSET,
+            }
+        } else {
+            Sgl {
+                address: 0,
+                length: out_len.max(req.data_in_len) as u32,
+                id: SGL_TRANSPORT_DATA_BLOCK,
+            }
+        };
+        let data: &[u8] = if incapsule { &req.data_out } else { &[] };
+        let mut buf = Vec::with_capacity(CAPSULE_CMD_HLEN + 8 + data.len());
+        encode_capsule_cmd(&mut buf, &sqe, data, self.digests);
+        tracing::trace!(qid = self.qid, cid, cmd = req.name, "submit");
+        if let Err(e) = self.send(&[&buf]) {
+            self.fail(e);
+        }
+        Ok(())
+    }
+
+    fn take_slot(&self, req: &Arc<Request>, epoch: u32) -> Result<u16, HostError> {
+        let mut s = plock(&self.slots);
+        loop {
+            if s.closed {
+                return Err(self.lost_error("queue closed"));
+            }
+            if let Some(cid) = s.free.pop() {
+                s.entries[usize::from(cid)] = Some(Slot {
+                    req: req.clone(),
+                    sent: Instant::now(),
+                    epoch,
+                    received: 0,
+                    h2c_next: 0,
+                    digest_bad: false,
+                });
+                s.outstanding += 1;
+                self.inflight.fetch_add(1, Ordering::AcqRel);
+                return Ok(cid);
+            }
+            s = self
+                .slot_freed
+                .wait_timeout(s, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// When the oldest outstanding command was sent; None if idle.
+    pub fn oldest_outstanding(&self) -> Option<Instant> {
+        plock(&self.slots)
+            .entries
+            .iter()
+            .flatten()
+            .map(|s| s.sent)
+            .min()
+    }
+
+    /// Mark the queue failed. The first failure wins; the hook (or, without
+    /// one, failing every outstanding command) runs once.
+    pub fn fail(&self, err: HostError) {
+        if self.dead.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(addr = %self.addr, qid = self.qid, error = %err, "queue failed");
+        let hook = plock(&self.hooks).on_fail.clone();
+        match hook {
+            Some(h) => h(err),
+            None => {
+                for r in self.kill() {
+                    self.finish(&r, Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Close the queue and hand back every command still outstanding.
+    pub fn kill(&self) -> Vec<Arc<Request>> {
+        self.dead.store(true, Ordering::Release);
+        let drained: Vec<Arc<Request>> = {
+            let mut s = plock(&self.slots);
+            if s.closed {
+                Vec::new()
+            } else {
+                s.closed = true;
+                s.outstanding = 0;
+                self.inflight.store(0, Ordering::Release);
+                s.entries
+                    .iter_mut()
+                    .filter_map(Option::take)
+                    .map(|sl| sl.req)
+                    .collect()
+            }
+        };
+        self.slot_freed.notify_all();
+        let _ = self.sock.shutdown(Shutdown::Both);
+        drained
+    }
+
+    /// Kill and wait for the receiver thread (unless called from it).
+    pub fn close(&self) -> Vec<Arc<Request>> {
+        let drained = self.kill();
+        let handle = plock(&self.rx_thread).take();
+        if let Some(h) = handle {
+            if h.thread().id() != thread::current().id() {
+                let _ = h.join();
+            }
+        }
+        drained
+    }
+
+    fn finish(&self, req: &Arc<Request>, r: Result<Cqe, HostError>) {
+        if req.kind == ReqKind::Aer {
+            let hook = plock(&self.hooks).on_aen.clone();
+            if let Some(h) = hook {
+                h(r.clone());
+            }
+        }
+        req.done.complete(r);
+    }
+
+    // ---- receive side ---------------------------------------------------
+
+    fn rx_loop(self: Arc<Self>) {
+        let _span = tracing::debug_span!("rx", addr = %self.addr, qid = self.qid).entered();
+        let fd = self.sock.as_raw_fd();
+        while !self.is_dead() {
+            self.poll_progress(true);
+            if self.is_dead() {
+                break;
+            }
+            if self.spinners.load(Ordering::Acquire) > 0 {
+                // A busy-polling waiter reads the socket; it unparks us
+                // when it stops while commands are still outstanding.
+                thread::park_timeout(Duration::from_millis(1));
+                continue;
+            }
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            unsafe { libc::poll(&mut p, 1, RX_POLL_MS) };
+        }
+        tracing::debug!("receiver thread exits");
+    }
+
+    /// A waiter starts busy-polling this queue.
+    pub fn begin_spin(&self) {
+        self.spinners.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A waiter stops busy-polling. If it was the last one and commands are
+    /// still outstanding, the receiver thread must take over now. At queue
+    /// depth 1 nothing is outstanding when the waiter's command completed,
+    /// so the common case costs no wake-up.
+    pub fn end_spin(&self) {
+        if self.spinners.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.inflight.load(Ordering::Acquire) > 0
+        {
+            if let Some(t) = self.rx_thread_id.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Read and dispatch what has arrived, then send any H2CData owed.
+    /// With `blocking` false, returns at once if another thread is reading.
+    pub fn poll_progress(&self, blocking: bool) {
+        if self.is_dead() {
+            return;
+        }
+        let mut work = Vec::new();
+        let res = {
+            let mut rx = if blocking {
+                plock(&self.rx)
+            } else {
+                match self.rx.try_lock() {
+                    Ok(g) => g,
+                    Err(TryLockError::WouldBlock) => return,
+                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                }
+            };
+            self.pump(&mut rx, &mut work)
+        };
+        if let Err(e) = res {
+            self.fail(e);
+            return;
+        }
+        for w in &work {
+            if let Err(e) = self.send_h2c(w) {
+                self.fail(e);
+                return;
+            }
+        }
+    }
+
+    fn pump(&self, rx: &mut RxBuf, work: &mut Vec<H2cWork>) -> Result<(), HostError> {
+        loop {
+            self.dispatch_buffered(rx, work)?;
+            match rx.fill(&self.sock) {
+                Ok(true) => continue,
+                Ok(false) => return Ok(()),
+                Err(e) => return Err(self.io_error("receive", &e)),
+            }
+        }
+    }
+
+    fn dispatch_buffered(&self, rx: &mut RxBuf, work: &mut Vec<H2cWork>) -> Result<(), HostError> {
+        loop {
+            let avail = &rx.buf[rx.start..rx.end];
+            match decode(avail, self.digests, self.max_plen) {
+                Ok(DecodeStatus::Need(n)) => {
+                    rx.need = n;
+                    return Ok(());
+                }
+                Ok(DecodeStatus::Complete(d)) => {
+                    let len = d.len;
+                    self.dispatch(d, work)?;
+                    rx.start += len;
+                }
+                Err(e) => {
+                    let mut term = Vec::new();
+                    let hdr = &avail[..avail.len().min(TERM_REQ_MAX_PLEN)];
+                    encode_term_req(&mut term, pdu_type::H2C_TERM_REQ, e.fes(), e.fei(), hdr);
+                    let _ = self.send_raw_best_effort(&term);
+                    return Err(self.protocol(format!("malformed PDU: {e}")));
+                }
+            }
+        }
+    }
+
+    fn dispatch(&self, d: Decoded<'_>, work: &mut Vec<H2cWork>) -> Result<(), HostError> {
+        match d.pdu {
+            Pdu::CapsuleResp(cqe) => self.on_response(cqe),
+            Pdu::C2hData { hdr, flags, data } => self.on_c2h(hdr, flags, data, d.data_digest_ok),
+            Pdu::R2t(r) => self.on_r2t(r, work),
+            Pdu::C2hTermReq(t) => Err(self.protocol(format!(
+                "controller terminated the connection (FES {:#x}, FEI {:#x})",
+                t.fes, t.fei
+            ))),
+            other => Err(self.protocol(format!(
+                "unexpected PDU from the controller: {}",
+                pdu_name(&other)
+            ))),
+        }
+    }
+
+    /// Remove the slot of `cid`, freeing the CID.
+    fn release_slot(&self, cid: u16) -> Option<Slot> {
+        let slot = {
+            let mut s = plock(&self.slots);
+            let slot = s.entries.get_mut(usize::from(cid))?.take()?;
+            s.free.push(cid);
+            s.outstanding = s.outstanding.saturating_sub(1);
+            self.inflight.store(s.outstanding, Ordering::Release);
+            slot
+        };
+        self.slot_freed.notify_one();
+        Some(slot)
+    }
+
+    fn on_response(&self, cqe: Cqe) -> Result<(), HostError> {
+        let Some(slot) = self.release_slot(cqe.cid) else {
+            return Err(self.protocol(format!(
+                "response for command ID {} which is not outstanding",
+                cqe.cid
+            )));
+        };
+        let req = &slot.req;
+        let result = if slot.digest_bad {
+            Err(HostError::DataDigest {
+                addr: self.addr.clone(),
+                qid: self.qid,
+            })
+        } else if cqe.is_success() && slot.received != req.data_in_len && !short_reply_ok(&req.sqe)
+        {
+            Err(self.protocol(format!(
+                "{} completed with {} of {} data bytes",
+                req.name, slot.received, req.data_in_len
+            )))
+        } else {
+            Ok(cqe)
+        };
+        tracing::trace!(
+            qid = self.qid,
+            cid = cqe.cid,
+            status = cqe.status,
+            "complete"
+        );
+        self.finish(req, result);
+        Ok(())
+    }
+
+    fn on_c2h(
+        &self,
+        hdr: DataHeader,
+        fl: u8,
+        data: &[u8],
+        digest_ok: bool,
+    ) -> Result<(), HostError> {
+        let (req, epoch) = {
+            let mut s = plock(&self.slots);
+            let Some(slot) = s
+                .entries
+                .get_mut(usize::from(hdr.cccid))
+                .and_then(Option::as_mut)
+            else {
+                return Err(self.protocol(format!(
+                    "C2HData for command ID {} which is not outstanding",
+                    hdr.cccid
+                )));
+            };
+            let end = hdr.datao as usize + data.len();
+            if end > slot.req.data_in_len {
+                return Err(self.protocol(format!(
+                    "C2HData offset {} length {} beyond the {} bytes of {}",
+                    hdr.datao,
+                    data.len(),
+                    slot.req.data_in_len,
+                    slot.req.name
+                )));
+            }
+            slot.received += data.len();
+            slot.digest_bad |= !digest_ok;
+            (slot.req.clone(), slot.epoch)
+        };
+        if digest_ok {
+            let mut buf = plock(&req.data_in);
+            if req.epoch.load(Ordering::Acquire) == epoch {
+                let at = hdr.datao as usize;
+                buf[at..at + data.len()].copy_from_slice(data);
+            }
+        }
+        if fl & flags::SUCCESS != 0 {
+            if fl & flags::LAST_PDU == 0 {
+                return Err(self.protocol("C2HData with SUCCESS but without LAST".into()));
+            }
+            let cqe = Cqe {
+                cid: hdr.cccid,
+                sqid: self.qid,
+                ..Default::default()
+            };
+            return self.on_response(cqe);
+        }
+        Ok(())
+    }
+
+    fn on_r2t(&self, r: R2t, work: &mut Vec<H2cWork>) -> Result<(), HostError> {
+        let mut s = plock(&self.slots);
+        let Some(slot) = s
+            .entries
+            .get_mut(usize::from(r.cccid))
+            .and_then(Option::as_mut)
+        else {
+            return Err(self.protocol(format!(
+                "R2T for command ID {} which is not outstanding",
+                r.cccid
+            )));
+        };
+        let len = slot.req.data_out.len();
+        let end = r.r2to as usize + r.r2tl as usize;
+        if r.r2tl == 0 || end > len || (r.r2to as usize) < slot.h2c_next {
+            return Err(self.protocol(format!(
+                "R2T offset {} length {} invalid for {} of {len} bytes (already sent up to {})",
+                r.r2to, r.r2tl, slot.req.name, slot.h2c_next
+            )));
+        }
+        slot.h2c_next = end;
+        work.push(H2cWork {
+            req: slot.req.clone(),
+            epoch: slot.epoch,
+            r2t: r,
+        });
+        Ok(())
+    }
+
+    // ---- send side ------------------------------------------------------
+
+    /// Send the data an R2T asked for, in PDUs of at most MAXH2CDATA.
+    fn send_h2c(&self, w: &H2cWork) -> Result<(), HostError> {
+        if w.req.epoch.load(Ordering::Acquire) != w.epoch {
+            return Ok(());
+        }
+        let start = w.r2t.r2to as usize;
+        let end = start + w.r2t.r2tl as usize;
+        let mut off = start;
+        while off < end {
+            let n = (end - off).min(self.maxh2cdata);
+            let last = off + n == end;
+            let data = &w.req.data_out[off..off + n];
+            let hdr = DataHeader {
+                cccid: w.r2t.cccid,
+                ttag: w.r2t.ttag,
+                datao: off as u32,
+                datal: n as u32,
+            };
+            let mut head = Vec::with_capacity(32);
+            let fl = if last { flags::LAST_PDU } else { 0 };
+            begin_data_pdu(&mut head, pdu_type::H2C_DATA, &hdr, fl, self.digests);
+            let ddgst = if self.digests.data {
+                digest_bytes(data).to_vec()
+            } else {
+                Vec::new()
+            };
+            self.send(&[&head, data, &ddgst])?;
+            off += n;
+        }
+        Ok(())
+    }
+
+    fn send_raw_best_effort(&self, bytes: &[u8]) -> io::Result<()> {
+        let _g = self.tx.try_lock();
+        (&self.sock).write(bytes).map(|_| ())
+    }
+
+    /// Write all of `bufs`. While the socket is full, keep draining incoming
+    /// data into the receive buffer if nobody else is, and dispatch it once
+    /// done.
+    fn send(&self, bufs: &[&[u8]]) -> Result<(), HostError> {
+        let mut buffered = false;
+        {
+            let _g = plock(&self.tx);
+            let mut slices: Vec<IoSlice<'_>> = bufs
+                .iter()
+                .filter(|b| !b.is_empty())
+                .map(|b| IoSlice::new(b))
+                .collect();
+            let mut s: &mut [IoSlice<'_>] = &mut slices;
+            while !s.is_empty() {
+                if self.is_dead() {
+                    return Err(self.lost_error("queue closed while sending"));
+                }
+                match (&self.sock).write_vectored(s) {
+                    Ok(0) => return Err(self.lost_error("send wrote nothing")),
+                    Ok(n) => IoSlice::advance_slices(&mut s, n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        buffered |= self.wait_writable()?;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(self.io_error("send", &e)),
+                }
+            }
+        }
+        if buffered {
+            self.poll_progress(true);
+        }
+        Ok(())
+    }
+
+    /// Wait until the socket takes more data. Returns whether incoming data
+    /// was moved into the receive buffer meanwhile.
+    fn wait_writable(&self) -> Result<bool, HostError> {
+        let fd = self.sock.as_raw_fd();
+        if let Ok(mut rx) = self.rx.try_lock() {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLOUT | libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            unsafe { libc::poll(&mut p, 1, 100) };
+            if p.revents & libc::POLLIN != 0 {
+                rx.fill(&self.sock)
+                    .map_err(|e| self.io_error("receive while sending", &e))?;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: as above.
+        unsafe { libc::poll(&mut p, 1, 10) };
+        Ok(false)
+    }
+}
+
+/// Authentication Receive returns as many bytes as the message has: its
+/// allocation length is only the room the host offers. Every other command
+/// must transfer exactly what it asked for.
+fn short_reply_ok(sqe: &Sqe) -> bool {
+    sqe.opcode == admin::FABRICS && sqe.fctype() == ferrofab_nvmeof_wire::spec::fctype::AUTH_RECV
+}
+
+fn pdu_name(p: &Pdu<'_>) -> &'static str {
+    match p {
+        Pdu::IcReq(_) => "ICReq",
+        Pdu::IcResp(_) => "ICResp",
+        Pdu::H2cTermReq(_) => "H2CTermReq",
+        Pdu::C2hTermReq(_) => "C2HTermReq",
+        Pdu::CapsuleCmd { .. } => "CapsuleCmd",
+        Pdu::CapsuleResp(_) => "CapsuleResp",
+        Pdu::H2cData { .. } => "H2CData",
+        Pdu::C2hData { .. } => "C2HData",
+        Pdu::R2t(_) => "R2T",
+    }
+}
+
+fn unreachable_err(cfg: &QueueConfig, what: &str, e: io::Error) -> HostError {
+    HostError::Unreachable {
+        addr: cfg.addr.clone(),
+        qid: cfg.qid,
+        source: Arc::new(io::Error::new(e.kind(), format!("{what}: {e}"))),
+    }
+}
+
+/// Open a TCP connection with TCP_NODELAY (every PDU is latency-critical).
+fn tcp_connect(addr: &str, qid: u16, timeout: Duration) -> Result<TcpStream, HostError> {
+    let err = |e: io::Error| HostError::Unreachable {
+        addr: addr.to_string(),
+        qid,
+        source: Arc::new(e),
+    };
+    let addrs: Vec<_> = addr.to_socket_addrs().map_err(err)?.collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => {
+                s.set_nodelay(true).map_err(err)?;
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(err(last))
+}
+
+/// ICReq/ICResp on a fresh blocking socket. Returns MAXH2CDATA.
+fn initialize_connection(sock: &TcpStream, cfg: &QueueConfig) -> Result<usize, HostError> {
+    let bad = |why: String| HostError::BadIcResp {
+        addr: cfg.addr.clone(),
+        qid: cfg.qid,
+        why,
+    };
+    let lost = |what: &str, e: io::Error| HostError::ConnectionLost {
+        addr: cfg.addr.clone(),
+        qid: cfg.qid,
+        why: format!("{what}: {e}"),
+    };
+    sock.set_read_timeout(Some(cfg.connect_timeout))
+        .map_err(|e| lost("set timeout", e))?;
+    let mut req = Vec::with_capacity(IC_HLEN);
+    encode_ic_req(
+        &mut req,
+        &IcReq {
+            pfv: 0,
+            hpda: 0,
+            digests: cfg.digests,
+            maxr2t: 0,
+        },
+    );
+    let mut s = sock;
+    s.write_all(&req).map_err(|e| lost("send ICReq", e))?;
+    let mut buf = vec![0u8; CH_LEN];
+    s.read_exact(&mut buf)
+        .map_err(|e| lost("receive ICResp", e))?;
+    let plen = ferrofab_nvmeof_wire::wire::get_u32(&buf, 4) as usize;
+    if !(CH_LEN..=TERM_REQ_MAX_PLEN).contains(&plen) {
+        return Err(bad(format!("PDU length {plen} (expected 128)")));
+    }
+    buf.resize(plen, 0);
+    s.read_exact(&mut buf[CH_LEN..])
+        .map_err(|e| lost("receive ICResp", e))?;
+    sock.set_read_timeout(None)
+        .map_err(|e| lost("set timeout", e))?;
+    let resp = match decode(&buf, Digests::default(), IC_HLEN) {
+        Ok(DecodeStatus::Complete(Decoded {
+            pdu: Pdu::IcResp(r),
+            ..
+        })) => r,
+        Ok(DecodeStatus::Complete(Decoded {
+            pdu: Pdu::C2hTermReq(t),
+            ..
+        })) => {
+            return Err(bad(format!(
+                "controller terminated the connection (FES {:#x}, FEI {:#x})",
+                t.fes, t.fei
+            )))
+        }
+        Ok(DecodeStatus::Complete(d)) => {
+            return Err(bad(format!("got {} instead of ICResp", pdu_name(&d.pdu))))
+        }
+        Ok(DecodeStatus::Need(_)) => return Err(bad("truncated ICResp".into())),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    validate_ic_resp(&resp, cfg.digests).map_err(bad)?;
+    Ok(resp.maxh2cdata as usize)
+}
+
+/// The rules of NVMe/TCP for an ICResp answering our ICReq.
+pub(crate) fn validate_ic_resp(
+    r: &ferrofab_nvmeof_wire::wire::IcResp,
+    wanted: Digests,
+) -> Result<(), String> {
+    if r.pfv != 0 {
+        return Err(format!("PDU format version {} (expected 0)", r.pfv));
+    }
+    if r.digests != wanted {
+        return Err(format!(
+            "digests header={} data={} but header={} data={} were requested",
+            r.digests.header, r.digests.data, wanted.header, wanted.data
+        ));
+    }
+    if r.cpda > 31 {
+        return Err(format!("CPDA {} out of range (0..=31)", r.cpda));
+    }
+    if r.maxh2cdata < 4096 || !r.maxh2cdata.is_multiple_of(4) {
+        return Err(format!(
+            "MAXH2CDATA {} (must be a multiple of 4 and at least 4096)",
+            r.maxh2cdata
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrofab_nvmeof_wire::wire::IcResp;
+
+    #[test]
+    fn ic_resp_rules() {
+        let both = Digests {
+            header: true,
+            data: true,
+        };
+        let ok = IcResp {
+            pfv: 0,
+            cpda: 0,
+            digests: both,
+            maxh2cdata: 4 << 20,
+        };
+        assert!(validate_ic_resp(&ok, both).is_ok());
+        assert!(validate_ic_resp(&ok, Digests::default())
+            .unwrap_err()
+            .contains("requested"));
+        assert!(validate_ic_resp(&IcResp { pfv: 1, ..ok }, both).is_err());
+        assert!(validate_ic_resp(
+            &IcResp {
+                maxh2cdata: 4094,
+                ..ok
+            },
+            both
+        )
+        .is_err());
+        assert!(validate_ic_resp(
+            &IcResp {
+                maxh2cdata: 4098,
+                ..ok
+            },
+            both
+        )
+        .is_err());
+        assert!(validate_ic_resp(&IcResp { cpda: 40, ..ok }, both).is_err());
+    }
+
+    #[test]
+    fn completion_is_one_shot() {
+        let c = Completion::new();
+        assert!(!c.is_done());
+        assert!(c.complete(Ok(Cqe::default())));
+        assert!(!c.complete(Err(HostError::InvalidArgument("late".into()))));
+        assert!(c.is_done());
+        assert!(c.take().is_ok());
+    }
+}

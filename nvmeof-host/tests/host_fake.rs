@@ -1,0 +1,334 @@
+//! The initiator against the scripted fake target in `common`.
+
+mod fake_target;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fake_target::{FakeTarget, Knobs, BS, SUBNQN};
+use ferrofab_nvmeof_host::{
+    discover, BlockIo, ConnectOptions, Controller, ControllerState, Digests, HostError,
+    HostIdentity, IoOp, NamespaceEvent,
+};
+
+fn opts(t: &FakeTarget) -> ConnectOptions {
+    let mut o = ConnectOptions::new(t.addr.clone(), SUBNQN, HostIdentity::ephemeral());
+    o.nr_io_queues = 2;
+    o.queue_size = 32;
+    o.kato = Duration::from_secs(2);
+    o.reconnect_delay = Duration::from_millis(100);
+    o.max_reconnect_delay = Duration::from_millis(400);
+    o.ctrl_loss_tmo = Some(Duration::from_secs(20));
+    o
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn discovery_log() {
+    let t = FakeTarget::start(64, Knobs::default());
+    let entries = discover(&t.addr, &HostIdentity::ephemeral()).unwrap();
+    assert_eq!(entries.len(), 5);
+    assert_eq!(entries[3].portid, 3);
+    assert_eq!(entries[0].subnqn, SUBNQN);
+}
+
+fn roundtrip(t: &FakeTarget, o: ConnectOptions) {
+    let ctrl = Controller::connect(o).unwrap();
+    assert_eq!(ctrl.state(), ControllerState::Live);
+    assert_eq!(ctrl.io_queues(), 2);
+    let ns = ctrl.namespace(1).unwrap();
+    assert_eq!(ns.block_size(), 512);
+    assert_eq!(ns.size(), 8192 * 512);
+    let info = ns.info().unwrap();
+    assert_eq!(info.uuid, Some([0x43; 16]));
+    // In-capsule, R2T with several chunks, and larger than MDTS.
+    for (i, len) in [512usize, 4096, 8192, 64 * 1024, 100 * 512, 1 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let off = (i as u64) * 8 * 512;
+        let data = pattern(i as u64, len);
+        ns.write_at(&data, off).unwrap();
+        let mut back = vec![0u8; len];
+        ns.read_at(&mut back, off).unwrap();
+        assert!(back == data, "length {len}");
+        let stored = &t.data.lock().unwrap()[off as usize..off as usize + len];
+        assert!(stored == &data[..], "target holds what was written ({len})");
+    }
+    // Unaligned read-modify-write.
+    ns.write_at(b"hello", 7).unwrap();
+    let mut b = [0u8; 9];
+    ns.read_at(&mut b, 5).unwrap();
+    assert_eq!(&b[2..7], b"hello");
+    ns.write_zeroes(0, 4096).unwrap();
+    assert!(t.data.lock().unwrap()[..4096].iter().all(|&x| x == 0));
+    ns.deallocate(4096, 1024).unwrap();
+    assert!(t.data.lock().unwrap()[4096..5120]
+        .iter()
+        .all(|&x| x == 0xDD));
+    ns.flush().unwrap();
+    let e = ns.read_at(&mut [0u8; 512], ns.size()).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    ctrl.disconnect().unwrap();
+    let e = ns.read_blocks(0, &mut [0u8; 512]).unwrap_err();
+    assert!(matches!(e, HostError::Disconnected { .. }), "{e}");
+}
+
+#[test]
+fn read_write_plain() {
+    let t = FakeTarget::start(8192, Knobs::default());
+    roundtrip(&t, opts(&t));
+}
+
+#[test]
+fn read_write_with_digests_and_success_flag() {
+    let t = FakeTarget::start(
+        8192,
+        Knobs {
+            c2h_success: true,
+            maxh2cdata: 4096,
+            ..Knobs::default()
+        },
+    );
+    let mut o = opts(&t);
+    o.digests = Digests {
+        header: true,
+        data: true,
+    };
+    roundtrip(&t, o);
+}
+
+#[test]
+fn pipeline_qd32() {
+    let t = FakeTarget::start(4096, Knobs::default());
+    let ctrl = Controller::connect(opts(&t)).unwrap();
+    let ns = ctrl.namespace(1).unwrap();
+    let mut p = ns.pipeline(32);
+    let n = 512u64;
+    for i in 0..n {
+        if p.is_full() {
+            p.wait_any().unwrap().result.unwrap();
+        }
+        p.submit(
+            i,
+            IoOp::Write {
+                offset: i * 4096,
+                data: pattern(i, 4096),
+            },
+        )
+        .unwrap();
+    }
+    while let Some(c) = p.wait_any() {
+        c.result.unwrap();
+    }
+    let mut seen = 0;
+    for i in 0..n {
+        if p.is_full() {
+            let c = p.wait_any().unwrap();
+            assert_eq!(c.result.unwrap(), pattern(c.tag, 4096));
+            seen += 1;
+        }
+        p.submit(
+            i,
+            IoOp::Read {
+                offset: i * 4096,
+                len: 4096,
+            },
+        )
+        .unwrap();
+    }
+    while let Some(c) = p.wait_any() {
+        assert_eq!(c.result.unwrap(), pattern(c.tag, 4096));
+        seen += 1;
+    }
+    assert_eq!(seen, n);
+}
+
+#[test]
+fn host_not_allowed() {
+    let t = FakeTarget::start(
+        64,
+        Knobs {
+            allowed_host: Some("nqn.2026-11.io.ferrofab:someone-else".into()),
+            ..Knobs::default()
+        },
+    );
+    let o = opts(&t);
+    let hostnqn = o.identity.hostnqn.clone();
+    let e = Controller::connect(o).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "connect to {SUBNQN} at {} refused: host {hostnqn} not allowed (connect: host not allowed)",
+            t.addr
+        )
+    );
+}
+
+#[test]
+fn unknown_subsystem() {
+    let t = FakeTarget::start(64, Knobs::default());
+    let mut o = opts(&t);
+    o.subnqn = "nqn.2026-11.io.ferrofab:nope".into();
+    let e = Controller::connect(o).unwrap_err().to_string();
+    assert!(
+        e.contains("subsystem nqn.2026-11.io.ferrofab:nope not found"),
+        "{e}"
+    );
+}
+
+#[test]
+fn resize_through_aen() {
+    let t = FakeTarget::start(1024, Knobs::default());
+    let ctrl = Controller::connect(opts(&t)).unwrap();
+    let ns = ctrl.namespace(1).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let ev = events.clone();
+    ctrl.watch(move |e| ev.lock().unwrap().push(e.clone()));
+    t.resize(4096);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ns.size() != 4096 * BS as u64 {
+        assert!(Instant::now() < deadline, "size not updated");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ev = events.lock().unwrap().clone();
+    assert!(
+        matches!(&ev[..], [NamespaceEvent::Resized { old, new }] if old.blocks == 1024 && new.blocks == 4096),
+        "{ev:?}"
+    );
+    // A second event works too (the AER was re-armed).
+    t.resize(5000);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ns.size() != 5000 * BS as u64 {
+        assert!(Instant::now() < deadline, "second resize not seen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Writes and reads keep going through a connection loss: nothing fails,
+/// nothing is lost.
+#[test]
+fn reconnect_keeps_io() {
+    let t = FakeTarget::start(8192, Knobs::default());
+    let ctrl = Controller::connect(opts(&t)).unwrap();
+    let ns = ctrl.namespace(1).unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let ns = ns.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                for i in 0..300u64 {
+                    let blk = w * 2048 + (i % 256) * 8;
+                    let data = pattern(w * 1000 + i, 4096);
+                    ns.write_at(&data, blk * 512).unwrap();
+                    let mut back = vec![0u8; 4096];
+                    ns.read_at(&mut back, blk * 512).unwrap();
+                    assert!(back == data);
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    while done.load(Ordering::SeqCst) < 100 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    t.set_refusing(true);
+    t.drop_all();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(ctrl.state(), ControllerState::Reconnecting);
+    t.set_refusing(false);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(done.load(Ordering::SeqCst), 1200);
+    assert_eq!(ctrl.state(), ControllerState::Live);
+}
+
+/// The connection dies exactly when a write arrives: it is re-sent.
+#[test]
+fn unacknowledged_write_is_resent() {
+    let t = FakeTarget::start(1024, Knobs::default());
+    let ctrl = Controller::connect(opts(&t)).unwrap();
+    let ns = ctrl.namespace(1).unwrap();
+    let n = t.commands.load(Ordering::SeqCst);
+    t.drop_at_command.store(n + 1, Ordering::SeqCst);
+    let data = pattern(9, 4096);
+    ns.write_at(&data, 8192).unwrap();
+    assert_eq!(&t.data.lock().unwrap()[8192..8192 + 4096], &data[..]);
+}
+
+#[test]
+fn ctrl_loss_tmo_fails_pending_io() {
+    let t = FakeTarget::start(1024, Knobs::default());
+    let mut o = opts(&t);
+    o.ctrl_loss_tmo = Some(Duration::from_secs(1));
+    let ctrl = Controller::connect(o).unwrap();
+    let ns = ctrl.namespace(1).unwrap();
+    t.set_refusing(true);
+    t.drop_all();
+    let start = Instant::now();
+    let e = ns.read_blocks(0, &mut [0u8; 512]).unwrap_err();
+    assert!(matches!(e, HostError::ControllerLost { .. }), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(ctrl.state(), ControllerState::Failed);
+    let e = ns.read_blocks(0, &mut [0u8; 512]).unwrap_err();
+    assert!(
+        e.to_string().contains("could not reconnect within 1 s"),
+        "{e}"
+    );
+}
+
+/// The target keeps the connection but never answers one read: the I/O
+/// timeout resets the association and the read succeeds on the next one.
+#[test]
+fn io_timeout_resets_the_association() {
+    let t = FakeTarget::start(1024, Knobs::default());
+    let mut o = opts(&t);
+    o.kato = Duration::from_millis(400);
+    o.io_timeout = Some(Duration::from_millis(500));
+    let ctrl = Controller::connect(o).unwrap();
+    let ns = ctrl.namespace(1).unwrap();
+    ns.write_at(&pattern(3, 4096), 0).unwrap();
+    let n = t.commands.load(Ordering::SeqCst);
+    t.swallow_at_command.store(n + 1, Ordering::SeqCst);
+    let start = Instant::now();
+    let mut back = vec![0u8; 4096];
+    ns.read_at(&mut back, 0).unwrap();
+    assert_eq!(back, pattern(3, 4096));
+    assert!(start.elapsed() >= Duration::from_millis(500));
+    assert_eq!(ctrl.state(), ControllerState::Live);
+}
+
+/// A damaged data digest on read data is retried, not returned as data.
+#[test]
+fn data_digest_error_is_retried() {
+    let t = FakeTarget::start(1024, Knobs::default());
+    let mut o = opts(&t);
+    o.digests = Digests {
+        header: true,
+        data: true,
+    };
+    let ctrl = Controller::connect(o).unwrap();
+    let ns = ctrl.namespace(1).unwrap();
+    let data = pattern(11, 8192);
+    ns.write_at(&data, 4096).unwrap();
+    t.corrupt_next_c2h
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut back = vec![0u8; 8192];
+    ns.read_at(&mut back, 4096).unwrap();
+    assert!(back == data);
+    assert!(!t.corrupt_next_c2h.load(std::sync::atomic::Ordering::SeqCst));
+}
