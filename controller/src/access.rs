@@ -13,9 +13,7 @@
 
 use ferrofab_proto::v1::{AccessMode, Attachment, Node};
 
-use crate::api::Shared;
 use crate::cache::Objects;
-use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::resource::Resource;
 
@@ -98,50 +96,6 @@ pub fn conflict_message(
     format!(
         "volume {volume:?} is attached {mode} to node {node:?} (attachment {name:?}); detach it first or run: ferrofab volume move {volume} --to {wanted_node}"
     )
-}
-
-/// Records the revision `rv` of the write that released the previous
-/// holder of attachment `name`, which the storage node's desired state
-/// must reach before its report can prove the fence. A separate write: a
-/// write cannot know its own revision. When that node has no host NQN,
-/// nothing can be revoked and the fence ends here.
-pub async fn stamp_fence(s: &Shared, name: &str, rv: u64) -> Result<(), ApiError> {
-    s.modify::<Attachment>(name, |a, objs| {
-        let Some(st) = a.status.as_mut() else {
-            return false;
-        };
-        if st.moved_from_node.is_empty() || !st.moved_from_released || st.fence_revision != 0 {
-            return false;
-        }
-        if host_of(objs, &st.moved_from_node).is_none() {
-            st.moved_from_node.clear();
-            st.moved_from_released = false;
-            st.move_revision = 0;
-        } else {
-            st.fence_revision = rv;
-        }
-        true
-    })
-    .await
-    .map(drop)
-}
-
-/// Records `rv`, the revision of the write that moved attachment `name`,
-/// so that only a report of the old node made against a desired state at
-/// least that new (one that no longer lists the attachment) releases it.
-pub async fn stamp_move(s: &Shared, name: &str, rv: u64) -> Result<(), ApiError> {
-    s.modify::<Attachment>(name, |a, _| {
-        let Some(st) = a.status.as_mut() else {
-            return false;
-        };
-        if st.moved_from_node.is_empty() || st.move_revision != 0 {
-            return false;
-        }
-        st.move_revision = rv;
-        true
-    })
-    .await
-    .map(drop)
 }
 
 /// Whether attachment `a`, moved to another node, needs the fence: only

@@ -1,7 +1,7 @@
 //! Declarative Apply: compares a whole layout with the store, reports a
 //! field-level diff and performs it through the very per-kind operations
-//! the typed RPCs call (`Admin::create_*_inner`, `update_*_inner`,
-//! `delete_*`), so validation, immutability, placement, quotas and
+//! the typed RPCs call (`ops::any`, which dispatches to
+//! `ops::volume::create` and the like), so validation, immutability, placement, quotas and
 //! authorization are one code path: a refusal carries the typed RPC's
 //! status code and message, prefixed with the step.
 //!
@@ -25,11 +25,10 @@ use ferrofab_proto::v1::{
     watch_event::Object, ApplyRequest, ApplyResponse, DiffAction, FieldChange, Kind, ObjectDiff,
 };
 
-use crate::api::admin::Admin;
-use crate::api::Shared;
 use crate::cache::{Cache, Stored};
 use crate::error::ApiError;
 use crate::identity::Identity;
+use crate::ops::{self, Shared};
 use crate::resource::owned_fields;
 use crate::staging::Fork;
 use crate::store::TxnResult;
@@ -56,11 +55,11 @@ fn field_changes(
 }
 
 fn plan_kind<R: Stored>(
-    admin: &Admin,
+    admin: &Shared,
     wanted: &[R],
     steps: &mut Vec<Step>,
 ) -> Result<(), ApiError> {
-    let objs = admin.s.cache.read();
+    let objs = admin.cache.read();
     let mut seen = BTreeSet::new();
     for w in wanted {
         let name = w.name().to_string();
@@ -98,9 +97,9 @@ fn plan_kind<R: Stored>(
     Ok(())
 }
 
-fn plan_prune<R: Stored>(admin: &Admin, wanted: &[R], steps: &mut Vec<Step>) {
+fn plan_prune<R: Stored>(admin: &Shared, wanted: &[R], steps: &mut Vec<Step>) {
     let keep: BTreeSet<&str> = wanted.iter().map(|w| w.name()).collect();
-    let objs = admin.s.cache.read();
+    let objs = admin.cache.read();
     for (name, cur) in R::map(&objs) {
         if !keep.contains(name.as_str()) {
             steps.push(Step {
@@ -116,7 +115,7 @@ fn plan_prune<R: Stored>(admin: &Admin, wanted: &[R], steps: &mut Vec<Step>) {
     }
 }
 
-async fn execute(admin: &Admin, id: &Identity, step: Step, dry_run: bool) -> Result<(), ApiError> {
+async fn execute(admin: &Shared, id: &Identity, step: Step, dry_run: bool) -> Result<(), ApiError> {
     let action = DiffAction::try_from(step.diff.action).unwrap_or(DiffAction::Unspecified);
     let kind = Kind::try_from(step.diff.kind).unwrap_or(Kind::Unspecified);
     let failed = |e: ApiError| ApiError::Step {
@@ -128,10 +127,13 @@ async fn execute(admin: &Admin, id: &Identity, step: Step, dry_run: bool) -> Res
         source: Box::new(e),
     };
     match (action, step.object) {
-        (DiffAction::Created, Some(o)) => admin.apply_create(id, o, dry_run).await.map_err(failed),
-        (DiffAction::Updated, Some(o)) => admin.apply_update(id, o, dry_run).await.map_err(failed),
-        (DiffAction::Deleted, _) => admin
-            .apply_delete(id, kind, &step.diff.name, dry_run)
+        (DiffAction::Created, Some(o)) => ops::any::create(admin, id, o, dry_run)
+            .await
+            .map_err(failed),
+        (DiffAction::Updated, Some(o)) => ops::any::update(admin, id, o, dry_run)
+            .await
+            .map_err(failed),
+        (DiffAction::Deleted, _) => ops::any::delete(admin, id, kind, &step.diff.name, dry_run)
             .await
             .map_err(failed),
         _ => Ok(()),
@@ -139,15 +141,15 @@ async fn execute(admin: &Admin, id: &Identity, step: Step, dry_run: bool) -> Res
 }
 
 /// Kind-filtered prune, see the module docs.
-fn plan_prune_kind<R: Stored>(admin: &Admin, wanted: &[R], steps: &mut Vec<Step>) {
+fn plan_prune_kind<R: Stored>(admin: &Shared, wanted: &[R], steps: &mut Vec<Step>) {
     if !wanted.is_empty() {
         plan_prune(admin, wanted, steps);
     }
 }
 
-/// An Admin over a private fork of the store; see [`crate::staging`].
-fn fork(admin: &Admin) -> Result<(Admin, std::sync::Arc<Fork>), ApiError> {
-    let s = &admin.s;
+/// The shared state over a private fork of the store; see [`crate::staging`].
+fn fork(admin: &Shared) -> Result<(Shared, std::sync::Arc<Fork>), ApiError> {
+    let s = admin;
     let fork = Fork::snapshot(&s.store)?;
     let cache = Cache::start_fork(fork.clone())?;
     let shared = Shared {
@@ -173,12 +175,7 @@ fn fork(admin: &Admin) -> Result<(Admin, std::sync::Arc<Fork>), ApiError> {
         capacity_gate: std::sync::Arc::default(),
         keys: None,
     };
-    Ok((
-        Admin {
-            s: std::sync::Arc::new(shared),
-        },
-        fork,
-    ))
+    Ok((shared, fork))
 }
 
 /// Ends the fork's cache follower however the rehearsal ends, including
@@ -193,7 +190,7 @@ impl Drop for CloseOnDrop {
 
 /// Runs every step on a fork; returns the fork when all passed.
 async fn rehearse(
-    admin: &Admin,
+    admin: &Shared,
     id: &Identity,
     steps: Vec<Step>,
 ) -> Result<std::sync::Arc<Fork>, ApiError> {
@@ -208,7 +205,7 @@ async fn rehearse(
 /// See the module docs. Creates and updates run in dependency order
 /// (tenants, nodes, pools, volumes, attachments); prunes in reverse.
 pub async fn apply(
-    admin: &Admin,
+    admin: &Shared,
     id: &Identity,
     req: ApplyRequest,
 ) -> Result<ApplyResponse, ApiError> {
@@ -231,7 +228,7 @@ pub async fn apply(
     let diffs: Vec<ObjectDiff> = steps.iter().map(|s| s.diff.clone()).collect();
     // No typed capacity-deciding write may land between the rehearsal and
     // the commit (see `Shared::capacity_gate`).
-    let _capacity = admin.s.capacity_gate.write().await;
+    let _capacity = admin.capacity_gate.write().await;
     let fork = rehearse(admin, id, steps).await?;
     if req.dry_run {
         return Ok(ApplyResponse {
@@ -244,12 +241,12 @@ pub async fn apply(
     if txn.ops.is_empty() {
         return Ok(ApplyResponse {
             diffs,
-            revision: admin.s.cache.revision(),
+            revision: admin.cache.revision(),
             dry_run: false,
         });
     }
     let guards = txn.compares.clone();
-    match admin.s.commit(txn).await? {
+    match admin.commit(txn).await? {
         TxnResult::Committed { revision } => Ok(ApplyResponse {
             diffs,
             revision,

@@ -13,8 +13,8 @@ use tokio::sync::watch;
 use tracing::{error, warn};
 
 use crate::resource::{prefix, Resource};
+use crate::store::watch::WatchStream;
 use crate::store::{Event, EventKind, KeyValue, Revision, SharedStore, StoreError};
-use crate::watch::WatchStream;
 
 /// Bytes and volume count placed on a pool or owned by a tenant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,8 +1,7 @@
-//! API errors and their gRPC status codes. Every message names what was
-//! wrong (the field, the object, the identity) so operators can act on it
-//! without reading logs.
-
-use tonic::{Code, Status};
+//! The typed error of every operation. The gRPC adapters map it to a
+//! status code (`api::status`); an HTTP API would map the same variants.
+//! Every message names what was wrong (the field, the object, the
+//! identity) so operators can act on it without reading logs.
 
 use crate::store::StoreError;
 
@@ -60,28 +59,6 @@ impl ApiError {
             kind,
             name: name.to_string(),
         }
-    }
-
-    pub fn code(&self) -> Code {
-        match self {
-            Self::Invalid { .. } => Code::InvalidArgument,
-            Self::NotFound { .. } => Code::NotFound,
-            Self::AlreadyExists { .. } => Code::AlreadyExists,
-            Self::Conflict { .. } => Code::Aborted,
-            Self::FailedPrecondition(_) => Code::FailedPrecondition,
-            Self::Exhausted(_) => Code::ResourceExhausted,
-            Self::Denied { .. } => Code::PermissionDenied,
-            Self::Unauthenticated(_) => Code::Unauthenticated,
-            Self::OutOfRange(_) => Code::OutOfRange,
-            Self::Internal(_) => Code::Internal,
-            Self::Step { source, .. } => source.code(),
-        }
-    }
-}
-
-impl From<ApiError> for Status {
-    fn from(e: ApiError) -> Self {
-        Status::new(e.code(), e.to_string())
     }
 }
 

@@ -17,22 +17,16 @@
 //! rewrites a message whose relative part has changed, so it never reads
 //! "in 7d" six days later. Time comes from the injectable clock so tests can
 //! drive it.
+//!
+//! This module holds the rules (pure functions of a volume and a time);
+//! the pass that acts on them is `loops::expiry`.
 
-use std::sync::Arc;
-use std::time::Duration;
+use ferrofab_proto::v1::{Condition, ConditionStatus, ExpiryAction, Severity, Volume};
 
-use ferrofab_proto::v1::{
-    Condition, ConditionStatus, DeleteAttachmentRequest, DeleteVolumeRequest, ExpiryAction,
-    Severity, Volume,
-};
-use tracing::{info, warn};
-
-use crate::api::admin::{set_condition, Admin};
-use crate::api::Shared;
 use crate::clock::when;
+use crate::conditions::set_condition;
 use crate::config::ExpiryConfig;
 use crate::error::ApiError;
-use crate::identity::Identity;
 use crate::resource::Resource;
 
 /// Condition type shown ahead of expiry.
@@ -255,131 +249,6 @@ pub fn check_attachable(v: &Volume, now: i64) -> Result<(), ApiError> {
         when(exp.seconds, now),
         v.name()
     )))
-}
-
-async fn refresh(s: &Shared, name: &str, w: Windows) -> Result<(), ApiError> {
-    let now = s.clock.now();
-    s.modify::<Volume>(name, |v, _| {
-        let st = state(v, now, w);
-        apply_state(v, &st, now)
-    })
-    .await?;
-    Ok(())
-}
-
-/// Deletes the volume's attachments (the workstations disconnect, then
-/// the storage node revokes their hosts). Returns whether any remain
-/// (a detach waits for the workstation to confirm).
-async fn detach(admin: &Admin, name: &str) -> Result<bool, ApiError> {
-    let attachments: Vec<(String, bool)> = {
-        let objs = admin.s.cache.read();
-        objs.attachments_of(name)
-            .map(|a| {
-                let deleting = a
-                    .metadata
-                    .as_ref()
-                    .is_some_and(|m| m.deletion_timestamp.is_some());
-                (a.name().to_string(), deleting)
-            })
-            .collect()
-    };
-    for (a, deleting) in &attachments {
-        if *deleting {
-            continue;
-        }
-        admin
-            .delete_attachment_inner(
-                &Identity::Admin,
-                DeleteAttachmentRequest {
-                    name: a.clone(),
-                    resource_version: 0,
-                },
-            )
-            .await?;
-        info!(volume = name, attachment = %a, "expired burst volume detached");
-    }
-    let objs = admin.s.cache.read();
-    let any = objs.attachments_of(name).next().is_some();
-    Ok(any)
-}
-
-async fn reap(admin: &Admin, name: &str) -> Result<(), ApiError> {
-    if detach(admin, name).await? {
-        // Detach in progress: the workstation must confirm first.
-        return Ok(());
-    }
-    admin
-        .delete_volume_inner(
-            &Identity::Admin,
-            DeleteVolumeRequest {
-                name: name.to_string(),
-                resource_version: 0,
-            },
-        )
-        .await?;
-    info!(volume = name, "expired burst volume deleted");
-    Ok(())
-}
-
-/// Whether the volume's shown expiry state may be stale: it has an
-/// expiry, or still shows one (an extension removed it). A volume being
-/// deleted is left to the deletion.
-fn concerned(v: &Volume) -> bool {
-    if v.metadata
-        .as_ref()
-        .is_some_and(|m| m.deletion_timestamp.is_some())
-    {
-        return false;
-    }
-    v.spec.as_ref().is_some_and(|s| s.expires_at.is_some())
-        || v.status.as_ref().is_some_and(|s| {
-            s.expiry_deletes_at.is_some()
-                || s.conditions
-                    .iter()
-                    .any(|c| c.r#type == EXPIRING || c.r#type == EXPIRED)
-        })
-}
-
-/// One pass over every burst volume.
-pub async fn reconcile(s: &Arc<Shared>) -> Result<(), ApiError> {
-    let now = s.clock.now();
-    let w = Windows::from(&s.expiry);
-    let work: Vec<(String, State)> = {
-        let objs = s.cache.read();
-        objs.volumes
-            .values()
-            .filter(|v| concerned(v))
-            .map(|v| (v.name().to_string(), state(v, now, w)))
-            .collect()
-    };
-    let admin = Admin { s: s.clone() };
-    for (name, st) in work {
-        match st {
-            State::Reap => reap(&admin, &name).await?,
-            State::Retained { .. } => {
-                detach(&admin, &name).await?;
-                refresh(s, &name, w).await?;
-            }
-            _ => refresh(s, &name, w).await?,
-        }
-    }
-    Ok(())
-}
-
-/// Runs [`reconcile`] periodically.
-pub async fn run(s: Arc<Shared>, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    loop {
-        tick.tick().await;
-        if let Err(e) = reconcile(&s).await {
-            warn!(error = %e, "expiry pass failed");
-        }
-        match crate::enroll::collect_tokens(&s).await {
-            Ok(0) => {}
-            Ok(n) => info!(removed = n, "expired bootstrap token records removed"),
-            Err(e) => warn!(error = %e, "token collection failed"),
-        }
-    }
 }
 
 #[cfg(test)]

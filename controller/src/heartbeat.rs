@@ -1,6 +1,6 @@
 //! Node liveness. Agents heartbeat through ReportStatus, which sets the
 //! node's `Ready` condition True and records the time in memory
-//! ([`crate::report::ReportGate`]); the stored `status.last_heartbeat` is
+//! (`report::ReportGate`); the stored `status.last_heartbeat` is
 //! refreshed only with other changes or every
 //! `nodes.heartbeat_persist_interval_seconds`, so that heartbeats do not
 //! rewrite the Node durably each time. This loop
@@ -11,16 +11,11 @@
 //! A node that has never reported is left alone: layouts are commonly
 //! applied before the machines' agents are enrolled, and refusing to place
 //! on them then would make that order impossible.
+//!
+//! This module holds the rules; the loop that applies them is
+//! `loops::heartbeat`.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use ferrofab_proto::v1::{Condition, ConditionStatus, Node, Severity};
-use tracing::{info, warn};
-
-use crate::api::admin::set_condition;
-use crate::api::Shared;
-use crate::error::ApiError;
+use ferrofab_proto::v1::{Condition, ConditionStatus, Node};
 
 /// Condition type agents' heartbeats keep True.
 pub const READY: &str = "Ready";
@@ -38,7 +33,7 @@ fn ready_condition(n: &Node) -> Option<&Condition> {
 /// Why the node must be marked NotReady now, if it must: it reported once,
 /// has been silent for `timeout_s` or more, and is not already marked.
 /// `heard` is the in-memory time of its last report (see
-/// [`crate::report::ReportGate`]); the stored `last_heartbeat` is refreshed
+/// `report::ReportGate`); the stored `last_heartbeat` is refreshed
 /// only now and then, so the later of the two counts.
 pub fn stale_message(n: &Node, heard: Option<i64>, now: i64, timeout_s: i64) -> Option<String> {
     let stored = n
@@ -62,95 +57,6 @@ pub fn not_ready(n: &Node) -> Option<String> {
     ready_condition(n)
         .filter(|c| c.status == ConditionStatus::False as i32)
         .map(|c| format!("{}: {}", c.reason, c.message))
-}
-
-async fn mark(s: &Shared, name: &str, timeout_s: i64) -> Result<(), ApiError> {
-    let now = s.clock.now();
-    let mut why = None;
-    s.modify::<Node>(name, |n, _| {
-        // Re-checked on the current object: a report may have just arrived.
-        let heard = s.reports.last_heard(name);
-        let Some(msg) = stale_message(n, heard, now, timeout_s) else {
-            return false;
-        };
-        let st = n.status.get_or_insert_with(Default::default);
-        set_condition(
-            &mut st.conditions,
-            Condition {
-                r#type: READY.into(),
-                status: ConditionStatus::False as i32,
-                reason: REASON_NO_HEARTBEAT.into(),
-                message: msg.clone(),
-                last_transition_time: Some(prost_types::Timestamp {
-                    seconds: now,
-                    nanos: 0,
-                }),
-                severity: Severity::Warning as i32,
-                observed_generation: st.observed_generation,
-            },
-        );
-        why = Some(msg);
-        true
-    })
-    .await?;
-    if let Some(msg) = why {
-        warn!(node = %name, reason = %msg, "node marked NotReady");
-    }
-    Ok(())
-}
-
-/// One pass over all nodes.
-pub async fn check(s: &Shared, timeout_s: i64) -> Result<(), ApiError> {
-    let now = s.clock.now();
-    let stale: Vec<String> = s
-        .cache
-        .read()
-        .nodes
-        .iter()
-        .filter(|(name, n)| stale_message(n, s.reports.last_heard(name), now, timeout_s).is_some())
-        .map(|(name, _)| name.clone())
-        .collect();
-    for name in stale {
-        mark(s, &name, timeout_s).await?;
-    }
-    Ok(())
-}
-
-/// Liveness is kept in memory, so a restarted controller has heard from
-/// no one: it counts every node that has reported before as heard from
-/// now, giving each agent a full timeout to reconnect instead of marking
-/// every node NotReady on the first pass after a long downtime.
-pub fn seed(s: &Shared) {
-    let now = s.clock.now();
-    let reported: Vec<String> = s
-        .cache
-        .read()
-        .nodes
-        .iter()
-        .filter(|(_, n)| {
-            n.status
-                .as_ref()
-                .is_some_and(|st| st.last_heartbeat.is_some())
-        })
-        .map(|(name, _)| name.clone())
-        .collect();
-    for name in reported {
-        s.reports.heard(&name, now);
-    }
-}
-
-/// Runs [`check`] every `interval` until the process exits.
-pub async fn run(s: Arc<Shared>, interval: Duration, timeout: Duration) {
-    let timeout_s = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
-    seed(&s);
-    info!(timeout_s, "node heartbeat monitor started");
-    let mut tick = tokio::time::interval(interval);
-    loop {
-        tick.tick().await;
-        if let Err(e) = check(&s, timeout_s).await {
-            warn!(error = %e, "heartbeat pass failed");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -28,8 +28,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::api::Shared;
 use crate::error::ApiError;
+use crate::ops::Shared;
 use crate::store::{Txn, TxnResult};
 
 /// The sealing key's file name in the PKI directory.
@@ -474,19 +474,24 @@ fn applied(keys: &Keys) -> std::sync::MutexGuard<'_, HashMap<(String, String), u
     keys.applied.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Records which host key generations storage node `node`'s target holds
-/// (its report's exports; the lowest generation across its exports
-/// counts). Wakes the streams when one went up, so that a workstation
-/// waiting for its rotated key gets it.
-pub fn note_report(s: &Shared, node: &str, exports: &[ExportStatus]) {
-    let Some(keys) = s.keys.as_ref() else {
-        return;
-    };
+/// The host key generations a storage node's report says its target
+/// holds: per host, the lowest across its exports.
+pub fn held(exports: &[ExportStatus]) -> HashMap<String, u64> {
     let mut now_held: HashMap<String, u64> = HashMap::new();
     for hk in exports.iter().flat_map(|e| &e.host_keys) {
         let g = now_held.entry(hk.host_nqn.clone()).or_insert(hk.generation);
         *g = (*g).min(hk.generation);
     }
+    now_held
+}
+
+/// Records [`held`] for storage node `node`. Wakes the streams when a
+/// generation went up, so that a workstation waiting for its rotated key
+/// gets it.
+pub fn note_held(s: &Shared, node: &str, now_held: HashMap<String, u64>) {
+    let Some(keys) = s.keys.as_ref() else {
+        return;
+    };
     let mut went_up = false;
     {
         let mut map = applied(keys);

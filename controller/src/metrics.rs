@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -19,6 +18,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use crate::action::Action;
 use crate::cache::Cache;
 
 type Labels = Vec<(String, String)>;
@@ -59,22 +59,6 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// Records an API call's latency when dropped.
-pub struct ApiTimer<'a> {
-    metrics: &'a Metrics,
-    method: &'static str,
-    start: Instant,
-}
-
-impl Drop for ApiTimer<'_> {
-    fn drop(&mut self) {
-        self.metrics
-            .api_latency
-            .get_or_create(&vec![("method".into(), self.method.into())])
-            .observe(self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -168,12 +152,12 @@ impl Metrics {
             .inc();
     }
 
-    pub fn api_timer(&self, method: &'static str) -> ApiTimer<'_> {
-        ApiTimer {
-            metrics: self,
-            method,
-            start: Instant::now(),
-        }
+    /// Records one API call's latency under its RPC name (see
+    /// `api::timing`, the layer that calls this).
+    pub fn observe_api(&self, action: Action, elapsed: std::time::Duration) {
+        self.api_latency
+            .get_or_create(&vec![("method".into(), action.as_str().into())])
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Pair with a prior `watchers.inc()`.

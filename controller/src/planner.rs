@@ -32,8 +32,7 @@ use std::collections::BTreeMap;
 use crate::access;
 use crate::cache::Objects;
 
-/// NVMe/TCP's IANA port, used when an address has none.
-pub const DEFAULT_PORT: u32 = 4420;
+pub use crate::resource::DEFAULT_PORT;
 
 /// Transport settings every connection gets (from the controller config).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -225,4 +224,295 @@ pub fn same_content(a: &DesiredState, b: &DesiredState) -> bool {
         && a.exports == b.exports
         && a.removals == b.removals
         && a.connections == b.connections
+}
+
+#[cfg(test)]
+mod tests {
+    //! One world (a storage node `s`, workstations `w1` and `w2`, pool `p`,
+    //! volume `v`, attachment `a` of `v` on `w1`), changed by each case, and
+    //! what every node is told. The cases are the ordering rules of the
+    //! module docs.
+    use super::*;
+    use crate::resource::{key, Resource};
+    use crate::store::{EventKind, KeyValue};
+    use ferrofab_proto::v1::{
+        AttachmentSpec, AttachmentStatus, Kind, NodeSpec, ObjectMeta, PoolSpec, VolumeSpec,
+    };
+
+    fn meta(name: &str) -> Option<ObjectMeta> {
+        Some(ObjectMeta {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            generation: 1,
+            ..Default::default()
+        })
+    }
+
+    fn node(name: &str, role: NodeRole) -> Node {
+        Node {
+            metadata: meta(name),
+            spec: Some(NodeSpec {
+                roles: vec![role as i32],
+                host_nqn: format!("nqn.host:{name}"),
+                data_addresses: vec![DataAddress {
+                    address: format!("{name}.example"),
+                    ..Default::default()
+                }],
+            }),
+            status: None,
+        }
+    }
+
+    /// The objects of the base world, each case's change applied.
+    struct World {
+        pool: Pool,
+        volume: Volume,
+        attachment: Attachment,
+    }
+
+    fn world() -> World {
+        World {
+            pool: Pool {
+                metadata: meta("p"),
+                spec: Some(PoolSpec {
+                    node: "s".into(),
+                    ..Default::default()
+                }),
+                status: None,
+            },
+            volume: Volume {
+                metadata: meta("v"),
+                spec: Some(VolumeSpec {
+                    tenant: "t".into(),
+                    ..Default::default()
+                }),
+                status: Some(VolumeStatus {
+                    node: "s".into(),
+                    pool: "p".into(),
+                    subsystem_nqn: "nqn.vol:v".into(),
+                    backing_path: "/pool/uid-v".into(),
+                    size_bytes: 1 << 30,
+                    export_ready: true,
+                    ..Default::default()
+                }),
+            },
+            attachment: Attachment {
+                metadata: meta("a"),
+                spec: Some(AttachmentSpec {
+                    volume: "v".into(),
+                    node: "w1".into(),
+                    ..Default::default()
+                }),
+                status: Some(AttachmentStatus::default()),
+            },
+        }
+    }
+
+    fn objects(w: World) -> Objects {
+        fn put<R: Resource>(o: &mut Objects, kind: Kind, r: &R, rev: u64) {
+            let kv = KeyValue {
+                key: key(kind, r.name()),
+                value: r.encode_to_vec(),
+                create_revision: rev,
+                mod_revision: rev,
+            };
+            o.apply(EventKind::Put, &kv, rev);
+        }
+        let mut o = Objects::default();
+        put(&mut o, Kind::Node, &node("s", NodeRole::Storage), 1);
+        put(&mut o, Kind::Node, &node("w1", NodeRole::Workstation), 2);
+        put(&mut o, Kind::Node, &node("w2", NodeRole::Workstation), 3);
+        put(&mut o, Kind::Pool, &w.pool, 4);
+        put(&mut o, Kind::Volume, &w.volume, 5);
+        put(&mut o, Kind::Attachment, &w.attachment, 6);
+        o
+    }
+
+    fn deleted() -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp::default())
+    }
+
+    /// What the nodes are told, in a form the table can spell.
+    #[derive(Debug, PartialEq)]
+    struct Told {
+        /// `s`'s exports: (volume, allowed hosts, read-only hosts).
+        exports: Vec<(String, Vec<String>, Vec<String>)>,
+        /// `s`'s removals: (volume, delete its data).
+        removals: Vec<(String, bool)>,
+        /// `w1`'s connections: (volume, read-only).
+        w1: Vec<(String, bool)>,
+        /// `w2`'s connections.
+        w2: usize,
+    }
+
+    fn told(o: &Objects) -> Told {
+        let d = Defaults::default();
+        let s = desired_state(o, "s", &d);
+        let w1 = desired_state(o, "w1", &d);
+        let w2 = desired_state(o, "w2", &d);
+        Told {
+            exports: s
+                .exports
+                .into_iter()
+                .map(|e| (e.volume, e.allowed_hosts, e.read_only_hosts))
+                .collect(),
+            removals: s
+                .removals
+                .into_iter()
+                .map(|r| (r.volume, r.delete_data))
+                .collect(),
+            w1: w1
+                .connections
+                .into_iter()
+                .map(|c| (c.volume, c.read_only))
+                .collect(),
+            w2: w2.connections.len(),
+        }
+    }
+
+    fn hosts(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| format!("nqn.host:{n}")).collect()
+    }
+
+    fn export(ro: &[&str], rw: &[&str]) -> Vec<(String, Vec<String>, Vec<String>)> {
+        let mut all: Vec<&str> = ro.iter().chain(rw).copied().collect();
+        all.sort_unstable();
+        vec![("v".into(), hosts(&all), hosts(ro))]
+    }
+
+    #[test]
+    fn each_rule_of_the_module_docs() {
+        type Change = fn(&mut World);
+        let connected = vec![("v".to_string(), false)];
+        let cases: Vec<(&str, Change, Told)> = vec![
+            (
+                "an exported volume: the host is allowed and the workstation connects",
+                |_| {},
+                Told {
+                    exports: export(&[], &["w1"]),
+                    removals: vec![],
+                    w1: connected.clone(),
+                    w2: 0,
+                },
+            ),
+            (
+                "export not reported ready: no connection yet, the host already allowed",
+                |w| w.volume.status.as_mut().expect("status").export_ready = false,
+                Told {
+                    exports: export(&[], &["w1"]),
+                    removals: vec![],
+                    w1: vec![],
+                    w2: 0,
+                },
+            ),
+            (
+                "a detaching attachment: the connection goes at once, the host stays",
+                |w| w.attachment.meta_mut().deletion_timestamp = deleted(),
+                Told {
+                    exports: export(&[], &["w1"]),
+                    removals: vec![],
+                    w1: vec![],
+                    w2: 0,
+                },
+            ),
+            (
+                "a deleted volume: a removal that deletes the data, no connection",
+                |w| w.volume.meta_mut().deletion_timestamp = deleted(),
+                Told {
+                    exports: vec![],
+                    removals: vec![("v".into(), true)],
+                    w1: vec![],
+                    w2: 0,
+                },
+            ),
+            (
+                "a deleted volume of a Retain pool keeps its data",
+                |w| {
+                    w.volume.meta_mut().deletion_timestamp = deleted();
+                    w.pool.spec.as_mut().expect("spec").reclaim_policy =
+                        ReclaimPolicy::Retain as i32;
+                },
+                Told {
+                    exports: vec![],
+                    removals: vec![("v".into(), false)],
+                    w1: vec![],
+                    w2: 0,
+                },
+            ),
+            (
+                "a move from w2 not yet released: both hosts allowed, nobody connects",
+                |w| {
+                    w.attachment
+                        .status
+                        .as_mut()
+                        .expect("status")
+                        .moved_from_node = "w2".into()
+                },
+                Told {
+                    exports: export(&[], &["w1", "w2"]),
+                    removals: vec![],
+                    w1: vec![],
+                    w2: 0,
+                },
+            ),
+            (
+                "a released move: the old host goes, the new node still waits for the proof",
+                |w| {
+                    let st = w.attachment.status.as_mut().expect("status");
+                    st.moved_from_node = "w2".into();
+                    st.moved_from_released = true;
+                },
+                Told {
+                    exports: export(&[], &["w1"]),
+                    removals: vec![],
+                    w1: vec![],
+                    w2: 0,
+                },
+            ),
+            (
+                "a READ_ONLY attachment: a read-only host and a read-only connection",
+                |w| w.attachment.spec.as_mut().expect("spec").mode = AccessMode::ReadOnly as i32,
+                Told {
+                    exports: export(&["w1"], &[]),
+                    removals: vec![],
+                    w1: vec![("v".into(), true)],
+                    w2: 0,
+                },
+            ),
+        ];
+        for (name, change, want) in cases {
+            let mut w = world();
+            change(&mut w);
+            assert_eq!(told(&objects(w)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn connections_carry_the_default_port_and_transport() {
+        let o = objects(world());
+        let c = &desired_state(&o, "w1", &Defaults::default()).connections[0];
+        assert_eq!((c.address.as_str(), c.port), ("s.example", DEFAULT_PORT));
+        assert_eq!(c.transport, "tcp");
+        assert_eq!(c.subsystem_nqn, "nqn.vol:v");
+    }
+
+    #[test]
+    fn an_unknown_node_gets_an_empty_state_at_the_current_revision() {
+        let o = objects(world());
+        let ds = desired_state(&o, "nobody", &Defaults::default());
+        assert_eq!(ds.node, "nobody");
+        assert_eq!(ds.revision, o.revision);
+        assert!(ds.exports.is_empty() && ds.connections.is_empty() && ds.listeners.is_empty());
+    }
+
+    #[test]
+    fn same_content_ignores_only_the_revision() {
+        let o = objects(world());
+        let a = desired_state(&o, "s", &Defaults::default());
+        let mut b = a.clone();
+        b.revision += 1;
+        assert!(same_content(&a, &b));
+        b.exports[0].size_bytes += 1;
+        assert!(!same_content(&a, &b));
+    }
 }

@@ -27,7 +27,7 @@ use ferrofab_proto::v1::{
     VolumePhase, VolumeStatus,
 };
 
-use crate::api::admin::set_condition;
+use crate::conditions::set_condition;
 use crate::config::NodesConfig;
 use crate::error::ApiError;
 

@@ -16,6 +16,8 @@ pub const FINALIZER_EXPORT: &str = "ferrofab.io/export";
 /// Finalizer held by an attachment until its workstation reports it
 /// disconnected.
 pub const FINALIZER_DETACH: &str = "ferrofab.io/detach";
+/// NVMe/TCP's IANA port, used when an address has none.
+pub const DEFAULT_PORT: u32 = 4420;
 
 /// Store key of an object.
 pub fn key(kind: Kind, name: &str) -> String {
@@ -140,11 +142,7 @@ fn mode_name(raw: i32) -> String {
 /// `ADDR:PORT`, with `/TRANSPORT` only when it is not the default TCP; a
 /// port of 0 means NVMe/TCP's 4420 (as the planner treats it).
 fn address_string(a: &v1::DataAddress) -> String {
-    let port = if a.port == 0 {
-        crate::planner::DEFAULT_PORT
-    } else {
-        a.port
-    };
+    let port = if a.port == 0 { DEFAULT_PORT } else { a.port };
     let host = if a.address.contains(':') {
         format!("[{}]", a.address)
     } else {

@@ -18,12 +18,13 @@ use crate::api::{admin::Admin, agent::Agent, debug::Debug, Shared};
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::config::{ClockKind, Config};
-use crate::enroll::Signer;
+use crate::loops::{expiry, heartbeat};
 use crate::metrics::{self, Metrics};
+use crate::ops::enroll::Signer;
 use crate::placement::Allocator;
 use crate::planner::Defaults;
 use crate::store::SharedStore;
-use crate::{expiry, heartbeat, listener, store};
+use crate::{listener, store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -32,7 +33,7 @@ pub enum ServerError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
-    Signer(#[from] crate::enroll::SignerError),
+    Signer(#[from] crate::ops::enroll::SignerError),
     #[error("{0}")]
     Config(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -162,7 +163,7 @@ pub async fn run_until(
             .with_message_limit(cfg.max_message_bytes),
         desired_state_interval: Duration::from_millis(cfg.nodes.desired_state_interval_ms),
         stopping,
-        watches: crate::watch::WatchLimiter::new(cfg.server.max_watches_per_identity),
+        watches: crate::store::watch::WatchLimiter::new(cfg.server.max_watches_per_identity),
         reports: crate::report::ReportGate::new(&cfg.nodes),
         capacity_gate: Arc::default(),
         keys: Some(Arc::new(
@@ -211,6 +212,7 @@ pub async fn run_until(
         .enable_debug_service
         .then(|| DebugServiceServer::new(Debug { s: shared.clone() }));
     let router = Server::builder()
+        .layer(crate::api::timing::TimingLayer::new(shared.metrics.clone()))
         // A partitioned agent's watch stream would otherwise stay open until
         // TCP gives up (many minutes); PINGs end it within ~20 s so the
         // watch task and its metrics go away with the agent.

@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::store::watch::WatchStream;
 use crate::store::{
     Compare, Event, EventKind, KeyValue, Op, Revision, SharedStore, Store, StoreError, Txn,
     TxnFuture, TxnResult,
 };
-use crate::watch::WatchStream;
 
 /// Events the fork's cache may have queued. Every write of a step waits
 /// until the fork's cache has applied it (read-your-writes), so at most

@@ -294,7 +294,7 @@ fn check_meta_size(m: &ObjectMeta, limits: &ObjectLimits) -> Result<(), ApiError
     Ok(())
 }
 
-/// The admission check of every write to the store ([`crate::api::Shared::put`]):
+/// The admission check of every write to the store (`ops::Shared::put`):
 /// metadata is validated whenever it differs from the stored object's, and
 /// the encoded object must fit in `max_object_bytes`.
 ///
@@ -484,7 +484,7 @@ fn address_key(a: &DataAddress) -> (String, u32, String) {
         Err(_) => a.address.to_ascii_lowercase(),
     };
     let port = if a.port == 0 {
-        crate::planner::DEFAULT_PORT
+        crate::resource::DEFAULT_PORT
     } else {
         a.port
     };

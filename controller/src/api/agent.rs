@@ -10,56 +10,28 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, instrument, warn};
 
-use super::admin::set_condition;
 use super::{identity, Shared};
-use crate::access;
+use crate::action::Action;
 use crate::authz;
-use crate::enroll;
 use crate::error::ApiError;
 use crate::identity::Identity;
+use crate::ops::{self, enroll};
 use crate::planner;
-use crate::report;
 use crate::resource::{validate_name, validate_nqn, Resource};
 
 pub struct Agent {
     pub s: Arc<Shared>,
 }
 
-fn require_node(id: &Identity, node: &str, action: &str) -> Result<(), ApiError> {
+fn require_node(id: &Identity, node: &str, action: Action) -> Result<(), ApiError> {
     match id {
         Identity::Node(n) if n == node => Ok(()),
-        Identity::Admin if action == "WatchDesiredState" => Ok(()),
+        Identity::Admin if action == Action::WatchDesiredState => Ok(()),
         _ => Err(authz::deny(
             id,
             &format!("{action} for node {node:?}"),
             "a node may only watch its own desired state and report its own status",
         )),
-    }
-}
-
-fn cond(
-    kind: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    now: prost_types::Timestamp,
-) -> Condition {
-    Condition {
-        r#type: kind.into(),
-        status: if ok {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        } as i32,
-        reason: reason.into(),
-        message,
-        last_transition_time: Some(now),
-        severity: if ok {
-            Severity::Info
-        } else {
-            Severity::Warning
-        } as i32,
-        observed_generation: 0,
     }
 }
 
@@ -168,7 +140,7 @@ impl Agent {
         let Identity::Node(node) = id else {
             return Err(authz::deny(
                 id,
-                "Renew",
+                Action::Renew.as_str(),
                 "only node certificates are renewed through the API; use `ferrofab pki issue` for others",
             ));
         };
@@ -181,7 +153,7 @@ impl Agent {
         if !s.cache.read().nodes.contains_key(node) {
             return Err(authz::deny(
                 id,
-                "Renew",
+                Action::Renew.as_str(),
                 "the node no longer exists; enroll it again with a bootstrap token",
             ));
         }
@@ -240,400 +212,6 @@ impl Agent {
         )
         .await
     }
-
-    async fn report_inner(
-        &self,
-        id: &Identity,
-        r: ReportStatusRequest,
-    ) -> Result<ReportStatusResponse, ApiError> {
-        require_node(id, &r.node, "ReportStatus")?;
-        let s = &self.s;
-        report::check_bounds(&r, s.reports.max_entries)
-            .inspect_err(|_| s.metrics.refused("report_size"))?;
-        crate::keys::note_report(s, &r.node, &r.exports);
-        let now = s.clock.now_ts();
-        let status = r.node_status.clone().unwrap_or_default();
-        let agent_conditions = self.sanitized(&status.conditions, report::NODE_CONDITIONS, now);
-        if status.agent_version.len() > report::MAX_AGENT_VERSION_BYTES {
-            s.metrics.report_fields_truncated.inc();
-        }
-        let mut written = false;
-        s.modify::<Node>(&r.node, |n, _| {
-            let generation = n.metadata.as_ref().map_or(0, |m| m.generation);
-            let next = report::next_node_status(
-                n.status.as_ref(),
-                &status,
-                agent_conditions.clone(),
-                generation,
-                now,
-                s.reports.persist_every_s,
-            );
-            n.status = Some(next.status);
-            written = next.write;
-            next.write
-        })
-        .await?
-        .ok_or_else(|| ApiError::not_found("node", &r.node))?;
-        if !written {
-            s.metrics.reports_unpersisted.inc();
-        }
-        self.apply_exports(&r.node, &r.exports, now).await?;
-        self.fence_moves(&r.node, &r.exports, r.desired_revision)
-            .await?;
-        self.release_moves(&r.node, &r.connections, r.desired_revision, now)
-            .await?;
-        self.apply_connections(&r.node, &r.connections, now).await?;
-        Ok(ReportStatusResponse {
-            revision: s.cache.revision(),
-        })
-    }
-
-    /// The reported conditions of known types, bounded; what was dropped
-    /// or cut is counted.
-    ///
-    /// Transition times are `now` (kept from the stored condition when its
-    /// status did not change, by `set_condition` or `next_node_status`).
-    fn sanitized(
-        &self,
-        given: &[Condition],
-        known: &[&str],
-        now: prost_types::Timestamp,
-    ) -> Vec<Condition> {
-        let mut out = report::sanitize(given, known);
-        for c in &mut out.conditions {
-            c.last_transition_time = Some(now);
-        }
-        if out.dropped > 0 {
-            self.s.metrics.report_conditions_dropped.inc_by(out.dropped);
-            debug!(
-                dropped = out.dropped,
-                "unknown condition types dropped from a report"
-            );
-        }
-        self.s.metrics.report_fields_truncated.inc_by(out.truncated);
-        out.conditions
-    }
-
-    /// Export readiness, the generation it was confirmed for and the
-    /// agent's conditions into volume status; removal of deleted volumes
-    /// whose export is gone; workstations become eligible to connect.
-    async fn apply_exports(
-        &self,
-        node: &str,
-        reports: &[ExportStatus],
-        now: prost_types::Timestamp,
-    ) -> Result<(), ApiError> {
-        let s = &self.s;
-        let by_volume: HashMap<&str, &ExportStatus> =
-            reports.iter().map(|e| (e.volume.as_str(), e)).collect();
-        let mine: Vec<(String, bool)> = {
-            let objs = s.cache.read();
-            objs.volumes_on(node)
-                .map(|v| {
-                    let deleting = v
-                        .metadata
-                        .as_ref()
-                        .is_some_and(|m| m.deletion_timestamp.is_some());
-                    (v.name().to_string(), deleting)
-                })
-                .collect()
-        };
-        for (name, deleting) in mine {
-            let rep = by_volume.get(name.as_str());
-            if deleting {
-                if rep.is_none() {
-                    let rv = s
-                        .get::<Volume>(&name)?
-                        .metadata
-                        .map_or(0, |m| m.resource_version);
-                    s.remove::<Volume>(&name, rv).await?;
-                    info!(volume = %name, %node, "export removed; volume deleted");
-                }
-                continue;
-            }
-            let rep = rep.map(|e| {
-                let conds = self.sanitized(&e.conditions, report::EXPORT_CONDITIONS, now);
-                report::ExportReport::new(e, conds)
-            });
-            self.set_export_status(&name, node, rep.as_ref(), now)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Writes the volume status a report implies, when it differs from the
-    /// stored one (see [`report::next_volume_status`]).
-    async fn set_export_status(
-        &self,
-        name: &str,
-        node: &str,
-        rep: Option<&report::ExportReport>,
-        now: prost_types::Timestamp,
-    ) -> Result<(), ApiError> {
-        let s = &self.s;
-        let mut became_ready = false;
-        s.modify::<Volume>(name, |v, _| {
-            became_ready = false;
-            let generation = v.metadata.as_ref().map_or(0, |m| m.generation);
-            let cur = v.status.clone().unwrap_or_default();
-            let Some(next) = report::next_volume_status(&cur, generation, node, rep, now) else {
-                return false;
-            };
-            became_ready = next.export_ready && !cur.export_ready;
-            if next.observed_generation != cur.observed_generation {
-                debug!(volume = %name, generation = next.observed_generation, "spec change observed");
-            }
-            v.status = Some(next);
-            true
-        })
-        .await?;
-        if became_ready {
-            let pending: Vec<String> = {
-                let objs = s.cache.read();
-                objs.attachments_of(name)
-                    .filter(|a| {
-                        a.status
-                            .as_ref()
-                            .is_none_or(|st| st.phase == AttachmentPhase::Pending as i32)
-                    })
-                    .map(|a| a.name().to_string())
-                    .collect()
-            };
-            for a in pending {
-                s.modify::<Attachment>(&a, |att, _| {
-                    let st = att.status.get_or_insert_with(Default::default);
-                    st.phase = AttachmentPhase::Connecting as i32;
-                    true
-                })
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Completes the fence of moved attachments whose volume this storage
-    /// node serves, once its report proves the previous holder's host
-    /// revoked and disconnected (see [`crate::access::fence_done`]).
-    async fn fence_moves(
-        &self,
-        node: &str,
-        reports: &[ExportStatus],
-        desired_revision: u64,
-    ) -> Result<(), ApiError> {
-        let s = &self.s;
-        let done: Vec<(String, String)> = {
-            let objs = s.cache.read();
-            // Only the storage node serving a volume speaks for its export.
-            let serves = |e: &&ExportStatus| {
-                objs.volumes
-                    .get(&e.volume)
-                    .and_then(|v| v.status.as_ref())
-                    .is_some_and(|st| st.node == node)
-            };
-            reports
-                .iter()
-                .filter(serves)
-                .flat_map(|e| objs.attachments_of(&e.volume).map(move |a| (e, a)))
-                .filter_map(|(e, a)| {
-                    let st = a.status.as_ref()?;
-                    if st.moved_from_node.is_empty() || !st.moved_from_released {
-                        return None;
-                    }
-                    let old = access::host_of(&objs, &st.moved_from_node);
-                    access::fence_done(
-                        desired_revision,
-                        st.fence_revision,
-                        old,
-                        &e.allowed_hosts,
-                        &e.connected_hosts,
-                    )
-                    .then(|| (a.name().to_string(), st.moved_from_node.clone()))
-                })
-                .collect()
-        };
-        for (name, from) in done {
-            s.modify::<Attachment>(&name, |att, _| {
-                let Some(st) = att.status.as_mut() else {
-                    return false;
-                };
-                if st.moved_from_node != from || !st.moved_from_released {
-                    return false;
-                }
-                st.moved_from_node.clear();
-                st.moved_from_released = false;
-                st.fence_revision = 0;
-                st.move_revision = 0;
-                true
-            })
-            .await?;
-            info!(attachment = %name, %from, "move fenced: previous host revoked and disconnected");
-        }
-        Ok(())
-    }
-
-    /// Releases the previous holder's host of attachments moved away from
-    /// workstation `node` once it no longer lists them, in a report made
-    /// against a desired state at least as new as the move. "Listed but not
-    /// connected" is not enough: a reconnecting workstation reports that
-    /// while a filesystem is still mounted on the device.
-    async fn release_moves(
-        &self,
-        node: &str,
-        reports: &[ConnectionStatus],
-        desired_revision: u64,
-        now: prost_types::Timestamp,
-    ) -> Result<(), ApiError> {
-        let s = &self.s;
-        let gone: Vec<String> = {
-            let objs = s.cache.read();
-            objs.attachments_moving_from(node)
-                .filter(|a| {
-                    a.status.as_ref().is_some_and(|st| {
-                        !st.moved_from_released
-                            && st.move_revision != 0
-                            && desired_revision >= st.move_revision
-                    })
-                })
-                .filter(|a| !reports.iter().any(|c| c.attachment == a.name()))
-                .map(|a| a.name().to_string())
-                .collect()
-        };
-        for name in gone {
-            let released = s.modify::<Attachment>(&name, |att, _| {
-                let Some(st) = att.status.as_mut() else {
-                    return false;
-                };
-                if st.moved_from_node != node || st.moved_from_released {
-                    return false;
-                }
-                st.moved_from_released = true;
-                let msg = format!("moving from {node}: disconnected there; revoking its host on the storage node");
-                set_condition(
-                    &mut st.conditions,
-                    cond("Connected", false, "Moving", msg, now),
-                );
-                true
-            })
-            .await?;
-            if let Some(a) = released {
-                let rv = a.metadata.as_ref().map_or(0, |m| m.resource_version);
-                access::stamp_fence(s, &name, rv).await?;
-            }
-            info!(attachment = %name, %node, "moved attachment disconnected from its previous node");
-        }
-        Ok(())
-    }
-
-    /// Connection state into attachment status; removal of detaching
-    /// attachments once the workstation no longer reports them connected
-    /// (which is what finally revokes the host on the export).
-    async fn apply_connections(
-        &self,
-        node: &str,
-        reports: &[ConnectionStatus],
-        now: prost_types::Timestamp,
-    ) -> Result<(), ApiError> {
-        let s = &self.s;
-        let by_att: HashMap<&str, &ConnectionStatus> =
-            reports.iter().map(|c| (c.attachment.as_str(), c)).collect();
-        let mine: Vec<Attachment> = {
-            let objs = s.cache.read();
-            objs.attachments_for(node).cloned().collect()
-        };
-        for a in mine {
-            let name = a.name().to_string();
-            let rep = by_att.get(name.as_str());
-            let connected = rep.is_some_and(|c| c.connected);
-            let deleting = a
-                .metadata
-                .as_ref()
-                .is_some_and(|m| m.deletion_timestamp.is_some());
-            // A move's previous holder may still be connected: the object
-            // (and with it that host) goes only once it was released.
-            let fenced = a
-                .status
-                .as_ref()
-                .is_some_and(|st| !st.moved_from_node.is_empty() && !st.moved_from_released);
-            if deleting {
-                if !connected && !fenced {
-                    let rv = a.metadata.as_ref().map_or(0, |m| m.resource_version);
-                    match s.remove::<Attachment>(&name, rv).await {
-                        Ok(()) | Err(ApiError::NotFound { .. }) => {}
-                        Err(ApiError::Conflict { .. }) => {
-                            warn!(attachment = %name, "changed while detaching; retried on next report")
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                continue;
-            }
-            let phase = a.status.as_ref().map_or(0, |s| s.phase);
-            let want = if connected {
-                AttachmentPhase::Attached as i32
-            } else if phase == AttachmentPhase::Attached as i32 {
-                AttachmentPhase::Connecting as i32
-            } else {
-                phase
-            };
-            let device = rep.map(|c| c.device_path.clone()).unwrap_or_default();
-            let cur_device = a
-                .status
-                .as_ref()
-                .map(|s| s.device_path.clone())
-                .unwrap_or_default();
-            // The exposed size follows the workstation's report (0 while
-            // not connected: nothing is exposed then).
-            let size = rep.filter(|_| connected).map_or(0, |c| c.size_bytes);
-            let cur_size = a.status.as_ref().map_or(0, |s| s.size_bytes);
-            // Attachment specs are immutable today, so this only matters
-            // if that changes: a connection reported for the attachment is
-            // the attachment's current generation carried out.
-            let generation = a.metadata.as_ref().map_or(0, |m| m.generation);
-            let behind = connected
-                && a.status
-                    .as_ref()
-                    .is_none_or(|s| s.observed_generation < generation);
-            if want != phase || device != cur_device || size != cur_size || behind {
-                let extra = rep
-                    .map(|c| self.sanitized(&c.conditions, report::CONNECTION_CONDITIONS, now))
-                    .unwrap_or_default();
-                s.modify::<Attachment>(&name, |att, _| {
-                    let st = att.status.get_or_insert_with(Default::default);
-                    st.phase = want;
-                    st.device_path = device.clone();
-                    st.size_bytes = size;
-                    if connected {
-                        st.observed_generation = st.observed_generation.max(generation);
-                    }
-                    let msg = if connected {
-                        format!("connected on {node} as {device}")
-                    } else {
-                        format!("{node} reports no connection")
-                    };
-                    set_condition(
-                        &mut st.conditions,
-                        cond(
-                            "Connected",
-                            connected,
-                            if connected {
-                                "HostConnected"
-                            } else {
-                                "HostNotConnected"
-                            },
-                            msg,
-                            now,
-                        ),
-                    );
-                    for c in &extra {
-                        set_condition(&mut st.conditions, c.clone());
-                    }
-                    true
-                })
-                .await?;
-            }
-        }
-        Ok(())
-    }
 }
 
 type DesiredStream = ReceiverStream<Result<DesiredState, Status>>;
@@ -643,7 +221,7 @@ impl Agent {
     /// still alive (its liveness is recorded), but its report is refused
     /// with the delay after which the next one will pass.
     fn admit_report(&self, id: &Identity, node: &str) -> Result<(), Status> {
-        require_node(id, node, "ReportStatus")?;
+        require_node(id, node, Action::ReportStatus)?;
         let s = &self.s;
         s.reports.heard(node, s.clock.now());
         s.reports
@@ -663,7 +241,6 @@ impl AgentService for Agent {
         &self,
         req: Request<EnrollRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
-        let _t = self.s.metrics.api_timer("Enroll");
         Ok(Response::new(self.enroll_inner(req.into_inner()).await?))
     }
 
@@ -676,7 +253,7 @@ impl AgentService for Agent {
     ) -> Result<Response<DesiredStream>, Status> {
         let id = identity(&req)?;
         let node = req.into_inner().node;
-        require_node(&id, &node, "WatchDesiredState")?;
+        require_node(&id, &node, Action::WatchDesiredState)?;
         let s = self.s.clone();
         // Counted with the identity's watches: each stream recomputes the
         // node's desired state on every change, so one certificate must not
@@ -749,7 +326,6 @@ impl AgentService for Agent {
 
     #[instrument(skip_all)]
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewResponse>, Status> {
-        let _t = self.s.metrics.api_timer("Renew");
         let id = identity(&req)?;
         Ok(Response::new(
             self.renew_inner(&id, req.into_inner()).await?,
@@ -761,11 +337,13 @@ impl AgentService for Agent {
         &self,
         req: Request<ReportStatusRequest>,
     ) -> Result<Response<ReportStatusResponse>, Status> {
-        let _t = self.s.metrics.api_timer("ReportStatus");
         let id = identity(&req)?;
         self.admit_report(&id, &req.get_ref().node)?;
-        Ok(Response::new(
-            self.report_inner(&id, req.into_inner()).await?,
-        ))
+        let r = req.into_inner();
+        let (node, held) = (r.node.clone(), crate::keys::held(&r.exports));
+        let resp = ops::status::report(&self.s, r).await?;
+        // Only once the report passed its bounds and was applied.
+        crate::keys::note_held(&self.s, &node, held);
+        Ok(Response::new(resp))
     }
 }

@@ -9,8 +9,9 @@ use ferrofab_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use super::{identity, Shared};
+use crate::action::Action;
 use crate::authz;
-use crate::expiry;
+use crate::loops::expiry;
 
 pub struct Debug {
     pub s: Arc<Shared>,
@@ -23,7 +24,7 @@ impl DebugService for Debug {
         req: Request<AdvanceClockRequest>,
     ) -> Result<Response<AdvanceClockResponse>, Status> {
         let id = identity(&req)?;
-        authz::admin_only(&id, "AdvanceClock")?;
+        authz::admin_only(&id, Action::AdvanceClock)?;
         let secs = i64::try_from(req.get_ref().seconds)
             .map_err(|_| Status::invalid_argument("seconds is too large"))?;
         if !self.s.clock.advance(secs) {

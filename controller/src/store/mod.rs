@@ -5,12 +5,13 @@
 
 pub mod etcd;
 pub mod redb;
+pub mod watch;
 
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::watch::WatchStream;
+use self::watch::WatchStream;
 
 /// A store-wide, strictly increasing commit counter; every committed write
 /// gets the next one. Revision 0 means "before anything was written".

@@ -13,10 +13,10 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info};
 
+use super::watch::{Hub, WatchStream};
 use super::{
     Compare, Event, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn, TxnFuture, TxnResult,
 };
-use crate::watch::{Hub, WatchStream};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

@@ -16,7 +16,7 @@ use ferrofab_pki::{Ca, CaPin, Identity, PkiDir, Token, TokenError, TokenRecord, 
 use ferrofab_proto::v1::CreateBootstrapTokenResponse;
 use tracing::info;
 
-use crate::api::Shared;
+use super::Shared;
 use crate::error::ApiError;
 use crate::store::{Revision, Txn, TxnResult};
 

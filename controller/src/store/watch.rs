@@ -83,8 +83,8 @@ impl Hub {
     }
 
     /// A hub whose `history` (oldest first) holds every event above
-    /// `complete_after`, for stores whose revisions are not dense (see
-    /// [`crate::store::etcd`]). Trimmed to `capacity` by whole revisions.
+    /// `complete_after`, for stores whose revisions are not dense (see the
+    /// etcd backend). Trimmed to `capacity` by whole revisions.
     pub fn sparse(
         history: Vec<Event>,
         revision: Revision,

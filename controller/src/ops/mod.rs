@@ -1,0 +1,247 @@
+//! The operations layer: every write of the controller, one module per
+//! kind, over [`Shared`] (the store, the cache and what the writes need).
+//! The gRPC adapters (`api`), Apply (`apply`) and the
+//! background loops (`loops`) all call these functions, so a
+//! check made here (validation, authorization, quotas, immutability) holds
+//! whichever way a write arrives. Operations take typed inputs and return
+//! [`ApiError`]; only the adapters turn it into a wire status.
+//!
+//! Writes go straight to the store as compare-and-swap transactions; reads
+//! come from the cache after it has caught up with the caller's last write.
+
+pub mod any;
+pub mod attachment;
+mod common;
+pub mod enroll;
+pub mod node;
+pub mod pool;
+pub mod status;
+pub mod tenant;
+pub mod volume;
+
+pub use common::{get_checked, list_checked, page, Delete};
+
+use std::sync::Arc;
+
+use ferrofab_proto::v1::ObjectMeta;
+
+use self::enroll::Signer;
+use crate::cache::{Cache, Objects, Stored};
+use crate::clock::Clock;
+use crate::config::ExpiryConfig;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::placement::Allocator;
+use crate::planner::Defaults;
+use crate::resource::{key, kind_name, validate_labels, validate_name, Resource};
+use crate::store::{Revision, SharedStore, Txn, TxnResult};
+
+/// Everything the services share.
+pub struct Shared {
+    pub store: SharedStore,
+    /// `[store] backend`, reported by GetServerInfo.
+    pub store_backend: crate::store::Backend,
+    pub cache: Arc<Cache>,
+    pub allocator: Arc<Allocator>,
+    pub clock: Clock,
+    pub signer: Option<Signer>,
+    pub metrics: Arc<Metrics>,
+    pub defaults: Defaults,
+    pub expiry: ExpiryConfig,
+    /// What one object may hold (labels, annotations, encoded size).
+    pub limits: crate::validate::ObjectLimits,
+    /// Least time between two desired-state snapshots to one agent.
+    pub desired_state_interval: std::time::Duration,
+    /// Turns true when the server begins to shut down. Desired-state
+    /// streams never end by themselves, and a graceful shutdown waits for
+    /// every open call: the streams watch this and end, so SIGTERM does not
+    /// hang until the last agent hangs up.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Open watch streams per identity (`server.max_watches_per_identity`).
+    pub watches: Arc<crate::store::watch::WatchLimiter>,
+    /// ReportStatus rate limits, bounds and in-memory node liveness.
+    pub reports: crate::report::ReportGate,
+    /// Orders Apply against every typed write. Typed creates, updates
+    /// and deletes (and Enroll's node write) hold it shared, so they stay
+    /// concurrent with each other (the [`Allocator`]'s reservations keep
+    /// them from over-committing). Apply holds it exclusively from its
+    /// rehearsal to its commit: the rehearsal checks quotas, capacity and
+    /// references against a private copy of the store, and its final
+    /// transaction guards only the keys it writes, so a typed write landing
+    /// in between (a create taking the same quota, a delete of a pool the
+    /// layout places on) could otherwise invalidate what was checked.
+    /// Holders never take it twice: tokio's lock is fair, so a nested read
+    /// behind a queued writer would deadlock.
+    pub capacity_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Data-path authentication keys (`crate::keys`); `None` in forks.
+    pub keys: Option<Arc<crate::keys::Keys>>,
+}
+
+impl Shared {
+    /// Commits and waits until the cache reflects the write.
+    pub async fn commit(&self, txn: Txn) -> Result<TxnResult, ApiError> {
+        let r = self
+            .store
+            .txn(txn)
+            .await
+            .map_err(|_| ApiError::Internal("store writer stopped".into()))??;
+        if let TxnResult::Committed { revision } = r {
+            self.cache.wait_for(revision).await;
+        }
+        Ok(r)
+    }
+
+    /// Reads one object from the cache.
+    pub fn get<R: Stored>(&self, name: &str) -> Result<R, ApiError> {
+        R::map(&self.cache.read())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(kind_name(R::KIND), name))
+    }
+
+    /// Writes `obj` if the stored object is still at `expected` (0: absent).
+    /// Returns the object as stored, with its new resource_version.
+    pub async fn put<R: Stored>(&self, mut obj: R, expected: Revision) -> Result<R, ApiError> {
+        let name = obj.name().to_string();
+        self.admit(&obj)?;
+        let k = key(R::KIND, &name);
+        obj.meta_mut().resource_version = 0;
+        let txn = Txn::new()
+            .when(k.clone(), expected)
+            .put(k, obj.encode_to_vec());
+        match self.commit(txn).await? {
+            TxnResult::Committed { revision } => {
+                obj.meta_mut().resource_version = revision;
+                Ok(obj)
+            }
+            TxnResult::CompareFailed { actual: 0, .. } => {
+                Err(ApiError::not_found(kind_name(R::KIND), &name))
+            }
+            TxnResult::CompareFailed { actual, .. } if expected == 0 => {
+                let _ = actual;
+                Err(ApiError::AlreadyExists {
+                    kind: kind_name(R::KIND),
+                    name,
+                })
+            }
+            TxnResult::CompareFailed { actual, .. } => Err(ApiError::Conflict {
+                kind: kind_name(R::KIND),
+                name,
+                current: actual,
+                given: expected,
+            }),
+        }
+    }
+
+    /// Every write passes here, whichever API made it, so that no path can
+    /// store an object other paths could not list (see [`crate::validate`]).
+    fn admit<R: Stored>(&self, obj: &R) -> Result<(), ApiError> {
+        let objs = self.cache.read();
+        let old = R::map(&objs).get(obj.name());
+        crate::validate::admit(obj, old, &self.limits).inspect_err(|e| {
+            self.metrics.refused("object_limits");
+            tracing::info!(kind = kind_name(R::KIND), name = %obj.name(), error = %e, "write refused");
+        })
+    }
+
+    /// Removes an object if it is still at `expected`.
+    pub async fn remove<R: Stored>(&self, name: &str, expected: Revision) -> Result<(), ApiError> {
+        let k = key(R::KIND, name);
+        match self
+            .commit(Txn::new().when(k.clone(), expected).delete(k))
+            .await?
+        {
+            TxnResult::Committed { .. } => Ok(()),
+            TxnResult::CompareFailed { actual: 0, .. } => {
+                Err(ApiError::not_found(kind_name(R::KIND), name))
+            }
+            TxnResult::CompareFailed { actual, .. } => Err(ApiError::Conflict {
+                kind: kind_name(R::KIND),
+                name: name.to_string(),
+                current: actual,
+                given: expected,
+            }),
+        }
+    }
+
+    /// Re-reads and rewrites an object until the CAS succeeds (status
+    /// updates from the controller itself, which must not be lost to a
+    /// concurrent spec update). `f` returns false to skip the write.
+    pub async fn modify<R: Stored>(
+        &self,
+        name: &str,
+        mut f: impl FnMut(&mut R, &Objects) -> bool,
+    ) -> Result<Option<R>, ApiError> {
+        for _ in 0..16 {
+            let (mut obj, rv) = {
+                let objs = self.cache.read();
+                let Some(cur) = R::map(&objs).get(name) else {
+                    return Ok(None);
+                };
+                let mut obj = cur.clone();
+                let rv = obj.meta().map_or(0, |m| m.resource_version);
+                if !f(&mut obj, &objs) {
+                    return Ok(Some(obj));
+                }
+                (obj, rv)
+            };
+            obj.meta_mut().resource_version = rv;
+            match self.put(obj, rv).await {
+                Ok(o) => return Ok(Some(o)),
+                Err(ApiError::Conflict { .. }) => continue,
+                Err(ApiError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::Internal(format!(
+            "{} {name:?} kept changing; status update gave up",
+            kind_name(R::KIND)
+        )))
+    }
+}
+
+/// Fills in what the controller owns on a new object and validates what
+/// the client owns.
+pub fn new_meta(
+    meta: Option<&ObjectMeta>,
+    now: prost_types::Timestamp,
+) -> Result<ObjectMeta, ApiError> {
+    let given = meta.cloned().unwrap_or_default();
+    validate_name("metadata.name", &given.name)?;
+    validate_labels("metadata.labels", &given.labels)?;
+    Ok(ObjectMeta {
+        name: given.name,
+        uid: uuid::Uuid::new_v4().to_string(),
+        generation: 1,
+        resource_version: 0,
+        labels: given.labels,
+        annotations: given.annotations,
+        finalizers: Vec::new(),
+        creation_timestamp: Some(now),
+        deletion_timestamp: None,
+    })
+}
+
+/// Merges an update into the current object: the client's labels,
+/// annotations and spec; everything else stays. Bumps the generation when
+/// the spec changed. Returns the merged object and the revision to CAS on.
+pub fn merge_update<R: Resource>(current: &R, mut incoming: R) -> Result<(R, Revision), ApiError> {
+    let given = incoming.meta().cloned().unwrap_or_default();
+    validate_labels("metadata.labels", &given.labels)?;
+    let cur_meta = current.meta().cloned().unwrap_or_default();
+    let expected = if given.resource_version == 0 {
+        cur_meta.resource_version
+    } else {
+        given.resource_version
+    };
+    let spec_changed = current.spec_fields() != incoming.spec_fields();
+    incoming.keep_status(current);
+    let m = incoming.meta_mut();
+    *m = ObjectMeta {
+        labels: given.labels,
+        annotations: given.annotations,
+        generation: cur_meta.generation + u64::from(spec_changed),
+        ..cur_meta
+    };
+    Ok((incoming, expected))
+}
