@@ -167,7 +167,7 @@ pub async fn run_until(
         reports: crate::report::ReportGate::new(&cfg.nodes),
         capacity_gate: Arc::default(),
         keys: Some(Arc::new(
-            crate::keys::Keys::open(&cfg.pki.dir, cfg.auth.require)
+            crate::keyring::Keys::open(&cfg.pki.dir, cfg.auth.require)
                 .map_err(|e| ServerError::Config(e.to_string()))?,
         )),
     });
