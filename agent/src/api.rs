@@ -13,11 +13,11 @@ use ferrofab_proto::v1::{
 use serde_json::json;
 use tonic::Code;
 
-use crate::agent::Shared;
 use crate::client::ControllerClient;
 use crate::error::AgentError;
 use crate::local_api::{clamp_timeout, deadline_after, ApiError, ErrorCode, Handler, Request};
-use crate::reconcile::workstation::LocalAttachment;
+use crate::shared::Shared;
+use crate::status::LocalAttachment;
 
 const POLL: Duration = Duration::from_millis(200);
 
@@ -399,7 +399,7 @@ mod tests {
         cfg.expose_dir = dir.join("volumes");
         cfg.roles = roles;
         let client = ControllerClient::new(&cfg).unwrap();
-        let shared = Arc::new(crate::agent::Shared::new_for_tests(cfg));
+        let shared = Arc::new(crate::shared::Shared::new_for_tests(cfg));
         AgentApi::new(shared, client)
     }
 

@@ -69,7 +69,7 @@ pub async fn enroll(a: &EnrollArgs) -> Result<Enrolled, AgentError> {
         message: format!("{e}"),
     })?;
     let ca_pem = controller_ca(a, &token, cfg.tls.server_name.as_deref()).await?;
-    let host_nqn = crate::reconcile::workstation::host_identity(&cfg.state_dir)?.hostnqn;
+    let host_nqn = crate::driver::initiator::host_identity(&cfg.state_dir)?.hostnqn;
     let requested = requested_node(a, &cfg);
     let identity = Identity::node(requested.as_deref().unwrap_or(UNNAMED_CSR_NODE))?;
     let kc = ferrofab_pki::generate_key_and_csr(&identity)?;

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use ferrofab_proto::v1::Connection;
 use tracing::warn;
 
-use crate::reconcile::workstation::LocalAttachment;
+use crate::status::LocalAttachment;
 
 /// One exposed volume's expiry at one time.
 #[derive(Debug, Clone, PartialEq, Eq)]

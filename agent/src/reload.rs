@@ -11,9 +11,12 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::agent::{LogReload, Shared};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
+use crate::shared::Shared;
+
+/// Sets the process's log filter (the binary passes a tracing reload handle).
+pub type LogReload = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// Starts watching `path`; returns the task that applies changes.
 pub(crate) fn watch(

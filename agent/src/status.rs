@@ -11,8 +11,31 @@ use ferrofab_proto::v1::{Condition, NodeStatus, ReportStatusRequest};
 use serde::Serialize;
 
 use crate::config::AgentConfig;
-use crate::reconcile::condition;
-use crate::reconcile::workstation::LocalAttachment;
+use crate::problem::condition;
+
+/// What the local API shows about one attachment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LocalAttachment {
+    pub attachment: String,
+    pub volume: String,
+    pub subsystem_nqn: String,
+    pub path: String,
+    pub read_only: bool,
+    /// `read-write`, `read-only` or `read-write-many` (filled in by the
+    /// local API from the desired state; empty when unknown).
+    pub access_mode: String,
+    pub state: String,
+    pub size_bytes: u64,
+    /// The burst volume's expiry, RFC 3339 (absent: it never expires).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// The same, relative to now ("in 13h", "2h ago").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+    /// Within the agent's `expiry_warning` window.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub expiry_warning: bool,
+}
 
 /// The agent's version, reported in `NodeStatus.agent_version`.
 pub const AGENT_VERSION: &str = concat!("ferrofab-agent ", env!("CARGO_PKG_VERSION"));

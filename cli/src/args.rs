@@ -626,7 +626,7 @@ fn parse_identity(s: &str) -> Result<ferrofab_pki::Identity, String> {
 /// Validates a size but keeps the user's spelling, so diffs and stored
 /// specs read the way they were written.
 fn parse_size_arg(s: &str) -> Result<String, String> {
-    ferrofab_nvmeof_wire::units::parse_size(s)
+    ferrofab_types::size::parse_size(s)
         .map(|_| s.trim().to_owned())
         .map_err(|e| e.to_string())
 }

@@ -41,8 +41,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use ferrofab_nvmeof_wire::units::parse_size;
 use ferrofab_proto::v1;
+use ferrofab_types::size::parse_size;
 use serde::Deserialize;
 
 /// A layout file problem, phrased for the person who wrote it.

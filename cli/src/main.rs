@@ -12,6 +12,7 @@ mod config;
 mod dev;
 mod layout;
 mod output;
+mod render;
 mod resource;
 mod wide;
 mod yaml;

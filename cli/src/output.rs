@@ -1,12 +1,12 @@
 //! Rendering: aligned tables, JSON, YAML, and the small formatting helpers
-//! (sizes, timestamps, enum names) the views share.
+//! (sizes, timestamps, enum names) the views share. A leaf: objects are
+//! rendered by the `render` module, which builds on this and on the kinds.
 
 use std::io::Write;
 
 use serde_json::Value;
 
 use crate::args::Format;
-use crate::resource::{document, Resource};
 use crate::yaml;
 
 /// `VOLUME_PHASE_READY` with prefix `VOLUME_PHASE_` → `ready`;
@@ -119,32 +119,6 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Renders a list of objects in `format`.
-pub(crate) fn render_list<R: Resource>(items: &[R], format: Format) -> String {
-    match format {
-        Format::Table => {
-            let rows: Vec<Vec<String>> = items.iter().map(R::row).collect();
-            table(R::columns(), &rows)
-        }
-        Format::Wide => {
-            let rows: Vec<Vec<String>> = items.iter().map(crate::wide::row).collect();
-            table(&crate::wide::columns::<R>(), &rows)
-        }
-        Format::Name => items.iter().map(crate::wide::kind_name).collect(),
-        Format::Json => pretty_json(&Value::Array(items.iter().map(document).collect())),
-        Format::Yaml => yaml::to_string(&Value::Array(items.iter().map(document).collect())),
-    }
-}
-
-/// Renders one object in `format`.
-pub(crate) fn render_one<R: Resource>(obj: &R, format: Format) -> String {
-    match format {
-        Format::Table => table(R::columns(), &[obj.row()]),
-        Format::Wide | Format::Name => render_list(std::slice::from_ref(obj), format),
-        other => render_value(&document(obj), other),
-    }
-}
-
 /// Renders an arbitrary value as JSON or YAML (tables fall back to YAML,
 /// which reads fine for small documents).
 pub fn render_value(v: &Value, format: Format) -> String {
@@ -172,7 +146,6 @@ pub fn print(s: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrofab_proto::v1;
 
     #[test]
     fn enum_words() {
@@ -214,21 +187,6 @@ mod tests {
         assert_eq!(t, "NAME         SIZE\na            1GiB\nlonger-name  -\n");
     }
 
-    fn vol(name: &str) -> v1::Volume {
-        v1::Volume {
-            metadata: Some(v1::ObjectMeta {
-                name: name.into(),
-                ..Default::default()
-            }),
-            spec: Some(v1::VolumeSpec {
-                tenant: "neuro".into(),
-                size: "4TiB".into(),
-                ..Default::default()
-            }),
-            status: None,
-        }
-    }
-
     #[test]
     fn relative_times() {
         assert_eq!(relative(13 * 86_400 - 5), "in 13d");
@@ -265,23 +223,5 @@ mod tests {
             expires_cell(Some(&at), Some(&gone), false, 1000 + 600),
             "expired, deleted in 50m"
         );
-    }
-
-    #[test]
-    fn list_renderings() {
-        let items = vec![vol("a"), vol("b")];
-        let t = render_list(&items, Format::Table);
-        assert!(
-            t.starts_with("NAME  TENANT  SIZE  POOL  NODE  PHASE  READY  EXPIRES\n"),
-            "{t}"
-        );
-        assert_eq!(t.lines().count(), 3);
-        let j: Value = serde_json::from_str(&render_list(&items, Format::Json)).unwrap();
-        assert_eq!(j[1]["metadata"]["name"], "b");
-        assert_eq!(j[0]["spec"]["size"], "4TiB");
-        let y = render_list(&items, Format::Yaml);
-        assert!(y.starts_with("- kind: Volume\n"), "{y}");
-        assert!(y.contains("    size: 4TiB\n"), "{y}");
-        assert_eq!(render_list::<v1::Volume>(&[], Format::Json), "[]\n");
     }
 }

@@ -1,6 +1,7 @@
 //! The five API kinds behind one trait, so get/list/create/update/delete,
 //! wait and output are written once instead of five times.
 
+pub(crate) use ferrofab_proto::object::Object;
 use ferrofab_proto::v1::{self, Condition, ConditionStatus, ObjectMeta};
 use serde_json::{json, Map, Value};
 use tonic::Status;
@@ -19,17 +20,11 @@ pub enum Readiness {
     Failed(String),
 }
 
-/// One API kind: its RPCs, its readiness rule and its presentation.
-pub(crate) trait Resource: Sized + Clone + Send + 'static {
-    /// Lowercase singular, as used on the command line (`volume`).
-    const KIND: &'static str;
-    /// As shown in documents (`Volume`).
-    const TITLE: &'static str;
-
-    fn meta(&self) -> Option<&ObjectMeta>;
-    fn meta_mut(&mut self) -> &mut ObjectMeta;
-    fn conditions(&self) -> &[Condition];
-    fn observed_generation(&self) -> Option<u64>;
+/// One API kind: its RPCs, its readiness rule and its presentation. Its
+/// words (`R::NOUN` as on the command line, `R::TITLE` as in documents),
+/// metadata and conditions come from [`Object`], shared with the
+/// controller.
+pub(crate) trait Resource: Object {
     /// Whether the controller reports convergence for this kind at all.
     /// Tenants are pure bookkeeping: existing is all "ready" can mean.
     const CONVERGES: bool = true;
@@ -54,12 +49,12 @@ pub(crate) trait Resource: Sized + Clone + Send + 'static {
 
 /// The object's name ("" if the server sent no metadata).
 pub(crate) fn name_of<R: Resource>(obj: &R) -> &str {
-    obj.meta().map_or("", |m| m.name.as_str())
+    obj.name()
 }
 
 /// `volume "scratch-1"`: the prefix of every error about an object.
 pub(crate) fn what<R: Resource>(name: &str) -> String {
-    format!("{} {name:?}", R::KIND)
+    format!("{} {name:?}", R::NOUN)
 }
 
 /// Whether an object is Ready.
@@ -270,26 +265,10 @@ macro_rules! rpcs {
             };
             Ok(c.$delete(req).await?.into_inner())
         }
-        fn meta(&self) -> Option<&ObjectMeta> {
-            self.metadata.as_ref()
-        }
-        fn meta_mut(&mut self) -> &mut ObjectMeta {
-            self.metadata.get_or_insert_with(Default::default)
-        }
-        fn conditions(&self) -> &[Condition] {
-            self.status
-                .as_ref()
-                .map_or(&[], |s| s.conditions.as_slice())
-        }
-        fn observed_generation(&self) -> Option<u64> {
-            self.status.as_ref().map(|s| s.observed_generation)
-        }
     };
 }
 
 impl Resource for v1::Node {
-    const KIND: &'static str = "node";
-    const TITLE: &'static str = "Node";
     rpcs!(
         v1::Node,
         node,
@@ -356,8 +335,6 @@ impl Resource for v1::Node {
 }
 
 impl Resource for v1::Pool {
-    const KIND: &'static str = "pool";
-    const TITLE: &'static str = "Pool";
     rpcs!(
         v1::Pool,
         pool,
@@ -439,8 +416,6 @@ impl Resource for v1::Pool {
 }
 
 impl Resource for v1::Volume {
-    const KIND: &'static str = "volume";
-    const TITLE: &'static str = "Volume";
     rpcs!(
         v1::Volume,
         volume,
@@ -559,8 +534,6 @@ fn mode_word(raw: i32) -> String {
 }
 
 impl Resource for v1::Attachment {
-    const KIND: &'static str = "attachment";
-    const TITLE: &'static str = "Attachment";
     rpcs!(
         v1::Attachment,
         attachment,
@@ -626,8 +599,6 @@ impl Resource for v1::Attachment {
 }
 
 impl Resource for v1::Tenant {
-    const KIND: &'static str = "tenant";
-    const TITLE: &'static str = "Tenant";
     const CONVERGES: bool = false;
     rpcs!(
         v1::Tenant,

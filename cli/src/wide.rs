@@ -35,7 +35,7 @@ fn extras(kind: &str) -> &'static [(&'static str, &'static str)] {
 /// The normal header, the kind's extras, then AGE and LABELS.
 pub(crate) fn columns<R: Resource>() -> Vec<&'static str> {
     let mut c: Vec<&'static str> = R::columns().to_vec();
-    c.extend(extras(R::KIND).iter().map(|(h, _)| *h));
+    c.extend(extras(R::NOUN).iter().map(|(h, _)| *h));
     c.extend(["AGE", "LABELS"]);
     c
 }
@@ -44,7 +44,7 @@ pub(crate) fn columns<R: Resource>() -> Vec<&'static str> {
 pub(crate) fn row<R: Resource>(obj: &R) -> Vec<String> {
     let doc = document(obj);
     let mut cells = obj.row();
-    for (_, pointer) in extras(R::KIND) {
+    for (_, pointer) in extras(R::NOUN) {
         let cell = if pointer.is_empty() {
             unmet_reason(obj)
         } else {
@@ -59,7 +59,7 @@ pub(crate) fn row<R: Resource>(obj: &R) -> Vec<String> {
 
 /// `volume/scratch-1`.
 pub(crate) fn kind_name<R: Resource>(obj: &R) -> String {
-    format!("{}/{}\n", R::KIND, name_of(obj))
+    format!("{}/{}\n", R::NOUN, name_of(obj))
 }
 
 fn cell_text(v: &Value) -> String {
@@ -103,54 +103,4 @@ fn labels<R: Resource>(obj: &R) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::args::Format;
-    use crate::output::{render_list, render_one};
-    use ferrofab_proto::v1;
-
-    fn vol(name: &str) -> v1::Volume {
-        v1::Volume {
-            metadata: Some(v1::ObjectMeta {
-                name: name.into(),
-                labels: [("team".to_owned(), "neuro".to_owned())].into(),
-                creation_timestamp: Some(prost_types::Timestamp {
-                    seconds: now_seconds() - 3 * 86_400,
-                    nanos: 0,
-                }),
-                ..Default::default()
-            }),
-            spec: Some(v1::VolumeSpec {
-                tenant: "neuro".into(),
-                size: "4TiB".into(),
-                block_size: 4096,
-                ..Default::default()
-            }),
-            status: Some(v1::VolumeStatus {
-                subsystem_nqn: "nqn.x:volume:1".into(),
-                ..Default::default()
-            }),
-        }
-    }
-
-    #[test]
-    fn wide_adds_columns_and_name_prints_kind_slash_name() {
-        let items = vec![vol("a"), vol("b")];
-        let t = render_list(&items, Format::Wide);
-        let header = t.lines().next().unwrap();
-        assert!(
-            header.starts_with("NAME  TENANT  SIZE")
-                && header.ends_with("BLOCK  SUBSYSTEM NQN   BACKING PATH  AGE  LABELS"),
-            "{t}"
-        );
-        let first = t.lines().nth(1).unwrap();
-        assert!(first.contains("4096"), "{first}");
-        assert!(first.contains("nqn.x:volume:1"), "{first}");
-        assert!(first.ends_with("3d   team=neuro"), "{first}");
-        assert_eq!(render_list(&items, Format::Name), "volume/a\nvolume/b\n");
-        assert_eq!(render_one(&items[0], Format::Name), "volume/a\n");
-    }
 }

@@ -15,7 +15,7 @@ use ferrofab_proto::v1::{AccessMode, Attachment, Node};
 
 use crate::cache::Objects;
 use crate::identity::Identity;
-use crate::resource::Resource;
+use crate::resource::Object;
 
 /// UNSPECIFIED and unknown values mean READ_WRITE: the safe reading.
 pub fn mode_of(a: &Attachment) -> AccessMode {

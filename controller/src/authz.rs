@@ -18,7 +18,7 @@ use crate::action::Action;
 use crate::cache::Objects;
 use crate::error::ApiError;
 use crate::identity::Identity;
-use crate::resource::{kind_name, Resource};
+use crate::resource::{kind_name, Object, Resource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {

@@ -2,9 +2,10 @@
 //! report path and the background loops (so none of them imports another
 //! for it).
 
-use ferrofab_proto::v1::{Condition, ConditionStatus, Severity};
+use ferrofab_proto::v1::{Condition, Severity};
 
-/// A condition of type `kind` set by the controller itself (severity Info).
+/// A condition of type `kind` set by the controller itself: severity Info
+/// whatever its status (the controller's API reports facts, not faults).
 pub fn condition(
     kind: &str,
     ok: bool,
@@ -14,28 +15,11 @@ pub fn condition(
     generation: u64,
 ) -> Condition {
     Condition {
-        r#type: kind.into(),
-        status: if ok {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        } as i32,
-        reason: reason.into(),
-        message,
-        last_transition_time: Some(now),
         severity: Severity::Info as i32,
         observed_generation: generation,
+        ..ferrofab_proto::condition::new(kind, ok, reason, message, now)
     }
 }
 
 /// Sets a condition, keeping last_transition_time when the status holds.
-pub fn set_condition(conds: &mut Vec<Condition>, mut c: Condition) {
-    if let Some(old) = conds.iter_mut().find(|o| o.r#type == c.r#type) {
-        if old.status == c.status {
-            c.last_transition_time = old.last_transition_time;
-        }
-        *old = c;
-    } else {
-        conds.push(c);
-    }
-}
+pub use ferrofab_proto::condition::set as set_condition;

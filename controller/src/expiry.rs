@@ -27,7 +27,7 @@ use crate::clock::when;
 use crate::conditions::set_condition;
 use crate::config::ExpiryConfig;
 use crate::error::ApiError;
-use crate::resource::Resource;
+use crate::resource::Object;
 
 /// Condition type shown ahead of expiry.
 pub const EXPIRING: &str = "Expiring";

@@ -18,8 +18,8 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ferrofab_nvmeof_wire::units::format_size;
 use ferrofab_proto::v1::{Pool, Tenant};
+use ferrofab_types::size::format_size;
 
 use crate::cache::{Objects, Usage};
 use crate::error::ApiError;

@@ -233,7 +233,7 @@ mod tests {
     //! what every node is told. The cases are the ordering rules of the
     //! module docs.
     use super::*;
-    use crate::resource::{key, Resource};
+    use crate::resource::{key, Object, Resource};
     use crate::store::{EventKind, KeyValue};
     use ferrofab_proto::v1::{
         AttachmentSpec, AttachmentStatus, Kind, NodeSpec, ObjectMeta, PoolSpec, VolumeSpec,

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use ferrofab_proto::v1::{
     self, watch_event, Attachment, Kind, Node, ObjectMeta, Pool, Tenant, Volume,
 };
-use prost::Message;
 
 use crate::error::ApiError;
+pub use ferrofab_proto::object::Object;
 
 /// Finalizer held by a volume until its storage node reports the export gone.
 pub const FINALIZER_EXPORT: &str = "ferrofab.io/export";
@@ -38,22 +38,13 @@ pub fn prefix(kind: Kind) -> &'static str {
 
 /// Lower-case kind name used in messages ("volume scratch not found").
 pub fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Node => "node",
-        Kind::Pool => "pool",
-        Kind::Volume => "volume",
-        Kind::Attachment => "attachment",
-        Kind::Tenant => "tenant",
-        Kind::Unspecified => "object",
-    }
+    kind.noun()
 }
 
 /// Behaviour shared by the five kinds so CRUD, watch and Apply are written
-/// once.
-pub trait Resource: Message + Default + Clone + PartialEq + 'static {
-    const KIND: Kind;
-    fn meta(&self) -> Option<&ObjectMeta>;
-    fn meta_mut(&mut self) -> &mut ObjectMeta;
+/// once; what an object is (kind, metadata, conditions) is
+/// [`Object`], shared with the CLI.
+pub trait Resource: Object {
     /// Spec fields rendered as `path → value`; equality of these maps is
     /// what "the spec changed" means, and their difference is Apply's diff.
     fn spec_fields(&self) -> BTreeMap<String, String>;
@@ -62,10 +53,6 @@ pub trait Resource: Message + Default + Clone + PartialEq + 'static {
     /// Moves the status of `old` into `self` (updates keep the status).
     fn keep_status(&mut self, old: &Self);
     fn into_event_object(self) -> watch_event::Object;
-
-    fn name(&self) -> &str {
-        self.meta().map_or("", |m| m.name.as_str())
-    }
 }
 
 /// Spec plus labels and annotations: everything an administrator owns.
@@ -160,15 +147,8 @@ fn ts_string(t: Option<&prost_types::Timestamp>) -> String {
 }
 
 macro_rules! resource_impl {
-    ($ty:ty, $kind:expr, $variant:ident) => {
+    ($ty:ty, $variant:ident) => {
         impl Resource for $ty {
-            const KIND: Kind = $kind;
-            fn meta(&self) -> Option<&ObjectMeta> {
-                self.metadata.as_ref()
-            }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
-                self.metadata.get_or_insert_with(Default::default)
-            }
             fn spec_fields(&self) -> BTreeMap<String, String> {
                 spec_fields_of(self)
             }
@@ -185,11 +165,11 @@ macro_rules! resource_impl {
     };
 }
 
-resource_impl!(Node, Kind::Node, Node);
-resource_impl!(Pool, Kind::Pool, Pool);
-resource_impl!(Volume, Kind::Volume, Volume);
-resource_impl!(Attachment, Kind::Attachment, Attachment);
-resource_impl!(Tenant, Kind::Tenant, Tenant);
+resource_impl!(Node, Node);
+resource_impl!(Pool, Pool);
+resource_impl!(Volume, Volume);
+resource_impl!(Attachment, Attachment);
+resource_impl!(Tenant, Tenant);
 
 trait SpecFields {
     fn fields(&self) -> BTreeMap<String, String>;
@@ -297,16 +277,10 @@ impl SpecFields for Tenant {
 
 // ------------------------------------------------------------ validation
 
-/// Object names: DNS labels, so they can appear in NQNs, paths and CNs.
+/// Object names: DNS labels, so they can appear in NQNs, paths and CNs
+/// (the rule is `ferrofab_types::name`'s, shared with the PKI).
 pub fn validate_name(field: &str, name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
+    if ferrofab_types::name::is_valid_name(name) {
         Ok(())
     } else {
         Err(ApiError::invalid(
@@ -354,27 +328,25 @@ pub fn validate_labels(
     Ok(())
 }
 
-/// Sizes accept plain bytes or units ("4TiB"), via the nvmeof crate's parser
+/// Sizes accept plain bytes or units ("4TiB"), via `ferrofab_types`' parser
 /// so that every ferrofab tool agrees on what a size means.
 pub fn parse_size(field: &str, s: &str) -> Result<u64, ApiError> {
-    match ferrofab_nvmeof_wire::units::parse_size(s) {
+    match ferrofab_types::size::parse_size(s) {
         Ok(0) => Err(ApiError::invalid(field, "size must be greater than zero")),
         Ok(n) => Ok(n),
         Err(e) => Err(ApiError::invalid(field, format!("{s:?}: {e}"))),
     }
 }
 
-/// NVMe Qualified Names: "nqn." prefix, at most 223 bytes, printable.
+/// NVMe Qualified Names: "nqn." prefix, at most 223 bytes, printable
+/// (`ferrofab_types::nqn::check_shape`; the data path checks the full form).
 pub fn validate_nqn(field: &str, nqn: &str) -> Result<(), ApiError> {
-    let ok =
-        nqn.starts_with("nqn.") && nqn.len() <= 223 && nqn.bytes().all(|b| b.is_ascii_graphic());
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
+    match ferrofab_types::nqn::check_shape(nqn) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(ApiError::invalid(
             field,
             format!("{nqn:?} is not an NVMe qualified name (nqn.*, at most 223 bytes)"),
-        ))
+        )),
     }
 }
 

@@ -143,15 +143,7 @@ fn key_problem(key: &str) -> Option<String> {
     if let Some(p) = prefix {
         let dns_ok = !p.is_empty()
             && p.len() <= MAX_KEY_PREFIX_BYTES
-            && p.split('.').all(|part| {
-                !part.is_empty()
-                    && part.len() <= 63
-                    && part
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !part.starts_with('-')
-                    && !part.ends_with('-')
-            });
+            && p.split('.').all(ferrofab_types::name::is_valid_name);
         if !dns_ok {
             return Some(format!(
                 "key prefix {} is not a DNS subdomain (lower-case, at most {MAX_KEY_PREFIX_BYTES} bytes)",
@@ -302,7 +294,7 @@ fn check_meta_size(m: &ObjectMeta, limits: &ObjectLimits) -> Result<(), ApiError
 /// under a larger setting) may still be written if the write does not
 /// grow it, so that it can be shrunk, finalized and deleted.
 pub fn admit<R: Resource>(new: &R, old: Option<&R>, limits: &ObjectLimits) -> Result<(), ApiError> {
-    let meta_changed = match (new.meta(), old.and_then(Resource::meta)) {
+    let meta_changed = match (new.meta(), old.and_then(R::meta)) {
         (Some(n), Some(o)) => n.labels != o.labels || n.annotations != o.annotations,
         (Some(_), None) => true,
         (None, _) => false,
@@ -310,7 +302,7 @@ pub fn admit<R: Resource>(new: &R, old: Option<&R>, limits: &ObjectLimits) -> Re
     if meta_changed {
         if let Some(m) = new.meta() {
             validate_meta(m, limits)?;
-            let old_len = old.and_then(Resource::meta).map(Message::encoded_len);
+            let old_len = old.and_then(R::meta).map(Message::encoded_len);
             if old_len.is_none_or(|o| m.encoded_len() > o) {
                 check_meta_size(m, limits)?;
             }
@@ -537,6 +529,7 @@ pub fn check_node_unique(objs: &Objects, name: &str, spec: &NodeSpec) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::Object;
     use ferrofab_proto::v1::{Node, Volume};
 
     fn meta_with(annotations: &[(&str, String)]) -> ObjectMeta {

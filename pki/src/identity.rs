@@ -18,7 +18,7 @@ pub const IDENTITY_URI_PREFIX: &str = "ferrofab:identity:";
 
 /// Longest tenant or node name; the DNS label limit, so names can be used in
 /// host names, NQNs and file names without escaping.
-pub const MAX_NAME_LEN: usize = 63;
+pub const MAX_NAME_LEN: usize = ferrofab_types::name::MAX_NAME_BYTES;
 
 /// The principal a client certificate authenticates.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -172,29 +172,13 @@ impl<'de> serde::Deserialize<'de> for Identity {
 ///
 /// Names end up in certificate subjects, NQNs, file names and log lines, so
 /// the alphabet is kept to what is safe in all of them.
+///
+/// The rule is `ferrofab_types::name`'s, shared with the controller's API.
 pub fn validate_name(name: &str) -> Result<(), PkiError> {
-    let fail = |reason| {
-        Err(PkiError::InvalidName {
-            name: name.to_owned(),
-            reason,
-        })
-    };
-    if name.is_empty() {
-        return fail("must not be empty");
-    }
-    if name.len() > MAX_NAME_LEN {
-        return fail("must be at most 63 characters");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return fail("may contain only lowercase letters, digits and '-'");
-    }
-    if name.starts_with('-') || name.ends_with('-') {
-        return fail("must start and end with a letter or digit");
-    }
-    Ok(())
+    ferrofab_types::name::validate_name(name).map_err(|e| PkiError::InvalidName {
+        name: e.name,
+        reason: e.reason,
+    })
 }
 
 #[cfg(test)]

@@ -405,7 +405,7 @@ pub fn validate_name_attr(cfg: &Value, attr: &str, diags: &mut crate::diag::Diag
 /// Checks a size attribute ("100GiB"); returns its bytes when known and valid.
 pub fn validate_size_attr(cfg: &Value, attr: &str, diags: &mut crate::diag::Diags) -> Option<u64> {
     let s = cfg.get(attr).as_str()?;
-    match ferrofab_nvmeof_wire::units::parse_size(s) {
+    match ferrofab_types::size::parse_size(s) {
         Ok(0) => {
             diags.attr_error(
                 &[attr],

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
 
-use ferrofab_nvmeof_wire::units::format_size;
+use ferrofab_types::size::format_size;
 
 /// One planned create or grow.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,11 +16,11 @@ use ferrofab_nvmeof_target::{
 };
 use ferrofab_proto::v1::{Export, KeyApplied, Listener};
 
+use crate::backing::export_block_size as block_size;
 use crate::error::AgentError;
-use crate::reconcile::Problem;
+use crate::problem::Problem;
 
-/// The namespace ID every export uses (one volume per subsystem).
-pub const NSID: u32 = 1;
+pub use super::NSID;
 
 /// The in-process target.
 #[derive(Debug)]
@@ -251,15 +251,6 @@ fn grow_reason(e: &TargetError) -> &'static str {
     match e {
         TargetError::Backend(b) if b.kind() == BackendErrorKind::NoSpace => "PoolFull",
         _ => "GrowFailed",
-    }
-}
-
-/// The block size of an export (4096 when unset).
-pub fn block_size(e: &Export) -> u32 {
-    if e.block_size == 0 {
-        4096
-    } else {
-        e.block_size
     }
 }
 

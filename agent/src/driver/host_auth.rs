@@ -7,7 +7,7 @@ use ferrofab_nvmeof_wire::auth::DhchapSecret;
 use ferrofab_proto::v1::{Connection, DhchapKey};
 use tracing::{info, warn};
 
-use crate::reconcile::Problem;
+use crate::problem::Problem;
 
 fn parse(k: Option<&DhchapKey>, what: &str) -> Option<DhchapSecret> {
     let k = k?;

@@ -1,15 +1,25 @@
 //! Data-path drivers: what actually serves and consumes namespaces.
 //!
-//! * `builtin`: the `ferrofab-nvmeof` target and initiator in this process.
+//! Both roles have fine-grained driver traits with one reconciler each
+//! above them (`reconcile`); the drivers know how, the reconcilers
+//! know when. `factory` picks the drivers from the config
+//! (`data_path`, and `holder.enabled` for the built-in workstation).
+//!
+//! | role        | trait                 | built-in                                   | kernel                   |
+//! |-------------|-----------------------|--------------------------------------------|--------------------------|
+//! | storage     | [`TargetDriver`]      | [`builtin::BuiltinTarget`] (in process)    | [`kernel::configfs`]     |
+//! | workstation | [`WorkstationDriver`] | [`initiator::BuiltinInitiator`] in the holder process, reached through `holder::driver` (or in process with `holder.enabled = false`) | [`kernel::host`] |
+//!
+//! * `builtin` and `initiator`: the `ferrofab-nvmeof` target and initiator.
 //! * `kernel`: Linux nvmet (configfs) and the nvme-fabrics host (sysfs,
 //!   `/dev/nvme-fabrics`), driven directly with no helper tools.
 //!
-//! The storage reconciler talks to a [`TargetDriver`], the workstation
-//! role is one [`WorkstationDriver`]; both are chosen per node by
-//! `data_path` in the agent config.
+//! Backing files are not the drivers' business: `backing` makes, grows
+//! and deletes them (nvmet's driver asks it to grow the file nvmet opened).
 
 pub mod builtin;
 pub mod host_auth;
+pub mod initiator;
 pub mod kernel;
 pub mod target_auth;
 
@@ -17,10 +27,12 @@ use std::sync::Arc;
 
 use ferrofab_nvmeof_target::backend::BlockBackend;
 use ferrofab_nvmeof_target::TargetStatus;
-use ferrofab_proto::v1::{ConnectionStatus, DesiredState, Export, KeyApplied, Listener};
+use ferrofab_proto::v1::{Connection, ConnectionStatus, Export, KeyApplied, Listener};
 
-use crate::reconcile::workstation::LocalAttachment;
-use crate::reconcile::{PassOutcome, Problem};
+use crate::problem::Problem;
+
+/// The namespace ID every export uses (one volume per subsystem).
+pub const NSID: u32 = 1;
 
 /// The target side of a data path. Every method is idempotent and touches
 /// only the object it names (and only objects this agent owns).
@@ -70,14 +82,67 @@ pub trait TargetDriver: Send + Sync + std::fmt::Debug {
     fn subsystems(&self) -> Vec<String>;
 }
 
-/// The workstation side of a data path.
+/// The workstation side of a data path: connections to storage nodes and
+/// the files or links that expose them. Every method is idempotent and
+/// touches only attachments this driver made (an admin's own `nvme
+/// connect` is never listed, so never disconnected).
 pub trait WorkstationDriver: Send + std::fmt::Debug {
-    /// One level-triggered pass over the desired connections.
-    fn reconcile(&mut self, ds: &DesiredState) -> PassOutcome;
-    /// Connection statuses read back from the data path.
-    fn observe(&self, ds: &DesiredState) -> Vec<ConnectionStatus>;
+    /// Makes the driver ready for `wanted` (mounts the exposure directory,
+    /// starts or adopts the holder, checks kernel modules). An error
+    /// blocks the whole pass and is every connection's status.
+    fn prepare(&mut self, wanted: &[Connection]) -> Result<(), Problem>;
+    /// Refuses, before anything is touched, a connection this driver
+    /// cannot make (an unsafe exposure name, options it cannot express).
+    fn check(&self, c: &Connection) -> Result<(), Problem>;
+    /// What this driver has attached now, read back from the data path.
+    fn list(&self) -> Listing;
+    /// Whether the live attachment named `attachment` still serves `c`:
+    /// made for the same session and not failed for good. One that does
+    /// not is disconnected and connected again.
+    fn serves(&self, attachment: &str, c: &Connection) -> bool;
+    /// Connects `c` and exposes its namespace 1; whether anything changed.
+    fn connect(&mut self, c: &Connection) -> Result<bool, Problem>;
+    /// Keeps a live attachment of `c` exposed: re-creates a missing
+    /// exposure, takes a grown namespace's new size, follows informational
+    /// fields (the expiry). Whether anything changed.
+    fn expose(&mut self, c: &Connection) -> Result<bool, Problem>;
+    /// Removes the exposure, then disconnects (flushing); whether there
+    /// was anything to remove.
+    fn disconnect(&mut self, attachment: &str) -> Result<bool, Problem>;
     /// Called when the agent stops.
     fn shutdown(&mut self);
-    /// Attachments for the local API.
-    fn local_attachments(&self) -> Vec<LocalAttachment>;
+}
+
+/// What a workstation driver reads back: its attachments, or (when the
+/// data path cannot be read now) the ones it saw last.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub attachments: Vec<Attachment>,
+    /// Set when the data path could not be listed now: `attachments` are
+    /// as last seen, which says nothing about whether they went away.
+    pub stale: Option<Problem>,
+}
+
+impl Listing {
+    pub fn get(&self, attachment: &str) -> Option<&Attachment> {
+        self.attachments.iter().find(|a| a.attachment == attachment)
+    }
+}
+
+/// One attachment as a workstation driver reads it back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attachment {
+    pub attachment: String,
+    pub volume: String,
+    pub subsystem_nqn: String,
+    pub read_only: bool,
+    /// Where it is exposed (the file or the link).
+    pub path: String,
+    /// The controller's state, lower case (`live`, `reconnecting`, `gone`…).
+    pub state: String,
+    /// Whether the controller is up (a detaching one reports it).
+    pub live: bool,
+    pub size_bytes: u64,
+    /// Its status while desired, with the driver's own wording.
+    pub status: ConnectionStatus,
 }

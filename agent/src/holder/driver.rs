@@ -2,19 +2,19 @@
 //! path: every pass is level-triggered through the holder's socket, and
 //! stopping the agent leaves the holder (and every exposure) running.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrofab_proto::v1::{ConnectionStatus, DesiredState};
+use ferrofab_proto::v1::{Connection, ConnectionStatus};
 use tracing::{info, warn};
 
 use super::proto::{ExposureSpec, ExposureStatus, Hello, Op, PROTOCOL_VERSION};
 use super::{spawn, HolderClient, HolderError, HolderPaths, SpawnSpec};
+use crate::driver::initiator::live_status;
+use crate::driver::{Attachment, Listing, WorkstationDriver};
 use crate::metrics::HolderCounters;
-use crate::reconcile::workstation::{detaching_status, live_status, LocalAttachment};
-use crate::reconcile::{condition, PassOutcome, Problem};
+use crate::problem::{condition, Problem};
 
 /// Condition reason while the running holder speaks another protocol.
 pub const HOLDER_OUTDATED: &str = "HolderOutdated";
@@ -36,8 +36,6 @@ pub struct HolderWorkstation {
     /// Set while the running holder cannot be managed (protocol
     /// mismatch with exposures in use, or none reachable).
     blocked: Option<Problem>,
-    /// Failures of the last pass, by attachment.
-    problems: HashMap<String, Problem>,
     /// The last successful listing. A failed listing (a busy holder timing
     /// out, an outdated or unreachable one) says nothing about the
     /// exposures, which keep serving: they are reported as last seen, never
@@ -62,7 +60,6 @@ impl HolderWorkstation {
             hostnqn,
             holder: None,
             blocked: None,
-            problems: HashMap::new(),
             last_listed: std::sync::Mutex::default(),
             counters: Arc::default(),
         }
@@ -131,7 +128,7 @@ impl HolderWorkstation {
         Ok(())
     }
 
-    fn list(&self) -> Result<Vec<ExposureStatus>, HolderError> {
+    fn list_exposures(&self) -> Result<Vec<ExposureStatus>, HolderError> {
         let v = self
             .failed(self.client.call(Op::List))?
             .exposures
@@ -147,134 +144,79 @@ impl HolderWorkstation {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// One pass: remove what is not desired, ensure every desired one.
-    pub fn reconcile(&mut self, ds: &DesiredState) -> PassOutcome {
-        let mut out = PassOutcome::default();
-        self.problems.clear();
+    /// `ensure`: the holder connects, re-exposes or refreshes, whichever
+    /// the attachment needs (it holds the controllers, so it decides).
+    fn ensure(&self, c: &Connection) -> Result<bool, Problem> {
+        let spec = Box::new(ExposureSpec::from_connection(c, &self.hostnqn));
+        self.failed(self.client.call(Op::Ensure { spec }))
+            .map(|r| r.changed == Some(true))
+            .map_err(ensure_problem)
+    }
+}
+
+impl WorkstationDriver for HolderWorkstation {
+    fn prepare(&mut self, _wanted: &[Connection]) -> Result<(), Problem> {
         self.blocked = None;
-        if let Err(p) = self.ensure_holder() {
-            warn!(reason = p.reason, "{}", p.message);
-            self.blocked = Some(p);
-            out.errors += 1;
-            return out;
+        let r = self.ensure_holder();
+        if let Err(p) = &r {
+            self.blocked = Some(p.clone());
         }
-        let wanted: HashSet<&str> = ds
-            .connections
-            .iter()
-            .map(|c| c.attachment.as_str())
-            .collect();
-        match self.list() {
-            Ok(have) => {
-                for e in have
-                    .iter()
-                    .filter(|e| !wanted.contains(e.spec.attachment.as_str()))
-                {
-                    match self.failed(self.client.call(Op::Remove {
-                        attachment: e.spec.attachment.clone(),
-                    })) {
-                        Ok(r) if r.changed == Some(true) => out.changes += 1,
-                        Ok(_) => {}
-                        Err(err) => {
-                            warn!(attachment = %e.spec.attachment, error = %err, "remove");
-                            out.errors += 1;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "listing the holder's exposures");
-                out.errors += 1;
-            }
-        }
-        for c in &ds.connections {
-            let spec = Box::new(ExposureSpec::from_connection(c, &self.hostnqn));
-            match self.failed(self.client.call(Op::Ensure { spec })) {
-                Ok(r) => {
-                    if r.changed == Some(true) {
-                        out.changes += 1;
-                    }
-                }
-                Err(e) => {
-                    let p = ensure_problem(e);
-                    warn!(attachment = %c.attachment, reason = p.reason, "{}", p.message);
-                    self.problems.insert(c.attachment.clone(), p);
-                    out.errors += 1;
-                }
-            }
-        }
-        out
+        r
     }
 
-    /// Statuses read back from the holder.
-    pub fn observe(&self, ds: &DesiredState) -> Vec<ConnectionStatus> {
+    /// The holder checks every spec itself (with the same rules).
+    fn check(&self, _c: &Connection) -> Result<(), Problem> {
+        Ok(())
+    }
+
+    /// The holder's exposures; when it cannot be listed now (blocked,
+    /// busy, gone), the last listing, marked as such.
+    fn list(&self) -> Listing {
         let listed = match &self.blocked {
             Some(p) => Err(p.clone()),
             None => self
-                .list()
+                .list_exposures()
                 .map_err(|e| Problem::new(HOLDER_UNAVAILABLE, e.to_string())),
         };
-        let seen = match &listed {
-            Ok(v) => v.clone(),
-            Err(_) => self.last_seen().clone(),
-        };
-        let have: HashMap<String, ExposureStatus> = seen
-            .into_iter()
-            .map(|e| (e.spec.attachment.clone(), e))
-            .collect();
-        let stale = listed.as_ref().err();
-        let mut out: Vec<ConnectionStatus> = ds
-            .connections
-            .iter()
-            .map(|c| {
-                let mut st = ConnectionStatus {
-                    attachment: c.attachment.clone(),
-                    volume: c.volume.clone(),
-                    ..Default::default()
-                };
-                if let (Some(p), Some(e)) = (stale, have.get(&c.attachment)) {
-                    return last_seen_status(c, e, p);
-                }
-                let problem = stale.or_else(|| self.problems.get(&c.attachment));
-                if let Some(p) = problem {
-                    st.conditions =
-                        vec![condition("Connected", false, p.reason, p.message.clone())];
-                    return st;
-                }
-                match have.get(&c.attachment) {
-                    Some(e) => {
-                        live_status(c, e.controller_state(), e.exposed, &e.path, e.size_bytes)
-                    }
-                    None => {
-                        st.conditions = vec![condition(
-                            "Connected",
-                            false,
-                            "NotConnected",
-                            "not connected yet",
-                        )];
-                        st
-                    }
-                }
-            })
-            .collect();
-        for e in have.values() {
-            if !ds
-                .connections
-                .iter()
-                .any(|c| c.attachment == e.spec.attachment)
-            {
-                out.push(detaching_status(
-                    &e.spec.attachment,
-                    &e.spec.volume,
-                    e.state == "live",
-                    e.path.clone(),
-                ));
-            }
+        match listed {
+            Ok(v) => Listing {
+                attachments: v.iter().map(|e| attachment(e, None)).collect(),
+                stale: None,
+            },
+            Err(p) => Listing {
+                attachments: self
+                    .last_seen()
+                    .iter()
+                    .map(|e| attachment(e, Some(&p)))
+                    .collect(),
+                stale: Some(p),
+            },
         }
-        out
+    }
+
+    /// Whether the session still serves is the holder's call (`ensure`).
+    fn serves(&self, _attachment: &str, _c: &Connection) -> bool {
+        true
+    }
+
+    fn connect(&mut self, c: &Connection) -> Result<bool, Problem> {
+        self.ensure(c)
+    }
+
+    fn expose(&mut self, c: &Connection) -> Result<bool, Problem> {
+        self.ensure(c)
+    }
+
+    fn disconnect(&mut self, attachment: &str) -> Result<bool, Problem> {
+        self.failed(self.client.call(Op::Remove {
+            attachment: attachment.to_string(),
+        }))
+        .map(|r| r.changed == Some(true))
+        .map_err(|e| Problem::new(HOLDER_UNAVAILABLE, e.to_string()))
     }
 
     /// The agent stops: the holder and its exposures stay.
-    pub fn shutdown(&mut self) {
+    fn shutdown(&mut self) {
         if let Some(h) = &self.holder {
             info!(
                 pid = h.pid,
@@ -282,55 +224,32 @@ impl HolderWorkstation {
             );
         }
     }
-
-    pub fn local_attachments(&self) -> Vec<LocalAttachment> {
-        let mut v: Vec<LocalAttachment> = self
-            .list()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| LocalAttachment {
-                attachment: e.spec.attachment,
-                volume: e.spec.volume,
-                subsystem_nqn: e.spec.subsystem_nqn,
-                path: e.path,
-                read_only: e.spec.read_only,
-                state: e.state,
-                size_bytes: e.size_bytes,
-                // Filled in from the desired state by the agent
-                // (`expiry::annotate`): the holder does not know expiries.
-                expires_at: None,
-                expires_in: None,
-                expiry_warning: false,
-                access_mode: String::new(),
-            })
-            .collect();
-        v.sort_by(|a, b| a.attachment.cmp(&b.attachment));
-        v
-    }
 }
 
-impl crate::driver::WorkstationDriver for HolderWorkstation {
-    fn reconcile(&mut self, ds: &DesiredState) -> PassOutcome {
-        HolderWorkstation::reconcile(self, ds)
-    }
-    fn observe(&self, ds: &DesiredState) -> Vec<ConnectionStatus> {
-        HolderWorkstation::observe(self, ds)
-    }
-    fn shutdown(&mut self) {
-        HolderWorkstation::shutdown(self);
-    }
-    fn local_attachments(&self) -> Vec<LocalAttachment> {
-        HolderWorkstation::local_attachments(self)
+/// An exposure the holder listed, as the reconciler sees it; `stale`:
+/// the holder could not be listed now and this is the last listing.
+fn attachment(e: &ExposureStatus, stale: Option<&Problem>) -> Attachment {
+    let c = e.spec.to_connection();
+    let status = match stale {
+        Some(p) => last_seen_status(&c, e, p),
+        None => live_status(&c, e.controller_state(), e.exposed, &e.path, e.size_bytes),
+    };
+    Attachment {
+        attachment: e.spec.attachment.clone(),
+        volume: e.spec.volume.clone(),
+        subsystem_nqn: e.spec.subsystem_nqn.clone(),
+        read_only: e.spec.read_only,
+        path: e.path.clone(),
+        state: e.state.clone(),
+        live: e.state == "live",
+        size_bytes: e.size_bytes,
+        status,
     }
 }
 
 /// An exposure as last listed, marked as such: the holder could not be
 /// listed now (`p`), which is no sign that the exposure went away.
-fn last_seen_status(
-    c: &ferrofab_proto::v1::Connection,
-    e: &ExposureStatus,
-    p: &Problem,
-) -> ConnectionStatus {
+fn last_seen_status(c: &Connection, e: &ExposureStatus, p: &Problem) -> ConnectionStatus {
     let mut st = live_status(c, e.controller_state(), e.exposed, &e.path, e.size_bytes);
     st.conditions.push(condition(
         HOLDER_LISTED,
@@ -387,6 +306,8 @@ fn ensure_problem(e: HolderError) -> Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconcile::workstation::WorkstationReconciler;
+    use ferrofab_proto::v1::DesiredState;
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixListener;
 
@@ -416,7 +337,7 @@ mod tests {
     fn an_outdated_holder_in_use_is_kept_and_reported() {
         let dir = tempfile::tempdir().unwrap();
         let _t = fake_old_holder(dir.path(), PROTOCOL_VERSION + 1);
-        let mut w = HolderWorkstation::new(
+        let mut w = WorkstationReconciler::new(Box::new(HolderWorkstation::new(
             SpawnSpec {
                 binary: "/nonexistent/ferrofab-agent".into(),
                 state_dir: dir.path().into(),
@@ -426,7 +347,7 @@ mod tests {
             "nqn.h".into(),
             Duration::from_secs(1),
             Duration::from_secs(1),
-        );
+        )));
         let ds = DesiredState {
             connections: vec![ferrofab_proto::v1::Connection {
                 attachment: "a1".into(),
@@ -476,6 +397,7 @@ mod tests {
         );
         *w.last_seen() = vec![exposure("a1"), exposure("gone")];
         w.blocked = Some(Problem::new(HOLDER_UNAVAILABLE, "timed out"));
+        let w = WorkstationReconciler::new(Box::new(w));
         let ds = DesiredState {
             connections: vec![ferrofab_proto::v1::Connection {
                 attachment: "a1".into(),
@@ -510,10 +432,10 @@ mod tests {
         );
         let ds = DesiredState::default();
         let counters = Arc::new(HolderCounters::default());
-        let mut w = w.with_counters(counters.clone());
+        let mut w = WorkstationReconciler::new(Box::new(w.with_counters(counters.clone())));
         assert_eq!(w.reconcile(&ds).errors, 1);
         assert_eq!(counters.starts.load(Ordering::Relaxed), 1);
-        let p = w.blocked.clone().unwrap();
+        let p = w.driver().blocked.clone().unwrap();
         assert_eq!(p.reason, HOLDER_UNAVAILABLE);
         assert!(
             p.message.contains("/nonexistent/ferrofab-agent"),

@@ -1,8 +1,9 @@
 //! The holder process: owns the FUSE mount and the initiator controllers
 //! of a workstation and serves the agent's requests on a Unix socket.
 //!
-//! It runs the same [`WorkstationReconciler`] the agent used to run in
-//! its own process, one request at a time, so the data path behaves
+//! It runs the agent's [`WorkstationReconciler`] over the built-in
+//! initiator ([`BuiltinInitiator`]), as the agent does in its own process
+//! with `holder.enabled = false`, one request at a time, so the data path behaves
 //! exactly as before (reconnects within ctrl-loss, digests, flush on
 //! fsync); only its owner changed.
 
@@ -18,7 +19,8 @@ use tracing::{info, info_span, warn};
 
 use super::proto::{self, ExposureStatus, Hello, LineError, Op, Response, PROTOCOL_VERSION};
 use super::{holder_version, HolderPaths};
-use crate::reconcile::workstation::{self, WorkstationReconciler};
+use crate::driver::initiator::{self, BuiltinInitiator};
+use crate::reconcile::workstation::WorkstationReconciler;
 
 /// How long the holder waits for a client's request line (and for its
 /// answer to be taken). One client at a time is served, so a client that
@@ -35,13 +37,13 @@ pub struct HolderArgs {
 /// Runs the holder until a `shutdown` request (blocking).
 pub fn run(args: &HolderArgs) -> anyhow::Result<()> {
     let paths = HolderPaths::new(&args.state_dir);
-    let identity = workstation::host_identity(&args.state_dir)?;
+    let identity = initiator::host_identity(&args.state_dir)?;
     let listener = bind(&paths.socket)?;
     let mut h = Holder {
-        reconciler: WorkstationReconciler::with_expose_dir(
+        reconciler: WorkstationReconciler::new(Box::new(BuiltinInitiator::new(
             args.expose_dir.clone(),
             identity.clone(),
-        ),
+        ))),
         identity,
         expose_dir: args.expose_dir.clone(),
     };
@@ -94,7 +96,7 @@ enum Flow {
 }
 
 struct Holder {
-    reconciler: WorkstationReconciler,
+    reconciler: WorkstationReconciler<BuiltinInitiator>,
     identity: HostIdentity,
     expose_dir: PathBuf,
 }
@@ -192,12 +194,13 @@ impl Holder {
             pid: std::process::id(),
             expose_dir: self.expose_dir.display().to_string(),
             hostnqn: self.identity.hostnqn.clone(),
-            exposures: self.reconciler.exposures().len(),
+            exposures: self.reconciler.driver().exposures().len(),
         }
     }
 
     fn list(&self) -> Vec<ExposureStatus> {
         self.reconciler
+            .driver()
             .exposures()
             .into_iter()
             .map(|e| ExposureStatus {
@@ -234,10 +237,10 @@ mod tests {
     fn holder(dir: &Path) -> Holder {
         let identity = HostIdentity::ephemeral();
         Holder {
-            reconciler: WorkstationReconciler::with_expose_dir(
+            reconciler: WorkstationReconciler::new(Box::new(BuiltinInitiator::new(
                 dir.join("volumes"),
                 identity.clone(),
-            ),
+            ))),
             identity,
             expose_dir: dir.join("volumes"),
         }

@@ -1,69 +1,10 @@
 //! Level-triggered reconcilers: each pass compares the desired state with
 //! what the data path really has and fixes the difference. Every step is
 //! safe to repeat, including after a crash half-way through a pass.
+//!
+//! * [`storage`]: exports over a [`crate::driver::TargetDriver`].
+//! * [`workstation`]: connections over a [`crate::driver::WorkstationDriver`]
+//!   (one reconciler for every workstation driver).
 
-pub mod names;
-pub mod ownership;
 pub mod storage;
 pub mod workstation;
-
-use ferrofab_proto::v1::{Condition, ConditionStatus, Severity};
-
-/// Something a pass could not do, with a machine-readable reason
-/// (CamelCase, for conditions) and a message for the operator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Problem {
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Problem {
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.reason, self.message)
-    }
-}
-
-/// What one reconcile pass did, for metrics and logs.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PassOutcome {
-    pub changes: usize,
-    pub errors: usize,
-}
-
-impl PassOutcome {
-    pub fn add(&mut self, other: PassOutcome) {
-        self.changes += other.changes;
-        self.errors += other.errors;
-    }
-}
-
-/// A status condition stamped now.
-pub fn condition(kind: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
-    Condition {
-        r#type: kind.into(),
-        status: if ok {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        } as i32,
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time: Some(now_ts()),
-        severity: if ok { Severity::Info } else { Severity::Error } as i32,
-        observed_generation: 0,
-    }
-}
-
-/// The current time as a protobuf timestamp.
-pub fn now_ts() -> prost_types::Timestamp {
-    prost_types::Timestamp::from(std::time::SystemTime::now())
-}

@@ -3,22 +3,19 @@
 //! policy says so, the agent created it, and no host is connected).
 
 use std::collections::{BTreeSet, HashMap};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use ferrofab_nvmeof_target::backend::{open_backend, BackendErrorKind, BlockBackend, FileOptions};
+use ferrofab_nvmeof_target::SubsystemStatus;
 use ferrofab_nvmeof_wire::units::format_size;
-use ferrofab_proto::v1::{BackingKind, DesiredState, Export, ExportStatus, Listener, Removal};
+use ferrofab_proto::v1::{DesiredState, Export, ExportStatus, Listener, Removal};
 use tracing::{info, info_span, warn};
 
-use super::ownership::{self, Marker, MarkerState};
-use super::{condition, names, PassOutcome, Problem};
-use crate::config::{AgentConfig, DriverKind, PoolConfig, Provisioning};
-use crate::driver::builtin::{block_size, BuiltinTarget, NSID};
-use crate::driver::kernel::{configfs::KernelTarget, KernelPaths};
-use crate::driver::TargetDriver;
-use crate::error::AgentError;
+use crate::backing::{self, file_id, missing_message};
+use crate::config::{AgentConfig, PoolConfig, Provisioning};
+use crate::driver::{TargetDriver, NSID};
+use crate::names;
+use crate::problem::{condition, PassOutcome, Problem};
 
 /// The storage reconciler and the target it drives.
 #[derive(Debug)]
@@ -35,23 +32,15 @@ pub struct StorageReconciler {
 }
 
 impl StorageReconciler {
-    pub fn new(cfg: Arc<AgentConfig>) -> Result<Self, AgentError> {
-        let driver: Arc<dyn TargetDriver> = match cfg.data_path {
-            DriverKind::Builtin => {
-                Arc::new(BuiltinTarget::new(cfg.builtin_target.target_options())?)
-            }
-            DriverKind::Kernel => Arc::new(KernelTarget::new(
-                KernelPaths::from_config(&cfg.kernel),
-                &cfg.state_dir,
-            )),
-        };
-        Ok(StorageReconciler {
+    /// A reconciler over `driver` (chosen by `factory`).
+    pub fn new(cfg: Arc<AgentConfig>, driver: Arc<dyn TargetDriver>) -> Self {
+        StorageReconciler {
             cfg,
             driver,
             problems: HashMap::new(),
             listener_errors: Vec::new(),
             opened: HashMap::new(),
-        })
+        }
     }
 
     pub fn driver(&self) -> &dyn TargetDriver {
@@ -131,7 +120,7 @@ impl StorageReconciler {
         }
         self.driver.sync_auth(e)?;
         if !self.driver.has_namespace(nqn) {
-            let backend = match open_backing(&self.cfg.node, e, &pool) {
+            let backend = match backing::open(&self.cfg.node, e, &pool) {
                 Ok(b) => b,
                 Err(p) => {
                     // Leave no half-made subsystem: the next pass starts over.
@@ -238,17 +227,7 @@ impl StorageReconciler {
                 format!("not deleting {}: outside every pool", path.display()),
             ));
         }
-        let marker = ownership::marker_path(path);
-        if !path.exists() && !marker.exists() {
-            return Ok(());
-        }
-        if let Err(why) = ownership::may_delete(path, &r.volume) {
-            warn!("{why}");
-            return Ok(());
-        }
-        ownership::delete(path).map_err(|e| Problem::new("DeleteFailed", e.to_string()))?;
-        info!(path = %path.display(), "backing data deleted");
-        Ok(())
+        backing::delete(path, &r.volume)
     }
 
     /// Subsystems no longer desired at all (neither exported nor being
@@ -315,11 +294,7 @@ impl StorageReconciler {
         out
     }
 
-    fn export_status(
-        &self,
-        e: &Export,
-        sub: Option<&ferrofab_nvmeof_target::SubsystemStatus>,
-    ) -> ExportStatus {
+    fn export_status(&self, e: &Export, sub: Option<&SubsystemStatus>) -> ExportStatus {
         let verdict = self.verdict(e, sub);
         let mut conditions = vec![match &verdict {
             Ok(msg) => condition("Exported", true, "ExportReady", msg.clone()),
@@ -352,11 +327,7 @@ impl StorageReconciler {
     }
 
     /// Ready with a summary, or the first thing that is wrong.
-    fn verdict(
-        &self,
-        e: &Export,
-        sub: Option<&ferrofab_nvmeof_target::SubsystemStatus>,
-    ) -> Result<String, Problem> {
+    fn verdict(&self, e: &Export, sub: Option<&SubsystemStatus>) -> Result<String, Problem> {
         if let Some(p) = self.problems.get(&e.volume) {
             return Err(p.clone());
         }
@@ -403,118 +374,6 @@ impl StorageReconciler {
     }
 }
 
-/// Opens (creating if needed, with its ownership marker) the backing
-/// store of an export, grown to the desired size.
-fn open_backing(
-    node: &str,
-    e: &Export,
-    pool: &PoolConfig,
-) -> Result<Arc<dyn BlockBackend>, Problem> {
-    let path = Path::new(&e.backing_path);
-    let mut opts = FileOptions {
-        create: false,
-        size: Some(e.size_bytes),
-        block_size: block_size(e),
-        preallocate: pool.provisioning == Provisioning::Thick,
-        ..Default::default()
-    };
-    let is_device = e.backing_kind == BackingKind::BlockDevice as i32;
-    if !is_device && std::fs::symlink_metadata(path).is_err() {
-        prepare_create(node, e, path)?;
-        opts.create = true;
-    }
-    let backend = open_backend(path, &opts).map_err(|err| {
-        let reason = match err.kind() {
-            BackendErrorKind::NoSpace => "PoolFull",
-            BackendErrorKind::Busy => "BackingFileBusy",
-            BackendErrorKind::NotFound => "BackingFileMissing",
-            _ => "BackingFileError",
-        };
-        let prefix = if reason == "PoolFull" {
-            "pool directory full: "
-        } else {
-            ""
-        };
-        Problem::new(reason, format!("{prefix}{err}"))
-    })?;
-    if opts.create {
-        write_marker(node, e, path, MarkerState::Created)?;
-        info!(path = %path.display(), size = e.size_bytes, thick = opts.preallocate, "backing file created");
-    }
-    Ok(backend)
-}
-
-/// Before creating a file: refuse if it existed before (data loss must be
-/// seen), check the pool directory, and mark the file as ours.
-fn prepare_create(node: &str, e: &Export, path: &Path) -> Result<(), Problem> {
-    if ownership::read(path).is_some_and(|m| m.state == MarkerState::Created) {
-        return Err(Problem::new("BackingFileMissing", missing_message(path)));
-    }
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    if !dir.is_dir() {
-        return Err(Problem::new(
-            "PoolDirectoryMissing",
-            format!("pool directory {} does not exist", dir.display()),
-        ));
-    }
-    write_marker(node, e, path, MarkerState::Creating)
-}
-
-fn write_marker(node: &str, e: &Export, path: &Path, state: MarkerState) -> Result<(), Problem> {
-    let m = Marker {
-        schema_version: 1,
-        volume: e.volume.clone(),
-        volume_uid: e.volume_uid.clone(),
-        node: node.into(),
-        state,
-    };
-    ownership::write(path, &m).map_err(|err| {
-        let reason = match &err {
-            AgentError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
-                "PoolFull"
-            }
-            _ => "BackingFileError",
-        };
-        Problem::new(reason, err.to_string())
-    })
-}
-
-/// (device, inode) of `path`, or `None` if it does not exist.
-fn file_id(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// "backing file missing", plus where this process still holds it open.
-fn missing_message(path: &Path) -> String {
-    let held = deleted_fd_of(path)
-        .map(|fd| {
-            format!(
-                "; this agent still serves the deleted file: copy /proc/{}/fd/{fd} back before restarting it",
-                std::process::id()
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        "backing file missing: {} was removed out of band{held}",
-        path.display()
-    )
-}
-
-/// The descriptor of this process that points at `path` after it was
-/// unlinked.
-fn deleted_fd_of(path: &Path) -> Option<String> {
-    let want = format!("{} (deleted)", path.display());
-    std::fs::read_dir("/proc/self/fd")
-        .ok()?
-        .filter_map(Result::ok)
-        .find(|d| {
-            std::fs::read_link(d.path())
-                .map(|t| t.to_string_lossy() == want)
-                .unwrap_or(false)
-        })
-        .map(|d| d.file_name().to_string_lossy().into_owned())
-}
-
 /// A warning when the export's pool filesystem has no space left.
 fn pool_space_condition(cfg: &AgentConfig, e: &Export) -> Option<ferrofab_proto::v1::Condition> {
     let (name, pool) = cfg.pool_of(Path::new(&e.backing_path))?;
@@ -532,6 +391,14 @@ fn pool_space_condition(cfg: &AgentConfig, e: &Export) -> Option<ferrofab_proto:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backing::ownership::{self, MarkerState};
+    use crate::driver::builtin::BuiltinTarget;
+    use ferrofab_proto::v1::BackingKind;
+
+    fn reconciler(cfg: Arc<AgentConfig>) -> StorageReconciler {
+        let t = BuiltinTarget::new(cfg.builtin_target.target_options()).unwrap();
+        StorageReconciler::new(cfg, Arc::new(t))
+    }
 
     fn cfg(pool: &Path) -> Arc<AgentConfig> {
         let mut c = AgentConfig::for_tests("s1");
@@ -573,7 +440,7 @@ mod tests {
     #[test]
     fn export_is_idempotent_and_marked() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = StorageReconciler::new(cfg(dir.path())).unwrap();
+        let mut r = reconciler(cfg(dir.path()));
         let e = export(dir.path(), "v1");
         let d = ds(vec![e.clone()], vec![]);
         assert_eq!(r.reconcile(&d).errors, 0);
@@ -588,7 +455,7 @@ mod tests {
     #[test]
     fn grows_and_restores_a_removed_export() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = StorageReconciler::new(cfg(dir.path())).unwrap();
+        let mut r = reconciler(cfg(dir.path()));
         let mut e = export(dir.path(), "v1");
         r.reconcile(&ds(vec![e.clone()], vec![]));
         e.size_bytes = 4 << 20;
@@ -602,7 +469,7 @@ mod tests {
     #[test]
     fn status_echoes_the_generation_it_was_checked_against() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = StorageReconciler::new(cfg(dir.path())).unwrap();
+        let mut r = reconciler(cfg(dir.path()));
         let mut e = export(dir.path(), "v1");
         e.generation = 1;
         let d = ds(vec![e.clone()], vec![]);
@@ -626,7 +493,7 @@ mod tests {
     #[test]
     fn refuses_paths_outside_pools_and_reports_missing_files() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = StorageReconciler::new(cfg(&dir.path().join("pool"))).unwrap();
+        let mut r = reconciler(cfg(&dir.path().join("pool")));
         std::fs::create_dir(dir.path().join("pool")).unwrap();
         let bad = export(dir.path(), "evil");
         let d = ds(vec![bad], vec![]);
@@ -650,7 +517,7 @@ mod tests {
     #[test]
     fn unsafe_nqns_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = StorageReconciler::new(cfg(dir.path())).unwrap();
+        let mut r = reconciler(cfg(dir.path()));
         let mut e = export(dir.path(), "v1");
         e.subsystem_nqn = "../../../etc".into();
         let mut h = export(dir.path(), "v2");
@@ -667,7 +534,7 @@ mod tests {
     #[test]
     fn removal_deletes_only_marked_data() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = StorageReconciler::new(cfg(dir.path())).unwrap();
+        let mut r = reconciler(cfg(dir.path()));
         let e = export(dir.path(), "v1");
         let foreign = dir.path().join("foreign");
         std::fs::write(&foreign, vec![0u8; 1 << 20]).unwrap();
@@ -691,8 +558,8 @@ mod tests {
     fn missing_file_with_created_marker_is_not_recreated() {
         let dir = tempfile::tempdir().unwrap();
         let e = export(dir.path(), "v1");
-        write_marker("s1", &e, Path::new(&e.backing_path), MarkerState::Created).unwrap();
-        let mut r = StorageReconciler::new(cfg(dir.path())).unwrap();
+        backing::write_marker("s1", &e, Path::new(&e.backing_path), MarkerState::Created).unwrap();
+        let mut r = reconciler(cfg(dir.path()));
         let d = ds(vec![e.clone()], vec![]);
         assert_eq!(r.reconcile(&d).errors, 1);
         assert!(!Path::new(&e.backing_path).exists());

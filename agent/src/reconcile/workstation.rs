@@ -1,147 +1,86 @@
-//! Workstation role: each desired Connection becomes a built-in initiator
-//! controller whose namespace 1 is exposed as `EXPOSE_DIR/exposure_name`
-//! through one FUSE mount for the whole directory.
+//! Workstation role: makes the desired connections true over any
+//! [`WorkstationDriver`] (the built-in initiator in the holder or in
+//! process, the holder client, the kernel host). The driver knows how to
+//! connect, expose and disconnect; this module knows when.
+//!
+//! One pass: prepare the driver, read back what it has, disconnect what is
+//! no longer wanted (or no longer serves its connection), then connect
+//! what is missing and keep the rest exposed. Every step is idempotent,
+//! and only attachments the driver made are ever listed or disconnected.
 
-use std::collections::HashMap;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
 
-use ferrofab_nvmeof_expose::{ExposeOptions, Exposer};
-use ferrofab_nvmeof_host::DynBlockIo;
-use ferrofab_nvmeof_host::{
-    BlockIo, ConnectOptions, Controller, ControllerState, Digests, HostError, HostIdentity,
-    Namespace, NamespaceEvent,
-};
 use ferrofab_proto::v1::{Connection, ConnectionStatus, DesiredState};
 use tracing::{info, info_span, warn};
 
-use super::{condition, names, PassOutcome, Problem};
-use crate::config::AgentConfig;
-use crate::error::AgentError;
+use crate::driver::{Listing, WorkstationDriver};
+use crate::problem::{condition, PassOutcome, Problem};
+use crate::status::LocalAttachment;
 
-/// File names of the persisted host identity inside the state directory.
-pub const HOSTNQN_FILE: &str = "hostnqn";
-pub const HOSTID_FILE: &str = "hostid";
-
-/// Loads (creating once) the node's NVMe host identity from `state_dir`.
-/// It is what storage nodes allow, so it must survive restarts.
-pub fn host_identity(state_dir: &Path) -> Result<HostIdentity, AgentError> {
-    crate::cache::ensure_dir(state_dir)?;
-    HostIdentity::load_or_create(&state_dir.join(HOSTNQN_FILE), &state_dir.join(HOSTID_FILE))
-        .map_err(|e| AgentError::Other(format!("host identity in {}: {e}", state_dir.display())))
-}
-
-/// One live attachment.
-struct Attached {
-    /// The desired connection it was made for; a change means reconnect.
-    conn: Connection,
-    ctrl: Controller,
-    path: PathBuf,
-}
-
-/// The workstation reconciler: the exposure mount and the controllers.
-pub struct WorkstationReconciler {
-    expose_dir: PathBuf,
-    identity: HostIdentity,
-    exposer: Option<Exposer>,
-    attached: HashMap<String, Attached>,
+/// The workstation reconciler and the driver it runs.
+#[derive(Debug)]
+pub struct WorkstationReconciler<D: WorkstationDriver + ?Sized = dyn WorkstationDriver> {
+    driver: Box<D>,
     /// Failures of the last pass, by attachment.
     problems: HashMap<String, Problem>,
 }
 
-impl std::fmt::Debug for WorkstationReconciler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkstationReconciler")
-            .field("hostnqn", &self.identity.hostnqn)
-            .field("attached", &self.attached.keys().collect::<Vec<_>>())
-            .finish_non_exhaustive()
-    }
-}
-
-/// What the local API shows about one attachment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct LocalAttachment {
-    pub attachment: String,
-    pub volume: String,
-    pub subsystem_nqn: String,
-    pub path: String,
-    pub read_only: bool,
-    /// `read-write`, `read-only` or `read-write-many` (filled in by the
-    /// local API from the desired state; empty when unknown).
-    pub access_mode: String,
-    pub state: String,
-    pub size_bytes: u64,
-    /// The burst volume's expiry, RFC 3339 (absent: it never expires).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
-    /// The same, relative to now ("in 13h", "2h ago").
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_in: Option<String>,
-    /// Within the agent's `expiry_warning` window.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub expiry_warning: bool,
-}
-
-impl WorkstationReconciler {
-    pub fn new(cfg: Arc<AgentConfig>, identity: HostIdentity) -> Self {
-        Self::with_expose_dir(cfg.expose_dir.clone(), identity)
-    }
-
-    /// The reconciler the data-path holder runs: only the exposure
-    /// directory matters there.
-    pub fn with_expose_dir(expose_dir: PathBuf, identity: HostIdentity) -> Self {
+impl<D: WorkstationDriver + ?Sized> WorkstationReconciler<D> {
+    /// A reconciler over `driver` (chosen by `factory`).
+    pub fn new(driver: Box<D>) -> Self {
         WorkstationReconciler {
-            expose_dir,
-            identity,
-            exposer: None,
-            attached: HashMap::new(),
+            driver,
             problems: HashMap::new(),
         }
     }
 
-    pub fn hostnqn(&self) -> &str {
-        &self.identity.hostnqn
+    pub fn driver(&self) -> &D {
+        &self.driver
     }
 
     /// One pass: detach what is no longer wanted (or changed, or failed
-    /// for good), attach what is missing, refresh sizes.
+    /// for good), attach what is missing, keep the rest exposed.
     pub fn reconcile(&mut self, ds: &DesiredState) -> PassOutcome {
         let mut out = PassOutcome::default();
         self.problems.clear();
-        if let Err(p) = self.ensure_mounted() {
+        if let Err(p) = self.driver.prepare(&ds.connections) {
+            warn!(reason = p.reason, "{}", p.message);
             for c in &ds.connections {
                 self.problems.insert(c.attachment.clone(), p.clone());
             }
             out.errors += 1;
             return out;
         }
-        let wanted: HashMap<&str, &Connection> = ds
-            .connections
-            .iter()
-            .map(|c| (c.attachment.as_str(), c))
-            .collect();
-        let stale: Vec<String> = self
-            .attached
-            .iter()
-            .filter(|(name, a)| {
-                !wanted
-                    .get(name.as_str())
-                    .is_some_and(|c| same_session(c, &a.conn))
-                    || a.ctrl.state() == ControllerState::Failed
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in stale {
-            self.detach(&name);
-            out.changes += 1;
-        }
+        let listing = self.driver.list();
+        let mut wanted: HashMap<&str, &Connection> = HashMap::new();
         for c in &ds.connections {
-            match self.ensure_one(c) {
-                Ok(true) => out.changes += 1,
-                Ok(false) => {}
+            match self.driver.check(c) {
+                Ok(()) => {
+                    wanted.insert(c.attachment.as_str(), c);
+                }
                 Err(p) => {
+                    warn!(attachment = %c.attachment, reason = p.reason, "{}", p.message);
+                    self.problems.insert(c.attachment.clone(), p);
+                    out.errors += 1;
+                }
+            }
+        }
+        let kept = self.detach_stale(&listing, &wanted, &mut out);
+        for c in &ds.connections {
+            if !wanted.contains_key(c.attachment.as_str()) {
+                continue;
+            }
+            let span = info_span!("attach", attachment = %c.attachment, volume = %c.volume, nqn = %c.subsystem_nqn);
+            let _g = span.enter();
+            let r = if kept.contains(c.attachment.as_str()) {
+                self.driver.expose(c)
+            } else {
+                self.driver.connect(c)
+            };
+            match r {
+                Ok(changed) => out.changes += usize::from(changed),
+                Err(p) => {
+                    warn!(reason = p.reason, "{}", p.message);
                     self.problems.insert(c.attachment.clone(), p);
                     out.errors += 1;
                 }
@@ -150,232 +89,156 @@ impl WorkstationReconciler {
         out
     }
 
+    /// Disconnects every listed attachment that is not wanted or no longer
+    /// serves its connection; returns the ones still attached. A stale listing (the
+    /// data path could not be read) removes nothing.
+    fn detach_stale<'a>(
+        &mut self,
+        listing: &'a Listing,
+        wanted: &HashMap<&str, &Connection>,
+        out: &mut PassOutcome,
+    ) -> HashSet<&'a str> {
+        let mut kept = HashSet::new();
+        if let Some(p) = &listing.stale {
+            warn!(reason = p.reason, "listing the attachments: {}", p.message);
+            out.errors += 1;
+            return kept;
+        }
+        for a in &listing.attachments {
+            let name = a.attachment.as_str();
+            let serves = wanted
+                .get(name)
+                .is_some_and(|c| self.driver.serves(name, c));
+            if serves {
+                kept.insert(name);
+                continue;
+            }
+            match self.driver.disconnect(name) {
+                Ok(changed) => out.changes += usize::from(changed),
+                Err(p) => {
+                    // Still attached: it is kept exposed, never connected
+                    // a second time; the next pass retries.
+                    warn!(attachment = %name, reason = p.reason, "{}", p.message);
+                    out.errors += 1;
+                    kept.insert(name);
+                }
+            }
+        }
+        kept
+    }
+
     /// Makes one desired connection true, level-triggered: an attachment
-    /// already live with the same spec only has its size refreshed; one
-    /// whose spec changed or whose controller failed for good is
-    /// reconnected. Whether anything changed. (The holder's `ensure`.)
+    /// that still serves it is only kept exposed; one whose spec changed
+    /// or whose controller failed for good is reconnected. Whether
+    /// anything changed. (The holder's `ensure`.)
     pub fn ensure_one(&mut self, c: &Connection) -> Result<bool, Problem> {
         let span = info_span!("attach", attachment = %c.attachment, volume = %c.volume, nqn = %c.subsystem_nqn);
         let _g = span.enter();
-        self.ensure_mounted()?;
-        let mut changed = false;
-        if let Some(a) = self.attached.get_mut(&c.attachment) {
-            if same_session(c, &a.conn) && a.ctrl.state() != ControllerState::Failed {
-                crate::driver::host_auth::follow_keys(&a.ctrl, &a.conn, c)?;
-                // Same session; informational fields (the expiry) follow.
-                a.conn = c.clone();
-                self.refresh_size(&c.attachment);
-                return Ok(false);
-            }
-            self.detach(&c.attachment);
-            changed = true;
+        self.driver.prepare(std::slice::from_ref(c))?;
+        let listed = self.driver.list().get(&c.attachment).is_some();
+        if listed && self.driver.serves(&c.attachment, c) {
+            return self.driver.expose(c);
         }
-        match self.attach(c) {
-            Ok(()) => Ok(true),
-            Err(p) => {
-                warn!(reason = p.reason, "{}", p.message);
-                if changed {
-                    info!("detached before a failed re-attach");
-                }
-                Err(p)
+        if listed {
+            self.driver.disconnect(&c.attachment)?;
+        }
+        let r = self.driver.check(c).and_then(|()| self.driver.connect(c));
+        if let Err(p) = &r {
+            warn!(reason = p.reason, "{}", p.message);
+            if listed {
+                info!("detached before a failed re-attach");
             }
         }
+        r.map(|_| true)
     }
 
     /// Detaches `attachment` if attached; whether it was. (The holder's
     /// `remove`.)
     pub fn remove_one(&mut self, attachment: &str) -> bool {
-        let was = self.attached.contains_key(attachment);
-        self.detach(attachment);
-        was
-    }
-
-    /// Every live attachment with its connection, controller state (lower
-    /// case), whether its file is exposed, its path and size. (The
-    /// holder's `list`.)
-    pub fn exposures(&self) -> Vec<Exposure> {
-        let mut v: Vec<Exposure> = self
-            .attached
-            .values()
-            .map(|a| Exposure {
-                conn: a.conn.clone(),
-                state: a.ctrl.state(),
-                exposed: self.is_exposed(&a.conn.exposure_name),
-                path: a.path.display().to_string(),
-                size_bytes: a.ctrl.namespaces().first().map_or(0, |n| n.size_bytes()),
-            })
-            .collect();
-        v.sort_by(|a, b| a.conn.attachment.cmp(&b.conn.attachment));
-        v
-    }
-
-    fn ensure_mounted(&mut self) -> Result<(), Problem> {
-        if self.exposer.is_some() {
-            return Ok(());
-        }
-        let opts = ExposeOptions {
-            allow_other: true,
-            ..Default::default()
-        };
-        let exp = Exposer::mount(&self.expose_dir, &opts)
-            .map_err(|e| Problem::new("ExposureUnavailable", e.to_string()))?;
-        self.exposer = Some(exp);
-        Ok(())
-    }
-
-    fn attach(&mut self, c: &Connection) -> Result<(), Problem> {
-        // Before connecting: a name that is not one safe file name is
-        // refused with a status, and no controller is made for it.
-        names::check("InvalidExposureName", "exposure name", &c.exposure_name)?;
-        let exposer = self
-            .exposer
-            .as_ref()
-            .ok_or_else(|| Problem::new("ExposureUnavailable", "exposure directory not mounted"))?;
-        let ctrl = Controller::connect(connect_options(c, &self.identity))
-            .map_err(|e| connect_problem(&e))?;
-        let ns = ctrl
-            .namespace(1)
-            .map_err(|e| Problem::new("NamespaceMissing", e.to_string()))?;
-        check_identity(c, &ctrl)?;
-        let dev: Arc<DynBlockIo> = if c.read_only {
-            Arc::new(ReadOnly(ns))
-        } else {
-            Arc::new(ns)
-        };
-        if exposer.names().iter().any(|n| n == &c.exposure_name) {
-            let _ = exposer.remove(&c.exposure_name);
-        }
-        let path = exposer
-            .add(&c.exposure_name, dev)
-            .map_err(|e| Problem::new("ExposureFailed", e.to_string()))?;
-        let volumes = exposer.volumes();
-        let name = c.exposure_name.clone();
-        ctrl.watch(move |ev| {
-            if let NamespaceEvent::Resized { new, .. } = ev {
-                info!(volume = %name, size = new.size_bytes(), "namespace grew");
-                let _ = volumes.refresh_size(&name);
-            }
-        });
-        info!(path = %path.display(), read_only = c.read_only, "attached");
-        self.attached.insert(
-            c.attachment.clone(),
-            Attached {
-                conn: c.clone(),
-                ctrl,
-                path,
-            },
-        );
-        Ok(())
-    }
-
-    fn refresh_size(&self, attachment: &str) {
-        if let (Some(exp), Some(a)) = (&self.exposer, self.attached.get(attachment)) {
-            let _ = exp.refresh_size(&a.conn.exposure_name);
-        }
-    }
-
-    /// Removes the file, then disconnects (flushing through the shutdown
-    /// handshake).
-    fn detach(&mut self, attachment: &str) {
-        let Some(a) = self.attached.remove(attachment) else {
-            return;
-        };
-        let _span = info_span!("detach", attachment, volume = %a.conn.volume).entered();
-        if let Some(exp) = &self.exposer {
-            if let Err(e) = exp.remove(&a.conn.exposure_name) {
-                warn!(error = %e, "removing exposure");
-            }
-        }
-        if let Err(e) = a.ctrl.disconnect() {
-            warn!(error = %e, "disconnect");
-        }
-        info!("detached");
-    }
-
-    /// Detaches everything and unmounts (agent shutdown).
-    pub fn shutdown(&mut self) {
-        let names: Vec<String> = self.attached.keys().cloned().collect();
-        for n in names {
-            self.detach(&n);
-        }
-        if let Some(exp) = self.exposer.take() {
-            if let Err(e) = exp.unmount() {
-                warn!(error = %e, "unmount");
+        match self.driver.disconnect(attachment) {
+            Ok(was) => was,
+            Err(p) => {
+                warn!(attachment, reason = p.reason, "{}", p.message);
+                true
             }
         }
     }
 
-    /// Connection statuses read back from the initiator.
+    /// Connection statuses read back from the data path: every desired
+    /// one, and those still attached but no longer desired (detaching).
     pub fn observe(&self, ds: &DesiredState) -> Vec<ConnectionStatus> {
+        let listing = self.driver.list();
         let mut out: Vec<ConnectionStatus> = ds
             .connections
             .iter()
-            .map(|c| self.connection_status(c))
+            .map(|c| self.connection_status(c, &listing))
             .collect();
-        // Still connected but no longer desired (a detach in progress).
-        for (name, a) in &self.attached {
-            if !ds.connections.iter().any(|c| &c.attachment == name) {
+        for a in &listing.attachments {
+            if !ds.connections.iter().any(|c| c.attachment == a.attachment) {
                 out.push(detaching_status(
-                    name,
-                    &a.conn.volume,
-                    a.ctrl.state() == ControllerState::Live,
-                    a.path.display().to_string(),
+                    &a.attachment,
+                    &a.volume,
+                    a.live,
+                    a.path.clone(),
                 ));
             }
         }
         out
     }
 
-    fn connection_status(&self, c: &Connection) -> ConnectionStatus {
+    fn connection_status(&self, c: &Connection, listing: &Listing) -> ConnectionStatus {
+        let listed = listing.get(&c.attachment);
+        if let (Some(_), Some(a)) = (&listing.stale, listed) {
+            // Could not be read now: as last seen, never as gone.
+            return a.status.clone();
+        }
         let mut st = ConnectionStatus {
             attachment: c.attachment.clone(),
             volume: c.volume.clone(),
             ..Default::default()
         };
-        if let Some(p) = self.problems.get(&c.attachment) {
+        let problem = listing
+            .stale
+            .as_ref()
+            .or_else(|| self.problems.get(&c.attachment));
+        if let Some(p) = problem {
             st.conditions = vec![condition("Connected", false, p.reason, p.message.clone())];
             return st;
         }
-        let Some(a) = self.attached.get(&c.attachment) else {
-            st.conditions = vec![condition(
-                "Connected",
-                false,
-                "NotConnected",
-                "not connected yet",
-            )];
-            return st;
-        };
-        let exposed = self.is_exposed(&a.conn.exposure_name);
-        let size = a.ctrl.namespaces().first().map_or(0, |n| n.size_bytes());
-        live_status(
-            c,
-            a.ctrl.state(),
-            exposed,
-            &a.path.display().to_string(),
-            size,
-        )
+        match listed {
+            Some(a) => a.status.clone(),
+            None => {
+                st.conditions = vec![condition(
+                    "Connected",
+                    false,
+                    "NotConnected",
+                    "not connected yet",
+                )];
+                st
+            }
+        }
     }
 
-    fn is_exposed(&self, name: &str) -> bool {
-        self.exposer
-            .as_ref()
-            .is_some_and(|e| e.names().iter().any(|n| n == name))
-    }
-
-    /// Attachments for the local API.
+    /// Attachments for the local API: only what the data path shows now
+    /// (none while it cannot be listed; the last report still has them).
     pub fn local_attachments(&self) -> Vec<LocalAttachment> {
-        let mut v: Vec<LocalAttachment> = self
-            .attached
-            .iter()
-            .map(|(name, a)| LocalAttachment {
-                attachment: name.clone(),
-                volume: a.conn.volume.clone(),
-                subsystem_nqn: a.conn.subsystem_nqn.clone(),
-                path: a.path.display().to_string(),
-                read_only: a.conn.read_only,
-                access_mode: String::new(),
-                state: format!("{:?}", a.ctrl.state()).to_lowercase(),
-                size_bytes: a.ctrl.namespaces().first().map_or(0, |n| n.size_bytes()),
+        let listing = self.driver.list();
+        if listing.stale.is_some() {
+            return Vec::new();
+        }
+        let mut v: Vec<LocalAttachment> = listing
+            .attachments
+            .into_iter()
+            .map(|a| LocalAttachment {
+                attachment: a.attachment,
+                volume: a.volume,
+                subsystem_nqn: a.subsystem_nqn,
+                path: a.path,
+                read_only: a.read_only,
+                state: a.state,
+                size_bytes: a.size_bytes,
+                // Filled in from the desired state by the agent
+                // (`expiry::annotate`, the local API).
                 ..Default::default()
             })
             .collect();
@@ -383,104 +246,15 @@ impl WorkstationReconciler {
         v
     }
 
-    /// Controller states for metrics: (volume, attachment, state).
-    pub fn controller_states(&self) -> Vec<(String, String, ControllerState)> {
-        self.attached
-            .iter()
-            .map(|(n, a)| (a.conn.volume.clone(), n.clone(), a.ctrl.state()))
-            .collect()
+    /// Called when the agent stops: the driver decides what stays (the
+    /// holder's and the kernel's attachments keep serving).
+    pub fn shutdown(&mut self) {
+        self.driver.shutdown();
     }
-}
-
-impl crate::driver::WorkstationDriver for WorkstationReconciler {
-    fn reconcile(&mut self, ds: &DesiredState) -> PassOutcome {
-        WorkstationReconciler::reconcile(self, ds)
-    }
-    fn observe(&self, ds: &DesiredState) -> Vec<ConnectionStatus> {
-        WorkstationReconciler::observe(self, ds)
-    }
-    fn shutdown(&mut self) {
-        WorkstationReconciler::shutdown(self);
-    }
-    fn local_attachments(&self) -> Vec<LocalAttachment> {
-        WorkstationReconciler::local_attachments(self)
-    }
-}
-
-/// One live attachment as the holder lists it.
-#[derive(Debug, Clone)]
-pub struct Exposure {
-    pub conn: Connection,
-    pub state: ControllerState,
-    pub exposed: bool,
-    pub path: String,
-    pub size_bytes: u64,
-}
-
-/// The status of desired connection `c` whose controller is in `state`
-/// and whose file at `path` is (or is not) `exposed`: shared by the
-/// in-process reconciler and the holder client, so both report alike.
-pub(crate) fn live_status(
-    c: &Connection,
-    state: ControllerState,
-    exposed: bool,
-    path: &str,
-    size_bytes: u64,
-) -> ConnectionStatus {
-    let mut st = ConnectionStatus {
-        attachment: c.attachment.clone(),
-        volume: c.volume.clone(),
-        size_bytes: if exposed { size_bytes } else { 0 },
-        ..Default::default()
-    };
-    st.connected = state == ControllerState::Live && exposed;
-    st.device_path = path.to_string();
-    st.conditions = vec![match (state, exposed) {
-        (ControllerState::Live, true) => condition(
-            "Connected",
-            true,
-            "HostConnected",
-            format!("connected to {}:{}, exposed at {path}", c.address, c.port),
-        ),
-        (_, false) => condition(
-            "Connected",
-            false,
-            "ExposureMissing",
-            "exposed file missing",
-        ),
-        (ControllerState::Reconnecting, _) => condition(
-            "Connected",
-            false,
-            "Reconnecting",
-            format!(
-                "connection to {}:{} lost; reconnecting within ctrl-loss timeout",
-                c.address, c.port
-            ),
-        ),
-        (s, _) => condition(
-            "Connected",
-            false,
-            "ControllerLost",
-            format!("controller {s:?}"),
-        ),
-    }];
-    st
-}
-
-/// Whether a live controller made for `old` still serves `new`: every
-/// field matters except the expiry, which is informational (an extension
-/// must not disconnect a researcher's mounted volume).
-fn same_session(new: &Connection, old: &Connection) -> bool {
-    let mut n = new.clone();
-    n.expires_at = old.expires_at;
-    // A new key re-authenticates the live session (rotation).
-    n.host_key.clone_from(&old.host_key);
-    n.ctrl_key.clone_from(&old.ctrl_key);
-    n == *old
 }
 
 /// The status of a connection still up but no longer desired.
-pub(crate) fn detaching_status(
+fn detaching_status(
     attachment: &str,
     volume: &str,
     connected: bool,
@@ -502,197 +276,148 @@ pub(crate) fn detaching_status(
     }
 }
 
-fn connect_options(c: &Connection, id: &HostIdentity) -> ConnectOptions {
-    let addr = if c.address.contains(':') && !c.address.starts_with('[') {
-        format!("[{}]:{}", c.address, c.port)
-    } else {
-        format!("{}:{}", c.address, c.port)
-    };
-    let mut o = ConnectOptions::new(addr, c.subsystem_nqn.clone(), id.clone());
-    (o.dhchap_secret, o.dhchap_ctrl_secret) = crate::driver::host_auth::secrets(c);
-    if let Some(t) = &c.options {
-        o.digests = Digests {
-            header: t.header_digest,
-            data: t.data_digest,
-        };
-        if t.nr_io_queues > 0 {
-            o.nr_io_queues = u16::try_from(t.nr_io_queues).unwrap_or(u16::MAX);
-        }
-        if t.queue_size > 0 {
-            o.queue_size = u16::try_from(t.queue_size).unwrap_or(u16::MAX);
-        }
-        if t.ctrl_loss_tmo > 0 {
-            o.ctrl_loss_tmo = Some(Duration::from_secs(u64::from(t.ctrl_loss_tmo)));
-        }
-    }
-    o
-}
-
-/// The namespace must be the volume the controller means (same UUID), so
-/// a reused NQN can never expose someone else's data under this name.
-fn check_identity(c: &Connection, ctrl: &Controller) -> Result<(), Problem> {
-    let Ok(want) = uuid::Uuid::parse_str(&c.uuid) else {
-        return Ok(());
-    };
-    let got = ctrl
-        .namespaces()
-        .first()
-        .and_then(|n| n.uuid)
-        .map(uuid::Uuid::from_bytes);
-    match got {
-        Some(u) if u != want => Err(Problem::new(
-            "WrongNamespace",
-            format!("namespace UUID {u} is not the volume's {want}"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn connect_problem(e: &HostError) -> Problem {
-    match e {
-        HostError::ConnectRejected { status, reason, .. }
-            if status.sct == 1 && status.sc == 0x84 =>
-        {
-            Problem::new(
-                "HostNotAllowed",
-                format!("connect refused: host not allowed ({reason})"),
-            )
-        }
-        HostError::ConnectRejected { reason, .. } => {
-            Problem::new("ConnectRefused", format!("connect refused: {reason}"))
-        }
-        HostError::AuthenticationFailed { .. } => {
-            Problem::new("AuthenticationFailed", e.to_string())
-        }
-        HostError::Unreachable { .. } | HostError::Timeout { .. } => {
-            Problem::new("TargetUnreachable", e.to_string())
-        }
-        _ => Problem::new("ConnectFailed", e.to_string()),
-    }
-}
-
-/// A namespace exposed read-only: writes fail with EROFS on this host.
-struct ReadOnly(Namespace);
-
-impl BlockIo for ReadOnly {
-    fn size(&self) -> u64 {
-        self.0.size()
-    }
-    fn block_size(&self) -> u32 {
-        self.0.block_size()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.0.read_at(buf, offset)
-    }
-    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
-        Err(io::Error::from_raw_os_error(libc::EROFS))
-    }
-    fn flush(&self) -> io::Result<()> {
-        Ok(())
-    }
-    fn read_only(&self) -> bool {
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::Attachment;
 
-    /// The built-in driver refuses the same names as the kernel driver,
-    /// before connecting, with a status; the FUSE directory stays empty
-    /// and nothing outside it is touched. Mounts FUSE: needs root and
-    /// /dev/fuse, like the exposure tests of ferrofab-nvmeof.
-    #[test]
-    fn unsafe_exposure_names_are_refused() {
-        let root = tempfile::tempdir().unwrap();
-        let shadow = root.path().join("etc/shadow");
-        std::fs::create_dir_all(shadow.parent().unwrap()).unwrap();
-        std::fs::write(&shadow, b"root:secret\n").unwrap();
-        let mut cfg = AgentConfig::for_tests("w1");
-        cfg.expose_dir = root.path().join("x/volumes");
-        let mut w = WorkstationReconciler::new(Arc::new(cfg.clone()), HostIdentity::ephemeral());
-        let bad = |attachment: &str, name: &str| Connection {
-            attachment: attachment.into(),
-            volume: "v1".into(),
-            exposure_name: name.into(),
-            subsystem_nqn: "nqn.2026-11.io.ferrofab:v1".into(),
-            // Nothing listens on port 1: a connect would be refused.
-            address: "127.0.0.1".into(),
-            port: 1,
-            transport: "tcp".into(),
-            ..Default::default()
-        };
-        let ds = DesiredState {
-            connections: vec![
-                bad("a1", "../../etc/shadow"),
-                bad("a2", "a/b"),
-                bad("a3", "."),
-                bad("a4", "v\u{1b}[2J"),
-            ],
-            ..Default::default()
-        };
-        let out = w.reconcile(&ds);
-        let listed: Vec<_> = std::fs::read_dir(&cfg.expose_dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        let st = w.observe(&ds);
-        w.shutdown();
-        assert_eq!(out.errors, 4, "{:?}", w.problems);
-        for s in st {
-            let c = &s.conditions[0];
-            assert_eq!(c.reason, "InvalidExposureName", "{s:?}");
-            assert!(c.message.contains("single file name"), "{}", c.message);
+    /// A driver that records every call and holds attachments in memory.
+    #[derive(Debug, Default)]
+    struct Fake {
+        have: HashMap<String, Connection>,
+        calls: Vec<String>,
+        stale: Option<Problem>,
+        disconnect_fails: bool,
+    }
+
+    impl WorkstationDriver for Fake {
+        fn prepare(&mut self, _wanted: &[Connection]) -> Result<(), Problem> {
+            Ok(())
         }
-        assert!(listed.is_empty(), "{listed:?}");
-        assert_eq!(std::fs::read(&shadow).unwrap(), b"root:secret\n");
+        fn check(&self, c: &Connection) -> Result<(), Problem> {
+            crate::names::check("InvalidExposureName", "exposure name", &c.exposure_name)
+        }
+        fn list(&self) -> Listing {
+            let mut attachments: Vec<Attachment> = self
+                .have
+                .values()
+                .map(|c| Attachment {
+                    attachment: c.attachment.clone(),
+                    volume: c.volume.clone(),
+                    live: true,
+                    status: ConnectionStatus {
+                        attachment: c.attachment.clone(),
+                        connected: true,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                })
+                .collect();
+            attachments.sort_by(|a, b| a.attachment.cmp(&b.attachment));
+            Listing {
+                attachments,
+                stale: self.stale.clone(),
+            }
+        }
+        fn serves(&self, attachment: &str, c: &Connection) -> bool {
+            self.have.get(attachment) == Some(c)
+        }
+        fn connect(&mut self, c: &Connection) -> Result<bool, Problem> {
+            self.calls.push(format!("connect {}", c.attachment));
+            self.have.insert(c.attachment.clone(), c.clone());
+            Ok(true)
+        }
+        fn expose(&mut self, c: &Connection) -> Result<bool, Problem> {
+            self.calls.push(format!("expose {}", c.attachment));
+            Ok(false)
+        }
+        fn disconnect(&mut self, attachment: &str) -> Result<bool, Problem> {
+            self.calls.push(format!("disconnect {attachment}"));
+            if self.disconnect_fails {
+                return Err(Problem::new("DisconnectFailed", "busy"));
+            }
+            Ok(self.have.remove(attachment).is_some())
+        }
+        fn shutdown(&mut self) {}
     }
 
-    #[test]
-    fn ipv6_addresses_are_bracketed() {
-        let id = HostIdentity::ephemeral();
-        let c = Connection {
-            address: "::1".into(),
-            port: 4420,
-            subsystem_nqn: "nqn.2026-11.io.ferrofab:v".into(),
+    fn conn(attachment: &str, port: u32) -> Connection {
+        Connection {
+            attachment: attachment.into(),
+            volume: format!("v-{attachment}"),
+            exposure_name: format!("v-{attachment}"),
+            port,
             ..Default::default()
-        };
-        assert_eq!(connect_options(&c, &id).addr, "[::1]:4420");
-        let c = Connection {
-            address: "10.0.0.1".into(),
-            port: 4421,
-            ..c
-        };
-        assert_eq!(connect_options(&c, &id).addr, "10.0.0.1:4421");
+        }
     }
 
-    #[test]
-    fn transport_options_apply() {
-        let c = Connection {
-            address: "10.0.0.1".into(),
-            port: 4420,
-            options: Some(ferrofab_proto::v1::TransportOptions {
-                header_digest: true,
-                data_digest: false,
-                nr_io_queues: 2,
-                queue_size: 64,
-                ctrl_loss_tmo: 30,
-            }),
+    fn ds(connections: Vec<Connection>) -> DesiredState {
+        DesiredState {
+            connections,
             ..Default::default()
-        };
-        let o = connect_options(&c, &HostIdentity::ephemeral());
-        assert!(o.digests.header);
-        assert_eq!(o.nr_io_queues, 2);
-        assert_eq!(o.queue_size, 64);
-        assert_eq!(o.ctrl_loss_tmo, Some(Duration::from_secs(30)));
+        }
+    }
+
+    fn calls(r: &mut WorkstationReconciler<Fake>) -> Vec<String> {
+        std::mem::take(&mut r.driver.calls)
     }
 
     #[test]
-    fn host_identity_persists() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = host_identity(dir.path()).unwrap();
-        let b = host_identity(dir.path()).unwrap();
-        assert_eq!(a, b);
+    fn a_pass_is_level_triggered_and_idempotent() {
+        let mut r = WorkstationReconciler::new(Box::<Fake>::default());
+        let d = ds(vec![conn("a1", 1), conn("a2", 1)]);
+        assert_eq!(r.reconcile(&d).changes, 2);
+        assert_eq!(calls(&mut r), ["connect a1", "connect a2"]);
+        assert_eq!(r.reconcile(&d), PassOutcome::default());
+        assert_eq!(calls(&mut r), ["expose a1", "expose a2"]);
+        // A changed session is reconnected; an undesired one disconnected.
+        let d = ds(vec![conn("a1", 2)]);
+        assert_eq!(r.reconcile(&d).changes, 3);
+        let mut c = calls(&mut r);
+        c.sort();
+        assert_eq!(c, ["connect a1", "disconnect a1", "disconnect a2"]);
+        let st = r.observe(&d);
+        assert_eq!(st.len(), 1);
+        assert!(st[0].connected, "{st:?}");
+    }
+
+    /// A listing that could not be read now removes nothing, and the
+    /// attachments are reported as last seen, never as gone.
+    #[test]
+    fn a_stale_listing_removes_nothing() {
+        let mut r = WorkstationReconciler::new(Box::<Fake>::default());
+        r.reconcile(&ds(vec![conn("a1", 1)]));
+        calls(&mut r);
+        r.driver.stale = Some(Problem::new("HolderUnavailable", "timed out"));
+        let out = r.reconcile(&ds(vec![]));
+        assert_eq!(out.errors, 1);
+        assert!(calls(&mut r).is_empty());
+        let st = r.observe(&ds(vec![conn("a1", 1)]));
+        assert!(st[0].connected, "{st:?}");
+        assert!(r.local_attachments().is_empty());
+    }
+
+    /// An attachment that could not be disconnected is still attached: it
+    /// is kept exposed, never connected a second time.
+    #[test]
+    fn a_failed_disconnect_never_connects_twice() {
+        let mut r = WorkstationReconciler::new(Box::<Fake>::default());
+        r.reconcile(&ds(vec![conn("a1", 1)]));
+        calls(&mut r);
+        r.driver.disconnect_fails = true;
+        let out = r.reconcile(&ds(vec![conn("a1", 2)]));
+        assert_eq!(out.errors, 1);
+        assert_eq!(calls(&mut r), ["disconnect a1", "expose a1"]);
+    }
+
+    #[test]
+    fn refused_names_touch_nothing_and_are_reported() {
+        let mut r = WorkstationReconciler::new(Box::<Fake>::default());
+        let mut bad = conn("a1", 1);
+        bad.exposure_name = "../x".into();
+        let d = ds(vec![bad]);
+        assert_eq!(r.reconcile(&d).errors, 1);
+        assert!(calls(&mut r).is_empty());
+        assert_eq!(r.observe(&d)[0].conditions[0].reason, "InvalidExposureName");
     }
 }

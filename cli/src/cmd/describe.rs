@@ -73,7 +73,7 @@ async fn get<R: Resource>(admin: &mut Admin, name: &str) -> anyhow::Result<R> {
 async fn list<R: Resource>(admin: &mut Admin) -> anyhow::Result<Vec<R>> {
     R::list(admin, "")
         .await
-        .map_err(|s| status_error(&format!("listing {}s", R::KIND), s))
+        .map_err(|s| status_error(&format!("listing {}s", R::NOUN), s))
 }
 
 fn joined(items: &[String]) -> String {

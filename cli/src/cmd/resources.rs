@@ -3,8 +3,8 @@
 use std::time::SystemTime;
 
 use anyhow::{anyhow, bail};
-use ferrofab_nvmeof_wire::units::{format_size, parse_size};
 use ferrofab_proto::v1::{self, ObjectMeta};
+use ferrofab_types::size::{format_size, parse_size};
 
 use super::{token, Ctx};
 use crate::args::{
@@ -14,8 +14,9 @@ use crate::args::{
 };
 use crate::client::status_error;
 use crate::layout::{parse_address, parse_rfc3339};
-use crate::output::{print, render_list, render_one};
-use crate::resource::{what, Resource};
+use crate::output::print;
+use crate::render::{render_list, render_one};
+use crate::resource::{what, Object, Resource};
 
 pub async fn node(ctx: &Ctx, cmd: NodeCommand) -> anyhow::Result<()> {
     match cmd {
@@ -140,7 +141,7 @@ async fn common<R: Resource>(ctx: &Ctx, verb: CommonVerb) -> anyhow::Result<()> 
         CommonVerb::List { selector } => {
             let items = R::list(&mut admin, selector.as_deref().unwrap_or(""))
                 .await
-                .map_err(|s| status_error(&format!("listing {}s", R::KIND), s))?;
+                .map_err(|s| status_error(&format!("listing {}s", R::NOUN), s))?;
             render_list(&items, ctx.output)
         }
         CommonVerb::Delete {
@@ -169,8 +170,8 @@ fn deleted_word<R: Resource>(obj: &R) -> &'static str {
 /// Table mode prints `volume/NAME created`; JSON/YAML print the object.
 fn done<R: Resource>(ctx: &Ctx, obj: &R, name: &str, verb: &str) -> String {
     match ctx.output {
-        Format::Table | Format::Wide => format!("{}/{name} {verb}\n", R::KIND),
-        Format::Name => format!("{}/{name}\n", R::KIND),
+        Format::Table | Format::Wide => format!("{}/{name} {verb}\n", R::NOUN),
+        Format::Name => format!("{}/{name}\n", R::NOUN),
         f => render_one(obj, f),
     }
 }

@@ -79,7 +79,7 @@ fn warnings_of<R: Resource>(items: &[R], out: &mut Vec<Warning>) {
         for c in o.conditions() {
             if is_warning(c) {
                 out.push(Warning {
-                    object: format!("{}/{}", R::KIND, name_of(o)),
+                    object: format!("{}/{}", R::NOUN, name_of(o)),
                     condition: c.r#type.clone(),
                     text: if c.message.is_empty() {
                         c.reason.clone()
@@ -316,7 +316,7 @@ pub async fn collect(ctx: &Ctx) -> anyhow::Result<(Option<v1::ServerInfo>, Lists
     async fn all<R: Resource>(admin: &mut crate::client::Admin) -> anyhow::Result<Vec<R>> {
         R::list(admin, "")
             .await
-            .map_err(|s| status_error(&format!("listing {}s", R::KIND), s))
+            .map_err(|s| status_error(&format!("listing {}s", R::NOUN), s))
     }
     let lists = Lists {
         nodes: all(&mut admin).await?,

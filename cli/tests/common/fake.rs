@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use ferrofab_nvmeof_wire::units::parse_size;
 use ferrofab_pki::Identity;
 use ferrofab_proto::v1::admin_service_server::AdminService;
 use ferrofab_proto::v1::*;
+use ferrofab_types::size::parse_size;
 use tonic::{Request, Response, Status};
 
 type Stream =

@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::ops::{self, enroll};
 use crate::planner;
-use crate::resource::{validate_name, validate_nqn, Resource};
+use crate::resource::{validate_name, validate_nqn, Object};
 
 pub struct Agent {
     pub s: Arc<Shared>,

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::expiry::{apply_state, state, State, Windows, EXPIRED, EXPIRING};
 use crate::identity::Identity;
 use crate::ops::{self, Shared};
-use crate::resource::Resource;
+use crate::resource::Object;
 
 async fn refresh(s: &Shared, name: &str, w: Windows) -> Result<(), ApiError> {
     let now = s.clock.now();

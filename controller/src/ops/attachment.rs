@@ -15,7 +15,8 @@ use crate::cache::Objects;
 use crate::conditions::{condition, set_condition};
 use crate::error::ApiError;
 use crate::identity::Identity;
-use crate::resource::{Resource, FINALIZER_DETACH};
+use crate::resource::Object;
+use crate::resource::FINALIZER_DETACH;
 
 /// Creates an attachment; with `dry_run`, every check and no write.
 pub async fn create(

@@ -10,6 +10,7 @@ use crate::authz::{self, Owned, Verb};
 use crate::cache::Stored;
 use crate::error::ApiError;
 use crate::identity::Identity;
+use crate::resource::Object;
 use crate::resource::{kind_name, Resource, Selector};
 
 /// What a delete names: the object and the revision it must still be at

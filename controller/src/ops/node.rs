@@ -9,7 +9,7 @@ use super::{Delete, Shared};
 use crate::action::Action;
 use crate::error::ApiError;
 use crate::identity::Identity;
-use crate::resource::{validate_nqn, Resource};
+use crate::resource::{validate_nqn, Object};
 
 fn validate(s: &Shared, n: &Node) -> Result<(), ApiError> {
     let spec = n.spec.clone().unwrap_or_default();

@@ -10,7 +10,7 @@ use super::{Delete, Shared};
 use crate::action::Action;
 use crate::error::ApiError;
 use crate::identity::Identity;
-use crate::resource::{parse_size, validate_name, Resource};
+use crate::resource::{parse_size, validate_name, Object};
 
 fn validate(s: &Shared, p: &Pool) -> Result<(), ApiError> {
     let spec = p.spec.clone().unwrap_or_default();

@@ -14,7 +14,7 @@ use crate::access;
 use crate::conditions::{condition, set_condition};
 use crate::error::ApiError;
 use crate::report;
-use crate::resource::Resource;
+use crate::resource::Object;
 
 /// A condition the controller derives from a report: Warning when false,
 /// for no particular generation.

@@ -8,7 +8,7 @@ use super::{Delete, Shared};
 use crate::action::Action;
 use crate::error::ApiError;
 use crate::identity::Identity;
-use crate::resource::{parse_size, validate_name, Resource};
+use crate::resource::{parse_size, validate_name, Object};
 
 fn validate(t: &Tenant) -> Result<(), ApiError> {
     let spec = t.spec.clone().unwrap_or_default();

@@ -3,8 +3,8 @@
 //! (refused while attached; the export finalizer waits for the storage
 //! node's teardown).
 
-use ferrofab_nvmeof_wire::units::format_size;
 use ferrofab_proto::v1::{Volume, VolumePhase, VolumeSpec, VolumeStatus};
+use ferrofab_types::size::format_size;
 use tracing::info;
 
 use super::common::{delete_or_mark, expected_rv, retry_unconditional};
@@ -15,7 +15,7 @@ use crate::conditions::condition;
 use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::placement::{Request as Placement, Settles};
-use crate::resource::{parse_size, validate_name, Resource, Selector, FINALIZER_EXPORT};
+use crate::resource::{parse_size, validate_name, Object, Selector, FINALIZER_EXPORT};
 
 /// NQN prefix of every volume's subsystem; the rest is the volume uid, so
 /// the NQN never changes for the life of the volume.

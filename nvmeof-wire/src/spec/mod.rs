@@ -176,40 +176,10 @@ pub fn get_ascii_padded(src: &[u8]) -> String {
 
 /// Validate an NVMe Qualified Name: `nqn.yyyy-mm.reverse.domain:anything`
 /// or the UUID form `nqn.2014-08.org.nvmexpress:uuid:<uuid>`, at most 223
-/// bytes.
+/// bytes. The rules live in `ferrofab_types::nqn`, shared with the
+/// controller and the Terraform provider.
 pub fn validate_nqn(nqn: &str) -> Result<(), String> {
-    if nqn.is_empty() {
-        return Err("an NQN must not be empty".into());
-    }
-    if nqn.len() > 223 {
-        return Err(format!(
-            "NQN is {} bytes, longer than the 223 allowed",
-            nqn.len()
-        ));
-    }
-    if !nqn.is_ascii() || nqn.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-        return Err(format!(
-            "NQN {nqn:?} contains spaces, control or non-ASCII characters"
-        ));
-    }
-    let Some(rest) = nqn.strip_prefix("nqn.") else {
-        return Err(format!("NQN {nqn:?} must start with \"nqn.\""));
-    };
-    let date_ok = rest.len() >= 8
-        && rest.as_bytes()[..4].iter().all(u8::is_ascii_digit)
-        && rest.as_bytes()[4] == b'-'
-        && rest.as_bytes()[5..7].iter().all(u8::is_ascii_digit);
-    if !date_ok {
-        return Err(format!(
-            "NQN {nqn:?} must continue with a date as yyyy-mm, as in nqn.2014-08.org.example:name"
-        ));
-    }
-    if nqn != DISCOVERY_NQN && !rest.contains(':') && !rest[7..].starts_with('.') {
-        return Err(format!(
-            "NQN {nqn:?} needs a reverse domain name after the date"
-        ));
-    }
-    Ok(())
+    ferrofab_types::nqn::validate_nqn(nqn).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

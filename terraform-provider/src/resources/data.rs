@@ -113,8 +113,8 @@ pub fn validate(type_name: &str, cfg: &Value, diags: &mut Diags) {
     match type_name {
         "ferrofab_nodes" => {
             if let Some(nqn) = cfg.get("host_nqn").as_str() {
-                if let Err(e) = ferrofab_nvmeof_wire::spec::validate_nqn(nqn) {
-                    diags.attr_error(&["host_nqn"], "invalid host_nqn", e);
+                if let Err(e) = ferrofab_types::nqn::validate_nqn(nqn) {
+                    diags.attr_error(&["host_nqn"], "invalid host_nqn", e.to_string());
                 }
             }
             if let Some(r) = cfg.get("role").as_str() {

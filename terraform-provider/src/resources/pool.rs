@@ -125,7 +125,7 @@ pub fn to_state(p: &v1::Pool, prior: &Value) -> Value {
         };
     s.set("reclaim_policy", Value::str(reclaim));
     s.set("labels", common::labels_state(&meta.labels, prior));
-    let bytes = ferrofab_nvmeof_wire::units::parse_size(&spec.capacity).unwrap_or(0);
+    let bytes = ferrofab_types::size::parse_size(&spec.capacity).unwrap_or(0);
     s.set("capacity_bytes", Value::Number(bytes as f64));
     s.set("timeouts", prior.get("timeouts").clone());
     s
@@ -199,7 +199,7 @@ pub fn plan(prior: &Value, planned: &mut Value) -> Vec<&'static str> {
     let bytes = planned
         .get("capacity")
         .as_str()
-        .and_then(|s| ferrofab_nvmeof_wire::units::parse_size(s).ok());
+        .and_then(|s| ferrofab_types::size::parse_size(s).ok());
     planned.set(
         "capacity_bytes",
         bytes.map_or(Value::Unknown, |b| Value::Number(b as f64)),

@@ -266,7 +266,7 @@ pub async fn plan(
     let new_bytes = planned
         .get("size")
         .as_str()
-        .and_then(|s| ferrofab_nvmeof_wire::units::parse_size(s).ok());
+        .and_then(|s| ferrofab_types::size::parse_size(s).ok());
     let creating = prior.is_null();
     let replace = if creating {
         vec![]
@@ -293,9 +293,9 @@ pub async fn plan(
                          Shrinking would destroy the data past the new end; give a size of at least {}, \
                          or replace the volume explicitly (terraform apply -replace=...).",
                         prior.get("name").as_str().unwrap_or_default(),
-                        ferrofab_nvmeof_wire::units::format_size(old),
+                        ferrofab_types::size::format_size(old),
                         planned.get("size").as_str().unwrap_or_default(),
-                        ferrofab_nvmeof_wire::units::format_size(old),
+                        ferrofab_types::size::format_size(old),
                     ),
                 );
                 return replace;
@@ -389,7 +389,7 @@ async fn whole_plan(ctx: &Ctx, planned: &Value, bytes: u64, diags: &mut Diags) {
         let spec = t.spec.unwrap_or_default();
         let st = t.status.unwrap_or_default();
         let limit = Limit {
-            bytes: ferrofab_nvmeof_wire::units::parse_size(&spec.capacity_quota).ok(),
+            bytes: ferrofab_types::size::parse_size(&spec.capacity_quota).ok(),
             volumes: (spec.volume_quota > 0).then_some(spec.volume_quota),
             used_bytes: st.used_bytes,
             used_volumes: st.volume_count,
@@ -582,7 +582,7 @@ fn same_spec(want: &v1::Volume, have: &v1::Volume) -> bool {
         want.spec.clone().unwrap_or_default(),
         have.spec.clone().unwrap_or_default(),
     );
-    let bytes = |s: &str| ferrofab_nvmeof_wire::units::parse_size(s).ok();
+    let bytes = |s: &str| ferrofab_types::size::parse_size(s).ok();
     let labels = |v: &v1::Volume| {
         v.metadata
             .as_ref()

@@ -34,7 +34,7 @@ use super::ownership::{OwnedTarget, StateFile, MODEL_MARKER, TARGET_STATE_FILE};
 use super::{entries, io_msg, read_attr, target_module, KernelPaths};
 use crate::driver::builtin::NSID;
 use crate::driver::TargetDriver;
-use crate::reconcile::Problem;
+use crate::problem::Problem;
 
 /// Longest serial number nvmet accepts.
 const SERIAL_MAX: usize = 20;
@@ -426,24 +426,6 @@ fn needs_buffered_io(path: &Path) -> bool {
             .is_err()
 }
 
-/// Extends a backing file from `from` to `to` bytes; a thick pool's file
-/// gets the new range allocated, so writes to it can never hit `ENOSPC`.
-fn extend_file(f: &std::fs::File, from: u64, to: u64, thick: bool) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    if thick {
-        let off =
-            libc::off_t::try_from(from).map_err(|_| std::io::Error::other("offset too large"))?;
-        let len = libc::off_t::try_from(to - from)
-            .map_err(|_| std::io::Error::other("size too large"))?;
-        // SAFETY: plain syscall on an open descriptor.
-        let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, off, len) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    f.set_len(to)
-}
-
 /// (size, logical block size) of a backing file or block device.
 fn backing_geometry(paths: &KernelPaths, path: &Path) -> (u64, u32) {
     use std::os::unix::fs::MetadataExt;
@@ -684,20 +666,8 @@ impl TargetDriver for KernelTarget {
                 ))
             };
         }
-        if meta.len() >= size {
+        if !crate::backing::grow(&path, size, thick)? {
             return Ok(false);
-        }
-        let grow = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|f| extend_file(&f, meta.len(), size, thick));
-        if let Err(e) = grow {
-            let reason = if e.raw_os_error() == Some(libc::ENOSPC) {
-                "PoolFull"
-            } else {
-                "GrowFailed"
-            };
-            return Err(Problem::new(reason, io_msg("growing", &path, &e)));
         }
         let p = dir.join("revalidate_size");
         self.paths

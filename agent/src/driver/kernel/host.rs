@@ -8,13 +8,12 @@
 //! are, so I/O on them never stops for an agent restart. Controllers the
 //! agent did not make (an admin's `nvme connect`) are never touched.
 
-use std::collections::HashMap;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferrofab_nvmeof_host::HostIdentity;
-use ferrofab_proto::v1::{Connection, ConnectionStatus, DesiredState};
+use ferrofab_proto::v1::{Connection, ConnectionStatus};
 use tracing::{info, info_span, warn};
 
 use super::fabrics::{self, ConnectParams};
@@ -22,10 +21,9 @@ use super::ownership::{OwnedController, OwnedHost, StateFile, HOST_STATE_FILE};
 use super::sysfs::{self, ControllerInfo};
 use super::{host_module, KernelPaths};
 use crate::config::AgentConfig;
-use crate::driver::builtin::NSID;
-use crate::driver::WorkstationDriver;
-use crate::reconcile::workstation::{detaching_status, LocalAttachment};
-use crate::reconcile::{condition, names, PassOutcome, Problem};
+use crate::driver::{Attachment, Listing, WorkstationDriver, NSID};
+use crate::names;
+use crate::problem::{condition, Problem};
 
 /// How long an attach waits for the namespace's block device to appear.
 const NAMESPACE_WAIT: Duration = Duration::from_secs(15);
@@ -33,7 +31,7 @@ const NAMESPACE_WAIT: Duration = Duration::from_secs(15);
 /// `BLKROSET` (`_IO(0x12, 93)`): marks a block device read-only.
 const BLKROSET: libc::c_ulong = 0x125d;
 
-/// The kernel workstation reconciler.
+/// The kernel workstation driver.
 #[derive(Debug)]
 pub struct KernelWorkstation {
     paths: KernelPaths,
@@ -41,7 +39,6 @@ pub struct KernelWorkstation {
     identity: HostIdentity,
     record: StateFile,
     owned: OwnedHost,
-    problems: HashMap<String, Problem>,
 }
 
 impl KernelWorkstation {
@@ -54,7 +51,6 @@ impl KernelWorkstation {
             identity,
             record,
             owned,
-            problems: HashMap::new(),
         };
         w.adopt();
         w
@@ -173,7 +169,7 @@ impl KernelWorkstation {
                     r.controller = Some(ctrl);
                 }
                 self.save()?;
-                self.expose(name)
+                self.expose_recorded(name)
             }
             Err(e) => {
                 self.owned.controllers.remove(name);
@@ -211,7 +207,7 @@ impl KernelWorkstation {
 
     /// Finds the namespace's block device (waiting for the scan) and makes
     /// the exposure symlink point at it.
-    fn expose(&self, name: &str) -> Result<(), Problem> {
+    fn expose_recorded(&self, name: &str) -> Result<(), Problem> {
         let rec = self
             .owned
             .controllers
@@ -281,30 +277,31 @@ impl KernelWorkstation {
         Ok(())
     }
 
-    fn status_of(&self, c: &Connection) -> ConnectionStatus {
-        let mut st = ConnectionStatus {
-            attachment: c.attachment.clone(),
-            volume: c.volume.clone(),
-            ..Default::default()
-        };
-        if let Some(p) = self.problems.get(&c.attachment) {
-            st.conditions = vec![condition("Connected", false, p.reason, p.message.clone())];
-            return st;
-        }
-        let Some(rec) = self.owned.controllers.get(&c.attachment) else {
-            st.conditions = vec![condition(
-                "Connected",
-                false,
-                "NotConnected",
-                "not connected yet",
-            )];
-            return st;
-        };
+    /// A recorded controller as the reconciler sees it, read back.
+    fn attachment(&self, name: &str, rec: &OwnedController) -> Attachment {
         let (connected, cond) = self.read_back(rec);
-        st.connected = connected;
-        st.device_path = rec.exposure_name.clone();
-        st.conditions = vec![cond];
-        st
+        let info = rec
+            .controller
+            .as_deref()
+            .and_then(|c| sysfs::controller(&self.paths, c));
+        Attachment {
+            attachment: name.to_string(),
+            volume: rec.volume.clone(),
+            subsystem_nqn: rec.subsysnqn.clone(),
+            read_only: rec.read_only,
+            path: rec.exposure_name.clone(),
+            state: info.map_or_else(|| "gone".into(), |i| i.state),
+            live: connected,
+            size_bytes: device_size(&rec.exposure_name),
+            status: ConnectionStatus {
+                attachment: name.to_string(),
+                volume: rec.volume.clone(),
+                connected,
+                device_path: rec.exposure_name.clone(),
+                conditions: vec![cond],
+                ..Default::default()
+            },
+        }
     }
 
     /// Live state of a recorded controller, from sysfs and the symlink.
@@ -371,129 +368,57 @@ impl KernelWorkstation {
 }
 
 impl WorkstationDriver for KernelWorkstation {
-    fn reconcile(&mut self, ds: &DesiredState) -> PassOutcome {
-        let mut out = PassOutcome::default();
-        self.problems.clear();
-        if let Some(m) = self.paths.host_unavailable() {
-            for c in &ds.connections {
-                self.problems.insert(
-                    c.attachment.clone(),
-                    Problem::new("KernelModuleMissing", m.clone()),
-                );
-            }
-            return PassOutcome {
-                changes: 0,
-                errors: usize::from(!ds.connections.is_empty()),
-            };
-        }
-        if let Err(e) = crate::cache::ensure_dir(&self.expose_dir) {
-            for c in &ds.connections {
-                self.problems.insert(
-                    c.attachment.clone(),
-                    Problem::new("ExposureUnavailable", e.to_string()),
-                );
-            }
-            return PassOutcome {
-                changes: 0,
-                errors: 1,
-            };
-        }
-        let mut wanted = HashMap::new();
-        for c in &ds.connections {
-            match self.wanted_record(c) {
-                Ok(r) => {
-                    wanted.insert(c.attachment.clone(), r);
-                }
-                Err(p) => {
-                    self.problems.insert(c.attachment.clone(), p);
-                    out.errors += 1;
-                }
+    fn prepare(&mut self, wanted: &[Connection]) -> Result<(), Problem> {
+        if !wanted.is_empty() {
+            if let Some(m) = self.paths.host_unavailable() {
+                return Err(Problem::new("KernelModuleMissing", m));
             }
         }
-        let stale: Vec<String> = self
-            .owned
-            .controllers
-            .iter()
-            .filter(|(n, r)| self.is_stale(r, wanted.get(*n)))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in stale {
-            match self.detach(&name) {
-                Ok(()) => out.changes += 1,
-                Err(p) => {
-                    warn!(attachment = %name, "{p}");
-                    out.errors += 1;
-                }
-            }
-        }
-        for c in &ds.connections {
-            if !wanted.contains_key(&c.attachment) {
-                continue;
-            }
-            let span = info_span!("attach", attachment = %c.attachment, volume = %c.volume, nqn = %c.subsystem_nqn);
-            let _g = span.enter();
-            let r = if self.owned.controllers.contains_key(&c.attachment) {
-                self.expose(&c.attachment)
-            } else {
-                out.changes += 1;
-                self.attach(&c.attachment, c)
-            };
-            if let Err(p) = r {
-                warn!(reason = p.reason, "{}", p.message);
-                self.problems.insert(c.attachment.clone(), p);
-                out.errors += 1;
-            }
-        }
-        out
+        crate::cache::ensure_dir(&self.expose_dir)
+            .map_err(|e| Problem::new("ExposureUnavailable", e.to_string()))
     }
 
-    fn observe(&self, ds: &DesiredState) -> Vec<ConnectionStatus> {
-        let mut out: Vec<ConnectionStatus> =
-            ds.connections.iter().map(|c| self.status_of(c)).collect();
-        for (name, rec) in &self.owned.controllers {
-            if !ds.connections.iter().any(|c| &c.attachment == name) {
-                let (connected, _) = self.read_back(rec);
-                out.push(detaching_status(
-                    name,
-                    &rec.volume,
-                    connected,
-                    rec.exposure_name.clone(),
-                ));
-            }
+    fn check(&self, c: &Connection) -> Result<(), Problem> {
+        self.wanted_record(c).map(|_| ())
+    }
+
+    /// The recorded controllers (only those this agent connected).
+    fn list(&self) -> Listing {
+        Listing {
+            attachments: self
+                .owned
+                .controllers
+                .iter()
+                .map(|(name, rec)| self.attachment(name, rec))
+                .collect(),
+            stale: None,
         }
-        out
+    }
+
+    fn serves(&self, attachment: &str, c: &Connection) -> bool {
+        let want = self.wanted_record(c).ok();
+        self.owned
+            .controllers
+            .get(attachment)
+            .is_some_and(|rec| !self.is_stale(rec, want.as_ref()))
+    }
+
+    fn connect(&mut self, c: &Connection) -> Result<bool, Problem> {
+        self.attach(&c.attachment, c).map(|()| true)
+    }
+
+    fn expose(&mut self, c: &Connection) -> Result<bool, Problem> {
+        self.expose_recorded(&c.attachment).map(|()| false)
+    }
+
+    fn disconnect(&mut self, attachment: &str) -> Result<bool, Problem> {
+        let was = self.owned.controllers.contains_key(attachment);
+        self.detach(attachment).map(|()| was)
     }
 
     /// Controllers stay connected while the agent is down (adopted on
     /// the next start), so applications keep their I/O.
     fn shutdown(&mut self) {}
-
-    fn local_attachments(&self) -> Vec<LocalAttachment> {
-        let mut v: Vec<LocalAttachment> = self
-            .owned
-            .controllers
-            .iter()
-            .map(|(name, rec)| {
-                let info = rec
-                    .controller
-                    .as_deref()
-                    .and_then(|c| sysfs::controller(&self.paths, c));
-                LocalAttachment {
-                    attachment: name.clone(),
-                    volume: rec.volume.clone(),
-                    subsystem_nqn: rec.subsysnqn.clone(),
-                    path: rec.exposure_name.clone(),
-                    read_only: rec.read_only,
-                    access_mode: String::new(),
-                    state: info.map_or_else(|| "gone".into(), |i| i.state),
-                    size_bytes: device_size(&rec.exposure_name),
-                    ..Default::default()
-                }
-            })
-            .collect();
-        v.sort_by(|a, b| a.attachment.cmp(&b.attachment));
-        v
-    }
 }
 
 /// Size of the block device behind `path` (0 if unknown).
@@ -535,6 +460,15 @@ fn set_read_only(dev: &Path) -> Result<(), Problem> {
 mod tests {
     use super::*;
     use crate::driver::kernel::{sysfs::fake, testing};
+    use crate::problem::PassOutcome;
+    use crate::reconcile::workstation::WorkstationReconciler;
+    use ferrofab_proto::v1::DesiredState;
+
+    type Reconciler = WorkstationReconciler<KernelWorkstation>;
+
+    fn reconciler(cfg: &AgentConfig, paths: &KernelPaths, id: HostIdentity) -> Reconciler {
+        WorkstationReconciler::new(Box::new(KernelWorkstation::new(cfg, paths.clone(), id)))
+    }
 
     fn setup(root: &Path) -> (AgentConfig, KernelPaths) {
         let mut cfg = AgentConfig::for_tests("w1");
@@ -593,7 +527,7 @@ mod tests {
         w.save().unwrap();
         drop(w);
 
-        let mut w = KernelWorkstation::new(&cfg, paths.clone(), id);
+        let mut w = reconciler(&cfg, &paths, id);
         let ds = DesiredState {
             connections: vec![c],
             ..Default::default()
@@ -605,8 +539,7 @@ mod tests {
                 changes: 0,
                 errors: 0
             },
-            "{:?}",
-            w.problems
+            "{w:?}"
         );
         let link = cfg.expose_dir.join("v1");
         assert_eq!(
@@ -631,7 +564,7 @@ mod tests {
         };
         assert_eq!(std::fs::read_to_string(del("nvme3")).unwrap(), "1\n");
         assert!(!del("nvme5").exists());
-        assert!(w.owned.controllers.is_empty());
+        assert!(w.driver().owned.controllers.is_empty());
     }
 
     /// A controller naming `../../etc/shadow` as the exposure used to get
@@ -657,10 +590,10 @@ mod tests {
             &u.to_string(),
         );
         std::fs::write(paths.dev.join("nvme1n1"), b"").unwrap();
-        let mut w = KernelWorkstation::new(&cfg, paths.clone(), HostIdentity::ephemeral());
+        let mut w = reconciler(&cfg, &paths, HostIdentity::ephemeral());
         // A fake /dev/nvme-fabrics whose answer (read after the options
         // written) names nvme3: a connect would succeed and expose.
-        let opts = w.wanted_record(&connection(&u)).unwrap().options;
+        let opts = w.driver().wanted_record(&connection(&u)).unwrap().options;
         let fabrics = format!("{}instance=3,cntlid=1\n", " ".repeat(opts.len()));
         std::fs::write(paths.dev.join("nvme-fabrics"), &fabrics).unwrap();
         let bad = |attachment: &str, name: &str| Connection {
@@ -681,7 +614,7 @@ mod tests {
         let meta = std::fs::symlink_metadata(&shadow).unwrap();
         assert!(meta.file_type().is_file(), "shadow replaced: {meta:?}");
         assert_eq!(std::fs::read(&shadow).unwrap(), b"root:secret\n");
-        assert_eq!(out.errors, 4, "{:?}", w.problems);
+        assert_eq!(out.errors, 4, "{w:?}");
         assert_eq!(out.changes, 0);
         for st in w.observe(&ds) {
             let c = &st.conditions[0];
@@ -689,7 +622,7 @@ mod tests {
             assert!(c.message.contains("single file name"), "{}", c.message);
             assert!(!st.connected);
         }
-        assert!(w.owned.controllers.is_empty(), "nothing recorded");
+        assert!(w.driver().owned.controllers.is_empty(), "nothing recorded");
         assert_eq!(
             std::fs::read_to_string(paths.dev.join("nvme-fabrics")).unwrap(),
             fabrics,
@@ -732,11 +665,10 @@ mod tests {
         rec.controller = Some("nvme7".into());
         w.owned.controllers.insert("a1".into(), rec);
         w.save().unwrap();
-        let w = KernelWorkstation::new(&cfg, paths.clone(), HostIdentity::ephemeral());
-        assert!(w.owned.controllers.is_empty());
+        let mut w = reconciler(&cfg, &paths, HostIdentity::ephemeral());
+        assert!(w.driver().owned.controllers.is_empty());
 
         std::fs::remove_file(paths.dev.join("nvme-fabrics")).unwrap();
-        let mut w = w;
         let ds = DesiredState {
             connections: vec![connection(&u)],
             ..Default::default()

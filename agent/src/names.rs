@@ -12,7 +12,7 @@
 use ferrofab_nvmeof_expose::name_problem;
 use ferrofab_proto::v1::{Connection, DesiredState};
 
-use super::Problem;
+use crate::problem::Problem;
 
 /// `name` as a single safe path component, or a Problem with `reason`
 /// that says which name was refused and why.
