@@ -91,6 +91,9 @@ fn export(o: &Objects, v: &Volume, pool: Option<&Pool>) -> Export {
         // data-path work (a new expiry) still changes the snapshot, and the
         // echo is what lets the controller observe it.
         generation: v.metadata.as_ref().map_or(0, |m| m.generation),
+        // Secrets are added per stream by the `keys` module, never here:
+        // the planner's output is also what admins may read.
+        ..Default::default()
     }
 }
 
@@ -182,6 +185,8 @@ fn connection(o: &Objects, a: &Attachment, defaults: &Defaults) -> Option<Connec
         access_mode: access::mode_of(a) as i32,
         uuid: st.uuid.clone(),
         expires_at: v.spec.as_ref().and_then(|s| s.expires_at),
+        // Added by the `keys` module for the node's own stream.
+        ..Default::default()
     })
 }
 
