@@ -22,7 +22,7 @@ fn required_cluster(
     volume: &str,
     size: &str,
 ) -> (Controller, AgentProc, AgentProc) {
-    let ctl = Controller::start_with_pki(dir, REQUIRE);
+    let ctl = start_controller_with_pki(dir, REQUIRE);
     let (s1, ws1) = rt.block_on(async {
         let s1 = AgentProc::enroll_and_start(&ctl, dir, "s1", "storage").await;
         let ws1 = AgentProc::enroll_and_start(&ctl, dir, "ws1", "workstation").await;

@@ -2,12 +2,10 @@
 //! sealed at rest, sent only to the two nodes that use each one, never to
 //! an administrator, and rotated storage side first.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use ferrofab_proto::v1::*;
+use ferrofab_testkit::prelude::*;
 use tokio_stream::StreamExt;
 
 const WS1_NQN: &str = "nqn.2014-08.org.nvmexpress:uuid:ws1";
