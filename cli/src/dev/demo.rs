@@ -10,8 +10,6 @@ use super::state::DevState;
 use super::{POOL, STORAGE_NODE, WORKSTATION_NODE};
 use crate::client::{status_error, Admin};
 
-// ------------------------------------------------------------------ demo layout
-
 /// The layout as a file the user can read, edit and re-apply.
 pub(super) fn demo_layout(paths: &Paths) -> String {
     let pool_path = toml::Value::String(path_text(&paths.pool()));

@@ -10,8 +10,6 @@ use ferrofab_pki::PkiDir;
 
 use super::POOL;
 
-// ------------------------------------------------------------------ paths and state
-
 /// Where everything lives under DIR (absolute: agent configs require it).
 #[derive(Debug, Clone)]
 pub(super) struct Paths {

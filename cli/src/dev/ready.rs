@@ -15,8 +15,6 @@ use super::{POOL, READY_TIMEOUT, STORAGE_NODE, WORKSTATION_NODE};
 use crate::client::{status_error, Admin};
 use crate::resource::{readiness, Readiness, Resource};
 
-// ------------------------------------------------------------------ readiness
-
 /// An attachment of the workstation whose file is there.
 #[derive(Debug, Clone)]
 pub(super) struct Exposed {

@@ -18,8 +18,6 @@ use super::{POOL, STORAGE_NODE, TOKEN_TTL_SECONDS};
 use crate::client::{status_error, Admin};
 use crate::resource::Resource;
 
-// ------------------------------------------------------------------ PKI and configs
-
 /// A CA, the controller's server certificate (localhost, 127.0.0.1, ::1)
 /// and an admin client certificate, each created only if missing.
 pub(super) fn ensure_pki(paths: &Paths) -> anyhow::Result<()> {

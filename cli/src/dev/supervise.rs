@@ -14,8 +14,6 @@ use tracing::{info, warn};
 
 use super::STOP_TIMEOUT;
 
-// ------------------------------------------------------------------ session
-
 /// What has been started, so that any exit path stops exactly that.
 #[derive(Default)]
 pub(super) struct Stack {
