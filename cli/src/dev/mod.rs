@@ -23,7 +23,11 @@
 //!   volumes/          the workstation's FUSE exposure, one file per volume
 //! ```
 //!
-//! This file is the binary's edge, so it reports with anyhow.
+//! This module is the binary's edge, so it reports with anyhow. It runs the
+//! session (start, wait for a signal, stop); its parts are `paths` (the
+//! directory above and its lock), `state` (dev.toml and ports), `supervise`
+//! (the running controller and agents), `setup` (PKI, configs, enrollment),
+//! `demo` (the demo layout) and `ready` (readiness and the summary).
 
 use std::path::Path;
 use std::time::Duration;
