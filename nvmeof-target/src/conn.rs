@@ -29,8 +29,8 @@ use ferrofab_nvmeof_wire::wire::{
     Cqe, DataHeader, DecodeStatus, Decoded, Digests, IcReq, IcResp, Pdu, PduError, R2t, Sqe,
 };
 
-use super::controller::Controller;
 use super::limits::ConnPermit;
+use super::registry::controller::Controller;
 use super::rxbuf::RxBuf;
 use super::socket::{read_some, ConnLink};
 use super::TargetInner;
@@ -121,7 +121,7 @@ pub(crate) struct Conn {
     pub(crate) digests: Digests,
     pub(crate) queue: Option<QueueState>,
     /// In-band authentication of this queue, when its host has a key.
-    pub(crate) auth: Option<super::auth::QueueAuth>,
+    pub(crate) auth: Option<super::auth_state::QueueAuth>,
     rx: RxBuf,
     /// More received bytes follow the PDU being handled.
     rx_backlog: bool,
@@ -843,7 +843,7 @@ fn store_piece(p: &mut PendingData, datao: u32, data: &[u8]) -> Result<(), Statu
         return ns
             .backend
             .write_at(data, at)
-            .map_err(|e| super::io::backend_status(&e));
+            .map_err(|e| super::executor::backend_status(&e));
     }
     if staged_from.is_none() {
         *staged_from = Some(datao);
