@@ -56,6 +56,8 @@ pub use registry::controller;
 mod rxbuf;
 pub mod socket;
 mod sync;
+#[cfg(any(test, feature = "fuzzing"))]
+mod testbed;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
