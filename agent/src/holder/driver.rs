@@ -334,21 +334,27 @@ mod tests {
         })
     }
 
-    #[test]
-    fn an_outdated_holder_in_use_is_kept_and_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let _t = fake_old_holder(dir.path(), PROTOCOL_VERSION + 1);
-        let mut w = WorkstationReconciler::new(Box::new(HolderWorkstation::new(
+    /// A holder driver whose holder binary does not exist, with its state
+    /// and exposures under `dir`.
+    fn driver(dir: &std::path::Path) -> HolderWorkstation {
+        HolderWorkstation::new(
             SpawnSpec {
                 binary: "/nonexistent/ferrofab-agent".into(),
-                state_dir: dir.path().into(),
-                expose_dir: dir.path().join("volumes"),
+                state_dir: dir.into(),
+                expose_dir: dir.join("volumes"),
                 log_level: "info".into(),
             },
             "nqn.h".into(),
             Duration::from_secs(1),
             Duration::from_secs(1),
-        )));
+        )
+    }
+
+    #[test]
+    fn an_outdated_holder_in_use_is_kept_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let _t = fake_old_holder(dir.path(), PROTOCOL_VERSION + 1);
+        let mut w = WorkstationReconciler::new(Box::new(driver(dir.path())));
         let ds = DesiredState {
             connections: vec![ferrofab_proto::v1::Connection {
                 attachment: "a1".into(),
@@ -385,17 +391,7 @@ mod tests {
     #[test]
     fn a_failed_listing_reports_exposures_as_last_seen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = HolderWorkstation::new(
-            SpawnSpec {
-                binary: "/nonexistent/ferrofab-agent".into(),
-                state_dir: dir.path().into(),
-                expose_dir: dir.path().join("volumes"),
-                log_level: "info".into(),
-            },
-            "nqn.h".into(),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        );
+        let mut w = driver(dir.path());
         *w.last_seen() = vec![exposure("a1"), exposure("gone")];
         w.blocked = Some(Problem::new(HOLDER_UNAVAILABLE, "timed out"));
         let w = WorkstationReconciler::new(Box::new(w));
@@ -423,17 +419,7 @@ mod tests {
     #[test]
     fn no_holder_and_no_binary_is_a_clear_condition() {
         let dir = tempfile::tempdir().unwrap();
-        let w = HolderWorkstation::new(
-            SpawnSpec {
-                binary: "/nonexistent/ferrofab-agent".into(),
-                state_dir: dir.path().into(),
-                expose_dir: dir.path().join("volumes"),
-                log_level: "info".into(),
-            },
-            "nqn.h".into(),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        );
+        let w = driver(dir.path());
         let ds = DesiredState::default();
         let counters = Arc::new(HolderCounters::default());
         let mut w = WorkstationReconciler::new(Box::new(w.with_counters(counters.clone())));
