@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use tonic::Status;
 
 use crate::client::Admin;
-use crate::output::{enum_word, human_size, timestamp};
+use crate::output::{dash, enum_word, human_size, timestamp};
 
 /// What waiting can conclude about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -688,14 +688,6 @@ fn bytes_cell(b: u64) -> String {
         "-".into()
     } else {
         human_size(b)
-    }
-}
-
-fn dash(s: &str) -> String {
-    if s.is_empty() {
-        "-".into()
-    } else {
-        s.to_owned()
     }
 }
 
