@@ -95,30 +95,40 @@ pub fn annotate(list: &mut [LocalAttachment], expiries: &[VolumeExpiry], now: i6
 
 /// The per-volume expiry series.
 pub fn render(list: &[VolumeExpiry], out: &mut String) {
-    let _ = writeln!(out, "# HELP ferrofab_agent_volume_expiry_timestamp_seconds When the exposed burst volume expires (Unix seconds); absent without an expiry.\n# TYPE ferrofab_agent_volume_expiry_timestamp_seconds gauge");
+    gauge(
+        out,
+        "ferrofab_agent_volume_expiry_timestamp_seconds",
+        "When the exposed burst volume expires (Unix seconds); absent without an expiry.",
+        list,
+        |e| e.expires_at.to_string(),
+    );
+    gauge(
+        out,
+        "ferrofab_agent_volume_expiry_remaining_seconds",
+        "Seconds until the exposed burst volume expires (negative once past).",
+        list,
+        |e| e.remaining.to_string(),
+    );
+    gauge(
+        out,
+        "ferrofab_agent_volume_expiry_warning",
+        "1 when the exposed burst volume expires within the agent's expiry_warning window.",
+        list,
+        |e| u8::from(e.warning).to_string(),
+    );
+}
+
+/// One gauge family with a series per volume.
+fn gauge(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    list: &[VolumeExpiry],
+    value: impl Fn(&VolumeExpiry) -> String,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
     for e in list {
-        let _ = writeln!(
-            out,
-            "ferrofab_agent_volume_expiry_timestamp_seconds{{volume=\"{}\"}} {}",
-            e.volume, e.expires_at
-        );
-    }
-    let _ = writeln!(out, "# HELP ferrofab_agent_volume_expiry_remaining_seconds Seconds until the exposed burst volume expires (negative once past).\n# TYPE ferrofab_agent_volume_expiry_remaining_seconds gauge");
-    for e in list {
-        let _ = writeln!(
-            out,
-            "ferrofab_agent_volume_expiry_remaining_seconds{{volume=\"{}\"}} {}",
-            e.volume, e.remaining
-        );
-    }
-    let _ = writeln!(out, "# HELP ferrofab_agent_volume_expiry_warning 1 when the exposed burst volume expires within the agent's expiry_warning window.\n# TYPE ferrofab_agent_volume_expiry_warning gauge");
-    for e in list {
-        let _ = writeln!(
-            out,
-            "ferrofab_agent_volume_expiry_warning{{volume=\"{}\"}} {}",
-            e.volume,
-            u8::from(e.warning)
-        );
+        let _ = writeln!(out, "{name}{{volume=\"{}\"}} {}", e.volume, value(e));
     }
 }
 
@@ -177,6 +187,9 @@ mod tests {
         );
         assert!(s.contains("ferrofab_agent_volume_expiry_remaining_seconds{volume=\"a\"} 46800"));
         assert!(s.contains("ferrofab_agent_volume_expiry_warning{volume=\"a\"} 1"));
+        assert!(s.starts_with(
+            "# HELP ferrofab_agent_volume_expiry_timestamp_seconds When the exposed burst volume expires (Unix seconds); absent without an expiry.\n# TYPE ferrofab_agent_volume_expiry_timestamp_seconds gauge\nferrofab_agent_volume_expiry_timestamp_seconds{volume=\"a\"} 1796083200\n# HELP ferrofab_agent_volume_expiry_remaining_seconds"
+        ));
         let mut list = vec![LocalAttachment {
             attachment: "a-ws".into(),
             volume: "a".into(),

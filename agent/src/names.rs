@@ -11,12 +11,13 @@
 
 use ferrofab_nvmeof_expose::name_problem;
 use ferrofab_proto::v1::{Connection, DesiredState};
+use ferrofab_types::Reason;
 
 use crate::problem::Problem;
 
 /// `name` as a single safe path component, or a Problem with `reason`
 /// that says which name was refused and why.
-pub fn check(reason: &'static str, what: &str, name: &str) -> Result<(), Problem> {
+pub fn check(reason: Reason, what: &str, name: &str) -> Result<(), Problem> {
     match name_problem(name) {
         None => Ok(()),
         Some(why) => Err(Problem::new(
@@ -37,7 +38,7 @@ pub fn exposure_name(c: &Connection) -> Result<&str, Problem> {
     } else {
         &c.exposure_name
     };
-    check("InvalidExposureName", "exposure name", name)?;
+    check(Reason::InvalidExposureName, "exposure name", name)?;
     Ok(name)
 }
 
@@ -62,9 +63,9 @@ pub fn refused(ds: &DesiredState) -> Vec<String> {
 /// The NQNs of an export: each becomes a configfs directory on the kernel
 /// driver.
 pub fn export_names(nqn: &str, hosts: &[String]) -> Result<(), Problem> {
-    check("InvalidName", "subsystem NQN", nqn)?;
+    check(Reason::InvalidName, "subsystem NQN", nqn)?;
     for h in hosts {
-        check("InvalidName", "allowed host NQN", h)?;
+        check(Reason::InvalidName, "allowed host NQN", h)?;
     }
     Ok(())
 }
@@ -87,8 +88,8 @@ mod tests {
             "tab\there",
             &"x".repeat(256),
         ] {
-            let p = check("InvalidExposureName", "exposure name", bad).unwrap_err();
-            assert_eq!(p.reason, "InvalidExposureName");
+            let p = check(Reason::InvalidExposureName, "exposure name", bad).unwrap_err();
+            assert_eq!(p.reason, Reason::InvalidExposureName);
             assert!(p.message.contains("single file name"), "{p}");
         }
         for good in [
@@ -99,7 +100,7 @@ mod tests {
             "ümlaut",
             &"x".repeat(255),
         ] {
-            check("InvalidExposureName", "exposure name", good).unwrap();
+            check(Reason::InvalidExposureName, "exposure name", good).unwrap();
         }
     }
 

@@ -4,17 +4,19 @@
 //! speak it, and it imports nothing of the crate.
 
 use ferrofab_proto::v1::{Condition, Severity};
+use ferrofab_types::Reason;
 
-/// Something a pass could not do, with a machine-readable reason
-/// (CamelCase, for conditions) and a message for the operator.
+/// Something a pass could not do, with a machine-readable reason (its
+/// CamelCase string goes into conditions and logs) and a message for the
+/// operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
 impl Problem {
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
         Problem {
             reason,
             message: message.into(),
@@ -45,7 +47,12 @@ impl PassOutcome {
 /// A status condition stamped now (the shared builder, with the agent's rule
 /// that a condition that does not hold is an Error: it is a fault on this
 /// node, not progress).
-pub fn condition(kind: &str, ok: bool, reason: &str, message: impl Into<String>) -> Condition {
+pub fn condition(
+    kind: &str,
+    ok: bool,
+    reason: impl AsRef<str>,
+    message: impl Into<String>,
+) -> Condition {
     let c = ferrofab_proto::condition::new(kind, ok, reason, message, now_ts());
     if ok {
         c

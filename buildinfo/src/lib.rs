@@ -42,7 +42,13 @@ pub fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cause = c.source();
     }
-    line.split('\n')
+    one_line(&line)
+}
+
+/// `s` on one line: its non-empty lines, trimmed, joined with `; ` (server
+/// messages may span lines; an error on stderr is one line).
+pub fn one_line(s: &str) -> String {
+    s.split('\n')
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()

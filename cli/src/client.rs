@@ -89,22 +89,13 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 /// The message for a status: the server's own words when it gave some (it
 /// names fields and quotas), else a description of the code.
 pub fn describe(status: &Status) -> String {
-    let msg = one_line(status.message());
+    let msg = ferrofab_buildinfo::one_line(status.message());
     let fallback = ferrofab_proto::client::code_text(status.code());
     match (msg.is_empty(), status.code()) {
         (true, _) => fallback.to_owned(),
         (false, Code::Unavailable) => format!("controller unavailable: {msg}"),
         (false, _) => msg,
     }
-}
-
-/// Server messages may span lines; an error on stderr is one line.
-fn one_line(s: &str) -> String {
-    s.split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[cfg(test)]

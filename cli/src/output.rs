@@ -143,6 +143,16 @@ pub fn print(s: &str) -> std::io::Result<()> {
     }
 }
 
+/// `s`, or `-` for an empty field, so table and describe columns never
+/// show a blank.
+pub fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,9 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::cmd::{self, Cmd};
+use super::cmd;
+use super::exec::{exec, exec_raw, Ctx};
 use super::options::ConnectOptions;
-use super::queue::{Queue, QueueConfig, ReqKind, Request};
+use super::queue::{Queue, QueueConfig};
 use super::HostError;
 use ferrofab_nvmeof_wire::spec::identify::{
     decode_ns_descriptors, decode_ns_list, nidt, IdentifyController, IdentifyNamespace,
@@ -23,67 +24,6 @@ const ADMIN_QUEUE_SIZE: u16 = 32;
 /// PDU size limit on the admin queue: the largest admin transfer we ask
 /// for plus headers.
 const ADMIN_MAX_PLEN: usize = 64 * 1024 + 8192;
-
-/// Who and where, for error messages, plus the limits of admin commands.
-#[derive(Debug, Clone)]
-pub(crate) struct Ctx {
-    pub addr: String,
-    pub subnqn: String,
-    pub hostnqn: String,
-    pub timeout: Duration,
-    pub spin: Duration,
-}
-
-impl Ctx {
-    pub fn from_opts(o: &ConnectOptions) -> Ctx {
-        Ctx {
-            addr: o.addr.clone(),
-            subnqn: o.subnqn.clone(),
-            hostnqn: o.identity.hostnqn.clone(),
-            timeout: o.admin_timeout,
-            spin: o.poll_spin.min(Duration::from_micros(20)),
-        }
-    }
-
-    fn controller_err(&self, why: String) -> HostError {
-        HostError::Controller {
-            subnqn: self.subnqn.clone(),
-            addr: self.addr.clone(),
-            why,
-        }
-    }
-}
-
-/// Send `cmd` and wait; any completion status is returned as is.
-pub(crate) fn exec_raw(q: &Arc<Queue>, cmd: Cmd, ctx: &Ctx) -> Result<(Cqe, Vec<u8>), HostError> {
-    let req = Request::new(cmd, ReqKind::Admin);
-    q.submit(&req)?;
-    match req.wait(ctx.spin, Some(ctx.timeout)) {
-        Ok(cqe) => Ok((cqe, req.take_data())),
-        Err(e @ HostError::Timeout { .. }) => {
-            // A lost response means the association can no longer be trusted.
-            q.fail(e.clone());
-            Err(e)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Send `cmd` and wait; an error status becomes [`HostError::Command`].
-pub(crate) fn exec(q: &Arc<Queue>, cmd: Cmd, ctx: &Ctx) -> Result<(u64, Vec<u8>), HostError> {
-    let name = cmd.name;
-    let (cqe, data) = exec_raw(q, cmd, ctx)?;
-    if cqe.is_success() {
-        Ok((cqe.result, data))
-    } else {
-        Err(HostError::Command {
-            cmd: name.to_string(),
-            subnqn: ctx.subnqn.clone(),
-            addr: ctx.addr.clone(),
-            status: Status::from_field(cqe.status),
-        })
-    }
-}
 
 /// Explain a refused Connect the way an operator needs it.
 pub(crate) fn connect_refusal(cqe: &Cqe, ctx: &Ctx, qid: u16) -> HostError {

@@ -16,8 +16,8 @@ use ferrofab_nvmeof_wire::auth::msg::{self, Descriptor, FailureReason, Message, 
 use ferrofab_nvmeof_wire::auth::{auth_cdw10, DhGroup, DhchapSecret, HashId, MAX_AUTH_MESSAGE};
 use ferrofab_nvmeof_wire::spec::{admin, fctype};
 
-use super::assoc::{exec, Ctx};
 use super::cmd::{Cmd, PSDT_SGL};
+use super::exec::{exec, Ctx};
 use super::queue::Queue;
 use super::HostError;
 

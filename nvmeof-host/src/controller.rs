@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::assoc::{self, Association, Ctx, NamespaceInfo};
+use super::assoc::{self, Association, NamespaceInfo};
 use super::cmd;
-use super::namespace::Namespace;
+use super::exec::{self, Ctx};
 use super::options::ConnectOptions;
 use super::queue::{plock, ReqKind, Request};
 use super::HostError;
@@ -77,7 +77,7 @@ struct Core {
     last_error: String,
 }
 
-/// State shared by the [`Controller`], its [`Namespace`] handles and its
+/// State shared by the [`Controller`], its [`Namespace`](crate::Namespace) handles and its
 /// threads.
 pub(crate) struct Shared {
     pub opts: ConnectOptions,
@@ -98,7 +98,7 @@ pub(crate) struct Shared {
 /// A connected NVMe/TCP controller. Dropping it disconnects (see
 /// [`Controller::disconnect`] to see the result).
 pub struct Controller {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -187,18 +187,6 @@ impl Controller {
     /// The namespaces as of the last scan, by NSID.
     pub fn namespaces(&self) -> Vec<NamespaceInfo> {
         self.shared.read_namespaces().values().cloned().collect()
-    }
-
-    /// A handle for I/O on namespace `nsid`. Cheap to clone; stays valid
-    /// across reconnects and resizes.
-    pub fn namespace(&self, nsid: u32) -> Result<Namespace, HostError> {
-        if !self.shared.read_namespaces().contains_key(&nsid) {
-            return Err(HostError::InvalidArgument(format!(
-                "namespace {nsid} does not exist on {} at {}",
-                self.shared.opts.subnqn, self.shared.opts.addr
-            )));
-        }
-        Ok(Namespace::new(self.shared.clone(), nsid))
     }
 
     /// Call `f` on every namespace change (resize seen through an
@@ -523,7 +511,7 @@ impl Shared {
         let Some(a) = self.assoc() else { return };
         let mut ctx = self.ctx.clone();
         ctx.timeout = self.opts.kato;
-        match assoc::exec(&a.admin, cmd::keep_alive(), &ctx) {
+        match exec::exec(&a.admin, cmd::keep_alive(), &ctx) {
             Ok(_) => tracing::trace!("keep-alive"),
             Err(e @ HostError::Command { .. }) => tracing::warn!(error = %e, "keep-alive refused"),
             Err(e) => self.fail_association(a.gen, e),
@@ -552,7 +540,7 @@ impl Shared {
         if dw0 == aen::NS_ATTR_CHANGED {
             // Reading the log with RAE=0 unmasks further notices.
             let c = cmd::get_log_page(log::CHANGED_NS_LIST, log::CHANGED_NS_LIST_LEN, 0, false);
-            if let Err(e) = assoc::exec(&a.admin, c, &self.ctx) {
+            if let Err(e) = exec::exec(&a.admin, c, &self.ctx) {
                 tracing::warn!(error = %e, "reading the changed namespace list");
             }
             self.arm_aer(&a);
@@ -563,7 +551,7 @@ impl Shared {
         }
         if lid != 0 {
             let c = cmd::get_log_page(lid, 4096, 0, false);
-            let _ = assoc::exec(&a.admin, c, &self.ctx);
+            let _ = exec::exec(&a.admin, c, &self.ctx);
         }
         self.arm_aer(&a);
     }

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::assoc::{self, exec, Ctx};
+use super::assoc;
 use super::cmd;
+use super::exec::{exec, Ctx};
 use super::identity::HostIdentity;
 use super::options::ConnectOptions;
 use super::queue::Queue;

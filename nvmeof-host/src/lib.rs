@@ -30,6 +30,8 @@
 //!
 //! * `queue` — one NVMe/TCP connection (a submission/completion queue
 //!   pair): ICReq/ICResp, command IDs, the receiver thread, polling.
+//! * `exec` — one admin command sent and waited for, with the context
+//!   (`Ctx`) that names the subsystem and address in errors.
 //! * `auth` — the host side of DH-HMAC-CHAP on one queue, on the message
 //!   formats and crypto of `ferrofab_nvmeof_wire::auth`.
 //! * `assoc` — one association: admin queue, enable, Identify, I/O queues,
@@ -60,6 +62,7 @@ pub mod cmd;
 mod controller;
 mod discovery;
 pub mod error;
+mod exec;
 pub mod identity;
 mod namespace;
 mod options;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::assoc::NamespaceInfo;
 use super::cmd::{self, Cmd, DSM_MAX_RANGES};
-use super::controller::Shared;
+use super::controller::{Controller, Shared};
 use super::queue::{ReqKind, Request};
 use super::{BlockIo, HostError};
 use ferrofab_nvmeof_wire::spec::status::Status;
@@ -64,6 +64,23 @@ pub enum IoOp {
 pub struct Namespace {
     shared: Arc<Shared>,
     nsid: u32,
+}
+
+/// The handle constructor lives beside the handle, so the controller
+/// module does not import this one (imports point down: namespace ->
+/// controller).
+impl Controller {
+    /// A handle for I/O on namespace `nsid`. Cheap to clone; stays valid
+    /// across reconnects and resizes.
+    pub fn namespace(&self, nsid: u32) -> Result<Namespace, HostError> {
+        if !self.shared.read_namespaces().contains_key(&nsid) {
+            return Err(HostError::InvalidArgument(format!(
+                "namespace {nsid} does not exist on {} at {}",
+                self.shared.opts.subnqn, self.shared.opts.addr
+            )));
+        }
+        Ok(Namespace::new(self.shared.clone(), nsid))
+    }
 }
 
 impl std::fmt::Debug for Namespace {

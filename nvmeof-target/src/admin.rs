@@ -17,7 +17,8 @@ use ferrofab_nvmeof_wire::spec::{admin, aen, cns, feature, log};
 use ferrofab_nvmeof_wire::wire::Sqe;
 
 use super::conn::Conn;
-use super::controller::Controller;
+use super::features::{FeatureValues, COMPOSITE_TEMP_K, WCTEMP_K};
+use super::registry::controller::Controller;
 
 /// The broadcast namespace ID.
 const NSID_ALL: u32 = 0xFFFF_FFFF;
@@ -25,16 +26,8 @@ const NSID_ALL: u32 = 0xFFFF_FFFF;
 const AERL: u8 = 3;
 /// Keep-alive granularity advertised in KAS, in 100 ms units.
 const KAS: u16 = 10;
-/// Composite temperature in the SMART log, in Kelvin. Nothing is measured
-/// on a software target: a plausible room temperature rather than 0.
-const COMPOSITE_TEMP_K: u16 = 300;
-/// Warning composite temperature (WCTEMP), which is also the default
-/// over-temperature threshold, and critical temperature (CCTEMP).
-const WCTEMP_K: u16 = 343;
+/// Critical temperature (CCTEMP).
 const CCTEMP_K: u16 = 358;
-/// Arbitration Burst 111b: no limit. Weights stay 0, since only round
-/// robin arbitration is offered (CAP.AMS is 0).
-const ARBITRATION_DEFAULT: u32 = 0b111;
 /// The fields of the Arbitration value: HPW, MPW, LPW and AB.
 const ARBITRATION_MASK: u32 = 0xFFFF_FF07;
 /// Power Management: Workload Hint (bits 7:5) and Power State (4:0).
@@ -50,38 +43,6 @@ const TMPSEL_COMPOSITE: u32 = 0;
 const TMPSEL_ALL: u32 = 0xF;
 const THSEL_OVER: u32 = 0;
 const THSEL_UNDER: u32 = 1;
-
-/// Features with nothing to act on in a software target, kept per
-/// controller so that each reads back what the host set, as the
-/// specification requires of these mandatory features.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FeatureValues {
-    pub arbitration: u32,
-    pub power_management: u32,
-    pub temp_over: u16,
-    pub temp_under: u16,
-    pub error_recovery: u32,
-}
-
-impl Default for FeatureValues {
-    fn default() -> Self {
-        FeatureValues {
-            arbitration: ARBITRATION_DEFAULT,
-            power_management: 0,
-            temp_over: WCTEMP_K,
-            temp_under: 0,
-            error_recovery: 0,
-        }
-    }
-}
-
-impl FeatureValues {
-    /// SMART critical warning bit 1: the composite temperature is at or
-    /// beyond a threshold the host set.
-    fn temperature_warning(&self) -> bool {
-        COMPOSITE_TEMP_K >= self.temp_over || COMPOSITE_TEMP_K <= self.temp_under
-    }
-}
 
 impl Conn {
     /// `data` is in-capsule host-to-controller data; no admin command

@@ -20,7 +20,6 @@
 //! key applies from the next transaction on.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use ferrofab_nvmeof_wire::auth::crypto::{
     chap_response, ct_eq, random_bytes, random_seqnum, DhKeyPair, ResponseInput, Role,
@@ -30,69 +29,8 @@ use ferrofab_nvmeof_wire::auth::{is_dhchap_cdw10, DhGroup, HashId, MAX_AUTH_MESS
 use ferrofab_nvmeof_wire::spec::status::Status;
 use ferrofab_nvmeof_wire::wire::Sqe;
 
+use super::auth_state::{QueueAuth, Step, Txn};
 use super::conn::{Conn, PendingKind};
-use super::registry::HostAuth;
-
-/// Authentication state of one queue whose host has a key.
-#[derive(Default)]
-pub(crate) struct QueueAuth {
-    pub authenticated: bool,
-    /// The controller counts this queue as authenticating (its first
-    /// transaction has not succeeded yet).
-    pub counted: bool,
-    step: Step,
-}
-
-impl QueueAuth {
-    /// A queue about to authenticate; `counted` when it holds the
-    /// controller's authentication deadline (see `Controller::begin_auth`).
-    pub(crate) fn new(counted: bool) -> QueueAuth {
-        QueueAuth {
-            counted,
-            ..QueueAuth::default()
-        }
-    }
-}
-
-#[derive(Default)]
-enum Step {
-    /// Waiting for AUTH_Negotiate.
-    #[default]
-    Idle,
-    /// Negotiated: the next Receive returns the challenge.
-    ChallengeReady(Box<Txn>),
-    /// Challenge sent: waiting for the Reply.
-    AwaitReply(Box<Txn>),
-    /// The Reply checked out: the next Receive returns Success1.
-    Success1Ready {
-        tid: u16,
-        hl: u8,
-        response: Option<Vec<u8>>,
-    },
-    /// Success1 with the controller's response sent: waiting for the
-    /// host to accept it.
-    AwaitSuccess2 { tid: u16 },
-    /// The next Receive returns AUTH_Failure1.
-    FailureReady { tid: u16, reason: FailureReason },
-}
-
-/// One transaction's choices and secrets.
-struct Txn {
-    tid: u16,
-    hash: HashId,
-    dh: Option<DhKeyPair>,
-    seqnum: u32,
-    challenge: Vec<u8>,
-    auth: Arc<HostAuth>,
-}
-
-impl QueueAuth {
-    /// Whether a command other than Authentication Send/Receive (and
-    /// Disconnect) may run.
-    pub fn allows_commands(&self) -> bool {
-        self.authenticated
-    }
-}
 
 /// Pick the hash: the configured one if the host offers it, else the
 /// first supported one the host offers.

@@ -29,8 +29,8 @@ use ferrofab_nvmeof_wire::wire::{
     Cqe, DataHeader, DecodeStatus, Decoded, Digests, IcReq, IcResp, Pdu, PduError, R2t, Sqe,
 };
 
-use super::controller::Controller;
 use super::limits::ConnPermit;
+use super::registry::controller::Controller;
 use super::rxbuf::RxBuf;
 use super::socket::{read_some, ConnLink};
 use super::TargetInner;
@@ -121,7 +121,7 @@ pub(crate) struct Conn {
     pub(crate) digests: Digests,
     pub(crate) queue: Option<QueueState>,
     /// In-band authentication of this queue, when its host has a key.
-    pub(crate) auth: Option<super::auth::QueueAuth>,
+    pub(crate) auth: Option<super::auth_state::QueueAuth>,
     rx: RxBuf,
     /// More received bytes follow the PDU being handled.
     rx_backlog: bool,
@@ -843,7 +843,7 @@ fn store_piece(p: &mut PendingData, datao: u32, data: &[u8]) -> Result<(), Statu
         return ns
             .backend
             .write_at(data, at)
-            .map_err(|e| super::io::backend_status(&e));
+            .map_err(|e| super::executor::backend_status(&e));
     }
     if staged_from.is_none() {
         *staged_from = Some(datao);
@@ -937,12 +937,9 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
-    use std::net::TcpListener;
-
     use super::*;
-    use crate::backend::{open_backend, DirectIo, FileOptions};
-    use crate::{derive_uuid, NamespaceConfig, SubsystemConfig, Target, TargetOptions};
+    use crate::testbed;
+    use crate::{Target, TargetOptions};
     use ferrofab_nvmeof_wire::spec::{nvm, prop};
     use ferrofab_nvmeof_wire::wire::{IcReq, Sgl};
 
@@ -957,56 +954,14 @@ mod tests {
             ..TargetOptions::default()
         })
         .unwrap();
-        target
-            .add_subsystem(SubsystemConfig {
-                nqn: NQN.into(),
-                serial: String::new(),
-                model: String::new(),
-                allow_any_host: false,
-                allowed_hosts: vec![HOST.into()],
-            })
-            .unwrap();
-        let backend = open_backend(
-            dir.join("ns1.img"),
-            &FileOptions {
-                create: true,
-                size: Some(32 << 20),
-                direct_io: DirectIo::Off,
-                block_size: 512,
-                preallocate: false,
-            },
-        )
-        .unwrap();
-        let uuid = derive_uuid(NQN, 1);
-        target
-            .add_namespace(
-                NQN,
-                NamespaceConfig {
-                    nsid: 1,
-                    backend,
-                    block_size: 512,
-                    uuid,
-                    nguid: *uuid.as_bytes(),
-                    read_only: false,
-                },
-            )
-            .unwrap();
+        testbed::add_subsystem(&target, NQN, HOST);
+        testbed::add_file_namespace(&target, NQN, &dir.join("ns1.img"), 32 << 20);
         target
     }
 
     /// A connection whose peer drains everything it is sent.
     fn conn(target: &Target) -> Conn {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (server, peer) = l.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        std::thread::spawn(move || {
-            let mut c = client;
-            let mut buf = vec![0u8; 1 << 20];
-            while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
-        });
-        let local = server.local_addr().unwrap();
-        Conn::new(target.inner.clone(), server, peer, local)
+        testbed::drained_conn(target).unwrap()
     }
 
     fn capsule(sqe: &Sqe, data: &[u8]) -> Vec<u8> {

@@ -20,10 +20,21 @@ use ferrofab_nvmeof_wire::wire::pdu::{
 };
 use ferrofab_nvmeof_wire::wire::{Cqe, DataHeader};
 
-use super::io::backend_status;
 use super::registry::Namespace;
 use super::socket::ConnLink;
 use super::sync::lock;
+use crate::backend::BackendError;
+
+/// Map a backend failure to the NVMe status the host should see.
+pub(crate) fn backend_status(err: &BackendError) -> Status {
+    if err.is_out_of_range() {
+        Status::LBA_OUT_OF_RANGE
+    } else if err.is_no_space() {
+        Status::CAPACITY_EXCEEDED
+    } else {
+        Status::INTERNAL_ERROR
+    }
+}
 
 /// What to do.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use ferrofab_nvmeof_wire::spec::{cc, get_str_nul, prop, CNTLID_DYNAMIC, DISCOVER
 use ferrofab_nvmeof_wire::wire::{get_u16, Sqe};
 
 use super::conn::{Conn, QueueState};
-use super::controller::{CcChange, Controller, ControllerKind};
+use super::registry::controller::{CcChange, Controller, ControllerKind};
 use super::socket::ConnLink;
 
 /// Size of the Connect command's data.
@@ -299,7 +299,7 @@ impl Conn {
             // queue). `counted` makes its first success, or its close, end
             // that hold again; without it the deadline outlived the
             // authentication and tore the healthy controller down.
-            self.auth = Some(super::auth::QueueAuth::new(true));
+            self.auth = Some(super::auth_state::QueueAuth::new(true));
             dw0 |= ferrofab_nvmeof_wire::auth::CONNECT_ATR;
             if let Some(q) = &self.queue {
                 q.ctrl

@@ -11,15 +11,15 @@
 //! seed, so a failure can be replayed with `FERROFAB_FUZZ_SEED`.
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::conn::Conn;
-use super::{derive_uuid, ListenerKind, NamespaceConfig, SubsystemConfig, Target, TargetOptions};
-use crate::backend::{open_backend, DirectIo, FileOptions};
+use super::testbed;
+use super::{ListenerKind, Target, TargetOptions};
 use ferrofab_nvmeof_wire::spec::{admin, fctype, nvm};
 use ferrofab_nvmeof_wire::wire::command::{SGL_DATA_BLOCK_OFFSET, SGL_TRANSPORT_DATA_BLOCK};
 use ferrofab_nvmeof_wire::wire::pdu::{self, flags, pdu_type};
@@ -39,40 +39,8 @@ fn bed() -> Bed {
     let dir = tempfile::tempdir().expect("tempdir");
     let target = Target::new(TargetOptions::default()).expect("target");
     for (nqn, file) in [(NQN_A, "a.img"), (NQN_B, "b.img")] {
-        target
-            .add_subsystem(SubsystemConfig {
-                nqn: nqn.into(),
-                serial: String::new(),
-                model: String::new(),
-                allow_any_host: false,
-                allowed_hosts: vec![HOST.into()],
-            })
-            .expect("subsystem");
-        let backend = open_backend(
-            dir.path().join(file),
-            &FileOptions {
-                create: true,
-                size: Some(NS_BLOCKS * 512),
-                direct_io: DirectIo::Off,
-                block_size: 512,
-                preallocate: false,
-            },
-        )
-        .expect("backend");
-        let uuid = derive_uuid(nqn, 1);
-        target
-            .add_namespace(
-                nqn,
-                NamespaceConfig {
-                    nsid: 1,
-                    backend,
-                    block_size: 512,
-                    uuid,
-                    nguid: *uuid.as_bytes(),
-                    read_only: false,
-                },
-            )
-            .expect("namespace");
+        testbed::add_subsystem(&target, nqn, HOST);
+        testbed::add_file_namespace(&target, nqn, &dir.path().join(file), NS_BLOCKS * 512);
     }
     // Known content in B, which the fuzzed host never connects to.
     let b = dir.path().join("b.img");
@@ -84,17 +52,7 @@ fn bed() -> Bed {
 /// A connection whose peer end is drained by a thread, so the target can
 /// always write.
 fn connection(bed: &Bed) -> Conn {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
-    let (server, peer) = l.accept().expect("accept");
-    server.set_nonblocking(true).expect("nonblocking");
-    std::thread::spawn(move || {
-        let mut c = client;
-        let mut buf = [0u8; 65536];
-        while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
-    });
-    let local = server.local_addr().expect("local");
-    Conn::new(bed.target.inner.clone(), server, peer, local)
+    testbed::drained_conn(&bed.target).expect("connection")
 }
 
 /// What the generated commands aim at.

@@ -7,31 +7,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::backend::BackendError;
 use ferrofab_nvmeof_wire::spec::nvm;
 use ferrofab_nvmeof_wire::spec::status::Status;
 use ferrofab_nvmeof_wire::wire::pdu::{self, begin_data_pdu, finish_data_pdu, pdu_type};
 use ferrofab_nvmeof_wire::wire::{DataHeader, Sqe};
 
 use super::conn::{Conn, PendingKind};
-use super::executor::JobKind;
+use super::executor::{backend_status, JobKind};
 use super::registry::Namespace;
 
 /// The broadcast NSID: Flush applies to every namespace.
 const NSID_ALL: u32 = 0xFFFF_FFFF;
 /// Size of one Dataset Management range.
 const DSM_RANGE_LEN: usize = 16;
-
-/// Map a backend failure to the NVMe status the host should see.
-pub(crate) fn backend_status(err: &BackendError) -> Status {
-    if err.is_out_of_range() {
-        Status::LBA_OUT_OF_RANGE
-    } else if err.is_no_space() {
-        Status::CAPACITY_EXCEEDED
-    } else {
-        Status::INTERNAL_ERROR
-    }
-}
 
 impl Conn {
     pub(crate) fn io_command(&mut self, sqe: Sqe, data: Option<&[u8]>) {

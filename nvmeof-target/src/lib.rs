@@ -15,9 +15,14 @@
 //!   command dispatch, R2T/H2CData);
 //! * [`fabrics`], [`admin`], [`io`] — the command handlers; `auth` — the
 //!   target's side of DH-HMAC-CHAP;
-//! * [`controller`] — per-association state: properties, features, AERs,
-//!   keep-alive;
-//! * [`registry`] — subsystems, namespaces and allow-lists;
+//! * [`registry`] — subsystems, namespaces and allow-lists, and below it
+//!   [`controller`] — per-association state: properties, features, AERs,
+//!   keep-alive (a subsystem lists its controllers and each controller
+//!   points at its subsystem, so the two live in one module tree);
+//! * `features` and `auth_state` — the per-controller feature values and
+//!   the per-queue DH-HMAC-CHAP state, kept below the handlers that change
+//!   them and the controller and connection that hold them, so imports
+//!   only point down;
 //! * [`discovery`] — the discovery log page;
 //! * [`listener`] — TCP accept loops; [`limits`] — connection admission
 //!   and setup deadlines; [`config`] — the `serve` TOML file and its apply;
@@ -28,13 +33,14 @@
 
 mod admin;
 mod auth;
+mod auth_state;
 pub mod backend;
 pub mod config;
 pub mod conn;
-pub mod controller;
 mod discovery;
 mod executor;
 mod fabrics;
+mod features;
 #[cfg(test)]
 mod fuzz;
 #[cfg(feature = "fuzzing")]
@@ -45,9 +51,13 @@ pub mod limits;
 mod limits_tests;
 pub mod listener;
 pub mod registry;
+/// Kept at the crate root too: the controller module's public path.
+pub use registry::controller;
 mod rxbuf;
 pub mod socket;
 mod sync;
+#[cfg(any(test, feature = "fuzzing"))]
+mod testbed;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -59,9 +69,9 @@ use std::time::Duration;
 use crate::backend::{BackendError, BlockBackend};
 use ferrofab_nvmeof_wire::spec::identify::DiscoveryEntry;
 
-pub use controller::{Controller, ControllerKind};
 pub use limits::ConnectionStats;
 pub use listener::ListenerKind;
+pub use registry::controller::{Controller, ControllerKind};
 pub use registry::{HostAuth, Namespace, NamespaceStatsSnapshot, Subsystem};
 pub use socket::PollMode;
 

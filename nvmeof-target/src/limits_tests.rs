@@ -10,12 +10,10 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
 
 use super::conn::{Close, Conn};
-use super::{derive_uuid, NamespaceConfig, SubsystemConfig, Target, TargetOptions};
-use crate::backend::{open_backend, DirectIo, FileOptions};
+use super::testbed;
+use super::{Target, TargetOptions};
 use ferrofab_nvmeof_wire::spec::status::Status;
 use ferrofab_nvmeof_wire::spec::{admin, fctype, nvm, prop};
 use ferrofab_nvmeof_wire::wire::command::{SGL_DATA_BLOCK_OFFSET, SGL_TRANSPORT_DATA_BLOCK};
@@ -105,56 +103,14 @@ struct Bed {
 fn bed() -> Bed {
     let dir = tempfile::tempdir().expect("tempdir");
     let target = Target::new(TargetOptions::default()).expect("target");
-    target
-        .add_subsystem(SubsystemConfig {
-            nqn: NQN.into(),
-            serial: String::new(),
-            model: String::new(),
-            allow_any_host: false,
-            allowed_hosts: vec![HOST.into()],
-        })
-        .expect("subsystem");
-    let backend = open_backend(
-        dir.path().join("ns.img"),
-        &FileOptions {
-            create: true,
-            size: Some(8 << 20),
-            direct_io: DirectIo::Off,
-            block_size: 512,
-            preallocate: false,
-        },
-    )
-    .expect("backend");
-    let uuid = derive_uuid(NQN, 1);
-    target
-        .add_namespace(
-            NQN,
-            NamespaceConfig {
-                nsid: 1,
-                backend,
-                block_size: 512,
-                uuid,
-                nguid: *uuid.as_bytes(),
-                read_only: false,
-            },
-        )
-        .expect("namespace");
+    testbed::add_subsystem(&target, NQN, HOST);
+    testbed::add_file_namespace(&target, NQN, &dir.path().join("ns.img"), 8 << 20);
     Bed { target, _dir: dir }
 }
 
 /// A connection whose peer end is drained by a thread.
 fn connection(bed: &Bed) -> Conn {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let client = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
-    let (server, peer) = l.accept().expect("accept");
-    server.set_nonblocking(true).expect("nonblocking");
-    std::thread::spawn(move || {
-        let mut c = client;
-        let mut buf = [0u8; 65536];
-        while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
-    });
-    let local = server.local_addr().expect("local");
-    Conn::new(bed.target.inner.clone(), server, peer, local)
+    testbed::drained_conn(&bed.target).expect("connection")
 }
 
 fn capsule(sqe: &Sqe, data: &[u8]) -> Vec<u8> {

@@ -8,8 +8,7 @@
 //! cannot misspell one, and so that the full list is in one place.
 //!
 //! The `Condition` message itself and the builders that fill it live in
-//! `ferrofab_proto::condition`, which takes anything that is `AsRef<str>`:
-//! these enums, or a reason string the agent has not moved here yet.
+//! `ferrofab_proto::condition`, which takes anything that is `AsRef<str>`.
 
 use std::fmt;
 
@@ -97,7 +96,8 @@ string_enum!(
 );
 
 string_enum!(
-    /// Why a condition set by the controller has its status.
+    /// Why a condition has its status: first the reasons the controller
+    /// sets, then those of the agent.
     Reason {
         /// Ready=True: the node's agent reported status.
         AgentReporting = "AgentReporting",
@@ -125,6 +125,92 @@ string_enum!(
         Retained = "Retained",
         /// Expired=True: it will be deleted.
         DeletionScheduled = "DeletionScheduled",
+        // Set by the agent (its `Problem`s), on Exported and Connected
+        // conditions and in its logs.
+        /// Connected=False: the device is already connected another way.
+        AlreadyConnected = "AlreadyConnected",
+        /// Exported=False: the backing file is in use.
+        BackingFileBusy = "BackingFileBusy",
+        /// Exported=False: the backing file or its ownership marker failed otherwise.
+        BackingFileError = "BackingFileError",
+        /// Exported=False: the backing file created earlier is gone.
+        BackingFileMissing = "BackingFileMissing",
+        /// Exported=False: the backing file was replaced behind the agent's back.
+        BackingFileReplaced = "BackingFileReplaced",
+        /// Exported=False: the backing path is outside every configured pool.
+        BackingPathOutsidePools = "BackingPathOutsidePools",
+        /// Connected=False: connecting failed otherwise.
+        ConnectFailed = "ConnectFailed",
+        /// Connected=False: the target refused the Connect.
+        ConnectRefused = "ConnectRefused",
+        /// Deleting the backing file failed.
+        DeleteFailed = "DeleteFailed",
+        /// Disconnecting failed.
+        DisconnectFailed = "DisconnectFailed",
+        /// Exported=False: creating the export failed.
+        ExportFailed = "ExportFailed",
+        /// Connected=False: exposing the namespace failed.
+        ExposureFailed = "ExposureFailed",
+        /// Connected=False: the exposure (FUSE mount or kernel) is unavailable.
+        ExposureUnavailable = "ExposureUnavailable",
+        /// Exported=False: growing the backing file failed.
+        GrowFailed = "GrowFailed",
+        /// Exported=False: the namespace is still smaller than the volume.
+        Growing = "Growing",
+        /// Connected=False: the data-path holder speaks another protocol.
+        HolderOutdated = "HolderOutdated",
+        /// Connected=False: the holder refused for a reason of its own.
+        HolderRefused = "HolderRefused",
+        /// Connected=False: no holder answers and none could be started.
+        HolderUnavailable = "HolderUnavailable",
+        /// Connected=False: the target does not allow this host.
+        HostNotAllowed = "HostNotAllowed",
+        /// Exported=False: the allowed hosts could not be applied.
+        HostsNotApplied = "HostsNotApplied",
+        /// Exported=False: the export's authentication keys could not be applied.
+        AuthNotApplied = "AuthNotApplied",
+        /// Connected=False: DH-HMAC-CHAP with the storage node failed.
+        AuthenticationFailed = "AuthenticationFailed",
+        /// Connected=False: re-authenticating a live connection with a new key failed.
+        ReauthenticationFailed = "ReauthenticationFailed",
+        /// Exported=False: the allowed hosts differ from the desired ones.
+        HostsOutOfSync = "HostsOutOfSync",
+        /// Connected=False: the holder runs with another host identity.
+        IdentityMismatch = "IdentityMismatch",
+        /// Exported=False: the export lacks a part (port, namespace, link).
+        IncompleteExport = "IncompleteExport",
+        /// Connected=False: the connection in the desired state is invalid.
+        InvalidConnection = "InvalidConnection",
+        /// Connected=False: the exposure name is not one safe file name.
+        InvalidExposureName = "InvalidExposureName",
+        /// Exported=False: an NQN is not one safe file name.
+        InvalidName = "InvalidName",
+        /// The kernel module the driver needs is not loaded.
+        KernelModuleMissing = "KernelModuleMissing",
+        /// The namespace is not there.
+        NamespaceMissing = "NamespaceMissing",
+        /// Connected=False: not connected.
+        NotConnected = "NotConnected",
+        /// Exported=False: the subsystem is not exported.
+        NotExported = "NotExported",
+        /// Recording which files or devices the agent owns failed.
+        OwnershipRecordFailed = "OwnershipRecordFailed",
+        /// Exported=False: the pool directory does not exist.
+        PoolDirectoryMissing = "PoolDirectoryMissing",
+        /// Exported=False: the pool directory is full.
+        PoolFull = "PoolFull",
+        /// Removing is refused while something still uses the object.
+        RemovalBlocked = "RemovalBlocked",
+        /// Removing the export failed.
+        RemovalFailed = "RemovalFailed",
+        /// Removing has started and not finished.
+        RemovalPending = "RemovalPending",
+        /// Exported=False: the subsystem exists with other settings.
+        SubsystemConflict = "SubsystemConflict",
+        /// Connected=False: the target cannot be reached.
+        TargetUnreachable = "TargetUnreachable",
+        /// Connected=False: the namespace is not the volume's (another UUID).
+        WrongNamespace = "WrongNamespace",
     }
 );
 
@@ -176,6 +262,48 @@ mod tests {
             (Reason::BurstAllocationExpiring, "BurstAllocationExpiring"),
             (Reason::Retained, "Retained"),
             (Reason::DeletionScheduled, "DeletionScheduled"),
+            (Reason::AlreadyConnected, "AlreadyConnected"),
+            (Reason::BackingFileBusy, "BackingFileBusy"),
+            (Reason::BackingFileError, "BackingFileError"),
+            (Reason::BackingFileMissing, "BackingFileMissing"),
+            (Reason::BackingFileReplaced, "BackingFileReplaced"),
+            (Reason::BackingPathOutsidePools, "BackingPathOutsidePools"),
+            (Reason::ConnectFailed, "ConnectFailed"),
+            (Reason::ConnectRefused, "ConnectRefused"),
+            (Reason::DeleteFailed, "DeleteFailed"),
+            (Reason::DisconnectFailed, "DisconnectFailed"),
+            (Reason::ExportFailed, "ExportFailed"),
+            (Reason::ExposureFailed, "ExposureFailed"),
+            (Reason::ExposureUnavailable, "ExposureUnavailable"),
+            (Reason::GrowFailed, "GrowFailed"),
+            (Reason::Growing, "Growing"),
+            (Reason::HolderOutdated, "HolderOutdated"),
+            (Reason::HolderRefused, "HolderRefused"),
+            (Reason::HolderUnavailable, "HolderUnavailable"),
+            (Reason::HostNotAllowed, "HostNotAllowed"),
+            (Reason::HostsNotApplied, "HostsNotApplied"),
+            (Reason::AuthNotApplied, "AuthNotApplied"),
+            (Reason::AuthenticationFailed, "AuthenticationFailed"),
+            (Reason::ReauthenticationFailed, "ReauthenticationFailed"),
+            (Reason::HostsOutOfSync, "HostsOutOfSync"),
+            (Reason::IdentityMismatch, "IdentityMismatch"),
+            (Reason::IncompleteExport, "IncompleteExport"),
+            (Reason::InvalidConnection, "InvalidConnection"),
+            (Reason::InvalidExposureName, "InvalidExposureName"),
+            (Reason::InvalidName, "InvalidName"),
+            (Reason::KernelModuleMissing, "KernelModuleMissing"),
+            (Reason::NamespaceMissing, "NamespaceMissing"),
+            (Reason::NotConnected, "NotConnected"),
+            (Reason::NotExported, "NotExported"),
+            (Reason::OwnershipRecordFailed, "OwnershipRecordFailed"),
+            (Reason::PoolDirectoryMissing, "PoolDirectoryMissing"),
+            (Reason::PoolFull, "PoolFull"),
+            (Reason::RemovalBlocked, "RemovalBlocked"),
+            (Reason::RemovalFailed, "RemovalFailed"),
+            (Reason::RemovalPending, "RemovalPending"),
+            (Reason::SubsystemConflict, "SubsystemConflict"),
+            (Reason::TargetUnreachable, "TargetUnreachable"),
+            (Reason::WrongNamespace, "WrongNamespace"),
         ];
         check(&reasons, Reason::ALL, Reason::from_wire);
         // And from the other side, as `c.reason == Reason::Moving` reads.

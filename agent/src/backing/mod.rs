@@ -21,6 +21,7 @@ use ferrofab_nvmeof_target::backend::{
     open_backend, BackendError, BackendErrorKind, BlockBackend, DirectIo, FileOptions,
 };
 use ferrofab_proto::v1::{BackingKind, Export};
+use ferrofab_types::Reason;
 use tracing::{info, warn};
 
 use crate::config::{PoolConfig, Provisioning};
@@ -66,7 +67,7 @@ pub fn open(node: &str, e: &Export, pool: &PoolConfig) -> Result<Arc<dyn BlockBa
 pub fn grow(path: &Path, size: u64, thick: bool) -> Result<bool, Problem> {
     let meta = std::fs::metadata(path).map_err(|e| {
         Problem::new(
-            "GrowFailed",
+            Reason::GrowFailed,
             format!("growing {}: reading: {e}", path.display()),
         )
     })?;
@@ -118,7 +119,7 @@ pub fn delete(path: &Path, volume: &str) -> Result<(), Problem> {
         warn!("{why}");
         return Ok(());
     }
-    ownership::delete(path).map_err(|e| Problem::new("DeleteFailed", e.to_string()))?;
+    ownership::delete(path).map_err(|e| Problem::new(Reason::DeleteFailed, e.to_string()))?;
     info!(path = %path.display(), "backing data deleted");
     Ok(())
 }
@@ -135,13 +136,13 @@ pub fn export_block_size(e: &Export) -> u32 {
 /// A backend error as a condition: a full pool is the pool's problem.
 fn backend_problem(context: &str, err: &BackendError) -> Problem {
     let reason = match err.kind() {
-        BackendErrorKind::NoSpace => "PoolFull",
-        BackendErrorKind::Busy => "BackingFileBusy",
-        BackendErrorKind::NotFound => "BackingFileMissing",
-        _ if context.is_empty() => "BackingFileError",
-        _ => "GrowFailed",
+        BackendErrorKind::NoSpace => Reason::PoolFull,
+        BackendErrorKind::Busy => Reason::BackingFileBusy,
+        BackendErrorKind::NotFound => Reason::BackingFileMissing,
+        _ if context.is_empty() => Reason::BackingFileError,
+        _ => Reason::GrowFailed,
     };
-    let prefix = if reason == "PoolFull" {
+    let prefix = if reason == Reason::PoolFull {
         "pool directory full: "
     } else {
         ""
@@ -153,12 +154,15 @@ fn backend_problem(context: &str, err: &BackendError) -> Problem {
 /// seen), check the pool directory, and mark the file as ours.
 fn prepare_create(node: &str, e: &Export, path: &Path) -> Result<(), Problem> {
     if ownership::read(path).is_some_and(|m| m.state == MarkerState::Created) {
-        return Err(Problem::new("BackingFileMissing", missing_message(path)));
+        return Err(Problem::new(
+            Reason::BackingFileMissing,
+            missing_message(path),
+        ));
     }
     let dir = path.parent().unwrap_or(Path::new("/"));
     if !dir.is_dir() {
         return Err(Problem::new(
-            "PoolDirectoryMissing",
+            Reason::PoolDirectoryMissing,
             format!("pool directory {} does not exist", dir.display()),
         ));
     }
@@ -182,9 +186,9 @@ pub(crate) fn write_marker(
     ownership::write(path, &m).map_err(|err| {
         let reason = match &err {
             AgentError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
-                "PoolFull"
+                Reason::PoolFull
             }
-            _ => "BackingFileError",
+            _ => Reason::BackingFileError,
         };
         Problem::new(reason, err.to_string())
     })
@@ -246,7 +250,7 @@ mod tests {
         assert_eq!(m.len(), 1 << 20);
         assert!(m.blocks() * 512 >= (1 << 20) - 8192, "thick grow allocates");
         let p = grow(&dir.path().join("gone"), 8192, false).unwrap_err();
-        assert_eq!(p.reason, "GrowFailed", "{p}");
+        assert_eq!(p.reason, Reason::GrowFailed, "{p}");
     }
 
     /// A thick grow the pool has no room for fails with `PoolFull` and
@@ -270,7 +274,7 @@ mod tests {
             .arg(dir.path())
             .status();
         let p = r.unwrap_err();
-        assert_eq!(p.reason, "PoolFull", "{p}");
+        assert_eq!(p.reason, Reason::PoolFull, "{p}");
         assert_eq!(len, 4096);
     }
 

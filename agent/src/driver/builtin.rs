@@ -15,6 +15,7 @@ use ferrofab_nvmeof_target::{
     TargetStatus,
 };
 use ferrofab_proto::v1::{Export, KeyApplied, Listener};
+use ferrofab_types::Reason;
 
 use crate::backing::export_block_size as block_size;
 use crate::error::AgentError;
@@ -202,29 +203,31 @@ impl super::TargetDriver for BuiltinTarget {
         BuiltinTarget::has_subsystem(self, nqn)
     }
     fn add_subsystem(&self, e: &Export) -> Result<(), Problem> {
-        BuiltinTarget::add_subsystem(self, e).map_err(|err| failed("ExportFailed", &err))
+        BuiltinTarget::add_subsystem(self, e).map_err(|err| failed(Reason::ExportFailed, &err))
     }
     fn has_namespace(&self, nqn: &str) -> bool {
         BuiltinTarget::has_namespace(self, nqn)
     }
     fn add_namespace(&self, e: &Export, backend: Arc<dyn BlockBackend>) -> Result<(), Problem> {
-        BuiltinTarget::add_namespace(self, e, backend).map_err(|err| failed("ExportFailed", &err))
+        BuiltinTarget::add_namespace(self, e, backend)
+            .map_err(|err| failed(Reason::ExportFailed, &err))
     }
     /// The backend remembers whether it is thick and grows accordingly.
     fn grow(&self, nqn: &str, size: u64, _thick: bool) -> Result<bool, Problem> {
         BuiltinTarget::grow(self, nqn, size).map_err(|err| failed(grow_reason(&err), &err))
     }
     fn sync_hosts(&self, nqn: &str, hosts: &[String]) -> Result<(), Problem> {
-        BuiltinTarget::sync_hosts(self, nqn, hosts).map_err(|err| failed("HostsNotApplied", &err))
+        BuiltinTarget::sync_hosts(self, nqn, hosts)
+            .map_err(|err| failed(Reason::HostsNotApplied, &err))
     }
     fn sync_read_only_hosts(&self, nqn: &str, hosts: &[String]) -> Result<(), Problem> {
         BuiltinTarget::sync_read_only_hosts(self, nqn, hosts)
-            .map_err(|err| failed("HostsNotApplied", &err))
+            .map_err(|err| failed(Reason::HostsNotApplied, &err))
     }
     fn sync_auth(&self, e: &Export) -> Result<(), Problem> {
         self.keys
             .sync(&self.target, e)
-            .map_err(|err| failed("AuthNotApplied", &err))
+            .map_err(|err| failed(Reason::AuthNotApplied, &err))
     }
     fn host_keys_applied(&self, nqn: &str) -> Vec<KeyApplied> {
         self.keys.applied(nqn)
@@ -234,23 +237,24 @@ impl super::TargetDriver for BuiltinTarget {
     }
     fn remove_subsystem(&self, nqn: &str) -> Result<(), Problem> {
         self.keys.forget(nqn);
-        BuiltinTarget::remove_subsystem(self, nqn).map_err(|err| failed("RemovalFailed", &err))
+        BuiltinTarget::remove_subsystem(self, nqn)
+            .map_err(|err| failed(Reason::RemovalFailed, &err))
     }
     fn subsystems(&self) -> Vec<String> {
         BuiltinTarget::subsystems(self)
     }
 }
 
-fn failed(reason: &'static str, err: &TargetError) -> Problem {
+fn failed(reason: Reason, err: &TargetError) -> Problem {
     Problem::new(reason, err.to_string())
 }
 
 /// A grow that failed for lack of space is the pool's problem, not the
 /// target's.
-fn grow_reason(e: &TargetError) -> &'static str {
+fn grow_reason(e: &TargetError) -> Reason {
     match e {
-        TargetError::Backend(b) if b.kind() == BackendErrorKind::NoSpace => "PoolFull",
-        _ => "GrowFailed",
+        TargetError::Backend(b) if b.kind() == BackendErrorKind::NoSpace => Reason::PoolFull,
+        _ => Reason::GrowFailed,
     }
 }
 

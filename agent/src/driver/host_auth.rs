@@ -5,6 +5,7 @@
 use ferrofab_nvmeof_host::Controller;
 use ferrofab_nvmeof_wire::auth::DhchapSecret;
 use ferrofab_proto::v1::{Connection, DhchapKey};
+use ferrofab_types::Reason;
 use tracing::{info, warn};
 
 use crate::problem::Problem;
@@ -52,7 +53,7 @@ pub fn follow_keys(ctrl: &Controller, old: &Connection, new: &Connection) -> Res
     let (host, ctrl_key) = secrets(new);
     ctrl.set_dhchap_secrets(host, ctrl_key).map_err(|e| {
         Problem::new(
-            "ReauthenticationFailed",
+            Reason::ReauthenticationFailed,
             format!("re-authenticating with the new key failed: {e}"),
         )
     })?;

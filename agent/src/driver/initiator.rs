@@ -20,6 +20,7 @@ use ferrofab_nvmeof_host::{
     Namespace, NamespaceEvent,
 };
 use ferrofab_proto::v1::{Connection, ConnectionStatus};
+use ferrofab_types::Reason;
 use std::sync::Arc;
 use tracing::{info, info_span, warn};
 
@@ -106,9 +107,12 @@ impl BuiltinInitiator {
     }
 
     fn exposer(&self) -> Result<&Exposer, Problem> {
-        self.exposer
-            .as_ref()
-            .ok_or_else(|| Problem::new("ExposureUnavailable", "exposure directory not mounted"))
+        self.exposer.as_ref().ok_or_else(|| {
+            Problem::new(
+                Reason::ExposureUnavailable,
+                "exposure directory not mounted",
+            )
+        })
     }
 }
 
@@ -123,7 +127,7 @@ impl WorkstationDriver for BuiltinInitiator {
             ..Default::default()
         };
         let exp = Exposer::mount(&self.expose_dir, &opts)
-            .map_err(|e| Problem::new("ExposureUnavailable", e.to_string()))?;
+            .map_err(|e| Problem::new(Reason::ExposureUnavailable, e.to_string()))?;
         self.exposer = Some(exp);
         Ok(())
     }
@@ -131,7 +135,11 @@ impl WorkstationDriver for BuiltinInitiator {
     /// A name that is not one safe file name is refused with a status,
     /// and no controller is made for it.
     fn check(&self, c: &Connection) -> Result<(), Problem> {
-        names::check("InvalidExposureName", "exposure name", &c.exposure_name)
+        names::check(
+            Reason::InvalidExposureName,
+            "exposure name",
+            &c.exposure_name,
+        )
     }
 
     fn list(&self) -> Listing {
@@ -169,7 +177,7 @@ impl WorkstationDriver for BuiltinInitiator {
             .map_err(|e| connect_problem(&e))?;
         let ns = ctrl
             .namespace(1)
-            .map_err(|e| Problem::new("NamespaceMissing", e.to_string()))?;
+            .map_err(|e| Problem::new(Reason::NamespaceMissing, e.to_string()))?;
         check_identity(c, &ctrl)?;
         let dev: Arc<DynBlockIo> = if c.read_only {
             Arc::new(ReadOnly(ns))
@@ -181,7 +189,7 @@ impl WorkstationDriver for BuiltinInitiator {
         }
         let path = exposer
             .add(&c.exposure_name, dev)
-            .map_err(|e| Problem::new("ExposureFailed", e.to_string()))?;
+            .map_err(|e| Problem::new(Reason::ExposureFailed, e.to_string()))?;
         let volumes = exposer.volumes();
         let name = c.exposure_name.clone();
         ctrl.watch(move |ev| {
@@ -363,7 +371,7 @@ fn check_identity(c: &Connection, ctrl: &Controller) -> Result<(), Problem> {
         .map(uuid::Uuid::from_bytes);
     match got {
         Some(u) if u != want => Err(Problem::new(
-            "WrongNamespace",
+            Reason::WrongNamespace,
             format!("namespace UUID {u} is not the volume's {want}"),
         )),
         _ => Ok(()),
@@ -376,20 +384,20 @@ fn connect_problem(e: &HostError) -> Problem {
             if status.sct == 1 && status.sc == 0x84 =>
         {
             Problem::new(
-                "HostNotAllowed",
+                Reason::HostNotAllowed,
                 format!("connect refused: host not allowed ({reason})"),
             )
         }
         HostError::ConnectRejected { reason, .. } => {
-            Problem::new("ConnectRefused", format!("connect refused: {reason}"))
+            Problem::new(Reason::ConnectRefused, format!("connect refused: {reason}"))
         }
         HostError::AuthenticationFailed { .. } => {
-            Problem::new("AuthenticationFailed", e.to_string())
+            Problem::new(Reason::AuthenticationFailed, e.to_string())
         }
         HostError::Unreachable { .. } | HostError::Timeout { .. } => {
-            Problem::new("TargetUnreachable", e.to_string())
+            Problem::new(Reason::TargetUnreachable, e.to_string())
         }
-        _ => Problem::new("ConnectFailed", e.to_string()),
+        _ => Problem::new(Reason::ConnectFailed, e.to_string()),
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrofab_proto::v1::{Connection, ConnectionStatus};
+use ferrofab_types::Reason;
 use tracing::{info, warn};
 
 use super::proto::{ExposureSpec, ExposureStatus, Hello, Op, PROTOCOL_VERSION};
@@ -17,9 +18,9 @@ use crate::metrics::HolderCounters;
 use crate::problem::{condition, Problem};
 
 /// Condition reason while the running holder speaks another protocol.
-pub const HOLDER_OUTDATED: &str = "HolderOutdated";
+pub const HOLDER_OUTDATED: Reason = Reason::HolderOutdated;
 /// Condition reason while no holder answers and none could be started.
-pub const HOLDER_UNAVAILABLE: &str = "HolderUnavailable";
+pub const HOLDER_UNAVAILABLE: Reason = Reason::HolderUnavailable;
 /// Condition type added to exposures reported from the last successful
 /// listing because the holder could not be listed now.
 pub const HOLDER_LISTED: &str = "HolderListed";
@@ -278,25 +279,26 @@ fn outdated(h: &Hello) -> Problem {
 /// The condition of a failed `ensure`: the holder's reason when it is one
 /// the in-process driver reports too, so both drivers read the same.
 fn ensure_problem(e: HolderError) -> Problem {
-    const KNOWN: &[&str] = &[
-        "ExposureUnavailable",
-        "InvalidExposureName",
-        "HostNotAllowed",
-        "ConnectRefused",
-        "TargetUnreachable",
-        "ConnectFailed",
-        "NamespaceMissing",
-        "WrongNamespace",
-        "ExposureFailed",
-        "IdentityMismatch",
+    const KNOWN: &[Reason] = &[
+        Reason::ExposureUnavailable,
+        Reason::InvalidExposureName,
+        Reason::HostNotAllowed,
+        Reason::ConnectRefused,
+        Reason::TargetUnreachable,
+        Reason::ConnectFailed,
+        Reason::NamespaceMissing,
+        Reason::WrongNamespace,
+        Reason::ExposureFailed,
+        Reason::IdentityMismatch,
+        Reason::AuthenticationFailed,
     ];
     match e {
         HolderError::Refused { code, message } => {
             let reason = KNOWN
                 .iter()
-                .find(|k| **k == code)
+                .find(|k| k.as_str() == code)
                 .copied()
-                .unwrap_or("HolderRefused");
+                .unwrap_or(Reason::HolderRefused);
             Problem::new(reason, message)
         }
         other => Problem::new(HOLDER_UNAVAILABLE, other.to_string()),
@@ -333,21 +335,27 @@ mod tests {
         })
     }
 
-    #[test]
-    fn an_outdated_holder_in_use_is_kept_and_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let _t = fake_old_holder(dir.path(), PROTOCOL_VERSION + 1);
-        let mut w = WorkstationReconciler::new(Box::new(HolderWorkstation::new(
+    /// A holder driver whose holder binary does not exist, with its state
+    /// and exposures under `dir`.
+    fn driver(dir: &std::path::Path) -> HolderWorkstation {
+        HolderWorkstation::new(
             SpawnSpec {
                 binary: "/nonexistent/ferrofab-agent".into(),
-                state_dir: dir.path().into(),
-                expose_dir: dir.path().join("volumes"),
+                state_dir: dir.into(),
+                expose_dir: dir.join("volumes"),
                 log_level: "info".into(),
             },
             "nqn.h".into(),
             Duration::from_secs(1),
             Duration::from_secs(1),
-        )));
+        )
+    }
+
+    #[test]
+    fn an_outdated_holder_in_use_is_kept_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let _t = fake_old_holder(dir.path(), PROTOCOL_VERSION + 1);
+        let mut w = WorkstationReconciler::new(Box::new(driver(dir.path())));
         let ds = DesiredState {
             connections: vec![ferrofab_proto::v1::Connection {
                 attachment: "a1".into(),
@@ -384,17 +392,7 @@ mod tests {
     #[test]
     fn a_failed_listing_reports_exposures_as_last_seen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = HolderWorkstation::new(
-            SpawnSpec {
-                binary: "/nonexistent/ferrofab-agent".into(),
-                state_dir: dir.path().into(),
-                expose_dir: dir.path().join("volumes"),
-                log_level: "info".into(),
-            },
-            "nqn.h".into(),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        );
+        let mut w = driver(dir.path());
         *w.last_seen() = vec![exposure("a1"), exposure("gone")];
         w.blocked = Some(Problem::new(HOLDER_UNAVAILABLE, "timed out"));
         let w = WorkstationReconciler::new(Box::new(w));
@@ -411,7 +409,10 @@ mod tests {
         let a1 = st.iter().find(|s| s.attachment == "a1").unwrap();
         assert!(a1.connected, "{a1:?}");
         let c = a1.conditions.iter().find(|c| c.r#type == HOLDER_LISTED);
-        assert_eq!(c.map(|c| c.reason.as_str()), Some(HOLDER_UNAVAILABLE));
+        assert_eq!(
+            c.map(|c| c.reason.as_str()),
+            Some(HOLDER_UNAVAILABLE.as_str())
+        );
         let gone = st.iter().find(|s| s.attachment == "gone").unwrap();
         assert!(gone.connected, "still detaching: {gone:?}");
     }
@@ -419,17 +420,7 @@ mod tests {
     #[test]
     fn no_holder_and_no_binary_is_a_clear_condition() {
         let dir = tempfile::tempdir().unwrap();
-        let w = HolderWorkstation::new(
-            SpawnSpec {
-                binary: "/nonexistent/ferrofab-agent".into(),
-                state_dir: dir.path().into(),
-                expose_dir: dir.path().join("volumes"),
-                log_level: "info".into(),
-            },
-            "nqn.h".into(),
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        );
+        let w = driver(dir.path());
         let ds = DesiredState::default();
         let counters = Arc::new(HolderCounters::default());
         let mut w = WorkstationReconciler::new(Box::new(w.with_counters(counters.clone())));

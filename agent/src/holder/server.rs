@@ -164,7 +164,7 @@ impl Holder {
                         changed: Some(changed),
                         ..Response::ok()
                     },
-                    Err(p) => Response::err(p.reason, p.message),
+                    Err(p) => Response::err(p.reason.as_str(), p.message),
                 };
                 (resp, Flow::Continue)
             }

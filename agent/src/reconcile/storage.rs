@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ferrofab_nvmeof_target::SubsystemStatus;
 use ferrofab_nvmeof_wire::units::format_size;
 use ferrofab_proto::v1::{DesiredState, Export, ExportStatus, Listener, Removal};
+use ferrofab_types::Reason;
 use tracing::{info, info_span, warn};
 
 use crate::backing::{self, file_id, missing_message};
@@ -69,7 +70,7 @@ impl StorageReconciler {
             match self.reconcile_export(e) {
                 Ok(changed) => out.changes += usize::from(changed),
                 Err(p) => {
-                    warn!(reason = p.reason, "{}", p.message);
+                    warn!(reason = p.reason.as_str(), "{}", p.message);
                     self.problems.insert(e.volume.clone(), p);
                     out.errors += 1;
                 }
@@ -79,7 +80,7 @@ impl StorageReconciler {
             let span = info_span!("removal", volume = %r.volume, nqn = %r.subsystem_nqn);
             let _g = span.enter();
             if let Err(p) = self.reconcile_removal(r) {
-                warn!(reason = p.reason, "{}", p.message);
+                warn!(reason = p.reason.as_str(), "{}", p.message);
                 self.problems.insert(r.volume.clone(), p);
                 out.errors += 1;
             }
@@ -152,7 +153,7 @@ impl StorageReconciler {
     fn check_export(&self, e: &Export) -> Result<PoolConfig, Problem> {
         if e.subsystem_nqn.is_empty() || e.backing_path.is_empty() || e.size_bytes == 0 {
             return Err(Problem::new(
-                "IncompleteExport",
+                Reason::IncompleteExport,
                 "desired export lacks an NQN, a backing path or a size",
             ));
         }
@@ -164,7 +165,7 @@ impl StorageReconciler {
             .map(|(_, p)| p.clone())
             .ok_or_else(|| {
                 Problem::new(
-                    "BackingPathOutsidePools",
+                    Reason::BackingPathOutsidePools,
                     format!(
                         "backing path {} is not inside any pool configured on this node (pools: {})",
                         e.backing_path,
@@ -182,9 +183,9 @@ impl StorageReconciler {
         let now = file_id(path);
         let then = self.opened.get(&e.subsystem_nqn).copied();
         match (now, then) {
-            (None, _) => Err(Problem::new("BackingFileMissing", missing_message(path))),
+            (None, _) => Err(Problem::new(Reason::BackingFileMissing, missing_message(path))),
             (Some(n), Some(t)) if n != t => Err(Problem::new(
-                "BackingFileReplaced",
+                Reason::BackingFileReplaced,
                 format!(
                     "backing file {} was replaced out of band; the export still serves the original (restart the agent to serve the new file)",
                     path.display()
@@ -201,7 +202,7 @@ impl StorageReconciler {
             let connected = self.driver.connected_hosts(nqn);
             if !connected.is_empty() {
                 return Err(Problem::new(
-                    "RemovalBlocked",
+                    Reason::RemovalBlocked,
                     format!(
                         "{} host(s) still connected ({}); export and data kept until they disconnect",
                         connected.len(),
@@ -223,7 +224,7 @@ impl StorageReconciler {
         let path = Path::new(&r.backing_path);
         if self.cfg.pool_of(path).is_none() {
             return Err(Problem::new(
-                "BackingPathOutsidePools",
+                Reason::BackingPathOutsidePools,
                 format!("not deleting {}: outside every pool", path.display()),
             ));
         }
@@ -275,11 +276,9 @@ impl StorageReconciler {
             }
             let removal = ds.removals.iter().find(|r| r.subsystem_nqn == s.nqn);
             let volume = removal.map(|r| r.volume.clone()).unwrap_or_default();
-            let p = self
-                .problems
-                .get(&volume)
-                .cloned()
-                .unwrap_or_else(|| Problem::new("RemovalPending", "export is being torn down"));
+            let p = self.problems.get(&volume).cloned().unwrap_or_else(|| {
+                Problem::new(Reason::RemovalPending, "export is being torn down")
+            });
             out.push(ExportStatus {
                 volume,
                 subsystem_nqn: s.nqn.clone(),
@@ -331,15 +330,18 @@ impl StorageReconciler {
         if let Some(p) = self.problems.get(&e.volume) {
             return Err(p.clone());
         }
-        let sub = sub.ok_or_else(|| Problem::new("NotExported", "no subsystem on the target"))?;
+        let sub =
+            sub.ok_or_else(|| Problem::new(Reason::NotExported, "no subsystem on the target"))?;
         let ns = sub
             .namespaces
             .iter()
             .find(|n| n.nsid == NSID)
-            .ok_or_else(|| Problem::new("NamespaceMissing", "subsystem has no namespace 1"))?;
+            .ok_or_else(|| {
+                Problem::new(Reason::NamespaceMissing, "subsystem has no namespace 1")
+            })?;
         if ns.size < e.size_bytes {
             return Err(Problem::new(
-                "Growing",
+                Reason::Growing,
                 format!(
                     "namespace is {}, {} desired",
                     format_size(ns.size),
@@ -353,13 +355,13 @@ impl StorageReconciler {
         want.sort();
         if have != want {
             return Err(Problem::new(
-                "HostsOutOfSync",
+                Reason::HostsOutOfSync,
                 "allowed hosts differ from the desired ones",
             ));
         }
         if file_id(Path::new(&e.backing_path)).is_none() {
             return Err(Problem::new(
-                "BackingFileMissing",
+                Reason::BackingFileMissing,
                 missing_message(Path::new(&e.backing_path)),
             ));
         }

@@ -44,7 +44,7 @@ impl<D: WorkstationDriver + ?Sized> WorkstationReconciler<D> {
         let mut out = PassOutcome::default();
         self.problems.clear();
         if let Err(p) = self.driver.prepare(&ds.connections) {
-            warn!(reason = p.reason, "{}", p.message);
+            warn!(reason = p.reason.as_str(), "{}", p.message);
             for c in &ds.connections {
                 self.problems.insert(c.attachment.clone(), p.clone());
             }
@@ -59,7 +59,7 @@ impl<D: WorkstationDriver + ?Sized> WorkstationReconciler<D> {
                     wanted.insert(c.attachment.as_str(), c);
                 }
                 Err(p) => {
-                    warn!(attachment = %c.attachment, reason = p.reason, "{}", p.message);
+                    warn!(attachment = %c.attachment, reason = p.reason.as_str(), "{}", p.message);
                     self.problems.insert(c.attachment.clone(), p);
                     out.errors += 1;
                 }
@@ -80,7 +80,7 @@ impl<D: WorkstationDriver + ?Sized> WorkstationReconciler<D> {
             match r {
                 Ok(changed) => out.changes += usize::from(changed),
                 Err(p) => {
-                    warn!(reason = p.reason, "{}", p.message);
+                    warn!(reason = p.reason.as_str(), "{}", p.message);
                     self.problems.insert(c.attachment.clone(), p);
                     out.errors += 1;
                 }
@@ -100,7 +100,10 @@ impl<D: WorkstationDriver + ?Sized> WorkstationReconciler<D> {
     ) -> HashSet<&'a str> {
         let mut kept = HashSet::new();
         if let Some(p) = &listing.stale {
-            warn!(reason = p.reason, "listing the attachments: {}", p.message);
+            warn!(
+                reason = p.reason.as_str(),
+                "listing the attachments: {}", p.message
+            );
             out.errors += 1;
             return kept;
         }
@@ -118,7 +121,7 @@ impl<D: WorkstationDriver + ?Sized> WorkstationReconciler<D> {
                 Err(p) => {
                     // Still attached: it is kept exposed, never connected
                     // a second time; the next pass retries.
-                    warn!(attachment = %name, reason = p.reason, "{}", p.message);
+                    warn!(attachment = %name, reason = p.reason.as_str(), "{}", p.message);
                     out.errors += 1;
                     kept.insert(name);
                 }
@@ -144,7 +147,7 @@ impl<D: WorkstationDriver + ?Sized> WorkstationReconciler<D> {
         }
         let r = self.driver.check(c).and_then(|()| self.driver.connect(c));
         if let Err(p) = &r {
-            warn!(reason = p.reason, "{}", p.message);
+            warn!(reason = p.reason.as_str(), "{}", p.message);
             if listed {
                 info!("detached before a failed re-attach");
             }
@@ -158,7 +161,7 @@ impl<D: WorkstationDriver + ?Sized> WorkstationReconciler<D> {
         match self.driver.disconnect(attachment) {
             Ok(was) => was,
             Err(p) => {
-                warn!(attachment, reason = p.reason, "{}", p.message);
+                warn!(attachment, reason = p.reason.as_str(), "{}", p.message);
                 true
             }
         }
@@ -280,6 +283,7 @@ fn detaching_status(
 mod tests {
     use super::*;
     use crate::driver::Attachment;
+    use ferrofab_types::Reason;
 
     /// A driver that records every call and holds attachments in memory.
     #[derive(Debug, Default)]
@@ -295,7 +299,11 @@ mod tests {
             Ok(())
         }
         fn check(&self, c: &Connection) -> Result<(), Problem> {
-            crate::names::check("InvalidExposureName", "exposure name", &c.exposure_name)
+            crate::names::check(
+                Reason::InvalidExposureName,
+                "exposure name",
+                &c.exposure_name,
+            )
         }
         fn list(&self) -> Listing {
             let mut attachments: Vec<Attachment> = self
@@ -334,7 +342,7 @@ mod tests {
         fn disconnect(&mut self, attachment: &str) -> Result<bool, Problem> {
             self.calls.push(format!("disconnect {attachment}"));
             if self.disconnect_fails {
-                return Err(Problem::new("DisconnectFailed", "busy"));
+                return Err(Problem::new(Reason::DisconnectFailed, "busy"));
             }
             Ok(self.have.remove(attachment).is_some())
         }
@@ -388,7 +396,7 @@ mod tests {
         let mut r = WorkstationReconciler::new(Box::<Fake>::default());
         r.reconcile(&ds(vec![conn("a1", 1)]));
         calls(&mut r);
-        r.driver.stale = Some(Problem::new("HolderUnavailable", "timed out"));
+        r.driver.stale = Some(Problem::new(Reason::HolderUnavailable, "timed out"));
         let out = r.reconcile(&ds(vec![]));
         assert_eq!(out.errors, 1);
         assert!(calls(&mut r).is_empty());

@@ -14,7 +14,9 @@ use serde_json::Value;
 use super::Ctx;
 use crate::args::{Format, KindArg};
 use crate::client::{status_error, Admin};
-use crate::output::{enum_word, now_seconds, print, relative, render_value, table, timestamp};
+use crate::output::{
+    dash, enum_word, now_seconds, print, relative, render_value, table, timestamp,
+};
 use crate::resource::{document, name_of, readiness, what, Readiness, Resource};
 
 pub async fn run(ctx: &Ctx, kind: KindArg, name: &str) -> anyhow::Result<()> {
@@ -351,14 +353,6 @@ fn conditions_table(conds: &[Condition], now: i64) -> String {
     .lines()
     .map(|l| format!("  {l}\n"))
     .collect()
-}
-
-fn dash(s: &str) -> String {
-    if s.is_empty() {
-        "-".into()
-    } else {
-        s.to_owned()
-    }
 }
 
 #[cfg(test)]

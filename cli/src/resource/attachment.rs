@@ -4,11 +4,11 @@ use ferrofab_proto::v1;
 use serde_json::{json, Value};
 use tonic::Status;
 
-use super::view::{conditions_view, dash};
+use super::view::conditions_view;
 use super::volume::mode_word;
 use super::{name_of, ready_cell, Readiness, Resource, LIST_PAGE_SIZE};
 use crate::client::Admin;
-use crate::output::enum_word;
+use crate::output::{dash, enum_word};
 
 impl Resource for v1::Attachment {
     rpcs!(

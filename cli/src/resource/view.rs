@@ -104,11 +104,3 @@ pub(super) fn bytes_cell(b: u64) -> String {
         human_size(b)
     }
 }
-
-pub(super) fn dash(s: &str) -> String {
-    if s.is_empty() {
-        "-".into()
-    } else {
-        s.to_owned()
-    }
-}

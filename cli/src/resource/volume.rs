@@ -4,12 +4,12 @@ use ferrofab_proto::v1;
 use serde_json::{json, Value};
 use tonic::Status;
 
-use super::view::{conditions_view, dash};
+use super::view::conditions_view;
 use super::{
     condition_text, name_of, ready_cell, ready_condition, Readiness, Resource, LIST_PAGE_SIZE,
 };
 use crate::client::Admin;
-use crate::output::{enum_word, timestamp};
+use crate::output::{dash, enum_word, timestamp};
 
 impl Resource for v1::Volume {
     rpcs!(

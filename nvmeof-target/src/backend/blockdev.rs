@@ -4,15 +4,16 @@
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::direct::{self, PositionedFile};
 use super::file::check_growth;
+use super::store::Store;
 use super::{
-    buf_len, check_block_size, check_io_range, sys, whole_blocks, BackendError, BackendErrorKind,
-    BackendInfo, BackendKind, BlockBackend, DirectIo, FileOptions, Op,
+    check_block_size, sys, whole_blocks, BackendError, BackendErrorKind, BackendInfo, BackendKind,
+    BlockBackend, DirectIo, FileOptions, Op,
 };
 
 /// How to open a block device backend.
@@ -43,10 +44,7 @@ impl From<&FileOptions> for BlockDeviceOptions {
 /// owners corrupt each other.
 #[derive(Debug)]
 pub struct BlockDeviceBackend {
-    path: PathBuf,
-    io: PositionedFile,
-    block_size: u32,
-    size: AtomicU64,
+    store: Store,
     deallocate_supported: bool,
     /// Cleared once the device turns out unable to zero by unmapping.
     can_unmap_zeroes: AtomicBool,
@@ -92,10 +90,12 @@ impl BlockDeviceBackend {
             "opened block device backend"
         );
         Ok(Self {
-            path: path.to_owned(),
-            io: PositionedFile::new(file, direct),
-            block_size,
-            size: AtomicU64::new(size),
+            store: Store::new(
+                path.to_owned(),
+                PositionedFile::new(file, direct),
+                block_size,
+                size,
+            ),
             deallocate_supported,
             can_unmap_zeroes: AtomicBool::new(true),
             resize_lock: Mutex::new(()),
@@ -104,7 +104,7 @@ impl BlockDeviceBackend {
 
     /// The path the backend was opened with.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.store.path
     }
 
     /// Fails unless the backend is at least `min_size` bytes, so a
@@ -116,23 +116,10 @@ impl BlockDeviceBackend {
         }
         Err(BackendError::refused(
             op,
-            &self.path,
+            &self.store.path,
             BackendErrorKind::InvalidArgument,
             format!("the device has {size} bytes, fewer than the {min_size} required"),
         ))
-    }
-
-    fn check(&self, op: Op, offset: u64, len: u64) -> Result<(), BackendError> {
-        check_io_range(op, &self.path, offset, len, self.size(), self.block_size)
-    }
-
-    fn io_error(
-        &self,
-        op: Op,
-        offset: u64,
-        len: u64,
-    ) -> impl FnOnce(io::Error) -> BackendError + '_ {
-        move |err| BackendError::io(op, &self.path, Some((offset, len)), err)
     }
 
     /// `fallocate(PUNCH_HOLE)` on a block device asks the block layer for
@@ -144,7 +131,7 @@ impl BlockDeviceBackend {
             return Ok(false);
         }
         let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        match sys::fallocate(self.io.file(), mode, offset, len) {
+        match sys::fallocate(self.store.io.file(), mode, offset, len) {
             Ok(()) => Ok(true),
             Err(err) if direct::is_unsupported(&err) => {
                 self.can_unmap_zeroes.store(false, Ordering::Relaxed);
@@ -157,39 +144,25 @@ impl BlockDeviceBackend {
 
 impl BlockBackend for BlockDeviceBackend {
     fn size(&self) -> u64 {
-        self.size.load(Ordering::Acquire)
+        self.store.size()
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
-        let len = buf_len(buf);
-        self.check(Op::Read, offset, len)?;
-        self.io
-            .read_exact_at(buf, offset)
-            .map_err(self.io_error(Op::Read, offset, len))
+        self.store.read_at(buf, offset)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
-        let len = buf_len(buf);
-        self.check(Op::Write, offset, len)?;
-        self.io
-            .write_all_at(buf, offset)
-            .map_err(self.io_error(Op::Write, offset, len))
+        self.store.write_at(buf, offset)
     }
 
     /// `pwritev2(RWF_DSYNC)`, which the block layer turns into a FUA write
     /// (or write + cache flush) on devices with a volatile cache.
     fn write_at_durable(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
-        let len = buf_len(buf);
-        self.check(Op::DurableWrite, offset, len)?;
-        self.io
-            .write_all_at_durable(buf, offset)
-            .map_err(self.io_error(Op::DurableWrite, offset, len))
+        self.store.write_at_durable(buf, offset)
     }
 
     fn flush(&self) -> Result<(), BackendError> {
-        self.io
-            .sync_data()
-            .map_err(|err| BackendError::io(Op::Flush, &self.path, None, err))
+        self.store.flush()
     }
 
     /// `BLKZEROOUT`, which never unmaps. With `deallocate`, first tries
@@ -197,7 +170,7 @@ impl BlockBackend for BlockDeviceBackend {
     /// can (faster, and gives thin-provisioned storage its space back)
     /// while the kernel still guarantees the range reads as zeroes.
     fn write_zeroes(&self, offset: u64, len: u64, deallocate: bool) -> Result<(), BackendError> {
-        self.check(Op::WriteZeroes, offset, len)?;
+        self.store.check(Op::WriteZeroes, offset, len)?;
         if len == 0 {
             return Ok(());
         }
@@ -205,20 +178,20 @@ impl BlockBackend for BlockDeviceBackend {
             if deallocate && self.unmap_zeroes(offset, len)? {
                 return Ok(());
             }
-            sys::zero_out(self.io.file(), offset, len)
+            sys::zero_out(self.store.io.file(), offset, len)
         };
-        zero().map_err(self.io_error(Op::WriteZeroes, offset, len))
+        zero().map_err(self.store.io_error(Op::WriteZeroes, offset, len))
     }
 
     /// `BLKDISCARD`. Fails with [`BackendErrorKind::Unsupported`] on
     /// devices without discard. What discarded blocks read back as is up to
     /// the device, hence `deallocate_reads_zero: false` in [`Self::info`].
     fn deallocate(&self, offset: u64, len: u64) -> Result<(), BackendError> {
-        self.check(Op::Deallocate, offset, len)?;
+        self.store.check(Op::Deallocate, offset, len)?;
         if len == 0 {
             return Ok(());
         }
-        sys::discard(self.io.file(), offset, len).map_err(self.io_error(
+        sys::discard(self.store.io.file(), offset, len).map_err(self.store.io_error(
             Op::Deallocate,
             offset,
             len,
@@ -233,20 +206,20 @@ impl BlockBackend for BlockDeviceBackend {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let old_size = self.size();
-        check_growth(&self.path, old_size, new_size, self.block_size)?;
-        let device_size = sys::block_device_size(self.io.file())
-            .map_err(|err| BackendError::io(Op::Resize, &self.path, None, err))?;
-        if whole_blocks(device_size, self.block_size) < new_size {
+        check_growth(&self.store.path, old_size, new_size, self.store.block_size)?;
+        let device_size = sys::block_device_size(self.store.io.file())
+            .map_err(|err| BackendError::io(Op::Resize, &self.store.path, None, err))?;
+        if whole_blocks(device_size, self.store.block_size) < new_size {
             return Err(BackendError::refused(
                 Op::Resize,
-                &self.path,
+                &self.store.path,
                 BackendErrorKind::InvalidArgument,
                 format!("the device has {device_size} bytes, fewer than the {new_size} asked for; grow the device first"),
             ));
         }
-        self.size.store(new_size, Ordering::Release);
+        self.store.size.store(new_size, Ordering::Release);
         if new_size != old_size {
-            tracing::info!(path = %self.path.display(), old_size, new_size, "grew block device backend");
+            tracing::info!(path = %self.store.path.display(), old_size, new_size, "grew block device backend");
         }
         Ok(())
     }
@@ -254,10 +227,10 @@ impl BlockBackend for BlockDeviceBackend {
     fn info(&self) -> BackendInfo {
         BackendInfo {
             kind: BackendKind::BlockDevice,
-            path: self.path.clone(),
+            path: self.store.path.clone(),
             size: self.size(),
-            direct_io: self.io.is_direct(),
-            logical_block_size: self.block_size,
+            direct_io: self.store.io.is_direct(),
+            logical_block_size: self.store.block_size,
             allocated_bytes: None,
             deallocate_reads_zero: false,
             deallocate_supported: self.deallocate_supported,
@@ -265,7 +238,7 @@ impl BlockBackend for BlockDeviceBackend {
     }
 
     fn logical_block_size(&self) -> u32 {
-        self.block_size
+        self.store.block_size
     }
 }
 

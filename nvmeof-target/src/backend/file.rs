@@ -3,14 +3,15 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::direct::{self, AlignedBuf, PositionedFile, DIO_ALIGN};
+use super::store::Store;
 use super::{
-    buf_len, check_block_size, check_io_range, sys, whole_blocks, BackendError, BackendErrorKind,
-    BackendInfo, BackendKind, BlockBackend, DirectIo, Op,
+    check_block_size, sys, whole_blocks, BackendError, BackendErrorKind, BackendInfo, BackendKind,
+    BlockBackend, DirectIo, Op,
 };
 
 /// How to open (and possibly create) a file backend.
@@ -45,11 +46,7 @@ impl Default for FileOptions {
 /// A namespace stored in a regular file.
 #[derive(Debug)]
 pub struct FileBackend {
-    path: PathBuf,
-    io: PositionedFile,
-    block_size: u32,
-    /// The exposed size; only ever grows, under `resize_lock`.
-    size: AtomicU64,
+    store: Store,
     thick: bool,
     /// Cleared once the filesystem says it cannot punch holes / zero ranges,
     /// so later calls go straight to the fallback.
@@ -91,10 +88,12 @@ impl FileBackend {
         }
         tracing::debug!(path = %path.display(), size, direct, thick = opts.preallocate, "opened file backend");
         Ok(Self {
-            path: path.to_owned(),
-            io: PositionedFile::new(file.file, direct),
-            block_size: opts.block_size,
-            size: AtomicU64::new(size),
+            store: Store::new(
+                path.to_owned(),
+                PositionedFile::new(file.file, direct),
+                opts.block_size,
+                size,
+            ),
             thick: opts.preallocate,
             can_punch_hole: AtomicBool::new(true),
             can_zero_range: AtomicBool::new(true),
@@ -104,20 +103,7 @@ impl FileBackend {
 
     /// The path the backend was opened with.
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn check(&self, op: Op, offset: u64, len: u64) -> Result<(), BackendError> {
-        check_io_range(op, &self.path, offset, len, self.size(), self.block_size)
-    }
-
-    fn io_error(
-        &self,
-        op: Op,
-        offset: u64,
-        len: u64,
-    ) -> impl FnOnce(io::Error) -> BackendError + '_ {
-        move |err| BackendError::io(op, &self.path, Some((offset, len)), err)
+        &self.store.path
     }
 
     /// Runs an `fallocate` mode the filesystem may not support. Returns
@@ -133,10 +119,10 @@ impl FileBackend {
         if !supported.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        match sys::fallocate(self.io.file(), mode, offset, len) {
+        match sys::fallocate(self.store.io.file(), mode, offset, len) {
             Ok(()) => Ok(true),
             Err(err) if direct::is_unsupported(&err) => {
-                tracing::debug!(path = %self.path.display(), mode, "fallocate mode unsupported, falling back");
+                tracing::debug!(path = %self.store.path.display(), mode, "fallocate mode unsupported, falling back");
                 supported.store(false, Ordering::Relaxed);
                 Ok(false)
             }
@@ -160,11 +146,11 @@ impl FileBackend {
         if self.zero_range(offset, len)? {
             return Ok(());
         }
-        self.io.write_zeroes(offset, len)
+        self.store.io.write_zeroes(offset, len)
     }
 
     fn grow_file(&self, old_size: u64, new_size: u64) -> io::Result<()> {
-        let file = self.io.file();
+        let file = self.store.io.file();
         let file_len = file.metadata()?.len();
         if new_size > file_len {
             file.set_len(new_size)?;
@@ -185,37 +171,23 @@ impl FileBackend {
 
 impl BlockBackend for FileBackend {
     fn size(&self) -> u64 {
-        self.size.load(Ordering::Acquire)
+        self.store.size()
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
-        let len = buf_len(buf);
-        self.check(Op::Read, offset, len)?;
-        self.io
-            .read_exact_at(buf, offset)
-            .map_err(self.io_error(Op::Read, offset, len))
+        self.store.read_at(buf, offset)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
-        let len = buf_len(buf);
-        self.check(Op::Write, offset, len)?;
-        self.io
-            .write_all_at(buf, offset)
-            .map_err(self.io_error(Op::Write, offset, len))
+        self.store.write_at(buf, offset)
     }
 
     fn write_at_durable(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
-        let len = buf_len(buf);
-        self.check(Op::DurableWrite, offset, len)?;
-        self.io
-            .write_all_at_durable(buf, offset)
-            .map_err(self.io_error(Op::DurableWrite, offset, len))
+        self.store.write_at_durable(buf, offset)
     }
 
     fn flush(&self) -> Result<(), BackendError> {
-        self.io
-            .sync_data()
-            .map_err(|err| BackendError::io(Op::Flush, &self.path, None, err))
+        self.store.flush()
     }
 
     /// With `deallocate` on a thin file the range is hole-punched, giving
@@ -224,7 +196,7 @@ impl BlockBackend for FileBackend {
     /// in place with `FALLOC_FL_ZERO_RANGE`, or by writing zeroes where the
     /// filesystem has no such call.
     fn write_zeroes(&self, offset: u64, len: u64, deallocate: bool) -> Result<(), BackendError> {
-        self.check(Op::WriteZeroes, offset, len)?;
+        self.store.check(Op::WriteZeroes, offset, len)?;
         if len == 0 {
             return Ok(());
         }
@@ -234,14 +206,14 @@ impl BlockBackend for FileBackend {
             }
             self.zero_keeping_allocation(offset, len)
         };
-        zero().map_err(self.io_error(Op::WriteZeroes, offset, len))
+        zero().map_err(self.store.io_error(Op::WriteZeroes, offset, len))
     }
 
     /// Punches a hole on thin files. Thick files, and filesystems that
     /// cannot punch holes, get the range zeroed instead, so deallocated
     /// blocks always read back as zeroes.
     fn deallocate(&self, offset: u64, len: u64) -> Result<(), BackendError> {
-        self.check(Op::Deallocate, offset, len)?;
+        self.store.check(Op::Deallocate, offset, len)?;
         if len == 0 {
             return Ok(());
         }
@@ -251,7 +223,7 @@ impl BlockBackend for FileBackend {
             }
             self.zero_keeping_allocation(offset, len)
         };
-        deallocate().map_err(self.io_error(Op::Deallocate, offset, len))
+        deallocate().map_err(self.store.io_error(Op::Deallocate, offset, len))
     }
 
     fn resize(&self, new_size: u64) -> Result<(), BackendError> {
@@ -260,25 +232,31 @@ impl BlockBackend for FileBackend {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let old_size = self.size();
-        check_growth(&self.path, old_size, new_size, self.block_size)?;
+        check_growth(&self.store.path, old_size, new_size, self.store.block_size)?;
         if new_size == old_size {
             return Ok(());
         }
         self.grow_file(old_size, new_size)
-            .map_err(|err| BackendError::io(Op::Resize, &self.path, None, err))?;
-        self.size.store(new_size, Ordering::Release);
-        tracing::info!(path = %self.path.display(), old_size, new_size, "grew file backend");
+            .map_err(|err| BackendError::io(Op::Resize, &self.store.path, None, err))?;
+        self.store.size.store(new_size, Ordering::Release);
+        tracing::info!(path = %self.store.path.display(), old_size, new_size, "grew file backend");
         Ok(())
     }
 
     fn info(&self) -> BackendInfo {
-        let allocated_bytes = self.io.file().metadata().ok().map(|m| m.blocks() * 512);
+        let allocated_bytes = self
+            .store
+            .io
+            .file()
+            .metadata()
+            .ok()
+            .map(|m| m.blocks() * 512);
         BackendInfo {
             kind: BackendKind::File,
-            path: self.path.clone(),
+            path: self.store.path.clone(),
             size: self.size(),
-            direct_io: self.io.is_direct(),
-            logical_block_size: self.block_size,
+            direct_io: self.store.io.is_direct(),
+            logical_block_size: self.store.block_size,
             allocated_bytes,
             deallocate_reads_zero: true,
             deallocate_supported: true,
@@ -286,7 +264,7 @@ impl BlockBackend for FileBackend {
     }
 
     fn logical_block_size(&self) -> u32 {
-        self.block_size
+        self.store.block_size
     }
 }
 
@@ -875,7 +853,7 @@ mod tests {
             .is_ok();
         assert_eq!(
             backend.info().direct_io,
-            kernel_says && direct_io_fits(backend.io.file(), 512, MIB).unwrap()
+            kernel_says && direct_io_fits(backend.store.io.file(), 512, MIB).unwrap()
         );
         let forced = FileOptions {
             direct_io: DirectIo::Off,

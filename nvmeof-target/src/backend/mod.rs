@@ -26,6 +26,7 @@ mod blockdev;
 mod direct;
 mod error;
 mod file;
+mod store;
 mod sys;
 
 use std::fs;

@@ -28,6 +28,7 @@ use ferrofab_nvmeof_target::{
     ListenerKind, ListenerStatus, NamespaceStatus, SubsystemStatus, TargetStatus,
 };
 use ferrofab_proto::v1::{Export, Listener};
+use ferrofab_types::Reason;
 use tracing::{info, warn};
 
 use super::ownership::{OwnedTarget, StateFile, MODEL_MARKER, TARGET_STATE_FILE};
@@ -173,7 +174,7 @@ impl KernelTarget {
         f(&mut owned);
         self.record
             .store(&*owned)
-            .map_err(|e| Problem::new("OwnershipRecordFailed", e.to_string()))
+            .map_err(|e| Problem::new(Reason::OwnershipRecordFailed, e.to_string()))
     }
 
     fn forget(&self, f: impl FnOnce(&mut OwnedTarget)) {
@@ -188,7 +189,7 @@ impl KernelTarget {
 
     fn available(&self) -> Result<(), Problem> {
         match self.paths.target_unavailable() {
-            Some(m) => Err(Problem::new("KernelModuleMissing", m)),
+            Some(m) => Err(Problem::new(Reason::KernelModuleMissing, m)),
             None => Ok(()),
         }
     }
@@ -289,8 +290,9 @@ impl KernelTarget {
             let l = self.port_dir(id).join("subsystems").join(nqn);
             let linked = std::fs::symlink_metadata(&l).is_ok();
             if linked && bounce {
-                std::fs::remove_file(&l)
-                    .map_err(|e| Problem::new("HostsNotApplied", io_msg("unlinking", &l, &e)))?;
+                std::fs::remove_file(&l).map_err(|e| {
+                    Problem::new(Reason::HostsNotApplied, io_msg("unlinking", &l, &e))
+                })?;
             } else if linked {
                 continue;
             }
@@ -303,7 +305,7 @@ impl KernelTarget {
                     .map(|(_, a)| target_module(&a.trtype))
                     .unwrap_or_default();
                 Problem::new(
-                    "ExportFailed",
+                    Reason::ExportFailed,
                     format!(
                         "{} (enabling the port needs kernel module {module}; see the kernel log)",
                         io_msg("linking subsystem to port", &l, &e)
@@ -343,7 +345,7 @@ impl KernelTarget {
             o.hosts.insert(host.to_string());
         })?;
         std::fs::create_dir_all(&dir)
-            .map_err(|e| Problem::new("HostsNotApplied", io_msg("creating host", &dir, &e)))
+            .map_err(|e| Problem::new(Reason::HostsNotApplied, io_msg("creating host", &dir, &e)))
     }
 
     fn namespace_status(&self, nqn: &str, nsid: &str) -> Option<NamespaceStatus> {
@@ -401,7 +403,7 @@ impl KernelTarget {
             let p = dir.join(attr);
             self.paths
                 .write_attr(&p, &v)
-                .map_err(|err| Problem::new("ExportFailed", io_msg("writing", &p, &err)))?;
+                .map_err(|err| Problem::new(Reason::ExportFailed, io_msg("writing", &p, &err)))?;
         }
         Ok(())
     }
@@ -411,7 +413,7 @@ impl KernelTarget {
 /// makes it with its parent, a test tree may not have it yet.
 fn ensure_group(dir: &Path) -> Result<(), Problem> {
     std::fs::create_dir_all(dir)
-        .map_err(|e| Problem::new("ExportFailed", io_msg("creating", dir, &e)))
+        .map_err(|e| Problem::new(Reason::ExportFailed, io_msg("creating", dir, &e)))
 }
 
 /// Whether nvmet must use the page cache for `path`: files on
@@ -569,7 +571,7 @@ impl TargetDriver for KernelTarget {
                 return Ok(());
             }
             return Err(Problem::new(
-                "SubsystemConflict",
+                Reason::SubsystemConflict,
                 format!("NQN {nqn} is already used by an nvmet subsystem this agent did not create: left untouched"),
             ));
         }
@@ -599,7 +601,7 @@ impl TargetDriver for KernelTarget {
             self.forget(|o| {
                 o.subsystems.remove(nqn);
             });
-            return Err(Problem::new("ExportFailed", m));
+            return Err(Problem::new(Reason::ExportFailed, m));
         }
         info!(%nqn, "nvmet subsystem created");
         Ok(())
@@ -617,7 +619,7 @@ impl TargetDriver for KernelTarget {
         let nqn = &e.subsystem_nqn;
         if !self.owns_subsystem(nqn) {
             return Err(Problem::new(
-                "ExportFailed",
+                Reason::ExportFailed,
                 format!("subsystem {nqn} is not ours"),
             ));
         }
@@ -626,13 +628,16 @@ impl TargetDriver for KernelTarget {
             return Ok(());
         }
         std::fs::create_dir_all(&dir).map_err(|err| {
-            Problem::new("ExportFailed", io_msg("creating namespace", &dir, &err))
+            Problem::new(
+                Reason::ExportFailed,
+                io_msg("creating namespace", &dir, &err),
+            )
         })?;
         self.write_ns_attrs(e, &dir)?;
         let p = dir.join("enable");
         self.paths.write_attr(&p, "1").map_err(|err| {
             Problem::new(
-                "ExportFailed",
+                Reason::ExportFailed,
                 format!(
                     "enabling namespace {NSID} of {nqn} on {}: {err} (see the kernel log)",
                     e.backing_path
@@ -649,14 +654,14 @@ impl TargetDriver for KernelTarget {
         };
         let path = PathBuf::from(path);
         let meta = std::fs::metadata(&path)
-            .map_err(|e| Problem::new("GrowFailed", io_msg("reading", &path, &e)))?;
+            .map_err(|e| Problem::new(Reason::GrowFailed, io_msg("reading", &path, &e)))?;
         if meta.file_type().is_block_device() {
             let (have, _) = backing_geometry(&self.paths, &path);
             return if have >= size {
                 Ok(false)
             } else {
                 Err(Problem::new(
-                    "GrowFailed",
+                    Reason::GrowFailed,
                     format!(
                         "block device {} has {}, {} desired: grow it first",
                         path.display(),
@@ -672,14 +677,14 @@ impl TargetDriver for KernelTarget {
         let p = dir.join("revalidate_size");
         self.paths
             .write_attr(&p, "1")
-            .map_err(|e| Problem::new("GrowFailed", io_msg("writing", &p, &e)))?;
+            .map_err(|e| Problem::new(Reason::GrowFailed, io_msg("writing", &p, &e)))?;
         Ok(true)
     }
 
     fn sync_hosts(&self, nqn: &str, hosts: &[String]) -> Result<(), Problem> {
         if !self.owns_subsystem(nqn) {
             return Err(Problem::new(
-                "HostsNotApplied",
+                Reason::HostsNotApplied,
                 format!("subsystem {nqn} is not ours"),
             ));
         }
@@ -688,7 +693,7 @@ impl TargetDriver for KernelTarget {
         if read_attr(&any).as_deref() != Some("0") {
             self.paths
                 .write_attr(&any, "0")
-                .map_err(|e| Problem::new("HostsNotApplied", io_msg("writing", &any, &e)))?;
+                .map_err(|e| Problem::new(Reason::HostsNotApplied, io_msg("writing", &any, &e)))?;
         }
         let links = sub.join("allowed_hosts");
         let have: BTreeSet<String> = entries(&links).into_iter().collect();
@@ -697,14 +702,16 @@ impl TargetDriver for KernelTarget {
             self.ensure_host(h)?;
             ensure_group(&links)?;
             let l = links.join(h);
-            std::os::unix::fs::symlink(self.host_dir(h), &l)
-                .map_err(|e| Problem::new("HostsNotApplied", io_msg("allowing host at", &l, &e)))?;
+            std::os::unix::fs::symlink(self.host_dir(h), &l).map_err(|e| {
+                Problem::new(Reason::HostsNotApplied, io_msg("allowing host at", &l, &e))
+            })?;
         }
         let mut revoked = false;
         for h in have.difference(&want) {
             let l = links.join(h);
-            std::fs::remove_file(&l)
-                .map_err(|e| Problem::new("HostsNotApplied", io_msg("revoking host at", &l, &e)))?;
+            std::fs::remove_file(&l).map_err(|e| {
+                Problem::new(Reason::HostsNotApplied, io_msg("revoking host at", &l, &e))
+            })?;
             revoked = true;
             info!(%nqn, host = %h, "host revoked");
         }
@@ -730,7 +737,7 @@ impl TargetDriver for KernelTarget {
             return Ok(());
         }
         let fail = |what: &str, p: &Path, e: std::io::Error| {
-            Problem::new("RemovalFailed", io_msg(what, p, &e))
+            Problem::new(Reason::RemovalFailed, io_msg(what, p, &e))
         };
         // Ports first (ends the controllers), then hosts, namespaces and
         // the subsystem itself: configfs refuses to remove linked items.
@@ -903,7 +910,7 @@ mod tests {
         let mut clash = export(root.path(), "clash");
         clash.subsystem_nqn = "nqn.2026-11.org.admin:keep".into();
         let p = t.add_subsystem(&clash).unwrap_err();
-        assert_eq!(p.reason, "SubsystemConflict");
+        assert_eq!(p.reason, Reason::SubsystemConflict);
         assert!(!t.has_subsystem(&clash.subsystem_nqn));
         assert_eq!(t.subsystems(), vec![e.subsystem_nqn.clone()]);
         // Removing an unowned subsystem is a no-op.
@@ -955,7 +962,7 @@ mod tests {
         };
         let t = KernelTarget::new(paths, &root.path().join("state"));
         let p = t.add_subsystem(&export(root.path(), "v")).unwrap_err();
-        assert_eq!(p.reason, "KernelModuleMissing");
+        assert_eq!(p.reason, Reason::KernelModuleMissing);
         assert!(p.message.contains("configfs"), "{p}");
         assert!(t.sync_listeners(&[listener(4420)])[0].contains("configfs"));
     }

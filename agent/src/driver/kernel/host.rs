@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use ferrofab_nvmeof_host::HostIdentity;
 use ferrofab_proto::v1::{Connection, ConnectionStatus};
+use ferrofab_types::Reason;
 use tracing::{info, info_span, warn};
 
 use super::fabrics::{self, ConnectParams};
@@ -59,7 +60,7 @@ impl KernelWorkstation {
     fn save(&self) -> Result<(), Problem> {
         self.record
             .store(&self.owned)
-            .map_err(|e| Problem::new("OwnershipRecordFailed", e.to_string()))
+            .map_err(|e| Problem::new(Reason::OwnershipRecordFailed, e.to_string()))
     }
 
     /// Whether the live controller `info` is the one recorded in `rec`.
@@ -125,7 +126,7 @@ impl KernelWorkstation {
         );
         let options = p
             .option_string()
-            .map_err(|m| Problem::new("InvalidConnection", m))?;
+            .map_err(|m| Problem::new(Reason::InvalidConnection, m))?;
         Ok(OwnedController {
             controller: None,
             subsysnqn: c.subsystem_nqn.clone(),
@@ -183,21 +184,21 @@ impl KernelWorkstation {
         let module = host_module(transport);
         if !self.paths.module_loaded(&module) {
             return Problem::new(
-                "KernelModuleMissing",
+                Reason::KernelModuleMissing,
                 format!("connect failed ({e}): kernel module {module} is not loaded (modprobe {module})"),
             );
         }
         if e.raw_os_error() == Some(libc::EALREADY) {
             return Problem::new(
-                "AlreadyConnected",
+                Reason::AlreadyConnected,
                 format!("connect refused by the kernel ({e}): a controller this agent did not create is already connected to this subsystem with this host NQN; it is left untouched"),
             );
         }
         let reason = match e.raw_os_error() {
             Some(libc::ECONNREFUSED | libc::ETIMEDOUT | libc::EHOSTUNREACH | libc::ENETUNREACH) => {
-                "TargetUnreachable"
+                Reason::TargetUnreachable
             }
-            _ => "ConnectFailed",
+            _ => Reason::ConnectFailed,
         };
         Problem::new(
             reason,
@@ -212,23 +213,23 @@ impl KernelWorkstation {
             .owned
             .controllers
             .get(name)
-            .ok_or_else(|| Problem::new("NotConnected", "not connected"))?;
+            .ok_or_else(|| Problem::new(Reason::NotConnected, "not connected"))?;
         let ctrl = rec
             .controller
             .as_deref()
-            .ok_or_else(|| Problem::new("NotConnected", "connect did not finish"))?;
+            .ok_or_else(|| Problem::new(Reason::NotConnected, "connect did not finish"))?;
         let want = uuid::Uuid::parse_str(&rec.uuid).ok();
         let deadline = Instant::now() + NAMESPACE_WAIT;
         let block = loop {
             match sysfs::find_namespace(&self.paths, ctrl, NSID, want) {
-                Err(m) => return Err(Problem::new("WrongNamespace", m)),
+                Err(m) => return Err(Problem::new(Reason::WrongNamespace, m)),
                 Ok(Some(b)) => break b,
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(100))
                 }
                 Ok(None) => {
                     return Err(Problem::new(
-                        "NamespaceMissing",
+                        Reason::NamespaceMissing,
                         format!("controller {ctrl} shows no block device for namespace {NSID}"),
                     ))
                 }
@@ -241,7 +242,10 @@ impl KernelWorkstation {
         let link = PathBuf::from(&rec.exposure_name);
         if std::fs::read_link(&link).ok().as_deref() != Some(dev.as_path()) {
             replace_symlink(&dev, &link).map_err(|e| {
-                Problem::new("ExposureFailed", format!("symlink {}: {e}", link.display()))
+                Problem::new(
+                    Reason::ExposureFailed,
+                    format!("symlink {}: {e}", link.display()),
+                )
             })?;
             info!(path = %link.display(), device = %dev.display(), "exposed");
         }
@@ -264,7 +268,7 @@ impl KernelWorkstation {
                 if self.is_ours(&rec, &i) && i.state != "deleting" {
                     fabrics::delete_controller(&self.paths, ctrl).map_err(|e| {
                         Problem::new(
-                            "DisconnectFailed",
+                            Reason::DisconnectFailed,
                             format!("deleting controller {ctrl}: {e}"),
                         )
                     })?;
@@ -371,11 +375,11 @@ impl WorkstationDriver for KernelWorkstation {
     fn prepare(&mut self, wanted: &[Connection]) -> Result<(), Problem> {
         if !wanted.is_empty() {
             if let Some(m) = self.paths.host_unavailable() {
-                return Err(Problem::new("KernelModuleMissing", m));
+                return Err(Problem::new(Reason::KernelModuleMissing, m));
             }
         }
         crate::cache::ensure_dir(&self.expose_dir)
-            .map_err(|e| Problem::new("ExposureUnavailable", e.to_string()))
+            .map_err(|e| Problem::new(Reason::ExposureUnavailable, e.to_string()))
     }
 
     fn check(&self, c: &Connection) -> Result<(), Problem> {
@@ -440,8 +444,12 @@ fn replace_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
 
 /// Marks the block device read-only on this host (`BLKROSET`).
 fn set_read_only(dev: &Path) -> Result<(), Problem> {
-    let f = std::fs::File::open(dev)
-        .map_err(|e| Problem::new("ExposureFailed", format!("opening {}: {e}", dev.display())))?;
+    let f = std::fs::File::open(dev).map_err(|e| {
+        Problem::new(
+            Reason::ExposureFailed,
+            format!("opening {}: {e}", dev.display()),
+        )
+    })?;
     let one: libc::c_int = 1;
     // SAFETY: BLKROSET reads one int through the pointer, which is valid
     // for the duration of the call; the descriptor is open.
@@ -449,7 +457,7 @@ fn set_read_only(dev: &Path) -> Result<(), Problem> {
     if rc != 0 {
         let e = std::io::Error::last_os_error();
         return Err(Problem::new(
-            "ExposureFailed",
+            Reason::ExposureFailed,
             format!("marking {} read-only: {e}", dev.display()),
         ));
     }
@@ -638,20 +646,20 @@ mod tests {
         let w = KernelWorkstation::new(&cfg, paths.clone(), HostIdentity::ephemeral());
         let err = |n| std::io::Error::from_raw_os_error(n);
         let p = w.connect_problem("tcp", &err(libc::EINVAL));
-        assert_eq!(p.reason, "KernelModuleMissing");
+        assert_eq!(p.reason, Reason::KernelModuleMissing);
         assert!(p.message.contains("nvme-tcp"), "{p}");
         std::fs::create_dir_all(paths.sysfs.join("module/nvme_tcp")).unwrap();
         assert_eq!(
             w.connect_problem("tcp", &err(libc::EALREADY)).reason,
-            "AlreadyConnected"
+            Reason::AlreadyConnected
         );
         assert_eq!(
             w.connect_problem("tcp", &err(libc::ECONNREFUSED)).reason,
-            "TargetUnreachable"
+            Reason::TargetUnreachable
         );
         assert_eq!(
             w.connect_problem("tcp", &err(libc::EIO)).reason,
-            "ConnectFailed"
+            Reason::ConnectFailed
         );
     }
 

@@ -16,9 +16,10 @@ use ferrofab_nvmeof_wire::spec::{aen, cc, csts, log};
 use ferrofab_nvmeof_wire::wire::pdu::encode_capsule_resp;
 use ferrofab_nvmeof_wire::wire::Cqe;
 
-use super::registry::Subsystem;
-use super::socket::ConnLink;
-use super::sync::lock;
+use super::Subsystem;
+use crate::features::FeatureValues;
+use crate::socket::ConnLink;
+use crate::sync::lock;
 
 /// What a controller serves.
 #[derive(Debug, Clone)]
@@ -39,7 +40,7 @@ pub struct CtrlState {
     pub volatile_write_cache: bool,
     /// Arbitration, Power Management, Temperature Threshold and Error
     /// Recovery as the host last set them.
-    pub(crate) features: super::admin::FeatureValues,
+    pub(crate) features: FeatureValues,
     /// Command IDs of outstanding Asynchronous Event Requests.
     pub aers: Vec<u16>,
     /// Events waiting for an AER to complete.

@@ -5,6 +5,8 @@
 //! reconfiguration API, so each piece sits behind its own small lock, and
 //! readers on the I/O path only clone `Arc`s out of them.
 
+pub mod controller;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -12,8 +14,8 @@ use std::time::Duration;
 
 use crate::backend::BlockBackend;
 
-use super::controller::Controller;
 use super::sync::{lock, read, write};
+use controller::Controller;
 
 /// A namespace: a backend plus the identity the host sees.
 #[derive(Debug)]
