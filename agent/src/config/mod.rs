@@ -9,10 +9,21 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferrofab_nvmeof_target::TargetOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
+
+mod data_path;
+mod holder;
+mod local_api;
+mod pool;
+
+pub use data_path::{BuiltinTargetConfig, DriverKind, KernelConfig};
+pub use holder::{HolderConfig, DEFAULT_HOLDER_REQUEST_TIMEOUT, DEFAULT_HOLDER_START_TIMEOUT};
+pub use local_api::{
+    LocalApiConfig, DEFAULT_LOCAL_API_MAX_CONNECTIONS, DEFAULT_LOCAL_API_REQUEST_TIMEOUT,
+};
+pub use pool::{PoolConfig, Provisioning};
 
 /// Default path of the local API socket.
 pub const DEFAULT_API_SOCKET: &str = "/run/ferrofab/agent.sock";
@@ -27,261 +38,6 @@ pub const DEFAULT_RESYNC: &str = "30s";
 pub enum Role {
     Storage,
     Workstation,
-}
-
-/// Which data path serves and consumes namespaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DriverKind {
-    /// The target and initiator of `ferrofab-nvmeof`, inside this process.
-    #[default]
-    Builtin,
-    /// Linux nvmet / nvme-fabrics through configfs, sysfs and
-    /// `/dev/nvme-fabrics`.
-    Kernel,
-}
-
-/// Connection limits of the built-in target (`data_path = "builtin"`):
-/// the keys of the same name in `ferrofab-nvmeof serve`'s `[target]`
-/// (docs/nvmeof-target.md). They protect the storage node from peers that
-/// open connections and never set them up.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BuiltinTargetConfig {
-    pub max_connections: u32,
-    pub max_connections_per_peer: u32,
-    pub icreq_timeout_ms: u32,
-    pub connect_timeout_ms: u32,
-}
-
-impl Default for BuiltinTargetConfig {
-    fn default() -> Self {
-        let d = TargetOptions::default();
-        BuiltinTargetConfig {
-            max_connections: d.max_connections,
-            max_connections_per_peer: d.max_connections_per_peer,
-            icreq_timeout_ms: d.icreq_timeout_ms,
-            connect_timeout_ms: d.connect_timeout_ms,
-        }
-    }
-}
-
-impl BuiltinTargetConfig {
-    /// The target's options: these limits, everything else default.
-    pub fn target_options(&self) -> TargetOptions {
-        TargetOptions {
-            max_connections: self.max_connections,
-            max_connections_per_peer: self.max_connections_per_peer,
-            icreq_timeout_ms: self.icreq_timeout_ms,
-            connect_timeout_ms: self.connect_timeout_ms,
-            ..TargetOptions::default()
-        }
-    }
-
-    fn is_default(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
-/// Where the `kernel` driver finds the kernel's interfaces. Only tests
-/// and unusual mounts change these.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KernelConfig {
-    #[serde(default = "default_configfs")]
-    pub configfs: PathBuf,
-    #[serde(default = "default_sysfs")]
-    pub sysfs: PathBuf,
-    #[serde(default = "default_dev")]
-    pub dev: PathBuf,
-}
-
-impl Default for KernelConfig {
-    fn default() -> Self {
-        KernelConfig {
-            configfs: default_configfs(),
-            sysfs: default_sysfs(),
-            dev: default_dev(),
-        }
-    }
-}
-
-impl KernelConfig {
-    fn is_default(&self) -> bool {
-        *self == KernelConfig::default()
-    }
-}
-
-fn default_configfs() -> PathBuf {
-    PathBuf::from("/sys/kernel/config")
-}
-fn default_sysfs() -> PathBuf {
-    PathBuf::from("/sys")
-}
-fn default_dev() -> PathBuf {
-    PathBuf::from("/dev")
-}
-
-/// The workstation data-path holder (`[holder]`, built-in driver only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HolderConfig {
-    /// Run the built-in workstation data path (FUSE mount, initiator) in
-    /// a separate long-lived process that outlives agent restarts. Off:
-    /// it runs inside the agent and a restart breaks every exposure.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// The binary started as `BINARY holder run ...`; default: the
-    /// running agent's own executable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub binary: Option<PathBuf>,
-    /// How long a newly started holder has to answer, e.g. "10s".
-    #[serde(default = "default_holder_start_timeout")]
-    pub start_timeout: String,
-    /// How long one request may take to be answered (an `ensure` includes
-    /// connecting to the storage node), e.g. "60s".
-    #[serde(default = "default_holder_request_timeout")]
-    pub request_timeout: String,
-}
-
-fn default_true() -> bool {
-    true
-}
-/// Default of `holder.start_timeout`: a holder binds its socket within
-/// milliseconds; seconds cover a loaded host.
-pub const DEFAULT_HOLDER_START_TIMEOUT: &str = "10s";
-/// Default of `holder.request_timeout`: longer than the initiator's
-/// connect timeout so a slow connect is reported as the holder saw it.
-pub const DEFAULT_HOLDER_REQUEST_TIMEOUT: &str = "60s";
-
-fn default_holder_start_timeout() -> String {
-    DEFAULT_HOLDER_START_TIMEOUT.into()
-}
-fn default_holder_request_timeout() -> String {
-    DEFAULT_HOLDER_REQUEST_TIMEOUT.into()
-}
-
-impl Default for HolderConfig {
-    fn default() -> Self {
-        HolderConfig {
-            enabled: true,
-            binary: None,
-            start_timeout: default_holder_start_timeout(),
-            request_timeout: default_holder_request_timeout(),
-        }
-    }
-}
-
-impl HolderConfig {
-    fn is_default(&self) -> bool {
-        *self == Self::default()
-    }
-
-    /// (start timeout, request timeout), both more than zero.
-    pub fn timeouts(&self) -> Result<(Duration, Duration), AgentError> {
-        let parse = |key: &str, v: &str| {
-            let d = ferrofab_pki::parse_duration(v).map_err(|e| invalid(key, e.to_string()))?;
-            if d.is_zero() {
-                return Err(invalid(key, "must be more than 0s"));
-            }
-            Ok(d)
-        };
-        Ok((
-            parse("holder.start_timeout", &self.start_timeout)?,
-            parse("holder.request_timeout", &self.request_timeout)?,
-        ))
-    }
-}
-
-/// Bounds of the local API socket (`[local_api]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocalApiConfig {
-    /// A connection must send its whole request line within this (and
-    /// take its answer within it too), e.g. "10s".
-    #[serde(default = "default_request_timeout")]
-    pub request_timeout: String,
-    /// Connections served at once; more are answered `busy` and closed.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-}
-
-/// Default of `local_api.request_timeout`: clients send their one line at
-/// once; ten seconds covers a stalled scheduler, not an idle peer.
-pub const DEFAULT_LOCAL_API_REQUEST_TIMEOUT: &str = "10s";
-/// Default of `local_api.max_connections`: Puppet and scripts use one or a
-/// few at a time; an attach may hold one for its whole wait.
-pub const DEFAULT_LOCAL_API_MAX_CONNECTIONS: usize = 64;
-
-fn default_request_timeout() -> String {
-    DEFAULT_LOCAL_API_REQUEST_TIMEOUT.into()
-}
-fn default_max_connections() -> usize {
-    DEFAULT_LOCAL_API_MAX_CONNECTIONS
-}
-
-impl Default for LocalApiConfig {
-    fn default() -> Self {
-        LocalApiConfig {
-            request_timeout: default_request_timeout(),
-            max_connections: default_max_connections(),
-        }
-    }
-}
-
-impl LocalApiConfig {
-    fn is_default(&self) -> bool {
-        *self == LocalApiConfig::default()
-    }
-
-    /// `request_timeout` as a duration (validated at load; the default
-    /// if it somehow does not parse).
-    pub fn request_timeout(&self) -> Duration {
-        self.parse_request_timeout()
-            .unwrap_or(Duration::from_secs(10))
-    }
-
-    fn parse_request_timeout(&self) -> Result<Duration, AgentError> {
-        let key = "local_api.request_timeout";
-        let d = ferrofab_pki::parse_duration(&self.request_timeout)
-            .map_err(|e| invalid(key, e.to_string()))?;
-        if d.is_zero() || d > Duration::from_secs(3600) {
-            return Err(invalid(key, "must be between 1ms and 1h"));
-        }
-        Ok(d)
-    }
-
-    fn validate(&self) -> Result<(), AgentError> {
-        self.parse_request_timeout()?;
-        if self.max_connections == 0 || self.max_connections > 65_536 {
-            return Err(invalid(
-                "local_api.max_connections",
-                "must be between 1 and 65536",
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// How a pool allocates a new backing file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provisioning {
-    /// Sparse files: space is used as hosts write.
-    #[default]
-    Thin,
-    /// Fully allocated up front, so a write can never fail with ENOSPC.
-    Thick,
-}
-
-/// One local pool: where the controller's `backing_path`s may live.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PoolConfig {
-    /// Backing directory (or block device) of the pool.
-    pub path: PathBuf,
-    #[serde(default)]
-    pub provisioning: Provisioning,
 }
 
 /// TLS files for talking to the controller.
@@ -615,6 +371,8 @@ impl AgentConfig {
 
 #[cfg(test)]
 mod tests {
+    use ferrofab_nvmeof_target::TargetOptions;
+
     use super::*;
 
     const MIN: &str = r#"
