@@ -54,6 +54,7 @@ pub mod clock;
 pub mod cluster_metrics;
 pub mod conditions;
 pub mod config;
+pub mod domain;
 pub use ops::enroll;
 pub mod error;
 pub mod expiry;
