@@ -541,6 +541,23 @@ mod tests {
         ));
     }
 
+    /// A stored pool whose capacity does not parse (written before a
+    /// validation existed, or by hand) stays a candidate that refuses with
+    /// the parse error, so an administrator's refusal says what to fix.
+    #[test]
+    fn a_pool_with_an_unparsable_capacity_refuses_with_the_parse_error() {
+        let mut o = objs();
+        o.pools.insert("a".into(), pool("a", "ten gigs", "fast"));
+        o.pools.remove("b");
+        let a = Arc::new(Allocator::default());
+        let e = place(&a, &o, &req(1)).err().expect("refused");
+        let m = e.to_string();
+        assert!(
+            m.contains("pool \"a\": invalid spec.capacity: \"ten gigs\""),
+            "{m}"
+        );
+    }
+
     /// Tenants learn that there is no room for them, not which pools
     /// exist, how full they are, or which nodes are down.
     #[test]
