@@ -100,6 +100,9 @@ pub fn node_status(cfg: &AgentConfig, notes: &NodeNotes) -> NodeStatus {
         capacity_bytes: capacity,
         free_bytes: free,
         conditions: node_conditions(notes),
+        // The built-in initiator authenticates; the kernel driver does not
+        // pass keys yet, so the controller issues it none.
+        dhchap_capable: cfg.data_path == crate::config::DriverKind::Builtin,
         ..Default::default()
     }
 }

@@ -239,6 +239,13 @@ pub enum NodeCommand {
         #[command(flatten)]
         spec: NodeSpecArgs,
     },
+    /// Issue a new data-path (DH-HMAC-CHAP) host key for a workstation and
+    /// roll it out without dropping its connections. Admin only; prints
+    /// the new generation and fingerprint, never the key.
+    RotateKey {
+        /// Node name.
+        name: String,
+    },
     #[command(flatten)]
     Common(CommonVerb),
 }

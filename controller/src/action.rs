@@ -34,7 +34,7 @@ actions! {
     CreateAttachment, GetAttachment, ListAttachments, UpdateAttachment, DeleteAttachment,
     WatchAttachments,
     CreateTenant, GetTenant, ListTenants, UpdateTenant, DeleteTenant, WatchTenants,
-    Apply, CreateBootstrapToken, GetDesiredState, GetServerInfo,
+    Apply, CreateBootstrapToken, GetDesiredState, GetServerInfo, RotateNodeKey,
     Enroll, WatchDesiredState, ReportStatus, Renew,
     AdvanceClock,
     /// A delete of an unspecified kind (Apply's refusal of a bad step).

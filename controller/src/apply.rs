@@ -173,6 +173,7 @@ fn fork(admin: &Shared) -> Result<(Shared, std::sync::Arc<Fork>), ApiError> {
         // The fork's own gate: the rehearsal runs while the real one is
         // held exclusively by this apply.
         capacity_gate: std::sync::Arc::default(),
+        keys: None,
     };
     Ok((shared, fork))
 }

@@ -284,6 +284,49 @@ pub struct Config {
     /// Which store backend (`[store]`, default redb at `store_path`).
     #[serde(default)]
     pub store: crate::store::StoreConfig,
+    /// Data-path authentication (`[auth]`).
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: DH-HMAC-CHAP between hosts and exports (docs/security.md).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Every export refuses at Connect a host without a key. Off (the
+    /// default), hosts that can authenticate (built-in initiator) get keys
+    /// and must use them, and the others still connect unauthenticated;
+    /// switch it on once every workstation authenticates.
+    #[serde(default)]
+    pub require: bool,
+    /// Rotate every workstation's host key once it is this old, e.g.
+    /// "90d"; empty (the default): only `ferrofab node rotate-key`.
+    /// Off by default because a rotation is an operation on every live
+    /// connection that an operator should choose to schedule.
+    #[serde(default)]
+    pub rotate_every: String,
+}
+
+/// Shortest `auth.rotate_every`: a rotation must finish (storage nodes
+/// report, workstations re-authenticate) well before the next one.
+pub const MIN_ROTATE_EVERY: Duration = Duration::from_secs(3600);
+
+impl AuthConfig {
+    /// `rotate_every` parsed; `None` when off.
+    pub fn rotate_every(&self) -> Result<Option<Duration>, ConfigError> {
+        if self.rotate_every.trim().is_empty() {
+            return Ok(None);
+        }
+        let d = ferrofab_pki::parse_duration(&self.rotate_every)
+            .map_err(|e| ConfigError::Invalid(format!("auth.rotate_every: {e}")))?;
+        if d < MIN_ROTATE_EVERY {
+            return Err(ConfigError::Invalid(format!(
+                "auth.rotate_every: {} is shorter than the minimum of 1h",
+                self.rotate_every
+            )));
+        }
+        Ok(Some(d))
+    }
 }
 
 fn default_max_message() -> usize {
@@ -305,6 +348,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.auth.rotate_every()?;
         if self.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_message_bytes must be at least 1024".into(),
@@ -429,5 +473,28 @@ dir = "/etc/ferrofab/pki"
         let cfg: Config = toml::from_str(&bad).expect("parse");
         let e = cfg.validate().expect_err("bad duration");
         assert!(e.to_string().contains("node_cert_validity"), "{e}");
+    }
+
+    #[test]
+    fn auth_defaults_off_and_rotate_every_is_checked() {
+        let base = "listen = \"127.0.0.1:1\"\nstore_path = \"/x\"\n[pki]\ndir = \"/p\"\n";
+        let cfg: Config = toml::from_str(base).expect("parse");
+        assert!(!cfg.auth.require);
+        assert_eq!(cfg.auth.rotate_every().expect("off"), None);
+        let on: Config = toml::from_str(&format!(
+            "{base}[auth]\nrequire = true\nrotate_every = \"90d\"\n"
+        ))
+        .expect("parse");
+        on.validate().expect("valid");
+        assert_eq!(
+            on.auth.rotate_every().expect("90d"),
+            Some(Duration::from_secs(90 * 86_400))
+        );
+        for bad in ["soon", "10m"] {
+            let cfg: Config = toml::from_str(&format!("{base}[auth]\nrotate_every = \"{bad}\"\n"))
+                .expect("parse");
+            let e = cfg.validate().expect_err(bad);
+            assert!(e.to_string().contains("auth.rotate_every"), "{e}");
+        }
     }
 }

@@ -62,6 +62,8 @@ pub mod error;
 pub mod expiry;
 pub mod heartbeat;
 pub mod identity;
+pub mod keyring;
+pub mod keys;
 pub mod listener;
 pub mod loops;
 pub mod metrics;

@@ -88,6 +88,9 @@ fn export(o: &Objects, v: &VolumeFacts<'_>, pool: PoolFacts) -> Export {
         // data-path work (a new expiry) still changes the snapshot, and the
         // echo is what lets the controller observe it.
         generation: v.generation,
+        // Secrets are added per stream by the `keys` module, never here:
+        // the planner's output is also what admins may read.
+        ..Default::default()
     }
 }
 
@@ -157,6 +160,8 @@ fn connection(o: &Objects, a: &AttachmentFacts<'_>, defaults: &Defaults) -> Opti
         access_mode: a.mode as i32,
         uuid: v.uuid.to_string(),
         expires_at: v.expires_at,
+        // Added by the `keys` module for the node's own stream.
+        ..Default::default()
     })
 }
 

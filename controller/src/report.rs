@@ -188,7 +188,8 @@ pub fn next_node_status(
     let significant = cur.is_none()
         || old.conditions != conditions
         || old.agent_version != agent_version
-        || old.observed_generation != generation;
+        || old.observed_generation != generation
+        || old.dhchap_capable != reported.dhchap_capable;
     let heartbeat_due = old
         .last_heartbeat
         .as_ref()
@@ -209,6 +210,7 @@ pub fn next_node_status(
         } else {
             old.free_bytes
         },
+        dhchap_capable: reported.dhchap_capable,
     };
     NodeUpdate { status, write }
 }

@@ -166,6 +166,10 @@ pub async fn run_until(
         watches: crate::store::watch::WatchLimiter::new(cfg.server.max_watches_per_identity),
         reports: crate::report::ReportGate::new(&cfg.nodes),
         capacity_gate: Arc::default(),
+        keys: Some(Arc::new(
+            crate::keyring::Keys::open(&cfg.pki.dir, cfg.auth.require)
+                .map_err(|e| ServerError::Config(e.to_string()))?,
+        )),
     });
     let grpc = bind(cfg.listen).await?;
     let grpc_addr = grpc
@@ -184,6 +188,13 @@ pub async fn run_until(
         shared.clone(),
         Duration::from_secs(cfg.expiry.interval_seconds),
     ));
+    if let Some(every) = cfg
+        .auth
+        .rotate_every()
+        .map_err(|e| ServerError::Config(e.to_string()))?
+    {
+        tokio::spawn(crate::keys::run_rotation(shared.clone(), every));
+    }
     tokio::spawn(heartbeat::run(
         shared.clone(),
         Duration::from_secs(cfg.nodes.check_interval_seconds),

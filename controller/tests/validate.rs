@@ -351,7 +351,13 @@ async fn host_nqns_and_data_addresses_belong_to_one_node() {
     let spec = node_with("s3", "nqn.x:s3", "10.0.0.3", 4420)
         .spec
         .expect("spec");
-    anon.enroll(enroll_req(&tok, "s3", &good_csr(), spec))
+    anon.enroll(enroll_req(&tok, "s3", &good_csr(), spec.clone()))
         .await
         .expect("token still usable");
+    // The same node enrolling again (a reinstalled machine) keeps its own
+    // host NQN: that is no clash.
+    let again = token(&mut admin, "s3").await;
+    anon.enroll(enroll_req(&again, "s3", &good_csr(), spec))
+        .await
+        .expect("re-enrollment with the node's own host NQN");
 }

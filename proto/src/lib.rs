@@ -23,6 +23,16 @@ pub mod v1 {
     tonic::include_proto!("ferrofab.v1");
 }
 
+impl std::fmt::Debug for v1::DhchapKey {
+    /// Never the secret: desired states are logged at debug level.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DhchapKey")
+            .field("generation", &self.generation)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
 pub mod client;
 pub mod condition;
 pub mod object;
@@ -60,5 +70,23 @@ mod tests {
         let bytes = vol.encode_to_vec();
         let back = v1::Volume::decode(bytes.as_slice()).expect("decode");
         assert_eq!(back, vol);
+    }
+
+    #[test]
+    fn dhchap_key_debug_is_redacted() {
+        let k = v1::DhchapKey {
+            secret: "DHHC-1:01:c2VjcmV0:".into(),
+            generation: 2,
+            fingerprint: "ab12".into(),
+        };
+        let shown = format!(
+            "{:?}",
+            v1::Connection {
+                host_key: Some(k),
+                ..Default::default()
+            }
+        );
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+        assert!(shown.contains("ab12"), "{shown}");
     }
 }

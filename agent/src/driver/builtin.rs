@@ -14,7 +14,7 @@ use ferrofab_nvmeof_target::{
     ListenerKind, NamespaceConfig, SubsystemConfig, Target, TargetError, TargetOptions,
     TargetStatus,
 };
-use ferrofab_proto::v1::{Export, Listener};
+use ferrofab_proto::v1::{Export, KeyApplied, Listener};
 
 use crate::backing::export_block_size as block_size;
 use crate::error::AgentError;
@@ -26,6 +26,7 @@ pub use super::NSID;
 #[derive(Debug)]
 pub struct BuiltinTarget {
     target: Target,
+    keys: super::target_auth::KeyBook,
 }
 
 impl BuiltinTarget {
@@ -34,7 +35,10 @@ impl BuiltinTarget {
     pub fn new(opts: TargetOptions) -> Result<Self, AgentError> {
         let target = Target::new(opts)
             .map_err(|e| AgentError::Other(format!("starting the built-in target: {e}")))?;
-        Ok(BuiltinTarget { target })
+        Ok(BuiltinTarget {
+            target,
+            keys: Default::default(),
+        })
     }
 
     /// Stops listening and ends every connection.
@@ -217,10 +221,19 @@ impl super::TargetDriver for BuiltinTarget {
         BuiltinTarget::sync_read_only_hosts(self, nqn, hosts)
             .map_err(|err| failed("HostsNotApplied", &err))
     }
+    fn sync_auth(&self, e: &Export) -> Result<(), Problem> {
+        self.keys
+            .sync(&self.target, e)
+            .map_err(|err| failed("AuthNotApplied", &err))
+    }
+    fn host_keys_applied(&self, nqn: &str) -> Vec<KeyApplied> {
+        self.keys.applied(nqn)
+    }
     fn connected_hosts(&self, nqn: &str) -> Vec<String> {
         BuiltinTarget::connected_hosts(self, nqn)
     }
     fn remove_subsystem(&self, nqn: &str) -> Result<(), Problem> {
+        self.keys.forget(nqn);
         BuiltinTarget::remove_subsystem(self, nqn).map_err(|err| failed("RemovalFailed", &err))
     }
     fn subsystems(&self) -> Vec<String> {

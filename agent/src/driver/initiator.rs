@@ -206,6 +206,7 @@ impl WorkstationDriver for BuiltinInitiator {
     /// file takes the namespace's current size.
     fn expose(&mut self, c: &Connection) -> Result<bool, Problem> {
         if let Some(a) = self.attached.get_mut(&c.attachment) {
+            super::host_auth::follow_keys(&a.ctrl, &a.conn, c)?;
             a.conn = c.clone();
             if let Some(exp) = &self.exposer {
                 let _ = exp.refresh_size(&c.exposure_name);
@@ -317,6 +318,9 @@ pub(crate) fn live_status(
 fn same_session(new: &Connection, old: &Connection) -> bool {
     let mut n = new.clone();
     n.expires_at = old.expires_at;
+    // A new key re-authenticates the live session (rotation).
+    n.host_key.clone_from(&old.host_key);
+    n.ctrl_key.clone_from(&old.ctrl_key);
     n == *old
 }
 
@@ -327,6 +331,7 @@ fn connect_options(c: &Connection, id: &HostIdentity) -> ConnectOptions {
         format!("{}:{}", c.address, c.port)
     };
     let mut o = ConnectOptions::new(addr, c.subsystem_nqn.clone(), id.clone());
+    (o.dhchap_secret, o.dhchap_ctrl_secret) = super::host_auth::secrets(c);
     if let Some(t) = &c.options {
         o.digests = Digests {
             header: t.header_digest,
@@ -377,6 +382,9 @@ fn connect_problem(e: &HostError) -> Problem {
         }
         HostError::ConnectRejected { reason, .. } => {
             Problem::new("ConnectRefused", format!("connect refused: {reason}"))
+        }
+        HostError::AuthenticationFailed { .. } => {
+            Problem::new("AuthenticationFailed", e.to_string())
         }
         HostError::Unreachable { .. } | HostError::Timeout { .. } => {
             Problem::new("TargetUnreachable", e.to_string())

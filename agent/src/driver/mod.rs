@@ -18,14 +18,16 @@
 //! and deletes them (nvmet's driver asks it to grow the file nvmet opened).
 
 pub mod builtin;
+pub mod host_auth;
 pub mod initiator;
 pub mod kernel;
+pub mod target_auth;
 
 use std::sync::Arc;
 
 use ferrofab_nvmeof_target::backend::BlockBackend;
 use ferrofab_nvmeof_target::TargetStatus;
-use ferrofab_proto::v1::{Connection, ConnectionStatus, Export, Listener};
+use ferrofab_proto::v1::{Connection, ConnectionStatus, Export, KeyApplied, Listener};
 
 use crate::problem::Problem;
 
@@ -61,6 +63,16 @@ pub trait TargetDriver: Send + Sync + std::fmt::Debug {
     /// docs/agent.md, "Access modes").
     fn sync_read_only_hosts(&self, _nqn: &str, _hosts: &[String]) -> Result<(), Problem> {
         Ok(())
+    }
+    /// Makes the DH-HMAC-CHAP keys and policy of `e`'s subsystem what `e`
+    /// says (before hosts are admitted). A driver without authentication
+    /// support keeps this default, and reports no keys held.
+    fn sync_auth(&self, _e: &Export) -> Result<(), Problem> {
+        Ok(())
+    }
+    /// The host key generations the target holds for `nqn`.
+    fn host_keys_applied(&self, _nqn: &str) -> Vec<KeyApplied> {
+        Vec::new()
     }
     /// Host NQNs of connected controllers, where the data path can tell.
     fn connected_hosts(&self, nqn: &str) -> Vec<String>;

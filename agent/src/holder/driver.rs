@@ -147,7 +147,7 @@ impl HolderWorkstation {
     /// `ensure`: the holder connects, re-exposes or refreshes, whichever
     /// the attachment needs (it holds the controllers, so it decides).
     fn ensure(&self, c: &Connection) -> Result<bool, Problem> {
-        let spec = ExposureSpec::from_connection(c, &self.hostnqn);
+        let spec = Box::new(ExposureSpec::from_connection(c, &self.hostnqn));
         self.failed(self.client.call(Op::Ensure { spec }))
             .map(|r| r.changed == Some(true))
             .map_err(ensure_problem)

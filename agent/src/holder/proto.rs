@@ -44,7 +44,8 @@ pub enum Op {
     /// Every exposure with its state.
     List,
     /// Make this exposure true (idempotent).
-    Ensure { spec: ExposureSpec },
+    /// (Boxed: the spec, with its keys, dwarfs the other requests.)
+    Ensure { spec: Box<ExposureSpec> },
     /// Detach one attachment (a no-op if absent).
     Remove { attachment: String },
     /// Detach everything, unmount and exit.
@@ -74,6 +75,51 @@ pub struct ExposureSpec {
     pub nr_io_queues: u32,
     pub queue_size: u32,
     pub ctrl_loss_tmo: u32,
+    /// DH-HMAC-CHAP keys (absent: no authentication). Only over the
+    /// holder's private socket; redacted from Debug output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<SecretKey>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctrl_key: Option<SecretKey>,
+}
+
+/// A key as the holder protocol carries it. A change of generation or
+/// fingerprint re-authenticates; it is not a reconnect.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKey {
+    pub secret: String,
+    pub generation: u64,
+    pub fingerprint: String,
+}
+
+impl std::fmt::Debug for SecretKey {
+    /// Never the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SecretKey(gen {}, {})",
+            self.generation, self.fingerprint
+        )
+    }
+}
+
+impl SecretKey {
+    fn from_proto(k: &ferrofab_proto::v1::DhchapKey) -> Self {
+        SecretKey {
+            secret: k.secret.clone(),
+            generation: k.generation,
+            fingerprint: k.fingerprint.clone(),
+        }
+    }
+
+    fn to_proto(&self) -> ferrofab_proto::v1::DhchapKey {
+        ferrofab_proto::v1::DhchapKey {
+            secret: self.secret.clone(),
+            generation: self.generation,
+            fingerprint: self.fingerprint.clone(),
+        }
+    }
 }
 
 impl ExposureSpec {
@@ -96,7 +142,21 @@ impl ExposureSpec {
             nr_io_queues: o.nr_io_queues,
             queue_size: o.queue_size,
             ctrl_loss_tmo: o.ctrl_loss_tmo,
+            host_key: c.host_key.as_ref().map(SecretKey::from_proto),
+            ctrl_key: c.ctrl_key.as_ref().map(SecretKey::from_proto),
         }
+    }
+
+    /// The spec without the secrets (their generation and fingerprint
+    /// stay), for listings.
+    pub fn redacted(mut self) -> Self {
+        for k in [&mut self.host_key, &mut self.ctrl_key]
+            .into_iter()
+            .flatten()
+        {
+            k.secret.clear();
+        }
+        self
     }
 
     /// The connection the holder's reconciler works on.
@@ -125,6 +185,8 @@ impl ExposureSpec {
             // The local API's word for the mode comes from the agent's
             // desired state; the holder needs only `read_only`.
             access_mode: 0,
+            host_key: self.host_key.as_ref().map(SecretKey::to_proto),
+            ctrl_key: self.ctrl_key.as_ref().map(SecretKey::to_proto),
         }
     }
 }
@@ -335,7 +397,9 @@ mod tests {
         for op in [
             Op::Hello,
             Op::List,
-            Op::Ensure { spec },
+            Op::Ensure {
+                spec: Box::new(spec),
+            },
             Op::Remove {
                 attachment: "a".into(),
             },
@@ -366,9 +430,20 @@ mod tests {
             uuid: "u".into(),
             expires_at: None,
             access_mode: 0,
+            host_key: Some(ferrofab_proto::v1::DhchapKey {
+                secret: "DHHC-1:01:k:".into(),
+                generation: 2,
+                fingerprint: "f".into(),
+            }),
+            ctrl_key: None,
         };
         let s = ExposureSpec::from_connection(&c, "nqn.h");
         assert_eq!(s.to_connection(), c);
+        // Listings and Debug output carry no secret.
+        assert!(!format!("{s:?}").contains("DHHC-1"));
+        let listed = s.clone().redacted();
+        assert_eq!(listed.host_key.as_ref().map(|k| k.generation), Some(2));
+        assert!(!serde_json::to_string(&listed).unwrap().contains("DHHC-1"));
         let plain = Connection { options: None, ..c };
         assert_eq!(
             ExposureSpec::from_connection(&plain, "nqn.h").to_connection(),

@@ -204,7 +204,9 @@ impl Holder {
             .exposures()
             .into_iter()
             .map(|e| ExposureStatus {
-                spec: proto::ExposureSpec::from_connection(&e.conn, &self.identity.hostnqn),
+                // `holder status` prints this: keys by generation only.
+                spec: proto::ExposureSpec::from_connection(&e.conn, &self.identity.hostnqn)
+                    .redacted(),
                 state: proto::state_word(e.state).into(),
                 exposed: e.exposed,
                 path: e.path,
@@ -299,12 +301,12 @@ mod tests {
         let req = proto::Request {
             v: PROTOCOL_VERSION,
             op: Op::Ensure {
-                spec: proto::ExposureSpec {
+                spec: Box::new(proto::ExposureSpec {
                     attachment: "a".into(),
                     exposure_name: "v".into(),
                     hostnqn: "nqn.2014-08.org.nvmexpress:uuid:other".into(),
                     ..Default::default()
-                },
+                }),
             },
         };
         let mut line = serde_json::to_vec(&req).unwrap();

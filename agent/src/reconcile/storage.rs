@@ -118,6 +118,7 @@ impl StorageReconciler {
             self.driver.add_subsystem(e)?;
             changed = true;
         }
+        self.driver.sync_auth(e)?;
         if !self.driver.has_namespace(nqn) {
             let backend = match backing::open(&self.cfg.node, e, &pool) {
                 Ok(b) => b,
@@ -287,6 +288,7 @@ impl StorageReconciler {
                 generation: 0,
                 allowed_hosts: s.allowed_hosts.clone(),
                 connected_hosts: s.controllers.iter().map(|c| c.hostnqn.clone()).collect(),
+                host_keys: Vec::new(),
             });
         }
         out
@@ -320,6 +322,7 @@ impl StorageReconciler {
             generation: e.generation,
             allowed_hosts,
             connected_hosts,
+            host_keys: self.driver.host_keys_applied(&e.subsystem_nqn),
         }
     }
 

@@ -21,6 +21,7 @@ use crate::resource::{what, Object, Resource};
 pub async fn node(ctx: &Ctx, cmd: NodeCommand) -> anyhow::Result<()> {
     match cmd {
         NodeCommand::Token(t) => token::run(ctx, t).await,
+        NodeCommand::RotateKey { name } => token::rotate_key(ctx, &name).await,
         NodeCommand::Create { name, spec } => create(ctx, &name, |n| apply_node(n, &spec)).await,
         NodeCommand::Update { name, spec } => update(ctx, &name, |n| apply_node(n, &spec)).await,
         NodeCommand::Common(v) => common::<v1::Node>(ctx, v).await,

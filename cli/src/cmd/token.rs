@@ -1,7 +1,8 @@
-//! `ferrofab node token create`: ask the controller for a bootstrap token.
+//! `ferrofab node token create`: ask the controller for a bootstrap token;
+//! `ferrofab node rotate-key`: roll a node's data-path key.
 
 use anyhow::bail;
-use ferrofab_proto::v1::CreateBootstrapTokenRequest;
+use ferrofab_proto::v1::{CreateBootstrapTokenRequest, RotateNodeKeyRequest};
 use serde_json::json;
 
 use super::Ctx;
@@ -36,6 +37,32 @@ pub async fn run(ctx: &Ctx, cmd: TokenCommand) -> anyhow::Result<()> {
         }
         f => print(&render_value(
             &json!({ "node": node, "token": resp.token, "expires_at": expires }),
+            f,
+        ))?,
+    }
+    Ok(())
+}
+
+/// `ferrofab node rotate-key NODE`: the controller issues the key and rolls
+/// it out; only its generation and fingerprint come back.
+pub async fn rotate_key(ctx: &Ctx, node: &str) -> anyhow::Result<()> {
+    ferrofab_pki::validate_name(node)?;
+    let mut admin = ctx.admin().await?;
+    let resp = admin
+        .rotate_node_key(RotateNodeKeyRequest {
+            node: node.to_string(),
+        })
+        .await
+        .map_err(|s| status_error(&format!("rotating the key of node {node:?}"), s))?
+        .into_inner();
+    match ctx.format {
+        Format::Table => print(&format!(
+            "node {:?}: host key generation {} (fingerprint {}) issued; the storage nodes get it \
+             first, then the workstation re-authenticates with it\n",
+            resp.node, resp.generation, resp.fingerprint
+        ))?,
+        f => print(&render_value(
+            &json!({ "node": resp.node, "generation": resp.generation, "fingerprint": resp.fingerprint }),
             f,
         ))?,
     }

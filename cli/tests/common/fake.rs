@@ -235,6 +235,7 @@ admin_impl! {
         delete_tenant(DeleteTenantRequest) -> Tenant;
         watch_tenants(WatchRequest) -> Stream;
         get_desired_state(GetDesiredStateRequest) -> DesiredState;
+        rotate_node_key(RotateNodeKeyRequest) -> RotateNodeKeyResponse;
     }
 
     async fn create_tenant(

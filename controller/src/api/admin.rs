@@ -412,6 +412,16 @@ impl AdminService for Admin {
         })
         .await
     }
+    async fn rotate_node_key(
+        &self,
+        req: Request<RotateNodeKeyRequest>,
+    ) -> Result<Response<RotateNodeKeyResponse>, Status> {
+        serve(Action::RotateNodeKey, req, |id, b| async move {
+            authz::admin_only(&id, Action::RotateNodeKey)?;
+            crate::keys::rotate_node_key(&self.s, &b.node).await
+        })
+        .await
+    }
     async fn get_server_info(
         &self,
         req: Request<GetServerInfoRequest>,

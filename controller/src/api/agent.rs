@@ -8,7 +8,7 @@ use ferrofab_proto::v1::{agent_service_server::AgentService, *};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::{debug, info, instrument};
+use tracing::{debug, info, instrument, warn};
 
 use super::{identity, Shared};
 use crate::action::Action;
@@ -264,6 +264,9 @@ impl AgentService for Agent {
         })?;
         let (tx, rx) = mpsc::channel(16);
         let mut changes = s.cache.subscribe();
+        let mut rotations = crate::keys::subscribe(&s);
+        // Secrets go only to the node itself, never to an admin watching.
+        let with_keys = matches!(&id, Identity::Node(_));
         let mut stopping = s.stopping.clone();
         tokio::spawn(async move {
             let _g = s.metrics.agent_guard();
@@ -274,13 +277,22 @@ impl AgentService for Agent {
             while !*stopping.borrow() {
                 // Recompute only when a change may have touched this node:
                 // most writes concern other nodes.
-                let ds = {
+                let mut ds = {
                     let objs = s.cache.read();
                     objs.index.node_changed_since(&node, computed_at).then(|| {
                         computed_at = objs.revision;
                         planner::desired_state(&objs, &node, &s.defaults)
                     })
                 };
+                if let (Some(d), true) = (ds.as_mut(), with_keys) {
+                    if let Err(e) = crate::keys::fill(&s, &node, d).await {
+                        // Without its keys the node would drop authentication:
+                        // send nothing and let the next change retry.
+                        warn!(%node, error = %e, "desired state not sent: authentication keys unavailable");
+                        computed_at = 0;
+                        ds = None;
+                    }
+                }
                 if let Some(ds) =
                     ds.filter(|ds| last.as_ref().is_none_or(|l| !planner::same_content(l, ds)))
                 {
@@ -296,6 +308,13 @@ impl AgentService for Agent {
                 }
                 tokio::select! {
                     r = changes.changed() => if r.is_err() { break },
+                    // A rotated key is not in the cache's index: recompute.
+                    r = async {
+                        match rotations.as_mut() {
+                            Some(r) => r.changed().await,
+                            None => std::future::pending().await,
+                        }
+                    } => { if r.is_err() { break } computed_at = 0; }
                     _ = tx.closed() => break,
                     _ = stopping.changed() => break,
                 }
@@ -320,8 +339,11 @@ impl AgentService for Agent {
     ) -> Result<Response<ReportStatusResponse>, Status> {
         let id = identity(&req)?;
         self.admit_report(&id, &req.get_ref().node)?;
-        Ok(Response::new(
-            ops::status::report(&self.s, req.into_inner()).await?,
-        ))
+        let r = req.into_inner();
+        let (node, held) = (r.node.clone(), crate::keys::held(&r.exports));
+        let resp = ops::status::report(&self.s, r).await?;
+        // Only once the report passed its bounds and was applied.
+        crate::keys::note_held(&self.s, &node, held);
+        Ok(Response::new(resp))
     }
 }

@@ -73,6 +73,8 @@ pub struct Shared {
     /// Holders never take it twice: tokio's lock is fair, so a nested read
     /// behind a queued writer would deadlock.
     pub capacity_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Data-path authentication keys (the `keyring` module); `None` in forks.
+    pub keys: Option<Arc<crate::keyring::Keys>>,
 }
 
 impl Shared {

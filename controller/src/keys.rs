@@ -1,0 +1,378 @@
+//! DH-HMAC-CHAP keys issued by the controller (issue 16, control plane).
+//!
+//! * One host secret per workstation node that can authenticate
+//!   (`NodeStatus.dhchap_capable`), stored under `authkeys/host/<node>`;
+//!   one controller secret per exported subsystem (bidirectional
+//!   authentication), under `authkeys/ctrl/<subsystem NQN>`.
+//! * Secrets are sealed with XChaCha20-Poly1305 under a 32-byte key kept in
+//!   `pki.dir/authkeys.key` beside the CA key (mode 0600, created on first start), so
+//!   a copy of the store alone does not leak them; the AEAD's associated
+//!   data is the store key, so a sealed secret cannot be moved to another
+//!   slot. Backups carry both the store and the PKI directory, sealed again.
+//! * Secrets leave the controller only in desired-state snapshots sent over
+//!   mTLS to the two nodes that need them ([`fill`]); everything else (logs,
+//!   metrics, admin APIs) sees the generation and a fingerprint at most.
+
+use std::collections::HashMap;
+
+use ferrofab_proto::v1::{DesiredState, DhchapKey, ExportStatus, HostKey, NodeRole};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::keyring::{applied, internal, Keys, Sealed};
+use crate::ops::Shared;
+use crate::store::{Txn, TxnResult};
+
+const HOST_PREFIX: &str = "authkeys/host/";
+const CTRL_PREFIX: &str = "authkeys/ctrl/";
+
+/// The secrets of one slot: the one in force and, during a rotation, the
+/// one it replaced (kept so the record shows what was rolled).
+#[derive(Clone, Serialize, Deserialize)]
+struct Record {
+    current: Sealed,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous: Option<Sealed>,
+    /// When `current` was issued (unix seconds), for `auth.rotate_every`.
+    #[serde(default)]
+    issued_at: i64,
+}
+
+fn host_slot(node: &str) -> String {
+    format!("{HOST_PREFIX}{node}")
+}
+
+fn ctrl_slot(subsystem_nqn: &str) -> String {
+    format!("{CTRL_PREFIX}{subsystem_nqn}")
+}
+
+fn read_record(s: &Shared, slot: &str) -> Result<Option<(Record, u64)>, ApiError> {
+    let Some(kv) = s.store.get(slot)? else {
+        return Ok(None);
+    };
+    let rec: Record = serde_json::from_slice(&kv.value)
+        .map_err(|e| internal(&format!("{slot} unreadable: {e}")))?;
+    Ok(Some((rec, kv.mod_revision)))
+}
+
+/// The key of `slot`, generated (generation 1) if it has none yet. Two
+/// streams racing to create it both end up with the one that committed.
+async fn get_or_create(s: &Shared, keys: &Keys, slot: &str) -> Result<DhchapKey, ApiError> {
+    if let Some((rec, _)) = read_record(s, slot)? {
+        return keys.unseal(slot, &rec.current);
+    }
+    let rec = Record {
+        current: keys.fresh(slot, 1)?,
+        previous: None,
+        issued_at: s.clock.now(),
+    };
+    let value = serde_json::to_vec(&rec).map_err(|e| internal(&e.to_string()))?;
+    let txn = Txn::new()
+        .when(slot.to_string(), 0)
+        .put(slot.to_string(), value);
+    match s.commit(txn).await? {
+        TxnResult::Committed { .. } => {
+            tracing::info!(slot, fingerprint = %rec.current.fingerprint, "authentication key issued");
+            // The other side (a storage node computed before this host
+            // could authenticate) must learn it too.
+            keys.changed.send_modify(|n| *n = n.wrapping_add(1));
+            keys.unseal(slot, &rec.current)
+        }
+        TxnResult::CompareFailed { .. } => {
+            let (rec, _) = read_record(s, slot)?
+                .ok_or_else(|| internal(&format!("{slot} vanished while being created")))?;
+            keys.unseal(slot, &rec.current)
+        }
+    }
+}
+
+/// The host key workstation `node` may use towards storage node
+/// `storage`: the one that node's target holds (it reported its
+/// generation). Before the target holds any, none: the workstation
+/// connects unauthenticated until the storage node is ready, rather than
+/// fail authenticating against a target that does not know its key yet.
+/// After a rotation, the previous key until the target holds the new one.
+async fn host_key_towards(
+    s: &Shared,
+    keys: &Keys,
+    node: &str,
+    host_nqn: &str,
+    storage: &str,
+) -> Result<Option<DhchapKey>, ApiError> {
+    let held = applied(keys)
+        .get(&(storage.to_string(), host_nqn.to_string()))
+        .copied();
+    let Some(held) = held else {
+        return Ok(None);
+    };
+    let slot = host_slot(node);
+    let current = get_or_create(s, keys, &slot).await?;
+    if held >= current.generation {
+        return Ok(Some(current));
+    }
+    match read_record(s, &slot)?.and_then(|(r, _)| r.previous) {
+        Some(prev) if prev.generation == held => Ok(Some(keys.unseal(&slot, &prev)?)),
+        _ => Ok(Some(current)),
+    }
+}
+
+/// `RotateNodeKey`: the node must be a workstation.
+pub async fn rotate_node_key(
+    s: &Shared,
+    node: &str,
+) -> Result<ferrofab_proto::v1::RotateNodeKeyResponse, ApiError> {
+    crate::resource::validate_name("node", node)?;
+    let is_ws = {
+        let objs = s.cache.read();
+        let n = objs
+            .nodes
+            .get(node)
+            .ok_or_else(|| ApiError::not_found("node", node))?;
+        n.spec
+            .as_ref()
+            .is_some_and(|sp| sp.roles.contains(&(NodeRole::Workstation as i32)))
+    };
+    if !is_ws {
+        return Err(ApiError::FailedPrecondition(format!(
+            "node {node:?} is not a workstation: only workstations (hosts) have a host key"
+        )));
+    }
+    let r = rotate_host_key(s, node).await?;
+    Ok(ferrofab_proto::v1::RotateNodeKeyResponse {
+        node: node.to_string(),
+        generation: r.generation,
+        fingerprint: r.fingerprint,
+    })
+}
+
+/// What `ferrofab node rotate-key` reports: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    pub generation: u64,
+    pub fingerprint: String,
+}
+
+/// Replaces `node`'s host secret with a fresh one (generation + 1) and
+/// wakes every desired-state stream: the storage nodes get the new key for
+/// their targets and the workstation re-authenticates its live
+/// connections with it, without reconnecting.
+pub async fn rotate_host_key(s: &Shared, node: &str) -> Result<Rotated, ApiError> {
+    let keys = s.keys.as_ref().ok_or_else(disabled)?;
+    let slot = host_slot(node);
+    let (old, rev) = match read_record(s, &slot)? {
+        Some((rec, rev)) => (Some(rec.current), rev),
+        None => (None, 0),
+    };
+    let generation = old.as_ref().map_or(1, |o| o.generation.saturating_add(1));
+    let rec = Record {
+        current: keys.fresh(&slot, generation)?,
+        previous: old,
+        issued_at: s.clock.now(),
+    };
+    let value = serde_json::to_vec(&rec).map_err(|e| internal(&e.to_string()))?;
+    match s
+        .commit(Txn::new().when(slot.clone(), rev).put(slot.clone(), value))
+        .await?
+    {
+        TxnResult::Committed { .. } => {}
+        TxnResult::CompareFailed { .. } => {
+            return Err(ApiError::FailedPrecondition(format!(
+                "the host key of node {node:?} changed meanwhile; try again"
+            )))
+        }
+    }
+    tracing::info!(%node, generation, fingerprint = %rec.current.fingerprint, "host key rotated");
+    keys.changed.send_modify(|n| *n = n.wrapping_add(1));
+    Ok(Rotated {
+        generation,
+        fingerprint: rec.current.fingerprint,
+    })
+}
+
+fn disabled() -> ApiError {
+    ApiError::FailedPrecondition(
+        "data-path authentication keys are not available on this controller (no pki.dir key file)"
+            .into(),
+    )
+}
+
+/// Whether `node` is a workstation whose data path can authenticate.
+fn capable(node: &ferrofab_proto::v1::Node) -> bool {
+    let ws = node
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.roles.contains(&(NodeRole::Workstation as i32)));
+    ws && node.status.as_ref().is_some_and(|st| st.dhchap_capable)
+}
+
+/// The node (capable of authenticating) whose host NQN is `nqn`.
+fn node_of(objs: &crate::cache::Objects, nqn: &str) -> Option<String> {
+    objs.nodes
+        .iter()
+        .find(|(_, n)| capable(n) && n.spec.as_ref().is_some_and(|s| s.host_nqn == nqn))
+        .map(|(name, _)| name.clone())
+}
+
+/// Puts the secrets `node` needs into its desired state, and nothing else:
+/// a storage node gets, per export, the key of each allowed host that
+/// authenticates and the subsystem's controller key; a workstation gets
+/// its own host key and the controller key of each subsystem it connects
+/// to. Called only for the node's own stream.
+pub async fn fill(s: &Shared, node: &str, ds: &mut DesiredState) -> Result<(), ApiError> {
+    let Some(keys) = s.keys.as_ref() else {
+        return Ok(());
+    };
+    for e in &mut ds.exports {
+        e.require_auth = keys.require();
+        let owners: Vec<(String, String)> = {
+            let objs = s.cache.read();
+            e.allowed_hosts
+                .iter()
+                .filter_map(|h| node_of(&objs, h).map(|n| (h.clone(), n)))
+                .collect()
+        };
+        for (host_nqn, owner) in owners {
+            let key = get_or_create(s, keys, &host_slot(&owner)).await?;
+            e.host_keys.push(HostKey {
+                host_nqn,
+                key: Some(key),
+            });
+        }
+        if !e.host_keys.is_empty() {
+            e.ctrl_key = Some(get_or_create(s, keys, &ctrl_slot(&e.subsystem_nqn)).await?);
+        }
+    }
+    if ds.connections.is_empty() {
+        return Ok(());
+    }
+    let (host_nqn, storage_of) = {
+        let objs = s.cache.read();
+        let Some(me) = objs.nodes.get(node).filter(|n| capable(n)) else {
+            return Ok(());
+        };
+        let nqn = me
+            .spec
+            .as_ref()
+            .map(|sp| sp.host_nqn.clone())
+            .unwrap_or_default();
+        let storage: Vec<String> = ds
+            .connections
+            .iter()
+            .map(|c| {
+                objs.volumes
+                    .get(&c.volume)
+                    .and_then(|v| v.status.as_ref())
+                    .map(|st| st.node.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        (nqn, storage)
+    };
+    for (c, storage) in ds.connections.iter_mut().zip(storage_of) {
+        c.host_key = host_key_towards(s, keys, node, &host_nqn, &storage).await?;
+        if c.host_key.is_some() {
+            c.ctrl_key = Some(get_or_create(s, keys, &ctrl_slot(&c.subsystem_nqn)).await?);
+        }
+    }
+    Ok(())
+}
+
+/// The host key generations a storage node's report says its target
+/// holds: per host, the lowest across its exports.
+pub fn held(exports: &[ExportStatus]) -> HashMap<String, u64> {
+    let mut now_held: HashMap<String, u64> = HashMap::new();
+    for hk in exports.iter().flat_map(|e| &e.host_keys) {
+        let g = now_held.entry(hk.host_nqn.clone()).or_insert(hk.generation);
+        *g = (*g).min(hk.generation);
+    }
+    now_held
+}
+
+/// Records [`held`] for storage node `node`. Wakes the streams when a
+/// generation went up, so that a workstation waiting for its rotated key
+/// gets it.
+pub fn note_held(s: &Shared, node: &str, now_held: HashMap<String, u64>) {
+    let Some(keys) = s.keys.as_ref() else {
+        return;
+    };
+    let mut went_up = false;
+    {
+        let mut map = applied(keys);
+        map.retain(|(n, h), _| n != node || now_held.contains_key(h));
+        for (host, generation) in now_held {
+            let prev = map.insert((node.to_string(), host), generation);
+            went_up |= prev.is_none_or(|g| g < generation);
+        }
+    }
+    if went_up {
+        keys.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Wakes on every key change (rotation, a rolled-out key); `None`
+/// without keys (a rehearsal fork).
+pub fn subscribe(s: &Shared) -> Option<tokio::sync::watch::Receiver<u64>> {
+    s.keys.as_ref().map(|k| k.subscribe())
+}
+
+/// How often the periodic rotation looks for old keys. Rotation periods
+/// are hours at least (`MIN_ROTATE_EVERY`), so a minute late is nothing.
+const ROTATION_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a key issued at `issued_at` is due for rotation at `now`.
+fn due(issued_at: i64, every: std::time::Duration, now: i64) -> bool {
+    let every = i64::try_from(every.as_secs()).unwrap_or(i64::MAX);
+    issued_at.saturating_add(every) <= now
+}
+
+/// `auth.rotate_every`: rotates each workstation's host key once it is
+/// that old, the same way `ferrofab node rotate-key` does.
+pub async fn run_rotation(s: std::sync::Arc<Shared>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(ROTATION_CHECK);
+    loop {
+        tick.tick().await;
+        if let Err(e) = rotate_due(&s, every).await {
+            tracing::warn!(error = %e, "periodic key rotation");
+        }
+    }
+}
+
+async fn rotate_due(s: &Shared, every: std::time::Duration) -> Result<(), ApiError> {
+    let now = s.clock.now();
+    let (kvs, _) = s.store.list(HOST_PREFIX)?;
+    for kv in kvs {
+        let Some(node) = kv.key.strip_prefix(HOST_PREFIX) else {
+            continue;
+        };
+        let Ok(rec) = serde_json::from_slice::<Record>(&kv.value) else {
+            continue;
+        };
+        if due(rec.issued_at, every, now) && s.cache.read().nodes.contains_key(node) {
+            let r = rotate_host_key(s, node).await?;
+            tracing::info!(%node, generation = r.generation, "periodic host key rotation");
+        }
+    }
+    Ok(())
+}
+
+/// Public facts about a node's host key, for `describe`-style output.
+pub fn host_key_info(s: &Shared, node: &str) -> Result<Option<Rotated>, ApiError> {
+    Ok(read_record(s, &host_slot(node))?.map(|(r, _)| Rotated {
+        generation: r.current.generation,
+        fingerprint: r.current.fingerprint,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_due_once_rotate_every_has_passed() {
+        let day = std::time::Duration::from_secs(86_400);
+        assert!(!due(1_000, day, 1_000 + 86_399));
+        assert!(due(1_000, day, 1_000 + 86_400));
+        // Records written before issued_at existed (0) are due at once.
+        assert!(due(0, day, 86_400));
+    }
+}
