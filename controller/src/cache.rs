@@ -313,6 +313,17 @@ impl Objects {
     pub fn tenant_usage(&self, tenant: &str) -> Usage {
         self.tenant_usage.get(tenant).copied().unwrap_or_default()
     }
+
+    /// Whether volume `name` with uid `uid` is cached at `size_bytes` or
+    /// more: placement's test that a write it reserved for has landed.
+    pub fn holds_volume(&self, name: &str, uid: &str, size_bytes: u64) -> bool {
+        self.volumes.get(name).is_some_and(|v| {
+            v.metadata.as_ref().is_some_and(|m| m.uid == uid)
+                && v.status
+                    .as_ref()
+                    .is_some_and(|s| s.size_bytes >= size_bytes)
+        })
+    }
 }
 
 /// See the module docs.

@@ -92,12 +92,9 @@ impl ClusterGauges {
 /// what placement may still give out (capacity × overcommit − allocated).
 fn pool_figures(o: &Objects, name: &str, p: &Pool) -> (u64, u64, u64) {
     let allocated = o.pool_usage(name).bytes;
-    let capacity = p
-        .spec
-        .as_ref()
-        .and_then(|s| crate::resource::parse_size("", &s.capacity).ok())
-        .unwrap_or(0);
-    let limit = crate::placement::pool_limit(p).unwrap_or(0);
+    let limits = crate::domain::PoolLimits::try_from(p).ok();
+    let capacity = limits.map_or(0, |l| l.capacity.0);
+    let limit = limits.map_or(0, |l| l.effective().0);
     (capacity, allocated, limit.saturating_sub(allocated))
 }
 

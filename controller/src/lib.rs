@@ -19,8 +19,10 @@
 //!    read comes from, with usage aggregates and indexes).
 //! 4. The rules, pure functions of cached objects: [`validate`] (object
 //!    limits, unique node identities), [`authz`] (who may do what),
-//!    [`access`] (access modes, the fence of a move), [`placement`],
-//!    [`planner`] (a node's desired state), [`expiry`] and [`heartbeat`]
+//!    [`access`] (access modes, the fence of a move), [`domain`] (typed
+//!    views of the messages, converted once), [`placement`] and
+//!    [`planner`] (a node's desired state), which decide on those views
+//!    rather than on the messages, [`expiry`] and [`heartbeat`]
 //!    (when a burst volume expires, when a node is NotReady),
 //!    [`conditions`], [`report`] (what an agent's report may say, its
 //!    rate limit), [`config`], [`metrics`] and [`cluster_metrics`].
@@ -54,6 +56,7 @@ pub mod clock;
 pub mod cluster_metrics;
 pub mod conditions;
 pub mod config;
+pub mod domain;
 pub use ops::enroll;
 pub mod error;
 pub mod expiry;

@@ -15,17 +15,21 @@
 //! drops the guard only after the cache has applied the write, and in
 //! between the volume would otherwise be counted twice (once in the cache's
 //! usage, once as a reservation) and refuse a create that fits exactly.
+//!
+//! Placement decides on typed facts ([`PlacementFacts`]: the tenant's
+//! parsed quotas, each pool's limits and readiness) that the volume
+//! operations convert from the cache; it reads the cache only for its
+//! usage aggregates. It parses no size and reads no message.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ferrofab_proto::v1::{Pool, Tenant};
 use ferrofab_types::size::format_size;
+use ferrofab_types::Bytes;
 
 use crate::cache::{Objects, Usage};
+use crate::domain::{PoolView, TenantQuota};
 use crate::error::ApiError;
-use crate::resource::{parse_size, Selector};
-
-pub const DEFAULT_NAMESPACE_LIMIT: u32 = 256;
+use crate::resource::Selector;
 
 #[derive(Debug, Clone)]
 struct Reservation {
@@ -50,11 +54,27 @@ pub struct Settles {
 
 impl Settles {
     fn in_cache(&self, objs: &Objects) -> bool {
-        objs.volumes.get(&self.volume).is_some_and(|v| {
-            v.metadata.as_ref().is_some_and(|m| m.uid == self.uid)
-                && v.status
-                    .as_ref()
-                    .is_some_and(|s| s.size_bytes >= self.size_bytes)
+        objs.holds_volume(&self.volume, &self.uid, self.size_bytes)
+    }
+}
+
+/// What placement decides on, converted from the cache once by the caller
+/// (see the module docs).
+#[derive(Debug, Clone)]
+pub struct PlacementFacts {
+    /// The requesting tenant's quotas.
+    pub tenant: TenantQuota,
+    /// Every pool, in name order.
+    pub pools: Vec<PoolView>,
+}
+
+impl PlacementFacts {
+    /// The facts for a request of tenant `tenant`; refuses an unknown
+    /// tenant or an unparsable quota with the messages users always got.
+    pub fn from_cache(objs: &Objects, tenant: &str) -> Result<Self, ApiError> {
+        Ok(Self {
+            tenant: TenantQuota::of(objs, tenant)?,
+            pools: PoolView::all(objs),
         })
     }
 }
@@ -120,41 +140,22 @@ fn plus(a: Usage, b: Usage) -> Usage {
     }
 }
 
-/// Effective (overcommitted) capacity of a pool in bytes.
-pub fn pool_limit(pool: &Pool) -> Result<u64, ApiError> {
-    let spec = pool.spec.clone().unwrap_or_default();
-    let cap = parse_size("spec.capacity", &spec.capacity)?;
-    let ratio = if spec.overcommit_ratio > 0.0 {
-        spec.overcommit_ratio
-    } else {
-        1.0
-    };
-    Ok((cap as f64 * ratio) as u64)
-}
-
-pub fn namespace_limit(pool: &Pool) -> u32 {
-    match pool.spec.as_ref().map_or(0, |s| s.namespace_limit) {
-        0 => DEFAULT_NAMESPACE_LIMIT,
-        n => n,
-    }
-}
-
 impl Allocator {
     /// Checks quotas, picks a pool and reserves the bytes on it.
-    pub fn reserve(self: &Arc<Self>, objs: &Objects, req: &Request) -> Result<Reserved, ApiError> {
+    /// `objs` gives the usage aggregates, `facts` everything else.
+    pub fn reserve(
+        self: &Arc<Self>,
+        objs: &Objects,
+        facts: &PlacementFacts,
+        req: &Request,
+    ) -> Result<Reserved, ApiError> {
         let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let tenant = objs.tenants.get(&req.tenant).ok_or_else(|| {
-            ApiError::invalid(
-                "spec.tenant",
-                format!("tenant {:?} does not exist", req.tenant),
-            )
-        })?;
         let t_used = plus(
             objs.tenant_usage(&req.tenant),
             pending(objs, &g.1, |r| r.tenant == req.tenant),
         );
-        check_tenant(tenant, t_used, req)?;
-        let pool = choose_pool(objs, &g.1, req)?;
+        check_tenant(&facts.tenant, t_used, req)?;
+        let pool = choose_pool(objs, &facts.pools, &g.1, req)?;
         g.0 += 1;
         let id = g.0;
         g.1.push(Reservation {
@@ -173,17 +174,15 @@ impl Allocator {
     }
 }
 
-fn check_tenant(tenant: &Tenant, used: Usage, req: &Request) -> Result<(), ApiError> {
-    let spec = tenant.spec.clone().unwrap_or_default();
-    let name = tenant.metadata.as_ref().map_or("", |m| m.name.as_str());
-    if req.new_volume && spec.volume_quota > 0 && used.volumes >= spec.volume_quota {
+fn check_tenant(tenant: &TenantQuota, used: Usage, req: &Request) -> Result<(), ApiError> {
+    let name = &tenant.name;
+    if req.new_volume && tenant.volume_quota > 0 && used.volumes >= tenant.volume_quota {
         return Err(ApiError::Exhausted(format!(
             "tenant {name:?} is at its volume quota: {} of {} volumes",
-            used.volumes, spec.volume_quota
+            used.volumes, tenant.volume_quota
         )));
     }
-    if !spec.capacity_quota.is_empty() {
-        let quota = parse_size("spec.capacity_quota", &spec.capacity_quota)?;
+    if let Some(Bytes(quota)) = tenant.capacity_quota {
         if used.bytes.saturating_add(req.bytes) > quota {
             return Err(ApiError::Exhausted(format!(
                 "tenant {name:?} capacity quota exceeded: {} used + {} requested > {} quota",
@@ -197,30 +196,25 @@ fn check_tenant(tenant: &Tenant, used: Usage, req: &Request) -> Result<(), ApiEr
 }
 
 /// Why a pool cannot take the request, or its free bytes if it can.
-fn fit(objs: &Objects, res: &[Reservation], pool: &Pool, req: &Request) -> Result<u64, String> {
-    let name = pool.metadata.as_ref().map_or("", |m| m.name.as_str());
-    if pool
-        .metadata
-        .as_ref()
-        .is_some_and(|m| m.deletion_timestamp.is_some())
-    {
+fn fit(objs: &Objects, res: &[Reservation], pool: &PoolView, req: &Request) -> Result<u64, String> {
+    let name = pool.name.as_str();
+    if pool.deleting {
         return Err("is being deleted".into());
     }
-    let node = pool.spec.as_ref().map_or("", |s| s.node.as_str());
-    if let Some(why) = objs.nodes.get(node).and_then(crate::heartbeat::not_ready) {
-        return Err(format!("its node {node} is NotReady ({why})"));
+    if let Some(why) = &pool.node_not_ready {
+        return Err(format!("its node {} is NotReady ({why})", pool.node));
     }
-    let limit = pool_limit(pool).map_err(|e| e.to_string())?;
+    let limits = pool.limits.clone()?;
+    let limit = limits.effective().0;
     let used = plus(
         objs.pool_usage(name),
         pending(objs, res, |r| r.pool == name),
     );
     let free = limit.saturating_sub(used.bytes);
-    if req.new_volume && used.volumes >= namespace_limit(pool) {
+    if req.new_volume && used.volumes >= limits.namespace_limit {
         return Err(format!(
             "namespace limit reached ({} of {})",
-            used.volumes,
-            namespace_limit(pool)
+            used.volumes, limits.namespace_limit
         ));
     }
     if free < req.bytes {
@@ -235,8 +229,13 @@ fn fit(objs: &Objects, res: &[Reservation], pool: &Pool, req: &Request) -> Resul
 }
 
 /// Picks a pool; a refusal is detailed or redacted as `req.detail` says.
-fn choose_pool(objs: &Objects, res: &[Reservation], req: &Request) -> Result<String, ApiError> {
-    choose_pool_detailed(objs, res, req).map_err(|e| {
+fn choose_pool(
+    objs: &Objects,
+    pools: &[PoolView],
+    res: &[Reservation],
+    req: &Request,
+) -> Result<String, ApiError> {
+    choose_pool_detailed(objs, pools, res, req).map_err(|e| {
         if req.detail {
             return e;
         }
@@ -264,11 +263,12 @@ fn redact(_detailed: ApiError, req: &Request) -> ApiError {
 
 fn choose_pool_detailed(
     objs: &Objects,
+    pools: &[PoolView],
     res: &[Reservation],
     req: &Request,
 ) -> Result<String, ApiError> {
     if let Some(name) = &req.pool {
-        let pool = objs.pools.get(name).ok_or_else(|| {
+        let pool = pools.iter().find(|p| p.name == *name).ok_or_else(|| {
             ApiError::invalid("spec.pool", format!("pool {name:?} does not exist"))
         })?;
         return fit(objs, res, pool, req)
@@ -277,21 +277,20 @@ fn choose_pool_detailed(
                 ApiError::Exhausted(format!("pool {name:?} cannot take the volume: {why}"))
             });
     }
-    let candidates: Vec<&Pool> = objs
-        .pools
-        .values()
-        .filter(|p| req.selector.matches_meta(p.metadata.as_ref()))
+    let candidates: Vec<&PoolView> = pools
+        .iter()
+        .filter(|p| p.selected_by(&req.selector))
         .collect();
     if candidates.is_empty() {
         return Err(ApiError::FailedPrecondition(format!(
             "no pool matches the volume's pool selector ({} pools exist)",
-            objs.pools.len()
+            pools.len()
         )));
     }
     let mut best: Option<(u64, String)> = None;
     let mut refusals = Vec::new();
     for p in candidates {
-        let name = p.metadata.as_ref().map_or("", |m| m.name.as_str());
+        let name = p.name.as_str();
         match fit(objs, res, p, req) {
             Ok(free) if best.as_ref().is_none_or(|(f, _)| free > *f) => {
                 best = Some((free, name.to_string()));
@@ -312,7 +311,13 @@ fn choose_pool_detailed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrofab_proto::v1::{ObjectMeta, PoolSpec, TenantSpec};
+    use ferrofab_proto::v1::{ObjectMeta, Pool, PoolSpec, Tenant, TenantSpec};
+
+    /// Places `r` the way the volume operations do: facts converted from
+    /// the cache, then the reservation.
+    fn place(a: &Arc<Allocator>, o: &Objects, r: &Request) -> Result<Reserved, ApiError> {
+        a.reserve(o, &PlacementFacts::from_cache(o, &r.tenant)?, r)
+    }
 
     fn pool(name: &str, cap: &str, tier: &str) -> Pool {
         let mut m = ObjectMeta {
@@ -376,14 +381,14 @@ mod tests {
         o.pools.insert("a".into(), pool("a", "16TiB", "fast"));
         o.pools.remove("b");
         let a = Arc::new(Allocator::default());
-        let e = a.reserve(&o, &req(9 << 10)).err().expect("over quota");
+        let e = place(&a, &o, &req(9 << 10)).err().expect("over quota");
         let m = e.to_string();
         assert!(m.contains("0B used + 9TiB requested > 8TiB quota"), "{m}");
         assert!(!m.contains(&(8u64 << 40).to_string()), "{m}");
         if let Some(t) = o.tenants.get_mut("t") {
             t.spec.as_mut().expect("spec").capacity_quota = "64TiB".into();
         }
-        let e = a.reserve(&o, &req(20 << 10)).err().expect("over capacity");
+        let e = place(&a, &o, &req(20 << 10)).err().expect("over capacity");
         let m = e.to_string();
         assert!(m.contains("only 16TiB free of 16TiB"), "{m}");
         assert!(m.contains("20TiB needed"), "{m}");
@@ -435,11 +440,11 @@ mod tests {
             uid: "u1".into(),
             size_bytes: 8 << 30,
         });
-        let held = a.reserve(&o, &r).expect("first");
+        let held = place(&a, &o, &r).expect("first");
         // The write reached the cache; the guard is still held.
         cache_volume(&mut o, "v1", "u1", &held.pool, 8);
-        let second = a.reserve(&o, &req(8)).expect("8 + 8 of 20GiB fits");
-        let e = a.reserve(&o, &req(8)).err().expect("8 + 8 + 8 does not");
+        let second = place(&a, &o, &req(8)).expect("8 + 8 of 20GiB fits");
+        let e = place(&a, &o, &req(8)).err().expect("8 + 8 + 8 does not");
         assert!(e.to_string().contains("16GiB used"), "{e}");
         drop((held, second));
         // A grow settles when the cache shows the new size.
@@ -451,16 +456,15 @@ mod tests {
             uid: "u1".into(),
             size_bytes: 12 << 30,
         });
-        let grow = a.reserve(&o, &g).expect("grow");
-        let e = a
-            .reserve(&o, &req(9))
+        let grow = place(&a, &o, &g).expect("grow");
+        let e = place(&a, &o, &req(9))
             .err()
             .expect("8 + 4 pending + 9 > 20");
         assert!(e.to_string().contains("12GiB used"), "{e}");
         cache_volume(&mut o, "v1", "u1", "b", 12);
-        let e = a.reserve(&o, &req(9)).err().expect("12 + 9 > 20 once");
+        let e = place(&a, &o, &req(9)).err().expect("12 + 9 > 20 once");
         assert!(e.to_string().contains("12GiB used"), "{e}");
-        assert!(a.reserve(&o, &req(8)).is_ok(), "12 + 8 fits");
+        assert!(place(&a, &o, &req(8)).is_ok(), "12 + 8 fits");
         drop(grow);
     }
 
@@ -468,14 +472,14 @@ mod tests {
     fn picks_most_free_and_counts_reservations() {
         let o = objs();
         let a = Arc::new(Allocator::default());
-        let r1 = a.reserve(&o, &req(8)).expect("first");
+        let r1 = place(&a, &o, &req(8)).expect("first");
         assert_eq!(r1.pool, "b");
-        let r2 = a.reserve(&o, &req(8)).expect("second");
+        let r2 = place(&a, &o, &req(8)).expect("second");
         assert_eq!(r2.pool, "b", "b has 12GiB left, a 10GiB");
-        let e = a.reserve(&o, &req(8)).err().expect("quota");
+        let e = place(&a, &o, &req(8)).err().expect("quota");
         assert!(e.to_string().contains("capacity quota"), "{e}");
         drop(r2);
-        assert!(a.reserve(&o, &req(8)).is_ok());
+        assert!(place(&a, &o, &req(8)).is_ok());
     }
 
     #[test]
@@ -506,7 +510,7 @@ mod tests {
             },
         );
         let a = Arc::new(Allocator::default());
-        let e = a.reserve(&o, &req(1)).err().expect("refused");
+        let e = place(&a, &o, &req(1)).err().expect("refused");
         assert!(
             e.to_string()
                 .contains("NotReady (NoHeartbeat: no heartbeat for 50s"),
@@ -523,7 +527,7 @@ mod tests {
             .expect("tenant")
             .capacity_quota = String::new();
         let a = Arc::new(Allocator::default());
-        let e = a.reserve(&o, &req(21)).err().expect("too big");
+        let e = place(&a, &o, &req(21)).err().expect("too big");
         let msg = e.to_string();
         assert!(
             msg.contains("pool \"a\"") && msg.contains("pool \"b\""),
@@ -532,9 +536,26 @@ mod tests {
         let mut r = req(1);
         r.selector = Selector::parse("tier=none").expect("selector");
         assert!(matches!(
-            a.reserve(&o, &r),
+            place(&a, &o, &r),
             Err(ApiError::FailedPrecondition(_))
         ));
+    }
+
+    /// A stored pool whose capacity does not parse (written before a
+    /// validation existed, or by hand) stays a candidate that refuses with
+    /// the parse error, so an administrator's refusal says what to fix.
+    #[test]
+    fn a_pool_with_an_unparsable_capacity_refuses_with_the_parse_error() {
+        let mut o = objs();
+        o.pools.insert("a".into(), pool("a", "ten gigs", "fast"));
+        o.pools.remove("b");
+        let a = Arc::new(Allocator::default());
+        let e = place(&a, &o, &req(1)).err().expect("refused");
+        let m = e.to_string();
+        assert!(
+            m.contains("pool \"a\": invalid spec.capacity: \"ten gigs\""),
+            "{m}"
+        );
     }
 
     /// Tenants learn that there is no room for them, not which pools
@@ -550,7 +571,7 @@ mod tests {
         let a = Arc::new(Allocator::default());
         let mut r = req(21);
         r.detail = false;
-        let e = a.reserve(&o, &r).err().expect("too big");
+        let e = place(&a, &o, &r).err().expect("too big");
         assert!(matches!(e, ApiError::Exhausted(_)), "{e}");
         let msg = e.to_string();
         assert!(
@@ -561,14 +582,14 @@ mod tests {
             assert!(!msg.contains(leak), "{leak} in {msg}");
         }
         r.selector = Selector::parse("tier=none").expect("selector");
-        let e = a.reserve(&o, &r).err().expect("no match");
+        let e = place(&a, &o, &r).err().expect("no match");
         assert_eq!(e.to_string(), msg, "no match reads as no capacity");
         r.pool = Some("a".into());
-        let e = a.reserve(&o, &r).err().expect("explicit pool full");
+        let e = place(&a, &o, &r).err().expect("explicit pool full");
         let msg = e.to_string();
         assert!(msg.contains("\"a\"") && !msg.contains("10GiB"), "{msg}");
         r.pool = Some("zz".into());
-        let e = a.reserve(&o, &r).err().expect("explicit pool missing");
+        let e = place(&a, &o, &r).err().expect("explicit pool missing");
         assert!(matches!(e, ApiError::Exhausted(_)), "{e}");
         assert_eq!(
             e.to_string().replace("zz", "a"),

@@ -21,16 +21,22 @@
 //!   to connect while another one that held the volume may still write.
 //! * an export's read-only hosts are those whose every attachment of the
 //!   volume is READ_ONLY; the target refuses their writes.
+//!
+//! The rules read volumes, attachments and pools through the typed views of
+//! [`crate::domain`] ([`VolumeFacts`], [`AttachmentFacts`], [`PoolFacts`]),
+//! converted from the cached messages where each object is first read; what
+//! they produce stays the wire's [`DesiredState`], sent as is.
 
 use ferrofab_proto::v1::{
-    AccessMode, Attachment, BackingKind, Connection, DataAddress, DesiredState, Export, Listener,
-    Node, NodeRole, Pool, ReclaimPolicy, Removal, TransportOptions, Volume, VolumeStatus,
+    AccessMode, Connection, DataAddress, DesiredState, Export, Listener, Node, NodeRole, Removal,
+    TransportOptions,
 };
 
 use std::collections::BTreeMap;
 
 use crate::access;
 use crate::cache::Objects;
+use crate::domain::{AttachmentFacts, PoolFacts, VolumeFacts};
 
 pub use crate::resource::DEFAULT_PORT;
 
@@ -38,10 +44,6 @@ pub use crate::resource::DEFAULT_PORT;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Defaults {
     pub transport: TransportOptions,
-}
-
-fn deleting(m: Option<&ferrofab_proto::v1::ObjectMeta>) -> bool {
-    m.is_some_and(|m| m.deletion_timestamp.is_some())
 }
 
 fn has_role(node: &Node, role: NodeRole) -> bool {
@@ -62,35 +64,30 @@ fn listener(a: &DataAddress) -> Listener {
     }
 }
 
-fn export(o: &Objects, v: &Volume, pool: Option<&Pool>) -> Export {
-    let name = v.metadata.as_ref().map_or("", |m| m.name.as_str());
-    // Borrowed, not cloned: the status carries conditions the export does
-    // not need, and this runs for every volume of a node per snapshot.
-    let empty = VolumeStatus::default();
-    let st = v.status.as_ref().unwrap_or(&empty);
-    let block_size = v.spec.as_ref().map_or(0, |s| s.block_size);
-    let (hosts, read_only_hosts) = export_hosts(o, name);
+fn export(o: &Objects, v: &VolumeFacts<'_>, pool: PoolFacts) -> Export {
+    let (hosts, read_only_hosts) = export_hosts(o, v.name);
     Export {
-        volume: name.to_string(),
-        volume_uid: v.metadata.as_ref().map_or(String::new(), |m| m.uid.clone()),
-        subsystem_nqn: st.subsystem_nqn.clone(),
+        volume: v.name.to_string(),
+        volume_uid: v.uid.to_string(),
+        subsystem_nqn: v.subsystem_nqn.to_string(),
         nsid: 1,
-        backing_kind: pool
-            .and_then(|p| p.spec.as_ref())
-            .and_then(|s| s.backing.as_ref())
-            .map_or(BackingKind::Directory as i32, |b| b.kind),
-        backing_path: st.backing_path.clone(),
-        size_bytes: st.size_bytes,
-        block_size: if block_size == 0 { 4096 } else { block_size },
-        uuid: st.uuid.clone(),
-        nguid: st.nguid.clone(),
-        serial: st.serial.clone(),
+        backing_kind: pool.backing_kind,
+        backing_path: v.backing_path.to_string(),
+        size_bytes: v.size.0,
+        block_size: if v.block_size == 0 {
+            4096
+        } else {
+            v.block_size
+        },
+        uuid: v.uuid.to_string(),
+        nguid: v.nguid.to_string(),
+        serial: v.serial.to_string(),
         allowed_hosts: hosts,
         read_only_hosts,
         // Echoed by the agent once served: a spec change that needs no
         // data-path work (a new expiry) still changes the snapshot, and the
         // echo is what lets the controller observe it.
-        generation: v.metadata.as_ref().map_or(0, |m| m.generation),
+        generation: v.generation,
         // Secrets are added per stream by the `keys` module, never here:
         // the planner's output is also what admins may read.
         ..Default::default()
@@ -101,18 +98,9 @@ fn export(o: &Objects, v: &Volume, pool: Option<&Pool>) -> Export {
 fn export_hosts(o: &Objects, volume: &str) -> (Vec<String>, Vec<String>) {
     // host -> whether some attachment lets it write.
     let mut hosts: BTreeMap<String, bool> = BTreeMap::new();
-    for a in o.attachments_of(volume) {
-        let Some(spec) = a.spec.as_ref() else {
-            continue;
-        };
-        let writes = access::mode_of(a) != AccessMode::ReadOnly;
-        let mut holders = vec![spec.node.as_str()];
-        if let Some(st) = a.status.as_ref() {
-            if !st.moved_from_node.is_empty() && !st.moved_from_released {
-                holders.push(st.moved_from_node.as_str());
-            }
-        }
-        for h in holders.into_iter().filter_map(|n| access::host_of(o, n)) {
+    for a in o.attachments_of(volume).filter_map(AttachmentFacts::of) {
+        let writes = a.mode != AccessMode::ReadOnly;
+        for h in a.holders().filter_map(|n| access::host_of(o, n)) {
             *hosts.entry(h.to_string()).or_default() |= writes;
         }
     }
@@ -124,20 +112,12 @@ fn export_hosts(o: &Objects, volume: &str) -> (Vec<String>, Vec<String>) {
     (hosts.into_keys().collect(), read_only)
 }
 
-fn removal(v: &Volume, pool: Option<&Pool>) -> Removal {
-    let empty = VolumeStatus::default();
-    let st = v.status.as_ref().unwrap_or(&empty);
-    let retain = pool
-        .and_then(|p| p.spec.as_ref())
-        .is_some_and(|s| s.reclaim_policy == ReclaimPolicy::Retain as i32);
+fn removal(v: &VolumeFacts<'_>, pool: PoolFacts) -> Removal {
     Removal {
-        volume: v
-            .metadata
-            .as_ref()
-            .map_or(String::new(), |m| m.name.clone()),
-        subsystem_nqn: st.subsystem_nqn.clone(),
-        backing_path: st.backing_path.clone(),
-        delete_data: !retain,
+        volume: v.name.to_string(),
+        subsystem_nqn: v.subsystem_nqn.to_string(),
+        backing_path: v.backing_path.to_string(),
+        delete_data: !pool.retain,
     }
 }
 
@@ -145,46 +125,41 @@ fn storage_part(o: &Objects, node: &Node, name: &str, ds: &mut DesiredState) {
     if let Some(spec) = &node.spec {
         ds.listeners = spec.data_addresses.iter().map(listener).collect();
     }
-    for v in o.volumes_on(name) {
-        let pool = v.status.as_ref().and_then(|s| o.pools.get(&s.pool));
-        if deleting(v.metadata.as_ref()) {
-            ds.removals.push(removal(v, pool));
+    for v in o.volumes_on(name).map(VolumeFacts::from) {
+        let pool = PoolFacts::from(o.pools.get(v.pool));
+        if v.deleting {
+            ds.removals.push(removal(&v, pool));
         } else {
-            ds.exports.push(export(o, v, pool));
+            ds.exports.push(export(o, &v, pool));
         }
     }
 }
 
-fn connection(o: &Objects, a: &Attachment, defaults: &Defaults) -> Option<Connection> {
-    let spec = a.spec.as_ref()?;
+fn connection(o: &Objects, a: &AttachmentFacts<'_>, defaults: &Defaults) -> Option<Connection> {
     // Fenced: the previous holder is not proven gone yet.
-    if a.status
-        .as_ref()
-        .is_some_and(|s| !s.moved_from_node.is_empty())
-    {
+    if a.fence.is_some() {
         return None;
     }
-    let v = o.volumes.get(&spec.volume)?;
-    let st = v.status.as_ref()?;
-    if !st.export_ready || deleting(v.metadata.as_ref()) {
+    let v = VolumeFacts::from(o.volumes.get(a.volume)?);
+    if !v.export_ready || v.deleting {
         return None;
     }
-    let storage = o.nodes.get(&st.node)?;
+    let storage = o.nodes.get(v.node)?;
     let addr = storage.spec.as_ref()?.data_addresses.first()?;
     let l = listener(addr);
     Some(Connection {
-        attachment: a.metadata.as_ref()?.name.clone(),
-        volume: spec.volume.clone(),
-        subsystem_nqn: st.subsystem_nqn.clone(),
+        attachment: a.name?.to_string(),
+        volume: a.volume.to_string(),
+        subsystem_nqn: v.subsystem_nqn.to_string(),
         address: l.address,
         port: l.port,
         transport: l.transport,
         options: Some(defaults.transport),
-        exposure_name: spec.volume.clone(),
-        read_only: access::mode_of(a) == AccessMode::ReadOnly,
-        access_mode: access::mode_of(a) as i32,
-        uuid: st.uuid.clone(),
-        expires_at: v.spec.as_ref().and_then(|s| s.expires_at),
+        exposure_name: a.volume.to_string(),
+        read_only: a.mode == AccessMode::ReadOnly,
+        access_mode: a.mode as i32,
+        uuid: v.uuid.to_string(),
+        expires_at: v.expires_at,
         // Added by the `keys` module for the node's own stream.
         ..Default::default()
     })
@@ -193,8 +168,9 @@ fn connection(o: &Objects, a: &Attachment, defaults: &Defaults) -> Option<Connec
 fn workstation_part(o: &Objects, name: &str, defaults: &Defaults, ds: &mut DesiredState) {
     ds.connections = o
         .attachments_for(name)
-        .filter(|a| !deleting(a.metadata.as_ref()))
-        .filter_map(|a| connection(o, a, defaults))
+        .filter_map(AttachmentFacts::of)
+        .filter(|a| !a.deleting)
+        .filter_map(|a| connection(o, &a, defaults))
         .collect();
 }
 
@@ -236,7 +212,8 @@ mod tests {
     use crate::resource::{key, Object, Resource};
     use crate::store::{EventKind, KeyValue};
     use ferrofab_proto::v1::{
-        AttachmentSpec, AttachmentStatus, Kind, NodeSpec, ObjectMeta, PoolSpec, VolumeSpec,
+        Attachment, AttachmentSpec, AttachmentStatus, Kind, NodeSpec, ObjectMeta, Pool, PoolSpec,
+        ReclaimPolicy, Volume, VolumeSpec, VolumeStatus,
     };
 
     fn meta(name: &str) -> Option<ObjectMeta> {

@@ -8,6 +8,7 @@ use ferrofab_proto::v1::{BackingKind, Pool};
 use super::common::{admin_write, delete_unused};
 use super::{Delete, Shared};
 use crate::action::Action;
+use crate::domain::PoolLimits;
 use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::resource::{parse_size, validate_name, Object};
@@ -91,12 +92,9 @@ pub async fn delete(
 pub fn with_status(s: &Shared, mut p: Pool) -> Pool {
     let objs = s.cache.read();
     let u = objs.pool_usage(p.name());
-    let limit = crate::placement::pool_limit(&p).unwrap_or(0);
-    let cap = p
-        .spec
-        .as_ref()
-        .and_then(|s| parse_size("", &s.capacity).ok())
-        .unwrap_or(0);
+    let limits = PoolLimits::try_from(&p).ok();
+    let limit = limits.map_or(0, |l| l.effective().0);
+    let cap = limits.map_or(0, |l| l.capacity.0);
     let st = p.status.get_or_insert_with(Default::default);
     st.capacity_bytes = cap;
     st.allocated_bytes = u.bytes;

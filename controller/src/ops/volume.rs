@@ -14,7 +14,7 @@ use crate::authz::{self, Verb};
 use crate::conditions::condition;
 use crate::error::ApiError;
 use crate::identity::Identity;
-use crate::placement::{Request as Placement, Settles};
+use crate::placement::{PlacementFacts, Request as Placement, Settles};
 use crate::resource::{parse_size, validate_name, Object, Selector, FINALIZER_EXPORT};
 
 /// NQN prefix of every volume's subsystem; the rest is the volume uid, so
@@ -120,7 +120,8 @@ pub async fn create(
             detail: *id == Identity::Admin,
             settles: settles(&vol, bytes),
         };
-        s.allocator.reserve(&objs, &req)?
+        let facts = PlacementFacts::from_cache(&objs, &req.tenant)?;
+        s.allocator.reserve(&objs, &facts, &req)?
     };
     let (node, base) = {
         let objs = s.cache.read();
@@ -220,7 +221,8 @@ pub async fn update(
             detail: *id == Identity::Admin,
             settles: settles(&cur, new_bytes),
         };
-        Some(s.allocator.reserve(&objs, &req)?)
+        let facts = PlacementFacts::from_cache(&objs, &req.tenant)?;
+        Some(s.allocator.reserve(&objs, &facts, &req)?)
     } else {
         None
     };
