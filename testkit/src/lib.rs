@@ -16,6 +16,10 @@
 //! - [`wait`]: one polling helper, [`wait::wait_until`].
 //! - [`data`]: deterministic test data and checksums.
 //! - [`client`]: the CLI's `client.toml` for a controller.
+//! - `nvme` (feature `nvme`, off by default): the data-path fixtures, a
+//!   loopback target with a byte-level host (`nvme::mini_host`) and a
+//!   scripted fake target (`nvme::fake_target`); only the data-path suites
+//!   turn it on, so no other suite builds the data-path crates.
 //!
 //! Everything that needs gRPC or certificates sits behind the default
 //! feature `control-plane`; without it (the data-path suite) the kit is
@@ -27,6 +31,8 @@ pub mod client;
 #[cfg(feature = "control-plane")]
 pub mod controller;
 pub mod data;
+#[cfg(feature = "nvme")]
+pub mod nvme;
 #[cfg(feature = "control-plane")]
 pub mod objects;
 #[cfg(feature = "control-plane")]
