@@ -16,6 +16,10 @@
 //! - [`wait`]: one polling helper, [`wait::wait_until`].
 //! - [`data`]: deterministic test data and checksums.
 //! - [`client`]: the CLI's `client.toml` for a controller.
+//! - `agent` (feature `agent`, off by default): the agent's process
+//!   harness, `ferrofab-agent` processes enrolled through a real controller
+//!   (`AgentProc`), the usual layouts, and a write stream in another
+//!   process.
 //! - `nvme` (feature `nvme`, off by default): the data-path fixtures, a
 //!   loopback target with a byte-level host (`nvme::mini_host`) and a
 //!   scripted fake target (`nvme::fake_target`); only the data-path suites
@@ -26,6 +30,8 @@
 //! [`wait`], [`data`] and [`process`] only.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "agent")]
+pub mod agent;
 #[cfg(feature = "control-plane")]
 pub mod client;
 #[cfg(feature = "control-plane")]
