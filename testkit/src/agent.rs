@@ -34,20 +34,10 @@ pub fn cli_bin() -> PathBuf {
         .clone()
 }
 
-/// The `ferrofab-agent` binary Cargo built for the running test: it sits
-/// in the profile directory, beside the `deps/` folder of the test binary
-/// (where `CARGO_BIN_EXE_ferrofab-agent` points; the kit is a library, so
-/// it cannot read that variable at compile time).
+/// The `ferrofab-agent` binary Cargo built for the running test.
 pub fn agent_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
-        profile_dir.join("ferrofab-agent")
-    })
+    BIN.get_or_init(|| process::sibling_bin("ferrofab-agent"))
 }
 
 /// Fails loudly (never skips) when a tool the test needs, or FUSE, is

@@ -20,6 +20,9 @@
 //!   harness, `ferrofab-agent` processes enrolled through a real controller
 //!   (`AgentProc`), the usual layouts, and a write stream in another
 //!   process.
+//! - `fake_controller` (feature `fake-controller`, off by default): the
+//!   CLI's fake controller, an in-memory admin service over mTLS, and a
+//!   helper that runs the `ferrofab` binary.
 //! - `nvme` (feature `nvme`, off by default): the data-path fixtures, a
 //!   loopback target with a byte-level host (`nvme::mini_host`) and a
 //!   scripted fake target (`nvme::fake_target`); only the data-path suites
@@ -37,6 +40,8 @@ pub mod client;
 #[cfg(feature = "control-plane")]
 pub mod controller;
 pub mod data;
+#[cfg(feature = "fake-controller")]
+pub mod fake_controller;
 #[cfg(feature = "nvme")]
 pub mod nvme;
 #[cfg(feature = "control-plane")]
