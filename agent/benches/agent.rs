@@ -21,20 +21,17 @@
 //! slower than 300 ms in DIR/cycle-N (where the time went);
 //! FERROFAB_BENCH_REAL_VOLUMES=0 skips the real layout.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use ferrofab_nvmeof_host::{ConnectOptions, Controller as HostController, HostIdentity};
 use ferrofab_nvmeof_target::backend::{open_backend, FileOptions};
 use ferrofab_nvmeof_target::{
     ListenerKind, NamespaceConfig, SubsystemConfig, Target, TargetOptions,
 };
 use ferrofab_proto::v1::*;
+use ferrofab_testkit::agent::*;
 
 const WORKSTATIONS: usize = 8;
 const WAIT: Duration = Duration::from_secs(120);

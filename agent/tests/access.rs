@@ -4,13 +4,11 @@
 //! moves a volume between workstations with its data, refusing to leave a
 //! node that is down unless forced.
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::*;
+use ferrofab_testkit::agent::*;
 
 const CONVERGE: Duration = Duration::from_secs(60);
 

@@ -3,13 +3,11 @@
 //! workstation's built-in initiator (through its holder), and rotated
 //! under load.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use ferrofab_nvmeof_host::{ConnectOptions, Controller as Initiator, HostError, HostIdentity};
 use ferrofab_proto::v1::{GetNodeRequest, GetVolumeRequest, RotateNodeKeyRequest};
+use ferrofab_testkit::agent::*;
 
 /// `[auth] require = true`: every export refuses hosts without a key.
 const REQUIRE: &str = "\n[auth]\nrequire = true\n";

@@ -1,10 +1,8 @@
 //! End-to-end: a real controller and agent processes on loopback.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use ferrofab_testkit::agent::*;
 
 /// Converge a layout until the exposed file is writable; data survives a
 /// detach and a reattach to another workstation (sha256); a grow shows on
@@ -138,7 +136,7 @@ fn controller_outage_resync_and_drift() {
 }
 
 /// Not a test on its own: the writer process of the kill -9 test
-/// (see `common::write_stream_main`).
+/// (see `ferrofab_testkit::agent::write_stream_main`).
 #[test]
 #[ignore = "helper process of storage_agent_kill9_during_write_stream"]
 fn write_stream_helper() {

@@ -7,15 +7,13 @@
 //!
 //! Run: `cargo test -p ferrofab-agent --test enroll`.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::*;
 use ferrofab_agent::{AgentConfig, Role};
 use ferrofab_proto::v1::{ConditionStatus, Node};
+use ferrofab_testkit::agent::*;
 
 fn ok(what: &str, o: Output) -> String {
     assert!(

@@ -10,8 +10,6 @@
 //! Needs root, /dev/fuse, loop devices, e2fsprogs (like the exposure
 //! tests).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
@@ -20,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use ferrofab_testkit::agent::*;
 
 /// Blocks the stream cycles over (16 MiB of 4 KiB blocks).
 const SPAN_BLOCKS: u64 = 4096;

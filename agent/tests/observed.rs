@@ -4,12 +4,10 @@
 //! `observed_generation` catches up), and the `Exported` condition follows
 //! the new size.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use ferrofab_proto::v1::*;
+use ferrofab_testkit::agent::*;
 
 /// How long a `wait` after a change may take: the data path converges
 /// within a second, so this is generous and still "a few seconds".

@@ -2,11 +2,9 @@
 //! AgentService.Renew, without re-enrollment and without losing the
 //! controller connection.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use ferrofab_testkit::agent::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_renews_its_certificate_before_expiry() {

@@ -5,17 +5,15 @@
 //! One test walks the whole life of a layout, phase by phase, so that the
 //! six processes start once (the agents resync every 2 s).
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use ferrofab_testkit::agent::*;
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
 /// Not a test on its own: the writer process of the kill -9 phase (see
-/// `common::write_stream_main`).
+/// `ferrofab_testkit::agent::write_stream_main`).
 #[test]
 #[ignore = "helper process of two_storage_three_workstations"]
 fn write_stream_helper() {

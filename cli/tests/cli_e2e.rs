@@ -1,9 +1,7 @@
 //! End-to-end tests of the `ferrofab` binary against an in-process fake
-//! controller over mutual TLS (see `common/`).
+//! controller over mutual TLS (see `ferrofab_testkit::fake_controller`).
 
-mod common;
-
-use common::{fails, fails_with, ferrofab, ok, stderr, stdout, Harness};
+use ferrofab_testkit::fake_controller::{fails, fails_with, ferrofab, ok, stderr, stdout, Harness};
 
 const LAYOUT: &str = r#"
 [[tenant]]

@@ -9,14 +9,12 @@
 //! must never pass silently.
 
 #[allow(dead_code)]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{fails, fails_with, ferrofab, ok};
 use ferrofab_testkit::client::write_client_toml;
 use ferrofab_testkit::controller::{Controller, Options};
+use ferrofab_testkit::fake_controller::{fails, fails_with, ferrofab, ok};
 
 /// The controller on `dir/pki` (made beforehand with `ferrofab pki`).
 fn start(dir: &Path) -> Controller {

@@ -1,16 +1,15 @@
-//! The initiator against the scripted fake target in `common`.
-
-mod fake_target;
+//! The initiator against the scripted fake target of the test kit
+//! (`ferrofab_testkit::nvme::fake_target`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fake_target::{FakeTarget, Knobs, BS, SUBNQN};
 use ferrofab_nvmeof_host::{
     discover, BlockIo, ConnectOptions, Controller, ControllerState, Digests, HostError,
     HostIdentity, IoOp, NamespaceEvent,
 };
+use ferrofab_testkit::nvme::fake_target::{FakeTarget, Knobs, BS, SUBNQN};
 
 fn opts(t: &FakeTarget) -> ConnectOptions {
     let mut o = ConnectOptions::new(t.addr.clone(), SUBNQN, HostIdentity::ephemeral());

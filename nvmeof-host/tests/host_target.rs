@@ -10,12 +10,11 @@ use ferrofab_nvmeof_host::{
 };
 use ferrofab_nvmeof_target::{ListenerKind, Target, TargetOptions};
 
-// The target's test fixture (a served namespace, a raw-PDU host), shared
-// rather than copied.
-#[path = "../../nvmeof-target/tests/common/mod.rs"]
-mod common;
+// The target's test fixture (a served namespace, a raw-PDU host) from the
+// test kit, shared rather than copied.
+use ferrofab_testkit::nvme::mini_host;
 
-use common::{serve, DirectIo, Fixture, HOSTNQN, OTHER_HOST, SUBNQN};
+use mini_host::{serve, DirectIo, Fixture, HOSTNQN, OTHER_HOST, SUBNQN};
 
 fn opts(addr: impl ToString, hostnqn: &str) -> ConnectOptions {
     let id = HostIdentity::new(hostnqn, uuid::Uuid::new_v4()).unwrap();
@@ -29,7 +28,7 @@ fn opts(addr: impl ToString, hostnqn: &str) -> ConnectOptions {
 }
 
 fn target(opts: TargetOptions) -> Fixture {
-    common::fixture_with(opts)
+    mini_host::fixture_with(opts)
 }
 
 /// `len` pseudo-random bytes, different for each `seed`.

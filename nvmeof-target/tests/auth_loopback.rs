@@ -15,9 +15,9 @@ use ferrofab_nvmeof_wire::spec::status::Status;
 use ferrofab_nvmeof_wire::spec::{admin, fctype, prop};
 use ferrofab_nvmeof_wire::wire::{Sgl, Sqe};
 
-mod common;
+use ferrofab_testkit::nvme::mini_host;
 
-use common::{Fixture, MiniHost, HOSTNQN, SUBNQN};
+use mini_host::{Fixture, MiniHost, HOSTNQN, SUBNQN};
 
 fn secret(seed: u8, transform: Option<HashId>) -> DhchapSecret {
     let key: Vec<u8> = (0..32u8)
@@ -53,7 +53,7 @@ fn counters(f: &Fixture) -> ferrofab_nvmeof_target::ConnectionStats {
 /// Write a pattern and read it back through the authenticated queues.
 fn write_verify(ctrl: &Controller, seed: u8) {
     let ns = ctrl.namespace(1).unwrap();
-    let data = common::pattern(64 * 1024, seed);
+    let data = mini_host::pattern(64 * 1024, seed);
     ns.write_at(&data, 1 << 20).unwrap();
     let mut back = vec![0u8; data.len()];
     ns.read_at(&mut back, 1 << 20).unwrap();
@@ -72,7 +72,7 @@ fn each_hash_and_dh_group() {
         (HashId::Sha384, DhGroup::Ffdhe6144, None),
         (HashId::Sha512, DhGroup::Ffdhe8192, Some(HashId::Sha256)),
     ];
-    let f = common::fixture();
+    let f = mini_host::fixture();
     for (i, (hash, group, transform)) in cases.into_iter().enumerate() {
         let key = secret(i as u8, transform);
         let mut auth = host_auth(key.clone(), None);
@@ -94,7 +94,7 @@ fn each_hash_and_dh_group() {
 
 #[test]
 fn bidirectional() {
-    let f = common::fixture();
+    let f = mini_host::fixture();
     let (hk, ck) = (
         secret(1, Some(HashId::Sha256)),
         secret(2, Some(HashId::Sha512)),
@@ -118,7 +118,7 @@ fn bidirectional() {
 
 #[test]
 fn wrong_key_is_refused_with_an_authentication_error() {
-    let f = common::fixture();
+    let f = mini_host::fixture();
     f.target
         .set_host_key(SUBNQN, HOSTNQN, host_auth(secret(1, None), None))
         .unwrap();
@@ -157,7 +157,7 @@ fn wrong_key_is_refused_with_an_authentication_error() {
 /// require it lets such a host in unauthenticated.
 #[test]
 fn host_without_key_refused_when_required() {
-    let f = common::fixture();
+    let f = mini_host::fixture();
     let ctrl = Controller::connect(opts(&f, None, None)).unwrap();
     write_verify(&ctrl, 5);
     ctrl.disconnect().unwrap();
@@ -181,7 +181,7 @@ fn host_without_key_refused_when_required() {
 /// key.
 #[test]
 fn requiring_auth_drops_unauthenticated_controllers() {
-    let f = common::fixture();
+    let f = mini_host::fixture();
     let mut o = opts(&f, None, None);
     o.ctrl_loss_tmo = Some(Duration::from_secs(2));
     o.reconnect_delay = Duration::from_millis(100);
@@ -206,7 +206,7 @@ fn requiring_auth_drops_unauthenticated_controllers() {
 /// and nothing is lost. Re-authenticating with the old key then fails.
 #[test]
 fn rotation_and_reauthentication_during_writes() {
-    let f = common::fixture();
+    let f = mini_host::fixture();
     let (old, new) = (
         secret(1, Some(HashId::Sha256)),
         secret(2, Some(HashId::Sha256)),
@@ -223,7 +223,7 @@ fn rotation_and_reauthentication_during_writes() {
             let ns = ctrl.namespace(1).unwrap();
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let data = common::pattern(4096, i as u8);
+                let data = mini_host::pattern(4096, i as u8);
                 ns.write_at(&data, (i % 4096) * 4096)
                     .expect("write during rotation");
                 i += 1;
@@ -248,7 +248,7 @@ fn rotation_and_reauthentication_during_writes() {
     let mut buf = vec![0u8; 4096];
     for i in n.saturating_sub(4096.min(n))..n {
         ns.read_at(&mut buf, (i % 4096) * 4096).unwrap();
-        assert_eq!(buf, common::pattern(4096, i as u8), "block {i}");
+        assert_eq!(buf, mini_host::pattern(4096, i as u8), "block {i}");
     }
     // The old key no longer works.
     let e = ctrl.set_dhchap_secrets(Some(old), None).unwrap_err();
@@ -298,7 +298,7 @@ fn negotiate(tid: u16, groups: Vec<u8>) -> Vec<u8> {
 /// with R2T (not in the capsule) work too.
 #[test]
 fn target_refuses_until_authenticated() {
-    let f = common::fixture_with(TargetOptions::default());
+    let f = mini_host::fixture_with(TargetOptions::default());
     f.target
         .set_host_key(SUBNQN, HOSTNQN, host_auth(secret(1, None), None))
         .unwrap();
@@ -378,7 +378,7 @@ fn target_refuses_until_authenticated() {
 /// KATO shorter than the DH computation does not cut it off.
 #[test]
 fn unauthenticated_admin_queue_times_out() {
-    let f = common::fixture_with(TargetOptions {
+    let f = mini_host::fixture_with(TargetOptions {
         auth_timeout_ms: 400,
         ..TargetOptions::default()
     });
@@ -399,7 +399,7 @@ fn unauthenticated_admin_queue_times_out() {
 
     // KATO 100 ms, but ffdhe8192 with a debug build takes longer: the
     // admin queue's authentication is not cut off by the keep-alive timer.
-    let f = common::fixture();
+    let f = mini_host::fixture();
     let mut auth = host_auth(secret(1, None), None);
     auth.dhgroup = Some(DhGroup::Ffdhe8192);
     f.target.set_host_key(SUBNQN, HOSTNQN, auth).unwrap();
@@ -418,7 +418,7 @@ fn unauthenticated_admin_queue_times_out() {
 #[test]
 #[ignore = "measurement, not a pass/fail test: run by hand with --ignored --nocapture (docs/benchmarks.md)"]
 fn connect_time_per_dh_group() {
-    let f = common::fixture();
+    let f = mini_host::fixture();
     let rounds = 10;
     let measure = |key: Option<DhchapSecret>| {
         let mut times: Vec<f64> = (0..rounds)
@@ -502,7 +502,7 @@ fn mini_authenticate(h: &mut MiniHost, key: &DhchapSecret, tid: u16) {
 /// timer applies again (it was paused while authenticating).
 #[test]
 fn authenticated_controller_outlives_auth_timeout() {
-    let f = common::fixture_with(TargetOptions {
+    let f = mini_host::fixture_with(TargetOptions {
         auth_timeout_ms: 400,
         ..TargetOptions::default()
     });
@@ -516,9 +516,9 @@ fn authenticated_controller_outlives_auth_timeout() {
     let cntlid = r.cqe.map(|c| c.result as u16).unwrap_or_default();
     mini_authenticate(&mut h, &key, 1);
     h.enable();
-    let mut io = common::io_queue(f.addr, Default::default(), cntlid, 1);
+    let mut io = mini_host::io_queue(f.addr, Default::default(), cntlid, 1);
     mini_authenticate(&mut io, &key, 2);
-    let data = common::pattern(4096, 3);
+    let data = mini_host::pattern(4096, 3);
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_millis(1200) {
         assert_eq!(io.write(8, &data, true).status(), Status::SUCCESS);
@@ -550,7 +550,7 @@ fn authenticated_controller_outlives_auth_timeout() {
 /// keeps it for the next try. Neither authenticates the queue.
 #[test]
 fn auth_receive_larger_than_buffer_is_refused() {
-    let f = common::fixture_with(TargetOptions::default());
+    let f = mini_host::fixture_with(TargetOptions::default());
     let key = secret(1, None);
     f.target
         .set_host_key(SUBNQN, HOSTNQN, host_auth(key.clone(), None))

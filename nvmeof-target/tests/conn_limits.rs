@@ -3,17 +3,17 @@
 //! bytes, goes away after the ICReq timeout, and does not keep a real host
 //! out.
 
-mod common;
+use ferrofab_testkit::nvme::mini_host;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::FromRawFd;
 use std::time::Duration;
 
-use common::{fixture_with, HOSTNQN, SUBNQN};
 use ferrofab_nvmeof_host::{BlockIo, ConnectOptions, Controller, Digests, HostIdentity};
 use ferrofab_nvmeof_target::{ConnectionStats, Target, TargetOptions};
 use ferrofab_testkit::process::closed_by_peer;
 use ferrofab_testkit::wait::holds_within;
+use mini_host::{fixture_with, HOSTNQN, SUBNQN};
 
 /// Threads of this process now.
 fn threads() -> usize {

@@ -1,16 +1,16 @@
 //! Setup timeouts (issue 12, item 2): a connection that never sends its
 //! ICReq, or sends ICReq but never Connect, is closed and counted.
 
-mod common;
+use ferrofab_testkit::nvme::mini_host;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{fixture_with, MiniHost};
 use ferrofab_nvmeof_host::Digests;
 use ferrofab_nvmeof_target::{ConnectionStats, Target, TargetOptions};
 use ferrofab_testkit::wait::holds_within;
+use mini_host::{fixture_with, MiniHost};
 
 fn stats(t: &Target) -> ConnectionStats {
     t.status()
@@ -62,7 +62,7 @@ fn icreq_without_connect_is_closed_after_the_connect_timeout() {
     assert_eq!((s.connect_timeouts, s.icreq_timeouts), (1, 0), "{s:?}");
 
     // A queue that did connect is not subject to it.
-    let (mut admin, _) = common::admin_queue(f.addr, Digests::default());
+    let (mut admin, _) = mini_host::admin_queue(f.addr, Digests::default());
     std::thread::sleep(Duration::from_millis(1_500));
     assert_eq!(
         admin

@@ -3,15 +3,15 @@
 //! command and sees the namespace as write protected, while its reads and
 //! flushes work and another host writes as usual.
 
-mod common;
+use ferrofab_testkit::nvme::mini_host;
 
 use std::net::SocketAddr;
 
-use common::*;
 use ferrofab_nvmeof_wire::spec::identify::IdentifyNamespace;
 use ferrofab_nvmeof_wire::spec::status::Status;
 use ferrofab_nvmeof_wire::spec::{admin, nvm};
 use ferrofab_nvmeof_wire::wire::Digests;
+use mini_host::*;
 
 /// An admin queue and I/O queue 1 for `host`.
 fn queues(addr: SocketAddr, host: &str) -> (MiniHost, MiniHost) {

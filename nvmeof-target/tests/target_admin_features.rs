@@ -1,13 +1,13 @@
 //! The mandatory admin features and log pages SPDK's `identify` asks for
 //! (issue 12, item 4), over a real connection.
 
-mod common;
+use ferrofab_testkit::nvme::mini_host;
 
-use common::*;
 use ferrofab_nvmeof_wire::spec::identify::IdentifyController;
 use ferrofab_nvmeof_wire::spec::status::Status;
 use ferrofab_nvmeof_wire::spec::{admin, feature, log};
 use ferrofab_nvmeof_wire::wire::Digests;
+use mini_host::*;
 
 fn get(h: &mut MiniHost, fid: u8, cdw11: u32) -> (Status, u64) {
     let r = h.admin(admin::GET_FEATURES, 0, u32::from(fid), cdw11, 0);

@@ -1,12 +1,12 @@
 //! Hostile lengths over a real TCP connection: the target in this process
 //! must answer them with a status and stay small and alive.
 
-mod common;
+use ferrofab_testkit::nvme::mini_host;
 
-use common::*;
 use ferrofab_nvmeof_wire::spec::admin;
 use ferrofab_nvmeof_wire::spec::status::Status;
 use ferrofab_nvmeof_wire::wire::{Digests, Sgl, Sqe};
+use mini_host::*;
 
 /// Peak resident memory of this process (VmHWM), in KiB.
 fn peak_rss_kib() -> u64 {

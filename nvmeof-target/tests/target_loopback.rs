@@ -2,17 +2,17 @@
 //! every byte: the command set, transfers, digests, access control,
 //! keep-alive, live reconfiguration and malformed input.
 
-mod common;
+use ferrofab_testkit::nvme::mini_host;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use ferrofab_nvmeof_target::TargetOptions;
 use ferrofab_nvmeof_wire::spec::identify::{decode_ns_list, IdentifyController, IdentifyNamespace};
 use ferrofab_nvmeof_wire::spec::status::Status;
 use ferrofab_nvmeof_wire::spec::{admin, aen, feature, log, prop};
 use ferrofab_nvmeof_wire::wire::pdu::{self, fes, pdu_type};
 use ferrofab_nvmeof_wire::wire::{Digests, Sqe};
+use mini_host::*;
 
 const BOTH: Digests = Digests {
     header: true,

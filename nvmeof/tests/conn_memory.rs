@@ -4,19 +4,17 @@
 //! their 16 MiB receive buffers, neither while they stay connected and
 //! idle nor after they close.
 
-// The target's test fixture (a served namespace, a raw-PDU host), shared
-// rather than copied.
-#[path = "../../nvmeof-target/tests/common/mod.rs"]
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 
-use common::{admin_queue, io_queue, pattern, SUBNQN};
+// The target's test fixture (a served namespace, a raw-PDU host) from the
+// test kit, shared rather than copied.
 use ferrofab_nvmeof_wire::spec::status::Status;
 use ferrofab_nvmeof_wire::wire::Digests;
+use ferrofab_testkit::nvme::mini_host;
+use mini_host::{admin_queue, io_queue, pattern, SUBNQN};
 
 const BIG: usize = 8 << 20;
 const QUEUES: u16 = 16;
@@ -45,7 +43,7 @@ fn start(dir: &std::path::Path) -> (Serve, SocketAddr) {
              [[listener]]\naddress = \"127.0.0.1:{port}\"\n\n\
              [[subsystem]]\nnqn = \"{SUBNQN}\"\nallowed_hosts = [\"{}\"]\n\n\
              [[subsystem.namespace]]\nnsid = 1\npath = \"{}\"\nsize = \"64MiB\"\ndirect_io = \"off\"\n",
-            common::HOSTNQN,
+            mini_host::HOSTNQN,
             dir.join("ns1.img").display()
         ),
     )

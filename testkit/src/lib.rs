@@ -16,17 +16,34 @@
 //! - [`wait`]: one polling helper, [`wait::wait_until`].
 //! - [`data`]: deterministic test data and checksums.
 //! - [`client`]: the CLI's `client.toml` for a controller.
+//! - `agent` (feature `agent`, off by default): the agent's process
+//!   harness, `ferrofab-agent` processes enrolled through a real controller
+//!   (`AgentProc`), the usual layouts, and a write stream in another
+//!   process.
+//! - `fake_controller` (feature `fake-controller`, off by default): the
+//!   CLI's fake controller, an in-memory admin service over mTLS, and a
+//!   helper that runs the `ferrofab` binary.
+//! - `nvme` (feature `nvme`, off by default): the data-path fixtures, a
+//!   loopback target with a byte-level host (`nvme::mini_host`) and a
+//!   scripted fake target (`nvme::fake_target`); only the data-path suites
+//!   turn it on, so no other suite builds the data-path crates.
 //!
 //! Everything that needs gRPC or certificates sits behind the default
 //! feature `control-plane`; without it (the data-path suite) the kit is
 //! [`wait`], [`data`] and [`process`] only.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "agent")]
+pub mod agent;
 #[cfg(feature = "control-plane")]
 pub mod client;
 #[cfg(feature = "control-plane")]
 pub mod controller;
 pub mod data;
+#[cfg(feature = "fake-controller")]
+pub mod fake_controller;
+#[cfg(feature = "nvme")]
+pub mod nvme;
 #[cfg(feature = "control-plane")]
 pub mod objects;
 #[cfg(feature = "control-plane")]

@@ -114,6 +114,19 @@ const INHERITED_FROM_CARGO: &[&str] = &[
     "CARGO_RUSTC_CURRENT_DIR",
 ];
 
+/// The binary `bin` of the package under test, as Cargo built it for the
+/// running test: it sits in the profile directory, beside the `deps/`
+/// folder of the test binary (where `CARGO_BIN_EXE_<bin>` points; the kit
+/// is a library, so it cannot read that variable at compile time).
+pub fn sibling_bin(bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    profile_dir.join(bin)
+}
+
 /// Builds binary `bin` of workspace package `package` into the running
 /// test's target directory and profile (a binary of another package has
 /// no `CARGO_BIN_EXE_*`), and returns its path. A no-op when it is built

@@ -1,5 +1,6 @@
-//! Test harness: a PKI in a temp dir, the fake controller on a loopback
-//! port with mutual TLS, and a helper to run the `ferrofab` binary.
+//! The CLI's test harness (feature `fake-controller`): a PKI in a temp dir,
+//! the fake controller on a loopback port with mutual TLS, and a helper to
+//! run the `ferrofab` binary.
 
 pub mod fake;
 
@@ -8,9 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::client::write_client_toml;
 use ferrofab_pki::Identity;
 use ferrofab_proto::v1::admin_service_server::AdminServiceServer;
-use ferrofab_testkit::client::write_client_toml;
 use tonic::transport::{Certificate, Identity as TlsIdentity, Server, ServerTlsConfig};
 
 pub struct Harness {
@@ -26,7 +27,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let pki = dir.path().join("pki");
         let ids = [Identity::Admin, Identity::tenant("neuro").unwrap()];
-        ferrofab_testkit::pki::init_dir(&pki, &ids);
+        crate::pki::init_dir(&pki, &ids);
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -87,7 +88,7 @@ async fn serve(pki: &Path, fake: fake::Fake) -> SocketAddr {
 
 /// Runs the binary with a clean environment for its own variables.
 pub fn ferrofab(args: &[&str], config: Option<&Path>, stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrofab"));
+    let mut cmd = Command::new(crate::process::sibling_bin("ferrofab"));
     cmd.args(args)
         .env_remove("FERROFAB_CONFIG")
         .env_remove("FERROFAB_ENDPOINT")

@@ -1,7 +1,6 @@
 //! A deliberately small NVMe/TCP host used to test the target on its own,
 //! byte by byte, without the real initiator. It sends one command at a time
 //! and checks every PDU it gets back.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

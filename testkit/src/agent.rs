@@ -1,7 +1,6 @@
-//! Harness for the agent's end-to-end tests: a real `ferrofab-controller`
-//! process (from `ferrofab-testkit`) and `ferrofab-agent` processes
-//! enrolled through it, all on loopback.
-#![allow(dead_code, unused_imports)] // each test binary uses a part
+//! Harness for the agent's end-to-end tests (feature `agent`): a real
+//! `ferrofab-controller` process (from [`crate::controller`]) and
+//! `ferrofab-agent` processes enrolled through it, all on loopback.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,15 +8,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub use crate::controller::Controller;
+pub use crate::data::{pattern, sha256_of, sha256_of_bytes, write_sync};
+pub use crate::objects::{pool_at, tenant, volume, Admin, AdminExt};
+pub use crate::process::{free_port, rss_mb_of};
+pub use crate::wait::wait_until as wait_for;
+pub use crate::MIB;
+use crate::{client, controller, process};
 use ferrofab_agent::{AgentConfig, PoolConfig, Provisioning};
 use ferrofab_proto::v1::*;
-pub use ferrofab_testkit::controller::Controller;
-pub use ferrofab_testkit::data::{pattern, sha256_of, sha256_of_bytes, write_sync};
-pub use ferrofab_testkit::objects::{pool_at, tenant, volume, Admin, AdminExt};
-pub use ferrofab_testkit::process::{free_port, rss_mb_of};
-pub use ferrofab_testkit::wait::wait_until as wait_for;
-pub use ferrofab_testkit::MIB;
-use ferrofab_testkit::{client, controller, process};
 
 /// The tokio runtime the tests drive the admin API with.
 pub fn rt() -> tokio::runtime::Runtime {
@@ -35,8 +34,10 @@ pub fn cli_bin() -> PathBuf {
         .clone()
 }
 
-pub fn agent_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ferrofab-agent")
+/// The `ferrofab-agent` binary Cargo built for the running test.
+pub fn agent_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| process::sibling_bin("ferrofab-agent"))
 }
 
 /// Fails loudly (never skips) when a tool the test needs, or FUSE, is

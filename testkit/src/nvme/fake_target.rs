@@ -6,8 +6,6 @@
 //! several PDUs, dropping every connection, refusing new ones, resizing
 //! with an asynchronous event.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
