@@ -309,6 +309,28 @@ pub fn note_held(s: &Shared, node: &str, now_held: HashMap<String, u64>) {
     }
 }
 
+/// Whether `node` last reported that its data path can authenticate.
+pub fn reports_capable(s: &Shared, node: &str) -> bool {
+    s.cache
+        .read()
+        .nodes
+        .get(node)
+        .and_then(|n| n.status.as_ref())
+        .is_some_and(|st| st.dhchap_capable)
+}
+
+/// A workstation's capability changed (its agent started using a holder
+/// that takes keys, or went back to one that does not): the storage nodes
+/// serving it must gain or drop its key, and their desired state does not
+/// depend on another node's status in the cache's index, so every stream
+/// recomputes.
+pub fn capability_changed(s: &Shared, node: &str) {
+    if let Some(keys) = s.keys.as_ref() {
+        tracing::info!(%node, capable = reports_capable(s, node), "data-path authentication capability changed");
+        keys.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
 /// Wakes on every key change (rotation, a rolled-out key); `None`
 /// without keys (a rehearsal fork).
 pub fn subscribe(s: &Shared) -> Option<tokio::sync::watch::Receiver<u64>> {

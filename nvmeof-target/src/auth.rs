@@ -99,10 +99,22 @@ impl Conn {
             return self.request_data(sqe, PendingKind::Collect(Vec::with_capacity(tl)));
         };
         if self.auth.is_none() {
-            // A host without a key here (the Connect response did not ask
-            // for authentication): there is nothing to authenticate
-            // against.
-            return self.complete(sqe.cid, Status::COMMAND_SEQUENCE_ERROR, 0);
+            if !self.host_has_key() {
+                // A host without a key here (the Connect response did not
+                // ask for authentication): there is nothing to
+                // authenticate against.
+                return self.complete(sqe.cid, Status::COMMAND_SEQUENCE_ERROR, 0);
+            }
+            // The host got its key after this queue connected (it was
+            // admitted without one, as the policy then allowed): let it
+            // authenticate now, as a re-authentication, so that a host
+            // taking its first key does not have to drop its queues. The
+            // queue keeps working meanwhile and loses its commands if the
+            // transaction fails, as any failed re-authentication does.
+            self.auth = Some(QueueAuth {
+                authenticated: true,
+                ..QueueAuth::default()
+            });
         }
         match Message::decode(data) {
             Ok(m) => self.auth_message(m),
