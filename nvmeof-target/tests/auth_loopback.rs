@@ -255,6 +255,59 @@ fn rotation_and_reauthentication_during_writes() {
     assert!(e.is_auth_failure(), "{e}");
 }
 
+/// During a roll the target accepts the previous key beside the new one:
+/// a new queue the host opens with the old key before it switched
+/// authenticates. Once the host authenticated with the new key the roll
+/// is over and the old key is refused.
+#[test]
+fn previous_key_accepted_during_a_roll_until_the_host_switches() {
+    let f = mini_host::fixture();
+    let (old, new) = (
+        secret(11, Some(HashId::Sha256)),
+        secret(12, Some(HashId::Sha256)),
+    );
+    f.target
+        .set_host_key(SUBNQN, HOSTNQN, host_auth(old.clone(), None))
+        .unwrap();
+    let live = Controller::connect(opts(&f, Some(old.clone()), None)).unwrap();
+    // The target gets the new key first (the storage node), the host has
+    // not switched yet: a new connection with the old key still works.
+    f.target
+        .set_host_key(SUBNQN, HOSTNQN, host_auth(new.clone(), None))
+        .unwrap();
+    let during = Controller::connect(opts(&f, Some(old.clone()), None))
+        .expect("the old key during the roll");
+    write_verify(&during, 21);
+    // The host switches: its queues re-authenticate with the new key.
+    live.set_dhchap_secrets(Some(new.clone()), None).unwrap();
+    write_verify(&live, 22);
+    let e = Controller::connect(opts(&f, Some(old), None)).unwrap_err();
+    assert!(e.is_auth_failure(), "old key after the roll: {e}");
+    let after = Controller::connect(opts(&f, Some(new), None)).unwrap();
+    write_verify(&after, 23);
+    for c in [live, during, after] {
+        c.disconnect().unwrap();
+    }
+}
+
+/// A host admitted without a key (none was configured yet) takes its first
+/// key on its live queues: they authenticate in place, no reconnect.
+#[test]
+fn unauthenticated_queues_authenticate_once_the_host_has_a_key() {
+    let f = mini_host::fixture();
+    let ctrl = Controller::connect(opts(&f, None, None)).unwrap();
+    write_verify(&ctrl, 31);
+    let key = secret(13, Some(HashId::Sha256));
+    f.target
+        .set_host_key(SUBNQN, HOSTNQN, host_auth(key.clone(), None))
+        .unwrap();
+    let successes = counters(&f).auth_successes;
+    ctrl.set_dhchap_secrets(Some(key), None).unwrap();
+    assert_eq!(counters(&f).auth_successes - successes, 3);
+    write_verify(&ctrl, 32);
+    ctrl.disconnect().unwrap();
+}
+
 // ---- the target's side, byte by byte ----
 
 fn auth_sqe(fct: u8, len: u32) -> Sqe {
