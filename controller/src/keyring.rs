@@ -61,7 +61,9 @@ pub struct Keys {
     pub(crate) changed: tokio::sync::watch::Sender<u64>,
     /// Host key generations each storage node's target holds, from its
     /// reports: (storage node, host NQN) -> generation.
-    /// In memory only: after a restart the next reports refill it.
+    /// Mirrored in the store (`authkeys/held/<storage node>`, see
+    /// `keys::note_held`) and loaded at start-up, so a restarted
+    /// controller hands out keys at once.
     pub(crate) applied: Mutex<HashMap<(String, String), u64>>,
 }
 

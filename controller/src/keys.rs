@@ -13,7 +13,7 @@
 //!   mTLS to the two nodes that need them ([`fill`]); everything else (logs,
 //!   metrics, admin APIs) sees the generation and a fingerprint at most.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ferrofab_proto::v1::{DesiredState, DhchapKey, ExportStatus, HostKey, NodeRole};
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,10 @@ use crate::store::{Txn, TxnResult};
 
 const HOST_PREFIX: &str = "authkeys/host/";
 const CTRL_PREFIX: &str = "authkeys/ctrl/";
+/// Per storage node, the host key generations its target holds (from its
+/// reports), so that a restarted controller hands workstations their keys
+/// at once instead of waiting for every storage node to report again.
+const HELD_PREFIX: &str = "authkeys/held/";
 
 /// The secrets of one slot: the one in force and, during a rotation, the
 /// one it replaced (kept so the record shows what was rolled).
@@ -288,25 +292,125 @@ pub fn held(exports: &[ExportStatus]) -> HashMap<String, u64> {
     now_held
 }
 
-/// Records [`held`] for storage node `node`. Wakes the streams when a
-/// generation went up, so that a workstation waiting for its rotated key
-/// gets it.
-pub fn note_held(s: &Shared, node: &str, now_held: HashMap<String, u64>) {
+/// Records [`held`] for storage node `node`, in memory and (when it
+/// changed) in the store under `authkeys/held/<node>`. Wakes the streams
+/// when a generation went up, so that a workstation waiting for its
+/// rotated key gets it.
+pub async fn note_held(s: &Shared, node: &str, now_held: HashMap<String, u64>) {
     let Some(keys) = s.keys.as_ref() else {
         return;
     };
-    let mut went_up = false;
-    {
+    let (went_up, changed, mine) = {
         let mut map = applied(keys);
+        let before: BTreeMap<String, u64> = map
+            .iter()
+            .filter(|((n, _), _)| n == node)
+            .map(|((_, h), g)| (h.clone(), *g))
+            .collect();
         map.retain(|(n, h), _| n != node || now_held.contains_key(h));
-        for (host, generation) in now_held {
-            let prev = map.insert((node.to_string(), host), generation);
-            went_up |= prev.is_none_or(|g| g < generation);
+        let mut went_up = false;
+        for (host, generation) in &now_held {
+            let prev = map.insert((node.to_string(), host.clone()), *generation);
+            went_up |= prev.is_none_or(|g| g < *generation);
+        }
+        let mine: BTreeMap<String, u64> = now_held.into_iter().collect();
+        (went_up, before != mine, mine)
+    };
+    if changed {
+        if let Err(e) = persist_held(s, node, &mine).await {
+            // Only the restart shortcut is lost: the next report refills it.
+            tracing::warn!(%node, error = %e, "recording the host key generations held");
         }
     }
     if went_up {
         keys.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
+}
+
+async fn persist_held(
+    s: &Shared,
+    node: &str,
+    held: &BTreeMap<String, u64>,
+) -> Result<(), ApiError> {
+    let slot = format!("{HELD_PREFIX}{node}");
+    let txn = if held.is_empty() {
+        Txn::new().delete(slot)
+    } else {
+        let value = serde_json::to_vec(held).map_err(|e| internal(&e.to_string()))?;
+        Txn::new().put(slot, value)
+    };
+    s.commit(txn).await.map(|_| ())
+}
+
+/// Fills the in-memory record of what each storage node's target holds
+/// from the store, at start-up. What a storage node reports afterwards
+/// replaces its part.
+pub fn load_held(s: &Shared) -> Result<usize, ApiError> {
+    let Some(keys) = s.keys.as_ref() else {
+        return Ok(0);
+    };
+    let (kvs, _) = s.store.list(HELD_PREFIX)?;
+    let mut map = applied(keys);
+    let mut n = 0;
+    for kv in kvs {
+        let Some(node) = kv.key.strip_prefix(HELD_PREFIX) else {
+            continue;
+        };
+        let Ok(held) = serde_json::from_slice::<BTreeMap<String, u64>>(&kv.value) else {
+            tracing::warn!(key = %kv.key, "unreadable record of held key generations; ignored");
+            continue;
+        };
+        for (host, generation) in held {
+            map.entry((node.to_string(), host)).or_insert(generation);
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Removes the key records nothing uses any more: the host key and the
+/// held generations of deleted nodes, and the controller key of
+/// subsystems no volume has. Level-triggered (it compares the store with
+/// the objects each time), so running it again changes nothing; a record
+/// that changed meanwhile is left for the next run. Returns how many
+/// records went.
+pub async fn cleanup(s: &Shared) -> Result<usize, ApiError> {
+    let Some(keys) = s.keys.as_ref() else {
+        return Ok(0);
+    };
+    let mut stale = Vec::new();
+    for prefix in [HOST_PREFIX, HELD_PREFIX, CTRL_PREFIX] {
+        let (kvs, _) = s.store.list(prefix)?;
+        let objs = s.cache.read();
+        for kv in kvs {
+            let Some(name) = kv.key.strip_prefix(prefix) else {
+                continue;
+            };
+            let used = if prefix == CTRL_PREFIX {
+                objs.volumes
+                    .values()
+                    .any(|v| v.status.as_ref().is_some_and(|st| st.subsystem_nqn == name))
+            } else {
+                objs.nodes.contains_key(name)
+            };
+            if !used {
+                stale.push((kv.key.clone(), kv.mod_revision));
+            }
+        }
+    }
+    let mut removed = 0;
+    for (key, rev) in stale {
+        let txn = Txn::new().when(key.clone(), rev).delete(key.clone());
+        if let TxnResult::Committed { .. } = s.commit(txn).await? {
+            tracing::info!(%key, "authentication key record of a deleted object removed");
+            removed += 1;
+        }
+    }
+    {
+        let objs = s.cache.read();
+        applied(keys).retain(|(n, _), _| objs.nodes.contains_key(n));
+    }
+    Ok(removed)
 }
 
 /// Whether `node` last reported that its data path can authenticate.
@@ -347,14 +451,21 @@ fn due(issued_at: i64, every: std::time::Duration, now: i64) -> bool {
     issued_at.saturating_add(every) <= now
 }
 
-/// `auth.rotate_every`: rotates each workstation's host key once it is
-/// that old, the same way `ferrofab node rotate-key` does.
-pub async fn run_rotation(s: std::sync::Arc<Shared>, every: std::time::Duration) {
+/// The keys' housekeeping, every [`ROTATION_CHECK`]: removes the records
+/// of deleted objects ([`cleanup`]) and, with `auth.rotate_every`, rotates
+/// each workstation's host key once it is that old, the same way
+/// `ferrofab node rotate-key` does.
+pub async fn run_housekeeping(s: std::sync::Arc<Shared>, every: Option<std::time::Duration>) {
     let mut tick = tokio::time::interval(ROTATION_CHECK);
     loop {
         tick.tick().await;
-        if let Err(e) = rotate_due(&s, every).await {
-            tracing::warn!(error = %e, "periodic key rotation");
+        if let Err(e) = cleanup(&s).await {
+            tracing::warn!(error = %e, "removing unused authentication key records");
+        }
+        if let Some(every) = every {
+            if let Err(e) = rotate_due(&s, every).await {
+                tracing::warn!(error = %e, "periodic key rotation");
+            }
         }
     }
 }

@@ -188,13 +188,17 @@ pub async fn run_until(
         shared.clone(),
         Duration::from_secs(cfg.expiry.interval_seconds),
     ));
-    if let Some(every) = cfg
+    let rotate_every = cfg
         .auth
         .rotate_every()
-        .map_err(|e| ServerError::Config(e.to_string()))?
-    {
-        tokio::spawn(crate::keys::run_rotation(shared.clone(), every));
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    match crate::keys::load_held(&shared) {
+        Ok(n) => tracing::debug!(records = n, "held host key generations loaded"),
+        Err(e) => {
+            tracing::warn!(error = %e, "held host key generations not loaded; storage nodes' next reports refill them")
+        }
     }
+    tokio::spawn(crate::keys::run_housekeeping(shared.clone(), rotate_every));
     tokio::spawn(heartbeat::run(
         shared.clone(),
         Duration::from_secs(cfg.nodes.check_interval_seconds),

@@ -217,3 +217,152 @@ async fn keys_reach_only_their_two_nodes_and_rotate_storage_first() {
         );
     }
 }
+
+/// Reports that `node` can authenticate.
+async fn report_capable(ctl: &Controller, node: &str) {
+    ctl.agent_as(&format!("node:{node}"))
+        .await
+        .report_status(ReportStatusRequest {
+            node: node.into(),
+            node_status: Some(NodeStatus {
+                dhchap_capable: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("report");
+}
+
+/// The `authkeys/` records in the stopped controller's store.
+fn key_records(ctl: &Controller) -> Vec<String> {
+    let store = ferrofab_controller::store::open(
+        &ferrofab_controller::store::StoreConfig::default(),
+        &ctl.dir.join("store.redb"),
+    )
+    .expect("open store");
+    let (kvs, _) = store.list("authkeys/").expect("list");
+    kvs.into_iter().map(|kv| kv.key).collect()
+}
+
+/// Which generation each storage node's target holds is in the store: a
+/// restarted controller hands the workstation its key at once, before any
+/// storage node reported again. And the records of deleted objects go
+/// (a workstation's host key, a storage node's held generations, a
+/// deleted volume's controller key), level-triggered.
+#[tokio::test]
+async fn key_records_survive_a_restart_and_go_with_their_objects() {
+    let mut ctl = Controller::start();
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    admin.create(workstation("ws2")).await.expect("ws2");
+    report_capable(&ctl, "ws1").await;
+    report_capable(&ctl, "ws2").await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let mut s1_stream = s1
+        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect("s1 watch")
+        .into_inner();
+    let mut vols = Vec::new();
+    for name in ["data", "scratch"] {
+        let v = admin
+            .create_volume(CreateVolumeRequest {
+                volume: Some(volume(name, "lab", "1GiB", "p1")),
+                ..Default::default()
+            })
+            .await
+            .expect("volume")
+            .into_inner();
+        vols.push(v.status.expect("status").subsystem_nqn);
+    }
+    for (a, v) in [("data-ws1", "data"), ("scratch-ws1", "scratch")] {
+        admin
+            .create_attachment(CreateAttachmentRequest {
+                attachment: Some(attachment(a, v, "ws1")),
+            })
+            .await
+            .expect("attachment");
+    }
+    until(&mut s1_stream, "both controller keys on s1", |d| {
+        d.exports.len() == 2 && d.exports.iter().all(|e| e.ctrl_key.is_some())
+    })
+    .await;
+    s1.report_status(report_held(&vols[0], 1))
+        .await
+        .expect("report");
+    admin
+        .rotate_node_key(RotateNodeKeyRequest { node: "ws2".into() })
+        .await
+        .expect("a key for ws2");
+
+    ctl.kill9();
+    ctl.spawn();
+    let mut ws1 = ctl.agent_as("node:ws1").await;
+    let mut ws_stream = ws1
+        .watch_desired_state(WatchDesiredStateRequest { node: "ws1".into() })
+        .await
+        .expect("ws watch")
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), ws_stream.next())
+        .await
+        .expect("a snapshot")
+        .expect("stream open")
+        .expect("state");
+    assert!(
+        first
+            .connections
+            .first()
+            .is_some_and(|c| c.host_key.as_ref().is_some_and(|k| k.generation == 1)),
+        "after a restart the workstation gets its key at once: {:?}",
+        first.connections.first().map(|c| c.host_key.is_some())
+    );
+
+    // Deleted: workstation ws2 (it has a host key) and volume scratch
+    // (its subsystem had a controller key); s1 reports scratch's export
+    // gone, as its agent would.
+    let mut admin = ctl.admin().await;
+    admin.delete::<Node>("ws2").await.expect("delete ws2");
+    admin
+        .delete::<Attachment>("scratch-ws1")
+        .await
+        .expect("delete attachment");
+    admin
+        .delete::<Volume>("scratch")
+        .await
+        .expect("delete scratch");
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while admin.get::<Volume>("scratch").await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "scratch not deleted");
+        s1.report_status(report_held(&vols[0], 1))
+            .await
+            .expect("report");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The housekeeping runs at start-up and then every minute: restart.
+    ctl.kill9();
+    ctl.spawn();
+    let _ = ctl.admin().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ctl.kill9();
+    let records = key_records(&ctl);
+    assert!(
+        records.contains(&"authkeys/host/ws1".to_string()),
+        "{records:?}"
+    );
+    assert!(
+        records.contains(&"authkeys/held/s1".to_string()),
+        "{records:?}"
+    );
+    assert!(
+        records.contains(&format!("authkeys/ctrl/{}", vols[0])),
+        "{records:?}"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.ends_with("/ws2") || r.contains(&vols[1])),
+        "records of deleted objects remain: {records:?}"
+    );
+}

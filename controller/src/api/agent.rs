@@ -344,7 +344,7 @@ impl AgentService for Agent {
         let was_capable = crate::keys::reports_capable(&self.s, &node);
         let resp = ops::status::report(&self.s, r).await?;
         // Only once the report passed its bounds and was applied.
-        crate::keys::note_held(&self.s, &node, held);
+        crate::keys::note_held(&self.s, &node, held).await;
         if crate::keys::reports_capable(&self.s, &node) != was_capable {
             crate::keys::capability_changed(&self.s, &node);
         }
