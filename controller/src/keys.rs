@@ -42,6 +42,18 @@ struct Record {
     issued_at: i64,
 }
 
+/// The sealed keys among `kvs` (records of the `authkeys/` prefix), for
+/// `--check-config`.
+pub fn sealed_records(kvs: &[crate::store::KeyValue]) -> Vec<(String, crate::keyring::Sealed)> {
+    kvs.iter()
+        .filter(|kv| kv.key.starts_with(HOST_PREFIX) || kv.key.starts_with(CTRL_PREFIX))
+        .filter_map(|kv| {
+            let rec: Record = serde_json::from_slice(&kv.value).ok()?;
+            Some((kv.key.clone(), rec.current))
+        })
+        .collect()
+}
+
 fn host_slot(node: &str) -> String {
     format!("{HOST_PREFIX}{node}")
 }
