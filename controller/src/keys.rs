@@ -89,6 +89,9 @@ async fn get_or_create(s: &Shared, keys: &Keys, slot: &str) -> Result<DhchapKey,
     match s.commit(txn).await? {
         TxnResult::Committed { .. } => {
             tracing::info!(slot, fingerprint = %rec.current.fingerprint, "authentication key issued");
+            if let Some(node) = slot.strip_prefix(HOST_PREFIX) {
+                s.metrics.auth_keys.set_host_key(node, 1, rec.issued_at);
+            }
             // The other side (a storage node computed before this host
             // could authenticate) must learn it too.
             keys.changed.send_modify(|n| *n = n.wrapping_add(1));
@@ -153,7 +156,7 @@ pub async fn rotate_node_key(
             "node {node:?} is not a workstation: only workstations (hosts) have a host key"
         )));
     }
-    let r = rotate_host_key(s, node).await?;
+    let r = rotate_host_key(s, node, "manual").await?;
     Ok(ferrofab_proto::v1::RotateNodeKeyResponse {
         node: node.to_string(),
         generation: r.generation,
@@ -171,8 +174,9 @@ pub struct Rotated {
 /// Replaces `node`'s host secret with a fresh one (generation + 1) and
 /// wakes every desired-state stream: the storage nodes get the new key for
 /// their targets and the workstation re-authenticates its live
-/// connections with it, without reconnecting.
-pub async fn rotate_host_key(s: &Shared, node: &str) -> Result<Rotated, ApiError> {
+/// connections with it, without reconnecting. `trigger` (`manual`,
+/// `periodic`) labels the rotation metric.
+pub async fn rotate_host_key(s: &Shared, node: &str, trigger: &str) -> Result<Rotated, ApiError> {
     let keys = s.keys.as_ref().ok_or_else(disabled)?;
     let slot = host_slot(node);
     let (old, rev) = match read_record(s, &slot)? {
@@ -197,7 +201,11 @@ pub async fn rotate_host_key(s: &Shared, node: &str) -> Result<Rotated, ApiError
             )))
         }
     }
-    tracing::info!(%node, generation, fingerprint = %rec.current.fingerprint, "host key rotated");
+    tracing::info!(%node, generation, fingerprint = %rec.current.fingerprint, trigger, "host key rotated");
+    s.metrics.auth_keys.rotated(trigger);
+    s.metrics
+        .auth_keys
+        .set_host_key(node, generation, rec.issued_at);
     keys.changed.send_modify(|n| *n = n.wrapping_add(1));
     Ok(Rotated {
         generation,
@@ -355,12 +363,25 @@ async fn persist_held(
 }
 
 /// Fills the in-memory record of what each storage node's target holds
-/// from the store, at start-up. What a storage node reports afterwards
+/// (and the host key metrics) from the store, at start-up. What a storage node reports afterwards
 /// replaces its part.
 pub fn load_held(s: &Shared) -> Result<usize, ApiError> {
     let Some(keys) = s.keys.as_ref() else {
         return Ok(0);
     };
+    // The key metrics start from the records too.
+    let (hosts, _) = s.store.list(HOST_PREFIX)?;
+    for kv in hosts {
+        let (Some(node), Ok(rec)) = (
+            kv.key.strip_prefix(HOST_PREFIX),
+            serde_json::from_slice::<Record>(&kv.value),
+        ) else {
+            continue;
+        };
+        s.metrics
+            .auth_keys
+            .set_host_key(node, rec.current.generation, rec.issued_at);
+    }
     let (kvs, _) = s.store.list(HELD_PREFIX)?;
     let mut map = applied(keys);
     let mut n = 0;
@@ -415,6 +436,9 @@ pub async fn cleanup(s: &Shared) -> Result<usize, ApiError> {
         let txn = Txn::new().when(key.clone(), rev).delete(key.clone());
         if let TxnResult::Committed { .. } = s.commit(txn).await? {
             tracing::info!(%key, "authentication key record of a deleted object removed");
+            if let Some(node) = key.strip_prefix(HOST_PREFIX) {
+                s.metrics.auth_keys.remove_host_key(node);
+            }
             removed += 1;
         }
     }
@@ -493,7 +517,7 @@ async fn rotate_due(s: &Shared, every: std::time::Duration) -> Result<(), ApiErr
             continue;
         };
         if due(rec.issued_at, every, now) && s.cache.read().nodes.contains_key(node) {
-            let r = rotate_host_key(s, node).await?;
+            let r = rotate_host_key(s, node, "periodic").await?;
             tracing::info!(%node, generation = r.generation, "periodic host key rotation");
         }
     }

@@ -295,9 +295,24 @@ async fn key_records_survive_a_restart_and_go_with_their_objects() {
         .rotate_node_key(RotateNodeKeyRequest { node: "ws2".into() })
         .await
         .expect("a key for ws2");
+    let m = http_get(&ctl.http, "/metrics");
+    for series in [
+        "ferrofab_controller_host_key_rotations_total{trigger=\"manual\"} 1",
+        "ferrofab_controller_host_key_generation{node=\"ws1\"} 1",
+        "ferrofab_controller_host_key_generation{node=\"ws2\"} 1",
+        "ferrofab_controller_host_key_issued_timestamp_seconds{node=\"ws1\"}",
+    ] {
+        assert!(m.contains(series), "{series} missing:\n{m}");
+    }
+    assert!(!m.contains("DHHC-1"), "a secret in the metrics");
 
     ctl.kill9();
     ctl.spawn();
+    let m = http_get(&ctl.http, "/metrics");
+    assert!(
+        m.contains("ferrofab_controller_host_key_generation{node=\"ws2\"} 1"),
+        "the key gauges start from the store after a restart:\n{m}"
+    );
     let mut ws1 = ctl.agent_as("node:ws1").await;
     let mut ws_stream = ws1
         .watch_desired_state(WatchDesiredStateRequest { node: "ws1".into() })
