@@ -64,6 +64,8 @@ pub struct Keys {
     cipher: XChaCha20Poly1305,
     /// `[auth] require`.
     require: bool,
+    /// Where `require` came from: `config` or `cluster`.
+    require_source: &'static str,
     pub(crate) changed: tokio::sync::watch::Sender<u64>,
     /// Host key generations each storage node's target holds, from its
     /// reports: (storage node, host NQN) -> generation.
@@ -138,6 +140,7 @@ impl Keys {
         Ok(Keys {
             cipher,
             require,
+            require_source: "config",
             changed: tokio::sync::watch::channel(0).0,
             applied: Mutex::new(HashMap::new()),
         })
@@ -146,6 +149,17 @@ impl Keys {
     /// Whether every export requires authentication (`[auth] require`).
     pub fn require(&self) -> bool {
         self.require
+    }
+
+    /// Records where `require` came from (`keys::require_policy`).
+    pub fn with_require_source(mut self, source: &'static str) -> Self {
+        self.require_source = source;
+        self
+    }
+
+    /// `config` or `cluster`, for GetServerInfo.
+    pub fn require_source(&self) -> &'static str {
+        self.require_source
     }
 
     /// Fires whenever a key is rotated.

@@ -54,6 +54,77 @@ pub fn sealed_records(kvs: &[crate::store::KeyValue]) -> Vec<(String, crate::key
         .collect()
 }
 
+/// The cluster's own `[auth] require` choice, recorded at its first start.
+const REQUIRE_SLOT: &str = "authkeys/require";
+
+#[derive(Serialize, Deserialize)]
+struct RequirePolicy {
+    require: bool,
+}
+
+/// `[auth] require` in force, and where it comes from (`config` or
+/// `cluster`). The cluster's choice is recorded in the store the first
+/// time a controller of this version starts on it: required for a new
+/// cluster (a store without objects), not required for one that already
+/// has objects (it predates the setting, and its hosts without keys must
+/// not be locked out by an upgrade). `configured` (the config key), when
+/// set, overrides the record without changing it.
+pub async fn require_policy(
+    store: &crate::store::SharedStore,
+    cache: &crate::cache::Cache,
+    configured: Option<bool>,
+) -> Result<(bool, &'static str), ApiError> {
+    let recorded = match store.get(REQUIRE_SLOT)? {
+        Some(kv) => {
+            serde_json::from_slice::<RequirePolicy>(&kv.value)
+                .map_err(|e| internal(&format!("{REQUIRE_SLOT} unreadable: {e}")))?
+                .require
+        }
+        None => {
+            let new_cluster = {
+                let o = cache.read();
+                o.nodes.is_empty()
+                    && o.pools.is_empty()
+                    && o.volumes.is_empty()
+                    && o.attachments.is_empty()
+                    && o.tenants.is_empty()
+            };
+            let value = serde_json::to_vec(&RequirePolicy {
+                require: new_cluster,
+            })
+            .map_err(|e| internal(&e.to_string()))?;
+            let txn = Txn::new().when(REQUIRE_SLOT, 0).put(REQUIRE_SLOT, value);
+            let r = store
+                .txn(txn)
+                .await
+                .map_err(|_| ApiError::Internal("store writer stopped".into()))??;
+            match r {
+                TxnResult::Committed { .. } => {
+                    tracing::info!(
+                        require = new_cluster,
+                        new_cluster,
+                        "cluster authentication policy recorded ([auth] require overrides it)"
+                    );
+                    new_cluster
+                }
+                // Another controller recorded it first: theirs stands.
+                TxnResult::CompareFailed { .. } => {
+                    let kv = store
+                        .get(REQUIRE_SLOT)?
+                        .ok_or_else(|| internal(&format!("{REQUIRE_SLOT} vanished")))?;
+                    serde_json::from_slice::<RequirePolicy>(&kv.value)
+                        .map_err(|e| internal(&format!("{REQUIRE_SLOT} unreadable: {e}")))?
+                        .require
+                }
+            }
+        }
+    };
+    Ok(match configured {
+        Some(c) => (c, "config"),
+        None => (recorded, "cluster"),
+    })
+}
+
 fn host_slot(node: &str) -> String {
     format!("{HOST_PREFIX}{node}")
 }

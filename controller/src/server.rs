@@ -147,6 +147,10 @@ pub async fn run_until(
     let cache = Cache::start(store.clone())?;
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
+    let (require_auth, require_source) =
+        crate::keys::require_policy(&store, &cache, cfg.auth.require)
+            .await
+            .map_err(|e| ServerError::Config(format!("[auth] require: {e}")))?;
     let shared = Arc::new(Shared {
         store,
         store_backend: cfg.store.backend,
@@ -167,8 +171,9 @@ pub async fn run_until(
         reports: crate::report::ReportGate::new(&cfg.nodes),
         capacity_gate: Arc::default(),
         keys: Some(Arc::new(
-            crate::keyring::Keys::open(&cfg.pki.dir, cfg.auth.require)
-                .map_err(|e| ServerError::Config(e.to_string()))?,
+            crate::keyring::Keys::open(&cfg.pki.dir, require_auth)
+                .map_err(|e| ServerError::Config(e.to_string()))?
+                .with_require_source(require_source),
         )),
     });
     let grpc = bind(cfg.listen).await?;

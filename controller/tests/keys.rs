@@ -117,8 +117,8 @@ async fn keys_reach_only_their_two_nodes_and_rotate_storage_first() {
     assert_eq!(k1.fingerprint.len(), 16);
     let ctrl = ds.exports[0].ctrl_key.clone().expect("controller key");
     assert!(
-        !ds.exports[0].require_auth,
-        "[auth] require is off by default"
+        ds.exports[0].require_auth,
+        "[auth] require is on in a new cluster"
     );
     // Its Debug output (what a log line would show) has no secret.
     assert!(!format!("{ds:?}").contains(&k1.secret));
@@ -380,4 +380,87 @@ async fn key_records_survive_a_restart_and_go_with_their_objects() {
             .any(|r| r.ends_with("/ws2") || r.contains(&vols[1])),
         "records of deleted objects remain: {records:?}"
     );
+}
+
+async fn auth_policy(ctl: &Controller) -> (bool, String) {
+    let i = ctl
+        .admin()
+        .await
+        .get_server_info(GetServerInfoRequest::default())
+        .await
+        .expect("server info")
+        .into_inner();
+    (i.auth_required, i.auth_required_source)
+}
+
+/// `[auth] require` defaults to the cluster's own setting, recorded at its
+/// first start: on for a new cluster; off for a store that already had
+/// objects without a record (an upgrade locks nobody out); the config key
+/// overrides either way. Exports follow it.
+#[tokio::test]
+async fn authentication_is_required_by_default_in_new_clusters_only() {
+    let mut ctl = Controller::start();
+    assert_eq!(auth_policy(&ctl).await, (true, "cluster".into()));
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    report_capable(&ctl, "ws1").await;
+    admin
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume("data", "lab", "1GiB", "p1")),
+            ..Default::default()
+        })
+        .await
+        .expect("volume");
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let mut s1_stream = s1
+        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect("s1 watch")
+        .into_inner();
+    admin
+        .create_attachment(CreateAttachmentRequest {
+            attachment: Some(attachment("data-ws1", "data", "ws1")),
+        })
+        .await
+        .expect("attachment");
+    until(&mut s1_stream, "a required export", |d| {
+        d.exports.first().is_some_and(|e| e.require_auth)
+    })
+    .await;
+
+    // A store from before the setting: objects, no record.
+    ctl.kill9();
+    {
+        let store = ferrofab_controller::store::open(
+            &ferrofab_controller::store::StoreConfig::default(),
+            &ctl.dir.join("store.redb"),
+        )
+        .expect("open store");
+        let txn = ferrofab_controller::store::Txn::new().delete("authkeys/require");
+        store.txn(txn).await.expect("writer").expect("delete");
+    }
+    ctl.spawn();
+    assert_eq!(auth_policy(&ctl).await, (false, "cluster".into()));
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let mut s1_stream = s1
+        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
+        .await
+        .expect("s1 watch")
+        .into_inner();
+    until(&mut s1_stream, "an optional export", |d| {
+        d.exports.first().is_some_and(|e| !e.require_auth)
+    })
+    .await;
+    // Recorded now: a later start keeps it.
+    ctl.kill9();
+    ctl.spawn();
+    assert_eq!(auth_policy(&ctl).await, (false, "cluster".into()));
+
+    // The config key overrides.
+    ctl.kill9();
+    let cfg = ctl.config_path();
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&cfg, format!("{text}\n[auth]\nrequire = true\n")).expect("config");
+    ctl.spawn();
+    assert_eq!(auth_policy(&ctl).await, (true, "config".into()));
 }

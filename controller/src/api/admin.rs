@@ -427,10 +427,12 @@ impl AdminService for Admin {
         req: Request<GetServerInfoRequest>,
     ) -> Result<Response<ServerInfo>, Status> {
         serve(Action::GetServerInfo, req, |_id, _b| async move {
-            Ok(server_info(
-                self.s.cache.read().revision,
-                self.s.store_backend,
-            ))
+            let mut info = server_info(self.s.cache.read().revision, self.s.store_backend);
+            if let Some(k) = &self.s.keys {
+                info.auth_required = k.require();
+                info.auth_required_source = k.require_source().into();
+            }
+            Ok(info)
         })
         .await
     }
@@ -445,5 +447,6 @@ fn server_info(revision: u64, backend: crate::store::Backend) -> ServerInfo {
         build_date: ferrofab_buildinfo::BUILD_DATE.into(),
         store: backend.name().into(),
         revision,
+        ..Default::default()
     }
 }
