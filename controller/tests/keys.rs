@@ -63,28 +63,10 @@ async fn keys_reach_only_their_two_nodes_and_rotate_storage_first() {
     let mut admin = ctl.admin().await;
     basic_layout(&mut admin).await;
     let mut s1 = ctl.agent_as("node:s1").await;
-    let mut ws1 = ctl.agent_as("node:ws1").await;
     // The workstation says it can authenticate (built-in initiator).
-    ws1.report_status(ReportStatusRequest {
-        node: "ws1".into(),
-        node_status: Some(NodeStatus {
-            dhchap_capable: true,
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .expect("ws1 report");
-    let mut s1_stream = s1
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("s1 watch")
-        .into_inner();
-    let mut ws_stream = ws1
-        .watch_desired_state(WatchDesiredStateRequest { node: "ws1".into() })
-        .await
-        .expect("ws watch")
-        .into_inner();
+    report_capable(&ctl, "ws1").await;
+    let mut s1_stream = watch(&ctl, "s1").await;
+    let mut ws_stream = watch(&ctl, "ws1").await;
     let mut admin_view = ctl
         .agent_as("admin")
         .await
@@ -93,15 +75,7 @@ async fn keys_reach_only_their_two_nodes_and_rotate_storage_first() {
         .expect("admin watch")
         .into_inner();
 
-    let v = admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("data", "lab", "1GiB", "p1")),
-            ..Default::default()
-        })
-        .await
-        .expect("volume")
-        .into_inner();
-    let nqn = v.status.expect("status").subsystem_nqn;
+    let nqn = create_volume_nqn(&mut admin, "data").await;
     admin
         .create_attachment(CreateAttachmentRequest {
             attachment: Some(attachment("data-ws1", "data", "ws1")),
@@ -218,6 +192,31 @@ async fn keys_reach_only_their_two_nodes_and_rotate_storage_first() {
     }
 }
 
+/// `node`'s desired-state stream, watched as that node.
+async fn watch(ctl: &Controller, node: &str) -> tonic::Streaming<DesiredState> {
+    ctl.agent_as(&format!("node:{node}"))
+        .await
+        .watch_desired_state(WatchDesiredStateRequest { node: node.into() })
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// Creates volume `name` of tenant lab in p1; its subsystem NQN.
+async fn create_volume_nqn(admin: &mut Admin, name: &str) -> String {
+    admin
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume(name, "lab", "1GiB", "p1")),
+            ..Default::default()
+        })
+        .await
+        .expect("volume")
+        .into_inner()
+        .status
+        .expect("status")
+        .subsystem_nqn
+}
+
 /// Reports that `node` can authenticate.
 async fn report_capable(ctl: &Controller, node: &str) {
     ctl.agent_as(&format!("node:{node}"))
@@ -259,22 +258,10 @@ async fn key_records_survive_a_restart_and_go_with_their_objects() {
     report_capable(&ctl, "ws1").await;
     report_capable(&ctl, "ws2").await;
     let mut s1 = ctl.agent_as("node:s1").await;
-    let mut s1_stream = s1
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("s1 watch")
-        .into_inner();
+    let mut s1_stream = watch(&ctl, "s1").await;
     let mut vols = Vec::new();
     for name in ["data", "scratch"] {
-        let v = admin
-            .create_volume(CreateVolumeRequest {
-                volume: Some(volume(name, "lab", "1GiB", "p1")),
-                ..Default::default()
-            })
-            .await
-            .expect("volume")
-            .into_inner();
-        vols.push(v.status.expect("status").subsystem_nqn);
+        vols.push(create_volume_nqn(&mut admin, name).await);
     }
     for (a, v) in [("data-ws1", "data"), ("scratch-ws1", "scratch")] {
         admin
@@ -313,12 +300,7 @@ async fn key_records_survive_a_restart_and_go_with_their_objects() {
         m.contains("ferrofab_controller_host_key_generation{node=\"ws2\"} 1"),
         "the key gauges start from the store after a restart:\n{m}"
     );
-    let mut ws1 = ctl.agent_as("node:ws1").await;
-    let mut ws_stream = ws1
-        .watch_desired_state(WatchDesiredStateRequest { node: "ws1".into() })
-        .await
-        .expect("ws watch")
-        .into_inner();
+    let mut ws_stream = watch(&ctl, "ws1").await;
     let first = tokio::time::timeout(Duration::from_secs(10), ws_stream.next())
         .await
         .expect("a snapshot")
@@ -404,19 +386,8 @@ async fn authentication_is_required_by_default_in_new_clusters_only() {
     let mut admin = ctl.admin().await;
     basic_layout(&mut admin).await;
     report_capable(&ctl, "ws1").await;
-    admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("data", "lab", "1GiB", "p1")),
-            ..Default::default()
-        })
-        .await
-        .expect("volume");
-    let mut s1 = ctl.agent_as("node:s1").await;
-    let mut s1_stream = s1
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("s1 watch")
-        .into_inner();
+    create_volume_nqn(&mut admin, "data").await;
+    let mut s1_stream = watch(&ctl, "s1").await;
     admin
         .create_attachment(CreateAttachmentRequest {
             attachment: Some(attachment("data-ws1", "data", "ws1")),
@@ -441,12 +412,7 @@ async fn authentication_is_required_by_default_in_new_clusters_only() {
     }
     ctl.spawn();
     assert_eq!(auth_policy(&ctl).await, (false, "cluster".into()));
-    let mut s1 = ctl.agent_as("node:s1").await;
-    let mut s1_stream = s1
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
-        .await
-        .expect("s1 watch")
-        .into_inner();
+    let mut s1_stream = watch(&ctl, "s1").await;
     until(&mut s1_stream, "an optional export", |d| {
         d.exports.first().is_some_and(|e| !e.require_auth)
     })

@@ -120,6 +120,14 @@ pub fn peek(path: &Path, prefix: &str) -> Result<Option<Vec<KeyValue>>, StoreErr
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Some(Vec::new())),
         Err(e) => return Err(io(e)),
     };
+    records_under(&table, prefix).map(Some)
+}
+
+/// The decoded records of `table` whose keys start with `prefix`.
+fn records_under(
+    table: &redb::ReadOnlyTable<&str, &[u8]>,
+    prefix: &str,
+) -> Result<Vec<KeyValue>, StoreError> {
     let mut out = Vec::new();
     for item in table.range(prefix..).map_err(io)? {
         let (k, v) = item.map_err(io)?;
@@ -131,7 +139,7 @@ pub fn peek(path: &Path, prefix: &str) -> Result<Option<Vec<KeyValue>>, StoreErr
             out.push(kv);
         }
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// Mode of the store file: it holds every object, bootstrap token hashes
@@ -340,18 +348,7 @@ impl Store for RedbStore {
         let meta = rtx.open_table(META).map_err(io)?;
         let rev = meta.get(KEY_REVISION).map_err(io)?.map_or(0, |v| v.value());
         let table = rtx.open_table(KV).map_err(io)?;
-        let mut out = Vec::new();
-        for item in table.range(prefix..).map_err(io)? {
-            let (k, v) = item.map_err(io)?;
-            let key = k.value();
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if let Some(kv) = decode_value(key, v.value()) {
-                out.push(kv);
-            }
-        }
-        Ok((out, rev))
+        Ok((records_under(&table, prefix)?, rev))
     }
 
     fn txn(&self, txn: Txn) -> TxnFuture {
