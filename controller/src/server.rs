@@ -170,6 +170,7 @@ pub async fn run_until(
             crate::keyring::Keys::open(&cfg.pki.dir, cfg.auth.require)
                 .map_err(|e| ServerError::Config(e.to_string()))?,
         )),
+        events: cfg.events.clone(),
     });
     let grpc = bind(cfg.listen).await?;
     let grpc_addr = grpc
@@ -195,6 +196,7 @@ pub async fn run_until(
     {
         tokio::spawn(crate::keys::run_rotation(shared.clone(), every));
     }
+    tokio::spawn(crate::loops::events::run(shared.clone()));
     tokio::spawn(heartbeat::run(
         shared.clone(),
         Duration::from_secs(cfg.nodes.check_interval_seconds),
