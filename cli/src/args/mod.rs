@@ -112,6 +112,24 @@ pub enum Command {
         /// Object name.
         name: String,
     },
+    /// The controller's history of notable transitions (created, placed,
+    /// exported, attached, grown, expired, refused, node not ready),
+    /// oldest first; of one kind or one object when given.
+    Events {
+        /// Only events of this kind.
+        #[arg(value_enum)]
+        kind: Option<KindArg>,
+        /// Only events of this object (needs KIND).
+        #[arg(requires = "kind")]
+        name: Option<String>,
+        /// Keep running and print each new or repeated event as it is
+        /// recorded (Ctrl-C stops).
+        #[arg(short, long)]
+        watch: bool,
+        /// Only the most recent N (0: every one kept).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        limit: u32,
+    },
     /// Show this client's version and the controller's.
     Version {
         /// Only this client's version (no controller needed).

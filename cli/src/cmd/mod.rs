@@ -2,6 +2,7 @@
 
 mod apply;
 mod describe;
+mod events;
 mod moving;
 mod pki;
 mod resources;
@@ -74,6 +75,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status => block_on(status::run(&ctx)),
         Command::Describe { kind, name } => block_on(describe::run(&ctx, kind, &name)),
+        Command::Events {
+            kind,
+            name,
+            watch,
+            limit,
+        } => block_on(events::run(&ctx, kind, name, watch, limit)),
         Command::Version { client } => block_on(version::run(&ctx, client)),
     }
 }

@@ -1,34 +1,39 @@
 //! The event deriver: turns changes of the objects into events
-//! ([`crate::ops::events`]) by comparing a few facts of every object
+//! ([`crate::ops::events`]) by comparing a few facts of an object
 //! (placement, export, size, attachment, readiness, warning conditions)
-//! before and after each batch of store changes.
+//! before and after each committed change of it.
 //!
-//! Deriving from the cache rather than from each write path means every
-//! way an object changes (the API, Apply, agents' reports, the loops)
-//! yields the same events without a call at each site. Changes are taken
-//! at most once per [`DERIVE_INTERVAL`], so a burst of writes costs one
-//! pass; a fact that flips and flips back within one interval leaves no
-//! event. Refusals are not changes of objects: the API records them
+//! It follows the store's watch, so it sees every change in revision
+//! order (nothing is sampled, a create followed at once by a grow gives
+//! both events) and every way an object changes (the API, Apply, agents'
+//! reports, the loops) yields the same events without a call at each
+//! write site. It costs nothing while nothing changes. Refusals are not
+//! changes of objects: the API records them
 //! ([`crate::ops::events::refused`]).
 //!
-//! On start the current objects are the baseline: a restart records
-//! nothing for objects that were already there.
+//! On start, and after falling behind the watch hub, the cache's objects
+//! are the baseline: a restart records nothing for objects that were
+//! already there, and changes missed while behind leave no event.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrofab_proto::v1::{AttachmentPhase, Condition, ConditionStatus, Kind, Severity};
+use ferrofab_proto::v1::{
+    Attachment, AttachmentPhase, Condition, ConditionStatus, Kind, Node, Pool, Severity, Tenant,
+    Volume,
+};
 use ferrofab_types::EventReason;
+use prost::Message as _;
 
 use crate::cache::Objects;
 use crate::ops::events::{record, Record};
 use crate::ops::Shared;
+use crate::store::{Event, EventKind};
 
-/// Least time between two passes. A named constant: one second keeps
-/// `ferrofab events --watch` prompt while a busy cluster pays one pass
-/// per second at most.
-pub const DERIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Pause before following the store again after the watch could not be
+/// opened. A named constant: only a stopping store fails here.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// What events are derived from, per object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,75 +67,113 @@ fn condition<'a>(conds: &'a [Condition], t: &str) -> Option<&'a Condition> {
     conds.iter().find(|c| c.r#type == t)
 }
 
-/// The facts of every object in the cache.
+fn node_facts(n: &Node) -> Facts {
+    let st = n.status.clone().unwrap_or_default();
+    let ready = condition(&st.conditions, "Ready");
+    Facts {
+        ready: ready.map(|c| c.status() == ConditionStatus::True),
+        ready_why: ready.map_or_else(String::new, why),
+        warnings: warnings(&st.conditions, &["Ready"]),
+        ..Default::default()
+    }
+}
+
+fn volume_facts(v: &Volume) -> Facts {
+    let st = v.status.clone().unwrap_or_default();
+    let expired = condition(&st.conditions, crate::expiry::EXPIRED)
+        .filter(|c| c.status() == ConditionStatus::True)
+        .map(|c| (c.reason.clone(), c.message.clone()));
+    Facts {
+        pool: st.pool.clone(),
+        node: st.node.clone(),
+        exported: st.export_ready,
+        nqn: st.subsystem_nqn.clone(),
+        size_bytes: st.size_bytes,
+        expired,
+        warnings: warnings(&st.conditions, &[crate::expiry::EXPIRED]),
+        ..Default::default()
+    }
+}
+
+fn attachment_facts(a: &Attachment) -> Facts {
+    let st = a.status.clone().unwrap_or_default();
+    Facts {
+        node: a.spec.as_ref().map_or_else(String::new, |s| s.node.clone()),
+        attached: st.phase() == AttachmentPhase::Attached,
+        device: st.device_path.clone(),
+        warnings: warnings(&st.conditions, &[]),
+        ..Default::default()
+    }
+}
+
+fn only_warnings(conds: &[Condition]) -> Facts {
+    Facts {
+        warnings: warnings(conds, &[]),
+        ..Default::default()
+    }
+}
+
+/// The facts of every object in the cache (the baseline).
 pub fn facts(o: &Objects) -> BTreeMap<Key, Facts> {
     let mut out = BTreeMap::new();
     for (name, n) in &o.nodes {
-        let st = n.status.clone().unwrap_or_default();
-        let ready = condition(&st.conditions, "Ready");
-        out.insert(
-            (Kind::Node, name.clone()),
-            Facts {
-                ready: ready.map(|c| c.status() == ConditionStatus::True),
-                ready_why: ready.map_or_else(String::new, why),
-                warnings: warnings(&st.conditions, &["Ready"]),
-                ..Default::default()
-            },
-        );
+        out.insert((Kind::Node, name.clone()), node_facts(n));
     }
     for (name, v) in &o.volumes {
-        let st = v.status.clone().unwrap_or_default();
-        let expired = condition(&st.conditions, crate::expiry::EXPIRED)
-            .filter(|c| c.status() == ConditionStatus::True)
-            .map(|c| (c.reason.clone(), c.message.clone()));
-        out.insert(
-            (Kind::Volume, name.clone()),
-            Facts {
-                pool: st.pool.clone(),
-                node: st.node.clone(),
-                exported: st.export_ready,
-                nqn: st.subsystem_nqn.clone(),
-                size_bytes: st.size_bytes,
-                expired,
-                warnings: warnings(&st.conditions, &[crate::expiry::EXPIRED]),
-                ..Default::default()
-            },
-        );
+        out.insert((Kind::Volume, name.clone()), volume_facts(v));
     }
     for (name, a) in &o.attachments {
-        let st = a.status.clone().unwrap_or_default();
-        out.insert(
-            (Kind::Attachment, name.clone()),
-            Facts {
-                node: a.spec.as_ref().map_or_else(String::new, |s| s.node.clone()),
-                attached: st.phase() == AttachmentPhase::Attached,
-                device: st.device_path.clone(),
-                warnings: warnings(&st.conditions, &[]),
-                ..Default::default()
-            },
-        );
+        out.insert((Kind::Attachment, name.clone()), attachment_facts(a));
     }
     for (name, p) in &o.pools {
         let st = p.status.clone().unwrap_or_default();
-        out.insert(
-            (Kind::Pool, name.clone()),
-            Facts {
-                warnings: warnings(&st.conditions, &[]),
-                ..Default::default()
-            },
-        );
+        out.insert((Kind::Pool, name.clone()), only_warnings(&st.conditions));
     }
     for (name, t) in &o.tenants {
         let st = t.status.clone().unwrap_or_default();
-        out.insert(
-            (Kind::Tenant, name.clone()),
-            Facts {
-                warnings: warnings(&st.conditions, &[]),
-                ..Default::default()
-            },
-        );
+        out.insert((Kind::Tenant, name.clone()), only_warnings(&st.conditions));
     }
     out
+}
+
+/// The object a store key names and its facts after the change (`None`
+/// when deleted); `None` for keys that are not objects (events, tokens).
+fn changed_facts(ev: &Event) -> Option<(Key, Option<Facts>)> {
+    let (prefix, name) = ev.kv.key.split_once('/')?;
+    let kind = match prefix {
+        "nodes" => Kind::Node,
+        "pools" => Kind::Pool,
+        "volumes" => Kind::Volume,
+        "attachments" => Kind::Attachment,
+        "tenants" => Kind::Tenant,
+        _ => return None,
+    };
+    let key = (kind, name.to_owned());
+    if ev.kind == EventKind::Delete {
+        return Some((key, None));
+    }
+    let bytes = ev.kv.value.as_slice();
+    let facts = match kind {
+        Kind::Node => node_facts(&Node::decode(bytes).ok()?),
+        Kind::Volume => volume_facts(&Volume::decode(bytes).ok()?),
+        Kind::Attachment => attachment_facts(&Attachment::decode(bytes).ok()?),
+        Kind::Pool => only_warnings(
+            &Pool::decode(bytes)
+                .ok()?
+                .status
+                .unwrap_or_default()
+                .conditions,
+        ),
+        Kind::Tenant => only_warnings(
+            &Tenant::decode(bytes)
+                .ok()?
+                .status
+                .unwrap_or_default()
+                .conditions,
+        ),
+        Kind::Unspecified => return None,
+    };
+    Some((key, Some(facts)))
 }
 
 fn why(c: &Condition) -> String {
@@ -141,32 +184,40 @@ fn why(c: &Condition) -> String {
     }
 }
 
+/// The events of one object's change from `old` to `new` (`None`:
+/// absent).
+pub fn diff_one(kind: Kind, name: &str, old: Option<&Facts>, new: Option<&Facts>) -> Vec<Record> {
+    let mut out = Vec::new();
+    match (old, new) {
+        (None, Some(new)) => {
+            let reason = EventReason::Created.as_str();
+            out.push(Record::info(kind, name, reason, created(kind, new)));
+            changes(kind, name, &Facts::default(), new, &mut out);
+        }
+        (Some(old), Some(new)) if old != new => changes(kind, name, old, new, &mut out),
+        (Some(_), None) => {
+            let reason = EventReason::Deleted.as_str();
+            out.push(Record::info(kind, name, reason, "deleted"));
+        }
+        _ => {}
+    }
+    out
+}
+
 /// The events between two sets of facts, in a stable order.
 pub fn diff(before: &BTreeMap<Key, Facts>, after: &BTreeMap<Key, Facts>) -> Vec<Record> {
     let mut out = Vec::new();
     for ((kind, name), new) in after {
-        match before.get(&(*kind, name.clone())) {
-            None => {
-                out.push(Record::info(
-                    *kind,
-                    name,
-                    EventReason::Created.as_str(),
-                    created(*kind, new),
-                ));
-                changes(*kind, name, &Facts::default(), new, &mut out);
-            }
-            Some(old) if old != new => changes(*kind, name, old, new, &mut out),
-            Some(_) => {}
-        }
+        out.extend(diff_one(
+            *kind,
+            name,
+            before.get(&(*kind, name.clone())),
+            Some(new),
+        ));
     }
-    for (kind, name) in before.keys() {
+    for ((kind, name), old) in before {
         if !after.contains_key(&(*kind, name.clone())) {
-            out.push(Record::info(
-                *kind,
-                name,
-                EventReason::Deleted.as_str(),
-                "deleted",
-            ));
+            out.extend(diff_one(*kind, name, Some(old), None));
         }
     }
     out
@@ -248,23 +299,52 @@ fn changes(kind: Kind, name: &str, old: &Facts, new: &Facts, out: &mut Vec<Recor
     }
 }
 
+/// Applies one store change: records its events, updates the facts.
+async fn step(s: &Shared, known: &mut BTreeMap<Key, Facts>, ev: &Event) {
+    let Some((key, new)) = changed_facts(ev) else {
+        return;
+    };
+    let old = known.get(&key);
+    for r in diff_one(key.0, &key.1, old, new.as_ref()) {
+        record(s, r).await;
+    }
+    match new {
+        Some(f) => known.insert(key, f),
+        None => known.remove(&key),
+    };
+}
+
 /// Runs until the controller stops.
 pub async fn run(s: Arc<Shared>) {
-    let mut changed = s.cache.subscribe();
     let mut stopping = s.stopping.clone();
-    let mut before = facts(&s.cache.read());
     loop {
-        tokio::select! {
-            r = changed.changed() => if r.is_err() { return },
-            _ = stopping.changed() => return,
+        let (mut known, from) = {
+            let o = s.cache.read();
+            (facts(&o), o.revision)
+        };
+        let mut stream = match s.store.watch("", from) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "events: cannot follow the store; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        for ev in std::mem::take(&mut stream.backlog) {
+            step(&s, &mut known, &ev).await;
         }
-        tokio::time::sleep(DERIVE_INTERVAL).await;
-        changed.borrow_and_update();
-        let after = facts(&s.cache.read());
-        for r in diff(&before, &after) {
-            record(&s, r).await;
+        loop {
+            let ev = tokio::select! {
+                ev = stream.live.recv() => ev,
+                _ = stopping.changed() => return,
+            };
+            let Some(ev) = ev else { break };
+            step(&s, &mut known, &ev).await;
         }
-        before = after;
+        if !stream.lagged.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!("events: fell behind the store's watch; starting again from the cache");
     }
 }
 
