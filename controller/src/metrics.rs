@@ -205,6 +205,13 @@ impl Metrics {
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
+        // The process series go before OpenMetrics' closing `# EOF`.
+        let mut process = String::new();
+        ferrofab_buildinfo::process::render_self(true, &mut process);
+        match out.rfind("# EOF") {
+            Some(at) => out.insert_str(at, &process),
+            None => out.push_str(&process),
+        }
         out
     }
 }
