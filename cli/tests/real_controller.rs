@@ -182,6 +182,34 @@ fn cli_against_real_controller() {
         ])),
         "volume/v1\n"
     );
+    // Dynamic completion: names from the controller where a name goes,
+    // exit 1 (static completion) elsewhere; and through the bash script.
+    assert_eq!(ok(&run(&["__complete", "--", "volume", "get"])), "v1\n");
+    assert_eq!(
+        ok(&run(&["__complete", "--", "describe", "pool"])),
+        "fast\n"
+    );
+    assert_eq!(
+        run(&["__complete", "--", "volume", "create"]).status.code(),
+        Some(1)
+    );
+    let script = ok(&run(&["completions", "bash"]));
+    let bin_dir = ferrofab_testkit::process::sibling_bin("ferrofab");
+    let bin_dir = bin_dir.parent().unwrap();
+    let script_file = dir.path().join("ferrofab.bash");
+    std::fs::write(&script_file, script).unwrap();
+    let probe = format!(
+        "source {}\nCOMP_WORDS=(ferrofab describe volume ''); COMP_CWORD=3; _ferrofab_dynamic; echo \"${{COMPREPLY[@]}}\"\n",
+        script_file.display()
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&probe)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .env("FERROFAB_CONFIG", &cfg)
+        .output()
+        .expect("bash");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v1\n", "{out:?}");
     let e = fails_with(&run(&["describe", "pool", "nope"]), 3);
     assert!(e.contains("nope"), "{e}");
     let names = ok(&run(&["node", "list", "-o", "name"]));

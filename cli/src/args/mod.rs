@@ -136,7 +136,17 @@ pub enum Command {
         #[arg(long)]
         client: bool,
     },
-    /// Print a shell completion script.
+    /// Object names for the shell completion scripts (internal): the
+    /// names that complete the word after WORDS, exit 1 when that word is
+    /// not a name.
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// The words typed so far, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// Print a shell completion script (bash, zsh and fish also complete
+    /// object names from the controller).
     Completions {
         /// Shell to generate for.
         #[arg(value_enum)]

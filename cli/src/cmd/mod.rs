@@ -1,6 +1,7 @@
 //! Command implementations and the dispatcher.
 
 mod apply;
+mod complete;
 mod describe;
 mod events;
 mod moving;
@@ -56,7 +57,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "ferrofab", &mut std::io::stdout());
+            crate::output::print(complete::dynamic_script(shell))?;
             Ok(())
+        }
+        Command::Complete { words } => {
+            let named = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(complete::run(&words, &ctx));
+            if named {
+                Ok(())
+            } else {
+                // Not a name: the script falls back to static completion.
+                std::process::exit(1)
+            }
         }
         Command::Node(c) => block_on(resources::node(&ctx, c)),
         Command::Pool(c) => block_on(resources::pool(&ctx, c)),
