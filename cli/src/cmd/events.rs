@@ -68,9 +68,13 @@ fn last_seen(e: &ObjectEvent, now: i64) -> String {
         // Never "in 0s": a clock a little behind the controller's is
         // still "now".
         |t| {
-            relative((t.seconds - now).min(0))
-                .trim_end_matches(" ago")
-                .to_owned()
+            if t.seconds >= now {
+                "0s".to_owned()
+            } else {
+                relative(t.seconds - now)
+                    .trim_end_matches(" ago")
+                    .to_owned()
+            }
         },
     )
 }
