@@ -54,14 +54,7 @@ fn converge_attach_detach_reattach_and_grow() {
                 && !l.contains("pool=\"\"")),
         "{m}"
     );
-    for series in [
-        "process_cpu_seconds_total ",
-        "process_resident_memory_bytes ",
-        "process_open_fds ",
-        "process_start_time_seconds ",
-    ] {
-        assert!(m.contains(series), "{series} in {m}");
-    }
+    ferrofab_testkit::wait::assert_process_series(&m);
     assert_eq!(list["attachments"][0]["state"], "live", "{list}");
     wait_for(
         "ws1 reports the connection",

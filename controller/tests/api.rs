@@ -496,14 +496,7 @@ async fn metrics_and_healthz_are_served_over_plain_http() {
         "{m}"
     );
     assert!(!m.contains("expiry_timestamp_seconds{volume=\"v1\""), "{m}");
-    for series in [
-        "process_cpu_seconds_total ",
-        "process_resident_memory_bytes ",
-        "process_open_fds ",
-        "process_start_time_seconds ",
-    ] {
-        assert!(m.contains(series), "{series} in {m}");
-    }
+    assert_process_series(&m);
     assert!(m.trim_end().ends_with("# EOF"), "{m}");
     assert!(
         m.contains(&format!(
