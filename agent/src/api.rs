@@ -140,7 +140,7 @@ impl AgentApi {
             let live = self.live_attachments().await;
             if let Some(a) = live
                 .iter()
-                .find(|a| a.attachment == name && a.state == "live")
+                .find(|a| a.attachment == name && a.state == crate::status::STATE_LIVE)
             {
                 if std::fs::metadata(&a.path).is_ok() {
                     return to_json(&json!({

@@ -123,16 +123,20 @@ impl Metrics {
 
 /// Per-volume data-path series of a storage node, from the target.
 pub fn render_target(st: &ferrofab_nvmeof_target::TargetStatus, out: &mut String) {
-    render_target_named(st, &std::collections::HashMap::new(), out);
+    render_target_named(st, &ExportNames::new(), out);
 }
 
-/// `nqn="..."`, plus `volume="NAME"` when the export's volume is known
-/// (from the last status report), so dashboards can show volume names.
-fn export_labels(nqn: &str, volumes: &std::collections::HashMap<String, String>) -> String {
-    match volumes.get(nqn) {
-        Some(v) => format!("nqn=\"{nqn}\",volume=\"{v}\""),
-        None => format!("nqn=\"{nqn}\""),
-    }
+/// Volume and pool name of each export, by subsystem NQN.
+pub type ExportNames = std::collections::HashMap<String, (String, String)>;
+
+/// `nqn="...",volume="NAME",pool="POOL"` (volume and pool from the desired
+/// state, empty for an export the agent no longer knows), so dashboards
+/// can show and group by names. Every series has all three labels.
+fn export_labels(nqn: &str, volumes: &ExportNames) -> String {
+    let (v, p) = volumes
+        .get(nqn)
+        .map_or(("", ""), |(v, p)| (v.as_str(), p.as_str()));
+    format!("nqn=\"{nqn}\",volume=\"{v}\",pool=\"{p}\"")
 }
 
 /// `ferrofab_build_info{component,version,commit,build_date} 1`: the same
@@ -147,11 +151,10 @@ pub fn render_build_info(component: &str, out: &mut String) {
     );
 }
 
-/// [`render_target`] with volume names: `volumes` maps subsystem NQN to
-/// volume name.
+/// [`render_target`] with volume and pool names by subsystem NQN.
 pub fn render_target_named(
     st: &ferrofab_nvmeof_target::TargetStatus,
-    volumes: &std::collections::HashMap<String, String>,
+    volumes: &ExportNames,
     out: &mut String,
 ) {
     let series: [(&str, &str, &str); 6] = [
@@ -238,11 +241,27 @@ pub fn render_target_connections(c: &ferrofab_nvmeof_target::ConnectionStats, ou
     }
 }
 
-/// Connection state series of a workstation: 1 for the current state.
-pub fn render_connections(conns: &[(String, String, String)], out: &mut String) {
-    let _ = writeln!(out, "# HELP ferrofab_agent_connection_state Initiator controller state per attachment (1 = current).\n# TYPE ferrofab_agent_connection_state gauge");
-    for (volume, attachment, state) in conns {
-        let _ = writeln!(out, "ferrofab_agent_connection_state{{volume=\"{volume}\",attachment=\"{attachment}\",state=\"{state}\"}} 1");
+/// One attachment's state series.
+pub struct ConnectionSeries {
+    pub volume: String,
+    pub pool: String,
+    pub attachment: String,
+    /// One of [`crate::status::STATES`].
+    pub state: &'static str,
+    /// Why it is not live (empty when it is).
+    pub reason: String,
+}
+
+/// Connection state series of a workstation: 1 for the current state, in
+/// the words `ferrofab-agent status` and `attachments` use.
+pub fn render_connections(conns: &[ConnectionSeries], out: &mut String) {
+    let _ = writeln!(out, "# HELP ferrofab_agent_connection_state State of each attachment on this workstation (1 = current; pending or live, reason when not live).\n# TYPE ferrofab_agent_connection_state gauge");
+    for c in conns {
+        let _ = writeln!(
+            out,
+            "ferrofab_agent_connection_state{{volume=\"{}\",pool=\"{}\",attachment=\"{}\",state=\"{}\",reason=\"{}\"}} 1",
+            c.volume, c.pool, c.attachment, c.state, c.reason
+        );
     }
 }
 
@@ -346,13 +365,34 @@ mod tests {
             commands_refused_write_protected: 0,
             connections: None,
         };
-        let names: std::collections::HashMap<String, String> =
-            [("nqn.x:volume:1".to_owned(), "scratch".to_owned())].into();
+        let names: ExportNames = [(
+            "nqn.x:volume:1".to_owned(),
+            ("scratch".to_owned(), "fast".to_owned()),
+        )]
+        .into();
         assert_eq!(
             export_labels("nqn.x:volume:1", &names),
-            "nqn=\"nqn.x:volume:1\",volume=\"scratch\""
+            "nqn=\"nqn.x:volume:1\",volume=\"scratch\",pool=\"fast\""
         );
-        assert_eq!(export_labels("nqn.other", &names), "nqn=\"nqn.other\"");
+        assert_eq!(
+            export_labels("nqn.other", &names),
+            "nqn=\"nqn.other\",volume=\"\",pool=\"\""
+        );
+        let mut c = String::new();
+        render_connections(
+            &[ConnectionSeries {
+                volume: "scratch".into(),
+                pool: "fast".into(),
+                attachment: "a1".into(),
+                state: crate::status::STATE_PENDING,
+                reason: "HostNotConnected".into(),
+            }],
+            &mut c,
+        );
+        assert!(
+            c.contains("ferrofab_agent_connection_state{volume=\"scratch\",pool=\"fast\",attachment=\"a1\",state=\"pending\",reason=\"HostNotConnected\"} 1"),
+            "{c}"
+        );
         let mut s = String::new();
         render_target_named(&st, &names, &mut s);
         render_build_info("agent", &mut s);

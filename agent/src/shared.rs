@@ -275,6 +275,7 @@ impl Shared {
     pub(crate) fn render_metrics(&self) -> String {
         let mut out = String::new();
         metrics::render_build_info("agent", &mut out);
+        ferrofab_buildinfo::process::render_self(false, &mut out);
         self.metrics.render_core(&mut out);
         metrics::render_gauge(
             "ferrofab_agent_controller_connected",
@@ -284,22 +285,34 @@ impl Shared {
         );
         let report = self.last_report();
         if let Some(t) = &self.target {
-            let names = report
+            // Volume and pool names by NQN, from the desired exports (the
+            // report knows no pools).
+            let names = self
+                .desired()
                 .exports
                 .iter()
-                .map(|e| (e.subsystem_nqn.clone(), e.volume.clone()))
+                .map(|e| (e.subsystem_nqn.clone(), (e.volume.clone(), e.pool.clone())))
                 .collect();
             metrics::render_target_named(&t.status(), &names, &mut out);
         }
-        let conns: Vec<(String, String, String)> = report
+        let pools: std::collections::HashMap<String, String> = self
+            .desired()
+            .connections
+            .iter()
+            .map(|c| (c.attachment.clone(), c.pool.clone()))
+            .collect();
+        let conns: Vec<metrics::ConnectionSeries> = report
             .connections
             .iter()
             .map(|c| {
-                let state = c
-                    .conditions
-                    .first()
-                    .map_or("Unknown", |c| c.reason.as_str());
-                (c.volume.clone(), c.attachment.clone(), state.to_string())
+                let (state, reason) = status::reported_state(c);
+                metrics::ConnectionSeries {
+                    volume: c.volume.clone(),
+                    pool: pools.get(&c.attachment).cloned().unwrap_or_default(),
+                    attachment: c.attachment.clone(),
+                    state,
+                    reason,
+                }
             })
             .collect();
         metrics::render_connections(&conns, &mut out);
@@ -327,7 +340,7 @@ fn attachments_from_report(r: &ReportStatusRequest, cfg: &AgentConfig) -> Vec<Lo
         .connections
         .iter()
         .map(|c| {
-            let cond = c.conditions.first();
+            let (state, reason) = status::reported_state(c);
             LocalAttachment {
                 attachment: c.attachment.clone(),
                 volume: c.volume.clone(),
@@ -339,11 +352,8 @@ fn attachments_from_report(r: &ReportStatusRequest, cfg: &AgentConfig) -> Vec<Lo
                 },
                 read_only: false,
                 access_mode: String::new(),
-                state: if c.connected {
-                    "connected".into()
-                } else {
-                    cond.map_or("pending".into(), |c| c.reason.clone())
-                },
+                state: state.into(),
+                reason,
                 size_bytes: 0,
                 ..Default::default()
             }

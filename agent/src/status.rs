@@ -13,6 +13,37 @@ use serde::Serialize;
 use crate::config::AgentConfig;
 use crate::problem::condition;
 
+/// The words for an attachment's state on a workstation, the same in
+/// `ferrofab-agent status`, `ferrofab-agent attachments` and the
+/// `ferrofab_agent_connection_state` metric: `pending` until a connection
+/// exists, then the initiator's link state. Why an attachment is not
+/// `live` is a separate `reason` (a condition reason), never a state.
+pub const STATES: [&str; 5] = [
+    STATE_PENDING,
+    STATE_LIVE,
+    "reconnecting",
+    "failed",
+    "closed",
+];
+/// Connected, I/O flows.
+pub const STATE_LIVE: &str = "live";
+/// Not connected yet (or no longer): see the reason.
+pub const STATE_PENDING: &str = "pending";
+
+/// The state and reason of a reported connection: `live` when
+/// connected, else `pending` with the condition's reason.
+pub fn reported_state(c: &ferrofab_proto::v1::ConnectionStatus) -> (&'static str, String) {
+    if c.connected {
+        (STATE_LIVE, String::new())
+    } else {
+        let reason = c
+            .conditions
+            .first()
+            .map_or_else(String::new, |c| c.reason.clone());
+        (STATE_PENDING, reason)
+    }
+}
+
 /// What the local API shows about one attachment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LocalAttachment {
@@ -24,7 +55,11 @@ pub struct LocalAttachment {
     /// `read-write`, `read-only` or `read-write-many` (filled in by the
     /// local API from the desired state; empty when unknown).
     pub access_mode: String,
+    /// One of [`STATES`].
     pub state: String,
+    /// Why the state is not `live` (a condition reason), when known.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
     pub size_bytes: u64,
     /// The burst volume's expiry, RFC 3339 (absent: it never expires).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -39,6 +39,38 @@ fn converge_attach_detach_reattach_and_grow() {
     let m = s1.metrics();
     assert!(m.contains("ferrofab_agent_volume_writes_total{nqn="), "{m}");
     assert!(m.contains("ferrofab_agent_reconcile_total"), "{m}");
+    // Issue 18: volume and pool on per-export series, process series, the
+    // text format's content type; one word for an attachment's state in
+    // attachments, status and the metric.
+    assert!(
+        m.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{m}"
+    );
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("ferrofab_agent_volume_writes_total{")
+                && l.contains("volume=\"scratch\",pool=\"")
+                && !l.contains("pool=\"\"")),
+        "{m}"
+    );
+    ferrofab_testkit::wait::assert_process_series(&m);
+    assert_eq!(list["attachments"][0]["state"], "live", "{list}");
+    wait_for(
+        "ws1 reports the connection",
+        Duration::from_secs(30),
+        || {
+            let st = ws1.status();
+            (st["attachments"][0]["state"] == "live").then_some(())
+        },
+    );
+    let wm = ws1.metrics();
+    assert!(
+        wm.lines().any(|l| l
+            .starts_with("ferrofab_agent_connection_state{volume=\"scratch\",pool=\"")
+            && l.contains("state=\"live\",reason=\"\"} 1")),
+        "{wm}"
+    );
 
     let d = ws1.cli_json(&["detach", "scratch", "--json"]);
     assert_eq!(d["volume"], "scratch");

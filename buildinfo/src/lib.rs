@@ -3,6 +3,8 @@
 //! the binary was built from and the build date (see `build.rs`).
 #![forbid(unsafe_code)]
 
+pub mod process;
+
 /// The workspace version, e.g. `0.1.0`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -200,6 +200,8 @@ fn dev_runs_stops_and_resumes() {
     let text = summary.join("\n");
     assert!(text.contains(&exposed.display().to_string()), "{text}");
     assert!(text.contains("client.toml"), "{text}");
+    // The agents' metrics are served (the dashboard's data-path panels).
+    assert!(text.contains("agent metrics  http://127.0.0.1:"), "{text}");
     let len = std::fs::metadata(&exposed).expect("exposed file").len();
     assert_eq!(len, 1 << 30, "demo-1 is 1 GiB");
 
@@ -232,6 +234,9 @@ fn dev_runs_stops_and_resumes() {
     let mut dev = Dev::start(&dir, 2);
     dev.wait_ready();
     assert_eq!(volume_list(&dir), want);
+    // A normal resume logs no warning.
+    let log = dev.stderr();
+    assert!(!log.contains("WARN"), "warnings on resume:\n{log}");
     let again = tmp.path().join("again.bin");
     assert!(
         read_back(&exposed, &again) == data,

@@ -142,6 +142,74 @@ fn cli_against_real_controller() {
     ] {
         assert!(d.contains(want), "missing {want:?} in\n{d}");
     }
+    // Events: v1's history (recorded within a second of each change),
+    // the quota refusal, and both in describe and status.
+    let mut events = String::new();
+    for _ in 0..50 {
+        events = ok(&run(&["events", "volume", "v1"]));
+        if events.contains("Grown") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let events = shown(&["events", "volume", "v1"], &events);
+    for want in [
+        "LAST SEEN  TYPE    OBJECT     REASON   COUNT  MESSAGE\n",
+        "Normal  volume/v1  Created  1      created\n",
+        "volume/v1  Placed   1      placed on pool/fast on node/stor-1\n",
+        "volume/v1  Grown    1      grown from 4GiB to 6GiB\n",
+    ] {
+        assert!(events.contains(want), "missing {want:?} in\n{events}");
+    }
+    let refused = ok(&run(&["events", "volume", "big", "-o", "json"]));
+    let refused: serde_json::Value = serde_json::from_str(&refused).unwrap();
+    assert_eq!(refused[0]["reason"], "Refused", "{refused}");
+    assert_eq!(refused[0]["type"], "Warning", "{refused}");
+    let d = ok(&run(&["describe", "volume", "v1"]));
+    assert!(
+        d.contains("Events:\n  LAST SEEN  TYPE    REASON   COUNT  MESSAGE\n"),
+        "{d}"
+    );
+    let status = ok(&run(&["status"]));
+    assert!(
+        status.contains("recent warning events:\n")
+            && status.contains("Warning  volume/big  Refused"),
+        "{status}"
+    );
+    assert_eq!(
+        ok(&run(&[
+            "events", "volume", "v1", "-o", "name", "--limit", "1"
+        ])),
+        "volume/v1\n"
+    );
+    // Dynamic completion: names from the controller where a name goes,
+    // exit 1 (static completion) elsewhere; and through the bash script.
+    assert_eq!(ok(&run(&["__complete", "--", "volume", "get"])), "v1\n");
+    assert_eq!(
+        ok(&run(&["__complete", "--", "describe", "pool"])),
+        "fast\n"
+    );
+    assert_eq!(
+        run(&["__complete", "--", "volume", "create"]).status.code(),
+        Some(1)
+    );
+    let script = ok(&run(&["completions", "bash"]));
+    let bin_dir = ferrofab_testkit::process::sibling_bin("ferrofab");
+    let bin_dir = bin_dir.parent().unwrap();
+    let script_file = dir.path().join("ferrofab.bash");
+    std::fs::write(&script_file, script).unwrap();
+    let probe = format!(
+        "source {}\nCOMP_WORDS=(ferrofab describe volume ''); COMP_CWORD=3; _ferrofab_dynamic; echo \"${{COMPREPLY[@]}}\"\n",
+        script_file.display()
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&probe)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .env("FERROFAB_CONFIG", &cfg)
+        .output()
+        .expect("bash");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v1\n", "{out:?}");
     let e = fails_with(&run(&["describe", "pool", "nope"]), 3);
     assert!(e.contains("nope"), "{e}");
     let names = ok(&run(&["node", "list", "-o", "name"]));

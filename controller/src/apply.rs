@@ -174,6 +174,8 @@ fn fork(admin: &Shared) -> Result<(Shared, std::sync::Arc<Fork>), ApiError> {
         // held exclusively by this apply.
         capacity_gate: std::sync::Arc::default(),
         keys: None,
+        // Events recorded in the fork are discarded with it.
+        events: s.events.clone(),
     };
     Ok((shared, fork))
 }

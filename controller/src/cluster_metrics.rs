@@ -1,6 +1,6 @@
 //! Gauges computed from the object cache at scrape time: pool capacity,
-//! allocation and free space per pool, node readiness per node, and the
-//! build of this binary.
+//! allocation and free space per pool, node readiness per node, each
+//! volume's size and burst expiry, and the build of this binary.
 //!
 //! They are set on each scrape from the cache the API already keeps, so
 //! they cost nothing between scrapes (no timer, no watcher) and can never
@@ -22,6 +22,8 @@ pub struct ClusterGauges {
     pool_allocated: Family<Labels, Gauge>,
     pool_free: Family<Labels, Gauge>,
     node_ready: Family<Labels, Gauge>,
+    volume_expiry: Family<Labels, Gauge>,
+    volume_size: Family<Labels, Gauge>,
     /// Held from refresh through encoding: a second scrape clearing the
     /// families in between would make the first one miss series.
     scrape: std::sync::Mutex<()>,
@@ -51,6 +53,16 @@ impl ClusterGauges {
             "1 when the node's Ready condition is True, else 0, by node",
             g.node_ready.clone(),
         );
+        r.register(
+            "volume_expiry_timestamp_seconds",
+            "When the burst volume expires (Unix seconds; spec.expires_at), by volume, pool and tenant; absent without an expiry",
+            g.volume_expiry.clone(),
+        );
+        r.register(
+            "volume_size_bytes",
+            "Allocated size of each placed volume, by volume, pool and tenant",
+            g.volume_size.clone(),
+        );
         g
     }
 
@@ -68,6 +80,8 @@ impl ClusterGauges {
             &self.pool_allocated,
             &self.pool_free,
             &self.node_ready,
+            &self.volume_expiry,
+            &self.volume_size,
         ] {
             f.clear();
         }
@@ -83,6 +97,24 @@ impl ClusterGauges {
             self.node_ready
                 .get_or_create(&vec![("node".into(), name.clone())])
                 .set(i64::from(is_ready(n)));
+        }
+        for (name, v) in &o.volumes {
+            let spec = v.spec.as_ref();
+            let st = v.status.as_ref();
+            let labels = vec![
+                ("volume".into(), name.clone()),
+                ("pool".into(), st.map_or("", |s| s.pool.as_str()).into()),
+                (
+                    "tenant".into(),
+                    spec.map_or("", |s| s.tenant.as_str()).into(),
+                ),
+            ];
+            if let Some(t) = spec.and_then(|s| s.expires_at.as_ref()) {
+                self.volume_expiry.get_or_create(&labels).set(t.seconds);
+            }
+            if let Some(s) = st.filter(|s| !s.pool.is_empty()) {
+                set(&self.volume_size, &labels, s.size_bytes);
+            }
         }
     }
 }

@@ -287,6 +287,9 @@ pub struct Config {
     /// Data-path authentication (`[auth]`).
     #[serde(default)]
     pub auth: AuthConfig,
+    /// The event history (`[events]`, see `ops::events`).
+    #[serde(default)]
+    pub events: crate::ops::events::EventsConfig,
 }
 
 /// `[auth]`: DH-HMAC-CHAP between hosts and exports (docs/security.md).
@@ -373,6 +376,7 @@ impl Config {
         self.validate_limits()?;
         self.pki.node_validity()?;
         self.store.validate().map_err(ConfigError::Invalid)?;
+        self.events.check().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -52,6 +52,11 @@ pub struct Metrics {
     /// ReportStatus calls that left the Node object as stored (heartbeat
     /// kept in memory only).
     pub reports_unpersisted: Counter,
+    /// Event entries written (new or repeated).
+    pub events_recorded: Counter,
+    /// Event entries dropped past `events.max_events`, or lost to a store
+    /// error.
+    pub events_dropped: Counter,
     /// Pool and node gauges set from the cache at scrape time.
     cluster: crate::cluster_metrics::ClusterGauges,
     /// Data-path host keys (docs/security.md): rotations by trigger, and
@@ -200,6 +205,8 @@ impl Metrics {
             report_conditions_dropped: counters.report_conditions_dropped,
             report_fields_truncated: counters.report_fields_truncated,
             reports_unpersisted: counters.reports_unpersisted,
+            events_recorded: counters.events_recorded,
+            events_dropped: counters.events_dropped,
         }
     }
 
@@ -257,6 +264,13 @@ impl Metrics {
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
+        // The process series go before OpenMetrics' closing `# EOF`.
+        let mut process = String::new();
+        ferrofab_buildinfo::process::render_self(true, &mut process);
+        match out.rfind("# EOF") {
+            Some(at) => out.insert_str(at, &process),
+            None => out.push_str(&process),
+        }
         out
     }
 }
@@ -273,6 +287,8 @@ struct Counters {
     report_conditions_dropped: Counter,
     report_fields_truncated: Counter,
     reports_unpersisted: Counter,
+    events_recorded: Counter,
+    events_dropped: Counter,
 }
 
 impl Counters {
@@ -288,6 +304,8 @@ impl Counters {
             report_conditions_dropped: Counter::default(),
             report_fields_truncated: Counter::default(),
             reports_unpersisted: Counter::default(),
+            events_recorded: Counter::default(),
+            events_dropped: Counter::default(),
         };
         r.register(
             "watch_refused",
@@ -338,6 +356,16 @@ impl Counters {
             "report_status_unpersisted",
             "ReportStatus calls that changed nothing durable (heartbeat kept in memory)",
             c.reports_unpersisted.clone(),
+        );
+        r.register(
+            "events_recorded",
+            "Event entries written, new or repeated (ferrofab events)",
+            c.events_recorded.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Event entries dropped past events.max_events or lost to a store error",
+            c.events_dropped.clone(),
         );
         c
     }

@@ -88,6 +88,7 @@ fn export(o: &Objects, v: &VolumeFacts<'_>, pool: PoolFacts) -> Export {
         // data-path work (a new expiry) still changes the snapshot, and the
         // echo is what lets the controller observe it.
         generation: v.generation,
+        pool: v.pool.to_string(),
         // Secrets are added per stream by the `keys` module, never here:
         // the planner's output is also what admins may read.
         ..Default::default()
@@ -160,6 +161,7 @@ fn connection(o: &Objects, a: &AttachmentFacts<'_>, defaults: &Defaults) -> Opti
         access_mode: a.mode as i32,
         uuid: v.uuid.to_string(),
         expires_at: v.expires_at,
+        pool: v.pool.to_string(),
         // Added by the `keys` module for the node's own stream.
         ..Default::default()
     })

@@ -175,6 +175,7 @@ pub async fn run_until(
                 .map_err(|e| ServerError::Config(e.to_string()))?
                 .with_require_source(require_source),
         )),
+        events: cfg.events.clone(),
     });
     let grpc = bind(cfg.listen).await?;
     let grpc_addr = grpc
@@ -204,6 +205,7 @@ pub async fn run_until(
         }
     }
     tokio::spawn(crate::keys::run_housekeeping(shared.clone(), rotate_every));
+    tokio::spawn(crate::loops::events::run(shared.clone()));
     tokio::spawn(heartbeat::run(
         shared.clone(),
         Duration::from_secs(cfg.nodes.check_interval_seconds),

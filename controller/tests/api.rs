@@ -478,6 +478,26 @@ async fn metrics_and_healthz_are_served_over_plain_http() {
         m.contains("ferrofab_controller_node_ready{node=\"s1\"} 0"),
         "{m}"
     );
+    // Per-volume size and burst expiry, by volume, pool and tenant; the
+    // process series before OpenMetrics' closing line.
+    assert!(
+        m.contains("ferrofab_controller_volume_size_bytes{volume=\"v1\",pool=\"p1\",tenant=\"lab\"} 1073741824\n"),
+        "{m}"
+    );
+    let mut burst = volume("burst", "lab", "1GiB", "p1");
+    burst.spec.as_mut().expect("spec").expires_at = Some(prost_types::Timestamp {
+        seconds: 4_000_000_000,
+        nanos: 0,
+    });
+    c.create(burst).await.expect("burst");
+    let m = http_get(&ctl.http, "/metrics");
+    assert!(
+        m.contains("ferrofab_controller_volume_expiry_timestamp_seconds{volume=\"burst\",pool=\"p1\",tenant=\"lab\"} 4000000000\n"),
+        "{m}"
+    );
+    assert!(!m.contains("expiry_timestamp_seconds{volume=\"v1\""), "{m}");
+    assert_process_series(&m);
+    assert!(m.trim_end().ends_with("# EOF"), "{m}");
     assert!(
         m.contains(&format!(
             "ferrofab_build_info{{component=\"controller\",version=\"{}\",commit=\"",

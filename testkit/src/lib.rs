@@ -61,6 +61,6 @@ pub mod prelude {
     pub use crate::objects::*;
     pub use crate::pki::{Cred, TestPki};
     pub use crate::process::free_port;
-    pub use crate::wait::{http_get, next, next_within, wait_until};
+    pub use crate::wait::{assert_process_series, http_get, next, next_within, wait_until};
     pub use crate::MIB;
 }

@@ -51,6 +51,19 @@ pub async fn next<T>(s: &mut tonic::Streaming<T>) -> T {
     next_within(s, Duration::from_secs(10)).await
 }
 
+/// Panics unless a /metrics body has the process series every daemon
+/// exports (`process_cpu_seconds_total`, ...; issue 18).
+pub fn assert_process_series(metrics: &str) {
+    for series in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
+}
+
 /// A plain HTTP/1.1 GET of `path` from `addr` (metrics, health); the
 /// whole response, head and body.
 pub fn http_get(addr: &str, path: &str) -> String {

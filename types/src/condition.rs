@@ -214,6 +214,36 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// Why an event was recorded (`ferrofab events`): the transitions the
+    /// controller notices. Warning conditions become events under their
+    /// own [`Reason`].
+    EventReason {
+        /// The object appeared.
+        Created = "Created",
+        /// The object is gone.
+        Deleted = "Deleted",
+        /// A volume got a pool.
+        Placed = "Placed",
+        /// A volume's storage node serves its export.
+        Exported = "Exported",
+        /// An attachment's workstation is connected.
+        Attached = "Attached",
+        /// An attachment's workstation is no longer connected.
+        Detached = "Detached",
+        /// A volume grew.
+        Grown = "Grown",
+        /// A burst volume passed its expiry.
+        Expired = "Expired",
+        /// A create or update was refused (quota, capacity, precondition).
+        Refused = "Refused",
+        /// A node's Ready condition turned False.
+        NodeNotReady = "NodeNotReady",
+        /// A node's Ready condition turned True again.
+        NodeReady = "NodeReady",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

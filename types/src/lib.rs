@@ -33,7 +33,7 @@ pub mod name;
 pub mod nqn;
 pub mod size;
 
-pub use condition::{ConditionType, Reason};
+pub use condition::{ConditionType, EventReason, Reason};
 pub use name::{validate_name, NameError, NodeName, VolumeName};
 pub use nqn::{validate_nqn, Nqn, NqnError};
 pub use size::{format_size, parse_size, Bytes, SizeError};

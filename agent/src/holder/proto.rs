@@ -187,6 +187,9 @@ impl ExposureSpec {
             access_mode: 0,
             host_key: self.host_key.as_ref().map(SecretKey::to_proto),
             ctrl_key: self.ctrl_key.as_ref().map(SecretKey::to_proto),
+            // Metrics labels only; the agent reads it from its own
+            // desired state.
+            pool: String::new(),
         }
     }
 }
@@ -439,6 +442,7 @@ mod tests {
             uuid: "u".into(),
             expires_at: None,
             access_mode: 0,
+            pool: String::new(),
             host_key: Some(ferrofab_proto::v1::DhchapKey {
                 secret: "DHHC-1:01:k:".into(),
                 generation: 2,

@@ -112,13 +112,41 @@ pub enum Command {
         /// Object name.
         name: String,
     },
+    /// The controller's history of notable transitions (created, placed,
+    /// exported, attached, grown, expired, refused, node not ready),
+    /// oldest first; of one kind or one object when given.
+    Events {
+        /// Only events of this kind.
+        #[arg(value_enum)]
+        kind: Option<KindArg>,
+        /// Only events of this object (needs KIND).
+        #[arg(requires = "kind")]
+        name: Option<String>,
+        /// Keep running and print each new or repeated event as it is
+        /// recorded (Ctrl-C stops).
+        #[arg(short, long)]
+        watch: bool,
+        /// Only the most recent N (0: every one kept).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        limit: u32,
+    },
     /// Show this client's version and the controller's.
     Version {
         /// Only this client's version (no controller needed).
         #[arg(long)]
         client: bool,
     },
-    /// Print a shell completion script.
+    /// Object names for the shell completion scripts (internal): the
+    /// names that complete the word after WORDS, exit 1 when that word is
+    /// not a name.
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// The words typed so far, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// Print a shell completion script (bash, zsh and fish also complete
+    /// object names from the controller).
     Completions {
         /// Shell to generate for.
         #[arg(value_enum)]

@@ -26,7 +26,7 @@ pub async fn run(ctx: &Ctx, kind: KindArg, name: &str) -> anyhow::Result<()> {
         KindArg::Node => {
             let n: v1::Node = get(&mut admin, name).await?;
             let related = node_related(&mut admin, name).await?;
-            describe(ctx, &n, related, now)
+            describe(ctx, &mut admin, &n, related, now).await
         }
         KindArg::Pool => {
             let p: v1::Pool = get(&mut admin, name).await?;
@@ -36,20 +36,27 @@ pub async fn run(ctx: &Ctx, kind: KindArg, name: &str) -> anyhow::Result<()> {
                 .filter(|v| v.status.as_ref().is_some_and(|s| s.pool == name))
                 .map(|v| format!("volume/{}", name_of(v)))
                 .collect();
-            describe(ctx, &p, vec![("Volumes".into(), joined(&on))], now)
+            describe(
+                ctx,
+                &mut admin,
+                &p,
+                vec![("Volumes".into(), joined(&on))],
+                now,
+            )
+            .await
         }
         KindArg::Volume => {
             let v: v1::Volume = get(&mut admin, name).await?;
             let atts: Vec<v1::Attachment> = list(&mut admin).await?;
             let related = volume_related(&v, &atts, now);
-            describe(ctx, &v, related, now)
+            describe(ctx, &mut admin, &v, related, now).await
         }
         KindArg::Attachment => {
             let a: v1::Attachment = get(&mut admin, name).await?;
             let vol_name = a.spec.as_ref().map_or("", |s| s.volume.as_str());
             let vol = v1::Volume::get(&mut admin, vol_name).await.ok();
             let related = attachment_related(&a, vol.as_ref());
-            describe(ctx, &a, related, now)
+            describe(ctx, &mut admin, &a, related, now).await
         }
         KindArg::Tenant => {
             let t: v1::Tenant = get(&mut admin, name).await?;
@@ -59,11 +66,56 @@ pub async fn run(ctx: &Ctx, kind: KindArg, name: &str) -> anyhow::Result<()> {
                 .filter(|v| v.spec.as_ref().is_some_and(|s| s.tenant == name))
                 .map(|v| format!("volume/{}", name_of(v)))
                 .collect();
-            describe(ctx, &t, vec![("Volumes".into(), joined(&owned))], now)
+            describe(
+                ctx,
+                &mut admin,
+                &t,
+                vec![("Volumes".into(), joined(&owned))],
+                now,
+            )
+            .await
         }
     };
     print(&text)?;
     Ok(())
+}
+
+/// Most events `describe` shows (the most recent); `ferrofab events KIND
+/// NAME` lists them all.
+const MAX_EVENTS: u32 = 10;
+
+/// The object's most recent events. The object exists (its Get
+/// succeeded): a failure to read its events is logged and the
+/// description still prints, without them.
+async fn events_of<R: Resource>(admin: &mut Admin, name: &str) -> Option<Vec<v1::ObjectEvent>> {
+    super::events::fetch(admin, R::KIND, name, MAX_EVENTS)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(
+                "events not shown: {}",
+                ferrofab_buildinfo::error_line(e.as_ref())
+            );
+            None
+        })
+}
+
+/// The `Events:` section: a table of the object's events, `<none>`, or
+/// nothing when the caller cannot read them.
+fn events_text(events: Option<&[v1::ObjectEvent]>, now: i64) -> String {
+    let Some(events) = events else {
+        return String::new();
+    };
+    let mut out = "Events:\n".to_owned();
+    if events.is_empty() {
+        out.push_str("  <none>\n");
+    }
+    for l in super::events::table(events, now, false, false)
+        .lines()
+        .take_while(|_| !events.is_empty())
+    {
+        out.push_str(&format!("  {l}\n"));
+    }
+    out
 }
 
 async fn get<R: Resource>(admin: &mut Admin, name: &str) -> anyhow::Result<R> {
@@ -200,16 +252,26 @@ fn attachment_related(a: &v1::Attachment, vol: Option<&v1::Volume>) -> Vec<(Stri
 
 /// The full text (or, with `-o json|yaml`, the document plus the related
 /// lines under `related`).
-fn describe<R: Resource>(ctx: &Ctx, obj: &R, related: Vec<(String, String)>, now: i64) -> String {
+async fn describe<R: Resource>(
+    ctx: &Ctx,
+    admin: &mut Admin,
+    obj: &R,
+    related: Vec<(String, String)>,
+    now: i64,
+) -> String {
+    let events = events_of::<R>(admin, name_of(obj)).await;
     if matches!(ctx.format, Format::Json | Format::Yaml) {
         let mut doc = document(obj);
         doc["related"] = related
             .iter()
             .map(|(k, v)| serde_json::json!({"what": k, "value": v}))
             .collect();
+        if let Some(events) = &events {
+            doc["events"] = events.iter().map(super::events::document).collect();
+        }
         return render_value(&doc, ctx.format);
     }
-    text(obj, &related, now)
+    text(obj, &related, now) + &events_text(events.as_deref(), now)
 }
 
 pub(crate) fn text<R: Resource>(obj: &R, related: &[(String, String)], now: i64) -> String {

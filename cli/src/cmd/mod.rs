@@ -1,7 +1,9 @@
 //! Command implementations and the dispatcher.
 
 mod apply;
+mod complete;
 mod describe;
+mod events;
 mod moving;
 mod pki;
 mod resources;
@@ -55,7 +57,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "ferrofab", &mut std::io::stdout());
+            crate::output::print(complete::dynamic_script(shell))?;
             Ok(())
+        }
+        Command::Complete { words } => {
+            let named = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(complete::run(&words, &ctx));
+            if named {
+                Ok(())
+            } else {
+                // Not a name: the script falls back to static completion.
+                std::process::exit(1)
+            }
         }
         Command::Node(c) => block_on(resources::node(&ctx, c)),
         Command::Pool(c) => block_on(resources::pool(&ctx, c)),
@@ -74,6 +90,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status => block_on(status::run(&ctx)),
         Command::Describe { kind, name } => block_on(describe::run(&ctx, kind, &name)),
+        Command::Events {
+            kind,
+            name,
+            watch,
+            limit,
+        } => block_on(events::run(&ctx, kind, name, watch, limit)),
         Command::Version { client } => block_on(version::run(&ctx, client)),
     }
 }

@@ -38,6 +38,10 @@ fn auth_word(c: &v1::ServerInfo) -> String {
     format!("{what} ({from})")
 }
 
+/// Warning events this recent are shown. A named constant: a day covers
+/// "what happened overnight"; `ferrofab events` shows the whole history.
+const EVENTS_HORIZON_SECONDS: i64 = 86_400;
+
 /// Everything the lists say, reduced to what status prints.
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -57,6 +61,9 @@ pub struct Summary {
     /// (kind/name, type, reason or message, transition seconds)
     pub warnings: Vec<Warning>,
     pub warnings_total: usize,
+    /// Warning events of the last day, most recent first (empty when the
+    /// caller cannot read events).
+    pub recent_events: Vec<v1::ObjectEvent>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +82,7 @@ pub struct Lists {
     pub volumes: Vec<v1::Volume>,
     pub attachments: Vec<v1::Attachment>,
     pub tenants: Vec<v1::Tenant>,
+    pub events: Vec<v1::ObjectEvent>,
 }
 
 fn not_ready<R: Resource>(items: &[R]) -> Vec<(String, String)> {
@@ -152,14 +160,40 @@ impl Summary {
         s.warnings_total = w.len();
         w.truncate(MAX_WARNINGS);
         s.warnings = w;
+        s.recent_events = recent_warning_events(&l.events, now);
         s
     }
 
-    /// The one-screen text.
+    /// The one-screen text: the overview lines, then a section for
+    /// each kind of trouble. One function per part, so a part can be
+    /// added (e.g. controller replicas) without touching the others.
     pub fn text(&self, now: i64) -> String {
         let mut out = String::new();
-        let mut line = |k: &str, v: String| out.push_str(&format!("{k:<13}{v}\n"));
+        self.controller_lines(&mut out);
+        self.count_lines(&mut out);
+        section(&mut out, "nodes not ready", &self.nodes_not_ready, "node");
+        section(
+            &mut out,
+            "volumes not ready",
+            &self.volumes_not_ready,
+            "volume",
+        );
+        section(
+            &mut out,
+            "attachments pending",
+            &self.attachments_pending,
+            "attachment",
+        );
+        self.expiring_section(&mut out, now);
+        self.warnings_section(&mut out, now);
+        self.events_section(&mut out, now);
+        out
+    }
+
+    /// `controller:` and its store.
+    fn controller_lines(&self, out: &mut String) {
         line(
+            out,
             "controller:",
             match &self.controller {
                 Some(c) => format!(
@@ -174,9 +208,14 @@ impl Summary {
             .as_ref()
             .filter(|c| !c.auth_required_source.is_empty())
         {
-            line("data auth:", auth_word(c));
+            line(out, "data auth:", auth_word(c));
         }
+    }
+
+    /// Nodes, pools, volumes and attachments, one line each.
+    fn count_lines(&self, out: &mut String) {
         line(
+            out,
             "nodes:",
             format!(
                 "{} ready, {} not ready",
@@ -184,8 +223,9 @@ impl Summary {
                 self.nodes_not_ready.len()
             ),
         );
-        line("pools:", self.pools_text());
+        line(out, "pools:", self.pools_text());
         line(
+            out,
             "volumes:",
             format!(
                 "{} total, {} not ready",
@@ -194,6 +234,7 @@ impl Summary {
             ),
         );
         line(
+            out,
             "attachments:",
             format!(
                 "{} total, {} pending",
@@ -201,53 +242,61 @@ impl Summary {
                 self.attachments_pending.len()
             ),
         );
-        section(&mut out, "nodes not ready", &self.nodes_not_ready, "node");
-        section(
-            &mut out,
-            "volumes not ready",
-            &self.volumes_not_ready,
-            "volume",
-        );
-        section(
-            &mut out,
-            "attachments pending",
-            &self.attachments_pending,
-            "attachment",
-        );
-        if !self.expiring.is_empty() {
-            out.push_str("\nexpiring within 7d:\n");
-            for (name, at) in &self.expiring {
-                let when = if *at > now {
-                    relative(at - now)
-                } else {
-                    format!("expired {}", relative(at - now))
-                };
-                out.push_str(&format!(
-                    "  volume/{name}  {when} ({})\n",
-                    timestamp(&prost_types::Timestamp {
-                        seconds: *at,
-                        nanos: 0
-                    })
-                ));
-            }
+    }
+
+    /// Bursts expiring within [`EXPIRY_HORIZON_SECONDS`].
+    fn expiring_section(&self, out: &mut String, now: i64) {
+        if self.expiring.is_empty() {
+            return;
         }
-        if !self.warnings.is_empty() {
-            out.push_str("\nrecent warnings:\n");
-            for w in &self.warnings {
-                let age = w.since.map_or_else(|| "-".into(), |t| relative(t - now));
-                out.push_str(&format!(
-                    "  {}  {}: {} ({age})\n",
-                    w.object, w.condition, w.text
-                ));
-            }
-            if self.warnings_total > self.warnings.len() {
-                out.push_str(&format!(
-                    "  ... and {} more\n",
-                    self.warnings_total - self.warnings.len()
-                ));
-            }
+        out.push_str("\nexpiring within 7d:\n");
+        for (name, at) in &self.expiring {
+            let when = if *at > now {
+                relative(at - now)
+            } else {
+                format!("expired {}", relative(at - now))
+            };
+            out.push_str(&format!(
+                "  volume/{name}  {when} ({})\n",
+                timestamp(&prost_types::Timestamp {
+                    seconds: *at,
+                    nanos: 0
+                })
+            ));
         }
-        out
+    }
+
+    /// Conditions that are warnings now.
+    fn warnings_section(&self, out: &mut String, now: i64) {
+        if self.warnings.is_empty() {
+            return;
+        }
+        out.push_str("\ncurrent warnings:\n");
+        for w in &self.warnings {
+            let age = w.since.map_or_else(|| "-".into(), |t| relative(t - now));
+            out.push_str(&format!(
+                "  {}  {}: {} ({age})\n",
+                w.object, w.condition, w.text
+            ));
+        }
+        if self.warnings_total > self.warnings.len() {
+            out.push_str(&format!(
+                "  ... and {} more\n",
+                self.warnings_total - self.warnings.len()
+            ));
+        }
+    }
+
+    /// Warning events of the last [`EVENTS_HORIZON_SECONDS`] (what went
+    /// wrong lately, even if it is over).
+    fn events_section(&self, out: &mut String, now: i64) {
+        if self.recent_events.is_empty() {
+            return;
+        }
+        out.push_str("\nrecent warning events:\n");
+        for l in super::events::table(&self.recent_events, now, true, false).lines() {
+            out.push_str(&format!("  {l}\n"));
+        }
     }
 
     fn pools_text(&self) -> String {
@@ -301,8 +350,31 @@ impl Summary {
                 "since": w.since.map(|t| timestamp(&prost_types::Timestamp { seconds: t, nanos: 0 })),
             })).collect::<Vec<_>>(),
             "warnings_total": self.warnings_total,
+            "recent_warning_events": self.recent_events.iter().map(super::events::document).collect::<Vec<_>>(),
         })
     }
+}
+
+/// Warning events within [`EVENTS_HORIZON_SECONDS`], most recent first,
+/// at most [`MAX_WARNINGS`].
+fn recent_warning_events(events: &[v1::ObjectEvent], now: i64) -> Vec<v1::ObjectEvent> {
+    let mut v: Vec<v1::ObjectEvent> = events
+        .iter()
+        .filter(|e| matches!(e.severity(), Severity::Warning | Severity::Error))
+        .filter(|e| {
+            e.last_time
+                .as_ref()
+                .is_some_and(|t| now - t.seconds <= EVENTS_HORIZON_SECONDS)
+        })
+        .cloned()
+        .collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.last_time.as_ref().map_or(0, |t| t.seconds)));
+    v.truncate(MAX_WARNINGS);
+    v
+}
+
+fn line(out: &mut String, k: &str, v: String) {
+    out.push_str(&format!("{k:<13}{v}\n"));
 }
 
 fn plural(n: usize, word: &str) -> String {
@@ -347,6 +419,9 @@ pub async fn collect(ctx: &Ctx) -> anyhow::Result<(Option<v1::ServerInfo>, Lists
         volumes: all(&mut admin).await?,
         attachments: all(&mut admin).await?,
         tenants: all(&mut admin).await?,
+        events: super::events::fetch(&mut admin, v1::Kind::Unspecified, "", 0)
+            .await?
+            .unwrap_or_default(),
     };
     Ok((info, lists))
 }
@@ -386,6 +461,22 @@ mod tests {
                 seconds: at,
                 nanos: 0,
             }),
+            ..Default::default()
+        }
+    }
+
+    fn event(name: &str, reason: &str, sev: Severity, at: i64) -> v1::ObjectEvent {
+        v1::ObjectEvent {
+            kind: v1::Kind::Volume as i32,
+            name: name.into(),
+            reason: reason.into(),
+            message: "no room".into(),
+            severity: sev as i32,
+            last_time: Some(prost_types::Timestamp {
+                seconds: at,
+                nanos: 0,
+            }),
+            count: 1,
             ..Default::default()
         }
     }
@@ -489,6 +580,11 @@ mod tests {
             nodes: vec![ready_node, lost_node],
             pools: vec![pool],
             volumes: vec![burst, later],
+            events: vec![
+                event("huge", "Refused", Severity::Warning, now - 30),
+                event("a", "Placed", Severity::Info, now - 20),
+                event("old", "Refused", Severity::Warning, now - 2 * 86_400),
+            ],
             ..Default::default()
         };
         let s = Summary::build(None, &lists, now);
@@ -507,9 +603,14 @@ mod tests {
         assert!(t.contains("  volume/burst  in 3d ("), "{t}");
         assert!(!t.contains("volume/later  in"), "{t}");
         assert!(
-            t.contains("  node/ws-1  Ready: HeartbeatLost (60s ago)\n"),
+            t.contains("current warnings:\n  node/ws-1  Ready: HeartbeatLost (60s ago)\n"),
             "{t}"
         );
+        assert!(
+            t.contains("recent warning events:\n  LAST SEEN  TYPE     OBJECT       REASON   COUNT  MESSAGE\n  30s        Warning  volume/huge  Refused  1      no room\n"),
+            "{t}"
+        );
+        assert!(!t.contains("volume/old"), "{t}");
         let d = s.document(now);
         assert_eq!(d["pools"]["free_bytes"], 6u64 << 30);
         assert_eq!(d["expiring"][0]["volume"], "burst");

@@ -191,5 +191,10 @@ async fn start(paths: &Paths, stack: &mut Stack) -> anyhow::Result<String> {
     eprintln!("ferrofab dev: controller and agents up; waiting for attached volumes");
     let exposed = wait_attached(&mut admin, &paths.volumes()).await?;
     let http = stack.controller.as_ref().and_then(|c| c.http);
-    summary(&mut admin, paths, &state, http, &exposed).await
+    let agent_metrics: Vec<_> = stack
+        .agents
+        .iter()
+        .filter_map(|(a, _)| a.metrics_addr())
+        .collect();
+    summary(&mut admin, paths, &state, http, &agent_metrics, &exposed).await
 }

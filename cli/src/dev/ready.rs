@@ -96,6 +96,7 @@ pub(super) async fn summary(
     paths: &Paths,
     state: &DevState,
     http: Option<SocketAddr>,
+    agent_metrics: &[SocketAddr],
     exposed: &[Exposed],
 ) -> anyhow::Result<String> {
     let volumes = <v1::Volume as Resource>::list(admin, "")
@@ -116,6 +117,13 @@ pub(super) async fn summary(
         "  node        {WORKSTATION_NODE}       workstation  volumes appear in {}\n",
         paths.volumes().display()
     );
+    if !agent_metrics.is_empty() {
+        let urls: Vec<String> = agent_metrics
+            .iter()
+            .map(|a| format!("http://{a}/metrics"))
+            .collect();
+        out += &format!("  agent metrics  {}\n", urls.join("  "));
+    }
     for v in &volumes {
         out += &volume_line(v, exposed);
     }

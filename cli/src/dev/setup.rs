@@ -115,7 +115,9 @@ pub(super) async fn node_config(
     cfg.roles = vec![role];
     cfg.state_dir = dir.join("state");
     cfg.api_socket = dir.join("agent.sock");
-    cfg.metrics_listen = None;
+    // A port of the system's choosing, shown in the summary: the
+    // dashboard (docs/grafana) needs the agents' series too.
+    cfg.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     match role {
         Role::Storage => {
             let pool = paths.pool();

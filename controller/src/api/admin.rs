@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ferrofab_proto::v1::{admin_service_server::AdminService, *};
+use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -19,8 +20,13 @@ use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::ops::enroll;
 use crate::ops::{self, get_checked, list_checked, Delete};
-use crate::resource::validate_name;
+use crate::resource::{validate_name, Object as _};
 use crate::{apply, planner};
+
+/// The stream WatchEvents returns.
+pub type EventStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<ObjectEvent, Status>> + Send + 'static>,
+>;
 
 pub struct Admin {
     pub s: Arc<Shared>,
@@ -188,7 +194,12 @@ impl AdminService for Admin {
     ) -> Result<Response<Volume>, Status> {
         serve(Action::CreateVolume, req, |id, b| async move {
             let v = req_obj(b.volume, "volume")?;
-            ops::volume::create(&self.s, &id, v, b.dry_run).await
+            let name = v.name().to_owned();
+            let r = ops::volume::create(&self.s, &id, v, b.dry_run).await;
+            if !b.dry_run {
+                ops::events::refused(&self.s, Kind::Volume, &name, &r).await;
+            }
+            r
         })
         .await
     }
@@ -219,7 +230,12 @@ impl AdminService for Admin {
     ) -> Result<Response<Volume>, Status> {
         serve(Action::UpdateVolume, req, |id, b| async move {
             let v = req_obj(b.volume, "volume")?;
-            ops::volume::update(&self.s, &id, v, b.dry_run).await
+            let name = v.name().to_owned();
+            let r = ops::volume::update(&self.s, &id, v, b.dry_run).await;
+            if !b.dry_run {
+                ops::events::refused(&self.s, Kind::Volume, &name, &r).await;
+            }
+            r
         })
         .await
     }
@@ -250,7 +266,10 @@ impl AdminService for Admin {
     ) -> Result<Response<Attachment>, Status> {
         serve(Action::CreateAttachment, req, |id, b| async move {
             let a = req_obj(b.attachment, "attachment")?;
-            ops::attachment::create(&self.s, &id, a, false).await
+            let name = a.name().to_owned();
+            let r = ops::attachment::create(&self.s, &id, a, false).await;
+            ops::events::refused(&self.s, Kind::Attachment, &name, &r).await;
+            r
         })
         .await
     }
@@ -419,6 +438,40 @@ impl AdminService for Admin {
         serve(Action::RotateNodeKey, req, |id, b| async move {
             authz::admin_only(&id, Action::RotateNodeKey)?;
             crate::keys::rotate_node_key(&self.s, &b.node).await
+        })
+        .await
+    }
+    async fn list_events(
+        &self,
+        req: Request<ListEventsRequest>,
+    ) -> Result<Response<ListEventsResponse>, Status> {
+        serve(Action::ListEvents, req, |id, b| async move {
+            authz::admin_only(&id, Action::ListEvents)?;
+            let (events, revision) = ops::events::list(&self.s, b.kind(), &b.name, b.limit)?;
+            Ok(ListEventsResponse { events, revision })
+        })
+        .await
+    }
+    type WatchEventsStream = EventStream;
+    async fn watch_events(
+        &self,
+        req: Request<WatchEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        serve(Action::WatchEvents, req, |id, b| async move {
+            authz::admin_only(&id, Action::WatchEvents)?;
+            let permit = self.s.watches.acquire(&id.to_string()).map_err(|e| {
+                self.s.metrics.watches_refused.inc();
+                ApiError::Exhausted(e.to_string())
+            })?;
+            let rx = ops::events::watch(&self.s, b.kind(), &b.name, b.from_revision)?;
+            self.s.metrics.watchers.inc();
+            let guard = (permit, self.s.metrics.watch_guard());
+            Ok(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx).map(move |r| {
+                    let _held = &guard;
+                    r.map_err(Status::from)
+                }),
+            ) as EventStream)
         })
         .await
     }

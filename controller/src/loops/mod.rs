@@ -4,7 +4,9 @@
 //!
 //! * [`expiry`]: detaches and deletes burst volumes past their expiry, and
 //!   collects expired bootstrap tokens;
-//! * [`heartbeat`]: marks nodes whose agents went silent NotReady.
+//! * [`heartbeat`]: marks nodes whose agents went silent NotReady;
+//! * [`events`]: records events from the objects' changes.
 
+pub mod events;
 pub mod expiry;
 pub mod heartbeat;

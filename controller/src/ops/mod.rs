@@ -13,6 +13,7 @@ pub mod any;
 pub mod attachment;
 mod common;
 pub mod enroll;
+pub mod events;
 pub mod node;
 pub mod pool;
 pub mod status;
@@ -75,6 +76,8 @@ pub struct Shared {
     pub capacity_gate: Arc<tokio::sync::RwLock<()>>,
     /// Data-path authentication keys (the `keyring` module); `None` in forks.
     pub keys: Option<Arc<crate::keyring::Keys>>,
+    /// `[events]`: how many event entries the store keeps.
+    pub events: events::EventsConfig,
 }
 
 impl Shared {

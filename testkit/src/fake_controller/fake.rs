@@ -16,6 +16,8 @@ use tonic::{Request, Response, Status};
 
 type Stream =
     Pin<Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<WatchEvent, Status>> + Send>>;
+type EventStream =
+    Pin<Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<ObjectEvent, Status>> + Send>>;
 
 /// The quota every fake tenant has left, in bytes: 3.9TiB-ish of 4TiB.
 const QUOTA_LEFT: u64 = (4u64 << 40) - (100 << 30);
@@ -200,6 +202,7 @@ macro_rules! admin_impl {
             type WatchVolumesStream = Stream;
             type WatchAttachmentsStream = Stream;
             type WatchTenantsStream = Stream;
+            type WatchEventsStream = EventStream;
             $(
                 async fn $method(&self, _r: Request<$req>) -> Result<Response<$resp>, Status> {
                     Err(Status::unimplemented(concat!(stringify!($method), " is not in the fake")))
@@ -236,6 +239,8 @@ admin_impl! {
         watch_tenants(WatchRequest) -> Stream;
         get_desired_state(GetDesiredStateRequest) -> DesiredState;
         rotate_node_key(RotateNodeKeyRequest) -> RotateNodeKeyResponse;
+        list_events(ListEventsRequest) -> ListEventsResponse;
+        watch_events(WatchEventsRequest) -> EventStream;
     }
 
     async fn create_tenant(
