@@ -197,7 +197,7 @@ fn base_config(a: &EnrollArgs) -> Result<AgentConfig, AgentError> {
         return kept_config(a);
     }
     let endpoint = endpoint_url(&a.controller);
-    let mut cfg = if a.config.exists() {
+    let mut cfg = if a.config.exists() && !is_template(&a.config)? {
         AgentConfig::load(&a.config)?
     } else {
         let dir = a.config.parent().unwrap_or(Path::new("/etc/ferrofab"));
@@ -227,6 +227,21 @@ fn base_config(a: &EnrollArgs) -> Result<AgentConfig, AgentError> {
         cfg.state_dir = s.clone();
     }
     Ok(cfg)
+}
+
+/// True when the file at `path` sets no key at all: comments and blank
+/// lines only, like the commented template the Debian package installs at
+/// /etc/ferrofab/agent.toml. Enrollment then writes a new config in its
+/// place instead of failing on the template's missing `node`.
+fn is_template(path: &Path) -> Result<bool, AgentError> {
+    let text = std::fs::read_to_string(path).map_err(|e| AgentError::Io {
+        what: format!("reading config {}", path.display()),
+        source: e,
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#')))
 }
 
 /// The existing config, unchanged, after checking that the arguments do
@@ -412,6 +427,22 @@ mod tests {
         let a = two_flag_args(&t.to_string());
         let e = controller_ca(&a, &t, None).await.unwrap_err().to_string();
         assert!(e.contains("--ca") && e.contains("no CA pin"), "{e}");
+    }
+
+    #[test]
+    fn a_commented_template_counts_as_no_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "# comments only\n\n  # node = \"x\"\n").unwrap();
+        assert!(is_template(&path).unwrap());
+        let mut a = two_flag_args("fft1.a.b.c");
+        a.config = path.clone();
+        a.node = Some("ws-9".into());
+        let cfg = base_config(&a).unwrap();
+        assert_eq!(cfg.node, "ws-9");
+        assert_eq!(cfg.tls.cert, dir.path().join("node.crt"));
+        std::fs::write(&path, "node = \"ws-1\"\n").unwrap();
+        assert!(!is_template(&path).unwrap());
     }
 
     #[test]

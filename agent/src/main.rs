@@ -434,6 +434,10 @@ fn main_inner(cli: Cli) -> anyhow::Result<u8> {
 }
 
 fn main() -> ExitCode {
+    // Packaging only: `--generate-docs DIR` writes man pages and completions.
+    if let Some(code) = ferrofab_docgen::intercept::<Cli>() {
+        return code;
+    }
     match main_inner(Cli::parse()) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -22,6 +22,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Packaging only: `--generate-docs DIR` writes man pages and completions.
+    if let Some(code) = ferrofab_docgen::intercept::<args::Cli>() {
+        return code;
+    }
     let cli = args::Cli::parse();
     init_tracing(cli.verbose);
     match cmd::run(cli) {

@@ -155,6 +155,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Packaging only: `--generate-docs DIR` writes man pages and completions.
+    if let Some(code) = ferrofab_docgen::intercept::<Cli>() {
+        return code;
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,7 +1,11 @@
 # @summary Installs, configures, enrolls and runs the ferrofab node agent.
 #
-# The agent is installed from a package, or from a binary path or URL
-# (`binary_source`). Its TOML config is written from the parameters below
+# The agent is installed from the `ferrofab-agent` Debian package by
+# default, and runs under the systemd unit that package ships for the
+# node's role (`ferrofab-agent-workstation` when `roles` has `workstation`,
+# else `ferrofab-agent-storage`; see docs/install.md). The way of earlier
+# module versions stays available: a binary path or URL (`binary_source`),
+# then run under a unit this class writes (`ferrofab-agent`). Its TOML config is written from the parameters below
 # with stdlib's `to_toml`. A change to the binary, to the unit or to a
 # setting that needs a restart restarts the service; a change to the live
 # settings only (`log_level`, `resync_interval`) does not: the agent watches
@@ -139,7 +143,14 @@
 # @param service_manage
 #   Manage the systemd unit and the service.
 # @param service_name
-#   Name of the service.
+#   Name of the service. Default: the packaged unit for the node's role
+#   (`ferrofab-agent-workstation` with the workstation role, else
+#   `ferrofab-agent-storage`), or `ferrofab-agent` (the unit this class
+#   writes) with `binary_source`.
+# @param unit_manage
+#   Write the systemd unit at `unit_path` (systemd only). Default: false
+#   with the package (it ships the units, sandboxed per role), true with
+#   `binary_source`.
 # @param service_ensure
 #   `running` or `stopped`.
 # @param service_enable
@@ -151,8 +162,9 @@
 #   Further attributes of the `service` resource, e.g. `start`, `stop` and
 #   `status` commands for the `base` provider.
 # @param unit_path
-#   Path of the systemd unit file. Installed only when the service provider
-#   is systemd (`service_provider` undef on a systemd host, or `systemd`).
+#   Path of the systemd unit file this class writes when `unit_manage` is
+#   true and the service provider is systemd (`service_provider` undef on a
+#   systemd host, or `systemd`).
 # @param attachments
 #   Volumes to attach (or detach), as `ferrofab_attachment` resources:
 #   volume => attributes (`ensure`, `access_mode`, `read_only`,
@@ -205,7 +217,8 @@ class ferrofab::agent (
   Optional[Pattern[/\A[0-9a-f]{64}\z/]] $binary_checksum = undef,
   Optional[Stdlib::Absolutepath] $binary_path = undef,
   Boolean $service_manage = true,
-  String[1] $service_name = 'ferrofab-agent',
+  Optional[String[1]] $service_name = undef,
+  Optional[Boolean] $unit_manage = undef,
   Enum['running', 'stopped'] $service_ensure = 'running',
   Boolean $service_enable = true,
   Optional[String[1]] $service_provider = undef,
@@ -232,6 +245,19 @@ class ferrofab::agent (
     },
     default => $binary_path,
   }
+
+  # The package ships one unit per role; the old way writes its own.
+  $service = $service_name ? {
+    undef   => $binary_source ? {
+      undef   => ('workstation' in $roles) ? {
+        true    => 'ferrofab-agent-workstation',
+        default => 'ferrofab-agent-storage',
+      },
+      default => 'ferrofab-agent',
+    },
+    default => $service_name,
+  }
+  $manage_unit = $systemd and pick($unit_manage, $binary_source != undef)
 
   if $ensure == 'absent' {
     contain ferrofab::agent::remove

@@ -159,6 +159,13 @@ fn default_log_level() -> String {
     "info".into()
 }
 
+/// The field serde's "missing field `X`" names: the key a required
+/// setting lacks (an empty or template config has no span to point at).
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split('`').next().map(str::to_string)
+}
+
 fn invalid(key: &str, message: impl Into<String>) -> AgentError {
     AgentError::Config {
         key: key.into(),
@@ -228,10 +235,16 @@ impl AgentConfig {
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Self, AgentError> {
         let cfg: AgentConfig = toml::from_str(text).map_err(|e| {
-            let key = e
-                .span()
-                .and_then(|s| text.get(s))
-                .map(|s| s.trim().to_string())
+            let key = missing_field(e.message())
+                .or_else(|| {
+                    // The span of one key or value; a span over a whole
+                    // table (or the document) names nothing useful.
+                    e.span()
+                        .and_then(|s| text.get(s))
+                        .map(str::trim)
+                        .filter(|s| !s.contains('\n'))
+                        .map(str::to_string)
+                })
                 .unwrap_or_default();
             invalid(&key, e.message().to_string())
         })?;
@@ -386,6 +399,18 @@ key = "/etc/ferrofab/node.key"
 [pools.fast]
 path = "/srv/ferrofab/fast"
 "#;
+
+    #[test]
+    fn a_missing_required_key_is_named() {
+        let e = AgentConfig::parse("# only comments, like the packaged template\n").unwrap_err();
+        match e {
+            AgentError::Config { key, message } => {
+                assert_eq!(key, "node", "{message}");
+                assert!(message.contains("missing field"), "{message}");
+            }
+            other => panic!("{other}"),
+        }
+    }
 
     #[test]
     fn parses_minimal_with_defaults() {

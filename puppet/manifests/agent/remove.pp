@@ -53,14 +53,14 @@ class ferrofab::agent::remove {
   }
 
   if $ferrofab::agent::service_manage {
-    service { $ferrofab::agent::service_name:
+    service { $ferrofab::agent::service:
       ensure   => stopped,
       enable   => false,
       provider => $ferrofab::agent::service_provider,
       require  => Exec['ferrofab-agent detach all'],
       *        => $ferrofab::agent::service_options,
     }
-    $service_stopped = Service[$ferrofab::agent::service_name]
+    $service_stopped = Service[$ferrofab::agent::service]
   } else {
     $service_stopped = Exec['ferrofab-agent detach all']
   }
@@ -93,7 +93,7 @@ class ferrofab::agent::remove {
     }
   }
 
-  if $ferrofab::agent::systemd and $ferrofab::agent::service_manage {
+  if $ferrofab::agent::manage_unit and $ferrofab::agent::service_manage {
     file { $ferrofab::agent::unit_path:
       ensure  => absent,
       require => $stopped,

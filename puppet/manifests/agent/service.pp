@@ -1,4 +1,4 @@
-# @summary Installs the systemd unit (systemd only) and runs the agent.
+# @summary Installs the systemd unit (`unit_manage`, systemd only) and runs the agent.
 #
 # The service restarts when the unit, the binary (class
 # ferrofab::agent::install) or the restart digest (settings that need a
@@ -9,7 +9,7 @@
 class ferrofab::agent::service {
   assert_private()
   if $ferrofab::agent::service_manage {
-    if $ferrofab::agent::systemd {
+    if $ferrofab::agent::manage_unit {
       file { $ferrofab::agent::unit_path:
         ensure  => file,
         owner   => 'root',
@@ -19,10 +19,10 @@ class ferrofab::agent::service {
             'binary'      => $ferrofab::agent::binary,
             'config_path' => $ferrofab::agent::config_path,
         }),
-        notify  => Service[$ferrofab::agent::service_name],
+        notify  => Service[$ferrofab::agent::service],
       }
     }
-    service { $ferrofab::agent::service_name:
+    service { $ferrofab::agent::service:
       ensure    => $ferrofab::agent::service_ensure,
       enable    => $ferrofab::agent::service_enable,
       provider  => $ferrofab::agent::service_provider,

@@ -27,27 +27,23 @@ describe 'ferrofab::agent' do
         .without_content(%r{server_name|metrics_listen})
     end
 
-    it 'installs a systemd unit that runs the agent with this config' do
-      is_expected.to contain_file('/etc/systemd/system/ferrofab-agent.service')
-        .with_content(%r{^ExecStart=/usr/bin/ferrofab-agent --config /etc/ferrofab/agent\.toml run$})
-        .with_content(%r{^ExecStartPost=.*ferrofab-agent --config /etc/ferrofab/agent\.toml status})
-        .with_content(%r{^Restart=on-failure$})
-        .with_content(%r{^WantedBy=multi-user\.target$})
+    it 'uses the unit the package ships for the workstation role and writes none' do
+      is_expected.not_to contain_file('/etc/systemd/system/ferrofab-agent.service')
+      is_expected.not_to contain_service('ferrofab-agent')
     end
 
-    it 'runs the service and restarts it on restart-digest, unit or binary changes' do
-      is_expected.to contain_service('ferrofab-agent')
+    it 'runs the service and restarts it on restart-digest or package changes' do
+      is_expected.to contain_service('ferrofab-agent-workstation')
         .with_ensure('running')
         .with_enable(true)
         .that_subscribes_to('File[/etc/ferrofab/agent.toml.restart-digest]')
-      is_expected.to contain_file('/etc/systemd/system/ferrofab-agent.service').that_notifies('Service[ferrofab-agent]')
       is_expected.to contain_class('ferrofab::agent::install').that_notifies('Class[ferrofab::agent::service]')
     end
 
     it 'does not restart the service for the config file itself (the agent reloads it)' do
       is_expected.to contain_class('ferrofab::agent::config').that_comes_before('Class[ferrofab::agent::service]')
       is_expected.not_to contain_class('ferrofab::agent::config').that_notifies('Class[ferrofab::agent::service]')
-      is_expected.not_to contain_file('/etc/ferrofab/agent.toml').that_notifies('Service[ferrofab-agent]')
+      is_expected.not_to contain_file('/etc/ferrofab/agent.toml').that_notifies('Service[ferrofab-agent-workstation]')
       is_expected.to contain_file('/etc/ferrofab/agent.toml.restart-digest').with_content(%r{\A# Managed by Puppet.*\n[0-9a-f]{64}\n\z})
     end
 
@@ -146,18 +142,19 @@ describe 'ferrofab::agent' do
       is_expected.to contain_exec('ferrofab-agent detach all')
         .with_onlyif(%r{ferrofab-agent --config /etc/ferrofab/agent\.toml attachments})
         .with_command(%r{detach "\$v" --timeout 60s})
-      is_expected.to contain_service('ferrofab-agent').with_ensure('stopped').with_enable(false)
-                                                     .that_requires('Exec[ferrofab-agent detach all]')
+      is_expected.to contain_service('ferrofab-agent-workstation').with_ensure('stopped').with_enable(false)
+                                                                 .that_requires('Exec[ferrofab-agent detach all]')
     end
 
-    it 'removes the unit, config, keys, state and package after the stop' do
-      ['/etc/systemd/system/ferrofab-agent.service', '/etc/ferrofab/agent.toml', '/etc/ferrofab/agent.toml.restart-digest',
+    it 'removes the config, keys, state and package (with its units) after the stop' do
+      is_expected.not_to contain_file('/etc/systemd/system/ferrofab-agent.service')
+      ['/etc/ferrofab/agent.toml', '/etc/ferrofab/agent.toml.restart-digest',
        '/etc/ferrofab/ca.crt', '/etc/ferrofab/node.crt', '/etc/ferrofab/node.key', '/run/ferrofab/agent.sock'].each do |f|
-        is_expected.to contain_file(f).with_ensure('absent').that_requires('Service[ferrofab-agent]')
+        is_expected.to contain_file(f).with_ensure('absent').that_requires('Service[ferrofab-agent-workstation]')
       end
       is_expected.to contain_file('/var/lib/ferrofab/agent').with_ensure('absent').with_force(true)
-      is_expected.to contain_package('ferrofab-agent').with_ensure('absent').that_requires('Service[ferrofab-agent]')
-      is_expected.to contain_exec('ferrofab-agent rmdir /run/ferrofab/volumes').that_requires('Service[ferrofab-agent]')
+      is_expected.to contain_package('ferrofab-agent').with_ensure('absent').that_requires('Service[ferrofab-agent-workstation]')
+      is_expected.to contain_exec('ferrofab-agent rmdir /run/ferrofab/volumes').that_requires('Service[ferrofab-agent-workstation]')
       ['/etc/ferrofab', '/var/lib/ferrofab', '/run/ferrofab'].each do |d|
         is_expected.to contain_exec("ferrofab-agent rmdir #{d}").with_command("rmdir #{d}")
       end
@@ -177,7 +174,7 @@ describe 'ferrofab::agent' do
       is_expected.to contain_exec('ferrofab-agent holder stop')
         .with_command('command /usr/bin/ferrofab-agent --config /etc/ferrofab/agent.toml holder stop --state-dir /var/lib/ferrofab/agent --timeout 60s')
         .with_onlyif('test -S /var/lib/ferrofab/agent/holder.sock')
-        .that_requires('Service[ferrofab-agent]')
+        .that_requires('Service[ferrofab-agent-workstation]')
       is_expected.to contain_file('/var/lib/ferrofab/agent').that_requires('Exec[ferrofab-agent holder stop]')
       is_expected.to contain_package('ferrofab-agent').that_requires('Exec[ferrofab-agent holder stop]')
     end
@@ -186,7 +183,7 @@ describe 'ferrofab::agent' do
       is_expected.to contain_exec('ferrofab node delete')
         .with_command('/usr/bin/ferrofab --config /root/admin.toml node delete ws7')
         .with_onlyif(%r{node get ws7})
-        .that_requires('Service[ferrofab-agent]')
+        .that_requires('Service[ferrofab-agent-workstation]')
     end
   end
 
@@ -293,7 +290,7 @@ describe 'ferrofab::agent' do
     end
 
     it do
-      is_expected.to contain_service('ferrofab-agent')
+      is_expected.to contain_service('ferrofab-agent-workstation')
         .with_provider('base')
         .with_start('/bin/svc start')
         .with_status('/bin/svc status')
@@ -304,8 +301,51 @@ describe 'ferrofab::agent' do
   context 'with service_manage false' do
     let(:params) { minimal.merge(service_manage: false) }
 
-    it { is_expected.not_to contain_service('ferrofab-agent') }
+    it { is_expected.not_to contain_service('ferrofab-agent-workstation') }
     it { is_expected.not_to contain_file('/etc/systemd/system/ferrofab-agent.service') }
+  end
+
+  context 'with the storage role from the package' do
+    let(:params) { minimal.merge(roles: ['storage']) }
+
+    it { is_expected.to contain_service('ferrofab-agent-storage').with_ensure('running') }
+    it { is_expected.not_to contain_file('/etc/systemd/system/ferrofab-agent.service') }
+  end
+
+  context 'with both roles from the package' do
+    let(:params) { minimal.merge(roles: ['storage', 'workstation']) }
+
+    it { is_expected.to contain_service('ferrofab-agent-workstation') }
+  end
+
+  context 'with the package and unit_manage (a unit of its own)' do
+    let(:params) { minimal.merge(unit_manage: true, service_name: 'ferrofab-agent') }
+
+    it do
+      is_expected.to contain_file('/etc/systemd/system/ferrofab-agent.service')
+        .with_content(%r{^ExecStart=/usr/bin/ferrofab-agent --config /etc/ferrofab/agent\.toml run$})
+        .that_notifies('Service[ferrofab-agent]')
+    end
+  end
+
+  context 'the old way: a binary from binary_source and a unit of its own' do
+    let(:params) { minimal.merge(binary_source: '/srv/ferrofab-agent') }
+
+    it { is_expected.not_to contain_package('ferrofab-agent') }
+    it { is_expected.not_to contain_service('ferrofab-agent-workstation') }
+
+    it 'installs a systemd unit that runs the agent with this config' do
+      is_expected.to contain_file('/etc/systemd/system/ferrofab-agent.service')
+        .with_content(%r{^ExecStart=/usr/local/bin/ferrofab-agent --config /etc/ferrofab/agent\.toml run$})
+        .with_content(%r{^ExecStartPost=.*ferrofab-agent --config /etc/ferrofab/agent\.toml status})
+        .with_content(%r{^Restart=on-failure$})
+        .with_content(%r{^WantedBy=multi-user\.target$})
+    end
+
+    it 'restarts the service on unit changes' do
+      is_expected.to contain_service('ferrofab-agent').with_ensure('running')
+      is_expected.to contain_file('/etc/systemd/system/ferrofab-agent.service').that_notifies('Service[ferrofab-agent]')
+    end
   end
 
   context 'with bad parameters' do

@@ -64,7 +64,9 @@ gives 4, not 6.
 EOS
   features: ['simple_get_filter', 'canonicalize'],
   autorequire: {
-    service: 'ferrofab-agent',
+    # The packaged units (one per role) and the unit class ferrofab::agent
+    # writes with binary_source.
+    service: ['ferrofab-agent-workstation', 'ferrofab-agent-storage', 'ferrofab-agent'],
     exec: 'ferrofab-agent enroll',
   },
   attributes: {

@@ -20,6 +20,18 @@ RSpec.describe 'the ferrofab_attachment type' do
     expect(definition.feature?('simple_get_filter')).to be(true)
   end
 
+  it 'autorequires the agent service under the packaged and the module-written unit names' do
+    catalog = Puppet::Resource::Catalog.new
+    services = ['ferrofab-agent-workstation', 'ferrofab-agent-storage', 'ferrofab-agent'].map do |name|
+      Puppet::Type.type(:service).new(name: name, provider: 'base', start: '/bin/true', status: '/bin/true')
+    end
+    services.each { |s| catalog.add_resource(s) }
+    res = type.new(volume: 'scratch')
+    catalog.add_resource(res)
+    sources = res.autorequire.map { |edge| edge.source.ref }
+    expect(sources).to include('Service[ferrofab-agent-workstation]', 'Service[ferrofab-agent-storage]', 'Service[ferrofab-agent]')
+  end
+
   it 'defaults to present, read-write, 60 s' do
     res = type.new(volume: 'scratch')
     expect(res[:ensure].to_s).to eq('present')
