@@ -371,6 +371,17 @@ impl Config {
         self.validate_limits()?;
         self.pki.node_validity()?;
         self.store.validate().map_err(ConfigError::Invalid)?;
+        // With replicas, the leader judges liveness of agents streaming to
+        // other replicas by the stored last_heartbeat alone.
+        if self.store.backend == crate::store::Backend::Etcd
+            && self.nodes.heartbeat_persist_interval_seconds >= self.nodes.heartbeat_timeout_seconds
+        {
+            return Err(ConfigError::Invalid(format!(
+                "nodes.heartbeat_persist_interval_seconds ({}) must be below nodes.heartbeat_timeout_seconds ({}) with the etcd store: the leader sees other replicas' agents only through the persisted heartbeat",
+                self.nodes.heartbeat_persist_interval_seconds,
+                self.nodes.heartbeat_timeout_seconds
+            )));
+        }
         Ok(())
     }
 

@@ -331,7 +331,8 @@ pub async fn run_rotation(s: std::sync::Arc<Shared>, every: std::time::Duration)
     let mut tick = tokio::time::interval(ROTATION_CHECK);
     loop {
         tick.tick().await;
-        if let Err(e) = rotate_due(&s, every).await {
+        // A singleton: only the leader rotates (see crate::leader).
+        if let Some(Err(e)) = crate::loops::as_leader(&s, || rotate_due(&s, every)).await {
             tracing::warn!(error = %e, "periodic key rotation");
         }
     }
