@@ -61,6 +61,8 @@ pub enum Role {
 #[derive(Debug, Clone)]
 pub struct Leadership {
     rx: watch::Receiver<Role>,
+    /// This replica's name (empty for the single-process store).
+    name: String,
 }
 
 impl Leadership {
@@ -69,12 +71,20 @@ impl Leadership {
         // Nobody changes it: the receiver keeps the value after the sender
         // is gone ([`Self::changed`] then reports no more changes).
         let (_, rx) = watch::channel(Role::Single);
-        Self { rx }
+        Self {
+            rx,
+            name: String::new(),
+        }
     }
 
-    /// A leadership fed by a campaign.
-    pub fn from_channel(rx: watch::Receiver<Role>) -> Self {
-        Self { rx }
+    /// A leadership fed by the campaign of replica `name`.
+    pub fn from_channel(rx: watch::Receiver<Role>, name: String) -> Self {
+        Self { rx, name }
+    }
+
+    /// This replica's name (empty for the single-process store).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn role(&self) -> Role {

@@ -265,6 +265,30 @@ async fn two_replicas_racing_creates_never_over_commit_a_pool_or_a_quota() {
         .iter()
         .filter(|v| v.spec.as_ref().is_some_and(|s| s.tenant == "small"))
         .count();
+    // What `ferrofab status` shows: replicas, the leader, etcd health.
+    let t0 = Instant::now();
+    let cp = loop {
+        let info = admin
+            .get_server_info(GetServerInfoRequest {})
+            .await
+            .expect("server info")
+            .into_inner();
+        let cp = info
+            .control_plane
+            .expect("etcd: control plane shown to the admin");
+        if !cp.leader.is_empty() && cp.replicas.len() == 2 {
+            break cp;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no leader: {cp:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(cp.replica, "a");
+    assert!(cp.leader == "a" || cp.leader == "b", "{cp:?}");
+    assert_eq!(cp.replicas.iter().filter(|r| r.leader).count(), 1);
+    assert_eq!(cp.store_members.len(), 1);
+    assert_eq!(cp.store_members[0].health, "ok");
+    assert!(cp.store_members[0].leader, "a one-member etcd leads itself");
+
     assert_eq!(placed, 5, "exactly the pool's 5 GiB are placed");
     assert_eq!(in_tight, 5 << 30, "no over-commit of the pool");
     assert_eq!(quota, 3, "exactly the tenant's volume quota");

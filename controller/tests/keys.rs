@@ -76,19 +76,28 @@ async fn keys_reach_only_their_two_nodes_and_rotate_storage_first() {
     .await
     .expect("ws1 report");
     let mut s1_stream = s1
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
+        .watch_desired_state(WatchDesiredStateRequest {
+            node: "s1".into(),
+            ..Default::default()
+        })
         .await
         .expect("s1 watch")
         .into_inner();
     let mut ws_stream = ws1
-        .watch_desired_state(WatchDesiredStateRequest { node: "ws1".into() })
+        .watch_desired_state(WatchDesiredStateRequest {
+            node: "ws1".into(),
+            ..Default::default()
+        })
         .await
         .expect("ws watch")
         .into_inner();
     let mut admin_view = ctl
         .agent_as("admin")
         .await
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
+        .watch_desired_state(WatchDesiredStateRequest {
+            node: "s1".into(),
+            ..Default::default()
+        })
         .await
         .expect("admin watch")
         .into_inner();

@@ -413,6 +413,7 @@ impl Store for EtcdStore {
 
     fn campaign(&self, replica: crate::leader::Replica) -> crate::leader::Leadership {
         let (tx, rx) = watch::channel(crate::leader::Role::Follower { leader: None });
+        let name = replica.name.clone();
         if let Some(rt) = &self.runtime {
             let (leader_key, replicas) = elect::control_keys(&self.prefix);
             rt.spawn(
@@ -427,7 +428,7 @@ impl Store for EtcdStore {
                 .run(),
             );
         }
-        crate::leader::Leadership::from_channel(rx)
+        crate::leader::Leadership::from_channel(rx, name)
     }
 
     fn cluster(&self) -> Result<crate::leader::ClusterView, StoreError> {
