@@ -27,12 +27,15 @@
 #   3. rolling restart of all three controllers while a client keeps
 #      creating and deleting: every acknowledged create is present, the
 #      workstation's exposures stay and converge.
-#   Over all three, the watcher's recorded history (WatchVolumes through
+#   4. etcd quorum loss (e2 and e3 cut off at the bridge): a write is
+#      refused naming etcd, lists from the replicas' caches go on, an
+#      exposure on ws1 reads the same; after the heal writes go through.
+#   Over all four, the watcher's recorded history (WatchVolumes through
 #   whichever replica answers, resumed from its last revision) is checked:
 #   per object, revisions strictly increase, every acknowledged version
 #   appears, nothing follows a delete but a new object.
 #
-# Not covered (yet): etcd quorum loss, backup/wipe/restore under agents.
+# Not covered (yet): backup/wipe/restore under running agents.
 set -euo pipefail
 checks_pid=
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -472,6 +472,38 @@ def test_rolling_restart(c: Cluster, led: Ledger) -> None:
     say(f"test 3 passed: every acknowledged create and delete held; {len(led.attached)} exposures stayed")
 
 
+def test_quorum_loss(c: Cluster, led: Ledger) -> None:
+    """Two of three etcd members cut off: writes refused with a clear
+    error, reads from the replicas' caches go on, the data path is
+    untouched; after the heal writes go through again."""
+    say("test 4: etcd members e2 and e3 cut off (no quorum)")
+    vol = next(iter(led.attached.values()))
+    before = (c.work / "ws1" / "volumes" / vol).read_bytes()[:4096]
+    for e in ("e2", "e3"):
+        subprocess.run(["ip", "-n", f"{c.prefix}-hub", "link", "set", f"h-{e}", "down"], check=True)
+    try:
+        time.sleep(2)
+        r = c.cli("volume", "create", "q1", "--tenant", "lab", "--size", "4MiB", "--pool", "p-big", check=False)
+        if r.returncode == 0:
+            raise Failure("a write was acknowledged without an etcd quorum")
+        if "etcd" not in r.stderr:
+            raise Failure(f"the refused write does not say etcd is the problem: {r.stderr.strip()}")
+        listed = {v["metadata"]["name"] for v in volumes(c)}
+        if vol not in listed:
+            raise Failure("reads from the caches stopped without a quorum")
+        now = (c.work / "ws1" / "volumes" / vol).read_bytes()[:4096]
+        if now != before or c.exposure_size(vol) != VOL_MIB * MIB:
+            raise Failure("the data path changed while etcd had no quorum")
+        say(f"test 4: write refused ({r.stderr.strip()[:140]}), reads and the data path go on")
+    finally:
+        for e in ("e2", "e3"):
+            subprocess.run(["ip", "-n", f"{c.prefix}-hub", "link", "set", f"h-{e}", "up"], check=False)
+    t0 = time.monotonic()
+    wait_for("a write after the heal", 60,
+             lambda: create(c, led, "q2", first=0, pool="p-big", size=4), period=0.5)
+    say(f"test 4 passed: writes accepted again {time.monotonic() - t0:.1f}s after the heal")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True, type=pathlib.Path)
@@ -501,6 +533,7 @@ def main() -> int:
         test_kill_leader(c, led)
         test_partition_leader(c, led)
         test_rolling_restart(c, led)
+        test_quorum_loss(c, led)
         time.sleep(1)
         check_history(c, led)
         say(f"all tests passed in {time.monotonic() - started:.0f}s")
