@@ -254,10 +254,14 @@ pub async fn run_until(
         max_connections_per_peer: cfg.server.max_connections_per_peer,
         handshake_timeout: Duration::from_millis(cfg.server.tls_handshake_timeout_ms),
     };
-    router
+    let served = router
         .serve_with_incoming_shutdown(listener::incoming(grpc, tls, limits, metrics), stop)
         .await
-        .map_err(|e| ServerError::Serve(e.to_string()))
+        .map_err(|e| ServerError::Serve(e.to_string()));
+    // A graceful stop hands the singletons over at once (etcd).
+    let store = shared.store.clone();
+    let _ = tokio::task::spawn_blocking(move || store.resign()).await;
+    served
 }
 
 async fn shutdown() {

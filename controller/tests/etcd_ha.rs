@@ -294,3 +294,40 @@ async fn two_replicas_racing_creates_never_over_commit_a_pool_or_a_quota() {
     assert_eq!(quota, 3, "exactly the tenant's volume quota");
     assert_eq!(small, 3, "no over-commit of the quota");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resigning_leader_hands_over_before_its_lease_would_expire() {
+    let etcd = Etcd::start();
+    let a = open(&etcd.client_url);
+    let b = open(&etcd.client_url);
+    let la = a.campaign(replica("a"));
+    wait_role(&la, Duration::from_secs(10), |r| {
+        matches!(r, Role::Leader(_))
+    })
+    .await;
+    let lb = b.campaign(replica("b"));
+    wait_role(&lb, Duration::from_secs(10), |r| {
+        matches!(r, Role::Follower { leader: Some(_) })
+    })
+    .await;
+    let t0 = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        a.resign();
+        a
+    })
+    .await
+    .expect("resign");
+    let took = wait_role(&lb, Duration::from_secs(4 * TTL), |r| {
+        matches!(r, Role::Leader(_))
+    })
+    .await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(TTL),
+        "handed over in {took:?}, before the {TTL}s lease would have run out"
+    );
+    assert_eq!(
+        b.cluster().expect("view").replicas.len(),
+        1,
+        "a deregistered"
+    );
+}

@@ -178,6 +178,10 @@ pub trait Store: Send + Sync + 'static {
     fn campaign(&self, _replica: crate::leader::Replica) -> crate::leader::Leadership {
         crate::leader::Leadership::always()
     }
+    /// Gives the leadership up at a graceful stop, so another replica
+    /// takes over at once instead of after the lease TTL. Blocks for one
+    /// round trip at most.
+    fn resign(&self) {}
     /// The replicas registered with the store and its health, for
     /// `ferrofab status`; a single-process backend has none to show.
     fn cluster(&self) -> Result<crate::leader::ClusterView, StoreError> {

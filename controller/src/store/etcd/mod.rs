@@ -113,6 +113,7 @@ pub struct EtcdStore {
     lease_ttl: Duration,
     endpoints: Vec<String>,
     connect: ConnectOptions,
+    term: Arc<elect::Term>,
 }
 
 impl Drop for EtcdStore {
@@ -215,6 +216,7 @@ impl EtcdStore {
             lease_ttl: Duration::from_secs(cfg.lease_ttl_seconds),
             endpoints: cfg.endpoints.clone(),
             connect,
+            term: Arc::default(),
         })
     }
 
@@ -418,6 +420,7 @@ impl Store for EtcdStore {
             let (leader_key, replicas) = elect::control_keys(&self.prefix);
             rt.spawn(
                 elect::Campaign {
+                    term: self.term.clone(),
                     client: self.client.clone(),
                     leader_key,
                     replicas,
@@ -429,6 +432,26 @@ impl Store for EtcdStore {
             );
         }
         crate::leader::Leadership::from_channel(rx, name)
+    }
+
+    /// Ends the campaign and revokes the term's lease: the leader key and
+    /// the replica's registration go at once.
+    fn resign(&self) {
+        self.term.resigned.store(true, Ordering::SeqCst);
+        let lease = self.term.lease.load(Ordering::SeqCst);
+        if lease == 0 {
+            return;
+        }
+        let client = self.client.clone();
+        let r = self.block(async move {
+            client.lease_client().revoke(lease).await.map_err(io)?;
+            Ok(())
+        });
+        match r {
+            Ok(()) => info!("leader lease revoked: another replica may take over now"),
+            Err(e) => warn!(error = %e, "cannot revoke the leader lease; it expires by itself"),
+        }
+        crate::leader::IS_LEADER.set(0);
     }
 
     fn cluster(&self) -> Result<crate::leader::ClusterView, StoreError> {
