@@ -41,6 +41,8 @@ checks_pid=
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/lib/common.sh
 source "$here/../lib/common.sh"
+# shellcheck source=tests/lib/netns.sh
+source "$here/../lib/netns.sh"
 
 [ "$(id -u)" -eq 0 ] || ff_die "the ha suite creates network namespaces and mounts FUSE: run it as root"
 ff_need_pkgs iproute2 util-linux mount fuse3 python3 iputils-ping etcd-server
@@ -55,16 +57,8 @@ declare -A addr=([e1]=10.213.78.1 [e2]=10.213.78.2 [e3]=10.213.78.3
                  [c1]=10.213.78.11 [c2]=10.213.78.12 [c3]=10.213.78.13
                  [s1]=10.213.78.21 [ws1]=10.213.78.31 [adm]=10.213.78.40)
 
-ns_pids() {
-    local n
-    for n in "${nodes[@]}"; do
-        [ -e "/run/netns/$prefix-$n" ] && ip netns pids "$prefix-$n" 2>/dev/null
-    done
-    return 0
-}
-
 cleanup() {
-    local rc=$? i pids n
+    local rc=$? i n
     set +e
     if [ -n "${checks_pid:-}" ] && kill -0 "$checks_pid" 2>/dev/null; then
         kill -TERM "$checks_pid"
@@ -74,14 +68,7 @@ cleanup() {
         done
         kill -KILL "$checks_pid" 2>/dev/null
     fi
-    mapfile -t pids < <(ns_pids)
-    [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null
-    for ((i = 0; i < 150; i++)); do
-        [ -z "$(ns_pids)" ] && break
-        sleep 0.1
-    done
-    mapfile -t pids < <(ns_pids)
-    [ ${#pids[@]} -gt 0 ] && kill -KILL "${pids[@]}" 2>/dev/null
+    ff_ns_stop_all
     umount -l "$work/ws1/volumes" 2>/dev/null
     for n in "${nodes[@]}" hub; do
         [ -e "/run/netns/$prefix-$n" ] && ip netns del "$prefix-$n"
@@ -91,43 +78,16 @@ cleanup() {
 }
 
 setup_network() {
-    local n ns
-    ip netns add "$hub"
-    ip -n "$hub" link set lo up
-    ip -n "$hub" link add br0 type bridge
-    ip -n "$hub" link set br0 up
-    for n in "${nodes[@]}"; do
-        ns=$prefix-$n
-        ip netns add "$ns"
-        ip -n "$ns" link set lo up
-        ip -n "$hub" link add "h-$n" type veth peer name eth0 netns "$ns"
-        ip -n "$hub" link set "h-$n" master br0 up
-        ip -n "$ns" addr add "${addr[$n]}/24" dev eth0
-        ip -n "$ns" link set eth0 up
-    done
+    local n
+    ff_ns_setup_bridge
     for n in c1 s1 ws1 adm; do
         nsenter --net="/run/netns/$prefix-$n" ping -c1 -W5 "${addr[e1]}" >/dev/null \
             || ff_die "$n cannot reach ${addr[e1]} over the bridge"
     done
 }
 
-# Namespaces of an earlier, SIGKILLed run.
-sweep_stale() {
-    local ns pid pids
-    for ns in $(ip netns list | awk '$1 ~ /^ffha-[0-9]+-/ {print $1}'); do
-        pid=${ns#ffha-}
-        pid=${pid%%-*}
-        kill -0 "$pid" 2>/dev/null && continue
-        ff_say "ha: removing $ns left by an earlier run (pid $pid is gone)"
-        mapfile -t pids < <(ip netns pids "$ns")
-        [ ${#pids[@]} -gt 0 ] && kill -KILL "${pids[@]}"
-        ip netns del "$ns"
-    done
-    return 0
-}
-
 trap cleanup EXIT INT TERM
-sweep_stale
+ff_ns_sweep_stale ffha
 # FF_HA_BIN=DIR runs prebuilt binaries from DIR (ferrofab,
 # ferrofab-controller, ferrofab-agent, examples/ha_watch).
 if [ -n "${FF_HA_BIN:-}" ]; then

@@ -16,6 +16,9 @@ import threading
 import time
 import tomllib
 
+# The netns suite's helpers (same directory): Failure, polling, commands.
+from netns_faults import Failure, run, wait_for
+
 ADDR = {"e1": "10.213.78.1", "e2": "10.213.78.2", "e3": "10.213.78.3",
         "c1": "10.213.78.11", "c2": "10.213.78.12", "c3": "10.213.78.13",
         "s1": "10.213.78.21", "ws1": "10.213.78.31", "adm": "10.213.78.40"}
@@ -32,30 +35,8 @@ PER_CLIENT = 30
 ATTACH_EVERY = 5
 
 
-class Failure(Exception):
-    pass
-
-
 def say(msg: str) -> None:
     print(f"\033[1m==> ha: {msg}\033[0m", file=sys.stderr, flush=True)
-
-
-def wait_for(what: str, timeout: float, f, period: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = f()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise Failure(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(period)
-
-
-def run(argv: list[str], timeout: float = 60) -> str:
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    if r.returncode != 0:
-        raise Failure(f"{' '.join(argv)} failed: {r.stderr.strip()}")
-    return r.stdout
 
 
 class Cluster:
