@@ -460,6 +460,23 @@ dir = "/etc/ferrofab/pki"
     }
 
     #[test]
+    fn etcd_needs_a_persisted_heartbeat_within_the_timeout() {
+        let base = "listen = \"127.0.0.1:1\"\nstore_path = \"/x\"\n[pki]\ndir = \"/p\"\n[nodes]\nheartbeat_persist_interval_seconds = 60\n";
+        let redb: Config = toml::from_str(base).expect("parse");
+        assert!(redb.validate().is_ok(), "one process knows every heartbeat");
+        let text = format!(
+            "{base}[store]\nbackend = \"etcd\"\n[store.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n"
+        );
+        let etcd: Config = toml::from_str(&text).expect("parse");
+        let e = etcd.validate().expect_err("refused on etcd");
+        assert!(
+            e.to_string()
+                .contains("nodes.heartbeat_persist_interval_seconds (60) must be below"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn pki_defaults_and_durations() {
         let text = "listen = \"127.0.0.1:1\"\nstore_path = \"/x\"\n[pki]\ndir = \"/p\"\n";
         let cfg: Config = toml::from_str(text).expect("parse");

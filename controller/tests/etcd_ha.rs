@@ -9,7 +9,7 @@ mod etcd_harness;
 use std::time::{Duration, Instant};
 
 use etcd_harness::{Etcd, Proxy};
-use ferrofab_controller::leader::{Replica, Role};
+use ferrofab_controller::leader::{Leadership, Replica, Role};
 use ferrofab_controller::store::etcd::{EtcdConfig, EtcdStore};
 use ferrofab_controller::store::{Store, StoreError, Txn, TxnResult};
 use ferrofab_proto::v1::*;
@@ -34,11 +34,7 @@ fn replica(name: &str) -> Replica {
     }
 }
 
-async fn wait_role(
-    l: &ferrofab_controller::leader::Leadership,
-    within: Duration,
-    want: impl Fn(&Role) -> bool,
-) -> Duration {
+async fn wait_role(l: &Leadership, within: Duration, want: impl Fn(&Role) -> bool) -> Duration {
     let t0 = Instant::now();
     while t0.elapsed() < within {
         if want(&l.role()) {
@@ -47,6 +43,23 @@ async fn wait_role(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("role not reached within {within:?}; last {:?}", l.role());
+}
+
+/// `a` campaigns first and leads; then `b` campaigns and follows it.
+async fn a_leads_b_follows(a: &EtcdStore, b: &EtcdStore) -> (Leadership, Leadership) {
+    let la = a.campaign(replica("a"));
+    wait_role(&la, Duration::from_secs(10), |r| {
+        matches!(r, Role::Leader(_))
+    })
+    .await;
+    let lb = b.campaign(replica("b"));
+    wait_role(&lb, Duration::from_secs(10), |r| {
+        *r == Role::Follower {
+            leader: Some("a".into()),
+        }
+    })
+    .await;
+    (la, lb)
 }
 
 fn leader_guard(r: Role) -> ferrofab_controller::store::LeaderGuard {
@@ -62,18 +75,7 @@ async fn a_leader_cut_off_from_etcd_is_replaced_and_fenced() {
     let proxy = Proxy::start(etcd.addr).await;
     let a = open(&proxy.url);
     let b = open(&etcd.client_url);
-    let la = a.campaign(replica("a"));
-    wait_role(&la, Duration::from_secs(10), |r| {
-        matches!(r, Role::Leader(_))
-    })
-    .await;
-    let lb = b.campaign(replica("b"));
-    wait_role(&lb, Duration::from_secs(10), |r| {
-        *r == Role::Follower {
-            leader: Some("a".into()),
-        }
-    })
-    .await;
+    let (la, lb) = a_leads_b_follows(&a, &b).await;
     let old = leader_guard(la.role());
     let w = a
         .txn(
@@ -300,16 +302,7 @@ async fn a_resigning_leader_hands_over_before_its_lease_would_expire() {
     let etcd = Etcd::start();
     let a = open(&etcd.client_url);
     let b = open(&etcd.client_url);
-    let la = a.campaign(replica("a"));
-    wait_role(&la, Duration::from_secs(10), |r| {
-        matches!(r, Role::Leader(_))
-    })
-    .await;
-    let lb = b.campaign(replica("b"));
-    wait_role(&lb, Duration::from_secs(10), |r| {
-        matches!(r, Role::Follower { leader: Some(_) })
-    })
-    .await;
+    let (_la, lb) = a_leads_b_follows(&a, &b).await;
     let t0 = Instant::now();
     tokio::task::spawn_blocking(move || {
         a.resign();

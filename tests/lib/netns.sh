@@ -6,6 +6,20 @@
 # created inside the hub namespace (bridge br0, a switch) and one end is
 # moved into each node's namespace as eth0.
 
+# ff_stop_pid PID : SIGTERM, then SIGKILL if it is still there after 60 s
+# (the suites' Python drivers stop their daemons on SIGTERM).
+ff_stop_pid() {
+    local i
+    [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 0
+    kill -TERM "$1"
+    for ((i = 0; i < 600; i++)); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$1" 2>/dev/null
+    return 0
+}
+
 # The pids of every process in our node namespaces.
 ff_ns_pids() {
     local n

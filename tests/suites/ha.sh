@@ -58,16 +58,9 @@ declare -A addr=([e1]=10.213.78.1 [e2]=10.213.78.2 [e3]=10.213.78.3
                  [s1]=10.213.78.21 [ws1]=10.213.78.31 [adm]=10.213.78.40)
 
 cleanup() {
-    local rc=$? i n
+    local rc=$? n
     set +e
-    if [ -n "${checks_pid:-}" ] && kill -0 "$checks_pid" 2>/dev/null; then
-        kill -TERM "$checks_pid"
-        for ((i = 0; i < 600; i++)); do
-            kill -0 "$checks_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$checks_pid" 2>/dev/null
-    fi
+    ff_stop_pid "${checks_pid:-}"
     ff_ns_stop_all
     umount -l "$work/ws1/volumes" 2>/dev/null
     for n in "${nodes[@]}" hub; do

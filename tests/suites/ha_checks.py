@@ -17,6 +17,7 @@ import time
 import tomllib
 
 # The netns suite's helpers (same directory): Failure, polling, commands.
+import netns_faults
 from netns_faults import Failure, run, wait_for
 
 ADDR = {"e1": "10.213.78.1", "e2": "10.213.78.2", "e3": "10.213.78.3",
@@ -39,19 +40,15 @@ def say(msg: str) -> None:
     print(f"\033[1m==> ha: {msg}\033[0m", file=sys.stderr, flush=True)
 
 
-class Cluster:
+class Cluster(netns_faults.Cluster):
+    """The netns suite's cluster plumbing (namespaces, `nsenter`), with
+    etcd and three controllers instead of one."""
+
     def __init__(self, bin_dir: pathlib.Path, work: pathlib.Path, prefix: str):
-        self.bin = bin_dir
-        self.work = work
-        self.prefix = prefix
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.pki = work / "pki"
+        super().__init__(bin_dir, work, prefix)
         self.etcd_pki = work / "etcd-pki"
 
-    def ns(self, node: str) -> list[str]:
-        return ["nsenter", f"--net=/run/netns/{self.prefix}-{node}"]
-
-    def client_toml(self, first: int = 0) -> pathlib.Path:
+    def client_cfg(self, first: int = 0) -> pathlib.Path:
         """A CLI config listing every replica, starting with CTL[first]."""
         p = self.work / f"client-{first}.toml"
         if not p.exists():
@@ -63,7 +60,7 @@ class Cluster:
         return p
 
     def cli(self, *args: str, first: int = 0, check: bool = True) -> subprocess.CompletedProcess:
-        argv = self.ns("adm") + [str(self.bin / "ferrofab"), "--config", str(self.client_toml(first)), *args]
+        argv = self.ns("adm") + [str(self.bin / "ferrofab"), "--config", str(self.client_cfg(first)), *args]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         if check and r.returncode != 0:
             raise Failure(f"ferrofab {' '.join(args)} failed: {r.stderr.strip()}")

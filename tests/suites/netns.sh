@@ -70,16 +70,9 @@ declare -A addr=([ctl]=10.213.77.1 [s1]=10.213.77.11 [s2]=10.213.77.12 [ws1]=10.
 
 # Stops whatever runs in our namespaces, unmounts, deletes the namespaces.
 cleanup() {
-    local rc=$? i n
+    local rc=$? n
     set +e
-    if [ -n "${faults_pid:-}" ] && kill -0 "$faults_pid" 2>/dev/null; then
-        kill -TERM "$faults_pid"
-        for ((i = 0; i < 600; i++)); do
-            kill -0 "$faults_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$faults_pid" 2>/dev/null
-    fi
+    ff_stop_pid "${faults_pid:-}"
     ff_ns_stop_all
     # Not `mountpoint -q`: it fails on a FUSE mount whose agent was killed
     # (ENOTCONN), which is exactly the mount that needs removing.

@@ -692,6 +692,13 @@ mod tests {
         c.prefix = "ferrofab".into();
         assert!(err(c.clone()).contains("store.etcd.prefix"));
         c.prefix = "/p/".into();
+        c.lease_ttl_seconds = 1;
+        assert!(err(c.clone()).contains("store.etcd.lease_ttl_seconds 1"));
+        c.lease_ttl_seconds = 10;
+        c.replica_name = Some("a/b".into());
+        assert!(err(c.clone()).contains("store.etcd.replica_name"));
+        c.replica_name = Some("ctl1".into());
+        assert!(c.validate().is_ok());
         c.timeout_ms = 0;
         assert!(err(c).contains("timeout_ms"));
     }
