@@ -30,12 +30,15 @@
 #   4. etcd quorum loss (e2 and e3 cut off at the bridge): a write is
 #      refused naming etcd, lists from the replicas' caches go on, an
 #      exposure on ws1 reads the same; after the heal writes go through.
-#   Over all four, the watcher's recorded history (WatchVolumes through
+#   5. backup, then the whole etcd cluster lost (every member's data
+#      deleted) and a new one restored from the backup: every volume comes
+#      back with its identity, the workstation's exposures read the same,
+#      a new attachment converges. (After the history check: the new
+#      cluster starts its revisions anew.)
+#   Over tests 1-4, the watcher's recorded history (WatchVolumes through
 #   whichever replica answers, resumed from its last revision) is checked:
 #   per object, revisions strictly increase, every acknowledged version
 #   appears, nothing follows a delete but a new object.
-#
-# Not covered (yet): backup/wipe/restore under running agents.
 set -euo pipefail
 checks_pid=
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
