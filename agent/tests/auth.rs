@@ -156,3 +156,212 @@ fn stolen_host_nqn_without_key_is_refused_at_connect() {
     assert_eq!(sha256_of(&path, MIB), sha256_of_bytes(&pattern(MIB, 3)));
     drop((ws1, s1));
 }
+
+/// A holder as built before authentication keys existed, for the upgrade
+/// test: a real holder (its own state directory, the workstation's host
+/// identity and expose directory) behind a proxy on the workstation's
+/// holder socket that answers as the old build did: `hello` without
+/// `dhchap_keys`, and an `ensure` carrying keys refused, as the old
+/// spec's `deny_unknown_fields` refused it.
+struct LegacyHolder {
+    state: std::path::PathBuf,
+    socket: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    proxy: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LegacyHolder {
+    fn start(ws: &AgentProc, state: std::path::PathBuf) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        std::fs::create_dir_all(&state).expect("mkdir");
+        for f in ["hostnqn", "hostid"] {
+            std::fs::copy(ws.state_dir().join(f), state.join(f)).expect("copy host identity");
+        }
+        let log = std::fs::File::create(state.join("holder.log")).expect("log");
+        let mut child = std::process::Command::new(agent_bin())
+            .args(["holder", "run", "--state-dir"])
+            .arg(&state)
+            .arg("--expose-dir")
+            .arg(ws.expose_dir())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("holder run");
+        wait_for("the old holder answers", Duration::from_secs(30), || {
+            std::os::unix::net::UnixStream::connect(state.join("holder.sock"))
+                .ok()
+                .map(|_| ())
+        });
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        let socket = ws.state_dir().join("holder.sock");
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let refused = std::sync::Arc::new(AtomicUsize::new(0));
+        let (st, rf, real) = (stop.clone(), refused.clone(), state.join("holder.sock"));
+        let proxy = std::thread::spawn(move || legacy_proxy(&listener, &real, &st, &rf));
+        LegacyHolder {
+            state,
+            socket,
+            stop,
+            refused,
+            proxy: Some(proxy),
+        }
+    }
+
+    /// Stops the proxy and the holder behind it (its exposures go).
+    fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.proxy.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::process::Command::new(agent_bin())
+            .args(["holder", "stop", "--timeout", "20s", "--state-dir"])
+            .arg(&self.state)
+            .status();
+    }
+}
+
+impl Drop for LegacyHolder {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn legacy_proxy(
+    listener: &std::os::unix::net::UnixListener,
+    real: &std::path::Path,
+    stop: &std::sync::atomic::AtomicBool,
+    refused: &std::sync::atomic::AtomicUsize,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let s = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        };
+        let _ = s.set_nonblocking(false);
+        let mut line = String::new();
+        if BufReader::new(&s).read_line(&mut line).is_err() {
+            continue;
+        }
+        let req: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        let spec = &req["spec"];
+        let answer = if req["op"] == "ensure"
+            && (spec.get("host_key").is_some() || spec.get("ctrl_key").is_some())
+        {
+            refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            "{\"ok\":false,\"error\":{\"code\":\"BadRequest\",\"message\":\"unknown field `host_key`\"}}".to_string()
+        } else {
+            let forwarded = (|| {
+                let mut r = std::os::unix::net::UnixStream::connect(real).ok()?;
+                r.write_all(line.as_bytes()).ok()?;
+                let mut a = String::new();
+                BufReader::new(&r).read_line(&mut a).ok()?;
+                let mut v: serde_json::Value = serde_json::from_str(&a).ok()?;
+                if let Some(h) = v.get_mut("hello").and_then(|h| h.as_object_mut()) {
+                    h.remove("dhchap_keys");
+                }
+                Some(v.to_string())
+            })();
+            let Some(a) = forwarded else { continue };
+            a
+        };
+        let _ = (&s).write_all(format!("{answer}\n").as_bytes());
+    }
+}
+
+fn node_capable(ctl: &Controller, rt: &tokio::runtime::Runtime, node: &str) -> bool {
+    rt.block_on(async {
+        ctl.admin()
+            .await
+            .get_node(GetNodeRequest { name: node.into() })
+            .await
+            .expect("node")
+            .into_inner()
+            .status
+            .is_some_and(|s| s.dhchap_capable)
+    })
+}
+
+/// An agent upgraded beside a holder from before keys (holders outlive
+/// agent restarts on purpose): the node reports that it cannot
+/// authenticate, the controller issues it no key and the attachment keeps
+/// serving without one; once that holder is replaced by a current one,
+/// the node can, gets its key, and the live connection authenticates.
+#[test]
+fn a_holder_from_before_keys_gets_no_key_until_replaced() {
+    require_tool("umount", "mount");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = rt();
+    // Hosts without keys must stay allowed for the old holder.
+    let ctl = start_controller_with_pki(tmp.path(), "\n[auth]\nrequire = false\n");
+    let (s1, mut ws1) = rt.block_on(async {
+        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
+        let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
+        layout(&ctl, &s1, &["ws1"], &[]).await;
+        (s1, ws1)
+    });
+    // The upgrade: the agent restarts beside a holder of the old build.
+    ws1.stop();
+    let _ = std::process::Command::new(agent_bin())
+        .args(["holder", "stop", "--timeout", "20s", "--state-dir"])
+        .arg(ws1.state_dir())
+        .status();
+    let mut legacy = LegacyHolder::start(&ws1, tmp.path().join("legacy-holder"));
+    ws1.spawn();
+    rt.block_on(create_volume(&ctl, "legacy", "16MiB", "p1"));
+    let path = attach(&ws1, "legacy");
+    write_sync(&path, &pattern(MIB, 5));
+    // Several report rounds (resync 2 s): time for a key to go out if
+    // the node claimed it could use one.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(!node_capable(&ctl, &rt, "ws1"), "reported capable");
+    assert!(
+        !s1.log().contains("host key applied"),
+        "a key was issued for a holder that cannot use it: {}",
+        s1.log()
+    );
+    assert_eq!(
+        legacy.refused.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "keys were sent to the old holder"
+    );
+    assert_eq!(sha256_of(&path, MIB), sha256_of_bytes(&pattern(MIB, 5)));
+
+    // Replaced by a current holder (the volume is idle): capable, keyed.
+    ws1.stop();
+    legacy.stop();
+    ws1.spawn();
+    wait_for(
+        "ws1 reports dhchap_capable",
+        Duration::from_secs(60),
+        || node_capable(&ctl, &rt, "ws1").then_some(()),
+    );
+    wait_for(
+        "the target holds ws1's key",
+        Duration::from_secs(60),
+        || s1.log().contains("host key applied").then_some(()),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !holder_log(&ws1).contains("re-authenticated with the rotated key") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connection did not authenticate with its key:\n{}\n--- agent:\n{}",
+            holder_log(&ws1),
+            ws1.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(sha256_of(&path, MIB), sha256_of_bytes(&pattern(MIB, 5)));
+    drop((ws1, s1));
+}

@@ -293,12 +293,14 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Every export refuses at Connect a host without a key. Off (the
-    /// default), hosts that can authenticate (built-in initiator) get keys
-    /// and must use them, and the others still connect unauthenticated;
-    /// switch it on once every workstation authenticates.
+    /// Every export refuses at Connect a host without a key. Off, hosts
+    /// that can authenticate (built-in initiator) get keys and must use
+    /// them, and the others still connect unauthenticated. Unset (the
+    /// default): the cluster's own setting, recorded in the store at its
+    /// first start (on for a new cluster, off for one that existed before
+    /// the setting, so an upgrade locks nobody out); set, it overrides.
     #[serde(default)]
-    pub require: bool,
+    pub require: Option<bool>,
     /// Rotate every workstation's host key once it is this old, e.g.
     /// "90d"; empty (the default): only `ferrofab node rotate-key`.
     /// Off by default because a rotation is an operation on every live
@@ -507,7 +509,7 @@ dir = "/etc/ferrofab/pki"
     fn auth_defaults_off_and_rotate_every_is_checked() {
         let base = "listen = \"127.0.0.1:1\"\nstore_path = \"/x\"\n[pki]\ndir = \"/p\"\n";
         let cfg: Config = toml::from_str(base).expect("parse");
-        assert!(!cfg.auth.require);
+        assert_eq!(cfg.auth.require, None);
         assert_eq!(cfg.auth.rotate_every().expect("off"), None);
         let on: Config = toml::from_str(&format!(
             "{base}[auth]\nrequire = true\nrotate_every = \"90d\"\n"

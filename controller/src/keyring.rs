@@ -41,11 +41,17 @@ pub enum KeyError {
     },
     #[error("the authentication key file {path} must hold exactly 32 bytes (it holds {len}); restore it from a backup")]
     Length { path: String, len: usize },
+    #[error("the authentication key file {path} is missing, but the store holds {count} sealed data-path key(s) that only it opens; restore it from a backup of pki.dir")]
+    Missing { path: String, count: usize },
+    #[error("the authentication key file {path} has mode {mode:o}: it must be readable by the controller's user only (chmod 600 {path})")]
+    Mode { path: String, mode: u32 },
+    #[error("the authentication key file {path} does not open the sealed key {slot} in the store (another cluster's key file?); restore the one that goes with this store")]
+    Mismatch { path: String, slot: String },
 }
 
 /// One sealed secret as stored.
 #[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct Sealed {
+pub struct Sealed {
     pub(crate) generation: u64,
     pub(crate) fingerprint: String,
     nonce: String,
@@ -58,10 +64,14 @@ pub struct Keys {
     cipher: XChaCha20Poly1305,
     /// `[auth] require`.
     require: bool,
+    /// Where `require` came from: `config` or `cluster`.
+    require_source: &'static str,
     pub(crate) changed: tokio::sync::watch::Sender<u64>,
     /// Host key generations each storage node's target holds, from its
     /// reports: (storage node, host NQN) -> generation.
-    /// In memory only: after a restart the next reports refill it.
+    /// Mirrored in the store (`authkeys/held/<storage node>`, see
+    /// `keys::note_held`) and loaded at start-up, so a restarted
+    /// controller hands out keys at once.
     pub(crate) applied: Mutex<HashMap<(String, String), u64>>,
 }
 
@@ -130,6 +140,7 @@ impl Keys {
         Ok(Keys {
             cipher,
             require,
+            require_source: "config",
             changed: tokio::sync::watch::channel(0).0,
             applied: Mutex::new(HashMap::new()),
         })
@@ -138,6 +149,17 @@ impl Keys {
     /// Whether every export requires authentication (`[auth] require`).
     pub fn require(&self) -> bool {
         self.require
+    }
+
+    /// Records where `require` came from (`keys::require_policy`).
+    pub fn with_require_source(mut self, source: &'static str) -> Self {
+        self.require_source = source;
+        self
+    }
+
+    /// `config` or `cluster`, for GetServerInfo.
+    pub fn require_source(&self) -> &'static str {
+        self.require_source
     }
 
     /// Fires whenever a key is rotated.
@@ -210,6 +232,47 @@ impl Keys {
         let text = Zeroizing::new(secret.encode());
         self.seal(slot, generation, &text)
     }
+}
+
+/// `--check-config`: the key file in `pki_dir` is as start-up needs it.
+/// `sealed` holds the sealed keys found in the store (slot, record), or
+/// `None` when the store could not be looked into. Without a key file a
+/// store without sealed keys is fine (the first start creates the file);
+/// with one, it must be private, 32 bytes long and open the store's keys.
+pub fn check_key_file(pki_dir: &Path, sealed: Option<&[(String, Sealed)]>) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = pki_dir.join(KEY_FILE);
+    let shown = path.display().to_string();
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let count = sealed.map_or(0, <[_]>::len);
+            return if count == 0 {
+                Ok(())
+            } else {
+                Err(KeyError::Missing { path: shown, count })
+            };
+        }
+        Err(source) => {
+            return Err(KeyError::Io {
+                what: "read",
+                path: shown,
+                source,
+            })
+        }
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Mode { path: shown, mode });
+    }
+    let keys = Keys::open(pki_dir, false)?;
+    if let Some((slot, s)) = sealed.and_then(<[_]>::first) {
+        keys.unseal(slot, s).map_err(|_| KeyError::Mismatch {
+            path: shown,
+            slot: slot.clone(),
+        })?;
+    }
+    Ok(())
 }
 
 pub(crate) fn applied(keys: &Keys) -> std::sync::MutexGuard<'_, HashMap<(String, String), u64>> {

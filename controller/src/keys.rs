@@ -13,7 +13,7 @@
 //!   mTLS to the two nodes that need them ([`fill`]); everything else (logs,
 //!   metrics, admin APIs) sees the generation and a fingerprint at most.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ferrofab_proto::v1::{DesiredState, DhchapKey, ExportStatus, HostKey, NodeRole};
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,10 @@ use crate::store::{Txn, TxnResult};
 
 const HOST_PREFIX: &str = "authkeys/host/";
 const CTRL_PREFIX: &str = "authkeys/ctrl/";
+/// Per storage node, the host key generations its target holds (from its
+/// reports), so that a restarted controller hands workstations their keys
+/// at once instead of waiting for every storage node to report again.
+const HELD_PREFIX: &str = "authkeys/held/";
 
 /// The secrets of one slot: the one in force and, during a rotation, the
 /// one it replaced (kept so the record shows what was rolled).
@@ -36,6 +40,89 @@ struct Record {
     /// When `current` was issued (unix seconds), for `auth.rotate_every`.
     #[serde(default)]
     issued_at: i64,
+}
+
+/// The sealed keys among `kvs` (records of the `authkeys/` prefix), for
+/// `--check-config`.
+pub fn sealed_records(kvs: &[crate::store::KeyValue]) -> Vec<(String, crate::keyring::Sealed)> {
+    kvs.iter()
+        .filter(|kv| kv.key.starts_with(HOST_PREFIX) || kv.key.starts_with(CTRL_PREFIX))
+        .filter_map(|kv| {
+            let rec: Record = serde_json::from_slice(&kv.value).ok()?;
+            Some((kv.key.clone(), rec.current))
+        })
+        .collect()
+}
+
+/// The cluster's own `[auth] require` choice, recorded at its first start.
+const REQUIRE_SLOT: &str = "authkeys/require";
+
+#[derive(Serialize, Deserialize)]
+struct RequirePolicy {
+    require: bool,
+}
+
+/// `[auth] require` in force, and where it comes from (`config` or
+/// `cluster`). The cluster's choice is recorded in the store the first
+/// time a controller of this version starts on it: required for a new
+/// cluster (a store without objects), not required for one that already
+/// has objects (it predates the setting, and its hosts without keys must
+/// not be locked out by an upgrade). `configured` (the config key), when
+/// set, overrides the record without changing it.
+pub async fn require_policy(
+    store: &crate::store::SharedStore,
+    cache: &crate::cache::Cache,
+    configured: Option<bool>,
+) -> Result<(bool, &'static str), ApiError> {
+    let recorded = match store.get(REQUIRE_SLOT)? {
+        Some(kv) => {
+            serde_json::from_slice::<RequirePolicy>(&kv.value)
+                .map_err(|e| internal(&format!("{REQUIRE_SLOT} unreadable: {e}")))?
+                .require
+        }
+        None => {
+            let new_cluster = {
+                let o = cache.read();
+                o.nodes.is_empty()
+                    && o.pools.is_empty()
+                    && o.volumes.is_empty()
+                    && o.attachments.is_empty()
+                    && o.tenants.is_empty()
+            };
+            let value = serde_json::to_vec(&RequirePolicy {
+                require: new_cluster,
+            })
+            .map_err(|e| internal(&e.to_string()))?;
+            let txn = Txn::new().when(REQUIRE_SLOT, 0).put(REQUIRE_SLOT, value);
+            let r = store
+                .txn(txn)
+                .await
+                .map_err(|_| ApiError::Internal("store writer stopped".into()))??;
+            match r {
+                TxnResult::Committed { .. } => {
+                    tracing::info!(
+                        require = new_cluster,
+                        new_cluster,
+                        "cluster authentication policy recorded ([auth] require overrides it)"
+                    );
+                    new_cluster
+                }
+                // Another controller recorded it first: theirs stands.
+                TxnResult::CompareFailed { .. } => {
+                    let kv = store
+                        .get(REQUIRE_SLOT)?
+                        .ok_or_else(|| internal(&format!("{REQUIRE_SLOT} vanished")))?;
+                    serde_json::from_slice::<RequirePolicy>(&kv.value)
+                        .map_err(|e| internal(&format!("{REQUIRE_SLOT} unreadable: {e}")))?
+                        .require
+                }
+            }
+        }
+    };
+    Ok(match configured {
+        Some(c) => (c, "config"),
+        None => (recorded, "cluster"),
+    })
 }
 
 fn host_slot(node: &str) -> String {
@@ -73,6 +160,9 @@ async fn get_or_create(s: &Shared, keys: &Keys, slot: &str) -> Result<DhchapKey,
     match s.commit(txn).await? {
         TxnResult::Committed { .. } => {
             tracing::info!(slot, fingerprint = %rec.current.fingerprint, "authentication key issued");
+            if let Some(node) = slot.strip_prefix(HOST_PREFIX) {
+                s.metrics.auth_keys.set_host_key(node, 1, rec.issued_at);
+            }
             // The other side (a storage node computed before this host
             // could authenticate) must learn it too.
             keys.changed.send_modify(|n| *n = n.wrapping_add(1));
@@ -137,7 +227,7 @@ pub async fn rotate_node_key(
             "node {node:?} is not a workstation: only workstations (hosts) have a host key"
         )));
     }
-    let r = rotate_host_key(s, node).await?;
+    let r = rotate_host_key(s, node, "manual").await?;
     Ok(ferrofab_proto::v1::RotateNodeKeyResponse {
         node: node.to_string(),
         generation: r.generation,
@@ -155,8 +245,9 @@ pub struct Rotated {
 /// Replaces `node`'s host secret with a fresh one (generation + 1) and
 /// wakes every desired-state stream: the storage nodes get the new key for
 /// their targets and the workstation re-authenticates its live
-/// connections with it, without reconnecting.
-pub async fn rotate_host_key(s: &Shared, node: &str) -> Result<Rotated, ApiError> {
+/// connections with it, without reconnecting. `trigger` (`manual`,
+/// `periodic`) labels the rotation metric.
+pub async fn rotate_host_key(s: &Shared, node: &str, trigger: &str) -> Result<Rotated, ApiError> {
     let keys = s.keys.as_ref().ok_or_else(disabled)?;
     let slot = host_slot(node);
     let (old, rev) = match read_record(s, &slot)? {
@@ -181,7 +272,11 @@ pub async fn rotate_host_key(s: &Shared, node: &str) -> Result<Rotated, ApiError
             )))
         }
     }
-    tracing::info!(%node, generation, fingerprint = %rec.current.fingerprint, "host key rotated");
+    tracing::info!(%node, generation, fingerprint = %rec.current.fingerprint, trigger, "host key rotated");
+    s.metrics.auth_keys.rotated(trigger);
+    s.metrics
+        .auth_keys
+        .set_host_key(node, generation, rec.issued_at);
     keys.changed.send_modify(|n| *n = n.wrapping_add(1));
     Ok(Rotated {
         generation,
@@ -288,23 +383,161 @@ pub fn held(exports: &[ExportStatus]) -> HashMap<String, u64> {
     now_held
 }
 
-/// Records [`held`] for storage node `node`. Wakes the streams when a
-/// generation went up, so that a workstation waiting for its rotated key
-/// gets it.
-pub fn note_held(s: &Shared, node: &str, now_held: HashMap<String, u64>) {
+/// Records [`held`] for storage node `node`, in memory and (when it
+/// changed) in the store under `authkeys/held/<node>`. Wakes the streams
+/// when a generation went up, so that a workstation waiting for its
+/// rotated key gets it.
+pub async fn note_held(s: &Shared, node: &str, now_held: HashMap<String, u64>) {
     let Some(keys) = s.keys.as_ref() else {
         return;
     };
-    let mut went_up = false;
-    {
+    let (went_up, changed, mine) = {
         let mut map = applied(keys);
+        let before: BTreeMap<String, u64> = map
+            .iter()
+            .filter(|((n, _), _)| n == node)
+            .map(|((_, h), g)| (h.clone(), *g))
+            .collect();
         map.retain(|(n, h), _| n != node || now_held.contains_key(h));
-        for (host, generation) in now_held {
-            let prev = map.insert((node.to_string(), host), generation);
-            went_up |= prev.is_none_or(|g| g < generation);
+        let mut went_up = false;
+        for (host, generation) in &now_held {
+            let prev = map.insert((node.to_string(), host.clone()), *generation);
+            went_up |= prev.is_none_or(|g| g < *generation);
+        }
+        let mine: BTreeMap<String, u64> = now_held.into_iter().collect();
+        (went_up, before != mine, mine)
+    };
+    if changed {
+        if let Err(e) = persist_held(s, node, &mine).await {
+            // Only the restart shortcut is lost: the next report refills it.
+            tracing::warn!(%node, error = %e, "recording the host key generations held");
         }
     }
     if went_up {
+        keys.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+async fn persist_held(
+    s: &Shared,
+    node: &str,
+    held: &BTreeMap<String, u64>,
+) -> Result<(), ApiError> {
+    let slot = format!("{HELD_PREFIX}{node}");
+    let txn = if held.is_empty() {
+        Txn::new().delete(slot)
+    } else {
+        let value = serde_json::to_vec(held).map_err(|e| internal(&e.to_string()))?;
+        Txn::new().put(slot, value)
+    };
+    s.commit(txn).await.map(|_| ())
+}
+
+/// Fills the in-memory record of what each storage node's target holds
+/// (and the host key metrics) from the store, at start-up. What a storage node reports afterwards
+/// replaces its part.
+pub fn load_held(s: &Shared) -> Result<usize, ApiError> {
+    let Some(keys) = s.keys.as_ref() else {
+        return Ok(0);
+    };
+    // The key metrics start from the records too.
+    let (hosts, _) = s.store.list(HOST_PREFIX)?;
+    for kv in hosts {
+        let (Some(node), Ok(rec)) = (
+            kv.key.strip_prefix(HOST_PREFIX),
+            serde_json::from_slice::<Record>(&kv.value),
+        ) else {
+            continue;
+        };
+        s.metrics
+            .auth_keys
+            .set_host_key(node, rec.current.generation, rec.issued_at);
+    }
+    let (kvs, _) = s.store.list(HELD_PREFIX)?;
+    let mut map = applied(keys);
+    let mut n = 0;
+    for kv in kvs {
+        let Some(node) = kv.key.strip_prefix(HELD_PREFIX) else {
+            continue;
+        };
+        let Ok(held) = serde_json::from_slice::<BTreeMap<String, u64>>(&kv.value) else {
+            tracing::warn!(key = %kv.key, "unreadable record of held key generations; ignored");
+            continue;
+        };
+        for (host, generation) in held {
+            map.entry((node.to_string(), host)).or_insert(generation);
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Removes the key records nothing uses any more: the host key and the
+/// held generations of deleted nodes, and the controller key of
+/// subsystems no volume has. Level-triggered (it compares the store with
+/// the objects each time), so running it again changes nothing; a record
+/// that changed meanwhile is left for the next run. Returns how many
+/// records went.
+pub async fn cleanup(s: &Shared) -> Result<usize, ApiError> {
+    let Some(keys) = s.keys.as_ref() else {
+        return Ok(0);
+    };
+    let mut stale = Vec::new();
+    for prefix in [HOST_PREFIX, HELD_PREFIX, CTRL_PREFIX] {
+        let (kvs, _) = s.store.list(prefix)?;
+        let objs = s.cache.read();
+        for kv in kvs {
+            let Some(name) = kv.key.strip_prefix(prefix) else {
+                continue;
+            };
+            let used = if prefix == CTRL_PREFIX {
+                objs.volumes
+                    .values()
+                    .any(|v| v.status.as_ref().is_some_and(|st| st.subsystem_nqn == name))
+            } else {
+                objs.nodes.contains_key(name)
+            };
+            if !used {
+                stale.push((kv.key.clone(), kv.mod_revision));
+            }
+        }
+    }
+    let mut removed = 0;
+    for (key, rev) in stale {
+        let txn = Txn::new().when(key.clone(), rev).delete(key.clone());
+        if let TxnResult::Committed { .. } = s.commit(txn).await? {
+            tracing::info!(%key, "authentication key record of a deleted object removed");
+            if let Some(node) = key.strip_prefix(HOST_PREFIX) {
+                s.metrics.auth_keys.remove_host_key(node);
+            }
+            removed += 1;
+        }
+    }
+    {
+        let objs = s.cache.read();
+        applied(keys).retain(|(n, _), _| objs.nodes.contains_key(n));
+    }
+    Ok(removed)
+}
+
+/// Whether `node` last reported that its data path can authenticate.
+pub fn reports_capable(s: &Shared, node: &str) -> bool {
+    s.cache
+        .read()
+        .nodes
+        .get(node)
+        .and_then(|n| n.status.as_ref())
+        .is_some_and(|st| st.dhchap_capable)
+}
+
+/// A workstation's capability changed (its agent started using a holder
+/// that takes keys, or went back to one that does not): the storage nodes
+/// serving it must gain or drop its key, and their desired state does not
+/// depend on another node's status in the cache's index, so every stream
+/// recomputes.
+pub fn capability_changed(s: &Shared, node: &str) {
+    if let Some(keys) = s.keys.as_ref() {
+        tracing::info!(%node, capable = reports_capable(s, node), "data-path authentication capability changed");
         keys.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
@@ -325,16 +558,26 @@ fn due(issued_at: i64, every: std::time::Duration, now: i64) -> bool {
     issued_at.saturating_add(every) <= now
 }
 
-/// `auth.rotate_every`: rotates each workstation's host key once it is
-/// that old, the same way `ferrofab node rotate-key` does.
-pub async fn run_rotation(s: std::sync::Arc<Shared>, every: std::time::Duration) {
+/// The keys' housekeeping, every [`ROTATION_CHECK`]: removes the records
+/// of deleted objects ([`cleanup`]) and, with `auth.rotate_every`, rotates
+/// each workstation's host key once it is that old, the same way
+/// `ferrofab node rotate-key` does.
+pub async fn run_housekeeping(s: std::sync::Arc<Shared>, every: Option<std::time::Duration>) {
     let mut tick = tokio::time::interval(ROTATION_CHECK);
     loop {
         tick.tick().await;
-        // A singleton: only the leader rotates (see crate::leader).
-        if let Some(Err(e)) = crate::loops::as_leader(&s, || rotate_due(&s, every)).await {
-            tracing::warn!(error = %e, "periodic key rotation");
-        }
+        // Singletons: only the leader cleans up and rotates (see crate::leader).
+        let pass = || async {
+            if let Err(e) = cleanup(&s).await {
+                tracing::warn!(error = %e, "removing unused authentication key records");
+            }
+            if let Some(every) = every {
+                if let Err(e) = rotate_due(&s, every).await {
+                    tracing::warn!(error = %e, "periodic key rotation");
+                }
+            }
+        };
+        crate::loops::as_leader(&s, pass).await;
     }
 }
 
@@ -349,7 +592,7 @@ async fn rotate_due(s: &Shared, every: std::time::Duration) -> Result<(), ApiErr
             continue;
         };
         if due(rec.issued_at, every, now) && s.cache.read().nodes.contains_key(node) {
-            let r = rotate_host_key(s, node).await?;
+            let r = rotate_host_key(s, node, "periodic").await?;
             tracing::info!(%node, generation = r.generation, "periodic host key rotation");
         }
     }

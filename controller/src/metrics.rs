@@ -56,6 +56,63 @@ pub struct Metrics {
     pub reports_unpersisted: Counter,
     /// Pool and node gauges set from the cache at scrape time.
     cluster: crate::cluster_metrics::ClusterGauges,
+    /// Data-path host keys (docs/security.md): rotations by trigger, and
+    /// per workstation its key's generation and issue time (never more).
+    pub auth_keys: AuthKeyMetrics,
+}
+
+/// The data-path key series: nothing about a key but its generation and
+/// when it was issued.
+#[derive(Default)]
+pub struct AuthKeyMetrics {
+    rotations: Family<Labels, Counter>,
+    generation: Family<Labels, Gauge>,
+    issued: Family<Labels, Gauge>,
+}
+
+impl AuthKeyMetrics {
+    fn register(r: &mut Registry) -> Self {
+        let m = Self::default();
+        r.register(
+            "host_key_rotations",
+            "Workstation host key rotations, by trigger (manual, periodic)",
+            m.rotations.clone(),
+        );
+        r.register(
+            "host_key_generation",
+            "Generation of each workstation's current host key, by node",
+            m.generation.clone(),
+        );
+        r.register(
+            "host_key_issued_timestamp_seconds",
+            "When each workstation's current host key was issued (unix seconds; its age is time() minus this), by node",
+            m.issued.clone(),
+        );
+        m
+    }
+
+    /// One rotation, `trigger` being `manual` or `periodic`.
+    pub fn rotated(&self, trigger: &str) {
+        self.rotations
+            .get_or_create(&vec![("trigger".into(), trigger.into())])
+            .inc();
+    }
+
+    /// `node`'s current host key.
+    pub fn set_host_key(&self, node: &str, generation: u64, issued_at: i64) {
+        let labels = vec![("node".into(), node.to_string())];
+        self.generation
+            .get_or_create(&labels)
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.issued.get_or_create(&labels).set(issued_at);
+    }
+
+    /// `node`'s host key is gone (the node was deleted).
+    pub fn remove_host_key(&self, node: &str) {
+        let labels = vec![("node".into(), node.to_string())];
+        self.generation.remove(&labels);
+        self.issued.remove(&labels);
+    }
 }
 
 impl Default for Metrics {
@@ -126,7 +183,9 @@ impl Metrics {
         );
         let counters = Counters::register(registry);
         let cluster = crate::cluster_metrics::ClusterGauges::register(registry);
+        let auth_keys = AuthKeyMetrics::register(registry);
         Self {
+            auth_keys,
             registry: root,
             cluster,
             api_latency,

@@ -172,6 +172,10 @@ pub async fn run_until(
         crate::leader::IS_LEADER.set(1);
     }
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
+    let (require_auth, require_source) =
+        crate::keys::require_policy(&store, &cache, cfg.auth.require)
+            .await
+            .map_err(|e| ServerError::Config(format!("[auth] require: {e}")))?;
     let shared = Arc::new(Shared {
         store,
         store_backend: cfg.store.backend,
@@ -192,8 +196,9 @@ pub async fn run_until(
         reports: crate::report::ReportGate::new(&cfg.nodes),
         capacity_gate: Arc::default(),
         keys: Some(Arc::new(
-            crate::keyring::Keys::open(&cfg.pki.dir, cfg.auth.require)
-                .map_err(|e| ServerError::Config(e.to_string()))?,
+            crate::keyring::Keys::open(&cfg.pki.dir, require_auth)
+                .map_err(|e| ServerError::Config(e.to_string()))?
+                .with_require_source(require_source),
         )),
         leadership,
     });
@@ -210,13 +215,17 @@ pub async fn run_until(
         shared.clone(),
         Duration::from_secs(cfg.expiry.interval_seconds),
     ));
-    if let Some(every) = cfg
+    let rotate_every = cfg
         .auth
         .rotate_every()
-        .map_err(|e| ServerError::Config(e.to_string()))?
-    {
-        tokio::spawn(crate::keys::run_rotation(shared.clone(), every));
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    match crate::keys::load_held(&shared) {
+        Ok(n) => tracing::debug!(records = n, "held host key generations loaded"),
+        Err(e) => {
+            tracing::warn!(error = %e, "held host key generations not loaded; storage nodes' next reports refill them")
+        }
     }
+    tokio::spawn(crate::keys::run_housekeeping(shared.clone(), rotate_every));
     tokio::spawn(heartbeat::run(
         shared.clone(),
         Duration::from_secs(cfg.nodes.check_interval_seconds),

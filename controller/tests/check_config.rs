@@ -77,3 +77,64 @@ fn check_config_names_what_is_wrong() {
     assert_eq!(code, 1);
     assert!(stderr.contains("absent.toml"), "{stderr}");
 }
+
+/// `pki.dir/authkeys.key`: named with what is wrong when it is missing
+/// while the store holds sealed keys, too open, of the wrong length, or
+/// not the one that seals the store's keys.
+#[tokio::test]
+async fn check_config_checks_the_authentication_key_file() {
+    use ferrofab_testkit::prelude::*;
+    let mut ctl = Controller::start();
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    admin
+        .rotate_node_key(ferrofab_proto::v1::RotateNodeKeyRequest { node: "ws1".into() })
+        .await
+        .expect("a sealed key in the store");
+    // While the controller runs the store is locked: the file alone.
+    let (code, _, stderr) = check(&ctl.config_path());
+    assert_eq!(code, 0, "{stderr}");
+    ctl.kill9();
+    let (code, _, stderr) = check(&ctl.config_path());
+    assert_eq!(code, 0, "{stderr}");
+
+    let key = ctl.dir.join("pki/authkeys.key");
+    let good = std::fs::read(&key).expect("key file");
+    let set_mode = |m| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(m)).expect("chmod");
+    };
+    set_mode(0o644);
+    let (code, _, stderr) = check(&ctl.config_path());
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("authkeys.key") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    set_mode(0o600);
+    std::fs::write(&key, &good[..16]).expect("truncate");
+    let (code, _, stderr) = check(&ctl.config_path());
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("authkeys.key") && stderr.contains("32 bytes"),
+        "{stderr}"
+    );
+    std::fs::write(&key, [7u8; 32]).expect("another key");
+    let (code, _, stderr) = check(&ctl.config_path());
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("authkeys.key") && stderr.contains("does not open"),
+        "{stderr}"
+    );
+    std::fs::remove_file(&key).expect("rm");
+    let (code, _, stderr) = check(&ctl.config_path());
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("authkeys.key") && stderr.contains("missing"),
+        "{stderr}"
+    );
+    std::fs::write(&key, &good).expect("restore");
+    set_mode(0o600);
+    let (code, _, stderr) = check(&ctl.config_path());
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -63,34 +63,10 @@ async fn keys_reach_only_their_two_nodes_and_rotate_storage_first() {
     let mut admin = ctl.admin().await;
     basic_layout(&mut admin).await;
     let mut s1 = ctl.agent_as("node:s1").await;
-    let mut ws1 = ctl.agent_as("node:ws1").await;
     // The workstation says it can authenticate (built-in initiator).
-    ws1.report_status(ReportStatusRequest {
-        node: "ws1".into(),
-        node_status: Some(NodeStatus {
-            dhchap_capable: true,
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .expect("ws1 report");
-    let mut s1_stream = s1
-        .watch_desired_state(WatchDesiredStateRequest {
-            node: "s1".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("s1 watch")
-        .into_inner();
-    let mut ws_stream = ws1
-        .watch_desired_state(WatchDesiredStateRequest {
-            node: "ws1".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("ws watch")
-        .into_inner();
+    report_capable(&ctl, "ws1").await;
+    let mut s1_stream = watch(&ctl, "s1").await;
+    let mut ws_stream = watch(&ctl, "ws1").await;
     let mut admin_view = ctl
         .agent_as("admin")
         .await
@@ -102,15 +78,7 @@ async fn keys_reach_only_their_two_nodes_and_rotate_storage_first() {
         .expect("admin watch")
         .into_inner();
 
-    let v = admin
-        .create_volume(CreateVolumeRequest {
-            volume: Some(volume("data", "lab", "1GiB", "p1")),
-            ..Default::default()
-        })
-        .await
-        .expect("volume")
-        .into_inner();
-    let nqn = v.status.expect("status").subsystem_nqn;
+    let nqn = create_volume_nqn(&mut admin, "data").await;
     admin
         .create_attachment(CreateAttachmentRequest {
             attachment: Some(attachment("data-ws1", "data", "ws1")),
@@ -126,8 +94,8 @@ async fn keys_reach_only_their_two_nodes_and_rotate_storage_first() {
     assert_eq!(k1.fingerprint.len(), 16);
     let ctrl = ds.exports[0].ctrl_key.clone().expect("controller key");
     assert!(
-        !ds.exports[0].require_auth,
-        "[auth] require is off by default"
+        ds.exports[0].require_auth,
+        "[auth] require is on in a new cluster"
     );
     // Its Debug output (what a log line would show) has no secret.
     assert!(!format!("{ds:?}").contains(&k1.secret));
@@ -225,4 +193,246 @@ async fn keys_reach_only_their_two_nodes_and_rotate_storage_first() {
             "a secret in clear in the store"
         );
     }
+}
+
+/// `node`'s desired-state stream, watched as that node.
+async fn watch(ctl: &Controller, node: &str) -> tonic::Streaming<DesiredState> {
+    ctl.agent_as(&format!("node:{node}"))
+        .await
+        .watch_desired_state(WatchDesiredStateRequest {
+            node: node.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// Creates volume `name` of tenant lab in p1; its subsystem NQN.
+async fn create_volume_nqn(admin: &mut Admin, name: &str) -> String {
+    admin
+        .create_volume(CreateVolumeRequest {
+            volume: Some(volume(name, "lab", "1GiB", "p1")),
+            ..Default::default()
+        })
+        .await
+        .expect("volume")
+        .into_inner()
+        .status
+        .expect("status")
+        .subsystem_nqn
+}
+
+/// Reports that `node` can authenticate.
+async fn report_capable(ctl: &Controller, node: &str) {
+    ctl.agent_as(&format!("node:{node}"))
+        .await
+        .report_status(ReportStatusRequest {
+            node: node.into(),
+            node_status: Some(NodeStatus {
+                dhchap_capable: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("report");
+}
+
+/// The `authkeys/` records in the stopped controller's store.
+fn key_records(ctl: &Controller) -> Vec<String> {
+    let store = ferrofab_controller::store::open(
+        &ferrofab_controller::store::StoreConfig::default(),
+        &ctl.dir.join("store.redb"),
+    )
+    .expect("open store");
+    let (kvs, _) = store.list("authkeys/").expect("list");
+    kvs.into_iter().map(|kv| kv.key).collect()
+}
+
+/// Which generation each storage node's target holds is in the store: a
+/// restarted controller hands the workstation its key at once, before any
+/// storage node reported again. And the records of deleted objects go
+/// (a workstation's host key, a storage node's held generations, a
+/// deleted volume's controller key), level-triggered.
+#[tokio::test]
+async fn key_records_survive_a_restart_and_go_with_their_objects() {
+    let mut ctl = Controller::start();
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    admin.create(workstation("ws2")).await.expect("ws2");
+    report_capable(&ctl, "ws1").await;
+    report_capable(&ctl, "ws2").await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let mut s1_stream = watch(&ctl, "s1").await;
+    let mut vols = Vec::new();
+    for name in ["data", "scratch"] {
+        vols.push(create_volume_nqn(&mut admin, name).await);
+    }
+    for (a, v) in [("data-ws1", "data"), ("scratch-ws1", "scratch")] {
+        admin
+            .create_attachment(CreateAttachmentRequest {
+                attachment: Some(attachment(a, v, "ws1")),
+            })
+            .await
+            .expect("attachment");
+    }
+    until(&mut s1_stream, "both controller keys on s1", |d| {
+        d.exports.len() == 2 && d.exports.iter().all(|e| e.ctrl_key.is_some())
+    })
+    .await;
+    s1.report_status(report_held(&vols[0], 1))
+        .await
+        .expect("report");
+    admin
+        .rotate_node_key(RotateNodeKeyRequest { node: "ws2".into() })
+        .await
+        .expect("a key for ws2");
+    let m = http_get(&ctl.http, "/metrics");
+    for series in [
+        "ferrofab_controller_host_key_rotations_total{trigger=\"manual\"} 1",
+        "ferrofab_controller_host_key_generation{node=\"ws1\"} 1",
+        "ferrofab_controller_host_key_generation{node=\"ws2\"} 1",
+        "ferrofab_controller_host_key_issued_timestamp_seconds{node=\"ws1\"}",
+    ] {
+        assert!(m.contains(series), "{series} missing:\n{m}");
+    }
+    assert!(!m.contains("DHHC-1"), "a secret in the metrics");
+
+    ctl.kill9();
+    ctl.spawn();
+    let m = http_get(&ctl.http, "/metrics");
+    assert!(
+        m.contains("ferrofab_controller_host_key_generation{node=\"ws2\"} 1"),
+        "the key gauges start from the store after a restart:\n{m}"
+    );
+    let mut ws_stream = watch(&ctl, "ws1").await;
+    let first = tokio::time::timeout(Duration::from_secs(10), ws_stream.next())
+        .await
+        .expect("a snapshot")
+        .expect("stream open")
+        .expect("state");
+    assert!(
+        first
+            .connections
+            .first()
+            .is_some_and(|c| c.host_key.as_ref().is_some_and(|k| k.generation == 1)),
+        "after a restart the workstation gets its key at once: {:?}",
+        first.connections.first().map(|c| c.host_key.is_some())
+    );
+
+    // Deleted: workstation ws2 (it has a host key) and volume scratch
+    // (its subsystem had a controller key); s1 reports scratch's export
+    // gone, as its agent would.
+    let mut admin = ctl.admin().await;
+    admin.delete::<Node>("ws2").await.expect("delete ws2");
+    admin
+        .delete::<Attachment>("scratch-ws1")
+        .await
+        .expect("delete attachment");
+    admin
+        .delete::<Volume>("scratch")
+        .await
+        .expect("delete scratch");
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while admin.get::<Volume>("scratch").await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "scratch not deleted");
+        s1.report_status(report_held(&vols[0], 1))
+            .await
+            .expect("report");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The housekeeping runs at start-up and then every minute: restart.
+    ctl.kill9();
+    ctl.spawn();
+    let _ = ctl.admin().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ctl.kill9();
+    let records = key_records(&ctl);
+    assert!(
+        records.contains(&"authkeys/host/ws1".to_string()),
+        "{records:?}"
+    );
+    assert!(
+        records.contains(&"authkeys/held/s1".to_string()),
+        "{records:?}"
+    );
+    assert!(
+        records.contains(&format!("authkeys/ctrl/{}", vols[0])),
+        "{records:?}"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.ends_with("/ws2") || r.contains(&vols[1])),
+        "records of deleted objects remain: {records:?}"
+    );
+}
+
+async fn auth_policy(ctl: &Controller) -> (bool, String) {
+    let i = ctl
+        .admin()
+        .await
+        .get_server_info(GetServerInfoRequest::default())
+        .await
+        .expect("server info")
+        .into_inner();
+    (i.auth_required, i.auth_required_source)
+}
+
+/// `[auth] require` defaults to the cluster's own setting, recorded at its
+/// first start: on for a new cluster; off for a store that already had
+/// objects without a record (an upgrade locks nobody out); the config key
+/// overrides either way. Exports follow it.
+#[tokio::test]
+async fn authentication_is_required_by_default_in_new_clusters_only() {
+    let mut ctl = Controller::start();
+    assert_eq!(auth_policy(&ctl).await, (true, "cluster".into()));
+    let mut admin = ctl.admin().await;
+    basic_layout(&mut admin).await;
+    report_capable(&ctl, "ws1").await;
+    create_volume_nqn(&mut admin, "data").await;
+    let mut s1_stream = watch(&ctl, "s1").await;
+    admin
+        .create_attachment(CreateAttachmentRequest {
+            attachment: Some(attachment("data-ws1", "data", "ws1")),
+        })
+        .await
+        .expect("attachment");
+    until(&mut s1_stream, "a required export", |d| {
+        d.exports.first().is_some_and(|e| e.require_auth)
+    })
+    .await;
+
+    // A store from before the setting: objects, no record.
+    ctl.kill9();
+    {
+        let store = ferrofab_controller::store::open(
+            &ferrofab_controller::store::StoreConfig::default(),
+            &ctl.dir.join("store.redb"),
+        )
+        .expect("open store");
+        let txn = ferrofab_controller::store::Txn::new().delete("authkeys/require");
+        store.txn(txn).await.expect("writer").expect("delete");
+    }
+    ctl.spawn();
+    assert_eq!(auth_policy(&ctl).await, (false, "cluster".into()));
+    let mut s1_stream = watch(&ctl, "s1").await;
+    until(&mut s1_stream, "an optional export", |d| {
+        d.exports.first().is_some_and(|e| !e.require_auth)
+    })
+    .await;
+    // Recorded now: a later start keeps it.
+    ctl.kill9();
+    ctl.spawn();
+    assert_eq!(auth_policy(&ctl).await, (false, "cluster".into()));
+
+    // The config key overrides.
+    ctl.kill9();
+    let cfg = ctl.config_path();
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&cfg, format!("{text}\n[auth]\nrequire = true\n")).expect("config");
+    ctl.spawn();
+    assert_eq!(auth_policy(&ctl).await, (true, "config".into()));
 }

@@ -99,10 +99,22 @@ impl Conn {
             return self.request_data(sqe, PendingKind::Collect(Vec::with_capacity(tl)));
         };
         if self.auth.is_none() {
-            // A host without a key here (the Connect response did not ask
-            // for authentication): there is nothing to authenticate
-            // against.
-            return self.complete(sqe.cid, Status::COMMAND_SEQUENCE_ERROR, 0);
+            if !self.host_has_key() {
+                // A host without a key here (the Connect response did not
+                // ask for authentication): there is nothing to
+                // authenticate against.
+                return self.complete(sqe.cid, Status::COMMAND_SEQUENCE_ERROR, 0);
+            }
+            // The host got its key after this queue connected (it was
+            // admitted without one, as the policy then allowed): let it
+            // authenticate now, as a re-authentication, so that a host
+            // taking its first key does not have to drop its queues. The
+            // queue keeps working meanwhile and loses its commands if the
+            // transaction fails, as any failed re-authentication does.
+            self.auth = Some(QueueAuth {
+                authenticated: true,
+                ..QueueAuth::default()
+            });
         }
         match Message::decode(data) {
             Ok(m) => self.auth_message(m),
@@ -226,21 +238,35 @@ impl Conn {
             _ => return fail(FailureReason::IncorrectPayload),
         };
         let (hostnqn, subnqn) = self.nqns();
-        let key = txn.auth.key.transformed(&hostnqn);
-        let expected = chap_response(&ResponseInput {
-            hash: txn.hash,
-            key: &key,
-            challenge: &txn.challenge,
-            seqnum: txn.seqnum,
-            tid: txn.tid,
-            sc_c: 0,
-            role: Role::Host,
-            hostnqn: &hostnqn,
-            subnqn: &subnqn,
-            dh_shared: shared.as_deref().map(|z| &z[..]),
-        });
-        if !ct_eq(&expected, &r.response) {
-            return fail(FailureReason::Failed);
+        let expected = |key: &ferrofab_nvmeof_wire::auth::DhchapSecret| {
+            let key = key.transformed(&hostnqn);
+            chap_response(&ResponseInput {
+                hash: txn.hash,
+                key: &key,
+                challenge: &txn.challenge,
+                seqnum: txn.seqnum,
+                tid: txn.tid,
+                sc_c: 0,
+                role: Role::Host,
+                hostnqn: &hostnqn,
+                subnqn: &subnqn,
+                dh_shared: shared.as_deref().map(|z| &z[..]),
+            })
+        };
+        let subsystem = self.queue.as_ref().and_then(|q| q.ctrl.subsystem());
+        if ct_eq(&expected(&txn.auth.key), &r.response) {
+            if subsystem.is_some_and(|s| s.retire_previous_key(&hostnqn)) {
+                tracing::info!(peer = %self.peer, %hostnqn, %subnqn, "host uses its new key: previous key retired");
+            }
+        } else {
+            // During a rotation the host may still open a queue with the
+            // key it had: accept it until it switched (or the grace time
+            // ran out).
+            let previous = subsystem.and_then(|s| s.previous_host_key(&hostnqn));
+            if !previous.is_some_and(|k| ct_eq(&expected(&k), &r.response)) {
+                return fail(FailureReason::Failed);
+            }
+            tracing::info!(peer = %self.peer, %hostnqn, %subnqn, "host authenticated with its previous key (rotation in progress)");
         }
         let Some((s2, c2)) = r.ctrl_challenge else {
             return Step::Success1Ready {

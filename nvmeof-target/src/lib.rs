@@ -72,7 +72,7 @@ use ferrofab_nvmeof_wire::spec::identify::DiscoveryEntry;
 pub use limits::ConnectionStats;
 pub use listener::ListenerKind;
 pub use registry::controller::{Controller, ControllerKind};
-pub use registry::{HostAuth, Namespace, NamespaceStatsSnapshot, Subsystem};
+pub use registry::{HostAuth, Namespace, NamespaceStatsSnapshot, Subsystem, PREVIOUS_KEY_GRACE};
 pub use socket::PollMode;
 
 use registry::Registry;

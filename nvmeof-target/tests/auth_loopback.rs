@@ -255,6 +255,59 @@ fn rotation_and_reauthentication_during_writes() {
     assert!(e.is_auth_failure(), "{e}");
 }
 
+/// During a roll the target accepts the previous key beside the new one:
+/// a new queue the host opens with the old key before it switched
+/// authenticates. Once the host authenticated with the new key the roll
+/// is over and the old key is refused.
+#[test]
+fn previous_key_accepted_during_a_roll_until_the_host_switches() {
+    let f = mini_host::fixture();
+    let (old, new) = (
+        secret(11, Some(HashId::Sha256)),
+        secret(12, Some(HashId::Sha256)),
+    );
+    f.target
+        .set_host_key(SUBNQN, HOSTNQN, host_auth(old.clone(), None))
+        .unwrap();
+    let live = Controller::connect(opts(&f, Some(old.clone()), None)).unwrap();
+    // The target gets the new key first (the storage node), the host has
+    // not switched yet: a new connection with the old key still works.
+    f.target
+        .set_host_key(SUBNQN, HOSTNQN, host_auth(new.clone(), None))
+        .unwrap();
+    let during = Controller::connect(opts(&f, Some(old.clone()), None))
+        .expect("the old key during the roll");
+    write_verify(&during, 21);
+    // The host switches: its queues re-authenticate with the new key.
+    live.set_dhchap_secrets(Some(new.clone()), None).unwrap();
+    write_verify(&live, 22);
+    let e = Controller::connect(opts(&f, Some(old), None)).unwrap_err();
+    assert!(e.is_auth_failure(), "old key after the roll: {e}");
+    let after = Controller::connect(opts(&f, Some(new), None)).unwrap();
+    write_verify(&after, 23);
+    for c in [live, during, after] {
+        c.disconnect().unwrap();
+    }
+}
+
+/// A host admitted without a key (none was configured yet) takes its first
+/// key on its live queues: they authenticate in place, no reconnect.
+#[test]
+fn unauthenticated_queues_authenticate_once_the_host_has_a_key() {
+    let f = mini_host::fixture();
+    let ctrl = Controller::connect(opts(&f, None, None)).unwrap();
+    write_verify(&ctrl, 31);
+    let key = secret(13, Some(HashId::Sha256));
+    f.target
+        .set_host_key(SUBNQN, HOSTNQN, host_auth(key.clone(), None))
+        .unwrap();
+    let successes = counters(&f).auth_successes;
+    ctrl.set_dhchap_secrets(Some(key), None).unwrap();
+    assert_eq!(counters(&f).auth_successes - successes, 3);
+    write_verify(&ctrl, 32);
+    ctrl.disconnect().unwrap();
+}
+
 // ---- the target's side, byte by byte ----
 
 fn auth_sqe(fct: u8, len: u32) -> Sqe {
@@ -411,41 +464,142 @@ fn unauthenticated_admin_queue_times_out() {
     ctrl.disconnect().unwrap();
 }
 
-/// Connect time (admin + 1 I/O queue) without authentication and with each
-/// DH group, our host against our target on loopback. A measurement, not a
-/// check: `cargo test --release -p ferrofab-nvmeof-target --test auth_loopback
-/// connect_time -- --ignored --nocapture`.
+/// Measurement of what authentication costs, our host against our target
+/// on loopback (docs/benchmarks.md, and the `bench` suite):
+///
+/// * connect time (admin queue + one I/O queue: two transactions, each
+///   with its own DH exchange on both sides), median of
+///   `FF_AUTH_BENCH_CONNECTS` (default 7), for no authentication and for
+///   every hash × DH group;
+/// * 4 KiB random-read IOPS at QD1 and QD32 (32 threads over two I/O
+///   queues) on a controller that authenticated (SHA-256, ffdhe2048)
+///   and on one that did not, interleaved over `FF_AUTH_BENCH_ROUNDS`
+///   (default 3) rounds of `FF_AUTH_BENCH_SECONDS` (default 2) each, so
+///   the ratio compares like with like.
+///
+/// A measurement, not a check: `cargo test --release -p
+/// ferrofab-nvmeof-target --test auth_loopback auth_cost -- --ignored
+/// --nocapture`. Prints Markdown tables.
 #[test]
 #[ignore = "measurement, not a pass/fail test: run by hand with --ignored --nocapture (docs/benchmarks.md)"]
-fn connect_time_per_dh_group() {
+fn auth_cost() {
+    let knob = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let connects = knob("FF_AUTH_BENCH_CONNECTS", 7) as usize;
+    let rounds = knob("FF_AUTH_BENCH_ROUNDS", 3);
+    let secs = Duration::from_secs(knob("FF_AUTH_BENCH_SECONDS", 2));
     let f = mini_host::fixture();
-    let rounds = 10;
-    let measure = |key: Option<DhchapSecret>| {
-        let mut times: Vec<f64> = (0..rounds)
-            .map(|_| {
-                let mut o = opts(&f, key.clone(), None);
-                o.nr_io_queues = 1;
-                let t0 = Instant::now();
-                let c = Controller::connect(o).unwrap();
-                let ms = t0.elapsed().as_secs_f64() * 1e3;
-                c.disconnect().unwrap();
-                ms
+    let key = secret(1, None);
+    let with_key = |hash, group| {
+        let mut auth = host_auth(key.clone(), None);
+        auth.hash = Some(hash);
+        auth.dhgroup = Some(group);
+        f.target.set_host_key(SUBNQN, HOSTNQN, auth).unwrap();
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let connect_ms = |key: Option<DhchapSecret>| {
+        median(
+            (0..connects.max(1))
+                .map(|_| {
+                    let mut o = opts(&f, key.clone(), None);
+                    o.nr_io_queues = 1;
+                    let t0 = Instant::now();
+                    let c = Controller::connect(o).unwrap();
+                    let ms = t0.elapsed().as_secs_f64() * 1e3;
+                    c.disconnect().unwrap();
+                    ms
+                })
+                .collect(),
+        )
+    };
+    println!("| authentication | connect, median of {connects} (ms) |");
+    println!("|---|---:|");
+    println!("| none | {:.1} |", connect_ms(None));
+    for g in DhGroup::ALL {
+        for h in HashId::ALL {
+            with_key(h, g);
+            println!("| {h} + {g} | {:.1} |", connect_ms(Some(key.clone())));
+        }
+    }
+    f.target.remove_host_key(SUBNQN, HOSTNQN).unwrap();
+
+    // Reads over a prefilled region of the 64 MiB namespace.
+    let region: u64 = 32 << 20;
+    let read_iops = |ctrl: &Arc<Controller>, threads: u64| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (ctrl, stop, done) = (ctrl.clone(), stop.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let ns = ctrl.namespace(1).unwrap();
+                    let mut buf = vec![0u8; 4096];
+                    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ t;
+                    while !stop.load(Ordering::Relaxed) {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        ns.read_at(&mut buf, (x % (region / 4096)) * 4096).unwrap();
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
             })
             .collect();
-        times.sort_by(|a, b| a.total_cmp(b));
-        times[rounds / 2]
+        std::thread::sleep(secs);
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().unwrap();
+        }
+        done.load(Ordering::Relaxed) as f64 / secs.as_secs_f64()
     };
-    println!("| authentication | connect, median of {rounds} (ms) |");
-    println!("|---|---|");
-    println!("| none | {:.1} |", measure(None));
-    for g in DhGroup::ALL {
-        let mut auth = host_auth(secret(1, None), None);
-        auth.hash = Some(HashId::Sha256);
-        auth.dhgroup = Some(g);
-        f.target.set_host_key(SUBNQN, HOSTNQN, auth).unwrap();
-        println!("| sha256 + {g} | {:.1} |", measure(Some(secret(1, None))));
-        f.target.remove_host_key(SUBNQN, HOSTNQN).unwrap();
+    let connect_for_io = |key: Option<DhchapSecret>| {
+        let mut o = opts(&f, key, None);
+        o.nr_io_queues = 2;
+        o.queue_size = 64;
+        Arc::new(Controller::connect(o).unwrap())
+    };
+    {
+        let c = connect_for_io(None);
+        let ns = c.namespace(1).unwrap();
+        let chunk = vec![0x5au8; 1 << 20];
+        for off in (0..region).step_by(chunk.len()) {
+            ns.write_at(&chunk, off).unwrap();
+        }
     }
+    let mut results: Vec<[f64; 4]> = Vec::new();
+    for _ in 0..rounds.max(1) {
+        f.target.remove_host_key(SUBNQN, HOSTNQN).unwrap();
+        let plain = connect_for_io(None);
+        with_key(HashId::Sha256, DhGroup::Ffdhe2048);
+        let authed = connect_for_io(Some(key.clone()));
+        results.push([
+            read_iops(&plain, 1),
+            read_iops(&authed, 1),
+            read_iops(&plain, 32),
+            read_iops(&authed, 32),
+        ]);
+    }
+    let col = |i: usize| median(results.iter().map(|r| r[i]).collect());
+    let (p1, a1, p32, a32) = (col(0), col(1), col(2), col(3));
+    println!();
+    println!(
+        "| 4 KiB random read, median of {} rounds x {}s | without authentication (IOPS) | after authentication, SHA-256 + ffdhe2048 (IOPS) | ratio |",
+        rounds.max(1),
+        secs.as_secs()
+    );
+    println!("|---|---:|---:|---:|");
+    println!("| QD1 | {p1:.0} | {a1:.0} | {:.2} |", a1 / p1);
+    println!(
+        "| QD32 (32 threads, 2 I/O queues) | {p32:.0} | {a32:.0} | {:.2} |",
+        a32 / p32
+    );
 }
 
 /// Drive a queue of `h` through DH-HMAC-CHAP (SHA-256, null DH group) up to

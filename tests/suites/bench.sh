@@ -143,6 +143,24 @@ wait "$serve_pid" 2>/dev/null || true
 rm -f "$img" "$nsimg"
 cat "$out/summary.md"
 
+# Authentication section: connect time for every hash x DH group (and
+# none), and 4 KiB random-read IOPS at QD1/QD32 after authentication vs
+# without in the same run (nvmeof-target/tests/auth_loopback.rs
+# `auth_cost`; knobs FF_AUTH_BENCH_CONNECTS, _ROUNDS, _SECONDS).
+ff_say "auth: connect time per hash and DH group, I/O after authentication"
+ff_cargo test -q --release -p ferrofab-nvmeof-target --test auth_loopback auth_cost \
+    -- --ignored --nocapture >"$out/auth.raw" || ff_die "the authentication benchmark failed (see $out/auth.raw)"
+{
+    echo "## Data-path authentication (our host against our target, loopback)"
+    echo
+    echo "Command: \`cargo test --release -p ferrofab-nvmeof-target --test auth_loopback auth_cost -- --ignored --nocapture\`"
+    echo
+    # The two tables, a blank line between them.
+    awk '/^\| 4 KiB/ { print "" } /^\|/ { print }' "$out/auth.raw"
+} >"$out/auth.md"
+grep -q '^| QD32' "$out/auth.md" || ff_die "the authentication benchmark printed no I/O table (see $out/auth.raw)"
+{ echo; cat "$out/auth.md"; } >>"$out/summary.md"
+
 # Controller section: API throughput, watch latency, memory (see
 # bench_controller.sh; its table is appended to summary.md).
 "$here/bench_controller.sh"

@@ -117,6 +117,12 @@ impl HolderWorkstation {
                 warn!(holder = %h.expose_dir, config = %self.spawn.expose_dir.display(),
                     "the holder serves another expose_dir; `ferrofab-agent holder stop` to apply the new one");
             }
+            if !h.dhchap_keys {
+                warn!(pid = h.pid, version = %h.version,
+                    "the data-path holder predates authentication keys: its connections go \
+                     without a key (refused where authentication is required) until it is \
+                     replaced; `ferrofab-agent holder stop` once its volumes are not in use");
+            }
         }
         self.holder = Some(h);
     }
@@ -127,6 +133,11 @@ impl HolderWorkstation {
             .map_err(|e| Problem::new(HOLDER_UNAVAILABLE, e.to_string()))?;
         self.adopt(h);
         Ok(())
+    }
+
+    /// Whether the adopted holder announced that it takes keys.
+    fn takes_keys(&self) -> bool {
+        self.holder.as_ref().is_some_and(|h| h.dhchap_keys)
     }
 
     fn list_exposures(&self) -> Result<Vec<ExposureStatus>, HolderError> {
@@ -148,7 +159,16 @@ impl HolderWorkstation {
     /// `ensure`: the holder connects, re-exposes or refreshes, whichever
     /// the attachment needs (it holds the controllers, so it decides).
     fn ensure(&self, c: &Connection) -> Result<bool, Problem> {
-        let spec = Box::new(ExposureSpec::from_connection(c, &self.hostnqn));
+        let mut spec = Box::new(ExposureSpec::from_connection(c, &self.hostnqn));
+        if !self.takes_keys() {
+            // A holder from before keys refuses a spec carrying them; the
+            // controller issues none once the node reports it cannot, but
+            // a desired state computed before that report may still have
+            // them. Without a key the target lets the host in unless the
+            // export requires authentication.
+            spec.host_key = None;
+            spec.ctrl_key = None;
+        }
         self.failed(self.client.call(Op::Ensure { spec }))
             .map(|r| r.changed == Some(true))
             .map_err(ensure_problem)
@@ -214,6 +234,11 @@ impl WorkstationDriver for HolderWorkstation {
         }))
         .map(|r| r.changed == Some(true))
         .map_err(|e| Problem::new(HOLDER_UNAVAILABLE, e.to_string()))
+    }
+
+    /// Only when the holder adopted or started announced key support.
+    fn dhchap_capable(&self) -> bool {
+        self.takes_keys()
     }
 
     /// The agent stops: the holder and its exposures stay.
@@ -291,6 +316,7 @@ fn ensure_problem(e: HolderError) -> Problem {
         Reason::ExposureFailed,
         Reason::IdentityMismatch,
         Reason::AuthenticationFailed,
+        Reason::ReauthenticationFailed,
     ];
     match e {
         HolderError::Refused { code, message } => {
@@ -333,6 +359,73 @@ mod tests {
                 let _ = (&s).write_all(answer.as_bytes());
             }
         })
+    }
+
+    /// A holder of our protocol built before keys: its `hello` has no
+    /// `dhchap_keys`, and it refuses an `ensure` carrying keys as its
+    /// spec (with `deny_unknown_fields`) did. Returns the lines it got.
+    fn fake_keyless_holder(
+        dir: &std::path::Path,
+    ) -> (
+        std::thread::JoinHandle<()>,
+        std::sync::mpsc::Receiver<String>,
+    ) {
+        let l = UnixListener::bind(HolderPaths::new(dir).socket).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            for s in l.incoming().take(6) {
+                let Ok(s) = s else { return };
+                let mut line = String::new();
+                let _ = BufReader::new(&s).read_line(&mut line);
+                let answer = if line.contains("\"hello\"") {
+                    "{\"ok\":true,\"hello\":{\"protocol\":1,\"version\":\"old\",\"pid\":7,\"exposures\":0}}\n"
+                } else if line.contains("host_key") || line.contains("ctrl_key") {
+                    "{\"ok\":false,\"error\":{\"code\":\"BadRequest\",\"message\":\"unknown field `host_key`\"}}\n"
+                } else if line.contains("\"list\"") {
+                    "{\"ok\":true,\"exposures\":[]}\n"
+                } else {
+                    "{\"ok\":true,\"changed\":true}\n"
+                };
+                let _ = (&s).write_all(answer.as_bytes());
+                let _ = tx.send(line);
+            }
+        });
+        (t, rx)
+    }
+
+    /// A holder from before keys (still running after an agent upgrade)
+    /// is adopted: the node reports it cannot authenticate, and a desired
+    /// connection that still carries keys is sent without them, so the
+    /// old holder accepts it instead of refusing it.
+    #[test]
+    fn a_holder_without_key_support_gets_no_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_t, lines) = fake_keyless_holder(dir.path());
+        let mut w = WorkstationReconciler::new(Box::new(driver(dir.path())));
+        let key = ferrofab_proto::v1::DhchapKey {
+            secret: "DHHC-1:01:k:".into(),
+            generation: 1,
+            fingerprint: "f".into(),
+        };
+        let ds = DesiredState {
+            connections: vec![ferrofab_proto::v1::Connection {
+                attachment: "a1".into(),
+                volume: "v1".into(),
+                host_key: Some(key.clone()),
+                ctrl_key: Some(key),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let out = w.reconcile(&ds);
+        assert_eq!(out.errors, 0, "the old holder took the connection");
+        assert!(!w.driver().dhchap_capable());
+        let sent: Vec<String> = lines.try_iter().collect();
+        let ensure = sent
+            .iter()
+            .find(|l| l.contains("\"ensure\""))
+            .expect("ensure sent");
+        assert!(!ensure.contains("DHHC-1"), "{ensure}");
     }
 
     /// A holder driver whose holder binary does not exist, with its state

@@ -248,6 +248,15 @@ pub struct Hello {
     pub hostnqn: String,
     /// Exposures attached now.
     pub exposures: usize,
+    /// Whether this holder takes DH-HMAC-CHAP keys in `ensure`
+    /// (`ExposureSpec.host_key`/`ctrl_key`). Holders built before keys
+    /// existed omit it (false) and refuse a spec carrying them (their
+    /// spec denies unknown fields): the agent sends such a holder no keys
+    /// and reports the node unable to authenticate, so the controller
+    /// issues none. An announcement rather than a protocol bump because
+    /// a bump would leave every running holder with exposures unmanaged
+    /// (`HolderOutdated`) after an agent upgrade.
+    pub dhchap_keys: bool,
 }
 
 /// One exposure as `list` reports it.

@@ -195,6 +195,7 @@ impl Holder {
             expose_dir: self.expose_dir.display().to_string(),
             hostnqn: self.identity.hostnqn.clone(),
             exposures: self.reconciler.driver().exposures().len(),
+            dhchap_keys: true,
         }
     }
 

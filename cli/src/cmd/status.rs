@@ -24,6 +24,20 @@ const EXPIRY_HORIZON_SECONDS: i64 = 7 * 86_400;
 /// on a cluster where many objects share one fault.
 const MAX_WARNINGS: usize = 10;
 
+/// The data-path authentication policy (`[auth] require`) in words.
+fn auth_word(c: &v1::ServerInfo) -> String {
+    let what = if c.auth_required {
+        "required for every export"
+    } else {
+        "optional (hosts without a key connect unauthenticated)"
+    };
+    let from = match c.auth_required_source.as_str() {
+        "config" => "set by the controller's [auth] require",
+        _ => "cluster default",
+    };
+    format!("{what} ({from})")
+}
+
 /// Everything the lists say, reduced to what status prints.
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -207,6 +221,13 @@ impl Summary {
         for (k, v) in control_plane_lines(self.controller.as_ref()) {
             line(k, v);
         }
+        if let Some(c) = self
+            .controller
+            .as_ref()
+            .filter(|c| !c.auth_required_source.is_empty())
+        {
+            line("data auth:", auth_word(c));
+        }
         line(
             "nodes:",
             format!(
@@ -310,6 +331,8 @@ impl Summary {
             "controller": self.controller.as_ref().map(|c| json!({
                 "version": c.version, "commit": c.commit, "build_date": c.build_date,
                 "store": c.store, "revision": c.revision,
+                "auth_required": c.auth_required,
+                "auth_required_source": c.auth_required_source,
             })),
             "control_plane": self.controller.as_ref().and_then(|c| c.control_plane.as_ref()).map(control_plane_document),
             "nodes": {"ready": self.nodes_ready, "not_ready": pairs(&self.nodes_not_ready)},
@@ -475,6 +498,28 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn status_shows_the_data_path_authentication_policy() {
+        let info = |required, source: &str| v1::ServerInfo {
+            auth_required: required,
+            auth_required_source: source.into(),
+            ..Default::default()
+        };
+        let s = Summary::build(Some(info(true, "cluster")), &Lists::default(), 0);
+        let text = s.text(0);
+        assert!(
+            text.contains("data auth:   required for every export (cluster default)"),
+            "{text}"
+        );
+        assert_eq!(s.document(0)["controller"]["auth_required"], true);
+        let s = Summary::build(Some(info(false, "config")), &Lists::default(), 0);
+        assert!(s.text(0).contains("optional"), "{}", s.text(0));
+        assert!(s.text(0).contains("[auth] require"), "{}", s.text(0));
+        // An older controller says nothing: no line.
+        let s = Summary::build(Some(info(false, "")), &Lists::default(), 0);
+        assert!(!s.text(0).contains("data auth"), "{}", s.text(0));
     }
 
     #[test]

@@ -431,6 +431,10 @@ impl AdminService for Admin {
             if id == Identity::Admin {
                 info.control_plane = control_plane(&self.s).await;
             }
+            if let Some(k) = &self.s.keys {
+                info.auth_required = k.require();
+                info.auth_required_source = k.require_source().into();
+            }
             Ok(info)
         })
         .await
@@ -487,6 +491,6 @@ fn server_info(revision: u64, backend: crate::store::Backend) -> ServerInfo {
         build_date: ferrofab_buildinfo::BUILD_DATE.into(),
         store: backend.name().into(),
         revision,
-        control_plane: None,
+        ..Default::default()
     }
 }

@@ -345,9 +345,13 @@ impl AgentService for Agent {
         self.admit_report(&id, &req.get_ref().node)?;
         let r = req.into_inner();
         let (node, held) = (r.node.clone(), crate::keys::held(&r.exports));
+        let was_capable = crate::keys::reports_capable(&self.s, &node);
         let resp = ops::status::report(&self.s, r).await?;
         // Only once the report passed its bounds and was applied.
-        crate::keys::note_held(&self.s, &node, held);
+        crate::keys::note_held(&self.s, &node, held).await;
+        if crate::keys::reports_capable(&self.s, &node) != was_capable {
+            crate::keys::capability_changed(&self.s, &node);
+        }
         Ok(Response::new(resp))
     }
 }

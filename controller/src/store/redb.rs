@@ -104,6 +104,44 @@ impl RedbStore {
     }
 }
 
+/// The records under `prefix` of the store file at `path`, read without
+/// starting a store (no writer, nothing created, the mode left alone):
+/// for `--check-config`. `Ok(None)` when the file does not exist; an
+/// error when it cannot be opened (a running controller holds its lock).
+pub fn peek(path: &Path, prefix: &str) -> Result<Option<Vec<KeyValue>>, StoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let shown = path.display().to_string();
+    let db = Database::open(path).map_err(|e| classify_open_error(&shown, e))?;
+    let rtx = db.begin_read().map_err(io)?;
+    let table = match rtx.open_table(KV) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Some(Vec::new())),
+        Err(e) => return Err(io(e)),
+    };
+    records_under(&table, prefix).map(Some)
+}
+
+/// The decoded records of `table` whose keys start with `prefix`.
+fn records_under(
+    table: &redb::ReadOnlyTable<&str, &[u8]>,
+    prefix: &str,
+) -> Result<Vec<KeyValue>, StoreError> {
+    let mut out = Vec::new();
+    for item in table.range(prefix..).map_err(io)? {
+        let (k, v) = item.map_err(io)?;
+        let key = k.value();
+        if !key.starts_with(prefix) {
+            break;
+        }
+        if let Some(kv) = decode_value(key, v.value()) {
+            out.push(kv);
+        }
+    }
+    Ok(out)
+}
+
 /// Mode of the store file: it holds every object, bootstrap token hashes
 /// included, so only the controller's user may read it.
 pub const STORE_MODE: u32 = 0o600;
@@ -310,18 +348,7 @@ impl Store for RedbStore {
         let meta = rtx.open_table(META).map_err(io)?;
         let rev = meta.get(KEY_REVISION).map_err(io)?.map_or(0, |v| v.value());
         let table = rtx.open_table(KV).map_err(io)?;
-        let mut out = Vec::new();
-        for item in table.range(prefix..).map_err(io)? {
-            let (k, v) = item.map_err(io)?;
-            let key = k.value();
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if let Some(kv) = decode_value(key, v.value()) {
-                out.push(kv);
-            }
-        }
-        Ok((out, rev))
+        Ok((records_under(&table, prefix)?, rev))
     }
 
     fn txn(&self, txn: Txn) -> TxnFuture {

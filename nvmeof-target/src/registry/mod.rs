@@ -10,7 +10,7 @@ pub mod controller;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::backend::BlockBackend;
 
@@ -117,9 +117,21 @@ pub struct Subsystem {
     /// DH-HMAC-CHAP keys per host NQN. A host with a key must
     /// authenticate on every queue; see [`HostAuth`].
     host_keys: RwLock<BTreeMap<String, Arc<HostAuth>>>,
+    /// During a key rotation, each host's key before the last change and
+    /// until when it is still accepted (see [`PREVIOUS_KEY_GRACE`]).
+    previous_keys: RwLock<BTreeMap<String, (ferrofab_nvmeof_wire::auth::DhchapSecret, Instant)>>,
     /// Refuse at Connect any host that has no key here.
     require_auth: AtomicBool,
 }
+
+/// How long a host's previous key is still accepted after the target was
+/// given a new one (a rotation), unless the host authenticates with the
+/// new key first. Covers the time the controller takes to hand the new key
+/// to the workstation (one status report, normally well under a second,
+/// longer while the controller is unreachable). A named constant rather
+/// than a setting: it only bounds how long a superseded key stays valid,
+/// and ten minutes is short next to rotation periods (hours at least).
+pub const PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(600);
 
 /// In-band authentication settings of one host on one subsystem.
 ///
@@ -169,6 +181,7 @@ impl Subsystem {
             namespaces: RwLock::new(BTreeMap::new()),
             controllers: Mutex::new(Vec::new()),
             host_keys: RwLock::new(BTreeMap::new()),
+            previous_keys: RwLock::new(BTreeMap::new()),
             require_auth: AtomicBool::new(false),
         }
     }
@@ -183,18 +196,47 @@ impl Subsystem {
         read(&self.host_keys).keys().cloned().collect()
     }
 
-    /// Returns whether anything changed.
+    /// Returns whether anything changed. A new host key keeps the one it
+    /// replaces acceptable for [`PREVIOUS_KEY_GRACE`], or until the host
+    /// authenticates with the new one ([`Self::retire_previous_key`]).
     pub(crate) fn set_host_auth(&self, hostnqn: &str, auth: HostAuth) -> bool {
         let mut map = write(&self.host_keys);
         if map.get(hostnqn).is_some_and(|a| **a == auth) {
             return false;
+        }
+        if let Some(old) = map.get(hostnqn).filter(|a| a.key != auth.key) {
+            write(&self.previous_keys).insert(
+                hostnqn.to_string(),
+                (old.key.clone(), Instant::now() + PREVIOUS_KEY_GRACE),
+            );
         }
         map.insert(hostnqn.to_string(), Arc::new(auth));
         true
     }
 
     pub(crate) fn remove_host_auth(&self, hostnqn: &str) -> bool {
+        write(&self.previous_keys).remove(hostnqn);
         write(&self.host_keys).remove(hostnqn).is_some()
+    }
+
+    /// The host key `hostnqn` had before its last rotation, while it is
+    /// still accepted: a queue the host opens before it switched to the
+    /// new key still authenticates.
+    pub(crate) fn previous_host_key(
+        &self,
+        hostnqn: &str,
+    ) -> Option<ferrofab_nvmeof_wire::auth::DhchapSecret> {
+        let now = Instant::now();
+        let mut map = write(&self.previous_keys);
+        map.retain(|_, (_, until)| *until > now);
+        map.get(hostnqn).map(|(k, _)| k.clone())
+    }
+
+    /// The host authenticated with its current key: it has switched, so
+    /// the previous key stops working now rather than at the end of the
+    /// grace time. Whether there was one.
+    pub(crate) fn retire_previous_key(&self, hostnqn: &str) -> bool {
+        write(&self.previous_keys).remove(hostnqn).is_some()
     }
 
     pub fn require_auth(&self) -> bool {
