@@ -262,9 +262,13 @@ impl ControllerClient {
         let ch = self.channel().await?;
         let mut agent = AgentServiceClient::new(ch)
             .max_decoding_message_size(ferrofab_proto::MAX_MESSAGE_BYTES);
+        // Resume from what we have: a replica whose cache is behind waits
+        // for it instead of sending an older desired state.
+        let after_revision = desired.borrow().as_ref().map_or(0, |d| d.revision);
         let mut stream = agent
             .watch_desired_state(WatchDesiredStateRequest {
                 node: self.node.clone(),
+                after_revision,
             })
             .await
             .map_err(|s| rpc_error("WatchDesiredState", &s))?

@@ -196,7 +196,10 @@ async fn start_agents(ctl: &Controller) -> Vec<tokio::task::JoinHandle<u64>> {
     for n in names {
         let mut a = ctl.agent_as(&format!("node:{n}")).await;
         let mut s = a
-            .watch_desired_state(WatchDesiredStateRequest { node: n })
+            .watch_desired_state(WatchDesiredStateRequest {
+                node: n,
+                ..Default::default()
+            })
             .await
             .expect("watch desired state")
             .into_inner();

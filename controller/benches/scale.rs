@@ -147,7 +147,10 @@ fn observe(node: &str, ds: &DesiredState) -> ReportStatusRequest {
 async fn simulated_agent(ctl: &Controller, node: String) -> tokio::task::JoinHandle<u64> {
     let mut client: AgentServiceClient<Channel> = ctl.agent_as(&format!("node:{node}")).await;
     let mut stream = client
-        .watch_desired_state(WatchDesiredStateRequest { node: node.clone() })
+        .watch_desired_state(WatchDesiredStateRequest {
+            node: node.clone(),
+            ..Default::default()
+        })
         .await
         .expect("watch desired state")
         .into_inner();

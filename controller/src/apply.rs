@@ -173,6 +173,8 @@ fn fork(admin: &Shared) -> Result<(Shared, std::sync::Arc<Fork>), ApiError> {
         // The fork's own gate: the rehearsal runs while the real one is
         // held exclusively by this apply.
         capacity_gate: std::sync::Arc::default(),
+        // The rehearsal writes only to the fork: no guard to carry.
+        leadership: crate::leader::Leadership::always(),
         keys: None,
         // Events recorded in the fork are discarded with it.
         events: s.events.clone(),

@@ -322,6 +322,7 @@ async fn write_chunked(store: &SharedStore, txn: Txn) -> anyhow::Result<()> {
         let t = Txn {
             compares: Vec::new(),
             ops: chunk.to_vec(),
+            leader: None,
         };
         let r = store
             .txn(t)

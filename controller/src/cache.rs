@@ -23,6 +23,12 @@ pub struct Usage {
     pub volumes: u32,
 }
 
+/// The key prefix (without its `/`) of the usage fences: keys written with
+/// every write that raises a pool's or tenant's usage, so that a decision
+/// made on this cache can be made conditional on no such write having
+/// landed since (see `ops::volume`).
+pub const FENCES: &str = "fences";
+
 /// Every object, by kind and name, with usage aggregates kept current.
 #[derive(Debug, Default)]
 pub struct Objects {
@@ -34,6 +40,9 @@ pub struct Objects {
     pub tenants: BTreeMap<String, Tenant>,
     pub pool_usage: HashMap<String, Usage>,
     pub tenant_usage: HashMap<String, Usage>,
+    /// Mod revisions of the usage fences (`fences/pools/P`,
+    /// `fences/tenants/T`, see `ops::volume`), by the key under `fences/`.
+    pub fences: HashMap<String, Revision>,
     /// Secondary indexes and per-node change tracking for the planner.
     pub index: Index,
 }
@@ -202,6 +211,14 @@ impl Objects {
             "attachments" => self.apply_attachment(name, kv, kind, revision),
             "tenants" => self.apply_kind::<Tenant>(name, kv, kind),
             "volumes" => self.apply_volume(name, kv, kind, revision),
+            FENCES => match kind {
+                EventKind::Put => {
+                    self.fences.insert(name.to_string(), kv.mod_revision);
+                }
+                EventKind::Delete => {
+                    self.fences.remove(name);
+                }
+            },
             _ => {}
         }
     }
@@ -359,6 +376,11 @@ impl Cache {
             for kv in kvs {
                 objects.apply(EventKind::Put, &kv, kv.mod_revision);
             }
+        }
+        let (kvs, rev) = store.list(&format!("{FENCES}/"))?;
+        max_rev = max_rev.max(rev);
+        for kv in kvs {
+            objects.apply(EventKind::Put, &kv, kv.mod_revision);
         }
         // The lists may straddle a concurrent commit; the watch from the
         // smallest sound point re-applies anything newer (idempotent puts).

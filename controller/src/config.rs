@@ -377,6 +377,17 @@ impl Config {
         self.pki.node_validity()?;
         self.store.validate().map_err(ConfigError::Invalid)?;
         self.events.check().map_err(ConfigError::Invalid)?;
+        // With replicas, the leader judges liveness of agents streaming to
+        // other replicas by the stored last_heartbeat alone.
+        if self.store.backend == crate::store::Backend::Etcd
+            && self.nodes.heartbeat_persist_interval_seconds >= self.nodes.heartbeat_timeout_seconds
+        {
+            return Err(ConfigError::Invalid(format!(
+                "nodes.heartbeat_persist_interval_seconds ({}) must be below nodes.heartbeat_timeout_seconds ({}) with the etcd store: the leader sees other replicas' agents only through the persisted heartbeat",
+                self.nodes.heartbeat_persist_interval_seconds,
+                self.nodes.heartbeat_timeout_seconds
+            )));
+        }
         Ok(())
     }
 
@@ -452,6 +463,23 @@ dir = "/etc/ferrofab/pki"
             let e = cfg.validate().expect_err("zero refused");
             assert!(e.to_string().contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn etcd_needs_a_persisted_heartbeat_within_the_timeout() {
+        let base = "listen = \"127.0.0.1:1\"\nstore_path = \"/x\"\n[pki]\ndir = \"/p\"\n[nodes]\nheartbeat_persist_interval_seconds = 60\n";
+        let redb: Config = toml::from_str(base).expect("parse");
+        assert!(redb.validate().is_ok(), "one process knows every heartbeat");
+        let text = format!(
+            "{base}[store]\nbackend = \"etcd\"\n[store.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n"
+        );
+        let etcd: Config = toml::from_str(&text).expect("parse");
+        let e = etcd.validate().expect_err("refused on etcd");
+        assert!(
+            e.to_string()
+                .contains("nodes.heartbeat_persist_interval_seconds (60) must be below"),
+            "{e}"
+        );
     }
 
     #[test]

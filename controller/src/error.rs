@@ -66,6 +66,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Compacted { .. } => Self::OutOfRange(e.to_string()),
+            StoreError::NotLeader { .. } => Self::FailedPrecondition(e.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -566,14 +566,18 @@ pub async fn run_housekeeping(s: std::sync::Arc<Shared>, every: Option<std::time
     let mut tick = tokio::time::interval(ROTATION_CHECK);
     loop {
         tick.tick().await;
-        if let Err(e) = cleanup(&s).await {
-            tracing::warn!(error = %e, "removing unused authentication key records");
-        }
-        if let Some(every) = every {
-            if let Err(e) = rotate_due(&s, every).await {
-                tracing::warn!(error = %e, "periodic key rotation");
+        // Singletons: only the leader cleans up and rotates (see crate::leader).
+        let pass = || async {
+            if let Err(e) = cleanup(&s).await {
+                tracing::warn!(error = %e, "removing unused authentication key records");
             }
-        }
+            if let Some(every) = every {
+                if let Err(e) = rotate_due(&s, every).await {
+                    tracing::warn!(error = %e, "periodic key rotation");
+                }
+            }
+        };
+        crate::loops::as_leader(&s, pass).await;
     }
 }
 

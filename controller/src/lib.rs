@@ -64,6 +64,7 @@ pub mod heartbeat;
 pub mod identity;
 pub mod keyring;
 pub mod keys;
+pub mod leader;
 pub mod listener;
 pub mod loops;
 pub mod metrics;

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub agents: Gauge,
     pub watchers: Gauge,
     watch_lag: Histogram,
+    /// Time from queueing a store transaction to its acknowledgement.
+    store_latency: Histogram,
     refusals: Family<Labels, Counter>,
     /// Watch calls refused by `server.max_watches_per_identity`.
     pub watches_refused: Counter,
@@ -146,6 +148,8 @@ impl Metrics {
         let watchers = Gauge::default();
         let watch_lag = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         let refusals = Family::<Labels, Counter>::default();
+        let store_latency = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
+        register_control_plane(registry, &store_latency);
         registry.register(
             "limit_refusals",
             "Requests refused by a limit or validation rule, by limit",
@@ -194,6 +198,7 @@ impl Metrics {
             agents,
             watchers,
             watch_lag,
+            store_latency,
             refusals,
             watches_refused: counters.watches_refused,
             connections: counters.connections,
@@ -234,6 +239,12 @@ impl Metrics {
     pub fn agent_guard(&self) -> GaugeGuard {
         self.agents.inc();
         GaugeGuard(self.agents.clone())
+    }
+
+    /// One store transaction's time to acknowledgement (durable and seen
+    /// by the cache's source).
+    pub fn store_latency(&self, elapsed: std::time::Duration) {
+        self.store_latency.observe(elapsed.as_secs_f64());
     }
 
     pub fn observe_watch_lag(&self, event_rev: u64, head: u64) {
@@ -423,6 +434,30 @@ pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>, cache: Arc
 }
 
 /// For log lines that want the bound address.
+/// The replicated control plane's metrics (see [`crate::leader`]).
+fn register_control_plane(registry: &mut Registry, store_latency: &Histogram) {
+    registry.register(
+        "store_txn_latency_seconds",
+        "Store transaction time from queueing to acknowledgement",
+        store_latency.clone(),
+    );
+    registry.register(
+        "leader_changes",
+        "Times this replica won or lost the singletons' leadership",
+        crate::leader::CHANGES.clone(),
+    );
+    registry.register(
+        "leader",
+        "1 while this replica runs the singletons (always 1 with redb)",
+        crate::leader::IS_LEADER.clone(),
+    );
+    registry.register(
+        "store_etcd_not_leader",
+        "Singleton writes refused because this replica had lost the leadership",
+        crate::store::etcd::NOT_LEADER.clone(),
+    );
+}
+
 pub fn describe(addr: Option<SocketAddr>) -> String {
     addr.map_or_else(|| "disabled".into(), |a| a.to_string())
 }

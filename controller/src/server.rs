@@ -112,6 +112,23 @@ fn defaults(cfg: &Config) -> Defaults {
     }
 }
 
+/// How this replica names itself in the leader campaign: the configured
+/// `store.etcd.replica_name`, else the host name and the gRPC port.
+fn replica(cfg: &Config, grpc: SocketAddr) -> crate::leader::Replica {
+    let name = cfg.store.etcd.replica_name.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "controller".into());
+        format!("{host}:{}", grpc.port())
+    });
+    crate::leader::Replica {
+        name,
+        endpoint: grpc.to_string(),
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
@@ -146,6 +163,14 @@ pub async fn run_until(
     let store: SharedStore = store::open(&cfg.store, &cfg.store_path)?;
     let cache = Cache::start(store.clone())?;
     let metrics = Arc::new(Metrics::new());
+    let grpc = bind(cfg.listen).await?;
+    let grpc_addr = grpc
+        .local_addr()
+        .map_err(|e| ServerError::Serve(e.to_string()))?;
+    let leadership = store.campaign(replica(&cfg, grpc_addr));
+    if leadership.role() == crate::leader::Role::Single {
+        crate::leader::IS_LEADER.set(1);
+    }
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let (require_auth, require_source) =
         crate::keys::require_policy(&store, &cache, cfg.auth.require)
@@ -176,11 +201,8 @@ pub async fn run_until(
                 .with_require_source(require_source),
         )),
         events: cfg.events.clone(),
+        leadership,
     });
-    let grpc = bind(cfg.listen).await?;
-    let grpc_addr = grpc
-        .local_addr()
-        .map_err(|e| ServerError::Serve(e.to_string()))?;
     let http_addr = match cfg.http_listen {
         Some(a) => {
             let l = bind(a).await?;
@@ -243,10 +265,14 @@ pub async fn run_until(
         max_connections_per_peer: cfg.server.max_connections_per_peer,
         handshake_timeout: Duration::from_millis(cfg.server.tls_handshake_timeout_ms),
     };
-    router
+    let served = router
         .serve_with_incoming_shutdown(listener::incoming(grpc, tls, limits, metrics), stop)
         .await
-        .map_err(|e| ServerError::Serve(e.to_string()))
+        .map_err(|e| ServerError::Serve(e.to_string()));
+    // A graceful stop hands the singletons over at once (etcd).
+    let store = shared.store.clone();
+    let _ = tokio::task::spawn_blocking(move || store.resign()).await;
+    served
 }
 
 async fn shutdown() {

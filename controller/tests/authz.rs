@@ -66,7 +66,10 @@ async fn node_sees_only_its_own_state() {
     let (ctl, mut admin) = Controller::with_basic_layout(Options::default()).await;
     let mut ws1 = ctl.agent_as("node:ws1").await;
     let e = ws1
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
+        .watch_desired_state(WatchDesiredStateRequest {
+            node: "s1".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("other node");
     assert_eq!(e.code(), Code::PermissionDenied);

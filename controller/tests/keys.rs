@@ -70,7 +70,10 @@ async fn keys_reach_only_their_two_nodes_and_rotate_storage_first() {
     let mut admin_view = ctl
         .agent_as("admin")
         .await
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
+        .watch_desired_state(WatchDesiredStateRequest {
+            node: "s1".into(),
+            ..Default::default()
+        })
         .await
         .expect("admin watch")
         .into_inner();
@@ -196,7 +199,10 @@ async fn keys_reach_only_their_two_nodes_and_rotate_storage_first() {
 async fn watch(ctl: &Controller, node: &str) -> tonic::Streaming<DesiredState> {
     ctl.agent_as(&format!("node:{node}"))
         .await
-        .watch_desired_state(WatchDesiredStateRequest { node: node.into() })
+        .watch_desired_state(WatchDesiredStateRequest {
+            node: node.into(),
+            ..Default::default()
+        })
         .await
         .expect("watch")
         .into_inner()

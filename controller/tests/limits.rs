@@ -105,7 +105,10 @@ async fn cancelled_watches_end_and_are_capped_per_identity() {
     // Desired-state streams count against the same allowance.
     let mut agent = ctl.agent_as("node:s1").await;
     let e = agent
-        .watch_desired_state(WatchDesiredStateRequest { node: "s1".into() })
+        .watch_desired_state(WatchDesiredStateRequest {
+            node: "s1".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("over the cap");
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");

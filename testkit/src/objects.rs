@@ -327,6 +327,7 @@ impl AgentExt for Agent {
     async fn watch_desired(&mut self, node: impl AsRef<str>) -> tonic::Streaming<DesiredState> {
         let req = WatchDesiredStateRequest {
             node: node.as_ref().into(),
+            ..Default::default()
         };
         let resp = self
             .watch_desired_state(req)

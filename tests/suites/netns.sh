@@ -54,6 +54,8 @@ faults_pid=
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/lib/common.sh
 source "$here/../lib/common.sh"
+# shellcheck source=tests/lib/netns.sh
+source "$here/../lib/netns.sh"
 
 [ "$(id -u)" -eq 0 ] || ff_die "the netns suite creates network namespaces and mounts FUSE: run it as root"
 ff_need_pkgs iproute2 util-linux mount fuse3 python3 iputils-ping
@@ -66,35 +68,12 @@ hub=$prefix-hub
 nodes=(ctl s1 s2 ws1 ws2)
 declare -A addr=([ctl]=10.213.77.1 [s1]=10.213.77.11 [s2]=10.213.77.12 [ws1]=10.213.77.21 [ws2]=10.213.77.22)
 
-# The pids of every process in our node namespaces.
-ns_pids() {
-    local n
-    for n in "${nodes[@]}"; do
-        [ -e "/run/netns/$prefix-$n" ] && ip netns pids "$prefix-$n" 2>/dev/null
-    done
-    return 0
-}
-
 # Stops whatever runs in our namespaces, unmounts, deletes the namespaces.
 cleanup() {
-    local rc=$? i n pids
+    local rc=$? n
     set +e
-    if [ -n "${faults_pid:-}" ] && kill -0 "$faults_pid" 2>/dev/null; then
-        kill -TERM "$faults_pid"
-        for ((i = 0; i < 600; i++)); do
-            kill -0 "$faults_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$faults_pid" 2>/dev/null
-    fi
-    mapfile -t pids < <(ns_pids)
-    [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null
-    for ((i = 0; i < 150; i++)); do
-        [ -z "$(ns_pids)" ] && break
-        sleep 0.1
-    done
-    mapfile -t pids < <(ns_pids)
-    [ ${#pids[@]} -gt 0 ] && kill -KILL "${pids[@]}" 2>/dev/null
+    ff_stop_pid "${faults_pid:-}"
+    ff_ns_stop_all
     # Not `mountpoint -q`: it fails on a FUSE mount whose agent was killed
     # (ENOTCONN), which is exactly the mount that needs removing.
     for n in ws1 ws2; do
@@ -116,20 +95,8 @@ check_kernel() {
 }
 
 setup_network() {
-    local n ns
-    ip netns add "$hub"
-    ip -n "$hub" link set lo up
-    ip -n "$hub" link add br0 type bridge
-    ip -n "$hub" link set br0 up
-    for n in "${nodes[@]}"; do
-        ns=$prefix-$n
-        ip netns add "$ns"
-        ip -n "$ns" link set lo up
-        ip -n "$hub" link add "h-$n" type veth peer name eth0 netns "$ns"
-        ip -n "$hub" link set "h-$n" master br0 up
-        ip -n "$ns" addr add "${addr[$n]}/24" dev eth0
-        ip -n "$ns" link set eth0 up
-    done
+    local n
+    ff_ns_setup_bridge
     # Everyone reaches everyone before the agents start.
     for n in s1 s2 ws1 ws2; do
         nsenter --net="/run/netns/$prefix-$n" ping -c1 -W5 "${addr[ctl]}" >/dev/null \
@@ -137,24 +104,8 @@ setup_network() {
     done
 }
 
-# Namespaces of an earlier run that was SIGKILLed (its pid is in the name
-# and gone): stop what still runs there and delete them.
-sweep_stale() {
-    local ns pid pids
-    for ns in $(ip netns list | awk '$1 ~ /^ffnt-[0-9]+-/ {print $1}'); do
-        pid=${ns#ffnt-}
-        pid=${pid%%-*}
-        kill -0 "$pid" 2>/dev/null && continue
-        ff_say "netns: removing $ns left by an earlier run (pid $pid is gone)"
-        mapfile -t pids < <(ip netns pids "$ns")
-        [ ${#pids[@]} -gt 0 ] && kill -KILL "${pids[@]}"
-        ip netns del "$ns"
-    done
-    return 0
-}
-
 trap cleanup EXIT INT TERM
-sweep_stale
+ff_ns_sweep_stale ffnt
 check_kernel
 # FF_NETNS_BIN=DIR runs prebuilt ferrofab, ferrofab-controller and
 # ferrofab-agent from DIR instead (e.g. to compare against another build).

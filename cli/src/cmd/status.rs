@@ -74,6 +74,55 @@ pub struct Warning {
     pub since: Option<i64>,
 }
 
+/// The replicated control plane's lines (replicas, leader, etcd members);
+/// none with the embedded store or for a non-administrator.
+fn control_plane_lines(info: Option<&v1::ServerInfo>) -> Vec<(&'static str, String)> {
+    let Some(cp) = info.and_then(|i| i.control_plane.as_ref()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if !cp.error.is_empty() {
+        out.push(("control:", format!("store unreachable: {}", cp.error)));
+        return out;
+    }
+    let leader = if cp.leader.is_empty() {
+        "none (election in progress)".to_string()
+    } else {
+        cp.leader.clone()
+    };
+    out.push(("leader:", format!("{leader} (answered by {})", cp.replica)));
+    let replicas: Vec<String> = cp
+        .replicas
+        .iter()
+        .map(|r| format!("{} {}", r.name, r.endpoint))
+        .collect();
+    out.push((
+        "replicas:",
+        format!("{} ({})", replicas.len(), replicas.join(", ")),
+    ));
+    let healthy = cp.store_members.iter().filter(|m| m.health == "ok").count();
+    let mut etcd = format!("{healthy}/{} members healthy", cp.store_members.len());
+    for m in cp.store_members.iter().filter(|m| m.health != "ok") {
+        etcd.push_str(&format!("; {}: {}", m.endpoint, m.health));
+    }
+    out.push(("etcd:", etcd));
+    out
+}
+
+fn control_plane_document(cp: &v1::ControlPlane) -> Value {
+    json!({
+        "replica": cp.replica,
+        "leader": cp.leader,
+        "replicas": cp.replicas.iter().map(|r| json!({
+            "name": r.name, "endpoint": r.endpoint, "leader": r.leader,
+        })).collect::<Vec<_>>(),
+        "etcd_members": cp.store_members.iter().map(|m| json!({
+            "endpoint": m.endpoint, "health": m.health, "leader": m.leader,
+        })).collect::<Vec<_>>(),
+        "error": cp.error,
+    })
+}
+
 /// The lists status is built from.
 #[derive(Debug, Default)]
 pub struct Lists {
@@ -203,6 +252,9 @@ impl Summary {
                 None => "-".into(),
             },
         );
+        for (k, v) in control_plane_lines(self.controller.as_ref()) {
+            line(k, v);
+        }
         if let Some(c) = self
             .controller
             .as_ref()
@@ -331,6 +383,7 @@ impl Summary {
                 "auth_required": c.auth_required,
                 "auth_required_source": c.auth_required_source,
             })),
+            "control_plane": self.controller.as_ref().and_then(|c| c.control_plane.as_ref()).map(control_plane_document),
             "nodes": {"ready": self.nodes_ready, "not_ready": pairs(&self.nodes_not_ready)},
             "pools": {
                 "count": self.pools,
@@ -479,6 +532,63 @@ mod tests {
             count: 1,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn control_plane_lines_show_leader_replicas_and_etcd_health() {
+        assert!(control_plane_lines(None).is_empty());
+        let redb = v1::ServerInfo::default();
+        assert!(
+            control_plane_lines(Some(&redb)).is_empty(),
+            "redb: no lines"
+        );
+        let info = v1::ServerInfo {
+            control_plane: Some(v1::ControlPlane {
+                replica: "ctl2".into(),
+                leader: "ctl1".into(),
+                replicas: vec![
+                    v1::ControlReplica {
+                        name: "ctl1".into(),
+                        endpoint: "10.0.0.1:7443".into(),
+                        leader: true,
+                    },
+                    v1::ControlReplica {
+                        name: "ctl2".into(),
+                        endpoint: "10.0.0.2:7443".into(),
+                        leader: false,
+                    },
+                ],
+                store_members: vec![
+                    v1::StoreMember {
+                        endpoint: "https://e1:2379".into(),
+                        health: "ok".into(),
+                        leader: true,
+                    },
+                    v1::StoreMember {
+                        endpoint: "https://e2:2379".into(),
+                        health: "no answer within 1666 ms".into(),
+                        leader: false,
+                    },
+                ],
+                error: String::new(),
+            }),
+            ..Default::default()
+        };
+        let lines = control_plane_lines(Some(&info));
+        assert_eq!(
+            lines,
+            vec![
+                ("leader:", "ctl1 (answered by ctl2)".to_string()),
+                (
+                    "replicas:",
+                    "2 (ctl1 10.0.0.1:7443, ctl2 10.0.0.2:7443)".to_string()
+                ),
+                (
+                    "etcd:",
+                    "1/2 members healthy; https://e2:2379: no answer within 1666 ms".to_string()
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -479,8 +479,11 @@ impl AdminService for Admin {
         &self,
         req: Request<GetServerInfoRequest>,
     ) -> Result<Response<ServerInfo>, Status> {
-        serve(Action::GetServerInfo, req, |_id, _b| async move {
+        serve(Action::GetServerInfo, req, |id, _b| async move {
             let mut info = server_info(self.s.cache.read().revision, self.s.store_backend);
+            if id == Identity::Admin {
+                info.control_plane = control_plane(&self.s).await;
+            }
             if let Some(k) = &self.s.keys {
                 info.auth_required = k.require();
                 info.auth_required_source = k.require_source().into();
@@ -489,6 +492,47 @@ impl AdminService for Admin {
         })
         .await
     }
+}
+
+/// The replicas, the leader and the etcd members, as the store reports
+/// them (`None` with redb). Asked off the async workers: the etcd backend
+/// blocks for its round trips, one per member bounded by its timeout.
+async fn control_plane(s: &Arc<Shared>) -> Option<ControlPlane> {
+    if s.store_backend != crate::store::Backend::Etcd {
+        return None;
+    }
+    let store = s.store.clone();
+    let view = tokio::task::spawn_blocking(move || store.cluster()).await;
+    let mut cp = ControlPlane {
+        replica: s.leadership.name().to_string(),
+        ..Default::default()
+    };
+    match view {
+        Ok(Ok(v)) => {
+            cp.leader = v.leader.unwrap_or_default();
+            cp.replicas = v
+                .replicas
+                .into_iter()
+                .map(|r| ControlReplica {
+                    name: r.name,
+                    endpoint: r.endpoint,
+                    leader: r.leader,
+                })
+                .collect();
+            cp.store_members = v
+                .members
+                .into_iter()
+                .map(|m| StoreMember {
+                    endpoint: m.endpoint,
+                    health: m.health,
+                    leader: m.leader,
+                })
+                .collect();
+        }
+        Ok(Err(e)) => cp.error = e.to_string(),
+        Err(e) => cp.error = format!("store query failed: {e}"),
+    }
+    Some(cp)
 }
 
 /// Build facts of this binary and the store revision: nothing a tenant

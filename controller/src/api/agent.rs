@@ -252,7 +252,10 @@ impl AgentService for Agent {
         req: Request<WatchDesiredStateRequest>,
     ) -> Result<Response<DesiredStream>, Status> {
         let id = identity(&req)?;
-        let node = req.into_inner().node;
+        let WatchDesiredStateRequest {
+            node,
+            after_revision,
+        } = req.into_inner();
         require_node(&id, &node, Action::WatchDesiredState)?;
         let s = self.s.clone();
         // Counted with the identity's watches: each stream recomputes the
@@ -271,7 +274,8 @@ impl AgentService for Agent {
         tokio::spawn(async move {
             let _g = s.metrics.agent_guard();
             let _permit = permit;
-            info!(%node, "agent connected");
+            info!(%node, after_revision, "agent connected");
+            resume_point(&s, &node, after_revision).await;
             let mut last: Option<DesiredState> = None;
             let mut computed_at = 0;
             while !*stopping.borrow() {
@@ -349,5 +353,31 @@ impl AgentService for Agent {
             crate::keys::capability_changed(&self.s, &node);
         }
         Ok(Response::new(resp))
+    }
+}
+
+/// Longest wait, when an agent moves to this replica, for the cache to
+/// reach the revision the agent already has. Replicas follow the same etcd
+/// within milliseconds, so this bounds only pathological lag; a revision
+/// this replica never reaches (a store restored from a backup starts its
+/// revisions anew) must not keep the agent waiting for ever.
+const RESUME_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until the cache holds `after` (the agent's last snapshot), so the
+/// first snapshot it gets here is not older than what it applied.
+async fn resume_point(s: &Shared, node: &str, after: u64) {
+    if after == 0 || s.cache.revision() >= after {
+        return;
+    }
+    if tokio::time::timeout(RESUME_WAIT, s.cache.wait_for(after))
+        .await
+        .is_err()
+    {
+        warn!(
+            %node,
+            after,
+            at = s.cache.revision(),
+            "agent resumes from a revision this replica has not reached; sending the current state"
+        );
     }
 }

@@ -11,6 +11,9 @@
 //! changes of objects: the API records them
 //! ([`crate::ops::events::refused`]).
 //!
+//! With several replicas on one etcd store every replica follows the
+//! watch but only the leader records ([`crate::leader`]).
+//!
 //! On start, and after falling behind the watch hub, the cache's objects
 //! are the baseline: a restart records nothing for objects that were
 //! already there, and changes missed while behind leave no event.
@@ -305,8 +308,13 @@ async fn step(s: &Shared, known: &mut BTreeMap<Key, Facts>, ev: &Event) {
         return;
     };
     let old = known.get(&key);
-    for r in diff_one(key.0, &key.1, old, new.as_ref()) {
-        record(s, r).await;
+    // Every replica follows the watch (so a new leader starts from current
+    // facts), but only the one running the singletons records: otherwise
+    // each replica on a shared etcd store would count every repeat again.
+    if s.leadership.acting().is_some() {
+        for r in diff_one(key.0, &key.1, old, new.as_ref()) {
+            record(s, r).await;
+        }
     }
     match new {
         Some(f) => known.insert(key, f),

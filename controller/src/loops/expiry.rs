@@ -115,18 +115,23 @@ pub async fn reconcile(s: &Arc<Shared>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Runs [`reconcile`] periodically.
+/// Runs [`reconcile`] periodically while this replica leads.
 pub async fn run(s: Arc<Shared>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
-        if let Err(e) = reconcile(&s).await {
-            warn!(error = %e, "expiry pass failed");
-        }
-        match ops::enroll::collect_tokens(&s).await {
-            Ok(0) => {}
-            Ok(n) => info!(removed = n, "expired bootstrap token records removed"),
-            Err(e) => warn!(error = %e, "token collection failed"),
-        }
+        super::as_leader(&s, || pass(&s)).await;
+    }
+}
+
+/// One expiry and token-collection pass (the leader's; see [`super::as_leader`]).
+async fn pass(s: &Arc<Shared>) {
+    if let Err(e) = reconcile(s).await {
+        warn!(error = %e, "expiry pass failed");
+    }
+    match ops::enroll::collect_tokens(s).await {
+        Ok(0) => {}
+        Ok(n) => info!(removed = n, "expired bootstrap token records removed"),
+        Err(e) => warn!(error = %e, "token collection failed"),
     }
 }

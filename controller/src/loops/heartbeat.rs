@@ -88,15 +88,26 @@ pub fn seed(s: &Shared) {
     }
 }
 
-/// Runs [`check`] every `interval` until the process exits.
+/// Runs [`check`] every `interval` while this replica leads.
 pub async fn run(s: Arc<Shared>, interval: Duration, timeout: Duration) {
     let timeout_s = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
-    seed(&s);
     info!(timeout_s, "node heartbeat monitor started");
     let mut tick = tokio::time::interval(interval);
+    let mut leading = false;
     loop {
         tick.tick().await;
-        if let Err(e) = check(&s, timeout_s).await {
+        // A replica that just became the leader has heard only from the
+        // agents streaming to it; the others report to other replicas,
+        // which persist `last_heartbeat` at least every
+        // nodes.heartbeat_persist_interval_seconds. Seeding gives every
+        // node one full timeout before this leader judges it.
+        let now_leading = s.leadership.acting().is_some();
+        if now_leading && !leading {
+            seed(&s);
+        }
+        leading = now_leading;
+        let r = super::as_leader(&s, || check(&s, timeout_s)).await;
+        if let Some(Err(e)) = r {
             warn!(error = %e, "heartbeat pass failed");
         }
     }

@@ -37,6 +37,16 @@ use crate::planner::Defaults;
 use crate::resource::{key, kind_name, validate_labels, validate_name, Resource};
 use crate::store::{Revision, SharedStore, Txn, TxnResult};
 
+/// What a usage decision rests on (see [`Shared::usage_guard`]): keys that
+/// must still be at the revisions the decision saw, and the fences the
+/// write bumps so that every later decision on the same pool or tenant
+/// must see it first.
+#[derive(Debug, Clone, Default)]
+pub struct UsageGuard {
+    compares: Vec<(String, Revision)>,
+    bumps: Vec<String>,
+}
+
 /// Everything the services share.
 pub struct Shared {
     pub store: SharedStore,
@@ -78,16 +88,23 @@ pub struct Shared {
     pub keys: Option<Arc<crate::keyring::Keys>>,
     /// `[events]`: how many event entries the store keeps.
     pub events: events::EventsConfig,
+    /// Whether this replica runs the singletons now ([`crate::leader`]).
+    pub leadership: crate::leader::Leadership,
 }
 
 impl Shared {
-    /// Commits and waits until the cache reflects the write.
+    /// Commits and waits until the cache reflects the write. Inside a
+    /// singleton pass the write is conditional on this replica still
+    /// being the leader ([`crate::leader::fenced`]).
     pub async fn commit(&self, txn: Txn) -> Result<TxnResult, ApiError> {
-        let r = self
-            .store
-            .txn(txn)
-            .await
-            .map_err(|_| ApiError::Internal("store writer stopped".into()))??;
+        let txn = match crate::leader::current_guard() {
+            Some(g) => txn.fenced(Some(g)),
+            None => txn,
+        };
+        let started = std::time::Instant::now();
+        let r = self.store.txn(txn).await;
+        self.metrics.store_latency(started.elapsed());
+        let r = r.map_err(|_| ApiError::Internal("store writer stopped".into()))??;
         if let TxnResult::Committed { revision } = r {
             self.cache.wait_for(revision).await;
         }
@@ -104,36 +121,99 @@ impl Shared {
 
     /// Writes `obj` if the stored object is still at `expected` (0: absent).
     /// Returns the object as stored, with its new resource_version.
-    pub async fn put<R: Stored>(&self, mut obj: R, expected: Revision) -> Result<R, ApiError> {
+    pub async fn put<R: Stored>(&self, obj: R, expected: Revision) -> Result<R, ApiError> {
+        match self
+            .put_guarded(obj, expected, &UsageGuard::default())
+            .await?
+        {
+            Ok(o) => Ok(o),
+            // Unreachable without guard keys; a conflict is the honest answer.
+            Err(moved) => Err(ApiError::Internal(format!(
+                "unexpected compare failure at revision {moved}"
+            ))),
+        }
+    }
+
+    /// Whether usage decisions need [`UsageGuard`]s: other processes write
+    /// the same store (etcd), so the in-process [`Allocator`] alone cannot
+    /// keep two replicas from over-committing a pool or a quota.
+    pub fn usage_fenced(&self) -> bool {
+        self.store_backend == crate::store::Backend::Etcd
+    }
+
+    /// The guard for a decision that raises `pool`'s and `tenant`'s usage,
+    /// as seen in `objs` (empty when [`Self::usage_fenced`] is false).
+    pub fn usage_guard(&self, objs: &Objects, pool: &str, tenant: &str) -> UsageGuard {
+        if !self.usage_fenced() {
+            return UsageGuard::default();
+        }
+        let rv = |m: Option<&ObjectMeta>| m.map_or(0, |m| m.resource_version);
+        let mut g = UsageGuard::default();
+        for (fence, object, rev) in [
+            (
+                format!("pools/{pool}"),
+                key(ferrofab_proto::v1::Kind::Pool, pool),
+                rv(objs.pools.get(pool).and_then(|p| p.metadata.as_ref())),
+            ),
+            (
+                format!("tenants/{tenant}"),
+                key(ferrofab_proto::v1::Kind::Tenant, tenant),
+                rv(objs.tenants.get(tenant).and_then(|t| t.metadata.as_ref())),
+            ),
+        ] {
+            let f = objs.fences.get(&fence).copied().unwrap_or(0);
+            let fence_key = format!("{}/{fence}", crate::cache::FENCES);
+            g.compares.push((fence_key.clone(), f));
+            g.compares.push((object, rev));
+            g.bumps.push(fence_key);
+        }
+        g
+    }
+
+    /// [`Self::put`] that also requires `guard`'s keys unchanged and bumps
+    /// its fences, in the same transaction. `Ok(Err(rev))`: a guarded key
+    /// moved (to `rev`); decide again on a cache that has seen it.
+    pub async fn put_guarded<R: Stored>(
+        &self,
+        mut obj: R,
+        expected: Revision,
+        guard: &UsageGuard,
+    ) -> Result<Result<R, Revision>, ApiError> {
         let name = obj.name().to_string();
         self.admit(&obj)?;
         let k = key(R::KIND, &name);
         obj.meta_mut().resource_version = 0;
-        let txn = Txn::new()
-            .when(k.clone(), expected)
-            .put(k, obj.encode_to_vec());
-        match self.commit(txn).await? {
+        let mut txn = Txn::new().when(k.clone(), expected);
+        for (gk, rev) in &guard.compares {
+            txn = txn.when(gk.clone(), *rev);
+        }
+        for b in &guard.bumps {
+            txn = txn.put(b.clone(), Vec::new());
+        }
+        let txn = txn.put(k.clone(), obj.encode_to_vec());
+        Ok(match self.commit(txn).await? {
             TxnResult::Committed { revision } => {
                 obj.meta_mut().resource_version = revision;
                 Ok(obj)
             }
+            TxnResult::CompareFailed { key: moved, actual } if moved != k => Err(actual),
             TxnResult::CompareFailed { actual: 0, .. } => {
-                Err(ApiError::not_found(kind_name(R::KIND), &name))
+                Err(ApiError::not_found(kind_name(R::KIND), &name))?
             }
             TxnResult::CompareFailed { actual, .. } if expected == 0 => {
                 let _ = actual;
                 Err(ApiError::AlreadyExists {
                     kind: kind_name(R::KIND),
                     name,
-                })
+                })?
             }
             TxnResult::CompareFailed { actual, .. } => Err(ApiError::Conflict {
                 kind: kind_name(R::KIND),
                 name,
                 current: actual,
                 given: expected,
-            }),
-        }
+            })?,
+        })
     }
 
     /// Every write passes here, whichever API made it, so that no path can

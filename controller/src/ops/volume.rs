@@ -8,7 +8,7 @@ use ferrofab_types::size::format_size;
 use tracing::info;
 
 use super::common::{delete_or_mark, expected_rv, retry_unconditional};
-use super::{get_checked, merge_update, new_meta, Delete, Shared};
+use super::{get_checked, merge_update, new_meta, Delete, Shared, UsageGuard};
 use crate::action::Action;
 use crate::authz::{self, Verb};
 use crate::conditions::condition;
@@ -86,6 +86,69 @@ fn settles(v: &Volume, size_bytes: u64) -> Option<Settles> {
     })
 }
 
+/// How often a create or growth decides again after another replica
+/// changed the pool's or tenant's usage between its decision and its
+/// write (etcd only, see [`Shared::usage_guard`]). Each retry decides on a
+/// cache that has seen the other write, so it fails only under a storm of
+/// competing writes to one pool; the bound turns that into an error.
+const PLACEMENT_RETRIES: u32 = 32;
+
+/// Waits until the cache has seen the write that moved a usage guard, or
+/// gives up after [`PLACEMENT_RETRIES`] (counted in
+/// `limit_refusals{limit="placement_retries"}`).
+async fn placement_moved(s: &Shared, moved: u64, attempts: u32) -> Result<(), ApiError> {
+    if attempts >= PLACEMENT_RETRIES {
+        s.metrics.refused("placement_retries");
+        return Err(ApiError::Exhausted(format!(
+            "placement kept being overtaken by concurrent writes to the same pool or tenant ({attempts} attempts); try again"
+        )));
+    }
+    s.cache.wait_for(moved).await;
+    Ok(())
+}
+
+/// The volume as placed on `pool`: identity, backing path, conditions.
+fn place(s: &Shared, mut vol: Volume, pool: &str, bytes: u64) -> Volume {
+    let (node, base) = {
+        let objs = s.cache.read();
+        let p = objs
+            .pools
+            .get(pool)
+            .and_then(|p| p.spec.clone())
+            .unwrap_or_default();
+        (p.node, p.backing.unwrap_or_default().path)
+    };
+    let now = s.clock.now_ts();
+    let m = vol.meta_mut();
+    m.finalizers.push(FINALIZER_EXPORT.into());
+    let uid = m.uid.clone();
+    let mut st = identity_status(&uid);
+    st.pool = pool.to_string();
+    st.node = node.clone();
+    st.size_bytes = bytes;
+    st.backing_path = format!("{}/{}", base.trim_end_matches('/'), uid);
+    st.phase = VolumePhase::Placed as i32;
+    st.observed_generation = 1;
+    st.conditions.push(condition(
+        "Placed",
+        true,
+        "PlacedOnPool",
+        format!("placed on pool {pool} of node {node}"),
+        now,
+        1,
+    ));
+    st.conditions.push(condition(
+        "Exported",
+        false,
+        "WaitingForStorageNode",
+        format!("waiting for node {node} to report the export ready"),
+        now,
+        1,
+    ));
+    vol.status = Some(st);
+    vol
+}
+
 /// Creates a volume. With `dry_run`, runs every check (validation,
 /// authorization, placement, quotas) and returns the volume as it would
 /// be stored, without storing it (its uid and identity are not final).
@@ -99,73 +162,51 @@ pub async fn create(
     let spec = v.spec.clone().unwrap_or_default();
     let meta = new_meta(v.metadata.as_ref(), s.clock.now_ts())?;
     let bytes = validate_spec(&spec)?;
-    let mut vol = Volume {
+    let vol = Volume {
         metadata: Some(meta),
         spec: Some(spec.clone()),
         status: None,
     };
-    let reserved = {
+    {
         let objs = s.cache.read();
         authz::check_new(id, Action::CreateVolume, &vol, &objs)?;
-        let req = Placement {
-            tenant: spec.tenant.clone(),
-            bytes,
-            pool: (!spec.pool.is_empty()).then(|| spec.pool.clone()),
-            selector: spec
-                .pool_selector
-                .as_ref()
-                .map(|s| Selector::from_match_labels(&s.match_labels))
-                .unwrap_or_default(),
-            new_volume: true,
-            detail: *id == Identity::Admin,
-            settles: settles(&vol, bytes),
-        };
-        let facts = PlacementFacts::from_cache(&objs, &req.tenant)?;
-        s.allocator.reserve(&objs, &facts, &req)?
-    };
-    let (node, base) = {
-        let objs = s.cache.read();
-        let p = objs
-            .pools
-            .get(&reserved.pool)
-            .and_then(|p| p.spec.clone())
-            .unwrap_or_default();
-        (p.node, p.backing.unwrap_or_default().path)
-    };
-    let now = s.clock.now_ts();
-    let m = vol.meta_mut();
-    m.finalizers.push(FINALIZER_EXPORT.into());
-    let uid = m.uid.clone();
-    let mut st = identity_status(&uid);
-    st.pool = reserved.pool.clone();
-    st.node = node.clone();
-    st.size_bytes = bytes;
-    st.backing_path = format!("{}/{}", base.trim_end_matches('/'), uid);
-    st.phase = VolumePhase::Placed as i32;
-    st.observed_generation = 1;
-    st.conditions.push(condition(
-        "Placed",
-        true,
-        "PlacedOnPool",
-        format!("placed on pool {} of node {node}", reserved.pool),
-        now,
-        1,
-    ));
-    st.conditions.push(condition(
-        "Exported",
-        false,
-        "WaitingForStorageNode",
-        format!("waiting for node {node} to report the export ready"),
-        now,
-        1,
-    ));
-    vol.status = Some(st);
-    if dry_run {
-        return Ok(vol);
     }
-    let out = s.put(vol, 0).await;
-    drop(reserved);
-    let out = out?;
+    let req = Placement {
+        tenant: spec.tenant.clone(),
+        bytes,
+        pool: (!spec.pool.is_empty()).then(|| spec.pool.clone()),
+        selector: spec
+            .pool_selector
+            .as_ref()
+            .map(|s| Selector::from_match_labels(&s.match_labels))
+            .unwrap_or_default(),
+        new_volume: true,
+        detail: *id == Identity::Admin,
+        settles: settles(&vol, bytes),
+    };
+    let mut attempts = 0;
+    let out = loop {
+        let (reserved, guard) = {
+            let objs = s.cache.read();
+            let facts = PlacementFacts::from_cache(&objs, &req.tenant)?;
+            let r = s.allocator.reserve(&objs, &facts, &req)?;
+            let g = s.usage_guard(&objs, &r.pool, &req.tenant);
+            (r, g)
+        };
+        let placed = place(s, vol.clone(), &reserved.pool, bytes);
+        if dry_run {
+            return Ok(placed);
+        }
+        let out = s.put_guarded(placed, 0, &guard).await;
+        drop(reserved);
+        match out? {
+            Ok(v) => break v,
+            Err(moved) => {
+                attempts += 1;
+                placement_moved(s, moved, attempts).await?;
+            }
+        }
+    };
     info!(volume = %out.name(), pool = %out.status.as_ref().map_or("", |s| s.pool.as_str()), "volume created");
     Ok(out)
 }
@@ -210,21 +251,24 @@ pub async fn update(
         )));
     }
     let (mut merged, rv) = merge_update(&cur, v)?;
-    let _reserved = if new_bytes > old_bytes {
+    let (_reserved, guard) = if new_bytes > old_bytes {
         let objs = s.cache.read();
+        let pool = cur.status.as_ref().map(|s| s.pool.clone());
         let req = Placement {
             tenant: old.tenant.clone(),
             bytes: new_bytes - old_bytes,
-            pool: cur.status.as_ref().map(|s| s.pool.clone()),
+            pool: pool.clone(),
             selector: Selector::default(),
             new_volume: false,
             detail: *id == Identity::Admin,
             settles: settles(&cur, new_bytes),
         };
         let facts = PlacementFacts::from_cache(&objs, &req.tenant)?;
-        Some(s.allocator.reserve(&objs, &facts, &req)?)
+        let r = s.allocator.reserve(&objs, &facts, &req)?;
+        let g = s.usage_guard(&objs, &pool.unwrap_or_default(), &req.tenant);
+        (Some(r), g)
     } else {
-        None
+        (None, UsageGuard::default())
     };
     if let Some(st) = merged.status.as_mut() {
         st.size_bytes = new_bytes;
@@ -237,7 +281,21 @@ pub async fn update(
     if dry_run {
         return Ok(merged);
     }
-    s.put(merged, rv).await
+    match s.put_guarded(merged, rv, &guard).await? {
+        Ok(v) => Ok(v),
+        // Another replica changed the pool's or tenant's usage since this
+        // decision: report a conflict, as for a concurrent update of the
+        // volume itself (an update without a resource_version is retried).
+        Err(moved) => {
+            s.cache.wait_for(moved).await;
+            Err(ApiError::Conflict {
+                kind: "volume",
+                name,
+                current: moved,
+                given: rv,
+            })
+        }
+    }
 }
 
 /// Deletes a volume, retrying a conflict when the caller gave no

@@ -40,12 +40,26 @@ pub enum Op {
     Delete { key: String },
 }
 
+/// The leadership a singleton's write is conditional on: the leader key
+/// (an absolute etcd key, outside the object prefix) still exists with
+/// the create revision this replica's campaign gave it. A new leader's key
+/// has another create revision, so a paused or partitioned old leader's
+/// write is refused ([`StoreError::NotLeader`]) instead of acting twice.
+/// Single-process backends have no other writer and ignore it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderGuard {
+    pub key: String,
+    pub create_revision: Revision,
+}
+
 /// All-or-nothing: if every compare holds, every op is applied under one
 /// new revision; otherwise nothing is written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Txn {
     pub compares: Vec<Compare>,
     pub ops: Vec<Op>,
+    /// Set on writes of the leader's singletons (see [`crate::leader`]).
+    pub leader: Option<LeaderGuard>,
 }
 
 impl Txn {
@@ -72,6 +86,12 @@ impl Txn {
 
     pub fn delete(mut self, key: impl Into<String>) -> Self {
         self.ops.push(Op::Delete { key: key.into() });
+        self
+    }
+
+    /// Makes the transaction conditional on `guard`'s leadership.
+    pub fn fenced(mut self, guard: Option<LeaderGuard>) -> Self {
+        self.leader = guard;
         self
     }
 }
@@ -125,6 +145,10 @@ pub enum StoreError {
     #[error("store is shut down")]
     Closed,
     #[error(
+        "this controller is no longer the leader (leader key {key} is gone or belongs to another replica); the write was not made"
+    )]
+    NotLeader { key: String },
+    #[error(
         "revision {requested} is no longer kept (oldest resumable revision is {oldest}); list again and watch from the list's revision"
     )]
     Compacted {
@@ -149,6 +173,20 @@ pub trait Store: Send + Sync + 'static {
     fn revision(&self) -> Revision;
     /// Every event under `prefix` after `from`, then live ones.
     fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError>;
+    /// Starts campaigning for leadership of the singletons (see
+    /// [`crate::leader`]). A single-process backend is always the leader.
+    fn campaign(&self, _replica: crate::leader::Replica) -> crate::leader::Leadership {
+        crate::leader::Leadership::always()
+    }
+    /// Gives the leadership up at a graceful stop, so another replica
+    /// takes over at once instead of after the lease TTL. Blocks for one
+    /// round trip at most.
+    fn resign(&self) {}
+    /// The replicas registered with the store and its health, for
+    /// `ferrofab status`; a single-process backend has none to show.
+    fn cluster(&self) -> Result<crate::leader::ClusterView, StoreError> {
+        Ok(crate::leader::ClusterView::default())
+    }
 }
 
 /// A shared store handle.

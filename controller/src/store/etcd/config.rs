@@ -30,6 +30,13 @@ pub struct EtcdConfig {
     /// Events kept in memory for watch resume.
     #[serde(default = "default_history")]
     pub history: usize,
+    /// TTL of the lease behind the leader key: how long a dead or cut-off
+    /// leader keeps the singletons before another replica takes over.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_seconds: u64,
+    /// This replica's name among the controllers sharing the store; unique
+    /// per replica. Defaults to the host name and the gRPC port.
+    pub replica_name: Option<String>,
 }
 
 impl Default for EtcdConfig {
@@ -43,6 +50,8 @@ impl Default for EtcdConfig {
             timeout_ms: default_timeout_ms(),
             list_page_size: default_page(),
             history: default_history(),
+            lease_ttl_seconds: default_lease_ttl(),
+            replica_name: None,
         }
     }
 }
@@ -58,6 +67,9 @@ fn default_page() -> usize {
 }
 fn default_history() -> usize {
     50_000
+}
+fn default_lease_ttl() -> u64 {
+    10
 }
 
 impl EtcdConfig {
@@ -92,6 +104,20 @@ impl EtcdConfig {
                 "store.etcd.prefix {:?} must start and end with '/'",
                 self.prefix
             ));
+        }
+        if !(2..=3_600).contains(&self.lease_ttl_seconds) {
+            return Err(format!(
+                "store.etcd.lease_ttl_seconds {} must be between 2 and 3600",
+                self.lease_ttl_seconds
+            ));
+        }
+        if self.replica_name.as_ref().is_some_and(|n| {
+            n.is_empty() || n.len() > 253 || n.contains('/') || n.chars().any(char::is_control)
+        }) {
+            return Err(
+                "store.etcd.replica_name must be 1 to 253 characters without '/' or control characters"
+                    .into(),
+            );
         }
         if self.timeout_ms == 0 || self.list_page_size == 0 || self.history == 0 {
             return Err(

@@ -69,7 +69,9 @@ use super::{
     Compare, Event, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn, TxnFuture, TxnResult,
 };
 
+mod cluster;
 mod config;
+mod elect;
 mod follow;
 use config::connect_options;
 pub use config::EtcdConfig;
@@ -81,6 +83,10 @@ pub static RELISTS: LazyLock<Counter> = LazyLock::new(Counter::default);
 /// etcd requests that failed or timed out, process-wide, for `/metrics`
 /// (`ferrofab_controller_store_etcd_errors_total`).
 pub static ERRORS: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// Singleton writes refused because this replica's leadership was gone
+/// (`ferrofab_controller_store_etcd_not_leader_total`).
+pub static NOT_LEADER: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 fn io<E: std::fmt::Display>(e: E) -> StoreError {
     ERRORS.inc();
@@ -104,6 +110,10 @@ pub struct EtcdStore {
     timeout: Duration,
     page: usize,
     relists: Arc<AtomicU64>,
+    lease_ttl: Duration,
+    endpoints: Vec<String>,
+    connect: ConnectOptions,
+    term: Arc<elect::Term>,
 }
 
 impl Drop for EtcdStore {
@@ -134,6 +144,7 @@ impl EtcdStore {
         let runtime = BackgroundDrop(Some(runtime));
         let timeout = Duration::from_millis(cfg.timeout_ms);
         let opts = connect_options(cfg, timeout)?;
+        let connect = opts.clone();
         let endpoints = cfg.endpoints.clone();
         let client = block_on(runtime.get()?, timeout, async move {
             Client::connect(endpoints, Some(opts)).await.map_err(io)
@@ -202,6 +213,10 @@ impl EtcdStore {
             timeout,
             page,
             relists,
+            lease_ttl: Duration::from_secs(cfg.lease_ttl_seconds),
+            endpoints: cfg.endpoints.clone(),
+            connect,
+            term: Arc::default(),
         })
     }
 
@@ -397,6 +412,56 @@ impl Store for EtcdStore {
     fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
         self.hub.subscribe(prefix, from)
     }
+
+    fn campaign(&self, replica: crate::leader::Replica) -> crate::leader::Leadership {
+        let (tx, rx) = watch::channel(crate::leader::Role::Follower { leader: None });
+        let name = replica.name.clone();
+        if let Some(rt) = &self.runtime {
+            let (leader_key, replicas) = elect::control_keys(&self.prefix);
+            rt.spawn(
+                elect::Campaign {
+                    term: self.term.clone(),
+                    client: self.client.clone(),
+                    leader_key,
+                    replicas,
+                    replica,
+                    ttl: self.lease_ttl,
+                    tx,
+                }
+                .run(),
+            );
+        }
+        crate::leader::Leadership::from_channel(rx, name)
+    }
+
+    /// Ends the campaign and revokes the term's lease: the leader key and
+    /// the replica's registration go at once.
+    fn resign(&self) {
+        self.term.resigned.store(true, Ordering::SeqCst);
+        let lease = self.term.lease.load(Ordering::SeqCst);
+        if lease == 0 {
+            return;
+        }
+        let client = self.client.clone();
+        let r = self.block(async move {
+            client.lease_client().revoke(lease).await.map_err(io)?;
+            Ok(())
+        });
+        match r {
+            Ok(()) => info!("leader lease revoked: another replica may take over now"),
+            Err(e) => warn!(error = %e, "cannot revoke the leader lease; it expires by itself"),
+        }
+        crate::leader::IS_LEADER.set(0);
+    }
+
+    fn cluster(&self) -> Result<crate::leader::ClusterView, StoreError> {
+        let client = self.client.clone();
+        let prefix = self.prefix.clone();
+        let endpoints = self.endpoints.clone();
+        let connect = self.connect.clone();
+        let timeout = self.timeout;
+        self.block(async move { cluster::view(client, &prefix, endpoints, connect, timeout).await })
+    }
 }
 
 /// The key the history load writes to know when etcd has replayed
@@ -541,6 +606,16 @@ async fn commit(client: Client, prefix: &str, txn: Txn) -> Result<(TxnResult, bo
             Op::Delete { key } => TxnOp::delete(full(key), None),
         })
         .collect();
+    let mut compares = compares;
+    let mut reads = reads;
+    if let Some(g) = &txn.leader {
+        compares.push(EtcdCompare::create_revision(
+            g.key.clone(),
+            CompareOp::Equal,
+            i64::try_from(g.create_revision).unwrap_or(i64::MAX),
+        ));
+        reads.push(TxnOp::get(g.key.clone(), None));
+    }
     let t = EtcdTxn::new().when(compares).and_then(ops).or_else(reads);
     let resp = client.kv_client().txn(t).await.map_err(io)?;
     if resp.succeeded() {
@@ -566,6 +641,19 @@ async fn commit(client: Client, prefix: &str, txn: Txn) -> Result<(TxnResult, bo
                 },
                 false,
             ));
+        }
+    }
+    if let Some(g) = &txn.leader {
+        let held = resp
+            .op_responses()
+            .get(txn.compares.len())
+            .and_then(|r| match r {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|k| rev(k.create_revision())),
+                _ => None,
+            });
+        if held != Some(g.create_revision) {
+            NOT_LEADER.inc();
+            return Err(StoreError::NotLeader { key: g.key.clone() });
         }
     }
     // The keys changed back between the compare and the reads: report the
@@ -604,6 +692,13 @@ mod tests {
         c.prefix = "ferrofab".into();
         assert!(err(c.clone()).contains("store.etcd.prefix"));
         c.prefix = "/p/".into();
+        c.lease_ttl_seconds = 1;
+        assert!(err(c.clone()).contains("store.etcd.lease_ttl_seconds 1"));
+        c.lease_ttl_seconds = 10;
+        c.replica_name = Some("a/b".into());
+        assert!(err(c.clone()).contains("store.etcd.replica_name"));
+        c.replica_name = Some("ctl1".into());
+        assert!(c.validate().is_ok());
         c.timeout_ms = 0;
         assert!(err(c).contains("timeout_ms"));
     }
