@@ -253,7 +253,7 @@ impl Summary {
             },
         );
         for (k, v) in control_plane_lines(self.controller.as_ref()) {
-            line(k, v);
+            line(out, k, v);
         }
         if let Some(c) = self
             .controller
