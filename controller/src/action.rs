@@ -35,6 +35,7 @@ actions! {
     WatchAttachments,
     CreateTenant, GetTenant, ListTenants, UpdateTenant, DeleteTenant, WatchTenants,
     Apply, CreateBootstrapToken, GetDesiredState, GetServerInfo, RotateNodeKey,
+    CreateApiToken, ListApiTokens, RevokeApiToken,
     Enroll, WatchDesiredState, ReportStatus, Renew,
     AdvanceClock,
     /// A delete of an unspecified kind (Apply's refusal of a bad step).

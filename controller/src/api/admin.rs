@@ -422,6 +422,40 @@ impl AdminService for Admin {
         })
         .await
     }
+    async fn create_api_token(
+        &self,
+        req: Request<CreateApiTokenRequest>,
+    ) -> Result<Response<CreateApiTokenResponse>, Status> {
+        serve(Action::CreateApiToken, req, |id, b| async move {
+            authz::admin_only(&id, Action::CreateApiToken)?;
+            ops::apitoken::create(&self.s, &b.identity, b.ttl_seconds, &b.description).await
+        })
+        .await
+    }
+    async fn list_api_tokens(
+        &self,
+        req: Request<ListApiTokensRequest>,
+    ) -> Result<Response<ListApiTokensResponse>, Status> {
+        serve(Action::ListApiTokens, req, |id, _b| async move {
+            authz::admin_only(&id, Action::ListApiTokens)?;
+            Ok(ListApiTokensResponse {
+                items: ops::apitoken::list(&self.s)?,
+            })
+        })
+        .await
+    }
+    async fn revoke_api_token(
+        &self,
+        req: Request<RevokeApiTokenRequest>,
+    ) -> Result<Response<RevokeApiTokenResponse>, Status> {
+        serve(Action::RevokeApiToken, req, |id, b| async move {
+            authz::admin_only(&id, Action::RevokeApiToken)?;
+            Ok(RevokeApiTokenResponse {
+                info: Some(ops::apitoken::revoke(&self.s, &b.id).await?),
+            })
+        })
+        .await
+    }
     async fn get_server_info(
         &self,
         req: Request<GetServerInfoRequest>,

@@ -10,6 +10,7 @@
 //! come from the cache after it has caught up with the caller's last write.
 
 pub mod any;
+pub mod apitoken;
 pub mod attachment;
 mod common;
 pub mod enroll;

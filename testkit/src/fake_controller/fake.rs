@@ -236,6 +236,9 @@ admin_impl! {
         watch_tenants(WatchRequest) -> Stream;
         get_desired_state(GetDesiredStateRequest) -> DesiredState;
         rotate_node_key(RotateNodeKeyRequest) -> RotateNodeKeyResponse;
+        create_api_token(CreateApiTokenRequest) -> CreateApiTokenResponse;
+        list_api_tokens(ListApiTokensRequest) -> ListApiTokensResponse;
+        revoke_api_token(RevokeApiTokenRequest) -> RevokeApiTokenResponse;
     }
 
     async fn create_tenant(
