@@ -13,12 +13,12 @@ use tracing::instrument;
 use super::watch::{watch, WatchStream};
 use super::{identity, Shared};
 use crate::action::Action;
-use crate::authz::{self, Owned};
-use crate::cache::Stored;
+use crate::authz;
 use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::ops::enroll;
-use crate::ops::{self, get_checked, list_checked, Delete};
+use crate::ops::read::{self, Readable};
+use crate::ops::{self, Delete};
 use crate::resource::validate_name;
 use crate::{apply, planner};
 
@@ -55,16 +55,14 @@ fn delete(name: String, resource_version: u64) -> Delete {
 impl Admin {
     /// One page of the objects of kind R the caller may read: the items,
     /// the revision they were read at and the next page's token.
-    fn list<R: Stored + Owned>(
+    fn list<R: Readable>(
         &self,
         id: &Identity,
         selector: &str,
         page_size: u32,
         token: &str,
     ) -> Result<(Vec<R>, u64, String), ApiError> {
-        let (items, revision) = list_checked(&self.s, id, selector)?;
-        let (items, next) = ops::page(&self.s, items, page_size, token)?;
-        Ok((items, revision, next))
+        read::list(&self.s, id, selector, page_size, token)
     }
 }
 
@@ -80,7 +78,7 @@ impl AdminService for Admin {
     }
     async fn get_node(&self, req: Request<GetNodeRequest>) -> Result<Response<Node>, Status> {
         serve(Action::GetNode, req, |id, b| async move {
-            get_checked(&self.s, &id, Action::GetNode, &b.name)
+            read::get::<Node>(&self.s, &id, &b.name)
         })
         .await
     }
@@ -131,8 +129,7 @@ impl AdminService for Admin {
     }
     async fn get_pool(&self, req: Request<GetPoolRequest>) -> Result<Response<Pool>, Status> {
         serve(Action::GetPool, req, |id, b| async move {
-            authz::admin_only(&id, Action::GetPool)?;
-            Ok(ops::pool::with_status(&self.s, self.s.get(&b.name)?))
+            read::get::<Pool>(&self.s, &id, &b.name)
         })
         .await
     }
@@ -141,13 +138,8 @@ impl AdminService for Admin {
         req: Request<ListPoolsRequest>,
     ) -> Result<Response<ListPoolsResponse>, Status> {
         serve(Action::ListPools, req, |id, b| async move {
-            authz::admin_only(&id, Action::ListPools)?;
             let (items, revision, next_page_token) =
                 self.list::<Pool>(&id, &b.label_selector, b.page_size, &b.page_token)?;
-            let items = items
-                .into_iter()
-                .map(|p| ops::pool::with_status(&self.s, p))
-                .collect();
             Ok(ListPoolsResponse {
                 items,
                 revision,
@@ -174,7 +166,6 @@ impl AdminService for Admin {
         req: Request<WatchRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         serve(Action::WatchPools, req, |id, b| async move {
-            authz::admin_only(&id, Action::WatchPools)?;
             watch::<Pool>(&self.s, id, b)
         })
         .await
@@ -194,7 +185,7 @@ impl AdminService for Admin {
     }
     async fn get_volume(&self, req: Request<GetVolumeRequest>) -> Result<Response<Volume>, Status> {
         serve(Action::GetVolume, req, |id, b| async move {
-            get_checked(&self.s, &id, Action::GetVolume, &b.name)
+            read::get::<Volume>(&self.s, &id, &b.name)
         })
         .await
     }
@@ -259,7 +250,7 @@ impl AdminService for Admin {
         req: Request<GetAttachmentRequest>,
     ) -> Result<Response<Attachment>, Status> {
         serve(Action::GetAttachment, req, |id, b| async move {
-            get_checked(&self.s, &id, Action::GetAttachment, &b.name)
+            read::get::<Attachment>(&self.s, &id, &b.name)
         })
         .await
     }
@@ -320,8 +311,7 @@ impl AdminService for Admin {
     }
     async fn get_tenant(&self, req: Request<GetTenantRequest>) -> Result<Response<Tenant>, Status> {
         serve(Action::GetTenant, req, |id, b| async move {
-            let t = get_checked(&self.s, &id, Action::GetTenant, &b.name)?;
-            Ok(ops::tenant::with_status(&self.s, t))
+            read::get::<Tenant>(&self.s, &id, &b.name)
         })
         .await
     }
@@ -332,10 +322,6 @@ impl AdminService for Admin {
         serve(Action::ListTenants, req, |id, b| async move {
             let (items, revision, next_page_token) =
                 self.list::<Tenant>(&id, &b.label_selector, b.page_size, &b.page_token)?;
-            let items = items
-                .into_iter()
-                .map(|t| ops::tenant::with_status(&self.s, t))
-                .collect();
             Ok(ListTenantsResponse {
                 items,
                 revision,

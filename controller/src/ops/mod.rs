@@ -16,6 +16,7 @@ mod common;
 pub mod enroll;
 pub mod node;
 pub mod pool;
+pub mod read;
 pub mod status;
 pub mod tenant;
 pub mod volume;
