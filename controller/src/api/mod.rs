@@ -31,7 +31,12 @@ pub fn identity<T>(req: &Request<T>) -> Result<Identity, ApiError> {
 /// The gRPC code name of `e` (`INVALID_ARGUMENT`), which the HTTP API's
 /// error body carries too, so both APIs' clients match on the same words.
 pub fn grpc_code_name(e: &ApiError) -> &'static str {
-    match status::code(e) {
+    grpc_code_name_of(status::code(e))
+}
+
+/// The name of a gRPC code as the protobuf enum spells it.
+pub fn grpc_code_name_of(code: tonic::Code) -> &'static str {
+    match code {
         tonic::Code::Ok => "OK",
         tonic::Code::Cancelled => "CANCELLED",
         tonic::Code::Unknown => "UNKNOWN",

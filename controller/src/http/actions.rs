@@ -75,8 +75,8 @@ async fn extend(
     Path(name): Path<String>,
     Body(r): Body<ExtendRequest>,
 ) -> Result<Json<Volume>, HttpError> {
-    let by = ferrofab_pki::parse_duration(&r.by)
-        .map_err(|e| ApiError::invalid("by", e.to_string()))?;
+    let by =
+        ferrofab_pki::parse_duration(&r.by).map_err(|e| ApiError::invalid("by", e.to_string()))?;
     let by = i64::try_from(by.as_secs()).map_err(|_| ApiError::invalid("by", "too long"))?;
     let mut v: Volume = read::get(&h.s, &id, &name)?;
     let now = h.s.clock.now();

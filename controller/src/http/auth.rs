@@ -81,11 +81,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         HttpError::BadRequest {
-            field: if path == "." {
-                "body".into()
-            } else {
-                path
-            },
+            field: if path == "." { "body".into() } else { path },
             message: e.into_inner().to_string(),
         }
     })
@@ -96,11 +92,7 @@ pub fn from_value<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, HttpEr
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         HttpError::BadRequest {
-            field: if path == "." {
-                "body".into()
-            } else {
-                path
-            },
+            field: if path == "." { "body".into() } else { path },
             message: e.into_inner().to_string(),
         }
     })

@@ -29,9 +29,21 @@ pub trait HttpKind:
 {
     /// The path segment (`volumes`).
     const PLURAL: &'static str;
-    fn create(s: Arc<Shared>, id: Identity, obj: Self) -> BoxFuture<'static, Result<Self, ApiError>>;
-    fn update(s: Arc<Shared>, id: Identity, obj: Self) -> BoxFuture<'static, Result<Self, ApiError>>;
-    fn delete(s: Arc<Shared>, id: Identity, d: Delete) -> BoxFuture<'static, Result<Self, ApiError>>;
+    fn create(
+        s: Arc<Shared>,
+        id: Identity,
+        obj: Self,
+    ) -> BoxFuture<'static, Result<Self, ApiError>>;
+    fn update(
+        s: Arc<Shared>,
+        id: Identity,
+        obj: Self,
+    ) -> BoxFuture<'static, Result<Self, ApiError>>;
+    fn delete(
+        s: Arc<Shared>,
+        id: Identity,
+        d: Delete,
+    ) -> BoxFuture<'static, Result<Self, ApiError>>;
 }
 
 macro_rules! http_kind {
@@ -271,7 +283,13 @@ mod tests {
     #[test]
     fn merge_patch_merges_replaces_and_removes() {
         let mut doc = json!({"a": {"b": 1, "c": 2}, "d": [1], "e": "x"});
-        merge_patch(&mut doc, &json!({"a": {"b": 9, "c": null}, "d": [2, 3], "f": true}));
-        assert_eq!(doc, json!({"a": {"b": 9}, "d": [2, 3], "e": "x", "f": true}));
+        merge_patch(
+            &mut doc,
+            &json!({"a": {"b": 9, "c": null}, "d": [2, 3], "f": true}),
+        );
+        assert_eq!(
+            doc,
+            json!({"a": {"b": 9}, "d": [2, 3], "e": "x", "f": true})
+        );
     }
 }

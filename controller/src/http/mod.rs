@@ -96,8 +96,8 @@ pub async fn serve(
         let app = app.clone().layer(axum::Extension(Peer(peer)));
         tokio::spawn(async move {
             let svc = TowerToHyperService::new(app);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), svc);
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
             if let Err(e) = conn.await {
                 debug!(error = %e, "HTTP API connection ended");
             }

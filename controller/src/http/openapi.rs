@@ -48,9 +48,15 @@ fn responses(success: (&str, Value)) -> Value {
         ("401", "No valid client certificate or API token"),
         ("403", "The identity may not do this"),
         ("404", "No such object (or one the caller may not read)"),
-        ("409", "Already exists, or modified since `resource_version`"),
+        (
+            "409",
+            "Already exists, or modified since `resource_version`",
+        ),
         ("413", "Body larger than http_api.max_body_bytes"),
-        ("422", "Refused by a precondition (in use, not attached, ...)"),
+        (
+            "422",
+            "Refused by a precondition (in use, not attached, ...)",
+        ),
         (
             "429",
             "A quota, capacity or concurrency limit (RESOURCE_EXHAUSTED)",
@@ -184,7 +190,12 @@ fn build() -> Value {
     );
     paths.insert(
         "/v1/volumes/{name}/extend".into(),
-        action("extendVolume", "Postpone a burst volume's expiry", "ExtendRequest", "Volume"),
+        action(
+            "extendVolume",
+            "Postpone a burst volume's expiry",
+            "ExtendRequest",
+            "Volume",
+        ),
     );
     paths.insert(
         "/v1/volumes/{name}/move".into(),

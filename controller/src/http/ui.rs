@@ -1,6 +1,6 @@
 //! placeholder
-use axum::Router;
 use super::Http;
+use axum::Router;
 pub fn routes() -> Router<Http> {
     Router::new()
 }

@@ -153,7 +153,8 @@ pub async fn create(
     };
     let value = serde_json::to_vec(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
     let k = key(&id);
-    s.commit(Txn::new().when(k.clone(), 0).put(k, value)).await?;
+    s.commit(Txn::new().when(k.clone(), 0).put(k, value))
+        .await?;
     info!(token_id = %id, identity = %who, ttl, "API token created");
     Ok(CreateApiTokenResponse {
         token: format!("{TOKEN_TAG}.{id}.{}", URL_SAFE_NO_PAD.encode(&secret)),
@@ -224,8 +225,7 @@ pub fn authenticate(s: &Shared, presented: &str) -> Result<Identity, ApiError> {
     let kv = s.store.get(&key(id))?.ok_or_else(refused)?;
     let rec: Record = serde_json::from_slice(&kv.value).map_err(|_| refused())?;
     let want = hash(&secret);
-    let same: bool =
-        subtle::ConstantTimeEq::ct_eq(want.as_bytes(), rec.hash.as_bytes()).into();
+    let same: bool = subtle::ConstantTimeEq::ct_eq(want.as_bytes(), rec.hash.as_bytes()).into();
     if !same || rec.expires_at <= s.clock.now() {
         return Err(refused());
     }
