@@ -191,5 +191,9 @@ async fn start(paths: &Paths, stack: &mut Stack) -> anyhow::Result<String> {
     eprintln!("ferrofab dev: controller and agents up; waiting for attached volumes");
     let exposed = wait_attached(&mut admin, &paths.volumes()).await?;
     let http = stack.controller.as_ref().and_then(|c| c.http);
-    summary(&mut admin, paths, &state, http, &exposed).await
+    let mut text = summary(&mut admin, paths, &state, http, &exposed).await?;
+    if let Some(api) = stack.controller.as_ref().and_then(|c| c.api) {
+        text += &ready::dashboard(&mut admin, paths, api).await?;
+    }
+    Ok(text)
 }
