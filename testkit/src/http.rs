@@ -90,7 +90,7 @@ impl HttpClient {
         path: &str,
         body: Option<&Value>,
         headers: &[(&str, &str)],
-    ) -> hyper::Response<hyper::body::Incoming> {
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
         let tcp = TcpStream::connect(&self.addr).await.expect("connect");
         let _ = tcp.set_nodelay(true);
         let tls = TlsConnector::from(self.tls.clone())
@@ -121,18 +121,38 @@ impl HttpClient {
         sender
             .send_request(req.body(Full::new(bytes)).expect("request"))
             .await
-            .expect("response")
+    }
+
+    /// One request; the whole JSON answer, or the transport's error (a
+    /// server that refuses a body early may close before it is written).
+    pub async fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, String> {
+        let resp = self
+            .send(method, path, body, &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        })
     }
 
     /// One request; the whole JSON answer.
     pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
-        let resp = self.send(method, path, body, &[]).await;
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        Reply {
-            status,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        }
+        self.try_call(method, path, body)
+            .await
+            .expect("HTTP request")
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -158,7 +178,7 @@ impl HttpClient {
         limit: Duration,
         mut enough: impl FnMut(&[SseEvent]) -> bool,
     ) -> (u16, Vec<SseEvent>) {
-        let resp = self.send("GET", path, None, headers).await;
+        let resp = self.send("GET", path, None, headers).await.expect("watch");
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         let mut text = String::new();
