@@ -252,6 +252,7 @@ async fn tokens_bind_an_identity_and_a_tenant_sees_only_its_own() {
 
     let (lab_token, lab_id) = token(&mut admin, "tenant:lab", 0).await;
     let lab = client(&ctl, Auth::Token(lab_token.clone()));
+    assert_eq!(lab.get("/v1/whoami").await.body["identity"], "tenant:lab");
     let r = lab.get("/v1/volumes").await;
     expect(&r, 200);
     let names: Vec<&str> = r.body["items"]

@@ -56,11 +56,18 @@ pub fn router(state: Http) -> Router {
         .route(
             "/v1/openapi.json",
             axum::routing::get(openapi::serve_document),
-        );
+        )
+        .route("/v1/whoami", axum::routing::get(whoami));
     if state.cfg.dashboard {
         r = r.merge(ui::routes());
     }
     r.fallback(error::not_found_route).with_state(state)
+}
+
+/// `GET /v1/whoami`: the identity the request authenticated as (what a
+/// client, or the dashboard, may then expect to see and do).
+async fn whoami(auth::Caller(id): auth::Caller) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "identity": id.to_string() }))
 }
 
 /// The rustls configuration of the HTTPS port: the gRPC port's, with

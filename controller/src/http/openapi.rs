@@ -206,6 +206,19 @@ fn build() -> Value {
             "Attachment",
         ),
     );
+    paths.insert(
+        "/v1/whoami".into(),
+        json!({ "get": {
+            "operationId": "whoami",
+            "summary": "The identity this request authenticated as",
+            "tags": ["Session"],
+            "responses": responses(("200", ok("The caller", json!({
+                "type": "object",
+                "properties": { "identity": { "type": "string" } },
+                "required": ["identity"],
+            })))),
+        } }),
+    );
     let mut schemas = Map::new();
     add_schema::<Node>(&mut schemas);
     add_schema::<Pool>(&mut schemas);

@@ -157,14 +157,14 @@ function setLive(on) { $('live').textContent = on ? '● live' : '○ reconnecti
 // ---------------------------------------------------------------- session
 async function signIn(token) {
   S.token = token;
-  await api('GET', '/v1/volumes?limit=1');
-  try { await api('GET', '/v1/pools?limit=1'); S.admin = true; } catch (e) { S.admin = false; }
+  const me = await api('GET', '/v1/whoami');
+  S.admin = me.identity === 'admin';
   try { S.version = (await (await fetch('/v1/openapi.json')).json()).info.version; } catch (_) { S.version = ''; }
   sessionStorage.setItem('ferrofab-token', token);
   $('signin').hidden = true;
   $('nav').hidden = false;
   $('signout').hidden = false;
-  $('who').textContent = S.admin ? 'admin' : 'tenant view';
+  $('who').textContent = 'signed in as ' + me.identity;
   for (const b of document.querySelectorAll('#nav button')) {
     if (b.dataset.page === 'pools') b.hidden = !S.admin;
   }
