@@ -84,6 +84,21 @@ impl HttpClient {
         }
     }
 
+    /// One HTTP/1.1 connection over TLS.
+    async fn connect(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        let tcp = TcpStream::connect(&self.addr).await.expect("connect");
+        let _ = tcp.set_nodelay(true);
+        let tls = TlsConnector::from(self.tls.clone())
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("TLS handshake");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .expect("HTTP handshake");
+        tokio::spawn(conn);
+        sender
+    }
+
     async fn send(
         &self,
         method: &str,
@@ -91,35 +106,9 @@ impl HttpClient {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
-        let tcp = TcpStream::connect(&self.addr).await.expect("connect");
-        let _ = tcp.set_nodelay(true);
-        let tls = TlsConnector::from(self.tls.clone())
-            .connect(ServerName::try_from("localhost").expect("name"), tcp)
-            .await
-            .expect("TLS handshake");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .expect("HTTP handshake");
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost");
-        if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let bytes = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/json");
-                Bytes::from(serde_json::to_vec(b).expect("json"))
-            }
-            None => Bytes::new(),
-        };
+        let mut sender = self.connect().await;
         sender
-            .send_request(req.body(Full::new(bytes)).expect("request"))
+            .send_request(request(method, path, body, headers, self.token.as_deref()))
             .await
     }
 
@@ -135,17 +124,7 @@ impl HttpClient {
             .send(method, path, body, &[])
             .await
             .map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok(Reply {
-            status,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        })
+        reply(resp).await
     }
 
     /// One request; the whole JSON answer.
@@ -201,6 +180,76 @@ impl HttpClient {
         }
         (status, events)
     }
+}
+
+/// One kept-alive connection (HTTP/1.1), for measuring requests without
+/// a TCP and TLS handshake each, as a gRPC channel is measured.
+pub struct Session {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    token: Option<String>,
+}
+
+impl HttpClient {
+    /// Opens a connection that [`Session::call`] reuses.
+    pub async fn session(&self) -> Session {
+        Session {
+            sender: self.connect().await,
+            token: self.token.clone(),
+        }
+    }
+}
+
+impl Session {
+    /// One request on the kept-alive connection.
+    pub async fn call(&mut self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        self.sender.ready().await.expect("connection ready");
+        let req = request(method, path, body, &[], self.token.as_deref());
+        let resp = self.sender.send_request(req).await.expect("response");
+        reply(resp).await.expect("response body")
+    }
+}
+
+/// The status and the JSON body (Null when empty or not JSON).
+async fn reply(resp: hyper::Response<hyper::body::Incoming>) -> Result<Reply, String> {
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Reply {
+        status,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    })
+}
+
+/// A request with the bearer token (if any), extra headers and a JSON body.
+fn request(
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+    token: Option<&str>,
+) -> Request<Full<Bytes>> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let bytes = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            Bytes::from(serde_json::to_vec(b).expect("json"))
+        }
+        None => Bytes::new(),
+    };
+    req.body(Full::new(bytes)).expect("request")
 }
 
 /// One server-sent event.

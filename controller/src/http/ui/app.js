@@ -419,7 +419,7 @@ const ACTIONS = {
   create() {
     const tenants = [...S.data.tenants.keys()].sort().map((t) => [t, t]);
     const pools = [['', '(any pool)'], ...[...S.data.pools.keys()].sort().map((p) => [p, p])];
-    dialog('Create volume', field('Name', 'name', '<X required pattern="[a-z0-9]([-a-z0-9]*[a-z0-9])?" autocomplete="off">') +
+    dialog('Create volume', field('Name', 'name', '<X required pattern="[a-z0-9]([a-z0-9\\-]*[a-z0-9])?" autocomplete="off">') +
       select('Tenant', 'tenant', tenants) + field('Size (e.g. 10GiB)', 'size', '<X required value="10GiB">') +
       (S.admin ? select('Pool', 'pool', pools) : '') +
       field('Expires in (burst, optional: 7d, 12h)', 'expires', '<X autocomplete="off">'), 'Create', async (f) => {
