@@ -226,11 +226,7 @@ pub async fn run_until(
         (Some(a), Some(tls)) => {
             let l = bind(a).await?;
             let addr = l.local_addr().ok();
-            let state = crate::http::Http {
-                s: shared.clone(),
-                cfg: cfg.http_api.clone(),
-                watches: Arc::new(tokio::sync::Semaphore::new(cfg.http_api.max_watches)),
-            };
+            let state = crate::http::Http::new(shared.clone(), cfg.http_api.clone());
             tokio::spawn(crate::http::serve(l, tls, limits, state));
             addr
         }

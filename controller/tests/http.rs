@@ -221,12 +221,28 @@ async fn every_route_with_a_client_certificate() {
         }
     }
     expect(&too_large.expect("an answer to the oversized body"), 413);
+    // A body must be declared JSON (no cross-site form can send one).
+    let form = h
+        .raw(
+            "POST",
+            "/v1/volumes",
+            "text/plain",
+            r#"{"metadata":{"name":"csrf"},"spec":{"tenant":"lab","size":"1GiB","pool":"p1"}}"#,
+        )
+        .await;
+    expect(&form, 415);
+    expect(&h.get("/v1/volumes/csrf").await, 404);
     let r = h.get("/v1/nope").await;
     expect(&r, 404);
     let anon = client(&ctl, Auth::None);
     let r = anon.get("/v1/volumes").await;
     expect(&r, 401);
     assert_eq!(r.body["error"]["code"], "UNAUTHENTICATED");
+    // Events are a stub until controller events are wired (see http::events).
+    let r = h.get("/v1/events").await;
+    expect(&r, 501);
+    assert_eq!(r.body["error"]["code"], "UNIMPLEMENTED");
+    assert_eq!(h.get("/v1/whoami").await.body["features"]["events"], false);
     let ui = anon.call("GET", "/ui", None).await;
     expect(&ui, 200);
     let doc = anon.get("/v1/openapi.json").await;

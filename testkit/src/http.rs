@@ -127,6 +127,22 @@ impl HttpClient {
         reply(resp).await
     }
 
+    /// A request with a body of any content type, as given.
+    pub async fn raw(&self, method: &str, path: &str, content_type: &str, body: &str) -> Reply {
+        let mut sender = self.connect().await;
+        let mut req = request(
+            method,
+            path,
+            None,
+            &[("content-type", content_type)],
+            self.token.as_deref(),
+        );
+        *req.body_mut() = Full::new(Bytes::from(body.to_string()));
+        reply(sender.send_request(req).await.expect("response"))
+            .await
+            .expect("body")
+    }
+
     /// One request; the whole JSON answer.
     pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
         self.try_call(method, path, body)

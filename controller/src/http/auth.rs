@@ -1,7 +1,7 @@
 //! Who is calling, and the request body, as extractors.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -48,13 +48,32 @@ impl FromRequestParts<Http> for Caller {
 }
 
 /// A JSON body of at most `http_api.max_body_bytes`; a decoding error
-/// names the path of the offending field.
+/// names the path of the offending field. The Content-Type must be JSON:
+/// a browser holding a client certificate would otherwise let any web page
+/// submit a cross-site form (text/plain) that the API takes as the user's
+/// request; a JSON content type cannot be sent cross-site without a CORS
+/// preflight, which this API never grants.
 pub struct Body<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<Http> for Body<T> {
     type Rejection = HttpError;
 
     async fn from_request(req: Request, state: &Http) -> Result<Self, HttpError> {
+        let json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .is_some_and(|t| t == "application/json" || t == "application/merge-patch+json");
+        if !json {
+            return Err(HttpError::UnsupportedMediaType);
+        }
         let max = state.cfg.max_body_bytes;
         let declared = req
             .headers()

@@ -26,6 +26,10 @@ pub enum HttpError {
     TooLarge(usize),
     /// No such route.
     NoRoute(String),
+    /// A route this build does not serve yet.
+    Unimplemented(String),
+    /// A body that is not declared JSON.
+    UnsupportedMediaType,
 }
 
 impl From<ApiError> for HttpError {
@@ -91,6 +95,15 @@ impl IntoResponse for HttpError {
                 &format!("request body is larger than http_api.max_body_bytes ({max} bytes)"),
                 None,
             ),
+            Self::UnsupportedMediaType => body(
+                "INVALID_ARGUMENT",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid Content-Type: the body must be application/json (or application/merge-patch+json for PATCH)",
+                Some("Content-Type"),
+            ),
+            Self::Unimplemented(why) => {
+                body("UNIMPLEMENTED", StatusCode::NOT_IMPLEMENTED, &why, None)
+            }
             Self::NoRoute(path) => body(
                 "NOT_FOUND",
                 StatusCode::NOT_FOUND,

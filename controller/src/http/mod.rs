@@ -14,6 +14,7 @@
 mod actions;
 mod auth;
 pub mod error;
+pub mod events;
 mod kinds;
 pub mod openapi;
 mod ui;
@@ -41,6 +42,20 @@ pub struct Http {
     pub cfg: HttpApiConfig,
     /// Open watch streams over HTTP (`http_api.max_watches`).
     pub watches: Arc<Semaphore>,
+    /// `/v1/events` (a stub until controller events are wired, see
+    /// [`events`]).
+    pub events: Option<Arc<dyn events::EventFeed>>,
+}
+
+impl Http {
+    pub fn new(s: Arc<Shared>, cfg: HttpApiConfig) -> Self {
+        Self {
+            watches: Arc::new(Semaphore::new(cfg.max_watches)),
+            events: events::feed(&s),
+            s,
+            cfg,
+        }
+    }
 }
 
 /// The identity of the connection's verified client certificate, if it
@@ -57,7 +72,8 @@ pub fn router(state: Http) -> Router {
             "/v1/openapi.json",
             axum::routing::get(openapi::serve_document),
         )
-        .route("/v1/whoami", axum::routing::get(whoami));
+        .route("/v1/whoami", axum::routing::get(whoami))
+        .route("/v1/events", axum::routing::get(events::list));
     if state.cfg.dashboard {
         r = r.merge(ui::routes());
     }
@@ -66,8 +82,15 @@ pub fn router(state: Http) -> Router {
 
 /// `GET /v1/whoami`: the identity the request authenticated as (what a
 /// client, or the dashboard, may then expect to see and do).
-async fn whoami(auth::Caller(id): auth::Caller) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "identity": id.to_string() }))
+/// `features` says which optional parts this controller serves.
+async fn whoami(
+    axum::extract::State(h): axum::extract::State<Http>,
+    auth::Caller(id): auth::Caller,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "identity": id.to_string(),
+        "features": { "events": h.events.is_some() },
+    }))
 }
 
 /// The rustls configuration of the HTTPS port: the gRPC port's, with
@@ -81,7 +104,7 @@ pub fn tls_config(pem: &ferrofab_pki::ServerTlsPem) -> Result<Arc<rustls::Server
     Ok(Arc::new(cfg))
 }
 
-/// Serves the API on `l` until the process ends; connections go through
+/// Serves the API on `l` until the server stops; connections go through
 /// the same accept loop as gRPC's (connection caps, handshake deadline).
 pub async fn serve(
     l: TcpListener,
@@ -92,7 +115,15 @@ pub async fn serve(
     use tokio_stream::StreamExt as _;
     let app = router(state.clone());
     let mut incoming = listener::incoming(l, tls, limits, state.s.metrics.clone());
-    while let Some(conn) = incoming.next().await {
+    // Stops accepting with the rest of the server (watch streams end by
+    // themselves on the same signal, see `api::watch`).
+    let mut stopping = state.s.stopping.clone();
+    loop {
+        let conn = tokio::select! {
+            c = incoming.next() => c,
+            _ = stopping.wait_for(|s| *s) => None,
+        };
+        let Some(conn) = conn else { break };
         let Ok(tls) = conn else { continue };
         let peer = tls
             .get_ref()

@@ -219,6 +219,23 @@ fn build() -> Value {
             })))),
         } }),
     );
+    paths.insert(
+        "/v1/events".into(),
+        json!({ "get": {
+            "operationId": "listEvents",
+            "summary": "The controller's events, oldest first (501 until this build serves them)",
+            "tags": ["Event"],
+            "parameters": [
+                query("since", "integer", "Only events after this one (0: the oldest kept)"),
+                query("limit", "integer", "Most events (at most http_api.max_page_size)"),
+            ],
+            "responses": responses(("200", ok("Events", json!({
+                "type": "object",
+                "properties": { "items": { "type": "array", "items": { "type": "object" } } },
+                "required": ["items"],
+            })))),
+        } }),
+    );
     let mut schemas = Map::new();
     add_schema::<Node>(&mut schemas);
     add_schema::<Pool>(&mut schemas);

@@ -5,7 +5,7 @@
 const KINDS_WATCHED = ['nodes', 'volumes', 'attachments'];
 const KINDS_LISTED = ['pools', 'tenants'];
 const S = {
-  token: null, admin: false, page: 'overview', version: '',
+  token: null, admin: false, page: 'overview', version: '', events: false, eventItems: [],
   data: { nodes: new Map(), pools: new Map(), volumes: new Map(), attachments: new Map(), tenants: new Map() },
   sort: { key: 'name', dir: 1 }, abort: null, pending: 0, refetch: null,
 };
@@ -159,6 +159,7 @@ async function signIn(token) {
   S.token = token;
   const me = await api('GET', '/v1/whoami');
   S.admin = me.identity === 'admin';
+  S.events = !!(me.features && me.features.events);
   try { S.version = (await (await fetch('/v1/openapi.json')).json()).info.version; } catch (_) { S.version = ''; }
   sessionStorage.setItem('ferrofab-token', token);
   $('signin').hidden = true;
@@ -167,10 +168,12 @@ async function signIn(token) {
   $('who').textContent = 'signed in as ' + me.identity;
   for (const b of document.querySelectorAll('#nav button')) {
     if (b.dataset.page === 'pools') b.hidden = !S.admin;
+    if (b.dataset.page === 'events') b.hidden = !S.events;
   }
   S.abort = new AbortController();
   for (const k of KINDS_WATCHED) watch(k, S.abort.signal);
   await refetchListed();
+  if (S.events) pollEvents(S.abort.signal);
   show(S.page);
 }
 function signOut(msg) {
@@ -201,7 +204,7 @@ function render() {
   if (frame || !S.token) return;
   frame = requestAnimationFrame(() => {
     frame = 0;
-    const r = { overview: renderOverview, nodes: renderNodes, pools: renderPools, volumes: renderVolumes, tenants: renderTenants }[S.page];
+    const r = { overview: renderOverview, nodes: renderNodes, pools: renderPools, volumes: renderVolumes, tenants: renderTenants, events: renderEvents }[S.page];
     if (r) r();
   });
 }
@@ -334,6 +337,30 @@ function sizeBytes(text) {
   const pow = { '': 0, K: 1, M: 2, G: 3, T: 4, P: 5 }[unit] || 0;
   const base = /i/i.test(m[2] || '') || !m[2] ? 1024 : 1000;
   return Number(m[1]) * Math.pow(base, pow);
+}
+
+// The events timeline, when the controller serves /v1/events (whoami's
+// features.events): polled, newest first.
+async function pollEvents(signal) {
+  while (!signal.aborted) {
+    try {
+      S.eventItems = (await api('GET', '/v1/events?limit=200')).items || [];
+      render();
+    } catch (e) {
+      if (e.status === 401) return signOut('Your token is no longer valid');
+    }
+    await new Promise((res) => setTimeout(res, 5000));
+  }
+}
+function renderEvents() {
+  const rows = S.eventItems.slice().reverse().map((e) => {
+    const when = e.time || e.timestamp || e.last_timestamp || '';
+    const obj = e.object || e.involved_object || {};
+    const what = typeof obj === 'string' ? obj : [obj.kind, obj.name].filter(Boolean).join('/');
+    return '<tr><td>' + esc(when) + '</td><td>' + esc(e.type || e.severity || '') + '</td><td>' + esc(e.reason || '') +
+      '</td><td>' + esc(what) + '</td><td>' + esc(e.message || '') + '</td></tr>';
+  });
+  $('page-events').innerHTML = '<h2>Events</h2>' + table([{ label: 'When' }, { label: 'Type' }, { label: 'Reason' }, { label: 'Object' }, { label: 'Message' }], rows);
 }
 
 // ---------------------------------------------------------------- actions
