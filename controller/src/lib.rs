@@ -28,7 +28,9 @@
 //!    rate limit), [`config`], [`metrics`] and [`cluster_metrics`].
 //! 5. [`ops`]: every write, one module per kind ([`ops::volume`],
 //!    [`ops::attachment`], [`ops::node`], [`ops::pool`], [`ops::tenant`],
-//!    [`ops::enroll`] for tokens, [`ops::status`] for agents' reports),
+//!    [`ops::enroll`] for tokens, [`ops::status`] for agents' reports,
+//!    [`ops::apitoken`] for the HTTP API's bearer tokens), and the reads
+//!    every API shares ([`ops::read`]),
 //!    over [`ops::Shared`]. Operations take typed inputs and return
 //!    [`error::ApiError`]; they know no wire format.
 //! 6. Callers of the operations, side by side: [`api`] (the gRPC adapters:

@@ -23,9 +23,22 @@ function bytes(n) {
   while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
   return (i === 0 ? n : n.toFixed(n < 10 ? 1 : 0)) + ' ' + u[i];
 }
+// Readiness as `ferrofab status` reads it: a volume's or an attachment's
+// phase first, else the Ready condition.
 function ready(o) {
-  const c = ((o.status && o.status.conditions) || []).find((x) => x.type === 'Ready');
-  if (!c) return { ok: false, text: 'unknown', why: '' };
+  const st = o.status || {};
+  const cond = (st.conditions || []).find((x) => x.type === 'Ready');
+  const why = cond ? (cond.message || '') : '';
+  if (st.phase && st.phase.startsWith('VOLUME_PHASE_')) {
+    const p = word(st.phase, 'VOLUME_PHASE_');
+    return { ok: p === 'READY', text: p === 'FAILED' ? ((cond && cond.reason) || 'Failed') : p, why };
+  }
+  if (st.phase && st.phase.startsWith('ATTACHMENT_PHASE_')) {
+    const p = word(st.phase, 'ATTACHMENT_PHASE_');
+    return { ok: p === 'ATTACHED', text: p, why };
+  }
+  const c = cond;
+  if (!c) return { ok: false, text: 'no report yet', why: '' };
   const ok = c.status === 'CONDITION_STATUS_TRUE';
   return { ok, text: ok ? 'Ready' : (c.reason || 'NotReady'), why: c.message || '' };
 }
@@ -309,7 +322,7 @@ function renderVolumes() {
   const html = rows.map((r) => {
     const n = esc(r.name);
     const b = (act, label, cls) => '<button type="button" data-act="' + act + '" data-name="' + n + '"' + (cls ? ' class="' + cls + '"' : '') + ' aria-label="' + label + ' ' + n + '">' + label + '</button>';
-    const acts = [r.atts.length ? b('move', 'Move') + b('detach', 'Detach') : b('attach', 'Attach'), b('resize', 'Resize'), r.expires ? b('extend', 'Extend') : '', b('delete', 'Delete', 'danger')].join('');
+    const acts = '<div class="acts">' + [r.atts.length ? b('move', 'Move') + b('detach', 'Detach') : b('attach', 'Attach'), b('resize', 'Resize'), r.expires ? b('extend', 'Extend') : '', b('delete', 'Delete', 'danger')].join('') + '</div>';
     const phaseCls = r.phase === 'READY' ? 'ok' : r.phase === 'FAILED' ? 'bad' : 'warn';
     return '<tr data-volume="' + n + '"><td>' + n + '</td><td>' + esc(r.tenant) + '</td><td>' + esc(r.sizeText) + '</td><td>' + esc(r.placement) +
       '</td><td class="' + phaseCls + '">' + esc(r.phase) + '</td><td>' + esc(r.attachment || '–') + '</td><td>' +
