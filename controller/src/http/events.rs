@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::error::HttpError;
-use super::kinds::bad_query;
+use super::kinds::{bad_query, check_page_size};
 use super::Http;
 use crate::error::ApiError;
 use crate::identity::Identity;
@@ -57,17 +57,7 @@ pub async fn list(
             "events are not served by this controller build yet".into(),
         ));
     };
-    if q.limit > h.cfg.max_page_size {
-        h.s.metrics.refused("http_page_size");
-        return Err(ApiError::invalid(
-            "limit",
-            format!(
-                "{} is more than http_api.max_page_size ({})",
-                q.limit, h.cfg.max_page_size
-            ),
-        )
-        .into());
-    }
+    check_page_size(&h, q.limit)?;
     let limit = if q.limit == 0 {
         h.cfg.max_page_size
     } else {

@@ -123,6 +123,23 @@ pub struct DeleteQuery {
     pub resource_version: u64,
 }
 
+/// Refuses a `limit` above `http_api.max_page_size` (counted), rather
+/// than answering fewer items than asked without saying so.
+pub fn check_page_size(h: &Http, limit: u32) -> Result<(), HttpError> {
+    if limit <= h.cfg.max_page_size {
+        return Ok(());
+    }
+    h.s.metrics.refused("http_page_size");
+    Err(ApiError::invalid(
+        "limit",
+        format!(
+            "{limit} is more than http_api.max_page_size ({})",
+            h.cfg.max_page_size
+        ),
+    )
+    .into())
+}
+
 /// A query that could not be read: 400 naming the parameter.
 pub fn bad_query(e: axum::extract::rejection::QueryRejection) -> HttpError {
     HttpError::BadRequest {
@@ -162,17 +179,7 @@ async fn list<K: HttpKind>(
     if q.watch {
         return super::watch::stream::<K>(&h, id, &q, &headers);
     }
-    if q.limit > h.cfg.max_page_size {
-        h.s.metrics.refused("http_page_size");
-        return Err(ApiError::invalid(
-            "limit",
-            format!(
-                "{} is more than http_api.max_page_size ({})",
-                q.limit, h.cfg.max_page_size
-            ),
-        )
-        .into());
-    }
+    check_page_size(&h, q.limit)?;
     let (items, revision, next) =
         read::list::<K>(&h.s, &id, &q.label_selector, q.limit, &q.continue_token)?;
     Ok(Json(json!({
