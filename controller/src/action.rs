@@ -36,6 +36,7 @@ actions! {
     CreateTenant, GetTenant, ListTenants, UpdateTenant, DeleteTenant, WatchTenants,
     Apply, CreateBootstrapToken, GetDesiredState, GetServerInfo, RotateNodeKey,
     ListEvents, WatchEvents,
+    CreateApiToken, ListApiTokens, RevokeApiToken,
     Enroll, WatchDesiredState, ReportStatus, Renew,
     AdvanceClock,
     /// A delete of an unspecified kind (Apply's refusal of a bad step).

@@ -290,6 +290,57 @@ pub struct Config {
     /// The event history (`[events]`, see `ops::events`).
     #[serde(default)]
     pub events: crate::ops::events::EventsConfig,
+    /// The HTTP/JSON API and the dashboard (`[http_api]`), off by default.
+    #[serde(default)]
+    pub http_api: HttpApiConfig,
+}
+
+/// `[http_api]`: the HTTPS JSON API (`/v1/...`), its OpenAPI document and
+/// the dashboard (`/ui`), on a port of their own with the gRPC port's
+/// server certificate. Off unless `listen` is set: a second way in is a
+/// choice the operator makes, not a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpApiConfig {
+    /// HTTPS listen address, e.g. "0.0.0.0:7444". Unset: not served.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Largest request body, bytes (a create or a patch is a few KiB).
+    #[serde(default = "default_http_max_body")]
+    pub max_body_bytes: usize,
+    /// Largest `limit` of a list request; more is refused, not clamped,
+    /// so a client never silently gets less than it asked for.
+    #[serde(default = "default_http_max_page")]
+    pub max_page_size: u32,
+    /// Most watch streams (server-sent events) open at once over HTTP, all
+    /// callers together; `server.max_watches_per_identity` applies too.
+    #[serde(default = "default_http_max_watches")]
+    pub max_watches: usize,
+    /// Serve the dashboard at `/ui`.
+    #[serde(default = "default_true")]
+    pub dashboard: bool,
+}
+
+fn default_http_max_body() -> usize {
+    1024 * 1024
+}
+fn default_http_max_page() -> u32 {
+    1000
+}
+fn default_http_max_watches() -> usize {
+    256
+}
+
+impl Default for HttpApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            max_body_bytes: default_http_max_body(),
+            max_page_size: default_http_max_page(),
+            max_watches: default_http_max_watches(),
+            dashboard: true,
+        }
+    }
 }
 
 /// `[auth]`: DH-HMAC-CHAP between hosts and exports (docs/security.md).

@@ -28,12 +28,16 @@
 //!    rate limit), [`config`], [`metrics`] and [`cluster_metrics`].
 //! 5. [`ops`]: every write, one module per kind ([`ops::volume`],
 //!    [`ops::attachment`], [`ops::node`], [`ops::pool`], [`ops::tenant`],
-//!    [`ops::enroll`] for tokens, [`ops::status`] for agents' reports),
+//!    [`ops::enroll`] for tokens, [`ops::status`] for agents' reports,
+//!    [`ops::apitoken`] for the HTTP API's bearer tokens), and the reads
+//!    every API shares ([`ops::read`]),
 //!    over [`ops::Shared`]. Operations take typed inputs and return
 //!    [`error::ApiError`]; they know no wire format.
 //! 6. Callers of the operations, side by side: [`api`] (the gRPC adapters:
 //!    decode, call an operation, encode; latency recorded by one tower
-//!    layer, [`api::timing`]), [`apply`] (a whole layout, rehearsed on a
+//!    layer, [`api::timing`]), [`http`] (the HTTP/JSON API and dashboard:
+//!    the same operations behind JSON routes, API tokens or client
+//!    certificates; it reuses [`api::watch`]), [`apply`] (a whole layout, rehearsed on a
 //!    fork through [`ops::any`]) and [`loops`] (the expiry and heartbeat
 //!    passes).
 //! 7. [`server`] wires them together behind [`listener`] (connection caps,
@@ -61,6 +65,7 @@ pub use ops::enroll;
 pub mod error;
 pub mod expiry;
 pub mod heartbeat;
+pub mod http;
 pub mod identity;
 pub mod keyring;
 pub mod keys;

@@ -75,6 +75,22 @@ pub(crate) fn tls_config(cfg: &Config) -> Result<Arc<rustls::ServerConfig>, Serv
     })
 }
 
+/// TLS of the HTTP/JSON API port: the same server certificate.
+fn api_tls_config(cfg: &Config) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+    let pem = ferrofab_pki::load_server_tls(&cfg.pki.dir).map_err(|e| {
+        ServerError::Tls(format!(
+            "TLS material in pki.dir {}: {e}",
+            cfg.pki.dir.display()
+        ))
+    })?;
+    crate::http::tls_config(&pem).map_err(|e| {
+        ServerError::Tls(format!(
+            "HTTP API TLS setup from pki.dir {} failed: {e}",
+            cfg.pki.dir.display()
+        ))
+    })
+}
+
 pub(crate) fn signer(cfg: &Config) -> Result<Option<Signer>, ServerError> {
     if !cfg.pki.enrollment {
         return Ok(None);
@@ -135,14 +151,27 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
+/// The addresses the controller serves on, once bound (ports may be 0 in
+/// the config).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub grpc: SocketAddr,
+    /// Plain-HTTP metrics and health (`http_listen`).
+    pub http: Option<SocketAddr>,
+    /// The HTTPS JSON API and dashboard (`[http_api] listen`).
+    pub api: Option<SocketAddr>,
+}
+
 /// Runs the controller until SIGINT/SIGTERM. Prints one line
-/// `ferrofab-controller ready grpc=ADDR http=ADDR` to stdout once serving
-/// (tests and supervisors wait for it; ports may be 0 in the config).
+/// `ferrofab-controller ready grpc=ADDR http=ADDR api=ADDR` to stdout once
+/// serving (tests and supervisors wait for it).
 pub async fn run(cfg: Config, flags: Flags) -> Result<(), ServerError> {
-    run_until(cfg, flags, shutdown(), |grpc, http| {
+    run_until(cfg, flags, shutdown(), |b| {
         println!(
-            "ferrofab-controller ready grpc={grpc} http={}",
-            metrics::describe(http)
+            "ferrofab-controller ready grpc={} http={} api={}",
+            b.grpc,
+            metrics::describe(b.http),
+            metrics::describe(b.api)
         );
     })
     .await
@@ -155,10 +184,14 @@ pub async fn run_until(
     cfg: Config,
     flags: Flags,
     stop: impl std::future::Future<Output = ()> + Send,
-    ready: impl FnOnce(SocketAddr, Option<SocketAddr>) + Send,
+    ready: impl FnOnce(Bound) + Send,
 ) -> Result<(), ServerError> {
     let clock = clock(&cfg, &flags)?;
     let tls = tls_config(&cfg)?;
+    let api_tls = match cfg.http_api.listen {
+        Some(_) => Some(api_tls_config(&cfg)?),
+        None => None,
+    };
     let signer = signer(&cfg)?;
     let store: SharedStore = store::open(&cfg.store, &cfg.store_path)?;
     let cache = Cache::start(store.clone())?;
@@ -212,6 +245,21 @@ pub async fn run_until(
         }
         None => None,
     };
+    let limits = listener::Limits {
+        max_connections: cfg.server.max_connections,
+        max_connections_per_peer: cfg.server.max_connections_per_peer,
+        handshake_timeout: Duration::from_millis(cfg.server.tls_handshake_timeout_ms),
+    };
+    let api_addr = match (cfg.http_api.listen, api_tls) {
+        (Some(a), Some(tls)) => {
+            let l = bind(a).await?;
+            let addr = l.local_addr().ok();
+            let state = crate::http::Http::new(shared.clone(), cfg.http_api.clone());
+            tokio::spawn(crate::http::serve(l, tls, limits, state));
+            addr
+        }
+        _ => None,
+    };
     tokio::spawn(expiry::run(
         shared.clone(),
         Duration::from_secs(cfg.expiry.interval_seconds),
@@ -254,16 +302,15 @@ pub async fn run_until(
         .add_service(admin)
         .add_service(agent)
         .add_optional_service(debug);
-    info!(grpc = %grpc_addr, http = %metrics::describe(http_addr), debug = flags.enable_debug_service, "serving");
-    ready(grpc_addr, http_addr);
+    info!(grpc = %grpc_addr, http = %metrics::describe(http_addr), api = %metrics::describe(api_addr), debug = flags.enable_debug_service, "serving");
+    ready(Bound {
+        grpc: grpc_addr,
+        http: http_addr,
+        api: api_addr,
+    });
     let stop = async move {
         stop.await;
         let _ = stop_tx.send(true);
-    };
-    let limits = listener::Limits {
-        max_connections: cfg.server.max_connections,
-        max_connections_per_peer: cfg.server.max_connections_per_peer,
-        handshake_timeout: Duration::from_millis(cfg.server.tls_handshake_timeout_ms),
     };
     let served = router
         .serve_with_incoming_shutdown(listener::incoming(grpc, tls, limits, metrics), stop)

@@ -35,6 +35,8 @@ impl std::fmt::Debug for v1::DhchapKey {
 
 pub mod client;
 pub mod condition;
+#[cfg(feature = "json")]
+pub mod json;
 pub mod object;
 pub mod time;
 

@@ -96,6 +96,8 @@ pub struct Controller {
     pub addr: String,
     /// The HTTP address from the ready line (empty without one).
     pub http: String,
+    /// The HTTPS JSON API's address (`[http_api]`; empty without one).
+    pub api: String,
     child: Option<Child>,
     opts: Options,
     _tmp: Option<tempfile::TempDir>,
@@ -141,6 +143,7 @@ impl Controller {
             pki,
             addr: String::new(),
             http: String::new(),
+            api: String::new(),
             child: None,
             opts,
             _tmp: None,
@@ -180,6 +183,9 @@ impl Controller {
         let line = process::read_ready_line(&mut child, "controller", || self.log());
         self.addr = process::ready_field(&line, "grpc").unwrap_or_default();
         self.http = process::ready_field(&line, "http").unwrap_or_default();
+        self.api = process::ready_field(&line, "api")
+            .filter(|a| a != "disabled")
+            .unwrap_or_default();
         self.child = Some(child);
     }
 

@@ -23,6 +23,9 @@
 //! - `fake_controller` (feature `fake-controller`, off by default): the
 //!   CLI's fake controller, an in-memory admin service over mTLS, and a
 //!   helper that runs the `ferrofab` binary.
+//! - `http` (feature `http`, off by default): an HTTPS client of the
+//!   controller's HTTP/JSON API, with certificates or API tokens, and a
+//!   reader of its server-sent events.
 //! - `nvme` (feature `nvme`, off by default): the data-path fixtures, a
 //!   loopback target with a byte-level host (`nvme::mini_host`) and a
 //!   scripted fake target (`nvme::fake_target`); only the data-path suites
@@ -42,6 +45,8 @@ pub mod controller;
 pub mod data;
 #[cfg(feature = "fake-controller")]
 pub mod fake_controller;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "nvme")]
 pub mod nvme;
 #[cfg(feature = "control-plane")]

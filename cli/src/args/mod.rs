@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod apitoken;
 mod attachment;
 mod cluster;
 mod common;
@@ -15,6 +16,7 @@ mod pool;
 mod tenant;
 mod volume;
 
+pub use apitoken::ApiTokenCommand;
 pub use attachment::{AttachmentCommand, AttachmentSpecArgs, ModeArg};
 pub use cluster::{ApplyArgs, DevArgs, WaitArgs};
 pub use common::{CommonVerb, LabelArgs};
@@ -89,6 +91,9 @@ pub enum Command {
     /// Tenants and their quotas.
     #[command(subcommand, visible_alias = "tenants")]
     Tenant(TenantCommand),
+    /// API tokens for the HTTP/JSON API and the dashboard.
+    #[command(subcommand, visible_alias = "tokens")]
+    Token(ApiTokenCommand),
     /// Make the cluster match a layout file (shows the diff first).
     Apply(ApplyArgs),
     /// Wait until objects are Ready.

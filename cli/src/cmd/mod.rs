@@ -1,5 +1,6 @@
 //! Command implementations and the dispatcher.
 
+mod apitoken;
 mod apply;
 mod complete;
 mod describe;
@@ -78,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Volume(c) => block_on(resources::volume(&ctx, c)),
         Command::Attachment(c) => block_on(resources::attachment(&ctx, c)),
         Command::Tenant(c) => block_on(resources::tenant(&ctx, c)),
+        Command::Token(c) => block_on(apitoken::run(&ctx, c)),
         Command::Apply(a) => block_on(apply::run(&ctx, a)),
         Command::Wait(a) => block_on(wait::run(&ctx, a)),
         Command::Dev(a) => crate::dev::run(&a),

@@ -196,5 +196,9 @@ async fn start(paths: &Paths, stack: &mut Stack) -> anyhow::Result<String> {
         .iter()
         .filter_map(|(a, _)| a.metrics_addr())
         .collect();
-    summary(&mut admin, paths, &state, http, &agent_metrics, &exposed).await
+    let mut text = summary(&mut admin, paths, &state, http, &agent_metrics, &exposed).await?;
+    if let Some(api) = stack.controller.as_ref().and_then(|c| c.api) {
+        text += &ready::dashboard(&mut admin, paths, api).await?;
+    }
+    Ok(text)
 }

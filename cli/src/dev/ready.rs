@@ -153,3 +153,34 @@ pub(super) fn volume_line(v: &v1::Volume, exposed: &[Exposed]) -> String {
     );
     format!("  volume      {name:<10} {size:<6} thin, {at}\n")
 }
+
+/// How long the admin token `dev` prints stays valid: a working day of
+/// trying things, not a credential that outlives the session by weeks.
+const DASHBOARD_TOKEN_TTL_SECONDS: u32 = 12 * 3600;
+
+/// The dashboard's URL and a fresh admin API token to sign in with (a new
+/// one each start; the previous ones expire by themselves).
+pub(super) async fn dashboard(
+    admin: &mut Admin,
+    paths: &Paths,
+    api: SocketAddr,
+) -> anyhow::Result<String> {
+    let t = admin
+        .create_api_token(v1::CreateApiTokenRequest {
+            identity: "admin".into(),
+            ttl_seconds: DASHBOARD_TOKEN_TTL_SECONDS,
+            description: "ferrofab dev".into(),
+        })
+        .await
+        .map_err(|s| status_error("dashboard token", s))?
+        .into_inner();
+    let port = api.port();
+    let ca = path_text(&paths.pki().root().join("ca.crt"));
+    Ok(format!(
+        "dashboard: https://localhost:{port}/ui  (sign in with the admin token below; \
+         the certificate is from {ca})\n\
+         admin API token (12h): {}\n\
+         curl --cacert {ca} -H 'Authorization: Bearer <token>' https://localhost:{port}/v1/volumes\n",
+        t.token
+    ))
+}

@@ -76,6 +76,12 @@ pub(super) fn write_controller_config(
         path_text(&paths.root.join("controller.redb")).into(),
     );
     t.insert("pki".into(), pki.into());
+    let mut api = toml::Table::new();
+    api.insert(
+        "listen".into(),
+        format!("127.0.0.1:{}", state.api_port).into(),
+    );
+    t.insert("http_api".into(), api.into());
     let text = format!(
         "# Written by `ferrofab dev` at every start (ports: dev.toml).\n{}",
         toml::to_string_pretty(&t).context("encoding controller.toml")?

@@ -21,6 +21,10 @@ pub(super) struct DevState {
     pub(super) http_port: u16,
     /// The storage node's NVMe/TCP port, registered in its node spec.
     pub(super) data_port: u16,
+    /// The HTTPS JSON API and dashboard; 0 in a dev.toml from before it
+    /// existed, and then picked (and saved) at the next start.
+    #[serde(default)]
+    pub(super) api_port: u16,
     /// The demo layout is applied once; later runs leave the objects as
     /// the user changed them (a re-apply would undo a resize or delete).
     #[serde(default)]
@@ -32,7 +36,13 @@ impl DevState {
         let path = paths.state();
         match std::fs::read_to_string(&path) {
             Ok(t) => {
-                let st: Self = toml::from_str(&t).with_context(|| path.display().to_string())?;
+                let mut st: Self =
+                    toml::from_str(&t).with_context(|| path.display().to_string())?;
+                if st.api_port == 0 {
+                    let taken = [st.controller_port, st.http_port, st.data_port];
+                    st.api_port = pick_port(&taken, &mut port_seed())?;
+                    st.save(paths)?;
+                }
                 st.check_ports_free(&path)?;
                 Ok(st)
             }
@@ -48,7 +58,7 @@ impl DevState {
     pub(super) fn fresh() -> anyhow::Result<Self> {
         let mut seed = port_seed();
         let mut taken = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             let p = pick_port(&taken, &mut seed)?;
             taken.push(p);
         }
@@ -56,6 +66,7 @@ impl DevState {
             controller_port: taken[0],
             http_port: taken[1],
             data_port: taken[2],
+            api_port: taken[3],
             layout_applied: false,
         })
     }
@@ -75,6 +86,7 @@ impl DevState {
             ("controller_port", self.controller_port),
             ("http_port", self.http_port),
             ("data_port", self.data_port),
+            ("api_port", self.api_port),
         ] {
             if !port_free(port) {
                 bail!(

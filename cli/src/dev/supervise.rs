@@ -60,6 +60,8 @@ pub(super) struct ControllerTask {
     pub(super) stop: oneshot::Sender<()>,
     pub(super) task: JoinHandle<Result<(), ServerError>>,
     pub(super) http: Option<SocketAddr>,
+    /// The HTTPS JSON API and dashboard, when `[http_api]` serves them.
+    pub(super) api: Option<SocketAddr>,
 }
 
 impl ControllerTask {
@@ -69,17 +71,18 @@ impl ControllerTask {
         let stop = async move {
             let _ = stop_rx.await;
         };
-        let ready = move |grpc: SocketAddr, http: Option<SocketAddr>| {
-            let _ = ready_tx.send((grpc, http));
+        let ready = move |b: server::Bound| {
+            let _ = ready_tx.send(b);
         };
         let task = tokio::spawn(server::run_until(cfg, Flags::default(), stop, ready));
         match ready_rx.await {
-            Ok((grpc, http)) => {
-                info!(%grpc, "controller serving");
+            Ok(b) => {
+                info!(grpc = %b.grpc, "controller serving");
                 Ok(Self {
                     stop: stop_tx,
                     task,
-                    http,
+                    http: b.http,
+                    api: b.api,
                 })
             }
             // `ready` was dropped unused: run_until returned before serving.

@@ -14,13 +14,13 @@ use tracing::instrument;
 use super::watch::{watch, WatchStream};
 use super::{identity, Shared};
 use crate::action::Action;
-use crate::authz::{self, Owned};
-use crate::cache::Stored;
+use crate::authz;
 use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::ops::enroll;
-use crate::ops::{self, get_checked, list_checked, Delete};
-use crate::resource::{validate_name, Object as _};
+use crate::ops::read::{self, Readable};
+use crate::ops::{self, Delete};
+use crate::resource::validate_name;
 use crate::{apply, planner};
 
 /// The stream WatchEvents returns.
@@ -61,16 +61,14 @@ fn delete(name: String, resource_version: u64) -> Delete {
 impl Admin {
     /// One page of the objects of kind R the caller may read: the items,
     /// the revision they were read at and the next page's token.
-    fn list<R: Stored + Owned>(
+    fn list<R: Readable>(
         &self,
         id: &Identity,
         selector: &str,
         page_size: u32,
         token: &str,
     ) -> Result<(Vec<R>, u64, String), ApiError> {
-        let (items, revision) = list_checked(&self.s, id, selector)?;
-        let (items, next) = ops::page(&self.s, items, page_size, token)?;
-        Ok((items, revision, next))
+        read::list(&self.s, id, selector, page_size, token)
     }
 }
 
@@ -86,7 +84,7 @@ impl AdminService for Admin {
     }
     async fn get_node(&self, req: Request<GetNodeRequest>) -> Result<Response<Node>, Status> {
         serve(Action::GetNode, req, |id, b| async move {
-            get_checked(&self.s, &id, Action::GetNode, &b.name)
+            read::get::<Node>(&self.s, &id, &b.name)
         })
         .await
     }
@@ -137,8 +135,7 @@ impl AdminService for Admin {
     }
     async fn get_pool(&self, req: Request<GetPoolRequest>) -> Result<Response<Pool>, Status> {
         serve(Action::GetPool, req, |id, b| async move {
-            authz::admin_only(&id, Action::GetPool)?;
-            Ok(ops::pool::with_status(&self.s, self.s.get(&b.name)?))
+            read::get::<Pool>(&self.s, &id, &b.name)
         })
         .await
     }
@@ -147,13 +144,8 @@ impl AdminService for Admin {
         req: Request<ListPoolsRequest>,
     ) -> Result<Response<ListPoolsResponse>, Status> {
         serve(Action::ListPools, req, |id, b| async move {
-            authz::admin_only(&id, Action::ListPools)?;
             let (items, revision, next_page_token) =
                 self.list::<Pool>(&id, &b.label_selector, b.page_size, &b.page_token)?;
-            let items = items
-                .into_iter()
-                .map(|p| ops::pool::with_status(&self.s, p))
-                .collect();
             Ok(ListPoolsResponse {
                 items,
                 revision,
@@ -180,7 +172,6 @@ impl AdminService for Admin {
         req: Request<WatchRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         serve(Action::WatchPools, req, |id, b| async move {
-            authz::admin_only(&id, Action::WatchPools)?;
             watch::<Pool>(&self.s, id, b)
         })
         .await
@@ -205,7 +196,7 @@ impl AdminService for Admin {
     }
     async fn get_volume(&self, req: Request<GetVolumeRequest>) -> Result<Response<Volume>, Status> {
         serve(Action::GetVolume, req, |id, b| async move {
-            get_checked(&self.s, &id, Action::GetVolume, &b.name)
+            read::get::<Volume>(&self.s, &id, &b.name)
         })
         .await
     }
@@ -278,7 +269,7 @@ impl AdminService for Admin {
         req: Request<GetAttachmentRequest>,
     ) -> Result<Response<Attachment>, Status> {
         serve(Action::GetAttachment, req, |id, b| async move {
-            get_checked(&self.s, &id, Action::GetAttachment, &b.name)
+            read::get::<Attachment>(&self.s, &id, &b.name)
         })
         .await
     }
@@ -339,8 +330,7 @@ impl AdminService for Admin {
     }
     async fn get_tenant(&self, req: Request<GetTenantRequest>) -> Result<Response<Tenant>, Status> {
         serve(Action::GetTenant, req, |id, b| async move {
-            let t = get_checked(&self.s, &id, Action::GetTenant, &b.name)?;
-            Ok(ops::tenant::with_status(&self.s, t))
+            read::get::<Tenant>(&self.s, &id, &b.name)
         })
         .await
     }
@@ -351,10 +341,6 @@ impl AdminService for Admin {
         serve(Action::ListTenants, req, |id, b| async move {
             let (items, revision, next_page_token) =
                 self.list::<Tenant>(&id, &b.label_selector, b.page_size, &b.page_token)?;
-            let items = items
-                .into_iter()
-                .map(|t| ops::tenant::with_status(&self.s, t))
-                .collect();
             Ok(ListTenantsResponse {
                 items,
                 revision,
@@ -472,6 +458,40 @@ impl AdminService for Admin {
                     r.map_err(Status::from)
                 }),
             ) as EventStream)
+        })
+        .await
+    }
+    async fn create_api_token(
+        &self,
+        req: Request<CreateApiTokenRequest>,
+    ) -> Result<Response<CreateApiTokenResponse>, Status> {
+        serve(Action::CreateApiToken, req, |id, b| async move {
+            authz::admin_only(&id, Action::CreateApiToken)?;
+            ops::apitoken::create(&self.s, &b.identity, b.ttl_seconds, &b.description).await
+        })
+        .await
+    }
+    async fn list_api_tokens(
+        &self,
+        req: Request<ListApiTokensRequest>,
+    ) -> Result<Response<ListApiTokensResponse>, Status> {
+        serve(Action::ListApiTokens, req, |id, _b| async move {
+            authz::admin_only(&id, Action::ListApiTokens)?;
+            Ok(ListApiTokensResponse {
+                items: ops::apitoken::list(&self.s)?,
+            })
+        })
+        .await
+    }
+    async fn revoke_api_token(
+        &self,
+        req: Request<RevokeApiTokenRequest>,
+    ) -> Result<Response<RevokeApiTokenResponse>, Status> {
+        serve(Action::RevokeApiToken, req, |id, b| async move {
+            authz::admin_only(&id, Action::RevokeApiToken)?;
+            Ok(RevokeApiTokenResponse {
+                info: Some(ops::apitoken::revoke(&self.s, &b.id).await?),
+            })
         })
         .await
     }

@@ -9,7 +9,7 @@ pub mod agent;
 pub mod debug;
 mod status;
 pub mod timing;
-mod watch;
+pub(crate) mod watch;
 
 use tonic::Request;
 
@@ -26,6 +26,35 @@ pub fn identity<T>(req: &Request<T>) -> Result<Identity, ApiError> {
         .first()
         .ok_or_else(|| ApiError::Unauthenticated("empty client certificate chain".into()))?;
     Identity::from_cert_der(leaf).map_err(|e| ApiError::Unauthenticated(e.to_string()))
+}
+
+/// The gRPC code name of `e` (`INVALID_ARGUMENT`), which the HTTP API's
+/// error body carries too, so both APIs' clients match on the same words.
+pub fn grpc_code_name(e: &ApiError) -> &'static str {
+    grpc_code_name_of(status::code(e))
+}
+
+/// The name of a gRPC code as the protobuf enum spells it.
+pub fn grpc_code_name_of(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "CANCELLED",
+        tonic::Code::Unknown => "UNKNOWN",
+        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        tonic::Code::NotFound => "NOT_FOUND",
+        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
+        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+        tonic::Code::Aborted => "ABORTED",
+        tonic::Code::OutOfRange => "OUT_OF_RANGE",
+        tonic::Code::Unimplemented => "UNIMPLEMENTED",
+        tonic::Code::Internal => "INTERNAL",
+        tonic::Code::Unavailable => "UNAVAILABLE",
+        tonic::Code::DataLoss => "DATA_LOSS",
+        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
+    }
 }
 
 /// Awaits `next` unless the server is shutting down, in which case it gives

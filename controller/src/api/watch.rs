@@ -13,6 +13,7 @@ use crate::authz::{self, Owned, Verb};
 use crate::cache::{decode, Stored};
 use crate::error::ApiError;
 use crate::identity::Identity;
+use crate::ops::read::Readable;
 use crate::resource::{prefix, Selector};
 use crate::store::{Event, EventKind};
 
@@ -29,11 +30,12 @@ fn event_type(ev: &Event) -> EventType {
 
 /// Streams events of kind R: a snapshot first when from_revision is 0,
 /// then every committed change in revision order.
-pub(super) fn watch<R: Stored + Owned>(
+pub(crate) fn watch<R: Readable>(
     s: &Arc<Shared>,
     id: Identity,
     req: WatchRequest,
 ) -> Result<WatchStream, ApiError> {
+    crate::ops::read::may_watch::<R>(&id)?;
     let sel = Selector::parse(&req.label_selector)?;
     let (tx, rx) = mpsc::channel(256);
     let mut snapshot = Vec::new();

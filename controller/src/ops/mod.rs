@@ -10,12 +10,14 @@
 //! come from the cache after it has caught up with the caller's last write.
 
 pub mod any;
+pub mod apitoken;
 pub mod attachment;
 mod common;
 pub mod enroll;
 pub mod events;
 pub mod node;
 pub mod pool;
+pub mod read;
 pub mod status;
 pub mod tenant;
 pub mod volume;

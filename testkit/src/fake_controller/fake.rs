@@ -241,6 +241,9 @@ admin_impl! {
         rotate_node_key(RotateNodeKeyRequest) -> RotateNodeKeyResponse;
         list_events(ListEventsRequest) -> ListEventsResponse;
         watch_events(WatchEventsRequest) -> EventStream;
+        create_api_token(CreateApiTokenRequest) -> CreateApiTokenResponse;
+        list_api_tokens(ListApiTokensRequest) -> ListApiTokensResponse;
+        revoke_api_token(RevokeApiTokenRequest) -> RevokeApiTokenResponse;
     }
 
     async fn create_tenant(
