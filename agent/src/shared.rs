@@ -152,7 +152,9 @@ impl Shared {
             lock(&self.notes).listener_errors = s.listener_errors().to_vec();
         }
         if let Some(w) = &self.workstation {
-            out.add(lock(w).reconcile(&ds));
+            let mut w = lock(w);
+            out.add(w.reconcile(&ds));
+            lock(&self.notes).dhchap_capable = w.driver().dhchap_capable();
         }
         self.metrics.observe_pass(t0.elapsed(), out.errors);
         let now = SystemTime::now()

@@ -90,6 +90,11 @@ pub struct NodeNotes {
     /// configfs), one message per role.
     pub data_path_errors: Vec<String>,
     pub last_error: Option<String>,
+    /// Whether the workstation driver (and, through the holder, the
+    /// running holder) can authenticate: filled in by each reconcile pass
+    /// from `WorkstationDriver::dhchap_capable`; false on a node without
+    /// the workstation role.
+    pub dhchap_capable: bool,
 }
 
 /// The node part of a report.
@@ -100,9 +105,13 @@ pub fn node_status(cfg: &AgentConfig, notes: &NodeNotes) -> NodeStatus {
         capacity_bytes: capacity,
         free_bytes: free,
         conditions: node_conditions(notes),
-        // The built-in initiator authenticates; the kernel driver does not
-        // pass keys yet, so the controller issues it none.
-        dhchap_capable: cfg.data_path == crate::config::DriverKind::Builtin,
+        // What the workstation driver in use can do now (a holder from
+        // before keys cannot), so the controller issues no key that the
+        // data path would refuse.
+        dhchap_capable: notes.dhchap_capable,
+        // nvmet keeps one controller secret per host, not per subsystem.
+        dhchap_unidirectional: cfg.data_path == crate::config::DriverKind::Kernel
+            && cfg.has_role(crate::config::Role::Storage),
         ..Default::default()
     }
 }

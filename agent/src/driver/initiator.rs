@@ -117,6 +117,11 @@ impl BuiltinInitiator {
 }
 
 impl WorkstationDriver for BuiltinInitiator {
+    /// The built-in initiator authenticates (`host_auth`).
+    fn dhchap_capable(&self) -> bool {
+        true
+    }
+
     /// Mounts the exposure directory once.
     fn prepare(&mut self, _wanted: &[Connection]) -> Result<(), Problem> {
         if self.exposer.is_some() {

@@ -111,6 +111,14 @@ pub trait WorkstationDriver: Send + std::fmt::Debug {
     fn disconnect(&mut self, attachment: &str) -> Result<bool, Problem>;
     /// Called when the agent stops.
     fn shutdown(&mut self);
+    /// Whether connections made now can authenticate with the keys the
+    /// controller sends (DH-HMAC-CHAP). The agent reports it
+    /// (`NodeStatus.dhchap_capable`) and the controller issues a host key
+    /// only to a node that says so; a driver that cannot keeps this
+    /// default, and its connections go without a key.
+    fn dhchap_capable(&self) -> bool {
+        false
+    }
 }
 
 /// What a workstation driver reads back: its attachments, or (when the

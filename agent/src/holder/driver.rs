@@ -216,6 +216,11 @@ impl WorkstationDriver for HolderWorkstation {
         .map_err(|e| Problem::new(HOLDER_UNAVAILABLE, e.to_string()))
     }
 
+    /// The holder runs the built-in initiator, which authenticates.
+    fn dhchap_capable(&self) -> bool {
+        true
+    }
+
     /// The agent stops: the holder and its exposures stay.
     fn shutdown(&mut self) {
         if let Some(h) = &self.holder {

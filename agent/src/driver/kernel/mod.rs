@@ -7,6 +7,7 @@
 //! ([`KernelPaths`]) so the logic runs against a temporary directory in
 //! unit tests; the real kernel paths are the defaults.
 
+pub mod auth;
 pub mod configfs;
 pub mod fabrics;
 pub mod host;
@@ -67,6 +68,20 @@ impl KernelPaths {
         }
         let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
         f.write_all(format!("{value}\n").as_bytes())
+    }
+
+    /// Writes a secret attribute exactly as given, in one `write()` and
+    /// without a newline (nvmet keeps the bytes it is given and shows them
+    /// back, and the host's `dhchap_secret` compares them with what it
+    /// has). Errors name the path only, never the value.
+    pub fn write_secret(&self, path: &Path, value: &str) -> io::Result<()> {
+        use std::io::Write;
+        let mut f = if self.emulated {
+            std::fs::File::create(path)?
+        } else {
+            std::fs::OpenOptions::new().write(true).open(path)?
+        };
+        f.write_all(value.as_bytes())
     }
 
     /// Removes a configfs item (`rmdir`; configfs drops its attributes).
