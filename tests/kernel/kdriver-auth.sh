@@ -10,6 +10,7 @@
 #      (hmac(sha256), ffdhe2048); kg's two kernel controllers carry kg's key,
 #      with a controller key towards hs's built-in target (bidirectional)
 #      and none towards nvmet (which keeps one per host: unidirectional);
+#      their sysfs secret attributes are made readable by root only;
 #   B. I/O over each authenticated path: mkfs.ext4/fsck/read-back on vk2
 #      (Linux host -> nvmet), a pattern on vh (Linux host -> built-in
 #      target) found in hs's backing file, and on vk from hw (built-in
@@ -41,6 +42,9 @@ check "nvmet holds kg's and hw's keys from the controller (hmac(sha256), ffdhe20
     "for h in $KG_NQN $HW_NQN; do grep -q '^DHHC-1:' $N/hosts/\$h/dhchap_key && grep -qx 'hmac(sha256)' $N/hosts/\$h/dhchap_hash && grep -qx ffdhe2048 $N/hosts/\$h/dhchap_dhgroup || exit 1; done"
 check "kg's kernel controllers use kg's key: bidirectional towards hs, unidirectional towards nvmet" \
     "$same_key && grep -q '^DHHC-1:' $C_HS/dhchap_ctrl_secret && grep -qx none $C_NVMET/dhchap_ctrl_secret"
+
+check "the secret attributes of the kernel controllers and nvmet's host entries are readable by root only (Linux makes them 0644)" \
+    "for a in $C_NVMET/dhchap_secret $C_HS/dhchap_secret $C_HS/dhchap_ctrl_secret $N/hosts/$KG_NQN/dhchap_key $N/hosts/$HW_NQN/dhchap_key; do [ \$(stat -c %a \$a) = 600 ] || exit 1; done"
 
 # B. I/O over the authenticated paths
 check "Linux host -> nvmet (vk2): mkfs.ext4, 4 MiB file, fsck, read back after remount" \

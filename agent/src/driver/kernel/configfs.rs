@@ -425,6 +425,7 @@ impl KernelTarget {
         for (attr, secret) in [("dhchap_key", Some(key)), ("dhchap_ctrl_key", ctrl_key)] {
             let Some(secret) = secret else { continue };
             let p = dir.join(attr);
+            self.paths.restrict(&p).map_err(|e| fail(&p, e))?;
             if read_attr(&p).as_deref() != Some(secret.secret.as_str()) {
                 self.paths
                     .write_secret(&p, &secret.secret)
@@ -462,7 +463,8 @@ impl KernelTarget {
         let random = DhchapSecret::generate(LOCK_KEY_LEN, None)
             .map_err(|e| Problem::new(Reason::AuthNotApplied, format!("generating a key: {e}")))?;
         self.paths
-            .write_secret(&p, &random.encode())
+            .restrict(&p)
+            .and_then(|()| self.paths.write_secret(&p, &random.encode()))
             .map_err(|e| Problem::new(Reason::AuthNotApplied, io_msg("writing", &p, &e)))?;
         let mut book = lock(&self.auth);
         book.applied.remove(host);
@@ -1214,6 +1216,17 @@ mod tests {
         t.sync_hosts(&e.subsystem_nqn, &e.allowed_hosts).unwrap();
         let attr = |h: &str, a: &str| read_attr(&hosts.join(h).join(a)).unwrap_or_default();
         assert_eq!(attr(HOST_A, "dhchap_key"), k1);
+        {
+            // nvmet makes it 0644; the agent narrows it on every pass.
+            use std::os::unix::fs::PermissionsExt;
+            let p = hosts.join(HOST_A).join("dhchap_key");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            t.sync_auth(&e).unwrap();
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
         assert_eq!(attr(HOST_A, "dhchap_hash"), "hmac(sha256)");
         assert_eq!(attr(HOST_A, "dhchap_dhgroup"), "ffdhe2048");
         assert!(!hosts.join(HOST_A).join("dhchap_ctrl_key").exists());

@@ -155,6 +155,19 @@ impl KernelWorkstation {
         ))
     }
 
+    /// Linux makes a controller's `dhchap_secret` and `dhchap_ctrl_secret`
+    /// world-readable: any local user could read the host key. They are
+    /// made readable by root only, checked on every pass; a failure is
+    /// logged, not fatal (the data path works).
+    fn restrict_secrets(&self, ctrl: &str) {
+        let dir = self.paths.sysfs.join("class/nvme").join(ctrl);
+        for attr in ["dhchap_secret", "dhchap_ctrl_secret"] {
+            if let Err(e) = self.paths.restrict(&dir.join(attr)) {
+                warn!(controller = %ctrl, error = %e, "cannot make {attr} readable by root only");
+            }
+        }
+    }
+
     /// Follows a key rotation on a live controller: writes the new secret
     /// to the controller's sysfs `dhchap_secret` (and `dhchap_ctrl_secret`),
     /// on which Linux re-authenticates the admin queue and every I/O queue
@@ -319,6 +332,9 @@ impl KernelWorkstation {
                 }
             }
         };
+        if rec.host_key.is_some() {
+            self.restrict_secrets(ctrl);
+        }
         let dev = self.paths.dev.join(&block);
         if rec.read_only {
             set_read_only(&dev)?;
@@ -801,6 +817,18 @@ mod tests {
 
         // Rotation: generation 2 goes to sysfs, nothing is reconnected.
         let secret_attr = paths.sysfs.join("class/nvme/nvme3/dhchap_secret");
+        {
+            // Linux makes it world-readable; the agent narrows it.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(&secret_attr, "x").unwrap();
+            std::fs::set_permissions(&secret_attr, std::fs::Permissions::from_mode(0o644)).unwrap();
+            w.reconcile(&ds(&c1));
+            let mode = std::fs::metadata(&secret_attr)
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         let c2 = Connection {
             host_key: key(h2, 2),
             ..connection(&u)

@@ -84,6 +84,24 @@ impl KernelPaths {
         f.write_all(value.as_bytes())
     }
 
+    /// Makes an attribute that shows a secret readable by root only.
+    /// Linux creates nvmet's `dhchap_key`/`dhchap_ctrl_key` (configfs) and a
+    /// controller's `dhchap_secret`/`dhchap_ctrl_secret` (sysfs) with mode
+    /// 0644 and shows the secret on read; both filesystems keep a mode set
+    /// with chmod for the life of the object. Absent attributes are skipped.
+    pub fn restrict(&self, path: &Path) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let m = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if m.permissions().mode() & 0o077 == 0 {
+            return Ok(());
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    }
+
     /// Removes a configfs item (`rmdir`; configfs drops its attributes).
     pub fn remove_item(&self, path: &Path) -> io::Result<()> {
         let r = if self.emulated {
