@@ -257,6 +257,9 @@ pub async fn fill(s: &Shared, node: &str, ds: &mut DesiredState) -> Result<(), A
             e.ctrl_key = Some(get_or_create(s, keys, &ctrl_slot(&e.subsystem_nqn)).await?);
         }
     }
+    for c in &mut ds.connections {
+        c.require_auth = keys.require();
+    }
     if ds.connections.is_empty() {
         return Ok(());
     }

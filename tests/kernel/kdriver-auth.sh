@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # tests/kernel/kdriver-auth.sh - the DH-HMAC-CHAP scenarios of
-# `kdriver.sh --auth`, sourced by it once the guest (Linux 6.12, agent `kg`
+# `kdriver.sh --auth` (and --auth-unsupported, at the top), sourced by it once the guest (Linux 6.12, agent `kg`
 # with the kernel driver for both roles) and the host's agents `hs`
 # (built-in target) and `hw` (built-in initiator) have vk-hw, vh-kg and
 # vk2-kg attached under a controller with `[auth] require = true`. Every
@@ -26,6 +26,24 @@
 # Uses kdriver.sh's helpers and variables (g, check, wait_host, ff, ...).
 
 N=/sys/kernel/config/nvmet
+
+# --auth-unsupported (Linux 6.1, nothing attached yet): kg's exports
+# (vk2) cannot enforce authentication and are not served; kg as a host
+# (vh-kg, on hs's built-in target, which can) cannot authenticate. Both
+# say why, and nothing is let in or connected.
+if [ "$AUTH" = 2 ]; then
+    write_layout 64MiB vh-kg >"$LAYOUT"
+    ff apply -f "$LAYOUT" --yes >/dev/null 2>&1 || fail "apply vh-kg"
+    wait_host 90 "Linux 6.1 nvmet: vk2's export reports AuthUnsupported" \
+        "ff describe volume vk2 2>/dev/null | grep -q AuthUnsupported" || true
+    # The controller shows a connection's conditions once it connected
+    # (ops/status.rs), so the agent's own report is read here.
+    check "Linux 6.1 host: attachment vh-kg reports AuthUnsupported naming CONFIG_NVME_HOST_AUTH" \
+        "ff-wait 60 'grep CONFIG_NVME_HOST_AUTH /tmp/agent.log | grep -q AuthUnsupported'"
+    check "kg's exports name CONFIG_NVME_TARGET_AUTH; no host is let in, nothing is connected" \
+        "grep CONFIG_NVME_TARGET_AUTH /tmp/agent.log | grep -q AuthUnsupported && for d in $N/subsystems/*/allowed_hosts; do [ -z \"\$(ls \$d)\" ] || exit 1; done && [ -z \"\$(ls /sys/class/nvme/)\" ]"
+    return
+fi
 VK=$WORK/hw/volumes/vk
 VH=/run/ferrofab/volumes/vh
 VK2=/run/ferrofab/volumes/vk2

@@ -3,7 +3,7 @@
 # Linux 6.1 (nvmet + nvme-tcp) in one qemu guest, managed by a real
 # controller from a layout applied on the host.
 #
-# Usage: kdriver.sh [--auth] [--timeout SEC] [--keep]
+# Usage: kdriver.sh [--auth|--auth-unsupported] [--timeout SEC] [--keep]
 #
 # Host: ferrofab-controller, agent `hs` (storage, builtin target) and agent
 # `hw` (workstation, builtin initiator + FUSE). Guest: agent `kg` (storage
@@ -30,6 +30,9 @@
 # instead of 1-4: keys from the controller on both kernel sides and on the
 # built-in ones, mkfs and I/O over the authenticated paths, a key rotation
 # under a stream of writes, and hosts without the key refused.
+# With --auth-unsupported the guest stays on Linux 6.1 (no in-band
+# authentication) under a controller requiring it: vk2-kg must report
+# AuthUnsupported on both sides, naming the kernel options needed.
 # FF_KDRIVER_PROFILE=debug uses debug binaries (default release).
 # Exit status 0 when everything passed; the last line is
 # "kdriver: N passed, N failed".
@@ -47,9 +50,10 @@ AUTH=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --auth) AUTH=1; shift;;
+        --auth-unsupported) AUTH=2; shift;;
         --timeout) TIMEOUT=${2:?}; shift 2;;
         --keep) KEEP=1; shift;;
-        -h|--help) sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0;;
+        -h|--help) sed -n '2,39p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0;;
         *) echo "kdriver: unknown argument '$1'" >&2; exit 2;;
     esac
 done
@@ -105,7 +109,7 @@ listen = "127.0.0.1:0"
 store_path = "$WORK/store.redb"
 [pki]
 dir = "$WORK/pki"
-$([ "$AUTH" = 1 ] && printf '[auth]\nrequire = true\n')
+$([ "$AUTH" != 0 ] && printf '[auth]\nrequire = true\n')
 EOF
 mkfifo "$WORK/ctl.out"
 "$BIN/ferrofab-controller" --config "$WORK/controller.toml" >"$WORK/ctl.out" 2>"$WORK/controller.log" &
@@ -337,16 +341,6 @@ if ! ff_wait_for_log "$LOG" '^FERROFAB-GUEST-READY' 300 "$GPID"; then
 fi
 T0=$SECONDS
 
-# All three attachments at once; apply --wait returns when they are Ready.
-write_layout 64MiB vk-hw vh-kg vk2-kg >"$LAYOUT"
-if ff apply -f "$LAYOUT" --yes --wait --timeout 300s >"$WORK/apply.out" 2>&1; then
-    pass "layout applied: vk, vh, vk2 attached and Ready ($((SECONDS - T0)) s)"
-else
-    fail "apply --wait: $(tail -n 5 "$WORK/apply.out")"
-    dump
-    exit 1
-fi
-
 # finish: stops the guest and prints the summary; the exit status.
 finish() {
     [ "$FAILED" -eq 0 ] || dump
@@ -358,6 +352,23 @@ finish() {
     echo "kdriver: $PASSED passed, $FAILED failed"
     [ "$FAILED" -eq 0 ]
 }
+
+if [ "$AUTH" = 2 ]; then
+    # shellcheck source=/dev/null
+    . "$HERE/kdriver-auth.sh"
+    finish
+    exit
+fi
+
+# All three attachments at once; apply --wait returns when they are Ready.
+write_layout 64MiB vk-hw vh-kg vk2-kg >"$LAYOUT"
+if ff apply -f "$LAYOUT" --yes --wait --timeout 300s >"$WORK/apply.out" 2>&1; then
+    pass "layout applied: vk, vh, vk2 attached and Ready ($((SECONDS - T0)) s)"
+else
+    fail "apply --wait: $(tail -n 5 "$WORK/apply.out")"
+    dump
+    exit 1
+fi
 
 if [ "$AUTH" = 1 ]; then
     # shellcheck source=/dev/null

@@ -21,6 +21,9 @@ ff_say "kernel: built-in initiator against Linux nvmet"
 ff_say "kernel: the agent's kernel driver (nvmet / nvme-fabrics) under a controller"
 "$FF_REPO/tests/kernel/kdriver.sh"
 
+ff_say "kernel: the agent's kernel driver on Linux 6.1 where authentication is required (AuthUnsupported)"
+"$FF_REPO/tests/kernel/kdriver.sh" --auth-unsupported
+
 ff_say "kernel: the agent's kernel driver with DH-HMAC-CHAP keys from the controller (Linux 6.12)"
 "$FF_REPO/tests/kernel/kdriver.sh" --auth
 

@@ -187,6 +187,9 @@ impl ExposureSpec {
             access_mode: 0,
             host_key: self.host_key.as_ref().map(SecretKey::to_proto),
             ctrl_key: self.ctrl_key.as_ref().map(SecretKey::to_proto),
+            // Used only by the kernel driver (its status when the kernel
+            // cannot authenticate); the built-in initiator can.
+            require_auth: false,
         }
     }
 }

@@ -144,14 +144,20 @@ impl KernelWorkstation {
         })
     }
 
-    /// A connection that must authenticate needs a kernel that can.
+    /// A connection that must authenticate (it has a key, or the export
+    /// requires it) needs a kernel that can.
     fn check_auth(&self, c: &Connection) -> Result<(), Problem> {
-        if c.host_key.is_none() || host_supported(&self.paths) {
+        if (c.host_key.is_none() && !c.require_auth) || host_supported(&self.paths) {
             return Ok(());
         }
+        let why = if c.host_key.is_some() {
+            "the connection must authenticate (DH-HMAC-CHAP)"
+        } else {
+            "the export requires authentication (DH-HMAC-CHAP)"
+        };
         Err(Problem::new(
             Reason::AuthUnsupported,
-            format!("the connection must authenticate (DH-HMAC-CHAP) but this kernel's NVMe host cannot: needs {HOST_NEEDS}"),
+            format!("{why} but this kernel's NVMe host cannot: needs {HOST_NEEDS}"),
         ))
     }
 
@@ -783,6 +789,17 @@ mod tests {
             .message
             .contains("CONFIG_NVME_HOST_AUTH"));
         assert!(w.driver().owned.controllers.is_empty(), "nothing connected");
+        // No key yet, but the export requires authentication: the same.
+        let required = Connection {
+            require_auth: true,
+            ..connection(&u)
+        };
+        assert_eq!(w.reconcile(&ds(&required)).errors, 1);
+        let st = w.observe(&ds(&required));
+        assert_eq!(st[0].conditions[0].reason, "AuthUnsupported", "{st:?}");
+        assert!(st[0].conditions[0]
+            .message
+            .contains("requires authentication"));
 
         // nvme-auth loaded (held by nvme-core): the connect carries the key.
         std::fs::create_dir_all(paths.sysfs.join("module/nvme_auth/holders/nvme_core")).unwrap();
