@@ -433,6 +433,7 @@ mod tests {
             uuid: "u".into(),
             expires_at: None,
             access_mode: 0,
+            require_auth: false,
             host_key: Some(ferrofab_proto::v1::DhchapKey {
                 secret: "DHHC-1:01:k:".into(),
                 generation: 2,
