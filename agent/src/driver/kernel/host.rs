@@ -601,6 +601,19 @@ mod tests {
         (cfg, paths)
     }
 
+    /// Live controller nvme3 to `nqn.s` with namespace 1 (`nvme1n1`).
+    fn live_nvme3(paths: &KernelPaths, u: &uuid::Uuid) {
+        fake::controller(
+            paths,
+            "nvme3",
+            "nqn.s",
+            "nvme1c3n1",
+            "nvme1n1",
+            &u.to_string(),
+        );
+        std::fs::write(paths.dev.join("nvme1n1"), b"").unwrap();
+    }
+
     fn connection(uuid: &uuid::Uuid) -> Connection {
         Connection {
             attachment: "a1".into(),
@@ -703,15 +716,7 @@ mod tests {
         std::fs::create_dir_all(shadow.parent().unwrap()).unwrap();
         std::fs::write(&shadow, b"root:secret\n").unwrap();
         let u = uuid::Uuid::new_v4();
-        fake::controller(
-            &paths,
-            "nvme3",
-            "nqn.s",
-            "nvme1c3n1",
-            "nvme1n1",
-            &u.to_string(),
-        );
-        std::fs::write(paths.dev.join("nvme1n1"), b"").unwrap();
+        live_nvme3(&paths, &u);
         let mut w = reconciler(&cfg, &paths, HostIdentity::ephemeral());
         // A fake /dev/nvme-fabrics whose answer (read after the options
         // written) names nvme3: a connect would succeed and expose.
@@ -804,15 +809,7 @@ mod tests {
         // nvme-auth loaded (held by nvme-core): the connect carries the key.
         std::fs::create_dir_all(paths.sysfs.join("module/nvme_auth/holders/nvme_core")).unwrap();
         assert!(w.driver().dhchap_capable());
-        fake::controller(
-            &paths,
-            "nvme3",
-            "nqn.s",
-            "nvme1c3n1",
-            "nvme1n1",
-            &u.to_string(),
-        );
-        std::fs::write(paths.dev.join("nvme1n1"), b"").unwrap();
+        live_nvme3(&paths, &u);
         let opts = w.driver().wanted_record(&c1).unwrap().options;
         let written = format!("{opts},dhchap_secret={h1}");
         let fabrics = paths.dev.join("nvme-fabrics");
