@@ -144,6 +144,9 @@ pub fn node_status(cfg: &AgentConfig, notes: &NodeNotes) -> NodeStatus {
         // before keys cannot), so the controller issues no key that the
         // data path would refuse.
         dhchap_capable: notes.dhchap_capable,
+        // nvmet keeps one controller secret per host, not per subsystem.
+        dhchap_unidirectional: cfg.data_path == crate::config::DriverKind::Kernel
+            && cfg.has_role(crate::config::Role::Storage),
         ..Default::default()
     }
 }

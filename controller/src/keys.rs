@@ -300,6 +300,20 @@ fn capable(node: &ferrofab_proto::v1::Node) -> bool {
     ws && node.status.as_ref().is_some_and(|st| st.dhchap_capable)
 }
 
+/// Whether storage node `node` holds controller secrets per host rather
+/// than per subsystem (Linux nvmet, `NodeStatus.dhchap_unidirectional`):
+/// it then gets no controller keys, and neither do the workstations for
+/// their connections to it, so authentication towards it is
+/// unidirectional. (A storage node that cannot authenticate at all, such
+/// as Linux 6.1's nvmet, needs no flag: it never reports a host key held,
+/// so its workstations never get one; see `host_key_towards`.)
+fn unidirectional(objs: &crate::cache::Objects, node: &str) -> bool {
+    objs.nodes
+        .get(node)
+        .and_then(|n| n.status.as_ref())
+        .is_some_and(|st| st.dhchap_unidirectional)
+}
+
 /// The node (capable of authenticating) whose host NQN is `nqn`.
 fn node_of(objs: &crate::cache::Objects, nqn: &str) -> Option<String> {
     objs.nodes
@@ -317,6 +331,7 @@ pub async fn fill(s: &Shared, node: &str, ds: &mut DesiredState) -> Result<(), A
     let Some(keys) = s.keys.as_ref() else {
         return Ok(());
     };
+    let one_way = unidirectional(&s.cache.read(), node);
     for e in &mut ds.exports {
         e.require_auth = keys.require();
         let owners: Vec<(String, String)> = {
@@ -333,9 +348,12 @@ pub async fn fill(s: &Shared, node: &str, ds: &mut DesiredState) -> Result<(), A
                 key: Some(key),
             });
         }
-        if !e.host_keys.is_empty() {
+        if !e.host_keys.is_empty() && !one_way {
             e.ctrl_key = Some(get_or_create(s, keys, &ctrl_slot(&e.subsystem_nqn)).await?);
         }
+    }
+    for c in &mut ds.connections {
+        c.require_auth = keys.require();
     }
     if ds.connections.is_empty() {
         return Ok(());
@@ -350,22 +368,25 @@ pub async fn fill(s: &Shared, node: &str, ds: &mut DesiredState) -> Result<(), A
             .as_ref()
             .map(|sp| sp.host_nqn.clone())
             .unwrap_or_default();
-        let storage: Vec<String> = ds
+        let storage: Vec<(String, bool)> = ds
             .connections
             .iter()
             .map(|c| {
-                objs.volumes
+                let st = objs
+                    .volumes
                     .get(&c.volume)
                     .and_then(|v| v.status.as_ref())
                     .map(|st| st.node.clone())
-                    .unwrap_or_default()
+                    .unwrap_or_default();
+                let one_way = unidirectional(&objs, &st);
+                (st, one_way)
             })
             .collect();
         (nqn, storage)
     };
-    for (c, storage) in ds.connections.iter_mut().zip(storage_of) {
+    for (c, (storage, one_way)) in ds.connections.iter_mut().zip(storage_of) {
         c.host_key = host_key_towards(s, keys, node, &host_nqn, &storage).await?;
-        if c.host_key.is_some() {
+        if c.host_key.is_some() && !one_way {
             c.ctrl_key = Some(get_or_create(s, keys, &ctrl_slot(&c.subsystem_nqn)).await?);
         }
     }
@@ -610,6 +631,27 @@ pub fn host_key_info(s: &Shared, node: &str) -> Result<Option<Rotated>, ApiError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_storage_node_reporting_it_is_unidirectional() {
+        use ferrofab_proto::v1::{Node, NodeStatus};
+        let mut objs = crate::cache::Objects::default();
+        let node = |one_way: bool| Node {
+            status: Some(NodeStatus {
+                dhchap_unidirectional: one_way,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        objs.nodes.insert("nvmet".into(), node(true));
+        objs.nodes.insert("builtin".into(), node(false));
+        objs.nodes.insert("silent".into(), Node::default());
+        assert!(unidirectional(&objs, "nvmet"));
+        assert!(!unidirectional(&objs, "builtin"));
+        // No report yet, or an unknown node: controller keys as before.
+        assert!(!unidirectional(&objs, "silent"));
+        assert!(!unidirectional(&objs, "absent"));
+    }
 
     #[test]
     fn keys_are_due_once_rotate_every_has_passed() {

@@ -35,13 +35,7 @@ if [ ! -x "$NVMEOF" ] || [ ! -x "$DRIVER" ]; then
     (cd "$REPO" && cargo build -q -p ferrofab-nvmeof --bin ferrofab-nvmeof --example auth_interop)
 fi
 
-export FERROFAB_TEST_CACHE=${FERROFAB_TEST_CACHE_612:-$REPO/tests/.cache/k612}
-if [ -z "${FERROFAB_KERNEL_PKG:-}" ]; then
-    FERROFAB_KERNEL_PKG=$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64$' 2>/dev/null \
-        | awk '{print $1}' | sort -V | tail -n1)
-    [ -n "$FERROFAB_KERNEL_PKG" ] || { echo "auth: no linux-image-6.12.*+deb12-amd64 package known to apt" >&2; exit 1; }
-fi
-export FERROFAB_KERNEL_PKG
+ff_use_kernel_612 || exit 1
 FF_SETUP_QUIET=1 "$HERE/setup.sh"
 
 WORK=$REPO/tests/.work/kernel-auth

@@ -3,7 +3,7 @@
 # Linux 6.1 (nvmet + nvme-tcp) in one qemu guest, managed by a real
 # controller from a layout applied on the host.
 #
-# Usage: kdriver.sh [--timeout SEC] [--keep]
+# Usage: kdriver.sh [--auth|--auth-unsupported] [--timeout SEC] [--keep]
 #
 # Host: ferrofab-controller, agent `hs` (storage, builtin target) and agent
 # `hw` (workstation, builtin initiator + FUSE). Guest: agent `kg` (storage
@@ -24,6 +24,16 @@
 #      loop: no read error, same controller; a foreign nvmet subsystem made
 #      by hand before the agent started survives every reconcile untouched;
 #      finally vk2 is detached.
+# With --auth the guest runs Linux 6.12 instead (NVMe in-band
+# authentication), the controller has `[auth] require = true` and, after
+# the same three attachments come up, the scenarios of kdriver-auth.sh run
+# instead of 1-4: keys from the controller on both kernel sides and on the
+# built-in ones, mkfs and I/O over the authenticated paths, a key rotation
+# under a stream of writes, and hosts without the key refused.
+# With --auth-unsupported the guest stays on Linux 6.1 (no in-band
+# authentication) under a controller requiring it: vk2-kg must report
+# AuthUnsupported on both sides, naming the kernel options needed.
+# FF_KDRIVER_PROFILE=debug uses debug binaries (default release).
 # Exit status 0 when everything passed; the last line is
 # "kdriver: N passed, N failed".
 set -euo pipefail
@@ -36,11 +46,14 @@ REPO=$(cd "$HERE/../.." && pwd)
 
 TIMEOUT=1200
 KEEP=0
+AUTH=0
 while [ $# -gt 0 ]; do
     case "$1" in
+        --auth) AUTH=1; shift;;
+        --auth-unsupported) AUTH=2; shift;;
         --timeout) TIMEOUT=${2:?}; shift 2;;
         --keep) KEEP=1; shift;;
-        -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0;;
+        -h|--help) sed -n '2,39p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0;;
         *) echo "kdriver: unknown argument '$1'" >&2; exit 2;;
     esac
 done
@@ -51,10 +64,17 @@ pass() { PASSED=$((PASSED + 1)); echo "kdriver: PASS: $*"; }
 fail() { FAILED=$((FAILED + 1)); echo "kdriver: FAIL: $*" >&2; }
 say() { echo "kdriver: $*"; }
 
-echo "kdriver: building"
-(cd "$REPO" && cargo build -q -j2 --release --bin ferrofab-agent --bin ferrofab-controller --bin ferrofab)
-BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
+PROFILE=${FF_KDRIVER_PROFILE:-release}
+echo "kdriver: building ($PROFILE)"
+(cd "$REPO" && cargo build -q -j2 $([ "$PROFILE" = release ] && echo --release) \
+    --bin ferrofab-agent --bin ferrofab-controller --bin ferrofab)
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/$PROFILE
 FF=$BIN/ferrofab
+GUEST_ARGS=()
+if [ "$AUTH" = 1 ]; then
+    ff_use_kernel_612
+    GUEST_ARGS+=(--module nvme-keyring)
+fi
 
 WORK=$(mktemp -d /tmp/ff-kdriver.XXXXXX)
 PIDS=()
@@ -84,16 +104,15 @@ for n in hs hw kg; do
     cp "$WORK/pki/ca.crt" "$WORK/$n/ca.crt"
 done
 
-# The 6.1 guest's kernel host has no in-band authentication: this cluster
+# The 6.1 guest's kernel host has no in-band authentication: that cluster
 # must let hosts without a key in ([auth] require is on by default in new
-# clusters).
+# clusters). --auth (6.12) and --auth-unsupported (6.1) require it.
 cat >"$WORK/controller.toml" <<EOF
 listen = "127.0.0.1:0"
 store_path = "$WORK/store.redb"
 [pki]
 dir = "$WORK/pki"
-[auth]
-require = false
+$([ "$AUTH" != 0 ] && printf '[auth]\nrequire = true\n' || printf '[auth]\nrequire = false\n')
 EOF
 mkfifo "$WORK/ctl.out"
 "$BIN/ferrofab-controller" --config "$WORK/controller.toml" >"$WORK/ctl.out" 2>"$WORK/controller.log" &
@@ -118,6 +137,10 @@ CMDPORT=$(ff_free_port)
 uuid() { cat /proc/sys/kernel/random/uuid; }
 HW_ID=$(uuid); HW_NQN=nqn.2014-08.org.nvmexpress:uuid:$HW_ID
 KG_ID=$(uuid); KG_NQN=nqn.2014-08.org.nvmexpress:uuid:$KG_ID
+# --auth: a workstation that never runs an agent, so it gets no key (in
+# the layout once WITH_WS0=1).
+WS0_ID=$(uuid); WS0_NQN=nqn.2014-08.org.nvmexpress:uuid:$WS0_ID
+WITH_WS0=0
 mkdir -p "$WORK/hpool" "$WORK/hw/state" "$WORK/hw/volumes" "$WORK/hs/state"
 echo "$HW_NQN" >"$WORK/hw/state/hostnqn"
 echo "$HW_ID" >"$WORK/hw/state/hostid"
@@ -172,7 +195,7 @@ write_layout() { # VK_SIZE ATTACHMENTS...
     cat <<EOF
 [[tenant]]
 name = "t"
-allowed_nodes = ["hw", "kg"]
+allowed_nodes = ["hw", "kg"$([ "$WITH_WS0" = 1 ] && echo ', "ws0"')]
 
 [[node]]
 name = "hs"
@@ -222,6 +245,21 @@ tenant = "t"
 size = "32MiB"
 pool = "kpool"
 EOF
+    if [ "$WITH_WS0" = 1 ]; then
+        cat <<EOF
+
+[[node]]
+name = "ws0"
+roles = ["workstation"]
+host_nqn = "$WS0_NQN"
+
+[[volume]]
+name = "vr"
+tenant = "t"
+size = "16MiB"
+pool = "kpool"
+EOF
+    fi
     for a in "$@"; do
         cat <<EOF
 
@@ -254,7 +292,7 @@ LOG=$WORK/console.log
     --file "$WORK/kg/node.key:/etc/ferrofab/node.key" \
     --env "KG_HOSTNQN=$KG_NQN" --env "KG_HOSTID=$KG_ID" --env CMD_PORT=5555 \
     --hostfwd "tcp:127.0.0.1:$KPORT-:$KPORT" --hostfwd "tcp:127.0.0.1:$CMDPORT-:5555" \
-    >"$WORK/runner.out" 2>&1 &
+    "${GUEST_ARGS[@]}" >"$WORK/runner.out" 2>&1 &
 GPID=$!
 PIDS+=("$GPID")
 
@@ -306,6 +344,25 @@ if ! ff_wait_for_log "$LOG" '^FERROFAB-GUEST-READY' 300 "$GPID"; then
 fi
 T0=$SECONDS
 
+# finish: stops the guest and prints the summary; the exit status.
+finish() {
+    [ "$FAILED" -eq 0 ] || dump
+    g quit >/dev/null || true
+    if wait "$GPID"; then rc=0; else rc=$?; fi
+
+    [ "$rc" -eq 0 ] || fail "guest exited with $rc (see $LOG)"
+    say "scenarios took $((SECONDS - T0)) s after boot"
+    echo "kdriver: $PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ]
+}
+
+if [ "$AUTH" = 2 ]; then
+    # shellcheck source=/dev/null
+    . "$HERE/kdriver-auth.sh"
+    finish
+    exit
+fi
+
 # All three attachments at once; apply --wait returns when they are Ready.
 write_layout 64MiB vk-hw vh-kg vk2-kg >"$LAYOUT"
 if ff apply -f "$LAYOUT" --yes --wait --timeout 300s >"$WORK/apply.out" 2>&1; then
@@ -314,6 +371,13 @@ else
     fail "apply --wait: $(tail -n 5 "$WORK/apply.out")"
     dump
     exit 1
+fi
+
+if [ "$AUTH" = 1 ]; then
+    # shellcheck source=/dev/null
+    . "$HERE/kdriver-auth.sh"
+    finish
+    exit
 fi
 
 # 1. storage guest (nvmet) -> host workstation (builtin initiator)
@@ -386,12 +450,4 @@ FNQN=nqn.2026-11.org.admin:foreign
 check "the foreign nvmet subsystem survived every reconcile untouched" \
     "s=/sys/kernel/config/nvmet/subsystems/$FNQN; [ \$(cat \$s/attr_allow_any_host) = 1 ] && [ \$(cat \$s/namespaces/1/enable) = 1 ] && [ \$(cat \$s/namespaces/1/device_path) = /tmp/admin/foreign.img ] && ! grep -q ferrofab \$s/attr_model && ! grep -q $FNQN /var/lib/ferrofab/agent/kernel-target.json"
 check "guest agent logged no panic" "! grep -q panicked /tmp/agent.log"
-
-[ "$FAILED" -eq 0 ] || dump
-g quit >/dev/null || true
-if wait "$GPID"; then rc=0; else rc=$?; fi
-
-[ "$rc" -eq 0 ] || fail "guest exited with $rc (see $LOG)"
-say "scenarios took $((SECONDS - T0)) s after boot"
-echo "kdriver: $PASSED passed, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+finish

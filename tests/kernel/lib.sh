@@ -9,6 +9,9 @@
 #                                   matching REGEX (grep -E); fails after SEC
 #                                   seconds or as soon as PID (run-guest.sh)
 #                                   has exited
+#   ff_use_kernel_612               make run-guest.sh boot Debian's newest 6.12
+#                                   kernel (NVMe in-band authentication), kept in
+#                                   its own cache (tests/.cache/k612)
 #   ff_release_guest HOSTPORT [SEC] connect to 127.0.0.1:HOSTPORT (forwarded
 #                                   to the port the guest's ff_wait_release
 #                                   listens on) to let the guest script go on
@@ -71,4 +74,16 @@ ff_release_guest() {
         fi
         sleep 0.3
     done
+}
+
+ff_use_kernel_612() {
+    local repo
+    repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    export FERROFAB_TEST_CACHE=${FERROFAB_TEST_CACHE_612:-$repo/tests/.cache/k612}
+    if [ -z "${FERROFAB_KERNEL_PKG:-}" ]; then
+        FERROFAB_KERNEL_PKG=$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64$' 2>/dev/null \
+            | awk '{print $1}' | sort -V | tail -n1)
+        [ -n "$FERROFAB_KERNEL_PKG" ] || { echo "no linux-image-6.12.*+deb12-amd64 package known to apt" >&2; return 1; }
+    fi
+    export FERROFAB_KERNEL_PKG
 }

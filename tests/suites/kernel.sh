@@ -21,6 +21,12 @@ ff_say "kernel: built-in initiator against Linux nvmet"
 ff_say "kernel: the agent's kernel driver (nvmet / nvme-fabrics) under a controller"
 "$FF_REPO/tests/kernel/kdriver.sh"
 
+ff_say "kernel: the agent's kernel driver on Linux 6.1 where authentication is required (AuthUnsupported)"
+"$FF_REPO/tests/kernel/kdriver.sh" --auth-unsupported
+
+ff_say "kernel: the agent's kernel driver with DH-HMAC-CHAP keys from the controller (Linux 6.12)"
+"$FF_REPO/tests/kernel/kdriver.sh" --auth
+
 ff_say "kernel: DH-HMAC-CHAP authentication against Linux 6.12 (host and nvmet)"
 ff_cargo build --release --quiet -p ferrofab-nvmeof --example auth_interop >&2 \
     || ff_die "building the auth_interop example failed"

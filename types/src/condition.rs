@@ -173,6 +173,11 @@ string_enum!(
         AuthenticationFailed = "AuthenticationFailed",
         /// Connected=False: re-authenticating a live connection with a new key failed.
         ReauthenticationFailed = "ReauthenticationFailed",
+        /// Exported=False or Connected=False: authentication is wanted (a
+        /// key, or the export requires it) but the kernel data path
+        /// cannot do DH-HMAC-CHAP; the message names the kernel and
+        /// modules needed.
+        AuthUnsupported = "AuthUnsupported",
         /// Exported=False: the allowed hosts differ from the desired ones.
         HostsOutOfSync = "HostsOutOfSync",
         /// Connected=False: the holder runs with another host identity.
@@ -315,6 +320,7 @@ mod tests {
             (Reason::AuthNotApplied, "AuthNotApplied"),
             (Reason::AuthenticationFailed, "AuthenticationFailed"),
             (Reason::ReauthenticationFailed, "ReauthenticationFailed"),
+            (Reason::AuthUnsupported, "AuthUnsupported"),
             (Reason::HostsOutOfSync, "HostsOutOfSync"),
             (Reason::IdentityMismatch, "IdentityMismatch"),
             (Reason::IncompleteExport, "IncompleteExport"),

@@ -190,6 +190,9 @@ impl ExposureSpec {
             // Metrics labels only; the agent reads it from its own
             // desired state.
             pool: String::new(),
+            // Used only by the kernel driver (its status when the kernel
+            // cannot authenticate); the built-in initiator can.
+            require_auth: false,
         }
     }
 }
@@ -443,6 +446,7 @@ mod tests {
             expires_at: None,
             access_mode: 0,
             pool: String::new(),
+            require_auth: false,
             host_key: Some(ferrofab_proto::v1::DhchapKey {
                 secret: "DHHC-1:01:k:".into(),
                 generation: 2,

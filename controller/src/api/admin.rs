@@ -20,7 +20,7 @@ use crate::identity::Identity;
 use crate::ops::enroll;
 use crate::ops::read::{self, Readable};
 use crate::ops::{self, Delete};
-use crate::resource::validate_name;
+use crate::resource::{validate_name, Object as _};
 use crate::{apply, planner};
 
 /// The stream WatchEvents returns.

@@ -57,19 +57,28 @@ impl EventFeed for StoreFeed {
     }
 }
 
-/// One event as JSON: the message's own fields, plus `time` (the latest
+/// One event as JSON: the message's fields (times as RFC 3339, the
+/// severity by name, as in the object documents), plus `time` (the latest
 /// occurrence) and `object` (`{kind, name}`) for a timeline.
 fn event_json(e: &ObjectEvent) -> Result<Value, ApiError> {
-    let mut v = serde_json::to_value(e).map_err(|err| ApiError::Internal(err.to_string()))?;
-    if let Some(o) = v.as_object_mut() {
-        let time = o.get("last_time").cloned().unwrap_or(Value::Null);
-        o.insert("time".into(), time);
-        o.insert(
-            "object".into(),
-            json!({ "kind": e.kind().noun(), "name": e.name }),
-        );
-    }
-    Ok(v)
+    let when = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref().map_or(Value::Null, |t| {
+            Value::String(ferrofab_proto::time::rfc3339(t.seconds))
+        })
+    };
+    Ok(json!({
+        "kind": e.kind().noun(),
+        "name": e.name,
+        "reason": e.reason,
+        "message": e.message,
+        "severity": e.severity().as_str_name(),
+        "first_time": when(&e.first_time),
+        "last_time": when(&e.last_time),
+        "time": when(&e.last_time),
+        "count": e.count,
+        "revision": e.revision,
+        "object": { "kind": e.kind().noun(), "name": e.name },
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,12 +11,16 @@
 //! nvmet/ports/<id>/subsystems/<nqn> -> nvmet/subsystems/<nqn>
 //! ```
 //!
+//! DH-HMAC-CHAP (`sync_auth`): nvmet keeps the keys in the host entry
+//! (`nvmet/hosts/<host>/{dhchap_key,dhchap_ctrl_key,dhchap_hash,dhchap_dhgroup}`),
+//! shared by every subsystem that allows the host; see [`KernelTarget::sync_auth`].
+//!
 //! Only objects recorded in the ownership state (and, for subsystems,
 //! marked in `attr_model`) are changed or removed; everything else is
 //! read at most. Nothing is torn down when the agent stops: the kernel
 //! keeps serving and the next start adopts the objects.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::OpenOptions;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -27,10 +31,12 @@ use ferrofab_nvmeof_target::backend::BlockBackend;
 use ferrofab_nvmeof_target::{
     ListenerKind, ListenerStatus, NamespaceStatus, SubsystemStatus, TargetStatus,
 };
-use ferrofab_proto::v1::{Export, Listener};
+use ferrofab_nvmeof_wire::auth::DhchapSecret;
+use ferrofab_proto::v1::{DhchapKey, Export, KeyApplied, Listener};
 use ferrofab_types::Reason;
 use tracing::{info, warn};
 
+use super::auth::{target_supported, TARGET_NEEDS};
 use super::ownership::{OwnedTarget, StateFile, MODEL_MARKER, TARGET_STATE_FILE};
 use super::{entries, io_msg, read_attr, target_module, KernelPaths};
 use crate::driver::builtin::NSID;
@@ -39,6 +45,31 @@ use crate::problem::Problem;
 
 /// Longest serial number nvmet accepts.
 const SERIAL_MAX: usize = 20;
+
+/// The hash and DH group nvmet offers each keyed host: the built-in
+/// target's defaults (SHA-256, ffdhe2048), so both targets negotiate the
+/// same with a given host. A DH group keeps a recorded exchange from being
+/// used to test key guesses offline (docs/security.md).
+const DHCHAP_HASH: &str = "hmac(sha256)";
+const DHCHAP_DHGROUP: &str = "ffdhe2048";
+
+/// Length of the random key that locks out a host without a key where
+/// authentication is required (nobody knows it, so nvmet refuses the host).
+const LOCK_KEY_LEN: usize = 32;
+
+/// What the agent put into nvmet's host entries (the secrets themselves
+/// stay in configfs; this is what may be reported).
+#[derive(Debug, Default)]
+struct AuthBook {
+    /// Host NQN -> generation of the key its entry holds.
+    applied: BTreeMap<String, u64>,
+    /// Subsystem NQN -> hosts whose key was applied for it.
+    by_nqn: HashMap<String, BTreeSet<String>>,
+    /// Hosts locked with a random key (no key, authentication required).
+    locked: BTreeSet<String>,
+    /// Subsystems already warned about (keys unsupported, foreign host).
+    warned: BTreeSet<String>,
+}
 
 /// One port as configured in nvmet.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -73,6 +104,7 @@ pub struct KernelTarget {
     /// Owned ports that match the desired listeners (subsystems are
     /// linked to these).
     active_ports: Mutex<BTreeSet<u16>>,
+    auth: Mutex<AuthBook>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,6 +122,7 @@ impl KernelTarget {
             record,
             owned: Mutex::new(owned),
             active_ports: Mutex::new(BTreeSet::new()),
+            auth: Mutex::new(AuthBook::default()),
         };
         t.adopt();
         t
@@ -328,9 +361,14 @@ impl KernelTarget {
         for h in ours.difference(&used) {
             let dir = self.host_dir(h);
             match self.paths.remove_item(&dir) {
-                Ok(()) => self.forget(|o| {
-                    o.hosts.remove(h);
-                }),
+                Ok(()) => {
+                    self.forget(|o| {
+                        o.hosts.remove(h);
+                    });
+                    let mut book = lock(&self.auth);
+                    book.applied.remove(h);
+                    book.locked.remove(h);
+                }
                 Err(e) => warn!(host = %h, error = %e, "removing nvmet host"),
             }
         }
@@ -346,6 +384,129 @@ impl KernelTarget {
         })?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| Problem::new(Reason::HostsNotApplied, io_msg("creating host", &dir, &e)))
+    }
+
+    fn owns_host(&self, host: &str) -> bool {
+        lock(&self.owned).hosts.contains(host)
+    }
+
+    /// Makes `host`'s entry hold `key` (and `ctrl_key` when given) with the
+    /// agent's hash and DH group; whether the entry holds it now. Only an
+    /// entry the agent created is written: an admin's is left alone (its
+    /// host then gets no key, see the docs).
+    fn apply_host_key(
+        &self,
+        nqn: &str,
+        host: &str,
+        key: &DhchapKey,
+        ctrl_key: Option<&DhchapKey>,
+    ) -> Result<bool, Problem> {
+        self.ensure_host(host)?;
+        if !self.owns_host(host) {
+            if lock(&self.auth).warned.insert(format!("{nqn} {host}")) {
+                warn!(%nqn, %host, "host entry was not created by this agent: its key is not written, the host connects without one");
+            }
+            return Ok(false);
+        }
+        let dir = self.host_dir(host);
+        let fail = |p: &Path, e: std::io::Error| {
+            Problem::new(Reason::AuthNotApplied, io_msg("writing", p, &e))
+        };
+        for (attr, want) in [
+            ("dhchap_hash", DHCHAP_HASH),
+            ("dhchap_dhgroup", DHCHAP_DHGROUP),
+        ] {
+            let p = dir.join(attr);
+            if read_attr(&p).as_deref() != Some(want) {
+                self.paths.write_attr(&p, want).map_err(|e| fail(&p, e))?;
+            }
+        }
+        let mut wrote = false;
+        for (attr, secret) in [("dhchap_key", Some(key)), ("dhchap_ctrl_key", ctrl_key)] {
+            let Some(secret) = secret else { continue };
+            let p = dir.join(attr);
+            self.paths.restrict(&p).map_err(|e| fail(&p, e))?;
+            if read_attr(&p).as_deref() != Some(secret.secret.as_str()) {
+                self.paths
+                    .write_secret(&p, &secret.secret)
+                    .map_err(|e| fail(&p, e))?;
+                wrote = true;
+            }
+        }
+        let mut book = lock(&self.auth);
+        book.locked.remove(host);
+        book.applied.insert(host.to_string(), key.generation);
+        if wrote {
+            info!(%nqn, %host, generation = key.generation, fingerprint = %key.fingerprint,
+                bidirectional = ctrl_key.is_some(), "host key applied");
+        }
+        Ok(true)
+    }
+
+    /// Where authentication is required, a host without a key must be
+    /// refused. nvmet lets in any allowed host whose entry has no key, so
+    /// the entry gets a random key nobody holds: the host's Connect then
+    /// asks for authentication, which it cannot complete.
+    fn lock_host(&self, nqn: &str, host: &str) -> Result<(), Problem> {
+        self.ensure_host(host)?;
+        if !self.owns_host(host) {
+            if lock(&self.auth).warned.insert(format!("{nqn} {host}")) {
+                warn!(%nqn, %host, "host entry was not created by this agent: cannot make it require authentication");
+            }
+            return Ok(());
+        }
+        let p = self.host_dir(host).join("dhchap_key");
+        let held = read_attr(&p).is_some_and(|k| !k.is_empty());
+        if held && lock(&self.auth).locked.contains(host) {
+            return Ok(());
+        }
+        let random = DhchapSecret::generate(LOCK_KEY_LEN, None)
+            .map_err(|e| Problem::new(Reason::AuthNotApplied, format!("generating a key: {e}")))?;
+        self.paths
+            .restrict(&p)
+            .and_then(|()| self.paths.write_secret(&p, &random.encode()))
+            .map_err(|e| Problem::new(Reason::AuthNotApplied, io_msg("writing", &p, &e)))?;
+        let mut book = lock(&self.auth);
+        book.applied.remove(host);
+        book.locked.insert(host.to_string());
+        info!(%nqn, %host, "host has no key and authentication is required: locked with a random key");
+        Ok(())
+    }
+
+    /// A host that should connect without a key but whose entry (the
+    /// agent's) holds one. nvmet cannot unset a key, so the entry is made
+    /// again: unlinked from the subsystems that allow it, removed,
+    /// created and linked back.
+    fn clear_host_key(&self, host: &str) -> Result<(), Problem> {
+        let dir = self.host_dir(host);
+        let held = read_attr(&dir.join("dhchap_key")).is_some_and(|k| !k.is_empty());
+        if !held || !self.owns_host(host) {
+            return Ok(());
+        }
+        let subs_dir = self.nvmet().join("subsystems");
+        let linked: Vec<PathBuf> = entries(&subs_dir)
+            .into_iter()
+            .map(|s| subs_dir.join(s).join("allowed_hosts").join(host))
+            .filter(|l| std::fs::symlink_metadata(l).is_ok())
+            .collect();
+        let fail = |what: &str, p: &Path, e: std::io::Error| {
+            Problem::new(Reason::AuthNotApplied, io_msg(what, p, &e))
+        };
+        for l in &linked {
+            std::fs::remove_file(l).map_err(|e| fail("unlinking", l, e))?;
+        }
+        self.paths
+            .remove_item(&dir)
+            .map_err(|e| fail("removing host", &dir, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| fail("creating host", &dir, e))?;
+        for l in &linked {
+            std::os::unix::fs::symlink(&dir, l).map_err(|e| fail("allowing host at", l, e))?;
+        }
+        let mut book = lock(&self.auth);
+        book.applied.remove(host);
+        book.locked.remove(host);
+        info!(%host, "host key removed (host entry re-created)");
+        Ok(())
     }
 
     fn namespace_status(&self, nqn: &str, nsid: &str) -> Option<NamespaceStatus> {
@@ -721,6 +882,76 @@ impl TargetDriver for KernelTarget {
         self.link_ports(nqn, revoked)
     }
 
+    /// Writes the keys of `e`'s hosts into their nvmet host entries (before
+    /// `sync_hosts` links new ones). nvmet takes a changed key for the next
+    /// authentication: live queues stay up, and a host re-authenticating
+    /// (after a rotation) is checked against the new key, since nvmet
+    /// reloads the entry's keys when the admin queue re-negotiates.
+    ///
+    /// nvmet keeps one controller key per host entry, not per subsystem,
+    /// so this node reports itself unidirectional and the controller sends
+    /// it no controller keys; one that comes anyway is written.
+    fn sync_auth(&self, e: &Export) -> Result<(), Problem> {
+        let nqn = &e.subsystem_nqn;
+        let key_of = |h: &str| {
+            e.host_keys
+                .iter()
+                .find(|k| k.host_nqn == h)
+                .and_then(|k| k.key.as_ref())
+        };
+        let wanted = e.require_auth || e.allowed_hosts.iter().any(|h| key_of(h).is_some());
+        if !wanted {
+            lock(&self.auth).by_nqn.remove(nqn);
+            for h in &e.allowed_hosts {
+                self.clear_host_key(h)?;
+            }
+            return Ok(());
+        }
+        if !target_supported(&self.paths) {
+            let mut book = lock(&self.auth);
+            book.by_nqn.remove(nqn);
+            if e.require_auth {
+                return Err(Problem::new(
+                    Reason::AuthUnsupported,
+                    format!("the export requires authentication but this kernel's NVMe target cannot authenticate hosts: needs {TARGET_NEEDS}"),
+                ));
+            }
+            if book.warned.insert(nqn.clone()) {
+                warn!(%nqn, "host keys not applied: this kernel's NVMe target cannot authenticate (needs {TARGET_NEEDS}); hosts connect without authentication");
+            }
+            return Ok(());
+        }
+        let mut keyed = BTreeSet::new();
+        for h in &e.allowed_hosts {
+            match key_of(h) {
+                Some(k) => {
+                    if self.apply_host_key(nqn, h, k, e.ctrl_key.as_ref())? {
+                        keyed.insert(h.clone());
+                    }
+                }
+                None if e.require_auth => self.lock_host(nqn, h)?,
+                None => self.clear_host_key(h)?,
+            }
+        }
+        lock(&self.auth).by_nqn.insert(nqn.clone(), keyed);
+        Ok(())
+    }
+
+    fn host_keys_applied(&self, nqn: &str) -> Vec<KeyApplied> {
+        let book = lock(&self.auth);
+        book.by_nqn
+            .get(nqn)
+            .into_iter()
+            .flatten()
+            .filter_map(|h| {
+                book.applied.get(h).map(|g| KeyApplied {
+                    host_nqn: h.clone(),
+                    generation: *g,
+                })
+            })
+            .collect()
+    }
+
     fn connected_hosts(&self, _nqn: &str) -> Vec<String> {
         Vec::new()
     }
@@ -764,6 +995,7 @@ impl TargetDriver for KernelTarget {
         self.forget(|o| {
             o.subsystems.remove(nqn);
         });
+        lock(&self.auth).by_nqn.remove(nqn);
         self.gc_hosts();
         info!(%nqn, "nvmet subsystem removed");
         Ok(())
@@ -931,6 +1163,117 @@ mod tests {
             nvmet.join("hosts").join(HOST_A).is_dir(),
             "a host entry the agent did not create is never removed"
         );
+    }
+
+    fn key(secret: &str, generation: u64) -> Option<DhchapKey> {
+        Some(DhchapKey {
+            secret: secret.into(),
+            generation,
+            fingerprint: format!("fp{generation}"),
+        })
+    }
+
+    fn host_key(host: &str, secret: &str, generation: u64) -> ferrofab_proto::v1::HostKey {
+        ferrofab_proto::v1::HostKey {
+            host_nqn: host.into(),
+            key: key(secret, generation),
+        }
+    }
+
+    /// Keys go into the host entries the agent made (with the hash and DH
+    /// group), follow a rotation in place, lock out a keyless host where
+    /// authentication is required and come off again when it no longer
+    /// is; a kernel without target authentication reports AuthUnsupported
+    /// when the export requires it, and serves without keys otherwise.
+    #[test]
+    fn host_keys_go_into_nvmet_host_entries() {
+        const HOST_C: &str = "nqn.2014-08.org.nvmexpress:uuid:c";
+        let root = tempfile::tempdir().unwrap();
+        let paths = testing::paths(root.path());
+        let hosts = paths.nvmet().join("hosts");
+        // An admin's host entry, made before the agent.
+        std::fs::create_dir_all(hosts.join(HOST_C)).unwrap();
+        let t = KernelTarget::new(paths.clone(), &root.path().join("state"));
+        let k1 = "DHHC-1:01:a2V5b25lLWtleW9uZS1rZXlvbmUta2V5b25lLWsxMjM0:";
+        let k2 = "DHHC-1:01:a2V5dHdvLWtleXR3by1rZXl0d28ta2V5dHdvLWsxMjM0:";
+        let mut e = export(root.path(), "v1");
+        e.allowed_hosts = vec![HOST_A.into(), HOST_B.into(), HOST_C.into()];
+        e.host_keys = vec![host_key(HOST_A, k1, 1), host_key(HOST_C, k1, 1)];
+        t.add_subsystem(&e).unwrap();
+
+        // Linux 6.1: no nvme-auth.
+        t.sync_auth(&e).unwrap();
+        assert!(!hosts.join(HOST_A).join("dhchap_key").exists());
+        assert!(t.host_keys_applied(&e.subsystem_nqn).is_empty());
+        e.require_auth = true;
+        let p = t.sync_auth(&e).unwrap_err();
+        assert_eq!(p.reason, Reason::AuthUnsupported);
+        assert!(p.message.contains("CONFIG_NVME_TARGET_AUTH"), "{p}");
+
+        // nvme-auth held by nvmet.
+        std::fs::create_dir_all(paths.sysfs.join("module/nvme_auth/holders/nvmet")).unwrap();
+        t.sync_auth(&e).unwrap();
+        t.sync_hosts(&e.subsystem_nqn, &e.allowed_hosts).unwrap();
+        let attr = |h: &str, a: &str| read_attr(&hosts.join(h).join(a)).unwrap_or_default();
+        assert_eq!(attr(HOST_A, "dhchap_key"), k1);
+        {
+            // nvmet makes it 0644; the agent narrows it on every pass.
+            use std::os::unix::fs::PermissionsExt;
+            let p = hosts.join(HOST_A).join("dhchap_key");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            t.sync_auth(&e).unwrap();
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        assert_eq!(attr(HOST_A, "dhchap_hash"), "hmac(sha256)");
+        assert_eq!(attr(HOST_A, "dhchap_dhgroup"), "ffdhe2048");
+        assert!(!hosts.join(HOST_A).join("dhchap_ctrl_key").exists());
+        let lock_b = attr(HOST_B, "dhchap_key");
+        assert!(lock_b.starts_with("DHHC-1:00:") && lock_b != k1, "{lock_b}");
+        assert_eq!(
+            attr(HOST_C, "dhchap_key"),
+            "",
+            "an admin's entry is not written"
+        );
+        let applied = |t: &KernelTarget| {
+            t.host_keys_applied(&e.subsystem_nqn)
+                .into_iter()
+                .map(|k| (k.host_nqn, k.generation))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(applied(&t), vec![(HOST_A.to_string(), 1)]);
+        // The next pass leaves the lock as it is.
+        t.sync_auth(&e).unwrap();
+        assert_eq!(attr(HOST_B, "dhchap_key"), lock_b);
+
+        // Rotation: written in place; a controller key when one comes.
+        e.host_keys = vec![host_key(HOST_A, k2, 2)];
+        e.ctrl_key = key(k1, 1);
+        t.sync_auth(&e).unwrap();
+        assert_eq!(attr(HOST_A, "dhchap_key"), k2);
+        assert_eq!(attr(HOST_A, "dhchap_ctrl_key"), k1);
+        assert_eq!(applied(&t), vec![(HOST_A.to_string(), 2)]);
+
+        // No longer required: B's entry is made again without a key and
+        // stays allowed.
+        e.require_auth = false;
+        t.sync_auth(&e).unwrap();
+        assert!(!hosts.join(HOST_B).join("dhchap_key").exists());
+        let allowed = paths
+            .nvmet()
+            .join("subsystems")
+            .join(&e.subsystem_nqn)
+            .join("allowed_hosts");
+        assert!(std::fs::symlink_metadata(allowed.join(HOST_B)).is_ok());
+        assert_eq!(attr(HOST_A, "dhchap_key"), k2);
+
+        // Revoked and removed: nothing is reported any more.
+        t.remove_subsystem(&e.subsystem_nqn).unwrap();
+        assert!(t.host_keys_applied(&e.subsystem_nqn).is_empty());
+        assert!(!hosts.join(HOST_A).exists());
+        assert!(hosts.join(HOST_C).is_dir());
     }
 
     #[test]

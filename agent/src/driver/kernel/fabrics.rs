@@ -100,6 +100,29 @@ impl ConnectParams {
     }
 }
 
+/// The DH-HMAC-CHAP options of connection `c` (`,dhchap_secret=…` and
+/// `,dhchap_ctrl_secret=…`), appended to the recorded option string only
+/// when it is written: they are never recorded or logged. The error names
+/// the option, never its value.
+pub fn secret_options(c: &Connection) -> Result<String, String> {
+    let mut out = String::new();
+    for (k, key) in [
+        ("dhchap_secret", c.host_key.as_ref()),
+        ("dhchap_ctrl_secret", c.ctrl_key.as_ref()),
+    ] {
+        let Some(key) = key else { continue };
+        let v = key.secret.as_str();
+        if !v.starts_with("DHHC-1:") || v.contains([',', '\n']) {
+            return Err(format!(
+                "connect option {k} (key generation {}) is not a DHHC-1 secret or contains ',' or a newline",
+                key.generation
+            ));
+        }
+        out.push_str(&format!(",{k}={v}"));
+    }
+    Ok(out)
+}
+
 /// Writes `options` to `/dev/nvme-fabrics`; returns the new controller's
 /// name (`nvmeN`).
 pub fn connect(paths: &KernelPaths, options: &str) -> io::Result<String> {
@@ -145,6 +168,39 @@ pub fn delete_controller(paths: &KernelPaths, ctrl: &str) -> io::Result<()> {
 mod tests {
     use super::*;
     use ferrofab_proto::v1::TransportOptions;
+
+    #[test]
+    fn secrets_are_appended_only_when_given_and_checked() {
+        let key = |s: &str| {
+            Some(ferrofab_proto::v1::DhchapKey {
+                secret: s.into(),
+                generation: 2,
+                fingerprint: "f".into(),
+            })
+        };
+        let mut c = Connection::default();
+        assert_eq!(secret_options(&c).unwrap(), "");
+        c.host_key = key("DHHC-1:01:aGVsbG8=:");
+        assert_eq!(
+            secret_options(&c).unwrap(),
+            ",dhchap_secret=DHHC-1:01:aGVsbG8=:"
+        );
+        c.ctrl_key = key("DHHC-1:00:Y3RybA==:");
+        assert_eq!(
+            secret_options(&c).unwrap(),
+            ",dhchap_secret=DHHC-1:01:aGVsbG8=:,dhchap_ctrl_secret=DHHC-1:00:Y3RybA==:"
+        );
+        // A value that would smuggle in another option is refused, and the
+        // message does not repeat it.
+        c.ctrl_key = key("DHHC-1:00:x,nqn=evil:");
+        let m = secret_options(&c).unwrap_err();
+        assert!(
+            m.contains("dhchap_ctrl_secret") && !m.contains("evil"),
+            "{m}"
+        );
+        c.ctrl_key = key("plain");
+        assert!(secret_options(&c).is_err());
+    }
 
     #[test]
     fn option_string_has_every_option() {

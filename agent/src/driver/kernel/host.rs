@@ -17,8 +17,9 @@ use ferrofab_proto::v1::{Connection, ConnectionStatus};
 use ferrofab_types::Reason;
 use tracing::{info, info_span, warn};
 
+use super::auth::{host_supported, HOST_NEEDS};
 use super::fabrics::{self, ConnectParams};
-use super::ownership::{OwnedController, OwnedHost, StateFile, HOST_STATE_FILE};
+use super::ownership::{KeyId, OwnedController, OwnedHost, StateFile, HOST_STATE_FILE};
 use super::sysfs::{self, ControllerInfo};
 use super::{host_module, KernelPaths};
 use crate::config::AgentConfig;
@@ -138,15 +139,113 @@ impl KernelWorkstation {
             uuid: c.uuid.clone(),
             read_only: c.read_only,
             options,
+            host_key: KeyId::of(c.host_key.as_ref()),
+            ctrl_key: KeyId::of(c.ctrl_key.as_ref()),
         })
+    }
+
+    /// A connection that must authenticate (it has a key, or the export
+    /// requires it) needs a kernel that can.
+    fn check_auth(&self, c: &Connection) -> Result<(), Problem> {
+        if (c.host_key.is_none() && !c.require_auth) || host_supported(&self.paths) {
+            return Ok(());
+        }
+        let why = if c.host_key.is_some() {
+            "the connection must authenticate (DH-HMAC-CHAP)"
+        } else {
+            "the export requires authentication (DH-HMAC-CHAP)"
+        };
+        Err(Problem::new(
+            Reason::AuthUnsupported,
+            format!("{why} but this kernel's NVMe host cannot: needs {HOST_NEEDS}"),
+        ))
+    }
+
+    /// Linux makes a controller's `dhchap_secret` and `dhchap_ctrl_secret`
+    /// world-readable: any local user could read the host key. They are
+    /// made readable by root only, checked on every pass; a failure is
+    /// logged, not fatal (the data path works).
+    fn restrict_secrets(&self, ctrl: &str) {
+        let dir = self.paths.sysfs.join("class/nvme").join(ctrl);
+        for attr in ["dhchap_secret", "dhchap_ctrl_secret"] {
+            if let Err(e) = self.paths.restrict(&dir.join(attr)) {
+                warn!(controller = %ctrl, error = %e, "cannot make {attr} readable by root only");
+            }
+        }
+    }
+
+    /// Follows a key rotation on a live controller: writes the new secret
+    /// to the controller's sysfs `dhchap_secret` (and `dhchap_ctrl_secret`),
+    /// on which Linux re-authenticates the admin queue and every I/O queue
+    /// in place; nothing is disconnected. Whether anything was written.
+    ///
+    /// A controller connected without a key cannot be given one this way
+    /// (the kernel refuses it): it keeps running unauthenticated until it
+    /// reconnects, which takes the key.
+    fn follow_keys(&mut self, c: &Connection) -> Result<bool, Problem> {
+        let Some(rec) = self.owned.controllers.get(&c.attachment) else {
+            return Ok(false);
+        };
+        let (want_host, want_ctrl) = (
+            KeyId::of(c.host_key.as_ref()),
+            KeyId::of(c.ctrl_key.as_ref()),
+        );
+        let Some(host_key) = c.host_key.as_ref() else {
+            // The controller does not know yet which key the target holds
+            // (it restarted): keep the keys this controller authenticated with.
+            return Ok(false);
+        };
+        if rec.host_key.is_none() || (rec.host_key == want_host && rec.ctrl_key == want_ctrl) {
+            return Ok(false);
+        }
+        let Some(ctrl) = rec.controller.clone() else {
+            return Ok(false);
+        };
+        let dir = self.paths.sysfs.join("class/nvme").join(&ctrl);
+        let mut writes = Vec::new();
+        if rec.ctrl_key.is_some() && rec.ctrl_key != want_ctrl {
+            if let Some(k) = c.ctrl_key.as_ref() {
+                writes.push(("dhchap_ctrl_secret", k));
+            }
+        }
+        if rec.host_key != want_host {
+            writes.push(("dhchap_secret", host_key));
+        }
+        for (attr, k) in writes {
+            let p = dir.join(attr);
+            self.paths.write_secret(&p, &k.secret).map_err(|e| {
+                Problem::new(
+                    Reason::ReauthenticationFailed,
+                    format!(
+                        "giving controller {ctrl} key generation {}: {}",
+                        k.generation,
+                        super::io_msg("writing", &p, &e)
+                    ),
+                )
+            })?;
+        }
+        if let Some(r) = self.owned.controllers.get_mut(&c.attachment) {
+            r.host_key = want_host;
+            if r.ctrl_key.is_some() {
+                r.ctrl_key = want_ctrl;
+            }
+        }
+        self.save()?;
+        info!(controller = %ctrl, generation = host_key.generation,
+            fingerprint = %host_key.fingerprint, "re-authenticating with the rotated key");
+        Ok(true)
     }
 
     /// A recorded controller that must be redone: gone, dead, or made for
     /// a connection that changed.
     fn is_stale(&self, rec: &OwnedController, want: Option<&OwnedController>) -> bool {
         let Some(want) = want else { return true };
+        // Keys are followed on the live controller (`follow_keys`), not
+        // by reconnecting.
         let same = OwnedController {
             controller: rec.controller.clone(),
+            host_key: rec.host_key.clone(),
+            ctrl_key: rec.ctrl_key.clone(),
             ..want.clone()
         } == *rec;
         let alive = rec
@@ -159,7 +258,11 @@ impl KernelWorkstation {
 
     fn attach(&mut self, name: &str, c: &Connection) -> Result<(), Problem> {
         let rec = self.wanted_record(c)?;
-        let options = rec.options.clone();
+        self.check_auth(c)?;
+        // Never logged or recorded: it carries the secrets.
+        let options = rec.options.clone()
+            + &fabrics::secret_options(c)
+                .map_err(|m| Problem::new(Reason::InvalidConnection, m))?;
         let transport = rec.transport.clone();
         self.owned.controllers.insert(name.to_string(), rec);
         self.save()?;
@@ -235,6 +338,9 @@ impl KernelWorkstation {
                 }
             }
         };
+        if rec.host_key.is_some() {
+            self.restrict_secrets(ctrl);
+        }
         let dev = self.paths.dev.join(&block);
         if rec.read_only {
             set_read_only(&dev)?;
@@ -383,7 +489,9 @@ impl WorkstationDriver for KernelWorkstation {
     }
 
     fn check(&self, c: &Connection) -> Result<(), Problem> {
-        self.wanted_record(c).map(|_| ())
+        self.wanted_record(c)?;
+        fabrics::secret_options(c).map_err(|m| Problem::new(Reason::InvalidConnection, m))?;
+        self.check_auth(c)
     }
 
     /// The recorded controllers (only those this agent connected).
@@ -412,7 +520,8 @@ impl WorkstationDriver for KernelWorkstation {
     }
 
     fn expose(&mut self, c: &Connection) -> Result<bool, Problem> {
-        self.expose_recorded(&c.attachment).map(|()| false)
+        let rotated = self.follow_keys(c)?;
+        self.expose_recorded(&c.attachment).map(|()| rotated)
     }
 
     fn disconnect(&mut self, attachment: &str) -> Result<bool, Problem> {
@@ -423,6 +532,11 @@ impl WorkstationDriver for KernelWorkstation {
     /// Controllers stay connected while the agent is down (adopted on
     /// the next start), so applications keep their I/O.
     fn shutdown(&mut self) {}
+
+    /// Whether this kernel's fabrics host does DH-HMAC-CHAP (nvme-auth).
+    fn dhchap_capable(&self) -> bool {
+        host_supported(&self.paths)
+    }
 }
 
 /// Size of the block device behind `path` (0 if unknown).
@@ -485,6 +599,19 @@ mod tests {
         let paths = testing::paths(root);
         std::fs::write(paths.dev.join("nvme-fabrics"), b"").unwrap();
         (cfg, paths)
+    }
+
+    /// Live controller nvme3 to `nqn.s` with namespace 1 (`nvme1n1`).
+    fn live_nvme3(paths: &KernelPaths, u: &uuid::Uuid) {
+        fake::controller(
+            paths,
+            "nvme3",
+            "nqn.s",
+            "nvme1c3n1",
+            "nvme1n1",
+            &u.to_string(),
+        );
+        std::fs::write(paths.dev.join("nvme1n1"), b"").unwrap();
     }
 
     fn connection(uuid: &uuid::Uuid) -> Connection {
@@ -589,15 +716,7 @@ mod tests {
         std::fs::create_dir_all(shadow.parent().unwrap()).unwrap();
         std::fs::write(&shadow, b"root:secret\n").unwrap();
         let u = uuid::Uuid::new_v4();
-        fake::controller(
-            &paths,
-            "nvme3",
-            "nqn.s",
-            "nvme1c3n1",
-            "nvme1n1",
-            &u.to_string(),
-        );
-        std::fs::write(paths.dev.join("nvme1n1"), b"").unwrap();
+        live_nvme3(&paths, &u);
         let mut w = reconciler(&cfg, &paths, HostIdentity::ephemeral());
         // A fake /dev/nvme-fabrics whose answer (read after the options
         // written) names nvme3: a connect would succeed and expose.
@@ -637,6 +756,113 @@ mod tests {
             "no connect was attempted"
         );
         assert!(!root.path().join("x/volumes/a").exists());
+    }
+
+    fn key(secret: &str, generation: u64) -> Option<ferrofab_proto::v1::DhchapKey> {
+        Some(ferrofab_proto::v1::DhchapKey {
+            secret: secret.into(),
+            generation,
+            fingerprint: format!("fp{generation}"),
+        })
+    }
+
+    /// Keys from the controller: refused (AuthUnsupported) on a kernel
+    /// without nvme-auth; passed in the connect options only (never in the
+    /// record); a rotation is written to the live controller's sysfs
+    /// `dhchap_secret`, without reconnecting.
+    #[test]
+    fn keys_go_in_the_connect_options_and_rotations_reauthenticate_in_place() {
+        let root = tempfile::tempdir().unwrap();
+        let (cfg, paths) = setup(root.path());
+        let u = uuid::Uuid::new_v4();
+        let h1 = "DHHC-1:01:aG9zdGtleTE=:";
+        let h2 = "DHHC-1:01:aG9zdGtleTI=:";
+        let c1 = Connection {
+            host_key: key(h1, 1),
+            ..connection(&u)
+        };
+        let ds = |c: &Connection| DesiredState {
+            connections: vec![c.clone()],
+            ..Default::default()
+        };
+        let mut w = reconciler(&cfg, &paths, HostIdentity::ephemeral());
+        assert!(!w.driver().dhchap_capable());
+        assert_eq!(w.reconcile(&ds(&c1)).errors, 1);
+        let st = w.observe(&ds(&c1));
+        assert_eq!(st[0].conditions[0].reason, "AuthUnsupported", "{st:?}");
+        assert!(st[0].conditions[0]
+            .message
+            .contains("CONFIG_NVME_HOST_AUTH"));
+        assert!(w.driver().owned.controllers.is_empty(), "nothing connected");
+        // No key yet, but the export requires authentication: the same.
+        let required = Connection {
+            require_auth: true,
+            ..connection(&u)
+        };
+        assert_eq!(w.reconcile(&ds(&required)).errors, 1);
+        let st = w.observe(&ds(&required));
+        assert_eq!(st[0].conditions[0].reason, "AuthUnsupported", "{st:?}");
+        assert!(st[0].conditions[0]
+            .message
+            .contains("requires authentication"));
+
+        // nvme-auth loaded (held by nvme-core): the connect carries the key.
+        std::fs::create_dir_all(paths.sysfs.join("module/nvme_auth/holders/nvme_core")).unwrap();
+        assert!(w.driver().dhchap_capable());
+        live_nvme3(&paths, &u);
+        let opts = w.driver().wanted_record(&c1).unwrap().options;
+        let written = format!("{opts},dhchap_secret={h1}");
+        let fabrics = paths.dev.join("nvme-fabrics");
+        std::fs::write(
+            &fabrics,
+            format!("{}instance=3,cntlid=1\n", " ".repeat(written.len())),
+        )
+        .unwrap();
+        let out = w.reconcile(&ds(&c1));
+        assert_eq!((out.changes, out.errors), (1, 0), "{w:?}");
+        assert!(std::fs::read_to_string(&fabrics)
+            .unwrap()
+            .starts_with(&written));
+        let record = std::fs::read_to_string(cfg.state_dir.join(HOST_STATE_FILE)).unwrap();
+        assert!(
+            !record.contains("DHHC-1") && record.contains("fp1"),
+            "{record}"
+        );
+
+        // Rotation: generation 2 goes to sysfs, nothing is reconnected.
+        let secret_attr = paths.sysfs.join("class/nvme/nvme3/dhchap_secret");
+        {
+            // Linux makes it world-readable; the agent narrows it.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(&secret_attr, "x").unwrap();
+            std::fs::set_permissions(&secret_attr, std::fs::Permissions::from_mode(0o644)).unwrap();
+            w.reconcile(&ds(&c1));
+            let mode = std::fs::metadata(&secret_attr)
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let c2 = Connection {
+            host_key: key(h2, 2),
+            ..connection(&u)
+        };
+        assert_eq!(w.reconcile(&ds(&c2)).errors, 0, "{w:?}");
+        assert_eq!(std::fs::read_to_string(&secret_attr).unwrap(), h2);
+        assert!(!paths
+            .sysfs
+            .join("class/nvme/nvme3/delete_controller")
+            .exists());
+        let rec = &w.driver().owned.controllers["a1"];
+        assert_eq!(rec.host_key.as_ref().map(|k| k.generation), Some(2));
+        assert_eq!(rec.controller.as_deref(), Some("nvme3"));
+        // Steady state: written once.
+        std::fs::remove_file(&secret_attr).unwrap();
+        assert_eq!(w.reconcile(&ds(&c2)), PassOutcome::default());
+        assert!(!secret_attr.exists());
+        // The controller lost track of the key (restart): kept as it is.
+        assert_eq!(w.reconcile(&ds(&connection(&u))), PassOutcome::default());
+        assert!(!secret_attr.exists());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! ([`KernelPaths`]) so the logic runs against a temporary directory in
 //! unit tests; the real kernel paths are the defaults.
 
+pub mod auth;
 pub mod configfs;
 pub mod fabrics;
 pub mod host;
@@ -67,6 +68,38 @@ impl KernelPaths {
         }
         let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
         f.write_all(format!("{value}\n").as_bytes())
+    }
+
+    /// Writes a secret attribute exactly as given, in one `write()` and
+    /// without a newline (nvmet keeps the bytes it is given and shows them
+    /// back, and the host's `dhchap_secret` compares them with what it
+    /// has). Errors name the path only, never the value.
+    pub fn write_secret(&self, path: &Path, value: &str) -> io::Result<()> {
+        use std::io::Write;
+        let mut f = if self.emulated {
+            std::fs::File::create(path)?
+        } else {
+            std::fs::OpenOptions::new().write(true).open(path)?
+        };
+        f.write_all(value.as_bytes())
+    }
+
+    /// Makes an attribute that shows a secret readable by root only.
+    /// Linux creates nvmet's `dhchap_key`/`dhchap_ctrl_key` (configfs) and a
+    /// controller's `dhchap_secret`/`dhchap_ctrl_secret` (sysfs) with mode
+    /// 0644 and shows the secret on read; both filesystems keep a mode set
+    /// with chmod for the life of the object. Absent attributes are skipped.
+    pub fn restrict(&self, path: &Path) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let m = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if m.permissions().mode() & 0o077 == 0 {
+            return Ok(());
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
     }
 
     /// Removes a configfs item (`rmdir`; configfs drops its attributes).

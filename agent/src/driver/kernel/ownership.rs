@@ -56,8 +56,32 @@ pub struct OwnedController {
     pub uuid: String,
     pub read_only: bool,
     /// The option string written to `/dev/nvme-fabrics`, so a changed
-    /// connection (address, digests, ...) is noticed and redone.
+    /// connection (address, digests, ...) is noticed and redone. Without
+    /// the DH-HMAC-CHAP secrets, which are added only to what is written.
     pub options: String,
+    /// The host and controller keys the controller authenticates with
+    /// (generation and fingerprint, never the secret), so a rotation is
+    /// noticed and followed on the live controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<KeyId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctrl_key: Option<KeyId>,
+}
+
+/// Which key (what may be recorded and shown of it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyId {
+    pub generation: u64,
+    pub fingerprint: String,
+}
+
+impl KeyId {
+    pub fn of(k: Option<&ferrofab_proto::v1::DhchapKey>) -> Option<KeyId> {
+        k.map(|k| KeyId {
+            generation: k.generation,
+            fingerprint: k.fingerprint.clone(),
+        })
+    }
 }
 
 /// Controllers connected by this agent.
