@@ -109,6 +109,9 @@ pub fn node_status(cfg: &AgentConfig, notes: &NodeNotes) -> NodeStatus {
         // before keys cannot), so the controller issues no key that the
         // data path would refuse.
         dhchap_capable: notes.dhchap_capable,
+        // Both storage drivers read the allowed hosts back from the target
+        // into every export report (`ExportStatus.allowed_hosts`).
+        reports_allowed_hosts: true,
         ..Default::default()
     }
 }

@@ -189,7 +189,8 @@ pub fn next_node_status(
         || old.conditions != conditions
         || old.agent_version != agent_version
         || old.observed_generation != generation
-        || old.dhchap_capable != reported.dhchap_capable;
+        || old.dhchap_capable != reported.dhchap_capable
+        || old.reports_allowed_hosts != reported.reports_allowed_hosts;
     let heartbeat_due = old
         .last_heartbeat
         .as_ref()
@@ -211,6 +212,7 @@ pub fn next_node_status(
             old.free_bytes
         },
         dhchap_capable: reported.dhchap_capable,
+        reports_allowed_hosts: reported.reports_allowed_hosts,
     };
     NodeUpdate { status, write }
 }
