@@ -147,6 +147,9 @@ pub fn node_status(cfg: &AgentConfig, notes: &NodeNotes) -> NodeStatus {
         // nvmet keeps one controller secret per host, not per subsystem.
         dhchap_unidirectional: cfg.data_path == crate::config::DriverKind::Kernel
             && cfg.has_role(crate::config::Role::Storage),
+        // Both storage drivers read the allowed hosts back from the target
+        // into every export report (`ExportStatus.allowed_hosts`).
+        reports_allowed_hosts: true,
         ..Default::default()
     }
 }

@@ -25,6 +25,9 @@ fn converge_attach_detach_reattach_and_grow() {
         std::fs::metadata(&path).expect("exposed").len(),
         64 * MIB as u64
     );
+    // The controller handed ws1 its connection only once s1 had reported
+    // the host allowed: the first connect was not refused and retried.
+    no_failed_reconciles(&ws1);
     // Attach is idempotent.
     assert_eq!(attach(&ws1, "scratch"), path);
     let data = pattern(4 * MIB, 42);
@@ -79,6 +82,7 @@ fn converge_attach_detach_reattach_and_grow() {
     ws1.cli_json(&["detach", "scratch", "--json"]);
 
     let path2 = attach(&ws2, "scratch");
+    no_failed_reconciles(&ws2);
     assert_eq!(
         sha256_of(&path2, data.len()),
         want,
@@ -96,6 +100,18 @@ fn converge_attach_detach_reattach_and_grow() {
     assert_ne!(code, 0);
     assert!(err.contains("nope"), "{err}");
     drop((ws1, ws2, s1));
+}
+
+/// No reconcile pass of `ws` failed (a refused connect is a failure,
+/// retried after a delay: what made an attach ~200 ms, issue 20 item 7).
+fn no_failed_reconciles(ws: &AgentProc) {
+    let m = ws.metrics();
+    assert!(
+        m.lines()
+            .any(|l| l == "ferrofab_agent_reconcile_errors_total 0"),
+        "a reconcile pass failed (refused connect?): {m}\n{}",
+        ws.log()
+    );
 }
 
 /// Controller killed: the data path keeps serving; after its restart the

@@ -206,7 +206,7 @@ impl Objects {
             return;
         };
         match pfx {
-            "nodes" => self.apply_spec_kind::<Node>(name, kv, kind, revision),
+            "nodes" => self.apply_node(name, kv, kind, revision),
             "pools" => self.apply_spec_kind::<Pool>(name, kv, kind, revision),
             "attachments" => self.apply_attachment(name, kv, kind, revision),
             "tenants" => self.apply_kind::<Tenant>(name, kv, kind),
@@ -236,6 +236,26 @@ impl Objects {
         self.apply_kind::<R>(name, kv, kind);
         let after = R::map(self).get(name).map(Resource::spec_fields);
         if before != after {
+            self.index.all_changed = revision;
+        }
+    }
+
+    /// A node's spec, and of its status the one field the planner reads
+    /// (`reports_allowed_hosts`: whether workstations wait for the node to
+    /// admit their host). When it goes false (an older agent), waiting
+    /// connections are released at once; when it goes true, the admissions
+    /// written by the same report touch the workstations, and recomputing
+    /// them before would withdraw connections already handed out.
+    fn apply_node(&mut self, name: &str, kv: &KeyValue, kind: EventKind, revision: Revision) {
+        let reports = |o: &Self| {
+            o.nodes
+                .get(name)
+                .and_then(|n| n.status.as_ref())
+                .is_some_and(|s| s.reports_allowed_hosts)
+        };
+        let before = reports(self);
+        self.apply_spec_kind::<Node>(name, kv, kind, revision);
+        if before && !reports(self) {
             self.index.all_changed = revision;
         }
     }

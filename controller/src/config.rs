@@ -84,8 +84,10 @@ pub struct NodesConfig {
     /// How often heartbeats are checked.
     #[serde(default = "default_heartbeat_check")]
     pub check_interval_seconds: u64,
-    /// Least time between two desired-state snapshots sent to one agent;
-    /// changes within it are coalesced into the next snapshot.
+    /// Pause after sending one agent a desired-state snapshot of 32 KiB or
+    /// more (`api::agent::FULL_PAUSE_BYTES`); a smaller snapshot pauses in
+    /// proportion to its size. Changes within the pause are coalesced
+    /// into the next snapshot.
     #[serde(default = "default_desired_state_interval")]
     pub desired_state_interval_ms: u64,
     /// Sustained ReportStatus calls per second one node may make (token

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use ferrofab_proto::v1::{
-    AccessMode, Attachment, BackingKind, Pool, ReclaimPolicy, Tenant, Volume,
+    AccessMode, Attachment, AttachmentPhase, BackingKind, Pool, ReclaimPolicy, Tenant, Volume,
 };
 use ferrofab_types::Bytes;
 
@@ -255,6 +255,10 @@ pub struct AttachmentFacts<'a> {
     pub deleting: bool,
     /// Set while `status.moved_from_node` is.
     pub fence: Option<Fence<'a>>,
+    /// `status.admitted_host`: the host the storage node reported allowed.
+    pub admitted_host: &'a str,
+    /// The workstation reported the attachment connected (phase Attached).
+    pub attached: bool,
 }
 
 impl<'a> AttachmentFacts<'a> {
@@ -277,6 +281,11 @@ impl<'a> AttachmentFacts<'a> {
                     from_node: s.moved_from_node.as_str(),
                     released: s.moved_from_released,
                 }),
+            admitted_host: a.status.as_ref().map_or("", |s| s.admitted_host.as_str()),
+            attached: a
+                .status
+                .as_ref()
+                .is_some_and(|s| s.phase == AttachmentPhase::Attached as i32),
         })
     }
 

@@ -6,7 +6,10 @@
 //!
 //! Ordering rules encoded here:
 //! * a workstation is told to connect only once the volume's export is
-//!   reported ready;
+//!   reported ready and the storage node has reported the workstation's
+//!   host allowed on it ([`admitted`]), so its first connect is not refused
+//!   (it used to be, and the retry after a fixed delay made an attach
+//!   ~200 ms of waiting);
 //! * a detaching attachment (deletion requested) disappears from the
 //!   workstation's connections at once, but its host stays allowed on the
 //!   export until the workstation reports the disconnect (then the
@@ -146,6 +149,9 @@ fn connection(o: &Objects, a: &AttachmentFacts<'_>, defaults: &Defaults) -> Opti
         return None;
     }
     let storage = o.nodes.get(v.node)?;
+    if !admitted(o, a, storage) {
+        return None;
+    }
     let addr = storage.spec.as_ref()?.data_addresses.first()?;
     let l = listener(addr);
     Some(Connection {
@@ -165,6 +171,27 @@ fn connection(o: &Objects, a: &AttachmentFacts<'_>, defaults: &Defaults) -> Opti
         // Added by the `keys` module for the node's own stream.
         ..Default::default()
     })
+}
+
+/// Whether the storage node is known to let the attachment's host in.
+///
+/// Only a latency matter, never access control (the target enforces its
+/// allow-list): waiting for the storage node's report spares the
+/// workstation a refused connect and its retry delay. Not waited for: a
+/// storage node whose reports do not carry the allowed hosts (an older
+/// agent; it would never prove the admission), an attachment already
+/// Attached (the admission is proven by the connection; after an upgrade
+/// its connection must not be withdrawn), a node without a host NQN. Once
+/// recorded, the admission is not withdrawn by a later report.
+fn admitted(o: &Objects, a: &AttachmentFacts<'_>, storage: &Node) -> bool {
+    let reports_hosts = storage
+        .status
+        .as_ref()
+        .is_some_and(|s| s.reports_allowed_hosts);
+    if !reports_hosts || a.attached {
+        return true;
+    }
+    access::host_of(o, a.node).is_none_or(|h| h == a.admitted_host)
 }
 
 fn workstation_part(o: &Objects, name: &str, defaults: &Defaults, ds: &mut DesiredState) {
@@ -463,6 +490,55 @@ mod tests {
             let mut w = world();
             change(&mut w);
             assert_eq!(told(&objects(w)), want, "{name}");
+        }
+    }
+
+    /// The workstation is told to connect only once the storage node has
+    /// reported its host allowed, when the storage node reports allowed
+    /// hosts at all; an Attached attachment keeps its connection.
+    #[test]
+    fn the_connection_waits_for_the_storage_node_to_admit_the_host() {
+        use ferrofab_proto::v1::{AttachmentPhase, NodeStatus};
+        type Change = fn(&mut AttachmentStatus);
+        let cases: Vec<(&str, bool, Change, bool)> = vec![
+            (
+                "an older storage agent: not waited for",
+                false,
+                |_| {},
+                true,
+            ),
+            ("not admitted yet: no connection", true, |_| {}, false),
+            (
+                "admitted: the connection",
+                true,
+                |st| st.admitted_host = "nqn.host:w1".into(),
+                true,
+            ),
+            (
+                "admitted for the node it moved from: no connection",
+                true,
+                |st| st.admitted_host = "nqn.host:w2".into(),
+                false,
+            ),
+            (
+                "already Attached (e.g. before an upgrade): kept",
+                true,
+                |st| st.phase = AttachmentPhase::Attached as i32,
+                true,
+            ),
+        ];
+        for (name, reports, change, connects) in cases {
+            let mut w = world();
+            change(w.attachment.status.as_mut().expect("status"));
+            let mut o = objects(w);
+            o.nodes.get_mut("s").expect("s").status = Some(NodeStatus {
+                reports_allowed_hosts: reports,
+                ..Default::default()
+            });
+            let n = desired_state(&o, "w1", &Defaults::default())
+                .connections
+                .len();
+            assert_eq!(n == 1, connects, "{name}");
         }
     }
 

@@ -190,7 +190,8 @@ pub fn next_node_status(
         || old.agent_version != agent_version
         || old.observed_generation != generation
         || old.dhchap_capable != reported.dhchap_capable
-        || old.dhchap_unidirectional != reported.dhchap_unidirectional;
+        || old.dhchap_unidirectional != reported.dhchap_unidirectional
+        || old.reports_allowed_hosts != reported.reports_allowed_hosts;
     let heartbeat_due = old
         .last_heartbeat
         .as_ref()
@@ -213,6 +214,7 @@ pub fn next_node_status(
         },
         dhchap_capable: reported.dhchap_capable,
         dhchap_unidirectional: reported.dhchap_unidirectional,
+        reports_allowed_hosts: reported.reports_allowed_hosts,
     };
     NodeUpdate { status, write }
 }

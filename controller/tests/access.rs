@@ -470,3 +470,49 @@ async fn an_expired_volumes_attachment_cannot_move() {
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
     assert!(e.message().contains("expired"), "{}", e.message());
 }
+
+/// Attach latency (issue 20, item 7): a storage node that reports its
+/// allowed hosts gets the workstation's host first; the workstation is
+/// told to connect only once that node reported the host allowed, so its
+/// first connect is not refused. Older storage agents are not waited for.
+#[tokio::test]
+async fn a_workstation_connects_only_once_the_storage_node_admitted_its_host() {
+    let (ctl, mut c, nqn) = start().await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    let reports_hosts = |allowed: &[&str]| ReportStatusRequest {
+        node_status: Some(NodeStatus {
+            reports_allowed_hosts: true,
+            ..Default::default()
+        }),
+        ..s1_report(&nqn, 0, allowed, &[])
+    };
+    s1.report_status(reports_hosts(&[]))
+        .await
+        .expect("export ready, no host");
+    attach_a(&mut c, "ws1", AccessMode::ReadWrite).await;
+    let ex = desired(&mut c, "s1").await.exports.remove(0);
+    assert_eq!(
+        ex.allowed_hosts,
+        vec![WS1.to_string()],
+        "host allowed first"
+    );
+    assert!(
+        desired(&mut c, "ws1").await.connections.is_empty(),
+        "no connection before the storage node admits the host"
+    );
+    // A report that does not list the host yet admits nothing.
+    s1.report_status(reports_hosts(&[])).await.expect("report");
+    assert!(desired(&mut c, "ws1").await.connections.is_empty());
+    s1.report_status(reports_hosts(&[WS1]))
+        .await
+        .expect("host admitted");
+    assert_eq!(
+        get_att(&mut c, "a").await.status.expect("st").admitted_host,
+        WS1
+    );
+    assert_eq!(desired(&mut c, "ws1").await.connections.len(), 1);
+    // A later report without the host (a restarting target) does not
+    // withdraw the connection.
+    s1.report_status(reports_hosts(&[])).await.expect("report");
+    assert_eq!(desired(&mut c, "ws1").await.connections.len(), 1);
+}

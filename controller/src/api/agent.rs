@@ -234,6 +234,24 @@ impl Agent {
     }
 }
 
+/// Snapshot size (encoded bytes) from which a stream pauses the whole
+/// `nodes.desired_state_interval_ms` after sending it.
+///
+/// The pause exists because a snapshot costs O(its size) to compute and
+/// send; scaling it with the size bounds every stream to about this many
+/// bytes per interval whatever its size, while a small node (a workstation
+/// with a few connections: well under 1 KiB) gets a change that follows
+/// the previous one within milliseconds, not an interval later. A fixed
+/// pause made a detach that closely followed an attach, and an attach
+/// that closely followed a detach, wait for the rest of the interval.
+pub const FULL_PAUSE_BYTES: usize = 32 * 1024;
+
+/// The pause after sending a snapshot of `len` encoded bytes.
+pub fn coalesce_pause(interval: std::time::Duration, len: usize) -> std::time::Duration {
+    let fraction = (len as f64 / FULL_PAUSE_BYTES as f64).min(1.0);
+    interval.mul_f64(fraction)
+}
+
 #[tonic::async_trait]
 impl AgentService for Agent {
     #[instrument(skip_all, fields(node = %req.get_ref().node_name))]
@@ -303,12 +321,13 @@ impl AgentService for Agent {
                     if tx.send(Ok(ds.clone())).await.is_err() {
                         break;
                     }
+                    let len = prost::Message::encoded_len(&ds);
                     last = Some(ds);
                     // Each snapshot is the node's whole state; during a burst
                     // of writes, sending one per change would cost O(node
                     // size) per write. Pausing lets the burst coalesce into
-                    // the next snapshot.
-                    tokio::time::sleep(s.desired_state_interval).await;
+                    // the next snapshot; the pause grows with the snapshot.
+                    tokio::time::sleep(coalesce_pause(s.desired_state_interval, len)).await;
                 }
                 tokio::select! {
                     r = changes.changed() => if r.is_err() { break },
@@ -346,12 +365,16 @@ impl AgentService for Agent {
         let r = req.into_inner();
         let (node, held) = (r.node.clone(), crate::keys::held(&r.exports));
         let was_capable = crate::keys::reports_capable(&self.s, &node);
+        let exports = r.exports.clone();
         let resp = ops::status::report(&self.s, r).await?;
         // Only once the report passed its bounds and was applied.
         crate::keys::note_held(&self.s, &node, held).await;
         if crate::keys::reports_capable(&self.s, &node) != was_capable {
             crate::keys::capability_changed(&self.s, &node);
         }
+        // Last: the workstation is handed its connection from here on, and
+        // its key is known by now (note_held).
+        ops::status::admit_hosts(&self.s, &node, &exports).await?;
         Ok(Response::new(resp))
     }
 }
@@ -379,5 +402,21 @@ async fn resume_point(s: &Shared, node: &str, after: u64) {
             at = s.cache.revision(),
             "agent resumes from a revision this replica has not reached; sending the current state"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_pause_grows_with_the_snapshot_up_to_the_interval() {
+        let i = Duration::from_millis(100);
+        assert_eq!(coalesce_pause(i, 0), Duration::ZERO);
+        assert!(coalesce_pause(i, 500) < Duration::from_millis(2));
+        assert_eq!(coalesce_pause(i, FULL_PAUSE_BYTES / 2), i / 2);
+        assert_eq!(coalesce_pause(i, FULL_PAUSE_BYTES), i);
+        assert_eq!(coalesce_pause(i, 10 * FULL_PAUSE_BYTES), i);
     }
 }

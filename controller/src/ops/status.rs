@@ -197,6 +197,56 @@ async fn set_export_status(
     Ok(())
 }
 
+/// Records, on each attachment of a volume this storage node serves, that
+/// the node reported the attachment's host allowed on the export
+/// (`status.admitted_host`): the planner hands the workstation its
+/// connection only then (see `planner::admitted`). One write per
+/// attachment and host, never undone by a report. Called after the
+/// report is applied and the host keys it says the target holds are
+/// noted, so the connection is handed out with its key.
+pub async fn admit_hosts(s: &Shared, node: &str, reports: &[ExportStatus]) -> Result<(), ApiError> {
+    let admit: Vec<(String, String)> = {
+        let objs = s.cache.read();
+        reports
+            .iter()
+            .filter(|e| {
+                objs.volumes
+                    .get(&e.volume)
+                    .and_then(|v| v.status.as_ref())
+                    .is_some_and(|st| st.node == node)
+            })
+            .flat_map(|e| objs.attachments_of(&e.volume).map(move |a| (e, a)))
+            .filter_map(|(e, a)| {
+                let host = access::host_of(&objs, &a.spec.as_ref()?.node)?;
+                let recorded = a.status.as_ref().map_or("", |st| st.admitted_host.as_str());
+                (recorded != host && e.allowed_hosts.iter().any(|h| h == host))
+                    .then(|| (a.name().to_string(), host.to_string()))
+            })
+            .collect()
+    };
+    for (name, host) in admit {
+        s.modify::<Attachment>(&name, |att, objs| {
+            // Moved meanwhile: the report spoke for another host.
+            let now_host = att
+                .spec
+                .as_ref()
+                .and_then(|sp| access::host_of(objs, &sp.node));
+            if now_host != Some(host.as_str()) {
+                return false;
+            }
+            let st = att.status.get_or_insert_with(Default::default);
+            if st.admitted_host == host {
+                return false;
+            }
+            st.admitted_host = host.clone();
+            true
+        })
+        .await?;
+        debug!(attachment = %name, %node, %host, "host admitted on the export");
+    }
+    Ok(())
+}
+
 /// Completes the fence of moved attachments whose volume this storage
 /// node serves, once its report proves the previous holder's host
 /// revoked and disconnected (see [`crate::access::fence_done`]).
