@@ -62,12 +62,9 @@ class Dev:
         self.out_path = os.path.join(WORK, "dev.out")
         self.log_path = os.path.join(WORK, "dev.log")
         # A first start enrolls the nodes; the suite then stops and resumes
-        # the directory, as a user's second `ferrofab dev` does. Until the
-        # workstation has reported that it can authenticate, the controller
-        # gives its connections no data-path key, and a key arriving on a
-        # connection made without one fails to re-authenticate
-        # (ReauthenticationFailed); on a resume the key is there from the
-        # first connect. Drop this once that is fixed.
+        # the directory, as a user's second `ferrofab dev` does, so the
+        # dashboard is checked against a resumed cluster (its agents
+        # adopting what the first run left serving).
         self.start()
         deadline = time.monotonic() + READY_TIMEOUT
         while "controller and agents up" not in open(self.log_path).read():

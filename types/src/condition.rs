@@ -173,6 +173,10 @@ string_enum!(
         AuthenticationFailed = "AuthenticationFailed",
         /// Connected=False: re-authenticating a live connection with a new key failed.
         ReauthenticationFailed = "ReauthenticationFailed",
+        /// Connected=False: the export requires authentication and this
+        /// workstation's key has not arrived yet (the controller issues it
+        /// once the workstation reported that it can authenticate).
+        KeyPending = "KeyPending",
         /// Exported=False or Connected=False: authentication is wanted (a
         /// key, or the export requires it) but the kernel data path
         /// cannot do DH-HMAC-CHAP; the message names the kernel and
@@ -320,6 +324,7 @@ mod tests {
             (Reason::AuthNotApplied, "AuthNotApplied"),
             (Reason::AuthenticationFailed, "AuthenticationFailed"),
             (Reason::ReauthenticationFailed, "ReauthenticationFailed"),
+            (Reason::KeyPending, "KeyPending"),
             (Reason::AuthUnsupported, "AuthUnsupported"),
             (Reason::HostsOutOfSync, "HostsOutOfSync"),
             (Reason::IdentityMismatch, "IdentityMismatch"),

@@ -11,7 +11,9 @@
 use std::collections::{HashMap, HashSet};
 
 use ferrofab_proto::v1::{Connection, ConnectionStatus, DesiredState};
-use tracing::{info, info_span, warn};
+use tracing::{debug, info, info_span, warn};
+
+use ferrofab_types::Reason;
 
 use crate::driver::{Listing, WorkstationDriver};
 use crate::problem::{condition, PassOutcome, Problem};
@@ -74,6 +76,16 @@ impl<D: WorkstationDriver + ?Sized> WorkstationReconciler<D> {
             let _g = span.enter();
             let r = if kept.contains(c.attachment.as_str()) {
                 self.driver.expose(c)
+            } else if self.awaits_key(c) {
+                debug!("not connecting yet: the export requires a key and ours has not arrived");
+                self.problems.insert(
+                    c.attachment.clone(),
+                    Problem::new(
+                        Reason::KeyPending,
+                        "waiting for this workstation's data-path key: the export requires authentication",
+                    ),
+                );
+                continue;
             } else {
                 self.driver.connect(c)
             };
@@ -87,6 +99,17 @@ impl<D: WorkstationDriver + ?Sized> WorkstationReconciler<D> {
             }
         }
         out
+    }
+
+    /// Whether connecting `c` now would only be refused: the export
+    /// requires authentication, this data path can authenticate, but the
+    /// controller has not sent our key yet (it does once our first report
+    /// says we can). Waiting for it, rather than connecting keyless, keeps
+    /// a new workstation's first attach free of a refused Connect and its
+    /// warning. A data path that cannot authenticate connects anyway and
+    /// reports why it was refused (`AuthUnsupported`).
+    fn awaits_key(&self, c: &Connection) -> bool {
+        c.require_auth && c.host_key.is_none() && self.driver.dhchap_capable()
     }
 
     /// Disconnects every listed attachment that is not wanted or no longer
@@ -283,7 +306,6 @@ fn detaching_status(
 mod tests {
     use super::*;
     use crate::driver::Attachment;
-    use ferrofab_types::Reason;
 
     /// A driver that records every call and holds attachments in memory.
     #[derive(Debug, Default)]
@@ -292,6 +314,7 @@ mod tests {
         calls: Vec<String>,
         stale: Option<Problem>,
         disconnect_fails: bool,
+        capable: bool,
     }
 
     impl WorkstationDriver for Fake {
@@ -347,6 +370,9 @@ mod tests {
             Ok(self.have.remove(attachment).is_some())
         }
         fn shutdown(&mut self) {}
+        fn dhchap_capable(&self) -> bool {
+            self.capable
+        }
     }
 
     fn conn(attachment: &str, port: u32) -> Connection {
@@ -387,6 +413,35 @@ mod tests {
         let st = r.observe(&d);
         assert_eq!(st.len(), 1);
         assert!(st[0].connected, "{st:?}");
+    }
+
+    /// With authentication required, a data path that can authenticate
+    /// waits for its key instead of a Connect that would be refused; one
+    /// that cannot connects (and reports the refusal).
+    #[test]
+    fn a_required_key_not_yet_sent_is_waited_for() {
+        let mut r = WorkstationReconciler::new(Box::new(Fake {
+            capable: true,
+            ..Default::default()
+        }));
+        let mut c = conn("a1", 1);
+        c.require_auth = true;
+        let out = r.reconcile(&ds(vec![c.clone()]));
+        assert_eq!(out, PassOutcome::default());
+        assert!(calls(&mut r).is_empty());
+        assert_eq!(r.problems["a1"].reason, Reason::KeyPending);
+        c.host_key = Some(ferrofab_proto::v1::DhchapKey {
+            secret: "DHHC-1:00:k:".into(),
+            generation: 1,
+            ..Default::default()
+        });
+        assert_eq!(r.reconcile(&ds(vec![c.clone()])).changes, 1);
+        assert_eq!(calls(&mut r), ["connect a1"]);
+        assert!(r.problems.is_empty());
+        let mut keyless = WorkstationReconciler::new(Box::<Fake>::default());
+        c.host_key = None;
+        assert_eq!(keyless.reconcile(&ds(vec![c])).changes, 1);
+        assert_eq!(calls(&mut keyless), ["connect a1"]);
     }
 
     /// A listing that could not be read now removes nothing, and the
