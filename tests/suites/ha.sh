@@ -17,7 +17,7 @@
 #      clients (each with the endpoints in another order): every
 #      acknowledged change is present afterwards, none twice, the nearly
 #      full pool is not over-committed, every attachment converges on the
-#      workstation; prints the failover time (kill -> next acknowledged
+#      workstation; prints the failover time (kill -> next answered
 #      write) and the new leader's takeover time.
 #   2. the leader partitioned from etcd (blackhole routes in its namespace,
 #      agents and clients still reach it): a new leader within the lease
