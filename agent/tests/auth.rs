@@ -319,6 +319,18 @@ fn a_holder_from_before_keys_gets_no_key_until_replaced() {
         .status();
     let mut legacy = LegacyHolder::start(&ws1, tmp.path().join("legacy-holder"));
     ws1.spawn();
+    // The node reported capable on its first start (beside a new holder):
+    // the volume is created only once the restarted agent has reported
+    // what it adopted, as after a real upgrade, where the node never
+    // reported capable.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while node_capable(&ctl, &rt, "ws1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node still reports capable beside an old holder"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     rt.block_on(create_volume(&ctl, "legacy", "16MiB", "p1"));
     let path = attach(&ws1, "legacy");
     write_sync(&path, &pattern(MIB, 5));
