@@ -620,14 +620,6 @@ async fn rotate_due(s: &Shared, every: std::time::Duration) -> Result<(), ApiErr
     Ok(())
 }
 
-/// Public facts about a node's host key, for `describe`-style output.
-pub fn host_key_info(s: &Shared, node: &str) -> Result<Option<Rotated>, ApiError> {
-    Ok(read_record(s, &host_slot(node))?.map(|(r, _)| Rotated {
-        generation: r.current.generation,
-        fingerprint: r.current.fingerprint,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

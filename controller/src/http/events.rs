@@ -53,20 +53,20 @@ impl EventFeed for StoreFeed {
             events.drain(..events.len() - limit);
         }
         events.truncate(limit);
-        events.iter().map(event_json).collect()
+        Ok(events.iter().map(event_json).collect())
     }
 }
 
 /// One event as JSON: the message's fields (times as RFC 3339, the
 /// severity by name, as in the object documents), plus `time` (the latest
 /// occurrence) and `object` (`{kind, name}`) for a timeline.
-fn event_json(e: &ObjectEvent) -> Result<Value, ApiError> {
+fn event_json(e: &ObjectEvent) -> Value {
     let when = |t: &Option<prost_types::Timestamp>| {
         t.as_ref().map_or(Value::Null, |t| {
             Value::String(ferrofab_proto::time::rfc3339(t.seconds))
         })
     };
-    Ok(json!({
+    json!({
         "kind": e.kind().noun(),
         "name": e.name,
         "reason": e.reason,
@@ -78,7 +78,7 @@ fn event_json(e: &ObjectEvent) -> Result<Value, ApiError> {
         "count": e.count,
         "revision": e.revision,
         "object": { "kind": e.kind().noun(), "name": e.name },
-    }))
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
