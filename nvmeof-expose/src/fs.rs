@@ -7,7 +7,16 @@
 //! efficient). `FOPEN_PARALLEL_DIRECT_WRITES` lets the kernel send
 //! concurrent writes to the same file, which the per-block range lock in
 //! [`super::rmw`] keeps consistent.
+//!
+//! `FUSE_ASYNC_DIO` is asked for at INIT: without it the kernel runs an
+//! asynchronous direct I/O (`io_submit`, io_uring) synchronously inside the
+//! submitting call, so `fio --ioengine=libaio --iodepth=32` on the file
+//! had one request in flight per job. With it, those requests become FUSE
+//! background requests, and `max_background` (set at INIT too) bounds how
+//! many the kernel keeps in flight; the FUSE worker threads bound how many
+//! this process serves at once.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -15,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
@@ -110,6 +119,7 @@ pub struct VolumeFs {
     open_files: Arc<AtomicUsize>,
     next_fh: AtomicU64,
     max_write: u32,
+    max_background: u16,
     uid: u32,
     gid: u32,
     mtime: SystemTime,
@@ -119,6 +129,7 @@ impl VolumeFs {
     pub fn new(
         registry: Arc<RwLock<Registry>>,
         max_write: u32,
+        max_background: u16,
         open_files: Arc<AtomicUsize>,
     ) -> Self {
         // SAFETY: getuid/getgid cannot fail.
@@ -129,6 +140,7 @@ impl VolumeFs {
             open_files,
             next_fh: AtomicU64::new(1),
             max_write,
+            max_background,
             uid,
             gid,
             mtime: SystemTime::now(),
@@ -193,11 +205,57 @@ fn errno(e: &std::io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
+/// Largest read served from a FUSE thread's reusable buffer. The kernel
+/// never asks for more than max_pages (derived from max_write) in one
+/// request; anything larger (a kernel that ignores it) gets a buffer of
+/// its own for that request, so a thread never keeps more than this.
+pub const READ_SCRATCH_MAX: usize = 16 << 20;
+
+thread_local! {
+    /// Each FUSE worker thread's read buffer (see [`rmw::read_into`]).
+    static READ_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Read into this thread's scratch buffer and hand the bytes to `f`.
+fn with_read<R>(
+    dev: &DynBlockIo,
+    offset: u64,
+    len: usize,
+    f: impl FnOnce(std::io::Result<&[u8]>) -> R,
+) -> R {
+    if len > READ_SCRATCH_MAX {
+        let mut own = Vec::new();
+        let r = rmw::read_into(dev, offset, len, &mut own);
+        return f(r.map(|range| &own[range]));
+    }
+    READ_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            let r = rmw::read_into(dev, offset, len, &mut buf);
+            f(r.map(|range| &buf[range]))
+        }
+        // Not reentrant in practice; a fresh buffer keeps it correct.
+        Err(_) => {
+            let mut own = Vec::new();
+            let r = rmw::read_into(dev, offset, len, &mut own);
+            f(r.map(|range| &own[range]))
+        }
+    })
+}
+
 impl Filesystem for VolumeFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         if let Err(max) = config.set_max_write(self.max_write) {
             tracing::warn!(wanted = self.max_write, max, "kernel limits max_write");
             let _ = config.set_max_write(max);
+        }
+        if let Err(unsupported) = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO) {
+            tracing::warn!(
+                ?unsupported,
+                "kernel lacks asynchronous direct I/O; libaio and io_uring on the files run one request at a time"
+            );
+        }
+        if let Err(min) = config.set_max_background(self.max_background) {
+            let _ = config.set_max_background(min);
         }
         Ok(())
     }
@@ -286,13 +344,13 @@ impl Filesystem for VolumeFs {
             reply.error(Errno::EBADF);
             return;
         };
-        match rmw::read(&*vol.dev, offset, size as usize) {
-            Ok(data) => reply.data(&data),
+        with_read(&*vol.dev, offset, size as usize, |r| match r {
+            Ok(data) => reply.data(data),
             Err(e) => {
                 tracing::warn!(volume = %vol.name, offset, size, error = %e, "read failed");
                 reply.error(errno(&e));
             }
-        }
+        });
     }
 
     fn write(

@@ -16,7 +16,9 @@
 //!   Flush completed.
 //! * **1 MiB max_write** and **several FUSE threads** (fuser `n_threads`
 //!   with cloned /dev/fuse descriptors) so large and concurrent I/O reach
-//!   the initiator in parallel.
+//!   the initiator in parallel; **asynchronous direct I/O**
+//!   (`FUSE_ASYNC_DIO`, [`ExposeOptions::max_background`]) so one
+//!   process's `io_submit`/io_uring queue depth reaches them too.
 //! * **Mounting** uses fuser's pure-Rust path: as root it calls mount(2)
 //!   directly; otherwise it runs `fusermount3` (Debian package `fuse3`).
 //!   No libfuse headers or library are needed to build.
@@ -83,19 +85,36 @@ pub enum ExposeError {
 #[derive(Debug, Clone)]
 pub struct ExposeOptions {
     /// FUSE worker threads; each blocks in one I/O, so this bounds the
-    /// queue depth a single mount can present to the initiator.
+    /// queue depth a single mount can present to the initiator. Default
+    /// [`DEFAULT_THREADS`].
     pub threads: usize,
-    /// Largest write the kernel sends in one request.
+    /// Largest write the kernel sends in one request (and, through the
+    /// kernel's max_pages, the largest read).
     pub max_write: u32,
+    /// Asynchronous requests (direct I/O from libaio or io_uring) the
+    /// kernel keeps in flight to this mount; more wait in the kernel.
+    /// Default [`DEFAULT_MAX_BACKGROUND`].
+    pub max_background: u16,
     /// Let users other than the mounting one open the files.
     pub allow_other: bool,
 }
 
+/// Default FUSE worker threads: enough for a 4 KiB QD32 random reader to
+/// keep the initiator's queues busy on a small workstation (measured in
+/// docs/benchmarks.md, "The FUSE exposure"). An idle thread costs a stack
+/// and, once it served a read, its read buffer.
+pub const DEFAULT_THREADS: usize = 16;
+
+/// Default [`ExposeOptions::max_background`]: above the threads, so the
+/// kernel's queue never starves them (fuser's own default is 16).
+pub const DEFAULT_MAX_BACKGROUND: u16 = 64;
+
 impl Default for ExposeOptions {
     fn default() -> Self {
         Self {
-            threads: 4,
+            threads: DEFAULT_THREADS,
             max_write: 1 << 20,
+            max_background: DEFAULT_MAX_BACKGROUND,
             allow_other: false,
         }
     }
@@ -146,6 +165,7 @@ impl Exposer {
         let fs = VolumeFs::new(
             Arc::clone(&registry),
             opts.max_write,
+            opts.max_background,
             Arc::clone(&open_files),
         );
         let mut config = Config::default();

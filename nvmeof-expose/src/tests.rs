@@ -229,6 +229,87 @@ fn fsync_returns_only_after_flush_completed() {
     exp.unmount().expect("unmount");
 }
 
+/// Records how many writes were in the device at once, and whether a
+/// flush ever started while a write was still in it.
+struct InFlight {
+    inner: MemBlockIo,
+    now: AtomicU64,
+    max: AtomicU64,
+    writes_done: AtomicU64,
+    /// Writes completed when the last flush started.
+    done_at_flush: AtomicU64,
+    flush_overlapped: AtomicBool,
+}
+
+impl BlockIo for InFlight {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn block_size(&self) -> u32 {
+        self.inner.block_size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        // Long enough for the next requests of the queue to arrive.
+        std::thread::sleep(Duration::from_millis(5));
+        let r = self.inner.write_at(buf, offset);
+        self.writes_done.fetch_add(1, Ordering::SeqCst);
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        if self.now.load(Ordering::SeqCst) != 0 {
+            self.flush_overlapped.store(true, Ordering::SeqCst);
+        }
+        self.done_at_flush
+            .store(self.writes_done.load(Ordering::SeqCst), Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Asynchronous direct I/O (FUSE_ASYNC_DIO): one process's libaio queue
+/// depth reaches the device as concurrent requests (without it the kernel
+/// ran each io_submit synchronously: at most one in flight), and the
+/// fsync at the end still reaches the device only after every write.
+#[test]
+fn libaio_queue_depth_reaches_the_device_and_fsync_follows_every_write() {
+    require("fio", "fio");
+    let (_tmp, exp) = mount_tmp();
+    let dev = Arc::new(InFlight {
+        inner: MemBlockIo::new(8 << 20, 4096),
+        now: AtomicU64::new(0),
+        max: AtomicU64::new(0),
+        writes_done: AtomicU64::new(0),
+        done_at_flush: AtomicU64::new(0),
+        flush_overlapped: AtomicBool::new(false),
+    });
+    let path = exp
+        .add("v", Arc::clone(&dev) as Arc<DynBlockIo>)
+        .expect("add");
+    sh(&format!(
+        "fio --name=qd --filename='{}' --direct=1 --ioengine=libaio --iodepth=8 \
+         --rw=write --bs=64k --size=4M --end_fsync=1 --output=/dev/null",
+        path.display()
+    ));
+    let writes = dev.writes_done.load(Ordering::SeqCst);
+    assert_eq!(writes, 64, "4 MiB in 64 KiB writes");
+    assert!(
+        dev.max.load(Ordering::SeqCst) >= 2,
+        "libaio at depth 8 reached the device one request at a time"
+    );
+    assert_eq!(
+        dev.done_at_flush.load(Ordering::SeqCst),
+        writes,
+        "the fsync's flush started before every write had completed"
+    );
+    assert!(!dev.flush_overlapped.load(Ordering::SeqCst));
+    exp.unmount().expect("unmount");
+}
+
 #[test]
 fn concurrent_unaligned_writers_do_not_tear_each_other() {
     let (_tmp, exp) = mount_tmp();
