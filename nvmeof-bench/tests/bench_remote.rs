@@ -170,6 +170,62 @@ fn remote_namespace_exposed_through_fuse() {
     remote.disconnect().expect("disconnect");
 }
 
+/// A namespace exposed with `add_namespace`: whole-block reads take the
+/// initiator's buffer (no copy), everything else the byte-granular path;
+/// both must return what was written, up to the end of the file.
+#[test]
+fn remote_namespace_exposed_with_owned_reads() {
+    use ferrofab_nvmeof_expose::{ExposeOptions, Exposer};
+    use std::os::unix::fs::FileExt;
+    assert_eq!(
+        // SAFETY: geteuid cannot fail.
+        unsafe { libc::geteuid() },
+        0,
+        "the FUSE test must run as root"
+    );
+    let f = target();
+    let remote = connect(&f, 2, 4);
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let exp =
+        Exposer::mount(&mnt.path().join("volumes"), &ExposeOptions::default()).expect("mount");
+    let path = exp
+        .add_namespace("ns1", remote.namespace().clone())
+        .expect("add");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open");
+    let size = 32u64 << 20;
+    let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i * 13 + 5) as u8).collect();
+    let at = size - data.len() as u64;
+    file.write_all_at(&data, at).expect("write the tail");
+    file.sync_all().expect("fsync");
+    // Whole 1 MiB blocks (the owned path), odd pieces, and a read that
+    // runs past the end (short, as at EOF). The kernel splits a direct
+    // read at the pages of the user's buffer, so whole-block requests
+    // need a page-aligned buffer, as fio and dd use.
+    let mut raw = vec![0u8; (4 << 20) + 4096];
+    let skew = raw.as_ptr().align_offset(4096);
+    for (off, len) in [(0u64, 1usize << 20), (1 << 20, 3 << 20), (4097, 70_000)] {
+        let back = &mut raw[skew..skew + len];
+        file.read_exact_at(back, at + off).expect("read");
+        assert!(
+            *back == data[off as usize..off as usize + len],
+            "read {off}+{len} differs"
+        );
+    }
+    let mut tail = vec![0u8; 8192];
+    let n = file
+        .read_at(&mut tail, size - 4096)
+        .expect("read at the end");
+    assert_eq!(n, 4096, "a read past the end is short");
+    assert!(tail[..n] == data[data.len() - 4096..]);
+    drop(file);
+    exp.unmount().expect("unmount");
+    remote.disconnect().expect("disconnect");
+}
+
 /// The whole stack: ext4 on a loop device on the FUSE file of a remote
 /// namespace served by our target.
 #[test]

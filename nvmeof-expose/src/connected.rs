@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{ExposeError, ExposeOptions, Exposer};
-use ferrofab_nvmeof_host::DynBlockIo;
+use ferrofab_nvmeof_host::{DynBlockIo, Namespace};
 
 /// Sub-directory of the exposure directory holding the per-process mounts.
 pub const MOUNTS_DIR: &str = ".mnt";
@@ -119,12 +119,26 @@ impl NamespaceFiles {
     /// refreshes its size, so a namespace reported twice (initial scan and
     /// an `Added` event racing it) is harmless.
     pub fn add(&mut self, nsid: u32, dev: Arc<DynBlockIo>) -> Result<PathBuf, ExposeError> {
+        self.add_with(nsid, |v, name| v.add(name, dev))
+    }
+
+    /// [`NamespaceFiles::add`] for an initiator namespace (see
+    /// [`super::Volumes::add_namespace`]).
+    pub fn add_namespace(&mut self, nsid: u32, ns: Namespace) -> Result<PathBuf, ExposeError> {
+        self.add_with(nsid, |v, name| v.add_namespace(name, ns))
+    }
+
+    fn add_with(
+        &mut self,
+        nsid: u32,
+        add: impl FnOnce(&Exposer, &str) -> Result<PathBuf, ExposeError>,
+    ) -> Result<PathBuf, ExposeError> {
         let name = file_name(&self.base, nsid);
         if self.exposed.contains_key(&nsid) {
             self.volumes()?.refresh_size(&name)?;
             return Ok(self.path_of(nsid));
         }
-        self.volumes()?.add(&name, dev)?;
+        add(self.volumes()?, &name)?;
         let link = self.path_of(nsid);
         if let Err(e) = self.make_link(&name, &link) {
             let _ = self.volumes()?.remove(&name);

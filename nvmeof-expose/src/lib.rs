@@ -53,7 +53,7 @@ use std::time::Duration;
 use fuser::{BackgroundSession, Config, MountOption, Notifier, SessionACL};
 use thiserror::Error;
 
-use ferrofab_nvmeof_host::DynBlockIo;
+use ferrofab_nvmeof_host::{DynBlockIo, Namespace};
 use fs::{Registry, VolumeFs};
 
 /// Errors of the FUSE exposure.
@@ -251,12 +251,30 @@ impl Volumes {
 
     /// Expose `dev` as file `name`; returns its path.
     pub fn add(&self, name: &str, dev: Arc<DynBlockIo>) -> Result<PathBuf, ExposeError> {
+        self.add_device(name, dev, None)
+    }
+
+    /// Expose an initiator namespace as file `name`; returns its path. The
+    /// same as [`Volumes::add`] with the namespace as the device, except
+    /// that whole-block reads hand the initiator's buffer to the kernel
+    /// without copying it first (what the holder of a namespace should use).
+    pub fn add_namespace(&self, name: &str, ns: Namespace) -> Result<PathBuf, ExposeError> {
+        let dev: Arc<DynBlockIo> = Arc::new(ns.clone());
+        self.add_device(name, dev, Some(ns))
+    }
+
+    fn add_device(
+        &self,
+        name: &str,
+        dev: Arc<DynBlockIo>,
+        ns: Option<Namespace>,
+    ) -> Result<PathBuf, ExposeError> {
         validate_name(name)?;
         let ino = self
             .registry
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name, dev)
+            .insert_with(name, dev, ns)
             .ok_or_else(|| ExposeError::Exists(name.to_string()))?;
         tracing::info!(volume = name, ino = ino.0, "volume exposed");
         Ok(self.path_of(name))

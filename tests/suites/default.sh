@@ -4,9 +4,10 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
-# Loop devices and filesystems for the backend and FUSE tests.
-ff_need_pkgs util-linux mount e2fsprogs fuse3 kmod
-ff_need_cmd cargo losetup mkfs.ext4 e2fsck
+# Loop devices and filesystems for the backend and FUSE tests; fio for the
+# FUSE test of asynchronous direct I/O (libaio).
+ff_need_pkgs util-linux mount e2fsprogs fuse3 kmod fio
+ff_need_cmd cargo losetup mkfs.ext4 e2fsck fio
 # A real etcd for the etcd store backend's tests (controller/tests/
 # store_conformance.rs, etcd_backend.rs); they fail loudly without it.
 ff_need_pkgs etcd-server

@@ -392,7 +392,7 @@ fn expose_namespace(
     let ns = ctrl.namespace(nsid)?;
     let size = ns.size();
     let path = files
-        .add(nsid, Arc::new(ns))
+        .add_namespace(nsid, ns)
         .with_context(|| format!("exposing namespace {nsid}"))?;
     println!(
         "namespace {nsid} exposed at {} ({size} bytes)",
