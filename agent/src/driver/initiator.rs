@@ -184,17 +184,17 @@ impl WorkstationDriver for BuiltinInitiator {
             .namespace(1)
             .map_err(|e| Problem::new(Reason::NamespaceMissing, e.to_string()))?;
         check_identity(c, &ctrl)?;
-        let dev: Arc<DynBlockIo> = if c.read_only {
-            Arc::new(ReadOnly(ns))
-        } else {
-            Arc::new(ns)
-        };
         if exposer.names().iter().any(|n| n == &c.exposure_name) {
             let _ = exposer.remove(&c.exposure_name);
         }
-        let path = exposer
-            .add(&c.exposure_name, dev)
-            .map_err(|e| Problem::new(Reason::ExposureFailed, e.to_string()))?;
+        // A writable namespace goes in as one, so its reads skip a copy.
+        let added = if c.read_only {
+            let dev: Arc<DynBlockIo> = Arc::new(ReadOnly(ns));
+            exposer.add(&c.exposure_name, dev)
+        } else {
+            exposer.add_namespace(&c.exposure_name, ns)
+        };
+        let path = added.map_err(|e| Problem::new(Reason::ExposureFailed, e.to_string()))?;
         let volumes = exposer.volumes();
         let name = c.exposure_name.clone();
         ctrl.watch(move |ev| {
