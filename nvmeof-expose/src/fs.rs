@@ -3,7 +3,7 @@
 //! Files are opened with `FOPEN_DIRECT_IO`: the kernel page cache is
 //! bypassed, so every read reaches the namespace and data written by
 //! another host is never served stale from this host's cache (the price is
-//! no readahead; with a 1 MiB max_write large sequential I/O is still
+//! no readahead; with a 4 MiB max_write large sequential I/O is still
 //! efficient). `FOPEN_PARALLEL_DIRECT_WRITES` lets the kernel send
 //! concurrent writes to the same file, which the per-block range lock in
 //! [`super::rmw`] keeps consistent.

@@ -68,6 +68,41 @@ pub fn lazy_unmount(dir: &Path) -> Result<(), ExposeError> {
     Ok(())
 }
 
+/// The kernel's cap on pages per FUSE request, for every mount (Linux
+/// 6.13 and later; older kernels have a fixed 256).
+const MAX_PAGES_LIMIT: &str = "/proc/sys/fs/fuse/max_pages_limit";
+
+/// Raise [`MAX_PAGES_LIMIT`] so that a request of `max_write` bytes from a
+/// buffer that does not start on a page (one page more) fits in one FUSE
+/// request. Only ever raises; failures (not root, an older kernel) are
+/// logged and leave requests cut at the old limit, which costs speed on
+/// unaligned buffers, not correctness.
+pub fn raise_max_pages_limit(max_write: u32) {
+    // SAFETY: sysconf has no preconditions.
+    let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+        .ok()
+        .filter(|&p| p > 0)
+        .unwrap_or(4096);
+    let want = max_write.div_ceil(page).saturating_add(1);
+    let current = match std::fs::read_to_string(MAX_PAGES_LIMIT) {
+        Ok(s) => s.trim().parse::<u32>().unwrap_or(0),
+        Err(e) => {
+            tracing::debug!(error = %e, "no {MAX_PAGES_LIMIT}: the kernel's cap is fixed");
+            return;
+        }
+    };
+    if current >= want {
+        return;
+    }
+    match std::fs::write(MAX_PAGES_LIMIT, want.to_string()) {
+        Ok(()) => tracing::info!(from = current, to = want, "raised fs.fuse.max_pages_limit"),
+        Err(e) => tracing::warn!(
+            current, want, error = %e,
+            "could not raise fs.fuse.max_pages_limit: large I/O from unaligned buffers is split"
+        ),
+    }
+}
+
 /// Whether `dir` is the mount point of some mount in this namespace.
 pub fn is_mount_point(dir: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
