@@ -179,6 +179,12 @@ grep -q '^| QD32' "$out/auth.md" || ff_die "the authentication benchmark printed
 "$here/bench_idle.sh"
 { echo; cat "$out/idle.md"; } >>"$out/summary.md"
 
+# FUSE section (issue 20, items 3 and 4): fio on the exposed file against
+# the initiator's own bench in the same run, and the microscope workload
+# (see bench_fuse.sh; its table is appended to summary.md).
+"$here/bench_fuse.sh"
+{ echo; cat "$out/fuse.md"; } >>"$out/summary.md"
+
 # Fuzzing at scale: 10 million decoder inputs, the queue state machine,
 # and a live `serve` under random and mutated PDUs from several
 # connections (see bench_fuzz.sh; its table is appended to summary.md).
