@@ -135,29 +135,48 @@ fn blocking_namespace_through_threads() {
     remote.disconnect().expect("disconnect");
 }
 
-#[test]
-fn remote_namespace_exposed_through_fuse() {
+/// Mount an exposure of `remote`'s namespace (a plain `BlockIo`, or with
+/// `add_namespace`) and open its file for reading and writing.
+fn expose_rw(
+    remote: &Remote,
+    as_namespace: bool,
+) -> (
+    tempfile::TempDir,
+    ferrofab_nvmeof_expose::Exposer,
+    std::fs::File,
+) {
     use ferrofab_nvmeof_expose::{ExposeOptions, Exposer};
-    use std::os::unix::fs::FileExt;
     assert_eq!(
         // SAFETY: geteuid cannot fail.
         unsafe { libc::geteuid() },
         0,
         "the FUSE test must run as root"
     );
-    let f = target();
-    let remote = connect(&f, 2, 4);
     let mnt = tempfile::tempdir().expect("tempdir");
     let exp =
         Exposer::mount(&mnt.path().join("volumes"), &ExposeOptions::default()).expect("mount");
-    let ns: Arc<DynBlockIo> = Arc::new(remote.namespace().clone());
-    let path = exp.add("ns1", ns).expect("add");
+    let path = if as_namespace {
+        exp.add_namespace("ns1", remote.namespace().clone())
+    } else {
+        let ns: Arc<DynBlockIo> = Arc::new(remote.namespace().clone());
+        exp.add("ns1", ns)
+    }
+    .expect("add");
     assert_eq!(std::fs::metadata(&path).expect("stat").len(), 32 << 20);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&path)
         .expect("open");
+    (mnt, exp, file)
+}
+
+#[test]
+fn remote_namespace_exposed_through_fuse() {
+    use std::os::unix::fs::FileExt;
+    let f = target();
+    let remote = connect(&f, 2, 4);
+    let (_mnt, exp, file) = expose_rw(&remote, false);
     // Unaligned, spanning blocks, larger than one FUSE request.
     let data: Vec<u8> = (0..(3 << 20) + 777u32).map(|i| (i * 7 + 3) as u8).collect();
     file.write_all_at(&data, 12345).expect("write");
@@ -175,27 +194,10 @@ fn remote_namespace_exposed_through_fuse() {
 /// both must return what was written, up to the end of the file.
 #[test]
 fn remote_namespace_exposed_with_owned_reads() {
-    use ferrofab_nvmeof_expose::{ExposeOptions, Exposer};
     use std::os::unix::fs::FileExt;
-    assert_eq!(
-        // SAFETY: geteuid cannot fail.
-        unsafe { libc::geteuid() },
-        0,
-        "the FUSE test must run as root"
-    );
     let f = target();
     let remote = connect(&f, 2, 4);
-    let mnt = tempfile::tempdir().expect("tempdir");
-    let exp =
-        Exposer::mount(&mnt.path().join("volumes"), &ExposeOptions::default()).expect("mount");
-    let path = exp
-        .add_namespace("ns1", remote.namespace().clone())
-        .expect("add");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("open");
+    let (_mnt, exp, file) = expose_rw(&remote, true);
     let size = 32u64 << 20;
     let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i * 13 + 5) as u8).collect();
     let at = size - data.len() as u64;

@@ -139,15 +139,7 @@ fn stamped(buf: &[u8], block: u64) -> bool {
 /// A block's worth of data that is not all one byte (the target must not
 /// get away with something a zero-detecting path could shortcut).
 fn template(bs: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..bs)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    ferrofab_testkit::data::pattern(bs, 0x9e37_79b9_7f4a_7c15)
 }
 
 struct Outcome {

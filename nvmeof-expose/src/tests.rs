@@ -229,48 +229,6 @@ fn fsync_returns_only_after_flush_completed() {
     exp.unmount().expect("unmount");
 }
 
-/// Records how many writes were in the device at once, and whether a
-/// flush ever started while a write was still in it.
-struct InFlight {
-    inner: MemBlockIo,
-    now: AtomicU64,
-    max: AtomicU64,
-    writes_done: AtomicU64,
-    /// Writes completed when the last flush started.
-    done_at_flush: AtomicU64,
-    flush_overlapped: AtomicBool,
-}
-
-impl BlockIo for InFlight {
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn block_size(&self) -> u32 {
-        self.inner.block_size()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-        // Long enough for the next requests of the queue to arrive.
-        std::thread::sleep(Duration::from_millis(5));
-        let r = self.inner.write_at(buf, offset);
-        self.writes_done.fetch_add(1, Ordering::SeqCst);
-        self.now.fetch_sub(1, Ordering::SeqCst);
-        r
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        if self.now.load(Ordering::SeqCst) != 0 {
-            self.flush_overlapped.store(true, Ordering::SeqCst);
-        }
-        self.done_at_flush
-            .store(self.writes_done.load(Ordering::SeqCst), Ordering::SeqCst);
-        Ok(())
-    }
-}
-
 /// Asynchronous direct I/O (FUSE_ASYNC_DIO): one process's libaio queue
 /// depth reaches the device as concurrent requests (without it the kernel
 /// ran each io_submit synchronously: at most one in flight), and the
@@ -279,14 +237,8 @@ impl BlockIo for InFlight {
 fn libaio_queue_depth_reaches_the_device_and_fsync_follows_every_write() {
     require("fio", "fio");
     let (_tmp, exp) = mount_tmp();
-    let dev = Arc::new(InFlight {
-        inner: MemBlockIo::new(8 << 20, 4096),
-        now: AtomicU64::new(0),
-        max: AtomicU64::new(0),
-        writes_done: AtomicU64::new(0),
-        done_at_flush: AtomicU64::new(0),
-        flush_overlapped: AtomicBool::new(false),
-    });
+    // Long enough per write for the next requests of the queue to arrive.
+    let dev = Arc::new(Probe::new(8 << 20, 4096, Duration::from_millis(5)));
     let path = exp
         .add("v", Arc::clone(&dev) as Arc<DynBlockIo>)
         .expect("add");
@@ -310,35 +262,69 @@ fn libaio_queue_depth_reaches_the_device_and_fsync_follows_every_write() {
     exp.unmount().expect("unmount");
 }
 
-/// Records the requests that reach the device.
-struct Recorder {
-    inner: MemBlockIo,
+/// Records the requests that reach the device: their ranges, how many
+/// writes were in it at once (each write lingers `write_delay`), and how
+/// many writes had completed when the last flush started.
+#[derive(Default)]
+struct Probe {
+    inner: Option<MemBlockIo>,
+    write_delay: Duration,
     writes: std::sync::Mutex<Vec<(u64, usize)>>,
     reads: std::sync::Mutex<Vec<(u64, usize)>>,
+    now: AtomicU64,
+    max: AtomicU64,
+    writes_done: AtomicU64,
+    done_at_flush: AtomicU64,
+    flush_overlapped: AtomicBool,
 }
 
-impl BlockIo for Recorder {
+impl Probe {
+    fn new(size: u64, block_size: u32, write_delay: Duration) -> Self {
+        Self {
+            inner: Some(MemBlockIo::new(size, block_size)),
+            write_delay,
+            ..Default::default()
+        }
+    }
+
+    fn dev(&self) -> &MemBlockIo {
+        self.inner.as_ref().expect("probe without a device")
+    }
+}
+
+impl BlockIo for Probe {
     fn size(&self) -> u64 {
-        self.inner.size()
+        self.dev().size()
     }
     fn block_size(&self) -> u32 {
-        self.inner.block_size()
+        self.dev().block_size()
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         self.reads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((offset, buf.len()));
-        self.inner.read_at(buf, offset)
+        self.dev().read_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
         self.writes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((offset, buf.len()));
-        self.inner.write_at(buf, offset)
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        std::thread::sleep(self.write_delay);
+        let r = self.dev().write_at(buf, offset);
+        self.writes_done.fetch_add(1, Ordering::SeqCst);
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        r
     }
     fn flush(&self) -> std::io::Result<()> {
+        if self.now.load(Ordering::SeqCst) != 0 {
+            self.flush_overlapped.store(true, Ordering::SeqCst);
+        }
+        self.done_at_flush
+            .store(self.writes_done.load(Ordering::SeqCst), Ordering::SeqCst);
         Ok(())
     }
 }
@@ -350,11 +336,7 @@ impl BlockIo for Recorder {
 #[test]
 fn a_megabyte_from_an_unaligned_buffer_is_one_request() {
     let (_tmp, exp) = mount_tmp();
-    let dev = Arc::new(Recorder {
-        inner: MemBlockIo::new(8 << 20, 4096),
-        writes: std::sync::Mutex::new(Vec::new()),
-        reads: std::sync::Mutex::new(Vec::new()),
-    });
+    let dev = Arc::new(Probe::new(8 << 20, 4096, Duration::ZERO));
     let path = exp
         .add("v", Arc::clone(&dev) as Arc<DynBlockIo>)
         .expect("add");
