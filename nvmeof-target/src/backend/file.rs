@@ -457,6 +457,13 @@ fn ensure_size(
 /// `O_DIRECT` off again (in `Auto` mode) when it does not: a filesystem on a
 /// 4096-byte-sector disk cannot do 512-byte direct I/O, and some
 /// filesystems accept `O_DIRECT` at open but fail every request.
+///
+/// `Auto` also turns it off on memory filesystems (tmpfs): the flag there
+/// bypasses no cache, yet a namespace marked direct has its I/O handed to
+/// the I/O threads as if it waited on a device. On a namespace on
+/// `/dev/shm` that hand-off (a thread wake-up, a buffer allocation and one
+/// send per command instead of one per batch) cost more than half of the
+/// 128 KiB read throughput (docs/benchmarks.md, "Target against SPDK").
 fn settle_direct_io(
     file: &File,
     path: &Path,
@@ -468,6 +475,11 @@ fn settle_direct_io(
         return Ok(false);
     }
     let open_error = |err| BackendError::io(Op::Open, path, None, err);
+    if opts.direct_io == DirectIo::Auto && sys::is_memory_backed(file).map_err(open_error)? {
+        tracing::info!(path = %path.display(), "file is in memory (tmpfs), O_DIRECT would bypass nothing: using buffered I/O");
+        sys::clear_o_direct(file).map_err(open_error)?;
+        return Ok(false);
+    }
     if direct_io_fits(file, opts.block_size, len).map_err(open_error)? {
         return Ok(true);
     }

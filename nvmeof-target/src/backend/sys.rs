@@ -213,6 +213,22 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     }
 }
 
+/// Whether `file` lives on tmpfs, whose pages are the storage itself:
+/// `O_DIRECT` there bypasses nothing. tmpfs accepts the flag since Linux
+/// 6.6 but still copies through the same page cache, with no alignment
+/// rules and no `STATX_DIOALIGN` answer. (ramfs refuses the flag, so the
+/// open already falls back to buffered I/O there.)
+pub(crate) fn is_memory_backed(file: &File) -> io::Result<bool> {
+    let mut st = MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `st` is a writable statfs buffer and the descriptor is ours.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstatfs succeeded and filled the structure.
+    let magic = unsafe { st.assume_init() }.f_type;
+    Ok(magic == libc::TMPFS_MAGIC)
+}
+
 /// Clears `O_DIRECT` on an open descriptor, so a file opened for direct
 /// I/O can be switched to buffered I/O without reopening it by path (which
 /// could race with the file being replaced).
