@@ -173,8 +173,7 @@ fn read(ns: &Namespace, reply: &Reply, offset: u64, len: usize, out: &mut Vec<u8
             0
         };
     let at = begin_data_pdu(out, pdu_type::C2H_DATA, &hdr, extra, digests);
-    out.resize(at + len, 0);
-    if let Err(e) = ns.backend.read_at(&mut out[at..at + len], offset) {
+    if let Err(e) = ns.backend.read_append(out, len, offset) {
         out.clear();
         ns.stats.errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(nsid = ns.nsid, offset, len, error = %e, "read failed");

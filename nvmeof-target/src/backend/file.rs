@@ -178,6 +178,10 @@ impl BlockBackend for FileBackend {
         self.store.read_at(buf, offset)
     }
 
+    fn read_append(&self, out: &mut Vec<u8>, len: usize, offset: u64) -> Result<(), BackendError> {
+        self.store.read_append(out, len, offset)
+    }
+
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
         self.store.write_at(buf, offset)
     }
@@ -668,6 +672,37 @@ mod tests {
         let mut out = vec![0u8; 2 * 4096 + 1];
         backend.read_at(&mut out[1..], 512).unwrap();
         assert_eq!(&out[1..], &storage[1..]);
+    }
+
+    /// `read_append` fills the spare capacity behind what the buffer
+    /// already holds (a PDU header in the target), through the bounce
+    /// buffer when direct I/O meets an unaligned place, and leaves the
+    /// buffer as it was when the read fails.
+    #[test]
+    fn read_append_keeps_the_prefix_and_undoes_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, direct_io) in [("buffered", DirectIo::Off), ("auto", DirectIo::Auto)] {
+            let opts = FileOptions {
+                create: true,
+                size: Some(MIB),
+                direct_io,
+                ..FileOptions::default()
+            };
+            let backend = FileBackend::open(dir.path().join(name), &opts).unwrap();
+            let data = pattern(3 * 4096, 5);
+            backend.write_at(&data, 4096).unwrap();
+            let mut out = b"header-".to_vec();
+            backend.read_append(&mut out, data.len(), 4096).unwrap();
+            assert_eq!(&out[..7], b"header-", "{name}");
+            assert_eq!(&out[7..], &data[..], "{name}");
+            let err = backend.read_append(&mut out, 4096, MIB).unwrap_err();
+            assert!(err.is_out_of_range(), "{name}: {err}");
+            assert_eq!(
+                out.len(),
+                7 + data.len(),
+                "{name}: a failed read appends nothing"
+            );
+        }
     }
 
     #[test]

@@ -29,6 +29,36 @@ fn retry_eintr(mut call: impl FnMut() -> libc::c_long) -> io::Result<libc::c_lon
     }
 }
 
+/// `pread(2)` until all of `buf` is filled. `buf` may be uninitialised:
+/// only the kernel writes to it, and the caller may treat it as
+/// initialised once this returns `Ok`. End of file before the end of
+/// `buf` is `UnexpectedEof`, like `FileExt::read_exact_at`.
+pub(crate) fn pread_exact_uninit(
+    file: &File,
+    buf: &mut [MaybeUninit<u8>],
+    mut offset: u64,
+) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        let at = to_off_t(offset)?;
+        // SAFETY: `rest` is valid for writes of `rest.len()` bytes for the
+        // duration of the call; pread never reads from it.
+        let n = retry_eintr(|| unsafe {
+            libc::pread(file.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), at) as libc::c_long
+        })?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "failed to fill whole buffer",
+            ));
+        }
+        done += n as usize;
+        offset += n as u64;
+    }
+    Ok(())
+}
+
 /// `fallocate(2)` on `[offset, offset + len)` with the given mode flags.
 pub(crate) fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
     let (offset, len) = (to_off_t(offset)?, to_off_t(len)?);
