@@ -7,6 +7,11 @@
 //! queue depth. Those commands go to this pool instead: the queue thread
 //! keeps reading commands, the device sees the host's queue depth, and the
 //! worker sends the completion itself through the queue's [`ConnLink`].
+//!
+//! The hand-off is not free (a wake-up, a reply buffer and one send per
+//! command instead of one per batch), so only namespaces that really wait
+//! on a device come here: a file on tmpfs opens buffered in `auto` mode
+//! even though the kernel accepts `O_DIRECT` there (`settle_direct_io`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
