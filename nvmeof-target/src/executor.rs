@@ -7,6 +7,11 @@
 //! queue depth. Those commands go to this pool instead: the queue thread
 //! keeps reading commands, the device sees the host's queue depth, and the
 //! worker sends the completion itself through the queue's [`ConnLink`].
+//!
+//! The hand-off is not free (a wake-up, a reply buffer and one send per
+//! command instead of one per batch), so only namespaces that really wait
+//! on a device come here: a file on tmpfs opens buffered in `auto` mode
+//! even though the kernel accepts `O_DIRECT` there (`settle_direct_io`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -173,8 +178,7 @@ fn read(ns: &Namespace, reply: &Reply, offset: u64, len: usize, out: &mut Vec<u8
             0
         };
     let at = begin_data_pdu(out, pdu_type::C2H_DATA, &hdr, extra, digests);
-    out.resize(at + len, 0);
-    if let Err(e) = ns.backend.read_at(&mut out[at..at + len], offset) {
+    if let Err(e) = ns.backend.read_append(out, len, offset) {
         out.clear();
         ns.stats.errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(nsid = ns.nsid, offset, len, error = %e, "read failed");

@@ -86,7 +86,8 @@ impl Conn {
     }
 
     /// Read straight from the backend into the send buffer, behind a
-    /// C2HData header: one copy from storage to the socket.
+    /// C2HData header: one copy from storage to the socket, with no
+    /// zeroing pass before it (`read_append`).
     fn read(&mut self, sqe: &Sqe, ns: &Arc<Namespace>) {
         let (offset, len) = match self.transfer_len(sqe, ns) {
             Ok(r) => r,
@@ -106,8 +107,7 @@ impl Conn {
         let rollback = self.tx.len();
         let extra = pdu::flags::LAST_PDU | if success { pdu::flags::SUCCESS } else { 0 };
         let at = begin_data_pdu(&mut self.tx, pdu_type::C2H_DATA, &hdr, extra, self.digests);
-        self.tx.resize(at + len, 0);
-        if let Err(e) = ns.backend.read_at(&mut self.tx[at..at + len], offset) {
+        if let Err(e) = ns.backend.read_append(&mut self.tx, len, offset) {
             self.tx.truncate(rollback);
             ns.stats
                 .errors

@@ -151,6 +151,10 @@ impl BlockBackend for BlockDeviceBackend {
         self.store.read_at(buf, offset)
     }
 
+    fn read_append(&self, out: &mut Vec<u8>, len: usize, offset: u64) -> Result<(), BackendError> {
+        self.store.read_append(out, len, offset)
+    }
+
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
         self.store.write_at(buf, offset)
     }

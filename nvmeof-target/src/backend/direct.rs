@@ -212,6 +212,29 @@ impl PositionedFile {
         Ok(())
     }
 
+    /// Appends exactly `len` bytes read at `offset` to `out`, leaving `out`
+    /// as it was on error. Buffered files are read straight into the spare
+    /// capacity (no zeroing pass first); direct I/O into an unaligned
+    /// place goes through the bounce buffer as [`Self::read_exact_at`].
+    pub(crate) fn read_append(&self, out: &mut Vec<u8>, len: usize, offset: u64) -> io::Result<()> {
+        out.reserve(len);
+        let at = out.len();
+        let spare = &mut out.spare_capacity_mut()[..len];
+        if self.direct && !is_aligned(spare.as_ptr().cast()) {
+            out.resize(at + len, 0);
+            let result = self.read_exact_at(&mut out[at..], offset);
+            if result.is_err() {
+                out.truncate(at);
+            }
+            return result;
+        }
+        sys::pread_exact_uninit(&self.file, spare, offset)?;
+        // SAFETY: `pread_exact_uninit` succeeded, so the kernel wrote all
+        // `len` bytes after the old length, within the reserved capacity.
+        unsafe { out.set_len(at + len) };
+        Ok(())
+    }
+
     /// Writes all of `buf` at `offset`.
     pub(crate) fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.write_with(buf, offset, |file, data, at| file.write_all_at(data, at))

@@ -178,6 +178,10 @@ impl BlockBackend for FileBackend {
         self.store.read_at(buf, offset)
     }
 
+    fn read_append(&self, out: &mut Vec<u8>, len: usize, offset: u64) -> Result<(), BackendError> {
+        self.store.read_append(out, len, offset)
+    }
+
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
         self.store.write_at(buf, offset)
     }
@@ -457,6 +461,13 @@ fn ensure_size(
 /// `O_DIRECT` off again (in `Auto` mode) when it does not: a filesystem on a
 /// 4096-byte-sector disk cannot do 512-byte direct I/O, and some
 /// filesystems accept `O_DIRECT` at open but fail every request.
+///
+/// `Auto` also turns it off on memory filesystems (tmpfs): the flag there
+/// bypasses no cache, yet a namespace marked direct has its I/O handed to
+/// the I/O threads as if it waited on a device. On a namespace on
+/// `/dev/shm` that hand-off (a thread wake-up, a buffer allocation and one
+/// send per command instead of one per batch) cost more than half of the
+/// 128 KiB read throughput (docs/benchmarks.md, "Target against SPDK").
 fn settle_direct_io(
     file: &File,
     path: &Path,
@@ -468,6 +479,11 @@ fn settle_direct_io(
         return Ok(false);
     }
     let open_error = |err| BackendError::io(Op::Open, path, None, err);
+    if opts.direct_io == DirectIo::Auto && sys::is_memory_backed(file).map_err(open_error)? {
+        tracing::info!(path = %path.display(), "file is in memory (tmpfs), O_DIRECT would bypass nothing: using buffered I/O");
+        sys::clear_o_direct(file).map_err(open_error)?;
+        return Ok(false);
+    }
     if direct_io_fits(file, opts.block_size, len).map_err(open_error)? {
         return Ok(true);
     }
@@ -656,6 +672,37 @@ mod tests {
         let mut out = vec![0u8; 2 * 4096 + 1];
         backend.read_at(&mut out[1..], 512).unwrap();
         assert_eq!(&out[1..], &storage[1..]);
+    }
+
+    /// `read_append` fills the spare capacity behind what the buffer
+    /// already holds (a PDU header in the target), through the bounce
+    /// buffer when direct I/O meets an unaligned place, and leaves the
+    /// buffer as it was when the read fails.
+    #[test]
+    fn read_append_keeps_the_prefix_and_undoes_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, direct_io) in [("buffered", DirectIo::Off), ("auto", DirectIo::Auto)] {
+            let opts = FileOptions {
+                create: true,
+                size: Some(MIB),
+                direct_io,
+                ..FileOptions::default()
+            };
+            let backend = FileBackend::open(dir.path().join(name), &opts).unwrap();
+            let data = pattern(3 * 4096, 5);
+            backend.write_at(&data, 4096).unwrap();
+            let mut out = b"header-".to_vec();
+            backend.read_append(&mut out, data.len(), 4096).unwrap();
+            assert_eq!(&out[..7], b"header-", "{name}");
+            assert_eq!(&out[7..], &data[..], "{name}");
+            let err = backend.read_append(&mut out, 4096, MIB).unwrap_err();
+            assert!(err.is_out_of_range(), "{name}: {err}");
+            assert_eq!(
+                out.len(),
+                7 + data.len(),
+                "{name}: a failed read appends nothing"
+            );
+        }
     }
 
     #[test]

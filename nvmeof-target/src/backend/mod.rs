@@ -45,6 +45,22 @@ pub trait BlockBackend: Send + Sync + std::fmt::Debug {
     fn size(&self) -> u64;
     /// Reads exactly `buf.len()` bytes at `offset`.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError>;
+    /// Appends exactly `len` bytes read at `offset` to `out` (a send
+    /// buffer, behind a data PDU header); on error `out` is left as it
+    /// was. The default zeroes the space first and calls
+    /// [`Self::read_at`]; the file and block-device backends read straight
+    /// into the spare capacity, which saves a pass over every byte of a
+    /// large read (a quarter of the target's memory traffic for 128 KiB
+    /// reads from the page cache).
+    fn read_append(&self, out: &mut Vec<u8>, len: usize, offset: u64) -> Result<(), BackendError> {
+        let at = out.len();
+        out.resize(at + len, 0);
+        let result = self.read_at(&mut out[at..], offset);
+        if result.is_err() {
+            out.truncate(at);
+        }
+        result
+    }
     /// Writes all of `buf` at `offset`. Not durable until [`Self::flush`],
     /// like a write to a drive with a volatile write cache.
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError>;

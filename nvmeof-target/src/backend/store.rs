@@ -57,6 +57,18 @@ impl Store {
             .map_err(self.io_error(Op::Read, offset, len))
     }
 
+    pub(super) fn read_append(
+        &self,
+        out: &mut Vec<u8>,
+        len: usize,
+        offset: u64,
+    ) -> Result<(), BackendError> {
+        self.check(Op::Read, offset, len as u64)?;
+        self.io
+            .read_append(out, len, offset)
+            .map_err(self.io_error(Op::Read, offset, len as u64))
+    }
+
     pub(super) fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
         let len = buf_len(buf);
         self.check(Op::Write, offset, len)?;

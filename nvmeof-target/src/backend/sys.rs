@@ -29,6 +29,36 @@ fn retry_eintr(mut call: impl FnMut() -> libc::c_long) -> io::Result<libc::c_lon
     }
 }
 
+/// `pread(2)` until all of `buf` is filled. `buf` may be uninitialised:
+/// only the kernel writes to it, and the caller may treat it as
+/// initialised once this returns `Ok`. End of file before the end of
+/// `buf` is `UnexpectedEof`, like `FileExt::read_exact_at`.
+pub(crate) fn pread_exact_uninit(
+    file: &File,
+    buf: &mut [MaybeUninit<u8>],
+    mut offset: u64,
+) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        let at = to_off_t(offset)?;
+        // SAFETY: `rest` is valid for writes of `rest.len()` bytes for the
+        // duration of the call; pread never reads from it.
+        let n = retry_eintr(|| unsafe {
+            libc::pread(file.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), at) as libc::c_long
+        })?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "failed to fill whole buffer",
+            ));
+        }
+        done += n as usize;
+        offset += n as u64;
+    }
+    Ok(())
+}
+
 /// `fallocate(2)` on `[offset, offset + len)` with the given mode flags.
 pub(crate) fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
     let (offset, len) = (to_off_t(offset)?, to_off_t(len)?);
@@ -211,6 +241,22 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
         Err(err) if err.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
         Err(err) => Err(err),
     }
+}
+
+/// Whether `file` lives on tmpfs, whose pages are the storage itself:
+/// `O_DIRECT` there bypasses nothing. tmpfs accepts the flag since Linux
+/// 6.6 but still copies through the same page cache, with no alignment
+/// rules and no `STATX_DIOALIGN` answer. (ramfs refuses the flag, so the
+/// open already falls back to buffered I/O there.)
+pub(crate) fn is_memory_backed(file: &File) -> io::Result<bool> {
+    let mut st = MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `st` is a writable statfs buffer and the descriptor is ours.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstatfs succeeded and filled the structure.
+    let magic = unsafe { st.assume_init() }.f_type;
+    Ok(magic == libc::TMPFS_MAGIC)
 }
 
 /// Clears `O_DIRECT` on an open descriptor, so a file opened for direct
