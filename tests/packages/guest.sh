@@ -22,7 +22,9 @@ export HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
 role=$(sed -n 's/.*ff\.role=\([a-z]*\).*/\1/p' /proc/cmdline)
 fails=0
 
-say() { printf 'FFB %s\n' "$*"; }
+# fd 3: the console, also from inside check's command substitution.
+exec 3>&1
+say() { printf 'FFB %s\n' "$*" >&3; }
 indent() { sed 's/^/FFB       /'; }
 # check DESCRIPTION CMD...: one named check; its output on failure.
 check() {
@@ -86,10 +88,14 @@ security() {
 }
 
 # Nothing at warning level or above in UNIT's journal (its processes' and
-# systemd's messages about it).
+# systemd's messages about it). Except what systemd says on every restart
+# of a KillMode=process unit whose helper outlives the main process: the
+# workstation agent's data-path holder stays in the cgroup on purpose
+# (docs/install.md, "A workstation").
+KILLMODE_PROCESS_NOTICE='Found left-over process [0-9]+ \(ferrofab-agent\) in control group while starting unit\. Ignoring\.|^This usually indicates unclean termination of a previous run, or service implementation deficiencies\.$'
 journal_clean() {
     local out
-    out=$(journalctl -b -q --no-pager -o cat -p warning -u "$1")
+    out=$(journalctl -b -q --no-pager -o cat -p warning -u "$1" | grep -Ev "$KILLMODE_PROCESS_NOTICE")
     [ -z "$out" ] || { printf '%s\n' "$out"; return 1; }
 }
 
@@ -123,13 +129,16 @@ role_ctl() {
     must "systemctl start ferrofab-agent-storage (Type=notify)" timed storage-start systemctl start ferrofab-agent-storage
     must "ferrofab-agent status answers once started" ferrofab-agent status
     must "node st-1 Ready" timed st-1-ready ferrofab wait node/st-1 --timeout 2m
-    must "pool p1 created" ferrofab pool create p1 --node st-1 --backing directory --path /srv/ferrofab/p1 --capacity 1GiB
+    must "pool p1 created" ferrofab pool create p1 --node st-1 --backing directory --path /srv/ferrofab/p1 --capacity 1GiB --reclaim delete
     must "pool p1 Ready" ferrofab wait pool/p1 --timeout 2m
+    ls -A /srv/ferrofab/p1 >/run/ff-pool-before
     say "storage-ready"
     # The workstation's part: its volume appears, then it deletes it.
     must "the workstation created volume bootvol" until_ok 600 ferrofab volume get bootvol
+    check "its backing data appears in the pool (ProtectSystem=full leaves /srv writable)" \
+        until_ok 120 sh -c '! ls -A /srv/ferrofab/p1 | cmp -s - /run/ff-pool-before'
     must "the workstation deleted volume bootvol" until_ok 600 sh -c '! ferrofab volume get bootvol'
-    check "the volume's file is gone from the pool" sh -c '! ls /srv/ferrofab/p1 | grep -q .'
+    check "the volume's data is gone from the pool (reclaim delete)" until_ok 60 sh -c 'ls -A /srv/ferrofab/p1 | cmp -s - /run/ff-pool-before'
     final_checks
 }
 
