@@ -162,11 +162,21 @@ fn run_daemon(path: PathBuf) -> anyhow::Result<()> {
         };
         let agent = Agent::start_with(cfg, opts).await?;
         println!("ferrofab-agent ready");
+        notify_systemd_ready();
         wait_for_signal().await;
         tracing::info!("signal received; shutting down");
         agent.shutdown().await;
         Ok(())
     })
+}
+
+/// The units are `Type=notify`: `systemctl start` returns once the local
+/// API answers. A failed notification is logged, not fatal (systemd then
+/// fails the start on its own timeout, naming the unit).
+fn notify_systemd_ready() {
+    if let Err(e) = ferrofab_buildinfo::sdnotify::notify_ready() {
+        tracing::warn!(error = %e, "cannot notify systemd that the agent is ready");
+    }
 }
 
 async fn wait_for_signal() {

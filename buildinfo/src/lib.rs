@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod process;
+pub mod sdnotify;
 
 /// The workspace version, e.g. `0.1.0`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

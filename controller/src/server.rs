@@ -173,6 +173,10 @@ pub async fn run(cfg: Config, flags: Flags) -> Result<(), ServerError> {
             metrics::describe(b.http),
             metrics::describe(b.api)
         );
+        // The unit is Type=notify: `systemctl start` returns once serving.
+        if let Err(e) = ferrofab_buildinfo::sdnotify::notify_ready() {
+            tracing::warn!(error = %e, "cannot notify systemd that the controller is ready");
+        }
     })
     .await
 }

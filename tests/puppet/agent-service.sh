@@ -4,8 +4,8 @@
 # The `service` commands the puppet suite gives class ferrofab::agent
 # (service_provider => 'base') where there is no systemd: it runs the agent
 # detached, with its pid in RUNDIR/agent.pid and its log in RUNDIR/agent.log.
-# "start" returns once the local API answers, like the systemd unit's
-# ExecStartPost; "stop" waits until the agent has detached and exited.
+# "start" returns once the local API answers, like the systemd units
+# (Type=notify or ExecStartPost); "stop" waits until the agent has detached and exited.
 set -euo pipefail
 [ $# -eq 4 ] || { echo "usage: $0 start|stop|status BINARY CONFIG RUNDIR" >&2; exit 2; }
 cmd=$1 bin=$2 config=$3 dir=$4

@@ -15,7 +15,15 @@
 # package's mirror directory; an upgrade keeps a changed config and the
 # state; remove keeps config and state, purge deletes them.
 #
-# Not done: booting the root under qemu with systemd to start the units.
+# Then tests/packages/boot.sh installs the packages into another fresh
+# copy of the root, makes it an ext4 image and boots it twice under qemu
+# (TCG, the kernel suite's Linux 6.1) with systemd as PID 1: one machine
+# runs ferrofab-controller.service and ferrofab-agent-storage.service, the
+# other ferrofab-agent-workstation.service; a test unit there enrolls the
+# nodes, makes a pool, volume and attachment with the packaged CLI, writes
+# and reads data through the exposed file, restarts the workstation agent
+# (the data still reads), and checks is-active, `systemd-analyze security`
+# and the units' journals (tests/packages/guest.sh).
 #
 # FF_DEBIAN_MIRROR overrides the mirror debootstrap uses (default: the
 # host's first Debian URI in /etc/apt).
@@ -60,12 +68,13 @@ mirror() {
 # A fresh Debian 12 root, debootstrapped once and kept (the stamp names
 # what it was made with); every run works on a copy.
 # man-db: systemd-analyze verify checks the units' Documentation=man: pages.
-STAMP="bookworm minbase systemd,adduser,man-db"
+# systemd-sysv: /sbin/init, for the boot under qemu.
+STAMP="bookworm minbase systemd,systemd-sysv,adduser,man-db"
 if [ "$(cat "$BASE/.ff-debootstrap" 2>/dev/null)" != "$STAMP" ]; then
     ff_say "packages: debootstrap Debian 12 into $BASE (first run only)"
     t0=$SECONDS
     rm -rf "$BASE" "$BASE.tmp"
-    debootstrap --variant=minbase --include=systemd,adduser,man-db bookworm "$BASE.tmp" "$(mirror)" \
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,adduser,man-db bookworm "$BASE.tmp" "$(mirror)" \
         >"$W/debootstrap.log" 2>&1 || { tail -20 "$W/debootstrap.log" >&2; ff_die "debootstrap failed"; }
     echo "$STAMP" >"$BASE.tmp/.ff-debootstrap"
     mv "$BASE.tmp" "$BASE"
@@ -228,4 +237,11 @@ check "/etc/ferrofab and /var/lib/ferrofab gone" "! test -e /etc/ferrofab && ! t
 check "user ferrofab kept (Debian practice)" "getent passwd ferrofab >/dev/null"
 
 [ $fail -eq 0 ] || ff_die "packages: checks failed (above)"
+
+# ------------------------------------------------- boot under systemd
+
+cleanup
+trap - EXIT
+ff_say "packages: boot the installed root under qemu with systemd (controller, storage and workstation agents)"
+"$FF_REPO/tests/packages/boot.sh" "$DEBS" "$BASE" "$W" || ff_die "packages: the boot test failed"
 ff_say "packages: all checks passed"
