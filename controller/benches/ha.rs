@@ -124,7 +124,12 @@ fn median(mut xs: Vec<f64>) -> f64 {
         return 0.0;
     }
     xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+    let m = xs.len() / 2;
+    if xs.len() % 2 == 0 {
+        (xs[m - 1] + xs[m]) / 2.0
+    } else {
+        xs[m]
+    }
 }
 
 // ---------------------------------------------------------------- creates
