@@ -43,7 +43,7 @@ use ferrofab_proto::v1::*;
 use ferrofab_testkit::prelude::*;
 use futures::FutureExt;
 use hdrhistogram::Histogram;
-use support::{env_count, measuring, report};
+use support::{env_count, measuring, observe, report};
 use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity as TlsIdentity};
 
@@ -125,7 +125,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
     xs.sort_by(f64::total_cmp);
     let m = xs.len() / 2;
-    if xs.len() % 2 == 0 {
+    if xs.len().is_multiple_of(2) {
         (xs[m - 1] + xs[m]) / 2.0
     } else {
         xs[m]
@@ -570,38 +570,6 @@ fn reconnect_delay(step: Duration) -> Duration {
     use rand::Rng;
     let half = step / 2;
     half + Duration::from_millis(rand::thread_rng().gen_range(0..=half.as_millis() as u64))
-}
-
-/// What a data-path-less agent reports for `ds`: everything desired is
-/// in place (as the `scale` bench).
-fn observe(node: &str, ds: &DesiredState) -> ReportStatusRequest {
-    ReportStatusRequest {
-        node: node.into(),
-        node_status: Some(NodeStatus::default()),
-        exports: ds
-            .exports
-            .iter()
-            .map(|e| ExportStatus {
-                volume: e.volume.clone(),
-                subsystem_nqn: e.subsystem_nqn.clone(),
-                ready: true,
-                generation: e.generation,
-                ..Default::default()
-            })
-            .collect(),
-        connections: ds
-            .connections
-            .iter()
-            .map(|c| ConnectionStatus {
-                attachment: c.attachment.clone(),
-                volume: c.volume.clone(),
-                connected: true,
-                device_path: format!("/sim/{}", c.exposure_name),
-                ..Default::default()
-            })
-            .collect(),
-        desired_revision: ds.revision,
-    }
 }
 
 fn classify(last: &DesiredState, now: &DesiredState) -> Resumed {
