@@ -28,7 +28,7 @@ use ferrofab_proto::v1::agent_service_client::AgentServiceClient;
 use ferrofab_proto::v1::*;
 use ferrofab_testkit::prelude::*;
 use futures::FutureExt;
-use support::{env_count, measuring, report, rss_mb};
+use support::{env_count, measuring, observe, report, rss_mb};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
@@ -105,40 +105,6 @@ async fn apply(ctl: &Controller, n: usize) -> Duration {
         .await
         .expect("apply");
     t0.elapsed()
-}
-
-/// What a data-path-less agent observes for `ds`: everything desired is
-/// there.
-fn observe(node: &str, ds: &DesiredState) -> ReportStatusRequest {
-    ReportStatusRequest {
-        node: node.into(),
-        node_status: Some(NodeStatus::default()),
-        exports: ds
-            .exports
-            .iter()
-            .map(|e| ExportStatus {
-                volume: e.volume.clone(),
-                subsystem_nqn: e.subsystem_nqn.clone(),
-                ready: true,
-                conditions: vec![],
-                generation: e.generation,
-                ..Default::default()
-            })
-            .collect(),
-        connections: ds
-            .connections
-            .iter()
-            .map(|c| ConnectionStatus {
-                attachment: c.attachment.clone(),
-                volume: c.volume.clone(),
-                connected: true,
-                device_path: format!("/sim/{}", c.exposure_name),
-                conditions: vec![],
-                size_bytes: 0,
-            })
-            .collect(),
-        desired_revision: ds.revision,
-    }
 }
 
 /// One simulated agent: watch, report what it "applied", heartbeat.

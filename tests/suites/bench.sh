@@ -166,6 +166,13 @@ grep -q '^| QD32' "$out/auth.md" || ff_die "the authentication benchmark printed
 "$here/bench_controller.sh"
 { echo; cat "$out/controller.md"; } >>"$out/summary.md"
 
+# Replicated control plane (issue 17): creates/s on etcd against redb,
+# watch delivery across replicas, failover after kill -9 of the leader,
+# 1,000 simulated agents moving off a killed replica (see bench_ha.sh; its
+# table is appended to summary.md).
+"$here/bench_ha.sh"
+{ echo; cat "$out/ha.md"; } >>"$out/summary.md"
+
 # Agent section: single attach end to end, control plane at scale with
 # simulated agents, 256 real volumes (see bench_agent.sh; its table is
 # appended to summary.md).

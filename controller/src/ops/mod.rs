@@ -49,6 +49,55 @@ pub struct UsageGuard {
     bumps: Vec<String>,
 }
 
+impl UsageGuard {
+    /// The pool's fence and object, and the tenant's, at the revisions
+    /// `objs` saw; both fences are bumped.
+    ///
+    /// A tenant without quotas has nothing to over-commit, so its fence is
+    /// left out: only the tenant object's revision is compared. A quota set
+    /// meanwhile changes that revision, so the decision is made again, then
+    /// under the fence. With the fence every create in one tenant contended
+    /// on one key: a replica's concurrent creates committed one at a time
+    /// and the others were decided again (`controller/benches/ha.rs`
+    /// counts etcd transactions per create; docs/benchmarks.md).
+    pub fn for_decision(objs: &Objects, pool: &str, tenant: &str) -> Self {
+        let rv = |m: Option<&ObjectMeta>| m.map_or(0, |m| m.resource_version);
+        let t = objs.tenants.get(tenant);
+        let mut g = Self::default();
+        g.fenced(
+            objs,
+            format!("pools/{pool}"),
+            key(ferrofab_proto::v1::Kind::Pool, pool),
+            rv(objs.pools.get(pool).and_then(|p| p.metadata.as_ref())),
+        );
+        let object = key(ferrofab_proto::v1::Kind::Tenant, tenant);
+        let trev = rv(t.and_then(|t| t.metadata.as_ref()));
+        if t.is_some_and(without_quota) {
+            g.compares.push((object, trev));
+        } else {
+            g.fenced(objs, format!("tenants/{tenant}"), object, trev);
+        }
+        g
+    }
+
+    /// Requires `object` at `rev` and `fence` where `objs` saw it, and
+    /// bumps the fence.
+    fn fenced(&mut self, objs: &Objects, fence: String, object: String, rev: Revision) {
+        let f = objs.fences.get(&fence).copied().unwrap_or(0);
+        let fence_key = format!("{}/{fence}", crate::cache::FENCES);
+        self.compares.push((fence_key.clone(), f));
+        self.compares.push((object, rev));
+        self.bumps.push(fence_key);
+    }
+}
+
+/// A tenant with neither a capacity nor a volume quota.
+fn without_quota(t: &ferrofab_proto::v1::Tenant) -> bool {
+    t.spec
+        .as_ref()
+        .is_none_or(|s| s.capacity_quota.is_empty() && s.volume_quota == 0)
+}
+
 /// Everything the services share.
 pub struct Shared {
     pub store: SharedStore,
@@ -144,32 +193,13 @@ impl Shared {
     }
 
     /// The guard for a decision that raises `pool`'s and `tenant`'s usage,
-    /// as seen in `objs` (empty when [`Self::usage_fenced`] is false).
+    /// as seen in `objs` (empty when [`Self::usage_fenced`] is false; see
+    /// [`UsageGuard::for_decision`]).
     pub fn usage_guard(&self, objs: &Objects, pool: &str, tenant: &str) -> UsageGuard {
         if !self.usage_fenced() {
             return UsageGuard::default();
         }
-        let rv = |m: Option<&ObjectMeta>| m.map_or(0, |m| m.resource_version);
-        let mut g = UsageGuard::default();
-        for (fence, object, rev) in [
-            (
-                format!("pools/{pool}"),
-                key(ferrofab_proto::v1::Kind::Pool, pool),
-                rv(objs.pools.get(pool).and_then(|p| p.metadata.as_ref())),
-            ),
-            (
-                format!("tenants/{tenant}"),
-                key(ferrofab_proto::v1::Kind::Tenant, tenant),
-                rv(objs.tenants.get(tenant).and_then(|t| t.metadata.as_ref())),
-            ),
-        ] {
-            let f = objs.fences.get(&fence).copied().unwrap_or(0);
-            let fence_key = format!("{}/{fence}", crate::cache::FENCES);
-            g.compares.push((fence_key.clone(), f));
-            g.compares.push((object, rev));
-            g.bumps.push(fence_key);
-        }
-        g
+        UsageGuard::for_decision(objs, pool, tenant)
     }
 
     /// [`Self::put`] that also requires `guard`'s keys unchanged and bumps
@@ -329,4 +359,58 @@ pub fn merge_update<R: Resource>(current: &R, mut incoming: R) -> Result<(R, Rev
         ..cur_meta
     };
     Ok((incoming, expected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrofab_proto::v1::{Tenant, TenantSpec};
+
+    fn objs_with(tenant: &str, capacity: &str, volumes: u32) -> Objects {
+        let mut o = Objects::default();
+        o.tenants.insert(
+            tenant.into(),
+            Tenant {
+                metadata: Some(ObjectMeta {
+                    name: tenant.into(),
+                    resource_version: 7,
+                    ..Default::default()
+                }),
+                spec: Some(TenantSpec {
+                    capacity_quota: capacity.into(),
+                    volume_quota: volumes,
+                    ..Default::default()
+                }),
+                status: None,
+            },
+        );
+        o.fences.insert(format!("tenants/{tenant}"), 5);
+        o.fences.insert("pools/p".into(), 3);
+        o
+    }
+
+    #[test]
+    fn a_tenant_without_quota_is_guarded_by_its_revision_only() {
+        let g = UsageGuard::for_decision(&objs_with("t", "", 0), "p", "t");
+        assert_eq!(g.bumps, vec!["fences/pools/p".to_string()]);
+        assert!(g.compares.contains(&("fences/pools/p".into(), 3)));
+        assert!(g.compares.contains(&("tenants/t".into(), 7)), "{g:?}");
+        assert!(!g.compares.iter().any(|(k, _)| k == "fences/tenants/t"));
+    }
+
+    #[test]
+    fn a_tenant_with_either_quota_is_fenced() {
+        for (cap, vols) in [("1TiB", 0), ("", 3)] {
+            let g = UsageGuard::for_decision(&objs_with("t", cap, vols), "p", "t");
+            assert!(
+                g.compares.contains(&("fences/tenants/t".into(), 5)),
+                "{g:?}"
+            );
+            assert!(g.compares.contains(&("tenants/t".into(), 7)));
+            assert!(g.bumps.contains(&"fences/tenants/t".to_string()));
+        }
+        // An unknown tenant: fenced (placement refuses it anyway).
+        let g = UsageGuard::for_decision(&Objects::default(), "p", "x");
+        assert!(g.bumps.contains(&"fences/tenants/x".to_string()));
+    }
 }
