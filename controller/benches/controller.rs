@@ -108,7 +108,9 @@ async fn setup(ctl: &Controller) {
         .await
         .expect("tenant");
     for i in 0..STORAGE_NODES {
-        c.create(storage_node(&format!("s{i}"), 4420))
+        // Each node its own data port: the controller refuses two nodes
+        // announcing the same address.
+        c.create(storage_node(&format!("s{i}"), 4420 + i as u32))
             .await
             .expect("node");
     }
