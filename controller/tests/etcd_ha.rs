@@ -2,7 +2,8 @@
 //! off from etcd is replaced within about one lease TTL, and its writes
 //! made with the old leadership are refused), and writes from any replica
 //! (two controllers racing creates into one nearly full pool and one
-//! tenant's quota never over-commit either).
+//! tenant's quota never over-commit either; racing growths retry a lost
+//! usage-fence race instead of answering ABORTED).
 
 mod etcd_harness;
 
@@ -295,6 +296,66 @@ async fn two_replicas_racing_creates_never_over_commit_a_pool_or_a_quota() {
     assert_eq!(in_tight, 5 << 30, "no over-commit of the pool");
     assert_eq!(quota, 3, "exactly the tenant's volume quota");
     assert_eq!(small, 3, "no over-commit of the quota");
+
+    grows_race_without_aborting(&a, &b).await;
+}
+
+/// Eight 1 GiB volumes in a 13 GiB pool, all grown to 2 GiB at once
+/// through both replicas: the pool has room for five growths. A growth
+/// whose usage fence was overtaken decides again instead of answering
+/// ABORTED, so exactly five succeed and three are refused for capacity.
+async fn grows_race_without_aborting(a: &Controller, b: &Controller) {
+    let mut admin = a.admin().await;
+    admin
+        .create(pool("grow", "s1", "13GiB", &[]))
+        .await
+        .expect("pool");
+    for i in 0..8 {
+        admin
+            .create(volume(&format!("g{i}"), "lab", "1GiB", "grow"))
+            .await
+            .expect("volume");
+    }
+    let mut admin_b = b.admin().await;
+    let t0 = Instant::now();
+    while admin_b.get::<Volume>("g7").await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "b never saw g7");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let mut c = if i % 2 == 0 {
+            a.admin().await
+        } else {
+            b.admin().await
+        };
+        let v = volume(&format!("g{i}"), "lab", "2GiB", "grow");
+        tasks.push(tokio::spawn(async move { c.update(v).await }));
+    }
+    let mut grown = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => grown += 1,
+            Err(s) => assert_eq!(
+                s.code(),
+                tonic::Code::ResourceExhausted,
+                "only capacity refusals expected, not a lost fence race: {s:?}"
+            ),
+        }
+    }
+    let in_pool: u64 = admin
+        .list_volumes(ListVolumesRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .items
+        .iter()
+        .filter_map(|v| v.status.as_ref())
+        .filter(|s| s.pool == "grow")
+        .map(|s| s.size_bytes)
+        .sum();
+    assert_eq!(grown, 5, "exactly the five growths the pool has room for");
+    assert_eq!(in_pool, 13 << 30, "no over-commit of the pool by growths");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
