@@ -93,6 +93,32 @@ fn io<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Io(format!("etcd: {e}"))
 }
 
+/// The cause [`StoreError::Unavailable`] names for every way etcd fails to
+/// answer: without a quorum a member either refuses (`etcdserver: no
+/// leader`, `request timed out`) or holds the request past our timeout,
+/// and an unreachable member looks the same from here.
+const NO_QUORUM: &str = "etcd has no quorum or cannot be reached";
+
+/// An etcd client error of a request: the cluster not answering becomes
+/// [`StoreError::Unavailable`] (the API's UNAVAILABLE, so clients retry,
+/// perhaps on another replica), anything else an I/O error naming etcd.
+fn etcd_err(e: etcd_client::Error) -> StoreError {
+    let cause = match &e {
+        etcd_client::Error::GRpcStatus(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            ) =>
+        {
+            s.message().to_string()
+        }
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => e.to_string(),
+        _ => return io(e),
+    };
+    ERRORS.inc();
+    StoreError::Unavailable(format!("{NO_QUORUM} ({cause})"))
+}
+
 /// What the follower has seen: every key under the prefix at `revision`.
 /// Needed for the values of deletes and for the diff after a compaction.
 struct Mirror {
@@ -238,9 +264,11 @@ impl EtcdStore {
     }
 }
 
+/// A request etcd did not answer within `store.etcd.timeout_ms`: what a
+/// cluster without quorum does with writes.
 fn timed_out(msg: String) -> StoreError {
     ERRORS.inc();
-    StoreError::Io(msg)
+    StoreError::Unavailable(format!("{NO_QUORUM}: {msg}"))
 }
 
 /// A runtime that shuts down in the background when dropped.
@@ -332,7 +360,7 @@ async fn list_paged(
         if at > 0 {
             opts = opts.with_revision(at);
         }
-        let resp = kv.get(from.clone(), Some(opts)).await.map_err(io)?;
+        let resp = kv.get(from.clone(), Some(opts)).await.map_err(etcd_err)?;
         if at == 0 {
             at = resp.header().map_or(0, |h| h.revision());
         }
@@ -359,7 +387,7 @@ impl Store for EtcdStore {
         let prefix = self.prefix.clone();
         let full = format!("{prefix}{key}");
         self.block(async move {
-            let resp = client.kv_client().get(full, None).await.map_err(io)?;
+            let resp = client.kv_client().get(full, None).await.map_err(etcd_err)?;
             Ok(resp.kvs().first().and_then(|k| to_kv(k, &prefix)))
         })
     }
@@ -617,7 +645,7 @@ async fn commit(client: Client, prefix: &str, txn: Txn) -> Result<(TxnResult, bo
         reads.push(TxnOp::get(g.key.clone(), None));
     }
     let t = EtcdTxn::new().when(compares).and_then(ops).or_else(reads);
-    let resp = client.kv_client().txn(t).await.map_err(io)?;
+    let resp = client.kv_client().txn(t).await.map_err(etcd_err)?;
     if resp.succeeded() {
         let revision = rev(resp.header().map_or(0, |h| h.revision()));
         let wrote = resp.op_responses().iter().any(|r| match r {
@@ -701,6 +729,24 @@ mod tests {
         assert!(c.validate().is_ok());
         c.timeout_ms = 0;
         assert!(err(c).contains("timeout_ms"));
+    }
+
+    #[test]
+    fn etcd_not_answering_is_unavailable_and_names_the_cause() {
+        let no_leader = etcd_err(etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
+            "etcdserver: no leader",
+        )));
+        assert_eq!(
+            no_leader.to_string(),
+            "store unavailable: etcd has no quorum or cannot be reached (etcdserver: no leader); retry"
+        );
+        let slow = timed_out("etcd did not answer within 2000 ms (store.etcd.timeout_ms)".into());
+        assert!(matches!(slow, StoreError::Unavailable(_)), "{slow:?}");
+        assert!(slow.to_string().contains("no quorum"), "{slow}");
+        let refused = etcd_err(etcd_client::Error::GRpcStatus(
+            tonic::Status::invalid_argument("etcdserver: too many operations in txn request"),
+        ));
+        assert!(matches!(refused, StoreError::Io(_)), "{refused:?}");
     }
 
     #[test]
