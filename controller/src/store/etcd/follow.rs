@@ -13,6 +13,10 @@ pub(super) struct Follower {
     pub(super) published: watch::Sender<Revision>,
     pub(super) mirror: Mutex<Mirror>,
     pub(super) relists: Arc<AtomicU64>,
+    /// See [`EtcdStore::stalled`]: a watch served by a member that was
+    /// cut off (link down, blackholed) stays open and silent, so its
+    /// silence is only noticed by a write that does not come through.
+    pub(super) stalled: Arc<tokio::sync::Notify>,
 }
 
 /// Pause before re-opening a broken etcd watch.
@@ -68,7 +72,16 @@ impl Follower {
             Err(e) => return WatchEnd::Broken(e.to_string()),
         };
         loop {
-            let resp = match stream.message().await {
+            let msg = tokio::select! {
+                m = stream.message() => m,
+                () = self.stalled.notified() => {
+                    WATCH_STALLS.inc();
+                    return WatchEnd::Broken(
+                        "a committed write did not come through the watch within store.etcd.timeout_ms (its member may be cut off)".into(),
+                    );
+                }
+            };
+            let resp = match msg {
                 Ok(Some(r)) => r,
                 Ok(None) => return WatchEnd::Broken("stream ended".into()),
                 Err(e) => return WatchEnd::Broken(e.to_string()),

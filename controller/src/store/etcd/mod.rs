@@ -84,6 +84,11 @@ pub static RELISTS: LazyLock<Counter> = LazyLock::new(Counter::default);
 /// (`ferrofab_controller_store_etcd_errors_total`).
 pub static ERRORS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
+/// Watches re-opened because a committed write did not come through the
+/// watch in time (`ferrofab_controller_store_etcd_watch_stalls_total`):
+/// the member serving the watch was cut off.
+pub static WATCH_STALLS: LazyLock<Counter> = LazyLock::new(Counter::default);
+
 /// Singleton writes refused because this replica's leadership was gone
 /// (`ferrofab_controller_store_etcd_not_leader_total`).
 pub static NOT_LEADER: LazyLock<Counter> = LazyLock::new(Counter::default);
@@ -140,6 +145,9 @@ pub struct EtcdStore {
     endpoints: Vec<String>,
     connect: ConnectOptions,
     term: Arc<elect::Term>,
+    /// Poked when a committed write is not seen by the watch within the
+    /// timeout: the follower then re-opens its watch ([`Follower`]).
+    stalled: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for EtcdStore {
@@ -217,6 +225,7 @@ impl EtcdStore {
         let hub = Arc::new(Hub::sparse(history, revision, cfg.history, floor));
         let (published_tx, published) = watch::channel(revision);
         let relists = Arc::new(AtomicU64::new(0));
+        let stalled = Arc::new(tokio::sync::Notify::new());
         let follower = Follower {
             client: client.clone(),
             prefix: prefix.clone(),
@@ -228,6 +237,7 @@ impl EtcdStore {
                 revision,
             }),
             relists: relists.clone(),
+            stalled: stalled.clone(),
         };
         runtime.get()?.spawn(follower.run());
         Ok(Self {
@@ -243,6 +253,7 @@ impl EtcdStore {
             endpoints: cfg.endpoints.clone(),
             connect,
             term: Arc::default(),
+            stalled,
         })
     }
 
@@ -409,6 +420,7 @@ impl Store for EtcdStore {
         let client = self.client.clone();
         let prefix = self.prefix.clone();
         let mut published = self.published.clone();
+        let stalled = self.stalled.clone();
         let timeout = self.timeout;
         rt.spawn(async move {
             let r = match tokio::time::timeout(timeout, commit(client, &prefix, txn)).await {
@@ -417,7 +429,12 @@ impl Store for EtcdStore {
                         let want = *revision;
                         let seen = published.wait_for(|p| *p >= want);
                         if tokio::time::timeout(timeout, seen).await.is_err() {
-                            warn!(revision = want, "committed write not yet seen by the etcd watch");
+                            warn!(revision = want, "committed write not yet seen by the etcd watch; re-opening the watch");
+                            stalled.notify_one();
+                            let seen = published.wait_for(|p| *p >= want);
+                            if tokio::time::timeout(timeout, seen).await.is_err() {
+                                warn!(revision = want, "committed write still not seen by the etcd watch");
+                            }
                         }
                     }
                     Ok(r)
