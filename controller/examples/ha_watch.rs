@@ -105,8 +105,10 @@ async fn follow(kind: Kind, endpoints: Vec<String>, tls: TlsPem) {
                 _ => None,
             };
             if ev_type == EventType::Synced {
-                emit(serde_json::json!({"type": ev_type.as_str_name(), "kind": kind.name(),
-                                        "revision": ev.revision}));
+                emit(
+                    serde_json::json!({"type": ev_type.as_str_name(), "kind": kind.name(),
+                                        "revision": ev.revision}),
+                );
             } else if let Some(m) = m {
                 emit(serde_json::json!({
                     "type": ev_type.as_str_name(),

@@ -648,8 +648,9 @@ def test_quorum_loss(c: Cluster, led: Ledger) -> None:
         wait_for("a write with one etcd member cut off", 30,
                  lambda: create(c, led, f"q0-{next(tries)}", first=1, pool="p-big", size=4), period=0.5)
         one_cut = time.monotonic() - t0
+        n = next(tries)
         say(f"test 4: e2 cut off too (no quorum); a write with e3 alone cut was acknowledged in {one_cut:.1f}s "
-            f"(attempt {next(tries)})")
+            f"(attempt {n}; refused before: {[f[:150] for f in led.failed[-(n - 1):]] if n > 1 else []})")
         c.link("e2", False)
         time.sleep(2)
         msg = refused_unavailable(c, "q1")

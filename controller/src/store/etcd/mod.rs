@@ -107,12 +107,15 @@ const NO_QUORUM: &str = "etcd has no quorum or cannot be reached";
 /// An etcd client error of a request: the cluster not answering becomes
 /// [`StoreError::Unavailable`] (the API's UNAVAILABLE, so clients retry,
 /// perhaps on another replica), anything else an I/O error naming etcd.
+/// The client's own request timeout (`store.etcd.timeout_ms`, a member
+/// that holds the request without a quorum) arrives as CANCELLED
+/// "Timeout expired"; nothing else cancels our requests.
 fn etcd_err(e: etcd_client::Error) -> StoreError {
     let cause = match &e {
         etcd_client::Error::GRpcStatus(s)
             if matches!(
                 s.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
             ) =>
         {
             s.message().to_string()
@@ -757,6 +760,10 @@ mod tests {
             no_leader.to_string(),
             "store unavailable: etcd has no quorum or cannot be reached (etcdserver: no leader); retry"
         );
+        let held = etcd_err(etcd_client::Error::GRpcStatus(tonic::Status::cancelled(
+            "Timeout expired",
+        )));
+        assert!(matches!(held, StoreError::Unavailable(_)), "{held:?}");
         let slow = timed_out("etcd did not answer within 2000 ms (store.etcd.timeout_ms)".into());
         assert!(matches!(slow, StoreError::Unavailable(_)), "{slow:?}");
         assert!(slow.to_string().contains("no quorum"), "{slow}");
