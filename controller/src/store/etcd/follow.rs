@@ -19,8 +19,13 @@ pub(super) struct Follower {
     pub(super) stalled: Arc<tokio::sync::Notify>,
 }
 
-/// Pause before re-opening a broken etcd watch.
+/// Pause before re-opening a broken etcd watch; doubled while the watch
+/// keeps breaking at once (etcd without a quorum refuses every watch with
+/// "no leader"), up to [`REWATCH_BACKOFF_MAX`].
 const REWATCH_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest pause between two attempts to re-open the watch: how late,
+/// at most, a replica follows again once etcd has its quorum back.
+const REWATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 enum WatchEnd {
     /// The stream broke (etcd unreachable, member restarted).
@@ -35,12 +40,18 @@ impl Follower {
     }
 
     pub(super) async fn run(self) {
+        let mut pause = REWATCH_BACKOFF;
         loop {
             let from = self.mirror().revision;
+            let opened = tokio::time::Instant::now();
             match self.follow(from).await {
                 WatchEnd::Broken(e) => {
-                    warn!(error = %e, from, "etcd watch broke; re-opening");
-                    tokio::time::sleep(REWATCH_BACKOFF).await;
+                    if opened.elapsed() > REWATCH_BACKOFF_MAX {
+                        pause = REWATCH_BACKOFF;
+                    }
+                    warn!(error = %e, from, retry_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX), "etcd watch broke; re-opening");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(REWATCH_BACKOFF_MAX);
                 }
                 WatchEnd::Compacted(at) => {
                     warn!(
