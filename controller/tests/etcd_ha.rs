@@ -124,7 +124,9 @@ async fn a_leader_cut_off_from_etcd_is_replaced_and_fenced() {
             .await
             .expect("answer")
         {
-            Err(StoreError::Io(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(StoreError::Io(_) | StoreError::Unavailable(_)) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
             other => {
                 refused = Some(other);
                 break;
