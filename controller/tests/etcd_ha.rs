@@ -194,15 +194,31 @@ fn two_controllers(etcd: &Etcd) -> (Controller, Controller, tempfile::TempDir) {
 /// Creates `n` volumes of `size` alternately through `a` and `b`, all at
 /// once; returns how many were acknowledged.
 async fn race(a: &Controller, b: &Controller, n: usize, tenant: &str, pool: &str) -> usize {
+    let vols = (0..n)
+        .map(|i| volume(&format!("{tenant}-{pool}-{i}"), tenant, "1GiB", pool))
+        .collect();
+    race_all(a, b, vols, false).await
+}
+
+/// Sends `vols` alternately through `a` and `b`, all at once, as creates
+/// or (`update`) as updates; returns how many were acknowledged. Only
+/// capacity or quota refusals may come back: a write that lost the race
+/// for a usage fence decides again, it never surfaces as ABORTED.
+async fn race_all(a: &Controller, b: &Controller, vols: Vec<Volume>, update: bool) -> usize {
     let mut tasks = Vec::new();
-    for i in 0..n {
+    for (i, v) in vols.into_iter().enumerate() {
         let mut c = if i % 2 == 0 {
             a.admin().await
         } else {
             b.admin().await
         };
-        let v = volume(&format!("{tenant}-{pool}-{i}"), tenant, "1GiB", pool);
-        tasks.push(tokio::spawn(async move { c.create(v).await }));
+        tasks.push(tokio::spawn(async move {
+            if update {
+                c.update(v).await
+            } else {
+                c.create(v).await
+            }
+        }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -324,27 +340,10 @@ async fn grows_race_without_aborting(a: &Controller, b: &Controller) {
         assert!(t0.elapsed() < Duration::from_secs(10), "b never saw g7");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let mut c = if i % 2 == 0 {
-            a.admin().await
-        } else {
-            b.admin().await
-        };
-        let v = volume(&format!("g{i}"), "lab", "2GiB", "grow");
-        tasks.push(tokio::spawn(async move { c.update(v).await }));
-    }
-    let mut grown = 0;
-    for t in tasks {
-        match t.await.expect("task") {
-            Ok(_) => grown += 1,
-            Err(s) => assert_eq!(
-                s.code(),
-                tonic::Code::ResourceExhausted,
-                "only capacity refusals expected, not a lost fence race: {s:?}"
-            ),
-        }
-    }
+    let grows = (0..8)
+        .map(|i| volume(&format!("g{i}"), "lab", "2GiB", "grow"))
+        .collect();
+    let grown = race_all(a, b, grows, true).await;
     let in_pool: u64 = admin
         .list_volumes(ListVolumesRequest::default())
         .await
