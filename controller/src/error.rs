@@ -34,6 +34,10 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("{0}")]
     OutOfRange(String),
+    /// The store cannot serve the request now (see
+    /// [`StoreError::Unavailable`]): gRPC UNAVAILABLE, HTTP 503.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// An error of one step of a larger request (an Apply): says which
@@ -67,7 +71,27 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Compacted { .. } => Self::OutOfRange(e.to_string()),
             StoreError::NotLeader { .. } => Self::FailedPrecondition(e.to_string()),
+            StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
             other => Self::Internal(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_store_is_unavailable_not_internal() {
+        let e = ApiError::from(StoreError::Unavailable(
+            "etcd has no quorum or cannot be reached (etcdserver: request timed out)".into(),
+        ));
+        assert!(matches!(e, ApiError::Unavailable(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "store unavailable: etcd has no quorum or cannot be reached (etcdserver: request timed out); retry"
+        );
+        let other = ApiError::from(StoreError::Io("disk full".into()));
+        assert!(matches!(other, ApiError::Internal(_)), "{other:?}");
     }
 }

@@ -182,6 +182,11 @@ impl Metrics {
             crate::store::etcd::RELISTS.clone(),
         );
         registry.register(
+            "store_etcd_watch_stalls",
+            "etcd watches re-opened because a committed write did not come through them in time",
+            crate::store::etcd::WATCH_STALLS.clone(),
+        );
+        registry.register(
             "store_etcd_errors",
             "etcd requests that failed or timed out (store.etcd.timeout_ms)",
             crate::store::etcd::ERRORS.clone(),

@@ -2,7 +2,8 @@
 //! off from etcd is replaced within about one lease TTL, and its writes
 //! made with the old leadership are refused), and writes from any replica
 //! (two controllers racing creates into one nearly full pool and one
-//! tenant's quota never over-commit either).
+//! tenant's quota never over-commit either; racing growths retry a lost
+//! usage-fence race instead of answering ABORTED).
 
 mod etcd_harness;
 
@@ -123,7 +124,9 @@ async fn a_leader_cut_off_from_etcd_is_replaced_and_fenced() {
             .await
             .expect("answer")
         {
-            Err(StoreError::Io(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(StoreError::Io(_) | StoreError::Unavailable(_)) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
             other => {
                 refused = Some(other);
                 break;
@@ -191,15 +194,31 @@ fn two_controllers(etcd: &Etcd) -> (Controller, Controller, tempfile::TempDir) {
 /// Creates `n` volumes of `size` alternately through `a` and `b`, all at
 /// once; returns how many were acknowledged.
 async fn race(a: &Controller, b: &Controller, n: usize, tenant: &str, pool: &str) -> usize {
+    let vols = (0..n)
+        .map(|i| volume(&format!("{tenant}-{pool}-{i}"), tenant, "1GiB", pool))
+        .collect();
+    race_all(a, b, vols, false).await
+}
+
+/// Sends `vols` alternately through `a` and `b`, all at once, as creates
+/// or (`update`) as updates; returns how many were acknowledged. Only
+/// capacity or quota refusals may come back: a write that lost the race
+/// for a usage fence decides again, it never surfaces as ABORTED.
+async fn race_all(a: &Controller, b: &Controller, vols: Vec<Volume>, update: bool) -> usize {
     let mut tasks = Vec::new();
-    for i in 0..n {
+    for (i, v) in vols.into_iter().enumerate() {
         let mut c = if i % 2 == 0 {
             a.admin().await
         } else {
             b.admin().await
         };
-        let v = volume(&format!("{tenant}-{pool}-{i}"), tenant, "1GiB", pool);
-        tasks.push(tokio::spawn(async move { c.create(v).await }));
+        tasks.push(tokio::spawn(async move {
+            if update {
+                c.update(v).await
+            } else {
+                c.create(v).await
+            }
+        }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -295,6 +314,49 @@ async fn two_replicas_racing_creates_never_over_commit_a_pool_or_a_quota() {
     assert_eq!(in_tight, 5 << 30, "no over-commit of the pool");
     assert_eq!(quota, 3, "exactly the tenant's volume quota");
     assert_eq!(small, 3, "no over-commit of the quota");
+
+    grows_race_without_aborting(&a, &b).await;
+}
+
+/// Eight 1 GiB volumes in a 13 GiB pool, all grown to 2 GiB at once
+/// through both replicas: the pool has room for five growths. A growth
+/// whose usage fence was overtaken decides again instead of answering
+/// ABORTED, so exactly five succeed and three are refused for capacity.
+async fn grows_race_without_aborting(a: &Controller, b: &Controller) {
+    let mut admin = a.admin().await;
+    admin
+        .create(pool("grow", "s1", "13GiB", &[]))
+        .await
+        .expect("pool");
+    for i in 0..8 {
+        admin
+            .create(volume(&format!("g{i}"), "lab", "1GiB", "grow"))
+            .await
+            .expect("volume");
+    }
+    let mut admin_b = b.admin().await;
+    let t0 = Instant::now();
+    while admin_b.get::<Volume>("g7").await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "b never saw g7");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grows = (0..8)
+        .map(|i| volume(&format!("g{i}"), "lab", "2GiB", "grow"))
+        .collect();
+    let grown = race_all(a, b, grows, true).await;
+    let in_pool: u64 = admin
+        .list_volumes(ListVolumesRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .items
+        .iter()
+        .filter_map(|v| v.status.as_ref())
+        .filter(|s| s.pool == "grow")
+        .map(|s| s.size_bytes)
+        .sum();
+    assert_eq!(grown, 5, "exactly the five growths the pool has room for");
+    assert_eq!(in_pool, 13 << 30, "no over-commit of the pool by growths");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ pub fn code(e: &ApiError) -> Code {
         ApiError::Denied { .. } => Code::PermissionDenied,
         ApiError::Unauthenticated(_) => Code::Unauthenticated,
         ApiError::OutOfRange(_) => Code::OutOfRange,
+        ApiError::Unavailable(_) => Code::Unavailable,
         ApiError::Internal(_) => Code::Internal,
         ApiError::Step { source, .. } => code(source),
     }
@@ -45,5 +46,21 @@ mod tests {
             st.message(),
             "apply refused at volume \"v\": invalid spec.size: is required"
         );
+    }
+
+    #[test]
+    fn a_store_without_quorum_is_unavailable_with_its_cause() {
+        let e = ApiError::from(crate::store::StoreError::Unavailable(
+            "etcd has no quorum or cannot be reached (etcd did not answer within 2000 ms)".into(),
+        ));
+        let st = Status::from(e);
+        assert_eq!(st.code(), Code::Unavailable);
+        assert!(
+            st.message()
+                .starts_with("store unavailable: etcd has no quorum"),
+            "{}",
+            st.message()
+        );
+        assert!(st.message().ends_with("retry"), "{}", st.message());
     }
 }

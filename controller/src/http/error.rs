@@ -48,6 +48,7 @@ pub fn status(e: &ApiError) -> StatusCode {
         ApiError::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
         ApiError::Denied { .. } => StatusCode::FORBIDDEN,
         ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ApiError::Step { source, .. } => status(source),
     }
@@ -148,6 +149,7 @@ mod tests {
                 403,
             ),
             (ApiError::Unauthenticated("x".into()), 401),
+            (ApiError::Unavailable("x".into()), 503),
         ];
         for (e, want) in cases {
             assert_eq!(status(&e).as_u16(), want, "{e}");

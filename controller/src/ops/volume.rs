@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::placement::{PlacementFacts, Request as Placement, Settles};
 use crate::resource::{parse_size, validate_name, Object, Selector, FINALIZER_EXPORT};
+use crate::store::Revision;
 
 /// NQN prefix of every volume's subsystem; the rest is the volume uid, so
 /// the NQN never changes for the life of the volume.
@@ -211,13 +212,38 @@ pub async fn create(
     Ok(out)
 }
 
-/// Updates a volume; `dry_run` as for [`create`].
+/// Updates a volume; `dry_run` as for [`create`]. A growth that another
+/// replica overtook (it changed the pool's or tenant's usage between this
+/// decision and its write) decides again, as a create does, up to
+/// [`PLACEMENT_RETRIES`] times: the caller's request was valid, only the
+/// usage it was checked against moved. A change of the volume itself
+/// stays a conflict for the caller.
 pub async fn update(
     s: &Shared,
     id: &Identity,
     v: Volume,
     dry_run: bool,
 ) -> Result<Volume, ApiError> {
+    let mut attempts = 0;
+    loop {
+        match update_once(s, id, v.clone(), dry_run).await? {
+            Ok(v) => return Ok(v),
+            Err(moved) => {
+                attempts += 1;
+                placement_moved(s, moved, attempts).await?;
+            }
+        }
+    }
+}
+
+/// One decision of [`update`] on the cache as it is now. `Ok(Err(rev))`:
+/// a usage guard moved to `rev` before the write.
+async fn update_once(
+    s: &Shared,
+    id: &Identity,
+    v: Volume,
+    dry_run: bool,
+) -> Result<Result<Volume, Revision>, ApiError> {
     let _capacity = s.capacity_gate.read().await;
     let name = v.name().to_string();
     let cur: Volume = get_checked(s, id, Action::UpdateVolume, &name)?;
@@ -279,23 +305,9 @@ pub async fn update(
     let expiry = crate::expiry::state(&merged, now, (&s.expiry).into());
     crate::expiry::apply_state(&mut merged, &expiry, now);
     if dry_run {
-        return Ok(merged);
+        return Ok(Ok(merged));
     }
-    match s.put_guarded(merged, rv, &guard).await? {
-        Ok(v) => Ok(v),
-        // Another replica changed the pool's or tenant's usage since this
-        // decision: report a conflict, as for a concurrent update of the
-        // volume itself (an update without a resource_version is retried).
-        Err(moved) => {
-            s.cache.wait_for(moved).await;
-            Err(ApiError::Conflict {
-                kind: "volume",
-                name,
-                current: moved,
-                given: rv,
-            })
-        }
-    }
+    s.put_guarded(merged, rv, &guard).await
 }
 
 /// Deletes a volume, retrying a conflict when the caller gave no

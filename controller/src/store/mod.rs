@@ -144,6 +144,11 @@ pub enum StoreError {
     Io(String),
     #[error("store is shut down")]
     Closed,
+    /// The store cannot serve a write or a fresh read now (etcd has no
+    /// quorum or no member answers): a condition of the cluster, not of
+    /// the request, so clients are told to retry (gRPC UNAVAILABLE).
+    #[error("store unavailable: {0}; retry")]
+    Unavailable(String),
     #[error(
         "this controller is no longer the leader (leader key {key} is gone or belongs to another replica); the write was not made"
     )]

@@ -140,13 +140,26 @@ fn read_file(p: &PathBuf, what: &str) -> Result<Vec<u8>, StoreError> {
     })
 }
 
+/// How often the client pings each etcd connection (HTTP/2 keep-alive).
+/// Not shorter: etcd sends GOAWAY to clients pinging more often than its
+/// `--grpc-keepalive-min-time` (5 s by default), and a stalled watch is
+/// also noticed by the first write it misses (`store_etcd_watch_stalls`).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
 pub(super) fn connect_options(
     cfg: &EtcdConfig,
     timeout: Duration,
 ) -> Result<ConnectOptions, StoreError> {
     let mut opts = ConnectOptions::new()
         .with_timeout(timeout)
-        .with_connect_timeout(timeout);
+        .with_connect_timeout(timeout)
+        // A connection to a member that was cut off shows no error, and a
+        // watch on it just stays silent: HTTP/2 pings find it dead.
+        .with_keep_alive(KEEPALIVE_INTERVAL, timeout)
+        // A member cut off from its peers (but not from us) cancels our
+        // watches and refuses requests ("no leader") instead of serving
+        // them stale.
+        .with_require_leader(true);
     if let Some(ca) = &cfg.ca_file {
         let mut tls = TlsOptions::new()
             .ca_certificate(Certificate::from_pem(read_file(ca, "store.etcd.ca_file")?));

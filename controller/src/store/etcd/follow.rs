@@ -13,10 +13,19 @@ pub(super) struct Follower {
     pub(super) published: watch::Sender<Revision>,
     pub(super) mirror: Mutex<Mirror>,
     pub(super) relists: Arc<AtomicU64>,
+    /// See [`EtcdStore::stalled`]: a watch served by a member that was
+    /// cut off (link down, blackholed) stays open and silent, so its
+    /// silence is only noticed by a write that does not come through.
+    pub(super) stalled: Arc<tokio::sync::Notify>,
 }
 
-/// Pause before re-opening a broken etcd watch.
+/// Pause before re-opening a broken etcd watch; doubled while the watch
+/// keeps breaking at once (etcd without a quorum refuses every watch with
+/// "no leader"), up to [`REWATCH_BACKOFF_MAX`].
 const REWATCH_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest pause between two attempts to re-open the watch: how late,
+/// at most, a replica follows again once etcd has its quorum back.
+const REWATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 enum WatchEnd {
     /// The stream broke (etcd unreachable, member restarted).
@@ -31,12 +40,18 @@ impl Follower {
     }
 
     pub(super) async fn run(self) {
+        let mut pause = REWATCH_BACKOFF;
         loop {
             let from = self.mirror().revision;
+            let opened = tokio::time::Instant::now();
             match self.follow(from).await {
                 WatchEnd::Broken(e) => {
-                    warn!(error = %e, from, "etcd watch broke; re-opening");
-                    tokio::time::sleep(REWATCH_BACKOFF).await;
+                    if opened.elapsed() > REWATCH_BACKOFF_MAX {
+                        pause = REWATCH_BACKOFF;
+                    }
+                    warn!(error = %e, from, retry_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX), "etcd watch broke; re-opening");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(REWATCH_BACKOFF_MAX);
                 }
                 WatchEnd::Compacted(at) => {
                     warn!(
@@ -68,7 +83,16 @@ impl Follower {
             Err(e) => return WatchEnd::Broken(e.to_string()),
         };
         loop {
-            let resp = match stream.message().await {
+            let msg = tokio::select! {
+                m = stream.message() => m,
+                () = self.stalled.notified() => {
+                    WATCH_STALLS.inc();
+                    return WatchEnd::Broken(
+                        "a committed write did not come through the watch within store.etcd.timeout_ms (its member may be cut off)".into(),
+                    );
+                }
+            };
+            let resp = match msg {
                 Ok(Some(r)) => r,
                 Ok(None) => return WatchEnd::Broken("stream ended".into()),
                 Err(e) => return WatchEnd::Broken(e.to_string()),

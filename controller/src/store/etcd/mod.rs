@@ -84,6 +84,11 @@ pub static RELISTS: LazyLock<Counter> = LazyLock::new(Counter::default);
 /// (`ferrofab_controller_store_etcd_errors_total`).
 pub static ERRORS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
+/// Watches re-opened because a committed write did not come through the
+/// watch in time (`ferrofab_controller_store_etcd_watch_stalls_total`):
+/// the member serving the watch was cut off.
+pub static WATCH_STALLS: LazyLock<Counter> = LazyLock::new(Counter::default);
+
 /// Singleton writes refused because this replica's leadership was gone
 /// (`ferrofab_controller_store_etcd_not_leader_total`).
 pub static NOT_LEADER: LazyLock<Counter> = LazyLock::new(Counter::default);
@@ -91,6 +96,35 @@ pub static NOT_LEADER: LazyLock<Counter> = LazyLock::new(Counter::default);
 fn io<E: std::fmt::Display>(e: E) -> StoreError {
     ERRORS.inc();
     StoreError::Io(format!("etcd: {e}"))
+}
+
+/// The cause [`StoreError::Unavailable`] names for every way etcd fails to
+/// answer: without a quorum a member either refuses (`etcdserver: no
+/// leader`, `request timed out`) or holds the request past our timeout,
+/// and an unreachable member looks the same from here.
+const NO_QUORUM: &str = "etcd has no quorum or cannot be reached";
+
+/// An etcd client error of a request: the cluster not answering becomes
+/// [`StoreError::Unavailable`] (the API's UNAVAILABLE, so clients retry,
+/// perhaps on another replica), anything else an I/O error naming etcd.
+/// The client's own request timeout (`store.etcd.timeout_ms`, a member
+/// that holds the request without a quorum) arrives as CANCELLED
+/// "Timeout expired"; nothing else cancels our requests.
+fn etcd_err(e: etcd_client::Error) -> StoreError {
+    let cause = match &e {
+        etcd_client::Error::GRpcStatus(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ) =>
+        {
+            s.message().to_string()
+        }
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => e.to_string(),
+        _ => return io(e),
+    };
+    ERRORS.inc();
+    StoreError::Unavailable(format!("{NO_QUORUM} ({cause})"))
 }
 
 /// What the follower has seen: every key under the prefix at `revision`.
@@ -114,6 +148,9 @@ pub struct EtcdStore {
     endpoints: Vec<String>,
     connect: ConnectOptions,
     term: Arc<elect::Term>,
+    /// Poked when a committed write is not seen by the watch within the
+    /// timeout: the follower then re-opens its watch ([`Follower`]).
+    stalled: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for EtcdStore {
@@ -191,6 +228,7 @@ impl EtcdStore {
         let hub = Arc::new(Hub::sparse(history, revision, cfg.history, floor));
         let (published_tx, published) = watch::channel(revision);
         let relists = Arc::new(AtomicU64::new(0));
+        let stalled = Arc::new(tokio::sync::Notify::new());
         let follower = Follower {
             client: client.clone(),
             prefix: prefix.clone(),
@@ -202,6 +240,7 @@ impl EtcdStore {
                 revision,
             }),
             relists: relists.clone(),
+            stalled: stalled.clone(),
         };
         runtime.get()?.spawn(follower.run());
         Ok(Self {
@@ -217,6 +256,7 @@ impl EtcdStore {
             endpoints: cfg.endpoints.clone(),
             connect,
             term: Arc::default(),
+            stalled,
         })
     }
 
@@ -238,9 +278,11 @@ impl EtcdStore {
     }
 }
 
+/// A request etcd did not answer within `store.etcd.timeout_ms`: what a
+/// cluster without quorum does with writes.
 fn timed_out(msg: String) -> StoreError {
     ERRORS.inc();
-    StoreError::Io(msg)
+    StoreError::Unavailable(format!("{NO_QUORUM}: {msg}"))
 }
 
 /// A runtime that shuts down in the background when dropped.
@@ -332,7 +374,7 @@ async fn list_paged(
         if at > 0 {
             opts = opts.with_revision(at);
         }
-        let resp = kv.get(from.clone(), Some(opts)).await.map_err(io)?;
+        let resp = kv.get(from.clone(), Some(opts)).await.map_err(etcd_err)?;
         if at == 0 {
             at = resp.header().map_or(0, |h| h.revision());
         }
@@ -359,7 +401,7 @@ impl Store for EtcdStore {
         let prefix = self.prefix.clone();
         let full = format!("{prefix}{key}");
         self.block(async move {
-            let resp = client.kv_client().get(full, None).await.map_err(io)?;
+            let resp = client.kv_client().get(full, None).await.map_err(etcd_err)?;
             Ok(resp.kvs().first().and_then(|k| to_kv(k, &prefix)))
         })
     }
@@ -381,6 +423,7 @@ impl Store for EtcdStore {
         let client = self.client.clone();
         let prefix = self.prefix.clone();
         let mut published = self.published.clone();
+        let stalled = self.stalled.clone();
         let timeout = self.timeout;
         rt.spawn(async move {
             let r = match tokio::time::timeout(timeout, commit(client, &prefix, txn)).await {
@@ -389,7 +432,12 @@ impl Store for EtcdStore {
                         let want = *revision;
                         let seen = published.wait_for(|p| *p >= want);
                         if tokio::time::timeout(timeout, seen).await.is_err() {
-                            warn!(revision = want, "committed write not yet seen by the etcd watch");
+                            warn!(revision = want, "committed write not yet seen by the etcd watch; re-opening the watch");
+                            stalled.notify_one();
+                            let seen = published.wait_for(|p| *p >= want);
+                            if tokio::time::timeout(timeout, seen).await.is_err() {
+                                warn!(revision = want, "committed write still not seen by the etcd watch");
+                            }
                         }
                     }
                     Ok(r)
@@ -617,7 +665,7 @@ async fn commit(client: Client, prefix: &str, txn: Txn) -> Result<(TxnResult, bo
         reads.push(TxnOp::get(g.key.clone(), None));
     }
     let t = EtcdTxn::new().when(compares).and_then(ops).or_else(reads);
-    let resp = client.kv_client().txn(t).await.map_err(io)?;
+    let resp = client.kv_client().txn(t).await.map_err(etcd_err)?;
     if resp.succeeded() {
         let revision = rev(resp.header().map_or(0, |h| h.revision()));
         let wrote = resp.op_responses().iter().any(|r| match r {
@@ -701,6 +749,28 @@ mod tests {
         assert!(c.validate().is_ok());
         c.timeout_ms = 0;
         assert!(err(c).contains("timeout_ms"));
+    }
+
+    #[test]
+    fn etcd_not_answering_is_unavailable_and_names_the_cause() {
+        let no_leader = etcd_err(etcd_client::Error::GRpcStatus(tonic::Status::unavailable(
+            "etcdserver: no leader",
+        )));
+        assert_eq!(
+            no_leader.to_string(),
+            "store unavailable: etcd has no quorum or cannot be reached (etcdserver: no leader); retry"
+        );
+        let held = etcd_err(etcd_client::Error::GRpcStatus(tonic::Status::cancelled(
+            "Timeout expired",
+        )));
+        assert!(matches!(held, StoreError::Unavailable(_)), "{held:?}");
+        let slow = timed_out("etcd did not answer within 2000 ms (store.etcd.timeout_ms)".into());
+        assert!(matches!(slow, StoreError::Unavailable(_)), "{slow:?}");
+        assert!(slow.to_string().contains("no quorum"), "{slow}");
+        let refused = etcd_err(etcd_client::Error::GRpcStatus(
+            tonic::Status::invalid_argument("etcdserver: too many operations in txn request"),
+        ));
+        assert!(matches!(refused, StoreError::Io(_)), "{refused:?}");
     }
 
     #[test]
