@@ -19,7 +19,7 @@ pub fn block() -> Block {
     Block {
         attrs: vec![
             attr("endpoints", Type::list(Type::String), Optional,
-                 "Controller URLs, tried in order, e.g. `https://ctl.example:7443`. Env: `FERROFAB_ENDPOINTS` (comma-separated)."),
+                 "Controller URLs, one per replica, e.g. `https://ctl.example:7443`. The first that answers is used; when it fails, calls move to the next. Env: `FERROFAB_ENDPOINTS` (comma-separated)."),
             attr("ca_file", Type::String, Optional,
                  "PEM file of the ferrofab CA. Env: `FERROFAB_CA_FILE`."),
             attr("cert_file", Type::String, Optional,
@@ -35,7 +35,7 @@ pub fn block() -> Block {
             attr("server_name", Type::String, Optional,
                  "Name to check in the controller's certificate when it differs from the endpoint host. Env: `FERROFAB_SERVER_NAME`."),
             attr("request_timeout", Type::String, Optional,
-                 "Deadline of each controller call, e.g. `30s` (default). Env: `FERROFAB_REQUEST_TIMEOUT`."),
+                 "Deadline of each controller call on one replica, e.g. `30s` (default); a replica that misses it is failed over. Env: `FERROFAB_REQUEST_TIMEOUT`."),
         ],
         blocks: vec![],
         description: "Manages ferrofab pools, volumes, attachments and tenants through the controller's admin API (mutual TLS).",
@@ -124,6 +124,9 @@ pub fn resolve(cfg: &Value) -> Result<ProviderConfig, Diag> {
     })
 }
 
+/// A client over every endpoint: the first reachable one is used and the
+/// others are kept to fail over to (see `ferrofab_proto::failover`), so
+/// losing a controller replica mid-apply costs one retried call.
 pub async fn connect(cfg: &ProviderConfig) -> Result<Admin, Diag> {
     ferrofab_proto::client::connect(&cfg.endpoints, cfg.tls.as_ref(), cfg.request_timeout)
         .await
