@@ -19,6 +19,8 @@ import tomllib
 # The netns suite's helpers (same directory): Failure, polling, commands.
 import netns_faults
 from netns_faults import Failure, run, wait_for
+# Test 1b, Terraform across a kill (its own file: see its docstring).
+from ha_terraform import test_terraform_failover
 
 ADDR = {"e1": "10.213.78.1", "e2": "10.213.78.2", "e3": "10.213.78.3",
         "c1": "10.213.78.11", "c2": "10.213.78.12", "c3": "10.213.78.13",
@@ -576,6 +578,7 @@ def main() -> int:
               "--path", str(c.work / "s1" / "pool2"), "--capacity", "100GiB")
         say(f"set up in {time.monotonic() - started:.0f}s: 3 etcd members, 3 controllers, s1, ws1")
         test_kill_leader(c, led)
+        test_terraform_failover(c, CTL, ADDR, GRPC_PORT)
         test_partition_leader(c, led)
         test_rolling_restart(c, led)
         test_quorum_loss(c, led)
