@@ -155,6 +155,24 @@ mod tests {
         assert!(c.tls.is_some());
     }
 
+    #[tokio::test]
+    async fn when_no_endpoint_answers_the_diagnostic_names_each() {
+        let mut urls = vec![];
+        for _ in 0..2 {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            urls.push(format!("http://{}", l.local_addr().unwrap()));
+        }
+        let cfg = ProviderConfig {
+            endpoints: urls.clone(),
+            tls: None,
+            request_timeout: Some(Duration::from_secs(1)),
+        };
+        let d = connect(&cfg).await.err().expect("nothing listens");
+        for u in &urls {
+            assert!(d.detail.contains(u.as_str()), "{u} not in {}", d.detail);
+        }
+    }
+
     #[test]
     fn unreadable_file_names_the_attribute() {
         let mut v = Value::object();
