@@ -64,11 +64,11 @@ resource "ferrofab_volume" "v" {{
     rc.write_text('provider_installation {\n  dev_overrides {\n'
                   f'    "ferrofab/ferrofab" = "{c.bin}"\n  }}\n  direct {{}}\n}}\n')
     return dict(os.environ, TF_CLI_CONFIG_FILE=str(rc), TF_IN_AUTOMATION="1", CHECKPOINT_DISABLE="1",
-                TF_LOG_PROVIDER="WARN", TF_LOG_PATH=str(d / "terraform.log"))
+                TF_LOG_PROVIDER="DEBUG", TF_LOG_PATH=str(d / "terraform.log"))
 
 
 def terraform(c, d, env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    argv = c.ns("adm") + [os.environ["FF_HA_TERRAFORM"], *args, "-no-color", "-input=false"]
+    argv = c.ns("adm") + [os.environ["FF_HA_TERRAFORM"], *args, "-no-color"]
     return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=d, timeout=timeout)
 
 
@@ -161,7 +161,7 @@ def test_terraform_failover(c, ctl: list[str], addr: dict, port: int) -> None:
             raise Failure(f"no volume completed after the kill:\n{out[-3000:]}")
         gaps = [after[0]] + [b - a for a, b in zip(after, after[1:])]
         state = check_state(c, d, env)
-        plan = terraform(c, d, env, "plan", "-detailed-exitcode")
+        plan = terraform(c, d, env, "plan", "-detailed-exitcode", "-input=false")
         if plan.returncode != 0:
             raise Failure(f"second plan not empty (exit {plan.returncode}):\n{plan.stdout[-2000:]}{plan.stderr[-1000:]}")
         # The CLI command started before the kill is still polling.
@@ -177,8 +177,10 @@ def test_terraform_failover(c, ctl: list[str], addr: dict, port: int) -> None:
             raise Failure(f"ferrofab wait (endpoints {leader} first) failed across the kill: {err.strip()}")
         log = (d / "terraform.log").read_text(errors="replace") if (d / "terraform.log").exists() else ""
         failovers = log.count("failing over")
+        if failovers == 0:
+            raise Failure(f"the provider's log ({d / 'terraform.log'}) shows no failover: was {leader} not in use?")
         c.start_controller(leader)
-        destroy = terraform(c, d, env, "destroy", "-auto-approve", timeout=600)
+        destroy = terraform(c, d, env, "destroy", "-auto-approve", "-input=false", timeout=600)
         if destroy.returncode != 0:
             raise Failure(f"terraform destroy failed: {destroy.stderr.strip()[-2000:]}")
         c.cli("volume", "delete", PROBE)
