@@ -344,6 +344,11 @@ mod tests {
         (url, tx)
     }
 
+    /// A fake replica answering `code` with message `name`.
+    async fn replica(code: Code, name: &'static str) -> (String, oneshot::Sender<()>) {
+        serve(Fake { code, name }).await
+    }
+
     /// A URL nothing listens on.
     async fn closed_port() -> String {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -367,16 +372,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_replica_that_goes_away_is_replaced_by_the_next_within_the_call() {
-        let (a, stop_a) = serve(Fake {
-            code: Code::NotFound,
-            name: "a",
-        })
-        .await;
-        let (b, _keep_b) = serve(Fake {
-            code: Code::NotFound,
-            name: "b",
-        })
-        .await;
+        let (a, stop_a) = replica(Code::NotFound, "a").await;
+        let (b, _keep_b) = replica(Code::NotFound, "b").await;
         let mut admin = connect(&[a, b.clone()], None, Some(Duration::from_secs(5)))
             .await
             .unwrap();
@@ -396,27 +393,15 @@ mod tests {
     #[tokio::test]
     async fn the_first_reachable_endpoint_is_used_and_the_dead_one_is_kept() {
         let dead = closed_port().await;
-        let (b, _keep_b) = serve(Fake {
-            code: Code::NotFound,
-            name: "b",
-        })
-        .await;
+        let (b, _keep_b) = replica(Code::NotFound, "b").await;
         let mut admin = connect(&[dead, b], None, None).await.unwrap();
         assert_eq!(answered_by(admin.get_volume(get()).await), "NotFound b");
     }
 
     #[tokio::test]
     async fn unavailable_moves_on_reads_retry_and_writes_return_it() {
-        let (a, _ka) = serve(Fake {
-            code: Code::Unavailable,
-            name: "a: store has no quorum",
-        })
-        .await;
-        let (b, _kb) = serve(Fake {
-            code: Code::NotFound,
-            name: "b",
-        })
-        .await;
+        let (a, _ka) = replica(Code::Unavailable, "a: store has no quorum").await;
+        let (b, _kb) = replica(Code::NotFound, "b").await;
         let mut admin = connect(&[a.clone(), b.clone()], None, None).await.unwrap();
         // A write: its outcome on `a` is the server's word, passed back
         // unchanged (the caller decides), but the next call goes to `b`.
@@ -435,11 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn when_every_replica_fails_the_error_names_each() {
-        let (a, stop_a) = serve(Fake {
-            code: Code::NotFound,
-            name: "a",
-        })
-        .await;
+        let (a, stop_a) = replica(Code::NotFound, "a").await;
         let b = closed_port().await;
         let c = closed_port().await;
         let mut admin = connect(&[a.clone(), b.clone(), c.clone()], None, None)
@@ -467,16 +448,8 @@ mod tests {
     #[tokio::test]
     async fn concurrent_failures_advance_once() {
         let dead = closed_port().await;
-        let (b, _kb) = serve(Fake {
-            code: Code::NotFound,
-            name: "b",
-        })
-        .await;
-        let (c, _kc) = serve(Fake {
-            code: Code::NotFound,
-            name: "c",
-        })
-        .await;
+        let (b, _kb) = replica(Code::NotFound, "b").await;
+        let (c, _kc) = replica(Code::NotFound, "c").await;
         let chan = |u: &str| {
             tonic::transport::Endpoint::from_shared(u.to_owned())
                 .unwrap()
