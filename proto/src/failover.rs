@@ -349,10 +349,13 @@ mod tests {
         serve(Fake { code, name }).await
     }
 
-    /// A URL nothing listens on.
-    async fn closed_port() -> String {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        format!("http://{}", l.local_addr().unwrap())
+    /// A URL nothing listens on, and the socket that keeps it so: bound
+    /// but not listening, so connections are refused and no concurrent
+    /// test's server can be given the port.
+    fn closed_port() -> (String, tokio::net::TcpSocket) {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        (format!("http://{}", sock.local_addr().unwrap()), sock)
     }
 
     fn answered_by(r: Result<tonic::Response<Volume>, Status>) -> String {
@@ -392,7 +395,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_reachable_endpoint_is_used_and_the_dead_one_is_kept() {
-        let dead = closed_port().await;
+        let (dead, _dead) = closed_port();
         let (b, _keep_b) = replica(Code::NotFound, "b").await;
         let mut admin = connect(&[dead, b], None, None).await.unwrap();
         assert_eq!(answered_by(admin.get_volume(get()).await), "NotFound b");
@@ -421,8 +424,8 @@ mod tests {
     #[tokio::test]
     async fn when_every_replica_fails_the_error_names_each() {
         let (a, stop_a) = replica(Code::NotFound, "a").await;
-        let b = closed_port().await;
-        let c = closed_port().await;
+        let (b, _b) = closed_port();
+        let (c, _c) = closed_port();
         let mut admin = connect(&[a.clone(), b.clone(), c.clone()], None, None)
             .await
             .unwrap();
@@ -447,7 +450,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_failures_advance_once() {
-        let dead = closed_port().await;
+        let (dead, _dead) = closed_port();
         let (b, _kb) = replica(Code::NotFound, "b").await;
         let (c, _kc) = replica(Code::NotFound, "c").await;
         let chan = |u: &str| {

@@ -157,10 +157,14 @@ mod tests {
 
     #[tokio::test]
     async fn when_no_endpoint_answers_the_diagnostic_names_each() {
+        // Bound, not listening: refused, and the ports stay ours.
         let mut urls = vec![];
+        let mut socks = vec![];
         for _ in 0..2 {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            urls.push(format!("http://{}", l.local_addr().unwrap()));
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            urls.push(format!("http://{}", s.local_addr().unwrap()));
+            socks.push(s);
         }
         let cfg = ProviderConfig {
             endpoints: urls.clone(),
