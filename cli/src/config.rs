@@ -75,7 +75,8 @@ struct RawTls {
 /// A resolved client configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// Controller URLs, tried in order.
+    /// Controller URLs, one per replica: the first that answers is used,
+    /// the next when it fails (see `ferrofab_proto::failover`).
     pub endpoints: Vec<String>,
     /// TLS files, if any.
     pub tls: Option<TlsFiles>,

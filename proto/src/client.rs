@@ -3,13 +3,15 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
+use crate::failover::{Failover, Replica};
 use crate::v1::admin_service_client::AdminServiceClient;
 
-/// The admin API client.
-pub type Admin = AdminServiceClient<Channel>;
+/// The admin API client: its calls fail over between the configured
+/// controller replicas (see [`crate::failover`]).
+pub type Admin = AdminServiceClient<Failover>;
 
 /// How long to wait for each endpoint to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,10 +34,14 @@ pub enum ConnectError {
     InvalidEndpoint { url: String, reason: String },
     #[error("cannot reach the controller at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error("cannot reach any controller endpoint ({each})")]
+    NoneReachable { each: String },
 }
 
-/// Connects to the first reachable endpoint, in the order given.
-/// `request_timeout` bounds each call made on the returned client.
+/// Connects to the first reachable endpoint, in the order given, and
+/// keeps the others (connected when first needed) to fail over to.
+/// `request_timeout` bounds each call made on the returned client (each
+/// attempt on one replica).
 pub async fn connect(
     endpoints: &[String],
     tls: Option<&TlsPem>,
@@ -50,29 +56,69 @@ pub async fn connect(
         }
         t
     });
+    if endpoints.is_empty() {
+        return Err(ConnectError::NoEndpoint);
+    }
+    let mut replicas = Vec::with_capacity(endpoints.len());
+    let mut start = None;
+    let mut unreachable = Vec::new();
     let mut last_err = ConnectError::NoEndpoint;
     for url in endpoints {
-        match connect_one(url, tls.clone(), request_timeout).await {
-            Ok(ch) => {
-                tracing::debug!(%url, "connected");
-                return Ok(AdminServiceClient::new(ch)
-                    .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(crate::MAX_MESSAGE_BYTES));
-            }
+        let ep = match endpoint(url, tls.clone(), request_timeout) {
+            Ok(ep) => ep,
             Err(e) => {
-                tracing::info!(%url, error = %e, "endpoint unreachable");
+                tracing::info!(%url, error = %e, "endpoint skipped");
+                unreachable.push(e.to_string());
                 last_err = e;
+                continue;
             }
-        }
+        };
+        let channel = if start.is_some() {
+            ep.connect_lazy()
+        } else {
+            match ep.connect().await {
+                Ok(ch) => {
+                    tracing::debug!(%url, "connected");
+                    start = Some(replicas.len());
+                    ch
+                }
+                Err(e) => {
+                    let reason = flatten_source(&e);
+                    tracing::info!(%url, error = %reason, "endpoint unreachable");
+                    unreachable.push(format!("{url}: {reason}"));
+                    last_err = ConnectError::Unreachable {
+                        url: url.clone(),
+                        reason,
+                    };
+                    // Kept: it may be back by the time the others fail.
+                    ep.connect_lazy()
+                }
+            }
+        };
+        replicas.push(Replica {
+            url: url.clone(),
+            channel,
+        });
     }
-    Err(last_err)
+    let Some(start) = start else {
+        return Err(if unreachable.len() > 1 {
+            ConnectError::NoneReachable {
+                each: unreachable.join("; "),
+            }
+        } else {
+            last_err
+        });
+    };
+    Ok(AdminServiceClient::new(Failover::new(replicas, start))
+        .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::MAX_MESSAGE_BYTES))
 }
 
-async fn connect_one(
+fn endpoint(
     url: &str,
     tls: Option<ClientTlsConfig>,
     request_timeout: Option<Duration>,
-) -> Result<Channel, ConnectError> {
+) -> Result<Endpoint, ConnectError> {
     let invalid = |reason: String| ConnectError::InvalidEndpoint {
         url: url.to_owned(),
         reason,
@@ -89,10 +135,7 @@ async fn connect_one(
             .tls_config(tls)
             .map_err(|e| invalid(flatten_source(&e)))?;
     }
-    ep.connect().await.map_err(|e| ConnectError::Unreachable {
-        url: url.to_owned(),
-        reason: flatten_source(&e),
-    })
+    Ok(ep)
 }
 
 /// tonic's transport errors hide the useful part (connection refused,

@@ -13,6 +13,8 @@
 //!   controller and the agent; the condition words are `ferrofab-types`'.
 //! * [`time`]: RFC 3339 and relative times for messages and output.
 //! * [`client`]: client-side connection helpers.
+//! * [`failover`]: the admin client's channel over several controller
+//!   replicas.
 #![forbid(unsafe_code)]
 
 /// Everything in the `ferrofab.v1` protobuf package: messages, enums, and the
@@ -35,6 +37,7 @@ impl std::fmt::Debug for v1::DhchapKey {
 
 pub mod client;
 pub mod condition;
+pub mod failover;
 #[cfg(feature = "json")]
 pub mod json;
 pub mod object;

@@ -19,7 +19,7 @@ pub fn block() -> Block {
     Block {
         attrs: vec![
             attr("endpoints", Type::list(Type::String), Optional,
-                 "Controller URLs, tried in order, e.g. `https://ctl.example:7443`. Env: `FERROFAB_ENDPOINTS` (comma-separated)."),
+                 "Controller URLs, one per replica, e.g. `https://ctl.example:7443`. The first that answers is used; when it fails, calls move to the next. Env: `FERROFAB_ENDPOINTS` (comma-separated)."),
             attr("ca_file", Type::String, Optional,
                  "PEM file of the ferrofab CA. Env: `FERROFAB_CA_FILE`."),
             attr("cert_file", Type::String, Optional,
@@ -35,7 +35,7 @@ pub fn block() -> Block {
             attr("server_name", Type::String, Optional,
                  "Name to check in the controller's certificate when it differs from the endpoint host. Env: `FERROFAB_SERVER_NAME`."),
             attr("request_timeout", Type::String, Optional,
-                 "Deadline of each controller call, e.g. `30s` (default). Env: `FERROFAB_REQUEST_TIMEOUT`."),
+                 "Deadline of each controller call on one replica, e.g. `30s` (default); a replica that misses it is failed over. Env: `FERROFAB_REQUEST_TIMEOUT`."),
         ],
         blocks: vec![],
         description: "Manages ferrofab pools, volumes, attachments and tenants through the controller's admin API (mutual TLS).",
@@ -124,6 +124,9 @@ pub fn resolve(cfg: &Value) -> Result<ProviderConfig, Diag> {
     })
 }
 
+/// A client over every endpoint: the first reachable one is used and the
+/// others are kept to fail over to (see `ferrofab_proto::failover`), so
+/// losing a controller replica mid-apply costs one retried call.
 pub async fn connect(cfg: &ProviderConfig) -> Result<Admin, Diag> {
     ferrofab_proto::client::connect(&cfg.endpoints, cfg.tls.as_ref(), cfg.request_timeout)
         .await
@@ -150,6 +153,28 @@ mod tests {
         let c = resolve(&v).ok().unwrap();
         assert_eq!(c.request_timeout, Some(Duration::from_secs(5)));
         assert!(c.tls.is_some());
+    }
+
+    #[tokio::test]
+    async fn when_no_endpoint_answers_the_diagnostic_names_each() {
+        // Bound, not listening: refused, and the ports stay ours.
+        let mut urls = vec![];
+        let mut socks = vec![];
+        for _ in 0..2 {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            urls.push(format!("http://{}", s.local_addr().unwrap()));
+            socks.push(s);
+        }
+        let cfg = ProviderConfig {
+            endpoints: urls.clone(),
+            tls: None,
+            request_timeout: Some(Duration::from_secs(1)),
+        };
+        let d = connect(&cfg).await.err().expect("nothing listens");
+        for u in &urls {
+            assert!(d.detail.contains(u.as_str()), "{u} not in {}", d.detail);
+        }
     }
 
     #[test]

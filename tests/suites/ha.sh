@@ -45,6 +45,13 @@
 #   carries its own version, nothing follows a delete but a new object,
 #   every acknowledged version appears, the recorder never had to start
 #   over (no gap), and its view ends equal to what the replicas list.
+#   1b. (ha_terraform.py, right after test 1) kill -9 of the replica the
+#      Terraform provider uses (the leader, first in its endpoints) in the
+#      middle of an apply of 30 volumes at parallelism 10 with the real
+#      Terraform 1.0.3: the apply succeeds, the state matches the
+#      controller (same UUIDs), a second plan is empty, no volume is
+#      created twice; one `ferrofab wait` started before the kill polls on
+#      through it and returns. Prints how long the apply paused on the kill.
 set -euo pipefail
 checks_pid=
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -56,6 +63,10 @@ source "$here/../lib/netns.sh"
 [ "$(id -u)" -eq 0 ] || ff_die "the ha suite creates network namespaces and mounts FUSE: run it as root"
 ff_need_pkgs iproute2 util-linux mount fuse3 python3 iputils-ping etcd-server curl
 ff_need_cmd ip nsenter umount python3 ping etcd curl
+# shellcheck source=tests/lib/terraform.sh
+source "$here/../lib/terraform.sh"
+FF_HA_TERRAFORM=$(ff_terraform_install "$FF_WORK/terraform-1.0.3")
+export FF_HA_TERRAFORM
 [ -e /dev/fuse ] || ff_die "/dev/fuse is missing: the workstation agent exposes volumes through FUSE"
 
 work=$FF_WORK/ha
@@ -99,18 +110,21 @@ setup_network() {
 trap cleanup EXIT INT TERM
 ff_ns_sweep_stale ffha
 # FF_HA_BIN=DIR runs prebuilt binaries from DIR (ferrofab,
-# ferrofab-controller, ferrofab-agent, examples/ha_watch).
+# ferrofab-controller, ferrofab-agent, terraform-provider-ferrofab,
+# examples/ha_watch).
 if [ -n "${FF_HA_BIN:-}" ]; then
     bindir=$FF_HA_BIN
 else
     ff_say "ha: building the release binaries"
     ff_cargo build --release --quiet --bin ferrofab-controller --bin ferrofab-agent --bin ferrofab \
         || ff_die "release build failed"
+    ff_cargo build --release --quiet -p terraform-provider-ferrofab \
+        || ff_die "release build of terraform-provider-ferrofab failed"
     ff_cargo build --release --quiet -p ferrofab-controller --example ha_watch \
         || ff_die "release build of the ha_watch example failed"
     bindir=${CARGO_TARGET_DIR:-$FF_REPO/target}/release
 fi
-for b in ferrofab ferrofab-controller ferrofab-agent examples/ha_watch; do
+for b in ferrofab ferrofab-controller ferrofab-agent terraform-provider-ferrofab examples/ha_watch; do
     [ -x "$bindir/$b" ] || ff_die "no $b in $bindir"
 done
 

