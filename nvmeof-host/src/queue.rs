@@ -745,7 +745,7 @@ impl Queue {
     ) {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         self.flush();
-        while !done() && !self.is_dead() && !deadline.is_some_and(|d| Instant::now() >= d) {
+        while !done() && !self.is_dead() && deadline.is_none_or(|d| Instant::now() < d) {
             if self
                 .leader
                 .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
