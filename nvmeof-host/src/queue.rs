@@ -313,6 +313,10 @@ struct Slots {
     free: Vec<u16>,
     closed: bool,
     outstanding: usize,
+    /// Submitters blocked in `take_slot` for a free slot. Freeing a slot
+    /// signals the condition variable only when there are any: a signal
+    /// is a `futex` system call even when nobody waits.
+    starved: usize,
 }
 
 /// Receive buffer: PDUs are decoded in place between `start` and `end`.
@@ -325,8 +329,8 @@ struct RxBuf {
 }
 
 impl RxBuf {
-    /// Read what the non-blocking socket has. Ok(false) when it had nothing.
-    fn fill(&mut self, mut sock: &TcpStream) -> io::Result<bool> {
+    /// Read what the non-blocking socket has.
+    fn fill(&mut self, mut sock: &TcpStream) -> io::Result<Fill> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -350,15 +354,29 @@ impl RxBuf {
                     ))
                 }
                 Ok(n) => {
+                    let room = self.buf.len() - self.end;
                     self.end += n;
-                    return Ok(true);
+                    return Ok(if n < room { Fill::Drained } else { Fill::More });
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::Empty),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
     }
+}
+
+/// What one read of the socket found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// Nothing to read.
+    Empty,
+    /// Less than the room offered: the socket had nothing more at that
+    /// moment, so another read would most likely return EAGAIN (a system
+    /// call saved per batch; whatever arrives later wakes `poll`).
+    Drained,
+    /// The buffer filled up: there may be more.
+    More,
 }
 
 /// H2CData owed to the controller for one R2T.
@@ -450,6 +468,7 @@ impl Queue {
                 free: (0..slots).rev().collect(),
                 closed: false,
                 outstanding: 0,
+                starved: 0,
             }),
             slot_freed: Condvar::new(),
             dead: AtomicBool::new(false),
@@ -614,11 +633,21 @@ impl Queue {
                 s.outstanding += 1;
                 return Ok(cid);
             }
+            if self.tx_dirty.load(Ordering::Acquire) && !self.is_dead() {
+                // Deferred capsules hold slots: send them, or no slot may
+                // ever come free.
+                drop(s);
+                self.flush();
+                s = plock(&self.slots);
+                continue;
+            }
+            s.starved += 1;
             s = self
                 .slot_freed
                 .wait_timeout(s, Duration::from_millis(100))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            s.starved -= 1;
         }
     }
 
@@ -846,8 +875,9 @@ impl Queue {
         loop {
             self.dispatch_buffered(rx, work)?;
             match rx.fill(&self.sock) {
-                Ok(true) => continue,
-                Ok(false) => return Ok(()),
+                Ok(Fill::More) => continue,
+                Ok(Fill::Drained) => return self.dispatch_buffered(rx, work),
+                Ok(Fill::Empty) => return Ok(()),
                 Err(e) => return Err(self.io_error("receive", &e)),
             }
         }
@@ -895,14 +925,16 @@ impl Queue {
 
     /// Remove the slot of `cid`, freeing the CID.
     fn release_slot(&self, cid: u16) -> Option<Slot> {
-        let slot = {
+        let (slot, starved) = {
             let mut s = plock(&self.slots);
             let slot = s.entries.get_mut(usize::from(cid))?.take()?;
             s.free.push(cid);
             s.outstanding = s.outstanding.saturating_sub(1);
-            slot
+            (slot, s.starved > 0)
         };
-        self.slot_freed.notify_one();
+        if starved {
+            self.slot_freed.notify_one();
+        }
         Some(slot)
     }
 
