@@ -25,7 +25,7 @@ use super::assoc::{self, Association, NamespaceInfo};
 use super::cmd;
 use super::exec::{self, Ctx};
 use super::options::ConnectOptions;
-use super::queue::{plock, Queue, ReqKind, Request};
+use super::queue::{plock, Queue, QueueStats, ReqKind, Request};
 use super::HostError;
 use ferrofab_nvmeof_wire::spec::identify::IdentifyController;
 use ferrofab_nvmeof_wire::spec::status::Status;
@@ -182,6 +182,20 @@ impl Controller {
     /// Number of I/O queues of the current association.
     pub fn io_queues(&self) -> usize {
         self.shared.assoc().map_or(0, |a| a.io.len())
+    }
+
+    /// Data-path counters of the current association's I/O queues (command
+    /// capsules, `writev` and `recvfrom` calls, completions and how many of
+    /// them the receiver threads made): how well submissions are batched
+    /// and how often a completion crossed threads.
+    pub fn io_stats(&self) -> QueueStats {
+        let mut total = QueueStats::default();
+        if let Some(a) = self.shared.assoc() {
+            for q in &a.io {
+                total += q.stats();
+            }
+        }
+        total
     }
 
     /// The namespaces as of the last scan, by NSID.

@@ -77,6 +77,7 @@ pub use ferrofab_nvmeof_wire::wire::Digests;
 pub use identity::HostIdentity;
 pub use namespace::{Completed, IoOp, Namespace, Pipeline, Ticket};
 pub use options::ConnectOptions;
+pub use queue::QueueStats;
 
 use std::io;
 

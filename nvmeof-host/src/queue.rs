@@ -53,7 +53,7 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -366,6 +366,52 @@ impl RxBuf {
     }
 }
 
+/// Counters of one queue's data path, to see batching from outside (the
+/// benchmark prints system calls per I/O from them; tests check that a
+/// pipeline batches). Relaxed atomics: one uncontended add each.
+#[derive(Default)]
+struct Counters {
+    capsules: AtomicU64,
+    sends: AtomicU64,
+    receives: AtomicU64,
+    completions: AtomicU64,
+    rx_thread_completions: AtomicU64,
+}
+
+/// A snapshot of the I/O queues' counters since they were opened (summed
+/// over the queues of the current association; see
+/// [`crate::Controller::io_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Command capsules encoded.
+    pub capsules: u64,
+    /// `writev` calls that wrote something (capsule batches and H2CData).
+    pub sends: u64,
+    /// `recvfrom` calls that returned data.
+    pub receives: u64,
+    /// Commands completed.
+    pub completions: u64,
+    /// Of those, completed by the queue's receiver thread rather than a
+    /// waiting thread (each one a thread hand-off).
+    pub rx_thread_completions: u64,
+}
+
+impl std::ops::AddAssign for QueueStats {
+    fn add_assign(&mut self, o: QueueStats) {
+        self.capsules += o.capsules;
+        self.sends += o.sends;
+        self.receives += o.receives;
+        self.completions += o.completions;
+        self.rx_thread_completions += o.rx_thread_completions;
+    }
+}
+
+thread_local! {
+    /// Whether the current thread is a queue's receiver thread (for
+    /// [`QueueStats::rx_thread_completions`]).
+    static ON_RX_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// What one read of the socket found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fill {
@@ -435,6 +481,7 @@ pub(crate) struct Queue {
     leader: AtomicBool,
     /// Waiters parked behind the leader; it unparks one when it leaves.
     followers: Mutex<Vec<Thread>>,
+    counters: Counters,
 }
 
 impl Queue {
@@ -478,6 +525,7 @@ impl Queue {
             waiters: AtomicUsize::new(0),
             leader: AtomicBool::new(false),
             followers: Mutex::new(Vec::new()),
+            counters: Counters::default(),
         });
         let rq = q.clone();
         let handle = thread::Builder::new()
@@ -577,6 +625,7 @@ impl Queue {
         };
         let data: &[u8] = if incapsule { &req.data_out } else { &[] };
         tracing::trace!(qid = self.qid, cid, cmd = req.name, "submit");
+        self.counters.capsules.fetch_add(1, Ordering::Relaxed);
         let mut q = plock(&self.txq);
         encode_capsule_cmd(&mut q, &sqe, data, self.digests);
         self.tx_dirty.store(true, Ordering::Release);
@@ -719,7 +768,25 @@ impl Queue {
         drained
     }
 
+    /// This queue's counters.
+    pub fn stats(&self) -> QueueStats {
+        let c = &self.counters;
+        QueueStats {
+            capsules: c.capsules.load(Ordering::Relaxed),
+            sends: c.sends.load(Ordering::Relaxed),
+            receives: c.receives.load(Ordering::Relaxed),
+            completions: c.completions.load(Ordering::Relaxed),
+            rx_thread_completions: c.rx_thread_completions.load(Ordering::Relaxed),
+        }
+    }
+
     fn finish(&self, req: &Arc<Request>, r: Result<Cqe, HostError>) {
+        self.counters.completions.fetch_add(1, Ordering::Relaxed);
+        if ON_RX_THREAD.with(|c| c.get()) {
+            self.counters
+                .rx_thread_completions
+                .fetch_add(1, Ordering::Relaxed);
+        }
         if req.kind == ReqKind::Aer {
             let hook = plock(&self.hooks).on_aen.clone();
             if let Some(h) = hook {
@@ -733,6 +800,7 @@ impl Queue {
 
     fn rx_loop(self: Arc<Self>) {
         let _span = tracing::debug_span!("rx", addr = %self.addr, qid = self.qid).entered();
+        ON_RX_THREAD.with(|c| c.set(true));
         while !self.is_dead() {
             if self.waiters.load(Ordering::SeqCst) > 0 {
                 // The waiters read the socket (see the module docs).
@@ -874,7 +942,11 @@ impl Queue {
     fn pump(&self, rx: &mut RxBuf, work: &mut Vec<H2cWork>) -> Result<(), HostError> {
         loop {
             self.dispatch_buffered(rx, work)?;
-            match rx.fill(&self.sock) {
+            let fill = rx.fill(&self.sock);
+            if matches!(fill, Ok(Fill::More | Fill::Drained)) {
+                self.counters.receives.fetch_add(1, Ordering::Relaxed);
+            }
+            match fill {
                 Ok(Fill::More) => continue,
                 Ok(Fill::Drained) => return self.dispatch_buffered(rx, work),
                 Ok(Fill::Empty) => return Ok(()),
@@ -1123,7 +1195,10 @@ impl Queue {
                 }
                 match (&self.sock).write_vectored(s) {
                     Ok(0) => return Err(self.lost_error("send wrote nothing")),
-                    Ok(n) => IoSlice::advance_slices(&mut s, n),
+                    Ok(n) => {
+                        self.counters.sends.fetch_add(1, Ordering::Relaxed);
+                        IoSlice::advance_slices(&mut s, n);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         buffered |= self.wait_writable()?;
                     }
