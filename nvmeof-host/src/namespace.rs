@@ -394,7 +394,12 @@ impl Ticket {
     /// Wait for the operation. Returns the data of a read (empty for other
     /// operations). Busy-polls for the controller's `poll_spin`, then parks.
     pub fn wait(self) -> Result<Vec<u8>, HostError> {
-        let mut out = Vec::with_capacity(self.read_len.unwrap_or(0));
+        // One part (the usual case) hands over its buffer as is.
+        let mut out = if self.parts.len() > 1 {
+            Vec::with_capacity(self.read_len.unwrap_or(0))
+        } else {
+            Vec::new()
+        };
         let mut first_err = None;
         for r in &self.parts {
             match self.check(r) {
