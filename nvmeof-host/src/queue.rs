@@ -52,7 +52,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::thread::{self, JoinHandle, Thread};
@@ -481,6 +481,14 @@ pub(crate) struct Queue {
     leader: AtomicBool,
     /// Waiters parked behind the leader; it unparks one when it leaves.
     followers: Mutex<Vec<Thread>>,
+    /// Whether the leader sleeps in `poll(2)`. Another thread that
+    /// completes a command meanwhile (the receiver thread that started
+    /// reading just before the leader arrived, a sender that drained the
+    /// socket while it was full) took data the leader's `poll` will not
+    /// see, so it rings `wake`.
+    leader_asleep: AtomicBool,
+    /// An eventfd in the leader's `poll` set, for the case above.
+    wake: OwnedFd,
     counters: Counters,
 }
 
@@ -493,6 +501,7 @@ impl Queue {
         sock.set_nonblocking(true)
             .map_err(|e| unreachable_err(cfg, "set non-blocking", e))?;
         let slots = cfg.slots.max(1);
+        let wake = new_eventfd().map_err(|e| unreachable_err(cfg, "create an eventfd", e))?;
         let q = Arc::new(Queue {
             qid: cfg.qid,
             addr: cfg.addr.clone(),
@@ -525,6 +534,8 @@ impl Queue {
             waiters: AtomicUsize::new(0),
             leader: AtomicBool::new(false),
             followers: Mutex::new(Vec::new()),
+            leader_asleep: AtomicBool::new(false),
+            wake,
             counters: Counters::default(),
         });
         let rq = q.clone();
@@ -794,6 +805,50 @@ impl Queue {
             }
         }
         req.done.complete(r);
+        if self.leader_asleep.load(Ordering::SeqCst) {
+            self.ring();
+        }
+    }
+
+    /// Wake the leader from `poll(2)` (see `leader_asleep`).
+    fn ring(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to our own eventfd. A
+        // full counter (EAGAIN) still leaves it readable, which is all
+        // that matters.
+        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    /// The leader's sleep: until the socket is readable, the queue closes,
+    /// another thread completes a command (`ring`) or `ms` pass. Returns at
+    /// once if `done()` already holds.
+    fn leader_sleep(&self, done: &dyn Fn() -> bool, ms: i32) {
+        self.leader_asleep.store(true, Ordering::SeqCst);
+        // Checked after announcing the sleep: a completion before this
+        // point is seen here, one after it rings.
+        if !done() {
+            let mut p = [
+                libc::pollfd {
+                    fd: self.sock.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.wake.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds for the duration of the call.
+            unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
+            if p[1].revents & libc::POLLIN != 0 {
+                let mut buf = [0u8; 8];
+                // SAFETY: reads at most 8 bytes into a live buffer (resets
+                // the eventfd counter).
+                unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            }
+        }
+        self.leader_asleep.store(false, Ordering::SeqCst);
     }
 
     // ---- receive side ---------------------------------------------------
@@ -884,7 +939,7 @@ impl Queue {
                 continue;
             }
             let ms = nap.as_millis().clamp(1, i32::MAX as u128) as i32;
-            self.poll_readable(ms);
+            self.leader_sleep(done, ms);
         }
     }
 
@@ -1267,6 +1322,17 @@ fn unreachable_err(cfg: &QueueConfig, what: &str, e: io::Error) -> HostError {
         qid: cfg.qid,
         source: Arc::new(io::Error::new(e.kind(), format!("{what}: {e}"))),
     }
+}
+
+/// A non-blocking eventfd.
+fn new_eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain system call; the result is checked before use.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Open a TCP connection with TCP_NODELAY (every PDU is latency-critical).
