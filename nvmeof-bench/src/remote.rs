@@ -95,6 +95,12 @@ impl Remote {
         }
     }
 
+    /// The initiator's data-path counters (system calls and hand-offs),
+    /// summed over the I/O queues.
+    pub fn io_stats(&self) -> ferrofab_nvmeof_host::QueueStats {
+        self.ctrl.io_stats()
+    }
+
     /// Orderly shutdown (CC.SHN) so the target is not left waiting.
     pub fn disconnect(self) -> Result<(), BenchError> {
         self.ctrl.disconnect().map_err(remote_err)

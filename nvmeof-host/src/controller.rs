@@ -25,7 +25,7 @@ use super::assoc::{self, Association, NamespaceInfo};
 use super::cmd;
 use super::exec::{self, Ctx};
 use super::options::ConnectOptions;
-use super::queue::{plock, ReqKind, Request};
+use super::queue::{plock, Queue, QueueStats, ReqKind, Request};
 use super::HostError;
 use ferrofab_nvmeof_wire::spec::identify::IdentifyController;
 use ferrofab_nvmeof_wire::spec::status::Status;
@@ -184,6 +184,20 @@ impl Controller {
         self.shared.assoc().map_or(0, |a| a.io.len())
     }
 
+    /// Data-path counters of the current association's I/O queues (command
+    /// capsules, `writev` and `recvfrom` calls, completions and how many of
+    /// them the receiver threads made): how well submissions are batched
+    /// and how often a completion crossed threads.
+    pub fn io_stats(&self) -> QueueStats {
+        let mut total = QueueStats::default();
+        if let Some(a) = self.shared.assoc() {
+            for q in &a.io {
+                total += q.stats();
+            }
+        }
+        total
+    }
+
     /// The namespaces as of the last scan, by NSID.
     pub fn namespaces(&self) -> Vec<NamespaceInfo> {
         self.shared.read_namespaces().values().cloned().collect()
@@ -310,6 +324,19 @@ impl Shared {
         self.read_namespaces().get(&nsid).cloned()
     }
 
+    /// A queue index for a new pipeline, spreading pipelines over the I/O
+    /// queues.
+    pub(crate) fn pick_queue(&self) -> usize {
+        self.next_queue.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// I/O queue `hint` of the live association (modulo their number).
+    pub(crate) fn io_queue(&self, hint: usize) -> Option<Arc<Queue>> {
+        let a = self.assoc()?;
+        let n = a.io.len();
+        (n > 0).then(|| a.io[hint % n].clone())
+    }
+
     pub(crate) fn max_transfer(&self) -> usize {
         self.max_transfer.load(Ordering::Relaxed)
     }
@@ -345,6 +372,14 @@ impl Shared {
     /// Send an I/O request on the live association, or park it while
     /// reconnecting, or fail it if the controller is gone.
     pub(crate) fn submit(&self, req: &Arc<Request>) {
+        self.submit_to(req, None);
+    }
+
+    /// Where a request goes: `None` spreads requests over the I/O queues
+    /// and sends at once; `Some(hint)` always uses I/O queue `hint` (modulo
+    /// their number) and leaves the capsule in its submission buffer, for a
+    /// [`crate::Pipeline`] that waits on that one queue and so flushes it.
+    pub(crate) fn submit_to(&self, req: &Arc<Request>, pinned: Option<usize>) {
         loop {
             let a = {
                 let mut core = plock(&self.core);
@@ -373,12 +408,18 @@ impl Shared {
                     }
                 }
             };
-            let i = self.next_queue.fetch_add(1, Ordering::Relaxed) % a.io.len().max(1);
+            let n = a.io.len().max(1);
+            let i = pinned.unwrap_or_else(|| self.next_queue.fetch_add(1, Ordering::Relaxed)) % n;
             let Some(q) = a.io.get(i) else {
                 self.fail_association(a.gen, HostError::InvalidArgument("no I/O queues".into()));
                 continue;
             };
-            match q.submit(req) {
+            let sent = if pinned.is_some() {
+                q.submit_deferred(req)
+            } else {
+                q.submit(req)
+            };
+            match sent {
                 Ok(()) => return,
                 Err(e) => self.fail_association(a.gen, e),
             }

@@ -46,13 +46,18 @@
 //!   FUSE exposure (`ferrofab-nvmeof-expose`), the agent and the benchmark
 //!   engine run on; [`Namespace`] implements it.
 //!
-//! # Latency
+//! # Latency and batching
 //!
-//! A thread waiting for a command busy-polls the queue's socket itself for
-//! [`ConnectOptions::poll_spin`] before parking, so at queue depth 1 a
-//! response is consumed by the waiting thread without a wake-up. With
-//! `poll_spin` zero, the per-queue receiver thread completes commands and
-//! unparks the waiter.
+//! A thread waiting for a command reads the queue's socket itself (one
+//! waiter per queue leads, the others follow; see `queue`): it busy-polls
+//! for [`ConnectOptions::poll_spin`], then sleeps in `poll(2)` on the
+//! socket, so a response is consumed by the thread that wants it without a
+//! hand-off between threads. A [`Pipeline`] defers its submissions until it
+//! waits, so a window of commands leaves in one `writev`, and reads every
+//! response that has arrived with one `recvfrom`. The per-queue receiver
+//! thread only covers queues nobody waits on (asynchronous events,
+//! completions collected later). [`Controller::io_stats`] counts the system
+//! calls and hand-offs.
 //!
 //! No async runtime: std threads and non-blocking sockets with `poll(2)`.
 
@@ -77,6 +82,7 @@ pub use ferrofab_nvmeof_wire::wire::Digests;
 pub use identity::HostIdentity;
 pub use namespace::{Completed, IoOp, Namespace, Pipeline, Ticket};
 pub use options::ConnectOptions;
+pub use queue::QueueStats;
 
 use std::io;
 

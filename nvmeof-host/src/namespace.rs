@@ -142,13 +142,19 @@ impl Namespace {
     /// busy). Errors here are argument errors; I/O errors come from
     /// [`Ticket::wait`].
     pub fn submit(&self, op: IoOp) -> Result<Ticket, HostError> {
+        self.submit_to(op, None)
+    }
+
+    /// [`Namespace::submit`], or with `pinned`, on that one I/O queue and
+    /// deferred to its next flush (see `Shared::submit_to`).
+    fn submit_to(&self, op: IoOp, pinned: Option<usize>) -> Result<Ticket, HostError> {
         let (cmds, read_len) = self.commands(op)?;
         let parts: Vec<Arc<Request>> = cmds
             .into_iter()
             .map(|c| Request::new(c, ReqKind::Io))
             .collect();
         for r in &parts {
-            self.shared.submit(r);
+            self.shared.submit_to(r, pinned);
         }
         Ok(Ticket {
             parts,
@@ -278,6 +284,7 @@ impl Namespace {
             ns: self.clone(),
             depth: depth.max(1),
             inflight: Vec::with_capacity(depth),
+            queue: self.shared.pick_queue(),
         }
     }
 
@@ -352,14 +359,9 @@ impl Ticket {
         self.parts.iter().all(|r| r.is_done())
     }
 
-    fn spin_queue(&self) -> Option<Arc<super::queue::Queue>> {
-        self.parts.iter().find(|r| !r.is_done())?.spin_queue()
-    }
-
-    fn poll_progress(&self) {
-        if let Some(r) = self.parts.iter().find(|r| !r.is_done()) {
-            r.poll_progress();
-        }
+    /// The queue of a command still outstanding.
+    fn pending_queue(&self) -> Option<Arc<super::queue::Queue>> {
+        self.parts.iter().find(|r| !r.is_done())?.queue()
     }
 
     /// Wait for one command; a data digest error (data damaged in
@@ -392,7 +394,12 @@ impl Ticket {
     /// Wait for the operation. Returns the data of a read (empty for other
     /// operations). Busy-polls for the controller's `poll_spin`, then parks.
     pub fn wait(self) -> Result<Vec<u8>, HostError> {
-        let mut out = Vec::with_capacity(self.read_len.unwrap_or(0));
+        // One part (the usual case) hands over its buffer as is.
+        let mut out = if self.parts.len() > 1 {
+            Vec::with_capacity(self.read_len.unwrap_or(0))
+        } else {
+            Vec::new()
+        };
         let mut first_err = None;
         for r in &self.parts {
             match self.check(r) {
@@ -463,10 +470,20 @@ pub struct Completed {
 /// }
 /// while let Some(c) = p.wait_any() { handle(c); }
 /// ```
+///
+/// A pipeline keeps to one I/O queue (pipelines are spread over the
+/// queues) and batches: [`Pipeline::submit`] only encodes the command into
+/// the queue's submission buffer, and [`Pipeline::wait_any`] sends all of
+/// them with one system call, then reads completions from the socket on
+/// the calling thread (see the `queue` module: leader/follower). So a full
+/// window costs one `writev` and, per batch of arrived responses, one
+/// `poll` and one `recvfrom`, with no thread hand-off.
 pub struct Pipeline {
     ns: Namespace,
     depth: usize,
     inflight: Vec<(u64, Ticket)>,
+    /// The I/O queue (index, modulo their number) this pipeline uses.
+    queue: usize,
 }
 
 impl Pipeline {
@@ -478,8 +495,10 @@ impl Pipeline {
         self.inflight.len() >= self.depth
     }
 
-    /// Start an operation tagged `tag`. Fails if the window is full (call
-    /// [`Pipeline::wait_any`] first) or the operation is invalid.
+    /// Start an operation tagged `tag`: it goes out with the next
+    /// [`Pipeline::wait_any`] or [`Pipeline::try_complete`] (or at once if
+    /// the queue's submission buffer is full). Fails if the window is full
+    /// (call [`Pipeline::wait_any`] first) or the operation is invalid.
     pub fn submit(&mut self, tag: u64, op: IoOp) -> Result<(), HostError> {
         if self.is_full() {
             return Err(HostError::InvalidArgument(format!(
@@ -487,13 +506,26 @@ impl Pipeline {
                 self.depth
             )));
         }
-        let t = self.ns.submit(op)?;
+        let t = self.ns.submit_to(op, Some(self.queue))?;
         self.inflight.push((tag, t));
         Ok(())
     }
 
-    /// A completed operation if there is one, without waiting.
+    /// Send what [`Pipeline::submit`] left in the submission buffer.
+    pub fn flush(&self) {
+        if let Some(q) = self.ns.shared.io_queue(self.queue) {
+            q.flush();
+        }
+    }
+
+    /// A completed operation if there is one, without waiting (but after
+    /// sending what was submitted).
     pub fn try_complete(&mut self) -> Option<Completed> {
+        self.flush();
+        self.take_done()
+    }
+
+    fn take_done(&mut self) -> Option<Completed> {
         let i = self.inflight.iter().position(|(_, t)| t.is_done())?;
         let (tag, t) = self.inflight.swap_remove(i);
         Some(Completed {
@@ -503,44 +535,45 @@ impl Pipeline {
     }
 
     /// Wait for any operation to complete; None if nothing is in flight.
+    /// Busy-polls for the controller's `poll_spin`, then sleeps in
+    /// `poll(2)` on the socket.
     pub fn wait_any(&mut self) -> Option<Completed> {
         if self.inflight.is_empty() {
             return None;
         }
-        let spin = self.ns.shared.opts.poll_spin;
-        let spin_until = Instant::now() + spin;
-        let mut spinning: Option<Arc<super::queue::Queue>> = None;
+        self.flush();
+        let spin_until = Instant::now() + self.ns.shared.opts.poll_spin;
         loop {
-            if let Some(c) = self.try_complete() {
-                if let Some(q) = spinning.take() {
-                    q.end_spin();
-                }
+            if let Some(c) = self.take_done() {
                 return Some(c);
             }
-            if Instant::now() < spin_until {
-                if spinning.is_none() && !spin.is_zero() {
-                    spinning = self.inflight.first().and_then(|(_, t)| t.spin_queue());
-                    if let Some(q) = &spinning {
-                        q.begin_spin();
-                    }
-                }
-                match &spinning {
-                    Some(q) => q.poll_progress(false),
-                    None => {
-                        if let Some((_, t)) = self.inflight.first() {
-                            t.poll_progress();
-                        }
-                    }
-                }
-                std::hint::spin_loop();
-            } else {
-                if let Some(q) = spinning.take() {
-                    q.end_spin();
+            // Normally the pipeline's own queue; after a reconnect an
+            // operation may sit on another one, or on none yet.
+            let q = self
+                .inflight
+                .iter()
+                .find_map(|(_, t)| t.pending_queue())
+                .filter(|q| !q.is_dead());
+            match q {
+                Some(q) => {
+                    let inflight = &self.inflight;
+                    let any_done = || inflight.iter().any(|(_, t)| t.is_done());
+                    // Bounded, so operations on another queue are seen.
+                    let deadline = Instant::now() + Duration::from_millis(10);
+                    q.wait_until(&any_done, spin_until, Some(deadline));
                 }
                 // Every request registered this thread as its waiter when
-                // it was created, so a completion unparks us.
-                thread::park_timeout(Duration::from_millis(1));
+                // it was created, so a completion or re-send unparks us.
+                None => thread::park_timeout(Duration::from_millis(1)),
             }
         }
+    }
+}
+
+impl Drop for Pipeline {
+    /// Operations still in flight are completed without anyone waiting:
+    /// make sure they were sent.
+    fn drop(&mut self) {
+        self.flush();
     }
 }

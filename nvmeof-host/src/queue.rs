@@ -1,22 +1,50 @@
 //! One NVMe/TCP connection: a submission/completion queue pair.
 //!
-//! # Threads and locks
+//! # Sending: a submission buffer flushed by whoever waits
 //!
-//! Every queue has a receiver thread that sleeps in `poll(2)` and, when the
-//! socket is readable, takes the receive lock, reads whatever is there and
-//! completes commands. A thread waiting for its own command may instead
-//! *busy-poll*: it takes the receive lock with `try_lock` and reads the
-//! socket itself, so that at queue depth 1 the response is consumed by the
-//! thread that wants it, without waking anything (see [`Request::wait`]).
-//! The socket is non-blocking so nobody ever sleeps while holding the
-//! receive lock.
+//! [`Queue::submit`] encodes the command capsule into the queue's
+//! submission buffer. A *deferred* submission ([`Queue::submit_deferred`],
+//! used by [`crate::Pipeline`]) stops there; an ordinary one flushes the
+//! buffer at once. The buffer is flushed with one `writev` by every thread
+//! that is about to wait ([`Queue::wait_until`]), when it holds
+//! [`TX_BATCH_MAX`] bytes, and by the receiver thread as a safety net, so a
+//! window of 32 pipelined commands costs one system call instead of 32.
+//! Nothing is lost by deferring: a command holds its slot (and so belongs
+//! to the queue's failure path) from the moment it is encoded.
 //!
-//! Sends are serialised by the transmit lock. The two locks are never
-//! *waited for* in the order rx→tx: R2T replies are collected while the
-//! receive lock is held and sent after it is released, and a sender that
-//! finds the socket full only `try_lock`s the receive side to keep
-//! draining incoming data (so a thread-per-connection target that is itself
-//! blocked sending to us cannot deadlock against us).
+//! # Receiving: leader/follower
+//!
+//! A thread that waits for a command reads the socket itself instead of
+//! sleeping until another thread hands it the completion (a futex wake and
+//! a context switch per I/O, on a small machine a second busy core). Of
+//! the threads waiting on one queue, one is the *leader*: it flushes,
+//! reads and dispatches everything that has arrived (completing other
+//! waiters' commands too), then sleeps in `poll(2)` on the socket, or
+//! busy-polls for the caller's spin budget first. The others are
+//! *followers*: they park until their command is completed by the leader
+//! or the leader leaves and hands leadership on (unparking one follower).
+//!
+//! The per-queue receiver thread covers the socket only while nobody waits
+//! on the queue (the outstanding Asynchronous Event Request, Keep Alive
+//! between commands, commands a caller has not started waiting for): while
+//! waiters exist it stays parked, checking every [`RX_HANDOFF`], so arriving
+//! data wakes exactly one thread, the leader. A leader leaving with commands
+//! still outstanding does not wake it: a pipelined caller is back within
+//! microseconds, and otherwise the receiver thread notices within
+//! [`RX_HANDOFF`].
+//!
+//! # Locks
+//!
+//! Sends are serialised by the transmit lock, receives by the receive
+//! lock; nobody sleeps while holding either (the socket is non-blocking,
+//! the leader polls without the receive lock). The two are never *waited
+//! for* in the order rx→tx: R2T replies are collected while the receive
+//! lock is held and sent after it is released, and a sender that finds the
+//! socket full only `try_lock`s the receive side to keep draining incoming
+//! data (so a thread-per-connection target that is itself blocked sending
+//! to us cannot deadlock against us). Failures (`Queue::fail`) are raised
+//! with no lock held, because the failure hook may close the queue and
+//! join its receiver thread.
 //!
 //! Command IDs are slot indices; a slot is held from submission until the
 //! response, so a CID is never reused while the controller may still refer
@@ -24,8 +52,8 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -37,7 +65,7 @@ use ferrofab_nvmeof_wire::wire::command::{SGL_DATA_BLOCK_OFFSET, SGL_TRANSPORT_D
 use ferrofab_nvmeof_wire::wire::digest::digest_bytes;
 use ferrofab_nvmeof_wire::wire::pdu::{
     begin_data_pdu, decode, encode_capsule_cmd, encode_ic_req, encode_term_req, flags, pdu_type,
-    CAPSULE_CMD_HLEN, CH_LEN, IC_HLEN, TERM_REQ_MAX_PLEN,
+    CH_LEN, IC_HLEN, TERM_REQ_MAX_PLEN,
 };
 use ferrofab_nvmeof_wire::wire::{
     Cqe, DataHeader, DecodeStatus, Decoded, Digests, IcReq, Pdu, R2t, Sgl, Sqe,
@@ -54,6 +82,22 @@ const MIN_READ: usize = 64 * 1024;
 /// How long the receiver thread sleeps in `poll` before rechecking whether
 /// the queue was closed.
 const RX_POLL_MS: i32 = 250;
+/// While threads wait on a queue (and so read it themselves), the receiver
+/// thread parks and looks again after this long: the bound on how late a
+/// completion nobody waits for is read once the last waiter has left. Short
+/// enough for an AEN or a command whose waiter comes later, long enough
+/// that the check costs nothing measurable (500 wake-ups a second, only
+/// while someone waits).
+pub(crate) const RX_HANDOFF: Duration = Duration::from_millis(2);
+/// Longest sleep of a leader in `poll` or a follower in `park` before it
+/// rechecks its command, the queue's death and its deadline. Completions
+/// and hand-offs wake them earlier; this only bounds the cost of a lost
+/// wake-up.
+const WAIT_NAP: Duration = Duration::from_millis(100);
+/// Flush the submission buffer at once when it holds this many bytes, so
+/// deferred writes with in-capsule data do not pile up (32 capsules of
+/// 72 bytes, or eight 8 KiB in-capsule writes).
+pub(crate) const TX_BATCH_MAX: usize = 64 * 1024;
 
 /// What a command is for; decides what happens to it when the connection
 /// is lost.
@@ -189,64 +233,45 @@ impl Request {
         std::mem::take(&mut *plock(&self.data_in))
     }
 
-    /// The queue the request is on, for busy-polling.
-    pub fn spin_queue(&self) -> Option<Arc<Queue>> {
+    /// The queue the request was last submitted on.
+    pub fn queue(&self) -> Option<Arc<Queue>> {
         plock(&self.queue).upgrade()
     }
 
-    /// Read data from the socket if nobody else is, to get our completion
-    /// without a thread hand-off.
-    pub fn poll_progress(&self) {
-        let q = plock(&self.queue).upgrade();
-        if let Some(q) = q {
-            q.poll_progress(false);
-        }
-    }
-
-    /// Wait for completion: busy-poll for `spin`, then park. With
-    /// `timeout`, give up after it and return a timeout error naming `addr`.
+    /// Wait for completion: lead or follow on the request's queue (see the
+    /// module docs), busy-polling until `spin` has passed, then sleeping.
+    /// With `timeout`, give up after it and return a timeout error naming
+    /// the address.
     pub fn wait(&self, spin: Duration, timeout: Option<Duration>) -> Result<Cqe, HostError> {
         if !self.is_done() {
             self.done.set_waiter(thread::current());
         }
         let start = Instant::now();
         let spin_until = start + spin;
-        let mut spinning = self.spin_queue().filter(|_| !spin.is_zero());
-        if let Some(q) = &spinning {
-            q.begin_spin();
-        }
+        let deadline = timeout.map(|t| start + t);
         loop {
             if self.is_done() {
-                if let Some(q) = spinning.take() {
-                    q.end_spin();
-                }
                 return self.take_result();
             }
             let now = Instant::now();
-            if let Some(t) = timeout {
-                if now >= start + t {
-                    if let Some(q) = spinning.take() {
-                        q.end_spin();
-                    }
+            if let (Some(t), Some(d)) = (timeout, deadline) {
+                if now >= d {
                     return Err(self.timeout_error(t));
                 }
             }
-            if now < spin_until {
-                match &spinning {
-                    Some(q) => q.poll_progress(false),
-                    None => self.poll_progress(),
+            match self.queue().filter(|q| !q.is_dead()) {
+                Some(q) => q.wait_until(&|| self.is_done(), spin_until, deadline),
+                // Not submitted yet, or its queue died and the controller
+                // re-sends it on the next association: whoever submits or
+                // fails it unparks us.
+                None => {
+                    let mut nap = WAIT_NAP;
+                    if let Some(d) = deadline {
+                        nap = nap.min(d.saturating_duration_since(now));
+                    }
+                    thread::park_timeout(nap);
                 }
-                std::hint::spin_loop();
-                continue;
             }
-            if let Some(q) = spinning.take() {
-                q.end_spin();
-            }
-            let mut nap = Duration::from_millis(100);
-            if let Some(t) = timeout {
-                nap = nap.min((start + t).saturating_duration_since(now));
-            }
-            thread::park_timeout(nap);
         }
     }
 
@@ -288,6 +313,10 @@ struct Slots {
     free: Vec<u16>,
     closed: bool,
     outstanding: usize,
+    /// Submitters blocked in `take_slot` for a free slot. Freeing a slot
+    /// signals the condition variable only when there are any: a signal
+    /// is a `futex` system call even when nobody waits.
+    starved: usize,
 }
 
 /// Receive buffer: PDUs are decoded in place between `start` and `end`.
@@ -300,8 +329,8 @@ struct RxBuf {
 }
 
 impl RxBuf {
-    /// Read what the non-blocking socket has. Ok(false) when it had nothing.
-    fn fill(&mut self, mut sock: &TcpStream) -> io::Result<bool> {
+    /// Read what the non-blocking socket has.
+    fn fill(&mut self, mut sock: &TcpStream) -> io::Result<Fill> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -325,15 +354,75 @@ impl RxBuf {
                     ))
                 }
                 Ok(n) => {
+                    let room = self.buf.len() - self.end;
                     self.end += n;
-                    return Ok(true);
+                    return Ok(if n < room { Fill::Drained } else { Fill::More });
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::Empty),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
     }
+}
+
+/// Counters of one queue's data path, to see batching from outside (the
+/// benchmark prints system calls per I/O from them; tests check that a
+/// pipeline batches). Relaxed atomics: one uncontended add each.
+#[derive(Default)]
+struct Counters {
+    capsules: AtomicU64,
+    sends: AtomicU64,
+    receives: AtomicU64,
+    completions: AtomicU64,
+    rx_thread_completions: AtomicU64,
+}
+
+/// A snapshot of the I/O queues' counters since they were opened (summed
+/// over the queues of the current association; see
+/// [`crate::Controller::io_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Command capsules encoded.
+    pub capsules: u64,
+    /// `writev` calls that wrote something (capsule batches and H2CData).
+    pub sends: u64,
+    /// `recvfrom` calls that returned data.
+    pub receives: u64,
+    /// Commands completed.
+    pub completions: u64,
+    /// Of those, completed by the queue's receiver thread rather than a
+    /// waiting thread (each one a thread hand-off).
+    pub rx_thread_completions: u64,
+}
+
+impl std::ops::AddAssign for QueueStats {
+    fn add_assign(&mut self, o: QueueStats) {
+        self.capsules += o.capsules;
+        self.sends += o.sends;
+        self.receives += o.receives;
+        self.completions += o.completions;
+        self.rx_thread_completions += o.rx_thread_completions;
+    }
+}
+
+thread_local! {
+    /// Whether the current thread is a queue's receiver thread (for
+    /// [`QueueStats::rx_thread_completions`]).
+    static ON_RX_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What one read of the socket found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// Nothing to read.
+    Empty,
+    /// Less than the room offered: the socket had nothing more at that
+    /// moment, so another read would most likely return EAGAIN (a system
+    /// call saved per batch; whatever arrives later wakes `poll`).
+    Drained,
+    /// The buffer filled up: there may be more.
+    More,
 }
 
 /// H2CData owed to the controller for one R2T.
@@ -371,20 +460,36 @@ pub(crate) struct Queue {
     incapsule_max: usize,
     max_plen: usize,
     tx: Mutex<()>,
+    /// Encoded capsules not yet written (see the module docs).
+    txq: Mutex<Vec<u8>>,
+    /// Whether `txq` holds anything (read without the lock).
+    tx_dirty: AtomicBool,
     rx: Mutex<RxBuf>,
     slots: Mutex<Slots>,
     slot_freed: Condvar,
     dead: AtomicBool,
     hooks: Mutex<Hooks>,
     rx_thread: Mutex<Option<JoinHandle<()>>>,
-    /// The receiver thread, to unpark it (see [`Queue::end_spin`]).
+    /// The receiver thread, to unpark it when the queue closes.
     rx_thread_id: OnceLock<Thread>,
-    /// Threads busy-polling this queue right now. While there are any, the
-    /// receiver thread stays off the socket so that arriving data does not
-    /// wake it (a wake-up costs a core's worth of time on a small machine).
-    spinners: AtomicUsize,
-    /// Commands outstanding (mirrors `Slots::outstanding` without a lock).
-    inflight: AtomicUsize,
+    /// Threads inside [`Queue::wait_until`]. While there are any, the
+    /// receiver thread stays off the socket so that arriving data wakes
+    /// only the leader (a wake-up costs a core's worth of time on a small
+    /// machine).
+    waiters: AtomicUsize,
+    /// Whether a waiter is the leader (reads the socket).
+    leader: AtomicBool,
+    /// Waiters parked behind the leader; it unparks one when it leaves.
+    followers: Mutex<Vec<Thread>>,
+    /// Whether the leader sleeps in `poll(2)`. Another thread that
+    /// completes a command meanwhile (the receiver thread that started
+    /// reading just before the leader arrived, a sender that drained the
+    /// socket while it was full) took data the leader's `poll` will not
+    /// see, so it rings `wake`.
+    leader_asleep: AtomicBool,
+    /// An eventfd in the leader's `poll` set, for the case above.
+    wake: OwnedFd,
+    counters: Counters,
 }
 
 impl Queue {
@@ -396,6 +501,7 @@ impl Queue {
         sock.set_nonblocking(true)
             .map_err(|e| unreachable_err(cfg, "set non-blocking", e))?;
         let slots = cfg.slots.max(1);
+        let wake = new_eventfd().map_err(|e| unreachable_err(cfg, "create an eventfd", e))?;
         let q = Arc::new(Queue {
             qid: cfg.qid,
             addr: cfg.addr.clone(),
@@ -405,6 +511,8 @@ impl Queue {
             incapsule_max: cfg.incapsule_max,
             max_plen: cfg.max_plen,
             tx: Mutex::new(()),
+            txq: Mutex::new(Vec::with_capacity(4096)),
+            tx_dirty: AtomicBool::new(false),
             rx: Mutex::new(RxBuf {
                 buf: vec![0u8; 256 * 1024],
                 start: 0,
@@ -416,14 +524,19 @@ impl Queue {
                 free: (0..slots).rev().collect(),
                 closed: false,
                 outstanding: 0,
+                starved: 0,
             }),
             slot_freed: Condvar::new(),
             dead: AtomicBool::new(false),
             hooks: Mutex::new(Hooks::default()),
             rx_thread: Mutex::new(None),
             rx_thread_id: OnceLock::new(),
-            spinners: AtomicUsize::new(0),
-            inflight: AtomicUsize::new(0),
+            waiters: AtomicUsize::new(0),
+            leader: AtomicBool::new(false),
+            followers: Mutex::new(Vec::new()),
+            leader_asleep: AtomicBool::new(false),
+            wake,
+            counters: Counters::default(),
         });
         let rq = q.clone();
         let handle = thread::Builder::new()
@@ -482,6 +595,24 @@ impl Queue {
     /// is dead and the request was *not* taken; Ok means it is now owned by
     /// the queue (if sending fails the failure path takes it).
     pub fn submit(self: &Arc<Self>, req: &Arc<Request>) -> Result<(), HostError> {
+        self.enqueue(req)?;
+        self.flush();
+        Ok(())
+    }
+
+    /// Like [`Queue::submit`], but leave the capsule in the submission
+    /// buffer: it goes out with the next flush, at the latest when a thread
+    /// waits on this queue. The caller must wait (or [`Queue::flush`]).
+    pub fn submit_deferred(self: &Arc<Self>, req: &Arc<Request>) -> Result<(), HostError> {
+        if self.enqueue(req)? {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Take a slot and encode the capsule into the submission buffer.
+    /// Returns whether the buffer is full enough to flush now.
+    fn enqueue(self: &Arc<Self>, req: &Arc<Request>) -> Result<bool, HostError> {
         let epoch = req.epoch.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
         let cid = self.take_slot(req, epoch)?;
         *plock(&req.queue) = Arc::downgrade(self);
@@ -504,13 +635,44 @@ impl Queue {
             }
         };
         let data: &[u8] = if incapsule { &req.data_out } else { &[] };
-        let mut buf = Vec::with_capacity(CAPSULE_CMD_HLEN + 8 + data.len());
-        encode_capsule_cmd(&mut buf, &sqe, data, self.digests);
         tracing::trace!(qid = self.qid, cid, cmd = req.name, "submit");
-        if let Err(e) = self.send(&[&buf]) {
-            self.fail(e);
+        self.counters.capsules.fetch_add(1, Ordering::Relaxed);
+        let mut q = plock(&self.txq);
+        encode_capsule_cmd(&mut q, &sqe, data, self.digests);
+        self.tx_dirty.store(true, Ordering::Release);
+        Ok(q.len() >= TX_BATCH_MAX)
+    }
+
+    /// Write the submission buffer, if it holds anything, with one
+    /// `writev`. A failure fails the queue (its commands then take the
+    /// failure path).
+    pub fn flush(&self) {
+        if !self.tx_dirty.load(Ordering::Acquire) || self.is_dead() {
+            return;
         }
-        Ok(())
+        let res = {
+            let _g = plock(&self.tx);
+            // Taken under the transmit lock, so capsules leave in the
+            // order they were encoded.
+            let mut batch = {
+                let mut q = plock(&self.txq);
+                self.tx_dirty.store(false, Ordering::Release);
+                std::mem::take(&mut *q)
+            };
+            let res = self.write_locked(&[&batch]);
+            batch.clear();
+            let mut q = plock(&self.txq);
+            if q.is_empty() && q.capacity() < batch.capacity() {
+                // Keep the larger buffer for the next batch.
+                std::mem::swap(&mut *q, &mut batch);
+            }
+            res
+        };
+        match res {
+            Ok(true) => self.poll_progress(true),
+            Ok(false) => {}
+            Err(e) => self.fail(e),
+        }
     }
 
     fn take_slot(&self, req: &Arc<Request>, epoch: u32) -> Result<u16, HostError> {
@@ -529,14 +691,23 @@ impl Queue {
                     digest_bad: false,
                 });
                 s.outstanding += 1;
-                self.inflight.fetch_add(1, Ordering::AcqRel);
                 return Ok(cid);
             }
+            if self.tx_dirty.load(Ordering::Acquire) && !self.is_dead() {
+                // Deferred capsules hold slots: send them, or no slot may
+                // ever come free.
+                drop(s);
+                self.flush();
+                s = plock(&self.slots);
+                continue;
+            }
+            s.starved += 1;
             s = self
                 .slot_freed
                 .wait_timeout(s, Duration::from_millis(100))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            s.starved -= 1;
         }
     }
 
@@ -578,7 +749,6 @@ impl Queue {
             } else {
                 s.closed = true;
                 s.outstanding = 0;
-                self.inflight.store(0, Ordering::Release);
                 s.entries
                     .iter_mut()
                     .filter_map(Option::take)
@@ -588,6 +758,12 @@ impl Queue {
         };
         self.slot_freed.notify_all();
         let _ = self.sock.shutdown(Shutdown::Both);
+        for t in plock(&self.followers).iter() {
+            t.unpark();
+        }
+        if let Some(t) = self.rx_thread_id.get() {
+            t.unpark();
+        }
         drained
     }
 
@@ -603,7 +779,25 @@ impl Queue {
         drained
     }
 
+    /// This queue's counters.
+    pub fn stats(&self) -> QueueStats {
+        let c = &self.counters;
+        QueueStats {
+            capsules: c.capsules.load(Ordering::Relaxed),
+            sends: c.sends.load(Ordering::Relaxed),
+            receives: c.receives.load(Ordering::Relaxed),
+            completions: c.completions.load(Ordering::Relaxed),
+            rx_thread_completions: c.rx_thread_completions.load(Ordering::Relaxed),
+        }
+    }
+
     fn finish(&self, req: &Arc<Request>, r: Result<Cqe, HostError>) {
+        self.counters.completions.fetch_add(1, Ordering::Relaxed);
+        if ON_RX_THREAD.with(|c| c.get()) {
+            self.counters
+                .rx_thread_completions
+                .fetch_add(1, Ordering::Relaxed);
+        }
         if req.kind == ReqKind::Aer {
             let hook = plock(&self.hooks).on_aen.clone();
             if let Some(h) = hook {
@@ -611,51 +805,161 @@ impl Queue {
             }
         }
         req.done.complete(r);
+        if self.leader_asleep.load(Ordering::SeqCst) {
+            self.ring();
+        }
+    }
+
+    /// Wake the leader from `poll(2)` (see `leader_asleep`).
+    fn ring(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to our own eventfd. A
+        // full counter (EAGAIN) still leaves it readable, which is all
+        // that matters.
+        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    /// The leader's sleep: until the socket is readable, the queue closes,
+    /// another thread completes a command (`ring`) or `ms` pass. Returns at
+    /// once if `done()` already holds.
+    fn leader_sleep(&self, done: &dyn Fn() -> bool, ms: i32) {
+        self.leader_asleep.store(true, Ordering::SeqCst);
+        // Checked after announcing the sleep: a completion before this
+        // point is seen here, one after it rings.
+        if !done() {
+            let mut p = [
+                libc::pollfd {
+                    fd: self.sock.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.wake.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds for the duration of the call.
+            unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
+            if p[1].revents & libc::POLLIN != 0 {
+                let mut buf = [0u8; 8];
+                // SAFETY: reads at most 8 bytes into a live buffer (resets
+                // the eventfd counter).
+                unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            }
+        }
+        self.leader_asleep.store(false, Ordering::SeqCst);
     }
 
     // ---- receive side ---------------------------------------------------
 
     fn rx_loop(self: Arc<Self>) {
         let _span = tracing::debug_span!("rx", addr = %self.addr, qid = self.qid).entered();
-        let fd = self.sock.as_raw_fd();
+        ON_RX_THREAD.with(|c| c.set(true));
         while !self.is_dead() {
-            self.poll_progress(true);
-            if self.is_dead() {
-                break;
-            }
-            if self.spinners.load(Ordering::Acquire) > 0 {
-                // A busy-polling waiter reads the socket; it unparks us
-                // when it stops while commands are still outstanding.
-                thread::park_timeout(Duration::from_millis(1));
+            if self.waiters.load(Ordering::SeqCst) > 0 {
+                // The waiters read the socket (see the module docs).
+                thread::park_timeout(RX_HANDOFF);
                 continue;
             }
-            let mut p = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the duration of the call.
-            unsafe { libc::poll(&mut p, 1, RX_POLL_MS) };
+            // Safety net: deferred capsules nobody has flushed yet.
+            self.flush();
+            self.poll_progress(true);
+            if self.is_dead() || self.waiters.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            self.poll_readable(RX_POLL_MS);
         }
         tracing::debug!("receiver thread exits");
     }
 
-    /// A waiter starts busy-polling this queue.
-    pub fn begin_spin(&self) {
-        self.spinners.fetch_add(1, Ordering::AcqRel);
+    /// Sleep in `poll(2)` until the socket is readable (or closed), at most
+    /// `ms` milliseconds.
+    fn poll_readable(&self, ms: i32) {
+        let mut p = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut p, 1, ms) };
     }
 
-    /// A waiter stops busy-polling. If it was the last one and commands are
-    /// still outstanding, the receiver thread must take over now. At queue
-    /// depth 1 nothing is outstanding when the waiter's command completed,
-    /// so the common case costs no wake-up.
-    pub fn end_spin(&self) {
-        if self.spinners.fetch_sub(1, Ordering::AcqRel) == 1
-            && self.inflight.load(Ordering::Acquire) > 0
-        {
-            if let Some(t) = self.rx_thread_id.get() {
-                t.unpark();
+    /// Wait on this queue until `done()` holds, the queue dies or
+    /// `deadline` passes, reading the socket as the leader or parking as a
+    /// follower (see the module docs). Flushes the submission buffer first.
+    /// Busy-polls until `spin_until`, then sleeps in `poll(2)`.
+    pub fn wait_until(
+        &self,
+        done: &dyn Fn() -> bool,
+        spin_until: Instant,
+        deadline: Option<Instant>,
+    ) {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        self.flush();
+        while !done() && !self.is_dead() && deadline.is_none_or(|d| Instant::now() < d) {
+            if self
+                .leader
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                self.lead(done, spin_until, deadline);
+                self.leader.store(false, Ordering::SeqCst);
+                if self.waiters.load(Ordering::SeqCst) > 1 {
+                    if let Some(t) = plock(&self.followers).first() {
+                        t.unpark();
+                    }
+                }
+            } else {
+                self.follow(done, deadline);
             }
+        }
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The leader's loop: flush, read and dispatch, then spin or sleep
+    /// until the socket is readable.
+    fn lead(&self, done: &dyn Fn() -> bool, spin_until: Instant, deadline: Option<Instant>) {
+        loop {
+            self.flush();
+            self.poll_progress(true);
+            if done() || self.is_dead() {
+                return;
+            }
+            let now = Instant::now();
+            let mut nap = WAIT_NAP;
+            if let Some(d) = deadline {
+                if now >= d {
+                    return;
+                }
+                nap = nap.min(d - now);
+            }
+            if now < spin_until {
+                std::hint::spin_loop();
+                continue;
+            }
+            let ms = nap.as_millis().clamp(1, i32::MAX as u128) as i32;
+            self.leader_sleep(done, ms);
+        }
+    }
+
+    /// A follower parks until its command completes (the completion
+    /// unparks it) or the leader leaves and hands over.
+    fn follow(&self, done: &dyn Fn() -> bool, deadline: Option<Instant>) {
+        let me = thread::current();
+        plock(&self.followers).push(me.clone());
+        // Registered before looking: a leader that leaves after this load
+        // sees us in the list and unparks us.
+        if self.leader.load(Ordering::SeqCst) && !done() && !self.is_dead() {
+            let mut nap = WAIT_NAP;
+            if let Some(d) = deadline {
+                nap = nap.min(d.saturating_duration_since(Instant::now()));
+            }
+            thread::park_timeout(nap);
+        }
+        let mut f = plock(&self.followers);
+        if let Some(i) = f.iter().position(|t| t.id() == me.id()) {
+            f.swap_remove(i);
         }
     }
 
@@ -693,9 +997,14 @@ impl Queue {
     fn pump(&self, rx: &mut RxBuf, work: &mut Vec<H2cWork>) -> Result<(), HostError> {
         loop {
             self.dispatch_buffered(rx, work)?;
-            match rx.fill(&self.sock) {
-                Ok(true) => continue,
-                Ok(false) => return Ok(()),
+            let fill = rx.fill(&self.sock);
+            if matches!(fill, Ok(Fill::More | Fill::Drained)) {
+                self.counters.receives.fetch_add(1, Ordering::Relaxed);
+            }
+            match fill {
+                Ok(Fill::More) => continue,
+                Ok(Fill::Drained) => return self.dispatch_buffered(rx, work),
+                Ok(Fill::Empty) => return Ok(()),
                 Err(e) => return Err(self.io_error("receive", &e)),
             }
         }
@@ -743,15 +1052,16 @@ impl Queue {
 
     /// Remove the slot of `cid`, freeing the CID.
     fn release_slot(&self, cid: u16) -> Option<Slot> {
-        let slot = {
+        let (slot, starved) = {
             let mut s = plock(&self.slots);
             let slot = s.entries.get_mut(usize::from(cid))?.take()?;
             s.free.push(cid);
             s.outstanding = s.outstanding.saturating_sub(1);
-            self.inflight.store(s.outstanding, Ordering::Release);
-            slot
+            (slot, s.starved > 0)
         };
-        self.slot_freed.notify_one();
+        if starved {
+            self.slot_freed.notify_one();
+        }
         Some(slot)
     }
 
@@ -913,9 +1223,21 @@ impl Queue {
     /// data into the receive buffer if nobody else is, and dispatch it once
     /// done.
     fn send(&self, bufs: &[&[u8]]) -> Result<(), HostError> {
+        let buffered = {
+            let _g = plock(&self.tx);
+            self.write_locked(bufs)?
+        };
+        if buffered {
+            self.poll_progress(true);
+        }
+        Ok(())
+    }
+
+    /// The body of [`Queue::send`], with the transmit lock held by the
+    /// caller. Returns whether incoming data was buffered meanwhile.
+    fn write_locked(&self, bufs: &[&[u8]]) -> Result<bool, HostError> {
         let mut buffered = false;
         {
-            let _g = plock(&self.tx);
             let mut slices: Vec<IoSlice<'_>> = bufs
                 .iter()
                 .filter(|b| !b.is_empty())
@@ -928,7 +1250,10 @@ impl Queue {
                 }
                 match (&self.sock).write_vectored(s) {
                     Ok(0) => return Err(self.lost_error("send wrote nothing")),
-                    Ok(n) => IoSlice::advance_slices(&mut s, n),
+                    Ok(n) => {
+                        self.counters.sends.fetch_add(1, Ordering::Relaxed);
+                        IoSlice::advance_slices(&mut s, n);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         buffered |= self.wait_writable()?;
                     }
@@ -937,10 +1262,7 @@ impl Queue {
                 }
             }
         }
-        if buffered {
-            self.poll_progress(true);
-        }
-        Ok(())
+        Ok(buffered)
     }
 
     /// Wait until the socket takes more data. Returns whether incoming data
@@ -1000,6 +1322,17 @@ fn unreachable_err(cfg: &QueueConfig, what: &str, e: io::Error) -> HostError {
         qid: cfg.qid,
         source: Arc::new(io::Error::new(e.kind(), format!("{what}: {e}"))),
     }
+}
+
+/// A non-blocking eventfd.
+fn new_eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain system call; the result is checked before use.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Open a TCP connection with TCP_NODELAY (every PDU is latency-critical).

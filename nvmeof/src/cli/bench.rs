@@ -247,6 +247,18 @@ fn run_job(args: &BenchOptions) -> anyhow::Result<JobReport> {
     };
     let report = engine::run(target, &params, &opts);
     if let Some(remote) = remote {
+        let s = remote.io_stats();
+        let ios = s.completions.max(1) as f64;
+        tracing::info!(
+            capsules = s.capsules,
+            sends = s.sends,
+            receives = s.receives,
+            completions = s.completions,
+            rx_thread_completions = s.rx_thread_completions,
+            sends_per_io = format_args!("{:.3}", s.sends as f64 / ios),
+            receives_per_io = format_args!("{:.3}", s.receives as f64 / ios),
+            "initiator data path"
+        );
         if let Err(e) = remote.disconnect() {
             tracing::warn!(error = %e, "disconnect after bench failed");
         }
