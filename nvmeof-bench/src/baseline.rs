@@ -450,7 +450,7 @@ fn batched_client(
         if now < deadline && sent.len() < depth {
             let k = depth - sent.len();
             write_full(&mut s, &outbuf[..k * req], spin)?;
-            sent.extend(std::iter::repeat(now).take(k));
+            sent.extend(std::iter::repeat_n(now, k));
         }
         if sent.is_empty() {
             break;
