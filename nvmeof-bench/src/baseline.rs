@@ -272,10 +272,8 @@ fn measure(
                 pin_to(c);
             }
             let start = CpuTimes::thread();
-            match test {
-                BaselineTest::Qd1 { .. } => serve(stream, req, resp, server_spins)?,
-                _ => serve_batched(stream, req, resp, depth, server_spins)?,
-            }
+            // At QD1 the batched ends make one round trip at a time.
+            serve_batched(stream, req, resp, depth, server_spins)?;
             Ok(CpuTimes::thread().since(start))
         });
         let client = (|| -> io::Result<ClientRun> {
@@ -285,9 +283,6 @@ fn measure(
             }
             match test {
                 BaselineTest::Stream => stream_client(stream, duration),
-                BaselineTest::Qd1 { .. } => {
-                    rr_client(stream, req, resp, depth, client_spins, duration)
-                }
                 _ => batched_client(stream, req, resp, depth, client_spins, duration),
             }
         })();
@@ -315,71 +310,6 @@ fn measure(
         cpu: CpuSummary::new(client.cpu.plus(server_cpu), client.ops),
         client_cpu_s: client.cpu.total().as_secs_f64(),
         server_cpu_s: server_cpu.total().as_secs_f64(),
-    })
-}
-
-/// Answer every `req`-byte request with `resp` bytes until the peer closes
-/// (the QD1 tests: one request per `read`, as a round trip is).
-fn serve(mut s: TcpStream, req: usize, resp: usize, spin: bool) -> io::Result<()> {
-    s.set_nodelay(true)?;
-    s.set_nonblocking(spin)?;
-    let mut inbuf = vec![0u8; req];
-    let outbuf = vec![0xA5u8; resp];
-    loop {
-        if !read_full(&mut s, &mut inbuf, spin)? {
-            return Ok(());
-        }
-        if resp > 0 {
-            write_full(&mut s, &outbuf, spin)?;
-        }
-    }
-}
-
-/// Request/response client keeping `depth` requests in flight.
-fn rr_client(
-    mut s: TcpStream,
-    req: usize,
-    resp: usize,
-    depth: usize,
-    spin: bool,
-    duration: Duration,
-) -> io::Result<ClientRun> {
-    s.set_nodelay(true)?;
-    s.set_nonblocking(spin)?;
-    let outbuf = vec![0x5Au8; req];
-    let mut inbuf = vec![0u8; resp];
-    let mut hist = LatencyHist::new();
-    let mut sent = std::collections::VecDeque::with_capacity(depth);
-    let cpu0 = CpuTimes::thread();
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut ops = 0u64;
-    for _ in 0..depth {
-        sent.push_back(Instant::now());
-        write_full(&mut s, &outbuf, spin)?;
-    }
-    while let Some(t) = sent.pop_front() {
-        if !read_full(&mut s, &mut inbuf, spin)? {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "server closed",
-            ));
-        }
-        let now = Instant::now();
-        hist.record(now.duration_since(t));
-        ops += 1;
-        if now < deadline {
-            sent.push_back(Instant::now());
-            write_full(&mut s, &outbuf, spin)?;
-        }
-    }
-    let elapsed = start.elapsed();
-    let cpu = CpuTimes::thread().since(cpu0);
-    Ok(ClientRun {
-        ops,
-        elapsed,
-        hist,
-        cpu,
     })
 }
 
@@ -516,22 +446,6 @@ fn read_some(s: &mut TcpStream, buf: &mut [u8], spin: bool) -> io::Result<usize>
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Fill `buf`; false on a clean EOF before the first byte.
-fn read_full(s: &mut TcpStream, buf: &mut [u8], spin: bool) -> io::Result<bool> {
-    let mut got = 0;
-    while got < buf.len() {
-        match s.read(&mut buf[got..]) {
-            Ok(0) if got == 0 => return Ok(false),
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            Err(e) if spin && e.kind() == io::ErrorKind::WouldBlock => std::hint::spin_loop(),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }
 
 fn write_full(s: &mut TcpStream, buf: &[u8], spin: bool) -> io::Result<()> {
