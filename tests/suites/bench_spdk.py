@@ -92,18 +92,23 @@ def main():
           f"of the same run, the best of the tests named. Load average at the end: {load}. "
           f"Each cell is the range over the runs of a same-run figure.\n")
 
+    def row(label, per, mine, mine50, ceiling_col, spdk_vs_ceiling=True):
+        """One line: `mine` (a key of the per-run dicts) against SPDK perf
+        to nvmf_tgt, and both against the ceiling."""
+        p50 = ", ".join(f"{r[mine50]:.1f} vs {r['ps50']:.1f}" for r in per)
+        ceil = f"| {kiops([r['c'] for r in per])} ({per[0]['cname']}) " if ceiling_col else ""
+        spdk_c = rng([div(r["ps"], r["c"]) for r in per]) + "×" if spdk_vs_ceiling else ""
+        print(f"| {label} | {kiops([r[mine] for r in per])} | {kiops([r['ps'] for r in per])} "
+              f"| {rng([div(r[mine], r['ps']) for r in per])}× | {p50} {ceil}"
+              f"| {rng([div(r[mine], r['c']) for r in per])}× | {spdk_c} |")
+
     print("**Our target, driven by SPDK's perf, against SPDK's nvmf_tgt (RAM bdev) driven the same way** "
           "(ours: a page-cache file on /dev/shm):\n")
     print("| workload | perf → ours | perf → nvmf_tgt | ours / SPDK | p50 ours vs SPDK µs "
           "| loopback ceiling | ours / ceiling | SPDK / ceiling |")
     print("|---|---:|---:|---:|---|---|---:|---:|")
     for name, label, _ in WORKLOADS:
-        per = rows[name]
-        p50 = ", ".join(f"{r['po50']:.1f} vs {r['ps50']:.1f}" for r in per)
-        print(f"| {label} | {kiops([r['po'] for r in per])} | {kiops([r['ps'] for r in per])} "
-              f"| {rng([div(r['po'], r['ps']) for r in per])}× | {p50} "
-              f"| {kiops([r['c'] for r in per])} ({per[0]['cname']}) "
-              f"| {rng([div(r['po'], r['c']) for r in per])}× | {rng([div(r['ps'], r['c']) for r in per])}× |")
+        row(label, rows[name], "po", "po50", True)
 
     print("\n**Our initiator (`ferrofab-nvmeof bench`, busy-polling) against SPDK's perf, "
           "both against SPDK's nvmf_tgt:**\n")
@@ -111,16 +116,9 @@ def main():
           "| ours / ceiling | SPDK / ceiling |")
     print("|---|---:|---:|---:|---|---:|---:|")
     for name, label, _ in WORKLOADS:
-        per = rows[name]
-        p50 = ", ".join(f"{r['oi50']:.1f} vs {r['ps50']:.1f}" for r in per)
-        print(f"| {label} | {kiops([r['oi'] for r in per])} | {kiops([r['ps'] for r in per])} "
-              f"| {rng([div(r['oi'], r['ps']) for r in per])}× | {p50} "
-              f"| {rng([div(r['oi'], r['c']) for r in per])}× | {rng([div(r['ps'], r['c']) for r in per])}× |")
-        if per[0]["ii"] is not None:
-            p50 = ", ".join(f"{r['ii50']:.1f} vs {r['ps50']:.1f}" for r in per)
-            print(f"| {label}, ours in interrupt mode | {kiops([r['ii'] for r in per])} "
-                  f"| {kiops([r['ps'] for r in per])} | {rng([div(r['ii'], r['ps']) for r in per])}× "
-                  f"| {p50} | {rng([div(r['ii'], r['c']) for r in per])}× | |")
+        row(label, rows[name], "oi", "oi50", False)
+        if rows[name][0]["ii"] is not None:
+            row(f"{label}, ours in interrupt mode", rows[name], "ii", "ii50", False, False)
 
     beaten = [(label, n + 1) for name, label, _ in WORKLOADS for n, r in enumerate(rows[name])
               if r["c"] and max(r["ps"], r["po"], r["oi"]) > r["c"]]
