@@ -7,7 +7,11 @@
 //!
 //! * baseline, same run: a raw connect (admin queue, Identify, I/O queues,
 //!   namespace scan) and disconnect of the built-in initiator against an
-//!   in-process built-in target with one file namespace;
+//!   in-process built-in target with one file namespace, authenticated
+//!   like a real attachment (`[auth] require`, the default: DH-HMAC-CHAP
+//!   on every queue, both directions, 32-byte SHA-256-transformed
+//!   secrets as the controller issues them, the target's default hash and
+//!   group), so attach and raw connect pay the same handshakes;
 //! * single attach end to end: CreateAttachment on the admin API until the
 //!   volume's file appears in the workstation's exposure directory, and
 //!   DeleteAttachment until the file and the attachment are gone; p50/p99
@@ -28,13 +32,16 @@ use std::time::{Duration, Instant};
 use ferrofab_nvmeof_host::{ConnectOptions, Controller as HostController, HostIdentity};
 use ferrofab_nvmeof_target::backend::{open_backend, FileOptions};
 use ferrofab_nvmeof_target::{
-    ListenerKind, NamespaceConfig, SubsystemConfig, Target, TargetOptions,
+    HostAuth, ListenerKind, NamespaceConfig, SubsystemConfig, Target, TargetOptions,
 };
+use ferrofab_nvmeof_wire::auth::{DhchapSecret, HashId};
 use ferrofab_proto::v1::*;
 use ferrofab_testkit::agent::*;
 
 const WORKSTATIONS: usize = 8;
 const WAIT: Duration = Duration::from_secs(120);
+/// Host NQN of the raw connect baseline (the allow-list and key name it).
+const HOST_NQN: &str = "nqn.2014-08.org.nvmexpress:uuid:6b1d3f0e-2c4a-4e8b-9f1d-7a3c5e2b1d40";
 
 fn env_count(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -73,7 +80,14 @@ fn spin_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Raw connect + disconnect of the built-in initiator, `n` times.
+/// A secret as the controller issues one (keyring: 32 random bytes,
+/// SHA-256 transform).
+fn issued_secret() -> DhchapSecret {
+    DhchapSecret::generate(32, Some(HashId::Sha256)).expect("secret")
+}
+
+/// Raw connect + disconnect of the built-in initiator, `n` times, with the
+/// authentication a real attachment does (see the module comment).
 fn raw_connect_cycles(n: usize) -> Vec<Duration> {
     let dir = tempfile::tempdir().expect("tempdir");
     let target = Target::new(TargetOptions::default()).expect("target");
@@ -87,10 +101,24 @@ fn raw_connect_cycles(n: usize) -> Vec<Duration> {
             nqn: nqn.into(),
             serial: String::new(),
             model: String::new(),
-            allow_any_host: true,
-            allowed_hosts: vec![],
+            allow_any_host: false,
+            allowed_hosts: vec![HOST_NQN.into()],
         })
         .expect("subsystem");
+    let (host_key, ctrl_key) = (issued_secret(), issued_secret());
+    target
+        .set_host_key(
+            nqn,
+            HOST_NQN,
+            HostAuth {
+                key: host_key.clone(),
+                ctrl_key: Some(ctrl_key.clone()),
+                hash: None,
+                dhgroup: None,
+            },
+        )
+        .expect("host key");
+    target.set_require_auth(nqn, true).expect("require auth");
     let backend = open_backend(
         dir.path().join("raw.img"),
         &FileOptions {
@@ -115,17 +143,24 @@ fn raw_connect_cycles(n: usize) -> Vec<Duration> {
             },
         )
         .expect("namespace");
-    let identity = HostIdentity::ephemeral();
+    let identity = HostIdentity::new(HOST_NQN, uuid::Uuid::new_v4()).expect("host identity");
+    let mut opts = ConnectOptions::new(addr.to_string(), nqn, identity);
+    opts.dhchap_secret = Some(host_key);
+    opts.dhchap_ctrl_secret = Some(ctrl_key);
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t0 = Instant::now();
-        let ctrl =
-            HostController::connect(ConnectOptions::new(addr.to_string(), nqn, identity.clone()))
-                .expect("raw connect");
+        let ctrl = HostController::connect(opts.clone()).expect("raw connect");
         ctrl.namespace(1).expect("namespace 1");
         ctrl.disconnect().expect("disconnect");
         out.push(t0.elapsed());
     }
+    // The baseline is only like for like if every cycle authenticated.
+    let auths = target.status().connections.map_or(0, |c| c.auth_successes);
+    assert!(
+        auths >= n as u64,
+        "raw connect baseline: {auths} authentications in {n} connects"
+    );
     target.shutdown();
     out
 }

@@ -30,6 +30,15 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound of the reconnect backoff, whatever the resync interval.
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// Longest server retry hint (`grpc-retry-pushback-ms` of a ReportStatus
+/// refused by the controller's rate limit) the agent waits for before
+/// sending its latest report again. The controller's hint is the time
+/// until its token bucket holds one token (1/`report_rate_per_second`, 0.1
+/// s by default); anything longer than the agent's own heartbeat (5 s)
+/// would be no sooner than the next report anyway.
+const MAX_REPORT_RETRY: Duration = Duration::from_secs(5);
+/// Shortest wait before such a retry, so a zero hint cannot spin.
+const MIN_REPORT_RETRY: Duration = Duration::from_millis(1);
 
 /// Exponential backoff with "equal jitter": each delay is between half and
 /// all of the current step, so a fleet of agents that lost the controller
@@ -281,7 +290,11 @@ impl ControllerClient {
         renewal.tick().await;
         // The controller may have restarted: tell it what we have now.
         let latest = reports.borrow_and_update().clone();
-        send_report(&mut agent, latest).await;
+        // When the controller's rate limit refused the latest report, when
+        // to send it again (its retry hint): the report may carry what
+        // another node waits for (a storage node admitting a host), so it
+        // must not wait for the next report, up to a heartbeat away.
+        let mut retry_at = send_report(&mut agent, latest).await;
         loop {
             tokio::select! {
                 msg = stream.message() => match msg {
@@ -297,7 +310,13 @@ impl ControllerClient {
                         return Ok(());
                     }
                     let latest = reports.borrow_and_update().clone();
-                    send_report(&mut agent, latest).await;
+                    retry_at = send_report(&mut agent, latest).await;
+                }
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if retry_at.is_some() =>
+                {
+                    let latest = reports.borrow_and_update().clone();
+                    retry_at = send_report(&mut agent, latest).await;
                 }
                 _ = renewal.tick() => self.renew_logged(&mut agent).await,
                 _ = shutdown.changed() => return Ok(()),
@@ -306,13 +325,43 @@ impl ControllerClient {
     }
 }
 
-async fn send_report(agent: &mut AgentServiceClient<Channel>, r: Option<ReportStatusRequest>) {
-    let Some(r) = r else {
-        return;
-    };
-    if let Err(s) = agent.report_status(r).await {
-        warn!(error = %s.message(), code = ?s.code(), "ReportStatus failed; retried with the next report");
+/// Sends `r`; when the controller refused it with a retry hint (its rate
+/// limit), returns when to send the latest report again.
+async fn send_report(
+    agent: &mut AgentServiceClient<Channel>,
+    r: Option<ReportStatusRequest>,
+) -> Option<tokio::time::Instant> {
+    let r = r?;
+    let s = agent.report_status(r).await.err()?;
+    match retry_hint(&s) {
+        Some(d) => {
+            warn!(error = %s.message(), code = ?s.code(), retry_ms = d.as_millis() as u64,
+                "ReportStatus refused; retried after the controller's hint");
+            Some(tokio::time::Instant::now() + d)
+        }
+        None => {
+            warn!(error = %s.message(), code = ?s.code(), "ReportStatus failed; retried with the next report");
+            None
+        }
     }
+}
+
+/// The controller's retry hint of a throttled call: RESOURCE_EXHAUSTED
+/// with gRPC's `grpc-retry-pushback-ms` trailer, bounded to
+/// [`MIN_REPORT_RETRY`, `MAX_REPORT_RETRY`]. Other failures have none.
+fn retry_hint(s: &tonic::Status) -> Option<Duration> {
+    if s.code() != tonic::Code::ResourceExhausted {
+        return None;
+    }
+    let ms: u64 = s
+        .metadata()
+        .get("grpc-retry-pushback-ms")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(ms).clamp(MIN_REPORT_RETRY, MAX_REPORT_RETRY))
 }
 
 /// Normalises `host:port` to `https://host:port`.
@@ -410,5 +459,31 @@ mod tests {
     fn endpoint_urls_are_normalised() {
         assert_eq!(endpoint_url("127.0.0.1:7443"), "https://127.0.0.1:7443");
         assert_eq!(endpoint_url("https://c:1"), "https://c:1");
+    }
+
+    fn throttled(ms: &str) -> tonic::Status {
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert("grpc-retry-pushback-ms", ms.parse().expect("ascii"));
+        tonic::Status::with_metadata(tonic::Code::ResourceExhausted, "slow down", md)
+    }
+
+    #[test]
+    fn a_throttled_report_follows_the_controllers_retry_hint_within_bounds() {
+        assert_eq!(
+            retry_hint(&throttled("100")),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(retry_hint(&throttled("0")), Some(MIN_REPORT_RETRY));
+        assert_eq!(retry_hint(&throttled("3600000")), Some(MAX_REPORT_RETRY));
+        // No hint, an unreadable one, or another failure: the next report.
+        assert_eq!(retry_hint(&throttled("soon")), None);
+        assert_eq!(
+            retry_hint(&tonic::Status::resource_exhausted("no trailer")),
+            None
+        );
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert("grpc-retry-pushback-ms", "100".parse().expect("ascii"));
+        let other = tonic::Status::with_metadata(tonic::Code::Unavailable, "down", md);
+        assert_eq!(retry_hint(&other), None);
     }
 }

@@ -23,7 +23,9 @@ pub struct Comparison {
 
 /// Pick the loopback test that is the physical limit for `job`: the same
 /// direction and size class, QD1 against the sleeping-ends round trip
-/// (what a kernel host sees), deeper queues against QD32 on one connection.
+/// (what a kernel host sees), deeper queues against the pipelined QD32 on
+/// one connection, 128 KiB and up against the pipelined 128 KiB QD8 echo
+/// (the one-way stream when a report has no such test).
 pub fn compare(job: &JobReport, base: &BaselineReport) -> Option<Comparison> {
     let p = &job.params;
     let reads = match p.pattern {
@@ -32,8 +34,13 @@ pub fn compare(job: &JobReport, base: &BaselineReport) -> Option<Comparison> {
         Pattern::Mixed => p.rwmixread >= 50,
     };
     let rw = if reads { "read" } else { "write" };
+    let large = format!("qd8_{rw}_128k");
     let (name, by_bytes) = if p.block_size >= 128 * 1024 {
-        ("stream_128k".to_string(), true)
+        if base.results.iter().any(|r| r.name == large) {
+            (large, true)
+        } else {
+            ("stream_128k".to_string(), true)
+        }
     } else if p.queue_depth * p.queues <= 1 {
         (format!("qd1_{rw}_blocking"), false)
     } else {

@@ -161,6 +161,12 @@ ff_cargo test -q --release -p ferrofab-nvmeof-target --test auth_loopback auth_c
 grep -q '^| QD32' "$out/auth.md" || ff_die "the authentication benchmark printed no I/O table (see $out/auth.raw)"
 { echo; cat "$out/auth.md"; } >>"$out/summary.md"
 
+# SPDK section: SPDK's perf against our target, our initiator against
+# SPDK's nvmf_tgt, perf against nvmf_tgt and the loopback ceiling, in one
+# run (see bench_spdk.sh; skipped loudly when the SPDK tools are absent).
+"$here/bench_spdk.sh"
+{ echo; cat "$out/spdk.md"; } >>"$out/summary.md"
+
 # Controller section: API throughput, watch latency, memory (see
 # bench_controller.sh; its table is appended to summary.md).
 "$here/bench_controller.sh"
