@@ -165,10 +165,16 @@ fn pipeline_batches_sends_and_reaps_on_the_waiting_thread() {
     let n = 2048u64;
     let (mut issued, mut seen) = (0u64, 0u64);
     while seen < n {
-        while issued < n && !p.is_full() {
-            let offset = (issued % 512) * 4096;
-            p.submit(issued, IoOp::Read { offset, len: 4096 }).unwrap();
-            issued += 1;
+        // Refill only once the whole window has completed, so each window
+        // is one batch whatever the timing: refilling a slot per
+        // completion would send one or two capsules at a time whenever the
+        // target answers faster than this thread loops (a quiet machine).
+        if seen == issued {
+            while issued < n && !p.is_full() {
+                let offset = (issued % 512) * 4096;
+                p.submit(issued, IoOp::Read { offset, len: 4096 }).unwrap();
+                issued += 1;
+            }
         }
         p.wait_any().unwrap().result.unwrap();
         seen += 1;
