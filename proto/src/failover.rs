@@ -167,16 +167,12 @@ fn connect_failed(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The grpc-status of a trailers-only answer (how servers send errors).
+/// The grpc-status of a trailers-only answer (how servers send errors),
+/// with its message percent-decoded as tonic does for the caller, so a
+/// failover diagnostic reads "store unavailable: …", not "store%20…".
 fn header_status(resp: &http::Response<Body>) -> Option<(Code, String)> {
-    let code = resp.headers().get("grpc-status")?.to_str().ok()?;
-    let code = Code::from_i32(code.parse().ok()?);
-    let msg = resp
-        .headers()
-        .get("grpc-message")
-        .and_then(|m| m.to_str().ok())
-        .unwrap_or_default();
-    Some((code, msg.to_owned()))
+    let status = Status::from_header_map(resp.headers())?;
+    Some((status.code(), status.message().to_owned()))
 }
 
 async fn attempt(replica: &Replica, req: http::Request<Body>) -> Outcome {
@@ -291,6 +287,21 @@ mod tests {
 
     use crate::client::connect;
     use crate::v1::{CreateVolumeRequest, GetVolumeRequest, Volume};
+
+    #[test]
+    fn an_error_answer_is_read_with_its_message_decoded() {
+        let resp = Status::new(Code::Unavailable, "store unavailable: etcd has no quorum")
+            .into_http::<Body>();
+        assert_eq!(
+            header_status(&resp),
+            Some((
+                Code::Unavailable,
+                "store unavailable: etcd has no quorum".to_owned()
+            ))
+        );
+        let ok = http::Response::new(Body::empty());
+        assert_eq!(header_status(&ok), None);
+    }
 
     #[test]
     fn read_methods() {
