@@ -32,7 +32,9 @@
 # (default 2, per loopback test), FF_SPDK_SHM_ID (default 41: nvmf_tgt
 # uses it, perf uses it + 100, so several SPDK users can share a machine),
 # FF_SPDK_MEM_MB (default 512, hugepage memory per SPDK process),
-# FF_SPDK_NS_MB (default 256, RAM bdev and /dev/shm namespace size).
+# FF_SPDK_NS_MB (default 256, RAM bdev and /dev/shm namespace size),
+# FF_SPDK_OURS_POLL (default adaptive:50, our target's default; `busy`
+# spins like SPDK's reactor).
 # nvmf_tgt runs without its core lock files (--disable-cpumask-locks), so
 # another SPDK user pinned to core 1 does not stop it (the figures of such
 # a run are shared-core figures, like every other on a busy machine).
@@ -55,6 +57,7 @@ base_secs=${FF_BENCH_BASELINE_SECONDS:-2}
 shm=${FF_SPDK_SHM_ID:-41}
 mem=${FF_SPDK_MEM_MB:-512}
 ns_mb=${FF_SPDK_NS_MB:-256}
+ours_poll=${FF_SPDK_OURS_POLL:-adaptive:50}
 
 skip() { # REASON : say loudly what did not run, record it, stop this section
     printf '\033[1;33m==> SKIPPED: SPDK comparison: %s\033[0m\n' "$1" >&2
@@ -146,6 +149,9 @@ ff_say "spdk: our target on core 1, a $ns_mb MiB namespace file on /dev/shm, por
 # Written once so reads hit pages, not holes (as the RAM bdev holds data).
 dd if=/dev/zero of="$nsfile" bs=1M count="$ns_mb" status=none
 cat >"$work/serve.toml" <<CFG
+[target]
+poll_mode = "$ours_poll"
+
 [[listener]]
 address = "127.0.0.1:$ours_port"
 
