@@ -96,7 +96,9 @@ pub fn raise_max_pages_limit(max_write: u32) {
     }
     match std::fs::write(MAX_PAGES_LIMIT, want.to_string()) {
         Ok(()) => tracing::info!(from = current, to = want, "raised fs.fuse.max_pages_limit"),
-        Err(e) => tracing::warn!(
+        // Info, not a warning: without root (a `ferrofab dev` run by a
+        // user) this is expected, and it costs speed, never correctness.
+        Err(e) => tracing::info!(
             current, want, error = %e,
             "could not raise fs.fuse.max_pages_limit: large I/O from unaligned buffers is split"
         ),
