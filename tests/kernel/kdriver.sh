@@ -350,7 +350,12 @@ finish() {
     g quit >/dev/null || true
     if wait "$GPID"; then rc=0; else rc=$?; fi
 
-    [ "$rc" -eq 0 ] || fail "guest exited with $rc (see $LOG)"
+    if [ "$rc" -ne 0 ]; then
+        fail "guest exited with $rc"
+        # The work directory goes away with this script: show the harness's
+        # verdict and the console's last lines here, where CI keeps them.
+        tail -n 60 "$WORK/runner.out" "$LOG" >&2 || true
+    fi
     say "scenarios took $((SECONDS - T0)) s after boot"
     echo "kdriver: $PASSED passed, $FAILED failed"
     [ "$FAILED" -eq 0 ]
