@@ -3,7 +3,9 @@
 
     bench_spdk.py WORKDIR RUNS SECONDS LOADAVG    markdown on stdout
 
-WORKDIR holds, per run N: rN-baseline.json (`bench --baseline --json`),
+WORKDIR holds, per run N: rN-baseline.json and rN-baseline-after.json
+(`bench --baseline --json` before and after the run's jobs; the ceiling is
+the best of both),
 rN-perf-spdk-W.txt and rN-perf-ours-W.txt (SPDK perf's output against
 nvmf_tgt and against our target) and rN-ours-spdk-W.json (our initiator
 against nvmf_tgt) for every workload W. Every ratio is taken within one
@@ -42,12 +44,12 @@ def ours(path):
     return r["total"]["ops_per_s"], r["total"]["latency"]["p50_us"]
 
 
-def ceiling(path, names):
-    """Best ops/s among the loopback tests `names`, and which one."""
-    r = json.loads(path.read_text())
-    best = max(((x["result"]["ops_per_s"], x["name"]) for x in r["results"] if x["name"] in names),
+def ceiling(paths, names):
+    """Best ops/s among the loopback tests `names` in the reports `paths`
+    that exist, and which test it was."""
+    results = [x for p in paths if p.exists() for x in json.loads(p.read_text())["results"]]
+    return max(((x["result"]["ops_per_s"], x["name"]) for x in results if x["name"] in names),
                default=(0.0, "-"))
-    return best
 
 
 def rng(xs, fmt="{:.2f}"):
@@ -75,7 +77,7 @@ def main():
     for name, _, names in WORKLOADS:
         per = []
         for n in range(1, runs + 1):
-            c, cname = ceiling(work / f"r{n}-baseline.json", names)
+            c, cname = ceiling([work / f"r{n}-baseline.json", work / f"r{n}-baseline-after.json"], names)
             ps, ps50 = perf(work / f"r{n}-perf-spdk-{name}.txt")
             po, po50 = perf(work / f"r{n}-perf-ours-{name}.txt")
             oi, oi50 = ours(work / f"r{n}-ours-spdk-{name}.json")
@@ -89,7 +91,7 @@ def main():
     print(f"`./tests/run bench` (tests/suites/bench_spdk.sh): {runs} run(s), {secs} s per "
           f"perf/bench run, every target on core 1 and every client on core 0; the loopback "
           f"ceiling is `bench --baseline` (pipelined and batched, client core 0, server core 1) "
-          f"of the same run, the best of the tests named. Load average at the end: {load}. "
+          f"of the same run, before and after its jobs, the best of the tests named. Load average at the end: {load}. "
           f"Each cell is the range over the runs of a same-run figure.\n")
 
     def row(label, per, mine, mine50, ceiling_col):
