@@ -18,13 +18,13 @@
 //! and takes whatever responses have arrived in one `read`; the server
 //! reads whatever requests have arrived in one `read` and answers all the
 //! complete ones in one `writev` (large messages in calls of at most
-//! [`MAX_WRITE_BYTES`], which measured faster). Every message is still a header plus its
-//! payload, sent from its queue slot's own reused buffer (no copy, no
-//! allocation per request) and moved through the socket, as the least an
-//! NVMe/TCP exchange has to do. Both ends ask for [`SOCKET_BUFFER`]-sized socket
-//! buffers, as SPDK's sockets do, so a window never throttles the deepest
-//! test; every test also exists with both ends spinning (`_busy`), which is
-//! how SPDK waits.
+//! [`MAX_WRITE_BYTES`], which measured faster). Every message is still a
+//! header plus its payload, sent from its queue slot's own reused buffer
+//! (no copy, no allocation per request) and moved through the socket, as
+//! the least an NVMe/TCP exchange has to do. Both ends ask for large
+//! socket buffers ([`SOCKET_BUFFER`]), like SPDK's sockets, so a window
+//! never throttles the deepest test; every test also exists with both ends
+//! spinning (`_busy`), which is how SPDK waits.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -53,7 +53,8 @@ const LARGE_DEPTH: usize = 8;
 /// large messages goes out in calls of at most this much, so at QD8 ×
 /// 128 KiB the window travels as two halves that overlap (one half being
 /// copied out while the requests of the other are already coming back).
-/// Measured on the 2-vCPU VM (2026-12-05, both ends spinning): the whole
+/// Measured on the 2-vCPU VM with a stand-alone copy of this exchange
+/// (2026-12-05, both ends spinning, docs/benchmarks.md): the whole
 /// window in one call moved 42K–49K 128 KiB reads per second, halves
 /// 86K–92K, single messages 61K–68K. 32 × 4 KiB (132 KiB) stays one call,
 /// which measured faster than halves (1.8–1.9M against 1.4–1.5M ops/s).
