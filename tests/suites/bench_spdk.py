@@ -94,16 +94,18 @@ def main():
           f"of the same run, before and after its jobs, the best of the tests named. Load average at the end: {load}. "
           f"Each cell is the range over the runs of a same-run figure.\n")
 
-    def row(label, per, mine, mine50, ceiling_col):
+    def row(label, per, mine, mine50, ceiling_col, spdk_vs_ceiling=True):
         """One line: `mine` (a key of the per-run dicts) against SPDK perf
-        to nvmf_tgt, and both against the ceiling of the same run."""
+        to nvmf_tgt, and both against the ceiling of the same run (SPDK's
+        left out when `spdk_vs_ceiling` is false: a row that repeats it)."""
         p50 = ", ".join(f"{r[mine50]:.1f} vs {r['ps50']:.1f}" for r in per)
         names = "/".join(sorted({r["cname"] for r in per}))
         ceil = f"| {kiops([r['c'] for r in per])} ({names}) " if ceiling_col else ""
+        spdk_c = rng([div(r["ps"], r["c"]) for r in per]) + "×" if spdk_vs_ceiling else ""
         print(f"| {label} | {kiops([r[mine] for r in per])} | {kiops([r['ps'] for r in per])} "
               f"| {rng([div(r[mine], r['ps']) for r in per])}× | {p50} {ceil}"
               f"| {rng([div(r[mine], r['c']) for r in per])}× "
-              f"| {rng([div(r['ps'], r['c']) for r in per])}× |")
+              f"| {spdk_c} |")
 
     print("**Our target, driven by SPDK's perf, against SPDK's nvmf_tgt (RAM bdev) driven the same way** "
           "(ours: a page-cache file on /dev/shm):\n")
@@ -124,11 +126,11 @@ def main():
             row(f"{label}, ours in interrupt mode", rows[name], "ii", "ii50", False)
 
     who = [("ps", "perf → nvmf_tgt"), ("po", "perf → ours"), ("oi", "ours → nvmf_tgt"),
-           ("ii", "ours (interrupt) → nvmf_tgt")]
+           ("ii", "ours (interrupt) → nvmf_tgt"), ("ai", "ours (adaptive) → nvmf_tgt")]
 
     def beat(r):
         """Who beat the ceiling `r['c']` of one run, and by how much."""
-        return ", ".join(f"{w} {r[k] / r['c']:.2f}×" for k, w in who if (r[k] or 0) > r["c"])
+        return ", ".join(f"{w} {r[k] / r['c']:.2f}×" for k, w in who if (r.get(k) or 0) > r["c"])
 
     beaten = [f"{label} in run {n + 1} ({beat(r)})"
               for name, label, _ in WORKLOADS for n, r in enumerate(rows[name])
