@@ -281,6 +281,8 @@ mod tests {
             cpu: CpuSummary::default(),
             client_cpu_s: 0.0,
             server_cpu_s: 0.0,
+            send_buffer_bytes: 0,
+            receive_buffer_bytes: 0,
         };
         let base = BaselineReport {
             params: BaselineParams::default(),
@@ -322,6 +324,8 @@ mod tests {
                 cpu: CpuSummary::default(),
                 client_cpu_s: 0.0,
                 server_cpu_s: 0.0,
+                send_buffer_bytes: 0,
+                receive_buffer_bytes: 0,
             }],
         };
         let t = baseline_table(&r);

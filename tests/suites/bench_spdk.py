@@ -3,7 +3,9 @@
 
     bench_spdk.py WORKDIR RUNS SECONDS LOADAVG    markdown on stdout
 
-WORKDIR holds, per run N: rN-baseline.json (`bench --baseline --json`),
+WORKDIR holds, per run N: rN-baseline.json and rN-baseline-after.json
+(`bench --baseline --json` before and after the run's jobs; the ceiling is
+the best of both),
 rN-perf-spdk-W.txt and rN-perf-ours-W.txt (SPDK perf's output against
 nvmf_tgt and against our target) and rN-ours-spdk-W.json (our initiator
 against nvmf_tgt) for every workload W. Every ratio is taken within one
@@ -18,11 +20,11 @@ import sys
 
 WORKLOADS = [
     # name, label, loopback tests that bound it (the ceiling is the best)
-    ("randread-qd1", "4K randread QD1", ["qd1_read_busy"]),
+    ("randread-qd1", "4K randread QD1", ["qd1_read_blocking", "qd1_read_server_busy", "qd1_read_busy"]),
     ("randread-qd32", "4K randread QD32", ["qd32_read", "qd32_read_busy"]),
     ("randwrite-qd32", "4K randwrite QD32", ["qd32_write", "qd32_write_busy"]),
-    ("read-128k-qd8", "128K read QD8", ["qd8_read_128k"]),
-    ("write-128k-qd8", "128K write QD8", ["qd8_write_128k"]),
+    ("read-128k-qd8", "128K read QD8", ["qd8_read_128k", "qd8_read_128k_busy"]),
+    ("write-128k-qd8", "128K write QD8", ["qd8_write_128k", "qd8_write_128k_busy"]),
 ]
 
 
@@ -42,12 +44,12 @@ def ours(path):
     return r["total"]["ops_per_s"], r["total"]["latency"]["p50_us"]
 
 
-def ceiling(path, names):
-    """Best ops/s among the loopback tests `names`, and which one."""
-    r = json.loads(path.read_text())
-    best = max(((x["result"]["ops_per_s"], x["name"]) for x in r["results"] if x["name"] in names),
+def ceiling(paths, names):
+    """Best ops/s among the loopback tests `names` in the reports `paths`
+    that exist, and which test it was."""
+    results = [x for p in paths if p.exists() for x in json.loads(p.read_text())["results"]]
+    return max(((x["result"]["ops_per_s"], x["name"]) for x in results if x["name"] in names),
                default=(0.0, "-"))
-    return best
 
 
 def rng(xs, fmt="{:.2f}"):
@@ -75,7 +77,7 @@ def main():
     for name, _, names in WORKLOADS:
         per = []
         for n in range(1, runs + 1):
-            c, cname = ceiling(work / f"r{n}-baseline.json", names)
+            c, cname = ceiling([work / f"r{n}-baseline.json", work / f"r{n}-baseline-after.json"], names)
             ps, ps50 = perf(work / f"r{n}-perf-spdk-{name}.txt")
             po, po50 = perf(work / f"r{n}-perf-ours-{name}.txt")
             oi, oi50 = ours(work / f"r{n}-ours-spdk-{name}.json")
@@ -89,18 +91,21 @@ def main():
     print(f"`./tests/run bench` (tests/suites/bench_spdk.sh): {runs} run(s), {secs} s per "
           f"perf/bench run, every target on core 1 and every client on core 0; the loopback "
           f"ceiling is `bench --baseline` (pipelined and batched, client core 0, server core 1) "
-          f"of the same run, the best of the tests named. Load average at the end: {load}. "
+          f"of the same run, before and after its jobs, the best of the tests named. Load average at the end: {load}. "
           f"Each cell is the range over the runs of a same-run figure.\n")
 
     def row(label, per, mine, mine50, ceiling_col, spdk_vs_ceiling=True):
         """One line: `mine` (a key of the per-run dicts) against SPDK perf
-        to nvmf_tgt, and both against the ceiling."""
+        to nvmf_tgt, and both against the ceiling of the same run (SPDK's
+        left out when `spdk_vs_ceiling` is false: a row that repeats it)."""
         p50 = ", ".join(f"{r[mine50]:.1f} vs {r['ps50']:.1f}" for r in per)
-        ceil = f"| {kiops([r['c'] for r in per])} ({per[0]['cname']}) " if ceiling_col else ""
+        names = "/".join(sorted({r["cname"] for r in per}))
+        ceil = f"| {kiops([r['c'] for r in per])} ({names}) " if ceiling_col else ""
         spdk_c = rng([div(r["ps"], r["c"]) for r in per]) + "×" if spdk_vs_ceiling else ""
         print(f"| {label} | {kiops([r[mine] for r in per])} | {kiops([r['ps'] for r in per])} "
               f"| {rng([div(r[mine], r['ps']) for r in per])}× | {p50} {ceil}"
-              f"| {rng([div(r[mine], r['c']) for r in per])}× | {spdk_c} |")
+              f"| {rng([div(r[mine], r['c']) for r in per])}× "
+              f"| {spdk_c} |")
 
     print("**Our target, driven by SPDK's perf, against SPDK's nvmf_tgt (RAM bdev) driven the same way** "
           "(ours: a page-cache file on /dev/shm):\n")
@@ -118,17 +123,25 @@ def main():
     for name, label, _ in WORKLOADS:
         row(label, rows[name], "oi", "oi50", False)
         if rows[name][0]["ii"] is not None:
-            row(f"{label}, ours in interrupt mode", rows[name], "ii", "ii50", False, False)
+            row(f"{label}, ours in interrupt mode", rows[name], "ii", "ii50", False)
 
-    beaten = [(label, n + 1) for name, label, _ in WORKLOADS for n, r in enumerate(rows[name])
-              if r["c"] and max(r["ps"], r["po"], r["oi"]) > r["c"]]
+    who = [("ps", "perf → nvmf_tgt"), ("po", "perf → ours"), ("oi", "ours → nvmf_tgt"),
+           ("ii", "ours (interrupt) → nvmf_tgt"), ("ai", "ours (adaptive) → nvmf_tgt")]
+
+    def beat(r):
+        """Who beat the ceiling `r['c']` of one run, and by how much."""
+        return ", ".join(f"{w} {r[k] / r['c']:.2f}×" for k, w in who if (r.get(k) or 0) > r["c"])
+
+    beaten = [f"{label} in run {n + 1} ({beat(r)})"
+              for name, label, _ in WORKLOADS for n, r in enumerate(rows[name])
+              if r["c"] and beat(r)]
     missing = sorted({label for name, label, _ in WORKLOADS for r in rows[name] if not r["c"]})
     print()
     if missing:
         print("**No loopback ceiling** for " + ", ".join(missing) + " (the baseline lacks its tests).\n")
     if beaten:
         print("**The loopback ceiling was beaten** (a peer faster than the raw exchange, so it is "
-              "no ceiling there): " + ", ".join(f"{l} in run {n}" for l, n in beaten) + ".")
+              "no ceiling there): " + "; ".join(beaten) + ".")
     else:
         print("The loopback ceiling held: no NVMe/TCP pair beat it in any workload of any run.")
 

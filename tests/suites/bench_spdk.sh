@@ -12,7 +12,8 @@
 #   * our initiator (`ferrofab-nvmeof bench`, busy-polling like perf; QD1
 #     also sleeping) against SPDK's nvmf_tgt;
 #   * the loopback ceiling (`bench --baseline`, pipelined and batched,
-#     client core 0, server core 1) in the same run.
+#     client core 0, server core 1) in the same run, before and after the
+#     jobs (the best of the two counts: the VM's speed drifts).
 #
 # and prints the two tables as same-run ratios (tests/.work/bench/
 # spdk.md, appended to summary.md by bench.sh).
@@ -212,6 +213,11 @@ for ((run = 1; run <= runs; run++)); do
             ours "$work/r$run-ours-spdk-$name-interrupt.json" $oargs --poll-mode interrupt
         fi
     done
+    # Once more at the end of the run: the VM's speed drifts within minutes,
+    # and the ceiling is the best the raw exchange reached around the jobs.
+    ff_say "spdk run $run: loopback ceiling again"
+    echo "taskset -c 0,1 $bin bench --baseline --time ${base_secs}s --json   # again, after the jobs" >>"$work/commands.txt"
+    taskset -c 0,1 "$bin" bench --baseline --time "${base_secs}s" --json >"$work/r$run-baseline-after.json"
 done
 
 python3 "$here/bench_spdk.py" "$work" "$runs" "$secs" "$(cat /proc/loadavg)" >"$md" \
