@@ -146,6 +146,14 @@ fn io_roundtrip(digests: Digests, direct: DirectIo) {
     };
     assert_eq!(q.command(dsm, &range, true).status(), Status::SUCCESS);
     assert!(q.read(0, 16).data.iter().all(|&b| b == 0));
+    // Large reads from the page cache go out with sendfile, unless the
+    // data digest needs the bytes in hand (or the I/O threads read them).
+    let sent = ns.stats.snapshot().sent_from_file;
+    if digests.data || ns.offload {
+        assert_eq!(sent, 0, "sendfile with a data digest or on the I/O threads");
+    } else {
+        assert!(sent > 0, "the 1 MiB read should have used sendfile");
+    }
     // The data is really in the backing file.
     let file = std::fs::read(f.dir.path().join("ns1.img")).unwrap();
     assert_eq!(

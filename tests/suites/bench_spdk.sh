@@ -8,7 +8,9 @@
 #
 #   * SPDK's perf against SPDK's nvmf_tgt (RAM bdev): the reference;
 #   * SPDK's perf against our target (`ferrofab-nvmeof serve`, a namespace
-#     file on /dev/shm, the target's default poll mode);
+#     file on /dev/shm, the target's default poll mode), with nvmf_tgt
+#     stopped (SIGSTOP) meanwhile, as it is for the loopback ceiling: its
+#     reactor would otherwise spin on the same core;
 #   * our initiator (`ferrofab-nvmeof bench`, busy-polling like perf; QD1
 #     also sleeping) against SPDK's nvmf_tgt;
 #   * the loopback ceiling (`bench --baseline`, pipelined and batched,
@@ -123,6 +125,7 @@ nsfile=/dev/shm/ferrofab-spdk-bench.img
 tgt_pid=""
 serve_pid=""
 cleanup() {
+    [ -n "$tgt_pid" ] && kill -CONT "$tgt_pid" 2>/dev/null
     [ -n "$tgt_pid" ] && kill "$tgt_pid" 2>/dev/null && wait "$tgt_pid" 2>/dev/null
     [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
     rm -f "$nsfile"
@@ -185,6 +188,13 @@ perf() { # OUTFILE PORT SUBNQN PERF-ARGS...
     "${cmd[@]}" >"$f" 2>&1 || ff_die "SPDK perf failed (see $f)"
     grep -q '^Total ' "$f" || ff_die "SPDK perf printed no Total line (see $f)"
 }
+# nvmf_tgt's reactor spins on core 1 even with no connection, so while
+# anything else is measured on core 1 (perf against our target, the
+# loopback ceiling) it is stopped: a spinning neighbour on the target's core
+# halved our target's figures (2026-12-05: 128K read 0.21x of SPDK's with it
+# running, see docs/benchmarks.md). It holds no connection at those times.
+spdk_pause() { kill -STOP "$tgt_pid"; }
+spdk_resume() { kill -CONT "$tgt_pid"; }
 ours() { # OUTFILE OUR-BENCH-ARGS...
     local f=$1
     shift
@@ -197,14 +207,18 @@ for ((run = 1; run <= runs; run++)); do
     echo "# run $run" >>"$work/commands.txt"
     ff_say "spdk run $run: loopback ceiling (${base_secs}s per test)"
     echo "taskset -c 0,1 $bin bench --baseline --time ${base_secs}s --json" >>"$work/commands.txt"
+    spdk_pause
     taskset -c 0,1 "$bin" bench --baseline --time "${base_secs}s" --json >"$work/r$run-baseline.json"
+    spdk_resume
     for w in "${workloads[@]}"; do
         IFS='|' read -r name pargs oargs <<<"$w"
         ff_say "spdk run $run: $name (${secs}s each: perf→nvmf_tgt, perf→ours, ours→nvmf_tgt)"
         # shellcheck disable=SC2086 # the argument strings split on purpose
         perf "$work/r$run-perf-spdk-$name.txt" "$spdk_port" "$spdk_nqn" $pargs
+        spdk_pause
         # shellcheck disable=SC2086
         perf "$work/r$run-perf-ours-$name.txt" "$ours_port" "$ours_nqn" $pargs
+        spdk_resume
         # shellcheck disable=SC2086
         ours "$work/r$run-ours-spdk-$name.json" $oargs --poll-mode busy
         if [ "$name" = randread-qd1 ]; then
