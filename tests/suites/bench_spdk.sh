@@ -36,7 +36,8 @@
 # FF_SPDK_MEM_MB (default 512, hugepage memory per SPDK process),
 # FF_SPDK_NS_MB (default 256, RAM bdev and /dev/shm namespace size),
 # FF_SPDK_OURS_POLL (default adaptive:50, our target's default; `busy`
-# spins like SPDK's reactor).
+# spins like SPDK's reactor), FF_SPDK_OURS_HUGE (default 0; 1 puts our
+# namespace file on a huge=always tmpfs, like the RAM bdev's huge pages).
 # nvmf_tgt runs without its core lock files (--disable-cpumask-locks), so
 # another SPDK user pinned to core 1 does not stop it (the figures of such
 # a run are shared-core figures, like every other on a busy machine).
@@ -48,6 +49,8 @@ out=$FF_WORK/bench
 work=$out/spdk
 md=$out/spdk.md
 mkdir -p "$out"
+# A run that was killed may have left its huge-page tmpfs mounted.
+if mountpoint -q "$work/huge-tmpfs" 2>/dev/null; then umount "$work/huge-tmpfs"; fi
 rm -rf "$work"
 mkdir -p "$work"
 
@@ -60,6 +63,7 @@ shm=${FF_SPDK_SHM_ID:-41}
 mem=${FF_SPDK_MEM_MB:-512}
 ns_mb=${FF_SPDK_NS_MB:-256}
 ours_poll=${FF_SPDK_OURS_POLL:-adaptive:50}
+ours_huge=${FF_SPDK_OURS_HUGE:-0}
 
 skip() { # REASON : say loudly what did not run, record it, stop this section
     printf '\033[1;33m==> SKIPPED: SPDK comparison: %s\033[0m\n' "$1" >&2
@@ -122,6 +126,16 @@ spdk_port=$(ff_free_port)
 ours_port=$(ff_free_port)
 sock=$work/nvmf_tgt.sock
 nsfile=/dev/shm/ferrofab-spdk-bench.img
+# FF_SPDK_OURS_HUGE=1: our namespace file on a tmpfs of 2 MiB pages
+# (huge=always), as SPDK's RAM bdev lives in huge pages; the page cache's
+# per-page work is then paid once per 2 MiB.
+hugedir=$work/huge-tmpfs
+if [ "$ours_huge" = 1 ]; then
+    mkdir -p "$hugedir"
+    mount -t tmpfs -o "huge=always,size=$((ns_mb + 64))m" tmpfs "$hugedir" \
+        || ff_die "could not mount a huge=always tmpfs on $hugedir (FF_SPDK_OURS_HUGE=1)"
+    nsfile=$hugedir/ferrofab-spdk-bench.img
+fi
 tgt_pid=""
 serve_pid=""
 cleanup() {
@@ -129,6 +143,7 @@ cleanup() {
     [ -n "$tgt_pid" ] && kill "$tgt_pid" 2>/dev/null && wait "$tgt_pid" 2>/dev/null
     [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
     rm -f "$nsfile"
+    if mountpoint -q "$hugedir"; then umount "$hugedir"; fi
     true
 }
 trap cleanup EXIT
