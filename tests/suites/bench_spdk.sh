@@ -208,8 +208,14 @@ perf() { # OUTFILE PORT SUBNQN PERF-ARGS...
 # loopback ceiling) it is stopped: a spinning neighbour on the target's core
 # halved our target's figures (2026-12-05: 128K read 0.21x of SPDK's with it
 # running, see docs/benchmarks.md). It holds no connection at those times.
+# After it resumes it gets a moment before the next client connects: a
+# client that connected at once was once dropped for a keep-alive timeout
+# (its pollers catching up on the seconds it was stopped).
 spdk_pause() { kill -STOP "$tgt_pid"; }
-spdk_resume() { kill -CONT "$tgt_pid"; }
+spdk_resume() {
+    kill -CONT "$tgt_pid"
+    sleep 2
+}
 ours() { # OUTFILE OUR-BENCH-ARGS...
     local f=$1
     shift
