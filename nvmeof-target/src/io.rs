@@ -164,6 +164,9 @@ impl Conn {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = link.send_with_file(&self.tx, fd, offset, len) {
             tracing::warn!(nsid = ns.nsid, offset, len, error = %e, "sending read data failed; ending the connection");
+            ns.stats
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             link.kill();
         }
         self.tx.clear();
