@@ -951,6 +951,8 @@ mod tests {
         let target = Target::new(TargetOptions {
             max_h2c_data: BIG,
             mdts_bytes: BIG,
+            // The large read must go through the send buffer.
+            sendfile_min_bytes: 0,
             ..TargetOptions::default()
         })
         .unwrap();

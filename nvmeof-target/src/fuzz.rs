@@ -37,7 +37,13 @@ struct Bed {
 
 fn bed() -> Bed {
     let dir = tempfile::tempdir().expect("tempdir");
-    let target = Target::new(TargetOptions::default()).expect("target");
+    let target = Target::new(TargetOptions {
+        // Every answer is checked in the send buffer, so read data must
+        // go through it rather than straight from the file.
+        sendfile_min_bytes: 0,
+        ..TargetOptions::default()
+    })
+    .expect("target");
     for (nqn, file) in [(NQN_A, "a.img"), (NQN_B, "b.img")] {
         testbed::add_subsystem(&target, nqn, HOST);
         testbed::add_file_namespace(&target, nqn, &dir.path().join(file), NS_BLOCKS * 512);

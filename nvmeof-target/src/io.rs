@@ -12,6 +12,7 @@ use ferrofab_nvmeof_wire::spec::status::Status;
 use ferrofab_nvmeof_wire::wire::pdu::{self, begin_data_pdu, finish_data_pdu, pdu_type};
 use ferrofab_nvmeof_wire::wire::{DataHeader, Sqe};
 
+use super::backend::BackendError;
 use super::conn::{Conn, PendingKind};
 use super::executor::{backend_status, JobKind};
 use super::registry::Namespace;
@@ -107,7 +108,14 @@ impl Conn {
         let rollback = self.tx.len();
         let extra = pdu::flags::LAST_PDU | if success { pdu::flags::SUCCESS } else { 0 };
         let at = begin_data_pdu(&mut self.tx, pdu_type::C2H_DATA, &hdr, extra, self.digests);
-        if let Err(e) = ns.backend.read_append(&mut self.tx, len, offset) {
+        let result = match self.sendfile_read(ns, offset, len) {
+            Some(result) => result,
+            None => ns
+                .backend
+                .read_append(&mut self.tx, len, offset)
+                .map(|()| finish_data_pdu(&mut self.tx, at, self.digests)),
+        };
+        if let Err(e) = result {
             self.tx.truncate(rollback);
             ns.stats
                 .errors
@@ -120,11 +128,49 @@ impl Conn {
             };
             return self.complete(sqe.cid, status, 0);
         }
-        finish_data_pdu(&mut self.tx, at, self.digests);
         ns.stats.record_read(len, started.elapsed());
         if !success {
             self.complete(sqe.cid, Status::SUCCESS, 0);
         }
+    }
+
+    /// Send a read's data straight from the page cache with `sendfile(2)`,
+    /// after everything queued so far (the C2HData header last), when the
+    /// read is large (`sendfile_min_bytes`), the connection has no data
+    /// digest (which would need the bytes in hand) and the backend reads
+    /// through the page cache. `None` when that does not apply: the
+    /// caller copies the data into the send buffer instead.
+    ///
+    /// A backend error comes back before anything is sent. A failure to
+    /// send, once the header may be out, leaves the stream out of step, so
+    /// the connection is ended (the host reconnects and retries).
+    fn sendfile_read(
+        &mut self,
+        ns: &Namespace,
+        offset: u64,
+        len: usize,
+    ) -> Option<Result<(), BackendError>> {
+        let min = self.target.opts.sendfile_min_bytes as usize;
+        if min == 0 || len < min || self.digests.data {
+            return None;
+        }
+        let link = self.link.clone()?;
+        let fd = match ns.backend.sendfile_source(offset, len) {
+            Ok(fd) => fd?,
+            Err(e) => return Some(Err(e)),
+        };
+        ns.stats
+            .sent_from_file
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = link.send_with_file(&self.tx, fd, offset, len) {
+            tracing::warn!(nsid = ns.nsid, offset, len, error = %e, "sending read data failed; ending the connection");
+            ns.stats
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            link.kill();
+        }
+        self.tx.clear();
+        Some(Ok(()))
     }
 
     fn write(&mut self, sqe: Sqe, ns: Arc<Namespace>, data: Option<&[u8]>) {

@@ -126,6 +126,13 @@ pub struct TargetOptions {
     /// torn down. Meanwhile it replaces the keep-alive timeout, which the
     /// host cannot honour before it has authenticated.
     pub auth_timeout_ms: u32,
+    /// Reads of at least this many bytes from a namespace served through
+    /// the page cache, on a connection without data digest, are sent with
+    /// `sendfile(2)`: the kernel hands the cached pages to the socket, which
+    /// saves copying them into the send buffer. Smaller reads are copied,
+    /// so that many of them still leave in one system call. 0 turns
+    /// `sendfile` off.
+    pub sendfile_min_bytes: u32,
 }
 
 impl Default for TargetOptions {
@@ -145,6 +152,7 @@ impl Default for TargetOptions {
             icreq_timeout_ms: 5_000,
             connect_timeout_ms: 10_000,
             auth_timeout_ms: 120_000,
+            sendfile_min_bytes: 64 * 1024,
         }
     }
 }

@@ -102,7 +102,13 @@ struct Bed {
 
 fn bed() -> Bed {
     let dir = tempfile::tempdir().expect("tempdir");
-    let target = Target::new(TargetOptions::default()).expect("target");
+    let target = Target::new(TargetOptions {
+        // Every answer is checked in the send buffer, so read data must
+        // go through it rather than straight from the file.
+        sendfile_min_bytes: 0,
+        ..TargetOptions::default()
+    })
+    .expect("target");
     testbed::add_subsystem(&target, NQN, HOST);
     testbed::add_file_namespace(&target, NQN, &dir.path().join("ns.img"), 8 << 20);
     Bed { target, _dir: dir }

@@ -8,7 +8,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -141,6 +141,63 @@ pub fn write_all(stream: &mut TcpStream, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Write all of `buf` to a non-blocking socket with `MSG_MORE`: more data
+/// follows at once, so the kernel may hold a partial segment back.
+fn send_all_more(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the
+        // duration of the call, and the descriptor is an open socket.
+        let rc = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_MORE | libc::MSG_NOSIGNAL,
+            )
+        };
+        match usize::try_from(rc) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(_) => retry_or_fail(stream, io::Error::last_os_error())?,
+        }
+    }
+    Ok(())
+}
+
+/// Send `len` bytes of `file` at `offset` on a non-blocking socket with
+/// `sendfile(2)`. A file that ends early is an error: the peer was
+/// promised `len` bytes.
+fn sendfile_all(
+    stream: &TcpStream,
+    file: BorrowedFd<'_>,
+    offset: u64,
+    mut len: usize,
+) -> io::Result<()> {
+    let mut off = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+    while len > 0 {
+        // SAFETY: both descriptors are open for the duration of the call
+        // and `off` is a valid, exclusively borrowed offset.
+        let rc = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut off, len) };
+        match usize::try_from(rc) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => len -= n.min(len),
+            Err(_) => retry_or_fail(stream, io::Error::last_os_error())?,
+        }
+    }
+    Ok(())
+}
+
+/// After a failed send: wait for room when the socket was full, go on
+/// when interrupted, and give up on anything else.
+fn retry_or_fail(stream: &TcpStream, err: io::Error) -> io::Result<()> {
+    match err.kind() {
+        io::ErrorKind::Interrupted => Ok(()),
+        io::ErrorKind::WouldBlock => wait_fd(stream, libc::POLLOUT),
+        _ => Err(err),
+    }
+}
+
 fn wait_fd(stream: &TcpStream, events: libc::c_short) -> io::Result<()> {
     wait_fd_for(stream, events, None)
 }
@@ -204,6 +261,24 @@ impl ConnLink {
     pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
         let mut w = lock(&self.writer);
         write_all(&mut w, bytes)
+    }
+
+    /// Send `head` (whole PDUs and, last, a data PDU's header), then `len`
+    /// bytes of `file` at `offset` as that PDU's data, with no other
+    /// sender in between. The head goes with `MSG_MORE`, so the kernel
+    /// packs it with the data instead of sending a short segment first.
+    /// An error may come after part of it was sent: the stream is then
+    /// out of step and the caller must end the connection.
+    pub fn send_with_file(
+        &self,
+        head: &[u8],
+        file: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<()> {
+        let w = lock(&self.writer);
+        send_all_more(&w, head)?;
+        sendfile_all(&w, file, offset, len)
     }
 
     /// End the connection. Its thread sees end-of-file and exits.

@@ -146,6 +146,14 @@ fn io_roundtrip(digests: Digests, direct: DirectIo) {
     };
     assert_eq!(q.command(dsm, &range, true).status(), Status::SUCCESS);
     assert!(q.read(0, 16).data.iter().all(|&b| b == 0));
+    // Large reads from the page cache go out with sendfile, unless the
+    // data digest needs the bytes in hand (or the I/O threads read them).
+    let sent = ns.stats.snapshot().sent_from_file;
+    if digests.data || ns.offload {
+        assert_eq!(sent, 0, "sendfile with a data digest or on the I/O threads");
+    } else {
+        assert!(sent > 0, "the 1 MiB read should have used sendfile");
+    }
     // The data is really in the backing file.
     let file = std::fs::read(f.dir.path().join("ns1.img")).unwrap();
     assert_eq!(
@@ -162,6 +170,19 @@ fn io_without_digests() {
 #[test]
 fn io_with_header_and_data_digests() {
     io_roundtrip(BOTH, DirectIo::Off);
+}
+
+/// A header digest alone still lets large reads go out with sendfile: the
+/// digest covers only the header, which is in hand.
+#[test]
+fn io_with_header_digest_only() {
+    io_roundtrip(
+        Digests {
+            header: true,
+            data: false,
+        },
+        DirectIo::Off,
+    );
 }
 
 /// With O_DIRECT (where the test directory's filesystem has it) the I/O

@@ -8,7 +8,9 @@
 #
 #   * SPDK's perf against SPDK's nvmf_tgt (RAM bdev): the reference;
 #   * SPDK's perf against our target (`ferrofab-nvmeof serve`, a namespace
-#     file on /dev/shm, the target's default poll mode);
+#     file on /dev/shm, the target's default poll mode), with nvmf_tgt
+#     stopped (SIGSTOP) meanwhile, as it is for the loopback ceiling: its
+#     reactor would otherwise spin on the same core;
 #   * our initiator (`ferrofab-nvmeof bench`, busy-polling like perf; QD1
 #     also sleeping) against SPDK's nvmf_tgt;
 #   * the loopback ceiling (`bench --baseline`, pipelined and batched,
@@ -35,7 +37,8 @@
 # FF_SPDK_MEM_MB (default 512, hugepage memory per SPDK process),
 # FF_SPDK_NS_MB (default 256, RAM bdev and /dev/shm namespace size),
 # FF_SPDK_OURS_POLL (default adaptive:50, our target's default; `busy`
-# spins like SPDK's reactor).
+# spins like SPDK's reactor), FF_SPDK_OURS_HUGE (default 0; 1 puts our
+# namespace file on a huge=always tmpfs, like the RAM bdev's huge pages).
 # nvmf_tgt runs without its core lock files (--disable-cpumask-locks), so
 # another SPDK user pinned to core 1 does not stop it (the figures of such
 # a run are shared-core figures, like every other on a busy machine).
@@ -47,6 +50,8 @@ out=$FF_WORK/bench
 work=$out/spdk
 md=$out/spdk.md
 mkdir -p "$out"
+# A run that was killed may have left its huge-page tmpfs mounted.
+if mountpoint -q "$work/huge-tmpfs" 2>/dev/null; then umount "$work/huge-tmpfs"; fi
 rm -rf "$work"
 mkdir -p "$work"
 
@@ -59,6 +64,7 @@ shm=${FF_SPDK_SHM_ID:-41}
 mem=${FF_SPDK_MEM_MB:-512}
 ns_mb=${FF_SPDK_NS_MB:-256}
 ours_poll=${FF_SPDK_OURS_POLL:-adaptive:50}
+ours_huge=${FF_SPDK_OURS_HUGE:-0}
 
 skip() { # REASON : say loudly what did not run, record it, stop this section
     printf '\033[1;33m==> SKIPPED: SPDK comparison: %s\033[0m\n' "$1" >&2
@@ -121,12 +127,24 @@ spdk_port=$(ff_free_port)
 ours_port=$(ff_free_port)
 sock=$work/nvmf_tgt.sock
 nsfile=/dev/shm/ferrofab-spdk-bench.img
+# FF_SPDK_OURS_HUGE=1: our namespace file on a tmpfs of 2 MiB pages
+# (huge=always), as SPDK's RAM bdev lives in huge pages; the page cache's
+# per-page work is then paid once per 2 MiB.
+hugedir=$work/huge-tmpfs
+if [ "$ours_huge" = 1 ]; then
+    mkdir -p "$hugedir"
+    mount -t tmpfs -o "huge=always,size=$((ns_mb + 64))m" tmpfs "$hugedir" \
+        || ff_die "could not mount a huge=always tmpfs on $hugedir (FF_SPDK_OURS_HUGE=1)"
+    nsfile=$hugedir/ferrofab-spdk-bench.img
+fi
 tgt_pid=""
 serve_pid=""
 cleanup() {
+    [ -n "$tgt_pid" ] && kill -CONT "$tgt_pid" 2>/dev/null
     [ -n "$tgt_pid" ] && kill "$tgt_pid" 2>/dev/null && wait "$tgt_pid" 2>/dev/null
     [ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
     rm -f "$nsfile"
+    if mountpoint -q "$hugedir"; then umount "$hugedir"; fi
     true
 }
 trap cleanup EXIT
@@ -186,6 +204,19 @@ perf() { # OUTFILE PORT SUBNQN PERF-ARGS...
     "${cmd[@]}" >"$f" 2>&1 || ff_die "SPDK perf failed (see $f)"
     grep -q '^Total ' "$f" || ff_die "SPDK perf printed no Total line (see $f)"
 }
+# nvmf_tgt's reactor spins on core 1 even with no connection, so while
+# anything else is measured on core 1 (perf against our target, the
+# loopback ceiling) it is stopped: a spinning neighbour on the target's core
+# halved our target's figures (2026-12-05: 128K read 0.21x of SPDK's with it
+# running, see docs/benchmarks.md). It holds no connection at those times.
+# After it resumes it gets a moment before the next client connects: a
+# client that connected at once was once dropped for a keep-alive timeout
+# (its pollers catching up on the seconds it was stopped).
+spdk_pause() { kill -STOP "$tgt_pid"; }
+spdk_resume() {
+    kill -CONT "$tgt_pid"
+    sleep 2
+}
 ours() { # OUTFILE OUR-BENCH-ARGS...
     local f=$1
     shift
@@ -198,14 +229,18 @@ for ((run = 1; run <= runs; run++)); do
     echo "# run $run" >>"$work/commands.txt"
     ff_say "spdk run $run: loopback ceiling (${base_secs}s per test)"
     echo "taskset -c 0,1 $bin bench --baseline --time ${base_secs}s --json" >>"$work/commands.txt"
+    spdk_pause
     taskset -c 0,1 "$bin" bench --baseline --time "${base_secs}s" --json >"$work/r$run-baseline.json"
+    spdk_resume
     for w in "${workloads[@]}"; do
         IFS='|' read -r name pargs oargs <<<"$w"
         ff_say "spdk run $run: $name (${secs}s each: perf→nvmf_tgt, perf→ours, ours→nvmf_tgt)"
         # shellcheck disable=SC2086 # the argument strings split on purpose
         perf "$work/r$run-perf-spdk-$name.txt" "$spdk_port" "$spdk_nqn" $pargs
+        spdk_pause
         # shellcheck disable=SC2086
         perf "$work/r$run-perf-ours-$name.txt" "$ours_port" "$ours_nqn" $pargs
+        spdk_resume
         # shellcheck disable=SC2086
         ours "$work/r$run-ours-spdk-$name.json" $oargs --poll-mode busy
         if [ "$name" = randread-qd1 ]; then

@@ -182,6 +182,14 @@ impl BlockBackend for FileBackend {
         self.store.read_append(out, len, offset)
     }
 
+    fn sendfile_source(
+        &self,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<std::os::fd::BorrowedFd<'_>>, BackendError> {
+        self.store.sendfile_source(offset, len)
+    }
+
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
         self.store.write_at(buf, offset)
     }

@@ -61,6 +61,20 @@ pub trait BlockBackend: Send + Sync + std::fmt::Debug {
         }
         result
     }
+    /// The open file to send `len` bytes at `offset` from with
+    /// `sendfile(2)`, after the same range check as a read; `None` when the
+    /// data must be read into memory instead. `sendfile` hands page-cache
+    /// pages to the socket, which saves the copy into the send buffer (a
+    /// fifth of the target's CPU for 128 KiB reads), so only backends that
+    /// read through the page cache offer it: direct I/O bypasses it.
+    fn sendfile_source(
+        &self,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<std::os::fd::BorrowedFd<'_>>, BackendError> {
+        let _ = (offset, len);
+        Ok(None)
+    }
     /// Writes all of `buf` at `offset`. Not durable until [`Self::flush`],
     /// like a write to a drive with a volatile write cache.
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError>;

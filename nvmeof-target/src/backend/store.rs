@@ -6,6 +6,7 @@
 //! the same on both, so they live here once.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -67,6 +68,17 @@ impl Store {
         self.io
             .read_append(out, len, offset)
             .map_err(self.io_error(Op::Read, offset, len as u64))
+    }
+
+    /// The file to `sendfile` a checked read from, unless it bypasses the
+    /// page cache (see [`super::BlockBackend::sendfile_source`]).
+    pub(super) fn sendfile_source(
+        &self,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<BorrowedFd<'_>>, BackendError> {
+        self.check(Op::Read, offset, len as u64)?;
+        Ok((!self.io.is_direct()).then(|| self.io.file().as_fd()))
     }
 
     pub(super) fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {

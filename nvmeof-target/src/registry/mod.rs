@@ -57,6 +57,9 @@ pub struct NamespaceStats {
     pub busy_ns: AtomicU64,
     /// Commands whose backend I/O ran on the I/O threads.
     pub offloaded: AtomicU64,
+    /// Reads whose data went from the page cache to the socket with
+    /// `sendfile` (`sendfile_min_bytes`), without a copy by the target.
+    pub sent_from_file: AtomicU64,
 }
 
 impl NamespaceStats {
@@ -84,6 +87,7 @@ impl NamespaceStats {
             errors: self.errors.load(Ordering::Relaxed),
             busy_ns: self.busy_ns.load(Ordering::Relaxed),
             offloaded: self.offloaded.load(Ordering::Relaxed),
+            sent_from_file: self.sent_from_file.load(Ordering::Relaxed),
         }
     }
 }
@@ -99,6 +103,7 @@ pub struct NamespaceStatsSnapshot {
     pub errors: u64,
     pub busy_ns: u64,
     pub offloaded: u64,
+    pub sent_from_file: u64,
 }
 
 /// An NVM subsystem.
