@@ -32,13 +32,21 @@ pub struct RemoteSpec {
     pub dhchap: ferrofab_nvmeof_wire::auth::HostSecrets,
 }
 
-/// Spin budget per wait for each poll mode. "Busy" is a budget longer than
-/// any I/O, so a waiter effectively never sleeps.
-fn poll_spin(mode: PollMode, default: Duration) -> Duration {
-    match mode {
-        PollMode::Interrupt => Duration::ZERO,
-        PollMode::Adaptive => default,
-        PollMode::Busy => Duration::from_secs(1),
+impl PollMode {
+    /// Set how the initiator's waiters spin (`poll_spin`, `poll_adaptive`)
+    /// for this mode: `interrupt` sleeps at once, `adaptive` spins a budget
+    /// learned from recent waits up to the default cap, `busy` spins a
+    /// fixed budget longer than any I/O, so a waiter effectively never
+    /// sleeps.
+    pub fn apply(self, opts: &mut ConnectOptions) {
+        match self {
+            PollMode::Interrupt => opts.poll_spin = Duration::ZERO,
+            PollMode::Adaptive => opts.poll_adaptive = true,
+            PollMode::Busy => {
+                opts.poll_spin = Duration::from_secs(1);
+                opts.poll_adaptive = false;
+            }
+        }
     }
 }
 
@@ -64,7 +72,7 @@ impl Remote {
         opts.queue_size = opts
             .queue_size
             .max(u16::try_from(wanted).unwrap_or(u16::MAX));
-        opts.poll_spin = poll_spin(spec.poll, opts.poll_spin);
+        spec.poll.apply(&mut opts);
         opts.dhchap_secret = spec.dhchap.host.clone();
         opts.dhchap_ctrl_secret = spec.dhchap.ctrl.clone();
         let ctrl = Controller::connect(opts).map_err(remote_err)?;
@@ -196,9 +204,15 @@ mod tests {
 
     #[test]
     fn poll_modes_map_to_spin_budgets() {
-        let d = Duration::from_micros(50);
-        assert_eq!(poll_spin(PollMode::Interrupt, d), Duration::ZERO);
-        assert_eq!(poll_spin(PollMode::Adaptive, d), d);
-        assert!(poll_spin(PollMode::Busy, d) >= Duration::from_millis(100));
+        let base = ConnectOptions::new("h:1", "nqn.x", HostIdentity::ephemeral());
+        let with = |m: PollMode| {
+            let mut o = base.clone();
+            m.apply(&mut o);
+            (o.poll_spin, o.poll_adaptive)
+        };
+        assert_eq!(with(PollMode::Interrupt).0, Duration::ZERO);
+        assert_eq!(with(PollMode::Adaptive), (base.poll_spin, true));
+        let (spin, adaptive) = with(PollMode::Busy);
+        assert!(spin >= Duration::from_millis(100) && !adaptive);
     }
 }

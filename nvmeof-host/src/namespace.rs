@@ -369,7 +369,7 @@ impl Ticket {
     fn check(&self, r: &Arc<Request>) -> Result<(), HostError> {
         let mut retries = 0;
         let cqe = loop {
-            match r.wait(self.shared.opts.poll_spin, None) {
+            match r.wait(self.shared.spin_policy(), None) {
                 Err(e @ HostError::DataDigest { .. }) if retries < DIGEST_RETRIES => {
                     tracing::warn!(error = %e, cmd = r.name, "retrying after a data digest error");
                     retries += 1;
@@ -392,7 +392,8 @@ impl Ticket {
     }
 
     /// Wait for the operation. Returns the data of a read (empty for other
-    /// operations). Busy-polls for the controller's `poll_spin`, then parks.
+    /// operations). Busy-polls as the controller's `poll_spin` and
+    /// `poll_adaptive` say, then sleeps.
     pub fn wait(self) -> Result<Vec<u8>, HostError> {
         // One part (the usual case) hands over its buffer as is.
         let mut out = if self.parts.len() > 1 {
@@ -535,14 +536,14 @@ impl Pipeline {
     }
 
     /// Wait for any operation to complete; None if nothing is in flight.
-    /// Busy-polls for the controller's `poll_spin`, then sleeps in
-    /// `poll(2)` on the socket.
+    /// Busy-polls as the controller's `poll_spin` and `poll_adaptive` say,
+    /// then sleeps in `poll(2)` on the socket.
     pub fn wait_any(&mut self) -> Option<Completed> {
         if self.inflight.is_empty() {
             return None;
         }
         self.flush();
-        let spin_until = Instant::now() + self.ns.shared.opts.poll_spin;
+        let spin = self.ns.shared.spin_policy();
         loop {
             if let Some(c) = self.take_done() {
                 return Some(c);
@@ -560,7 +561,7 @@ impl Pipeline {
                     let any_done = || inflight.iter().any(|(_, t)| t.is_done());
                     // Bounded, so operations on another queue are seen.
                     let deadline = Instant::now() + Duration::from_millis(10);
-                    q.wait_until(&any_done, spin_until, Some(deadline));
+                    q.wait_until(&any_done, spin, Some(deadline));
                 }
                 // Every request registered this thread as its waiter when
                 // it was created, so a completion or re-send unparks us.

@@ -19,8 +19,11 @@
 //! a context switch per I/O, on a small machine a second busy core). Of
 //! the threads waiting on one queue, one is the *leader*: it flushes,
 //! reads and dispatches everything that has arrived (completing other
-//! waiters' commands too), then sleeps in `poll(2)` on the socket, or
-//! busy-polls for the caller's spin budget first. The others are
+//! waiters' commands too), then busy-polls for the caller's spin budget
+//! (fixed, or learned from this queue's recent waits: see the `spin`
+//! module) and sleeps in `poll(2)` on the socket once it has passed. The
+//! budget counts from the moment the leader last found the socket empty,
+//! so a pipeline whose responses keep coming keeps its core. The others are
 //! *followers*: they park until their command is completed by the leader
 //! or the leader leaves and hands leadership on (unparking one follower).
 //!
@@ -59,6 +62,7 @@ use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use super::cmd::Cmd;
+use super::spin::{SpinLearner, SpinPolicy};
 use super::HostError;
 use ferrofab_nvmeof_wire::spec::admin;
 use ferrofab_nvmeof_wire::wire::command::{SGL_DATA_BLOCK_OFFSET, SGL_TRANSPORT_DATA_BLOCK};
@@ -239,15 +243,14 @@ impl Request {
     }
 
     /// Wait for completion: lead or follow on the request's queue (see the
-    /// module docs), busy-polling until `spin` has passed, then sleeping.
-    /// With `timeout`, give up after it and return a timeout error naming
-    /// the address.
-    pub fn wait(&self, spin: Duration, timeout: Option<Duration>) -> Result<Cqe, HostError> {
+    /// module docs), busy-polling as `spin` says, then sleeping. With
+    /// `timeout`, give up after it and return a timeout error naming the
+    /// address.
+    pub fn wait(&self, spin: SpinPolicy, timeout: Option<Duration>) -> Result<Cqe, HostError> {
         if !self.is_done() {
             self.done.set_waiter(thread::current());
         }
         let start = Instant::now();
-        let spin_until = start + spin;
         let deadline = timeout.map(|t| start + t);
         loop {
             if self.is_done() {
@@ -260,7 +263,7 @@ impl Request {
                 }
             }
             match self.queue().filter(|q| !q.is_dead()) {
-                Some(q) => q.wait_until(&|| self.is_done(), spin_until, deadline),
+                Some(q) => q.wait_until(&|| self.is_done(), spin, deadline),
                 // Not submitted yet, or its queue died and the controller
                 // re-sends it on the next association: whoever submits or
                 // fails it unparks us.
@@ -376,6 +379,8 @@ struct Counters {
     receives: AtomicU64,
     completions: AtomicU64,
     rx_thread_completions: AtomicU64,
+    sleeps: AtomicU64,
+    spin_ns: AtomicU64,
 }
 
 /// A snapshot of the I/O queues' counters since they were opened (summed
@@ -394,6 +399,14 @@ pub struct QueueStats {
     /// Of those, completed by the queue's receiver thread rather than a
     /// waiting thread (each one a thread hand-off).
     pub rx_thread_completions: u64,
+    /// Times a waiting thread (the leader) went to sleep in `poll(2)`: each
+    /// one a wake-up later, and the core given away meanwhile.
+    pub sleeps: u64,
+    /// Time waiting threads spent busy-polling, in nanoseconds.
+    pub spin_ns: u64,
+    /// The learned typical wait for the next data (adaptive polling; the
+    /// largest over the queues when summed), in nanoseconds.
+    pub learned_wait_ns: u64,
 }
 
 impl std::ops::AddAssign for QueueStats {
@@ -403,6 +416,9 @@ impl std::ops::AddAssign for QueueStats {
         self.receives += o.receives;
         self.completions += o.completions;
         self.rx_thread_completions += o.rx_thread_completions;
+        self.sleeps += o.sleeps;
+        self.spin_ns += o.spin_ns;
+        self.learned_wait_ns = self.learned_wait_ns.max(o.learned_wait_ns);
     }
 }
 
@@ -489,6 +505,8 @@ pub(crate) struct Queue {
     leader_asleep: AtomicBool,
     /// An eventfd in the leader's `poll` set, for the case above.
     wake: OwnedFd,
+    /// How long leaders typically wait for data here (adaptive spinning).
+    learner: SpinLearner,
     counters: Counters,
 }
 
@@ -536,6 +554,7 @@ impl Queue {
             followers: Mutex::new(Vec::new()),
             leader_asleep: AtomicBool::new(false),
             wake,
+            learner: SpinLearner::default(),
             counters: Counters::default(),
         });
         let rq = q.clone();
@@ -788,6 +807,9 @@ impl Queue {
             receives: c.receives.load(Ordering::Relaxed),
             completions: c.completions.load(Ordering::Relaxed),
             rx_thread_completions: c.rx_thread_completions.load(Ordering::Relaxed),
+            sleeps: c.sleeps.load(Ordering::Relaxed),
+            spin_ns: c.spin_ns.load(Ordering::Relaxed),
+            learned_wait_ns: self.learner.average().as_nanos() as u64,
         }
     }
 
@@ -823,6 +845,7 @@ impl Queue {
     /// another thread completes a command (`ring`) or `ms` pass. Returns at
     /// once if `done()` already holds.
     fn leader_sleep(&self, done: &dyn Fn() -> bool, ms: i32) {
+        self.counters.sleeps.fetch_add(1, Ordering::Relaxed);
         self.leader_asleep.store(true, Ordering::SeqCst);
         // Checked after announcing the sleep: a completion before this
         // point is seen here, one after it rings.
@@ -888,13 +911,8 @@ impl Queue {
     /// Wait on this queue until `done()` holds, the queue dies or
     /// `deadline` passes, reading the socket as the leader or parking as a
     /// follower (see the module docs). Flushes the submission buffer first.
-    /// Busy-polls until `spin_until`, then sleeps in `poll(2)`.
-    pub fn wait_until(
-        &self,
-        done: &dyn Fn() -> bool,
-        spin_until: Instant,
-        deadline: Option<Instant>,
-    ) {
+    /// Busy-polls as `spin` says, then sleeps in `poll(2)`.
+    pub fn wait_until(&self, done: &dyn Fn() -> bool, spin: SpinPolicy, deadline: Option<Instant>) {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         self.flush();
         while !done() && !self.is_dead() && deadline.is_none_or(|d| Instant::now() < d) {
@@ -903,7 +921,7 @@ impl Queue {
                 .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
-                self.lead(done, spin_until, deadline);
+                self.lead(done, spin, deadline);
                 self.leader.store(false, Ordering::SeqCst);
                 if self.waiters.load(Ordering::SeqCst) > 1 {
                     if let Some(t) = plock(&self.followers).first() {
@@ -918,26 +936,47 @@ impl Queue {
     }
 
     /// The leader's loop: flush, read and dispatch, then spin or sleep
-    /// until the socket is readable.
-    fn lead(&self, done: &dyn Fn() -> bool, spin_until: Instant, deadline: Option<Instant>) {
+    /// until the socket is readable. The spin budget counts from the moment
+    /// the socket was found empty; how long data then took to arrive is
+    /// what the queue learns (adaptive polling).
+    fn lead(&self, done: &dyn Fn() -> bool, spin: SpinPolicy, deadline: Option<Instant>) {
+        // Since when the leader has found nothing new (None: data came in
+        // at the last look), and since when it has been spinning.
+        let mut empty_since: Option<Instant> = None;
+        let mut spinning_since: Option<Instant> = None;
+        let exit = |spinning_since: Option<Instant>, now: Instant| {
+            if let Some(t) = spinning_since {
+                let ns = now.saturating_duration_since(t).as_nanos() as u64;
+                self.counters.spin_ns.fetch_add(ns, Ordering::Relaxed);
+            }
+        };
         loop {
             self.flush();
+            let seen = self.counters.receives.load(Ordering::Relaxed);
             self.poll_progress(true);
-            if done() || self.is_dead() {
-                return;
-            }
             let now = Instant::now();
+            if self.counters.receives.load(Ordering::Relaxed) != seen {
+                if let Some(t) = empty_since.take() {
+                    self.learner.record(now.saturating_duration_since(t), spin);
+                }
+            }
+            if done() || self.is_dead() {
+                return exit(spinning_since, now);
+            }
             let mut nap = WAIT_NAP;
             if let Some(d) = deadline {
                 if now >= d {
-                    return;
+                    return exit(spinning_since, now);
                 }
                 nap = nap.min(d - now);
             }
-            if now < spin_until {
+            let since = *empty_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < self.learner.budget(spin) {
+                spinning_since.get_or_insert(now);
                 std::hint::spin_loop();
                 continue;
             }
+            exit(spinning_since.take(), now);
             let ms = nap.as_millis().clamp(1, i32::MAX as u128) as i32;
             self.leader_sleep(done, ms);
         }
