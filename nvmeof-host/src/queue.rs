@@ -55,6 +55,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
@@ -102,6 +103,9 @@ const WAIT_NAP: Duration = Duration::from_millis(100);
 /// deferred writes with in-capsule data do not pile up (32 capsules of
 /// 72 bytes, or eight 8 KiB in-capsule writes).
 pub(crate) const TX_BATCH_MAX: usize = 64 * 1024;
+/// H2CData PDUs gathered into one `writev`: three slices each (header,
+/// data, digest), well below the kernel's limit of 1024 slices per call.
+const H2C_PDUS_PER_SEND: usize = 64;
 
 /// What a command is for; decides what happens to it when the connection
 /// is lost.
@@ -1025,10 +1029,9 @@ impl Queue {
             self.fail(e);
             return;
         }
-        for w in &work {
-            if let Err(e) = self.send_h2c(w) {
+        if !work.is_empty() {
+            if let Err(e) = self.send_h2c(&work) {
                 self.fail(e);
-                return;
             }
         }
     }
@@ -1221,34 +1224,49 @@ impl Queue {
 
     // ---- send side ------------------------------------------------------
 
-    /// Send the data an R2T asked for, in PDUs of at most MAXH2CDATA.
-    fn send_h2c(&self, w: &H2cWork) -> Result<(), HostError> {
-        if w.req.epoch.load(Ordering::Acquire) != w.epoch {
-            return Ok(());
+    /// Send the data the R2Ts of `work` asked for, in PDUs of at most
+    /// MAXH2CDATA, gathered into one `writev` per [`H2C_PDUS_PER_SEND`]
+    /// PDUs (a pipeline of large writes gets its R2Ts in groups). Data goes
+    /// from the request's buffer straight to the socket; only the headers
+    /// and digests are built here.
+    fn send_h2c(&self, work: &[H2cWork]) -> Result<(), HostError> {
+        let mut heads = Vec::with_capacity(work.len() * 32);
+        let mut digs = Vec::new();
+        // Per PDU: its header in `heads`, its data, its digest in `digs`.
+        let mut pdus: Vec<(Range<usize>, &[u8], Range<usize>)> = Vec::with_capacity(work.len());
+        for w in work {
+            if w.req.epoch.load(Ordering::Acquire) != w.epoch {
+                continue;
+            }
+            let start = w.r2t.r2to as usize;
+            let end = start + w.r2t.r2tl as usize;
+            let mut off = start;
+            while off < end {
+                let n = (end - off).min(self.maxh2cdata);
+                let data = &w.req.data_out[off..off + n];
+                let hdr = DataHeader {
+                    cccid: w.r2t.cccid,
+                    ttag: w.r2t.ttag,
+                    datao: off as u32,
+                    datal: n as u32,
+                };
+                let fl = if off + n == end { flags::LAST_PDU } else { 0 };
+                let h = heads.len();
+                begin_data_pdu(&mut heads, pdu_type::H2C_DATA, &hdr, fl, self.digests);
+                let d = digs.len();
+                if self.digests.data {
+                    digs.extend_from_slice(&digest_bytes(data));
+                }
+                pdus.push((h..heads.len(), data, d..digs.len()));
+                off += n;
+            }
         }
-        let start = w.r2t.r2to as usize;
-        let end = start + w.r2t.r2tl as usize;
-        let mut off = start;
-        while off < end {
-            let n = (end - off).min(self.maxh2cdata);
-            let last = off + n == end;
-            let data = &w.req.data_out[off..off + n];
-            let hdr = DataHeader {
-                cccid: w.r2t.cccid,
-                ttag: w.r2t.ttag,
-                datao: off as u32,
-                datal: n as u32,
-            };
-            let mut head = Vec::with_capacity(32);
-            let fl = if last { flags::LAST_PDU } else { 0 };
-            begin_data_pdu(&mut head, pdu_type::H2C_DATA, &hdr, fl, self.digests);
-            let ddgst = if self.digests.data {
-                digest_bytes(data).to_vec()
-            } else {
-                Vec::new()
-            };
-            self.send(&[&head, data, &ddgst])?;
-            off += n;
+        for group in pdus.chunks(H2C_PDUS_PER_SEND) {
+            let bufs: Vec<&[u8]> = group
+                .iter()
+                .flat_map(|(h, data, d)| [&heads[h.clone()], *data, &digs[d.clone()]])
+                .collect();
+            self.send(&bufs)?;
         }
         Ok(())
     }
