@@ -957,13 +957,17 @@ impl Queue {
         loop {
             self.flush();
             let seen = self.counters.receives.load(Ordering::Relaxed);
+            // The data found now arrived before this look: measured from
+            // here, the wait excludes dispatching it and sending the
+            // H2CData its R2Ts ask for (tens of µs for large writes).
+            let look = Instant::now();
             self.poll_progress(true);
-            let now = Instant::now();
             if self.counters.receives.load(Ordering::Relaxed) != seen {
                 if let Some(t) = empty_since.take() {
-                    self.learner.record(now.saturating_duration_since(t), spin);
+                    self.learner.record(look.saturating_duration_since(t), spin);
                 }
             }
+            let now = Instant::now();
             if done() || self.is_dead() {
                 return exit(spinning_since, now);
             }
