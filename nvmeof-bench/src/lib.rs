@@ -44,8 +44,8 @@ pub enum PollMode {
     /// Sleep in `poll(2)` as soon as the socket has nothing to read.
     Interrupt,
     /// Spin for a budget learned from the queue's recent waits (about twice
-    /// the typical wait, at most 50 µs, none while responses take longer),
-    /// then sleep: the initiator's default.
+    /// the typical wait, at most 50 µs, none while most responses take
+    /// longer), then sleep: the initiator's default.
     Adaptive,
     /// Spin until the command completes.
     Busy,

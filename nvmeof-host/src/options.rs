@@ -47,8 +47,8 @@ pub struct ConnectOptions {
     pub poll_spin: Duration,
     /// Learn the spin from the queue's recent waits (adaptive hybrid
     /// polling, the default): spin about twice the typical wait for the
-    /// next response, at most `poll_spin`, and not at all while responses
-    /// typically take longer than `poll_spin` (a slow target: sleep at
+    /// next response, at most `poll_spin`, and not at all while most
+    /// responses take longer than `poll_spin` (a slow target: sleep at
     /// once). Off: always spin the whole `poll_spin` (busy polling with a
     /// long one).
     pub poll_adaptive: bool,

@@ -408,8 +408,9 @@ pub struct QueueStats {
     pub sleeps: u64,
     /// Time waiting threads spent busy-polling, in nanoseconds.
     pub spin_ns: u64,
-    /// The learned typical wait for the next data (adaptive polling; the
-    /// largest over the queues when summed), in nanoseconds.
+    /// The learned typical wait for the next data, among the waits that
+    /// ended within the spin cap (adaptive polling; the largest over the
+    /// queues when summed), in nanoseconds.
     pub learned_wait_ns: u64,
 }
 
