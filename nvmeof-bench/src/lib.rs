@@ -41,9 +41,11 @@ use thiserror::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PollMode {
-    /// Sleep until the receiver thread completes the command.
+    /// Sleep in `poll(2)` as soon as the socket has nothing to read.
     Interrupt,
-    /// Spin on the socket briefly (the initiator's default), then sleep.
+    /// Spin for a budget learned from the queue's recent waits (about twice
+    /// the typical wait, at most 50 µs, none while most responses take
+    /// longer), then sleep: the initiator's default.
     Adaptive,
     /// Spin until the command completes.
     Busy,

@@ -463,7 +463,7 @@ mod tests {
             subnqn: "nqn.x".into(),
             hostnqn: "nqn.y".into(),
             timeout: Duration::from_secs(1),
-            spin: Duration::ZERO,
+            spin: crate::spin::SpinPolicy::Fixed(Duration::ZERO),
         }
     }
 

@@ -26,6 +26,7 @@ use super::cmd;
 use super::exec::{self, Ctx};
 use super::options::ConnectOptions;
 use super::queue::{plock, Queue, QueueStats, ReqKind, Request};
+use super::spin::SpinPolicy;
 use super::HostError;
 use ferrofab_nvmeof_wire::spec::identify::IdentifyController;
 use ferrofab_nvmeof_wire::spec::status::Status;
@@ -339,6 +340,11 @@ impl Shared {
 
     pub(crate) fn max_transfer(&self) -> usize {
         self.max_transfer.load(Ordering::Relaxed)
+    }
+
+    /// How I/O waiters spin before sleeping (`poll_spin`, `poll_adaptive`).
+    pub(crate) fn spin_policy(&self) -> SpinPolicy {
+        SpinPolicy::from_opts(self.opts.poll_spin, self.opts.poll_adaptive)
     }
 
     fn send_event(&self, e: Event) {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::cmd::Cmd;
 use super::options::ConnectOptions;
 use super::queue::{Queue, ReqKind, Request};
+use super::spin::SpinPolicy;
 use super::HostError;
 use ferrofab_nvmeof_wire::spec::status::Status;
 use ferrofab_nvmeof_wire::wire::Cqe;
@@ -22,7 +23,7 @@ pub(crate) struct Ctx {
     pub subnqn: String,
     pub hostnqn: String,
     pub timeout: Duration,
-    pub spin: Duration,
+    pub spin: SpinPolicy,
 }
 
 impl Ctx {
@@ -32,7 +33,7 @@ impl Ctx {
             subnqn: o.subnqn.clone(),
             hostnqn: o.identity.hostnqn.clone(),
             timeout: o.admin_timeout,
-            spin: o.poll_spin.min(Duration::from_micros(20)),
+            spin: SpinPolicy::Fixed(o.poll_spin.min(Duration::from_micros(20))),
         }
     }
 

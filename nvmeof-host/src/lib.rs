@@ -50,7 +50,8 @@
 //!
 //! A thread waiting for a command reads the queue's socket itself (one
 //! waiter per queue leads, the others follow; see `queue`): it busy-polls
-//! for [`ConnectOptions::poll_spin`], then sleeps in `poll(2)` on the
+//! for a budget learned from the queue's recent waits, at most
+//! [`ConnectOptions::poll_spin`] (see `spin`), then sleeps in `poll(2)` on the
 //! socket, so a response is consumed by the thread that wants it without a
 //! hand-off between threads. A [`Pipeline`] defers its submissions until it
 //! waits, so a window of commands leaves in one `writev`, and reads every
@@ -72,6 +73,7 @@ pub mod identity;
 mod namespace;
 mod options;
 mod queue;
+mod spin;
 
 pub use assoc::NamespaceInfo;
 pub use controller::{Controller, ControllerState, NamespaceEvent};

@@ -369,7 +369,7 @@ impl Ticket {
     fn check(&self, r: &Arc<Request>) -> Result<(), HostError> {
         let mut retries = 0;
         let cqe = loop {
-            match r.wait(self.shared.opts.poll_spin, None) {
+            match r.wait(self.shared.spin_policy(), None) {
                 Err(e @ HostError::DataDigest { .. }) if retries < DIGEST_RETRIES => {
                     tracing::warn!(error = %e, cmd = r.name, "retrying after a data digest error");
                     retries += 1;
@@ -392,8 +392,18 @@ impl Ticket {
     }
 
     /// Wait for the operation. Returns the data of a read (empty for other
-    /// operations). Busy-polls for the controller's `poll_spin`, then parks.
+    /// operations). Busy-polls as the controller's `poll_spin` and
+    /// `poll_adaptive` say, then sleeps.
     pub fn wait(self) -> Result<Vec<u8>, HostError> {
+        self.finish(false)
+    }
+
+    /// [`Ticket::wait`]; with `give_back`, a successful write returns its
+    /// data, so that a caller streaming writes can reuse the buffer instead
+    /// of allocating and filling a new one per write (moved when the write
+    /// was one command, the usual case; put together again when it was
+    /// split).
+    fn finish(mut self, give_back: bool) -> Result<Vec<u8>, HostError> {
         // One part (the usual case) hands over its buffer as is.
         let mut out = if self.parts.len() > 1 {
             Vec::with_capacity(self.read_len.unwrap_or(0))
@@ -418,6 +428,14 @@ impl Ticket {
         }
         match first_err {
             Some(e) => Err(e),
+            None if give_back && self.read_len.is_none() => {
+                let mut parts = std::mem::take(&mut self.parts).into_iter();
+                let mut data = parts.next().map(written_data).unwrap_or_default();
+                for r in parts {
+                    data.extend_from_slice(&r.data_out);
+                }
+                Ok(data)
+            }
             None => Ok(out),
         }
     }
@@ -451,11 +469,23 @@ impl Ticket {
     }
 }
 
+/// The data a completed command wrote, moved out of the request when the
+/// queue has let go of it (it has, but for a thread that completed it and
+/// has not yet returned), else copied.
+fn written_data(r: Arc<Request>) -> Vec<u8> {
+    match Arc::try_unwrap(r) {
+        Ok(req) => req.data_out,
+        Err(r) => r.data_out.clone(),
+    }
+}
+
 /// A completed pipeline operation.
 #[derive(Debug)]
 pub struct Completed {
     pub tag: u64,
-    /// Read data, or empty.
+    /// Read data; for a write, the written data handed back so the caller
+    /// can reuse the buffer (no copy unless the write was split into
+    /// several commands); empty for other operations.
     pub result: Result<Vec<u8>, HostError>,
 }
 
@@ -530,19 +560,19 @@ impl Pipeline {
         let (tag, t) = self.inflight.swap_remove(i);
         Some(Completed {
             tag,
-            result: t.wait(),
+            result: t.finish(true),
         })
     }
 
     /// Wait for any operation to complete; None if nothing is in flight.
-    /// Busy-polls for the controller's `poll_spin`, then sleeps in
-    /// `poll(2)` on the socket.
+    /// Busy-polls as the controller's `poll_spin` and `poll_adaptive` say,
+    /// then sleeps in `poll(2)` on the socket.
     pub fn wait_any(&mut self) -> Option<Completed> {
         if self.inflight.is_empty() {
             return None;
         }
         self.flush();
-        let spin_until = Instant::now() + self.ns.shared.opts.poll_spin;
+        let spin = self.ns.shared.spin_policy();
         loop {
             if let Some(c) = self.take_done() {
                 return Some(c);
@@ -560,7 +590,7 @@ impl Pipeline {
                     let any_done = || inflight.iter().any(|(_, t)| t.is_done());
                     // Bounded, so operations on another queue are seen.
                     let deadline = Instant::now() + Duration::from_millis(10);
-                    q.wait_until(&any_done, spin_until, Some(deadline));
+                    q.wait_until(&any_done, spin, Some(deadline));
                 }
                 // Every request registered this thread as its waiter when
                 // it was created, so a completion or re-send unparks us.

@@ -40,9 +40,18 @@ pub struct ConnectOptions {
     /// Limit for the shutdown handshake (CSTS.SHST) on disconnect.
     pub shutdown_timeout: Duration,
     /// How long a waiting thread busy-polls its queue's socket before it
-    /// parks. Longer is lower latency at the price of CPU; zero always parks
-    /// and lets the receiver thread complete commands.
+    /// sleeps in `poll(2)`, counted from the moment it found nothing to
+    /// read (with `poll_adaptive`, the most it spins). Longer is lower
+    /// latency at the price of CPU; zero sleeps at once. Spinning happens
+    /// only while a thread waits for an outstanding command.
     pub poll_spin: Duration,
+    /// Learn the spin from the queue's recent waits (adaptive hybrid
+    /// polling, the default): spin about twice the typical wait for the
+    /// next response, at most `poll_spin`, and not at all while most
+    /// responses take longer than `poll_spin` (a slow target: sleep at
+    /// once). Off: always spin the whole `poll_spin` (busy polling with a
+    /// long one).
+    pub poll_adaptive: bool,
     /// An I/O command without a response for this long means the
     /// association is broken: it is torn down and the command re-sent on a
     /// new one (as the Linux host's I/O timeout does). `None` waits forever.
@@ -78,6 +87,7 @@ impl ConnectOptions {
             admin_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
             poll_spin: Duration::from_micros(50),
+            poll_adaptive: true,
             io_timeout: Some(Duration::from_secs(30)),
             max_io_size: 1 << 20,
             dhchap_secret: None,

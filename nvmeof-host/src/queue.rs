@@ -19,8 +19,11 @@
 //! a context switch per I/O, on a small machine a second busy core). Of
 //! the threads waiting on one queue, one is the *leader*: it flushes,
 //! reads and dispatches everything that has arrived (completing other
-//! waiters' commands too), then sleeps in `poll(2)` on the socket, or
-//! busy-polls for the caller's spin budget first. The others are
+//! waiters' commands too), then busy-polls for the caller's spin budget
+//! (fixed, or learned from this queue's recent waits: see the `spin`
+//! module) and sleeps in `poll(2)` on the socket once it has passed. The
+//! budget counts from the moment the leader last found the socket empty,
+//! so a pipeline whose responses keep coming keeps its core. The others are
 //! *followers*: they park until their command is completed by the leader
 //! or the leader leaves and hands leadership on (unparking one follower).
 //!
@@ -52,6 +55,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
@@ -59,6 +63,7 @@ use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use super::cmd::Cmd;
+use super::spin::{SpinLearner, SpinPolicy};
 use super::HostError;
 use ferrofab_nvmeof_wire::spec::admin;
 use ferrofab_nvmeof_wire::wire::command::{SGL_DATA_BLOCK_OFFSET, SGL_TRANSPORT_DATA_BLOCK};
@@ -98,6 +103,9 @@ const WAIT_NAP: Duration = Duration::from_millis(100);
 /// deferred writes with in-capsule data do not pile up (32 capsules of
 /// 72 bytes, or eight 8 KiB in-capsule writes).
 pub(crate) const TX_BATCH_MAX: usize = 64 * 1024;
+/// H2CData PDUs gathered into one `writev`: three slices each (header,
+/// data, digest), well below the kernel's limit of 1024 slices per call.
+const H2C_PDUS_PER_SEND: usize = 64;
 
 /// What a command is for; decides what happens to it when the connection
 /// is lost.
@@ -239,15 +247,14 @@ impl Request {
     }
 
     /// Wait for completion: lead or follow on the request's queue (see the
-    /// module docs), busy-polling until `spin` has passed, then sleeping.
-    /// With `timeout`, give up after it and return a timeout error naming
-    /// the address.
-    pub fn wait(&self, spin: Duration, timeout: Option<Duration>) -> Result<Cqe, HostError> {
+    /// module docs), busy-polling as `spin` says, then sleeping. With
+    /// `timeout`, give up after it and return a timeout error naming the
+    /// address.
+    pub fn wait(&self, spin: SpinPolicy, timeout: Option<Duration>) -> Result<Cqe, HostError> {
         if !self.is_done() {
             self.done.set_waiter(thread::current());
         }
         let start = Instant::now();
-        let spin_until = start + spin;
         let deadline = timeout.map(|t| start + t);
         loop {
             if self.is_done() {
@@ -260,7 +267,7 @@ impl Request {
                 }
             }
             match self.queue().filter(|q| !q.is_dead()) {
-                Some(q) => q.wait_until(&|| self.is_done(), spin_until, deadline),
+                Some(q) => q.wait_until(&|| self.is_done(), spin, deadline),
                 // Not submitted yet, or its queue died and the controller
                 // re-sends it on the next association: whoever submits or
                 // fails it unparks us.
@@ -376,6 +383,8 @@ struct Counters {
     receives: AtomicU64,
     completions: AtomicU64,
     rx_thread_completions: AtomicU64,
+    sleeps: AtomicU64,
+    spin_ns: AtomicU64,
 }
 
 /// A snapshot of the I/O queues' counters since they were opened (summed
@@ -394,6 +403,15 @@ pub struct QueueStats {
     /// Of those, completed by the queue's receiver thread rather than a
     /// waiting thread (each one a thread hand-off).
     pub rx_thread_completions: u64,
+    /// Times a waiting thread (the leader) went to sleep in `poll(2)`: each
+    /// one a wake-up later, and the core given away meanwhile.
+    pub sleeps: u64,
+    /// Time waiting threads spent busy-polling, in nanoseconds.
+    pub spin_ns: u64,
+    /// The learned typical wait for the next data, among the waits that
+    /// ended within the spin cap (adaptive polling; the largest over the
+    /// queues when summed), in nanoseconds.
+    pub learned_wait_ns: u64,
 }
 
 impl std::ops::AddAssign for QueueStats {
@@ -403,6 +421,9 @@ impl std::ops::AddAssign for QueueStats {
         self.receives += o.receives;
         self.completions += o.completions;
         self.rx_thread_completions += o.rx_thread_completions;
+        self.sleeps += o.sleeps;
+        self.spin_ns += o.spin_ns;
+        self.learned_wait_ns = self.learned_wait_ns.max(o.learned_wait_ns);
     }
 }
 
@@ -489,6 +510,8 @@ pub(crate) struct Queue {
     leader_asleep: AtomicBool,
     /// An eventfd in the leader's `poll` set, for the case above.
     wake: OwnedFd,
+    /// How long leaders typically wait for data here (adaptive spinning).
+    learner: SpinLearner,
     counters: Counters,
 }
 
@@ -536,6 +559,7 @@ impl Queue {
             followers: Mutex::new(Vec::new()),
             leader_asleep: AtomicBool::new(false),
             wake,
+            learner: SpinLearner::default(),
             counters: Counters::default(),
         });
         let rq = q.clone();
@@ -788,6 +812,9 @@ impl Queue {
             receives: c.receives.load(Ordering::Relaxed),
             completions: c.completions.load(Ordering::Relaxed),
             rx_thread_completions: c.rx_thread_completions.load(Ordering::Relaxed),
+            sleeps: c.sleeps.load(Ordering::Relaxed),
+            spin_ns: c.spin_ns.load(Ordering::Relaxed),
+            learned_wait_ns: self.learner.average().as_nanos() as u64,
         }
     }
 
@@ -823,6 +850,7 @@ impl Queue {
     /// another thread completes a command (`ring`) or `ms` pass. Returns at
     /// once if `done()` already holds.
     fn leader_sleep(&self, done: &dyn Fn() -> bool, ms: i32) {
+        self.counters.sleeps.fetch_add(1, Ordering::Relaxed);
         self.leader_asleep.store(true, Ordering::SeqCst);
         // Checked after announcing the sleep: a completion before this
         // point is seen here, one after it rings.
@@ -888,13 +916,8 @@ impl Queue {
     /// Wait on this queue until `done()` holds, the queue dies or
     /// `deadline` passes, reading the socket as the leader or parking as a
     /// follower (see the module docs). Flushes the submission buffer first.
-    /// Busy-polls until `spin_until`, then sleeps in `poll(2)`.
-    pub fn wait_until(
-        &self,
-        done: &dyn Fn() -> bool,
-        spin_until: Instant,
-        deadline: Option<Instant>,
-    ) {
+    /// Busy-polls as `spin` says, then sleeps in `poll(2)`.
+    pub fn wait_until(&self, done: &dyn Fn() -> bool, spin: SpinPolicy, deadline: Option<Instant>) {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         self.flush();
         while !done() && !self.is_dead() && deadline.is_none_or(|d| Instant::now() < d) {
@@ -903,7 +926,7 @@ impl Queue {
                 .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
-                self.lead(done, spin_until, deadline);
+                self.lead(done, spin, deadline);
                 self.leader.store(false, Ordering::SeqCst);
                 if self.waiters.load(Ordering::SeqCst) > 1 {
                     if let Some(t) = plock(&self.followers).first() {
@@ -918,26 +941,51 @@ impl Queue {
     }
 
     /// The leader's loop: flush, read and dispatch, then spin or sleep
-    /// until the socket is readable.
-    fn lead(&self, done: &dyn Fn() -> bool, spin_until: Instant, deadline: Option<Instant>) {
+    /// until the socket is readable. The spin budget counts from the moment
+    /// the socket was found empty; how long data then took to arrive is
+    /// what the queue learns (adaptive polling).
+    fn lead(&self, done: &dyn Fn() -> bool, spin: SpinPolicy, deadline: Option<Instant>) {
+        // Since when the leader has found nothing new (None: data came in
+        // at the last look), and since when it has been spinning.
+        let mut empty_since: Option<Instant> = None;
+        let mut spinning_since: Option<Instant> = None;
+        let exit = |spinning_since: Option<Instant>, now: Instant| {
+            if let Some(t) = spinning_since {
+                let ns = now.saturating_duration_since(t).as_nanos() as u64;
+                self.counters.spin_ns.fetch_add(ns, Ordering::Relaxed);
+            }
+        };
         loop {
             self.flush();
+            let seen = self.counters.receives.load(Ordering::Relaxed);
+            // The data found now arrived before this look: measured from
+            // here, the wait excludes dispatching it and sending the
+            // H2CData its R2Ts ask for (tens of µs for large writes).
+            let look = Instant::now();
             self.poll_progress(true);
-            if done() || self.is_dead() {
-                return;
+            if self.counters.receives.load(Ordering::Relaxed) != seen {
+                if let Some(t) = empty_since.take() {
+                    self.learner.record(look.saturating_duration_since(t), spin);
+                }
             }
             let now = Instant::now();
+            if done() || self.is_dead() {
+                return exit(spinning_since, now);
+            }
             let mut nap = WAIT_NAP;
             if let Some(d) = deadline {
                 if now >= d {
-                    return;
+                    return exit(spinning_since, now);
                 }
                 nap = nap.min(d - now);
             }
-            if now < spin_until {
+            let since = *empty_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < self.learner.budget(spin) {
+                spinning_since.get_or_insert(now);
                 std::hint::spin_loop();
                 continue;
             }
+            exit(spinning_since.take(), now);
             let ms = nap.as_millis().clamp(1, i32::MAX as u128) as i32;
             self.leader_sleep(done, ms);
         }
@@ -986,10 +1034,9 @@ impl Queue {
             self.fail(e);
             return;
         }
-        for w in &work {
-            if let Err(e) = self.send_h2c(w) {
+        if !work.is_empty() {
+            if let Err(e) = self.send_h2c(&work) {
                 self.fail(e);
-                return;
             }
         }
     }
@@ -1182,34 +1229,49 @@ impl Queue {
 
     // ---- send side ------------------------------------------------------
 
-    /// Send the data an R2T asked for, in PDUs of at most MAXH2CDATA.
-    fn send_h2c(&self, w: &H2cWork) -> Result<(), HostError> {
-        if w.req.epoch.load(Ordering::Acquire) != w.epoch {
-            return Ok(());
+    /// Send the data the R2Ts of `work` asked for, in PDUs of at most
+    /// MAXH2CDATA, gathered into one `writev` per [`H2C_PDUS_PER_SEND`]
+    /// PDUs (a pipeline of large writes gets its R2Ts in groups). Data goes
+    /// from the request's buffer straight to the socket; only the headers
+    /// and digests are built here.
+    fn send_h2c(&self, work: &[H2cWork]) -> Result<(), HostError> {
+        let mut heads = Vec::with_capacity(work.len() * 32);
+        let mut digs = Vec::new();
+        // Per PDU: its header in `heads`, its data, its digest in `digs`.
+        let mut pdus: Vec<(Range<usize>, &[u8], Range<usize>)> = Vec::with_capacity(work.len());
+        for w in work {
+            if w.req.epoch.load(Ordering::Acquire) != w.epoch {
+                continue;
+            }
+            let start = w.r2t.r2to as usize;
+            let end = start + w.r2t.r2tl as usize;
+            let mut off = start;
+            while off < end {
+                let n = (end - off).min(self.maxh2cdata);
+                let data = &w.req.data_out[off..off + n];
+                let hdr = DataHeader {
+                    cccid: w.r2t.cccid,
+                    ttag: w.r2t.ttag,
+                    datao: off as u32,
+                    datal: n as u32,
+                };
+                let fl = if off + n == end { flags::LAST_PDU } else { 0 };
+                let h = heads.len();
+                begin_data_pdu(&mut heads, pdu_type::H2C_DATA, &hdr, fl, self.digests);
+                let d = digs.len();
+                if self.digests.data {
+                    digs.extend_from_slice(&digest_bytes(data));
+                }
+                pdus.push((h..heads.len(), data, d..digs.len()));
+                off += n;
+            }
         }
-        let start = w.r2t.r2to as usize;
-        let end = start + w.r2t.r2tl as usize;
-        let mut off = start;
-        while off < end {
-            let n = (end - off).min(self.maxh2cdata);
-            let last = off + n == end;
-            let data = &w.req.data_out[off..off + n];
-            let hdr = DataHeader {
-                cccid: w.r2t.cccid,
-                ttag: w.r2t.ttag,
-                datao: off as u32,
-                datal: n as u32,
-            };
-            let mut head = Vec::with_capacity(32);
-            let fl = if last { flags::LAST_PDU } else { 0 };
-            begin_data_pdu(&mut head, pdu_type::H2C_DATA, &hdr, fl, self.digests);
-            let ddgst = if self.digests.data {
-                digest_bytes(data).to_vec()
-            } else {
-                Vec::new()
-            };
-            self.send(&[&head, data, &ddgst])?;
-            off += n;
+        for group in pdus.chunks(H2C_PDUS_PER_SEND) {
+            let bufs: Vec<&[u8]> = group
+                .iter()
+                .flat_map(|(h, data, d)| [&heads[h.clone()], *data, &digs[d.clone()]])
+                .collect();
+            self.send(&bufs)?;
         }
         Ok(())
     }

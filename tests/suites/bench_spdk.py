@@ -83,8 +83,10 @@ def main():
             oi, oi50 = ours(work / f"r{n}-ours-spdk-{name}.json")
             intr = work / f"r{n}-ours-spdk-{name}-interrupt.json"
             ii, ii50 = ours(intr) if intr.exists() else (None, None)
+            adap = work / f"r{n}-ours-spdk-{name}-adaptive.json"
+            ai, ai50 = ours(adap) if adap.exists() else (None, None)
             per.append(dict(c=c, cname=cname, ps=ps, ps50=ps50, po=po, po50=po50,
-                            oi=oi, oi50=oi50, ii=ii, ii50=ii50))
+                            oi=oi, oi50=oi50, ii=ii, ii50=ii50, ai=ai, ai50=ai50))
         rows[name] = per
 
     print("## Against SPDK v23.01.1 (same run)\n")
@@ -123,7 +125,9 @@ def main():
     for name, label, _ in WORKLOADS:
         row(label, rows[name], "oi", "oi50", False)
         if rows[name][0]["ii"] is not None:
-            row(f"{label}, ours in interrupt mode", rows[name], "ii", "ii50", False)
+            row(f"{label}, ours in interrupt mode", rows[name], "ii", "ii50", False, False)
+        if rows[name][0]["ai"] is not None:
+            row(f"{label}, ours adaptive (the default)", rows[name], "ai", "ai50", False, False)
 
     who = [("ps", "perf → nvmf_tgt"), ("po", "perf → ours"), ("oi", "ours → nvmf_tgt"),
            ("ii", "ours (interrupt) → nvmf_tgt"), ("ai", "ours (adaptive) → nvmf_tgt")]

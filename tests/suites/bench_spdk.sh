@@ -247,6 +247,9 @@ for ((run = 1; run <= runs; run++)); do
             # shellcheck disable=SC2086
             ours "$work/r$run-ours-spdk-$name-interrupt.json" $oargs --poll-mode interrupt
         fi
+        # The initiator's default: spins a learned budget, then sleeps.
+        # shellcheck disable=SC2086
+        ours "$work/r$run-ours-spdk-$name-adaptive.json" $oargs --poll-mode adaptive
     done
     # Once more at the end of the run: the VM's speed drifts within minutes,
     # and the ceiling is the best the raw exchange reached around the jobs.

@@ -78,8 +78,9 @@ pub struct BenchOptions {
     /// Namespace ID (remote mode).
     #[arg(long, default_value_t = 1)]
     pub nsid: u32,
-    /// Completion polling of the initiator, where it supports it.
-    #[arg(long, value_enum, default_value_t = PollMode::Interrupt)]
+    /// Completion polling of the initiator, where it supports it (the
+    /// default is the initiator's own: adaptive).
+    #[arg(long, value_enum, default_value_t = PollMode::Adaptive)]
     pub poll_mode: PollMode,
     /// DH-HMAC-CHAP host secret (remote mode): `DHHC-1:...` or a file.
     #[arg(long, value_name = "SECRET|FILE")]
@@ -257,6 +258,9 @@ fn run_job(args: &BenchOptions) -> anyhow::Result<JobReport> {
             rx_thread_completions = s.rx_thread_completions,
             sends_per_io = format_args!("{:.3}", s.sends as f64 / ios),
             receives_per_io = format_args!("{:.3}", s.receives as f64 / ios),
+            sleeps_per_io = format_args!("{:.3}", s.sleeps as f64 / ios),
+            spin_us_per_io = format_args!("{:.2}", s.spin_ns as f64 / ios / 1e3),
+            learned_wait_us = format_args!("{:.1}", s.learned_wait_ns as f64 / 1e3),
             "initiator data path"
         );
         if let Err(e) = remote.disconnect() {

@@ -132,7 +132,8 @@ pub struct ConnectArgs {
     #[arg(long, default_value = DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
     /// How a thread waiting for a completion waits: `interrupt` sleeps,
-    /// `adaptive` spins 50 µs first, `busy` spins until it completes.
+    /// `adaptive` spins first for a budget learned from recent waits (at
+    /// most 50 µs), `busy` spins until it completes.
     #[arg(long, value_enum, default_value_t = PollMode::Adaptive)]
     pub poll_mode: PollMode,
     /// Directory in which each namespace appears as a file.
@@ -305,7 +306,7 @@ fn connect_options(args: &ConnectArgs) -> anyhow::Result<ConnectOptions> {
     }
     o.reconnect_delay = Duration::from_secs_f64(args.reconnect_delay);
     o.max_reconnect_delay = o.max_reconnect_delay.max(o.reconnect_delay);
-    o.poll_spin = poll_spin(args.poll_mode, o.poll_spin);
+    args.poll_mode.apply(&mut o);
     o.dhchap_secret = args
         .dhchap_secret
         .as_deref()
@@ -320,16 +321,6 @@ fn connect_options(args: &ConnectArgs) -> anyhow::Result<ConnectOptions> {
         bail!("--dhchap-ctrl-secret needs --dhchap-secret too (the host authenticates first)");
     }
     Ok(o)
-}
-
-/// The spin budget of a poll mode; `busy` is longer than any I/O, so a
-/// waiter never sleeps (the same mapping as `bench --poll-mode`).
-fn poll_spin(mode: PollMode, default: Duration) -> Duration {
-    match mode {
-        PollMode::Interrupt => Duration::ZERO,
-        PollMode::Adaptive => default,
-        PollMode::Busy => Duration::from_secs(1),
-    }
 }
 
 fn print_namespaces(ctrl: &Controller, namespaces: &[NamespaceInfo]) {

@@ -4,7 +4,7 @@
 //! controller, and has knobs the real target lacks: small MAXH2CDATA and
 //! R2T chunks (so writes take several R2Ts and H2CData PDUs), C2H data in
 //! several PDUs, dropping every connection, refusing new ones, resizing
-//! with an asynchronous event.
+//! with an asynchronous event, answering I/O slowly.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -38,6 +38,8 @@ pub struct Knobs {
     pub ioccsz: u32,
     pub mdts: u8,
     pub allowed_host: Option<String>,
+    /// Sleep this long before executing each I/O command (a slow device).
+    pub io_delay: std::time::Duration,
 }
 
 impl Default for Knobs {
@@ -50,6 +52,7 @@ impl Default for Knobs {
             ioccsz: 260, // 4096 bytes in capsule
             mdts: 5,     // 128 KiB
             allowed_host: None,
+            io_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -381,6 +384,9 @@ impl FakeTarget {
     ) -> std::io::Result<()> {
         let ok = |r: u64| self.respond(send, d, sqe.cid, qid, Status::SUCCESS, r);
         if qid > 0 {
+            if !self.knobs.io_delay.is_zero() {
+                thread::sleep(self.knobs.io_delay);
+            }
             let bytes = |nlb: u32| nlb as usize * BS;
             let off = sqe.slba() as usize * BS;
             let size = self.data.lock().unwrap().len();
