@@ -255,7 +255,9 @@ for ((run = 1; run <= runs; run++)); do
     # and the ceiling is the best the raw exchange reached around the jobs.
     ff_say "spdk run $run: loopback ceiling again"
     echo "taskset -c 0,1 $bin bench --baseline --time ${base_secs}s --json   # again, after the jobs" >>"$work/commands.txt"
+    spdk_pause
     taskset -c 0,1 "$bin" bench --baseline --time "${base_secs}s" --json >"$work/r$run-baseline-after.json"
+    spdk_resume
 done
 
 python3 "$here/bench_spdk.py" "$work" "$runs" "$secs" "$(cat /proc/loadavg)" >"$md" \
