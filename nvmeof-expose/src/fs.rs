@@ -504,9 +504,11 @@ impl Filesystem for VolumeFs {
             return;
         };
         let len = size as usize;
-        if let Some(ns) = vol.ns.as_ref().filter(|ns| {
-            whole_blocks(ns, offset, len).is_some_and(|bs| splits(bs, len))
-        }) {
+        if let Some(ns) = vol
+            .ns
+            .as_ref()
+            .filter(|ns| whole_blocks(ns, offset, len).is_some_and(|bs| splits(bs, len)))
+        {
             read_split(ns, offset, len, |r| match r {
                 Ok(data) => reply.data(data),
                 Err(e) => {

@@ -654,7 +654,12 @@ fn a_megabyte_to_an_initiator_namespace_goes_in_pieces_sent_together() {
         .expect("namespace");
     let stats = || {
         let st = target.status();
-        let ns = &st.subsystems.iter().find(|s| s.nqn == nqn).expect("subsystem").namespaces[0];
+        let ns = &st
+            .subsystems
+            .iter()
+            .find(|s| s.nqn == nqn)
+            .expect("subsystem")
+            .namespaces[0];
         (ns.stats.writes, ns.stats.write_bytes, ns.stats.reads)
     };
     let identity = HostIdentity::new(
@@ -662,8 +667,8 @@ fn a_megabyte_to_an_initiator_namespace_goes_in_pieces_sent_together() {
         uuid::Uuid::new_v4(),
     )
     .expect("identity");
-    let ctrl =
-        HostController::connect(ConnectOptions::new(addr.to_string(), nqn, identity)).expect("connect");
+    let ctrl = HostController::connect(ConnectOptions::new(addr.to_string(), nqn, identity))
+        .expect("connect");
     let path = exp
         .add_namespace("v", ctrl.namespace(1).expect("namespace 1"))
         .expect("expose");
@@ -683,7 +688,11 @@ fn a_megabyte_to_an_initiator_namespace_goes_in_pieces_sent_together() {
     let (w0, wb0, r0) = stats();
     f.write_all_at(buf, 1 << 20).expect("write");
     let (w1, wb1, _) = stats();
-    assert_eq!((w1 - w0, wb1 - wb0), (pieces, 1 << 20), "1 MiB as {pieces} writes");
+    assert_eq!(
+        (w1 - w0, wb1 - wb0),
+        (pieces, 1 << 20),
+        "1 MiB as {pieces} writes"
+    );
     buf.fill(0);
     f.read_exact_at(buf, 1 << 20).expect("read");
     assert!(*buf == want[..], "read back differs");
