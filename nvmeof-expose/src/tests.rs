@@ -329,6 +329,26 @@ impl BlockIo for Probe {
     }
 }
 
+/// The file at `path`, open for reading and writing.
+fn open_rw(path: &Path) -> std::fs::File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open")
+}
+
+/// 1 MiB of `raw` (1 MiB + 8 KiB long) starting 16 bytes into a page, as
+/// malloc hands out, filled with a pattern of `seed`.
+fn skewed_megabyte(raw: &mut [u8], seed: usize) -> &mut [u8] {
+    let skew = raw.as_ptr().align_offset(4096) + 16;
+    let buf = &mut raw[skew..skew + (1 << 20)];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (i * seed + 1) as u8;
+    }
+    buf
+}
+
 /// A 1 MiB write or read from a buffer that does not start on a page (as
 /// malloc hands out: 16 bytes in) spans 257 pages; it must still reach the
 /// device as one whole-block request, not as two unaligned pieces that
@@ -340,17 +360,9 @@ fn a_megabyte_from_an_unaligned_buffer_is_one_request() {
     let path = exp
         .add("v", Arc::clone(&dev) as Arc<DynBlockIo>)
         .expect("add");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("open");
+    let f = open_rw(&path);
     let mut raw = vec![0u8; (1 << 20) + 8192];
-    let skew = raw.as_ptr().align_offset(4096) + 16;
-    let buf = &mut raw[skew..skew + (1 << 20)];
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = (i * 7 + 1) as u8;
-    }
+    let buf = skewed_megabyte(&mut raw, 7);
     let want = buf.to_vec();
     f.write_all_at(buf, 1 << 20).expect("write");
     assert_eq!(
@@ -672,17 +684,9 @@ fn a_megabyte_to_an_initiator_namespace_goes_in_pieces_sent_together() {
     let path = exp
         .add_namespace("v", ctrl.namespace(1).expect("namespace 1"))
         .expect("expose");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("open");
+    let f = open_rw(&path);
     let mut raw = vec![0u8; (1 << 20) + 8192];
-    let skew = raw.as_ptr().align_offset(4096) + 16;
-    let buf = &mut raw[skew..skew + (1 << 20)];
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = (i * 13 + 5) as u8;
-    }
+    let buf = skewed_megabyte(&mut raw, 13);
     let want = buf.to_vec();
     let pieces = (1u64 << 20) / fs::SPLIT_PIECE as u64;
     let (w0, wb0, r0) = stats();
