@@ -23,6 +23,12 @@
 //!
 //! FERROFAB_BENCH_SLOW_LOGS=DIR keeps both agents' logs of every attach
 //! slower than 300 ms in DIR/cycle-N (where the time went);
+//! FERROFAB_BENCH_TRACE=DIR runs the controller and both agents of the
+//! single-attach cycles at debug level and leaves their logs (and the
+//! holder's) in DIR with DIR/cycles.tsv, one line per cycle with the
+//! wall-clock start and the duration of its attach and its detach, so a
+//! slow cycle can be followed through every process's log
+//! (tests/suites/attach_trace.py prints the timeline);
 //! FERROFAB_BENCH_REAL_VOLUMES=0 skips the real layout.
 
 use std::path::Path;
@@ -180,15 +186,57 @@ fn attachment(name: &str, volume: &str, node: &str) -> Attachment {
     }
 }
 
+/// Log filter of the traced processes (FERROFAB_BENCH_TRACE).
+const TRACE_LOG: &str = "info,ferrofab_controller=debug,ferrofab_agent=debug,ferrofab_nvmeof=warn";
+
+/// Microseconds since the Unix epoch (the logs' clock).
+fn wall_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
+}
+
+/// Restarts `agent` at the trace log level (FERROFAB_BENCH_TRACE).
+fn trace_agent(agent: &mut AgentProc) {
+    agent.stop();
+    agent.env.push(("FERROFAB_LOG".into(), TRACE_LOG.into()));
+    agent.spawn();
+}
+
+/// Copies every `*.log` under `dir` into `to`, named by its path below
+/// `base` (`s1/agent.log` → `s1_agent.log`).
+fn keep_logs(base: &Path, dir: &Path, to: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for p in entries.filter_map(Result::ok).map(|e| e.path()) {
+        if p.is_dir() {
+            keep_logs(base, &p, to);
+        } else if p.extension().is_some_and(|x| x == "log") {
+            let rel = p.strip_prefix(base).unwrap_or(&p);
+            let _ = std::fs::copy(&p, to.join(rel.to_string_lossy().replace('/', "_")));
+        }
+    }
+}
+
 /// Attach/detach cycles of one volume on one workstation; returns the
 /// attach and detach durations.
 fn attach_cycles(n: usize) -> (Vec<Duration>, Vec<Duration>) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = rt();
+    let trace = std::env::var_os("FERROFAB_BENCH_TRACE").map(std::path::PathBuf::from);
+    if trace.is_some() {
+        // The controller inherits its log filter from this process.
+        std::env::set_var("FERROFAB_LOG", TRACE_LOG);
+    }
     let ctl = start_controller(tmp.path());
     let (s1, ws1) = rt.block_on(async {
-        let s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
-        let ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
+        let mut s1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "s1", "storage").await;
+        let mut ws1 = AgentProc::enroll_and_start(&ctl, tmp.path(), "ws1", "workstation").await;
+        if trace.is_some() {
+            trace_agent(&mut s1);
+            trace_agent(&mut ws1);
+        }
         layout(&ctl, &s1, &["ws1"], &[("bench", "64MiB")]).await;
         (s1, ws1)
     });
@@ -196,7 +244,10 @@ fn attach_cycles(n: usize) -> (Vec<Duration>, Vec<Duration>) {
     let exposed = ws1.expose_dir().join("bench");
     let mut admin = rt.block_on(ctl.admin());
     let (mut attach, mut detach) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut cycles_tsv =
+        String::from("cycle\tattach_start_us\tattach_ms\tdetach_start_us\tdetach_ms\n");
     for _ in 0..n {
+        let attach_wall = wall_us();
         let t0 = Instant::now();
         rt.block_on(admin.create(attachment("bench-a", "bench", "ws1")))
             .expect("create attachment");
@@ -212,6 +263,7 @@ fn attach_cycles(n: usize) -> (Vec<Duration>, Vec<Duration>) {
             }
         }
 
+        let detach_wall = wall_us();
         let t1 = Instant::now();
         rt.block_on(admin.delete::<Attachment>("bench-a"))
             .expect("delete attachment");
@@ -222,8 +274,21 @@ fn attach_cycles(n: usize) -> (Vec<Duration>, Vec<Duration>) {
                 .is_err_and(|e| e.code() == tonic::Code::NotFound)
         });
         detach.push(t1.elapsed());
+        let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+        cycles_tsv.push_str(&format!(
+            "{}\t{attach_wall}\t{:.2}\t{detach_wall}\t{:.2}\n",
+            attach.len(),
+            attach.last().map_or(0.0, ms),
+            detach.last().map_or(0.0, ms),
+        ));
     }
     drop((ws1, s1));
+    if let Some(dir) = trace {
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join("cycles.tsv"), cycles_tsv);
+        keep_logs(tmp.path(), tmp.path(), &dir);
+        eprintln!("trace: cycles and logs in {}", dir.display());
+    }
     (attach, detach)
 }
 

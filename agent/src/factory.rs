@@ -46,7 +46,10 @@ pub fn workstation(
                     .with_counters(counters),
             )
         }
-        DriverKind::Builtin => Box::new(BuiltinInitiator::new(cfg.expose_dir.clone(), identity)),
+        DriverKind::Builtin => Box::new(
+            BuiltinInitiator::new(cfg.expose_dir.clone(), identity)
+                .raising_fuse_max_pages_limit(cfg.holder.raise_fuse_max_pages_limit),
+        ),
         DriverKind::Kernel => Box::new(KernelWorkstation::new(
             cfg,
             KernelPaths::from_config(&cfg.kernel),
@@ -57,7 +60,7 @@ pub fn workstation(
 
 /// How this agent starts its data-path holder: the configured binary, or
 /// its own executable (which has the `holder run` subcommand).
-fn holder_spawn_spec(cfg: &AgentConfig) -> Result<crate::holder::SpawnSpec, AgentError> {
+pub(crate) fn holder_spawn_spec(cfg: &AgentConfig) -> Result<crate::holder::SpawnSpec, AgentError> {
     let binary = match &cfg.holder.binary {
         Some(b) => b.clone(),
         None => live_exe_path(std::env::current_exe().map_err(|e| AgentError::Io {
@@ -70,6 +73,7 @@ fn holder_spawn_spec(cfg: &AgentConfig) -> Result<crate::holder::SpawnSpec, Agen
         state_dir: cfg.state_dir.clone(),
         expose_dir: cfg.expose_dir.clone(),
         log_level: cfg.log_level.clone(),
+        raise_fuse_max_pages_limit: cfg.holder.raise_fuse_max_pages_limit,
     })
 }
 

@@ -92,7 +92,9 @@ pub struct NodesConfig {
     pub desired_state_interval_ms: u64,
     /// Sustained ReportStatus calls per second one node may make (token
     /// bucket refill rate). The agent reports every 5 s and after each
-    /// reconcile pass, far below this.
+    /// reconcile pass, far below this. A node's first report answering
+    /// the latest desired-state snapshot sent to it takes no token
+    /// (`report::ReportGate::admit`).
     #[serde(default = "default_report_rate")]
     pub report_rate_per_second: f64,
     /// Reports one node may make in a burst above the sustained rate

@@ -313,6 +313,11 @@ fn exported(ready: bool, node: &str, now: prost_types::Timestamp) -> Condition {
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// Revision of the last desired-state snapshot sent to the node on
+    /// its own watch ([`ReportGate::sent`]).
+    sent: u64,
+    /// The last snapshot revision a report answered without a token.
+    answered: u64,
 }
 
 /// Refusal of a report for going over the node's rate.
@@ -373,24 +378,59 @@ impl ReportGate {
         }
     }
 
-    /// Takes one report token of `node` at `at`, or says how long to wait.
-    pub fn admit(&self, node: &str, at: Instant) -> Result<(), Throttled> {
+    /// Records that the desired-state snapshot of `revision` was sent to
+    /// `node` on its own watch, at `at`: the node's first report that
+    /// answers it is admitted without a token ([`ReportGate::admit`]).
+    pub fn sent(&self, node: &str, revision: u64, at: Instant) {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let b = self.bucket(&mut buckets, node, at);
+        b.sent = b.sent.max(revision);
+    }
+
+    fn bucket<'a>(
+        &self,
+        buckets: &'a mut HashMap<String, Bucket>,
+        node: &str,
+        at: Instant,
+    ) -> &'a mut Bucket {
         if buckets.len() >= PRUNE_AT {
             buckets.retain(|_, b| at.saturating_duration_since(b.at) < BUCKET_IDLE);
         }
+        buckets.entry(node.to_string()).or_insert(Bucket {
+            tokens: f64::from(self.burst),
+            at,
+            sent: 0,
+            answered: 0,
+        })
+    }
+
+    /// Admits a report of `node` at `at` that applied the desired state of
+    /// `desired_revision`, or says how long to wait.
+    ///
+    /// The first report answering the latest snapshot the controller sent
+    /// the node is admitted without a token: it is what other nodes may
+    /// be waiting for (a storage node admitting a workstation's host, a
+    /// workstation's disconnect that lets a detach finish), and there is
+    /// at most one per snapshot, whose pace the controller sets itself
+    /// (`nodes.desired_state_interval_ms`). Every other report (heartbeats,
+    /// retries, a second answer, a revision never sent) takes a token.
+    pub fn admit(&self, node: &str, desired_revision: u64, at: Instant) -> Result<(), Throttled> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let rate = self.rate;
         let burst = f64::from(self.burst);
-        let b = buckets
-            .entry(node.to_string())
-            .or_insert(Bucket { tokens: burst, at });
+        let b = self.bucket(&mut buckets, node, at);
         let elapsed = at.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * self.rate).min(burst);
+        b.tokens = (b.tokens + elapsed * rate).min(burst);
         b.at = at;
+        if desired_revision > b.answered && desired_revision == b.sent {
+            b.answered = desired_revision;
+            return Ok(());
+        }
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             return Ok(());
         }
-        let wait = (1.0 - b.tokens) / self.rate;
+        let wait = (1.0 - b.tokens) / rate;
         Err(Throttled {
             node: node.to_string(),
             rate: self.rate,
@@ -637,20 +677,20 @@ mod tests {
         });
         let t0 = Instant::now();
         for _ in 0..5 {
-            gate.admit("n1", t0).expect("burst");
+            gate.admit("n1", 0, t0).expect("burst");
         }
-        let e = gate.admit("n1", t0).expect_err("over the burst");
+        let e = gate.admit("n1", 0, t0).expect_err("over the burst");
         assert_eq!(e.retry_after, Duration::from_millis(500));
         assert!(
             e.to_string().contains("nodes.report_rate_per_second = 2"),
             "{e}"
         );
-        gate.admit("n2", t0)
+        gate.admit("n2", 0, t0)
             .expect("other nodes have their own bucket");
-        gate.admit("n1", t0 + Duration::from_millis(500))
+        gate.admit("n1", 0, t0 + Duration::from_millis(500))
             .expect("refilled");
         let st: tonic::Status = gate
-            .admit("n1", t0 + Duration::from_millis(500))
+            .admit("n1", 0, t0 + Duration::from_millis(500))
             .expect_err("empty")
             .into();
         assert_eq!(st.code(), tonic::Code::ResourceExhausted);
@@ -662,6 +702,34 @@ mod tests {
         );
     }
 
+    /// One answer per snapshot sent goes past an empty bucket (a storage
+    /// node's admission must not wait for a refill); a second answer of
+    /// the same snapshot, an older one, or a revision never sent does not.
+    #[test]
+    fn the_first_answer_to_a_sent_snapshot_needs_no_token() {
+        let gate = ReportGate::new(&NodesConfig {
+            report_rate_per_second: 1.0,
+            report_burst: 1,
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        gate.admit("n", 0, t0).expect("burst");
+        gate.admit("n", 7, t0)
+            .expect_err("revision 7 was never sent");
+        gate.sent("n", 7, t0);
+        gate.admit("n", 7, t0).expect("answers the snapshot sent");
+        gate.admit("n", 7, t0)
+            .expect_err("a second answer takes a token");
+        gate.sent("n", 9, t0);
+        gate.admit("n", 8, t0).expect_err("not the latest snapshot");
+        gate.admit("n", 9, t0).expect("answers the latest snapshot");
+        gate.admit("m", 9, t0).expect("burst of another node");
+        gate.admit("m", 9, t0)
+            .expect_err("a snapshot sent to n is not one sent to m");
+        let later = t0 + Duration::from_secs(1);
+        gate.admit("n", 9, later).expect("refilled");
+    }
+
     #[test]
     fn the_agents_own_rate_fits_the_default_budget() {
         // The agent reports every 5 s (agent::HEARTBEAT) and after each
@@ -671,10 +739,10 @@ mod tests {
         let gate = ReportGate::new(&NodesConfig::default());
         let t0 = Instant::now();
         for i in 0..600u64 {
-            gate.admit("n", t0 + Duration::from_millis(100 * i))
+            gate.admit("n", 0, t0 + Duration::from_millis(100 * i))
                 .unwrap_or_else(|e| panic!("report {i}: {e}"));
             if i % 50 == 0 {
-                gate.admit("n", t0 + Duration::from_millis(100 * i))
+                gate.admit("n", 0, t0 + Duration::from_millis(100 * i))
                     .expect("heartbeat");
             }
         }

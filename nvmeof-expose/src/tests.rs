@@ -329,6 +329,26 @@ impl BlockIo for Probe {
     }
 }
 
+/// The file at `path`, open for reading and writing.
+fn open_rw(path: &Path) -> std::fs::File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open")
+}
+
+/// 1 MiB of `raw` (1 MiB + 8 KiB long) starting 16 bytes into a page, as
+/// malloc hands out, filled with a pattern of `seed`.
+fn skewed_megabyte(raw: &mut [u8], seed: usize) -> &mut [u8] {
+    let skew = raw.as_ptr().align_offset(4096) + 16;
+    let buf = &mut raw[skew..skew + (1 << 20)];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (i * seed + 1) as u8;
+    }
+    buf
+}
+
 /// A 1 MiB write or read from a buffer that does not start on a page (as
 /// malloc hands out: 16 bytes in) spans 257 pages; it must still reach the
 /// device as one whole-block request, not as two unaligned pieces that
@@ -340,17 +360,9 @@ fn a_megabyte_from_an_unaligned_buffer_is_one_request() {
     let path = exp
         .add("v", Arc::clone(&dev) as Arc<DynBlockIo>)
         .expect("add");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("open");
+    let f = open_rw(&path);
     let mut raw = vec![0u8; (1 << 20) + 8192];
-    let skew = raw.as_ptr().align_offset(4096) + 16;
-    let buf = &mut raw[skew..skew + (1 << 20)];
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = (i * 7 + 1) as u8;
-    }
+    let buf = skewed_megabyte(&mut raw, 7);
     let want = buf.to_vec();
     f.write_all_at(buf, 1 << 20).expect("write");
     assert_eq!(
@@ -596,4 +608,107 @@ fn unmount_while_a_loop_device_holds_a_file_detaches_lazily() {
         "dd if={dev} of=/dev/null bs=64k count=16 status=none"
     ));
     drop(guard);
+}
+
+/// A 1 MiB write or read of whole blocks to an initiator namespace goes
+/// to the target as [`fs::SPLIT_PIECE`] commands sent together (so both
+/// sides work at once at queue depth 1), and reads back what was written;
+/// a request under two pieces stays one command.
+#[test]
+fn a_megabyte_to_an_initiator_namespace_goes_in_pieces_sent_together() {
+    use ferrofab_nvmeof_host::{ConnectOptions, Controller as HostController, HostIdentity};
+    use ferrofab_nvmeof_target::backend::{open_backend, FileOptions};
+    use ferrofab_nvmeof_target::{
+        ListenerKind, NamespaceConfig, SubsystemConfig, Target, TargetOptions,
+    };
+
+    let (tmp, exp) = mount_tmp();
+    let target = Target::new(TargetOptions::default()).expect("target");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    target
+        .add_listener(addr, ListenerKind::Io, None)
+        .expect("listener");
+    let nqn = "nqn.2026-12.io.ferrofab:split";
+    target
+        .add_subsystem(SubsystemConfig {
+            nqn: nqn.into(),
+            serial: String::new(),
+            model: String::new(),
+            allow_any_host: true,
+            allowed_hosts: Vec::new(),
+        })
+        .expect("subsystem");
+    let backend = open_backend(
+        tmp.path().join("ns.img"),
+        &FileOptions {
+            create: true,
+            size: Some(8 << 20),
+            block_size: 4096,
+            ..Default::default()
+        },
+    )
+    .expect("backend");
+    let uuid = uuid::Uuid::new_v4();
+    target
+        .add_namespace(
+            nqn,
+            NamespaceConfig {
+                nsid: 1,
+                backend,
+                block_size: 4096,
+                uuid,
+                nguid: *uuid.as_bytes(),
+                read_only: false,
+            },
+        )
+        .expect("namespace");
+    let stats = || {
+        let st = target.status();
+        let ns = &st
+            .subsystems
+            .iter()
+            .find(|s| s.nqn == nqn)
+            .expect("subsystem")
+            .namespaces[0];
+        (ns.stats.writes, ns.stats.write_bytes, ns.stats.reads)
+    };
+    let identity = HostIdentity::new(
+        "nqn.2014-08.org.nvmexpress:uuid:0b3c9a52-58a4-4f0e-9c39-6f0e2d7a1c11",
+        uuid::Uuid::new_v4(),
+    )
+    .expect("identity");
+    let ctrl = HostController::connect(ConnectOptions::new(addr.to_string(), nqn, identity))
+        .expect("connect");
+    let path = exp
+        .add_namespace("v", ctrl.namespace(1).expect("namespace 1"))
+        .expect("expose");
+    let f = open_rw(&path);
+    let mut raw = vec![0u8; (1 << 20) + 8192];
+    let buf = skewed_megabyte(&mut raw, 13);
+    let want = buf.to_vec();
+    let pieces = (1u64 << 20) / fs::SPLIT_PIECE as u64;
+    let (w0, wb0, r0) = stats();
+    f.write_all_at(buf, 1 << 20).expect("write");
+    let (w1, wb1, _) = stats();
+    assert_eq!(
+        (w1 - w0, wb1 - wb0),
+        (pieces, 1 << 20),
+        "1 MiB as {pieces} writes"
+    );
+    buf.fill(0);
+    f.read_exact_at(buf, 1 << 20).expect("read");
+    assert!(*buf == want[..], "read back differs");
+    let (_, _, r1) = stats();
+    assert_eq!(r1 - r0, pieces, "1 MiB as {pieces} reads");
+    // Under two pieces: one command, as before.
+    let small = &want[..fs::SPLIT_PIECE];
+    f.write_all_at(small, 0).expect("small write");
+    assert_eq!(stats().0 - w1, 1, "one piece is one write");
+    drop(f);
+    exp.remove("v").expect("remove");
+    ctrl.disconnect().expect("disconnect");
+    exp.unmount().expect("unmount");
+    target.shutdown();
 }

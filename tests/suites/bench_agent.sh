@@ -18,7 +18,10 @@
 # tests/.work/bench/agent.md (appended to summary.md by bench.sh).
 # Knobs: FF_BENCH_QUICK=1 (100 volumes at scale, 10 cycles, 32 real
 # volumes: a smoke run, not figures), or FERROFAB_BENCH_SCALE_VOLUMES,
-# FERROFAB_BENCH_ATTACH_CYCLES, FERROFAB_BENCH_REAL_VOLUMES.
+# FERROFAB_BENCH_ATTACH_CYCLES, FERROFAB_BENCH_REAL_VOLUMES;
+# FERROFAB_BENCH_TRACE=DIR keeps debug logs of every process of the attach
+# cycles and a per-cycle timing file (tests/suites/attach_trace.py DIR
+# prints the slowest cycles and a cycle's timeline).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 

@@ -29,6 +29,16 @@ pub struct HolderConfig {
     /// connecting to the storage node), e.g. "60s".
     #[serde(default = "default_holder_request_timeout")]
     pub request_timeout: String,
+    /// Let the built-in FUSE exposure raise the system-wide sysctl
+    /// `fs.fuse.max_pages_limit` to its max_write's pages plus one (1025)
+    /// when it is lower (never lowered; root only), so a 1 MiB write from
+    /// a buffer not on a page boundary is one request, not two
+    /// read-modify-write halves. Off: the sysctl is left alone (a host
+    /// whose administrator owns it); exposures stay correct, large
+    /// unaligned writes are slower. Applies in the holder and, with
+    /// `enabled = false`, in the agent itself.
+    #[serde(default = "default_true")]
+    pub raise_fuse_max_pages_limit: bool,
 }
 
 pub(super) fn default_true() -> bool {
@@ -55,6 +65,7 @@ impl Default for HolderConfig {
             binary: None,
             start_timeout: default_holder_start_timeout(),
             request_timeout: default_holder_request_timeout(),
+            raise_fuse_max_pages_limit: true,
         }
     }
 }

@@ -437,6 +437,30 @@ path = "/srv/ferrofab/fast"
         assert!(e.contains("kernel.sysfs"), "{e}");
     }
 
+    /// `holder.raise_fuse_max_pages_limit`: on unless turned off, and
+    /// the holder is started with `--keep-fuse-max-pages-limit` then.
+    #[test]
+    fn the_fuse_max_pages_sysctl_can_be_left_alone() {
+        let c = AgentConfig::parse(MIN).unwrap();
+        assert!(c.holder.raise_fuse_max_pages_limit);
+        let c = AgentConfig::parse(&format!(
+            "{MIN}\n[holder]\nraise_fuse_max_pages_limit = false\n"
+        ))
+        .unwrap();
+        assert!(!c.holder.raise_fuse_max_pages_limit);
+        let args = crate::holder::run_args(&crate::factory::holder_spawn_spec(&c).unwrap());
+        assert!(
+            args.iter().any(|a| a == "--keep-fuse-max-pages-limit"),
+            "{args:?}"
+        );
+        let c = AgentConfig::parse(MIN).unwrap();
+        let args = crate::holder::run_args(&crate::factory::holder_spawn_spec(&c).unwrap());
+        assert!(
+            !args.iter().any(|a| a == "--keep-fuse-max-pages-limit"),
+            "{args:?}"
+        );
+    }
+
     #[test]
     fn unknown_key_is_named() {
         let e = AgentConfig::parse(&format!("{MIN}\nresync = \"1s\"\n"))

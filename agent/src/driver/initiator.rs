@@ -55,6 +55,8 @@ pub struct BuiltinInitiator {
     identity: HostIdentity,
     exposer: Option<Exposer>,
     attached: HashMap<String, Attached>,
+    /// `holder.raise_fuse_max_pages_limit` (default true).
+    raise_fuse_max_pages_limit: bool,
 }
 
 impl std::fmt::Debug for BuiltinInitiator {
@@ -74,7 +76,16 @@ impl BuiltinInitiator {
             identity,
             exposer: None,
             attached: HashMap::new(),
+            raise_fuse_max_pages_limit: true,
         }
+    }
+
+    /// Whether mounting may raise the sysctl `fs.fuse.max_pages_limit`
+    /// (`ExposeOptions::raise_max_pages_limit`); an administrator who
+    /// owns the sysctl turns it off.
+    pub fn raising_fuse_max_pages_limit(mut self, raise: bool) -> Self {
+        self.raise_fuse_max_pages_limit = raise;
+        self
     }
 
     pub fn hostnqn(&self) -> &str {
@@ -129,6 +140,7 @@ impl WorkstationDriver for BuiltinInitiator {
         }
         let opts = ExposeOptions {
             allow_other: true,
+            raise_max_pages_limit: self.raise_fuse_max_pages_limit,
             ..Default::default()
         };
         let exp = Exposer::mount(&self.expose_dir, &opts)

@@ -22,6 +22,10 @@ pub enum HolderCmd {
         expose_dir: PathBuf,
         #[arg(long, default_value = "info")]
         log_level: String,
+        /// Leave the sysctl fs.fuse.max_pages_limit alone
+        /// (`holder.raise_fuse_max_pages_limit = false`).
+        #[arg(long)]
+        keep_fuse_max_pages_limit: bool,
     },
     /// Show the running holder (version, pid) and its exposures as JSON.
     Status {
@@ -49,11 +53,13 @@ pub fn run(cmd: &HolderCmd, config: &Path) -> anyhow::Result<u8> {
             state_dir,
             expose_dir,
             log_level,
+            keep_fuse_max_pages_limit,
         } => {
             init_logging(log_level);
             super::server::run(&super::server::HolderArgs {
                 state_dir: state_dir.clone(),
                 expose_dir: expose_dir.clone(),
+                raise_fuse_max_pages_limit: !keep_fuse_max_pages_limit,
             })?;
             Ok(0)
         }

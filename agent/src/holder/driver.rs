@@ -437,6 +437,7 @@ mod tests {
                 state_dir: dir.into(),
                 expose_dir: dir.join("volumes"),
                 log_level: "info".into(),
+                raise_fuse_max_pages_limit: true,
             },
             "nqn.h".into(),
             Duration::from_secs(1),

@@ -145,6 +145,27 @@ pub struct SpawnSpec {
     pub state_dir: PathBuf,
     pub expose_dir: PathBuf,
     pub log_level: String,
+    /// `holder.raise_fuse_max_pages_limit`: false passes
+    /// `--keep-fuse-max-pages-limit`.
+    pub raise_fuse_max_pages_limit: bool,
+}
+
+/// The arguments of `BINARY holder run ...` for `spec`.
+pub(crate) fn run_args(spec: &SpawnSpec) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "holder".into(),
+        "run".into(),
+        "--state-dir".into(),
+        spec.state_dir.clone().into(),
+        "--expose-dir".into(),
+        spec.expose_dir.clone().into(),
+        "--log-level".into(),
+        spec.log_level.clone().into(),
+    ];
+    if !spec.raise_fuse_max_pages_limit {
+        args.push("--keep-fuse-max-pages-limit".into());
+    }
+    args
 }
 
 /// Starts a holder in its own session (so a signal to the agent's process
@@ -166,12 +187,7 @@ pub fn spawn(spec: &SpawnSpec, start_timeout: Duration) -> Result<Hello, HolderE
         .map_err(|e| fail(format!("log file {}: {e}", paths.log.display())))?;
     let log2 = log.try_clone().map_err(|e| fail(e.to_string()))?;
     let mut cmd = Command::new(&spec.binary);
-    cmd.args(["holder", "run", "--state-dir"])
-        .arg(&spec.state_dir)
-        .arg("--expose-dir")
-        .arg(&spec.expose_dir)
-        .arg("--log-level")
-        .arg(&spec.log_level)
+    cmd.args(run_args(spec))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);

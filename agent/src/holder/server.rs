@@ -32,6 +32,8 @@ pub const CLIENT_IO_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct HolderArgs {
     pub state_dir: PathBuf,
     pub expose_dir: PathBuf,
+    /// `holder.raise_fuse_max_pages_limit`.
+    pub raise_fuse_max_pages_limit: bool,
 }
 
 /// Runs the holder until a `shutdown` request (blocking).
@@ -40,10 +42,10 @@ pub fn run(args: &HolderArgs) -> anyhow::Result<()> {
     let identity = initiator::host_identity(&args.state_dir)?;
     let listener = bind(&paths.socket)?;
     let mut h = Holder {
-        reconciler: WorkstationReconciler::new(Box::new(BuiltinInitiator::new(
-            args.expose_dir.clone(),
-            identity.clone(),
-        ))),
+        reconciler: WorkstationReconciler::new(Box::new(
+            BuiltinInitiator::new(args.expose_dir.clone(), identity.clone())
+                .raising_fuse_max_pages_limit(args.raise_fuse_max_pages_limit),
+        )),
         identity,
         expose_dir: args.expose_dir.clone(),
     };

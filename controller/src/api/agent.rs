@@ -220,12 +220,13 @@ impl Agent {
     /// The per-node rate limit, before any work: a node over its rate is
     /// still alive (its liveness is recorded), but its report is refused
     /// with the delay after which the next one will pass.
-    fn admit_report(&self, id: &Identity, node: &str) -> Result<(), Status> {
+    fn admit_report(&self, id: &Identity, r: &ReportStatusRequest) -> Result<(), Status> {
+        let node = &r.node;
         require_node(id, node, Action::ReportStatus)?;
         let s = &self.s;
         s.reports.heard(node, s.clock.now());
         s.reports
-            .admit(node, std::time::Instant::now())
+            .admit(node, r.desired_revision, std::time::Instant::now())
             .map_err(|t| {
                 s.metrics.reports_throttled.inc();
                 debug!(%node, retry_ms = t.retry_after.as_millis() as u64, "ReportStatus throttled");
@@ -321,6 +322,12 @@ impl AgentService for Agent {
                     if tx.send(Ok(ds.clone())).await.is_err() {
                         break;
                     }
+                    if with_keys {
+                        // The node's answer to it may pass its report
+                        // rate limit (report::ReportGate::admit).
+                        s.reports
+                            .sent(&node, ds.revision, std::time::Instant::now());
+                    }
                     let len = prost::Message::encoded_len(&ds);
                     last = Some(ds);
                     // Each snapshot is the node's whole state; during a burst
@@ -361,7 +368,7 @@ impl AgentService for Agent {
         req: Request<ReportStatusRequest>,
     ) -> Result<Response<ReportStatusResponse>, Status> {
         let id = identity(&req)?;
-        self.admit_report(&id, &req.get_ref().node)?;
+        self.admit_report(&id, req.get_ref())?;
         let r = req.into_inner();
         let (node, held) = (r.node.clone(), crate::keys::held(&r.exports));
         let was_capable = crate::keys::reports_capable(&self.s, &node);
