@@ -54,7 +54,7 @@ async fn setup(ctl: &Controller) {
         .expect("tenant");
     for i in 0..STORAGE_NODES {
         let s = storage_name(i);
-        c.create(storage_node(&s, 4420))
+        c.create(storage_node(&s, 4420 + i as u32))
             .await
             .expect("storage node");
         let mut p = pool(&format!("p{i}"), &s, "1PiB", &[]);
