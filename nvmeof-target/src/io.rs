@@ -137,8 +137,8 @@ impl Conn {
     /// Send a read's data straight from the page cache with `sendfile(2)`,
     /// after everything queued so far (the C2HData header last), when the
     /// read is large (`sendfile_min_bytes`), the connection has no data
-    /// digest (which would need the bytes in hand) and the backend reads
-    /// through the page cache. `None` when that does not apply: the
+    /// digest (which would need the bytes in hand) and the backend offers
+    /// it (a file in memory: `BlockBackend::sendfile_source`). `None` when that does not apply: the
     /// caller copies the data into the send buffer instead.
     ///
     /// A backend error comes back before anything is sent. A failure to
@@ -159,15 +159,19 @@ impl Conn {
             Ok(fd) => fd?,
             Err(e) => return Some(Err(e)),
         };
-        ns.stats
-            .sent_from_file
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Err(e) = link.send_with_file(&self.tx, fd, offset, len) {
-            tracing::warn!(nsid = ns.nsid, offset, len, error = %e, "sending read data failed; ending the connection");
-            ns.stats
-                .errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            link.kill();
+        match link.send_with_file(&self.tx, fd, offset, len) {
+            Ok(()) => {
+                ns.stats
+                    .sent_from_file
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(nsid = ns.nsid, offset, len, error = %e, "sending read data failed; ending the connection");
+                ns.stats
+                    .errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                link.kill();
+            }
         }
         self.tx.clear();
         Some(Ok(()))

@@ -126,8 +126,8 @@ pub struct TargetOptions {
     /// torn down. Meanwhile it replaces the keep-alive timeout, which the
     /// host cannot honour before it has authenticated.
     pub auth_timeout_ms: u32,
-    /// Reads of at least this many bytes from a namespace served through
-    /// the page cache, on a connection without data digest, are sent with
+    /// Reads of at least this many bytes from a namespace stored in a file
+    /// in memory (tmpfs), on a connection without data digest, are sent with
     /// `sendfile(2)`: the kernel hands the cached pages to the socket, which
     /// saves copying them into the send buffer. Smaller reads are copied,
     /// so that many of them still leave in one system call. 0 turns

@@ -322,9 +322,12 @@ impl AgentService for Agent {
                     if tx.send(Ok(ds.clone())).await.is_err() {
                         break;
                     }
-                    if with_keys {
-                        // The node's answer to it may pass its report
-                        // rate limit (report::ReportGate::admit).
+                    if with_keys && last.is_some() {
+                        // The node's answer to a change pushed on a stream
+                        // it already holds may pass its report rate limit
+                        // (report::ReportGate::admit). Not the first
+                        // snapshot of a stream: a node could open, answer
+                        // and close watches in a loop and report at will.
                         s.reports
                             .sent(&node, ds.revision, std::time::Instant::now());
                     }

@@ -53,6 +53,9 @@ pub struct FileBackend {
     can_punch_hole: AtomicBool,
     can_zero_range: AtomicBool,
     resize_lock: Mutex<()>,
+    /// The file lives in memory (tmpfs): its reads may go out with
+    /// `sendfile` ([`BlockBackend::sendfile_source`]).
+    in_memory: bool,
 }
 
 impl FileBackend {
@@ -75,6 +78,9 @@ impl FileBackend {
         let direct = file.direct;
         let len = ensure_size(&file.file, path, opts.size, opts.preallocate)?;
         let direct = settle_direct_io(&file.file, path, direct, opts, len)?;
+        // Unknown (the filesystem would not say) counts as on disk: the
+        // copy path is always correct.
+        let in_memory = sys::is_memory_backed(&file.file).unwrap_or(false);
         created.keep();
 
         let size = whole_blocks(len, opts.block_size);
@@ -98,6 +104,7 @@ impl FileBackend {
             can_punch_hole: AtomicBool::new(true),
             can_zero_range: AtomicBool::new(true),
             resize_lock: Mutex::new(()),
+            in_memory,
         })
     }
 
@@ -182,11 +189,19 @@ impl BlockBackend for FileBackend {
         self.store.read_append(out, len, offset)
     }
 
+    /// Only for a file in memory: `sendfile` reads the pages while the
+    /// connection's send lock is held, so on a disk a page not yet cached
+    /// would stall every other sender on the connection behind the disk,
+    /// and a read error there would come after the data header had gone
+    /// out. In memory neither happens; on disk the copy path reads first.
     fn sendfile_source(
         &self,
         offset: u64,
         len: usize,
     ) -> Result<Option<std::os::fd::BorrowedFd<'_>>, BackendError> {
+        if !self.in_memory {
+            return Ok(None);
+        }
         self.store.sendfile_source(offset, len)
     }
 

@@ -65,8 +65,11 @@ pub trait BlockBackend: Send + Sync + std::fmt::Debug {
     /// `sendfile(2)`, after the same range check as a read; `None` when the
     /// data must be read into memory instead. `sendfile` hands page-cache
     /// pages to the socket, which saves the copy into the send buffer (a
-    /// fifth of the target's CPU for 128 KiB reads), so only backends that
-    /// read through the page cache offer it: direct I/O bypasses it.
+    /// fifth of the target's CPU for 128 KiB reads). Only a backend whose
+    /// pages are in memory may offer it: `sendfile` runs under the
+    /// connection's send lock and fails only after the data header is out,
+    /// so a disk read (slow, or failing) must happen before, on the copy
+    /// path. Direct I/O bypasses the page cache altogether.
     fn sendfile_source(
         &self,
         offset: u64,

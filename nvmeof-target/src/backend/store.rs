@@ -78,7 +78,19 @@ impl Store {
         len: usize,
     ) -> Result<Option<BorrowedFd<'_>>, BackendError> {
         self.check(Op::Read, offset, len as u64)?;
-        Ok((!self.io.is_direct()).then(|| self.io.file().as_fd()))
+        if self.io.is_direct() {
+            return Ok(None);
+        }
+        // `sendfile` stops short at the end of the file, after the data
+        // header is out, and the connection must then be ended; a host
+        // retrying the read would meet the same end again. A file cut
+        // shorter than the namespace underneath us goes to the copy path,
+        // which answers the read with an error status instead.
+        let file = self.io.file();
+        match file.metadata() {
+            Ok(m) if offset.saturating_add(len as u64) <= m.len() => Ok(Some(file.as_fd())),
+            _ => Ok(None),
+        }
     }
 
     pub(super) fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {

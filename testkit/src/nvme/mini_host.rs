@@ -40,7 +40,12 @@ pub fn fixture_with(opts: TargetOptions) -> Fixture {
 /// `direct` decides whether the namespace bypasses the page cache, and so
 /// whether its I/O runs on the queue thread or on the I/O threads.
 pub fn fixture_with_io(opts: TargetOptions, direct: DirectIo) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
+    fixture_in(opts, direct, tempfile::tempdir().expect("tempdir"))
+}
+
+/// Like [`fixture_with_io`], with the namespace file in `dir` (for example
+/// one on `/dev/shm`, a memory filesystem).
+pub fn fixture_in(opts: TargetOptions, direct: DirectIo, dir: tempfile::TempDir) -> Fixture {
     let target = Target::new(opts).expect("target");
     let addr = target
         .add_listener("127.0.0.1:0".parse().expect("addr"), ListenerKind::Io, None)
