@@ -376,6 +376,56 @@ async fn report_status_is_rate_limited_per_node() {
     assert_eq!(metric(&ctl, "report_status_throttled_total"), 1.0);
 }
 
+/// A report answering a desired-state snapshot may pass an empty bucket,
+/// but not the first snapshot of a stream: otherwise a node could open a
+/// watch, answer its snapshot and close it, in a loop, and report at will.
+#[tokio::test]
+async fn reopening_watches_earns_no_free_reports() {
+    let (ctl, _admin) = Controller::with_basic_layout(Options {
+        extra_toml: "[nodes]\nreport_rate_per_second = 0.5\nreport_burst = 2\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut s1 = ctl.agent_as("node:s1").await;
+    for i in 0..2 {
+        s1.report_status(ReportStatusRequest {
+            node: "s1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("report {i} within the burst: {e:?}"));
+    }
+    for round in 0..3 {
+        let mut stream = s1
+            .watch_desired_state(WatchDesiredStateRequest {
+                node: "s1".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let ds = stream
+            .message()
+            .await
+            .expect("snapshot")
+            .expect("a first snapshot");
+        let e = s1
+            .report_status(ReportStatusRequest {
+                node: "s1".into(),
+                desired_revision: ds.revision,
+                ..Default::default()
+            })
+            .await
+            .expect_err("an answer to a stream's first snapshot pays like any report");
+        assert_eq!(
+            e.code(),
+            tonic::Code::ResourceExhausted,
+            "round {round}: {e:?}"
+        );
+        drop(stream);
+    }
+}
+
 async fn ready_status(
     admin: &mut ferrofab_proto::v1::admin_service_client::AdminServiceClient<
         tonic::transport::Channel,
