@@ -617,53 +617,11 @@ fn unmount_while_a_loop_device_holds_a_file_detaches_lazily() {
 #[test]
 fn a_megabyte_to_an_initiator_namespace_goes_in_pieces_sent_together() {
     use ferrofab_nvmeof_host::{ConnectOptions, Controller as HostController, HostIdentity};
-    use ferrofab_nvmeof_target::backend::{open_backend, FileOptions};
-    use ferrofab_nvmeof_target::{
-        ListenerKind, NamespaceConfig, SubsystemConfig, Target, TargetOptions,
-    };
+    use ferrofab_testkit::nvme::mini_host::{fixture, HOSTNQN, SUBNQN};
 
-    let (tmp, exp) = mount_tmp();
-    let target = Target::new(TargetOptions::default()).expect("target");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    target
-        .add_listener(addr, ListenerKind::Io, None)
-        .expect("listener");
-    let nqn = "nqn.2026-12.io.ferrofab:split";
-    target
-        .add_subsystem(SubsystemConfig {
-            nqn: nqn.into(),
-            serial: String::new(),
-            model: String::new(),
-            allow_any_host: true,
-            allowed_hosts: Vec::new(),
-        })
-        .expect("subsystem");
-    let backend = open_backend(
-        tmp.path().join("ns.img"),
-        &FileOptions {
-            create: true,
-            size: Some(8 << 20),
-            block_size: 4096,
-            ..Default::default()
-        },
-    )
-    .expect("backend");
-    let uuid = uuid::Uuid::new_v4();
-    target
-        .add_namespace(
-            nqn,
-            NamespaceConfig {
-                nsid: 1,
-                backend,
-                block_size: 4096,
-                uuid,
-                nguid: *uuid.as_bytes(),
-                read_only: false,
-            },
-        )
-        .expect("namespace");
+    let (_tmp, exp) = mount_tmp();
+    let f = fixture();
+    let (target, addr, nqn) = (&f.target, f.addr, SUBNQN);
     let stats = || {
         let st = target.status();
         let ns = &st
@@ -674,23 +632,19 @@ fn a_megabyte_to_an_initiator_namespace_goes_in_pieces_sent_together() {
             .namespaces[0];
         (ns.stats.writes, ns.stats.write_bytes, ns.stats.reads)
     };
-    let identity = HostIdentity::new(
-        "nqn.2014-08.org.nvmexpress:uuid:0b3c9a52-58a4-4f0e-9c39-6f0e2d7a1c11",
-        uuid::Uuid::new_v4(),
-    )
-    .expect("identity");
+    let identity = HostIdentity::new(HOSTNQN, uuid::Uuid::new_v4()).expect("identity");
     let ctrl = HostController::connect(ConnectOptions::new(addr.to_string(), nqn, identity))
         .expect("connect");
     let path = exp
         .add_namespace("v", ctrl.namespace(1).expect("namespace 1"))
         .expect("expose");
-    let f = open_rw(&path);
+    let file = open_rw(&path);
     let mut raw = vec![0u8; (1 << 20) + 8192];
     let buf = skewed_megabyte(&mut raw, 13);
     let want = buf.to_vec();
     let pieces = (1u64 << 20) / fs::SPLIT_PIECE as u64;
     let (w0, wb0, r0) = stats();
-    f.write_all_at(buf, 1 << 20).expect("write");
+    file.write_all_at(buf, 1 << 20).expect("write");
     let (w1, wb1, _) = stats();
     assert_eq!(
         (w1 - w0, wb1 - wb0),
@@ -698,15 +652,15 @@ fn a_megabyte_to_an_initiator_namespace_goes_in_pieces_sent_together() {
         "1 MiB as {pieces} writes"
     );
     buf.fill(0);
-    f.read_exact_at(buf, 1 << 20).expect("read");
+    file.read_exact_at(buf, 1 << 20).expect("read");
     assert!(*buf == want[..], "read back differs");
     let (_, _, r1) = stats();
     assert_eq!(r1 - r0, pieces, "1 MiB as {pieces} reads");
     // Under two pieces: one command, as before.
     let small = &want[..fs::SPLIT_PIECE];
-    f.write_all_at(small, 0).expect("small write");
+    file.write_all_at(small, 0).expect("small write");
     assert_eq!(stats().0 - w1, 1, "one piece is one write");
-    drop(f);
+    drop(file);
     exp.remove("v").expect("remove");
     ctrl.disconnect().expect("disconnect");
     exp.unmount().expect("unmount");
