@@ -43,6 +43,7 @@
 pub mod connected;
 pub mod fs;
 pub mod mountpoint;
+pub mod replies;
 pub mod rmw;
 
 use std::path::{Path, PathBuf};
@@ -84,8 +85,10 @@ pub enum ExposeError {
 /// Mount settings.
 #[derive(Debug, Clone)]
 pub struct ExposeOptions {
-    /// FUSE worker threads; each blocks in one I/O, so this bounds the
-    /// queue depth a single mount can present to the initiator. Default
+    /// FUSE worker threads. Reads and writes of whole blocks of an
+    /// initiator namespace are answered asynchronously ([`replies`]), so a
+    /// thread only reads a request and submits it; other requests (byte
+    /// ranges, other devices, fsync) block their thread. Default
     /// [`DEFAULT_THREADS`].
     pub threads: usize,
     /// Largest write the kernel sends in one request (and, through the

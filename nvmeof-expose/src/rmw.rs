@@ -41,26 +41,39 @@ impl RangeLock {
 
     /// Block until no held range overlaps `[start, end)`, then hold it.
     pub fn lock(&self, start: u64, end: u64) -> RangeGuard<'_> {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        while held.iter().any(|&(s, e)| s < end && start < e) {
-            held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
-        }
-        held.push((start, end));
+        self.hold(start, end);
         RangeGuard {
             lock: self,
             range: (start, end),
         }
     }
+
+    /// [`RangeLock::lock`] without a guard, for a holder that outlives the
+    /// caller's stack frame (an asynchronous write, released when its
+    /// command completes): the caller must [`RangeLock::release`] the same
+    /// range exactly once.
+    pub fn hold(&self, start: u64, end: u64) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        while held.iter().any(|&(s, e)| s < end && start < e) {
+            held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+        held.push((start, end));
+    }
+
+    /// Let go of a range taken with [`RangeLock::hold`].
+    pub fn release(&self, start: u64, end: u64) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = held.iter().position(|&r| r == (start, end)) {
+            held.swap_remove(i);
+        }
+        drop(held);
+        self.released.notify_all();
+    }
 }
 
 impl Drop for RangeGuard<'_> {
     fn drop(&mut self) {
-        let mut held = self.lock.held.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = held.iter().position(|&r| r == self.range) {
-            held.swap_remove(i);
-        }
-        drop(held);
-        self.lock.released.notify_all();
+        self.lock.release(self.range.0, self.range.1);
     }
 }
 
