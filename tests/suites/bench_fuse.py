@@ -19,6 +19,9 @@ Per round, each pair back to back:
   1 MiB blocks, fsyncs, and reads it back, once through the exposed file
   and once through the initiator alone.
 
+Poll mode of the client sides (FF_FUSE_POLL, default "interrupt"): the
+same on the `connect` holder and on `bench`; the target always interrupt.
+
 CPU: the client side (bench, or fio / microscope plus the `connect`
 holder) and the target (`serve`), from getrusage and /proc/PID/stat.
 Pinning (FF_FUSE_PIN, default "0:1"): clients on the first CPU, the target
@@ -71,6 +74,13 @@ def fitting_size(wanted):
                   f"({mem_available() / GIB:.1f} GiB available); ran {size / GIB:.0f} GiB")
 
 
+def poll_mode():
+    """The initiator's poll mode on both client sides, the `connect` holder
+    and `bench` (FF_FUSE_POLL, default "interrupt"; the workstation agent's
+    and `connect`'s own default is "adaptive")."""
+    return os.environ.get("FF_FUSE_POLL", "interrupt")
+
+
 def pin_prefix(role):
     spec = os.environ.get("FF_FUSE_PIN", "0:1")
     if spec == "none":
@@ -110,7 +120,7 @@ class Holder:
         self.log = out / "fuse-connect.log"
         cmd = pin_prefix("client") + [
             bin_, "connect", "-a", "127.0.0.1", "-s", str(serve.port), "-n", NQN, "--poll-mode",
-            "interrupt", "--expose-dir", str(out / "fuse-volumes"), "--name", "mic", "--run-dir",
+            poll_mode(), "--expose-dir", str(out / "fuse-volumes"), "--name", "mic", "--run-dir",
             str(self.run_dir)]
         self.command = shlex.join(cmd)
         with open(self.log, "w") as log:
@@ -155,7 +165,7 @@ RATIO_JOBS = {
 
 
 def ratio_round(bin_, out, rnd, serve, jobtime, size):
-    remote = ["-a", "127.0.0.1", "-s", str(serve.port), "-n", NQN, "--poll-mode", "interrupt"]
+    remote = ["-a", "127.0.0.1", "-s", str(serve.port), "-n", NQN, "--poll-mode", poll_mode()]
     for name, (bargs, fargs) in RATIO_JOBS.items():
         # The initiator alone.
         stdout, m = measured([bin_, "bench", *remote, *bargs, "--time", jobtime, "--json"], serve)
