@@ -914,3 +914,59 @@ fn a_failed_command_answers_eio() {
     drop(file);
     f.exp.unmount().expect("unmount");
 }
+
+/// A read-only device wrapper, as the agent puts around a read-only
+/// attachment's namespace.
+struct ReadOnlyDev(ferrofab_nvmeof_host::Namespace);
+
+impl BlockIo for ReadOnlyDev {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn block_size(&self) -> u32 {
+        self.0.block_size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(libc::EROFS))
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn read_only(&self) -> bool {
+        true
+    }
+}
+
+/// `add_namespace_as`: the wrapper decides the file's attributes (opening
+/// for writing is refused), the namespace serves whole-block reads.
+#[test]
+fn a_read_only_namespace_is_read_through_its_wrapper_attributes() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fake_exposed(1, |_| {});
+    let ns = f.ctrl.namespace(1).expect("namespace 1");
+    ns.write_blocks(4096, &[7u8; 4096]).expect("seed");
+    let path = f
+        .exp
+        .add_namespace_as("ro", Arc::new(ReadOnlyDev(ns.clone())), ns)
+        .expect("expose read-only");
+    let e = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect_err("opened a read-only file for writing");
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    let mut raw = vec![0u8; 8192];
+    let p = page(&mut raw);
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .expect("open read-only");
+    file.read_exact_at(p, 4096).expect("read");
+    assert!(p.iter().all(|&b| b == 7));
+    drop(file);
+    f.exp.unmount().expect("unmount");
+    f.ctrl.disconnect().expect("disconnect");
+}

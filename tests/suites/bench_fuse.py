@@ -21,6 +21,7 @@ Per round, each pair back to back:
 
 Poll mode of the client sides (FF_FUSE_POLL, default "interrupt"): the
 same on the `connect` holder and on `bench`; the target always interrupt.
+FF_FUSE_JOBS (comma-separated job names, default all) limits the pairs.
 
 CPU: the client side (bench, or fio / microscope plus the `connect`
 holder) and the target (`serve`), from getrusage and /proc/PID/stat.
@@ -164,9 +165,18 @@ RATIO_JOBS = {
 }
 
 
+def ratio_jobs():
+    """RATIO_JOBS, or those named in FF_FUSE_JOBS (comma-separated)."""
+    names = [n for n in os.environ.get("FF_FUSE_JOBS", "").split(",") if n]
+    unknown = [n for n in names if n not in RATIO_JOBS]
+    if unknown:
+        sys.exit(f"bench_fuse: unknown FF_FUSE_JOBS {unknown}; known: {', '.join(RATIO_JOBS)}")
+    return {n: RATIO_JOBS[n] for n in names} if names else RATIO_JOBS
+
+
 def ratio_round(bin_, out, rnd, serve, jobtime, size):
     remote = ["-a", "127.0.0.1", "-s", str(serve.port), "-n", NQN, "--poll-mode", poll_mode()]
-    for name, (bargs, fargs) in RATIO_JOBS.items():
+    for name, (bargs, fargs) in ratio_jobs().items():
         # The initiator alone.
         stdout, m = measured([bin_, "bench", *remote, *bargs, "--time", jobtime, "--json"], serve)
         t = json.loads(stdout)["total"]
@@ -234,7 +244,8 @@ def summary(out, size, note):
     if note:
         lines += [f"Note: {note}.", ""]
     pin = os.environ.get("FF_FUSE_PIN", "0:1")
-    lines += [f"Pinning `{pin}` (client CPU : target CPU); load at the end: "
+    lines += [f"Pinning `{pin}` (client CPU : target CPU); client poll mode `{poll_mode()}` (holder and "
+              f"`bench`); load at the end: "
               f"{pathlib.Path('/proc/loadavg').read_text().split()[:3]}.", "",
               "### fio on the exposed file vs `ferrofab-nvmeof bench` (same namespace, same run)", "",
               "| job | initiator MB/s | FUSE MB/s | ratio (per round, median) | goal | initiator client CPU µs/IO "
