@@ -12,6 +12,7 @@
 //! what a block device promises too.
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use ferrofab_nvmeof_host::DynBlockIo;
@@ -25,6 +26,10 @@ use ferrofab_nvmeof_host::DynBlockIo;
 pub struct RangeLock {
     held: Mutex<Vec<(u64, u64)>>,
     released: Condvar,
+    /// Threads waiting in [`RangeLock::hold`] (changed under `held`), so
+    /// that a release wakes nobody, and makes no system call, when nobody
+    /// waits: the usual case, one per write.
+    waiting: AtomicUsize,
 }
 
 /// Holds a range until dropped.
@@ -55,7 +60,9 @@ impl RangeLock {
     pub fn hold(&self, start: u64, end: u64) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         while held.iter().any(|&(s, e)| s < end && start < e) {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
             held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
         held.push((start, end));
     }
@@ -67,7 +74,11 @@ impl RangeLock {
             held.swap_remove(i);
         }
         drop(held);
-        self.released.notify_all();
+        // A waiter counts itself under `held` before it sleeps, so one that
+        // saw our range still held is counted by now.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.released.notify_all();
+        }
     }
 }
 
