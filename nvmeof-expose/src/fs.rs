@@ -47,7 +47,8 @@ pub struct Volume {
     pub dev: Arc<DynBlockIo>,
     /// The same device as an initiator namespace, when it is one: reads of
     /// whole blocks then take the initiator's buffer instead of a copy
-    /// (see [`read_owned`]).
+    /// and whole-block reads and writes are answered asynchronously (see
+    /// [`replies`]).
     pub ns: Option<Namespace>,
     /// Serialises writes per block range (read-modify-write safety).
     pub locks: RangeLock,
