@@ -57,6 +57,10 @@ impl Refused {
 /// kernel never sends more than `max_sectors`, but a descriptor is shared
 /// memory and is checked, not trusted).
 pub fn decode(d: &IoDesc, buf_len: usize) -> Result<Request, Refused> {
+    // A flush carries no range: the block layer leaves its sector at -1.
+    if d.op() == sys::UBLK_IO_OP_FLUSH {
+        return Ok(Request::Flush);
+    }
     let overflow = || Refused::Overflow {
         start: d.start_sector,
         sectors: d.nr_sectors,
@@ -80,7 +84,6 @@ pub fn decode(d: &IoDesc, buf_len: usize) -> Result<Request, Refused> {
             offset,
             len: data_len()?,
         }),
-        sys::UBLK_IO_OP_FLUSH => Ok(Request::Flush),
         sys::UBLK_IO_OP_DISCARD => Ok(Request::Discard { offset, len }),
         sys::UBLK_IO_OP_WRITE_ZEROES => Ok(Request::WriteZeroes { offset, len }),
         op => Err(Refused::Unsupported(op)),
@@ -165,6 +168,11 @@ mod tests {
     fn flush_discard_and_write_zeroes() {
         assert_eq!(
             decode(&desc(sys::UBLK_IO_OP_FLUSH, 0, 0), 4096),
+            Ok(Request::Flush)
+        );
+        // What the kernel really sends: a flush's sector is (u64)-1.
+        assert_eq!(
+            decode(&desc(sys::UBLK_IO_OP_FLUSH, u64::MAX, 0), 4096),
             Ok(Request::Flush)
         );
         let d = decode(&desc(sys::UBLK_IO_OP_DISCARD, 16, 1 << 20), 4096).unwrap();

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# tests/kernel/ublk.sh - the ublk block-device exposure on Linux 6.12.
+#
+# Usage: ublk.sh [--bench] [NVMEOF_BINARY]
+#
+# Boots Debian's Linux 6.12 (ff_use_kernel_612; 6.1 has no ublk_drv) with
+# the ublk_drv module and runs ublk/guest.sh: `ferrofab-nvmeof serve` on a
+# namespace in the guest's tmpfs, `connect --expose-block`, mkfs.ext4 on
+# /dev/ublkb0, mount, a file with a known pattern, disconnect, reconnect,
+# verify, e2fsck; then the target killed under the device (a read must fail
+# with EIO, not hang) and the device gone after every exit.
+#
+# --bench also runs, in the same boot, the comparison recorded in
+# docs/benchmarks.md (tests/suites/bench_ublk.sh calls it this way): fio
+# through /dev/ublkb0, through the FUSE file, and `ferrofab-nvmeof bench`
+# on the same namespace. TCG distorts absolute figures; quote ratios.
+#
+# NVMEOF_BINARY defaults to target/debug/ferrofab-nvmeof (built if
+# missing). Exit status 0 when everything passed; the last line reads
+# "kernel-ublk: N passed, N failed".
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+
+BENCH=0
+if [ "${1:-}" = --bench ]; then BENCH=1; shift; fi
+case "${1:-}" in -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0;; esac
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+NVMEOF=${1:-$TARGET_DIR/debug/ferrofab-nvmeof}
+if [ ! -x "$NVMEOF" ]; then
+    (cd "$REPO" && cargo build -q -p ferrofab-nvmeof --bin ferrofab-nvmeof)
+fi
+
+ff_use_kernel_612 || exit 1
+FF_SETUP_QUIET=1 "$HERE/setup.sh"
+
+WORK=$REPO/tests/.work/kernel-ublk
+rm -rf "$WORK"; mkdir -p "$WORK"
+# A stripped copy keeps the initramfs (guest RAM) small.
+cp "$NVMEOF" "$WORK/ferrofab-nvmeof"
+strip "$WORK/ferrofab-nvmeof" 2>/dev/null || true
+
+args=(--script "$HERE/ublk/guest.sh" --bin "$WORK/ferrofab-nvmeof"
+      --module ublk_drv --log "$WORK/console.log")
+if [ "$BENCH" = 1 ]; then
+    command -v fio >/dev/null || { apt-get install -y -qq fio >/dev/null 2>&1 || true; }
+    command -v fio >/dev/null || { echo "ublk.sh: fio is needed for --bench" >&2; exit 1; }
+    args+=(--bin "$(command -v fio)" --file "$HERE/ublk/bench.sh:/ferrofab/bench.sh"
+           --load fuse --env BENCH=1 --env SIZE_MIB=512 --mem 2048 --timeout 1500)
+else
+    args+=(--timeout 400)
+fi
+
+rc=0
+"$HERE/run-guest.sh" "${args[@]}" || rc=$?
+passed=$(grep -c "ff: PASS:" "$WORK/console.log" || true)
+if [ "$rc" = 0 ]; then
+    echo "kernel-ublk: $passed passed, 0 failed"
+else
+    grep "ff: FAIL" "$WORK/console.log" >&2 || true
+    echo "ublk.sh: guest exit $rc; console: $WORK/console.log (kernel log: $WORK/console.log.kmsg)" >&2
+    echo "kernel-ublk: $passed passed, 1 failed"
+    exit 1
+fi
