@@ -48,7 +48,8 @@ if [ "$BENCH" = 1 ]; then
     command -v fio >/dev/null || { apt-get install -y -qq fio >/dev/null 2>&1 || true; }
     command -v fio >/dev/null || { echo "ublk.sh: fio is needed for --bench" >&2; exit 1; }
     args+=(--bin "$(command -v fio)" --file "$HERE/ublk/bench.sh:/ferrofab/bench.sh"
-           --load fuse --env BENCH=1 --env SIZE_MIB=512 --mem 2048 --timeout 1500)
+           --module fuse --env BENCH=1 --env SIZE_MIB=512
+           --env "BENCH_TIME=${FF_UBLK_BENCH_TIME:-6}" --env "BENCH_ROUNDS=${FF_UBLK_BENCH_ROUNDS:-2}" --mem 2048 --timeout 1500)
 else
     args+=(--timeout 400)
 fi
@@ -56,6 +57,33 @@ fi
 rc=0
 "$HERE/run-guest.sh" "${args[@]}" || rc=$?
 passed=$(grep -c "ff: PASS:" "$WORK/console.log" || true)
+if [ "$BENCH" = 1 ] && [ "$rc" = 0 ]; then
+    # One row per job: the median over rounds of each side, and the
+    # per-round ratios against the initiator alone and ublk against FUSE.
+    grep -o 'BENCH round=.*' "$WORK/console.log" | tr -d '\r' | awk '
+        { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+          k = v["job"] SUBSEP v["round"]; jobs[v["job"]] = 1; rounds[v["round"]] = 1
+          kib[k, v["side"]] = v["kib_s"]; iops[k, v["side"]] = v["iops"] }
+        END {
+          print "| job | bench MiB/s | ublk MiB/s | FUSE MiB/s | ublk / bench | FUSE / bench | ublk / FUSE |"
+          print "|---|---:|---:|---:|---:|---:|---:|"
+          n = split("write-1m-qd4 read-1m-qd4 randread-4k-qd32", order, " ")
+          for (j = 1; j <= n; j++) {
+            job = order[j]; if (!(job in jobs)) continue
+            b = u = f = r1 = r2 = r3 = ""
+            for (r in rounds) {
+              k = job SUBSEP r
+              b = b sprintf("%.1f ", kib[k, "bench"] / 1024); u = u sprintf("%.1f ", kib[k, "ublk"] / 1024)
+              f = f sprintf("%.1f ", kib[k, "fuse"] / 1024)
+              r1 = r1 sprintf("%.2f ", kib[k, "ublk"] / kib[k, "bench"])
+              r2 = r2 sprintf("%.2f ", kib[k, "fuse"] / kib[k, "bench"])
+              r3 = r3 sprintf("%.2f ", kib[k, "ublk"] / kib[k, "fuse"])
+            }
+            printf "| %s | %s| %s| %s| %s| %s| %s|\n", job, b, u, f, r1, r2, r3
+          }
+        }' >"$WORK/bench.md"
+    cat "$WORK/bench.md"
+fi
 if [ "$rc" = 0 ]; then
     echo "kernel-ublk: $passed passed, 0 failed"
 else
