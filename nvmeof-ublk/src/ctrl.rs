@@ -122,24 +122,27 @@ impl Control {
     /// STOP_DEV: removes /dev/ublkbN (waiting for requests in flight, so
     /// the queues must still be served).
     pub fn stop_dev(&mut self, dev_id: u32) -> Result<(), UblkError> {
-        let cmd = CtrlCmd {
-            dev_id,
-            queue_id: u16::MAX,
-            ..CtrlCmd::default()
-        };
-        self.command("STOP_DEV", sys::UBLK_U_CMD_STOP_DEV, cmd)
-            .map(|_| ())
+        self.device_command("STOP_DEV", sys::UBLK_U_CMD_STOP_DEV, dev_id)
     }
 
     /// DEL_DEV: removes /dev/ublkcN; waits until nothing holds it, so the
     /// queue rings and the char device must be closed first.
     pub fn del_dev(&mut self, dev_id: u32) -> Result<(), UblkError> {
+        self.device_command("DEL_DEV", sys::UBLK_U_CMD_DEL_DEV, dev_id)
+    }
+
+    /// A command that names only the device.
+    fn device_command(
+        &mut self,
+        name: &'static str,
+        op: u32,
+        dev_id: u32,
+    ) -> Result<(), UblkError> {
         let cmd = CtrlCmd {
             dev_id,
             queue_id: u16::MAX,
             ..CtrlCmd::default()
         };
-        self.command("DEL_DEV", sys::UBLK_U_CMD_DEL_DEV, cmd)
-            .map(|_| ())
+        self.command(name, op, cmd).map(|_| ())
     }
 }
