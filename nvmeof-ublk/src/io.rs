@@ -91,15 +91,19 @@ pub fn decode(d: &IoDesc, buf_len: usize) -> Result<Request, Refused> {
 }
 
 impl Request {
-    /// The namespace operation; `data` is the tag's buffer (a write's data
-    /// is copied out of it: the buffer stays the kernel's to refill).
-    pub fn to_op(&self, data: &[u8]) -> IoOp {
+    /// The namespace operation; `written` is a write's data (the tag's
+    /// buffer itself, moved, not copied: see `QueueMem::take_written`),
+    /// unused by the other operations.
+    pub fn to_op(&self, written: Vec<u8>) -> IoOp {
         match *self {
             Request::Read { offset, len } => IoOp::Read { offset, len },
-            Request::Write { offset, len } => IoOp::Write {
-                offset,
-                data: data[..len].to_vec(),
-            },
+            Request::Write { offset, len } => {
+                debug_assert_eq!(written.len(), len);
+                IoOp::Write {
+                    offset,
+                    data: written,
+                }
+            }
             Request::Flush => IoOp::Flush,
             Request::Discard { offset, len } => IoOp::Deallocate { offset, len },
             Request::WriteZeroes { offset, len } => IoOp::WriteZeroes { offset, len },
@@ -153,11 +157,11 @@ mod tests {
                 len: 512
             }
         );
-        let buf: Vec<u8> = (0..2048u32).map(|i| i as u8).collect();
-        match w.to_op(&buf) {
+        let buf: Vec<u8> = (0..512u32).map(|i| i as u8).collect();
+        match w.to_op(buf.clone()) {
             IoOp::Write { offset, data } => {
                 assert_eq!(offset, 1024);
-                assert_eq!(data, buf[..512].to_vec());
+                assert_eq!(data, buf);
             }
             other => panic!("{other:?}"),
         }
@@ -177,7 +181,7 @@ mod tests {
         );
         let d = decode(&desc(sys::UBLK_IO_OP_DISCARD, 16, 1 << 20), 4096).unwrap();
         assert_eq!(
-            d.to_op(&[]),
+            d.to_op(Vec::new()),
             IoOp::Deallocate {
                 offset: 8192,
                 len: 512 << 20
@@ -186,7 +190,7 @@ mod tests {
         assert_eq!(d.success_result(), 0);
         let z = decode(&desc(sys::UBLK_IO_OP_WRITE_ZEROES, 1, 7), 4096).unwrap();
         assert_eq!(
-            z.to_op(&[]),
+            z.to_op(Vec::new()),
             IoOp::WriteZeroes {
                 offset: 512,
                 len: 3584

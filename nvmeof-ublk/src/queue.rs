@@ -11,7 +11,6 @@
 //! watches. The queue thread then commits every queued result with one
 //! COMMIT_AND_FETCH_REQ each, all in one `io_uring_enter`.
 
-use std::alloc::{self, Layout};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,66 +31,103 @@ const EVENTFD_TAG: u64 = u64::MAX;
 /// buffer and the eventfd counter. It is freed only after the device is
 /// deleted (the device keeps an `Arc`), when the kernel can no longer touch
 /// it, whatever state the queue's ring was left in.
+///
+/// Buffers travel instead of being copied: a write's buffer, filled by the
+/// kernel, is moved into the NVMe command and the tag gets a spare one; a
+/// full-size read's data buffer from the initiator becomes the tag's buffer
+/// (its address goes to the kernel with the COMMIT, which copies from it).
+/// Every buffer has room for `buf_len` bytes, the largest request.
 pub struct QueueMem {
-    base: *mut u8,
-    layout: Layout,
     buf_len: usize,
     depth: usize,
-    /// Where the ring's eventfd read lands.
+    bufs: Mutex<TagBufs>,
+    /// Where the ring's eventfd read lands (a leaked Box, freed on drop).
     efd_count: *mut u64,
 }
 
-// SAFETY: the memory is plain bytes owned by this struct; concurrent use
-// is per tag (a tag's buffer belongs to the one request holding that tag:
-// the kernel until the FETCH completes, then the queue thread, then the
-// completer, then the kernel again after COMMIT), which the queue protocol
-// serialises.
+struct TagBufs {
+    /// The buffer the kernel has (or will get with the next FETCH/COMMIT)
+    /// for each tag; capacity >= buf_len.
+    tags: Vec<Vec<u8>>,
+    /// Buffers set free by read swaps, reused for writes (at most `depth`).
+    spare: Vec<Vec<u8>>,
+}
+
+// SAFETY: the buffers are behind a Mutex; the raw counter pointer is only
+// handed to the kernel (never dereferenced here) and freed once, on drop.
 unsafe impl Send for QueueMem {}
-// SAFETY: as for Send; shared access only hands out raw pointers, and
-// every dereference states its own exclusivity.
+// SAFETY: as for Send.
 unsafe impl Sync for QueueMem {}
 
 impl QueueMem {
     pub fn new(depth: usize, buf_len: usize) -> Result<QueueMem, UblkError> {
-        let page = page_size();
-        let size = depth
+        depth
             .checked_mul(buf_len)
-            .and_then(|s| s.checked_add(page))
             .ok_or_else(|| UblkError::Config(format!("{depth} x {buf_len} bytes overflows")))?;
-        let layout = Layout::from_size_align(size, page)
-            .map_err(|e| UblkError::Config(format!("buffer layout: {e}")))?;
-        // SAFETY: the layout has a non-zero size (at least one page).
-        let base = unsafe { alloc::alloc_zeroed(layout) };
-        if base.is_null() {
-            return Err(UblkError::Config(format!(
-                "cannot allocate {size} bytes of I/O buffers"
-            )));
-        }
-        // The counter sits in the last page, after every tag's buffer.
-        // SAFETY: depth * buf_len + 8 <= size, inside the allocation, and
-        // the offset is a multiple of the page size, so u64-aligned.
-        let efd_count = unsafe { base.add(depth * buf_len) }.cast::<u64>();
+        // Reserved, not touched: pages are faulted in as requests use them.
+        let tags = (0..depth).map(|_| Vec::with_capacity(buf_len)).collect();
         Ok(QueueMem {
-            base,
-            layout,
             buf_len,
             depth,
-            efd_count,
+            bufs: Mutex::new(TagBufs {
+                tags,
+                spare: Vec::new(),
+            }),
+            efd_count: Box::into_raw(Box::new(0u64)),
         })
     }
 
-    /// Address of tag `tag`'s buffer (page-aligned when `buf_len` is).
-    fn buf_ptr(&self, tag: u16) -> *mut u8 {
-        debug_assert!(usize::from(tag) < self.depth);
-        // SAFETY: tag < depth, so the offset is inside the allocation.
-        unsafe { self.base.add(usize::from(tag) * self.buf_len) }
+    fn lock(&self) -> std::sync::MutexGuard<'_, TagBufs> {
+        self.bufs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Address of tag `tag`'s current buffer, for a FETCH or COMMIT.
+    fn buf_addr(&self, tag: u16) -> u64 {
+        self.lock().tags[usize::from(tag)].as_mut_ptr() as u64
+    }
+
+    /// A write's data: the tag's buffer, which the kernel filled with `len`
+    /// bytes before completing the FETCH; the tag gets a spare buffer.
+    fn take_written(&self, tag: u16, len: usize) -> Vec<u8> {
+        let mut b = self.lock();
+        let fresh = b
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.buf_len));
+        let mut data = std::mem::replace(&mut b.tags[usize::from(tag)], fresh);
+        debug_assert!(len <= data.capacity());
+        // SAFETY: len <= buf_len <= capacity (checked by `decode`), and the
+        // kernel copied the request's `len` bytes into this buffer before
+        // it completed the tag's FETCH (the same contract as read(2) into a
+        // buffer's spare capacity), so those bytes are initialised.
+        unsafe { data.set_len(len) };
+        data
+    }
+
+    /// A read's data for the kernel: moved in as the tag's buffer when it
+    /// has room for any request, else copied into the tag's buffer.
+    fn put_read(&self, tag: u16, data: Vec<u8>) {
+        let mut b = self.lock();
+        let slot = &mut b.tags[usize::from(tag)];
+        if data.capacity() >= self.buf_len {
+            let old = std::mem::replace(slot, data);
+            if b.spare.len() < self.depth {
+                b.spare.push(old);
+            }
+        } else {
+            let len = data.len().min(self.buf_len);
+            // SAFETY: the tag's buffer has capacity >= buf_len >= len and
+            // belongs to this request until its COMMIT (the kernel does not
+            // touch it between the FETCH completion and the COMMIT).
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), slot.as_mut_ptr(), len) };
+        }
     }
 }
 
 impl Drop for QueueMem {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout, freed once.
-        unsafe { alloc::dealloc(self.base, self.layout) }
+        // SAFETY: made by Box::into_raw in `new`, freed once here.
+        drop(unsafe { Box::from_raw(self.efd_count) });
     }
 }
 
@@ -334,7 +370,8 @@ impl QueueThread {
     fn push(&mut self, sqe: &squeue::Entry128) -> Result<(), UblkError> {
         // SAFETY: every address an entry carries is memory that outlives
         // the ring's use of it: tag buffers and the eventfd counter live in
-        // `QueueMem`, freed only after the device is deleted.
+        // `QueueMem`, freed only after the device is deleted, and a tag's
+        // buffer is only replaced while the kernel does not hold it.
         let pushed = unsafe { self.ring.submission().push(sqe) };
         if pushed.is_err() {
             // Cannot happen (one entry per tag plus one, sized for that);
@@ -363,7 +400,7 @@ impl QueueThread {
             q_id: cfg.q_id,
             tag,
             result,
-            addr: cfg.shared.mem.buf_ptr(tag) as u64,
+            addr: cfg.shared.mem.buf_addr(tag),
         };
         let sqe = opcode::UringCmd80::new(types::Fd(cfg.cdev), op)
             .cmd(sys::cmd_bytes(&cmd))
@@ -456,11 +493,11 @@ impl QueueThread {
                 return self.push_io_cmd(cfg, sys::UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, e.errno());
             }
         };
-        // SAFETY: between this FETCH's completion and the tag's COMMIT the
-        // buffer is this request's alone; the kernel filled it (for a
-        // write) before completing the FETCH. Only a write reads it here.
-        let data = unsafe { std::slice::from_raw_parts(mem.buf_ptr(tag), mem.buf_len) };
-        match cfg.ns.submit(req.to_op(data)) {
+        let written = match req {
+            Request::Write { len, .. } => mem.take_written(tag, len),
+            _ => Vec::new(),
+        };
+        match cfg.ns.submit(req.to_op(written)) {
             Ok(ticket) => {
                 if let Err(mpsc::SendError(p)) = tx.send(Pending { tag, req, ticket }) {
                     // The completer is gone (it never leaves first).
@@ -488,12 +525,7 @@ fn complete_loop(rx: Receiver<Pending>, shared: &QueueShared) {
     for p in rx {
         let result = match (&p.req, p.ticket.wait()) {
             (Request::Read { len, .. }, Ok(data)) if data.len() == *len => {
-                // SAFETY: the tag's buffer belongs to this request until
-                // its COMMIT, which happens after `complete` below; `len`
-                // is at most the buffer size (checked by `decode`).
-                let buf =
-                    unsafe { std::slice::from_raw_parts_mut(shared.mem.buf_ptr(p.tag), *len) };
-                buf.copy_from_slice(&data);
+                shared.mem.put_read(p.tag, data);
                 p.req.success_result()
             }
             (Request::Read { len, .. }, Ok(data)) => {
@@ -520,15 +552,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buffers_are_page_aligned_and_disjoint() {
-        let m = QueueMem::new(4, 8192).unwrap();
-        let page = page_size();
-        for t in 0..4u16 {
-            assert_eq!(m.buf_ptr(t) as usize % page, 0);
-        }
-        assert_eq!(m.buf_ptr(1) as usize - m.buf_ptr(0) as usize, 8192);
-        assert!(m.efd_count as usize >= m.buf_ptr(3) as usize + 8192);
-        assert_eq!(m.efd_count as usize % 8, 0);
+    fn buffers_travel_instead_of_being_copied() {
+        let m = QueueMem::new(2, 8192).unwrap();
+        let a0 = m.buf_addr(0);
+        // A write hands the tag's own buffer to the NVMe command.
+        let w = m.take_written(0, 4096);
+        assert_eq!(w.as_ptr() as u64, a0);
+        assert_eq!(w.len(), 4096);
+        assert_ne!(m.buf_addr(0), a0);
+        // A full-size read buffer becomes the tag's buffer...
+        let r = vec![7u8; 8192];
+        let ra = r.as_ptr() as u64;
+        m.put_read(1, r);
+        assert_eq!(m.buf_addr(1), ra);
+        // ...and the one it replaced is the next write's spare.
+        let _ = m.take_written(1, 512);
+        assert_eq!(m.lock().spare.len(), 0);
+        // A short read is copied into the tag's buffer.
+        let before = m.buf_addr(0);
+        m.put_read(0, vec![9u8; 512]);
+        assert_eq!(m.buf_addr(0), before);
+        let b = m.lock();
+        assert!(b.tags.iter().all(|t| t.capacity() >= 8192));
     }
 
     #[test]
