@@ -14,6 +14,8 @@
 # docs/benchmarks.md (tests/suites/bench_ublk.sh calls it this way): fio
 # through /dev/ublkb0, through the FUSE file, and `ferrofab-nvmeof bench`
 # on the same namespace. TCG distorts absolute figures; quote ratios.
+# Knobs: FF_UBLK_BENCH_TIME (s per job, 6), FF_UBLK_BENCH_ROUNDS (2),
+# FF_UBLK_BLOCK_ARGS (extra connect options for the ublk side).
 #
 # NVMEOF_BINARY defaults to target/debug/ferrofab-nvmeof (built if
 # missing). Exit status 0 when everything passed; the last line reads
@@ -49,7 +51,7 @@ if [ "$BENCH" = 1 ]; then
     command -v fio >/dev/null || { echo "ublk.sh: fio is needed for --bench" >&2; exit 1; }
     args+=(--bin "$(command -v fio)" --file "$HERE/ublk/bench.sh:/ferrofab/bench.sh"
            --module fuse --env BENCH=1 --env SIZE_MIB=512
-           --env "BENCH_TIME=${FF_UBLK_BENCH_TIME:-6}" --env "BENCH_ROUNDS=${FF_UBLK_BENCH_ROUNDS:-2}" --mem 2048 --timeout 1500)
+           --env "BENCH_TIME=${FF_UBLK_BENCH_TIME:-6}" --env "BENCH_ROUNDS=${FF_UBLK_BENCH_ROUNDS:-2}" --env "BLOCK_ARGS=${FF_UBLK_BLOCK_ARGS:-}" --mem 2048 --timeout 1500)
 else
     args+=(--timeout 400)
 fi

@@ -8,6 +8,7 @@
 # 4 KiB random read at QD32. Under TCG every absolute figure is far below
 # real hardware and the guest's 2 vCPUs run the target too: quote ratios.
 # Lines "BENCH round=R job=J side=S kib_s=K iops=I" go to the console.
+# BLOCK_ARGS: extra `connect --expose-block` options (e.g. --block-queues 2).
 RT=${BENCH_TIME:-6}
 ROUNDS=${BENCH_ROUNDS:-2}
 modprobe fuse || ff_die "modprobe fuse"
@@ -70,7 +71,8 @@ while [ $r -le $ROUNDS ]; do
     for job in $JOBS; do
         set -- $(run_bench $job)
         echo "BENCH round=$r job=$job side=bench kib_s=$1 iops=$2"
-        connect_block
+        # shellcheck disable=SC2086
+        connect_block ${BLOCK_ARGS:-}
         set -- $(run_fio "$DEV" $job)
         echo "BENCH round=$r job=$job side=ublk kib_s=$1 iops=$2"
         disconnect
