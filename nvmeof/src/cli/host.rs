@@ -734,6 +734,38 @@ pub fn disconnect(args: DisconnectArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser)]
+    struct ConnectWrap {
+        #[command(flatten)]
+        a: ConnectArgs,
+    }
+
+    fn parse_connect(extra: &[&str]) -> Result<ConnectArgs, clap::Error> {
+        use clap::Parser;
+        let mut all = vec![
+            "connect",
+            "-a",
+            "127.0.0.1",
+            "-n",
+            "nqn.2026-12.io.ferrofab:x",
+        ];
+        all.extend_from_slice(extra);
+        ConnectWrap::try_parse_from(all).map(|w| w.a)
+    }
+
+    #[test]
+    fn expose_block_options() {
+        let a = parse_connect(&["--expose-block", "--block-queue-depth", "128"]).unwrap();
+        assert!(a.expose_block);
+        assert_eq!(a.block_queue_depth, 128);
+        assert_eq!(a.block_queues, ferrofab_nvmeof_ublk::DEFAULT_QUEUES);
+        // A block device or no exposure, not both; the ublk sizes only
+        // mean something with --expose-block.
+        assert!(parse_connect(&["--expose-block", "--no-expose"]).is_err());
+        assert!(parse_connect(&["--expose-block", "--name", "x"]).is_err());
+        assert!(parse_connect(&["--block-queues", "2"]).is_err());
+    }
+
     #[test]
     fn dhchap_secret_from_the_command_line_or_a_file() {
         let secret = ferrofab_nvmeof_wire::auth::DhchapSecret::new(&[9u8; 32], None).unwrap();
