@@ -324,6 +324,11 @@ pub fn run(cfg: QueueConfig, ready: Sender<Result<(), UblkError>>) -> Result<(),
             source,
         })?;
     let res = qt.serve(&cfg, &tx);
+    if let Err(e) = &res {
+        // The kernel's requests on this queue now wait for the device's
+        // stop; say so where the operator looks.
+        tracing::error!(error = %e, "ublk queue failed; its requests wait until the device is removed");
+    }
     // The completer ends once the tickets it holds are answered; it is not
     // joined (a lost connection could hold it up to ctrl-loss-tmo) and
     // touches only memory it shares through Arcs.
