@@ -38,9 +38,14 @@ use ferrofab_nvmeof_host::{BlockIo, Namespace};
 use ctrl::Control;
 use queue::{QueueConfig, QueueMem, QueueShared};
 
-/// Default queues per device: one (a workstation's ublk queue thread does
-/// little but hand requests over; the NVMe queues below do the work).
-pub const DEFAULT_QUEUES: u16 = 1;
+/// Default queues per device: two (the kernel caps it at one per CPU).
+/// Each queue thread also runs the kernel's copy between the request and
+/// its buffer, so one queue serialises every copy of the device; with two,
+/// 1 MiB writes through ublk went from 0.55-0.71x the FUSE file to
+/// 1.0-2.6x in the same-run comparison (docs/benchmarks.md, "Issue 20 item
+/// 3: a ublk block device"). Each queue costs two threads (asleep when
+/// idle) and at most `2 x depth x max_io_bytes` of buffers.
+pub const DEFAULT_QUEUES: u16 = 2;
 /// Most queues per device: each is a thread, a ring and
 /// `depth x max_io_bytes` of buffers.
 pub const MAX_QUEUES: u16 = 16;

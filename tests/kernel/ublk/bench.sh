@@ -73,6 +73,8 @@ while [ $r -le $ROUNDS ]; do
         echo "BENCH round=$r job=$job side=bench kib_s=$1 iops=$2"
         # shellcheck disable=SC2086
         connect_block ${BLOCK_ARGS:-}
+        [ $r = 1 ] && [ $job = write-1m-qd4 ] &&
+            ff_log "ublk side: $(ls /sys/block/${DEV#/dev/}/mq | wc -l) hardware queue(s), options: ${BLOCK_ARGS:-none}"
         set -- $(run_fio "$DEV" $job)
         echo "BENCH round=$r job=$job side=ublk kib_s=$1 iops=$2"
         disconnect
