@@ -42,7 +42,7 @@ use queue::{QueueConfig, QueueMem, QueueShared};
 /// Each queue thread also runs the kernel's copy between the request and
 /// its buffer, so one queue serialises every copy of the device; with two,
 /// 1 MiB writes through ublk went from 0.55-0.71x the FUSE file to
-/// 1.0-2.6x in the same-run comparison (docs/benchmarks.md, "Issue 20 item
+/// 0.98-2.6x in the same-run comparisons (docs/benchmarks.md, "Issue 20 item
 /// 3: a ublk block device"). Each queue costs two threads (asleep when
 /// idle) and at most `2 x depth x max_io_bytes` of buffers.
 pub const DEFAULT_QUEUES: u16 = 2;

@@ -12,7 +12,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 ff_need_pkgs fio binutils
-"$FF_REPO/tests/kernel/setup.sh"
 nvmeof=$(ff_release_bin ferrofab-nvmeof)
 ff_say "bench: ublk vs FUSE vs the initiator under Linux 6.12 (TCG)"
 "$FF_REPO/tests/kernel/ublk.sh" --bench "$nvmeof"

@@ -15,19 +15,18 @@ modprobe fuse || ff_die "modprobe fuse"
 start_target
 
 JOBS="write-1m-qd4 read-1m-qd4 randread-4k-qd32"
-job_fio() {
-    case $1 in
-        write-1m-qd4) echo "--rw=write --bs=1M --iodepth=4";;
-        read-1m-qd4) echo "--rw=read --bs=1M --iodepth=4";;
-        randread-4k-qd32) echo "--rw=randread --bs=4k --iodepth=32";;
+# job_args fio|bench JOB: the job's options for fio or for `bench`.
+job_args() {
+    case $2 in
+        write-1m-qd4) set -- "$1" write 1M 4;;
+        read-1m-qd4) set -- "$1" read 1M 4;;
+        randread-4k-qd32) set -- "$1" randread 4k 32;;
     esac
-}
-job_bench() {
-    case $1 in
-        write-1m-qd4) echo "--pattern write --bs 1M --qd 4";;
-        read-1m-qd4) echo "--pattern read --bs 1M --qd 4";;
-        randread-4k-qd32) echo "--pattern randread --bs 4096 --qd 32";;
-    esac
+    if [ "$1" = fio ]; then
+        echo "--rw=$2 --bs=$3 --iodepth=$4"
+    else
+        echo "--pattern $2 --bs $(echo "$3" | sed 's/4k/4096/') --qd $4"
+    fi
 }
 
 # run_fio FILE JOB: prints "KiB/s IOPS"
@@ -35,7 +34,7 @@ run_fio() {
     # shellcheck disable=SC2046
     out=$(fio --name=ff --filename="$1" --direct=1 --ioengine=libaio --time_based \
         --runtime=$RT --size=${SIZE_MIB}M --output-format=terse --terse-version=3 \
-        $(job_fio "$2") 2>$T/fio.err) || ff_die "fio $2 on $1: $(cat $T/fio.err)"
+        $(job_args fio "$2") 2>$T/fio.err) || ff_die "fio $2 on $1: $(cat $T/fio.err)"
     case $2 in
         write*) echo "$out" | cut -d';' -f48,49 | tr ';' ' ';;
         *) echo "$out" | cut -d';' -f7,8 | tr ';' ' ';;
@@ -44,7 +43,7 @@ run_fio() {
 
 run_bench() {
     # shellcheck disable=SC2046
-    $B bench -a 127.0.0.1 -s 4420 -n $NQN $(job_bench "$1") --time ${RT}s \
+    $B bench -a 127.0.0.1 -s 4420 -n $NQN $(job_args bench "$1") --time ${RT}s \
         --region ${SIZE_MIB}MiB --json >$T/bench.json 2>$T/bench.err \
         || ff_die "bench $1: $(tail -3 $T/bench.err)"
     mb=$(grep '"mb_per_s"' $T/bench.json | tail -1 | tr -dc '0-9.')
