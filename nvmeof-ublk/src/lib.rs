@@ -55,8 +55,8 @@ pub const DEFAULT_QUEUE_DEPTH: u16 = 64;
 /// Most tags per queue (below the kernel's 4096): each tag pins a buffer of
 /// `max_io_bytes`.
 pub const MAX_QUEUE_DEPTH: u16 = 1024;
-/// Default largest request: 512 KiB (64 tags x 512 KiB = 32 MiB of buffers, and at most as many spares,
-/// per queue, touched only as used).
+/// Default largest request: 512 KiB (64 tags x 512 KiB = 32 MiB of buffers
+/// per queue and at most as many spares, touched only as used).
 pub const DEFAULT_MAX_IO_BYTES: u32 = 512 * 1024;
 /// Largest request allowed: 1 MiB.
 pub const MAX_IO_BYTES: u32 = 1024 * 1024;
