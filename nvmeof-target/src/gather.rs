@@ -39,9 +39,10 @@ pub(crate) struct MemSend {
 }
 
 /// Send `tx` with the data of `reads` spliced in at their positions, on
-/// the connection's socket (whose send lock `w` the caller holds). Every
-/// read's range must have been checked
-/// ([`MemoryBackend::check_read`]).
+/// the connection's socket (whose send lock `w` the caller holds). Each
+/// read's range was checked when it was queued
+/// ([`MemoryBackend::check_read`]); one outside its namespace anyway fails
+/// the send before anything goes out.
 pub(crate) fn send_gathered(w: &mut TcpStream, tx: &[u8], reads: &[MemSend]) -> io::Result<()> {
     let mut mems: Vec<&MemoryBackend> = Vec::with_capacity(reads.len());
     for r in reads {
@@ -57,7 +58,10 @@ pub(crate) fn send_gathered(w: &mut TcpStream, tx: &[u8], reads: &[MemSend]) -> 
             if r.at > from {
                 iov.push(IoSlice::new(&tx[from..r.at]));
             }
-            iov.push(IoSlice::new(locks.slice(m, r.offset, r.len)));
+            let data = locks.slice(m, r.offset, r.len).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "read outside the namespace")
+            })?;
+            iov.push(IoSlice::new(data));
             from = r.at;
         }
         if from < tx.len() {

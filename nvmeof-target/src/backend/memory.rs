@@ -460,16 +460,19 @@ impl MemoryBackend {
 /// ranges can be handed out as `&[u8]`: no writer can touch them.
 pub(crate) struct ReadLocks<'a> {
     _guards: Vec<RwLockReadGuard<'a, ()>>,
+    /// (backend address, stripe) of every lock held, sorted: `slice`
+    /// hands out only bytes under them.
+    locked: Vec<(usize, usize)>,
 }
 
 impl<'a> ReadLocks<'a> {
     /// Locks every stripe the `(backend, offset, len)` ranges cover, each
-    /// once. Ranges must have been checked with
-    /// [`MemoryBackend::check_read`].
+    /// once. Ranges beyond a backend's size are skipped (and `slice`
+    /// refuses them).
     pub(crate) fn new(ranges: impl Iterator<Item = (&'a MemoryBackend, u64, usize)>) -> Self {
         let mut wanted: Vec<(usize, usize, &'a MemoryBackend)> = Vec::new();
         for (mem, offset, len) in ranges {
-            if len == 0 {
+            if len == 0 || offset.saturating_add(len as u64) > mem.size {
                 continue;
             }
             let key = mem as *const MemoryBackend as usize;
@@ -479,22 +482,46 @@ impl<'a> ReadLocks<'a> {
         }
         wanted.sort_unstable_by_key(|&(key, stripe, _)| (key, stripe));
         wanted.dedup_by_key(|&mut (key, stripe, _)| (key, stripe));
+        let locked = wanted
+            .iter()
+            .map(|&(key, stripe, _)| (key, stripe))
+            .collect();
         let guards = wanted
             .into_iter()
             .map(|(_, stripe, mem)| mem.read_lock(stripe))
             .collect();
-        ReadLocks { _guards: guards }
+        ReadLocks {
+            _guards: guards,
+            locked,
+        }
     }
 
-    /// The `len` bytes at `offset` of `mem`, which must be one of the
-    /// ranges locked by [`ReadLocks::new`] (checked, so inside the mapping).
-    pub(crate) fn slice<'s>(&'s self, mem: &'a MemoryBackend, offset: u64, len: usize) -> &'s [u8] {
-        debug_assert!(offset + len as u64 <= mem.size);
-        // SAFETY: the range is inside the mapping (checked by the caller
-        // against `size <= map_len`), and its stripes are read-locked for
-        // as long as `self` lives, which bounds the returned lifetime: no
-        // one writes these bytes while the slice exists.
-        unsafe { std::slice::from_raw_parts(mem.at(offset), len) }
+    /// The `len` bytes at `offset` of `mem`, if that range is inside it
+    /// and all its stripes are among the ones locked here; `None` otherwise.
+    pub(crate) fn slice<'s>(
+        &'s self,
+        mem: &'a MemoryBackend,
+        offset: u64,
+        len: usize,
+    ) -> Option<&'s [u8]> {
+        if len == 0 {
+            return Some(&[]);
+        }
+        if offset.saturating_add(len as u64) > mem.size {
+            return None;
+        }
+        let key = mem as *const MemoryBackend as usize;
+        let all_locked = MemoryBackend::stripe_range(offset, len as u64)
+            .all(|stripe| self.locked.binary_search(&(key, stripe)).is_ok());
+        if !all_locked {
+            return None;
+        }
+        // SAFETY: the range is inside the mapping (checked just above
+        // against `size <= map_len`), and every stripe it covers is
+        // read-locked for as long as `self` lives, which bounds the
+        // returned lifetime: no one writes these bytes while the slice
+        // exists.
+        Some(unsafe { std::slice::from_raw_parts(mem.at(offset), len) })
     }
 }
 
@@ -605,11 +632,17 @@ mod tests {
             m.read_at(&mut buf, offset).unwrap();
             assert!(buf.iter().all(|&b| b == buf[0]), "torn read");
             let locks = ReadLocks::new([(&*m, offset, 8192usize)].into_iter());
-            let s = locks.slice(&m, offset, 8192);
+            let s = locks.slice(&m, offset, 8192).unwrap();
             assert!(s.iter().all(|&b| b == s[0]), "torn read under locks");
+            // Nothing past the end.
+            assert!(locks.slice(&m, 4 * MIB - 4096, 8192).is_none());
         }
         for w in writers {
             w.join().unwrap();
         }
+        // Nothing outside the locked stripes.
+        let one = ReadLocks::new([(&*m, 0, 4096usize)].into_iter());
+        assert!(one.slice(&m, 0, 4096).is_some());
+        assert!(one.slice(&m, 2 * MIB, 4096).is_none());
     }
 }
