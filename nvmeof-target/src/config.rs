@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::backend::{open_backend, DirectIo, FileOptions};
+use crate::backend::{
+    max_memory_bytes, open_backend, BackendKind, BlockBackend, DirectIo, FileOptions, MemoryBackend,
+};
 use ferrofab_nvmeof_wire::auth::{DhGroup, DhchapSecret, HashId};
 use ferrofab_nvmeof_wire::units::Size;
 
@@ -169,7 +171,15 @@ impl HostKeyFile {
 pub struct NamespaceFile {
     pub nsid: u32,
     /// A regular file (created sparse if missing) or a block device.
-    pub path: PathBuf,
+    /// Exactly one of `path` and `memory` is given.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Keep the namespace in the target's memory instead, this big
+    /// (`MemoryBackend`): volatile, lost when the target stops; for
+    /// benchmarks, tests and scratch, like SPDK's Malloc bdev. At most the
+    /// machine's memory, for all memory namespaces together.
+    #[serde(default)]
+    pub memory: Option<Size>,
     /// Size of a file backend; the file is created or grown to it. Leave it
     /// out for block devices and existing files.
     #[serde(default)]
@@ -189,6 +199,53 @@ pub struct NamespaceFile {
 
 fn default_block_size() -> u32 {
     512
+}
+
+impl NamespaceFile {
+    /// Where the namespace lives, checked: a path, or memory of a valid
+    /// size (not 0, whole blocks, at most the machine's memory).
+    fn validate_storage(&self) -> Result<(), String> {
+        let Some(memory) = self.memory else {
+            return match self.path {
+                Some(_) => Ok(()),
+                None => {
+                    Err("give its storage: path = \"FILE OR DEVICE\" or memory = \"SIZE\"".into())
+                }
+            };
+        };
+        if self.path.is_some() {
+            return Err("path and memory both given: a namespace is a file or device (path) or memory, not both".into());
+        }
+        if self.size.is_some() || self.preallocate || self.direct_io != DirectIoSetting::Auto {
+            return Err("size, preallocate and direct_io are for path namespaces; memory = \"SIZE\" alone sets a memory namespace's size".into());
+        }
+        let bytes = memory.0;
+        if bytes == 0 {
+            return Err("memory = 0: a memory namespace needs at least one block".into());
+        }
+        if !bytes.is_multiple_of(u64::from(self.block_size)) {
+            return Err(format!(
+                "memory = {bytes} bytes is not a multiple of block_size {}",
+                self.block_size
+            ));
+        }
+        let max = max_memory_bytes();
+        if bytes > max {
+            return Err(format!(
+                "memory = {bytes} bytes is more than the machine's memory ({max} bytes)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// How logs name the namespace's storage.
+    fn storage(&self) -> String {
+        match (&self.path, self.memory) {
+            (_, Some(m)) => format!("memory, {} bytes", m.0),
+            (Some(p), None) => p.display().to_string(),
+            (None, None) => "no storage".into(),
+        }
+    }
 }
 
 /// The config spelling of [`DirectIo`].
@@ -294,6 +351,8 @@ impl ServeConfig {
                         s.nqn, ns.nsid
                     ));
                 }
+                ns.validate_storage()
+                    .map_err(|e| format!("subsystem {} namespace {}: {e}", s.nqn, ns.nsid))?;
             }
         }
         Ok(())
@@ -512,7 +571,7 @@ fn apply_namespaces(target: &Target, s: &SubsystemFile, report: &mut ApplyReport
         let result = open_namespace(nqn, ns).and_then(|cfg| target.add_namespace(nqn, cfg));
         record(
             report,
-            format!("added {item} ({})", ns.path.display()),
+            format!("added {item} ({})", ns.storage()),
             result,
             &item,
         );
@@ -521,7 +580,13 @@ fn apply_namespaces(target: &Target, s: &SubsystemFile, report: &mut ApplyReport
 
 fn same_namespace(existing: &super::Namespace, want: &NamespaceFile, nqn: &str) -> bool {
     let uuid = want.uuid.unwrap_or_else(|| derive_uuid(nqn, want.nsid));
-    existing.backend.info().path == want.path
+    let info = existing.backend.info();
+    let same_storage = match (&want.path, want.memory) {
+        (_, Some(m)) => info.kind == BackendKind::Memory && info.size == m.0,
+        (Some(p), None) => info.kind != BackendKind::Memory && info.path == *p,
+        (None, None) => false,
+    };
+    same_storage
         && existing.block_size == want.block_size
         && existing.uuid == *uuid.as_bytes()
         && existing.read_only == want.read_only
@@ -534,7 +599,8 @@ fn grow_if_needed(
     want: &NamespaceFile,
     report: &mut ApplyReport,
 ) {
-    let Some(size) = want.size else {
+    // A memory namespace's size is part of its identity (`same_namespace`).
+    let Some(size) = want.size.filter(|_| want.memory.is_none()) else {
         return;
     };
     let item = format!("{nqn} namespace {}", existing.nsid);
@@ -556,14 +622,24 @@ fn grow_if_needed(
 }
 
 fn open_namespace(nqn: &str, ns: &NamespaceFile) -> Result<NamespaceConfig, TargetError> {
-    let opts = FileOptions {
-        create: true,
-        size: ns.size.map(|s| s.0),
-        direct_io: ns.direct_io.into(),
-        block_size: ns.block_size,
-        preallocate: ns.preallocate,
+    let backend: std::sync::Arc<dyn BlockBackend> = match (&ns.path, ns.memory) {
+        (_, Some(memory)) => std::sync::Arc::new(MemoryBackend::new(memory.0, ns.block_size)?),
+        (Some(path), None) => {
+            let opts = FileOptions {
+                create: true,
+                size: ns.size.map(|s| s.0),
+                direct_io: ns.direct_io.into(),
+                block_size: ns.block_size,
+                preallocate: ns.preallocate,
+            };
+            open_backend(path, &opts)?
+        }
+        (None, None) => {
+            return Err(TargetError::InvalidOption(
+                "the namespace has neither path nor memory".into(),
+            ))
+        }
     };
-    let backend = open_backend(&ns.path, &opts)?;
     let uuid = ns.uuid.unwrap_or_else(|| derive_uuid(nqn, ns.nsid));
     Ok(NamespaceConfig {
         nsid: ns.nsid,
@@ -698,6 +774,82 @@ dhgroup = "ffdhe3072"
                 "{err}"
             );
         }
+    }
+
+    fn namespace_error(ns: &str) -> String {
+        let text = format!(
+            "[[subsystem]]\nnqn = \"nqn.2026-11.io.ferrofab:demo\"\n[[subsystem.namespace]]\nnsid = 1\n{ns}\n"
+        );
+        match toml::from_str::<ServeConfig>(&text) {
+            Ok(cfg) => cfg.validate().err().unwrap_or_default(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn memory_namespaces_parse_and_bad_sizes_are_refused_by_name() {
+        assert_eq!(namespace_error("memory = \"8MiB\"\nblock_size = 4096"), "");
+        let too_big = max_memory_bytes() + 4096;
+        for (ns, needle) in [
+            (
+                "memory = 0",
+                "memory = 0: a memory namespace needs at least one block",
+            ),
+            (
+                &format!("memory = {too_big}") as &str,
+                "is more than the machine's memory",
+            ),
+            (
+                "memory = 4608\nblock_size = 4096",
+                "memory = 4608 bytes is not a multiple of block_size 4096",
+            ),
+            (
+                "memory = \"8MiB\"\npath = \"/tmp/x.img\"",
+                "path and memory both given",
+            ),
+            (
+                "memory = \"8MiB\"\nsize = \"8MiB\"",
+                "are for path namespaces",
+            ),
+            ("block_size = 512", "give its storage"),
+        ] {
+            let err = namespace_error(ns);
+            assert!(err.contains(needle), "{ns:?}: {err}");
+            if !err.contains("give its storage") {
+                assert!(err.contains("namespace 1"), "names the namespace: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn applying_a_memory_namespace_twice_changes_nothing() {
+        let text = "[[subsystem]]\nnqn = \"nqn.2026-11.io.ferrofab:demo\"\nallow_any_host = true\n[[subsystem.namespace]]\nnsid = 1\nmemory = \"4MiB\"\n";
+        let cfg: ServeConfig = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        let target = Target::new(TargetOptions::default()).unwrap();
+        let report = apply(&target, &cfg);
+        assert!(report.errors.is_empty(), "{report:?}");
+        assert!(
+            report
+                .changes
+                .iter()
+                .any(|c| c.contains("memory, 4194304 bytes")),
+            "{report:?}"
+        );
+        let ns = target
+            .subsystem("nqn.2026-11.io.ferrofab:demo")
+            .unwrap()
+            .namespace(1)
+            .unwrap();
+        assert_eq!(ns.backend.info().kind, BackendKind::Memory);
+        assert!(apply(&target, &cfg).changes.is_empty());
+        // Another size is another namespace (its data cannot carry over).
+        let bigger: ServeConfig = toml::from_str(&text.replace("4MiB", "8MiB")).unwrap();
+        let report = apply(&target, &bigger);
+        assert!(
+            report.changes.iter().any(|c| c.starts_with("replaced")),
+            "{report:?}"
+        );
     }
 
     #[test]

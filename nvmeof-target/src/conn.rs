@@ -126,6 +126,10 @@ pub(crate) struct Conn {
     /// More received bytes follow the PDU being handled.
     rx_backlog: bool,
     pub(crate) tx: Vec<u8>,
+    /// Reads from memory namespaces whose data goes out from the mapping,
+    /// spliced into `tx` at the flush (`gather.rs`), and their bytes.
+    pub(crate) tx_mem: Vec<super::gather::MemSend>,
+    pub(crate) tx_mem_bytes: usize,
     /// Largest size either buffer reached, to decide on trimming at close.
     peak_buffer: usize,
     /// PDUs handled so far (the fuzzers count their inputs with it).
@@ -165,6 +169,8 @@ impl Conn {
             rx: RxBuf::default(),
             rx_backlog: false,
             tx: Vec::with_capacity(TX_INITIAL),
+            tx_mem: Vec::new(),
+            tx_mem_bytes: 0,
             peak_buffer: 0,
             pdus_handled: 0,
             pending: HashMap::new(),
@@ -307,7 +313,7 @@ impl Conn {
                     self.rx_backlog = *consumed < pending.len();
                     self.pdus_handled += 1;
                     self.handle_pdu(d)?;
-                    if self.tx.len() >= TX_FLUSH_THRESHOLD {
+                    if self.tx.len() >= TX_FLUSH_THRESHOLD || self.tx_mem_full() {
                         self.flush_tx().map_err(|_| Close::Orderly("send failed"))?;
                     }
                 }
@@ -354,16 +360,27 @@ impl Conn {
         self.rx.make_room(limit);
     }
 
+    /// Whether the reads queued from memory namespaces should go out now
+    /// (`gather::MAX_MEM_READS`, `gather::MEM_FLUSH_BYTES`).
+    fn tx_mem_full(&self) -> bool {
+        self.tx_mem.len() >= super::gather::MAX_MEM_READS
+            || self.tx_mem_bytes >= super::gather::MEM_FLUSH_BYTES
+    }
+
     pub(crate) fn flush_tx(&mut self) -> io::Result<()> {
-        if self.tx.is_empty() {
+        if self.tx.is_empty() && self.tx_mem.is_empty() {
             return Ok(());
         }
         let result = match &self.link {
+            Some(link) if !self.tx_mem.is_empty() => link.send_gathered(&self.tx, &self.tx_mem),
             Some(link) => link.send(&self.tx),
-            // Before ICReq completes there is no shared link yet.
+            // Before ICReq completes there is no shared link yet (and no
+            // queue, so no read has queued data from memory).
             None => super::socket::write_all(&mut self.stream, &self.tx),
         };
         self.tx.clear();
+        self.tx_mem.clear();
+        self.tx_mem_bytes = 0;
         self.peak_buffer = self.peak_buffer.max(self.tx.capacity());
         if self.tx.capacity() > TX_KEEP {
             // A fresh, small buffer: the large block is freed whole.
@@ -765,6 +782,8 @@ impl Conn {
 
     /// Undo what this connection registered, and give memory back.
     fn cleanup(&mut self) {
+        // Unsent reads hold their namespaces' memory: let it go now.
+        self.tx_mem = Vec::new();
         if self.peak_buffer > TRIM_AFTER {
             self.rx = RxBuf::empty();
             self.tx = Vec::new();

@@ -88,7 +88,9 @@ impl Conn {
 
     /// Read straight from the backend into the send buffer, behind a
     /// C2HData header: one copy from storage to the socket, with no
-    /// zeroing pass before it (`read_append`).
+    /// zeroing pass before it (`read_append`). Large reads from a file in
+    /// memory go out with `sendfile`, reads from a memory namespace
+    /// straight from its mapping at the flush (`memory_read`).
     fn read(&mut self, sqe: &Sqe, ns: &Arc<Namespace>) {
         let (offset, len) = match self.transfer_len(sqe, ns) {
             Ok(r) => r,
@@ -108,7 +110,10 @@ impl Conn {
         let rollback = self.tx.len();
         let extra = pdu::flags::LAST_PDU | if success { pdu::flags::SUCCESS } else { 0 };
         let at = begin_data_pdu(&mut self.tx, pdu_type::C2H_DATA, &hdr, extra, self.digests);
-        let result = match self.sendfile_read(ns, offset, len) {
+        let result = match self
+            .sendfile_read(ns, offset, len)
+            .or_else(|| self.memory_read(ns, offset, len))
+        {
             Some(result) => result,
             None => ns
                 .backend
@@ -151,7 +156,9 @@ impl Conn {
         len: usize,
     ) -> Option<Result<(), BackendError>> {
         let min = self.target.opts.sendfile_min_bytes as usize;
-        if min == 0 || len < min || self.digests.data {
+        // Reads queued from memory go out at the flush, in order, so a
+        // later read cannot be sent ahead of them.
+        if min == 0 || len < min || self.digests.data || !self.tx_mem.is_empty() {
             return None;
         }
         let link = self.link.clone()?;
@@ -174,6 +181,38 @@ impl Conn {
             }
         }
         self.tx.clear();
+        Some(Ok(()))
+    }
+
+    /// Queue a read from a memory namespace: its data stays in the
+    /// mapping and goes out in the flush's `writev`, right after the
+    /// C2HData header just queued (`gather.rs`), so the target itself
+    /// copies nothing. `None` when that does not apply (not a memory
+    /// namespace, or a data digest, which needs the bytes in hand): the
+    /// caller copies the data into the send buffer instead.
+    fn memory_read(
+        &mut self,
+        ns: &Namespace,
+        offset: u64,
+        len: usize,
+    ) -> Option<Result<(), BackendError>> {
+        if self.digests.data || self.link.is_none() {
+            return None;
+        }
+        let mem = ns.backend.memory()?;
+        if let Err(e) = mem.check_read(offset, len) {
+            return Some(Err(e));
+        }
+        self.tx_mem.push(crate::gather::MemSend {
+            at: self.tx.len(),
+            backend: ns.backend.clone(),
+            offset,
+            len,
+        });
+        self.tx_mem_bytes += len;
+        ns.stats
+            .sent_from_memory
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(Ok(()))
     }
 

@@ -45,6 +45,7 @@ mod features;
 mod fuzz;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod gather;
 mod io;
 pub mod limits;
 #[cfg(test)]

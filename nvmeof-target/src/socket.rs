@@ -281,6 +281,17 @@ impl ConnLink {
         sendfile_all(&w, file, offset, len)
     }
 
+    /// Send `tx` with the data of reads from memory namespaces spliced in
+    /// (see `gather.rs`), with no other sender in between.
+    pub(crate) fn send_gathered(
+        &self,
+        tx: &[u8],
+        reads: &[super::gather::MemSend],
+    ) -> io::Result<()> {
+        let mut w = lock(&self.writer);
+        super::gather::send_gathered(&mut w, tx, reads)
+    }
+
     /// End the connection. Its thread sees end-of-file and exits.
     pub fn kill(&self) {
         let w = lock(&self.writer);

@@ -125,34 +125,7 @@ fn io_roundtrip_in(digests: Digests, direct: DirectIo, in_memory: bool) {
         0,
     );
     let mut q = io_queue(f.addr, digests, cntlid, 1);
-    // In-capsule (8 KiB) and R2T-sized (1 MiB, several H2CData PDUs).
-    let small = pattern(8192, 1);
-    assert_eq!(q.write(0, &small, true).status(), Status::SUCCESS);
-    let big = pattern(1 << 20, 2);
-    assert_eq!(q.write(1000, &big, false).status(), Status::SUCCESS);
-    assert_eq!(q.read(0, 16).data, small);
-    assert_eq!(q.read(1000, 2048).data, big);
-    // Flush, write zeroes, deallocate.
-    let flush = Sqe {
-        opcode: 0,
-        nsid: 1,
-        ..Default::default()
-    };
-    assert_eq!(q.command(flush, &[], true).status(), Status::SUCCESS);
-    let wz = rw_sqe(0x08, 1000, 8, 0);
-    assert_eq!(q.command(wz, &[], true).status(), Status::SUCCESS);
-    assert!(q.read(1000, 8).data.iter().all(|&b| b == 0));
-    let mut range = vec![0u8; 16];
-    range[4..8].copy_from_slice(&16u32.to_le_bytes());
-    range[8..16].copy_from_slice(&0u64.to_le_bytes());
-    let dsm = Sqe {
-        opcode: 0x09,
-        nsid: 1,
-        cdw11: 1 << 2,
-        ..Default::default()
-    };
-    assert_eq!(q.command(dsm, &range, true).status(), Status::SUCCESS);
-    assert!(q.read(0, 16).data.iter().all(|&b| b == 0));
+    let big = nvm_roundtrip(&mut q);
     // Large reads from a file in memory go out with sendfile, unless the
     // data digest needs the bytes in hand (or the I/O threads read them);
     // a file on disk is always read first (a cache miss must not stall the

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Tables of the SPDK section of `./tests/run bench` (called by bench_spdk.sh).
 
-    bench_spdk.py WORKDIR RUNS SECONDS LOADAVG    markdown on stdout
+    bench_spdk.py WORKDIR RUNS SECONDS LOADAVG [OURS-DESCRIPTION [CLK_TCK]]
+                                                  markdown on stdout
 
 WORKDIR holds, per run N: rN-baseline.json and rN-baseline-after.json
 (`bench --baseline --json` before and after the run's jobs; the ceiling is
 the best of both),
 rN-perf-spdk-W.txt and rN-perf-ours-W.txt (SPDK perf's output against
-nvmf_tgt and against our target) and rN-ours-spdk-W.json (our initiator
-against nvmf_tgt) for every workload W. Every ratio is taken within one
+nvmf_tgt and against our target), rN-cpu-ours-W.txt (our target's user + system clock
+ticks before and after perf drove it: its CPU time per I/O) and
+rN-ours-spdk-W.json (our initiator against nvmf_tgt) for every workload
+W. Every ratio is taken within one
 run, then the range over the runs is printed.
 """
 
@@ -67,12 +70,27 @@ def kiops(xs):
     return rng([x / 1000 for x in xs], "{:.0f}K")
 
 
+def cpu_us_per_io(path, iops, secs, tick):
+    """Our target's CPU µs per I/O while perf drove it, from the clock
+    ticks before and after (None when not recorded)."""
+    if not path.exists() or not iops:
+        return None
+    ticks = [int(x) for x in path.read_text().split()]
+    if len(ticks) != 2:
+        return None
+    return (ticks[1] - ticks[0]) / tick * 1e6 / (iops * float(secs))
+
+
 def div(a, b):
     return a / b if a and b else None
 
 
 def main():
     work, runs, secs, load = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    # Where our target's namespace lives (FF_SPDK_OURS_BACKEND), and the
+    # clock ticks per second of /proc/PID/stat.
+    ours_desc = sys.argv[5] if len(sys.argv) > 5 else "a page-cache file on /dev/shm"
+    tick = int(sys.argv[6]) if len(sys.argv) > 6 else 100
     rows = {}
     for name, _, names in WORKLOADS:
         per = []
@@ -80,12 +98,13 @@ def main():
             c, cname = ceiling([work / f"r{n}-baseline.json", work / f"r{n}-baseline-after.json"], names)
             ps, ps50 = perf(work / f"r{n}-perf-spdk-{name}.txt")
             po, po50 = perf(work / f"r{n}-perf-ours-{name}.txt")
+            cpu = cpu_us_per_io(work / f"r{n}-cpu-ours-{name}.txt", po, secs, tick)
             oi, oi50 = ours(work / f"r{n}-ours-spdk-{name}.json")
             intr = work / f"r{n}-ours-spdk-{name}-interrupt.json"
             ii, ii50 = ours(intr) if intr.exists() else (None, None)
             adap = work / f"r{n}-ours-spdk-{name}-adaptive.json"
             ai, ai50 = ours(adap) if adap.exists() else (None, None)
-            per.append(dict(c=c, cname=cname, ps=ps, ps50=ps50, po=po, po50=po50,
+            per.append(dict(c=c, cname=cname, ps=ps, ps50=ps50, po=po, po50=po50, cpu=cpu,
                             oi=oi, oi50=oi50, ii=ii, ii50=ii50, ai=ai, ai50=ai50))
         rows[name] = per
 
@@ -96,7 +115,7 @@ def main():
           f"of the same run, before and after its jobs, the best of the tests named. Load average at the end: {load}. "
           f"Each cell is the range over the runs of a same-run figure.\n")
 
-    def row(label, per, mine, mine50, ceiling_col, spdk_vs_ceiling=True):
+    def row(label, per, mine, mine50, ceiling_col, spdk_vs_ceiling=True, cpu_col=False):
         """One line: `mine` (a key of the per-run dicts) against SPDK perf
         to nvmf_tgt, and both against the ceiling of the same run (SPDK's
         left out when `spdk_vs_ceiling` is false: a row that repeats it)."""
@@ -104,18 +123,19 @@ def main():
         names = "/".join(sorted({r["cname"] for r in per}))
         ceil = f"| {kiops([r['c'] for r in per])} ({names}) " if ceiling_col else ""
         spdk_c = rng([div(r["ps"], r["c"]) for r in per]) + "×" if spdk_vs_ceiling else ""
+        cpu = f" {rng([r['cpu'] for r in per], '{:.1f}')} |" if cpu_col else ""
         print(f"| {label} | {kiops([r[mine] for r in per])} | {kiops([r['ps'] for r in per])} "
               f"| {rng([div(r[mine], r['ps']) for r in per])}× | {p50} {ceil}"
               f"| {rng([div(r[mine], r['c']) for r in per])}× "
-              f"| {spdk_c} |")
+              f"| {spdk_c} |{cpu}")
 
     print("**Our target, driven by SPDK's perf, against SPDK's nvmf_tgt (RAM bdev) driven the same way** "
-          "(ours: a page-cache file on /dev/shm):\n")
+          f"(ours: {ours_desc}):\n")
     print("| workload | perf → ours | perf → nvmf_tgt | ours / SPDK | p50 ours vs SPDK µs "
-          "| loopback ceiling | ours / ceiling | SPDK / ceiling |")
-    print("|---|---:|---:|---:|---|---|---:|---:|")
+          "| loopback ceiling | ours / ceiling | SPDK / ceiling | our target's CPU µs/I/O |")
+    print("|---|---:|---:|---:|---|---|---:|---:|---:|")
     for name, label, _ in WORKLOADS:
-        row(label, rows[name], "po", "po50", True)
+        row(label, rows[name], "po", "po50", True, cpu_col=True)
 
     print("\n**Our initiator (`ferrofab-nvmeof bench`, busy-polling) against SPDK's perf, "
           "both against SPDK's nvmf_tgt:**\n")

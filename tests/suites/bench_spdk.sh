@@ -7,10 +7,11 @@
 # 4K randread QD1 and QD32, 4K randwrite QD32, 128K read and write QD8:
 #
 #   * SPDK's perf against SPDK's nvmf_tgt (RAM bdev): the reference;
-#   * SPDK's perf against our target (`ferrofab-nvmeof serve`, a namespace
-#     file on /dev/shm, the target's default poll mode), with nvmf_tgt
-#     stopped (SIGSTOP) meanwhile, as it is for the loopback ceiling: its
-#     reactor would otherwise spin on the same core;
+#   * SPDK's perf against our target (`ferrofab-nvmeof serve`, by default
+#     a memory namespace like the RAM bdev, the target's default poll
+#     mode), with nvmf_tgt stopped (SIGSTOP) meanwhile, as it is for the
+#     loopback ceiling: its reactor would otherwise spin on the same core;
+#     our target's CPU time per I/O (/proc/PID/stat) is recorded too;
 #   * our initiator (`ferrofab-nvmeof bench`, busy-polling like perf; QD1
 #     also sleeping) against SPDK's nvmf_tgt;
 #   * the loopback ceiling (`bench --baseline`, pipelined and batched,
@@ -35,10 +36,13 @@
 # (default 2, per loopback test), FF_SPDK_SHM_ID (default 41: nvmf_tgt
 # uses it, perf uses it + 100, so several SPDK users can share a machine),
 # FF_SPDK_MEM_MB (default 512, hugepage memory per SPDK process),
-# FF_SPDK_NS_MB (default 256, RAM bdev and /dev/shm namespace size),
+# FF_SPDK_NS_MB (default 256, RAM bdev and our namespace size),
 # FF_SPDK_OURS_POLL (default adaptive:50, our target's default; `busy`
-# spins like SPDK's reactor), FF_SPDK_OURS_HUGE (default 0; 1 puts our
-# namespace file on a huge=always tmpfs, like the RAM bdev's huge pages).
+# spins like SPDK's reactor), FF_SPDK_OURS_BACKEND (where our namespace
+# lives: `memory`, the default, a memory namespace (`memory = "SIZE"`, in
+# huge pages like the RAM bdev: the fair comparison); `shm`, a page-cache
+# file on /dev/shm; `huge`, that file on a huge=always tmpfs;
+# FF_SPDK_OURS_HUGE=1 is the old spelling of `huge`).
 # nvmf_tgt runs without its core lock files (--disable-cpumask-locks), so
 # another SPDK user pinned to core 1 does not stop it (the figures of such
 # a run are shared-core figures, like every other on a busy machine).
@@ -64,7 +68,14 @@ shm=${FF_SPDK_SHM_ID:-41}
 mem=${FF_SPDK_MEM_MB:-512}
 ns_mb=${FF_SPDK_NS_MB:-256}
 ours_poll=${FF_SPDK_OURS_POLL:-adaptive:50}
-ours_huge=${FF_SPDK_OURS_HUGE:-0}
+ours_backend=${FF_SPDK_OURS_BACKEND:-memory}
+[ "${FF_SPDK_OURS_HUGE:-0}" = 1 ] && ours_backend=huge
+case $ours_backend in
+    memory) ours_desc="a memory namespace (memory = \"${ns_mb}MiB\")" ;;
+    shm) ours_desc="a page-cache file on /dev/shm" ;;
+    huge) ours_desc="a page-cache file on a huge=always tmpfs" ;;
+    *) ff_die "FF_SPDK_OURS_BACKEND must be memory, shm or huge (got '$ours_backend')" ;;
+esac
 
 skip() { # REASON : say loudly what did not run, record it, stop this section
     printf '\033[1;33m==> SKIPPED: SPDK comparison: %s\033[0m\n' "$1" >&2
@@ -107,9 +118,12 @@ S=$cache/spdk-v23.01.1
     || ff_die "the SPDK tarball has no build/bin/nvmf_tgt or build/examples/perf under spdk-v23.01.1/"
 export LD_LIBRARY_PATH=$S/build/lib
 
-# Hugepages: two SPDK processes at $mem MB each, in 2 MiB pages; never
-# lower a larger reservation somebody else made.
+# Hugepages: two SPDK processes at $mem MB each, in 2 MiB pages (and our
+# memory namespace, which takes them when there are enough, else
+# transparent huge pages); never lower a larger reservation somebody else
+# made.
 pages=$(((2 * mem + 64) / 2))
+[ "$ours_backend" = memory ] && pages=$((pages + ns_mb / 2))
 if [ "$(cat /proc/sys/vm/nr_hugepages)" -lt "$pages" ]; then
     echo "$pages" >/proc/sys/vm/nr_hugepages
     [ "$(cat /proc/sys/vm/nr_hugepages)" -ge "$pages" ] || ff_die "could not reserve $pages hugepages"
@@ -127,11 +141,11 @@ spdk_port=$(ff_free_port)
 ours_port=$(ff_free_port)
 sock=$work/nvmf_tgt.sock
 nsfile=/dev/shm/ferrofab-spdk-bench.img
-# FF_SPDK_OURS_HUGE=1: our namespace file on a tmpfs of 2 MiB pages
+# FF_SPDK_OURS_BACKEND=huge: our namespace file on a tmpfs of 2 MiB pages
 # (huge=always), as SPDK's RAM bdev lives in huge pages; the page cache's
 # per-page work is then paid once per 2 MiB.
 hugedir=$work/huge-tmpfs
-if [ "$ours_huge" = 1 ]; then
+if [ "$ours_backend" = huge ]; then
     mkdir -p "$hugedir"
     mount -t tmpfs -o "huge=always,size=$((ns_mb + 64))m" tmpfs "$hugedir" \
         || ff_die "could not mount a huge=always tmpfs on $hugedir (FF_SPDK_OURS_HUGE=1)"
@@ -164,9 +178,17 @@ rpc nvmf_create_subsystem "$spdk_nqn" -a -s SPDK0001
 rpc nvmf_subsystem_add_ns "$spdk_nqn" Malloc0
 rpc nvmf_subsystem_add_listener "$spdk_nqn" -t tcp -a 127.0.0.1 -s "$spdk_port"
 
-ff_say "spdk: our target on core 1, a $ns_mb MiB namespace file on /dev/shm, port $ours_port"
-# Written once so reads hit pages, not holes (as the RAM bdev holds data).
-dd if=/dev/zero of="$nsfile" bs=1M count="$ns_mb" status=none
+ff_say "spdk: our target on core 1, $ours_desc of $ns_mb MiB, port $ours_port"
+if [ "$ours_backend" = memory ]; then
+    # 4 KiB blocks, like the RAM bdev.
+    ns_storage="memory = \"${ns_mb}MiB\"
+block_size = 4096"
+else
+    # Written once so reads hit pages, not holes (as the RAM bdev holds data).
+    dd if=/dev/zero of="$nsfile" bs=1M count="$ns_mb" status=none
+    ns_storage="path = \"$nsfile\"
+size = \"${ns_mb}MiB\""
+fi
 cat >"$work/serve.toml" <<CFG
 [target]
 poll_mode = "$ours_poll"
@@ -180,12 +202,17 @@ allowed_hosts = ["$hostnqn"]
 
 [[subsystem.namespace]]
 nsid = 1
-path = "$nsfile"
-size = "${ns_mb}MiB"
+$ns_storage
 CFG
 taskset -c 1 "$bin" serve -c "$work/serve.toml" --no-watch >"$work/serve.log" 2>&1 &
 serve_pid=$!
 ff_wait_line "$work/serve.log" "ready, serving" 30
+if [ "$ours_backend" = memory ]; then
+    # Which pages the mapping got: Hugetlb (the reserved pool) or
+    # Transparent (ordinary memory advised to use huge pages).
+    pages_kind=$(grep -o 'pages=[A-Za-z]*' "$work/serve.log" | head -1 | cut -d= -f2)
+    ours_desc="a memory namespace (memory = \"${ns_mb}MiB\", ${pages_kind:-unknown} pages)"
+fi
 
 # name  perf-args  our bench args
 workloads=(
@@ -213,6 +240,8 @@ perf() { # OUTFILE PORT SUBNQN PERF-ARGS...
 # client that connected at once was once dropped for a keep-alive timeout
 # (its pollers catching up on the seconds it was stopped).
 spdk_pause() { kill -STOP "$tgt_pid"; }
+# Our target's user + system time so far, in clock ticks (CPU per I/O).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$serve_pid/stat"; }
 spdk_resume() {
     kill -CONT "$tgt_pid"
     sleep 2
@@ -238,8 +267,10 @@ for ((run = 1; run <= runs; run++)); do
         # shellcheck disable=SC2086 # the argument strings split on purpose
         perf "$work/r$run-perf-spdk-$name.txt" "$spdk_port" "$spdk_nqn" $pargs
         spdk_pause
+        cpu_ticks >"$work/r$run-cpu-ours-$name.txt"
         # shellcheck disable=SC2086
         perf "$work/r$run-perf-ours-$name.txt" "$ours_port" "$ours_nqn" $pargs
+        cpu_ticks >>"$work/r$run-cpu-ours-$name.txt"
         spdk_resume
         # shellcheck disable=SC2086
         ours "$work/r$run-ours-spdk-$name.json" $oargs --poll-mode busy
@@ -260,7 +291,7 @@ for ((run = 1; run <= runs; run++)); do
     spdk_resume
 done
 
-python3 "$here/bench_spdk.py" "$work" "$runs" "$secs" "$(cat /proc/loadavg)" >"$md" \
+python3 "$here/bench_spdk.py" "$work" "$runs" "$secs" "$(cat /proc/loadavg)" "$ours_desc" "$(getconf CLK_TCK)" >"$md" \
     || ff_die "the SPDK summary failed (see $work)"
 {
     echo

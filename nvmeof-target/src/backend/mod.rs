@@ -1,5 +1,5 @@
 //! Block backends: the regular files and block devices that NVMe namespaces
-//! are stored on.
+//! are stored on, and the target's own memory (`memory.rs`, volatile).
 //!
 //! Every backend is used through positioned I/O only (`pread`/`pwrite`
 //! style, never `seek`), so one `Arc<dyn BlockBackend>` can be shared by all
@@ -26,6 +26,7 @@ mod blockdev;
 mod direct;
 mod error;
 mod file;
+mod memory;
 mod store;
 mod sys;
 
@@ -38,6 +39,8 @@ use std::sync::Arc;
 pub use blockdev::{BlockDeviceBackend, BlockDeviceOptions};
 pub use error::{BackendError, BackendErrorKind, Op};
 pub use file::{FileBackend, FileOptions};
+pub(crate) use memory::ReadLocks;
+pub use memory::{max_memory_bytes, MemoryBackend, PageKind, MEMORY_LABEL};
 
 /// Storage for one NVMe namespace.
 pub trait BlockBackend: Send + Sync + std::fmt::Debug {
@@ -101,6 +104,12 @@ pub trait BlockBackend: Send + Sync + std::fmt::Debug {
     fn logical_block_size(&self) -> u32 {
         self.info().logical_block_size
     }
+    /// The backend as a [`MemoryBackend`], whose reads the connection
+    /// sends straight from its mapping (batched in one `writev`) instead
+    /// of copying them into the send buffer first; `None` for the others.
+    fn memory(&self) -> Option<&MemoryBackend> {
+        None
+    }
 }
 
 /// What a backend is stored on.
@@ -108,6 +117,8 @@ pub trait BlockBackend: Send + Sync + std::fmt::Debug {
 pub enum BackendKind {
     File,
     BlockDevice,
+    /// The target's own memory ([`MemoryBackend`]): volatile.
+    Memory,
 }
 
 /// A description of a backend, as reported by [`BlockBackend::info`].

@@ -60,6 +60,9 @@ pub struct NamespaceStats {
     /// Reads whose data went from the page cache to the socket with
     /// `sendfile` (`sendfile_min_bytes`), without a copy by the target.
     pub sent_from_file: AtomicU64,
+    /// Reads whose data went from a memory namespace's mapping to the
+    /// socket in the connection's `writev`, without a copy by the target.
+    pub sent_from_memory: AtomicU64,
 }
 
 impl NamespaceStats {
@@ -88,6 +91,7 @@ impl NamespaceStats {
             busy_ns: self.busy_ns.load(Ordering::Relaxed),
             offloaded: self.offloaded.load(Ordering::Relaxed),
             sent_from_file: self.sent_from_file.load(Ordering::Relaxed),
+            sent_from_memory: self.sent_from_memory.load(Ordering::Relaxed),
         }
     }
 }
@@ -104,6 +108,7 @@ pub struct NamespaceStatsSnapshot {
     pub busy_ns: u64,
     pub offloaded: u64,
     pub sent_from_file: u64,
+    pub sent_from_memory: u64,
 }
 
 /// An NVM subsystem.

@@ -379,6 +379,44 @@ pub fn io_queue(addr: SocketAddr, digests: Digests, cntlid: u16, qid: u16) -> Mi
     h
 }
 
+/// The data-path round trip the file and the memory namespace tests both
+/// run on namespace 1 (512-byte blocks): a write in the capsule (8 KiB at
+/// LBA 0) and one through R2T (1 MiB at LBA 1000, several H2CData PDUs),
+/// both read back, then Flush, Write Zeroes of LBAs 1000..1008 and
+/// Deallocate of LBAs 0..16, each checked. Returns the 1 MiB written at
+/// LBA 1000 (its first 4 KiB now zeroed).
+pub fn nvm_roundtrip(q: &mut MiniHost) -> Vec<u8> {
+    // In-capsule (8 KiB) and R2T-sized (1 MiB, several H2CData PDUs).
+    let small = pattern(8192, 1);
+    assert_eq!(q.write(0, &small, true).status(), Status::SUCCESS);
+    let big = pattern(1 << 20, 2);
+    assert_eq!(q.write(1000, &big, false).status(), Status::SUCCESS);
+    assert_eq!(q.read(0, 16).data, small);
+    assert_eq!(q.read(1000, 2048).data, big);
+    // Flush, write zeroes, deallocate.
+    let flush = Sqe {
+        opcode: 0,
+        nsid: 1,
+        ..Default::default()
+    };
+    assert_eq!(q.command(flush, &[], true).status(), Status::SUCCESS);
+    let wz = rw_sqe(0x08, 1000, 8, 0);
+    assert_eq!(q.command(wz, &[], true).status(), Status::SUCCESS);
+    assert!(q.read(1000, 8).data.iter().all(|&b| b == 0));
+    let mut range = vec![0u8; 16];
+    range[4..8].copy_from_slice(&16u32.to_le_bytes());
+    range[8..16].copy_from_slice(&0u64.to_le_bytes());
+    let dsm = Sqe {
+        opcode: 0x09,
+        nsid: 1,
+        cdw11: 1 << 2,
+        ..Default::default()
+    };
+    assert_eq!(q.command(dsm, &range, true).status(), Status::SUCCESS);
+    assert!(q.read(0, 16).data.iter().all(|&b| b == 0));
+    big
+}
+
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))

@@ -1,0 +1,99 @@
+//! Sending a batch of replies whose read data stays in a memory namespace
+//! until the kernel copies it into the socket.
+//!
+//! A read from a [`MemoryBackend`] queues only its C2HData header in the
+//! connection's send buffer and records where its data goes
+//! ([`MemSend`]). The flush then hands the headers, completions and the
+//! data of every read of the batch to one `writev`: one system call per
+//! batch and one copy per byte (the kernel's, into the socket), which is
+//! what SPDK's target does from its RAM bdev.
+//!
+//! The data is read-locked ([`ReadLocks`]) only for the `writev` that does
+//! not wait: what a full socket did not take is copied out, the locks are
+//! dropped, and the rest is sent like any other reply. A host that stops
+//! reading its socket can therefore never hold up another host's writes.
+
+use std::io::{self, IoSlice, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use crate::backend::{BlockBackend, MemoryBackend, ReadLocks};
+
+/// Most reads one batch sends from memory before it is flushed: two
+/// iovecs each (header run, data) stay well inside Linux's `IOV_MAX` of
+/// 1024.
+pub(crate) const MAX_MEM_READS: usize = 256;
+/// Flush a batch once its reads from memory reach this many bytes, so the
+/// first data goes out while later commands of a long burst are handled
+/// (and the read locks of one `writev` cover a bounded range).
+pub(crate) const MEM_FLUSH_BYTES: usize = 1024 * 1024;
+
+/// A read's data to send from a memory namespace, right after the first
+/// `at` bytes of the send buffer (its C2HData header ends there).
+#[derive(Debug)]
+pub(crate) struct MemSend {
+    pub at: usize,
+    pub backend: Arc<dyn BlockBackend>,
+    pub offset: u64,
+    pub len: usize,
+}
+
+/// Send `tx` with the data of `reads` spliced in at their positions, on
+/// the connection's socket (whose send lock `w` the caller holds). Each
+/// read's range was checked when it was queued
+/// ([`MemoryBackend::check_read`]); one outside its namespace anyway fails
+/// the send before anything goes out.
+pub(crate) fn send_gathered(w: &mut TcpStream, tx: &[u8], reads: &[MemSend]) -> io::Result<()> {
+    let mut mems: Vec<&MemoryBackend> = Vec::with_capacity(reads.len());
+    for r in reads {
+        mems.push(r.backend.memory().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "not a memory namespace")
+        })?);
+    }
+    let rest = {
+        let locks = ReadLocks::new(reads.iter().zip(&mems).map(|(r, m)| (*m, r.offset, r.len)));
+        let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(2 * reads.len() + 1);
+        let mut from = 0;
+        for (r, m) in reads.iter().zip(&mems) {
+            if r.at > from {
+                iov.push(IoSlice::new(&tx[from..r.at]));
+            }
+            let data = locks.slice(m, r.offset, r.len).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "read outside the namespace")
+            })?;
+            iov.push(IoSlice::new(data));
+            from = r.at;
+        }
+        if from < tx.len() {
+            iov.push(IoSlice::new(&tx[from..]));
+        }
+        let mut left: &mut [IoSlice<'_>] = &mut iov;
+        write_vectored_now(w, &mut left)?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        // The socket is full: keep a copy of what it did not take, so the
+        // locks go before we wait for room.
+        let mut rest = Vec::with_capacity(left.iter().map(|s| s.len()).sum());
+        for s in left.iter() {
+            rest.extend_from_slice(s);
+        }
+        rest
+    };
+    super::socket::write_all(w, &rest)
+}
+
+/// `writev` as much of `left` as the non-blocking socket takes now,
+/// advancing `left` past it; stops without error when the socket is full.
+fn write_vectored_now(w: &mut TcpStream, left: &mut &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !left.is_empty() {
+        match w.write_vectored(left) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(left, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
