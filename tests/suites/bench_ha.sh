@@ -61,14 +61,15 @@ print(f"| kill -9 of the leader → next acknowledged create | {v('ha_failover_f
 print(f"| kill -9 of the leader → another replica leads | {v('ha_failover_new_leader_p50')} ms | {v('ha_failover_new_leader_max')} ms |")
 print()
 n = v("ha_agents")
-print(f"| {n} simulated agents, kill -9 of their replica | value |")
+print(f"| {n} simulated agents, kill -9 of replica 1 | value |")
 print("|---|---:|")
 print(f"| initial connect of all | {v('ha_agents_initial_connect')} ms |")
-print(f"| streams resumed elsewhere | {v('ha_agents_moved')} of {n} |")
+print(f"| on replica 1 / 2 / 3 before the kill | {v('ha_agents_initially_on_replica_0')} / {v('ha_agents_initially_on_replica_1')} / {v('ha_agents_initially_on_replica_2')} |")
+print(f"| replica 1's agents resumed elsewhere | {v('ha_agents_moved')} of {v('ha_agents_initially_on_replica_0')} |")
 print(f"| time to resume: p50 / p99 / all | {v('ha_agents_move_p50')} / {v('ha_agents_move_p99')} / {v('ha_agents_move_all')} ms |")
 print(f"| resumed in place (not older, same content) / content changed / older | "
       f"{v('ha_agents_resumed_in_place')} / {v('ha_agents_resumed_changed')} / {v('ha_agents_resumed_older')} |")
-print(f"| landed on replica 2 / replica 3 | {v('ha_agents_on_replica_1')} / {v('ha_agents_on_replica_2')} |")
+print(f"| replica 1's agents landed on replica 2 / replica 3 | {v('ha_agents_on_replica_1')} / {v('ha_agents_on_replica_2')} |")
 print(f"| streams that restarted before the kill | {v('ha_agents_reconnects_before_kill')} |")
 EOF
 cat "$out/ha.md"
