@@ -168,8 +168,13 @@ impl IoQueue for PipelineQueue {
         } = req;
         let (op, kept) = match kind {
             IoKind::Read => {
-                let len = buf.len();
-                (IoOp::Read { offset, len }, Vec::new())
+                // The read lands in the caller's buffer: no allocation per
+                // read.
+                self.pipe
+                    .submit_read(tag, offset, buf)
+                    .map_err(io::Error::other)?;
+                self.inflight.insert(tag, (kind, offset, Vec::new()));
+                return Ok(());
             }
             // The pipeline takes the write data and hands it back on
             // success (no copy: for 128 KiB writes a copy per I/O costs

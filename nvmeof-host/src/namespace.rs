@@ -148,10 +148,24 @@ impl Namespace {
     /// [`Namespace::submit`], or with `pinned`, on that one I/O queue and
     /// deferred to its next flush (see `Shared::submit_to`).
     fn submit_to(&self, op: IoOp, pinned: Option<usize>) -> Result<Ticket, HostError> {
+        self.submit_into(op, pinned, None)
+    }
+
+    /// [`Namespace::submit_to`]; a read of one command lands in `buf`.
+    fn submit_into(
+        &self,
+        op: IoOp,
+        pinned: Option<usize>,
+        buf: Option<Vec<u8>>,
+    ) -> Result<Ticket, HostError> {
         let (cmds, read_len) = self.commands(op)?;
+        let mut buf = buf.filter(|_| cmds.len() == 1 && read_len.is_some());
         let parts: Vec<Arc<Request>> = cmds
             .into_iter()
-            .map(|c| Request::new(c, ReqKind::Io))
+            .map(|c| match buf.take() {
+                Some(b) => Request::with_buffer(c, ReqKind::Io, b),
+                None => Request::new(c, ReqKind::Io),
+            })
             .collect();
         for r in &parts {
             self.shared.submit_to(r, pinned);
@@ -537,6 +551,26 @@ impl Pipeline {
             )));
         }
         let t = self.ns.submit_to(op, Some(self.queue))?;
+        self.inflight.push((tag, t));
+        Ok(())
+    }
+
+    /// [`Pipeline::submit`] of a read of `buf.len()` bytes at `offset`
+    /// whose data lands in `buf`: a caller streaming reads hands its
+    /// buffers round instead of the pipeline allocating one per read. The
+    /// data comes back in [`Completed::result`] (in `buf` itself unless the
+    /// read was split into several commands).
+    pub fn submit_read(&mut self, tag: u64, offset: u64, buf: Vec<u8>) -> Result<(), HostError> {
+        if self.is_full() {
+            return Err(HostError::InvalidArgument(format!(
+                "pipeline full ({} operations in flight)",
+                self.depth
+            )));
+        }
+        let len = buf.len();
+        let t = self
+            .ns
+            .submit_into(IoOp::Read { offset, len }, Some(self.queue), Some(buf))?;
         self.inflight.push((tag, t));
         Ok(())
     }
