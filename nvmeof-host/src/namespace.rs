@@ -299,6 +299,7 @@ impl Namespace {
             depth: depth.max(1),
             inflight: Vec::with_capacity(depth),
             queue: self.shared.pick_queue(),
+            cached: None,
         }
     }
 
@@ -528,6 +529,9 @@ pub struct Pipeline {
     inflight: Vec<(u64, Ticket)>,
     /// The I/O queue (index, modulo their number) this pipeline uses.
     queue: usize,
+    /// That queue, kept while it lives: finding it through the controller
+    /// takes its lock and two reference counts, once per completion.
+    cached: Option<Arc<super::queue::Queue>>,
 }
 
 impl Pipeline {
@@ -585,8 +589,19 @@ impl Pipeline {
     /// A completed operation if there is one, without waiting (but after
     /// sending what was submitted).
     pub fn try_complete(&mut self) -> Option<Completed> {
-        self.flush();
+        self.send_deferred();
         self.take_done()
+    }
+
+    /// [`Pipeline::flush`] through the cached queue (found again once it
+    /// has died, e.g. after a reconnect).
+    fn send_deferred(&mut self) {
+        if !self.cached.as_ref().is_some_and(|q| !q.is_dead()) {
+            self.cached = self.ns.shared.io_queue(self.queue);
+        }
+        if let Some(q) = &self.cached {
+            q.flush();
+        }
     }
 
     fn take_done(&mut self) -> Option<Completed> {
@@ -605,7 +620,7 @@ impl Pipeline {
         if self.inflight.is_empty() {
             return None;
         }
-        self.flush();
+        self.send_deferred();
         let spin = self.ns.shared.spin_policy();
         loop {
             if let Some(c) = self.take_done() {

@@ -30,11 +30,12 @@
 //! The per-queue receiver thread covers the socket only while nobody waits
 //! on the queue (the outstanding Asynchronous Event Request, Keep Alive
 //! between commands, commands a caller has not started waiting for): while
-//! waiters exist it stays parked, checking every [`RX_HANDOFF`], so arriving
-//! data wakes exactly one thread, the leader. A leader leaving with commands
-//! still outstanding does not wake it: a pipelined caller is back within
-//! microseconds, and otherwise the receiver thread notices within
-//! [`RX_HANDOFF`].
+//! waiters exist, or a wait ended within the last [`RX_HANDOFF`] (a
+//! pipelined caller between two waits, back within microseconds), it stays
+//! parked, checking every [`RX_HANDOFF`], so arriving data wakes exactly one
+//! thread, the leader, and no second thread contends for the socket. A
+//! leader leaving with commands still outstanding does not wake it: the
+//! receiver thread notices within two [`RX_HANDOFF`]s once waits stop.
 //!
 //! # Locks
 //!
@@ -276,9 +277,11 @@ impl Request {
     /// `timeout`, give up after it and return a timeout error naming the
     /// address.
     pub fn wait(&self, spin: SpinPolicy, timeout: Option<Duration>) -> Result<Cqe, HostError> {
-        if !self.is_done() {
-            self.done.set_waiter(thread::current());
+        if self.is_done() {
+            // The usual case for a pipeline: no clock read, no waiter.
+            return self.take_result();
         }
+        self.done.set_waiter(thread::current());
         let start = Instant::now();
         let deadline = timeout.map(|t| start + t);
         loop {
@@ -538,6 +541,11 @@ pub(crate) struct Queue {
     /// only the leader (a wake-up costs a core's worth of time on a small
     /// machine).
     waiters: AtomicUsize,
+    /// Waits that have ended ([`Queue::wait_until`] returned). The
+    /// receiver thread keeps off the socket while this moves: a pipelined
+    /// caller between two waits would otherwise find it reading (a
+    /// contended socket lock and a wake-up of a second thread per batch).
+    waits_ended: AtomicU64,
     /// Whether a waiter is the leader (reads the socket).
     leader: AtomicBool,
     /// Waiters parked behind the leader; it unparks one when it leaves.
@@ -596,6 +604,7 @@ impl Queue {
             rx_thread: Mutex::new(None),
             rx_thread_id: OnceLock::new(),
             waiters: AtomicUsize::new(0),
+            waits_ended: AtomicU64::new(0),
             leader: AtomicBool::new(false),
             followers: Mutex::new(Vec::new()),
             leader_asleep: AtomicBool::new(false),
@@ -929,9 +938,14 @@ impl Queue {
     fn rx_loop(self: Arc<Self>) {
         let _span = tracing::debug_span!("rx", addr = %self.addr, qid = self.qid).entered();
         ON_RX_THREAD.with(|c| c.set(true));
+        let mut seen_waits = self.waits_ended.load(Ordering::SeqCst);
         while !self.is_dead() {
-            if self.waiters.load(Ordering::SeqCst) > 0 {
-                // The waiters read the socket (see the module docs).
+            let waits = self.waits_ended.load(Ordering::SeqCst);
+            if self.waiters.load(Ordering::SeqCst) > 0 || waits != seen_waits {
+                // The waiters read the socket, and a caller that waited
+                // within the last RX_HANDOFF is most likely coming back
+                // (see the module docs).
+                seen_waits = waits;
                 thread::park_timeout(RX_HANDOFF);
                 continue;
             }
@@ -944,6 +958,18 @@ impl Queue {
             self.poll_readable(RX_POLL_MS);
         }
         tracing::debug!("receiver thread exits");
+    }
+
+    /// Whether the socket has data (or an error or hang-up) now: `poll(2)`
+    /// with a zero timeout, which does not take the socket lock.
+    fn readable_now(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut p, 1, 0) != 0 }
     }
 
     /// Sleep in `poll(2)` until the socket is readable (or closed), at most
@@ -982,6 +1008,7 @@ impl Queue {
                 self.follow(done, deadline);
             }
         }
+        self.waits_ended.fetch_add(1, Ordering::SeqCst);
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
@@ -1002,15 +1029,21 @@ impl Queue {
         };
         loop {
             self.flush();
-            let seen = self.counters.receives.load(Ordering::Relaxed);
-            // The data found now arrived before this look: measured from
-            // here, the wait excludes dispatching it and sending the
-            // H2CData its R2Ts ask for (tens of µs for large writes).
-            let look = Instant::now();
-            self.poll_progress(true);
-            if self.counters.receives.load(Ordering::Relaxed) != seen {
-                if let Some(t) = empty_since.take() {
-                    self.learner.record(look.saturating_duration_since(t), spin);
+            // Spinning on an empty socket asks poll(2) first: a read that
+            // finds nothing still takes the socket lock, and the segments
+            // the peer delivers meanwhile wait in the socket's backlog.
+            if empty_since.is_none() || self.readable_now() {
+                let seen = self.counters.receives.load(Ordering::Relaxed);
+                // The data found now arrived before this look: measured
+                // from here, the wait excludes dispatching it and sending
+                // the H2CData its R2Ts ask for (tens of µs for large
+                // writes).
+                let look = Instant::now();
+                self.poll_progress(true);
+                if self.counters.receives.load(Ordering::Relaxed) != seen {
+                    if let Some(t) = empty_since.take() {
+                        self.learner.record(look.saturating_duration_since(t), spin);
+                    }
                 }
             }
             let now = Instant::now();
