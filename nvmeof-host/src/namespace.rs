@@ -596,7 +596,7 @@ impl Pipeline {
     /// [`Pipeline::flush`] through the cached queue (found again once it
     /// has died, e.g. after a reconnect).
     fn send_deferred(&mut self) {
-        if !self.cached.as_ref().is_some_and(|q| !q.is_dead()) {
+        if self.cached.as_ref().is_none_or(|q| q.is_dead()) {
             self.cached = self.ns.shared.io_queue(self.queue);
         }
         if let Some(q) = &self.cached {
