@@ -113,6 +113,11 @@ const H2C_PDUS_PER_SEND: usize = 64;
 /// `memcpy` less). Smaller ones arrive whole with the PDUs around them, and
 /// one large read of many small PDUs is cheaper than a read each.
 const DIRECT_RX_MIN: usize = 16 * 1024;
+/// While large C2HData PDUs arrive, reads into the receive buffer take at
+/// most this much, so that the next PDU's payload stays in the socket for
+/// `fill_direct` instead of being swallowed by a large read and copied
+/// (enough for the responses and the next PDU's header in between).
+const SMALL_READ: usize = 4096;
 
 /// What a command is for; decides what happens to it when the connection
 /// is lost.
@@ -363,6 +368,9 @@ struct RxBuf {
     need: usize,
     /// A large C2HData payload being read straight into its request.
     direct: Option<DirectRx>,
+    /// Large C2HData PDUs are arriving: read at most [`SMALL_READ`] into
+    /// the buffer, so their payloads are read directly.
+    small_reads: bool,
 }
 
 /// The rest of a C2HData payload that goes from the socket straight into
@@ -395,8 +403,13 @@ impl RxBuf {
         if self.buf.len() < target {
             self.buf.resize(target, 0);
         }
+        let limit = if self.small_reads {
+            (self.end + SMALL_READ.max(self.need.saturating_sub(pending))).min(self.buf.len())
+        } else {
+            self.buf.len()
+        };
         loop {
-            match sock.read(&mut self.buf[self.end..]) {
+            match sock.read(&mut self.buf[self.end..limit]) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -404,7 +417,7 @@ impl RxBuf {
                     ))
                 }
                 Ok(n) => {
-                    let room = self.buf.len() - self.end;
+                    let room = limit - self.end;
                     self.end += n;
                     return Ok(if n < room { Fill::Drained } else { Fill::More });
                 }
@@ -590,6 +603,7 @@ impl Queue {
                 end: 0,
                 need: 0,
                 direct: None,
+                small_reads: false,
             }),
             slots: Mutex::new(Slots {
                 entries: (0..slots).map(|_| None).collect(),
@@ -1199,6 +1213,7 @@ impl Queue {
         rx.start = 0;
         rx.end = 0;
         rx.need = 0;
+        rx.small_reads = true;
     }
 
     /// Read the rest of a direct payload into its request (and whatever
@@ -1227,7 +1242,7 @@ impl Queue {
             },
             libc::iovec {
                 iov_base: rx.buf.as_mut_ptr().cast(),
-                iov_len: rx.buf.len(),
+                iov_len: rx.buf.len().min(SMALL_READ),
             },
         ];
         let n = loop {
@@ -1249,7 +1264,7 @@ impl Queue {
         if n == 0 {
             return Err(self.lost_error("receive: connection closed by the controller"));
         }
-        let room = d.left + rx.buf.len();
+        let room = d.left + rx.buf.len().min(SMALL_READ);
         let k = n.min(d.left);
         let len = data.len();
         // SAFETY: the kernel wrote `k` bytes at the start of the spare
@@ -1279,6 +1294,11 @@ impl Queue {
                 }
                 Ok(DecodeStatus::Complete(d)) => {
                     let len = d.len;
+                    if let Pdu::C2hData { data, .. } = &d.pdu {
+                        // A large payload that arrived whole was copied:
+                        // read less at a time while they keep coming.
+                        rx.small_reads = !self.digests.data && data.len() >= DIRECT_RX_MIN;
+                    }
                     self.dispatch(d, work)?;
                     rx.start += len;
                 }
