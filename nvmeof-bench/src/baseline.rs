@@ -21,7 +21,9 @@
 //! [`MAX_WRITE_BYTES`], which measured faster). Every message is still a
 //! header plus its payload, sent from its queue slot's own reused buffer
 //! (no copy, no allocation per request) and moved through the socket, as
-//! the least an NVMe/TCP exchange has to do. Both ends ask for large
+//! the least an NVMe/TCP exchange has to do; the receiving end takes it out
+//! of the socket without copying it anywhere (`MSG_TRUNC`, see
+//! `read_some`), which no real receiver can do. Both ends ask for large
 //! socket buffers ([`SOCKET_BUFFER`]), like SPDK's sockets, so a window
 //! never throttles the deepest test; every test also exists with both ends
 //! spinning (`_busy`), which is how SPDK waits.
