@@ -359,6 +359,15 @@ struct Slots {
     starved: usize,
 }
 
+impl Slots {
+    /// The transfer state of outstanding command `cid`.
+    fn outstanding_mut(&mut self, cid: u16) -> Option<&mut Slot> {
+        self.entries
+            .get_mut(usize::from(cid))
+            .and_then(Option::as_mut)
+    }
+}
+
 /// Receive buffer: PDUs are decoded in place between `start` and `end`.
 struct RxBuf {
     buf: Vec<u8>,
@@ -1181,11 +1190,7 @@ impl Queue {
         let have = &avail[head.data_start..];
         let (req, epoch) = {
             let mut s = plock(&self.slots);
-            let Some(slot) = s
-                .entries
-                .get_mut(usize::from(hdr.cccid))
-                .and_then(Option::as_mut)
-            else {
+            let Some(slot) = s.outstanding_mut(hdr.cccid) else {
                 return;
             };
             let at = hdr.datao as usize;
@@ -1385,11 +1390,7 @@ impl Queue {
     ) -> Result<(), HostError> {
         let (req, epoch) = {
             let mut s = plock(&self.slots);
-            let Some(slot) = s
-                .entries
-                .get_mut(usize::from(hdr.cccid))
-                .and_then(Option::as_mut)
-            else {
+            let Some(slot) = s.outstanding_mut(hdr.cccid) else {
                 return Err(self.protocol(format!(
                     "C2HData for command ID {} which is not outstanding",
                     hdr.cccid
@@ -1436,11 +1437,7 @@ impl Queue {
 
     fn on_r2t(&self, r: R2t, work: &mut Vec<H2cWork>) -> Result<(), HostError> {
         let mut s = plock(&self.slots);
-        let Some(slot) = s
-            .entries
-            .get_mut(usize::from(r.cccid))
-            .and_then(Option::as_mut)
-        else {
+        let Some(slot) = s.outstanding_mut(r.cccid) else {
             return Err(self.protocol(format!(
                 "R2T for command ID {} which is not outstanding",
                 r.cccid
