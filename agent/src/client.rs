@@ -128,7 +128,9 @@ impl ControllerClient {
         };
         let tls = load_tls(&files, &cfg.node)?;
         Ok(ControllerClient {
-            endpoints: cfg.controller_endpoints.clone(),
+            endpoints: cfg
+                .controller_endpoint_order
+                .arrange(&cfg.node, &cfg.controller_endpoints),
             tls: Arc::new(std::sync::RwLock::new(tls)),
             files,
             node: cfg.node.clone(),
@@ -201,7 +203,8 @@ fn load_tls(files: &TlsFiles, node: &str) -> Result<ClientTlsConfig, AgentError>
 }
 
 impl ControllerClient {
-    /// The first endpoint that accepts a connection, in config order.
+    /// The first endpoint that accepts a connection, in this node's order
+    /// (`controller_endpoint_order`).
     pub async fn channel(&self) -> Result<Channel, AgentError> {
         let mut last = None;
         for url in &self.endpoints {

@@ -29,8 +29,9 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use super::replies::{self, InFlight};
 use super::rmw::{self, RangeLock};
-use ferrofab_nvmeof_host::{DynBlockIo, IoOp, Namespace};
+use ferrofab_nvmeof_host::{DynBlockIo, Namespace};
 
 /// How long the kernel may cache names and attributes. Size changes and
 /// removals are pushed to the kernel explicitly, so this only bounds the
@@ -46,10 +47,13 @@ pub struct Volume {
     pub dev: Arc<DynBlockIo>,
     /// The same device as an initiator namespace, when it is one: reads of
     /// whole blocks then take the initiator's buffer instead of a copy
-    /// (see [`read_owned`]).
+    /// and whole-block reads and writes are answered asynchronously (see
+    /// [`replies`]).
     pub ns: Option<Namespace>,
     /// Serialises writes per block range (read-modify-write safety).
     pub locks: RangeLock,
+    /// Asynchronous writes in flight, which an fsync waits for.
+    pub writes: InFlight,
 }
 
 /// Name ↔ inode bookkeeping, shared between the filesystem threads and
@@ -94,6 +98,7 @@ impl Registry {
             dev,
             ns,
             locks: RangeLock::new(),
+            writes: InFlight::default(),
         });
         self.by_name.insert(name.to_string(), ino);
         self.by_ino.insert(ino.0, vol);
@@ -216,7 +221,7 @@ impl VolumeFs {
     }
 }
 
-fn errno(e: &std::io::Error) -> Errno {
+pub(crate) fn errno(e: &std::io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
@@ -260,119 +265,18 @@ fn whole_blocks(ns: &Namespace, offset: u64, len: usize) -> Option<u64> {
     .then_some(bs)
 }
 
+/// The namespace behind `vol` and its block size, when `[offset,
+/// offset+len)` is whole blocks of it: such requests are answered
+/// asynchronously ([`replies`]); the rest take the byte-granular path.
+fn whole_blocks_of(vol: &Volume, offset: u64, len: usize) -> Option<(&Namespace, u64)> {
+    let ns = vol.ns.as_ref()?;
+    whole_blocks(ns, offset, len).map(|bs| (ns, bs))
+}
+
 /// Whether a request of whole blocks of `bs` bytes is cut into
 /// [`SPLIT_PIECE`]s: two pieces at least, and pieces of whole blocks.
 fn splits(bs: u64, len: usize) -> bool {
     len >= 2 * SPLIT_PIECE && (SPLIT_PIECE as u64).is_multiple_of(bs)
-}
-
-/// Submits `op(offset, range)` for every [`SPLIT_PIECE`] of `len` bytes
-/// at `offset`, all at once, then waits for each with `finish`; the first
-/// error, after every submitted piece completed (so none is still in
-/// flight when the request is answered).
-fn in_pieces(
-    ns: &Namespace,
-    offset: u64,
-    len: usize,
-    op: impl Fn(u64, std::ops::Range<usize>) -> IoOp,
-    mut finish: impl FnMut(ferrofab_nvmeof_host::Ticket, std::ops::Range<usize>) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let mut tickets = Vec::with_capacity(len.div_ceil(SPLIT_PIECE));
-    let mut first_err = None;
-    for at in (0..len).step_by(SPLIT_PIECE) {
-        let range = at..(at + SPLIT_PIECE).min(len);
-        match ns.submit(op(offset + at as u64, range.clone())) {
-            Ok(t) => tickets.push((t, range)),
-            Err(e) => {
-                first_err = Some(std::io::Error::from(e));
-                break;
-            }
-        }
-    }
-    for (t, range) in tickets {
-        if let Err(e) = finish(t, range) {
-            first_err.get_or_insert(e);
-        }
-    }
-    first_err.map_or(Ok(()), Err)
-}
-
-/// A large read of whole blocks ([`splits`]) in pieces, into this
-/// thread's scratch buffer; `f` gets the bytes.
-fn read_split<R>(
-    ns: &Namespace,
-    offset: u64,
-    len: usize,
-    f: impl FnOnce(std::io::Result<&[u8]>) -> R,
-) -> R {
-    let run = |buf: &mut Vec<u8>| {
-        if buf.len() < len {
-            buf.resize(len, 0);
-        }
-        in_pieces(
-            ns,
-            offset,
-            len,
-            |offset, r| IoOp::Read {
-                offset,
-                len: r.len(),
-            },
-            |t, r| t.wait_into(&mut buf[r]).map_err(std::io::Error::from),
-        )
-    };
-    if len > READ_SCRATCH_MAX {
-        let mut own = Vec::new();
-        let r = run(&mut own);
-        return f(r.map(|()| &own[..len]));
-    }
-    READ_SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            let r = run(&mut buf);
-            f(r.map(|()| &buf[..len]))
-        }
-        Err(_) => {
-            let mut own = Vec::new();
-            let r = run(&mut own);
-            f(r.map(|()| &own[..len]))
-        }
-    })
-}
-
-/// A large write of whole blocks ([`splits`]) in pieces, holding the
-/// blocks' range lock throughout (as [`rmw::write`] does).
-fn write_split(
-    ns: &Namespace,
-    locks: &RangeLock,
-    bs: u64,
-    offset: u64,
-    data: &[u8],
-) -> std::io::Result<()> {
-    let _guard = locks.lock(offset / bs, (offset + data.len() as u64) / bs);
-    in_pieces(
-        ns,
-        offset,
-        data.len(),
-        |offset, r| IoOp::Write {
-            offset,
-            data: data[r].to_vec(),
-        },
-        |t, _| t.wait().map(|_| ()).map_err(std::io::Error::from),
-    )
-}
-
-/// A read of whole blocks inside the namespace, answered with the buffer
-/// the initiator received the data into ([`ferrofab_nvmeof_host::Ticket::wait`]
-/// hands it over) rather than a copy of it in ours: one pass over the data
-/// less per read, which for a 1 MiB read is a measurable share of the
-/// holder's CPU. `None` when the request is not whole blocks; the
-/// byte-granular path serves it.
-fn read_owned(ns: &Namespace, offset: u64, len: usize) -> Option<std::io::Result<Vec<u8>>> {
-    whole_blocks(ns, offset, len)?;
-    Some(
-        ns.submit(IoOp::Read { offset, len })
-            .and_then(|t| t.wait())
-            .map_err(std::io::Error::from),
-    )
 }
 
 /// Read into this thread's scratch buffer and hand the bytes to `f`.
@@ -504,32 +408,8 @@ impl Filesystem for VolumeFs {
             return;
         };
         let len = size as usize;
-        if let Some(ns) = vol
-            .ns
-            .as_ref()
-            .filter(|ns| whole_blocks(ns, offset, len).is_some_and(|bs| splits(bs, len)))
-        {
-            read_split(ns, offset, len, |r| match r {
-                Ok(data) => reply.data(data),
-                Err(e) => {
-                    tracing::warn!(volume = %vol.name, offset, size, error = %e, "read failed");
-                    reply.error(errno(&e));
-                }
-            });
-            return;
-        }
-        if let Some(r) = vol
-            .ns
-            .as_ref()
-            .and_then(|ns| read_owned(ns, offset, size as usize))
-        {
-            match r {
-                Ok(data) => reply.data(&data),
-                Err(e) => {
-                    tracing::warn!(volume = %vol.name, offset, size, error = %e, "read failed");
-                    reply.error(errno(&e));
-                }
-            }
+        if let Some((ns, bs)) = whole_blocks_of(&vol, offset, len) {
+            replies::read(&vol, ns, offset, len, splits(bs, len), reply);
             return;
         }
         with_read(&*vol.dev, offset, size as usize, |r| match r {
@@ -561,15 +441,12 @@ impl Filesystem for VolumeFs {
             reply.error(Errno::EINVAL);
             return;
         };
-        let split = vol.ns.as_ref().and_then(|ns| {
-            whole_blocks(ns, offset, data.len())
-                .filter(|&bs| splits(bs, data.len()))
-                .map(|bs| (ns, bs))
-        });
-        let r = match split {
-            Some((ns, bs)) => write_split(ns, &vol.locks, bs, offset, data),
-            None => rmw::write(&*vol.dev, &vol.locks, offset, data),
-        };
+        if let Some((ns, bs)) = whole_blocks_of(&vol, offset, data.len()) {
+            let split = splits(bs, data.len());
+            replies::write(&vol, ns, bs, offset, data, split, reply);
+            return;
+        }
+        let r = rmw::write(&*vol.dev, &vol.locks, offset, data);
         match r {
             Ok(()) => reply.written(len),
             Err(e) => {
@@ -703,6 +580,9 @@ impl VolumeFs {
             reply.error(Errno::EBADF);
             return;
         };
+        // NVMe's Flush covers completed writes only: wait for the
+        // asynchronous ones that arrived before this fsync.
+        vol.writes.wait_for_earlier();
         match vol.dev.flush() {
             Ok(()) => reply.ok(),
             Err(e) => {

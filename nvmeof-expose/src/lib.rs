@@ -43,6 +43,7 @@
 pub mod connected;
 pub mod fs;
 pub mod mountpoint;
+pub mod replies;
 pub mod rmw;
 
 use std::path::{Path, PathBuf};
@@ -84,8 +85,10 @@ pub enum ExposeError {
 /// Mount settings.
 #[derive(Debug, Clone)]
 pub struct ExposeOptions {
-    /// FUSE worker threads; each blocks in one I/O, so this bounds the
-    /// queue depth a single mount can present to the initiator. Default
+    /// FUSE worker threads. Reads and writes of whole blocks of an
+    /// initiator namespace are answered asynchronously ([`replies`]), so a
+    /// thread only reads a request and submits it; other requests (byte
+    /// ranges, other devices, fsync) block their thread. Default
     /// [`DEFAULT_THREADS`].
     pub threads: usize,
     /// Largest write the kernel sends in one request (and, through the
@@ -105,11 +108,16 @@ pub struct ExposeOptions {
     pub allow_other: bool,
 }
 
-/// Default FUSE worker threads: enough for a 4 KiB QD32 random reader to
-/// keep the initiator's queues busy on a small workstation (measured in
-/// docs/benchmarks.md, "The FUSE exposure"). An idle thread costs a stack
-/// and, once it served a read, its read buffer.
-pub const DEFAULT_THREADS: usize = 16;
+/// Default FUSE worker threads. With asynchronous replies a thread only
+/// reads a request and submits it, so a few keep a 4 KiB QD32 random reader
+/// busy; more threads cost CPU (each request woke a sleeping thread: 16
+/// threads spent 11.6-12.3 µs of holder CPU per 4 KiB read against
+/// 10.6-11.0 with 4, and served 54-62 MB/s against 71-101; one thread
+/// 12.3-12.5 µs, and it would serialise the requests that still block, an
+/// fsync or an unaligned write; docs/benchmarks.md, "Issue 20 item 3:
+/// asynchronous replies"). An idle thread costs a stack and, once it
+/// served a byte-granular read, its read buffer.
+pub const DEFAULT_THREADS: usize = 4;
 
 /// Default [`ExposeOptions::max_write`]: 4 MiB, well above the 1 MiB
 /// blocks a writer typically uses. The kernel cuts a direct I/O into
@@ -285,6 +293,18 @@ impl Volumes {
     /// without copying it first (what the holder of a namespace should use).
     pub fn add_namespace(&self, name: &str, ns: Namespace) -> Result<PathBuf, ExposeError> {
         let dev: Arc<DynBlockIo> = Arc::new(ns.clone());
+        self.add_device(name, dev, Some(ns))
+    }
+
+    /// [`Volumes::add_namespace`] with `dev` as the file's device (size,
+    /// block size, whether it is read-only: e.g. a read-only wrapper of
+    /// `ns`) while whole-block reads still go to `ns` asynchronously.
+    pub fn add_namespace_as(
+        &self,
+        name: &str,
+        dev: Arc<DynBlockIo>,
+        ns: Namespace,
+    ) -> Result<PathBuf, ExposeError> {
         self.add_device(name, dev, Some(ns))
     }
 

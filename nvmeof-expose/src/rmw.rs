@@ -12,6 +12,7 @@
 //! what a block device promises too.
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use ferrofab_nvmeof_host::DynBlockIo;
@@ -25,6 +26,10 @@ use ferrofab_nvmeof_host::DynBlockIo;
 pub struct RangeLock {
     held: Mutex<Vec<(u64, u64)>>,
     released: Condvar,
+    /// Threads waiting in [`RangeLock::hold`] (changed under `held`), so
+    /// that a release wakes nobody, and makes no system call, when nobody
+    /// waits: the usual case, one per write.
+    waiting: AtomicUsize,
 }
 
 /// Holds a range until dropped.
@@ -41,26 +46,45 @@ impl RangeLock {
 
     /// Block until no held range overlaps `[start, end)`, then hold it.
     pub fn lock(&self, start: u64, end: u64) -> RangeGuard<'_> {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        while held.iter().any(|&(s, e)| s < end && start < e) {
-            held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
-        }
-        held.push((start, end));
+        self.hold(start, end);
         RangeGuard {
             lock: self,
             range: (start, end),
+        }
+    }
+
+    /// [`RangeLock::lock`] without a guard, for a holder that outlives the
+    /// caller's stack frame (an asynchronous write, released when its
+    /// command completes): the caller must [`RangeLock::release`] the same
+    /// range exactly once.
+    pub fn hold(&self, start: u64, end: u64) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        while held.iter().any(|&(s, e)| s < end && start < e) {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        held.push((start, end));
+    }
+
+    /// Let go of a range taken with [`RangeLock::hold`].
+    pub fn release(&self, start: u64, end: u64) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = held.iter().position(|&r| r == (start, end)) {
+            held.swap_remove(i);
+        }
+        drop(held);
+        // A waiter counts itself under `held` before it sleeps, so one that
+        // saw our range still held is counted by now.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.released.notify_all();
         }
     }
 }
 
 impl Drop for RangeGuard<'_> {
     fn drop(&mut self) {
-        let mut held = self.lock.held.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = held.iter().position(|&r| r == self.range) {
-            held.swap_remove(i);
-        }
-        drop(held);
-        self.lock.released.notify_all();
+        self.lock.release(self.range.0, self.range.1);
     }
 }
 

@@ -666,3 +666,307 @@ fn a_megabyte_to_an_initiator_namespace_goes_in_pieces_sent_together() {
     exp.unmount().expect("unmount");
     target.shutdown();
 }
+
+/// An initiator namespace on the test kit's scripted fake target, exposed
+/// through a mount with `threads` FUSE threads.
+struct FakeExposed {
+    target: ferrofab_testkit::nvme::fake_target::FakeTarget,
+    ctrl: ferrofab_nvmeof_host::Controller,
+    exp: Exposer,
+    path: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn fake_exposed(
+    threads: usize,
+    tune: impl FnOnce(&mut ferrofab_nvmeof_host::ConnectOptions),
+) -> FakeExposed {
+    use ferrofab_nvmeof_host::{ConnectOptions, Controller as HostController, HostIdentity};
+    use ferrofab_testkit::nvme::fake_target::{FakeTarget, Knobs, SUBNQN};
+    require_fuse_root();
+    let target = FakeTarget::start(4096, Knobs::default());
+    let mut o = ConnectOptions::new(target.addr.clone(), SUBNQN, HostIdentity::ephemeral());
+    o.nr_io_queues = 2;
+    o.reconnect_delay = Duration::from_millis(100);
+    o.max_reconnect_delay = Duration::from_millis(400);
+    tune(&mut o);
+    let ctrl = HostController::connect(o).expect("connect");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let opts = ExposeOptions {
+        threads,
+        ..ExposeOptions::default()
+    };
+    let exp = Exposer::mount(&tmp.path().join("volumes"), &opts).expect("mount volumes");
+    let path = exp
+        .add_namespace("v", ctrl.namespace(1).expect("namespace 1"))
+        .expect("expose");
+    FakeExposed {
+        target,
+        ctrl,
+        exp,
+        path,
+        _tmp: tmp,
+    }
+}
+
+/// Opens `path` for direct I/O (no page cache between us and the holder).
+fn open_direct(path: &Path) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .expect("open O_DIRECT")
+}
+
+/// A 4 KiB page-aligned buffer inside `raw` (8 KiB long).
+fn page(raw: &mut [u8]) -> &mut [u8] {
+    let at = raw.as_ptr().align_offset(4096);
+    &mut raw[at..at + 4096]
+}
+
+/// With one FUSE thread, a request whose command the target never answers
+/// does not hold up the others: the thread submits and goes on reading, and
+/// 32 reads issued after it complete while it is still in flight (with
+/// synchronous replies they would all wait behind it, here until the I/O
+/// timeout resets the association and the first read is re-sent).
+#[test]
+fn one_fuse_thread_keeps_many_requests_in_flight() {
+    let f = fake_exposed(1, |o| o.io_timeout = Some(Duration::from_secs(3)));
+    let file = open_direct(&f.path);
+    for i in 0..33u64 {
+        let mut raw = vec![0u8; 8192];
+        let p = page(&mut raw);
+        p.fill(i as u8 + 1);
+        file.write_all_at(p, i * 4096).expect("fill");
+    }
+    let n = f.target.commands.load(Ordering::SeqCst);
+    f.target.swallow_at_command.store(n + 1, Ordering::SeqCst);
+    let stuck = {
+        let file = file.try_clone().expect("dup");
+        std::thread::spawn(move || {
+            let mut raw = vec![0u8; 8192];
+            let p = page(&mut raw);
+            file.read_exact_at(p, 0).expect("the stuck read");
+            p[0]
+        })
+    };
+    while f.target.commands.load(Ordering::SeqCst) <= n {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for i in 1..33u64 {
+            let file = &file;
+            s.spawn(move || {
+                let mut raw = vec![0u8; 8192];
+                let p = page(&mut raw);
+                file.read_exact_at(p, i * 4096).expect("read");
+                assert!(p.iter().all(|&b| b == i as u8 + 1), "read {i}");
+            });
+        }
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "32 reads waited {:?} behind one unanswered command",
+        start.elapsed()
+    );
+    assert!(!stuck.is_finished(), "the swallowed read completed early");
+    assert_eq!(stuck.join().expect("join"), 1, "the re-sent read's data");
+    drop(file);
+    f.exp.unmount().expect("unmount");
+    f.ctrl.disconnect().expect("disconnect");
+}
+
+/// Linux AIO by raw system calls (the libc crate has no `iocb`), just
+/// enough for one write in flight while the test calls fsync.
+mod aio {
+    /// `struct iocb` of linux/aio_abi.h (little-endian layout).
+    #[repr(C)]
+    #[derive(Default)]
+    pub struct Iocb {
+        pub data: u64,
+        pub key: u32,
+        pub rw_flags: i32,
+        pub opcode: u16,
+        pub reqprio: i16,
+        pub fildes: u32,
+        pub buf: u64,
+        pub nbytes: u64,
+        pub offset: i64,
+        pub reserved2: u64,
+        pub flags: u32,
+        pub resfd: u32,
+    }
+
+    /// `struct io_event`.
+    #[repr(C)]
+    #[derive(Default)]
+    pub struct Event {
+        pub data: u64,
+        pub obj: u64,
+        pub res: i64,
+        pub res2: i64,
+    }
+
+    pub const CMD_PWRITE: u16 = 1;
+
+    /// Start one pwrite of `buf` at `offset` on `fd`; returns the AIO
+    /// context to reap it from with [`reap_one`].
+    pub fn start_write(fd: i32, buf: &[u8], offset: i64, cb: &mut Iocb) -> u64 {
+        let mut ctx: u64 = 0;
+        // SAFETY: io_setup writes the context id into `ctx`, which lives
+        // for the call.
+        let r = unsafe { libc::syscall(libc::SYS_io_setup, 8, &mut ctx as *mut u64) };
+        assert_eq!(r, 0, "io_setup: {}", std::io::Error::last_os_error());
+        *cb = Iocb {
+            opcode: CMD_PWRITE,
+            fildes: fd as u32,
+            buf: buf.as_ptr() as u64,
+            nbytes: buf.len() as u64,
+            offset,
+            ..Iocb::default()
+        };
+        let mut list = [cb as *mut Iocb];
+        // SAFETY: one valid iocb whose buffer the caller keeps alive until
+        // it reaped the event (reap_one).
+        let r = unsafe { libc::syscall(libc::SYS_io_submit, ctx, 1, list.as_mut_ptr()) };
+        assert_eq!(r, 1, "io_submit: {}", std::io::Error::last_os_error());
+        ctx
+    }
+
+    /// Wait for the one write of `ctx`; its result (bytes or -errno).
+    pub fn reap_one(ctx: u64) -> i64 {
+        let mut ev = Event::default();
+        // SAFETY: room for one event, no timeout; then the context goes.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_io_getevents,
+                ctx,
+                1,
+                1,
+                &mut ev as *mut Event,
+                std::ptr::null_mut::<libc::timespec>(),
+            )
+        };
+        assert_eq!(r, 1, "io_getevents: {}", std::io::Error::last_os_error());
+        // SAFETY: a context from io_setup with nothing left in flight.
+        unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
+        ev.res
+    }
+}
+
+/// fsync while an asynchronous write (io_submit, which returns at once
+/// with `FUSE_ASYNC_DIO`; the kernel does not wait for it at fsync) is in
+/// flight in the holder sends its Flush only after that write completed:
+/// NVMe's Flush covers completed writes only. The write's command is
+/// swallowed until the I/O timeout re-sends it; the fsync must not return
+/// before the target stored it.
+#[test]
+fn fsync_after_asynchronous_writes_waits_for_them() {
+    use std::os::fd::AsRawFd;
+    let f = fake_exposed(1, |o| o.io_timeout = Some(Duration::from_secs(1)));
+    let file = open_direct(&f.path);
+    let n = f.target.commands.load(Ordering::SeqCst);
+    f.target.swallow_at_command.store(n + 1, Ordering::SeqCst);
+    let mut raw = vec![0u8; 8192];
+    let p = page(&mut raw);
+    p.fill(0x5A);
+    let mut cb = aio::Iocb::default();
+    let ctx = aio::start_write(file.as_raw_fd(), p, 8192, &mut cb);
+    while f.target.commands.load(Ordering::SeqCst) <= n {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let stored_before = f.target.writes.load(Ordering::SeqCst);
+    file.sync_all().expect("fsync");
+    let stored_after = f.target.writes.load(Ordering::SeqCst);
+    assert_eq!(aio::reap_one(ctx), 4096, "the write's result");
+    assert_eq!(stored_before, 0, "the swallowed write was stored early");
+    assert_eq!(
+        stored_after, 1,
+        "fsync returned before the write in flight was stored"
+    );
+    let data = f.target.data.lock().expect("data")[8192..8192 + 4096].to_vec();
+    assert!(data.iter().all(|&b| b == 0x5A));
+    drop(file);
+    f.exp.unmount().expect("unmount");
+    f.ctrl.disconnect().expect("disconnect");
+}
+
+/// A failed command is answered with EIO, for reads and writes alike.
+#[test]
+fn a_failed_command_answers_eio() {
+    let f = fake_exposed(1, |o| o.ctrl_loss_tmo = Some(Duration::from_secs(1)));
+    let file = open_direct(&f.path);
+    f.target.set_refusing(true);
+    f.target.drop_all();
+    let mut raw = vec![0u8; 8192];
+    let p = page(&mut raw);
+    let e = file
+        .read_exact_at(p, 0)
+        .expect_err("read on a lost controller");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let e = file
+        .write_all_at(p, 0)
+        .expect_err("write on a lost controller");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    drop(file);
+    f.exp.unmount().expect("unmount");
+}
+
+/// A read-only device wrapper, as the agent puts around a read-only
+/// attachment's namespace.
+struct ReadOnlyDev(ferrofab_nvmeof_host::Namespace);
+
+impl BlockIo for ReadOnlyDev {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn block_size(&self) -> u32 {
+        self.0.block_size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_at(buf, offset)
+    }
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(libc::EROFS))
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn read_only(&self) -> bool {
+        true
+    }
+}
+
+/// `add_namespace_as`: the wrapper decides the file's attributes (opening
+/// for writing is refused), the namespace serves whole-block reads.
+#[test]
+fn a_read_only_namespace_is_read_through_its_wrapper_attributes() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fake_exposed(1, |_| {});
+    let ns = f.ctrl.namespace(1).expect("namespace 1");
+    ns.write_blocks(4096, &[7u8; 4096]).expect("seed");
+    let path = f
+        .exp
+        .add_namespace_as("ro", Arc::new(ReadOnlyDev(ns.clone())), ns)
+        .expect("expose read-only");
+    let e = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect_err("opened a read-only file for writing");
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    let mut raw = vec![0u8; 8192];
+    let p = page(&mut raw);
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .expect("open read-only");
+    file.read_exact_at(p, 4096).expect("read");
+    assert!(p.iter().all(|&b| b == 7));
+    drop(file);
+    f.exp.unmount().expect("unmount");
+    f.ctrl.disconnect().expect("disconnect");
+}

@@ -5,6 +5,9 @@
 //! * [`BlockIo`] (`read_at`, `write_at`, `flush`): blocking, byte offsets.
 //! * [`Namespace::submit`] returns a [`Ticket`] at once; many can be in
 //!   flight from one thread; [`Ticket::wait`] collects each.
+//! * [`Namespace::submit_then`] (`then.rs`): a callback runs when the
+//!   operation completed, on the thread that received the response; no
+//!   thread waits (what a server answering many clients wants).
 //! * [`Pipeline`]: a fixed-depth window of tagged operations that completes
 //!   in any order, the shape a queue-depth-N benchmark or a FUSE request
 //!   loop wants.
@@ -28,6 +31,9 @@ use super::controller::{Controller, Shared};
 use super::queue::{ReqKind, Request};
 use super::{BlockIo, HostError};
 use ferrofab_nvmeof_wire::spec::status::Status;
+
+#[path = "then.rs"]
+mod then;
 
 /// How often a command is re-sent after a data digest error.
 const DIGEST_RETRIES: u32 = 3;

@@ -141,7 +141,12 @@ pub(crate) struct Completion {
     state: AtomicU8,
     result: Mutex<Option<Result<Cqe, HostError>>>,
     waiter: Mutex<Option<Thread>>,
+    /// Run once by whoever completes it (see `Namespace::submit_then`).
+    then: Mutex<Option<Then>>,
 }
+
+/// A completion callback (see [`Completion::set_then`]).
+pub(crate) type Then = Box<dyn FnOnce() + Send>;
 
 impl Completion {
     fn new() -> Completion {
@@ -151,6 +156,7 @@ impl Completion {
             // The submitter is the usual waiter; registering it now saves a
             // lock on the fast path.
             waiter: Mutex::new(Some(thread::current())),
+            then: Mutex::new(None),
         }
     }
 
@@ -171,7 +177,33 @@ impl Completion {
         if let Some(t) = plock(&self.waiter).as_ref() {
             t.unpark();
         }
+        let then = plock(&self.then).take();
+        if let Some(f) = then {
+            f();
+        }
         true
+    }
+
+    /// Run `f` once when this completes: on the completing thread (the
+    /// one that received the response), or here at once if it already
+    /// has. Taken under the lock on both sides, so it runs exactly once.
+    fn set_then(&self, f: Then) {
+        *plock(&self.then) = Some(f);
+        if self.is_done() {
+            let then = plock(&self.then).take();
+            if let Some(f) = then {
+                f();
+            }
+        }
+    }
+
+    /// Whether it completed with a data digest error (which a waiter
+    /// retries).
+    fn is_digest_error(&self) -> bool {
+        matches!(
+            *plock(&self.result),
+            Some(Err(HostError::DataDigest { .. }))
+        )
     }
 
     fn take(&self) -> Result<Cqe, HostError> {
@@ -256,6 +288,16 @@ impl Request {
     /// the earlier submission can follow).
     pub fn reset_for_retry(&self) {
         self.done.reset();
+    }
+
+    /// Run `f` once when the request completes (see [`Completion::set_then`]).
+    pub fn then(&self, f: Then) {
+        self.done.set_then(f);
+    }
+
+    /// Whether it completed with a data digest error.
+    pub fn is_digest_error(&self) -> bool {
+        self.done.is_digest_error()
     }
 
     /// Take the result of a completed request.

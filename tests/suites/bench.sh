@@ -198,6 +198,11 @@ grep -q '^| QD32' "$out/auth.md" || ff_die "the authentication benchmark printed
 "$here/bench_fuse.sh"
 { echo; cat "$out/fuse.md"; } >>"$out/summary.md"
 
+# ublk section (issue 20 item 3's design): /dev/ublkbN against the FUSE
+# file and the initiator alone on one namespace, in one Linux 6.12 boot
+# under qemu (see bench_ublk.sh; it appends its table to summary.md).
+"$here/bench_ublk.sh"
+
 # Fuzzing at scale: 10 million decoder inputs, the queue state machine,
 # and a live `serve` under random and mutated PDUs from several
 # connections (see bench_fuzz.sh; its table is appended to summary.md).

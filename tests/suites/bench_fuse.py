@@ -19,6 +19,10 @@ Per round, each pair back to back:
   1 MiB blocks, fsyncs, and reads it back, once through the exposed file
   and once through the initiator alone.
 
+Poll mode of the client sides (FF_FUSE_POLL, default "interrupt"): the
+same on the `connect` holder and on `bench`; the target always interrupt.
+FF_FUSE_JOBS (comma-separated job names, default all) limits the pairs.
+
 CPU: the client side (bench, or fio / microscope plus the `connect`
 holder) and the target (`serve`), from getrusage and /proc/PID/stat.
 Pinning (FF_FUSE_PIN, default "0:1"): clients on the first CPU, the target
@@ -71,6 +75,13 @@ def fitting_size(wanted):
                   f"({mem_available() / GIB:.1f} GiB available); ran {size / GIB:.0f} GiB")
 
 
+def poll_mode():
+    """The initiator's poll mode on both client sides, the `connect` holder
+    and `bench` (FF_FUSE_POLL, default "interrupt"; the workstation agent's
+    and `connect`'s own default is "adaptive")."""
+    return os.environ.get("FF_FUSE_POLL", "interrupt")
+
+
 def pin_prefix(role):
     spec = os.environ.get("FF_FUSE_PIN", "0:1")
     if spec == "none":
@@ -110,7 +121,7 @@ class Holder:
         self.log = out / "fuse-connect.log"
         cmd = pin_prefix("client") + [
             bin_, "connect", "-a", "127.0.0.1", "-s", str(serve.port), "-n", NQN, "--poll-mode",
-            "interrupt", "--expose-dir", str(out / "fuse-volumes"), "--name", "mic", "--run-dir",
+            poll_mode(), "--expose-dir", str(out / "fuse-volumes"), "--name", "mic", "--run-dir",
             str(self.run_dir)]
         self.command = shlex.join(cmd)
         with open(self.log, "w") as log:
@@ -154,9 +165,18 @@ RATIO_JOBS = {
 }
 
 
+def ratio_jobs():
+    """RATIO_JOBS, or those named in FF_FUSE_JOBS (comma-separated)."""
+    names = [n for n in os.environ.get("FF_FUSE_JOBS", "").split(",") if n]
+    unknown = [n for n in names if n not in RATIO_JOBS]
+    if unknown:
+        sys.exit(f"bench_fuse: unknown FF_FUSE_JOBS {unknown}; known: {', '.join(RATIO_JOBS)}")
+    return {n: RATIO_JOBS[n] for n in names} if names else RATIO_JOBS
+
+
 def ratio_round(bin_, out, rnd, serve, jobtime, size):
-    remote = ["-a", "127.0.0.1", "-s", str(serve.port), "-n", NQN, "--poll-mode", "interrupt"]
-    for name, (bargs, fargs) in RATIO_JOBS.items():
+    remote = ["-a", "127.0.0.1", "-s", str(serve.port), "-n", NQN, "--poll-mode", poll_mode()]
+    for name, (bargs, fargs) in ratio_jobs().items():
         # The initiator alone.
         stdout, m = measured([bin_, "bench", *remote, *bargs, "--time", jobtime, "--json"], serve)
         t = json.loads(stdout)["total"]
@@ -224,7 +244,8 @@ def summary(out, size, note):
     if note:
         lines += [f"Note: {note}.", ""]
     pin = os.environ.get("FF_FUSE_PIN", "0:1")
-    lines += [f"Pinning `{pin}` (client CPU : target CPU); load at the end: "
+    lines += [f"Pinning `{pin}` (client CPU : target CPU); client poll mode `{poll_mode()}` (holder and "
+              f"`bench`); load at the end: "
               f"{pathlib.Path('/proc/loadavg').read_text().split()[:3]}.", "",
               "### fio on the exposed file vs `ferrofab-nvmeof bench` (same namespace, same run)", "",
               "| job | initiator MB/s | FUSE MB/s | ratio (per round, median) | goal | initiator client CPU µs/IO "

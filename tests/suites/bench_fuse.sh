@@ -17,7 +17,10 @@
 #
 # Output: tests/.work/bench/fuse.md (appended to summary.md by bench.sh)
 # and fuse-*.json. Knobs: FF_FUSE_ROUNDS (default 2), FF_FUSE_TIME (default
-# 5s per fio/bench job), FF_MICRO_SIZE, FF_MICRO_QD (default 1), FF_FUSE_PIN
+# 5s per fio/bench job), FF_MICRO_SIZE, FF_MICRO_QD (default 1), FF_FUSE_POLL
+# (default "interrupt": the poll mode of both the `connect` holder and
+# `bench`; the agent's default is "adaptive"), FF_FUSE_JOBS (comma-separated
+# job names, default all), FF_FUSE_PIN
 # (default "0:1": clients on CPU 0, the target on CPU 1; "none").
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -2,7 +2,8 @@
 # Suite `kernel`: Linux 6.1's NVMe/TCP drivers under qemu (TCG) against
 # ferrofab's target and initiator, the agent's `kernel` driver in the
 # guest under a real controller, and DH-HMAC-CHAP in-band authentication
-# against Linux 6.12 (6.1 has none) in both directions. See
+# against Linux 6.12 (6.1 has none) in both directions, and the ublk
+# block-device exposure (`connect --expose-block`) on Linux 6.12. See
 # tests/kernel/README.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
@@ -31,3 +32,6 @@ ff_say "kernel: DH-HMAC-CHAP authentication against Linux 6.12 (host and nvmet)"
 ff_cargo build --release --quiet -p ferrofab-nvmeof --example auth_interop >&2 \
     || ff_die "building the auth_interop example failed"
 "$FF_REPO/tests/kernel/auth.sh" "$nvmeof" "${CARGO_TARGET_DIR:-$FF_REPO/target}/release/examples/auth_interop"
+
+ff_say "kernel: the ublk block-device exposure (connect --expose-block) on Linux 6.12"
+"$FF_REPO/tests/kernel/ublk.sh" "$nvmeof"

@@ -61,8 +61,12 @@ pub struct AgentConfig {
     pub node: String,
     #[serde(default)]
     pub roles: Vec<Role>,
-    /// Controller gRPC endpoints (`https://host:port`), tried in order.
+    /// Controller gRPC endpoints (`https://host:port`): every replica.
     pub controller_endpoints: Vec<String>,
+    /// In which order the endpoints are tried: `spread` (default) or
+    /// `listed`; see [`EndpointOrder`].
+    #[serde(default, skip_serializing_if = "EndpointOrder::is_default")]
+    pub controller_endpoint_order: EndpointOrder,
     pub tls: TlsFiles,
     /// Pool name → backing directory or block device.
     #[serde(default)]
@@ -173,6 +177,68 @@ fn invalid(key: &str, message: impl Into<String>) -> AgentError {
     }
 }
 
+/// The dotted key (`holder.start_timeout`) whose key or value `span`
+/// covers, so an error about a bad value names the setting, not just the
+/// value; else the spanned text itself if it is one line. A span over a
+/// whole table (or the document) names nothing useful: `None`.
+fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
+    let spanned = text.get(span.clone())?.trim();
+    if spanned.contains('\n') {
+        return None;
+    }
+    let line_start = text.get(..span.start)?.rfind('\n').map_or(0, |i| i + 1);
+    let before = text.get(line_start..span.start)?;
+    let Some((key, _)) = before.split_once('=') else {
+        return Some(spanned.to_string());
+    };
+    let key = key.trim().trim_matches('"');
+    let table = text
+        .get(..line_start)?
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
+/// How an agent orders `controller_endpoints` when it (re)connects: it
+/// takes the first endpoint in that order that answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointOrder {
+    /// A fixed order of its own per node, derived from the node's name
+    /// (`ferrofab_proto::failover::spread_order`): a fleet with one shared
+    /// list spreads evenly over the replicas, and over the survivors when
+    /// one is lost, instead of all agents using the first replica and all
+    /// moving to the second.
+    #[default]
+    Spread,
+    /// The list's own order: for a preferred replica (say, the one in the
+    /// same room), with the others as fallbacks.
+    Listed,
+}
+
+impl EndpointOrder {
+    fn is_default(&self) -> bool {
+        *self == EndpointOrder::default()
+    }
+
+    /// `endpoints` in the order `node` tries them.
+    pub fn arrange(self, node: &str, endpoints: &[String]) -> Vec<String> {
+        match self {
+            EndpointOrder::Listed => endpoints.to_vec(),
+            EndpointOrder::Spread => ferrofab_proto::failover::spread_order(node, endpoints.len())
+                .into_iter()
+                .filter_map(|i| endpoints.get(i).cloned())
+                .collect(),
+        }
+    }
+}
+
 impl AgentConfig {
     /// A minimal config for `node`, used by `enroll` when no file exists yet.
     pub fn new(node: &str, endpoint: &str, tls: TlsFiles) -> Self {
@@ -180,6 +246,7 @@ impl AgentConfig {
             node: node.into(),
             roles: Vec::new(),
             controller_endpoints: vec![endpoint.into()],
+            controller_endpoint_order: EndpointOrder::default(),
             tls,
             pools: BTreeMap::new(),
             data_listen: Vec::new(),
@@ -236,15 +303,7 @@ impl AgentConfig {
     pub fn parse(text: &str) -> Result<Self, AgentError> {
         let cfg: AgentConfig = toml::from_str(text).map_err(|e| {
             let key = missing_field(e.message())
-                .or_else(|| {
-                    // The span of one key or value; a span over a whole
-                    // table (or the document) names nothing useful.
-                    e.span()
-                        .and_then(|s| text.get(s))
-                        .map(str::trim)
-                        .filter(|s| !s.contains('\n'))
-                        .map(str::to_string)
-                })
+                .or_else(|| e.span().and_then(|s| key_at(text, s)))
                 .unwrap_or_default();
             invalid(&key, e.message().to_string())
         })?;
@@ -348,6 +407,10 @@ impl AgentConfig {
             "controller_endpoints",
             self.controller_endpoints == new.controller_endpoints,
         );
+        check(
+            "controller_endpoint_order",
+            self.controller_endpoint_order == new.controller_endpoint_order,
+        );
         check("tls", self.tls == new.tls);
         check("pools", self.pools == new.pools);
         check("data_listen", self.data_listen == new.data_listen);
@@ -407,6 +470,45 @@ path = "/srv/ferrofab/fast"
             AgentError::Config { key, message } => {
                 assert_eq!(key, "node", "{message}");
                 assert!(message.contains("missing field"), "{message}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn endpoint_order_spreads_by_default_and_can_follow_the_list() {
+        let eps: Vec<String> = ["https://a:1", "https://b:1", "https://c:1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let c = AgentConfig::parse(MIN).unwrap();
+        assert_eq!(c.controller_endpoint_order, EndpointOrder::Spread);
+        // Same set, this node's own fixed order, and not every node's the same.
+        let mine = EndpointOrder::Spread.arrange("s1", &eps);
+        let mut sorted = mine.clone();
+        sorted.sort();
+        assert_eq!(sorted, eps);
+        assert_eq!(mine, EndpointOrder::Spread.arrange("s1", &eps));
+        let firsts: std::collections::BTreeSet<String> = (0..30)
+            .map(|i| EndpointOrder::Spread.arrange(&format!("w{i}"), &eps)[0].clone())
+            .collect();
+        assert_eq!(firsts.len(), 3, "{firsts:?}");
+
+        let listed = MIN.replacen("[tls]", "controller_endpoint_order = \"listed\"\n[tls]", 1);
+        let c = AgentConfig::parse(&listed).unwrap();
+        assert_eq!(c.controller_endpoint_order, EndpointOrder::Listed);
+        assert_eq!(EndpointOrder::Listed.arrange("s1", &eps), eps);
+
+        let bad = format!("{MIN}[holder]\nstart_timeout = 5\n");
+        match AgentConfig::parse(&bad).unwrap_err() {
+            AgentError::Config { key, .. } => assert_eq!(key, "holder.start_timeout"),
+            other => panic!("{other}"),
+        }
+        let bad = MIN.replacen("[tls]", "controller_endpoint_order = \"random\"\n[tls]", 1);
+        match AgentConfig::parse(&bad).unwrap_err() {
+            AgentError::Config { key, message } => {
+                assert_eq!(key, "controller_endpoint_order", "{message}");
+                assert!(message.contains("spread"), "{message}");
             }
             other => panic!("{other}"),
         }

@@ -199,10 +199,11 @@ impl WorkstationDriver for BuiltinInitiator {
         if exposer.names().iter().any(|n| n == &c.exposure_name) {
             let _ = exposer.remove(&c.exposure_name);
         }
-        // A writable namespace goes in as one, so its reads skip a copy.
+        // The namespace goes in as one, so its reads skip a copy and are
+        // answered asynchronously; a read-only one behind its wrapper.
         let added = if c.read_only {
-            let dev: Arc<DynBlockIo> = Arc::new(ReadOnly(ns));
-            exposer.add(&c.exposure_name, dev)
+            let dev: Arc<DynBlockIo> = Arc::new(ReadOnly(ns.clone()));
+            exposer.add_namespace_as(&c.exposure_name, dev, ns)
         } else {
             exposer.add_namespace(&c.exposure_name, ns)
         };

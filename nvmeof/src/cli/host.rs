@@ -9,6 +9,10 @@
 //! [`ferrofab_nvmeof_expose::connected`]); the files follow namespace changes and
 //! are gone before the controller disconnects, so nothing is left that
 //! would fail with I/O errors.
+//!
+//! With `--expose-block`, every namespace is a block device `/dev/ublkbN`
+//! instead (see [`ferrofab_nvmeof_ublk`]; Linux 6.0+ with `ublk_drv`), removed
+//! the same way before the controller disconnects.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,6 +30,7 @@ use ferrofab_nvmeof_host::{
     discover_with, BlockIo, ConnectOptions, Controller, ControllerState, DiscoveryEntry,
     HostIdentity, NamespaceEvent, NamespaceInfo,
 };
+use ferrofab_nvmeof_ublk::{UblkDevice, UblkOptions};
 use ferrofab_nvmeof_wire::spec::identify::subtype;
 use ferrofab_nvmeof_wire::spec::{DEFAULT_DISCOVERY_PORT, DEFAULT_IO_PORT, DISCOVERY_NQN};
 use ferrofab_nvmeof_wire::wire::Digests;
@@ -146,6 +151,17 @@ pub struct ConnectArgs {
     /// Connect without exposing the namespaces as files.
     #[arg(long, conflicts_with = "name")]
     pub no_expose: bool,
+    /// Expose every namespace as a block device /dev/ublkbN (ublk, Linux
+    /// 6.0+ with the ublk_drv module) instead of a file. Namespaces added
+    /// later are not exposed; resizes are not followed.
+    #[arg(long, conflicts_with_all = ["no_expose", "name"])]
+    pub expose_block: bool,
+    /// With --expose-block: queues (threads) per block device.
+    #[arg(long, default_value_t = ferrofab_nvmeof_ublk::DEFAULT_QUEUES, requires = "expose_block")]
+    pub block_queues: u16,
+    /// With --expose-block: requests in flight per queue (at most 1024).
+    #[arg(long, default_value_t = ferrofab_nvmeof_ublk::DEFAULT_QUEUE_DEPTH, requires = "expose_block")]
+    pub block_queue_depth: u16,
     /// DH-HMAC-CHAP host secret for in-band authentication: a
     /// `DHHC-1:XX:...:` string, or the path of a file holding one (better:
     /// command lines are visible to every user of the machine).
@@ -426,6 +442,22 @@ pub fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         let _ = tx.send(ev.clone());
     });
     print_namespaces(&ctrl, &ctrl.namespaces());
+    if args.expose_block {
+        let devices = match expose_block(&ctrl, &args) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = ctrl.disconnect();
+                return Err(e);
+            }
+        };
+        let outcome = run_connected(&ctrl, None, &events, &stop);
+        if outcome.is_ok() {
+            tracing::info!("signal received; disconnecting");
+        }
+        let res = teardown_block(devices, ctrl);
+        drop(state);
+        return outcome.and(res);
+    }
     let mut files = expose(&ctrl, &args)?;
     let outcome = run_connected(&ctrl, files.as_mut(), &events, &stop);
     if outcome.is_ok() {
@@ -434,6 +466,64 @@ pub fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let res = teardown(files, ctrl);
     drop(state);
     outcome.and(res)
+}
+
+/// Expose every namespace as a ublk block device. If one fails, those
+/// already made are removed (by their `Drop`) and the error names ublk.
+fn expose_block(ctrl: &Controller, args: &ConnectArgs) -> anyhow::Result<Vec<UblkDevice>> {
+    let opts = UblkOptions {
+        queues: args.block_queues,
+        queue_depth: args.block_queue_depth,
+        ..UblkOptions::default()
+    };
+    let mut devices = Vec::new();
+    for info in ctrl.namespaces() {
+        let ns = ctrl.namespace(info.nsid)?;
+        let size = ns.size();
+        let dev = UblkDevice::create(ns, &opts)
+            .with_context(|| format!("exposing namespace {} as a block device", info.nsid))?;
+        println!(
+            "namespace {} exposed at {} ({size} bytes)",
+            info.nsid,
+            dev.path().display()
+        );
+        devices.push(dev);
+    }
+    Ok(devices)
+}
+
+/// Remove the block devices, then disconnect; as [`teardown`], a device
+/// whose removal waits on a request stuck on a lost connection gets
+/// [`UNEXPOSE_GRACE`], then the controller is disconnected, which fails
+/// that request and lets the removal finish.
+fn teardown_block(devices: Vec<UblkDevice>, ctrl: Controller) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("unexpose".into())
+        .spawn(move || {
+            let results: Vec<_> = devices.into_iter().map(UblkDevice::stop).collect();
+            let _ = tx.send(results);
+        });
+    let mut removed = None;
+    if spawned.is_ok() {
+        match rx.recv_timeout(UNEXPOSE_GRACE) {
+            Ok(r) => removed = Some(r),
+            Err(_) => tracing::warn!(
+                "block devices still busy after {UNEXPOSE_GRACE:?}; disconnecting to unblock them"
+            ),
+        }
+    }
+    let disconnected = ctrl.disconnect();
+    if removed.is_none() && spawned.is_ok() {
+        removed = rx.recv().ok();
+    }
+    for r in removed.into_iter().flatten() {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "removing a block device");
+        }
+    }
+    disconnected?;
+    Ok(())
 }
 
 /// Follow namespace changes until a signal arrives. Fails if the
@@ -643,6 +733,38 @@ pub fn disconnect(args: DisconnectArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct ConnectWrap {
+        #[command(flatten)]
+        a: ConnectArgs,
+    }
+
+    fn parse_connect(extra: &[&str]) -> Result<ConnectArgs, clap::Error> {
+        use clap::Parser;
+        let mut all = vec![
+            "connect",
+            "-a",
+            "127.0.0.1",
+            "-n",
+            "nqn.2026-12.io.ferrofab:x",
+        ];
+        all.extend_from_slice(extra);
+        ConnectWrap::try_parse_from(all).map(|w| w.a)
+    }
+
+    #[test]
+    fn expose_block_options() {
+        let a = parse_connect(&["--expose-block", "--block-queue-depth", "128"]).unwrap();
+        assert!(a.expose_block);
+        assert_eq!(a.block_queue_depth, 128);
+        assert_eq!(a.block_queues, ferrofab_nvmeof_ublk::DEFAULT_QUEUES);
+        // A block device or no exposure, not both; the ublk sizes only
+        // mean something with --expose-block.
+        assert!(parse_connect(&["--expose-block", "--no-expose"]).is_err());
+        assert!(parse_connect(&["--expose-block", "--name", "x"]).is_err());
+        assert!(parse_connect(&["--block-queues", "2"]).is_err());
+    }
 
     #[test]
     fn dhchap_secret_from_the_command_line_or_a_file() {
