@@ -154,10 +154,24 @@ impl Namespace {
     /// [`Namespace::submit`], or with `pinned`, on that one I/O queue and
     /// deferred to its next flush (see `Shared::submit_to`).
     fn submit_to(&self, op: IoOp, pinned: Option<usize>) -> Result<Ticket, HostError> {
+        self.submit_into(op, pinned, None)
+    }
+
+    /// [`Namespace::submit_to`]; a read of one command lands in `buf`.
+    fn submit_into(
+        &self,
+        op: IoOp,
+        pinned: Option<usize>,
+        buf: Option<Vec<u8>>,
+    ) -> Result<Ticket, HostError> {
         let (cmds, read_len) = self.commands(op)?;
+        let mut buf = buf.filter(|_| cmds.len() == 1 && read_len.is_some());
         let parts: Vec<Arc<Request>> = cmds
             .into_iter()
-            .map(|c| Request::new(c, ReqKind::Io))
+            .map(|c| match buf.take() {
+                Some(b) => Request::with_buffer(c, ReqKind::Io, b),
+                None => Request::new(c, ReqKind::Io),
+            })
             .collect();
         for r in &parts {
             self.shared.submit_to(r, pinned);
@@ -291,6 +305,7 @@ impl Namespace {
             depth: depth.max(1),
             inflight: Vec::with_capacity(depth),
             queue: self.shared.pick_queue(),
+            cached: None,
         }
     }
 
@@ -520,6 +535,9 @@ pub struct Pipeline {
     inflight: Vec<(u64, Ticket)>,
     /// The I/O queue (index, modulo their number) this pipeline uses.
     queue: usize,
+    /// That queue, kept while it lives: finding it through the controller
+    /// takes its lock and two reference counts, once per completion.
+    cached: Option<Arc<super::queue::Queue>>,
 }
 
 impl Pipeline {
@@ -547,6 +565,26 @@ impl Pipeline {
         Ok(())
     }
 
+    /// [`Pipeline::submit`] of a read of `buf.len()` bytes at `offset`
+    /// whose data lands in `buf`: a caller streaming reads hands its
+    /// buffers round instead of the pipeline allocating one per read. The
+    /// data comes back in [`Completed::result`] (in `buf` itself unless the
+    /// read was split into several commands).
+    pub fn submit_read(&mut self, tag: u64, offset: u64, buf: Vec<u8>) -> Result<(), HostError> {
+        if self.is_full() {
+            return Err(HostError::InvalidArgument(format!(
+                "pipeline full ({} operations in flight)",
+                self.depth
+            )));
+        }
+        let len = buf.len();
+        let t = self
+            .ns
+            .submit_into(IoOp::Read { offset, len }, Some(self.queue), Some(buf))?;
+        self.inflight.push((tag, t));
+        Ok(())
+    }
+
     /// Send what [`Pipeline::submit`] left in the submission buffer.
     pub fn flush(&self) {
         if let Some(q) = self.ns.shared.io_queue(self.queue) {
@@ -557,8 +595,19 @@ impl Pipeline {
     /// A completed operation if there is one, without waiting (but after
     /// sending what was submitted).
     pub fn try_complete(&mut self) -> Option<Completed> {
-        self.flush();
+        self.send_deferred();
         self.take_done()
+    }
+
+    /// [`Pipeline::flush`] through the cached queue (found again once it
+    /// has died, e.g. after a reconnect).
+    fn send_deferred(&mut self) {
+        if self.cached.as_ref().is_none_or(|q| q.is_dead()) {
+            self.cached = self.ns.shared.io_queue(self.queue);
+        }
+        if let Some(q) = &self.cached {
+            q.flush();
+        }
     }
 
     fn take_done(&mut self) -> Option<Completed> {
@@ -577,7 +626,7 @@ impl Pipeline {
         if self.inflight.is_empty() {
             return None;
         }
-        self.flush();
+        self.send_deferred();
         let spin = self.ns.shared.spin_policy();
         loop {
             if let Some(c) = self.take_done() {

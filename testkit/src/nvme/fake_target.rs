@@ -40,6 +40,10 @@ pub struct Knobs {
     pub allowed_host: Option<String>,
     /// Sleep this long before executing each I/O command (a slow device).
     pub io_delay: std::time::Duration,
+    /// Write each read's PDUs in pieces of this many bytes with a short
+    /// pause between (0: in one write), so the host finds PDUs cut in the
+    /// middle of their header or data.
+    pub c2h_trickle: usize,
 }
 
 impl Default for Knobs {
@@ -53,6 +57,7 @@ impl Default for Knobs {
             mdts: 5,     // 128 KiB
             allowed_host: None,
             io_delay: std::time::Duration::ZERO,
+            c2h_trickle: 0,
         }
     }
 }
@@ -367,6 +372,13 @@ impl FakeTarget {
                 ..Default::default()
             };
             encode_capsule_resp(&mut out, &cqe, d);
+        }
+        if self.knobs.c2h_trickle > 0 && qid > 0 {
+            for piece in out.chunks(self.knobs.c2h_trickle) {
+                send(piece)?;
+                std::thread::sleep(std::time::Duration::from_micros(300));
+            }
+            return Ok(());
         }
         send(&out)
     }
