@@ -16,6 +16,23 @@ pub const CONTROL_PATH: &str = "/dev/ublk-control";
 /// Entries of the control ring: one command at a time is ever in flight.
 const CONTROL_RING_ENTRIES: u32 = 4;
 
+/// ADD_DEV is the first command: a ublk older than 6.4 refuses its
+/// ioctl-encoded opcode with EOPNOTSUPP (or EINVAL on some versions), which
+/// otherwise reads like a bad argument. Say what it means.
+pub(crate) fn add_dev_error(e: UblkError) -> UblkError {
+    match e {
+        UblkError::Command { source, .. }
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+            ) =>
+        {
+            UblkError::KernelTooOld { source }
+        }
+        other => other,
+    }
+}
+
 /// An open `/dev/ublk-control` and its ring.
 pub struct Control {
     file: File,
@@ -24,7 +41,7 @@ pub struct Control {
 
 impl Control {
     /// Open the control device. Its absence means the kernel has no ublk
-    /// (module not loaded, or older than 6.0): say so plainly.
+    /// (module not loaded, or a kernel without it): say so plainly.
     pub fn open() -> Result<Control, UblkError> {
         let file = OpenOptions::new()
             .read(true)
@@ -92,6 +109,7 @@ impl Control {
         };
         self.command("ADD_DEV", sys::UBLK_U_CMD_ADD_DEV, cmd)
             .map(|_| ())
+            .map_err(add_dev_error)
     }
 
     pub fn set_params(&mut self, dev_id: u32, params: &Params) -> Result<(), UblkError> {

@@ -1,5 +1,6 @@
 //! Expose an NVMe-oF namespace as a Linux block device, `/dev/ublkbN`,
-//! through ublk (`ublk_drv`, Linux 6.0 and newer).
+//! through ublk (`ublk_drv`, Linux 6.4 and newer: the ioctl-encoded
+//! commands this server sends exist since 6.4).
 //!
 //! Why: the FUSE exposure is a file that workstations turn into a block
 //! device with `losetup`, so every request crosses FUSE and the loop driver
@@ -72,8 +73,12 @@ const MAX_DISCARD_SECTORS: u32 = 1 << 21;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UblkError {
-    #[error("ublk is not available: load ublk_drv, Linux 6.0 or newer ({path}: {source})", path = ctrl::CONTROL_PATH)]
+    #[error("ublk is not available: load ublk_drv, Linux 6.4 or newer ({path}: {source})", path = ctrl::CONTROL_PATH)]
     NotAvailable { source: std::io::Error },
+    /// ADD_DEV refused the ioctl-encoded command (EOPNOTSUPP or EINVAL):
+    /// a ublk older than 6.4 knows only the plain opcodes.
+    #[error("the kernel's ublk is too old: ferrofab needs Linux 6.4 or newer (ioctl-encoded commands); ADD_DEV said: {source}")]
+    KernelTooOld { source: std::io::Error },
     #[error("ublk {cmd} for device {dev_id} failed: {source}")]
     Command {
         cmd: &'static str,
@@ -434,6 +439,30 @@ mod tests {
     }
 
     #[test]
+    fn add_dev_refusals_name_the_kernel_version() {
+        for errno in [libc::EOPNOTSUPP, libc::EINVAL] {
+            let e = ctrl::add_dev_error(UblkError::Command {
+                cmd: "ADD_DEV",
+                dev_id: u32::MAX,
+                source: std::io::Error::from_raw_os_error(errno),
+            });
+            assert!(
+                e.to_string().starts_with(
+                    "the kernel's ublk is too old: ferrofab needs Linux 6.4 or newer (ioctl-encoded commands)"
+                ),
+                "{e}"
+            );
+        }
+        // Other failures stay as they are.
+        let e = ctrl::add_dev_error(UblkError::Command {
+            cmd: "ADD_DEV",
+            dev_id: u32::MAX,
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        });
+        assert!(matches!(e, UblkError::Command { .. }), "{e}");
+    }
+
+    #[test]
     fn a_missing_control_device_names_the_module() {
         if Path::new(ctrl::CONTROL_PATH).exists() {
             return; // a kernel with ublk: nothing to check here
@@ -441,7 +470,7 @@ mod tests {
         let e = Control::open().err().expect("no control device");
         let msg = e.to_string();
         assert!(
-            msg.contains("ublk is not available: load ublk_drv, Linux 6.0 or newer"),
+            msg.contains("ublk is not available: load ublk_drv, Linux 6.4 or newer"),
             "{msg}"
         );
     }

@@ -23,7 +23,7 @@ const fn iowr(nr: u32, size: usize) -> u32 {
 
 /// Control commands, sent as `IORING_OP_URING_CMD` to `/dev/ublk-control`
 /// with a [`CtrlCmd`] in the SQE's command area (ioctl-encoded opcodes;
-/// every kernel with ublk since 6.3 takes them, and 6.12 does).
+/// they exist since Linux 6.4, and 6.12 has them).
 pub const UBLK_U_CMD_ADD_DEV: u32 = iowr(0x04, size_of::<CtrlCmd>());
 pub const UBLK_U_CMD_DEL_DEV: u32 = iowr(0x05, size_of::<CtrlCmd>());
 pub const UBLK_U_CMD_START_DEV: u32 = iowr(0x06, size_of::<CtrlCmd>());

@@ -11,7 +11,7 @@
 //! would fail with I/O errors.
 //!
 //! With `--expose-block`, every namespace is a block device `/dev/ublkbN`
-//! instead (see [`ferrofab_nvmeof_ublk`]; Linux 6.0+ with `ublk_drv`), removed
+//! instead (see [`ferrofab_nvmeof_ublk`]; Linux 6.4+ with `ublk_drv`), removed
 //! the same way before the controller disconnects.
 
 use std::fs;
@@ -152,7 +152,7 @@ pub struct ConnectArgs {
     #[arg(long, conflicts_with = "name")]
     pub no_expose: bool,
     /// Expose every namespace as a block device /dev/ublkbN (ublk, Linux
-    /// 6.0+ with the ublk_drv module) instead of a file. Namespaces added
+    /// 6.4+ with the ublk_drv module) instead of a file. Namespaces added
     /// later are not exposed; resizes are not followed.
     #[arg(long, conflicts_with_all = ["no_expose", "name"])]
     pub expose_block: bool,
