@@ -126,7 +126,11 @@ done
 got=$(dd if="$DEV" bs=4k skip=100 count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
 [ "$got" = "$(head -c 65536 $T/raw | md5sum | cut -d' ' -f1)" ] || ff_die "4 KiB direct read back differs"
 disconnect
-ff_log "PASS: 6 MiB written with O_DIRECT in 1 MiB requests reads back identical in 1 MiB and 64 KiB requests"
+gone || ff_die "$DEV still present after the raw-I/O round's disconnect"
+if grep -E "WARN|ERROR" $T/conn.log >&2; then
+    ff_die "the server refused or failed requests in the raw-I/O round (above)"
+fi
+ff_log "PASS: 6 MiB written with O_DIRECT in 1 MiB writes (512 KiB requests: the device's limit splits them) reads back identical in 1 MiB and 64 KiB reads; $DEV gone, nothing refused"
 
 # A failing read path: kill the target under a connected device with a
 # short ctrl-loss-tmo. The read must fail, not hang; connect then gives up
