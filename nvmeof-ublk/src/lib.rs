@@ -185,8 +185,24 @@ pub fn params_for(block_size: u32, size: u64, max_io_bytes: u32) -> Result<sys::
 }
 
 struct QueueHandle {
+    q_id: u16,
     shared: Arc<QueueShared>,
     thread: Option<JoinHandle<Result<(), UblkError>>>,
+}
+
+impl QueueHandle {
+    /// Wait for the queue thread; its error, or a panic as an error.
+    fn join(&mut self) -> Option<UblkError> {
+        let t = self.thread.take()?;
+        match t.join() {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(UblkError::Queue {
+                q_id: self.q_id,
+                msg: "the queue thread panicked".into(),
+            }),
+        }
+    }
 }
 
 /// A running `/dev/ublkbN` served from one namespace.
@@ -295,6 +311,7 @@ impl UblkDevice {
                     source,
                 })?;
             self.queues.push(QueueHandle {
+                q_id,
                 shared,
                 thread: Some(thread),
             });
@@ -326,6 +343,13 @@ impl UblkDevice {
         PathBuf::from(format!("/dev/ublkb{}", self.dev_id))
     }
 
+    /// Why the device stopped serving, if a queue ended without being
+    /// asked to (an error, or the kernel aborting its requests): the disk
+    /// is gone or going, so the owner should tear down and report it.
+    pub fn failure(&self) -> Option<String> {
+        self.queues.iter().find_map(|q| q.shared.failure())
+    }
+
     /// Remove the block device and delete it. Blocks while requests are in
     /// flight (the kernel completes them first).
     pub fn stop(mut self) -> Result<(), UblkError> {
@@ -334,7 +358,9 @@ impl UblkDevice {
 
     /// STOP_DEV (queues still serving, since removing the disk may flush),
     /// then end the queue threads, close the char device and DEL_DEV. Every
-    /// step runs even if one before it failed; the first error is returned.
+    /// step runs even if one before it failed. A queue's error comes first
+    /// (it is why the device died; the control commands then often fail
+    /// for that reason), else the first control error.
     fn teardown(&mut self) -> Result<(), UblkError> {
         if self.deleted {
             return Ok(());
@@ -349,16 +375,15 @@ impl UblkDevice {
         for q in &self.queues {
             q.shared.request_stop();
         }
+        let mut queue_err: Option<UblkError> = None;
         for q in &mut self.queues {
-            if let Some(t) = q.thread.take() {
-                match t.join() {
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "queue ended with an error");
-                    }
-                    Ok(Ok(())) => {}
-                    Err(_) => tracing::warn!("queue thread panicked"),
-                }
+            if let Some(e) = q.join() {
+                tracing::warn!(error = %e, "queue ended with an error");
+                queue_err.get_or_insert(e);
             }
+        }
+        if let Some(e) = queue_err {
+            first = Some(e);
         }
         self.cdev = None;
         if let Err(e) = self.ctrl.del_dev(self.dev_id) {
@@ -436,6 +461,29 @@ mod tests {
         assert!(params_for(8192, 1 << 20, 65536).is_err());
         assert!(params_for(1000, 1 << 20, 65536).is_err());
         assert!(params_for(4096, 100, 65536).is_err());
+    }
+
+    #[test]
+    fn a_queue_error_or_panic_is_returned_by_join() {
+        let shared = Arc::new(QueueShared::new(Arc::new(QueueMem::new(1, 4096).unwrap())).unwrap());
+        let mut failed = QueueHandle {
+            q_id: 3,
+            shared: shared.clone(),
+            thread: Some(std::thread::spawn(|| {
+                Err(UblkError::Queue {
+                    q_id: 3,
+                    msg: "ring broke".into(),
+                })
+            })),
+        };
+        assert!(failed.join().unwrap().to_string().contains("ring broke"));
+        assert!(failed.join().is_none(), "joined once");
+        let mut panicked = QueueHandle {
+            q_id: 4,
+            shared,
+            thread: Some(std::thread::spawn(|| panic!("boom"))),
+        };
+        assert!(panicked.join().unwrap().to_string().contains("panicked"));
     }
 
     #[test]

@@ -239,6 +239,10 @@ pub struct QueueShared {
     pub stop: AtomicBool,
     /// Results waiting to be committed: (tag, result).
     done: Mutex<Vec<(u16, i32)>>,
+    /// Why the queue ended without being asked to: the device is gone (the
+    /// kernel aborts a dead queue's requests and removes the disk), which
+    /// the owner polls through [`crate::UblkDevice::failure`].
+    failure: Mutex<Option<String>>,
 }
 
 impl QueueShared {
@@ -248,6 +252,7 @@ impl QueueShared {
             waker: Waker::new()?,
             stop: AtomicBool::new(false),
             done: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
         })
     }
 
@@ -267,6 +272,22 @@ impl QueueShared {
 
     fn take_done(&self) -> Vec<(u16, i32)> {
         std::mem::take(&mut *self.done.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Record why the queue ended on its own (the first reason stays).
+    fn set_failure(&self, why: String) {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(why);
+    }
+
+    /// Why the queue ended without a stop request, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Ask the queue thread to leave.
@@ -324,16 +345,32 @@ pub fn run(cfg: QueueConfig, ready: Sender<Result<(), UblkError>>) -> Result<(),
             source,
         })?;
     let res = qt.serve(&cfg, &tx);
-    if let Err(e) = &res {
-        // The kernel's requests on this queue now wait for the device's
-        // stop; say so where the operator looks.
-        tracing::error!(error = %e, "ublk queue failed; its requests wait until the device is removed");
-    }
+    let res = finish(&cfg.shared, cfg.q_id, res);
     // The completer ends once the tickets it holds are answered; it is not
     // joined (a lost connection could hold it up to ctrl-loss-tmo) and
     // touches only memory it shares through Arcs.
     drop(tx);
     drop(completer);
+    res
+}
+
+/// Record how the queue ended. An error, or every tag aborted while no
+/// stop was asked for, means the device is gone: once the queue's ring is
+/// closed the kernel aborts the queue's requests and removes the device.
+/// Say so where the operator looks, and let the owner notice.
+fn finish(shared: &QueueShared, q_id: u16, res: Result<(), UblkError>) -> Result<(), UblkError> {
+    match &res {
+        Err(e) => {
+            tracing::error!(error = %e, "ublk queue failed; the kernel aborts its requests and removes the device");
+            shared.set_failure(format!("queue {q_id} failed: {e}"));
+        }
+        Ok(()) if !shared.stop.load(Ordering::SeqCst) => {
+            shared.set_failure(format!(
+                "the kernel aborted every request of queue {q_id} (the device was stopped)"
+            ));
+        }
+        Ok(()) => {}
+    }
     res
 }
 
@@ -579,6 +616,29 @@ mod tests {
         assert_eq!(m.buf_addr(0), before);
         let b = m.lock();
         assert!(b.tags.iter().all(|t| t.capacity() >= 8192));
+    }
+
+    #[test]
+    fn a_queue_that_ends_on_its_own_marks_the_device_dead() {
+        let mk = || QueueShared::new(Arc::new(QueueMem::new(1, 4096).unwrap())).unwrap();
+        // Asked to stop: not a failure.
+        let s = mk();
+        s.request_stop();
+        assert!(finish(&s, 0, Ok(())).is_ok());
+        assert_eq!(s.failure(), None);
+        // Every tag aborted with no stop asked for: the device is gone.
+        let s = mk();
+        assert!(finish(&s, 1, Ok(())).is_ok());
+        assert!(s.failure().unwrap().contains("queue 1"));
+        // An error is kept (the first one) and returned.
+        let s = mk();
+        let e = UblkError::Queue {
+            q_id: 2,
+            msg: "ring broke".into(),
+        };
+        assert!(finish(&s, 2, Err(e)).is_err());
+        let _ = finish(&s, 2, Ok(()));
+        assert!(s.failure().unwrap().contains("ring broke"));
     }
 
     #[test]

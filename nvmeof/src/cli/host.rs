@@ -450,7 +450,7 @@ pub fn connect(args: ConnectArgs) -> anyhow::Result<()> {
                 return Err(e);
             }
         };
-        let outcome = run_connected(&ctrl, None, &events, &stop);
+        let outcome = run_connected(&ctrl, None, &devices, &events, &stop);
         if outcome.is_ok() {
             tracing::info!("signal received; disconnecting");
         }
@@ -459,7 +459,7 @@ pub fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         return outcome.and(res);
     }
     let mut files = expose(&ctrl, &args)?;
-    let outcome = run_connected(&ctrl, files.as_mut(), &events, &stop);
+    let outcome = run_connected(&ctrl, files.as_mut(), &[], &events, &stop);
     if outcome.is_ok() {
         tracing::info!("signal received; disconnecting");
     }
@@ -528,10 +528,12 @@ fn teardown_block(devices: Vec<UblkDevice>, ctrl: Controller) -> anyhow::Result<
 
 /// Follow namespace changes until a signal arrives. Fails if the
 /// controller is lost for good (ctrl-loss-tmo expired), since the files
-/// could only return errors from then on.
+/// could only return errors from then on, or if a block device died (a
+/// queue failed: the kernel removed the device, so nothing is exposed).
 fn run_connected(
     ctrl: &Controller,
     mut files: Option<&mut NamespaceFiles>,
+    devices: &[UblkDevice],
     events: &Receiver<NamespaceEvent>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
@@ -550,6 +552,15 @@ fn run_connected(
                 "lost {} at {} for longer than --ctrl-loss-tmo",
                 ctrl.subnqn(),
                 ctrl.addr()
+            );
+        }
+        if let Some((path, why)) = devices
+            .iter()
+            .find_map(|d| d.failure().map(|why| (d.path(), why)))
+        {
+            bail!(
+                "block device {} stopped serving ({why}); the kernel removed it",
+                path.display()
             );
         }
     }
