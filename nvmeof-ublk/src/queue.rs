@@ -354,6 +354,22 @@ pub fn run(cfg: QueueConfig, ready: Sender<Result<(), UblkError>>) -> Result<(),
     res
 }
 
+/// The completions present right after the FETCH_REQs were submitted:
+/// before START_DEV none can deliver a request, so any failed FETCH means
+/// the queue is not ready (and START_DEV would wait for it forever).
+fn setup_outcome(q_id: u16, cqes: &[(u64, i32)]) -> Result<(), UblkError> {
+    match cqes.iter().find(|&&(ud, res)| ud != EVENTFD_TAG && res < 0) {
+        Some(&(tag, res)) => Err(UblkError::Queue {
+            q_id,
+            msg: format!(
+                "FETCH_REQ of tag {tag} failed during set-up: {}",
+                io::Error::from_raw_os_error(-res)
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Record how the queue ended. An error, or every tag aborted while no
 /// stop was asked for, means the device is gone: once the queue's ring is
 /// closed the kernel aborts the queue's requests and removes the device.
@@ -379,6 +395,8 @@ struct QueueThread {
     descs: DescArea,
     /// Tags the kernel has aborted (not fetched again).
     gone: usize,
+    /// Completions already posted during set-up, served first.
+    early: Vec<(u64, i32)>,
 }
 
 impl QueueThread {
@@ -397,6 +415,7 @@ impl QueueThread {
             ring,
             descs,
             gone: 0,
+            early: Vec::new(),
         };
         for tag in 0..cfg.depth {
             qt.push_io_cmd(cfg, sys::UBLK_U_IO_FETCH_REQ, tag, 0)?;
@@ -406,6 +425,14 @@ impl QueueThread {
             what: format!("submitting the FETCH_REQs of queue {}", cfg.q_id),
             source,
         })?;
+        // A FETCH the kernel refused is answered during the submit: with
+        // it missing, START_DEV would wait forever for every tag.
+        qt.early = qt
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        setup_outcome(cfg.q_id, &qt.early)?;
         Ok(qt)
     }
 
@@ -465,19 +492,21 @@ impl QueueThread {
     fn serve(&mut self, cfg: &QueueConfig, tx: &Sender<Pending>) -> Result<(), UblkError> {
         let depth = usize::from(cfg.depth);
         let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(depth + 1);
+        cqes.append(&mut self.early);
         loop {
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(UblkError::Io {
-                        what: format!("waiting on the ring of queue {}", cfg.q_id),
-                        source,
-                    })
+            if cqes.is_empty() {
+                match self.ring.submit_and_wait(1) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(source) => {
+                        return Err(UblkError::Io {
+                            what: format!("waiting on the ring of queue {}", cfg.q_id),
+                            source,
+                        })
+                    }
                 }
+                cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
             }
-            cqes.clear();
-            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
             let mut woken = false;
             for &(ud, res) in &cqes {
                 if ud == EVENTFD_TAG {
@@ -499,6 +528,7 @@ impl QueueThread {
                 }
                 self.arm_waker(cfg)?;
             }
+            cqes.clear();
             if self.gone >= depth {
                 tracing::debug!("every tag aborted by the kernel; queue done");
                 return Ok(());
@@ -639,6 +669,17 @@ mod tests {
         assert!(finish(&s, 2, Err(e)).is_err());
         let _ = finish(&s, 2, Ok(()));
         assert!(s.failure().unwrap().contains("ring broke"));
+    }
+
+    #[test]
+    fn a_fetch_refused_during_set_up_is_an_error_not_ready() {
+        assert!(setup_outcome(0, &[]).is_ok());
+        // An eventfd read that completed is no fetch failure.
+        assert!(setup_outcome(0, &[(EVENTFD_TAG, 8)]).is_ok());
+        let e = setup_outcome(1, &[(EVENTFD_TAG, 8), (5, -libc::EINVAL)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("queue 1") && e.contains("tag 5"), "{e}");
     }
 
     #[test]
