@@ -318,21 +318,7 @@ pub struct QueueConfig {
 /// Run one queue until it is told to stop or the kernel aborts every tag.
 /// `ready` gets the outcome of the set-up (all FETCH_REQs submitted).
 pub fn run(cfg: QueueConfig, ready: Sender<Result<(), UblkError>>) -> Result<(), UblkError> {
-    let setup = QueueThread::new(&cfg);
-    let mut qt = match setup {
-        Ok(qt) => {
-            let _ = ready.send(Ok(()));
-            qt
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            let _ = ready.send(Err(e));
-            return Err(UblkError::Queue {
-                q_id: cfg.q_id,
-                msg,
-            });
-        }
-    };
+    let mut qt = report_setup(ready, cfg.q_id, QueueThread::new(&cfg))?;
     let span = tracing::info_span!("ublk_queue", q = cfg.q_id, depth = cfg.depth);
     let _g = span.enter();
     let (tx, rx) = mpsc::channel::<Pending>();
@@ -352,6 +338,29 @@ pub fn run(cfg: QueueConfig, ready: Sender<Result<(), UblkError>>) -> Result<(),
     drop(tx);
     drop(completer);
     res
+}
+
+/// Send the set-up's outcome to `ready` and drop the sender at once: a
+/// queue that keeps it while serving would keep `bring_up`'s `recv()`
+/// waiting after another queue thread panicked during its set-up.
+fn report_setup<T>(
+    ready: Sender<Result<(), UblkError>>,
+    q_id: u16,
+    setup: Result<T, UblkError>,
+) -> Result<T, UblkError> {
+    match setup {
+        Ok(v) => {
+            let _ = ready.send(Ok(()));
+            drop(ready);
+            Ok(v)
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let _ = ready.send(Err(e));
+            drop(ready);
+            Err(UblkError::Queue { q_id, msg })
+        }
+    }
 }
 
 /// The completions present right after the FETCH_REQs were submitted:
@@ -680,6 +689,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("queue 1") && e.contains("tag 5"), "{e}");
+    }
+
+    #[test]
+    fn a_ready_queue_does_not_hide_a_panicked_one() {
+        use std::time::Duration;
+        let (tx, rx) = mpsc::channel();
+        let (hold_tx, hold_rx) = mpsc::channel::<()>();
+        // Queue 0 is ready and keeps serving (blocked until the end).
+        let t0 = tx.clone();
+        let serving = std::thread::spawn(move || {
+            let r = report_setup(t0, 0, Ok(()));
+            let _ = hold_rx.recv();
+            r
+        });
+        // Queue 1 panics during its set-up, holding its sender.
+        let t1 = tx.clone();
+        let panicked = std::thread::spawn(move || {
+            let _keep = t1;
+            panic!("set-up panicked");
+        });
+        drop(tx);
+        assert!(matches!(rx.recv(), Ok(Ok(()))));
+        assert!(panicked.join().is_err());
+        // The second recv sees every sender gone, not a wait forever.
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        ));
+        drop(hold_tx);
+        assert!(serving.join().unwrap().is_ok());
+        let (tx, rx) = mpsc::channel();
+        let e = report_setup::<()>(tx, 2, Err(UblkError::Config("no ring".into()))).unwrap_err();
+        assert!(e.to_string().contains("no ring"));
+        assert!(matches!(rx.recv(), Ok(Err(_))));
     }
 
     #[test]
