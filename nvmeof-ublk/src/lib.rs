@@ -96,12 +96,23 @@ pub enum UblkError {
     Queue { q_id: u16, msg: String },
 }
 
-/// Size of the device: queues, tags per queue, largest request.
+/// Identify Controller's ONCS bits for the operations a discard and a
+/// write-zeroes request become (NVMe base spec, Optional NVM Command
+/// Support): Dataset Management and Write Zeroes.
+pub const ONCS_DATASET_MANAGEMENT: u16 = 1 << 2;
+pub const ONCS_WRITE_ZEROES: u16 = 1 << 3;
+
+/// Size of the device: queues, tags per queue, largest request; and which
+/// optional operations the device advertises.
 #[derive(Debug, Clone)]
 pub struct UblkOptions {
     pub queues: u16,
     pub queue_depth: u16,
     pub max_io_bytes: u32,
+    /// Advertise discard (becomes Dataset Management deallocate).
+    pub discard: bool,
+    /// Advertise write-zeroes (becomes Write Zeroes).
+    pub write_zeroes: bool,
 }
 
 impl Default for UblkOptions {
@@ -110,11 +121,22 @@ impl Default for UblkOptions {
             queues: DEFAULT_QUEUES,
             queue_depth: DEFAULT_QUEUE_DEPTH,
             max_io_bytes: DEFAULT_MAX_IO_BYTES,
+            discard: true,
+            write_zeroes: true,
         }
     }
 }
 
 impl UblkOptions {
+    /// Advertise discard and write-zeroes only if the controller's ONCS
+    /// (Identify Controller) says it implements the commands they become:
+    /// else every discard of mkfs or fstrim would be an I/O error.
+    pub fn with_oncs(mut self, oncs: u16) -> UblkOptions {
+        self.discard = oncs & ONCS_DATASET_MANAGEMENT != 0;
+        self.write_zeroes = oncs & ONCS_WRITE_ZEROES != 0;
+        self
+    }
+
     /// Check the bounds; say which one is wrong.
     pub fn validate(&self) -> Result<(), UblkError> {
         if self.queues == 0 || self.queues > MAX_QUEUES {
@@ -184,6 +206,22 @@ pub fn params_for(block_size: u32, size: u64, max_io_bytes: u32) -> Result<sys::
     })
 }
 
+/// Leave out what the controller does not implement: no discard sectors
+/// without Dataset Management, no write-zeroes sectors without Write
+/// Zeroes, and no discard parameters at all without both.
+fn apply_offloads(params: &mut sys::Params, discard: bool, write_zeroes: bool) {
+    if !discard {
+        params.discard.max_discard_sectors = 0;
+    }
+    if !write_zeroes {
+        params.discard.max_write_zeroes_sectors = 0;
+    }
+    if !discard && !write_zeroes {
+        params.types &= !sys::UBLK_PARAM_TYPE_DISCARD;
+        params.discard = sys::ParamDiscard::default();
+    }
+}
+
 struct QueueHandle {
     q_id: u16,
     shared: Arc<QueueShared>,
@@ -223,6 +261,7 @@ impl UblkDevice {
     pub fn create(ns: Namespace, opts: &UblkOptions) -> Result<UblkDevice, UblkError> {
         opts.validate()?;
         let mut params = params_for(ns.block_size(), ns.size(), opts.max_io_bytes)?;
+        apply_offloads(&mut params, opts.discard, opts.write_zeroes);
         let mut ctrl = Control::open()?;
         let mut info = sys::DevInfo {
             nr_hw_queues: opts.queues,
@@ -461,6 +500,31 @@ mod tests {
         assert!(params_for(8192, 1 << 20, 65536).is_err());
         assert!(params_for(1000, 1 << 20, 65536).is_err());
         assert!(params_for(4096, 100, 65536).is_err());
+    }
+
+    #[test]
+    fn discard_and_write_zeroes_follow_the_controllers_oncs() {
+        let o = UblkOptions::default().with_oncs(0xC);
+        assert!(o.discard && o.write_zeroes);
+        let o = UblkOptions::default().with_oncs(ONCS_WRITE_ZEROES);
+        assert!(!o.discard && o.write_zeroes);
+        let o = UblkOptions::default().with_oncs(0);
+        assert!(!o.discard && !o.write_zeroes);
+
+        let full = params_for(4096, 1 << 30, 512 * 1024).unwrap();
+        let mut p = full;
+        apply_offloads(&mut p, true, true);
+        assert_eq!(p.discard.max_discard_sectors, MAX_DISCARD_SECTORS);
+        assert_eq!(p.discard.max_write_zeroes_sectors, MAX_DISCARD_SECTORS);
+        let mut p = full;
+        apply_offloads(&mut p, false, true);
+        assert_eq!(p.discard.max_discard_sectors, 0);
+        assert_eq!(p.discard.max_write_zeroes_sectors, MAX_DISCARD_SECTORS);
+        assert_ne!(p.types & sys::UBLK_PARAM_TYPE_DISCARD, 0);
+        let mut p = full;
+        apply_offloads(&mut p, false, false);
+        assert_eq!(p.types & sys::UBLK_PARAM_TYPE_DISCARD, 0);
+        assert_eq!(p.discard.max_write_zeroes_sectors, 0);
     }
 
     #[test]

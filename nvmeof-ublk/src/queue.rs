@@ -594,7 +594,8 @@ impl QueueThread {
             }
             Err(e) => {
                 tracing::warn!(tag, error = %e, "namespace refused a request");
-                self.push_io_cmd(cfg, sys::UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, IO_ERROR)
+                let errno = ublk_io::failure_errno(&req, &e);
+                self.push_io_cmd(cfg, sys::UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, errno)
             }
         }
     }
@@ -620,8 +621,9 @@ fn complete_loop(rx: Receiver<Pending>, shared: &QueueShared) {
             }
             (_, Ok(_)) => p.req.success_result(),
             (_, Err(e)) => {
-                tracing::warn!(tag = p.tag, error = %e, "I/O failed; answering -EIO");
-                IO_ERROR
+                let errno = ublk_io::failure_errno(&p.req, &e);
+                tracing::warn!(tag = p.tag, error = %e, errno = -errno, "I/O failed");
+                errno
             }
         };
         shared.complete(p.tag, result);

@@ -468,14 +468,32 @@ pub fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     outcome.and(res)
 }
 
-/// Expose every namespace as a ublk block device. If one fails, those
-/// already made are removed (by their `Drop`) and the error names ublk.
-fn expose_block(ctrl: &Controller, args: &ConnectArgs) -> anyhow::Result<Vec<UblkDevice>> {
-    let opts = UblkOptions {
+/// The ublk sizes from the command line.
+fn ublk_options(args: &ConnectArgs) -> UblkOptions {
+    UblkOptions {
         queues: args.block_queues,
         queue_depth: args.block_queue_depth,
         ..UblkOptions::default()
-    };
+    }
+}
+
+/// Expose every namespace as a ublk block device. If one fails, those
+/// already made are removed (by their `Drop`) and the error names ublk.
+fn expose_block(ctrl: &Controller, args: &ConnectArgs) -> anyhow::Result<Vec<UblkDevice>> {
+    let mut opts = ublk_options(args);
+    // Discard and write-zeroes only where the controller implements the
+    // commands they become (unknown: advertise, and a refusal answers
+    // -EOPNOTSUPP so the block layer stops sending them).
+    if let Some(id) = ctrl.identify() {
+        opts = opts.with_oncs(id.oncs);
+    }
+    if !(opts.discard && opts.write_zeroes) {
+        tracing::info!(
+            discard = opts.discard,
+            write_zeroes = opts.write_zeroes,
+            "the controller lacks Dataset Management or Write Zeroes; not advertised"
+        );
+    }
     let mut devices = Vec::new();
     for info in ctrl.namespaces() {
         let ns = ctrl.namespace(info.nsid)?;
