@@ -429,6 +429,9 @@ fn apply_event(ctrl: &Controller, files: &mut NamespaceFiles, ev: &NamespaceEven
 
 pub fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let opts = connect_options(&args)?;
+    if args.expose_block {
+        ublk_options(&args)?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
@@ -468,19 +471,33 @@ pub fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     outcome.and(res)
 }
 
-/// The ublk sizes from the command line.
-fn ublk_options(args: &ConnectArgs) -> UblkOptions {
+/// The ublk sizes from the command line, checked one option at a time so
+/// the error names the one that is wrong (before anything connects).
+fn ublk_options(args: &ConnectArgs) -> anyhow::Result<UblkOptions> {
+    let d = UblkOptions::default();
     UblkOptions {
         queues: args.block_queues,
-        queue_depth: args.block_queue_depth,
-        ..UblkOptions::default()
+        ..d.clone()
     }
+    .validate()
+    .with_context(|| format!("--block-queues {}", args.block_queues))?;
+    UblkOptions {
+        queue_depth: args.block_queue_depth,
+        ..d.clone()
+    }
+    .validate()
+    .with_context(|| format!("--block-queue-depth {}", args.block_queue_depth))?;
+    Ok(UblkOptions {
+        queues: args.block_queues,
+        queue_depth: args.block_queue_depth,
+        ..d
+    })
 }
 
 /// Expose every namespace as a ublk block device. If one fails, those
 /// already made are removed (by their `Drop`) and the error names ublk.
 fn expose_block(ctrl: &Controller, args: &ConnectArgs) -> anyhow::Result<Vec<UblkDevice>> {
-    let mut opts = ublk_options(args);
+    let mut opts = ublk_options(args)?;
     // Discard and write-zeroes only where the controller implements the
     // commands they become (unknown: advertise, and a refusal answers
     // -EOPNOTSUPP so the block layer stops sending them).
@@ -494,8 +511,15 @@ fn expose_block(ctrl: &Controller, args: &ConnectArgs) -> anyhow::Result<Vec<Ubl
             "the controller lacks Dataset Management or Write Zeroes; not advertised"
         );
     }
+    let namespaces = ctrl.namespaces();
+    if namespaces.is_empty() {
+        tracing::warn!(
+            subnqn = ctrl.subnqn(),
+            "the subsystem has no namespace: no block device exposed (namespaces added later are not exposed either)"
+        );
+    }
     let mut devices = Vec::new();
-    for info in ctrl.namespaces() {
+    for info in namespaces {
         let ns = ctrl.namespace(info.nsid)?;
         let size = ns.size();
         let dev = UblkDevice::create(ns, &opts)
@@ -793,6 +817,18 @@ mod tests {
         assert!(parse_connect(&["--expose-block", "--no-expose"]).is_err());
         assert!(parse_connect(&["--expose-block", "--name", "x"]).is_err());
         assert!(parse_connect(&["--block-queues", "2"]).is_err());
+    }
+
+    #[test]
+    fn bad_block_options_name_the_option() {
+        let a = parse_connect(&["--expose-block", "--block-queues", "0"]).unwrap();
+        let e = format!("{:#}", ublk_options(&a).unwrap_err());
+        assert!(e.starts_with("--block-queues 0: "), "{e}");
+        let a = parse_connect(&["--expose-block", "--block-queue-depth", "5000"]).unwrap();
+        let e = format!("{:#}", ublk_options(&a).unwrap_err());
+        assert!(e.starts_with("--block-queue-depth 5000: "), "{e}");
+        let a = parse_connect(&["--expose-block", "--block-queues", "4"]).unwrap();
+        assert_eq!(ublk_options(&a).unwrap().queues, 4);
     }
 
     #[test]
