@@ -1,7 +1,8 @@
 //! What a ublk request becomes on the namespace, and what its answer to the
 //! kernel is. Pure functions, so they are tested without a kernel.
 
-use ferrofab_nvmeof_host::IoOp;
+use ferrofab_nvmeof_host::{HostError, IoOp};
+use ferrofab_nvmeof_wire::spec::status::Status;
 
 use crate::sys::{self, IoDesc};
 
@@ -124,8 +125,28 @@ impl Request {
 
 /// The result committed for a request the namespace failed: every I/O
 /// error (command status, lost connection, argument the target refused)
-/// is `-EIO` to the block layer, which is what a disk reports.
+/// is `-EIO` to the block layer, which is what a disk reports; see
+/// [`failure_errno`] for the one exception.
 pub const IO_ERROR: i32 = -libc::EIO;
+
+/// The result for `req` failed with `err`. A discard or write-zeroes the
+/// controller refuses as Invalid Command Opcode or Invalid Field (it does
+/// not implement Dataset Management or Write Zeroes, or that use of it) is
+/// `-EOPNOTSUPP`: the block layer then stops sending it instead of a file
+/// system seeing I/O errors. Everything else is [`IO_ERROR`].
+pub fn failure_errno(req: &Request, err: &HostError) -> i32 {
+    let optional = matches!(req, Request::Discard { .. } | Request::WriteZeroes { .. });
+    let unsupported = err.status().is_some_and(|s| {
+        [Status::INVALID_OPCODE, Status::INVALID_FIELD]
+            .iter()
+            .any(|u| u.sct == s.sct && u.sc == s.sc)
+    });
+    if optional && unsupported {
+        -libc::EOPNOTSUPP
+    } else {
+        IO_ERROR
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -138,6 +159,44 @@ mod tests {
             start_sector: start,
             addr: 0,
         }
+    }
+
+    #[test]
+    fn unimplemented_discard_and_write_zeroes_are_not_supported_not_io_errors() {
+        let status = |status| HostError::Command {
+            cmd: "Dataset Management".into(),
+            subnqn: "nqn.x".into(),
+            addr: "a".into(),
+            status,
+        };
+        let discard = Request::Discard {
+            offset: 0,
+            len: 4096,
+        };
+        let zeroes = Request::WriteZeroes {
+            offset: 0,
+            len: 4096,
+        };
+        let read = Request::Read {
+            offset: 0,
+            len: 4096,
+        };
+        for s in [Status::INVALID_OPCODE, Status::INVALID_FIELD] {
+            assert_eq!(failure_errno(&discard, &status(s)), -libc::EOPNOTSUPP);
+            assert_eq!(failure_errno(&zeroes, &status(s)), -libc::EOPNOTSUPP);
+            // A read or write is not optional: an error is an error.
+            assert_eq!(failure_errno(&read, &status(s)), IO_ERROR);
+        }
+        assert_eq!(
+            failure_errno(&discard, &status(Status::INTERNAL_ERROR)),
+            IO_ERROR
+        );
+        let lost = HostError::ConnectionLost {
+            addr: "a".into(),
+            qid: 1,
+            why: "reset".into(),
+        };
+        assert_eq!(failure_errno(&zeroes, &lost), IO_ERROR);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Expose an NVMe-oF namespace as a Linux block device, `/dev/ublkbN`,
-//! through ublk (`ublk_drv`, Linux 6.0 and newer).
+//! through ublk (`ublk_drv`, Linux 6.4 and newer: the ioctl-encoded
+//! commands this server sends exist since 6.4).
 //!
 //! Why: the FUSE exposure is a file that workstations turn into a block
 //! device with `losetup`, so every request crosses FUSE and the loop driver
@@ -72,8 +73,12 @@ const MAX_DISCARD_SECTORS: u32 = 1 << 21;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UblkError {
-    #[error("ublk is not available: load ublk_drv, Linux 6.0 or newer ({path}: {source})", path = ctrl::CONTROL_PATH)]
+    #[error("ublk is not available: load ublk_drv, Linux 6.4 or newer ({path}: {source})", path = ctrl::CONTROL_PATH)]
     NotAvailable { source: std::io::Error },
+    /// ADD_DEV refused the ioctl-encoded command (EOPNOTSUPP or EINVAL):
+    /// a ublk older than 6.4 knows only the plain opcodes.
+    #[error("the kernel's ublk is too old: ferrofab needs Linux 6.4 or newer (ioctl-encoded commands); ADD_DEV said: {source}")]
+    KernelTooOld { source: std::io::Error },
     #[error("ublk {cmd} for device {dev_id} failed: {source}")]
     Command {
         cmd: &'static str,
@@ -91,12 +96,23 @@ pub enum UblkError {
     Queue { q_id: u16, msg: String },
 }
 
-/// Size of the device: queues, tags per queue, largest request.
+/// Identify Controller's ONCS bits for the operations a discard and a
+/// write-zeroes request become (NVMe base spec, Optional NVM Command
+/// Support): Dataset Management and Write Zeroes.
+pub const ONCS_DATASET_MANAGEMENT: u16 = 1 << 2;
+pub const ONCS_WRITE_ZEROES: u16 = 1 << 3;
+
+/// Size of the device: queues, tags per queue, largest request; and which
+/// optional operations the device advertises.
 #[derive(Debug, Clone)]
 pub struct UblkOptions {
     pub queues: u16,
     pub queue_depth: u16,
     pub max_io_bytes: u32,
+    /// Advertise discard (becomes Dataset Management deallocate).
+    pub discard: bool,
+    /// Advertise write-zeroes (becomes Write Zeroes).
+    pub write_zeroes: bool,
 }
 
 impl Default for UblkOptions {
@@ -105,11 +121,22 @@ impl Default for UblkOptions {
             queues: DEFAULT_QUEUES,
             queue_depth: DEFAULT_QUEUE_DEPTH,
             max_io_bytes: DEFAULT_MAX_IO_BYTES,
+            discard: true,
+            write_zeroes: true,
         }
     }
 }
 
 impl UblkOptions {
+    /// Advertise discard and write-zeroes only if the controller's ONCS
+    /// (Identify Controller) says it implements the commands they become:
+    /// else every discard of mkfs or fstrim would be an I/O error.
+    pub fn with_oncs(mut self, oncs: u16) -> UblkOptions {
+        self.discard = oncs & ONCS_DATASET_MANAGEMENT != 0;
+        self.write_zeroes = oncs & ONCS_WRITE_ZEROES != 0;
+        self
+    }
+
     /// Check the bounds; say which one is wrong.
     pub fn validate(&self) -> Result<(), UblkError> {
         if self.queues == 0 || self.queues > MAX_QUEUES {
@@ -179,9 +206,41 @@ pub fn params_for(block_size: u32, size: u64, max_io_bytes: u32) -> Result<sys::
     })
 }
 
+/// Leave out what the controller does not implement: no discard sectors
+/// without Dataset Management, no write-zeroes sectors without Write
+/// Zeroes, and no discard parameters at all without both.
+fn apply_offloads(params: &mut sys::Params, discard: bool, write_zeroes: bool) {
+    if !discard {
+        params.discard.max_discard_sectors = 0;
+    }
+    if !write_zeroes {
+        params.discard.max_write_zeroes_sectors = 0;
+    }
+    if !discard && !write_zeroes {
+        params.types &= !sys::UBLK_PARAM_TYPE_DISCARD;
+        params.discard = sys::ParamDiscard::default();
+    }
+}
+
 struct QueueHandle {
+    q_id: u16,
     shared: Arc<QueueShared>,
     thread: Option<JoinHandle<Result<(), UblkError>>>,
+}
+
+impl QueueHandle {
+    /// Wait for the queue thread; its error, or a panic as an error.
+    fn join(&mut self) -> Option<UblkError> {
+        let t = self.thread.take()?;
+        match t.join() {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(UblkError::Queue {
+                q_id: self.q_id,
+                msg: "the queue thread panicked".into(),
+            }),
+        }
+    }
 }
 
 /// A running `/dev/ublkbN` served from one namespace.
@@ -202,6 +261,7 @@ impl UblkDevice {
     pub fn create(ns: Namespace, opts: &UblkOptions) -> Result<UblkDevice, UblkError> {
         opts.validate()?;
         let mut params = params_for(ns.block_size(), ns.size(), opts.max_io_bytes)?;
+        apply_offloads(&mut params, opts.discard, opts.write_zeroes);
         let mut ctrl = Control::open()?;
         let mut info = sys::DevInfo {
             nr_hw_queues: opts.queues,
@@ -290,6 +350,7 @@ impl UblkDevice {
                     source,
                 })?;
             self.queues.push(QueueHandle {
+                q_id,
                 shared,
                 thread: Some(thread),
             });
@@ -321,6 +382,13 @@ impl UblkDevice {
         PathBuf::from(format!("/dev/ublkb{}", self.dev_id))
     }
 
+    /// Why the device stopped serving, if a queue ended without being
+    /// asked to (an error, or the kernel aborting its requests): the disk
+    /// is gone or going, so the owner should tear down and report it.
+    pub fn failure(&self) -> Option<String> {
+        self.queues.iter().find_map(|q| q.shared.failure())
+    }
+
     /// Remove the block device and delete it. Blocks while requests are in
     /// flight (the kernel completes them first).
     pub fn stop(mut self) -> Result<(), UblkError> {
@@ -329,7 +397,9 @@ impl UblkDevice {
 
     /// STOP_DEV (queues still serving, since removing the disk may flush),
     /// then end the queue threads, close the char device and DEL_DEV. Every
-    /// step runs even if one before it failed; the first error is returned.
+    /// step runs even if one before it failed. A queue's error comes first
+    /// (it is why the device died; the control commands then often fail
+    /// for that reason), else the first control error.
     fn teardown(&mut self) -> Result<(), UblkError> {
         if self.deleted {
             return Ok(());
@@ -344,16 +414,15 @@ impl UblkDevice {
         for q in &self.queues {
             q.shared.request_stop();
         }
+        let mut queue_err: Option<UblkError> = None;
         for q in &mut self.queues {
-            if let Some(t) = q.thread.take() {
-                match t.join() {
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "queue ended with an error");
-                    }
-                    Ok(Ok(())) => {}
-                    Err(_) => tracing::warn!("queue thread panicked"),
-                }
+            if let Some(e) = q.join() {
+                tracing::warn!(error = %e, "queue ended with an error");
+                queue_err.get_or_insert(e);
             }
+        }
+        if let Some(e) = queue_err {
+            first = Some(e);
         }
         self.cdev = None;
         if let Err(e) = self.ctrl.del_dev(self.dev_id) {
@@ -434,6 +503,78 @@ mod tests {
     }
 
     #[test]
+    fn discard_and_write_zeroes_follow_the_controllers_oncs() {
+        let o = UblkOptions::default().with_oncs(0xC);
+        assert!(o.discard && o.write_zeroes);
+        let o = UblkOptions::default().with_oncs(ONCS_WRITE_ZEROES);
+        assert!(!o.discard && o.write_zeroes);
+        let o = UblkOptions::default().with_oncs(0);
+        assert!(!o.discard && !o.write_zeroes);
+
+        let full = params_for(4096, 1 << 30, 512 * 1024).unwrap();
+        let mut p = full;
+        apply_offloads(&mut p, true, true);
+        assert_eq!(p.discard.max_discard_sectors, MAX_DISCARD_SECTORS);
+        assert_eq!(p.discard.max_write_zeroes_sectors, MAX_DISCARD_SECTORS);
+        let mut p = full;
+        apply_offloads(&mut p, false, true);
+        assert_eq!(p.discard.max_discard_sectors, 0);
+        assert_eq!(p.discard.max_write_zeroes_sectors, MAX_DISCARD_SECTORS);
+        assert_ne!(p.types & sys::UBLK_PARAM_TYPE_DISCARD, 0);
+        let mut p = full;
+        apply_offloads(&mut p, false, false);
+        assert_eq!(p.types & sys::UBLK_PARAM_TYPE_DISCARD, 0);
+        assert_eq!(p.discard.max_write_zeroes_sectors, 0);
+    }
+
+    #[test]
+    fn a_queue_error_or_panic_is_returned_by_join() {
+        let shared = Arc::new(QueueShared::new(Arc::new(QueueMem::new(1, 4096).unwrap())).unwrap());
+        let mut failed = QueueHandle {
+            q_id: 3,
+            shared: shared.clone(),
+            thread: Some(std::thread::spawn(|| {
+                Err(UblkError::Queue {
+                    q_id: 3,
+                    msg: "ring broke".into(),
+                })
+            })),
+        };
+        assert!(failed.join().unwrap().to_string().contains("ring broke"));
+        assert!(failed.join().is_none(), "joined once");
+        let mut panicked = QueueHandle {
+            q_id: 4,
+            shared,
+            thread: Some(std::thread::spawn(|| panic!("boom"))),
+        };
+        assert!(panicked.join().unwrap().to_string().contains("panicked"));
+    }
+
+    #[test]
+    fn add_dev_refusals_name_the_kernel_version() {
+        for errno in [libc::EOPNOTSUPP, libc::EINVAL] {
+            let e = ctrl::add_dev_error(UblkError::Command {
+                cmd: "ADD_DEV",
+                dev_id: u32::MAX,
+                source: std::io::Error::from_raw_os_error(errno),
+            });
+            assert!(
+                e.to_string().starts_with(
+                    "the kernel's ublk is too old: ferrofab needs Linux 6.4 or newer (ioctl-encoded commands)"
+                ),
+                "{e}"
+            );
+        }
+        // Other failures stay as they are.
+        let e = ctrl::add_dev_error(UblkError::Command {
+            cmd: "ADD_DEV",
+            dev_id: u32::MAX,
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        });
+        assert!(matches!(e, UblkError::Command { .. }), "{e}");
+    }
+
+    #[test]
     fn a_missing_control_device_names_the_module() {
         if Path::new(ctrl::CONTROL_PATH).exists() {
             return; // a kernel with ublk: nothing to check here
@@ -441,7 +582,7 @@ mod tests {
         let e = Control::open().err().expect("no control device");
         let msg = e.to_string();
         assert!(
-            msg.contains("ublk is not available: load ublk_drv, Linux 6.0 or newer"),
+            msg.contains("ublk is not available: load ublk_drv, Linux 6.4 or newer"),
             "{msg}"
         );
     }

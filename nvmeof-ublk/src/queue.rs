@@ -239,6 +239,10 @@ pub struct QueueShared {
     pub stop: AtomicBool,
     /// Results waiting to be committed: (tag, result).
     done: Mutex<Vec<(u16, i32)>>,
+    /// Why the queue ended without being asked to: the device is gone (the
+    /// kernel aborts a dead queue's requests and removes the disk), which
+    /// the owner polls through [`crate::UblkDevice::failure`].
+    failure: Mutex<Option<String>>,
 }
 
 impl QueueShared {
@@ -248,6 +252,7 @@ impl QueueShared {
             waker: Waker::new()?,
             stop: AtomicBool::new(false),
             done: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
         })
     }
 
@@ -267,6 +272,22 @@ impl QueueShared {
 
     fn take_done(&self) -> Vec<(u16, i32)> {
         std::mem::take(&mut *self.done.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Record why the queue ended on its own (the first reason stays).
+    fn set_failure(&self, why: String) {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(why);
+    }
+
+    /// Why the queue ended without a stop request, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Ask the queue thread to leave.
@@ -297,21 +318,7 @@ pub struct QueueConfig {
 /// Run one queue until it is told to stop or the kernel aborts every tag.
 /// `ready` gets the outcome of the set-up (all FETCH_REQs submitted).
 pub fn run(cfg: QueueConfig, ready: Sender<Result<(), UblkError>>) -> Result<(), UblkError> {
-    let setup = QueueThread::new(&cfg);
-    let mut qt = match setup {
-        Ok(qt) => {
-            let _ = ready.send(Ok(()));
-            qt
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            let _ = ready.send(Err(e));
-            return Err(UblkError::Queue {
-                q_id: cfg.q_id,
-                msg,
-            });
-        }
-    };
+    let mut qt = report_setup(ready, cfg.q_id, QueueThread::new(&cfg))?;
     let span = tracing::info_span!("ublk_queue", q = cfg.q_id, depth = cfg.depth);
     let _g = span.enter();
     let (tx, rx) = mpsc::channel::<Pending>();
@@ -324,11 +331,7 @@ pub fn run(cfg: QueueConfig, ready: Sender<Result<(), UblkError>>) -> Result<(),
             source,
         })?;
     let res = qt.serve(&cfg, &tx);
-    if let Err(e) = &res {
-        // The kernel's requests on this queue now wait for the device's
-        // stop; say so where the operator looks.
-        tracing::error!(error = %e, "ublk queue failed; its requests wait until the device is removed");
-    }
+    let res = finish(&cfg.shared, cfg.q_id, res);
     // The completer ends once the tickets it holds are answered; it is not
     // joined (a lost connection could hold it up to ctrl-loss-tmo) and
     // touches only memory it shares through Arcs.
@@ -337,11 +340,72 @@ pub fn run(cfg: QueueConfig, ready: Sender<Result<(), UblkError>>) -> Result<(),
     res
 }
 
+/// Send the set-up's outcome to `ready` and drop the sender at once: a
+/// queue that keeps it while serving would keep `bring_up`'s `recv()`
+/// waiting after another queue thread panicked during its set-up.
+fn report_setup<T>(
+    ready: Sender<Result<(), UblkError>>,
+    q_id: u16,
+    setup: Result<T, UblkError>,
+) -> Result<T, UblkError> {
+    match setup {
+        Ok(v) => {
+            let _ = ready.send(Ok(()));
+            drop(ready);
+            Ok(v)
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let _ = ready.send(Err(e));
+            drop(ready);
+            Err(UblkError::Queue { q_id, msg })
+        }
+    }
+}
+
+/// The completions present right after the FETCH_REQs were submitted:
+/// before START_DEV none can deliver a request, so any failed FETCH means
+/// the queue is not ready (and START_DEV would wait for it forever).
+fn setup_outcome(q_id: u16, cqes: &[(u64, i32)]) -> Result<(), UblkError> {
+    match cqes.iter().find(|&&(ud, res)| ud != EVENTFD_TAG && res < 0) {
+        Some(&(tag, res)) => Err(UblkError::Queue {
+            q_id,
+            msg: format!(
+                "FETCH_REQ of tag {tag} failed during set-up: {}",
+                io::Error::from_raw_os_error(-res)
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Record how the queue ended. An error, or every tag aborted while no
+/// stop was asked for, means the device is gone: once the queue's ring is
+/// closed the kernel aborts the queue's requests and removes the device.
+/// Say so where the operator looks, and let the owner notice.
+fn finish(shared: &QueueShared, q_id: u16, res: Result<(), UblkError>) -> Result<(), UblkError> {
+    match &res {
+        Err(e) => {
+            tracing::error!(error = %e, "ublk queue failed; the kernel aborts its requests and removes the device");
+            shared.set_failure(format!("queue {q_id} failed: {e}"));
+        }
+        Ok(()) if !shared.stop.load(Ordering::SeqCst) => {
+            shared.set_failure(format!(
+                "the kernel aborted every request of queue {q_id} (the device was stopped)"
+            ));
+        }
+        Ok(()) => {}
+    }
+    res
+}
+
 struct QueueThread {
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
     descs: DescArea,
     /// Tags the kernel has aborted (not fetched again).
     gone: usize,
+    /// Completions already posted during set-up, served first.
+    early: Vec<(u64, i32)>,
 }
 
 impl QueueThread {
@@ -360,6 +424,7 @@ impl QueueThread {
             ring,
             descs,
             gone: 0,
+            early: Vec::new(),
         };
         for tag in 0..cfg.depth {
             qt.push_io_cmd(cfg, sys::UBLK_U_IO_FETCH_REQ, tag, 0)?;
@@ -369,6 +434,14 @@ impl QueueThread {
             what: format!("submitting the FETCH_REQs of queue {}", cfg.q_id),
             source,
         })?;
+        // A FETCH the kernel refused is answered during the submit: with
+        // it missing, START_DEV would wait forever for every tag.
+        qt.early = qt
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        setup_outcome(cfg.q_id, &qt.early)?;
         Ok(qt)
     }
 
@@ -428,19 +501,21 @@ impl QueueThread {
     fn serve(&mut self, cfg: &QueueConfig, tx: &Sender<Pending>) -> Result<(), UblkError> {
         let depth = usize::from(cfg.depth);
         let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(depth + 1);
+        cqes.append(&mut self.early);
         loop {
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(UblkError::Io {
-                        what: format!("waiting on the ring of queue {}", cfg.q_id),
-                        source,
-                    })
+            if cqes.is_empty() {
+                match self.ring.submit_and_wait(1) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(source) => {
+                        return Err(UblkError::Io {
+                            what: format!("waiting on the ring of queue {}", cfg.q_id),
+                            source,
+                        })
+                    }
                 }
+                cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
             }
-            cqes.clear();
-            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
             let mut woken = false;
             for &(ud, res) in &cqes {
                 if ud == EVENTFD_TAG {
@@ -462,6 +537,7 @@ impl QueueThread {
                 }
                 self.arm_waker(cfg)?;
             }
+            cqes.clear();
             if self.gone >= depth {
                 tracing::debug!("every tag aborted by the kernel; queue done");
                 return Ok(());
@@ -518,7 +594,8 @@ impl QueueThread {
             }
             Err(e) => {
                 tracing::warn!(tag, error = %e, "namespace refused a request");
-                self.push_io_cmd(cfg, sys::UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, IO_ERROR)
+                let errno = ublk_io::failure_errno(&req, &e);
+                self.push_io_cmd(cfg, sys::UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, errno)
             }
         }
     }
@@ -544,8 +621,9 @@ fn complete_loop(rx: Receiver<Pending>, shared: &QueueShared) {
             }
             (_, Ok(_)) => p.req.success_result(),
             (_, Err(e)) => {
-                tracing::warn!(tag = p.tag, error = %e, "I/O failed; answering -EIO");
-                IO_ERROR
+                let errno = ublk_io::failure_errno(&p.req, &e);
+                tracing::warn!(tag = p.tag, error = %e, errno = -errno, "I/O failed");
+                errno
             }
         };
         shared.complete(p.tag, result);
@@ -579,6 +657,74 @@ mod tests {
         assert_eq!(m.buf_addr(0), before);
         let b = m.lock();
         assert!(b.tags.iter().all(|t| t.capacity() >= 8192));
+    }
+
+    #[test]
+    fn a_queue_that_ends_on_its_own_marks_the_device_dead() {
+        let mk = || QueueShared::new(Arc::new(QueueMem::new(1, 4096).unwrap())).unwrap();
+        // Asked to stop: not a failure.
+        let s = mk();
+        s.request_stop();
+        assert!(finish(&s, 0, Ok(())).is_ok());
+        assert_eq!(s.failure(), None);
+        // Every tag aborted with no stop asked for: the device is gone.
+        let s = mk();
+        assert!(finish(&s, 1, Ok(())).is_ok());
+        assert!(s.failure().unwrap().contains("queue 1"));
+        // An error is kept (the first one) and returned.
+        let s = mk();
+        let e = UblkError::Queue {
+            q_id: 2,
+            msg: "ring broke".into(),
+        };
+        assert!(finish(&s, 2, Err(e)).is_err());
+        let _ = finish(&s, 2, Ok(()));
+        assert!(s.failure().unwrap().contains("ring broke"));
+    }
+
+    #[test]
+    fn a_fetch_refused_during_set_up_is_an_error_not_ready() {
+        assert!(setup_outcome(0, &[]).is_ok());
+        // An eventfd read that completed is no fetch failure.
+        assert!(setup_outcome(0, &[(EVENTFD_TAG, 8)]).is_ok());
+        let e = setup_outcome(1, &[(EVENTFD_TAG, 8), (5, -libc::EINVAL)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("queue 1") && e.contains("tag 5"), "{e}");
+    }
+
+    #[test]
+    fn a_ready_queue_does_not_hide_a_panicked_one() {
+        use std::time::Duration;
+        let (tx, rx) = mpsc::channel();
+        let (hold_tx, hold_rx) = mpsc::channel::<()>();
+        // Queue 0 is ready and keeps serving (blocked until the end).
+        let t0 = tx.clone();
+        let serving = std::thread::spawn(move || {
+            let r = report_setup(t0, 0, Ok(()));
+            let _ = hold_rx.recv();
+            r
+        });
+        // Queue 1 panics during its set-up, holding its sender.
+        let t1 = tx.clone();
+        let panicked = std::thread::spawn(move || {
+            let _keep = t1;
+            panic!("set-up panicked");
+        });
+        drop(tx);
+        assert!(matches!(rx.recv(), Ok(Ok(()))));
+        assert!(panicked.join().is_err());
+        // The second recv sees every sender gone, not a wait forever.
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        ));
+        drop(hold_tx);
+        assert!(serving.join().unwrap().is_ok());
+        let (tx, rx) = mpsc::channel();
+        let e = report_setup::<()>(tx, 2, Err(UblkError::Config("no ring".into()))).unwrap_err();
+        assert!(e.to_string().contains("no ring"));
+        assert!(matches!(rx.recv(), Ok(Err(_))));
     }
 
     #[test]

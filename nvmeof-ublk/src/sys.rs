@@ -23,7 +23,7 @@ const fn iowr(nr: u32, size: usize) -> u32 {
 
 /// Control commands, sent as `IORING_OP_URING_CMD` to `/dev/ublk-control`
 /// with a [`CtrlCmd`] in the SQE's command area (ioctl-encoded opcodes;
-/// every kernel with ublk since 6.3 takes them, and 6.12 does).
+/// they exist since Linux 6.4, and 6.12 has them).
 pub const UBLK_U_CMD_ADD_DEV: u32 = iowr(0x04, size_of::<CtrlCmd>());
 pub const UBLK_U_CMD_DEL_DEV: u32 = iowr(0x05, size_of::<CtrlCmd>());
 pub const UBLK_U_CMD_START_DEV: u32 = iowr(0x06, size_of::<CtrlCmd>());
@@ -189,15 +189,26 @@ pub fn queue_cmd_buf_offset(q: u16, page: usize) -> u64 {
     UBLKSRV_CMD_BUF_OFFSET + u64::from(q) * queue_cmd_buf_size(UBLK_MAX_QUEUE_DEPTH, page) as u64
 }
 
-/// The bytes of a `#[repr(C)]` command payload, placed at the start of the
-/// SQE's 80-byte command area.
-pub fn cmd_bytes<T: Copy>(v: &T) -> [u8; 80] {
+mod sealed {
+    /// Implemented only for the command payloads below, whose layouts are
+    /// all integer fields laid end to end with no padding (the size and
+    /// offset tests check this): private, so no other type can reach
+    /// [`super::cmd_bytes`].
+    pub trait Payload: Copy {}
+    impl Payload for super::CtrlCmd {}
+    impl Payload for super::IoCmd {}
+}
+
+/// The bytes of a command payload, placed at the start of the SQE's
+/// 80-byte command area.
+pub(crate) fn cmd_bytes<T: sealed::Payload>(v: &T) -> [u8; 80] {
     const { assert!(size_of::<T>() <= 80) };
     let mut out = [0u8; 80];
-    // SAFETY: `T` is one of the plain `#[repr(C)]` integer structs of this
-    // module (no padding bytes, checked by the size tests), at most 80
-    // bytes (checked above); reading its bytes is reading initialised
-    // memory, and the destination has room for them.
+    // SAFETY: `T` is `CtrlCmd` or `IoCmd` (the sealed trait admits no
+    // other type): `#[repr(C)]` structs of integers with no padding bytes
+    // (32 = 4+2+2+8+8+2+2+4 and 16 = 2+2+4+8, checked by the size and
+    // offset tests), so all `size_of::<T>()` bytes are initialised; at
+    // most 80 bytes (checked above), so the destination has room.
     unsafe {
         std::ptr::copy_nonoverlapping(
             (v as *const T).cast::<u8>(),
@@ -223,6 +234,16 @@ mod tests {
         assert_eq!(size_of::<ParamDiscard>(), 20);
         // 8-byte header, basic at 8, discard at 40, padded to 8.
         assert_eq!(size_of::<Params>(), 64);
+    }
+
+    #[test]
+    fn command_payloads_have_no_padding() {
+        // The sum of the field sizes equals the struct size: no padding
+        // byte that cmd_bytes could read uninitialised.
+        assert_eq!(4 + 2 + 2 + 8 + 8 + 2 + 2 + 4, size_of::<CtrlCmd>());
+        assert_eq!(2 + 2 + 4 + 8, size_of::<IoCmd>());
+        assert_eq!(offset_of!(CtrlCmd, pad), 26);
+        assert_eq!(offset_of!(CtrlCmd, reserved), 28);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! would fail with I/O errors.
 //!
 //! With `--expose-block`, every namespace is a block device `/dev/ublkbN`
-//! instead (see [`ferrofab_nvmeof_ublk`]; Linux 6.0+ with `ublk_drv`), removed
+//! instead (see [`ferrofab_nvmeof_ublk`]; Linux 6.4+ with `ublk_drv`), removed
 //! the same way before the controller disconnects.
 
 use std::fs;
@@ -152,7 +152,7 @@ pub struct ConnectArgs {
     #[arg(long, conflicts_with = "name")]
     pub no_expose: bool,
     /// Expose every namespace as a block device /dev/ublkbN (ublk, Linux
-    /// 6.0+ with the ublk_drv module) instead of a file. Namespaces added
+    /// 6.4+ with the ublk_drv module) instead of a file. Namespaces added
     /// later are not exposed; resizes are not followed.
     #[arg(long, conflicts_with_all = ["no_expose", "name"])]
     pub expose_block: bool,
@@ -429,6 +429,9 @@ fn apply_event(ctrl: &Controller, files: &mut NamespaceFiles, ev: &NamespaceEven
 
 pub fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     let opts = connect_options(&args)?;
+    if args.expose_block {
+        ublk_options(&args)?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
@@ -450,7 +453,7 @@ pub fn connect(args: ConnectArgs) -> anyhow::Result<()> {
                 return Err(e);
             }
         };
-        let outcome = run_connected(&ctrl, None, &events, &stop);
+        let outcome = run_connected(&ctrl, None, &devices, &events, &stop);
         if outcome.is_ok() {
             tracing::info!("signal received; disconnecting");
         }
@@ -459,7 +462,7 @@ pub fn connect(args: ConnectArgs) -> anyhow::Result<()> {
         return outcome.and(res);
     }
     let mut files = expose(&ctrl, &args)?;
-    let outcome = run_connected(&ctrl, files.as_mut(), &events, &stop);
+    let outcome = run_connected(&ctrl, files.as_mut(), &[], &events, &stop);
     if outcome.is_ok() {
         tracing::info!("signal received; disconnecting");
     }
@@ -468,16 +471,55 @@ pub fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     outcome.and(res)
 }
 
+/// The ublk sizes from the command line, checked one option at a time so
+/// the error names the one that is wrong (before anything connects).
+fn ublk_options(args: &ConnectArgs) -> anyhow::Result<UblkOptions> {
+    let d = UblkOptions::default();
+    UblkOptions {
+        queues: args.block_queues,
+        ..d.clone()
+    }
+    .validate()
+    .with_context(|| format!("--block-queues {}", args.block_queues))?;
+    UblkOptions {
+        queue_depth: args.block_queue_depth,
+        ..d.clone()
+    }
+    .validate()
+    .with_context(|| format!("--block-queue-depth {}", args.block_queue_depth))?;
+    Ok(UblkOptions {
+        queues: args.block_queues,
+        queue_depth: args.block_queue_depth,
+        ..d
+    })
+}
+
 /// Expose every namespace as a ublk block device. If one fails, those
 /// already made are removed (by their `Drop`) and the error names ublk.
 fn expose_block(ctrl: &Controller, args: &ConnectArgs) -> anyhow::Result<Vec<UblkDevice>> {
-    let opts = UblkOptions {
-        queues: args.block_queues,
-        queue_depth: args.block_queue_depth,
-        ..UblkOptions::default()
-    };
+    let mut opts = ublk_options(args)?;
+    // Discard and write-zeroes only where the controller implements the
+    // commands they become (unknown: advertise, and a refusal answers
+    // -EOPNOTSUPP so the block layer stops sending them).
+    if let Some(id) = ctrl.identify() {
+        opts = opts.with_oncs(id.oncs);
+    }
+    if !(opts.discard && opts.write_zeroes) {
+        tracing::info!(
+            discard = opts.discard,
+            write_zeroes = opts.write_zeroes,
+            "the controller lacks Dataset Management or Write Zeroes; not advertised"
+        );
+    }
+    let namespaces = ctrl.namespaces();
+    if namespaces.is_empty() {
+        tracing::warn!(
+            subnqn = ctrl.subnqn(),
+            "the subsystem has no namespace: no block device exposed (namespaces added later are not exposed either)"
+        );
+    }
     let mut devices = Vec::new();
-    for info in ctrl.namespaces() {
+    for info in namespaces {
         let ns = ctrl.namespace(info.nsid)?;
         let size = ns.size();
         let dev = UblkDevice::create(ns, &opts)
@@ -528,10 +570,12 @@ fn teardown_block(devices: Vec<UblkDevice>, ctrl: Controller) -> anyhow::Result<
 
 /// Follow namespace changes until a signal arrives. Fails if the
 /// controller is lost for good (ctrl-loss-tmo expired), since the files
-/// could only return errors from then on.
+/// could only return errors from then on, or if a block device died (a
+/// queue failed: the kernel removed the device, so nothing is exposed).
 fn run_connected(
     ctrl: &Controller,
     mut files: Option<&mut NamespaceFiles>,
+    devices: &[UblkDevice],
     events: &Receiver<NamespaceEvent>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
@@ -550,6 +594,15 @@ fn run_connected(
                 "lost {} at {} for longer than --ctrl-loss-tmo",
                 ctrl.subnqn(),
                 ctrl.addr()
+            );
+        }
+        if let Some((path, why)) = devices
+            .iter()
+            .find_map(|d| d.failure().map(|why| (d.path(), why)))
+        {
+            bail!(
+                "block device {} stopped serving ({why}); the kernel removed it",
+                path.display()
             );
         }
     }
@@ -764,6 +817,18 @@ mod tests {
         assert!(parse_connect(&["--expose-block", "--no-expose"]).is_err());
         assert!(parse_connect(&["--expose-block", "--name", "x"]).is_err());
         assert!(parse_connect(&["--block-queues", "2"]).is_err());
+    }
+
+    #[test]
+    fn bad_block_options_name_the_option() {
+        let a = parse_connect(&["--expose-block", "--block-queues", "0"]).unwrap();
+        let e = format!("{:#}", ublk_options(&a).unwrap_err());
+        assert!(e.starts_with("--block-queues 0: "), "{e}");
+        let a = parse_connect(&["--expose-block", "--block-queue-depth", "5000"]).unwrap();
+        let e = format!("{:#}", ublk_options(&a).unwrap_err());
+        assert!(e.starts_with("--block-queue-depth 5000: "), "{e}");
+        let a = parse_connect(&["--expose-block", "--block-queues", "4"]).unwrap();
+        assert_eq!(ublk_options(&a).unwrap().queues, 4);
     }
 
     #[test]
