@@ -54,6 +54,11 @@ pub struct Volume {
     pub locks: RangeLock,
     /// Asynchronous writes in flight, which an fsync waits for.
     pub writes: InFlight,
+    /// Whether the device refuses writes (read once, when added). Checked
+    /// before any write, not only at open: whole-block writes go to `ns`,
+    /// which [`super::Volumes::add_namespace_as`] may pair with a
+    /// read-only wrapper as `dev`, so the wrapper alone would not stop them.
+    pub read_only: bool,
 }
 
 /// Name ↔ inode bookkeeping, shared between the filesystem threads and
@@ -95,6 +100,7 @@ impl Registry {
         let vol = Arc::new(Volume {
             name: name.to_string(),
             ino,
+            read_only: dev.read_only(),
             dev,
             ns,
             locks: RangeLock::new(),
@@ -207,7 +213,7 @@ impl VolumeFs {
     fn vol_attr(&self, v: &Volume) -> FileAttr {
         let bs = v.dev.block_size().max(512);
         let mut a = self.attr(v.ino, FileType::RegularFile, v.dev.size(), bs);
-        if v.dev.read_only() {
+        if v.read_only {
             a.perm = 0o400;
         }
         a
@@ -277,6 +283,18 @@ fn whole_blocks_of(vol: &Volume, offset: u64, len: usize) -> Option<(&Namespace,
 /// [`SPLIT_PIECE`]s: two pieces at least, and pieces of whole blocks.
 fn splits(bs: u64, len: usize) -> bool {
     len >= 2 * SPLIT_PIECE && (SPLIT_PIECE as u64).is_multiple_of(bs)
+}
+
+/// EROFS for a read-only volume. Every request that changes data asks
+/// this first: a handle is not proof of write access (`handle` falls
+/// back to the inode for a handle it does not know), and whole-block
+/// writes skip the device's own refusal (see [`Volume::read_only`]).
+fn writable(vol: &Volume) -> Result<(), Errno> {
+    if vol.read_only {
+        Err(Errno::EROFS)
+    } else {
+        Ok(())
+    }
 }
 
 /// Read into this thread's scratch buffer and hand the bytes to `f`.
@@ -378,7 +396,7 @@ impl Filesystem for VolumeFs {
         };
         // A read-only attachment: even root (who ignores the mode bits)
         // gets EROFS at open, not a surprise at the first write.
-        if vol.dev.read_only() && flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
+        if vol.read_only && flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
             reply.error(Errno::EROFS);
             return;
         }
@@ -437,6 +455,10 @@ impl Filesystem for VolumeFs {
             reply.error(Errno::EBADF);
             return;
         };
+        if let Err(e) = writable(&vol) {
+            reply.error(e);
+            return;
+        }
         let Ok(len) = u32::try_from(data.len()) else {
             reply.error(Errno::EINVAL);
             return;
@@ -610,5 +632,45 @@ mod tests {
         assert!(r.get(a).is_none());
         assert_eq!(r.by_name("a").map(|v| v.ino), Some(a2));
         assert_eq!(r.list().len(), 1);
+    }
+
+    /// A device that refuses writes, as the agent wraps a read-only
+    /// attachment.
+    struct ReadOnly(MemBlockIo);
+
+    impl ferrofab_nvmeof_host::BlockIo for ReadOnly {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn block_size(&self) -> u32 {
+            self.0.block_size()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            self.0.read_at(buf, offset)
+        }
+        fn write_at(&self, _buf: &[u8], _offset: u64) -> std::io::Result<()> {
+            Err(std::io::Error::from_raw_os_error(libc::EROFS))
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn read_only(&self) -> bool {
+            true
+        }
+    }
+
+    /// Whatever handle a write comes through, a read-only volume answers
+    /// EROFS before any path (the asynchronous one included) is chosen.
+    #[test]
+    fn a_read_only_volume_refuses_writes() {
+        let mut r = Registry::new();
+        let ro: Arc<DynBlockIo> = Arc::new(ReadOnly(MemBlockIo::new(4096, 512)));
+        let rw: Arc<DynBlockIo> = Arc::new(MemBlockIo::new(4096, 512));
+        let a = r.insert("ro", ro).expect("insert ro");
+        let b = r.insert("rw", rw).expect("insert rw");
+        let ro = r.get(a).expect("ro");
+        assert!(ro.read_only);
+        assert_eq!(writable(&ro), Err(Errno::EROFS));
+        assert_eq!(writable(&r.get(b).expect("rw")), Ok(()));
     }
 }

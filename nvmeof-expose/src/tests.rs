@@ -950,7 +950,7 @@ fn a_read_only_namespace_is_read_through_its_wrapper_attributes() {
     ns.write_blocks(4096, &[7u8; 4096]).expect("seed");
     let path = f
         .exp
-        .add_namespace_as("ro", Arc::new(ReadOnlyDev(ns.clone())), ns)
+        .add_namespace_as("ro", Arc::new(ReadOnlyDev(ns.clone())), ns.clone())
         .expect("expose read-only");
     let e = OpenOptions::new()
         .write(true)
@@ -966,6 +966,22 @@ fn a_read_only_namespace_is_read_through_its_wrapper_attributes() {
         .expect("open read-only");
     file.read_exact_at(p, 4096).expect("read");
     assert!(p.iter().all(|&b| b == 7));
+    for write in [false, true] {
+        let e = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .append(!write)
+            .open(&path)
+            .expect_err("opened a read-only file for writing");
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    }
+    // A read-only descriptor cannot write (the kernel refuses); the
+    // holder's own refusal is `fs::tests::a_read_only_volume_refuses_writes`.
+    let e = file.write_at(p, 4096).expect_err("wrote a read-only file");
+    assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+    let mut back = vec![0u8; 4096];
+    ns.read_at(&mut back, 4096).expect("read back");
+    assert!(back.iter().all(|&b| b == 7), "the namespace was written");
     drop(file);
     f.exp.unmount().expect("unmount");
     f.ctrl.disconnect().expect("disconnect");
