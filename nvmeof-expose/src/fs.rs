@@ -29,6 +29,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use super::admit::{Budget, Reserve};
 use super::replies::{self, InFlight};
 use super::rmw::{self, RangeLock};
 use ferrofab_nvmeof_host::{DynBlockIo, Namespace};
@@ -133,6 +134,15 @@ impl Registry {
     }
 }
 
+/// What a mount's filesystem is bounded by (from [`super::ExposeOptions`]).
+pub struct Limits {
+    pub max_write: u32,
+    pub max_background: u16,
+    /// FUSE threads; all but one may block ([`Reserve`]).
+    pub threads: usize,
+    pub budget: Arc<Budget>,
+}
+
 /// The `fuser::Filesystem` implementation.
 pub struct VolumeFs {
     registry: Arc<RwLock<Registry>>,
@@ -144,6 +154,10 @@ pub struct VolumeFs {
     /// that an unmount can wait for releases still in flight.
     open_files: Arc<AtomicUsize>,
     next_fh: AtomicU64,
+    /// Bytes and requests in flight to initiator namespaces.
+    budget: Arc<Budget>,
+    /// Threads that may block; one is kept for requests that never do.
+    reserve: Reserve,
     max_write: u32,
     max_background: u16,
     uid: u32,
@@ -154,8 +168,7 @@ pub struct VolumeFs {
 impl VolumeFs {
     pub fn new(
         registry: Arc<RwLock<Registry>>,
-        max_write: u32,
-        max_background: u16,
+        limits: Limits,
         open_files: Arc<AtomicUsize>,
     ) -> Self {
         // SAFETY: getuid/getgid cannot fail.
@@ -165,8 +178,10 @@ impl VolumeFs {
             handles: Mutex::new(HashMap::new()),
             open_files,
             next_fh: AtomicU64::new(1),
-            max_write,
-            max_background,
+            budget: limits.budget,
+            reserve: Reserve::new(limits.threads),
+            max_write: limits.max_write,
+            max_background: limits.max_background,
             uid,
             gid,
             mtime: SystemTime::now(),
@@ -425,18 +440,14 @@ impl Filesystem for VolumeFs {
             reply.error(Errno::EBADF);
             return;
         };
-        let len = size as usize;
-        if let Some((ns, bs)) = whole_blocks_of(&vol, offset, len) {
-            replies::read(&vol, ns, offset, len, splits(bs, len), reply);
-            return;
-        }
-        with_read(&*vol.dev, offset, size as usize, |r| match r {
-            Ok(data) => reply.data(data),
-            Err(e) => {
-                tracing::warn!(volume = %vol.name, offset, size, error = %e, "read failed");
-                reply.error(errno(&e));
-            }
+        let budget = &self.budget;
+        let turn = self.reserve.turn_or_queue((vol, reply), |(vol, reply)| {
+            let budget = Arc::clone(budget);
+            Box::new(move || read_now(&vol, &budget, offset, size, reply))
         });
+        if let Some((_turn, (vol, reply))) = turn {
+            read_now(&vol, budget, offset, size, reply);
+        }
     }
 
     fn write(
@@ -459,22 +470,19 @@ impl Filesystem for VolumeFs {
             reply.error(e);
             return;
         }
-        let Ok(len) = u32::try_from(data.len()) else {
+        if u32::try_from(data.len()).is_err() {
             reply.error(Errno::EINVAL);
             return;
-        };
-        if let Some((ns, bs)) = whole_blocks_of(&vol, offset, data.len()) {
-            let split = splits(bs, data.len());
-            replies::write(&vol, ns, bs, offset, data, split, reply);
-            return;
         }
-        let r = rmw::write(&*vol.dev, &vol.locks, offset, data);
-        match r {
-            Ok(()) => reply.written(len),
-            Err(e) => {
-                tracing::warn!(volume = %vol.name, offset, len, error = %e, "write failed");
-                reply.error(errno(&e));
-            }
+        let budget = &self.budget;
+        let turn = self.reserve.turn_or_queue((vol, reply), |(vol, reply)| {
+            // Queued: the request buffer is reused once this returns.
+            let data = data.to_vec();
+            let budget = Arc::clone(budget);
+            Box::new(move || write_now(&vol, &budget, offset, &data, reply))
+        });
+        if let Some((_turn, (vol, reply))) = turn {
+            write_now(&vol, budget, offset, data, reply);
         }
     }
 
@@ -602,15 +610,59 @@ impl VolumeFs {
             reply.error(Errno::EBADF);
             return;
         };
-        // NVMe's Flush covers completed writes only: wait for the
-        // asynchronous ones that arrived before this fsync.
-        vol.writes.wait_for_earlier();
-        match vol.dev.flush() {
-            Ok(()) => reply.ok(),
-            Err(e) => {
-                tracing::warn!(volume = %vol.name, error = %e, "flush failed");
-                reply.error(errno(&e));
-            }
+        let turn = self.reserve.turn_or_queue((vol, reply), |(vol, reply)| {
+            Box::new(move || flush_now(&vol, reply))
+        });
+        if let Some((_turn, (vol, reply))) = turn {
+            flush_now(&vol, reply);
+        }
+    }
+}
+
+/// A read, on a thread that may block: whole blocks of an initiator
+/// namespace asynchronously ([`replies::read`]), the rest byte-granular.
+fn read_now(vol: &Arc<Volume>, budget: &Arc<Budget>, offset: u64, size: u32, reply: ReplyData) {
+    let len = size as usize;
+    if let Some((ns, bs)) = whole_blocks_of(vol, offset, len) {
+        replies::read(vol, ns, budget, offset, len, splits(bs, len), reply);
+        return;
+    }
+    with_read(&*vol.dev, offset, len, |r| match r {
+        Ok(data) => reply.data(data),
+        Err(e) => {
+            tracing::warn!(volume = %vol.name, offset, size, error = %e, "read failed");
+            reply.error(errno(&e));
+        }
+    });
+}
+
+/// A write (of at most `u32::MAX` bytes), on a thread that may block.
+fn write_now(vol: &Arc<Volume>, budget: &Arc<Budget>, offset: u64, data: &[u8], reply: ReplyWrite) {
+    let len = data.len() as u32;
+    if let Some((ns, bs)) = whole_blocks_of(vol, offset, data.len()) {
+        let split = splits(bs, data.len());
+        replies::write(vol, ns, budget, bs, offset, data, split, reply);
+        return;
+    }
+    match rmw::write(&*vol.dev, &vol.locks, offset, data) {
+        Ok(()) => reply.written(len),
+        Err(e) => {
+            tracing::warn!(volume = %vol.name, offset, len, error = %e, "write failed");
+            reply.error(errno(&e));
+        }
+    }
+}
+
+/// An fsync, on a thread that may block.
+fn flush_now(vol: &Volume, reply: ReplyEmpty) {
+    // NVMe's Flush covers completed writes only: wait for the
+    // asynchronous ones that arrived before this fsync.
+    vol.writes.wait_for_earlier();
+    match vol.dev.flush() {
+        Ok(()) => reply.ok(),
+        Err(e) => {
+            tracing::warn!(volume = %vol.name, error = %e, "flush failed");
+            reply.error(errno(&e));
         }
     }
 }
@@ -618,6 +670,7 @@ impl VolumeFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::ReadOnlyDev;
     use ferrofab_nvmeof_bench::io::MemBlockIo;
 
     #[test]
@@ -634,37 +687,12 @@ mod tests {
         assert_eq!(r.list().len(), 1);
     }
 
-    /// A device that refuses writes, as the agent wraps a read-only
-    /// attachment.
-    struct ReadOnly(MemBlockIo);
-
-    impl ferrofab_nvmeof_host::BlockIo for ReadOnly {
-        fn size(&self) -> u64 {
-            self.0.size()
-        }
-        fn block_size(&self) -> u32 {
-            self.0.block_size()
-        }
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-            self.0.read_at(buf, offset)
-        }
-        fn write_at(&self, _buf: &[u8], _offset: u64) -> std::io::Result<()> {
-            Err(std::io::Error::from_raw_os_error(libc::EROFS))
-        }
-        fn flush(&self) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn read_only(&self) -> bool {
-            true
-        }
-    }
-
     /// Whatever handle a write comes through, a read-only volume answers
     /// EROFS before any path (the asynchronous one included) is chosen.
     #[test]
     fn a_read_only_volume_refuses_writes() {
         let mut r = Registry::new();
-        let ro: Arc<DynBlockIo> = Arc::new(ReadOnly(MemBlockIo::new(4096, 512)));
+        let ro: Arc<DynBlockIo> = Arc::new(ReadOnlyDev(MemBlockIo::new(4096, 512)));
         let rw: Arc<DynBlockIo> = Arc::new(MemBlockIo::new(4096, 512));
         let a = r.insert("ro", ro).expect("insert ro");
         let b = r.insert("rw", rw).expect("insert rw");
