@@ -27,8 +27,16 @@ fn plock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Budget {
     max_bytes: usize,
     max_requests: usize,
-    state: Mutex<Spent>,
+    state: Mutex<State>,
     freed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    spent: Spent,
+    /// Threads waiting for a share: a share given back signals only when
+    /// there is one (a notify is a system call, on every request).
+    waiting: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +62,7 @@ impl Budget {
         Arc::new(Budget {
             max_bytes: max_bytes.max(1),
             max_requests: max_requests.max(1),
-            state: Mutex::new(Spent::default()),
+            state: Mutex::new(State::default()),
             freed: Condvar::new(),
         })
     }
@@ -63,12 +71,15 @@ impl Budget {
     /// larger than the whole budget goes alone, when nothing else is in
     /// flight, rather than never.
     pub fn take(self: &Arc<Self>, bytes: usize) -> Share {
-        let mut s = plock(&self.state);
-        while s.requests >= self.max_requests
-            || (s.requests > 0 && s.bytes + bytes > self.max_bytes)
+        let mut g = plock(&self.state);
+        while g.spent.requests >= self.max_requests
+            || (g.spent.requests > 0 && g.spent.bytes + bytes > self.max_bytes)
         {
-            s = self.freed.wait(s).unwrap_or_else(|p| p.into_inner());
+            g.waiting += 1;
+            g = self.freed.wait(g).unwrap_or_else(|p| p.into_inner());
+            g.waiting -= 1;
         }
+        let s = &mut g.spent;
         s.requests += 1;
         s.bytes += bytes;
         s.peak_requests = s.peak_requests.max(s.requests);
@@ -81,17 +92,20 @@ impl Budget {
 
     /// What is in flight now, and the peaks.
     pub fn spent(&self) -> Spent {
-        *plock(&self.state)
+        plock(&self.state).spent
     }
 }
 
 impl Drop for Share {
     fn drop(&mut self) {
-        let mut s = plock(&self.budget.state);
-        s.requests -= 1;
-        s.bytes -= self.bytes;
-        drop(s);
-        self.budget.freed.notify_all();
+        let mut g = plock(&self.budget.state);
+        g.spent.requests -= 1;
+        g.spent.bytes -= self.bytes;
+        let waiting = g.waiting > 0;
+        drop(g);
+        if waiting {
+            self.budget.freed.notify_all();
+        }
     }
 }
 
