@@ -325,6 +325,42 @@ mod tests {
         assert!(f.is_empty());
     }
 
+    /// A write waiting for its range lock is already registered, so an
+    /// fsync arriving meanwhile waits for it as well.
+    #[test]
+    fn a_write_waiting_for_its_range_lock_holds_an_fsync_back() {
+        use ferrofab_nvmeof_bench::io::MemBlockIo;
+        let mut reg = super::super::fs::Registry::new();
+        let ino = reg
+            .insert("v", Arc::new(MemBlockIo::new(4096, 512)))
+            .expect("insert");
+        let vol = reg.get(ino).expect("volume");
+        let budget = Budget::new(1 << 20, 8);
+        // An earlier write's range.
+        vol.locks.hold(0, 1);
+        let writer = {
+            let (vol, budget) = (Arc::clone(&vol), Arc::clone(&budget));
+            std::thread::spawn(move || drop(WriteHold::take(&vol, &budget, 512, 0, 512)))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while vol.writes.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(vol.writes.len(), 1, "not registered while waiting");
+        let fsync = {
+            let vol = Arc::clone(&vol);
+            std::thread::spawn(move || vol.writes.wait_for_earlier())
+        };
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!writer.is_finished(), "took a range that was held");
+        assert!(!fsync.is_finished(), "fsync did not wait for the write");
+        vol.locks.release(0, 1);
+        writer.join().expect("writer");
+        fsync.join().expect("fsync");
+        assert!(vol.writes.is_empty());
+        assert_eq!(budget.spent().requests, 0);
+    }
+
     #[test]
     fn pieces_cover_the_request_in_order() {
         let len = 2 * SPLIT_PIECE + 4096;
