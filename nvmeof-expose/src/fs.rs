@@ -13,8 +13,8 @@
 //! submitting call, so `fio --ioengine=libaio --iodepth=32` on the file
 //! had one request in flight per job. With it, those requests become FUSE
 //! background requests, and `max_background` (set at INIT too) bounds how
-//! many the kernel keeps in flight; the FUSE worker threads bound how many
-//! this process serves at once.
+//! many the kernel keeps in flight; the mount's in-flight budget
+//! ([`super::admit`]) bounds how many this process has submitted at once.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
