@@ -210,7 +210,9 @@ impl NamespaceFiles {
     }
 
     /// Remove every link and file, unmount, and remove the mount point.
-    /// Blocks until the FUSE threads finished their current requests.
+    /// Blocks until the FUSE threads stopped; asynchronous requests still
+    /// in flight at the initiator are answered later by the thread that
+    /// completes them (a reply to a closed mount fails, logged by fuser).
     pub fn close(mut self) -> Result<(), ExposeError> {
         self.close_inner()
     }

@@ -13,8 +13,8 @@
 //! submitting call, so `fio --ioengine=libaio --iodepth=32` on the file
 //! had one request in flight per job. With it, those requests become FUSE
 //! background requests, and `max_background` (set at INIT too) bounds how
-//! many the kernel keeps in flight; the FUSE worker threads bound how many
-//! this process serves at once.
+//! many the kernel keeps in flight; the mount's in-flight budget
+//! ([`super::admit`]) bounds how many this process has submitted at once.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -29,6 +29,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use super::admit::{Budget, Reserve};
 use super::replies::{self, InFlight};
 use super::rmw::{self, RangeLock};
 use ferrofab_nvmeof_host::{DynBlockIo, Namespace};
@@ -54,6 +55,11 @@ pub struct Volume {
     pub locks: RangeLock,
     /// Asynchronous writes in flight, which an fsync waits for.
     pub writes: InFlight,
+    /// Whether the device refuses writes (read once, when added). Checked
+    /// before any write, not only at open: whole-block writes go to `ns`,
+    /// which [`super::Volumes::add_namespace_as`] may pair with a
+    /// read-only wrapper as `dev`, so the wrapper alone would not stop them.
+    pub read_only: bool,
 }
 
 /// Name ↔ inode bookkeeping, shared between the filesystem threads and
@@ -95,6 +101,7 @@ impl Registry {
         let vol = Arc::new(Volume {
             name: name.to_string(),
             ino,
+            read_only: dev.read_only(),
             dev,
             ns,
             locks: RangeLock::new(),
@@ -127,6 +134,15 @@ impl Registry {
     }
 }
 
+/// What a mount's filesystem is bounded by (from [`super::ExposeOptions`]).
+pub struct Limits {
+    pub max_write: u32,
+    pub max_background: u16,
+    /// FUSE threads; all but one may block ([`Reserve`]).
+    pub threads: usize,
+    pub budget: Arc<Budget>,
+}
+
 /// The `fuser::Filesystem` implementation.
 pub struct VolumeFs {
     registry: Arc<RwLock<Registry>>,
@@ -138,6 +154,10 @@ pub struct VolumeFs {
     /// that an unmount can wait for releases still in flight.
     open_files: Arc<AtomicUsize>,
     next_fh: AtomicU64,
+    /// Bytes and requests in flight to initiator namespaces.
+    budget: Arc<Budget>,
+    /// Threads that may block; one is kept for requests that never do.
+    reserve: Reserve,
     max_write: u32,
     max_background: u16,
     uid: u32,
@@ -148,8 +168,7 @@ pub struct VolumeFs {
 impl VolumeFs {
     pub fn new(
         registry: Arc<RwLock<Registry>>,
-        max_write: u32,
-        max_background: u16,
+        limits: Limits,
         open_files: Arc<AtomicUsize>,
     ) -> Self {
         // SAFETY: getuid/getgid cannot fail.
@@ -159,8 +178,10 @@ impl VolumeFs {
             handles: Mutex::new(HashMap::new()),
             open_files,
             next_fh: AtomicU64::new(1),
-            max_write,
-            max_background,
+            budget: limits.budget,
+            reserve: Reserve::new(limits.threads),
+            max_write: limits.max_write,
+            max_background: limits.max_background,
             uid,
             gid,
             mtime: SystemTime::now(),
@@ -207,7 +228,7 @@ impl VolumeFs {
     fn vol_attr(&self, v: &Volume) -> FileAttr {
         let bs = v.dev.block_size().max(512);
         let mut a = self.attr(v.ino, FileType::RegularFile, v.dev.size(), bs);
-        if v.dev.read_only() {
+        if v.read_only {
             a.perm = 0o400;
         }
         a
@@ -277,6 +298,18 @@ fn whole_blocks_of(vol: &Volume, offset: u64, len: usize) -> Option<(&Namespace,
 /// [`SPLIT_PIECE`]s: two pieces at least, and pieces of whole blocks.
 fn splits(bs: u64, len: usize) -> bool {
     len >= 2 * SPLIT_PIECE && (SPLIT_PIECE as u64).is_multiple_of(bs)
+}
+
+/// EROFS for a read-only volume. Every request that changes data asks
+/// this first: a handle is not proof of write access (`handle` falls
+/// back to the inode for a handle it does not know), and whole-block
+/// writes skip the device's own refusal (see [`Volume::read_only`]).
+fn writable(vol: &Volume) -> Result<(), Errno> {
+    if vol.read_only {
+        Err(Errno::EROFS)
+    } else {
+        Ok(())
+    }
 }
 
 /// Read into this thread's scratch buffer and hand the bytes to `f`.
@@ -378,7 +411,7 @@ impl Filesystem for VolumeFs {
         };
         // A read-only attachment: even root (who ignores the mode bits)
         // gets EROFS at open, not a surprise at the first write.
-        if vol.dev.read_only() && flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
+        if vol.read_only && flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
             reply.error(Errno::EROFS);
             return;
         }
@@ -407,18 +440,14 @@ impl Filesystem for VolumeFs {
             reply.error(Errno::EBADF);
             return;
         };
-        let len = size as usize;
-        if let Some((ns, bs)) = whole_blocks_of(&vol, offset, len) {
-            replies::read(&vol, ns, offset, len, splits(bs, len), reply);
-            return;
-        }
-        with_read(&*vol.dev, offset, size as usize, |r| match r {
-            Ok(data) => reply.data(data),
-            Err(e) => {
-                tracing::warn!(volume = %vol.name, offset, size, error = %e, "read failed");
-                reply.error(errno(&e));
-            }
+        let budget = &self.budget;
+        let turn = self.reserve.turn_or_queue((vol, reply), |(vol, reply)| {
+            let budget = Arc::clone(budget);
+            Box::new(move || read_now(&vol, &budget, offset, size, reply))
         });
+        if let Some((_turn, (vol, reply))) = turn {
+            read_now(&vol, budget, offset, size, reply);
+        }
     }
 
     fn write(
@@ -437,22 +466,23 @@ impl Filesystem for VolumeFs {
             reply.error(Errno::EBADF);
             return;
         };
-        let Ok(len) = u32::try_from(data.len()) else {
-            reply.error(Errno::EINVAL);
-            return;
-        };
-        if let Some((ns, bs)) = whole_blocks_of(&vol, offset, data.len()) {
-            let split = splits(bs, data.len());
-            replies::write(&vol, ns, bs, offset, data, split, reply);
+        if let Err(e) = writable(&vol) {
+            reply.error(e);
             return;
         }
-        let r = rmw::write(&*vol.dev, &vol.locks, offset, data);
-        match r {
-            Ok(()) => reply.written(len),
-            Err(e) => {
-                tracing::warn!(volume = %vol.name, offset, len, error = %e, "write failed");
-                reply.error(errno(&e));
-            }
+        if u32::try_from(data.len()).is_err() {
+            reply.error(Errno::EINVAL);
+            return;
+        }
+        let budget = &self.budget;
+        let turn = self.reserve.turn_or_queue((vol, reply), |(vol, reply)| {
+            // Queued: the request buffer is reused once this returns.
+            let data = data.to_vec();
+            let budget = Arc::clone(budget);
+            Box::new(move || write_now(&vol, &budget, offset, &data, reply))
+        });
+        if let Some((_turn, (vol, reply))) = turn {
+            write_now(&vol, budget, offset, data, reply);
         }
     }
 
@@ -580,15 +610,59 @@ impl VolumeFs {
             reply.error(Errno::EBADF);
             return;
         };
-        // NVMe's Flush covers completed writes only: wait for the
-        // asynchronous ones that arrived before this fsync.
-        vol.writes.wait_for_earlier();
-        match vol.dev.flush() {
-            Ok(()) => reply.ok(),
-            Err(e) => {
-                tracing::warn!(volume = %vol.name, error = %e, "flush failed");
-                reply.error(errno(&e));
-            }
+        let turn = self.reserve.turn_or_queue((vol, reply), |(vol, reply)| {
+            Box::new(move || flush_now(&vol, reply))
+        });
+        if let Some((_turn, (vol, reply))) = turn {
+            flush_now(&vol, reply);
+        }
+    }
+}
+
+/// A read, on a thread that may block: whole blocks of an initiator
+/// namespace asynchronously ([`replies::read`]), the rest byte-granular.
+fn read_now(vol: &Arc<Volume>, budget: &Arc<Budget>, offset: u64, size: u32, reply: ReplyData) {
+    let len = size as usize;
+    if let Some((ns, bs)) = whole_blocks_of(vol, offset, len) {
+        replies::read(vol, ns, budget, offset, len, splits(bs, len), reply);
+        return;
+    }
+    with_read(&*vol.dev, offset, len, |r| match r {
+        Ok(data) => reply.data(data),
+        Err(e) => {
+            tracing::warn!(volume = %vol.name, offset, size, error = %e, "read failed");
+            reply.error(errno(&e));
+        }
+    });
+}
+
+/// A write (of at most `u32::MAX` bytes), on a thread that may block.
+fn write_now(vol: &Arc<Volume>, budget: &Arc<Budget>, offset: u64, data: &[u8], reply: ReplyWrite) {
+    let len = data.len() as u32;
+    if let Some((ns, bs)) = whole_blocks_of(vol, offset, data.len()) {
+        let split = splits(bs, data.len());
+        replies::write(vol, ns, budget, bs, offset, data, split, reply);
+        return;
+    }
+    match rmw::write(&*vol.dev, &vol.locks, offset, data) {
+        Ok(()) => reply.written(len),
+        Err(e) => {
+            tracing::warn!(volume = %vol.name, offset, len, error = %e, "write failed");
+            reply.error(errno(&e));
+        }
+    }
+}
+
+/// An fsync, on a thread that may block.
+fn flush_now(vol: &Volume, reply: ReplyEmpty) {
+    // NVMe's Flush covers completed writes only: wait for the
+    // asynchronous ones that arrived before this fsync.
+    vol.writes.wait_for_earlier();
+    match vol.dev.flush() {
+        Ok(()) => reply.ok(),
+        Err(e) => {
+            tracing::warn!(volume = %vol.name, error = %e, "flush failed");
+            reply.error(errno(&e));
         }
     }
 }
@@ -596,6 +670,7 @@ impl VolumeFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::ReadOnlyDev;
     use ferrofab_nvmeof_bench::io::MemBlockIo;
 
     #[test]
@@ -610,5 +685,20 @@ mod tests {
         assert!(r.get(a).is_none());
         assert_eq!(r.by_name("a").map(|v| v.ino), Some(a2));
         assert_eq!(r.list().len(), 1);
+    }
+
+    /// Whatever handle a write comes through, a read-only volume answers
+    /// EROFS before any path (the asynchronous one included) is chosen.
+    #[test]
+    fn a_read_only_volume_refuses_writes() {
+        let mut r = Registry::new();
+        let ro: Arc<DynBlockIo> = Arc::new(ReadOnlyDev(MemBlockIo::new(4096, 512)));
+        let rw: Arc<DynBlockIo> = Arc::new(MemBlockIo::new(4096, 512));
+        let a = r.insert("ro", ro).expect("insert ro");
+        let b = r.insert("rw", rw).expect("insert rw");
+        let ro = r.get(a).expect("ro");
+        assert!(ro.read_only);
+        assert_eq!(writable(&ro), Err(Errno::EROFS));
+        assert_eq!(writable(&r.get(b).expect("rw")), Ok(()));
     }
 }

@@ -12,8 +12,12 @@
 //!   stale from this host's cache after another host wrote the namespace.
 //! * **Read-modify-write under per-block range locks** ([`rmw`]): files
 //!   take any offset and length; namespaces take whole blocks.
-//! * **fsync and close flush the namespace** and reply only after the
-//!   Flush completed.
+//! * **fsync flushes the namespace** and replies only after the Flush
+//!   completed; close answers at once without a Flush (a close must not
+//!   hang for a reconnect window; see `fs::VolumeFs::flush`).
+//! * **Bounded in flight** ([`ExposeOptions::max_in_flight_bytes`],
+//!   [`ExposeOptions::max_in_flight_requests`]) and **one FUSE thread kept
+//!   for requests that never block** ([`admit`]).
 //! * **4 MiB max_write** ([`DEFAULT_MAX_WRITE`]) and **several FUSE threads** (fuser `n_threads`
 //!   with cloned /dev/fuse descriptors) so large and concurrent I/O reach
 //!   the initiator in parallel; **asynchronous direct I/O**
@@ -40,6 +44,7 @@
 //! The devices come from the initiator (`ferrofab-nvmeof-host`); this
 //! crate is the only one in the workspace that links FUSE.
 
+pub mod admit;
 pub mod connected;
 pub mod fs;
 pub mod mountpoint;
@@ -88,7 +93,9 @@ pub struct ExposeOptions {
     /// FUSE worker threads. Reads and writes of whole blocks of an
     /// initiator namespace are answered asynchronously ([`replies`]), so a
     /// thread only reads a request and submits it; other requests (byte
-    /// ranges, other devices, fsync) block their thread. Default
+    /// ranges, other devices, fsync) and waits for a range lock, the
+    /// in-flight limit or a queue slot block their thread, on at most
+    /// all threads but one ([`admit::Reserve`]). Default
     /// [`DEFAULT_THREADS`].
     pub threads: usize,
     /// Largest write the kernel sends in one request (and, through the
@@ -106,7 +113,27 @@ pub struct ExposeOptions {
     pub raise_max_pages_limit: bool,
     /// Let users other than the mounting one open the files.
     pub allow_other: bool,
+    /// Bytes of asynchronous reads and writes in flight to initiator
+    /// namespaces at once, over the whole mount; a FUSE thread with a
+    /// request that does not fit waits ([`admit::Budget`]). A request
+    /// larger than this goes alone. Default [`DEFAULT_MAX_IN_FLIGHT_BYTES`].
+    pub max_in_flight_bytes: usize,
+    /// Such requests in flight at once. Default
+    /// [`DEFAULT_MAX_IN_FLIGHT_REQUESTS`].
+    pub max_in_flight_requests: usize,
 }
+
+/// Default [`ExposeOptions::max_in_flight_bytes`]: 64 MiB. Every write in
+/// flight holds a copy of its data (up to `max_write`, 4 MiB) until it
+/// completed, and during a reconnect the initiator keeps every command
+/// until it can re-send it; 64 MiB is sixteen 4 MiB writes, or a 4 KiB
+/// QD256, well above what the benchmarks keep in flight (QD32).
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
+
+/// Default [`ExposeOptions::max_in_flight_requests`]: 256, four times the
+/// kernel's [`DEFAULT_MAX_BACKGROUND`] asynchronous requests, so it only
+/// bites when many threads each add synchronous ones.
+pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 256;
 
 /// Default FUSE worker threads. With asynchronous replies a thread only
 /// reads a request and submits it, so a few keep a 4 KiB QD32 random reader
@@ -145,6 +172,8 @@ impl Default for ExposeOptions {
             max_background: DEFAULT_MAX_BACKGROUND,
             raise_max_pages_limit: true,
             allow_other: false,
+            max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
+            max_in_flight_requests: DEFAULT_MAX_IN_FLIGHT_REQUESTS,
         }
     }
 }
@@ -157,6 +186,8 @@ pub struct Exposer {
     session: Option<BackgroundSession>,
     /// Open file handles of the mount (see [`RELEASE_GRACE`]).
     open_files: Arc<AtomicUsize>,
+    /// The mount's in-flight budget, for [`Exposer::in_flight`].
+    budget: Arc<admit::Budget>,
 }
 
 /// How long an unmount waits for open files to be released. The kernel
@@ -195,12 +226,14 @@ impl Exposer {
         }
         let registry = Arc::new(RwLock::new(Registry::new()));
         let open_files = Arc::new(AtomicUsize::new(0));
-        let fs = VolumeFs::new(
-            Arc::clone(&registry),
-            opts.max_write,
-            opts.max_background,
-            Arc::clone(&open_files),
-        );
+        let budget = admit::Budget::new(opts.max_in_flight_bytes, opts.max_in_flight_requests);
+        let limits = fs::Limits {
+            max_write: opts.max_write,
+            max_background: opts.max_background,
+            threads: opts.threads.max(1),
+            budget: Arc::clone(&budget),
+        };
+        let fs = VolumeFs::new(Arc::clone(&registry), limits, Arc::clone(&open_files));
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::FSName("ferrofab".into()),
@@ -227,7 +260,14 @@ impl Exposer {
             },
             session: Some(session),
             open_files,
+            budget,
         })
+    }
+
+    /// Bytes and requests in flight now, and the most seen at once (for
+    /// logs and tests of [`ExposeOptions::max_in_flight_bytes`]).
+    pub fn in_flight(&self) -> admit::Spent {
+        self.budget.spent()
     }
 
     /// A handle for managing volumes from other threads.

@@ -7,8 +7,9 @@
 //! receiver (or whichever thread is reading that queue's socket) writes
 //! the reply when the last command completed. No FUSE thread sleeps per
 //! request and none is woken to pass a result on, so a few threads keep
-//! any number of requests in flight (bounded by the kernel's
-//! `max_background` and by the initiator's queue slots, where a submitter
+//! many requests in flight: as many as the mount's [`Budget`] lets in
+//! (bytes and requests, taken before submitting and given back when the
+//! request was answered), and the initiator's queue slots (a submitter
 //! blocks while every slot is busy).
 //!
 //! What stays as it was: a write is answered only after its NVMe Write
@@ -24,6 +25,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use fuser::{ReplyData, ReplyWrite};
 
+use super::admit::{Budget, Share};
 use super::fs::{errno, Volume, SPLIT_PIECE};
 use ferrofab_nvmeof_host::{IoOp, Namespace};
 
@@ -89,35 +91,46 @@ impl InFlight {
     }
 }
 
-/// A write in flight: its blocks' range lock and its [`InFlight`] entry,
-/// both let go when dropped (after the last command completed, or when
-/// the write could not be submitted).
+/// A write in flight: its [`InFlight`] entry, its share of the budget and
+/// its blocks' range lock, all let go when dropped (after the last
+/// command completed, or when the write could not be submitted).
 struct WriteHold {
     vol: Arc<Volume>,
     blocks: (u64, u64),
     id: u64,
+    _share: Share,
 }
 
 impl WriteHold {
-    /// Take the range lock on `[offset, offset+len)` (waiting for
-    /// overlapping writes, as [`super::rmw::write`] does) and register
-    /// the write.
-    fn take(vol: &Arc<Volume>, bs: u64, offset: u64, len: usize) -> WriteHold {
+    /// Register the write, take its share of `budget`, then the range
+    /// lock on `[offset, offset+len)` (waiting for overlapping writes, as
+    /// [`super::rmw::write`] does). Registered first, so that an fsync
+    /// arriving while the write waits (for the budget or the lock) waits
+    /// for it too.
+    fn take(
+        vol: &Arc<Volume>,
+        budget: &Arc<Budget>,
+        bs: u64,
+        offset: u64,
+        len: usize,
+    ) -> WriteHold {
+        let id = vol.writes.start();
+        let share = budget.take(len);
         let blocks = (offset / bs, (offset + len as u64).div_ceil(bs));
         vol.locks.hold(blocks.0, blocks.1);
-        let id = vol.writes.start();
         WriteHold {
             vol: Arc::clone(vol),
             blocks,
             id,
+            _share: share,
         }
     }
 }
 
 impl Drop for WriteHold {
     fn drop(&mut self) {
-        self.vol.writes.end(self.id);
         self.vol.locks.release(self.blocks.0, self.blocks.1);
+        self.vol.writes.end(self.id);
     }
 }
 
@@ -147,9 +160,13 @@ where
         let Some(done) = Self::lock(&self.done).take() else {
             return;
         };
-        match Self::lock(&self.err).take() {
+        // Into locals first: `done` writes the FUSE reply, which must not
+        // happen under these locks.
+        let err = Self::lock(&self.err).take();
+        let parts = std::mem::take(&mut *Self::lock(&self.parts));
+        match err {
             Some(e) => done(Err(e)),
-            None => done(Ok(std::mem::take(&mut *Self::lock(&self.parts)))),
+            None => done(Ok(parts)),
         }
     }
 
@@ -214,26 +231,34 @@ fn pieces(
         .collect()
 }
 
-/// Read whole blocks of `ns` and answer from the completing thread.
+/// Read whole blocks of `ns` and answer from the completing thread. The
+/// request's share of `budget` is taken first (waiting while it is spent).
 pub fn read(
     vol: &Arc<Volume>,
     ns: &Namespace,
+    budget: &Arc<Budget>,
     offset: u64,
     len: usize,
     split: bool,
     reply: ReplyData,
 ) {
+    let share = budget.take(len);
     let ops = pieces(offset, len, split, |offset, r| IoOp::Read {
         offset,
         len: r.len(),
     });
     let name = vol.name.clone();
-    submit_all(ns, ops, move |r| match r {
-        Ok(mut parts) if parts.len() == 1 => reply.data(&parts.swap_remove(0)),
-        Ok(parts) => reply.data(&parts.concat()),
-        Err(e) => {
-            tracing::warn!(volume = %name, offset, len, error = %e, "read failed");
-            reply.error(errno(&e));
+    submit_all(ns, ops, move |r| {
+        // Given back before answering: the reader may send the next
+        // request at once.
+        drop(share);
+        match r {
+            Ok(mut parts) if parts.len() == 1 => reply.data(&parts.swap_remove(0)),
+            Ok(parts) => reply.data(&parts.concat()),
+            Err(e) => {
+                tracing::warn!(volume = %name, offset, len, error = %e, "read failed");
+                reply.error(errno(&e));
+            }
         }
     });
 }
@@ -243,10 +268,13 @@ pub fn read(
 /// bytes are copied once, into the commands' buffers: the initiator
 /// sends a large write's data when the target asks for it (R2T), after
 /// this FUSE thread has moved on and its request buffer holds the next
-/// request.
+/// request. Waits first for the budget and the range lock
+/// ([`WriteHold::take`]).
+#[allow(clippy::too_many_arguments)]
 pub fn write(
     vol: &Arc<Volume>,
     ns: &Namespace,
+    budget: &Arc<Budget>,
     bs: u64,
     offset: u64,
     data: &[u8],
@@ -254,7 +282,7 @@ pub fn write(
     reply: ReplyWrite,
 ) {
     let len = data.len();
-    let hold = WriteHold::take(vol, bs, offset, len);
+    let hold = WriteHold::take(vol, budget, bs, offset, len);
     let ops = pieces(offset, len, split, |offset, r| IoOp::Write {
         offset,
         data: data[r].to_vec(),
@@ -295,6 +323,42 @@ mod tests {
         assert_eq!(f.len(), 1, "the later write is still open");
         f.end(later);
         assert!(f.is_empty());
+    }
+
+    /// A write waiting for its range lock is already registered, so an
+    /// fsync arriving meanwhile waits for it as well.
+    #[test]
+    fn a_write_waiting_for_its_range_lock_holds_an_fsync_back() {
+        use ferrofab_nvmeof_bench::io::MemBlockIo;
+        let mut reg = super::super::fs::Registry::new();
+        let ino = reg
+            .insert("v", Arc::new(MemBlockIo::new(4096, 512)))
+            .expect("insert");
+        let vol = reg.get(ino).expect("volume");
+        let budget = Budget::new(1 << 20, 8);
+        // An earlier write's range.
+        vol.locks.hold(0, 1);
+        let writer = {
+            let (vol, budget) = (Arc::clone(&vol), Arc::clone(&budget));
+            std::thread::spawn(move || drop(WriteHold::take(&vol, &budget, 512, 0, 512)))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while vol.writes.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(vol.writes.len(), 1, "not registered while waiting");
+        let fsync = {
+            let vol = Arc::clone(&vol);
+            std::thread::spawn(move || vol.writes.wait_for_earlier())
+        };
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!writer.is_finished(), "took a range that was held");
+        assert!(!fsync.is_finished(), "fsync did not wait for the write");
+        vol.locks.release(0, 1);
+        writer.join().expect("writer");
+        fsync.join().expect("fsync");
+        assert!(vol.writes.is_empty());
+        assert_eq!(budget.spent().requests, 0);
     }
 
     #[test]

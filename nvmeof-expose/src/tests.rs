@@ -681,6 +681,18 @@ fn fake_exposed(
     threads: usize,
     tune: impl FnOnce(&mut ferrofab_nvmeof_host::ConnectOptions),
 ) -> FakeExposed {
+    let opts = ExposeOptions {
+        threads,
+        ..ExposeOptions::default()
+    };
+    fake_exposed_with(opts, tune)
+}
+
+/// [`fake_exposed`] with mount options of the caller's.
+fn fake_exposed_with(
+    opts: ExposeOptions,
+    tune: impl FnOnce(&mut ferrofab_nvmeof_host::ConnectOptions),
+) -> FakeExposed {
     use ferrofab_nvmeof_host::{ConnectOptions, Controller as HostController, HostIdentity};
     use ferrofab_testkit::nvme::fake_target::{FakeTarget, Knobs, SUBNQN};
     require_fuse_root();
@@ -692,10 +704,6 @@ fn fake_exposed(
     tune(&mut o);
     let ctrl = HostController::connect(o).expect("connect");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let opts = ExposeOptions {
-        threads,
-        ..ExposeOptions::default()
-    };
     let exp = Exposer::mount(&tmp.path().join("volumes"), &opts).expect("mount volumes");
     let path = exp
         .add_namespace("v", ctrl.namespace(1).expect("namespace 1"))
@@ -733,7 +741,7 @@ fn page(raw: &mut [u8]) -> &mut [u8] {
 /// timeout resets the association and the first read is re-sent).
 #[test]
 fn one_fuse_thread_keeps_many_requests_in_flight() {
-    let f = fake_exposed(1, |o| o.io_timeout = Some(Duration::from_secs(3)));
+    let f = fake_exposed(1, |o| o.io_timeout = Some(Duration::from_secs(5)));
     let file = open_direct(&f.path);
     for i in 0..33u64 {
         let mut raw = vec![0u8; 8192];
@@ -741,20 +749,7 @@ fn one_fuse_thread_keeps_many_requests_in_flight() {
         p.fill(i as u8 + 1);
         file.write_all_at(p, i * 4096).expect("fill");
     }
-    let n = f.target.commands.load(Ordering::SeqCst);
-    f.target.swallow_at_command.store(n + 1, Ordering::SeqCst);
-    let stuck = {
-        let file = file.try_clone().expect("dup");
-        std::thread::spawn(move || {
-            let mut raw = vec![0u8; 8192];
-            let p = page(&mut raw);
-            file.read_exact_at(p, 0).expect("the stuck read");
-            p[0]
-        })
-    };
-    while f.target.commands.load(Ordering::SeqCst) <= n {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let stuck = stuck_read(&f);
     let start = std::time::Instant::now();
     std::thread::scope(|s| {
         for i in 1..33u64 {
@@ -866,7 +861,9 @@ mod aio {
 #[test]
 fn fsync_after_asynchronous_writes_waits_for_them() {
     use std::os::fd::AsRawFd;
-    let f = fake_exposed(1, |o| o.io_timeout = Some(Duration::from_secs(1)));
+    // Several threads: the write and the fsync may be served by different
+    // ones, at the same time.
+    let f = fake_exposed(3, |o| o.io_timeout = Some(Duration::from_secs(1)));
     let file = open_direct(&f.path);
     let n = f.target.commands.load(Ordering::SeqCst);
     f.target.swallow_at_command.store(n + 1, Ordering::SeqCst);
@@ -917,9 +914,9 @@ fn a_failed_command_answers_eio() {
 
 /// A read-only device wrapper, as the agent puts around a read-only
 /// attachment's namespace.
-struct ReadOnlyDev(ferrofab_nvmeof_host::Namespace);
+pub(crate) struct ReadOnlyDev<D>(pub D);
 
-impl BlockIo for ReadOnlyDev {
+impl<D: BlockIo> BlockIo for ReadOnlyDev<D> {
     fn size(&self) -> u64 {
         self.0.size()
     }
@@ -950,7 +947,7 @@ fn a_read_only_namespace_is_read_through_its_wrapper_attributes() {
     ns.write_blocks(4096, &[7u8; 4096]).expect("seed");
     let path = f
         .exp
-        .add_namespace_as("ro", Arc::new(ReadOnlyDev(ns.clone())), ns)
+        .add_namespace_as("ro", Arc::new(ReadOnlyDev(ns.clone())), ns.clone())
         .expect("expose read-only");
     let e = OpenOptions::new()
         .write(true)
@@ -966,7 +963,117 @@ fn a_read_only_namespace_is_read_through_its_wrapper_attributes() {
         .expect("open read-only");
     file.read_exact_at(p, 4096).expect("read");
     assert!(p.iter().all(|&b| b == 7));
+    for write in [false, true] {
+        let e = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .append(!write)
+            .open(&path)
+            .expect_err("opened a read-only file for writing");
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    }
+    // A read-only descriptor cannot write (the kernel refuses); the
+    // holder's own refusal is `fs::tests::a_read_only_volume_refuses_writes`.
+    let e = file.write_at(p, 4096).expect_err("wrote a read-only file");
+    assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+    let mut back = vec![0u8; 4096];
+    ns.read_at(&mut back, 4096).expect("read back");
+    assert!(back.iter().all(|&b| b == 7), "the namespace was written");
     drop(file);
+    f.exp.unmount().expect("unmount");
+    f.ctrl.disconnect().expect("disconnect");
+}
+
+/// Starts a read of the first block of `f`'s file whose command the
+/// target swallows (answered only after the I/O timeout re-sends it);
+/// returns once the target got it.
+fn stuck_read(f: &FakeExposed) -> std::thread::JoinHandle<u8> {
+    let file = open_direct(&f.path);
+    let n = f.target.commands.load(Ordering::SeqCst);
+    f.target.swallow_at_command.store(n + 1, Ordering::SeqCst);
+    let stuck = std::thread::spawn(move || {
+        let mut raw = vec![0u8; 8192];
+        let p = page(&mut raw);
+        file.read_exact_at(p, 0).expect("the stuck read");
+        p[0]
+    });
+    while f.target.commands.load(Ordering::SeqCst) <= n {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stuck
+}
+
+/// A read of one block at `offset` on a thread of its own.
+fn read_block(path: &Path, offset: u64) -> std::thread::JoinHandle<()> {
+    let file = open_direct(path);
+    std::thread::spawn(move || {
+        let mut raw = vec![0u8; 8192];
+        file.read_exact_at(page(&mut raw), offset).expect("read");
+    })
+}
+
+/// `max_in_flight_requests`: with the one allowed request stuck at the
+/// target, the next waits in the holder until the stuck one completed.
+#[test]
+fn the_in_flight_limit_holds_requests_back_until_one_completes() {
+    let opts = ExposeOptions {
+        max_in_flight_requests: 1,
+        ..ExposeOptions::default()
+    };
+    let f = fake_exposed_with(opts, |o| o.io_timeout = Some(Duration::from_secs(2)));
+    let stuck = stuck_read(&f);
+    let start = std::time::Instant::now();
+    let next = read_block(&f.path, 4096);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!stuck.is_finished(), "the swallowed read completed early");
+    assert!(!next.is_finished(), "a second request got past the limit");
+    next.join().expect("the second read");
+    // It waited for the stuck read, re-sent after the 2 s I/O timeout.
+    let waited = start.elapsed();
+    assert!(waited > Duration::from_secs(1), "waited only {waited:?}");
+    stuck.join().expect("the stuck read");
+    let spent = f.exp.in_flight();
+    assert_eq!(spent.peak_requests, 1, "{spent:?}");
+    assert_eq!((spent.requests, spent.bytes), (0, 0), "{spent:?}");
+    f.exp.unmount().expect("unmount");
+    f.ctrl.disconnect().expect("disconnect");
+}
+
+/// With every FUSE thread but one blocked (here on the in-flight limit,
+/// as they would be on a range lock, a queue slot or an fsync during an
+/// outage), requests that never block are still answered: statfs, a
+/// lookup and getattr of a new file, open and release.
+#[test]
+fn metadata_is_answered_while_the_other_threads_block() {
+    let opts = ExposeOptions {
+        threads: 2,
+        max_in_flight_requests: 1,
+        ..ExposeOptions::default()
+    };
+    let f = fake_exposed_with(opts, |o| o.io_timeout = Some(Duration::from_secs(3)));
+    let stuck = stuck_read(&f);
+    let blocked: Vec<_> = (1..4u64).map(|i| read_block(&f.path, i * 4096)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let start = std::time::Instant::now();
+    // SAFETY: a zeroed statvfs for the call to fill in.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let dir = std::ffi::CString::new(f.exp.mountpoint().as_os_str().as_encoded_bytes())
+        .expect("mount point path");
+    // SAFETY: a valid path and a valid statvfs.
+    let r = unsafe { libc::statvfs(dir.as_ptr(), &mut st) };
+    assert_eq!(r, 0, "statvfs: {}", std::io::Error::last_os_error());
+    let ns = f.ctrl.namespace(1).expect("namespace 1");
+    let size = ns.size();
+    let other = f.exp.add_namespace("w", ns).expect("expose w");
+    assert_eq!(std::fs::metadata(&other).expect("stat w").len(), size);
+    drop(OpenOptions::new().read(true).open(&other).expect("open w"));
+    let took = start.elapsed();
+    assert!(!stuck.is_finished(), "the swallowed read completed early");
+    assert!(took < Duration::from_secs(1), "metadata waited {took:?}");
+    stuck.join().expect("the stuck read");
+    for b in blocked {
+        b.join().expect("a blocked read");
+    }
     f.exp.unmount().expect("unmount");
     f.ctrl.disconnect().expect("disconnect");
 }

@@ -188,6 +188,10 @@ impl Completion {
     /// one that received the response), or here at once if it already
     /// has. Taken under the lock on both sides, so it runs exactly once.
     fn set_then(&self, f: Then) {
+        // Nobody waits on it: the submitter registered at `new` would be
+        // unparked by every completion for nothing. A digest retry that
+        // waits registers itself again (`Request::wait`).
+        *plock(&self.waiter) = None;
         *plock(&self.then) = Some(f);
         if self.is_done() {
             let then = plock(&self.then).take();

@@ -38,6 +38,14 @@ impl Namespace {
     /// blocking calls): the receiver is what would complete it. Answering
     /// a client, releasing a lock or sending on a channel is what it is for.
     ///
+    /// In particular `f` must not submit I/O: it may run under the queue's
+    /// receive lock, and a submission that waits for a free slot would
+    /// wait for completions only that lock's holder can read (a deadlock).
+    /// Hand further I/O to another thread instead.
+    ///
+    /// A panic in `f` is caught and logged: it runs inside the queue's
+    /// receive loop, whose bookkeeping must go on for the other commands.
+    ///
     /// A data digest error is retried as [`super::Ticket::wait`] does, on a
     /// thread of its own (the retry waits); errors here are argument
     /// errors, and `f` is then not called.
@@ -48,7 +56,7 @@ impl Namespace {
         let ticket = self.submit_to(op, None)?;
         let parts = ticket.parts.clone();
         if parts.is_empty() {
-            f(ticket.finish(false));
+            call(f, ticket.finish(false));
             return Ok(());
         }
         let pending = Arc::new(Pending {
@@ -79,7 +87,7 @@ where
     };
     if !ticket.parts.iter().any(|r| r.is_digest_error()) {
         // Every part is done, so this does not wait.
-        f(ticket.finish(false));
+        call(f, ticket.finish(false));
         return;
     }
     // The retry re-sends and waits, which the receiver must not do.
@@ -89,7 +97,7 @@ where
         .name("nvmeof-retry".into())
         .spawn(move || {
             if let Some((ticket, f)) = plock(&theirs).take() {
-                f(ticket.finish(false));
+                call(f, ticket.finish(false));
             }
         });
     if let Err(e) = spawned {
@@ -101,9 +109,28 @@ where
                 .find(|r| r.is_digest_error())
                 .map(|r| r.take_result());
             match err {
-                Some(Err(e)) => f(Err(e)),
-                _ => f(ticket.finish(false)),
+                Some(Err(e)) => call(f, Err(e)),
+                _ => call(f, ticket.finish(false)),
             }
         }
+    }
+}
+
+/// Run the callback, catching a panic: it runs inside a queue's receive
+/// loop, and unwinding out of it would skip that loop's bookkeeping (the
+/// receive buffer's position, handing the socket to the next reader),
+/// hanging every later command of the queue.
+fn call<F>(f: F, r: Result<Vec<u8>, HostError>)
+where
+    F: FnOnce(Result<Vec<u8>, HostError>),
+{
+    let run = std::panic::AssertUnwindSafe(move || f(r));
+    if let Err(panic) = std::panic::catch_unwind(run) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string payload".into());
+        tracing::error!(panic = %what, "a completion callback panicked; the queue goes on");
     }
 }
