@@ -336,6 +336,14 @@ impl Subsystem {
         true
     }
 
+    /// Puts `ns` in place of the namespace with its nsid, if there is
+    /// one, in one step: no command finds the nsid missing in between.
+    pub(crate) fn replace_namespace(&self, ns: Arc<Namespace>) -> Option<Arc<Namespace>> {
+        let mut map = write(&self.namespaces);
+        let old = map.get_mut(&ns.nsid)?;
+        Some(std::mem::replace(old, ns))
+    }
+
     pub(crate) fn remove_namespace(&self, nsid: u32) -> Option<Arc<Namespace>> {
         write(&self.namespaces).remove(&nsid)
     }
