@@ -176,8 +176,8 @@ pub struct NamespaceFile {
     pub path: Option<PathBuf>,
     /// Keep the namespace in the target's memory instead, this big
     /// (`MemoryBackend`): volatile, lost when the target stops; for
-    /// benchmarks, tests and scratch, like SPDK's Malloc bdev. At most the
-    /// machine's memory, for all memory namespaces together.
+    /// benchmarks, tests and scratch, like SPDK's Malloc bdev. All memory
+    /// namespaces of the process together at most `max_memory_bytes`.
     #[serde(default)]
     pub memory: Option<Size>,
     /// Size of a file backend; the file is created or grown to it. Leave it
@@ -232,7 +232,8 @@ impl NamespaceFile {
         let max = max_memory_bytes();
         if bytes > max {
             return Err(format!(
-                "memory = {bytes} bytes is more than the machine's memory ({max} bytes)"
+                "memory = {bytes} bytes is more than the machine can give memory namespaces \
+                 ({max} bytes: the least of its memory, MemAvailable and the cgroup's memory.max)"
             ));
         }
         Ok(())
@@ -355,7 +356,37 @@ impl ServeConfig {
                     .map_err(|e| format!("subsystem {} namespace {}: {e}", s.nqn, ns.nsid))?;
             }
         }
-        Ok(())
+        self.validate_memory_total()
+    }
+
+    /// Each memory size was checked alone; all memory namespaces of the
+    /// process together must fit as well (`max_memory_bytes`).
+    fn validate_memory_total(&self) -> Result<(), String> {
+        let sized: Vec<(String, u64)> = self
+            .subsystems
+            .iter()
+            .flat_map(|s| {
+                s.namespaces.iter().filter_map(move |ns| {
+                    let m = ns.memory?;
+                    Some((
+                        format!("{} namespace {} ({} bytes)", s.nqn, ns.nsid, m.0),
+                        m.0,
+                    ))
+                })
+            })
+            .collect();
+        let total = sized.iter().fold(0u64, |t, (_, b)| t.saturating_add(*b));
+        let max = max_memory_bytes();
+        if total <= max {
+            return Ok(());
+        }
+        let names: Vec<&str> = sized.iter().map(|(n, _)| n.as_str()).collect();
+        Err(format!(
+            "memory namespaces together need {total} bytes, more than the target process can \
+             give them ({max} bytes: the least of the machine's memory, MemAvailable and the \
+             cgroup's memory.max): {}",
+            names.join(", ")
+        ))
     }
 }
 
@@ -838,7 +869,7 @@ dhgroup = "ffdhe3072"
             ),
             (
                 &format!("memory = {too_big}") as &str,
-                "is more than the machine's memory",
+                "is more than the machine can give",
             ),
             (
                 "memory = 4608\nblock_size = 4096",
@@ -860,6 +891,30 @@ dhgroup = "ffdhe3072"
                 assert!(err.contains("namespace 1"), "names the namespace: {err}");
             }
         }
+    }
+
+    #[test]
+    fn memory_namespaces_that_fit_alone_but_not_together_are_refused_by_name() {
+        let each = max_memory_bytes() / 10 * 6 / 4096 * 4096;
+        let text = format!(
+            "[[subsystem]]\nnqn = \"nqn.2026-11.io.ferrofab:demo\"\n\
+             [[subsystem.namespace]]\nnsid = 1\nmemory = {each}\n\
+             [[subsystem.namespace]]\nnsid = 2\nmemory = {each}\n"
+        );
+        let cfg: ServeConfig = toml::from_str(&text).unwrap();
+        let err = cfg.validate().unwrap_err();
+        assert!(err.contains("memory namespaces together need"), "{err}");
+        assert!(
+            err.contains("namespace 1") && err.contains("namespace 2"),
+            "{err}"
+        );
+        // One of them alone is fine.
+        let one = text.replace(
+            &format!("nsid = 2\nmemory = {each}"),
+            "nsid = 2\npath = \"/tmp/x\"",
+        );
+        let one: ServeConfig = toml::from_str(&one).unwrap();
+        one.validate().unwrap();
     }
 
     #[test]
