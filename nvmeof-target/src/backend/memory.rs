@@ -165,11 +165,17 @@ impl MemoryBackend {
     /// and one that would take the memory namespaces of this process past
     /// [`max_memory_bytes`].
     pub fn new(size: u64, block_size: u32) -> Result<MemoryBackend, BackendError> {
+        Self::new_in(size, block_size, true)
+    }
+
+    /// As [`MemoryBackend::new`]; `hugetlb` false skips the hugetlb pool
+    /// (so tests reach transparent pages on a machine that has a pool).
+    fn new_in(size: u64, block_size: u32, hugetlb: bool) -> Result<MemoryBackend, BackendError> {
         let label = Path::new(MEMORY_LABEL);
         check_block_size(label, block_size)?;
         check_memory_size(size, block_size)?;
         reserve(size)?;
-        let mapped = map(size);
+        let mapped = map(size, hugetlb);
         let (base, map_len, pages) = match mapped {
             Ok(m) => m,
             Err(e) => {
@@ -349,14 +355,14 @@ fn reserve(size: u64) -> Result<(), BackendError> {
 /// memory is really there before the first host connects, no I/O pays a
 /// page fault, and a machine that cannot give it refuses the namespace
 /// here instead of OOM-killing the target at the first write.
-fn map(size: u64) -> Result<(NonNull<u8>, usize, PageKind), BackendError> {
+fn map(size: u64, hugetlb: bool) -> Result<(NonNull<u8>, usize, PageKind), BackendError> {
     let map_len = usize::try_from(size.div_ceil(STRIPE) * STRIPE)
         .map_err(|_| refused_map("the size does not fit the address space".into()))?;
     // The page size is named: the default huge page size may be 1 GiB.
     // A private hugetlb mapping reserves its pages at mmap, so a pool too
     // small fails here and MAP_POPULATE cannot fail later.
-    let hugetlb = libc::MAP_HUGETLB | libc::MAP_HUGE_2MB | libc::MAP_POPULATE;
-    if let Some(base) = mmap_anon(map_len, hugetlb) {
+    let flags = libc::MAP_HUGETLB | libc::MAP_HUGE_2MB | libc::MAP_POPULATE;
+    if let Some(base) = hugetlb.then(|| mmap_anon(map_len, flags)).flatten() {
         return Ok((base, map_len, PageKind::Hugetlb));
     }
     // Over-allocate by one stripe, then cut the mapping to a 2 MiB
@@ -514,10 +520,10 @@ impl BlockBackend for MemoryBackend {
         Ok(())
     }
 
-    /// Zeroes the range, so deallocated blocks read back as zeroes.
+    /// Deallocated blocks read back as zeroes ([`MemoryBackend::release`]).
     fn deallocate(&self, offset: u64, len: u64) -> Result<(), BackendError> {
         self.check(Op::Deallocate, offset, len)?;
-        self.zero(offset, len);
+        self.release(offset, len);
         Ok(())
     }
 
@@ -560,6 +566,34 @@ impl MemoryBackend {
     fn zero(&self, offset: u64, len: u64) {
         Self::for_each_piece(offset, len, |stripe, at, piece, _| {
             let _lock = self.write_lock(stripe);
+            // SAFETY: inside the mapping (checked range), and we hold the
+            // stripe's lock alone.
+            unsafe { std::ptr::write_bytes(self.at(at), 0, piece) };
+        });
+    }
+
+    /// Zeroes a checked range for Deallocate without writing every byte
+    /// on the connection thread (a huge range took seconds of `memset`):
+    /// each whole 2 MiB stripe of ordinary (transparent huge page) memory
+    /// is given back to the kernel with `MADV_DONTNEED`, after which a
+    /// private anonymous mapping reads as zeroes, and the memory stays
+    /// free until the stripe is written again (that write faults it back
+    /// in). Partial stripes at the edges are zeroed with `memset`, and so
+    /// is all of a hugetlb mapping: there, `MADV_DONTNEED` needs Linux
+    /// 5.18 and returns the page to the shared pool, so a later write could
+    /// find the pool empty and die of SIGBUS. Each stripe is released or
+    /// zeroed under its write lock, so no reader sees it half done.
+    fn release(&self, offset: u64, len: u64) {
+        Self::for_each_piece(offset, len, |stripe, at, piece, _| {
+            let _lock = self.write_lock(stripe);
+            if self.pages == PageKind::Transparent && piece as u64 == STRIPE {
+                // SAFETY: a whole stripe inside the private anonymous
+                // mapping, and we hold its lock alone: nobody reads it.
+                let rc = unsafe { libc::madvise(self.at(at).cast(), piece, libc::MADV_DONTNEED) };
+                if rc == 0 {
+                    return;
+                }
+            }
             // SAFETY: inside the mapping (checked range), and we hold the
             // stripe's lock alone.
             unsafe { std::ptr::write_bytes(self.at(at), 0, piece) };
@@ -680,6 +714,42 @@ mod tests {
         }
         assert!(m.info().deallocate_reads_zero);
         assert_eq!(m.info().kind, BackendKind::Memory);
+    }
+
+    /// How many of the 4 KiB pages of `len` bytes at `offset` of `m` are
+    /// in memory.
+    fn resident_pages(m: &MemoryBackend, offset: u64, len: usize) -> usize {
+        let mut vec = vec![0u8; len / 4096];
+        // SAFETY: the range is inside the mapping; `vec` has a byte per page.
+        let rc = unsafe { libc::mincore(m.at(offset).cast(), len, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        vec.iter().filter(|&&v| v & 1 == 1).count()
+    }
+
+    #[test]
+    fn deallocate_releases_whole_stripes_and_reads_back_zeroes() {
+        for hugetlb in [false, true] {
+            let m = MemoryBackend::new_in(8 * MIB, 512, hugetlb).unwrap();
+            m.write_at(&vec![0xAB; 8 * MIB as usize], 0).unwrap();
+            // 2 MiB - 512 .. 6 MiB + 512: two whole stripes and two edges.
+            let (from, len) = (2 * MIB - 512, 4 * MIB + 1024);
+            m.deallocate(from, len).unwrap();
+            if m.page_kind() == PageKind::Transparent {
+                // The whole stripes went back to the kernel.
+                assert_eq!(resident_pages(&m, 2 * MIB, 4 * MIB as usize), 0);
+            }
+            let mut all = vec![1u8; 8 * MIB as usize];
+            m.read_at(&mut all, 0).unwrap();
+            for (i, &b) in all.iter().enumerate() {
+                let gone = (from..from + len).contains(&(i as u64));
+                assert_eq!(b, if gone { 0 } else { 0xAB }, "byte {i}");
+            }
+            // A released stripe takes writes again.
+            m.write_at(&[7; 512], 3 * MIB).unwrap();
+            let mut one = [0u8; 512];
+            m.read_at(&mut one, 3 * MIB).unwrap();
+            assert_eq!(one, [7; 512]);
+        }
     }
 
     #[test]
