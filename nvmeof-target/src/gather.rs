@@ -4,11 +4,11 @@
 //! A read from a [`MemoryBackend`] queues only its C2HData header in the
 //! connection's send buffer and records where its data goes
 //! ([`MemSend`]). The flush then hands the headers, completions and the
-//! data of every read of the batch to one `writev`: one system call per
+//! data of every read of the batch to one `sendmsg`: one system call per
 //! batch and one copy per byte (the kernel's, into the socket), which is
 //! what SPDK's target does from its RAM bdev.
 //!
-//! The data is read-locked ([`ReadLocks`]) only for the `writev` that does
+//! The data is read-locked ([`ReadLocks`]) only for the `sendmsg` that does
 //! not wait: what a full socket did not take is copied out, the locks are
 //! dropped, and the rest is sent like any other reply. A host that stops
 //! reading its socket can therefore never hold up another host's writes.
@@ -29,7 +29,7 @@ use crate::registry::Namespace;
 pub(crate) const MAX_MEM_READS: usize = 256;
 /// Flush a batch once its reads from memory reach this many bytes, so the
 /// first data goes out while later commands of a long burst are handled
-/// (and the read locks of one `writev` cover a bounded range).
+/// (and the read locks of one send cover a bounded range).
 pub(crate) const MEM_FLUSH_BYTES: usize = 1024 * 1024;
 
 /// A read's data to send from a memory namespace, right after the first

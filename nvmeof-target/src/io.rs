@@ -185,7 +185,7 @@ impl Conn {
     }
 
     /// Queue a read from a memory namespace: its data stays in the
-    /// mapping and goes out in the flush's `writev`, right after the
+    /// mapping and goes out in the flush's `sendmsg`, right after the
     /// C2HData header just queued (`gather.rs`), so the target itself
     /// copies nothing. `None` when that does not apply (not a memory
     /// namespace, or a data digest, which needs the bytes in hand): the

@@ -1,7 +1,7 @@
 //! A memory namespace (`memory = "SIZE"` in the serve configuration) over
 //! real loopback TCP, driven by the minimal test host: every command of
 //! the NVM set, the batched zero-copy read path (headers and data of many
-//! reads in one `writev`, also when the socket fills up), and the copy
+//! reads in one `sendmsg`, also when the socket fills up), and the copy
 //! path a data digest needs.
 
 use ferrofab_testkit::nvme::mini_host::*;

@@ -18,7 +18,7 @@
 //! Every connection thread reads and writes the same memory. The mapping is
 //! only ever touched through raw pointers, and every access holds the lock
 //! of each [`STRIPE`] it covers: readers (including a connection handing
-//! the bytes to `writev`) share it, writers hold it alone. So a byte is
+//! the bytes to `sendmsg`) share it, writers hold it alone. So a byte is
 //! never written while anyone reads or writes it, and a `&[u8]` over the
 //! mapping exists only while its stripes are read-locked
 //! ([`ReadLocks`]). Several stripes are always locked in ascending order
