@@ -176,8 +176,8 @@ pub struct NamespaceFile {
     pub path: Option<PathBuf>,
     /// Keep the namespace in the target's memory instead, this big
     /// (`MemoryBackend`): volatile, lost when the target stops; for
-    /// benchmarks, tests and scratch, like SPDK's Malloc bdev. At most the
-    /// machine's memory, for all memory namespaces together.
+    /// benchmarks, tests and scratch, like SPDK's Malloc bdev. All memory
+    /// namespaces of the process together at most `max_memory_bytes`.
     #[serde(default)]
     pub memory: Option<Size>,
     /// Size of a file backend; the file is created or grown to it. Leave it
@@ -232,7 +232,8 @@ impl NamespaceFile {
         let max = max_memory_bytes();
         if bytes > max {
             return Err(format!(
-                "memory = {bytes} bytes is more than the machine's memory ({max} bytes)"
+                "memory = {bytes} bytes is more than the machine can give memory namespaces \
+                 ({max} bytes: the least of its memory, MemAvailable and the cgroup's memory.max)"
             ));
         }
         Ok(())
@@ -355,7 +356,37 @@ impl ServeConfig {
                     .map_err(|e| format!("subsystem {} namespace {}: {e}", s.nqn, ns.nsid))?;
             }
         }
-        Ok(())
+        self.validate_memory_total()
+    }
+
+    /// Each memory size was checked alone; all memory namespaces of the
+    /// process together must fit as well (`max_memory_bytes`).
+    fn validate_memory_total(&self) -> Result<(), String> {
+        let sized: Vec<(String, u64)> = self
+            .subsystems
+            .iter()
+            .flat_map(|s| {
+                s.namespaces.iter().filter_map(move |ns| {
+                    let m = ns.memory?;
+                    Some((
+                        format!("{} namespace {} ({} bytes)", s.nqn, ns.nsid, m.0),
+                        m.0,
+                    ))
+                })
+            })
+            .collect();
+        let total = sized.iter().fold(0u64, |t, (_, b)| t.saturating_add(*b));
+        let max = max_memory_bytes();
+        if total <= max {
+            return Ok(());
+        }
+        let names: Vec<&str> = sized.iter().map(|(n, _)| n.as_str()).collect();
+        Err(format!(
+            "memory namespaces together need {total} bytes, more than the target process can \
+             give them ({max} bytes: the least of the machine's memory, MemAvailable and the \
+             cgroup's memory.max): {}",
+            names.join(", ")
+        ))
     }
 }
 
@@ -546,6 +577,8 @@ fn apply_namespaces(target: &Target, s: &SubsystemFile, report: &mut ApplyReport
         return;
     };
     let wanted: BTreeMap<u32, &NamespaceFile> = s.namespaces.iter().map(|n| (n.nsid, n)).collect();
+    // Memory namespaces removed to be made again at another size.
+    let mut replaced = BTreeSet::new();
     for existing in subsys.namespaces() {
         let item = format!("{nqn} namespace {}", existing.nsid);
         match wanted.get(&existing.nsid) {
@@ -555,10 +588,28 @@ fn apply_namespaces(target: &Target, s: &SubsystemFile, report: &mut ApplyReport
                 target.remove_namespace(nqn, existing.nsid),
                 &item,
             ),
+            Some(want)
+                if keeps_memory(&existing, want) && !same_namespace(&existing, want, nqn) =>
+            {
+                // Only the description changed (read_only, uuid): the same
+                // memory, and so the data, goes on under it.
+                let result = target
+                    .replace_namespace(nqn, namespace_config(nqn, want, existing.backend.clone()));
+                record(report, format!("changed {item} (data kept)"), result, &item);
+            }
             Some(want) if !same_namespace(&existing, want, nqn) => {
                 // A different file or identity is a different namespace.
                 let result = target.remove_namespace(nqn, existing.nsid);
-                record(report, format!("replaced {item}"), result, &item);
+                let change = if existing.backend.memory().is_some() {
+                    replaced.insert(existing.nsid);
+                    format!(
+                        "replaced {item}: its memory size or block size changed, so its data is \
+                         lost (the old memory is freed once its I/O drains)"
+                    )
+                } else {
+                    format!("replaced {item}")
+                };
+                record(report, change, result, &item);
             }
             Some(want) => grow_if_needed(target, nqn, &existing, want, report),
         }
@@ -567,7 +618,10 @@ fn apply_namespaces(target: &Target, s: &SubsystemFile, report: &mut ApplyReport
         if subsys.namespace(ns.nsid).is_some() {
             continue;
         }
-        let item = format!("{nqn} namespace {}", ns.nsid);
+        let mut item = format!("{nqn} namespace {}", ns.nsid);
+        if replaced.contains(&ns.nsid) {
+            item.push_str(" (removed to change its memory, and not made again)");
+        }
         let result = open_namespace(nqn, ns).and_then(|cfg| target.add_namespace(nqn, cfg));
         record(
             report,
@@ -576,6 +630,15 @@ fn apply_namespaces(target: &Target, s: &SubsystemFile, report: &mut ApplyReport
             &item,
         );
     }
+}
+
+/// Whether `existing` is a memory namespace that `want` keeps: memory of
+/// the same size and block size, so its data stays valid whatever else
+/// (read_only, uuid) changes.
+fn keeps_memory(existing: &super::Namespace, want: &NamespaceFile) -> bool {
+    existing.backend.memory().is_some()
+        && want.memory.map(|m| m.0) == Some(existing.backend.size())
+        && want.block_size == existing.block_size
 }
 
 fn same_namespace(existing: &super::Namespace, want: &NamespaceFile, nqn: &str) -> bool {
@@ -640,15 +703,24 @@ fn open_namespace(nqn: &str, ns: &NamespaceFile) -> Result<NamespaceConfig, Targ
             ))
         }
     };
+    Ok(namespace_config(nqn, ns, backend))
+}
+
+/// What `ns` describes, over `backend`.
+fn namespace_config(
+    nqn: &str,
+    ns: &NamespaceFile,
+    backend: std::sync::Arc<dyn BlockBackend>,
+) -> NamespaceConfig {
     let uuid = ns.uuid.unwrap_or_else(|| derive_uuid(nqn, ns.nsid));
-    Ok(NamespaceConfig {
+    NamespaceConfig {
         nsid: ns.nsid,
         backend,
         block_size: ns.block_size,
         uuid,
         nguid: *uuid.as_bytes(),
         read_only: ns.read_only,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -797,7 +869,7 @@ dhgroup = "ffdhe3072"
             ),
             (
                 &format!("memory = {too_big}") as &str,
-                "is more than the machine's memory",
+                "is more than the machine can give",
             ),
             (
                 "memory = 4608\nblock_size = 4096",
@@ -822,6 +894,30 @@ dhgroup = "ffdhe3072"
     }
 
     #[test]
+    fn memory_namespaces_that_fit_alone_but_not_together_are_refused_by_name() {
+        let each = max_memory_bytes() / 10 * 6 / 4096 * 4096;
+        let text = format!(
+            "[[subsystem]]\nnqn = \"nqn.2026-11.io.ferrofab:demo\"\n\
+             [[subsystem.namespace]]\nnsid = 1\nmemory = {each}\n\
+             [[subsystem.namespace]]\nnsid = 2\nmemory = {each}\n"
+        );
+        let cfg: ServeConfig = toml::from_str(&text).unwrap();
+        let err = cfg.validate().unwrap_err();
+        assert!(err.contains("memory namespaces together need"), "{err}");
+        assert!(
+            err.contains("namespace 1") && err.contains("namespace 2"),
+            "{err}"
+        );
+        // One of them alone is fine.
+        let one = text.replace(
+            &format!("nsid = 2\nmemory = {each}"),
+            "nsid = 2\npath = \"/tmp/x\"",
+        );
+        let one: ServeConfig = toml::from_str(&one).unwrap();
+        one.validate().unwrap();
+    }
+
+    #[test]
     fn applying_a_memory_namespace_twice_changes_nothing() {
         let text = "[[subsystem]]\nnqn = \"nqn.2026-11.io.ferrofab:demo\"\nallow_any_host = true\n[[subsystem.namespace]]\nnsid = 1\nmemory = \"4MiB\"\n";
         let cfg: ServeConfig = toml::from_str(text).unwrap();
@@ -843,13 +939,63 @@ dhgroup = "ffdhe3072"
             .unwrap();
         assert_eq!(ns.backend.info().kind, BackendKind::Memory);
         assert!(apply(&target, &cfg).changes.is_empty());
-        // Another size is another namespace (its data cannot carry over).
+        // Another size is another namespace (its data cannot carry over),
+        // and the report says so.
         let bigger: ServeConfig = toml::from_str(&text.replace("4MiB", "8MiB")).unwrap();
         let report = apply(&target, &bigger);
         assert!(
-            report.changes.iter().any(|c| c.starts_with("replaced")),
+            report
+                .changes
+                .iter()
+                .any(|c| c.starts_with("replaced") && c.contains("data is lost")),
             "{report:?}"
         );
+        assert!(report.errors.is_empty(), "{report:?}");
+        // A new size the machine cannot give: the removal and the refusal
+        // are both reported, naming the namespace.
+        let huge = format!("memory = {}", max_memory_bytes() + 4096 * 1024);
+        let too_big: ServeConfig =
+            toml::from_str(&text.replace("memory = \"4MiB\"", &huge)).unwrap();
+        let report = apply(&target, &too_big);
+        assert!(
+            report.changes.iter().any(|c| c.contains("data is lost")),
+            "{report:?}"
+        );
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|e| e.contains("namespace 1 (removed to change its memory")),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn toggling_read_only_or_uuid_keeps_a_memory_namespaces_data() {
+        let nqn = "nqn.2026-11.io.ferrofab:demo";
+        let text = format!("[[subsystem]]\nnqn = \"{nqn}\"\nallow_any_host = true\n[[subsystem.namespace]]\nnsid = 1\nmemory = \"4MiB\"\n");
+        let target = Target::new(TargetOptions::default()).unwrap();
+        let cfg: ServeConfig = toml::from_str(&text).unwrap();
+        assert!(apply(&target, &cfg).errors.is_empty());
+        let ns = || target.subsystem(nqn).unwrap().namespace(1).unwrap();
+        ns().backend.write_at(&[0x5A; 4096], 8192).unwrap();
+        for change in [
+            "read_only = true\n",
+            "read_only = false\nuuid = \"6f1c1a9e-6c3b-4d4e-9f1a-2b3c4d5e6f70\"\n",
+        ] {
+            let cfg: ServeConfig = toml::from_str(&format!("{text}{change}")).unwrap();
+            let report = apply(&target, &cfg);
+            assert!(report.errors.is_empty(), "{report:?}");
+            assert!(
+                report.changes.iter().any(|c| c.contains("data kept")),
+                "{change}: {report:?}"
+            );
+            let mut buf = [0u8; 4096];
+            ns().backend.read_at(&mut buf, 8192).unwrap();
+            assert!(buf.iter().all(|&b| b == 0x5A), "{change}: data lost");
+        }
+        assert!(!ns().read_only);
+        assert_eq!(ns().uuid[0], 0x6f);
     }
 
     #[test]

@@ -185,14 +185,14 @@ impl Conn {
     }
 
     /// Queue a read from a memory namespace: its data stays in the
-    /// mapping and goes out in the flush's `writev`, right after the
+    /// mapping and goes out in the flush's `sendmsg`, right after the
     /// C2HData header just queued (`gather.rs`), so the target itself
     /// copies nothing. `None` when that does not apply (not a memory
     /// namespace, or a data digest, which needs the bytes in hand): the
     /// caller copies the data into the send buffer instead.
     fn memory_read(
         &mut self,
-        ns: &Namespace,
+        ns: &Arc<Namespace>,
         offset: u64,
         len: usize,
     ) -> Option<Result<(), BackendError>> {
@@ -203,16 +203,14 @@ impl Conn {
         if let Err(e) = mem.check_read(offset, len) {
             return Some(Err(e));
         }
+        // Counted in `sent_from_memory` once sent (`gather.rs`).
         self.tx_mem.push(crate::gather::MemSend {
             at: self.tx.len(),
-            backend: ns.backend.clone(),
+            ns: ns.clone(),
             offset,
             len,
         });
         self.tx_mem_bytes += len;
-        ns.stats
-            .sent_from_memory
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(Ok(()))
     }
 

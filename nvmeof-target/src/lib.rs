@@ -666,6 +666,40 @@ impl Target {
 
     pub fn add_namespace(&self, nqn: &str, cfg: NamespaceConfig) -> Result<(), TargetError> {
         let subsys = self.inner.subsystem(nqn)?;
+        let ns = self.build_namespace(nqn, cfg)?;
+        let (nsid, size) = (ns.nsid, ns.backend.size());
+        if !subsys.insert_namespace(Arc::new(ns)) {
+            return Err(TargetError::NamespaceExists {
+                nqn: nqn.to_string(),
+                nsid,
+            });
+        }
+        tracing::info!(nqn, nsid, size, "namespace added");
+        notify_namespace_changed(&subsys, nsid);
+        Ok(())
+    }
+
+    /// Replace an existing namespace's description in one step, e.g. its
+    /// `read_only` or UUID, keeping whatever backend `cfg` names (the same
+    /// one keeps the data). Commands already running finish on the old
+    /// description; hosts get a Namespace Attribute Changed event.
+    pub fn replace_namespace(&self, nqn: &str, cfg: NamespaceConfig) -> Result<(), TargetError> {
+        let subsys = self.inner.subsystem(nqn)?;
+        let ns = self.build_namespace(nqn, cfg)?;
+        let nsid = ns.nsid;
+        subsys
+            .replace_namespace(Arc::new(ns))
+            .ok_or_else(|| TargetError::UnknownNamespace {
+                nqn: nqn.to_string(),
+                nsid,
+            })?;
+        tracing::info!(nqn, nsid, "namespace changed");
+        notify_namespace_changed(&subsys, nsid);
+        Ok(())
+    }
+
+    /// A namespace from `cfg`, checked: nsid, block size, whole blocks.
+    fn build_namespace(&self, nqn: &str, cfg: NamespaceConfig) -> Result<Namespace, TargetError> {
         if cfg.nsid == 0 || cfg.nsid > self.inner.opts.max_namespaces {
             return Err(TargetError::InvalidNsid(cfg.nsid));
         }
@@ -682,7 +716,7 @@ impl Target {
             });
         }
         let offload = self.inner.executor.is_some() && cfg.backend.info().direct_io;
-        let ns = Namespace {
+        Ok(Namespace {
             offload,
             nsid: cfg.nsid,
             backend: cfg.backend,
@@ -691,16 +725,7 @@ impl Target {
             nguid: cfg.nguid,
             read_only: cfg.read_only,
             stats: Default::default(),
-        };
-        if !subsys.insert_namespace(Arc::new(ns)) {
-            return Err(TargetError::NamespaceExists {
-                nqn: nqn.to_string(),
-                nsid: cfg.nsid,
-            });
-        }
-        tracing::info!(nqn, nsid = cfg.nsid, size, "namespace added");
-        notify_namespace_changed(&subsys, cfg.nsid);
-        Ok(())
+        })
     }
 
     pub fn remove_namespace(&self, nqn: &str, nsid: u32) -> Result<(), TargetError> {

@@ -1,7 +1,7 @@
 //! A memory namespace (`memory = "SIZE"` in the serve configuration) over
 //! real loopback TCP, driven by the minimal test host: every command of
 //! the NVM set, the batched zero-copy read path (headers and data of many
-//! reads in one `writev`, also when the socket fills up), and the copy
+//! reads in one `sendmsg`, also when the socket fills up), and the copy
 //! path a data digest needs.
 
 use ferrofab_testkit::nvme::mini_host::*;
@@ -90,14 +90,17 @@ fn a_data_digest_takes_the_copy_path() {
 }
 
 /// 32 reads of 128 KiB and 32 of 4 KiB sent in one burst: the target
-/// answers many of them per `writev`, more than the socket takes at once
-/// while the host is not reading (so the rest is copied and sent after
-/// the locks are gone), and every byte must arrive in place.
+/// answers many of them per gathered send, more than the socket takes at
+/// once while the host is not reading (its receive buffer is shrunk), so
+/// the rest is copied and sent after the locks are gone (counted in
+/// `sent_from_memory_partial`); every byte must arrive in place, and each
+/// read's data before its completion.
 #[test]
 fn a_burst_of_reads_arrives_whole_and_in_place() {
     let (target, addr) = memory_target();
     let ns = target.subsystem(SUBNQN).unwrap().namespace(1).unwrap();
     let (_admin, mut q) = io_queue_with(addr, Digests::default());
+    shrink_receive_buffer(&q.stream);
     let data = pattern(8 << 20, 7);
     for (i, chunk) in data.chunks(1 << 20).enumerate() {
         let slba = (i as u64) * 2048;
@@ -129,6 +132,11 @@ fn a_burst_of_reads_arrives_whole_and_in_place() {
             }
             Some(OwnedPdu::CapsuleResp(c)) => {
                 assert_eq!(Status::from_field(c.status), Status::SUCCESS);
+                assert!(
+                    got.contains_key(&c.cid),
+                    "read {}: completion before data",
+                    c.cid
+                );
                 done += 1;
             }
             other => panic!("{other:?}"),
@@ -137,5 +145,28 @@ fn a_burst_of_reads_arrives_whole_and_in_place() {
     for (cid, w) in &want {
         assert!(got[cid] == *w, "read {cid}");
     }
-    assert!(ns.stats.snapshot().sent_from_memory >= 64);
+    let stats = ns.stats.snapshot();
+    assert!(stats.sent_from_memory >= 64);
+    assert!(
+        stats.sent_from_memory_partial > 0,
+        "the socket should have filled: {stats:?}"
+    );
+}
+
+/// Makes the host's socket take little before it is read: the target's
+/// sends then meet a full socket.
+fn shrink_receive_buffer(stream: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: an open socket and a valid int option of its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
 }

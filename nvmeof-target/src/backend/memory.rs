@@ -18,13 +18,22 @@
 //! Every connection thread reads and writes the same memory. The mapping is
 //! only ever touched through raw pointers, and every access holds the lock
 //! of each [`STRIPE`] it covers: readers (including a connection handing
-//! the bytes to `writev`) share it, writers hold it alone. So a byte is
+//! the bytes to `sendmsg`) share it, writers hold it alone. So a byte is
 //! never written while anyone reads or writes it, and a `&[u8]` over the
 //! mapping exists only while its stripes are read-locked
 //! ([`ReadLocks`]). Several stripes are always locked in ascending order
 //! (of backend address, then stripe), which rules out deadlock. A lock is
 //! one uncontended atomic operation in the common case: two connections
 //! meet only on the same 2 MiB stripe, and then only for one copy.
+//!
+//! # Atomicity
+//!
+//! A read or write is atomic per block, not per command, as NVMe allows
+//! (AWUN = 0: one block): a copy takes one stripe's lock at a time, so a
+//! command that straddles a 2 MiB stripe boundary can be seen half done
+//! by a concurrent reader of both stripes, but blocks never straddle a
+//! stripe, so no block is ever seen torn. Only the zero-copy send
+//! ([`ReadLocks`]) holds all its stripes at once.
 
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -41,21 +50,47 @@ use super::{
 pub const STRIPE: u64 = 2 * 1024 * 1024;
 
 /// What memory namespaces of this process hold in all, in bytes: together
-/// they may not exceed the machine's memory ([`max_memory_bytes`]).
+/// they may not exceed [`max_memory_bytes`].
 static IN_USE: AtomicU64 = AtomicU64::new(0);
-
-/// `MADV_POPULATE_WRITE` (Linux 5.14): fault every page in, writable, now.
-/// Not in the `libc` crate yet.
-const MADV_POPULATE_WRITE: libc::c_int = 23;
 
 /// The label a memory backend goes by in errors, logs and
 /// [`BackendInfo::path`] (it has no path).
 pub const MEMORY_LABEL: &str = "memory";
 
-/// The most memory namespaces may hold in all: the machine's physical
-/// memory. More could never be backed, and would end with the OOM killer
-/// instead of a clear error at start.
+/// The most memory namespaces of this process may hold in all, in bytes:
+/// what they hold now plus what the machine could still give them. More
+/// could not be backed and would end with the OOM killer instead of a
+/// clear error at start. See [`memory_limit`] for the sources.
 pub fn max_memory_bytes() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let cgroup_max = cgroup_memory_max();
+    memory_limit(
+        phys_bytes(),
+        meminfo.as_deref().and_then(parse_mem_available),
+        cgroup_max,
+        IN_USE.load(Ordering::Relaxed),
+    )
+}
+
+/// The limit on all memory namespaces together: the smallest of the
+/// machine's physical memory (`phys`), what memory namespaces already hold
+/// plus what the kernel says it could still give without swapping
+/// (`MemAvailable` of /proc/meminfo: memory already held by namespaces is
+/// no longer "available", so it is added back), and the process's cgroup
+/// v2 limit (`memory.max`, which counts everything the cgroup holds).
+/// A source that could not be read (`None`) does not limit.
+pub fn memory_limit(
+    phys: u64,
+    mem_available: Option<u64>,
+    cgroup_max: Option<u64>,
+    in_use: u64,
+) -> u64 {
+    let available = mem_available.map_or(u64::MAX, |a| a.saturating_add(in_use));
+    phys.min(available).min(cgroup_max.unwrap_or(u64::MAX))
+}
+
+/// The machine's physical memory in bytes (`_SC_PHYS_PAGES`).
+fn phys_bytes() -> u64 {
     // SAFETY: sysconf only reads a system constant.
     let (pages, page) = unsafe {
         (
@@ -67,6 +102,31 @@ pub fn max_memory_bytes() -> u64 {
         (Ok(n), Ok(p)) => n.saturating_mul(p),
         _ => 0,
     }
+}
+
+/// `MemAvailable` of a /proc/meminfo text, in bytes.
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    let kib = line.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// A cgroup v2 `memory.max` text in bytes; `None` for "max" (no limit).
+fn parse_cgroup_max(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
+}
+
+/// `memory.max` of this process's cgroup (v2: the `0::PATH` line of
+/// /proc/self/cgroup), when it is readable and not "max".
+fn cgroup_memory_max() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let file = Path::new("/sys/fs/cgroup")
+        .join(path.trim_start_matches('/'))
+        .join("memory.max");
+    parse_cgroup_max(&std::fs::read_to_string(file).ok()?)
 }
 
 /// Which kind of pages the mapping got.
@@ -105,11 +165,17 @@ impl MemoryBackend {
     /// and one that would take the memory namespaces of this process past
     /// [`max_memory_bytes`].
     pub fn new(size: u64, block_size: u32) -> Result<MemoryBackend, BackendError> {
+        Self::new_in(size, block_size, true)
+    }
+
+    /// As [`MemoryBackend::new`]; `hugetlb` false skips the hugetlb pool
+    /// (so tests reach transparent pages on a machine that has a pool).
+    fn new_in(size: u64, block_size: u32, hugetlb: bool) -> Result<MemoryBackend, BackendError> {
         let label = Path::new(MEMORY_LABEL);
         check_block_size(label, block_size)?;
         check_memory_size(size, block_size)?;
         reserve(size)?;
-        let mapped = map(size);
+        let mapped = map(size, hugetlb);
         let (base, map_len, pages) = match mapped {
             Ok(m) => m,
             Err(e) => {
@@ -219,7 +285,14 @@ impl Drop for MemoryBackend {
     fn drop(&mut self) {
         // SAFETY: `base` and `map_len` are the mapping `map` made; nothing
         // borrows from it any more (`&mut self`).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.map_len) };
+        let rc = unsafe { libc::munmap(self.base.as_ptr().cast(), self.map_len) };
+        if rc != 0 {
+            // The memory is still held, so it stays counted: a later
+            // namespace must not be promised it.
+            let error = std::io::Error::last_os_error();
+            tracing::error!(size = self.size, %error, "unmapping a memory namespace failed");
+            return;
+        }
         IN_USE.fetch_sub(self.size, Ordering::Relaxed);
     }
 }
@@ -245,14 +318,15 @@ fn check_memory_size(size: u64, block_size: u32) -> Result<(), BackendError> {
     let max = max_memory_bytes();
     if size > max {
         return refuse(format!(
-            "memory size {size} bytes is more than the machine's memory ({max} bytes)"
+            "memory size {size} bytes is more than the machine can give memory namespaces \
+             ({max} bytes: the least of its memory, MemAvailable and the cgroup's memory.max)"
         ));
     }
     Ok(())
 }
 
 /// Counts `size` into [`IN_USE`], refusing it when all memory namespaces
-/// together would exceed the machine's memory.
+/// together would exceed [`max_memory_bytes`].
 fn reserve(size: u64) -> Result<(), BackendError> {
     let max = max_memory_bytes();
     IN_USE
@@ -267,20 +341,28 @@ fn reserve(size: u64) -> Result<(), BackendError> {
                 BackendErrorKind::NoSpace,
                 format!(
                     "memory size {size} bytes: memory namespaces already hold {used} bytes, \
-                     and together they may not exceed the machine's memory ({max} bytes)"
+                     and together they may not exceed {max} bytes (the least of the machine's \
+                     memory, MemAvailable and the cgroup's memory.max)"
                 ),
             )
         })
 }
 
-/// Maps `size` bytes rounded up to [`STRIPE`]: huge pages from the pool if
-/// it has enough, else ordinary pages on a 2 MiB boundary with
-/// `MADV_HUGEPAGE`. All pages are faulted in now, so the memory is really
-/// there before the first host connects and no I/O pays a page fault.
-fn map(size: u64) -> Result<(NonNull<u8>, usize, PageKind), BackendError> {
+/// Maps `size` bytes rounded up to [`STRIPE`]: 2 MiB huge pages from the
+/// reserved pool (/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages)
+/// if it has enough, else ordinary pages on a 2 MiB boundary with
+/// `MADV_HUGEPAGE`. All pages are faulted in now ([`populate`]), so the
+/// memory is really there before the first host connects, no I/O pays a
+/// page fault, and a machine that cannot give it refuses the namespace
+/// here instead of OOM-killing the target at the first write.
+fn map(size: u64, hugetlb: bool) -> Result<(NonNull<u8>, usize, PageKind), BackendError> {
     let map_len = usize::try_from(size.div_ceil(STRIPE) * STRIPE)
         .map_err(|_| refused_map("the size does not fit the address space".into()))?;
-    if let Some(base) = mmap_anon(map_len, libc::MAP_HUGETLB | libc::MAP_POPULATE) {
+    // The page size is named: the default huge page size may be 1 GiB.
+    // A private hugetlb mapping reserves its pages at mmap, so a pool too
+    // small fails here and MAP_POPULATE cannot fail later.
+    let flags = libc::MAP_HUGETLB | libc::MAP_HUGE_2MB | libc::MAP_POPULATE;
+    if let Some(base) = hugetlb.then(|| mmap_anon(map_len, flags)).flatten() {
         return Ok((base, map_len, PageKind::Hugetlb));
     }
     // Over-allocate by one stripe, then cut the mapping to a 2 MiB
@@ -299,7 +381,8 @@ fn map(size: u64) -> Result<(NonNull<u8>, usize, PageKind), BackendError> {
     let head = aligned - start;
     let tail = extra - head;
     // SAFETY: both pieces lie inside the mapping just made and nothing
-    // refers to them; `aligned` is inside it too.
+    // refers to them; `aligned` is inside it too. A failed trim only
+    // leaves the piece mapped (and unused).
     let base = unsafe {
         if head > 0 {
             libc::munmap(raw.as_ptr().cast(), head);
@@ -307,14 +390,50 @@ fn map(size: u64) -> Result<(NonNull<u8>, usize, PageKind), BackendError> {
         if tail > 0 {
             libc::munmap((aligned + map_len) as *mut libc::c_void, tail);
         }
-        let base = raw.as_ptr().add(head);
-        // Both advices are best effort: without them the memory works,
-        // in 4 KiB pages or faulted in on first use.
-        libc::madvise(base.cast(), map_len, libc::MADV_HUGEPAGE);
-        libc::madvise(base.cast(), map_len, MADV_POPULATE_WRITE);
-        NonNull::new_unchecked(base)
+        // Best effort: without it the memory works in 4 KiB pages.
+        libc::madvise(raw.as_ptr().add(head).cast(), map_len, libc::MADV_HUGEPAGE);
+        NonNull::new_unchecked(raw.as_ptr().add(head))
     };
+    if let Err(e) = populate(base, map_len) {
+        // SAFETY: the mapping was made above and nothing refers to it.
+        unsafe { libc::munmap(base.as_ptr().cast(), map_len) };
+        return Err(BackendError::refused(
+            Op::Open,
+            Path::new(MEMORY_LABEL),
+            BackendErrorKind::NoSpace,
+            format!("memory size {size} bytes: the machine could not give that much memory ({e})"),
+        ));
+    }
     Ok((base, map_len, PageKind::Transparent))
+}
+
+/// Faults every page of the fresh mapping in, writable, with
+/// `MADV_POPULATE_WRITE`, which says when the memory is not there
+/// (ENOMEM, EFAULT) instead of leaving it to the first write. Linux before
+/// 5.14 does not know the advice (EINVAL): each page is then touched, which
+/// faults it in the same way but cannot report a shortage.
+fn populate(base: NonNull<u8>, len: usize) -> std::io::Result<()> {
+    // SAFETY: `base..base + len` is one private anonymous mapping.
+    let rc = unsafe { libc::madvise(base.as_ptr().cast(), len, libc::MADV_POPULATE_WRITE) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EINVAL) {
+        return Err(err);
+    }
+    touch_pages(base, len);
+    Ok(())
+}
+
+/// Writes one zero byte per 4 KiB page (the smallest page size), which
+/// faults each page in; the mapping is fresh, so it stays all zeroes.
+fn touch_pages(base: NonNull<u8>, len: usize) {
+    for at in (0..len).step_by(4096) {
+        // SAFETY: `at < len`, inside the fresh mapping, which nothing else
+        // refers to yet.
+        unsafe { base.as_ptr().add(at).write_volatile(0) };
+    }
 }
 
 fn refused_map(why: String) -> BackendError {
@@ -401,10 +520,10 @@ impl BlockBackend for MemoryBackend {
         Ok(())
     }
 
-    /// Zeroes the range, so deallocated blocks read back as zeroes.
+    /// Deallocated blocks read back as zeroes ([`MemoryBackend::release`]).
     fn deallocate(&self, offset: u64, len: u64) -> Result<(), BackendError> {
         self.check(Op::Deallocate, offset, len)?;
-        self.zero(offset, len);
+        self.release(offset, len);
         Ok(())
     }
 
@@ -447,6 +566,34 @@ impl MemoryBackend {
     fn zero(&self, offset: u64, len: u64) {
         Self::for_each_piece(offset, len, |stripe, at, piece, _| {
             let _lock = self.write_lock(stripe);
+            // SAFETY: inside the mapping (checked range), and we hold the
+            // stripe's lock alone.
+            unsafe { std::ptr::write_bytes(self.at(at), 0, piece) };
+        });
+    }
+
+    /// Zeroes a checked range for Deallocate without writing every byte
+    /// on the connection thread (a huge range took seconds of `memset`):
+    /// each whole 2 MiB stripe of ordinary (transparent huge page) memory
+    /// is given back to the kernel with `MADV_DONTNEED`, after which a
+    /// private anonymous mapping reads as zeroes, and the memory stays
+    /// free until the stripe is written again (that write faults it back
+    /// in). Partial stripes at the edges are zeroed with `memset`, and so
+    /// is all of a hugetlb mapping: there, `MADV_DONTNEED` needs Linux
+    /// 5.18 and returns the page to the shared pool, so a later write could
+    /// find the pool empty and die of SIGBUS. Each stripe is released or
+    /// zeroed under its write lock, so no reader sees it half done.
+    fn release(&self, offset: u64, len: u64) {
+        Self::for_each_piece(offset, len, |stripe, at, piece, _| {
+            let _lock = self.write_lock(stripe);
+            if self.pages == PageKind::Transparent && piece as u64 == STRIPE {
+                // SAFETY: a whole stripe inside the private anonymous
+                // mapping, and we hold its lock alone: nobody reads it.
+                let rc = unsafe { libc::madvise(self.at(at).cast(), piece, libc::MADV_DONTNEED) };
+                if rc == 0 {
+                    return;
+                }
+            }
             // SAFETY: inside the mapping (checked range), and we hold the
             // stripe's lock alone.
             unsafe { std::ptr::write_bytes(self.at(at), 0, piece) };
@@ -569,6 +716,42 @@ mod tests {
         assert_eq!(m.info().kind, BackendKind::Memory);
     }
 
+    /// How many of the 4 KiB pages of `len` bytes at `offset` of `m` are
+    /// in memory.
+    fn resident_pages(m: &MemoryBackend, offset: u64, len: usize) -> usize {
+        let mut vec = vec![0u8; len / 4096];
+        // SAFETY: the range is inside the mapping; `vec` has a byte per page.
+        let rc = unsafe { libc::mincore(m.at(offset).cast(), len, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        vec.iter().filter(|&&v| v & 1 == 1).count()
+    }
+
+    #[test]
+    fn deallocate_releases_whole_stripes_and_reads_back_zeroes() {
+        for hugetlb in [false, true] {
+            let m = MemoryBackend::new_in(8 * MIB, 512, hugetlb).unwrap();
+            m.write_at(&vec![0xAB; 8 * MIB as usize], 0).unwrap();
+            // 2 MiB - 512 .. 6 MiB + 512: two whole stripes and two edges.
+            let (from, len) = (2 * MIB - 512, 4 * MIB + 1024);
+            m.deallocate(from, len).unwrap();
+            if m.page_kind() == PageKind::Transparent {
+                // The whole stripes went back to the kernel.
+                assert_eq!(resident_pages(&m, 2 * MIB, 4 * MIB as usize), 0);
+            }
+            let mut all = vec![1u8; 8 * MIB as usize];
+            m.read_at(&mut all, 0).unwrap();
+            for (i, &b) in all.iter().enumerate() {
+                let gone = (from..from + len).contains(&(i as u64));
+                assert_eq!(b, if gone { 0 } else { 0xAB }, "byte {i}");
+            }
+            // A released stripe takes writes again.
+            m.write_at(&[7; 512], 3 * MIB).unwrap();
+            let mut one = [0u8; 512];
+            m.read_at(&mut one, 3 * MIB).unwrap();
+            assert_eq!(one, [7; 512]);
+        }
+    }
+
     #[test]
     fn refuses_out_of_range_misaligned_and_resize() {
         let m = MemoryBackend::new(MIB, 4096).unwrap();
@@ -595,7 +778,7 @@ mod tests {
         );
         let too_big = max_memory_bytes() + 4096;
         let err = MemoryBackend::new(too_big, 4096).unwrap_err().to_string();
-        assert!(err.contains("more than the machine's memory"), "{err}");
+        assert!(err.contains("more than the machine can give"), "{err}");
         let err = MemoryBackend::new(MIB, 1000).unwrap_err().to_string();
         assert!(err.contains("block size 1000"), "{err}");
     }
@@ -603,18 +786,84 @@ mod tests {
     #[test]
     fn all_memory_namespaces_together_stay_within_the_machine() {
         // Each alone fits; the total is checked too. Nothing is mapped
-        // for the refused one (the reservation comes first).
-        let max = max_memory_bytes();
+        // for the refused one (the reservation comes first). While `a`
+        // holds memory, all of RAM more can never be given.
         let a = MemoryBackend::new(MIB, 4096).unwrap();
-        let err = reserve(max).unwrap_err().to_string();
-        assert!(err.contains("may not exceed the machine's memory"), "{err}");
+        let err = reserve(phys_bytes()).unwrap_err().to_string();
+        assert!(err.contains("may not exceed"), "{err}");
+        assert!(err.contains("MemAvailable"), "{err}");
         drop(a);
     }
 
     #[test]
-    fn concurrent_readers_and_writers_see_whole_writes() {
-        // Writers fill a 4 KiB block with one byte value; readers (through
-        // the copy path and through read locks) must never see a mix.
+    fn a_failed_populate_is_reported_not_ignored() {
+        // A read-only mapping cannot be faulted in writable: the kernel
+        // refuses it and `populate` must return that error. (A kernel
+        // without the advice answers EINVAL, and touching a read-only page
+        // would crash: then only the writable case runs.)
+        let len = 2 * MIB as usize;
+        // SAFETY: a fresh anonymous mapping, unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let base = NonNull::new(p.cast::<u8>()).unwrap();
+        // SAFETY: the mapping above.
+        let rc = unsafe { libc::madvise(p, len, libc::MADV_POPULATE_WRITE) };
+        let known = rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL);
+        if known {
+            assert!(populate(base, len).is_err());
+        }
+        // SAFETY: the mapping above, no longer used.
+        unsafe { libc::munmap(p, len) };
+        // A writable mapping populates.
+        let m = MemoryBackend::new(4 * MIB, 4096).unwrap();
+        assert!(populate(m.base, m.map_len).is_ok());
+    }
+
+    #[test]
+    fn the_limit_is_the_least_of_ram_available_memory_and_the_cgroup() {
+        const GIB: u64 = 1024 * MIB;
+        // Nothing else known: all of RAM.
+        assert_eq!(memory_limit(16 * GIB, None, None, 0), 16 * GIB);
+        // What is available, plus what namespaces already hold (no longer
+        // counted as available).
+        assert_eq!(memory_limit(16 * GIB, Some(3 * GIB), None, 0), 3 * GIB);
+        assert_eq!(
+            memory_limit(16 * GIB, Some(3 * GIB), None, 2 * GIB),
+            5 * GIB
+        );
+        // The cgroup's limit when it is lower.
+        assert_eq!(memory_limit(16 * GIB, Some(8 * GIB), Some(GIB), 0), GIB);
+        // Never more than RAM.
+        assert_eq!(memory_limit(GIB, Some(8 * GIB), Some(4 * GIB), GIB), GIB);
+        let meminfo = "MemTotal:       16000000 kB\nMemFree:  100 kB\nMemAvailable:    2048 kB\n";
+        assert_eq!(parse_mem_available(meminfo), Some(2 * MIB));
+        assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
+        assert_eq!(parse_cgroup_max("max\n"), None);
+        assert_eq!(parse_cgroup_max("1073741824\n"), Some(GIB));
+        // The live value obeys the same bounds.
+        assert!(max_memory_bytes() <= phys_bytes());
+    }
+
+    /// Every 4 KiB block of `buf` holds one byte value.
+    fn blocks_whole(buf: &[u8]) -> bool {
+        buf.chunks(4096).all(|b| b.iter().all(|&x| x == b[0]))
+    }
+
+    #[test]
+    fn concurrent_readers_and_writers_see_whole_blocks() {
+        // Writers fill 8 KiB across a stripe boundary with one byte value;
+        // readers (through the copy path and through read locks) must
+        // never see a mix inside one 4 KiB block: that is the guarantee
+        // (module docs). The two blocks may come from different writes.
         let m = std::sync::Arc::new(MemoryBackend::new(4 * MIB, 4096).unwrap());
         let offset = 2 * MIB - 2048 - 2048; // a block just below a stripe boundary
         let writers: Vec<_> = (1..=2u8)
@@ -630,9 +879,10 @@ mod tests {
         let mut buf = vec![0u8; 8192];
         for _ in 0..2000 {
             m.read_at(&mut buf, offset).unwrap();
-            assert!(buf.iter().all(|&b| b == buf[0]), "torn read");
+            assert!(blocks_whole(&buf), "torn block");
             let locks = ReadLocks::new([(&*m, offset, 8192usize)].into_iter());
             let s = locks.slice(&m, offset, 8192).unwrap();
+            // Under the locks of both stripes even the pair is whole.
             assert!(s.iter().all(|&b| b == s[0]), "torn read under locks");
             // Nothing past the end.
             assert!(locks.slice(&m, 4 * MIB - 4096, 8192).is_none());

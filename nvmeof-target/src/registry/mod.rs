@@ -61,8 +61,13 @@ pub struct NamespaceStats {
     /// `sendfile` (`sendfile_min_bytes`), without a copy by the target.
     pub sent_from_file: AtomicU64,
     /// Reads whose data went from a memory namespace's mapping to the
-    /// socket in the connection's `writev`, without a copy by the target.
+    /// socket in the connection's gathered send, without a copy by the
+    /// target; counted once the send succeeded.
     pub sent_from_memory: AtomicU64,
+    /// Gathered sends with reads of this namespace that the socket did not
+    /// take whole at once: the rest was copied out and sent after the
+    /// stripe locks were dropped (a host reading slowly).
+    pub sent_from_memory_partial: AtomicU64,
 }
 
 impl NamespaceStats {
@@ -92,6 +97,7 @@ impl NamespaceStats {
             offloaded: self.offloaded.load(Ordering::Relaxed),
             sent_from_file: self.sent_from_file.load(Ordering::Relaxed),
             sent_from_memory: self.sent_from_memory.load(Ordering::Relaxed),
+            sent_from_memory_partial: self.sent_from_memory_partial.load(Ordering::Relaxed),
         }
     }
 }
@@ -109,6 +115,7 @@ pub struct NamespaceStatsSnapshot {
     pub offloaded: u64,
     pub sent_from_file: u64,
     pub sent_from_memory: u64,
+    pub sent_from_memory_partial: u64,
 }
 
 /// An NVM subsystem.
@@ -334,6 +341,14 @@ impl Subsystem {
         }
         map.insert(ns.nsid, ns);
         true
+    }
+
+    /// Puts `ns` in place of the namespace with its nsid, if there is
+    /// one, in one step: no command finds the nsid missing in between.
+    pub(crate) fn replace_namespace(&self, ns: Arc<Namespace>) -> Option<Arc<Namespace>> {
+        let mut map = write(&self.namespaces);
+        let old = map.get_mut(&ns.nsid)?;
+        Some(std::mem::replace(old, ns))
     }
 
     pub(crate) fn remove_namespace(&self, nsid: u32) -> Option<Arc<Namespace>> {
