@@ -422,6 +422,11 @@ struct RxBuf {
     /// Large C2HData PDUs are arriving: read at most [`SMALL_READ`] into
     /// the buffer, so their payloads are read directly.
     small_reads: bool,
+    /// A direct payload that is all in: (CID, flags), acted on by the next
+    /// `dispatch_buffered`. `fill_direct` may run with the transmit lock
+    /// held (a sender draining the socket), where a completion must not
+    /// run: a callback that submits would deadlock on that lock.
+    direct_done: Option<(u16, u8)>,
 }
 
 /// The rest of a C2HData payload that goes from the socket straight into
@@ -655,6 +660,7 @@ impl Queue {
                 need: 0,
                 direct: None,
                 small_reads: false,
+                direct_done: None,
             }),
             slots: Mutex::new(Slots {
                 entries: (0..slots).map(|_| None).collect(),
@@ -901,6 +907,13 @@ impl Queue {
         };
         self.slot_freed.notify_all();
         let _ = self.sock.shutdown(Shutdown::Both);
+        // A payload cut off mid-way would keep its request (and a lent
+        // buffer) until the queue is dropped. Whoever holds the lock now
+        // is reading and fails on the shut-down socket.
+        if let Ok(mut rx) = self.rx.try_lock() {
+            rx.direct = None;
+            rx.direct_done = None;
+        }
         for t in plock(&self.followers).iter() {
             t.unpark();
         }
@@ -1264,8 +1277,9 @@ impl Queue {
     }
 
     /// Read the rest of a direct payload into its request (and whatever
-    /// follows it into the receive buffer, in the same `readv`); complete
-    /// the PDU once it is in.
+    /// follows it into the receive buffer, in the same `readv`). Once it is
+    /// in, the PDU is recorded in `direct_done` for `dispatch_buffered`,
+    /// not completed here: this may run under the transmit lock.
     fn fill_direct(&self, rx: &mut RxBuf) -> Result<Fill, HostError> {
         let Some(d) = rx.direct.as_mut() else {
             return Ok(Fill::Empty);
@@ -1321,14 +1335,18 @@ impl Queue {
         d.left -= k;
         rx.end = n - k;
         if d.left == 0 {
-            let (cid, fl) = (d.cid, d.flags);
+            rx.direct_done = Some((d.cid, d.flags));
             rx.direct = None;
-            self.after_c2h(cid, fl)?;
         }
         Ok(if n < room { Fill::Drained } else { Fill::More })
     }
 
     fn dispatch_buffered(&self, rx: &mut RxBuf, work: &mut Vec<H2cWork>) -> Result<(), HostError> {
+        // A direct payload finished by the last read comes before what
+        // followed it into the buffer (its CapsuleResp, say).
+        if let Some((cid, fl)) = rx.direct_done.take() {
+            self.after_c2h(cid, fl)?;
+        }
         loop {
             let avail = &rx.buf[rx.start..rx.end];
             match decode(avail, self.digests, self.max_plen) {
@@ -1831,6 +1849,117 @@ mod tests {
         )
         .is_err());
         assert!(validate_ic_resp(&IcResp { cpda: 40, ..ok }, both).is_err());
+    }
+
+    /// A queue connected to a scripted peer (this test's end of the
+    /// socket), with the receiver thread kept off the socket so the test
+    /// decides who reads.
+    fn scripted_queue() -> (Arc<Queue>, TcpStream) {
+        use ferrofab_nvmeof_wire::wire::pdu::encode_ic_resp;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let peer = thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut icreq = [0u8; IC_HLEN];
+            s.read_exact(&mut icreq).unwrap();
+            let mut out = Vec::new();
+            encode_ic_resp(
+                &mut out,
+                &IcResp {
+                    pfv: 0,
+                    cpda: 0,
+                    digests: Digests::default(),
+                    maxh2cdata: 1 << 20,
+                },
+            );
+            s.write_all(&out).unwrap();
+            s
+        });
+        let q = Queue::open(&QueueConfig {
+            addr,
+            qid: 1,
+            digests: Digests::default(),
+            connect_timeout: Duration::from_secs(5),
+            incapsule_max: 4096,
+            max_plen: 1 << 20,
+            slots: 4,
+        })
+        .unwrap();
+        // A "waiter" keeps the receiver thread parked.
+        q.waiters.fetch_add(1, Ordering::SeqCst);
+        (q, peer.join().unwrap())
+    }
+
+    /// A 64 KiB read on `q` whose C2HData (SUCCESS, no CapsuleResp) has
+    /// its header and first 1000 bytes sent, and is being received
+    /// directly. Returns the request and the rest of the PDU.
+    fn direct_read_started(q: &Arc<Queue>, peer: &mut TcpStream) -> (Arc<Request>, Vec<u8>) {
+        use ferrofab_nvmeof_wire::wire::pdu::encode_data_pdu;
+        let req = Request::new(super::super::cmd::read(1, 0, 128, 512), ReqKind::Io);
+        q.submit(&req).unwrap();
+        let mut capsule = [0u8; 72];
+        peer.read_exact(&mut capsule).unwrap();
+        let mut pdu = Vec::new();
+        let hdr = DataHeader {
+            cccid: 0,
+            ..Default::default()
+        };
+        let fl = flags::LAST_PDU | flags::SUCCESS;
+        encode_data_pdu(
+            &mut pdu,
+            pdu_type::C2H_DATA,
+            &hdr,
+            fl,
+            &[7u8; 65536],
+            Digests::default(),
+        );
+        let rest = pdu.split_off(pdu.len() - 65536 + 1000);
+        peer.write_all(&pdu).unwrap();
+        while plock(&q.rx).direct.is_none() {
+            q.poll_readable(1000);
+            q.poll_progress(true);
+        }
+        (req, rest)
+    }
+
+    /// A direct payload that completes while a sender holds the transmit
+    /// lock (draining the socket in `wait_writable`) is completed only by
+    /// the next dispatch, with the lock released: a callback can submit.
+    #[test]
+    fn direct_payload_completes_outside_the_transmit_lock() {
+        let (q, mut peer) = scripted_queue();
+        let (req, rest) = direct_read_started(&q, &mut peer);
+        let tx_free = Arc::new(Mutex::new(Vec::new()));
+        let seen = tx_free.clone();
+        let q2 = q.clone();
+        req.then(Box::new(move || {
+            let free = q2.tx.try_lock().is_ok();
+            plock(&seen).push(free);
+        }));
+        peer.write_all(&rest).unwrap();
+        q.poll_readable(1000);
+        {
+            let _tx = plock(&q.tx);
+            assert!(q.wait_writable().unwrap(), "data was read");
+        }
+        q.poll_progress(true);
+        assert!(req.is_done());
+        assert_eq!(*plock(&tx_free), vec![true], "callback ran once, tx free");
+        assert!(req.take_data() == vec![7u8; 65536]);
+        q.close();
+    }
+
+    /// A queue killed mid-payload lets go of the request at once.
+    #[test]
+    fn kill_drops_a_direct_payload() {
+        let (q, mut peer) = scripted_queue();
+        let (req, _rest) = direct_read_started(&q, &mut peer);
+        assert!(Arc::strong_count(&req) > 1);
+        let drained = q.kill();
+        drop(drained);
+        assert!(plock(&q.rx).direct.is_none());
+        assert_eq!(Arc::strong_count(&req), 1, "queue still holds the request");
+        q.close();
     }
 
     #[test]
