@@ -1422,8 +1422,7 @@ impl Queue {
                 addr: self.addr.clone(),
                 qid: self.qid,
             })
-        } else if cqe.is_success() && slot.received != req.data_in_len && !short_reply_ok(&req.sqe)
-        {
+        } else if cqe.is_success() && !short_reply_ok(&req.sqe) && !self.all_data_in(&slot) {
             Err(self.protocol(format!(
                 "{} completed with {} of {} data bytes",
                 req.name, slot.received, req.data_in_len
@@ -1439,6 +1438,13 @@ impl Queue {
         );
         self.finish(req, result);
         Ok(())
+    }
+
+    /// Whether every byte a command asked for was received and placed in
+    /// its buffer (which `take_data` would otherwise pad with zeroes).
+    fn all_data_in(&self, slot: &Slot) -> bool {
+        slot.received == slot.req.data_in_len
+            && (slot.req.data_in_len == 0 || plock(&slot.req.data_in).len() == slot.req.data_in_len)
     }
 
     fn on_c2h(
@@ -1457,6 +1463,14 @@ impl Queue {
                 )));
             };
             let end = hdr.datao as usize + data.len();
+            if hdr.datao as usize != slot.received {
+                // Data comes in order (NVMe/TCP): a range sent twice or a
+                // gap would otherwise complete the read with zeroes.
+                return Err(self.protocol(format!(
+                    "C2HData offset {} for {} after {} bytes: out of order or repeated",
+                    hdr.datao, slot.req.name, slot.received
+                )));
+            }
             if end > slot.req.data_in_len {
                 return Err(self.protocol(format!(
                     "C2HData offset {} length {} beyond the {} bytes of {}",

@@ -298,6 +298,38 @@ fn large_reads_arriving_in_pieces() {
     }
 }
 
+/// A target that sends one range of a read twice and leaves another out
+/// (the byte count right) is a protocol error, not a read that succeeds
+/// with zeroes: the queue fails, the association is re-made and the read,
+/// re-sent, returns the right data. Through the buffered path (16 KiB
+/// PDUs) and the direct one (64 KiB PDUs).
+#[test]
+fn repeated_data_offset_is_a_protocol_error() {
+    for chunk in [16 * 1024, 64 * 1024] {
+        let t = FakeTarget::start(
+            1024,
+            Knobs {
+                c2h_chunk: chunk,
+                ..Knobs::default()
+            },
+        );
+        let data = pattern(21, 128 * 1024);
+        t.data.lock().unwrap()[..128 * 1024].copy_from_slice(&data);
+        let ctrl = Controller::connect(opts(&t)).unwrap();
+        let ns = ctrl.namespace(1).unwrap();
+        let before = t.commands.load(Ordering::SeqCst);
+        t.repeat_next_datao.store(true, Ordering::SeqCst);
+        let mut back = vec![0u8; 128 * 1024];
+        ns.read_at(&mut back, 0).unwrap();
+        assert!(!t.repeat_next_datao.load(Ordering::SeqCst));
+        assert!(back == data, "PDUs of {chunk}: read returned wrong data");
+        // The read was sent twice (plus the new association's commands).
+        assert!(t.commands.load(Ordering::SeqCst) >= before + 2);
+        assert_eq!(ctrl.state(), ControllerState::Live);
+        ctrl.disconnect().unwrap();
+    }
+}
+
 /// Adaptive polling learns that a slow target's responses take longer than
 /// the spin cap and stops spinning for them (sleeps at once), where a fixed
 /// spin burns the whole cap on every I/O.

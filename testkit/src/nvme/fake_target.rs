@@ -85,6 +85,10 @@ pub struct FakeTarget {
     pub swallow_at_command: Arc<AtomicU64>,
     /// Damage the data digest of the next C2HData PDU on an I/O queue.
     pub corrupt_next_c2h: Arc<AtomicBool>,
+    /// In the next read sent as several C2HData PDUs, give the second PDU
+    /// the first one's DATAO (a range sent twice and one never sent, the
+    /// byte count still right): a broken target.
+    pub repeat_next_datao: Arc<AtomicBool>,
 }
 
 impl FakeTarget {
@@ -103,6 +107,7 @@ impl FakeTarget {
             drop_at_command: Arc::new(AtomicU64::new(u64::MAX)),
             swallow_at_command: Arc::new(AtomicU64::new(u64::MAX)),
             corrupt_next_c2h: Arc::default(),
+            repeat_next_datao: Arc::default(),
         };
         let srv = t.clone_handles();
         thread::spawn(move || {
@@ -136,6 +141,7 @@ impl FakeTarget {
             drop_at_command: self.drop_at_command.clone(),
             swallow_at_command: self.swallow_at_command.clone(),
             corrupt_next_c2h: self.corrupt_next_c2h.clone(),
+            repeat_next_datao: self.repeat_next_datao.clone(),
         }
     }
 
@@ -347,6 +353,8 @@ impl FakeTarget {
         let mut out = Vec::new();
         let chunks: Vec<&[u8]> = data.chunks(self.knobs.c2h_chunk).collect();
         let success = self.knobs.c2h_success && qid > 0;
+        let repeat =
+            qid > 0 && chunks.len() > 1 && self.repeat_next_datao.swap(false, Ordering::SeqCst);
         for (i, c) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
             let mut fl = if last { flags::LAST_PDU } else { 0 };
@@ -356,7 +364,11 @@ impl FakeTarget {
             let hdr = pdu::DataHeader {
                 cccid: cid,
                 ttag: 0,
-                datao: (i * self.knobs.c2h_chunk) as u32,
+                datao: (if repeat && i == 1 {
+                    0
+                } else {
+                    i * self.knobs.c2h_chunk
+                }) as u32,
                 datal: 0,
             };
             encode_data_pdu(&mut out, pdu_type::C2H_DATA, &hdr, fl, c, d);
