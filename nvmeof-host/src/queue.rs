@@ -36,6 +36,9 @@
 //! thread, the leader, and no second thread contends for the socket. A
 //! leader leaving with commands still outstanding does not wake it: the
 //! receiver thread notices within two [`RX_HANDOFF`]s once waits stop.
+//! Commands with a completion callback are the exception: nobody waits
+//! for them, so while any are pending the receiver thread skips that
+//! grace and the last waiter to leave unparks it.
 //!
 //! # Locks
 //!
@@ -291,8 +294,19 @@ impl Request {
     }
 
     /// Run `f` once when the request completes (see [`Completion::set_then`]).
+    /// Counted on the request's queue while pending: nobody waits for it,
+    /// so the receiver thread must read for it (see `Queue::callbacks`).
     pub fn then(&self, f: Then) {
-        self.done.set_then(f);
+        let q = plock(&self.queue).clone();
+        if let Some(queue) = q.upgrade() {
+            queue.callbacks.fetch_add(1, Ordering::SeqCst);
+        }
+        self.done.set_then(Box::new(move || {
+            if let Some(queue) = q.upgrade() {
+                queue.callbacks.fetch_sub(1, Ordering::SeqCst);
+            }
+            f()
+        }));
     }
 
     /// Whether it completed with a data digest error.
@@ -615,6 +629,11 @@ pub(crate) struct Queue {
     /// caller between two waits would otherwise find it reading (a
     /// contended socket lock and a wake-up of a second thread per batch).
     waits_ended: AtomicU64,
+    /// Commands with a completion callback ([`Request::then`]) whose
+    /// callback has not run. While there are any, the receiver thread
+    /// skips its grace after a wait ended: nobody would otherwise read
+    /// their responses (a FUSE reply) until the next synchronous wait.
+    callbacks: AtomicUsize,
     /// Whether a waiter is the leader (reads the socket).
     leader: AtomicBool,
     /// Waiters parked behind the leader; it unparks one when it leaves.
@@ -676,6 +695,7 @@ impl Queue {
             rx_thread_id: OnceLock::new(),
             waiters: AtomicUsize::new(0),
             waits_ended: AtomicU64::new(0),
+            callbacks: AtomicUsize::new(0),
             leader: AtomicBool::new(false),
             followers: Mutex::new(Vec::new()),
             leader_asleep: AtomicBool::new(false),
@@ -1019,10 +1039,11 @@ impl Queue {
         let mut seen_waits = self.waits_ended.load(Ordering::SeqCst);
         while !self.is_dead() {
             let waits = self.waits_ended.load(Ordering::SeqCst);
-            if self.waiters.load(Ordering::SeqCst) > 0 || waits != seen_waits {
+            let grace = waits != seen_waits && self.callbacks.load(Ordering::SeqCst) == 0;
+            if self.waiters.load(Ordering::SeqCst) > 0 || grace {
                 // The waiters read the socket, and a caller that waited
                 // within the last RX_HANDOFF is most likely coming back
-                // (see the module docs).
+                // (see the module docs) unless callbacks are pending.
                 seen_waits = waits;
                 thread::park_timeout(RX_HANDOFF);
                 continue;
@@ -1087,7 +1108,14 @@ impl Queue {
             }
         }
         self.waits_ended.fetch_add(1, Ordering::SeqCst);
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        if self.waiters.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.callbacks.load(Ordering::SeqCst) > 0
+        {
+            // Callbacks are pending and nobody reads: the receiver thread.
+            if let Some(t) = self.rx_thread_id.get() {
+                t.unpark();
+            }
+        }
     }
 
     /// The leader's loop: flush, read and dispatch, then spin or sleep
