@@ -441,6 +441,9 @@ struct RxBuf {
     /// held (a sender draining the socket), where a completion must not
     /// run: a callback that submits would deadlock on that lock.
     direct_done: Option<(u16, u8)>,
+    /// A C2HData PDU was dispatched or started since the last read that
+    /// drained the socket; if none was, `small_reads` ends.
+    c2h_seen: bool,
 }
 
 /// The rest of a C2HData payload that goes from the socket straight into
@@ -511,6 +514,7 @@ struct Counters {
     rx_thread_completions: AtomicU64,
     sleeps: AtomicU64,
     spin_ns: AtomicU64,
+    direct_bytes: AtomicU64,
 }
 
 /// A snapshot of the I/O queues' counters since they were opened (summed
@@ -534,6 +538,9 @@ pub struct QueueStats {
     pub sleeps: u64,
     /// Time waiting threads spent busy-polling, in nanoseconds.
     pub spin_ns: u64,
+    /// C2HData payload bytes read from the socket straight into the
+    /// request's buffer (see `DIRECT_RX_MIN`; always 0 with data digests).
+    pub direct_bytes: u64,
     /// The learned typical wait for the next data, among the waits that
     /// ended within the spin cap (adaptive polling; the largest over the
     /// queues when summed), in nanoseconds.
@@ -549,6 +556,7 @@ impl std::ops::AddAssign for QueueStats {
         self.rx_thread_completions += o.rx_thread_completions;
         self.sleeps += o.sleeps;
         self.spin_ns += o.spin_ns;
+        self.direct_bytes += o.direct_bytes;
         self.learned_wait_ns = self.learned_wait_ns.max(o.learned_wait_ns);
     }
 }
@@ -680,6 +688,7 @@ impl Queue {
                 direct: None,
                 small_reads: false,
                 direct_done: None,
+                c2h_seen: false,
             }),
             slots: Mutex::new(Slots {
                 entries: (0..slots).map(|_| None).collect(),
@@ -966,6 +975,7 @@ impl Queue {
             rx_thread_completions: c.rx_thread_completions.load(Ordering::Relaxed),
             sleeps: c.sleeps.load(Ordering::Relaxed),
             spin_ns: c.spin_ns.load(Ordering::Relaxed),
+            direct_bytes: c.direct_bytes.load(Ordering::Relaxed),
             learned_wait_ns: self.learner.average().as_nanos() as u64,
         }
     }
@@ -1234,7 +1244,12 @@ impl Queue {
             }
             match fill {
                 Fill::More => continue,
-                Fill::Drained => return self.dispatch_buffered(rx, work),
+                Fill::Drained => {
+                    self.dispatch_buffered(rx, work)?;
+                    // Large reads have stopped coming: read in full again.
+                    rx.small_reads &= std::mem::take(&mut rx.c2h_seen);
+                    return Ok(());
+                }
                 Fill::Empty => return Ok(()),
             }
         }
@@ -1360,6 +1375,9 @@ impl Queue {
         // capacity, which `reserve_exact` made at least `d.left` long.
         unsafe { data.set_len(len + k) };
         drop(data);
+        self.counters
+            .direct_bytes
+            .fetch_add(k as u64, Ordering::Relaxed);
         d.left -= k;
         rx.end = n - k;
         if d.left == 0 {
@@ -1381,6 +1399,13 @@ impl Queue {
                 Ok(DecodeStatus::Need(n)) => {
                     rx.need = n;
                     if !self.digests.data {
+                        if is_large_c2h(avail) {
+                            // Its header is not all in: read a little (the
+                            // rest of it), not the payload.
+                            rx.need = 0;
+                            rx.small_reads = true;
+                            rx.c2h_seen = true;
+                        }
                         self.start_direct(rx);
                     }
                     return Ok(());
@@ -1391,6 +1416,7 @@ impl Queue {
                         // A large payload that arrived whole was copied:
                         // read less at a time while they keep coming.
                         rx.small_reads = !self.digests.data && data.len() >= DIRECT_RX_MIN;
+                        rx.c2h_seen = true;
                     }
                     self.dispatch(d, work)?;
                     rx.start += len;
@@ -1701,6 +1727,18 @@ fn put_data(buf: &mut Vec<u8>, at: usize, data: &[u8]) {
     let overlap = (buf.len() - at).min(data.len());
     buf[at..at + overlap].copy_from_slice(&data[..overlap]);
     buf.extend_from_slice(&data[overlap..]);
+}
+
+/// Whether `avail`, the start of a partial PDU, is a C2HData large enough
+/// to be received directly (known from the common header's PDU length)
+/// whose header (and header digest, if any) is not all in yet.
+fn is_large_c2h(avail: &[u8]) -> bool {
+    use ferrofab_nvmeof_wire::wire::pdu::CommonHeader;
+    CommonHeader::parse(avail).is_some_and(|ch| {
+        ch.pdu_type == pdu_type::C2H_DATA
+            && ch.plen as usize >= DIRECT_RX_MIN
+            && avail.len() < usize::from(ch.hlen) + 4
+    })
 }
 
 /// Authentication Receive returns as many bytes as the message has: its

@@ -235,19 +235,24 @@ fn pipeline_hands_write_buffers_back() {
 /// Large reads whose PDUs arrive cut in pieces (mid-header, mid-data) land
 /// whole: with no data digest the payload of a large C2HData is read
 /// straight into the request's buffer once its header is in (also into a
-/// pipeline caller's own buffer); with data digests it takes the buffered
-/// path. Every combination must give back exactly what was written.
+/// pipeline caller's own buffer; counted in `direct_bytes`), also when
+/// every PDU is cut 10 bytes in (common header in, the rest of the header
+/// not); with data digests it takes the buffered path. Every combination
+/// must give back exactly what was written.
 #[test]
 fn large_reads_arriving_in_pieces() {
-    for (digests, success) in [
-        (Digests::default(), false),
-        (Digests::default(), true),
+    for (digests, success, cut) in [
+        (Digests::default(), false, true),
+        (Digests::default(), true, true),
+        (Digests::default(), false, false),
+        (Digests::default(), true, false),
         (
             Digests {
                 header: true,
                 data: false,
             },
             true,
+            false,
         ),
         (
             Digests {
@@ -255,14 +260,17 @@ fn large_reads_arriving_in_pieces() {
                 data: true,
             },
             false,
+            false,
         ),
     ] {
+        let (c2h_trickle, c2h_cut_at) = if cut { (0, 10) } else { (7001, 0) };
         let t = FakeTarget::start(
             8192,
             Knobs {
                 c2h_chunk: 64 * 1024,
                 c2h_success: success,
-                c2h_trickle: 7001,
+                c2h_trickle,
+                c2h_cut_at,
                 ..Knobs::default()
             },
         );
@@ -272,7 +280,7 @@ fn large_reads_arriving_in_pieces() {
         o.digests = digests;
         let ctrl = Controller::connect(o).unwrap();
         let ns = ctrl.namespace(1).unwrap();
-        let what = format!("digests {digests:?}, success flag {success}");
+        let what = format!("digests {digests:?}, success flag {success}, cut {cut}");
         // Split at MDTS (128 KiB) into commands of two 64 KiB PDUs each.
         let mut back = vec![0u8; 1 << 20];
         ns.read_at(&mut back, 0).unwrap();
@@ -293,6 +301,14 @@ fn large_reads_arriving_in_pieces() {
                 c.tag
             );
             assert_eq!(got.as_ptr() as usize, ptrs[c.tag as usize], "{what}");
+        }
+        let direct = ctrl.io_stats().direct_bytes;
+        if digests.data {
+            assert_eq!(direct, 0, "{what}");
+        } else {
+            // At least half of the 2 MiB read; a payload whose PDU arrived
+            // whole before its header was looked at is copied.
+            assert!(direct >= 1 << 20, "{what}: {direct} bytes read directly");
         }
         ctrl.disconnect().unwrap();
     }
