@@ -1,6 +1,8 @@
-//! Raw loopback TCP, measured in-process: the physical limit of this
-//! machine for the exchanges NVMe/TCP makes, so NVMe numbers can be quoted
-//! as a ratio of it rather than as absolutes on a VM that swings 2-3x.
+//! Raw loopback TCP, measured in-process: what the exchanges NVMe/TCP makes
+//! cost on this machine through ordinary socket calls, so NVMe numbers can
+//! be quoted as a ratio of it rather than as absolutes on a VM that swings
+//! 2-3x. It is not a physical limit (see below for what it does not rule
+//! out).
 //!
 //! Sizes mirror NVMe/TCP: a read is a 72-byte command capsule answered by
 //! a 24-byte C2HData header plus 4 KiB (4120 bytes); a write is a capsule
@@ -27,6 +29,17 @@
 //! socket buffers ([`SOCKET_BUFFER`]), like SPDK's sockets, so a window
 //! never throttles the deepest test; every test also exists with both ends
 //! spinning (`_busy`), which is how SPDK waits.
+//!
+//! What the ceiling covers is implementations that send with a copy into
+//! the socket (`writev`) and receive with ordinary reads, measured at the
+//! same CPU speed. It does not bound a sender using `MSG_ZEROCOPY`, a
+//! receiver using `TCP_ZEROCOPY_RECEIVE`, socket busy polling
+//! (`SO_BUSY_POLL`) or an in-kernel implementation, each of which can do
+//! less per I/O; nor a peer measured in a faster second of the VM (its
+//! speed changes by up to 1.5x within seconds). `MSG_TRUNC` only makes the
+//! receiving end cheaper than any real receiver of that kind: ratios
+//! against the ceiling measured before it was introduced (commit beb2ba1)
+//! are not comparable with later ones.
 
 use std::io::{self, IoSlice, Write};
 use std::net::{TcpListener, TcpStream};

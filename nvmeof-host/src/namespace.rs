@@ -570,6 +570,14 @@ impl Pipeline {
     /// buffers round instead of the pipeline allocating one per read. The
     /// data comes back in [`Completed::result`] (in `buf` itself unless the
     /// read was split into several commands).
+    ///
+    /// `buf` is consumed and *not* handed back when: this returns an error
+    /// (window full, range not block-aligned or beyond the namespace); the
+    /// read is longer than one command (MDTS) and so split, where `buf` is
+    /// dropped at once and the joined data is a new allocation; or the read
+    /// completes with an error. A caller recycling buffers allocates a new
+    /// one in those cases (check [`Pipeline::is_full`] first to avoid the
+    /// first).
     pub fn submit_read(&mut self, tag: u64, offset: u64, buf: Vec<u8>) -> Result<(), HostError> {
         if self.is_full() {
             return Err(HostError::InvalidArgument(format!(

@@ -36,6 +36,9 @@
 //! thread, the leader, and no second thread contends for the socket. A
 //! leader leaving with commands still outstanding does not wake it: the
 //! receiver thread notices within two [`RX_HANDOFF`]s once waits stop.
+//! Commands with a completion callback are the exception: nobody waits
+//! for them, so while any are pending the receiver thread skips that
+//! grace and the last waiter to leave unparks it.
 //!
 //! # Locks
 //!
@@ -295,8 +298,19 @@ impl Request {
     }
 
     /// Run `f` once when the request completes (see [`Completion::set_then`]).
+    /// Counted on the request's queue while pending: nobody waits for it,
+    /// so the receiver thread must read for it (see `Queue::callbacks`).
     pub fn then(&self, f: Then) {
-        self.done.set_then(f);
+        let q = plock(&self.queue).clone();
+        if let Some(queue) = q.upgrade() {
+            queue.callbacks.fetch_add(1, Ordering::SeqCst);
+        }
+        self.done.set_then(Box::new(move || {
+            if let Some(queue) = q.upgrade() {
+                queue.callbacks.fetch_sub(1, Ordering::SeqCst);
+            }
+            f()
+        }));
     }
 
     /// Whether it completed with a data digest error.
@@ -426,6 +440,14 @@ struct RxBuf {
     /// Large C2HData PDUs are arriving: read at most [`SMALL_READ`] into
     /// the buffer, so their payloads are read directly.
     small_reads: bool,
+    /// A direct payload that is all in: (CID, flags), acted on by the next
+    /// `dispatch_buffered`. `fill_direct` may run with the transmit lock
+    /// held (a sender draining the socket), where a completion must not
+    /// run: a callback that submits would deadlock on that lock.
+    direct_done: Option<(u16, u8)>,
+    /// A C2HData PDU was dispatched or started since the last read that
+    /// drained the socket; if none was, `small_reads` ends.
+    c2h_seen: bool,
 }
 
 /// The rest of a C2HData payload that goes from the socket straight into
@@ -496,6 +518,7 @@ struct Counters {
     rx_thread_completions: AtomicU64,
     sleeps: AtomicU64,
     spin_ns: AtomicU64,
+    direct_bytes: AtomicU64,
 }
 
 /// A snapshot of the I/O queues' counters since they were opened (summed
@@ -519,6 +542,9 @@ pub struct QueueStats {
     pub sleeps: u64,
     /// Time waiting threads spent busy-polling, in nanoseconds.
     pub spin_ns: u64,
+    /// C2HData payload bytes read from the socket straight into the
+    /// request's buffer (see `DIRECT_RX_MIN`; always 0 with data digests).
+    pub direct_bytes: u64,
     /// The learned typical wait for the next data, among the waits that
     /// ended within the spin cap (adaptive polling; the largest over the
     /// queues when summed), in nanoseconds.
@@ -534,6 +560,7 @@ impl std::ops::AddAssign for QueueStats {
         self.rx_thread_completions += o.rx_thread_completions;
         self.sleeps += o.sleeps;
         self.spin_ns += o.spin_ns;
+        self.direct_bytes += o.direct_bytes;
         self.learned_wait_ns = self.learned_wait_ns.max(o.learned_wait_ns);
     }
 }
@@ -614,6 +641,11 @@ pub(crate) struct Queue {
     /// caller between two waits would otherwise find it reading (a
     /// contended socket lock and a wake-up of a second thread per batch).
     waits_ended: AtomicU64,
+    /// Commands with a completion callback ([`Request::then`]) whose
+    /// callback has not run. While there are any, the receiver thread
+    /// skips its grace after a wait ended: nobody would otherwise read
+    /// their responses (a FUSE reply) until the next synchronous wait.
+    callbacks: AtomicUsize,
     /// Whether a waiter is the leader (reads the socket).
     leader: AtomicBool,
     /// Waiters parked behind the leader; it unparks one when it leaves.
@@ -659,6 +691,8 @@ impl Queue {
                 need: 0,
                 direct: None,
                 small_reads: false,
+                direct_done: None,
+                c2h_seen: false,
             }),
             slots: Mutex::new(Slots {
                 entries: (0..slots).map(|_| None).collect(),
@@ -674,6 +708,7 @@ impl Queue {
             rx_thread_id: OnceLock::new(),
             waiters: AtomicUsize::new(0),
             waits_ended: AtomicU64::new(0),
+            callbacks: AtomicUsize::new(0),
             leader: AtomicBool::new(false),
             followers: Mutex::new(Vec::new()),
             leader_asleep: AtomicBool::new(false),
@@ -905,6 +940,13 @@ impl Queue {
         };
         self.slot_freed.notify_all();
         let _ = self.sock.shutdown(Shutdown::Both);
+        // A payload cut off mid-way would keep its request (and a lent
+        // buffer) until the queue is dropped. Whoever holds the lock now
+        // is reading and fails on the shut-down socket.
+        if let Ok(mut rx) = self.rx.try_lock() {
+            rx.direct = None;
+            rx.direct_done = None;
+        }
         for t in plock(&self.followers).iter() {
             t.unpark();
         }
@@ -937,6 +979,7 @@ impl Queue {
             rx_thread_completions: c.rx_thread_completions.load(Ordering::Relaxed),
             sleeps: c.sleeps.load(Ordering::Relaxed),
             spin_ns: c.spin_ns.load(Ordering::Relaxed),
+            direct_bytes: c.direct_bytes.load(Ordering::Relaxed),
             learned_wait_ns: self.learner.average().as_nanos() as u64,
         }
     }
@@ -1010,10 +1053,11 @@ impl Queue {
         let mut seen_waits = self.waits_ended.load(Ordering::SeqCst);
         while !self.is_dead() {
             let waits = self.waits_ended.load(Ordering::SeqCst);
-            if self.waiters.load(Ordering::SeqCst) > 0 || waits != seen_waits {
+            let grace = waits != seen_waits && self.callbacks.load(Ordering::SeqCst) == 0;
+            if self.waiters.load(Ordering::SeqCst) > 0 || grace {
                 // The waiters read the socket, and a caller that waited
                 // within the last RX_HANDOFF is most likely coming back
-                // (see the module docs).
+                // (see the module docs) unless callbacks are pending.
                 seen_waits = waits;
                 thread::park_timeout(RX_HANDOFF);
                 continue;
@@ -1078,7 +1122,14 @@ impl Queue {
             }
         }
         self.waits_ended.fetch_add(1, Ordering::SeqCst);
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        if self.waiters.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.callbacks.load(Ordering::SeqCst) > 0
+        {
+            // Callbacks are pending and nobody reads: the receiver thread.
+            if let Some(t) = self.rx_thread_id.get() {
+                t.unpark();
+            }
+        }
     }
 
     /// The leader's loop: flush, read and dispatch, then spin or sleep
@@ -1197,7 +1248,12 @@ impl Queue {
             }
             match fill {
                 Fill::More => continue,
-                Fill::Drained => return self.dispatch_buffered(rx, work),
+                Fill::Drained => {
+                    self.dispatch_buffered(rx, work)?;
+                    // Large reads have stopped coming: read in full again.
+                    rx.small_reads &= std::mem::take(&mut rx.c2h_seen);
+                    return Ok(());
+                }
                 Fill::Empty => return Ok(()),
             }
         }
@@ -1268,8 +1324,9 @@ impl Queue {
     }
 
     /// Read the rest of a direct payload into its request (and whatever
-    /// follows it into the receive buffer, in the same `readv`); complete
-    /// the PDU once it is in.
+    /// follows it into the receive buffer, in the same `readv`). Once it is
+    /// in, the PDU is recorded in `direct_done` for `dispatch_buffered`,
+    /// not completed here: this may run under the transmit lock.
     fn fill_direct(&self, rx: &mut RxBuf) -> Result<Fill, HostError> {
         let Some(d) = rx.direct.as_mut() else {
             return Ok(Fill::Empty);
@@ -1322,23 +1379,37 @@ impl Queue {
         // capacity, which `reserve_exact` made at least `d.left` long.
         unsafe { data.set_len(len + k) };
         drop(data);
+        self.counters
+            .direct_bytes
+            .fetch_add(k as u64, Ordering::Relaxed);
         d.left -= k;
         rx.end = n - k;
         if d.left == 0 {
-            let (cid, fl) = (d.cid, d.flags);
+            rx.direct_done = Some((d.cid, d.flags));
             rx.direct = None;
-            self.after_c2h(cid, fl)?;
         }
         Ok(if n < room { Fill::Drained } else { Fill::More })
     }
 
     fn dispatch_buffered(&self, rx: &mut RxBuf, work: &mut Vec<H2cWork>) -> Result<(), HostError> {
+        // A direct payload finished by the last read comes before what
+        // followed it into the buffer (its CapsuleResp, say).
+        if let Some((cid, fl)) = rx.direct_done.take() {
+            self.after_c2h(cid, fl)?;
+        }
         loop {
             let avail = &rx.buf[rx.start..rx.end];
             match decode(avail, self.digests, self.max_plen) {
                 Ok(DecodeStatus::Need(n)) => {
                     rx.need = n;
                     if !self.digests.data {
+                        if is_large_c2h(avail) {
+                            // Its header is not all in: read a little (the
+                            // rest of it), not the payload.
+                            rx.need = 0;
+                            rx.small_reads = true;
+                            rx.c2h_seen = true;
+                        }
                         self.start_direct(rx);
                     }
                     return Ok(());
@@ -1349,6 +1420,7 @@ impl Queue {
                         // A large payload that arrived whole was copied:
                         // read less at a time while they keep coming.
                         rx.small_reads = !self.digests.data && data.len() >= DIRECT_RX_MIN;
+                        rx.c2h_seen = true;
                     }
                     self.dispatch(d, work)?;
                     rx.start += len;
@@ -1408,8 +1480,7 @@ impl Queue {
                 addr: self.addr.clone(),
                 qid: self.qid,
             })
-        } else if cqe.is_success() && slot.received != req.data_in_len && !short_reply_ok(&req.sqe)
-        {
+        } else if cqe.is_success() && !short_reply_ok(&req.sqe) && !self.all_data_in(&slot) {
             Err(self.protocol(format!(
                 "{} completed with {} of {} data bytes",
                 req.name, slot.received, req.data_in_len
@@ -1425,6 +1496,13 @@ impl Queue {
         );
         self.finish(req, result);
         Ok(())
+    }
+
+    /// Whether every byte a command asked for was received and placed in
+    /// its buffer (which `take_data` would otherwise pad with zeroes).
+    fn all_data_in(&self, slot: &Slot) -> bool {
+        slot.received == slot.req.data_in_len
+            && (slot.req.data_in_len == 0 || plock(&slot.req.data_in).len() == slot.req.data_in_len)
     }
 
     fn on_c2h(
@@ -1443,6 +1521,14 @@ impl Queue {
                 )));
             };
             let end = hdr.datao as usize + data.len();
+            if hdr.datao as usize != slot.received {
+                // Data comes in order (NVMe/TCP): a range sent twice or a
+                // gap would otherwise complete the read with zeroes.
+                return Err(self.protocol(format!(
+                    "C2HData offset {} for {} after {} bytes: out of order or repeated",
+                    hdr.datao, slot.req.name, slot.received
+                )));
+            }
             if end > slot.req.data_in_len {
                 return Err(self.protocol(format!(
                     "C2HData offset {} length {} beyond the {} bytes of {}",
@@ -1647,6 +1733,18 @@ fn put_data(buf: &mut Vec<u8>, at: usize, data: &[u8]) {
     buf.extend_from_slice(&data[overlap..]);
 }
 
+/// Whether `avail`, the start of a partial PDU, is a C2HData large enough
+/// to be received directly (known from the common header's PDU length)
+/// whose header (and header digest, if any) is not all in yet.
+fn is_large_c2h(avail: &[u8]) -> bool {
+    use ferrofab_nvmeof_wire::wire::pdu::CommonHeader;
+    CommonHeader::parse(avail).is_some_and(|ch| {
+        ch.pdu_type == pdu_type::C2H_DATA
+            && ch.plen as usize >= DIRECT_RX_MIN
+            && avail.len() < usize::from(ch.hlen) + 4
+    })
+}
+
 /// Authentication Receive returns as many bytes as the message has: its
 /// allocation length is only the room the host offers. Every other command
 /// must transfer exactly what it asked for.
@@ -1835,6 +1933,117 @@ mod tests {
         )
         .is_err());
         assert!(validate_ic_resp(&IcResp { cpda: 40, ..ok }, both).is_err());
+    }
+
+    /// A queue connected to a scripted peer (this test's end of the
+    /// socket), with the receiver thread kept off the socket so the test
+    /// decides who reads.
+    fn scripted_queue() -> (Arc<Queue>, TcpStream) {
+        use ferrofab_nvmeof_wire::wire::pdu::encode_ic_resp;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let peer = thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut icreq = [0u8; IC_HLEN];
+            s.read_exact(&mut icreq).unwrap();
+            let mut out = Vec::new();
+            encode_ic_resp(
+                &mut out,
+                &IcResp {
+                    pfv: 0,
+                    cpda: 0,
+                    digests: Digests::default(),
+                    maxh2cdata: 1 << 20,
+                },
+            );
+            s.write_all(&out).unwrap();
+            s
+        });
+        let q = Queue::open(&QueueConfig {
+            addr,
+            qid: 1,
+            digests: Digests::default(),
+            connect_timeout: Duration::from_secs(5),
+            incapsule_max: 4096,
+            max_plen: 1 << 20,
+            slots: 4,
+        })
+        .unwrap();
+        // A "waiter" keeps the receiver thread parked.
+        q.waiters.fetch_add(1, Ordering::SeqCst);
+        (q, peer.join().unwrap())
+    }
+
+    /// A 64 KiB read on `q` whose C2HData (SUCCESS, no CapsuleResp) has
+    /// its header and first 1000 bytes sent, and is being received
+    /// directly. Returns the request and the rest of the PDU.
+    fn direct_read_started(q: &Arc<Queue>, peer: &mut TcpStream) -> (Arc<Request>, Vec<u8>) {
+        use ferrofab_nvmeof_wire::wire::pdu::encode_data_pdu;
+        let req = Request::new(super::super::cmd::read(1, 0, 128, 512), ReqKind::Io);
+        q.submit(&req).unwrap();
+        let mut capsule = [0u8; 72];
+        peer.read_exact(&mut capsule).unwrap();
+        let mut pdu = Vec::new();
+        let hdr = DataHeader {
+            cccid: 0,
+            ..Default::default()
+        };
+        let fl = flags::LAST_PDU | flags::SUCCESS;
+        encode_data_pdu(
+            &mut pdu,
+            pdu_type::C2H_DATA,
+            &hdr,
+            fl,
+            &[7u8; 65536],
+            Digests::default(),
+        );
+        let rest = pdu.split_off(pdu.len() - 65536 + 1000);
+        peer.write_all(&pdu).unwrap();
+        while plock(&q.rx).direct.is_none() {
+            q.poll_readable(1000);
+            q.poll_progress(true);
+        }
+        (req, rest)
+    }
+
+    /// A direct payload that completes while a sender holds the transmit
+    /// lock (draining the socket in `wait_writable`) is completed only by
+    /// the next dispatch, with the lock released: a callback can submit.
+    #[test]
+    fn direct_payload_completes_outside_the_transmit_lock() {
+        let (q, mut peer) = scripted_queue();
+        let (req, rest) = direct_read_started(&q, &mut peer);
+        let tx_free = Arc::new(Mutex::new(Vec::new()));
+        let seen = tx_free.clone();
+        let q2 = q.clone();
+        req.then(Box::new(move || {
+            let free = q2.tx.try_lock().is_ok();
+            plock(&seen).push(free);
+        }));
+        peer.write_all(&rest).unwrap();
+        q.poll_readable(1000);
+        {
+            let _tx = plock(&q.tx);
+            assert!(q.wait_writable().unwrap(), "data was read");
+        }
+        q.poll_progress(true);
+        assert!(req.is_done());
+        assert_eq!(*plock(&tx_free), vec![true], "callback ran once, tx free");
+        assert!(req.take_data() == vec![7u8; 65536]);
+        q.close();
+    }
+
+    /// A queue killed mid-payload lets go of the request at once.
+    #[test]
+    fn kill_drops_a_direct_payload() {
+        let (q, mut peer) = scripted_queue();
+        let (req, _rest) = direct_read_started(&q, &mut peer);
+        assert!(Arc::strong_count(&req) > 1);
+        let drained = q.kill();
+        drop(drained);
+        assert!(plock(&q.rx).direct.is_none());
+        assert_eq!(Arc::strong_count(&req), 1, "queue still holds the request");
+        q.close();
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub struct Knobs {
     /// pause between (0: in one write), so the host finds PDUs cut in the
     /// middle of their header or data.
     pub c2h_trickle: usize,
+    /// Write each PDU of a read in two pieces cut this many bytes after
+    /// its start, with a short pause after each (0: off), so the host
+    /// finds a common header without the rest of the PDU header.
+    pub c2h_cut_at: usize,
 }
 
 impl Default for Knobs {
@@ -58,6 +62,7 @@ impl Default for Knobs {
             allowed_host: None,
             io_delay: std::time::Duration::ZERO,
             c2h_trickle: 0,
+            c2h_cut_at: 0,
         }
     }
 }
@@ -85,6 +90,10 @@ pub struct FakeTarget {
     pub swallow_at_command: Arc<AtomicU64>,
     /// Damage the data digest of the next C2HData PDU on an I/O queue.
     pub corrupt_next_c2h: Arc<AtomicBool>,
+    /// In the next read sent as several C2HData PDUs, give the second PDU
+    /// the first one's DATAO (a range sent twice and one never sent, the
+    /// byte count still right): a broken target.
+    pub repeat_next_datao: Arc<AtomicBool>,
 }
 
 impl FakeTarget {
@@ -103,6 +112,7 @@ impl FakeTarget {
             drop_at_command: Arc::new(AtomicU64::new(u64::MAX)),
             swallow_at_command: Arc::new(AtomicU64::new(u64::MAX)),
             corrupt_next_c2h: Arc::default(),
+            repeat_next_datao: Arc::default(),
         };
         let srv = t.clone_handles();
         thread::spawn(move || {
@@ -136,6 +146,7 @@ impl FakeTarget {
             drop_at_command: self.drop_at_command.clone(),
             swallow_at_command: self.swallow_at_command.clone(),
             corrupt_next_c2h: self.corrupt_next_c2h.clone(),
+            repeat_next_datao: self.repeat_next_datao.clone(),
         }
     }
 
@@ -345,8 +356,12 @@ impl FakeTarget {
         data: &[u8],
     ) -> std::io::Result<()> {
         let mut out = Vec::new();
+        // Where each PDU starts in `out`.
+        let mut starts = Vec::new();
         let chunks: Vec<&[u8]> = data.chunks(self.knobs.c2h_chunk).collect();
         let success = self.knobs.c2h_success && qid > 0;
+        let repeat =
+            qid > 0 && chunks.len() > 1 && self.repeat_next_datao.swap(false, Ordering::SeqCst);
         for (i, c) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
             let mut fl = if last { flags::LAST_PDU } else { 0 };
@@ -356,9 +371,14 @@ impl FakeTarget {
             let hdr = pdu::DataHeader {
                 cccid: cid,
                 ttag: 0,
-                datao: (i * self.knobs.c2h_chunk) as u32,
+                datao: (if repeat && i == 1 {
+                    0
+                } else {
+                    i * self.knobs.c2h_chunk
+                }) as u32,
                 datal: 0,
             };
+            starts.push(out.len());
             encode_data_pdu(&mut out, pdu_type::C2H_DATA, &hdr, fl, c, d);
             if d.data && qid > 0 && self.corrupt_next_c2h.swap(false, Ordering::SeqCst) {
                 let n = out.len();
@@ -371,7 +391,20 @@ impl FakeTarget {
                 sqid: qid,
                 ..Default::default()
             };
+            starts.push(out.len());
             encode_capsule_resp(&mut out, &cqe, d);
+        }
+        let cut = self.knobs.c2h_cut_at;
+        if cut > 0 && qid > 0 {
+            starts.push(out.len());
+            for w in starts.windows(2) {
+                let mid = (w[0] + cut).min(w[1]);
+                for piece in [&out[w[0]..mid], &out[mid..w[1]]] {
+                    send(piece)?;
+                    std::thread::sleep(std::time::Duration::from_micros(300));
+                }
+            }
+            return Ok(());
         }
         if self.knobs.c2h_trickle > 0 && qid > 0 {
             for piece in out.chunks(self.knobs.c2h_trickle) {
