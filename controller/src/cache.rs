@@ -43,6 +43,13 @@ pub struct Objects {
     /// Mod revisions of the usage fences (`fences/pools/P`,
     /// `fences/tenants/T`, see `ops::volume`), by the key under `fences/`.
     pub fences: HashMap<String, Revision>,
+    /// Per storage node, the host key generations its target holds, as
+    /// recorded in the store (`authkeys/held/NODE`, written by whichever
+    /// replica received the node's report). A workstation's stream on
+    /// another replica needs them to hand it its key towards that node
+    /// (`keys::host_key_towards`); the replica's own memory has only the
+    /// reports it received itself.
+    pub held_keys: HashMap<String, BTreeMap<String, u64>>,
     /// Secondary indexes and per-node change tracking for the planner.
     pub index: Index,
 }
@@ -211,6 +218,11 @@ impl Objects {
             "attachments" => self.apply_attachment(name, kv, kind, revision),
             "tenants" => self.apply_kind::<Tenant>(name, kv, kind),
             "volumes" => self.apply_volume(name, kv, kind, revision),
+            "authkeys" => {
+                if let Some(node) = name.strip_prefix("held/") {
+                    self.apply_held(node, kv, kind, revision);
+                }
+            }
             FENCES => match kind {
                 EventKind::Put => {
                     self.fences.insert(name.to_string(), kv.mod_revision);
@@ -257,6 +269,37 @@ impl Objects {
         self.apply_spec_kind::<Node>(name, kv, kind, revision);
         if before && !reports(self) {
             self.index.all_changed = revision;
+        }
+    }
+
+    /// `authkeys/held/NODE`: what storage node NODE's target holds. A
+    /// change touches the workstations attached to its volumes, whose
+    /// connections carry keys towards it.
+    fn apply_held(&mut self, node: &str, kv: &KeyValue, kind: EventKind, revision: Revision) {
+        let held = match kind {
+            EventKind::Put => match serde_json::from_slice::<BTreeMap<String, u64>>(&kv.value) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    warn!(key = %kv.key, error = %e, "unreadable record of held key generations; ignored");
+                    return;
+                }
+            },
+            EventKind::Delete => None,
+        };
+        let changed = match held {
+            Some(h) => self.held_keys.insert(node.to_string(), h.clone()) != Some(h),
+            None => self.held_keys.remove(node).is_some(),
+        };
+        if !changed {
+            return;
+        }
+        let workstations: BTreeSet<String> = names(&self.index.volumes_by_node, node)
+            .flat_map(|v| names(&self.index.attachments_by_volume, v))
+            .filter_map(|a| self.attachments.get(a))
+            .map(|a| attachment_ends(a).1)
+            .collect();
+        for ws in workstations {
+            self.index.touch(&ws, revision);
         }
     }
 
@@ -576,6 +619,41 @@ mod tests {
         o.apply(EventKind::Delete, &kv, 5);
         assert_eq!(o.attachments_of("v1").count(), 0);
         assert_eq!(o.attachments_for("ws1").count(), 0);
+    }
+
+    /// What a storage node's target holds, recorded by another replica,
+    /// reaches this replica's workstation streams: the record is kept and
+    /// the workstations attached to that node's volumes recompute (the
+    /// `ha` suite's workstation on another replica than its storage node
+    /// waited for its key forever without it).
+    #[test]
+    fn held_key_records_are_kept_and_touch_the_workstations_using_the_node() {
+        let mut o = Objects::default();
+        put(&mut o, "volumes/v1", &volume("v1", "s2"), 1);
+        put(&mut o, "volumes/v2", &volume("v2", "s1"), 2);
+        put(&mut o, "attachments/a1", &attachment("a1", "v1", "ws2"), 3);
+        put(&mut o, "attachments/a2", &attachment("a2", "v2", "ws1"), 4);
+        let held = |rev: Revision, body: &str| KeyValue {
+            key: "authkeys/held/s2".into(),
+            value: body.as_bytes().to_vec(),
+            create_revision: 5,
+            mod_revision: rev,
+        };
+        o.apply(EventKind::Put, &held(5, r#"{"nqn.host:ws2":1}"#), 5);
+        assert_eq!(o.held_keys["s2"]["nqn.host:ws2"], 1);
+        assert!(o.index.node_changed_since("ws2", 4));
+        assert!(!o.index.node_changed_since("ws1", 4), "not attached to s2");
+        // The same record again changes nothing; a newer generation does.
+        o.apply(EventKind::Put, &held(6, r#"{"nqn.host:ws2":1}"#), 6);
+        assert!(!o.index.node_changed_since("ws2", 5));
+        o.apply(EventKind::Put, &held(7, r#"{"nqn.host:ws2":2}"#), 7);
+        assert!(o.index.node_changed_since("ws2", 6));
+        // Unreadable: ignored, the last good record stays.
+        o.apply(EventKind::Put, &held(8, "not json"), 8);
+        assert_eq!(o.held_keys["s2"]["nqn.host:ws2"], 2);
+        o.apply(EventKind::Delete, &held(9, ""), 9);
+        assert!(!o.held_keys.contains_key("s2"));
+        assert!(o.index.node_changed_since("ws2", 8));
     }
 
     #[test]

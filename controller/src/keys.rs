@@ -176,6 +176,26 @@ async fn get_or_create(s: &Shared, keys: &Keys, slot: &str) -> Result<DhchapKey,
     }
 }
 
+/// The host key generation storage node `storage`'s target holds for
+/// `host_nqn`: the newer of what this replica heard in the node's own
+/// reports and what the store records (`authkeys/held/NODE`, followed by
+/// the cache), so that a workstation whose stream is on another replica
+/// than its storage node's reports still gets its key. Generations only
+/// grow while a host stays allowed, so the newer one is the current one.
+fn held_generation(s: &Shared, keys: &Keys, storage: &str, host_nqn: &str) -> Option<u64> {
+    let here = applied(keys)
+        .get(&(storage.to_string(), host_nqn.to_string()))
+        .copied();
+    let stored = s
+        .cache
+        .read()
+        .held_keys
+        .get(storage)
+        .and_then(|h| h.get(host_nqn))
+        .copied();
+    here.max(stored)
+}
+
 /// The host key workstation `node` may use towards storage node
 /// `storage`: the one that node's target holds (it reported its
 /// generation). Before the target holds any, none: the workstation
@@ -189,10 +209,7 @@ async fn host_key_towards(
     host_nqn: &str,
     storage: &str,
 ) -> Result<Option<DhchapKey>, ApiError> {
-    let held = applied(keys)
-        .get(&(storage.to_string(), host_nqn.to_string()))
-        .copied();
-    let Some(held) = held else {
+    let Some(held) = held_generation(s, keys, storage, host_nqn) else {
         return Ok(None);
     };
     let slot = host_slot(node);
