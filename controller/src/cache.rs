@@ -221,6 +221,8 @@ impl Objects {
             "authkeys" => {
                 if let Some(node) = name.strip_prefix("held/") {
                     self.apply_held(node, kv, kind, revision);
+                } else if let Some(node) = name.strip_prefix("host/") {
+                    self.touch_host_key_users(node, revision);
                 }
             }
             FENCES => match kind {
@@ -300,6 +302,22 @@ impl Objects {
             .collect();
         for ws in workstations {
             self.index.touch(&ws, revision);
+        }
+    }
+
+    /// `authkeys/host/NODE` (issued or rotated, possibly by another
+    /// replica): workstation NODE's own stream and the storage nodes its
+    /// attachments' volumes are on carry that key, so they recompute. The
+    /// replica that wrote it also wakes its streams directly (`keys`).
+    fn touch_host_key_users(&mut self, node: &str, revision: Revision) {
+        let storage: BTreeSet<String> = names(&self.index.attachments_by_node, node)
+            .filter_map(|a| self.attachments.get(a))
+            .filter_map(|a| self.volumes.get(&attachment_ends(a).0))
+            .map(|v| volume_node(v).to_string())
+            .collect();
+        self.index.touch(node, revision);
+        for s in storage {
+            self.index.touch(&s, revision);
         }
     }
 
@@ -654,6 +672,19 @@ mod tests {
         o.apply(EventKind::Delete, &held(9, ""), 9);
         assert!(!o.held_keys.contains_key("s2"));
         assert!(o.index.node_changed_since("ws2", 8));
+        // A host key issued or rotated elsewhere: the workstation and the
+        // storage node its volume is on recompute, nobody else.
+        let host = KeyValue {
+            key: "authkeys/host/ws2".into(),
+            value: b"{}".to_vec(),
+            create_revision: 10,
+            mod_revision: 10,
+        };
+        o.apply(EventKind::Put, &host, 10);
+        assert!(o.index.node_changed_since("ws2", 9));
+        assert!(o.index.node_changed_since("s2", 9));
+        assert!(!o.index.node_changed_since("s1", 9));
+        assert!(!o.index.node_changed_since("ws1", 9));
     }
 
     #[test]
