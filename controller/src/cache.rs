@@ -28,6 +28,9 @@ pub struct Usage {
 /// made on this cache can be made conditional on no such write having
 /// landed since (see `ops::volume`).
 pub const FENCES: &str = "fences";
+/// Per storage node, the host key generations its target holds
+/// (`keys`, written by the replica that received the node's report).
+pub(crate) const HELD_KEYS_PREFIX: &str = "authkeys/held/";
 
 /// Every object, by kind and name, with usage aggregates kept current.
 #[derive(Debug, Default)]
@@ -268,9 +271,43 @@ impl Objects {
                 .is_some_and(|s| s.reports_allowed_hosts)
         };
         let before = reports(self);
+        let auth_before = self.auth_flags(name);
         self.apply_spec_kind::<Node>(name, kv, kind, revision);
         if before && !reports(self) {
             self.index.all_changed = revision;
+        }
+        let auth_after = self.auth_flags(name);
+        if auth_before.0 != auth_after.0 {
+            // A workstation became able (or unable) to authenticate: the
+            // storage nodes serving it gain or drop its key.
+            self.touch_host_key_users(name, revision);
+        }
+        if auth_before.1 != auth_after.1 {
+            // A storage node's controller keys come or go: so do those of
+            // the workstations connected to it.
+            self.touch_workstations_of(name, revision);
+        }
+    }
+
+    /// `(dhchap_capable, dhchap_unidirectional)` of node `name`'s status.
+    fn auth_flags(&self, name: &str) -> (bool, bool) {
+        self.nodes
+            .get(name)
+            .and_then(|n| n.status.as_ref())
+            .map_or((false, false), |s| {
+                (s.dhchap_capable, s.dhchap_unidirectional)
+            })
+    }
+
+    /// The workstations attached to volumes on storage node `node`.
+    fn touch_workstations_of(&mut self, node: &str, revision: Revision) {
+        let workstations: BTreeSet<String> = names(&self.index.volumes_by_node, node)
+            .flat_map(|v| names(&self.index.attachments_by_volume, v))
+            .filter_map(|a| self.attachments.get(a))
+            .map(|a| attachment_ends(a).1)
+            .collect();
+        for ws in workstations {
+            self.index.touch(&ws, revision);
         }
     }
 
@@ -292,25 +329,20 @@ impl Objects {
             Some(h) => self.held_keys.insert(node.to_string(), h.clone()) != Some(h),
             None => self.held_keys.remove(node).is_some(),
         };
-        if !changed {
-            return;
-        }
-        let workstations: BTreeSet<String> = names(&self.index.volumes_by_node, node)
-            .flat_map(|v| names(&self.index.attachments_by_volume, v))
-            .filter_map(|a| self.attachments.get(a))
-            .map(|a| attachment_ends(a).1)
-            .collect();
-        for ws in workstations {
-            self.index.touch(&ws, revision);
+        if changed {
+            self.touch_workstations_of(node, revision);
         }
     }
 
     /// `authkeys/host/NODE` (issued or rotated, possibly by another
-    /// replica): workstation NODE's own stream and the storage nodes its
-    /// attachments' volumes are on carry that key, so they recompute. The
-    /// replica that wrote it also wakes its streams directly (`keys`).
+    /// replica), or NODE's ability to authenticate changed: workstation
+    /// NODE's own stream and the storage nodes its attachments' volumes
+    /// are on carry that key, so they recompute. The replica that wrote it
+    /// also wakes its streams directly (`keys`).
     fn touch_host_key_users(&mut self, node: &str, revision: Revision) {
+        // Also where it is still allowed as a move's previous holder.
         let storage: BTreeSet<String> = names(&self.index.attachments_by_node, node)
+            .chain(names(&self.index.attachments_moving_from, node))
             .filter_map(|a| self.attachments.get(a))
             .filter_map(|a| self.volumes.get(&attachment_ends(a).0))
             .map(|v| volume_node(v).to_string())
@@ -458,10 +490,12 @@ impl Cache {
                 objects.apply(EventKind::Put, &kv, kv.mod_revision);
             }
         }
-        let (kvs, rev) = store.list(&format!("{FENCES}/"))?;
-        max_rev = max_rev.max(rev);
-        for kv in kvs {
-            objects.apply(EventKind::Put, &kv, kv.mod_revision);
+        for pfx in [format!("{FENCES}/"), HELD_KEYS_PREFIX.to_string()] {
+            let (kvs, rev) = store.list(&pfx)?;
+            max_rev = max_rev.max(rev);
+            for kv in kvs {
+                objects.apply(EventKind::Put, &kv, kv.mod_revision);
+            }
         }
         // The lists may straddle a concurrent commit; the watch from the
         // smallest sound point re-applies anything newer (idempotent puts).
@@ -685,6 +719,33 @@ mod tests {
         assert!(o.index.node_changed_since("s2", 9));
         assert!(!o.index.node_changed_since("s1", 9));
         assert!(!o.index.node_changed_since("ws1", 9));
+        // ws2 becomes able to authenticate (its report, maybe to another
+        // replica): s2 must gain its key.
+        let mut n = Node {
+            metadata: meta("ws2"),
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus::default()),
+        };
+        put(&mut o, "nodes/ws2", &n, 11);
+        if let Some(st) = n.status.as_mut() {
+            st.dhchap_capable = true;
+        }
+        put(&mut o, "nodes/ws2", &n, 12);
+        assert!(o.index.node_changed_since("s2", 11));
+        assert!(!o.index.node_changed_since("s1", 11));
+        // s1 turns unidirectional: its workstations drop controller keys.
+        let mut n = Node {
+            metadata: meta("s1"),
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus::default()),
+        };
+        put(&mut o, "nodes/s1", &n, 13);
+        if let Some(st) = n.status.as_mut() {
+            st.dhchap_unidirectional = true;
+        }
+        put(&mut o, "nodes/s1", &n, 14);
+        assert!(o.index.node_changed_since("ws1", 13));
+        assert!(!o.index.node_changed_since("ws2", 13));
     }
 
     #[test]

@@ -28,7 +28,7 @@ const CTRL_PREFIX: &str = "authkeys/ctrl/";
 /// Per storage node, the host key generations its target holds (from its
 /// reports), so that a restarted controller hands workstations their keys
 /// at once instead of waiting for every storage node to report again.
-const HELD_PREFIX: &str = "authkeys/held/";
+const HELD_PREFIX: &str = crate::cache::HELD_KEYS_PREFIX;
 
 /// The secrets of one slot: the one in force and, during a rotation, the
 /// one it replaced (kept so the record shows what was rolled).
@@ -177,23 +177,26 @@ async fn get_or_create(s: &Shared, keys: &Keys, slot: &str) -> Result<DhchapKey,
 }
 
 /// The host key generation storage node `storage`'s target holds for
-/// `host_nqn`: the newer of what this replica heard in the node's own
-/// reports and what the store records (`authkeys/held/NODE`, followed by
-/// the cache), so that a workstation whose stream is on another replica
-/// than its storage node's reports still gets its key. Generations only
-/// grow while a host stays allowed, so the newer one is the current one.
+/// `host_nqn`, from the store's record (`authkeys/held/NODE`, written by
+/// whichever replica received the node's report and followed by every
+/// replica's cache), so that a workstation whose stream is on another
+/// replica than its storage node's reports still gets its key. The record
+/// is authoritative (a write waits for the cache, so the replica that made
+/// it sees it too); this replica's memory of the node's reports counts
+/// only while the store has no record for the node (a write that failed).
 fn held_generation(s: &Shared, keys: &Keys, storage: &str, host_nqn: &str) -> Option<u64> {
-    let here = applied(keys)
-        .get(&(storage.to_string(), host_nqn.to_string()))
-        .copied();
     let stored = s
         .cache
         .read()
         .held_keys
         .get(storage)
-        .and_then(|h| h.get(host_nqn))
-        .copied();
-    here.max(stored)
+        .map(|h| h.get(host_nqn).copied());
+    match stored {
+        Some(g) => g,
+        None => applied(keys)
+            .get(&(storage.to_string(), host_nqn.to_string()))
+            .copied(),
+    }
 }
 
 /// The host key workstation `node` may use towards storage node
@@ -429,13 +432,8 @@ pub async fn note_held(s: &Shared, node: &str, now_held: HashMap<String, u64>) {
     let Some(keys) = s.keys.as_ref() else {
         return;
     };
-    let (went_up, changed, mine) = {
+    let (went_up, mine) = {
         let mut map = applied(keys);
-        let before: BTreeMap<String, u64> = map
-            .iter()
-            .filter(|((n, _), _)| n == node)
-            .map(|((_, h), g)| (h.clone(), *g))
-            .collect();
         map.retain(|(n, h), _| n != node || now_held.contains_key(h));
         let mut went_up = false;
         for (host, generation) in &now_held {
@@ -443,11 +441,21 @@ pub async fn note_held(s: &Shared, node: &str, now_held: HashMap<String, u64>) {
             went_up |= prev.is_none_or(|g| g < *generation);
         }
         let mine: BTreeMap<String, u64> = now_held.into_iter().collect();
-        (went_up, before != mine, mine)
+        (went_up, mine)
     };
-    if changed {
+    // Compared with the store's record (through the cache), not with this
+    // replica's memory: the node may have reported to another replica
+    // before, and a write that failed must be retried by the next report.
+    let stored = s
+        .cache
+        .read()
+        .held_keys
+        .get(node)
+        .cloned()
+        .unwrap_or_default();
+    if stored != mine {
         if let Err(e) = persist_held(s, node, &mine).await {
-            // Only the restart shortcut is lost: the next report refills it.
+            // The next report tries again (the record still differs).
             tracing::warn!(%node, error = %e, "recording the host key generations held");
         }
     }
@@ -471,13 +479,12 @@ async fn persist_held(
     s.commit(txn).await.map(|_| ())
 }
 
-/// Fills the in-memory record of what each storage node's target holds
-/// (and the host key metrics) from the store, at start-up. What a storage node reports afterwards
-/// replaces its part.
+/// At start-up: the host key metrics from the store's records, and how
+/// many held generations the store records (the cache follows those).
 pub fn load_held(s: &Shared) -> Result<usize, ApiError> {
-    let Some(keys) = s.keys.as_ref() else {
+    if s.keys.is_none() {
         return Ok(0);
-    };
+    }
     // The key metrics start from the records too.
     let (hosts, _) = s.store.list(HOST_PREFIX)?;
     for kv in hosts {
@@ -491,22 +498,9 @@ pub fn load_held(s: &Shared) -> Result<usize, ApiError> {
             .auth_keys
             .set_host_key(node, rec.current.generation, rec.issued_at);
     }
-    let (kvs, _) = s.store.list(HELD_PREFIX)?;
-    let mut map = applied(keys);
-    let mut n = 0;
-    for kv in kvs {
-        let Some(node) = kv.key.strip_prefix(HELD_PREFIX) else {
-            continue;
-        };
-        let Ok(held) = serde_json::from_slice::<BTreeMap<String, u64>>(&kv.value) else {
-            tracing::warn!(key = %kv.key, "unreadable record of held key generations; ignored");
-            continue;
-        };
-        for (host, generation) in held {
-            map.entry((node.to_string(), host)).or_insert(generation);
-            n += 1;
-        }
-    }
+    // What the targets hold is followed by the cache (loaded with it, see
+    // `Objects::held_keys`); the count is for the start-up log.
+    let n = s.cache.read().held_keys.values().map(BTreeMap::len).sum();
     Ok(n)
 }
 
