@@ -188,8 +188,11 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
     }
     let line_start = text.get(..span.start)?.rfind('\n').map_or(0, |i| i + 1);
     let before = text.get(line_start..span.start)?;
-    let Some((key, _)) = before.split_once('=') else {
-        return Some(spanned.to_string());
+    // `key = value` with the span on the value, or the key itself.
+    let key = match before.split_once('=') {
+        Some((key, _)) => key,
+        None if before.trim().is_empty() => spanned,
+        None => return Some(spanned.to_string()),
     };
     let key = key.trim().trim_matches('"');
     let table = text
@@ -198,11 +201,18 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
         .rev()
         .map(str::trim)
         .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+        .and_then(table_name);
     Some(match table {
         Some(t) if !t.is_empty() => format!("{t}.{key}"),
         _ => key.to_string(),
     })
+}
+
+/// `holder` of a `[holder]` or `[[holder]]` header line, ignoring a
+/// trailing comment.
+fn table_name(line: &str) -> Option<&str> {
+    let inner = line.trim_start_matches('[');
+    Some(inner.get(..inner.find(']')?)?.trim())
 }
 
 /// How an agent orders `controller_endpoints` when it (re)connects: it
@@ -499,9 +509,16 @@ path = "/srv/ferrofab/fast"
         assert_eq!(c.controller_endpoint_order, EndpointOrder::Listed);
         assert_eq!(EndpointOrder::Listed.arrange("s1", &eps), eps);
 
-        let bad = format!("{MIN}[holder]\nstart_timeout = 5\n");
+        let bad = format!("{MIN}[holder] # the holder\nstart_timeout = 5\n");
         match AgentConfig::parse(&bad).unwrap_err() {
             AgentError::Config { key, .. } => assert_eq!(key, "holder.start_timeout"),
+            other => panic!("{other}"),
+        }
+        let bad = format!("{MIN}[holder]\nstart_timeoot = \"5s\"\n");
+        match AgentConfig::parse(&bad).unwrap_err() {
+            AgentError::Config { key, message } => {
+                assert_eq!(key, "holder.start_timeoot", "{message}")
+            }
             other => panic!("{other}"),
         }
         let bad = MIN.replacen("[tls]", "controller_endpoint_order = \"random\"\n[tls]", 1);
