@@ -382,8 +382,12 @@ fn enroll(cli: &Cli, cmd: &Cmd) -> anyhow::Result<u8> {
 /// `--check-config`: exit 0 with "config OK: PATH", else 1 naming the fault.
 fn check_config(cli: &Cli) -> anyhow::Result<u8> {
     init_logging("warn", LogFormat::Human);
-    ferrofab_agent::check::check_config(&cli.config)
-        .map_err(|e| name_config_file(&cli.config, &e))?;
+    ferrofab_agent::check::check_config(&cli.config).map_err(|e| {
+        anyhow::anyhow!(ferrofab_buildinfo::naming_config_file(
+            &cli.config,
+            &e.to_string()
+        ))
+    })?;
     println!("config OK: {}", cli.config.display());
     Ok(0)
 }
@@ -457,17 +461,5 @@ fn main() -> ExitCode {
             );
             ExitCode::from(EXIT_ERROR)
         }
-    }
-}
-
-/// The error of `--check-config`, naming the config file once: most
-/// errors already say "(in PATH)"; the others get "config PATH: " before.
-fn name_config_file(path: &std::path::Path, e: &dyn std::fmt::Display) -> anyhow::Error {
-    let msg = e.to_string();
-    let shown = path.display().to_string();
-    if msg.contains(&shown) {
-        anyhow::anyhow!(msg)
-    } else {
-        anyhow::anyhow!("config {shown}: {msg}")
     }
 }

@@ -58,6 +58,19 @@ pub fn one_line(s: &str) -> String {
         .join("; ")
 }
 
+/// The message of a config check's failure naming the config file once:
+/// most errors already say "(in PATH)" or "reading config PATH"; the others
+/// get "config PATH: " before (`--check-config` of the agent and the
+/// controller).
+pub fn naming_config_file(path: &std::path::Path, msg: &str) -> String {
+    let shown = path.display().to_string();
+    if msg.contains(&shown) {
+        msg.to_string()
+    } else {
+        format!("config {shown}: {msg}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +86,19 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             Some(&self.1)
         }
+    }
+
+    #[test]
+    fn the_config_file_is_named_once() {
+        let p = std::path::Path::new("/etc/ferrofab/agent.toml");
+        assert_eq!(
+            naming_config_file(p, "key `node`: missing (in /etc/ferrofab/agent.toml)"),
+            "key `node`: missing (in /etc/ferrofab/agent.toml)"
+        );
+        assert_eq!(
+            naming_config_file(p, "tls: /x: not found"),
+            "config /etc/ferrofab/agent.toml: tls: /x: not found"
+        );
     }
 
     #[test]

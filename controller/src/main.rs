@@ -108,8 +108,12 @@ fn check_config(cli: &Cli) -> anyhow::Result<()> {
     let flags = Flags {
         enable_debug_service: cli.enable_debug_service,
     };
-    ferrofab_controller::check::check_config(&cli.config, &flags)
-        .map_err(|e| name_config_file(&cli.config, &e))?;
+    ferrofab_controller::check::check_config(&cli.config, &flags).map_err(|e| {
+        anyhow::anyhow!(ferrofab_buildinfo::naming_config_file(
+            &cli.config,
+            &e.to_string()
+        ))
+    })?;
     println!("config OK: {}", cli.config.display());
     Ok(())
 }
@@ -168,17 +172,5 @@ fn main() -> ExitCode {
             );
             ExitCode::from(1)
         }
-    }
-}
-
-/// The error of `--check-config`, naming the config file once: most
-/// errors already say "(in PATH)"; the others get "config PATH: " before.
-fn name_config_file(path: &std::path::Path, e: &dyn std::fmt::Display) -> anyhow::Error {
-    let msg = e.to_string();
-    let shown = path.display().to_string();
-    if msg.contains(&shown) {
-        anyhow::anyhow!(msg)
-    } else {
-        anyhow::anyhow!("config {shown}: {msg}")
     }
 }
