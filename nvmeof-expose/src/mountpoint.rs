@@ -72,7 +72,7 @@ pub fn lazy_unmount(dir: &Path) -> Result<(), ExposeError> {
 /// 6.13 and later; older kernels have a fixed 256).
 const MAX_PAGES_LIMIT: &str = "/proc/sys/fs/fuse/max_pages_limit";
 
-/// Raise [`MAX_PAGES_LIMIT`] so that a request of `max_write` bytes from a
+/// Raise the sysctl `fs.fuse.max_pages_limit` so that a request of `max_write` bytes from a
 /// buffer that does not start on a page (one page more) fits in one FUSE
 /// request. Only ever raises; failures (not root, an older kernel) are
 /// logged and leave requests cut at the old limit, which costs speed on

@@ -269,7 +269,7 @@ pub fn read(
 /// sends a large write's data when the target asks for it (R2T), after
 /// this FUSE thread has moved on and its request buffer holds the next
 /// request. Waits first for the budget and the range lock
-/// ([`WriteHold::take`]).
+/// (`WriteHold::take`).
 #[allow(clippy::too_many_arguments)]
 pub fn write(
     vol: &Arc<Volume>,
