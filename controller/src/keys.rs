@@ -481,7 +481,7 @@ async fn persist_held(
 
 /// At start-up: the host key metrics from the store's records, and how
 /// many held generations the store records (the cache follows those).
-pub fn load_held(s: &Shared) -> Result<usize, ApiError> {
+pub fn load_key_metrics(s: &Shared) -> Result<usize, ApiError> {
     if s.keys.is_none() {
         return Ok(0);
     }

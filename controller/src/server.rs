@@ -272,10 +272,10 @@ pub async fn run_until(
         .auth
         .rotate_every()
         .map_err(|e| ServerError::Config(e.to_string()))?;
-    match crate::keys::load_held(&shared) {
-        Ok(n) => tracing::debug!(records = n, "held host key generations loaded"),
+    match crate::keys::load_key_metrics(&shared) {
+        Ok(n) => tracing::debug!(held = n, "host key metrics loaded"),
         Err(e) => {
-            tracing::warn!(error = %e, "held host key generations not loaded; storage nodes' next reports refill them")
+            tracing::warn!(error = %e, "host key metrics not loaded from the store; rotations and reports set them again")
         }
     }
     tokio::spawn(crate::keys::run_housekeeping(shared.clone(), rotate_every));
